@@ -1,0 +1,86 @@
+"""Parameter validation shared by every zoo model.
+
+Checks run on concrete values (Python numbers, NumPy or JAX arrays outside a trace) and raise a
+``ValueError`` that names the argument, the bad value and the fix. Traced values (a model built inside
+``jit``) cannot be checked in Python; `check_dt` then falls back to ``eqx.error_if``.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def _concrete(value) -> np.ndarray | None:
+    if isinstance(value, jax.core.Tracer):
+        return None
+    return np.asarray(value)
+
+
+def check_positive(owner: str, name: str, value, unit: str = "") -> None:
+    """Raise ``ValueError`` unless every element of ``value`` is finite and > 0."""
+    arr = _concrete(value)
+    if arr is None:
+        return
+    if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
+        bad = arr[~(np.isfinite(arr) & (arr > 0))] if arr.ndim else arr
+        raise ValueError(
+            f"{owner}: `{name}` must be > 0{' ' + unit if unit else ''} and finite, got {bad.ravel()[:4]}. "
+            f"Pass a positive value for `{name}`."
+        )
+
+
+def check_nonnegative(owner: str, name: str, value, unit: str = "") -> None:
+    """Raise ``ValueError`` unless every element of ``value`` is finite and ≥ 0."""
+    arr = _concrete(value)
+    if arr is None:
+        return
+    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+        raise ValueError(
+            f"{owner}: `{name}` must be >= 0{' ' + unit if unit else ''} and finite, got "
+            f"{arr.ravel()[:4]}. Pass a non-negative value for `{name}`."
+        )
+
+
+def check_finite(owner: str, name: str, value) -> None:
+    """Raise ``ValueError`` if any element of ``value`` is NaN or infinite."""
+    arr = _concrete(value)
+    if arr is None:
+        return
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{owner}: `{name}` must be finite, got {arr.ravel()[:4]}.")
+
+
+def check_less(owner: str, small: str, small_value, large: str, large_value) -> None:
+    """Raise ``ValueError`` unless ``small_value < large_value`` elementwise."""
+    a, b = _concrete(small_value), _concrete(large_value)
+    if a is None or b is None:
+        return
+    if np.any(a >= b):
+        raise ValueError(f"{owner}: `{small}` must be below `{large}`, got {small}={a} and {large}={b}.")
+
+
+def check_broadcastable(owner: str, fields: dict[str, object]) -> tuple[int, ...]:
+    """Return the broadcast shape of heterogeneous parameters, or raise naming the offending field."""
+    shape: tuple[int, ...] = ()
+    for name, value in fields.items():
+        try:
+            shape = np.broadcast_shapes(shape, np.shape(value))
+        except ValueError:
+            raise ValueError(
+                f"{owner}: `{name}` has shape {np.shape(value)}, which does not broadcast with the other "
+                f"parameters' shape {shape}. Give heterogeneous parameters one common population shape."
+            ) from None
+    return shape
+
+
+def check_dt(dt):
+    """Validate a time step in ms: ``ValueError`` when concrete, ``eqx.error_if`` when traced."""
+    arr = _concrete(dt)
+    if arr is not None:
+        if arr.ndim != 0 or not np.isfinite(arr) or arr <= 0:
+            raise ValueError(f"`dt` must be a positive finite scalar in ms, got {dt!r}. Pass e.g. dt=0.1.")
+        return dt
+    return eqx.error_if(dt, ~(jnp.isfinite(dt) & (dt > 0)), "`dt` must be a positive finite time step in ms.")

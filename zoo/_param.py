@@ -1,0 +1,61 @@
+"""Model parameters as Equinox fields that carry their unit and meaning.
+
+`param(default, unit, doc)` makes a field that converts its value to a (weakly typed) JAX array, so a
+parameter is a differentiable leaf, keeps the dtype of the inputs it meets, and may be a scalar or an array
+for a heterogeneous population. Its unit and description live in the field metadata, where
+`describe` reads them for the `diffbrain models` listing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+
+def as_param(value) -> jax.Array:
+    """Convert a Python number or array to a floating JAX array, keeping Python floats weakly typed."""
+    if isinstance(value, bool):
+        raise TypeError(f"a model parameter must be a number or an array, got the bool {value!r}")
+    if isinstance(value, int):
+        value = float(value)
+    array = jnp.asarray(value)
+    if not jnp.issubdtype(array.dtype, jnp.inexact):
+        array = array.astype(jnp.result_type(float))
+    return array
+
+
+def param(default: float, unit: str, doc: str):
+    """A float parameter field with a unit (``"ms"``, ``"mV"``, ``"nS"``, ``"pA"``, ``"1"`` …) and a docstring."""
+    return eqx.field(default=default, converter=as_param, metadata={"unit": unit, "doc": doc})
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamInfo:
+    """One row of a model's parameter listing."""
+
+    name: str
+    value: object
+    unit: str
+    doc: str
+
+
+def describe(model: eqx.Module) -> list[ParamInfo]:
+    """List the documented parameters of ``model`` with their current values, units and meanings."""
+    rows = []
+    for field in dataclasses.fields(model):
+        if "unit" in field.metadata:
+            value = getattr(model, field.name)
+            shown = value.item() if getattr(value, "ndim", 1) == 0 else value
+            rows.append(ParamInfo(field.name, shown, field.metadata["unit"], field.metadata["doc"]))
+    return rows
+
+
+def astype(model, dtype) -> eqx.Module:
+    """Cast every floating leaf of a model (or any PyTree) to ``dtype``, e.g. ``jnp.float64``."""
+    return jax.tree.map(
+        lambda x: x.astype(dtype) if eqx.is_inexact_array(x) else x,
+        model,
+    )

@@ -1,0 +1,80 @@
+"""The neuron contract shared by every model of the zoo."""
+
+from __future__ import annotations
+
+import abc
+from typing import ClassVar, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, Float
+
+from .._checks import check_broadcastable
+from .._param import describe
+from ..surrogate import AbstractSurrogate
+
+
+class AbstractNeuron(eqx.Module):
+    """A neuron model: parameters as fields, state as a separate PyTree, a pure `step`.
+
+    Subclasses are final and declare:
+
+    * ``State``: a ``NamedTuple`` class of the state variables (``V`` in mV always first);
+    * ``input_unit``: the unit of the injected current (``"pA"``, ``"nA"``, ``"µA/cm²"``, or ``"mV"`` for
+      models written dimensionless, where the input enters as ``R·I`` directly);
+    * ``init_state(shape)`` and ``step(state, current, dt) -> (state, spike)``.
+
+    Parameters may be scalars or arrays of one population shape (heterogeneous populations).
+    """
+
+    State: ClassVar[type[NamedTuple]]
+    input_unit: ClassVar[str]
+
+    @abc.abstractmethod
+    def init_state(self, shape: tuple[int, ...] = ()) -> NamedTuple:
+        """The resting state for a population of ``shape`` (broadcast with the parameters' shape)."""
+
+    @abc.abstractmethod
+    def step(
+        self, state: NamedTuple, current: Float[ArrayLike, "..."], dt: float
+    ) -> tuple[NamedTuple, Float[Array, "..."]]:
+        """Advance ``state`` by ``dt`` ms under ``current`` (in `input_unit`); return (state, spike)."""
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The population shape implied by heterogeneous (array) parameters; ``()`` if all are scalars."""
+        return check_broadcastable(type(self).__name__, {p.name: p.value for p in describe(self)})
+
+    def _full(self, shape: tuple[int, ...], value) -> Array:
+        shape = jnp.broadcast_shapes(tuple(shape), self.shape)
+        return jnp.broadcast_to(jnp.asarray(value), shape)
+
+
+class AbstractSpikingNeuron(AbstractNeuron):
+    """A neuron that emits spikes through a surrogate Heaviside and resets after each one.
+
+    ``spike_fn`` is the surrogate (forward: exact Heaviside of ``V − threshold``); ``detach_reset`` stops
+    the gradient through the reset term, which keeps gradients bounded through many spikes (without it a
+    GIF gradient was measured to reach 1e72).
+    """
+
+    spike_fn: eqx.AbstractVar[AbstractSurrogate]
+    detach_reset: eqx.AbstractVar[bool]
+
+    def _reset_gate(self, spike: Array) -> Array:
+        return jax.lax.stop_gradient(spike) if self.detach_reset else spike
+
+
+class AbstractContinuousNeuron(AbstractNeuron):
+    """A neuron whose dynamics are a smooth ODE, so Diffrax can integrate it (`zoo.solve`).
+
+    ``vector_field(t, y, current)`` returns dy/dt (per ms) for a state ``y`` of type ``State`` and the
+    injected current at time ``t``. ``spike_threshold`` (mV) is where an upward crossing counts as a spike.
+    """
+
+    spike_threshold: eqx.AbstractVar[Float[Array, ""]]
+
+    @abc.abstractmethod
+    def vector_field(self, t: float, y: NamedTuple, current: Float[ArrayLike, "..."]) -> NamedTuple:
+        """dy/dt in units of state per ms."""

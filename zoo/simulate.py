@@ -1,0 +1,176 @@
+"""Fixed-step simulation of zoo neurons with `lax.scan`: recording, decimation, checkpointing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike, Float
+
+from ._checks import check_dt
+from .neurons._base import AbstractNeuron
+
+
+class Trace(eqx.Module):
+    """The result of `simulate` or `solve`.
+
+    Attributes:
+        t: sample times, ms (the end of each recorded block), shape ``[S]``.
+        spikes: spike counts per sample (0/1 when every step is recorded), shape ``[S, *n]``.
+        states: recorded state variables by name (``"V"`` in mV, …), each ``[S, *n]``.
+        final_state: the model state after the last step (to continue a simulation).
+    """
+
+    t: Float[Array, " S"]
+    spikes: Float[Array, "S *n"]
+    states: dict[str, Array]
+    final_state: NamedTuple
+
+    @property
+    def V(self) -> Float[Array, "S *n"]:
+        """Membrane potential, mV (when recorded)."""
+        return self.states["V"]
+
+    @property
+    def spike_count(self) -> Float[Array, "*n"]:
+        """Total number of spikes per neuron."""
+        return self.spikes.sum(axis=0)
+
+    def rate(self) -> Float[Array, "*n"]:
+        """Mean firing rate per neuron over the simulated time, Hz."""
+        return self.spike_count / self.t[-1] * 1000.0
+
+
+def _validate(model, inputs, record: Sequence[str]):
+    if not isinstance(model, AbstractNeuron):
+        raise TypeError(
+            f"`model` must be a zoo neuron (an AbstractNeuron such as zoo.LIF()), got {type(model).__name__}."
+        )
+    inputs = jnp.asarray(inputs)
+    if inputs.ndim == 0:
+        raise ValueError(
+            "`inputs` must have a leading time axis [T, *population], got a scalar. "
+            "Use e.g. jnp.full(T, amplitude) or zoo.stimulus.steps(...)."
+        )
+    if inputs.shape[0] == 0:
+        raise ValueError("`inputs` has no time steps (shape[0] == 0); pass at least one step.")
+    if not isinstance(inputs, jax.core.Tracer) and not bool(np.all(np.isfinite(np.asarray(inputs)))):
+        raise ValueError("`inputs` contains NaN or inf; the injected current must be finite.")
+    unknown = [name for name in record if name not in model.State._fields]
+    if unknown:
+        raise ValueError(
+            f"`record` names {unknown}, which {type(model).__name__} does not have; "
+            f"its state variables are {list(model.State._fields)}."
+        )
+    return inputs
+
+
+def _check_divides(name: str, block: int, total: int) -> None:
+    if not isinstance(block, int | np.integer) or block < 1 or total % block:
+        raise ValueError(
+            f"`{name}` must be a positive integer that divides the number of steps ({total}), got {block!r}."
+        )
+
+
+def _fail_on_nonfinite(state: NamedTuple) -> NamedTuple:
+    bad = jnp.zeros((), bool)
+    for leaf in jax.tree.leaves(state):
+        if jnp.issubdtype(leaf.dtype, jnp.inexact):
+            bad = bad | ~jnp.all(jnp.isfinite(leaf))
+    return eqx.error_if(
+        state,
+        bad,
+        "The simulation produced NaN or inf in the model state. Reduce `dt`, check the parameters, "
+        "or pass check_finite=False to get the raw values.",
+    )
+
+
+def simulate(
+    model: AbstractNeuron,
+    inputs: Float[ArrayLike, "T *n"],
+    dt: float,
+    *,
+    shape: tuple[int, ...] | None = None,
+    state: NamedTuple | None = None,
+    record: Sequence[str] = ("V",),
+    record_every: int = 1,
+    checkpoint_every: int | None = None,
+    unroll: int = 1,
+    check_finite: bool = True,
+) -> Trace:
+    """Simulate ``model`` for ``inputs.shape[0]`` steps of ``dt`` ms with `lax.scan`.
+
+    Args:
+        model: any zoo neuron; heterogeneous parameters (arrays) define a population.
+        inputs: injected current per step, in ``model.input_unit``, shape ``[T]`` or ``[T, *population]``;
+            the value at index k acts during ``[k·dt, (k+1)·dt)``.
+        dt: time step, ms (> 0).
+        shape: population shape; defaults to ``inputs.shape[1:]`` broadcast with the parameters' shape.
+        state: initial state (default: ``model.init_state(shape)``).
+        record: names of state variables to record (``model.State._fields``).
+        record_every: keep one sample every this many steps (decimation); spikes are summed per block,
+            so counts are exact. Must divide T.
+        checkpoint_every: if set, gradients store the state only every this many steps and recompute
+            the steps in between (memory ∝ T/checkpoint_every + checkpoint_every instead of T). Must be a
+            multiple of ``record_every`` and divide T.
+        unroll: steps unrolled per scan iteration (fewer dispatches on CPU).
+        check_finite: raise (also inside jit) if the final state contains NaN or inf.
+
+    Returns:
+        A `Trace` with times (ms), spike counts and recorded states.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from diffbrain import zoo
+        >>> trace = zoo.simulate(zoo.HH(), jnp.full(2000, 10.0), dt=0.05)  # 100 ms at 10 µA/cm²
+        >>> trace.V.shape
+        (2000,)
+    """
+    inputs = _validate(model, inputs, record)
+    dt = check_dt(dt)
+    n_steps = inputs.shape[0]
+    _check_divides("record_every", record_every, n_steps)
+    if shape is None:
+        shape = jnp.broadcast_shapes(inputs.shape[1:], model.shape)
+    if state is None:
+        state = model.init_state(tuple(shape))
+
+    def one_step(state, current):
+        return model.step(state, current, dt)
+
+    def block(state, currents):
+        if record_every == 1:
+            state, spikes = one_step(state, currents[0])
+        else:
+            state, spikes = jax.lax.scan(one_step, state, currents, unroll=unroll)
+            spikes = spikes.sum(axis=0)
+        return state, (spikes, {name: getattr(state, name) for name in record})
+
+    blocks = inputs.reshape(n_steps // record_every, record_every, *inputs.shape[1:])
+    block_unroll = unroll if record_every == 1 else 1
+    if checkpoint_every is None:
+        state, (spikes, recorded) = jax.lax.scan(block, state, blocks, unroll=block_unroll)
+    else:
+        _check_divides("checkpoint_every", checkpoint_every, n_steps)
+        if checkpoint_every % record_every:
+            raise ValueError(
+                f"`checkpoint_every` ({checkpoint_every}) must be a multiple of `record_every` ({record_every})."
+            )
+        per_segment = checkpoint_every // record_every
+
+        @jax.checkpoint
+        def segment(state, segment_blocks):
+            return jax.lax.scan(block, state, segment_blocks, unroll=block_unroll)
+
+        segments = blocks.reshape(n_steps // checkpoint_every, per_segment, *blocks.shape[1:])
+        state, (spikes, recorded) = jax.lax.scan(segment, state, segments)
+        spikes, recorded = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), (spikes, recorded))
+    if check_finite:
+        state = _fail_on_nonfinite(state)
+    n_samples = n_steps // record_every
+    t = (jnp.arange(1, n_samples + 1) * record_every * dt).astype(spikes.dtype)
+    return Trace(t=t, spikes=spikes, states=recorded, final_state=state)
