@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-from .neurons import LIF, AbstractNeuron
+from .neurons import ALIF, GIF, HH, LIF, AbstractNeuron, AdEx, Izhikevich, TraubHH
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +37,12 @@ NEURONS: dict[str, NeuronEntry] = {
     entry.name: entry
     for entry in [
         NeuronEntry("lif", LIF, 500.0, 200.0, 0.1, "leaky integrate-and-fire with refractory period"),
+        NeuronEntry("alif", ALIF, 30.0, 500.0, 0.1, "adaptive LIF with soft reset (the paper's task neuron)"),
+        NeuronEntry("gif", GIF, 1.5, 1000.0, 0.1, "Mihalas-Niebur generalized integrate-and-fire"),
+        NeuronEntry("adex", AdEx, 1000.0, 500.0, 0.1, "adaptive exponential integrate-and-fire"),
+        NeuronEntry("izhikevich", Izhikevich, 10.0, 500.0, 0.1, "Izhikevich simple model (regular spiking)"),
+        NeuronEntry("hh", HH, 10.0, 100.0, 0.01, "Hodgkin-Huxley squid axon"),
+        NeuronEntry("traubhh", TraubHH, 1.0, 50.0, 0.01, "Traub-Miles HH of the paper's fitting problem"),
     ]
 }
 """Every neuron model by command-line name."""

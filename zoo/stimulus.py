@@ -1,0 +1,88 @@
+"""Stimuli sampled on a time grid: step protocols, Ornstein–Uhlenbeck noise current, Poisson spike trains.
+
+Every function returns an array with a leading time axis of ``n_steps`` samples of width ``dt`` ms, the
+layout `zoo.simulate` and `zoo.solve` take (the sample at index k acts during ``[k·dt, (k+1)·dt)``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Bool, Float, PRNGKeyArray
+
+from ._checks import check_dt, check_nonnegative, check_positive
+
+
+def _n_steps(duration: float, dt: float, name: str) -> int:
+    steps = duration / dt
+    if duration < 0 or abs(steps - round(steps)) > 1e-6 * max(1.0, steps):
+        raise ValueError(
+            f"`{name}` entry {duration} ms is not a non-negative whole number of steps of dt={dt} ms; "
+            "choose durations that are multiples of dt."
+        )
+    return round(steps)
+
+
+def steps(levels: Sequence[float], durations: Sequence[float], dt: float) -> Float[Array, " T"]:
+    """A step protocol: ``levels[i]`` held for ``durations[i]`` ms each, sampled every ``dt`` ms.
+
+    Example:
+        >>> from diffbrain.zoo import stimulus
+        >>> stimulus.steps([0.0, 1.5, 0.0], [1.0, 2.0, 1.0], dt=0.5).tolist()
+        [0.0, 0.0, 1.5, 1.5, 1.5, 1.5, 0.0, 0.0]
+    """
+    check_dt(dt)
+    if len(levels) != len(durations) or not levels:
+        raise ValueError(
+            f"`levels` ({len(levels)}) and `durations` ({len(durations)}) must be non-empty and equally long."
+        )
+    counts = [_n_steps(d, dt, "durations") for d in durations]
+    return jnp.asarray(np.repeat(np.asarray(levels, dtype=float), counts))
+
+
+def ou_current(
+    key: PRNGKeyArray,
+    n_steps: int,
+    dt: float,
+    *,
+    mean: float,
+    std: float,
+    tau: float,
+    shape: tuple[int, ...] = (),
+) -> Float[Array, "T *n"]:
+    """Ornstein–Uhlenbeck noise current (stationary ``mean``, ``std``, correlation time ``tau`` ms).
+
+    Sampled exactly: ``x ← mean + (x − mean)·e^{−dt/τ} + std·sqrt(1 − e^{−2dt/τ})·ξ``, starting from the
+    stationary distribution. Units are those of ``mean`` and ``std`` (pA, nA, …).
+    """
+    check_dt(dt)
+    check_positive("ou_current", "tau", tau, "ms")
+    check_nonnegative("ou_current", "std", std)
+    decay = np.exp(-dt / tau)
+    kick = std * np.sqrt(1 - decay**2)
+    first_key, noise_key = jax.random.split(key)
+    x0 = mean + std * jax.random.normal(first_key, shape)
+    noise = jax.random.normal(noise_key, (n_steps, *shape))
+
+    def advance(x, xi):
+        x = mean + (x - mean) * decay + kick * xi
+        return x, x
+
+    _, xs = jax.lax.scan(advance, x0, noise)
+    return xs
+
+
+def poisson(
+    key: PRNGKeyArray, rate: float | Float[Array, "*n"], n_steps: int, dt: float, shape: tuple[int, ...] = ()
+) -> Bool[Array, "T *n"]:
+    """Poisson spike trains at ``rate`` Hz: each step spikes with probability ``rate·dt/1000``."""
+    check_dt(dt)
+    check_nonnegative("poisson", "rate", rate, "Hz")
+    p = jnp.asarray(rate) * dt / 1000.0
+    if np.any(np.asarray(p) > 1):
+        raise ValueError(f"`rate`·dt exceeds one spike per step (rate={rate} Hz, dt={dt} ms); lower dt.")
+    shape = jnp.broadcast_shapes(tuple(shape), jnp.shape(p))
+    return jax.random.uniform(key, (n_steps, *shape)) < p
