@@ -42,14 +42,18 @@ class ParamInfo:
     doc: str
 
 
+def parameters(model: eqx.Module) -> dict[str, jax.Array]:
+    """The documented (unit-carrying) parameters of ``model`` by name, as stored (arrays or tracers)."""
+    return {f.name: getattr(model, f.name) for f in dataclasses.fields(model) if "unit" in f.metadata}
+
+
 def describe(model: eqx.Module) -> list[ParamInfo]:
     """List the documented parameters of ``model`` with their current values, units and meanings."""
+    units = {f.name: f.metadata for f in dataclasses.fields(model) if "unit" in f.metadata}
     rows = []
-    for field in dataclasses.fields(model):
-        if "unit" in field.metadata:
-            value = getattr(model, field.name)
-            shown = value.item() if getattr(value, "ndim", 1) == 0 else value
-            rows.append(ParamInfo(field.name, shown, field.metadata["unit"], field.metadata["doc"]))
+    for name, value in parameters(model).items():
+        shown = value.item() if getattr(value, "ndim", 1) == 0 else value
+        rows.append(ParamInfo(name, shown, units[name]["unit"], units[name]["doc"]))
     return rows
 
 

@@ -10,8 +10,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
-from .._checks import check_broadcastable
-from .._param import describe
+from .._checks import check_broadcastable, check_finite
+from .._param import parameters
 from ..surrogate import AbstractSurrogate
 
 
@@ -41,10 +41,16 @@ class AbstractNeuron(eqx.Module):
     ) -> tuple[NamedTuple, Float[Array, "..."]]:
         """Advance ``state`` by ``dt`` ms under ``current`` (in `input_unit`); return (state, spike)."""
 
+    def __check_init__(self):
+        owner = type(self).__name__
+        for name, value in parameters(self).items():
+            check_finite(owner, name, value)
+        check_broadcastable(owner, parameters(self))
+
     @property
     def shape(self) -> tuple[int, ...]:
         """The population shape implied by heterogeneous (array) parameters; ``()`` if all are scalars."""
-        return check_broadcastable(type(self).__name__, {p.name: p.value for p in describe(self)})
+        return check_broadcastable(type(self).__name__, parameters(self))
 
     def _full(self, shape: tuple[int, ...], value) -> Array:
         shape = jnp.broadcast_shapes(tuple(shape), self.shape)

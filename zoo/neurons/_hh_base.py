@@ -60,7 +60,6 @@ class AbstractHH(AbstractContinuousNeuron):
         check_positive(name, "C", self.C)
         for field in ("g_Na", "g_K", "g_L"):
             check_nonnegative(name, field, getattr(self, field))
-        self.shape  # noqa: B018 - raises if the parameters' shapes do not broadcast
 
     def _steady_gates(self, V: Array) -> tuple[Array, Array, Array]:
         r = self.rates(V)

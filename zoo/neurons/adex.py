@@ -64,7 +64,6 @@ class AdEx(AbstractSpikingNeuron):
             check_positive("AdEx", name, getattr(self, name), unit)
         check_less("AdEx", "V_reset", self.V_reset, "V_peak", self.V_peak)
         check_less("AdEx", "V_T", self.V_T, "V_peak", self.V_peak)
-        self.shape  # noqa: B018 - raises if the parameters' shapes do not broadcast
 
     def init_state(self, shape: tuple[int, ...] = ()) -> AdExState:
         V = self._full(shape, self.E_L)

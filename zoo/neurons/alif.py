@@ -57,7 +57,6 @@ class ALIF(AbstractSpikingNeuron):
         check_positive("ALIF", "tau", self.tau, "ms")
         check_positive("ALIF", "tau_a", self.tau_a, "ms")
         check_less("ALIF", "V_reset", self.V_reset, "V_th", self.V_th)
-        self.shape  # noqa: B018 - raises if the parameters' shapes do not broadcast
 
     def init_state(self, shape: tuple[int, ...] = ()) -> ALIFState:
         V = self._full(shape, self.V_rest)

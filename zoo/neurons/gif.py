@@ -73,7 +73,6 @@ class GIF(AbstractSpikingNeuron):
         for name in ("k1", "k2", "b"):
             check_nonnegative("GIF", name, getattr(self, name), "1/ms")
         check_less("GIF", "V_reset", self.V_reset, "V_th_inf", self.V_th_inf)
-        self.shape  # noqa: B018 - raises if the parameters' shapes do not broadcast
 
     def init_state(self, shape: tuple[int, ...] = ()) -> GIFState:
         V = self._full(shape, self.V_rest)

@@ -49,9 +49,6 @@ class Izhikevich(AbstractSpikingNeuron):
     spike_fn: AbstractSurrogate = Sigmoid()
     detach_reset: bool = eqx.field(default=True, static=True)
 
-    def __check_init__(self):
-        self.shape  # noqa: B018 - raises if the parameters' shapes do not broadcast
-
     @classmethod
     def regular_spiking(cls, **overrides) -> Izhikevich:
         """RS cortical pyramidal cell: tonic spiking with adaptation (a .02, b .2, c −65, d 8)."""

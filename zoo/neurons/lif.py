@@ -60,7 +60,6 @@ class LIF(AbstractSpikingNeuron):
         check_positive("LIF", "g_L", self.g_L, "nS")
         check_nonnegative("LIF", "t_ref", self.t_ref, "ms")
         check_less("LIF", "V_reset", self.V_reset, "V_th", self.V_th)
-        self.shape  # noqa: B018 - raises if the parameters' shapes do not broadcast
 
     @classmethod
     def coba(cls, **overrides) -> LIF:

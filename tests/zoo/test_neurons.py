@@ -1,0 +1,174 @@
+"""Conformance suite: every registered neuron passes the same checks (PyTree, jit, vmap, grad, dtypes, errors)."""
+
+import dataclasses
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from diffbrain import zoo
+from diffbrain.zoo.registry import NEURONS, get_neuron
+
+jax.config.update("jax_enable_x64", True)
+
+NAMES = sorted(NEURONS)
+N_STEPS = 200
+
+# (parameter, bad value) pairs every model must reject with a ValueError naming the parameter.
+INVALID = {
+    "lif": [("C", 0.0), ("g_L", -1.0), ("t_ref", -1.0), ("V_reset", -40.0), ("C", float("nan"))],
+    "alif": [("tau", 0.0), ("tau_a", -5.0), ("V_reset", -40.0)],
+    "gif": [("tau", 0.0), ("R", -1.0), ("k1", -0.1), ("b", -0.01), ("V_reset", -40.0)],
+    "adex": [("C", 0.0), ("g_L", -1.0), ("delta_T", 0.0), ("tau_w", -1.0), ("V_peak", -80.0)],
+    "izhikevich": [("a", float("nan"))],
+    "hh": [("C", 0.0), ("g_Na", -1.0), ("g_K", float("inf"))],
+    "traubhh": [("C", -0.2), ("g_L", -1.0)],
+}
+
+
+def _float_params(model):
+    return [p.name for p in zoo.describe(model)]
+
+
+def _run(model, entry, n_steps=N_STEPS, current=None, dtype=None):
+    current = entry.current if current is None else current
+    inputs = jnp.full(n_steps, current, dtype=dtype)
+    return zoo.simulate(model, inputs, entry.dt, record=model.State._fields)
+
+
+@pytest.fixture(params=NAMES)
+def entry(request):
+    return NEURONS[request.param]
+
+
+def test_registry_covers_the_issue_models():
+    assert {"lif", "alif", "gif", "adex", "izhikevich", "hh", "traubhh"} <= set(NEURONS)
+    with pytest.raises(ValueError, match="choose one of"):
+        get_neuron("nope")
+
+
+def test_default_model_spikes(entry):
+    model = entry.make()
+    n_steps = round(entry.duration / entry.dt)
+    trace = zoo.simulate(model, jnp.full(n_steps, entry.current), entry.dt)
+    assert trace.spike_count >= 2
+    assert bool(jnp.all(jnp.isfinite(trace.V)))
+
+
+def test_pytree_round_trip(entry):
+    model = entry.make()
+    leaves, treedef = jax.tree.flatten(model)
+    rebuilt = jax.tree.unflatten(treedef, leaves)
+    assert eqx.tree_equal(model, rebuilt)
+    state = model.init_state((3,))
+    assert type(state) is model.State
+    assert jax.tree.unflatten(jax.tree.structure(state), jax.tree.leaves(state)) == state
+
+
+def test_jit_matches_eager(entry):
+    model = entry.make()
+    inputs = jnp.full(N_STEPS, entry.current)
+    eager = zoo.simulate(model, inputs, entry.dt)
+    jitted = eqx.filter_jit(lambda m, x: zoo.simulate(m, x, entry.dt))(model, inputs)
+    np.testing.assert_allclose(jitted.V, eager.V, rtol=1e-6, atol=1e-6)
+
+
+def test_population_parameters_equal_vmap(entry):
+    """An array parameter (heterogeneous population) gives what vmapping single models gives."""
+    model = entry.make()
+    name = _float_params(model)[0]
+    values = getattr(model, name) * jnp.array([0.98, 1.0, 1.02])
+    population = eqx.tree_at(lambda m: getattr(m, name), model, values)
+    assert population.shape == (3,)
+    inputs = jnp.full(N_STEPS, entry.current)
+    together = zoo.simulate(population, inputs, entry.dt)
+
+    def single(value):
+        return zoo.simulate(eqx.tree_at(lambda m: getattr(m, name), model, value), inputs, entry.dt).V
+
+    separately = jax.vmap(single)(values)
+    assert together.V.shape == (N_STEPS, 3)
+    np.testing.assert_allclose(together.V, separately.T, rtol=1e-6, atol=1e-5)
+
+
+def test_inputs_define_population(entry):
+    model = entry.make()
+    inputs = jnp.full((N_STEPS, 4, 2), entry.current)
+    trace = zoo.simulate(model, inputs, entry.dt)
+    assert trace.V.shape == (N_STEPS, 4, 2)
+    assert trace.spikes.shape == (N_STEPS, 4, 2)
+
+
+def test_grad_finite_for_every_parameter(entry):
+    model = entry.make()
+    n_steps = round(min(entry.duration, 60.0) / entry.dt)
+    inputs = jnp.full(n_steps, entry.current)
+
+    def loss(m):
+        trace = zoo.simulate(m, inputs, entry.dt)
+        return jnp.mean(trace.V) + trace.spike_count
+
+    grads = eqx.filter_grad(loss)(zoo.astype(model, jnp.float64))
+    for name in _float_params(model):
+        g = getattr(grads, name)
+        assert jnp.isfinite(g), f"{entry.name}: d loss / d {name} = {g}"
+    assert any(abs(float(getattr(grads, name))) > 0 for name in _float_params(model))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_dtype_is_preserved(entry, dtype):
+    model = zoo.astype(entry.make(), dtype)
+    trace = _run(model, entry, dtype=dtype)
+    for name, values in trace.states.items():
+        assert values.dtype == dtype, name
+    assert trace.spikes.dtype == dtype
+    assert bool(jnp.all(jnp.isfinite(trace.V)))
+
+
+def test_float32_tracks_float64(entry):
+    v32 = _run(zoo.astype(entry.make(), jnp.float32), entry, dtype=jnp.float32).V
+    v64 = _run(zoo.astype(entry.make(), jnp.float64), entry, dtype=jnp.float64).V
+    # Before the first spike the two precisions must agree closely.
+    first_spike = int(jnp.argmax(v64 > -20.0)) or N_STEPS
+    np.testing.assert_allclose(v32[: max(first_spike - 5, 5)], v64[: max(first_spike - 5, 5)], atol=1e-3)
+
+
+def test_invalid_parameters_name_the_parameter(entry):
+    for name, bad in INVALID[entry.name]:
+        with pytest.raises(ValueError, match=f"`{name}`"):
+            type(entry.make())(**{name: bad})
+
+
+def test_mismatched_parameter_shapes_raise(entry):
+    names = _float_params(entry.make())
+    cls = type(entry.make())
+    with pytest.raises(ValueError, match="does not broadcast"):
+        defaults = {p.name: p.value for p in zoo.describe(entry.make())}
+        cls(**{names[0]: np.full(3, defaults[names[0]]), names[1]: np.full(4, defaults[names[1]])})
+
+
+@pytest.mark.parametrize("dt", [0.0, -0.1, float("nan")])
+def test_nonpositive_dt_raises(entry, dt):
+    model = entry.make()
+    with pytest.raises(ValueError, match="`dt`"):
+        model.step(model.init_state(), entry.current, dt)
+    with pytest.raises(ValueError, match="`dt`"):
+        zoo.simulate(model, jnp.full(10, entry.current), dt)
+
+
+def test_traced_nonpositive_dt_raises_inside_jit(entry):
+    model = entry.make()
+    stepped = jax.jit(lambda dt: model.step(model.init_state(), entry.current, dt)[0].V)
+    with pytest.raises(Exception, match="dt"):
+        jax.block_until_ready(stepped(-0.1))
+
+
+def test_fields_are_documented_with_units(entry):
+    model = entry.make()
+    for field in dataclasses.fields(model):
+        if field.name in ("spike_fn", "detach_reset"):
+            continue
+        assert "unit" in field.metadata and field.metadata["doc"], f"{entry.name}.{field.name}"
+    assert model.input_unit

@@ -1,0 +1,289 @@
+"""Each model against a reference: closed forms, published values, a converged solver, finite differences."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+from diffbrain import zoo
+
+jax.config.update("jax_enable_x64", True)
+
+
+def f64(model):
+    return zoo.astype(model, jnp.float64)
+
+
+def spike_times(trace, dt):
+    return np.flatnonzero(np.asarray(trace.spikes)) * dt + dt
+
+
+# --- LIF -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dt", [0.1, 0.025])
+def test_lif_subthreshold_trace_is_the_closed_form(dt):
+    model = f64(zoo.LIF())
+    current = 300.0  # pA: V_inf = −65 + 300/25 = −53 mV, below threshold
+    n_steps = round(100.0 / dt)
+    trace = zoo.simulate(model, jnp.full(n_steps, current), dt)
+    t = np.arange(1, n_steps + 1) * dt
+    expected = -65.0 + current / 25.0 * (1 - np.exp(-t / 10.0))
+    np.testing.assert_allclose(trace.V, expected, rtol=0, atol=1e-10)
+    assert trace.spike_count == 0
+
+
+def test_lif_step_response_relaxes_back_exactly():
+    model = f64(zoo.LIF())
+    dt = 0.1
+    inputs = zoo.stimulus.steps([200.0, 0.0], [50.0, 50.0], dt)
+    V = np.asarray(zoo.simulate(model, inputs, dt).V)
+    V_on = -65.0 + 8.0 * (1 - np.exp(-50.0 / 10.0))
+    t_off = np.arange(1, 501) * dt
+    np.testing.assert_allclose(V[500:], -65.0 + (V_on + 65.0) * np.exp(-t_off / 10.0), atol=1e-10)
+
+
+@pytest.mark.parametrize("current", [400.0, 600.0, 1000.0])
+def test_lif_fi_curve_matches_the_analytic_rate(current):
+    model = f64(zoo.LIF())
+    dt = 0.005
+    trace = zoo.simulate(model, jnp.full(round(500.0 / dt), current), dt, record=())
+    isi = np.diff(spike_times(trace, dt)).mean()
+    R_I, theta, tau, t_ref = current / 25.0, 15.0, 10.0, 2.0
+    analytic_isi = t_ref + tau * np.log(R_I / (R_I - theta))
+    # Threshold crossings are resolved to the step: at most one dt late per period.
+    assert analytic_isi <= isi + 1e-9
+    assert isi - analytic_isi <= dt + 1e-9
+
+
+def test_lif_refractory_period_holds_the_reset():
+    model = f64(zoo.LIF(t_ref=5.0))
+    dt = 0.1
+    trace = zoo.simulate(model, jnp.full(1000, 5000.0), dt)
+    first = int(np.flatnonzero(np.asarray(trace.spikes))[0])
+    np.testing.assert_array_equal(np.asarray(trace.V[first : first + 51]), -65.0)
+    assert trace.V[first + 51] > -65.0
+
+
+def test_lif_presets():
+    coba, cuba = zoo.LIF.coba(), zoo.LIF.cuba()
+    assert float(coba.tau) == pytest.approx(20.0) and float(cuba.tau) == pytest.approx(20.0)
+    assert float(coba.V_rest) == -60.0 and float(cuba.V_rest) == -49.0
+    assert float(coba.t_ref) == 5.0 and float(zoo.LIF.coba(t_ref=2.0).t_ref) == 2.0
+
+
+# --- Hodgkin–Huxley ------------------------------------------------------------------------------------
+
+
+def test_hh_resting_potential_is_published_value():
+    trace = zoo.simulate(f64(zoo.HH()), jnp.zeros(20_000), 0.01)
+    assert float(trace.V[-1]) == pytest.approx(-65.0, abs=0.05)  # Hodgkin & Huxley (1952), modern offset
+    assert trace.spike_count == 0
+
+
+@pytest.mark.parametrize(
+    "current, rate_hz",
+    # Sustained firing rates of the squid model at 6.3 °C (e.g. Koch 1999, Biophysics of Computation,
+    # Fig. 6.6; Gerstner et al. 2014, Neuronal Dynamics, Fig. 2.5): about 68 Hz at 10 µA/cm².
+    [(10.0, 68.0), (20.0, 87.0)],
+)
+def test_hh_repetitive_firing_rate(current, rate_hz):
+    dt = 0.01
+    trace = zoo.simulate(f64(zoo.HH()), jnp.full(round(300.0 / dt), current), dt, record=())
+    last_isi = np.diff(spike_times(trace, dt))[-3:].mean()
+    assert 1000.0 / last_isi == pytest.approx(rate_hz, rel=0.03)
+
+
+def test_hh_single_spike_below_repetitive_threshold():
+    """Between rheobase for one spike and the onset of repetitive firing (~6.3 µA/cm²): one spike."""
+    trace = zoo.simulate(f64(zoo.HH()), jnp.full(20_000, 4.0), 0.01, record=())
+    assert trace.spike_count == 1
+
+
+def test_exp_euler_converges_to_tsit5_at_first_order():
+    """Error against a tight Tsit5 solution halves (≈) when dt halves."""
+    model = f64(zoo.HH())
+    duration, coarse = 12.0, 0.02
+    reference = zoo.solve(model, jnp.full(round(duration / 0.005), 10.0), 0.005, rtol=1e-11, atol=1e-11)
+    errors = []
+    for dt in (coarse, coarse / 2, coarse / 4):
+        trace = zoo.simulate(model, jnp.full(round(duration / dt), 10.0), dt)
+        stride = round(coarse / dt)
+        ref_stride = round(coarse / 0.005)
+        difference = np.asarray(trace.V[stride - 1 :: stride]) - reference.V[ref_stride - 1 :: ref_stride]
+        errors.append(np.sqrt(np.mean(difference**2)))
+    ratios = np.array(errors[:-1]) / np.array(errors[1:])
+    assert np.all((ratios > 1.6) & (ratios < 2.6)), (errors, ratios)
+    assert errors[-1] < 2.0  # mV RMS, through a spike
+
+
+@pytest.mark.parametrize("solver", ["tsit5", "kvaerno5", "dopri5"])
+def test_diffrax_solvers_agree(solver):
+    model = f64(zoo.HH())
+    inputs = zoo.stimulus.steps([0.0, 10.0, 0.0], [5.0, 20.0, 5.0], 0.05)
+    reference = zoo.solve(model, inputs, 0.05, solver="dopri8", rtol=1e-11, atol=1e-11)
+    trace = zoo.solve(model, inputs, 0.05, solver=solver)
+    np.testing.assert_allclose(trace.V, reference.V, atol=1e-3)
+    assert trace.spike_count == reference.spike_count == 2
+
+
+def test_fixed_step_tsit5_converges_at_high_order():
+    model = f64(zoo.HH())
+    reference = zoo.solve(model, jnp.full(400, 10.0), 0.025, rtol=1e-12, atol=1e-12)
+    errors = []
+    for dt in (0.05, 0.025):
+        trace = zoo.solve(model, jnp.full(round(10.0 / dt), 10.0), dt, adaptive=False)
+        errors.append(float(jnp.abs(trace.V[-1] - reference.V[-1])))
+    assert errors[0] / errors[1] > 12  # fifth order in theory; > 2⁴ leaves room for the spike's stiffness
+
+
+def test_traub_hh_spikes_and_vt_shifts_threshold():
+    dt = 0.01
+    inputs = jnp.full(round(50.0 / dt), 0.1)
+    base = zoo.simulate(f64(zoo.TraubHH()), inputs, dt, record=())
+    lower = zoo.simulate(f64(zoo.TraubHH(V_T=-60.0)), inputs, dt, record=())
+    assert base.spike_count == 0 and lower.spike_count == 1
+
+
+def test_hh_rates_are_finite_with_finite_gradients_everywhere():
+    V = jnp.linspace(-200.0, 100.0, 30_001)  # passes exactly through the removable singularities
+    for model in (f64(zoo.HH()), f64(zoo.TraubHH())):
+        rates = model.rates(V)
+        grads = jax.vmap(jax.grad(lambda v, m=model: sum(model.rates(v))))(V)
+        assert all(bool(jnp.all(jnp.isfinite(r))) for r in rates)
+        assert bool(jnp.all(jnp.isfinite(grads)))
+    # At the singularity the limit is taken: α_m(−40) = 1 /ms.
+    assert float(f64(zoo.HH()).rates(jnp.array(-40.0)).alpha_m) == pytest.approx(1.0)
+
+
+# --- gradients against finite differences (float64) ---------------------------------------------------
+
+
+def _param_loss(model, name, inputs, dt):
+    def loss(value):
+        m = eqx.tree_at(lambda m: getattr(m, name), model, value)
+        return jnp.mean(zoo.simulate(m, inputs, dt).V)
+
+    return loss, getattr(model, name)
+
+
+@pytest.mark.parametrize(
+    "model, name, current, dt",
+    [
+        (zoo.HH(), "g_K", 10.0, 0.02),  # through spikes: HH is smooth
+        (zoo.TraubHH(), "V_T", 0.5, 0.02),
+        (zoo.LIF(), "g_L", 200.0, 0.1),  # subthreshold: the IF models are smooth there
+        (zoo.ALIF(), "tau", 10.0, 0.1),
+        (zoo.GIF(), "R", 0.5, 0.1),
+        (zoo.AdEx(), "a", 200.0, 0.1),
+        (zoo.Izhikevich(), "b", 2.0, 0.1),
+    ],
+)
+def test_gradients_match_finite_differences(model, name, current, dt):
+    inputs = jnp.full(round(20.0 / dt), current)
+    loss, value = _param_loss(f64(model), name, inputs, dt)
+    check_grads(loss, (value,), order=1, modes=("fwd", "rev"), atol=1e-5, rtol=1e-5)
+
+
+def test_checkpointed_gradient_equals_plain_gradient():
+    model = f64(zoo.HH())
+    inputs = jnp.full(1000, 10.0)
+
+    def loss(m, checkpoint_every):
+        return jnp.mean(zoo.simulate(m, inputs, 0.02, checkpoint_every=checkpoint_every).V)
+
+    plain = eqx.filter_grad(lambda m: loss(m, None))(model)
+    checkpointed = eqx.filter_grad(lambda m: loss(m, 100))(model)
+    for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(checkpointed), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10)
+
+
+# --- adaptive integrate-and-fire models ----------------------------------------------------------------
+
+
+def _isis(model, current, dt=0.1, duration=1000.0):
+    trace = zoo.simulate(f64(model), jnp.full(round(duration / dt), current), dt, record=())
+    return np.diff(spike_times(trace, dt))
+
+
+def test_izhikevich_regular_spiking_adapts():
+    isi = _isis(zoo.Izhikevich.regular_spiking(), 10.0)
+    assert len(isi) >= 5 and isi[-1] > 1.5 * isi[0]
+
+
+def test_izhikevich_fast_spiking_does_not_adapt():
+    isi = _isis(zoo.Izhikevich.fast_spiking(), 10.0)
+    assert 1000.0 / isi.mean() > 40.0
+    assert isi[1:].std() / isi[1:].mean() < 0.05
+
+
+def test_izhikevich_intrinsically_bursting_bursts_then_spikes_tonically():
+    isi = _isis(zoo.Izhikevich.intrinsically_bursting(), 10.0)
+    assert isi[0] < 10.0  # the initial burst
+    assert np.all(isi[3:] > 20.0)  # then tonic spiking
+
+
+def test_izhikevich_chattering_fires_repeated_bursts():
+    isi = _isis(zoo.Izhikevich.chattering(), 10.0)
+    short, long = isi < 10.0, isi > 20.0
+    assert short.sum() >= 6 and long.sum() >= 3  # several bursts separated by pauses
+
+
+def test_adex_adapts_and_alif_adapts():
+    adex = _isis(zoo.AdEx(), 1000.0)
+    assert adex[-1] > 1.5 * adex[0]
+    alif = _isis(zoo.ALIF(), 30.0)
+    assert alif[-1] > 1.3 * alif[0]
+
+
+def test_alif_soft_reset_keeps_the_overshoot():
+    model = f64(zoo.ALIF(beta=0.0))
+    state = model.init_state()._replace(V=jnp.array(-49.0))  # 1 mV above threshold before the step
+    new, spike = model.step(state, 0.0, 0.1)
+    assert float(spike) == 1.0
+    drift = (-70.0 - (-49.0)) / 20.0 * (1 - np.exp(-0.1 / 20.0)) * 20.0
+    assert float(new.V) == pytest.approx(-49.0 + drift - 20.0, abs=1e-9)
+
+
+def test_gif_subthreshold_is_the_lif_closed_form():
+    dt = 0.1
+    trace = zoo.simulate(f64(zoo.GIF(b=0.0)), jnp.full(1000, 0.5), dt)  # R·I = 10 mV < 20 mV
+    t = np.arange(1, 1001) * dt
+    np.testing.assert_allclose(trace.V, -70.0 + 10.0 * (1 - np.exp(-t / 20.0)), atol=1e-10)
+
+
+def test_gif_reset_rule_of_the_paper():
+    model = f64(zoo.GIF(A1=1.0, A2=-0.5, R1=0.5, R2=1.0))
+    state = model.init_state()._replace(V=jnp.array(-49.0), I1=jnp.array(0.2), I2=jnp.array(0.1))
+    new, spike = model.step(state, 0.0, 1e-6)
+    assert float(spike) == 1.0
+    assert float(new.V) == pytest.approx(-70.0)
+    assert float(new.I1) == pytest.approx(0.5 * 0.2 + 1.0, rel=1e-5)
+    assert float(new.I2) == pytest.approx(0.1 - 0.5, rel=1e-5)
+    assert float(new.V_th) >= -60.0
+
+
+def test_gif_without_spike_currents_ignores_k1_k2():
+    """With A1 = A2 = 0 the spike currents stay zero: k1, k2 are unidentifiable (the paper's problem)."""
+    inputs = jnp.full(5000, 1.5)
+    v1 = zoo.simulate(f64(zoo.GIF()), inputs, 0.1).V
+    v2 = zoo.simulate(f64(zoo.GIF(k1=0.9, k2=0.09)), inputs, 0.1).V
+    np.testing.assert_array_equal(v1, v2)
+    v3 = zoo.simulate(f64(zoo.GIF(A1=-0.2, A2=0.1, k1=0.9, k2=0.09)), inputs, 0.1).V
+    assert float(jnp.max(jnp.abs(v3 - v1))) > 1.0
+
+
+def test_detach_reset_bounds_the_gradient():
+    """Through 300 ms of spiking the attached-reset gradient explodes (1e149 here); the detached one not."""
+    inputs = jnp.full(3000, 2.0)
+
+    def loss(m):
+        return zoo.simulate(m, inputs, 0.1).spike_count
+
+    detached = eqx.filter_grad(loss)(f64(zoo.GIF(a=0.005)))
+    attached = eqx.filter_grad(loss)(f64(zoo.GIF(a=0.005, detach_reset=False)))
+    assert all(bool(jnp.isfinite(g)) for g in jax.tree.leaves(detached))
+    assert 0 < abs(float(detached.a)) < 1e7
+    assert not abs(float(attached.a)) < 1e30
