@@ -106,7 +106,12 @@ def test_surrogate_is_a_swappable_pytree_field():
 
 @settings(max_examples=40, deadline=None)
 @given(
-    x=hnp.arrays(np.float32, hnp.array_shapes(max_dims=3, max_side=5), elements=st.floats(-1e4, 1e4, width=32)),
+    # XLA on CPU flushes subnormals to zero, so they are left out.
+    x=hnp.arrays(
+        np.float32,
+        hnp.array_shapes(max_dims=3, max_side=5),
+        elements=st.floats(-1e4, 1e4, width=32, allow_subnormal=False),
+    ),
     which=st.sampled_from(sorted(SURROGATES)),
 )
 def test_property_shapes_and_finiteness(x, which):
