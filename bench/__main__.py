@@ -1,0 +1,45 @@
+"""``python -m diffbrain.bench SUITE``: run a benchmark suite and merge its records into a results folder."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+import pandas as pd
+
+from . import throughput
+from .records import save, to_frame
+
+
+def summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """Throughput (updates/s) and speedup over brainpy.state (×) per case, one column per method."""
+    table = frame[frame.metric.isin(["throughput", "speedup_vs_brainpy"])]
+    table = table.assign(column=table.metric.str.replace("throughput", "updates/s") + " " + table.method)
+    return table.pivot_table(index="case", columns="column", values="value", aggfunc="last", sort=False)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Parse the command line, run the suite, write ``OUT/<suite>.csv`` and print a summary."""
+    parser = argparse.ArgumentParser(prog="python -m diffbrain.bench", description=__doc__)
+    parser.add_argument("suite", choices=["throughput"], help="the suite to run")
+    parser.add_argument("--quick", action="store_true", help=f"a tiny grid: {throughput.QUICK}")
+    parser.add_argument("--out", default="bench-results", help="results folder (default: %(default)s)")
+    parser.add_argument("--models", nargs="+", default=list(throughput.MODELS), help="registry names")
+    parser.add_argument("--sizes", nargs="+", type=int, help=f"population sizes (default {throughput.SIZES})")
+    parser.add_argument("--steps", type=int, help=f"time steps per run (default {throughput.STEPS})")
+    parser.add_argument("--repeats", type=int, help="timed runs per method (default 5)")
+    args = parser.parse_args(argv)
+
+    grid = dict(throughput.QUICK) if args.quick else {}
+    given = {"sizes": args.sizes, "steps": args.steps, "repeats": args.repeats}
+    grid |= {key: value for key, value in given.items() if value is not None}
+    records = throughput.run(args.models, **grid)
+    path = save(records, args.out)
+    display = {"display.width": 200, "display.max_columns": None, "display.float_format": "{:.3g}".format}
+    with pd.option_context(*(item for pair in display.items() for item in pair)):
+        print(summary(to_frame(records)))
+    print(f"{len(records)} records merged into {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,244 @@
+"""Benchmark records with their provenance, and their CSV files under a results folder.
+
+A benchmark returns a list of `Record`s, one per measured number. Every record carries where and with what
+it was measured (CPU model, JAX backend, library versions, git commit, date), so CSV files from different
+machines and commits can be merged into one leaderboard without losing track of what is comparable.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime
+import functools
+import importlib.metadata
+import math
+import os
+import platform
+import subprocess
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import jax
+import pandas as pd
+
+CORE_LIBRARIES = ("jax", "jaxlib", "equinox", "diffrax", "diffbrain")
+"""Libraries whose versions every record names."""
+
+KEY = ("suite", "case", "method", "metric", "dtype", "device", "backend", "versions", "git_commit")
+"""Columns that identify a measurement: a newer record with the same key replaces the older one."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+    """One measured (or skipped) number of a benchmark.
+
+    Attributes:
+        suite: the benchmark suite (``"throughput"``).
+        case: what was measured, unique within the suite (``"lif/n=1000"``).
+        method: who computed it (``"diffbrain"``, ``"brainpy.state"``).
+        metric: the quantity (``"throughput"``, ``"run_time"``, ``"compile_time"``, ``"speedup_vs_brainpy"``).
+        value: the number, in ``unit``; NaN when ``status`` is ``"skipped"``.
+        unit: ``"updates/s"``, ``"s"``, ``"Hz"``, ``"x"`` (a ratio), …
+        repeats: timed runs behind ``value`` (0 for skipped records, 1 for single measurements).
+        min, max, iqr: spread of the timed runs, in ``unit`` (NaN when not a timing).
+        status: ``"ok"`` or ``"skipped"``.
+        note: why a record was skipped, or how to read it.
+        params: the case's settings, ``"key=value;…"`` (``"n=1000;steps=1000;dt_ms=0.1"``).
+        dtype: floating dtype of the computation (``"float32"``).
+        device: CPU model (from /proc/cpuinfo, else `platform`).
+        backend: JAX backend, its device kind and count (``"cpu:cpu×1"``).
+        versions: ``"jax=0.4.30;equinox=…;…"`` — the core libraries plus any peer that was used.
+        git_commit: the diffbrain checkout's commit (``"…-dirty"`` if it has uncommitted changes), else
+            ``"unknown"``.
+        date: when the record was made, ISO 8601 in UTC.
+    """
+
+    suite: str
+    case: str
+    method: str
+    metric: str
+    value: float
+    unit: str
+    repeats: int
+    min: float = math.nan
+    max: float = math.nan
+    iqr: float = math.nan
+    status: str = "ok"
+    note: str = ""
+    params: str = ""
+    dtype: str = "float32"
+    device: str = ""
+    backend: str = ""
+    versions: str = ""
+    git_commit: str = ""
+    date: str = ""
+
+
+COLUMNS = tuple(field.name for field in dataclasses.fields(Record))
+_FLOAT_COLUMNS = ("value", "min", "max", "iqr")
+_STRING_COLUMNS = [name for name in COLUMNS if name not in (*_FLOAT_COLUMNS, "repeats")]
+
+
+def make_record(
+    suite: str,
+    case: str,
+    method: str,
+    metric: str,
+    value: float,
+    unit: str,
+    *,
+    repeats: int = 1,
+    peers: Iterable[str] = (),
+    **fields,
+) -> Record:
+    """A `Record` stamped with this machine's provenance and the versions of the core libraries and ``peers``.
+
+    ``fields`` sets the other `Record` attributes (``min``, ``max``, ``iqr``, ``status``, ``note``,
+    ``params``, ``dtype``).
+    """
+    return Record(
+        suite=suite,
+        case=case,
+        method=method,
+        metric=metric,
+        value=float(value),
+        unit=unit,
+        repeats=repeats,
+        device=cpu_model(),
+        backend=jax_backend(),
+        versions=library_versions(tuple(peers)),
+        git_commit=git_commit(),
+        date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        **fields,
+    )
+
+
+def skipped(suite: str, case: str, method: str, metric: str, unit: str, reason: str, **fields) -> Record:
+    """A record saying that ``metric`` of ``case`` by ``method`` was not measured, and why (no fake value)."""
+    return make_record(
+        suite, case, method, metric, math.nan, unit, repeats=0, status="skipped", note=reason, **fields
+    )
+
+
+def format_params(params: Mapping[str, object]) -> str:
+    """``{"n": 1000, "dt_ms": 0.1}`` → ``"n=1000;dt_ms=0.1"``."""
+    return ";".join(f"{key}={value}" for key, value in params.items())
+
+
+@functools.cache
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else what `platform` knows."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
+    except OSError:
+        pass
+    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+
+
+@functools.cache
+def jax_backend() -> str:
+    """``"backend:device_kind×count"``, e.g. ``"cpu:cpu×1"`` or ``"gpu:NVIDIA H100×8"``."""
+    devices = jax.devices()
+    return f"{jax.default_backend()}:{devices[0].device_kind}×{len(devices)}"
+
+
+@functools.cache
+def library_versions(peers: tuple[str, ...] = ()) -> str:
+    """``"jax=…;jaxlib=…;…"`` for the core libraries and ``peers`` (``"missing"`` if not installed)."""
+
+    def version(name: str) -> str:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return "missing"
+
+    return ";".join(f"{name}={version(name)}" for name in (*CORE_LIBRARIES, *peers))
+
+
+@functools.cache
+def git_commit() -> str:
+    """The diffbrain checkout's commit (``-dirty`` if tracked files changed), or ``"unknown"``."""
+    import diffbrain
+
+    package = Path(diffbrain.__file__).resolve().parent
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=package, capture_output=True, text=True, timeout=10)
+        if done.returncode:
+            raise OSError(done.stderr)
+        return done.stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def write_csv(records: Iterable[Record], path: str | os.PathLike) -> Path:
+    """Write ``records`` to ``path`` atomically: a reader sees the old file or the complete new one.
+
+    The rows go to a temporary file in the same folder, which then replaces ``path`` (`os.replace`);
+    if writing fails, the temporary file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=COLUMNS)
+            writer.writeheader()
+            for record in records:
+                writer.writerow(dataclasses.asdict(record))
+        os.chmod(temporary, 0o644)  # mkstemp makes the file private; results are meant to be shared
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+    return path
+
+
+def to_frame(records: Iterable[Record]) -> pd.DataFrame:
+    """``records`` as a DataFrame with `Record`'s columns."""
+    return pd.DataFrame([dataclasses.asdict(record) for record in records], columns=list(COLUMNS))
+
+
+def read_csv(path: str | os.PathLike) -> pd.DataFrame:
+    """Read one records CSV into a DataFrame with `Record`'s columns (text columns stay text)."""
+    frame = pd.read_csv(
+        path,
+        dtype={name: str for name in _STRING_COLUMNS} | {name: float for name in _FLOAT_COLUMNS},
+        keep_default_na=False,
+        na_values={name: ["nan", ""] for name in _FLOAT_COLUMNS},
+    )
+    return frame[list(COLUMNS)]
+
+
+def read_results(folder: str | os.PathLike) -> pd.DataFrame:
+    """All records of every ``*.csv`` file in ``folder``, as one DataFrame."""
+    frames = [read_csv(path) for path in sorted(Path(folder).glob("*.csv"))]
+    if not frames:
+        return pd.DataFrame(columns=list(COLUMNS))
+    return pd.concat(frames, ignore_index=True)
+
+
+def save(records: Iterable[Record], folder: str | os.PathLike) -> Path:
+    """Merge ``records`` into ``folder/<suite>.csv`` (atomically); return the file's path.
+
+    A new record replaces an old one with the same `KEY` (same case, method, metric, machine, versions and
+    commit); records from other commits or machines are kept, so the file accumulates history.
+    """
+    records = list(records)
+    suites = {record.suite for record in records}
+    if len(suites) != 1:
+        raise ValueError(f"`save` writes one suite's records to one file; got suites {sorted(suites)}.")
+    path = Path(folder) / f"{suites.pop()}.csv"
+    new = to_frame(records)
+    merged = pd.concat([read_csv(path), new], ignore_index=True) if path.exists() else new
+    merged = merged.drop_duplicates(subset=list(KEY), keep="last")
+    return write_csv([Record(**row) for row in merged.to_dict("records")], path)

@@ -1,0 +1,167 @@
+"""The benchmark harness: records and their provenance, CSV files, timing, and the throughput suite."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import math
+import subprocess
+import time
+
+import jax
+import jax.numpy as jnp
+import pandas as pd
+import pytest
+
+from diffbrain.bench import __main__ as cli
+from diffbrain.bench import brainpy_peer, records, throughput
+from diffbrain.bench.timing import measure, measure_side_by_side
+
+
+def _record(**overrides) -> records.Record:
+    fields = dict(suite="demo", case="lif/n=10", method="diffbrain", metric="run_time", value=0.5, unit="s")
+    return records.make_record(**(fields | overrides))
+
+
+@pytest.fixture
+def no_brainpy(monkeypatch):
+    monkeypatch.setattr(brainpy_peer, "unavailable", lambda: "brainpy is not installed (test)")
+
+
+def test_record_carries_every_provenance_field():
+    record = _record(peers=("brainpy",), params="n=10", repeats=3)
+    for name in ("device", "backend", "versions", "git_commit", "date", "dtype", "params"):
+        assert getattr(record, name), f"{name} is empty"
+    for library in (*records.CORE_LIBRARIES, "brainpy"):
+        assert f"{library}=" in record.versions
+    assert record.backend.startswith(f"{jax.default_backend()}:")
+    assert datetime.datetime.fromisoformat(record.date).tzinfo is not None
+    assert (record.repeats, record.status) == (3, "ok")
+
+
+def test_git_commit_is_unknown_without_git(monkeypatch):
+    def no_git(*args, **kwargs):
+        raise FileNotFoundError("git")
+
+    records.git_commit.cache_clear()
+    monkeypatch.setattr(subprocess, "run", no_git)
+    try:
+        assert records.git_commit() == "unknown"
+    finally:
+        records.git_commit.cache_clear()
+
+
+def test_skipped_record_has_no_value_and_says_why():
+    record = records.skipped("demo", "hh/n=10", "brainpy.state", "throughput", "updates/s", "not installed")
+    assert math.isnan(record.value)
+    assert (record.status, record.note, record.repeats) == ("skipped", "not installed", 0)
+
+
+def test_csv_round_trip(tmp_path):
+    written = [
+        _record(min=0.4, max=0.6, iqr=0.1),
+        _record(metric="note", value=1.0, unit="x", note='commas, "quotes"\nand a newline'),
+        dataclasses.replace(_record(), git_commit="1234e5"),  # a hash that looks like a number
+        records.skipped("demo", "hh/n=10", "brainpy.state", "throughput", "updates/s", "not installed"),
+    ]
+    path = records.write_csv(written, tmp_path / "demo.csv")
+    pd.testing.assert_frame_equal(records.read_csv(path), records.to_frame(written))
+
+
+def test_atomic_write_leaves_no_partial_file(tmp_path):
+    path = tmp_path / "demo.csv"
+    records.write_csv([_record(value=1.0)], path)
+    before = path.read_bytes()
+
+    def failing():
+        yield _record(value=2.0)
+        raise RuntimeError("writer failed")
+
+    with pytest.raises(RuntimeError, match="writer failed"):
+        records.write_csv(failing(), path)
+    with pytest.raises(RuntimeError, match="writer failed"):
+        records.write_csv(failing(), tmp_path / "new.csv")
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["demo.csv"]
+
+
+def test_save_replaces_same_measurement_and_keeps_history(tmp_path):
+    records.save([_record(value=1.0)], tmp_path)
+    records.save([_record(value=2.0)], tmp_path)  # same key: replaces
+    records.save([dataclasses.replace(_record(value=3.0), git_commit="other")], tmp_path)  # kept
+    frame = records.read_results(tmp_path)
+    assert sorted(frame.value) == [2.0, 3.0]
+    with pytest.raises(ValueError, match="one suite"):
+        records.save([_record(), _record(suite="other")], tmp_path)
+
+
+def test_timing_separates_compile_from_run():
+    def sleep_then_copy(x):
+        time.sleep(0.02)
+        return x
+
+    @jax.jit
+    def slow(x):
+        time.sleep(0.3)  # runs while JAX traces: counts as compile time
+        return jax.pure_callback(sleep_then_copy, jax.ShapeDtypeStruct(x.shape, x.dtype), x)  # every run
+
+    x = jnp.zeros(3)
+    timing = measure(lambda: slow(x), repeats=3, warmup=2)
+    assert timing.repeats == 3
+    assert 0.3 <= timing.compile < 1.5
+    assert 0.02 <= timing.median < 0.15
+    assert timing.min <= timing.median <= timing.max and timing.iqr >= 0
+
+
+def test_timing_counts_no_compile_once_compiled():
+    x, sin = jnp.ones(1000), jax.jit(jnp.sin)
+    assert measure(lambda: sin(x), repeats=3).compile > 0
+    assert measure(lambda: sin(x), repeats=3).compile == 0
+
+
+def test_side_by_side_runs_in_turns():
+    order = []
+    fns = {name: (lambda name=name: order.append(name) or jnp.zeros(())) for name in ("a", "b")}
+    measure_side_by_side(fns, repeats=3, warmup=1)
+    assert order == ["a", "b", "a", "b", "a", "b", "a", "b"]
+
+
+def test_throughput_tiny_grid(no_brainpy):
+    got = throughput.run(models=("lif", "no-such-model"), sizes=(10,), steps=20, repeats=2)
+    by_key = {(r.case, r.method, r.metric): r for r in got}
+    for method in throughput.DIFFBRAIN_METHODS:
+        rate = by_key[("lif/n=10", method, "throughput")]
+        assert rate.status == "ok" and math.isfinite(rate.value) and rate.value > 0
+        assert rate.unit == "updates/s" and rate.repeats == 2 and rate.params == "n=10;steps=20;dt_ms=0.1"
+        assert by_key[("lif/n=10", method, "compile_time")].value >= 0
+        assert by_key[("lif/n=10", method, "speedup_vs_brainpy")].status == "skipped"
+        assert by_key[("no-such-model/n=10", method, "throughput")].status == "skipped"
+    peer = by_key[("lif/n=10", brainpy_peer.METHOD, "throughput")]
+    assert peer.status == "skipped" and "not installed" in peer.note and math.isnan(peer.value)
+    assert all(r.dtype == "float32" and r.git_commit and r.versions for r in got)
+
+
+def test_simulate_and_step_loop_count_the_same_spikes():
+    model = throughput.zoo.astype(throughput.NEURONS["lif"].make(), throughput.DTYPE)
+    simulated = throughput.simulate_run(model, 500.0, 4, 300, 0.1)()
+    stepped = throughput.step_loop_run(model, 500.0, 4, 300, 0.1)()
+    assert simulated.dtype == stepped.dtype == jnp.float32
+    assert jnp.array_equal(simulated, stepped) and float(simulated[0]) > 0
+
+
+def test_brainpy_counterpart_spikes_like_diffbrain():
+    pytest.importorskip("brainpy")
+    got = throughput.run_case("lif", 10, steps=300, repeats=1)
+    by_key = {(r.method, r.metric): r for r in got}
+    assert by_key[("diffbrain", "speedup_vs_brainpy")].value > 0
+    rates = [by_key[(method, "firing_rate")].value for method in ("diffbrain", brainpy_peer.METHOD)]
+    assert rates[0] > 0 and rates[0] == pytest.approx(rates[1], rel=0.2)
+
+
+def test_command_line_writes_csv(tmp_path, no_brainpy, capsys):
+    cli.main(
+        ["throughput", "--quick", "--models", "lif", "--sizes", "10", "--steps", "20", "--out", str(tmp_path)]
+    )
+    frame = records.read_results(tmp_path)
+    assert set(frame.case) == {"lif/n=10"} and (frame.suite == "throughput").all()
+    assert "records merged into" in capsys.readouterr().out
