@@ -1,0 +1,312 @@
+"""The ``diffbrain`` command: list the model zoo and simulate any registered neuron.
+
+JAX and Matplotlib are imported inside the commands that need them, so ``diffbrain --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import importlib
+import math
+import os
+import secrets
+import textwrap
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from ._version import __version__
+
+app = typer.Typer(
+    name="diffbrain",
+    help="Differentiable brain models in JAX + Equinox: list the model zoo, simulate a neuron.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+_out = Console()
+_err = Console(stderr=True)
+
+_MAX_STEPS = 100_000_000
+"""More steps than this is a typo in --duration or --dt, not a simulation anyone waits for."""
+
+
+class Solver(enum.StrEnum):
+    """How `diffbrain simulate` integrates the model."""
+
+    exp_euler = "exp-euler"
+    tsit5 = "tsit5"
+    kvaerno5 = "kvaerno5"
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        _out.print(f"diffbrain {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", help="Show the version and exit.", callback=_show_version, is_eager=True),
+    ] = False,
+) -> None:
+    """Differentiable brain models in JAX + Equinox: list the model zoo, simulate a neuron."""
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    _err.print(f"[bold red]Error:[/] {escape(message)}")
+    return typer.Exit(code=code)
+
+
+def _format_value(value) -> str:
+    if isinstance(value, float | int):
+        return f"{value:g}"
+    import numpy as np
+
+    array = np.asarray(value)
+    return f"array{list(array.shape)} in [{array.min():g}, {array.max():g}]"
+
+
+def _surrogate_row(model) -> tuple[str, str] | None:
+    from diffbrain.zoo import describe
+
+    spike_fn = getattr(model, "spike_fn", None)
+    if spike_fn is None:
+        return None
+    settings = ", ".join(f"{p.name}={_format_value(p.value)}" for p in describe(spike_fn))
+    return "spike_fn", f"{type(spike_fn).__name__}({settings})"
+
+
+@app.command()
+def models() -> None:
+    """List every registered model with its parameters, default values and units."""
+    from diffbrain.zoo import describe, registry
+
+    table = Table(title="Neuron models  (run one: diffbrain simulate MODEL)", title_justify="left")
+    for column in ("model", "parameter", "default", "unit", "meaning"):
+        table.add_column(column, overflow="fold")
+    for entry in registry.NEURONS.values():
+        model = entry.make()
+        table.add_row(f"[bold cyan]{entry.name}[/]", "", "", "", f"[bold]{escape(entry.summary)}[/]")
+        for info in describe(model):
+            table.add_row("", info.name, _format_value(info.value), escape(info.unit), escape(info.doc))
+        surrogate = _surrogate_row(model)
+        if surrogate is not None:
+            table.add_row("", surrogate[0], escape(surrogate[1]), "", "surrogate spike function")
+        unit = escape(model.input_unit)
+        table.add_row("", "[dim]--current[/]", f"{entry.current:g}", unit, "[dim]default step current[/]")
+        table.add_row("", "[dim]--duration[/]", f"{entry.duration:g}", "ms", "[dim]default simulated time[/]")
+        table.add_row(
+            "", "[dim]--dt[/]", f"{entry.dt:g}", "ms", "[dim]default time step[/]", end_section=True
+        )
+    _out.print(table)
+
+    synapses = _synapse_registry()
+    if synapses:
+        table = Table(title="Synapse models", title_justify="left")
+        for column in ("synapse", "parameter", "default", "unit", "meaning"):
+            table.add_column(column, overflow="fold")
+        for name, cls in synapses.items():
+            try:
+                rows = describe(cls())
+            except (TypeError, ValueError):
+                rows = []
+            table.add_row(f"[bold cyan]{escape(name)}[/]", "", "", "", escape(_first_line(cls.__doc__)))
+            for info in rows:
+                table.add_row("", info.name, _format_value(info.value), escape(info.unit), escape(info.doc))
+            table.add_section()
+        _out.print(table)
+
+
+def _synapse_registry() -> dict:
+    try:
+        module = importlib.import_module("diffbrain.zoo.synapses")
+    except ImportError:
+        return {}
+    return dict(getattr(module, "SYNAPSES", {}))
+
+
+def _first_line(doc: str | None) -> str:
+    return (doc or "").strip().split("\n", 1)[0]
+
+
+def _check_number(option: str, value: float, unit: str, positive: bool) -> None:
+    if not math.isfinite(value):
+        raise typer.BadParameter(f"must be a finite number ({unit}), got {value}.", param_hint=f"'{option}'")
+    if positive and value <= 0:
+        raise typer.BadParameter(f"must be > 0 {unit}, got {value:g}.", param_hint=f"'{option}'")
+
+
+def _number_of_steps(duration: float, dt: float) -> int:
+    if duration < dt:
+        raise typer.BadParameter(
+            f"{duration:g} ms is shorter than one time step (--dt {dt:g} ms); simulate at least one step.",
+            param_hint="'--duration'",
+        )
+    n_steps = round(duration / dt)
+    if n_steps > _MAX_STEPS:
+        raise typer.BadParameter(
+            f"{duration:g} ms at --dt {dt:g} ms is {n_steps:,} steps (limit {_MAX_STEPS:,}); "
+            "shorten --duration or raise --dt.",
+            param_hint="'--duration'",
+        )
+    return n_steps
+
+
+@contextlib.contextmanager
+def _atomic_path(path: Path):
+    """Yield a temporary path next to ``path``; move it onto ``path`` only if the block succeeds."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # A fresh name rather than mkstemp, so the file gets the usual permissions (umask) and not 0600.
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    try:
+        yield Path(temporary)
+        os.replace(temporary, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(temporary)
+
+
+def _write_csv(path: Path, t, voltage, spikes) -> None:
+    import numpy as np
+
+    table = np.column_stack([t, voltage, spikes])
+    with _atomic_path(path) as temporary:
+        np.savetxt(temporary, table, delimiter=",", header="t_ms,V_mV,spike", comments="", fmt="%.9g")
+
+
+def _write_plot(path: Path, title: str, t, voltage, spikes, current: float, input_unit: str) -> None:
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(9, 5), layout="constrained")
+    FigureCanvasAgg(figure)
+    v_axis, i_axis = figure.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    v_axis.plot(t, voltage, lw=0.8, color="tab:blue")
+    spike_times = t[spikes > 0]
+    if spike_times.size:
+        top = np.max(voltage) + 0.05 * (np.ptp(voltage) + 1.0)
+        v_axis.plot(spike_times, np.full_like(spike_times, top), "|", color="tab:red", ms=10)
+    v_axis.set_ylabel("membrane potential V (mV)")
+    i_axis.step(np.concatenate([[0.0], t]), np.full(t.size + 1, current), where="pre", color="tab:gray")
+    i_axis.set_ylim(*_padded_range(0.0, current))
+    i_axis.set_ylabel(f"current ({input_unit})")
+    i_axis.set_xlabel("time (ms)")
+    figure.suptitle(title, fontsize=9)
+    with _atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=120)
+
+
+def _padded_range(a: float, b: float) -> tuple[float, float]:
+    low, high = min(a, b), max(a, b)
+    pad = 0.1 * (high - low) or 1.0
+    return low - pad, high + pad
+
+
+def _plot_title(name: str, summary: str, model, n_spikes: int, rate: float) -> str:
+    from diffbrain.zoo import describe
+
+    settings = ", ".join(f"{p.name}={_format_value(p.value)} {p.unit}" for p in describe(model))
+    header = f"{name}: {summary}  ({n_spikes} spikes, {rate:.4g} Hz)"
+    return header + "\n" + "\n".join(textwrap.wrap(settings, 130))
+
+
+@app.command()
+def simulate(
+    model: Annotated[str, typer.Argument(help="Model name, as listed by `diffbrain models`.")],
+    current: Annotated[
+        float | None,
+        typer.Option(
+            help="Step current in the model's input unit (default: the model's; see `diffbrain models`)"
+        ),
+    ] = None,
+    duration: Annotated[
+        float | None, typer.Option(help="Simulated time, ms (default: the model's; see `diffbrain models`)")
+    ] = None,
+    dt: Annotated[
+        float | None, typer.Option(help="Time step, ms (default: the model's; see `diffbrain models`)")
+    ] = None,
+    solver: Annotated[
+        Solver,
+        typer.Option(help="exp-euler: fixed-step `zoo.simulate`; tsit5/kvaerno5: Diffrax `zoo.solve`."),
+    ] = Solver.exp_euler,
+    plot: Annotated[Path | None, typer.Option(help="Write a PNG of voltage, spikes and current.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the trace as CSV: t_ms, V_mV, spike.")] = None,
+    float64: Annotated[bool, typer.Option("--float64", help="Simulate in double precision.")] = False,
+) -> None:
+    """Simulate a neuron under a step current; print its spike count and rate."""
+    from diffbrain.zoo import registry
+
+    try:
+        entry = registry.get_neuron(model)
+    except ValueError as error:
+        raise _fail(str(error)) from None
+    current = entry.current if current is None else current
+    duration = entry.duration if duration is None else duration
+    dt = entry.dt if dt is None else dt
+    _check_number("--current", current, "in the model's input unit", positive=False)
+    _check_number("--duration", duration, "ms", positive=True)
+    _check_number("--dt", dt, "ms", positive=True)
+    n_steps = _number_of_steps(duration, dt)
+
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from diffbrain import zoo
+
+    if float64:
+        jax.config.update("jax_enable_x64", True)
+    dtype = jnp.float64 if float64 else jnp.float32
+    try:
+        neuron = zoo.astype(entry.make(), dtype)
+    except (TypeError, ValueError) as error:
+        raise _fail(str(error)) from None
+    unit = neuron.input_unit
+    _out.print(f"[bold cyan]{entry.name}[/]: {escape(entry.summary)}")
+    _out.print(
+        f"step current {current:g} {escape(unit)} for {n_steps * dt:g} ms; dt {dt:g} ms ({n_steps} steps); "
+        f"{solver.value}; {jnp.dtype(dtype).name}"
+    )
+    inputs = jnp.full(n_steps, current, dtype=dtype)
+    solve = getattr(zoo, "solve", None)
+    if solver is not Solver.exp_euler and solve is None:
+        raise _fail(f"--solver {solver.value} needs diffbrain.zoo.solve, which this version lacks.")
+    start = time.perf_counter()
+    try:
+        if solver is Solver.exp_euler:
+            trace = zoo.simulate(neuron, inputs, dt)
+        else:
+            trace = solve(neuron, inputs, dt, solver=solver.value)
+        trace = jax.block_until_ready(trace)
+    except (TypeError, ValueError) as error:
+        raise _fail(f"{entry.name} with --solver {solver.value}: {error}") from None
+    except RuntimeError as error:
+        raise _fail(f"the simulation failed: {error}", code=1) from None
+    wall = time.perf_counter() - start
+
+    t = np.asarray(trace.t)
+    voltage = np.asarray(trace.V)
+    spikes = np.asarray(trace.spikes)
+    n_spikes = int(spikes.sum())
+    rate = n_spikes / (n_steps * dt) * 1000.0
+    _out.print(
+        f"spikes: [bold]{n_spikes}[/]   rate: [bold]{rate:.4g} Hz[/]   "
+        f"wall time: {wall:.3g} s (including compilation)"
+    )
+    if out is not None:
+        _write_csv(out, t, voltage, spikes)
+        _out.print(f"wrote {escape(str(out))} ({t.size} rows: t_ms, V_mV, spike)")
+    if plot is not None:
+        title = _plot_title(entry.name, entry.summary, neuron, n_spikes, rate)
+        _write_plot(plot, title, t, voltage, spikes, current, unit)
+        _out.print(f"wrote {escape(str(plot))}")

@@ -1,0 +1,41 @@
+"""Test-wide settings: float64 available, four fake CPU devices, the shared data folder, slow tests opt-in."""
+
+import os
+
+# Before JAX is imported anywhere: four host devices, so sharding tests run on a CPU-only machine.
+_DEVICES_FLAG = "--xla_force_host_platform_device_count=4"
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_DEVICES_FLAG}".strip()
+
+from pathlib import Path  # noqa: E402
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+# float64 is available to every test; the library's default dtype stays float32, so tests that check
+# float32 behaviour cast explicitly (zoo.astype(model, jnp.float32), jnp.asarray(x, jnp.float32)).
+jax.config.update("jax_enable_x64", True)
+
+SHARED_DATA = Path(__file__).parents[1].parent / "shared" / "data"
+"""Public data sets, kept next to the repository (../shared/data), never copied into it."""
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true", default=False, help="also run tests marked slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-slow"):
+        return
+    skip_slow = pytest.mark.skip(reason="slow; run with --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip_slow)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The shared data folder (../shared/data relative to the repository root); skips when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data folder {SHARED_DATA} not found")
+    return SHARED_DATA
