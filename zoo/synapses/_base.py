@@ -1,0 +1,148 @@
+"""The synapse contract shared by every model of the zoo, and the transmitter-pulse kinetics of AMPA/GABAa."""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import ClassVar, NamedTuple
+
+import equinox as eqx
+import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, Float
+
+from .._checks import check_broadcastable, check_dt, check_finite, check_nonnegative, check_positive
+
+MODES = ("coba", "cuba")
+
+
+class AbstractSynapticDynamics(eqx.Module):
+    """Anything that turns presynaptic spikes into a per-step output through its own state.
+
+    Subclasses are final and declare ``State`` (a ``NamedTuple`` class), ``init_state(shape)`` and
+    ``step(state, spikes, dt) -> (state, output)``. ``spikes`` are the presynaptic events that arrive at the
+    end of the step: bool events, or floats (surrogate spikes) through which gradients flow. Every model is
+    linear in the size of a spike to first order, so a float spike of 0 still carries a gradient.
+
+    `AbstractSynapse` adds the postsynaptic current; `STP` is the one model that only rescales spikes.
+    """
+
+    State: ClassVar[type[NamedTuple]]
+
+    @abc.abstractmethod
+    def init_state(self, shape: int | tuple[int, ...] = ()) -> NamedTuple:
+        """The resting state for a population of ``shape`` (broadcast with the parameters' shape)."""
+
+    @abc.abstractmethod
+    def step(
+        self, state: NamedTuple, spikes: Float[ArrayLike, "*n"], dt: float
+    ) -> tuple[NamedTuple, Float[Array, "*n"]]:
+        """Advance ``state`` by ``dt`` ms, with ``spikes`` arriving at the step's end; return (state, out)."""
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The population shape implied by heterogeneous (array) parameters; ``()`` if all are scalars."""
+        return check_broadcastable(type(self).__name__, self._parameters())
+
+    def _parameters(self) -> dict[str, Array]:
+        # The `param` fields, read without `describe` (which converts to Python numbers) so it works in `jit`.
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if "unit" in f.metadata}
+
+    def _zeros(self, shape: int | tuple[int, ...]) -> Array:
+        """Zeros of the population shape in the parameters' dtype (weakly typed when they all are)."""
+        shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        zero = sum(jnp.zeros_like(value) for value in self._parameters().values())
+        return jnp.broadcast_to(zero, jnp.broadcast_shapes(shape, self.shape))
+
+
+def as_spikes(spikes: ArrayLike, like: Array) -> Array:
+    """Bool or integer events as floats of ``like``'s dtype; float (surrogate) spikes pass unchanged."""
+    spikes = jnp.asarray(spikes)
+    if jnp.issubdtype(spikes.dtype, jnp.inexact):
+        return spikes
+    return spikes.astype(like.dtype)
+
+
+class AbstractSynapse(AbstractSynapticDynamics):
+    """A synapse: presynaptic spikes in, a dimensionless open fraction ``g`` out, and its current.
+
+    ``step(state, spikes, dt) -> (state, g)``; then ``current(g, V)`` is the postsynaptic current in pA:
+
+    * ``mode="coba"`` (conductance-based): ``I = g_max·g·(E − V)``, with ``g_max`` in nS, ``E`` and ``V``
+      in mV. The sign is that of an injected current: an excitatory synapse (E above V) depolarises.
+    * ``mode="cuba"`` (current-based): ``I = g_max·g``, with ``g_max`` in pA (negative for inhibition).
+
+    Every final subclass holds the fields ``g_max``, ``E`` and the static ``mode``. `NMDA` extends
+    ``current`` to pass ``g`` through its voltage-dependent Mg²⁺ block first.
+    """
+
+    g_max: eqx.AbstractVar[Float[Array, "*n"]]
+    E: eqx.AbstractVar[Float[Array, "*n"]]
+    mode: eqx.AbstractVar[str]
+
+    def __check_init__(self):
+        owner = type(self).__name__
+        if self.mode not in MODES:
+            raise ValueError(f"{owner}: `mode` must be one of {MODES}, got {self.mode!r}.")
+        if self.mode == "coba":
+            check_nonnegative(owner, "g_max", self.g_max, "nS")
+        else:
+            check_finite(owner, "g_max", self.g_max)
+        check_finite(owner, "E", self.E)
+        self.shape  # noqa: B018 - raises if the parameters' shapes do not broadcast
+
+    def current(self, g: Float[ArrayLike, "*n"], V: Float[ArrayLike, "*n"]) -> Float[Array, "*n"]:
+        """The postsynaptic current in pA for open fraction ``g`` at membrane potential ``V`` (mV)."""
+        if self.mode == "cuba":
+            return self.g_max * g
+        return self.g_max * g * (self.E - V)
+
+
+class KineticState(NamedTuple):
+    g: Array  # open fraction of the receptors, 1
+    pulse: Array  # transmitter pulse time left, ms
+
+
+class AbstractKineticSynapse(AbstractSynapse):
+    r"""Destexhe et al. (1994) two-state receptor kinetics driven by a square transmitter pulse.
+
+    ``dg/dt = α[T](1 − g) − βg``, where ``[T] = T_max`` for ``T_dur`` ms after each spike and 0 otherwise
+    (a spike during a pulse restarts it). The state keeps the pulse time left; each step splits into the part
+    with transmitter, where ``g`` relaxes exactly to ``αT_max/(αT_max + β)`` at rate ``αT_max + β``, and the
+    part without, where it decays exactly at rate ``β`` — so any ``dt`` (dividing ``T_dur`` or not) reproduces
+    the closed form at every step. A float spike ``s`` opens a pulse of ``s·T_dur`` (``s = 1``: the standard
+    pulse), which keeps the response differentiable in ``s``, at ``s = 0`` too.
+    """
+
+    alpha: eqx.AbstractVar[Float[Array, "*n"]]
+    beta: eqx.AbstractVar[Float[Array, "*n"]]
+    T_max: eqx.AbstractVar[Float[Array, "*n"]]
+    T_dur: eqx.AbstractVar[Float[Array, "*n"]]
+
+    State: ClassVar = KineticState
+
+    def __check_init__(self):
+        owner = type(self).__name__
+        check_positive(owner, "alpha", self.alpha, "1/(ms·mM)")
+        check_positive(owner, "beta", self.beta, "1/ms")
+        check_positive(owner, "T_max", self.T_max, "mM")
+        check_positive(owner, "T_dur", self.T_dur, "ms")
+
+    def init_state(self, shape: int | tuple[int, ...] = ()) -> KineticState:
+        zeros = self._zeros(shape)
+        return KineticState(g=zeros, pulse=zeros)
+
+    def step(
+        self, state: KineticState, spikes: Float[ArrayLike, "*n"], dt: float
+    ) -> tuple[KineticState, Float[Array, "*n"]]:
+        dt = check_dt(dt)
+        spikes = as_spikes(spikes, state.g)
+        bound = self.alpha * self.T_max
+        rate_on = bound + self.beta
+        with_transmitter = jnp.minimum(state.pulse, dt)
+        g_inf = bound / rate_on
+        g = g_inf + (state.g - g_inf) * jnp.exp(-rate_on * with_transmitter)
+        g = g * jnp.exp(-self.beta * (dt - with_transmitter))
+        left = jnp.maximum(state.pulse - dt, 0.0)
+        opened = spikes * self.T_dur
+        pulse = jnp.where(opened >= left, opened, left)  # ties pick the spike, so d/ds flows at s = 0
+        return KineticState(g=g, pulse=pulse), g
