@@ -139,15 +139,18 @@ def simulate(
     if state is None:
         state = model.init_state(tuple(shape))
 
-    def one_step(state, current):
-        return model.step(state, current, dt)
+    def counting_step(carry, current):
+        state, count = carry
+        state, spike = model.step(state, current, dt)
+        return (state, count + spike), None
 
     def block(state, currents):
         if record_every == 1:
-            state, spikes = one_step(state, currents[0])
+            state, spikes = model.step(state, currents[0], dt)
         else:
-            state, spikes = jax.lax.scan(one_step, state, currents, unroll=unroll)
-            spikes = spikes.sum(axis=0)
+            # Spikes are summed in the carry, so a long block never stores a [steps, *n] array.
+            zero = jnp.zeros(jnp.shape(state.V), state.V.dtype)
+            (state, spikes), _ = jax.lax.scan(counting_step, (state, zero), currents, unroll=unroll)
         return state, (spikes, {name: getattr(state, name) for name in record})
 
     blocks = inputs.reshape(n_steps // record_every, record_every, *inputs.shape[1:])

@@ -213,6 +213,12 @@ def test_izhikevich_regular_spiking_adapts():
     assert len(isi) >= 5 and isi[-1] > 1.5 * isi[0]
 
 
+def test_large_values_reset_exactly():
+    """The reset lands on V_reset even from a huge overshoot (no cancellation in the reset formula)."""
+    trace = zoo.simulate(zoo.Izhikevich(), jnp.full(5, 1e30), 0.1)
+    np.testing.assert_array_equal(np.asarray(trace.V), -65.0)
+
+
 def test_izhikevich_fast_spiking_does_not_adapt():
     isi = _isis(zoo.Izhikevich.fast_spiking(), 10.0)
     assert 1000.0 / isi.mean() > 40.0

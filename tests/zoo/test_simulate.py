@@ -1,0 +1,118 @@
+"""`zoo.simulate` and `zoo.solve`: recording, decimation, checkpointing, continuation and bad input."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from diffbrain import zoo
+
+jax.config.update("jax_enable_x64", True)
+
+
+def test_decimated_recording_keeps_samples_and_exact_spike_counts():
+    model, inputs = zoo.LIF(), jnp.full(1000, 600.0)
+    full = zoo.simulate(model, inputs, 0.1)
+    decimated = zoo.simulate(model, inputs, 0.1, record_every=10)
+    np.testing.assert_allclose(decimated.V, full.V[9::10], rtol=1e-6)
+    np.testing.assert_allclose(decimated.spikes, full.spikes.reshape(100, 10).sum(axis=1))
+    np.testing.assert_allclose(decimated.t, full.t[9::10], rtol=1e-6)
+    assert float(decimated.spike_count) == float(full.spike_count) > 0
+
+
+def test_rate_is_in_hz():
+    trace = zoo.simulate(zoo.LIF(), jnp.full(10_000, 600.0), 0.1)  # 1 s
+    assert float(trace.rate()) == pytest.approx(float(trace.spike_count))
+
+
+def test_records_any_state_variable():
+    trace = zoo.simulate(zoo.GIF(), jnp.full(100, 1.5), 0.1, record=("V", "V_th", "I2"))
+    assert set(trace.states) == {"V", "V_th", "I2"}
+    with pytest.raises(ValueError, match="state variables are"):
+        zoo.simulate(zoo.GIF(), jnp.full(100, 1.5), 0.1, record=("w",))
+
+
+def test_continuing_from_the_final_state_equals_one_long_run():
+    model, inputs = zoo.AdEx(), jnp.full(2000, 1000.0)
+    whole = zoo.simulate(model, inputs, 0.1)
+    first = zoo.simulate(model, inputs[:1000], 0.1)
+    second = zoo.simulate(model, inputs[1000:], 0.1, state=first.final_state)
+    np.testing.assert_allclose(jnp.concatenate([first.V, second.V]), whole.V, rtol=1e-6)
+
+
+def test_checkpointing_bounds_gradient_memory():
+    inputs = jnp.full((4000, 64), 10.0)
+
+    def temp_bytes(checkpoint_every):
+        def loss(g_K):
+            trace = zoo.simulate(zoo.HH(g_K=g_K), inputs, 0.01, record=(), checkpoint_every=checkpoint_every)
+            return jnp.sum(trace.spike_count)
+
+        compiled = jax.jit(jax.grad(loss)).lower(36.0).compile()
+        return compiled.memory_analysis().temp_size_in_bytes
+
+    plain, checkpointed = temp_bytes(None), temp_bytes(100)
+    assert checkpointed < 0.2 * plain, (plain, checkpointed)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(record_every=3), "`record_every`"),
+        (dict(checkpoint_every=7), "`checkpoint_every`"),
+        (dict(record_every=10, checkpoint_every=25), "multiple of `record_every`"),
+    ],
+)
+def test_block_sizes_must_fit(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        zoo.simulate(zoo.LIF(), jnp.zeros(100), 0.1, **kwargs)
+
+
+def test_bad_inputs_are_named():
+    with pytest.raises(TypeError, match="`model`"):
+        zoo.simulate(object(), jnp.zeros(10), 0.1)
+    with pytest.raises(ValueError, match="leading time axis"):
+        zoo.simulate(zoo.LIF(), 1.0, 0.1)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        zoo.simulate(zoo.LIF(), jnp.array([0.0, jnp.nan]), 0.1)
+    with pytest.raises(ValueError, match="no time steps"):
+        zoo.simulate(zoo.LIF(), jnp.zeros(0), 0.1)
+
+
+def test_nonfinite_state_is_reported_not_returned():
+    blow_up = jnp.full(50, -1e30)
+    with pytest.raises(Exception, match="NaN or inf"):
+        jax.block_until_ready(zoo.simulate(zoo.HH(), blow_up, 0.1).V)
+    raw = zoo.simulate(zoo.HH(), blow_up, 0.1, check_finite=False)
+    assert not bool(jnp.all(jnp.isfinite(raw.V)))
+
+
+def test_simulate_under_vmap_over_inputs():
+    inputs = jnp.stack([jnp.full(500, c) for c in (300.0, 600.0, 900.0)])
+    counts = jax.vmap(lambda x: zoo.simulate(zoo.LIF(), x, 0.1).spike_count)(inputs)
+    assert counts[0] == 0 and 0 < counts[1] < counts[2]
+
+
+def test_solve_rejects_models_with_resets_and_bad_solvers():
+    with pytest.raises(ValueError, match="zoo.simulate"):
+        zoo.solve(zoo.LIF(), jnp.zeros(10), 0.1)
+    with pytest.raises(ValueError, match="unknown `solver`"):
+        zoo.solve(zoo.HH(), jnp.zeros(10), 0.1, solver="rk99")
+    with pytest.raises(ValueError, match="adaptive=True"):
+        zoo.solve(zoo.HH(), jnp.zeros(10), 0.1, solver="kvaerno5", adaptive=False)
+
+
+def test_solve_population_and_gradient_against_fixed_step():
+    """Adaptive gradients are checked against the fixed-step solver's gradient, not finite differences."""
+    inputs = jnp.full(400, 10.0)
+
+    def loss(g_K, adaptive):
+        model = zoo.astype(zoo.HH(g_K=g_K), jnp.float64)
+        return jnp.mean(zoo.solve(model, inputs, 0.025, adaptive=adaptive, rtol=1e-9, atol=1e-9).V)
+
+    adaptive = jax.grad(loss)(36.0, True)
+    fixed = jax.grad(loss)(36.0, False)
+    assert float(adaptive) == pytest.approx(float(fixed), rel=1e-3)
+    population = zoo.solve(zoo.HH(g_K=jnp.array([30.0, 36.0, 42.0])), inputs, 0.025)
+    assert population.V.shape == (400, 3)

@@ -1,0 +1,49 @@
+"""Stimulus generators: step protocols, OU current, Poisson trains."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from diffbrain.zoo import stimulus
+
+jax.config.update("jax_enable_x64", True)
+
+
+def test_steps_builds_the_protocol():
+    current = stimulus.steps([1.5, 0.0, -1.5], [20.0, 180.0, 20.0], 0.1)
+    assert current.shape == (2200,)
+    assert float(current[:200].min()) == 1.5 and float(current[200:2000].max()) == 0.0
+    assert float(current[-1]) == -1.5
+
+
+def test_steps_rejects_bad_protocols():
+    with pytest.raises(ValueError, match="multiples of dt"):
+        stimulus.steps([1.0], [0.25], 0.1)
+    with pytest.raises(ValueError, match="equally long"):
+        stimulus.steps([1.0, 2.0], [10.0], 0.1)
+    with pytest.raises(ValueError, match="`dt`"):
+        stimulus.steps([1.0], [10.0], 0.0)
+
+
+def test_ou_current_statistics():
+    key = jax.random.key(0)
+    x = np.asarray(stimulus.ou_current(key, 20_000, 0.5, mean=100.0, std=20.0, tau=5.0, shape=(20,)))
+    assert x.mean() == pytest.approx(100.0, abs=1.5)
+    assert x.std() == pytest.approx(20.0, rel=0.05)
+    centred = x - x.mean()
+    lag = 10  # = tau / dt
+    autocorrelation = (centred[:-lag] * centred[lag:]).mean() / centred.var()
+    assert autocorrelation == pytest.approx(np.exp(-1.0), abs=0.05)
+    same = stimulus.ou_current(key, 100, 0.5, mean=0.0, std=1.0, tau=5.0)
+    np.testing.assert_array_equal(same, stimulus.ou_current(key, 100, 0.5, mean=0.0, std=1.0, tau=5.0))
+
+
+def test_poisson_rate_and_errors():
+    spikes = stimulus.poisson(jax.random.key(1), 40.0, 10_000, 1.0, shape=(100,))
+    assert spikes.dtype == jnp.bool_ and spikes.shape == (10_000, 100)
+    assert float(spikes.mean()) * 1000.0 == pytest.approx(40.0, rel=0.03)
+    with pytest.raises(ValueError, match="lower dt"):
+        stimulus.poisson(jax.random.key(1), 2000.0, 10, 1.0)
+    with pytest.raises(ValueError, match="`rate`"):
+        stimulus.poisson(jax.random.key(1), -1.0, 10, 1.0)
