@@ -3,6 +3,7 @@
 from . import neurons as neurons
 from . import stimulus as stimulus
 from . import surrogate as surrogate
+from . import synapses as synapses
 from ._param import ParamInfo as ParamInfo
 from ._param import astype as astype
 from ._param import describe as describe
@@ -19,3 +20,13 @@ from .neurons import TraubHH as TraubHH
 from .simulate import Trace as Trace
 from .simulate import simulate as simulate
 from .solve import solve as solve
+from .synapses import AMPA as AMPA
+from .synapses import NMDA as NMDA
+from .synapses import STP as STP
+from .synapses import AbstractKineticSynapse as AbstractKineticSynapse
+from .synapses import AbstractSynapse as AbstractSynapse
+from .synapses import AbstractSynapticDynamics as AbstractSynapticDynamics
+from .synapses import Alpha as Alpha
+from .synapses import DualExpon as DualExpon
+from .synapses import Expon as Expon
+from .synapses import GABAa as GABAa

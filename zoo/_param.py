@@ -28,7 +28,7 @@ def as_param(value) -> jax.Array:
 
 
 def param(default: float, unit: str, doc: str):
-    """A float parameter field with a unit (``"ms"``, ``"mV"``, ``"nS"``, ``"pA"``, ``"1"`` …) and a docstring."""
+    """A float parameter field with a unit (``"ms"``, ``"mV"``, ``"nS"``, ``"1"`` …) and a docstring."""
     return eqx.field(default=default, converter=as_param, metadata={"unit": unit, "doc": doc})
 
 

@@ -10,6 +10,7 @@ import dataclasses
 from collections.abc import Callable
 
 from .neurons import ALIF, GIF, HH, LIF, AbstractNeuron, AdEx, Izhikevich, TraubHH
+from .synapses import SYNAPSES as SYNAPSES
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,12 +26,12 @@ class Trace(eqx.Module):
     """
 
     t: Float[Array, " S"]
-    spikes: Float[Array, "S *n"]
+    spikes: Float[Array, " S *n"]
     states: dict[str, Array]
     final_state: NamedTuple
 
     @property
-    def V(self) -> Float[Array, "S *n"]:
+    def V(self) -> Float[Array, " S *n"]:
         """Membrane potential, mV (when recorded)."""
         return self.states["V"]
 
@@ -91,7 +91,7 @@ def _fail_on_nonfinite(state: NamedTuple) -> NamedTuple:
 
 def simulate(
     model: AbstractNeuron,
-    inputs: Float[ArrayLike, "T *n"],
+    inputs: Float[ArrayLike, " T *n"],
     dt: float,
     *,
     shape: tuple[int, ...] | None = None,
@@ -161,7 +161,8 @@ def simulate(
         _check_divides("checkpoint_every", checkpoint_every, n_steps)
         if checkpoint_every % record_every:
             raise ValueError(
-                f"`checkpoint_every` ({checkpoint_every}) must be a multiple of `record_every` ({record_every})."
+                f"`checkpoint_every` ({checkpoint_every}) must be a multiple of "
+                f"`record_every` ({record_every})."
             )
         per_segment = checkpoint_every // record_every
 

@@ -52,7 +52,7 @@ def _jump_times(inputs: Array, dt) -> Array | None:
 
 def solve(
     model: AbstractContinuousNeuron,
-    inputs: Float[ArrayLike, "T *n"],
+    inputs: Float[ArrayLike, " T *n"],
     dt: float,
     *,
     solver: str | diffrax.AbstractSolver = "tsit5",

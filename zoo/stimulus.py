@@ -52,7 +52,7 @@ def ou_current(
     std: float,
     tau: float,
     shape: tuple[int, ...] = (),
-) -> Float[Array, "T *n"]:
+) -> Float[Array, " T *n"]:
     """Ornstein–Uhlenbeck noise current (stationary ``mean``, ``std``, correlation time ``tau`` ms).
 
     Sampled exactly: ``x ← mean + (x − mean)·e^{−dt/τ} + std·sqrt(1 − e^{−2dt/τ})·ξ``, starting from the
@@ -77,7 +77,7 @@ def ou_current(
 
 def poisson(
     key: PRNGKeyArray, rate: float | Float[Array, "*n"], n_steps: int, dt: float, shape: tuple[int, ...] = ()
-) -> Bool[Array, "T *n"]:
+) -> Bool[Array, " T *n"]:
     """Poisson spike trains at ``rate`` Hz: each step spikes with probability ``rate·dt/1000``."""
     check_dt(dt)
     check_nonnegative("poisson", "rate", rate, "Hz")

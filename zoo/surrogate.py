@@ -93,7 +93,9 @@ class Arctan(AbstractSurrogate):
 class Gaussian(AbstractSurrogate):
     """Normal density with standard deviation ``sigma`` (mV); area 1."""
 
-    sigma: Float[Array, ""] = eqx.field(default=0.5, converter=as_param, metadata={"unit": "mV", "doc": "width"})
+    sigma: Float[Array, ""] = eqx.field(
+        default=0.5, converter=as_param, metadata={"unit": "mV", "doc": "width"}
+    )
 
     def pseudo_derivative(self, x):
         return _normal_pdf(x, 0.0, _cast(self.sigma, x))
@@ -102,9 +104,15 @@ class Gaussian(AbstractSurrogate):
 class MultiGaussian(AbstractSurrogate):
     """Yin et al. (2021): ``(1+h)·N(0, σ) − h·N(σ, sσ) − h·N(−σ, sσ)``; area ``1 − h``."""
 
-    sigma: Float[Array, ""] = eqx.field(default=0.5, converter=as_param, metadata={"unit": "mV", "doc": "width"})
-    h: Float[Array, ""] = eqx.field(default=0.15, converter=as_param, metadata={"unit": "1", "doc": "side lobes"})
-    s: Float[Array, ""] = eqx.field(default=6.0, converter=as_param, metadata={"unit": "1", "doc": "lobe width"})
+    sigma: Float[Array, ""] = eqx.field(
+        default=0.5, converter=as_param, metadata={"unit": "mV", "doc": "width"}
+    )
+    h: Float[Array, ""] = eqx.field(
+        default=0.15, converter=as_param, metadata={"unit": "1", "doc": "side lobes"}
+    )
+    s: Float[Array, ""] = eqx.field(
+        default=6.0, converter=as_param, metadata={"unit": "1", "doc": "lobe width"}
+    )
 
     def pseudo_derivative(self, x):
         sigma, h, s = (_cast(v, x) for v in (self.sigma, self.h, self.s))
@@ -115,8 +123,12 @@ class MultiGaussian(AbstractSurrogate):
 class ReLU(AbstractSurrogate):
     """The paper's ReluGrad: ``alpha·max(width − |x|, 0)``; area ``alpha·width²``."""
 
-    alpha: Float[Array, ""] = eqx.field(default=0.3, converter=as_param, metadata={"unit": "1/mV²", "doc": "slope"})
-    width: Float[Array, ""] = eqx.field(default=1.0, converter=as_param, metadata={"unit": "mV", "doc": "width"})
+    alpha: Float[Array, ""] = eqx.field(
+        default=0.3, converter=as_param, metadata={"unit": "1/mV²", "doc": "slope"}
+    )
+    width: Float[Array, ""] = eqx.field(
+        default=1.0, converter=as_param, metadata={"unit": "mV", "doc": "width"}
+    )
 
     def pseudo_derivative(self, x):
         return _cast(self.alpha, x) * jax.nn.relu(_cast(self.width, x) - jnp.abs(x))

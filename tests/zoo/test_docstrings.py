@@ -17,6 +17,10 @@ MODULES = [
     "diffbrain.zoo.neurons.izhikevich",
     "diffbrain.zoo.neurons.hh",
     "diffbrain.zoo.neurons.traub_hh",
+    *(
+        f"diffbrain.zoo.synapses.{name}"
+        for name in ("expon", "dual_expon", "alpha", "ampa", "gabaa", "nmda", "stp")
+    ),
 ]
 
 

@@ -1,4 +1,4 @@
-"""Conformance suite: every registered neuron passes the same checks (PyTree, jit, vmap, grad, dtypes, errors)."""
+"""Conformance suite: every registered neuron passes the same checks (PyTree, jit, vmap, grad, errors)."""
 
 import dataclasses
 

@@ -151,7 +151,7 @@ def test_hh_rates_are_finite_with_finite_gradients_everywhere():
     V = jnp.linspace(-200.0, 100.0, 30_001)  # passes exactly through the removable singularities
     for model in (f64(zoo.HH()), f64(zoo.TraubHH())):
         rates = model.rates(V)
-        grads = jax.vmap(jax.grad(lambda v, m=model: sum(model.rates(v))))(V)
+        grads = jax.vmap(jax.grad(lambda v, m=model: sum(m.rates(v))))(V)
         assert all(bool(jnp.all(jnp.isfinite(r))) for r in rates)
         assert bool(jnp.all(jnp.isfinite(grads)))
     # At the singularity the limit is taken: α_m(−40) = 1 /ms.

@@ -1,6 +1,5 @@
 """`zoo.simulate` and `zoo.solve`: recording, decimation, checkpointing, continuation and bad input."""
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -95,7 +94,7 @@ def test_simulate_under_vmap_over_inputs():
 
 
 def test_solve_rejects_models_with_resets_and_bad_solvers():
-    with pytest.raises(ValueError, match="zoo.simulate"):
+    with pytest.raises(ValueError, match=r"zoo\.simulate"):
         zoo.solve(zoo.LIF(), jnp.zeros(10), 0.1)
     with pytest.raises(ValueError, match="unknown `solver`"):
         zoo.solve(zoo.HH(), jnp.zeros(10), 0.1, solver="rk99")

@@ -78,7 +78,9 @@ def test_integer_input_becomes_float(name):
 def test_peak_values():
     assert float(jax.grad(surrogate.Sigmoid(alpha=4.0))(0.0)) == pytest.approx(1.0)
     assert float(jax.grad(surrogate.Arctan(alpha=2.0))(0.0)) == pytest.approx(1.0)
-    assert float(jax.grad(surrogate.Gaussian(sigma=0.5))(0.0)) == pytest.approx(1 / (0.5 * math.sqrt(2 * math.pi)))
+    assert float(jax.grad(surrogate.Gaussian(sigma=0.5))(0.0)) == pytest.approx(
+        1 / (0.5 * math.sqrt(2 * math.pi))
+    )
     assert float(jax.grad(surrogate.ReLU(alpha=0.3, width=1.0))(0.0)) == pytest.approx(0.3)
     assert float(jax.grad(surrogate.SuperSpike(beta=10.0))(0.1)) == pytest.approx(1 / 4)
     assert float(jax.grad(surrogate.Exponential(beta=2.0))(0.0)) == pytest.approx(1.0)

@@ -100,7 +100,9 @@ class AbstractHH(AbstractContinuousNeuron):
         return HHState(V=V, m=m, h=h, n=n), spike
 
 
-def upward_crossings(V: Float[Array, "T *n"], threshold, V0: Float[ArrayLike, "*n"]) -> Float[Array, "T *n"]:
+def upward_crossings(
+    V: Float[Array, " T *n"], threshold: Float[ArrayLike, "*n"], V0: Float[ArrayLike, "*n"]
+) -> Float[Array, " T *n"]:
     """1 where the trace ``V`` (mV) first reaches ``threshold`` from below, given the start value ``V0``."""
     previous = jnp.concatenate([jnp.broadcast_to(V0, V.shape[1:])[None], V[:-1]], axis=0)
     return ((V >= threshold) & (previous < threshold)).astype(V.dtype)

@@ -72,7 +72,9 @@ class AdEx(AbstractSpikingNeuron):
     def step(self, state: AdExState, current: Float[ArrayLike, "*n"], dt: float) -> tuple[AdExState, Array]:
         dt = check_dt(dt)
         V, w = state
-        spike_drive = self.g_L * self.delta_T * jnp.exp((jnp.minimum(V, self.V_peak) - self.V_T) / self.delta_T)
+        spike_drive = (
+            self.g_L * self.delta_T * jnp.exp((jnp.minimum(V, self.V_peak) - self.V_T) / self.delta_T)
+        )
         dV = (-self.g_L * (V - self.E_L) + spike_drive - w + current) / self.C
         dw = (self.a * (V - self.E_L) - w) / self.tau_w
         V = exp_euler(V, dV, self.g_L / self.C, dt)
