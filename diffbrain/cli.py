@@ -10,6 +10,7 @@ import enum
 import importlib
 import math
 import os
+import re
 import secrets
 import textwrap
 import time
@@ -168,11 +169,28 @@ def _atomic_path(path: Path):
     # A fresh name rather than mkstemp, so the file gets the usual permissions (umask) and not 0600.
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     try:
-        yield Path(temporary)
+        yield temporary
         os.replace(temporary, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.remove(temporary)
+
+
+@contextlib.contextmanager
+def _reporting_write_errors(option: str, path: Path):
+    try:
+        yield
+    except OSError as error:
+        raise typer.BadParameter(
+            f"cannot write {path}: {error.strerror or error}.", param_hint=f"'{option}'"
+        ) from None
+
+
+def _runtime_message(error: RuntimeError) -> str:
+    """The message of a failed `eqx.error_if` check, without JAX's stack dump around it."""
+    text = str(error)
+    match = re.search(r"EquinoxRuntimeError: (.+)", text)
+    return match.group(1).strip() if match else text.strip().splitlines()[0]
 
 
 def _write_csv(path: Path, t, voltage, spikes) -> None:
@@ -291,7 +309,7 @@ def simulate(
     except (TypeError, ValueError) as error:
         raise _fail(f"{entry.name} with --solver {solver.value}: {error}") from None
     except RuntimeError as error:
-        raise _fail(f"the simulation failed: {error}", code=1) from None
+        raise _fail(f"the simulation failed: {_runtime_message(error)}", code=1) from None
     wall = time.perf_counter() - start
 
     t = np.asarray(trace.t)
@@ -304,9 +322,11 @@ def simulate(
         f"wall time: {wall:.3g} s (including compilation)"
     )
     if out is not None:
-        _write_csv(out, t, voltage, spikes)
+        with _reporting_write_errors("--out", out):
+            _write_csv(out, t, voltage, spikes)
         _out.print(f"wrote {escape(str(out))} ({t.size} rows: t_ms, V_mV, spike)")
     if plot is not None:
         title = _plot_title(entry.name, entry.summary, neuron, n_spikes, rate)
-        _write_plot(plot, title, t, voltage, spikes, current, unit)
+        with _reporting_write_errors("--plot", plot):
+            _write_plot(plot, title, t, voltage, spikes, current, unit)
         _out.print(f"wrote {escape(str(plot))}")

@@ -118,12 +118,15 @@ def test_every_registered_model_spikes_with_its_defaults(name):
 
 
 def test_precision_is_float32_by_default_and_float64_on_request(tmp_path):
-    result, text = _invoke("simulate", "lif", "--duration", "20")
-    assert result.exit_code == 0, text
-    assert "float32" in text
-    result, text = _invoke("simulate", "lif", "--duration", "20", "--float64")
-    assert result.exit_code == 0, text
-    assert "float64" in text
+    # conftest enables float64 in JAX, so float32 here means the command casts explicitly.
+    first_times = {}
+    for flag in ([], ["--float64"]):
+        out = tmp_path / f"trace{len(flag)}.csv"
+        result, text = _invoke("simulate", "lif", "--duration", "20", "--out", str(out), *flag)
+        assert result.exit_code == 0, text
+        first_times[text.split("exp-euler; ")[1].split()[0]] = out.read_text().splitlines()[1].split(",")[0]
+    # 0.1 ms is not exact in binary; the CSV keeps 9 significant digits, enough to tell the precisions apart.
+    assert first_times == {"float32": "0.100000001", "float64": "0.1"}
 
 
 @pytest.mark.parametrize(
@@ -177,3 +180,26 @@ def test_tsit5_solves_hh_like_exponential_euler():
     assert result.exit_code == 0, text
     assert adaptive > 0
     assert abs(adaptive - _spike_count(text)) <= 1
+
+
+def test_unwritable_output_is_an_error_naming_the_option(tmp_path):
+    (tmp_path / "taken").mkdir()
+    result, text = _invoke("simulate", "lif", "--duration", "5", "--out", str(tmp_path / "taken"))
+    assert result.exit_code == 2, text
+    assert "'--out'" in text and "taken" in text
+    assert "Traceback" not in text
+    assert [p.name for p in tmp_path.iterdir()] == ["taken"]  # no temporary file left behind
+
+
+def test_a_failed_simulation_reports_the_check_without_a_stack_dump(monkeypatch):
+    import equinox as eqx
+    import jax.numpy as jnp
+
+    def exploding(model, inputs, dt):
+        return eqx.error_if(inputs, jnp.isfinite(inputs).all(), "The simulation produced NaN or inf.")
+
+    monkeypatch.setattr(zoo, "simulate", exploding)
+    result, text = _invoke("simulate", "lif", "--duration", "5")
+    assert result.exit_code == 1, text
+    assert "the simulation failed: The simulation produced NaN or inf." in text
+    assert "Traceback" not in text and "stack" not in text
