@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import importlib
 import math
 import os
 import re
@@ -110,7 +109,7 @@ def models() -> None:
         )
     _out.print(table)
 
-    synapses = _synapse_registry()
+    synapses = getattr(registry, "SYNAPSES", {})
     if synapses:
         table = Table(title="Synapse models", title_justify="left")
         for column in ("synapse", "parameter", "default", "unit", "meaning"):
@@ -127,16 +126,8 @@ def models() -> None:
         _out.print(table)
 
 
-def _synapse_registry() -> dict:
-    try:
-        module = importlib.import_module("diffbrain.zoo.synapses")
-    except ImportError:
-        return {}
-    return dict(getattr(module, "SYNAPSES", {}))
-
-
 def _first_line(doc: str | None) -> str:
-    return (doc or "").strip().split("\n", 1)[0]
+    return (doc or "").strip().split("\n", 1)[0].replace("``", "")
 
 
 def _check_number(option: str, value: float, unit: str, positive: bool) -> None:

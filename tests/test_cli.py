@@ -67,6 +67,18 @@ def test_models_lists_every_neuron_with_parameters_and_units():
         assert entry.make().input_unit in text
 
 
+def test_models_lists_every_synapse_when_the_zoo_has_them():
+    synapses = getattr(registry, "SYNAPSES", {})
+    if not synapses:
+        pytest.skip("no synapse registry yet")
+    result, text = _invoke("models")
+    assert result.exit_code == 0, text
+    assert "Synapse models" in text
+    for name in synapses:
+        assert f" {name} " in text
+    assert re.search(r"tau_decay \d+ ms", text)
+
+
 def test_simulate_lif_prints_spikes_and_writes_csv_and_png(tmp_path):
     entry = registry.get_neuron("lif")
     csv_path, png_path = tmp_path / "out" / "lif.csv", tmp_path / "out" / "lif.png"
