@@ -8,7 +8,7 @@ import importlib
 
 from ._version import __version__ as __version__
 
-_SUBPACKAGES = ("zoo", "bench")
+_SUBPACKAGES = ("zoo", "ops", "fit", "tasks", "learn", "bench")
 
 
 def __getattr__(name: str):

@@ -1,0 +1,1 @@
+"""Fitting single-neuron models to electrophysiology recordings, with gradients and gradient-free search."""

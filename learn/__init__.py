@@ -1,0 +1,1 @@
+"""Training spiking networks on tasks: BPTT and online learning with eligibility traces."""

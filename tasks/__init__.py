@@ -1,0 +1,1 @@
+"""Cognitive tasks as key-seeded, jittable batch generators."""
