@@ -1,0 +1,185 @@
+"""Render the public leaderboard from benchmark records: markdown tables, CSV files and PNG plots.
+
+For every suite and every measured metric, one table has the cases as rows and the methods as columns; the
+best value of each row is in bold, and a last column gives diffbrain's ratio to the best peer, oriented so
+that > 1 always means diffbrain is better. Only the newest record of each (suite, case, method, metric)
+counts, so a results folder may hold the history of many runs. Skipped peers are listed with their reason,
+never filled in.
+
+    python -m diffbrain.bench leaderboard RESULTS_DIR [--out leaderboard]
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .records import Record, read_results, write_csv
+
+LOWER_IS_BETTER_UNITS = {"s", "ms", "µs", "us", "ns", "B", "MiB", "GiB"}
+"""Units of costs: time and memory."""
+HIGHER_IS_BETTER_UNITS = {"updates/s", "events/s", "steps/s", "accuracy", "%"}
+"""Units of throughputs and scores."""
+RATIO_UNIT = "x"
+"""Ratios are derived numbers: the leaderboard recomputes them from the raw metrics, so they get no table."""
+
+_OURS = "diffbrain"
+
+
+def _direction(unit: str) -> int:
+    """+1 when larger is better, −1 when smaller is better, 0 when the unit is not ranked."""
+    if unit in HIGHER_IS_BETTER_UNITS:
+        return 1
+    if unit in LOWER_IS_BETTER_UNITS:
+        return -1
+    return 0
+
+
+def latest(records: pd.DataFrame) -> pd.DataFrame:
+    """The newest record of each (suite, case, method, metric)."""
+    ordered = records.sort_values("date", kind="stable")
+    return ordered.drop_duplicates(subset=["suite", "case", "method", "metric"], keep="last")
+
+
+def _format(value: float) -> str:
+    if not np.isfinite(value):
+        return "—"
+    return f"{value:.3g}"
+
+
+def _is_ours(method: str) -> bool:
+    return method == _OURS or method.startswith(_OURS + ".")
+
+
+def metric_table(records: pd.DataFrame, direction: int) -> pd.DataFrame:
+    """Cases × methods of one metric, plus a ``vs best peer`` ratio column (> 1: diffbrain is better)."""
+    ok = records[records["status"] == "ok"]
+    table = ok.pivot_table(index="case", columns="method", values="value", aggfunc="last", sort=False)
+    cases = list(dict.fromkeys(records["case"]))
+    methods = sorted(dict.fromkeys(records["method"]), key=lambda m: (not _is_ours(m), m))
+    table = table.reindex(index=cases, columns=methods)
+    ours = [m for m in methods if _is_ours(m)]
+    peers = [m for m in methods if not _is_ours(m)]
+    if direction and ours and peers:
+        best_ours = table[ours].max(axis=1) if direction > 0 else table[ours].min(axis=1)
+        best_peer = table[peers].max(axis=1) if direction > 0 else table[peers].min(axis=1)
+        ratio = best_ours / best_peer if direction > 0 else best_peer / best_ours
+        table["vs best peer"] = ratio
+    return table
+
+
+def _markdown(table: pd.DataFrame, direction: int, unit: str) -> str:
+    methods = [c for c in table.columns if c != "vs best peer"]
+    header = ["case", *(f"{m} ({unit})" for m in methods)]
+    if "vs best peer" in table.columns:
+        header.append("diffbrain vs best peer")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for case, row in table.iterrows():
+        values = row[methods].to_numpy(dtype=float)
+        finite = np.isfinite(values)
+        best = None
+        if direction and finite.any():
+            best = int(np.nanargmax(values * direction))
+        cells = [f"**{_format(v)}**" if i == best else _format(v) for i, v in enumerate(values)]
+        if "vs best peer" in table.columns:
+            ratio = row["vs best peer"]
+            cells.append(f"{ratio:.2f}×" if np.isfinite(ratio) else "—")
+        lines.append("| " + " | ".join([str(case), *cells]) + " |")
+    return "\n".join(lines)
+
+
+def _plot(table: pd.DataFrame, title: str, unit: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = [c for c in table.columns if c != "vs best peer"]
+    figure, axis = plt.subplots(figsize=(max(6.0, 0.7 * len(table) + 3), 4))
+    x = np.arange(len(table))
+    for method in methods:
+        axis.plot(x, table[method].to_numpy(dtype=float), marker="o", label=method)
+    axis.set_xticks(x, [str(c) for c in table.index], rotation=30, ha="right")
+    axis.set_yscale("log")
+    axis.set_ylabel(unit)
+    axis.set_title(title)
+    axis.legend()
+    axis.grid(alpha=0.3, which="both")
+    figure.tight_layout()
+    handle, temporary = tempfile.mkstemp(suffix=".png", dir=path.parent)
+    os.close(handle)
+    try:
+        figure.savefig(temporary, dpi=110)
+        os.replace(temporary, path)
+    finally:
+        plt.close(figure)
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def _provenance(records: pd.DataFrame) -> str:
+    rows = []
+    for column in ("device", "backend", "versions", "git_commit"):
+        values = sorted(v for v in set(records[column]) if v)
+        rows.append(f"- {column.replace('_', ' ')}: {'; '.join(values) or 'unknown'}")
+    dates = sorted(records["date"])
+    rows.append(f"- measured: {dates[0]} … {dates[-1]}" if dates else "- measured: unknown")
+    return "\n".join(rows)
+
+
+def render(results: str | os.PathLike, out: str | os.PathLike = "leaderboard") -> Path:
+    """Write ``out/README.md``, ``out/<suite>.csv`` and ``out/<suite>_<metric>.png`` from ``results``.
+
+    Returns:
+        The path of the README.
+    """
+    records = read_results(results)
+    if records.empty:
+        raise ValueError(
+            f"no benchmark records (*.csv) in {os.fspath(results)!r}; run `diffbrain bench` first."
+        )
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    records = latest(records)
+    sections = [
+        "# diffbrain leaderboard",
+        "",
+        "Generated by `python -m diffbrain.bench leaderboard` from benchmark records; do not edit by hand.",
+        "Every number is a median over timed repeats after warm-up, measured side by side in one run.",
+        "**Bold** is the best of a row; *diffbrain vs best peer* > 1 means diffbrain is better.",
+    ]
+    for suite, suite_records in records.groupby("suite", sort=True):
+        write_csv([Record(**row) for row in suite_records.to_dict("records")], out / f"{suite}.csv")
+        sections += ["", f"## {suite}", "", _provenance(suite_records)]
+        for metric, metric_records in suite_records.groupby("metric", sort=False):
+            unit = metric_records["unit"].iloc[0]
+            if unit == RATIO_UNIT:
+                continue
+            direction = _direction(unit)
+            table = metric_table(metric_records, direction)
+            if table.drop(columns="vs best peer", errors="ignore").isna().all().all():
+                continue
+            plot = out / f"{suite}_{metric}.png"
+            _plot(table, f"{suite}: {metric}", unit, plot)
+            sections += [
+                "",
+                f"### {metric}",
+                "",
+                _markdown(table, direction, unit),
+                "",
+                f"![{metric}]({plot.name})",
+            ]
+        skipped = suite_records[suite_records["status"] == "skipped"]
+        if not skipped.empty:
+            reasons = skipped.groupby(["method", "note"]).size().reset_index()
+            sections += ["", "Skipped:"] + [f"- {row.method}: {row.note}" for row in reasons.itertuples()]
+    readme = out / "README.md"
+    handle, temporary = tempfile.mkstemp(suffix=".md", dir=out)
+    with os.fdopen(handle, "w") as file:
+        file.write("\n".join(sections) + "\n")
+    os.replace(temporary, readme)
+    return readme
