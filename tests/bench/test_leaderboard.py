@@ -1,4 +1,4 @@
-"""The leaderboard renderer: tables with the best marked, oriented ratios, skipped peers, plots, newest wins."""
+"""The leaderboard renderer: best marked, oriented ratios, skipped peers, plots, newest record wins."""
 
 import math
 
