@@ -1,0 +1,222 @@
+"""The `cpu` backend: a C++ event-driven kernel on XLA's typed FFI, compiled on first use.
+
+The source (`event_csr.cc`, shipped next to this module) is compiled with the system C++ compiler into a
+user cache — `$DIFFBRAIN_CACHE`, else `$XDG_CACHE_HOME/diffbrain/kernels`, else
+`~/.cache/diffbrain/kernels` — under a name keyed by a hash of the source, the compiler command and
+flags, jaxlib's version and the host CPU (the build uses `-march=native`). The library is loaded with
+ctypes and its handlers registered with `jax.ffi.register_ffi_target`. Nothing is built at install time
+and jaxlib is not needed to build the package. When the kernel cannot be built, `available()` is False
+(with one warning giving the reason) and callers fall back to the `reference` backend.
+
+Environment: `DIFFBRAIN_CXX` (else `CXX`, else `g++`) is the compiler; `DIFFBRAIN_CPU_THREADS` caps the
+kernel's threads (default: the cores this process may run on).
+
+All functions take raw arrays (CSR rows are presynaptic; `data` of shape `(nnz,)` or `()` for one shared
+weight; int32 or int64 `indptr`/`indices` of the same dtype), are jittable and work inside `lax.scan`.
+The result's float dtype is the weights' (the cotangent's for the weight gradient); spikes may be bool or
+float32/float64.
+"""
+
+import ctypes
+import hashlib
+import os
+import platform
+import shlex
+import subprocess
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import jaxlib
+from jaxtyping import Array, Bool, Float, Integer
+
+_SOURCE = Path(__file__).with_name("event_csr.cc")
+_FLAGS = ("-O3", "-march=native", "-std=c++17", "-fPIC", "-shared", "-pthread", "-fno-math-errno")
+_TARGETS = {
+    "diffbrain_event_matmat": "DiffbrainEventMatmat",
+    "diffbrain_csr_matmat": "DiffbrainCsrMatmat",
+    "diffbrain_row_dot": "DiffbrainRowDot",
+    "diffbrain_data_grad": "DiffbrainDataGrad",
+}
+
+_lock = threading.Lock()
+_state: dict[str, object] = {}  # "library" once loaded, or "error": the reason it could not be
+
+
+def cache_dir() -> Path:
+    """The folder holding compiled kernels (created on first compile)."""
+    if root := os.environ.get("DIFFBRAIN_CACHE"):
+        return Path(root)
+    xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(xdg) / "diffbrain" / "kernels"
+
+
+def _compiler() -> list[str]:
+    return shlex.split(os.environ.get("DIFFBRAIN_CXX") or os.environ.get("CXX") or "g++")
+
+
+def _host_cpu() -> str:
+    """What `-march=native` depends on, so a cache shared between different machines stays correct."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = [line for line in f if line.startswith(("model name", "flags"))]
+        return "".join(sorted(set(lines)))
+    except OSError:
+        return platform.machine() + platform.processor()
+
+
+def library_path() -> Path:
+    """Where the compiled kernel for this source, compiler, jaxlib and CPU lives in the cache."""
+    key = hashlib.sha256()
+    for part in (_SOURCE.read_bytes(), repr(_compiler()), repr(_FLAGS), jaxlib.__version__, _host_cpu()):
+        key.update(part if isinstance(part, bytes) else part.encode())
+    return cache_dir() / f"event_csr-{key.hexdigest()[:20]}.so"
+
+
+def _build(target: Path) -> None:
+    """Compiles the kernel to a temporary name next to `target`, then renames it (atomic: no races)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.stem + ".", suffix=".tmp")
+    os.close(fd)
+    cmd = [*_compiler(), *_FLAGS, "-I", jax.ffi.include_dir(), str(_SOURCE), "-o", tmp]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        if proc.returncode != 0:
+            raise RuntimeError(
+                f"`{shlex.join(cmd)}` failed ({proc.returncode}): {proc.stderr.strip()[:2000]}"
+            )
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _load() -> ctypes.CDLL:
+    with _lock:
+        if "library" in _state:
+            return _state["library"]
+        if "error" in _state:
+            raise RuntimeError(_state["error"])
+        try:
+            path = library_path()
+            if not path.exists():
+                _build(path)
+            library = ctypes.CDLL(str(path))
+            for name, symbol in _TARGETS.items():
+                jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(library, symbol)), platform="cpu")
+        except Exception as error:  # any failure means "not available", never an import error
+            _state["error"] = f"{type(error).__name__}: {error}"
+            warnings.warn(
+                f"diffbrain's cpu kernel is unavailable (the reference backend is used): {_state['error']}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            raise RuntimeError(_state["error"]) from error
+        _state["library"] = library
+        return library
+
+
+def available() -> bool:
+    """Whether the kernel is compiled and registered (compiles it on the first call; never raises)."""
+    try:
+        _load()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _call(target: str, shape: tuple[int, ...], dtype, *args: Array) -> Array:
+    _load()
+    result = jax.ShapeDtypeStruct(shape, dtype)
+    return jax.ffi.ffi_call(target, result, vmap_method="sequential")(*args)
+
+
+def _float(name: str, array: Array) -> Array:
+    if array.dtype not in (jnp.float32, jnp.float64):
+        raise TypeError(f"{name} must be float32 or float64, got {array.dtype}")
+    return array
+
+
+def event_matvec(
+    indptr: Integer[Array, " n_pre+1"],
+    indices: Integer[Array, " nnz"],
+    data: Float[Array, " nnz"] | Float[Array, ""],
+    spikes: Bool[Array, " n_pre"] | Float[Array, " n_pre"],
+    n_post: int,
+) -> Float[Array, " n_post"]:
+    """`y[j] = Σ_i s[i]·W[i, j]`, touching only the rows with `s[i] ≠ 0`."""
+    return event_matmat(indptr, indices, data, spikes[None], n_post)[0]
+
+
+def event_matmat(
+    indptr: Integer[Array, " n_pre+1"],
+    indices: Integer[Array, " nnz"],
+    data: Float[Array, " nnz"] | Float[Array, ""],
+    spikes: Bool[Array, "b n_pre"] | Float[Array, "b n_pre"],
+    n_post: int,
+) -> Float[Array, "b n_post"]:
+    """`event_matvec` for each row of a batch of spike vectors."""
+    data = _float("data", data)
+    return _call(
+        "diffbrain_event_matmat", (spikes.shape[0], n_post), data.dtype, indptr, indices, data, spikes
+    )
+
+
+def csr_matvec(
+    indptr: Integer[Array, " n_pre+1"],
+    indices: Integer[Array, " nnz"],
+    data: Float[Array, " nnz"] | Float[Array, ""],
+    x: Float[Array, " n_pre"],
+    n_post: int,
+) -> Float[Array, " n_post"]:
+    """`y = xᵀW` over all rows (no event skipping: `0·inf` gives NaN as in a dense product)."""
+    data = _float("data", data)
+    return _call("diffbrain_csr_matmat", (1, n_post), data.dtype, indptr, indices, data, x[None])[0]
+
+
+def row_dot(
+    indptr: Integer[Array, " n_pre+1"],
+    indices: Integer[Array, " nnz"],
+    data: Float[Array, " nnz"] | Float[Array, ""],
+    cotangent: Float[Array, " n_post"],
+) -> Float[Array, " n_pre"]:
+    """`(W @ ȳ)[i] = Σ_{k ∈ row i} data[k]·ȳ[indices[k]]`: the cotangent of the spikes."""
+    return row_dot_batch(indptr, indices, data, cotangent[None])[0]
+
+
+def row_dot_batch(
+    indptr: Integer[Array, " n_pre+1"],
+    indices: Integer[Array, " nnz"],
+    data: Float[Array, " nnz"] | Float[Array, ""],
+    cotangent: Float[Array, "b n_post"],
+) -> Float[Array, "b n_pre"]:
+    """`row_dot` for each row of a batch of cotangents."""
+    data = _float("data", data)
+    shape = (cotangent.shape[0], indptr.shape[0] - 1)
+    return _call("diffbrain_row_dot", shape, data.dtype, indptr, indices, data, cotangent.astype(data.dtype))
+
+
+def data_grad(
+    indptr: Integer[Array, " n_pre+1"],
+    indices: Integer[Array, " nnz"],
+    spikes: Bool[Array, " n_pre"] | Float[Array, " n_pre"],
+    cotangent: Float[Array, " n_post"],
+    nnz: int,
+) -> Float[Array, " nnz"]:
+    """`g[k] = s[row(k)]·ȳ[indices[k]]`, computed on spiking rows only (zero elsewhere)."""
+    return data_grad_batch(indptr, indices, spikes[None], cotangent[None], nnz)
+
+
+def data_grad_batch(
+    indptr: Integer[Array, " n_pre+1"],
+    indices: Integer[Array, " nnz"],
+    spikes: Bool[Array, "b n_pre"] | Float[Array, "b n_pre"],
+    cotangent: Float[Array, "b n_post"],
+    nnz: int,
+) -> Float[Array, " nnz"]:
+    """`data_grad` summed over a batch of spike vectors and cotangents."""
+    cotangent = _float("cotangent", cotangent)
+    return _call("diffbrain_data_grad", (nnz,), cotangent.dtype, indptr, indices, spikes, cotangent)

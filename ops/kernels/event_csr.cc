@@ -1,0 +1,471 @@
+// Event-driven CSR synaptic operators for diffbrain's `cpu` backend, as XLA typed-FFI handlers.
+//
+// Rows are presynaptic. Every handler takes a batch (the unbatched call is a batch of one) and dispatches
+// on dtypes at run time: weights and results float32/float64, indices int32/int64, spikes bool or float.
+// A weight array of rank 0 is one shared (homogeneous) weight. Compiled on first use by
+// diffbrain/ops/kernels/cpu.py with the system compiler; see that module for the Python contract.
+//
+// Threads: one small persistent pool (the caller is thread 0). Its workers spin briefly after each job,
+// because inside `lax.scan` the next call follows within microseconds, then sleep. Small problems never
+// touch the pool: waking a thread costs more than they do.
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <thread>
+#include <type_traits>
+#include <vector>
+
+#if defined(__linux__)
+#include <sched.h>
+#endif
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#endif
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+// Below these sizes one thread wins (measured on a 2-core machine; per-call pool overhead ~2-5 us).
+constexpr int64_t kMinEventsPerThread = 40000;  // synaptic events for the scatter kernels
+constexpr int64_t kMinSynapsesPerThread = 60000;  // stored synapses for row-dot and the weight gradient
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(_M_X64)
+  _mm_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+int usable_cores() {
+  if (const char* env = std::getenv("DIFFBRAIN_CPU_THREADS")) {
+    int n = std::atoi(env);
+    if (n > 0) return n;
+  }
+#if defined(__linux__)
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
+#endif
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+// A fork-join pool: `run(n, job)` calls job(t) for t in [0, n), t = 0 on the caller. One job at a time;
+// a concurrent caller (XLA may run two independent kernels at once) gets no session and runs serially.
+class Pool {
+ public:
+  static Pool& get() {
+    static Pool* pool = new Pool(usable_cores());  // leaked on purpose: no join at process exit
+    return *pool;
+  }
+  int size() const { return static_cast<int>(workers_) + 1; }
+
+  class Session {
+   public:
+    explicit Session(Pool& pool) : pool_(pool), lock_(pool.busy_, std::try_to_lock) {}
+    explicit operator bool() const { return lock_.owns_lock(); }
+    // Scratch memory private to thread t, kept between calls.
+    void* scratch(int t, size_t bytes) {
+      auto& buf = pool_.scratch_[t];
+      if (buf.size() < bytes) buf.resize(bytes);
+      return buf.data();
+    }
+    template <class Job>
+    void run(int n, Job& job) { pool_.run(n, job); }
+
+   private:
+    Pool& pool_;
+    std::unique_lock<std::mutex> lock_;
+  };
+
+ private:
+  explicit Pool(int threads) : workers_(threads - 1), scratch_(threads) {
+    for (int id = 1; id < threads; ++id) std::thread([this, id] { loop(id); }).detach();
+  }
+
+  template <class Job>
+  void run(int n, Job& job) {
+    fn_ = [](void* ctx, int t) { (*static_cast<Job*>(ctx))(t); };
+    ctx_ = &job;
+    active_ = n;
+    pending_.store(workers_, std::memory_order_relaxed);  // every worker acknowledges every job
+    bool wake;
+    {
+      std::lock_guard<std::mutex> lk(m_);
+      generation_.fetch_add(1, std::memory_order_release);
+      wake = sleepers_ > 0;
+    }
+    if (wake) cv_.notify_all();
+    job(0);
+    for (int spin = 0; pending_.load(std::memory_order_acquire) != 0; ++spin) {
+      if (spin < 4096) cpu_relax();
+      else std::this_thread::yield();
+    }
+  }
+
+  void loop(int id) {
+    using clock = std::chrono::steady_clock;
+    constexpr auto kSpin = std::chrono::microseconds(100);
+    uint64_t seen = 0;
+    for (;;) {
+      uint64_t now;
+      auto start = clock::now();
+      for (int it = 1; (now = generation_.load(std::memory_order_acquire)) == seen; ++it) {
+        cpu_relax();
+        if (it % 256 == 0 && clock::now() - start > kSpin) {
+          std::unique_lock<std::mutex> lk(m_);
+          ++sleepers_;
+          cv_.wait(lk, [&] { return generation_.load(std::memory_order_acquire) != seen; });
+          --sleepers_;
+        }
+      }
+      seen = now;
+      if (id < active_) fn_(ctx_, id);
+      pending_.fetch_sub(1, std::memory_order_acq_rel);
+    }
+  }
+
+  const int64_t workers_;
+  std::vector<std::vector<char>> scratch_;
+  std::mutex busy_;
+  std::mutex m_;
+  std::condition_variable cv_;
+  int sleepers_ = 0;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int64_t> pending_{0};
+  void (*fn_)(void*, int) = nullptr;
+  void* ctx_ = nullptr;
+  int active_ = 0;
+};
+
+// Threads worth using for `work` units when each thread should get at least `min_per_thread`.
+int threads_for(int64_t work, int64_t min_per_thread, int64_t max_tasks) {
+  int64_t n = std::min<int64_t>({Pool::get().size(), work / min_per_thread, max_tasks});
+  return static_cast<int>(std::max<int64_t>(n, 1));
+}
+
+// Splits [0, n) into `parts` contiguous chunks of about equal weight; cum(i) is the weight of [0, i).
+template <class Cum>
+int64_t split_point(int64_t n, int part, int parts, Cum cum) {
+  if (part == 0) return 0;
+  if (part == parts) return n;
+  const double target = static_cast<double>(cum(n)) * part / parts;
+  int64_t lo = 0, hi = n;  // first i with cum(i) >= target
+  while (lo < hi) {
+    int64_t mid = lo + (hi - lo) / 2;
+    if (static_cast<double>(cum(mid)) < target) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+template <class S>
+inline bool fired(S s) { return s != S(0); }
+
+void zero(ffi::Result<ffi::AnyBuffer>& out) {
+  if (out->size_bytes() > 0) std::memset(out->untyped_data(), 0, out->size_bytes());
+}
+
+template <class T>
+struct Tag { using type = T; };
+
+ffi::Error unsupported(const char* what, ffi::DataType dtype) {
+  return ffi::Error::InvalidArgument(std::string("diffbrain cpu kernel: unsupported dtype for ") + what + " (" +
+                                     std::to_string(static_cast<int>(dtype)) + ")");
+}
+
+template <class Fn>
+ffi::Error with_float(const char* what, ffi::DataType dtype, Fn&& fn) {
+  switch (dtype) {
+    case ffi::DataType::F32: return fn(Tag<float>{});
+    case ffi::DataType::F64: return fn(Tag<double>{});
+    default: return unsupported(what, dtype);
+  }
+}
+
+template <class Fn>
+ffi::Error with_index(const char* what, ffi::DataType dtype, Fn&& fn) {
+  switch (dtype) {
+    case ffi::DataType::S32: return fn(Tag<int32_t>{});
+    case ffi::DataType::S64: return fn(Tag<int64_t>{});
+    default: return unsupported(what, dtype);
+  }
+}
+
+template <class Fn>
+ffi::Error with_spike(const char* what, ffi::DataType dtype, Fn&& fn) {
+  switch (dtype) {
+    case ffi::DataType::PRED: return fn(Tag<bool>{});
+    case ffi::DataType::F32: return fn(Tag<float>{});
+    case ffi::DataType::F64: return fn(Tag<double>{});
+    default: return unsupported(what, dtype);
+  }
+}
+
+template <class Fn>
+ffi::Error with_homogeneous(bool homogeneous, Fn&& fn) {
+  return homogeneous ? fn(std::true_type{}) : fn(std::false_type{});
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Scatter: y[b, j] = sum_i s[b, i] * W[i, j] over rows with s[b, i] != 0 (all rows when kSkipSilent is off).
+
+template <class F>
+struct ActiveRow {
+  int64_t lo, hi;  // the row's synapses
+  F scale;         // the spike value (times the weight when homogeneous)
+};
+
+template <class F, class I, class S, bool kHomogeneous, bool kSkipSilent>
+struct Scatter {
+  const I* indptr;
+  const I* indices;
+  const F* data;
+  int64_t n_pre, n_post;
+
+  // The rows that contribute; returns their synapse count.
+  int64_t collect(const S* s, std::vector<ActiveRow<F>>& rows) const {
+    rows.clear();
+    int64_t events = 0;
+    const F w = kHomogeneous ? data[0] : F(1);
+    for (int64_t i = 0; i < n_pre; ++i) {
+      if (kSkipSilent && !fired(s[i])) continue;
+      const int64_t lo = indptr[i], hi = indptr[i + 1];
+      if (lo == hi) continue;
+      rows.push_back({lo, hi, static_cast<F>(s[i]) * w});
+      events += hi - lo;
+    }
+    return events;
+  }
+
+  // y += contributions of rows[first, last); prefetches the next row, whose start is a cache miss.
+  void accumulate(const ActiveRow<F>* rows, int64_t first, int64_t last, F* y) const {
+    for (int64_t r = first; r < last; ++r) {
+      if (r + 1 < last) {
+        __builtin_prefetch(indices + rows[r + 1].lo);
+        if (!kHomogeneous) __builtin_prefetch(data + rows[r + 1].lo);
+      }
+      const I* idx = indices;
+      const int64_t lo = rows[r].lo, hi = rows[r].hi;
+      const F scale = rows[r].scale;
+      if constexpr (kHomogeneous) {
+        for (int64_t k = lo; k < hi; ++k) y[idx[k]] += scale;
+      } else if constexpr (std::is_same_v<S, bool>) {
+        for (int64_t k = lo; k < hi; ++k) y[idx[k]] += data[k];
+      } else {
+        for (int64_t k = lo; k < hi; ++k) y[idx[k]] += data[k] * scale;
+      }
+    }
+  }
+
+  void one(const S* s, F* y, std::vector<ActiveRow<F>>& rows) const {
+    std::fill(y, y + n_post, F(0));
+    collect(s, rows);
+    accumulate(rows.data(), 0, static_cast<int64_t>(rows.size()), y);
+  }
+
+  void operator()(const S* spikes, int64_t batch, F* y) const {
+    thread_local std::vector<ActiveRow<F>> rows;
+    if (batch > 1) {
+      // Independent outputs: split the batch, no reduction. Work estimated from spike counts.
+      int64_t fired_rows = 0;
+      for (int64_t e = 0; e < batch * n_pre; ++e) fired_rows += kSkipSilent ? fired(spikes[e]) : 1;
+      const int64_t events = n_pre > 0 ? fired_rows * (indptr[n_pre] / n_pre) : 0;
+      const int n = threads_for(events, kMinEventsPerThread, batch);
+      Pool::Session session(Pool::get());
+      auto job = [&](int t) {
+        thread_local std::vector<ActiveRow<F>> mine;
+        for (int64_t b = batch * t / n; b < batch * (t + 1) / n; ++b) one(spikes + b * n_pre, y + b * n_post, mine);
+      };
+      if (n > 1 && session) session.run(n, job);
+      else for (int64_t b = 0; b < batch; ++b) one(spikes + b * n_pre, y + b * n_post, rows);
+      return;
+    }
+    // A plain reference: lambdas name a thread_local directly, which on a worker is the worker's own copy.
+    std::vector<ActiveRow<F>>& active = rows;
+    const int64_t events = collect(spikes, active);
+    const int n = threads_for(events, std::max(kMinEventsPerThread, 2 * n_post), static_cast<int64_t>(active.size()));
+    Pool::Session session(Pool::get());
+    if (n == 1 || !session) {
+      std::fill(y, y + n_post, F(0));
+      accumulate(active.data(), 0, static_cast<int64_t>(active.size()), y);
+      return;
+    }
+    // Split the active rows by synapse count; thread 0 writes y, the others private buffers, summed after.
+    std::vector<int64_t> cum(active.size() + 1, 0);
+    for (size_t r = 0; r < active.size(); ++r) cum[r + 1] = cum[r] + (active[r].hi - active[r].lo);
+    std::vector<F*> out(n, y);
+    for (int t = 1; t < n; ++t) out[t] = static_cast<F*>(session.scratch(t, sizeof(F) * n_post));
+    const int64_t n_rows = static_cast<int64_t>(active.size());
+    auto job = [&](int t) {
+      auto at = [&](int64_t i) { return cum[i]; };
+      std::fill(out[t], out[t] + n_post, F(0));
+      accumulate(active.data(), split_point(n_rows, t, n, at), split_point(n_rows, t + 1, n, at), out[t]);
+    };
+    session.run(n, job);
+    for (int t = 1; t < n; ++t) {
+      const F* part = out[t];
+      for (int64_t j = 0; j < n_post; ++j) y[j] += part[j];
+    }
+  }
+};
+
+template <bool kSkipSilent>
+ffi::Error scatter_impl(ffi::AnyBuffer indptr, ffi::AnyBuffer indices, ffi::AnyBuffer data, ffi::AnyBuffer spikes,
+                        ffi::Result<ffi::AnyBuffer> y) {
+  if (data.element_type() != y->element_type()) return unsupported("weights (must match the result)", data.element_type());
+  const int64_t n_pre = static_cast<int64_t>(indptr.element_count()) - 1;
+  const int64_t n_post = y->dimensions().size() == 0 ? 1 : y->dimensions().back();
+  const int64_t batch = n_pre > 0 ? static_cast<int64_t>(spikes.element_count()) / n_pre : 0;
+  if (n_pre <= 0 || batch == 0) {
+    zero(y);
+    return ffi::Error::Success();
+  }
+  return with_float("weights", data.element_type(), [&](auto f) {
+    return with_index("indices", indices.element_type(), [&](auto i) {
+      return with_spike("spikes", spikes.element_type(), [&](auto s) {
+        return with_homogeneous(data.dimensions().size() == 0, [&](auto homogeneous) {
+          using F = typename decltype(f)::type;
+          using I = typename decltype(i)::type;
+          using S = typename decltype(s)::type;
+          if (indptr.element_type() != indices.element_type()) return unsupported("indptr", indptr.element_type());
+          Scatter<F, I, S, decltype(homogeneous)::value, kSkipSilent> op{
+              indptr.typed_data<I>(), indices.typed_data<I>(), data.typed_data<F>(), n_pre, n_post};
+          op(spikes.typed_data<S>(), batch, y->typed_data<F>());
+          return ffi::Error::Success();
+        });
+      });
+    });
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Row-dot: out[b, i] = sum_{k in row i} w[k] * ct[b, indices[k]]   (W @ ct, the spike cotangent).
+
+template <class F, class I, bool kHomogeneous>
+void row_dot(const I* indptr, const I* indices, const F* data, const F* ct, int64_t n_pre, int64_t n_post,
+             int64_t batch, F* out) {
+  auto rows = [&](int64_t first, int64_t last) {
+    for (int64_t b = 0; b < batch; ++b) {
+      const F* c = ct + b * n_post;
+      F* o = out + b * n_pre;
+      for (int64_t i = first; i < last; ++i) {
+        F acc = F(0);
+        if constexpr (kHomogeneous) {
+          for (int64_t k = indptr[i]; k < indptr[i + 1]; ++k) acc += c[indices[k]];
+          o[i] = acc * data[0];
+        } else {
+          for (int64_t k = indptr[i]; k < indptr[i + 1]; ++k) acc += data[k] * c[indices[k]];
+          o[i] = acc;
+        }
+      }
+    }
+  };
+  const int n = threads_for(static_cast<int64_t>(indptr[n_pre]) * batch, kMinSynapsesPerThread, n_pre);
+  Pool::Session session(Pool::get());
+  if (n == 1 || !session) return rows(0, n_pre);
+  auto at = [&](int64_t i) { return static_cast<int64_t>(indptr[i]); };
+  auto job = [&](int t) { rows(split_point(n_pre, t, n, at), split_point(n_pre, t + 1, n, at)); };
+  session.run(n, job);
+}
+
+ffi::Error row_dot_impl(ffi::AnyBuffer indptr, ffi::AnyBuffer indices, ffi::AnyBuffer data, ffi::AnyBuffer ct,
+                        ffi::Result<ffi::AnyBuffer> out) {
+  if (data.element_type() != ct.element_type() || data.element_type() != out->element_type())
+    return unsupported("cotangent (must match the weights)", ct.element_type());
+  const int64_t n_pre = static_cast<int64_t>(indptr.element_count()) - 1;
+  const int64_t batch = n_pre > 0 ? static_cast<int64_t>(out->element_count()) / n_pre : 0;
+  if (n_pre <= 0 || batch == 0) return ffi::Error::Success();
+  const int64_t n_post = static_cast<int64_t>(ct.element_count()) / batch;
+  return with_float("weights", data.element_type(), [&](auto f) {
+    return with_index("indices", indices.element_type(), [&](auto i) {
+      return with_homogeneous(data.dimensions().size() == 0, [&](auto homogeneous) {
+        using F = typename decltype(f)::type;
+        using I = typename decltype(i)::type;
+        if (indptr.element_type() != indices.element_type()) return unsupported("indptr", indptr.element_type());
+        row_dot<F, I, decltype(homogeneous)::value>(indptr.typed_data<I>(), indices.typed_data<I>(),
+                                                    data.typed_data<F>(), ct.typed_data<F>(), n_pre, n_post, batch,
+                                                    out->typed_data<F>());
+        return ffi::Error::Success();
+      });
+    });
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Weight gradient: g[k] = sum_b s[b, row(k)] * ct[b, indices[k]], written only on rows that fired. The zero
+// fill of g (nnz-sized) is split across threads with the rows, so each thread owns a contiguous range of g.
+
+template <class F, class I, class S>
+void data_grad(const I* indptr, const I* indices, const S* spikes, const F* ct, int64_t n_pre, int64_t n_post,
+               int64_t batch, F* g) {
+  auto rows = [&](int64_t first, int64_t last) {
+    std::fill(g + indptr[first], g + indptr[last], F(0));
+    for (int64_t b = 0; b < batch; ++b) {
+      const S* s = spikes + b * n_pre;
+      const F* c = ct + b * n_post;
+      for (int64_t i = first; i < last; ++i) {
+        if (!fired(s[i])) continue;
+        const F scale = static_cast<F>(s[i]);
+        for (int64_t k = indptr[i]; k < indptr[i + 1]; ++k) {
+          if constexpr (std::is_same_v<S, bool>) g[k] += c[indices[k]];
+          else g[k] += scale * c[indices[k]];
+        }
+      }
+    }
+  };
+  const int n = threads_for(static_cast<int64_t>(indptr[n_pre]), kMinSynapsesPerThread, n_pre);
+  Pool::Session session(Pool::get());
+  if (n == 1 || !session) return rows(0, n_pre);
+  auto at = [&](int64_t i) { return static_cast<int64_t>(indptr[i]); };
+  auto job = [&](int t) { rows(split_point(n_pre, t, n, at), split_point(n_pre, t + 1, n, at)); };
+  session.run(n, job);
+}
+
+ffi::Error data_grad_impl(ffi::AnyBuffer indptr, ffi::AnyBuffer indices, ffi::AnyBuffer spikes, ffi::AnyBuffer ct,
+                          ffi::Result<ffi::AnyBuffer> g) {
+  if (ct.element_type() != g->element_type()) return unsupported("cotangent (must match the result)", ct.element_type());
+  const int64_t n_pre = static_cast<int64_t>(indptr.element_count()) - 1;
+  const int64_t batch = n_pre > 0 ? static_cast<int64_t>(spikes.element_count()) / n_pre : 0;
+  if (n_pre <= 0 || batch == 0 || g->element_count() == 0) {
+    zero(g);
+    return ffi::Error::Success();
+  }
+  const int64_t n_post = static_cast<int64_t>(ct.element_count()) / batch;
+  return with_float("cotangent", ct.element_type(), [&](auto f) {
+    return with_index("indices", indices.element_type(), [&](auto i) {
+      return with_spike("spikes", spikes.element_type(), [&](auto s) {
+        using F = typename decltype(f)::type;
+        using I = typename decltype(i)::type;
+        using S = typename decltype(s)::type;
+        if (indptr.element_type() != indices.element_type()) return unsupported("indptr", indptr.element_type());
+        data_grad<F, I, S>(indptr.typed_data<I>(), indices.typed_data<I>(), spikes.typed_data<S>(),
+                           ct.typed_data<F>(), n_pre, n_post, batch, g->typed_data<F>());
+        return ffi::Error::Success();
+      });
+    });
+  });
+}
+
+}  // namespace
+
+#define DIFFBRAIN_FOUR_ARGS_ONE_RESULT()                                                                   \
+  ffi::Ffi::Bind()                                                                                        \
+      .Arg<ffi::AnyBuffer>()                                                                              \
+      .Arg<ffi::AnyBuffer>()                                                                              \
+      .Arg<ffi::AnyBuffer>()                                                                              \
+      .Arg<ffi::AnyBuffer>()                                                                              \
+      .Ret<ffi::AnyBuffer>()
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(DiffbrainEventMatmat, scatter_impl<true>, DIFFBRAIN_FOUR_ARGS_ONE_RESULT());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(DiffbrainCsrMatmat, scatter_impl<false>, DIFFBRAIN_FOUR_ARGS_ONE_RESULT());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(DiffbrainRowDot, row_dot_impl, DIFFBRAIN_FOUR_ARGS_ONE_RESULT());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(DiffbrainDataGrad, data_grad_impl, DIFFBRAIN_FOUR_ARGS_ONE_RESULT());

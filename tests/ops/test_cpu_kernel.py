@@ -1,0 +1,221 @@
+"""The C++ `cpu` backend against a NumPy reference, and its compile cache."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from diffbrain.ops.kernels import cpu
+
+if not cpu.available():
+    pytest.skip("the cpu kernel could not be built here (see the warning)", allow_module_level=True)
+
+
+def random_csr(rng, n_pre, n_post, density):
+    """A CSR with random row lengths (empty rows included) and unsorted, duplicate-free columns."""
+    lengths = rng.binomial(n_post, density, size=n_pre) if n_post else np.zeros(n_pre, int)
+    lengths[rng.random(n_pre) < 0.2] = 0
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    indices = np.concatenate([rng.permutation(n_post)[:k] for k in lengths] + [np.zeros(0, int)])
+    return indptr, indices, rng.normal(size=indptr[-1])
+
+
+def coo_rows(indptr):
+    return np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
+
+
+def reference(indptr, indices, weights, spikes, cotangent, n_post):
+    """Every operator in float64 NumPy, through a dense matrix."""
+    dense = np.zeros((len(indptr) - 1, n_post))
+    dense[coo_rows(indptr), indices] = weights
+    rows = coo_rows(indptr)
+    return {
+        "matmat": spikes @ dense,
+        "row_dot": cotangent @ dense.T,
+        "grad": (spikes[:, rows] * cotangent[:, indices]).sum(0),
+    }
+
+
+SHAPES = [(0, 4, 0.5), (1, 6, 0.7), (7, 3, 0.5), (40, 25, 0.2), (25, 60, 0.1), (12, 9, 0.0)]
+
+
+@pytest.mark.parametrize("n_pre, n_post, density", SHAPES)
+@pytest.mark.parametrize("float_dtype", [jnp.float32, jnp.float64])
+@pytest.mark.parametrize("index_dtype", [jnp.int32, jnp.int64])
+@pytest.mark.parametrize("homogeneous", [False, True])
+def test_all_operators_match_numpy(n_pre, n_post, density, float_dtype, index_dtype, homogeneous):
+    rng = np.random.default_rng(n_pre * 1000 + n_post)
+    indptr, indices, weights = random_csr(rng, n_pre, n_post, density)
+    if homogeneous:
+        weights = np.full(len(indices), 0.7)
+    batch = 3
+    fired = rng.random((batch, n_pre)) < 0.4
+    surrogate = np.where(fired, rng.uniform(0.1, 2.0, size=fired.shape), 0.0)
+    cotangent = rng.normal(size=(batch, n_post))
+    tol = dict(rtol=1e-5, atol=1e-5) if float_dtype == jnp.float32 else dict(rtol=1e-12, atol=1e-12)
+
+    ip, ix = jnp.asarray(indptr, index_dtype), jnp.asarray(indices, index_dtype)
+    data = jnp.asarray(0.7 if homogeneous else weights, float_dtype)
+    ct = jnp.asarray(cotangent, float_dtype)
+    nnz = len(indices)
+    for spikes, spike_dtype in [(fired, jnp.bool_), (surrogate, jnp.float32), (surrogate, jnp.float64)]:
+        s = jnp.asarray(spikes, spike_dtype)
+        ref = reference(indptr, indices, weights, np.asarray(s, np.float64), cotangent, n_post)
+        y = cpu.event_matmat(ip, ix, data, s, n_post)
+        assert y.dtype == float_dtype and y.shape == (batch, n_post)
+        np.testing.assert_allclose(y, ref["matmat"], **tol)
+        np.testing.assert_allclose(cpu.event_matvec(ip, ix, data, s[1], n_post), ref["matmat"][1], **tol)
+        g = cpu.data_grad_batch(ip, ix, s, ct, nnz)
+        assert g.dtype == float_dtype and g.shape == (nnz,)
+        np.testing.assert_allclose(g, ref["grad"], **tol)
+        single = reference(indptr, indices, weights, np.asarray(s[2:], np.float64), cotangent[2:], n_post)
+        np.testing.assert_allclose(cpu.data_grad(ip, ix, s[2], ct[2], nnz), single["grad"], **tol)
+    np.testing.assert_allclose(cpu.row_dot_batch(ip, ix, data, ct), ref["row_dot"], **tol)
+    np.testing.assert_allclose(cpu.row_dot(ip, ix, data, ct[0]), ref["row_dot"][0], **tol)
+    x = jnp.asarray(surrogate[0], float_dtype)
+    np.testing.assert_allclose(cpu.csr_matvec(ip, ix, data, x, n_post), ref["matmat"][0], **tol)
+
+
+def test_silent_rows_are_skipped_but_csr_matvec_is_dense():
+    """Event ops never read a silent row (0·inf stays out); the plain matvec keeps dense semantics."""
+    indptr, indices = jnp.array([0, 1, 2], jnp.int32), jnp.array([0, 1], jnp.int32)
+    data = jnp.array([jnp.inf, 2.0])
+    spikes = jnp.array([0.0, 1.5])
+    np.testing.assert_array_equal(cpu.event_matvec(indptr, indices, data, spikes, 2), [0.0, 3.0])
+    assert np.isnan(cpu.csr_matvec(indptr, indices, data, spikes, 2)[0])
+    g = cpu.data_grad(indptr, indices, spikes, jnp.array([jnp.nan, 1.0]), 2)
+    np.testing.assert_array_equal(g, [0.0, 1.5])
+
+
+def large_problem(rng, n, per_row, firing):
+    lengths = np.full(n, per_row)
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    indices = rng.integers(0, n, size=indptr[-1])  # duplicates allowed: they must add up
+    return indptr, indices, rng.normal(size=indptr[-1]), rng.random(n) < firing
+
+
+def test_large_problem_in_jitted_scan():
+    """Big enough for the threaded paths (row split with per-thread buffers, batch split, row-range split)."""
+    rng = np.random.default_rng(0)
+    n, steps = 6000, 4
+    indptr, indices, weights, _ = large_problem(rng, n, 300, 0.0)
+    spikes = rng.random((steps, n)) < 0.1
+    cotangent = rng.normal(size=(steps, n))
+    ip, ix, w = jnp.asarray(indptr, jnp.int32), jnp.asarray(indices, jnp.int32), jnp.asarray(weights)
+
+    def step(total, inputs):
+        s, ct = inputs
+        y = cpu.event_matvec(ip, ix, w, s, n)
+        return total + cpu.data_grad(ip, ix, s, ct, len(indices)), (y, cpu.row_dot(ip, ix, w, y))
+
+    grad, (ys, dots) = jax.jit(lambda xs: jax.lax.scan(step, jnp.zeros(len(indices)), xs))(
+        (jnp.asarray(spikes), jnp.asarray(cotangent))
+    )
+    rows = coo_rows(indptr)
+    for t in range(steps):
+        expected = np.zeros(n)
+        np.add.at(expected, indices, weights * spikes[t, rows])
+        np.testing.assert_allclose(ys[t], expected, rtol=1e-10, atol=1e-10)
+        row_sums = np.add.reduceat(weights * expected[indices], indptr[:-1])
+        np.testing.assert_allclose(dots[t], row_sums, rtol=1e-10)
+    expected_grad = (spikes[:, rows] * cotangent[:, indices]).sum(0)
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-10, atol=1e-10)
+    batched = jax.jit(cpu.event_matmat, static_argnums=4)(ip, ix, w, jnp.asarray(spikes), n)
+    np.testing.assert_allclose(batched, ys, rtol=1e-10, atol=1e-10)
+    summed = cpu.data_grad_batch(ip, ix, jnp.asarray(spikes), jnp.asarray(cotangent), len(indices))
+    np.testing.assert_allclose(summed, grad, rtol=1e-10, atol=1e-10)
+
+
+def test_vmap_of_the_unbatched_functions():
+    rng = np.random.default_rng(1)
+    indptr, indices, weights = random_csr(rng, 30, 20, 0.3)
+    spikes = rng.random((5, 30)) < 0.3
+    ip, ix, w = jnp.asarray(indptr), jnp.asarray(indices), jnp.asarray(weights)
+    mapped = jax.vmap(lambda s: cpu.event_matvec(ip, ix, w, s, 20))(jnp.asarray(spikes))
+    np.testing.assert_allclose(mapped, cpu.event_matmat(ip, ix, w, jnp.asarray(spikes), 20), rtol=1e-12)
+
+
+def test_rejects_integer_weights():
+    with pytest.raises(TypeError, match="data must be float32 or float64"):
+        cpu.event_matvec(jnp.array([0, 1]), jnp.array([0]), jnp.array([1]), jnp.array([True]), 1)
+
+
+def run_python(code, **env):
+    """Runs `code` in a fresh interpreter (the kernel registry and thread pool are per process)."""
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "JAX_PLATFORMS": "cpu", **env},
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_second_process_reuses_the_cached_library_and_three_threads_agree():
+    path = cpu.library_path()
+    before = (path.stat().st_mtime_ns, sorted(p.name for p in path.parent.iterdir()))
+    out = run_python(
+        """
+        import json
+        import jax, jax.numpy as jnp, numpy as np
+        jax.config.update("jax_enable_x64", True)
+        from diffbrain.ops.kernels import cpu
+        rng = np.random.default_rng(2)
+        n = 6000
+        indptr = np.arange(n + 1) * 300
+        indices = rng.integers(0, n, size=indptr[-1])
+        w = rng.normal(size=indptr[-1])
+        s = rng.random(n) < 0.2
+        y = cpu.event_matvec(jnp.asarray(indptr), jnp.asarray(indices), jnp.asarray(w), jnp.asarray(s), n)
+        ref = np.zeros(n)
+        np.add.at(ref, indices, w * np.repeat(s, 300))
+        print(json.dumps({"path": str(cpu.library_path()), "error": float(np.abs(y - ref).max())}))
+        """,
+        DIFFBRAIN_CPU_THREADS="3",
+    )
+    assert out["path"] == str(path)
+    assert out["error"] < 1e-10
+    assert (path.stat().st_mtime_ns, sorted(p.name for p in path.parent.iterdir())) == before
+
+
+def test_changed_source_gets_a_new_library_name(tmp_path, monkeypatch):
+    source = tmp_path / "event_csr.cc"
+    source.write_text(cpu._SOURCE.read_text() + "\n// changed\n")
+    original = cpu.library_path()
+    monkeypatch.setattr(cpu, "_SOURCE", source)
+    assert cpu.library_path() != original
+    assert cpu.library_path().parent == original.parent
+
+
+def test_failing_compiler_warns_once_and_reports_unavailable(tmp_path):
+    out = run_python(
+        """
+        import json, warnings
+        import jax.numpy as jnp
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            from diffbrain.ops.kernels import cpu
+            answers = [cpu.available(), cpu.available()]
+        try:
+            cpu.event_matvec(jnp.array([0, 1]), jnp.array([0]), jnp.array([1.0]), jnp.array([True]), 1)
+            raised = ""
+        except Exception as error:
+            raised = type(error).__name__
+        messages = [str(w.message) for w in caught]
+        print(json.dumps({"answers": answers, "warnings": messages, "raised": raised}))
+        """,
+        DIFFBRAIN_CACHE=str(tmp_path / "cache"),
+        DIFFBRAIN_CXX="false",
+    )
+    assert out["answers"] == [False, False]
+    assert len(out["warnings"]) == 1 and "cpu kernel is unavailable" in out["warnings"][0]
+    assert out["raised"] == "RuntimeError"
+    assert list((tmp_path / "cache").iterdir()) == []  # no half-written library left behind
