@@ -1,0 +1,821 @@
+"""Reading current-clamp recordings from files into `Cell`s of `Recording`s, in ms, mV and pA.
+
+One loader per format — NWB (pynwb), ABF (pyabf), Igor .ibw (igor2), CSV (rows = sweeps) and NPZ — and
+`load`, which picks one by extension. Each converts the file's units to ms/mV/pA, records the units as
+read in ``meta``, and raises errors that name the file and sweep. The readers (pynwb, pyabf, igor2) are
+imported on first use; install them with ``pip install diffbrain[data]``.
+
+Below the loaders sit helpers that know the layouts of public data sets (the folders under
+``../shared/data``): `bbp_l5pc_cell`, `pozzorini_frozen_noise`, `qsnmc2007` and `paper_hh_steps`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+from jaxtyping import ArrayLike
+
+from .recording import NPZ_FORMAT, Cell, Recording
+
+PathLike = str | os.PathLike
+
+_CURRENT_SCALE = {
+    "a": 1e12,
+    "amp": 1e12,
+    "amps": 1e12,
+    "ampere": 1e12,
+    "amperes": 1e12,
+    "ma": 1e9,
+    "ua": 1e6,
+    "µa": 1e6,
+    "μa": 1e6,
+    "na": 1e3,
+    "pa": 1.0,
+    "fa": 1e-3,
+}
+_VOLTAGE_SCALE = {
+    "v": 1e3,
+    "volt": 1e3,
+    "volts": 1e3,
+    "mv": 1.0,
+    "millivolts": 1.0,
+    "uv": 1e-3,
+    "µv": 1e-3,
+    "μv": 1e-3,
+}
+_TIME_SCALE = {"s": 1e3, "sec": 1e3, "second": 1e3, "seconds": 1e3, "ms": 1.0, "us": 1e-3, "µs": 1e-3}
+_SCALES = {"current": (_CURRENT_SCALE, "pA"), "voltage": (_VOLTAGE_SCALE, "mV"), "time": (_TIME_SCALE, "ms")}
+
+
+def _to_unit(kind: str, unit: str | None, where: str) -> float:
+    """The factor that converts values in ``unit`` to the library's unit for ``kind`` (pA, mV, ms)."""
+    table, target = _SCALES[kind]
+    key = (unit or "").strip().lower()
+    if key not in table:
+        raise ValueError(
+            f"{where}: unknown {kind} unit {unit!r}; expected one of {sorted(set(table))} "
+            f"(converted to {target}). Pass {kind}_unit=... to the loader."
+        )
+    return table[key]
+
+
+def _kind_of_unit(unit: str) -> str | None:
+    key = unit.strip().lower()
+    return next((kind for kind in ("current", "voltage") if key in _SCALES[kind][0]), None)
+
+
+def _existing(path: PathLike) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"recording file {str(path)!r} not found (looked in {path.resolve().parent})."
+        )
+    return path
+
+
+def _largest_level(current: np.ndarray) -> float:
+    """The signed sample of largest magnitude: the step level of a clean command current."""
+    return float(current[np.argmax(np.abs(current))]) if current.size else 0.0
+
+
+def step_levels(current: ArrayLike, dt: float, on: float, off: float) -> tuple[float, float]:
+    """Holding current and step level (pA) of a step sweep: medians before ``on`` and in [on, off) ms.
+
+    Medians ignore the amplifier noise and spike-coupled artefacts of a *measured* current, so the result
+    is the idealised step a model should be driven with.
+    """
+    current = np.asarray(current, dtype=np.float64)
+    i_on, i_off = round(on / dt), round(off / dt)
+    before = current[:i_on] if i_on > 0 else current[i_off:]
+    return float(np.median(before)), float(np.median(current[i_on:i_off]))
+
+
+# --- NWB -----------------------------------------------------------------------------------------------
+
+
+def load_nwb(path: PathLike, *, name: str | None = None) -> Cell:
+    """Current-clamp sweeps of an NWB file (pynwb icephys): each response with its stimulus.
+
+    Responses are the ``CurrentClampSeries`` (incl. ``IZeroClampSeries``) in ``acquisition``; each is
+    paired with its ``CurrentClampStimulusSeries`` through the intracellular-recordings table when the
+    file has one, else by ``sweep_number``, else by order. Data are scaled by ``conversion`` and
+    ``offset`` to SI and then to mV and pA; ``dt`` comes from ``rate`` (or uniform ``timestamps``).
+
+    Args:
+        path: the ``.nwb`` file.
+        name: the cell's name (default: the file's stem).
+
+    Returns:
+        a `Cell`, one Recording per sweep, ``meta`` with ``file``, ``sweep`` (series name),
+        ``amplitude`` (largest stimulus level, pA), ``t_start`` (ms), ``voltage_unit``, ``current_unit``.
+    """
+    import pynwb
+
+    path = _existing(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # namespace-version chatter from pynwb/hdmf, not about the data
+        with pynwb.NWBHDF5IO(str(path), "r", load_namespaces=True) as io:
+            nwb = io.read()
+            pairs = _nwb_pairs(nwb, path)
+            recordings = [_nwb_recording(path, response, stimulus) for response, stimulus in pairs]
+    return Cell(recordings, name or path.stem, {"file": str(path)})
+
+
+def _nwb_pairs(nwb, path: Path) -> list[tuple[Any, Any]]:
+    from pynwb.icephys import CurrentClampSeries, CurrentClampStimulusSeries
+
+    table = nwb.intracellular_recordings
+    if table is not None and len(table) > 0:
+        pairs = []
+        responses = table.category_tables["responses"]["response"]
+        stimuli = table.category_tables["stimuli"]["stimulus"]
+        for row in range(len(table)):
+            response, stimulus = responses[row], stimuli[row]
+            if not isinstance(response.timeseries, CurrentClampSeries):
+                continue
+            if stimulus.idx_start < 0:
+                raise ValueError(
+                    f"NWB file {str(path)!r}: response {response.timeseries.name!r} has no stimulus in the "
+                    "intracellular-recordings table; the injected current is unknown."
+                )
+            pairs.append((response, stimulus))
+    else:
+        responses = sorted(
+            (s for s in nwb.acquisition.values() if isinstance(s, CurrentClampSeries)), key=lambda s: s.name
+        )
+        stimuli = sorted(
+            (s for s in nwb.stimulus.values() if isinstance(s, CurrentClampStimulusSeries)),
+            key=lambda s: s.name,
+        )
+        by_sweep = {s.sweep_number: s for s in stimuli if s.sweep_number is not None}
+        if responses and all(r.sweep_number in by_sweep for r in responses):
+            pairs = [(r, by_sweep[r.sweep_number]) for r in responses]
+        elif len(responses) == len(stimuli):
+            pairs = list(zip(responses, stimuli, strict=True))
+        else:
+            raise ValueError(
+                f"NWB file {str(path)!r}: {len(responses)} current-clamp responses but {len(stimuli)} "
+                "stimuli and no sweep numbers or intracellular-recordings table to pair them."
+            )
+    if not pairs:
+        raise ValueError(f"NWB file {str(path)!r} has no CurrentClampSeries (is it voltage clamp?).")
+    return pairs
+
+
+def _nwb_series(ref_or_series, kind: str, where: str) -> tuple[np.ndarray, float, float]:
+    """(values in mV or pA, dt in ms, start time in ms) of a series or a TimeSeriesReference."""
+    series = getattr(ref_or_series, "timeseries", ref_or_series)
+    start = int(getattr(ref_or_series, "idx_start", 0))
+    count = getattr(ref_or_series, "count", None)
+    stop = None if count is None else start + int(count)
+    raw = np.asarray(series.data[start:stop], dtype=np.float64)
+    si = raw * series.conversion + (getattr(series, "offset", 0.0) or 0.0)
+    values = si * _to_unit(kind, series.unit, f"{where} ({series.name})")
+    if series.rate is not None:
+        dt = 1e3 / float(series.rate)
+        t0 = 1e3 * float(series.starting_time or 0.0) + start * dt
+    else:
+        stamps = np.asarray(series.timestamps[start:stop], dtype=np.float64) * 1e3
+        steps = np.diff(stamps)
+        if steps.size == 0 or np.ptp(steps) > 1e-6 * np.median(steps):
+            raise ValueError(f"{where}: series {series.name!r} is not uniformly sampled; resample it first.")
+        dt, t0 = float(np.median(steps)), float(stamps[0])
+    return values, dt, t0
+
+
+def _nwb_recording(path: Path, response, stimulus) -> Recording:
+    name = getattr(response, "timeseries", response).name
+    where = f"NWB file {str(path)!r}, sweep {name!r}"
+    voltage, dt, t0 = _nwb_series(response, "voltage", where)
+    current, dt_i, _ = _nwb_series(stimulus, "current", where)
+    if voltage.shape != current.shape or not np.isclose(dt, dt_i):
+        raise ValueError(
+            f"{where}: response has {voltage.size} samples at dt {dt:g} ms but its stimulus "
+            f"{getattr(stimulus, 'timeseries', stimulus).name!r} has {current.size} at dt {dt_i:g} ms."
+        )
+    series = getattr(response, "timeseries", response)
+    meta = {
+        "file": str(path),
+        "sweep": name,
+        "amplitude": _largest_level(current),
+        "t_start": t0,
+        "voltage_unit": series.unit,
+        "current_unit": getattr(stimulus, "timeseries", stimulus).unit,
+        "protocol": getattr(series, "stimulus_description", None),
+    }
+    return Recording(dt, current, voltage, meta=meta)
+
+
+# --- ABF -----------------------------------------------------------------------------------------------
+
+
+def load_abf(
+    path: PathLike,
+    *,
+    channel: int = 0,
+    sweeps: Sequence[int] | None = None,
+    command: ArrayLike | None = None,
+    stimulus_folder: PathLike | None = None,
+) -> Cell:
+    """Current-clamp sweeps of an Axon ABF file (pyabf): recorded voltage, command waveform as current.
+
+    The current is the *command* that pyabf rebuilds from the protocol (``sweepC``), not a recorded
+    channel. Protocols driven by a waveform file need that file (``stimulus_folder``) or the waveform
+    itself (``command``).
+
+    Args:
+        path: the ``.abf`` file.
+        channel: the ADC channel holding the membrane voltage.
+        sweeps: sweep numbers to read (default: all).
+        command: the injected current in pA, [T] for every sweep or [n_sweeps, T]; overrides ``sweepC``.
+        stimulus_folder: where pyabf looks for the protocol's stimulus waveform file.
+
+    Returns:
+        a `Cell` (name = file stem); ``meta`` per sweep: ``file``, ``sweep``, ``protocol``,
+        ``amplitude`` (level of the first step epoch that varies across sweeps, pA), units as read.
+    """
+    import pyabf
+
+    path = _existing(path)
+    abf = pyabf.ABF(str(path), stimulusFileFolder=None if stimulus_folder is None else str(stimulus_folder))
+    if channel not in abf.channelList:
+        raise ValueError(f"ABF file {str(path)!r}: no channel {channel}; channels are {abf.channelList}.")
+    sweeps = list(abf.sweepList if sweeps is None else sweeps)
+    if command is not None:
+        command = np.asarray(command, dtype=np.float64)
+        command = np.broadcast_to(command, (len(sweeps), *command.shape[-1:]))
+    amplitudes = _abf_step_amplitudes(abf, sweeps, channel)
+    recordings = []
+    for row, sweep in enumerate(sweeps):
+        where = f"ABF file {str(path)!r}, sweep {sweep}"
+        if sweep not in abf.sweepList:
+            raise ValueError(f"{where}: no such sweep; the file has sweeps 0…{abf.sweepCount - 1}.")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pyabf warns about a missing stimulus file; we raise below
+            abf.setSweep(sweep, channel=channel)
+            current_raw = abf.sweepC
+        if _kind_of_unit(abf.sweepUnitsY) != "voltage":
+            raise ValueError(
+                f"{where}: channel {channel} records {abf.sweepUnitsY!r}, not a voltage — not current clamp? "
+                f"Pick the voltage channel with channel=... (units: {abf.adcUnits})."
+            )
+        voltage = np.asarray(abf.sweepY, dtype=np.float64) * _to_unit("voltage", abf.sweepUnitsY, where)
+        if command is None:
+            if np.isnan(current_raw).any():
+                raise ValueError(
+                    f"{where}: pyabf could not rebuild the command current (the protocol's stimulus waveform "
+                    "file was not found). Pass stimulus_folder=... or command=<waveform in pA>."
+                )
+            current = np.asarray(current_raw, dtype=np.float64) * _to_unit("current", abf.sweepUnitsC, where)
+        else:
+            current = command[row]
+        if current.shape != voltage.shape:
+            raise ValueError(f"{where}: command has {current.size} samples, the voltage {voltage.size}.")
+        meta = {
+            "file": str(path),
+            "sweep": sweep,
+            "protocol": abf.protocol,
+            "amplitude": amplitudes[row],
+            "voltage_unit": abf.sweepUnitsY,
+            "current_unit": "pA" if command is not None else abf.sweepUnitsC,
+        }
+        recordings.append(Recording(1e3 / abf.dataRate, current, voltage, meta=meta))
+    return Cell(recordings, path.stem, {"file": str(path), "protocol": abf.protocol})
+
+
+def _abf_step_amplitudes(abf, sweeps: list[int], channel: int) -> list[float | None]:
+    """Per sweep, the command level (pA) of the first epoch whose level changes from sweep to sweep."""
+    levels, bounds = [], []
+    for sweep in sweeps:
+        if sweep not in abf.sweepList:
+            return [None] * len(sweeps)
+        abf.setSweep(sweep, channel=channel)
+        epochs = abf.sweepEpochs
+        levels.append(list(epochs.levels))
+        bounds.append(list(zip(epochs.p1s, epochs.p2s, strict=True)))
+    if not levels or len({len(lv) for lv in levels}) != 1 or not levels[0]:
+        return [None] * len(sweeps)
+    table = np.asarray(levels, dtype=np.float64)
+    varying = np.flatnonzero(np.ptp(table, axis=0) > 0)
+    if varying.size:
+        return [float(v) for v in table[:, varying[0]]]
+    longest = int(np.argmax([p2 - p1 for p1, p2 in bounds[0]]))
+    return [float(v) for v in table[:, longest]]
+
+
+# --- Igor binary waves ------------------------------------------------------------------------------------
+
+
+class _Wave(NamedTuple):
+    path: Path
+    data: np.ndarray
+    dt_ms: float
+    unit: str
+    time_unit: str
+
+
+def _read_ibw(path: PathLike) -> _Wave:
+    from igor2 import binarywave
+
+    path = _existing(path)
+    try:
+        wave = binarywave.load(str(path))["wave"]
+    except Exception as error:  # igor2 raises bare struct/value errors on corrupt files
+        raise ValueError(f"Igor file {str(path)!r} could not be read as a binary wave: {error}") from error
+    header = wave["wave_header"]
+    text = lambda chars: b"".join(np.atleast_1d(chars).tolist()).decode("latin-1").strip("\x00 ")
+    if "hsA" in header:  # IBW version 2
+        dt, unit, time_unit = float(header["hsA"]), text(header["dataUnits"]), text(header["xUnits"])
+    else:  # version 5: long units live in data_units / dimension_units
+        dt = float(header["sfA"][0])
+        unit = (wave.get("data_units") or b"").decode("latin-1") or text(header["dataUnits"])
+        dims = wave.get("dimension_units") or b""
+        time_unit = dims.decode("latin-1") if dims else text(header["dimUnits"][0])
+    data = np.asarray(wave["wData"], dtype=np.float64)
+    if data.ndim != 1:
+        raise ValueError(f"Igor file {str(path)!r}: expected one trace, got a wave of shape {data.shape}.")
+    # Acquisition software leaves the x unit empty when it is seconds (Igor's default x scaling).
+    time_unit = time_unit or "s"
+    return _Wave(path, data, dt * _to_unit("time", time_unit, f"Igor file {str(path)!r}"), unit, time_unit)
+
+
+_CHANNEL = re.compile(r"^(?P<head>.*_)(?P<ch>ch)(?P<n>\d+)(?P<tail>_.*)$", re.IGNORECASE)
+
+
+def _ibw_partner(path: Path) -> Path:
+    """The file of the other channel of the same sweep: same name except ``_ch<N>_``."""
+    match = _CHANNEL.match(path.name)
+    if match is None:
+        raise ValueError(
+            f"Igor file {str(path)!r} holds one channel and its name has no `_ch<N>_` part to find the "
+            "other one; call load_ibw(voltage=..., current=...) with both files."
+        )
+    pattern = re.compile(
+        re.escape(match["head"]) + re.escape(match["ch"]) + r"\d+" + re.escape(match["tail"]) + "$"
+    )
+    siblings = sorted(p for p in path.parent.iterdir() if pattern.match(p.name) and p.name != path.name)
+    if len(siblings) != 1:
+        raise ValueError(
+            f"Igor file {str(path)!r}: expected one other channel file of the same sweep, found "
+            f"{[p.name for p in siblings]}; call load_ibw(voltage=..., current=...) with both files."
+        )
+    return siblings[0]
+
+
+def load_ibw(
+    voltage: PathLike | Sequence[PathLike],
+    current: PathLike | Sequence[PathLike] | None = None,
+    *,
+    voltage_unit: str | None = None,
+    current_unit: str | None = None,
+    name: str = "",
+    meta: Sequence[dict[str, Any]] | None = None,
+) -> Cell:
+    """Sweeps stored as Igor binary waves, one file per sweep and channel (voltage, current).
+
+    Units come from each wave's header (``A``/``pA``/``V``/``mV``; an empty time unit is seconds) and
+    are converted to mV, pA and ms. A file whose header says it holds the other quantity is swapped
+    into place, so ``ch0``/``ch1`` conventions that differ between cells cannot mix current and voltage.
+
+    Args:
+        voltage: the voltage file of each sweep (one path or a sequence).
+        current: the current file of each sweep, in the same order; default: for each voltage file the
+            file of the same name with another ``_ch<N>_`` (e.g. ``X_IDrest_ch1_326.ibw`` →
+            ``X_IDrest_ch0_326.ibw``).
+        voltage_unit, current_unit: units for files whose header has none.
+        name: the cell's name.
+        meta: extra metadata per sweep (merged into each Recording's ``meta``).
+
+    Returns:
+        a `Cell`; ``meta`` per sweep: ``file`` (voltage), ``current_file``, ``sweep`` (the trailing
+        number of the file name), units as read.
+    """
+    voltage_paths = [Path(voltage)] if isinstance(voltage, str | os.PathLike) else [Path(p) for p in voltage]
+    if current is None:
+        current_paths = [_ibw_partner(_existing(p)) for p in voltage_paths]
+    else:
+        current_paths = (
+            [Path(current)] if isinstance(current, str | os.PathLike) else [Path(p) for p in current]
+        )
+    if len(current_paths) != len(voltage_paths):
+        raise ValueError(
+            f"load_ibw: {len(voltage_paths)} voltage files but {len(current_paths)} current files; give one "
+            "current file per sweep, in the same order."
+        )
+    extra = list(meta) if meta is not None else [{}] * len(voltage_paths)
+    recordings = [
+        _ibw_recording(v, i, voltage_unit, current_unit, more)
+        for v, i, more in zip(voltage_paths, current_paths, extra, strict=True)
+    ]
+    return Cell(recordings, name)
+
+
+def _ibw_recording(v_path: Path, i_path: Path, voltage_unit, current_unit, extra: dict) -> Recording:
+    first, second = _read_ibw(v_path), _read_ibw(i_path)
+    kinds = (_kind_of_unit(first.unit), _kind_of_unit(second.unit))
+    v_wave, i_wave = (second, first) if kinds == ("current", "voltage") else (first, second)
+    number = re.search(r"(\d+)$", v_wave.path.stem)
+    where = f"Igor sweep {v_wave.path.name!r} + {i_wave.path.name!r}"
+    for wave, kind, unit in ((v_wave, "voltage", voltage_unit), (i_wave, "current", current_unit)):
+        found = _kind_of_unit(wave.unit)
+        if found not in (kind, None) or (found is None and unit is None):
+            raise ValueError(
+                f"{where}: file {wave.path.name!r} was given as the {kind} but its header unit is "
+                f"{wave.unit!r}; pass the right file, or {kind}_unit=... for files without units."
+            )
+    if v_wave.data.size != i_wave.data.size or not np.isclose(v_wave.dt_ms, i_wave.dt_ms):
+        raise ValueError(
+            f"{where}: voltage has {v_wave.data.size} samples at dt {v_wave.dt_ms:g} ms, current "
+            f"{i_wave.data.size} at dt {i_wave.dt_ms:g} ms; these files are not one sweep."
+        )
+    v_unit = v_wave.unit if _kind_of_unit(v_wave.unit) else voltage_unit
+    i_unit = i_wave.unit if _kind_of_unit(i_wave.unit) else current_unit
+    meta = {
+        "file": str(v_wave.path),
+        "current_file": str(i_wave.path),
+        "sweep": number[1] if number else v_wave.path.stem,
+        "voltage_unit": v_unit,
+        "current_unit": i_unit,
+        "time_unit": v_wave.time_unit,
+        **extra,
+    }
+    return Recording(
+        v_wave.dt_ms,
+        i_wave.data * _to_unit("current", i_unit, where),
+        v_wave.data * _to_unit("voltage", v_unit, where),
+        meta=meta,
+    )
+
+
+# --- CSV -----------------------------------------------------------------------------------------------
+
+
+def _read_rows(path: Path) -> np.ndarray:
+    with path.open() as handle:
+        first = handle.readline()
+    fields = [f.strip() for f in first.strip().split(",")]
+    try:
+        [float(f) for f in fields]
+        skip = 0
+    except ValueError:
+        skip = 1  # a header row (e.g. pandas' ",0,1,2,...")
+    try:
+        rows = np.loadtxt(path, delimiter=",", skiprows=skip, ndmin=2)
+    except ValueError as error:
+        raise ValueError(f"CSV file {str(path)!r} is not a table of numbers: {error}") from error
+    return rows
+
+
+def load_csv(
+    current_path: PathLike,
+    voltage_path: PathLike,
+    dt: float,
+    *,
+    current_unit: str = "pA",
+    voltage_unit: str = "mV",
+    index_column: bool = True,
+    name: str = "",
+) -> Cell:
+    """Sweeps from two CSV tables (current and voltage) with one row per sweep.
+
+    This is the layout of the paper's HH traces: an optional header row, then one row per sweep whose
+    first column is the sweep's index (``index_column=True``) followed by the samples.
+
+    Args:
+        current_path, voltage_path: the two tables, of equal shape.
+        dt: sampling interval in ms.
+        current_unit: unit of the current table (``"A"``, ``"nA"``, ``"pA"``, ...), converted to pA.
+        voltage_unit: unit of the voltage table (``"V"``, ``"mV"``), converted to mV.
+        index_column: the first column is a row index, not a sample.
+        name: the cell's name.
+
+    Returns:
+        a `Cell`; ``meta`` per sweep: ``file`` (voltage table), ``current_file``, ``sweep`` (row index),
+        ``amplitude`` (largest current level, pA), units as read.
+    """
+    current_path, voltage_path = _existing(current_path), _existing(voltage_path)
+    where = f"CSV files {str(current_path)!r} + {str(voltage_path)!r}"
+    i_scale = _to_unit("current", current_unit, where)
+    v_scale = _to_unit("voltage", voltage_unit, where)
+    current, voltage = _read_rows(current_path), _read_rows(voltage_path)
+    if current.shape != voltage.shape:
+        raise ValueError(
+            f"{where}: the current table is {current.shape[0]} sweeps × {current.shape[1]} columns but the "
+            f"voltage table {voltage.shape[0]} × {voltage.shape[1]}; rows must be the same sweeps."
+        )
+    ids = current[:, 0].astype(int).tolist() if index_column else list(range(len(current)))
+    if index_column:
+        current, voltage = current[:, 1:], voltage[:, 1:]
+    recordings = []
+    for sweep, i_row, v_row in zip(ids, current * i_scale, voltage * v_scale, strict=True):
+        meta = {
+            "file": str(voltage_path),
+            "current_file": str(current_path),
+            "sweep": sweep,
+            "amplitude": _largest_level(np.nan_to_num(i_row)),
+            "current_unit": current_unit,
+            "voltage_unit": voltage_unit,
+        }
+        recordings.append(Recording(dt, i_row, v_row, meta=meta))
+    return Cell(recordings, name or voltage_path.stem)
+
+
+# --- NPZ -----------------------------------------------------------------------------------------------
+
+
+def load_npz(path: PathLike, *, dt: float | None = None) -> Cell:
+    """Sweeps from an NPZ file in one of three layouts.
+
+    - **diffbrain** (written by `Recording.save_npz`): ``dt`` (ms; scalar or [B]), ``current`` [T] or
+      [B, T], ``voltage`` likewise, optional ``current_unit``/``voltage_unit`` (default pA/mV), optional
+      ``spike_times`` (ms, all sweeps concatenated) with ``spike_counts`` [B], optional ``meta`` (JSON).
+    - **QSNMC 2007 challenge A**: ``current_pA``, ``voltage_mV`` of shape [stimuli, repeats, T],
+      ``stimulus_ids``, ``spikes_<id>_<repeat>`` (sample indices); dt = 1 ms unless given.
+    - **time/current/voltage columns** (QSNMC 2007 challenge B): every array is [T, 3] = (time s,
+      current pA, voltage mV), named ``<cell>_<protocol>_<sweep>``.
+
+    Args:
+        path: the ``.npz`` file.
+        dt: sampling interval in ms, only for layouts that do not store it (challenge A).
+    """
+    path = _existing(path)
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    if {"dt", "current", "voltage"} <= arrays.keys():
+        return _npz_diffbrain(path, arrays)
+    if {"current_pA", "voltage_mV", "stimulus_ids"} <= arrays.keys():
+        return _npz_qsnmc_a(path, arrays, 1.0 if dt is None else dt)
+    if arrays and all(a.ndim == 2 and a.shape[1] == 3 for a in arrays.values()):
+        return _npz_columns(path, arrays)
+    raise ValueError(
+        f"NPZ file {str(path)!r} has keys {sorted(arrays)[:8]}, which match no known layout: expected "
+        "dt/current/voltage (diffbrain), current_pA/voltage_mV/stimulus_ids (QSNMC challenge A) or "
+        "[T, 3] time/current/voltage arrays. See load_npz's docstring."
+    )
+
+
+def _npz_diffbrain(path: Path, arrays: dict[str, np.ndarray]) -> Cell:
+    where = f"NPZ file {str(path)!r}"
+    if "format" in arrays and str(arrays["format"]) != NPZ_FORMAT:
+        raise ValueError(
+            f"{where} is in format {str(arrays['format'])!r}; this version reads {NPZ_FORMAT!r}. "
+            "Upgrade diffbrain or re-save the recording."
+        )
+    unit = lambda key, default: str(arrays[key]) if key in arrays else default
+    current = np.asarray(arrays["current"], np.float64) * _to_unit(
+        "current", unit("current_unit", "pA"), where
+    )
+    voltage = np.asarray(arrays["voltage"], np.float64) * _to_unit(
+        "voltage", unit("voltage_unit", "mV"), where
+    )
+    meta = json.loads(str(arrays["meta"])) if "meta" in arrays else {}
+    if current.ndim not in (1, 2) or current.shape != voltage.shape:
+        raise ValueError(
+            f"{where}: `current` {current.shape} and `voltage` {voltage.shape} must have one shape, "
+            "[T] or [B, T]."
+        )
+    batched = current.ndim == 2
+    n = current.shape[0] if batched else 1
+    dts = np.broadcast_to(np.asarray(arrays["dt"], np.float64), (n,))
+    spikes: list[np.ndarray | None] = [None] * n
+    if "spike_times" in arrays:
+        counts = arrays.get("spike_counts", np.asarray([arrays["spike_times"].size]))
+        if counts.size != n or counts.sum() != arrays["spike_times"].size:
+            raise ValueError(
+                f"{where}: `spike_counts` {counts} does not split `spike_times` into {n} sweeps."
+            )
+        spikes = np.split(arrays["spike_times"], np.cumsum(counts)[:-1])
+    sweep_metas = meta.get("sweeps", [{}] * n) if batched else [meta]
+    recordings = []
+    for k in range(n):
+        # The file read now is `file`; where the sweep first came from is kept as `source_file`.
+        sweep_meta = {"sweep": k, **sweep_metas[k], "file": str(path)}
+        if sweep_metas[k].get("file") not in (None, str(path)):
+            sweep_meta["source_file"] = sweep_metas[k]["file"]
+        recordings.append(
+            Recording(dts[k], current.reshape(n, -1)[k], voltage.reshape(n, -1)[k], spikes[k], sweep_meta)
+        )
+    return Cell(recordings, meta.get("cell", path.stem))
+
+
+def _npz_qsnmc_a(path: Path, arrays: dict[str, np.ndarray], dt: float) -> Cell:
+    current, voltage = arrays["current_pA"], arrays["voltage_mV"]
+    recordings = []
+    for s, stimulus in enumerate(arrays["stimulus_ids"].tolist()):
+        for rep in range(current.shape[1]):
+            key = f"spikes_{stimulus}_{rep}"
+            spikes = arrays[key] * dt if key in arrays else None
+            meta = {
+                "file": str(path),
+                "sweep": f"{stimulus}-{rep}",
+                "stimulus": stimulus,
+                "repeat": rep,
+                "amplitude": float(np.mean(current[s, rep])),
+                "current_unit": "pA",
+                "voltage_unit": "mV",
+            }
+            recordings.append(Recording(dt, current[s, rep], voltage[s, rep], spikes, meta))
+    return Cell(recordings, path.stem)
+
+
+def _npz_columns(path: Path, arrays: dict[str, np.ndarray]) -> Cell:
+    recordings = []
+    for key, table in arrays.items():
+        where = f"NPZ file {str(path)!r}, sweep {key!r}"
+        t = table[:, 0]
+        if t.size < 2 or np.ptp(np.diff(t)) > 1e-2 * (t[-1] - t[0]) / (t.size - 1):
+            raise ValueError(f"{where}: the time column is not uniformly sampled.")
+        cell, _, rest = key.partition("_")
+        protocol = rest.rpartition("_")[0]
+        meta = {
+            "file": str(path),
+            "sweep": key,
+            "cell": cell,
+            "protocol": protocol or None,
+            "current_unit": "pA",
+            "voltage_unit": "mV",
+            "time_unit": "s",
+        }
+        # A float32 time column jitters by ~1e-3 of a step late in a sweep: take the mean step and
+        # keep 5 significant digits.
+        dt = float(f"{(t[-1] - t[0]) / (t.size - 1) * 1e3:.5g}")
+        recordings.append(Recording(dt, table[:, 1], table[:, 2], meta=meta))
+    return Cell(recordings, path.stem)
+
+
+# --- dispatch ------------------------------------------------------------------------------------------
+
+_LOADERS = {".nwb": load_nwb, ".abf": load_abf, ".ibw": load_ibw, ".npz": load_npz}
+
+
+def load(path: PathLike, format: str | None = None, **kwargs) -> Cell:
+    """Read a recording file with the loader its extension (or ``format``) names.
+
+    ``.nwb`` → `load_nwb`, ``.abf`` → `load_abf`, ``.ibw`` → `load_ibw` (the other channel's file is
+    found by name), ``.npz`` → `load_npz`. CSV needs two files and ``dt``: call `load_csv`.
+    Keyword arguments go to the loader.
+    """
+    path = Path(path)
+    key = "." + format.lower().lstrip(".") if format is not None else path.suffix.lower()
+    if key == ".csv":
+        raise ValueError(
+            f"load: CSV recordings come as two tables and need dt; call load_csv(current_path, "
+            f"voltage_path, dt=...) instead of load({str(path)!r})."
+        )
+    if key not in _LOADERS:
+        raise ValueError(
+            f"load: cannot tell the format of {str(path)!r} (extension {path.suffix!r}); supported: "
+            f"{sorted(_LOADERS)} and .csv via load_csv. Pass format='nwb' | 'abf' | 'ibw' | 'npz'."
+        )
+    return _LOADERS[key](_existing(path), **kwargs)
+
+
+# --- public data sets ------------------------------------------------------------------------------------
+
+
+def _dataset_folder(root: PathLike, folder: str) -> Path:
+    """``root`` if it is the data set's folder, else ``root/folder`` (root = the shared data folder)."""
+    root = Path(root)
+    for candidate in (root, root / folder):
+        if candidate.name == folder and candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(
+        f"data set folder {folder!r} not found at {str(root)!r} or {str(root / folder)!r}."
+    )
+
+
+def bbp_l5pc_cell(root: PathLike, cell_id: str, protocol: str = "IDrest") -> Cell:
+    """One Blue Brain L5 pyramidal cell's sweeps of a step protocol (``ephys-bbp-sscx-l5pc``).
+
+    Files and channels come from the folder's feature-extraction config (the two cells use different
+    channel numbers for current and voltage); protocols missing from the config are found by file name.
+    Each sweep's ``meta`` has ``holding`` and ``amplitude`` — medians of the *measured* current before
+    and inside the protocol's stimulus window (``onoff``, ms) — so the noisy current can be replaced by
+    an idealised step; ``ljp`` (14 mV) is recorded, not subtracted.
+
+    Args:
+        root: the shared data folder or the ``ephys-bbp-sscx-l5pc`` folder itself.
+        cell_id: ``"C060109A1-SR-C1"`` or ``"C080501B2-SR-C1"``.
+        protocol: ``IDrest``, ``IDthresh``, ``IV``, ``APWaveform``, ``SpikeRec``, ``Step``, or a
+            protocol found only by name (``sAHP``, ``IDhyperpol``, ``APThreshold``).
+    """
+    folder = _dataset_folder(root, "ephys-bbp-sscx-l5pc")
+    config = json.loads((folder / "feature_extraction_config_2cells.json").read_text())
+    if cell_id not in config["cells"]:
+        raise ValueError(f"bbp_l5pc_cell: unknown cell_id {cell_id!r}; available: {sorted(config['cells'])}.")
+    cell_config = config["cells"][cell_id]
+    experiments = cell_config["experiments"]
+    if protocol in experiments:
+        files = experiments[protocol]["files"]
+        voltage = [folder / f["v_file"] for f in files]
+        current = [folder / f["i_file"] for f in files]
+    else:
+        found = sorted((folder / cell_id).glob(f"*_{protocol}_ch*_*.ibw"))
+        voltage = [p for p in found if _kind_of_unit(_read_ibw(p).unit) == "voltage"]
+        if not voltage:
+            raise ValueError(
+                f"bbp_l5pc_cell: no {protocol!r} sweeps for {cell_id}; protocols in the config: "
+                f"{sorted(experiments)} (others are found by file name)."
+            )
+        current = None
+    onoff = config["options"]["onoff"].get(protocol)
+    extra = {"cell": cell_id, "protocol": protocol, "ljp": cell_config.get("ljp"), "onoff": onoff}
+    cell = load_ibw(voltage, current, name=cell_id, meta=[extra] * len(voltage))
+    if onoff is None:
+        return cell
+    recordings = []
+    for rec in cell:
+        holding, level = step_levels(rec.current, rec.dt, *onoff)
+        recordings.append(
+            Recording(
+                rec.dt, rec.current, rec.voltage, meta={**rec.meta, "holding": holding, "amplitude": level}
+            )
+        )
+    return Cell(recordings, cell_id, {"ljp": cell_config.get("ljp"), "protocol": protocol, "onoff": onoff})
+
+
+class FrozenNoise(NamedTuple):
+    """Frozen-noise repeats split into training and held-out test sweeps, plus the AEC calibration."""
+
+    train: Cell
+    test: Cell
+    aec: Recording | None
+
+
+def pozzorini_frozen_noise(root: PathLike, *, n_test: int = 1) -> FrozenNoise:
+    """The Pozzorini et al. (2015) example cell: 9 repeats of 20 s frozen noise (``ephys-gif-pozzorini2015``).
+
+    The 120 s training recording is not in the shared folder; when ``Cell3_Ger1Training_ch{2,3}_1008.ibw``
+    is there it becomes ``train`` and all repeats ``test``, otherwise the last ``n_test`` repeats are held
+    out as ``test`` and the others are ``train``. Repeat-to-repeat reliability among the test repeats
+    (or all repeats) is the ceiling for a model's Γ.
+
+    Returns:
+        `FrozenNoise` (train, test, aec): ``aec`` is the 10 s subthreshold noise sweep for active electrode
+        compensation (Badel et al. 2008), or None if absent.
+    """
+    folder = _dataset_folder(root, "ephys-gif-pozzorini2015")
+    repeats = sorted(folder.glob("Cell3_Ger1Test_ch2_*.ibw"))
+    if not repeats:
+        raise FileNotFoundError(f"pozzorini_frozen_noise: no Cell3_Ger1Test_ch2_*.ibw in {str(folder)!r}.")
+    meta = lambda k: [{"cell": "Cell3", "protocol": "frozen noise", "repeat": r} for r in range(k)]
+    tests = load_ibw(repeats, name="Cell3", meta=meta(len(repeats)))
+    training = folder / "Cell3_Ger1Training_ch2_1008.ibw"
+    if training.is_file():
+        train, test = load_ibw(training, name="Cell3"), tests
+    else:
+        if not 1 <= n_test < len(tests):
+            raise ValueError(
+                f"pozzorini_frozen_noise: n_test must be in [1, {len(tests) - 1}], got {n_test}."
+            )
+        train, test = tests[: len(tests) - n_test], tests[len(tests) - n_test :]
+    aec_file = folder / "Cell3_Ger1Elec_ch2_1007.ibw"
+    aec = load_ibw(aec_file, name="Cell3")[0] if aec_file.is_file() else None
+    return FrozenNoise(train, test, aec)
+
+
+def qsnmc2007(root: PathLike, challenge: str = "A", cell: str | None = None) -> Cell:
+    """The 2007 Quantitative Single-Neuron Modeling Competition training data (``ephys-qsnmc2007``).
+
+    Args:
+        root: the shared data folder or the ``ephys-qsnmc2007`` folder.
+        challenge: ``"A"`` — 8 noise stimuli × 4 repeats of 34 s at dt = 1 ms, with the spike times
+            supplied with the data (``meta``: ``stimulus``, ``repeat``, ``amplitude`` = mean current);
+            ``"B"`` — step protocols of two cells at their native dt.
+        cell: for challenge B, ``"C010302A1"`` or ``"C140201C"``.
+    """
+    folder = _dataset_folder(root, "ephys-qsnmc2007")
+    if challenge == "A":
+        return load_npz(folder / "challengeA_training.npz")
+    if challenge != "B":
+        raise ValueError(f"qsnmc2007: challenge must be 'A' or 'B', got {challenge!r}.")
+    everything = load_npz(folder / "challengeB_training.npz")
+    cells = sorted({r.meta["cell"] for r in everything})
+    if cell not in cells:
+        raise ValueError(f"qsnmc2007: challenge B needs cell= one of {cells}, got {cell!r}.")
+    return Cell([r for r in everything if r.meta["cell"] == cell], cell)
+
+
+def paper_hh_steps(root: PathLike) -> Cell:
+    """The paper's five HH step-current sweeps (``paper-hh-steps``), dt = 0.01 ms, current in pA.
+
+    The CSV stores the current in amperes; it is converted to pA here (×1e12). The paper (and
+    `zoo.neurons.TraubHH`, whose input unit is nA) uses nA: pass ``recording.current * 1e-3`` to that
+    model. Step amplitudes: 10, 2, 2, 50 and 0.2 nA = 10 000, 2 000, 2 000, 50 000, 200 pA.
+    """
+    folder = _dataset_folder(root, "paper-hh-steps")
+    return load_csv(
+        folder / "input_traces_hh.csv",
+        folder / "output_traces_hh.csv",
+        dt=0.01,
+        current_unit="A",
+        voltage_unit="mV",
+        name="paper-hh-steps",
+    )
