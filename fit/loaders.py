@@ -80,6 +80,10 @@ def _existing(path: PathLike) -> Path:
     return path
 
 
+def _unreadable(path: Path, kind: str, error: Exception) -> ValueError:
+    return ValueError(f"file {str(path)!r} could not be read as {kind}: {type(error).__name__}: {error}")
+
+
 def _largest_level(current: np.ndarray) -> float:
     """The signed sample of largest magnitude: the step level of a clean command current."""
     return float(current[np.argmax(np.abs(current))]) if current.size else 0.0
@@ -121,8 +125,12 @@ def load_nwb(path: PathLike, *, name: str | None = None) -> Cell:
     path = _existing(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # namespace-version chatter from pynwb/hdmf, not about the data
-        with pynwb.NWBHDF5IO(str(path), "r", load_namespaces=True) as io:
+        try:
+            io = pynwb.NWBHDF5IO(str(path), "r", load_namespaces=True)
             nwb = io.read()
+        except Exception as error:  # h5py/hdmf raise many types for a file that is not NWB
+            raise _unreadable(path, "NWB", error) from error
+        with io:
             pairs = _nwb_pairs(nwb, path)
             recordings = [_nwb_recording(path, response, stimulus) for response, stimulus in pairs]
     return Cell(recordings, name or path.stem, {"file": str(path)})
@@ -244,13 +252,23 @@ def load_abf(
     import pyabf
 
     path = _existing(path)
-    abf = pyabf.ABF(str(path), stimulusFileFolder=None if stimulus_folder is None else str(stimulus_folder))
+    try:
+        abf = pyabf.ABF(
+            str(path), stimulusFileFolder=None if stimulus_folder is None else str(stimulus_folder)
+        )
+    except Exception as error:  # pyabf raises bare struct/value/index errors on a file that is not ABF
+        raise _unreadable(path, "ABF", error) from error
     if channel not in abf.channelList:
         raise ValueError(f"ABF file {str(path)!r}: no channel {channel}; channels are {abf.channelList}.")
     sweeps = list(abf.sweepList if sweeps is None else sweeps)
     if command is not None:
         command = np.asarray(command, dtype=np.float64)
-        command = np.broadcast_to(command, (len(sweeps), *command.shape[-1:]))
+        if command.ndim not in (1, 2) or (command.ndim == 2 and len(command) != len(sweeps)):
+            raise ValueError(
+                f"ABF file {str(path)!r}: `command` must be [T] or [{len(sweeps)}, T] (one row per sweep "
+                f"read), got shape {command.shape}."
+            )
+        command = np.broadcast_to(command, (len(sweeps), command.shape[-1]))
     amplitudes = _abf_step_amplitudes(abf, sweeps, channel)
     recordings = []
     for row, sweep in enumerate(sweeps):
@@ -328,7 +346,7 @@ def _read_ibw(path: PathLike) -> _Wave:
     try:
         wave = binarywave.load(str(path))["wave"]
     except Exception as error:  # igor2 raises bare struct/value errors on corrupt files
-        raise ValueError(f"Igor file {str(path)!r} could not be read as a binary wave: {error}") from error
+        raise _unreadable(path, "Igor binary wave", error) from error
     header = wave["wave_header"]
     text = lambda chars: b"".join(np.atleast_1d(chars).tolist()).decode("latin-1").strip("\x00 ")
     if "hsA" in header:  # IBW version 2
@@ -546,8 +564,11 @@ def load_npz(path: PathLike, *, dt: float | None = None) -> Cell:
         dt: sampling interval in ms, only for layouts that do not store it (challenge A).
     """
     path = _existing(path)
-    with np.load(path, allow_pickle=False) as archive:
-        arrays = {key: archive[key] for key in archive.files}
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except Exception as error:  # not a zip archive, a truncated one, or pickled objects
+        raise _unreadable(path, "NPZ", error) from error
     if {"dt", "current", "voltage"} <= arrays.keys():
         return _npz_diffbrain(path, arrays)
     if {"current_pA", "voltage_mV", "stimulus_ids"} <= arrays.keys():

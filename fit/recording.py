@@ -71,7 +71,7 @@ def _concrete(value) -> np.ndarray | None:
     return np.asarray(value)
 
 
-def describe_source(meta: Mapping[str, Any]) -> str:
+def _describe_source(meta: Mapping[str, Any]) -> str:
     """A short ``file ..., sweep ...`` label for error messages, from a Recording's metadata."""
     parts = [f"{key} {meta[key]}" for key in ("file", "sweep") if meta.get(key) is not None]
     return f"Recording ({', '.join(parts)})" if parts else "Recording"
@@ -156,7 +156,7 @@ class Recording(eqx.Module):
         check_units: bool = True,
     ):
         meta = dict(meta or {})
-        where = describe_source(meta)
+        where = _describe_source(meta)
         current, voltage = (jnp.asarray(x, dtype=jnp.result_type(float)) for x in (current, voltage))
         if current.ndim == 0 or current.shape != voltage.shape:
             raise ValueError(
@@ -180,6 +180,17 @@ class Recording(eqx.Module):
         duration = None if dt_arr is None else current.shape[-1] * dt_arr
         self._spike_times = _freeze_spike_times(where, spike_times, batch, duration)
         self._meta = _freeze(meta, "meta")
+
+    def __repr__(self) -> str:
+        meta = self.meta
+        dt = np.unique(np.asarray(self.dt))
+        parts = [f"batch={self.batch_shape}"] if self.batch_shape else []
+        parts += [f"dt={dt[0]:g} ms" if dt.size == 1 else f"dt={dt} ms", f"T={self.n_samples}"]
+        spikes = self.spike_times
+        if spikes is not None:
+            parts.append(f"spikes={[len(s) for s in spikes] if self.batch_shape else len(spikes)}")
+        parts += [f"{key}={meta[key]!r}" for key in ("cell", "file", "sweep", "amplitude") if key in meta]
+        return f"Recording({', '.join(parts)})"
 
     @property
     def spike_times(self) -> np.ndarray | tuple[np.ndarray, ...] | None:
@@ -218,7 +229,7 @@ class Recording(eqx.Module):
     def __getitem__(self, index: int) -> Recording:
         """Sweep ``index`` of a batched Recording."""
         if not self.batch_shape:
-            raise TypeError(f"{describe_source(self.meta)} is a single sweep; only a batch can be indexed.")
+            raise TypeError(f"{_describe_source(self.meta)} is a single sweep; only a batch can be indexed.")
         sweeps = self.meta.get("sweeps", ())
         spikes = self.spike_times
         return Recording(
@@ -266,15 +277,16 @@ class Recording(eqx.Module):
         spikes = self.spike_times
         if spikes is None:
             raise ValueError(
-                f"{describe_source(self.meta)} has no spike times; call `.with_detected_spikes()` or "
+                f"{_describe_source(self.meta)} has no spike times; call `.with_detected_spikes()` or "
                 "`.with_spike_times(...)` first."
             )
-        train = np.zeros(self.current.shape)
-        for row, (times, dt) in enumerate(
-            zip(*((spikes, np.asarray(self.dt)) if self.batch_shape else ([spikes], [self.dt])), strict=True)
-        ):
-            index = np.minimum((np.asarray(times) / dt).astype(int), self.n_samples - 1)
-            np.add.at(train.reshape(-1, self.n_samples)[row], index, 1.0)
+        per_sweep = spikes if self.batch_shape else [spikes]
+        dts = np.broadcast_to(np.asarray(self.dt), self.batch_shape or (1,))
+        train = np.zeros((len(per_sweep), self.n_samples))
+        for row, (times, dt) in enumerate(zip(per_sweep, dts, strict=True)):
+            index = np.minimum((times / dt).astype(int), self.n_samples - 1)
+            np.add.at(train[row], index, 1.0)
+        train = train.reshape(self.current.shape)
         return jnp.asarray(train, dtype=self.voltage.dtype)
 
     def slice(self, t0: float, t1: float) -> Recording:
@@ -283,7 +295,7 @@ class Recording(eqx.Module):
         Spike times are shifted by ``-t0`` and those outside the window dropped; ``meta["t_start"]``
         accumulates the offset, so the slice's sample times in the original sweep are ``t + t_start``.
         """
-        where = describe_source(self.meta)
+        where = _describe_source(self.meta)
         dt = self._scalar_dt("slice")
         duration = self.n_samples * dt
         if not (0.0 <= t0 < t1 <= duration * (1 + 1e-12)):
@@ -309,7 +321,7 @@ class Recording(eqx.Module):
         spike times are kept as they are (detect them before downsampling: linear interpolation does not
         low-pass filter and a 1 ms spike can fall between coarse samples).
         """
-        where = describe_source(self.meta)
+        where = _describe_source(self.meta)
         old_dt = self._scalar_dt("resample")
         if not (isinstance(dt, int | float) and math.isfinite(dt) and dt > 0):
             raise ValueError(f"{where}: resample needs a positive sampling interval `dt` in ms, got {dt!r}.")
@@ -363,7 +375,7 @@ class Recording(eqx.Module):
         dt = np.asarray(self.dt)
         if dt.ndim and not np.all(dt == dt.flat[0]):
             raise ValueError(
-                f"{describe_source(self.meta)}: {method} needs one dt for the whole batch, got {dt}; "
+                f"{_describe_source(self.meta)}: {method} needs one dt for the whole batch, got {dt}; "
                 "unstack the sweeps and treat them one by one."
             )
         return float(dt.flat[0])

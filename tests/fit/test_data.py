@@ -225,6 +225,7 @@ def test_csv_round_trip_with_units(tmp_path):
 def test_recording_is_a_pytree_for_jit_and_vmap():
     cell = Cell([synthetic(sweep=k).with_detected_spikes(-63.0) for k in range(3)], "demo")
     batch = cell.stack()
+    assert repr(batch) == "Recording(batch=(3,), dt=0.1 ms, T=200, spikes=[4, 4, 4], cell='demo')"
     assert batch.batch_shape == (3,) and batch.dt.shape == (3,)
     mean = jax.jit(jax.vmap(lambda r: jnp.mean(r.voltage) + 0 * r.dt))(batch)
     np.testing.assert_allclose(mean, [float(jnp.mean(r.voltage)) for r in cell], rtol=1e-6)
@@ -339,9 +340,14 @@ def test_file_errors(tmp_path):
         load_csv(tmp_path / "i.csv", tmp_path / "v.csv", dt=0.1, index_column=False)
     with pytest.raises(ValueError, match="unknown current unit 'amps!'"):
         load_csv(tmp_path / "i.csv", tmp_path / "v.csv", dt=0.1, current_unit="amps!")
-    (tmp_path / "broken.ibw").write_bytes(b"not igor")
-    with pytest.raises(ValueError, match=r"broken\.ibw"):
-        load_ibw(tmp_path / "broken.ibw", tmp_path / "broken.ibw")
+    readers = {"ibw": lambda p: load_ibw(p, p), "abf": load, "nwb": load, "npz": load}
+    kinds = {"ibw": "Igor binary wave", "abf": "ABF", "nwb": "NWB", "npz": "NPZ"}
+    for extension, read in readers.items():
+        (tmp_path / f"broken.{extension}").write_bytes(b"not a recording")
+        with pytest.raises(
+            ValueError, match=rf"broken\.{extension}' could not be read as {kinds[extension]}"
+        ):
+            read(tmp_path / f"broken.{extension}")
 
 
 # --- properties -----------------------------------------------------------------------------------------
