@@ -115,8 +115,9 @@ class Recording(eqx.Module):
     """One current-clamp sweep (or a stack of equal-length sweeps): current in, voltage out.
 
     Sample ``k`` is at time ``k * dt``; a trace of ``T`` samples lasts ``T * dt`` ms. Leaves: ``dt``,
-    ``current``, ``voltage``; a batched Recording (from `Cell.stack`) has a leading sweep axis on all
-    three (``dt`` of shape [B]), so ``jax.vmap(f)(recording)`` maps over sweeps.
+    ``current``, ``voltage`` and the spike times (padded with ``+inf``, see `padded_spike_times`); a
+    batched Recording (from `Cell.stack`) has a leading sweep axis on all of them (``dt`` of shape [B]),
+    so ``jax.vmap(f)(recording)`` maps over sweeps. ``meta`` is static (hashed by ``jit``).
 
     Args:
         dt: sampling interval in ms (> 0); [B] for a batch.
@@ -142,7 +143,7 @@ class Recording(eqx.Module):
     dt: float | Float[Array, "*batch"]
     current: Float[Array, "*batch T"]
     voltage: Float[Array, "*batch T"]
-    _spike_times: tuple | None = eqx.field(static=True)
+    _spike_times: Float[Array, "*batch n"] | None
     _meta: _FrozenDict = eqx.field(static=True)
 
     def __init__(
@@ -178,7 +179,7 @@ class Recording(eqx.Module):
             _check_units(where, current, voltage)
         self.dt, self.current, self.voltage = dt, current, voltage
         duration = None if dt_arr is None else current.shape[-1] * dt_arr
-        self._spike_times = _freeze_spike_times(where, spike_times, batch, duration)
+        self._spike_times = _pack_spike_times(where, spike_times, batch, duration)
         self._meta = _freeze(meta, "meta")
 
     def __repr__(self) -> str:
@@ -194,12 +195,21 @@ class Recording(eqx.Module):
 
     @property
     def spike_times(self) -> np.ndarray | tuple[np.ndarray, ...] | None:
-        """Spike times in ms (a tuple of arrays, one per sweep, for a batch), or None if unknown."""
+        """Spike times in ms (a tuple of arrays, one per sweep, for a batch), or None if unknown.
+
+        NumPy, outside ``jit``; inside, use `padded_spike_times` or `spike_train`.
+        """
         if self._spike_times is None:
             return None
-        if self.current.ndim == 1:
-            return np.asarray(self._spike_times, dtype=np.float64)
-        return tuple(np.asarray(s, dtype=np.float64) for s in self._spike_times)
+        rows = np.asarray(self._spike_times, dtype=np.float64)
+        if rows.ndim == 1:
+            return rows[np.isfinite(rows)]
+        return tuple(row[np.isfinite(row)] for row in rows)
+
+    @property
+    def padded_spike_times(self) -> Float[Array, "*batch n"] | None:
+        """Spike times in ms as an array, padded with ``+inf`` to a common count across a batch."""
+        return self._spike_times
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -269,25 +279,29 @@ class Recording(eqx.Module):
         return self._replace(spike_times=detect_spikes(self.voltage, self.dt, threshold, refractory))
 
     def spike_train(self) -> Float[Array, "*batch T"]:
-        """Spike counts per sample (0/1 mostly), same shape as ``voltage``; for losses inside ``jit``.
+        """Spike counts per sample (0/1 mostly), same shape as ``voltage``; works inside ``jit``/``vmap``.
+
+        A spike at time ``s`` counts in sample ``floor(s / dt)``.
 
         Raises:
             ValueError: the Recording has no spike times (call `with_detected_spikes` first).
         """
-        spikes = self.spike_times
-        if spikes is None:
+        if self._spike_times is None:
             raise ValueError(
                 f"{_describe_source(self.meta)} has no spike times; call `.with_detected_spikes()` or "
                 "`.with_spike_times(...)` first."
             )
-        per_sweep = spikes if self.batch_shape else [spikes]
-        dts = np.broadcast_to(np.asarray(self.dt), self.batch_shape or (1,))
-        train = np.zeros((len(per_sweep), self.n_samples))
-        for row, (times, dt) in enumerate(zip(per_sweep, dts, strict=True)):
-            index = np.minimum((times / dt).astype(int), self.n_samples - 1)
-            np.add.at(train[row], index, 1.0)
-        train = train.reshape(self.current.shape)
-        return jnp.asarray(train, dtype=self.voltage.dtype)
+        n, dtype = self.n_samples, self.voltage.dtype
+
+        def one(times, dt):
+            valid = jnp.isfinite(times)
+            index = jnp.floor(jnp.where(valid, times, 0.0) / dt).astype(jnp.int32)
+            index = jnp.where(valid, jnp.minimum(index, n - 1), n)  # n is out of range: dropped
+            return jnp.zeros(n, dtype).at[index].add(valid.astype(dtype), mode="drop")
+
+        for _ in self.batch_shape:
+            one = jax.vmap(one)
+        return one(jnp.asarray(self._spike_times), jnp.asarray(self.dt))
 
     def slice(self, t0: float, t1: float) -> Recording:
         """The samples with ``t0 <= k * dt < t1`` (ms), as a Recording that starts at 0 ms.
@@ -432,32 +446,38 @@ def _check_units(where: str, current: Array, voltage: Array) -> None:
             )
 
 
-def _freeze_spike_times(where: str, spike_times, batch: tuple[int, ...], duration) -> tuple | None:
-    if spike_times is None:
-        return None
+def _pack_spike_times(where: str, spike_times, batch: tuple[int, ...], duration) -> Array | None:
+    """Validate spike times and pack them as an array, rows padded with +inf for a batch."""
+    if spike_times is None or isinstance(spike_times, jax.core.Tracer):
+        return spike_times
     per_sweep = list(spike_times) if batch else [spike_times]
     if batch and len(per_sweep) != batch[0]:
         raise ValueError(
             f"{where}: a batch of {batch[0]} sweeps needs one spike-time sequence per sweep, "
             f"got {len(per_sweep)}."
         )
-    durations = np.broadcast_to(np.asarray(duration if duration is not None else np.inf), batch or (1,))
-    frozen = []
-    for row, (times, limit) in enumerate(zip(per_sweep, durations, strict=True)):
+    limits = np.broadcast_to(np.asarray(np.inf if duration is None else duration), batch or (1,))
+    rows = []
+    for row, (times, limit) in enumerate(zip(per_sweep, limits, strict=True)):
         times = np.asarray(times, dtype=np.float64)
+        times = times[times != np.inf] if times.ndim == 1 else times  # drop padding
         label = f" (sweep row {row})" if batch else ""
         if times.ndim != 1 or not np.all(np.isfinite(times)) or np.any(np.diff(times) < 0):
             raise ValueError(
                 f"{where}: `spike_times`{label} must be a 1-D increasing sequence of finite times in ms, "
-                f"got {times[:4]}{'...' if times.size > 4 else ''} of shape {times.shape}."
+                f"got {times.ravel()[:4]}{'...' if times.size > 4 else ''} of shape {times.shape}."
             )
         if times.size and (times[0] < 0 or times[-1] > limit):
             raise ValueError(
                 f"{where}: `spike_times`{label} must lie in [0, {limit:g}] ms (the sweep), got "
                 f"{times.min():g}…{times.max():g} ms. Give times from the sweep's start, in ms."
             )
-        frozen.append(tuple(times.tolist()))
-    return tuple(frozen) if batch else frozen[0]
+        rows.append(times)
+    width = max(len(times) for times in rows)
+    packed = np.full((len(rows), width), np.inf)
+    for row, times in enumerate(rows):
+        packed[row, : len(times)] = times
+    return jnp.asarray(packed if batch else packed[0], dtype=jnp.result_type(float))
 
 
 class Cell:

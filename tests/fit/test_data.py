@@ -235,6 +235,11 @@ def test_recording_is_a_pytree_for_jit_and_vmap():
     train = batch.spike_train()
     assert train.shape == batch.voltage.shape
     assert train.sum(axis=1).tolist() == [len(s) for s in batch.spike_times]
+    ragged = Cell([cell[0], cell[1].with_spike_times([2.0])]).stack()
+    assert ragged.padded_spike_times.shape == (2, 4) and np.isinf(ragged.padded_spike_times[1, 1:]).all()
+    counts = jax.jit(jax.vmap(lambda r: r.spike_train().sum()))(ragged)  # spikes are leaves: they vmap
+    assert counts.tolist() == [4, 1]
+    assert [len(s) for s in ragged.spike_times] == [4, 1]
     assert [r.meta["sweep"] for r in batch.unstack()] == [0, 1, 2]
 
 
