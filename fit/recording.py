@@ -571,7 +571,7 @@ class Cell:
             raise ValueError(
                 f"Cell {self.name!r}: no sweep matches amplitude={amplitude}, low={low}, high={high}, "
                 f"protocol={protocol!r}; amplitudes available (pA): "
-                f"{np.round(np.unique(self.amplitudes), 1)}."
+                f"{np.round(np.unique(self.amplitudes), 1).tolist()}."
             )
         return Cell([r for r, k in zip(self.recordings, keep, strict=True) if k], self.name, self.meta)
 
