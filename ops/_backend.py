@@ -1,0 +1,89 @@
+"""Which kernel backend computes the event-driven operators: chosen automatically, overridable per call.
+
+Each backend is a module ``diffbrain.ops.kernels.<name>`` with the contract of
+`diffbrain.ops.kernels.reference` and an ``available() -> bool``. The automatic choice is ``cpu`` (the
+compiled event-driven kernel) when JAX runs on CPU, ``pallas`` on an accelerator; when that backend cannot
+be imported or reports itself unavailable, ``reference`` is used and one `RuntimeWarning` says why.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import warnings
+from types import ModuleType
+
+import jax
+
+NAMES = ("reference", "cpu", "pallas")
+"""Every backend name ``backend=`` accepts."""
+
+
+@functools.cache
+def probe(name: str) -> tuple[ModuleType | None, str]:
+    """Import backend ``name``: ``(module, "")`` if it is usable, else ``(None, why not)``.
+
+    A backend that fails to import or to build is reported, never raised: the package must import
+    everywhere.
+    """
+    try:
+        module = importlib.import_module(f"diffbrain.ops.kernels.{name}")
+    except ImportError as error:
+        return None, f"it is not installed ({error})"
+    except Exception as error:  # a compiled backend may fail to build in many ways
+        return None, f"importing it failed: {type(error).__name__}: {error}"
+    # A backend may warn about itself; its messages go into the one warning of `default`.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            usable = module.available()
+        except Exception as error:
+            return None, f"its availability check failed: {type(error).__name__}: {error}"
+    if usable:
+        return module, ""
+    return None, "; ".join(["it reports itself unavailable", *(str(w.message) for w in caught)])
+
+
+@functools.cache
+def default() -> str:
+    """The automatic backend for JAX's default platform; warns once when it falls back to ``reference``."""
+    preferred = "cpu" if jax.default_backend() == "cpu" else "pallas"
+    module, reason = probe(preferred)
+    if module is not None:
+        return preferred
+    warnings.warn(
+        f"diffbrain.ops: the {preferred!r} backend is unavailable ({reason}); using the portable but slower "
+        "'reference' backend (O(nnz) per call). Pass backend='reference' to silence this warning.",
+        RuntimeWarning,
+        stacklevel=4,
+    )
+    return "reference"
+
+
+def resolve(backend: str | None) -> str:
+    """The backend name to use: ``backend`` if given and usable, else the automatic choice.
+
+    Raises:
+        ValueError: ``backend`` is not one of `NAMES`, or that backend is unavailable here.
+    """
+    if backend is None:
+        return default()
+    if backend not in NAMES:
+        raise ValueError(f"`backend` must be one of {NAMES} or None (automatic), got {backend!r}.")
+    module, reason = probe(backend)
+    if module is None:
+        raise ValueError(f"`backend`={backend!r} is unavailable: {reason}. Use backend=None or 'reference'.")
+    return backend
+
+
+def kernels(name: str) -> ModuleType:
+    """The module of backend ``name`` (already resolved by `resolve`)."""
+    module, reason = probe(name)
+    if module is None:
+        raise ValueError(f"`backend`={name!r} is unavailable: {reason}.")
+    return module
+
+
+def available() -> tuple[str, ...]:
+    """The names of the backends usable on this machine."""
+    return tuple(name for name in NAMES if probe(name)[0] is not None)

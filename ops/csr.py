@@ -1,0 +1,385 @@
+"""`CSR`: a sparse synaptic weight matrix (rows presynaptic) as an Equinox PyTree, and its builders.
+
+The structure arrays ``indptr`` and ``indices`` are ordinary array leaves, not static metadata: a CSR can
+be built or changed inside ``jit``, and two matrices of equal shapes reuse one compilation (static index
+arrays would be compile-time constants that XLA folds into every computation).
+
+The random builders sample on the host with NumPy, row by row without replacement, and never allocate a
+dense ``n_pre × n_post`` matrix (except for rows more than half full, where the dense row mask is smaller
+than the CSR itself).
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
+
+from .kernels.reference import row_ids
+
+INT32_LIMIT = 2**31 - 1
+
+
+def _concrete(value) -> np.ndarray | None:
+    return None if isinstance(value, jax.core.Tracer) else np.asarray(value)
+
+
+def _index_dtype(*sizes: int) -> np.dtype:
+    """int32 when every index and count fits, else int64 (which JAX keeps only with x64 enabled)."""
+    if max(sizes, default=0) <= INT32_LIMIT:
+        return np.dtype(np.int32)
+    if not jax.config.jax_enable_x64:
+        raise ValueError(
+            f"a CSR with sizes {sizes} needs int64 indices: enable them with "
+            "`jax.config.update('jax_enable_x64', True)` before building it."
+        )
+    return np.dtype(np.int64)
+
+
+def _weight_array(weight) -> Array:
+    """A weight as a JAX array; Python numbers become float32 (the library's default precision)."""
+    return jnp.asarray(weight, dtype=None if hasattr(weight, "dtype") else jnp.float32)
+
+
+def _rng(key: PRNGKeyArray) -> np.random.Generator:
+    """A NumPy generator seeded by a JAX key: the same key gives the same matrix."""
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.key_data(key)
+    return np.random.default_rng(np.asarray(key).ravel())
+
+
+def _check_size(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+        raise ValueError(f"`{name}` must be a non-negative integer, got {value!r}.")
+    return int(value)
+
+
+def _distinct_sorted(rng: np.random.Generator, counts: np.ndarray, n: int) -> np.ndarray:
+    """Row i holds ``counts[i]`` distinct integers from ``[0, n)``, sorted, in a
+    ``[len(counts), max(counts)]`` array padded with ``n, n + 1, …`` (distinct: never taken for a repeat).
+
+    Rejection: draw with replacement, sort each row, redraw the repeats, and repeat on the rows that had
+    any. With ``counts ≤ n/2`` about ``k²/2n`` repeats per row remain after each round, so a few rounds do;
+    the first round works in place on all rows, later ones on the few rows left.
+    """
+    width = int(counts.max(initial=0))
+    dtype = _index_dtype(n + width)
+    columns = rng.integers(0, n, (len(counts), width), dtype=dtype)
+    padding = np.arange(width) >= counts[:, None]
+    if padding.any():
+        columns[padding] = np.broadcast_to(n + np.arange(width, dtype=dtype), columns.shape)[padding]
+    block, rows = columns, None  # rows None: the block is all of `columns`
+    while width > 1:
+        block.sort(axis=1)
+        repeats = block[:, 1:] == block[:, :-1]
+        again = np.flatnonzero(repeats.any(axis=1))
+        if rows is not None:
+            columns[rows] = block
+        if not again.size:
+            break
+        block[:, 1:][repeats] = rng.integers(0, n, int(repeats.sum()), dtype=dtype)
+        block, rows = block[again], again if rows is None else rows[again]
+    return columns
+
+
+def _sample_columns(
+    rng: np.random.Generator, counts: np.ndarray, n_post: int, allow_self: bool
+) -> np.ndarray:
+    """For each row i, ``counts[i]`` distinct sorted columns from ``[0, n_post)`` (without ``i`` itself
+    unless ``allow_self``), concatenated row after row: the ``indices`` of a CSR."""
+    n_rows, n_choices = len(counts), n_post if allow_self else n_post - 1
+    if np.any(2 * counts > n_choices):  # rows more than half full: draw the columns left out instead
+        left_out = _distinct_sorted(rng, n_choices - counts, n_choices)
+        keep = np.ones((n_rows, n_choices + left_out.shape[1]), bool)
+        keep[np.arange(n_rows)[:, None], left_out] = False
+        rows, columns = np.nonzero(keep[:, :n_choices])
+        columns = columns.astype(_index_dtype(n_post))
+    else:
+        columns = _distinct_sorted(rng, counts, n_choices)
+        rows = np.arange(n_rows)[:, None]
+    if not allow_self:  # skip the diagonal: choices at or after the row's own index shift up by one
+        columns += columns >= rows
+    if columns.ndim == 2 and np.all(counts == columns.shape[1]):  # no padding
+        return columns.ravel()
+    return columns[columns < n_post]
+
+
+def _indptr(counts: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    return np.concatenate([np.zeros(1, dtype), np.cumsum(counts, dtype=dtype)])
+
+
+def _from_coo(pre: np.ndarray, post: np.ndarray, data: np.ndarray | None, shape: tuple[int, int]):
+    """CSR arrays ``(indptr, indices, data)`` from edges in any order; repeated edges raise ``ValueError``."""
+    n_pre, n_post = shape
+    keys = pre.astype(np.int64) * n_post + post
+    if data is None:
+        keys.sort()
+    else:
+        order = np.argsort(keys)
+        keys, data = keys[order], data[order]
+    repeated = np.flatnonzero(keys[1:] == keys[:-1])
+    if repeated.size:
+        first = divmod(int(keys[repeated[0]]), n_post)
+        raise ValueError(
+            f"`pre`/`post` repeat {repeated.size} edge(s), e.g. {first}; a CSR stores each synapse once. "
+            "Sum the weights of repeated edges before building it."
+        )
+    dtype = _index_dtype(keys.size, n_pre, n_post)
+    rows = keys // n_post
+    indptr = _indptr(np.bincount(rows, minlength=n_pre), dtype)
+    return indptr, (keys - rows * n_post).astype(dtype), data
+
+
+class CSR(eqx.Module):
+    """A sparse weight matrix in compressed sparse row form; rows are presynaptic, columns postsynaptic.
+
+    Row ``i``'s synapses are ``indices[indptr[i]:indptr[i + 1]]`` (postsynaptic neurons) with weights
+    ``data[indptr[i]:indptr[i + 1]]``, or the single shared weight ``data`` when it is a scalar
+    (homogeneous). Weights carry the unit of what they scale (e.g. nS per spike).
+
+    Attributes:
+        indptr: ``[n_pre + 1]`` integer row pointers, non-decreasing from 0 to ``nnz``.
+        indices: ``[nnz]`` integer postsynaptic indices in ``[0, n_post)``.
+        data: ``[nnz]`` floating weights, or ``[]`` for one weight shared by all synapses.
+        shape: ``(n_pre, n_post)``, static.
+
+    Construction checks the arrays when they are concrete (not inside ``jit``) and raises ``ValueError``
+    naming the bad argument. Index arrays are int32, or int64 once ``nnz`` or a size reaches 2³¹.
+
+    Example:
+        >>> import jax
+        >>> from diffbrain import ops
+        >>> W = ops.CSR.fixed_in_degree(jax.random.key(0), 1000, 800, k=40, weight=0.6)
+        >>> W.shape, W.nnz, W.data.shape
+        ((1000, 800), 32000, ())
+    """
+
+    indptr: Int[Array, " n_pre+1"]
+    indices: Int[Array, " nnz"]
+    data: Float[Array, "*nnz"]
+    shape: tuple[int, int] = eqx.field(static=True)
+
+    def __init__(
+        self,
+        indptr: Int[ArrayLike, " n_pre+1"],
+        indices: Int[ArrayLike, " nnz"],
+        data: Float[ArrayLike, "*nnz"],
+        shape: tuple[int, int],
+    ):
+        if len(shape) != 2:
+            raise ValueError(f"`shape` must be (n_pre, n_post), got {shape!r}.")
+        self.shape = (_check_size("shape[0] (n_pre)", shape[0]), _check_size("shape[1] (n_post)", shape[1]))
+        indptr, indices = jnp.asarray(indptr), jnp.asarray(indices)
+        if jnp.issubdtype(indptr.dtype, jnp.integer) and jnp.issubdtype(indices.dtype, jnp.integer):
+            # the kernels take both index arrays in one dtype
+            common = jnp.promote_types(indptr.dtype, indices.dtype)
+            indptr, indices = indptr.astype(common), indices.astype(common)
+        self.indptr, self.indices = indptr, indices
+        self.data = _weight_array(data)
+
+    def __check_init__(self):
+        n_pre, n_post = self.shape
+        for name, array in (("indptr", self.indptr), ("indices", self.indices)):
+            if array.ndim != 1 or not jnp.issubdtype(array.dtype, jnp.integer):
+                raise ValueError(
+                    f"`{name}` must be a 1-D integer array, got {array.dtype}{list(array.shape)}."
+                )
+        if self.indptr.shape[0] != n_pre + 1:
+            raise ValueError(
+                f"`indptr` must have n_pre + 1 = {n_pre + 1} entries, got {self.indptr.shape[0]}."
+            )
+        if not jnp.issubdtype(self.data.dtype, jnp.floating) or self.data.shape not in ((), (self.nnz,)):
+            raise ValueError(
+                f"`data` must be floating with shape ({self.nnz},) (one weight per synapse) or () (shared), "
+                f"got {self.data.dtype}{list(self.data.shape)}."
+            )
+        for name, array in (("indptr", self.indptr), ("indices", self.indices)):
+            if jnp.iinfo(array.dtype).max < max(self.nnz, n_pre, n_post):
+                raise ValueError(f"`{name}` of dtype {array.dtype} cannot index nnz = {self.nnz}; use int64.")
+        indptr, indices = _concrete(self.indptr), _concrete(self.indices)
+        if indptr is not None and (indptr[0] != 0 or indptr[-1] != self.nnz or np.any(np.diff(indptr) < 0)):
+            raise ValueError(
+                f"`indptr` must be non-decreasing from 0 to nnz = {self.nnz} (the length of `indices`), got "
+                f"first {indptr[0]}, last {indptr[-1]}."
+            )
+        if indices is not None and indices.size and (indices.min() < 0 or indices.max() >= n_post):
+            raise ValueError(
+                f"`indices` must lie in [0, n_post = {n_post}), got values in "
+                f"[{indices.min()}, {indices.max()}]."
+            )
+
+    @property
+    def nnz(self) -> int:
+        """Number of stored synapses."""
+        return self.indices.shape[0]
+
+    @property
+    def homogeneous(self) -> bool:
+        """Whether all synapses share one weight (``data`` is a scalar)."""
+        return self.data.ndim == 0
+
+    def with_data(self, data: Float[ArrayLike, "*nnz"]) -> CSR:
+        """The same synapses with new weights, ``[nnz]`` or a shared scalar."""
+        return CSR(self.indptr, self.indices, data, self.shape)
+
+    @eqx.filter_jit  # one compilation instead of one per eager operation
+    def to_dense(self) -> Float[Array, "n_pre n_post"]:
+        """The dense ``[n_pre, n_post]`` matrix — for tests and small networks only."""
+        rows = row_ids(self.indptr, self.nnz)
+        weights = jnp.broadcast_to(self.data, self.indices.shape)
+        return jnp.zeros(self.shape, self.data.dtype).at[rows, self.indices].add(weights)
+
+    @property
+    def T(self) -> CSR:
+        """The transpose ``(n_post, n_pre)`` as a CSR (rows postsynaptic); works inside ``jit``."""
+        return self._transpose()
+
+    @eqx.filter_jit
+    def _transpose(self) -> CSR:
+        rows = row_ids(self.indptr, self.nnz)
+        order = jnp.argsort(self.indices, stable=True)
+        counts = jnp.bincount(self.indices, length=self.shape[1]).astype(self.indptr.dtype)
+        indptr = jnp.concatenate([jnp.zeros(1, self.indptr.dtype), jnp.cumsum(counts)])
+        data = self.data if self.homogeneous else self.data[order]
+        return CSR(indptr, rows[order].astype(self.indices.dtype), data, self.shape[::-1])
+
+    @classmethod
+    def from_dense(cls, matrix: Float[ArrayLike, "n_pre n_post"]) -> CSR:
+        """The nonzero entries of a concrete 2-D ``matrix`` (outside ``jit``), one synapse each."""
+        dense = _concrete(matrix)
+        if dense is None or dense.ndim != 2 or not np.issubdtype(dense.dtype, np.floating):
+            raise ValueError("`matrix` must be a concrete 2-D floating array (build the CSR outside jit).")
+        rows, columns = np.nonzero(dense)
+        dtype = _index_dtype(rows.size, *dense.shape)
+        indptr = _indptr(np.bincount(rows, minlength=dense.shape[0]), dtype)
+        return cls(indptr, columns.astype(dtype), dense[rows, columns], dense.shape)
+
+    @classmethod
+    def from_edges(
+        cls,
+        pre: Int[ArrayLike, " nnz"],
+        post: Int[ArrayLike, " nnz"],
+        weight: Float[ArrayLike, "*nnz"],
+        shape: tuple[int, int],
+    ) -> CSR:
+        """Synapses ``pre[k] → post[k]`` in any order, with per-edge weights ``[nnz]`` or one shared scalar.
+
+        Raises:
+            ValueError: lengths differ, an index is out of range, or an edge is repeated (repeats are
+                rejected, not summed: sum their weights first).
+        """
+        n_pre, n_post = _check_size("shape[0] (n_pre)", shape[0]), _check_size("shape[1] (n_post)", shape[1])
+        edges = {"pre": np.asarray(pre), "post": np.asarray(post)}
+        for (name, array), size in zip(edges.items(), (n_pre, n_post), strict=True):
+            if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer):
+                raise ValueError(
+                    f"`{name}` must be a 1-D integer array, got {array.dtype}{list(array.shape)}."
+                )
+            if array.size and (array.min() < 0 or array.max() >= size):
+                raise ValueError(
+                    f"`{name}` must lie in [0, {size}), got values in [{array.min()}, {array.max()}]."
+                )
+        if edges["pre"].shape != edges["post"].shape:
+            raise ValueError(
+                f"`pre` and `post` must have equal lengths, got {edges['pre'].size} and {edges['post'].size}."
+            )
+        weights = np.asarray(weight)
+        if weights.shape not in ((), edges["pre"].shape):
+            raise ValueError(
+                f"`weight` must be a scalar or have shape {edges['pre'].shape}, got {weights.shape}."
+            )
+        indptr, indices, data = _from_coo(
+            edges["pre"], edges["post"], weights if weights.ndim else None, shape
+        )
+        return cls(indptr, indices, weight if data is None else data, (n_pre, n_post))
+
+    @classmethod
+    def fixed_prob(
+        cls,
+        key: PRNGKeyArray,
+        n_pre: int,
+        n_post: int,
+        p: float,
+        weight: float | Float[ArrayLike, ""] = 1.0,
+        allow_self: bool = True,
+    ) -> CSR:
+        """Each of the ``n_pre × n_post`` possible synapses exists independently with probability ``p``.
+
+        Args:
+            key: JAX PRNG key; the same key gives the same matrix.
+            n_pre, n_post: numbers of presynaptic and postsynaptic neurons.
+            p: connection probability in [0, 1].
+            weight: the shared weight (set per-synapse weights afterwards with `with_data`).
+            allow_self: if False, no synapse ``i → i`` (needs ``n_pre == n_post``).
+        """
+        n_pre, n_post = _check_size("n_pre", n_pre), _check_size("n_post", n_post)
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"`p` must be a probability in [0, 1], got {p!r}.")
+        rng = _rng(key)
+        n_choices = _choices(n_pre, n_post, allow_self)
+        return cls._from_counts(rng, rng.binomial(n_choices, p, n_pre), n_post, weight, allow_self)
+
+    @classmethod
+    def fixed_out_degree(
+        cls,
+        key: PRNGKeyArray,
+        n_pre: int,
+        n_post: int,
+        k: int,
+        weight: float | Float[ArrayLike, ""] = 1.0,
+        allow_self: bool = True,
+    ) -> CSR:
+        """Every presynaptic neuron projects to exactly ``k`` distinct postsynaptic neurons, chosen uniformly.
+
+        Arguments as in `fixed_prob`, with ``k`` the number of synapses per row (out-degree).
+        """
+        n_pre, n_post, k = _check_size("n_pre", n_pre), _check_size("n_post", n_post), _check_size("k", k)
+        _check_degree(k, _choices(n_pre, n_post, allow_self), "n_post")
+        return cls._from_counts(_rng(key), np.full(n_pre, k), n_post, weight, allow_self)
+
+    @classmethod
+    def fixed_in_degree(
+        cls,
+        key: PRNGKeyArray,
+        n_pre: int,
+        n_post: int,
+        k: int,
+        weight: float | Float[ArrayLike, ""] = 1.0,
+        allow_self: bool = True,
+    ) -> CSR:
+        """Every postsynaptic neuron receives exactly ``k`` synapses from distinct presynaptic neurons.
+
+        Arguments as in `fixed_prob`, with ``k`` the number of synapses per column (in-degree).
+        """
+        n_pre, n_post, k = _check_size("n_pre", n_pre), _check_size("n_post", n_post), _check_size("k", k)
+        _check_degree(k, _choices(n_post, n_pre, allow_self), "n_pre")
+        pre = _sample_columns(_rng(key), np.full(n_post, k), n_pre, allow_self)
+        post = np.repeat(np.arange(n_post, dtype=pre.dtype), k)
+        indptr, indices, _ = _from_coo(pre, post, None, (n_pre, n_post))
+        return cls(indptr, indices, weight, (n_pre, n_post))
+
+    @classmethod
+    def _from_counts(cls, rng, counts: np.ndarray, n_post: int, weight, allow_self: bool) -> CSR:
+        """``counts[i]`` random distinct columns in row i."""
+        indices = _sample_columns(rng, counts, n_post, allow_self)
+        indptr = _indptr(counts, _index_dtype(indices.size, counts.size, n_post))
+        return cls(indptr, indices.astype(indptr.dtype, copy=False), weight, (counts.size, n_post))
+
+
+def _choices(n_rows: int, n_columns: int, allow_self: bool) -> int:
+    """How many columns a row may choose from."""
+    if allow_self:
+        return n_columns
+    if n_rows != n_columns:
+        raise ValueError(
+            f"`allow_self=False` excludes synapses i → i of a population onto itself; it needs n_pre == "
+            f"n_post, got {n_rows} and {n_columns}."
+        )
+    return n_columns - 1
+
+
+def _check_degree(k: int, n_choices: int, population: str) -> None:
+    if k > n_choices:
+        raise ValueError(f"`k` = {k} exceeds the {n_choices} distinct neurons available in `{population}`.")

@@ -1,0 +1,271 @@
+"""Event-driven products of spike vectors with a CSR weight matrix, as JAX primitives with their own autodiff.
+
+Three primitives, each linear in its two last operands (the weights and a vector), close the algebra of
+derivatives, so every JAX transformation stays event-driven and sparse:
+
+* ``csr_spmv``: ``y = sᵀW`` — `event_matvec`, `event_matmat`, `csr_matvec`;
+* ``csr_row_dot``: ``r = W ȳ`` — the gradient w.r.t. the spikes;
+* ``csr_data_grad``: ``g[k] = s[row(k)]·ȳ[col(k)]`` — the gradient w.r.t. the weights, in CSR layout
+  (``(nnz,)``, or its sum ``()`` for a homogeneous weight), computed on spiking rows only.
+
+Each transposes into the others (e.g. ``csr_spmv`` w.r.t. ``s`` is ``csr_row_dot``, w.r.t. ``data`` is
+``csr_data_grad``), and their JVPs follow from bilinearity. ``vmap`` over the vector operand adds a batch
+axis that the backends compute in one call (``event_matmat``); ``vmap`` over the weights or the structure
+falls back to a sequential `lax.map`. The structure arrays ``indptr``/``indices`` are not differentiable.
+Each primitive lowers through the backend chosen at call time (see `diffbrain.ops._backend`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.extend.core import Primitive
+from jax.interpreters import ad, batching, mlir
+from jaxtyping import Array, Bool, Float, Shaped
+
+from . import _backend
+from .csr import CSR
+
+__all__ = ["csr_matvec", "event_matmat", "event_matvec"]
+
+spmv_p = Primitive("csr_spmv")
+row_dot_p = Primitive("csr_row_dot")
+data_grad_p = Primitive("csr_data_grad")
+
+
+def _flat_batch(vector: Array) -> Array:
+    """``[*batch, n]`` → ``[prod(batch), n]`` for the backends' batched kernels."""
+    return vector.reshape(-1, vector.shape[-1])
+
+
+# --- forward computations: the backend's kernels, batch axes flattened -------------------------------------
+
+
+def _spmv(indptr, indices, data, x, *, n_post: int, event: bool, backend: str):
+    kernels = _backend.kernels(backend)
+    if x.ndim == 1:
+        return (kernels.event_matvec if event else kernels.csr_matvec)(indptr, indices, data, x, n_post)
+    y = kernels.event_matmat(indptr, indices, data, _flat_batch(x), n_post)
+    return y.reshape(*x.shape[:-1], n_post)
+
+
+def _row_dot(indptr, indices, data, cotangent, *, backend: str):
+    kernels = _backend.kernels(backend)
+    if cotangent.ndim == 1:
+        return kernels.row_dot(indptr, indices, data, cotangent)
+    r = kernels.row_dot_batch(indptr, indices, data, _flat_batch(cotangent))
+    return r.reshape(*cotangent.shape[:-1], indptr.shape[0] - 1)
+
+
+def _data_grad(indptr, indices, spikes, cotangent, *, data_shape: tuple[int, ...], backend: str):
+    kernels = _backend.kernels(backend)
+    nnz = indices.shape[0]
+    if spikes.ndim == 1:
+        g = kernels.data_grad(indptr, indices, spikes, cotangent, nnz)
+    else:
+        g = kernels.data_grad_batch(indptr, indices, _flat_batch(spikes), _flat_batch(cotangent), nnz)
+    return g.reshape(data_shape) if data_shape else g.sum()
+
+
+def _spmv_abstract(indptr, indices, data, x, *, n_post, event, backend):
+    return jax.core.ShapedArray((*x.shape[:-1], n_post), data.dtype)
+
+
+def _row_dot_abstract(indptr, indices, data, cotangent, *, backend):
+    return jax.core.ShapedArray((*cotangent.shape[:-1], indptr.shape[0] - 1), data.dtype)
+
+
+def _data_grad_abstract(indptr, indices, spikes, cotangent, *, data_shape, backend):
+    return jax.core.ShapedArray(data_shape, cotangent.dtype)
+
+
+# --- autodiff: all three are bilinear in (operand 2, operand 3) --------------------------------------------
+
+
+def _is_zero(tangent) -> bool:
+    return type(tangent) is ad.Zero or tangent.dtype == jax.dtypes.float0
+
+
+def _bilinear_jvp(primitive: Primitive) -> Callable:
+    """The product rule: d f(a, b) = f(da, b) + f(a, db); the structure operands must have no tangent."""
+
+    def jvp(primals, tangents, **params):
+        for name, tangent in zip(("indptr", "indices"), tangents[:2], strict=True):
+            if not _is_zero(tangent):
+                raise TypeError(
+                    f"`W.{name}` is not differentiable: it is the CSR structure (integer indices). "
+                    "Differentiate w.r.t. `W.data` (the weights) or the spikes instead."
+                )
+        structure, (a, b), (da, db) = primals[:2], primals[2:], tangents[2:]
+        out = primitive.bind(*primals, **params)
+        terms = [primitive.bind(*structure, da, b, **params)] if not _is_zero(da) else []
+        terms += [primitive.bind(*structure, a, db, **params)] if not _is_zero(db) else []
+        if not terms:
+            return out, ad.Zero(jax.typeof(out).to_tangent_aval())
+        return out, sum(terms[1:], terms[0])
+
+    return jvp
+
+
+def _check_structure_defined(indptr, indices) -> None:
+    if ad.is_undefined_primal(indptr) or ad.is_undefined_primal(indices):
+        raise TypeError("`W.indptr` and `W.indices` are the CSR structure and cannot be transposed against.")
+
+
+def _spmv_transpose(ct, indptr, indices, data, x, *, n_post, event, backend):
+    _check_structure_defined(indptr, indices)
+    if ad.is_undefined_primal(x):
+        ct_x = None if type(ct) is ad.Zero else row_dot_p.bind(indptr, indices, data, ct, backend=backend)
+        return None, None, None, ct_x
+    data_shape = data.aval.shape
+    ct_data = None if type(ct) is ad.Zero else _bind_data_grad(indptr, indices, x, ct, data_shape, backend)
+    return None, None, ct_data, None
+
+
+def _row_dot_transpose(ct, indptr, indices, data, cotangent, *, backend):
+    _check_structure_defined(indptr, indices)
+    if type(ct) is ad.Zero:
+        return None, None, None, None
+    if ad.is_undefined_primal(cotangent):
+        n_post = cotangent.aval.shape[-1]
+        return None, None, None, _bind_spmv(indptr, indices, data, ct, n_post, False, backend)
+    return None, None, _bind_data_grad(indptr, indices, ct, cotangent, data.aval.shape, backend), None
+
+
+def _data_grad_transpose(ct, indptr, indices, spikes, cotangent, *, data_shape, backend):
+    _check_structure_defined(indptr, indices)
+    if type(ct) is ad.Zero:
+        return None, None, None, None
+    if ad.is_undefined_primal(spikes):
+        return None, None, row_dot_p.bind(indptr, indices, ct, cotangent, backend=backend), None
+    n_post = cotangent.aval.shape[-1]
+    return None, None, None, _bind_spmv(indptr, indices, ct, spikes, n_post, True, backend)
+
+
+# --- batching ----------------------------------------------------------------------------------------------
+
+
+def _batch_by_map(primitive: Primitive, args, dims, **params):
+    """Any batching: one primitive call per batch element, in sequence (`lax.map`)."""
+    batched = [jnp.moveaxis(arg, dim, 0) for arg, dim in zip(args, dims, strict=True) if dim is not None]
+
+    def one(slices):
+        slices = iter(slices)
+        return primitive.bind(
+            *(next(slices) if dim is not None else a for a, dim in zip(args, dims, strict=True)), **params
+        )
+
+    return lax.map(one, batched), 0
+
+
+def _vector_batching(primitive: Primitive, summed: bool) -> Callable:
+    """Batch the vector operands natively (a leading batch axis), anything else by `_batch_by_map`.
+
+    ``summed``: the primitive sums over its batch axes (the weight gradient), so a vmapped call needs one
+    result per batch element and is mapped instead.
+    """
+
+    def rule(args, dims, **params):
+        if summed or dims[0] is not None or dims[1] is not None or dims[2] is not None:
+            return _batch_by_map(primitive, args, dims, **params)
+        return primitive.bind(*args[:3], jnp.moveaxis(args[3], dims[3], 0), **params), 0
+
+    return rule
+
+
+for _primitive, _impl, _abstract, _transpose, _summed, _params in (
+    (spmv_p, _spmv, _spmv_abstract, _spmv_transpose, False, ("n_post", "event", "backend")),
+    (row_dot_p, _row_dot, _row_dot_abstract, _row_dot_transpose, False, ("backend",)),
+    (data_grad_p, _data_grad, _data_grad_abstract, _data_grad_transpose, True, ("data_shape", "backend")),
+):
+    # eager calls run one compiled computation per shape, not the backend's operations one by one
+    _primitive.def_impl(jax.jit(_impl, static_argnames=_params))
+    _primitive.def_abstract_eval(_abstract)
+    mlir.register_lowering(_primitive, mlir.lower_fun(_impl, multiple_results=False))
+    ad.primitive_jvps[_primitive] = _bilinear_jvp(_primitive)
+    ad.primitive_transposes[_primitive] = _transpose
+    batching.primitive_batchers[_primitive] = _vector_batching(_primitive, _summed)
+
+
+def _bind_spmv(indptr, indices, data, x, n_post: int, event: bool, backend: str):
+    return spmv_p.bind(indptr, indices, data, x, n_post=n_post, event=event, backend=backend)
+
+
+def _bind_data_grad(indptr, indices, spikes, cotangent, data_shape, backend: str):
+    return data_grad_p.bind(indptr, indices, spikes, cotangent, data_shape=tuple(data_shape), backend=backend)
+
+
+# --- public API --------------------------------------------------------------------------------------------
+
+
+def _checked_vector(x, W: CSR, name: str, ndim: int, events: bool) -> Array:
+    """``x`` as a JAX array after checking its type, rank, length and dtype against ``W``."""
+    if not isinstance(W, CSR):
+        raise TypeError(f"`W` must be a diffbrain.ops.CSR, got {type(W).__name__}.")
+    for field in ("indptr", "indices"):  # rechecked: `eqx.tree_at` can replace them without validation
+        if not jnp.issubdtype(getattr(W, field).dtype, jnp.integer):
+            raise ValueError(f"`W.{field}` must be integer (the CSR structure is not differentiable).")
+    x = jnp.asarray(x)
+    if x.ndim != ndim or x.shape[-1] != W.shape[0]:
+        want = "[n_pre]" if ndim == 1 else "[batch, n_pre]"
+        raise ValueError(f"`{name}` must have shape {want} with n_pre = {W.shape[0]}, got shape {x.shape}.")
+    floating = jnp.issubdtype(x.dtype, jnp.floating)
+    if events and not (floating or x.dtype == jnp.bool_ or jnp.issubdtype(x.dtype, jnp.integer)):
+        raise ValueError(f"`{name}` must be bool, integer or floating, got dtype {x.dtype}.")
+    if not events and not floating:
+        raise ValueError(f"`{name}` must be floating, got dtype {x.dtype}; for spikes use `event_matvec`.")
+    if floating and x.dtype != W.data.dtype:
+        raise ValueError(
+            f"`{name}` has dtype {x.dtype} but `W.data` has dtype {W.data.dtype}; cast one of them, e.g. "
+            f"`{name}.astype(W.data.dtype)`."
+        )
+    # the kernels take bool or floating vectors: spike counts become weights' floats (not differentiable)
+    return x.astype(W.data.dtype) if jnp.issubdtype(x.dtype, jnp.integer) else x
+
+
+def event_matvec(
+    spikes: Bool[Array, " n_pre"] | Shaped[Array, " n_pre"], W: CSR, *, backend: str | None = None
+) -> Float[Array, " n_post"]:
+    """Synaptic input from one step of spikes: ``y[j] = Σ_i s[i]·W[i, j]``, touching only rows with s ≠ 0.
+
+    Args:
+        spikes: ``[n_pre]``, bool (events), integer (spike counts) or floating (surrogate spikes, same
+            dtype as ``W.data``; differentiable).
+        W: the weights, rows presynaptic, shape ``(n_pre, n_post)``.
+        backend: ``"reference"``, ``"cpu"`` or ``"pallas"``; None picks the fastest available.
+
+    Returns:
+        ``[n_post]`` in ``W.data``'s dtype and units (e.g. nS for conductance weights).
+
+    The gradient w.r.t. ``W.data`` is computed on spiking rows only and has ``W.data``'s shape; the
+    gradient w.r.t. float ``spikes`` is the row-dot ``W @ ȳ``. Under `jax.vmap` over ``spikes`` it calls
+    the backend's batched kernel (`event_matmat`).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from diffbrain import ops
+        >>> W = ops.CSR.fixed_prob(jax.random.key(0), 100, 50, p=0.1, weight=0.5)
+        >>> spikes = jnp.zeros(100, bool).at[3].set(True)
+        >>> bool(jnp.allclose(ops.event_matvec(spikes, W), W.to_dense()[3]))
+        True
+    """
+    spikes = _checked_vector(spikes, W, "spikes", ndim=1, events=True)
+    return _bind_spmv(W.indptr, W.indices, W.data, spikes, W.shape[1], True, _backend.resolve(backend))
+
+
+def event_matmat(
+    spikes: Shaped[Array, "batch n_pre"], W: CSR, *, backend: str | None = None
+) -> Float[Array, "batch n_post"]:
+    """`event_matvec` of each row of ``spikes`` (``[batch, n_pre]``) in one call → ``[batch, n_post]``."""
+    spikes = _checked_vector(spikes, W, "spikes", ndim=2, events=True)
+    return _bind_spmv(W.indptr, W.indices, W.data, spikes, W.shape[1], True, _backend.resolve(backend))
+
+
+def csr_matvec(x: Float[Array, " n_pre"], W: CSR, *, backend: str | None = None) -> Float[Array, " n_post"]:
+    """The plain product ``y = xᵀW`` of a dense float vector ``x`` (``[n_pre]``, ``W.data``'s dtype) over
+    all rows, without testing ``x[i] != 0``; differentiable like `event_matvec`."""
+    x = _checked_vector(x, W, "x", ndim=1, events=False)
+    return _bind_spmv(W.indptr, W.indices, W.data, x, W.shape[1], False, _backend.resolve(backend))

@@ -1,0 +1,105 @@
+"""The ``reference`` backend: the event-CSR contract in pure `jax.numpy`, correct on every platform.
+
+Every function here touches all ``nnz`` stored synapses whatever the firing rate (O(nnz) work, gathers and
+a `jax.ops.segment_sum`): it is the portable fallback and the ground truth that the compiled backends are
+tested against, not a fast path.
+
+Shared arguments: ``indptr [n_pre + 1]`` and ``indices [nnz]`` (integers) are the CSR structure, rows
+presynaptic; ``data`` is ``[nnz]`` (one weight per synapse) or ``[]`` (one weight shared by all synapses).
+A spike vector ``s`` is bool, integer or floating; only rows with ``s[i] != 0`` contribute.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Int, Shaped
+
+
+def available() -> bool:
+    """The reference backend runs wherever JAX does."""
+    return True
+
+
+def row_ids(indptr: Int[Array, " n_pre+1"], nnz: int) -> Int[Array, " nnz"]:
+    """The row (presynaptic neuron) of every stored synapse, ``[nnz]``, from the row pointers."""
+    n_pre = indptr.shape[0] - 1
+    return jnp.repeat(jnp.arange(n_pre, dtype=indptr.dtype), jnp.diff(indptr), total_repeat_length=nnz)
+
+
+def event_matvec(
+    indptr: Int[Array, " n_pre+1"],
+    indices: Int[Array, " nnz"],
+    data: Float[Array, "*nnz"],
+    spikes: Shaped[Array, " n_pre"],
+    n_post: int,
+) -> Float[Array, " n_post"]:
+    """``y[j] = Σ_i s[i]·W[i, j]``, summing only rows with ``s[i] != 0`` (so ``inf`` weights of silent
+    rows do not leak NaN). Result dtype: ``data``'s."""
+    s = spikes[row_ids(indptr, indices.shape[0])]
+    weights = jnp.broadcast_to(data, indices.shape)
+    contributions = jnp.where(s != 0, weights * s.astype(data.dtype), 0)
+    return jax.ops.segment_sum(contributions, indices, num_segments=n_post)
+
+
+# Over a dense vector the event sum is the plain product: the reference has one implementation of both.
+csr_matvec = event_matvec
+
+
+def event_matmat(
+    indptr: Int[Array, " n_pre+1"],
+    indices: Int[Array, " nnz"],
+    data: Float[Array, "*nnz"],
+    spikes: Shaped[Array, "b n_pre"],
+    n_post: int,
+) -> Float[Array, "b n_post"]:
+    """`event_matvec` of each row of ``spikes``."""
+    return jax.vmap(event_matvec, in_axes=(None, None, None, 0, None))(indptr, indices, data, spikes, n_post)
+
+
+def row_dot(
+    indptr: Int[Array, " n_pre+1"],
+    indices: Int[Array, " nnz"],
+    data: Float[Array, "*nnz"],
+    cotangent: Float[Array, " n_post"],
+) -> Float[Array, " n_pre"]:
+    """``(W @ ȳ)[i] = Σ_{k in row i} data[k]·ȳ[indices[k]]``: the gradient of `event_matvec` w.r.t. spikes."""
+    n_pre = indptr.shape[0] - 1
+    products = jnp.broadcast_to(data, indices.shape) * cotangent[indices]
+    return jax.ops.segment_sum(
+        products, row_ids(indptr, indices.shape[0]), num_segments=n_pre, indices_are_sorted=True
+    )
+
+
+def row_dot_batch(
+    indptr: Int[Array, " n_pre+1"],
+    indices: Int[Array, " nnz"],
+    data: Float[Array, "*nnz"],
+    cotangent: Float[Array, "b n_post"],
+) -> Float[Array, "b n_pre"]:
+    """`row_dot` of each row of ``cotangent``."""
+    return jax.vmap(row_dot, in_axes=(None, None, None, 0))(indptr, indices, data, cotangent)
+
+
+def data_grad(
+    indptr: Int[Array, " n_pre+1"],
+    indices: Int[Array, " nnz"],
+    spikes: Shaped[Array, " n_pre"],
+    cotangent: Float[Array, " n_post"],
+    nnz: int,
+) -> Float[Array, " nnz"]:
+    """``g[k] = s[row(k)]·ȳ[indices[k]]``, zero on rows with ``s = 0``: the gradient w.r.t. ``data``."""
+    s = spikes[row_ids(indptr, nnz)]
+    return jnp.where(s != 0, s.astype(cotangent.dtype) * cotangent[indices], 0)
+
+
+def data_grad_batch(
+    indptr: Int[Array, " n_pre+1"],
+    indices: Int[Array, " nnz"],
+    spikes: Shaped[Array, "b n_pre"],
+    cotangent: Float[Array, "b n_post"],
+    nnz: int,
+) -> Float[Array, " nnz"]:
+    """`data_grad` summed over the batch (the weights are shared by all rows of ``spikes``)."""
+    per_row = jax.vmap(data_grad, in_axes=(None, None, 0, 0, None))(indptr, indices, spikes, cotangent, nnz)
+    return per_row.sum(axis=0)
