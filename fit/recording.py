@@ -244,8 +244,8 @@ class Recording(eqx.Module):
         spikes = self.spike_times
         return Recording(
             np.asarray(self.dt)[index],
-            self.current[index],
-            self.voltage[index],
+            np.asarray(self.current)[index],
+            np.asarray(self.voltage)[index],
             None if spikes is None else spikes[index],
             sweeps[index] if index < len(sweeps) else None,
             check_units=False,

@@ -138,6 +138,8 @@ def test_abf_waveform_protocol_needs_its_command(shared_data):
     cell = load_abf(folder / "171116sh_0017.abf", command=chirp)
     assert len(cell) == 3 and cell[0].n_samples == 100000 and np.abs(cell[0].current).max() <= 20.5
     assert spike_counts(cell).sum() == 0  # subthreshold chirp
+    with pytest.raises(ValueError, match=r"`command` must be \[T\] or \[3, T\]"):
+        load_abf(folder / "171116sh_0017.abf", command=np.zeros((2, 100000)))
 
 
 def test_pozzorini_frozen_noise(shared_data):
@@ -381,6 +383,20 @@ def test_resample_and_slice_shapes(n, dt, new_dt, a, b):
     assert t0 - 1e-9 <= part.meta["t_start"] < t0 + dt
     assert abs(part.n_samples - (t1 - t0) / dt) <= 1 + 1e-9
     np.testing.assert_array_equal(part.voltage, rec.voltage[start : start + part.n_samples])
+
+
+@settings(max_examples=30, deadline=None)
+@given(lengths=st.lists(st.integers(1, 50), min_size=1, max_size=5), pad=st.booleans())
+def test_stack_then_unstack_recovers_the_sweeps(lengths, pad):
+    cell = Cell([synthetic(n=n, sweep=k).with_spike_times([0.0] * (k % 2)) for k, n in enumerate(lengths)])
+    stacked = cell.stack(pad=pad, truncate=not pad)
+    width = max(lengths) if pad else min(lengths)
+    assert stacked.current.shape == stacked.voltage.shape == (len(lengths), width)
+    for original, back in zip(cell, stacked.unstack(), strict=True):
+        keep = min(width, original.n_samples)
+        np.testing.assert_array_equal(np.asarray(back.voltage)[:keep], np.asarray(original.voltage)[:keep])
+        assert back.meta["sweep"] == original.meta["sweep"]
+        assert len(back.spike_times) == len(original.spike_times)
 
 
 @pytest.mark.parametrize("name", ["diffbrain.fit.recording", "diffbrain.fit.loaders"])
