@@ -1,0 +1,269 @@
+"""`fit`: fit a zoo neuron's free parameters to recorded sweeps with one of the gradient or search methods."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import ArrayLike, Float, PRNGKeyArray
+
+from diffbrain import zoo
+
+from . import gradient, search
+from .losses import AbstractLoss, Target, VoltageMSE
+from .objective import Account, GradientMode, Objective
+from .params import free_params
+from .result import FitResult
+
+GRADIENT_METHODS = ("lbfgsb", "adam")
+SEARCH_METHODS = ("cmaes", "de", "pso", "random")
+METHODS = GRADIENT_METHODS + SEARCH_METHODS + tuple(search.NEVERGRAD)
+"""Every method name `fit` accepts (the ``ng_*`` ones need the optional nevergrad package)."""
+
+CURRENT_SCALE = {"pA": 1.0, "nA": 1e-3}
+"""Factor from a recording's pA to a model's ``input_unit``, where the conversion needs no cell geometry."""
+
+
+def _input_scale(model: zoo.AbstractNeuron, input_scale: float | None) -> float:
+    if input_scale is not None:
+        return float(input_scale)
+    if model.input_unit not in CURRENT_SCALE:
+        raise ValueError(
+            f"{type(model).__name__} takes its current in {model.input_unit!r}, which pA does not convert "
+            "to without the cell's geometry or scale; pass `input_scale` (the factor from pA to "
+            f"{model.input_unit!r}, e.g. 1e-6/area_cm2 for µA/cm²)."
+        )
+    return CURRENT_SCALE[model.input_unit]
+
+
+def _sweeps(recordings) -> list:
+    if hasattr(recordings, "recordings"):  # a Cell
+        recordings = recordings.recordings
+    if hasattr(recordings, "voltage"):
+        recordings = [recordings]
+    recordings = list(recordings)
+    if not recordings:
+        raise ValueError("`recordings` is empty; pass a Recording, a list of them or a Cell.")
+    return recordings
+
+
+def _spike_grid(recording, n: int, dt: float, threshold: float) -> np.ndarray:
+    grid = np.zeros(n)
+    times = getattr(recording, "spike_times", None)
+    if times is None:
+        voltage = np.asarray(recording.voltage, float)
+        grid[1:] = (voltage[1:] >= threshold) & (voltage[:-1] < threshold)
+    else:
+        index = np.round(np.asarray(times, float) / dt).astype(int)
+        grid[index[(index >= 0) & (index < n)]] = 1.0
+    return grid
+
+
+def prepare(
+    model: zoo.AbstractNeuron,
+    recordings,
+    *,
+    input_scale: float | None = None,
+    spike_threshold: float = 0.0,
+    dtype=jnp.float64,
+) -> tuple[jax.Array, Target]:
+    """The stimulus in the model's unit and the `Target` of a set of sweeps (equal dt and length).
+
+    Args:
+        model: the zoo neuron to be fitted (its ``input_unit`` decides the current's conversion).
+        recordings: a Recording (``dt`` ms, ``current`` pA, ``voltage`` mV, ``spike_times`` ms or None), a
+            sequence of them, or a Cell.
+        input_scale: factor from pA to ``model.input_unit``; required when that unit is not pA or nA
+            (µA/cm² needs the membrane area, dimensionless models their own scale).
+        spike_threshold: mV; spikes of recordings without ``spike_times`` are its upward crossings.
+        dtype: floating dtype of the stimulus and target.
+
+    Returns:
+        ``(inputs [T, S], target)``.
+    """
+    sweeps = _sweeps(recordings)
+    input_scale = _input_scale(model, input_scale)
+    dt = float(sweeps[0].dt)
+    n = len(np.asarray(sweeps[0].voltage))
+    for index, sweep in enumerate(sweeps):
+        if not np.isclose(float(sweep.dt), dt) or len(np.asarray(sweep.voltage)) != n:
+            raise ValueError(
+                f"sweep {index} has dt={float(sweep.dt)} ms and {len(np.asarray(sweep.voltage))} samples, "
+                f"but sweep 0 has dt={dt} ms and {n}; fit sweeps of equal dt and length together."
+            )
+        if len(np.asarray(sweep.current)) != n:
+            raise ValueError(f"sweep {index}: current and voltage have different lengths.")
+    inputs = np.stack([np.asarray(s.current, float) for s in sweeps], axis=1) * input_scale
+    voltage = np.stack([np.asarray(s.voltage, float) for s in sweeps], axis=1)
+    spikes = np.stack([_spike_grid(s, n, dt, spike_threshold) for s in sweeps], axis=1)
+    target = Target(voltage=jnp.asarray(voltage, dtype), spikes=jnp.asarray(spikes, dtype), dt=dt)
+    return jnp.asarray(inputs, dtype), target
+
+
+@dataclasses.dataclass(frozen=True)
+class SyntheticSweep:
+    """A simulated sweep with a Recording's attributes: ``dt`` ms, ``current`` pA, ``voltage`` mV,
+    ``spike_times`` ms, ``meta``."""
+
+    dt: float
+    current: np.ndarray
+    voltage: np.ndarray
+    spike_times: np.ndarray
+    meta: dict = dataclasses.field(default_factory=dict)
+
+
+def synthetic_sweeps(
+    model: zoo.AbstractNeuron,
+    currents: Float[ArrayLike, "S T"],
+    dt: float,
+    *,
+    input_scale: float | None = None,
+    noise: float = 0.0,
+    key: PRNGKeyArray | None = None,
+) -> list[SyntheticSweep]:
+    """Sweeps recorded from ``model`` (float64) under ``currents`` (pA, one row per sweep).
+
+    Voltage sample k is the state at time k·dt (the initial state at k = 0), the grid `fit` compares on;
+    ``noise`` adds Gaussian measurement noise of that standard deviation (mV), drawn with ``key``.
+    """
+    model = zoo.astype(model, jnp.float64)
+    currents = np.atleast_2d(np.asarray(currents, float))
+    scale = _input_scale(model, input_scale)
+    dummy = Target(voltage=jnp.zeros(currents.T.shape), spikes=jnp.zeros(currents.T.shape), dt=dt)
+    objective = Objective(model, None, jnp.asarray(currents.T * scale), dummy, VoltageMSE())
+    V, spikes = objective.simulate_model(model)
+    V, spikes = np.asarray(V), np.asarray(spikes)
+    if noise:
+        key = jax.random.key(0) if key is None else key
+        V = V + noise * np.asarray(jax.random.normal(key, V.shape, jnp.float64))
+    return [
+        SyntheticSweep(
+            dt=dt, current=currents[s], voltage=V[:, s], spike_times=np.flatnonzero(spikes[:, s]) * dt
+        )
+        for s in range(currents.shape[0])
+    ]
+
+
+def run_method(
+    objective: Objective,
+    method: str,
+    starts: jax.Array,
+    account: Account,
+    key: PRNGKeyArray,
+    options: Mapping | None = None,
+) -> list:
+    """Run ``method`` from ``starts`` (``[n, d]`` unconstrained) on ``objective``, spending ``account``."""
+    options = dict(options or {})
+    if method == "lbfgsb":
+        return gradient.lbfgsb(objective, starts, account, **options)
+    if method == "adam":
+        return gradient.adam(objective, starts, account, **options)
+    if method in search.EVOSAX:
+        return search.evosax_search(objective, method, starts, account, key, **options)
+    if method == "random":
+        return search.random_search(objective, starts, account, key, **options)
+    if method in search.NEVERGRAD:
+        return search.nevergrad_search(objective, method, starts, account, **options)
+    raise ValueError(f"`method` must be one of {METHODS}, got {method!r}.")
+
+
+def fit(
+    model: zoo.AbstractNeuron,
+    recordings,
+    *,
+    free: Mapping[str, tuple[float, float]],
+    loss: AbstractLoss | None = None,
+    method: str = "lbfgsb",
+    n_starts: int = 1,
+    budget: float | None = 1_000,
+    key: PRNGKeyArray | None = None,
+    input_scale: float | None = None,
+    spike_threshold: float = 0.0,
+    gradient_mode: GradientMode = "auto",
+    grad_cost: float | str = 1.0,
+    transforms: Mapping[str, str] | None = None,
+    starts: Sequence[Mapping[str, float]] | None = None,
+    options: Mapping | None = None,
+) -> FitResult:
+    """Fit the ``free`` parameters of ``model`` to ``recordings``, in float64.
+
+    Args:
+        model: any zoo neuron; parameters not in ``free`` stay as given.
+        recordings: a Recording, a sequence of them (equal dt and length) or a Cell (see `prepare`).
+        free: ``{name: (lower, upper)}`` in the parameters' units (see `free_params`).
+        loss: an `AbstractLoss` (default `VoltageMSE`).
+        method: ``"lbfgsb"``, ``"adam"``, ``"cmaes"``, ``"de"``, ``"pso"``, ``"random"`` or, with nevergrad
+            installed, ``"ng_de"``, ``"ng_pso"``, ``"ng_twopointsde"``, ``"ng_ngopt"``.
+        n_starts: independent starts (Adam runs them batched with `vmap`; the others share the budget).
+        budget: simulations allowed in total (see `diffbrain.fit.objective` for what one costs).
+        key: PRNG key of the starts and of the search (default ``jax.random.key(0)``).
+        input_scale: factor from pA to ``model.input_unit`` when it is not pA or nA.
+        spike_threshold: mV, for recordings without spike times.
+        gradient_mode: ``"auto"``, ``"forward"`` or ``"reverse"`` (see `Objective`).
+        grad_cost: simulations charged per value-and-gradient, or ``"measured"``.
+        transforms: ``{name: "log" | "logit"}`` overrides.
+        starts: explicit starting points ``[{name: value}, ...]`` instead of random ones.
+        options: keyword arguments of the method (e.g. ``{"learning_rate": 0.1}`` for Adam).
+
+    Returns:
+        A `FitResult`.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from diffbrain import fit, zoo
+        >>> truth = zoo.LIF(g_L=20.0, V_th=0.0)  # no spikes: a passive membrane
+        >>> sweeps = fit.synthetic_sweeps(truth, jnp.full((1, 500), 200.0), dt=0.1)  # 200 pA, 50 ms
+        >>> result = fit.fit(zoo.LIF(V_th=0.0), sweeps, free={"g_L": (5.0, 50.0)}, budget=40)
+        >>> round(result.params["g_L"], 4)
+        20.0
+    """
+    if method not in METHODS:
+        raise ValueError(f"`method` must be one of {METHODS}, got {method!r}.")
+    if n_starts < 1:
+        raise ValueError(f"`n_starts` must be >= 1, got {n_starts}.")
+    key = jax.random.key(0) if key is None else key
+    model = zoo.astype(model, jnp.float64)
+    free_set = free_params(model, free, transforms=transforms)
+    inputs, target = prepare(model, recordings, input_scale=input_scale, spike_threshold=spike_threshold)
+    loss = VoltageMSE() if loss is None else loss
+    objective = Objective(model, free_set, inputs, target, loss, gradient=gradient_mode)
+    start_key, run_key = jax.random.split(key)
+    if starts is None:
+        u0 = free_set.sample(start_key, n_starts)
+    else:
+        values = jnp.asarray([[s[name] for name in free_set.names] for s in starts], jnp.float64)
+        u0 = free_set.to_unconstrained(values)
+    if grad_cost == "measured":
+        grad_cost = objective.gradient_cost(u0[0])
+    account = Account(budget, grad_cost=float(grad_cost))
+    results = run_method(objective, method, u0, account, run_key, options)
+    for start in results:
+        start.params = free_set.as_dict(start.u)
+    losses = np.array([r.loss for r in results])
+    best = results[int(np.argmin(losses))]
+    return FitResult(
+        model=free_set.to_model(model, jnp.asarray(best.u)),
+        loss=best.loss,
+        params=best.params,
+        starts=results,
+        history=account.history,
+        simulations=account.simulations,
+        forward_evaluations=account.forward_evaluations,
+        gradient_evaluations=account.gradient_evaluations,
+        wall_time=account.seconds,
+        method=method,
+        bounds={
+            name: (float(lo), float(hi))
+            for name, lo, hi in zip(free_set.names, free_set.lower, free_set.upper, strict=True)
+        },
+        info={
+            "loss": repr(loss),
+            "gradient_mode": objective.gradient,
+            "grad_cost": account.grad_cost,
+            "n_starts": len(results),
+            "transforms": dict(zip(free_set.names, free_set.transforms, strict=True)),
+        },
+    )

@@ -1,0 +1,213 @@
+"""Losses between a simulated and a recorded set of sweeps, and the coincidence factor Γ.
+
+Every loss is an `eqx.Module` called as ``loss(V, spikes, target)`` with the model's voltage ``V`` (mV) and
+surrogate spikes (0/1 forward, differentiable through the model's surrogate) sampled on the recording's
+grid, shape ``[T, S]`` (T samples, S sweeps), and the recording as a `Target`. Losses add and scale:
+``VoltageMSE() + 0.1 * VanRossum(tau=10.0)``.
+
+`gamma_factor` is the evaluation metric on spike times (NumPy, not differentiated).
+"""
+
+from __future__ import annotations
+
+import abc
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike, Float, Scalar
+
+
+class Target(eqx.Module):
+    """Recorded sweeps on one time grid, as the losses read them.
+
+    Attributes:
+        voltage: membrane potential, mV, ``[T, S]`` (sample k at time k·dt).
+        spikes: 1 at the sample of each recorded spike, else 0, ``[T, S]``.
+        dt: sampling interval, ms.
+    """
+
+    voltage: Float[Array, " T S"]
+    spikes: Float[Array, " T S"]
+    dt: float = eqx.field(static=True)
+
+    @property
+    def duration(self) -> float:
+        """Length of each sweep, ms."""
+        return self.voltage.shape[0] * self.dt
+
+
+class AbstractLoss(eqx.Module):
+    """A scalar loss of simulated ``(V, spikes)`` against a `Target`; lower is better."""
+
+    @abc.abstractmethod
+    def __call__(self, V: Float[Array, " T S"], spikes: Float[Array, " T S"], target: Target) -> Scalar:
+        """The loss (units in each subclass's docstring)."""
+
+    def __add__(self, other: AbstractLoss) -> Weighted:
+        return Weighted(terms=(*_terms(self), *_terms(other)))
+
+    def __mul__(self, weight: float) -> Weighted:
+        return Weighted(terms=tuple((weight * w, loss) for w, loss in _terms(self)))
+
+    __rmul__ = __mul__
+
+
+def _terms(loss: AbstractLoss) -> tuple[tuple[float, AbstractLoss], ...]:
+    return loss.terms if isinstance(loss, Weighted) else ((1.0, loss),)
+
+
+class Weighted(AbstractLoss):
+    """``Σ wᵢ·lossᵢ``; made by adding and scaling losses."""
+
+    terms: tuple[tuple[float, AbstractLoss], ...]
+
+    def __call__(self, V, spikes, target):
+        return sum(w * loss(V, spikes, target) for w, loss in self.terms)
+
+
+class VoltageMSE(AbstractLoss):
+    r"""Mean squared voltage error, mV²: ``(1/(S·N)) Σ_s Σ_k (V_s(t_k) − V̂_s(t_k))²``.
+
+    With ``n_points = None`` every sample counts (N = T); otherwise N = ``n_points`` evenly spaced samples
+    ``k = round(j·(T − 1)/(N − 1))``, as in the paper's GIF fit.
+    """
+
+    n_points: int | None = eqx.field(default=None, static=True)
+
+    def __call__(self, V, spikes, target):
+        error = (V - target.voltage) ** 2
+        if self.n_points is not None:
+            error = error[np.round(np.linspace(0, V.shape[0] - 1, self.n_points)).astype(int)]
+        return jnp.mean(error)
+
+
+def near_spikes(spikes: Float[Array, " T S"], before: int, after: int) -> Float[Array, " T S"]:
+    """1 on samples from ``before`` samples before to ``after`` samples after any spike, else 0."""
+    counts = jnp.cumsum(jnp.pad(spikes, ((after + 1, before), (0, 0))), axis=0)
+    return (counts[before + after + 1 :] - counts[: -(before + after + 1)] > 0).astype(spikes.dtype)
+
+
+class SubthresholdMSE(AbstractLoss):
+    r"""Voltage MSE outside windows around the recorded spikes, mV².
+
+    ``Σ m_k (V_k − V̂_k)² / Σ m_k`` with the mask ``m_k = 0`` within ``before`` ms before and ``after`` ms
+    after any recorded spike (the spike's own shape is left out), 1 elsewhere.
+    """
+
+    before: float = eqx.field(default=2.0, static=True)
+    after: float = eqx.field(default=5.0, static=True)
+
+    def __call__(self, V, spikes, target):
+        steps = round(self.before / target.dt), round(self.after / target.dt)
+        mask = 1.0 - near_spikes(target.spikes, *steps)
+        return jnp.sum(mask * (V - target.voltage) ** 2) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def exponential_filter(spikes: Float[Array, " T *n"], tau: float, dt: float) -> Float[Array, " T *n"]:
+    """``f_k = e^{−dt/τ}·f_{k−1} + s_k``: spike trains convolved with ``e^{−t/τ}`` (τ, dt in ms)."""
+    decay = np.exp(-dt / tau)
+
+    def advance(f, s):
+        f = decay * f + s
+        return f, f
+
+    _, filtered = jax.lax.scan(advance, jnp.zeros_like(spikes[0]), spikes)
+    return filtered
+
+
+class VanRossum(AbstractLoss):
+    r"""Van Rossum distance between spike trains, squared and averaged over sweeps (dimensionless).
+
+    ``D² = (1/τ) ∫ (f(t) − f̂(t))² dt`` with ``f = Σ_i e^{−(t − t_i)/τ} Θ(t − t_i)``, computed on the grid
+    (``Σ_k (f_k − f̂_k)²·dt/τ``). One unmatched spike adds ½; the model's spikes are surrogate spikes, so
+    the distance has a gradient.
+    """
+
+    tau: float = eqx.field(default=10.0, static=True)
+
+    def __call__(self, V, spikes, target):
+        difference = exponential_filter(spikes - target.spikes, self.tau, target.dt)
+        return jnp.sum(difference**2) * target.dt / self.tau / spikes.shape[1]
+
+
+class SpikeCount(AbstractLoss):
+    """Squared spike-count error, averaged over sweeps: ``(1/S) Σ_s (n_s − n̂_s)²`` (spikes²)."""
+
+    def __call__(self, V, spikes, target):
+        return jnp.mean((spikes.sum(0) - target.spikes.sum(0)) ** 2)
+
+
+def first_spike_latency(spikes: Float[Array, " T S"], dt: float) -> Float[Array, " S"]:
+    r"""Time of the first spike per sweep, ms; the sweep's duration when there is none.
+
+    ``Σ_k t_k·s_k·Π_{j<k}(1 − s_j) + T·dt·Π_k(1 − s_k)`` with ``t_k = k·dt``: exact for 0/1 spikes and
+    differentiable through surrogate spikes.
+    """
+    none_before = jnp.cumprod(jnp.concatenate([jnp.ones_like(spikes[:1]), 1 - spikes[:-1]]), axis=0)
+    first = spikes * none_before
+    times = jnp.arange(spikes.shape[0], dtype=spikes.dtype)[:, None] * dt
+    return jnp.sum(first * times, 0) + spikes.shape[0] * dt * (1 - jnp.sum(first, 0))
+
+
+class FirstSpikeLatency(AbstractLoss):
+    """Squared error of the first-spike latency, averaged over sweeps (ms²); see `first_spike_latency`."""
+
+    def __call__(self, V, spikes, target):
+        model = first_spike_latency(spikes, target.dt)
+        return jnp.mean((model - first_spike_latency(target.spikes, target.dt)) ** 2)
+
+
+def count_coincidences(model: np.ndarray, data: np.ndarray, window: float) -> int:
+    """Number of data spikes matched one-to-one to a model spike within ±``window`` ms (sorted times)."""
+    i = j = matched = 0
+    while i < len(data) and j < len(model):
+        if abs(data[i] - model[j]) <= window:
+            matched, i, j = matched + 1, i + 1, j + 1
+        elif model[j] < data[i]:
+            j += 1
+        else:
+            i += 1
+    return matched
+
+
+def gamma_factor(
+    model_times: ArrayLike, data_times: ArrayLike, duration: float, window: float = 2.0
+) -> float:
+    r"""The coincidence factor Γ of Kistler et al. (1997) and Jolivet et al. (2008); 1 is a perfect match.
+
+    ``Γ = (N_coinc − 2νΔ·N_data) / (½(N_data + N_model)·(1 − 2νΔ))`` where ``N_coinc`` counts data spikes
+    matched one-to-one by a model spike within ``Δ = window`` ms, and ``ν = N_model/duration`` is the
+    model's rate in spikes/ms (so ``2νΔ`` is dimensionless: ``2νΔ·N_data`` is the number of coincidences a
+    Poisson train of the model's rate would get by chance). Γ ≈ 0 for independent trains; negative values
+    mean fewer coincidences than chance.
+
+    Args:
+        model_times, data_times: spike times, ms (any order).
+        duration: length of the recording, ms.
+        window: coincidence window Δ, ms (default ±2 ms).
+
+    Returns:
+        Γ (dimensionless); NaN when both trains are empty.
+
+    Example:
+        >>> gamma_factor([10.0, 50.0], [10.0, 50.0], duration=100.0)
+        1.0
+    """
+    model = np.sort(np.asarray(model_times, float).ravel())
+    data = np.sort(np.asarray(data_times, float).ravel())
+    if duration <= 0 or window <= 0:
+        raise ValueError(f"`duration` ({duration} ms) and `window` ({window} ms) must be > 0.")
+    if len(model) + len(data) == 0:
+        return float("nan")
+    rate = len(model) / duration  # spikes per ms
+    chance = 2 * rate * window
+    expected = chance * len(data)
+    normalisation = 0.5 * (len(data) + len(model)) * (1 - chance)
+    return float((count_coincidences(model, data, window) - expected) / normalisation)
+
+
+def spike_times(spikes: ArrayLike, dt: float) -> np.ndarray:
+    """Times (ms) of the nonzero samples of a spike train sampled every ``dt`` ms (sample k at k·dt)."""
+    return np.flatnonzero(np.asarray(spikes) > 0.5) * dt

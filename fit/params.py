@@ -1,0 +1,179 @@
+"""Free parameters of a zoo model: bounds, transforms to an unconstrained vector, and start sampling.
+
+A fit moves an unconstrained vector ``u ∈ ℝᵈ``; `FreeParams.to_model` maps it into the box of each free
+parameter and writes the values into the model with `eqx.tree_at`. Two transforms keep every value strictly
+inside its bounds ``(lo, hi)`` for any ``u``:
+
+* ``"logit"`` (a box): ``θ = lo + (hi − lo)·σ(u)``, with ``σ(u) = 1/(1 + e^{−u})``;
+* ``"log"`` (a box in log space, for positive scale parameters such as conductances and time constants):
+  ``θ = lo·(hi/lo)^{σ(u)}``, so equal steps in ``u`` are equal ratios of ``θ``.
+
+The default is ``"log"`` when ``lo > 0`` and the parameter's unit is a scale (conductance, time, resistance,
+capacitance, rate), else ``"logit"``. Both are PyTrees of arrays, so they `vmap` over starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from diffbrain.zoo._param import parameters
+
+TRANSFORMS = ("log", "logit")
+"""The transforms a free parameter may use (see the module docstring)."""
+
+_SCALE_UNITS = ("S", "ms", "Ω", "F", "1/ms", "Hz")
+"""Unit endings of positive scale parameters, which get the ``"log"`` transform by default."""
+
+_EDGE = 1e-6
+"""Sampled starts keep this fraction of the box away from its edges, where σ saturates."""
+
+
+def _units(model: eqx.Module) -> dict[str, str]:
+    import dataclasses
+
+    return {f.name: f.metadata["unit"] for f in dataclasses.fields(model) if "unit" in f.metadata}
+
+
+class FreeParams(eqx.Module):
+    """Which parameters of a model a fit moves, within which bounds, through which transforms.
+
+    Build it with `free_params`. Attributes: ``names`` (field names), ``lower``/``upper`` (bounds, in the
+    parameters' units, shape ``[d]``), ``transforms`` (``"log"`` or ``"logit"`` per name).
+    """
+
+    names: tuple[str, ...] = eqx.field(static=True)
+    transforms: tuple[str, ...] = eqx.field(static=True)
+    lower: Float[Array, " d"]
+    upper: Float[Array, " d"]
+
+    @property
+    def size(self) -> int:
+        """Number of free parameters ``d``."""
+        return len(self.names)
+
+    def _is_log(self) -> Array:
+        return jnp.asarray([t == "log" for t in self.transforms])
+
+    def from_unit(self, x: Float[Array, "*b d"]) -> Float[Array, "*b d"]:
+        """Map ``x ∈ [0, 1]ᵈ`` to parameter values (linear or log-linear in the box)."""
+        lo, hi = self.lower, self.upper
+        log_lo = jnp.log(jnp.where(self._is_log(), lo, 1.0))
+        log_hi = jnp.log(jnp.where(self._is_log(), hi, 1.0))
+        logarithmic = jnp.exp(log_lo + (log_hi - log_lo) * x)
+        # the clip only mends rounding at the edges (exp(log hi) may exceed hi by an ulp)
+        return jnp.clip(jnp.where(self._is_log(), logarithmic, lo + (hi - lo) * x), lo, hi)
+
+    def to_unit(self, theta: Float[Array, "*b d"]) -> Float[Array, "*b d"]:
+        """Inverse of `from_unit`: parameter values → ``[0, 1]ᵈ``."""
+        lo, hi = self.lower, self.upper
+        safe = jnp.where(self._is_log(), theta, 1.0)
+        log_lo = jnp.log(jnp.where(self._is_log(), lo, 1.0))
+        log_hi = jnp.log(jnp.where(self._is_log(), hi, 2.0))
+        logarithmic = (jnp.log(safe) - log_lo) / (log_hi - log_lo)
+        return jnp.where(self._is_log(), logarithmic, (theta - lo) / (hi - lo))
+
+    def to_values(self, u: Float[Array, "*b d"]) -> Float[Array, "*b d"]:
+        """Unconstrained ``u`` → parameter values strictly inside the bounds."""
+        return self.from_unit(jax.nn.sigmoid(u))
+
+    def to_unconstrained(self, theta: Float[Array, "*b d"]) -> Float[Array, "*b d"]:
+        """Parameter values (strictly inside the bounds) → unconstrained ``u``; inverse of `to_values`."""
+        x = jnp.clip(self.to_unit(theta), _EDGE, 1 - _EDGE)
+        return jnp.log(x) - jnp.log1p(-x)
+
+    def to_model(self, model: eqx.Module, u: Float[Array, " d"]) -> eqx.Module:
+        """``model`` with the free parameters set from the unconstrained vector ``u`` (shape ``[d]``)."""
+        values = self.to_values(u)
+        return eqx.tree_at(
+            lambda m: [getattr(m, name) for name in self.names],
+            model,
+            [values[i].astype(jnp.result_type(getattr(model, name))) for i, name in enumerate(self.names)],
+        )
+
+    def from_model(self, model: eqx.Module) -> Float[Array, " d"]:
+        """The unconstrained vector of ``model``'s current values (clipped into the box)."""
+        theta = jnp.stack([jnp.asarray(getattr(model, name), self.lower.dtype) for name in self.names])
+        return self.to_unconstrained(theta)
+
+    def as_dict(self, u: Float[Array, " d"]) -> dict[str, float]:
+        """``{name: value}`` of the parameters ``u`` stands for, as Python floats."""
+        values = np.asarray(self.to_values(jnp.asarray(u)))
+        return {name: float(v) for name, v in zip(self.names, values, strict=True)}
+
+    def sample(self, key: PRNGKeyArray, n: int) -> Float[Array, " n d"]:
+        """``n`` unconstrained starts, uniform in the box (log-uniform for ``"log"`` parameters)."""
+        x = jax.random.uniform(key, (n, self.size), self.lower.dtype, _EDGE, 1 - _EDGE)
+        return jnp.log(x) - jnp.log1p(-x)
+
+
+def free_params(
+    model: eqx.Module,
+    free: Mapping[str, tuple[float, float]],
+    *,
+    transforms: Mapping[str, str] | None = None,
+    dtype=jnp.float64,
+) -> FreeParams:
+    """Declare the free parameters of ``model`` and their bounds.
+
+    Args:
+        model: a zoo model; the names must be among its documented (unit-carrying) parameters.
+        free: ``{name: (lower, upper)}`` in the parameter's unit, ``lower < upper``, both finite.
+        transforms: optional ``{name: "log" | "logit"}`` overrides of the default transform.
+        dtype: dtype of the bounds (float64 for fitting).
+
+    Returns:
+        A `FreeParams`.
+
+    Example:
+        >>> from diffbrain import zoo, fit
+        >>> free = fit.free_params(zoo.LIF(), {"g_L": (5.0, 50.0), "V_rest": (-80.0, -50.0)})
+        >>> free.transforms
+        ('log', 'logit')
+    """
+    if not free:
+        raise ValueError(
+            "`free` is empty; name at least one parameter and its bounds, e.g. {'g_L': (1, 50)}."
+        )
+    known = parameters(model)
+    unknown = [name for name in free if name not in known]
+    if unknown:
+        raise ValueError(
+            f"`free` names {unknown}, which {type(model).__name__} does not have; "
+            f"its parameters are {sorted(known)}."
+        )
+    transforms = dict(transforms or {})
+    bad = {name: t for name, t in transforms.items() if name not in free or t not in TRANSFORMS}
+    if bad:
+        raise ValueError(f"`transforms` {bad}: keys must be in `free` and values one of {TRANSFORMS}.")
+    units = _units(model)
+    names, lower, upper, chosen = [], [], [], []
+    for name, bounds in free.items():
+        try:
+            lo, hi = (float(b) for b in bounds)
+        except (TypeError, ValueError):
+            message = f"`free[{name!r}]` must be a (lower, upper) pair of numbers, got {bounds!r}."
+            raise ValueError(message) from None
+        if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+            raise ValueError(f"`free[{name!r}]` = ({lo}, {hi}) must be finite with lower < upper.")
+        if jnp.ndim(known[name]) != 0:
+            raise ValueError(f"`{name}` is an array parameter; only scalar parameters can be free for now.")
+        default = "log" if lo > 0 and units[name].endswith(_SCALE_UNITS) else "logit"
+        transform = transforms.get(name, default)
+        if transform == "log" and lo <= 0:
+            raise ValueError(f"`{name}` has lower bound {lo} <= 0, so it cannot use the 'log' transform.")
+        names.append(name)
+        lower.append(lo)
+        upper.append(hi)
+        chosen.append(transform)
+    return FreeParams(
+        names=tuple(names),
+        transforms=tuple(chosen),
+        lower=jnp.asarray(lower, dtype),
+        upper=jnp.asarray(upper, dtype),
+    )

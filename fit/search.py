@@ -1,0 +1,185 @@
+"""Gradient-free fitting: CMA-ES, differential evolution, PSO (evosax), random search, Nevergrad (optional).
+
+Every method searches the unconstrained vector ``u`` of `FreeParams`, evaluates a whole population at once
+with the `Objective`'s batched (`vmap`) loss, and charges one simulation per member to the `Account`. A
+generation is only run if the budget pays for all of it. Each start is an independent run with an equal
+share of the remaining budget; a NaN loss ranks as the worst member, so it never sinks a run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from evosax.algorithms import CMA_ES, PSO, DifferentialEvolution
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from .objective import Account, Objective, nan_to_worst
+from .result import StartResult
+
+EVOSAX = {"cmaes": CMA_ES, "de": DifferentialEvolution, "pso": PSO}
+NEVERGRAD = {"ng_de": "DE", "ng_pso": "PSO", "ng_twopointsde": "TwoPointsDE", "ng_ngopt": "NGOpt"}
+"""Our method names → Nevergrad optimiser names (used only when nevergrad is importable)."""
+
+
+def population_size(d: int) -> int:
+    """Hansen's default CMA-ES population ``4 + ⌊3 ln d⌋``, at least 8 (also used for DE, PSO, random)."""
+    return max(8, 4 + int(3 * np.log(d)))
+
+
+class _Tracker:
+    """The best member seen by one run, and what the run spent."""
+
+    def __init__(self, account: Account, start: np.ndarray):
+        self.account, self.spent_before = account, account.simulations
+        self.loss, self.u = np.inf, np.asarray(start, float)
+
+    def see(self, population, fitness) -> None:
+        fitness = np.asarray(fitness, float)
+        self.account.charge(fitness)
+        finite = np.where(np.isfinite(fitness), fitness, np.inf)
+        best = int(np.argmin(finite))
+        if finite[best] < self.loss:
+            self.loss, self.u = float(finite[best]), np.asarray(population[best], float)
+
+    def result(self, message: str) -> StartResult:
+        status = "ok" if np.isfinite(self.loss) else "failed"
+        spent = self.account.simulations - self.spent_before
+        return StartResult(u=self.u, loss=self.loss, status=status, message=message, simulations=spent)
+
+
+def _generation(objective: Objective, method: str, size: int, std_init: float) -> tuple[object, Callable]:
+    """The evosax strategy and a jitted ``(key, state, params) -> (population, fitness, state)``, cached."""
+    cache = objective.__dict__.setdefault("_search_cache", {})
+    key = (method, size, std_init)
+    if key not in cache:
+        strategy = EVOSAX[method](population_size=size, solution=jnp.zeros(objective.free.size))
+        params = strategy.default_params
+        if method == "cmaes":
+            params = params.replace(std_init=std_init)
+
+        @jax.jit
+        def generation(key, state, params):
+            ask_key, tell_key = jax.random.split(key)
+            population, state = strategy.ask(ask_key, state, params)
+            fitness = objective.values(population)
+            state, _ = strategy.tell(tell_key, population, nan_to_worst(fitness), state, params)
+            return population, fitness, state
+
+        cache[key] = (strategy, params, generation)
+    return cache[key]
+
+
+def evosax_search(
+    objective: Objective,
+    method: str,
+    starts: Float[Array, " n d"],
+    account: Account,
+    key: PRNGKeyArray,
+    *,
+    size: int | None = None,
+    std_init: float = 1.5,
+    max_generations: int = 100_000,
+) -> list[StartResult]:
+    """CMA-ES (``"cmaes"``), differential evolution (``"de"``) or PSO (``"pso"``) from evosax.
+
+    CMA-ES starts its mean at each start with step size ``std_init`` (in ``u``; σ(±1.5) spans 18–82 % of
+    the box); DE and PSO start from a population of that start and uniform samples of the box.
+    """
+    size = size or population_size(objective.free.size)
+    strategy, params, generation = _generation(objective, method, size, std_init)
+    results = []
+    for index, start in enumerate(np.asarray(starts)):
+        share = account.remaining / (len(starts) - index)
+        tracker = _Tracker(account, start)
+        key, init_key, sample_key = jax.random.split(key, 3)
+        message = "budget exhausted"
+        if method == "cmaes":
+            state = strategy.init(init_key, jnp.asarray(start), params)
+        else:
+            if share < size:
+                results.append(tracker.result("budget smaller than one population"))
+                continue
+            population = objective.free.sample(sample_key, size).at[0].set(jnp.asarray(start))
+            fitness = objective.values(population)
+            tracker.see(population, fitness)
+            state = strategy.init(init_key, population, nan_to_worst(fitness), params)
+        # `init` leaves weakly typed leaves that `tell` makes strong: cast them now, or the jitted
+        # generation compiles twice (the second generation sees new dtypes).
+        shapes = jax.eval_shape(generation, key, state, params)[2]
+        state = jax.tree.map(lambda leaf, shape: jnp.array(leaf, dtype=shape.dtype), state, shapes)
+        for _ in range(max_generations):
+            if account.simulations - tracker.spent_before + size > share + 1e-9:
+                break
+            key, step_key = jax.random.split(key)
+            population, fitness, state = generation(step_key, state, params)
+            tracker.see(np.asarray(population), fitness)
+        else:
+            message = "max_generations reached"
+        results.append(tracker.result(message))
+    return results
+
+
+def random_search(
+    objective: Objective,
+    starts: Float[Array, " n d"],
+    account: Account,
+    key: PRNGKeyArray,
+    *,
+    size: int | None = None,
+) -> list[StartResult]:
+    """Uniform (log-uniform for ``"log"`` parameters) samples of the box, evaluated in batches of ``size``."""
+    size = size or population_size(objective.free.size)
+    tracker = _Tracker(account, np.asarray(starts)[0])
+    population = jnp.asarray(starts)
+    while True:
+        affordable = account.affordable(population.shape[0])
+        if affordable < 1:
+            break
+        population = population[:affordable]
+        tracker.see(np.asarray(population), objective.values(population))
+        key, sample_key = jax.random.split(key)
+        population = objective.free.sample(sample_key, size)
+    return [tracker.result("budget exhausted")]
+
+
+def nevergrad_available() -> bool:
+    """Whether the optional ``nevergrad`` package is importable."""
+    return importlib.util.find_spec("nevergrad") is not None
+
+
+def nevergrad_search(
+    objective: Objective,
+    method: str,
+    starts: Float[Array, " n d"],
+    account: Account,
+    *,
+    size: int | None = None,
+) -> list[StartResult]:
+    """A Nevergrad optimiser (``"ng_de"``, ``"ng_pso"``, ``"ng_twopointsde"``, ``"ng_ngopt"``), asked for a
+    population at a time so it is evaluated batched, over the box in ``[0, 1]ᵈ`` coordinates."""
+    if not nevergrad_available():
+        raise ImportError(f"method {method!r} needs the optional package nevergrad: pip install nevergrad")
+    import nevergrad as ng
+
+    size = size or population_size(objective.free.size)
+    free, results = objective.free, []
+    for index, start in enumerate(np.asarray(starts)):
+        share = account.remaining / (len(starts) - index)
+        tracker = _Tracker(account, start)
+        unit = np.asarray(free.to_unit(free.to_values(jnp.asarray(start))))
+        space = ng.p.Array(init=unit).set_bounds(0.0, 1.0)
+        optimiser = ng.optimizers.registry[NEVERGRAD[method]](parametrization=space, budget=int(share))
+        while account.simulations - tracker.spent_before + size <= share + 1e-9:
+            candidates = [optimiser.ask() for _ in range(size)]
+            x = jnp.clip(jnp.asarray(np.stack([c.value for c in candidates])), 1e-9, 1 - 1e-9)
+            population = jnp.log(x) - jnp.log1p(-x)
+            fitness = np.asarray(objective.values(population), float)
+            tracker.see(np.asarray(population), fitness)
+            for candidate, value in zip(candidates, fitness, strict=True):
+                optimiser.tell(candidate, float(value) if np.isfinite(value) else 1e300)
+        results.append(tracker.result("budget exhausted"))
+    return results

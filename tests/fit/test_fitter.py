@@ -1,0 +1,132 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from diffbrain import fit, zoo
+
+TRUTH = {"g_L": 20.0, "C": 300.0, "V_rest": -68.0}
+FREE = {"g_L": (5.0, 50.0), "C": (50.0, 500.0), "V_rest": (-80.0, -50.0)}
+
+
+@pytest.fixture(scope="module")
+def sweeps():
+    """A passive LIF (threshold out of reach) under two current steps, 60 ms at dt 0.2 ms."""
+    currents = np.stack([zoo.stimulus.steps([0.0, a, 0.0], [10.0, 30.0, 20.0], 0.2) for a in (150.0, -100.0)])
+    return fit.synthetic_sweeps(zoo.LIF(V_th=100.0, **TRUTH), currents, dt=0.2)
+
+
+def _model():
+    return zoo.LIF(V_th=100.0)
+
+
+def test_lbfgsb_recovers_parameters_within_one_percent(sweeps):
+    result = fit.fit(_model(), sweeps, free=FREE, method="lbfgsb", n_starts=2, budget=300)
+    for name, value in TRUTH.items():
+        assert result.params[name] == pytest.approx(value, rel=1e-2), name
+    assert result.loss < 1e-6
+    assert float(result.model.g_L) == pytest.approx(result.params["g_L"])
+    assert result.gradient_evaluations > 0 and result.wall_time > 0
+
+
+def test_cmaes_gets_close(sweeps):
+    result = fit.fit(_model(), sweeps, free=FREE, method="cmaes", budget=600, key=jax.random.key(3))
+    for name, value in TRUTH.items():
+        assert result.params[name] == pytest.approx(value, rel=0.1), name
+
+
+@pytest.mark.parametrize("method", ["adam", "de", "pso", "random"])
+def test_every_method_lowers_the_loss_within_budget(sweeps, method):
+    budget = 120
+    result = fit.fit(_model(), sweeps, free=FREE, method=method, n_starts=2, budget=budget)
+    assert result.simulations <= budget
+    assert result.forward_evaluations + result.gradient_evaluations == pytest.approx(result.simulations)
+    first = result.history[0][2]
+    assert result.loss <= first and np.isfinite(result.loss)
+    sims = [h[0] for h in result.history]
+    assert sims == sorted(sims)
+
+
+def test_budget_accounting_charges_grad_cost(sweeps):
+    result = fit.fit(_model(), sweeps, free=FREE, method="adam", n_starts=3, budget=40, grad_cost=4.0)
+    # each Adam iteration is 3 value-and-gradients at 4 simulations each: 3 iterations fit in 40
+    assert result.gradient_evaluations == 9 and result.simulations == 36.0
+    assert all(start.simulations == 12.0 for start in result.starts)
+
+
+def test_budget_counts_populations_for_search(sweeps):
+    result = fit.fit(_model(), sweeps, free=FREE, method="random", budget=50, options={"size": 8})
+    assert result.forward_evaluations == 50  # 1 start, then batches of 8, the last one cut to the budget
+
+
+class _FailsAboveMinus62(fit.AbstractLoss):
+    """Voltage MSE, but NaN when the trace ever reaches −62 mV (a stand-in for a blown-up simulation)."""
+
+    def __call__(self, V, spikes, target):
+        return fit.VoltageMSE()(V, spikes, target) + jnp.where(V.max() > -62.0, jnp.nan, 0.0)
+
+
+@pytest.mark.parametrize("method", ["lbfgsb", "adam", "cmaes"])
+def test_a_nan_start_is_reported_and_does_not_sink_the_fit(sweeps, method):
+    starts = [{"g_L": 5.5, "C": 300.0, "V_rest": -55.0}, {"g_L": 25.0, "C": 250.0, "V_rest": -70.0}]
+    result = fit.fit(
+        _model(), sweeps, free=FREE, loss=_FailsAboveMinus62(), method=method, starts=starts, budget=200
+    )
+    assert result.starts[1].status == "ok" and np.isfinite(result.loss)
+    if method == "cmaes":  # samples around the bad mean can be finite, so that start may recover
+        assert result.n_failed <= 1
+    else:
+        assert result.starts[0].status == "failed" and result.n_failed == 1
+
+
+def test_json_round_trip(sweeps, tmp_path):
+    result = fit.fit(_model(), sweeps, free=FREE, method="random", budget=20)
+    path = result.save(tmp_path / "out" / "fit.json")
+    loaded = fit.FitResult.load(path)
+    assert type(loaded.model) is zoo.LIF
+    assert float(loaded.model.g_L) == pytest.approx(float(result.model.g_L))
+    assert float(loaded.model.V_th) == 100.0
+    assert loaded.params == result.params and loaded.loss == result.loss
+    assert loaded.bounds == result.bounds and loaded.history == [tuple(h) for h in result.history]
+    np.testing.assert_allclose(loaded.starts[0].u, result.starts[0].u)
+    assert not list(tmp_path.joinpath("out").glob(".*tmp"))
+
+
+def test_bad_free_names_list_the_valid_ones(sweeps):
+    with pytest.raises(ValueError, match="its parameters are"):
+        fit.fit(_model(), sweeps, free={"gNa": (1.0, 2.0)})
+
+
+def test_current_units_need_a_scale_when_not_pa_or_na():
+    sweep = fit.SyntheticSweep(dt=0.1, current=np.zeros(10), voltage=np.zeros(10), spike_times=None)
+    with pytest.raises(ValueError, match="input_scale"):
+        fit.prepare(zoo.HH(), [sweep])
+    inputs, _ = fit.prepare(zoo.GIF(), [fit.SyntheticSweep(0.1, np.full(10, 1500.0), np.zeros(10), None)])
+    assert float(inputs[0, 0]) == pytest.approx(1.5)  # pA → nA
+
+
+def test_sweeps_of_different_length_raise():
+    a = fit.SyntheticSweep(dt=0.1, current=np.zeros(10), voltage=np.zeros(10), spike_times=None)
+    b = fit.SyntheticSweep(dt=0.1, current=np.zeros(12), voltage=np.zeros(12), spike_times=None)
+    with pytest.raises(ValueError, match="sweep 1"):
+        fit.prepare(zoo.LIF(), [a, b])
+
+
+def test_spikes_detected_from_voltage_when_times_are_missing():
+    voltage = np.full(10, -70.0)
+    voltage[[3, 4, 8]] = 10.0
+    _, target = fit.prepare(zoo.LIF(), [fit.SyntheticSweep(0.5, np.zeros(10), voltage, None)])
+    assert np.flatnonzero(np.asarray(target.spikes[:, 0])).tolist() == [3, 8]
+
+
+@pytest.mark.parametrize("mode", ["forward", "reverse"])
+def test_gradient_modes_agree(sweeps, mode):
+    model = zoo.astype(_model(), jnp.float64)
+    free = fit.free_params(model, FREE)
+    inputs, target = fit.prepare(model, sweeps)
+    u = free.to_unconstrained(jnp.array([15.0, 200.0, -60.0]))
+    objective = fit.Objective(model, free, inputs, target, fit.VoltageMSE(), gradient=mode)
+    value, grad = objective.value_and_grad(u)
+    assert float(value) == pytest.approx(float(objective.value(u)))
+    reference = jax.grad(fit.Objective(model, free, inputs, target, fit.VoltageMSE())._loss)(u)
+    np.testing.assert_allclose(grad, reference, rtol=1e-8)

@@ -1,0 +1,91 @@
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from diffbrain import fit
+from diffbrain.fit.losses import first_spike_latency, near_spikes
+
+
+def _target(voltage, spikes, dt=1.0):
+    return fit.Target(voltage=jnp.asarray(voltage, float), spikes=jnp.asarray(spikes, float), dt=dt)
+
+
+def test_voltage_mse_whole_trace_and_points():
+    target = _target([[0.0], [0.0], [0.0], [0.0], [0.0]], np.zeros((5, 1)))
+    V = jnp.array([[1.0], [2.0], [3.0], [4.0], [5.0]])
+    assert float(fit.VoltageMSE()(V, None, target)) == pytest.approx((1 + 4 + 9 + 16 + 25) / 5)
+    # three evenly spaced points: samples 0, 2, 4
+    assert float(fit.VoltageMSE(n_points=3)(V, None, target)) == pytest.approx((1 + 9 + 25) / 3)
+
+
+def test_subthreshold_mse_masks_around_spikes():
+    spikes = np.zeros((10, 1))
+    spikes[4] = 1
+    target = _target(np.zeros((10, 1)), spikes)
+    V = jnp.arange(10.0)[:, None]
+    # before = 1 ms, after = 2 ms at dt = 1 ms: samples 3..6 are left out
+    kept = [0, 1, 2, 7, 8, 9]
+    loss = fit.SubthresholdMSE(before=1.0, after=2.0)(V, None, target)
+    assert float(loss) == pytest.approx(np.mean(np.square(kept)))
+    assert np.asarray(near_spikes(jnp.asarray(spikes), 1, 2))[:, 0].tolist() == [0, 0, 0, 1, 1, 1, 1, 0, 0, 0]
+
+
+def test_van_rossum_one_extra_spike_is_a_half():
+    n, dt, tau = 20_000, 0.01, 2.0
+    data, model = np.zeros((n, 1)), np.zeros((n, 1))
+    model[100] = 1
+    value = fit.VanRossum(tau=tau)(None, jnp.asarray(model), _target(np.zeros((n, 1)), data, dt))
+    # (1/τ)∫ e^{−2t/τ} dt = 1/2; the grid sum is (dt/τ)/(1 − e^{−2dt/τ})
+    assert float(value) == pytest.approx(dt / tau / (1 - np.exp(-2 * dt / tau)), rel=1e-6)
+    assert float(value) == pytest.approx(0.5, rel=1e-2)
+
+
+def test_spike_count_and_first_spike_latency():
+    data, model = np.zeros((10, 2)), np.zeros((10, 2))
+    data[[3, 6], 0] = 1
+    model[5, 0] = 1
+    data[2, 1] = 1  # sweep 1: the model never fires, latency counts as the duration (10 ms)
+    target = _target(np.zeros((10, 2)), data)
+    assert float(fit.SpikeCount()(None, jnp.asarray(model), target)) == pytest.approx((1 + 1) / 2)
+    np.testing.assert_allclose(first_spike_latency(jnp.asarray(model), 1.0), [5.0, 10.0])
+    loss = fit.FirstSpikeLatency()(None, jnp.asarray(model), target)
+    assert float(loss) == pytest.approx(((5 - 3) ** 2 + (10 - 2) ** 2) / 2)
+
+
+def test_losses_add_and_scale():
+    target = _target(np.zeros((4, 1)), np.zeros((4, 1)))
+    V = jnp.ones((4, 1))
+    combined = fit.VoltageMSE() + 0.5 * fit.SpikeCount()
+    spikes = jnp.asarray([[1.0], [1.0], [0.0], [0.0]])
+    assert float(combined(V, spikes, target)) == pytest.approx(1.0 + 0.5 * 4.0)
+
+
+def test_gamma_identical_trains_is_one():
+    times = np.sort(np.random.default_rng(0).uniform(0, 1000, 20))
+    assert fit.gamma_factor(times, times, duration=1000.0) == pytest.approx(1.0)
+
+
+def test_gamma_small_known_case():
+    # data 3 spikes, model 2 spikes within 2 ms of data spikes 1 and 2; duration 100 ms
+    data, model = [10.0, 30.0, 60.0], [11.0, 28.5]
+    rate = 2 / 100.0  # model spikes per ms
+    expected = (2 - 2 * rate * 2.0 * 3) / (0.5 * (3 + 2) * (1 - 2 * rate * 2.0))
+    assert fit.gamma_factor(model, data, duration=100.0) == pytest.approx(expected)
+    # one model spike may match one data spike only
+    assert fit.gamma_factor([10.0], [9.0, 11.0], duration=100.0) == pytest.approx(
+        (1 - 2 * 0.01 * 2 * 2) / (0.5 * 3 * (1 - 2 * 0.01 * 2))
+    )
+
+
+def test_gamma_independent_poisson_trains_is_near_zero():
+    rng = np.random.default_rng(42)
+    duration, rate = 100_000.0, 0.01  # ms, spikes per ms (10 Hz)
+    gammas = [
+        fit.gamma_factor(
+            np.sort(rng.uniform(0, duration, rng.poisson(rate * duration))),
+            np.sort(rng.uniform(0, duration, rng.poisson(rate * duration))),
+            duration,
+        )
+        for _ in range(5)
+    ]
+    assert abs(np.mean(gammas)) < 0.03

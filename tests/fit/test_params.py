@@ -1,0 +1,70 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from diffbrain import fit, zoo
+
+FREE = {"g_L": (5.0, 50.0), "V_rest": (-80.0, -50.0), "t_ref": (0.5, 5.0)}
+
+
+@pytest.fixture
+def free():
+    return fit.free_params(zoo.LIF(), FREE)
+
+
+def test_default_transforms_log_for_scales_logit_otherwise(free):
+    assert free.names == ("g_L", "V_rest", "t_ref")
+    assert free.transforms == ("log", "logit", "log")
+    gif = fit.free_params(zoo.GIF(), {"a": (0.0, 0.1), "k1": (0.1, 1.0)})
+    assert gif.transforms == ("logit", "log")
+
+
+def test_round_trip_and_bounds(free):
+    theta = jnp.array([[20.0, -65.0, 2.0], [5.001, -79.99, 4.999]])
+    np.testing.assert_allclose(free.to_values(free.to_unconstrained(theta)), theta, rtol=1e-9)
+    u = jnp.array([[-40.0, 0.0, 40.0], [1e3, -1e3, 3.0]])
+    values = np.asarray(free.to_values(u))
+    assert np.all(values >= np.asarray(free.lower)) and np.all(values <= np.asarray(free.upper))
+    # the log transform is geometric: u = 0 is the geometric mean of the bounds
+    assert float(free.to_values(jnp.zeros(3))[0]) == pytest.approx(np.sqrt(5.0 * 50.0))
+
+
+def test_to_model_and_back(free):
+    u = free.to_unconstrained(jnp.array([20.0, -60.0, 1.0]))
+    model = free.to_model(zoo.astype(zoo.LIF(), jnp.float64), u)
+    assert float(model.g_L) == pytest.approx(20.0) and float(model.V_rest) == pytest.approx(-60.0)
+    np.testing.assert_allclose(free.from_model(model), u, rtol=1e-9)
+    assert free.as_dict(u)["t_ref"] == pytest.approx(1.0)
+
+
+def test_sampling_uniform_in_box_and_log_uniform(free):
+    values = np.asarray(free.to_values(free.sample(jax.random.key(1), 4000)))
+    assert np.all((values > np.asarray(free.lower)) & (values < np.asarray(free.upper)))
+    assert np.mean(values[:, 1]) == pytest.approx(-65.0, abs=0.6)  # uniform: mean is the midpoint
+    assert np.median(values[:, 0]) == pytest.approx(np.sqrt(250.0), rel=0.05)  # log-uniform: geometric
+
+
+def test_vmap_over_starts(free):
+    model = zoo.astype(zoo.LIF(), jnp.float64)
+    g_L = jax.vmap(lambda u: free.to_model(model, u).g_L)(free.sample(jax.random.key(0), 5))
+    assert g_L.shape == (5,)
+
+
+def test_bad_names_list_the_valid_ones():
+    with pytest.raises(ValueError, match=r"does not have; its parameters are \[.*'g_L'"):
+        fit.free_params(zoo.LIF(), {"gNa": (1.0, 2.0)})
+
+
+@pytest.mark.parametrize(
+    "free, match",
+    [({"g_L": (5.0, 1.0)}, "lower < upper"), ({"g_L": 3.0}, "pair"), ({}, "empty")],
+)
+def test_bad_bounds(free, match):
+    with pytest.raises(ValueError, match=match):
+        fit.free_params(zoo.LIF(), free)
+
+
+def test_log_transform_needs_positive_lower_bound():
+    with pytest.raises(ValueError, match="'log' transform"):
+        fit.free_params(zoo.LIF(), {"V_rest": (-80.0, -50.0)}, transforms={"V_rest": "log"})
