@@ -17,6 +17,7 @@ Each primitive lowers through the backend chosen at call time (see `diffbrain.op
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import jax
@@ -38,7 +39,7 @@ data_grad_p = Primitive("csr_data_grad")
 
 def _flat_batch(vector: Array) -> Array:
     """``[*batch, n]`` → ``[prod(batch), n]`` for the backends' batched kernels."""
-    return vector.reshape(-1, vector.shape[-1])
+    return vector.reshape(math.prod(vector.shape[:-1]), vector.shape[-1])
 
 
 # --- forward computations: the backend's kernels, batch axes flattened -------------------------------------
