@@ -1,10 +1,19 @@
 """Fitting single-neuron models to electrophysiology recordings, with gradients and gradient-free search."""
 
 from .fitter import METHODS as METHODS
-from .fitter import SyntheticSweep as SyntheticSweep
 from .fitter import fit as fit
 from .fitter import prepare as prepare
 from .fitter import synthetic_sweeps as synthetic_sweeps
+from .loaders import bbp_l5pc_cell as bbp_l5pc_cell
+from .loaders import load as load
+from .loaders import load_abf as load_abf
+from .loaders import load_csv as load_csv
+from .loaders import load_ibw as load_ibw
+from .loaders import load_npz as load_npz
+from .loaders import load_nwb as load_nwb
+from .loaders import paper_hh_steps as paper_hh_steps
+from .loaders import pozzorini_frozen_noise as pozzorini_frozen_noise
+from .loaders import qsnmc2007 as qsnmc2007
 from .losses import AbstractLoss as AbstractLoss
 from .losses import FirstSpikeLatency as FirstSpikeLatency
 from .losses import SpikeCount as SpikeCount
@@ -19,5 +28,8 @@ from .objective import Account as Account
 from .objective import Objective as Objective
 from .params import FreeParams as FreeParams
 from .params import free_params as free_params
+from .recording import Cell as Cell
+from .recording import Recording as Recording
+from .recording import detect_spikes as detect_spikes
 from .result import FitResult as FitResult
 from .result import StartResult as StartResult

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 
 import jax
@@ -16,6 +15,7 @@ from . import gradient, search
 from .losses import AbstractLoss, Target, VoltageMSE
 from .objective import Account, GradientMode, Objective
 from .params import free_params
+from .recording import Cell, Recording
 from .result import FitResult
 
 GRADIENT_METHODS = ("lbfgsb", "adam")
@@ -40,10 +40,10 @@ def _input_scale(model: zoo.AbstractNeuron, input_scale: float | None) -> float:
 
 
 def _sweeps(recordings) -> list:
-    if hasattr(recordings, "recordings"):  # a Cell
+    if isinstance(recordings, Cell):
         recordings = recordings.recordings
-    if hasattr(recordings, "voltage"):
-        recordings = [recordings]
+    if isinstance(recordings, Recording):
+        recordings = recordings.unstack()
     recordings = list(recordings)
     if not recordings:
         raise ValueError("`recordings` is empty; pass a Recording, a list of them or a Cell.")
@@ -74,8 +74,8 @@ def prepare(
 
     Args:
         model: the zoo neuron to be fitted (its ``input_unit`` decides the current's conversion).
-        recordings: a Recording (``dt`` ms, ``current`` pA, ``voltage`` mV, ``spike_times`` ms or None), a
-            sequence of them, or a Cell.
+        recordings: a `Recording` (``dt`` ms, ``current`` pA, ``voltage`` mV, ``spike_times`` ms or None;
+            one sweep or a stack), a sequence of them, or a `Cell`.
         input_scale: factor from pA to ``model.input_unit``; required when that unit is not pA or nA
             (µA/cm² needs the membrane area, dimensionless models their own scale).
         spike_threshold: mV; spikes of recordings without ``spike_times`` are its upward crossings.
@@ -103,18 +103,6 @@ def prepare(
     return jnp.asarray(inputs, dtype), target
 
 
-@dataclasses.dataclass(frozen=True)
-class SyntheticSweep:
-    """A simulated sweep with a Recording's attributes: ``dt`` ms, ``current`` pA, ``voltage`` mV,
-    ``spike_times`` ms, ``meta``."""
-
-    dt: float
-    current: np.ndarray
-    voltage: np.ndarray
-    spike_times: np.ndarray
-    meta: dict = dataclasses.field(default_factory=dict)
-
-
 def synthetic_sweeps(
     model: zoo.AbstractNeuron,
     currents: Float[ArrayLike, "S T"],
@@ -123,8 +111,8 @@ def synthetic_sweeps(
     input_scale: float | None = None,
     noise: float = 0.0,
     key: PRNGKeyArray | None = None,
-) -> list[SyntheticSweep]:
-    """Sweeps recorded from ``model`` (float64) under ``currents`` (pA, one row per sweep).
+) -> list[Recording]:
+    """Recordings of ``model`` (float64) under ``currents`` (pA, one row per sweep): synthetic targets.
 
     Voltage sample k is the state at time k·dt (the initial state at k = 0), the grid `fit` compares on;
     ``noise`` adds Gaussian measurement noise of that standard deviation (mV), drawn with ``key``.
@@ -139,10 +127,10 @@ def synthetic_sweeps(
     if noise:
         key = jax.random.key(0) if key is None else key
         V = V + noise * np.asarray(jax.random.normal(key, V.shape, jnp.float64))
+    times = [np.flatnonzero(spikes[:, s]) * dt for s in range(currents.shape[0])]
+    meta = {"model": type(model).__name__, "noise_mV": noise}
     return [
-        SyntheticSweep(
-            dt=dt, current=currents[s], voltage=V[:, s], spike_times=np.flatnonzero(spikes[:, s]) * dt
-        )
+        Recording(dt, currents[s], V[:, s], times[s], meta | {"sweep": s}, check_units=False)
         for s in range(currents.shape[0])
     ]
 

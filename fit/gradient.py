@@ -76,6 +76,24 @@ def lbfgsb(
     return results
 
 
+def _adam_update(objective: Objective, learning_rate: float):
+    """optax Adam and its jitted batched update on ``objective``, cached there so repeated fits reuse it."""
+    cache = objective.__dict__.setdefault("_adam_cache", {})
+    if learning_rate not in cache:
+        optimiser = optax.adam(learning_rate)
+
+        @jax.jit
+        def update(u, state, alive):
+            values, grads = objective.values_and_grads(u)
+            finite = jnp.isfinite(values) & jnp.all(jnp.isfinite(grads), axis=1)
+            grads = jnp.where((finite & alive)[:, None], grads, 0.0)
+            steps, state = jax.vmap(optimiser.update)(grads, state)
+            return u + steps, state, values, finite
+
+        cache[learning_rate] = optimiser, update
+    return cache[learning_rate]
+
+
 def adam(
     objective: Objective,
     starts: Float[Array, " n d"],
@@ -88,18 +106,9 @@ def adam(
 
     A start whose loss or gradient becomes non-finite is frozen at its best point.
     """
-    optimiser = optax.adam(learning_rate)
     starts = jnp.asarray(starts)
     n = starts.shape[0]
-
-    @jax.jit
-    def update(u, state, alive):
-        values, grads = objective.values_and_grads(u)
-        finite = jnp.isfinite(values) & jnp.all(jnp.isfinite(grads), axis=1)
-        grads = jnp.where((finite & alive)[:, None], grads, 0.0)
-        steps, state = jax.vmap(optimiser.update)(grads, state)
-        return u + steps, state, values, finite
-
+    optimiser, update = _adam_update(objective, learning_rate)
     u, state = starts, jax.vmap(optimiser.init)(starts)
     alive = np.ones(n, bool)
     best_loss, best_u = np.full(n, np.inf), np.asarray(starts, float).copy()

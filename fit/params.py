@@ -14,6 +14,7 @@ capacitance, rate), else ``"logit"``. Both are PyTrees of arrays, so they `vmap`
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 
 import equinox as eqx
@@ -35,8 +36,6 @@ _EDGE = 1e-6
 
 
 def _units(model: eqx.Module) -> dict[str, str]:
-    import dataclasses
-
     return {f.name: f.metadata["unit"] for f in dataclasses.fields(model) if "unit" in f.metadata}
 
 

@@ -79,6 +79,13 @@ def test_a_nan_start_is_reported_and_does_not_sink_the_fit(sweeps, method):
         assert result.starts[0].status == "failed" and result.n_failed == 1
 
 
+def test_a_cell_and_a_stacked_recording_are_accepted(sweeps):
+    inputs, target = fit.prepare(_model(), fit.Cell(sweeps))
+    stacked_inputs, stacked = fit.prepare(_model(), fit.Cell(sweeps).stack())
+    assert inputs.shape == stacked_inputs.shape == (300, 2)
+    np.testing.assert_array_equal(target.voltage, stacked.voltage)
+
+
 def test_json_round_trip(sweeps, tmp_path):
     result = fit.fit(_model(), sweeps, free=FREE, method="random", budget=20)
     path = result.save(tmp_path / "out" / "fit.json")
@@ -98,16 +105,16 @@ def test_bad_free_names_list_the_valid_ones(sweeps):
 
 
 def test_current_units_need_a_scale_when_not_pa_or_na():
-    sweep = fit.SyntheticSweep(dt=0.1, current=np.zeros(10), voltage=np.zeros(10), spike_times=None)
+    sweep = fit.Recording(0.1, np.zeros(10), np.full(10, -70.0))
     with pytest.raises(ValueError, match="input_scale"):
         fit.prepare(zoo.HH(), [sweep])
-    inputs, _ = fit.prepare(zoo.GIF(), [fit.SyntheticSweep(0.1, np.full(10, 1500.0), np.zeros(10), None)])
+    inputs, _ = fit.prepare(zoo.GIF(), [fit.Recording(0.1, np.full(10, 1500.0), np.full(10, -70.0))])
     assert float(inputs[0, 0]) == pytest.approx(1.5)  # pA → nA
 
 
 def test_sweeps_of_different_length_raise():
-    a = fit.SyntheticSweep(dt=0.1, current=np.zeros(10), voltage=np.zeros(10), spike_times=None)
-    b = fit.SyntheticSweep(dt=0.1, current=np.zeros(12), voltage=np.zeros(12), spike_times=None)
+    a = fit.Recording(0.1, np.zeros(10), np.full(10, -70.0))
+    b = fit.Recording(0.1, np.zeros(12), np.full(12, -70.0))
     with pytest.raises(ValueError, match="sweep 1"):
         fit.prepare(zoo.LIF(), [a, b])
 
@@ -115,7 +122,7 @@ def test_sweeps_of_different_length_raise():
 def test_spikes_detected_from_voltage_when_times_are_missing():
     voltage = np.full(10, -70.0)
     voltage[[3, 4, 8]] = 10.0
-    _, target = fit.prepare(zoo.LIF(), [fit.SyntheticSweep(0.5, np.zeros(10), voltage, None)])
+    _, target = fit.prepare(zoo.LIF(), [fit.Recording(0.5, np.zeros(10), voltage)])
     assert np.flatnonzero(np.asarray(target.spikes[:, 0])).tolist() == [3, 8]
 
 
