@@ -9,6 +9,9 @@ Suites:
 
 * `throughput`: neuron updates per second of LIF, GIF and HH populations (N = 10³…10⁵, 1,000 steps),
   diffbrain vs brainpy.state.
+* `ops`: the event-driven synaptic product ``sᵀW`` (n = 4,000…100,000, firing 0.5–10%), forward inside
+  `lax.scan` and as single calls, weight gradient and spike VJP, vs dense, BCOO, segment_sum, a numba
+  loop and brainevent (``python -m diffbrain.bench ops [--quick] [--full]``).
 
 Run a suite and merge its records into ``DIR/throughput.csv``::
 

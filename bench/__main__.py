@@ -7,11 +7,11 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from . import throughput
+from . import ops, throughput
 from .records import save, to_frame
 
 
-def summary(frame: pd.DataFrame) -> pd.DataFrame:
+def throughput_summary(frame: pd.DataFrame) -> pd.DataFrame:
     """Throughput (updates/s) and speedup over brainpy.state (×) per case, one column per method."""
     table = frame[frame.metric.isin(["throughput", "speedup_vs_brainpy"])]
     table = table.assign(column=table.metric.str.replace("throughput", "updates/s") + " " + table.method)
@@ -21,21 +21,42 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
 def main(argv: Sequence[str] | None = None) -> None:
     """Parse the command line, run the suite, write ``OUT/<suite>.csv`` and print a summary."""
     parser = argparse.ArgumentParser(prog="python -m diffbrain.bench", description=__doc__)
-    parser.add_argument("suite", choices=["throughput"], help="the suite to run")
-    parser.add_argument("--quick", action="store_true", help=f"a tiny grid: {throughput.QUICK}")
+    parser.add_argument("suite", choices=["throughput", "ops"], help="the suite to run")
+    parser.add_argument(
+        "--quick", action="store_true", help=f"throughput: a tiny grid {throughput.QUICK}; ops: {ops.QUICK}"
+    )
     parser.add_argument("--out", default="bench-results", help="results folder (default: %(default)s)")
     parser.add_argument("--models", nargs="+", default=list(throughput.MODELS), help="registry names")
-    parser.add_argument("--sizes", nargs="+", type=int, help=f"population sizes (default {throughput.SIZES})")
+    parser.add_argument(
+        "--sizes",
+        nargs="+",
+        type=int,
+        help=f"population sizes (default {throughput.SIZES}; ops: {ops.SIZES})",
+    )
     parser.add_argument("--steps", type=int, help=f"time steps per run (default {throughput.STEPS})")
     parser.add_argument("--repeats", type=int, help="timed runs per method (default 5)")
+    parser.add_argument("--full", action="store_true", help=f"ops: all sizes {ops.FULL_SIZES}")
+    parser.add_argument(
+        "--firing", nargs="+", type=float, help=f"ops: firing fractions (default {ops.FIRING})"
+    )
     args = parser.parse_args(argv)
 
-    grid = dict(throughput.QUICK) if args.quick else {}
-    given = {"sizes": args.sizes, "steps": args.steps, "repeats": args.repeats}
-    grid |= {key: value for key, value in given.items() if value is not None}
-    records = throughput.run(args.models, **grid)
+    if args.suite == "ops":
+        grid = dict(ops.QUICK) if args.quick else {}
+        sizes = ops.FULL_SIZES if args.full else ops.SIZES
+        grid["sizes"] = [size for size in sizes if args.sizes is None or size[0] in args.sizes]
+        given = {"firing": args.firing, "repeats": args.repeats}
+        grid |= {key: value for key, value in given.items() if value is not None}
+        records = ops.run(**grid, progress=lambda case: print(case, flush=True))
+        summary = ops.summary
+    else:
+        grid = dict(throughput.QUICK) if args.quick else {}
+        given = {"sizes": args.sizes, "steps": args.steps, "repeats": args.repeats}
+        grid |= {key: value for key, value in given.items() if value is not None}
+        records = throughput.run(args.models, **grid)
+        summary = throughput_summary
     path = save(records, args.out)
-    display = {"display.width": 200, "display.max_columns": None, "display.float_format": "{:.3g}".format}
+    display = {"display.width": 250, "display.max_columns": None, "display.float_format": "{:.3g}".format}
     with pd.option_context(*(item for pair in display.items() for item in pair)):
         print(summary(to_frame(records)))
     print(f"{len(records)} records merged into {path}")

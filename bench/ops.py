@@ -1,0 +1,394 @@
+"""Suite "ops": the event-driven synaptic product ``y = sᵀW`` and its gradients, vs dense and sparse peers.
+
+Grid: n × n networks with n = 4,000 (p = 2%), 20,000 and 100,000 (400 synapses per row; 1,000 per row
+too with ``full``), firing fractions 0.5%, 2% and 10%, one shared (homogeneous) or per-synapse
+(heterogeneous) float32 weights. Methods:
+
+* ``diffbrain``: `diffbrain.ops.event_matvec` with the automatic backend, and ``diffbrain.<backend>``
+  for each backend usable here;
+* ``dense``: ``s @ W`` with a dense matrix (skipped when it would not fit or, in quick mode, for n ≥ 20k);
+* ``bcoo``: ``s @ W`` with `jax.experimental.sparse.BCOO`;
+* ``segment_sum``: every synapse's ``w·s[pre]`` summed per postsynaptic neuron (`jax.ops.segment_sum`);
+* ``numba``: a plain loop on NumPy arrays — for each spiking row, add its weights into ``y`` — the
+  near-the-metal reference (skipped when numba is not importable);
+* ``brainevent``: its binary-event CSR product (skipped when brainevent is not importable).
+
+Metrics (s, medians after warm-up, timed in turns): ``step_time`` — per step of a jitted `lax.scan` over
+different spike vectors, as a simulation uses it (``STEPS`` steps; ``DENSE_STEPS`` for the methods that
+touch every synapse); ``call_time`` — one forward call; ``weight_grad_time`` — the VJP w.r.t. the weights;
+``spike_vjp_time`` — the VJP w.r.t. float spikes; ``csr_matvec_time`` (diffbrain) — the plain product the
+spike VJP is compared with. Ratios (×, a time over another): ``ratio_vs_<peer>`` of each diffbrain method's
+step and call times (< 1: diffbrain faster), ``grad_over_forward`` (weight gradient / forward call) and
+``spike_vjp_over_csr_matvec``.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+from collections.abc import Callable, Sequence
+from types import SimpleNamespace
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+from jax.experimental import sparse
+
+from diffbrain import ops
+from diffbrain.ops.kernels.reference import row_ids
+
+from .records import Record, format_params, make_record, skipped
+from .timing import Timing, measure_side_by_side
+
+SUITE = "ops"
+SIZES = ((4_000, 80), (20_000, 400), (100_000, 400))
+"""(n, synapses per row); n = 4,000 is built with connection probability 2% (80 per row on average)."""
+FULL_SIZES = (*SIZES, (100_000, 1_000))
+FIRING = (0.005, 0.02, 0.10)
+WEIGHTS = ("homogeneous", "heterogeneous")
+STEPS = 100
+DENSE_STEPS = 10
+"""Scan steps for the methods whose cost does not depend on the spikes (their per-step time is stable)."""
+DENSE_LIMIT = 20_000
+"""Largest n with a dense matrix (1.6 GB in float32); quick mode stays below it."""
+QUICK = {"repeats": 3, "quick": True}
+DTYPE = jnp.float32
+METRICS = ("step_time", "call_time", "weight_grad_time", "spike_vjp_time")
+PEERS = ("numba", "brainevent", "segment_sum", "bcoo", "dense")
+SUMMARY_RATIOS = (
+    "step_time_ratio_vs_numba",
+    "step_time_ratio_vs_brainevent",
+    "step_time_ratio_vs_segment_sum",
+    "step_time_ratio_vs_dense",
+    "grad_over_forward",
+    "spike_vjp_over_csr_matvec",
+)
+"""The ratios of the automatic ``diffbrain`` method that `summary` shows."""
+
+
+class Method(NamedTuple):
+    """A way to compute ``y = sᵀW``: ``forward(weights, structure, spikes)`` on JAX arrays, differentiable
+    in ``weights`` and in float ``spikes``; ``dense_cost``: its cost does not depend on the spikes."""
+
+    forward: Callable
+    weights: jax.Array
+    structure: tuple
+    dense_cost: bool
+
+
+class Case(NamedTuple):
+    n: int
+    per_row: int
+    firing: float
+    weights: str
+
+    @property
+    def name(self) -> str:
+        return f"n={self.n}/k={self.per_row}/firing={self.firing:.1%}/{self.weights}"
+
+
+def build(n: int, per_row: int, weights: str, key: jax.Array) -> ops.CSR:
+    """The benchmark network: fixed probability at n = 4,000, fixed out-degree above; weights U(0, 1) nS."""
+    if n == SIZES[0][0]:
+        W = ops.CSR.fixed_prob(key, n, n, per_row / n, weight=0.5)
+    else:
+        W = ops.CSR.fixed_out_degree(key, n, n, per_row, weight=0.5)
+    if weights == "heterogeneous":
+        W = W.with_data(jax.random.uniform(jax.random.fold_in(key, 1), (W.nnz,), DTYPE))
+    return W
+
+
+def _as_float(spikes):
+    return spikes.astype(DTYPE) if spikes.dtype == jnp.bool_ else spikes
+
+
+def jax_methods(W: ops.CSR, quick: bool) -> tuple[dict[str, Method], dict[str, str]]:
+    """The JAX methods for ``W``, and the reasons of those skipped."""
+    n_pre, n_post = W.shape
+    rows = row_ids(W.indptr, W.nnz)
+
+    def diffbrain(backend):
+        def forward(data, structure, spikes):
+            return ops.event_matvec(spikes, ops.CSR(*structure, data, W.shape), backend=backend)
+
+        return Method(forward, W.data, (W.indptr, W.indices), False)
+
+    def segment_sum(data, structure, spikes):
+        rows, indices = structure
+        return jax.ops.segment_sum(data * _as_float(spikes)[rows], indices, num_segments=n_post)
+
+    def bcoo(data, structure, spikes):
+        matrix = sparse.BCOO((jnp.broadcast_to(data, (W.nnz,)), structure[0]), shape=W.shape)
+        return _as_float(spikes) @ matrix
+
+    def dense(matrix, structure, spikes):
+        return _as_float(spikes) @ matrix
+
+    methods = {"diffbrain": diffbrain(None)}
+    methods |= {f"diffbrain.{name}": diffbrain(name) for name in ops.backends()}
+    skips = {}
+    if quick and n_pre > SIZES[0][0]:
+        del methods["diffbrain.reference"]  # = segment_sum, which stays
+        skips["diffbrain.reference"] = (
+            "quick mode: the reference backend is segment_sum, measured for n = 4,000"
+        )
+    methods["segment_sum"] = Method(segment_sum, W.data, (rows, W.indices), True)
+    coordinates = jnp.stack([rows, W.indices], axis=1)
+    methods["bcoo"] = Method(bcoo, W.data, (coordinates,), True)
+    if n_pre * n_post <= DENSE_LIMIT**2 and not (quick and n_pre >= DENSE_LIMIT):
+        methods["dense"] = Method(dense, W.to_dense(), (), True)
+    else:
+        skips["dense"] = (
+            f"a dense {n_pre}×{n_post} matrix is too large here (n ≥ {DENSE_LIMIT:,} in quick mode)"
+        )
+    return methods, skips
+
+
+def jax_runs(method: Method, spikes: jax.Array, x: jax.Array, cotangent: jax.Array) -> dict[str, Callable]:
+    """Zero-argument timed calls of ``method`` for each metric; arrays are jit arguments, not constants."""
+    forward, weights, structure = method.forward, method.weights, method.structure
+    steps = spikes[:DENSE_STEPS] if method.dense_cost else spikes
+
+    @jax.jit
+    def scan(weights, structure, steps):
+        def body(v, s):
+            return 0.9 * v + forward(weights, structure, s), None
+
+        return jax.lax.scan(body, jnp.zeros(cotangent.shape, DTYPE), steps)[0]
+
+    call = jax.jit(forward)
+    weight_vjp = jax.jit(lambda w, st, s, ct: jax.vjp(lambda w: forward(w, st, s), w)[1](ct))
+    spike_vjp = jax.jit(lambda w, st, x, ct: jax.vjp(lambda x: forward(w, st, x), x)[1](ct))
+    return {
+        "step_time": lambda: scan(weights, structure, steps),
+        "call_time": lambda: call(weights, structure, spikes[0]),
+        "weight_grad_time": lambda: weight_vjp(weights, structure, spikes[0], cotangent),
+        "spike_vjp_time": lambda: spike_vjp(weights, structure, x, cotangent),
+    }
+
+
+@functools.cache
+def _numba_kernels() -> SimpleNamespace:
+    """The numba loops, compiled once per process."""
+    import numba
+
+    @numba.njit
+    def add_spiking_rows(indptr, indices, data, s, y):
+        for i in range(s.size):
+            if s[i]:
+                for k in range(indptr[i], indptr[i + 1]):
+                    y[indices[k]] += data[k]
+
+    @numba.njit
+    def simulate(indptr, indices, data, steps, n_post):
+        v = np.zeros(n_post, np.float32)
+        y = np.zeros(n_post, np.float32)
+        for t in range(steps.shape[0]):
+            y[:] = 0.0
+            add_spiking_rows(indptr, indices, data, steps[t], y)
+            v = np.float32(0.9) * v + y
+        return v
+
+    @numba.njit
+    def weight_grad(indptr, indices, s, cotangent):
+        g = np.zeros(indices.size, np.float32)
+        for i in range(s.size):
+            if s[i]:
+                for k in range(indptr[i], indptr[i + 1]):
+                    g[k] = cotangent[indices[k]]
+        return g
+
+    @numba.njit
+    def row_dot(indptr, indices, data, cotangent):
+        r = np.zeros(indptr.size - 1, np.float32)
+        for i in range(r.size):
+            total = np.float32(0.0)
+            for k in range(indptr[i], indptr[i + 1]):
+                total += data[k] * cotangent[indices[k]]
+            r[i] = total
+        return r
+
+    return SimpleNamespace(
+        add_spiking_rows=add_spiking_rows, simulate=simulate, weight_grad=weight_grad, row_dot=row_dot
+    )
+
+
+def numba_runs(W: ops.CSR, spikes: np.ndarray, cotangent: np.ndarray) -> dict[str, Callable]:
+    """The numba loops (step, call, weight gradient, spike VJP) on NumPy copies of ``W``."""
+    kernels = _numba_kernels()
+    indptr, indices = np.asarray(W.indptr), np.asarray(W.indices)
+    data = np.broadcast_to(np.asarray(W.data), indices.shape).copy()
+    n_post = W.shape[1]
+
+    def call():
+        y = np.zeros(n_post, np.float32)
+        kernels.add_spiking_rows(indptr, indices, data, spikes[0], y)
+        return y
+
+    return {
+        "step_time": lambda: kernels.simulate(indptr, indices, data, spikes, n_post),
+        "call_time": call,
+        "weight_grad_time": lambda: kernels.weight_grad(indptr, indices, spikes[0], cotangent),
+        "spike_vjp_time": lambda: kernels.row_dot(indptr, indices, data, cotangent),
+    }
+
+
+def brainevent_method(W: ops.CSR) -> Method:
+    """brainevent's event CSR: ``BinaryArray(s) @ CSR`` (its structure is static, as brainevent keeps it)."""
+    import brainevent
+
+    def forward(data, structure, spikes):
+        matrix = brainevent.CSR((data, W.indices, W.indptr), shape=W.shape)
+        events = brainevent.BinaryArray(spikes) if spikes.dtype == jnp.bool_ else spikes
+        return events @ matrix
+
+    return Method(forward, W.data, (), False)
+
+
+def unavailable(module: str) -> str | None:
+    """Why ``module`` cannot be benchmarked here, or None."""
+    if importlib.util.find_spec(module) is None:
+        return f"{module} is not installed (optional peer)"
+    return None
+
+
+def spike_vectors(key: jax.Array, n: int, firing: float) -> tuple[jax.Array, jax.Array]:
+    """``STEPS`` different bool spike vectors with the firing fraction, and a float (surrogate) vector."""
+    steps = jax.random.uniform(key, (STEPS, n)) < firing
+    return steps, steps[0].astype(DTYPE)
+
+
+def run_case(case: Case, W: ops.CSR, repeats: int = 5, quick: bool = False) -> list[Record]:
+    """Time every method of one case side by side; returns timing and ratio records."""
+    key = jax.random.key(case.n)
+    spikes, x = spike_vectors(key, case.n, case.firing)
+    cotangent = jax.random.normal(jax.random.fold_in(key, 2), (case.n,), DTYPE)
+    methods, skips = jax_methods(W, quick)
+    runs = {name: jax_runs(method, spikes, x, cotangent) for name, method in methods.items()}
+    if (reason := unavailable("brainevent")) is None:
+        try:
+            runs["brainevent"] = jax_runs(brainevent_method(W), spikes, x, cotangent)
+            jax.block_until_ready(runs["brainevent"]["call_time"]())
+        except Exception as error:  # an optional peer that fails here is reported, not fatal
+            runs.pop("brainevent")
+            reason = f"brainevent failed: {type(error).__name__}: {str(error)[:200]}"
+    if reason is not None:
+        skips["brainevent"] = reason
+    if (reason := unavailable("numba")) is None:
+        runs["numba"] = numba_runs(W, np.asarray(spikes), np.asarray(cotangent))
+    else:
+        skips["numba"] = reason
+    for name in runs:
+        if name.startswith("diffbrain"):
+            backend = None if name == "diffbrain" else name.split(".", 1)[1]
+            matvec = jax.jit(lambda W, x, backend=backend: ops.csr_matvec(x, W, backend=backend))
+            runs[name]["csr_matvec_time"] = lambda matvec=matvec: matvec(W, x)
+
+    fields = dict(
+        params=format_params(dict(n=case.n, per_row=case.per_row, firing=case.firing, weights=case.weights)),
+        dtype=jnp.dtype(DTYPE).name,
+    )
+    timings: dict[str, dict[str, Timing]] = {}
+    for metric in (*METRICS, "csr_matvec_time"):
+        fns = {name: metric_runs[metric] for name, metric_runs in runs.items() if metric in metric_runs}
+        for name, timing in measure_side_by_side(fns, repeats).items():
+            timings.setdefault(name, {})[metric] = timing
+    records = []
+    for name, by_metric in timings.items():
+        peers = ("numba",) if name == "numba" else ("brainevent",) if name == "brainevent" else ()
+        for metric, timing in by_metric.items():
+            per_step = STEPS if metric == "step_time" else 1
+            if metric == "step_time" and name in methods and methods[name].dense_cost:
+                per_step = DENSE_STEPS
+            records.append(
+                make_record(
+                    SUITE,
+                    case.name,
+                    name,
+                    metric,
+                    timing.median / per_step,
+                    "s",
+                    repeats=timing.repeats,
+                    min=timing.min / per_step,
+                    max=timing.max / per_step,
+                    iqr=timing.iqr / per_step,
+                    peers=peers,
+                    note=f"compile {timing.compile:.2f} s"
+                    + (f"; per step of {per_step}" if per_step > 1 else ""),
+                    **fields,
+                )
+            )
+    records += ratio_records(case, _values(records), fields)
+    records += [
+        skipped(SUITE, case.name, name, "step_time", "s", reason, **fields) for name, reason in skips.items()
+    ]
+    return records
+
+
+def _values(records: Sequence[Record]) -> dict[str, dict[str, float]]:
+    values: dict[str, dict[str, float]] = {}
+    for record in records:
+        values.setdefault(record.method, {})[record.metric] = record.value
+    return values
+
+
+def ratio_records(case: Case, values: dict[str, dict[str, float]], fields: dict) -> list[Record]:
+    """Time ratios: each diffbrain method vs each peer (step and call), gradient / forward, VJP / matvec."""
+    records = []
+
+    def ratio(method, metric, value, note):
+        records.append(make_record(SUITE, case.name, method, metric, value, "x", note=note, **fields))
+
+    for method, own in values.items():
+        if "weight_grad_time" in own and "call_time" in own:
+            ratio(
+                method,
+                "grad_over_forward",
+                own["weight_grad_time"] / own["call_time"],
+                "weight VJP / forward",
+            )
+        if "csr_matvec_time" in own and "spike_vjp_time" in own:
+            note = "spike VJP / plain CSR matvec"
+            ratio(method, "spike_vjp_over_csr_matvec", own["spike_vjp_time"] / own["csr_matvec_time"], note)
+        if not method.startswith("diffbrain"):
+            continue
+        for peer in PEERS:
+            for metric in ("step_time", "call_time"):
+                if peer in values and metric in values[peer]:
+                    note = f"{metric} over {peer}'s (< 1: diffbrain faster)"
+                    ratio(method, f"{metric}_ratio_vs_{peer}", own[metric] / values[peer][metric], note)
+    return records
+
+
+def summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per case: step time (µs) of each method, and diffbrain's time ratios and gradient cost (×)."""
+    table = frame[frame.status == "ok"]
+    shown = table[
+        (table.metric == "step_time") | table.metric.isin(SUMMARY_RATIOS) & (table.method == "diffbrain")
+    ]
+    values = np.where(shown.metric == "step_time", shown.value * 1e6, shown.value)
+    label = np.where(shown.metric == "step_time", "µs " + shown.method, shown.metric.str.replace("_", " "))
+    table = shown.assign(value=values, column=label)
+    return table.pivot_table(index="case", columns="column", values="value", aggfunc="last", sort=False)
+
+
+def run(
+    sizes: Sequence[tuple[int, int]] = SIZES,
+    firing: Sequence[float] = FIRING,
+    weights: Sequence[str] = WEIGHTS,
+    repeats: int = 5,
+    quick: bool = False,
+    progress: Callable[[str], None] = lambda line: None,
+) -> list[Record]:
+    """The ops suite over ``sizes`` × ``weights`` × ``firing`` (see the module docstring)."""
+    records = []
+    for n, per_row in sizes:
+        for kind in weights:
+            W = build(n, per_row, kind, jax.random.key(0))
+            for fraction in firing:
+                case = Case(n, per_row, fraction, kind)
+                progress(case.name)
+                records += run_case(case, W, repeats, quick)
+    return records
