@@ -6,7 +6,8 @@ derivatives, so every JAX transformation stays event-driven and sparse:
 * ``csr_spmv``: ``y = sᵀW`` — `event_matvec`, `event_matmat`, `csr_matvec`;
 * ``csr_row_dot``: ``r = W ȳ`` — the gradient w.r.t. the spikes;
 * ``csr_data_grad``: ``g[k] = s[row(k)]·ȳ[col(k)]`` — the gradient w.r.t. the weights, in CSR layout
-  (``(nnz,)``, or its sum ``()`` for a homogeneous weight), computed on spiking rows only.
+  (``(nnz,)``), computed on spiking rows only; for one shared weight its sum ``()``, computed as
+  ``ȳ·(sᵀ1)`` by the event kernel without any ``[nnz]`` array.
 
 Each transposes into the others (e.g. ``csr_spmv`` w.r.t. ``s`` is ``csr_row_dot``, w.r.t. ``data`` is
 ``csr_data_grad``), and their JVPs follow from bilinearity. ``vmap`` over the vector operand adds a batch
@@ -62,13 +63,17 @@ def _row_dot(indptr, indices, data, cotangent, *, backend: str):
 
 
 def _data_grad(indptr, indices, spikes, cotangent, *, data_shape: tuple[int, ...], backend: str):
+    if not data_shape:  # one shared weight: Σ_k s[row k]·ȳ[col k] = ȳ · (sᵀ·1), event-driven, no [nnz] array
+        ones = jnp.ones((), cotangent.dtype)
+        n_post = cotangent.shape[-1]
+        return jnp.sum(
+            cotangent * _spmv(indptr, indices, ones, spikes, n_post=n_post, event=True, backend=backend)
+        )
     kernels = _backend.kernels(backend)
     nnz = indices.shape[0]
     if spikes.ndim == 1:
-        g = kernels.data_grad(indptr, indices, spikes, cotangent, nnz)
-    else:
-        g = kernels.data_grad_batch(indptr, indices, _flat_batch(spikes), _flat_batch(cotangent), nnz)
-    return g.reshape(data_shape) if data_shape else g.sum()
+        return kernels.data_grad(indptr, indices, spikes, cotangent, nnz)
+    return kernels.data_grad_batch(indptr, indices, _flat_batch(spikes), _flat_batch(cotangent), nnz)
 
 
 def _spmv_abstract(indptr, indices, data, x, *, n_post, event, backend):
