@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from . import ops, throughput
+from . import fit, ops, throughput
 from .records import save, to_frame
 
 
@@ -21,7 +21,7 @@ def throughput_summary(frame: pd.DataFrame) -> pd.DataFrame:
 def main(argv: Sequence[str] | None = None) -> None:
     """Parse the command line, run the suite, write ``OUT/<suite>.csv`` and print a summary."""
     parser = argparse.ArgumentParser(prog="python -m diffbrain.bench", description=__doc__)
-    parser.add_argument("suite", choices=["throughput", "ops"], help="the suite to run")
+    parser.add_argument("suite", choices=["throughput", "ops", "fit"], help="the suite to run")
     parser.add_argument(
         "--quick", action="store_true", help=f"throughput: a tiny grid {throughput.QUICK}; ops: {ops.QUICK}"
     )
@@ -34,14 +34,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         help=f"population sizes (default {throughput.SIZES}; ops: {ops.SIZES})",
     )
     parser.add_argument("--steps", type=int, help=f"time steps per run (default {throughput.STEPS})")
-    parser.add_argument("--repeats", type=int, help="timed runs per method (default 5)")
+    parser.add_argument("--repeats", type=int, help="timed runs per method (default 5; fit: 10, quick 2)")
     parser.add_argument("--full", action="store_true", help=f"ops: all sizes {ops.FULL_SIZES}")
     parser.add_argument(
         "--firing", nargs="+", type=float, help=f"ops: firing fractions (default {ops.FIRING})"
     )
     args = parser.parse_args(argv)
 
-    if args.suite == "ops":
+    if args.suite == "fit":
+        repeats = args.repeats or (fit.QUICK["repeats"] if args.quick else fit.REPEATS)
+        records = fit.run(repeats=repeats)
+        summary = fit.summary
+    elif args.suite == "ops":
         grid = dict(ops.QUICK) if args.quick else {}
         sizes = ops.FULL_SIZES if args.full else ops.SIZES
         grid["sizes"] = [size for size in sizes if args.sizes is None or size[0] in args.sizes]

@@ -1,0 +1,39 @@
+"""The fit suite: records per case and method, a summary table, skipped records for missing data."""
+
+import math
+
+import pytest
+
+from diffbrain.bench import fit
+from diffbrain.bench.records import to_frame
+from diffbrain.fit.search import nevergrad_available
+
+
+def test_hh_noise_suite_records_and_summary():
+    records = fit.run(
+        problems=("hh-noise",), methods=("lbfgsb", "random"), budgets=(12,), repeats=2, gradient_cost=False
+    )
+    frame = to_frame(records)
+    ok = frame[frame.status == "ok"]
+    assert set(ok.method) == {"lbfgsb", "random", "value_and_grad"}
+    losses = ok[ok.metric == "final_loss"]
+    assert len(losses) == 2 and all(losses.value > 0.5)  # the 1 mV noise floor is ~1 mV²
+    assert all(ok[ok.metric == "wall_time"].value > 0)
+    assert set(frame[frame.status == "skipped"].method) >= ({"ng_de"} if not nevergrad_available() else set())
+    table = fit.summary(frame)
+    assert "±" in table.loc["hh-noise/budget=12", "random"]
+
+
+def test_missing_hh_data_is_skipped(monkeypatch, tmp_path):
+    monkeypatch.setattr(fit, "DATA", tmp_path)
+    records = fit.run(
+        problems=("traubhh-paper",), methods=("random",), budgets=(8,), repeats=1, gradient_cost=False
+    )
+    statuses = {(r.case, r.status) for r in records if r.method == "random"}
+    assert statuses == {("traubhh-paper/budget=8", "skipped")}
+    assert all(math.isnan(r.value) for r in records if r.status == "skipped")
+
+
+def test_unknown_problem():
+    with pytest.raises(ValueError, match="choose from"):
+        fit.build("nope")
