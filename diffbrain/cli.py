@@ -321,3 +321,168 @@ def simulate(
         with _reporting_write_errors("--plot", plot):
             _write_plot(plot, title, t, voltage, spikes, current, unit)
         _out.print(f"wrote {escape(str(plot))}")
+
+
+_LOSSES = {"voltage": "VoltageMSE", "subthreshold": "SubthresholdMSE", "van-rossum": "VanRossum"}
+"""`diffbrain fit --loss` names → `diffbrain.fit` loss classes."""
+
+
+def _parse_free(spec: str, model) -> dict[str, tuple[float, float]]:
+    """``"a=0:0.1,k1=0.1:1,g_L"`` → bounds; a bare name gets [v/10, 10·v] around its value v ≠ 0."""
+    from diffbrain.zoo._param import parameters
+
+    free = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        name, _, bounds = item.partition("=")
+        name = name.strip()
+        if bounds:
+            try:
+                low, high = (float(x) for x in bounds.split(":"))
+            except ValueError:
+                raise typer.BadParameter(
+                    f"{item!r}: write NAME=LOW:HIGH (e.g. g_L=1:50).", param_hint="'--free'"
+                ) from None
+        else:
+            value = parameters(model).get(name)
+            if value is None or float(value) == 0:
+                raise typer.BadParameter(
+                    f"{name!r} needs bounds (NAME=LOW:HIGH): its default is zero or it is not a parameter.",
+                    param_hint="'--free'",
+                )
+            low, high = sorted((float(value) / 10, float(value) * 10))
+        free[name] = (low, high)
+    if not free:
+        raise typer.BadParameter("name at least one parameter, e.g. --free g_L=1:50,C", param_hint="'--free'")
+    return free
+
+
+def _write_fit_plot(path: Path, objective, result, free) -> None:
+    import jax
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    with jax.enable_x64(True):
+        V, _ = objective.simulate(free.from_model(result.model))
+    target = np.asarray(objective.target.voltage)
+    V = np.asarray(V)
+    t = np.arange(target.shape[0]) * objective.target.dt
+    n = target.shape[1]
+    figure = Figure(figsize=(9, 2.2 * n), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = np.atleast_1d(figure.subplots(n, 1, sharex=True, squeeze=False)[:, 0])
+    for sweep, axis in enumerate(axes):
+        axis.plot(t, target[:, sweep], lw=0.8, color="black", label="recorded")
+        axis.plot(t, V[:, sweep], lw=0.8, color="tab:red", label="fit")
+        axis.set_ylabel(f"sweep {sweep}\nV (mV)")
+    axes[0].legend(loc="upper right", fontsize=8)
+    axes[-1].set_xlabel("time (ms)")
+    figure.suptitle(
+        f"{result.method}: loss {result.loss:.4g}; "
+        + ", ".join(f"{k}={v:.4g}" for k, v in result.params.items()),
+        fontsize=9,
+    )
+    with _atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=110)
+
+
+@app.command("fit")
+def fit_command(
+    model: Annotated[str, typer.Argument(help="Model name, as listed by `diffbrain models`.")],
+    data: Annotated[Path, typer.Option(help="Recording file (NWB, ABF, IBW, NPZ; CSV: the current table).")],
+    free: Annotated[
+        str, typer.Option(help="Free parameters: NAME=LOW:HIGH or NAME (then [v/10, 10·v]), comma-separated.")
+    ],
+    data_format: Annotated[
+        str | None, typer.Option("--format", help="nwb | abf | ibw | npz | csv (default: the extension)")
+    ] = None,
+    voltage: Annotated[Path | None, typer.Option(help="CSV only: the voltage table (mV).")] = None,
+    dt: Annotated[float | None, typer.Option(help="CSV only: sampling interval, ms.")] = None,
+    current_unit: Annotated[
+        str, typer.Option(help="CSV only: unit of the current table (A, nA, pA).")
+    ] = "pA",
+    method: Annotated[str, typer.Option(help="lbfgsb | adam | cmaes | de | pso | random")] = "lbfgsb",
+    starts: Annotated[int, typer.Option(help="Independent starts.")] = 4,
+    budget: Annotated[
+        int, typer.Option(help="Simulations allowed (a value-and-gradient counts as one).")
+    ] = 1000,
+    loss: Annotated[str, typer.Option(help="voltage | subthreshold | van-rossum")] = "voltage",
+    input_scale: Annotated[
+        float | None, typer.Option(help="Factor from pA to the model's input unit (needed unless pA or nA).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the starts and the search.")] = 0,
+    out: Annotated[Path | None, typer.Option(help="Write the FitResult as JSON.")] = None,
+    plot: Annotated[
+        Path | None, typer.Option(help="Write a PNG of recorded vs fitted voltage per sweep.")
+    ] = None,
+) -> None:
+    """Fit a model's free parameters to recorded sweeps; print the best parameters and loss."""
+    from diffbrain.zoo import registry
+
+    try:
+        entry = registry.get_neuron(model)
+    except ValueError as error:
+        raise _fail(str(error)) from None
+    if loss not in _LOSSES:
+        raise typer.BadParameter(f"choose one of {', '.join(_LOSSES)}.", param_hint="'--loss'")
+    import jax
+
+    from diffbrain import fit
+
+    if method not in fit.METHODS:
+        raise typer.BadParameter(f"choose one of {', '.join(fit.METHODS)}.", param_hint="'--method'")
+    neuron = entry.make()
+    bounds = _parse_free(free, neuron)
+    kind = (data_format or data.suffix.lstrip(".")).lower()
+    try:
+        if kind == "csv":
+            if voltage is None or dt is None:
+                raise typer.BadParameter("CSV data needs --voltage and --dt.", param_hint="'--data'")
+            cell = fit.load_csv(data, voltage, dt, current_unit=current_unit)
+        else:
+            cell = fit.load(data, data_format)
+    except (ValueError, FileNotFoundError) as error:
+        raise _fail(str(error)) from None
+    _out.print(
+        f"[bold cyan]{entry.name}[/]: {len(cell)} sweeps from {escape(str(data))}; {method}, "
+        f"{starts} starts, budget {budget} simulations"
+    )
+    try:
+        with _out.status("fitting…"):
+            result = fit.fit(
+                neuron,
+                cell,
+                free=bounds,
+                loss=getattr(fit, _LOSSES[loss])(),
+                method=method,
+                n_starts=starts,
+                budget=budget,
+                key=jax.random.key(seed),
+                input_scale=input_scale,
+            )
+    except ValueError as error:
+        raise _fail(str(error)) from None
+    table = Table(title=f"best of {len(result.starts)} starts: loss {result.loss:.6g}", title_justify="left")
+    for column in ("parameter", "value", "bounds"):
+        table.add_column(column)
+    for name, value in result.params.items():
+        table.add_row(name, f"{value:.6g}", f"[{bounds[name][0]:g}, {bounds[name][1]:g}]")
+    _out.print(table)
+    _out.print(
+        f"{result.simulations:g} simulations, {result.wall_time:.3g} s; {result.n_failed} failed starts"
+    )
+    if out is not None:
+        with _reporting_write_errors("--out", out):
+            result.save(out)
+        _out.print(f"wrote {escape(str(out))}")
+    if plot is not None:
+        from diffbrain import zoo
+
+        with jax.enable_x64(True):
+            model64 = zoo.astype(neuron, jax.numpy.float64)
+            inputs, target = fit.prepare(model64, cell, input_scale=input_scale)
+            free_set = fit.free_params(model64, bounds)
+            objective = fit.Objective(model64, free_set, inputs, target, fit.VoltageMSE())
+        with _reporting_write_errors("--plot", plot):
+            _write_fit_plot(plot, objective, result, free_set)
+        _out.print(f"wrote {escape(str(plot))}")

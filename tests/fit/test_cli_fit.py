@@ -1,0 +1,61 @@
+"""`diffbrain fit`: fits a recording file, writes the result JSON and the plot, rejects bad options."""
+
+import re
+
+import jax.numpy as jnp
+import pytest
+from typer.testing import CliRunner
+
+from diffbrain import fit, zoo
+from diffbrain.cli import app
+
+_runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def recording_file(tmp_path_factory):
+    sweeps = fit.synthetic_sweeps(zoo.LIF(g_L=20.0, V_th=0.0), jnp.full((1, 400), 200.0), dt=0.1)
+    return sweeps[0].save_npz(tmp_path_factory.mktemp("data") / "lif.npz")
+
+
+def _invoke(*args):
+    result = _runner.invoke(app, ["fit", *map(str, args)], env={"COLUMNS": "200"})
+    return result, " ".join(re.sub(r"\x1b\[[0-9;]*m", "", result.output).split())
+
+
+def test_fit_writes_json_and_plot(recording_file, tmp_path):
+    out, plot = tmp_path / "fit.json", tmp_path / "fit.png"
+    result, text = _invoke(
+        "lif",
+        "--data",
+        recording_file,
+        "--free",
+        "g_L=5:50",
+        "--method",
+        "lbfgsb",
+        "--starts",
+        "1",
+        "--budget",
+        "30",
+        "--out",
+        out,
+        "--plot",
+        plot,
+    )
+    assert result.exit_code == 0, text
+    loaded = fit.FitResult.load(out)
+    assert loaded.params["g_L"] == pytest.approx(20.0, rel=1e-3)
+    assert plot.read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--free", "gNa=1:2"], "its parameters are"),
+        (["--free", "g_L=5"], "NAME=LOW:HIGH"),
+        (["--free", "g_L", "--method", "newton"], "lbfgsb"),
+    ],
+)
+def test_bad_options_are_explained(recording_file, args, message):
+    result, text = _invoke("lif", "--data", recording_file, *args, "--budget", "5")
+    assert result.exit_code != 0 and message in text, text
