@@ -1,0 +1,238 @@
+"""The recurrent spiking E/I network trained on cognitive tasks."""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from diffbrain import zoo
+
+
+class NetState(NamedTuple):
+    """The network's state; every leaf has a leading batch axis.
+
+    ``hidden`` is the per-neuron state the online algorithms trace: the neuron model's own variables, then
+    the excitatory and inhibitory conductances and the readout-filtered spike train (see `EINetwork`).
+    ``spikes`` are the previous step's spikes, the presynaptic activity of the next step.
+    """
+
+    hidden: tuple[Array, ...]  # each [B, n_rec]
+    spikes: Array  # [B, n_rec]
+
+
+def _drive_to_current(neuron: zoo.AbstractSpikingNeuron, drive: Array) -> Array:
+    """A synaptic drive in mV (conductance in units of the leak conductance × driving force) in the
+    neuron's input unit."""
+    if neuron.input_unit == "mV":  # dimensionless models (ALIF): the input is R·I already
+        return drive
+    if neuron.input_unit == "nA":  # GIF: R in MΩ, R·I in mV
+        return drive / neuron.R
+    if neuron.input_unit == "pA":  # LIF: g_L in nS
+        return drive * neuron.g_L
+    raise ValueError(f"EINetwork: neurons with input in {neuron.input_unit!r} are not supported.")
+
+
+def default_neuron() -> zoo.ALIF:
+    """The task neuron: `zoo.ALIF` with e-prop's dampened pseudo-derivative.
+
+    The surrogate is ``γ·max(0, 1 − |V − V_th|/w)/w`` with γ = 0.3 and w = V_th − V_reset = 20 mV
+    (`zoo.surrogate.ReLU` with alpha = γ/w², width = w), as in Bellec et al. (2020). With the zoo's
+    default sigmoid (peak 1/mV) BPTT's gradient through recurrent spikes explodes: on 100 neurons over
+    100 steps its norm was 400× larger than with this one, and its direction was uncorrelated with the
+    direct (online) paths.
+    """
+    width = 20.0
+    return zoo.ALIF(spike_fn=zoo.surrogate.ReLU(alpha=0.3 / width**2, width=width))
+
+
+def _inverse_softplus(x: Array) -> Array:
+    return x + jnp.log(-jnp.expm1(-x))
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
+def _initial_weights(key, n_in, n_rec, n_out, n_exc, in_scale, exc_scale, inh_scale, out_scale, connectivity):
+    # One compiled function: drawn op by op, the initialisation took seconds of eager compilation.
+    k_in, k_rec, k_out, k_mask = jax.random.split(key, 4)
+
+    def lognormal(key, shape, scale):
+        return _inverse_softplus(scale * jnp.exp(0.5 * jax.random.normal(key, shape)))
+
+    rec_scales = jnp.where(jnp.arange(n_rec) < n_exc, exc_scale, inh_scale)[:, None]
+    w_out = out_scale / (0.02 * math.sqrt(n_rec)) * jax.random.normal(k_out, (n_rec, n_out))
+    mask = jax.random.bernoulli(k_mask, connectivity, (n_rec, n_rec)) & ~jnp.eye(n_rec, dtype=bool)
+    w_rec = lognormal(k_rec, (n_rec, n_rec), rec_scales)
+    return lognormal(k_in, (n_in, n_rec), in_scale), w_rec, w_out, jnp.zeros(n_out), mask.astype(w_rec.dtype)
+
+
+class EINetwork(eqx.Module):
+    r"""A recurrent spiking network of excitatory and inhibitory neurons with a leaky readout.
+
+    The first ``n_exc`` neurons are excitatory, the rest inhibitory (80 % / 20 % by default). Each step
+    ``t`` with input spikes ``x_t``:
+
+    * conductances (zoo `Expon` synapses, τ_syn, kept on the postsynaptic side because they are linear):
+      ``g_e ← g_e e^{−dt/τ_syn} + x_t |W_in| + z_{t−1}^E |W_rec^{E·}|`` and
+      ``g_i ← g_i e^{−dt/τ_syn} + z_{t−1}^I |W_rec^{I·}|``;
+    * the drive ``g_e (E_exc − V) + g_i (E_inh − V)`` enters the neuron model, which spikes ``z_t``;
+    * the readout-filtered spike train ``z̄_t = κ z̄_{t−1} + (1 − κ) z_t`` (κ = e^{−dt/τ_out}) gives the
+      leaky readout ``y_t = z̄_t W_out + b_out``.
+
+    Units: conductances are dimensionless, in units of the neuron's leak conductance, so the drive is in mV
+    (the ALIF's input scale; GIF divides by R, LIF multiplies by g_L). The reversal potentials are those
+    of AMPA and GABA_A, E_exc = 0 mV and E_inh = −80 mV, on the neuron's own voltage scale (rest −70 mV,
+    threshold −50 mV), so inhibition is shunting near rest and hyperpolarising near threshold.
+
+    Dale's law: the weight parameters are unconstrained; the effective magnitudes are
+    ``|W| = softplus(w)``, and the sign is that of the presynaptic type, carried by the reversal potential
+    (input spikes are excitatory). A training step can never flip a synapse's sign. ``rec_mask`` is the
+    fixed connectivity (no autapses by default); the recurrent matrix is dense — a sparse (`ops.CSR`)
+    recurrent operator would replace `synaptic_input`, the one place the weights meet spikes.
+
+    Because the readout is linear, its leaky integration is a per-neuron state (``z̄``), so the loss at step
+    ``t`` depends on the hidden state at ``t`` alone: the instantaneous learning signal of the online
+    algorithms needs no look-ahead.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from diffbrain import learn
+        >>> net = learn.EINetwork(n_in=20, n_rec=50, n_out=2, key=jax.random.key(0))
+        >>> state = net.init_state(batch=4)
+        >>> state, (spikes, readout) = net.step(state, jnp.zeros((4, 20)))
+        >>> spikes.shape, readout.shape
+        ((4, 50), (4, 2))
+    """
+
+    neuron: zoo.AbstractSpikingNeuron
+    w_in: Float[Array, "n_in n_rec"]
+    w_rec: Float[Array, "n_rec n_rec"]
+    w_out: Float[Array, "n_rec n_out"]
+    b_out: Float[Array, " n_out"]
+    rec_mask: Float[Array, "n_rec n_rec"]
+    n_exc: int = eqx.field(static=True)
+    dt: float = eqx.field(static=True)
+    tau_syn: float = eqx.field(static=True)
+    tau_out: float = eqx.field(static=True)
+    E_exc: float = eqx.field(static=True)
+    E_inh: float = eqx.field(static=True)
+
+    def __init__(
+        self,
+        n_in: int,
+        n_rec: int,
+        n_out: int,
+        *,
+        key: PRNGKeyArray,
+        neuron: zoo.AbstractSpikingNeuron | None = None,
+        exc_fraction: float = 0.8,
+        dt: float = 1.0,
+        tau_syn: float = 10.0,
+        tau_out: float = 20.0,
+        E_exc: float = 0.0,
+        E_inh: float = -80.0,
+        in_scale: float = 0.03,
+        rec_scale: float = 0.005,
+        inh_ratio: float = 4.0,
+        out_scale: float = 1.0,
+        connectivity: float = 1.0,
+    ):
+        """Random weights drawn log-normally (σ = 0.5 in log space) around the given scales.
+
+        Args:
+            n_in, n_rec, n_out: input channels, recurrent neurons, readout units.
+            key: the random key for weights and connectivity.
+            neuron: the neuron model (`default_neuron` by default; GIF and LIF work too).
+            exc_fraction: the excitatory share of the recurrent neurons.
+            dt: time step, ms. tau_syn, tau_out: synaptic and readout time constants, ms.
+            E_exc, E_inh: reversal potentials, mV.
+            in_scale, rec_scale: median input and E→all magnitudes (units of the leak conductance);
+                I→all synapses are ``inh_ratio`` times stronger.
+            out_scale: readout weights are N(0, out_scale²/(n_rec·0.02²)), sized for ~20 Hz rates.
+            connectivity: the connection probability of the fixed recurrent mask.
+        """
+        neuron = default_neuron() if neuron is None else neuron
+        n_exc = round(exc_fraction * n_rec)
+        self.neuron = neuron
+        scales = (in_scale, rec_scale, inh_ratio * rec_scale, out_scale, connectivity)
+        self.w_in, self.w_rec, self.w_out, self.b_out, self.rec_mask = _initial_weights(
+            key, n_in, n_rec, n_out, n_exc, *scales
+        )
+        self.n_exc = n_exc
+        self.dt, self.tau_syn, self.tau_out = float(dt), float(tau_syn), float(tau_out)
+        self.E_exc, self.E_inh = float(E_exc), float(E_inh)
+
+    @property
+    def n_rec(self) -> int:
+        return self.w_rec.shape[0]
+
+    @property
+    def is_excitatory(self) -> Array:
+        """``[n_rec]`` bool: which neurons are excitatory."""
+        return jnp.arange(self.n_rec) < self.n_exc
+
+    def weights(self) -> tuple[Array, Array]:
+        """The effective magnitudes ``(|W_in| [n_in, n_rec], |W_rec| [n_rec, n_rec])``, all ≥ 0."""
+        return jax.nn.softplus(self.w_in), jax.nn.softplus(self.w_rec) * self.rec_mask
+
+    def signed_weights(self) -> Array:
+        """``|W_rec|`` with the sign of the presynaptic type (rows of inhibitory neurons negative)."""
+        return jnp.where(self.is_excitatory[:, None], 1.0, -1.0) * self.weights()[1]
+
+    def init_state(self, batch: int) -> NetState:
+        """The resting state of ``batch`` independent copies of the network."""
+        shape = (batch, self.n_rec)
+        neuron_state = tuple(jnp.broadcast_to(v, shape) for v in self.neuron.init_state(shape))
+        zeros = jnp.zeros(shape, self.w_rec.dtype)
+        return NetState(hidden=(*neuron_state, zeros, zeros, zeros), spikes=zeros)
+
+    def synaptic_input(
+        self, x: Float[Array, "B n_in"], spikes: Float[Array, "B n_rec"], weights: tuple[Array, Array]
+    ) -> tuple[Array, Array]:
+        """The conductance increments ``(u_e, u_i)`` [B, n_rec] from input and recurrent spikes."""
+        w_in, w_rec = weights
+        exc = self.is_excitatory.astype(spikes.dtype)
+        u_e = x @ w_in + (spikes * exc) @ w_rec
+        u_i = (spikes * (1 - exc)) @ w_rec
+        return u_e, u_i
+
+    def cell(
+        self, hidden: tuple[Array, ...], u_e: Array, u_i: Array
+    ) -> tuple[tuple[Array, ...], Float[Array, "B n_rec"]]:
+        """One step of every neuron given its conductance increments: ``(hidden, spikes)``.
+
+        Elementwise across neurons: neuron ``j``'s new state depends on its own state and ``u_e[j]``,
+        ``u_i[j]`` only — the structure the online algorithms' per-neuron Jacobians rely on.
+        """
+        *neuron_state, g_e, g_i, filtered = hidden
+        syn_e = zoo.Expon(tau=self.tau_syn, E=self.E_exc)
+        syn_i = zoo.Expon(tau=self.tau_syn, E=self.E_inh)
+        _, g_e = syn_e.step(syn_e.State(g_e), u_e, self.dt)
+        _, g_i = syn_i.step(syn_i.State(g_i), u_i, self.dt)
+        V = neuron_state[0]
+        drive = syn_e.current(g_e, V) + syn_i.current(g_i, V)
+        state = type(self.neuron.init_state())(*neuron_state)
+        state, spikes = self.neuron.step(state, _drive_to_current(self.neuron, drive), self.dt)
+        kappa = math.exp(-self.dt / self.tau_out)
+        filtered = kappa * filtered + (1 - kappa) * spikes
+        return (*state, g_e, g_i, filtered), spikes
+
+    def readout(self, hidden: tuple[Array, ...]) -> Float[Array, "B n_out"]:
+        """The leaky readout ``y = z̄ W_out + b_out`` of the hidden state."""
+        return hidden[-1] @ self.w_out + self.b_out
+
+    def step(self, state: NetState, x: Float[Array, "B n_in"]) -> tuple[NetState, tuple[Array, Array]]:
+        """Advance one ``dt`` under input spikes ``x``; return ``(state, (spikes, readout))``."""
+        u_e, u_i = self.synaptic_input(x, state.spikes, self.weights())
+        hidden, spikes = self.cell(state.hidden, u_e, u_i)
+        return NetState(hidden, spikes), (spikes, self.readout(hidden))
+
+
+def trainable(net: EINetwork) -> EINetwork:
+    """The filter spec of the learned leaves: the weights and readout bias (neuron parameters are fixed)."""
+    spec = jax.tree.map(lambda _: False, net)
+    return eqx.tree_at(lambda n: (n.w_in, n.w_rec, n.w_out, n.b_out), spec, (True, True, True, True))
