@@ -1,0 +1,119 @@
+"""Context-dependent decision making: a context cue selects which of two stimulus modalities to report."""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
+
+from ._base import AbstractTask, check_probability, choice, decision_targets, uniforms
+from .decision_making import noisy_evidence
+
+
+class ContextDecisionMaking(AbstractTask):
+    """Context-dependent decision making: report the relevant modality's side, ignoring the other modality.
+
+    Choose it for flexible, context-gated computation (Mante, Sussillo, Shenoy & Newsome 2013: colored
+    random dots, the context says whether to report motion or color; NeuroGym's ``ContextDecisionMaking``
+    with ``use_expl_context=True``). Periods: fixation, stimulus, delay, decision (300, 750, 300, 100 ms
+    by default; Mante et al. varied the delay, here it is fixed so every trial has the same length).
+
+    Inputs: seven groups of ``channels_per_group`` channels — fixation, motion context, color context,
+    motion left, motion right, color left, color right. The fixation group fires at ``fixation_rate`` until
+    the decision period (its offset is the go signal); the cue of the trial's context fires at
+    ``context_rate`` over the same steps. During the stimulus both modalities are shown at once, each as
+    `noisy_evidence` (``stimulus_rate`` times ``0.5 ± coherence/2 + noise``) with its own side and its own
+    coherence, drawn independently from ``coherences`` (fractions).
+
+    Labels: the side of the modality the context selects (0 left, 1 right). Targets: 0 (fixate) outside the
+    decision period, ``label + 1`` inside it. Mask: the decision period, and every earlier step too when
+    ``supervise_fixation``.
+
+    Rates in Hz, durations and ``dt`` in ms (multiples of dt), ``sigma`` per √ms.
+
+    Example:
+        >>> import jax
+        >>> from diffbrain import tasks
+        >>> task = tasks.ContextDecisionMaking(encoding="rate")
+        >>> batch = task.sample(jax.random.key(0), 8)
+        >>> batch.inputs.shape, task.n_outputs
+        ((1450, 8, 175), 3)
+
+    ??? cite "Reference"
+        Mante, V., Sussillo, D., Shenoy, K. V. & Newsome, W. T. (2013). Context-dependent computation by
+        recurrent dynamics in prefrontal cortex. Nature 503, 78–84.
+    """
+
+    dt: float = eqx.field(default=1.0, static=True)
+    fixation_duration: float = eqx.field(default=300.0, static=True)
+    stimulus_duration: float = eqx.field(default=750.0, static=True)
+    delay_duration: float = eqx.field(default=300.0, static=True)
+    decision_duration: float = eqx.field(default=100.0, static=True)
+    coherences: tuple[float, ...] = eqx.field(default=(0.05, 0.15, 0.5), static=True)
+    sigma: float = 0.5
+    stimulus_rate: float = 40.0
+    context_rate: float = 40.0
+    fixation_rate: float = 40.0
+    supervise_fixation: bool = eqx.field(default=True, static=True)
+    channels_per_group: int = eqx.field(default=25, static=True)
+    encoding: str = eqx.field(default="poisson", static=True)
+
+    def __check_init__(self):
+        owner = "ContextDecisionMaking"
+        if not self.coherences:
+            raise ValueError(f"{owner}: `coherences` must name at least one coherence.")
+        check_probability(owner, "coherences", self.coherences)
+        check_probability(owner, "sigma", self.sigma, 0.0, float("inf"))
+        for name in ("stimulus_duration", "decision_duration"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{owner}: `{name}` must be > 0 ms, got {getattr(self, name)}.")
+
+    @property
+    def period_fields(self) -> tuple[tuple[str, str], ...]:
+        return (
+            ("fixation", "fixation_duration"),
+            ("stimulus", "stimulus_duration"),
+            ("delay", "delay_duration"),
+            ("decision", "decision_duration"),
+        )
+
+    @property
+    def rate_fields(self) -> tuple[str, ...]:
+        return ("stimulus_rate", "context_rate", "fixation_rate")
+
+    @property
+    def n_groups(self) -> int:
+        return 7
+
+    @property
+    def n_outputs(self) -> int:
+        return 3
+
+    def _trial(
+        self, key: PRNGKeyArray, batch_size: int
+    ) -> tuple[Float[Array, "T B 7"], Int[Array, "T B"], Bool[Array, "T B"], Int[Array, " B"]]:
+        stimulus = self.periods["stimulus"]
+        noise_shape = (2, stimulus.stop - stimulus.start, batch_size, 2)  # modality, time, batch, side
+        context_u, side_u, coherence_u, noise_u = uniforms(
+            key, (batch_size,), (2, batch_size), (2, batch_size), noise_shape
+        )
+        context = context_u < 0.5  # True: report color
+        sides = (side_u < 0.5).astype(jnp.int32)  # motion, color
+        coherence = jnp.asarray(self.coherences, jnp.float32)[choice(coherence_u, len(self.coherences))]
+        labels = jnp.where(context, sides[1], sides[0])
+
+        motion = noisy_evidence(noise_u[0], sides[0], coherence[0], self.sigma, self.dt)
+        color = noisy_evidence(noise_u[1], sides[1], coherence[1], self.sigma, self.dt)
+        evidence = jnp.zeros((self.n_steps, batch_size, 4), jnp.float32)
+        evidence = evidence.at[stimulus].set(jnp.concatenate([motion, color], axis=-1))
+
+        decision = self.window("decision")
+        before = jnp.asarray(~decision)[:, None, None]
+        cue = jax.nn.one_hot(context.astype(jnp.int32), 2, dtype=jnp.float32)[None] * before
+        fixation = jnp.broadcast_to(before, (self.n_steps, batch_size, 1))
+        rates = jnp.concatenate(
+            [self.fixation_rate * fixation, self.context_rate * cue, self.stimulus_rate * evidence], axis=-1
+        )
+        targets, mask = decision_targets(decision, labels, ~decision if self.supervise_fixation else None)
+        return rates, targets, mask, labels

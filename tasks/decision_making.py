@@ -1,0 +1,153 @@
+"""Perceptual decision making: decide which of two noisy stimuli is stronger (random-dot motion)."""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
+
+from ._base import (
+    AbstractTask,
+    check_probability,
+    choice,
+    decision_targets,
+    duration_steps,
+    standard_normal,
+    uniforms,
+)
+
+
+def noisy_evidence(
+    u: Float[Array, "n B 2"], side: Int[Array, " B"], coherence: Float[Array, " B"], sigma: float, dt: float
+) -> Float[Array, "n B 2"]:
+    """Stimulus strength of the (left, right) evidence at each step, in [0, 1], given uniforms ``u``.
+
+    NeuroGym's two-choice stimulus: ``0.5 ± coherence/2`` (plus on the correct ``side``) with white noise
+    of standard deviation ``sigma/√dt`` per step, so the noise integrated over a period does not depend on
+    dt; clipped to [0, 1] because it becomes a firing rate.
+    """
+    sign = jnp.where(jnp.arange(2)[None, :] == side[:, None], 1.0, -1.0)  # [B, 2]
+    mean = 0.5 + 0.5 * coherence[:, None] * sign
+    noise = sigma / jnp.sqrt(dt) * standard_normal(u)
+    return jnp.clip(mean + noise, 0.0, 1.0).astype(jnp.float32)
+
+
+class PerceptualDecisionMaking(AbstractTask):
+    """Perceptual decision making: report the side of the stronger of two noisy stimuli.
+
+    Choose it for evidence integration over time at graded difficulty (random-dot motion discrimination,
+    Britten et al. 1992; NeuroGym's ``PerceptualDecisionMaking``). Periods: fixation, stimulus, delay,
+    decision (100, 1,000, 0, 100 ms by default).
+
+    Inputs: three groups of ``channels_per_group`` channels — fixation, left evidence, right evidence. The
+    fixation group fires at ``fixation_rate`` until the response is allowed (its offset is the go signal).
+    During the stimulus each evidence group fires at ``stimulus_rate`` times its strength
+    ``0.5 ± coherence/2 + noise`` (see `noisy_evidence`; the correct side gets the plus); ``coherence`` is
+    drawn per trial from ``coherences`` (fractions, 0.512 = 51.2 %), ``sigma`` (per √ms) scales the
+    stimulus noise. Poisson encoding adds spike-count noise on top.
+
+    Labels: 0 left, 1 right. Targets: 0 (fixate) outside the decision period, ``label + 1`` inside it.
+    Mask: the decision period, and the fixation period too when ``supervise_fixation``.
+
+    Reaction-time variant (``reaction_time=True``): the response is allowed from stimulus onset (fixation
+    input off there, as NeuroGym's ``ReactionTime`` wrapper); the decision period, where targets are
+    ``label + 1`` and the mask applies, runs from ``min_reaction_time`` after stimulus onset to the end of
+    the trial, so the network is free to decide during the first ``min_reaction_time`` ms.
+
+    Rates in Hz, durations and ``dt`` in ms (multiples of dt).
+
+    Example:
+        >>> import jax
+        >>> from diffbrain import tasks
+        >>> task = tasks.PerceptualDecisionMaking(encoding="rate")
+        >>> batch = task.sample(jax.random.key(0), 8)
+        >>> batch.inputs.shape, task.n_outputs
+        ((1200, 8, 75), 3)
+        >>> batch.targets[-1].tolist() == (batch.labels + 1).tolist()
+        True
+
+    ??? cite "Reference"
+        Britten, K. H., Shadlen, M. N., Newsome, W. T. & Movshon, J. A. (1992). The analysis of visual
+        motion: a comparison of neuronal and psychophysical performance. J. Neurosci. 12, 4745–4765.
+        Molano-Mazón, M. et al. (2022). NeuroGym: an open resource for developing and sharing neuroscience
+        tasks. PsyArXiv aqc9n.
+    """
+
+    dt: float = eqx.field(default=1.0, static=True)
+    fixation_duration: float = eqx.field(default=100.0, static=True)
+    stimulus_duration: float = eqx.field(default=1000.0, static=True)
+    delay_duration: float = eqx.field(default=0.0, static=True)
+    decision_duration: float = eqx.field(default=100.0, static=True)
+    coherences: tuple[float, ...] = eqx.field(default=(0.0, 0.064, 0.128, 0.256, 0.512), static=True)
+    sigma: float = 0.5
+    stimulus_rate: float = 40.0
+    fixation_rate: float = 40.0
+    reaction_time: bool = eqx.field(default=False, static=True)
+    min_reaction_time: float = eqx.field(default=0.0, static=True)
+    supervise_fixation: bool = eqx.field(default=True, static=True)
+    channels_per_group: int = eqx.field(default=25, static=True)
+    encoding: str = eqx.field(default="poisson", static=True)
+
+    def __check_init__(self):
+        owner = "PerceptualDecisionMaking"
+        if not self.coherences:
+            raise ValueError(f"{owner}: `coherences` must name at least one coherence.")
+        check_probability(owner, "coherences", self.coherences)
+        check_probability(owner, "sigma", self.sigma, 0.0, float("inf"))
+        if self.stimulus_duration <= 0:
+            raise ValueError(f"{owner}: `stimulus_duration` must be > 0 ms, got {self.stimulus_duration}.")
+        if self.reaction_time:
+            offset = duration_steps(owner, "min_reaction_time", self.min_reaction_time, self.dt)
+            remaining = self.n_steps - self.periods["stimulus"].start
+            if offset >= remaining:
+                raise ValueError(
+                    f"{owner}: `min_reaction_time`={self.min_reaction_time} ms leaves no decision period; "
+                    "make it shorter than the stimulus, delay and decision periods together."
+                )
+        elif self.decision_duration <= 0:
+            raise ValueError(f"{owner}: `decision_duration` must be > 0 ms, got {self.decision_duration}.")
+
+    @property
+    def period_fields(self) -> tuple[tuple[str, str], ...]:
+        return (
+            ("fixation", "fixation_duration"),
+            ("stimulus", "stimulus_duration"),
+            ("delay", "delay_duration"),
+            ("decision", "decision_duration"),
+        )
+
+    @property
+    def rate_fields(self) -> tuple[str, ...]:
+        return ("stimulus_rate", "fixation_rate")
+
+    @property
+    def n_groups(self) -> int:
+        return 3
+
+    @property
+    def n_outputs(self) -> int:
+        return 3
+
+    def _trial(
+        self, key: PRNGKeyArray, batch_size: int
+    ) -> tuple[Float[Array, "T B 3"], Int[Array, "T B"], Bool[Array, "T B"], Int[Array, " B"]]:
+        stimulus = self.periods["stimulus"]
+        shape = (stimulus.stop - stimulus.start, batch_size, 2)
+        side_u, coherence_u, noise_u = uniforms(key, (batch_size,), (batch_size,), shape)
+        labels = (side_u < 0.5).astype(jnp.int32)
+        coherence = jnp.asarray(self.coherences, jnp.float32)[choice(coherence_u, len(self.coherences))]
+        strength = noisy_evidence(noise_u, labels, coherence, self.sigma, self.dt)
+        evidence = jnp.zeros((self.n_steps, batch_size, 2), jnp.float32).at[stimulus].set(strength)
+
+        if self.reaction_time:
+            fixation = self.window("fixation")
+            decision = ~fixation
+            decision[: stimulus.start + round(self.min_reaction_time / self.dt)] = False
+        else:
+            fixation = ~self.window("decision")
+            decision = ~fixation
+        fixation_rates = jnp.where(jnp.asarray(fixation)[:, None], self.fixation_rate, 0.0)
+        fixation_rates = jnp.broadcast_to(fixation_rates, (self.n_steps, batch_size))[..., None]
+        rates = jnp.concatenate([fixation_rates, self.stimulus_rate * evidence], axis=-1)
+        targets, mask = decision_targets(decision, labels, fixation if self.supervise_fixation else None)
+        return rates, targets, mask, labels

@@ -1,0 +1,108 @@
+"""Delayed match-to-sample: hold a sample stimulus through a delay, then say whether a test matches it."""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
+
+from ._base import AbstractTask, check_count, check_probability, choice, decision_targets, uniforms
+
+
+class DelayedMatchToSample(AbstractTask):
+    """Delayed match-to-sample: report whether the test stimulus equals the sample seen before the delay.
+
+    Choose it for working memory of a categorical item (Miller, Erickson & Desimone 1996; NeuroGym's
+    ``DelayMatchSample``). Periods: fixation, sample, delay, test, decision (300, 500, 1,000, 500, 900 ms by
+    default, NeuroGym's timing).
+
+    Inputs: ``1 + n_stimuli`` groups of ``channels_per_group`` channels — fixation, then one group per
+    stimulus. The fixation group fires at ``fixation_rate`` until the decision period (its offset is the go
+    signal). The sample's group fires at ``stimulus_rate`` during the sample period, the test's during the
+    test period. The test matches the sample with probability ``match_prob``; otherwise it is one of the
+    other stimuli, uniformly.
+
+    Labels: 0 match, 1 non-match. Targets: 0 (fixate) outside the decision period, ``label + 1`` inside it
+    (1 match, 2 non-match, NeuroGym's actions). Mask: the decision period, and every earlier step too when
+    ``supervise_fixation``.
+
+    Rates in Hz, durations and ``dt`` in ms (multiples of dt).
+
+    Example:
+        >>> import jax
+        >>> from diffbrain import tasks
+        >>> task = tasks.DelayedMatchToSample(delay_duration=200.0, encoding="rate")
+        >>> batch = task.sample(jax.random.key(0), 4)
+        >>> batch.inputs.shape, task.n_outputs
+        ((2400, 4, 75), 3)
+
+    ??? cite "Reference"
+        Miller, E. K., Erickson, C. A. & Desimone, R. (1996). Neural mechanisms of visual working memory in
+        prefrontal cortex of the macaque. J. Neurosci. 16, 5154–5167.
+    """
+
+    dt: float = eqx.field(default=1.0, static=True)
+    fixation_duration: float = eqx.field(default=300.0, static=True)
+    sample_duration: float = eqx.field(default=500.0, static=True)
+    delay_duration: float = eqx.field(default=1000.0, static=True)
+    test_duration: float = eqx.field(default=500.0, static=True)
+    decision_duration: float = eqx.field(default=900.0, static=True)
+    n_stimuli: int = eqx.field(default=2, static=True)
+    match_prob: float = 0.5
+    stimulus_rate: float = 40.0
+    fixation_rate: float = 40.0
+    supervise_fixation: bool = eqx.field(default=True, static=True)
+    channels_per_group: int = eqx.field(default=25, static=True)
+    encoding: str = eqx.field(default="poisson", static=True)
+
+    def __check_init__(self):
+        owner = "DelayedMatchToSample"
+        check_count(owner, "n_stimuli", self.n_stimuli, minimum=2)
+        check_probability(owner, "match_prob", self.match_prob)
+        for name in ("sample_duration", "test_duration", "decision_duration"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{owner}: `{name}` must be > 0 ms, got {getattr(self, name)}.")
+
+    @property
+    def period_fields(self) -> tuple[tuple[str, str], ...]:
+        return (
+            ("fixation", "fixation_duration"),
+            ("sample", "sample_duration"),
+            ("delay", "delay_duration"),
+            ("test", "test_duration"),
+            ("decision", "decision_duration"),
+        )
+
+    @property
+    def rate_fields(self) -> tuple[str, ...]:
+        return ("stimulus_rate", "fixation_rate")
+
+    @property
+    def n_groups(self) -> int:
+        return 1 + self.n_stimuli
+
+    @property
+    def n_outputs(self) -> int:
+        return 3
+
+    def _trial(
+        self, key: PRNGKeyArray, batch_size: int
+    ) -> tuple[Float[Array, "T B G"], Int[Array, "T B"], Bool[Array, "T B"], Int[Array, " B"]]:
+        sample_u, match_u, other_u = uniforms(key, (batch_size,), (batch_size,), (batch_size,))
+        sample = choice(sample_u, self.n_stimuli)
+        match = match_u < self.match_prob
+        # A non-match is any other stimulus: shift the sample by 1 … n_stimuli − 1 places.
+        shift = 1 + choice(other_u, self.n_stimuli - 1)
+        test = jnp.where(match, sample, (sample + shift) % self.n_stimuli)
+        labels = (~match).astype(jnp.int32)
+
+        sample_on = jnp.asarray(self.window("sample"))[:, None, None]
+        test_on = jnp.asarray(self.window("test"))[:, None, None]
+        shown = jax.nn.one_hot(sample, self.n_stimuli, dtype=jnp.float32) * sample_on
+        shown = shown + jax.nn.one_hot(test, self.n_stimuli, dtype=jnp.float32) * test_on
+        decision = self.window("decision")
+        fixation = jnp.broadcast_to(jnp.asarray(~decision)[:, None, None], (self.n_steps, batch_size, 1))
+        rates = jnp.concatenate([self.fixation_rate * fixation, self.stimulus_rate * shown], axis=-1)
+        targets, mask = decision_targets(decision, labels, ~decision if self.supervise_fixation else None)
+        return rates, targets, mask, labels

@@ -1,0 +1,173 @@
+"""The contract every task keeps: shapes, dtypes, one batch per key, jit and vmap, encodings, validation."""
+
+import doctest
+import importlib
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from diffbrain import tasks
+
+SHORT_DMS = dict(fixation_duration=100.0, sample_duration=200.0, delay_duration=300.0)
+SHORT_DMS |= dict(test_duration=200.0, decision_duration=200.0)
+# Every task once, sized so that the whole suite stays fast; `reaction_time` is a variant worth its own row.
+TASKS = {
+    "evidence_accumulation": lambda **kw: tasks.EvidenceAccumulation.shortened(**kw),
+    "decision_making": lambda **kw: tasks.PerceptualDecisionMaking(stimulus_duration=300.0, **kw),
+    "decision_making_rt": lambda **kw: tasks.PerceptualDecisionMaking(
+        stimulus_duration=300.0, reaction_time=True, min_reaction_time=100.0, **kw
+    ),
+    "delayed_match": lambda **kw: tasks.DelayedMatchToSample(**(SHORT_DMS | kw)),
+    "context_decision": lambda **kw: tasks.ContextDecisionMaking(stimulus_duration=300.0, **kw),
+}
+DEFAULT_CLASSES = [
+    tasks.EvidenceAccumulation,
+    tasks.PerceptualDecisionMaking,
+    tasks.DelayedMatchToSample,
+    tasks.ContextDecisionMaking,
+]
+MODULES = ["evidence_accumulation", "decision_making", "delayed_match", "context_decision"]
+
+
+def assert_batches_equal(a, b):
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.fixture(params=list(TASKS), scope="module")
+def task(request):
+    return TASKS[request.param]()
+
+
+def test_shapes_and_dtypes(task):
+    batch = task.sample(jax.random.key(0), 4)
+    T, n_in = task.n_steps, task.n_inputs
+    assert batch.inputs.shape == (T, 4, n_in) and batch.inputs.dtype == jnp.float32
+    assert batch.targets.shape == (T, 4) and batch.targets.dtype == jnp.int32
+    assert batch.mask.shape == (T, 4) and batch.mask.dtype == jnp.bool_
+    assert batch.labels.shape == (4,) and batch.labels.dtype == jnp.int32
+    assert set(np.unique(batch.inputs)) <= {0.0, 1.0}
+    assert 0 <= int(batch.targets.min()) and int(batch.targets.max()) < task.n_outputs
+    assert bool(batch.mask.any())
+
+
+def test_same_key_same_batch_other_key_other_batch(task):
+    a, b = task.sample(jax.random.key(5), 4), task.sample(jax.random.key(5), 4)
+    assert_batches_equal(a, b)
+    c = task.sample(jax.random.key(6), 4)
+    assert not np.array_equal(np.asarray(a.inputs), np.asarray(c.inputs))
+
+
+def test_vmap_over_keys_under_jit_matches_eager(task):
+    keys = jax.random.split(jax.random.key(1), 3)
+    stacked = jax.jit(jax.vmap(lambda k: task.sample(k, 4)))(keys)
+    assert stacked.inputs.shape == (3, task.n_steps, 4, task.n_inputs)
+    assert_batches_equal(jax.tree.map(lambda x: x[2], stacked), task.sample(keys[2], 4))
+
+
+@pytest.mark.parametrize("name", ["evidence_accumulation", "decision_making"])
+def test_jit_forms(name):
+    task, key = TASKS[name](), jax.random.key(1)
+    assert_batches_equal(jax.jit(task.sample, static_argnums=1)(key, 4), task.sample(key, 4))
+    # The task as a traced argument: its rates and probabilities become tracers.
+    traced = eqx.filter_jit(lambda t, k: t.sample(k, 4))(
+        jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), task), key
+    )
+    assert_batches_equal(traced, task.sample(key, 4))
+
+
+@pytest.mark.parametrize("name", list(TASKS))
+def test_encodings_share_trials_and_spikes_follow_rates(name):
+    key, batch_size = jax.random.key(2), 4
+    rates = TASKS[name](encoding="rate").sample(key, batch_size)
+    spikes = TASKS[name](encoding="poisson").sample(key, batch_size)
+    for field in ("targets", "mask", "labels"):
+        np.testing.assert_array_equal(getattr(rates, field), getattr(spikes, field))
+    p, s = np.asarray(rates.inputs, float), np.asarray(spikes.inputs, float)
+    assert not s[p == 0].any(), "a channel spiked while its rate was zero"
+    # Per channel group: spike count against its Poisson (Bernoulli) expectation, 5 standard deviations.
+    n_groups = p.shape[-1] // TASKS[name]().channels_per_group
+    for group_p, group_s in zip(np.split(p, n_groups, -1), np.split(s, n_groups, -1), strict=True):
+        expected, sd = group_p.sum(), np.sqrt((group_p * (1 - group_p)).sum())
+        assert abs(group_s.sum() - expected) <= 5 * sd + 1e-9
+
+
+def test_rates_scale_with_dt():
+    """The rate encoding is the spike probability per step, rate·dt/1000, at any dt."""
+    for dt in (0.5, 5.0):
+        task = tasks.EvidenceAccumulation.shortened(dt=dt, encoding="rate")
+        noise = np.asarray(task.sample(jax.random.key(0), 2).inputs[..., 75:])
+        np.testing.assert_allclose(noise, 10.0 * dt / 1000, rtol=1e-6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    cls=st.sampled_from(DEFAULT_CLASSES),
+    dt=st.sampled_from([0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 25.0]),
+    batch_size=st.integers(1, 64),
+    encoding=st.sampled_from(["poisson", "rate"]),
+)
+def test_shapes_over_dt_and_batch_size(cls, dt, batch_size, encoding):
+    task = cls(dt=dt, encoding=encoding)
+    total_ms = sum(getattr(task, field) for _, field in task.period_fields)
+    assert task.n_steps == round(total_ms / dt)
+    out = jax.eval_shape(lambda k: task.sample(k, batch_size), jax.random.key(0))
+    assert out.inputs.shape == (task.n_steps, batch_size, task.n_inputs)
+    assert out.inputs.dtype == jnp.float32
+    assert out.targets.shape == out.mask.shape == (task.n_steps, batch_size)
+    assert out.labels.shape == (batch_size,)
+
+
+RT = {"reaction_time": True}
+BAD_CONFIGS = [
+    (tasks.EvidenceAccumulation, {"delay_duration": 1000.5}, "delay_duration"),
+    (tasks.EvidenceAccumulation, {"dt": 0.3}, "gap_duration"),
+    (tasks.EvidenceAccumulation, {"recall_duration": -150.0}, "recall_duration"),
+    (tasks.EvidenceAccumulation, {"cue_rate": 2000.0}, "cue_rate"),
+    (tasks.EvidenceAccumulation, {"dt": 50.0}, "cue_rate"),  # 40 Hz · 50 ms = 2 spikes per step
+    (tasks.EvidenceAccumulation, {"noise_rate": -1.0}, "noise_rate"),
+    (tasks.EvidenceAccumulation, {"n_cues": -3}, "n_cues"),
+    (tasks.EvidenceAccumulation, {"n_cues": 4}, "n_cues"),
+    (tasks.EvidenceAccumulation, {"channels_per_group": -1}, "channels_per_group"),
+    (tasks.EvidenceAccumulation, {"channels_per_group": 0}, "channels_per_group"),
+    (tasks.EvidenceAccumulation, {"majority_prob": 1.2}, "majority_prob"),
+    (tasks.EvidenceAccumulation, {"encoding": "spikes"}, "encoding"),
+    (tasks.EvidenceAccumulation, {"dt": 0.0}, "dt"),
+    (tasks.PerceptualDecisionMaking, {"stimulus_duration": 99.5}, "stimulus_duration"),
+    (tasks.PerceptualDecisionMaking, {"coherences": (0.5, 1.5)}, "coherences"),
+    (tasks.PerceptualDecisionMaking, {"sigma": -0.1}, "sigma"),
+    (tasks.PerceptualDecisionMaking, {"fixation_rate": 1001.0}, "fixation_rate"),
+    (tasks.PerceptualDecisionMaking, {**RT, "min_reaction_time": 0.5}, "min_reaction_time"),
+    (tasks.PerceptualDecisionMaking, {**RT, "min_reaction_time": 5e3}, "min_reaction_time"),
+    (tasks.DelayedMatchToSample, {"n_stimuli": 1}, "n_stimuli"),
+    (tasks.DelayedMatchToSample, {"match_prob": -0.5}, "match_prob"),
+    (tasks.DelayedMatchToSample, {"test_duration": 0.0}, "test_duration"),
+    (tasks.DelayedMatchToSample, {"channels_per_group": -2}, "channels_per_group"),
+    (tasks.ContextDecisionMaking, {"delay_duration": 12.3}, "delay_duration"),
+    (tasks.ContextDecisionMaking, {"context_rate": 5000.0}, "context_rate"),
+]
+
+
+@pytest.mark.parametrize(("cls", "kwargs", "name"), BAD_CONFIGS)
+def test_bad_configs_raise_naming_the_argument(cls, kwargs, name):
+    with pytest.raises(ValueError, match=f"`{name}`"):
+        cls(**kwargs)
+
+
+@pytest.mark.parametrize("batch_size", [0, -4, 2.5])
+def test_bad_batch_size_raises(batch_size):
+    with pytest.raises(ValueError, match="`batch_size`"):
+        TASKS["evidence_accumulation"]().sample(jax.random.key(0), batch_size)
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name):
+    with jax.enable_x64(False):
+        result = doctest.testmod(importlib.import_module(f"diffbrain.tasks.{name}"))
+    assert result.attempted > 0, f"{name} has no example"
+    assert result.failed == 0
