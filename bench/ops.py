@@ -159,8 +159,8 @@ def jax_runs(method: Method, spikes: jax.Array, x: jax.Array, cotangent: jax.Arr
         return jax.lax.scan(body, jnp.zeros(cotangent.shape, DTYPE), steps)[0]
 
     call = jax.jit(forward)
-    weight_vjp = jax.jit(lambda w, st, s, ct: jax.vjp(lambda w: forward(w, st, s), w)[1](ct))
-    spike_vjp = jax.jit(lambda w, st, x, ct: jax.vjp(lambda x: forward(w, st, x), x)[1](ct))
+    weight_vjp = jax.jit(lambda w, st, s, ct: jax.vjp(lambda w: forward(w, st, s), w)[1](ct)[0])
+    spike_vjp = jax.jit(lambda w, st, x, ct: jax.vjp(lambda x: forward(w, st, x), x)[1](ct)[0])
     return {
         "step_time": lambda: scan(weights, structure, steps),
         "call_time": lambda: call(weights, structure, spikes[0]),

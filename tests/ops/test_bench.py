@@ -1,0 +1,69 @@
+"""The ops benchmark suite on a tiny network: every method runs, agrees, and gives ratio and skip records."""
+
+import importlib.util
+import math
+
+import jax
+import numpy as np
+import pytest
+
+from diffbrain.bench import ops as suite
+from diffbrain.bench.records import to_frame
+
+
+@pytest.fixture
+def tiny_case(monkeypatch):
+    monkeypatch.setattr(suite, "unavailable", lambda module: f"{module} left out of this test")
+    monkeypatch.setattr(suite, "STEPS", 4)
+    case = suite.Case(300, 10, 0.05, "heterogeneous")
+    return case, suite.build(case.n, case.per_row, case.weights, jax.random.key(0))
+
+
+@pytest.mark.parametrize(
+    "with_numba",
+    [
+        False,
+        pytest.param(
+            True,
+            marks=[
+                pytest.mark.slow,  # compiling the numba loops takes ~10 s
+                pytest.mark.skipif(
+                    importlib.util.find_spec("numba") is None, reason="numba is not installed"
+                ),
+            ],
+        ),
+    ],
+)
+def test_methods_agree(tiny_case, with_numba):
+    _, W = tiny_case
+    spikes, x = suite.spike_vectors(jax.random.key(1), W.shape[0], 0.05)
+    cotangent = jax.random.normal(jax.random.key(2), (W.shape[1],), suite.DTYPE)
+    methods, skips = suite.jax_methods(W, quick=False)
+    assert {"diffbrain", "diffbrain.reference", "segment_sum", "bcoo", "dense"} <= set(methods) and not skips
+    outputs = {name: suite.jax_runs(method, spikes, x, cotangent) for name, method in methods.items()}
+    if with_numba:
+        outputs["numba"] = suite.numba_runs(W, np.asarray(spikes), np.asarray(cotangent))
+    expected = {metric: outputs["dense"][metric]() for metric in ("call_time", "spike_vjp_time")}
+    for name, runs in outputs.items():
+        for metric, value in expected.items():
+            np.testing.assert_allclose(
+                np.asarray(runs[metric]()).ravel(), np.ravel(value), rtol=1e-4, atol=1e-5
+            )
+        weight_grad = np.asarray(runs["weight_grad_time"]()).ravel()
+        if name != "dense":  # the dense gradient is a matrix
+            np.testing.assert_allclose(weight_grad, outputs["segment_sum"]["weight_grad_time"](), rtol=1e-5)
+
+
+def test_run_case_records(tiny_case):
+    case, W = tiny_case
+    records = suite.run_case(case, W, repeats=1)
+    frame = to_frame(records)
+    ok = frame[frame.status == "ok"]
+    assert {"diffbrain", "segment_sum", "bcoo", "dense"} <= set(ok.method)
+    assert set(frame[frame.status == "skipped"].method) == {"numba", "brainevent"}
+    assert all(math.isfinite(value) and value > 0 for value in ok.value)
+    assert {"step_time_ratio_vs_segment_sum", "grad_over_forward", "spike_vjp_over_csr_matvec"} <= set(
+        ok[ok.method == "diffbrain"].metric
+    )
+    table = suite.summary(frame)
+    assert list(table.index) == [case.name] and "µs diffbrain" in table.columns
