@@ -1,0 +1,140 @@
+"""Decision tasks: periods per channel group, evidence, coherence, stimulus noise, targets, masks, labels."""
+
+import math
+
+import jax
+import numpy as np
+import pytest
+
+from diffbrain import tasks
+
+N = 2000  # trials for the statistical checks (10 ms steps keep them cheap)
+
+
+def groups(task, batch):
+    """``[T, B, n_groups]`` spike probabilities per step (channels of a group are identical)."""
+    x = np.asarray(batch.inputs).reshape(task.n_steps, batch.inputs.shape[1], task.n_groups, -1)
+    assert np.all(x == x[..., :1])
+    return x[..., 0]
+
+
+def assert_fraction(values, p, n):
+    assert abs(np.mean(values) - p) < 5 * math.sqrt(p * (1 - p) / n)
+
+
+@pytest.mark.parametrize("supervise_fixation", [True, False])
+def test_decision_making_fixed_duration(supervise_fixation):
+    task = tasks.PerceptualDecisionMaking(
+        dt=10.0, sigma=0.0, encoding="rate", channels_per_group=1, supervise_fixation=supervise_fixation
+    )
+    batch = task.sample(jax.random.key(0), N)
+    g, labels = groups(task, batch), np.asarray(batch.labels)
+    decision, stimulus = task.window("decision"), task.window("stimulus")
+    np.testing.assert_allclose(
+        g[:, :, 0], np.broadcast_to(np.where(decision, 0.0, 0.4)[:, None], g.shape[:2])
+    )
+    assert not g[~stimulus, :, 1:].any()
+    scale = 40.0 * 10.0 / 1000  # stimulus_rate · dt
+    np.testing.assert_allclose(g[stimulus, :, 1:].sum(-1), scale, rtol=1e-6)
+    signed = (g[stimulus, :, 2] - g[stimulus, :, 1]) / scale * (2 * labels - 1)  # coherence, ≥ 0
+    assert np.all(signed == signed[:1])
+    coherence = signed[0]
+    for c in task.coherences:
+        assert_fraction(np.isclose(coherence, c, atol=1e-6), 1 / len(task.coherences), N)
+    assert_fraction(labels, 0.5, N)
+    targets = np.asarray(batch.targets)
+    np.testing.assert_array_equal(targets[decision], np.broadcast_to(labels + 1, targets[decision].shape))
+    assert not targets[~decision].any()
+    mask = np.asarray(batch.mask)
+    np.testing.assert_array_equal(mask, np.broadcast_to((decision | supervise_fixation)[:, None], mask.shape))
+
+
+def test_reaction_time_variant():
+    task = tasks.PerceptualDecisionMaking(
+        dt=10.0, sigma=0.0, reaction_time=True, min_reaction_time=100.0, encoding="rate", channels_per_group=1
+    )
+    batch = task.sample(jax.random.key(1), 8)
+    g, labels = groups(task, batch), np.asarray(batch.labels)
+    onset = task.periods["stimulus"].start
+    fixation = task.window("fixation")
+    np.testing.assert_allclose(
+        g[:, :, 0], np.broadcast_to(np.where(fixation, 0.4, 0.0)[:, None], g.shape[:2])
+    )
+    decision = np.arange(task.n_steps) >= onset + 10  # 100 ms after stimulus onset, to the end
+    targets, mask = np.asarray(batch.targets), np.asarray(batch.mask)
+    np.testing.assert_array_equal(targets, np.where(decision[:, None], labels + 1, 0))
+    np.testing.assert_array_equal(mask, np.broadcast_to((decision | fixation)[:, None], mask.shape))
+    assert not mask[onset : onset + 10].any(), "free to decide during the first min_reaction_time"
+
+
+@pytest.mark.parametrize("dt", [1.0, 4.0])
+def test_stimulus_noise_scales_as_sigma_over_sqrt_dt(dt):
+    sigma = 0.1
+    task = tasks.PerceptualDecisionMaking(
+        dt=dt, coherences=(0.0,), sigma=sigma, encoding="rate", channels_per_group=1
+    )
+    batch = task.sample(jax.random.key(2), 64)
+    strength = groups(task, batch)[task.window("stimulus"), :, 1:] / (40.0 * dt / 1000)
+    assert abs(strength.mean() - 0.5) < 0.01
+    assert abs(strength.std() / (sigma / math.sqrt(dt)) - 1) < 0.03
+
+
+def test_delayed_match_to_sample():
+    task = tasks.DelayedMatchToSample(
+        dt=10.0, fixation_duration=100.0, sample_duration=200.0, delay_duration=300.0, test_duration=200.0,
+        decision_duration=200.0, n_stimuli=4, encoding="rate", channels_per_group=1,
+    )  # fmt: skip
+    batch = task.sample(jax.random.key(3), N)
+    g, labels = groups(task, batch), np.asarray(batch.labels)
+    decision, sample_on, test_on = task.window("decision"), task.window("sample"), task.window("test")
+    np.testing.assert_allclose(
+        g[:, :, 0], np.broadcast_to(np.where(decision, 0.0, 0.4)[:, None], g.shape[:2])
+    )
+    stimuli = g[:, :, 1:]
+    assert not stimuli[~(sample_on | test_on)].any()
+    assert np.all((stimuli[sample_on | test_on] > 0).sum(-1) == 1), "one stimulus at a time"
+    np.testing.assert_allclose(stimuli[sample_on | test_on].max(-1), 0.4, rtol=1e-6)
+    sample = stimuli[sample_on].argmax(-1)
+    test = stimuli[test_on].argmax(-1)
+    assert np.all(sample == sample[:1]) and np.all(test == test[:1])
+    sample, test = sample[0], test[0]
+    np.testing.assert_array_equal(labels, (sample != test).astype(np.int32))
+    assert_fraction(labels, 0.5, N)
+    for stimulus in range(4):
+        assert_fraction(sample == stimulus, 0.25, N)
+    shift = ((test - sample) % 4)[labels == 1]
+    for s in (1, 2, 3):
+        assert_fraction(shift == s, 1 / 3, shift.size)
+    targets = np.asarray(batch.targets)
+    np.testing.assert_array_equal(targets, np.where(decision[:, None], labels + 1, 0))
+
+
+def test_context_decision_making():
+    task = tasks.ContextDecisionMaking(dt=10.0, sigma=0.0, encoding="rate", channels_per_group=1)
+    batch = task.sample(jax.random.key(4), N)
+    g, labels = groups(task, batch), np.asarray(batch.labels)
+    decision, stimulus = task.window("decision"), task.window("stimulus")
+    np.testing.assert_allclose(
+        g[:, :, 0], np.broadcast_to(np.where(decision, 0.0, 0.4)[:, None], g.shape[:2])
+    )
+    context = g[:, :, 1:3]
+    assert not context[decision].any()
+    np.testing.assert_allclose(context[~decision].sum(-1), 0.4)
+    color_context = context[0, :, 1] > 0
+    assert np.all((context[~decision, :, 1] > 0) == color_context)
+    assert_fraction(color_context, 0.5, N)
+    evidence = g[:, :, 3:]
+    assert not evidence[~stimulus].any()
+    motion_right = evidence[stimulus, :, 1] > evidence[stimulus, :, 0]
+    color_right = evidence[stimulus, :, 3] > evidence[stimulus, :, 2]
+    assert np.all(motion_right == motion_right[:1]) and np.all(color_right == color_right[:1])
+    motion_right, color_right = motion_right[0], color_right[0]
+    np.testing.assert_array_equal(labels, np.where(color_context, color_right, motion_right))
+    irrelevant = np.where(color_context, motion_right, color_right)
+    assert_fraction(labels == irrelevant, 0.5, N)
+    for modality in (slice(0, 2), slice(2, 4)):
+        strength = evidence[stimulus][0][:, modality] / 0.4
+        coherence = np.abs(strength[:, 1] - strength[:, 0])
+        assert np.all(np.isclose(coherence[:, None], task.coherences, atol=1e-6).any(axis=1))
+    targets = np.asarray(batch.targets)
+    np.testing.assert_array_equal(targets, np.where(decision[:, None], labels + 1, 0))
