@@ -22,9 +22,9 @@ class ContextDecisionMaking(AbstractTask):
     Inputs: seven groups of ``channels_per_group`` channels — fixation, motion context, color context,
     motion left, motion right, color left, color right. The fixation group fires at ``fixation_rate`` until
     the decision period (its offset is the go signal); the cue of the trial's context fires at
-    ``context_rate`` over the same steps. During the stimulus both modalities are shown at once, each as
-    `noisy_evidence` (``stimulus_rate`` times ``0.5 ± coherence/2 + noise``) with its own side and its own
-    coherence, drawn independently from ``coherences`` (fractions).
+    ``context_rate`` throughout the trial (as in NeuroGym). During the stimulus both modalities are shown at
+    once, each as `noisy_evidence` (``stimulus_rate`` times ``0.5 ± coherence/2 + noise``) with its own side
+    and its own coherence, drawn independently from ``coherences`` (fractions).
 
     Labels: the side of the modality the context selects (0 left, 1 right). Targets: 0 (fixate) outside the
     decision period, ``label + 1`` inside it. Mask: the decision period, and every earlier step too when
@@ -109,9 +109,8 @@ class ContextDecisionMaking(AbstractTask):
         evidence = evidence.at[stimulus].set(jnp.concatenate([motion, color], axis=-1))
 
         decision = self.window("decision")
-        before = jnp.asarray(~decision)[:, None, None]
-        cue = jax.nn.one_hot(context.astype(jnp.int32), 2, dtype=jnp.float32)[None] * before
-        fixation = jnp.broadcast_to(before, (self.n_steps, batch_size, 1))
+        cue = jnp.broadcast_to(jax.nn.one_hot(context.astype(jnp.int32), 2), (self.n_steps, batch_size, 2))
+        fixation = jnp.broadcast_to(jnp.asarray(~decision)[:, None, None], (self.n_steps, batch_size, 1))
         rates = jnp.concatenate(
             [self.fixation_rate * fixation, self.context_rate * cue, self.stimulus_rate * evidence], axis=-1
         )
