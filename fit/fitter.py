@@ -159,7 +159,7 @@ def run_method(
     """Run ``method`` from ``starts`` (``[n, d]`` unconstrained) on ``objective``, spending ``account``."""
     options = dict(options or {})
     if method == "lbfgsb":
-        return gradient.lbfgsb(objective, starts, account, **options)
+        return gradient.lbfgsb(objective, starts, account, key, **options)
     if method == "adam":
         return gradient.adam(objective, starts, account, **options)
     if method in search.EVOSAX:
@@ -199,7 +199,8 @@ def fit(
         loss: an `AbstractLoss` (default `VoltageMSE`).
         method: ``"lbfgsb"``, ``"adam"``, ``"cmaes"``, ``"de"``, ``"pso"``, ``"random"`` or, with nevergrad
             installed, ``"ng_de"``, ``"ng_pso"``, ``"ng_twopointsde"``, ``"ng_ngopt"``.
-        n_starts: independent starts (Adam runs them batched with `vmap`; the others share the budget).
+        n_starts: independent starts (Adam runs them batched with `vmap`; the others share the budget;
+            L-BFGS-B adds fresh random starts when these converge before the budget is spent).
         budget: simulations allowed in total (see `diffbrain.fit.objective` for what one costs).
         key: PRNG key of the starts and of the search (default ``jax.random.key(0)``).
         input_scale: factor from pA to ``model.input_unit`` when it is not pA or nA.
@@ -241,6 +242,8 @@ def fit(
     if grad_cost == "measured":
         grad_cost = objective.gradient_cost(u0[0])
     account = Account(budget, grad_cost=float(grad_cost))
+    if starts is not None and method == "lbfgsb":
+        options = {"restart": False, **(options or {})}
     results = run_method(objective, method, u0, account, run_key, options)
     for start in results:
         start.params = free_set.as_dict(start.u)

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import scipy.optimize
-from jaxtyping import Array, Float
+from jaxtyping import Array, Float, PRNGKeyArray
 
 from .objective import Account, BudgetExhausted, Objective
 from .result import StartResult
@@ -23,19 +23,33 @@ def lbfgsb(
     objective: Objective,
     starts: Float[Array, " n d"],
     account: Account,
+    key: PRNGKeyArray | None = None,
     *,
     max_iterations: int = 1_000,
     tolerance: float = 1e-12,
+    restart: bool = True,
+    min_restart: int = 10,
 ) -> list[StartResult]:
     """L-BFGS-B from each start in turn (SciPy), each with an equal share of the remaining budget.
 
     Every call of SciPy's objective is one value-and-gradient, charged to ``account``. The best point
-    evaluated (not SciPy's last) is each start's result.
+    evaluated (not SciPy's last) is each start's result. With ``restart`` (and a ``key`` and a budget),
+    when every start has converged, fresh uniform starts use what is left of the budget (while
+    ``min_restart`` evaluations remain), so the method spends its budget as the others do.
     """
     results = []
-    starts = np.asarray(starts, float)
-    for index, start in enumerate(starts):
+    starts = list(np.asarray(starts, float))
+    index = 0
+    can_restart = restart and key is not None and account.budget is not None
+    while index < len(starts) or (
+        can_restart and account.affordable(min_restart, gradient=True) >= min_restart
+    ):
+        if index == len(starts):
+            key, sample_key = jax.random.split(key)
+            starts.append(np.asarray(objective.free.sample(sample_key, 1)[0], float))
+        start = starts[index]
         share = account.remaining / (len(starts) - index)
+        index += 1
         spent_before = account.simulations
         best = {"loss": np.inf, "u": start.copy(), "message": ""}
 
