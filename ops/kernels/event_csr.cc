@@ -5,9 +5,9 @@
 // A weight array of rank 0 is one shared (homogeneous) weight. Compiled on first use by
 // diffbrain/ops/kernels/cpu.py with the system compiler; see that module for the Python contract.
 //
-// Threads: one small persistent pool (the caller is thread 0). Its workers spin briefly after each job,
-// because inside `lax.scan` the next call follows within microseconds, then sleep. Small problems never
-// touch the pool: waking a thread costs more than they do.
+// Threads: one small persistent pool whose helpers join the calling thread on chunks of work handed out
+// one at a time (see Pool). Helpers spin ~100 us after each job, because inside `lax.scan` the next call
+// follows within microseconds, then sleep. Small problems never touch the pool.
 
 #include <algorithm>
 #include <atomic>
@@ -34,9 +34,11 @@ namespace ffi = xla::ffi;
 
 namespace {
 
-// Below these sizes one thread wins (measured on a 2-core machine; per-call pool overhead ~2-5 us).
-constexpr int64_t kMinEventsPerThread = 40000;  // synaptic events for the scatter kernels
-constexpr int64_t kMinSynapsesPerThread = 60000;  // stored synapses for row-dot and the weight gradient
+// Work is cut into chunks of about this many synaptic events (scatter) or stored synapses (row-dot,
+// weight gradient) — ~50 us each — and handed out one at a time, so a thread descheduled on a busy machine
+// delays the call by one chunk at most. Problems of fewer than two chunks never touch the pool.
+constexpr int64_t kEventsPerChunk = 16384;
+constexpr int64_t kSynapsesPerChunk = 65536;
 
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(_M_X64)
@@ -58,28 +60,31 @@ int usable_cores() {
   return std::max(1u, std::thread::hardware_concurrency());
 }
 
-// A fork-join pool: `run(n, job)` calls job(t) for t in [0, n), t = 0 on the caller. One job at a time;
-// a concurrent caller (XLA may run two independent kernels at once) gets no session and runs serially.
+// A pool of helpers for the calling thread. `run(n, job)` calls job(0) on the caller and job(slot) for
+// slots 1..n-1 on workers that arrive before the caller has finished its own job(0); a worker arriving
+// later skips the job. So the caller never waits for a helper that has not started — on a loaded machine it
+// simply does all the chunks itself — only for helpers still inside job(). One job at a time: a concurrent
+// caller (XLA may run two independent kernels at once) gets no session and runs alone.
 class Pool {
  public:
   static Pool& get() {
     static Pool* pool = new Pool(usable_cores());  // leaked on purpose: no join at process exit
     return *pool;
   }
-  int size() const { return static_cast<int>(workers_) + 1; }
+  int size() const { return static_cast<int>(scratch_.size()); }
 
   class Session {
    public:
     explicit Session(Pool& pool) : pool_(pool), lock_(pool.busy_, std::try_to_lock) {}
-    explicit operator bool() const { return lock_.owns_lock(); }
-    // Scratch memory private to thread t, kept between calls.
-    void* scratch(int t, size_t bytes) {
-      auto& buf = pool_.scratch_[t];
+    explicit operator bool() const { return lock_.owns_lock() && pool_.size() > 1; }
+    // Memory private to `slot`, kept between calls.
+    void* scratch(int slot, size_t bytes) {
+      auto& buf = pool_.scratch_[slot];
       if (buf.size() < bytes) buf.resize(bytes);
       return buf.data();
     }
     template <class Job>
-    void run(int n, Job& job) { pool_.run(n, job); }
+    void run(Job& job) { pool_.run(job); }
 
    private:
     Pool& pool_;
@@ -87,16 +92,18 @@ class Pool {
   };
 
  private:
-  explicit Pool(int threads) : workers_(threads - 1), scratch_(threads) {
-    for (int id = 1; id < threads; ++id) std::thread([this, id] { loop(id); }).detach();
+  static constexpr int64_t kClosed = int64_t{1} << 40;
+
+  explicit Pool(int threads) : scratch_(threads) {
+    for (int id = 1; id < threads; ++id) std::thread([this] { loop(); }).detach();
   }
 
   template <class Job>
-  void run(int n, Job& job) {
-    fn_ = [](void* ctx, int t) { (*static_cast<Job*>(ctx))(t); };
+  void run(Job& job) {
+    fn_ = [](void* ctx, int slot) { (*static_cast<Job*>(ctx))(slot); };
     ctx_ = &job;
-    active_ = n;
-    pending_.store(workers_, std::memory_order_relaxed);  // every worker acknowledges every job
+    done_.store(0, std::memory_order_relaxed);
+    entry_.store(0, std::memory_order_release);
     bool wake;
     {
       std::lock_guard<std::mutex> lk(m_);
@@ -105,20 +112,20 @@ class Pool {
     }
     if (wake) cv_.notify_all();
     job(0);
-    for (int spin = 0; pending_.load(std::memory_order_acquire) != 0; ++spin) {
+    const int64_t entered = entry_.fetch_or(kClosed, std::memory_order_acq_rel) & (kClosed - 1);
+    for (int spin = 0; done_.load(std::memory_order_acquire) != entered; ++spin) {
       if (spin < 4096) cpu_relax();
       else std::this_thread::yield();
     }
   }
 
-  void loop(int id) {
+  void loop() {
     using clock = std::chrono::steady_clock;
-    constexpr auto kSpin = std::chrono::microseconds(100);
+    constexpr auto kSpin = std::chrono::microseconds(100);  // the next call in a scan comes sooner
     uint64_t seen = 0;
     for (;;) {
-      uint64_t now;
       auto start = clock::now();
-      for (int it = 1; (now = generation_.load(std::memory_order_acquire)) == seen; ++it) {
+      for (int it = 1; generation_.load(std::memory_order_acquire) == seen; ++it) {
         cpu_relax();
         if (it % 256 == 0 && clock::now() - start > kSpin) {
           std::unique_lock<std::mutex> lk(m_);
@@ -127,34 +134,42 @@ class Pool {
           --sleepers_;
         }
       }
-      seen = now;
-      if (id < active_) fn_(ctx_, id);
-      pending_.fetch_sub(1, std::memory_order_acq_rel);
+      seen = generation_.load(std::memory_order_acquire);
+      const int64_t slot = entry_.fetch_add(1, std::memory_order_acq_rel) + 1;
+      if (slot > kClosed) continue;  // the caller has finished: it neither needs nor waits for us
+      if (slot < size()) fn_(ctx_, static_cast<int>(slot));
+      done_.fetch_add(1, std::memory_order_release);
     }
   }
 
-  const int64_t workers_;
-  std::vector<std::vector<char>> scratch_;
+  std::vector<std::vector<char>> scratch_;  // one per slot; its size is the pool's thread count
   std::mutex busy_;
   std::mutex m_;
   std::condition_variable cv_;
   int sleepers_ = 0;
   std::atomic<uint64_t> generation_{0};
-  std::atomic<int64_t> pending_{0};
+  std::atomic<int64_t> entry_{kClosed};
+  std::atomic<int64_t> done_{0};
   void (*fn_)(void*, int) = nullptr;
   void* ctx_ = nullptr;
-  int active_ = 0;
 };
 
-// Threads worth using for `work` units when each thread should get at least `min_per_thread`.
-int threads_for(int64_t work, int64_t min_per_thread, int64_t max_tasks) {
-  int64_t n = std::min<int64_t>({Pool::get().size(), work / min_per_thread, max_tasks});
-  return static_cast<int>(std::max<int64_t>(n, 1));
+// Runs body(slot, chunk) for every chunk in [0, n_chunks), on the caller and whichever helpers join.
+template <class Body>
+void for_each_chunk(Pool::Session& session, int64_t n_chunks, Body&& body) {
+  std::atomic<int64_t> next{0};
+  auto job = [&](int slot) {
+    for (int64_t c; (c = next.fetch_add(1, std::memory_order_relaxed)) < n_chunks;) body(slot, c);
+  };
+  if (n_chunks > 1 && session) session.run(job);
+  else job(0);
 }
+
+int64_t chunks_for(int64_t work, int64_t per_chunk) { return std::max<int64_t>(1, work / per_chunk); }
 
 // Splits [0, n) into `parts` contiguous chunks of about equal weight; cum(i) is the weight of [0, i).
 template <class Cum>
-int64_t split_point(int64_t n, int part, int parts, Cum cum) {
+int64_t split_point(int64_t n, int64_t part, int64_t parts, Cum cum) {
   if (part == 0) return 0;
   if (part == parts) return n;
   const double target = static_cast<double>(cum(n)) * part / parts;
@@ -274,44 +289,47 @@ struct Scatter {
 
   void operator()(const S* spikes, int64_t batch, F* y) const {
     thread_local std::vector<ActiveRow<F>> rows;
+    Pool::Session session(Pool::get());
     if (batch > 1) {
-      // Independent outputs: split the batch, no reduction. Work estimated from spike counts.
+      // Independent outputs: chunks are batch items, no reduction. Work estimated from spike counts.
       int64_t fired_rows = 0;
       for (int64_t e = 0; e < batch * n_pre; ++e) fired_rows += kSkipSilent ? fired(spikes[e]) : 1;
-      const int64_t events = n_pre > 0 ? fired_rows * (indptr[n_pre] / n_pre) : 0;
-      const int n = threads_for(events, kMinEventsPerThread, batch);
-      Pool::Session session(Pool::get());
-      auto job = [&](int t) {
-        thread_local std::vector<ActiveRow<F>> mine;
-        for (int64_t b = batch * t / n; b < batch * (t + 1) / n; ++b) one(spikes + b * n_pre, y + b * n_post, mine);
-      };
-      if (n > 1 && session) session.run(n, job);
-      else for (int64_t b = 0; b < batch; ++b) one(spikes + b * n_pre, y + b * n_post, rows);
+      const int64_t events = fired_rows * (indptr[n_pre] / n_pre);
+      const int64_t n_chunks = events >= 2 * kEventsPerChunk ? batch : 1;
+      for_each_chunk(session, n_chunks, [&](int, int64_t c) {
+        thread_local std::vector<ActiveRow<F>> mine;  // each thread its own list
+        for (int64_t b = batch * c / n_chunks; b < batch * (c + 1) / n_chunks; ++b)
+          one(spikes + b * n_pre, y + b * n_post, mine);
+      });
       return;
     }
     // A plain reference: lambdas name a thread_local directly, which on a worker is the worker's own copy.
     std::vector<ActiveRow<F>>& active = rows;
     const int64_t events = collect(spikes, active);
-    const int n = threads_for(events, std::max(kMinEventsPerThread, 2 * n_post), static_cast<int64_t>(active.size()));
-    Pool::Session session(Pool::get());
-    if (n == 1 || !session) {
-      std::fill(y, y + n_post, F(0));
-      accumulate(active.data(), 0, static_cast<int64_t>(active.size()), y);
-      return;
-    }
-    // Split the active rows by synapse count; thread 0 writes y, the others private buffers, summed after.
-    std::vector<int64_t> cum(active.size() + 1, 0);
-    for (size_t r = 0; r < active.size(); ++r) cum[r + 1] = cum[r] + (active[r].hi - active[r].lo);
-    std::vector<F*> out(n, y);
-    for (int t = 1; t < n; ++t) out[t] = static_cast<F*>(session.scratch(t, sizeof(F) * n_post));
     const int64_t n_rows = static_cast<int64_t>(active.size());
-    auto job = [&](int t) {
-      auto at = [&](int64_t i) { return cum[i]; };
-      std::fill(out[t], out[t] + n_post, F(0));
-      accumulate(active.data(), split_point(n_rows, t, n, at), split_point(n_rows, t + 1, n, at), out[t]);
-    };
-    session.run(n, job);
-    for (int t = 1; t < n; ++t) {
+    // A helper's private output costs a fill and a sum over n_post: only worth it with enough events.
+    const int64_t n_chunks = events >= std::max(2 * kEventsPerChunk, n_post)
+                                 ? std::min(chunks_for(events, kEventsPerChunk), n_rows) : 1;
+    std::fill(y, y + n_post, F(0));
+    if (n_chunks == 1 || !session) return accumulate(active.data(), 0, n_rows, y);
+    // Chunks of the active rows by synapse count; the caller adds into y, each helper into its own buffer.
+    std::vector<int64_t> cum(n_rows + 1, 0);
+    for (int64_t r = 0; r < n_rows; ++r) cum[r + 1] = cum[r] + (active[r].hi - active[r].lo);
+    std::vector<F*> out(Pool::get().size(), nullptr);
+    out[0] = y;
+    for (int t = 1; t < Pool::get().size(); ++t) out[t] = static_cast<F*>(session.scratch(t, sizeof(F) * n_post));
+    std::vector<char> used(out.size(), 0);  // each slot written by its own thread only
+    auto at = [&](int64_t i) { return cum[i]; };
+    for_each_chunk(session, n_chunks, [&](int slot, int64_t c) {
+      if (!used[slot]) {
+        used[slot] = 1;
+        if (slot > 0) std::fill(out[slot], out[slot] + n_post, F(0));
+      }
+      accumulate(active.data(), split_point(n_rows, c, n_chunks, at), split_point(n_rows, c + 1, n_chunks, at),
+                 out[slot]);
+    });
+    for (size_t t = 1; t < out.size(); ++t) {
+      if (!used[t]) continue;
       const F* part = out[t];
       for (int64_t j = 0; j < n_post; ++j) y[j] += part[j];
     }
@@ -369,12 +387,12 @@ void row_dot(const I* indptr, const I* indices, const F* data, const F* ct, int6
       }
     }
   };
-  const int n = threads_for(static_cast<int64_t>(indptr[n_pre]) * batch, kMinSynapsesPerThread, n_pre);
-  Pool::Session session(Pool::get());
-  if (n == 1 || !session) return rows(0, n_pre);
+  const int64_t n_chunks = std::min(chunks_for(static_cast<int64_t>(indptr[n_pre]) * batch, kSynapsesPerChunk), n_pre);
   auto at = [&](int64_t i) { return static_cast<int64_t>(indptr[i]); };
-  auto job = [&](int t) { rows(split_point(n_pre, t, n, at), split_point(n_pre, t + 1, n, at)); };
-  session.run(n, job);
+  Pool::Session session(Pool::get());
+  for_each_chunk(session, n_chunks, [&](int, int64_t c) {
+    rows(split_point(n_pre, c, n_chunks, at), split_point(n_pre, c + 1, n_chunks, at));
+  });
 }
 
 ffi::Error row_dot_impl(ffi::AnyBuffer indptr, ffi::AnyBuffer indices, ffi::AnyBuffer data, ffi::AnyBuffer ct,
@@ -422,12 +440,13 @@ void data_grad(const I* indptr, const I* indices, const S* spikes, const F* ct, 
       }
     }
   };
-  const int n = threads_for(static_cast<int64_t>(indptr[n_pre]), kMinSynapsesPerThread, n_pre);
-  Pool::Session session(Pool::get());
-  if (n == 1 || !session) return rows(0, n_pre);
+  // The zero fill dominates at low firing, so chunks are sized by stored synapses.
+  const int64_t n_chunks = std::min(chunks_for(static_cast<int64_t>(indptr[n_pre]), kSynapsesPerChunk), n_pre);
   auto at = [&](int64_t i) { return static_cast<int64_t>(indptr[i]); };
-  auto job = [&](int t) { rows(split_point(n_pre, t, n, at), split_point(n_pre, t + 1, n, at)); };
-  session.run(n, job);
+  Pool::Session session(Pool::get());
+  for_each_chunk(session, n_chunks, [&](int, int64_t c) {
+    rows(split_point(n_pre, c, n_chunks, at), split_point(n_pre, c + 1, n_chunks, at));
+  });
 }
 
 ffi::Error data_grad_impl(ffi::AnyBuffer indptr, ffi::AnyBuffer indices, ffi::AnyBuffer spikes, ffi::AnyBuffer ct,
