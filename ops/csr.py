@@ -197,7 +197,10 @@ class CSR(eqx.Module):
             )
         for name, array in (("indptr", self.indptr), ("indices", self.indices)):
             if jnp.iinfo(array.dtype).max < max(self.nnz, n_pre, n_post):
-                raise ValueError(f"`{name}` of dtype {array.dtype} cannot index nnz = {self.nnz}; use int64.")
+                raise ValueError(
+                    f"`{name}` of dtype {array.dtype} cannot hold nnz = {self.nnz} and shape {self.shape}; "
+                    "use int32, or int64 from 2³¹ on."
+                )
         indptr, indices = _concrete(self.indptr), _concrete(self.indices)
         if indptr is not None and (indptr[0] != 0 or indptr[-1] != self.nnz or np.any(np.diff(indptr) < 0)):
             raise ValueError(
