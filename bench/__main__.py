@@ -43,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     if args.suite == "fit":
         repeats = args.repeats or (fit.QUICK["repeats"] if args.quick else fit.REPEATS)
-        records = fit.run(repeats=repeats)
+        records = fit.run(repeats=repeats, progress=lambda line: print(line, flush=True))
         summary = fit.summary
     elif args.suite == "ops":
         grid = dict(ops.QUICK) if args.quick else {}
