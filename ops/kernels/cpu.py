@@ -40,6 +40,7 @@ _TARGETS = {
     "diffbrain_csr_matmat": "DiffbrainCsrMatmat",
     "diffbrain_row_dot": "DiffbrainRowDot",
     "diffbrain_data_grad": "DiffbrainDataGrad",
+    "diffbrain_data_grad_add": "DiffbrainDataGradAdd",
 }
 
 _lock = threading.Lock()
@@ -128,10 +129,10 @@ def available() -> bool:
     return True
 
 
-def _call(target: str, shape: tuple[int, ...], dtype, *args: Array) -> Array:
+def _call(target: str, shape: tuple[int, ...], dtype, *args: Array, **options) -> Array:
     _load()
     result = jax.ShapeDtypeStruct(shape, dtype)
-    return jax.ffi.ffi_call(target, result, vmap_method="sequential")(*args)
+    return jax.ffi.ffi_call(target, result, vmap_method="sequential", **options)(*args)
 
 
 def _float(name: str, array: Array) -> Array:
@@ -220,3 +221,23 @@ def data_grad_batch(
     """`data_grad` summed over a batch of spike vectors and cotangents."""
     cotangent = _float("cotangent", cotangent)
     return _call("diffbrain_data_grad", (nnz,), cotangent.dtype, indptr, indices, spikes, cotangent)
+
+
+def data_grad_add(
+    total: Float[Array, " nnz"],
+    indptr: Integer[Array, " n_pre+1"],
+    indices: Integer[Array, " nnz"],
+    spikes: Bool[Array, "b n_pre"] | Float[Array, "b n_pre"],
+    cotangent: Float[Array, "b n_post"],
+) -> Float[Array, " nnz"]:
+    """`total + data_grad_batch(...)`, written into `total`'s buffer when XLA can reuse it.
+
+    The weight gradient is nnz-sized while its nonzeros are only the spiking rows; accumulating it over
+    the steps of a scan this way (`total` in the carry) costs the events, not a fill and an add of nnz
+    values per step.
+    """
+    cotangent = _float("cotangent", cotangent)
+    if total.dtype != cotangent.dtype:
+        raise TypeError(f"total ({total.dtype}) and cotangent ({cotangent.dtype}) must have the same dtype")
+    args = (total, indptr, indices, spikes, cotangent)
+    return _call("diffbrain_data_grad_add", total.shape, total.dtype, *args, input_output_aliases={0: 0})

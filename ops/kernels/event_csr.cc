@@ -376,14 +376,20 @@ void row_dot(const I* indptr, const I* indices, const F* data, const F* ct, int6
       const F* c = ct + b * n_post;
       F* o = out + b * n_pre;
       for (int64_t i = first; i < last; ++i) {
-        F acc = F(0);
-        if constexpr (kHomogeneous) {
-          for (int64_t k = indptr[i]; k < indptr[i + 1]; ++k) acc += c[indices[k]];
-          o[i] = acc * data[0];
-        } else {
-          for (int64_t k = indptr[i]; k < indptr[i + 1]; ++k) acc += data[k] * c[indices[k]];
-          o[i] = acc;
+        // Four partial sums: one sum would wait on the add latency at every synapse.
+        const int64_t lo = indptr[i], hi = indptr[i + 1];
+        auto term = [&](int64_t k) { return kHomogeneous ? c[indices[k]] : data[k] * c[indices[k]]; };
+        F acc[4] = {F(0), F(0), F(0), F(0)};
+        int64_t k = lo;
+        for (; k + 4 <= hi; k += 4) {
+          acc[0] += term(k);
+          acc[1] += term(k + 1);
+          acc[2] += term(k + 2);
+          acc[3] += term(k + 3);
         }
+        for (; k < hi; ++k) acc[0] += term(k);
+        const F sum = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+        o[i] = kHomogeneous ? sum * data[0] : sum;
       }
     }
   };
@@ -424,9 +430,10 @@ ffi::Error row_dot_impl(ffi::AnyBuffer indptr, ffi::AnyBuffer indices, ffi::AnyB
 
 template <class F, class I, class S>
 void data_grad(const I* indptr, const I* indices, const S* spikes, const F* ct, int64_t n_pre, int64_t n_post,
-               int64_t batch, F* g) {
+               int64_t batch, const F* g_in, F* g) {
   auto rows = [&](int64_t first, int64_t last) {
-    std::fill(g + indptr[first], g + indptr[last], F(0));
+    if (g_in == nullptr) std::fill(g + indptr[first], g + indptr[last], F(0));
+    else if (g_in != g) std::copy(g_in + indptr[first], g_in + indptr[last], g + indptr[first]);
     for (int64_t b = 0; b < batch; ++b) {
       const S* s = spikes + b * n_pre;
       const F* c = ct + b * n_post;
@@ -440,8 +447,10 @@ void data_grad(const I* indptr, const I* indices, const S* spikes, const F* ct, 
       }
     }
   };
-  // The zero fill dominates at low firing, so chunks are sized by stored synapses.
-  const int64_t n_chunks = std::min(chunks_for(static_cast<int64_t>(indptr[n_pre]), kSynapsesPerChunk), n_pre);
+  // The fill dominates at low firing, so chunks are sized by stored synapses; adding in place (g_in == g,
+  // XLA aliases the buffers) needs no fill and costs only the events.
+  const int64_t work = g_in == g ? kSynapsesPerChunk : static_cast<int64_t>(indptr[n_pre]);
+  const int64_t n_chunks = std::min(chunks_for(work, kSynapsesPerChunk), n_pre);
   auto at = [&](int64_t i) { return static_cast<int64_t>(indptr[i]); };
   Pool::Session session(Pool::get());
   for_each_chunk(session, n_chunks, [&](int, int64_t c) {
@@ -449,13 +458,17 @@ void data_grad(const I* indptr, const I* indices, const S* spikes, const F* ct, 
   });
 }
 
-ffi::Error data_grad_impl(ffi::AnyBuffer indptr, ffi::AnyBuffer indices, ffi::AnyBuffer spikes, ffi::AnyBuffer ct,
-                          ffi::Result<ffi::AnyBuffer> g) {
+// g = g_in + the weight gradient (g_in == nullptr: g = the weight gradient).
+ffi::Error data_grad_into(const ffi::AnyBuffer* g_in, ffi::AnyBuffer indptr, ffi::AnyBuffer indices,
+                          ffi::AnyBuffer spikes, ffi::AnyBuffer ct, ffi::Result<ffi::AnyBuffer>& g) {
   if (ct.element_type() != g->element_type()) return unsupported("cotangent (must match the result)", ct.element_type());
+  if (g_in && g_in->element_type() != g->element_type()) return unsupported("accumulator", g_in->element_type());
   const int64_t n_pre = static_cast<int64_t>(indptr.element_count()) - 1;
   const int64_t batch = n_pre > 0 ? static_cast<int64_t>(spikes.element_count()) / n_pre : 0;
   if (n_pre <= 0 || batch == 0 || g->element_count() == 0) {
-    zero(g);
+    if (!g_in) zero(g);
+    else if (g_in->untyped_data() != g->untyped_data() && g->size_bytes() > 0)
+      std::memcpy(g->untyped_data(), g_in->untyped_data(), g->size_bytes());
     return ffi::Error::Success();
   }
   const int64_t n_post = static_cast<int64_t>(ct.element_count()) / batch;
@@ -467,11 +480,22 @@ ffi::Error data_grad_impl(ffi::AnyBuffer indptr, ffi::AnyBuffer indices, ffi::An
         using S = typename decltype(s)::type;
         if (indptr.element_type() != indices.element_type()) return unsupported("indptr", indptr.element_type());
         data_grad<F, I, S>(indptr.typed_data<I>(), indices.typed_data<I>(), spikes.typed_data<S>(),
-                           ct.typed_data<F>(), n_pre, n_post, batch, g->typed_data<F>());
+                           ct.typed_data<F>(), n_pre, n_post, batch, g_in ? g_in->typed_data<F>() : nullptr,
+                           g->typed_data<F>());
         return ffi::Error::Success();
       });
     });
   });
+}
+
+ffi::Error data_grad_impl(ffi::AnyBuffer indptr, ffi::AnyBuffer indices, ffi::AnyBuffer spikes, ffi::AnyBuffer ct,
+                          ffi::Result<ffi::AnyBuffer> g) {
+  return data_grad_into(nullptr, indptr, indices, spikes, ct, g);
+}
+
+ffi::Error data_grad_add_impl(ffi::AnyBuffer g_in, ffi::AnyBuffer indptr, ffi::AnyBuffer indices,
+                              ffi::AnyBuffer spikes, ffi::AnyBuffer ct, ffi::Result<ffi::AnyBuffer> g) {
+  return data_grad_into(&g_in, indptr, indices, spikes, ct, g);
 }
 
 }  // namespace
@@ -488,3 +512,11 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(DiffbrainEventMatmat, scatter_impl<true>, DIFFBRAI
 XLA_FFI_DEFINE_HANDLER_SYMBOL(DiffbrainCsrMatmat, scatter_impl<false>, DIFFBRAIN_FOUR_ARGS_ONE_RESULT());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(DiffbrainRowDot, row_dot_impl, DIFFBRAIN_FOUR_ARGS_ONE_RESULT());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(DiffbrainDataGrad, data_grad_impl, DIFFBRAIN_FOUR_ARGS_ONE_RESULT());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(DiffbrainDataGradAdd, data_grad_add_impl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>());

@@ -132,6 +132,28 @@ def test_large_problem_in_jitted_scan():
     np.testing.assert_allclose(summed, grad, rtol=1e-10, atol=1e-10)
 
 
+def test_data_grad_add_accumulates_in_a_scan():
+    rng = np.random.default_rng(3)
+    indptr, indices, _ = random_csr(rng, 40, 30, 0.3)
+    spikes = jnp.asarray(rng.random((6, 2, 40)) < 0.3)
+    cotangent = jnp.asarray(rng.normal(size=(6, 2, 30)), jnp.float32)
+    ip, ix = jnp.asarray(indptr, jnp.int32), jnp.asarray(indices, jnp.int32)
+
+    def step(total, inputs):
+        return cpu.data_grad_add(total, ip, ix, *inputs), None
+
+    start = jnp.asarray(rng.normal(size=len(indices)), jnp.float32)
+    total = jax.jit(lambda xs: jax.lax.scan(step, start, xs)[0])((spikes, cotangent))
+    nnz = len(indices)
+    steps = [cpu.data_grad_batch(ip, ix, s, ct, nnz) for s, ct in zip(spikes, cotangent, strict=True)]
+    expected = start + sum(steps)
+    np.testing.assert_allclose(total, expected, rtol=1e-5, atol=1e-5)
+    one_step = start + cpu.data_grad_batch(ip, ix, spikes[0], cotangent[0], len(indices))
+    np.testing.assert_allclose(cpu.data_grad_add(start, ip, ix, spikes[0], cotangent[0]), one_step, rtol=1e-6)
+    with pytest.raises(TypeError, match="same dtype"):
+        cpu.data_grad_add(start.astype(jnp.float64), ip, ix, spikes[0], cotangent[0])
+
+
 def test_vmap_of_the_unbatched_functions():
     rng = np.random.default_rng(1)
     indptr, indices, weights = random_csr(rng, 30, 20, 0.3)
