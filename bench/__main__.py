@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from . import fit, ops, throughput
+from . import fit, learn, ops, throughput
 from .records import save, to_frame
 
 
@@ -21,7 +21,7 @@ def throughput_summary(frame: pd.DataFrame) -> pd.DataFrame:
 def main(argv: Sequence[str] | None = None) -> None:
     """Parse the command line, run the suite, write ``OUT/<suite>.csv`` and print a summary."""
     parser = argparse.ArgumentParser(prog="python -m diffbrain.bench", description=__doc__)
-    parser.add_argument("suite", choices=["throughput", "ops", "fit"], help="the suite to run")
+    parser.add_argument("suite", choices=["throughput", "ops", "fit", "learn"], help="the suite to run")
     parser.add_argument(
         "--quick", action="store_true", help=f"throughput: a tiny grid {throughput.QUICK}; ops: {ops.QUICK}"
     )
@@ -35,7 +35,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--steps", type=int, help=f"time steps per run (default {throughput.STEPS})")
     parser.add_argument("--repeats", type=int, help="timed runs per method (default 5; fit: 10, quick 2)")
-    parser.add_argument("--full", action="store_true", help=f"ops: all sizes {ops.FULL_SIZES}")
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help=f"ops: all sizes {ops.FULL_SIZES}; learn: T {learn.FULL_STEPS}, n_rec {learn.FULL_SIZES}",
+    )
     parser.add_argument(
         "--firing", nargs="+", type=float, help=f"ops: firing fractions (default {ops.FIRING})"
     )
@@ -45,6 +49,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         repeats = args.repeats or (fit.QUICK["repeats"] if args.quick else fit.REPEATS)
         records = fit.run(repeats=repeats, progress=lambda line: print(line, flush=True))
         summary = fit.summary
+    elif args.suite == "learn":
+        sizes = args.sizes or (learn.FULL_SIZES if args.full else learn.SIZES)
+        steps = learn.FULL_STEPS if args.full else learn.STEPS
+        repeats = args.repeats or (learn.QUICK["repeats"] if args.quick else learn.REPEATS)
+        records = learn.run(sizes, steps, repeats)
+        summary = learn.summary
     elif args.suite == "ops":
         grid = dict(ops.QUICK) if args.quick else {}
         sizes = ops.FULL_SIZES if args.full else ops.SIZES

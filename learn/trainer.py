@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import sys
@@ -35,13 +36,23 @@ class TrainResult(NamedTuple):
     metrics: dict[str, np.ndarray]  # "loss" and "accuracy", one value per step [steps]
 
 
+@functools.cache
 def gradient_function(method: str, loss_fn: StepLoss = cross_entropy) -> Callable:
-    """``(net, batch) -> (loss, evidence, grads)`` for a method of `METHODS`."""
+    """``(net, batch) -> (loss, evidence, grads)`` for a method of `METHODS` (one object per arguments)."""
     if method == "bptt":
-        return lambda net, batch: bptt_with_evidence(net, batch, loss_fn)
+        return functools.partial(bptt_with_evidence, loss_fn=loss_fn)
     if method in METHODS:
-        return lambda net, batch: online_with_evidence(net, batch, loss_fn, algorithm=method)
+        return functools.partial(online_with_evidence, loss_fn=loss_fn, algorithm=method)
     raise ValueError(f"`method` must be one of {METHODS}, got {method!r}.")
+
+
+@eqx.filter_jit
+def _update(net, opt_state, task, key, gradients, optimizer, batch_size):
+    # Module level, so runs with equal settings (the same optimizer object) share the compiled step.
+    batch = task.sample(key, batch_size)
+    loss, evidence, grads = gradients(net, batch)
+    updates, opt_state = optimizer.update(grads, opt_state, eqx.filter(net, trainable(net)))
+    return eqx.apply_updates(net, updates), opt_state, loss, accuracy(evidence, batch.labels)
 
 
 def _write_atomically(path: Path, write: Callable[[Any], None], mode: str) -> None:
@@ -147,17 +158,13 @@ def train(
         if loaded is not None:
             net, opt_state, start, metrics = loaded
 
-    @eqx.filter_jit
-    def update(net, opt_state, task, key):
-        batch = task.sample(key, batch_size)
-        loss, evidence, grads = gradients(net, batch)
-        updates, opt_state = optimizer.update(grads, opt_state, eqx.filter(net, trainable(net)))
-        return eqx.apply_updates(net, updates), opt_state, loss, accuracy(evidence, batch.labels)
-
     show = sys.stdout.isatty() if progress is None else progress
     with _progress(steps, start, show) as advance:
         for step in range(start, steps):
-            net, opt_state, loss, acc = update(net, opt_state, task, jax.random.fold_in(key, step))
+            step_key = jax.random.fold_in(key, step)
+            net, opt_state, loss, acc = _update(
+                net, opt_state, task, step_key, gradients, optimizer, batch_size
+            )
             metrics["loss"].append(float(loss))
             metrics["accuracy"].append(float(acc))
             advance(step + 1, metrics["loss"][-1], metrics["accuracy"][-1])

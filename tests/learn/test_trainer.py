@@ -29,7 +29,8 @@ def test_learns_cue_counting_above_chance_and_keeps_dale_signs(method, cue_task)
 def test_resuming_from_a_checkpoint_reproduces_an_uninterrupted_run(cue_task, tmp_path):
     task = cue_task(n_cues=1, delay=5, recall=5)
     net = learn.EINetwork(task.n_inputs, 20, 2, key=jax.random.key(0))
-    run = dict(task=task, method="es-d-rtrl", steps=4, batch_size=4, key=jax.random.key(1), progress=False)
+    run = dict(task=task, method="es-d-rtrl", optimizer=optax.adam(1e-3), steps=4, batch_size=4)
+    run |= dict(key=jax.random.key(1), progress=False)  # one optimizer object: the runs share a compilation
     straight = learn.train(net, **run)
     folder = tmp_path / "run"
     learn.train(net, **(run | {"steps": 2}), checkpoint_dir=folder, checkpoint_every=1)
