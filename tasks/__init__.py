@@ -3,7 +3,8 @@
 Every task is an `eqx.Module` with ``n_inputs``, ``n_outputs``, ``n_steps`` and ``sample(key, batch_size)``,
 which returns a time-major `Batch` ``(inputs [T, B, n_in], targets [T, B], mask [T, B], labels [B])``:
 inputs as Poisson spikes or spike probabilities per step (``encoding="poisson" | "rate"``), int32 class
-targets, a bool loss mask and the int32 answer of each trial.
+targets, a bool loss mask (by default the response period) and each trial's answer as the class its
+response period asks for, so accuracy is the readout's argmax over the masked steps against ``labels``.
 """
 
 from ._base import AbstractTask as AbstractTask

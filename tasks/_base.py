@@ -28,7 +28,7 @@ class Batch(NamedTuple):
     inputs: Float[Array, "T B n_in"]  # float32: spikes (0/1) or spike probability per step
     targets: Int[Array, "T B"]  # int32 class per step (0 = fixation where the task has it)
     mask: Bool[Array, "T B"]  # True where the loss applies
-    labels: Int[Array, " B"]  # int32 answer of each trial, for accuracy
+    labels: Int[Array, " B"]  # int32 class each trial's response period asks for (its targets there)
 
 
 def uniforms(key: PRNGKeyArray, *shapes: tuple[int, ...]) -> tuple[Float[Array, "..."], ...]:
@@ -201,9 +201,9 @@ def _sample(task: AbstractTask, key: PRNGKeyArray, batch_size: int) -> Batch:
 def decision_targets(
     decision: np.ndarray, labels: Int[Array, " B"], fixation: np.ndarray | None
 ) -> tuple[Int[Array, "T B"], Bool[Array, "T B"]]:
-    """Targets ``label + 1`` during ``decision`` and 0 (fixate) elsewhere; the mask covers ``decision`` and
-    ``fixation`` (a ``[T]`` window, or None to leave fixation unsupervised)."""
-    targets = jnp.where(decision[:, None], labels[None, :] + 1, 0).astype(jnp.int32)
+    """Targets ``labels`` (response classes ≥ 1) during ``decision`` and 0 (fixate) elsewhere; the mask
+    covers ``decision`` and ``fixation`` (a ``[T]`` window, or None to leave fixation unsupervised)."""
+    targets = jnp.where(decision[:, None], labels[None, :], 0).astype(jnp.int32)
     supervised = decision if fixation is None else decision | fixation
     mask = jnp.broadcast_to(jnp.asarray(supervised)[:, None], targets.shape)
     return targets, mask

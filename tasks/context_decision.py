@@ -26,9 +26,9 @@ class ContextDecisionMaking(AbstractTask):
     once, each as `noisy_evidence` (``stimulus_rate`` times ``0.5 ± coherence/2 + noise``) with its own side
     and its own coherence, drawn independently from ``coherences`` (fractions).
 
-    Labels: the side of the modality the context selects (0 left, 1 right). Targets: 0 (fixate) outside the
-    decision period, ``label + 1`` inside it. Mask: the decision period, and every earlier step too when
-    ``supervise_fixation``.
+    Classes: 0 fixate, 1 left, 2 right. ``labels`` is the side of the modality the context selects (1 or 2);
+    ``targets`` are 0 outside the decision period and the label inside it. ``mask`` is the decision period;
+    ``supervise_fixation`` adds every earlier step (target 0).
 
     Rates in Hz, durations and ``dt`` in ms (multiples of dt), ``sigma`` per √ms.
 
@@ -55,7 +55,7 @@ class ContextDecisionMaking(AbstractTask):
     stimulus_rate: float = 40.0
     context_rate: float = 40.0
     fixation_rate: float = 40.0
-    supervise_fixation: bool = eqx.field(default=True, static=True)
+    supervise_fixation: bool = eqx.field(default=False, static=True)
     channels_per_group: int = eqx.field(default=25, static=True)
     encoding: str = eqx.field(default="poisson", static=True)
 
@@ -101,7 +101,7 @@ class ContextDecisionMaking(AbstractTask):
         context = context_u < 0.5  # True: report color
         sides = (side_u < 0.5).astype(jnp.int32)  # motion, color
         coherence = jnp.asarray(self.coherences, jnp.float32)[choice(coherence_u, len(self.coherences))]
-        labels = jnp.where(context, sides[1], sides[0])
+        labels = 1 + jnp.where(context, sides[1], sides[0])
 
         motion = noisy_evidence(noise_u[0], sides[0], coherence[0], self.sigma, self.dt)
         color = noisy_evidence(noise_u[1], sides[1], coherence[1], self.sigma, self.dt)

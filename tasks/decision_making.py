@@ -46,12 +46,13 @@ class PerceptualDecisionMaking(AbstractTask):
     drawn per trial from ``coherences`` (fractions, 0.512 = 51.2 %), ``sigma`` (per √ms) scales the
     stimulus noise. Poisson encoding adds spike-count noise on top.
 
-    Labels: 0 left, 1 right. Targets: 0 (fixate) outside the decision period, ``label + 1`` inside it.
-    Mask: the decision period, and the fixation period too when ``supervise_fixation``.
+    Classes: 0 fixate, 1 left, 2 right. ``labels`` is the trial's answer (1 or 2); ``targets`` are 0 outside
+    the decision period and the label inside it. ``mask`` is the decision period; ``supervise_fixation``
+    adds the steps before it (target 0), so the network also learns to withhold its answer.
 
     Reaction-time variant (``reaction_time=True``): the response is allowed from stimulus onset (fixation
-    input off there, as NeuroGym's ``ReactionTime`` wrapper); the decision period, where targets are
-    ``label + 1`` and the mask applies, runs from ``min_reaction_time`` after stimulus onset to the end of
+    input off there, as NeuroGym's ``ReactionTime`` wrapper); the decision period, where targets are the
+    label and the mask applies, runs from ``min_reaction_time`` after stimulus onset to the end of
     the trial, so the network is free to decide during the first ``min_reaction_time`` ms.
 
     Rates in Hz, durations and ``dt`` in ms (multiples of dt).
@@ -63,7 +64,7 @@ class PerceptualDecisionMaking(AbstractTask):
         >>> batch = task.sample(jax.random.key(0), 8)
         >>> batch.inputs.shape, task.n_outputs
         ((1200, 8, 75), 3)
-        >>> batch.targets[-1].tolist() == (batch.labels + 1).tolist()
+        >>> batch.targets[-1].tolist() == batch.labels.tolist()
         True
 
     ??? cite "Reference"
@@ -84,7 +85,7 @@ class PerceptualDecisionMaking(AbstractTask):
     fixation_rate: float = 40.0
     reaction_time: bool = eqx.field(default=False, static=True)
     min_reaction_time: float = eqx.field(default=0.0, static=True)
-    supervise_fixation: bool = eqx.field(default=True, static=True)
+    supervise_fixation: bool = eqx.field(default=False, static=True)
     channels_per_group: int = eqx.field(default=25, static=True)
     encoding: str = eqx.field(default="poisson", static=True)
 
@@ -134,9 +135,10 @@ class PerceptualDecisionMaking(AbstractTask):
         stimulus = self.periods["stimulus"]
         shape = (stimulus.stop - stimulus.start, batch_size, 2)
         side_u, coherence_u, noise_u = uniforms(key, (batch_size,), (batch_size,), shape)
-        labels = (side_u < 0.5).astype(jnp.int32)
+        side = (side_u < 0.5).astype(jnp.int32)  # 0 left, 1 right
+        labels = side + 1
         coherence = jnp.asarray(self.coherences, jnp.float32)[choice(coherence_u, len(self.coherences))]
-        strength = noisy_evidence(noise_u, labels, coherence, self.sigma, self.dt)
+        strength = noisy_evidence(noise_u, side, coherence, self.sigma, self.dt)
         evidence = jnp.zeros((self.n_steps, batch_size, 2), jnp.float32).at[stimulus].set(strength)
 
         if self.reaction_time:

@@ -23,9 +23,9 @@ class DelayedMatchToSample(AbstractTask):
     test period. The test matches the sample with probability ``match_prob``; otherwise it is one of the
     other stimuli, uniformly.
 
-    Labels: 0 match, 1 non-match. Targets: 0 (fixate) outside the decision period, ``label + 1`` inside it
-    (1 match, 2 non-match, NeuroGym's actions). Mask: the decision period, and every earlier step too when
-    ``supervise_fixation``.
+    Classes: 0 fixate, 1 match, 2 non-match (NeuroGym's actions). ``labels`` is the trial's answer (1 or 2);
+    ``targets`` are 0 outside the decision period and the label inside it. ``mask`` is the decision period;
+    ``supervise_fixation`` adds every earlier step (target 0).
 
     Rates in Hz, durations and ``dt`` in ms (multiples of dt).
 
@@ -52,7 +52,7 @@ class DelayedMatchToSample(AbstractTask):
     match_prob: float = 0.5
     stimulus_rate: float = 40.0
     fixation_rate: float = 40.0
-    supervise_fixation: bool = eqx.field(default=True, static=True)
+    supervise_fixation: bool = eqx.field(default=False, static=True)
     channels_per_group: int = eqx.field(default=25, static=True)
     encoding: str = eqx.field(default="poisson", static=True)
 
@@ -95,7 +95,7 @@ class DelayedMatchToSample(AbstractTask):
         # A non-match is any other stimulus: shift the sample by 1 … n_stimuli − 1 places.
         shift = 1 + choice(other_u, self.n_stimuli - 1)
         test = jnp.where(match, sample, (sample + shift) % self.n_stimuli)
-        labels = (~match).astype(jnp.int32)
+        labels = jnp.where(match, 1, 2).astype(jnp.int32)
 
         sample_on = jnp.asarray(self.window("sample"))[:, None, None]
         test_on = jnp.asarray(self.window("test"))[:, None, None]

@@ -24,8 +24,9 @@ class EvidenceAccumulation(AbstractTask):
     trial draws a side 50/50, and each cue falls on that side with probability ``majority_prob`` (0.7),
     on the other with 0.3.
 
-    Labels: the side with more cues (0 left, 1 right; ``n_cues`` is odd, so there is no tie). There is no
-    fixation class: ``targets`` holds the label at every step and ``mask`` selects the recall window.
+    Classes: 0 left, 1 right. ``labels`` is the side with more cues (``n_cues`` is odd, so there is no tie).
+    There is no fixation class: ``targets`` holds the label at every step and ``mask`` selects the recall
+    window.
 
     Rates in Hz, durations and ``dt`` in ms; every duration must be a multiple of ``dt``.
     `EvidenceAccumulation.shortened()` gives a 200 ms delay (1,400 steps) for quick runs.

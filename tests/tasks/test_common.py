@@ -53,6 +53,10 @@ def test_shapes_and_dtypes(task):
     assert batch.labels.shape == (4,) and batch.labels.dtype == jnp.int32
     assert set(np.unique(batch.inputs)) <= {0.0, 1.0}
     assert 0 <= int(batch.targets.min()) and int(batch.targets.max()) < task.n_outputs
+    # Each label is the target of its trial's masked (response) steps, so accuracy compares like with like.
+    masked_targets = np.where(np.asarray(batch.mask), np.asarray(batch.targets), -1)
+    for b, label in enumerate(np.asarray(batch.labels)):
+        assert set(masked_targets[:, b]) - {-1} == {label}
     assert bool(batch.mask.any())
 
 

@@ -28,7 +28,7 @@ def test_decision_making_fixed_duration(supervise_fixation):
         dt=10.0, sigma=0.0, encoding="rate", channels_per_group=1, supervise_fixation=supervise_fixation
     )
     batch = task.sample(jax.random.key(0), N)
-    g, labels = groups(task, batch), np.asarray(batch.labels)
+    g, labels = groups(task, batch), np.asarray(batch.labels) - 1  # the answer without the fixation class
     decision, stimulus = task.window("decision"), task.window("stimulus")
     np.testing.assert_allclose(
         g[:, :, 0], np.broadcast_to(np.where(decision, 0.0, 0.4)[:, None], g.shape[:2])
@@ -51,10 +51,16 @@ def test_decision_making_fixed_duration(supervise_fixation):
 
 def test_reaction_time_variant():
     task = tasks.PerceptualDecisionMaking(
-        dt=10.0, sigma=0.0, reaction_time=True, min_reaction_time=100.0, encoding="rate", channels_per_group=1
+        dt=10.0,
+        sigma=0.0,
+        reaction_time=True,
+        min_reaction_time=100.0,
+        encoding="rate",
+        channels_per_group=1,
+        supervise_fixation=True,
     )
     batch = task.sample(jax.random.key(1), 8)
-    g, labels = groups(task, batch), np.asarray(batch.labels)
+    g, labels = groups(task, batch), np.asarray(batch.labels) - 1  # the answer without the fixation class
     onset = task.periods["stimulus"].start
     fixation = task.window("fixation")
     np.testing.assert_allclose(
@@ -85,7 +91,7 @@ def test_delayed_match_to_sample():
         decision_duration=200.0, n_stimuli=4, encoding="rate", channels_per_group=1,
     )  # fmt: skip
     batch = task.sample(jax.random.key(3), N)
-    g, labels = groups(task, batch), np.asarray(batch.labels)
+    g, labels = groups(task, batch), np.asarray(batch.labels) - 1  # the answer without the fixation class
     decision, sample_on, test_on = task.window("decision"), task.window("sample"), task.window("test")
     np.testing.assert_allclose(
         g[:, :, 0], np.broadcast_to(np.where(decision, 0.0, 0.4)[:, None], g.shape[:2])
@@ -107,12 +113,13 @@ def test_delayed_match_to_sample():
         assert_fraction(shift == s, 1 / 3, shift.size)
     targets = np.asarray(batch.targets)
     np.testing.assert_array_equal(targets, np.where(decision[:, None], labels + 1, 0))
+    np.testing.assert_array_equal(np.asarray(batch.mask), np.broadcast_to(decision[:, None], targets.shape))
 
 
 def test_context_decision_making():
     task = tasks.ContextDecisionMaking(dt=10.0, sigma=0.0, encoding="rate", channels_per_group=1)
     batch = task.sample(jax.random.key(4), N)
-    g, labels = groups(task, batch), np.asarray(batch.labels)
+    g, labels = groups(task, batch), np.asarray(batch.labels) - 1  # the answer without the fixation class
     decision, stimulus = task.window("decision"), task.window("stimulus")
     np.testing.assert_allclose(
         g[:, :, 0], np.broadcast_to(np.where(decision, 0.0, 0.4)[:, None], g.shape[:2])

@@ -41,7 +41,7 @@ def test_perceptual_decision_making_matches_neurogym():
     x, targets, labels = ours(task)
     for b in range(len(labels)):
         coherence = abs(x[:, b, 2] - x[:, b, 1]).max()
-        env.new_trial(ground_truth=int(labels[b]), coh=100 * coherence)
+        env.new_trial(ground_truth=int(labels[b]) - 1, coh=100 * coherence)  # NeuroGym's choices: 0, 1
         assert env.ob.shape == (task.n_steps, 3)
         np.testing.assert_allclose(env.ob[:, 1:], x[:, b, 1:], atol=1e-5)
         np.testing.assert_array_equal(env.gt, targets[:, b])
@@ -55,7 +55,7 @@ def test_delayed_match_to_sample_matches_neurogym():
     x, targets, labels = ours(task)
     for b in range(len(labels)):
         sample = int(x[task.window("sample"), b, 1:].argmax(-1)[0])
-        env.new_trial(ground_truth=int(labels[b]) + 1, sample_theta=env.theta[sample])
+        env.new_trial(ground_truth=int(labels[b]), sample_theta=env.theta[sample])
         np.testing.assert_allclose(env.ob, x[:, b], atol=1e-5)
         np.testing.assert_array_equal(env.gt, targets[:, b])
 
