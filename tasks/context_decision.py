@@ -50,7 +50,7 @@ class ContextDecisionMaking(AbstractTask):
     stimulus_duration: float = eqx.field(default=750.0, static=True)
     delay_duration: float = eqx.field(default=300.0, static=True)
     decision_duration: float = eqx.field(default=100.0, static=True)
-    coherences: tuple[float, ...] = eqx.field(default=(0.05, 0.15, 0.5), static=True)
+    coherences: tuple[float, ...] = eqx.field(default=(0.05, 0.15, 0.5), static=True, converter=tuple)
     sigma: float = 0.5
     stimulus_rate: float = 40.0
     context_rate: float = 40.0

@@ -79,7 +79,9 @@ class PerceptualDecisionMaking(AbstractTask):
     stimulus_duration: float = eqx.field(default=1000.0, static=True)
     delay_duration: float = eqx.field(default=0.0, static=True)
     decision_duration: float = eqx.field(default=100.0, static=True)
-    coherences: tuple[float, ...] = eqx.field(default=(0.0, 0.064, 0.128, 0.256, 0.512), static=True)
+    coherences: tuple[float, ...] = eqx.field(
+        default=(0.0, 0.064, 0.128, 0.256, 0.512), static=True, converter=tuple
+    )
     sigma: float = 0.5
     stimulus_rate: float = 40.0
     fixation_rate: float = 40.0
