@@ -114,8 +114,8 @@ def online_with_evidence(
 
     if algorithm == "d-rtrl":
         traces = (
-            jnp.zeros((batch_size, n_in, n_rec, n_state), dtype),
-            jnp.zeros((batch_size, n_rec, n_rec, n_state), dtype),
+            jnp.zeros((n_state, batch_size, n_in, n_rec), dtype),
+            jnp.zeros((n_state, batch_size, n_rec, n_rec), dtype),
         )
     else:
         traces = (
@@ -135,12 +135,30 @@ def online_with_evidence(
         )(h, w_out, b_out, target, mask)
         g_in, g_rec, g_w_out, g_b_out = grads
         if algorithm == "d-rtrl":
+            # Traces are [S, B, pre, post]; the S × S products are written out per state variable, which
+            # XLA runs ~4x faster than an einsum over tiny (S × S) matrices.
+            D_s = jnp.moveaxis(D, (2, 3), (0, 1))[:, :, :, None, :]  # [S, S, B, 1, post]
+            fe, fi = (jnp.moveaxis(d, -1, 0)[:, :, None, :] for d in (D_fe, D_fi))  # [S, B, 1, post]
+            exc_spikes = (spikes * exc)[:, :, None]
+            inh_spikes = (spikes * (1 - exc))[:, :, None]
             eps_in, eps_rec = traces
-            D_f_rec = jnp.where(exc[:, None, None], D_fe[:, None], D_fi[:, None])  # [B, pre, post, S]
-            eps_in = jnp.einsum("bjsr,bijr->bijs", D, eps_in) + x[:, :, None, None] * D_fe[:, None]
-            eps_rec = jnp.einsum("bjsr,bijr->bijs", D, eps_rec) + spikes[:, :, None, None] * D_f_rec
-            g_in = g_in + jnp.einsum("bjs,bijs->ij", signal, eps_in)
-            g_rec = g_rec + jnp.einsum("bjs,bijs->ij", signal, eps_rec)
+            eps_in = jnp.stack(
+                [
+                    sum(D_s[s, r] * eps_in[r] for r in range(n_state)) + fe[s] * x[:, :, None]
+                    for s in range(n_state)
+                ]
+            )
+            eps_rec = jnp.stack(
+                [
+                    sum(D_s[s, r] * eps_rec[r] for r in range(n_state))
+                    + fe[s] * exc_spikes
+                    + fi[s] * inh_spikes
+                    for s in range(n_state)
+                ]
+            )
+            learning_signal = jnp.moveaxis(signal, -1, 0)[:, :, None, :]  # [S, B, 1, post]
+            g_in = g_in + jnp.sum(learning_signal * eps_in, axis=(0, 1))
+            g_rec = g_rec + jnp.sum(learning_signal * eps_rec, axis=(0, 1))
             traces = (eps_in, eps_rec)
         else:
             x_in, x_rec, f_e, f_i = traces
