@@ -248,8 +248,10 @@ def run_problem(
         outcomes = {method: [] for method in methods}
         for repeat in range(repeats):
             for method in methods:
-                outcomes[method].append(
-                    _fit_once(problem, method, budget, jax.random.key(1000 * repeat + budget))
+                outcome = _fit_once(problem, method, budget, jax.random.key(1000 * repeat + budget))
+                outcomes[method].append(outcome)
+                progress(
+                    f"{problem.name} budget={budget} #{repeat} {method}: {outcome[0]:.4g}, {outcome[1]:.2f} s"
                 )
         case = f"{problem.name}/budget={budget}"
         for method, rows in outcomes.items():

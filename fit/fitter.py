@@ -205,7 +205,7 @@ def fit(
         key: PRNG key of the starts and of the search (default ``jax.random.key(0)``).
         input_scale: factor from pA to ``model.input_unit`` when it is not pA or nA.
         spike_threshold: mV, for recordings without spike times.
-        gradient_mode: ``"auto"``, ``"forward"`` or ``"reverse"`` (see `Objective`).
+        gradient_mode: ``"auto"``, ``"measure"``, ``"forward"``, ``"reverse"``, ``"central"`` (`Objective`).
         grad_cost: simulations charged per value-and-gradient, or ``"measured"``.
         transforms: ``{name: "log" | "logit"}`` overrides.
         starts: explicit starting points ``[{name: value}, ...]`` instead of random ones.

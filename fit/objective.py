@@ -16,6 +16,7 @@ Budget rule (documented once, used everywhere):
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Literal
 
@@ -29,13 +30,15 @@ from diffbrain import zoo
 from .losses import AbstractLoss, Target
 from .params import FreeParams
 
-GradientMode = Literal["auto", "forward", "reverse", "central"]
+GradientMode = Literal["auto", "measure", "forward", "reverse", "central"]
 FORWARD_MAX_PARAMS = 2
 """``gradient="auto"`` uses forward mode up to this many free parameters, reverse mode above: measured on
 HH (10⁴ steps, float64), a value-and-gradient cost 4.5× a forward in checkpointed reverse mode and 8.7× with
 ``jacfwd`` for 4 parameters."""
 
 
+MEASURE_MAX_PARAMS = 8
+"""``gradient="measure"`` times forward mode and central differences only up to this many parameters."""
 CENTRAL_STEP = 1e-5
 """Step of ``gradient="central"`` in the unconstrained ``u`` (≈ ε^{1/3} of float64)."""
 
@@ -53,8 +56,10 @@ class Objective:
             parameters), ``"reverse"`` (reverse mode through a scan whose step is checkpointed, so only the
             state is stored per step), ``"central"`` (central differences, step `CENTRAL_STEP` in ``u``: the
             2d + 1 simulations run as one `vmap` batch, so on CPU they cost a few forwards; accurate to
-            ~1e-9 relative in float64 for smooth losses, not exact) or ``"auto"`` (forward up to
-            `FORWARD_MAX_PARAMS` parameters, else reverse).
+            ~1e-9 relative in float64 for smooth losses, not exact), ``"auto"`` (forward up to
+            `FORWARD_MAX_PARAMS` parameters, else reverse) or ``"measure"`` (time each mode once —
+            forward and central only up to `MEASURE_MAX_PARAMS` parameters — and keep the fastest; the
+            times are in ``gradient_timings``).
         unroll: scan steps unrolled per iteration (fewer dispatches on CPU).
 
     The simulated voltage is aligned with the recording: sample k of the target (time k·dt) is compared
@@ -72,9 +77,9 @@ class Objective:
         gradient: GradientMode = "auto",
         unroll: int = 1,
     ):
-        if gradient not in ("auto", "forward", "reverse", "central"):
+        if gradient not in ("auto", "measure", "forward", "reverse", "central"):
             raise ValueError(
-                f"`gradient` must be 'auto', 'forward', 'reverse' or 'central', got {gradient!r}."
+                f"`gradient` must be 'auto', 'measure', 'forward', 'reverse' or 'central', got {gradient!r}."
             )
         if inputs.shape != target.voltage.shape:
             raise ValueError(
@@ -84,6 +89,9 @@ class Objective:
         self.unroll = unroll
         if gradient == "auto":
             gradient = "forward" if free is not None and free.size <= FORWARD_MAX_PARAMS else "reverse"
+        self.gradient_timings: dict[str, float] = {}
+        if gradient == "measure":
+            gradient = self._fastest_gradient()
         self.gradient = gradient
         self.n_steps = inputs.shape[0]
         self._cost: float | None = None
@@ -122,13 +130,30 @@ class Objective:
         V, spikes = self.simulate(u, checkpoint=checkpoint)
         return self.loss(V, spikes, self.target)
 
-    def _value_and_grad(self, u: Float[Array, " d"]) -> tuple[Scalar, Float[Array, " d"]]:
-        if self.gradient == "central":
+    def _fastest_gradient(self, repeats: int = 3) -> str:
+        u = jnp.zeros(self.free.size, self.free.lower.dtype)
+        modes = ["reverse"] + (["forward", "central"] if self.free.size <= MEASURE_MAX_PARAMS else [])
+        for mode in modes:
+            value_and_grad = jax.jit(functools.partial(self._value_and_grad, mode=mode))
+            jax.block_until_ready(value_and_grad(u))
+            seconds = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                jax.block_until_ready(value_and_grad(u))
+                seconds.append(time.perf_counter() - start)
+            self.gradient_timings[mode] = min(seconds)
+        return min(self.gradient_timings, key=self.gradient_timings.get)
+
+    def _value_and_grad(
+        self, u: Float[Array, " d"], mode: str | None = None
+    ) -> tuple[Scalar, Float[Array, " d"]]:
+        mode = self.gradient if mode is None else mode
+        if mode == "central":
             steps = CENTRAL_STEP * jnp.eye(u.shape[0], dtype=u.dtype)
             values = jax.vmap(self._loss)(jnp.concatenate([u[None], u + steps, u - steps]))
             d = u.shape[0]
             return values[0], (values[1 : d + 1] - values[d + 1 :]) / (2 * CENTRAL_STEP)
-        if self.gradient == "reverse":
+        if mode == "reverse":
             return jax.value_and_grad(lambda v: self._loss(v, checkpoint=True))(u)
 
         def with_value(v):

@@ -131,16 +131,18 @@ def random_search(
     *,
     size: int | None = None,
 ) -> list[StartResult]:
-    """Uniform (log-uniform for ``"log"`` parameters) samples of the box, evaluated in batches of ``size``."""
+    """Uniform (log-uniform for ``"log"`` parameters) samples of the box, evaluated in batches of ``size``.
+
+    The first batch holds the starts. Every batch has ``size`` members, so one compiled function serves
+    them all; of the last one only what the budget pays for is charged and looked at.
+    """
     size = size or population_size(objective.free.size)
     tracker = _Tracker(account, np.asarray(starts)[0])
-    population = jnp.asarray(starts)
-    while True:
-        affordable = account.affordable(population.shape[0])
-        if affordable < 1:
-            break
-        population = population[:affordable]
-        tracker.see(np.asarray(population), objective.values(population))
+    key, sample_key = jax.random.split(key)
+    population = jnp.concatenate([jnp.asarray(starts), objective.free.sample(sample_key, size)])[:size]
+    while (affordable := account.affordable(size)) >= 1:
+        values = objective.values(population)
+        tracker.see(np.asarray(population)[:affordable], np.asarray(values)[:affordable])
         key, sample_key = jax.random.split(key)
         population = objective.free.sample(sample_key, size)
     return [tracker.result("budget exhausted")]

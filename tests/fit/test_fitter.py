@@ -126,7 +126,7 @@ def test_spikes_detected_from_voltage_when_times_are_missing():
     assert np.flatnonzero(np.asarray(target.spikes[:, 0])).tolist() == [3, 8]
 
 
-@pytest.mark.parametrize("mode", ["forward", "reverse", "central"])
+@pytest.mark.parametrize("mode", ["forward", "reverse", "central", "measure"])
 def test_gradient_modes_agree(sweeps, mode):
     model = zoo.astype(_model(), jnp.float64)
     free = fit.free_params(model, FREE)
@@ -136,4 +136,6 @@ def test_gradient_modes_agree(sweeps, mode):
     value, grad = objective.value_and_grad(u)
     assert float(value) == pytest.approx(float(objective.value(u)))
     reference = jax.grad(fit.Objective(model, free, inputs, target, fit.VoltageMSE())._loss)(u)
-    np.testing.assert_allclose(grad, reference, rtol=1e-6 if mode == "central" else 1e-8)
+    np.testing.assert_allclose(grad, reference, rtol=1e-6 if objective.gradient == "central" else 1e-8)
+    if mode == "measure":
+        assert set(objective.gradient_timings) == {"forward", "reverse", "central"}
