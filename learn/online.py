@@ -72,8 +72,8 @@ def _jacobians(net: EINetwork, h: Array, u_e: Array, u_i: Array) -> tuple[Array,
 TRACE_TIME = 100.0
 """ES-D-RTRL's default trace time constant, ms: between the membrane's (20 ms) and the adaptation's
 (200 ms). Shorter traces forget the slow state variables: on the recurrent test network (60 ALIF, 40
-steps) the cosine to BPTT of the input weights' gradient was 0.45 at α = e^{−dt/τ_syn} (10 ms), 0.69 at
-20 ms, 0.85 at 50 ms and 0.91 at 200 ms."""
+steps, surrogate gain γ = 0.3) the cosine to BPTT of the input weights' gradient was 0.45 at
+α = e^{−dt/τ_syn} (10 ms), 0.69 at 20 ms, 0.85 at 50 ms and 0.91 at 200 ms."""
 
 
 def default_decay(net: EINetwork) -> float:
