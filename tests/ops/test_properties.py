@@ -11,7 +11,7 @@ from diffbrain import ops
 from .conftest import random_csr, random_spikes
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=6, deadline=None)
 @given(
     n_pre=st.integers(0, 12),
     n_post=st.integers(0, 12),
