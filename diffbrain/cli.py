@@ -1,4 +1,4 @@
-"""The ``diffbrain`` command: list the model zoo and simulate any registered neuron.
+"""The ``diffbrain`` command: the model zoo, simulation, fitting, benchmarks and the leaderboard.
 
 JAX and Matplotlib are imported inside the commands that need them, so ``diffbrain --help`` stays fast.
 """
@@ -25,7 +25,7 @@ from ._version import __version__
 
 app = typer.Typer(
     name="diffbrain",
-    help="Differentiable brain models in JAX + Equinox: list the model zoo, simulate a neuron.",
+    help="Differentiable brain models in JAX + Equinox: the model zoo, simulation, fitting, benchmarks.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
@@ -58,7 +58,7 @@ def _main(
         typer.Option("--version", help="Show the version and exit.", callback=_show_version, is_eager=True),
     ] = False,
 ) -> None:
-    """Differentiable brain models in JAX + Equinox: list the model zoo, simulate a neuron."""
+    """Differentiable brain models in JAX + Equinox: the model zoo, simulation, fitting, benchmarks."""
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -384,6 +384,41 @@ def _write_fit_plot(path: Path, objective, result, free) -> None:
     )
     with _atomic_path(path) as temporary:
         figure.savefig(temporary, format="png", dpi=110)
+
+
+@app.command("bench", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench_command(
+    context: typer.Context,
+    suite: Annotated[str, typer.Argument(help="throughput | ops | fit | learn")],
+    quick: Annotated[bool, typer.Option(help="The suite's small grid (minutes, not hours).")] = False,
+    out: Annotated[Path, typer.Option(help="Results folder; records merge into OUT/SUITE.csv.")] = Path(
+        "bench-results"
+    ),
+) -> None:
+    """Run a benchmark suite side by side with its peers; other options go to the suite.
+
+    For example `diffbrain bench ops --quick --firing 0.02`; `python -m diffbrain.bench -h` lists them.
+    """
+    from diffbrain.bench.__main__ import main as run_suite
+
+    run_suite([suite, *(["--quick"] if quick else []), "--out", str(out), *context.args])
+
+
+@app.command()
+def leaderboard(
+    results: Annotated[list[Path], typer.Argument(help="Results folders written by `diffbrain bench`.")],
+    out: Annotated[Path, typer.Option(help="Leaderboard folder (README.md, CSV, PNG).")] = Path(
+        "leaderboard"
+    ),
+) -> None:
+    """Render the leaderboard (markdown tables, CSV, plots) from benchmark results."""
+    from diffbrain.bench import leaderboard as board
+
+    try:
+        readme = board.render(results, out)
+    except ValueError as error:
+        raise _fail(str(error)) from None
+    _out.print(f"wrote {escape(str(readme))} and its tables and plots")
 
 
 @app.command("fit")

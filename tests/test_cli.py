@@ -215,3 +215,22 @@ def test_a_failed_simulation_reports_the_check_without_a_stack_dump(monkeypatch)
     assert result.exit_code == 1, text
     assert "the simulation failed: The simulation produced NaN or inf." in text
     assert "Traceback" not in text and "stack" not in text
+
+
+def test_bench_then_leaderboard(tmp_path):
+    results, board = tmp_path / "results", tmp_path / "board"
+    tiny_grid = ["--models", "lif", "--sizes", "10", "--steps", "20", "--repeats", "1"]
+    ran = _runner.invoke(app, ["bench", "throughput", "--out", str(results), *tiny_grid])
+    assert ran.exit_code == 0, ran.output
+    assert (results / "throughput.csv").exists()
+    rendered = _runner.invoke(app, ["leaderboard", str(results), "--out", str(board)])
+    assert rendered.exit_code == 0, rendered.output
+    readme = (board / "README.md").read_text()
+    assert "## throughput" in readme and "| lif/n=10 |" in readme
+    assert (board / "throughput_throughput.png").exists()
+
+
+def test_leaderboard_without_results_names_the_problem(tmp_path):
+    result = _runner.invoke(app, ["leaderboard", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "no benchmark records" in result.output
