@@ -31,8 +31,18 @@ RATIO_UNIT = "x"
 _OURS = "diffbrain"
 
 
-def _direction(unit: str) -> int:
-    """+1 when larger is better, −1 when smaller is better, 0 when the unit is not ranked."""
+LOWER_IS_BETTER_WORDS = ("loss", "error", "time", "memory", "cost")
+HIGHER_IS_BETTER_WORDS = ("cosine", "accuracy", "throughput", "speed")
+
+
+def _direction(unit: str, metric: str = "") -> int:
+    """+1 when larger is better, −1 when smaller is better, 0 when not ranked (spreads, rates, unknowns)."""
+    if metric.endswith("_sd"):
+        return 0
+    if any(word in metric for word in HIGHER_IS_BETTER_WORDS):
+        return 1
+    if any(word in metric for word in LOWER_IS_BETTER_WORDS):
+        return -1
     if unit in HIGHER_IS_BETTER_UNITS:
         return 1
     if unit in LOWER_IS_BETTER_UNITS:
@@ -140,7 +150,9 @@ def _provenance(records: pd.DataFrame) -> str:
 
 
 def render(
-    results: str | os.PathLike | Sequence[str | os.PathLike], out: str | os.PathLike = "leaderboard"
+    results: str | os.PathLike | Sequence[str | os.PathLike],
+    out: str | os.PathLike = "leaderboard",
+    note: str = "",
 ) -> Path:
     """Write ``out/README.md``, ``out/<suite>.csv`` and ``out/<suite>_<metric>.png`` from ``results``.
 
@@ -148,6 +160,7 @@ def render(
         results: one results folder or several (their ``*.csv`` records are merged; the newest record of
             each cell wins).
         out: the leaderboard folder.
+        note: a paragraph printed under the title (e.g. how loaded the machine was).
 
     Returns:
         The path of the README.
@@ -167,6 +180,7 @@ def render(
         "Every number is a median over timed repeats after warm-up, measured side by side in one run.",
         "**Bold** is the best of a row; *diffbrain vs best peer* compares the default `diffbrain` method "
         "with the best other method, > 1 meaning diffbrain is better.",
+        *(["", note] if note else []),
     ]
     for suite, suite_records in records.groupby("suite", sort=True):
         write_csv([Record(**row) for row in suite_records.to_dict("records")], out / f"{suite}.csv")
@@ -175,7 +189,7 @@ def render(
             unit = metric_records["unit"].iloc[0]
             if unit == RATIO_UNIT:
                 continue
-            direction = _direction(unit)
+            direction = _direction(unit, metric)
             table = metric_table(metric_records, direction)
             if table.drop(columns="vs best peer", errors="ignore").isna().all().all():
                 continue

@@ -410,12 +410,13 @@ def leaderboard(
     out: Annotated[Path, typer.Option(help="Leaderboard folder (README.md, CSV, PNG).")] = Path(
         "leaderboard"
     ),
+    note: Annotated[str, typer.Option(help="A paragraph under the title, e.g. the machine's load.")] = "",
 ) -> None:
     """Render the leaderboard (markdown tables, CSV, plots) from benchmark results."""
     from diffbrain.bench import leaderboard as board
 
     try:
-        readme = board.render(results, out)
+        readme = board.render(results, out, note)
     except ValueError as error:
         raise _fail(str(error)) from None
     _out.print(f"wrote {escape(str(readme))} and its tables and plots")
