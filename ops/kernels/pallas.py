@@ -1,0 +1,344 @@
+"""The ``pallas`` backend: event-driven CSR kernels in Pallas, lowered through Triton on GPU.
+
+Same contract as `diffbrain.ops.kernels.reference` (rows presynaptic; ``data`` ``[nnz]`` or ``[]`` for one
+shared weight, never broadcast to ``[nnz]``; ``indptr``/``indices`` int32 or int64). Design:
+
+* `event_matvec` / `event_matmat` / `csr_matvec`: a grid of ``(row blocks, batch)`` programs. A program
+  takes ``ROWS`` presynaptic rows; a row whose spike is 0 is skipped (one scalar load), a spiking row walks
+  its synapses in fixed ``CHUNK``-wide masked loads (``pl.ds``) of columns and weights and scatters
+  ``s·w`` into the output with an atomic add. The output (one spare slot at the end, where masked lanes
+  point) is a zero array aliased into the kernel.
+* `row_dot` / `row_dot_batch`: one program per ``(row block, batch row)``; each row is a masked gather-dot
+  over its chunks, written once — no atomics, every row visited (the spike gradient is dense).
+* `data_grad` / `data_grad_batch`: ``g[k] = Σ_b s_b[row k]·ȳ_b[col k]``; the output is a zero ``[nnz]``
+  array aliased into the kernel and one program per row block writes only rows where some ``s_b`` is
+  nonzero (silent rows keep their zeros; no gather touches them). Deterministic: no atomics.
+
+Every function is a Pallas kernel; none falls back to the reference. Only the empty matrix (``nnz = 0``)
+and empty grids are answered with zeros without a kernel.
+
+``interpret``: None (the default) means True when JAX's default backend is not a GPU, so the backend runs
+(slowly, as an interpreter of the kernels) on CPU for tests; pass ``interpret=False``/``True`` to force it.
+On CPU the automatic backend choice never picks ``pallas`` (it prefers ``cpu``, then ``reference``); it
+runs there only when asked for with ``backend="pallas"``.
+
+Limitations: in interpret mode the atomic scatter is emulated by a gather-add-scatter, so a row with
+duplicate column indices would lose all but one of them (CSR built by `diffbrain.ops.CSR` has none; the
+GPU atomics are exact either way). Float64 needs a GPU with native 64-bit atomics (sm_60 and later).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jaxtyping import Array, Float, Int, Shaped
+
+try:
+    from jax.experimental import pallas as pl
+    from jax.experimental.pallas import triton as plt
+except ImportError as _error:  # pragma: no cover - an old or stripped jax
+    pl = plt = None
+    _IMPORT_ERROR: ImportError | None = _error
+else:
+    _IMPORT_ERROR = None
+
+CHUNK = 128
+"""Synapses handled per vector step (a power of two, as Triton requires)."""
+
+ROWS = 8
+"""Presynaptic rows per program."""
+
+NUM_WARPS = 4
+"""Triton warps per program (CHUNK = 128 lanes = 4 warps of 32)."""
+
+
+def available() -> bool:
+    """True wherever Pallas imports: compiled for a GPU, interpreted elsewhere (only used when requested)."""
+    if _IMPORT_ERROR is not None:
+        raise ImportError(f"jax.experimental.pallas is unavailable: {_IMPORT_ERROR}")
+    return True
+
+
+def _interpret(interpret: bool | None) -> bool:
+    return jax.default_backend() != "gpu" if interpret is None else bool(interpret)
+
+
+def _call(kernel, out_shape, grid, interpret: bool, aliases: dict[int, int]):
+    return pl.pallas_call(
+        kernel,
+        out_shape=out_shape,
+        grid=grid,
+        input_output_aliases=aliases,
+        interpret=interpret,
+        compiler_params=None if interpret else plt.CompilerParams(num_warps=NUM_WARPS, num_stages=1),
+    )
+
+
+def _chunks(start, end, chunk: int):
+    """The number of ``chunk``-wide steps covering ``[start, end)``."""
+    return (end - start + chunk - 1) // chunk
+
+
+def _lanes(start, c, chunk: int):
+    """Positions ``start + c·chunk + [0, chunk)`` in ``start``'s dtype."""
+    return start + c * chunk + lax.iota(start.dtype, chunk)
+
+
+# --- forward: event scatter ---------------------------------------------------------------------------------
+
+
+def _scatter_kernel(
+    indptr_ref, indices_ref, data_ref, s_ref, y_in_ref, y_ref, *, n_pre, n_post, homogeneous, interpret, chunk
+):
+    del y_in_ref  # aliased to y_ref: the zeros we accumulate into
+    block, b = pl.program_id(0), pl.program_id(1)
+    spare = n_post  # every batch row has one spare slot at its end, where masked lanes point
+    base = b * (n_post + 1)
+
+    def row_body(r, carry):
+        row = block * ROWS + r
+        safe_row = jnp.minimum(row, n_pre - 1)
+        s = s_ref[b * n_pre + safe_row]
+
+        @pl.when(jnp.logical_and(row < n_pre, s != 0))
+        def _():
+            start, end = indptr_ref[safe_row], indptr_ref[safe_row + 1]
+
+            def chunk_body(c, carry):
+                positions = _lanes(start, c, chunk)
+                mask = positions < end
+                window = pl.ds(start + c * chunk, chunk)
+                cols = plt.load(indices_ref.at[window], mask=mask, other=0)
+                if homogeneous:
+                    w = jnp.full((chunk,), data_ref[0], y_ref.dtype)
+                else:
+                    w = plt.load(data_ref.at[window], mask=mask, other=0)
+                values = jnp.where(mask, w * s, 0).astype(y_ref.dtype)
+                targets = base.astype(cols.dtype) + jnp.where(mask, cols, spare)
+                # interpret mode cannot mask atomics: its masked lanes add 0 into the spare slot instead
+                plt.atomic_add(y_ref, (targets,), values, mask=None if interpret else mask)
+                return carry
+
+            lax.fori_loop(0, _chunks(start, end, chunk), chunk_body, 0)
+
+        return carry
+
+    lax.fori_loop(0, ROWS, row_body, 0)
+
+
+@functools.partial(jax.jit, static_argnames=("n_post", "interpret", "chunk"))
+def _event_matmat(
+    indptr, indices, data, spikes, n_post: int, interpret: bool | None = None, chunk: int = CHUNK
+):
+    batch, n_pre = spikes.shape
+    dtype = data.dtype
+    if indices.shape[0] == 0 or n_pre == 0 or batch == 0 or n_post == 0:
+        return jnp.zeros((batch, n_post), dtype)
+    interpret = _interpret(interpret)
+    homogeneous = data.ndim == 0
+    kernel = functools.partial(
+        _scatter_kernel, n_pre=n_pre, n_post=n_post, homogeneous=homogeneous, interpret=interpret, chunk=chunk
+    )
+    zeros = jnp.zeros((batch * (n_post + 1),), dtype)
+    call = _call(
+        kernel,
+        jax.ShapeDtypeStruct(zeros.shape, dtype),
+        (pl.cdiv(n_pre, ROWS), batch),
+        interpret,
+        {4: 0},
+    )
+    flat = call(indptr, indices, data.reshape(-1), spikes.astype(dtype).reshape(-1), zeros)
+    return flat.reshape(batch, n_post + 1)[:, :n_post]
+
+
+def event_matmat(
+    indptr: Int[Array, " n_pre+1"],
+    indices: Int[Array, " nnz"],
+    data: Float[Array, "*nnz"],
+    spikes: Shaped[Array, "b n_pre"],
+    n_post: int,
+    *,
+    interpret: bool | None = None,
+) -> Float[Array, "b n_post"]:
+    """`event_matvec` of each row of ``spikes`` in one kernel (grid axis 1 is the batch)."""
+    return _event_matmat(indptr, indices, data, spikes, n_post, interpret)
+
+
+def event_matvec(
+    indptr: Int[Array, " n_pre+1"],
+    indices: Int[Array, " nnz"],
+    data: Float[Array, "*nnz"],
+    spikes: Shaped[Array, " n_pre"],
+    n_post: int,
+    *,
+    interpret: bool | None = None,
+) -> Float[Array, " n_post"]:
+    """``y[j] = Σ_i s[i]·W[i, j]`` over rows with ``s[i] != 0`` only (atomic scatter of spiking rows)."""
+    return _event_matmat(indptr, indices, data, spikes[None], n_post, interpret)[0]
+
+
+# Over a dense vector the event sum is the plain product; zero entries are simply skipped.
+csr_matvec = event_matvec
+
+
+# --- gradient w.r.t. spikes: row gather-dot -----------------------------------------------------------------
+
+
+def _row_dot_kernel(indptr_ref, indices_ref, data_ref, ct_ref, r_ref, *, n_pre, n_post, homogeneous, chunk):
+    block, b = pl.program_id(0), pl.program_id(1)
+
+    def row_body(r, carry):
+        row = block * ROWS + r
+
+        @pl.when(row < n_pre)
+        def _():
+            start, end = indptr_ref[row], indptr_ref[row + 1]
+
+            def chunk_body(c, acc):
+                mask = _lanes(start, c, chunk) < end
+                window = pl.ds(start + c * chunk, chunk)
+                cols = plt.load(indices_ref.at[window], mask=mask, other=0)
+                cols = jnp.where(mask, cols, 0)
+                ct = plt.load(ct_ref.at[b * n_post + cols], mask=mask, other=0)
+                if homogeneous:
+                    return acc + jnp.sum(jnp.where(mask, ct, 0))
+                w = plt.load(data_ref.at[window], mask=mask, other=0)
+                return acc + jnp.sum(jnp.where(mask, w * ct, 0))
+
+            total = lax.fori_loop(0, _chunks(start, end, chunk), chunk_body, jnp.zeros((), r_ref.dtype))
+            if homogeneous:
+                total = total * data_ref[0]
+            r_ref[b * n_pre + row] = total.astype(r_ref.dtype)
+
+        return carry
+
+    lax.fori_loop(0, ROWS, row_body, 0)
+
+
+@functools.partial(jax.jit, static_argnames=("interpret", "chunk"))
+def _row_dot_batch(indptr, indices, data, cotangent, interpret: bool | None = None, chunk: int = CHUNK):
+    batch, n_post = cotangent.shape
+    n_pre = indptr.shape[0] - 1
+    dtype = data.dtype
+    if indices.shape[0] == 0 or n_pre == 0 or batch == 0:
+        return jnp.zeros((batch, n_pre), dtype)
+    interpret = _interpret(interpret)
+    kernel = functools.partial(
+        _row_dot_kernel, n_pre=n_pre, n_post=n_post, homogeneous=data.ndim == 0, chunk=chunk
+    )
+    call = _call(
+        kernel, jax.ShapeDtypeStruct((batch * n_pre,), dtype), (pl.cdiv(n_pre, ROWS), batch), interpret, {}
+    )
+    return call(indptr, indices, data.reshape(-1), cotangent.astype(dtype).reshape(-1)).reshape(batch, n_pre)
+
+
+def row_dot_batch(
+    indptr: Int[Array, " n_pre+1"],
+    indices: Int[Array, " nnz"],
+    data: Float[Array, "*nnz"],
+    cotangent: Float[Array, "b n_post"],
+    *,
+    interpret: bool | None = None,
+) -> Float[Array, "b n_pre"]:
+    """`row_dot` of each row of ``cotangent`` in one kernel (grid axis 1 is the batch)."""
+    return _row_dot_batch(indptr, indices, data, cotangent, interpret)
+
+
+def row_dot(
+    indptr: Int[Array, " n_pre+1"],
+    indices: Int[Array, " nnz"],
+    data: Float[Array, "*nnz"],
+    cotangent: Float[Array, " n_post"],
+    *,
+    interpret: bool | None = None,
+) -> Float[Array, " n_pre"]:
+    """``(W @ ȳ)[i] = Σ_{k in row i} data[k]·ȳ[indices[k]]``: a masked gather-dot per row, no atomics."""
+    return _row_dot_batch(indptr, indices, data, cotangent[None], interpret)[0]
+
+
+# --- gradient w.r.t. the weights: per-synapse products on spiking rows --------------------------------------
+
+
+def _data_grad_kernel(
+    indptr_ref, indices_ref, s_ref, ct_ref, g_in_ref, g_ref, *, n_pre, n_post, batch, chunk
+):
+    del g_in_ref  # aliased to g_ref: zeros, kept on silent rows
+    block = pl.program_id(0)
+
+    def row_body(r, carry):
+        row = block * ROWS + r
+        safe_row = jnp.minimum(row, n_pre - 1)
+        active = lax.fori_loop(
+            0, batch, lambda b, n: n + (s_ref[b * n_pre + safe_row] != 0).astype(jnp.int32), jnp.int32(0)
+        )
+
+        @pl.when(jnp.logical_and(row < n_pre, active > 0))
+        def _():
+            start, end = indptr_ref[safe_row], indptr_ref[safe_row + 1]
+
+            def chunk_body(c, carry):
+                mask = _lanes(start, c, chunk) < end
+                window = pl.ds(start + c * chunk, chunk)
+                cols = plt.load(indices_ref.at[window], mask=mask, other=0)
+                cols = jnp.where(mask, cols, 0)
+
+                def batch_body(b, acc):
+                    s = s_ref[b * n_pre + safe_row]
+                    ct = plt.load(ct_ref.at[b * n_post + cols], mask=jnp.logical_and(mask, s != 0), other=0)
+                    return acc + jnp.where(s != 0, s * ct, 0)
+
+                g = lax.fori_loop(0, batch, batch_body, jnp.zeros((chunk,), g_ref.dtype))
+                plt.store(g_ref.at[window], g.astype(g_ref.dtype), mask=mask)
+                return carry
+
+            lax.fori_loop(0, _chunks(start, end, chunk), chunk_body, 0)
+
+        return carry
+
+    lax.fori_loop(0, ROWS, row_body, 0)
+
+
+@functools.partial(jax.jit, static_argnames=("nnz", "interpret", "chunk"))
+def _data_grad_batch(
+    indptr, indices, spikes, cotangent, nnz: int, interpret: bool | None = None, chunk=CHUNK
+):
+    batch, n_pre = spikes.shape
+    n_post = cotangent.shape[1]
+    dtype = cotangent.dtype
+    if nnz == 0 or n_pre == 0 or batch == 0:
+        return jnp.zeros((nnz,), dtype)
+    interpret = _interpret(interpret)
+    kernel = functools.partial(_data_grad_kernel, n_pre=n_pre, n_post=n_post, batch=batch, chunk=chunk)
+    call = _call(kernel, jax.ShapeDtypeStruct((nnz,), dtype), (pl.cdiv(n_pre, ROWS),), interpret, {4: 0})
+    return call(
+        indptr, indices, spikes.astype(dtype).reshape(-1), cotangent.reshape(-1), jnp.zeros(nnz, dtype)
+    )
+
+
+def data_grad_batch(
+    indptr: Int[Array, " n_pre+1"],
+    indices: Int[Array, " nnz"],
+    spikes: Shaped[Array, "b n_pre"],
+    cotangent: Float[Array, "b n_post"],
+    nnz: int,
+    *,
+    interpret: bool | None = None,
+) -> Float[Array, " nnz"]:
+    """`data_grad` summed over the batch, in one kernel (each row sums its batch; no atomics)."""
+    return _data_grad_batch(indptr, indices, spikes, cotangent, nnz, interpret)
+
+
+def data_grad(
+    indptr: Int[Array, " n_pre+1"],
+    indices: Int[Array, " nnz"],
+    spikes: Shaped[Array, " n_pre"],
+    cotangent: Float[Array, " n_post"],
+    nnz: int,
+    *,
+    interpret: bool | None = None,
+) -> Float[Array, " nnz"]:
+    """``g[k] = s[row(k)]·ȳ[indices[k]]``, written only on rows with ``s != 0`` (zeros elsewhere)."""
+    return _data_grad_batch(indptr, indices, spikes[None], cotangent[None], nnz, interpret)
