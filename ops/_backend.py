@@ -85,5 +85,6 @@ def kernels(name: str) -> ModuleType:
 
 
 def available() -> tuple[str, ...]:
-    """The names of the backends usable on this machine."""
-    return tuple(name for name in NAMES if probe(name)[0] is not None)
+    """The names of the backends usable on this machine; one only interpreted here (``pallas`` on CPU) is left
+    out, though ``backend=`` still accepts it."""
+    return tuple(n for n in NAMES if (m := probe(n)[0]) is not None and not getattr(m, "INTERPRETED", False))

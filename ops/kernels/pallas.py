@@ -6,8 +6,9 @@ shared weight, never broadcast to ``[nnz]``; ``indptr``/``indices`` int32 or int
 * `event_matvec` / `event_matmat` / `csr_matvec`: a grid of ``(row blocks, batch)`` programs. A program
   takes ``ROWS`` presynaptic rows; a row whose spike is 0 is skipped (one scalar load), a spiking row walks
   its synapses in fixed ``CHUNK``-wide masked loads (``pl.ds``) of columns and weights and scatters
-  ``s·w`` into the output with an atomic add. The output (one spare slot at the end, where masked lanes
-  point) is a zero array aliased into the kernel.
+  ``s·w`` into the output with a masked atomic add. The output is a zero array aliased into the kernel
+  (in interpret mode, whose atomics cannot be masked, with one spare slot per batch row where the masked
+  lanes add 0, sliced off after).
 * `row_dot` / `row_dot_batch`: one program per ``(row block, batch row)``; each row is a masked gather-dot
   over its chunks, written once — no atomics, every row visited (the spike gradient is dense).
 * `data_grad` / `data_grad_batch`: ``g[k] = Σ_b s_b[row k]·ȳ_b[col k]``; the output is a zero ``[nnz]``
@@ -20,7 +21,8 @@ and empty grids are answered with zeros without a kernel.
 ``interpret``: None (the default) means True when JAX's default backend is not a GPU, so the backend runs
 (slowly, as an interpreter of the kernels) on CPU for tests; pass ``interpret=False``/``True`` to force it.
 On CPU the automatic backend choice never picks ``pallas`` (it prefers ``cpu``, then ``reference``); it
-runs there only when asked for with ``backend="pallas"``.
+runs there only when asked for with ``backend="pallas"`` (`diffbrain.ops.backends` does not list it: see
+`INTERPRETED`).
 
 Limitations: in interpret mode the atomic scatter is emulated by a gather-add-scatter, so a row with
 duplicate column indices would lose all but one of them (CSR built by `diffbrain.ops.CSR` has none; the
@@ -53,6 +55,11 @@ ROWS = 8
 
 NUM_WARPS = 4
 """Triton warps per program (CHUNK = 128 lanes = 4 warps of 32)."""
+
+
+INTERPRETED = jax.default_backend() != "gpu"
+"""True where the kernels would only be interpreted (no GPU): `diffbrain.ops.backends` then leaves ``pallas``
+out (benchmarks and backend-parametrized tests skip it), though ``backend="pallas"`` still runs it."""
 
 
 def available() -> bool:
@@ -95,8 +102,10 @@ def _scatter_kernel(
 ):
     del y_in_ref  # aliased to y_ref: the zeros we accumulate into
     block, b = pl.program_id(0), pl.program_id(1)
-    spare = n_post  # every batch row has one spare slot at its end, where masked lanes point
-    base = b * (n_post + 1)
+    # interpret mode: one spare slot at the end of each batch row takes the masked lanes' zeros
+    width = n_post + 1 if interpret else n_post
+    spare = n_post if interpret else 0  # on GPU masked lanes issue no atomic: any in-range index will do
+    base = b * width
 
     def row_body(r, carry):
         row = block * ROWS + r
@@ -142,7 +151,8 @@ def _event_matmat(
     kernel = functools.partial(
         _scatter_kernel, n_pre=n_pre, n_post=n_post, homogeneous=homogeneous, interpret=interpret, chunk=chunk
     )
-    zeros = jnp.zeros((batch * (n_post + 1),), dtype)
+    width = n_post + 1 if interpret else n_post
+    zeros = jnp.zeros((batch * width,), dtype)
     call = _call(
         kernel,
         jax.ShapeDtypeStruct(zeros.shape, dtype),
@@ -151,7 +161,7 @@ def _event_matmat(
         {4: 0},
     )
     flat = call(indptr, indices, data.reshape(-1), spikes.astype(dtype).reshape(-1), zeros)
-    return flat.reshape(batch, n_post + 1)[:, :n_post]
+    return flat.reshape(batch, width)[:, :n_post]
 
 
 def event_matmat(

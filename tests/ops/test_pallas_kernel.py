@@ -6,8 +6,10 @@ the GPU lowering lacks fails here rather than on the first GPU machine.
 
 import jax
 import jax.numpy as jnp
+import jax.test_util
 import numpy as np
 import pytest
+from jax import lax
 
 from diffbrain import ops
 from diffbrain.ops import _backend
@@ -105,6 +107,7 @@ def test_interpret_mode_and_selection_on_cpu():
     assert pallas.available()
     assert _backend.resolve("pallas") == "pallas"
     assert _backend.default() != "pallas"  # on CPU the automatic choice stays cpu (or reference)
+    assert pallas.INTERPRETED and "pallas" not in ops.backends()  # so benchmarks never time the interpreter
 
 
 def test_public_primitive_forward_and_gradients_match_reference():
@@ -132,6 +135,30 @@ def test_public_primitive_forward_and_gradients_match_reference():
     batched = lambda d, b: jax.vmap(lambda s: loss(d, s, b))(batch).sum()
     np.testing.assert_allclose(
         jax.grad(batched)(W.data, "pallas"), jax.grad(batched)(W.data, "reference"), rtol=1e-12, atol=1e-12
+    )
+
+
+def test_check_grads_and_scan():
+    """What the backend-parametrized suite checks, which leaves ``pallas`` out on CPU: check_grads, scan."""
+    W = random_csr(41, 8, 6, 0.4)
+    spikes = random_spikes(42, (8,), "float")
+    jax.test_util.check_grads(
+        lambda d, s: ops.event_matvec(s, W.with_data(d), backend="pallas"),
+        (W.data, spikes),
+        order=1,
+        modes=("fwd", "rev"),
+    )
+    steps = random_spikes(43, (4, 8), "float")
+
+    def run(data, backend):
+        def step(v, s):
+            v = 0.9 * v + ops.event_matvec(s, W.with_data(data), backend=backend)
+            return v, v.sum()
+
+        return lax.scan(step, jnp.zeros(6), steps)[1].sum()
+
+    np.testing.assert_allclose(
+        jax.grad(run)(W.data, "pallas"), jax.grad(run)(W.data, "reference"), rtol=1e-12
     )
 
 
