@@ -56,6 +56,14 @@ ROWS = 8
 NUM_WARPS = 4
 """Triton warps per program (CHUNK = 128 lanes = 4 warps of 32)."""
 
+_TUNING = (CHUNK, ROWS, NUM_WARPS)
+
+
+def _tuning() -> tuple[int, int, int]:
+    """The module's tuning constants as they are now: a GPU session may set them between calls (each
+    combination compiles once)."""
+    return CHUNK, ROWS, NUM_WARPS
+
 
 INTERPRETED = jax.default_backend() != "gpu"
 """True where the kernels would only be interpreted (no GPU): `diffbrain.ops.backends` then leaves ``pallas``
@@ -73,14 +81,14 @@ def _interpret(interpret: bool | None) -> bool:
     return jax.default_backend() != "gpu" if interpret is None else bool(interpret)
 
 
-def _call(kernel, out_shape, grid, interpret: bool, aliases: dict[int, int]):
+def _call(kernel, out_shape, grid, interpret: bool, aliases: dict[int, int], num_warps: int):
     return pl.pallas_call(
         kernel,
         out_shape=out_shape,
         grid=grid,
         input_output_aliases=aliases,
         interpret=interpret,
-        compiler_params=None if interpret else plt.CompilerParams(num_warps=NUM_WARPS, num_stages=1),
+        compiler_params=None if interpret else plt.CompilerParams(num_warps=num_warps, num_stages=1),
     )
 
 
@@ -98,7 +106,19 @@ def _lanes(start, c, chunk: int):
 
 
 def _scatter_kernel(
-    indptr_ref, indices_ref, data_ref, s_ref, y_in_ref, y_ref, *, n_pre, n_post, homogeneous, interpret, chunk
+    indptr_ref,
+    indices_ref,
+    data_ref,
+    s_ref,
+    y_in_ref,
+    y_ref,
+    *,
+    n_pre,
+    n_post,
+    homogeneous,
+    interpret,
+    chunk,
+    rows,
 ):
     del y_in_ref  # aliased to y_ref: the zeros we accumulate into
     block, b = pl.program_id(0), pl.program_id(1)
@@ -108,7 +128,7 @@ def _scatter_kernel(
     base = b * width
 
     def row_body(r, carry):
-        row = block * ROWS + r
+        row = block * rows + r
         safe_row = jnp.minimum(row, n_pre - 1)
         s = s_ref[b * n_pre + safe_row]
 
@@ -135,13 +155,11 @@ def _scatter_kernel(
 
         return carry
 
-    lax.fori_loop(0, ROWS, row_body, 0)
+    lax.fori_loop(0, rows, row_body, 0)
 
 
-@functools.partial(jax.jit, static_argnames=("n_post", "interpret", "chunk"))
-def _event_matmat(
-    indptr, indices, data, spikes, n_post: int, interpret: bool | None = None, chunk: int = CHUNK
-):
+@functools.partial(jax.jit, static_argnames=("n_post", "interpret", "tuning"))
+def _event_matmat(indptr, indices, data, spikes, n_post: int, interpret: bool | None = None, tuning=_TUNING):
     batch, n_pre = spikes.shape
     dtype = data.dtype
     if indices.shape[0] == 0 or n_pre == 0 or batch == 0 or n_post == 0:
@@ -149,16 +167,23 @@ def _event_matmat(
     interpret = _interpret(interpret)
     homogeneous = data.ndim == 0
     kernel = functools.partial(
-        _scatter_kernel, n_pre=n_pre, n_post=n_post, homogeneous=homogeneous, interpret=interpret, chunk=chunk
+        _scatter_kernel,
+        n_pre=n_pre,
+        n_post=n_post,
+        homogeneous=homogeneous,
+        interpret=interpret,
+        chunk=tuning[0],
+        rows=tuning[1],
     )
     width = n_post + 1 if interpret else n_post
     zeros = jnp.zeros((batch * width,), dtype)
     call = _call(
         kernel,
         jax.ShapeDtypeStruct(zeros.shape, dtype),
-        (pl.cdiv(n_pre, ROWS), batch),
+        (pl.cdiv(n_pre, tuning[1]), batch),
         interpret,
         {4: 0},
+        tuning[2],
     )
     flat = call(indptr, indices, data.reshape(-1), spikes.astype(dtype).reshape(-1), zeros)
     return flat.reshape(batch, width)[:, :n_post]
@@ -174,7 +199,7 @@ def event_matmat(
     interpret: bool | None = None,
 ) -> Float[Array, "b n_post"]:
     """`event_matvec` of each row of ``spikes`` in one kernel (grid axis 1 is the batch)."""
-    return _event_matmat(indptr, indices, data, spikes, n_post, interpret)
+    return _event_matmat(indptr, indices, data, spikes, n_post, interpret, _tuning())
 
 
 def event_matvec(
@@ -187,7 +212,7 @@ def event_matvec(
     interpret: bool | None = None,
 ) -> Float[Array, " n_post"]:
     """``y[j] = Σ_i s[i]·W[i, j]`` over rows with ``s[i] != 0`` only (atomic scatter of spiking rows)."""
-    return _event_matmat(indptr, indices, data, spikes[None], n_post, interpret)[0]
+    return _event_matmat(indptr, indices, data, spikes[None], n_post, interpret, _tuning())[0]
 
 
 # Over a dense vector the event sum is the plain product; zero entries are simply skipped.
@@ -197,11 +222,13 @@ csr_matvec = event_matvec
 # --- gradient w.r.t. spikes: row gather-dot -----------------------------------------------------------------
 
 
-def _row_dot_kernel(indptr_ref, indices_ref, data_ref, ct_ref, r_ref, *, n_pre, n_post, homogeneous, chunk):
+def _row_dot_kernel(
+    indptr_ref, indices_ref, data_ref, ct_ref, r_ref, *, n_pre, n_post, homogeneous, chunk, rows
+):
     block, b = pl.program_id(0), pl.program_id(1)
 
     def row_body(r, carry):
-        row = block * ROWS + r
+        row = block * rows + r
 
         @pl.when(row < n_pre)
         def _():
@@ -225,11 +252,11 @@ def _row_dot_kernel(indptr_ref, indices_ref, data_ref, ct_ref, r_ref, *, n_pre, 
 
         return carry
 
-    lax.fori_loop(0, ROWS, row_body, 0)
+    lax.fori_loop(0, rows, row_body, 0)
 
 
-@functools.partial(jax.jit, static_argnames=("interpret", "chunk"))
-def _row_dot_batch(indptr, indices, data, cotangent, interpret: bool | None = None, chunk: int = CHUNK):
+@functools.partial(jax.jit, static_argnames=("interpret", "tuning"))
+def _row_dot_batch(indptr, indices, data, cotangent, interpret: bool | None = None, tuning=_TUNING):
     batch, n_post = cotangent.shape
     n_pre = indptr.shape[0] - 1
     dtype = data.dtype
@@ -237,10 +264,20 @@ def _row_dot_batch(indptr, indices, data, cotangent, interpret: bool | None = No
         return jnp.zeros((batch, n_pre), dtype)
     interpret = _interpret(interpret)
     kernel = functools.partial(
-        _row_dot_kernel, n_pre=n_pre, n_post=n_post, homogeneous=data.ndim == 0, chunk=chunk
+        _row_dot_kernel,
+        n_pre=n_pre,
+        n_post=n_post,
+        homogeneous=data.ndim == 0,
+        chunk=tuning[0],
+        rows=tuning[1],
     )
     call = _call(
-        kernel, jax.ShapeDtypeStruct((batch * n_pre,), dtype), (pl.cdiv(n_pre, ROWS), batch), interpret, {}
+        kernel,
+        jax.ShapeDtypeStruct((batch * n_pre,), dtype),
+        (pl.cdiv(n_pre, tuning[1]), batch),
+        interpret,
+        {},
+        tuning[2],
     )
     return call(indptr, indices, data.reshape(-1), cotangent.astype(dtype).reshape(-1)).reshape(batch, n_pre)
 
@@ -254,7 +291,7 @@ def row_dot_batch(
     interpret: bool | None = None,
 ) -> Float[Array, "b n_pre"]:
     """`row_dot` of each row of ``cotangent`` in one kernel (grid axis 1 is the batch)."""
-    return _row_dot_batch(indptr, indices, data, cotangent, interpret)
+    return _row_dot_batch(indptr, indices, data, cotangent, interpret, _tuning())
 
 
 def row_dot(
@@ -266,20 +303,20 @@ def row_dot(
     interpret: bool | None = None,
 ) -> Float[Array, " n_pre"]:
     """``(W @ ȳ)[i] = Σ_{k in row i} data[k]·ȳ[indices[k]]``: a masked gather-dot per row, no atomics."""
-    return _row_dot_batch(indptr, indices, data, cotangent[None], interpret)[0]
+    return _row_dot_batch(indptr, indices, data, cotangent[None], interpret, _tuning())[0]
 
 
 # --- gradient w.r.t. the weights: per-synapse products on spiking rows --------------------------------------
 
 
 def _data_grad_kernel(
-    indptr_ref, indices_ref, s_ref, ct_ref, g_in_ref, g_ref, *, n_pre, n_post, batch, chunk
+    indptr_ref, indices_ref, s_ref, ct_ref, g_in_ref, g_ref, *, n_pre, n_post, batch, chunk, rows
 ):
     del g_in_ref  # aliased to g_ref: zeros, kept on silent rows
     block = pl.program_id(0)
 
     def row_body(r, carry):
-        row = block * ROWS + r
+        row = block * rows + r
         safe_row = jnp.minimum(row, n_pre - 1)
         active = lax.fori_loop(
             0, batch, lambda b, n: n + (s_ref[b * n_pre + safe_row] != 0).astype(jnp.int32), jnp.int32(0)
@@ -308,12 +345,12 @@ def _data_grad_kernel(
 
         return carry
 
-    lax.fori_loop(0, ROWS, row_body, 0)
+    lax.fori_loop(0, rows, row_body, 0)
 
 
-@functools.partial(jax.jit, static_argnames=("nnz", "interpret", "chunk"))
+@functools.partial(jax.jit, static_argnames=("nnz", "interpret", "tuning"))
 def _data_grad_batch(
-    indptr, indices, spikes, cotangent, nnz: int, interpret: bool | None = None, chunk=CHUNK
+    indptr, indices, spikes, cotangent, nnz: int, interpret: bool | None = None, tuning=_TUNING
 ):
     batch, n_pre = spikes.shape
     n_post = cotangent.shape[1]
@@ -321,8 +358,17 @@ def _data_grad_batch(
     if nnz == 0 or n_pre == 0 or batch == 0:
         return jnp.zeros((nnz,), dtype)
     interpret = _interpret(interpret)
-    kernel = functools.partial(_data_grad_kernel, n_pre=n_pre, n_post=n_post, batch=batch, chunk=chunk)
-    call = _call(kernel, jax.ShapeDtypeStruct((nnz,), dtype), (pl.cdiv(n_pre, ROWS),), interpret, {4: 0})
+    kernel = functools.partial(
+        _data_grad_kernel, n_pre=n_pre, n_post=n_post, batch=batch, chunk=tuning[0], rows=tuning[1]
+    )
+    call = _call(
+        kernel,
+        jax.ShapeDtypeStruct((nnz,), dtype),
+        (pl.cdiv(n_pre, tuning[1]),),
+        interpret,
+        {4: 0},
+        tuning[2],
+    )
     return call(
         indptr, indices, spikes.astype(dtype).reshape(-1), cotangent.reshape(-1), jnp.zeros(nnz, dtype)
     )
@@ -338,7 +384,7 @@ def data_grad_batch(
     interpret: bool | None = None,
 ) -> Float[Array, " nnz"]:
     """`data_grad` summed over the batch, in one kernel (each row sums its batch; no atomics)."""
-    return _data_grad_batch(indptr, indices, spikes, cotangent, nnz, interpret)
+    return _data_grad_batch(indptr, indices, spikes, cotangent, nnz, interpret, _tuning())
 
 
 def data_grad(
@@ -351,4 +397,4 @@ def data_grad(
     interpret: bool | None = None,
 ) -> Float[Array, " nnz"]:
     """``g[k] = s[row(k)]·ȳ[indices[k]]``, written only on rows with ``s != 0`` (zeros elsewhere)."""
-    return _data_grad_batch(indptr, indices, spikes[None], cotangent[None], nnz, interpret)
+    return _data_grad_batch(indptr, indices, spikes[None], cotangent[None], nnz, interpret, _tuning())

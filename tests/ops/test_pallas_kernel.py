@@ -1,4 +1,5 @@
-"""The `pallas` backend against a NumPy dense reference, run by the Pallas interpreter on CPU.
+"""The `pallas` backend against a NumPy dense reference, run by the Pallas interpreter on CPU (compiled on a
+GPU: the same file is the first check a GPU session runs).
 
 The kernels are also lowered for CUDA (Pallas → Triton IR, no GPU needed) so a kernel using a feature
 the GPU lowering lacks fails here rather than on the first GPU machine.
@@ -90,19 +91,25 @@ def test_silent_rows_never_read_their_weights():
 
 
 def test_multi_chunk_rows_with_a_small_chunk():
-    """The private entry points take the chunk width: 4 lanes make every row span several masked chunks."""
+    """Other tuning: 4-lane chunks make every row span several masked chunks; 3 rows per program."""
     W = random_csr(7, 11, 17, 0.6, jnp.float64)
     A, nnz = dense(W), W.indices.shape[0]
     s = random_spikes(8, (2, 11), "float")
     ct = jnp.asarray(np.random.default_rng(9).normal(size=(2, 17)))
-    np.testing.assert_allclose(pallas._event_matmat(*structure(W), s, 17, chunk=4), np.asarray(s) @ A)
-    np.testing.assert_allclose(pallas._row_dot_batch(*structure(W), ct, chunk=4), np.asarray(ct) @ A.T)
+    np.testing.assert_allclose(
+        pallas._event_matmat(*structure(W), s, 17, tuning=(4, 3, 1)), np.asarray(s) @ A
+    )
+    np.testing.assert_allclose(
+        pallas._row_dot_batch(*structure(W), ct, tuning=(4, 3, 1)), np.asarray(ct) @ A.T
+    )
     want = reference.data_grad_batch(W.indptr, W.indices, s, ct, nnz)
-    np.testing.assert_allclose(pallas._data_grad_batch(W.indptr, W.indices, s, ct, nnz, chunk=4), want)
+    np.testing.assert_allclose(
+        pallas._data_grad_batch(W.indptr, W.indices, s, ct, nnz, tuning=(4, 3, 1)), want
+    )
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="checks the CPU (interpreted) behaviour")
 def test_interpret_mode_and_selection_on_cpu():
-    assert jax.default_backend() == "cpu"
     assert pallas._interpret(None) and not pallas._interpret(False)
     assert pallas.available()
     assert _backend.resolve("pallas") == "pallas"
