@@ -25,7 +25,7 @@ runs there only when asked for with ``backend="pallas"`` (`diffbrain.ops.backend
 `INTERPRETED`).
 
 Limitations: in interpret mode the atomic scatter is emulated by a gather-add-scatter, so a row with
-duplicate column indices would lose all but one of them (CSR built by `diffbrain.ops.CSR` has none; the
+duplicate column indices would lose all but one of them (the `diffbrain.ops.CSR` builders reject them; the
 GPU atomics are exact either way). Float64 needs a GPU with native 64-bit atomics (sm_60 and later).
 """
 
