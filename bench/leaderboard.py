@@ -122,7 +122,9 @@ def _plot(table: pd.DataFrame, title: str, unit: str, path: Path) -> None:
     for method in methods:
         axis.plot(x, table[method].to_numpy(dtype=float), marker="o", label=method)
     axis.set_xticks(x, [str(c) for c in table.index], rotation=30, ha="right")
-    axis.set_yscale("log")
+    values = table[methods].to_numpy(dtype=float)
+    if np.any(values > 0):  # a log axis needs something to show
+        axis.set_yscale("log")
     axis.set_ylabel(unit)
     axis.set_title(title)
     axis.legend()
