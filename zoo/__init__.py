@@ -1,5 +1,6 @@
 """The model zoo: neurons, synapses and surrogate spike functions as Equinox PyTrees, and their simulation."""
 
+from . import networks as networks
 from . import neurons as neurons
 from . import stimulus as stimulus
 from . import surrogate as surrogate

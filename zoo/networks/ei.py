@@ -1,0 +1,317 @@
+"""The Brette et al. (2007) COBA and CUBA benchmark networks: excitatory/inhibitory LIF populations wired
+with event-driven sparse projections (`diffbrain.ops`)."""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Bool, Float, PRNGKeyArray
+
+from ...ops import CSR, event_matvec
+from .._checks import check_dt
+from ..neurons.lif import LIF, LIFState
+from ..synapses.expon import Expon, ExponState
+
+
+class EIState(NamedTuple):
+    neurons: LIFState  # V (mV) and refractory time left (ms), each [n]
+    exc: ExponState  # summed excitatory open fraction × weight per postsynaptic neuron, [n] (nS or pA)
+    inh: ExponState  # the same for inhibition, [n]
+    spikes: Array  # last step's spikes, [n] (bool, or float surrogate spikes)
+
+
+class EIResult(eqx.Module):
+    """The result of `simulate`.
+
+    Attributes:
+        dt: the time step, ms.
+        counts: spikes per step and population, ``[T, 2]`` (column 0 excitatory, 1 inhibitory); float
+            (surrogate spikes, differentiable) when simulated with ``surrogate=True``.
+        raster: spikes of the recorded neurons per step, ``[T, len(record)]`` bool (``[T, 0]`` if none).
+        record: the recorded neurons' indices (0 … n_e − 1 excitatory, then inhibitory).
+        sizes: ``(n_e, n_i)``, the population sizes.
+        final_state: the network state after the last step (to continue a simulation).
+    """
+
+    dt: float = eqx.field(static=True)
+    counts: Float[Array, "T 2"]
+    raster: Bool[Array, "T r"]
+    record: Array
+    sizes: tuple[int, int] = eqx.field(static=True)
+    final_state: EIState
+
+    @property
+    def duration(self) -> float:
+        """Simulated time, ms."""
+        return self.counts.shape[0] * self.dt
+
+    def rates(self) -> Float[Array, " 2"]:
+        """Mean firing rate per population (excitatory, inhibitory) over the whole run, Hz."""
+        return self.counts.sum(axis=0) / np.asarray(self.sizes) / self.duration * 1000.0
+
+    def rate_trace(self, bin_ms: float = 5.0) -> Float[Array, "B 2"]:
+        """Population rates (excitatory, inhibitory) in bins of ``bin_ms`` ms, Hz, ``[bins, 2]``."""
+        per_bin = max(1, round(bin_ms / self.dt))
+        n_bins = self.counts.shape[0] // per_bin
+        binned = self.counts[: n_bins * per_bin].reshape(n_bins, per_bin, 2).sum(axis=1)
+        return binned / np.asarray(self.sizes) / (per_bin * self.dt) * 1000.0
+
+    def spike_trains(self) -> tuple[np.ndarray, np.ndarray]:
+        """The recorded spikes as ``(times_ms, neuron_indices)`` NumPy arrays (sorted by time)."""
+        steps, columns = np.nonzero(np.asarray(self.raster))
+        return (steps + 1) * self.dt, np.asarray(self.record)[columns]
+
+
+def _check_fraction(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.floating) or not 0 < value < 1:
+        raise ValueError(f"`{name}` must be a number strictly between 0 and 1, got {value!r}.")
+    return float(value)
+
+
+class EINetwork(eqx.Module):
+    r"""A recurrent network of excitatory (first ``n_e``) and inhibitory LIF neurons, the Brette et al.
+    (2007) benchmark (after Vogels & Abbott 2005).
+
+    Every neuron receives exactly ``k_e`` synapses from the excitatory and ``k_i`` from the inhibitory
+    population (fixed in-degree, so the network scales in ``n`` at constant input statistics; 2 % of
+    4,000 = 80 in the benchmark). Synaptic state is kept per postsynaptic neuron: each step
+    ``g_e ← g_e·e^{−dt/τ_e} + Σ_i s_i W_E[i, ·]`` with one `ops.event_matvec` per projection.
+
+    * ``mode="coba"``: ``I = g_e (E_e − V) + g_i (E_i − V) + I_ext`` (``W`` in nS, ``I`` in pA).
+    * ``mode="cuba"``: ``I = g_e + g_i + I_ext`` (``W`` in pA; inhibitory weights negative).
+
+    Units: V mV, W nS (coba) or pA (cuba), τ ms, I pA.
+
+    Attributes:
+        neuron: the LIF neuron shared by both populations.
+        W_E, W_I: projections from the excitatory ``[n_e, n]`` and inhibitory ``[n_i, n]`` populations.
+        exc, inh: the postsynaptic exponential synapses (``tau``, ``E``, ``mode``; ``g_max`` 1).
+        I_ext: constant injected current, pA.
+        mode: ``"coba"`` or ``"cuba"``, static.
+
+    Example:
+        >>> import jax
+        >>> from diffbrain.zoo import networks
+        >>> net = networks.EINetwork.coba(jax.random.key(0), n=4000)
+        >>> net.sizes, net.W_E.nnz // 4000 + net.W_I.nnz // 4000
+        ((3200, 800), 80)
+
+    ??? cite "Reference"
+        Brette, R. et al. (2007). Simulation of networks of spiking neurons: a review of tools and
+        strategies. J. Comput. Neurosci. 23, 349–398. Vogels, T. P. & Abbott, L. F. (2005). Signal
+        propagation and logic gating in networks of integrate-and-fire neurons. J. Neurosci. 25, 10786.
+    """
+
+    neuron: LIF
+    W_E: CSR
+    W_I: CSR
+    exc: Expon
+    inh: Expon
+    I_ext: Float[Array, ""]
+    mode: str = eqx.field(static=True)
+
+    @property
+    def n(self) -> int:
+        """Number of neurons."""
+        return self.W_E.shape[1]
+
+    @property
+    def sizes(self) -> tuple[int, int]:
+        """``(n_e, n_i)``."""
+        return self.W_E.shape[0], self.W_I.shape[0]
+
+    @classmethod
+    def build(
+        cls,
+        key: PRNGKeyArray,
+        n: int,
+        *,
+        mode: str,
+        neuron: LIF,
+        w_e: float,
+        w_i: float,
+        tau_e: float = 5.0,
+        tau_i: float = 10.0,
+        E_e: float = 0.0,
+        E_i: float = -80.0,
+        I_ext: float = 0.0,
+        exc_fraction: float = 0.8,
+        in_degree: int = 80,
+        fixed_in_degree: bool = True,
+    ) -> EINetwork:
+        """A network of ``n`` neurons, ``round(exc_fraction·n)`` excitatory; each neuron receives
+        ``round(exc_fraction·in_degree)`` excitatory and the rest inhibitory synapses, weights ``w_e`` and
+        ``w_i`` (nS for coba, pA for cuba). With ``fixed_in_degree=False`` each synapse exists independently
+        with probability ``k_e/n_e`` (``k_i/n_i``), as in the original benchmark: the in-degree is then
+        binomial with the same mean. Raises ``ValueError`` naming the bad argument."""
+        if mode not in ("coba", "cuba"):
+            raise ValueError(f"`mode` must be 'coba' or 'cuba', got {mode!r}.")
+        exc_fraction = _check_fraction("exc_fraction", exc_fraction)
+        if isinstance(in_degree, bool) or not isinstance(in_degree, int | np.integer) or in_degree < 2:
+            raise ValueError(f"`in_degree` must be an integer ≥ 2, got {in_degree!r}.")
+        k_e = round(exc_fraction * in_degree)
+        k_i = in_degree - k_e
+        if k_e < 1 or k_i < 1:
+            raise ValueError(
+                f"`in_degree` {in_degree} with `exc_fraction` {exc_fraction} leaves {k_e} excitatory and "
+                f"{k_i} inhibitory inputs per neuron; both must be ≥ 1 (raise `in_degree`)."
+            )
+        if isinstance(n, bool) or not isinstance(n, int | np.integer):
+            raise ValueError(f"`n` must be an integer number of neurons, got {n!r}.")
+        n = int(n)
+        n_e = round(exc_fraction * n)
+        n_i = n - n_e
+        if n_e < k_e or n_i < k_i:
+            raise ValueError(
+                f"`n` = {n} is too small: {n_e} excitatory and {n_i} inhibitory neurons cannot provide "
+                f"{k_e} and {k_i} distinct inputs per neuron (in_degree {in_degree}); pass n ≥ "
+                f"{int(np.ceil(max(k_e / exc_fraction, k_i / (1 - exc_fraction))))} or a smaller `in_degree`."
+            )
+        key_e, key_i = jax.random.split(key)
+        if fixed_in_degree:
+            W_E = CSR.fixed_in_degree(key_e, n_e, n, k_e, weight=w_e)
+            W_I = CSR.fixed_in_degree(key_i, n_i, n, k_i, weight=w_i)
+        else:
+            W_E = CSR.fixed_prob(key_e, n_e, n, k_e / n_e, weight=w_e)
+            W_I = CSR.fixed_prob(key_i, n_i, n, k_i / n_i, weight=w_i)
+        exc = Expon(tau=tau_e, g_max=1.0, E=E_e, mode=mode)
+        inh = Expon(tau=tau_i, g_max=1.0, E=E_i, mode=mode)
+        return cls(neuron, W_E, W_I, exc, inh, jnp.asarray(I_ext, jnp.float32), mode)
+
+    @classmethod
+    def coba(cls, key: PRNGKeyArray, n: int = 4000, **overrides) -> EINetwork:
+        """Brette et al. (2007) benchmark 1 (COBA): `LIF.coba` neurons (rest −60, θ −50, reset −60 mV,
+        τ 20 ms, 5 ms refractory), ``w_e`` 6 nS and ``w_i`` 67 nS (0.6 and 6.7 × g_L), E_e 0 and
+        E_i −80 mV, τ_e 5 and τ_i 10 ms, and the constant drive of the common implementations (Brian,
+        ANNarchy, BrainPy): 20 mV × g_L = 200 pA. ``overrides`` go to `build`."""
+        params = dict(mode="coba", neuron=LIF.coba(), w_e=6.0, w_i=67.0, I_ext=200.0)
+        return cls.build(key, n, **(params | overrides))
+
+    @classmethod
+    def cuba(cls, key: PRNGKeyArray, n: int = 4000, **overrides) -> EINetwork:
+        """Brette et al. (2007) benchmark 2 (CUBA): `LIF.cuba` neurons (rest −49, θ −50, reset −60 mV,
+        τ 20 ms, 5 ms refractory), no external drive. Brian's weights are jumps of the synaptic
+        variables in mV, ``w_e = 60·0.27/10 = 1.62`` and ``w_i = −20·4.5/10 = −9`` mV, entering as
+        ``τ dV/dt = (V_rest − V) + g_e + g_i``; as currents that is × g_L (10 nS): ``w_e`` 16.2 pA and
+        ``w_i`` −90 pA. ``overrides`` go to `build`."""
+        params = dict(mode="cuba", neuron=LIF.cuba(), w_e=16.2, w_i=-90.0)
+        return cls.build(key, n, **(params | overrides))
+
+    def init_state(self, key: PRNGKeyArray) -> EIState:
+        """Membrane potentials uniform in ``[V_reset, V_th)``, synapses closed, no spikes."""
+        low, high = self.neuron.V_reset, self.neuron.V_th
+        V = jax.random.uniform(key, (self.n,), jnp.float32, low, high)
+        zeros = jnp.zeros(self.n, jnp.float32)
+        return EIState(LIFState(V, zeros), ExponState(zeros), ExponState(zeros), jnp.zeros(self.n, bool))
+
+    def step(
+        self, state: EIState, dt: float, surrogate: bool = False, detach_recurrent: bool = True
+    ) -> EIState:
+        """One step of ``dt`` ms: last step's spikes reach the synapses, then the neurons integrate.
+
+        With ``surrogate=True`` spikes are floats from the neuron's surrogate Heaviside (differentiable);
+        otherwise bool events (the fast path). ``detach_recurrent`` stops the gradient through the spikes
+        fed back into the network (gradients still reach the weights, the synapses and the membranes).
+        """
+        n_e = self.sizes[0]
+        spikes = jax.lax.stop_gradient(state.spikes) if detach_recurrent else state.spikes
+        exc, g_e = self.exc.step(state.exc, event_matvec(spikes[:n_e], self.W_E), dt)
+        inh, g_i = self.inh.step(state.inh, event_matvec(spikes[n_e:], self.W_I), dt)
+        V = state.neurons.V
+        current = self.exc.current(g_e, V) + self.inh.current(g_i, V) + self.I_ext
+        neurons, spike = self.neuron.step(state.neurons, current, dt)
+        spike = spike if surrogate else spike > 0
+        return EIState(neurons, exc, inh, spike)
+
+
+def _validate(net, duration_ms, dt, record) -> tuple[int, np.ndarray]:
+    if not isinstance(net, EINetwork):
+        raise TypeError(f"`net` must be an EINetwork, got {type(net).__name__}.")
+    n_steps = round(float(duration_ms) / dt)
+    if n_steps < 1 or abs(n_steps * dt - duration_ms) > 1e-6 * max(1.0, duration_ms):
+        raise ValueError(f"`duration_ms` must be a positive multiple of dt = {dt} ms, got {duration_ms!r}.")
+    record = np.asarray(range(record) if isinstance(record, int) else record, dtype=np.int32).ravel()
+    if record.size and (record.min() < 0 or record.max() >= net.n):
+        raise ValueError(
+            f"`record` must hold neuron indices in [0, {net.n}), got {record.min()}…{record.max()}."
+        )
+    return n_steps, record
+
+
+def simulate(
+    net: EINetwork,
+    duration_ms: float,
+    key: PRNGKeyArray,
+    *,
+    dt: float = 0.1,
+    record: int | np.ndarray = 0,
+    state: EIState | None = None,
+    surrogate: bool = False,
+    detach_recurrent: bool = True,
+    unroll: int = 1,
+) -> EIResult:
+    """Simulate ``net`` for ``duration_ms`` ms with a jitted `lax.scan`.
+
+    Args:
+        net: the network.
+        duration_ms: simulated time, ms (a multiple of ``dt``).
+        key: seeds the initial membrane potentials (`EINetwork.init_state`); ignored when ``state`` is given.
+        dt: time step, ms.
+        record: neuron indices whose spikes to keep (or an int k: neurons 0 … k − 1); their raster is
+            ``result.raster`` and `EIResult.spike_trains` gives (times, indices).
+        state: initial state (to continue a run); default ``net.init_state(key)``.
+        surrogate: float surrogate spikes (differentiable counts) instead of bool events.
+        detach_recurrent: with ``surrogate``, stop the gradient through the recurrent spikes (see
+            `EINetwork.step`). The full path explodes in these chaotic networks: at N = 200 the gradient of
+            the E rate w.r.t. the excitatory weight reached 4·10¹⁰ after 20 ms and NaN after 100 ms
+            (float32, any surrogate width); detached it stays finite.
+        unroll: steps unrolled per scan iteration.
+
+    Returns:
+        An `EIResult` with spike counts per step and population; ``result.rates()`` in Hz.
+
+    Example:
+        >>> import jax
+        >>> from diffbrain.zoo import networks
+        >>> net = networks.EINetwork.coba(jax.random.key(0), n=400, in_degree=40)
+        >>> result = networks.simulate(net, 50.0, jax.random.key(1), record=5)
+        >>> result.counts.shape, result.raster.shape
+        ((500, 2), (500, 5))
+    """
+    dt = float(check_dt(dt))
+    n_steps, record = _validate(net, duration_ms, dt, record)
+    if state is None:
+        state = net.init_state(key)
+    if surrogate and not jnp.issubdtype(state.spikes.dtype, jnp.inexact):
+        state = state._replace(spikes=state.spikes.astype(state.neurons.V.dtype))
+    counts, raster, state = _run(
+        net, state, jnp.asarray(record), n_steps, dt, surrogate, detach_recurrent, unroll
+    )
+    return EIResult(dt, counts, raster, jnp.asarray(record), net.sizes, state)
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4, 5, 6, 7))
+def _run(net, state, record, n_steps: int, dt: float, surrogate: bool, detach_recurrent: bool, unroll: int):
+    n_e = net.sizes[0]
+
+    def body(state, _):
+        state = net.step(state, dt, surrogate, detach_recurrent)
+        s = state.spikes
+        dtype = s.dtype if surrogate else jnp.int32
+        counts = jnp.stack([s[:n_e].sum(dtype=dtype), s[n_e:].sum(dtype=dtype)])
+        raster = (s[record] > 0) if surrogate else s[record]
+        return state, (counts, raster)
+
+    state, (counts, raster) = jax.lax.scan(body, state, None, length=n_steps, unroll=unroll)
+    return counts, raster, state
+
+
+def rates(net: EINetwork, duration_ms: float, key: PRNGKeyArray, **kwargs) -> Float[Array, " 2"]:
+    """Mean firing rate of the excitatory and inhibitory populations over ``duration_ms``, Hz
+    (`simulate` then `EIResult.rates`; ``kwargs`` go to `simulate`)."""
+    return simulate(net, duration_ms, key, **kwargs).rates()
