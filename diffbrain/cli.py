@@ -394,6 +394,13 @@ def bench_command(
     out: Annotated[Path, typer.Option(help="Results folder; records merge into OUT/SUITE.csv.")] = Path(
         "bench-results"
     ),
+    compare: Annotated[
+        Path | None,
+        typer.Option(
+            help="Baseline (results CSV or pytest-benchmark JSON): flag cases > 20 % slower relative to the "
+            "suite's reference method measured in the same run; exit status 1 if any."
+        ),
+    ] = None,
 ) -> None:
     """Run a benchmark suite side by side with its peers; other options go to the suite.
 
@@ -401,7 +408,13 @@ def bench_command(
     """
     from diffbrain.bench.__main__ import main as run_suite
 
-    run_suite([suite, *(["--quick"] if quick else []), "--out", str(out), *context.args])
+    options = [
+        *(["--quick"] if quick else []),
+        "--out",
+        str(out),
+        *(["--compare", str(compare)] if compare else []),
+    ]
+    run_suite([suite, *options, *context.args])
 
 
 @app.command()
@@ -522,3 +535,42 @@ def fit_command(
         with _reporting_write_errors("--plot", plot):
             _write_fit_plot(plot, objective, result, free_set)
         _out.print(f"wrote {escape(str(plot))}")
+
+
+@app.command("reproduce")
+def reproduce_command(
+    quick: Annotated[bool, typer.Option(help="Small budgets: under 10 minutes on 2 CPU cores.")] = False,
+    out: Annotated[Path, typer.Option(help="Output folder: one folder per section and report.md.")] = Path(
+        "reproduce"
+    ),
+) -> None:
+    """Re-run the paper's workflow (fits, multi-area network, learning, benchmarks) and write a report.
+
+    Finished sections with the same settings are reused, so an interrupted run resumes where it stopped.
+    """
+    from diffbrain import reproduce
+
+    budget = reproduce.QUICK if quick else reproduce.FULL
+    expected = reproduce.expected_seconds(budget, out)
+    _out.print(
+        f"[bold]diffbrain reproduce[/] ({budget.name} budget) into {escape(str(out))}: expected duration "
+        f"about {expected / 60:.0f} min on a 2-core CPU (finished sections are reused)"
+    )
+    start = time.perf_counter()
+    try:
+        report = reproduce.run(out, budget, log=lambda line: _out.print(escape(line)))
+    except (FileNotFoundError, ValueError) as error:
+        raise _fail(str(error), code=1) from None
+    table = Table(
+        title=f"diffbrain reproduce ({budget.name}): {escape(str(report.path))}", title_justify="left"
+    )
+    for column in ("section", "quantity", "value", "unit"):
+        table.add_column(column)
+    shown = None
+    for section, quantity, value, unit in report.summary:
+        if shown is not None and section != shown:
+            table.add_section()
+        table.add_row(section if section != shown else "", escape(quantity), value, unit)
+        shown = section
+    _out.print(table)
+    _out.print(f"wrote {escape(str(report.path))} in {time.perf_counter() - start:.0f} s")

@@ -1,0 +1,952 @@
+"""`diffbrain reproduce`: the paper's workflow end to end, every number of its report computed by the run.
+
+Wang et al. (2024) make one claim per scale; each is a section here, run in order:
+
+1. ``fit``: the paper's single-neuron problems (GIF and Hodgkin–Huxley, defined once in
+   `diffbrain.bench.fit`), gradient methods against gradient-free search at the same simulation budget.
+2. ``network``: the connectome-constrained multi-area network (Markov et al. 2014 macaque, 29 areas;
+   `zoo.networks.MultiArea.from_connectome`), simulated with a pulse into V1: rates, raster and how the
+   response propagates up the hierarchy.
+3. ``learn``: the Dale's-law E/I spiking network trained on evidence accumulation with BPTT and with online
+   learning (ES-D-RTRL): accuracy curves and weight distributions before and after.
+4. ``bench``: the cost of learning — compiled memory and time of one gradient step against the trial
+   length T, BPTT vs ES-D-RTRL — next to the fit and simulation timings of sections 1 and 2.
+
+Then ``OUT/report.md`` (with PNG figures in each section's folder) collects the sections.
+
+Each section writes into a fresh hidden folder and renames it to ``OUT/<section>/`` when it is done, so a
+section folder is always complete. Its ``result.json`` holds the key of its configuration (and the
+diffbrain version): a rerun with the same configuration reuses the finished sections, and an interrupted
+training resumes from its last checkpoint (kept in ``OUT/.work/``).
+
+    diffbrain reproduce --quick --out reproduce-quick   # < 10 min on 2 CPU cores
+    diffbrain reproduce --out reproduce                 # the full budgets; states its expected duration
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import functools
+import hashlib
+import json
+import math
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ._version import __version__
+
+SECTIONS = ("fit", "network", "learn", "bench")
+RESULT = "result.json"
+REPORT = "report.md"
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+"""The shared data folder (../shared/data next to the repository)."""
+CONNECTOME = "conn-macaque-markov2014-29areas"
+
+
+@dataclasses.dataclass(frozen=True)
+class FitConfig:
+    """Section 1. ``problems``: names of `diffbrain.bench.fit.PROBLEMS` (``traubhh-paper`` falls back to
+    ``hh-noise`` without the shared data); every method gets ``budget`` simulations per fit, ``seeds``
+    fits each."""
+
+    problems: tuple[str, ...] = ("gif-adapting", "traubhh-paper")
+    gradient_methods: tuple[str, ...] = ("lbfgsb", "adam")
+    search_methods: tuple[str, ...] = ("cmaes", "de", "pso", "random")
+    budget: int = 2_000
+    seeds: int = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkConfig:
+    """Section 2. ``duration_ms`` of simulation at ``dt_ms``; the pulse into the first (lowest) area
+    starts at ``pulse_start_ms`` and lasts ``pulse_ms``; ``record`` neurons per population keep their
+    spikes; ``scale`` multiplies the builder's population sizes; rates are binned in ``bin_ms``."""
+
+    duration_ms: float = 1_000.0
+    dt_ms: float = 0.1
+    pulse_start_ms: float = 300.0
+    pulse_ms: float = 100.0
+    scale: float = 1.0
+    record: int = 20
+    bin_ms: float = 5.0
+
+
+@dataclasses.dataclass(frozen=True)
+class LearnConfig:
+    """Section 3. `diffbrain.learn.EINetwork` of ``n_rec`` neurons on `tasks.EvidenceAccumulation` with a
+    ``delay_ms`` delay (``cue_ms``/``gap_ms``/``recall_ms`` per cue period), ``steps`` Adam steps of
+    ``batch_size`` trials at ``learning_rate`` per method; accuracy on a held-out batch of ``eval_batch``."""
+
+    methods: tuple[str, ...] = ("bptt", "es-d-rtrl")
+    n_rec: int = 200
+    n_cues: int = 7
+    cue_ms: float = 100.0
+    gap_ms: float = 50.0
+    delay_ms: float = 1_000.0
+    recall_ms: float = 150.0
+    steps: int = 300
+    batch_size: int = 16
+    learning_rate: float = 5e-3
+    eval_batch: int = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchConfig:
+    """Section 4. One gradient step of the `diffbrain.bench.learn` network (``n_rec`` neurons) per trial
+    length in ``steps``: compiled temporary memory and the median of ``repeats`` timed runs."""
+
+    methods: tuple[str, ...] = ("bptt", "es-d-rtrl")
+    n_rec: int = 200
+    steps: tuple[int, ...] = (100, 300, 1_000, 3_000)
+    repeats: int = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """The configuration of every section, and its expected duration on a 2-core CPU, s (``expected``)."""
+
+    name: str
+    fit: FitConfig
+    network: NetworkConfig
+    learn: LearnConfig
+    bench: BenchConfig
+    expected: Mapping[str, float]
+
+
+FULL = Budget(
+    "full",
+    FitConfig(),
+    NetworkConfig(),
+    LearnConfig(),
+    BenchConfig(),
+    # Extrapolated from the quick run's per-step and per-simulation times on the 2-core CPU.
+    expected={"fit": 2_400.0, "network": 300.0, "learn": 2_400.0, "bench": 300.0},
+)
+QUICK = Budget(
+    "quick",
+    FitConfig(gradient_methods=("lbfgsb",), search_methods=("cmaes", "de"), budget=400, seeds=1),
+    NetworkConfig(duration_ms=500.0, pulse_start_ms=150.0, scale=0.25),
+    LearnConfig(n_rec=100, delay_ms=200.0, steps=60, eval_batch=32),
+    BenchConfig(n_rec=100, steps=(100, 300, 1_000), repeats=2),
+    expected={"fit": 90.0, "network": 60.0, "learn": 180.0, "bench": 60.0},
+)
+TINY = Budget(
+    "tiny",
+    FitConfig(gradient_methods=("lbfgsb",), search_methods=("cmaes",), budget=20, seeds=1),
+    NetworkConfig(duration_ms=60.0, pulse_start_ms=20.0, pulse_ms=20.0, scale=0.05, record=5),
+    LearnConfig(
+        n_rec=20,
+        n_cues=3,
+        cue_ms=20.0,
+        gap_ms=10.0,
+        delay_ms=20.0,
+        recall_ms=20.0,
+        steps=3,
+        batch_size=4,
+        eval_batch=8,
+    ),
+    BenchConfig(n_rec=20, steps=(20, 40), repeats=1),
+    expected={"fit": 15.0, "network": 10.0, "learn": 15.0, "bench": 10.0},
+)
+"""A smoke-test budget: every section runs and writes real numbers in well under a minute."""
+BUDGETS = {budget.name: budget for budget in (FULL, QUICK, TINY)}
+
+
+class NetworkSetup(NamedTuple):
+    """What section 2 simulates, as a network builder returns it.
+
+    Attributes:
+        simulate: ``(duration_ms, key) -> result`` with the interface of `zoo.networks.NetworkResult`
+            (``counts [T, P]``, ``sizes``, ``dt``, ``rates()`` Hz, ``rate_trace(bin_ms)`` Hz,
+            ``spike_trains()``), the pulse included.
+        names: population names, in the order of ``counts``' columns.
+        hierarchy: each population's hierarchy value (propagation is read against it), or None.
+        stimulated: the populations the pulse enters.
+        description: one paragraph for the report (model, sizes, synapses, delays, data source).
+    """
+
+    simulate: Callable[[float, Any], Any]
+    names: tuple[str, ...]
+    hierarchy: np.ndarray | None
+    stimulated: tuple[str, ...]
+    description: str
+
+
+NetworkBuilder = Callable[[NetworkConfig, Any], NetworkSetup]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Running sections: keyed by configuration, written atomically, resumed.
+
+
+def section_key(name: str, config: Any) -> str:
+    """A short hash of a section's name, configuration and the diffbrain version."""
+    text = json.dumps([name, dataclasses.asdict(config), __version__], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def load_section(out: Path, name: str, key: str | None = None) -> dict | None:
+    """The finished section ``name`` under ``out`` (its result.json), or None if absent or of another key."""
+    path = Path(out) / name / RESULT
+    if not path.is_file():
+        return None
+    result = json.loads(path.read_text())
+    if key is not None and result.get("key") != key:
+        return None
+    return result
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+@contextlib.contextmanager
+def _fresh_folder(out: Path, name: str) -> Iterator[Path]:
+    """A hidden folder that replaces ``out/name`` when the block succeeds, and vanishes when it fails."""
+    out.mkdir(parents=True, exist_ok=True)
+    partial = out / f".{name}.partial-{secrets.token_hex(4)}"
+    partial.mkdir()
+    try:
+        yield partial
+        final = out / name
+        if final.exists():
+            old = out / f".{name}.old-{secrets.token_hex(4)}"
+            os.replace(final, old)
+            shutil.rmtree(old)
+        os.replace(partial, final)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def run_section(
+    out: Path,
+    name: str,
+    config: Any,
+    compute: Callable[[Any, Path, Path], dict],
+    log: Callable[[str], object] = print,
+) -> dict:
+    """Reuse ``out/name`` if it finished with this configuration, else run ``compute`` and publish it.
+
+    ``compute(config, folder, work)`` writes its figures into ``folder`` and returns the section's numbers
+    (JSON-serialisable); ``work`` is a scratch folder that survives an interruption (checkpoints) and is
+    removed when the section is done.
+    """
+    out = Path(out)
+    key = section_key(name, config)
+    done = load_section(out, name, key)
+    if done is not None:
+        log(f"{name}: finished before (key {key}), reused")
+        return done
+    work = out / ".work" / f"{name}-{key}"
+    work.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with _fresh_folder(out, name) as folder:
+        results = compute(config, folder, work)
+        result = {
+            "section": name,
+            "key": key,
+            "config": dataclasses.asdict(config),
+            "results": results,
+            "figures": sorted(path.name for path in folder.glob("*.png")),
+            "wall_time_s": time.perf_counter() - start,
+            "finished": _now(),
+        }
+        (folder / RESULT).write_text(json.dumps(result, indent=1, default=_json_default))
+    shutil.rmtree(work, ignore_errors=True)
+    log(f"{name}: done in {result['wall_time_s']:.0f} s")
+    return load_section(out, name)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+def _figure(*shape, **kwargs):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=kwargs.pop("figsize", (9, 4)), layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure, figure.subplots(*shape, squeeze=False, **kwargs)
+
+
+def _save(figure, path: Path) -> None:
+    figure.savefig(path, format="png", dpi=100)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Section 1: fitting GIF and HH, gradient vs gradient-free.
+
+
+def _fit_problem(name: str):
+    from .bench import fit as fit_suite
+
+    try:
+        return fit_suite.build(name), ""
+    except FileNotFoundError as error:
+        if name != "traubhh-paper":
+            raise
+        return fit_suite.build("hh-noise"), f"traubhh-paper needs the shared data ({error}); fitted hh-noise"
+
+
+def _fit_runs(problem, method: str, config: FitConfig) -> list[dict]:
+    import jax
+
+    from .bench.fit import N_STARTS
+    from .fit.fitter import run_method
+    from .fit.objective import Account
+
+    objective = problem.objective
+    runs = []
+    for seed in range(config.seeds):
+        start_key, run_key = jax.random.split(jax.random.key(seed))
+        account = Account(config.budget)
+        starts = objective.free.sample(start_key, N_STARTS.get(method, 1))
+        best = min(run_method(objective, method, starts, account, run_key), key=lambda r: r.loss)
+        params = objective.free.as_dict(best.u)
+        error = max(abs(params[p] / problem.truth[p] - 1) for p in problem.identifiable)
+        runs.append(
+            {
+                "seed": seed,
+                "loss": float(best.loss),
+                "wall_time_s": account.seconds,
+                "simulations": float(account.simulations),
+                "param_error": float(error),
+                "params": params,
+                "u": np.asarray(best.u).tolist(),
+                "history": [list(map(float, row)) for row in account.history],
+            }
+        )
+    return runs
+
+
+def _plot_fit(problem, methods: dict[str, dict], path: Path) -> None:
+    import jax.numpy as jnp
+
+    objective = problem.objective
+    figure, axes = _figure(1, 2, figsize=(11, 3.8), width_ratios=[1, 2])
+    for method, summary in methods.items():
+        runs = summary["runs"]
+        best = min(runs, key=lambda r: r["loss"])
+        history = np.asarray(best["history"])
+        style = "-" if summary["kind"] == "gradient" else "--"
+        axes[0, 0].plot(history[:, 0], history[:, 2], style, label=method)
+    axes[0, 0].set(xlabel="simulations", ylabel="best loss (mV²)", yscale="log", title=problem.name)
+    axes[0, 0].legend(fontsize=8)
+    target = np.asarray(objective.target.voltage)
+    sweep = int(np.argmax(np.ptp(target, axis=0)))
+    t = np.arange(target.shape[0]) * objective.target.dt
+    axes[0, 1].plot(t, target[:, sweep], color="black", lw=0.8, label="target")
+    for kind, color in (("gradient", "tab:red"), ("gradient-free", "tab:blue")):
+        candidates = [(m, s) for m, s in methods.items() if s["kind"] == kind]
+        if not candidates:
+            continue
+        method, summary = min(candidates, key=lambda item: item[1]["best_loss"])
+        u = min(summary["runs"], key=lambda r: r["loss"])["u"]
+        V, _ = objective.simulate(jnp.asarray(u))
+        axes[0, 1].plot(t, np.asarray(V)[:, sweep], color=color, lw=0.7, label=f"{method} ({kind})")
+    axes[0, 1].set(xlabel="time (ms)", ylabel="V (mV)", title=f"sweep {sweep}: target and best fits")
+    axes[0, 1].legend(fontsize=8, loc="upper right")
+    _save(figure, path)
+
+
+def fit_section(config: FitConfig, folder: Path, work: Path, log: Callable[[str], object] = print) -> dict:
+    """Fit each problem with every method at the same budget; per method the median over seeds."""
+    import jax
+
+    problems = {}
+    with jax.enable_x64(True):
+        for name in config.problems:
+            problem, note = _fit_problem(name)
+            methods = {}
+            for kind, names in (
+                ("gradient", config.gradient_methods),
+                ("gradient-free", config.search_methods),
+            ):
+                for method in names:
+                    runs = _fit_runs(problem, method, config)
+                    losses = [run["loss"] for run in runs]
+                    methods[method] = {
+                        "kind": kind,
+                        "runs": runs,
+                        "median_loss": float(np.median(losses)),
+                        "best_loss": float(np.min(losses)),
+                        "median_wall_time_s": float(np.median([r["wall_time_s"] for r in runs])),
+                        "median_param_error": float(np.median([r["param_error"] for r in runs])),
+                    }
+                    log(f"fit {problem.name} {method}: loss {methods[method]['median_loss']:.4g} mV²")
+            best = {}
+            for kind in ("gradient", "gradient-free"):
+                mine = [m for m in methods if methods[m]["kind"] == kind]
+                if mine:
+                    best[kind] = min(mine, key=lambda m: methods[m]["median_loss"])
+            _plot_fit(problem, methods, folder / f"fit_{problem.name}.png")
+            problems[problem.name] = {
+                "note": note or problem.note,
+                "truth": problem.truth,
+                "identifiable": list(problem.identifiable),
+                "methods": methods,
+                "best": best,
+            }
+    return {"budget": config.budget, "problems": problems}
+
+
+def _fit_markdown(results: dict) -> list[str]:
+    lines = [
+        f"Every method had {results['budget']:,} simulations per fit (a value-and-gradient counts as one, "
+        "the paper's rule); numbers are medians over seeds. *param error* is the largest relative error of "
+        "an identifiable parameter against the ground truth.",
+    ]
+    for name, problem in results["problems"].items():
+        lines += ["", f"**{name}** — {problem['note']}", ""]
+        lines += ["| method | kind | loss (mV²) | param error | wall time (s) |", "|---|---|---|---|---|"]
+        for method, summary in problem["methods"].items():
+            lines.append(
+                f"| {method} | {summary['kind']} | {summary['median_loss']:.4g} | "
+                f"{summary['median_param_error']:.3g} | {summary['median_wall_time_s']:.3g} |"
+            )
+        if len(problem["best"]) == 2:
+            gradient = problem["methods"][problem["best"]["gradient"]]["median_loss"]
+            search = problem["methods"][problem["best"]["gradient-free"]]["median_loss"]
+            lines += [
+                "",
+                f"Best gradient method over best gradient-free method, final loss: {gradient / search:.3g}×.",
+            ]
+        lines += ["", f"![fits of {name}](fit/fit_{name}.png)"]
+    return lines
+
+
+def _fit_rows(results: dict) -> list[tuple[str, str, str]]:
+    rows = []
+    for name, problem in results["problems"].items():
+        for kind, method in problem["best"].items():
+            loss = problem["methods"][method]["median_loss"]
+            rows.append((f"{name}: best {kind} ({method})", f"{loss:.4g}", "mV²"))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Section 2: the connectome-constrained multi-area network.
+
+
+def connectome_network(config: NetworkConfig, key) -> NetworkSetup:
+    """The Markov et al. (2014) 29-area macaque network (`zoo.networks.MultiArea.from_connectome`), a pulse
+    into V1 from ``config.pulse_start_ms`` for ``config.pulse_ms``."""
+    from .zoo import networks
+
+    folder = DATA / CONNECTOME
+    if not folder.is_dir():
+        raise FileNotFoundError(f"the connectome data folder {folder} is missing")
+    net = networks.MultiArea.from_connectome(folder, key=key, dt=config.dt_ms, scale=config.scale)
+    pulse = net.pulse(
+        net.names[0], start_ms=config.pulse_start_ms, stop_ms=config.pulse_start_ms + config.pulse_ms
+    )
+
+    def simulate(duration_ms, key):
+        return net.simulate(duration_ms, key, record=_recorded(net.sizes, config.record), pulse=pulse)
+
+    return NetworkSetup(simulate, net.names, net.hierarchy, (net.names[0],), net.describe())
+
+
+def _recorded(sizes, per_population: int) -> np.ndarray:
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    return np.concatenate(
+        [np.arange(o, o + min(per_population, n)) for o, n in zip(offsets, sizes, strict=False)]
+    )
+
+
+def _propagation(
+    trace: np.ndarray, times: np.ndarray, config: NetworkConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per population: the peak rate increase over its pre-pulse baseline (Hz) after the pulse onset, and
+    its latency (ms from the onset to the peak)."""
+    before = times < config.pulse_start_ms
+    after = times >= config.pulse_start_ms
+    baseline = trace[before].mean(axis=0) if before.any() else np.zeros(trace.shape[1])
+    response = trace[after] - baseline
+    peak = response.max(axis=0)
+    latency = times[after][np.argmax(response, axis=0)] - config.pulse_start_ms
+    return peak, latency
+
+
+def network_section(
+    config: NetworkConfig, folder: Path, work: Path, log=print, builder: NetworkBuilder | None = None
+) -> dict:
+    """Build the network, simulate it twice (compile + run, then timed), measure rates and propagation."""
+    import jax
+
+    builder = connectome_network if builder is None else builder
+    start = time.perf_counter()
+    setup = builder(config, jax.random.key(0))
+    build_time = time.perf_counter() - start
+    start = time.perf_counter()
+    jax.block_until_ready(setup.simulate(config.duration_ms, jax.random.key(1)).counts)
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    result = setup.simulate(config.duration_ms, jax.random.key(1))
+    jax.block_until_ready(result.counts)
+    wall = time.perf_counter() - start
+    rates = np.asarray(result.rates(), float)
+    trace = np.asarray(result.rate_trace(config.bin_ms), float)
+    times = (np.arange(trace.shape[0]) + 0.5) * config.bin_ms
+    peak, latency = _propagation(trace, times, config)
+    order = (
+        np.arange(len(setup.names)) if setup.hierarchy is None else np.argsort(setup.hierarchy, kind="stable")
+    )
+    correlation = None
+    if setup.hierarchy is not None and len(setup.names) > 2:
+        from scipy.stats import spearmanr
+
+        responding = peak > 0
+        if responding.sum() > 2:
+            correlation = float(spearmanr(np.asarray(setup.hierarchy)[responding], latency[responding])[0])
+    spike_times, spike_ids = (np.asarray(x) for x in result.spike_trains())
+    _plot_network(setup, result, trace, times, order, peak, config, spike_times, spike_ids, folder)
+    log(f"network: {sum(result.sizes):,} neurons, {wall:.2f} s for {config.duration_ms:g} ms")
+    return {
+        "description": setup.description,
+        "n_neurons": int(sum(result.sizes)),
+        "names": list(setup.names),
+        "sizes": [int(s) for s in result.sizes],
+        "rates_hz": rates.tolist(),
+        "peak_response_hz": peak.tolist(),
+        "latency_ms": latency.tolist(),
+        "hierarchy": None if setup.hierarchy is None else np.asarray(setup.hierarchy, float).tolist(),
+        "stimulated": list(setup.stimulated),
+        "latency_hierarchy_spearman": correlation,
+        "build_time_s": build_time,
+        "compile_and_run_s": first,
+        "run_time_s": wall,
+        "realtime_factor": wall / (config.duration_ms / 1000.0),
+        "recorded_spikes": int(spike_times.size),
+    }
+
+
+def _plot_network(setup, result, trace, times, order, peak, config, spike_times, spike_ids, folder):
+    sizes = np.asarray(result.sizes)
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    population = np.searchsorted(offsets, spike_ids, side="right") - 1
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    within = spike_ids - offsets[population]
+    figure, axes = _figure(1, 1, figsize=(10, 5))
+    axes[0, 0].scatter(spike_times, rank[population] * config.record + within, s=0.5, c="black", marker="|")
+    axes[0, 0].set_yticks(
+        np.arange(order.size) * config.record + config.record / 2, np.asarray(setup.names)[order]
+    )
+    axes[0, 0].tick_params(axis="y", labelsize=6)
+    axes[0, 0].axvspan(
+        config.pulse_start_ms, config.pulse_start_ms + config.pulse_ms, color="tab:orange", alpha=0.2
+    )
+    axes[0, 0].set(xlabel="time (ms)", title=f"raster: {config.record} recorded neurons per population")
+    _save(figure, folder / "raster.png")
+
+    figure, axes = _figure(1, 2, figsize=(12, 4.5), width_ratios=[2, 1])
+    image = axes[0, 0].imshow(
+        trace[:, order].T, aspect="auto", origin="lower", cmap="viridis",
+        extent=(0, times[-1] + config.bin_ms / 2, -0.5, order.size - 0.5),
+    )  # fmt: skip
+    figure.colorbar(image, ax=axes[0, 0], label="rate (Hz)")
+    axes[0, 0].set_yticks(np.arange(order.size), np.asarray(setup.names)[order], fontsize=6)
+    axes[0, 0].set(xlabel="time (ms)", title="rate propagation (populations by hierarchy)")
+    x = np.arange(order.size) if setup.hierarchy is None else np.asarray(setup.hierarchy)[order]
+    axes[0, 1].plot(x, peak[order], "o-")
+    axes[0, 1].set(
+        xlabel="hierarchy" if setup.hierarchy is not None else "population", ylabel="peak response (Hz)",
+        yscale="symlog", title="response to the pulse",
+    )  # fmt: skip
+    _save(figure, folder / "rate_propagation.png")
+
+
+def _network_markdown(results: dict) -> list[str]:
+    names, rates = results["names"], results["rates_hz"]
+    lines = [
+        results["description"],
+        "",
+        f"{results['n_neurons']:,} neurons; one simulated second took {results['realtime_factor']:.3g} s of "
+        f"wall time (after compilation; build {results['build_time_s']:.2g} s, first run with compilation "
+        f"{results['compile_and_run_s']:.3g} s). The pulse entered {', '.join(results['stimulated'])}.",
+    ]
+    if results["latency_hierarchy_spearman"] is not None:
+        lines.append(
+            "Spearman correlation between hierarchy value and response latency, over responding areas: "
+            f"{results['latency_hierarchy_spearman']:.2f}."
+        )
+    lines += ["", "| population | rate (Hz) | peak response (Hz) | latency (ms) |", "|---|---|---|---|"]
+    for i, name in enumerate(names):
+        peak, latency = results["peak_response_hz"][i], results["latency_ms"][i]
+        lines.append(f"| {name} | {rates[i]:.3g} | {peak:.3g} | {latency:.3g} |")
+    lines += ["", "![raster](network/raster.png)", "", "![rate propagation](network/rate_propagation.png)"]
+    return lines
+
+
+def _network_rows(results: dict) -> list[tuple[str, str, str]]:
+    rates = np.asarray(results["rates_hz"])
+    return [
+        ("neurons", f"{results['n_neurons']:,}", ""),
+        ("mean rate over populations", f"{rates.mean():.3g}", "Hz"),
+        ("wall time per simulated second", f"{results['realtime_factor']:.3g}", "s"),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Section 3: training the E/I network on evidence accumulation.
+
+
+def _task(config: LearnConfig):
+    from .tasks import EvidenceAccumulation
+
+    return EvidenceAccumulation(
+        n_cues=config.n_cues,
+        cue_duration=config.cue_ms,
+        gap_duration=config.gap_ms,
+        delay_duration=config.delay_ms,
+        recall_duration=config.recall_ms,
+    )
+
+
+def _weights(net) -> dict[str, np.ndarray]:
+    w_in, w_rec = (np.asarray(w) for w in net.weights())
+    exc = np.asarray(net.is_excitatory)
+    mask = np.asarray(net.rec_mask) > 0
+    return {"input": w_in.ravel(), "E→all": w_rec[exc][mask[exc]], "I→all": w_rec[~exc][mask[~exc]]}
+
+
+def learn_section(config: LearnConfig, folder: Path, work: Path, log=print) -> dict:
+    """Train one network per method from the same initial weights and batches; evaluate on held-out trials."""
+    import jax
+    import optax
+
+    from . import learn
+
+    task = _task(config)
+    initial = learn.EINetwork(task.n_inputs, config.n_rec, task.n_outputs, key=jax.random.key(0))
+    held_out = task.sample(jax.random.key(10_000), config.eval_batch)
+    evaluate = jax.jit(lambda net: held_out_accuracy(net, held_out))
+    methods, trained = {}, {}
+    for method in config.methods:
+        start = time.perf_counter()
+        result = learn.train(
+            initial, task, method, optimizer=optax.adam(config.learning_rate), steps=config.steps,
+            batch_size=config.batch_size, key=jax.random.key(1), checkpoint_dir=work / method, progress=False,
+        )  # fmt: skip
+        seconds = time.perf_counter() - start
+        trained[method] = result.net
+        methods[method] = {
+            "loss": result.metrics["loss"].tolist(),
+            "accuracy": result.metrics["accuracy"].tolist(),
+            "held_out_accuracy": float(evaluate(result.net)),
+            "train_time_s": seconds,
+            "time_per_step_s": seconds / config.steps,
+        }
+        log(f"learn {method}: held-out accuracy {methods[method]['held_out_accuracy']:.1%}")
+    _plot_learning(config, methods, folder / "accuracy.png")
+    _plot_weights(initial, trained, folder / "weights.png")
+    weights = {
+        method: {group: float(np.median(values)) for group, values in _weights(net).items()}
+        for method, net in {"initial": initial, **trained}.items()
+    }
+    return {
+        "task": {"n_steps": task.n_steps, "n_inputs": task.n_inputs, "dt_ms": task.dt},
+        "initial_held_out_accuracy": float(evaluate(initial)),
+        "methods": methods,
+        "median_weight": weights,
+    }
+
+
+def held_out_accuracy(net, batch) -> float:
+    """The accuracy of ``net`` on ``batch`` (readout summed over the masked steps), forward only."""
+    import jax
+    import jax.numpy as jnp
+
+    from .learn import accuracy
+
+    def body(carry, inputs):
+        state, evidence = carry
+        x, mask = inputs
+        state, (_, readout) = net.step(state, x)
+        return (state, evidence + jnp.where(mask[:, None], readout, 0.0)), None
+
+    batch_size = batch.inputs.shape[1]
+    init = (net.init_state(batch_size), jnp.zeros((batch_size, net.w_out.shape[1]), net.w_out.dtype))
+    (_, evidence), _ = jax.lax.scan(body, init, (batch.inputs, batch.mask))
+    return accuracy(evidence, batch.labels)
+
+
+def _smooth(values: np.ndarray, window: int) -> np.ndarray:
+    window = max(1, min(window, values.size))
+    return np.convolve(values, np.ones(window) / window, mode="valid")
+
+
+def _plot_learning(config: LearnConfig, methods: dict, path: Path) -> None:
+    figure, axes = _figure(1, 2, figsize=(11, 3.8))
+    window = max(1, config.steps // 10)
+    for method, result in methods.items():
+        for axis, metric in zip(axes[0], ("accuracy", "loss"), strict=True):
+            values = np.asarray(result[metric])
+            smooth = _smooth(values, window)
+            axis.plot(np.arange(values.size) + 1, values, alpha=0.25)
+            axis.plot(np.arange(smooth.size) + window, smooth, color=axis.lines[-1].get_color(), label=method)
+    axes[0, 0].axhline(0.5, color="gray", ls=":", lw=0.8)
+    axes[0, 0].set(
+        xlabel="training step", ylabel="batch accuracy", ylim=(0, 1), title="evidence accumulation"
+    )
+    axes[0, 1].set(xlabel="training step", ylabel="cross-entropy", title=f"running mean over {window} steps")
+    axes[0, 0].legend()
+    _save(figure, path)
+
+
+def _plot_weights(initial, trained: dict, path: Path) -> None:
+    nets = {"initial": initial, **trained}
+    groups = list(_weights(initial))
+    figure, axes = _figure(1, len(groups), figsize=(12, 3.5))
+    for axis, group in zip(axes[0], groups, strict=True):
+        values = {name: _weights(net)[group] for name, net in nets.items()}
+        positive = np.concatenate([v[v > 0] for v in values.values()])
+        bins = np.geomspace(positive.min(), positive.max(), 40) if positive.size else 40
+        for name, v in values.items():
+            axis.hist(v[v > 0], bins=bins, histtype="step", label=name)
+        axis.set(xscale="log", xlabel="|W| (units of g_L)", title=group)
+    axes[0, 0].set_ylabel("synapses")
+    axes[0, 0].legend(fontsize=8)
+    _save(figure, path)
+
+
+def _learn_markdown(results: dict) -> list[str]:
+    task = results["task"]
+    lines = [
+        f"Evidence accumulation, {task['n_steps']} steps of {task['dt_ms']:g} ms per trial, "
+        f"{task['n_inputs']} Poisson input channels. Every method starts from the same weights and sees "
+        "the same batches. "
+        f"Held-out accuracy before training: {results['initial_held_out_accuracy']:.1%}.",
+        "",
+        "| method | held-out accuracy | last-10-step batch accuracy | time per step (s) |",
+        "|---|---|---|---|",
+    ]
+    for method, result in results["methods"].items():
+        last = float(np.mean(result["accuracy"][-10:]))
+        lines.append(
+            f"| {method} | {result['held_out_accuracy']:.1%} | {last:.1%} | {result['time_per_step_s']:.3g} |"
+        )
+    lines += ["", "Median synaptic magnitude |W| (units of the leak conductance):", ""]
+    groups = list(next(iter(results["median_weight"].values())))
+    lines += ["| weights | " + " | ".join(groups) + " |", "|---|" + "---|" * len(groups)]
+    for name, medians in results["median_weight"].items():
+        lines.append(f"| {name} | " + " | ".join(f"{medians[g]:.3g}" for g in groups) + " |")
+    lines += ["", "![accuracy](learn/accuracy.png)", "", "![weights](learn/weights.png)"]
+    return lines
+
+
+def _learn_rows(results: dict) -> list[tuple[str, str, str]]:
+    rows = [("held-out accuracy before training", f"{results['initial_held_out_accuracy']:.1%}", "")]
+    for method, result in results["methods"].items():
+        rows.append((f"held-out accuracy after {method}", f"{result['held_out_accuracy']:.1%}", ""))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Section 4: the cost of learning against the trial length.
+
+
+def bench_section(config: BenchConfig, folder: Path, work: Path, log=print) -> dict:
+    """Compiled temporary memory (MiB) and step time (s) of one gradient step per method and trial length."""
+    import jax
+
+    from .bench import learn as learn_suite
+    from .bench.timing import measure
+
+    net = learn_suite.network(config.n_rec)
+    rows = []
+    for n_steps in config.steps:
+        batch = learn_suite.poisson_batch(jax.random.key(1), n_steps)
+        for method in config.methods:
+            compiled = jax.jit(learn_suite.gradient_step(method)).lower(net, batch).compile()
+            memory = compiled.memory_analysis().temp_size_in_bytes / learn_suite.MIB
+            timing = measure(functools.partial(compiled, net, batch), repeats=config.repeats, warmup=1)
+            rows.append(
+                {"method": method, "T": n_steps, "temp_memory_mib": memory, "step_time_s": timing.median}
+            )
+            log(f"bench {method} T={n_steps}: {memory:.3g} MiB, {timing.median:.3g} s")
+    figure, axes = _figure(1, 2, figsize=(10, 3.6))
+    for method in config.methods:
+        mine = [row for row in rows if row["method"] == method]
+        T = [row["T"] for row in mine]
+        axes[0, 0].plot(T, [row["temp_memory_mib"] for row in mine], "o-", label=method)
+        axes[0, 1].plot(T, [row["step_time_s"] for row in mine], "o-", label=method)
+    axes[0, 0].set(
+        xscale="log", yscale="log", xlabel="trial length T (steps)", ylabel="compiled temp memory (MiB)"
+    )
+    axes[0, 1].set(xscale="log", yscale="log", xlabel="trial length T (steps)", ylabel="gradient step (s)")
+    axes[0, 0].legend()
+    _save(figure, folder / "learning_cost.png")
+    return {"n_rec": config.n_rec, "batch": learn_suite.BATCH, "rows": rows}
+
+
+def _memory_growth(results: dict, method: str) -> float:
+    mine = sorted((row["T"], row["temp_memory_mib"]) for row in results["rows"] if row["method"] == method)
+    return mine[-1][1] / mine[0][1]
+
+
+def _bench_markdown(results: dict, sections: dict) -> list[str]:
+    lines = [
+        f"One gradient step of the {results['n_rec']}-neuron E/I network (batch {results['batch']}), "
+        "compiled temporary memory as XLA reports it and the median step time:",
+        "",
+        "| method | T | temp memory (MiB) | step time (s) |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['method']} | {r['T']} | {r['temp_memory_mib']:.3g} | {r['step_time_s']:.3g} |"
+        for r in results["rows"]
+    ]
+    methods = dict.fromkeys(row["method"] for row in results["rows"])
+    span = sorted({row["T"] for row in results["rows"]})
+    growth = ", ".join(f"{method} {_memory_growth(results, method):.3g}×" for method in methods)
+    lines += ["", f"Memory growth from T = {span[0]} to T = {span[-1]}: {growth}.", ""]
+    if "fit" in sections:
+        lines += ["Fitting, wall time per fit at equal budget (s, median over seeds):", ""]
+        problems = sections["fit"]["results"]["problems"]
+        methods = list(dict.fromkeys(m for p in problems.values() for m in p["methods"]))
+        lines += ["| problem | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+        for name, problem in problems.items():
+            cells = [
+                f"{problem['methods'][m]['median_wall_time_s']:.3g}" if m in problem["methods"] else "—"
+                for m in methods
+            ]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if "network" in sections:
+        network = sections["network"]["results"]
+        lines += [
+            f"Network simulation: {network['n_neurons']:,} neurons, {network['realtime_factor']:.3g} s of "
+            "wall time per simulated second.",
+            "",
+        ]
+    lines.append("![learning cost](bench/learning_cost.png)")
+    return lines
+
+
+def _bench_rows(results: dict) -> list[tuple[str, str, str]]:
+    methods = dict.fromkeys(row["method"] for row in results["rows"])
+    span = sorted({row["T"] for row in results["rows"]})
+    return [
+        (f"{m}: memory growth T={span[0]}→{span[-1]}", f"{_memory_growth(results, m):.3g}", "×")
+        for m in methods
+    ]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The whole run and its report.
+
+
+COMPUTE = {"fit": fit_section, "network": network_section, "learn": learn_section, "bench": bench_section}
+TITLES = {
+    "fit": "1. Fitting single neurons: gradient vs gradient-free",
+    "network": "2. The connectome-constrained multi-area network",
+    "learn": "3. Learning evidence accumulation: BPTT vs online",
+    "bench": "4. Benchmarks",
+}
+ROWS = {"fit": _fit_rows, "network": _network_rows, "learn": _learn_rows, "bench": _bench_rows}
+
+
+class Report(NamedTuple):
+    """What `run` returns: the report's path, every section's result.json content, and the summary rows
+    ``(section, quantity, value, unit)``."""
+
+    path: Path
+    sections: dict[str, dict]
+    summary: list[tuple[str, str, str, str]]
+
+
+def expected_seconds(budget: Budget, out: str | os.PathLike) -> float:
+    """The expected duration of the sections of ``budget`` not finished under ``out`` yet, s."""
+    return sum(
+        budget.expected[name]
+        for name in SECTIONS
+        if load_section(Path(out), name, section_key(name, getattr(budget, name))) is None
+    )
+
+
+def run(
+    out: str | os.PathLike,
+    budget: Budget = FULL,
+    *,
+    network_builder: NetworkBuilder | None = None,
+    log: Callable[[str], object] = print,
+) -> Report:
+    """Run (or resume) every section of ``budget`` under ``out`` and write ``out/report.md``.
+
+    Args:
+        out: the output folder; finished sections with the same configuration are reused.
+        budget: `FULL`, `QUICK`, `TINY` or your own `Budget`.
+        network_builder: ``(NetworkConfig, key) -> NetworkSetup`` for section 2 (default
+            `connectome_network`).
+        log: receives one line per finished step.
+
+    Returns:
+        A `Report`.
+    """
+    out = Path(out)
+    start = time.perf_counter()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
+    sections = {}
+    for name in SECTIONS:
+        options = {"builder": network_builder} if name == "network" else {}
+        compute = functools.partial(COMPUTE[name], log=log, **options)
+        sections[name] = run_section(out, name, getattr(budget, name), compute, log)
+    summary = [(name, *row) for name in SECTIONS for row in ROWS[name](sections[name]["results"])]
+    path = write_report(out, budget, sections, load, time.perf_counter() - start)
+    return Report(path, sections, summary)
+
+
+def write_report(out: Path, budget: Budget, sections: dict, load: float, seconds: float) -> Path:
+    """Write ``out/report.md`` (atomically) from the sections' results."""
+    from .bench.records import cpu_model, git_commit, jax_backend, library_versions
+
+    markdown = {
+        "fit": _fit_markdown,
+        "network": _network_markdown,
+        "learn": _learn_markdown,
+        "bench": lambda results: _bench_markdown(results, sections),
+    }
+    lines = [
+        "# diffbrain reproduce",
+        "",
+        "Generated by `diffbrain reproduce`; every number below was computed by the run (see each section's "
+        "`result.json`). It reproduces the workflow of Wang et al. (2024), *A Differentiable Approach to "
+        "Multi-scale Brain Modeling* (arXiv 2406.19708).",
+        "",
+        f"- budget: {budget.name}; this invocation took {seconds:.0f} s (reused sections cost nothing)",
+        f"- machine: {cpu_model()}, JAX backend {jax_backend()}, load average {load:.2f} at the start",
+        f"- versions: {library_versions()}",
+        f"- git commit: {git_commit()}",
+    ]
+    for name in SECTIONS:
+        section = sections[name]
+        lines += [
+            "",
+            f"## {TITLES[name]}",
+            "",
+            f"*Computed {section['finished']} in {section['wall_time_s']:.0f} s; configuration key "
+            f"`{section['key']}`.*",
+            "",
+            *markdown[name](section["results"]),
+        ]
+    path = out / REPORT
+    temporary = out / f".{REPORT}.{secrets.token_hex(4)}.tmp"
+    temporary.write_text("\n".join(lines) + "\n")
+    os.replace(temporary, path)
+    return path
