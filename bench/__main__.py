@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from . import fit, learn, ops, throughput
+from . import compare, fit, learn, ops, throughput
 from .records import save, to_frame
 
 
@@ -43,7 +43,25 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--firing", nargs="+", type=float, help=f"ops: firing fractions (default {ops.FIRING})"
     )
+    parser.add_argument(
+        "--compare",
+        metavar="BASELINE",
+        help="a results CSV or pytest-benchmark JSON: flag cases whose time relative to the suite's "
+        "reference method grew by more than --threshold (exit status 1 if any)",
+    )
+    parser.add_argument(
+        "--threshold", type=float, default=compare.THRESHOLD, help="--compare: slowdown flagged (%(default)s)"
+    )
+    parser.add_argument("--reference", help="--compare: the reference method (default: the suite's)")
     args = parser.parse_args(argv)
+    baseline = None
+    if not args.threshold > 0:
+        parser.error(f"--threshold must be a positive fraction (0.2 = 20% slower), got {args.threshold}")
+    if args.compare is not None:
+        try:
+            baseline = compare.load(args.compare)
+        except ValueError as error:
+            parser.error(f"--compare: {error}")
 
     if args.suite == "fit":
         repeats = args.repeats or (fit.QUICK["repeats"] if args.quick else fit.REPEATS)
@@ -74,6 +92,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     with pd.option_context(*(item for pair in display.items() for item in pair)):
         print(summary(to_frame(records)))
     print(f"{len(records)} records merged into {path}")
+    if baseline is not None:
+        table = compare.compare(
+            compare.from_records(to_frame(records)), baseline, args.threshold, args.reference
+        )
+        print(compare.report(table, args.threshold))
+        if (table["status"] == "slower").any():
+            raise SystemExit(1)
 
 
 if __name__ == "__main__":
