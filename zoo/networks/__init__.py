@@ -1,10 +1,40 @@
-"""Spiking networks built on the event-driven operators of `diffbrain.ops`: the Brette et al. (2007)
-COBA/CUBA benchmark (`EINetwork`), simulated with `simulate` (a jitted `lax.scan`)."""
+"""Spiking networks built on the event-driven operators of `diffbrain.ops`.
 
+* `Network`: populations of any zoo spiking neuron, receptors wired by sparse `Edges` with per-synapse
+  delays, Poisson `Background` input and current `Pulse` s; `Network.simulate` returns a `NetworkResult`.
+* `EINetwork`: the Brette et al. (2007) COBA/CUBA benchmark, simulated with `simulate`.
+
+Both results share `AbstractPopulationResult` (``rates``, ``rate_trace``, ``spike_trains``).
+"""
+
+from .delays import DelayedCSR as DelayedCSR
 from .ei import EINetwork as EINetwork
 from .ei import EIResult as EIResult
 from .ei import EIState as EIState
 from .ei import rates as rates
 from .ei import simulate as simulate
+from .network import AbstractPopulationResult as AbstractPopulationResult
+from .network import Background as Background
+from .network import Edges as Edges
+from .network import Network as Network
+from .network import NetworkResult as NetworkResult
+from .network import NetworkState as NetworkState
+from .network import Pulse as Pulse
+from .network import simulate_network as simulate_network
 
-__all__ = ["EINetwork", "EIResult", "EIState", "rates", "simulate"]
+__all__ = [
+    "AbstractPopulationResult",
+    "Background",
+    "DelayedCSR",
+    "EINetwork",
+    "EIResult",
+    "EIState",
+    "Edges",
+    "Network",
+    "NetworkResult",
+    "NetworkState",
+    "Pulse",
+    "rates",
+    "simulate",
+    "simulate_network",
+]

@@ -16,6 +16,7 @@ from ...ops import CSR, event_matvec
 from .._checks import check_dt
 from ..neurons.lif import LIF, LIFState
 from ..synapses.expon import Expon, ExponState
+from .network import AbstractPopulationResult
 
 
 class EIState(NamedTuple):
@@ -25,8 +26,9 @@ class EIState(NamedTuple):
     spikes: Array  # last step's spikes, [n] (bool, or float surrogate spikes)
 
 
-class EIResult(eqx.Module):
-    """The result of `simulate`.
+class EIResult(AbstractPopulationResult):
+    """The result of `simulate`: ``rates()``, ``rate_trace()``, ``spike_trains()`` as for every network
+    (`AbstractPopulationResult`), with the populations ``names = ("E", "I")``.
 
     Attributes:
         dt: the time step, ms.
@@ -46,25 +48,9 @@ class EIResult(eqx.Module):
     final_state: EIState
 
     @property
-    def duration(self) -> float:
-        """Simulated time, ms."""
-        return self.counts.shape[0] * self.dt
-
-    def rates(self) -> Float[Array, " 2"]:
-        """Mean firing rate per population (excitatory, inhibitory) over the whole run, Hz."""
-        return self.counts.sum(axis=0) / np.asarray(self.sizes) / self.duration * 1000.0
-
-    def rate_trace(self, bin_ms: float = 5.0) -> Float[Array, "B 2"]:
-        """Population rates (excitatory, inhibitory) in bins of ``bin_ms`` ms, Hz, ``[bins, 2]``."""
-        per_bin = max(1, round(bin_ms / self.dt))
-        n_bins = self.counts.shape[0] // per_bin
-        binned = self.counts[: n_bins * per_bin].reshape(n_bins, per_bin, 2).sum(axis=1)
-        return binned / np.asarray(self.sizes) / (per_bin * self.dt) * 1000.0
-
-    def spike_trains(self) -> tuple[np.ndarray, np.ndarray]:
-        """The recorded spikes as ``(times_ms, neuron_indices)`` NumPy arrays (sorted by time)."""
-        steps, columns = np.nonzero(np.asarray(self.raster))
-        return (steps + 1) * self.dt, np.asarray(self.record)[columns]
+    def names(self) -> tuple[str, str]:
+        """``("E", "I")``."""
+        return ("E", "I")
 
 
 def _check_fraction(name: str, value: float) -> float:

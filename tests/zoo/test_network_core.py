@@ -1,0 +1,349 @@
+"""`zoo.networks.Network`: delays on the spike ring, parity with `EINetwork` and with a plain NumPy
+simulation, Poisson background, pulses, gradients against finite differences, and input errors."""
+
+import doctest
+import importlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from diffbrain import zoo
+from diffbrain.zoo import networks, surrogate
+from diffbrain.zoo.networks import Background, Edges, Network, Pulse
+from diffbrain.zoo.networks.network import _poisson_terms, _PoissonDrive, _seed
+
+DT = 0.1
+
+
+def _relay(delays_ms, weight=1e5):
+    """Neuron 0 is driven to fire; neuron k + 1 receives it through one strong synapse delayed
+    ``delays_ms[k]`` ms, strong enough to fire it in the very step the spike arrives."""
+    n = 1 + len(delays_ms)
+    return Network.build(
+        sizes={"driver": 1, "relays": n - 1},
+        neuron=zoo.LIF(t_ref=50.0),
+        receptors={"exc": zoo.Expon(tau=2.0, mode="cuba")},
+        edges={"exc": Edges(pre=np.zeros(n - 1, int), post=np.arange(1, n), weight=weight, delay=delays_ms)},
+        dt=DT,
+        I_ext=np.r_[2000.0, np.zeros(n - 1)],
+    )
+
+
+def test_spike_arrives_exactly_the_rounded_delay_later():
+    delays = np.array([0.0, 0.1, 0.14, 0.26, 1.5, 3.0])  # → 1 (minimum), 1, 1, 3, 15, 30 steps
+    net = _relay(delays)
+    assert net.ring_length == 30
+    result = net.simulate(20.0, None, state=net.init_state(V=np.full(net.n, -65.0)), record=net.n)
+    first = np.array([np.flatnonzero(result.raster[:, i])[0] for i in range(net.n)])
+    np.testing.assert_array_equal(first[1:] - first[0], [1, 1, 1, 3, 15, 30])
+    times, ids = result.spike_trains()
+    t_driver = times[ids == 0][0]
+    for i, delay_steps in enumerate([1, 1, 1, 3, 15, 30], start=1):
+        assert times[ids == i][0] == pytest.approx(t_driver + delay_steps * DT)
+
+
+def test_one_step_delays_reproduce_einetwork_exactly():
+    ei = zoo.astype(networks.EINetwork.coba(jax.random.key(0), n=400, in_degree=40), jnp.float32)
+    n_e = ei.sizes[0]
+
+    def edges(W, offset):
+        pre = np.repeat(np.arange(W.shape[0]), np.diff(np.asarray(W.indptr))) + offset
+        return Edges(pre=pre, post=np.asarray(W.indices), weight=float(W.data), delay=DT)
+
+    net = Network.build(
+        sizes={"E": n_e, "I": ei.sizes[1]},
+        neuron=ei.neuron,
+        receptors={"exc": ei.exc, "inh": ei.inh},
+        edges={"exc": edges(ei.W_E, 0), "inh": edges(ei.W_I, n_e)},
+        dt=DT,
+        I_ext=float(ei.I_ext),
+    )
+    assert net.ring_length == 1 and net.projections["exc"].W.homogeneous
+    key = jax.random.key(3)
+    expected = networks.simulate(ei, 200.0, key, record=50)
+    got = net.simulate(200.0, key, record=50)
+    assert got.names == expected.names == ("E", "I") and got.sizes == expected.sizes
+    assert int(got.counts.sum()) > 1000  # an active network, not a trivial agreement
+    np.testing.assert_array_equal(got.counts, expected.counts)
+    np.testing.assert_array_equal(got.raster, expected.raster)
+    np.testing.assert_array_equal(got.rates(), expected.rates())
+    np.testing.assert_array_equal(got.final_state.neurons.V, expected.final_state.neurons.V)
+
+
+def _numpy_reference(net_params, edges, lags, I_ext, V0, n_steps):
+    """LIF (exact exponential step, absolute refractory period) with current-based exponential receptors,
+    every synapse delivered ``lag`` steps after its presynaptic spike — a direct loop, float64."""
+    V_rest, V_reset, V_th, tau_m, g_L, t_ref, taus, dt = net_params
+    n = V0.size
+    V, refractory = V0.copy(), np.zeros(n)
+    g = {r: np.zeros(n) for r in edges}
+    arriving = {r: np.zeros((n_steps + 64, n)) for r in edges}
+    raster = np.zeros((n_steps, n), bool)
+    for t in range(n_steps):
+        current = np.zeros(n)
+        for r in edges:
+            g[r] = g[r] * np.exp(-dt / taus[r]) + arriving[r][t]
+            current = current + g[r]
+        current = current + I_ext
+        V_inf = V_rest + current / g_L
+        V = np.where(refractory > 0.5 * dt, V_reset, V_inf + (V - V_inf) * np.exp(-dt / tau_m))
+        spike = V >= V_th
+        V = np.where(spike, V_reset, V)
+        refractory = np.where(spike, t_ref, np.maximum(refractory - dt, 0.0))
+        raster[t] = spike
+        for r, (pre, post, w) in edges.items():
+            fired = spike[pre]
+            np.add.at(arriving[r], (t + lags[r][fired], post[fired]), w[fired])
+    return raster, V
+
+
+def test_heterogeneous_delays_match_numpy_reference():
+    rng = np.random.default_rng(0)
+    n, n_e = 40, 30
+    neuron = zoo.astype(
+        zoo.LIF(V_rest=-65.0, V_reset=-65.0, V_th=-50.0, C=250.0, g_L=25.0, t_ref=2.0), jnp.float64
+    )
+    taus = {"exc": 2.0, "inh": 6.0}
+    receptors = {r: zoo.astype(zoo.Expon(tau=tau, mode="cuba"), jnp.float64) for r, tau in taus.items()}
+    edges, lags, given = {}, {}, {}
+    for r, sources, sign in (("exc", np.arange(n_e), 1.0), ("inh", np.arange(n_e, n), -1.0)):
+        pre = np.repeat(sources, 8)
+        post = rng.integers(0, n, pre.size)  # repeats allowed: merged into one synapse by `build`
+        weight = sign * rng.uniform(50.0, 150.0, pre.size)
+        delay = rng.uniform(0.0, 4.0, pre.size)
+        given[r] = Edges(pre, post, weight, delay)
+        edges[r] = (pre, post, weight)
+        lags[r] = np.maximum(1, np.rint(delay / DT)).astype(int)
+    I_ext = rng.uniform(300.0, 500.0, n)
+    net = Network.build(
+        sizes={"E": n_e, "I": n - n_e}, neuron=neuron, receptors=receptors, edges=given, dt=DT, I_ext=I_ext
+    )
+    assert net.ring_length == max(lags["exc"].max(), lags["inh"].max())
+    V0 = rng.uniform(-65.0, -50.0, n)
+    result = net.simulate(200.0, None, state=net.init_state(V=V0), record=n)
+    params = (-65.0, -65.0, -50.0, 10.0, 25.0, 2.0, taus, DT)
+    raster, V = _numpy_reference(params, edges, lags, I_ext, V0, 2000)
+    assert raster.sum() > 200  # ≈ 30 Hz
+    np.testing.assert_array_equal(np.asarray(result.raster), raster)
+    np.testing.assert_allclose(result.final_state.neurons.V, V, rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(result.counts.sum(axis=0), [raster[:, :n_e].sum(), raster[:, n_e:].sum()])
+    # per-edge weights read back in the given order (repeats report their merged sum)
+    W = np.asarray(net.weights("exc"))
+    pre, post, weight = edges["exc"]
+    for k in range(5):
+        same = (pre == pre[k]) & (post == post[k]) & (lags["exc"] == lags["exc"][k])
+        assert W[k] == pytest.approx(weight[same].sum())
+
+
+def test_continuation_and_key_reproducibility_with_background():
+    net = Network.build(
+        sizes={"E": 80, "I": 20},
+        neuron=zoo.LIF(),
+        receptors={"exc": zoo.Expon(tau=2.0, mode="cuba"), "inh": zoo.Expon(tau=4.0, mode="cuba")},
+        edges={
+            "exc": Edges(np.repeat(np.arange(80), 5), np.tile(np.arange(0, 100, 20), 80), 50.0, 1.0),
+            "inh": Edges(np.repeat(np.arange(80, 100), 5), np.tile(np.arange(5), 20) * 7, -100.0, 0.5),
+        },
+        background=Background(rate=2000.0, weight=150.0, receptor="exc"),
+    )
+    key = jax.random.key(0)
+    whole = net.simulate(100.0, key, record=100)
+    assert 1.0 < float(whole.rates()[0]) < 200.0
+    first = net.simulate(50.0, key, record=100)
+    second = net.simulate(50.0, key, state=first.final_state, record=100)
+    np.testing.assert_array_equal(np.concatenate([first.raster, second.raster]), whole.raster)
+    again = net.simulate(100.0, key, record=100)
+    other = net.simulate(100.0, jax.random.key(1), record=100)
+    np.testing.assert_array_equal(again.raster, whole.raster)
+    assert not np.array_equal(other.raster, whole.raster)
+
+
+def test_poisson_background_statistics():
+    # counts of many (step, neuron) draws against the Poisson pmf, and no correlation between neighbouring
+    # neurons or consecutive steps; tolerances: 5 standard errors
+    n, steps = 2000, 400
+    for mean in (0.05, 1.6, 12.0):
+        drive = _PoissonDrive(jnp.full(n, mean), jnp.ones(n), "exc", _poisson_terms(mean))
+        draw = jax.vmap(drive.counts, in_axes=(None, 0, None))
+        counts = np.asarray(draw(_seed(jax.random.key(4)), jnp.arange(steps), 0))
+        size = counts.size
+        assert abs(counts.mean() - mean) < 5 * np.sqrt(mean / size)
+        assert abs(counts.var() - mean) < 5 * mean * np.sqrt(2.0 / size) + 5 * np.sqrt(mean / size)
+        values, observed = np.unique(counts, return_counts=True)
+        from scipy.stats import poisson
+
+        for v, o in zip(values, observed, strict=True):
+            p = poisson.pmf(v, mean)
+            if p * size > 50:
+                assert abs(o - p * size) < 5 * np.sqrt(p * size), (mean, v, o, p * size)
+        z = (counts - counts.mean()) / counts.std()
+        for lagged in ((z[:, 1:], z[:, :-1]), (z[1:], z[:-1])):
+            assert abs(np.mean(lagged[0] * lagged[1])) < 5 / np.sqrt(size)
+
+
+def test_pulse_drives_only_its_neurons_within_its_window():
+    net = Network.build(
+        sizes={"A": 10, "B": 10},
+        neuron=zoo.LIF(),
+        receptors={"exc": zoo.Expon(mode="cuba")},
+        edges={},
+    )
+    pulse = Pulse(neurons=np.arange(10), start_ms=20.0, stop_ms=40.0, current=1000.0)
+    result = net.simulate(60.0, None, state=net.init_state(V=np.full(20, -65.0)), record=20, pulse=pulse)
+    times, ids = result.spike_trains()
+    assert times.size > 10 and np.all(ids < 10)
+    assert times.min() > 20.0 and times.max() <= 40.0 + DT
+    # placed in absolute time: a continuation from 30 ms still sees the pulse until 40 ms
+    first = net.simulate(30.0, None, state=net.init_state(V=np.full(20, -65.0)), record=20, pulse=pulse)
+    second = net.simulate(30.0, None, state=first.final_state, record=20, pulse=pulse)
+    np.testing.assert_array_equal(np.concatenate([first.raster, second.raster]), result.raster)
+
+
+class _SoftSpike(surrogate.AbstractSurrogate):
+    """A smooth 'spike' σ(β x), forward and backward, so that finite differences see the gradient."""
+
+    beta: float = 2.0
+
+    def pseudo_derivative(self, x):
+        s = jax.nn.sigmoid(self.beta * x)
+        return self.beta * s * (1 - s)
+
+    def __call__(self, x):
+        return jax.nn.sigmoid(self.beta * jnp.asarray(x))
+
+
+def _small_net(spike_fn, detach_reset):
+    rng = np.random.default_rng(1)
+    n = 12
+    neuron = zoo.astype(zoo.LIF(t_ref=0.0, spike_fn=spike_fn, detach_reset=detach_reset), jnp.float64)
+    pre_e, pre_i = np.repeat(np.arange(9), 4), np.repeat(np.arange(9, 12), 4)
+    edges = {
+        "exc": Edges(
+            pre_e,
+            rng.integers(0, n, pre_e.size),
+            rng.uniform(100, 300, pre_e.size),
+            rng.uniform(0, 2, pre_e.size),
+        ),
+        "inh": Edges(
+            pre_i,
+            rng.integers(0, n, pre_i.size),
+            rng.uniform(2, 6, pre_i.size),
+            rng.uniform(0, 1, pre_i.size),
+        ),
+    }
+    receptors = {
+        "exc": zoo.astype(zoo.Expon(tau=3.0, mode="cuba"), jnp.float64),
+        "inh": zoo.astype(zoo.Expon(tau=6.0, E=-80.0, mode="coba"), jnp.float64),
+    }
+    net = Network.build(
+        sizes={"E": 9, "I": 3},
+        neuron=neuron,
+        receptors=receptors,
+        edges=edges,
+        I_ext=rng.uniform(350, 450, n),
+    )
+    return net, net.init_state(V=rng.uniform(-65, -50, n))
+
+
+def test_rate_gradient_matches_central_finite_differences():
+    # a smooth network (sigmoid spikes, no refractory period, nothing detached) so that the rates are a
+    # differentiable function of every weight: autodiff through the delay ring, both event products, both
+    # receptor kinds and the neuron must equal central differences (float64, relative 1e-6)
+    net, state = _small_net(_SoftSpike(), detach_reset=False)
+    w_exc, w_inh = net.weights("exc"), net.weights("inh")
+
+    def loss(w_exc, w_inh):
+        model = net.with_weights("exc", w_exc).with_weights("inh", w_inh)
+        rates = model.simulate(30.0, None, state=state, surrogate=True, detach_recurrent=False).rates()
+        return rates[0] - 0.5 * rates[1]
+
+    grads = jax.grad(loss, argnums=(0, 1))(w_exc, w_inh)
+    assert all(bool(jnp.all(jnp.isfinite(g))) for g in grads)
+    rng = np.random.default_rng(2)
+    for argnum, w in enumerate((w_exc, w_inh)):
+        direction = jnp.asarray(rng.normal(size=w.shape))
+        eps = 1e-4 * float(jnp.abs(w).mean())
+
+        def along(h, argnum=argnum, w=w, direction=direction):
+            args = [w_exc, w_inh]
+            args[argnum] = w + h * direction
+            return float(loss(*args))
+
+        fd = (along(eps) - along(-eps)) / (2 * eps)
+        assert float(grads[argnum] @ direction) == pytest.approx(fd, rel=1e-6), argnum
+        assert abs(fd) > 1e-6
+
+
+def test_surrogate_gradient_of_heaviside_network_is_finite_and_signed():
+    net, state = _small_net(surrogate.Sigmoid(), detach_reset=True)
+    events = net.simulate(100.0, None, state=state)
+    floats = net.simulate(100.0, None, state=state, surrogate=True)
+    np.testing.assert_array_equal(np.asarray(floats.counts), np.asarray(events.counts, np.float64))
+
+    def rate_e(scale):
+        model = net.with_weights("exc", scale * net.weights("exc"))
+        return model.simulate(100.0, None, state=state, surrogate=True).rates()[0]
+
+    rate, grad = jax.value_and_grad(rate_e)(1.0)
+    assert float(rate) > 0 and np.isfinite(float(grad)) and float(grad) > 0
+
+
+def test_bad_input_names_the_argument():
+    lif, expon = zoo.LIF(), zoo.Expon(mode="cuba")
+    ok = dict(sizes={"E": 3}, neuron=lif, receptors={"exc": expon})
+    edge = Edges([0], [1], 1.0, 1.0)
+    cases = [
+        (dict(sizes={"E": 0}), "`sizes"),
+        (dict(sizes={}), "`sizes`"),
+        (dict(edges={"ampa": edge}), "`edges`.*'ampa'"),
+        (dict(edges={"exc": Edges([0], [3], 1.0, 1.0)}), r"edges\['exc'\].post"),
+        (dict(edges={"exc": Edges([-1], [1], 1.0, 1.0)}), r"edges\['exc'\].pre"),
+        (dict(edges={"exc": Edges([0, 1], [1], 1.0, 1.0)}), "equal lengths"),
+        (dict(edges={"exc": Edges([0], [1], np.nan, 1.0)}), r"\.weight` must be finite"),
+        (dict(edges={"exc": Edges([0], [1], 1.0, -0.5)}), r"\.delay` must be ≥ 0"),
+        (dict(edges={"exc": Edges([0], [1], 1.0, np.inf)}), r"\.delay` must be finite"),
+        (dict(edges={"exc": Edges([0], [1], 1.0, 1e12)}), "longest delay"),
+        (dict(edges={"exc": Edges([0], [1], [1.0, 2.0], 1.0)}), r"\.weight` must be a scalar or have shape"),
+        (dict(receptors={"exc": zoo.Expon()}, edges={"exc": Edges([0], [1], -1.0, 1.0)}), "≥ 0 nS"),
+        (dict(background=Background(10.0, 1.0, "gaba")), r"background.receptor"),
+        (dict(background=Background(-1.0, 1.0, "exc")), r"background.rate"),
+        (dict(background=Background(1e7, 1.0, "exc")), "inputs per neuron and step"),
+        (dict(I_ext=np.zeros(4)), "`I_ext`"),
+        (dict(neuron=zoo.LIF(V_th=np.full(5, -50.0))), "`neuron`"),
+        (dict(dt=0.0), "dt"),
+    ]
+    for override, message in cases:
+        with pytest.raises(ValueError, match=message):
+            Network.build(**(ok | {"edges": {}} | override))
+    with pytest.raises(TypeError, match="`neuron`"):
+        Network.build(**(ok | {"edges": {}, "neuron": expon}))
+    with pytest.raises(TypeError, match=r"`receptors\['exc'\]`"):
+        Network.build(**(ok | {"edges": {}, "receptors": {"exc": lif}}))
+    net = Network.build(**ok, edges={"exc": edge})
+    key = jax.random.key(0)
+    with pytest.raises(ValueError, match="`dt`"):
+        net.simulate(10.0, key, dt=0.05)
+    with pytest.raises(ValueError, match="`duration_ms`"):
+        net.simulate(0.05, key)
+    with pytest.raises(ValueError, match="`record`"):
+        net.simulate(1.0, key, record=[3])
+    with pytest.raises(ValueError, match="`key`"):
+        net.simulate(1.0, None)
+    with pytest.raises(ValueError, match=r"`pulse\.neurons`"):
+        net.simulate(1.0, key, pulse=Pulse([5], 0.0, 1.0, 10.0))
+    with pytest.raises(ValueError, match="`pulse`"):
+        net.simulate(1.0, key, pulse=Pulse([0], 2.0, 1.0, 10.0))
+    with pytest.raises(ValueError, match="`receptor`"):
+        net.weights("inh")
+    with pytest.raises(TypeError, match="`net`"):
+        networks.simulate_network(lif, 1.0, key)
+
+
+def test_docstring_examples():
+    for name in ("network", "delays"):
+        module = importlib.import_module(f"diffbrain.zoo.networks.{name}")
+        with jax.enable_x64(False):
+            result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert result.failed == 0
