@@ -1,0 +1,204 @@
+"""The Potjans & Diesmann (2014) microcircuit (`zoo.networks.microcircuit`).
+
+References: the parameters and connection probabilities are the published ones (PD 2014, Tables 4–5) as
+transcribed in ``../shared/data/conn-potjans-diesmann2014`` (see its PROVENANCE.md); the reference rates
+are the full-scale population rates of that file (``full_mean_rates_Hz_reference``, NEST's PD 2014 example),
+which agree with PD 2014 Fig. 6 (L2/3e ≈ 0.9, L4e ≈ 4.4, L5e ≈ 7.7, L6e ≈ 1.1 Hz).
+"""
+
+import doctest
+import importlib
+import json
+
+import jax
+import numpy as np
+import pytest
+from scipy import stats
+
+from diffbrain.zoo.networks.microcircuit import Microcircuit, psc_amplitude, synapse_counts
+
+FOLDER = "conn-potjans-diesmann2014"
+
+
+@pytest.fixture(scope="module")
+def params(shared_data):
+    with open(shared_data / FOLDER / "potjans_diesmann_2014_params.json") as file:
+        return json.load(file)
+
+
+@pytest.fixture(scope="module")
+def folder(shared_data):
+    return shared_data / FOLDER
+
+
+def test_synapse_counts_invert_the_connection_probability(params):
+    C = np.asarray(params["conn_probs_target_by_source"])
+    N = np.asarray(params["full_num_neurons"])
+    K = synapse_counts(C, N, N)
+    # PD 2014 eq. 1: drawing K pairs with replacement connects the fraction C of all N_pre·N_post pairs
+    np.testing.assert_allclose(1 - (1 - 1 / np.outer(N, N)) ** K, C, rtol=1e-6)
+    assert N.sum() == 77169
+    assert 2.98e8 < K.sum() < 3.0e8  # "≈ 0.3 billion synapses" (PD 2014)
+
+
+def test_sizes_and_counts_scale_as_published(folder, params):
+    N = np.asarray(params["full_num_neurons"])
+    K = synapse_counts(params["conn_probs_target_by_source"], N, N)
+    full = Microcircuit.from_data(folder, scale=1.0)
+    np.testing.assert_array_equal(full.sizes, N)
+    np.testing.assert_array_equal(full.synapses, np.round(K))
+    assert full.n == 77169 and full.names[0] == "L23e" and full.offsets[-1] == full.n
+    for scale in (0.1, 0.02):
+        mc = Microcircuit.from_data(folder, scale=scale)
+        np.testing.assert_array_equal(mc.sizes, np.round(N * scale))
+        np.testing.assert_array_equal(mc.synapses, np.round(K * scale))
+        # the default downscaling keeps the in-degrees (NEST's example; van Albada et al. 2015)
+        np.testing.assert_allclose(mc.in_degrees, full.in_degrees, rtol=0.03, atol=0.5)
+        np.testing.assert_array_equal(mc.k_ext, params["K_ext"])
+        np.testing.assert_array_equal(mc.I_dc, 0.0)
+
+
+def test_psc_amplitude_gives_the_published_psp():
+    w = psc_amplitude(0.15, C_m=250.0, tau_m=10.0, tau_syn=0.5)
+    assert w == pytest.approx(87.81, abs=0.005)  # PD 2014: 87.8 pA for 0.15 mV
+    # the membrane response to w·e^{-t/τ_syn}, integrated on a fine grid, peaks at 0.15 mV
+    dt, V, current, peak = 1e-4, 0.0, w, 0.0
+    for _ in range(50_000):
+        V += dt * (-V / 10.0 + current / 250.0)
+        current -= dt * current / 0.5
+        peak = max(peak, V)
+    assert peak == pytest.approx(0.15, rel=1e-3)
+    with pytest.raises(ValueError, match="tau_syn"):
+        psc_amplitude(0.15, 250.0, 10.0, 10.0)
+
+
+def test_weights_delays_and_background(folder, params):
+    mc = Microcircuit.from_data(folder, scale=0.05)
+    w = psc_amplitude(0.15, 250.0, 10.0, 0.5)
+    expected = np.tile(np.where(np.arange(8) % 2 == 0, w, -4 * w), (8, 1))
+    expected[0, 2] = 2 * w  # L4e → L2/3e doubled
+    np.testing.assert_allclose(mc.weight, expected)
+    np.testing.assert_allclose(mc.delay[:, 0], 1.5)
+    np.testing.assert_allclose(mc.delay[:, 1], 0.75)
+    assert mc.weight_ext == pytest.approx(w) and mc.bg_rate == 8.0 and mc.tau_syn == 0.5
+    assert mc.step_factor(0.1) == pytest.approx(0.5 * (1 - np.exp(-0.2)) / 0.1)
+    assert float(mc.neuron.tau) == 10.0 and float(mc.neuron.V_th) == -50.0
+    dc = Microcircuit.from_data(folder, scale=0.05, background="dc")
+    # the Poisson background's mean current K_ext · 8 Hz · w · τ_syn (pA), e.g. 562 pA into L2/3e
+    np.testing.assert_allclose(dc.I_dc, np.asarray(params["K_ext"]) * 8.0 * w * 0.5e-3)
+    assert dc.I_dc[0] == pytest.approx(562.0, abs=0.5)
+
+
+def _mean_input(mc, full_in_degrees):
+    """Mean input current per population (pA) with every population at its reference rate, for the
+    expected (unrounded) in-degrees ``k_scale`` × full scale."""
+    recurrent = (mc.k_scale * full_in_degrees * mc.weight * mc.reference_rates).sum(axis=1)
+    external = 0 if mc.background == "dc" else mc.k_ext * mc.bg_rate * mc.weight_ext
+    return (recurrent + external) * mc.tau_syn * 1e-3 + mc.I_dc
+
+
+@pytest.mark.parametrize("background", ["poisson", "dc"])
+def test_in_degree_scaling_keeps_mean_input_and_scales_variance(folder, params, background):
+    N = np.asarray(params["full_num_neurons"])
+    K = synapse_counts(params["conn_probs_target_by_source"], N, N)
+    full = Microcircuit.from_data(folder, scale=0.1, background=background)
+    half = Microcircuit.from_data(folder, scale=0.1, k_scale=0.25, background=background)
+    np.testing.assert_allclose(half.weight, full.weight * 2)
+    np.testing.assert_array_equal(half.synapses, np.round(K * 0.1 * 0.25))
+    np.testing.assert_array_equal(half.k_ext, np.round(np.asarray(params["K_ext"]) * 0.25))
+    # van Albada et al. (2015): the mean input is restored by the DC, the variance K·w² is kept
+    np.testing.assert_allclose(
+        _mean_input(half, K / N[:, None]), _mean_input(full, K / N[:, None]), rtol=1e-9
+    )
+    np.testing.assert_allclose(half.in_degrees * half.weight**2, full.in_degrees * full.weight**2, rtol=0.05)
+
+
+@pytest.fixture(scope="module")
+def small(folder):
+    return Microcircuit.from_data(folder, scale=0.02)
+
+
+@pytest.fixture(scope="module")
+def small_edges(small):
+    return small.edges(jax.random.key(3))
+
+
+def _projection_of(mc, edges):
+    """(target, source) population of every edge."""
+    population = np.repeat(np.arange(8), mc.sizes)
+    return population[edges.post], population[edges.pre]
+
+
+def test_edges_realise_the_synapse_counts_and_pair_statistics(small, small_edges):
+    counts = np.zeros((8, 8), np.int64)
+    for receptor, sources in (("exc", [0, 2, 4, 6]), ("inh", [1, 3, 5, 7])):
+        edges = small_edges[receptor]
+        assert edges.pre.dtype == np.int32 and edges.post.dtype == np.int32
+        assert edges.weight.dtype == np.float32 and edges.delay.dtype == np.float32
+        target, source = _projection_of(small, edges)
+        assert set(np.unique(source)) <= set(sources)
+        np.add.at(counts, (target, source), 1)
+        for t, s in zip(*np.nonzero(small.synapses), strict=True):
+            if s not in sources:
+                continue
+            mask = (target == t) & (source == s)
+            # the fraction of connected pairs is PD 2014 eq. 1 at the scaled sizes
+            n_pairs = int(small.sizes[t] * small.sizes[s])
+            pairs = np.unique(edges.pre[mask].astype(np.int64) * small.n + edges.post[mask]).size
+            p = 1 - (1 - 1 / n_pairs) ** small.synapses[t, s]
+            assert abs(pairs - p * n_pairs) < 5 * np.sqrt(n_pairs * p * (1 - p)) + 1
+    np.testing.assert_array_equal(counts, small.synapses)
+
+
+@pytest.mark.parametrize(("receptor", "d_mean"), [("exc", 1.5), ("inh", 0.75)])
+def test_edge_weights_and_delays_follow_their_distributions(small, small_edges, receptor, d_mean):
+    edges = small_edges[receptor]
+    target, source = _projection_of(small, edges)
+    mean = small.weight[target, source] * small.step_factor(0.1)
+    z = (edges.weight - mean) / (0.1 * np.abs(mean))
+    assert np.all(np.sign(edges.weight) == np.sign(mean))
+    assert abs(z.mean()) < 0.01 and abs(z.std() - 1) < 0.01
+    assert edges.delay.min() > 0.1
+    # the delays are normal, redrawn below dt: the truncated normal's mean and s.d.
+    sigma = 0.5 * d_mean
+    truncated = stats.truncnorm((0.1 - d_mean) / sigma, np.inf, loc=d_mean, scale=sigma)
+    assert edges.delay.mean() == pytest.approx(truncated.mean(), abs=3e-3)
+    assert edges.delay.std() == pytest.approx(truncated.std(), abs=3e-3)
+
+
+def test_same_key_same_connectivity(small):
+    a, b = small.edges(jax.random.key(7)), small.edges(jax.random.key(7))
+    c = small.edges(jax.random.key(8))
+    np.testing.assert_array_equal(a["inh"].post, b["inh"].post)
+    np.testing.assert_array_equal(a["exc"].weight, b["exc"].weight)
+    assert a["exc"].pre.size != c["exc"].pre.size or np.any(a["exc"].pre != c["exc"].pre)
+
+
+def test_bad_arguments_name_the_argument(folder, params, small, tmp_path):
+    for bad in (0, 0.0, -0.1, 1.5, True, "0.1"):
+        with pytest.raises(ValueError, match="`scale`"):
+            Microcircuit.from_data(folder, scale=bad)
+        with pytest.raises(ValueError, match="`k_scale`"):
+            Microcircuit.from_data(folder, k_scale=bad)
+    with pytest.raises(ValueError, match=r"`scale`.*empty"):
+        Microcircuit.from_data(folder, scale=1e-4)
+    with pytest.raises(ValueError, match="`background`"):
+        Microcircuit.from_data(folder, background="noise")
+    with pytest.raises(ValueError, match="`source`"):
+        Microcircuit.from_data(tmp_path)
+    with pytest.raises(ValueError, match="K_ext"):
+        Microcircuit.from_data({k: v for k, v in params.items() if k != "K_ext"})
+    with pytest.raises(ValueError, match="conn_probs"):
+        Microcircuit.from_data(params | {"conn_probs_target_by_source": [[0.1] * 8] * 7})
+    with pytest.raises(ValueError, match="full_num_neurons"):
+        Microcircuit.from_data(params | {"full_num_neurons": [100] * 7 + [0]})
+    for bad in (0.0, -0.1, 1.0, True):
+        with pytest.raises(ValueError, match="`dt`"):
+            small.edges(jax.random.key(0), dt=bad)
+
+
+def test_docstring_example(folder):
+    module = importlib.import_module("diffbrain.zoo.networks.microcircuit")
+    with jax.enable_x64(False):
+        result = doctest.testmod(module, extraglobs={"folder": folder}, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
