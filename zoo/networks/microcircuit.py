@@ -4,6 +4,7 @@ from the published connection probabilities, built as a generic `Network` at any
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 from collections.abc import Mapping
@@ -112,18 +113,16 @@ def _load(source: str | os.PathLike | Mapping) -> Mapping:
     return params
 
 
-def _truncated_normal(
-    rng: np.random.Generator, mean: float, std: float, size: int, low: float
-) -> Float[np.ndarray, " size"]:
-    """Normal(mean, std) samples (float32), each redrawn until it exceeds ``low`` (NEST's ``redraw``)."""
-    x = rng.standard_normal(size, dtype=np.float32)
-    x *= std
-    x += mean
-    bad = np.flatnonzero(x <= low)
+def _truncated_normal(rng: np.random.Generator, mean: float, std: float, low: float, out: np.ndarray) -> None:
+    """Fill ``out`` (float32) with Normal(mean, std) samples, each redrawn until it exceeds ``low`` (NEST's
+    ``redraw``)."""
+    rng.standard_normal(dtype=np.float32, out=out)
+    out *= std
+    out += mean
+    bad = np.flatnonzero(out <= low)
     while bad.size:
-        x[bad] = mean + std * rng.standard_normal(bad.size, dtype=np.float32)
-        bad = bad[x[bad] <= low]
-    return x
+        out[bad] = mean + std * rng.standard_normal(bad.size, dtype=np.float32)
+        bad = bad[out[bad] <= low]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -318,36 +317,23 @@ class Microcircuit:
         rng = _rng(key)
         offsets = self.offsets
         result = {}
-        for receptor, sources in (
-            ("exc", np.flatnonzero(_EXCITATORY)),
-            ("inh", np.flatnonzero(~_EXCITATORY)),
-        ):
+        for receptor, excitatory in (("exc", True), ("inh", False)):
+            sources = np.flatnonzero(_EXCITATORY == excitatory)
             total = int(self.synapses[:, sources].sum())
-            pre, post = np.empty(total, np.int32), np.empty(total, np.int32)
-            weight, delay = np.empty(total, np.float32), np.empty(total, np.float32)
-            filled = 0
-            for target in range(8):
-                for source in sources:
-                    count = int(self.synapses[target, source])
-                    if count == 0:
-                        continue
-                    p, q, w, d = _projection(
-                        rng,
-                        int(self.sizes[source]),
-                        int(self.sizes[target]),
-                        count,
-                        self.weight[target, source] * factor,
-                        self.weight_rel_std,
-                        self.delay[target, source],
-                        self.delay_rel_std,
-                        dt,
-                    )
-                    stop = filled + count
-                    pre[filled:stop] = p + offsets[source]
-                    post[filled:stop] = q + offsets[target]
-                    weight[filled:stop], delay[filled:stop] = w, d
-                    filled = stop
-            result[receptor] = Edges(pre, post, weight, delay)
+            edges = Edges(*(np.empty(total, dtype) for dtype in (np.int32, np.int32, np.float32, np.float32)))
+            stop = 0
+            for target, source in itertools.product(range(8), sources):
+                count = int(self.synapses[target, source])
+                part = slice(stop, stop + count)
+                stop += count
+                # uniformly random pairs, repeats allowed (PD 2014: a "fixed total number" of synapses)
+                edges.pre[part] = rng.integers(offsets[source], offsets[source + 1], count, np.int32)
+                edges.post[part] = rng.integers(offsets[target], offsets[target + 1], count, np.int32)
+                w, d = self.weight[target, source] * factor, self.delay[target, source]
+                _truncated_normal(rng, abs(w), abs(w) * self.weight_rel_std, 0.0, edges.weight[part])
+                np.copysign(edges.weight[part], w, out=edges.weight[part])
+                _truncated_normal(rng, d, d * self.delay_rel_std, dt, edges.delay[part])
+            result[receptor] = edges
         return result
 
     def build(self, key: PRNGKeyArray, dt: float = 0.1) -> Network:
@@ -370,27 +356,3 @@ class Microcircuit:
             background=background,
             I_ext=self.I_dc[population].astype(np.float32),
         )
-
-
-def _projection(
-    rng: np.random.Generator,
-    n_pre: int,
-    n_post: int,
-    count: int,
-    weight: float,
-    weight_rel_std: float,
-    delay: float,
-    delay_rel_std: float,
-    dt: float,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``count`` synapses between uniformly random (pre, post) pairs (repeats allowed), weights normal
-    with the sign of ``weight`` kept, delays normal and above ``dt`` (both redrawn otherwise). Returns
-    local int32 indices ``(pre, post)``, float32 weights (pA) and delays (ms)."""
-    pre = rng.integers(0, n_pre, size=count, dtype=np.int32)
-    post = rng.integers(0, n_post, size=count, dtype=np.int32)
-    magnitude = abs(weight)
-    weights = _truncated_normal(rng, magnitude, magnitude * weight_rel_std, count, 0.0)
-    if weight < 0:
-        np.negative(weights, out=weights)
-    delays = _truncated_normal(rng, delay, delay * delay_rel_std, count, dt)
-    return pre, post, weights, delays
