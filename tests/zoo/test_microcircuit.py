@@ -189,12 +189,16 @@ def test_same_key_same_connectivity(folder):
     assert np.any(a["exc"].pre != c["exc"].pre)
 
 
-def test_dc_background_builds_without_poisson_drive(folder):
-    net = Microcircuit.from_data(folder, scale=0.005, background="dc").build(jax.random.key(0))
-    assert net.drives == ()
-    np.testing.assert_allclose(np.asarray(net.I_ext)[0], 562.0, atol=0.5)  # L2/3e, see above
-    poisson = Microcircuit.from_data(folder, scale=0.005).build(jax.random.key(0))
-    assert len(poisson.drives) == 1 and np.all(np.asarray(poisson.I_ext) == 0)
+def test_background_enters_as_poisson_drive_or_constant_current(folder):
+    for background, drives in (("dc", 0), ("poisson", 1)):
+        mc = Microcircuit.from_data(folder, scale=0.005, k_scale=0.1, background=background)
+        net = mc.build(jax.random.key(0))
+        assert len(net.drives) == drives
+        np.testing.assert_allclose(np.asarray(net.I_ext), np.repeat(mc.I_dc, mc.sizes), rtol=1e-6)
+    (drive,) = net.drives
+    population = np.repeat(np.arange(8), mc.sizes)
+    np.testing.assert_allclose(np.asarray(drive.mean), mc.k_ext[population] * 8.0 * 1e-4, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(drive.weight), mc.weight_ext * mc.step_factor(0.1), rtol=1e-6)
 
 
 def test_population_rates_match_potjans_diesmann(small):
