@@ -204,10 +204,11 @@ def test_background_enters_as_poisson_drive_or_constant_current(folder):
 def test_population_rates_match_potjans_diesmann(small):
     """0.5 s after a 100 ms start (V uniform in [reset, θ)): every population within ±30 % of the
     full-scale reference rates; measured over three network/input seeds: 0.84–1.08 × reference."""
-    net = small.build(jax.random.key(0))
-    assert net.names == POPULATIONS and net.sizes == tuple(small.sizes.tolist()) and net.dt == 0.1
-    result = net.simulate(600.0, jax.random.key(1))
-    counts = np.asarray(result.counts)[1000:]
+    with jax.enable_x64(False):  # the library's default precision, float32
+        net = small.build(jax.random.key(0))
+        assert net.names == POPULATIONS and net.sizes == tuple(small.sizes.tolist()) and net.dt == 0.1
+        assert net.I_ext.dtype == jnp.float32
+        counts = np.asarray(net.simulate(600.0, jax.random.key(1)).counts)[1000:]
     rates = counts.sum(axis=0) / small.sizes / 0.5
     ratio = rates / small.reference_rates
     assert np.all((ratio > 0.7) & (ratio < 1.3)), dict(zip(POPULATIONS, rates.round(2), strict=True))
@@ -236,6 +237,8 @@ def test_bad_arguments_name_the_argument(folder, params, small, tmp_path):
         Microcircuit.from_data(params | {"conn_probs_target_by_source": [[0.1] * 8] * 7})
     with pytest.raises(ValueError, match="full_num_neurons"):
         Microcircuit.from_data(params | {"full_num_neurons": [100] * 7 + [0]})
+    with pytest.raises(ValueError, match="K_ext"):
+        Microcircuit.from_data(params | {"K_ext": [1600] * 7 + [-1]})
     for bad in (0.0, -0.1, 1.0, True):
         with pytest.raises(ValueError, match="`dt`"):
             small.edges(jax.random.key(0), dt=bad)

@@ -110,6 +110,12 @@ def _load(source: str | os.PathLike | Mapping) -> Mapping:
         raise ValueError(f"`full_num_neurons` must be 8 positive integers, got {sizes!r}.")
     if conn.shape != (8, 8) or not np.all((conn >= 0) & (conn < 1)):
         raise ValueError("`conn_probs_target_by_source` must be an 8 × 8 matrix of probabilities in [0, 1).")
+    for key in ("K_ext", "full_mean_rates_Hz_reference"):
+        values = np.asarray(params[key], np.float64)
+        if values.shape != (8,) or not np.all(np.isfinite(values) & (values >= 0)):
+            raise ValueError(
+                f"`{key}` must be 8 finite non-negative numbers, one per population, got {values!r}."
+            )
     return params
 
 
