@@ -2,6 +2,7 @@
 
 * `Network`: populations of any zoo spiking neuron, receptors wired by sparse `Edges` with per-synapse
   delays, Poisson `Background` input and current `Pulse` s; `Network.simulate` returns a `NetworkResult`.
+* `MultiArea`: the Joglekar et al. (2018) macaque multi-area model from the Markov et al. (2014) connectome.
 * `EINetwork`: the Brette et al. (2007) COBA/CUBA benchmark, simulated with `simulate`.
 
 Both results share `AbstractPopulationResult` (``rates``, ``rate_trace``, ``spike_trains``).
@@ -13,6 +14,7 @@ from .ei import EIResult as EIResult
 from .ei import EIState as EIState
 from .ei import rates as rates
 from .ei import simulate as simulate
+from .multiarea import MultiArea as MultiArea
 from .network import AbstractPopulationResult as AbstractPopulationResult
 from .network import Background as Background
 from .network import Edges as Edges
@@ -30,6 +32,7 @@ __all__ = [
     "EIResult",
     "EIState",
     "Edges",
+    "MultiArea",
     "Network",
     "NetworkResult",
     "NetworkState",

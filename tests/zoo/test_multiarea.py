@@ -1,0 +1,121 @@
+"""`zoo.networks.MultiArea`: the Joglekar et al. (2018) macaque model on the Markov et al. (2014) connectome.
+
+Reference behaviour (Joglekar 2018, Figs. 5–6): a pulse into V1 propagates up the hierarchy, the response
+shrinking and arriving later in higher areas. Criteria, on the mean traces of 2 seeds (network and noise):
+Spearman ρ(hierarchy, response) ≤ −0.5, and ρ(hierarchy, onset) ≥ 0.3 over the areas whose response exceeds
+5 Hz, which must include V1, V2 and V4. Measured at n_per_area = 50 with the default 6.3 mV pulse: −0.62,
+and +0.70 over the 7 responding areas V1 V2 V4 DP MT TEO TEpd.
+"""
+
+import jax
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+from diffbrain.zoo.networks import MultiArea
+
+FOLDER = "conn-macaque-markov2014-29areas"
+
+
+@pytest.fixture(scope="module")
+def folder(shared_data):
+    path = shared_data / FOLDER
+    if not path.is_dir():
+        pytest.skip(f"{path} not found")
+    return path
+
+
+def _areas_of(model, neurons):
+    return np.asarray(neurons) // model.n_per_area
+
+
+def test_long_range_delays_equal_distance_over_speed(folder):
+    model = MultiArea.from_connectome(folder, n_per_area=10, key=jax.random.key(0), delay_jitter=0.0)
+    fln = np.asarray(model.fln)
+    distance = np.loadtxt(folder / "distance_mm_29x29.csv", delimiter=",")
+    np.testing.assert_allclose(model.distance_mm, distance)
+    projection = model.network.projections["exc"]
+    W = projection.W
+    rows = np.repeat(np.arange(W.shape[0]), np.diff(np.asarray(W.indptr)))
+    source = _areas_of(model, np.asarray(projection.source)[rows])
+    target = _areas_of(model, np.asarray(W.indices))
+    lag = np.asarray(projection.lag)[rows]
+    local = source == target
+    expected = np.rint(distance[target, source] / 3.5 / model.network.dt)
+    np.testing.assert_array_equal(lag[~local], expected[~local])
+    np.testing.assert_array_equal(lag[local], 20)  # 2 ms
+    # every pair of areas with FLN > 0 is wired, no other
+    wired = np.zeros_like(fln, bool)
+    wired[target[~local], source[~local]] = True
+    np.testing.assert_array_equal(wired, (fln > 0) & ~np.eye(len(fln), dtype=bool))
+    # with jitter (10 % SD), the mean delay of each pair stays distance/speed (within 4 standard errors)
+    jittered = MultiArea.from_connectome(folder, n_per_area=10, key=jax.random.key(0))
+    projection = jittered.network.projections["exc"]
+    W = projection.W
+    rows = np.repeat(np.arange(W.shape[0]), np.diff(np.asarray(W.indptr)))
+    source, target = (
+        _areas_of(jittered, np.asarray(projection.source)[rows]),
+        _areas_of(jittered, np.asarray(W.indices)),
+    )
+    lag_ms = np.asarray(projection.lag)[rows] * jittered.network.dt
+    far = np.where(fln > 0, distance, 0.0)  # the longest wired projection
+    t, s = np.unravel_index(np.argmax(far), far.shape)
+    pair = (source == s) & (target == t)
+    mean = distance[t, s] / 3.5
+    assert abs(lag_ms[pair].mean() - mean) < 4 * 0.1 * mean / np.sqrt(pair.sum()) + 0.05
+    assert 0.05 * mean < lag_ms[pair].std() < 0.15 * mean
+
+
+def test_v1_pulse_propagates_up_the_hierarchy(folder):
+    traces = []
+    for seed in range(2):
+        model = MultiArea.from_connectome(folder, n_per_area=50, key=jax.random.key(seed))
+        result = model.simulate(300.0, jax.random.key(100 + seed))  # pulse into V1 E from 100 to 200 ms
+        traces.append(np.asarray(model.area_rates(result, 5.0)))
+    rates = np.mean(traces, axis=0)
+    base, after = rates[:20].mean(axis=0), rates[20:]
+    response = after[:30].mean(axis=0) - base
+    peak = after.max(axis=0)
+    onset = np.argmax(after > base + 0.5 * (peak - base), axis=0) * 5.0
+    hierarchy = np.asarray(model.hierarchy)
+    assert spearmanr(hierarchy, response)[0] <= -0.5, response
+    responding = response > 5.0
+    names = set(np.asarray(model.areas)[responding])
+    assert {"V1", "V2", "V4"} <= names, names
+    assert spearmanr(hierarchy[responding], onset[responding])[0] >= 0.3, (names, onset[responding])
+    assert np.all(base < 10.0)  # a quiet asynchronous baseline before the pulse
+
+
+def test_bad_connectome_input_names_the_argument(folder):
+    fln = np.loadtxt(folder / "fln_29x29.csv", delimiter=",")
+    distance = np.loadtxt(folder / "distance_mm_29x29.csv", delimiter=",")
+    hierarchy = np.loadtxt(folder / "hierarchy_29.csv", delimiter=",")
+    areas = (folder / "areas.txt").read_text().split()
+    key = jax.random.key(0)
+    nan = fln.copy()
+    nan[3, 4] = np.nan
+    negative = distance.copy()
+    negative[1, 2] = -1.0
+    cases = [
+        ((fln[:, :-1], distance, hierarchy, areas), "`fln` must be a square"),
+        ((nan, distance, hierarchy, areas), "`fln` must be finite"),
+        ((fln, negative, hierarchy, areas), "`distance_mm` must be ≥ 0"),
+        ((fln, distance[:-1, :-1], hierarchy, areas), "same areas"),
+        ((fln, distance, hierarchy, areas[:-1]), "`areas`"),
+        ((fln, distance, hierarchy, [*areas[:-1], "V1"]), "`areas`"),
+        ((fln * 3, distance, hierarchy, areas), "sum to ≤ 1"),
+    ]
+    for args, message in cases:
+        with pytest.raises(ValueError, match=message):
+            MultiArea.build(*args, key=key)
+    with pytest.raises(ValueError, match="`gba`"):
+        MultiArea.build(fln, distance, hierarchy, areas, key=key, gba="medium")
+    with pytest.raises(ValueError, match="`n_per_area`"):
+        MultiArea.build(fln, distance, hierarchy, areas, key=key, n_per_area=1)
+    with pytest.raises(ValueError, match="`params`"):
+        MultiArea.build(fln, distance, hierarchy, areas, key=key, params={"tau": 1.0})
+    with pytest.raises(ValueError, match="`path`"):
+        MultiArea.from_connectome(folder.parent, key=key)
+    model = MultiArea.build(fln, distance, hierarchy, areas, key=key, n_per_area=4)
+    with pytest.raises(ValueError, match="`area`"):
+        model.pulse("V9")
