@@ -1,9 +1,11 @@
 """The Potjans & Diesmann (2014) microcircuit (`zoo.networks.microcircuit`).
 
-References: the parameters and connection probabilities are the published ones (PD 2014, Tables 4–5) as
-transcribed in ``../shared/data/conn-potjans-diesmann2014`` (see its PROVENANCE.md); the reference rates
-are the full-scale population rates of that file (``full_mean_rates_Hz_reference``, NEST's PD 2014 example),
-which agree with PD 2014 Fig. 6 (L2/3e ≈ 0.9, L4e ≈ 4.4, L5e ≈ 7.7, L6e ≈ 1.1 Hz).
+References: the parameters and connection probabilities (PD 2014, Table 5) are the published ones as
+transcribed in ``../shared/data/conn-potjans-diesmann2014`` (see its PROVENANCE.md). The reference rates
+are that file's full-scale population rates (``full_mean_rates_Hz_reference``, from NEST's PD 2014 example:
+0.94, 3.03, 4.37, 5.88, 7.73, 8.66, 1.10, 7.85 Hz for L2/3e … L6i); they agree with the values the project
+issue quotes from PD 2014 Fig. 6 (L2/3e ≈ 0.9, L4e ≈ 4.4, L5e ≈ 7.6, L6e ≈ 1.1 Hz). The paper's figure
+itself was not available here to read off the inhibitory rates.
 """
 
 import doctest

@@ -138,7 +138,7 @@ class Microcircuit:
     ≈ 3·10⁸ synapses, at a chosen ``scale``. Make it with `Microcircuit.from_data`, then `build` the
     `Network` (or draw the connectivity alone with `edges`).
 
-    The model, with the values of the data file (PD 2014, Tables 4–5):
+    The model, with the values of the data file (PD 2014; connection probabilities: its Table 5):
 
     * neurons ``iaf_psc_exp``: τ_m 10 ms, C_m 250 pF, E_L −65, θ −50, reset −65 mV, t_ref 2 ms;
     * synapses: exponential currents, τ_syn 0.5 ms; ``w`` 87.8 pA (a 0.15 mV PSP, `psc_amplitude`), doubled
