@@ -104,7 +104,7 @@ def test_every_table_number_in_the_report_comes_from_the_results(tiny_run):
         for method, summary in problem["methods"].items():
             assert f"| {method} | {summary['kind']} | {summary['median_loss']:.4g} |" in report
     network = reproduce.load_section(out, "network")["results"]
-    assert f"| E | {network['rates_hz'][0]:.3g} |" in report
+    assert f"| E | — | {network['rates_hz'][0]:.3g} |" in report
 
 
 def test_a_second_run_reuses_every_section(tiny_run):
@@ -141,3 +141,25 @@ def test_expected_duration_counts_only_unfinished_sections(tiny_run):
     out = tiny_run[0]
     assert reproduce.expected_seconds(reproduce.TINY, out) == 0
     assert reproduce.expected_seconds(reproduce.FULL, out) == sum(reproduce.FULL.expected.values())
+
+
+def test_connectome_network_setup_reads_propagation_along_the_hierarchy(shared_data, tmp_path):
+    if not hasattr(networks, "MultiArea"):
+        pytest.skip("zoo.networks.MultiArea is not available in this version")
+    import jax
+
+    config = reproduce.NetworkConfig(
+        duration_ms=80.0, pulse_start_ms=20.0, pulse_ms=30.0, n_per_area=10, record=2
+    )
+    setup = reproduce.connectome_network(config, jax.random.key(0))
+    assert (
+        len(setup.names) == 58 and setup.names[setup.readout[0]] == "V1/E" and setup.stimulated == ("V1/E",)
+    )
+    assert np.all(np.diff(np.asarray(setup.hierarchy)[list(setup.readout)]) >= 0)  # areas in hierarchy order
+    results = reproduce.network_section(
+        config, tmp_path, tmp_path, log=lambda line: None, builder=lambda c, k: setup
+    )
+    assert len(results["readout"]) == 29 and _finite(results["rates_hz"])
+    v1 = results["names"].index("V1/E")
+    # The pulse (15 mV of drive for 30 ms) drives V1/E well above its baseline.
+    assert results["peak_response_hz"][v1] > 20 and 0 <= results["latency_ms"][v1] < config.pulse_ms + 10
