@@ -6,7 +6,8 @@ too with ``full``), firing fractions 0.5%, 2% and 10%, one shared (homogeneous) 
 
 * ``diffbrain``: `diffbrain.ops.event_matvec` with the automatic backend, and ``diffbrain.<backend>``
   for each backend usable here;
-* ``dense``: ``s @ W`` with a dense matrix (skipped when it would not fit or, in quick mode, for n ≥ 20k);
+* ``dense``: ``s @ W`` with a dense matrix, up to n = 20,000 (1.6 GB in float32; at n = 100,000 it would
+  need 40 GB: skipped with that reason);
 * ``bcoo``: ``s @ W`` with `jax.experimental.sparse.BCOO`;
 * ``segment_sum``: every synapse's ``w·s[pre]`` summed per postsynaptic neuron (`jax.ops.segment_sum`);
 * ``numba``: a plain loop on NumPy arrays — for each spiking row, add its weights into ``y`` — the
@@ -17,9 +18,14 @@ Metrics (s, medians after warm-up, timed in turns): ``step_time`` — per step o
 different spike vectors, as a simulation uses it (``STEPS`` steps; ``DENSE_STEPS`` for the methods that
 touch every synapse); ``call_time`` — one forward call; ``weight_grad_time`` — the VJP w.r.t. the weights;
 ``spike_vjp_time`` — the VJP w.r.t. float spikes; ``csr_matvec_time`` (diffbrain) — the plain product the
-spike VJP is compared with. Ratios (×, a time over another): ``ratio_vs_<peer>`` of each diffbrain method's
-step and call times (< 1: diffbrain faster), ``grad_over_forward`` (weight gradient / forward call) and
+spike VJP is compared with; ``zeros_time`` (diffbrain) — a jitted ``jnp.zeros(nnz)``, what XLA pays to
+produce an nnz-sized output, the floor of any weight gradient that writes its zeros. Ratios (×, a time over
+another): ``ratio_vs_<peer>`` of each diffbrain method's step and call times (< 1: diffbrain faster),
+``grad_over_forward`` (weight gradient / forward call), ``grad_over_zeros`` (weight gradient / zeros) and
 ``spike_vjp_over_csr_matvec``.
+
+``python -m diffbrain.bench.ops`` prints only diffbrain's forward and backward times side by side (see
+`gradient_table`).
 """
 
 from __future__ import annotations
@@ -52,7 +58,7 @@ STEPS = 100
 DENSE_STEPS = 10
 """Scan steps for the methods whose cost does not depend on the spikes (their per-step time is stable)."""
 DENSE_LIMIT = 20_000
-"""Largest n with a dense matrix (1.6 GB in float32); quick mode stays below it."""
+"""Largest n with a dense matrix (1.6 GB in float32)."""
 QUICK = {"repeats": 3, "quick": True}
 DTYPE = jnp.float32
 METRICS = ("step_time", "call_time", "weight_grad_time", "spike_vjp_time")
@@ -63,6 +69,7 @@ SUMMARY_RATIOS = (
     "step_time_ratio_vs_segment_sum",
     "step_time_ratio_vs_dense",
     "grad_over_forward",
+    "grad_over_zeros",
     "spike_vjp_over_csr_matvec",
 )
 """The ratios of the automatic ``diffbrain`` method that `summary` shows."""
@@ -137,11 +144,13 @@ def jax_methods(W: ops.CSR, quick: bool) -> tuple[dict[str, Method], dict[str, s
     methods["segment_sum"] = Method(segment_sum, W.data, (rows, W.indices), True)
     coordinates = jnp.stack([rows, W.indices], axis=1)
     methods["bcoo"] = Method(bcoo, W.data, (coordinates,), True)
-    if n_pre * n_post <= DENSE_LIMIT**2 and not (quick and n_pre >= DENSE_LIMIT):
+    if n_pre * n_post <= DENSE_LIMIT**2:
         methods["dense"] = Method(dense, W.to_dense(), (), True)
     else:
+        gigabytes = n_pre * n_post * jnp.dtype(DTYPE).itemsize / 1e9
         skips["dense"] = (
-            f"a dense {n_pre}×{n_post} matrix is too large here (n ≥ {DENSE_LIMIT:,} in quick mode)"
+            f"a dense {n_pre}×{n_post} matrix needs {gigabytes:.0f} GB (and its gradient as much again); "
+            f"measured up to n = {DENSE_LIMIT:,}"
         )
     return methods, skips
 
@@ -167,6 +176,17 @@ def jax_runs(method: Method, spikes: jax.Array, x: jax.Array, cotangent: jax.Arr
         "weight_grad_time": lambda: weight_vjp(weights, structure, spikes[0], cotangent),
         "spike_vjp_time": lambda: spike_vjp(weights, structure, x, cotangent),
     }
+
+
+BASELINES = ("csr_matvec_time", "zeros_time")
+"""The diffbrain-only metrics that the gradients are compared with (see the module docstring)."""
+
+
+def baseline_runs(W: ops.CSR, x: jax.Array, backend: str | None) -> dict[str, Callable]:
+    """Zero-argument timed calls of `BASELINES`: ``csr_matvec(x, W)`` and ``jnp.zeros(nnz)``."""
+    matvec = jax.jit(lambda W, x: ops.csr_matvec(x, W, backend=backend))
+    zeros = jax.jit(lambda data: jnp.zeros(W.indices.shape, data.dtype))
+    return {"csr_matvec_time": lambda: matvec(W, x), "zeros_time": lambda: zeros(W.data)}
 
 
 @functools.cache
@@ -283,15 +303,14 @@ def run_case(case: Case, W: ops.CSR, repeats: int = 5, quick: bool = False) -> l
     for name in runs:
         if name.startswith("diffbrain"):
             backend = None if name == "diffbrain" else name.split(".", 1)[1]
-            matvec = jax.jit(lambda W, x, backend=backend: ops.csr_matvec(x, W, backend=backend))
-            runs[name]["csr_matvec_time"] = lambda matvec=matvec: matvec(W, x)
+            runs[name] |= baseline_runs(W, x, backend)
 
     fields = dict(
         params=format_params(dict(n=case.n, per_row=case.per_row, firing=case.firing, weights=case.weights)),
         dtype=jnp.dtype(DTYPE).name,
     )
     timings: dict[str, dict[str, Timing]] = {}
-    for metric in (*METRICS, "csr_matvec_time"):
+    for metric in (*METRICS, *BASELINES):
         fns = {name: metric_runs[metric] for name, metric_runs in runs.items() if metric in metric_runs}
         for name, timing in measure_side_by_side(fns, repeats).items():
             timings.setdefault(name, {})[metric] = timing
@@ -349,6 +368,9 @@ def ratio_records(case: Case, values: dict[str, dict[str, float]], fields: dict)
                 own["weight_grad_time"] / own["call_time"],
                 "weight VJP / forward",
             )
+        if "weight_grad_time" in own and "zeros_time" in own:
+            note = "weight VJP / jnp.zeros(nnz) (< 1: the output is not written in full)"
+            ratio(method, "grad_over_zeros", own["weight_grad_time"] / own["zeros_time"], note)
         if "csr_matvec_time" in own and "spike_vjp_time" in own:
             note = "spike VJP / plain CSR matvec"
             ratio(method, "spike_vjp_over_csr_matvec", own["spike_vjp_time"] / own["csr_matvec_time"], note)
@@ -374,6 +396,45 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
     return table.pivot_table(index="case", columns="column", values="value", aggfunc="last", sort=False)
 
 
+GRADIENT_METRICS = ("call_time", "weight_grad_time", "zeros_time", "spike_vjp_time", "csr_matvec_time")
+
+
+def gradient_table(
+    sizes: Sequence[tuple[int, int]] = SIZES,
+    firing: Sequence[float] = FIRING,
+    weights: Sequence[str] = WEIGHTS,
+    repeats: int = 9,
+) -> pd.DataFrame:
+    """diffbrain's forward and backward single calls side by side (automatic backend), ms, and their ratios.
+
+    Per case, in turns (`measure_side_by_side`): the forward `event_matvec`, the weight gradient (VJP w.r.t.
+    ``W.data``), ``jnp.zeros(nnz)``, the VJP w.r.t. float spikes and `csr_matvec`; then ``grad/fwd``,
+    ``grad/zeros`` and ``spike vjp/matvec`` (×).
+    """
+    rows = []
+    for n, per_row in sizes:
+        for kind in weights:
+            W = build(n, per_row, kind, jax.random.key(0))
+            for fraction in firing:
+                key = jax.random.key(n)
+                spikes, x = spike_vectors(key, n, fraction)
+                cotangent = jax.random.normal(jax.random.fold_in(key, 2), (n,), DTYPE)
+                methods, _ = jax_methods(W, quick=True)
+                runs = jax_runs(methods["diffbrain"], spikes, x, cotangent) | baseline_runs(W, x, None)
+                timings = measure_side_by_side({m: runs[m] for m in GRADIENT_METRICS}, repeats)
+                ms = {m: timings[m].median * 1e3 for m in GRADIENT_METRICS}
+                rows.append(
+                    {"case": Case(n, per_row, fraction, kind).name}
+                    | {f"{m.removesuffix('_time')} ms": v for m, v in ms.items()}
+                    | {
+                        "grad/fwd": ms["weight_grad_time"] / ms["call_time"],
+                        "grad/zeros": ms["weight_grad_time"] / ms["zeros_time"],
+                        "spike vjp/matvec": ms["spike_vjp_time"] / ms["csr_matvec_time"],
+                    }
+                )
+    return pd.DataFrame(rows).set_index("case")
+
+
 def run(
     sizes: Sequence[tuple[int, int]] = SIZES,
     firing: Sequence[float] = FIRING,
@@ -392,3 +453,23 @@ def run(
                 progress(case.name)
                 records += run_case(case, W, repeats, quick)
     return records
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m diffbrain.bench.ops", description=gradient_table.__doc__)
+    parser.add_argument("--sizes", nargs="+", type=int, help=f"n of {FULL_SIZES} (default: all of {SIZES})")
+    parser.add_argument("--full", action="store_true", help=f"the sizes {FULL_SIZES}")
+    parser.add_argument("--firing", nargs="+", type=float, default=FIRING, help="firing fractions")
+    parser.add_argument("--weights", nargs="+", choices=WEIGHTS, default=WEIGHTS)
+    parser.add_argument("--repeats", type=int, default=9)
+    args = parser.parse_args()
+    grid = [
+        size for size in (FULL_SIZES if args.full else SIZES) if args.sizes is None or size[0] in args.sizes
+    ]
+    table = gradient_table(grid, args.firing, args.weights, args.repeats)
+    with pd.option_context(
+        "display.width", 250, "display.max_columns", None, "display.float_format", "{:.3g}".format
+    ):
+        print(table)

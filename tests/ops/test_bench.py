@@ -62,8 +62,19 @@ def test_run_case_records(tiny_case):
     assert {"diffbrain", "segment_sum", "bcoo", "dense"} <= set(ok.method)
     assert set(frame[frame.status == "skipped"].method) == {"numba", "brainevent"}
     assert all(math.isfinite(value) and value > 0 for value in ok.value)
-    assert {"step_time_ratio_vs_segment_sum", "grad_over_forward", "spike_vjp_over_csr_matvec"} <= set(
-        ok[ok.method == "diffbrain"].metric
-    )
+    ratios = {
+        "step_time_ratio_vs_segment_sum",
+        "grad_over_forward",
+        "grad_over_zeros",
+        "spike_vjp_over_csr_matvec",
+    }
+    assert ratios <= set(ok[ok.method == "diffbrain"].metric)
     table = suite.summary(frame)
     assert list(table.index) == [case.name] and "µs diffbrain" in table.columns
+
+
+def test_gradient_table():
+    table = suite.gradient_table([(300, 10)], firing=[0.05], weights=["homogeneous"], repeats=1)
+    assert list(table.index) == ["n=300/k=10/firing=5.0%/homogeneous"]
+    assert {"call ms", "weight_grad ms", "zeros ms", "grad/fwd", "spike vjp/matvec"} <= set(table.columns)
+    assert np.isfinite(table.to_numpy()).all() and (table.to_numpy() > 0).all()
