@@ -2,9 +2,11 @@
 
 For every suite and every measured metric, one table has the cases as rows and the methods as columns; the
 best value of each row is in bold, and a last column gives diffbrain's ratio to the best peer, oriented so
-that > 1 always means diffbrain is better. Only the newest record of each (suite, case, method, metric)
-counts, so a results folder may hold the history of many runs. Skipped peers are listed with their reason,
-never filled in.
+that > 1 always means diffbrain is better. The sim suite gets one table per case instead, simulators as
+rows (wall time per biological second, compile time, firing rates, time over the fastest; the winner
+marked), and a log-log plot of wall time vs N per simulator. Only the newest record of each (suite, case,
+method, metric) counts, so a results folder may hold the history of many runs. Skipped peers are listed
+with their reason, never filled in.
 
     diffbrain leaderboard RESULTS_DIR... [--out leaderboard]
 """
@@ -29,6 +31,16 @@ RATIO_UNIT = "x"
 """Ratios are derived numbers: the leaderboard recomputes them from the raw metrics, so they get no table."""
 
 _OURS = "diffbrain"
+
+SIM_SUITE = "sim"
+SIM_WALL = "wall_time_per_bio_s"
+SIM_COLUMNS = (
+    (SIM_WALL, "wall s per bio-s"),
+    ("compile_time", "compile s"),
+    ("firing_rate_e", "E rate (Hz)"),
+    ("firing_rate_i", "I rate (Hz)"),
+)
+"""The sim suite's table: simulators as rows, these metrics as columns."""
 
 
 LOWER_IS_BETTER_WORDS = ("loss", "error", "time", "memory", "cost")
@@ -130,6 +142,13 @@ def _plot(table: pd.DataFrame, title: str, unit: str, path: Path) -> None:
     axis.legend()
     axis.grid(alpha=0.3, which="both")
     figure.tight_layout()
+    _save_figure(figure, path)
+
+
+def _save_figure(figure, path: Path) -> None:
+    """Write ``figure`` to ``path`` as PNG atomically, then close it."""
+    import matplotlib.pyplot as plt
+
     handle, temporary = tempfile.mkstemp(suffix=".png", dir=path.parent)
     os.close(handle)
     try:
@@ -139,6 +158,98 @@ def _plot(table: pd.DataFrame, title: str, unit: str, path: Path) -> None:
         plt.close(figure)
         if os.path.exists(temporary):
             os.unlink(temporary)
+
+
+def _parse_params(params: str) -> dict[str, str]:
+    """``"n=4000;duration_ms=1000.0"`` → ``{"n": "4000", "duration_ms": "1000.0"}``."""
+    return dict(item.split("=", 1) for item in params.split(";") if "=" in item)
+
+
+def _case_size(records: pd.DataFrame) -> pd.DataFrame:
+    """``records`` with numeric ``n`` and ``duration_ms`` columns read from their params."""
+    params = records["params"].map(_parse_params)
+    return records.assign(
+        n=params.map(lambda p: float(p.get("n", "nan"))),
+        duration_ms=params.map(lambda p: float(p.get("duration_ms", "nan"))),
+    )
+
+
+def sim_table(records: pd.DataFrame) -> pd.DataFrame:
+    """One sim case: simulators as rows (fastest first), `SIM_COLUMNS` as columns, and ``time / fastest``
+    (wall time per biological second over the fastest simulator's); skipped simulators keep a row of NaN."""
+    ok = records[records["status"] == "ok"]
+    table = ok.pivot_table(index="method", columns="metric", values="value", aggfunc="last")
+    table = table.reindex(index=list(dict.fromkeys(records["method"])), columns=[m for m, _ in SIM_COLUMNS])
+    table = table.sort_values(SIM_WALL, na_position="last", kind="stable")
+    table["time / fastest"] = table[SIM_WALL] / table[SIM_WALL].min()
+    return table
+
+
+def _sim_markdown(table: pd.DataFrame) -> str:
+    header = ["simulator", *(label for _, label in SIM_COLUMNS), "time / fastest"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    fastest = table[SIM_WALL].idxmin() if table[SIM_WALL].notna().any() else None
+    for method, row in table.iterrows():
+        cells = [_format(row[metric]) for metric, _ in SIM_COLUMNS]
+        ratio = row["time / fastest"]
+        cells.append(f"{ratio:.2f}×" if np.isfinite(ratio) else "—")
+        name = str(method)
+        if method == fastest:
+            name, cells[0] = f"**{name}** (winner)", f"**{cells[0]}**"
+        lines.append("| " + " | ".join([name, *cells]) + " |")
+    return "\n".join(lines)
+
+
+def _ours_vs_best_peer(table: pd.DataFrame) -> str:
+    wall = table[SIM_WALL].dropna()
+    peers = wall[[not _is_ours(m) for m in wall.index]]
+    if _OURS not in wall.index or peers.empty:
+        return ""
+    ratio = peers.min() / wall[_OURS]
+    verdict = "faster" if ratio >= 1 else "slower"
+    factor = ratio if ratio >= 1 else 1 / ratio
+    return f"diffbrain vs the best peer ({peers.idxmin()}): {factor:.2f}× {verdict} per biological second."
+
+
+def sim_sections(records: pd.DataFrame, out: Path) -> list[str]:
+    """The sim suite: a table per case (simulators as rows) and the plot of wall time vs N, log-log."""
+    records = _case_size(records)
+    sections = []
+    cases = records.drop_duplicates("case").sort_values(["n", "duration_ms"], kind="stable")["case"]
+    for case in cases:
+        table = sim_table(records[records["case"] == case])
+        sections += ["", f"### {case}", "", _sim_markdown(table)]
+        if line := _ours_vs_best_peer(table):
+            sections += ["", line]
+    wall = records[(records["metric"] == SIM_WALL) & (records["status"] == "ok")]
+    if not wall.empty:
+        plot = out / "sim_scaling.png"
+        _plot_scaling(wall, plot)
+        sections += ["", "### wall time vs N", "", f"![wall time per biological second vs N]({plot.name})"]
+    return sections
+
+
+def _plot_scaling(wall: pd.DataFrame, path: Path) -> None:
+    """Wall time per biological second vs N per simulator (the longest run at each N), log-log."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    longest = wall.sort_values("duration_ms", kind="stable").drop_duplicates(["method", "n"], keep="last")
+    figure, axis = plt.subplots(figsize=(6.5, 4.5))
+    for method, points in longest.sort_values("n").groupby("method", sort=True):
+        style = dict(lw=2.5, color="black") if method == _OURS else {}
+        axis.plot(points["n"], points["value"], marker="o", label=method, **style)
+    axis.set_xscale("log")
+    axis.set_yscale("log")
+    axis.set_xlabel("neurons N (fixed in-degree)")
+    axis.set_ylabel("wall time per biological second (s)")
+    axis.set_title("sim: COBA network, wall time vs N")
+    axis.legend()
+    axis.grid(alpha=0.3, which="both")
+    figure.tight_layout()
+    _save_figure(figure, path)
 
 
 def _provenance(records: pd.DataFrame) -> str:
@@ -187,6 +298,9 @@ def render(
     for suite, suite_records in records.groupby("suite", sort=True):
         write_csv([Record(**row) for row in suite_records.to_dict("records")], out / f"{suite}.csv")
         sections += ["", f"## {suite}", "", _provenance(suite_records)]
+        if suite == SIM_SUITE:
+            sections += sim_sections(suite_records, out)
+            continue
         for metric, metric_records in suite_records.groupby("metric", sort=False):
             unit = metric_records["unit"].iloc[0]
             if unit == RATIO_UNIT:

@@ -1,0 +1,462 @@
+"""The COBA network in peer simulators, run in a subprocess by `diffbrain.bench.sim`.
+
+    PYTHON sim_peers.py SPEC.json OUT.json
+
+``PYTHON`` is an interpreter that has the peer installed (Brian2, BrainPy, NEST); this script imports
+neither diffbrain nor JAX unless the peer itself needs it, so it runs in any environment. ``SPEC.json``
+names the simulator, the network file (``.npz`` with the exact synapses and initial membrane potentials that
+diffbrain simulates: ``pre_e``, ``post_e``, ``pre_i``, ``post_i`` as global neuron indices, ``V0`` in mV) and
+the model parameters (mV, ms, nS, pA); every simulator gets the same network, neuron by neuron and synapse by
+synapse. ``OUT.json`` receives::
+
+    {"status": "ok", "versions": {...}, "runs": [
+        {"duration_ms": 1000.0, "compile_s": 12.3, "run_s": [0.91, 0.93, 0.92], "rates_hz": [16.1, 16.4]}]}
+
+or ``{"status": "skipped", "reason": "..."}`` when the peer is not installed here (never a made-up
+number). Per duration: one warm-up run that also compiles (its cost minus a timed run's is ``compile_s``;
+Brian2 cpp_standalone reports its C++ build instead; NEST, which compiles nothing, has none), then up to
+``repeats`` timed runs from the same initial state, stopped early once ``budget_s`` seconds of timed runs
+have passed (at least one). ``run_s`` is the
+wall time of the simulation loop only (for cpp_standalone, the time the compiled binary reports for its
+``run``; for the others, the Python call that simulates ``duration_ms``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import json
+import os
+import sys
+import time
+import traceback
+
+import numpy as np
+
+SIMULATORS = ("brian2.runtime", "brian2.cpp_standalone", "brainpy", "brainpy.state", "nest")
+PACKAGES = {
+    "brian2.runtime": ("brian2", "cython"),
+    "brian2.cpp_standalone": ("brian2",),
+    "brainpy": ("brainpy", "brainevent", "jax"),
+    "brainpy.state": ("brainpy", "brainstate", "brainevent", "brainunit", "jax"),
+    "nest": ("nest-simulator",),
+}
+"""The distributions whose versions a simulator's records name."""
+MODULES = {
+    "brian2.runtime": "brian2",
+    "brian2.cpp_standalone": "brian2",
+    "brainpy": "brainpy",
+    "brainpy.state": "brainpy.state",
+    "nest": "nest",
+}
+
+
+class Skip(Exception):
+    """The simulator cannot run here; the message says why."""
+
+
+def versions(simulator: str) -> dict[str, str]:
+    found = {}
+    for name in PACKAGES[simulator]:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = "missing"
+    return found
+
+
+def _import(simulator: str):
+    module = MODULES[simulator]
+    try:
+        return __import__(module, fromlist=["_"])
+    except ImportError as error:
+        raise Skip(f"{module} is not installed in {sys.executable} ({error})") from None
+
+
+def _timed_runs(simulate, duration_ms: float, repeats: int, budget_s: float, warmup: bool = True):
+    """Warm-up run (unless ``warmup`` is False), then timed runs;
+    ``simulate(duration_ms) -> (seconds, counts_e, counts_i)``."""
+    warm_s = simulate(duration_ms)[0] if warmup else 0.0
+    runs, counts = [], None
+    while len(runs) < repeats and (not runs or sum(runs) < budget_s):
+        seconds, n_e, n_i = simulate(duration_ms)
+        runs.append(seconds)
+        counts = (n_e, n_i)
+    return warm_s, runs, counts
+
+
+def _record(duration_ms, compile_s, runs, counts, sizes):
+    rates = [count / size / duration_ms * 1000.0 for count, size in zip(counts, sizes, strict=True)]
+    return {"duration_ms": duration_ms, "compile_s": compile_s, "run_s": runs, "rates_hz": rates}
+
+
+# --- Brian2 -----------------------------------------------------------------------------------------------
+
+
+def _brian2_network(b, net, p):
+    """The COBA network in Brian2 units, exponential Euler, spike counts per neuron; fixed names, so that a
+    second cpp_standalone build differs only in the run duration and recompiles only main.cpp."""
+    n = net["V0"].size
+    namespace = {
+        "g_L": p["g_L"] * b.nS,
+        "C": p["C"] * b.pF,
+        "V_rest": p["V_rest"] * b.mV,
+        "V_th": p["V_th"] * b.mV,
+        "V_reset": p["V_reset"] * b.mV,
+        "E_e": p["E_e"] * b.mV,
+        "E_i": p["E_i"] * b.mV,
+        "tau_e": p["tau_e"] * b.ms,
+        "tau_i": p["tau_i"] * b.ms,
+        "I_ext": p["I_ext"] * b.pA,
+        "w_e": p["w_e"] * b.nS,
+        "w_i": p["w_i"] * b.nS,
+    }
+    equations = """
+    dv/dt = (g_L * (V_rest - v) + ge * (E_e - v) + gi * (E_i - v) + I_ext) / C : volt (unless refractory)
+    dge/dt = -ge / tau_e : siemens
+    dgi/dt = -gi / tau_i : siemens
+    """
+    group = b.NeuronGroup(
+        n,
+        equations,
+        threshold="v > V_th",
+        reset="v = V_reset",
+        refractory=p["t_ref"] * b.ms,
+        method="exponential_euler",
+        namespace=namespace,
+        name="coba",
+    )
+    group.v = net["V0"] * b.mV
+    exc = b.Synapses(group, group, on_pre="ge += w_e", namespace=namespace, name="exc")
+    exc.connect(i=net["pre_e"], j=net["post_e"])
+    inh = b.Synapses(group, group, on_pre="gi += w_i", namespace=namespace, name="inh")
+    inh.connect(i=net["pre_i"], j=net["post_i"])
+    monitor = b.SpikeMonitor(group, record=False, name="counts")
+    return b.Network(group, exc, inh, monitor, name="net"), monitor
+
+
+def _counts(monitor, n_e):
+    count = np.asarray(monitor.count)
+    return int(count[:n_e].sum()), int(count[n_e:].sum())
+
+
+def brian2_runtime(spec, net):
+    b = _import("brian2.runtime")
+    b.prefs.codegen.target = "cython"
+    b.defaultclock.dt = spec["params"]["dt"] * b.ms
+    network, monitor = _brian2_network(b, net, spec["params"])
+    network.store()
+    n_e = int(net["n_e"])
+
+    def simulate(duration_ms):
+        network.restore()
+        start = time.perf_counter()
+        network.run(duration_ms * b.ms)
+        return time.perf_counter() - start, *_counts(monitor, n_e)
+
+    results = []
+    for duration in spec["durations_ms"]:
+        warm, runs, counts = _timed_runs(simulate, duration, spec["repeats"], spec["budget_s"])
+        compile_s = max(0.0, warm - float(np.median(runs)))
+        results.append(_record(duration, compile_s, runs, counts, (n_e, net["V0"].size - n_e)))
+    return results
+
+
+def brian2_cpp_standalone(spec, net):
+    b = _import("brian2.cpp_standalone")
+    n_e = int(net["n_e"])
+    results = []
+    for index, duration in enumerate(spec["durations_ms"]):
+        # One project folder for every duration: the second build recompiles only what changed.
+        directory = os.path.join(spec["workdir"], "brian2_standalone")
+        if index:
+            b.device.reinit()
+            b.device.activate(directory=directory, build_on_run=False)
+        else:
+            b.set_device("cpp_standalone", directory=directory, build_on_run=False)
+        b.defaultclock.dt = spec["params"]["dt"] * b.ms
+        network, monitor = _brian2_network(b, net, spec["params"])
+        network.run(duration * b.ms)
+        start = time.perf_counter()
+        b.device.build(directory=directory, compile=True, run=False)
+        compile_s = time.perf_counter() - start
+
+        def simulate(duration_ms, directory=directory, monitor=monitor):
+            b.device.run(directory=directory, with_output=False)
+            return b.device._last_run_time, *_counts(monitor, n_e)
+
+        _, runs, counts = _timed_runs(simulate, duration, spec["repeats"], spec["budget_s"])
+        results.append(_record(duration, compile_s, runs, counts, (n_e, net["V0"].size - n_e)))
+    return results
+
+
+# --- BrainPy 2.8 and brainpy.state ------------------------------------------------------------------------
+
+
+def _jax_timed(run, duration, steps, repeats, budget_s, n_e, n):
+    """Warm-up (compile) and timed runs of a jitted ``run(steps) -> counts [T, 2]``."""
+    import jax
+
+    def simulate(duration_ms):
+        start = time.perf_counter()
+        counts = np.asarray(jax.block_until_ready(run(steps)))
+        return time.perf_counter() - start, int(counts[:, 0].sum()), int(counts[:, 1].sum())
+
+    warm, runs, counts = _timed_runs(simulate, duration, repeats, budget_s)
+    return _record(duration, max(0.0, warm - float(np.median(runs))), runs, counts, (n_e, n - n_e))
+
+
+def brainpy_dyn(spec, net):
+    """BrainPy 2.8: `LifRef` + `HalfProjAlignPostMg` with `EventCSRLinear` (brainevent) projections."""
+    bp = _import("brainpy")
+    import jax.numpy as jnp
+
+    bm = bp.math
+    p = spec["params"]
+    bm.set_dt(p["dt"])
+    n, n_e = net["V0"].size, int(net["n_e"])
+
+    class EINet(bp.DynSysGroup):
+        def __init__(self):
+            super().__init__()
+            self.N = bp.dyn.LifRef(
+                n,
+                V_rest=p["V_rest"],
+                V_reset=p["V_reset"],
+                V_th=p["V_th"],
+                R=1.0 / p["g_L"],
+                tau=p["C"] / p["g_L"],
+                tau_ref=p["t_ref"],
+                spk_reset="hard",
+                method="exp_auto",
+                V_initializer=bm.asarray(net["V0"]),
+            )
+
+            def projection(pre, post, n_pre, offset, weight, tau, E):
+                conn = bp.conn.IJConn(i=pre - offset, j=post)(pre_size=n_pre, post_size=n)
+                return bp.dyn.HalfProjAlignPostMg(
+                    comm=bp.dnn.EventCSRLinear(conn, weight),
+                    syn=bp.dyn.Expon.desc(n, tau=tau),
+                    out=bp.dyn.COBA.desc(E=E),
+                    post=self.N,
+                )
+
+            self.E = projection(net["pre_e"], net["post_e"], n_e, 0, p["w_e"], p["tau_e"], p["E_e"])
+            self.I = projection(net["pre_i"], net["post_i"], n - n_e, n_e, p["w_i"], p["tau_i"], p["E_i"])
+
+        def update(self, current):
+            spikes = self.N.spike.value  # last step's spikes reach the synapses, as in diffbrain
+            self.E(spikes[:n_e])
+            self.I(spikes[n_e:])
+            self.N(current)
+            spikes = self.N.spike.value
+            return jnp.stack([spikes[:n_e].sum(), spikes[n_e:].sum()])
+
+    model = EINet()
+
+    def step(i):
+        return model.step_run(i, p["I_ext"])
+
+    @bm.jit
+    def run(indices):
+        bp.reset_state(model)
+        return bm.for_loop(step, indices)
+
+    results = []
+    for duration in spec["durations_ms"]:
+        steps = round(duration / p["dt"])
+        results.append(
+            _jax_timed(
+                lambda steps: run(bm.arange(steps)),
+                duration,
+                steps,
+                spec["repeats"],
+                spec["budget_s"],
+                n_e,
+                n,
+            )
+        )
+    return results
+
+
+def brainpy_state(spec, net):
+    """brainpy.state: `LIFRef` + `AlignPostProj` whose communication is a brainevent binary-event CSR."""
+    _import("brainpy.state")
+    import brainevent
+    import brainpy.state as bps
+    import brainstate
+    import braintools
+    import brainunit as u
+    import jax.numpy as jnp
+
+    p = spec["params"]
+    n, n_e = net["V0"].size, int(net["n_e"])
+    dt = p["dt"] * u.ms
+
+    def csr(pre, post, n_pre, weight):
+        """A function making the CSR: brainevent caches a workspace on a CSR object while tracing, which
+        leaks a tracer into the next trace (brainevent 0.2.1), so each trace builds its own."""
+        order = np.lexsort((post, pre))
+        pre, post = pre[order], post[order]
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(pre, minlength=n_pre))]).astype(np.int32)
+        data = np.full(post.size, weight, np.float32)
+        post = post.astype(np.int32)
+        return lambda: brainevent.CSR((jnp.asarray(data) * u.nS, post, indptr), shape=(n_pre, n))
+
+    class EINet(brainstate.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.N = bps.LIFRef(
+                n,
+                R=1.0 / (p["g_L"] * u.nS),
+                tau=p["C"] / p["g_L"] * u.ms,
+                tau_ref=p["t_ref"] * u.ms,
+                V_th=p["V_th"] * u.mV,
+                V_reset=p["V_reset"] * u.mV,
+                V_rest=p["V_rest"] * u.mV,
+                V_initializer=jnp.asarray(net["V0"], jnp.float32) * u.mV,
+                spk_reset="hard",
+            )
+
+            def projection(matrix, tau, E):
+                return bps.AlignPostProj(
+                    comm=lambda spikes: brainevent.BinaryArray(spikes) @ matrix(),
+                    syn=bps.Expon.desc(n, tau=tau * u.ms, g_initializer=braintools.init.Constant(0.0 * u.nS)),
+                    out=bps.COBA.desc(E=E * u.mV),
+                    post=self.N,
+                )
+
+            self.E = projection(csr(net["pre_e"], net["post_e"], n_e, p["w_e"]), p["tau_e"], p["E_e"])
+            self.I = projection(
+                csr(net["pre_i"] - n_e, net["post_i"], n - n_e, p["w_i"]), p["tau_i"], p["E_i"]
+            )
+
+        def update(self, current):
+            spikes = self.N.get_spike() != 0.0  # last step's spikes reach the synapses, as in diffbrain
+            self.E(spikes[:n_e])
+            self.I(spikes[n_e:])
+            self.N(current)
+            spikes = self.N.get_spike()
+            return jnp.stack([spikes[:n_e].sum(), spikes[n_e:].sum()])
+
+    model = EINet()
+    with brainstate.environ.context(dt=dt):
+        brainstate.nn.init_all_states(model)
+    current = p["I_ext"] * u.pA
+
+    def step(i):
+        with brainstate.environ.context(i=i, t=i * dt):
+            return model(current)
+
+    @brainstate.transform.jit
+    def simulate(indices):
+        return brainstate.transform.for_loop(step, indices)
+
+    def run(steps):
+        with brainstate.environ.context(dt=dt):
+            brainstate.nn.reset_all_states(model)
+            return simulate(jnp.arange(steps))
+
+    results = []
+    for duration in spec["durations_ms"]:
+        steps = round(duration / p["dt"])
+        results.append(_jax_timed(run, duration, steps, spec["repeats"], spec["budget_s"], n_e, n))
+    return results
+
+
+# --- NEST -------------------------------------------------------------------------------------------------
+
+
+def nest_run(spec, net):
+    """NEST `iaf_cond_exp` (one thread), the synapses one to one with delay dt (NEST's minimum), which is
+    diffbrain's one-step transmission; runs continue the network (NEST compiles nothing)."""
+    with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+        nest = _import("nest")
+    p = spec["params"]
+    n, n_e = net["V0"].size, int(net["n_e"])
+    nest.verbosity = nest.VerbosityLevel.ERROR
+    nest.ResetKernel()
+    nest.SetKernelStatus({"resolution": p["dt"], "local_num_threads": 1, "print_time": False})
+    neurons = nest.Create(
+        "iaf_cond_exp",
+        n,
+        params={
+            "C_m": p["C"],
+            "g_L": p["g_L"],
+            "E_L": p["V_rest"],
+            "V_th": p["V_th"],
+            "V_reset": p["V_reset"],
+            "t_ref": p["t_ref"],
+            "E_ex": p["E_e"],
+            "E_in": p["E_i"],
+            "tau_syn_ex": p["tau_e"],
+            "tau_syn_in": p["tau_i"],
+            "I_e": p["I_ext"],
+        },
+    )
+    neurons.V_m = net["V0"].astype(float)
+    first = neurons[0].global_id
+    for pre, post, weight in (
+        (net["pre_e"], net["post_e"], p["w_e"]),
+        (net["pre_i"], net["post_i"], -p["w_i"]),
+    ):
+        nest.Connect(
+            (pre + first).astype(np.int64),
+            (post + first).astype(np.int64),
+            "one_to_one",
+            {
+                "synapse_model": "static_synapse",
+                "weight": np.full(pre.size, weight),
+                "delay": np.full(pre.size, p["dt"]),
+            },
+        )
+    recorder = nest.Create("spike_recorder")
+    nest.Connect(neurons, recorder)
+
+    def simulate(duration_ms):
+        recorder.n_events = 0
+        start = time.perf_counter()
+        nest.Simulate(duration_ms)
+        seconds = time.perf_counter() - start
+        senders = np.asarray(recorder.events["senders"]) - first
+        return seconds, int((senders < n_e).sum()), int((senders >= n_e).sum())
+
+    results = []
+    for duration in spec["durations_ms"]:
+        _, runs, counts = _timed_runs(simulate, duration, spec["repeats"], spec["budget_s"], warmup=False)
+        results.append(_record(duration, 0.0, runs, counts, (n_e, n - n_e)))
+    return results
+
+
+RUNNERS = {
+    "brian2.runtime": brian2_runtime,
+    "brian2.cpp_standalone": brian2_cpp_standalone,
+    "brainpy": brainpy_dyn,
+    "brainpy.state": brainpy_state,
+    "nest": nest_run,
+}
+
+
+def main(spec_path: str, out_path: str) -> None:
+    with open(spec_path) as file:
+        spec = json.load(file)
+    simulator = spec["simulator"]
+    try:
+        with np.load(spec["network"]) as data:
+            net = {key: data[key] for key in data.files}
+        out = {"status": "ok", "versions": versions(simulator), "runs": RUNNERS[simulator](spec, net)}
+    except Skip as reason:
+        out = {"status": "skipped", "reason": str(reason), "versions": versions(simulator)}
+    except Exception as error:  # a peer that fails is reported with its error, not fatal to the suite
+        lines = traceback.format_exception_only(error)
+        out = {
+            "status": "skipped",
+            "reason": f"{simulator} failed: {''.join(lines).strip()[:400]}",
+            "versions": versions(simulator),
+        }
+    with open(out_path, "w") as file:
+        json.dump(out, file)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
