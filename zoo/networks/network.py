@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray
 
+from ...ops import CSR, csr_matvec
 from .._checks import check_dt
 from ..neurons._base import AbstractSpikingNeuron
 from ..synapses._base import AbstractSynapse
@@ -62,6 +63,21 @@ class Background(NamedTuple):
     rate: Float[ArrayLike, "*n"] | float
     weight: Float[ArrayLike, "*n"] | float
     receptor: str
+
+
+class GapJunctions(NamedTuple):
+    """Electrical synapses: neuron ``post[k]`` receives ``conductance[k]·(V[pre[k]] − V[post[k]])`` pA.
+
+    A physical gap junction conducts both ways: list it in both directions (a symmetric matrix).
+
+    Attributes:
+        pre, post: ``[k]`` neuron indices (global).
+        conductance: ``[k]`` or one value, nS ≥ 0.
+    """
+
+    pre: Int[ArrayLike, " k"]
+    post: Int[ArrayLike, " k"]
+    conductance: Float[ArrayLike, "*k"] | float
 
 
 class Pulse(NamedTuple):
@@ -210,8 +226,9 @@ class Network(eqx.Module):
 
     Per step of ``dt`` ms, for each receptor ``r``: ``x_r = Σ_delayed spikes·W_r`` (one `ops.event_matvec`,
     see `DelayedCSR`) ``+ Σ_background counts·weight``; ``(state_r, g_r) = r.step(state_r, x_r, dt)``;
-    then the neuron steps with ``I = Σ_r r.current(g_r, V) + I_ext + pulses`` (pA). Receptors hold their
-    state on the postsynaptic side, so they must be linear in their input (`synapses.Expon`, `Alpha`,
+    then the neuron steps with ``I = Σ_r r.current(g_r, V) + I_ext + I_gap + pulses``
+    (pA), with ``I_gap,i = Σ_j g_ji (V_j − V_i)`` over gap junctions (two `ops.csr_matvec`). Receptors hold
+    their state on the postsynaptic side, so they must be linear in their input (`synapses.Expon`, `Alpha`,
     `DualExpon`); use ``g_max = 1`` so that the weights carry the unit (nS or pA).
 
     Build with `Network.build`; simulate with `Network.simulate`. The weights are the ``data`` of
@@ -223,6 +240,7 @@ class Network(eqx.Module):
         projections: receptor name → its synapses (`DelayedCSR`); receptors without synapses are absent.
         edge_slots: receptor name → for each edge given to `build`, its synapse's index in ``W.data``.
         drives: the Poisson backgrounds.
+        gap: gap-junction conductances ``[n, n]`` (row: the neuron whose potential is felt), nS, or None.
         I_ext: constant current, pA, ``[n]``.
         dt: the time step, ms (static; `simulate` uses it).
         names, sizes: the populations, in order; population ``p`` is neurons ``offsets[p]:offsets[p + 1]``.
@@ -253,6 +271,7 @@ class Network(eqx.Module):
     projections: dict[str, DelayedCSR]
     edge_slots: dict[str, Int[Array, " nnz"]]
     drives: tuple[_PoissonDrive, ...]
+    gap: CSR | None
     I_ext: Float[Array, " n"]
     dt: float = eqx.field(static=True)
     names: tuple[str, ...] = eqx.field(static=True)
@@ -287,6 +306,7 @@ class Network(eqx.Module):
         dt: float = 0.1,
         background: Background | Sequence[Background] | None = None,
         I_ext: Float[ArrayLike, "*n"] | float = 0.0,
+        gap_junctions: GapJunctions | None = None,
     ) -> Network:
         """A network from concrete NumPy-like arrays (outside ``jit``); never allocates an ``n × n`` matrix.
 
@@ -300,6 +320,7 @@ class Network(eqx.Module):
             dt: the time step, ms; delays become ``max(1, round(delay/dt))`` steps.
             background: Poisson input (`Background`, or several).
             I_ext: constant current per neuron, pA, scalar or ``[n]``.
+            gap_junctions: electrical synapses (`GapJunctions`); repeated pairs are summed.
 
         Raises:
             ValueError: naming the argument — bad sizes, unknown receptor names, indices out of range,
@@ -339,12 +360,14 @@ class Network(eqx.Module):
             )
         drives = tuple(_drive(b, i, n, dt, dtype, receptors) for i, b in enumerate(_as_list(background)))
         I_ext = _per_neuron("I_ext", I_ext, n, dtype)
+        gap = None if gap_junctions is None else _gap_csr(gap_junctions, n, dtype)
         return cls(
             neuron,
             receptors,
             projections,
             edge_slots,
             drives,
+            gap,
             I_ext,
             dt,
             names,
@@ -418,6 +441,8 @@ class Network(eqx.Module):
             term = receptor.current(g, V)
             current = term if current is None else current + term
         current = current + self.I_ext
+        if self.gap is not None:  # Σ_j g_ji (V_j − V_i): the neighbours' potentials minus the total leak
+            current = current + csr_matvec(V, self.gap) - V * csr_matvec(jnp.ones_like(V), self.gap)
         for amplitude, start, stop in pulses:
             current = current + jnp.where((t >= start) & (t < stop), amplitude, 0.0)
         neurons, spike = self.neuron.step(state.neurons, current, self.dt)
@@ -648,6 +673,23 @@ def _drive(background, index: int, n: int, dt: float, dtype, receptors) -> _Pois
     return _PoissonDrive(
         jnp.asarray(mean, dtype), weight, receptor, _poisson_terms(float(mean.max(initial=0.0)))
     )
+
+
+def _gap_csr(gap: GapJunctions, n: int, dtype) -> CSR:
+    if not isinstance(gap, GapJunctions):
+        raise TypeError(f"`gap_junctions` must be networks.GapJunctions, got {type(gap).__name__}.")
+    pre, post = _indices("gap_junctions.pre", gap.pre, n), _indices("gap_junctions.post", gap.post, n)
+    if pre.shape != post.shape:
+        raise ValueError(
+            f"`gap_junctions.pre` and `.post` must have equal lengths, got {pre.size} and {post.size}."
+        )
+    conductance = _per_edge("gap_junctions.conductance", gap.conductance, pre.size)
+    if np.any(conductance < 0):
+        raise ValueError("`gap_junctions.conductance` must be ≥ 0 nS.")
+    keep = pre != post  # a junction of a neuron with itself carries no current
+    keys, slot = np.unique(pre[keep] * n + post[keep], return_inverse=True)
+    summed = np.bincount(slot, np.broadcast_to(conductance, pre.shape)[keep], keys.size)
+    return CSR.from_edges(keys // n, keys % n, jnp.asarray(summed, dtype), (n, n))
 
 
 def _check_run(net, duration_ms, dt, record) -> tuple[int, np.ndarray]:

@@ -1,0 +1,172 @@
+"""`zoo.networks.from_adjacency`: connectomes as spiking networks — a tiny synthetic one against a NumPy
+simulation (chemical synapses both signs, gap junctions), orientation, sparse input, real connectomes
+(larval Drosophila mushroom body, C. elegans), and input errors."""
+
+import csv
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.sparse
+
+from diffbrain import zoo
+from diffbrain.zoo.networks import from_adjacency
+
+DT = 0.1
+
+
+def _tiny():
+    rng = np.random.default_rng(0)
+    n = 6
+    counts = rng.integers(0, 4, (n, n)) * (rng.random((n, n)) < 0.6)
+    np.fill_diagonal(counts, 0)
+    gaps = np.triu(rng.integers(0, 3, (n, n)), 1)
+    gaps = gaps + gaps.T
+    inhibitory = np.array([False, False, False, False, True, True])
+    return counts, gaps, inhibitory, rng.uniform(450.0, 700.0, n), rng.uniform(-65.0, -50.0, n)
+
+
+def _numpy_reference(counts, gaps, inhibitory, I_ext, V0, n_steps, w=3.0, g_gap=2.0):
+    """LIF + conductance-based exponential synapses (one-step delay) + gap junctions, float64 loop."""
+    V, refractory = V0.copy(), np.zeros(V0.size)
+    g_e, g_i = np.zeros(V0.size), np.zeros(V0.size)
+    spike = np.zeros(V0.size, bool)
+    W = counts * w
+    G = gaps * g_gap  # G[j, i]: conductance between j and i
+    lif = zoo.LIF()
+    V_rest, V_reset, V_th, tau, g_L, t_ref = (
+        float(getattr(lif, k)) for k in ("V_rest", "V_reset", "V_th", "tau", "g_L", "t_ref")
+    )
+    raster = []
+    for _ in range(n_steps):
+        g_e = g_e * np.exp(-DT / 5.0) + (spike & ~inhibitory) @ W
+        g_i = g_i * np.exp(-DT / 10.0) + (spike & inhibitory) @ W
+        current = g_e * (0.0 - V) + g_i * (-80.0 - V) + I_ext + V @ G - V * G.sum(axis=0)
+        V_inf = V_rest + current / g_L
+        V = np.where(refractory > 0.5 * DT, V_reset, V_inf + (V - V_inf) * np.exp(-DT / tau))
+        spike = V >= V_th
+        V = np.where(spike, V_reset, V)
+        refractory = np.where(spike, t_ref, np.maximum(refractory - DT, 0.0))
+        raster.append(spike)
+    return np.array(raster), V
+
+
+def test_tiny_connectome_matches_numpy_reference():
+    counts, gaps, inhibitory, I_ext, V0 = _tiny()
+    neuron = zoo.astype(zoo.LIF(), jnp.float64)
+    receptors = {
+        "exc": zoo.astype(zoo.Expon(tau=5.0, E=0.0), jnp.float64),
+        "inh": zoo.astype(zoo.Expon(tau=10.0, E=-80.0), jnp.float64),
+    }
+    kwargs = dict(
+        weight_per_synapse=3.0,
+        inhibitory=inhibitory,
+        conductance_per_junction=2.0,
+        neuron=neuron,
+        receptors=receptors,
+        I_ext=I_ext,
+    )
+    net = from_adjacency(counts, gap_junctions=gaps, **kwargs)
+    result = net.simulate(300.0, None, state=net.init_state(V=V0), record=6)
+    raster, V = _numpy_reference(counts, gaps, inhibitory, I_ext, V0, 3000)
+    assert raster.sum() > 50
+    np.testing.assert_array_equal(np.asarray(result.raster), raster)
+    np.testing.assert_allclose(result.final_state.neurons.V, V, rtol=0, atol=1e-9)
+    # the gap junctions matter: without them the spikes differ
+    alone = from_adjacency(counts, **kwargs).simulate(300.0, None, state=net.init_state(V=V0), record=6)
+    assert not np.array_equal(alone.raster, result.raster)
+    # the transposed matrix read as post_pre, and a SciPy sparse matrix, give the same network
+    for other in (
+        from_adjacency(counts.T, orientation="post_pre", gap_junctions=gaps.T, **kwargs),
+        from_adjacency(scipy.sparse.csr_array(counts), gap_junctions=scipy.sparse.coo_array(gaps), **kwargs),
+    ):
+        again = other.simulate(300.0, None, state=other.init_state(V=V0), record=6)
+        np.testing.assert_array_equal(again.raster, result.raster)
+
+
+def test_drosophila_mushroom_body(shared_data):
+    folder = shared_data / "conn-drosophila-larva-mb-graspologic"
+    if not folder.is_dir():
+        pytest.skip(f"{folder} not found")
+    counts = np.loadtxt(folder / "left_adjacency.csv", dtype=int)  # A[pre, post] (see PROVENANCE.md)
+    labels = np.loadtxt(folder / "left_cell_labels.csv", dtype=str)
+    net = from_adjacency(counts, labels=labels, weight_per_synapse=0.5)
+    assert net.names == ("K", "I", "O", "P")
+    assert net.sizes == tuple(int(np.sum(labels == k)) for k in net.names)
+    assert net.projections["exc"].W.nnz == np.count_nonzero(counts)
+    assert float(net.weights("exc").sum()) == pytest.approx(0.5 * counts.sum())
+    # drive the projection neurons: odour information flows P → Kenyon cells → output neurons
+    pulse = zoo.networks.Pulse(np.flatnonzero(labels == "P"), 20.0, 120.0, 400.0)
+    result = net.simulate(150.0, jax.random.key(0), record=net.n, pulse=pulse)
+    quiet = net.simulate(150.0, jax.random.key(0))
+    assert float(quiet.counts.sum()) == 0.0
+    times, ids = result.spike_trains()
+    first = {k: times[labels[ids] == k].min() for k in ("P", "K", "O")}
+    assert first["P"] < first["K"] < first["O"], first
+    rates = dict(zip(net.names, np.asarray(result.rates()), strict=True))
+    assert rates["K"] > 1.0 and rates["O"] > 1.0, rates
+
+
+def test_celegans_chemical_and_electrical(shared_data):
+    path = shared_data / "conn-celegans-cect" / "aconnectome_white_1986_whole.csv"
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    with open(path) as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    names = sorted({r["pre"] for r in rows} | {r["post"] for r in rows})
+    index = {name: i for i, name in enumerate(names)}
+    chemical, electrical = np.zeros((len(names),) * 2), np.zeros((len(names),) * 2)
+    for r in rows:
+        target = chemical if r["type"] == "chemical" else electrical
+        target[index[r["pre"]], index[r["post"]]] += float(r["synapses"])
+    gaps = np.maximum(electrical, electrical.T)  # each junction conducts both ways
+    net = from_adjacency(chemical, labels=names, gap_junctions=gaps, conductance_per_junction=0.5)
+    assert net.n == len(names) == 309 and net.names == tuple(names)
+    assert net.gap.nnz == np.count_nonzero(gaps) - np.count_nonzero(
+        np.diag(gaps)
+    )  # self-junctions carry no current
+    # a subthreshold current into AVAL spreads through its gap junctions only: its partners depolarise,
+    # neurons without any junction stay at rest
+    aval = index["AVAL"]
+    state = net.init_state(V=np.full(net.n, -65.0))
+    pulse = zoo.networks.Pulse([aval], 0.0, 20.0, 200.0)
+    result = net.simulate(20.0, None, state=state, pulse=pulse)
+    V = np.asarray(result.final_state.neurons.V)
+    assert float(result.counts.sum()) == 0 and V[aval] > -64.0
+    partners = np.flatnonzero(gaps[aval])
+    assert partners.size > 3 and np.all(V[partners] > -65.0 + 1e-3)
+    isolated = np.flatnonzero(gaps.sum(axis=0) + gaps.sum(axis=1) == 0)
+    assert isolated.size > 10 and np.all(V[isolated] == -65.0)
+
+
+def test_bad_input_names_the_argument():
+    good = np.ones((3, 3))
+    nan, negative = good.copy(), good.copy()
+    nan[0, 1] = np.nan
+    negative[2, 0] = -1.0
+    cases = [
+        (dict(matrix=np.ones((3, 4))), "`matrix` must be square"),
+        (dict(matrix=np.ones(3)), "`matrix` must be a 2-D"),
+        (dict(matrix=nan), "`matrix` must be finite"),
+        (dict(matrix=negative), "≥ 0"),
+        (dict(matrix=scipy.sparse.csr_array(negative)), "≥ 0"),
+        (dict(labels=["a", "b"]), "`labels` must hold one label per neuron"),
+        (dict(labels=["a", "b", "a"]), "not consecutive"),
+        (dict(orientation="rows"), "`orientation`"),
+        (dict(inhibitory=[True, False]), "`inhibitory`"),
+        (dict(gap_junctions=np.ones((2, 2))), "`gap_junctions` must be"),
+        (dict(gap_junctions=-good), "`gap_junctions` holds synapse counts"),
+    ]
+    for override, message in cases:
+        with pytest.raises(ValueError, match=message):
+            from_adjacency(override.pop("matrix", good), **override)
+
+    class Table:  # a labelled table whose rows and columns disagree
+        index, columns = ["a", "b", "c"], ["a", "c", "b"]
+
+        def to_numpy(self):
+            return good
+
+    with pytest.raises(ValueError, match="same labels"):
+        from_adjacency(Table())

@@ -1,0 +1,201 @@
+"""`from_adjacency`: any connectome — a matrix of synapse counts — as a spiking `Network`.
+
+Chemical synapses become conductance-based (by default) exponential synapses whose weight is the synapse
+count times ``weight_per_synapse``; presynaptic neurons marked ``inhibitory`` act through the inhibitory
+receptor. Gap junctions become conductances, ``I_gap,i = Σ_j g_ij (V_j − V_i)`` with ``g`` the junction count
+times ``conductance_per_junction`` (`GapJunctions`, two `ops.csr_matvec` per step). Works on dense arrays,
+SciPy sparse matrices (never densified) and labelled tables (pandas ``DataFrame``: rows and columns must
+carry the same labels).
+
+Example:
+    >>> import numpy as np
+    >>> from diffbrain.zoo import networks
+    >>> counts = np.array([[0, 3, 0], [0, 0, 5], [1, 0, 0]])  # counts[pre, post]
+    >>> net = networks.from_adjacency(counts, labels=["A", "B", "B"], weight_per_synapse=2.0)
+    >>> net.names, net.sizes, net.weights("exc").tolist()
+    (('A', 'B'), (1, 2), [6.0, 10.0, 2.0])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from jaxtyping import ArrayLike, Bool, Float
+
+from ..neurons._base import AbstractSpikingNeuron
+from ..neurons.lif import LIF
+from ..synapses._base import AbstractSynapse
+from ..synapses.expon import Expon
+from .network import Background, Edges, GapJunctions, Network
+
+ORIENTATIONS = ("pre_post", "post_pre")
+
+
+def from_adjacency(
+    matrix: Float[ArrayLike, "n n"],
+    *,
+    orientation: str = "pre_post",
+    labels: Sequence[str] | None = None,
+    weight_per_synapse: float = 1.0,
+    inhibitory: Bool[ArrayLike, " n"] | None = None,
+    gap_junctions: Float[ArrayLike, "n n"] | None = None,
+    conductance_per_junction: float = 1.0,
+    neuron: AbstractSpikingNeuron | None = None,
+    receptors: Mapping[str, AbstractSynapse] | None = None,
+    delay: float | None = None,
+    dt: float = 0.1,
+    I_ext: Float[ArrayLike, "*n"] | float = 0.0,
+    background: Background | Sequence[Background] | None = None,
+) -> Network:
+    """A `Network` from a connectome's synapse counts.
+
+    Args:
+        matrix: ``[n, n]`` synapse counts (≥ 0, finite): a NumPy-like array, a SciPy sparse matrix or a
+            labelled table (``.index``/``.columns``/``.to_numpy()``, whose labels become ``labels``).
+        orientation: ``"pre_post"`` when ``matrix[i, j]`` counts synapses i → j, ``"post_pre"`` when it
+            counts j → i. The same for ``gap_junctions``.
+        labels: one label per neuron (cell type or name); neurons with equal labels must be consecutive
+            and form one population named by the label. None: one population ``"neurons"``.
+        weight_per_synapse: weight of one synapse, in the receptors' unit (nS for the default
+            conductance-based ones); a connection's weight is its count times this.
+        inhibitory: ``[n]`` bool, True for neurons whose synapses are inhibitory (receptor ``"inh"``);
+            None: all excitatory (receptor ``"exc"``).
+        gap_junctions: ``[n, n]`` gap-junction counts, or None. Give a symmetric matrix for junctions that
+            conduct both ways.
+        conductance_per_junction: nS per gap junction.
+        neuron: the neuron model (default `LIF` with its defaults).
+        receptors: ``{"exc": …, "inh": …}`` (default: the COBA benchmark's conductance-based `Expon`,
+            τ 5 ms and E 0 mV, τ 10 ms and E −80 mV).
+        delay: synaptic delay, ms (default one step).
+        dt, I_ext, background: as in `Network.build`.
+
+    Raises:
+        ValueError: naming the argument — a non-square matrix, NaN or negative counts, labels that do not
+            match the matrix (count, row/column labels, non-consecutive), a bad ``orientation``.
+    """
+    if orientation not in ORIENTATIONS:
+        raise ValueError(f"`orientation` must be one of {ORIENTATIONS}, got {orientation!r}.")
+    matrix, table_labels = _labelled(matrix, "matrix")
+    pre, post, count, n = _entries("matrix", matrix, orientation)
+    names, sizes = _populations(labels if labels is not None else table_labels, n)
+    if inhibitory is None:
+        inhibitory = np.zeros(n, bool)
+    inhibitory = np.asarray(inhibitory)
+    if inhibitory.shape != (n,) or inhibitory.dtype != bool:
+        raise ValueError(
+            f"`inhibitory` must be a bool array of shape ({n},), got "
+            f"{inhibitory.dtype}{list(inhibitory.shape)}."
+        )
+    if not np.isfinite(weight_per_synapse) or not np.isfinite(conductance_per_junction):
+        raise ValueError("`weight_per_synapse` and `conductance_per_junction` must be finite.")
+    if receptors is None:
+        receptors = {"exc": Expon(tau=5.0, E=0.0), "inh": Expon(tau=10.0, E=-80.0)}
+    delay = dt if delay is None else delay
+    from_inh = inhibitory[pre]
+    edges = {
+        name: Edges(pre[mask], post[mask], count[mask] * weight_per_synapse, delay)
+        for name, mask in (("exc", ~from_inh), ("inh", from_inh))
+        if mask.any()
+    }
+    gap = None
+    if gap_junctions is not None:
+        gap_matrix, gap_labels = _labelled(gap_junctions, "gap_junctions")
+        if gap_labels is not None and table_labels is not None and list(gap_labels) != list(table_labels):
+            raise ValueError(
+                "`gap_junctions` is labelled differently from `matrix`; reorder one to match the other."
+            )
+        g_pre, g_post, g_count, g_n = _entries("gap_junctions", gap_matrix, orientation)
+        if g_n != n:
+            raise ValueError(f"`gap_junctions` must be [{n}, {n}] like `matrix`, got [{g_n}, {g_n}].")
+        gap = GapJunctions(g_pre, g_post, g_count * conductance_per_junction)
+    return Network.build(
+        sizes=dict(zip(names, sizes, strict=True)),
+        neuron=LIF() if neuron is None else neuron,
+        receptors=receptors,
+        edges=edges,
+        dt=dt,
+        background=background,
+        I_ext=I_ext,
+        gap_junctions=gap,
+    )
+
+
+def _labelled(matrix, name: str):
+    """The matrix, and its labels when it is a labelled table (rows and columns labelled alike)."""
+    if hasattr(matrix, "index") and hasattr(matrix, "columns") and hasattr(matrix, "to_numpy"):
+        rows, columns = [str(x) for x in matrix.index], [str(x) for x in matrix.columns]
+        if rows != columns:
+            first = next((i for i, (r, c) in enumerate(zip(rows, columns, strict=False)) if r != c), None)
+            where = f"row {rows[first]!r} vs column {columns[first]!r}" if first is not None else "lengths"
+            raise ValueError(
+                f"`{name}` rows and columns must carry the same labels in one order (they differ: {where})."
+            )
+        return matrix.to_numpy(), rows
+    return matrix, None
+
+
+def _entries(name: str, matrix, orientation: str):
+    """(pre, post, count, n) of the nonzero entries; a sparse matrix is never densified."""
+    if hasattr(matrix, "tocoo"):
+        coo = matrix.tocoo()
+        shape, rows, columns, values = (
+            coo.shape,
+            np.asarray(coo.row),
+            np.asarray(coo.col),
+            np.asarray(coo.data),
+        )
+    else:
+        dense = np.asarray(matrix)
+        if dense.ndim != 2:
+            raise ValueError(f"`{name}` must be a 2-D [n, n] matrix, got shape {dense.shape}.")
+        shape = dense.shape
+        if not np.issubdtype(dense.dtype, np.number) or np.issubdtype(dense.dtype, np.complexfloating):
+            raise ValueError(f"`{name}` must hold real synapse counts, got dtype {dense.dtype}.")
+        rows, columns = np.nonzero(dense)
+        values = dense[rows, columns]
+        if not np.all(np.isfinite(dense)):
+            raise ValueError(
+                f"`{name}` must be finite; it has {int(np.sum(~np.isfinite(dense)))} NaN/inf entries."
+            )
+    if len(shape) != 2 or shape[0] != shape[1]:
+        raise ValueError(
+            f"`{name}` must be square [n, n] (one row and column per neuron), got shape {tuple(shape)}."
+        )
+    values = values.astype(float)
+    if not np.all(np.isfinite(values)):
+        raise ValueError(
+            f"`{name}` must be finite; it has {int(np.sum(~np.isfinite(values)))} NaN/inf entries."
+        )
+    if np.any(values < 0):
+        raise ValueError(
+            f"`{name}` holds synapse counts, which must be ≥ 0; it has {int(np.sum(values < 0))} negative."
+        )
+    keep = values != 0
+    rows, columns, values = rows[keep], columns[keep], values[keep]
+    pre, post = (rows, columns) if orientation == "pre_post" else (columns, rows)
+    return pre.astype(np.int64), post.astype(np.int64), values, shape[0]
+
+
+def _populations(labels, n: int) -> tuple[list[str], list[int]]:
+    if labels is None:
+        return ["neurons"], [n]
+    labels = [str(x) for x in labels]
+    if len(labels) != n:
+        raise ValueError(
+            f"`labels` must hold one label per neuron ({n}, the matrix's size), got {len(labels)}."
+        )
+    names, sizes = [], []
+    for label in labels:
+        if names and label == names[-1]:
+            sizes[-1] += 1
+        elif label in names:
+            raise ValueError(
+                f"`labels`: the neurons labelled {label!r} are not consecutive; populations must be "
+                "contiguous. Reorder the matrix (rows and columns) by label first, e.g. with a stable "
+                "argsort of the labels."
+            )
+        else:
+            names.append(label)
+            sizes.append(1)
+    return names, sizes
