@@ -1,0 +1,209 @@
+"""``diffbrain simulate coba|cuba|multiarea|microcircuit``: simulate a spiking network, print its rates.
+
+`simulate_network` is a Typer command function; `diffbrain.cli` registers it. JAX and Matplotlib are
+imported when it runs, so ``diffbrain --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+NETWORKS = {
+    "coba": "Brette et al. (2007) COBA benchmark: 4,000 LIF neurons, conductance synapses (scale 1 = 4,000)",
+    "cuba": "Brette et al. (2007) CUBA benchmark: 4,000 LIF neurons, current synapses (scale 1 = 4,000)",
+    "multiarea": "Joglekar et al. (2018) macaque 29-area model (scale 1 = 2,000 neurons per area)",
+    "microcircuit": "Potjans & Diesmann (2014) cortical microcircuit (scale 1 = 77,169 neurons)",
+}
+"""The networks `simulate_network` knows, with what ``--scale 1`` means."""
+DEFAULT_SCALE = {"coba": 1.0, "cuba": 1.0, "multiarea": 0.025, "microcircuit": 0.1}
+"""Sizes that run in seconds to a minute on a laptop CPU: 4,000, 4,000, 29 × 50 and 7,717 neurons."""
+DATA_FOLDERS = {"multiarea": "conn-macaque-markov2014-29areas", "microcircuit": "conn-potjans-diesmann2014"}
+"""The data each connectome model reads: ``--data`` or ``$DIFFBRAIN_DATA/<folder>``."""
+RECORDED = 400
+"""About this many neurons are recorded for the raster, spread evenly over the populations."""
+
+_out = Console()
+
+
+def _fail(message: str, option: str) -> typer.BadParameter:
+    return typer.BadParameter(message, param_hint=f"'{option}'")
+
+
+def _data_folder(name: str, data: Path | None) -> Path:
+    if data is None:
+        root = os.environ.get("DIFFBRAIN_DATA")
+        if root is None:
+            raise _fail(
+                f"{name} needs its data: pass --data FOLDER (the {DATA_FOLDERS[name]} folder) or set "
+                "$DIFFBRAIN_DATA to the folder that holds it.",
+                "--data",
+            )
+        data = Path(root) / DATA_FOLDERS[name]
+    if not data.exists():
+        raise _fail(f"{data} does not exist; pass the {DATA_FOLDERS[name]} folder.", "--data")
+    return data
+
+
+def _recorded(sizes) -> list[int]:
+    """Up to `RECORDED` neuron indices, evenly spaced within each population."""
+    import numpy as np
+
+    per_population = max(1, RECORDED // len(sizes))
+    start, chosen = 0, []
+    for size in sizes:
+        chosen += np.unique(np.linspace(start, start + size - 1, min(size, per_population)).round()).tolist()
+        start += size
+    return [int(index) for index in chosen]
+
+
+def _simulate(name: str, duration_ms: float, scale: float, dt: float, seed: int, data: Path | None, raster):
+    """Build and simulate network ``name``; returns the result and the reference rates (Hz) or None."""
+    import jax
+
+    from diffbrain.zoo import networks
+
+    build_key, run_key = jax.random.split(jax.random.key(seed))
+    if name in ("coba", "cuba"):
+        n = round(4000 * scale)
+        try:
+            net = getattr(networks.EINetwork, name)(build_key, n=n)
+        except ValueError as error:
+            raise _fail(f"--scale {scale:g} gives {n} neurons: {error}", "--scale") from None
+        record = _recorded(net.sizes) if raster else 0
+        return networks.simulate(net, duration_ms, run_key, dt=dt, record=record), None
+    folder = _data_folder(name, data)
+    if name == "multiarea":
+        from diffbrain.zoo.networks.multiarea import N_REFERENCE
+
+        n_per_area = round(N_REFERENCE * scale)
+        try:
+            model = networks.MultiArea.from_connectome(folder, n_per_area=n_per_area, key=build_key, dt=dt)
+        except ValueError as error:
+            raise _fail(f"--scale {scale:g} ({n_per_area} neurons per area): {error}", "--scale") from None
+        record = _recorded(model.network.sizes) if raster else 0
+        return model.simulate(duration_ms, run_key, record=record), None
+    from diffbrain.zoo.networks.microcircuit import Microcircuit
+
+    try:
+        circuit = Microcircuit.from_data(folder, scale=scale)
+    except ValueError as error:
+        raise _fail(str(error), "--scale") from None
+    net = circuit.build(build_key, dt=dt)
+    record = _recorded(net.sizes) if raster else 0
+    return net.simulate(duration_ms, run_key, record=record), circuit.reference_rates
+
+
+def _rates_table(result, reference, title: str) -> Table:
+    import numpy as np
+
+    rates = np.asarray(result.rates())
+    table = Table(title=title, title_justify="left")
+    for column in (
+        "population",
+        "neurons",
+        "rate (Hz)",
+        *(["reference (Hz)"] if reference is not None else []),
+    ):
+        table.add_column(column, justify="left" if column == "population" else "right")
+    for index, (name, size) in enumerate(zip(result.names, result.sizes, strict=True)):
+        row = [escape(name), f"{size:,}", f"{rates[index]:.3g}"]
+        if reference is not None:
+            row.append(f"{reference[index]:.3g}")
+        table.add_row(*row)
+    return table
+
+
+def _write_rates_csv(path: Path, result, bin_ms: float) -> None:
+    import numpy as np
+
+    from .cli import _atomic_path
+
+    trace = np.asarray(result.rate_trace(bin_ms))
+    width = max(1, round(bin_ms / result.dt)) * result.dt
+    table = np.column_stack([(np.arange(trace.shape[0]) + 0.5) * width, trace])
+    header = ",".join(["t_ms", *result.names])
+    with _atomic_path(path) as temporary:
+        np.savetxt(temporary, table, delimiter=",", header=header, comments="", fmt="%.6g")
+
+
+def _write_figure(path: Path, result, bin_ms: float, title: str) -> None:
+    from diffbrain.zoo.networks import plot
+
+    from .cli import _atomic_path
+
+    figure = plot.overview(result, bin_ms, title=title)
+    with _atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=110)
+
+
+def simulate_network(
+    name: Annotated[str, typer.Argument(help="coba | cuba | multiarea | microcircuit")],
+    duration_ms: Annotated[float, typer.Option("--duration", help="Simulated time, ms.")] = 1000.0,
+    scale: Annotated[
+        float | None,
+        typer.Option(
+            help="Size relative to the published model (default: coba/cuba 1, multiarea 0.025, "
+            "microcircuit 0.1)."
+        ),
+    ] = None,
+    dt: Annotated[float, typer.Option(help="Time step, ms.")] = 0.1,
+    seed: Annotated[int, typer.Option(help="Seed of the wiring, initial state and background input.")] = 0,
+    raster: Annotated[
+        Path | None, typer.Option(help="Write a PNG: raster of ~400 neurons above the population rates.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Write the population rates over time as CSV: t_ms, one column each.")
+    ] = None,
+    bin_ms: Annotated[
+        float, typer.Option("--bin", help="Bin width of the rates in --raster/--out, ms.")
+    ] = 5.0,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="multiarea/microcircuit: the connectome folder (default $DIFFBRAIN_DATA/<folder>)."
+        ),
+    ] = None,
+) -> None:
+    """Simulate a spiking network (COBA, CUBA, multi-area macaque, cortical microcircuit); print the rate of
+    each population."""
+    if name not in NETWORKS:
+        raise _fail(f"unknown network {name!r}; choose one of {', '.join(NETWORKS)}.", "NAME")
+    scale = DEFAULT_SCALE[name] if scale is None else scale
+    for option, value in (("--duration", duration_ms), ("--dt", dt), ("--scale", scale), ("--bin", bin_ms)):
+        if not (math.isfinite(value) and value > 0):
+            raise _fail(f"must be a finite number > 0, got {value:g}.", option)
+    if name == "microcircuit" and scale > 1:
+        raise _fail(f"the microcircuit is at most full scale (1), got {scale:g}.", "--scale")
+    import jax
+
+    _out.print(f"[bold cyan]{name}[/]: {escape(NETWORKS[name])}")
+    _out.print(f"scale {scale:g}; {duration_ms:g} ms at dt {dt:g} ms; seed {seed}")
+    start = time.perf_counter()
+    try:
+        result, reference = _simulate(name, duration_ms, scale, dt, seed, data, raster is not None)
+        result = jax.block_until_ready(result)
+    except ValueError as error:
+        raise _fail(str(error), "--duration/--dt") from None
+    wall = time.perf_counter() - start
+    title = f"{name}, scale {scale:g}: {sum(result.sizes):,} neurons, {result.duration:g} ms"
+    _out.print(_rates_table(result, reference, title))
+    _out.print(f"wall time: {wall:.3g} s (building, compiling and simulating)")
+    from .cli import _reporting_write_errors
+
+    if raster is not None:
+        with _reporting_write_errors("--raster", raster):
+            _write_figure(raster, result, bin_ms, title)
+        _out.print(f"wrote {escape(str(raster))}")
+    if out is not None:
+        with _reporting_write_errors("--out", out):
+            _write_rates_csv(out, result, bin_ms)
+        _out.print(f"wrote {escape(str(out))}")

@@ -1,0 +1,92 @@
+"""`diffbrain._cli_networks.simulate_network` through a small Typer app: rates table, PNG and CSV written
+atomically, errors that name the option."""
+
+import numpy as np
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from diffbrain._cli_networks import DATA_FOLDERS, simulate_network
+
+app = typer.Typer()
+app.command()(simulate_network)
+app.command("other")(lambda: None)  # two commands, so the app takes the command name as on `diffbrain`
+runner = CliRunner()
+
+
+def _run(*args: str):
+    return runner.invoke(app, ["simulate-network", *args], env={"COLUMNS": "200"})
+
+
+def test_coba_prints_rates_and_writes_raster_and_csv(tmp_path):
+    raster, out = tmp_path / "plots" / "coba.png", tmp_path / "coba.csv"
+    result = _run("coba", "--scale", "0.1", "--duration", "100", "--raster", str(raster), "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert "400 neurons, 100 ms" in result.output
+    rows = {line.split("│")[1].strip(): line for line in result.output.splitlines() if line.count("│") >= 4}
+    assert set(rows) >= {"E", "I"} and "320" in rows["E"] and "80" in rows["I"]
+    assert raster.stat().st_size > 5000
+    table = np.loadtxt(out, delimiter=",", skiprows=1)
+    assert open(out).readline().strip() == "t_ms,E,I"
+    np.testing.assert_allclose(table[:, 0], 2.5 + 5.0 * np.arange(20))
+    # The printed E rate is the mean of the binned trace (equal bins cover the whole run).
+    printed = float(rows["E"].split("│")[3])
+    assert printed == pytest.approx(table[:, 1].mean(), rel=0.01)
+    assert not list(tmp_path.rglob(".*.tmp"))
+
+
+def test_cuba_runs():
+    result = _run("cuba", "--scale", "0.1", "--duration", "20")
+    assert result.exit_code == 0, result.output
+    assert "cuba, scale 0.1: 400 neurons" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("hopfield",), "unknown network 'hopfield'"),
+        (("coba", "--scale", "0.001"), "--scale"),
+        (("coba", "--duration", "-5"), "--duration"),
+        (("coba", "--dt", "nan"), "--dt"),
+        (("coba", "--scale", "0.1", "--duration", "0.25"), "multiple of dt"),
+        (("microcircuit", "--scale", "2"), "at most full scale"),
+    ],
+)
+def test_bad_input_names_the_option(args, message):
+    result = _run(*args)
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.split())
+
+
+def test_connectome_models_need_their_data(monkeypatch, tmp_path):
+    monkeypatch.delenv("DIFFBRAIN_DATA", raising=False)
+    result = _run("multiarea", "--duration", "1")
+    assert result.exit_code == 2
+    assert DATA_FOLDERS["multiarea"] in " ".join(result.output.split())
+    result = _run("microcircuit", "--data", str(tmp_path / "missing"))
+    assert result.exit_code == 2 and "does not exist" in " ".join(result.output.split())
+
+
+def test_unwritable_raster_is_an_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = _run("coba", "--scale", "0.1", "--duration", "10", "--raster", str(blocker / "x.png"))
+    assert result.exit_code == 2
+    assert "--raster" in result.output
+
+
+def test_multiarea_from_the_shared_connectome(shared_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("DIFFBRAIN_DATA", str(shared_data))
+    raster = tmp_path / "multiarea.png"
+    result = _run("multiarea", "--scale", "0.01", "--duration", "20", "--raster", str(raster))
+    assert result.exit_code == 0, result.output
+    populations = [line for line in result.output.splitlines() if "/E " in line or "/I " in line]
+    assert len(populations) == 58 and "V1/E" in populations[0]
+    assert raster.stat().st_size > 5000
+
+
+def test_microcircuit_prints_the_reference_rates(shared_data):
+    folder = shared_data / DATA_FOLDERS["microcircuit"]
+    result = _run("microcircuit", "--scale", "0.01", "--duration", "10", "--data", str(folder))
+    assert result.exit_code == 0, result.output
+    assert "reference (Hz)" in result.output and "L23e" in result.output and "771 neurons" in result.output
