@@ -289,14 +289,22 @@ class MultiArea(eqx.Module):
         return self.network.init_state(V=V)
 
     def simulate(
-        self, duration_ms: float, key: PRNGKeyArray, *, pulse: Pulse | str | None = "V1", **kwargs
+        self,
+        duration_ms: float,
+        key: PRNGKeyArray,
+        *,
+        pulse: Pulse | str | None = "V1",
+        state: NetworkState | None = None,
+        **kwargs,
     ) -> NetworkResult:
-        """Simulate from `init_state` (``key``) with the default `pulse` into ``pulse`` (an area name),
-        a given `Pulse`, or none (None); ``kwargs`` go to `Network.simulate`."""
+        """Simulate ``duration_ms`` ms from ``state`` (default: `init_state` drawn with ``key``, which also
+        seeds the noise), with the default `pulse` into the area named by ``pulse``, a given `Pulse`, or
+        none (None); ``kwargs`` go to `Network.simulate`."""
         if isinstance(pulse, str):
             pulse = self.pulse(pulse)
         init_key, run_key = jax.random.split(key)
-        state = kwargs.pop("state", None) or self.init_state(init_key)
+        if state is None:
+            state = self.init_state(init_key)
         return self.network.simulate(duration_ms, run_key, state=state, pulse=pulse, **kwargs)
 
     def area_rates(self, result: NetworkResult, bin_ms: float = 5.0) -> Float[Array, "B A"]:
