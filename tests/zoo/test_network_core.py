@@ -70,6 +70,10 @@ def test_one_step_delays_reproduce_einetwork_exactly():
     np.testing.assert_array_equal(got.raster, expected.raster)
     np.testing.assert_array_equal(got.rates(), expected.rates())
     np.testing.assert_array_equal(got.final_state.neurons.V, expected.final_state.neurons.V)
+    # the module-level `networks.simulate` runs any network
+    np.testing.assert_array_equal(networks.simulate(net, 200.0, key, record=50).raster, got.raster)
+    with pytest.raises(ValueError, match="`dt`"):
+        networks.simulate(net, 200.0, key, dt=0.05)
 
 
 def _numpy_reference(net_params, edges, lags, I_ext, V0, n_steps):

@@ -16,7 +16,7 @@ from ...ops import CSR, event_matvec
 from .._checks import check_dt
 from ..neurons.lif import LIF, LIFState
 from ..synapses.expon import Expon, ExponState
-from .network import AbstractPopulationResult
+from .network import AbstractPopulationResult, Network, NetworkResult
 
 
 class EIState(NamedTuple):
@@ -217,7 +217,7 @@ class EINetwork(eqx.Module):
 
 def _validate(net, duration_ms, dt, record) -> tuple[int, np.ndarray]:
     if not isinstance(net, EINetwork):
-        raise TypeError(f"`net` must be an EINetwork, got {type(net).__name__}.")
+        raise TypeError(f"`net` must be an EINetwork or a Network, got {type(net).__name__}.")
     n_steps = round(float(duration_ms) / dt)
     if n_steps < 1 or abs(n_steps * dt - duration_ms) > 1e-6 * max(1.0, duration_ms):
         raise ValueError(f"`duration_ms` must be a positive multiple of dt = {dt} ms, got {duration_ms!r}.")
@@ -230,24 +230,24 @@ def _validate(net, duration_ms, dt, record) -> tuple[int, np.ndarray]:
 
 
 def simulate(
-    net: EINetwork,
+    net: EINetwork | Network,
     duration_ms: float,
     key: PRNGKeyArray,
     *,
-    dt: float = 0.1,
+    dt: float | None = None,
     record: int | np.ndarray = 0,
     state: EIState | None = None,
     surrogate: bool = False,
     detach_recurrent: bool = True,
     unroll: int = 1,
-) -> EIResult:
+) -> EIResult | NetworkResult:
     """Simulate ``net`` for ``duration_ms`` ms with a jitted `lax.scan`.
 
     Args:
-        net: the network.
+        net: the network; a generic `Network` is run by `Network.simulate` (its ``pulse`` option only there).
         duration_ms: simulated time, ms (a multiple of ``dt``).
         key: seeds the initial membrane potentials (`EINetwork.init_state`); ignored when ``state`` is given.
-        dt: time step, ms.
+        dt: time step, ms (default 0.1 for an `EINetwork`; a `Network` has its own and checks a given one).
         record: neuron indices whose spikes to keep (or an int k: neurons 0 … k − 1); their raster is
             ``result.raster`` and `EIResult.spike_trains` gives (times, indices).
         state: initial state (to continue a run); default ``net.init_state(key)``.
@@ -269,7 +269,10 @@ def simulate(
         >>> result.counts.shape, result.raster.shape
         ((500, 2), (500, 5))
     """
-    dt = float(check_dt(dt))
+    if isinstance(net, Network):
+        options = dict(record=record, state=state, surrogate=surrogate, detach_recurrent=detach_recurrent)
+        return net.simulate(duration_ms, key, dt=dt, unroll=unroll, **options)
+    dt = float(check_dt(0.1 if dt is None else dt))
     n_steps, record = _validate(net, duration_ms, dt, record)
     if state is None:
         state = net.init_state(key)
@@ -297,7 +300,7 @@ def _run(net, state, record, n_steps: int, dt: float, surrogate: bool, detach_re
     return counts, raster, state
 
 
-def rates(net: EINetwork, duration_ms: float, key: PRNGKeyArray, **kwargs) -> Float[Array, " 2"]:
-    """Mean firing rate of the excitatory and inhibitory populations over ``duration_ms``, Hz
-    (`simulate` then `EIResult.rates`; ``kwargs`` go to `simulate`)."""
+def rates(net: EINetwork | Network, duration_ms: float, key: PRNGKeyArray, **kwargs) -> Float[Array, " P"]:
+    """Mean firing rate of each population over ``duration_ms``, Hz (excitatory and inhibitory for an
+    `EINetwork`; `simulate` then ``rates()``; ``kwargs`` go to `simulate`)."""
     return simulate(net, duration_ms, key, **kwargs).rates()
