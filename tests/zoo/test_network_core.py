@@ -323,6 +323,8 @@ def test_bad_input_names_the_argument():
             Network.build(**(ok | {"edges": {}} | override))
     with pytest.raises(TypeError, match="`neuron`"):
         Network.build(**(ok | {"edges": {}, "neuron": expon}))
+    with pytest.raises(ValueError, match="transmitter-pulse"):
+        Network.build(**(ok | {"edges": {}, "receptors": {"exc": zoo.AMPA()}}))
     with pytest.raises(TypeError, match=r"`receptors\['exc'\]`"):
         Network.build(**(ok | {"edges": {}, "receptors": {"exc": lif}}))
     net = Network.build(**ok, edges={"exc": edge})

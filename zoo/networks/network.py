@@ -24,7 +24,7 @@ from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray
 from ...ops import CSR, csr_matvec
 from .._checks import check_dt
 from ..neurons._base import AbstractSpikingNeuron
-from ..synapses._base import AbstractSynapse
+from ..synapses._base import AbstractKineticSynapse, AbstractSynapse
 from .delays import DelayedCSR
 
 MAX_INPUTS_PER_STEP = 50.0
@@ -341,6 +341,12 @@ class Network(eqx.Module):
                 raise TypeError(
                     f"`receptors[{name!r}]` must be a zoo AbstractSynapse (e.g. synapses.Expon), got "
                     f"{type(receptor).__name__}."
+                )
+            if isinstance(receptor, AbstractKineticSynapse):
+                raise ValueError(
+                    f"`receptors[{name!r}]` is a transmitter-pulse synapse ({type(receptor).__name__}): its "
+                    "response to a summed weighted input is not the sum of its responses. Use a linear one "
+                    "(synapses.Expon, Alpha or DualExpon)."
                 )
             _check_population_shape(f"receptors[{name!r}]", receptor.shape, n)
         if not receptors:
