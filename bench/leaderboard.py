@@ -252,6 +252,30 @@ def _plot_scaling(wall: pd.DataFrame, path: Path) -> None:
     _save_figure(figure, path)
 
 
+def metric_sections(suite: str, records: pd.DataFrame, out: Path) -> list[str]:
+    """A suite's tables, one per metric (cases as rows, methods as columns), each with its plot."""
+    sections = []
+    for metric, metric_records in records.groupby("metric", sort=False):
+        unit = metric_records["unit"].iloc[0]
+        if unit == RATIO_UNIT:
+            continue
+        direction = _direction(unit, metric)
+        table = metric_table(metric_records, direction)
+        if table.drop(columns="vs best peer", errors="ignore").isna().all().all():
+            continue
+        plot = out / f"{suite}_{metric}.png"
+        _plot(table, f"{suite}: {metric}", unit, plot)
+        sections += [
+            "",
+            f"### {metric}",
+            "",
+            _markdown(table, direction, unit),
+            "",
+            f"![{metric}]({plot.name})",
+        ]
+    return sections
+
+
 def _provenance(records: pd.DataFrame) -> str:
     rows = []
     for column in ("device", "backend", "versions", "git_commit"):
@@ -300,25 +324,8 @@ def render(
         sections += ["", f"## {suite}", "", _provenance(suite_records)]
         if suite == SIM_SUITE:
             sections += sim_sections(suite_records, out)
-            continue
-        for metric, metric_records in suite_records.groupby("metric", sort=False):
-            unit = metric_records["unit"].iloc[0]
-            if unit == RATIO_UNIT:
-                continue
-            direction = _direction(unit, metric)
-            table = metric_table(metric_records, direction)
-            if table.drop(columns="vs best peer", errors="ignore").isna().all().all():
-                continue
-            plot = out / f"{suite}_{metric}.png"
-            _plot(table, f"{suite}: {metric}", unit, plot)
-            sections += [
-                "",
-                f"### {metric}",
-                "",
-                _markdown(table, direction, unit),
-                "",
-                f"![{metric}]({plot.name})",
-            ]
+        else:
+            sections += metric_sections(suite, suite_records, out)
         skipped = suite_records[suite_records["status"] == "skipped"]
         if not skipped.empty:
             reasons = skipped.groupby(["method", "note"]).size().reset_index()

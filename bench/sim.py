@@ -201,8 +201,10 @@ def measure_peer(
                 text=True,
                 timeout=timeout_s,
             )
-        except FileNotFoundError:
-            return f"the peer interpreter {python!r} does not exist (set DIFFBRAIN_PEER_PYTHON)"
+        except OSError as error:
+            return (
+                f"cannot start the peer interpreter {python!r}: {error.strerror} (set DIFFBRAIN_PEER_PYTHON)"
+            )
         except subprocess.TimeoutExpired:
             return f"{simulator} did not finish within {timeout_s:g} s"
         if not out_path.exists():

@@ -1,5 +1,6 @@
 """The leaderboard renderer: best marked, oriented ratios, skipped peers, plots, newest record wins."""
 
+import dataclasses
 import math
 
 import pytest
@@ -69,3 +70,79 @@ def test_newest_record_wins(results):
 def test_empty_results_are_an_error(tmp_path):
     with pytest.raises(ValueError, match="no benchmark records"):
         leaderboard.render(tmp_path, tmp_path / "out")
+
+
+def _sim_record(n, duration_ms, method, metric, value, unit, **fields):
+    params = f"n={n};duration_ms={duration_ms};dt_ms=0.1;in_degree=80;connectivity=fixed_in_degree"
+    record = _record(f"n={n}/T={duration_ms / 1000:g}s", method, metric, value, unit, params=params, **fields)
+    return dataclasses.replace(record, suite="sim")
+
+
+@pytest.fixture
+def sim_results(tmp_path):
+    rows = []
+    walls = {
+        (4000, 1000.0): {"diffbrain": 0.1, "brian2.cpp_standalone": 0.4, "nest": 20.0},
+        (4000, 5000.0): {"diffbrain": 0.5, "brian2.cpp_standalone": 0.3},
+        (40000, 200.0): {"diffbrain": 1.0, "brian2.cpp_standalone": 4.0},
+    }
+    for (n, duration), by_method in walls.items():
+        for method, wall in by_method.items():
+            rows += [
+                _sim_record(n, duration, method, "wall_time_per_bio_s", wall, "s"),
+                _sim_record(n, duration, method, "compile_time", 40.0 if "brian2" in method else 2.0, "s"),
+                _sim_record(n, duration, method, "firing_rate_e", 16.0, "Hz"),
+                _sim_record(n, duration, method, "firing_rate_i", 16.5, "Hz"),
+            ]
+    rows.append(
+        _sim_record(
+            4000, 1000.0, "brainpy", "wall_time_per_bio_s", math.nan, "s", status="skipped", note="no brainpy"
+        )
+    )
+    folder = tmp_path / "results"
+    records.write_csv(rows, folder / "sim.csv")
+    return folder
+
+
+def test_sim_tables_have_simulators_as_rows_and_the_winner_marked(sim_results, tmp_path):
+    out = tmp_path / "leaderboard"
+    readme = leaderboard.render(sim_results, out).read_text()
+    section = readme.split("## sim", 1)[1]
+    # One table per case, ordered by N then biological time; rows fastest first, skipped peers last.
+    assert (
+        section.index("### n=4000/T=1s")
+        < section.index("### n=4000/T=5s")
+        < section.index("### n=40000/T=0.2s")
+    )
+    assert "| **diffbrain** (winner) | **0.1** | 2 | 16 | 16.5 | 1.00× |" in section
+    assert "| brian2.cpp_standalone | 0.4 | 40 | 16 | 16.5 | 4.00× |" in section
+    assert "| nest | 20 | 2 | 16 | 16.5 | 200.00× |" in section
+    assert "| brainpy | — | — | — | — | — |" in section
+    assert (
+        "diffbrain vs the best peer (brian2.cpp_standalone): 4.00× faster per biological second." in section
+    )
+    # Where a peer wins, it is the one marked, and diffbrain's line says slower.
+    t5 = section.split("### n=4000/T=5s", 1)[1].split("###", 1)[0]
+    assert "| **brian2.cpp_standalone** (winner) | **0.3** |" in t5 and "1.67× slower" in t5
+    assert "### wall_time_per_bio_s" not in section  # the sim tables replace the per-metric tables
+    assert "- brainpy: no brainpy" in section
+    assert (out / "sim_scaling.png").stat().st_size > 5000
+    assert "![wall time per biological second vs N](sim_scaling.png)" in section
+
+
+def test_sim_scaling_plot_uses_the_longest_run_at_each_n(sim_results, tmp_path, monkeypatch):
+    drawn = {}
+
+    def capture(wall, path):
+        longest = wall.sort_values("duration_ms").drop_duplicates(["method", "n"], keep="last")
+        drawn.update({(row.method, row.n): row.value for row in longest.itertuples()})
+
+    monkeypatch.setattr(leaderboard, "_plot_scaling", capture)
+    leaderboard.render(sim_results, tmp_path / "leaderboard")
+    assert drawn == {
+        ("diffbrain", 4000): 0.5,
+        ("brian2.cpp_standalone", 4000): 0.3,
+        ("nest", 4000): 20.0,
+        ("diffbrain", 40000): 1.0,
+        ("brian2.cpp_standalone", 40000): 4.0,
+    }
