@@ -19,7 +19,7 @@ from .params import free_params
 from .recording import Cell, Recording
 from .result import FitResult
 
-GRADIENT_METHODS = ("lbfgsb", "adam")
+GRADIENT_METHODS = ("lbfgsb", "lbfgs", "adam")
 SEARCH_METHODS = ("cmaes", "de", "pso", "random")
 METHODS = GRADIENT_METHODS + SEARCH_METHODS + tuple(search.NEVERGRAD)
 """Every method name `fit` accepts (the ``ng_*`` ones need the optional nevergrad package)."""
@@ -160,6 +160,8 @@ def run_method(
     options = dict(options or {})
     if method == "lbfgsb":
         return gradient.lbfgsb(objective, starts, account, key, **options)
+    if method == "lbfgs":
+        return gradient.lbfgs(objective, starts, account, key, **options)
     if method == "adam":
         return gradient.adam(objective, starts, account, **options)
     if method in search.EVOSAX:
@@ -197,15 +199,17 @@ def fit(
         recordings: a Recording, a sequence of them (equal dt and length) or a Cell (see `prepare`).
         free: ``{name: (lower, upper)}`` in the parameters' units (see `free_params`).
         loss: an `AbstractLoss` (default `VoltageMSE`).
-        method: ``"lbfgsb"``, ``"adam"``, ``"cmaes"``, ``"de"``, ``"pso"``, ``"random"`` or, with nevergrad
+        method: ``"lbfgsb"`` (SciPy, one start after another), ``"lbfgs"`` (optax, all starts batched
+            with `vmap`), ``"adam"``, ``"cmaes"``, ``"de"``, ``"pso"``, ``"random"`` or, with nevergrad
             installed, ``"ng_de"``, ``"ng_pso"``, ``"ng_twopointsde"``, ``"ng_ngopt"``.
-        n_starts: independent starts (Adam runs them batched with `vmap`; the others share the budget;
-            L-BFGS-B adds fresh random starts when these converge before the budget is spent).
+        n_starts: independent starts (L-BFGS and Adam run them batched with `vmap`; the others share the
+            budget; both L-BFGS methods start fresh random runs when theirs end before the budget is spent).
         budget: simulations allowed in total (see `diffbrain.fit.objective` for what one costs).
         key: PRNG key of the starts and of the search (default ``jax.random.key(0)``).
         input_scale: factor from pA to ``model.input_unit`` when it is not pA or nA.
         spike_threshold: mV, for recordings without spike times.
-        gradient_mode: ``"auto"``, ``"measure"``, ``"forward"``, ``"reverse"``, ``"central"`` (`Objective`).
+        gradient_mode: ``"auto"``, ``"measure"``, ``"adjoint"``, ``"forward"``, ``"reverse"``, ``"central"``
+            (`Objective`).
         grad_cost: simulations charged per value-and-gradient, or ``"measured"``.
         transforms: ``{name: "log" | "logit"}`` overrides.
         starts: explicit starting points ``[{name: value}, ...]`` instead of random ones.
@@ -242,7 +246,7 @@ def fit(
     if grad_cost == "measured":
         grad_cost = objective.gradient_cost(u0[0])
     account = Account(budget, grad_cost=float(grad_cost))
-    if starts is not None and method == "lbfgsb":
+    if starts is not None and method in ("lbfgsb", "lbfgs"):
         options = {"restart": False, **(options or {})}
     results = run_method(objective, method, u0, account, run_key, options)
     for start in results:

@@ -154,3 +154,150 @@ def adam(
         )
         for i in range(n)
     ]
+
+
+def _with_gradient(objective: Objective, mode: str):
+    """``objective``'s loss of ``u`` as a function whose reverse-mode gradient is computed in ``mode``
+    (so optax's line search, which calls `jax.value_and_grad`, gets the cheap gradient)."""
+
+    @jax.custom_vjp
+    def loss(u):
+        return objective._value_and_grad(u, mode=mode)[0]
+
+    def forward(u):
+        value, grad = objective._value_and_grad(u, mode=mode)
+        return value, grad
+
+    def backward(grad, cotangent):
+        return (cotangent * grad,)
+
+    loss.defvjp(forward, backward)
+    return loss
+
+
+def _select(mask: Array, new, old):
+    """``new`` where ``mask`` (one flag per start, the leading axis) else ``old``, for every leaf."""
+    return jax.tree.map(lambda a, b: jnp.where(mask.reshape(-1, *[1] * (a.ndim - 1)), a, b), new, old)
+
+
+def _lbfgs_functions(objective: Objective, n: int, memory_size: int):
+    """Jitted batched ``init(u)`` and ``step(u, states, alive, max_linesearch_steps)`` of optax L-BFGS with
+    a zoom line search for ``n`` starts, cached on ``objective``."""
+    cache = objective.__dict__.setdefault("_lbfgs_cache", {})
+    if (n, memory_size) not in cache:
+        loss = _with_gradient(objective, objective.gradient_mode(n))
+
+        def optimiser(max_linesearch_steps):
+            linesearch = optax.scale_by_zoom_linesearch(max_linesearch_steps, initial_guess_strategy="one")
+            return optax.lbfgs(memory_size=memory_size, linesearch=linesearch)
+
+        @jax.jit
+        def init(u):
+            values, grads = jax.vmap(jax.value_and_grad(loss))(u)
+            states = jax.vmap(optimiser(1).init)(u)
+            return optax.tree.set(states, value=values, grad=grads)
+
+        @jax.jit
+        def step(u, states, alive, max_linesearch_steps):
+            def one(u, state):
+                value, grad = optax.tree.get(state, "value"), optax.tree.get(state, "grad")
+                updates, state = optimiser(max_linesearch_steps).update(
+                    grad, state, u, value=value, grad=grad, value_fn=loss
+                )
+                return optax.apply_updates(u, updates), state
+
+            new_u, new_states = jax.vmap(one)(u, states)
+            evaluations = jnp.max(optax.tree.get(new_states, "info").num_linesearch_steps)
+            return _select(alive, new_u, u), _select(alive, new_states, states), evaluations
+
+        cache[(n, memory_size)] = init, step
+    return cache[(n, memory_size)]
+
+
+def lbfgs(
+    objective: Objective,
+    starts: Float[Array, " n d"],
+    account: Account,
+    key: PRNGKeyArray | None = None,
+    *,
+    memory_size: int = 10,
+    max_linesearch_steps: int = 10,
+    max_iterations: int = 10_000,
+    tolerance: float = 1e-9,
+    restart: bool = True,
+) -> list[StartResult]:
+    """Batched multi-start L-BFGS (optax, zoom line search): all starts advance together, one jitted
+    `vmap`-ped computation per iteration, their gradients in the mode `Objective.gradient_mode` picks for
+    that many starts. Bounds are kept by the transforms of `FreeParams` (``u`` is unconstrained).
+
+    Accounting: under `vmap` every start is evaluated as often as the slowest line search needs, so an
+    iteration charges each of the ``n`` slots that many value-and-gradients (ended runs included); the line
+    search is capped so that an iteration never overspends the budget. A start's run ends when its
+    gradient norm falls below ``tolerance``, its loss stops decreasing, or it turns non-finite (kept at its
+    best finite point; its message says so). With ``restart`` (a ``key`` and a budget), an ended run's slot
+    restarts from a fresh uniform point while the budget lasts (re-initialising costs ``n`` evaluations);
+    every run is reported.
+    """
+    u = jnp.asarray(starts)
+    n = u.shape[0]
+    if account.affordable(n, gradient=True) < n:
+        message = "budget smaller than one batch of starts"
+        return [StartResult(np.asarray(s, float), np.inf, "failed", message, 0.0) for s in np.asarray(starts)]
+    init, step = _lbfgs_functions(objective, n, memory_size)
+    can_restart = restart and key is not None and account.budget is not None
+    results: list[StartResult] = []
+    fresh = np.ones(n, bool)
+    states = None
+    for _ in range(max_iterations + 1):
+        if fresh.any():
+            new_states = init(u)
+            states = new_states if states is None else _select(jnp.asarray(fresh), new_states, states)
+            values = np.asarray(optax.tree.get(states, "value"), float)
+            account.charge(np.where(fresh, values, np.nan), gradient=True)
+            if fresh.all():
+                best_loss, best_u, spent = np.full(n, np.inf), np.asarray(u, float).copy(), np.zeros(n)
+                messages, alive = [""] * n, np.zeros(n, bool)
+            spent = np.where(fresh, 0.0, spent) + account.grad_cost  # init evaluates every slot
+            best_loss[fresh] = np.where(np.isfinite(values), values, np.inf)[fresh]
+            best_u[fresh] = np.asarray(u, float)[fresh]
+            for index in np.flatnonzero(fresh & ~np.isfinite(values)):
+                messages[index] = "non-finite loss at the start"
+            alive |= fresh & np.isfinite(values)
+            fresh[:] = False
+        cap = min(max_linesearch_steps, account.affordable(n * max_linesearch_steps, gradient=True) // n)
+        if not alive.any() or cap < 1:
+            break
+        previous = values
+        u, states, evaluations = step(u, states, jnp.asarray(alive), cap)
+        evaluations = int(evaluations)
+        values = np.asarray(optax.tree.get(states, "value"), float)
+        grads = np.asarray(optax.tree.get(states, "grad"), float)
+        account.charge(np.concatenate([values, np.full(n * (evaluations - 1), np.nan)]), gradient=True)
+        spent += evaluations * account.grad_cost
+        finite = np.isfinite(values) & np.all(np.isfinite(grads), axis=1)
+        improved = alive & finite & (values < best_loss)
+        best_loss[improved], best_u[improved] = values[improved], np.asarray(u, float)[improved]
+        converged = alive & finite & ((np.linalg.norm(grads, axis=1) < tolerance) | ~(values < previous))
+        for index in np.flatnonzero(alive & ~finite):
+            messages[index] = "stopped at a non-finite loss or gradient"
+        for index in np.flatnonzero(converged):
+            messages[index] = "converged"
+        ended = alive & ~(finite & ~converged)
+        alive &= ~ended
+        if can_restart and ended.any() and account.affordable(2 * n, gradient=True) >= 2 * n:
+            for index in np.flatnonzero(ended):
+                results.append(_start_result(best_u, best_loss, messages, spent, index))
+            key, sample_key = jax.random.split(key)
+            u = jnp.where(jnp.asarray(ended)[:, None], objective.free.sample(sample_key, n), u)
+            fresh = ended
+    for index in range(n):
+        messages[index] = messages[index] or "budget or max_iterations exhausted"
+        results.append(_start_result(best_u, best_loss, messages, spent, index))
+    return results
+
+
+def _start_result(best_u, best_loss, messages, spent, index) -> StartResult:
+    status = "ok" if np.isfinite(best_loss[index]) else "failed"
+    return StartResult(
+        best_u[index].copy(), float(best_loss[index]), status, messages[index], float(spent[index])
+    )

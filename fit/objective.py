@@ -20,6 +20,7 @@ import functools
 import time
 from typing import Literal
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -30,17 +31,43 @@ from diffbrain import zoo
 from .losses import AbstractLoss, Target
 from .params import FreeParams
 
-GradientMode = Literal["auto", "measure", "forward", "reverse", "central"]
-FORWARD_MAX_PARAMS = 2
-"""``gradient="auto"`` uses forward mode up to this many free parameters, reverse mode above: measured on
-HH (10⁴ steps, float64), a value-and-gradient cost 4.5× a forward in checkpointed reverse mode and 8.7× with
-``jacfwd`` for 4 parameters."""
-
-
+GradientMode = Literal["auto", "measure", "adjoint", "forward", "reverse", "central"]
+MODES = ("adjoint", "forward", "reverse", "central")
+"""The gradient modes `Objective` computes (``"auto"`` and ``"measure"`` choose one of them)."""
+ADJOINT_MAX_WIDTH = 4
+"""``gradient="auto"`` uses the linearised adjoint while at most this many simulations run side by side
+(sweeps × starts evaluated together), checkpointed reverse mode above; see `auto_gradient_mode`."""
 MEASURE_MAX_PARAMS = 8
 """``gradient="measure"`` times forward mode and central differences only up to this many parameters."""
 CENTRAL_STEP = 1e-5
 """Step of ``gradient="central"`` in the unconstrained ``u`` (≈ ε^{1/3} of float64)."""
+
+
+def auto_gradient_mode(width: int, adjoint: bool = True) -> str:
+    """The gradient mode ``gradient="auto"`` uses when ``width`` simulations (sweeps × starts) are evaluated
+    side by side: ``"adjoint"`` up to `ADJOINT_MAX_WIDTH` (if the model allows it), else ``"reverse"``.
+
+    Measured on HH (10⁴ steps at dt 0.02 ms, 4 free parameters, float64, loaded 2-core CPU; CPU time of one
+    batched value-and-gradient over one batched forward, median of 15; ``python -m diffbrain.bench fit``
+    records the width-1 case as ``hh-10k-gradient``):
+
+    | width | forward | adjoint | reverse (checkpointed) | forward mode (jacfwd) | central |
+    |---|---|---|---|---|---|
+    | 1 | 1.8 ms | 3.3× | 10× | 27× | 10× |
+    | 2 | 3.5 ms | 2.5× | 6.1× | 13× | 8.8× |
+    | 4 | 11 ms | 2.2× | 2.8× | 4.7× | 5.2× |
+    | 8 | 8.3 ms | 6.4× | 4.1× | 8.1× | 13× |
+    | 16 | 12 ms | 9.3× | 4.4× | 7.8× | 18× |
+    | 32 | 23 ms | 10× | 3.3× | 6.2× | 19× |
+
+    Why: XLA on CPU runs the forward scan of one neuron at ~0.2 µs/step, but every fused kernel of a
+    differentiated step costs dispatch time, so reverse or forward mode through a scan over one or two
+    neurons pays that overhead dozens of times per step. The adjoint keeps one sequential loop of a few
+    elementwise kernels and does the rest vectorised over time; once many neurons run side by side, the
+    per-step overhead is amortised and the adjoint's time-by-state Jacobians (memory-bound) cost more
+    than recomputing each step in reverse mode.
+    """
+    return "adjoint" if adjoint and width <= ADJOINT_MAX_WIDTH else "reverse"
 
 
 class Objective:
@@ -52,14 +79,25 @@ class Objective:
         inputs: injected current in ``model.input_unit``, ``[T, S]`` (one column per sweep).
         target: the recorded sweeps (`Target`, same T and S).
         loss: an `AbstractLoss`.
-        gradient: ``"forward"`` (``jacfwd``: d tangents carried through one scan; cheap for few
-            parameters), ``"reverse"`` (reverse mode through a scan whose step is checkpointed, so only the
-            state is stored per step), ``"central"`` (central differences, step `CENTRAL_STEP` in ``u``: the
-            2d + 1 simulations run as one `vmap` batch, so on CPU they cost a few forwards; accurate to
-            ~1e-9 relative in float64 for smooth losses, not exact), ``"auto"`` (forward up to
-            `FORWARD_MAX_PARAMS` parameters, else reverse) or ``"measure"`` (time each mode once —
-            forward and central only up to `MEASURE_MAX_PARAMS` parameters — and keep the fastest; the
-            times are in ``gradient_timings``).
+        gradient: how value-and-gradient is computed (all exact but ``"central"``):
+
+            * ``"adjoint"``: linearised adjoint. One forward scan stores every state; the Jacobians of
+              one step with respect to the state are computed for all steps at once (vectorised over
+              time and sweeps); the adjoint recursion ``λ_k = A_kᵀ λ_{k+1} + ∂L/∂x_k`` runs as a scan of
+              a few elementwise operations; the parameter gradient is one vectorised VJP over all
+              steps. Needs a model whose parameters are all scalars (one neuron per sweep); otherwise
+              ``"auto"`` does not pick it and asking for it raises.
+            * ``"forward"``: ``jacfwd``, d tangents carried through one scan.
+            * ``"reverse"``: reverse mode through a scan whose step is checkpointed (only the state is
+              stored per step).
+            * ``"central"``: central differences, step `CENTRAL_STEP` in ``u``, the 2d + 1 simulations as
+              one `vmap` batch; ~1e-9 relative in float64 for smooth losses.
+            * ``"auto"`` (default): `auto_gradient_mode` of how many simulations run side by side
+              (sweeps for `value_and_grad`, sweeps × starts for `values_and_grads`, decided when it is
+              traced).
+            * ``"measure"``: time each mode once on `value_and_grad` (forward and central only up to
+              `MEASURE_MAX_PARAMS` parameters) and keep the fastest for both functions; the times are
+              in ``gradient_timings``.
         unroll: scan steps unrolled per iteration (fewer dispatches on CPU).
 
     The simulated voltage is aligned with the recording: sample k of the target (time k·dt) is compared
@@ -77,29 +115,42 @@ class Objective:
         gradient: GradientMode = "auto",
         unroll: int = 1,
     ):
-        if gradient not in ("auto", "measure", "forward", "reverse", "central"):
-            raise ValueError(
-                f"`gradient` must be 'auto', 'measure', 'forward', 'reverse' or 'central', got {gradient!r}."
-            )
+        if gradient not in ("auto", "measure", *MODES):
+            raise ValueError(f"`gradient` must be 'auto', 'measure' or one of {MODES}, got {gradient!r}.")
         if inputs.shape != target.voltage.shape:
             raise ValueError(
                 f"inputs {inputs.shape} and recorded voltage {target.voltage.shape} must both be [T, S]."
             )
         self.model, self.free, self.inputs, self.target, self.loss = model, free, inputs, target, loss
         self.unroll = unroll
-        if gradient == "auto":
-            gradient = "forward" if free is not None and free.size <= FORWARD_MAX_PARAMS else "reverse"
+        self.adjoint_supported = all(
+            jnp.ndim(leaf) == 0 for leaf in jax.tree.leaves(eqx.filter(model, eqx.is_array))
+        )
+        if gradient == "adjoint" and not self.adjoint_supported:
+            raise ValueError(
+                f"gradient='adjoint' needs every parameter of {type(model).__name__} to be a scalar (one "
+                "neuron per sweep); use gradient='reverse' or 'forward' for this model."
+            )
         self.gradient_timings: dict[str, float] = {}
-        if gradient == "measure":
-            gradient = self._fastest_gradient()
-        self.gradient = gradient
+        self._mode = self._fastest_gradient() if gradient == "measure" else gradient
         self.n_steps = inputs.shape[0]
         self._cost: float | None = None
 
         self.value = jax.jit(self._loss)
         self.values = jax.jit(jax.vmap(self._loss))
         self.value_and_grad = jax.jit(self._value_and_grad)
-        self.values_and_grads = jax.jit(jax.vmap(self._value_and_grad))
+        self.values_and_grads = jax.jit(self._values_and_grads)
+
+    @property
+    def gradient(self) -> str:
+        """The mode `value_and_grad` uses (see `gradient_mode` for batches)."""
+        return self.gradient_mode(1)
+
+    def gradient_mode(self, n_starts: int) -> str:
+        """The mode used for ``n_starts`` parameter vectors evaluated together."""
+        if self._mode != "auto":
+            return self._mode
+        return auto_gradient_mode(n_starts * self.inputs.shape[1], self.adjoint_supported)
 
     def simulate(self, u: Float[Array, " d"], *, checkpoint: bool = False) -> tuple[Array, Array]:
         """The model's voltage (mV) and spikes on the recording's grid, ``[T, S]`` each.
@@ -133,6 +184,7 @@ class Objective:
     def _fastest_gradient(self, repeats: int = 3) -> str:
         u = jnp.zeros(self.free.size, self.free.lower.dtype)
         modes = ["reverse"] + (["forward", "central"] if self.free.size <= MEASURE_MAX_PARAMS else [])
+        modes += ["adjoint"] if self.adjoint_supported else []
         for mode in modes:
             value_and_grad = jax.jit(functools.partial(self._value_and_grad, mode=mode))
             jax.block_until_ready(value_and_grad(u))
@@ -144,10 +196,16 @@ class Objective:
             self.gradient_timings[mode] = min(seconds)
         return min(self.gradient_timings, key=self.gradient_timings.get)
 
+    def _values_and_grads(self, us: Float[Array, " n d"]) -> tuple[Float[Array, " n"], Float[Array, " n d"]]:
+        mode = self.gradient_mode(us.shape[0])
+        return jax.vmap(functools.partial(self._value_and_grad, mode=mode))(us)
+
     def _value_and_grad(
         self, u: Float[Array, " d"], mode: str | None = None
     ) -> tuple[Scalar, Float[Array, " d"]]:
         mode = self.gradient if mode is None else mode
+        if mode == "adjoint":
+            return self._adjoint(u)
         if mode == "central":
             steps = CENTRAL_STEP * jnp.eye(u.shape[0], dtype=u.dtype)
             values = jax.vmap(self._loss)(jnp.concatenate([u[None], u + steps, u - steps]))
@@ -162,6 +220,56 @@ class Objective:
 
         grad, value = jax.jacfwd(with_value, has_aux=True)(u)
         return value, grad
+
+    def _adjoint(self, u: Float[Array, " d"]) -> tuple[Scalar, Float[Array, " d"]]:
+        """Value and gradient by the linearised adjoint (see the class docstring)."""
+        free, dt, shape = self.free, self.target.dt, self.inputs.shape[1:]
+        theta = free.to_values(u)
+        model = free.with_values(self.model, theta)
+        state0 = model.init_state(shape)
+        voltage = state0._fields.index("V")
+
+        def record(state, current):
+            new, spike = model.step(state, current, dt)
+            return new, (state, spike)
+
+        # states[k] is the state at time k·dt; spikes[k] is emitted by the step from k·dt to (k + 1)·dt
+        _, (states, spikes) = jax.lax.scan(record, state0, self.inputs, unroll=self.unroll)
+        spikes = jnp.concatenate([jnp.zeros_like(spikes[:1]), spikes[:-1]])
+        value, pullback = jax.vjp(lambda V, s: self.loss(V, s, self.target), states.V, spikes)
+        dV, dspikes = pullback(jnp.ones_like(value))
+
+        def one_step(th, x, current):
+            """One neuron, one step: state vector ``[n]`` → next state and spike ``[n + 1]``."""
+            new, spike = free.with_values(self.model, th).step(type(state0)(*x), current, dt)
+            return jnp.stack([*new, spike])
+
+        def over_time_and_sweeps(fn):
+            return jax.vmap(jax.vmap(fn))
+
+        x = jnp.stack(states, axis=-1)[:-1]  # [T − 1, S, n]: the states whose next step the loss sees
+        currents = self.inputs[:-1]
+        n = x.shape[-1]
+        jacobian = over_time_and_sweeps(jax.jacfwd(functools.partial(one_step, theta)))(x, currents)
+        A, C = jacobian[..., :n, :], jacobian[..., n, :]  # ∂x_{k+1}/∂x_k, ∂spike_{k+1}/∂x_k
+        # λ_k = ∂L/∂x_k: λ_{T−1} = ∂L/∂V_{T−1} e_V, λ_k = A_kᵀ λ_{k+1} + C_k ∂L/∂s_{k+1} + ∂L/∂V_k e_V
+        direct = (C * dspikes[1:, :, None]).at[..., voltage].add(dV[:-1])
+        last = jnp.zeros_like(x[0]).at[..., voltage].set(dV[-1])
+
+        def back(adjoint, a_and_b):
+            a, b = a_and_b
+            return jnp.sum(a * adjoint[..., :, None], axis=-2) + b, adjoint
+
+        first, after = jax.lax.scan(back, last, (A, direct), reverse=True)  # after[k] = λ_{k+1}
+        cotangent = jnp.concatenate([after, dspikes[1:, :, None]], axis=-1)
+        _, pull_steps = jax.vjp(
+            lambda th: over_time_and_sweeps(functools.partial(one_step, th))(x, currents), theta
+        )
+        _, pull_init = jax.vjp(
+            lambda th: jnp.stack(free.with_values(self.model, th).init_state(shape), -1), theta
+        )
+        _, pull_u = jax.vjp(free.to_values, u)
+        return value, pull_u(pull_steps(cotangent)[0] + pull_init(first)[0])[0]
 
     def gradient_cost(self, u: Float[Array, " d"] | None = None, repeats: int = 3) -> float:
         """Measured wall time of one value-and-gradient over one forward (median of ``repeats``), ×."""

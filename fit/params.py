@@ -88,7 +88,10 @@ class FreeParams(eqx.Module):
 
     def to_model(self, model: eqx.Module, u: Float[Array, " d"]) -> eqx.Module:
         """``model`` with the free parameters set from the unconstrained vector ``u`` (shape ``[d]``)."""
-        values = self.to_values(u)
+        return self.with_values(model, self.to_values(u))
+
+    def with_values(self, model: eqx.Module, values: Float[Array, " d"]) -> eqx.Module:
+        """``model`` with the free parameters set to ``values`` (in their units, shape ``[d]``)."""
         return eqx.tree_at(
             lambda m: [getattr(m, name) for name in self.names],
             model,

@@ -1,3 +1,4 @@
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -35,7 +36,15 @@ def test_cmaes_gets_close(sweeps):
         assert result.params[name] == pytest.approx(value, rel=0.1), name
 
 
-@pytest.mark.parametrize("method", ["adam", "de", "pso", "random"])
+def test_batched_lbfgs_recovers_parameters_within_one_percent(sweeps):
+    result = fit.fit(_model(), sweeps, free=FREE, method="lbfgs", n_starts=4, budget=400)
+    for name, value in TRUTH.items():
+        assert result.params[name] == pytest.approx(value, rel=1e-2), name
+    assert result.simulations <= 400
+    assert result.simulations == pytest.approx(sum(start.simulations for start in result.starts))
+
+
+@pytest.mark.parametrize("method", ["lbfgs", "adam", "de", "pso", "random"])
 def test_every_method_lowers_the_loss_within_budget(sweeps, method):
     budget = 120
     result = fit.fit(_model(), sweeps, free=FREE, method=method, n_starts=2, budget=budget)
@@ -66,7 +75,7 @@ class _FailsAboveMinus62(fit.AbstractLoss):
         return fit.VoltageMSE()(V, spikes, target) + jnp.where(V.max() > -62.0, jnp.nan, 0.0)
 
 
-@pytest.mark.parametrize("method", ["lbfgsb", "adam", "cmaes"])
+@pytest.mark.parametrize("method", ["lbfgsb", "lbfgs", "adam", "cmaes"])
 def test_a_nan_start_is_reported_and_does_not_sink_the_fit(sweeps, method):
     starts = [{"g_L": 5.5, "C": 300.0, "V_rest": -55.0}, {"g_L": 25.0, "C": 250.0, "V_rest": -70.0}]
     result = fit.fit(
@@ -126,7 +135,7 @@ def test_spikes_detected_from_voltage_when_times_are_missing():
     assert np.flatnonzero(np.asarray(target.spikes[:, 0])).tolist() == [3, 8]
 
 
-@pytest.mark.parametrize("mode", ["forward", "reverse", "central", "measure"])
+@pytest.mark.parametrize("mode", ["adjoint", "forward", "reverse", "central", "measure"])
 def test_gradient_modes_agree(sweeps, mode):
     model = zoo.astype(_model(), jnp.float64)
     free = fit.free_params(model, FREE)
@@ -138,4 +147,47 @@ def test_gradient_modes_agree(sweeps, mode):
     reference = jax.grad(fit.Objective(model, free, inputs, target, fit.VoltageMSE())._loss)(u)
     np.testing.assert_allclose(grad, reference, rtol=1e-6 if objective.gradient == "central" else 1e-8)
     if mode == "measure":
-        assert set(objective.gradient_timings) == {"forward", "reverse", "central"}
+        assert set(objective.gradient_timings) == {"adjoint", "forward", "reverse", "central"}
+
+
+@pytest.fixture(scope="module")
+def hh_spiking():
+    """Classic HH, 40 ms at dt 0.025 ms, a step and a constant current (both spike), 0.5 mV noise."""
+    with jax.enable_x64(True):
+        currents = np.stack(
+            [zoo.stimulus.steps([0.0, 10.0, 0.0], [5.0, 30.0, 5.0], 0.025), np.full(1600, 6.0)]
+        )
+        sweeps = fit.synthetic_sweeps(zoo.HH(), currents, 0.025, input_scale=1.0, noise=0.5)
+        model = zoo.astype(zoo.HH(), jnp.float64)
+        inputs, target = fit.prepare(model, sweeps, input_scale=1.0)
+        free = fit.free_params(model, {"g_Na": (50.0, 200.0), "g_K": (10.0, 60.0), "E_L": (-70.0, -40.0)})
+        yield model, free, inputs, target
+
+
+def test_adjoint_matches_reverse_mode_through_spikes(hh_spiking):
+    """The linearised adjoint equals autodiff through voltage and surrogate spikes, single and batched."""
+    model, free, inputs, target = hh_spiking
+    loss = fit.VoltageMSE() + 10.0 * fit.VanRossum(tau=5.0)
+    with jax.enable_x64(True):
+        us = free.sample(jax.random.key(1), 2)
+        adjoint = fit.Objective(model, free, inputs, target, loss, gradient="adjoint")
+        reverse = fit.Objective(model, free, inputs, target, loss, gradient="reverse")
+        values, grads = adjoint.values_and_grads(us)
+        expected_values, expected = reverse.values_and_grads(us)
+        value, grad = adjoint.value_and_grad(us[1])
+    assert np.all(np.abs(np.asarray(expected)) > 1e-3)  # every parameter moves the loss
+    np.testing.assert_allclose(values, expected_values, rtol=1e-12)
+    np.testing.assert_allclose(grads, expected, rtol=1e-9)
+    np.testing.assert_allclose(grad, expected[1], rtol=1e-9)
+    assert float(value) == pytest.approx(float(expected_values[1]), rel=1e-12)
+
+
+def test_auto_gradient_mode_follows_the_width_rule(hh_spiking):
+    model, free, inputs, target = hh_spiking  # 2 sweeps
+    objective = fit.Objective(model, free, inputs, target, fit.VoltageMSE())
+    assert objective.gradient == "adjoint" == objective.gradient_mode(2)
+    assert objective.gradient_mode(3) == "reverse"  # 6 simulations side by side > ADJOINT_MAX_WIDTH
+    heterogeneous = eqx.tree_at(lambda m: m.C, model, jnp.ones(2))
+    assert fit.Objective(heterogeneous, free, inputs, target, fit.VoltageMSE()).gradient == "reverse"
+    with pytest.raises(ValueError, match="scalar"):
+        fit.Objective(heterogeneous, free, inputs, target, fit.VoltageMSE(), gradient="adjoint")
