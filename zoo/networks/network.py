@@ -468,6 +468,7 @@ class Network(eqx.Module):
         detach_recurrent: bool = True,
         pulse: Pulse | Sequence[Pulse] | None = None,
         unroll: int = 1,
+        checkpoint: int | None = None,
     ) -> NetworkResult:
         """Simulate for ``duration_ms`` ms with a jitted `lax.scan`.
 
@@ -482,11 +483,18 @@ class Network(eqx.Module):
             detach_recurrent: with ``surrogate``, stop the gradient through recurrent spikes (see `step`).
             pulse: current pulses (`Pulse`), placed in the state's absolute time.
             unroll: steps unrolled per scan iteration.
+            checkpoint: for gradients of long runs: keep the state every ``checkpoint`` steps and recompute
+                the steps in between during the backward pass (`jax.checkpoint`), so memory grows with
+                ``T/checkpoint + checkpoint`` steps instead of ``T``. None: keep every step.
 
         Returns:
             A `NetworkResult`; ``result.rates()`` in Hz per population.
         """
         n_steps, record = _check_run(self, duration_ms, dt, record)
+        if checkpoint is not None and (
+            isinstance(checkpoint, bool) or not isinstance(checkpoint, int | np.integer) or checkpoint < 1
+        ):
+            raise ValueError(f"`checkpoint` must be None or a positive number of steps, got {checkpoint!r}.")
         if key is None and (state is None or self.drives):
             raise ValueError(
                 "`key` may be None only when continuing from `state` in a network without background input."
@@ -512,6 +520,7 @@ class Network(eqx.Module):
             surrogate,
             detach_recurrent,
             unroll,
+            None if checkpoint is None else int(checkpoint),
         )
         return NetworkResult(self.dt, self.names, self.sizes, counts, raster, jnp.asarray(record), state)
 
@@ -541,8 +550,10 @@ class Network(eqx.Module):
         return jnp.asarray(amplitude, self.I_ext.dtype), start, stop
 
 
-@functools.partial(jax.jit, static_argnums=(6, 7, 8, 9))
-def _run(net, state, seed, pulses, record, population, n_steps, surrogate, detach_recurrent, unroll):
+@functools.partial(jax.jit, static_argnums=(6, 7, 8, 9, 10))
+def _run(
+    net, state, seed, pulses, record, population, n_steps, surrogate, detach_recurrent, unroll, checkpoint
+):
     n_pops = len(net.sizes)
 
     def body(state, _):
@@ -553,7 +564,20 @@ def _run(net, state, seed, pulses, record, population, n_steps, surrogate, detac
         raster = (s[record] > 0) if surrogate else s[record]
         return state, (counts, raster)
 
-    state, (counts, raster) = jax.lax.scan(body, state, None, length=n_steps, unroll=unroll)
+    def steps(state, length):
+        return jax.lax.scan(body, state, None, length=length, unroll=min(unroll, max(length, 1)))
+
+    if checkpoint is None or checkpoint >= n_steps:
+        state, (counts, raster) = steps(state, n_steps)
+        return counts, raster, state
+    segments, rest = divmod(n_steps, checkpoint)
+    segment = jax.checkpoint(lambda state, _: steps(state, checkpoint))
+    state, outputs = jax.lax.scan(segment, state, None, length=segments)
+    outputs = jax.tree.map(lambda x: x.reshape(segments * checkpoint, *x.shape[2:]), outputs)
+    if rest:
+        state, tail = steps(state, rest)
+        outputs = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), outputs, tail)
+    counts, raster = outputs
     return counts, raster, state
 
 
