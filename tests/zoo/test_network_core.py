@@ -133,12 +133,18 @@ def test_heterogeneous_delays_match_numpy_reference():
     np.testing.assert_array_equal(np.asarray(result.raster), raster)
     np.testing.assert_allclose(result.final_state.neurons.V, V, rtol=0, atol=1e-9)
     np.testing.assert_array_equal(result.counts.sum(axis=0), [raster[:, :n_e].sum(), raster[:, n_e:].sum()])
-    # per-edge weights read back in the given order (repeats report their merged sum)
-    W = np.asarray(net.weights("exc"))
+    # per-edge weights read back in the given order (repeats report their merged sum); a shared weight
+    # set afterwards still counts each merged edge
     pre, post, weight = edges["exc"]
-    for k in range(5):
+    shared = np.asarray(net.with_weights("exc", 2.0).weights("exc"))
+    W = np.asarray(net.weights("exc"))
+    repeats = 0
+    for k in range(pre.size):
         same = (pre == pre[k]) & (post == post[k]) & (lags["exc"] == lags["exc"][k])
         assert W[k] == pytest.approx(weight[same].sum())
+        assert shared[k] == 2.0 * same.sum()
+        repeats += same.sum() > 1
+    assert repeats > 0
 
 
 def test_continuation_and_key_reproducibility_with_background():

@@ -400,8 +400,9 @@ class Network(eqx.Module):
         slots = self.edge_slots[receptor]
         if weight.shape not in ((), slots.shape):
             raise ValueError(f"`weight` must be a scalar or have shape {slots.shape}, got {weight.shape}.")
-        if weight.ndim:
-            weight = jnp.zeros(projection.W.nnz, weight.dtype).at[slots].add(weight)
+        if weight.ndim or slots.size != projection.W.nnz:  # per edge, or shared by edges that were merged
+            per_edge = jnp.broadcast_to(weight, slots.shape)
+            weight = jnp.zeros(projection.W.nnz, weight.dtype).at[slots].add(per_edge)
         return eqx.tree_at(lambda net: net.projections[receptor].W, self, projection.W.with_data(weight))
 
     def init_state(
