@@ -209,11 +209,12 @@ def data_grad(
 ) -> Float[Array, " nnz"]:
     """`g[k] = s[row(k)]·ȳ[indices[k]]`, computed on spiking rows only (zero elsewhere).
 
-    The result is nnz-sized, but only the spiking rows are written: a large (≥ 16 MiB) output that XLA
-    allocated fresh is zeroed by returning its pages to the kernel (`madvise(MADV_DONTNEED)`, which reads
-    back as zeros in a private anonymous mapping) instead of writing nnz zeros, so the call costs the events
-    and the page faults of the pages they touch. A buffer that is already resident (reused inside a loop) or
-    not verifiably private anonymous memory is filled with zeros, split across threads.
+    The result is nnz-sized, but only the spiking rows are written: in a large (≥ 16 MiB) output, the pages
+    not resident in memory (fresh from XLA's allocator) are zeroed by returning them to the kernel
+    (`madvise(MADV_DONTNEED)`, which reads back as zeros in a private anonymous mapping) instead of faulting
+    them in to write zeros, so the call costs the events and the page faults of the pages they touch. A
+    buffer more than 7/8 resident (reused inside a loop) or not verifiably private anonymous memory is
+    filled with zeros, split across threads.
     """
     return data_grad_batch(indptr, indices, spikes[None], cotangent[None], nnz)
 

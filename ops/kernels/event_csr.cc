@@ -430,15 +430,16 @@ ffi::Error row_dot_impl(ffi::AnyBuffer indptr, ffi::AnyBuffer indices, ffi::AnyB
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Zeroing a large fresh output without writing it.
+// Zeroing a large output without faulting in its pages.
 //
-// XLA allocates a large result with a fresh anonymous mapping, whose pages the process has never touched; the
-// first write to each page then costs a page fault that clears it, so writing nnz zeros costs far more than
-// the events of a weight gradient (~50 ms for 160 MB here vs ~1 ms of events). For a private anonymous mapping
-// Linux guarantees that pages released with MADV_DONTNEED read back as zeros (zero-fill on demand), so the
-// page-aligned interior of such an output can be zeroed in one system call, and only the pages that receive
-// events are ever faulted in. Used only when the output is large, mostly not resident (a buffer reused inside
-// a loop is warm: a memset is cheaper than faulting it in again) and /proc/self/maps shows one private
+// XLA's large results often sit on pages the process has not touched since they were allocated (a fresh
+// mapping) or since the allocator returned them to the kernel; the first write to each such page costs a page
+// fault that clears it, so writing nnz zeros costs far more than the events of a weight gradient (~50 ms for
+// 160 MB here vs ~1 ms of events). For a private anonymous mapping Linux guarantees that pages released with
+// MADV_DONTNEED read back as zeros (zero-fill on demand), so each run of pages that are not resident is zeroed
+// with one system call, only the resident pages are written, and only the pages that receive events are ever
+// faulted in. Used when the output is large, at least 1/8 of its pages are not resident (a buffer reused
+// inside a loop is warm: the caller's threaded fill is then as good) and /proc/self/maps shows one private
 // anonymous mapping covering it; anything else falls back to writing the zeros.
 
 constexpr size_t kLazyZeroBytes = size_t{16} << 20;
@@ -481,11 +482,18 @@ bool zero_untouched(void* out, size_t bytes) {
   if (mincore(reinterpret_cast<void*>(lo), hi - lo, resident.data()) != 0) return false;
   size_t warm = 0;
   for (unsigned char r : resident) warm += r & 1;
-  if (warm * 8 > pages) return false;
+  if (warm * 8 > pages * 7) return false;
   if (!private_anonymous(lo, hi)) return false;
-  if (madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED) != 0) return false;
   std::memset(out, 0, lo - begin);
   std::memset(reinterpret_cast<void*>(hi), 0, end - hi);
+  for (size_t first = 0; first < pages;) {  // runs of pages alike: memset the resident, release the rest
+    size_t last = first + 1;
+    while (last < pages && (resident[last] & 1) == (resident[first] & 1)) ++last;
+    char* at = reinterpret_cast<char*>(lo + first * page);
+    const size_t length = (last - first) * page;
+    if ((resident[first] & 1) || madvise(at, length, MADV_DONTNEED) != 0) std::memset(at, 0, length);
+    first = last;
+  }
   return true;
 }
 #else

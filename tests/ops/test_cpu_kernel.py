@@ -148,8 +148,12 @@ def zero_untouched(buffer: mmap.mmap, offset: int, size: int) -> bool:
 def test_fresh_private_memory_is_zeroed_without_writing_it():
     buffer = mmap.mmap(-1, ZERO_BYTES, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     page = mmap.PAGESIZE
-    garbage = {0: b"\xff" * 100, 5 * page + 3: b"\x01" * page, ZERO_BYTES - 50: b"\x02" * 50}
-    for at, values in garbage.items():  # a few resident pages of garbage, and the unaligned ends
+    garbage = {
+        0: b"\xff" * (ZERO_BYTES // 2),
+        7 * ZERO_BYTES // 8 + 3: b"\x01" * page,
+        ZERO_BYTES - 50: b"\x02" * 50,
+    }
+    for at, values in garbage.items():  # half the pages resident with garbage, one more, the unaligned end
         buffer[at : at + len(values)] = values
     assert zero_untouched(buffer, 5, ZERO_BYTES - 10)
     view = np.frombuffer(buffer, np.uint8)
