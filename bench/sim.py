@@ -18,11 +18,12 @@ scan was measured slower, 2× at unroll 2); ``brian2.runtime`` (Cython), ``brian
 ``$DIFFBRAIN_PEER_PYTHON`` else this interpreter) through ``sim_peers.py``; a peer missing there, failing
 or timing out gives ``status="skipped"`` records with the reason, never a number.
 
-Cases: ``n=4000/T=1s`` and ``n=4000/T=5s`` (`DURATIONS_MS`), then the scaling curve at n = 40,000 and
-400,000 (`SCALING`; fixed in-degree 80, so every neuron sees the same input statistics; shorter biological
-times there). Metrics per case and method: ``wall_time_per_bio_s`` (median timed run / simulated seconds,
-s per biological second, compile excluded), ``compile_time`` (s: JAX's tracing and compilation, Cython's or
-the C++ build), ``firing_rate_e`` and ``firing_rate_i`` (Hz, over the timed run).
+Cases: ``n=4000/T=1s`` and ``n=4000/T=5s`` (`DURATIONS_MS`), then the scaling curve at n = 40,000
+(`SCALING`) and, with ``full``, 400,000 (`FULL_SCALING`) — fixed in-degree 80, so every neuron sees the same
+input statistics; shorter biological times there, against `SCALING_PEERS`. Metrics per case and method:
+``wall_time_per_bio_s`` (median timed run / simulated seconds, s per biological second, compile excluded),
+``compile_time`` (s: JAX's tracing and compilation, Cython's or the C++ build), ``firing_rate_e`` and
+``firing_rate_i`` (Hz, over the timed run).
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ QUICK = {
     "scaling_peers": (),
     "repeats": 2,
 }
-"""A grid that runs in about two minutes here (Brian2's Cython cache warm), for smoke tests."""
+"""A grid for smoke tests: 33 s on the loaded 2-core machine with Brian2's Cython cache warm (+~50 s cold)."""
 PEER_SCRIPT = Path(__file__).with_name("sim_peers.py")
 METRICS = (
     ("wall_time_per_bio_s", "s"),
