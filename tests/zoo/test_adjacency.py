@@ -7,6 +7,7 @@ import csv
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse
 
@@ -162,11 +163,8 @@ def test_bad_input_names_the_argument():
         with pytest.raises(ValueError, match=message):
             from_adjacency(override.pop("matrix", good), **override)
 
-    class Table:  # a labelled table whose rows and columns disagree
-        index, columns = ["a", "b", "c"], ["a", "c", "b"]
-
-        def to_numpy(self):
-            return good
-
+    # a labelled table: its labels name the populations, and rows and columns must agree
+    table = pd.DataFrame(good, index=["a", "b", "b"], columns=["a", "b", "b"])
+    assert from_adjacency(table).names == ("a", "b")
     with pytest.raises(ValueError, match="same labels"):
-        from_adjacency(Table())
+        from_adjacency(pd.DataFrame(good, index=["a", "b", "c"], columns=["a", "c", "b"]))

@@ -361,7 +361,7 @@ def test_bad_input_names_the_argument():
 
 
 def test_docstring_examples():
-    for name in ("network", "delays"):
+    for name in ("network", "delays", "adjacency"):
         module = importlib.import_module(f"diffbrain.zoo.networks.{name}")
         with jax.enable_x64(False):
             result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
