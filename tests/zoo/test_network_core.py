@@ -305,6 +305,28 @@ def test_surrogate_gradient_of_heaviside_network_is_finite_and_signed():
     assert float(rate) > 0 and np.isfinite(float(grad)) and float(grad) > 0
 
 
+def test_any_spiking_neuron_and_linear_receptor():
+    # AdEx (no V_th: starts at rest) with alpha-function and dual-exponential current receptors
+    net = Network.build(
+        sizes={"E": 8, "I": 2},
+        neuron=zoo.AdEx(),
+        receptors={"exc": zoo.Alpha(mode="cuba"), "inh": zoo.DualExpon(mode="cuba")},
+        edges={
+            "exc": Edges(np.repeat(np.arange(8), 2), np.tile([8, 9], 8), 2000.0, 1.0),
+            "inh": Edges(np.repeat([8, 9], 8), np.tile(np.arange(8), 2), -40.0, 0.5),
+        },
+        I_ext=np.r_[np.full(8, 800.0), np.zeros(2)],
+    )
+    state = net.init_state(jax.random.key(0))
+    np.testing.assert_array_equal(state.neurons.V, zoo.AdEx().init_state((10,)).V)
+    rates = np.asarray(net.simulate(100.0, jax.random.key(0)).rates())
+    assert rates[0] > 5.0 and rates[1] > 0.0, rates  # the I cells fire only through the E → I synapses
+    # a neuron whose input is not in pA cannot take conductance-based receptors
+    with pytest.raises(ValueError, match="mode='cuba'"):
+        Network.build(sizes={"E": 2}, neuron=zoo.GIF(), receptors={"exc": zoo.Expon()}, edges={})
+    Network.build(sizes={"E": 2}, neuron=zoo.GIF(), receptors={"exc": zoo.Expon(mode="cuba")}, edges={})
+
+
 def test_bad_input_names_the_argument():
     lif, expon = zoo.LIF(), zoo.Expon(mode="cuba")
     ok = dict(sizes={"E": 3}, neuron=lif, receptors={"exc": expon})

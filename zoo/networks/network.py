@@ -323,7 +323,8 @@ class Network(eqx.Module):
                 (pre, post, delay step) are merged into one with the summed weight.
             dt: the time step, ms; delays become ``max(1, round(delay/dt))`` steps.
             background: Poisson input (`Background`, or several).
-            I_ext: constant current per neuron, pA, scalar or ``[n]``.
+            I_ext: constant current per neuron, scalar or ``[n]``, in the neuron's input unit (pA for
+                `LIF` and `AdEx`; current-based weights, pulses and background weights use it too).
             gap_junctions: electrical synapses (`GapJunctions`); repeated pairs are summed.
 
         Raises:
@@ -353,6 +354,12 @@ class Network(eqx.Module):
                     "(synapses.Expon, Alpha or DualExpon)."
                 )
             _check_population_shape(f"receptors[{name!r}]", receptor.shape, n)
+            if receptor.mode == "coba" and neuron.input_unit != "pA":
+                raise ValueError(
+                    f"`receptors[{name!r}]` is conductance-based (a current in pA) but "
+                    f"{type(neuron).__name__} takes its input in {neuron.input_unit}; use current-based "
+                    "receptors (mode='cuba') with weights in that unit."
+                )
         if not receptors:
             raise ValueError("`receptors` must name at least one receptor, e.g. {'exc': Expon(...)}.")
         projections, edge_slots = {}, {}
