@@ -94,8 +94,8 @@ def _record(duration_ms, compile_s, runs, counts, sizes):
 
 
 def _brian2_network(b, net, p):
-    """The COBA network in Brian2 units, exponential Euler, spike counts per neuron; fixed names, so that a
-    second cpp_standalone build differs only in the run duration and recompiles only main.cpp."""
+    """The COBA network in Brian2 units, exponential Euler, spike counts per neuron; fixed object names, so
+    that a second cpp_standalone build in the same folder can reuse the object files that did not change."""
     n = net["V0"].size
     namespace = {
         "g_L": p["g_L"] * b.nS,
@@ -167,7 +167,8 @@ def brian2_cpp_standalone(spec, net):
     n_e = int(net["n_e"])
     results = []
     for index, duration in enumerate(spec["durations_ms"]):
-        # One project folder for every duration: the second build recompiles only what changed.
+        # One project folder for every duration; the build time is measured for each (measured: the second
+        # build of the 4,000-neuron network took 35 s against 42 s for the first).
         directory = os.path.join(spec["workdir"], "brian2_standalone")
         if index:
             b.device.reinit()
