@@ -19,7 +19,8 @@ import pytest
 from scipy import stats
 
 from diffbrain import zoo
-from diffbrain.zoo.networks.microcircuit import POPULATIONS, Microcircuit, psc_amplitude, synapse_counts
+from diffbrain.zoo.networks import Microcircuit, psc_amplitude, synapse_counts
+from diffbrain.zoo.networks.microcircuit import POPULATIONS
 
 FOLDER = "conn-potjans-diesmann2014"
 

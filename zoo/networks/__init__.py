@@ -3,6 +3,8 @@
 * `Network`: populations of any zoo spiking neuron, receptors wired by sparse `Edges` with per-synapse
   delays, Poisson `Background` input and current `Pulse` s; `Network.simulate` returns a `NetworkResult`.
 * `from_adjacency`: any connectome (synapse counts, gap junctions) as a `Network`.
+* `Microcircuit`: the Potjans & Diesmann (2014) cortical microcircuit at a chosen scale (`synapse_counts`,
+  `psc_amplitude` are its conversions).
 * `MultiArea`: the Joglekar et al. (2018) macaque multi-area model from the Markov et al. (2014) connectome.
 * `EINetwork`: the Brette et al. (2007) COBA/CUBA benchmark, simulated with `simulate`.
 
@@ -16,6 +18,9 @@ from .ei import EIResult as EIResult
 from .ei import EIState as EIState
 from .ei import rates as rates
 from .ei import simulate as simulate
+from .microcircuit import Microcircuit as Microcircuit
+from .microcircuit import psc_amplitude as psc_amplitude
+from .microcircuit import synapse_counts as synapse_counts
 from .multiarea import MultiArea as MultiArea
 from .network import AbstractPopulationResult as AbstractPopulationResult
 from .network import Background as Background
@@ -36,13 +41,16 @@ __all__ = [
     "EIState",
     "Edges",
     "GapJunctions",
+    "Microcircuit",
     "MultiArea",
     "Network",
     "NetworkResult",
     "NetworkState",
     "Pulse",
     "from_adjacency",
+    "psc_amplitude",
     "rates",
     "simulate",
     "simulate_network",
+    "synapse_counts",
 ]
