@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +21,7 @@ from .losses import AbstractLoss, Target, VoltageMSE
 from .objective import Account, GradientMode, Objective
 from .params import free_params
 from .recording import Cell, Recording
-from .result import FitResult
+from .result import FitResult, model_to_json
 
 GRADIENT_METHODS = ("lbfgsb", "lbfgs", "adam")
 SEARCH_METHODS = ("cmaes", "de", "pso", "random")
@@ -191,6 +195,8 @@ def fit(
     transforms: Mapping[str, str] | None = None,
     starts: Sequence[Mapping[str, float]] | None = None,
     options: Mapping | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    group_size: int | None = None,
 ) -> FitResult:
     """Fit the ``free`` parameters of ``model`` to ``recordings``, in float64 (enabled for the call).
 
@@ -214,6 +220,12 @@ def fit(
         transforms: ``{name: "log" | "logit"}`` overrides.
         starts: explicit starting points ``[{name: value}, ...]`` instead of random ones.
         options: keyword arguments of the method (e.g. ``{"learning_rate": 0.1}`` for Adam).
+        checkpoint: a JSON path. The starts then run in groups of ``group_size``, each with its share of
+            the budget, and after every group the result so far is written there (a `FitResult`, loadable
+            with `FitResult.load`, atomically replaced). Called again with the same arguments and path, the
+            fit resumes after the last finished group; other arguments raise a ValueError.
+        group_size: starts per group with a ``checkpoint`` (default: all starts for the batched methods
+            ``"lbfgs"`` and ``"adam"``, else one).
 
     Returns:
         A `FitResult`.
@@ -245,34 +257,121 @@ def fit(
         u0 = free_set.to_unconstrained(values)
     if grad_cost == "measured":
         grad_cost = objective.gradient_cost(u0[0])
-    account = Account(budget, grad_cost=float(grad_cost))
     if starts is not None and method in ("lbfgsb", "lbfgs"):
         options = {"restart": False, **(options or {})}
-    results = run_method(objective, method, u0, account, run_key, options)
-    for start in results:
-        start.params = free_set.as_dict(start.u)
-    losses = np.array([r.loss for r in results])
-    best = results[int(np.argmin(losses))]
+    n = u0.shape[0]
+    size = n if checkpoint is None else group_size or (n if method in BATCHED_METHODS else 1)
+    if size < 1:
+        raise ValueError(f"`group_size` must be >= 1, got {size}.")
+    groups = [np.arange(i, min(i + size, n)) for i in range(0, n, size)]
+    info = {
+        "loss": repr(loss),
+        "gradient_mode": objective.gradient_mode(len(groups[0])),
+        "grad_cost": float(grad_cost),
+        "n_starts": n,
+        "transforms": dict(zip(free_set.names, free_set.transforms, strict=True)),
+    }
+    fingerprint = _fingerprint(model, method, budget, key, u0, inputs, target, info, size, options)
+    result = _resume(checkpoint, fingerprint)
+    first = result.info["checkpoint"]["groups_done"] if result is not None else 0
+    results = result.starts if result is not None else []
+    totals = _Totals.of(result)
+    for index in range(first, len(groups)):
+        group = groups[index]
+        group_budget = None if budget is None else budget * len(group) / n
+        account = Account(group_budget, grad_cost=float(grad_cost))
+        group_key = run_key if len(groups) == 1 else jax.random.fold_in(run_key, index)
+        found = run_method(objective, method, u0[group], account, group_key, options)
+        for start in found:
+            start.params = free_set.as_dict(start.u)
+        results = results + found
+        totals.add(account)
+        progress = {"fingerprint": fingerprint, "groups_done": index + 1, "groups": len(groups)}
+        result = _result(model, free_set, method, results, totals, info | {"checkpoint": progress})
+        if checkpoint is not None:
+            result.save(checkpoint)
+    return result
+
+
+BATCHED_METHODS = ("lbfgs", "adam")
+"""Methods that run all their starts at once with `vmap` (one group per fit by default)."""
+
+
+class _Totals:
+    """Simulations, evaluations, wall time and history summed over the groups of a fit."""
+
+    def __init__(self):
+        self.simulations, self.forward, self.gradient, self.seconds = 0.0, 0, 0, 0.0
+        self.history: list[tuple[float, float, float]] = []
+
+    @classmethod
+    def of(cls, result: FitResult | None) -> _Totals:
+        totals = cls()
+        if result is not None:
+            totals.simulations, totals.seconds = result.simulations, result.wall_time
+            totals.forward, totals.gradient = result.forward_evaluations, result.gradient_evaluations
+            totals.history = list(result.history)
+        return totals
+
+    def add(self, account: Account) -> None:
+        best = self.history[-1][2] if self.history else np.inf
+        for simulations, seconds, loss in account.history:
+            best = min(best, loss)
+            self.history.append((self.simulations + simulations, self.seconds + seconds, best))
+        self.simulations += account.simulations
+        self.forward += account.forward_evaluations
+        self.gradient += account.gradient_evaluations
+        self.seconds += account.seconds
+
+
+def _fingerprint(model, method, budget, key, u0, inputs, target, info, size, options) -> str:
+    """A digest of everything that decides a fit's course (a resumed fit must match it)."""
+    digest = hashlib.sha256()
+    settings = {
+        "model": model_to_json(model),
+        "method": method,
+        "budget": budget,
+        "options": repr(sorted((options or {}).items())),
+        "group_size": size,
+        "info": {k: v for k, v in info.items() if k != "grad_cost"},
+    }
+    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    for array in (jax.random.key_data(key), u0, inputs, target.voltage, target.spikes):
+        digest.update(np.ascontiguousarray(np.asarray(array)).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _resume(checkpoint, fingerprint: str) -> FitResult | None:
+    """The partial result in ``checkpoint`` if it exists (its fingerprint must match), else None."""
+    if checkpoint is None or not Path(checkpoint).exists():
+        return None
+    done = FitResult.load(checkpoint)
+    found = done.info.get("checkpoint", {}).get("fingerprint")
+    if found != fingerprint:
+        raise ValueError(
+            f"checkpoint {str(checkpoint)!r} belongs to a different fit (fingerprint {found}, this fit "
+            f"{fingerprint}): pass the same model, data, free parameters, method, budget, key and starts "
+            "to resume it, or another path to start afresh."
+        )
+    return done
+
+
+def _result(model, free_set, method, results, totals: _Totals, info) -> FitResult:
+    best = results[int(np.argmin([r.loss for r in results]))]
     return FitResult(
         model=free_set.to_model(model, jnp.asarray(best.u)),
         loss=best.loss,
         params=best.params,
         starts=results,
-        history=account.history,
-        simulations=account.simulations,
-        forward_evaluations=account.forward_evaluations,
-        gradient_evaluations=account.gradient_evaluations,
-        wall_time=account.seconds,
+        history=totals.history,
+        simulations=totals.simulations,
+        forward_evaluations=totals.forward,
+        gradient_evaluations=totals.gradient,
+        wall_time=totals.seconds,
         method=method,
         bounds={
             name: (float(lo), float(hi))
             for name, lo, hi in zip(free_set.names, free_set.lower, free_set.upper, strict=True)
         },
-        info={
-            "loss": repr(loss),
-            "gradient_mode": objective.gradient,
-            "grad_cost": account.grad_cost,
-            "n_starts": len(results),
-            "transforms": dict(zip(free_set.names, free_set.transforms, strict=True)),
-        },
+        info=info,
     )

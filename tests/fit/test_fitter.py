@@ -191,3 +191,39 @@ def test_auto_gradient_mode_follows_the_width_rule(hh_spiking):
     assert fit.Objective(heterogeneous, free, inputs, target, fit.VoltageMSE()).gradient == "reverse"
     with pytest.raises(ValueError, match="scalar"):
         fit.Objective(heterogeneous, free, inputs, target, fit.VoltageMSE(), gradient="adjoint")
+
+
+def test_an_interrupted_fit_resumes_from_its_checkpoint(sweeps, tmp_path, monkeypatch):
+    """Groups finished before the interruption are read back, not rerun; the end result is the same."""
+    path = tmp_path / "fit.json"
+    kwargs = dict(free=FREE, method="cmaes", n_starts=3, budget=96, key=jax.random.key(5))
+    uninterrupted = fit.fit(_model(), sweeps, **kwargs, checkpoint=tmp_path / "whole.json")
+    run_method, calls = fit.fitter.run_method, []
+
+    def interrupted_after_two_groups(*args, **kw):
+        calls.append(args[2])  # the group's starts
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return run_method(*args, **kw)
+
+    monkeypatch.setattr(fit.fitter, "run_method", interrupted_after_two_groups)
+    with pytest.raises(KeyboardInterrupt):
+        fit.fit(_model(), sweeps, **kwargs, checkpoint=path)
+    partial = fit.FitResult.load(path)
+    assert len(partial.starts) == 2 and partial.info["checkpoint"]["groups_done"] == 2
+    calls.clear()
+    resumed = fit.fit(_model(), sweeps, **kwargs, checkpoint=path)
+    assert len(calls) == 1  # only the third group ran again
+    np.testing.assert_array_equal(calls[0], _drawn_starts(key=jax.random.key(5), n=3)[2:])
+    assert [s.loss for s in resumed.starts] == [s.loss for s in uninterrupted.starts]
+    assert resumed.simulations == uninterrupted.simulations == 96
+    assert fit.FitResult.load(path).loss == resumed.loss == uninterrupted.loss
+    with pytest.raises(ValueError, match="different fit"):
+        fit.fit(_model(), sweeps, **(kwargs | {"budget": 60}), checkpoint=path)
+
+
+def _drawn_starts(key, n):
+    """The unconstrained starting points `fit` draws from ``key`` for ``n`` starts."""
+    with jax.enable_x64(True):
+        free = fit.free_params(zoo.astype(_model(), jnp.float64), FREE)
+        return np.asarray(free.sample(jax.random.split(key)[0], n))
