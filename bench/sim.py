@@ -44,6 +44,7 @@ from jaxtyping import PRNGKeyArray
 
 from diffbrain.zoo import networks
 
+from . import brainpy_peer
 from .records import Record, format_params, make_record, skipped
 from .timing import measure_side_by_side
 
@@ -56,8 +57,8 @@ SCALING = {40_000: 200.0}
 FULL_SCALING = {40_000: 500.0, 400_000: 100.0}
 IN_DEGREE = 80
 DT_MS = 0.1
-PEERS = ("brian2.cpp_standalone", "brian2.runtime", "brainpy.state", "brainpy", "nest")
-SCALING_PEERS = ("brian2.cpp_standalone", "brian2.runtime", "brainpy.state")
+PEERS = ("brian2.cpp_standalone", "brian2.runtime", brainpy_peer.METHOD, "brainpy", "nest")
+SCALING_PEERS = ("brian2.cpp_standalone", "brian2.runtime", brainpy_peer.METHOD)
 REPEATS = 3
 BUDGET_S = 30.0
 """A peer stops repeating a case once its timed runs add up to this many seconds (after at least one)."""
@@ -65,7 +66,7 @@ PEER_TIMEOUT_S = 1_800.0
 QUICK = {
     "durations_ms": (200.0,),
     "scaling": {40_000: 50.0},
-    "peers": ("brian2.runtime", "brainpy.state"),
+    "peers": ("brian2.runtime", brainpy_peer.METHOD),
     "scaling_peers": (),
     "repeats": 2,
 }
@@ -263,7 +264,7 @@ _COMPILE_NOTES = {
     "brian2.runtime": "first run minus a timed run: code generation and Cython (a warm cache makes it ~0)",
     "brian2.cpp_standalone": "code generation and C++ build (device.build)",
     "brainpy": "first call minus a timed run (JAX compilation)",
-    "brainpy.state": "first call minus a timed run (JAX compilation)",
+    brainpy_peer.METHOD: "first call minus a timed run (JAX compilation)",
     "nest": "NEST compiles nothing",
 }
 
