@@ -74,7 +74,11 @@ def test_run_case_records(tiny_case):
 
 
 def test_gradient_table():
-    table = suite.gradient_table([(300, 10)], firing=[0.05], weights=["homogeneous"], repeats=1)
+    table = suite.gradient_table(
+        [(300, 10)], firing=[0.05], weights=["homogeneous"], repeats=1, statistic="min"
+    )
     assert list(table.index) == ["n=300/k=10/firing=5.0%/homogeneous"]
     assert {"call ms", "weight_grad ms", "zeros ms", "grad/fwd", "spike vjp/matvec"} <= set(table.columns)
     assert np.isfinite(table.to_numpy()).all() and (table.to_numpy() > 0).all()
+    with pytest.raises(ValueError, match="statistic"):
+        suite.gradient_table([(300, 10)], statistic="mean")
