@@ -172,3 +172,18 @@ def test_fields_are_documented_with_units(entry):
             continue
         assert "unit" in field.metadata and field.metadata["doc"], f"{entry.name}.{field.name}"
     assert model.input_unit
+
+
+@pytest.mark.parametrize(
+    "base",
+    [zoo.neurons.AbstractNeuron, zoo.neurons.AbstractSpikingNeuron, zoo.synapses.AbstractSynapse],
+    ids=lambda base: base.__name__,
+)
+def test_abstract_bases_declare_no_fields(base):
+    # Their shared attributes are `eqx.AbstractVar`s, which a concrete model defines; were they fields,
+    # they would come first in every model's positional arguments.
+    assert dataclasses.fields(base) == ()
+
+
+def test_positional_fields_start_with_the_models_own_parameters():
+    assert [field.name for field in dataclasses.fields(zoo.neurons.LIF)][:2] == ["V_rest", "V_reset"]

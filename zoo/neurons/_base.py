@@ -1,13 +1,12 @@
 """The neuron contract shared by every model of the zoo."""
 
-from __future__ import annotations
-
 import abc
 from typing import ClassVar, NamedTuple
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from equinox import AbstractVar
 from jaxtyping import Array, ArrayLike, Float
 
 from .._checks import check_broadcastable, check_finite
@@ -65,8 +64,8 @@ class AbstractSpikingNeuron(AbstractNeuron):
     GIF gradient was measured to reach 1e72).
     """
 
-    spike_fn: eqx.AbstractVar[AbstractSurrogate]
-    detach_reset: eqx.AbstractVar[bool]
+    spike_fn: AbstractVar[AbstractSurrogate]
+    detach_reset: AbstractVar[bool]
 
     def _reset_gate(self, spike: Array) -> Array:
         return jax.lax.stop_gradient(spike) if self.detach_reset else spike
@@ -88,7 +87,7 @@ class AbstractContinuousNeuron(AbstractNeuron):
     injected current at time ``t``. ``spike_threshold`` (mV) is where an upward crossing counts as a spike.
     """
 
-    spike_threshold: eqx.AbstractVar[Float[Array, ""]]
+    spike_threshold: AbstractVar[Float[Array, ""]]
 
     @abc.abstractmethod
     def vector_field(self, t: float, y: NamedTuple, current: Float[ArrayLike, "..."]) -> NamedTuple:

@@ -1,13 +1,12 @@
 """The synapse contract shared by every model of the zoo, and the transmitter-pulse kinetics of AMPA/GABAa."""
 
-from __future__ import annotations
-
 import abc
 import dataclasses
 from typing import ClassVar, NamedTuple
 
 import equinox as eqx
 import jax.numpy as jnp
+from equinox import AbstractVar
 from jaxtyping import Array, ArrayLike, Float
 
 from .._checks import check_broadcastable, check_dt, check_finite, check_nonnegative, check_positive
@@ -75,9 +74,9 @@ class AbstractSynapse(AbstractSynapticDynamics):
     ``current`` to pass ``g`` through its voltage-dependent Mg²⁺ block first.
     """
 
-    g_max: eqx.AbstractVar[Float[Array, "*n"]]
-    E: eqx.AbstractVar[Float[Array, "*n"]]
-    mode: eqx.AbstractVar[str]
+    g_max: AbstractVar[Float[Array, "*n"]]
+    E: AbstractVar[Float[Array, "*n"]]
+    mode: AbstractVar[str]
 
     def __check_init__(self):
         owner = type(self).__name__
@@ -113,10 +112,10 @@ class AbstractKineticSynapse(AbstractSynapse):
     pulse), which keeps the response differentiable in ``s``, at ``s = 0`` too.
     """
 
-    alpha: eqx.AbstractVar[Float[Array, "*n"]]
-    beta: eqx.AbstractVar[Float[Array, "*n"]]
-    T_max: eqx.AbstractVar[Float[Array, "*n"]]
-    T_dur: eqx.AbstractVar[Float[Array, "*n"]]
+    alpha: AbstractVar[Float[Array, "*n"]]
+    beta: AbstractVar[Float[Array, "*n"]]
+    T_max: AbstractVar[Float[Array, "*n"]]
+    T_dur: AbstractVar[Float[Array, "*n"]]
 
     State: ClassVar = KineticState
 
