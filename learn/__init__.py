@@ -1,5 +1,6 @@
 """Training spiking networks on tasks: BPTT and online learning with eligibility traces."""
 
+from . import analysis as analysis
 from . import loss as loss
 from .bptt import bptt as bptt
 from .loss import Batch as Batch

@@ -55,11 +55,15 @@ def _update(net, opt_state, task, key, gradients, optimizer, batch_size):
     return eqx.apply_updates(net, updates), opt_state, loss, accuracy(evidence, batch.labels)
 
 
-def _write_atomically(path: Path, write: Callable[[Any], None], mode: str) -> None:
+def write_atomically(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "w") -> None:
+    """Call ``write(file)`` on a temporary file next to ``path`` (opened with ``mode``), then move it onto
+    ``path``: readers see the old file or the complete new one, never a partial write."""
+    path = Path(path)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, mode) as file:
             write(file)
+        os.chmod(temporary, 0o644)  # mkstemp's 0600 would hide results from the group
         os.replace(temporary, path)
     except BaseException:
         os.unlink(temporary)
@@ -75,9 +79,9 @@ def save_checkpoint(folder: str | os.PathLike, net, opt_state, step: int, metric
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     plain = {name: [float(v) for v in values[:step]] for name, values in metrics.items()}
-    _write_atomically(folder / METRICS, lambda file: json.dump(plain, file), "w")
+    write_atomically(folder / METRICS, lambda file: json.dump(plain, file), "w")
     leaves = (net, opt_state, jnp.asarray(step))
-    _write_atomically(folder / CHECKPOINT, lambda file: eqx.tree_serialise_leaves(file, leaves), "wb")
+    write_atomically(folder / CHECKPOINT, lambda file: eqx.tree_serialise_leaves(file, leaves), "wb")
 
 
 def load_checkpoint(folder: str | os.PathLike, net, opt_state) -> tuple[Any, Any, int, dict] | None:

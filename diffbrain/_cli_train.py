@@ -1,0 +1,249 @@
+"""``diffbrain train``: train the spiking E/I network on a cognitive task; metrics, checkpoint and plots.
+
+JAX, optax and Matplotlib are imported inside the command, so ``diffbrain --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import csv
+import enum
+import functools
+import io
+import json
+import math
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+_out = Console()
+
+CONFIG, METRICS_CSV = "config.json", "metrics.csv"
+PLOTS = ("accuracy.png", "raster.png", "weights.png")
+
+
+class Task(enum.StrEnum):
+    """The tasks `diffbrain train` knows (`diffbrain.tasks`, default protocols)."""
+
+    evidence_accumulation = "evidence-accumulation"
+    delayed_match_to_sample = "delayed-match-to-sample"
+    perceptual_decision_making = "perceptual-decision-making"
+    context_decision_making = "context-decision-making"
+
+
+class Method(enum.StrEnum):
+    """How the gradient is computed (`diffbrain.learn.METHODS`)."""
+
+    bptt = "bptt"
+    d_rtrl = "d-rtrl"
+    es_d_rtrl = "es-d-rtrl"
+
+
+@functools.cache
+def _optimizer(lr: float):
+    """Adam after clipping the gradient to norm 1; one object per rate, so runs share their compilation."""
+    import optax
+
+    return optax.chain(optax.clip_by_global_norm(1.0), optax.adam(lr))
+
+
+def _make_task(task: Task, dt: float, delay: float | None):
+    from diffbrain import tasks
+
+    cls = {
+        Task.evidence_accumulation: tasks.EvidenceAccumulation,
+        Task.delayed_match_to_sample: tasks.DelayedMatchToSample,
+        Task.perceptual_decision_making: tasks.PerceptualDecisionMaking,
+        Task.context_decision_making: tasks.ContextDecisionMaking,
+    }[task]
+    overrides = {"dt": dt} | ({} if delay is None else {"delay_duration": delay})
+    try:
+        return cls(**overrides)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="'--dt' / '--delay'") from None
+
+
+def _check_positive(option: str, value: float) -> None:
+    if not (math.isfinite(value) and value > 0):
+        raise typer.BadParameter(f"must be a finite number > 0, got {value}.", param_hint=f"'{option}'")
+
+
+def _check_config(out: Path, config: dict) -> None:
+    """Refuse to resume a run in ``out`` that was started with other settings."""
+    path = out / CONFIG
+    if not path.exists():
+        return
+    saved = json.loads(path.read_text())
+    changed = {key: (saved.get(key), value) for key, value in config.items() if key != "steps"}
+    changed = {key: pair for key, pair in changed.items() if pair[0] != pair[1]}
+    if changed:
+        listing = ", ".join(f"{key}: {old!r} there, {new!r} now" for key, (old, new) in changed.items())
+        raise typer.BadParameter(
+            f"{out} holds a run with other settings ({listing}); resume with the same options or choose "
+            "another --out.",
+            param_hint="'--out'",
+        )
+
+
+def _write_metrics_csv(path: Path, metrics: dict) -> None:
+    from diffbrain.learn.trainer import write_atomically
+
+    def write(file):
+        writer = csv.writer(file)
+        writer.writerow(["step", "loss", "accuracy"])
+        for step, (loss, accuracy) in enumerate(zip(metrics["loss"], metrics["accuracy"], strict=True)):
+            writer.writerow([step + 1, f"{loss:.6g}", f"{accuracy:.6g}"])
+
+    write_atomically(path, write, "w")
+
+
+def _save_figure(figure, path: Path) -> None:
+    from diffbrain.learn.trainer import write_atomically
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    write_atomically(path, lambda file: file.write(buffer.getvalue()), "wb")
+
+
+def _figure(**kwargs):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(layout="constrained", **kwargs)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _plot_accuracy(path: Path, metrics: dict, title: str) -> None:
+    import numpy as np
+
+    accuracy = np.asarray(metrics["accuracy"])
+    steps = np.arange(1, accuracy.size + 1)
+    window = min(20, accuracy.size)
+    smooth = np.convolve(accuracy, np.ones(window) / window, mode="valid")
+    figure = _figure(figsize=(7, 4))
+    axis = figure.subplots()
+    axis.plot(steps, accuracy, ".", ms=3, color="tab:gray", label="batch")
+    axis.plot(steps[window - 1 :], smooth, color="tab:blue", label=f"mean of {window}")
+    axis.axhline(0.5, color="k", lw=0.5, ls=":")
+    axis.set(xlabel="training step", ylabel="accuracy", ylim=(0, 1.02), title=title)
+    axis.legend(loc="lower right")
+    _save_figure(figure, path)
+
+
+def _plot_raster(path: Path, net, task, key) -> None:
+    import jax
+    import numpy as np
+
+    batch = task.sample(key, 1)
+    _, (spikes, _) = jax.lax.scan(lambda s, x: net.step(s, x), net.init_state(1), batch.inputs)
+    spikes = np.asarray(spikes[:, 0])
+    exc = np.asarray(net.is_excitatory)
+    figure = _figure(figsize=(9, 5))
+    axis = figure.subplots()
+    for group, color in ((exc, "tab:blue"), (~exc, "tab:red")):
+        steps, neurons = np.nonzero(spikes[:, group])
+        axis.plot(steps * task.dt, np.flatnonzero(group)[neurons], "|", ms=2, color=color)
+    for name, span in task.periods.items():
+        if span.stop > span.start and not name.startswith("gap"):
+            axis.axvline(span.start * task.dt, color="k", lw=0.3)
+            axis.text(span.start * task.dt, net.n_rec, name, fontsize=6, va="bottom")
+    axis.set(xlabel="time (ms)", ylabel="neuron (blue E, red I)", ylim=(-1, net.n_rec + 1))
+    axis.set_title(f"one trial after training, label {int(batch.labels[0])}", pad=14)
+    _save_figure(figure, path)
+
+
+def _plot_weights(path: Path, before, after) -> dict:
+    import numpy as np
+
+    from diffbrain.learn import analysis
+
+    stages = {"before": before, "after": after}
+    groups = {stage: analysis.weight_groups(net) for stage, net in stages.items()}
+    fits = {stage: analysis.weight_distributions(net) for stage, net in stages.items()}
+    figure = _figure(figsize=(11, 3.6))
+    for axis, group in zip(figure.subplots(1, 3), ("input", "E", "I"), strict=True):
+        logs = [np.log10(groups[stage][group][groups[stage][group] > 0]) for stage in groups]
+        bins = np.linspace(min(v.min() for v in logs), max(v.max() for v in logs), 50)
+        for stage, values, color in zip(groups, logs, ("tab:gray", "tab:orange"), strict=True):
+            fit = fits[stage][group]
+            label = f"{stage}: μ={fit.mu:.2f}, σ={fit.sigma:.2f}"
+            axis.hist(values, bins=bins, histtype="step", color=color, label=label)
+        axis.set(xlabel=f"log10 |W| ({group}, units of g_L)", ylabel="synapses")
+        axis.legend(fontsize=7, title="log-normal fit of ln|W|", title_fontsize=7)
+    _save_figure(figure, path)
+    return {stage: {g: fit._asdict() for g, fit in values.items()} for stage, values in fits.items()}
+
+
+def train(
+    task: Annotated[Task, typer.Option(help="The task (a default protocol of `diffbrain.tasks`).")] = (
+        Task.evidence_accumulation
+    ),
+    method: Annotated[Method, typer.Option(help="bptt | d-rtrl | es-d-rtrl")] = Method.bptt,
+    n_rec: Annotated[int, typer.Option(min=2, help="Recurrent neurons (80 % excitatory).")] = 200,
+    steps: Annotated[int, typer.Option(min=1, help="Optimiser steps, a resumed run's included.")] = 100,
+    out: Annotated[Path, typer.Option(help="Folder for the checkpoint, metrics.csv and the plots.")] = Path(
+        "train-out"
+    ),
+    batch_size: Annotated[int, typer.Option(min=1, help="Trials per step.")] = 32,
+    lr: Annotated[float, typer.Option(help="Adam learning rate (gradients clipped to norm 1).")] = 1e-2,
+    dt: Annotated[float, typer.Option(help="Time step, ms.")] = 1.0,
+    delay: Annotated[float | None, typer.Option(help="Delay period, ms (default: the task's).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the weights and of the batches.")] = 0,
+    checkpoint_every: Annotated[int, typer.Option(min=1, help="Steps between checkpoints.")] = 10,
+) -> None:
+    """Train the spiking E/I network on a task; write metrics.csv, a checkpoint (rerun to resume) and plots.
+
+    Plots: accuracy.png (accuracy per step), raster.png (one trial after training), weights.png (input,
+    E and I weight histograms before vs after, with log-normal fits).
+    """
+    _check_positive("--lr", lr)
+    _check_positive("--dt", dt)
+    the_task = _make_task(task, dt, delay)
+    config = {
+        "task": str(task), "method": str(method), "n_rec": n_rec, "batch_size": batch_size, "lr": lr,
+        "dt": dt, "delay": delay, "seed": seed, "steps": steps,
+    }  # fmt: skip
+    _check_config(out, config)
+
+    import jax
+    import numpy as np
+
+    from diffbrain import learn
+    from diffbrain.learn.trainer import write_atomically
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_atomically(out / CONFIG, lambda file: json.dump(config, file, indent=1), "w")
+    except OSError as error:
+        reason = error.strerror or error
+        raise typer.BadParameter(f"cannot write {out}: {reason}.", param_hint="'--out'") from None
+
+    weights_key, batches_key, raster_key = jax.random.split(jax.random.key(seed), 3)
+    initial = learn.EINetwork(the_task.n_inputs, n_rec, the_task.n_outputs, key=weights_key, dt=dt)
+    result = learn.train(
+        initial, the_task, str(method), _optimizer(lr), steps=steps, batch_size=batch_size, key=batches_key,
+        checkpoint_dir=out, checkpoint_every=checkpoint_every,
+    )  # fmt: skip
+
+    metrics = result.metrics
+    _write_metrics_csv(out / METRICS_CSV, metrics)
+    title = f"{task} · {method} · {n_rec} neurons · batch {batch_size} · lr {lr:g}"
+    _plot_accuracy(out / PLOTS[0], metrics, title)
+    _plot_raster(out / PLOTS[1], result.net, the_task, raster_key)
+    fits = _plot_weights(out / PLOTS[2], initial, result.net)
+    write_atomically(out / "weights.json", lambda file: json.dump(fits, file, indent=1), "w")
+
+    last = metrics["accuracy"][-min(10, steps) :]
+    _out.print(
+        f"{task} with {method}: {steps} steps, accuracy {np.mean(last):.1%} (mean of the last {len(last)}), "
+        f"loss {metrics['loss'][-1]:.4f}"
+    )
+    for group, fit in fits["after"].items():
+        before = fits["before"][group]
+        _out.print(
+            f"  {group:>5} weights ln|W| ~ N({before['mu']:.2f}, {before['sigma']:.2f}²) → "
+            f"N({fit['mu']:.2f}, {fit['sigma']:.2f}²)"
+        )
+    _out.print(f"wrote {out}/: {METRICS_CSV}, checkpoint, {', '.join(PLOTS)}, weights.json")

@@ -1,0 +1,130 @@
+"""What the paper reports of trained networks: weight distributions and delay-period persistent activity."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from jaxtyping import Array, ArrayLike, Bool, Float, Int
+
+from .network import EINetwork
+
+
+class LogNormal(NamedTuple):
+    """A log-normal fit: ``log |w| ~ N(mu, sigma²)``; the median magnitude is ``exp(mu)``."""
+
+    mu: float
+    sigma: float
+    count: int  # how many positive magnitudes were fitted
+
+
+def fit_lognormal(magnitudes: Float[ArrayLike, "..."]) -> LogNormal:
+    """The maximum-likelihood log-normal of the positive entries of ``magnitudes`` (zeros: absent synapses).
+
+    Raises ``ValueError`` when fewer than two entries are positive (no spread to fit).
+    """
+    values = np.asarray(magnitudes, dtype=np.float64).ravel()
+    logs = np.log(values[values > 0])
+    if logs.size < 2:
+        raise ValueError(
+            f"fit_lognormal: needs at least two positive magnitudes, got {logs.size}; pass the weights of a "
+            "group with synapses."
+        )
+    return LogNormal(float(logs.mean()), float(logs.std()), int(logs.size))
+
+
+def weight_groups(net: EINetwork) -> dict[str, np.ndarray]:
+    """The synaptic magnitudes ``|W|`` (units of the leak conductance) of each group, existing synapses only.
+
+    Groups: ``"input"`` (all input synapses), ``"E"`` (from excitatory neurons) and ``"I"`` (from inhibitory
+    neurons), each a flat array.
+    """
+    w_in, w_rec = (np.asarray(w) for w in net.weights())
+    present = np.asarray(net.rec_mask) > 0
+    exc = np.asarray(net.is_excitatory)
+    return {
+        "input": w_in.ravel(),
+        "E": w_rec[exc][present[exc]],
+        "I": w_rec[~exc][present[~exc]],
+    }
+
+
+def weight_distributions(net: EINetwork) -> dict[str, LogNormal]:
+    """`fit_lognormal` of every group of `weight_groups`."""
+    return {group: fit_lognormal(values) for group, values in weight_groups(net).items()}
+
+
+class PersistentActivity(NamedTuple):
+    """Delay-period activity of the neurons selective to each class (see `persistent_activity`).
+
+    Arrays are indexed ``[class]``; rates in Hz, averaged over the selective neurons of a class.
+    """
+
+    selective: Bool[np.ndarray, "n_classes n_rec"]  # which neurons prefer each class
+    preferred: Float[np.ndarray, " n_classes"]  # delay rate of class-c-selective neurons on class-c trials
+    nonpreferred: Float[np.ndarray, " n_classes"]  # … on trials of the other classes
+    baseline: Float[np.ndarray, " n_classes"]  # … before the stimulus, all trials
+
+
+def persistent_activity(
+    spikes: Float[Array | np.ndarray, "T B n"],
+    labels: Int[Array | np.ndarray, " B"],
+    stimulus: Bool[np.ndarray, " T"],
+    delay: Bool[np.ndarray, " T"],
+    baseline: Bool[np.ndarray, " T"] | None = None,
+    dt: float = 1.0,
+    threshold: float = 2.0,
+) -> PersistentActivity:
+    """Which neurons are selective to a class during the stimulus, and do they stay active in the delay?
+
+    A neuron is selective to class ``c`` when its stimulus-period rate on class-``c`` trials exceeds its rate
+    on the other trials by at least ``threshold`` Hz. For each class, the selective neurons' mean rate in
+    the delay window is returned on preferred and non-preferred trials: persistent selective activity is
+    ``preferred > nonpreferred`` (and ``preferred > baseline``).
+
+    Args:
+        spikes: spike trains [T, B, n] (0/1 per step).
+        labels: each trial's class [B].
+        stimulus, delay: [T] windows where selectivity is measured and where persistence is read.
+        baseline: [T] window of spontaneous activity (default: the steps before the first stimulus step).
+        dt: the time step, ms.
+        threshold: minimum rate difference, Hz, for a neuron to count as selective.
+
+    Returns:
+        A `PersistentActivity`; classes without selective neurons get NaN rates.
+    """
+    spikes = np.asarray(spikes, dtype=np.float64)
+    labels = np.asarray(labels)
+    stimulus, delay = np.asarray(stimulus, bool), np.asarray(delay, bool)
+    if not (stimulus.shape == delay.shape == spikes.shape[:1]):
+        raise ValueError(
+            f"persistent_activity: `stimulus` and `delay` must be [T] windows with T = {spikes.shape[0]} "
+            f"(the spikes' first axis), got {stimulus.shape} and {delay.shape}."
+        )
+    if baseline is None:
+        baseline = np.arange(spikes.shape[0]) < np.argmax(stimulus)
+    baseline = np.asarray(baseline, bool)
+    classes = np.unique(labels)
+    hz = 1000.0 / dt
+
+    def rate(window: np.ndarray, trials: np.ndarray) -> np.ndarray:  # [n] Hz
+        if not window.any() or not trials.any():
+            return np.full(spikes.shape[-1], np.nan)
+        return spikes[window][:, trials].mean(axis=(0, 1)) * hz
+
+    selective, preferred, nonpreferred, spontaneous = [], [], [], []
+    everyone = np.ones(labels.shape, bool)
+    for c in classes:
+        own, other = labels == c, labels != c
+        chosen = rate(stimulus, own) - rate(stimulus, other) >= threshold
+        selective.append(chosen)
+
+        def population(window, trials, chosen=chosen):
+            return float(rate(window, trials)[chosen].mean()) if chosen.any() else float("nan")
+
+        preferred.append(population(delay, own))
+        nonpreferred.append(population(delay, other))
+        spontaneous.append(population(baseline, everyone))
+    return PersistentActivity(
+        np.array(selective), np.array(preferred), np.array(nonpreferred), np.array(spontaneous)
+    )

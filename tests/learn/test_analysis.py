@@ -1,0 +1,74 @@
+import jax
+import numpy as np
+import pytest
+
+from diffbrain import learn
+from diffbrain.learn import analysis
+
+
+def test_lognormal_fit_recovers_known_parameters_and_ignores_absent_synapses():
+    rng = np.random.default_rng(0)
+    weights = np.exp(rng.normal(-3.0, 0.5, 20_000))
+    weights[::4] = 0.0  # absent synapses
+    fit = analysis.fit_lognormal(weights)
+    assert fit.count == 15_000
+    assert fit.mu == pytest.approx(-3.0, abs=0.02) and fit.sigma == pytest.approx(0.5, abs=0.01)
+
+
+def test_lognormal_fit_refuses_an_empty_group():
+    with pytest.raises(ValueError, match="at least two positive"):
+        analysis.fit_lognormal(np.zeros(5))
+
+
+def test_weight_groups_of_a_fresh_network_match_its_lognormal_initialisation():
+    net = learn.EINetwork(40, 100, 2, key=jax.random.key(0), in_scale=0.03, rec_scale=0.005, connectivity=0.5)
+    groups = analysis.weight_groups(net)
+    mask = np.asarray(net.rec_mask)
+    assert groups["input"].size == 40 * 100
+    assert groups["E"].size + groups["I"].size == mask.sum()
+    fits = analysis.weight_distributions(net)
+    # drawn as scale·exp(N(0, 0.5²)): mu = log(scale), sigma = 0.5
+    assert fits["input"].mu == pytest.approx(np.log(0.03), abs=0.03)
+    assert fits["E"].mu == pytest.approx(np.log(0.005), abs=0.03)
+    assert fits["I"].mu == pytest.approx(np.log(0.02), abs=0.05)
+    for fit in fits.values():
+        assert fit.sigma == pytest.approx(0.5, abs=0.03)
+
+
+def synthetic_spikes(persistent: bool):
+    """Neurons 0-9 prefer class 0, 10-19 class 1, 20-29 are unselective: 40 Hz vs 5 Hz in the stimulus,
+    in the delay 30 Hz on preferred trials if ``persistent`` (else 5 Hz), 5 Hz on the others; baseline 5 Hz.
+    """
+    rng = np.random.default_rng(1)
+    T, B, n = 600, 200, 30
+    labels = np.arange(B) % 2
+    stimulus = (np.arange(T) >= 100) & (np.arange(T) < 300)
+    delay = np.arange(T) >= 300
+    preferred = (np.arange(n)[None] // 10) == labels[:, None]  # [B, n]; neurons 20-29 prefer none
+    rate = np.full((T, B, n), 5.0)
+    rate[stimulus] = np.where(preferred, 40.0, 5.0)
+    rate[stimulus, :, 20:] = 20.0
+    if persistent:
+        rate[delay] = np.where(preferred, 30.0, 5.0)
+    spikes = (rng.random((T, B, n)) < rate / 1000.0).astype(np.float32)
+    return spikes, labels, stimulus, delay
+
+
+@pytest.mark.parametrize("persistent", [True, False])
+def test_persistent_activity_finds_the_selective_populations_and_their_delay_rates(persistent):
+    spikes, labels, stimulus, delay = synthetic_spikes(persistent)
+    result = analysis.persistent_activity(spikes, labels, stimulus, delay, threshold=10.0)
+    expected = np.zeros((2, 30), bool)
+    expected[0, :10] = expected[1, 10:20] = True
+    np.testing.assert_array_equal(result.selective, expected)
+    np.testing.assert_allclose(result.preferred, 30.0 if persistent else 5.0, rtol=0.1)
+    np.testing.assert_allclose(result.nonpreferred, 5.0, rtol=0.15)
+    np.testing.assert_allclose(result.baseline, 5.0, rtol=0.2)
+
+
+def test_persistent_activity_reports_nan_without_selective_neurons_and_checks_windows():
+    spikes, labels, stimulus, delay = synthetic_spikes(False)
+    result = analysis.persistent_activity(spikes, labels, stimulus, delay, threshold=100.0)
+    assert not result.selective.any() and np.isnan(result.preferred).all()
+    with pytest.raises(ValueError, match="stimulus"):
+        analysis.persistent_activity(spikes, labels, stimulus[:-1], delay)

@@ -1,0 +1,93 @@
+"""`diffbrain train`: files written, resuming after an interruption, refusing mismatched settings."""
+
+import csv
+import json
+import re
+
+import numpy as np
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from diffbrain import _cli_train
+
+app = typer.Typer()
+app.command("train")(_cli_train.train)
+
+
+@app.callback()
+def _main() -> None:
+    """A group, so the command is invoked by name as under `diffbrain`."""
+
+
+_runner = CliRunner()
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# The evidence-accumulation protocol at dt = 10 ms (220 steps) on 10 neurons: seconds per run.
+TINY = ("--n-rec", "10", "--batch-size", "2", "--dt", "10", "--seed", "3")
+
+
+def _invoke(*args: str):
+    result = _runner.invoke(app, ["train", *args], env={"COLUMNS": "200"})
+    return result, " ".join(_ANSI.sub("", result.output).split())
+
+
+def _rows(path):
+    with open(path, newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def test_train_writes_metrics_checkpoint_and_plots_and_resumes(tmp_path):
+    out = tmp_path / "run"
+    result, text = _invoke(*TINY, "--method", "es-d-rtrl", "--steps", "2", "--out", str(out))
+    assert result.exit_code == 0, text
+    assert "es-d-rtrl: 2 steps" in text and "weights ln|W|" in text
+    for name in ("metrics.csv", "checkpoint.eqx", "config.json", "weights.json", *_cli_train.PLOTS):
+        assert (out / name).stat().st_size > 0, name
+    for name in _cli_train.PLOTS:
+        assert (out / name).read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert not list(out.glob(".*.tmp"))
+    first = _rows(out / "metrics.csv")
+    assert [row["step"] for row in first] == ["1", "2"]
+    assert all(0 <= float(row["accuracy"]) <= 1 and np.isfinite(float(row["loss"])) for row in first)
+    fits = json.loads((out / "weights.json").read_text())
+    assert set(fits) == {"before", "after"} and set(fits["after"]) == {"input", "E", "I"}
+    assert fits["before"]["input"]["mu"] == pytest.approx(np.log(0.03), abs=0.1)
+
+    # a longer run in the same folder continues from the checkpoint: the first steps are kept as they were
+    result, text = _invoke(*TINY, "--method", "es-d-rtrl", "--steps", "3", "--out", str(out))
+    assert result.exit_code == 0, text
+    resumed = _rows(out / "metrics.csv")
+    assert [row["step"] for row in resumed] == ["1", "2", "3"] and resumed[:2] == first
+
+    # and it equals a run that was never interrupted
+    straight = tmp_path / "straight"
+    result, text = _invoke(*TINY, "--method", "es-d-rtrl", "--steps", "3", "--out", str(straight))
+    assert result.exit_code == 0, text
+    assert _rows(straight / "metrics.csv") == resumed
+
+
+def test_train_refuses_to_resume_with_other_settings(tmp_path):
+    out = tmp_path / "run"
+    (out).mkdir()
+    config = {"task": "evidence-accumulation", "method": "bptt", "n_rec": 10, "batch_size": 2, "lr": 0.01}
+    config |= {"dt": 10.0, "delay": None, "seed": 3, "steps": 5}
+    (out / "config.json").write_text(json.dumps(config))
+    result, text = _invoke(*TINY, "--method", "d-rtrl", "--steps", "1", "--out", str(out))
+    assert result.exit_code == 2
+    assert "method: 'bptt' there, 'd-rtrl' now" in text and "--out" in text
+    assert not (out / "checkpoint.eqx").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--lr", "-1"), "--lr"),
+        (("--dt", "3"), "multiple of dt"),  # 50 ms gaps are not whole steps of 3 ms
+        (("--method", "adjoint"), "--method"),
+    ],
+)
+def test_train_rejects_bad_options_before_training(args, message, tmp_path):
+    result, text = _invoke("--out", str(tmp_path / "run"), *args)
+    assert result.exit_code == 2, text
+    assert message in text
+    assert not (tmp_path / "run" / "checkpoint.eqx").exists()
