@@ -47,18 +47,20 @@ def auto_gradient_mode(width: int, adjoint: bool = True) -> str:
     """The gradient mode ``gradient="auto"`` uses when ``width`` simulations (sweeps × starts) are evaluated
     side by side: ``"adjoint"`` up to `ADJOINT_MAX_WIDTH` (if the model allows it), else ``"reverse"``.
 
-    Measured on HH (10⁴ steps at dt 0.02 ms, 4 free parameters, float64, loaded 2-core CPU; CPU time of one
-    batched value-and-gradient over one batched forward, median of 15; ``python -m diffbrain.bench fit``
-    records the width-1 case as ``hh-10k-gradient``):
+    Measured on HH (10⁴ steps at dt 0.02 ms, OU current, 4 free parameters, float64, loaded 2-core CPU;
+    process CPU time of one batched value-and-gradient over one batched forward, median of 15;
+    ``python -m diffbrain.bench fit`` records the width-1 case as ``hh-10k-gradient``):
 
     | width | forward | adjoint | reverse (checkpointed) | forward mode (jacfwd) | central |
     |---|---|---|---|---|---|
-    | 1 | 1.8 ms | 3.3× | 10× | 27× | 10× |
-    | 2 | 3.5 ms | 2.5× | 6.1× | 13× | 8.8× |
-    | 4 | 11 ms | 2.2× | 2.8× | 4.7× | 5.2× |
-    | 8 | 8.3 ms | 6.4× | 4.1× | 8.1× | 13× |
-    | 16 | 12 ms | 9.3× | 4.4× | 7.8× | 18× |
-    | 32 | 23 ms | 10× | 3.3× | 6.2× | 19× |
+    | 1 | 1.8 ms | 3.4× | 11× | 25× | 11× |
+    | 2 | 3.5 ms | 3.5× | 6.4× | 13× | 9.3× |
+    | 4 | 11 ms | 2.8× | 2.9× | 4.5× | 5.2× |
+    | 8 | 8.2 ms | 8.5× | 4.2× | 7.0× | 13× |
+    | 16 | 12 ms | 11× | 4.4× | 6.3× | 18× |
+
+    TraubHH (10⁴ steps at dt 0.01 ms, 4 free parameters): width 1 adjoint 3.5×, reverse 34×, forward mode
+    29×; width 5 (the paper's five sweeps) adjoint 4.0×, reverse 4.6×, forward mode 2.9×.
 
     Why: XLA on CPU runs the forward scan of one neuron at ~0.2 µs/step, but every fused kernel of a
     differentiated step costs dispatch time, so reverse or forward mode through a scan over one or two
@@ -82,11 +84,12 @@ class Objective:
         gradient: how value-and-gradient is computed (all exact but ``"central"``):
 
             * ``"adjoint"``: linearised adjoint. One forward scan stores every state; the Jacobians of
-              one step with respect to the state are computed for all steps at once (vectorised over
-              time and sweeps); the adjoint recursion ``λ_k = A_kᵀ λ_{k+1} + ∂L/∂x_k`` runs as a scan of
-              a few elementwise operations; the parameter gradient is one vectorised VJP over all
-              steps. Needs a model whose parameters are all scalars (one neuron per sweep); otherwise
-              ``"auto"`` does not pick it and asking for it raises.
+              one step with respect to the state and the parameters are computed for all steps at once
+              (forward mode, vectorised over time and sweeps); the adjoint recursion
+              ``λ_k = A_kᵀ λ_{k+1} + ∂L/∂x_k`` runs as a scan of a few elementwise operations, and the
+              parameter gradient is a contraction over steps. Needs a model whose parameters are all
+              scalars (one neuron per sweep); otherwise ``"auto"`` does not pick it and asking for it
+              raises.
             * ``"forward"``: ``jacfwd``, d tangents carried through one scan.
             * ``"reverse"``: reverse mode through a scan whose step is checkpointed (only the state is
               stored per step).
@@ -239,7 +242,7 @@ class Objective:
         value, pullback = jax.vjp(lambda V, s: self.loss(V, s, self.target), states.V, spikes)
         dV, dspikes = pullback(jnp.ones_like(value))
 
-        def one_step(th, x, current):
+        def one_step(x, th, current):
             """One neuron, one step: state vector ``[n]`` → next state and spike ``[n + 1]``."""
             new, spike = free.with_values(self.model, th).step(type(state0)(*x), current, dt)
             return jnp.stack([*new, spike])
@@ -250,7 +253,8 @@ class Objective:
         x = jnp.stack(states, axis=-1)[:-1]  # [T − 1, S, n]: the states whose next step the loss sees
         currents = self.inputs[:-1]
         n = x.shape[-1]
-        jacobian = over_time_and_sweeps(jax.jacfwd(functools.partial(one_step, theta)))(x, currents)
+        jacobians = jax.jacfwd(one_step, argnums=(0, 1))
+        jacobian, by_theta = over_time_and_sweeps(lambda x, c: jacobians(x, theta, c))(x, currents)
         A, C = jacobian[..., :n, :], jacobian[..., n, :]  # ∂x_{k+1}/∂x_k, ∂spike_{k+1}/∂x_k
         # λ_k = ∂L/∂x_k: λ_{T−1} = ∂L/∂V_{T−1} e_V, λ_k = A_kᵀ λ_{k+1} + C_k ∂L/∂s_{k+1} + ∂L/∂V_k e_V
         direct = (C * dspikes[1:, :, None]).at[..., voltage].add(dV[:-1])
@@ -262,14 +266,12 @@ class Objective:
 
         first, after = jax.lax.scan(back, last, (A, direct), reverse=True)  # after[k] = λ_{k+1}
         cotangent = jnp.concatenate([after, dspikes[1:, :, None]], axis=-1)
-        _, pull_steps = jax.vjp(
-            lambda th: over_time_and_sweeps(functools.partial(one_step, th))(x, currents), theta
-        )
         _, pull_init = jax.vjp(
             lambda th: jnp.stack(free.with_values(self.model, th).init_state(shape), -1), theta
         )
         _, pull_u = jax.vjp(free.to_values, u)
-        return value, pull_u(pull_steps(cotangent)[0] + pull_init(first)[0])[0]
+        by_steps = jnp.einsum("tsi,tsid->d", cotangent, by_theta)
+        return value, pull_u(by_steps + pull_init(first)[0])[0]
 
     def gradient_cost(self, u: Float[Array, " d"] | None = None, repeats: int = 3) -> float:
         """Measured wall time of one value-and-gradient over one forward (median of ``repeats``), ×."""
