@@ -154,6 +154,34 @@ def _plot_raster(path: Path, net, task, key) -> None:
     _save_figure(figure, path)
 
 
+def _persistence(net, task, key, trials: int = 64) -> dict | None:
+    """`learn.analysis.persistent_activity` over ``trials`` trials: selectivity in the stimulus periods
+    (those before the delay, fixation and gaps left out), rates in the delay; None without a delay."""
+    import jax
+    import numpy as np
+
+    from diffbrain.learn import analysis
+
+    delay = task.window("delay") if "delay" in task.periods else np.zeros(task.n_steps, bool)
+    if not delay.any():
+        return None
+    before = list(task.periods)[: list(task.periods).index("delay")]
+    stimulus = task.window(*(name for name in before if not name.startswith(("gap", "fixation"))))
+    batch = task.sample(key, trials)
+    _, (spikes, _) = jax.lax.scan(lambda s, x: net.step(s, x), net.init_state(trials), batch.inputs)
+    result = analysis.persistent_activity(spikes, batch.labels, stimulus, delay, dt=task.dt)
+
+    def plain(values):
+        return [None if np.isnan(v) else round(float(v), 3) for v in values]
+
+    return {
+        "selective_neurons": result.selective.sum(axis=1).tolist(),
+        "delay_rate_preferred_hz": plain(result.preferred),
+        "delay_rate_nonpreferred_hz": plain(result.nonpreferred),
+        "baseline_rate_hz": plain(result.baseline),
+    }
+
+
 def _plot_weights(path: Path, before, after) -> dict:
     import numpy as np
 
@@ -196,7 +224,8 @@ def train(
     """Train the spiking E/I network on a task; write metrics.csv, a checkpoint (rerun to resume) and plots.
 
     Plots: accuracy.png (accuracy per step), raster.png (one trial after training), weights.png (input,
-    E and I weight histograms before vs after, with log-normal fits).
+    E and I weight histograms before vs after, with log-normal fits, also in weights.json). With a delay
+    period, persistence.json holds the delay-period rates of the class-selective neurons.
     """
     _check_positive("--lr", lr)
     _check_positive("--dt", dt)
@@ -234,6 +263,9 @@ def train(
     _plot_raster(out / PLOTS[1], result.net, the_task, raster_key)
     fits = _plot_weights(out / PLOTS[2], initial, result.net)
     write_atomically(out / "weights.json", lambda file: json.dump(fits, file, indent=1), "w")
+    persistence = _persistence(result.net, the_task, raster_key)
+    if persistence is not None:
+        write_atomically(out / "persistence.json", lambda file: json.dump(persistence, file, indent=1), "w")
 
     last = metrics["accuracy"][-min(10, steps) :]
     _out.print(
@@ -245,5 +277,12 @@ def train(
         _out.print(
             f"  {group:>5} weights ln|W| ~ N({before['mu']:.2f}, {before['sigma']:.2f}²) → "
             f"N({fit['mu']:.2f}, {fit['sigma']:.2f}²)"
+        )
+    if persistence is not None:
+        _out.print(
+            f"  delay activity of class-selective neurons {persistence['selective_neurons']}: "
+            f"{persistence['delay_rate_preferred_hz']} Hz on preferred trials, "
+            f"{persistence['delay_rate_nonpreferred_hz']} Hz on the others "
+            f"(baseline {persistence['baseline_rate_hz']} Hz) — persistence.json"
         )
     _out.print(f"wrote {out}/: {METRICS_CSV}, checkpoint, {', '.join(PLOTS)}, weights.json")

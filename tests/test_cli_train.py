@@ -52,6 +52,8 @@ def test_train_writes_metrics_checkpoint_and_plots_and_resumes(tmp_path):
     fits = json.loads((out / "weights.json").read_text())
     assert set(fits) == {"before", "after"} and set(fits["after"]) == {"input", "E", "I"}
     assert fits["before"]["input"]["mu"] == pytest.approx(np.log(0.03), abs=0.1)
+    persistence = json.loads((out / "persistence.json").read_text())
+    assert len(persistence["selective_neurons"]) == 2 and "delay activity" in text
 
     # a longer run in the same folder continues from the checkpoint: the first steps are kept as they were
     result, text = _invoke(*TINY, "--method", "es-d-rtrl", "--steps", "3", "--out", str(out))
