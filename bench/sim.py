@@ -283,13 +283,17 @@ def run_size(
     peer_python: str | None = None,
     progress: Callable[[str], None] = lambda line: None,
 ) -> list[Record]:
-    """Every method on the ``n``-neuron network for each of ``durations_ms``; returns their records."""
+    """Every method on the ``n``-neuron network for each of ``durations_ms``; returns their records.
+
+    diffbrain is timed before and after the peers (``repeats`` runs each time; its records pool both), so
+    that a change in the machine's load while the peers run hits it as well."""
     python = peer_python or os.environ.get("DIFFBRAIN_PEER_PYTHON") or sys.executable
     key = jax.random.key(0)
     net = network(n, key)
     init_key = jax.random.key(1)
     progress(f"n={n}: diffbrain")
-    records = [r for m in measure_diffbrain(net, init_key, durations_ms, repeats) for r in records_of(m)]
+    ours = measure_diffbrain(net, init_key, durations_ms, repeats)
+    records = []
     with tempfile.TemporaryDirectory(prefix="diffbrain-sim-net-") as folder:
         network_file = export(net, np.asarray(net.init_state(init_key).neurons.V), Path(folder) / "net.npz")
         for simulator in peers:
@@ -310,7 +314,11 @@ def run_size(
                 ]
             else:
                 records += [record for measurement in found for record in records_of(measurement)]
-    return records
+    if peers:
+        progress(f"n={n}: diffbrain again")
+        after = measure_diffbrain(net, init_key, durations_ms, repeats)
+        ours = [dataclasses.replace(m, runs=m.runs + a.runs) for m, a in zip(ours, after, strict=True)]
+    return [record for measurement in ours for record in records_of(measurement)] + records
 
 
 def run(

@@ -72,6 +72,7 @@ def test_absent_peers_are_skipped_with_the_reason(python, reason):
     ours = frame[frame.method == "diffbrain"].set_index("metric")
     assert list(ours.status.unique()) == ["ok"]
     assert ours.loc["wall_time_per_bio_s", "value"] > 0
+    assert ours.loc["wall_time_per_bio_s", "repeats"] == 2  # timed before and after the peers
     assert ours.loc["compile_time", "value"] >= 0  # 0 when an earlier test compiled the same run
     assert math.isfinite(ours.loc["firing_rate_e", "value"])
     peer = frame[frame.method == "brian2.runtime"]
