@@ -1,3 +1,4 @@
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import pytest
@@ -34,3 +35,27 @@ def test_reversal_potentials_set_the_sign_of_the_drive():
     assert jnp.all(hidden[0] > state.hidden[0])  # excitation depolarises from rest
     hidden, _ = net.cell(state.hidden, 0 * u, u)
     assert jnp.all(hidden[0] < state.hidden[0])  # E_inh = -80 mV is below rest (-70 mV)
+
+
+def test_default_neurons_carry_a_cue_across_a_silent_delay_in_the_gradient():
+    """The slow adaptation holds a cue through 300 ms of silence, and the gradient follows that path:
+    the recall-window loss depends on the cue's input weights. Measured: cue/recall gradient-norm ratio
+    0.028; with a detached spike gate (the zoo default) 6e-8, the membrane's e^{-300/20} alone."""
+    net = learn.EINetwork(2, 20, 2, key=jax.random.key(0), in_scale=0.3)
+    net = eqx.tree_at(lambda n: n.rec_mask, net, jnp.zeros_like(net.rec_mask))  # no recurrence
+    slow = net.neuron.tau_a > 1000.0
+    assert slow.sum() == 10 and jnp.all(net.neuron.beta[slow] < net.neuron.beta[~slow])
+    steps, batch_size = 450, 4
+    t = jnp.arange(steps)
+    cue, recall = t < 50, t >= 400
+    rate = jnp.stack([jnp.where(cue, 0.5, 0.0), jnp.where(recall, 0.5, 0.0)], axis=-1)
+    inputs = (jax.random.uniform(jax.random.key(1), (steps, batch_size, 2)) < rate[:, None]).astype(
+        jnp.float32
+    )
+    mask = jnp.broadcast_to(recall[:, None], (steps, batch_size))
+    batch = learn.SimpleBatch(
+        inputs, jnp.zeros((steps, batch_size), jnp.int32), mask, jnp.zeros(batch_size, jnp.int32)
+    )
+    _, grads = learn.bptt(net, batch)
+    cue_gradient, recall_gradient = (jnp.linalg.norm(grads.w_in[k]) for k in (0, 1))
+    assert cue_gradient > 1e-3 * recall_gradient, (cue_gradient, recall_gradient)
