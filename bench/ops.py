@@ -19,7 +19,7 @@ different spike vectors, as a simulation uses it (``STEPS`` steps; ``DENSE_STEPS
 touch every synapse); ``call_time`` — one forward call; ``weight_grad_time`` — the VJP w.r.t. the weights;
 ``spike_vjp_time`` — the VJP w.r.t. float spikes; ``csr_matvec_time`` (diffbrain) — the plain product the
 spike VJP is compared with; ``zeros_time`` (diffbrain) — a jitted ``jnp.zeros(nnz)``, what XLA pays to
-produce an nnz-sized output, the floor of any weight gradient that writes its zeros. Ratios (×, a time over
+produce an nnz-sized output, the floor of a weight gradient in CSR layout. Ratios (×, a time over
 another): ``ratio_vs_<peer>`` of each diffbrain method's step and call times (< 1: diffbrain faster),
 ``grad_over_forward`` (weight gradient / forward call), ``grad_over_zeros`` (weight gradient / zeros) and
 ``spike_vjp_over_csr_matvec``.
@@ -372,7 +372,7 @@ def ratio_records(case: Case, values: dict[str, dict[str, float]], fields: dict)
                 "weight VJP / forward",
             )
         if "weight_grad_time" in own and "zeros_time" in own:
-            note = "weight VJP / jnp.zeros(nnz) (< 1: the output is not written in full)"
+            note = "weight VJP / jnp.zeros(nnz) (< 1: its output is zeroed faster than by XLA)"
             ratio(method, "grad_over_zeros", own["weight_grad_time"] / own["zeros_time"], note)
         if "csr_matvec_time" in own and "spike_vjp_time" in own:
             note = "spike VJP / plain CSR matvec"

@@ -209,12 +209,13 @@ def data_grad(
 ) -> Float[Array, " nnz"]:
     """`g[k] = s[row(k)]·ȳ[indices[k]]`, computed on spiking rows only (zero elsewhere).
 
-    The result is nnz-sized, but only the spiking rows are written: in a large (≥ 16 MiB) output, the pages
-    not resident in memory (fresh from XLA's allocator) are zeroed by returning them to the kernel
-    (`madvise(MADV_DONTNEED)`, which reads back as zeros in a private anonymous mapping) instead of faulting
-    them in to write zeros, so the call costs the events and the page faults of the pages they touch. A
-    buffer more than 7/8 resident (reused inside a loop) or not verifiably private anonymous memory is
-    filled with zeros, split across threads.
+    Only the spiking rows are computed, but the result is nnz-sized and must be zeroed elsewhere: in a large
+    (≥ 16 MiB) output, the pages not resident in memory (fresh from XLA's allocator) are released and mapped
+    again by the kernel (`madvise` `MADV_DONTNEED`, which reads back as zeros in a private anonymous mapping,
+    then `MADV_POPULATE_WRITE`), which is cheaper than faulting each page in to write zeros; the resident
+    ones are written. A buffer more than 7/8 resident (reused inside a loop) or not verifiably private
+    anonymous memory is filled with zeros, split across threads. Either way the zeroing of nnz values, not
+    the events, dominates at low firing rates when nnz is large.
     """
     return data_grad_batch(indptr, indices, spikes[None], cotangent[None], nnz)
 

@@ -430,19 +430,21 @@ ffi::Error row_dot_impl(ffi::AnyBuffer indptr, ffi::AnyBuffer indices, ffi::AnyB
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Zeroing a large output without faulting in its pages.
+// Zeroing a large output whose pages are not resident.
 //
 // XLA's large results often sit on pages the process has not touched since they were allocated (a fresh
-// mapping) or since the allocator returned them to the kernel; the first write to each such page costs a page
-// fault that clears it, so writing nnz zeros costs far more than the events of a weight gradient (~50 ms for
-// 160 MB here vs ~1 ms of events). For a private anonymous mapping Linux guarantees that pages released with
-// MADV_DONTNEED read back as zeros (zero-fill on demand), so each run of pages that are not resident is zeroed
-// with one system call, only the resident pages are written, and only the pages that receive events are ever
-// faulted in. Used when the output is large, at least 1/8 of its pages are not resident (a buffer reused
-// inside a loop is warm: the caller's threaded fill is then as good) and /proc/self/maps shows one private
-// anonymous mapping covering it; anything else falls back to writing the zeros.
+// mapping) or since the allocator returned them to the kernel. Writing nnz zeros into them first takes a page
+// fault per page, in which the kernel clears the page, then writes the zeros a second time. For a private
+// anonymous mapping, pages released with MADV_DONTNEED read back as zeros, and MADV_POPULATE_WRITE (Linux
+// 5.14) maps them in one system call: each run of non-resident pages is zeroed by the kernel alone, without a
+// fault per page or a second write; the resident pages are written. (Releasing the pages and leaving them
+// unmapped would make the gradient itself cost only the pages its events touch, but whatever reads it next
+// — an optimizer update in the same jit — would then fault every page in twice, reading and writing: slower
+// end to end, so the pages are mapped here.) Used when the output is large, at least 1/8 of its pages are not
+// resident (a buffer reused inside a loop is warm: the threaded fill is then as good) and /proc/self/maps shows
+// one private anonymous mapping covering it; anything else falls back to writing the zeros.
 
-constexpr size_t kLazyZeroBytes = size_t{16} << 20;
+constexpr size_t kKernelZeroBytes = size_t{16} << 20;
 
 #if defined(__linux__)
 // Whether [lo, hi) lies inside one private, anonymous, read-write mapping of this process.
@@ -471,8 +473,8 @@ bool private_anonymous(uintptr_t lo, uintptr_t hi) {
   return ok;
 }
 
-bool zero_untouched(void* out, size_t bytes) {
-  if (bytes < kLazyZeroBytes) return false;
+bool zero_output(void* out, size_t bytes) {
+  if (bytes < kKernelZeroBytes) return false;
   const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
   const uintptr_t begin = reinterpret_cast<uintptr_t>(out), end = begin + bytes;
   const uintptr_t lo = (begin + page - 1) / page * page, hi = end / page * page;
@@ -492,25 +494,28 @@ bool zero_untouched(void* out, size_t bytes) {
     char* at = reinterpret_cast<char*>(lo + first * page);
     const size_t length = (last - first) * page;
     if ((resident[first] & 1) || madvise(at, length, MADV_DONTNEED) != 0) std::memset(at, 0, length);
+#ifdef MADV_POPULATE_WRITE
+    else madvise(at, length, MADV_POPULATE_WRITE);  // may fail (older kernel): the pages then fault on use
+#endif
     first = last;
   }
   return true;
 }
 #else
-bool zero_untouched(void*, size_t) { return false; }
+bool zero_output(void*, size_t) { return false; }
 #endif
 
 // ---------------------------------------------------------------------------------------------------------
 // Weight gradient: g[k] = sum_b s[b, row(k)] * ct[b, indices[k]], written only on rows that fired. Unless g
-// already holds the values to add to (g_in == g, aliased by XLA) or could be zeroed without writing it
-// (zero_untouched), the zero fill of g (nnz-sized) is split across threads with the rows, so each thread owns
+// already holds the values to add to (g_in == g, aliased by XLA) or was zeroed mostly by the kernel
+// (zero_output), the zero fill of g (nnz-sized) is split across threads with the rows, so each thread owns
 // a contiguous range of g.
 
 template <class F, class I, class S>
 void data_grad(const I* indptr, const I* indices, const S* spikes, const F* ct, int64_t n_pre, int64_t n_post,
                int64_t batch, const F* g_in, F* g) {
   const int64_t nnz = static_cast<int64_t>(indptr[n_pre]);
-  const bool filled = g_in == g || (g_in == nullptr && zero_untouched(g, sizeof(F) * nnz));
+  const bool filled = g_in == g || (g_in == nullptr && zero_output(g, sizeof(F) * nnz));
   auto rows = [&](int64_t first, int64_t last) {
     if (!filled) {
       if (g_in == nullptr) std::fill(g + indptr[first], g + indptr[last], F(0));
@@ -603,9 +608,9 @@ ffi::Error data_grad_add_impl(ffi::AnyBuffer g_in, ffi::AnyBuffer indptr, ffi::A
       .Arg<ffi::AnyBuffer>()                                                                              \
       .Ret<ffi::AnyBuffer>()
 
-// The zeroing of large fresh outputs on its own, for tests: returns 1 when `bytes` at `out` were zeroed without
-// writing them, 0 when the caller must write the zeros (nothing was changed).
-extern "C" int DiffbrainZeroUntouched(void* out, size_t bytes) { return zero_untouched(out, bytes) ? 1 : 0; }
+// The zeroing of large outputs on its own, for tests: returns 1 when `bytes` at `out` were zeroed (their
+// non-resident pages by the kernel), 0 when the caller must write the zeros (nothing was changed).
+extern "C" int DiffbrainZeroOutput(void* out, size_t bytes) { return zero_output(out, bytes) ? 1 : 0; }
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(DiffbrainEventMatmat, scatter_impl<true>, DIFFBRAIN_FOUR_ARGS_ONE_RESULT());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(DiffbrainCsrMatmat, scatter_impl<false>, DIFFBRAIN_FOUR_ARGS_ONE_RESULT());

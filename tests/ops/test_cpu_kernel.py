@@ -104,8 +104,8 @@ def large_problem(rng, n, per_row, firing):
 
 def test_large_problem_in_jitted_scan():
     """Big enough for the threaded paths (row split with per-thread buffers, batch split, row-range split)
-    and for a weight gradient over 16 MiB: a fresh output zeroed without writing it (the single call), a
-    resident one reused by the scan and filled."""
+    and for a weight gradient over 16 MiB: a fresh output zeroed by the OS (the single call), a resident one
+    reused by the scan and filled."""
     rng = np.random.default_rng(0)
     n, steps = 7500, 4
     indptr, indices, weights, _ = large_problem(rng, n, 300, 0.0)
@@ -136,16 +136,16 @@ def test_large_problem_in_jitted_scan():
     np.testing.assert_allclose(summed, grad, rtol=1e-10, atol=1e-10)
 
 
-ZERO_BYTES = 32 << 20  # above the 16 MiB from which large outputs are zeroed without writing them
+ZERO_BYTES = 32 << 20  # above the 16 MiB from which the kernel zeroes the non-resident pages of outputs
 
 
-def zero_untouched(buffer: mmap.mmap, offset: int, size: int) -> bool:
-    """The kernel's zeroing of ``buffer[offset:offset + size]`` without writing it; True if it did."""
+def zero_output(buffer: mmap.mmap, offset: int, size: int) -> bool:
+    """The kernel's zeroing of ``buffer[offset:offset + size]`` by the OS; True if it did."""
     address = ctypes.addressof(ctypes.c_char.from_buffer(buffer)) + offset
-    return bool(cpu._load().DiffbrainZeroUntouched(ctypes.c_void_p(address), ctypes.c_size_t(size)))
+    return bool(cpu._load().DiffbrainZeroOutput(ctypes.c_void_p(address), ctypes.c_size_t(size)))
 
 
-def test_fresh_private_memory_is_zeroed_without_writing_it():
+def test_fresh_private_memory_is_zeroed_by_the_os():
     buffer = mmap.mmap(-1, ZERO_BYTES, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     page = mmap.PAGESIZE
     garbage = {
@@ -155,7 +155,7 @@ def test_fresh_private_memory_is_zeroed_without_writing_it():
     }
     for at, values in garbage.items():  # half the pages resident with garbage, one more, the unaligned end
         buffer[at : at + len(values)] = values
-    assert zero_untouched(buffer, 5, ZERO_BYTES - 10)
+    assert zero_output(buffer, 5, ZERO_BYTES - 10)
     view = np.frombuffer(buffer, np.uint8)
     assert not view[5 : ZERO_BYTES - 5].any()
     assert view[:5].all() and view[ZERO_BYTES - 5 :].all()  # outside the range: kept
@@ -173,9 +173,9 @@ def test_memory_that_is_resident_shared_or_small_is_left_to_the_fill(tmp_path):
         private_file = mmap.mmap(f.fileno(), ZERO_BYTES, flags=mmap.MAP_PRIVATE)
     small = mmap.mmap(-1, 1 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     for buffer, first in ((warm, 3), (shared, 4), (private_file, 5), (small, 0)):
-        assert not zero_untouched(buffer, 0, len(buffer))
+        assert not zero_output(buffer, 0, len(buffer))
         assert buffer[0] == first  # untouched
-    assert not zero_untouched(warm, 1, 0)
+    assert not zero_output(warm, 1, 0)
 
 
 def test_data_grad_add_accumulates_in_a_scan():
