@@ -11,7 +11,7 @@ import pytest
 
 from diffbrain import zoo
 from diffbrain.zoo import networks, surrogate
-from diffbrain.zoo.networks import Background, Edges, Network, Pulse
+from diffbrain.zoo.networks import Background, Edges, Network, Pulse, delays
 from diffbrain.zoo.networks.network import _poisson_terms, _PoissonDrive, _seed
 
 DT = 0.1
@@ -145,6 +145,56 @@ def test_heterogeneous_delays_match_numpy_reference():
         assert shared[k] == 2.0 * same.sum()
         repeats += same.sum() > 1
     assert repeats > 0
+
+
+@pytest.mark.parametrize("chunk", [None, 37])
+def test_delayed_csr_equals_a_dictionary_construction(monkeypatch, chunk):
+    """The sorted build against the plainest construction: synapses keyed by (lag, pre, post), weights
+    summed in float64 in the given order, rows in (lag, pre) order, columns sorted; with repeats, many
+    delays, int32/int16/float32 inputs as `Network.build` passes them, and passes split into chunks."""
+    if chunk is not None:
+        monkeypatch.setattr(delays, "_CHUNK", chunk)
+    rng = np.random.default_rng(3)
+    n, size = 23, 2000
+    pre, post = (rng.integers(0, n, size).astype(np.int32) for _ in range(2))
+    lag = rng.integers(1, 40, size).astype(np.int16)
+    pre[:1000], post[:1000], lag[:1000] = pre[:1000] % 5, post[:1000] % 5, lag[:1000] % 3 + 1  # repeats
+    pre[::17], post[::17], lag[::17] = 7, 8, 9  # one synapse repeated across many chunks
+    weight = rng.normal(0.0, 1.0, size).astype(np.float32)
+    projection, slot = delays.DelayedCSR.from_edges(pre, post, weight, lag, n, jnp.float32)
+    synapses: dict[tuple[int, int, int], float] = {}
+    for k in range(size):
+        key = (int(lag[k]), int(pre[k]), int(post[k]))
+        synapses[key] = synapses.get(key, 0.0) + float(weight[k])
+    keys = sorted(synapses)
+    rows = sorted({(lg, p) for lg, p, _ in keys})
+    assert 0 < len(keys) < size  # repeats were merged
+    flat = [(lg * n + p) * n + q for lg, p, q in keys]
+    indptr = np.searchsorted(flat, [(lg * n + p) * n for lg, p in rows])
+    W = projection.W
+    assert W.shape == (len(rows), n)
+    np.testing.assert_array_equal(W.indptr, [*indptr, len(keys)])
+    np.testing.assert_array_equal(W.indices, [q for _, _, q in keys])
+    np.testing.assert_array_equal(W.data, np.float32([synapses[k] for k in keys]))
+    np.testing.assert_array_equal(projection.lag, [lg for lg, _ in rows])
+    np.testing.assert_array_equal(projection.source, [p for _, p in rows])
+    index = {k: i for i, k in enumerate(keys)}
+    expected = [index[(int(a), int(b), int(c))] for a, b, c in zip(lag, pre, post, strict=True)]
+    np.testing.assert_array_equal(slot, expected)
+    assert slot.dtype == W.indices.dtype == projection.source.dtype == jnp.int32
+
+
+def test_sorting_order_packs_or_splits_the_key():
+    """`_sorting_order` is a stable argsort of the mixed-radix key, whether the key and a position fit one
+    64-bit word (one pass) or need several passes (radices too large for one word)."""
+    rng = np.random.default_rng(4)
+    size = 5000
+    digits = [rng.integers(0, radix, size) for radix in (9, 50, 50)]
+    key = (digits[0] * 50 + digits[1]) * 50 + digits[2]
+    expected = np.argsort(key, kind="stable")
+    for radices in ((9, 50, 50), (2**30, 2**20, 2**20), (2**40, 2**40, 2**40)):
+        order = delays._sorting_order(tuple(zip(digits, radices, strict=True)), size)
+        np.testing.assert_array_equal(order, expected)
 
 
 def test_continuation_and_key_reproducibility_with_background():

@@ -339,7 +339,8 @@ class Network(eqx.Module):
         if not isinstance(neuron, AbstractSpikingNeuron):
             raise TypeError(f"`neuron` must be a zoo AbstractSpikingNeuron, got {type(neuron).__name__}.")
         _check_population_shape("neuron", neuron.shape, n)
-        dtype = neuron.init_state((n,)).V.dtype
+        # float32 unless x64 is on (a neuron made while x64 was on may hold float64 arrays after it is off)
+        dtype = jax.dtypes.canonicalize_dtype(neuron.init_state((n,)).V.dtype)
         receptors = dict(receptors)
         for name, receptor in receptors.items():
             if not isinstance(receptor, AbstractSynapse):
@@ -362,19 +363,21 @@ class Network(eqx.Module):
                 )
         if not receptors:
             raise ValueError("`receptors` must name at least one receptor, e.g. {'exc': Expon(...)}.")
-        projections, edge_slots = {}, {}
+        projections, edge_slots, ring_length = {}, {}, 1
         for name, given in dict(edges).items():
             _known_receptor("edges", name, receptors)
             pre, post, weight, lag = _edge_arrays(name, given, n, dt, receptors[name].mode)
-            if pre.size:
-                projections[name], slots = DelayedCSR.from_edges(pre, post, weight, lag, n, dtype)
-                edge_slots[name] = jnp.asarray(slots, jnp.int32)
-        ring_length = max((p.max_lag for p in projections.values()), default=1)
-        if ring_length * n >= 2**31:
-            raise ValueError(
-                f"`edges`: the longest delay, {ring_length} steps of dt = {dt} ms, needs a spike history of "
-                f"{ring_length} × {n} entries; shorten the delays or raise `dt`."
-            )
+            if not pre.size:
+                continue
+            ring_length = max(ring_length, int(lag.max()))
+            if ring_length * n >= 2**31:
+                raise ValueError(
+                    f"`edges[{name!r}]`: the longest delay, {ring_length} steps of dt = {dt} ms, needs a "
+                    f"spike history of {ring_length} × {n} entries; shorten the delays or raise `dt`."
+                )
+            projections[name], slots = DelayedCSR.from_edges(pre, post, weight, lag, n, dtype)
+            edge_slots[name] = jnp.asarray(slots)
+            del pre, post, weight, lag, slots
         drives = tuple(_drive(b, i, n, dt, dtype, receptors) for i, b in enumerate(_as_list(background)))
         I_ext = _per_neuron("I_ext", I_ext, n, dtype)
         gap = None if gap_junctions is None else _gap_csr(gap_junctions, n, dtype)
@@ -418,7 +421,7 @@ class Network(eqx.Module):
         """Time zero: ``V`` as given, else uniform in ``[V_reset, V_th)`` drawn with ``key`` for neurons that
         have both (the neuron's resting state otherwise); receptors closed; no spikes in the history."""
         neurons = self.neuron.init_state((self.n,))
-        dtype = neurons.V.dtype
+        dtype = jax.dtypes.canonicalize_dtype(neurons.V.dtype)
         if V is not None:
             neurons = neurons._replace(V=_per_neuron("V", V, self.n, dtype))
         elif key is not None and hasattr(self.neuron, "V_reset") and hasattr(self.neuron, "V_th"):
@@ -639,16 +642,18 @@ def _indices(name: str, value, n: int) -> np.ndarray:
     array = np.asarray(value)
     if array.ndim != 1 or not (np.issubdtype(array.dtype, np.integer) or array.size == 0):
         raise ValueError(f"`{name}` must be a 1-D integer array, got {array.dtype}{list(array.shape)}.")
-    array = array.astype(np.int64)
     if array.size and (array.min() < 0 or array.max() >= n):
         raise ValueError(
             f"`{name}` must hold neuron indices in [0, {n}), got values in [{array.min()}, {array.max()}]."
         )
-    return array
+    return array if np.issubdtype(array.dtype, np.integer) else array.astype(np.int64)  # an empty list
 
 
 def _per_edge(name: str, value, size: int) -> np.ndarray:
-    array = np.asarray(value, dtype=float)
+    """A validated scalar or ``[size]`` float array (float32 stays float32: no copy of a large input)."""
+    array = np.asarray(value)
+    if not np.issubdtype(array.dtype, np.floating):
+        array = array.astype(float)
     if array.shape not in ((), (size,)):
         raise ValueError(f"`{name}` must be a scalar or have shape ({size},), got {array.shape}.")
     if not np.all(np.isfinite(array)):
@@ -677,8 +682,7 @@ def _edge_arrays(receptor: str, given, n: int, dt: float, mode: str):
         delay = _per_edge(f"{where}.delay", e.delay, pre.size)
         if np.any(delay < 0):
             raise ValueError(f"`{where}.delay` must be ≥ 0 ms, got minimum {delay.min()}.")
-        lag = np.maximum(1, np.rint(delay / dt)).astype(np.int64)
-        parts.append((pre, post, weight, np.broadcast_to(lag, pre.shape)))
+        parts.append((pre, post, weight, np.broadcast_to(_steps(delay, dt), pre.shape)))
     if not parts:
         return (np.zeros(0, np.int64),) * 2 + (np.zeros(0), np.zeros(0, np.int64))
     if len(parts) == 1:
@@ -686,6 +690,18 @@ def _edge_arrays(receptor: str, given, n: int, dt: float, mode: str):
     pre, post, weight, lag = zip(*parts, strict=True)
     weight = [np.broadcast_to(w, p.shape) for w, p in zip(weight, pre, strict=True)]
     return tuple(np.concatenate(x) for x in (pre, post, weight, lag))
+
+
+def _steps(delay: np.ndarray, dt: float) -> np.ndarray:
+    """``max(1, round(delay/dt))`` in float64 (whatever the delays' dtype), as the smallest signed integer
+    type that holds the longest delay, computed in chunks (2 bytes per edge for delays under 3.2 s)."""
+    longest = max(1, int(np.rint(float(delay.max(initial=0.0)) / dt)))  # rint is monotonic
+    steps = np.empty(delay.shape, np.int16 if longest < 2**15 else np.int32 if longest < 2**31 else np.int64)
+    flat, out = delay.reshape(-1), steps.reshape(-1)
+    for start in range(0, flat.size, 1 << 22):
+        part = slice(start, start + (1 << 22))
+        out[part] = np.maximum(1.0, np.rint(flat[part].astype(np.float64) / dt))
+    return steps
 
 
 def _per_neuron(name: str, value, n: int, dtype) -> Array:
@@ -729,7 +745,7 @@ def _gap_csr(gap: GapJunctions, n: int, dtype) -> CSR:
     if np.any(conductance < 0):
         raise ValueError("`gap_junctions.conductance` must be ≥ 0 nS.")
     keep = pre != post  # a junction of a neuron with itself carries no current
-    keys, slot = np.unique(pre[keep] * n + post[keep], return_inverse=True)
+    keys, slot = np.unique(pre[keep].astype(np.int64) * n + post[keep], return_inverse=True)
     summed = np.bincount(slot, np.broadcast_to(conductance, pre.shape)[keep], keys.size)
     return CSR.from_edges(keys // n, keys % n, jnp.asarray(summed, dtype), (n, n))
 
