@@ -46,17 +46,29 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--compare",
         metavar="BASELINE",
-        help="a results CSV or pytest-benchmark JSON: flag cases whose time relative to the suite's "
-        "reference method grew by more than --threshold (exit status 1 if any)",
+        help="a results CSV of the same suite: flag cases whose time relative to the suite's reference "
+        "method grew by more than --threshold, references whose absolute time grew by more than "
+        "--reference-threshold on the same machine, and methods measured then but missing now (exit "
+        "status 1 if any, or if nothing could be compared)",
     )
     parser.add_argument(
         "--threshold", type=float, default=compare.THRESHOLD, help="--compare: slowdown flagged (%(default)s)"
     )
+    parser.add_argument(
+        "--reference-threshold",
+        type=float,
+        default=compare.REFERENCE_THRESHOLD,
+        help="--compare: slowdown of the reference's absolute time flagged (%(default)s)",
+    )
     parser.add_argument("--reference", help="--compare: the reference method (default: the suite's)")
     args = parser.parse_args(argv)
     baseline = None
-    if not args.threshold > 0:
-        parser.error(f"--threshold must be a positive fraction (0.2 = 20% slower), got {args.threshold}")
+    for option in ("threshold", "reference_threshold"):
+        if not getattr(args, option) > 0:
+            flag = "--" + option.replace("_", "-")
+            parser.error(
+                f"{flag} must be a positive fraction (0.2 = 20% slower), got {getattr(args, option)}"
+            )
     if args.compare is not None:
         try:
             baseline = compare.load(args.compare)
@@ -93,11 +105,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(summary(to_frame(records)))
     print(f"{len(records)} records merged into {path}")
     if baseline is not None:
-        table = compare.compare(
-            compare.from_records(to_frame(records)), baseline, args.threshold, args.reference
-        )
-        print(compare.report(table, args.threshold))
-        if (table["status"] == "slower").any():
+        current = compare.from_records(to_frame(records))
+        table = compare.compare(current, baseline, args.threshold, args.reference, args.reference_threshold)
+        print(compare.report(table, args.threshold, args.reference_threshold))
+        if compare.failed(table):
             raise SystemExit(1)
 
 

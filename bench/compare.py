@@ -8,24 +8,35 @@ when that ratio grew by more than ``threshold`` (20 %) from the baseline to the 
 
     slowdown = (t_method / t_reference)_current / (t_method / t_reference)_baseline − 1 > threshold
 
-Only times are judged (records in seconds; compile times are left out, they are single, noisy
-measurements); a case whose reference was not measured in both runs is listed as *unreferenced* and not
-judged, and so is the reference itself.
+Three references are diffbrain's own code (BPTT, the step loop, the forward simulation), so a slowdown of
+shared code hits a method and its reference alike and cancels in the ratio. The reference's **absolute**
+time is therefore judged too, with the looser ``reference_threshold`` (50 %), unless the two runs were
+measured on different machines (then an absolute time says nothing). A method measured in the baseline
+that failed or was skipped in a case the current run measured is flagged as *missing*.
+
+A case is a (suite, case, dtype, params, metric) cell; only times are judged (records in seconds; compile
+times are left out, they are single, noisy measurements). A method and its reference are only ever paired
+within one run: in a file that holds several runs, each case is read from the newest run that measured its
+reference. A case whose reference was not measured in both runs is listed as *unreferenced* and not judged;
+a baseline case the current run did not measure (another grid) is listed as *not run*.
 
 Baselines come in two formats:
 
-* a results CSV written by ``diffbrain bench`` (`diffbrain.bench.records`, e.g. ``bench-results/ops.csv``);
-  the newest record of each (suite, case, method, metric) counts;
-* a pytest-benchmark JSON (``pytest bench --benchmark-enable --benchmark-json base.json``): each benchmark
-  becomes suite = the test's name without its parameters (``test_learn``), case = its parameters other
-  than ``method``, method = its ``method`` parameter (``benchmark`` without one), metric ``time`` = the
-  median of its rounds; numeric ``extra_info`` entries named ``"<metric> <method>"`` whose metric is a
-  time (``step_time segment_sum``) are added to the same case.
+* a results CSV written by ``diffbrain bench`` (`diffbrain.bench.records`, e.g. ``bench-results/ops.csv``).
+  A run is the records of one commit, machine and core-library versions (``save`` keeps one record per cell
+  of each); two records of one cell within one run cannot be told apart and are rejected;
+* a pytest-benchmark JSON (``pytest bench --benchmark-enable --benchmark-json base.json``), one run: each
+  benchmark becomes suite = the test's name without its parameters (``test_learn``), case = its parameters
+  other than ``method``, method = its ``method`` parameter (``benchmark`` without one), metric ``time`` =
+  the median of its rounds; numeric ``extra_info`` entries named ``"<metric> <method>"`` whose metric is a
+  time (``step_time segment_sum``) are added to the same case. Its suites are the pytest test names, so it
+  compares with another pytest-benchmark JSON (``compare(load(new), load(old))``), not with a
+  ``diffbrain bench`` run.
 
     diffbrain bench ops --quick --compare bench-results/ops.csv [--threshold 0.2]
-    python -m diffbrain.bench ops --quick --compare baseline.json
 
-The command prints the flagged cases and exits with status 1 when there is one.
+The command prints the flagged cases and exits with status 1 when there is one, or when nothing at all
+could be compared.
 """
 
 from __future__ import annotations
@@ -38,10 +49,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from .records import read_csv
+from .records import CORE_LIBRARIES, read_csv
 
 THRESHOLD = 0.2
 """A ratio to the reference that grew by more than this fraction is a regression."""
+REFERENCE_THRESHOLD = 0.5
+"""A reference whose absolute time grew by more than this fraction (same machine) is a regression."""
 REFERENCES: Mapping[str, Sequence[str]] = {
     "ops": ("segment_sum",),
     "learn": ("bptt",),
@@ -51,35 +64,64 @@ REFERENCES: Mapping[str, Sequence[str]] = {
     "test_learn": ("bptt",),
 }
 """Per suite, the reference methods in order of preference (the first measured in both runs is used)."""
-TIMINGS = ("suite", "case", "method", "metric", "value")
-"""The columns of a timings table."""
+CASE = ("suite", "case", "dtype", "params", "metric")
+"""The columns of a case: its methods are judged against its reference."""
+CELL = (*CASE[:-1], "method", "metric")
+"""The columns of one timing."""
+TIMINGS = (*CELL, "value", "run", "machine", "date")
+"""The columns of a timings table: ``value`` in s (NaN: failed or skipped), ``run`` identifies the run the
+value belongs to, ``machine`` the device and backend ("" if unknown), ``date`` ISO 8601."""
+FLAGGED = ("slower", "missing", "reference slower")
+"""The statuses that fail the check."""
 
 
 def _is_time(metric: str, unit: str = "s") -> bool:
     return unit == "s" and "compile" not in metric
 
 
+def _core_versions(versions: str) -> str:
+    """The core libraries' entries of a ``versions`` field (a peer's version differs between records of
+    one run: it is only named on the peer's records)."""
+    return ";".join(item for item in versions.split(";") if item.partition("=")[0] in CORE_LIBRARIES)
+
+
 def from_records(records: pd.DataFrame) -> pd.DataFrame:
-    """The judged timings of a records table: status ok, unit s, no compile time; the newest per cell."""
-    ok = records[(records["status"] == "ok") & (records["unit"] == "s")]
-    ok = ok[~ok["metric"].str.contains("compile")].sort_values("date", kind="stable")
-    ok = ok.drop_duplicates(subset=["suite", "case", "method", "metric"], keep="last")
-    return ok[list(TIMINGS)].reset_index(drop=True)
+    """The timings of a records table: unit s, no compile time; failed or skipped records as NaN.
+
+    Raises:
+        ValueError: two records of one cell within one run (same commit, machine and core versions).
+    """
+    times = records[(records["unit"] == "s") & ~records["metric"].str.contains("compile")]
+    machine = (times["device"] + "|" + times["backend"]).where(times["device"] + times["backend"] != "", "")
+    run = times["git_commit"] + "|" + machine + "|" + times["versions"].map(_core_versions)
+    table = times.assign(value=times["value"].where(times["status"] == "ok"), run=run, machine=machine)
+    twins = table[table.duplicated(subset=[*CELL, "run"], keep=False)]
+    if len(twins):
+        first = twins.iloc[0]
+        dates = sorted(twins.loc[(twins[list(CELL)] == first[list(CELL)]).all(axis=1), "date"])
+        raise ValueError(
+            f"two records of {first.suite} {first.case} {first.method} {first.metric} come from the same "
+            f"commit, machine and versions (dates {', '.join(dates)}), so their runs cannot be told apart; "
+            "keep one run's records in the file (as `diffbrain bench` writes it)."
+        )
+    return table[list(TIMINGS)].reset_index(drop=True)
 
 
 def from_pytest_benchmark(data: Mapping) -> pd.DataFrame:
-    """The timings of a pytest-benchmark JSON document (see the module docstring for the mapping)."""
+    """The timings of a pytest-benchmark JSON document, one run (see the module docstring for the mapping)."""
+    date = str(data.get("datetime", ""))
+    run = f"pytest-benchmark {date}"
     rows = []
     for bench in data.get("benchmarks", []):
         params = dict(bench.get("params") or {})
         method = str(params.pop("method", "benchmark"))
         suite = bench["name"].split("[", 1)[0]
         case = ";".join(f"{key}={params[key]}" for key in sorted(params)) or "all"
-        rows.append((suite, case, method, "time", float(bench["stats"]["median"])))
+        rows.append((suite, case, "", "", method, "time", float(bench["stats"]["median"]), run, "", date))
         for key, value in (bench.get("extra_info") or {}).items():
             metric, _, other = key.partition(" ")
             if other and isinstance(value, int | float) and _is_time(metric) and metric.endswith("time"):
-                rows.append((suite, case, other, metric, float(value)))
+                rows.append((suite, case, "", "", other, metric, float(value), run, "", date))
     return pd.DataFrame(rows, columns=list(TIMINGS))
 
 
@@ -100,13 +142,27 @@ def load(path: str | os.PathLike) -> pd.DataFrame:
             )
         return from_pytest_benchmark(data)
     if path.suffix == ".csv":
-        return from_records(read_csv(path))
+        try:
+            return from_records(read_csv(path))
+        except ValueError as error:
+            raise ValueError(f"{os.fspath(path)!r}: {error}") from None
     raise ValueError(f"baseline {os.fspath(path)!r}: use a pytest-benchmark .json or a results .csv file.")
 
 
-def _reference(suite: str, methods_now: set[str], methods_then: set[str], override: str | None) -> str | None:
-    candidates = (override,) if override else REFERENCES.get(suite, ())
-    return next((m for m in candidates if m in methods_now and m in methods_then), None)
+def _candidates(suite: str, override: str | None) -> Sequence[str]:
+    return (override,) if override else REFERENCES.get(suite, ())
+
+
+def _one_run_per_case(table: pd.DataFrame, override: str | None) -> pd.DataFrame:
+    """Per case, the timings of one run: the newest that measured a reference, else the newest."""
+    chosen = []
+    for key, group in table.groupby(list(CASE), sort=False):
+        measured = group["method"].isin(_candidates(key[0], override)) & group["value"].notna()
+        dates = group.groupby("run", sort=False)["date"].max()
+        with_reference = dates[dates.index.isin(group.loc[measured, "run"])]
+        runs = with_reference if len(with_reference) else dates
+        chosen.append(group[group["run"] == runs.sort_values(kind="stable").index[-1]])
+    return pd.concat(chosen, ignore_index=True) if chosen else table.iloc[:0]
 
 
 def compare(
@@ -114,60 +170,111 @@ def compare(
     baseline: pd.DataFrame,
     threshold: float = THRESHOLD,
     reference: str | None = None,
+    reference_threshold: float = REFERENCE_THRESHOLD,
 ) -> pd.DataFrame:
-    """Every timing measured in both runs, with its ratio to the reference in each and the slowdown.
+    """Every timing of the baseline, judged against the current run.
 
     Args:
         current, baseline: timings tables (`load`, `from_records`, `from_pytest_benchmark`).
-        threshold: the slowdown above which a case is flagged (0.2 = 20 % slower).
+        threshold: the slowdown of a method's ratio to its reference above which it is flagged (0.2 = 20 %).
         reference: the reference method for every suite, instead of `REFERENCES`.
+        reference_threshold: the slowdown of the reference's absolute time above which it is flagged, when
+            both runs were on the same (or an unknown) machine.
 
     Returns:
-        One row per (suite, case, method, metric) present in both: ``reference``, ``ratio_baseline``,
-        ``ratio_current`` (the method's time over the reference's), ``slowdown`` (the ratios' quotient
-        minus 1; NaN when unreferenced) and ``status``: ``"slower"`` (flagged), ``"ok"``, ``"reference"``
-        or ``"unreferenced"``.
+        One row per (suite, case, dtype, params, method, metric) measured in the baseline: ``reference``,
+        ``time_baseline``, ``time_current`` (s; NaN when not measured now), ``ratio_baseline``,
+        ``ratio_current`` (the method's time over the reference's), ``slowdown`` (of the ratio; of the
+        absolute time for the reference itself) and ``status``: ``"slower"``, ``"ok"``, ``"missing"``
+        (measured then, failed or skipped now in a case measured now), ``"unreferenced"``, ``"not run"``
+        (the case was not measured now), ``"reference ok"``, ``"reference slower"`` or ``"reference,
+        other machine"`` (not judged). `FLAGGED` statuses fail the check.
     """
-    if not (isinstance(threshold, int | float) and math.isfinite(threshold) and threshold > 0):
-        raise ValueError(f"`threshold` must be a positive fraction (0.2 = 20 % slower), got {threshold!r}.")
-    keys = ["suite", "case", "method", "metric"]
-    both = current.merge(baseline, on=keys, suffixes=("_current", "_baseline"))
+    for name, value in (("threshold", threshold), ("reference_threshold", reference_threshold)):
+        if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+            raise ValueError(f"`{name}` must be a positive fraction (0.2 = 20 % slower), got {value!r}.")
+    now = _one_run_per_case(current, reference)
+    then = _one_run_per_case(baseline[baseline["value"].notna()], reference)
+    measured_now = set(now[list(CASE)].itertuples(index=False, name=None))
+    both = then.merge(now, on=list(CELL), how="left", suffixes=("_baseline", "_current"))
     rows = []
-    for (suite, case, metric), group in both.groupby(["suite", "case", "metric"], sort=False):
-        now = dict(zip(group["method"], group["value_current"], strict=True))
-        then = dict(zip(group["method"], group["value_baseline"], strict=True))
-        ref = _reference(suite, set(now), set(then), reference)
-        for method in now:
-            row = {"suite": suite, "case": case, "method": method, "metric": metric, "reference": ref or ""}
-            row["time_baseline"], row["time_current"] = then[method], now[method]
-            if ref is None or method == ref:
-                ratio_then = ratio_now = slowdown = math.nan
-                status = "reference" if method == ref else "unreferenced"
+    for key, group in both.groupby(list(CASE), sort=False):
+        times_then = dict(zip(group["method"], group["value_baseline"], strict=True))
+        times_now = {
+            m: v for m, v in zip(group["method"], group["value_current"], strict=True) if pd.notna(v)
+        }
+        ref = next((m for m in _candidates(key[0], reference) if m in times_then and m in times_now), None)
+        run_now = key in measured_now
+        for row in group.itertuples():
+            method, t_then, t_now = row.method, row.value_baseline, row.value_current
+            ratio_then = ratio_now = slowdown = math.nan
+            if not run_now:
+                status = "not run"
+            elif method not in times_now:
+                status = "missing"
+            elif method == ref:
+                slowdown = t_now / t_then - 1
+                known = row.machine_baseline and row.machine_current
+                if known and row.machine_baseline != row.machine_current:
+                    status = "reference, other machine"
+                else:
+                    status = "reference slower" if slowdown > reference_threshold else "reference ok"
+            elif ref is None:
+                status = "unreferenced"
             else:
-                ratio_then, ratio_now = then[method] / then[ref], now[method] / now[ref]
+                ratio_then, ratio_now = t_then / times_then[ref], t_now / times_now[ref]
                 slowdown = ratio_now / ratio_then - 1
                 status = "slower" if slowdown > threshold else "ok"
             rows.append(
-                row | {"ratio_baseline": ratio_then, "ratio_current": ratio_now, "slowdown": slowdown}
+                (*key[:4], method, key[4], ref or "", t_then, t_now, ratio_then, ratio_now, slowdown, status)
             )
-            rows[-1]["status"] = status
-    columns = [*keys, "reference", "time_baseline", "time_current", "ratio_baseline", "ratio_current"]
+    columns = [*CELL, "reference", "time_baseline", "time_current", "ratio_baseline", "ratio_current"]
     return pd.DataFrame(rows, columns=[*columns, "slowdown", "status"])
 
 
-def report(table: pd.DataFrame, threshold: float = THRESHOLD) -> str:
-    """A plain-text summary: the flagged cases first, then the counts."""
-    flagged = table[table["status"] == "slower"]
-    judged = table[table["status"].isin(["ok", "slower"])]
+def failed(table: pd.DataFrame) -> bool:
+    """Whether the check fails: a flagged timing (`FLAGGED`), or nothing of the baseline compared at all."""
+    compared = table["status"].isin(["ok", "slower", "reference ok", "reference slower", "missing"])
+    return bool(table["status"].isin(FLAGGED).any() or not compared.any())
+
+
+def report(
+    table: pd.DataFrame, threshold: float = THRESHOLD, reference_threshold: float = REFERENCE_THRESHOLD
+) -> str:
+    """A plain-text summary: the flagged timings first, then the counts."""
     lines = []
-    for row in flagged.itertuples():
-        lines.append(
-            f"SLOWER {row.suite} {row.case} {row.method} {row.metric}: {row.slowdown:+.0%} "
-            f"(ratio to {row.reference} {row.ratio_baseline:.3g} → {row.ratio_current:.3g})"
-        )
-    unreferenced = int((table["status"] == "unreferenced").sum())
+    for row in table.itertuples():
+        where = f"{row.suite} {row.case} {row.method} {row.metric}"
+        if row.status == "slower":
+            lines.append(
+                f"SLOWER {where}: {row.slowdown:+.0%} "
+                f"(ratio to {row.reference} {row.ratio_baseline:.3g} → {row.ratio_current:.3g})"
+            )
+        elif row.status == "reference slower":
+            lines.append(
+                f"REFERENCE SLOWER {where}: {row.slowdown:+.0%} in absolute time "
+                f"({row.time_baseline:.3g} s → {row.time_current:.3g} s); a slowdown it shares with the "
+                "methods cancels in their ratios"
+            )
+        elif row.status == "missing":
+            lines.append(f"MISSING {where}: measured in the baseline ({row.time_baseline:.3g} s), not now")
+    count = table["status"].value_counts().to_dict()
+    judged = count.get("ok", 0) + count.get("slower", 0)
+    references = count.get("reference ok", 0) + count.get("reference slower", 0)
+    elsewhere = count.get("reference, other machine", 0)
     lines.append(
-        f"{len(flagged)} of {len(judged)} judged timings got more than {threshold:.0%} slower relative to "
-        f"their reference; {unreferenced} without a reference measured in both runs were not judged."
+        f"{count.get('slower', 0)} of {judged} judged timings got more than {threshold:.0%} slower relative "
+        f"to their reference; {count.get('reference slower', 0)} of {references} references got more than "
+        f"{reference_threshold:.0%} slower in absolute time (judged on the same or an unknown machine only; "
+        f"{elsewhere} on another machine); {count.get('missing', 0)} baseline timings are missing now; "
+        f"{count.get('unreferenced', 0)} without a reference in both runs and {count.get('not run', 0)} of "
+        "cases not run now were not judged."
     )
+    if failed(table) and not table["status"].isin(FLAGGED).any():
+        suites = sorted(set(table["suite"]))
+        lines.append(
+            f"Nothing was compared: none of the baseline's cases (suites {suites}) was measured in this run."
+            if count.get("not run", 0) == len(table)
+            else "Nothing was judged: no case had its reference measured in both runs (see --reference)."
+        )
     return "\n".join(lines)

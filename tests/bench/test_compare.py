@@ -14,18 +14,21 @@ from diffbrain.bench import __main__ as bench_cli
 from diffbrain.bench import compare, records
 
 
-def _timings(rows):
-    return pd.DataFrame(rows, columns=list(compare.TIMINGS))
+def _timings(rows, run="run", machine="", date="2026-01-01T00:00:00+00:00"):
+    """A timings table of one run from ``(suite, case, method, metric, value)`` rows."""
+    full = [(s, c, "float32", "", m, metric, v, run, machine, date) for s, c, m, metric, v in rows]
+    return pd.DataFrame(full, columns=list(compare.TIMINGS))
 
 
-def _run(scale=1.0, ours=1.0, reference="segment_sum"):
+def _run(scale=1.0, ours=1.0, reference="segment_sum", machine=""):
     """An ops-like run: a reference and two methods, all scaled by the machine's speed ``scale``."""
     return _timings(
         [
             ("ops", "n=10", reference, "step_time", 2.0 * scale),
             ("ops", "n=10", "diffbrain", "step_time", 1.0 * scale * ours),
             ("ops", "n=10", "dense", "step_time", 4.0 * scale),
-        ]
+        ],
+        machine=machine,
     )
 
 
@@ -34,9 +37,13 @@ def _status(table):
 
 
 def test_a_uniformly_slower_machine_flags_nothing():
-    table = compare.compare(_run(scale=3.0), _run())
-    assert _status(table) == {"segment_sum": "reference", "diffbrain": "ok", "dense": "ok"}
-    assert table["slowdown"].dropna().abs().max() < 1e-12
+    table = compare.compare(_run(scale=3.0, machine="other"), _run(machine="this"))
+    assert _status(table) == {"segment_sum": "reference, other machine", "diffbrain": "ok", "dense": "ok"}
+    assert table.loc[table["status"] == "ok", "slowdown"].abs().max() < 1e-12
+    assert not compare.failed(table)
+    # On the same machine, the reference's absolute time is judged with the looser threshold.
+    table = compare.compare(_run(scale=1.4), _run())
+    assert _status(table)["segment_sum"] == "reference ok" and not compare.failed(table)
 
 
 def test_a_method_slower_than_the_threshold_relative_to_the_reference_is_flagged():
@@ -49,11 +56,46 @@ def test_a_method_slower_than_the_threshold_relative_to_the_reference_is_flagged
     assert "SLOWER ops n=10 diffbrain step_time: +30%" in compare.report(table)
 
 
-def test_without_a_reference_in_both_runs_nothing_is_judged():
-    table = compare.compare(_run(ours=5.0, reference="other"), _run())
+def test_without_a_reference_in_both_runs_nothing_is_judged_and_the_check_fails():
+    table = compare.compare(_run(ours=5.0, reference="other"), _run(reference="other"))
     assert set(table["status"]) == {"unreferenced"} and table["slowdown"].isna().all()
-    assert "0 of 0 judged" in compare.report(table)
+    assert "0 of 0 judged" in compare.report(table) and compare.failed(table)
+    assert "Nothing was judged" in compare.report(table)
     assert _status(compare.compare(_run(ours=5.0), _run(), reference="dense"))["diffbrain"] == "slower"
+
+
+def test_a_slower_in_house_reference_is_flagged_by_its_absolute_time():
+    """Review evidence (a): BPTT and ES-D-RTRL both 2× slower on the same machine — the ratio cancels it."""
+    rows = [("learn", "n=100", "bptt", "step_time", 1.0), ("learn", "n=100", "es_d_rtrl", "step_time", 2.0)]
+    slower = [(s, c, m, metric, 2 * v) for s, c, m, metric, v in rows]
+    table = compare.compare(_timings(slower), _timings(rows))
+    assert _status(table) == {"bptt": "reference slower", "es_d_rtrl": "ok"} and compare.failed(table)
+    assert table.set_index("method").loc["bptt", "slowdown"] == pytest.approx(1.0)
+    text = compare.report(table)
+    assert "REFERENCE SLOWER learn n=100 bptt step_time: +100% in absolute time" in text
+    assert "1 of 1 references got more than 50% slower" in text
+    assert _status(compare.compare(_timings(slower), _timings(rows), reference_threshold=1.5))["bptt"] == (
+        "reference ok"
+    )
+    with pytest.raises(ValueError, match="reference_threshold"):
+        compare.compare(_timings(slower), _timings(rows), reference_threshold=math.nan)
+
+
+def test_a_method_missing_now_is_flagged_and_a_case_not_run_is_not():
+    """Review evidence (b): a method measured in the baseline fails or is skipped now."""
+    base = _timings([("ops", "n=1000", "segment_sum", "time", 1.0), ("ops", "n=1000", "cpu", "time", 0.1)])
+    now = _timings([("ops", "n=1000", "segment_sum", "time", 1.0)])
+    table = compare.compare(now, base)
+    assert _status(table) == {"segment_sum": "reference ok", "cpu": "missing"} and compare.failed(table)
+    assert "MISSING ops n=1000 cpu time: measured in the baseline (0.1 s), not now" in compare.report(table)
+    skipped = _timings(
+        [("ops", "n=1000", "segment_sum", "time", 1.0), ("ops", "n=1000", "cpu", "time", math.nan)]
+    )
+    assert _status(compare.compare(skipped, base))["cpu"] == "missing"
+    # A case the current run did not measure (another grid) is not run, not missing; nothing compared fails.
+    other = compare.compare(_run(), base)
+    assert set(other["status"]) == {"not run"} and compare.failed(other)
+    assert "Nothing was compared" in compare.report(other)
 
 
 def test_bad_threshold_is_rejected():
@@ -65,17 +107,61 @@ def _record(method, metric, value, unit="s", date="2026-01-01T00:00:00+00:00", *
     return records.Record("ops", "n=10", method, metric, value, unit, 3, date=date, **fields)
 
 
-def test_results_csv_keeps_the_newest_times_only(tmp_path):
+def test_results_csv_keeps_the_times_of_each_run(tmp_path):
     rows = [
-        _record("diffbrain", "step_time", 9.0, date="2025-01-01T00:00:00+00:00"),
-        _record("diffbrain", "step_time", 1.0),
+        _record("diffbrain", "step_time", 9.0, date="2025-01-01T00:00:00+00:00", git_commit="old"),
+        _record("diffbrain", "step_time", 1.0, git_commit="new", versions="jax=1;numba=2"),
         _record("diffbrain", "compile_time", 5.0),
         _record("diffbrain", "step_time_ratio_vs_dense", 0.5, unit="x"),
-        _record("brainevent", "step_time", math.nan, status="skipped", note="not installed"),
+        _record("brainevent", "step_time", math.nan, status="skipped", git_commit="new", versions="jax=1"),
     ]
-    path = records.write_csv(rows, tmp_path / "ops.csv")
-    timings = compare.load(path)
-    assert timings.values.tolist() == [["ops", "n=10", "diffbrain", "step_time", 1.0]]
+    timings = compare.load(records.write_csv(rows, tmp_path / "ops.csv"))
+    assert timings[["method", "value", "run"]].values.tolist() == [
+        ["diffbrain", 9.0, "old||"],
+        ["diffbrain", 1.0, "new||jax=1"],  # a peer's version (numba) is not part of the run
+        ["brainevent", pytest.approx(math.nan, nan_ok=True), "new||jax=1"],
+    ]
+
+
+def _two_runs(tmp_path, newest_reference):
+    """A results CSV of two commits: the older measured everything, the newer ``cpu`` and maybe the
+    reference, on a 3× slower (loaded) machine."""
+    old, new = "2026-01-01T00:00:00+00:00", "2026-02-01T00:00:00+00:00"
+    rows = [
+        _record("segment_sum", "time", 1.0, git_commit="a", date=old),
+        _record("cpu", "time", 0.1, git_commit="a", date=old),
+        _record("cpu", "time", 0.3, git_commit="b", date=new),
+    ]
+    if newest_reference:
+        rows.append(_record("segment_sum", "time", 3.0, git_commit="b", date=new))
+    return compare.load(records.write_csv(rows, tmp_path / "ops.csv"))
+
+
+def test_records_of_different_runs_are_never_paired(tmp_path):
+    """Review evidence (c): the newest ``cpu`` time is not divided by an older run's reference time."""
+    now = _timings([("ops", "n=10", "segment_sum", "time", 1.0), ("ops", "n=10", "cpu", "time", 0.1)])
+    now["dtype"] = "float32"
+    # Without the reference in the newest run, the case is read from the older run, which measured both.
+    table = compare.compare(now, _two_runs(tmp_path, newest_reference=False)).set_index("method")
+    assert table.loc["cpu", "time_baseline"] == 0.1 and table.loc["cpu", "status"] == "ok"
+    # With it, from the newest run: 0.3 / 3.0, the same ratio as now.
+    table = compare.compare(now, _two_runs(tmp_path, newest_reference=True)).set_index("method")
+    assert table.loc["cpu", "ratio_baseline"] == pytest.approx(0.1) and table.loc["cpu", "status"] == "ok"
+    # Two records of one cell from the same commit and machine cannot be assigned to runs: rejected.
+    rows = [
+        _record("segment_sum", "time", 1.0),
+        _record("cpu", "time", 0.1),
+        _record("cpu", "time", 0.3, date="2026-02-01T00:00:00+00:00"),
+    ]
+    with pytest.raises(ValueError, match=r"ops\.csv.*cpu time come from the same commit"):
+        compare.load(records.write_csv(rows, tmp_path / "ops.csv"))
+
+
+def test_dtype_and_params_separate_cases():
+    base = _run()
+    now = _run(ours=2.0).assign(dtype="float64")
+    assert set(compare.compare(now, base)["status"]) == {"not run"}
+    assert set(compare.compare(_run(ours=2.0).assign(params="n=20"), base)["status"]) == {"not run"}
 
 
 @pytest.fixture(scope="module")
@@ -163,3 +249,17 @@ def test_bench_command_flags_a_regression_and_exits_1(tmp_path, capsys):
         bench_cli.main([*args, "--out", str(tmp_path / "now"), "--compare", str(tmp_path / "doctored.csv")])
     assert flagged.value.code == 1
     assert re.search(r"SLOWER throughput lif/n=100 diffbrain run_time: \+\d+%", capsys.readouterr().out)
+    # A method measured in the baseline that is not measured now fails the check too.
+    timed = baseline[(baseline["metric"] == "run_time") & (baseline["status"] == "ok")].iloc[0].to_dict()
+    extra = records.Record(**{**timed, "method": "gone"})
+    rows = [
+        records.Record(**row)
+        for row in records.read_csv(tmp_path / "base" / "throughput.csv").to_dict("records")
+    ]
+    records.write_csv([*rows, extra], tmp_path / "with_gone.csv")
+    with pytest.raises(SystemExit) as missing:
+        bench_cli.main(
+            [*args, "--out", str(tmp_path / "again"), "--compare", str(tmp_path / "with_gone.csv")]
+        )
+    output = capsys.readouterr().out
+    assert missing.value.code == 1 and f"MISSING throughput {extra.case} gone run_time" in output, output
