@@ -28,11 +28,31 @@ Deviations, and why:
 * Pulse: 100 ms of 6.3 mV extra drive (× g_L in pA) by default; the authors' asynchronous-regime code used
   6.3 mV for 150 ms.
 
-Measured (n_per_area = 50, 1,450 neurons, 1.14 M synapses; loaded 2-core machine, compile excluded): 4.4 s
-per biological second with the 10 % delay jitter (128k delay rows), 0.8 s with one delay per pair of areas
-(``delay_jitter=0``, 20k rows); baseline E rates ≈ 1–5 Hz. The V1 pulse drives V1, V2, V4, DP, MT, TEO and
-TEpd strongly (the mid-level visual areas up to ~190 Hz, above V1) and the other areas weakly: propagation
-reaches the visual hierarchy but fades before the frontal areas that Joglekar's strong-GBA figure reaches.
+Checked against the authors' code (``rishimodelpython_brian2_spiking.py`` and the OSB port
+``Brian/generateNetwork.py``, asynchronous regime): every value above is theirs — α = 4; FLN indexed
+``flnMat[target, source]`` (their ``flnMat[j, h]`` for h → j, the orientation of ``fln_29x29.csv``); both
+long-range projections scaled by ``1 + α h`` of the target; μ_IE = 0.19/4; long-range synapses without the
+local delay; jumps in mV; the strong-GBA pulse 126 pA × 50 MΩ = 6.3 mV (weak GBA: 300 pA, 15 mV). No
+error in units, FLN orientation, E/I long-range scaling, local/long-range split or background was found.
+
+Measured (n_per_area = 50, 1,450 neurons, 1.14 M synapses; mean of 2 network/noise seeds, 5 ms bins, E
+rates): baseline E 0.5–2.9 Hz, I 1–16 Hz (the full-size NEST replication of Lima et al.: E 1.5, I 6.0 Hz).
+Strong GBA, 6.3 mV for 100 ms — mean response over the 150 ms from the pulse onset above baseline: V1 43,
+V2 47, V4 80, DP 89, MT 85, TEO 82, TEpd 40 Hz; 8l 3.9, 7A 1.9, 7B 1.8, F1 1.6, 46d 1.3 Hz; the rest
+< 1.3 Hz. Weak GBA, 15 mV: V1 54, V2 38, V4 30, DP 32, MT 32, TEO 18, TEpd 3.0 Hz, the rest ≤ 1.2 Hz. The
+summed response of the areas from TEO up is 3.1× V1's with strong GBA against 0.43× with weak GBA:
+balanced amplification carries a weaker pulse further, as in Joglekar's Fig. 6. 50–100 ms after the pulse
+every area is back near its baseline (≤ 6.3 Hz, mean 2.2 against 1.4 Hz).
+
+Remaining deviations from the full-size model: (1) V4, DP, MT and TEO respond more than V1, in population
+volleys (peaks of 200 Hz in 5 ms bins: every E neuron of the area fires in the same bin) at n_per_area 50
+and 100; capping the connection probability at 0.5 at n_per_area = 100 (less shared input; one seed) lowered
+those peaks only to 130–175 Hz, so the small populations (40 E and 10 I neurons at n_per_area = 50) rather
+than the all-to-all wiring seem to carry it. (2) Propagation beyond the ventral stream is weak: the
+replication at full size reports strong-GBA responses in 7A, 46d, 7m and 7B, here 1–2 Hz above baseline.
+(3) The pulse lasts 100 ms (the authors': 150 ms). Speed (loaded 2-core machine, compile excluded): 4.4 s per
+biological second with the 10 % delay jitter (128k delay rows), 0.8 s with one delay per pair of areas
+(``delay_jitter=0``, 20k rows).
 
 Data: ``/work/shared/data/conn-macaque-markov2014-29areas`` — ``fln_29x29.csv`` (FLN[target, source]),
 ``distance_mm_29x29.csv`` (wiring distances, mm), ``hierarchy_29.csv`` (hierarchy values), ``areas.txt``.
