@@ -219,6 +219,23 @@ def test_continuation_and_key_reproducibility_with_background():
     np.testing.assert_array_equal(again.raster, whole.raster)
     assert not np.array_equal(other.raster, whole.raster)
 
+    # spikes kept as indices: the same spike trains as the raster, in the same order, with or without
+    # checkpointing; a step with more recorded spikes than the capacity is an error naming the argument
+    record = np.arange(100)[::-3]  # any order of recorded neurons
+    dense = net.simulate(100.0, key, record=record)
+    most = int(np.asarray(dense.raster).sum(axis=1).max())
+    assert most >= 2
+    for checkpoint in (None, 64):
+        sparse = net.simulate(100.0, key, record=record, max_spikes_per_step=most, checkpoint=checkpoint)
+        assert sparse.raster is None and sparse.spikes.shape == (1000, most)
+        for a, b in zip(sparse.spike_trains(), dense.spike_trains(), strict=True):
+            np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(sparse.counts, dense.counts)
+    with pytest.raises(Exception, match="max_spikes_per_step"):
+        net.simulate(100.0, key, record=record, max_spikes_per_step=most - 1).spikes.block_until_ready()
+    with pytest.raises(ValueError, match="`max_spikes_per_step`"):
+        net.simulate(100.0, key, max_spikes_per_step=0)
+
 
 def test_poisson_background_statistics():
     # counts of many (step, neuron) draws against the Poisson pmf, and no correlation between neighbouring

@@ -148,18 +148,32 @@ class NetworkResult(AbstractPopulationResult):
         dt: the time step, ms.
         names: the populations' names; ``sizes``: their sizes.
         counts: spikes per step and population, ``[T, P]`` (float, differentiable, with surrogate spikes).
-        raster: spikes of the recorded neurons per step, ``[T, len(record)]`` bool.
+        raster: spikes of the recorded neurons per step, ``[T, len(record)]`` bool; None when they were
+            kept as ``spikes``.
         record: the recorded neurons' global indices.
         final_state: the state after the last step (pass it as ``state`` to continue).
+        spikes: with ``simulate(max_spikes_per_step=K)``, the recorded spikes as indices: ``[T, K]``
+            positions in ``record`` of the neurons that fired in each step, ascending, −1 where unused
+            (4·K bytes per step instead of one byte per recorded neuron); else None.
     """
 
     dt: float = eqx.field(static=True)
     names: tuple[str, ...] = eqx.field(static=True)
     sizes: tuple[int, ...] = eqx.field(static=True)
     counts: Float[Array, "T P"]
-    raster: Bool[Array, "T r"]
+    raster: Bool[Array, "T r"] | None
     record: Array
     final_state: NetworkState
+    spikes: Int[Array, "T K"] | None = None
+
+    def spike_trains(self) -> tuple[np.ndarray, np.ndarray]:
+        """The recorded spikes as ``(times_ms, neuron_indices)`` NumPy arrays, sorted by time (then by
+        position in ``record``), from ``raster`` or ``spikes``."""
+        if self.spikes is None:
+            return super().spike_trains()
+        spikes = np.asarray(self.spikes)
+        steps, slots = np.nonzero(spikes >= 0)
+        return (steps + 1) * self.dt, np.asarray(self.record)[spikes[steps, slots]]
 
 
 class _PoissonDrive(eqx.Module):
@@ -484,6 +498,7 @@ class Network(eqx.Module):
         pulse: Pulse | Sequence[Pulse] | None = None,
         unroll: int = 1,
         checkpoint: int | None = None,
+        max_spikes_per_step: int | None = None,
     ) -> NetworkResult:
         """Simulate for ``duration_ms`` ms with a jitted `lax.scan`.
 
@@ -501,6 +516,9 @@ class Network(eqx.Module):
             checkpoint: for gradients of long runs: keep the state every ``checkpoint`` steps and recompute
                 the steps in between during the backward pass (`jax.checkpoint`), so memory grows with
                 ``T/checkpoint + checkpoint`` steps instead of ``T``. None: keep every step.
+            max_spikes_per_step: keep the recorded spikes as indices (``result.spikes``, ``[T, K]`` int32)
+                instead of a dense raster, at most this many per step; a step with more raises an error
+                (`equinox.error_if`) that names this argument. None: the raster ``[T, len(record)]``.
 
         Returns:
             A `NetworkResult`; ``result.rates()`` in Hz per population.
@@ -510,6 +528,14 @@ class Network(eqx.Module):
             isinstance(checkpoint, bool) or not isinstance(checkpoint, int | np.integer) or checkpoint < 1
         ):
             raise ValueError(f"`checkpoint` must be None or a positive number of steps, got {checkpoint!r}.")
+        if max_spikes_per_step is not None and (
+            isinstance(max_spikes_per_step, bool)
+            or not isinstance(max_spikes_per_step, int | np.integer)
+            or max_spikes_per_step < 1
+        ):
+            raise ValueError(
+                f"`max_spikes_per_step` must be None or a positive integer, got {max_spikes_per_step!r}."
+            )
         if key is None and (state is None or self.drives):
             raise ValueError(
                 "`key` may be None only when continuing from `state` in a network without background input."
@@ -536,8 +562,14 @@ class Network(eqx.Module):
             detach_recurrent,
             unroll,
             None if checkpoint is None else int(checkpoint),
+            None if max_spikes_per_step is None else min(int(max_spikes_per_step), record.size),
         )
-        return NetworkResult(self.dt, self.names, self.sizes, counts, raster, jnp.asarray(record), state)
+        spikes = None
+        if max_spikes_per_step is not None:
+            raster, spikes = None, raster
+        return NetworkResult(
+            self.dt, self.names, self.sizes, counts, raster, jnp.asarray(record), state, spikes
+        )
 
     def _pulse(self, pulse: Pulse) -> tuple[Array, Array, Array]:
         if not isinstance(pulse, Pulse):
@@ -565,9 +597,20 @@ class Network(eqx.Module):
         return jnp.asarray(amplitude, self.I_ext.dtype), start, stop
 
 
-@functools.partial(jax.jit, static_argnums=(6, 7, 8, 9, 10))
+@functools.partial(jax.jit, static_argnums=(6, 7, 8, 9, 10, 11))
 def _run(
-    net, state, seed, pulses, record, population, n_steps, surrogate, detach_recurrent, unroll, checkpoint
+    net,
+    state,
+    seed,
+    pulses,
+    record,
+    population,
+    n_steps,
+    surrogate,
+    detach_recurrent,
+    unroll,
+    checkpoint,
+    capacity,
 ):
     n_pops = len(net.sizes)
 
@@ -577,6 +620,15 @@ def _run(
             s if surrogate else s.astype(jnp.int32), population, n_pops, indices_are_sorted=True
         )
         raster = (s[record] > 0) if surrogate else s[record]
+        if capacity is not None:  # the positions of the recorded neurons that fired, −1 padded
+            fired = raster
+            raster = jnp.nonzero(fired, size=capacity, fill_value=-1)[0].astype(jnp.int32)
+            raster = eqx.error_if(
+                raster,
+                jnp.sum(fired) > capacity,
+                "more recorded neurons fired in one step than `max_spikes_per_step`; raise it (or record "
+                "fewer neurons).",
+            )
         return state, (counts, raster)
 
     def steps(state, length):
