@@ -231,7 +231,13 @@ def _plot_title(name: str, summary: str, model, n_spikes: int, rate: float) -> s
 
 @app.command()
 def simulate(
-    model: Annotated[str, typer.Argument(help="Model name, as listed by `diffbrain models`.")],
+    model: Annotated[
+        str,
+        typer.Argument(
+            help="Neuron model, as listed by `diffbrain models`, or a network: coba, cuba, multiarea, "
+            "microcircuit."
+        ),
+    ],
     current: Annotated[
         float | None,
         typer.Option(
@@ -251,9 +257,66 @@ def simulate(
     plot: Annotated[Path | None, typer.Option(help="Write a PNG of voltage, spikes and current.")] = None,
     out: Annotated[Path | None, typer.Option(help="Write the trace as CSV: t_ms, V_mV, spike.")] = None,
     float64: Annotated[bool, typer.Option("--float64", help="Simulate in double precision.")] = False,
+    scale: Annotated[
+        float | None,
+        typer.Option(
+            help="Network: size relative to the published model (default: coba/cuba 1, multiarea 0.025, "
+            "microcircuit 0.1)."
+        ),
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Network: seed of wiring, initial state, background (default 0).")
+    ] = None,
+    raster: Annotated[
+        Path | None, typer.Option(help="Network: write a PNG, a raster above the population rates.")
+    ] = None,
+    bin_ms: Annotated[
+        float | None, typer.Option("--bin", help="Network: rate bin in --raster/--out, ms (default 5).")
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="multiarea/microcircuit: connectome folder (default $DIFFBRAIN_DATA/<folder>)."),
+    ] = None,
 ) -> None:
-    """Simulate a neuron under a step current; print its spike count and rate."""
+    """Simulate a neuron under a step current, or a spiking network; print spike counts and rates.
+
+    Networks (`coba`, `cuba`, `multiarea`, `microcircuit`) take `--duration` (default 1000 ms), `--dt`
+    (default 0.1 ms), `--scale`, `--seed`, `--raster`, `--out` (population rates as CSV), `--bin`, `--data`.
+    """
+    from diffbrain import _cli_networks
     from diffbrain.zoo import registry
+
+    neuron_options = {
+        "--current": current is not None,
+        "--solver": solver is not Solver.exp_euler,
+        "--plot": plot is not None,
+        "--float64": float64,
+    }
+    network_options = {
+        "--scale": scale is not None,
+        "--seed": seed is not None,
+        "--raster": raster is not None,
+        "--bin": bin_ms is not None,
+        "--data": data is not None,
+    }
+    is_network = model in _cli_networks.NETWORKS
+    misplaced = [name for name, given in (neuron_options if is_network else network_options).items() if given]
+    if misplaced:
+        kind = f"a single neuron, not the {model} network" if is_network else "networks, not a single neuron"
+        raise _fail(f"{', '.join(misplaced)} applies to {kind}; leave it out.")
+    if is_network:
+        _cli_networks.simulate_network(
+            model,
+            duration_ms=1000.0 if duration is None else duration,
+            scale=scale,
+            dt=0.1 if dt is None else dt,
+            seed=0 if seed is None else seed,
+            raster=raster,
+            out=out,
+            bin_ms=5.0 if bin_ms is None else bin_ms,
+            data=data,
+        )
+        return
 
     try:
         entry = registry.get_neuron(model)
@@ -389,7 +452,7 @@ def _write_fit_plot(path: Path, objective, result, free) -> None:
 @app.command("bench", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def bench_command(
     context: typer.Context,
-    suite: Annotated[str, typer.Argument(help="throughput | ops | fit | learn")],
+    suite: Annotated[str, typer.Argument(help="throughput | ops | fit | learn | sim")],
     quick: Annotated[bool, typer.Option(help="The suite's small grid (minutes, not hours).")] = False,
     out: Annotated[Path, typer.Option(help="Results folder; records merge into OUT/SUITE.csv.")] = Path(
         "bench-results"

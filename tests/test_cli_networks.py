@@ -1,21 +1,18 @@
-"""`diffbrain._cli_networks.simulate_network` through a small Typer app: rates table, PNG and CSV written
-atomically, errors that name the option."""
+"""`diffbrain simulate coba|cuba|multiarea|microcircuit` (`diffbrain._cli_networks.simulate_network`):
+rates table, PNG and CSV written atomically, errors that name the option."""
 
 import numpy as np
 import pytest
-import typer
 from typer.testing import CliRunner
 
-from diffbrain._cli_networks import DATA_FOLDERS, simulate_network
+from diffbrain._cli_networks import DATA_FOLDERS
+from diffbrain.cli import app
 
-app = typer.Typer()
-app.command()(simulate_network)
-app.command("other")(lambda: None)  # two commands, so the app takes the command name as on `diffbrain`
 runner = CliRunner()
 
 
 def _run(*args: str):
-    return runner.invoke(app, ["simulate-network", *args], env={"COLUMNS": "200"})
+    return runner.invoke(app, ["simulate", *args], env={"COLUMNS": "200"})
 
 
 def test_coba_prints_rates_and_writes_raster_and_csv(tmp_path):
@@ -44,7 +41,9 @@ def test_cuba_runs():
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("hopfield",), "unknown network 'hopfield'"),
+        (("hopfield",), "hopfield"),
+        (("coba", "--current", "5"), "--current applies to a single neuron, not the coba network"),
+        (("lif", "--scale", "2", "--raster", "x.png"), "--scale, --raster applies to networks"),
         (("coba", "--scale", "0.001"), "--scale"),
         (("coba", "--duration", "-5"), "--duration"),
         (("coba", "--dt", "nan"), "--dt"),
