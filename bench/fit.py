@@ -138,6 +138,9 @@ def _warm_up(problem: Problem, method: str) -> None:
     for seed in range(2):
         starts = objective.free.sample(jax.random.key(seed), N_STARTS.get(method, 1))
         run_method(objective, method, starts, Account(budget), jax.random.key(seed))
+    if method == "lbfgs":  # every run ends after one step, so the restart path compiles too
+        options = {"tolerance": np.inf}
+        run_method(objective, method, starts, Account(16 * N_STARTS["lbfgs"]), jax.random.key(0), options)
 
 
 def _fit_once(problem: Problem, method: str, budget: int, key) -> tuple[float, float, float, list]:

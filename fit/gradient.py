@@ -192,10 +192,16 @@ def _lbfgs_functions(objective: Objective, n: int, memory_size: int):
             return optax.lbfgs(memory_size=memory_size, linesearch=linesearch)
 
         @jax.jit
-        def init(u):
+        def init(u, fresh, states):
+            """Fresh optimiser states (value and gradient evaluated) where ``fresh``, else ``states``."""
             values, grads = jax.vmap(jax.value_and_grad(loss))(u)
-            states = jax.vmap(optimiser(1).init)(u)
-            return optax.tree.set(states, value=values, grad=grads)
+            new = optax.tree.set(jax.vmap(optimiser(1).init)(u), value=values, grad=grads)
+            return new if states is None else _select(fresh, new, states)
+
+        @jax.jit
+        def redraw(key, u, ended):
+            """Uniform new starts where ``ended``, else ``u``."""
+            return jnp.where(ended[:, None], objective.free.sample(key, n), u)
 
         @jax.jit
         def step(u, states, alive, max_linesearch_steps):
@@ -210,7 +216,7 @@ def _lbfgs_functions(objective: Objective, n: int, memory_size: int):
             evaluations = jnp.max(optax.tree.get(new_states, "info").num_linesearch_steps)
             return _select(alive, new_u, u), _select(alive, new_states, states), evaluations
 
-        cache[(n, memory_size)] = init, step
+        cache[(n, memory_size)] = init, step, redraw
     return cache[(n, memory_size)]
 
 
@@ -243,15 +249,14 @@ def lbfgs(
     if account.affordable(n, gradient=True) < n:
         message = "budget smaller than one batch of starts"
         return [StartResult(np.asarray(s, float), np.inf, "failed", message, 0.0) for s in np.asarray(starts)]
-    init, step = _lbfgs_functions(objective, n, memory_size)
+    init, step, redraw = _lbfgs_functions(objective, n, memory_size)
     can_restart = restart and key is not None and account.budget is not None
     results: list[StartResult] = []
     fresh = np.ones(n, bool)
     states = None
     for _ in range(max_iterations + 1):
         if fresh.any():
-            new_states = init(u)
-            states = new_states if states is None else _select(jnp.asarray(fresh), new_states, states)
+            states = init(u, jnp.asarray(fresh), states)
             values = np.asarray(optax.tree.get(states, "value"), float)
             account.charge(np.where(fresh, values, np.nan), gradient=True)
             if fresh.all():
@@ -288,7 +293,7 @@ def lbfgs(
             for index in np.flatnonzero(ended):
                 results.append(_start_result(best_u, best_loss, messages, spent, index))
             key, sample_key = jax.random.split(key)
-            u = jnp.where(jnp.asarray(ended)[:, None], objective.free.sample(sample_key, n), u)
+            u = redraw(sample_key, u, jnp.asarray(ended))
             fresh = ended
     for index in range(n):
         messages[index] = messages[index] or "budget or max_iterations exhausted"
