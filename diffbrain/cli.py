@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from . import _cli_train
 from ._version import __version__
 
 app = typer.Typer(
@@ -637,3 +638,6 @@ def reproduce_command(
         shown = section
     _out.print(table)
     _out.print(f"wrote {escape(str(report.path))} in {time.perf_counter() - start:.0f} s")
+
+
+app.command("train")(_cli_train.train)
