@@ -15,9 +15,10 @@ Wang et al. (2024) make one claim per scale; each is a section here, run in orde
 Then ``OUT/report.md`` (with PNG figures in each section's folder) collects the sections.
 
 Each section writes into a fresh hidden folder and renames it to ``OUT/<section>/`` when it is done, so a
-section folder is always complete. Its ``result.json`` holds the key of its configuration (and the
-diffbrain version): a rerun with the same configuration reuses the finished sections, and an interrupted
-training resumes from its last checkpoint (kept in ``OUT/.work/``).
+section folder is always complete. Its ``result.json`` holds the key of its configuration (with the
+diffbrain version and, for the network, the builder's qualified name) and the git commit that computed
+it: a rerun with the same key reuses the finished section, and an interrupted training resumes from its
+last checkpoint (kept in ``OUT/.work/``).
 
     diffbrain reproduce --quick --out reproduce-quick   # < 10 min on 2 CPU cores
     diffbrain reproduce --out reproduce                 # the full budgets; states its expected duration
@@ -70,7 +71,9 @@ class FitConfig:
 class NetworkConfig:
     """Section 2. ``duration_ms`` of simulation at ``dt_ms``; the pulse into V1 (``pulse_mV`` of drive)
     starts at ``pulse_start_ms`` and lasts ``pulse_ms``; ``n_per_area`` neurons per area; ``record``
-    neurons per population keep their spikes; rates are binned in ``bin_ms``."""
+    neurons per population keep their spikes; rates are binned in ``bin_ms``. A population responds when
+    its rate, within the pulse and ``margin_ms`` after it, stays more than 3 SD of its pre-pulse bins above
+    their mean for two consecutive bins (`propagation`)."""
 
     duration_ms: float = 1_000.0
     dt_ms: float = 0.1
@@ -80,6 +83,7 @@ class NetworkConfig:
     n_per_area: int = 400
     record: int = 20
     bin_ms: float = 5.0
+    margin_ms: float = 100.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,10 +209,28 @@ NetworkBuilder = Callable[[NetworkConfig, Any], NetworkSetup]
 # Running sections: keyed by configuration, written atomically, resumed.
 
 
-def section_key(name: str, config: Any) -> str:
-    """A short hash of a section's name, configuration and the diffbrain version."""
-    text = json.dumps([name, dataclasses.asdict(config), __version__], sort_keys=True, default=str)
+def section_key(name: str, config: Any, code: str = "") -> str:
+    """A short hash of a section's name, configuration, the diffbrain version and ``code`` (the qualified
+    name of user code the section runs, such as the network builder)."""
+    text = json.dumps([name, dataclasses.asdict(config), __version__, code], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def qualified_name(function: Callable) -> str:
+    """``module.qualname`` of a function (of the wrapped function for a `functools.partial`)."""
+    while isinstance(function, functools.partial):
+        function = function.func
+    module = getattr(function, "__module__", None) or type(function).__module__
+    return f"{module}.{getattr(function, '__qualname__', type(function).__qualname__)}"
+
+
+def section_keys(budget: Budget, network_builder: NetworkBuilder | None = None) -> dict[str, str]:
+    """The key of every section of ``budget`` (`section_key`), the network's with its builder's name."""
+    builder = connectome_network if network_builder is None else network_builder
+    return {
+        name: section_key(name, getattr(budget, name), qualified_name(builder) if name == "network" else "")
+        for name in SECTIONS
+    }
 
 
 def load_section(out: Path, name: str, key: str | None = None) -> dict | None:
@@ -230,22 +252,48 @@ def _json_default(value):
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
+def _tidy(out: Path, name: str) -> None:
+    """Undo what an interrupted `_fresh_folder` left: restore ``out/name`` from its set-aside copy if it
+    is absent, then remove the hidden leftovers of ``name``."""
+    final = out / name
+    old = sorted(out.glob(f".{name}.old-*"))
+    if old and not final.exists():
+        os.replace(old.pop(), final)
+    for leftover in (*old, *out.glob(f".{name}.partial-*")):
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def _fresh_folder(out: Path, name: str) -> Iterator[Path]:
-    """A hidden folder that replaces ``out/name`` when the block succeeds, and vanishes when it fails."""
+    """A hidden folder that replaces ``out/name`` when the block succeeds, and vanishes when it fails.
+
+    The finished folder is never lost: it is set aside, the new one moved in, and only then deleted; if
+    the move fails it is put back, and a run killed in between finds it again (`_tidy`).
+    """
     out.mkdir(parents=True, exist_ok=True)
     partial = out / f".{name}.partial-{secrets.token_hex(4)}"
     partial.mkdir()
     try:
         yield partial
         final = out / name
+        old = out / f".{name}.old-{secrets.token_hex(4)}"
         if final.exists():
-            old = out / f".{name}.old-{secrets.token_hex(4)}"
             os.replace(final, old)
-            shutil.rmtree(old)
-        os.replace(partial, final)
+        try:
+            os.replace(partial, final)
+        except BaseException:
+            if old.exists():
+                os.replace(old, final)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
+
+
+def _clear_work(out: Path, name: str) -> None:
+    """Remove every scratch folder of ``name`` (its published configuration's and stale ones)."""
+    for work in (out / ".work").glob(f"{name}-*"):
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def run_section(
@@ -254,17 +302,26 @@ def run_section(
     config: Any,
     compute: Callable[[Any, Path, Path], dict],
     log: Callable[[str], object] = print,
+    *,
+    key: str | None = None,
 ) -> dict:
-    """Reuse ``out/name`` if it finished with this configuration, else run ``compute`` and publish it.
+    """Reuse ``out/name`` if it finished with this key, else run ``compute`` and publish it.
 
     ``compute(config, folder, work)`` writes its figures into ``folder`` and returns the section's numbers
     (JSON-serialisable); ``work`` is a scratch folder that survives an interruption (checkpoints) and is
-    removed when the section is done.
+    removed, with the scratch folders of the section's other keys, once the section is published.
+    ``key`` defaults to `section_key` of ``name`` and ``config``. The result records the git commit
+    (`diffbrain.bench.records.git_commit`) that computed it.
     """
+    from .bench.records import git_commit
+
     out = Path(out)
-    key = section_key(name, config)
+    key = section_key(name, config) if key is None else key
+    if out.is_dir():
+        _tidy(out, name)
     done = load_section(out, name, key)
     if done is not None:
+        _clear_work(out, name)
         log(f"{name}: finished before (key {key}), reused")
         return done
     work = out / ".work" / f"{name}-{key}"
@@ -275,6 +332,7 @@ def run_section(
         result = {
             "section": name,
             "key": key,
+            "git_commit": git_commit(),
             "config": dataclasses.asdict(config),
             "results": results,
             "figures": sorted(path.name for path in folder.glob("*.png")),
@@ -284,7 +342,7 @@ def run_section(
             "finished": _now(),
         }
         (folder / RESULT).write_text(json.dumps(result, indent=1, default=_json_default))
-    shutil.rmtree(work, ignore_errors=True)
+    _clear_work(out, name)
     log(f"{name}: done in {result['wall_time_s']:.0f} s")
     return load_section(out, name)
 
@@ -498,19 +556,48 @@ def _recorded(sizes, per_population: int) -> np.ndarray:
     )
 
 
-def _propagation(
-    trace: np.ndarray, times: np.ndarray, config: NetworkConfig
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per population: the peak rate increase over its pre-pulse baseline (Hz) after the pulse onset, and
-    its latency (ms from the onset to the peak). The first ``bin_ms`` bin (the start transient) is not part
-    of the baseline."""
+class Propagation(NamedTuple):
+    """Each population's response to the pulse (arrays of one value per population).
+
+    Attributes:
+        peak: the peak rate over the mean of the pre-pulse bins, within the response window, Hz.
+        latency: from the pulse onset to that peak, ms.
+        threshold: 3 SD of the pre-pulse bins, Hz (NaN with fewer than two such bins).
+        responding: whether the rate exceeded the baseline mean by ``threshold`` in two consecutive bins of
+            the window (never with a NaN threshold).
+    """
+
+    peak: np.ndarray
+    latency: np.ndarray
+    threshold: np.ndarray
+    responding: np.ndarray
+
+
+def propagation(trace: np.ndarray, times: np.ndarray, config: NetworkConfig) -> Propagation:
+    """The response of every population of a binned rate ``trace`` (``[bins, populations]``, Hz, bin
+    centres ``times`` in ms) to the pulse of ``config``.
+
+    The baseline is the bins before the pulse onset except the first ``bin_ms`` (the start transient); the
+    response window runs from the onset to ``margin_ms`` after the pulse ends, so a late fluctuation is not
+    read as a response. A population responds when its rate exceeds the baseline mean by 3 SD of the
+    baseline bins in two consecutive bins of the window. One bin over 3 SD is no evidence: with independent
+    Gaussian bins, a noise-only population has one somewhere in a 40-bin window in ~5 % of cases (two
+    consecutive ones in < 0.01 %).
+    """
     before = (times < config.pulse_start_ms) & (times > config.bin_ms)
-    after = times >= config.pulse_start_ms
-    baseline = trace[before].mean(axis=0) if before.any() else np.zeros(trace.shape[1])
-    response = trace[after] - baseline
+    end = config.pulse_start_ms + config.pulse_ms + config.margin_ms
+    window = (times >= config.pulse_start_ms) & (times < end)
+    n = trace.shape[1]
+    baseline = trace[before].mean(axis=0) if before.any() else np.zeros(n)
+    threshold = 3 * trace[before].std(axis=0, ddof=1) if before.sum() > 1 else np.full(n, np.nan)
+    if not window.any():
+        nothing = np.full(n, np.nan)
+        return Propagation(nothing, nothing, threshold, np.zeros(n, bool))
+    response = trace[window] - baseline
     peak = response.max(axis=0)
-    latency = times[after][np.argmax(response, axis=0)] - config.pulse_start_ms
-    return peak, latency
+    latency = times[window][np.argmax(response, axis=0)] - config.pulse_start_ms
+    above = response > np.nan_to_num(threshold, nan=np.inf)
+    return Propagation(peak, latency, threshold, (above[1:] & above[:-1]).any(axis=0))
 
 
 def network_section(
@@ -532,12 +619,12 @@ def network_section(
     wall = time.perf_counter() - start
     trace = np.asarray(result.rate_trace(config.bin_ms), float)
     times = (np.arange(trace.shape[0]) + 0.5) * config.bin_ms
-    peak, latency = _propagation(trace, times, config)
+    peak, latency, threshold, responds = propagation(trace, times, config)
     readout = np.arange(len(setup.names)) if setup.readout is None else np.asarray(setup.readout)
     if setup.hierarchy is not None:
         readout = readout[np.argsort(np.asarray(setup.hierarchy)[readout], kind="stable")]
     correlation = None
-    responding = readout[peak[readout] > 0]
+    responding = readout[responds[readout]]
     if setup.hierarchy is not None and responding.size > 2:
         pairs = pd.DataFrame({"h": np.asarray(setup.hierarchy)[responding], "latency": latency[responding]})
         correlation = float(pairs.corr(method="spearman").iloc[0, 1])
@@ -553,6 +640,9 @@ def network_section(
         "rates_hz": np.asarray(result.rates(), float).tolist(),
         "peak_response_hz": peak.tolist(),
         "latency_ms": latency.tolist(),
+        "response_threshold_hz": threshold.tolist(),
+        "responding": responds.tolist(),
+        "margin_ms": config.margin_ms,
         "hierarchy": None if setup.hierarchy is None else np.asarray(setup.hierarchy, float).tolist(),
         "stimulated": list(setup.stimulated),
         "readout": readout.tolist(),
@@ -621,20 +711,24 @@ def _network_markdown(results: dict) -> list[str]:
     ]
     if results["latency_hierarchy_spearman"] is not None:
         lines.append(
-            "Spearman correlation between hierarchy value and response latency, over responding populations: "
+            "Spearman correlation between hierarchy value and response latency, over responding populations "
+            "(more than 3 SD of the pre-pulse bins above their mean in two consecutive bins, within the "
+            f"pulse and {results['margin_ms']:g} ms after it): "
             f"{results['latency_hierarchy_spearman']:.2f}."
         )
     hierarchy = results["hierarchy"]
     lines += [
         "",
-        "| population | hierarchy | rate (Hz) | peak response (Hz) | latency (ms) |",
-        "|---|---|---|---|---|",
+        "| population | hierarchy | rate (Hz) | peak response (Hz) | 3 SD of baseline (Hz) | responds "
+        "| latency (ms) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for i in results["readout"]:
         h = "—" if hierarchy is None else f"{hierarchy[i]:.2f}"
         lines.append(
             f"| {results['names'][i]} | {h} | {results['rates_hz'][i]:.3g} | "
-            f"{results['peak_response_hz'][i]:.3g} | {results['latency_ms'][i]:.3g} |"
+            f"{results['peak_response_hz'][i]:.3g} | {results['response_threshold_hz'][i]:.3g} | "
+            f"{'yes' if results['responding'][i] else 'no'} | {results['latency_ms'][i]:.3g} |"
         )
     lines += ["", "![raster](network/raster.png)", "", "![rate propagation](network/rate_propagation.png)"]
     return lines
@@ -642,10 +736,12 @@ def _network_markdown(results: dict) -> list[str]:
 
 def _network_rows(results: dict) -> list[tuple[str, str, str]]:
     rates = np.asarray(results["rates_hz"])
+    responding = [results["responding"][i] for i in results["readout"]]
     rows = [
         ("neurons", f"{results['n_neurons']:,}", ""),
         ("mean rate over populations", f"{rates.mean():.3g}", "Hz"),
         ("wall time per simulated second", f"{results['realtime_factor']:.3g}", "s"),
+        ("populations responding to the pulse", f"{sum(responding)} of {len(responding)}", ""),
     ]
     if results["latency_hierarchy_spearman"] is not None:
         rows.append(("Spearman(hierarchy, latency)", f"{results['latency_hierarchy_spearman']:.2f}", ""))
@@ -847,8 +943,12 @@ def bench_section(config: BenchConfig, folder: Path, work: Path, log=print) -> d
 
 
 def _memory_growth(results: dict, method: str) -> float:
+    """Temporary memory at the longest T over that at the shortest (1 when both are 0, inf from 0)."""
     mine = sorted((row["T"], row["temp_memory_mib"]) for row in results["rows"] if row["method"] == method)
-    return mine[-1][1] / mine[0][1]
+    first, last = mine[0][1], mine[-1][1]
+    if first > 0:
+        return last / first
+    return math.inf if last > 0 else 1.0
 
 
 def _bench_markdown(results: dict, sections: dict) -> list[str]:
@@ -922,12 +1022,13 @@ class Report(NamedTuple):
     summary: list[tuple[str, str, str, str]]
 
 
-def expected_seconds(budget: Budget, out: str | os.PathLike) -> float:
+def expected_seconds(
+    budget: Budget, out: str | os.PathLike, network_builder: NetworkBuilder | None = None
+) -> float:
     """The expected duration of the sections of ``budget`` not finished under ``out`` yet, s."""
+    keys = section_keys(budget, network_builder)
     return sum(
-        budget.expected[name]
-        for name in SECTIONS
-        if load_section(Path(out), name, section_key(name, getattr(budget, name))) is None
+        budget.expected[name] for name in SECTIONS if load_section(Path(out), name, keys[name]) is None
     )
 
 
@@ -954,10 +1055,11 @@ def run(
     start = time.perf_counter()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
     sections = {}
+    keys = section_keys(budget, network_builder)
     for name in SECTIONS:
         options = {"builder": network_builder} if name == "network" else {}
         compute = functools.partial(COMPUTE[name], log=log, **options)
-        sections[name] = run_section(out, name, getattr(budget, name), compute, log)
+        sections[name] = run_section(out, name, getattr(budget, name), compute, log, key=keys[name])
     with contextlib.suppress(OSError):  # the scratch folder, once every section is done with it
         (out / ".work").rmdir()
     summary = [(name, *row) for name in SECTIONS for row in ROWS[name](sections[name]["results"])]
@@ -985,7 +1087,7 @@ def write_report(out: Path, budget: Budget, sections: dict, load: float, seconds
         f"- budget: {budget.name}; this invocation took {seconds:.0f} s (reused sections cost nothing)",
         f"- machine: {cpu_model()}, JAX backend {jax_backend()}, load average {load:.2f} at the start",
         f"- versions: {library_versions()}",
-        f"- git commit: {git_commit()}",
+        f"- git commit of this invocation: {git_commit()} (each section names the commit that computed it)",
     ]
     for name in SECTIONS:
         section = sections[name]
@@ -994,8 +1096,8 @@ def write_report(out: Path, budget: Budget, sections: dict, load: float, seconds
             f"## {TITLES[name]}",
             "",
             f"*Computed {section['finished']} in {section['wall_time_s']:.0f} s of wall time "
-            f"({section.get('cpu_time_s', math.nan):.0f} s of CPU time); configuration key "
-            f"`{section['key']}`.*",
+            f"({section.get('cpu_time_s', math.nan):.0f} s of CPU time) at git commit "
+            f"`{section.get('git_commit', 'unknown')}`; configuration key `{section['key']}`.*",
             "",
             *markdown[name](section["results"]),
         ]

@@ -1,5 +1,6 @@
 """`diffbrain reproduce`: a tiny budget runs every section end to end; sections are atomic and resume."""
 
+import functools
 import json
 import math
 import re
@@ -9,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from diffbrain import reproduce
+from diffbrain.bench.records import git_commit
 from diffbrain.cli import app
 from diffbrain.zoo import networks
 
@@ -139,8 +141,146 @@ def test_an_interrupted_section_leaves_nothing_and_a_new_config_reruns(tmp_path)
 
 def test_expected_duration_counts_only_unfinished_sections(tiny_run):
     out = tiny_run[0]
-    assert reproduce.expected_seconds(reproduce.TINY, out) == 0
-    assert reproduce.expected_seconds(reproduce.FULL, out) == sum(reproduce.FULL.expected.values())
+    assert reproduce.expected_seconds(reproduce.TINY, out, _coba_builder) == 0
+    assert reproduce.expected_seconds(reproduce.FULL, out, _coba_builder) == sum(
+        reproduce.FULL.expected.values()
+    )
+    # The run used the COBA builder: with the connectome builder, the network section is not finished.
+    assert reproduce.expected_seconds(reproduce.TINY, out) == reproduce.TINY.expected["network"]
+
+
+def test_each_section_records_and_reports_the_commit_that_computed_it(tiny_run):
+    out = tiny_run[0]
+    report = (out / "report.md").read_text()
+    for name in reproduce.SECTIONS:
+        section = reproduce.load_section(out, name)
+        assert section["git_commit"] == git_commit() != ""
+    assert report.count(f"at git commit `{git_commit()}`") == len(reproduce.SECTIONS)
+
+
+def test_another_network_builder_changes_the_network_key_and_reruns_it(tmp_path):
+    keys = reproduce.section_keys(reproduce.TINY, _coba_builder)
+    default = reproduce.section_keys(reproduce.TINY)
+    assert keys["network"] != default["network"]
+    assert {n: k for n, k in keys.items() if n != "network"} == {
+        n: k for n, k in default.items() if n != "network"
+    }
+    assert reproduce.qualified_name(_coba_builder) == f"{__name__}._coba_builder"
+    assert reproduce.qualified_name(functools.partial(_coba_builder)) == f"{__name__}._coba_builder"
+    config, calls = reproduce.TINY.network, []
+
+    def compute(config, folder, work):
+        calls.append(config)
+        return {}
+
+    for builder in (_coba_builder, _coba_builder, reproduce.connectome_network):
+        key = reproduce.section_keys(reproduce.TINY, builder)["network"]
+        reproduce.run_section(tmp_path, "network", config, compute, log=lambda line: None, key=key)
+    assert len(calls) == 2  # the second run reused the first, the third builder reran it
+
+
+def _trace(seed=0, n_populations=40):
+    """A synthetic binned rate trace of the QUICK network timing: 10 Hz ± 2 Hz Gaussian noise per bin."""
+    config = reproduce.QUICK.network
+    times = (np.arange(int(config.duration_ms / config.bin_ms)) + 0.5) * config.bin_ms
+    trace = 10.0 + 2.0 * np.random.default_rng(seed).standard_normal((times.size, n_populations))
+    return trace, times, config
+
+
+def test_pure_noise_does_not_respond_to_the_pulse():
+    trace, times, config = _trace()
+    result = reproduce.propagation(trace, times, config)
+    assert not result.responding.any()
+    assert np.median(result.threshold) == pytest.approx(6.0, rel=0.1)  # 3 SD of the 2 Hz noise
+    assert np.all(result.peak > 0)  # a positive peak alone is no response
+    assert np.any(result.peak > result.threshold)  # nor is a single bin over 3 SD
+
+
+def test_a_response_within_the_window_is_read_and_a_late_one_is_not():
+    trace, times, config = _trace(seed=1, n_populations=3)
+    end = config.pulse_start_ms + config.pulse_ms + config.margin_ms
+    onset = config.pulse_start_ms + 20.0
+    trace[(times > onset) & (times < onset + 10)] += [30.0, 0.0, 0.0]  # population 0 responds
+    trace[(times > end + 20) & (times < end + 40), 1] += 30.0  # population 1 fluctuates after the window
+    result = reproduce.propagation(trace, times, config)
+    assert result.responding.tolist() == [True, False, False]
+    assert result.peak[0] > 25 and onset - config.pulse_start_ms < result.latency[0] < 35
+    assert result.peak[1] < 15
+
+
+def test_memory_growth_from_zero_memory():
+    rows = [
+        {"method": "a", "T": 10, "temp_memory_mib": 0.0, "step_time_s": 0.1},
+        {"method": "a", "T": 20, "temp_memory_mib": 0.0, "step_time_s": 0.1},
+        {"method": "b", "T": 10, "temp_memory_mib": 0.0, "step_time_s": 0.1},
+        {"method": "b", "T": 20, "temp_memory_mib": 2.0, "step_time_s": 0.1},
+        {"method": "c", "T": 10, "temp_memory_mib": 1.0, "step_time_s": 0.1},
+        {"method": "c", "T": 20, "temp_memory_mib": 3.0, "step_time_s": 0.1},
+    ]
+    results = {"rows": rows, "n_rec": 10, "batch": 4}
+    assert [reproduce._memory_growth(results, m) for m in "abc"] == [1.0, math.inf, 3.0]
+    assert "a 1×, b inf×, c 3×" in "\n".join(reproduce._bench_markdown(results, {}))
+
+
+def _publish(out, value, calls=None, **patches):
+    """Publish section ``bench`` with results ``{"value": value}`` (``calls`` counts the computations),
+    with `os.replace` or `shutil.rmtree` patched."""
+    config = reproduce.BenchConfig(steps=(value,))
+
+    def compute(config, folder, work):
+        (calls if calls is not None else []).append(value)
+        return {"value": value}
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name, replacement in patches.items():
+            patch.setattr(reproduce.os if name == "replace" else reproduce.shutil, name, replacement)
+        return reproduce.run_section(out, "bench", config, compute, log=lambda line: None)
+
+
+def test_a_finished_section_survives_a_failure_while_it_is_replaced(tmp_path):
+    _publish(tmp_path, 1)
+    replace = reproduce.os.replace
+
+    def no_moving_in(source, target):
+        if ".partial-" in str(source):
+            raise OSError("disk full")
+        replace(source, target)
+
+    with pytest.raises(OSError, match="disk full"):
+        _publish(tmp_path, 2, replace=no_moving_in)
+    assert reproduce.load_section(tmp_path, "bench")["results"] == {"value": 1}
+    assert not list(tmp_path.glob(".bench*"))
+
+    # Killed after setting the old folder aside (no cleanup ran): the next run finds it again.
+    (tmp_path / "bench").rename(tmp_path / ".bench.old-dead")
+    (tmp_path / ".bench.partial-dead").mkdir()
+    calls = []
+    assert _publish(tmp_path, 1, calls)["results"] == {"value": 1} and calls == []  # reused
+    assert not list(tmp_path.glob(".bench*"))
+
+    # Killed after moving the new folder in, before deleting the old: the new one stands, the old goes.
+    rmtree = reproduce.shutil.rmtree
+
+    def killed(path, ignore_errors=False):
+        if ".old-" in str(path):
+            return
+        rmtree(path, ignore_errors=ignore_errors)
+
+    _publish(tmp_path, 3, rmtree=killed)
+    assert reproduce.load_section(tmp_path, "bench")["results"] == {"value": 3}
+    assert list(tmp_path.glob(".bench.old-*"))
+    _publish(tmp_path, 3, calls)
+    assert not list(tmp_path.glob(".bench*")) and calls == []
+
+
+def test_stale_scratch_folders_of_a_section_are_removed_when_it_is_published(tmp_path):
+    stale = tmp_path / ".work" / "bench-0123456789abcdef"
+    (stale / "bptt").mkdir(parents=True)
+    (tmp_path / ".work" / "learn-0123456789abcdef").mkdir()
+    _publish(tmp_path, 1)
+    assert not stale.exists() and [p.name for p in (tmp_path / ".work").iterdir()] == [
+        "learn-0123456789abcdef"
+    ]
 
 
 def test_connectome_network_setup_reads_propagation_along_the_hierarchy(shared_data, tmp_path):
