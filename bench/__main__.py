@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from . import compare, fit, learn, ops, throughput
+from . import compare, fit, learn, ops, sim, throughput
 from .records import save, to_frame
 
 
@@ -21,7 +21,9 @@ def throughput_summary(frame: pd.DataFrame) -> pd.DataFrame:
 def main(argv: Sequence[str] | None = None) -> None:
     """Parse the command line, run the suite, write ``OUT/<suite>.csv`` and print a summary."""
     parser = argparse.ArgumentParser(prog="python -m diffbrain.bench", description=__doc__)
-    parser.add_argument("suite", choices=["throughput", "ops", "fit", "learn"], help="the suite to run")
+    parser.add_argument(
+        "suite", choices=["throughput", "ops", "fit", "learn", "sim"], help="the suite to run"
+    )
     parser.add_argument(
         "--quick", action="store_true", help=f"throughput: a tiny grid {throughput.QUICK}; ops: {ops.QUICK}"
     )
@@ -61,6 +63,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="--compare: slowdown of the reference's absolute time flagged (%(default)s)",
     )
     parser.add_argument("--reference", help="--compare: the reference method (default: the suite's)")
+    parser.add_argument(
+        "--peer-python",
+        help="sim: the Python with Brian2/BrainPy/NEST (default $DIFFBRAIN_PEER_PYTHON, else this one)",
+    )
     args = parser.parse_args(argv)
     baseline = None
     for option in ("threshold", "reference_threshold"):
@@ -85,6 +91,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         repeats = args.repeats or (learn.QUICK["repeats"] if args.quick else learn.REPEATS)
         records = learn.run(sizes, steps, repeats)
         summary = learn.summary
+    elif args.suite == "sim":
+        records = sim.run(
+            quick=args.quick,
+            full=args.full,
+            repeats=args.repeats,
+            peer_python=args.peer_python,
+            progress=lambda line: print(line, flush=True),
+        )
+        summary = sim.summary
     elif args.suite == "ops":
         grid = dict(ops.QUICK) if args.quick else {}
         sizes = ops.FULL_SIZES if args.full else ops.SIZES

@@ -3,8 +3,9 @@
 A raw time from another day or another machine says little: a loaded or slower machine makes everything
 slower. So every time is first divided by the time of a **reference implementation measured in the same
 run, on the same case** (`REFERENCES`: ops → ``segment_sum``, learn → ``bptt``, throughput →
-``brainpy.state`` or else diffbrain's step loop, fit → the plain forward simulation). A case is flagged
-when that ratio grew by more than ``threshold`` (20 %) from the baseline to the current run:
+``brainpy.state`` or else diffbrain's step loop, fit → the plain forward simulation, sim → Brian2
+cpp_standalone). A case is flagged when that ratio grew by more than ``threshold`` (20 %) from the
+baseline to the current run:
 
     slowdown = (t_method / t_reference)_current / (t_method / t_reference)_baseline − 1 > threshold
 
@@ -60,6 +61,7 @@ REFERENCES: Mapping[str, Sequence[str]] = {
     "learn": ("bptt",),
     "throughput": ("brainpy.state", "diffbrain.step"),
     "fit": ("forward simulation",),
+    "sim": ("brian2.cpp_standalone",),
     "test_ops": ("segment_sum",),
     "test_learn": ("bptt",),
 }

@@ -461,8 +461,9 @@ def bench_command(
     compare: Annotated[
         Path | None,
         typer.Option(
-            help="Baseline (results CSV or pytest-benchmark JSON): flag cases > 20 % slower relative to the "
-            "suite's reference method measured in the same run; exit status 1 if any."
+            help="Baseline results CSV of the same suite: flag cases > 20 % slower relative to the suite's "
+            "reference method measured in the same run, references > 50 % slower in absolute time on the "
+            "same machine, and methods missing now; exit status 1 if any, or if nothing could be compared."
         ),
     ] = None,
 ) -> None:
