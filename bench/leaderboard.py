@@ -4,8 +4,9 @@ For every suite and every measured metric, one table has the cases as rows and t
 best value of each row is in bold, and a last column gives diffbrain's ratio to the best peer, oriented so
 that > 1 always means diffbrain is better. The sim suite gets one table per case instead, simulators as
 rows (wall time per biological second, compile time, firing rates, time over the fastest; the winner
-marked), and a log-log plot of wall time vs N per simulator. Only the newest record of each (suite, case,
-method, metric) counts, so a results folder may hold the history of many runs. Skipped peers are listed
+marked), and a log-log plot of wall time vs N per simulator; the fit suite also gets final loss against wall
+time per method. Only the newest record of each (suite, case, method, metric) counts, so a results folder
+may hold the history of many runs. Skipped peers are listed
 with their reason, never filled in.
 
     diffbrain leaderboard RESULTS_DIR... [--out leaderboard]
@@ -33,6 +34,7 @@ RATIO_UNIT = "x"
 _OURS = "diffbrain"
 
 SIM_SUITE = "sim"
+FIT_SUITE = "fit"
 SIM_WALL = "wall_time_per_bio_s"
 SIM_COLUMNS = (
     (SIM_WALL, "wall s per bio-s"),
@@ -276,6 +278,53 @@ def metric_sections(suite: str, records: pd.DataFrame, out: Path) -> list[str]:
     return sections
 
 
+def fit_tradeoff_section(records: pd.DataFrame, out: Path) -> list[str]:
+    """The fit suite's trade-off: final loss against wall time, one point per method, one panel per
+    problem and budget (log-log where the values allow); empty when no case has both metrics."""
+    ok = records[records["status"] == "ok"]
+    columns = {
+        name: ok[ok["metric"] == metric].set_index(["case", "method"])["value"]
+        for name, metric in (("loss", "final_loss"), ("time", "wall_time"))
+    }
+    points = pd.concat(columns, axis=1).dropna().reset_index()
+    if points.empty:
+        return []
+    plot = out / "fit_loss_vs_time.png"
+    _plot_tradeoff(points, plot)
+    return ["", "### final loss vs wall time", "", f"![final loss vs wall time]({plot.name})"]
+
+
+def _plot_tradeoff(points: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cases = list(dict.fromkeys(points["case"]))
+    columns = min(3, len(cases))
+    rows = -(-len(cases) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows), squeeze=False)
+    methods = sorted(set(points["method"]))
+    colours = {method: f"C{i % 10}" for i, method in enumerate(methods)}
+    for axis, case in zip(axes.flat, cases, strict=False):
+        case_points = points[points["case"] == case]
+        for row in case_points.itertuples():
+            axis.scatter(row.time, row.loss, color=colours[row.method], label=row.method, zorder=3)
+        axis.set_xscale("log")
+        if (case_points["loss"] > 0).all():
+            axis.set_yscale("log")
+        axis.set_title(case, fontsize=9)
+        axis.set_xlabel("wall time (s)")
+        axis.set_ylabel("final loss")
+        axis.grid(alpha=0.3, which="both")
+    for axis in list(axes.flat)[len(cases) :]:
+        axis.set_visible(False)
+    handles = [plt.Line2D([], [], marker="o", ls="", color=colours[m], label=m) for m in methods]
+    figure.legend(handles=handles, loc="upper center", ncol=min(len(methods), 8), frameon=False)
+    figure.tight_layout(rect=(0, 0, 1, 0.93))
+    _save_figure(figure, path)
+
+
 def _provenance(records: pd.DataFrame) -> str:
     rows = []
     for column in ("device", "backend", "versions", "git_commit"):
@@ -326,6 +375,8 @@ def render(
             sections += sim_sections(suite_records, out)
         else:
             sections += metric_sections(suite, suite_records, out)
+        if suite == FIT_SUITE:
+            sections += fit_tradeoff_section(suite_records, out)
         skipped = suite_records[suite_records["status"] == "skipped"]
         if not skipped.empty:
             reasons = skipped.groupby(["method", "note"]).size().reset_index()

@@ -146,3 +146,33 @@ def test_sim_scaling_plot_uses_the_longest_run_at_each_n(sim_results, tmp_path, 
         ("diffbrain", 40000): 1.0,
         ("brian2.cpp_standalone", 40000): 4.0,
     }
+
+
+def test_fit_gets_a_loss_vs_wall_time_plot(tmp_path, monkeypatch):
+    def fit_record(case, method, metric, value, unit, **fields):
+        return dataclasses.replace(_record(case, method, metric, value, unit, **fields), suite="fit")
+
+    rows = [
+        fit_record("gif/budget=100", "lbfgsb", "final_loss", 1e-3, "mV^2"),
+        fit_record("gif/budget=100", "lbfgsb", "wall_time", 2.0, "s"),
+        fit_record("gif/budget=100", "cmaes", "final_loss", 5.0, "mV^2"),
+        fit_record("gif/budget=100", "cmaes", "wall_time", 0.5, "s"),
+        # A point needs both metrics: a method without a wall time is not plotted.
+        fit_record("hh/budget=100", "de", "final_loss", 3.0, "mV^2"),
+    ]
+    folder = tmp_path / "results"
+    folder.mkdir()
+    records.write_csv(rows, folder / "fit.csv")
+    points = []
+    plot = leaderboard._plot_tradeoff
+    record_points = lambda frame, path: points.append(frame) or path.touch()
+    monkeypatch.setattr(leaderboard, "_plot_tradeoff", record_points)
+    readme = leaderboard.render(folder, tmp_path / "board").read_text()
+    assert "![final loss vs wall time](fit_loss_vs_time.png)" in readme
+    (frame,) = points
+    assert sorted(zip(frame["method"], frame["time"], frame["loss"], strict=True)) == [
+        ("cmaes", 0.5, 5.0),
+        ("lbfgsb", 2.0, 1e-3),
+    ]
+    plot(frame, tmp_path / "real.png")
+    assert (tmp_path / "real.png").stat().st_size > 5000
