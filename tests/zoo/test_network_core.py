@@ -147,13 +147,16 @@ def test_heterogeneous_delays_match_numpy_reference():
     assert repeats > 0
 
 
-@pytest.mark.parametrize("chunk", [None, 37])
-def test_delayed_csr_equals_a_dictionary_construction(monkeypatch, chunk):
+@pytest.mark.parametrize(("chunk", "word_bits"), [(None, None), (37, None), (37, 24)])
+def test_delayed_csr_equals_a_dictionary_construction(monkeypatch, chunk, word_bits):
     """The sorted build against the plainest construction: synapses keyed by (lag, pre, post), weights
     summed in float64 in the given order, rows in (lag, pre) order, columns sorted; with repeats, many
-    delays, int32/int16/float32 inputs as `Network.build` passes them, and passes split into chunks."""
+    delays, int32/int16/float32 inputs as `Network.build` passes them, passes split into chunks, and
+    the keys sorted in one pass or (short words) in several."""
     if chunk is not None:
         monkeypatch.setattr(delays, "_CHUNK", chunk)
+    if word_bits is not None:
+        monkeypatch.setattr(delays, "_WORD_BITS", word_bits)
     rng = np.random.default_rng(3)
     n, size = 23, 2000
     pre, post = (rng.integers(0, n, size).astype(np.int32) for _ in range(2))
@@ -192,8 +195,13 @@ def test_sorting_order_packs_or_splits_the_key():
     digits = [rng.integers(0, radix, size) for radix in (9, 50, 50)]
     key = (digits[0] * 50 + digits[1]) * 50 + digits[2]
     expected = np.argsort(key, kind="stable")
-    for radices in ((9, 50, 50), (2**30, 2**20, 2**20), (2**40, 2**40, 2**40)):
-        order = delays._sorting_order(tuple(zip(digits, radices, strict=True)), size)
+    for radices, passes in (((9, 50, 50), 1), ((2**30, 2**20, 2**20), 2), ((2**40, 2**40, 2**40), 3)):
+        order, bits = delays._sorting_order(tuple(zip(digits, radices, strict=True)), size)
+        if passes == 1:  # the sorted words: key << bits | position
+            np.testing.assert_array_equal(order >> bits, key[expected])
+            order = order & ((1 << bits) - 1)
+        else:
+            assert bits is None
         np.testing.assert_array_equal(order, expected)
 
 

@@ -65,16 +65,17 @@ class DelayedCSR(eqx.Module):
 
         Cost: the edges are sorted by ``(lag·n + pre)·n + post`` with one or two in-place `numpy.sort` s of
         64-bit words that pack the key with the edge's position (`_sorting_order`); the rest is one pass
-        over the sorted edges in chunks of `_CHUNK`. Memory beyond the inputs: ~16 bytes per edge at the
-        peak (the 8-byte words and 4-byte order while sorting; then the int32 order, slot, column and
-        weight), 12 in the result (int32 column, weight, slot).
+        over the sorted edges in chunks of `_CHUNK`, which reads the keys from the sorted words after one
+        sorting pass and gathers them after several. Memory beyond the inputs: ~20 bytes per edge at the
+        peak (the sorted words, or the int32 order, with the int32 slot, column and weight), 12 in the
+        result (int32 column, weight, slot).
 
         Measured with `Network.build` on the Potjans–Diesmann microcircuit (int32/float32 edges, 16 bytes
-        per synapse; loaded 2-core machine): scale 0.1 (3.0·10⁷ synapses) 19–21 s with a peak of 24 bytes
-        per synapse above the edges (the previous build with two `numpy.unique`: ~56 s, ~104 bytes in
-        all; side by side on its 2.2·10⁷ excitatory edges alone, 9.4 s against 55 s, identical output);
-        scale 0.3 (9.0·10⁷) 71 s, 22 bytes at the peak and 13 kept. The full scale (3·10⁸ synapses) thus
-        needs ~38 bytes per synapse with its edges, ~11 GiB (extrapolated, not run here).
+        per synapse; loaded 2-core machine): scale 0.1 (3.0·10⁷ synapses) 11 s with a peak of 27 bytes per
+        synapse above the edges (the previous build with two `numpy.unique`: ~56 s, ~104 bytes in all;
+        side by side on its 2.2·10⁷ excitatory edges alone, 6.3 s against 27 s, identical output); scale
+        0.3 (9.0·10⁷) 31 s, 25 bytes at the peak and 13 kept. The full scale (3·10⁸ synapses) thus needs
+        ~41 bytes per synapse with its edges, ~12 GiB (extrapolated, not run here).
 
         Returns:
             The `DelayedCSR` and, for each input edge, the index of its synapse in ``W.data`` (int32, or
@@ -88,19 +89,25 @@ class DelayedCSR(eqx.Module):
         weight = np.broadcast_to(shared, pre.shape)
         lag_max = int(lag.max(initial=1))
         index_dtype = _index_dtype(size, n * lag_max)
-        order = _sorting_order(((lag, lag_max + 1), (pre, n), (post, n)), size)
+        order, position_bits = _sorting_order(((lag, lag_max + 1), (pre, n), (post, n)), size)
         slot = np.empty(size, index_dtype)
         columns = np.empty(size, index_dtype)
         data = np.empty(size, np.dtype(dtype))
         rows, row_starts = [], []
         n_synapses, last_key, carry = 0, -1, 0.0  # carry: the float64 sum of the last synapse so far
         for part in _chunks(size):
-            at = order[part]
-            key = lag[at].astype(np.int64)  # the sorted keys of this chunk, (lag·n + pre)·n + post
-            key *= n
-            key += pre[at]
-            key *= n
-            key += post[at]
+            # the sorted keys of this chunk, (lag·n + pre)·n + post, and the edges they come from
+            if position_bits is None:
+                at = order[part]
+                key = lag[at].astype(np.int64)
+                key *= n
+                key += pre[at]
+                key *= n
+                key += post[at]
+            else:  # one sorting pass: the words hold both
+                key = order[part]
+                at = key & ((1 << position_bits) - 1)
+                key >>= position_bits
             first = np.empty(key.size, bool)  # the edge opens a synapse
             first[0] = key[0] != last_key
             np.not_equal(key[1:], key[:-1], out=first[1:])
@@ -156,6 +163,9 @@ class DelayedCSR(eqx.Module):
         return event_matvec(ring.reshape(-1).at[flat].get(mode="promise_in_bounds"), self.W)
 
 
+_WORD_BITS = 63
+"""Bits of a sorting word (int64, non-negative) for a group of digits and a position."""
+
 _CHUNK = 1 << 20
 """Edges per chunk of the passes over sorted edges (~60 MB of temporaries)."""
 
@@ -176,7 +186,7 @@ def _index_dtype(*sizes: int) -> np.dtype:
     return np.dtype(np.int64)
 
 
-def _sorting_order(digits, size: int) -> np.ndarray:
+def _sorting_order(digits, size: int) -> tuple[np.ndarray, int | None]:
     """The permutation that sorts ``size`` items by a mixed-radix number, most significant digit first.
 
     ``digits`` are ``(values [size], radix)`` pairs (``0 ≤ values < radix``). A least-significant-first
@@ -186,11 +196,15 @@ def _sorting_order(digits, size: int) -> np.ndarray:
     and 3·10⁷ edges takes one pass and the full-scale microcircuit (77,169 neurons, 3·10⁸ edges) two. The
     packed position breaks ties, so every pass is stable. Sorting the words in place measured ~3× faster
     than `numpy.argsort` of the keys and needs 8 bytes per item plus the permutation.
+
+    Returns:
+        After one pass, the sorted words and ``b``: the permutation is ``words & (2**b − 1)`` and the sorted
+        numbers ``words >> b`` (no gather needed to read them). After several, the permutation and None.
     """
     position_bits = max(1, (size - 1).bit_length())
     groups, group, span = [], [], 1
     for values, radix in reversed(digits):
-        if group and (span * radix - 1).bit_length() + position_bits > 63:
+        if group and (span * radix - 1).bit_length() + position_bits > _WORD_BITS:
             groups.append(group)
             group, span = [], 1
         group.insert(0, (values, radix))
@@ -210,7 +224,9 @@ def _sorting_order(digits, size: int) -> np.ndarray:
             word |= np.arange(part.start, part.stop)
             words[part] = word
         words.sort()
+        if len(groups) == 1:
+            return words, position_bits
         words &= (1 << position_bits) - 1  # the positions, in sorted order
         order = words.astype(order_dtype) if order is None else order[words]
         del words
-    return order
+    return order, None
