@@ -42,7 +42,8 @@ V2 47, V4 80, DP 89, MT 85, TEO 82, TEpd 40 Hz; 8l 3.9, 7A 1.9, 7B 1.8, F1 1.6, 
 < 1.3 Hz. Weak GBA, 15 mV: V1 54, V2 38, V4 30, DP 32, MT 32, TEO 18, TEpd 3.0 Hz, the rest ≤ 1.2 Hz. The
 summed response of the areas from TEO up is 3.1× V1's with strong GBA against 0.43× with weak GBA:
 balanced amplification carries a weaker pulse further, as in Joglekar's Fig. 6. 50–100 ms after the pulse
-every area is back near its baseline (≤ 6.3 Hz, mean 2.2 against 1.4 Hz).
+every area is back near its baseline (≤ 6.3 Hz, mean 2.2 against 1.4 Hz); at n_per_area = 100 (two
+seeds, 400 ms) too, 100–200 ms after the pulse (0.4–2.9 Hz), with no area locked at high rates.
 
 Remaining deviations from the full-size model: (1) V4, DP, MT and TEO respond more than V1, in population
 volleys (peaks of 200 Hz in 5 ms bins: every E neuron of the area fires in the same bin) at n_per_area 50
