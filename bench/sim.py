@@ -24,23 +24,34 @@ input statistics; shorter biological times there, against `SCALING_PEERS`. Metri
 ``wall_time_per_bio_s`` (median timed run / simulated seconds, s per biological second, compile excluded),
 ``compile_time`` (s: JAX's tracing and compilation, Cython's or the C++ build), ``firing_rate_e`` and
 ``firing_rate_i`` (Hz, over the timed run).
+
+The microcircuit (`run_microcircuit`): diffbrain's `networks.Microcircuit` (Potjans & Diesmann 2014, Poisson
+background) at ``scale`` (`MICROCIRCUIT`: 0.1; quick 0.04 with ``k_scale`` 0.25; ``full`` adds 1.0, skipped
+when `available_memory` is short) against NEST's ``iaf_psc_exp`` in one thread, built from the exported
+network (`export_microcircuit`): the same synapses with their weights and delays, the same DC and
+initial potentials, and NEST ``poisson_generator`` s at each neuron's background rate. Metrics as above plus
+``build_time`` (s: diffbrain's `Microcircuit.build`; NEST's Create, Connect and Prepare),
+``firing_rate_<population>`` (Hz, eight populations, over the timed run from the common initial state)
+and, for NEST, ``rate_deviation`` (`rate_deviation`, against `RATE_TOLERANCE`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import jax
 import numpy as np
 import pandas as pd
-from jaxtyping import PRNGKeyArray
+from jaxtyping import ArrayLike, Float, PRNGKeyArray
 
 from diffbrain.zoo import networks
 
@@ -69,8 +80,22 @@ QUICK = {
     "peers": ("brian2.runtime", brainpy_peer.METHOD),
     "scaling_peers": (),
     "repeats": 2,
+    "microcircuit": ((0.04, 0.25, 200.0),),
 }
-"""A grid for smoke tests: 33 s on the loaded 2-core machine with Brian2's Cython cache warm (+~50 s cold)."""
+"""A grid for smoke tests: 33 s on the loaded 2-core machine with Brian2's Cython cache warm (+~50 s cold),
+plus the microcircuit of the zoo's tests (scale 0.04, k_scale 0.25: 3·10⁶ synapses) against NEST."""
+MICROCIRCUIT_DATA = "conn-potjans-diesmann2014"
+MICROCIRCUIT = ((0.1, 1.0, 1_000.0),)
+"""Microcircuit cases: (scale, k_scale, biological time in ms); 0.1 is 7,717 neurons, 3.0·10⁷ synapses."""
+FULL_MICROCIRCUIT = ((0.1, 1.0, 1_000.0), (1.0, 1.0, 200.0))
+MICROCIRCUIT_PEERS = ("nest",)
+BYTES_PER_SYNAPSE = 100
+"""Peak memory per synapse of a microcircuit case, both simulators together (diffbrain's network, its edges
+drawn again for the export, the file, NEST's connections and the arrays it reads): a case that needs more
+than `available_memory` is skipped."""
+RATE_TOLERANCE = 0.15
+"""The population rates of NEST and diffbrain on the same microcircuit should agree within this relative
+deviation (the integration schemes differ; so do the Poisson draws)."""
 PEER_SCRIPT = Path(__file__).with_name("sim_peers.py")
 METRICS = (
     ("wall_time_per_bio_s", "s"),
@@ -134,26 +159,33 @@ def export(net: networks.EINetwork, V0: np.ndarray, path: str | os.PathLike) -> 
 
 @dataclasses.dataclass(frozen=True)
 class Measurement:
-    """One method's timings of one (n, duration) case: run times (s), compile time (s), rates (Hz)."""
+    """One method's timings of one (n, duration) case: run times (s), compile time (s), rates per population
+    (Hz; excitatory, inhibitory for COBA), the network's build time (s) where it is measured."""
 
     method: str
     n: int
     duration_ms: float
     runs: tuple[float, ...]
     compile_s: float
-    rates_hz: tuple[float, float]
+    rates_hz: tuple[float, ...]
     versions: str = ""
+    build_s: float | None = None
 
 
 def measure_diffbrain(
-    net: networks.EINetwork, key: PRNGKeyArray, durations_ms: Sequence[float], repeats: int
+    net: networks.EINetwork | networks.Network,
+    key: PRNGKeyArray,
+    durations_ms: Sequence[float],
+    repeats: int,
+    simulate: Callable = networks.simulate,
 ) -> list[Measurement]:
-    """Time `networks.simulate` of ``net`` from ``net.init_state(key)`` for each duration, side by side."""
-    results: dict[float, networks.EIResult] = {}
+    """Time ``simulate(net, duration, key, dt=DT_MS)`` (`networks.simulate` of the COBA network, or
+    `networks.simulate_network`) from ``net.init_state(key)`` for each duration, side by side."""
+    results: dict[float, networks.EIResult | networks.NetworkResult] = {}
 
     def run(duration):
         def call():
-            results[duration] = networks.simulate(net, duration, key, dt=DT_MS)
+            results[duration] = simulate(net, duration, key, dt=DT_MS)
             return results[duration].counts
 
         return call
@@ -181,13 +213,16 @@ def measure_peer(
     python: str,
     budget_s: float = BUDGET_S,
     timeout_s: float = PEER_TIMEOUT_S,
+    model: str = "coba",
 ) -> list[Measurement] | str:
-    """Run ``simulator`` on the exported network in a subprocess of ``python``; measurements or why not."""
+    """Run ``simulator`` on the exported network (``model`` ``"coba"``, `export`, or ``"microcircuit"``,
+    `export_microcircuit`) in a subprocess of ``python``; measurements or why not."""
     n = int(np.load(network_file)["V0"].size)
     with tempfile.TemporaryDirectory(prefix="diffbrain-sim-") as workdir:
         spec_path, out_path = Path(workdir) / "spec.json", Path(workdir) / "out.json"
         spec = dict(
             simulator=simulator,
+            model=model,
             network=str(network_file),
             params=params,
             durations_ms=list(durations_ms),
@@ -225,18 +260,33 @@ def measure_peer(
             float(run["compile_s"]),
             tuple(run["rates_hz"]),
             versions,
+            run.get("build_s"),
         )
         for run in out["runs"]
     ]
 
 
-def records_of(measurement: Measurement) -> list[Record]:
-    """The four metric records of a measurement (see the module docstring)."""
+def records_of(
+    measurement: Measurement,
+    case: str | None = None,
+    params: str | None = None,
+    populations: Sequence[str] = ("e", "i"),
+) -> list[Record]:
+    """The metric records of a measurement (see the module docstring): ``firing_rate_<population>`` per
+    entry of ``populations`` (in the order of ``measurement.rates_hz``), and ``build_time`` when it was
+    measured. ``case`` and ``params`` default to the COBA network's."""
     bio_s = measurement.duration_ms / 1000.0
     per_bio = np.asarray(measurement.runs) / bio_s
     q1, median, q3 = np.percentile(per_bio, [25, 50, 75])
-    fields = dict(repeats=len(measurement.runs), params=_params(measurement.n, measurement.duration_ms))
+    if params is None:
+        params = _params(measurement.n, measurement.duration_ms)
+    fields = dict(repeats=len(measurement.runs), params=params)
     rate_note = "mean over the population in the timed run"
+    if len(populations) != len(measurement.rates_hz):
+        raise ValueError(
+            f"`populations` names {len(populations)} rates, the measurement has {len(measurement.rates_hz)}."
+        )
+    names = {"e": "excitatory", "i": "inhibitory"}
     values = {
         "wall_time_per_bio_s": dict(
             value=median,
@@ -246,13 +296,23 @@ def records_of(measurement: Measurement) -> list[Record]:
             note="median wall time of the simulation loop per simulated second (compile excluded)",
         ),
         "compile_time": dict(value=measurement.compile_s, note=_COMPILE_NOTES.get(measurement.method, "")),
-        "firing_rate_e": dict(value=measurement.rates_hz[0], note=f"excitatory; {rate_note}"),
-        "firing_rate_i": dict(value=measurement.rates_hz[1], note=f"inhibitory; {rate_note}"),
     }
-    case = case_name(measurement.n, measurement.duration_ms)
+    if measurement.build_s is not None:
+        values["build_time"] = dict(value=measurement.build_s, note=_BUILD_NOTES.get(measurement.method, ""))
+    for name, rate in zip(populations, measurement.rates_hz, strict=True):
+        values[f"firing_rate_{name}"] = dict(value=rate, note=f"{names.get(name, name)}; {rate_note}")
+    case = case or case_name(measurement.n, measurement.duration_ms)
     records = []
-    for metric, unit in METRICS:
-        record = make_record(SUITE, case, measurement.method, metric, unit=unit, **fields, **values[metric])
+    for metric, fields_of_metric in values.items():
+        record = make_record(
+            SUITE,
+            case,
+            measurement.method,
+            metric,
+            unit="s" if "time" in metric else "Hz",
+            **fields,
+            **fields_of_metric,
+        )
         if measurement.versions:  # the peer's versions, as its own interpreter reported them
             record = dataclasses.replace(record, versions=f"{record.versions};{measurement.versions}")
         records.append(record)
@@ -266,6 +326,10 @@ _COMPILE_NOTES = {
     "brainpy": "first call minus a timed run (JAX compilation)",
     brainpy_peer.METHOD: "first call minus a timed run (JAX compilation)",
     "nest": "NEST compiles nothing",
+}
+_BUILD_NOTES = {
+    METHOD: "Microcircuit.build: drawing the synapses and grouping them by delay (Network.build)",
+    "nest": "Create, Connect (synapse by synapse from the exported file) and Prepare",
 }
 
 
@@ -287,7 +351,7 @@ def run_size(
 
     diffbrain is timed before and after the peers (``repeats`` runs each time; its records pool both), so
     that a change in the machine's load while the peers run hits it as well."""
-    python = peer_python or os.environ.get("DIFFBRAIN_PEER_PYTHON") or sys.executable
+    python = peer_python or _peer_python()
     key = jax.random.key(0)
     net = network(n, key)
     init_key = jax.random.key(1)
@@ -321,6 +385,186 @@ def run_size(
     return [record for measurement in ours for record in records_of(measurement)] + records
 
 
+# --- the Potjans–Diesmann microcircuit against NEST -------------------------------------------------------
+
+
+def microcircuit_case(scale: float, k_scale: float, duration_ms: float) -> str:
+    """``"microcircuit/scale=0.1/T=0.5s"`` (``/k_scale=0.25`` after the scale below 1)."""
+    k = f"/k_scale={k_scale:g}" if k_scale != 1.0 else ""
+    return f"microcircuit/scale={scale:g}{k}/T={duration_ms / 1000:g}s"
+
+
+def microcircuit_parameters(mc: networks.Microcircuit) -> dict[str, float]:
+    """The neuron and synapse parameters of ``mc`` for NEST's ``iaf_psc_exp`` (mV, ms, pF), with ``dt`` and
+    the background's seed."""
+    neuron = mc.neuron
+
+    def number(value) -> float:
+        return float(np.asarray(value))
+
+    return {
+        "C_m": number(neuron.C),
+        "tau_m": number(neuron.C / neuron.g_L),
+        "tau_syn": mc.tau_syn,
+        "E_L": number(neuron.V_rest),
+        "V_th": number(neuron.V_th),
+        "V_reset": number(neuron.V_reset),
+        "t_ref": number(neuron.t_ref),
+        "dt": DT_MS,
+        "seed": 1,
+    }
+
+
+def export_microcircuit(
+    mc: networks.Microcircuit, key: PRNGKeyArray, V0: Float[ArrayLike, " n"], path: str | os.PathLike
+) -> Path:
+    """Write the synapses that ``mc.build(key, DT_MS)`` simulates, for an exactly integrating peer, to an
+    ``.npz`` file that ``sim_peers.py`` reads.
+
+    Per receptor ``r`` (``exc``, ``inh``), one entry per synapse (multapses repeated): ``pre_r``, ``post_r``
+    (global indices), ``weight_r`` (pA: the PSC amplitude, i.e. diffbrain's step-averaged weight divided by
+    `Microcircuit.step_factor`; negative for ``inh``), ``delay_r`` (steps ≥ 1, rounded as `Network.build`
+    does). Per population: ``offsets`` ``[9]``, ``I_e`` (pA), ``bg_rate`` (Hz of Poisson input per neuron,
+    0 with ``background="dc"``); ``bg_weight`` (pA per background spike); ``V0`` (mV per neuron)."""
+    factor = mc.step_factor(DT_MS)
+    arrays = {}
+    for receptor, edges in mc.edges(key, DT_MS).items():
+        arrays[f"pre_{receptor}"] = edges.pre
+        arrays[f"post_{receptor}"] = edges.post
+        arrays[f"weight_{receptor}"] = (edges.weight / np.float32(factor)).astype(np.float32)
+        steps = np.maximum(1.0, np.rint(edges.delay.astype(np.float64) / DT_MS))
+        arrays[f"delay_{receptor}"] = steps.astype(np.int32)
+    bg_rate = mc.k_ext * mc.bg_rate if mc.background == "poisson" else np.zeros(8)
+    path = Path(path)
+    np.savez(
+        path,
+        **arrays,
+        V0=np.asarray(V0, np.float64),
+        offsets=mc.offsets,
+        I_e=np.asarray(mc.I_dc, np.float64),
+        bg_rate=np.asarray(bg_rate, np.float64),
+        bg_weight=mc.weight_ext,
+    )
+    return path
+
+
+def available_memory() -> int:
+    """Bytes of memory available to a new process (``MemAvailable`` of /proc/meminfo; elsewhere the free
+    physical pages)."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def rate_deviation(ours: Sequence[float], theirs: Sequence[float]) -> float:
+    """``max_p |theirs_p / ours_p − 1|`` over the populations (inf when one of ours is 0 and theirs not)."""
+    ours, theirs = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(ours == theirs, 1.0, theirs / ours)
+    return float(np.max(np.abs(ratio - 1.0)))
+
+
+def run_microcircuit(
+    scale: float,
+    k_scale: float,
+    duration_ms: float,
+    peers: Sequence[str],
+    repeats: int = REPEATS,
+    peer_python: str | None = None,
+    data: str | os.PathLike | None = None,
+    progress: Callable[[str], None] = lambda line: None,
+) -> list[Record]:
+    """diffbrain's `Microcircuit` at ``scale``/``k_scale`` for ``duration_ms`` against ``peers`` (NEST),
+    from the same synapses, initial potentials, DC and Poisson background rates; returns their records.
+
+    ``data`` is the ``conn-potjans-diesmann2014`` folder (default ``$DIFFBRAIN_DATA/<that folder>``). Every
+    method gets ``skipped`` records when the data are missing or the case needs more memory than is
+    available (`BYTES_PER_SYNAPSE`). diffbrain is timed before and after the peers, as in `run_size`; each
+    peer also gets a ``rate_deviation`` record (`rate_deviation` against diffbrain's rates, with
+    `RATE_TOLERANCE` in its note)."""
+    case = microcircuit_case(scale, k_scale, duration_ms)
+    settings = dict(scale=scale, k_scale=k_scale, duration_ms=duration_ms, dt_ms=DT_MS, background="poisson")
+    params = format_params(settings | dict(network_key=0, init_key=1))
+
+    def skip_all(reason: str) -> list[Record]:
+        return [
+            skipped(SUITE, case, method, "wall_time_per_bio_s", "s", reason, params=params)
+            for method in (METHOD, *peers)
+        ]
+
+    if data is None and "DIFFBRAIN_DATA" in os.environ:
+        data = Path(os.environ["DIFFBRAIN_DATA"]) / MICROCIRCUIT_DATA
+    if data is None or not Path(data).exists():
+        return skip_all(
+            f"the {MICROCIRCUIT_DATA} data folder is missing (pass `data` or set $DIFFBRAIN_DATA)"
+        )
+    mc = networks.Microcircuit.from_data(data, scale=scale, k_scale=k_scale)
+    needed, available = int(mc.synapses.sum()) * BYTES_PER_SYNAPSE, available_memory()
+    if needed > available:
+        return skip_all(
+            f"needs ~{needed / 2**30:.0f} GiB ({mc.synapses.sum():.3g} synapses × {BYTES_PER_SYNAPSE} bytes),"
+            f" {available / 2**30:.0f} GiB available"
+        )
+    progress(f"{case}: diffbrain")
+    key, init_key = jax.random.key(0), jax.random.key(1)
+    start = time.perf_counter()
+    net = jax.block_until_ready(mc.build(key, DT_MS))
+    build_s = time.perf_counter() - start
+    measure = functools.partial(
+        measure_diffbrain, net, init_key, (duration_ms,), repeats, networks.simulate_network
+    )
+    (ours,) = measure()
+    records = []
+    with tempfile.TemporaryDirectory(prefix="diffbrain-sim-mc-") as folder:
+        network_file = export_microcircuit(
+            mc, key, net.init_state(init_key).neurons.V, Path(folder) / "microcircuit.npz"
+        )
+        for simulator in peers:
+            progress(f"{case}: {simulator}")
+            found = measure_peer(
+                simulator,
+                network_file,
+                microcircuit_parameters(mc),
+                (duration_ms,),
+                repeats,
+                peer_python or _peer_python(),
+                model="microcircuit",
+            )
+            if isinstance(found, str):
+                records.append(
+                    skipped(SUITE, case, simulator, "wall_time_per_bio_s", "s", found, params=params)
+                )
+                continue
+            (theirs,) = found
+            records += records_of(theirs, case, params, mc.names)
+            deviation = rate_deviation(ours.rates_hz, theirs.rates_hz)
+            pairs = zip(mc.names, ours.rates_hz, theirs.rates_hz, strict=True)
+            ratios = ", ".join(f"{name} {b:.2f}/{a:.2f} Hz" for name, a, b in pairs)
+            verdict = "within" if deviation <= RATE_TOLERANCE else "OUTSIDE"
+            note = (
+                f"max |rate/diffbrain's − 1|, {verdict} the tolerance {RATE_TOLERANCE:g}; "
+                f"NEST/diffbrain per population: {ratios}"
+            )
+            records.append(
+                make_record(SUITE, case, simulator, "rate_deviation", deviation, "", params=params, note=note)
+            )
+    if peers:
+        progress(f"{case}: diffbrain again")
+        (after,) = measure()
+        ours = dataclasses.replace(ours, runs=ours.runs + after.runs)
+    ours = dataclasses.replace(ours, build_s=build_s)
+    return records_of(ours, case, params, mc.names) + records
+
+
+def _peer_python() -> str:
+    return os.environ.get("DIFFBRAIN_PEER_PYTHON") or sys.executable
+
+
 def run(
     quick: bool = False,
     full: bool = False,
@@ -329,15 +573,20 @@ def run(
     peer_python: str | None = None,
     **grid,
 ) -> list[Record]:
-    """The sim suite: COBA at `N` for each duration against every peer, then the scaling sizes.
+    """The sim suite: COBA at `N` for each duration against every peer, then the scaling sizes, then the
+    microcircuit against NEST (`run_microcircuit`).
 
     Args:
-        quick: the `QUICK` grid (short runs, two peers, diffbrain only beyond 4,000 neurons).
-        full: the scaling curve up to 400,000 neurons (`FULL_SCALING`).
+        quick: the `QUICK` grid (short runs, two peers, diffbrain only beyond 4,000 neurons, a small
+            microcircuit).
+        full: the scaling curve up to 400,000 neurons (`FULL_SCALING`) and the full-scale microcircuit
+            (`FULL_MICROCIRCUIT`; skipped records when it does not fit in memory).
         repeats: timed runs per case (default `REPEATS`, quick 2).
         progress: called with a line before each simulator runs.
         peer_python: the interpreter that has the peers (default ``$DIFFBRAIN_PEER_PYTHON``, else this one).
-        grid: overrides of ``durations_ms``, ``scaling``, ``peers``, ``scaling_peers``.
+        grid: overrides of ``durations_ms``, ``scaling``, ``peers``, ``scaling_peers``, ``microcircuit``
+            ((scale, k_scale, duration ms) cases), ``microcircuit_peers``, ``data`` (the
+            ``conn-potjans-diesmann2014`` folder).
 
     Returns:
         All records (skipped ones say why).
@@ -348,29 +597,52 @@ def run(
         peers=PEERS,
         scaling_peers=SCALING_PEERS,
         repeats=REPEATS,
+        microcircuit=FULL_MICROCIRCUIT if full else MICROCIRCUIT,
+        microcircuit_peers=MICROCIRCUIT_PEERS,
+        data=None,
     )
     settings |= QUICK if quick else {}
     settings |= {key: value for key, value in grid.items() if value is not None}
     if repeats is not None:
         settings["repeats"] = repeats
-    unknown = set(settings) - {"durations_ms", "scaling", "peers", "scaling_peers", "repeats"}
+    known = {
+        "durations_ms",
+        "scaling",
+        "peers",
+        "scaling_peers",
+        "repeats",
+        "microcircuit",
+        "microcircuit_peers",
+        "data",
+    }
+    unknown = set(settings) - known
     if unknown:
         raise ValueError(f"unknown sim grid settings {sorted(unknown)}.")
     common = dict(repeats=settings["repeats"], peer_python=peer_python, progress=progress)
     records = run_size(N, settings["durations_ms"], settings["peers"], **common)
     for n, duration in settings["scaling"].items():
         records += run_size(n, (duration,), settings["scaling_peers"], **common)
+    for scale, k_scale, duration in settings["microcircuit"]:
+        records += run_microcircuit(
+            scale, k_scale, duration, settings["microcircuit_peers"], data=settings["data"], **common
+        )
     return records
 
 
 def summary(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per case and method: wall s per biological second, compile s, rates (Hz), and the time over
-    diffbrain's (×; > 1: diffbrain faster)."""
+    """Per case and method: wall s per biological second, compile s, COBA's rates (Hz), the microcircuit's
+    build s and rate deviation from diffbrain's (when the frame has them), and the time over diffbrain's
+    (×; > 1: diffbrain faster)."""
     ok = frame[frame.status == "ok"]
     table = ok.pivot_table(index=["case", "method"], columns="metric", values="value", aggfunc="last")
-    table = table.reindex(columns=[metric for metric, _ in METRICS])
+    extra = [(metric, label) for metric, label in _SUMMARY_EXTRA if metric in table.columns]
+    table = table.reindex(columns=[metric for metric, _ in METRICS] + [metric for metric, _ in extra])
     wall = table["wall_time_per_bio_s"]
     ours = wall.xs(METHOD, level="method").reindex(wall.index.get_level_values("case")).to_numpy()
     table["time over diffbrain's"] = wall.to_numpy() / ours
-    table.columns = ["wall s/bio-s", "compile s", "E Hz", "I Hz", "time over diffbrain's"]
+    labels = ["wall s/bio-s", "compile s", "E Hz", "I Hz", *(label for _, label in extra)]
+    table.columns = [*labels, "time over diffbrain's"]
     return table
+
+
+_SUMMARY_EXTRA = (("build_time", "build s"), ("rate_deviation", "rate deviation"))

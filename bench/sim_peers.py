@@ -12,6 +12,8 @@ synapse. ``OUT.json`` receives::
     {"status": "ok", "versions": {...}, "runs": [
         {"duration_ms": 1000.0, "compile_s": 12.3, "run_s": [0.91, 0.93, 0.92], "rates_hz": [16.1, 16.4]}]}
 
+(``"build_s"`` too for the microcircuit: a spec with ``"model": "microcircuit"`` names a network file
+written by `sim.export_microcircuit` and gets one rate per population, see `nest_microcircuit`),
 or ``{"status": "skipped", "reason": "..."}`` when the peer is not installed here (never a made-up
 number). Per duration: one warm-up run that also compiles (its cost minus a timed run's is ``compile_s``;
 Brian2 cpp_standalone reports its C++ build instead; NEST, which compiles nothing, has none), then up to
@@ -75,13 +77,12 @@ def _import(simulator: str):
 
 def _timed_runs(simulate, duration_ms: float, repeats: int, budget_s: float, warmup: bool = True):
     """Warm-up run (unless ``warmup`` is False), then timed runs;
-    ``simulate(duration_ms) -> (seconds, counts_e, counts_i)``."""
+    ``simulate(duration_ms) -> (seconds, *spike counts per population)``."""
     warm_s = simulate(duration_ms)[0] if warmup else 0.0
     runs, counts = [], None
     while len(runs) < repeats and (not runs or sum(runs) < budget_s):
-        seconds, n_e, n_i = simulate(duration_ms)
+        seconds, *counts = simulate(duration_ms)
         runs.append(seconds)
-        counts = (n_e, n_i)
     return warm_s, runs, counts
 
 
@@ -429,6 +430,86 @@ def nest_run(spec, net):
     return results
 
 
+def nest_microcircuit(spec, net):
+    """The Potjans–Diesmann microcircuit in NEST (one thread): `iaf_psc_exp` (exact integration), the
+    synapses one to one (``pre_exc``/``post_exc``/``weight_exc`` pA/``delay_exc`` steps, the same for
+    ``inh``; multapses kept), one `poisson_generator` per population (an independent train for every
+    target, ``bg_rate`` Hz × ``bg_weight`` pA, delay dt), ``I_e`` and ``V0`` per neuron. ``build_s`` is the
+    creation, the connection and NEST's `Prepare` (which sorts the connections); the timed runs are
+    `nest.Run` calls continuing the network."""
+    with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+        nest = _import("nest")
+    p = spec["params"]
+    dt, offsets = p["dt"], np.asarray(net["offsets"], np.int64)
+    n = int(offsets[-1])
+    nest.verbosity = nest.VerbosityLevel.ERROR
+    nest.ResetKernel()
+    nest.SetKernelStatus(
+        {"resolution": dt, "local_num_threads": 1, "print_time": False, "rng_seed": int(p["seed"])}
+    )
+    start = time.perf_counter()
+    neurons = nest.Create(
+        "iaf_psc_exp",
+        n,
+        params={
+            "C_m": p["C_m"],
+            "tau_m": p["tau_m"],
+            "tau_syn_ex": p["tau_syn"],
+            "tau_syn_in": p["tau_syn"],
+            "E_L": p["E_L"],
+            "V_th": p["V_th"],
+            "V_reset": p["V_reset"],
+            "t_ref": p["t_ref"],
+        },
+    )
+    neurons.V_m = net["V0"].astype(float)
+    neurons.I_e = np.repeat(net["I_e"].astype(float), np.diff(offsets))
+    first = neurons[0].global_id
+    for receptor in ("exc", "inh"):
+        nest.Connect(
+            net[f"pre_{receptor}"].astype(np.int64) + first,
+            net[f"post_{receptor}"].astype(np.int64) + first,
+            "one_to_one",
+            {
+                "synapse_model": "static_synapse",
+                "weight": net[f"weight_{receptor}"].astype(float),
+                "delay": net[f"delay_{receptor}"].astype(float) * dt,
+            },
+        )
+        del net[f"pre_{receptor}"], net[f"post_{receptor}"], net[f"weight_{receptor}"]
+    for index, rate in enumerate(net["bg_rate"]):
+        if rate > 0:
+            generator = nest.Create("poisson_generator", params={"rate": float(rate)})
+            nest.Connect(
+                generator,
+                neurons[int(offsets[index]) : int(offsets[index + 1])],
+                "all_to_all",
+                {"weight": float(net["bg_weight"]), "delay": dt},
+            )
+    recorder = nest.Create("spike_recorder")
+    nest.Connect(neurons, recorder)
+    nest.Prepare()
+    build_s = time.perf_counter() - start
+    seen = np.zeros(offsets.size - 1, np.int64)  # a recorder cannot be reset between `Run` calls
+
+    def simulate(duration_ms):
+        nonlocal seen
+        start = time.perf_counter()
+        nest.Run(duration_ms)
+        seconds = time.perf_counter() - start
+        senders = np.asarray(recorder.events["senders"], np.int64) - first
+        total = np.bincount(np.searchsorted(offsets, senders, side="right") - 1, minlength=offsets.size - 1)
+        counts, seen = total - seen, total
+        return seconds, *(int(count) for count in counts)
+
+    results = []
+    for duration in spec["durations_ms"]:
+        _, runs, counts = _timed_runs(simulate, duration, spec["repeats"], spec["budget_s"], warmup=False)
+        results.append(_record(duration, 0.0, runs, counts, np.diff(offsets)) | {"build_s": build_s})
+    nest.Cleanup()
+    return results
+
+
 RUNNERS = {
     "brian2.runtime": brian2_runtime,
     "brian2.cpp_standalone": brian2_cpp_standalone,
@@ -436,16 +517,21 @@ RUNNERS = {
     "brainpy.state": brainpy_state,
     "nest": nest_run,
 }
+MICROCIRCUIT_RUNNERS = {"nest": nest_microcircuit}
+"""The simulators of the ``"model": "microcircuit"`` specs (the default model is ``"coba"``)."""
 
 
 def main(spec_path: str, out_path: str) -> None:
     with open(spec_path) as file:
         spec = json.load(file)
     simulator = spec["simulator"]
+    runners = MICROCIRCUIT_RUNNERS if spec.get("model", "coba") == "microcircuit" else RUNNERS
     try:
+        if simulator not in runners:
+            raise Skip(f"{simulator} has no {spec.get('model', 'coba')} runner in sim_peers.py")
         with np.load(spec["network"]) as data:
             net = {key: data[key] for key in data.files}
-        out = {"status": "ok", "versions": versions(simulator), "runs": RUNNERS[simulator](spec, net)}
+        out = {"status": "ok", "versions": versions(simulator), "runs": runners[simulator](spec, net)}
     except Skip as reason:
         out = {"status": "skipped", "reason": str(reason), "versions": versions(simulator)}
     except Exception as error:  # a peer that fails is reported with its error, not fatal to the suite

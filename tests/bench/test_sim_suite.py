@@ -107,3 +107,109 @@ def test_brian2_agrees_with_diffbrain_on_the_same_network():
     )
     rate = frame[frame.metric == "firing_rate_e"].set_index("method").value
     assert rate["diffbrain"] == pytest.approx(rate["brian2.runtime"], rel=0.15)
+
+
+# --- the microcircuit against NEST ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mc_folder(shared_data):
+    return shared_data / sim.MICROCIRCUIT_DATA
+
+
+def _merged(keys: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct keys, sorted, and the summed weight of each."""
+    unique, inverse = np.unique(keys, return_inverse=True)
+    return unique, np.bincount(inverse, weights=weights)
+
+
+def test_export_microcircuit_is_the_network_diffbrain_simulates(mc_folder, tmp_path):
+    """Every synapse (pre, post, delay step, weight), DC, background and initial potential in the file is
+    the built `Network`'s: the exported PSC amplitudes × `step_factor`, merged per (delay, pre, post) as
+    `Network.build` merges multapses, equal the network's CSR entries."""
+    mc = sim.networks.Microcircuit.from_data(mc_folder, scale=0.005, k_scale=0.1)
+    net = mc.build(jax.random.key(0), sim.DT_MS)
+    V0 = np.asarray(net.init_state(jax.random.key(1)).neurons.V)
+    data = np.load(sim.export_microcircuit(mc, jax.random.key(0), V0, tmp_path / "mc.npz"))
+    n, factor = mc.n, mc.step_factor(sim.DT_MS)
+    for receptor in ("exc", "inh"):
+        edges = mc.edges(jax.random.key(0), sim.DT_MS)[receptor]
+        np.testing.assert_array_equal(data[f"pre_{receptor}"], edges.pre)
+        np.testing.assert_array_equal(data[f"post_{receptor}"], edges.post)
+        assert data[f"delay_{receptor}"].min() >= 1
+        sign = 1.0 if receptor == "exc" else -1.0
+        assert np.all(sign * data[f"weight_{receptor}"] > 0)
+        lag, pre, post = (data[f"{field}_{receptor}"].astype(np.int64) for field in ("delay", "pre", "post"))
+        exported = _merged((lag * n + pre) * n + post, data[f"weight_{receptor}"] * factor)
+        projection = net.projections[receptor]
+        rows = np.diff(np.asarray(projection.W.indptr))
+        source = np.repeat(np.asarray(projection.source, np.int64), rows)
+        row_lag = np.repeat(np.asarray(projection.lag, np.int64), rows)
+        built = _merged(
+            (row_lag * n + source) * n + np.asarray(projection.W.indices), np.asarray(projection.W.data)
+        )
+        np.testing.assert_array_equal(exported[0], built[0])
+        np.testing.assert_allclose(exported[1], built[1], rtol=1e-5)
+    np.testing.assert_array_equal(data["offsets"], mc.offsets)
+    np.testing.assert_allclose(np.repeat(data["I_e"], mc.sizes), np.asarray(net.I_ext), rtol=1e-6)
+    (drive,) = net.drives
+    rate_hz = np.asarray(drive.mean) / sim.DT_MS * 1000.0
+    np.testing.assert_allclose(np.repeat(data["bg_rate"], mc.sizes), rate_hz, rtol=1e-5)
+    np.testing.assert_allclose(data["bg_weight"] * factor, np.asarray(drive.weight), rtol=1e-6)
+    np.testing.assert_array_equal(data["V0"], V0)
+    params = sim.microcircuit_parameters(mc)
+    assert params["tau_m"] == pytest.approx(10.0) and params["C_m"] == 250.0 and params["tau_syn"] == 0.5
+
+
+def test_microcircuit_without_nest_is_a_skipped_record(mc_folder):
+    found = sim.run_microcircuit(
+        0.005, 0.1, 20.0, ("nest",), repeats=1, peer_python=sys.executable, data=mc_folder
+    )
+    frame = records.to_frame(found)
+    ours = frame[frame.method == "diffbrain"].set_index("metric")
+    assert list(ours.status.unique()) == ["ok"]
+    assert {f"firing_rate_{name}" for name in sim.networks.microcircuit.POPULATIONS} < set(ours.index)
+    assert ours.loc["wall_time_per_bio_s", "repeats"] == 2  # before and after the peer
+    assert ours.loc["build_time", "value"] > 0
+    assert ours.loc["wall_time_per_bio_s", "case"] == "microcircuit/scale=0.005/k_scale=0.1/T=0.02s"
+    peer = frame[frame.method == "nest"]
+    assert list(peer.status) == ["skipped"] and "nest is not installed" in peer.note.iloc[0]
+
+
+def test_microcircuit_without_data_or_memory_is_skipped(mc_folder, tmp_path, monkeypatch):
+    found = sim.run_microcircuit(0.1, 1.0, 100.0, ("nest",), data=tmp_path / "absent")
+    assert [(r.method, r.status) for r in found] == [("diffbrain", "skipped"), ("nest", "skipped")]
+    assert "data folder is missing" in found[0].note
+    monkeypatch.setattr(sim, "available_memory", lambda: 2**30)
+    (ours,) = sim.run_microcircuit(1.0, 1.0, 100.0, (), data=mc_folder)
+    assert ours.status == "skipped" and "GiB available" in ours.note and "2.99e+08 synapses" in ours.note
+
+
+def test_a_peer_without_a_microcircuit_runner_is_skipped(tmp_path):
+    np.savez(tmp_path / "net.npz", V0=np.zeros(3))
+    reason = sim.measure_peer(
+        "brainpy", tmp_path / "net.npz", {}, (10.0,), 1, sys.executable, model="microcircuit"
+    )
+    assert reason == "brainpy has no microcircuit runner in sim_peers.py"
+
+
+def test_rate_deviation_and_the_microcircuit_summary():
+    assert sim.rate_deviation([10.0, 2.0, 0.0], [9.0, 2.5, 0.0]) == pytest.approx(0.25)
+    assert sim.rate_deviation([0.0], [1.0]) == math.inf
+    names = ("a", "b")
+    case = sim.microcircuit_case(0.1, 1.0, 500.0)
+    assert case == "microcircuit/scale=0.1/T=0.5s"
+    made = [
+        sim.Measurement("diffbrain", 10, 500.0, (2.0,), 3.0, (4.0, 8.0), build_s=5.0),
+        sim.Measurement("nest", 10, 500.0, (6.0,), 0.0, (5.0, 8.0), build_s=7.0),
+    ]
+    found = [r for m in made for r in sim.records_of(m, case, "scale=0.1", names)]
+    found.append(records.make_record(sim.SUITE, case, "nest", "rate_deviation", 0.25, ""))
+    table = sim.summary(records.to_frame(found))
+    row = table.loc[(case, "nest")]
+    assert (row["wall s/bio-s"], row["build s"], row["rate deviation"]) == (12.0, 7.0, 0.25)
+    assert row["time over diffbrain's"] == pytest.approx(3.0)
+    rates = {r.metric: r.value for r in found if r.method == "nest" and r.metric.startswith("firing")}
+    assert rates == {"firing_rate_a": 5.0, "firing_rate_b": 8.0}
+    with pytest.raises(ValueError, match="`populations`"):
+        sim.records_of(made[0], case, "scale=0.1", ("a",))
