@@ -12,7 +12,7 @@ import pytest
 from diffbrain import zoo
 from diffbrain.zoo import networks, surrogate
 from diffbrain.zoo.networks import Background, Edges, Network, Pulse, delays
-from diffbrain.zoo.networks.network import _poisson_terms, _PoissonDrive, _seed
+from diffbrain.zoo.networks.network import _lowbias32, _poisson_terms, _PoissonDrive, _seed, _uniforms
 
 DT = 0.1
 
@@ -266,6 +266,27 @@ def test_poisson_background_statistics():
         z = (counts - counts.mean()) / counts.std()
         for lagged in ((z[:, 1:], z[:, :-1]), (z[1:], z[:-1])):
             assert abs(np.mean(lagged[0] * lagged[1])) < 5 / np.sqrt(size)
+
+
+def test_background_steps_are_not_shifted_copies_of_each_other():
+    # Each step's numbers hash (neuron · φ + h_step). Two steps whose h differ by k·φ (|k| < n) would give
+    # the same numbers shifted by k neurons unless a second word of the step is mixed in; find such a pair
+    # among 20,000 steps (there are tens at n = 50,000) and check the draws differ.
+    n, phi = 50_000, 0x9E3779B9
+    seed = _seed(jax.random.key(0))
+    steps = np.arange(20_000, dtype=np.uint32)
+    step_hash = _lowbias32(_lowbias32(jnp.asarray(steps) ^ seed[0]) + seed[1])
+    shift = np.asarray(step_hash, np.uint64) * pow(phi, -1, 2**32) % 2**32  # h / φ mod 2³²
+    order = np.argsort(shift)
+    gaps = np.diff(shift[order].astype(np.int64))
+    (close,) = np.nonzero(gaps < n)
+    assert close.size > 0
+    a, b = steps[order[close[0]]], steps[order[close[0] + 1]]
+    k = int(gaps[close[0]])
+    draws_a = np.asarray(_uniforms(seed, jnp.uint32(a), 0, n))
+    draws_b = np.asarray(_uniforms(seed, jnp.uint32(b), 0, n))
+    # b's neuron i would repeat a's neuron i + k
+    assert np.mean(draws_b[: n - k] == draws_a[k:]) < 0.01
 
 
 def test_pulse_drives_only_its_neurons_within_its_window():

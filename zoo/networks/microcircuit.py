@@ -15,6 +15,7 @@ from jaxtyping import Float, Int, PRNGKeyArray
 from ...ops.csr import _rng
 from ..neurons.lif import LIF
 from ..synapses.expon import Expon
+from ._random import truncated_normal
 from .network import Background, Edges, Network
 
 POPULATIONS = ("L23e", "L23i", "L4e", "L4i", "L5e", "L5i", "L6e", "L6i")
@@ -117,18 +118,6 @@ def _load(source: str | os.PathLike | Mapping) -> Mapping:
                 f"`{key}` must be 8 finite non-negative numbers, one per population, got {values!r}."
             )
     return params
-
-
-def _truncated_normal(rng: np.random.Generator, mean: float, std: float, low: float, out: np.ndarray) -> None:
-    """Fill ``out`` (float32) with Normal(mean, std) samples, each redrawn until it exceeds ``low`` (NEST's
-    ``redraw``)."""
-    rng.standard_normal(dtype=np.float32, out=out)
-    out *= std
-    out += mean
-    bad = np.flatnonzero(out <= low)
-    while bad.size:
-        out[bad] = mean + std * rng.standard_normal(bad.size, dtype=np.float32)
-        bad = bad[out[bad] <= low]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -345,9 +334,9 @@ class Microcircuit:
                 edges.pre[part] = rng.integers(offsets[source], offsets[source + 1], count, np.int32)
                 edges.post[part] = rng.integers(offsets[target], offsets[target + 1], count, np.int32)
                 w, d = self.weight[target, source] * factor, self.delay[target, source]
-                _truncated_normal(rng, abs(w), abs(w) * self.weight_rel_std, 0.0, edges.weight[part])
+                truncated_normal(rng, abs(w), abs(w) * self.weight_rel_std, 0.0, edges.weight[part])
                 np.copysign(edges.weight[part], w, out=edges.weight[part])
-                _truncated_normal(rng, d, d * self.delay_rel_std, dt, edges.delay[part])
+                truncated_normal(rng, d, d * self.delay_rel_std, dt, edges.delay[part])
             result[receptor] = edges
         return result
 

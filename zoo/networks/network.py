@@ -214,6 +214,10 @@ def _uniforms(seed: Array, step: Array, stream: int, n: int) -> Float[Array, " n
     """
     h = _lowbias32(_lowbias32(step.astype(jnp.uint32) ^ seed[0]) + seed[1] + jnp.uint32(stream))
     x = _lowbias32(jnp.arange(n, dtype=jnp.uint32) * jnp.uint32(0x9E3779B9) + h)
+    # A second, independent word of (seed, stream, step) mixed in non-linearly: with ``x`` alone, two steps
+    # whose ``h`` differ by k·0x9E3779B9 (|k| < n; thousands of pairs in 10⁴ steps of 77k neurons) would
+    # draw the same numbers, shifted by k neurons.
+    x = _lowbias32(x ^ _lowbias32(h + jnp.uint32(0x2545F491)))
     return (x >> 8).astype(jnp.float32) * (1.0 / (1 << 24))
 
 
