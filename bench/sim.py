@@ -80,7 +80,7 @@ QUICK = {
     "peers": ("brian2.runtime", brainpy_peer.METHOD),
     "scaling_peers": (),
     "repeats": 2,
-    "microcircuit": ((0.04, 0.25, 200.0),),
+    "microcircuit": ((0.04, 0.25, 400.0),),
 }
 """A grid for smoke tests: 33 s on the loaded 2-core machine with Brian2's Cython cache warm (+~50 s cold),
 plus the microcircuit of the zoo's tests (scale 0.04, k_scale 0.25: 3·10⁶ synapses) against NEST."""
@@ -89,10 +89,14 @@ MICROCIRCUIT = ((0.1, 1.0, 1_000.0),)
 """Microcircuit cases: (scale, k_scale, biological time in ms); 0.1 is 7,717 neurons, 3.0·10⁷ synapses."""
 FULL_MICROCIRCUIT = ((0.1, 1.0, 1_000.0), (1.0, 1.0, 200.0))
 MICROCIRCUIT_PEERS = ("nest",)
-BYTES_PER_SYNAPSE = 100
+BYTES_PER_SYNAPSE = 140
 """Peak memory per synapse of a microcircuit case, both simulators together (diffbrain's network, its edges
-drawn again for the export, the file, NEST's connections and the arrays it reads): a case that needs more
-than `available_memory` is skipped."""
+drawn again for the export, NEST's connections and the arrays it reads); measured at scale 0.1 (3.0·10⁷
+synapses): 1.7 GiB in diffbrain's process and 2.4 GiB in NEST's, ~140 bytes per synapse. A case that needs
+more than `available_memory` is skipped (full scale, 3.0·10⁸ synapses, needs ~39 GiB)."""
+RATES_FROM_MS = 200.0
+"""The microcircuit's rates are counted from this time on: the start transient (initial potentials uniform
+between reset and threshold) is left out, as in Potjans & Diesmann (2014)."""
 RATE_TOLERANCE = 0.15
 """The population rates of NEST and diffbrain on the same microcircuit should agree within this relative
 deviation (the integration schemes differ; so do the Poisson draws)."""
@@ -178,9 +182,11 @@ def measure_diffbrain(
     durations_ms: Sequence[float],
     repeats: int,
     simulate: Callable = networks.simulate,
+    rates_from_ms: float = 0.0,
 ) -> list[Measurement]:
     """Time ``simulate(net, duration, key, dt=DT_MS)`` (`networks.simulate` of the COBA network, or
-    `networks.simulate_network`) from ``net.init_state(key)`` for each duration, side by side."""
+    `networks.simulate_network`) from ``net.init_state(key)`` for each duration, side by side; the rates
+    count the spikes from ``rates_from_ms`` on."""
     results: dict[float, networks.EIResult | networks.NetworkResult] = {}
 
     def run(duration):
@@ -198,10 +204,19 @@ def measure_diffbrain(
             duration,
             timings[str(duration)].runs,
             timings[str(duration)].compile,
-            tuple(float(rate) for rate in results[duration].rates()),
+            _rates(results[duration].counts, results[duration].sizes, duration, rates_from_ms),
         )
         for duration in durations_ms
     ]
+
+
+def _rates(counts, sizes, duration_ms: float, from_ms: float) -> tuple[float, ...]:
+    """Hz per population from spike counts ``[steps, populations]``, over the steps from ``from_ms`` on."""
+    if not 0 <= from_ms < duration_ms:
+        raise ValueError(f"`rates_from_ms` must lie in [0, {duration_ms:g}) ms, got {from_ms!r}.")
+    counts = np.asarray(counts)[round(from_ms / DT_MS) :]
+    rates = counts.sum(axis=0) / np.asarray(sizes) / ((duration_ms - from_ms) / 1000.0)
+    return tuple(float(rate) for rate in rates)
 
 
 def measure_peer(
@@ -271,17 +286,21 @@ def records_of(
     case: str | None = None,
     params: str | None = None,
     populations: Sequence[str] = ("e", "i"),
+    rates_from_ms: float = 0.0,
 ) -> list[Record]:
     """The metric records of a measurement (see the module docstring): ``firing_rate_<population>`` per
     entry of ``populations`` (in the order of ``measurement.rates_hz``), and ``build_time`` when it was
-    measured. ``case`` and ``params`` default to the COBA network's."""
+    measured (rates counted from ``rates_from_ms`` on). ``case`` and ``params`` default to the COBA
+    network's."""
     bio_s = measurement.duration_ms / 1000.0
     per_bio = np.asarray(measurement.runs) / bio_s
     q1, median, q3 = np.percentile(per_bio, [25, 50, 75])
     if params is None:
         params = _params(measurement.n, measurement.duration_ms)
     fields = dict(repeats=len(measurement.runs), params=params)
-    rate_note = "mean over the population in the timed run"
+    rate_note = "mean over the population in the timed run" + (
+        f" from {rates_from_ms:g} ms on" if rates_from_ms else ""
+    )
     if len(populations) != len(measurement.rates_hz):
         raise ValueError(
             f"`populations` names {len(populations)} rates, the measurement has {len(measurement.rates_hz)}."
@@ -412,6 +431,7 @@ def microcircuit_parameters(mc: networks.Microcircuit) -> dict[str, float]:
         "t_ref": number(neuron.t_ref),
         "dt": DT_MS,
         "seed": 1,
+        "rates_from_ms": RATES_FROM_MS,
     }
 
 
@@ -487,6 +507,11 @@ def run_microcircuit(
     available (`BYTES_PER_SYNAPSE`). diffbrain is timed before and after the peers, as in `run_size`; each
     peer also gets a ``rate_deviation`` record (`rate_deviation` against diffbrain's rates, with
     `RATE_TOLERANCE` in its note)."""
+    if not duration_ms > RATES_FROM_MS:
+        raise ValueError(
+            f"`duration_ms` must exceed RATES_FROM_MS = {RATES_FROM_MS:g} ms (the start transient that the "
+            f"rates leave out), got {duration_ms!r}."
+        )
     case = microcircuit_case(scale, k_scale, duration_ms)
     settings = dict(scale=scale, k_scale=k_scale, duration_ms=duration_ms, dt_ms=DT_MS, background="poisson")
     params = format_params(settings | dict(network_key=0, init_key=1))
@@ -516,7 +541,7 @@ def run_microcircuit(
     net = jax.block_until_ready(mc.build(key, DT_MS))
     build_s = time.perf_counter() - start
     measure = functools.partial(
-        measure_diffbrain, net, init_key, (duration_ms,), repeats, networks.simulate_network
+        measure_diffbrain, net, init_key, (duration_ms,), repeats, networks.simulate_network, RATES_FROM_MS
     )
     (ours,) = measure()
     records = []
@@ -541,7 +566,7 @@ def run_microcircuit(
                 )
                 continue
             (theirs,) = found
-            records += records_of(theirs, case, params, mc.names)
+            records += records_of(theirs, case, params, mc.names, RATES_FROM_MS)
             deviation = rate_deviation(ours.rates_hz, theirs.rates_hz)
             pairs = zip(mc.names, ours.rates_hz, theirs.rates_hz, strict=True)
             ratios = ", ".join(f"{name} {b:.2f}/{a:.2f} Hz" for name, a, b in pairs)
@@ -558,7 +583,7 @@ def run_microcircuit(
         (after,) = measure()
         ours = dataclasses.replace(ours, runs=ours.runs + after.runs)
     ours = dataclasses.replace(ours, build_s=build_s)
-    return records_of(ours, case, params, mc.names) + records
+    return records_of(ours, case, params, mc.names, RATES_FROM_MS) + records
 
 
 def _peer_python() -> str:

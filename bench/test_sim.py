@@ -3,12 +3,16 @@
 Each test times diffbrain's COBA network (`networks.simulate`) for one (N, biological time) case with the
 ``benchmark`` fixture, then runs the case side by side with the peer simulators (`sim.run_size`; peers in
 ``$DIFFBRAIN_PEER_PYTHON``, skipped when absent) and puts each simulator's wall time per biological second,
-compile time and firing rates into ``benchmark.extra_info``.
+compile time and firing rates into ``benchmark.extra_info``. ``test_microcircuit`` does the same for the
+Potjans–Diesmann microcircuit (`sim.MICROCIRCUIT`) against NEST (`sim.run_microcircuit`; the data from
+``$DIFFBRAIN_DATA``, skipped when unset).
 """
 
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 
 import jax
 import pytest
@@ -36,6 +40,33 @@ def test_sim(benchmark, n: int, duration_ms: float):
     benchmark.extra_info["wall_time_per_bio_s"] = benchmark.stats.stats.median / (duration_ms / 1000.0)
     peers = sim.PEERS if n == sim.N else sim.SCALING_PEERS
     for record in sim.run_size(n, (duration_ms,), peers, repeats=2):
+        if record.status == "ok":
+            benchmark.extra_info[f"{record.metric} {record.method}"] = record.value
+    assert math.isfinite(benchmark.extra_info["wall_time_per_bio_s"])
+
+
+@pytest.mark.parametrize(("scale", "k_scale", "duration_ms"), sim.MICROCIRCUIT)
+def test_microcircuit(benchmark, scale: float, k_scale: float, duration_ms: float):
+    root = os.environ.get("DIFFBRAIN_DATA")
+    if root is None:
+        pytest.skip(f"set $DIFFBRAIN_DATA to the folder that holds {sim.MICROCIRCUIT_DATA}")
+    data = Path(root) / sim.MICROCIRCUIT_DATA
+    net = networks.Microcircuit.from_data(data, scale=scale, k_scale=k_scale).build(
+        jax.random.key(0), sim.DT_MS
+    )
+    key = jax.random.key(1)
+
+    def run():
+        return jax.block_until_ready(net.simulate(duration_ms, key).counts)
+
+    run()  # compile outside the timed rounds
+    benchmark.pedantic(run, rounds=ROUNDS, warmup_rounds=0)
+
+    if benchmark.disabled:
+        return
+    benchmark.extra_info["wall_time_per_bio_s"] = benchmark.stats.stats.median / (duration_ms / 1000.0)
+    found = sim.run_microcircuit(scale, k_scale, duration_ms, sim.MICROCIRCUIT_PEERS, repeats=2, data=data)
+    for record in found:
         if record.status == "ok":
             benchmark.extra_info[f"{record.metric} {record.method}"] = record.value
     assert math.isfinite(benchmark.extra_info["wall_time_per_bio_s"])

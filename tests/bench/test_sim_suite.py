@@ -163,7 +163,7 @@ def test_export_microcircuit_is_the_network_diffbrain_simulates(mc_folder, tmp_p
 
 def test_microcircuit_without_nest_is_a_skipped_record(mc_folder):
     found = sim.run_microcircuit(
-        0.005, 0.1, 20.0, ("nest",), repeats=1, peer_python=sys.executable, data=mc_folder
+        0.005, 0.1, 250.0, ("nest",), repeats=1, peer_python=sys.executable, data=mc_folder
     )
     frame = records.to_frame(found)
     ours = frame[frame.method == "diffbrain"].set_index("metric")
@@ -171,17 +171,20 @@ def test_microcircuit_without_nest_is_a_skipped_record(mc_folder):
     assert {f"firing_rate_{name}" for name in sim.networks.microcircuit.POPULATIONS} < set(ours.index)
     assert ours.loc["wall_time_per_bio_s", "repeats"] == 2  # before and after the peer
     assert ours.loc["build_time", "value"] > 0
-    assert ours.loc["wall_time_per_bio_s", "case"] == "microcircuit/scale=0.005/k_scale=0.1/T=0.02s"
+    assert ours.loc["wall_time_per_bio_s", "case"] == "microcircuit/scale=0.005/k_scale=0.1/T=0.25s"
+    assert "from 200 ms on" in ours.loc["firing_rate_L5e", "note"]
     peer = frame[frame.method == "nest"]
     assert list(peer.status) == ["skipped"] and "nest is not installed" in peer.note.iloc[0]
 
 
 def test_microcircuit_without_data_or_memory_is_skipped(mc_folder, tmp_path, monkeypatch):
-    found = sim.run_microcircuit(0.1, 1.0, 100.0, ("nest",), data=tmp_path / "absent")
+    with pytest.raises(ValueError, match="`duration_ms` must exceed"):
+        sim.run_microcircuit(0.1, 1.0, sim.RATES_FROM_MS, ("nest",), data=mc_folder)
+    found = sim.run_microcircuit(0.1, 1.0, 300.0, ("nest",), data=tmp_path / "absent")
     assert [(r.method, r.status) for r in found] == [("diffbrain", "skipped"), ("nest", "skipped")]
     assert "data folder is missing" in found[0].note
     monkeypatch.setattr(sim, "available_memory", lambda: 2**30)
-    (ours,) = sim.run_microcircuit(1.0, 1.0, 100.0, (), data=mc_folder)
+    (ours,) = sim.run_microcircuit(1.0, 1.0, 300.0, (), data=mc_folder)
     assert ours.status == "skipped" and "GiB available" in ours.note and "2.99e+08 synapses" in ours.note
 
 
@@ -213,3 +216,13 @@ def test_rate_deviation_and_the_microcircuit_summary():
     assert rates == {"firing_rate_a": 5.0, "firing_rate_b": 8.0}
     with pytest.raises(ValueError, match="`populations`"):
         sim.records_of(made[0], case, "scale=0.1", ("a",))
+
+
+def test_rates_leave_out_the_start():
+    counts = np.zeros((3000, 2))  # 300 ms at dt 0.1 ms
+    counts[:2000] = 5.0  # the first 200 ms
+    counts[2000:, 1] = 1.0
+    assert sim._rates(counts, (2, 4), 300.0, 200.0) == pytest.approx((0.0, 2500.0))
+    assert sim._rates(counts, (2, 4), 300.0, 0.0) == pytest.approx((50000.0 / 3, 27500.0 / 3))
+    with pytest.raises(ValueError, match="`rates_from_ms`"):
+        sim._rates(counts, (2, 4), 300.0, 300.0)
