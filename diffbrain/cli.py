@@ -515,7 +515,7 @@ def fit_command(
     current_unit: Annotated[
         str, typer.Option(help="CSV only: unit of the current table (A, nA, pA).")
     ] = "pA",
-    method: Annotated[str, typer.Option(help="lbfgsb | adam | cmaes | de | pso | random")] = "lbfgsb",
+    method: Annotated[str, typer.Option(help="lbfgsb | lbfgs | adam | cmaes | de | pso | random")] = "lbfgsb",
     starts: Annotated[int, typer.Option(help="Independent starts.")] = 4,
     budget: Annotated[
         int, typer.Option(help="Simulations allowed (a value-and-gradient counts as one).")

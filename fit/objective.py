@@ -38,7 +38,7 @@ ADJOINT_MAX_WIDTH = 4
 """``gradient="auto"`` uses the linearised adjoint while at most this many simulations run side by side
 (sweeps × starts evaluated together), checkpointed reverse mode above; see `auto_gradient_mode`."""
 MEASURE_MAX_PARAMS = 8
-"""``gradient="measure"`` times forward mode and central differences only up to this many parameters."""
+"""``gradient="measure"`` times forward mode only up to this many parameters."""
 CENTRAL_STEP = 1e-5
 """Step of ``gradient="central"`` in the unconstrained ``u`` (≈ ε^{1/3} of float64)."""
 
@@ -98,9 +98,9 @@ class Objective:
             * ``"auto"`` (default): `auto_gradient_mode` of how many simulations run side by side
               (sweeps for `value_and_grad`, sweeps × starts for `values_and_grads`, decided when it is
               traced).
-            * ``"measure"``: time each mode once on `value_and_grad` (forward and central only up to
-              `MEASURE_MAX_PARAMS` parameters) and keep the fastest for both functions; the times are
-              in ``gradient_timings``.
+            * ``"measure"``: time each exact mode on `value_and_grad` (forward only up to
+              `MEASURE_MAX_PARAMS` parameters; never ``"central"``, which is approximate: ask for it by
+              name) and keep the fastest for both functions; the times are in ``gradient_timings``.
         unroll: scan steps unrolled per iteration (fewer dispatches on CPU).
 
     The simulated voltage is aligned with the recording: sample k of the target (time k·dt) is compared
@@ -186,7 +186,7 @@ class Objective:
 
     def _fastest_gradient(self, repeats: int = 3) -> str:
         u = jnp.zeros(self.free.size, self.free.lower.dtype)
-        modes = ["reverse"] + (["forward", "central"] if self.free.size <= MEASURE_MAX_PARAMS else [])
+        modes = ["reverse"] + (["forward"] if self.free.size <= MEASURE_MAX_PARAMS else [])
         modes += ["adjoint"] if self.adjoint_supported else []
         for mode in modes:
             value_and_grad = jax.jit(functools.partial(self._value_and_grad, mode=mode))
