@@ -433,11 +433,12 @@ def nest_run(spec, net):
 def nest_microcircuit(spec, net):
     """The Potjans–Diesmann microcircuit in NEST (one thread): `iaf_psc_exp` (exact integration), the
     synapses one to one (``pre_exc``/``post_exc``/``weight_exc`` pA/``delay_exc`` steps, the same for
-    ``inh``; multapses kept), one `poisson_generator` per population (an independent train for every
-    target, ``bg_rate`` Hz × ``bg_weight`` pA, delay dt), ``I_e`` and ``V0`` per neuron. ``build_s`` is the
-    creation, the connection and NEST's `Prepare` (which sorts the connections); the timed runs are
-    `nest.Run` calls continuing the network, and the rates are those of the first one, which starts from the
-    initial state that diffbrain's runs start from, counted from ``rates_from_ms`` on."""
+    ``inh``; multapses kept; the delays ``latency_shift_steps`` shorter, at least one step, for diffbrain's
+    latency: see `sim.LATENCY_SHIFT_STEPS`), one `poisson_generator` per population (an independent train
+    for every target, ``bg_rate`` Hz × ``bg_weight`` pA, delay dt), ``I_e`` and ``V0`` per neuron.
+    ``build_s`` is the creation, the connection and NEST's `Prepare` (which sorts the connections); the
+    timed runs are `nest.Run` calls continuing the network, and the rates are those of the first one, which
+    starts from the initial state that diffbrain's runs start from, counted from ``rates_from_ms`` on."""
     with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
         nest = _import("nest")
     p = spec["params"]
@@ -475,7 +476,7 @@ def nest_microcircuit(spec, net):
             {
                 "synapse_model": "static_synapse",
                 "weight": net[f"weight_{receptor}"].astype(float),
-                "delay": net[f"delay_{receptor}"].astype(float) * dt,
+                "delay": np.maximum(1, net[f"delay_{receptor}"] - p["latency_shift_steps"]) * dt,
             },
         )
         del net[f"pre_{receptor}"], net[f"post_{receptor}"], net[f"weight_{receptor}"]

@@ -159,6 +159,7 @@ def test_export_microcircuit_is_the_network_diffbrain_simulates(mc_folder, tmp_p
     np.testing.assert_array_equal(data["V0"], V0)
     params = sim.microcircuit_parameters(mc)
     assert params["tau_m"] == pytest.approx(10.0) and params["C_m"] == 250.0 and params["tau_syn"] == 0.5
+    assert params["latency_shift_steps"] == 1 and params["rates_from_ms"] == sim.RATES_FROM_MS
 
 
 def test_microcircuit_without_nest_is_a_skipped_record(mc_folder):
@@ -226,3 +227,15 @@ def test_rates_leave_out_the_start():
     assert sim._rates(counts, (2, 4), 300.0, 0.0) == pytest.approx((50000.0 / 3, 27500.0 / 3))
     with pytest.raises(ValueError, match="`rates_from_ms`"):
         sim._rates(counts, (2, 4), 300.0, 300.0)
+
+
+@pytest.mark.slow
+def test_nest_agrees_with_diffbrain_on_the_same_microcircuit(mc_folder):
+    """With NEST in $DIFFBRAIN_PEER_PYTHON: NEST simulates the very microcircuit diffbrain does (the test
+    circuit of the zoo, 3·10⁶ synapses); every population rate within `sim.RATE_TOLERANCE`."""
+    python = os.environ.get("DIFFBRAIN_PEER_PYTHON")
+    if python is None:
+        pytest.skip("set DIFFBRAIN_PEER_PYTHON to an interpreter with nest")
+    found = sim.run_microcircuit(0.04, 0.25, 1000.0, ("nest",), repeats=1, peer_python=python, data=mc_folder)
+    (deviation,) = [record for record in found if record.metric == "rate_deviation"]
+    assert deviation.value <= sim.RATE_TOLERANCE, deviation.note
