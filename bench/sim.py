@@ -33,7 +33,7 @@ initial potentials, and NEST ``poisson_generator`` s at each neuron's background
 step shorter, `LATENCY_SHIFT_STEPS`, for the same spike-to-PSC latency). Metrics as above plus
 ``build_time`` (s: diffbrain's `Microcircuit.build`; NEST's Create, Connect and Prepare),
 ``firing_rate_<population>`` (Hz, eight populations, over the timed run from the common initial state)
-and, for NEST, ``rate_deviation`` (`rate_deviation`, against `RATE_TOLERANCE`).
+and, for NEST, ``rate_deviation`` (`rate_deviation`; `rates_agree` in its note).
 """
 
 from __future__ import annotations
@@ -107,8 +107,12 @@ initial state): with equal nominal delays NEST's rates were up to 52 % higher (L
 L5e 12.3 against 9.7 Hz), with this shift within 13 %. The synapses of one-step delay (0.5 % of the
 excitatory, 1.4 % of the inhibitory ones at scale 0.1) keep NEST's minimum of one step."""
 RATE_TOLERANCE = 0.15
-"""The population rates of NEST and diffbrain on the same microcircuit should agree within this relative
-deviation (the integration schemes differ; so do the Poisson draws)."""
+RATE_FLOOR_HZ = 0.2
+"""NEST's population rates on the same microcircuit should agree with diffbrain's within `RATE_TOLERANCE` ×
+diffbrain's rate + this many Hz (`rates_agree`; the integration schemes differ, so do the Poisson draws,
+and the slowest populations, L2/3e and L6e at ~1 Hz, fire a few hundred spikes a second in all).
+Measured over 0.2–1 s: scale 0.1 all within 13 % (L2/3e 1.57 against 1.39 Hz); scale 0.04 with
+``k_scale`` 0.25 all within 5 % but L2/3e, 0.65 against 0.80 Hz (−19 %)."""
 PEER_SCRIPT = Path(__file__).with_name("sim_peers.py")
 METRICS = (
     ("wall_time_per_bio_s", "s"),
@@ -499,6 +503,12 @@ def rate_deviation(ours: Sequence[float], theirs: Sequence[float]) -> float:
     return float(np.max(np.abs(ratio - 1.0)))
 
 
+def rates_agree(ours: Sequence[float], theirs: Sequence[float]) -> bool:
+    """``|theirs − ours| ≤ RATE_TOLERANCE · ours + RATE_FLOOR_HZ`` for every population (Hz)."""
+    ours, theirs = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
+    return bool(np.all(np.abs(theirs - ours) <= RATE_TOLERANCE * ours + RATE_FLOOR_HZ))
+
+
 def run_microcircuit(
     scale: float,
     k_scale: float,
@@ -515,8 +525,8 @@ def run_microcircuit(
     ``data`` is the ``conn-potjans-diesmann2014`` folder (default ``$DIFFBRAIN_DATA/<that folder>``). Every
     method gets ``skipped`` records when the data are missing or the case needs more memory than is
     available (`BYTES_PER_SYNAPSE`). diffbrain is timed before and after the peers, as in `run_size`; each
-    peer also gets a ``rate_deviation`` record (`rate_deviation` against diffbrain's rates, with
-    `RATE_TOLERANCE` in its note)."""
+    peer also gets a ``rate_deviation`` record (`rate_deviation` against diffbrain's rates; its note says
+    whether they agree, `rates_agree`)."""
     if not duration_ms > RATES_FROM_MS:
         raise ValueError(
             f"`duration_ms` must exceed RATES_FROM_MS = {RATES_FROM_MS:g} ms (the start transient that the "
@@ -580,10 +590,10 @@ def run_microcircuit(
             deviation = rate_deviation(ours.rates_hz, theirs.rates_hz)
             pairs = zip(mc.names, ours.rates_hz, theirs.rates_hz, strict=True)
             ratios = ", ".join(f"{name} {b:.2f}/{a:.2f} Hz" for name, a, b in pairs)
-            verdict = "within" if deviation <= RATE_TOLERANCE else "OUTSIDE"
+            verdict = "agree" if rates_agree(ours.rates_hz, theirs.rates_hz) else "DISAGREE"
             note = (
-                f"max |rate/diffbrain's − 1|, {verdict} the tolerance {RATE_TOLERANCE:g}; "
-                f"NEST/diffbrain per population: {ratios}"
+                f"max |rate/diffbrain's − 1|; the rates {verdict} within {RATE_TOLERANCE:g} × diffbrain's + "
+                f"{RATE_FLOOR_HZ:g} Hz; {simulator}/diffbrain per population: {ratios}"
             )
             records.append(
                 make_record(SUITE, case, simulator, "rate_deviation", deviation, "", params=params, note=note)
