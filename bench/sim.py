@@ -88,7 +88,7 @@ plus the microcircuit of the zoo's tests (scale 0.04, k_scale 0.25: 3·10⁶ syn
 MICROCIRCUIT_DATA = "conn-potjans-diesmann2014"
 MICROCIRCUIT = ((0.1, 1.0, 1_000.0),)
 """Microcircuit cases: (scale, k_scale, biological time in ms); 0.1 is 7,717 neurons, 3.0·10⁷ synapses."""
-FULL_MICROCIRCUIT = ((0.1, 1.0, 1_000.0), (1.0, 1.0, 200.0))
+FULL_MICROCIRCUIT = ((0.1, 1.0, 1_000.0), (1.0, 1.0, 500.0))
 MICROCIRCUIT_PEERS = ("nest",)
 BYTES_PER_SYNAPSE = 140
 """Peak memory per synapse of a microcircuit case, both simulators together (diffbrain's network, its edges
@@ -527,11 +527,7 @@ def run_microcircuit(
     available (`BYTES_PER_SYNAPSE`). diffbrain is timed before and after the peers, as in `run_size`; each
     peer also gets a ``rate_deviation`` record (`rate_deviation` against diffbrain's rates; its note says
     whether they agree, `rates_agree`)."""
-    if not duration_ms > RATES_FROM_MS:
-        raise ValueError(
-            f"`duration_ms` must exceed RATES_FROM_MS = {RATES_FROM_MS:g} ms (the start transient that the "
-            f"rates leave out), got {duration_ms!r}."
-        )
+    _check_microcircuit_duration(duration_ms)
     case = microcircuit_case(scale, k_scale, duration_ms)
     settings = dict(scale=scale, k_scale=k_scale, duration_ms=duration_ms, dt_ms=DT_MS, background="poisson")
     params = format_params(settings | dict(network_key=0, init_key=1))
@@ -590,7 +586,7 @@ def run_microcircuit(
             deviation = rate_deviation(ours.rates_hz, theirs.rates_hz)
             pairs = zip(mc.names, ours.rates_hz, theirs.rates_hz, strict=True)
             ratios = ", ".join(f"{name} {b:.2f}/{a:.2f} Hz" for name, a, b in pairs)
-            verdict = "agree" if rates_agree(ours.rates_hz, theirs.rates_hz) else "DISAGREE"
+            verdict = "agree" if rates_agree(ours.rates_hz, theirs.rates_hz) else "DO NOT agree"
             note = (
                 f"max |rate/diffbrain's − 1|; the rates {verdict} within {RATE_TOLERANCE:g} × diffbrain's + "
                 f"{RATE_FLOOR_HZ:g} Hz; {simulator}/diffbrain per population: {ratios}"
@@ -604,6 +600,14 @@ def run_microcircuit(
         ours = dataclasses.replace(ours, runs=ours.runs + after.runs)
     ours = dataclasses.replace(ours, build_s=build_s)
     return records_of(ours, case, params, mc.names, RATES_FROM_MS) + records
+
+
+def _check_microcircuit_duration(duration_ms: float) -> None:
+    if not duration_ms > RATES_FROM_MS:
+        raise ValueError(
+            f"`duration_ms` must exceed RATES_FROM_MS = {RATES_FROM_MS:g} ms (the start transient that the "
+            f"rates leave out), got {duration_ms!r}."
+        )
 
 
 def _peer_python() -> str:
@@ -663,6 +667,8 @@ def run(
     unknown = set(settings) - known
     if unknown:
         raise ValueError(f"unknown sim grid settings {sorted(unknown)}.")
+    for _, _, duration in settings["microcircuit"]:  # before hours of other cases
+        _check_microcircuit_duration(duration)
     common = dict(repeats=settings["repeats"], peer_python=peer_python, progress=progress)
     records = run_size(N, settings["durations_ms"], settings["peers"], **common)
     for n, duration in settings["scaling"].items():

@@ -93,6 +93,10 @@ def test_summary_ratios_are_times_over_diffbrains():
 def test_unknown_grid_settings_are_an_error():
     with pytest.raises(ValueError, match="unknown sim grid settings"):
         sim.run(sizes=(4000,))
+    with pytest.raises(ValueError, match="`duration_ms` must exceed"):
+        sim.run(microcircuit=((0.1, 1.0, 100.0),))
+    assert all(duration > sim.RATES_FROM_MS for *_, duration in sim.FULL_MICROCIRCUIT + sim.MICROCIRCUIT)
+    assert sim.QUICK["microcircuit"][0][2] > sim.RATES_FROM_MS
 
 
 @pytest.mark.slow
