@@ -134,18 +134,17 @@ def per_state_update(
     n_state = decays.shape[0]
     k = (1 - decays) / (1 - decays ** (t + 1))
     per_rung = (-1, *(1,) * (D_f.ndim - 1))
-    carried = ((1 - k) / decays).reshape(per_rung)
+    pair = (n_state, n_state, *(1,) * (D_f.ndim - 1))  # [state, rung, *batch]
     D = jnp.moveaxis(D, (-2, -1), (0, 1))  # [S, S, *batch]
     D_f = jnp.moveaxis(D_f, -1, 0)  # [S, *batch]
-    own = jnp.eye(n_state, dtype=f.dtype).reshape(n_state, *per_rung)  # own[s] selects rung s
-    rows = []
-    for s in range(n_state):
-        row = carried * sum(D[s, r] * f[r] for r in range(n_state))  # [S rungs, *batch]
-        # Rungs faster than state s hand their component s over to rung s, in units of ε_x^(s).
-        faster = (decays < decays[s]).astype(f.dtype).reshape(per_rung)
-        handed = jnp.sum(faster * row / k.reshape(per_rung), axis=0) + D_f[s]
-        rows.append((1 - faster) * row + own[s] * (k[s] * handed))
-    return jnp.stack(rows)
+    propagated = jnp.stack([sum(D[s, r] * f[r] for r in range(n_state)) for s in range(n_state)])
+    propagated = propagated * ((1 - k) / decays).reshape(1, *per_rung)  # ε_x^(m)_{t−1} in units of ε_x^(m)_t
+    # Rungs faster than state s hand their component s over to rung s, in units of ε_x^(s).
+    faster = (decays[None, :] < decays[:, None]).astype(f.dtype)  # [state s, rung m]
+    handed = jnp.sum((faster / k[None, :]).reshape(pair) * propagated, axis=1) + D_f  # [S, *batch]
+    own = jnp.eye(n_state, dtype=f.dtype).reshape(pair)
+    k_state = k.reshape(-1, 1, *(1,) * (D_f.ndim - 1))
+    return (1 - faster).reshape(pair) * propagated + own * k_state * handed[:, None]
 
 
 def default_decay(net: EINetwork) -> float:
@@ -258,7 +257,8 @@ def online_with_evidence(
             m_i = jnp.sum(state_signal * f_i, axis=0).reshape(-1, n_rec)
             pre_in, pre_rec = x_in.reshape(-1, n_in), x_rec.reshape(-1, n_rec)  # [S · B, pre]
             g_in = g_in + pre_in.T @ m_e
-            g_rec = g_rec + jnp.where(exc[:, None], pre_rec.T @ m_e, pre_rec.T @ m_i)
+            n_exc = net.n_exc  # E rows meet the excitatory, I rows the inhibitory factor: half the products
+            g_rec = g_rec + jnp.concatenate([pre_rec[:, :n_exc].T @ m_e, pre_rec[:, n_exc:].T @ m_i])
             traces = (x_in, x_rec, f_e, f_i)
         else:
             x_in, x_rec, f_e, f_i = traces
