@@ -30,8 +30,8 @@ background) at ``scale`` (`MICROCIRCUIT`: 0.1; quick 0.04 with ``k_scale`` 0.25;
 when `available_memory` is short) against NEST's ``iaf_psc_exp`` in one thread, built from the exported
 network (`export_microcircuit`): the same synapses with their weights and delays, the same DC and
 initial potentials, and NEST ``poisson_generator`` s at each neuron's background rate (NEST's delays one
-step shorter, `LATENCY_SHIFT_STEPS`, for the same spike-to-PSC latency). Metrics as above plus
-``build_time`` (s: diffbrain's `Microcircuit.build`; NEST's Create, Connect and Prepare),
+step shorter than diffbrain's spike-ring lags, `LATENCY_SHIFT_STEPS`: the same spike-to-PSC latency).
+Metrics as above plus ``build_time`` (s: diffbrain's `Microcircuit.build`; NEST's Create, Connect, Prepare),
 ``firing_rate_<population>`` (Hz, eight populations, over the timed run from the common initial state)
 and, for NEST, ``rate_deviation`` (`rate_deviation`; `rates_agree` in its note).
 """
@@ -99,13 +99,13 @@ RATES_FROM_MS = 200.0
 """The microcircuit's rates are counted from this time on: the start transient (initial potentials uniform
 between reset and threshold) is left out, as in Potjans & Diesmann (2014)."""
 LATENCY_SHIFT_STEPS = 1
-"""NEST's delays are diffbrain's minus this many steps (at least one step), so that both start a PSC equally
-long after the spike: in diffbrain a spike of step t (time (t + 1)·dt, as NEST stamps it) with a delay of d
-steps enters the receptor in step t + d, whose current acts from the start of that step, (d − 1)·dt after
-the spike; in NEST the PSC starts d·dt after it. Measured at scale 0.1 over 0.2–1 s (same network, same
-initial state): with equal nominal delays NEST's rates were up to 52 % higher (L2/3e 2.11 against 1.39 Hz,
-L5e 12.3 against 9.7 Hz), with this shift within 13 %. The synapses of one-step delay (0.5 % of the
-excitatory, 1.4 % of the inhibitory ones at scale 0.1) keep NEST's minimum of one step."""
+"""NEST's delays are diffbrain's spike-ring lags minus this many steps (at least one step): a synapse of
+delay D ms has the ring lag ``round(D/dt) + 1`` in diffbrain (a spike of step t, time (t + 1)·dt as NEST
+stamps it, enters its receptor in step t + lag, whose current acts from the start of that step, D after the
+spike), and NEST starts the PSC ``delay`` after the spike, so NEST gets ``(lag − 1)·dt = D``. Measured at
+scale 0.1 over 0.2–1 s when the ring lag was still ``round(D/dt)`` (latency D − dt in diffbrain): NEST with
+the same nominal delays had up to 52 % higher rates (L2/3e 2.11 against 1.39 Hz, L5e 12.3 against 9.7 Hz),
+and with this shift agreed within 13 %."""
 RATE_TOLERANCE = 0.15
 RATE_FLOOR_HZ = 0.2
 """NEST's population rates on the same microcircuit should agree with diffbrain's within `RATE_TOLERANCE` ×
@@ -457,8 +457,9 @@ def export_microcircuit(
 
     Per receptor ``r`` (``exc``, ``inh``), one entry per synapse (multapses repeated): ``pre_r``, ``post_r``
     (global indices), ``weight_r`` (pA: the PSC amplitude, i.e. diffbrain's step-averaged weight divided by
-    `Microcircuit.step_factor`; negative for ``inh``), ``delay_r`` (steps ≥ 1, rounded as `Network.build`
-    does). Per population: ``offsets`` ``[9]``, ``I_e`` (pA), ``bg_rate`` (Hz of Poisson input per neuron,
+    `Microcircuit.step_factor`; negative for ``inh``), ``delay_r`` (spike-ring lags in steps: the latency
+    ``round(D/dt)`` + 1, as `Network.build` makes them). Per population: ``offsets`` ``[9]``, ``I_e``
+    (pA), ``bg_rate`` (Hz of Poisson input per neuron,
     0 with ``background="dc"``); ``bg_weight`` (pA per background spike); ``V0`` (mV per neuron)."""
     factor = mc.step_factor(DT_MS)
     arrays = {}
@@ -466,7 +467,7 @@ def export_microcircuit(
         arrays[f"pre_{receptor}"] = edges.pre
         arrays[f"post_{receptor}"] = edges.post
         arrays[f"weight_{receptor}"] = (edges.weight / np.float32(factor)).astype(np.float32)
-        steps = np.maximum(1.0, np.rint(edges.delay.astype(np.float64) / DT_MS))
+        steps = np.rint(edges.delay.astype(np.float64) / DT_MS) + 1.0  # spike-ring lag, as Network.build
         arrays[f"delay_{receptor}"] = steps.astype(np.int32)
     bg_rate = mc.k_ext * mc.bg_rate if mc.background == "poisson" else np.zeros(8)
     path = Path(path)

@@ -32,16 +32,17 @@ def _relay(delays_ms, weight=1e5):
 
 
 def test_spike_arrives_exactly_the_rounded_delay_later():
-    delays = np.array([0.0, 0.1, 0.14, 0.26, 1.5, 3.0])  # → 1 (minimum), 1, 1, 3, 15, 30 steps
+    delays = np.array([0.0, 0.1, 0.14, 0.26, 1.5, 3.0])  # latencies of 0, 1, 1, 3, 15, 30 steps
     net = _relay(delays)
-    assert net.ring_length == 30
+    assert net.ring_length == 31  # the longest lag: latency 30 steps + 1
     result = net.simulate(20.0, None, state=net.init_state(V=np.full(net.n, -65.0)), record=net.n)
     first = np.array([np.flatnonzero(result.raster[:, i])[0] for i in range(net.n)])
-    np.testing.assert_array_equal(first[1:] - first[0], [1, 1, 1, 3, 15, 30])
+    # the relay fires in the step its input arrives: one step after the driver at zero latency
+    np.testing.assert_array_equal(first[1:] - first[0], [1, 2, 2, 4, 16, 31])
     times, ids = result.spike_trains()
     t_driver = times[ids == 0][0]
-    for i, delay_steps in enumerate([1, 1, 1, 3, 15, 30], start=1):
-        assert times[ids == i][0] == pytest.approx(t_driver + delay_steps * DT)
+    for i, latency_steps in enumerate([0, 1, 1, 3, 15, 30], start=1):
+        assert times[ids == i][0] == pytest.approx(t_driver + (latency_steps + 1) * DT)
 
 
 def test_one_step_delays_reproduce_einetwork_exactly():
@@ -50,7 +51,7 @@ def test_one_step_delays_reproduce_einetwork_exactly():
 
     def edges(W, offset):
         pre = np.repeat(np.arange(W.shape[0]), np.diff(np.asarray(W.indptr))) + offset
-        return Edges(pre=pre, post=np.asarray(W.indices), weight=float(W.data), delay=DT)
+        return Edges(pre=pre, post=np.asarray(W.indices), weight=float(W.data), delay=0.0)
 
     net = Network.build(
         sizes={"E": n_e, "I": ei.sizes[1]},
@@ -119,7 +120,7 @@ def test_heterogeneous_delays_match_numpy_reference():
         delay = rng.uniform(0.0, 4.0, pre.size)
         given[r] = Edges(pre, post, weight, delay)
         edges[r] = (pre, post, weight)
-        lags[r] = np.maximum(1, np.rint(delay / DT)).astype(int)
+        lags[r] = np.rint(delay / DT).astype(int) + 1
     I_ext = rng.uniform(300.0, 500.0, n)
     net = Network.build(
         sizes={"E": n_e, "I": n - n_e}, neuron=neuron, receptors=receptors, edges=given, dt=DT, I_ext=I_ext

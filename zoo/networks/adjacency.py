@@ -67,7 +67,7 @@ def from_adjacency(
         neuron: the neuron model (default `LIF` with its defaults).
         receptors: ``{"exc": …, "inh": …}`` (default: the COBA benchmark's conductance-based `Expon`,
             τ 5 ms and E 0 mV, τ 10 ms and E −80 mV).
-        delay: synaptic delay, ms (default one step).
+        delay: synaptic latency, ms (default 0: a spike acts in the next step).
         dt, I_ext, background: as in `Network.build`.
 
     Raises:
@@ -91,7 +91,7 @@ def from_adjacency(
         raise ValueError("`weight_per_synapse` and `conductance_per_junction` must be finite.")
     if receptors is None:
         receptors = {"exc": Expon(tau=5.0, E=0.0), "inh": Expon(tau=10.0, E=-80.0)}
-    delay = dt if delay is None else delay
+    delay = 0.0 if delay is None else delay
     from_inh = inhibitory[pre]
     edges = {
         name: Edges(pre[mask], post[mask], count[mask] * weight_per_synapse, delay)

@@ -4,10 +4,11 @@ driven by constant currents, Poisson background input and timed pulses, simulate
 Each step (``dt`` ms) does, in this order: every receptor takes the spikes that arrive now (one
 `ops.event_matvec` over the ring buffer of past spikes, `DelayedCSR`) plus its Poisson background and
 updates its state; the neurons integrate the summed receptor currents, ``I_ext``, gap-junction currents
-and active pulses; their spikes enter the ring. A spike emitted in step ``t`` with a delay of ``d`` steps
-(``d ≥ 1``) reaches its receptor in step ``t + d``: a delay of one step is `EINetwork`'s convention (last
-step's spikes reach the synapses), and a network built with 1-step delays from an `EINetwork`'s matrices
-reproduces it exactly.
+and active pulses; their spikes enter the ring. A delay is a latency, as in NEST and Brian2: a spike
+emitted in step ``t`` (at time ``(t + 1)·dt``) with a delay of ``D`` ms enters its receptor in step
+``t + 1 + round(D/dt)``, so its current starts ``round(D/dt)·dt`` after the spike. A delay of 0 is
+`EINetwork`'s convention (last step's spikes reach the synapses), and a network built with zero delays from
+an `EINetwork`'s matrices reproduces it exactly.
 """
 
 from __future__ import annotations
@@ -41,8 +42,8 @@ class Edges(NamedTuple):
         weight: ``[nnz]`` or one shared weight, in the receptor's unit: nS for a conductance-based
             (``mode="coba"``) receptor, where it must be ≥ 0 and the sign comes from the reversal potential
             ``E``; pA for a current-based one (negative for inhibition).
-        delay: ``[nnz]`` or one shared delay, ms ≥ 0; rounded to whole steps of ``dt`` at build time and
-            at least one step.
+        delay: ``[nnz]`` or one shared delay, ms ≥ 0: the latency from the spike to the start of the
+            synaptic current, rounded to whole steps of ``dt`` at build time (0: the next step).
     """
 
     pre: Int[ArrayLike, " nnz"]
@@ -267,7 +268,7 @@ class Network(eqx.Module):
         dt: the time step, ms (static; `simulate` uses it).
         names, sizes: the populations, in order; population ``p`` is neurons ``offsets[p]:offsets[p + 1]``.
         receptor_names: the receptors in the order their currents are summed.
-        ring_length: steps of spike history kept, the longest delay in steps.
+        ring_length: steps of spike history kept: the longest delay in steps, plus one.
 
     Example:
         >>> import jax
@@ -282,7 +283,7 @@ class Network(eqx.Module):
         ...     I_ext=[500.0, 0.0, 0.0],
         ... )
         >>> net.n, net.ring_length, net.slices["I"]
-        (3, 15, slice(2, 3, None))
+        (3, 16, slice(2, 3, None))
         >>> result = net.simulate(100.0, jax.random.key(0))
         >>> result.counts.shape, result.rates().shape
         ((1000, 2), (2,))
@@ -339,7 +340,7 @@ class Network(eqx.Module):
             receptors: receptor name → synapse model linear in its input, ``g_max`` 1 (see the class doc).
             edges: receptor name → its synapses (`Edges`, or several, concatenated). Synapses that repeat
                 (pre, post, delay step) are merged into one with the summed weight.
-            dt: the time step, ms; delays become ``max(1, round(delay/dt))`` steps.
+            dt: the time step, ms; a delay ``D`` becomes ``round(D/dt) + 1`` steps of the spike ring.
             background: Poisson input (`Background`, or several).
             I_ext: constant current per neuron, scalar or ``[n]``, in the neuron's input unit (pA for
                 `LIF` and `AdEx`; current-based weights, pulses and background weights use it too).
@@ -749,14 +750,14 @@ def _edge_arrays(receptor: str, given, n: int, dt: float, mode: str):
 
 
 def _steps(delay: np.ndarray, dt: float) -> np.ndarray:
-    """``max(1, round(delay/dt))`` in float64 (whatever the delays' dtype), as the smallest signed integer
+    """``round(delay/dt) + 1`` in float64 (whatever the delays' dtype), as the smallest signed integer
     type that holds the longest delay, computed in chunks (2 bytes per edge for delays under 3.2 s)."""
-    longest = max(1, int(np.rint(float(delay.max(initial=0.0)) / dt)))  # rint is monotonic
+    longest = int(np.rint(float(delay.max(initial=0.0)) / dt)) + 1  # rint is monotonic
     steps = np.empty(delay.shape, np.int16 if longest < 2**15 else np.int32 if longest < 2**31 else np.int64)
     flat, out = delay.reshape(-1), steps.reshape(-1)
     for start in range(0, flat.size, 1 << 22):
         part = slice(start, start + (1 << 22))
-        out[part] = np.maximum(1.0, np.rint(flat[part].astype(np.float64) / dt))
+        out[part] = np.rint(flat[part].astype(np.float64) / dt) + 1.0
     return steps
 
 
