@@ -252,13 +252,18 @@ def online_with_evidence(
             x_rec = decays[:, None, None] * x_rec + spikes
             f_e = per_state_update(decays, t, D, D_fe, f_e)
             f_i = per_state_update(decays, t, D, D_fi, f_i)
-            state_signal = jnp.moveaxis(signal, -1, 0)[:, None]  # [S, 1, B, post]
-            m_e = jnp.sum(state_signal * f_e, axis=0).reshape(-1, n_rec)  # [S · B, post]
-            m_i = jnp.sum(state_signal * f_i, axis=0).reshape(-1, n_rec)
-            pre_in, pre_rec = x_in.reshape(-1, n_in), x_rec.reshape(-1, n_rec)  # [S · B, pre]
-            g_in = g_in + pre_in.T @ m_e
-            n_exc = net.n_exc  # E rows meet the excitatory, I rows the inhibitory factor: half the products
-            g_rec = g_rec + jnp.concatenate([pre_rec[:, :n_exc].T @ m_e, pre_rec[:, n_exc:].T @ m_i])
+
+            def accumulate(g_in, g_rec):
+                state_signal = jnp.moveaxis(signal, -1, 0)[:, None]  # [S, 1, B, post]
+                m_e = jnp.sum(state_signal * f_e, axis=0).reshape(-1, n_rec)  # [S · B, post]
+                m_i = jnp.sum(state_signal * f_i, axis=0).reshape(-1, n_rec)
+                pre_in, pre_rec = x_in.reshape(-1, n_in), x_rec.reshape(-1, n_rec)  # [S · B, pre]
+                n_exc = net.n_exc  # E rows meet the excitatory, I rows the inhibitory factor
+                rec = jnp.concatenate([pre_rec[:, :n_exc].T @ m_e, pre_rec[:, n_exc:].T @ m_i])
+                return g_in + pre_in.T @ m_e, g_rec + rec
+
+            # Steps without a learning signal (outside the loss window) add nothing: skip their products.
+            g_in, g_rec = jax.lax.cond(jnp.any(signal != 0), accumulate, lambda *g: g, g_in, g_rec)
             traces = (x_in, x_rec, f_e, f_i)
         else:
             x_in, x_rec, f_e, f_i = traces
