@@ -200,8 +200,7 @@ def online_with_evidence(
         traces = (
             jnp.zeros((n_state, batch_size, n_in), dtype),
             jnp.zeros((n_state, batch_size, n_rec), dtype),
-            jnp.zeros((n_state, n_state, batch_size, n_rec), dtype),  # [state, rung, B, post]
-            jnp.zeros((n_state, n_state, batch_size, n_rec), dtype),
+            jnp.zeros((n_state, n_state, 2, batch_size, n_rec), dtype),  # [state, rung, E/I, B, post]
         )
     else:
         traces = (
@@ -247,16 +246,15 @@ def online_with_evidence(
             g_rec = g_rec + jnp.sum(learning_signal * eps_rec, axis=(0, 1))
             traces = (eps_in, eps_rec)
         elif per_state:
-            x_in, x_rec, f_e, f_i = traces
+            x_in, x_rec, f = traces
             x_in = decays[:, None, None] * x_in + x
             x_rec = decays[:, None, None] * x_rec + spikes
-            f_e = per_state_update(decays, t, D, D_fe, f_e)
-            f_i = per_state_update(decays, t, D, D_fi, f_i)
+            f = per_state_update(decays, t, D, jnp.stack([D_fe, D_fi]), f)
 
             def accumulate(g_in, g_rec):
-                state_signal = jnp.moveaxis(signal, -1, 0)[:, None]  # [S, 1, B, post]
-                m_e = jnp.sum(state_signal * f_e, axis=0).reshape(-1, n_rec)  # [S · B, post]
-                m_i = jnp.sum(state_signal * f_i, axis=0).reshape(-1, n_rec)
+                state_signal = jnp.moveaxis(signal, -1, 0)[:, None, None]  # [S, 1, 1, B, post]
+                factor = jnp.sum(state_signal * f, axis=0)  # [rung, E/I, B, post]
+                m_e, m_i = factor[:, 0].reshape(-1, n_rec), factor[:, 1].reshape(-1, n_rec)  # [S · B, post]
                 pre_in, pre_rec = x_in.reshape(-1, n_in), x_rec.reshape(-1, n_rec)  # [S · B, pre]
                 n_exc = net.n_exc  # E rows meet the excitatory, I rows the inhibitory factor
                 rec = jnp.concatenate([pre_rec[:, :n_exc].T @ m_e, pre_rec[:, n_exc:].T @ m_i])
@@ -264,7 +262,7 @@ def online_with_evidence(
 
             # Steps without a learning signal (outside the loss window) add nothing: skip their products.
             g_in, g_rec = jax.lax.cond(jnp.any(signal != 0), accumulate, lambda *g: g, g_in, g_rec)
-            traces = (x_in, x_rec, f_e, f_i)
+            traces = (x_in, x_rec, f)
         else:
             x_in, x_rec, f_e, f_i = traces
             x_in = alpha * x_in + x
