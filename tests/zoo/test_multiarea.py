@@ -5,11 +5,11 @@ pulse into V1 propagates up the hierarchy, the response shrinking and arriving l
 network returns to its asynchronous baseline (E ≈ 1.5 Hz) afterwards; with strong global balanced
 amplification (GBA) a weaker V1 pulse reaches further up than with weak GBA. Criteria, per network/noise
 seed (4 seeds), n_per_area = 50: V1, V2 and V4 respond (> 5 Hz) in every seed; median Spearman
-ρ(hierarchy, response) ≤ −0.3 (measured −0.35, −0.57, −0.59, −0.41: median −0.49) and median ρ(hierarchy, onset) ≥ 0.3 over the responding areas; the
-response of the areas from TEO up
-relative to V1's at least 3× larger with strong GBA (6.3 mV pulse) than with weak GBA (15 mV, the authors'
-pulses), per seed. The return to baseline after the pulse is NOT tested: at this size it fails in most
-seeds (some lock into high activity; see the module docstring).
+ρ(hierarchy, response) ≤ −0.3 (measured −0.35, −0.57, −0.59, −0.41: median −0.49) and median
+ρ(hierarchy, onset) ≥ 0.3 over the responding areas; the response of the areas from TEO up relative to
+V1's at least 3× larger with strong GBA (6.3 mV pulse) than with weak GBA (15 mV, the authors' pulses),
+per seed. The return to baseline after the pulse is NOT tested: at this size it fails in most seeds (some
+lock into high activity; see the module docstring).
 """
 
 import jax
