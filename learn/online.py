@@ -48,9 +48,11 @@ that cosine is +0.65 on the same batch (weights key 0, batch key 1; group cosine
 network it trained, where the single trace's is −0.65 and D-RTRL's 0.99), and training reached 0.93 accuracy
 per 10 steps after 60 steps, 0.89–0.99 thereafter and 0.97 over the last 10 of 300 (seed 0, `diffbrain train
 --method es-d-rtrl --dt 2 --n-rec 50 --batch-size 16 --lr 1e-2`). The price is time: S presynaptic traces and
-S postsynaptic S-vectors per neuron (S = 5 here), 3.0× BPTT's time per step at 200 neurons and 5.0× at 50 (the
-single trace 1.4× and 1.6×; T = 1,100, batch 16, loaded 2-core CPU); memory stays flat (3.2 MiB of compiled
-temporaries at T = 100 and at 10,000, 200 neurons, batch 16; BPTT 11 → 980 MiB).
+S postsynaptic S-vectors per neuron (S = 5 here), 1.8× BPTT's time per step at 200 neurons and 3.0× at 50 (the
+single trace 1.6× and 1.8×; T = 1,100, batch 16, 2-core CPU at load ~3.3; before the structural zeros of ``D``
+were skipped and the hand-over written out per rung: 3.0× and 5.0–6.2×, with the same gradient to 2·10⁻⁷);
+memory stays flat (3.5 MiB of compiled temporaries at T = 100 and at 10,000, 200 neurons, batch 16; BPTT 11 →
+980 MiB).
 """
 
 from __future__ import annotations
@@ -114,6 +116,7 @@ def per_state_update(
     D: Float[Array, "*batch S S"],
     D_f: Float[Array, "*batch S"],
     f: Float[Array, "S S *batch"],
+    pattern: tuple[tuple[bool, ...], ...] | None = None,
 ) -> Float[Array, "S S *batch"]:
     r"""One step of ES-D-RTRL's postsynaptic traces with one presynaptic timescale per state variable.
 
@@ -133,22 +136,46 @@ def per_state_update(
     recurrence, linear state variables); one shared timescale cannot be, whatever its decay.
 
     Shapes: ``D[..., s, r] = ∂h_s/∂h_r``; ``f`` is laid out state first, rung second, then the batch axes
-    (the S × S products are written out per state variable, as D-RTRL's are).
+    (the S × S products are written out per state variable, as D-RTRL's are). ``pattern`` (static,
+    ``pattern[s][r]`` false where ``D[..., s, r]`` is zero by construction, `jacobian_pattern`) skips the
+    products with structural zeros; ``None`` multiplies every entry.
     """
     n_state = decays.shape[0]
     k = (1 - decays) / (1 - decays ** (t + 1))
-    per_rung = (-1, *(1,) * (D_f.ndim - 1))
-    pair = (n_state, n_state, *(1,) * (D_f.ndim - 1))  # [state, rung, *batch]
-    D = jnp.moveaxis(D, (-2, -1), (0, 1))  # [S, S, *batch]
-    D_f = jnp.moveaxis(D_f, -1, 0)  # [S, *batch]
-    propagated = jnp.stack([sum(D[s, r] * f[r] for r in range(n_state)) for s in range(n_state)])
-    propagated = propagated * ((1 - k) / decays).reshape(1, *per_rung)  # ε_x^(m)_{t−1} in units of ε_x^(m)_t
+    per_rung = (-1, *(1,) * (D_f.ndim - 1))  # [rung, *batch]
+    nonzero = pattern or ((True,) * n_state,) * n_state
     # Rungs faster than state s hand their component s over to rung s, in units of ε_x^(s).
     faster = (decays[None, :] < decays[:, None]).astype(f.dtype)  # [state s, rung m]
-    handed = jnp.sum((faster / k[None, :]).reshape(pair) * propagated, axis=1) + D_f  # [S, *batch]
-    own = jnp.eye(n_state, dtype=f.dtype).reshape(pair)
-    k_state = k.reshape(-1, 1, *(1,) * (D_f.ndim - 1))
-    return (1 - faster).reshape(pair) * propagated + own * k_state * handed[:, None]
+    D = jnp.moveaxis(D, (-2, -1), (0, 1))  # [S, S, *batch]
+    D_f = jnp.moveaxis(D_f, -1, 0)  # [S, *batch]
+    rows = []  # one state at a time: XLA fuses each row's propagation, hand-over and injection
+    for s in range(n_state):
+        propagated = sum(D[s, r] * f[r] for r in range(n_state) if nonzero[s][r])  # [rung, *batch]
+        propagated = propagated * ((1 - k) / decays).reshape(per_rung)  # ε_x^(m)_{t−1} in units of ε_x^(m)_t
+        handed = sum(faster[s, m] / k[m] * propagated[m] for m in range(n_state)) + D_f[s]
+        # Written out per rung, the hand-over entering rung s alone: XLA ran the reduction over rungs and the
+        # masked injection into every rung ~2x slower.
+        rows.append(
+            jnp.stack(
+                [
+                    propagated[m] + k[s] * handed if m == s else (1 - faster[s, m]) * propagated[m]
+                    for m in range(n_state)
+                ]
+            )
+        )
+    return jnp.stack(rows)
+
+
+def jacobian_pattern(n_state: int) -> tuple[tuple[bool, ...], ...]:
+    """Where `EINetwork.cell`'s own-state Jacobian ``D`` can be non-zero, for S = ``n_state`` states ordered
+    (neuron model's own variables, g_e, g_i, filtered spikes): each conductance decays on its own
+    (``g_new = e^{−dt/τ_syn} g + u``), and the filtered spikes drive no other state. Whatever the neuron
+    model; `tests/learn/test_online_timescales.py` checks it against the computed ``D``."""
+    g_e, g_i, filtered = n_state - 3, n_state - 2, n_state - 1
+    return tuple(
+        tuple(s == r or (s not in (g_e, g_i) and r != filtered) for r in range(n_state))
+        for s in range(n_state)
+    )
 
 
 def default_decay(net: EINetwork) -> float:
@@ -231,15 +258,17 @@ def online_with_evidence(
             exc_spikes = (spikes * exc)[:, :, None]
             inh_spikes = (spikes * (1 - exc))[:, :, None]
             eps_in, eps_rec = traces
+            nonzero = jacobian_pattern(n_state)
             eps_in = jnp.stack(
                 [
-                    sum(D_s[s, r] * eps_in[r] for r in range(n_state)) + fe[s] * x[:, :, None]
+                    sum(D_s[s, r] * eps_in[r] for r in range(n_state) if nonzero[s][r])
+                    + fe[s] * x[:, :, None]
                     for s in range(n_state)
                 ]
             )
             eps_rec = jnp.stack(
                 [
-                    sum(D_s[s, r] * eps_rec[r] for r in range(n_state))
+                    sum(D_s[s, r] * eps_rec[r] for r in range(n_state) if nonzero[s][r])
                     + fe[s] * exc_spikes
                     + fi[s] * inh_spikes
                     for s in range(n_state)
@@ -253,11 +282,12 @@ def online_with_evidence(
             x_in, x_rec, f = traces
             x_in = decays[:, None, None] * x_in + x
             x_rec = decays[:, None, None] * x_rec + spikes
-            f = per_state_update(decays, t, D, jnp.stack([D_fe, D_fi]), f)
+            f = per_state_update(decays, t, D, jnp.stack([D_fe, D_fi]), f, jacobian_pattern(n_state))
+            # The loss reads the filtered spikes alone: the learning signal's other components are zero.
+            readout_signal = signal[..., -1]  # [B, post]
 
             def accumulate(g_in, g_rec):
-                state_signal = jnp.moveaxis(signal, -1, 0)[:, None, None]  # [S, 1, 1, B, post]
-                factor = jnp.sum(state_signal * f, axis=0)  # [rung, E/I, B, post]
+                factor = readout_signal * f[-1]  # [rung, E/I, B, post]
                 m_e, m_i = factor[:, 0].reshape(-1, n_rec), factor[:, 1].reshape(-1, n_rec)  # [S · B, post]
                 pre_in, pre_rec = x_in.reshape(-1, n_in), x_rec.reshape(-1, n_rec)  # [S · B, pre]
                 n_exc = net.n_exc  # E rows meet the excitatory, I rows the inhibitory factor
@@ -265,7 +295,7 @@ def online_with_evidence(
                 return g_in + pre_in.T @ m_e, g_rec + rec
 
             # Steps without a learning signal (outside the loss window) add nothing: skip their products.
-            g_in, g_rec = jax.lax.cond(jnp.any(signal != 0), accumulate, lambda *g: g, g_in, g_rec)
+            g_in, g_rec = jax.lax.cond(jnp.any(readout_signal != 0), accumulate, lambda *g: g, g_in, g_rec)
             traces = (x_in, x_rec, f)
         else:
             x_in, x_rec, f_e, f_i = traces

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import pytest
 
 from diffbrain import learn
-from diffbrain.learn.online import per_state_update
+from diffbrain.learn.online import _jacobians, jacobian_pattern, per_state_update
 
 
 def cosine(a, b):
@@ -105,3 +105,23 @@ def test_per_state_traces_keep_the_sign_of_a_cue_held_over_a_delay(cue_task):
     print("left-minus-right input gradient, cosine to BPTT:", report)
     assert report["per-state"] > 0.9, report
     assert report["single"] < 0, report
+
+
+def test_jacobian_pattern_holds_every_non_zero_of_the_network_jacobian():
+    """The structural zeros that `per_state_update` skips are zeros of the computed ``D``, and skipping
+    them leaves the update unchanged."""
+    net = learn.EINetwork(4, 20, 2, key=jax.random.key(0))
+    k_h, k_u, k_f = jax.random.split(jax.random.key(1), 3)
+    h0 = jnp.stack(net.init_state(8).hidden, axis=-1)
+    h = h0 + jax.random.uniform(k_h, h0.shape, minval=0.0, maxval=20.0)  # V near threshold: surrogate on
+    u_e, u_i = jax.random.uniform(k_u, (2, *h.shape[:-1]))
+    _, _, D, D_fe, D_fi = _jacobians(net, h, u_e, u_i)
+    n_state = h.shape[-1]
+    pattern = jnp.array(jacobian_pattern(n_state))
+    assert jnp.all(jnp.where(pattern, 0.0, D) == 0)
+    assert jnp.all(jnp.any(D != 0, axis=(0, 1)) == pattern)  # no entry the pattern keeps is always zero
+    decays = jnp.linspace(0.8, 0.999, n_state)
+    f = jax.random.normal(k_f, (n_state, n_state, 2, *h.shape[:-1]))
+    dense = per_state_update(decays, 3.0, D, jnp.stack([D_fe, D_fi]), f)
+    sparse = per_state_update(decays, 3.0, D, jnp.stack([D_fe, D_fi]), f, jacobian_pattern(n_state))
+    assert jnp.allclose(sparse, dense, rtol=1e-6, atol=1e-6)
