@@ -43,7 +43,7 @@ def _weight_array(weight) -> Array:
     return jnp.asarray(weight, dtype=None if hasattr(weight, "dtype") else jnp.float32)
 
 
-def _rng(key: PRNGKeyArray) -> np.random.Generator:
+def numpy_generator(key: PRNGKeyArray) -> np.random.Generator:
     """A NumPy generator seeded by a JAX key: the same key gives the same matrix."""
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         key = jax.random.key_data(key)
@@ -320,7 +320,7 @@ class CSR(eqx.Module):
         n_pre, n_post = _check_size("n_pre", n_pre), _check_size("n_post", n_post)
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"`p` must be a probability in [0, 1], got {p!r}.")
-        rng = _rng(key)
+        rng = numpy_generator(key)
         n_choices = _choices(n_pre, n_post, allow_self)
         return cls._from_counts(rng, rng.binomial(n_choices, p, n_pre), n_post, weight, allow_self)
 
@@ -340,7 +340,7 @@ class CSR(eqx.Module):
         """
         n_pre, n_post, k = _check_size("n_pre", n_pre), _check_size("n_post", n_post), _check_size("k", k)
         _check_degree(k, _choices(n_pre, n_post, allow_self), "n_post")
-        return cls._from_counts(_rng(key), np.full(n_pre, k), n_post, weight, allow_self)
+        return cls._from_counts(numpy_generator(key), np.full(n_pre, k), n_post, weight, allow_self)
 
     @classmethod
     def fixed_in_degree(
@@ -358,7 +358,7 @@ class CSR(eqx.Module):
         """
         n_pre, n_post, k = _check_size("n_pre", n_pre), _check_size("n_post", n_post), _check_size("k", k)
         _check_degree(k, _choices(n_post, n_pre, allow_self), "n_pre")
-        pre = _sample_columns(_rng(key), np.full(n_post, k), n_pre, allow_self)
+        pre = _sample_columns(numpy_generator(key), np.full(n_post, k), n_pre, allow_self)
         post = np.repeat(np.arange(n_post, dtype=pre.dtype), k)
         indptr, indices, _ = _from_coo(pre, post, None, (n_pre, n_post))
         return cls(indptr, indices, weight, (n_pre, n_post))

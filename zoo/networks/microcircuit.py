@@ -12,7 +12,7 @@ from collections.abc import Mapping
 import numpy as np
 from jaxtyping import Float, Int, PRNGKeyArray
 
-from ...ops.csr import _rng
+from ...ops.csr import numpy_generator
 from ..neurons.lif import LIF
 from ..synapses.expon import Expon
 from ._random import truncated_normal
@@ -318,7 +318,7 @@ class Microcircuit:
         Memory: 16 bytes per synapse (4.8 GB at full scale); no dense matrix."""
         dt = self._check_dt(dt)
         factor = self.step_factor(dt)
-        rng = _rng(key)
+        rng = numpy_generator(key)
         offsets = self.offsets
         result = {}
         for receptor, excitatory in (("exc", True), ("inh", False)):

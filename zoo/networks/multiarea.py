@@ -81,6 +81,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from ...ops import CSR
+from ...ops.csr import numpy_generator
 from ..neurons.lif import LIF
 from ..synapses.expon import Expon
 from ._random import truncated_normal
@@ -252,7 +253,7 @@ class MultiArea(eqx.Module):
         )
         mu = np.tile(np.r_[np.full(n_e, p["mu_E"]), np.full(n_i, p["mu_I"])], n_areas)
 
-        rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel())
+        rng = numpy_generator(key)
         exc_of = [np.arange(n_e) + o for o in offsets]
         inh_of = [np.arange(n_e, n_per_area) + o for o in offsets]
         exc, inh = [], []
