@@ -564,7 +564,11 @@ def run_microcircuit(
     records = []
     with tempfile.TemporaryDirectory(prefix="diffbrain-sim-mc-") as folder:
         network_file = export_microcircuit(
-            mc, key, net.init_state(init_key).neurons.V, Path(folder) / "microcircuit.npz"
+            # `Network.simulate(T, init_key)` draws its initial potentials with split(init_key)[0]
+            mc,
+            key,
+            net.init_state(jax.random.split(init_key)[0]).neurons.V,
+            Path(folder) / "microcircuit.npz",
         )
         for simulator in peers:
             progress(f"{case}: {simulator}")

@@ -63,7 +63,8 @@ def test_one_step_delays_reproduce_einetwork_exactly():
     )
     assert net.ring_length == 1 and net.projections["exc"].W.homogeneous
     key = jax.random.key(3)
-    expected = networks.simulate(ei, 200.0, key, record=50)
+    # `Network.simulate` draws the initial potentials with the first half of its key (an `EINetwork` with all)
+    expected = networks.simulate(ei, 200.0, jax.random.split(key)[0], record=50)
     got = net.simulate(200.0, key, record=50)
     assert got.names == expected.names == ("E", "I") and got.sizes == expected.sizes
     assert int(got.counts.sum()) > 1000  # an active network, not a trivial agreement
@@ -244,6 +245,44 @@ def test_continuation_and_key_reproducibility_with_background():
         net.simulate(100.0, key, record=record, max_spikes_per_step=most - 1).spikes.block_until_ready()
     with pytest.raises(ValueError, match="`max_spikes_per_step`"):
         net.simulate(100.0, key, max_spikes_per_step=0)
+
+
+def test_simulate_draws_potentials_and_background_from_independent_keys():
+    # k0, k1 = split(key): k0 the initial potentials, k1 the background (they used to share the key)
+    net = Network.build(
+        sizes={"E": 50},
+        neuron=zoo.LIF(),
+        receptors={"exc": zoo.Expon(tau=2.0, mode="cuba")},
+        edges={},
+        background=Background(rate=5000.0, weight=40.0, receptor="exc"),
+    )
+    key = jax.random.key(7)
+    k0, k1 = jax.random.split(key)
+    whole = net.simulate(20.0, key, record=50)
+    same = net.simulate(20.0, key, state=net.init_state(k0), record=50)
+    np.testing.assert_array_equal(whole.raster, same.raster)
+    np.testing.assert_array_equal(whole.final_state.neurons.V, same.final_state.neurons.V)
+    # the first step's background is the drive's counts for k1's seed, whatever the initial potentials
+    for state in (None, net.init_state(jax.random.key(99))):
+        g = net.simulate(DT, key, state=state).final_state.receptors["exc"].g
+        counts = net.drives[0].counts(_seed(k1), jnp.zeros((), jnp.int32), 0)
+        assert float(counts.sum()) > 5
+        np.testing.assert_allclose(g, counts * 40.0, rtol=1e-6)
+    assert not np.allclose(net.init_state(key).neurons.V, net.init_state(k0).neurons.V)
+
+
+def test_record_count_as_numpy_integer():
+    net = _relay([1.0, 2.0])
+    state = net.init_state(V=np.full(net.n, -65.0))
+    for count in (2, np.int64(2), np.int32(2), np.array(2), jnp.asarray(2)):
+        assert net.simulate(1.0, None, state=state, record=count).raster.shape == (10, 2)
+    np.testing.assert_array_equal(net.simulate(1.0, None, state=state, record=[np.int64(2)]).record, [2])
+    ei = networks.EINetwork.coba(jax.random.key(0), n=400, in_degree=40)
+    assert networks.simulate(ei, 1.0, jax.random.key(1), record=np.int64(5)).raster.shape == (10, 5)
+    with pytest.raises(ValueError, match="`record`"):
+        net.simulate(1.0, None, state=state, record=True)
+    with pytest.raises(ValueError, match="`record`"):
+        net.simulate(1.0, None, state=state, record=np.int64(4))
 
 
 def test_poisson_background_statistics():

@@ -16,7 +16,7 @@ from ...ops import CSR, event_matvec
 from .._checks import check_dt
 from ..neurons.lif import LIF, LIFState
 from ..synapses.expon import Expon, ExponState
-from .network import AbstractPopulationResult, Network, NetworkResult
+from .network import AbstractPopulationResult, Network, NetworkResult, record_indices
 
 
 class EIState(NamedTuple):
@@ -221,12 +221,7 @@ def _validate(net, duration_ms, dt, record) -> tuple[int, np.ndarray]:
     n_steps = round(float(duration_ms) / dt)
     if n_steps < 1 or abs(n_steps * dt - duration_ms) > 1e-6 * max(1.0, duration_ms):
         raise ValueError(f"`duration_ms` must be a positive multiple of dt = {dt} ms, got {duration_ms!r}.")
-    record = np.asarray(range(record) if isinstance(record, int) else record, dtype=np.int32).ravel()
-    if record.size and (record.min() < 0 or record.max() >= net.n):
-        raise ValueError(
-            f"`record` must hold neuron indices in [0, {net.n}), got {record.min()}…{record.max()}."
-        )
-    return n_steps, record
+    return n_steps, record_indices(record, net.n)
 
 
 def simulate(

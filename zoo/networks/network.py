@@ -509,8 +509,11 @@ class Network(eqx.Module):
 
         Args:
             duration_ms: simulated time, ms (a multiple of ``dt``).
-            key: seeds the initial potentials (when ``state`` is None) and the Poisson background; may be
-                None only for a network without background that continues from ``state``.
+            key: with ``k0, k1 = jax.random.split(key)``, ``k0`` draws the initial potentials (when
+                ``state`` is None: ``simulate(T, key)`` is ``simulate(T, key, state=init_state(k0))``) and
+                ``k1`` the Poisson background, whose numbers depend on the absolute step, so a run continued
+                from its ``final_state`` with the same key continues the same background. May be None only
+                for a network without background that continues from ``state``.
             dt: if given, must equal the network's ``dt`` (delays were rounded to it at build time).
             record: neuron indices whose spikes to keep (or k: neurons 0 … k − 1).
             state: the state to continue from; default `init_state` with ``key``.
@@ -545,8 +548,10 @@ class Network(eqx.Module):
             raise ValueError(
                 "`key` may be None only when continuing from `state` in a network without background input."
             )
+        if key is not None:  # the initial potentials and the background from independent keys
+            init_key, key = jax.random.split(key)
         if state is None:
-            state = self.init_state(key)
+            state = self.init_state(init_key)
         if surrogate and not jnp.issubdtype(state.ring.dtype, jnp.inexact):
             state = state._replace(ring=state.ring.astype(state.neurons.V.dtype))
         elif not surrogate and jnp.issubdtype(state.ring.dtype, jnp.inexact):
@@ -818,9 +823,18 @@ def _check_run(net, duration_ms, dt, record) -> tuple[int, np.ndarray]:
         raise ValueError(
             f"`duration_ms` must be a positive multiple of dt = {net.dt} ms, got {duration_ms!r}."
         )
-    record = np.asarray(range(record) if isinstance(record, int) else record, dtype=np.int64).ravel()
-    if record.size and (record.min() < 0 or record.max() >= net.n):
-        raise ValueError(
-            f"`record` must hold neuron indices in [0, {net.n}), got {record.min()}…{record.max()}."
-        )
-    return n_steps, record.astype(np.int32)
+    return n_steps, record_indices(record, net.n)
+
+
+def record_indices(record, n: int) -> Int[np.ndarray, " r"]:
+    """The neurons to record as int32 indices: a count ``k`` (a Python or NumPy integer, or a 0-d integer
+    array) means neurons ``0 … k − 1``; anything else is a sequence of indices in ``[0, n)``."""
+    array = np.asarray(record)
+    if array.dtype == np.bool_:
+        raise ValueError(f"`record` must be a neuron count or neuron indices, got booleans {record!r}.")
+    if array.ndim == 0 and np.issubdtype(array.dtype, np.integer):
+        array = np.arange(int(array))
+    array = array.astype(np.int64).ravel()
+    if array.size and (array.min() < 0 or array.max() >= n):
+        raise ValueError(f"`record` must hold neuron indices in [0, {n}), got {array.min()}…{array.max()}.")
+    return array.astype(np.int32)
