@@ -41,6 +41,7 @@ _TARGETS = {
     "diffbrain_row_dot": "DiffbrainRowDot",
     "diffbrain_data_grad": "DiffbrainDataGrad",
     "diffbrain_data_grad_add": "DiffbrainDataGradAdd",
+    "diffbrain_arrival_scatter": "DiffbrainArrivalScatter",
 }
 
 _lock = threading.Lock()
@@ -250,3 +251,20 @@ def data_grad_add(
         raise TypeError(f"total ({total.dtype}) and cotangent ({cotangent.dtype}) must have the same dtype")
     args = (total, indptr, indices, spikes, cotangent)
     return _call("diffbrain_data_grad_add", total.shape, total.dtype, *args, input_output_aliases={0: 0})
+
+
+def arrival_scatter(
+    row_ptr: Integer[Array, " n_pre+1"],
+    lag: Integer[Array, " R"],
+    indptr: Integer[Array, " R+1"],
+    indices: Integer[Array, " nnz"],
+    step: Integer[Array, ""],
+    data: Float[Array, " nnz"] | Float[Array, ""],
+    spikes: Bool[Array, " n_pre"] | Float[Array, " n_pre"],
+    ring: Float[Array, "L n_post"],
+) -> Float[Array, "L n_post"]:
+    """`ring` plus each spiking neuron's synapses at their arrival slots (`reference.arrival_scatter`), in
+    place: the result aliases `ring`, so inside `lax.scan` only the events are touched."""
+    data = _float("data", data)
+    args = (row_ptr, lag.astype(jnp.int32), indptr, indices, jnp.asarray(step, jnp.int32), data, spikes, ring)
+    return _call("diffbrain_arrival_scatter", ring.shape, ring.dtype, *args, input_output_aliases={7: 0})

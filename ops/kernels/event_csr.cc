@@ -606,6 +606,68 @@ ffi::Error data_grad_add_impl(ffi::AnyBuffer g_in, ffi::AnyBuffer indptr, ffi::A
   return data_grad_into(&g_in, indptr, indices, spikes, ct, g);
 }
 
+// ---------------------------------------------------------------------------------------------------------
+// Arrival ring: ring[(step + lag[r]) mod L, indices[k]] += s[i] * w[k] for every synapse k of every row r of
+// every presynaptic neuron i with s[i] != 0 (rows row_ptr[i]..row_ptr[i+1]); the ring is updated in place
+// (XLA aliases it with the result). Work: the spiking neurons' synapses, plus one pass over the spikes.
+
+template <class F, class I, class S, bool kHomogeneous>
+void arrival(const I* row_ptr, const int32_t* lag, const I* indptr, const I* indices, int64_t step, const F* data,
+             const S* spikes, int64_t n_pre, int64_t length, int64_t n_post, F* ring) {
+  const F w = kHomogeneous ? data[0] : F(1);
+  const int64_t now = ((step % length) + length) % length;
+  for (int64_t i = 0; i < n_pre; ++i) {
+    if (!fired(spikes[i])) continue;
+    const F scale = static_cast<F>(spikes[i]) * w;
+    for (int64_t r = row_ptr[i]; r < row_ptr[i + 1]; ++r) {
+      const int64_t slot = ((now + lag[r]) % length + length) % length;
+      F* y = ring + slot * n_post;
+      const int64_t lo = indptr[r], hi = indptr[r + 1];
+      if (r + 1 < row_ptr[i + 1]) __builtin_prefetch(indices + hi);
+      if constexpr (kHomogeneous) {
+        for (int64_t k = lo; k < hi; ++k) y[indices[k]] += scale;
+      } else if constexpr (std::is_same_v<S, bool>) {
+        for (int64_t k = lo; k < hi; ++k) y[indices[k]] += data[k];
+      } else {
+        for (int64_t k = lo; k < hi; ++k) y[indices[k]] += data[k] * scale;
+      }
+    }
+  }
+}
+
+ffi::Error arrival_impl(ffi::AnyBuffer row_ptr, ffi::Buffer<ffi::S32> lag, ffi::AnyBuffer indptr,
+                        ffi::AnyBuffer indices, ffi::Buffer<ffi::S32> step, ffi::AnyBuffer data,
+                        ffi::AnyBuffer spikes, ffi::AnyBuffer ring_in, ffi::Result<ffi::AnyBuffer> ring) {
+  if (data.element_type() != ring->element_type() || ring_in.element_type() != ring->element_type())
+    return unsupported("weights and ring (must match the result)", data.element_type());
+  if (ring_in.untyped_data() != ring->untyped_data() && ring->size_bytes() > 0)
+    std::memcpy(ring->untyped_data(), ring_in.untyped_data(), ring->size_bytes());
+  const int64_t n_pre = static_cast<int64_t>(row_ptr.element_count()) - 1;
+  const auto dims = ring->dimensions();
+  if (n_pre <= 0 || dims.size() != 2 || dims[0] == 0 || dims[1] == 0) return ffi::Error::Success();
+  if (static_cast<int64_t>(spikes.element_count()) != n_pre)
+    return ffi::Error::InvalidArgument("diffbrain arrival ring: one spike per presynaptic neuron expected");
+  const int64_t length = dims[0], n_post = dims[1];
+  return with_float("weights", data.element_type(), [&](auto f) {
+    return with_index("indices", indices.element_type(), [&](auto i) {
+      return with_spike("spikes", spikes.element_type(), [&](auto s) {
+        return with_homogeneous(data.dimensions().size() == 0, [&](auto homogeneous) {
+          using F = typename decltype(f)::type;
+          using I = typename decltype(i)::type;
+          using S = typename decltype(s)::type;
+          if (indptr.element_type() != indices.element_type() || row_ptr.element_type() != indices.element_type())
+            return unsupported("indptr/row_ptr (must match the indices)", indptr.element_type());
+          arrival<F, I, S, decltype(homogeneous)::value>(
+              row_ptr.typed_data<I>(), lag.typed_data(), indptr.typed_data<I>(), indices.typed_data<I>(),
+              static_cast<int64_t>(step.typed_data()[0]), data.typed_data<F>(), spikes.typed_data<S>(), n_pre,
+              length, n_post, ring->typed_data<F>());
+          return ffi::Error::Success();
+        });
+      });
+    });
+  });
+}
+
 }  // namespace
 
 #define DIFFBRAIN_FOUR_ARGS_ONE_RESULT()                                                                   \
@@ -628,6 +690,17 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(DiffbrainDataGradAdd, data_grad_add_impl,
                               ffi::Ffi::Bind()
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(DiffbrainArrivalScatter, arrival_impl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::AnyBuffer>()

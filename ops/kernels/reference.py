@@ -103,3 +103,29 @@ def data_grad_batch(
     """`data_grad` summed over the batch (the weights are shared by all rows of ``spikes``)."""
     per_row = jax.vmap(data_grad, in_axes=(None, None, 0, 0, None))(indptr, indices, spikes, cotangent, nnz)
     return per_row.sum(axis=0)
+
+
+def arrival_scatter(
+    row_ptr: Int[Array, " n_pre+1"],
+    lag: Int[Array, " R"],
+    indptr: Int[Array, " R+1"],
+    indices: Int[Array, " nnz"],
+    step: Int[Array, ""],
+    data: Float[Array, "*nnz"],
+    spikes: Shaped[Array, " n_pre"],
+    ring: Float[Array, "L n_post"],
+) -> Float[Array, "L n_post"]:
+    """``ring`` plus, for every neuron ``i`` with ``s[i] != 0`` and every row ``r`` of its rows
+    ``row_ptr[i] … row_ptr[i + 1] − 1``, ``s[i]·W[r, j]`` added at ``ring[(step + lag[r]) mod L, j]``.
+
+    ``indptr``/``indices``/``data`` are the CSR of the rows (``[R, n_post]``); ``row_ptr`` groups them by
+    presynaptic neuron and ``lag`` gives each row's delay in steps. Result dtype: ``ring``'s."""
+    length, n_post = ring.shape
+    nnz = indices.shape[0]
+    row = row_ids(indptr, nnz)
+    source = row_ids(row_ptr, indptr.shape[0] - 1)[row]  # the presynaptic neuron of each synapse
+    slot = (step + lag.astype(indices.dtype)) % length
+    target = slot[row] * n_post + indices
+    s = spikes[source]
+    contributions = jnp.where(s != 0, jnp.broadcast_to(data, indices.shape) * s.astype(ring.dtype), 0)
+    return ring.reshape(-1).at[target].add(contributions.astype(ring.dtype)).reshape(length, n_post)

@@ -1,0 +1,154 @@
+"""`ops.arrival_scatter`: delayed synapses scattered into a ring of future inputs, against a dense NumPy
+construction, inside `lax.scan`, under `vmap`, and differentiated (`check_grads` and the dense gradient)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+from diffbrain import ops
+
+from .conftest import random_spikes
+
+
+def delayed(seed: int, n_pre: int, n_post: int, length: int, dtype=jnp.float64, homogeneous=False):
+    """Random rows grouped by presynaptic neuron (some neurons without rows, some with several lags, a row
+    per (neuron, lag)), each with random synapses: ``(W [R, n_post], row_ptr, lag, source)``."""
+    rng = np.random.default_rng(seed)
+    source, lag = [], []
+    for i in range(n_pre):
+        lags = rng.choice(np.arange(1, length + 1), size=rng.integers(0, min(3, length) + 1), replace=False)
+        source += [i] * lags.size
+        lag += sorted(lags)
+    source, lag = np.asarray(source, np.int32), np.asarray(lag, np.int32)
+    rows, cols = np.nonzero(rng.random((source.size, n_post)) < 0.4)
+    weight = np.asarray(0.7, dtype) if homogeneous else rng.normal(size=rows.size).astype(dtype)
+    W = ops.CSR.from_edges(rows, cols, weight, (source.size, n_post))
+    row_ptr = np.searchsorted(source, np.arange(n_pre + 1)).astype(np.int32)
+    return W, jnp.asarray(row_ptr), jnp.asarray(lag), source
+
+
+def dense_scatter(spikes, W, lag, source, ring, step):
+    """The same sum written densely: ``ring + Σ_r s[source[r]]·W[r]`` at slot ``(step + lag[r]) mod L``."""
+    length = ring.shape[0]
+    placed = (
+        jnp.zeros((W.shape[0], length), ring.dtype).at[np.arange(W.shape[0]), (step + lag) % length].set(1)
+    )
+    s = jnp.asarray(spikes).astype(ring.dtype)[source]
+    return ring + jnp.einsum("r,rl,rj->lj", s, placed, W.to_dense())
+
+
+@pytest.mark.parametrize("kind", ["bool", "int", "float"])
+@pytest.mark.parametrize("homogeneous", [False, True])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_matches_dense(backend, kind, homogeneous, dtype):
+    n_pre, n_post, length = 30, 17, 5
+    W, row_ptr, lag, source = delayed(1, n_pre, n_post, length, dtype, homogeneous)
+    assert W.shape[0] > n_pre  # several rows per neuron
+    spikes = random_spikes(2, (n_pre,), kind, dtype)
+    ring = jnp.asarray(np.random.default_rng(3).normal(size=(length, n_post)), dtype)
+    for step in (0, 3, 12):
+        got = ops.arrival_scatter(spikes, W, row_ptr, lag, ring, step, backend=backend)
+        assert got.dtype == dtype and got.shape == ring.shape
+        tol = 1e-5 if dtype == jnp.float32 else 1e-12
+        np.testing.assert_allclose(got, dense_scatter(spikes, W, lag, source, ring, step), rtol=tol, atol=tol)
+
+
+def test_pallas_routes_to_the_reference():
+    W, row_ptr, lag, _ = delayed(4, 12, 9, 4)
+    spikes = random_spikes(5, (12,), "float")
+    ring = jnp.zeros((4, 9))
+    expected = ops.arrival_scatter(spikes, W, row_ptr, lag, ring, 2, backend="reference")
+    got = ops.arrival_scatter(spikes, W, row_ptr, lag, ring, 2, backend="pallas")
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_network_loop_in_scan_equals_numpy(backend):
+    """Each step reads and clears slot ``t mod L``, then scatters that step's spikes: a spike of step t
+    through a row of lag d arrives in step t + d exactly (d = L included), as a NumPy loop computes."""
+    n_pre, n_post, length, steps = 25, 11, 4, 40
+    W, row_ptr, lag, source = delayed(6, n_pre, n_post, length, jnp.float32)
+    spikes = np.random.default_rng(7).random((steps, n_pre)) < 0.3
+
+    def body(ring, x):
+        t, s = x
+        arriving = ring[t % length]
+        ring = ring.at[t % length].set(0.0)
+        return ops.arrival_scatter(s, W, row_ptr, lag, ring, t, backend=backend), arriving
+
+    ring0 = jnp.zeros((length, n_post), jnp.float32)
+    _, arrivals = jax.jit(lambda r, s: jax.lax.scan(body, r, (jnp.arange(steps), s)))(
+        ring0, jnp.asarray(spikes)
+    )
+    dense = np.asarray(W.to_dense())
+    expected = np.zeros((steps, n_post), np.float32)
+    for t in range(steps):
+        for r in range(W.shape[0]):
+            if spikes[t, source[r]] and t + lag[r] < steps:
+                expected[t + lag[r]] += dense[r]
+    np.testing.assert_allclose(arrivals, expected, rtol=1e-5, atol=1e-5)
+    assert np.abs(expected).sum() > 10  # events did arrive
+
+
+def test_vmap_over_spikes_and_rings(backend):
+    W, row_ptr, lag, source = delayed(8, 15, 6, 3, jnp.float32)
+    spikes = random_spikes(9, (4, 15), "bool")
+    rings = jnp.asarray(np.random.default_rng(10).normal(size=(4, 3, 6)), jnp.float32)
+    got = jax.vmap(lambda s, r: ops.arrival_scatter(s, W, row_ptr, lag, r, 1, backend=backend))(spikes, rings)
+    for b in range(4):
+        expected = dense_scatter(spikes[b], W, lag, source, rings[b], 1)
+        np.testing.assert_allclose(got[b], expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("homogeneous", [False, True])
+def test_gradients(backend, homogeneous):
+    """Forward and reverse mode w.r.t. the weights, float spikes and the ring: by finite differences
+    (`check_grads`), and equal to the gradient of the dense construction."""
+    n_pre, n_post, length = 14, 8, 4
+    W, row_ptr, lag, source = delayed(11, n_pre, n_post, length, jnp.float64, homogeneous)
+    spikes = random_spikes(12, (n_pre,), "float")
+    ring = jnp.asarray(np.random.default_rng(13).normal(size=(length, n_post)))
+    cotangent = jnp.asarray(np.random.default_rng(14).normal(size=(length, n_post)))
+
+    def ours(data, s, r):
+        return ops.arrival_scatter(s, W.with_data(data), row_ptr, lag, r, 6, backend=backend)
+
+    def theirs(data, s, r):
+        return dense_scatter(s, W.with_data(data), lag, source, r, 6)
+
+    args = (W.data, spikes, ring)
+    check_grads(ours, args, order=1, modes=("fwd", "rev"))
+    got = jax.grad(lambda *a: jnp.sum(cotangent * ours(*a)), argnums=(0, 1, 2))(*args)
+    expected = jax.grad(lambda *a: jnp.sum(cotangent * theirs(*a)), argnums=(0, 1, 2))(*args)
+    for g, e in zip(got, expected, strict=True):
+        assert g.shape == e.shape
+        np.testing.assert_allclose(g, e, rtol=1e-12, atol=1e-12)
+    # bool spikes: the weight gradient only (spikes are events, not differentiable)
+    events = spikes > 0
+    d_data = jax.grad(lambda d: jnp.sum(cotangent * ours(d, events, ring)))(W.data)
+    d_dense = jax.grad(lambda d: jnp.sum(cotangent * theirs(d, events, ring)))(W.data)
+    np.testing.assert_allclose(d_data, d_dense, rtol=1e-12, atol=1e-12)
+
+
+def test_bad_inputs_name_the_argument():
+    W, row_ptr, lag, _ = delayed(15, 6, 5, 3, jnp.float32)
+    ring = jnp.zeros((3, 5), jnp.float32)
+    spikes = jnp.zeros(6, bool)
+    cases = [
+        (dict(spikes=jnp.zeros(5, bool)), "`spikes`"),
+        (dict(spikes=jnp.zeros(6, jnp.float64)), "`spikes`"),
+        (dict(row_ptr=row_ptr.astype(jnp.float32)), "`row_ptr`"),
+        (dict(lag=lag[:-1]), "`lag`"),
+        (dict(lag=lag.astype(jnp.float32)), "`lag`"),
+        (dict(ring=jnp.zeros((3, 4), jnp.float32)), "`ring`"),
+        (dict(ring=jnp.zeros((3, 5), jnp.float64)), "`ring`"),
+        (dict(step=jnp.zeros(2, jnp.int32)), "`step`"),
+        (dict(step=1.5), "`step`"),
+    ]
+    ok = dict(spikes=spikes, W=W, row_ptr=row_ptr, lag=lag, ring=ring, step=0)
+    for override, message in cases:
+        with pytest.raises(ValueError, match=message):
+            ops.arrival_scatter(**(ok | override))
+    with pytest.raises(TypeError, match="`W`"):
+        ops.arrival_scatter(**(ok | dict(W=W.to_dense())))
