@@ -5,13 +5,14 @@ too with ``full``), firing fractions 0.5%, 2% and 10%, one shared (homogeneous) 
 (heterogeneous) float32 weights. Methods:
 
 * ``diffbrain``: `diffbrain.ops.event_matvec` with the automatic backend, and ``diffbrain.<backend>``
-  for each backend usable here;
-* ``dense``: ``s @ W`` with a dense matrix, up to n = 20,000 (1.6 GB in float32; at n = 100,000 it would
-  need 40 GB: skipped with that reason);
-* ``bcoo``: ``s @ W`` with `jax.experimental.sparse.BCOO`;
+  for each other backend usable here;
+* ``dense``: ``s @ W`` with a dense matrix, up to n = 20,000 on CPU (1.6 GB in float32; at n = 100,000 it
+  would need 40 GB: skipped with that reason) and up to `dense_limit` on an accelerator;
+* ``bcoo``: ``s @ W`` with `jax.experimental.sparse.BCOO`; ``bcsr``: ``Wᵀs`` with its BCSR (not in quick
+  mode);
 * ``segment_sum``: every synapse's ``w·s[pre]`` summed per postsynaptic neuron (`jax.ops.segment_sum`);
 * ``numba``: a plain loop on NumPy arrays — for each spiking row, add its weights into ``y`` — the
-  near-the-metal reference (skipped when numba is not importable);
+  near-the-metal reference on CPU (skipped when numba is not importable, and on an accelerator);
 * ``brainevent``: its binary-event CSR product (skipped when brainevent is not importable).
 
 Metrics (s, medians after warm-up, timed in turns): ``step_time`` — per step of a jitted `lax.scan` over
@@ -43,6 +44,7 @@ import pandas as pd
 from jax.experimental import sparse
 
 from diffbrain import ops
+from diffbrain.ops._backend import default as automatic_backend
 from diffbrain.ops.kernels.reference import row_ids
 
 from .records import Record, format_params, make_record, skipped
@@ -133,11 +135,19 @@ def jax_methods(W: ops.CSR, quick: bool) -> tuple[dict[str, Method], dict[str, s
         matrix = sparse.BCOO((jnp.broadcast_to(data, (W.nnz,)), structure[0]), shape=W.shape)
         return _as_float(spikes) @ matrix
 
+    def bcsr(data, structure, spikes):
+        matrix = sparse.BCSR((jnp.broadcast_to(data, (W.nnz,)), *structure), shape=W.shape)
+        # sᵀW as Wᵀs: BCSR multiplies only from the left
+        return sparse.bcsr_dot_general(matrix, _as_float(spikes), dimension_numbers=(([0], [0]), ([], [])))
+
     def dense(matrix, structure, spikes):
         return _as_float(spikes) @ matrix
 
     methods = {"diffbrain": diffbrain_method(W, None)}
-    methods |= {f"diffbrain.{name}": diffbrain_method(W, name) for name in ops.backends()}
+    automatic = automatic_backend()
+    # each other backend by name; the automatic one is already measured as "diffbrain"
+    others = [name for name in ops.backends() if name != automatic]
+    methods |= {f"diffbrain.{name}": diffbrain_method(W, name) for name in others}
     skips = {}
     if quick and n_pre > SIZES[0][0]:
         del methods["diffbrain.reference"]  # = segment_sum, which stays
@@ -147,15 +157,28 @@ def jax_methods(W: ops.CSR, quick: bool) -> tuple[dict[str, Method], dict[str, s
     methods["segment_sum"] = Method(segment_sum, W.data, (rows, W.indices), True)
     coordinates = jnp.stack([rows, W.indices], axis=1)
     methods["bcoo"] = Method(bcoo, W.data, (coordinates,), True)
-    if n_pre * n_post <= DENSE_LIMIT**2:
+    if quick:
+        skips["bcsr"] = "quick mode: jax.experimental.sparse is measured as BCOO"
+    else:
+        methods["bcsr"] = Method(bcsr, W.data, (W.indices, W.indptr), True)
+    if n_pre * n_post <= dense_limit() ** 2:
         methods["dense"] = Method(dense, W.to_dense(), (), True)
     else:
         gigabytes = n_pre * n_post * jnp.dtype(DTYPE).itemsize / 1e9
         skips["dense"] = (
             f"a dense {n_pre}×{n_post} matrix needs {gigabytes:.0f} GB (and its gradient as much again); "
-            f"measured up to n = {DENSE_LIMIT:,}"
+            f"measured up to n = {dense_limit():,}"
         )
     return methods, skips
+
+
+def dense_limit() -> int:
+    """The largest n with a dense n × n matrix: `DENSE_LIMIT` on CPU; on an accelerator, the largest whose
+    matrix, its gradient and a spare copy (3 n² floats) fit in the device's memory."""
+    stats = jax.devices()[0].memory_stats() if jax.default_backend() != "cpu" else None
+    if not stats or "bytes_limit" not in stats:
+        return DENSE_LIMIT
+    return int((stats["bytes_limit"] / (3 * jnp.dtype(DTYPE).itemsize)) ** 0.5)
 
 
 def jax_runs(method: Method, spikes: jax.Array, x: jax.Array, cotangent: jax.Array) -> dict[str, Callable]:
@@ -299,7 +322,9 @@ def run_case(case: Case, W: ops.CSR, repeats: int = 5, quick: bool = False) -> l
             reason = f"brainevent failed: {type(error).__name__}: {str(error)[:200]}"
     if reason is not None:
         skips["brainevent"] = reason
-    if (reason := unavailable("numba")) is None:
+    if jax.default_backend() != "cpu":
+        skips["numba"] = "the numba loop is the CPU reference; this run is on an accelerator"
+    elif (reason := unavailable("numba")) is None:
         runs["numba"] = numba_runs(W, np.asarray(spikes), np.asarray(cotangent))
     else:
         skips["numba"] = reason

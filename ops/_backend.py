@@ -85,6 +85,12 @@ def kernels(name: str) -> ModuleType:
 
 
 def available() -> tuple[str, ...]:
-    """The names of the backends usable on this machine; one only interpreted here (``pallas`` on CPU) is left
-    out, though ``backend=`` still accepts it."""
-    return tuple(n for n in NAMES if (m := probe(n)[0]) is not None and not getattr(m, "INTERPRETED", False))
+    """The names of the backends usable on JAX's default device: one only interpreted here (``pallas`` on CPU)
+    is left out, though ``backend=`` still accepts it, and so is ``cpu`` when the default device is an
+    accelerator (its kernel reads host memory; it serves arrays placed on a CPU device)."""
+    on_cpu = jax.default_backend() == "cpu"
+    return tuple(
+        n
+        for n in NAMES
+        if (m := probe(n)[0]) is not None and not getattr(m, "INTERPRETED", False) and (on_cpu or n != "cpu")
+    )

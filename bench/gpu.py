@@ -1,0 +1,300 @@
+"""Suite "gpu": the event-driven operators and the networks on a GPU, as one short prepared run.
+
+``python -m diffbrain.bench.gpu [--out DIR] [--budget S] [--data PD_FOLDER]`` does, in this order, within a
+wall-time budget (what does not fit is recorded as skipped, with the reason):
+
+1. `check`: the compiled Pallas kernels against the ``reference`` backend on the same device — forward
+   `ops.event_matvec` with bool and float spikes, `ops.event_matmat`, `ops.csr_matvec`, the VJPs w.r.t.
+   the weights and the float spikes, under ``jit`` and ``vmap``, homogeneous and heterogeneous weights —
+   on random CSRs with empty rows and rows longer than a chunk, in the default float dtype (run it with
+   ``JAX_ENABLE_X64=1`` for float64). Relative errors; a failure stops the run (timings of a wrong kernel
+   mean nothing).
+2. `tune`: the Pallas forward kernel's ``(CHUNK, ROWS, NUM_WARPS)`` (`TUNING_GRID`) at n = 1,000,000 ×
+   400, 2% firing, heterogeneous: the time of one call each; the fastest setting is kept for the rest.
+3. The ops grid (`diffbrain.bench.ops.run_case`: the methods and metrics of the CPU suite, dense up to
+   `diffbrain.bench.ops.dense_limit`, brainevent's GPU kernel when it imports): `SIZES` × firing
+   `FIRING`, heterogeneous weights; homogeneous at 2%. The structure is drawn on the device
+   (`device_csr`). Records of suite ``ops-gpu``.
+4. The sim suite's networks (`diffbrain.bench.sim.run`, diffbrain alone): COBA at 4,000 neurons (1 s),
+   40,000 (0.5 s) and 400,000 (0.1 s), and the Potjans–Diesmann microcircuit at scale 0.1 (1 s) when
+   ``--data`` names its folder. Records of suite ``sim-gpu``.
+
+Each stage writes its records as soon as it has them (``OUT/ops-gpu.csv`` after every case,
+``OUT/sim-gpu.csv``, ``OUT/gpu_tuning.csv``), so a run stopped at its limit keeps what it finished. The last
+lines printed are summary tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+from jaxtyping import PRNGKeyArray
+
+from diffbrain import ops
+from diffbrain.ops.kernels import pallas
+
+from . import ops as ops_suite
+from . import sim as sim_suite
+from .records import Record, format_params, save, skipped, to_frame
+from .timing import measure_side_by_side
+
+SIZES = ((100_000, 400), (1_000_000, 400))
+"""(n, synapses per row) of the ops grid."""
+FIRING = (0.02, 0.005, 0.10)
+"""Firing fractions, the 2% of the issue's headline first."""
+TUNING_GRID = tuple((chunk, rows, warps) for chunk in (128, 256) for rows in (1, 4, 16) for warps in (4, 8))
+"""``(CHUNK, ROWS, NUM_WARPS)`` settings of the Pallas kernels tried by `tune`."""
+CHECK_TOLERANCE = {jnp.dtype(jnp.float32): 1e-5, jnp.dtype(jnp.float64): 1e-12}
+"""Largest relative error ‖pallas − reference‖ / ‖reference‖ accepted by `check` (atomics add in any
+order)."""
+SIM_GRID = dict(
+    durations_ms=(1_000.0,),
+    scaling={40_000: 500.0, 400_000: 100.0},
+    peers=(),
+    scaling_peers=(),
+    microcircuit_peers=(),
+)
+
+
+@functools.partial(jax.jit, static_argnames=("n", "per_row", "heterogeneous"))
+def device_csr(key: PRNGKeyArray, n: int, per_row: int, heterogeneous: bool) -> ops.CSR:
+    """An n × n CSR with ``per_row`` distinct postsynaptic targets per row, drawn on the default device.
+
+    Each row's columns are ``sort(u) + [0, 1, …, per_row − 1]`` with ``u`` drawn uniformly from
+    ``[0, n − per_row]`` — a strictly increasing, duplicate-free set spread over the whole range (the classic
+    map from multisets to sets). Weights U(0, 1) per synapse, or one shared 0.5. Built inside ``jit``, so
+    no host copy of the ~10⁸–10⁹ indices is made.
+    """
+    draws = jnp.sort(jax.random.randint(key, (n, per_row), 0, n - per_row + 1), axis=1)
+    indices = (draws + jnp.arange(per_row)).ravel().astype(jnp.int32)
+    indptr = jnp.arange(n + 1, dtype=jnp.int32) * per_row
+    if heterogeneous:
+        data = jax.random.uniform(jax.random.fold_in(key, 1), (n * per_row,), ops_suite.DTYPE)
+    else:
+        data = jnp.asarray(0.5, ops_suite.DTYPE)
+    return ops.CSR(indptr, indices, data, (n, n))
+
+
+def _random_csr(rng: np.random.Generator, n_pre: int, n_post: int, dtype, heterogeneous: bool) -> ops.CSR:
+    """Rows of 0 to 300 distinct sorted columns (a quarter of them empty): chunks, tails and empty rows."""
+    counts = np.where(rng.random(n_pre) < 0.25, 0, rng.integers(1, min(300, n_post) + 1, n_pre))
+    columns = [np.sort(rng.choice(n_post, c, replace=False)) for c in counts]
+    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    indices = np.concatenate(columns).astype(np.int32)
+    data = rng.uniform(-1, 1, indices.size) if heterogeneous else 0.7
+    return ops.CSR(indptr, indices, jnp.asarray(data, dtype), (n_pre, n_post))
+
+
+def _relative_error(value, reference) -> float:
+    value, reference = np.asarray(value, np.float64), np.asarray(reference, np.float64)
+    return float(np.linalg.norm(value - reference) / max(np.linalg.norm(reference), 1e-30))
+
+
+def _operations(W: ops.CSR, inputs: dict, backend: str) -> dict[str, jax.Array]:
+    """Every operation `check` compares, computed with ``backend``."""
+
+    def forward(data, spikes):
+        return ops.event_matvec(spikes, W.with_data(data), backend=backend)
+
+    def loss(data, spikes):
+        return jnp.vdot(forward(data, spikes), inputs["cotangent"])
+
+    return {
+        "event_matvec bool": jax.jit(forward)(W.data, inputs["bool"]),
+        "event_matvec float": jax.jit(forward)(W.data, inputs["float"]),
+        "event_matmat": jax.jit(lambda s: ops.event_matmat(s, W, backend=backend))(inputs["batch"]),
+        "vmap event_matvec": jax.jit(jax.vmap(lambda s: forward(W.data, s)))(inputs["batch"]),
+        "csr_matvec": jax.jit(lambda x: ops.csr_matvec(x, W, backend=backend))(inputs["dense"]),
+        "weight grad": jax.jit(jax.grad(loss))(W.data, inputs["float"]),
+        "spike grad": jax.jit(jax.grad(loss, argnums=1))(W.data, inputs["float"]),
+    }
+
+
+def check(
+    shapes: Sequence[tuple[int, int]] = ((700, 900), (1, 5), (64, 3_000)), seed: int = 0
+) -> pd.DataFrame:
+    """The Pallas kernels against the ``reference`` backend on JAX's default device.
+
+    Returns a table of relative errors per (shape, weights, operation), and raises ``AssertionError``
+    listing every one above `CHECK_TOLERANCE` for the float dtype in use.
+    """
+    dtype = jnp.zeros(()).dtype
+    rng = np.random.default_rng(seed)
+    rows = []
+    for n_pre, n_post in shapes:
+        for heterogeneous in (True, False):
+            W = _random_csr(rng, n_pre, n_post, dtype, heterogeneous)
+            inputs = {
+                "bool": jnp.asarray(rng.random(n_pre) < 0.1),
+                "float": jnp.asarray(np.where(rng.random(n_pre) < 0.3, rng.normal(size=n_pre), 0), dtype),
+                "batch": jnp.asarray(rng.random((3, n_pre)) < 0.2),
+                "dense": jnp.asarray(rng.normal(size=n_pre), dtype),
+                "cotangent": jnp.asarray(rng.normal(size=n_post), dtype),
+            }
+            ours, reference = _operations(W, inputs, "pallas"), _operations(W, inputs, "reference")
+            for name in ours:
+                rows.append(
+                    dict(
+                        shape=f"{n_pre}x{n_post}",
+                        weights="heterogeneous" if heterogeneous else "homogeneous",
+                        operation=name,
+                        dtype=jnp.dtype(dtype).name,
+                        relative_error=_relative_error(ours[name], reference[name]),
+                    )
+                )
+    table = pd.DataFrame(rows)
+    bad = table[~(table.relative_error <= CHECK_TOLERANCE[jnp.dtype(dtype)])]
+    if not bad.empty:
+        raise AssertionError(f"Pallas kernels differ from the reference:\n{bad.to_string()}")
+    return table
+
+
+def _set_tuning(tuning: tuple[int, int, int]) -> None:
+    pallas.CHUNK, pallas.ROWS, pallas.NUM_WARPS = tuning
+
+
+def _forward_time(W: ops.CSR, spikes: jax.Array, repeats: int) -> float:
+    """Median time of one Pallas `ops.event_matvec` call, traced anew (it reads the current tuning)."""
+    forward = jax.jit(lambda W, s: ops.event_matvec(s, W, backend="pallas"))
+    return measure_side_by_side({"call": lambda: forward(W, spikes)}, repeats)["call"].median
+
+
+def tune(
+    n: int = 1_000_000,
+    per_row: int = 400,
+    firing: float = 0.02,
+    grid: Sequence[tuple[int, int, int]] = TUNING_GRID,
+    repeats: int = 5,
+) -> tuple[tuple[int, int, int], pd.DataFrame]:
+    """Time a heterogeneous `ops.event_matvec` call per Pallas tuning in ``grid``; keep the fastest.
+
+    Returns the fastest ``(CHUNK, ROWS, NUM_WARPS)`` (now set in `diffbrain.ops.kernels.pallas`) and the
+    table of median times, s.
+    """
+    W = device_csr(jax.random.key(0), n, per_row, True)
+    spikes = jax.random.uniform(jax.random.key(1), (n,)) < firing
+    times = {}
+    for tuning in grid:
+        _set_tuning(tuning)
+        times[tuning] = _forward_time(W, spikes, repeats)
+    best = min(times, key=times.get)
+    _set_tuning(best)
+    table = pd.DataFrame(
+        [dict(chunk=c, rows=r, num_warps=w, call_s=t) for (c, r, w), t in times.items()]
+    ).sort_values("call_s")
+    return best, table
+
+
+def _as_suite(records: Sequence[Record], suite: str) -> list[Record]:
+    return [dataclasses.replace(record, suite=suite) for record in records]
+
+
+def ops_grid(
+    deadline: float,
+    out: Path,
+    sizes: Sequence[tuple[int, int]] = SIZES,
+    firing: Sequence[float] = FIRING,
+    repeats: int = 5,
+    progress: Callable[[str], None] = print,
+) -> list[Record]:
+    """`diffbrain.bench.ops.run_case` on device-built networks until ``deadline`` (`time.monotonic`); the
+    records are merged into ``out/ops-gpu.csv`` after every case."""
+    cases = [
+        ops_suite.Case(n, per_row, fraction, weights)
+        for n, per_row in sizes
+        for weights, fractions in (("heterogeneous", firing), ("homogeneous", firing[:1]))
+        for fraction in fractions
+    ]
+    records, built = [], {}
+    for case in cases:
+        fields = dict(params=format_params(case._asdict()), dtype=jnp.dtype(ops_suite.DTYPE).name)
+        if time.monotonic() > deadline:
+            records.append(
+                skipped("ops-gpu", case.name, "diffbrain", "step_time", "s", "out of time", **fields)
+            )
+            continue
+        progress(f"ops-gpu {case.name}")
+        key = (case.n, case.per_row, case.weights)
+        if key not in built:
+            built.clear()  # one network on the device at a time
+            built[key] = device_csr(jax.random.key(0), case.n, case.per_row, case.weights == "heterogeneous")
+        try:
+            records += _as_suite(ops_suite.run_case(case, built[key], repeats), "ops-gpu")
+        except Exception as error:  # one case that fails (e.g. out of memory) must not lose the others
+            traceback.print_exc()
+            reason = f"failed: {type(error).__name__}: {str(error)[:300]}"
+            records.append(skipped("ops-gpu", case.name, "diffbrain", "step_time", "s", reason, **fields))
+        save(records, out)
+    return records
+
+
+def sim_grid(data: str | None, repeats: int = 3, progress: Callable[[str], None] = print) -> list[Record]:
+    """The sim suite's COBA sizes and (with ``data``) the microcircuit at scale 0.1, diffbrain alone."""
+    microcircuit = ((0.1, 1.0, 1_000.0),) if data else ()
+    records = sim_suite.run(
+        repeats=repeats, progress=progress, microcircuit=microcircuit, data=data, **SIM_GRID
+    )
+    return _as_suite(records, "sim-gpu")
+
+
+def summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per ops case: call and step times (µs) of every method and diffbrain's ratios to its peers."""
+    ok = frame[(frame.status == "ok") & frame.metric.isin(["step_time", "call_time", "weight_grad_time"])]
+    table = ok.assign(value=ok.value * 1e6, column=ok.metric.str.removesuffix("_time") + " µs " + ok.method)
+    return table.pivot_table(index="case", columns="column", values="value", aggfunc="last", sort=False)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the stages of the module docstring and print what they measured."""
+    parser = argparse.ArgumentParser(
+        prog="python -m diffbrain.bench.gpu", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--out", default="gpu-results", help="results folder (default: %(default)s)")
+    parser.add_argument(
+        "--budget", type=float, default=420.0, help="wall-time budget, s (default %(default)s)"
+    )
+    parser.add_argument("--data", help="the conn-potjans-diesmann2014 folder (the microcircuit case)")
+    parser.add_argument("--skip", nargs="*", default=(), choices=("check", "tune", "ops", "sim"))
+    args = parser.parse_args(argv)
+    start = time.monotonic()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"devices: {jax.devices()}; backend {jax.default_backend()}; ops backends {ops.backends()}")
+    with pd.option_context(
+        "display.width", 250, "display.max_columns", None, "display.float_format", "{:.4g}".format
+    ):
+        if "check" not in args.skip:
+            table = check()
+            worst = table.relative_error.max()
+            print(f"check passed: {len(table)} comparisons, largest relative error {worst:.2e}")
+        if "tune" not in args.skip:
+            best, table = tune()
+            table.to_csv(out / "gpu_tuning.csv", index=False)
+            elapsed = time.monotonic() - start
+            print(f"tuning (CHUNK, ROWS, NUM_WARPS) = {best} after {elapsed:.0f} s:\n{table.head(5)}")
+        sim_reserve = 0.0 if "sim" in args.skip else 120.0
+        if "ops" not in args.skip:
+            records = ops_grid(start + args.budget - sim_reserve, out)
+            print(summary(to_frame(records)).round(1).T)
+        if "sim" not in args.skip:
+            if time.monotonic() < start + args.budget:
+                records = sim_grid(args.data)
+                save(records, out)
+                print(sim_suite.summary(to_frame(records)))
+            else:
+                print("sim: out of time")
+    print(f"done in {time.monotonic() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
