@@ -136,3 +136,29 @@ def test_frozen_noise_split_holds_out_time_and_trial(shared_data):
     trains = [datasets.window_spikes(r.spike_times, split.test_start, end) for r in split.repeats]
     assert all(100 < len(t) < 130 for t in trains)  # 220–236 spikes per 20 s repeat
     assert datasets.repeat_reliability(trains, end - split.test_start) == pytest.approx(0.775, abs=0.01)
+
+
+# --- the benchmark's scoring (diffbrain.bench.fit_cells) ---------------------------------------------------
+
+
+def test_scores_of_the_true_and_a_silent_model():
+    """On sweeps simulated from a model, that model scores Γ = 1 and no count error; a silent one Γ = 0
+    and a count error of 1 — the model's spike grid and the recorded spike times are aligned."""
+    import jax
+    import jax.numpy as jnp
+
+    from diffbrain import zoo
+    from diffbrain.bench import fit_cells
+
+    truth = zoo.astype(zoo.AdEx(), jnp.float64)
+    current = np.asarray(
+        zoo.stimulus.ou_current(jax.random.key(3), 4_000, 0.1, mean=1000.0, std=300.0, tau=3.0)
+    )
+    with jax.enable_x64(True):
+        sweeps = fit.synthetic_sweeps(truth, np.stack([current, current[::-1]]), dt=0.1)
+        case = fit_cells.CellCase("synthetic", Cell(sweeps[:1]), Cell(sweeps), 50.0, 1.0, 0.0)
+        perfect = fit_cells.score(case, truth)
+        silent = fit_cells.score(case, zoo.astype(zoo.AdEx(V_T=-20.0, delta_T=0.5), jnp.float64))
+    assert min(len(s.spike_times[s.spike_times >= 50.0]) for s in sweeps) > 5
+    assert perfect == {"heldout_gamma": pytest.approx(1.0), "spike_count_error": 0.0}
+    assert silent["heldout_gamma"] == 0.0 and silent["spike_count_error"] == 1.0
