@@ -1,0 +1,442 @@
+"""Suite "fit_dimension": wall time to a loss threshold against the number of free parameters d, per method.
+
+The problem family (`diffbrain.fit.kernels`): a Pozzorini-style GIF whose spike-triggered current η and
+moving threshold γ are each a sum of d/2 log-spaced rectangular bins over 500 ms, fitted with the recorded
+spikes imposed (voltage MSE / σ² + spike-train NLL per spike), for d = 4 … 128. For each d the ground
+truth is the bin average of the same two-exponential kernels (η: 150 pA e^{−t/15 ms} + 25 pA e^{−t/200 ms};
+γ: 15 mV e^{−t/25 ms} + 3 mV e^{−t/250 ms}), the data are simulated from it (stochastic spikes with a fixed
+key, 1 mV Gaussian voltage noise) under the first 10 s of the Pozzorini et al. (2015) frozen-noise current
+(``ephys-gif-pozzorini2015``, averaged to dt = 0.5 ms; an OU current of the same mean and s.d. when the
+data folder is absent, which the records' params say). One simulation costs nearly the same for every d.
+
+Threshold: the loss of the ground truth (the noise floor) plus `TOLERANCE`. Every method starts from
+points drawn uniformly in the same box, gets the same budget in simulations, one value-and-gradient being
+charged its measured cost in forwards (so the budget is compute), and is timed the same way (the
+`Account`'s clock, compilation done before by warm-up fits and reported as ``compile_time``). Per d and
+method: median over seeds of ``time_to_threshold`` (inf: not reached within the budget), ``reached``,
+``final_loss``, ``final_excess`` (over the floor), ``wall_time``; per gradient method
+``speedup_vs_gradient_free`` (the best gradient-free method's median time over its own; a lower bound
+when no gradient-free method reached the threshold) and the ``crossover_d``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from diffbrain import fit, zoo
+from diffbrain.fit.fitter import float64, run_method
+from diffbrain.fit.kernels import KernelGIF, KernelGIFObjective, log_bins
+from diffbrain.fit.objective import Account
+from diffbrain.fit.search import population_size
+
+from .fit import DATA
+from .records import Record, format_params, make_record
+
+SUITE = "fit_dimension"
+DIMENSIONS = (2, 4, 8, 16, 32, 64, 128)
+GRADIENT = ("lbfgs", "adam")
+GRADIENT_FREE = ("cmaes", "de", "pso")
+METHODS = GRADIENT + GRADIENT_FREE
+TOLERANCE = 0.01
+"""Threshold above the ground truth's loss (dimensionless: 1 % of the voltage noise variance)."""
+BUDGET = 2_000
+"""Simulations of the fixed-budget fits (a value-and-gradient charged its measured cost in forwards)."""
+CAP, TIME_LIMIT = 30_000, 30.0
+"""Simulations and seconds after which a fit that has not reached the threshold gives up."""
+REPEATS = 3
+N_STARTS = {"lbfgs": 1, "adam": 1}
+"""Starts of the gradient methods (the problem is convex in the amplitudes; the others: one run)."""
+DT, DURATION, KERNEL_LENGTH, SIGMA = 0.5, 10_000.0, 500.0, 1.0
+"""Step (ms), length of the data (ms), support of each kernel (ms), voltage noise (mV)."""
+
+
+def true_kernels(lags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The ground-truth η (pA) and γ (mV) at ``lags`` (ms after the refractory period ends)."""
+    eta = 150.0 * np.exp(-lags / 15.0) + 25.0 * np.exp(-lags / 200.0)
+    gamma = 15.0 * np.exp(-lags / 25.0) + 3.0 * np.exp(-lags / 250.0)
+    return eta, gamma
+
+
+def frozen_noise_current(root: Path | None = None, dt: float = DT, duration: float = DURATION):
+    """The first ``duration`` ms of the Pozzorini frozen-noise current (pA), averaged to ``dt``, and its
+    source; an OU current of the same mean and s.d. (153 pA, 159 pA, τ 3 ms) when the data are absent."""
+    n = round(duration / dt)
+    try:
+        recording = fit.pozzorini_frozen_noise(DATA if root is None else root).train[0]
+    except FileNotFoundError:
+        current = zoo.stimulus.ou_current(jax.random.key(2015), n, dt, mean=153.0, std=159.0, tau=3.0)
+        return np.asarray(current, float), "ou"
+    factor = round(dt / float(recording.dt))
+    current = np.asarray(recording.current, float)[: n * factor]
+    return current.reshape(n, factor).mean(axis=1), "pozzorini2015"
+
+
+@dataclasses.dataclass
+class DimensionProblem:
+    """One member of the family: its objective, ground truth (``u`` and values), floor and threshold."""
+
+    d: int
+    objective: KernelGIFObjective
+    truth: np.ndarray
+    truth_u: jax.Array
+    floor: float
+    threshold: float
+    source: str
+
+
+@float64
+def problem(d: int, *, current: np.ndarray | None = None, seed: int = 0, tolerance: float = TOLERANCE):
+    """The family's member with ``d`` free parameters (d even, ≥ 2): d/2 η and d/2 γ bins."""
+    if d < 2 or d % 2:
+        raise ValueError(f"`d` must be an even number >= 2 (d/2 bins per kernel), got {d}.")
+    source = "given"
+    if current is None:
+        current, source = frozen_noise_current()
+    edges = log_bins(d // 2, round(KERNEL_LENGTH / DT))
+    lags = (edges[:-1] + edges[1:]) / 2 * DT
+    eta, gamma = true_kernels(lags)
+    truth = KernelGIF(eta=jnp.asarray(eta), gamma=jnp.asarray(gamma), edges=tuple(map(int, edges)), dt=DT)
+    key_spikes, key_noise = jax.random.split(jax.random.key(seed))
+    voltage, spikes = truth.generate(current, key_spikes)
+    voltage = voltage + SIGMA * np.asarray(jax.random.normal(key_noise, voltage.shape, jnp.float64))
+    objective = KernelGIFObjective(truth, current, voltage, spikes, sigma=SIGMA)
+    values = np.concatenate([eta, gamma])
+    truth_u = objective.free.to_unconstrained(jnp.asarray(values))
+    floor = float(objective.value(truth_u))
+    return DimensionProblem(d, objective, values, truth_u, floor, floor + tolerance, source)
+
+
+def _starts(objective, method: str, key) -> jax.Array:
+    return objective.free.sample(key, N_STARTS.get(method, 1))
+
+
+def warm_up(objective: KernelGIFObjective, method: str) -> float:
+    """Compile everything ``method`` runs on ``objective`` (two short fits); returns the seconds taken."""
+    begin = time.perf_counter()
+    size = population_size(objective.free.size)
+    budget = {"lbfgs": 40, "adam": 4}.get(method, 3 * size)
+    for seed in range(2):
+        key = jax.random.key(seed)
+        run_method(objective, method, _starts(objective, method, key), Account(budget), key)
+    if method == "lbfgs":  # every run ends after one step, so the restart path compiles too
+        run_method(
+            objective, method, _starts(objective, method, key), Account(40), key, {"tolerance": np.inf}
+        )
+    return time.perf_counter() - begin
+
+
+class StoppingAccount(Account):
+    """An `Account` that ends the fit once its best loss is <= ``stop_at`` or ``time_limit`` seconds have
+    passed: it then books the budget as spent, so every method's loop (which asks the account what is
+    left before each batch) ends at its next check. What was really spent stays in ``history``."""
+
+    def __init__(self, budget: float, grad_cost: float, stop_at: float, time_limit: float):
+        super().__init__(budget, grad_cost)
+        self.stop_at, self.time_limit, self.stopped = stop_at, time_limit, False
+
+    def charge(self, losses, gradient: bool = False) -> None:
+        super().charge(losses, gradient)
+        if self.best <= self.stop_at or self.seconds > self.time_limit:
+            self.stopped, self.simulations = True, self.budget
+
+
+def fit_once(
+    member: DimensionProblem,
+    method: str,
+    key,
+    grad_cost: float,
+    *,
+    budget: float,
+    to_threshold: bool,
+    time_limit: float = np.inf,
+) -> dict[str, float]:
+    """One seeded fit. With ``to_threshold`` it stops at the threshold (or at ``budget`` simulations or
+    ``time_limit`` s) and reports the time and simulations it took (inf: never); else it spends ``budget``
+    and reports the final loss. Both report the wall time (s)."""
+    objective = member.objective
+    start_key, run_key = jax.random.split(key)
+    cost = grad_cost if method in GRADIENT else 1.0
+    stop_at = member.threshold if to_threshold else -np.inf
+    account = StoppingAccount(budget, cost, stop_at, time_limit)
+    results = run_method(objective, method, _starts(objective, method, start_key), account, run_key)
+    seconds = account.seconds
+    if not to_threshold:
+        return {"final_loss": min(r.loss for r in results), "wall_time": seconds}
+    reached = [(s, t) for s, t, best in account.history if best <= member.threshold]
+    spent, reach = reached[0] if reached else (np.inf, np.inf)
+    return {"time_to_threshold": reach, "simulations_to_threshold": spent, "wall_time": seconds}
+
+
+def _repeats(repeats: int | Mapping[int, int], d: int) -> int:
+    return repeats.get(d, REPEATS) if isinstance(repeats, Mapping) else repeats
+
+
+@float64
+def run(
+    dimensions: Sequence[int] = DIMENSIONS,
+    methods: Sequence[str] = METHODS,
+    budget: float = BUDGET,
+    cap: float = CAP,
+    time_limit: float = TIME_LIMIT,
+    repeats: int | Mapping[int, int] = REPEATS,
+    progress: Callable[[str], object] = lambda line: None,
+    duration: float = DURATION,
+) -> list[Record]:
+    """The suite's records for every d in ``dimensions`` and method, methods interleaved per seed.
+
+    Per seed and method two fits: one stopped at the threshold (at most ``cap`` simulations and
+    ``time_limit`` s), and one that spends ``budget`` simulations (the final loss at a fixed budget).
+    ``repeats``: seeds per d, or ``{d: seeds}`` (`REPEATS` for a d not named); ``duration``: ms of data.
+    """
+    records: list[Record] = []
+    current, source = frozen_noise_current(duration=duration)
+    for d in dimensions:
+        load_start = _load()
+        member = problem(d, current=current)
+        objective = member.objective
+        compile_times = {method: warm_up(objective, method) for method in methods}
+        grad_cost = objective.gradient_cost(member.truth_u)
+        n = _repeats(repeats, d)
+        outcomes = {method: [] for method in methods}
+        for seed in range(n):
+            for method in methods:
+                key = jax.random.key(100 + seed)
+                outcome = fit_once(
+                    member, method, key, grad_cost, budget=cap, to_threshold=True, time_limit=time_limit
+                )
+                fixed = fit_once(member, method, key, grad_cost, budget=budget, to_threshold=False)
+                outcome |= {"search_time": outcome.pop("wall_time"), **fixed}
+                outcomes[method].append(outcome)
+                progress(
+                    f"d={d} #{seed} {method}: threshold {member.threshold:.4f} reached at "
+                    f"{outcome['time_to_threshold']:.3g} s ({outcome['simulations_to_threshold']:.0f} sim.); "
+                    f"at {budget:.0f} sim. loss {outcome['final_loss']:.4f} in {outcome['wall_time']:.2f} s"
+                )
+        params = {
+            "d": d,
+            "current": source,
+            "duration_ms": duration,
+            "budget": budget,
+            "cap": cap,
+            "time_limit_s": time_limit,
+            "grad_cost": round(grad_cost, 2),
+            "floor": round(member.floor, 4),
+            "threshold": round(member.threshold, 4),
+            "spikes": int(objective.n_spikes),
+            "load_avg_1min": f"{load_start:.1f}-{_load():.1f}",
+        }
+        records += _records(member, outcomes, compile_times, format_params(params), n)
+    return records + crossover_records(records)
+
+
+def _load() -> float:
+    """The 1-minute load average (NaN where /proc/loadavg is absent): the machine is shared."""
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except OSError:
+        return float("nan")
+
+
+METRICS = {
+    "time_to_threshold": (
+        "s",
+        "median wall time to reach floor + tolerance (inf: not within cap/time limit)",
+    ),
+    "simulations_to_threshold": ("simulations", "median simulations spent to reach the threshold"),
+    "search_time": ("s", "median wall time of the run stopped at the threshold, cap or time limit"),
+    "final_loss": ("1", "median final loss after the fixed budget"),
+    "wall_time": ("s", "median wall time of the fixed-budget fit"),
+}
+
+
+def _records(member, outcomes, compile_times, params, repeats) -> list[Record]:
+    case = f"kernel-gif/d={member.d}"
+    fields = dict(params=params, dtype="float64")
+    records, medians = [], {}
+    for method, rows in outcomes.items():
+        column = {key: np.asarray([row[key] for row in rows], float) for key in rows[0]}
+        medians[method] = {key: float(np.median(values)) for key, values in column.items()}
+        for metric, (unit, note) in METRICS.items():
+            values = column[metric]
+            spread = {"min": float(np.min(values)), "max": float(np.max(values))}
+            records.append(
+                make_record(
+                    SUITE,
+                    case,
+                    method,
+                    metric,
+                    medians[method][metric],
+                    unit,
+                    repeats=repeats,
+                    note=note,
+                    **spread,
+                    **fields,
+                )
+            )
+        reached = float(np.mean(np.isfinite(column["time_to_threshold"])))
+        excess = medians[method]["final_loss"] - member.floor
+        records += [
+            make_record(SUITE, case, method, "reached", reached, "1", repeats=repeats, **fields),
+            make_record(
+                SUITE,
+                case,
+                method,
+                "final_excess",
+                excess,
+                "1",
+                repeats=repeats,
+                note="median final loss minus the ground truth's loss (the floor)",
+                **fields,
+            ),
+            make_record(SUITE, case, method, "compile_time", compile_times[method], "s", **fields),
+        ]
+    free = [m for m in outcomes if m in GRADIENT_FREE]
+    for method in (m for m in outcomes if m in GRADIENT and free):
+        ours = medians[method]["time_to_threshold"]
+        best_free = min(medians[m]["time_to_threshold"] for m in free)
+        if np.isfinite(best_free):
+            speedup, note = best_free / ours, "best gradient-free median time to threshold over this method's"
+        else:  # no gradient-free method got there: the time they searched bounds the speedup from below
+            speedup = min(medians[m]["search_time"] for m in free) / ours
+            note = "LOWER BOUND: no gradient-free method reached the threshold; their search time over ours"
+        records.append(
+            make_record(SUITE, case, method, "speedup_vs_gradient_free", speedup, "x", note=note, **fields)
+        )
+    return records
+
+
+def crossover_records(records: Sequence[Record]) -> list[Record]:
+    """Per gradient method, the d from which it is faster to the threshold than every gradient-free method
+    (log-linear interpolation of the speedup between the last d where it was < 1 and the next)."""
+    frame = pd.DataFrame([dataclasses.asdict(r) for r in records])
+    frame = frame[frame.metric == "speedup_vs_gradient_free"]
+    out = []
+    for method, rows in frame.groupby("method"):
+        d = np.asarray([int(case.split("d=")[1]) for case in rows.case])
+        speedup = rows.value.to_numpy()[np.argsort(d)]
+        d = np.sort(d)
+        slower = np.flatnonzero(speedup < 1)
+        if slower.size == 0:
+            crossover, note = float(d[0]), "faster at every d measured (crossover at or below the smallest d)"
+        elif slower[-1] == len(d) - 1:
+            crossover, note = float("inf"), "slower at the largest d measured"
+        else:
+            i = slower[-1]
+            x0, x1 = np.log(d[i]), np.log(d[i + 1])
+            y0, y1 = np.log(speedup[i]), np.log(speedup[i + 1])
+            crossover = float(np.exp(x0 + (0 - y0) * (x1 - x0) / (y1 - y0)))
+            note = f"speedup crosses 1 between d={d[i]} and d={d[i + 1]} (log-log interpolation)"
+        out.append(
+            make_record(
+                SUITE,
+                "kernel-gif/crossover",
+                method,
+                "crossover_d",
+                crossover,
+                "1",
+                note=note,
+                dtype="float64",
+            )
+        )
+    return out
+
+
+def plot_crossover(frame: pd.DataFrame, path: str | Path) -> Path:
+    """Time to threshold against d per method (open markers: not reached, plotted at the wall time as a
+    lower bound), and the gradient methods' speedup over the best gradient-free one; saved to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    frame = frame[(frame.suite == SUITE) & (frame.status == "ok")]
+    frame = frame.assign(d=frame.case.str.extract(r"d=(\d+)")[0].astype(float))
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for method, rows in frame[frame.metric == "time_to_threshold"].groupby("method"):
+        rows = rows.sort_values("d")
+        walls = frame[(frame.metric == "wall_time") & (frame.method == method)].set_index("d").value
+        reached = np.isfinite(rows.value.to_numpy())
+        y = np.where(reached, rows.value, walls.reindex(rows.d).to_numpy())
+        style = "-" if method in GRADIENT else "--"
+        (line,) = left.plot(rows.d[reached], y[reached], style + "o", label=method)
+        left.plot(rows.d[~reached], y[~reached], "^", mfc="none", color=line.get_color())
+    left.set(xscale="log", yscale="log", xlabel="free parameters d", ylabel="wall time to threshold (s)")
+    left.set_xticks(
+        sorted(frame.d.dropna().unique()), labels=[str(int(x)) for x in sorted(frame.d.dropna().unique())]
+    )
+    left.legend(title="open ▲: not reached (wall time)", fontsize=8)
+    for method, rows in frame[frame.metric == "speedup_vs_gradient_free"].groupby("method"):
+        rows = rows.sort_values("d")
+        right.plot(rows.d, rows.value, "-o", label=method)
+    right.axhline(1, color="grey", lw=0.8)
+    right.axhline(10, color="grey", lw=0.8, ls=":")
+    right.set(
+        xscale="log", yscale="log", xlabel="free parameters d", ylabel="speedup over best gradient-free (×)"
+    )
+    right.legend(fontsize=8)
+    figure.suptitle("Kernel GIF (Pozzorini-style, imposed spikes): time to reach the noise floor + 0.01")
+    figure.tight_layout()
+    path = Path(path)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """``time to threshold s | final excess`` per d (rows) and method (columns)."""
+    frame = frame[(frame.status == "ok") & (frame.case != "kernel-gif/crossover")]
+    values = frame.pivot_table(index=["case", "method"], columns="metric", values="value", aggfunc="last")
+    cells = values.apply(lambda r: f"{r.time_to_threshold:.3g} s | {r.final_excess:.2g}", axis=1)
+    table = cells.unstack("method")
+    return table.reindex(sorted(table.index, key=lambda case: int(case.split("=")[1])))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m diffbrain.bench.fit_dimension [--dimensions ...] [--repeats N] [--out DIR]``: run the
+    sweep, merge its records into ``DIR/fit_dimension.csv``, draw ``DIR/fit_dimension_crossover.png``."""
+    import argparse
+
+    from .records import save, to_frame
+
+    parser = argparse.ArgumentParser(prog="python -m diffbrain.bench.fit_dimension", description=__doc__)
+    parser.add_argument("--dimensions", nargs="+", type=int, default=list(DIMENSIONS))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--repeats", type=int, help=f"seeds per d (default {REPEATS}, 2 from d = 64)")
+    parser.add_argument("--budget", type=float, default=BUDGET, help="fixed-budget simulations")
+    parser.add_argument(
+        "--cap", type=float, default=CAP, help="simulations before giving up on the threshold"
+    )
+    parser.add_argument("--time-limit", type=float, default=TIME_LIMIT, help="seconds before giving up")
+    parser.add_argument("--out", default="bench-results", help="results folder (default: %(default)s)")
+    args = parser.parse_args(argv)
+    repeats = args.repeats or {d: REPEATS if d < 64 else 2 for d in args.dimensions}
+    records = run(
+        args.dimensions,
+        args.methods,
+        args.budget,
+        args.cap,
+        args.time_limit,
+        repeats,
+        progress=lambda line: print(line, flush=True),
+    )
+    path = save(records, args.out)
+    frame = to_frame(records)
+    with pd.option_context("display.width", 250, "display.max_columns", None):
+        print(summary(frame))
+        print(
+            frame[frame.metric.isin(["speedup_vs_gradient_free", "crossover_d"])][["case", "method", "value"]]
+        )
+    plot = plot_crossover(frame, Path(args.out) / "fit_dimension_crossover.png")
+    print(f"{len(records)} records merged into {path}; plot {plot}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""The kernel-basis GIF family of the dimension sweep (`fit.kernels`, `bench.fit_dimension`)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from diffbrain import zoo
+from diffbrain.bench import fit_dimension
+from diffbrain.fit.fitter import run_method
+from diffbrain.fit.kernels import KernelGIF, KernelGIFObjective, log_bins, spike_regressors
+from diffbrain.fit.objective import Account
+
+
+@pytest.fixture(scope="module")
+def current():
+    """2 s of OU current (pA) with the Pozzorini frozen noise's mean and s.d., at dt = 0.5 ms."""
+    return np.asarray(zoo.stimulus.ou_current(jax.random.key(3), 4_000, 0.5, mean=153.0, std=159.0, tau=3.0))
+
+
+@pytest.fixture(scope="module")
+def member(current):
+    with jax.enable_x64(True):
+        yield fit_dimension.problem(4, current=current)
+
+
+@pytest.mark.parametrize("n", [1, 2, 4, 16, 64])
+def test_log_bins_cover_the_kernel_and_grow_at_most_twofold(n):
+    edges = log_bins(n, 1000)
+    widths = np.diff(edges)
+    assert edges[0] == 0 and edges[-1] == 1000 and len(edges) == n + 1
+    assert widths.min() >= 2
+    assert np.all(widths[1:] <= 2 * widths[:-1] + 1)  # + 1: rounding to whole steps
+
+
+def test_log_bins_refuse_bins_that_do_not_fit():
+    with pytest.raises(ValueError, match="do not fit"):
+        log_bins(600, 1000)
+
+
+def test_spike_regressors_count_the_spikes_in_each_lag_window():
+    spikes = (np.random.default_rng(0).random(300) < 0.05).astype(float)
+    edges = np.array([2, 5, 11, 40])
+    X = spike_regressors(spikes, edges)
+    for t in range(300):
+        for j in range(3):
+            lags = np.arange(edges[j], edges[j + 1])
+            expected = sum(spikes[t - lag] for lag in lags if t - lag >= 0)
+            assert X[t, j] == expected
+
+
+def test_imposed_spikes_reproduce_the_stochastic_simulation(current):
+    """The fitting simulation (scan, spikes imposed) and the generator (NumPy loop) are written apart."""
+    with jax.enable_x64(True):
+        edges = log_bins(8, 1000)
+        model = KernelGIF(
+            eta=jnp.linspace(80.0, 5.0, 8), gamma=jnp.linspace(12.0, 1.0, 8), edges=tuple(edges)
+        )
+        V, spikes = model.generate(current, jax.random.key(1))
+        assert 5 < spikes.sum() < 200
+        objective = KernelGIFObjective(model, current, V, spikes, sigma=1.0)
+        eta_drive = objective.regressors @ model.eta
+        imposed = model.imposed_voltage(jnp.asarray(current) - eta_drive, jnp.asarray(model.held(spikes)))
+    np.testing.assert_allclose(imposed, V, atol=1e-10)
+    assert not np.any(spikes[model.held(spikes)])  # no spike while refractory
+
+
+def test_gradient_matches_central_differences(member):
+    objective = member.objective
+    with jax.enable_x64(True):
+        u = objective.free.sample(jax.random.key(1), 1)[0]
+        value, grad = objective.value_and_grad(u)
+        step = 1e-5
+        central = [
+            (objective.value(u.at[i].add(step)) - objective.value(u.at[i].add(-step))) / (2 * step)
+            for i in range(u.size)
+        ]
+        values, grads = objective.values_and_grads(jnp.stack([u, member.truth_u]))
+    np.testing.assert_allclose(grad, central, rtol=1e-6)
+    np.testing.assert_allclose(values, [value, member.floor], rtol=1e-12)
+    np.testing.assert_allclose(grads[0], grad, rtol=1e-12)
+
+
+def test_lbfgs_recovers_the_ground_truth_at_d4(current):
+    """Noise-free voltage weighted by σ = 0.01 mV (so the voltage decides η): η within 1 %; γ is a
+    maximum-likelihood estimate from the spikes of 2 s, so it is only near the truth, and its loss must not
+    be above the truth's."""
+    with jax.enable_x64(True):
+        member = fit_dimension.problem(4, current=current)
+        noisy = member.objective
+        model = noisy.model
+        V, spikes = model.generate(current, jax.random.key(0))
+        objective = KernelGIFObjective(model, current, V, spikes, sigma=0.01)
+        starts = objective.free.sample(jax.random.key(5), 2)
+        results = run_method(objective, "lbfgs", starts, Account(400), jax.random.key(6))
+        best = min(results, key=lambda r: r.loss)
+        eta, gamma = (np.asarray(a) for a in objective.amplitudes(jnp.asarray(best.u)))
+        truth_loss = float(objective.value(member.truth_u))
+    np.testing.assert_allclose(eta, member.truth[:2], rtol=1e-2)
+    np.testing.assert_allclose(gamma, member.truth[2:], rtol=0.5)
+    assert best.loss <= truth_loss
+
+
+def test_objective_rejects_bad_data(current):
+    model = KernelGIF(eta=jnp.ones(2), gamma=jnp.ones(2), edges=tuple(log_bins(2, 1000)))
+    with pytest.raises(ValueError, match="no spike"):
+        KernelGIFObjective(model, current, current, np.zeros_like(current), sigma=1.0)
+    with pytest.raises(ValueError, match="equal length"):
+        KernelGIFObjective(model, current, current[:-1], np.ones_like(current), sigma=1.0)
+    with pytest.raises(ValueError, match="even number"):
+        fit_dimension.problem(5, current=current)
+
+
+def test_sweep_runs_end_to_end_and_records_what_the_leaderboard_needs():
+    records = fit_dimension.run(
+        dimensions=(2, 4),
+        methods=("adam", "cmaes"),
+        budget=40,
+        cap=200,
+        time_limit=5.0,
+        repeats=1,
+        duration=1_000.0,
+    )
+    by_key = {(r.case, r.method, r.metric): r for r in records}
+    for d in (2, 4):
+        for method in ("adam", "cmaes"):
+            for metric in ("time_to_threshold", "final_loss", "wall_time", "reached", "compile_time"):
+                record = by_key[(f"kernel-gif/d={d}", method, metric)]
+                assert record.suite == "fit_dimension" and record.status == "ok"
+                assert f"d={d}" in record.params and "threshold=" in record.params
+            assert by_key[(f"kernel-gif/d={d}", method, "wall_time")].value > 0
+        assert (f"kernel-gif/d={d}", "adam", "speedup_vs_gradient_free") in by_key
+    assert ("kernel-gif/crossover", "adam", "crossover_d") in by_key
