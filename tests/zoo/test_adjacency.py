@@ -141,6 +141,30 @@ def test_celegans_chemical_and_electrical(shared_data):
     assert isolated.size > 10 and np.all(V[isolated] == -65.0)
 
 
+def test_bool_matrix_counts_one_synapse_per_true_entry():
+    counts, gaps, inhibitory, _, _ = _tiny()
+    binary = counts > 0
+    reference = from_adjacency(binary.astype(int), inhibitory=inhibitory, gap_junctions=gaps > 0)
+    labels = list("aabbcc")
+    for matrix, gap_junctions in (
+        (binary, gaps > 0),
+        (scipy.sparse.csr_array(binary), scipy.sparse.coo_array(gaps > 0)),
+        (pd.DataFrame(binary, index=labels, columns=labels), gaps > 0),
+    ):
+        net = from_adjacency(matrix, inhibitory=inhibitory, gap_junctions=gap_junctions)
+        for receptor in ("exc", "inh"):
+            np.testing.assert_array_equal(net.weights(receptor), reference.weights(receptor))
+            W, W_ref = net.projections[receptor].W, reference.projections[receptor].W
+            np.testing.assert_array_equal(W.indices, W_ref.indices)
+            np.testing.assert_array_equal(W.indptr, W_ref.indptr)
+        for field in ("data", "indices", "indptr"):
+            np.testing.assert_array_equal(getattr(net.gap, field), getattr(reference.gap, field))
+    assert set(np.unique(reference.weights("exc"))) == {1.0}  # one synapse of weight_per_synapse each
+    # a bool matrix still gets the clear errors for its shape
+    with pytest.raises(ValueError, match="`matrix` must be square"):
+        from_adjacency(np.ones((3, 4), bool))
+
+
 def test_bad_input_names_the_argument():
     good = np.ones((3, 3))
     nan, negative = good.copy(), good.copy()

@@ -51,8 +51,9 @@ def from_adjacency(
     """A `Network` from a connectome's synapse counts.
 
     Args:
-        matrix: ``[n, n]`` synapse counts (≥ 0, finite): a NumPy-like array, a SciPy sparse matrix or a
-            labelled table (``.index``/``.columns``/``.to_numpy()``, whose labels become ``labels``).
+        matrix: ``[n, n]`` synapse counts (≥ 0, finite; a bool matrix counts each True as one synapse): a
+            NumPy-like array, a SciPy sparse matrix or a labelled table (``.index``/``.columns``/
+            ``.to_numpy()``, whose labels become ``labels``).
         orientation: ``"pre_post"`` when ``matrix[i, j]`` counts synapses i → j, ``"post_pre"`` when it
             counts j → i. The same for ``gap_junctions``.
         labels: one label per neuron (cell type or name); neurons with equal labels must be consecutive
@@ -150,6 +151,8 @@ def _entries(name: str, matrix, orientation: str):
         if dense.ndim != 2:
             raise ValueError(f"`{name}` must be a 2-D [n, n] matrix, got shape {dense.shape}.")
         shape = dense.shape
+        if dense.dtype == bool:  # a binary connectome: each True is one synapse
+            dense = dense.astype(np.int8)
         if not np.issubdtype(dense.dtype, np.number) or np.issubdtype(dense.dtype, np.complexfloating):
             raise ValueError(f"`{name}` must hold real synapse counts, got dtype {dense.dtype}.")
         rows, columns = np.nonzero(dense)
