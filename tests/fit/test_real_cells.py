@@ -138,6 +138,18 @@ def test_frozen_noise_split_holds_out_time_and_trial(shared_data):
     assert datasets.repeat_reliability(trains, end - split.test_start) == pytest.approx(0.775, abs=0.01)
 
 
+def test_frozen_noise_split_resamples_after_detecting_spikes(shared_data):
+    native = datasets.frozen_noise_split(shared_data, n_train=2, split=4_000.0)
+    coarse = datasets.frozen_noise_split(shared_data, n_train=2, split=4_000.0, dt=0.5)
+    assert {r.n_samples for r in coarse.train} == {4_000} and coarse.train[0].dt == 0.5
+    for fine, resampled in zip(native.repeats, coarse.repeats, strict=True):
+        np.testing.assert_array_equal(fine.spike_times, resampled.spike_times)  # found at 0.1 ms, kept
+    with pytest.raises(ValueError, match="n_train"):
+        datasets.frozen_noise_split(shared_data, n_train=9)
+    with pytest.raises(ValueError, match="split"):
+        datasets.frozen_noise_split(shared_data, split=20_000.0)
+
+
 # --- the benchmark's scoring (diffbrain.bench.fit_cells) ---------------------------------------------------
 
 
