@@ -22,6 +22,7 @@ from .objective import Account, GradientMode, Objective
 from .params import free_params
 from .recording import Cell, Recording
 from .result import FitResult, model_to_json
+from .sharding import BatchSharding, Devices, batch_devices
 
 GRADIENT_METHODS = ("lbfgsb", "lbfgs", "adam")
 SEARCH_METHODS = ("cmaes", "de", "pso", "random")
@@ -159,11 +160,15 @@ def run_method(
     account: Account,
     key: PRNGKeyArray,
     options: Mapping | None = None,
+    devices: Devices | BatchSharding = None,
 ) -> list:
-    """Run ``method`` from ``starts`` (``[n, d]`` unconstrained) on ``objective``, spending ``account``."""
+    """Run ``method`` from ``starts`` (``[n, d]`` unconstrained) on ``objective``, spending ``account``;
+    batches (starts of ``"lbfgs"`` and ``"adam"``, populations of the search methods) are split over
+    ``devices`` (see `fit`)."""
     options = dict(options or {})
     if method == "lbfgsb":
         return gradient.lbfgsb(objective, starts, account, key, **options)
+    options["devices"] = devices
     if method == "lbfgs":
         return gradient.lbfgs(objective, starts, account, key, **options)
     if method == "adam":
@@ -197,6 +202,7 @@ def fit(
     options: Mapping | None = None,
     checkpoint: str | os.PathLike | None = None,
     group_size: int | None = None,
+    devices: Devices = None,
 ) -> FitResult:
     """Fit the ``free`` parameters of ``model`` to ``recordings``, in float64 (enabled for the call).
 
@@ -226,6 +232,13 @@ def fit(
             fit resumes after the last finished group; other arguments raise a ValueError.
         group_size: starts per group with a ``checkpoint`` (default: all starts for the batched methods
             ``"lbfgs"`` and ``"adam"``, else one).
+        devices: where batches run: the starts of ``"lbfgs"`` and ``"adam"`` and the populations of the
+            search methods are split over them (`diffbrain.fit.sharding`: a 1-D mesh, batches padded to a
+            multiple of the device count, the padding masked out; the result equals the one-device fit
+            to float rounding). None (default): every device there is, so sharding is automatic when
+            there are several; a count ``k``: the first ``k`` (``1``: no sharding); or a list of devices.
+            ``"lbfgsb"`` runs one start at a time and ignores it. The count is ``info["devices"]``; a
+            checkpointed fit may resume on another count.
 
     Returns:
         A `FitResult`.
@@ -244,6 +257,7 @@ def fit(
     if n_starts < 1:
         raise ValueError(f"`n_starts` must be >= 1, got {n_starts}.")
     key = jax.random.key(0) if key is None else key
+    batch = batch_devices(devices)
     model = zoo.astype(model, jnp.float64)
     free_set = free_params(model, free, transforms=transforms)
     inputs, target = prepare(model, recordings, input_scale=input_scale, spike_threshold=spike_threshold)
@@ -272,6 +286,7 @@ def fit(
         "grad_cost": float(grad_cost),
         "n_starts": n,
         "transforms": dict(zip(free_set.names, free_set.transforms, strict=True)),
+        "devices": batch.size,
     }
     fingerprint = _fingerprint(model, method, budget, key, u0, inputs, target, info, size, options, requested)
     result = _resume(checkpoint, fingerprint)
@@ -283,7 +298,7 @@ def fit(
         group_budget = None if budget is None else budget * len(group) / n
         account = Account(group_budget, grad_cost=float(grad_cost))
         group_key = run_key if len(groups) == 1 else jax.random.fold_in(run_key, index)
-        found = run_method(objective, method, u0[group], account, group_key, options)
+        found = run_method(objective, method, u0[group], account, group_key, options, devices=batch)
         for start in found:
             start.params = free_set.as_dict(start.u)
         results = results + found
@@ -328,7 +343,8 @@ class _Totals:
 
 def _fingerprint(model, method, budget, key, u0, inputs, target, info, size, options, requested) -> str:
     """A digest of everything that decides a fit's course (a resumed fit must match it): the arguments as
-    requested, not the gradient mode or cost measured on this run (timing noise)."""
+    requested, not the gradient mode or cost measured on this run (timing noise), nor the device count
+    (which does not change the result)."""
     digest = hashlib.sha256()
     settings = {
         "model": model_to_json(model),
@@ -336,7 +352,7 @@ def _fingerprint(model, method, budget, key, u0, inputs, target, info, size, opt
         "budget": budget,
         "options": repr(sorted((options or {}).items())),
         "group_size": size,
-        "info": {k: v for k, v in info.items() if k not in ("grad_cost", "gradient_mode")},
+        "info": {k: v for k, v in info.items() if k not in ("grad_cost", "gradient_mode", "devices")},
         "requested": requested,
     }
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode())

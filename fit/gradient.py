@@ -8,6 +8,8 @@ finite loss is reported as ``"failed"``. Either way the other starts go on.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,6 +19,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from .objective import Account, BudgetExhausted, Objective
 from .result import StartResult
+from .sharding import BatchSharding, Devices, batch_devices
 
 
 def lbfgsb(
@@ -90,22 +93,26 @@ def lbfgsb(
     return results
 
 
-def _adam_update(objective: Objective, learning_rate: float):
-    """optax Adam and its jitted batched update on ``objective``, cached there so repeated fits reuse it."""
+def _adam_update(objective: Objective, learning_rate: float, n: int, batch: BatchSharding):
+    """optax Adam and its jitted batched update of ``n`` starts (padded and split over the devices of
+    ``batch``) on ``objective``, cached there so repeated fits reuse it."""
     cache = objective.__dict__.setdefault("_adam_cache", {})
-    if learning_rate not in cache:
+    if (learning_rate, n, batch.devices) not in cache:
         optimiser = optax.adam(learning_rate)
+        # the gradient mode of the n real starts, so padding never changes what is computed
+        value_and_grad = functools.partial(objective._value_and_grad, mode=objective.gradient_mode(n))
 
         @jax.jit
         def update(u, state, alive):
-            values, grads = objective.values_and_grads(u)
+            u, state, alive = batch.constrain((u, state, alive))
+            values, grads = jax.vmap(value_and_grad)(u)
             finite = jnp.isfinite(values) & jnp.all(jnp.isfinite(grads), axis=1)
             grads = jnp.where((finite & alive)[:, None], grads, 0.0)
             steps, state = jax.vmap(optimiser.update)(grads, state)
-            return u + steps, state, values, finite
+            return batch.constrain((u + steps, state, values, finite))
 
-        cache[learning_rate] = optimiser, update
-    return cache[learning_rate]
+        cache[(learning_rate, n, batch.devices)] = optimiser, update
+    return cache[(learning_rate, n, batch.devices)]
 
 
 def adam(
@@ -115,15 +122,18 @@ def adam(
     *,
     learning_rate: float = 0.05,
     max_iterations: int = 10_000,
+    devices: Devices | BatchSharding = None,
 ) -> list[StartResult]:
-    """Adam (optax) on all starts at once: each iteration is one batched (`vmap`) value-and-gradient.
+    """Adam (optax) on all starts at once: each iteration is one batched (`vmap`) value-and-gradient, the
+    starts split over ``devices`` (`diffbrain.fit.sharding`; default: all there are).
 
     A start whose loss or gradient becomes non-finite is frozen at its best point.
     """
-    starts = jnp.asarray(starts)
     n = starts.shape[0]
-    optimiser, update = _adam_update(objective, learning_rate)
-    u, state = starts, jax.vmap(optimiser.init)(starts)
+    batch = batch_devices(devices).at_most(n)
+    optimiser, update = _adam_update(objective, learning_rate, n, batch)
+    u = batch.put(starts)
+    state = batch.constrain(jax.vmap(optimiser.init)(u))
     alive = np.ones(n, bool)
     best_loss, best_u = np.full(n, np.inf), np.asarray(starts, float).copy()
     simulations = np.zeros(n)
@@ -132,13 +142,13 @@ def adam(
         if account.affordable(n, gradient=True) < n or not alive.any():
             break
         before = u
-        u, state, values, finite = update(u, state, jnp.asarray(alive))
-        values, finite = np.asarray(values, float), np.asarray(finite)
+        u, state, values, finite = update(u, state, batch.mask(alive))
+        values, finite = np.asarray(values, float)[:n], np.asarray(finite)[:n]
         account.charge(values[alive], gradient=True)
         simulations[alive] += account.grad_cost
         improved = alive & finite & (values < best_loss)
         best_loss[improved] = values[improved]
-        best_u[improved] = np.asarray(before)[improved]
+        best_u[improved] = np.asarray(before, float)[:n][improved]
         for index in np.flatnonzero(alive & ~finite):
             messages[index] = "stopped at a non-finite loss or gradient"
         alive &= finite
@@ -180,11 +190,12 @@ def _select(mask: Array, new, old):
     return jax.tree.map(lambda a, b: jnp.where(mask.reshape(-1, *[1] * (a.ndim - 1)), a, b), new, old)
 
 
-def _lbfgs_functions(objective: Objective, n: int, memory_size: int):
-    """Jitted batched ``init(u)`` and ``step(u, states, alive, max_linesearch_steps)`` of optax L-BFGS with
-    a zoom line search for ``n`` starts, cached on ``objective``."""
+def _lbfgs_functions(objective: Objective, n: int, memory_size: int, batch: BatchSharding):
+    """Jitted batched ``init(u)``, ``step(u, states, alive, max_linesearch_steps)`` and ``redraw`` of optax
+    L-BFGS with a zoom line search for ``n`` starts, padded and split over the devices of ``batch`` (the
+    padded slots are never alive; see `diffbrain.fit.sharding`), cached on ``objective``."""
     cache = objective.__dict__.setdefault("_lbfgs_cache", {})
-    if (n, memory_size) not in cache:
+    if (n, memory_size, batch.devices) not in cache:
         loss = _with_gradient(objective, objective.gradient_mode(n))
 
         def optimiser(max_linesearch_steps):
@@ -194,14 +205,15 @@ def _lbfgs_functions(objective: Objective, n: int, memory_size: int):
         @jax.jit
         def init(u, fresh, states):
             """Fresh optimiser states (value and gradient evaluated) where ``fresh``, else ``states``."""
+            u = batch.constrain(u)
             values, grads = jax.vmap(jax.value_and_grad(loss))(u)
             new = optax.tree.set(jax.vmap(optimiser(1).init)(u), value=values, grad=grads)
-            return new if states is None else _select(fresh, new, states)
+            return batch.constrain(new if states is None else _select(fresh, new, states))
 
         @jax.jit
         def redraw(key, u, ended):
-            """Uniform new starts where ``ended``, else ``u``."""
-            return jnp.where(ended[:, None], objective.free.sample(key, n), u)
+            """Uniform new starts (drawn for the ``n`` real slots) where ``ended``, else ``u``."""
+            return batch.constrain(jnp.where(ended[:, None], batch.pad(objective.free.sample(key, n)), u))
 
         @jax.jit
         def step(u, states, alive, max_linesearch_steps):
@@ -212,12 +224,17 @@ def _lbfgs_functions(objective: Objective, n: int, memory_size: int):
                 )
                 return optax.apply_updates(u, updates), state
 
+            u, states, alive = batch.constrain((u, states, alive))
             new_u, new_states = jax.vmap(one)(u, states)
-            evaluations = jnp.max(optax.tree.get(new_states, "info").num_linesearch_steps)
-            return _select(alive, new_u, u), _select(alive, new_states, states), evaluations
+            # what the real slots cost (the padded ones copy real ones, but from stale states)
+            evaluations = jnp.max(optax.tree.get(new_states, "info").num_linesearch_steps[:n])
+            new_u, new_states = batch.constrain(
+                (_select(alive, new_u, u), _select(alive, new_states, states))
+            )
+            return new_u, new_states, evaluations
 
-        cache[(n, memory_size)] = init, step, redraw
-    return cache[(n, memory_size)]
+        cache[(n, memory_size, batch.devices)] = init, step, redraw
+    return cache[(n, memory_size, batch.devices)]
 
 
 def lbfgs(
@@ -231,10 +248,13 @@ def lbfgs(
     max_iterations: int = 10_000,
     tolerance: float = 1e-9,
     restart: bool = True,
+    devices: Devices | BatchSharding = None,
 ) -> list[StartResult]:
     """Batched multi-start L-BFGS (optax, zoom line search): all starts advance together, one jitted
     `vmap`-ped computation per iteration, their gradients in the mode `Objective.gradient_mode` picks for
-    that many starts. Bounds are kept by the transforms of `FreeParams` (``u`` is unconstrained).
+    that many starts. Bounds are kept by the transforms of `FreeParams` (``u`` is unconstrained). The
+    starts are split over ``devices`` (`diffbrain.fit.sharding`; default: all there are), with the same
+    result as on one device.
 
     Accounting: under `vmap` every start is evaluated as often as the slowest line search needs, so an
     iteration charges each of the ``n`` slots that many value-and-gradients (ended runs included); the line
@@ -244,27 +264,28 @@ def lbfgs(
     restarts from a fresh uniform point while the budget lasts (re-initialising costs ``n`` evaluations);
     every run is reported.
     """
-    u = jnp.asarray(starts)
-    n = u.shape[0]
+    n = starts.shape[0]
     if account.affordable(n, gradient=True) < n:
         message = "budget smaller than one batch of starts"
         return [StartResult(np.asarray(s, float), np.inf, "failed", message, 0.0) for s in np.asarray(starts)]
-    init, step, redraw = _lbfgs_functions(objective, n, memory_size)
+    batch = batch_devices(devices).at_most(n)
+    init, step, redraw = _lbfgs_functions(objective, n, memory_size, batch)
+    u = batch.put(starts)  # [m, d], m ≥ n; host-side bookkeeping below sees the n real slots only
     can_restart = restart and key is not None and account.budget is not None
     results: list[StartResult] = []
     fresh = np.ones(n, bool)
     states = None
     for _ in range(max_iterations + 1):
         if fresh.any():
-            states = init(u, jnp.asarray(fresh), states)
-            values = np.asarray(optax.tree.get(states, "value"), float)
+            states = init(u, batch.mask(fresh), states)
+            values = np.asarray(optax.tree.get(states, "value"), float)[:n]
             account.charge(np.where(fresh, values, np.nan), gradient=True)
             if fresh.all():
-                best_loss, best_u, spent = np.full(n, np.inf), np.asarray(u, float).copy(), np.zeros(n)
+                best_loss, best_u, spent = np.full(n, np.inf), np.asarray(u, float)[:n].copy(), np.zeros(n)
                 messages, alive = [""] * n, np.zeros(n, bool)
             spent = np.where(fresh, 0.0, spent) + account.grad_cost  # init evaluates every slot
             best_loss[fresh] = np.where(np.isfinite(values), values, np.inf)[fresh]
-            best_u[fresh] = np.asarray(u, float)[fresh]
+            best_u[fresh] = np.asarray(u, float)[:n][fresh]
             for index in np.flatnonzero(fresh & ~np.isfinite(values)):
                 messages[index] = "non-finite loss at the start"
             alive |= fresh & np.isfinite(values)
@@ -273,15 +294,15 @@ def lbfgs(
         if not alive.any() or cap < 1:
             break
         previous = values
-        u, states, evaluations = step(u, states, jnp.asarray(alive), cap)
+        u, states, evaluations = step(u, states, batch.mask(alive), cap)
         evaluations = int(evaluations)
-        values = np.asarray(optax.tree.get(states, "value"), float)
-        grads = np.asarray(optax.tree.get(states, "grad"), float)
+        values = np.asarray(optax.tree.get(states, "value"), float)[:n]
+        grads = np.asarray(optax.tree.get(states, "grad"), float)[:n]
         account.charge(np.concatenate([values, np.full(n * (evaluations - 1), np.nan)]), gradient=True)
         spent += evaluations * account.grad_cost
         finite = np.isfinite(values) & np.all(np.isfinite(grads), axis=1)
         improved = alive & finite & (values < best_loss)
-        best_loss[improved], best_u[improved] = values[improved], np.asarray(u, float)[improved]
+        best_loss[improved], best_u[improved] = values[improved], np.asarray(u, float)[:n][improved]
         converged = alive & finite & ((np.linalg.norm(grads, axis=1) < tolerance) | ~(values < previous))
         for index in np.flatnonzero(alive & ~finite):
             messages[index] = "stopped at a non-finite loss or gradient"
@@ -293,7 +314,7 @@ def lbfgs(
             for index in np.flatnonzero(ended):
                 results.append(_start_result(best_u, best_loss, messages, spent, index))
             key, sample_key = jax.random.split(key)
-            u = redraw(sample_key, u, jnp.asarray(ended))
+            u = redraw(sample_key, u, batch.mask(ended))
             fresh = ended
     for index in range(n):
         messages[index] = messages[index] or "budget or max_iterations exhausted"

@@ -1,7 +1,8 @@
 """Gradient-free fitting: CMA-ES, differential evolution, PSO (evosax), random search, Nevergrad (optional).
 
 Every method searches the unconstrained vector ``u`` of `FreeParams`, evaluates a whole population at once
-with the `Objective`'s batched (`vmap`) loss, and charges one simulation per member to the `Account`. A
+with the `Objective`'s batched (`vmap`) loss, split over ``devices`` (`diffbrain.fit.sharding`; default: all
+there are, the search state replicated), and charges one simulation per member to the `Account`. A
 generation is only run if the budget pays for all of it. Each start is an independent run with an equal
 share of the remaining budget; a NaN loss ranks as the worst member, so it never sinks a run.
 """
@@ -19,6 +20,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from .objective import Account, Objective, nan_to_worst
 from .result import StartResult
+from .sharding import BatchSharding, Devices, batch_devices
 
 EVOSAX = {"cmaes": CMA_ES, "de": DifferentialEvolution, "pso": PSO}
 NEVERGRAD = {"ng_de": "DE", "ng_pso": "PSO", "ng_twopointsde": "TwoPointsDE", "ng_ngopt": "NGOpt"}
@@ -51,10 +53,13 @@ class _Tracker:
         return StartResult(u=self.u, loss=self.loss, status=status, message=message, simulations=spent)
 
 
-def _generation(objective: Objective, method: str, size: int, std_init: float) -> tuple[object, Callable]:
-    """The evosax strategy and a jitted ``(key, state, params) -> (population, fitness, state)``, cached."""
+def _generation(
+    objective: Objective, method: str, size: int, std_init: float, batch: BatchSharding
+) -> tuple[object, Callable]:
+    """The evosax strategy and a jitted ``(key, state, params) -> (population, fitness, state)``, the
+    population evaluated split over the devices of ``batch``, cached."""
     cache = objective.__dict__.setdefault("_search_cache", {})
-    key = (method, size, std_init)
+    key = (method, size, std_init, batch.devices)
     if key not in cache:
         strategy = EVOSAX[method](population_size=size, solution=jnp.zeros(objective.free.size))
         params = strategy.default_params
@@ -65,7 +70,7 @@ def _generation(objective: Objective, method: str, size: int, std_init: float) -
         def generation(key, state, params):
             ask_key, tell_key = jax.random.split(key)
             population, state = strategy.ask(ask_key, state, params)
-            fitness = objective.values(population)
+            fitness = batch.evaluate(objective.values, population)
             state, _ = strategy.tell(tell_key, population, nan_to_worst(fitness), state, params)
             return population, fitness, state
 
@@ -83,6 +88,7 @@ def evosax_search(
     size: int | None = None,
     std_init: float = 1.5,
     max_generations: int = 100_000,
+    devices: Devices | BatchSharding = None,
 ) -> list[StartResult]:
     """CMA-ES (``"cmaes"``), differential evolution (``"de"``) or PSO (``"pso"``) from evosax.
 
@@ -90,7 +96,8 @@ def evosax_search(
     the box); DE and PSO start from a population of that start and uniform samples of the box.
     """
     size = size or population_size(objective.free.size)
-    strategy, params, generation = _generation(objective, method, size, std_init)
+    batch = batch_devices(devices).at_most(size)
+    strategy, params, generation = _generation(objective, method, size, std_init, batch)
     results = []
     for index, start in enumerate(np.asarray(starts)):
         share = account.remaining / (len(starts) - index)
@@ -104,7 +111,7 @@ def evosax_search(
                 results.append(tracker.result("budget smaller than one population"))
                 continue
             population = objective.free.sample(sample_key, size).at[0].set(jnp.asarray(start))
-            fitness = objective.values(population)
+            fitness = batch.evaluate(objective.values, population)
             tracker.see(population, fitness)
             state = strategy.init(init_key, population, nan_to_worst(fitness), params)
         # `init` leaves weakly typed leaves that `tell` makes strong: cast them now, or the jitted
@@ -130,6 +137,7 @@ def random_search(
     key: PRNGKeyArray,
     *,
     size: int | None = None,
+    devices: Devices | BatchSharding = None,
 ) -> list[StartResult]:
     """Uniform (log-uniform for ``"log"`` parameters) samples of the box, evaluated in batches of ``size``.
 
@@ -137,11 +145,12 @@ def random_search(
     them all; of the last one only what the budget pays for is charged and looked at.
     """
     size = size or population_size(objective.free.size)
+    batch = batch_devices(devices).at_most(size)
     tracker = _Tracker(account, np.asarray(starts)[0])
     key, sample_key = jax.random.split(key)
     population = jnp.concatenate([jnp.asarray(starts), objective.free.sample(sample_key, size)])[:size]
     while (affordable := account.affordable(size)) >= 1:
-        values = objective.values(population)
+        values = batch.evaluate(objective.values, population)
         tracker.see(np.asarray(population)[:affordable], np.asarray(values)[:affordable])
         key, sample_key = jax.random.split(key)
         population = objective.free.sample(sample_key, size)
@@ -160,6 +169,7 @@ def nevergrad_search(
     account: Account,
     *,
     size: int | None = None,
+    devices: Devices | BatchSharding = None,
 ) -> list[StartResult]:
     """A Nevergrad optimiser (``"ng_de"``, ``"ng_pso"``, ``"ng_twopointsde"``, ``"ng_ngopt"``), asked for a
     population at a time so it is evaluated batched, over the box in ``[0, 1]ᵈ`` coordinates."""
@@ -168,6 +178,7 @@ def nevergrad_search(
     import nevergrad as ng
 
     size = size or population_size(objective.free.size)
+    batch = batch_devices(devices).at_most(size)
     free, results = objective.free, []
     for index, start in enumerate(np.asarray(starts)):
         share = account.remaining / (len(starts) - index)
@@ -179,7 +190,7 @@ def nevergrad_search(
             candidates = [optimiser.ask() for _ in range(size)]
             x = jnp.clip(jnp.asarray(np.stack([c.value for c in candidates])), 1e-9, 1 - 1e-9)
             population = jnp.log(x) - jnp.log1p(-x)
-            fitness = np.asarray(objective.values(population), float)
+            fitness = np.asarray(batch.evaluate(objective.values, population), float)
             tracker.see(np.asarray(population), fitness)
             for candidate, value in zip(candidates, fitness, strict=True):
                 optimiser.tell(candidate, float(value) if np.isfinite(value) else 1e300)
