@@ -282,23 +282,21 @@ def csr_matvec(x: Float[Array, " n_pre"], W: CSR, *, backend: str | None = None)
 # --- the arrival ring: delayed synapses scattered into a ring of future inputs --------------------------
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
-def _arrival(backend: str, row_ptr, lag, indptr, indices, step, data, spikes, ring):
-    if backend == "cpu":
-        return _backend.kernels("cpu").arrival_scatter(
-            row_ptr, lag, indptr, indices, step, data, spikes, ring
-        )
-    return reference.arrival_scatter(row_ptr, lag, indptr, indices, step, data, spikes, ring)
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 9))
+def _arrival(backend: str, row_ptr, lag, indptr, indices, step, data, spikes, ring, pop: bool):
+    kernels = _backend.kernels("cpu") if backend == "cpu" else reference
+    return kernels.arrival_scatter(row_ptr, lag, indptr, indices, step, data, spikes, ring, pop)
 
 
 @_arrival.defjvp
-def _arrival_jvp(backend: str, primals, tangents):
+def _arrival_jvp(backend: str, pop: bool, primals, tangents):
     """``ring + S(data, s)`` is affine in ``ring`` and bilinear in ``(data, s)``: the tangent is
-    ``dring + S(ddata, s) + S(data, ds)``, written with gathers and one scatter-add over the synapses
-    (O(nnz), like the gradients of `event_matvec` in CSR layout), which JAX transposes for reverse mode."""
+    ``dring + S(ddata, s) + S(data, ds)`` (then popped like the primal), written with gathers and one
+    scatter-add over the synapses (O(nnz), like the gradients of `event_matvec` in CSR layout), which JAX
+    transposes for reverse mode."""
     row_ptr, lag, indptr, indices, step, data, spikes, ring = primals
     d_data, d_spikes, d_ring = tangents[5:]
-    out = _arrival(backend, *primals)
+    out = _arrival(backend, *primals, pop)
     length, n_post = ring.shape
     nnz = indices.shape[0]
     row = reference.row_ids(indptr, nnz)
@@ -312,7 +310,7 @@ def _arrival_jvp(backend: str, primals, tangents):
     if d_spikes.dtype != jax.dtypes.float0:
         contributions = contributions + jnp.broadcast_to(data, indices.shape) * d_spikes[source]
     tangent = d_ring.reshape(-1).at[target].add(contributions).reshape(length, n_post)
-    return out, tangent
+    return out, reference.pop_slot(tangent, step, pop)
 
 
 def arrival_scatter(
@@ -323,16 +321,19 @@ def arrival_scatter(
     ring: Float[Array, "L n_post"],
     step: Int[Array, ""] | int,
     *,
+    pop: bool = False,
     backend: str | None = None,
-) -> Float[Array, "L n_post"]:
+) -> Float[Array, "L n_post"] | tuple[Float[Array, "L n_post"], Float[Array, " n_post"]]:
     """Delayed synapses, event-driven: add each spiking neuron's synapses to a ring of future inputs.
 
     ``W`` (``[R, n_post]``) holds rows of synapses grouped by presynaptic neuron: neuron ``i`` owns rows
     ``row_ptr[i] … row_ptr[i + 1] − 1``, and row ``r`` arrives ``lag[r]`` steps after the spike. The result
     is ``ring`` with ``s[i]·W[r, j]`` added at ``[(step + lag[r]) mod L, j]`` for every row of every
-    neuron with ``s[i] ≠ 0``: a network reads (and clears) slot ``step mod L`` each step and scatters its
-    spikes this way, so the work per step is the synaptic events, not the rows (a gather of the delayed
-    spikes and a pass over all ``R`` rows, as with `event_matvec` over a spike ring).
+    neuron with ``s[i] ≠ 0``. With ``pop``, slot ``(step + 1) mod L`` of the result — the input arriving in
+    the next step — is also returned and cleared in the ring, in the same call: a network scatters the
+    spikes of step ``t − 1`` and pops the input of step ``t``, so the work per step is the synaptic
+    events and one slot, not the rows (a gather of the delayed spikes and a pass over all ``R`` rows, as
+    with `event_matvec` over a ring of past spikes).
 
     Args:
         spikes: ``[n_pre]``, bool, integer (counts) or floating (surrogate spikes, ``W.data``'s dtype).
@@ -341,13 +342,14 @@ def arrival_scatter(
             dtype of ``W.indices``.
         lag: ``[R]`` integer delay of each row, steps (slot ``(step + lag) mod L``; use ``1 … L``).
         ring: ``[L, n_post]`` future inputs, ``W.data``'s dtype and unit.
-        step: the current step (integer scalar).
+        step: the step in which ``spikes`` were emitted (integer scalar).
+        pop: also return slot ``(step + 1) mod L`` of the result, cleared in the returned ring.
         backend: ``"reference"`` or ``"cpu"`` (the compiled kernel, which updates ``ring`` in place when
             XLA can reuse its buffer, e.g. in a `lax.scan` carry); ``"pallas"`` computes this operator
             with the reference implementation. None: the automatic choice.
 
     Returns:
-        The updated ring ``[L, n_post]``.
+        The updated ring ``[L, n_post]``; with ``pop``, ``(ring, arriving [n_post])``.
 
     Differentiable w.r.t. ``W.data``, floating ``spikes`` and ``ring`` (forward and reverse mode): the
     derivatives touch every synapse (O(nnz) gathers and a scatter-add in pure `jax.numpy`, on any backend).
@@ -397,4 +399,6 @@ def arrival_scatter(
     elif not floating and spikes.dtype != jnp.bool_:
         raise ValueError(f"`spikes` must be bool, integer or floating, got dtype {spikes.dtype}.")
     backend = _backend.resolve(backend)
-    return _arrival(backend, row_ptr, lag, W.indptr, W.indices, step.astype(jnp.int32), W.data, spikes, ring)
+    args = (row_ptr, lag, W.indptr, W.indices, step.astype(jnp.int32), W.data, spikes, ring)
+    ring, arriving = _arrival(backend, *args, bool(pop))
+    return (ring, arriving) if pop else ring

@@ -262,9 +262,18 @@ def arrival_scatter(
     data: Float[Array, " nnz"] | Float[Array, ""],
     spikes: Bool[Array, " n_pre"] | Float[Array, " n_pre"],
     ring: Float[Array, "L n_post"],
-) -> Float[Array, "L n_post"]:
-    """`ring` plus each spiking neuron's synapses at their arrival slots (`reference.arrival_scatter`), in
-    place: the result aliases `ring`, so inside `lax.scan` only the events are touched."""
+    pop: bool = False,
+) -> tuple[Float[Array, "L n_post"], Float[Array, " n_pop"]]:
+    """`reference.arrival_scatter`, in place: the ring result aliases `ring`, so inside `lax.scan` only the
+    events (and, with `pop`, one slot) are touched. The popped slot is empty (shape (0,)) without `pop`."""
     data = _float("data", data)
     args = (row_ptr, lag.astype(jnp.int32), indptr, indices, jnp.asarray(step, jnp.int32), data, spikes, ring)
-    return _call("diffbrain_arrival_scatter", ring.shape, ring.dtype, *args, input_output_aliases={7: 0})
+    results = (
+        jax.ShapeDtypeStruct(ring.shape, ring.dtype),
+        jax.ShapeDtypeStruct((ring.shape[1] if pop else 0,), ring.dtype),
+    )
+    _load()
+    call = jax.ffi.ffi_call(
+        "diffbrain_arrival_scatter", results, vmap_method="sequential", input_output_aliases={7: 0}
+    )
+    return tuple(call(*args))

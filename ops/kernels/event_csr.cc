@@ -609,7 +609,10 @@ ffi::Error data_grad_add_impl(ffi::AnyBuffer g_in, ffi::AnyBuffer indptr, ffi::A
 // ---------------------------------------------------------------------------------------------------------
 // Arrival ring: ring[(step + lag[r]) mod L, indices[k]] += s[i] * w[k] for every synapse k of every row r of
 // every presynaptic neuron i with s[i] != 0 (rows row_ptr[i]..row_ptr[i+1]); the ring is updated in place
-// (XLA aliases it with the result). Work: the spiking neurons' synapses, plus one pass over the spikes.
+// (XLA aliases it with the result). With `pop`, slot (step + 1) mod L is then copied out and cleared: the
+// input of the next step, read in the same call so that XLA sees no other reader of the ring (a separate
+// slice and update of a `lax.scan` carry made it copy the whole ring twice per step). Work: the spiking
+// neurons' synapses, one pass over the spikes and, with `pop`, over one slot.
 
 template <class F, class I, class S, bool kHomogeneous>
 void arrival(const I* row_ptr, const int32_t* lag, const I* indptr, const I* indices, int64_t step, const F* data,
@@ -637,17 +640,23 @@ void arrival(const I* row_ptr, const int32_t* lag, const I* indptr, const I* ind
 
 ffi::Error arrival_impl(ffi::AnyBuffer row_ptr, ffi::Buffer<ffi::S32> lag, ffi::AnyBuffer indptr,
                         ffi::AnyBuffer indices, ffi::Buffer<ffi::S32> step, ffi::AnyBuffer data,
-                        ffi::AnyBuffer spikes, ffi::AnyBuffer ring_in, ffi::Result<ffi::AnyBuffer> ring) {
-  if (data.element_type() != ring->element_type() || ring_in.element_type() != ring->element_type())
+                        ffi::AnyBuffer spikes, ffi::AnyBuffer ring_in, ffi::Result<ffi::AnyBuffer> ring,
+                        ffi::Result<ffi::AnyBuffer> arriving) {
+  if (data.element_type() != ring->element_type() || ring_in.element_type() != ring->element_type() ||
+      arriving->element_type() != ring->element_type())
     return unsupported("weights and ring (must match the result)", data.element_type());
   if (ring_in.untyped_data() != ring->untyped_data() && ring->size_bytes() > 0)
     std::memcpy(ring->untyped_data(), ring_in.untyped_data(), ring->size_bytes());
   const int64_t n_pre = static_cast<int64_t>(row_ptr.element_count()) - 1;
   const auto dims = ring->dimensions();
-  if (n_pre <= 0 || dims.size() != 2 || dims[0] == 0 || dims[1] == 0) return ffi::Error::Success();
-  if (static_cast<int64_t>(spikes.element_count()) != n_pre)
-    return ffi::Error::InvalidArgument("diffbrain arrival ring: one spike per presynaptic neuron expected");
+  if (dims.size() != 2 || dims[0] == 0) return ffi::Error::InvalidArgument("diffbrain arrival ring: ring [L, n]");
   const int64_t length = dims[0], n_post = dims[1];
+  const bool pop = arriving->element_count() > 0;
+  if (pop && static_cast<int64_t>(arriving->element_count()) != n_post)
+    return ffi::Error::InvalidArgument("diffbrain arrival ring: the popped slot has n_post values");
+  if (n_pre > 0 && static_cast<int64_t>(spikes.element_count()) != n_pre)
+    return ffi::Error::InvalidArgument("diffbrain arrival ring: one spike per presynaptic neuron expected");
+  const int64_t t = static_cast<int64_t>(step.typed_data()[0]);
   return with_float("weights", data.element_type(), [&](auto f) {
     return with_index("indices", indices.element_type(), [&](auto i) {
       return with_spike("spikes", spikes.element_type(), [&](auto s) {
@@ -657,10 +666,16 @@ ffi::Error arrival_impl(ffi::AnyBuffer row_ptr, ffi::Buffer<ffi::S32> lag, ffi::
           using S = typename decltype(s)::type;
           if (indptr.element_type() != indices.element_type() || row_ptr.element_type() != indices.element_type())
             return unsupported("indptr/row_ptr (must match the indices)", indptr.element_type());
-          arrival<F, I, S, decltype(homogeneous)::value>(
-              row_ptr.typed_data<I>(), lag.typed_data(), indptr.typed_data<I>(), indices.typed_data<I>(),
-              static_cast<int64_t>(step.typed_data()[0]), data.typed_data<F>(), spikes.typed_data<S>(), n_pre,
-              length, n_post, ring->typed_data<F>());
+          F* out = ring->typed_data<F>();
+          if (n_pre > 0 && n_post > 0)
+            arrival<F, I, S, decltype(homogeneous)::value>(
+                row_ptr.typed_data<I>(), lag.typed_data(), indptr.typed_data<I>(), indices.typed_data<I>(), t,
+                data.typed_data<F>(), spikes.typed_data<S>(), n_pre, length, n_post, out);
+          if (pop) {
+            F* slot = out + (((t + 1) % length + length) % length) * n_post;
+            std::copy(slot, slot + n_post, arriving->typed_data<F>());
+            std::fill(slot, slot + n_post, F(0));
+          }
           return ffi::Error::Success();
         });
       });
@@ -704,4 +719,5 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(DiffbrainArrivalScatter, arrival_impl,
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>());

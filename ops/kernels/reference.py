@@ -114,9 +114,12 @@ def arrival_scatter(
     data: Float[Array, "*nnz"],
     spikes: Shaped[Array, " n_pre"],
     ring: Float[Array, "L n_post"],
-) -> Float[Array, "L n_post"]:
+    pop: bool = False,
+) -> tuple[Float[Array, "L n_post"], Float[Array, " n_pop"]]:
     """``ring`` plus, for every neuron ``i`` with ``s[i] != 0`` and every row ``r`` of its rows
-    ``row_ptr[i] … row_ptr[i + 1] − 1``, ``s[i]·W[r, j]`` added at ``ring[(step + lag[r]) mod L, j]``.
+    ``row_ptr[i] … row_ptr[i + 1] − 1``, ``s[i]·W[r, j]`` added at ``ring[(step + lag[r]) mod L, j]``; with
+    ``pop``, slot ``(step + 1) mod L`` of that sum is also returned (``[n_post]``) and cleared in the ring
+    (without, an empty ``[0]``).
 
     ``indptr``/``indices``/``data`` are the CSR of the rows (``[R, n_post]``); ``row_ptr`` groups them by
     presynaptic neuron and ``lag`` gives each row's delay in steps. Result dtype: ``ring``'s."""
@@ -128,4 +131,14 @@ def arrival_scatter(
     target = slot[row] * n_post + indices
     s = spikes[source]
     contributions = jnp.where(s != 0, jnp.broadcast_to(data, indices.shape) * s.astype(ring.dtype), 0)
-    return ring.reshape(-1).at[target].add(contributions.astype(ring.dtype)).reshape(length, n_post)
+    ring = ring.reshape(-1).at[target].add(contributions.astype(ring.dtype)).reshape(length, n_post)
+    return pop_slot(ring, step, pop)
+
+
+def pop_slot(ring: Float[Array, "L n"], step: Int[Array, ""], pop: bool):
+    """``(ring with slot (step + 1) mod L cleared, that slot)`` with ``pop``, else ``(ring, [0] empty)``."""
+    if not pop:
+        return ring, jnp.zeros((0,), ring.dtype)
+    slot = (step + 1) % ring.shape[0]
+    arriving = jax.lax.dynamic_index_in_dim(ring, slot, keepdims=False)
+    return jax.lax.dynamic_update_index_in_dim(ring, jnp.zeros_like(arriving), slot, 0), arriving

@@ -48,11 +48,17 @@ def test_matches_dense(backend, kind, homogeneous, dtype):
     assert W.shape[0] > n_pre  # several rows per neuron
     spikes = random_spikes(2, (n_pre,), kind, dtype)
     ring = jnp.asarray(np.random.default_rng(3).normal(size=(length, n_post)), dtype)
-    for step in (0, 3, 12):
+    tol = 1e-5 if dtype == jnp.float32 else 1e-12
+    for step in (0, 3, 12, -1):
         got = ops.arrival_scatter(spikes, W, row_ptr, lag, ring, step, backend=backend)
         assert got.dtype == dtype and got.shape == ring.shape
-        tol = 1e-5 if dtype == jnp.float32 else 1e-12
-        np.testing.assert_allclose(got, dense_scatter(spikes, W, lag, source, ring, step), rtol=tol, atol=tol)
+        expected = dense_scatter(spikes, W, lag, source, ring, step)
+        np.testing.assert_allclose(got, expected, rtol=tol, atol=tol)
+        # pop: slot (step + 1) mod L comes out and is cleared
+        popped, arriving = ops.arrival_scatter(spikes, W, row_ptr, lag, ring, step, pop=True, backend=backend)
+        slot = (step + 1) % length
+        np.testing.assert_allclose(arriving, expected[slot], rtol=tol, atol=tol)
+        np.testing.assert_allclose(popped, expected.at[slot].set(0), rtol=tol, atol=tol)
 
 
 def test_pallas_routes_to_the_reference():
@@ -65,22 +71,20 @@ def test_pallas_routes_to_the_reference():
 
 
 def test_network_loop_in_scan_equals_numpy(backend):
-    """Each step reads and clears slot ``t mod L``, then scatters that step's spikes: a spike of step t
-    through a row of lag d arrives in step t + d exactly (d = L included), as a NumPy loop computes."""
+    """As a network uses it: each step t scatters the spikes of step t − 1 and pops the input of step t; a
+    spike of step t through a row of lag d arrives in step t + d exactly (d = L included), as a NumPy loop
+    computes. The ring is a `lax.scan` carry, updated in place by the cpu kernel."""
     n_pre, n_post, length, steps = 25, 11, 4, 40
     W, row_ptr, lag, source = delayed(6, n_pre, n_post, length, jnp.float32)
     spikes = np.random.default_rng(7).random((steps, n_pre)) < 0.3
 
     def body(ring, x):
-        t, s = x
-        arriving = ring[t % length]
-        ring = ring.at[t % length].set(0.0)
-        return ops.arrival_scatter(s, W, row_ptr, lag, ring, t, backend=backend), arriving
+        t, s_last = x
+        return ops.arrival_scatter(s_last, W, row_ptr, lag, ring, t - 1, pop=True, backend=backend)
 
     ring0 = jnp.zeros((length, n_post), jnp.float32)
-    _, arrivals = jax.jit(lambda r, s: jax.lax.scan(body, r, (jnp.arange(steps), s)))(
-        ring0, jnp.asarray(spikes)
-    )
+    last = jnp.asarray(np.concatenate([np.zeros((1, n_pre), bool), spikes[:-1]]))  # step t gets spikes t − 1
+    _, arrivals = jax.jit(lambda r, s: jax.lax.scan(body, r, (jnp.arange(steps), s)))(ring0, last)
     dense = np.asarray(W.to_dense())
     expected = np.zeros((steps, n_post), np.float32)
     for t in range(steps):
@@ -117,8 +121,15 @@ def test_gradients(backend, homogeneous):
     def theirs(data, s, r):
         return dense_scatter(s, W.with_data(data), lag, source, r, 6)
 
+    def ours_popped(data, s, r):  # the popped form: the ring with one slot cleared, and that slot
+        ring, arriving = ops.arrival_scatter(
+            s, W.with_data(data), row_ptr, lag, r, 6, pop=True, backend=backend
+        )
+        return ring, arriving
+
     args = (W.data, spikes, ring)
     check_grads(ours, args, order=1, modes=("fwd", "rev"))
+    check_grads(ours_popped, args, order=1, modes=("fwd", "rev"))
     got = jax.grad(lambda *a: jnp.sum(cotangent * ours(*a)), argnums=(0, 1, 2))(*args)
     expected = jax.grad(lambda *a: jnp.sum(cotangent * theirs(*a)), argnums=(0, 1, 2))(*args)
     for g, e in zip(got, expected, strict=True):

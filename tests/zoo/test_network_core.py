@@ -151,10 +151,10 @@ def test_heterogeneous_delays_match_numpy_reference():
 
 @pytest.mark.parametrize(("chunk", "word_bits"), [(None, None), (37, None), (37, 24)])
 def test_delayed_csr_equals_a_dictionary_construction(monkeypatch, chunk, word_bits):
-    """The sorted build against the plainest construction: synapses keyed by (lag, pre, post), weights
-    summed in float64 in the given order, rows in (lag, pre) order, columns sorted; with repeats, many
-    delays, int32/int16/float32 inputs as `Network.build` passes them, passes split into chunks, and
-    the keys sorted in one pass or (short words) in several."""
+    """The sorted build against the plainest construction: synapses keyed by (pre, lag, post), weights
+    summed in float64 in the given order, rows in (pre, lag) order with `row_ptr` per neuron, columns
+    sorted; with repeats, many delays, int32/int16/float32 inputs as `Network.build` passes them, passes
+    split into chunks, and the keys sorted in one pass or (short words) in several."""
     if chunk is not None:
         monkeypatch.setattr(delays, "_CHUNK", chunk)
     if word_bits is not None:
@@ -169,24 +169,26 @@ def test_delayed_csr_equals_a_dictionary_construction(monkeypatch, chunk, word_b
     projection, slot = delays.DelayedCSR.from_edges(pre, post, weight, lag, n, jnp.float32)
     synapses: dict[tuple[int, int, int], float] = {}
     for k in range(size):
-        key = (int(lag[k]), int(pre[k]), int(post[k]))
+        key = (int(pre[k]), int(lag[k]), int(post[k]))
         synapses[key] = synapses.get(key, 0.0) + float(weight[k])
     keys = sorted(synapses)
-    rows = sorted({(lg, p) for lg, p, _ in keys})
+    rows = sorted({(p, lg) for p, lg, _ in keys})
     assert 0 < len(keys) < size  # repeats were merged
-    flat = [(lg * n + p) * n + q for lg, p, q in keys]
-    indptr = np.searchsorted(flat, [(lg * n + p) * n for lg, p in rows])
+    flat = [(p * 40 + lg) * n + q for p, lg, q in keys]
+    indptr = np.searchsorted(flat, [(p * 40 + lg) * n for p, lg in rows])
     W = projection.W
     assert W.shape == (len(rows), n)
     np.testing.assert_array_equal(W.indptr, [*indptr, len(keys)])
     np.testing.assert_array_equal(W.indices, [q for _, _, q in keys])
     np.testing.assert_array_equal(W.data, np.float32([synapses[k] for k in keys]))
-    np.testing.assert_array_equal(projection.lag, [lg for lg, _ in rows])
-    np.testing.assert_array_equal(projection.source, [p for _, p in rows])
+    np.testing.assert_array_equal(projection.lag, [lg for _, lg in rows])
+    np.testing.assert_array_equal(projection.source, [p for p, _ in rows])
+    sources = np.asarray([p for p, _ in rows])
+    np.testing.assert_array_equal(projection.row_ptr, [np.sum(sources < i) for i in range(n + 1)])
     index = {k: i for i, k in enumerate(keys)}
-    expected = [index[(int(a), int(b), int(c))] for a, b, c in zip(lag, pre, post, strict=True)]
+    expected = [index[(int(a), int(b), int(c))] for a, b, c in zip(pre, lag, post, strict=True)]
     np.testing.assert_array_equal(slot, expected)
-    assert slot.dtype == W.indices.dtype == projection.source.dtype == jnp.int32
+    assert slot.dtype == W.indices.dtype == projection.source.dtype == projection.row_ptr.dtype == jnp.int32
 
 
 def test_sorting_order_packs_or_splits_the_key():

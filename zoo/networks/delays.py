@@ -1,21 +1,21 @@
-"""Synaptic delays on a ring buffer of past spikes, with one event-driven product per receptor and step.
+"""Synaptic delays on an arrival ring: each step's spikes are scattered, event by event, into the input of the
+steps in which they arrive.
 
-A network keeps the spikes of its last ``L`` steps in a ring ``[L, n]`` (``L`` = the longest delay in steps);
-the spikes emitted in step ``t`` go to slot ``t mod L``. A receptor's synapses are grouped by (delay,
-presynaptic neuron): row ``r`` of one `ops.CSR` holds the synapses of neuron ``source[r]`` whose spikes
-arrive ``lag[r]`` steps after they were emitted. Each step gathers the ``R`` delayed spikes
-``ring[(t − lag[r]) mod L, source[r]]`` into one vector and calls `ops.event_matvec` once.
+Each receptor keeps the input of its next ``L`` steps in a ring ``[L, n]`` (``L`` = the longest delay in
+steps): slot ``t mod L`` holds what arrives in step ``t``. A receptor's synapses are grouped by
+(presynaptic neuron, delay): row ``r`` of one `ops.CSR` holds the synapses of neuron ``source[r]`` whose
+spikes arrive ``lag[r]`` steps after they were emitted, and the rows of a neuron are consecutive
+(``row_ptr``). Each step a network reads and clears slot ``t mod L`` and adds its spikes' synapses at
+``(t + lag) mod L`` with one `ops.arrival_scatter` (`DelayedCSR.scatter`).
 
-This is the compact form of stacking the ``G`` delay groups as ``[G·n, n]``: only the (delay, neuron)
-pairs that carry synapses become rows, so ``R ≤ min(G·n, nnz)`` and a network without delays (``lag`` 1
-everywhere) has exactly one row per presynaptic neuron, like a plain CSR.
+Only the (neuron, delay) pairs that carry synapses become rows, so ``R ≤ min(n·L, nnz)``, and a network
+without delays (``lag`` 1 everywhere) has exactly one row per presynaptic neuron, like a plain CSR.
 
-Cost per step: the gather of ``R`` spikes and the event kernel's pass over ``R`` rows, whatever the firing
-rate — negligible with one delay per projection (``R ≤ n``), dominant with many distinct per-synapse delays
-(measured, loaded 2-core machine: COBA 4,000 neurons with delays uniform in 0.1–5 ms, ``R`` = 127k, 9 s per
-biological second against 0.4 s with one-step delays). A kernel that scatters each spike's synapses into a
-postsynaptic arrival ring would make it event-driven (work ∝ synaptic events); the `ops` kernels do not
-offer that yet.
+Cost per step: the synaptic events (the spiking neurons' synapses) plus one pass over the ``n`` spikes and
+the read and clear of one slot — not the ``R`` rows. (The previous form kept a ring of past spikes and
+gathered the ``R`` delayed spikes for one `ops.event_matvec` each step: on a loaded 2-core machine, COBA with
+4,000 neurons and delays uniform in 0.1–5 ms, ``R`` = 127k, cost 9 s per biological second against 0.4 s
+with one-step delays.)
 
 Timing convention (the one of `EINetwork`): a spike emitted in step ``t`` with a delay of ``d`` steps is
 added to the receptor in step ``t + d``, so ``d = 1`` means that last step's spikes reach the synapses.
@@ -29,22 +29,24 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int, Shaped
 
-from ...ops import CSR, event_matvec
+from ...ops import CSR, arrival_scatter
 
 
 class DelayedCSR(eqx.Module):
-    """One receptor's synapses with per-synapse delays, rows grouped by (delay, presynaptic neuron).
+    """One receptor's synapses with per-synapse delays, rows grouped by (presynaptic neuron, delay).
 
     Attributes:
         W: ``[R, n]`` weights; row ``r`` holds the synapses of neuron ``source[r]`` with delay ``lag[r]``
             (unit of the receptor: nS for conductance-based, pA for current-based).
-        source: ``[R]`` presynaptic neuron of each row.
+        source: ``[R]`` presynaptic neuron of each row, non-decreasing.
         lag: ``[R]`` delay of each row, in steps (≥ 1).
+        row_ptr: ``[n + 1]``: the rows of neuron ``i`` are ``row_ptr[i] … row_ptr[i + 1] − 1``.
     """
 
     W: CSR
     source: Int[Array, " R"]
     lag: Int[Array, " R"]
+    row_ptr: Int[Array, " n+1"]
 
     @classmethod
     def from_edges(
@@ -63,12 +65,12 @@ class DelayedCSR(eqx.Module):
         receptor linear in its input; summed in float64 in the order given, then cast to ``dtype``). One
         shared scalar ``weight`` stays shared when nothing is merged.
 
-        Cost: the edges are sorted by ``(lag·n + pre)·n + post`` with one or two in-place `numpy.sort` s of
-        64-bit words that pack the key with the edge's position (`_sorting_order`); the rest is one pass
-        over the sorted edges in chunks of `_CHUNK`, which reads the keys from the sorted words after one
-        sorting pass and gathers them after several. Memory beyond the inputs: ~20 bytes per edge at the
-        peak (the sorted words, or the int32 order, with the int32 slot, column and weight), 12 in the
-        result (int32 column, weight, slot).
+        Cost: the edges are sorted by ``(pre·(L + 1) + lag)·n + post`` (``L`` the longest lag) with
+        one or two in-place `numpy.sort` s of 64-bit words that pack the key with the edge's position
+        (`_sorting_order`); the rest is one pass over the sorted edges in chunks of `_CHUNK`, which
+        reads the keys from the sorted words after one sorting pass and gathers them after several.
+        Memory beyond the inputs: ~20 bytes per edge at the peak (the sorted words, or the int32
+        order, with the int32 slot, column and weight), 12 in the result (int32 column, weight, slot).
 
         Measured with `Network.build` on the Potjans–Diesmann microcircuit (int32/float32 edges, 16 bytes
         per synapse; loaded 2-core machine): scale 0.1 (3.0·10⁷ synapses) 11 s with a peak of 27 bytes per
@@ -89,19 +91,19 @@ class DelayedCSR(eqx.Module):
         weight = np.broadcast_to(shared, pre.shape)
         lag_max = int(lag.max(initial=1))
         index_dtype = _index_dtype(size, n * lag_max)
-        order, position_bits = _sorting_order(((lag, lag_max + 1), (pre, n), (post, n)), size)
+        order, position_bits = _sorting_order(((pre, n), (lag, lag_max + 1), (post, n)), size)
         slot = np.empty(size, index_dtype)
         columns = np.empty(size, index_dtype)
         data = np.empty(size, np.dtype(dtype))
         rows, row_starts = [], []
         n_synapses, last_key, carry = 0, -1, 0.0  # carry: the float64 sum of the last synapse so far
         for part in _chunks(size):
-            # the sorted keys of this chunk, (lag·n + pre)·n + post, and the edges they come from
+            # the sorted keys of this chunk, (pre·(lag_max + 1) + lag)·n + post, and the edges they come from
             if position_bits is None:
                 at = order[part]
-                key = lag[at].astype(np.int64)
-                key *= n
-                key += pre[at]
+                key = pre[at].astype(np.int64)
+                key *= lag_max + 1
+                key += lag[at]
                 key *= n
                 key += post[at]
             else:  # one sorting pass: the words hold both
@@ -125,7 +127,7 @@ class DelayedCSR(eqx.Module):
                 sums[0] = head[0]
             data[base : base + sums.size] = sums
             carry = sums[-1]
-            row_key, column = np.divmod(key[first], n)  # row key lag·n + pre of each new synapse
+            row_key, column = np.divmod(key[first], n)  # row key pre·(lag_max + 1) + lag of each new synapse
             columns[n_synapses : n_synapses + column.size] = column
             if row_key.size:
                 opens = np.empty(row_key.size, bool)  # the synapse opens a row
@@ -141,26 +143,27 @@ class DelayedCSR(eqx.Module):
         columns = jnp.asarray(columns[:n_synapses])  # each copy made after the last one's source is freed
         data = jnp.asarray(shared if shared.ndim == 0 and n_synapses == size else data[:n_synapses], dtype)
         W = CSR(indptr, columns, data, (rows.size, n))
-        lags, sources = np.divmod(rows, n)
-        delayed = cls(W, jnp.asarray(sources.astype(index_dtype)), jnp.asarray(lags.astype(np.int32)))
-        return delayed, slot
+        sources, lags = np.divmod(rows, lag_max + 1)
+        row_ptr = np.searchsorted(sources, np.arange(n + 1)).astype(index_dtype)
+        sources, lags = jnp.asarray(sources.astype(index_dtype)), jnp.asarray(lags.astype(np.int32))
+        return cls(W, sources, lags, jnp.asarray(row_ptr)), slot
 
     @property
     def max_lag(self) -> int:
         """The longest delay, steps (0 without synapses)."""
         return int(np.max(np.asarray(self.lag), initial=0))
 
-    def __call__(
-        self, ring: Shaped[Array, "L n"] | Bool[Array, "L n"], step: Int[Array, ""]
-    ) -> Float[Array, " n"]:
-        """The input arriving in ``step`` (the number of steps simulated before it): ``Σ_r W[r]·s_r`` with
-        ``s_r`` the spike of ``source[r]`` emitted ``lag[r]`` steps earlier."""
-        length, n = ring.shape
-        # flat ring index of (t − lag) mod L, source; a conditional add instead of an elementwise modulo and
-        # a 1-D gather (measured ~20 % faster than `ring[(t − lag) % L, source]` at 128k rows)
-        flat = (step % length) * n + self.source - self.lag * n
-        flat = jnp.where(flat < 0, flat + length * n, flat)
-        return event_matvec(ring.reshape(-1).at[flat].get(mode="promise_in_bounds"), self.W)
+    def scatter(
+        self,
+        spikes: Shaped[Array, " n"] | Bool[Array, " n"],
+        ring: Float[Array, "L n"],
+        step: Int[Array, ""],
+    ) -> tuple[Float[Array, "L n"], Float[Array, " n"]]:
+        """Add the synapses of the neurons that spiked in ``step`` to ``ring`` (the input of the next ``L``
+        steps, slot ``t mod L`` for step ``t``), each at slot ``(step + lag) mod L``, then take out the
+        input of step ``step + 1``: ``(ring with that slot cleared, that slot)``, in one
+        `ops.arrival_scatter` (differentiable w.r.t. the weights and float spikes)."""
+        return arrival_scatter(spikes, self.W, self.row_ptr, self.lag, ring, step, pop=True)
 
 
 _WORD_BITS = 63
@@ -192,7 +195,7 @@ def _sorting_order(digits, size: int) -> tuple[np.ndarray, int | None]:
     ``digits`` are ``(values [size], radix)`` pairs (``0 ≤ values < radix``). A least-significant-first
     radix sort whose passes are in-place `numpy.sort` s of int64 words ``(group value << b) | position``
     (``b`` bits for a position): the digits are grouped from the least significant while a group's value
-    and a position fit in 63 bits, so the key ``(lag·n + pre)·n + post`` of a network of 7,717 neurons
+    and a position fit in 63 bits, so the key ``(pre·(L + 1) + lag)·n + post`` of a network of 7,717 neurons
     and 3·10⁷ edges takes one pass and the full-scale microcircuit (77,169 neurons, 3·10⁸ edges) two. The
     packed position breaks ties, so every pass is stable. Sorting the words in place measured ~3× faster
     than `numpy.argsort` of the keys and needs 8 bytes per item plus the permutation.

@@ -1,10 +1,11 @@
 """`Network`: populations of any zoo spiking neuron, wired per receptor by sparse synapses with delays,
 driven by constant currents, Poisson background input and timed pulses, simulated with a jitted `lax.scan`.
 
-Each step (``dt`` ms) does, in this order: every receptor takes the spikes that arrive now (one
-`ops.event_matvec` over the ring buffer of past spikes, `DelayedCSR`) plus its Poisson background and
-updates its state; the neurons integrate the summed receptor currents, ``I_ext``, gap-junction currents
-and active pulses; their spikes enter the ring. A delay is a latency, as in NEST and Brian2: a spike
+Each step (``dt`` ms) does, in this order: every receptor takes the synaptic input that arrives now (the
+current slot of its arrival ring, `DelayedCSR`) plus its Poisson background and updates its state; the
+neurons integrate the summed receptor currents, ``I_ext``, gap-junction currents and active pulses; their
+spikes' synapses are added to the arrival rings at the steps they reach (one `ops.arrival_scatter` per
+receptor). A delay is a latency, as in NEST and Brian2: a spike
 emitted in step ``t`` (at time ``(t + 1)·dt``) with a delay of ``D`` ms enters its receptor in step
 ``t + 1 + round(D/dt)``, so its current starts ``round(D/dt)·dt`` after the spike. A delay of 0 is
 `EINetwork`'s convention (last step's spikes reach the synapses), and a network built with zero delays from
@@ -105,8 +106,12 @@ class NetworkState(NamedTuple):
 
     neurons: NamedTuple  # the neuron model's state, each field [n]
     receptors: dict[str, NamedTuple]  # each receptor's state, fields [n] (postsynaptic)
-    ring: Array  # spikes of the last L steps, [L, n]; step t's spikes in slot t mod L (bool or float)
+    ring: dict[str, Array]  # per receptor with synapses, its input of the coming steps [L, n]: step t's in
+    # slot t mod L (`DelayedCSR`); the last step's spikes are not in it yet
     step: Array  # steps simulated since time zero, int32 scalar
+    spikes: (
+        Array  # the last step's spikes [n] (bool, or float surrogate spikes), added to the rings next step
+    )
 
 
 class AbstractPopulationResult(eqx.Module):
@@ -247,8 +252,8 @@ class Network(eqx.Module):
     r"""A spiking network: named populations of one neuron model (parameters scalar or per neuron), named
     receptors on every neuron, sparse delayed synapses per receptor, constant and Poisson input.
 
-    Per step of ``dt`` ms, for each receptor ``r``: ``x_r = Σ_delayed spikes·W_r`` (one `ops.event_matvec`,
-    see `DelayedCSR`) ``+ Σ_background counts·weight``; ``(state_r, g_r) = r.step(state_r, x_r, dt)``;
+    Per step of ``dt`` ms, for each receptor ``r``: ``x_r = Σ_delayed spikes·W_r`` (read from its arrival
+    ring, see `DelayedCSR`) ``+ Σ_background counts·weight``; ``(state_r, g_r) = r.step(state_r, x_r, dt)``;
     then the neuron steps with ``I = Σ_r r.current(g_r, V) + I_ext + I_gap + pulses``
     (pA), with ``I_gap,i = Σ_j g_ji (V_j − V_i)`` over gap junctions (two `ops.csr_matvec`). Receptors hold
     their state on the postsynaptic side, so they must be linear in their input (`synapses.Expon`, `Alpha`,
@@ -268,7 +273,7 @@ class Network(eqx.Module):
         dt: the time step, ms (static; `simulate` uses it).
         names, sizes: the populations, in order; population ``p`` is neurons ``offsets[p]:offsets[p + 1]``.
         receptor_names: the receptors in the order their currents are summed.
-        ring_length: steps of spike history kept: the longest delay in steps, plus one.
+        ring_length: slots of each arrival ring: the longest delay in steps (``round(D/dt) + 1``).
 
     Example:
         >>> import jax
@@ -340,7 +345,7 @@ class Network(eqx.Module):
             receptors: receptor name → synapse model linear in its input, ``g_max`` 1 (see the class doc).
             edges: receptor name → its synapses (`Edges`, or several, concatenated). Synapses that repeat
                 (pre, post, delay step) are merged into one with the summed weight.
-            dt: the time step, ms; a delay ``D`` becomes ``round(D/dt) + 1`` steps of the spike ring.
+            dt: the time step, ms; a delay ``D`` becomes a lag of ``round(D/dt) + 1`` steps.
             background: Poisson input (`Background`, or several).
             I_ext: constant current per neuron, scalar or ``[n]``, in the neuron's input unit (pA for
                 `LIF` and `AdEx`; current-based weights, pulses and background weights use it too).
@@ -392,7 +397,7 @@ class Network(eqx.Module):
             if ring_length * n >= 2**31:
                 raise ValueError(
                     f"`edges[{name!r}]`: the longest delay, {ring_length} steps of dt = {dt} ms, needs a "
-                    f"spike history of {ring_length} × {n} entries; shorten the delays or raise `dt`."
+                    f"ring of {ring_length} × {n} entries; shorten the delays or raise `dt`."
                 )
             projections[name], slots = DelayedCSR.from_edges(pre, post, weight, lag, n, dtype)
             edge_slots[name] = jnp.asarray(slots)
@@ -447,8 +452,8 @@ class Network(eqx.Module):
             low, high = self.neuron.V_reset, self.neuron.V_th
             neurons = neurons._replace(V=jax.random.uniform(key, (self.n,), dtype, low, high))
         receptors = {name: r.init_state((self.n,)) for name, r in self.receptors.items()}
-        ring = jnp.zeros((self.ring_length, self.n), bool)
-        return NetworkState(neurons, receptors, ring, jnp.zeros((), jnp.int32))
+        ring = {name: jnp.zeros((self.ring_length, self.n), dtype) for name in self.projections}
+        return NetworkState(neurons, receptors, ring, jnp.zeros((), jnp.int32), jnp.zeros(self.n, bool))
 
     def step(
         self,
@@ -465,9 +470,11 @@ class Network(eqx.Module):
         membranes). Returns the new state and the step's spikes ``[n]`` (bool, or float with
         ``surrogate``)."""
         t = state.step
-        ring = jax.lax.stop_gradient(state.ring) if detach_recurrent else state.ring
         V = state.neurons.V
-        inputs = {name: projection(ring, t) for name, projection in self.projections.items()}
+        fed = jax.lax.stop_gradient(state.spikes) if detach_recurrent else state.spikes
+        ring, inputs = {}, {}  # last step's spikes into the rings, and what arrives now out of them
+        for name, projection in self.projections.items():
+            ring[name], inputs[name] = projection.scatter(fed, state.ring[name], t - 1)
         for stream, drive in enumerate(self.drives):
             arriving = drive.counts(seed, t, stream) * drive.weight
             inputs[drive.receptor] = (
@@ -487,8 +494,7 @@ class Network(eqx.Module):
             current = current + jnp.where((t >= start) & (t < stop), amplitude, 0.0)
         neurons, spike = self.neuron.step(state.neurons, current, self.dt)
         spike = spike if surrogate else spike > 0
-        ring = state.ring.at[t % self.ring_length].set(spike.astype(state.ring.dtype))
-        return NetworkState(neurons, receptor_states, ring, t + 1), spike
+        return NetworkState(neurons, receptor_states, ring, t + 1, spike), spike
 
     def simulate(
         self,
@@ -552,10 +558,10 @@ class Network(eqx.Module):
             init_key, key = jax.random.split(key)
         if state is None:
             state = self.init_state(init_key)
-        if surrogate and not jnp.issubdtype(state.ring.dtype, jnp.inexact):
-            state = state._replace(ring=state.ring.astype(state.neurons.V.dtype))
-        elif not surrogate and jnp.issubdtype(state.ring.dtype, jnp.inexact):
-            state = state._replace(ring=state.ring > 0)
+        if surrogate and not jnp.issubdtype(state.spikes.dtype, jnp.inexact):
+            state = state._replace(spikes=state.spikes.astype(state.neurons.V.dtype))
+        elif not surrogate and jnp.issubdtype(state.spikes.dtype, jnp.inexact):
+            state = state._replace(spikes=state.spikes > 0)
         seed = _seed(key) if key is not None else jnp.zeros(2, jnp.uint32)
         pulses = tuple(self._pulse(p) for p in _as_list(pulse))
         offsets = np.asarray(self.offsets)
