@@ -7,6 +7,7 @@ import pytest
 
 from diffbrain import zoo
 from diffbrain.bench import fit_dimension
+from diffbrain.bench.records import to_frame
 from diffbrain.fit.fitter import run_method
 from diffbrain.fit.kernels import KernelGIF, KernelGIFObjective, log_bins, spike_regressors
 from diffbrain.fit.objective import Account
@@ -111,7 +112,7 @@ def test_objective_rejects_bad_data(current):
         fit_dimension.problem(5, current=current)
 
 
-def test_sweep_runs_end_to_end_and_records_what_the_leaderboard_needs():
+def test_sweep_runs_end_to_end_and_records_what_the_leaderboard_needs(tmp_path):
     records = fit_dimension.run(
         dimensions=(2, 4),
         methods=("adam", "cmaes"),
@@ -131,3 +132,6 @@ def test_sweep_runs_end_to_end_and_records_what_the_leaderboard_needs():
             assert by_key[(f"kernel-gif/d={d}", method, "wall_time")].value > 0
         assert (f"kernel-gif/d={d}", "adam", "speedup_vs_gradient_free") in by_key
     assert ("kernel-gif/crossover", "adam", "crossover_d") in by_key
+    frame = to_frame(records)
+    assert fit_dimension.plot_crossover(frame, tmp_path / "crossover.png").stat().st_size > 0
+    assert list(fit_dimension.summary(frame).index) == ["kernel-gif/d=2", "kernel-gif/d=4"]
