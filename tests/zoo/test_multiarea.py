@@ -19,7 +19,7 @@ import pytest
 from scipy.stats import spearmanr
 
 from diffbrain.zoo.networks import MultiArea, Pulse
-from diffbrain.zoo.networks.multiarea import PulseResponse
+from diffbrain.zoo.networks.multiarea import G_L, JOGLEKAR_2018, REFERENCE_RATES, PulseResponse
 
 FOLDER = "conn-macaque-markov2014-29areas"
 
@@ -71,6 +71,66 @@ def test_long_range_delays_equal_distance_over_speed(folder):
     mean = distance[t, s] / 3.5
     assert abs(lag_ms[pair].mean() - mean) < 4 * 0.1 * mean / np.sqrt(pair.sum()) + 0.05
     assert 0.05 * mean < lag_ms[pair].std() < 0.15 * mean
+
+
+def _edges(model, receptor):
+    """(pre, post, jump in mV) of every synapse of ``receptor``."""
+    projection = model.network.projections[receptor]
+    W = projection.W
+    rows = np.repeat(np.arange(W.shape[0]), np.diff(np.asarray(W.indptr)))
+    pre, post = np.asarray(projection.source)[rows], np.asarray(W.indices)
+    weight = np.broadcast_to(np.asarray(W.data, float), post.shape)
+    tau = np.asarray(model.network.neuron.C, float) / G_L
+    per_mV = G_L / -np.expm1(-model.network.dt / tau)  # pA of a one-step current per mV of jump
+    return pre, post, weight / per_mV[post]
+
+
+@pytest.mark.parametrize("weight_exponent", [0.5, 0.95, 1.0])
+def test_small_size_scaling_keeps_the_mean_input_at_baseline(weight_exponent):
+    # Three synthetic areas at 50 neurons per area (every pair connected: in-degree 40 E and 10 I per
+    # source population instead of the original's 160 and 40). Whatever γ, each neuron's mean input at the
+    # reference baseline rates (Σ jump·ν·τ plus the constant drive) is the original's; γ = ½ also keeps
+    # its variance (Σ jump²·ν) from each source population, van Albada et al.'s (2015) rule.
+    fln = np.array([[0.0, 0.5, 0.1], [0.6, 0.0, 0.3], [0.2, 0.4, 0.0]])
+    distance = np.array([[0.0, 10.0, 20.0], [10.0, 0.0, 15.0], [20.0, 15.0, 0.0]])
+    hierarchy = np.array([0.0, 0.5, 1.0])
+    model = MultiArea.build(
+        fln, distance, hierarchy, ["A", "B", "C"], key=jax.random.key(0), weight_exponent=weight_exponent
+    )
+    p, n, n_e = JOGLEKAR_2018, 50, 40
+    rate = np.tile(np.r_[np.full(n_e, REFERENCE_RATES["E"]), np.full(n - n_e, REFERENCE_RATES["I"])], 3)
+    tau = np.asarray(model.network.neuron.C, float) / G_L
+    mean = np.asarray(model.network.I_ext, float) / G_L  # the constant drive, mV
+    for receptor in ("exc", "inh"):
+        pre, post, jump = _edges(model, receptor)
+        np.add.at(mean, post, jump * rate[pre] * tau[post] / 1000.0)
+    # the original: 160 E and 40 I inputs per source population, jumps from the module's parameter table
+    gain = 1.0 + p["alpha"] * hierarchy
+    lr = fln.sum(axis=1)
+    exc_input = 160 * REFERENCE_RATES["E"] / 1000.0
+    inh_input = 40 * REFERENCE_RATES["I"] / 1000.0
+    expected_e = p["mu_E"] + p["tau_E"] * (
+        gain * (p["w_EE"] + p["mu_EE"]["strong"] * lr) * exc_input - p["w_EI"]["strong"] * inh_input
+    )
+    expected_i = p["mu_I"] + p["tau_I"] * (
+        gain * (p["w_IE"] + p["mu_IE"] * lr) * exc_input - p["w_II"] * inh_input
+    )
+    expected = np.concatenate(
+        [np.r_[np.full(n_e, e), np.full(n - n_e, i)] for e, i in zip(expected_e, expected_i, strict=True)]
+    )
+    np.testing.assert_allclose(mean, expected, rtol=1e-5)
+    # the jumps themselves: J·(K/K')^γ (local E→E of area C: J = (1 + α)·0.01 mV, K/K' = 4)
+    pre, post, jump = _edges(model, "exc")
+    local_ee = (pre // n == 2) & (post // n == 2) & (pre % n < n_e) & (post % n < n_e)
+    np.testing.assert_allclose(jump[local_ee], (1 + p["alpha"]) * p["w_EE"] * 4.0**weight_exponent, rtol=1e-5)
+    if weight_exponent == 0.5:  # the variance from each source population is the original's: K·J²·ν
+        into_c = (post // n == 2) & (post % n < n_e) & (pre % n < n_e)
+        for source in range(3):
+            from_source = into_c & (pre // n == source)
+            variance = np.zeros(3 * n)
+            np.add.at(variance, post[from_source], jump[from_source] ** 2)
+            J = (1 + p["alpha"]) * (p["w_EE"] if source == 2 else p["mu_EE"]["strong"] * fln[2, source])
+            np.testing.assert_allclose(variance[2 * n : 2 * n + n_e], 160 * J**2, rtol=1e-5)
 
 
 def test_large_delay_jitter_redraws_delays_below_one_step(folder):
