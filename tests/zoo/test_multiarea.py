@@ -280,6 +280,8 @@ def test_bad_connectome_input_names_the_argument(folder):
         MultiArea.build(fln, distance, hierarchy, areas, key=key, gba="medium")
     with pytest.raises(ValueError, match="`n_per_area`"):
         MultiArea.build(fln, distance, hierarchy, areas, key=key, n_per_area=1)
+    with pytest.raises(ValueError, match="`weight_exponent`"):
+        MultiArea.build(fln, distance, hierarchy, areas, key=key, weight_exponent=1.5)
     with pytest.raises(ValueError, match="`params`"):
         MultiArea.build(fln, distance, hierarchy, areas, key=key, params={"tau": 1.0})
     with pytest.raises(ValueError, match="`path`"):
