@@ -20,6 +20,8 @@ from rich.console import Console
 _out = Console()
 
 CONFIG, METRICS_CSV = "config.json", "metrics.csv"
+_ADDED_SETTINGS = {"connectivity": "dense", "p_connect": 1.0}
+"""Settings added after runs were first written: a config.json without them ran with these values."""
 PLOTS = ("accuracy.png", "raster.png", "weights.png")
 
 
@@ -30,6 +32,13 @@ class Task(enum.StrEnum):
     delayed_match_to_sample = "delayed-match-to-sample"
     perceptual_decision_making = "perceptual-decision-making"
     context_decision_making = "context-decision-making"
+
+
+class Connectivity(enum.StrEnum):
+    """How the recurrent weights are held (`diffbrain.learn.EINetwork`)."""
+
+    dense = "dense"
+    sparse = "sparse"
 
 
 class Method(enum.StrEnum):
@@ -74,7 +83,7 @@ def _check_config(out: Path, config: dict) -> None:
     path = out / CONFIG
     if not path.exists():
         return
-    saved = json.loads(path.read_text())
+    saved = _ADDED_SETTINGS | json.loads(path.read_text())
     changed = {key: (saved.get(key), value) for key, value in config.items() if key != "steps"}
     changed = {key: pair for key, pair in changed.items() if pair[0] != pair[1]}
     if changed:
@@ -210,6 +219,12 @@ def train(
     ),
     method: Annotated[Method, typer.Option(help="bptt | d-rtrl | es-d-rtrl")] = Method.bptt,
     n_rec: Annotated[int, typer.Option(min=2, help="Recurrent neurons (80 % excitatory).")] = 200,
+    connectivity: Annotated[
+        Connectivity, typer.Option(help="Recurrent weights as a dense masked matrix or a sparse ops.CSR.")
+    ] = Connectivity.dense,
+    p_connect: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Recurrent connection probability (no autapses).")
+    ] = 1.0,
     steps: Annotated[int, typer.Option(min=1, help="Optimiser steps, a resumed run's included.")] = 100,
     out: Annotated[Path, typer.Option(help="Folder for the checkpoint, metrics.csv and the plots.")] = Path(
         "train-out"
@@ -231,8 +246,9 @@ def train(
     _check_positive("--dt", dt)
     the_task = _make_task(task, dt, delay)
     config = {
-        "task": str(task), "method": str(method), "n_rec": n_rec, "batch_size": batch_size, "lr": lr,
-        "dt": dt, "delay": delay, "seed": seed, "steps": steps,
+        "task": str(task), "method": str(method), "n_rec": n_rec, "connectivity": str(connectivity),
+        "p_connect": p_connect, "batch_size": batch_size, "lr": lr, "dt": dt, "delay": delay, "seed": seed,
+        "steps": steps,
     }  # fmt: skip
     _check_config(out, config)
 
@@ -250,7 +266,10 @@ def train(
         raise typer.BadParameter(f"cannot write {out}: {reason}.", param_hint="'--out'") from None
 
     weights_key, batches_key, raster_key = jax.random.split(jax.random.key(seed), 3)
-    initial = learn.EINetwork(the_task.n_inputs, n_rec, the_task.n_outputs, key=weights_key, dt=dt)
+    initial = learn.EINetwork(
+        the_task.n_inputs, n_rec, the_task.n_outputs, key=weights_key, dt=dt, connectivity=p_connect,
+        sparse=connectivity == Connectivity.sparse,
+    )  # fmt: skip
     result = learn.train(
         initial, the_task, str(method), _optimizer(lr), steps=steps, batch_size=batch_size, key=batches_key,
         checkpoint_dir=out, checkpoint_every=checkpoint_every,
@@ -258,7 +277,8 @@ def train(
 
     metrics = result.metrics
     _write_metrics_csv(out / METRICS_CSV, metrics)
-    title = f"{task} · {method} · {n_rec} neurons · batch {batch_size} · lr {lr:g}"
+    wiring = f"{connectivity}, p = {p_connect:g}"
+    title = f"{task} · {method} · {n_rec} neurons ({wiring}) · batch {batch_size} · lr {lr:g}"
     _plot_accuracy(out / PLOTS[0], metrics, title)
     _plot_raster(out / PLOTS[1], result.net, the_task, raster_key)
     fits = _plot_weights(out / PLOTS[2], initial, result.net)

@@ -40,13 +40,9 @@ def weight_groups(net: EINetwork) -> dict[str, np.ndarray]:
     neurons), each a flat array.
     """
     w_in, w_rec = (np.asarray(w) for w in net.weights())
-    present = np.asarray(net.rec_mask) > 0
-    exc = np.asarray(net.is_excitatory)
-    return {
-        "input": w_in.ravel(),
-        "E": w_rec[exc][present[exc]],
-        "I": w_rec[~exc][present[~exc]],
-    }
+    exc = np.broadcast_to(np.asarray(net.presynaptic_excitatory()), w_rec.shape)
+    present = np.ones(w_rec.shape, bool) if net.sparse else np.asarray(net.rec_mask) > 0
+    return {"input": w_in.ravel(), "E": w_rec[exc & present], "I": w_rec[~exc & present]}
 
 
 def weight_distributions(net: EINetwork) -> dict[str, LogNormal]:

@@ -13,6 +13,8 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from diffbrain import zoo
 
+from ..ops import CSR, event_matmat
+
 
 class NetState(NamedTuple):
     """The network's state; every leaf has a leading batch axis.
@@ -86,18 +88,32 @@ def _inverse_softplus(x: Array) -> Array:
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
-def _initial_weights(key, n_in, n_rec, n_out, n_exc, in_scale, exc_scale, inh_scale, out_scale, connectivity):
+def _initial_weights(
+    key, n_in, n_rec, n_out, n_exc, in_scale, exc_scale, inh_scale, out_scale, connectivity, presynaptic
+):
     # One compiled function: drawn op by op, the initialisation took seconds of eager compilation.
+    # ``presynaptic`` (the row of each synapse) draws one magnitude per synapse of a sparse pattern; None
+    # draws the dense matrix and its Bernoulli mask.
     k_in, k_rec, k_out, k_mask = jax.random.split(key, 4)
 
     def lognormal(key, shape, scale):
         return _inverse_softplus(scale * jnp.exp(0.5 * jax.random.normal(key, shape)))
 
-    rec_scales = jnp.where(jnp.arange(n_rec) < n_exc, exc_scale, inh_scale)[:, None]
+    rec_scales = jnp.where(jnp.arange(n_rec) < n_exc, exc_scale, inh_scale)
     w_out = out_scale / math.sqrt(n_rec) * jax.random.normal(k_out, (n_rec, n_out))
+    w_in = lognormal(k_in, (n_in, n_rec), in_scale)
+    if presynaptic is not None:
+        w_rec = lognormal(k_rec, presynaptic.shape, rec_scales[presynaptic])
+        return w_in, w_rec, w_out, jnp.zeros(n_out), None
     mask = jax.random.bernoulli(k_mask, connectivity, (n_rec, n_rec)) & ~jnp.eye(n_rec, dtype=bool)
-    w_rec = lognormal(k_rec, (n_rec, n_rec), rec_scales)
-    return lognormal(k_in, (n_in, n_rec), in_scale), w_rec, w_out, jnp.zeros(n_out), mask.astype(w_rec.dtype)
+    w_rec = lognormal(k_rec, (n_rec, n_rec), rec_scales[:, None])
+    return w_in, w_rec, w_out, jnp.zeros(n_out), mask.astype(w_rec.dtype)
+
+
+def presynaptic_rows(W: CSR) -> Array:
+    """``[nnz]``: the row (presynaptic neuron) of each synapse of ``W``, in CSR order."""
+    counts = jnp.diff(W.indptr)
+    return jnp.repeat(jnp.arange(W.shape[0], dtype=W.indices.dtype), counts, total_repeat_length=W.nnz)
 
 
 class EINetwork(eqx.Module):
@@ -121,9 +137,16 @@ class EINetwork(eqx.Module):
 
     Dale's law: the weight parameters are unconstrained; the effective magnitudes are
     ``|W| = softplus(w)``, and the sign is that of the presynaptic type, carried by the reversal potential
-    (input spikes are excitatory). A training step can never flip a synapse's sign. ``rec_mask`` is the
-    fixed connectivity (no autapses by default); the recurrent matrix is dense — a sparse (`ops.CSR`)
-    recurrent operator would replace `synaptic_input`, the one place the weights meet spikes.
+    (input spikes are excitatory). A training step can never flip a synapse's sign.
+
+    Recurrent connectivity is dense or sparse. Dense: ``w_rec`` is an ``[n_rec, n_rec]`` matrix and
+    ``rec_mask`` the fixed pattern (no autapses by default). Sparse (``sparse=True``, or a given
+    `diffbrain.ops.CSR` pattern): ``w_rec`` is an `ops.CSR` (rows presynaptic) whose ``data`` ``[nnz]``
+    are the unconstrained parameters of the existing synapses, ``rec_mask`` is None, and the recurrent
+    input is `ops.event_matmat` of the spikes (exact 0/1 floats whose surrogate gradient flows through the
+    operator), so a step costs the spikes' synapses, not n_rec². Gradients w.r.t. a sparse ``w_rec`` are
+    a CSR of the same structure with the ``[nnz]`` gradient in ``data`` (indices ``None``), from `bptt`
+    and `online` alike.
 
     Because the readout is linear, its leaky integration is a per-neuron state (``z̄``), so the loss at step
     ``t`` depends on the hidden state at ``t`` alone: the instantaneous learning signal of the online
@@ -141,10 +164,10 @@ class EINetwork(eqx.Module):
 
     neuron: zoo.AbstractSpikingNeuron
     w_in: Float[Array, "n_in n_rec"]
-    w_rec: Float[Array, "n_rec n_rec"]
+    w_rec: Float[Array, "n_rec n_rec"] | CSR
     w_out: Float[Array, "n_rec n_out"]
     b_out: Float[Array, " n_out"]
-    rec_mask: Float[Array, "n_rec n_rec"]
+    rec_mask: Float[Array, "n_rec n_rec"] | None
     n_exc: int = eqx.field(static=True)
     dt: float = eqx.field(static=True)
     tau_syn: float = eqx.field(static=True)
@@ -170,7 +193,8 @@ class EINetwork(eqx.Module):
         rec_scale: float = 0.005,
         inh_ratio: float = 4.0,
         out_scale: float = 1.0,
-        connectivity: float = 1.0,
+        connectivity: float | CSR = 1.0,
+        sparse: bool = False,
     ):
         """Random weights drawn log-normally (σ = 0.5 in log space) around the given scales.
 
@@ -185,15 +209,32 @@ class EINetwork(eqx.Module):
                 I→all synapses are ``inh_ratio`` times stronger.
             out_scale: readout weights are N(0, out_scale²/n_rec) (as in e-prop), a readout of std
                 ~0.4·out_scale at 20 Hz.
-            connectivity: the connection probability of the fixed recurrent mask.
+            connectivity: the connection probability of the fixed recurrent pattern (no autapses), or
+                a sparse pattern ``ops.CSR`` of shape ``(n_rec, n_rec)`` (e.g.
+                ``ops.CSR.fixed_in_degree(key, n_rec, n_rec, k, allow_self=False)``; its ``data`` is
+                ignored), which makes the network sparse.
+            sparse: hold the recurrent weights in an `ops.CSR` (drawn with `ops.CSR.fixed_prob`) instead
+                of a dense masked matrix.
         """
         neuron = default_neuron(n_rec) if neuron is None else neuron
         n_exc = round(exc_fraction * n_rec)
         self.neuron = neuron
-        scales = (in_scale, rec_scale, inh_ratio * rec_scale, out_scale, connectivity)
-        self.w_in, self.w_rec, self.w_out, self.b_out, self.rec_mask = _initial_weights(
-            key, n_in, n_rec, n_out, n_exc, *scales
+        pattern = connectivity if isinstance(connectivity, CSR) else None
+        if pattern is not None and pattern.shape != (n_rec, n_rec):
+            raise ValueError(
+                f"`connectivity` as a CSR pattern must have shape (n_rec, n_rec) = ({n_rec}, {n_rec}), got "
+                f"{pattern.shape}."
+            )
+        if pattern is None and sparse:
+            k_mask = jax.random.split(key, 4)[3]  # the key of the dense mask
+            pattern = CSR.fixed_prob(k_mask, n_rec, n_rec, connectivity, allow_self=False)
+        p = 1.0 if pattern is not None else float(connectivity)
+        scales = (in_scale, rec_scale, inh_ratio * rec_scale, out_scale, p)
+        rows = None if pattern is None else presynaptic_rows(pattern)
+        self.w_in, w_rec, self.w_out, self.b_out, self.rec_mask = _initial_weights(
+            key, n_in, n_rec, n_out, n_exc, *scales, rows
         )
+        self.w_rec = w_rec if pattern is None else pattern.with_data(w_rec)
         self.n_exc = n_exc
         self.dt, self.tau_syn, self.tau_out = float(dt), float(tau_syn), float(tau_out)
         self.E_exc, self.E_inh = float(E_exc), float(E_inh)
@@ -203,34 +244,87 @@ class EINetwork(eqx.Module):
         return self.w_rec.shape[0]
 
     @property
+    def sparse(self) -> bool:
+        """Whether the recurrent weights are an `ops.CSR`."""
+        return isinstance(self.w_rec, CSR)
+
+    @property
     def is_excitatory(self) -> Array:
         """``[n_rec]`` bool: which neurons are excitatory."""
         return jnp.arange(self.n_rec) < self.n_exc
 
     def weights(self) -> tuple[Array, Array]:
-        """The effective magnitudes ``(|W_in| [n_in, n_rec], |W_rec| [n_rec, n_rec])``, all ≥ 0."""
+        """The effective magnitudes ``(|W_in| [n_in, n_rec], |W_rec|)``, all ≥ 0.
+
+        ``|W_rec|`` is ``[n_rec, n_rec]`` (zero off the mask) for a dense network and ``[nnz]`` (the
+        synapses in ``w_rec``'s CSR order) for a sparse one.
+        """
+        if self.sparse:
+            return jax.nn.softplus(self.w_in), jax.nn.softplus(self.w_rec.data)
         return jax.nn.softplus(self.w_in), jax.nn.softplus(self.w_rec) * self.rec_mask
 
+    def presynaptic_excitatory(self) -> Array:
+        """Whether each recurrent weight's presynaptic neuron is excitatory, broadcastable against
+        ``weights()[1]``: ``[n_rec, 1]`` dense, ``[nnz]`` sparse."""
+        if self.sparse:
+            return presynaptic_rows(self.w_rec) < self.n_exc
+        return self.is_excitatory[:, None]
+
     def signed_weights(self) -> Array:
-        """``|W_rec|`` with the sign of the presynaptic type (rows of inhibitory neurons negative)."""
-        return jnp.where(self.is_excitatory[:, None], 1.0, -1.0) * self.weights()[1]
+        """``|W_rec|`` with the sign of the presynaptic type (synapses of inhibitory neurons negative), in
+        the layout of ``weights()[1]``."""
+        return jnp.where(self.presynaptic_excitatory(), 1.0, -1.0) * self.weights()[1]
+
+    def to_sparse(self) -> EINetwork:
+        """The same network with its recurrent weights in an `ops.CSR`: one synapse per entry of the mask
+        (outside ``jit``). Simulations and gradients are unchanged (the gradient then comes per synapse)."""
+        if self.sparse:
+            return self
+        mask = jax.device_get(self.rec_mask) > 0
+        rows, columns = mask.nonzero()
+        pattern = CSR.from_edges(rows, columns, jax.device_get(self.w_rec)[rows, columns], mask.shape)
+        return eqx.tree_at(lambda n: (n.w_rec, n.rec_mask), self, (pattern, None))
 
     def init_state(self, batch: int) -> NetState:
         """The resting state of ``batch`` independent copies of the network."""
         shape = (batch, self.n_rec)
         neuron_state = tuple(jnp.broadcast_to(v, shape) for v in self.neuron.init_state(shape))
-        zeros = jnp.zeros(shape, self.w_rec.dtype)
+        zeros = jnp.zeros(shape, self.w_in.dtype)
         return NetState(hidden=(*neuron_state, zeros, zeros, zeros), spikes=zeros)
 
     def synaptic_input(
         self, x: Float[Array, "B n_in"], spikes: Float[Array, "B n_rec"], weights: tuple[Array, Array]
     ) -> tuple[Array, Array]:
-        """The conductance increments ``(u_e, u_i)`` [B, n_rec] from input and recurrent spikes."""
+        """The conductance increments ``(u_e, u_i)`` [B, n_rec] from input and recurrent spikes, given the
+        magnitudes ``weights`` (as `weights` returns them)."""
         w_in, w_rec = weights
         exc = self.is_excitatory.astype(spikes.dtype)
+        if self.sparse:
+            W = self.w_rec.with_data(w_rec)
+            return x @ w_in + event_matmat(spikes * exc, W), event_matmat(spikes * (1 - exc), W)
         u_e = x @ w_in + (spikes * exc) @ w_rec
         u_i = (spikes * (1 - exc)) @ w_rec
         return u_e, u_i
+
+    def recurrent_outer(
+        self, pre: Float[Array, "K n_rec"], post_e: Float[Array, "K n_rec"], post_i: Float[Array, "K n_rec"]
+    ) -> Array:
+        """``Σ_k pre_k ⊗ post_k`` in the layout of ``weights()[1]``, with ``post_e`` on the rows of
+        excitatory and ``post_i`` on those of inhibitory neurons: the rank-K weight gradient of the online
+        algorithms. Sparse, only the existing synapses are computed (the transpose of `ops.event_matmat`
+        w.r.t. the weights: ``pre`` at the row, ``post`` at the column), never the dense matrix."""
+        if not self.sparse:
+            n_exc = self.n_exc
+            return jnp.concatenate([pre[:, :n_exc].T @ post_e, pre[:, n_exc:].T @ post_i])
+        exc = self.is_excitatory.astype(pre.dtype)
+        split = jnp.concatenate([pre * exc, pre * (1 - exc)])  # E rows meet post_e, I rows post_i
+        magnitudes = self.weights()[1]
+
+        def product(data):
+            return event_matmat(split, self.w_rec.with_data(data))
+
+        (outer,) = jax.linear_transpose(product, magnitudes)(jnp.concatenate([post_e, post_i]))
+        return outer
 
     def cell(
         self, hidden: tuple[Array, ...], u_e: Array, u_i: Array
@@ -267,4 +361,6 @@ class EINetwork(eqx.Module):
 def trainable(net: EINetwork) -> EINetwork:
     """The filter spec of the learned leaves: the weights and readout bias (neuron parameters are fixed)."""
     spec = jax.tree.map(lambda _: False, net)
-    return eqx.tree_at(lambda n: (n.w_in, n.w_rec, n.w_out, n.b_out), spec, (True, True, True, True))
+    if net.sparse:
+        return eqx.tree_at(lambda n: (n.w_in, n.w_rec.data, n.w_out, n.b_out), spec, (True,) * 4)
+    return eqx.tree_at(lambda n: (n.w_in, n.w_rec, n.w_out, n.b_out), spec, (True,) * 4)

@@ -65,7 +65,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from .loss import Batch, StepLoss, cross_entropy, loss_scale
-from .network import EINetwork, trainable
+from .network import EINetwork, presynaptic_rows, trainable
 
 ALGORITHMS = ("d-rtrl", "es-d-rtrl")
 
@@ -220,10 +220,26 @@ def online_with_evidence(
         readout = h[..., -1] @ w_out + b_out
         return scale * loss_fn(readout, target, mask), readout
 
+    if net.sparse:  # per-synapse quantities of the recurrent weights: [..., B, nnz]
+        presynaptic, postsynaptic = presynaptic_rows(net.w_rec), net.w_rec.indices
+
+        def at_pre(v):
+            return v[..., presynaptic]
+
+        def at_post(v):
+            return v[..., postsynaptic]
+    else:  # [..., B, pre, post]
+
+        def at_pre(v):
+            return v[..., :, None]
+
+        def at_post(v):
+            return v[..., None, :]
+
     if algorithm == "d-rtrl":
         traces = (
             jnp.zeros((n_state, batch_size, n_in, n_rec), dtype),
-            jnp.zeros((n_state, batch_size, n_rec, n_rec), dtype),
+            jnp.zeros((n_state, batch_size, *w_rec.shape), dtype),
         )
     elif per_state:
         rest = _jacobians(net, h0, jnp.zeros_like(h0[..., 0]), jnp.zeros_like(h0[..., 0]))[2]
@@ -251,32 +267,31 @@ def online_with_evidence(
         )(h, w_out, b_out, target, mask)
         g_in, g_rec, g_w_out, g_b_out = grads
         if algorithm == "d-rtrl":
-            # Traces are [S, B, pre, post]; the S × S products are written out per state variable, which
-            # XLA runs ~4x faster than an einsum over tiny (S × S) matrices.
-            D_s = jnp.moveaxis(D, (2, 3), (0, 1))[:, :, :, None, :]  # [S, S, B, 1, post]
-            fe, fi = (jnp.moveaxis(d, -1, 0)[:, :, None, :] for d in (D_fe, D_fi))  # [S, B, 1, post]
-            exc_spikes = (spikes * exc)[:, :, None]
-            inh_spikes = (spikes * (1 - exc))[:, :, None]
-            eps_in, eps_rec = traces
+            # Input traces are [S, B, pre, post], recurrent ones the same or [S, B, nnz] (sparse); the S × S
+            # products are written out per state variable, which XLA runs ~4x faster than an einsum over
+            # tiny (S × S) matrices.
+            D_s = jnp.moveaxis(D, (2, 3), (0, 1))  # [S, S, B, post]
+            fe, fi = (jnp.moveaxis(d, -1, 0) for d in (D_fe, D_fi))  # [S, B, post]
+            learning_signal = jnp.moveaxis(signal, -1, 0)  # [S, B, post]
             nonzero = jacobian_pattern(n_state)
-            eps_in = jnp.stack(
-                [
-                    sum(D_s[s, r] * eps_in[r] for r in range(n_state) if nonzero[s][r])
-                    + fe[s] * x[:, :, None]
-                    for s in range(n_state)
-                ]
+
+            def propagate(D_s, eps, drive):
+                return jnp.stack(
+                    [
+                        sum(D_s[s, r] * eps[r] for r in range(n_state) if nonzero[s][r]) + drive(s)
+                        for s in range(n_state)
+                    ]
+                )
+
+            eps_in, eps_rec = traces
+            fe_post, fi_post = at_post(fe), at_post(fi)
+            exc_spikes, inh_spikes = at_pre(spikes * exc), at_pre(spikes * (1 - exc))
+            eps_in = propagate(D_s[..., None, :], eps_in, lambda s: fe[s][:, None, :] * x[:, :, None])
+            eps_rec = propagate(
+                at_post(D_s), eps_rec, lambda s: fe_post[s] * exc_spikes + fi_post[s] * inh_spikes
             )
-            eps_rec = jnp.stack(
-                [
-                    sum(D_s[s, r] * eps_rec[r] for r in range(n_state) if nonzero[s][r])
-                    + fe[s] * exc_spikes
-                    + fi[s] * inh_spikes
-                    for s in range(n_state)
-                ]
-            )
-            learning_signal = jnp.moveaxis(signal, -1, 0)[:, :, None, :]  # [S, B, 1, post]
-            g_in = g_in + jnp.sum(learning_signal * eps_in, axis=(0, 1))
-            g_rec = g_rec + jnp.sum(learning_signal * eps_rec, axis=(0, 1))
+            g_in = g_in + jnp.sum(learning_signal[..., None, :] * eps_in, axis=(0, 1))
+            g_rec = g_rec + jnp.sum(at_post(learning_signal) * eps_rec, axis=(0, 1))
             traces = (eps_in, eps_rec)
         elif per_state:
             x_in, x_rec, f = traces
@@ -290,9 +305,7 @@ def online_with_evidence(
                 factor = readout_signal * f[-1]  # [rung, E/I, B, post]
                 m_e, m_i = factor[:, 0].reshape(-1, n_rec), factor[:, 1].reshape(-1, n_rec)  # [S · B, post]
                 pre_in, pre_rec = x_in.reshape(-1, n_in), x_rec.reshape(-1, n_rec)  # [S · B, pre]
-                n_exc = net.n_exc  # E rows meet the excitatory, I rows the inhibitory factor
-                rec = jnp.concatenate([pre_rec[:, :n_exc].T @ m_e, pre_rec[:, n_exc:].T @ m_i])
-                return g_in + pre_in.T @ m_e, g_rec + rec
+                return g_in + pre_in.T @ m_e, g_rec + net.recurrent_outer(pre_rec, m_e, m_i)
 
             # Steps without a learning signal (outside the loss window) add nothing: skip their products.
             g_in, g_rec = jax.lax.cond(jnp.any(readout_signal != 0), accumulate, lambda *g: g, g_in, g_rec)
@@ -307,7 +320,7 @@ def online_with_evidence(
             m_e = jnp.sum(signal * f_e, axis=-1) / correction
             m_i = jnp.sum(signal * f_i, axis=-1) / correction
             g_in = g_in + x_in.T @ m_e
-            g_rec = g_rec + jnp.where(exc[:, None], x_rec.T @ m_e, x_rec.T @ m_i)
+            g_rec = g_rec + net.recurrent_outer(x_rec, m_e, m_i)
             traces = (x_in, x_rec, f_e, f_i)
         grads = (g_in, g_rec, g_w_out + g_out, g_b_out + g_b)
         evidence = evidence + jnp.where(mask[:, None], readout, 0.0)

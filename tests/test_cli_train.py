@@ -71,12 +71,13 @@ def test_train_writes_metrics_checkpoint_and_plots_and_resumes(tmp_path):
 def test_train_refuses_to_resume_with_other_settings(tmp_path):
     out = tmp_path / "run"
     (out).mkdir()
+    # written before --connectivity and --p-connect existed: they count as dense and 1.0
     config = {"task": "evidence-accumulation", "method": "bptt", "n_rec": 10, "batch_size": 2, "lr": 0.01}
     config |= {"dt": 10.0, "delay": None, "seed": 3, "steps": 5}
     (out / "config.json").write_text(json.dumps(config))
     result, text = _invoke(*TINY, "--method", "d-rtrl", "--steps", "1", "--out", str(out))
     assert result.exit_code == 2
-    assert "method: 'bptt' there, 'd-rtrl' now" in text and "--out" in text
+    assert "method: 'bptt' there, 'd-rtrl' now" in text and "--out" in text and "connectivity" not in text
     assert not (out / "checkpoint.eqx").exists()
 
 
@@ -93,3 +94,16 @@ def test_train_rejects_bad_options_before_training(args, message, tmp_path):
     assert result.exit_code == 2, text
     assert message in text
     assert not (tmp_path / "run" / "checkpoint.eqx").exists()
+
+
+def test_train_with_sparse_recurrent_connectivity(tmp_path):
+    out = tmp_path / "sparse"
+    args = ("--connectivity", "sparse", "--p-connect", "0.3", "--method", "es-d-rtrl", "--steps", "1")
+    result, text = _invoke(*TINY, *args, "--out", str(out))
+    assert result.exit_code == 0, text
+    config = json.loads((out / "config.json").read_text())
+    assert config["connectivity"] == "sparse" and config["p_connect"] == 0.3
+    fits = json.loads((out / "weights.json").read_text())
+    # 10 neurons, 8 E and 2 I, p = 0.3 without autapses: about 22 E and 5 I synapses
+    assert 8 <= fits["before"]["E"]["count"] <= 40 and fits["before"]["I"]["count"] >= 2
+    assert fits["after"]["E"]["count"] == fits["before"]["E"]["count"]

@@ -1,9 +1,11 @@
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
-from diffbrain import learn, zoo
+from diffbrain import learn, ops, zoo
+from diffbrain.learn import analysis
 
 
 @pytest.mark.parametrize("neuron", [None, zoo.GIF(), zoo.LIF()], ids=["alif", "gif", "lif"])
@@ -59,3 +61,62 @@ def test_default_neurons_carry_a_cue_across_a_silent_delay_in_the_gradient():
     _, grads = learn.bptt(net, batch)
     cue_gradient, recall_gradient = (jnp.linalg.norm(grads.w_in[k]) for k in (0, 1))
     assert cue_gradient > 1e-3 * recall_gradient, (cue_gradient, recall_gradient)
+
+
+def _float64(net):
+    return jax.tree.map(lambda x: x.astype(jnp.float64) if eqx.is_inexact_array(x) else x, net)
+
+
+def test_sparse_network_with_the_dense_pattern_equals_the_dense_network(cue_task):
+    """`to_sparse` keeps every synapse of the mask in an `ops.CSR`: the same spikes, and the gradients of
+    BPTT, D-RTRL and ES-D-RTRL equal to the dense ones at the mask, per synapse (`ops.CSR` layout)."""
+    task = cue_task(n_cues=1, delay=5, recall=10, dtype="float64")
+    dense = _float64(learn.EINetwork(task.n_inputs, 30, 2, key=jax.random.key(0), in_scale=0.1))
+    sparse = dense.to_sparse()
+    assert sparse.sparse and sparse.rec_mask is None and sparse.w_rec.nnz == 30 * 29
+    batch = task.sample(jax.random.key(1), 4)
+
+    def simulate(net):
+        return jax.lax.scan(lambda s, x: net.step(s, x), net.init_state(4), batch.inputs)[1]
+
+    (spikes, readout), (sparse_spikes, sparse_readout) = simulate(dense), simulate(sparse)
+    assert jnp.mean(spikes) > 0.02  # recurrent spikes reach the operator
+    assert jnp.array_equal(spikes, sparse_spikes) and jnp.allclose(readout, sparse_readout, rtol=1e-12)
+    mask = dense.rec_mask > 0
+    gradients = {
+        "bptt": learn.bptt,
+        "d-rtrl": lambda net, batch: learn.online(net, batch, algorithm="d-rtrl"),
+        "es-d-rtrl": learn.online,  # its recurrent gradient is `recurrent_outer`, as the single trace's
+    }
+    for name, gradient in gradients.items():
+        (_, reference), (_, grads) = jax.jit(gradient)(dense, batch), jax.jit(gradient)(sparse, batch)
+        assert isinstance(grads.w_rec, ops.CSR) and grads.w_rec.indices is None, name
+        assert grads.w_rec.data.shape == (sparse.w_rec.nnz,), name
+        scale = jnp.max(jnp.abs(reference.w_rec))
+        assert scale > 0, name
+        assert jnp.allclose(grads.w_rec.data, reference.w_rec[mask], rtol=1e-9, atol=1e-12 * scale), name
+        for field in ("w_in", "w_out", "b_out"):
+            assert jnp.allclose(getattr(grads, field), getattr(reference, field), rtol=1e-9, atol=1e-15), name
+
+
+def test_sparse_patterns_keep_dale_signs_and_the_requested_connectivity():
+    net = learn.EINetwork(10, 100, 2, key=jax.random.key(0), sparse=True, connectivity=0.1)
+    W = net.w_rec
+    assert isinstance(W, ops.CSR) and net.rec_mask is None
+    assert 0.08 * 100 * 99 < W.nnz < 0.12 * 100 * 99
+    rows = np.repeat(np.arange(100), np.diff(np.asarray(W.indptr)))
+    assert not np.any(rows == np.asarray(W.indices))  # no autapses
+    signed = np.asarray(net.signed_weights())
+    assert signed.shape == (W.nnz,)
+    assert np.all(signed[rows < 80] > 0) and np.all(signed[rows >= 80] < 0)
+    groups = analysis.weight_groups(net)
+    assert groups["E"].size == np.sum(rows < 80) and groups["I"].size == np.sum(rows >= 80)
+    # log-normal around the scales: E→all median 0.005, I→all 4x stronger
+    assert np.median(groups["E"]) == pytest.approx(0.005, rel=0.15)
+    assert np.median(groups["I"]) == pytest.approx(0.02, rel=0.3)
+
+    pattern = ops.CSR.fixed_in_degree(jax.random.key(1), 100, 100, k=7, allow_self=False)
+    net = learn.EINetwork(10, 100, 2, key=jax.random.key(0), connectivity=pattern)
+    assert net.sparse and np.all(np.bincount(np.asarray(net.w_rec.indices), minlength=100) == 7)
+    with pytest.raises(ValueError, match=r"`connectivity`.*\(n_rec, n_rec\) = \(50, 50\)"):
+        learn.EINetwork(10, 50, 2, key=jax.random.key(0), connectivity=pattern)
