@@ -79,7 +79,7 @@ class NetworkConfig:
     dt_ms: float = 0.1
     pulse_start_ms: float = 300.0
     pulse_ms: float = 100.0
-    pulse_mV: float = 15.0
+    pulse_mV: float = 6.3  # strong GBA's published pulse, 126 pA × 50 MΩ (15 mV is weak GBA's)
     n_per_area: int = 400
     record: int = 20
     bin_ms: float = 5.0

@@ -22,6 +22,7 @@ from .microcircuit import Microcircuit as Microcircuit
 from .microcircuit import psc_amplitude as psc_amplitude
 from .microcircuit import synapse_counts as synapse_counts
 from .multiarea import MultiArea as MultiArea
+from .multiarea import PulseResponse as PulseResponse
 from .network import AbstractPopulationResult as AbstractPopulationResult
 from .network import Background as Background
 from .network import Edges as Edges
@@ -47,6 +48,7 @@ __all__ = [
     "NetworkResult",
     "NetworkState",
     "Pulse",
+    "PulseResponse",
     "from_adjacency",
     "psc_amplitude",
     "rates",
