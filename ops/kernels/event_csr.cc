@@ -189,6 +189,25 @@ int64_t split_point(int64_t n, int64_t part, int64_t parts, Cum cum) {
 template <class S>
 inline bool fired(S s) { return s != S(0); }
 
+// Calls body(i) for every i in [0, n) with s[i] != 0, in order. Bool spikes (one byte each) are tested eight
+// at a time: at the firing fractions of a network (~0.1-1 % per step) almost every word is zero, and the
+// byte-by-byte test cost more than the synaptic events at 400,000 neurons (measured ~0.5 ns per neuron).
+template <class S, class Body>
+inline void for_each_fired(const S* s, int64_t n, Body&& body) {
+  int64_t i = 0;
+  if constexpr (std::is_same_v<S, bool>) {
+    for (; i + 8 <= n; i += 8) {
+      uint64_t word;
+      std::memcpy(&word, s + i, sizeof(word));
+      if (word == 0) continue;
+      for (int64_t b = i; b < i + 8; ++b)
+        if (s[b]) body(b);
+    }
+  }
+  for (; i < n; ++i)
+    if (fired(s[i])) body(i);
+}
+
 void zero(ffi::Result<ffi::AnyBuffer>& out) {
   if (out->size_bytes() > 0) std::memset(out->untyped_data(), 0, out->size_bytes());
 }
@@ -255,13 +274,14 @@ struct Scatter {
     rows.clear();
     int64_t events = 0;
     const F w = kHomogeneous ? data[0] : F(1);
-    for (int64_t i = 0; i < n_pre; ++i) {
-      if (kSkipSilent && !fired(s[i])) continue;
+    auto add = [&](int64_t i) {
       const int64_t lo = indptr[i], hi = indptr[i + 1];
-      if (lo == hi) continue;
+      if (lo == hi) return;
       rows.push_back({lo, hi, static_cast<F>(s[i]) * w});
       events += hi - lo;
-    }
+    };
+    if constexpr (kSkipSilent) for_each_fired(s, n_pre, add);
+    else for (int64_t i = 0; i < n_pre; ++i) add(i);
     return events;
   }
 
@@ -619,8 +639,7 @@ void arrival(const I* row_ptr, const int32_t* lag, const I* indptr, const I* ind
              const S* spikes, int64_t n_pre, int64_t length, int64_t n_post, F* ring) {
   const F w = kHomogeneous ? data[0] : F(1);
   const int64_t now = ((step % length) + length) % length;
-  for (int64_t i = 0; i < n_pre; ++i) {
-    if (!fired(spikes[i])) continue;
+  for_each_fired(spikes, n_pre, [&](int64_t i) {
     const F scale = static_cast<F>(spikes[i]) * w;
     for (int64_t r = row_ptr[i]; r < row_ptr[i + 1]; ++r) {
       const int64_t slot = ((now + lag[r]) % length + length) % length;
@@ -635,7 +654,7 @@ void arrival(const I* row_ptr, const int32_t* lag, const I* indptr, const I* ind
         for (int64_t k = lo; k < hi; ++k) y[indices[k]] += data[k] * scale;
       }
     }
-  }
+  });
 }
 
 ffi::Error arrival_impl(ffi::AnyBuffer row_ptr, ffi::Buffer<ffi::S32> lag, ffi::AnyBuffer indptr,
