@@ -1,23 +1,31 @@
 """Suite "learn": memory and time of one gradient step of BPTT and the online algorithms, and their agreement.
 
 The network is `diffbrain.learn.EINetwork` (ALIF, 80 % E / 20 % I, conductance synapses, leaky 2-unit
-readout) with 100 Poisson inputs, batch 16, float32, dt 1 ms, the loss on the last 10 % of the steps.
-Grid: T = 100, 300, 1,000 steps at 200 neurons (``full``: also T = 3,000 and 10,000, and 800 neurons).
-Methods: ``bptt``, ``d-rtrl``, ``es-d-rtrl`` (`diffbrain.learn.bptt` / `diffbrain.learn.online`).
+readout) with 100 Poisson inputs, float32, dt 1 ms, the loss on the last 10 % of the steps.
+Grid: T = 100, 300, 1,000 steps at 200 neurons, batch 16 (``full``: T up to 10,000, 200 and 800 neurons,
+batch 16 and 64 — the grid of the issue). Methods: ``bptt``, ``d-rtrl``, ``es-d-rtrl``
+(`diffbrain.learn.bptt` / `diffbrain.learn.online`).
 
 Metrics per method and case:
 
 * ``temp_memory`` (MiB): XLA's compiled temporary memory of the jitted gradient step
-  (``compile().memory_analysis().temp_size_in_bytes``) — deterministic, the number that grows with T
-  for BPTT and must not for the online algorithms;
-* ``step_time`` (s): one gradient step (median of the timed runs), and ``compile_time`` (s);
+  (``compile().memory_analysis().temp_size_in_bytes``) — deterministic and cheap (no step runs), so it is
+  recorded for every case: the number that grows with T for BPTT and must not for the online algorithms;
+* ``step_time`` (s): one gradient step (median of the timed runs, the methods of a case timed in turns),
+  and ``compile_time`` (s). Timed only where a step is affordable on a small CPU: ``T × batch × n_rec ≤
+  TIME_WORK`` (D-RTRL, ~150× BPTT's time: ``≤ TIME_WORK / DRTRL_COST``, T ≤ 300 at 200 neurons and batch
+  16) and compiled temporaries ≤ ``TIME_MEMORY``; the others get a ``"skipped"`` record saying so;
 * ``time_over_bptt`` (×): an online method's step time over BPTT's on the same case;
 * ``cosine_<group>`` (1): the cosine between the online and the BPTT gradient for the input, E→all,
   I→all and readout weights, at T = 100 (case ``.../cosine``).
+
+Run: ``python -m diffbrain.bench.learn [--full] [--repeats N] [--out records.csv]``.
 """
 
 from __future__ import annotations
 
+import argparse
+import math
 import time
 from collections.abc import Callable, Sequence
 
@@ -28,8 +36,8 @@ import pandas as pd
 
 from diffbrain import learn
 
-from .records import Record, format_params, make_record
-from .timing import measure
+from .records import Record, format_params, make_record, to_frame, write_csv
+from .timing import measure_side_by_side
 
 SUITE = "learn"
 METHODS = ("bptt", "d-rtrl", "es-d-rtrl")
@@ -37,7 +45,14 @@ STEPS = (100, 300, 1_000)
 FULL_STEPS = (*STEPS, 3_000, 10_000)
 SIZES = (200,)
 FULL_SIZES = (200, 800)
+BATCHES = (16,)
+FULL_BATCHES = (16, 64)
 BATCH, N_IN, N_OUT = 16, 100, 2
+TIME_WORK = 1_000 * 16 * 200
+"""The largest ``T × batch × n_rec`` whose step is timed (BPTT ~0.3 s, ES-D-RTRL ~0.5 s on 2 CPU cores)."""
+DRTRL_COST = 3
+TIME_MEMORY = 2**30
+"""Compiled temporaries (bytes) above which a step is not timed."""
 COSINE_STEPS = 100
 REPEATS = 3
 QUICK = {"repeats": 1}
@@ -69,30 +84,48 @@ def network(n_rec: int) -> learn.EINetwork:
     return jax.tree.map(lambda x: x.astype(DTYPE) if eqx.is_inexact_array(x) else x, net)
 
 
-def run_case(n_rec: int, n_steps: int, repeats: int) -> list[Record]:
-    """Memory and time of every method on one (n_rec, T) case."""
-    net, batch = network(n_rec), poisson_batch(jax.random.key(1), n_steps)
-    params = format_params({"n_rec": n_rec, "T": n_steps, "batch": BATCH, "n_in": N_IN, "dt_ms": net.dt})
-    case = f"n_rec={n_rec}/T={n_steps}"
-    records, step_time = [], {}
+def run_case(n_rec: int, n_steps: int, repeats: int, batch_size: int = BATCH) -> list[Record]:
+    """Memory of every method on one (n_rec, T, batch) case, and their step times side by side where
+    affordable (see the module docstring)."""
+    net, batch = network(n_rec), poisson_batch(jax.random.key(1), n_steps, batch_size)
+    params = {"n_rec": n_rec, "T": n_steps, "batch": batch_size, "n_in": N_IN, "dt_ms": net.dt}
+    common = {"params": format_params(params), "dtype": "float32"}
+    case = f"n_rec={n_rec}/T={n_steps}" + ("" if batch_size == BATCH else f"/batch={batch_size}")
+    records, timed = [], {}
+    work = n_steps * batch_size * n_rec
     for method in METHODS:
         start = time.perf_counter()
         compiled = jax.jit(gradient_step(method)).lower(net, batch).compile()
         compile_time = time.perf_counter() - start
-        memory = compiled.memory_analysis().temp_size_in_bytes / MIB
-        timing = measure(lambda compiled=compiled: compiled(net, batch), repeats=repeats, warmup=1)
-        step_time[method] = timing.median
-        common = {"params": params, "dtype": "float32"}
+        memory = compiled.memory_analysis().temp_size_in_bytes
         records += [
-            make_record(SUITE, case, method, "temp_memory", memory, "MiB", **common),
+            make_record(SUITE, case, method, "temp_memory", memory / MIB, "MiB", **common),
             make_record(SUITE, case, method, "compile_time", compile_time, "s", **common),
+        ]
+        limit = TIME_WORK / (DRTRL_COST if method == "d-rtrl" else 1)
+        if work > limit or memory > TIME_MEMORY:
+            note = (
+                f"not timed: T x batch x n_rec = {work:,} > {limit:,.0f}"
+                if work > limit
+                else f"not timed: {memory / MIB:,.0f} MiB of temporaries > {TIME_MEMORY / MIB:,.0f}"
+            )
+            records.append(
+                make_record(
+                    SUITE, case, method, "step_time", math.nan, "s", status="skipped", note=note, **common
+                )
+            )
+        else:
+            timed[method] = lambda compiled=compiled: compiled(net, batch)
+    timings = measure_side_by_side(timed, repeats=repeats, warmup=1) if timed else {}
+    for method, timing in timings.items():
+        records.append(
             make_record(
                 SUITE, case, method, "step_time", timing.median, "s", repeats=timing.repeats,
                 min=timing.min, max=timing.max, iqr=timing.iqr, **common,
-            ),
-        ]  # fmt: skip
-        if method != "bptt":
-            ratio = timing.median / step_time["bptt"]
+            )
+        )  # fmt: skip
+        if method != "bptt" and "bptt" in timings:
+            ratio = timing.median / timings["bptt"].median
             records.append(make_record(SUITE, case, method, "time_over_bptt", ratio, "x", **common))
     return records
 
@@ -120,12 +153,35 @@ def cosine_records(n_rec: int, n_steps: int = COSINE_STEPS) -> list[Record]:
     return records
 
 
-def run(sizes: Sequence[int] = SIZES, steps: Sequence[int] = STEPS, repeats: int = REPEATS) -> list[Record]:
-    """The whole grid: every (size, T) case, then the cosines per size."""
+def run(
+    sizes: Sequence[int] = SIZES,
+    steps: Sequence[int] = STEPS,
+    repeats: int = REPEATS,
+    batches: Sequence[int] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[Record]:
+    """The whole grid: every (size, T, batch) case, then the cosines per size.
+
+    ``batches`` defaults to `FULL_BATCHES` when ``steps`` is `FULL_STEPS` (the full grid) and to
+    `BATCHES` otherwise.
+    """
+    if batches is None:
+        batches = FULL_BATCHES if tuple(steps) == FULL_STEPS else BATCHES
     records = []
     for n_rec in sizes:
-        for n_steps in steps:
-            records += run_case(n_rec, n_steps, repeats)
+        for batch_size in batches:
+            for n_steps in steps:
+                case = run_case(n_rec, n_steps, repeats, batch_size)
+                if progress is not None:
+                    progress(
+                        f"n_rec {n_rec}, batch {batch_size}, T {n_steps}: "
+                        + ", ".join(
+                            f"{r.method} {r.metric} {r.value:.4g} {r.unit}"
+                            for r in case
+                            if r.metric != "compile_time"
+                        )
+                    )
+                records += case
         records += cosine_records(n_rec)
     return records
 
@@ -134,3 +190,26 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per case, one column per metric and method."""
     table = frame.assign(column=frame.metric + " " + frame.method)
     return table.pivot_table(index="case", columns="column", values="value", aggfunc="last", sort=False)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m diffbrain.bench.learn", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "--full", action="store_true", help=f"T {FULL_STEPS}, n_rec {FULL_SIZES}, batch {FULL_BATCHES}"
+    )
+    parser.add_argument("--repeats", type=int, default=REPEATS, help="timed runs per step (median)")
+    parser.add_argument("--out", help="write the records to this CSV file")
+    args = parser.parse_args(argv)
+    sizes, steps = (FULL_SIZES, FULL_STEPS) if args.full else (SIZES, STEPS)
+    records = run(sizes, steps, args.repeats, progress=lambda line: print(line, flush=True))
+    if args.out:
+        write_csv(records, args.out)
+    frame = to_frame(records)
+    with pd.option_context("display.width", 250, "display.max_columns", None):
+        print(summary(frame).to_string(float_format=lambda v: f"{v:.4g}"))
+
+
+if __name__ == "__main__":
+    main()

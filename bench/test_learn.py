@@ -25,3 +25,17 @@ def test_learn(benchmark, method: str, n_steps: int):
 
     benchmark.extra_info["temp_memory_mib"] = compiled.memory_analysis().temp_size_in_bytes / learn.MIB
     assert benchmark.extra_info["temp_memory_mib"] > 0
+
+
+def test_cases_too_large_to_time_get_their_memory_and_a_skipped_time(monkeypatch):
+    monkeypatch.setattr(learn, "TIME_WORK", 20 * 4 * 20 * learn.DRTRL_COST - 1)  # all but D-RTRL timed
+    records = learn.run_case(20, 20, repeats=1, batch_size=4)
+    by_metric = {(r.method, r.metric): r for r in records}
+    for method in learn.METHODS:
+        assert by_metric[method, "temp_memory"].value > 0
+    assert (
+        by_metric["d-rtrl", "step_time"].status == "skipped"
+        and "not timed" in by_metric["d-rtrl", "step_time"].note
+    )
+    assert by_metric["bptt", "step_time"].status == "ok" and by_metric["bptt", "step_time"].value > 0
+    assert by_metric["es-d-rtrl", "time_over_bptt"].value > 0
