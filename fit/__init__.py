@@ -2,6 +2,7 @@
 
 from .fitter import METHODS as METHODS
 from .fitter import fit as fit
+from .fitter import fit_cells as fit_cells
 from .fitter import prepare as prepare
 from .fitter import synthetic_sweeps as synthetic_sweeps
 from .loaders import bbp_l5pc_cell as bbp_l5pc_cell

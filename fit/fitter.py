@@ -237,8 +237,9 @@ def fit(
             multiple of the device count, the padding masked out; the result equals the one-device fit
             to float rounding). None (default): every device there is, so sharding is automatic when
             there are several; a count ``k``: the first ``k`` (``1``: no sharding); or a list of devices.
-            ``"lbfgsb"`` runs one start at a time and ignores it. The count is ``info["devices"]``; a
-            checkpointed fit may resume on another count.
+            ``"lbfgsb"`` runs one start at a time and ignores it. A batch of fewer rows than devices
+            uses that many. ``info["devices"]`` is the count given; a checkpointed fit may resume on
+            another count.
 
     Returns:
         A `FitResult`.
@@ -308,6 +309,110 @@ def fit(
         if checkpoint is not None:
             result.save(checkpoint)
     return result
+
+
+@float64
+def fit_cells(
+    model: zoo.AbstractNeuron,
+    cells: Sequence,
+    *,
+    free: Mapping[str, tuple[float, float]],
+    loss: AbstractLoss | None = None,
+    n_starts: int = 1,
+    budget: float | None = 1_000,
+    key: PRNGKeyArray | None = None,
+    input_scale: float | None = None,
+    spike_threshold: float = 0.0,
+    gradient_mode: GradientMode = "auto",
+    grad_cost: float | str = 1.0,
+    transforms: Mapping[str, str] | None = None,
+    options: Mapping | None = None,
+    devices: Devices = None,
+) -> list[FitResult]:
+    """Fit the ``free`` parameters of ``model`` to each of several cells in one batched call: the batched
+    L-BFGS of ``fit(method="lbfgs")`` over cells × starts, one jitted computation per iteration, split over
+    ``devices`` like `fit`'s starts (float64 enabled for the call).
+
+    Args:
+        model: any zoo neuron, the same for every cell; parameters not in ``free`` stay as given.
+        cells: one entry per cell, each what `fit` takes as ``recordings`` (a `Cell`, a Recording or a
+            list of them); all cells need the same dt, number of samples and number of sweeps.
+        free, loss, input_scale, spike_threshold, gradient_mode, grad_cost, transforms, devices: as `fit`.
+        n_starts: starts per cell.
+        budget: simulations allowed per cell (the call spends up to ``budget × len(cells)``; every start is
+            charged what the slowest line search of an iteration costs, as in `lbfgs`).
+        key: PRNG key of the starts and restarts (default ``jax.random.key(0)``).
+        options: keyword arguments of `diffbrain.fit.gradient.lbfgs`.
+
+    Returns:
+        One `FitResult` per cell, in order: its starts (restarts included), best loss and parameters and
+        the simulations its starts spent. Its ``wall_time`` is the whole call's (the cells ran together)
+        and its ``history`` is empty (the call records one account for all cells).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from diffbrain import fit, zoo
+        >>> step = jnp.full((1, 500), 200.0)  # 200 pA for 50 ms
+        >>> cells = [fit.synthetic_sweeps(zoo.LIF(g_L=g, V_th=0.0), step, dt=0.1) for g in (15.0, 30.0)]
+        >>> results = fit.fit_cells(zoo.LIF(V_th=0.0), cells, free={"g_L": (5.0, 50.0)}, budget=40)
+        >>> [round(r.params["g_L"], 4) for r in results]
+        [15.0, 30.0]
+    """
+    if n_starts < 1:
+        raise ValueError(f"`n_starts` must be >= 1, got {n_starts}.")
+    cells = list(cells)
+    if not cells:
+        raise ValueError("`cells` is empty; pass one recording (or list of sweeps, or Cell) per cell.")
+    key = jax.random.key(0) if key is None else key
+    model = zoo.astype(model, jnp.float64)
+    free_set = free_params(model, free, transforms=transforms)
+    prepared = [prepare(model, c, input_scale=input_scale, spike_threshold=spike_threshold) for c in cells]
+    inputs, target = prepared[0]
+    for index, (other_inputs, other) in enumerate(prepared):
+        if other_inputs.shape != inputs.shape or other.dt != target.dt:
+            raise ValueError(
+                f"cell {index} has {other_inputs.shape[1]} sweeps of {other_inputs.shape[0]} samples at dt = "
+                f"{other.dt} ms, cell 0 {inputs.shape[1]} of {inputs.shape[0]} at {target.dt} ms; fit cells "
+                "of equal sweeps together (cut or resample them), or each with `fit`."
+            )
+    loss = VoltageMSE() if loss is None else loss
+    objective = Objective(model, free_set, inputs, target, loss, gradient=gradient_mode)
+    start_key, run_key = jax.random.split(key)
+    u0 = free_set.sample(start_key, len(cells) * n_starts)
+    if grad_cost == "measured":
+        grad_cost = objective.gradient_cost(u0[0])
+    stacked = gradient.Cells(
+        inputs=jnp.stack([i for i, _ in prepared]),
+        target=Target(
+            voltage=jnp.stack([t.voltage for _, t in prepared]),
+            spikes=jnp.stack([t.spikes for _, t in prepared]),
+            dt=target.dt,
+        ),
+        index=np.repeat(np.arange(len(cells)), n_starts),
+    )
+    account = Account(None if budget is None else budget * len(cells), grad_cost=float(grad_cost))
+    batch = batch_devices(devices)
+    found = gradient.lbfgs(objective, u0, account, run_key, cells=stacked, devices=batch, **(options or {}))
+    info = {
+        "loss": repr(loss),
+        "gradient_mode": objective.gradient_mode(len(u0)),
+        "grad_cost": float(grad_cost),
+        "n_starts": n_starts,
+        "transforms": dict(zip(free_set.names, free_set.transforms, strict=True)),
+        "devices": batch.size,
+        "cells": len(cells),
+    }
+    results = []
+    for cell in range(len(cells)):
+        starts = [start for start in found if start.cell == cell]
+        totals = _Totals()
+        for start in starts:
+            start.params = free_set.as_dict(start.u)
+            totals.simulations += start.simulations
+        totals.gradient = round(totals.simulations / account.grad_cost)
+        totals.seconds = account.seconds
+        results.append(_result(model, free_set, "lbfgs", starts, totals, info | {"cell": cell}))
+    return results
 
 
 BATCHED_METHODS = ("lbfgs", "adam")

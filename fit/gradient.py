@@ -8,15 +8,18 @@ finite loss is reported as ``"failed"``. Either way the other starts go on.
 
 from __future__ import annotations
 
+import copy
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import scipy.optimize
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, Float, Int, PRNGKeyArray
 
+from .losses import Target
 from .objective import Account, BudgetExhausted, Objective
 from .result import StartResult
 from .sharding import BatchSharding, Devices, batch_devices
@@ -166,20 +169,44 @@ def adam(
     ]
 
 
+class Cells(NamedTuple):
+    """Sweeps of several cells on one grid, stacked, and the cell each start fits (`lbfgs` ``cells=``).
+
+    Attributes:
+        inputs: injected current per cell in the model's unit, ``[C, T, S]``.
+        target: a `Target` whose ``voltage`` and ``spikes`` are ``[C, T, S]``.
+        index: ``[n]``, the cell (0 … C − 1) of each start.
+    """
+
+    inputs: Float[Array, "C T S"]
+    target: Target
+    index: Int[np.ndarray, " n"]
+
+
+def _on_cell(objective: Objective, data: tuple | None, cell: Array) -> Objective:
+    """``objective`` reading cell ``cell`` of the stacked ``data = (inputs, target)`` (None: itself)."""
+    if data is None:
+        return objective
+    on = copy.copy(objective)  # its methods read only these attributes of the recording
+    on.inputs, on.target = jax.tree.map(lambda x: x[cell], data)
+    return on
+
+
 def _with_gradient(objective: Objective, mode: str):
-    """``objective``'s loss of ``u`` as a function whose reverse-mode gradient is computed in ``mode``
+    """``loss(u, cell, data)``: ``objective``'s loss of ``u`` (on cell ``cell`` of the stacked ``data``, or
+    its own sweeps if ``data`` is None) as a function whose reverse-mode gradient is computed in ``mode``
     (so optax's line search, which calls `jax.value_and_grad`, gets the cheap gradient)."""
 
     @jax.custom_vjp
-    def loss(u):
-        return objective._value_and_grad(u, mode=mode)[0]
+    def loss(u, cell, data):
+        return _on_cell(objective, data, cell)._value_and_grad(u, mode=mode)[0]
 
-    def forward(u):
-        value, grad = objective._value_and_grad(u, mode=mode)
+    def forward(u, cell, data):
+        value, grad = _on_cell(objective, data, cell)._value_and_grad(u, mode=mode)
         return value, grad
 
     def backward(grad, cotangent):
-        return (cotangent * grad,)
+        return cotangent * grad, None, None  # the recording is data, not differentiated
 
     loss.defvjp(forward, backward)
     return loss
@@ -191,9 +218,11 @@ def _select(mask: Array, new, old):
 
 
 def _lbfgs_functions(objective: Objective, n: int, memory_size: int, batch: BatchSharding):
-    """Jitted batched ``init(u)``, ``step(u, states, alive, max_linesearch_steps)`` and ``redraw`` of optax
-    L-BFGS with a zoom line search for ``n`` starts, padded and split over the devices of ``batch`` (the
-    padded slots are never alive; see `diffbrain.fit.sharding`), cached on ``objective``."""
+    """Jitted batched ``init(u, fresh, states, cell, data)``, ``step(u, states, alive, max_linesearch_steps,
+    cell, data)`` and ``redraw`` of optax L-BFGS with a zoom line search for ``n`` starts (start i fits
+    cell ``cell[i]`` of the stacked ``data``, or the objective's own sweeps if ``data`` is None), padded
+    and split over the devices of ``batch`` (the padded slots are never alive; see
+    `diffbrain.fit.sharding`), cached on ``objective``."""
     cache = objective.__dict__.setdefault("_lbfgs_cache", {})
     if (n, memory_size, batch.devices) not in cache:
         loss = _with_gradient(objective, objective.gradient_mode(n))
@@ -203,10 +232,10 @@ def _lbfgs_functions(objective: Objective, n: int, memory_size: int, batch: Batc
             return optax.lbfgs(memory_size=memory_size, linesearch=linesearch)
 
         @jax.jit
-        def init(u, fresh, states):
+        def init(u, fresh, states, cell, data):
             """Fresh optimiser states (value and gradient evaluated) where ``fresh``, else ``states``."""
-            u = batch.constrain(u)
-            values, grads = jax.vmap(jax.value_and_grad(loss))(u)
+            u, cell = batch.constrain((u, cell))
+            values, grads = jax.vmap(jax.value_and_grad(loss), (0, 0, None))(u, cell, data)
             new = optax.tree.set(jax.vmap(optimiser(1).init)(u), value=values, grad=grads)
             return batch.constrain(new if states is None else _select(fresh, new, states))
 
@@ -216,16 +245,16 @@ def _lbfgs_functions(objective: Objective, n: int, memory_size: int, batch: Batc
             return batch.constrain(jnp.where(ended[:, None], batch.pad(objective.free.sample(key, n)), u))
 
         @jax.jit
-        def step(u, states, alive, max_linesearch_steps):
-            def one(u, state):
+        def step(u, states, alive, max_linesearch_steps, cell, data):
+            def one(u, state, cell):
                 value, grad = optax.tree.get(state, "value"), optax.tree.get(state, "grad")
                 updates, state = optimiser(max_linesearch_steps).update(
-                    grad, state, u, value=value, grad=grad, value_fn=loss
+                    grad, state, u, value=value, grad=grad, value_fn=lambda v: loss(v, cell, data)
                 )
                 return optax.apply_updates(u, updates), state
 
-            u, states, alive = batch.constrain((u, states, alive))
-            new_u, new_states = jax.vmap(one)(u, states)
+            u, states, alive, cell = batch.constrain((u, states, alive, cell))
+            new_u, new_states = jax.vmap(one)(u, states, cell)
             # what the real slots cost (the padded ones copy real ones, but from stale states)
             evaluations = jnp.max(optax.tree.get(new_states, "info").num_linesearch_steps[:n])
             new_u, new_states = batch.constrain(
@@ -249,6 +278,7 @@ def lbfgs(
     tolerance: float = 1e-9,
     restart: bool = True,
     devices: Devices | BatchSharding = None,
+    cells: Cells | None = None,
 ) -> list[StartResult]:
     """Batched multi-start L-BFGS (optax, zoom line search): all starts advance together, one jitted
     `vmap`-ped computation per iteration, their gradients in the mode `Objective.gradient_mode` picks for
@@ -263,21 +293,34 @@ def lbfgs(
     best finite point; its message says so). With ``restart`` (a ``key`` and a budget), an ended run's slot
     restarts from a fresh uniform point while the budget lasts (re-initialising costs ``n`` evaluations);
     every run is reported.
+
+    With ``cells`` (`Cells`), start i fits cell ``cells.index[i]`` instead of the objective's own sweeps
+    (its ``model``, ``free`` and ``loss`` are shared), so many cells are fitted in one batched call; a slot
+    restarts within its cell, and each result's ``cell`` says which.
     """
     n = starts.shape[0]
+    index = np.zeros(n, int) if cells is None else np.asarray(cells.index, int)
+    if cells is not None and (index.shape != (n,) or index.min() < 0 or index.max() >= len(cells.inputs)):
+        raise ValueError(
+            f"`cells.index` must give each of the {n} starts a cell in 0 … {len(cells.inputs) - 1}, "
+            f"got {index.tolist()}."
+        )
+    data = None if cells is None else (jnp.asarray(cells.inputs), cells.target)
     if account.affordable(n, gradient=True) < n:
         message = "budget smaller than one batch of starts"
         return [StartResult(np.asarray(s, float), np.inf, "failed", message, 0.0) for s in np.asarray(starts)]
     batch = batch_devices(devices).at_most(n)
     init, step, redraw = _lbfgs_functions(objective, n, memory_size, batch)
     u = batch.put(starts)  # [m, d], m ≥ n; host-side bookkeeping below sees the n real slots only
+    cell = batch.put(index)
+    report = functools.partial(_start_result, cell=None if cells is None else index)
     can_restart = restart and key is not None and account.budget is not None
     results: list[StartResult] = []
     fresh = np.ones(n, bool)
     states = None
     for _ in range(max_iterations + 1):
         if fresh.any():
-            states = init(u, batch.mask(fresh), states)
+            states = init(u, batch.mask(fresh), states, cell, data)
             values = np.asarray(optax.tree.get(states, "value"), float)[:n]
             account.charge(np.where(fresh, values, np.nan), gradient=True)
             if fresh.all():
@@ -286,15 +329,15 @@ def lbfgs(
             spent = np.where(fresh, 0.0, spent) + account.grad_cost  # init evaluates every slot
             best_loss[fresh] = np.where(np.isfinite(values), values, np.inf)[fresh]
             best_u[fresh] = np.asarray(u, float)[:n][fresh]
-            for index in np.flatnonzero(fresh & ~np.isfinite(values)):
-                messages[index] = "non-finite loss at the start"
+            for slot in np.flatnonzero(fresh & ~np.isfinite(values)):
+                messages[slot] = "non-finite loss at the start"
             alive |= fresh & np.isfinite(values)
             fresh[:] = False
         cap = min(max_linesearch_steps, account.affordable(n * max_linesearch_steps, gradient=True) // n)
         if not alive.any() or cap < 1:
             break
         previous = values
-        u, states, evaluations = step(u, states, batch.mask(alive), cap)
+        u, states, evaluations = step(u, states, batch.mask(alive), cap, cell, data)
         evaluations = int(evaluations)
         values = np.asarray(optax.tree.get(states, "value"), float)[:n]
         grads = np.asarray(optax.tree.get(states, "grad"), float)[:n]
@@ -304,26 +347,31 @@ def lbfgs(
         improved = alive & finite & (values < best_loss)
         best_loss[improved], best_u[improved] = values[improved], np.asarray(u, float)[:n][improved]
         converged = alive & finite & ((np.linalg.norm(grads, axis=1) < tolerance) | ~(values < previous))
-        for index in np.flatnonzero(alive & ~finite):
-            messages[index] = "stopped at a non-finite loss or gradient"
-        for index in np.flatnonzero(converged):
-            messages[index] = "converged"
+        for slot in np.flatnonzero(alive & ~finite):
+            messages[slot] = "stopped at a non-finite loss or gradient"
+        for slot in np.flatnonzero(converged):
+            messages[slot] = "converged"
         ended = alive & ~(finite & ~converged)
         alive &= ~ended
         if can_restart and ended.any() and account.affordable(2 * n, gradient=True) >= 2 * n:
-            for index in np.flatnonzero(ended):
-                results.append(_start_result(best_u, best_loss, messages, spent, index))
+            for slot in np.flatnonzero(ended):
+                results.append(report(best_u, best_loss, messages, spent, slot))
             key, sample_key = jax.random.split(key)
             u = redraw(sample_key, u, batch.mask(ended))
             fresh = ended
-    for index in range(n):
-        messages[index] = messages[index] or "budget or max_iterations exhausted"
-        results.append(_start_result(best_u, best_loss, messages, spent, index))
+    for slot in range(n):
+        messages[slot] = messages[slot] or "budget or max_iterations exhausted"
+        results.append(report(best_u, best_loss, messages, spent, slot))
     return results
 
 
-def _start_result(best_u, best_loss, messages, spent, index) -> StartResult:
-    status = "ok" if np.isfinite(best_loss[index]) else "failed"
+def _start_result(best_u, best_loss, messages, spent, slot, cell=None) -> StartResult:
+    status = "ok" if np.isfinite(best_loss[slot]) else "failed"
     return StartResult(
-        best_u[index].copy(), float(best_loss[index]), status, messages[index], float(spent[index])
+        best_u[slot].copy(),
+        float(best_loss[slot]),
+        status,
+        messages[slot],
+        float(spent[slot]),
+        cell=None if cell is None else int(cell[slot]),
     )

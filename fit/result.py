@@ -26,6 +26,7 @@ class StartResult:
         message: why it stopped.
         simulations: simulations it spent (see `diffbrain.fit.objective`).
         params: ``{name: value}`` of ``u`` in the parameters' units (filled in by `fit`).
+        cell: which cell it fitted, in a fit of several cells at once (`fit_cells`), else None.
     """
 
     u: np.ndarray
@@ -34,6 +35,7 @@ class StartResult:
     message: str
     simulations: float
     params: dict[str, float] = dataclasses.field(default_factory=dict)
+    cell: int | None = None
 
 
 def model_to_json(model: zoo.AbstractNeuron) -> dict:
@@ -100,6 +102,7 @@ class FitResult:
                 "message": s.message,
                 "simulations": s.simulations,
                 "params": s.params,
+                "cell": s.cell,
             }
             for s in self.starts
         ]
@@ -133,6 +136,7 @@ class FitResult:
                 message=s["message"],
                 simulations=s["simulations"],
                 params=s["params"],
+                cell=s.get("cell"),
             )
             for s in data["starts"]
         ]

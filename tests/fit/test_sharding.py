@@ -157,3 +157,26 @@ def test_a_checkpoint_resumes_on_another_device_count(sweeps, tmp_path):
 def test_module_docstring_example():
     result = doctest.testmod(sharding)
     assert result.attempted > 0 and result.failed == 0
+
+
+CELL_TRUTHS = [TRUTH, {"g_L": 12.0, "C": 150.0, "V_rest": -60.0}, {"g_L": 35.0, "C": 420.0, "V_rest": -72.0}]
+
+
+def test_many_cells_fit_in_one_sharded_call(sweeps, devices, monkeypatch):
+    """Three cells × two starts: six L-BFGS slots padded to eight on four devices; each cell recovers its
+    own parameters, its starts stay its own, and it spends at most its budget."""
+    currents = np.stack([np.asarray(sweep.current) for sweep in sweeps])
+    cells = [fit.synthetic_sweeps(zoo.LIF(V_th=100.0, **truth), currents, dt=0.2) for truth in CELL_TRUTHS]
+    seen = _record_shardings(monkeypatch, "lbfgs")
+    results = fit.fit_cells(zoo.LIF(V_th=100.0), cells, free=FREE, n_starts=2, budget=200)
+    assert seen and all(shape == (8, 3) and len(layout.device_set) == 4 for layout, shape in seen)
+    for cell, (result, truth) in enumerate(zip(results, CELL_TRUTHS, strict=True)):
+        for name, value in truth.items():
+            assert result.params[name] == pytest.approx(value, rel=1e-2), (cell, name)
+        assert len(result.starts) >= 2 and {start.cell for start in result.starts} == {cell}
+        assert result.simulations == pytest.approx(sum(s.simulations for s in result.starts))
+        assert result.simulations <= 200
+        assert result.info["cell"] == cell and result.info["cells"] == 3
+    short = fit.synthetic_sweeps(zoo.LIF(V_th=100.0), currents[:, :100], dt=0.2)
+    with pytest.raises(ValueError, match="cell 1 has 2 sweeps of 100 samples"):
+        fit.fit_cells(zoo.LIF(V_th=100.0), [cells[0], short], free=FREE)
