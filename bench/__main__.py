@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from . import compare, fit, learn, ops, sim, throughput
+from . import compare, fit, fit_cells, fit_dimension, learn, ops, sim, throughput
 from .records import save, to_frame
 
 
@@ -22,7 +22,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Parse the command line, run the suite, write ``OUT/<suite>.csv`` and print a summary."""
     parser = argparse.ArgumentParser(prog="python -m diffbrain.bench", description=__doc__)
     parser.add_argument(
-        "suite", choices=["throughput", "ops", "fit", "learn", "sim"], help="the suite to run"
+        "suite",
+        choices=["throughput", "ops", "fit", "fit_cells", "fit_dimension", "learn", "sim"],
+        help="the suite to run",
     )
     parser.add_argument(
         "--quick", action="store_true", help=f"throughput: a tiny grid {throughput.QUICK}; ops: {ops.QUICK}"
@@ -85,6 +87,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         repeats = args.repeats or (fit.QUICK["repeats"] if args.quick else fit.REPEATS)
         records = fit.run(repeats=repeats, progress=lambda line: print(line, flush=True))
         summary = fit.summary
+    elif args.suite in ("fit_cells", "fit_dimension"):
+        suite = fit_cells if args.suite == "fit_cells" else fit_dimension
+        grid = dict(suite.QUICK) if args.quick else {}
+        if args.repeats is not None:
+            grid["repeats"] = args.repeats
+        records = suite.run(**grid, progress=lambda line: print(line, flush=True))
+        summary = suite.summary
     elif args.suite == "learn":
         sizes = args.sizes or (learn.FULL_SIZES if args.full else learn.SIZES)
         steps = learn.FULL_STEPS if args.full else learn.STEPS

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import fit_dimension
 from .records import Record, read_results, write_csv
 
 LOWER_IS_BETTER_UNITS = {"s", "ms", "µs", "us", "ns", "B", "MiB", "GiB"}
@@ -352,7 +353,8 @@ def render(
         The path of the README.
     """
     folders = [results] if isinstance(results, str | os.PathLike) else list(results)
-    records = pd.concat([read_results(folder) for folder in folders], ignore_index=True)
+    frames = [frame for frame in (read_results(folder) for folder in folders) if not frame.empty]
+    records = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if records.empty:
         shown = ", ".join(repr(os.fspath(folder)) for folder in folders)
         raise ValueError(f"no benchmark records (*.csv) in {shown}; run `diffbrain bench` first.")
@@ -377,6 +379,9 @@ def render(
             sections += metric_sections(suite, suite_records, out)
         if suite == FIT_SUITE:
             sections += fit_tradeoff_section(suite_records, out)
+        if suite == fit_dimension.SUITE:
+            plot = fit_dimension.plot_crossover(suite_records, out / "fit_dimension_crossover.png")
+            sections += ["", "### time to threshold vs d (crossover)", "", f"![crossover]({plot.name})"]
         skipped = suite_records[suite_records["status"] == "skipped"]
         if not skipped.empty:
             reasons = skipped.groupby(["method", "note"]).size().reset_index()

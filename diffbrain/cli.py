@@ -525,6 +525,10 @@ def fit_command(
         float | None, typer.Option(help="Factor from pA to the model's input unit (needed unless pA or nA).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the starts and the search.")] = 0,
+    devices: Annotated[
+        int | None,
+        typer.Option(help="Devices to split batched starts/populations over (default: all; 1: off)."),
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Write the FitResult as JSON.")] = None,
     plot: Annotated[
         Path | None, typer.Option(help="Write a PNG of recorded vs fitted voltage per sweep.")
@@ -573,6 +577,7 @@ def fit_command(
                 budget=budget,
                 key=jax.random.key(seed),
                 input_scale=input_scale,
+                devices=devices,
             )
     except ValueError as error:
         raise _fail(str(error)) from None

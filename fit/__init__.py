@@ -1,10 +1,14 @@
 """Fitting single-neuron models to electrophysiology recordings, with gradients and gradient-free search."""
 
+from . import datasets as datasets
+from .datasets import repeat_reliability as repeat_reliability
 from .fitter import METHODS as METHODS
 from .fitter import fit as fit
 from .fitter import fit_cells as fit_cells
 from .fitter import prepare as prepare
 from .fitter import synthetic_sweeps as synthetic_sweeps
+from .kernels import KernelGIF as KernelGIF
+from .kernels import KernelGIFObjective as KernelGIFObjective
 from .loaders import bbp_l5pc_cell as bbp_l5pc_cell
 from .loaders import load as load
 from .loaders import load_abf as load_abf

@@ -59,3 +59,13 @@ def test_fit_writes_json_and_plot(recording_file, tmp_path):
 def test_bad_options_are_explained(recording_file, args, message):
     result, text = _invoke("lif", "--data", recording_file, *args, "--budget", "5")
     assert result.exit_code != 0 and message in text, text
+
+
+def test_fit_splits_the_batch_over_the_devices_asked_for(recording_file, tmp_path):
+    out = tmp_path / "fit.json"
+    args = ("lif", "--data", recording_file, "--free", "g_L=5:50", "--method", "random", "--budget", "16")
+    result, text = _invoke(*args, "--devices", "2", "--out", out)
+    assert result.exit_code == 0, text
+    assert fit.FitResult.load(out).info["devices"] == 2
+    result, text = _invoke(*args, "--devices", "99")
+    assert result.exit_code != 0 and "more devices" in text, text

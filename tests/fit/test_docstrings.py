@@ -6,7 +6,9 @@ import importlib
 import pytest
 
 
-@pytest.mark.parametrize("name", ["diffbrain.fit.params", "diffbrain.fit.losses", "diffbrain.fit.fitter"])
+@pytest.mark.parametrize(
+    "name", ["diffbrain.fit.params", "diffbrain.fit.losses", "diffbrain.fit.fitter", "diffbrain.fit.datasets"]
+)
 def test_docstring_examples(name):
     result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0, f"{name} has no example"
