@@ -12,7 +12,7 @@ import pytest
 from diffbrain import zoo
 from diffbrain.zoo import networks, surrogate
 from diffbrain.zoo.networks import Background, Edges, Network, Pulse, delays
-from diffbrain.zoo.networks.network import _lowbias32, _poisson_terms, _PoissonDrive, _seed, _uniforms
+from diffbrain.zoo.networks.network import _lowbias32, _PoissonDrive, _seed, _uniforms
 
 DT = 0.1
 
@@ -292,7 +292,7 @@ def test_poisson_background_statistics():
     # neurons or consecutive steps; tolerances: 5 standard errors
     n, steps = 2000, 400
     for mean in (0.05, 1.6, 12.0):
-        drive = _PoissonDrive(jnp.full(n, mean), jnp.ones(n), "exc", _poisson_terms(mean))
+        drive = _PoissonDrive.build(np.full(n, mean), jnp.ones(n), "exc")
         draw = jax.vmap(drive.counts, in_axes=(None, 0, None))
         counts = np.asarray(draw(_seed(jax.random.key(4)), jnp.arange(steps), 0))
         size = counts.size

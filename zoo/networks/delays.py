@@ -12,10 +12,12 @@ Only the (neuron, delay) pairs that carry synapses become rows, so ``R ≤ min(n
 without delays (``lag`` 1 everywhere) has exactly one row per presynaptic neuron, like a plain CSR.
 
 Cost per step: the synaptic events (the spiking neurons' synapses) plus one pass over the ``n`` spikes and
-the read and clear of one slot — not the ``R`` rows. (The previous form kept a ring of past spikes and
-gathered the ``R`` delayed spikes for one `ops.event_matvec` each step: on a loaded 2-core machine, COBA with
-4,000 neurons and delays uniform in 0.1–5 ms, ``R`` = 127k, cost 9 s per biological second against 0.4 s
-with one-step delays.)
+the read and clear of one slot — not the ``R`` rows. The previous form kept a ring of past spikes and
+gathered the ``R`` delayed spikes for one `ops.event_matvec` each step (COBA with 4,000 neurons and delays
+uniform in 0.1–5 ms, ``R`` = 127k: 9 s per biological second against 0.4 s with one-step delays). Measured
+on the Potjans–Diesmann microcircuit at scale 0.1 (7,717 neurons, ``R`` = 279k rows; 2-core machine at
+load ~12, wall time per biological second): 17.0 s with the spike ring, 7.0 s with the arrival ring, same
+rates.
 
 Timing convention (the one of `EINetwork`): a spike emitted in step ``t`` with a delay of ``d`` steps is
 added to the receptor in step ``t + d``, so ``d = 1`` means that last step's spikes reach the synapses.
