@@ -347,6 +347,13 @@ class EINetwork(eqx.Module):
         filtered = kappa * filtered + spikes
         return (*state, g_e, g_i, filtered), spikes
 
+    def conductance_decay(self) -> Array:
+        """The conductances' factor per step without input, ``e^{−dt/τ_syn}`` (read off the `zoo.Expon`
+        synapse the cell steps: ``g ← g·e^{−dt/τ_syn} + u``)."""
+        synapse = zoo.Expon(tau=self.tau_syn, E=self.E_exc)
+        one = jnp.ones((), self.w_in.dtype)
+        return synapse.step(synapse.State(one), jnp.zeros_like(one), self.dt)[1]
+
     def readout(self, hidden: tuple[Array, ...]) -> Float[Array, "B n_out"]:
         """The leaky readout ``y = z̄ W_out + b_out`` of the hidden state."""
         return hidden[-1] @ self.w_out + self.b_out

@@ -5,7 +5,14 @@ import jax.numpy as jnp
 import pytest
 
 from diffbrain import learn
-from diffbrain.learn.online import _jacobians, jacobian_pattern, per_state_update
+from diffbrain.learn.online import (
+    _jacobians,
+    injection_pattern,
+    jacobian_pattern,
+    per_state_entries,
+    per_state_support,
+    per_state_update,
+)
 
 
 def cosine(a, b):
@@ -107,21 +114,50 @@ def test_per_state_traces_keep_the_sign_of_a_cue_held_over_a_delay(cue_task):
     assert report["single"] < 0, report
 
 
-def test_jacobian_pattern_holds_every_non_zero_of_the_network_jacobian():
-    """The structural zeros that `per_state_update` skips are zeros of the computed ``D``, and skipping
-    them leaves the update unchanged."""
+def test_jacobians_patterns_and_live_entries_of_the_network():
+    """`_jacobians` equals `jax.jacfwd` of the cell, neuron by neuron; the structural zeros that
+    `per_state_update` skips (`jacobian_pattern`, `injection_pattern`) are zeros of the computed ``D`` and
+    ``D_f``; and the live entries of ES-D-RTRL's factor (`per_state_support`, what `online` carries) evolve
+    as the dense factor does, whose other entries stay zero, whichever way the decays are ordered."""
     net = learn.EINetwork(4, 20, 2, key=jax.random.key(0))
-    k_h, k_u, k_f = jax.random.split(jax.random.key(1), 3)
+    k_h, k_u = jax.random.split(jax.random.key(1))
     h0 = jnp.stack(net.init_state(8).hidden, axis=-1)
     h = h0 + jax.random.uniform(k_h, h0.shape, minval=0.0, maxval=20.0)  # V near threshold: surrogate on
     u_e, u_i = jax.random.uniform(k_u, (2, *h.shape[:-1]))
     _, _, D, D_fe, D_fi = _jacobians(net, h, u_e, u_i)
     n_state = h.shape[-1]
-    pattern = jnp.array(jacobian_pattern(n_state))
-    assert jnp.all(jnp.where(pattern, 0.0, D) == 0)
-    assert jnp.all(jnp.any(D != 0, axis=(0, 1)) == pattern)  # no entry the pattern keeps is always zero
-    decays = jnp.linspace(0.8, 0.999, n_state)
-    f = jax.random.normal(k_f, (n_state, n_state, 2, *h.shape[:-1]))
-    dense = per_state_update(decays, 3.0, D, jnp.stack([D_fe, D_fi]), f)
-    sparse = per_state_update(decays, 3.0, D, jnp.stack([D_fe, D_fi]), f, jacobian_pattern(n_state))
-    assert jnp.allclose(sparse, dense, rtol=1e-6, atol=1e-6)
+
+    def cell(h, u_e, u_i):
+        return jnp.stack(net.cell(tuple(h[..., k] for k in range(n_state)), u_e, u_i)[0], axis=-1)
+
+    J_h, J_e, J_i = jax.jacfwd(cell, argnums=(0, 1, 2))(h, u_e, u_i)  # neurons are independent: the diagonal
+    assert jnp.allclose(D, jnp.einsum("bjsbjr->bjsr", J_h), rtol=1e-5, atol=1e-7)
+    assert jnp.allclose(D_fe, jnp.einsum("bjsbj->bjs", J_e), rtol=1e-5, atol=1e-7)
+    assert jnp.allclose(D_fi, jnp.einsum("bjsbj->bjs", J_i), rtol=1e-5, atol=1e-7)
+
+    pattern = jacobian_pattern(n_state)
+    assert jnp.all(jnp.where(jnp.array(pattern), 0.0, D) == 0)
+    assert jnp.all(jnp.any(D != 0, axis=(0, 1)) == jnp.array(pattern))  # no kept entry is always zero
+    for D_f, injected in zip((D_fe, D_fi), injection_pattern(n_state), strict=True):
+        assert jnp.all(jnp.any(D_f != 0, axis=(0, 1)) == jnp.array(injected))
+
+    columns = [[D[..., s, r] if pattern[s][r] else None for r in range(n_state)] for s in range(n_state)]
+    dense_update, live_update = jax.jit(per_state_update), jax.jit(per_state_entries)
+    for decays in (jnp.linspace(0.8, 0.999, n_state), jnp.linspace(0.999, 0.8, n_state)):
+        dense = jnp.zeros((n_state, n_state, 2, *h.shape[:-1]))
+        live = [
+            {entry: jnp.zeros(h.shape[:-1]) for entry in per_state_support(pattern, injected)}
+            for injected in injection_pattern(n_state)
+        ]
+        for t in range(4):
+            dense = dense_update(decays, float(t), D, jnp.stack([D_fe, D_fi]), dense)
+            live = [
+                live_update(decays, float(t), columns, [D_f[..., s] for s in range(n_state)], entries)
+                for D_f, entries in zip((D_fe, D_fi), live, strict=True)
+            ]
+        for factor, entries in enumerate(live):
+            assert len(entries) < n_state**2
+            for s in range(n_state):
+                for m in range(n_state):
+                    value = entries.get((s, m), jnp.zeros(()))
+                    assert jnp.allclose(dense[s, m, factor], value, rtol=1e-6, atol=1e-7), (factor, s, m)
