@@ -98,7 +98,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         sizes = args.sizes or (learn.FULL_SIZES if args.full else learn.SIZES)
         steps = learn.FULL_STEPS if args.full else learn.STEPS
         repeats = args.repeats or (learn.QUICK["repeats"] if args.quick else learn.REPEATS)
-        records = learn.run(sizes, steps, repeats)
+        batches = learn.FULL_BATCHES if args.full else learn.BATCHES
+        records = learn.run(sizes, steps, repeats, batches=batches)
         summary = learn.summary
     elif args.suite == "sim":
         records = sim.run(
