@@ -6,10 +6,13 @@
 this script never imports diffbrain, so it runs in any environment. ``SPEC.json`` names the network file
 (``.npz`` written by `learn_braintrace.export`: the effective weight magnitudes, the neuron, synapse and
 readout parameters, and one input batch per sequence length), the sequence lengths ``steps``, ``repeats`` and
-the trace decay ``decay``. ``OUT.json`` receives::
+the trace decay ``decay`` and the ``modes`` of batching: ``"batched"`` (states with a batch axis,
+``braintrace.compile(..., batch_size=B)``) and/or ``"vmap"`` (``vmap=True``: an `ETraceVmap` over unbatched
+learners; the same gradients). ``OUT.json`` receives::
 
     {"status": "ok", "versions": {...}, "runs": [
-        {"T": 100, "compile_s": 6.1, "run_s": [0.07, 0.07, 0.07], "rate_hz": 12.3, "loss": 0.69}]}
+        {"T": 100, "mode": "batched", "compile_s": 6.1, "run_s": [0.07, 0.07, 0.07], "rate_hz": 12.3,
+         "loss": 0.69}]}
 
 or ``{"status": "skipped", "reason": "..."}`` when braintrace is not installed or fails (never a made-up
 number). Per sequence length: two untimed calls of the jitted gradient step (brainstate's ``jit`` compiles
@@ -37,6 +40,7 @@ The network, in brainpy.state, is diffbrain's `EINetwork` as closely as braintra
 from __future__ import annotations
 
 import importlib.metadata
+import itertools
 import json
 import sys
 import time
@@ -62,7 +66,7 @@ def versions() -> dict[str, str]:
     return found
 
 
-def build(net: dict, batch_size: int):
+def build(net: dict, batch_size: int, vmap: bool = False):
     """The brainpy.state network of the exported arrays ``net`` and the functions that train it."""
     try:
         import brainpy.state as bp
@@ -125,7 +129,12 @@ def build(net: dict, batch_size: int):
     model = EINet()
     example = jnp.zeros((batch_size, n_in), jnp.float32)
     learner = braintrace.compile(
-        model, braintrace.ES_D_RTRL, example, batch_size=batch_size, decay_or_rank=float(net["decay"])
+        model,
+        braintrace.ES_D_RTRL,
+        example,
+        batch_size=batch_size,
+        vmap=vmap,
+        decay_or_rank=float(net["decay"]),
     )
 
     def step_loss(x, label):
@@ -154,11 +163,13 @@ def measure(spec: dict, net: dict) -> list[dict]:
     import jax.numpy as jnp
 
     runs = []
-    for n_steps in spec["steps"]:
+    for n_steps, mode in itertools.product(spec["steps"], spec.get("modes", ["batched"])):
         inputs = jnp.asarray(net[f"inputs_{n_steps}"], jnp.float32)
         labels = jnp.broadcast_to(jnp.asarray(net[f"labels_{n_steps}"]), inputs.shape[:2])
         mask = jnp.asarray(net[f"mask_{n_steps}"], jnp.float32)
-        gradient_step = build(net, inputs.shape[1])
+        if mode not in ("batched", "vmap"):
+            raise ValueError(f"unknown mode {mode!r}: 'batched' or 'vmap'")
+        gradient_step = build(net, inputs.shape[1], vmap=mode == "vmap")
 
         def call(gradient_step=gradient_step, args=(inputs, labels, mask)):
             start = time.perf_counter()
@@ -172,6 +183,7 @@ def measure(spec: dict, net: dict) -> list[dict]:
         runs.append(
             {
                 "T": n_steps,
+                "mode": mode,
                 "compile_s": max(warm_s - 2 * float(np.median(run_s)), 0.0),
                 "run_s": run_s,
                 "rate_hz": float(jnp.mean(rate)) / float(net["dt"]) * 1000.0,

@@ -25,7 +25,10 @@ def _by_method_metric(records):
 def test_missing_peer_python_gives_skipped_braintrace_records_and_diffbrain_times():
     records = learn_braintrace.run(**TINY, python="/nonexistent/python")
     found = _by_method_metric(records)
-    for key in [(learn_braintrace.PEER, "step_time"), ("diffbrain.es-d-rtrl", "braintrace_over_diffbrain")]:
+    for key in [
+        (learn_braintrace.PEERS["batched"], "step_time"),
+        (learn_braintrace.PEERS["vmap"], "time_over_diffbrain"),
+    ]:
         assert found[key].status == "skipped" and math.isnan(found[key].value)
         assert "cannot start the peer interpreter '/nonexistent/python'" in found[key].note
     for method in learn_braintrace.DIFFBRAIN.values():
@@ -48,13 +51,13 @@ def test_braintrace_step_is_timed_on_the_same_network():
     python = _peer_with_braintrace()
     if python is None:
         pytest.skip("braintrace is not importable in $DIFFBRAIN_PEER_PYTHON")
-    records = learn_braintrace.run(**TINY, python=python)
+    records = learn_braintrace.run(**TINY, python=python, modes=("batched",))
     found = _by_method_metric(records)
-    step = found[learn_braintrace.PEER, "step_time"]
+    step = found[learn_braintrace.PEERS["batched"], "step_time"]
     assert step.status == "ok", step.note
     assert step.value > 0 and "braintrace=" in step.versions
-    ratio = found["diffbrain.es-d-rtrl", "braintrace_over_diffbrain"].value
+    ratio = found[learn_braintrace.PEERS["batched"], "time_over_diffbrain"].value
     assert ratio == pytest.approx(step.value / found["diffbrain.es-d-rtrl", "step_time"].value)
     # Same weights and inputs: both networks are active at a comparable rate (not silent, not saturated).
-    for method in (learn_braintrace.PEER, "diffbrain.es-d-rtrl"):
+    for method in (learn_braintrace.PEERS["batched"], "diffbrain.es-d-rtrl"):
         assert 1.0 < found[method, "firing_rate"].value < 500.0
