@@ -39,6 +39,7 @@ T      diffbrain ES   diffbrain BPTT braintrace ES   braintrace ES vmap  braintr
 ====== ============== ============== =============== =================== =====================
 
 (ES: ES-D-RTRL; the ratio is over diffbrain's ES-D-RTRL.)
+
 So the issue's "≥ 10× faster than braintrace" holds only against braintrace's ``vmap=True`` learner; against
 its batched learner, timed after the warm-up, diffbrain's ES-D-RTRL is 1.2-1.35× faster. The issue's
 braintrace numbers (3.0 s at T = 100) match a *second* call, when brainstate's ``jit`` compiles again
