@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from . import compare, fit, fit_cells, fit_dimension, learn, ops, sim, throughput
+from . import compare, fit, fit_cells, fit_dimension, learn, learn_braintrace, ops, sim, throughput
 from .records import save, to_frame
 
 
@@ -67,7 +67,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--reference", help="--compare: the reference method (default: the suite's)")
     parser.add_argument(
         "--peer-python",
-        help="sim: the Python with Brian2/BrainPy/NEST (default $DIFFBRAIN_PEER_PYTHON, else this one)",
+        help="sim, learn: the Python with Brian2/BrainPy/NEST/braintrace (default $DIFFBRAIN_PEER_PYTHON, "
+        "else this one)",
     )
     args = parser.parse_args(argv)
     baseline = None
@@ -100,6 +101,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         repeats = args.repeats or (learn.QUICK["repeats"] if args.quick else learn.REPEATS)
         batches = learn.FULL_BATCHES if args.full else learn.BATCHES
         records = learn.run(sizes, steps, repeats, batches=batches)
+        records += learn_braintrace.run(
+            learn_braintrace.STEPS,
+            repeats=repeats,
+            python=args.peer_python,
+            progress=lambda line: print(line, flush=True),
+        )
         summary = learn.summary
     elif args.suite == "sim":
         records = sim.run(
