@@ -17,7 +17,9 @@ wall-time budget (what does not fit is recorded as skipped, with the reason):
    (`device_csr`). Records of suite ``ops-gpu``.
 4. The sim suite's networks (`diffbrain.bench.sim.run`, diffbrain alone): COBA at 4,000 neurons (1 s),
    40,000 (0.5 s) and 400,000 (0.1 s), and the Potjans–Diesmann microcircuit at scale 0.1 (1 s) when
-   ``--data`` names its folder. Records of suite ``sim-gpu``.
+   ``--data`` names its folder. Records of suite ``sim-gpu``. COBA's synapses go through the Pallas
+   `ops.event_matvec`; the microcircuit's delayed synapses through `ops.arrival_scatter`, which on a GPU
+   still runs its ``reference`` form (every synapse, every step) — its time is not an event-driven one.
 
 Each stage writes its records as soon as it has them (``OUT/ops-gpu.csv`` after every case,
 ``OUT/sim-gpu.csv``, ``OUT/gpu_tuning.csv``), so a run stopped at its limit keeps what it finished. The last
@@ -29,6 +31,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import os
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -195,6 +198,13 @@ def tune(
     return best, table
 
 
+def _write_table(table: pd.DataFrame, path: Path) -> None:
+    """Write ``table`` as CSV atomically (a temporary file in the same folder, then `os.replace`)."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    table.to_csv(temporary, index=False)
+    os.replace(temporary, path)
+
+
 def _as_suite(records: Sequence[Record], suite: str) -> list[Record]:
     return [dataclasses.replace(record, suite=suite) for record in records]
 
@@ -279,7 +289,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(f"check passed: {len(table)} comparisons, largest relative error {worst:.2e}")
         if "tune" not in args.skip:
             best, table = tune()
-            table.to_csv(out / "gpu_tuning.csv", index=False)
+            _write_table(table, out / "gpu_tuning.csv")
             elapsed = time.monotonic() - start
             print(f"tuning (CHUNK, ROWS, NUM_WARPS) = {best} after {elapsed:.0f} s:\n{table.head(5)}")
         sim_reserve = 0.0 if "sim" in args.skip else 120.0

@@ -85,3 +85,12 @@ def test_gradient_table():
     assert np.isfinite(table.to_numpy()).all() and (table.to_numpy() > 0).all()
     with pytest.raises(ValueError, match="statistic"):
         suite.gradient_table([(300, 10)], statistic="mean")
+
+
+def test_quick_methods_when_the_automatic_backend_is_the_reference(monkeypatch):
+    # e.g. no C++ compiler: the reference backend is then measured as "diffbrain" itself
+    monkeypatch.setattr(suite, "automatic_backend", lambda: "reference")
+    W = suite.ops.CSR.fixed_out_degree(jax.random.key(0), suite.SIZES[0][0] + 1, 50, 3, weight=0.5)
+    methods, skips = suite.jax_methods(W, quick=True)
+    assert "diffbrain" in methods and "diffbrain.reference" not in methods
+    assert "diffbrain.reference" not in skips  # not left out: it is the automatic method
