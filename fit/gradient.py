@@ -306,14 +306,15 @@ def lbfgs(
             f"got {index.tolist()}."
         )
     data = None if cells is None else (jnp.asarray(cells.inputs), cells.target)
+    report = functools.partial(_start_result, cell=None if cells is None else index)
     if account.affordable(n, gradient=True) < n:
-        message = "budget smaller than one batch of starts"
-        return [StartResult(np.asarray(s, float), np.inf, "failed", message, 0.0) for s in np.asarray(starts)]
+        messages = ["budget smaller than one batch of starts"] * n
+        unspent = (np.asarray(starts, float), np.full(n, np.inf), messages, np.zeros(n))
+        return [report(*unspent, slot) for slot in range(n)]
     batch = batch_devices(devices).at_most(n)
     init, step, redraw = _lbfgs_functions(objective, n, memory_size, batch)
     u = batch.put(starts)  # [m, d], m ≥ n; host-side bookkeeping below sees the n real slots only
     cell = batch.put(index)
-    report = functools.partial(_start_result, cell=None if cells is None else index)
     can_restart = restart and key is not None and account.budget is not None
     results: list[StartResult] = []
     fresh = np.ones(n, bool)
