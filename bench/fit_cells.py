@@ -361,9 +361,12 @@ def run(
 
 
 def summary(frame: pd.DataFrame) -> pd.DataFrame:
-    """``Γ | Γ/ceiling | count error | train loss | time`` per case/model (rows) and method (columns)."""
+    """``Γ | Γ/ceiling | count error | train loss | time`` per case/model (rows) and method (columns); an
+    empty frame when no fit ran (every case skipped, e.g. without the shared data)."""
     frame = frame[frame.status == "ok"]
     values = frame.pivot_table(index=["case", "method"], columns="metric", values="value", aggfunc="last")
+    if "heldout_gamma" not in values:
+        return pd.DataFrame()
     values = values.dropna(subset=["heldout_gamma"])
     cells = values.apply(
         lambda r: (

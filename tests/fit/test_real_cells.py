@@ -174,3 +174,14 @@ def test_scores_of_the_true_and_a_silent_model():
     assert min(len(s.spike_times[s.spike_times >= 50.0]) for s in sweeps) > 5
     assert perfect == {"heldout_gamma": pytest.approx(1.0), "spike_count_error": 0.0}
     assert silent["heldout_gamma"] == 0.0 and silent["spike_count_error"] == 1.0
+
+
+def test_the_summary_of_a_run_without_the_data_is_empty(tmp_path):
+    """Without the shared data every case gives skipped records, and the summary printed after `save` is an
+    empty frame, not a KeyError."""
+    from diffbrain.bench import fit_cells
+    from diffbrain.bench.records import to_frame
+
+    records = fit_cells.run(root=tmp_path / "absent")
+    assert records and {record.status for record in records} == {"skipped"}
+    assert fit_cells.summary(to_frame(records)).empty
