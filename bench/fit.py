@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from diffbrain import fit, zoo
+from diffbrain._data import shared_data
 from diffbrain.fit.fitter import float64, prepare, run_method
 from diffbrain.fit.objective import Account, Objective
 from diffbrain.fit.search import NEVERGRAD, nevergrad_available, population_size
@@ -56,8 +57,8 @@ QUICK = {"repeats": 2}
 PROBLEMS = ("gif-paper", "gif-adapting", "traubhh-paper", "hh-noise")
 N_STARTS = {"lbfgs": 8, "lbfgsb": 4, "adam": 4}
 """Starts per method (the others: one run)."""
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-"""The shared data folder (../shared/data next to the repository)."""
+DATA = shared_data()
+"""The shared data folder: ``$DIFFBRAIN_DATA``, else ../shared/data beside the checkout."""
 
 GIF_PROTOCOLS = (
     [(2.0, 200), (0.0, 800)],

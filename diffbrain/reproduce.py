@@ -44,13 +44,14 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
+from ._data import shared_data
 from ._version import __version__
 
 SECTIONS = ("fit", "network", "learn", "bench")
 RESULT = "result.json"
 REPORT = "report.md"
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-"""The shared data folder (../shared/data next to the repository)."""
+DATA = shared_data()
+"""The shared data folder: ``$DIFFBRAIN_DATA``, else ../shared/data beside the checkout."""
 CONNECTOME = "conn-macaque-markov2014-29areas"
 
 
