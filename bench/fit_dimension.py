@@ -12,11 +12,12 @@ data folder is absent, which the records' params say). One simulation costs near
 Threshold: the loss of the ground truth (the noise floor) plus `TOLERANCE`. Every method starts from
 points drawn uniformly in the same box, gets the same budget in simulations, one value-and-gradient being
 charged its measured cost in forwards (so the budget is compute), and is timed the same way (the
-`Account`'s clock, compilation done before by warm-up fits and reported as ``compile_time``). Per d and
-method: median over seeds of ``time_to_threshold`` (inf: not reached within the budget), ``reached``,
-``final_loss``, ``final_excess`` (over the floor), ``wall_time``; per gradient method
-``speedup_vs_gradient_free`` (the best gradient-free method's median time over its own; a lower bound
-when no gradient-free method reached the threshold) and the ``crossover_d``.
+`Account`'s clock, compilation done before by warm-up fits: ``warmup_time`` is their wall time, i.e.
+compilation plus their own short runs, and ``compile_time`` the tracing, lowering and XLA compilation JAX
+reports during them). Per d and method: median over seeds of ``time_to_threshold`` (inf: not reached
+within the budget), ``reached``, ``final_loss``, ``final_excess`` (over the floor), ``wall_time``; per
+gradient method ``speedup_vs_gradient_free`` (the best gradient-free method's median time over its own; a
+lower bound when no gradient-free method reached the threshold) and the ``crossover_d``.
 
 Measured (2-core CPU shared with other jobs, load average 10-15, float64, ``python -m
 diffbrain.bench.fit_dimension``; medians of 3 seeds, 2 from d = 64): L-BFGS (one start) reached the
@@ -49,6 +50,7 @@ from diffbrain.fit.search import population_size
 
 from .fit import DATA
 from .records import Record, format_params, make_record
+from .timing import _compile_seconds
 
 SUITE = "fit_dimension"
 DIMENSIONS = (2, 4, 8, 16, 32, 64, 128)
@@ -130,19 +132,21 @@ def _starts(objective, method: str, key) -> jax.Array:
     return objective.free.sample(key, N_STARTS.get(method, 1))
 
 
-def warm_up(objective: KernelGIFObjective, method: str) -> float:
-    """Compile everything ``method`` runs on ``objective`` (two short fits); returns the seconds taken."""
+def warm_up(objective: KernelGIFObjective, method: str) -> tuple[float, float]:
+    """Compile everything ``method`` runs on ``objective`` (two or three short fits). Returns their wall
+    time, s (compilation plus the fits' own runs), and the compile time JAX reports during them, s (tracing,
+    lowering and XLA compilation, `diffbrain.bench.timing.COMPILE_EVENTS`)."""
     begin = time.perf_counter()
     size = population_size(objective.free.size)
     budget = {"lbfgs": 40, "adam": 4}.get(method, 3 * size)
-    for seed in range(2):
-        key = jax.random.key(seed)
-        run_method(objective, method, _starts(objective, method, key), Account(budget), key)
-    if method == "lbfgs":  # every run ends after one step, so the restart path compiles too
-        run_method(
-            objective, method, _starts(objective, method, key), Account(40), key, {"tolerance": np.inf}
-        )
-    return time.perf_counter() - begin
+    with _compile_seconds() as durations:
+        for seed in range(2):
+            key = jax.random.key(seed)
+            run_method(objective, method, _starts(objective, method, key), Account(budget), key)
+        if method == "lbfgs":  # every run ends after one step, so the restart path compiles too
+            options = {"tolerance": np.inf}
+            run_method(objective, method, _starts(objective, method, key), Account(40), key, options)
+    return time.perf_counter() - begin, sum(durations)
 
 
 class StoppingAccount(Account):
@@ -214,7 +218,7 @@ def run(
         load_start = _load()
         member = problem(d, current=current)
         objective = member.objective
-        compile_times = {method: warm_up(objective, method) for method in methods}
+        warm_ups = {method: warm_up(objective, method) for method in methods}
         grad_cost = objective.gradient_cost(member.truth_u)
         n = _repeats(repeats, d)
         outcomes = {method: [] for method in methods}
@@ -245,7 +249,7 @@ def run(
             "spikes": int(objective.n_spikes),
             "load_avg_1min": f"{load_start:.1f}-{_load():.1f}",
         }
-        records += _records(member, outcomes, compile_times, format_params(params), n)
+        records += _records(member, outcomes, warm_ups, format_params(params), n)
     return records + crossover_records(records)
 
 
@@ -269,7 +273,11 @@ METRICS = {
 }
 
 
-def _records(member, outcomes, compile_times, params, repeats) -> list[Record]:
+WARMUP = "wall time of the warm-up fits before timing: compilation plus their own short runs"
+COMPILE = "tracing, lowering and XLA compilation JAX reported during the warm-up fits"
+
+
+def _records(member, outcomes, warm_ups, params, repeats) -> list[Record]:
     case = f"kernel-gif/d={member.d}"
     fields = dict(params=params, dtype="float64")
     records, medians = [], {}
@@ -308,7 +316,10 @@ def _records(member, outcomes, compile_times, params, repeats) -> list[Record]:
                 note="median final loss minus the ground truth's loss (the floor)",
                 **fields,
             ),
-            make_record(SUITE, case, method, "compile_time", compile_times[method], "s", **fields),
+            make_record(SUITE, case, method, "warmup_time", warm_ups[method][0], "s", note=WARMUP, **fields),
+            make_record(
+                SUITE, case, method, "compile_time", warm_ups[method][1], "s", note=COMPILE, **fields
+            ),
         ]
     free = [m for m in outcomes if m in GRADIENT_FREE]
     for method in (m for m in outcomes if m in GRADIENT and free):
@@ -327,25 +338,36 @@ def _records(member, outcomes, compile_times, params, repeats) -> list[Record]:
 
 def crossover_records(records: Sequence[Record]) -> list[Record]:
     """Per gradient method, the d from which it is faster to the threshold than every gradient-free method
-    (log-linear interpolation of the speedup between the last d where it was < 1 and the next)."""
+    (log-log interpolation of the speedup between the last d where it was < 1 and the next; that next d
+    itself when the method did not reach the threshold at the last slower d, a speedup of 0). The note says
+    which speedups used are lower bounds (no gradient-free method reached the threshold there)."""
     frame = pd.DataFrame([dataclasses.asdict(r) for r in records])
     frame = frame[frame.metric == "speedup_vs_gradient_free"]
     out = []
     for method, rows in frame.groupby("method"):
         d = np.asarray([int(case.split("d=")[1]) for case in rows.case])
-        speedup = rows.value.to_numpy()[np.argsort(d)]
-        d = np.sort(d)
+        order = np.argsort(d)
+        d, speedup = d[order], rows.value.to_numpy()[order]
+        bound = rows.note.str.startswith("LOWER BOUND").to_numpy()[order]
         slower = np.flatnonzero(speedup < 1)
         if slower.size == 0:
             crossover, note = float(d[0]), "faster at every d measured (crossover at or below the smallest d)"
+            used = [0]
         elif slower[-1] == len(d) - 1:
-            crossover, note = float("inf"), "slower at the largest d measured"
+            crossover, note, used = float("inf"), "slower at the largest d measured", [len(d) - 1]
+        elif not speedup[slower[-1]] > 0:
+            i, used = slower[-1], [slower[-1] + 1]
+            crossover = float(d[i + 1])
+            note = f"did not reach the threshold at d={d[i]}, faster at d={d[i + 1]} (no interpolation)"
         else:
-            i = slower[-1]
+            i, used = slower[-1], [slower[-1], slower[-1] + 1]
             x0, x1 = np.log(d[i]), np.log(d[i + 1])
             y0, y1 = np.log(speedup[i]), np.log(speedup[i + 1])
             crossover = float(np.exp(x0 + (0 - y0) * (x1 - x0) / (y1 - y0)))
             note = f"speedup crosses 1 between d={d[i]} and d={d[i + 1]} (log-log interpolation)"
+        bounds = [f"d={d[j]}" for j in used if bound[j]]
+        if bounds:
+            note += f"; the speedup at {' and '.join(bounds)} is a lower bound"
         out.append(
             make_record(
                 SUITE,

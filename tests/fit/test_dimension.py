@@ -7,7 +7,7 @@ import pytest
 
 from diffbrain import zoo
 from diffbrain.bench import fit_dimension
-from diffbrain.bench.records import to_frame
+from diffbrain.bench.records import make_record, to_frame
 from diffbrain.fit.fitter import run_method
 from diffbrain.fit.kernels import KernelGIF, KernelGIFObjective, log_bins, spike_regressors
 from diffbrain.fit.objective import Account
@@ -125,13 +125,56 @@ def test_sweep_runs_end_to_end_and_records_what_the_leaderboard_needs(tmp_path):
     by_key = {(r.case, r.method, r.metric): r for r in records}
     for d in (2, 4):
         for method in ("adam", "cmaes"):
-            for metric in ("time_to_threshold", "final_loss", "wall_time", "reached", "compile_time"):
+            for metric in ("time_to_threshold", "final_loss", "wall_time", "reached", "warmup_time"):
                 record = by_key[(f"kernel-gif/d={d}", method, metric)]
                 assert record.suite == "fit_dimension" and record.status == "ok"
                 assert f"d={d}" in record.params and "threshold=" in record.params
             assert by_key[(f"kernel-gif/d={d}", method, "wall_time")].value > 0
+            # the warm-up fits' wall time (compilation plus their runs) and JAX's compile time are apart
+            warmup = by_key[(f"kernel-gif/d={d}", method, "warmup_time")]
+            assert warmup.value > 0 and "plus their own short runs" in warmup.note
+            assert by_key[(f"kernel-gif/d={d}", method, "compile_time")].value >= 0
         assert (f"kernel-gif/d={d}", "adam", "speedup_vs_gradient_free") in by_key
     assert ("kernel-gif/crossover", "adam", "crossover_d") in by_key
     frame = to_frame(records)
     assert fit_dimension.plot_crossover(frame, tmp_path / "crossover.png").stat().st_size > 0
     assert list(fit_dimension.summary(frame).index) == ["kernel-gif/d=2", "kernel-gif/d=4"]
+
+
+BOUND = "LOWER BOUND: no gradient-free method reached the threshold; their search time over ours"
+
+
+@pytest.mark.parametrize(
+    "speedups, crossover, note",
+    [
+        ((0.5, 2.0, 4.0), 8**0.5, "speedup crosses 1 between d=2 and d=4 (log-log interpolation)"),
+        ((0.0, 3.0, 5.0), 4.0, "did not reach the threshold at d=2, faster at d=4 (no interpolation)"),
+        (
+            (0.5, (2.0, BOUND), 4.0),
+            8**0.5,
+            "between d=2 and d=4 (log-log interpolation); the speedup at d=4 is a",
+        ),
+        (
+            ((0.0, BOUND), (3.0, BOUND), 5.0),
+            4.0,
+            "faster at d=4 (no interpolation); the speedup at d=4 is a lower",
+        ),
+        ((2.0, 3.0, 5.0), 2.0, "faster at every d measured"),
+        (
+            (0.1, 0.3, (0.5, BOUND)),
+            np.inf,
+            "slower at the largest d measured; the speedup at d=8 is a lower bound",
+        ),
+    ],
+)
+def test_crossover_from_the_speedups(speedups, crossover, note):
+    """d = 2, 4, 8; a speedup of 0 is a method that did not reach the threshold (gradient-free time / inf)."""
+    records = []
+    for d, entry in zip((2, 4, 8), speedups, strict=True):
+        value, why = entry if isinstance(entry, tuple) else (entry, "")
+        case = f"kernel-gif/d={d}"
+        records.append(
+            make_record(fit_dimension.SUITE, case, "lbfgs", "speedup_vs_gradient_free", value, "x", note=why)
+        )
+    (record,) = fit_dimension.crossover_records(records)
+    assert record.value == pytest.approx(crossover) and note in record.note
