@@ -289,3 +289,16 @@ def test_bad_connectome_input_names_the_argument(folder):
     model = MultiArea.build(fln, distance, hierarchy, areas, key=key, n_per_area=4)
     with pytest.raises(ValueError, match="`area`"):
         model.pulse("V9")
+
+
+def test_pulse_response_of_synthetic_rates():
+    """500 ms of 5 ms bins at 5 Hz; area 0 at 50 Hz from 200 to 250 ms (first bin centre 202.5 ms, 52.5 ms
+    after the 150 ms onset), area 1 suppressed to 4 Hz and area 2 flat: neither responds, so no latency."""
+    rates = np.full((100, 3), 5.0)
+    rates[40:50, 0] = 50.0
+    rates[30:60, 1] = 4.0
+    response = MultiArea.pulse_response(rates, Pulse([0], 150.0, 250.0, 1.0))
+    np.testing.assert_allclose(response.baseline, 5.0)
+    np.testing.assert_allclose(response.peak, [45.0, -1.0, 0.0])
+    np.testing.assert_allclose(response.latency, [52.5, np.nan, np.nan])
+    np.testing.assert_allclose(response.after, 5.0)  # bins from 400 ms (150 ms after the pulse) on

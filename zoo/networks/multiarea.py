@@ -142,7 +142,7 @@ class PulseResponse(NamedTuple):
         baseline: mean rate before the pulse, Hz.
         peak: the largest binned rate above ``baseline`` during the pulse and its margin, Hz.
         latency: from the pulse onset to the first bin whose rate above ``baseline`` reaches half of
-            ``peak``, ms.
+            ``peak``, ms; NaN for an area that does not respond (``peak`` ≤ 0).
         after: mean rate once the pulse has settled, Hz.
     """
 
@@ -414,7 +414,8 @@ class MultiArea(eqx.Module):
         Bins are judged by their centres. The baseline is the mean rate from 20 ms (after the start
         transient of the uniform initial potentials) to the pulse onset; the response window runs from the
         onset to ``margin_ms`` after the pulse ends; "after" is the mean rate from ``settle_ms`` after the
-        pulse ends to the end of the run (NaN if the run ends before).
+        pulse ends to the end of the run (NaN if the run ends before). An area whose rate never rises above
+        its baseline in the window (``peak`` ≤ 0) has a NaN latency.
 
         Raises:
             ValueError: ``rates`` is not ``[bins, areas]``, or no bin lies in the baseline or the window.
@@ -434,6 +435,7 @@ class MultiArea(eqx.Module):
         response = rates[window] - baseline
         peak = response.max(axis=0)
         latency = times[window][np.argmax(response >= 0.5 * peak, axis=0)] - pulse.start_ms
+        latency = np.where(peak > 0, latency, np.nan)
         settled = times >= pulse.stop_ms + settle_ms
         after = rates[settled].mean(axis=0) if settled.any() else np.full(rates.shape[1], np.nan)
         return PulseResponse(baseline, peak, latency, after)
