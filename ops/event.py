@@ -18,12 +18,13 @@ Each primitive lowers through the backend chosen at call time (see `diffbrain.op
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
@@ -282,35 +283,106 @@ def csr_matvec(x: Float[Array, " n_pre"], W: CSR, *, backend: str | None = None)
 # --- the arrival ring: delayed synapses scattered into a ring of future inputs --------------------------
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 9))
-def _arrival(backend: str, row_ptr, lag, indptr, indices, step, data, spikes, ring, pop: bool):
+arrival_p = Primitive("arrival_scatter")
+arrival_p.multiple_results = True
+
+
+def _arrival_impl(row_ptr, lag, indptr, indices, step, data, spikes, ring, *, pop: bool, backend: str):
     kernels = _backend.kernels("cpu") if backend == "cpu" else reference
-    return kernels.arrival_scatter(row_ptr, lag, indptr, indices, step, data, spikes, ring, pop)
+    return list(kernels.arrival_scatter(row_ptr, lag, indptr, indices, step, data, spikes, ring, pop))
 
 
-@_arrival.defjvp
-def _arrival_jvp(backend: str, pop: bool, primals, tangents):
+def _arrival_abstract(row_ptr, lag, indptr, indices, step, data, spikes, ring, *, pop, backend):
+    arriving = jax.core.ShapedArray((ring.shape[1] if pop else 0,), ring.dtype)
+    return [jax.core.ShapedArray(ring.shape, ring.dtype), arriving]
+
+
+def _arrival_jvp(primals, tangents, *, pop: bool, backend: str):
     """``ring + S(data, s)`` is affine in ``ring`` and bilinear in ``(data, s)``: the tangent is
-    ``dring + S(ddata, s) + S(data, ds)`` (then popped like the primal), written with gathers and one
-    scatter-add over the synapses (O(nnz), like the gradients of `event_matvec` in CSR layout), which JAX
-    transposes for reverse mode."""
+    ``S(ddata, s) + S(data, ds) + dring``, popped like the primal. It is written as two chained calls of the
+    primitive itself (``pop=False``), linear in the tangents, so reverse mode saves only the operands
+    ``spikes [n_pre]``, ``step`` and the loop-invariant ``data`` and structure (O(n) per step of a scan,
+    not the per-synapse arrays), and its transpose (`_arrival_transpose`) recomputes the rest."""
+    for name, tangent in zip(("row_ptr", "lag", "W.indptr", "W.indices", "step"), tangents[:5], strict=True):
+        if not _is_zero(tangent):
+            raise TypeError(f"`{name}` is an integer index array and not differentiable.")
     row_ptr, lag, indptr, indices, step, data, spikes, ring = primals
     d_data, d_spikes, d_ring = tangents[5:]
-    out = _arrival(backend, *primals, pop)
-    length, n_post = ring.shape
-    nnz = indices.shape[0]
-    row = reference.row_ids(indptr, nnz)
-    source = reference.row_ids(row_ptr, indptr.shape[0] - 1)[row]
-    target = ((step + lag.astype(indices.dtype)) % length)[row] * n_post + indices
-    s = spikes[source]
-    contributions = jnp.zeros(indices.shape, ring.dtype)
-    if d_data.dtype != jax.dtypes.float0:
-        d_weights = jnp.broadcast_to(d_data, indices.shape)
-        contributions = contributions + jnp.where(s != 0, d_weights * s.astype(ring.dtype), 0)
-    if d_spikes.dtype != jax.dtypes.float0:
-        contributions = contributions + jnp.broadcast_to(data, indices.shape) * d_spikes[source]
-    tangent = d_ring.reshape(-1).at[target].add(contributions).reshape(length, n_post)
-    return out, reference.pop_slot(tangent, step, pop)
+    out = arrival_p.bind(*primals, pop=pop, backend=backend)
+    if _is_zero(d_data) and _is_zero(d_spikes) and _is_zero(d_ring):
+        return out, [ad.Zero(jax.typeof(x).to_tangent_aval()) for x in out]
+    structure = (row_ptr, lag, indptr, indices, step)
+    tangent = jnp.zeros_like(ring) if _is_zero(d_ring) else d_ring
+    if not _is_zero(d_spikes):
+        tangent = arrival_p.bind(*structure, data, d_spikes, tangent, pop=False, backend=backend)[0]
+    if not _is_zero(d_data):
+        tangent = arrival_p.bind(*structure, d_data, spikes, tangent, pop=False, backend=backend)[0]
+    return out, list(reference.pop_slot(tangent, step, pop))
+
+
+def _arrival_transpose(cts, row_ptr, lag, indptr, indices, step, data, spikes, ring, *, pop, backend):
+    """The cotangent ``c`` of the ring goes to ``ring`` unchanged, to the weights as
+    ``g[k] = s[src(k)]·c[slot(r(k)), idx(k)]`` and to the spikes as the per-neuron row dot (see
+    `reference.arrival_data_grad` and `reference.arrival_row_dot`)."""
+    structure = (row_ptr, lag, indptr, indices, step)
+    if pop or any(ad.is_undefined_primal(x) for x in structure):
+        raise TypeError("arrival_scatter is transposed only in its tangent form (no pop, structure known).")
+    if ad.is_undefined_primal(data) and ad.is_undefined_primal(spikes):
+        raise TypeError("arrival_scatter is bilinear in (W.data, spikes): it is linear in one of them only.")
+    ct = cts[0]
+    if type(ct) is ad.Zero:
+        return [None] * 8
+    ct_data = ct_spikes = None
+    if ad.is_undefined_primal(data):
+        ct_data = reference.arrival_data_grad(*structure, spikes, ct, data.aval.shape)
+    if ad.is_undefined_primal(spikes):
+        ct_spikes = reference.arrival_row_dot(*structure, data, ct).astype(spikes.aval.dtype)
+    return [None] * 5 + [ct_data, ct_spikes, ct if ad.is_undefined_primal(ring) else None]
+
+
+def _arrival_batching(args, dims, *, pop, backend):
+    """Any batching: one call per batch element, in sequence (`lax.map`), as the kernel takes one ring."""
+    batched = [jnp.moveaxis(arg, dim, 0) for arg, dim in zip(args, dims, strict=True) if dim is not None]
+
+    def one(slices):
+        slices = iter(slices)
+        operands = (next(slices) if dim is not None else a for a, dim in zip(args, dims, strict=True))
+        return tuple(arrival_p.bind(*operands, pop=pop, backend=backend))
+
+    return list(lax.map(one, batched)), [0, 0]
+
+
+arrival_p.def_impl(jax.jit(_arrival_impl, static_argnames=("pop", "backend")))
+arrival_p.def_abstract_eval(_arrival_abstract)
+mlir.register_lowering(arrival_p, mlir.lower_fun(_arrival_impl, multiple_results=True))
+ad.primitive_jvps[arrival_p] = _arrival_jvp
+ad.primitive_transposes[arrival_p] = _arrival_transpose
+batching.primitive_batchers[arrival_p] = _arrival_batching
+
+
+def _checked_delays(row_ptr: Array, lag: Array, n_rows: int, length: int) -> tuple[Array, Array]:
+    """``row_ptr`` and ``lag`` after checking their values: a ValueError when they are concrete, else
+    `eqx.error_if` (raised when the computation runs)."""
+    row_ptr_message = (
+        f"`row_ptr` must start at 0, be non-decreasing and end at R = {n_rows} (the rows of W); build it "
+        "from each row's presynaptic neuron, e.g. `np.searchsorted(source, np.arange(n_pre + 1))`."
+    )
+    lag_message = (
+        f"`lag` must be within 1 … L = {length} steps (the ring's length); use a ring of L ≥ max(lag) slots "
+        "and delays of at least one step."
+    )
+    checks = (
+        (row_ptr, row_ptr_message, lambda xp, r: (r[0] != 0) | (r[-1] != n_rows) | xp.any(r[1:] < r[:-1])),
+        (lag, lag_message, lambda xp, x: xp.any((x < 1) | (x > length))),
+    )
+    checked = []
+    for value, message, bad in checks:
+        if isinstance(value, jax.core.Tracer):
+            value = eqx.error_if(value, bad(jnp, value), message)
+        elif bad(np, np.asarray(value)):
+            raise ValueError(message)
+        checked.append(value)
+    return checked[0], checked[1]
 
 
 def arrival_scatter(
@@ -331,16 +403,18 @@ def arrival_scatter(
     is ``ring`` with ``s[i]·W[r, j]`` added at ``[(step + lag[r]) mod L, j]`` for every row of every
     neuron with ``s[i] ≠ 0``. With ``pop``, slot ``(step + 1) mod L`` of the result — the input arriving in
     the next step — is also returned and cleared in the ring, in the same call: a network scatters the
-    spikes of step ``t − 1`` and pops the input of step ``t``, so the work per step is the synaptic
-    events and one slot, not the rows (a gather of the delayed spikes and a pass over all ``R`` rows, as
-    with `event_matvec` over a ring of past spikes).
+    spikes of step ``t − 1`` and pops the input of step ``t``. On the ``cpu`` backend the work per step is
+    the synaptic events and one slot, not the rows (a gather of the delayed spikes and a pass over all
+    ``R`` rows, as with `event_matvec` over a ring of past spikes). The ``reference`` backend, and
+    ``pallas``, which routes to it, compute every stored synapse whatever the spikes: O(nnz) per call,
+    i.e. per step of a network.
 
     Args:
         spikes: ``[n_pre]``, bool, integer (counts) or floating (surrogate spikes, ``W.data``'s dtype).
         W: the synapses' weights, ``[R, n_post]`` (rows sorted by presynaptic neuron).
-        row_ptr: ``[n_pre + 1]`` non-decreasing row offsets per presynaptic neuron, ending at ``R``; the
+        row_ptr: ``[n_pre + 1]`` non-decreasing row offsets per presynaptic neuron, from 0 to ``R``; the
             dtype of ``W.indices``.
-        lag: ``[R]`` integer delay of each row, steps (slot ``(step + lag) mod L``; use ``1 … L``).
+        lag: ``[R]`` integer delay of each row, steps, within ``1 … L`` (slot ``(step + lag) mod L``).
         ring: ``[L, n_post]`` future inputs, ``W.data``'s dtype and unit.
         step: the step in which ``spikes`` were emitted (integer scalar).
         pop: also return slot ``(step + 1) mod L`` of the result, cleared in the returned ring.
@@ -351,8 +425,13 @@ def arrival_scatter(
     Returns:
         The updated ring ``[L, n_post]``; with ``pop``, ``(ring, arriving [n_post])``.
 
-    Differentiable w.r.t. ``W.data``, floating ``spikes`` and ``ring`` (forward and reverse mode): the
-    derivatives touch every synapse (O(nnz) gathers and a scatter-add in pure `jax.numpy`, on any backend).
+    ``row_ptr`` and ``lag`` are checked: a ValueError when they are concrete, else `equinox.error_if`.
+
+    Differentiable w.r.t. ``W.data``, floating ``spikes`` and ``ring``, in forward and reverse mode. The
+    tangent is this operator again, linear in the tangents. Its transpose gives the weights
+    ``g[k] = s[src(k)]·ȳ[slot(r(k)), j(k)]`` and the spikes a per-neuron row dot. It is computed in pure
+    `jax.numpy` over every synapse, on any backend (O(nnz) work per call). Reverse mode through a
+    `lax.scan` stores only ``spikes`` and ``step`` per step (O(n_pre)), not per-synapse arrays.
     Under `jax.vmap` the kernel runs once per batch element.
 
     Example:
@@ -398,7 +477,8 @@ def arrival_scatter(
         spikes = spikes.astype(W.data.dtype)
     elif not floating and spikes.dtype != jnp.bool_:
         raise ValueError(f"`spikes` must be bool, integer or floating, got dtype {spikes.dtype}.")
+    row_ptr, lag = _checked_delays(row_ptr, lag, W.shape[0], ring.shape[0])
     backend = _backend.resolve(backend)
     args = (row_ptr, lag, W.indptr, W.indices, step.astype(jnp.int32), W.data, spikes, ring)
-    ring, arriving = _arrival(backend, *args, bool(pop))
+    ring, arriving = arrival_p.bind(*args, pop=bool(pop), backend=backend)
     return (ring, arriving) if pop else ring

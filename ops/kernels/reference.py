@@ -123,16 +123,55 @@ def arrival_scatter(
 
     ``indptr``/``indices``/``data`` are the CSR of the rows (``[R, n_post]``); ``row_ptr`` groups them by
     presynaptic neuron and ``lag`` gives each row's delay in steps. Result dtype: ``ring``'s."""
-    length, n_post = ring.shape
-    nnz = indices.shape[0]
-    row = row_ids(indptr, nnz)
-    source = row_ids(row_ptr, indptr.shape[0] - 1)[row]  # the presynaptic neuron of each synapse
-    slot = (step + lag.astype(indices.dtype)) % length
-    target = slot[row] * n_post + indices
+    source, target = _arrival_synapses(row_ptr, lag, indptr, indices, step, ring.shape)
     s = spikes[source]
     contributions = jnp.where(s != 0, jnp.broadcast_to(data, indices.shape) * s.astype(ring.dtype), 0)
-    ring = ring.reshape(-1).at[target].add(contributions.astype(ring.dtype)).reshape(length, n_post)
-    return pop_slot(ring, step, pop)
+    flat = ring.reshape(-1).at[target].add(contributions.astype(ring.dtype))
+    return pop_slot(flat.reshape(ring.shape), step, pop)
+
+
+def _arrival_synapses(row_ptr, lag, indptr, indices, step, ring_shape: tuple[int, int]):
+    """Per stored synapse: its presynaptic neuron and its flat index ``slot·n_post + j`` in the ring."""
+    length, n_post = ring_shape
+    row = row_ids(indptr, indices.shape[0])
+    source = row_ids(row_ptr, indptr.shape[0] - 1)[row]
+    slot = (step + lag.astype(indices.dtype)) % length
+    return source, slot[row] * n_post + indices
+
+
+def arrival_data_grad(
+    row_ptr: Int[Array, " n_pre+1"],
+    lag: Int[Array, " R"],
+    indptr: Int[Array, " R+1"],
+    indices: Int[Array, " nnz"],
+    step: Int[Array, ""],
+    spikes: Shaped[Array, " n_pre"],
+    cotangent: Float[Array, "L n_post"],
+    data_shape: tuple[int, ...],
+) -> Float[Array, "*nnz"]:
+    """The transpose of `arrival_scatter` w.r.t. ``data``: ``g[k] = s[src(k)]·ȳ[(step + lag[r(k)]) mod L,
+    indices[k]]``, zero where ``s = 0``; summed to ``()`` for one shared weight (``data_shape == ()``)."""
+    source, target = _arrival_synapses(row_ptr, lag, indptr, indices, step, cotangent.shape)
+    s = spikes[source]
+    g = jnp.where(s != 0, s.astype(cotangent.dtype) * cotangent.reshape(-1)[target], 0)
+    return g.reshape(data_shape) if data_shape else jnp.sum(g)
+
+
+def arrival_row_dot(
+    row_ptr: Int[Array, " n_pre+1"],
+    lag: Int[Array, " R"],
+    indptr: Int[Array, " R+1"],
+    indices: Int[Array, " nnz"],
+    step: Int[Array, ""],
+    data: Float[Array, "*nnz"],
+    cotangent: Float[Array, "L n_post"],
+) -> Float[Array, " n_pre"]:
+    """The transpose of `arrival_scatter` w.r.t. the spikes: ``Σ_{k of neuron i} data[k]·ȳ[(step +
+    lag[r(k)]) mod L, indices[k]]`` per presynaptic neuron ``i``."""
+    source, target = _arrival_synapses(row_ptr, lag, indptr, indices, step, cotangent.shape)
+    products = jnp.broadcast_to(data, indices.shape) * cotangent.reshape(-1)[target]
+    n_pre = row_ptr.shape[0] - 1
+    return jax.ops.segment_sum(products, source, num_segments=n_pre, indices_are_sorted=True)
 
 
 def pop_slot(ring: Float[Array, "L n"], step: Int[Array, ""], pop: bool):

@@ -163,3 +163,57 @@ def test_bad_inputs_name_the_argument():
             ops.arrival_scatter(**(ok | override))
     with pytest.raises(TypeError, match="`W`"):
         ops.arrival_scatter(**(ok | dict(W=W.to_dense())))
+
+
+def test_reverse_mode_stores_o_n_per_step(backend):
+    """`jax.grad` through a `lax.scan` of the ring saves per step the spikes (O(n)), not per-synapse arrays
+    (O(nnz)): the compiled temporaries grow by a few bytes per neuron and step, here with nnz = 100·n."""
+    n, per_row, length = 300, 100, 4
+    rng = np.random.default_rng(16)
+    cols = np.concatenate([rng.choice(n, per_row, replace=False) for _ in range(n)])
+    weights = jnp.asarray(rng.random(n * per_row), jnp.float32)
+    W = ops.CSR.from_edges(np.repeat(np.arange(n), per_row), cols, weights, (n, n))
+    row_ptr = jnp.arange(n + 1, dtype=jnp.int32)
+    lag = jnp.asarray(rng.integers(1, length + 1, n), jnp.int32)
+
+    def loss(data, spikes):
+        def body(ring, x):
+            t, s = x
+            ring, arriving = ops.arrival_scatter(
+                s, W.with_data(data), row_ptr, lag, ring, t, pop=True, backend=backend
+            )
+            return ring, jnp.sum(jnp.tanh(arriving))
+
+        xs = (jnp.arange(spikes.shape[0]), spikes)
+        return jax.lax.scan(body, jnp.zeros((length, n), jnp.float32), xs)[1].sum()
+
+    def temporaries(steps: int) -> int:
+        spikes = jnp.asarray(rng.random((steps, n)) < 0.1, jnp.float32)
+        compiled = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(weights, spikes).compile()
+        return compiled.memory_analysis().temp_size_in_bytes
+
+    per_step = (temporaries(80) - temporaries(20)) / 60
+    assert 0 < per_step < 32 * n  # O(nnz) residuals would be ~9 bytes × nnz = 900 × n per step
+
+
+def test_row_ptr_and_lag_values_are_checked():
+    """Concrete ``row_ptr``/``lag`` that break the contract raise ValueError; traced ones raise when run."""
+    W, row_ptr, lag, _ = delayed(17, 6, 5, 3, jnp.float32)
+    ring = jnp.zeros((3, 5), jnp.float32)
+    spikes = jnp.ones(6, bool)
+    n_rows = W.shape[0]
+    cases = [
+        ("row_ptr", row_ptr.at[-1].set(n_rows - 1)),  # does not end at R
+        ("row_ptr", row_ptr.at[0].set(1)),  # does not start at 0
+        ("row_ptr", row_ptr.at[2].set(row_ptr[3] + 1)),  # row_ptr[2] > row_ptr[3]
+        ("lag", lag.at[0].set(0)),  # below 1
+        ("lag", lag.at[-1].set(4)),  # beyond L = 3
+    ]
+    for name, value in cases:
+        args = dict(spikes=spikes, W=W, row_ptr=row_ptr, lag=lag, ring=ring, step=0) | {name: value}
+        with pytest.raises(ValueError, match=f"`{name}` must"):
+            ops.arrival_scatter(**args)
+        traced = jax.jit(lambda v, args=args, name=name: ops.arrival_scatter(**(args | {name: v})))
+        with pytest.raises(Exception, match=f"`{name}` must"):
+            jax.block_until_ready(traced(value))
+    jax.jit(lambda r, g: ops.arrival_scatter(spikes, W, r, g, ring, 0))(row_ptr, lag)  # valid: no error
