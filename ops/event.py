@@ -18,6 +18,7 @@ Each primitive lowers through the backend chosen at call time (see `diffbrain.op
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -321,9 +322,9 @@ def _arrival_jvp(primals, tangents, *, pop: bool, backend: str):
 
 
 def _arrival_transpose(cts, row_ptr, lag, indptr, indices, step, data, spikes, ring, *, pop, backend):
-    """The cotangent ``c`` of the ring goes to ``ring`` unchanged, to the weights as
-    ``g[k] = s[src(k)]·c[slot(r(k)), idx(k)]`` and to the spikes as the per-neuron row dot (see
-    `reference.arrival_data_grad` and `reference.arrival_row_dot`)."""
+    """The cotangent ``ȳ`` of the ring goes to ``ring`` unchanged, to the weights as
+    ``g[k] = s[src(k)]·ȳ[slot(r(k)), idx(k)]`` (event-driven on ``cpu``; for one shared weight
+    ``Σ ȳ ⊙ S(1, s)``, the scatter itself) and to the spikes as a per-neuron row dot."""
     structure = (row_ptr, lag, indptr, indices, step)
     if pop or any(ad.is_undefined_primal(x) for x in structure):
         raise TypeError("arrival_scatter is transposed only in its tangent form (no pop, structure known).")
@@ -334,9 +335,9 @@ def _arrival_transpose(cts, row_ptr, lag, indptr, indices, step, data, spikes, r
         return [None] * 8
     ct_data = ct_spikes = None
     if ad.is_undefined_primal(data):
-        ct_data = reference.arrival_data_grad(*structure, spikes, ct, data.aval.shape)
+        ct_data = _weight_cotangent(structure, spikes, ct, data.aval.shape, backend)
     if ad.is_undefined_primal(spikes):
-        ct_spikes = reference.arrival_row_dot(*structure, data, ct).astype(spikes.aval.dtype)
+        ct_spikes = arrival_row_dot_p.bind(*structure, data, ct, backend=backend).astype(spikes.aval.dtype)
     return [None] * 5 + [ct_data, ct_spikes, ct if ad.is_undefined_primal(ring) else None]
 
 
@@ -358,6 +359,82 @@ mlir.register_lowering(arrival_p, mlir.lower_fun(_arrival_impl, multiple_results
 ad.primitive_jvps[arrival_p] = _arrival_jvp
 ad.primitive_transposes[arrival_p] = _arrival_transpose
 batching.primitive_batchers[arrival_p] = _arrival_batching
+
+# The transposes of the ring w.r.t. the weights (``[nnz]``) and the spikes (``[n_pre]``), through the cpu
+# kernels or the reference. Each is bilinear in its last two operands, and each transposes into the ring
+# or the other, so derivatives of any order stay within these three primitives.
+arrival_data_grad_p = Primitive("arrival_data_grad")  # (structure…, spikes, ring cotangent) → [nnz]
+arrival_row_dot_p = Primitive("arrival_row_dot")  # (structure…, data, ring cotangent) → [n_pre]
+
+
+def _weight_cotangent(structure, spikes, ct, data_shape: tuple[int, ...], backend: str):
+    """The cotangent of ``W.data`` from the ring's ``ct``; for one shared weight ``Σ ct ⊙ S(1, s)``, the
+    scatter itself (event-driven on cpu, no ``[nnz]`` array)."""
+    if data_shape:
+        return arrival_data_grad_p.bind(*structure, spikes, ct, backend=backend)
+    one, zeros = jnp.ones((), ct.dtype), jnp.zeros_like(ct)
+    return jnp.sum(ct * arrival_p.bind(*structure, one, spikes, zeros, pop=False, backend=backend)[0])
+
+
+def _scatter_linear(structure, data, spikes, ring_aval, backend: str):
+    """``S(data, s)`` into an empty ring: the transpose of both row dot and weight cotangent w.r.t. the
+    ring's cotangent."""
+    zeros = jnp.zeros(ring_aval.shape, ring_aval.dtype)
+    return arrival_p.bind(*structure, data, spikes, zeros, pop=False, backend=backend)[0]
+
+
+def _data_grad_transpose(ct, *operands, backend):
+    structure, spikes, ring_ct = operands[:5], operands[5], operands[6]
+    if type(ct) is ad.Zero:
+        return [None] * 7
+    if ad.is_undefined_primal(spikes):
+        ct_spikes = arrival_row_dot_p.bind(*structure, ct, ring_ct, backend=backend)
+        return [None] * 5 + [ct_spikes.astype(spikes.aval.dtype), None]
+    return [None] * 6 + [_scatter_linear(structure, ct, spikes, ring_ct.aval, backend)]
+
+
+def _row_dot_transpose(ct, *operands, backend):
+    structure, data, ring_ct = operands[:5], operands[5], operands[6]
+    if type(ct) is ad.Zero:
+        return [None] * 7
+    if ad.is_undefined_primal(data):
+        return [None] * 5 + [_weight_cotangent(structure, ct, ring_ct, data.aval.shape, backend), None]
+    return [None] * 6 + [_scatter_linear(structure, data, ct, ring_ct.aval, backend)]
+
+
+for _primitive, _name, _shape, _transpose in (
+    (arrival_data_grad_p, "arrival_data_grad", lambda indices, row_ptr: indices.shape, _data_grad_transpose),
+    (
+        arrival_row_dot_p,
+        "arrival_row_dot",
+        lambda indices, row_ptr: (row_ptr.shape[0] - 1,),
+        _row_dot_transpose,
+    ),
+):
+
+    def _transpose_impl(*args, backend: str, name: str = _name):
+        kernels = _backend.kernels("cpu") if backend == "cpu" else reference
+        return getattr(kernels, name)(*args)
+
+    def _transpose_abstract(*args, backend, shape=_shape):
+        return jax.core.ShapedArray(shape(args[3], args[0]), args[6].dtype)
+
+    def _transpose_jvp(primals, tangents, *, backend, primitive: Primitive = _primitive):
+        """Bilinear in the last two operands (the structure and step are integers, without tangents)."""
+        structure, (a, b), (da, db) = primals[:5], primals[5:], tangents[5:]
+        out = primitive.bind(*primals, backend=backend)
+        terms = [primitive.bind(*structure, da, b, backend=backend)] if not _is_zero(da) else []
+        terms += [primitive.bind(*structure, a, db, backend=backend)] if not _is_zero(db) else []
+        if not terms:
+            return out, ad.Zero(jax.typeof(out).to_tangent_aval())
+        return out, sum(terms[1:], terms[0])
+
+    _primitive.def_impl(jax.jit(_transpose_impl, static_argnames=("backend",)))
+    _primitive.def_abstract_eval(_transpose_abstract)
+    mlir.register_lowering(_primitive, mlir.lower_fun(_transpose_impl, multiple_results=False))
+    ad.primitive_jvps[_primitive] = _transpose_jvp
+    ad.primitive_transposes[_primitive] = _transpose
+    batching.primitive_batchers[_primitive] = functools.partial(_batch_by_map, _primitive)
 
 
 def _checked_delays(row_ptr: Array, lag: Array, n_rows: int, length: int) -> tuple[Array, Array]:

@@ -42,6 +42,8 @@ _TARGETS = {
     "diffbrain_data_grad": "DiffbrainDataGrad",
     "diffbrain_data_grad_add": "DiffbrainDataGradAdd",
     "diffbrain_arrival_scatter": "DiffbrainArrivalScatter",
+    "diffbrain_arrival_data_grad": "DiffbrainArrivalDataGrad",
+    "diffbrain_arrival_row_dot": "DiffbrainArrivalRowDot",
 }
 
 _lock = threading.Lock()
@@ -277,3 +279,34 @@ def arrival_scatter(
         "diffbrain_arrival_scatter", results, vmap_method="sequential", input_output_aliases={7: 0}
     )
     return tuple(call(*args))
+
+
+def arrival_data_grad(
+    row_ptr: Integer[Array, " n_pre+1"],
+    lag: Integer[Array, " R"],
+    indptr: Integer[Array, " R+1"],
+    indices: Integer[Array, " nnz"],
+    step: Integer[Array, ""],
+    spikes: Bool[Array, " n_pre"] | Float[Array, " n_pre"],
+    cotangent: Float[Array, "L n_post"],
+) -> Float[Array, " nnz"]:
+    """`reference.arrival_data_grad`, computed on the synapses of the neurons that fired only (the rest of
+    the nnz-sized result is zeroed as in `data_grad`)."""
+    cotangent = _float("cotangent", cotangent)
+    args = (row_ptr, lag.astype(jnp.int32), indptr, indices, jnp.asarray(step, jnp.int32), spikes, cotangent)
+    return _call("diffbrain_arrival_data_grad", indices.shape, cotangent.dtype, *args)
+
+
+def arrival_row_dot(
+    row_ptr: Integer[Array, " n_pre+1"],
+    lag: Integer[Array, " R"],
+    indptr: Integer[Array, " R+1"],
+    indices: Integer[Array, " nnz"],
+    step: Integer[Array, ""],
+    data: Float[Array, " nnz"] | Float[Array, ""],
+    cotangent: Float[Array, "L n_post"],
+) -> Float[Array, " n_pre"]:
+    """`reference.arrival_row_dot` in one pass over the synapses, without per-synapse temporaries."""
+    data = _float("data", data)
+    args = (row_ptr, lag.astype(jnp.int32), indptr, indices, jnp.asarray(step, jnp.int32), data, cotangent)
+    return _call("diffbrain_arrival_row_dot", (row_ptr.shape[0] - 1,), data.dtype, *args)

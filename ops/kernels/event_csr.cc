@@ -702,6 +702,114 @@ ffi::Error arrival_impl(ffi::AnyBuffer row_ptr, ffi::Buffer<ffi::S32> lag, ffi::
   });
 }
 
+// Transposes of the arrival ring, for reverse mode; ct [L, n_post] is the cotangent of the ring.
+// Weight cotangent: g[k] = s[i] * ct[(step + lag[r]) mod L, indices[k]] on the synapses of the neurons that
+// fired, zero elsewhere (work: the events, plus the zeroing of g, mostly by the kernel when g is large).
+template <class F, class I, class S>
+void arrival_data_grad(const I* row_ptr, const int32_t* lag, const I* indptr, const I* indices, int64_t step,
+                       const S* spikes, const F* ct, int64_t n_pre, int64_t length, int64_t n_post, int64_t nnz,
+                       F* g) {
+  if (!zero_output(g, sizeof(F) * nnz)) std::fill(g, g + nnz, F(0));
+  const int64_t now = ((step % length) + length) % length;
+  for_each_fired(spikes, n_pre, [&](int64_t i) {
+    const F scale = static_cast<F>(spikes[i]);
+    for (int64_t r = row_ptr[i]; r < row_ptr[i + 1]; ++r) {
+      const F* c = ct + ((now + lag[r]) % length + length) % length * n_post;
+      for (int64_t k = indptr[r]; k < indptr[r + 1]; ++k) g[k] = scale * c[indices[k]];
+    }
+  });
+}
+
+// Spike cotangent: out[i] = sum over the rows r of neuron i and their synapses k of w[k] * ct[slot(r), indices[k]].
+template <class F, class I, bool kHomogeneous>
+DIFFBRAIN_SCALAR_LOOPS void arrival_row_dot(const I* row_ptr, const int32_t* lag, const I* indptr, const I* indices,
+                                            int64_t step, const F* data, const F* ct, int64_t n_pre, int64_t length,
+                                            int64_t n_post, F* out) {
+  const int64_t now = ((step % length) + length) % length;
+  for (int64_t i = 0; i < n_pre; ++i) {
+    F acc[2] = {F(0), F(0)};
+    for (int64_t r = row_ptr[i]; r < row_ptr[i + 1]; ++r) {
+      const F* c = ct + ((now + lag[r]) % length + length) % length * n_post;
+      int64_t k = indptr[r];
+      const int64_t hi = indptr[r + 1];
+      for (; k + 2 <= hi; k += 2) {
+        acc[0] += kHomogeneous ? c[indices[k]] : data[k] * c[indices[k]];
+        acc[1] += kHomogeneous ? c[indices[k + 1]] : data[k + 1] * c[indices[k + 1]];
+      }
+      if (k < hi) acc[0] += kHomogeneous ? c[indices[k]] : data[k] * c[indices[k]];
+    }
+    out[i] = kHomogeneous ? (acc[0] + acc[1]) * data[0] : acc[0] + acc[1];
+  }
+}
+
+// Shared checks of the two transposes: returns an error message, or nullptr.
+const char* arrival_transpose_shapes(ffi::AnyBuffer& row_ptr, ffi::AnyBuffer& indptr, ffi::AnyBuffer& indices,
+                                     ffi::AnyBuffer& ct, int64_t& length, int64_t& n_post) {
+  const auto dims = ct.dimensions();
+  if (dims.size() != 2 || dims[0] == 0) return "diffbrain arrival ring transpose: cotangent [L, n]";
+  length = dims[0];
+  n_post = dims[1];
+  if (indptr.element_type() != indices.element_type() || row_ptr.element_type() != indices.element_type())
+    return "diffbrain arrival ring transpose: indptr/row_ptr must match the indices' dtype";
+  return nullptr;
+}
+
+ffi::Error arrival_data_grad_impl(ffi::AnyBuffer row_ptr, ffi::Buffer<ffi::S32> lag, ffi::AnyBuffer indptr,
+                                  ffi::AnyBuffer indices, ffi::Buffer<ffi::S32> step, ffi::AnyBuffer spikes,
+                                  ffi::AnyBuffer ct, ffi::Result<ffi::AnyBuffer> g) {
+  if (ct.element_type() != g->element_type()) return unsupported("cotangent (must match the result)", ct.element_type());
+  int64_t length = 0, n_post = 0;
+  if (const char* error = arrival_transpose_shapes(row_ptr, indptr, indices, ct, length, n_post))
+    return ffi::Error::InvalidArgument(error);
+  const int64_t n_pre = static_cast<int64_t>(row_ptr.element_count()) - 1;
+  if (n_pre > 0 && static_cast<int64_t>(spikes.element_count()) != n_pre)
+    return ffi::Error::InvalidArgument("diffbrain arrival ring transpose: one spike per presynaptic neuron expected");
+  const int64_t t = static_cast<int64_t>(step.typed_data()[0]);
+  const int64_t nnz = static_cast<int64_t>(g->element_count());
+  return with_float("cotangent", ct.element_type(), [&](auto f) {
+    return with_index("indices", indices.element_type(), [&](auto i) {
+      return with_spike("spikes", spikes.element_type(), [&](auto s) {
+        using F = typename decltype(f)::type;
+        using I = typename decltype(i)::type;
+        using S = typename decltype(s)::type;
+        if (n_pre <= 0 || n_post == 0) {
+          zero(g);
+          return ffi::Error::Success();
+        }
+        arrival_data_grad<F, I, S>(row_ptr.typed_data<I>(), lag.typed_data(), indptr.typed_data<I>(),
+                                   indices.typed_data<I>(), t, spikes.typed_data<S>(), ct.typed_data<F>(), n_pre,
+                                   length, n_post, nnz, g->typed_data<F>());
+        return ffi::Error::Success();
+      });
+    });
+  });
+}
+
+ffi::Error arrival_row_dot_impl(ffi::AnyBuffer row_ptr, ffi::Buffer<ffi::S32> lag, ffi::AnyBuffer indptr,
+                                ffi::AnyBuffer indices, ffi::Buffer<ffi::S32> step, ffi::AnyBuffer data,
+                                ffi::AnyBuffer ct, ffi::Result<ffi::AnyBuffer> out) {
+  if (data.element_type() != ct.element_type() || data.element_type() != out->element_type())
+    return unsupported("cotangent (must match the weights)", ct.element_type());
+  int64_t length = 0, n_post = 0;
+  if (const char* error = arrival_transpose_shapes(row_ptr, indptr, indices, ct, length, n_post))
+    return ffi::Error::InvalidArgument(error);
+  const int64_t n_pre = static_cast<int64_t>(row_ptr.element_count()) - 1;
+  const int64_t t = static_cast<int64_t>(step.typed_data()[0]);
+  return with_float("weights", data.element_type(), [&](auto f) {
+    return with_index("indices", indices.element_type(), [&](auto i) {
+      return with_homogeneous(data.dimensions().size() == 0, [&](auto homogeneous) {
+        using F = typename decltype(f)::type;
+        using I = typename decltype(i)::type;
+        if (n_pre > 0)
+          arrival_row_dot<F, I, decltype(homogeneous)::value>(
+              row_ptr.typed_data<I>(), lag.typed_data(), indptr.typed_data<I>(), indices.typed_data<I>(), t,
+              data.typed_data<F>(), ct.typed_data<F>(), n_pre, length, n_post, out->typed_data<F>());
+        return ffi::Error::Success();
+      });
+    });
+  });
+}
+
 }  // namespace
 
 #define DIFFBRAIN_FOUR_ARGS_ONE_RESULT()                                                                   \
@@ -740,3 +848,17 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(DiffbrainArrivalScatter, arrival_impl,
                                   .Arg<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>());
+
+#define DIFFBRAIN_ARRIVAL_TRANSPOSE()                                                                      \
+  ffi::Ffi::Bind()                                                                                        \
+      .Arg<ffi::AnyBuffer>()                                                                              \
+      .Arg<ffi::Buffer<ffi::S32>>()                                                                       \
+      .Arg<ffi::AnyBuffer>()                                                                              \
+      .Arg<ffi::AnyBuffer>()                                                                              \
+      .Arg<ffi::Buffer<ffi::S32>>()                                                                       \
+      .Arg<ffi::AnyBuffer>()                                                                              \
+      .Arg<ffi::AnyBuffer>()                                                                              \
+      .Ret<ffi::AnyBuffer>()
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(DiffbrainArrivalDataGrad, arrival_data_grad_impl, DIFFBRAIN_ARRIVAL_TRANSPOSE());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(DiffbrainArrivalRowDot, arrival_row_dot_impl, DIFFBRAIN_ARRIVAL_TRANSPOSE());

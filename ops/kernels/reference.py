@@ -147,14 +147,12 @@ def arrival_data_grad(
     step: Int[Array, ""],
     spikes: Shaped[Array, " n_pre"],
     cotangent: Float[Array, "L n_post"],
-    data_shape: tuple[int, ...],
-) -> Float[Array, "*nnz"]:
-    """The transpose of `arrival_scatter` w.r.t. ``data``: ``g[k] = s[src(k)]·ȳ[(step + lag[r(k)]) mod L,
-    indices[k]]``, zero where ``s = 0``; summed to ``()`` for one shared weight (``data_shape == ()``)."""
+) -> Float[Array, " nnz"]:
+    """The transpose of `arrival_scatter` w.r.t. ``data`` (one weight per synapse): ``g[k] =
+    s[src(k)]·ȳ[(step + lag[r(k)]) mod L, indices[k]]``, zero where ``s = 0``."""
     source, target = _arrival_synapses(row_ptr, lag, indptr, indices, step, cotangent.shape)
     s = spikes[source]
-    g = jnp.where(s != 0, s.astype(cotangent.dtype) * cotangent.reshape(-1)[target], 0)
-    return g.reshape(data_shape) if data_shape else jnp.sum(g)
+    return jnp.where(s != 0, s.astype(cotangent.dtype) * cotangent.reshape(-1)[target], 0)
 
 
 def arrival_row_dot(

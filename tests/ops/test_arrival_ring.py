@@ -217,3 +217,30 @@ def test_row_ptr_and_lag_values_are_checked():
         with pytest.raises(Exception, match=f"`{name}` must"):
             jax.block_until_ready(traced(value))
     jax.jit(lambda r, g: ops.arrival_scatter(spikes, W, r, g, ring, 0))(row_ptr, lag)  # valid: no error
+
+
+def test_second_order_and_vmapped_gradients(backend):
+    """The transposes (weight cotangent, spike row dot) are differentiable again: second-order
+    `check_grads` and the Hessian of the dense construction; `vmap` of the gradient equals a loop."""
+    W, row_ptr, lag, source = delayed(18, 8, 5, 3, jnp.float64)
+    spikes = random_spikes(19, (8,), "float")
+    ring = jnp.asarray(np.random.default_rng(20).normal(size=(3, 5)))
+
+    def ours(data, s, r):
+        _, arriving = ops.arrival_scatter(s, W.with_data(data), row_ptr, lag, r, 4, pop=True, backend=backend)
+        return jnp.sum(jnp.sin(arriving))
+
+    def theirs(data, s, r):
+        return jnp.sum(jnp.sin(dense_scatter(s, W.with_data(data), lag, source, r, 4)[(4 + 1) % 3]))
+
+    args = (W.data, spikes, ring)
+    check_grads(ours, args, order=2, modes=("rev",))
+    got = jax.hessian(ours, argnums=(0, 1))(*args)
+    expected = jax.hessian(theirs, argnums=(0, 1))(*args)
+    for g, e in zip(jax.tree.leaves(got), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_allclose(g, e, rtol=1e-12, atol=1e-12)
+    batch = jnp.stack([spikes, spikes[::-1], 2 * spikes])
+    vmapped = jax.vmap(jax.grad(ours, argnums=(0, 1)), in_axes=(None, 0, None))(W.data, batch, ring)
+    for b in range(3):
+        for v, one in zip(vmapped, jax.grad(ours, argnums=(0, 1))(W.data, batch[b], ring), strict=True):
+            np.testing.assert_allclose(v[b], one, rtol=1e-12, atol=1e-12)
