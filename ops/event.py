@@ -14,6 +14,10 @@ Each transposes into the others (e.g. ``csr_spmv`` w.r.t. ``s`` is ``csr_row_dot
 axis that the backends compute in one call (``event_matmat``); ``vmap`` over the weights or the structure
 falls back to a sequential `lax.map`. The structure arrays ``indptr``/``indices`` are not differentiable.
 Each primitive lowers through the backend chosen at call time (see `diffbrain.ops._backend`).
+
+The arrival ring (`arrival_scatter`) is a fourth primitive, ``arrival_scatter``, with the same design: its
+tangent is itself, and its transposes ``arrival_data_grad`` (the weights) and ``arrival_row_dot`` (the
+spikes) are primitives, bilinear and transposing into one another and the ring.
 """
 
 from __future__ import annotations
@@ -504,11 +508,13 @@ def arrival_scatter(
 
     ``row_ptr`` and ``lag`` are checked: a ValueError when they are concrete, else `equinox.error_if`.
 
-    Differentiable w.r.t. ``W.data``, floating ``spikes`` and ``ring``, in forward and reverse mode. The
-    tangent is this operator again, linear in the tangents. Its transpose gives the weights
-    ``g[k] = s[src(k)]·ȳ[slot(r(k)), j(k)]`` and the spikes a per-neuron row dot. It is computed in pure
-    `jax.numpy` over every synapse, on any backend (O(nnz) work per call). Reverse mode through a
-    `lax.scan` stores only ``spikes`` and ``step`` per step (O(n_pre)), not per-synapse arrays.
+    Differentiable w.r.t. ``W.data``, floating ``spikes`` and ``ring``, to any order, in forward and
+    reverse mode. The tangent is this operator again, linear in the tangents. Its transpose gives the
+    weights ``g[k] = s[src(k)]·ȳ[slot(r(k)), j(k)]``, computed on the synapses of the neurons that fired on
+    ``cpu`` (plus a zero fill of the ``[nnz]`` result; for one shared weight, a scatter of ``s``, without
+    any ``[nnz]`` array). The spikes get a per-neuron row dot over all synapses (O(nnz)). The ``reference``
+    backend computes both over every synapse. Reverse mode through a `lax.scan` stores only ``spikes`` and
+    ``step`` per step (O(n_pre)), not per-synapse arrays.
     Under `jax.vmap` the kernel runs once per batch element.
 
     Example:
