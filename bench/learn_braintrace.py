@@ -14,11 +14,11 @@ e^{−1/100}); diffbrain runs its default ES-D-RTRL (one trace per state timesca
 
 Records per T (case ``n_rec=200/T=<T>/braintrace``):
 
-* ``step_time`` (s) of ``diffbrain.es-d-rtrl``, ``diffbrain.bptt``, ``braintrace.es-d-rtrl`` (states with a
-  batch axis, ``braintrace.compile(..., batch_size=16)``) and ``braintrace.es-d-rtrl.vmap`` (``vmap=True``:
-  its ``ETraceVmap`` over unbatched learners; the same gradients to 1e-9): the median of the timed gradient
-  steps, compilation excluded (braintrace: after two warm-up calls, since brainstate's ``jit`` compiles on
-  the first two);
+* ``step_time`` (s) of ``diffbrain`` (its ES-D-RTRL, the method compared), ``diffbrain.bptt``,
+  ``braintrace.es-d-rtrl`` (states with a batch axis, ``braintrace.compile(..., batch_size=16)``) and
+  ``braintrace.es-d-rtrl.vmap`` (``vmap=True``: its ``ETraceVmap`` over unbatched learners; the same gradients
+  to 1e-9): the median of the timed gradient steps, compilation excluded (braintrace: after two warm-up calls,
+  since brainstate's ``jit`` compiles on the first two);
 * ``compile_time`` (s) of each (braintrace: the two warm-up calls minus two timed steps);
 * ``time_over_diffbrain`` (×) of each braintrace method: its step time over diffbrain's ES-D-RTRL's;
 * ``firing_rate`` (Hz) of diffbrain's network (a forward run) and braintrace's (in a timed step): the same
@@ -78,7 +78,7 @@ from .timing import measure_side_by_side
 SUITE = learn.SUITE
 PEERS = {"batched": "braintrace.es-d-rtrl", "vmap": "braintrace.es-d-rtrl.vmap"}
 """braintrace's method by its batching mode (see ``learn_peers.py``)."""
-DIFFBRAIN = {"es-d-rtrl": "diffbrain.es-d-rtrl", "bptt": "diffbrain.bptt"}
+DIFFBRAIN = {"es-d-rtrl": "diffbrain", "bptt": "diffbrain.bptt"}
 STEPS = (100, 300, 1_000)
 REPEATS = 3
 PEER_TIMEOUT_S = 1_800.0
@@ -258,7 +258,7 @@ def run(
             q1, median, q3 = np.percentile(runs, [25, 50, 75])
             fields = dict(repeats=runs.size, min=runs.min(), max=runs.max(), iqr=q3 - q1, **common)
             ratio = median / times[DIFFBRAIN["es-d-rtrl"]]
-            note = "braintrace's step time over diffbrain.es-d-rtrl's"
+            note = "braintrace's step time over diffbrain's ES-D-RTRL's"
             peer_records = [
                 make_record(SUITE, case, method, "step_time", median, "s", **fields),
                 make_record(SUITE, case, method, "compile_time", peer["compile_s"], "s", **common),

@@ -57,7 +57,8 @@ def test_braintrace_step_is_timed_on_the_same_network():
     assert step.status == "ok", step.note
     assert step.value > 0 and "braintrace=" in step.versions
     ratio = found[learn_braintrace.PEERS["batched"], "time_over_diffbrain"].value
-    assert ratio == pytest.approx(step.value / found["diffbrain.es-d-rtrl", "step_time"].value)
+    ours = found[learn_braintrace.DIFFBRAIN["es-d-rtrl"], "step_time"]
+    assert ratio == pytest.approx(step.value / ours.value)
     # Same weights and inputs: both networks are active at a comparable rate (not silent, not saturated).
-    for method in (learn_braintrace.PEERS["batched"], "diffbrain.es-d-rtrl"):
+    for method in (learn_braintrace.PEERS["batched"], learn_braintrace.DIFFBRAIN["es-d-rtrl"]):
         assert 1.0 < found[method, "firing_rate"].value < 500.0
