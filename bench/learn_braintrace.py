@@ -53,10 +53,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -72,6 +68,8 @@ from diffbrain import zoo
 from diffbrain.learn.online import default_decay
 
 from . import learn
+from .peers import peer_python as default_peer_python
+from .peers import run_peer_script
 from .records import Record, format_params, make_record, skipped, to_frame, write_csv
 from .timing import measure_side_by_side
 
@@ -83,11 +81,6 @@ STEPS = (100, 300, 1_000)
 REPEATS = 3
 PEER_TIMEOUT_S = 1_800.0
 PEER_SCRIPT = Path(__file__).with_name("learn_peers.py")
-
-
-def peer_python() -> str:
-    """The interpreter that has braintrace: ``$DIFFBRAIN_PEER_PYTHON``, else this one."""
-    return os.environ.get("DIFFBRAIN_PEER_PYTHON") or sys.executable
 
 
 def export(net: learn_lib.EINetwork, batches: dict[int, learn_lib.SimpleBatch], path: Path) -> Path:
@@ -148,30 +141,8 @@ def measure_peer(
     timeout_s: float,
 ) -> dict | str:
     """Run ``learn_peers.py`` in ``python``; its output (``{"versions", "runs"}``) or why not."""
-    with tempfile.TemporaryDirectory(prefix="diffbrain-learn-") as workdir:
-        spec_path, out_path = Path(workdir) / "spec.json", Path(workdir) / "out.json"
-        spec = dict(
-            network=str(network_file), steps=list(steps), modes=list(modes), repeats=repeats, decay=decay
-        )
-        spec_path.write_text(json.dumps(spec))
-        try:
-            done = subprocess.run(
-                [python, str(PEER_SCRIPT), str(spec_path), str(out_path)],
-                capture_output=True,
-                text=True,
-                timeout=timeout_s,
-            )
-        except OSError as error:
-            return (
-                f"cannot start the peer interpreter {python!r}: {error.strerror} (set DIFFBRAIN_PEER_PYTHON)"
-            )
-        except subprocess.TimeoutExpired:
-            return f"braintrace did not finish within {timeout_s:g} s"
-        if not out_path.exists():
-            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-            return f"braintrace exited with status {done.returncode}: {' | '.join(tail)[:300]}"
-        out = json.loads(out_path.read_text())
-    return out if out["status"] == "ok" else out["reason"]
+    spec = dict(network=str(network_file), steps=list(steps), modes=list(modes), repeats=repeats, decay=decay)
+    return run_peer_script(python, PEER_SCRIPT, spec, "braintrace", timeout_s)
 
 
 def _firing_rate(net: learn_lib.EINetwork, batch: learn_lib.SimpleBatch) -> float:
@@ -213,7 +184,9 @@ def run(
     with tempfile.TemporaryDirectory(prefix="diffbrain-learn-") as workdir:
         network_file = export(net, batches, Path(workdir) / "network.npz")
         decay = default_decay(net)
-        found = measure_peer(network_file, steps, modes, repeats, python or peer_python(), decay, timeout_s)
+        found = measure_peer(
+            network_file, steps, modes, repeats, python or default_peer_python(), decay, timeout_s
+        )
     after = {T: time_diffbrain(T) for T in steps}
 
     records = []

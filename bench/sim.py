@@ -40,10 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -57,6 +54,8 @@ from jaxtyping import ArrayLike, Float, PRNGKeyArray
 from diffbrain.zoo import networks
 
 from . import brainpy_peer
+from .peers import peer_python as default_peer_python
+from .peers import run_peer_script
 from .records import Record, format_params, make_record, skipped
 from .timing import measure_side_by_side
 
@@ -246,38 +245,18 @@ def measure_peer(
     """Run ``simulator`` on the exported network (``model`` ``"coba"``, `export`, or ``"microcircuit"``,
     `export_microcircuit`) in a subprocess of ``python``; measurements or why not."""
     n = int(np.load(network_file)["V0"].size)
-    with tempfile.TemporaryDirectory(prefix="diffbrain-sim-") as workdir:
-        spec_path, out_path = Path(workdir) / "spec.json", Path(workdir) / "out.json"
-        spec = dict(
-            simulator=simulator,
-            model=model,
-            network=str(network_file),
-            params=params,
-            durations_ms=list(durations_ms),
-            repeats=repeats,
-            budget_s=budget_s,
-            workdir=workdir,
-        )
-        spec_path.write_text(json.dumps(spec))
-        try:
-            done = subprocess.run(
-                [python, str(PEER_SCRIPT), str(spec_path), str(out_path)],
-                capture_output=True,
-                text=True,
-                timeout=timeout_s,
-            )
-        except OSError as error:
-            return (
-                f"cannot start the peer interpreter {python!r}: {error.strerror} (set DIFFBRAIN_PEER_PYTHON)"
-            )
-        except subprocess.TimeoutExpired:
-            return f"{simulator} did not finish within {timeout_s:g} s"
-        if not out_path.exists():
-            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-            return f"{simulator} exited with status {done.returncode}: {' | '.join(tail)[:300]}"
-        out = json.loads(out_path.read_text())
-    if out["status"] != "ok":
-        return out["reason"]
+    spec = dict(
+        simulator=simulator,
+        model=model,
+        network=str(network_file),
+        params=params,
+        durations_ms=list(durations_ms),
+        repeats=repeats,
+        budget_s=budget_s,
+    )
+    out = run_peer_script(python, PEER_SCRIPT, spec, simulator, timeout_s)
+    if isinstance(out, str):
+        return out
     versions = ";".join(f"{name}={version}" for name, version in out["versions"].items())
     return [
         Measurement(
@@ -383,7 +362,7 @@ def run_size(
 
     diffbrain is timed before and after the peers (``repeats`` runs each time; its records pool both), so
     that a change in the machine's load while the peers run hits it as well."""
-    python = peer_python or _peer_python()
+    python = peer_python or default_peer_python()
     key = jax.random.key(0)
     net = network(n, key)
     init_key = jax.random.key(1)
@@ -578,7 +557,7 @@ def run_microcircuit(
                 microcircuit_parameters(mc),
                 (duration_ms,),
                 repeats,
-                peer_python or _peer_python(),
+                peer_python or default_peer_python(),
                 model="microcircuit",
             )
             if isinstance(found, str):
@@ -613,10 +592,6 @@ def _check_microcircuit_duration(duration_ms: float) -> None:
             f"`duration_ms` must exceed RATES_FROM_MS = {RATES_FROM_MS:g} ms (the start transient that the "
             f"rates leave out), got {duration_ms!r}."
         )
-
-
-def _peer_python() -> str:
-    return os.environ.get("DIFFBRAIN_PEER_PYTHON") or sys.executable
 
 
 def run(
