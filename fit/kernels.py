@@ -31,7 +31,6 @@ the fitting methods use (`diffbrain.fit.fitter.run_method`), so every method of 
 from __future__ import annotations
 
 import itertools
-import time
 
 import equinox as eqx
 import jax
@@ -39,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray, Scalar
 
+from .objective import gradient_cost
 from .params import FreeParams
 
 
@@ -279,14 +279,5 @@ class KernelGIFObjective:
         """Measured wall time of one value-and-gradient over one forward (median of ``repeats``), ×."""
         if self._cost is None:
             u = jnp.zeros(self.free.size) if u is None else u
-            jax.block_until_ready((self.value(u), self.value_and_grad(u)))
-            ratios = []
-            for _ in range(repeats):
-                start = time.perf_counter()
-                jax.block_until_ready(self.value(u))
-                forward = time.perf_counter() - start
-                start = time.perf_counter()
-                jax.block_until_ready(self.value_and_grad(u))
-                ratios.append((time.perf_counter() - start) / forward)
-            self._cost = float(np.median(ratios))
+            self._cost = gradient_cost(self.value, self.value_and_grad, u, repeats)
         return self._cost

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
 from typing import Literal
 
 import equinox as eqx
@@ -277,18 +278,24 @@ class Objective:
         """Measured wall time of one value-and-gradient over one forward (median of ``repeats``), ×."""
         if self._cost is None:
             u = jnp.zeros(self.free.size, self.free.lower.dtype) if u is None else u
-            jax.block_until_ready(self.value(u))
-            jax.block_until_ready(self.value_and_grad(u))
-            ratios = []
-            for _ in range(repeats):
-                start = time.perf_counter()
-                jax.block_until_ready(self.value(u))
-                forward = time.perf_counter() - start
-                start = time.perf_counter()
-                jax.block_until_ready(self.value_and_grad(u))
-                ratios.append((time.perf_counter() - start) / forward)
-            self._cost = float(np.median(ratios))
+            self._cost = gradient_cost(self.value, self.value_and_grad, u, repeats)
         return self._cost
+
+
+def gradient_cost(value: Callable, value_and_grad: Callable, u: Array, repeats: int) -> float:
+    """Wall time of ``value_and_grad(u)`` over that of ``value(u)``: the median of ``repeats`` pairs after
+    one untimed call of each (compilation), ×."""
+    jax.block_until_ready(value(u))
+    jax.block_until_ready(value_and_grad(u))
+    ratios = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(value(u))
+        forward = time.perf_counter() - start
+        start = time.perf_counter()
+        jax.block_until_ready(value_and_grad(u))
+        ratios.append((time.perf_counter() - start) / forward)
+    return float(np.median(ratios))
 
 
 class BudgetExhausted(Exception):
