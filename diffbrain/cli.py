@@ -453,7 +453,9 @@ def _write_fit_plot(path: Path, objective, result, free) -> None:
 @app.command("bench", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def bench_command(
     context: typer.Context,
-    suite: Annotated[str, typer.Argument(help="throughput | ops | fit | learn | sim")],
+    suite: Annotated[
+        str, typer.Argument(help="throughput | ops | fit | fit_cells | fit_dimension | learn | sim")
+    ],
     quick: Annotated[bool, typer.Option(help="The suite's small grid (minutes, not hours).")] = False,
     out: Annotated[Path, typer.Option(help="Results folder; records merge into OUT/SUITE.csv.")] = Path(
         "bench-results"
