@@ -132,7 +132,8 @@ def hh_noise_problem() -> Problem:
     return _problem("hh-noise", zoo.HH(), zoo.HH(), currents, dt, free, input_scale=1.0, noise=1.0, note=note)
 
 
-def _warm_up(problem: Problem, method: str) -> None:
+def warm_up(problem: Problem, method: str) -> None:
+    """Compile ``method`` on ``problem`` with a short fit of the same shapes (its time is not recorded)."""
     objective = problem.objective
     size = population_size(objective.free.size)
     budget = {"lbfgsb": 3, "adam": 2 * N_STARTS["adam"], "lbfgs": 4 * N_STARTS["lbfgs"]}.get(method, 3 * size)
@@ -268,7 +269,7 @@ def run_problem(
 ) -> list[Record]:
     """Every method at every budget, ``repeats`` seeded fits each, methods interleaved per repeat."""
     for method in methods:
-        _warm_up(problem, method)
+        warm_up(problem, method)
     records = []
     grad_cost = problem.objective.gradient_cost(problem.objective.free.sample(jax.random.key(0), 1)[0])
     params = format_params({"free": ",".join(problem.truth), "gradient": problem.objective.gradient})

@@ -66,7 +66,7 @@ from diffbrain.fit import datasets
 from diffbrain.fit.fitter import float64, prepare, run_method
 from diffbrain.fit.objective import Account, Objective
 
-from .fit import DATA, N_STARTS, Problem, _warm_up
+from .fit import DATA, N_STARTS, Problem, warm_up
 from .records import Record, format_params, make_record, save, skipped, to_frame
 
 SUITE = "fit_cells"
@@ -297,7 +297,7 @@ def run_case(
     for model_name in models:
         problem = objective(case, model_name)
         for method in methods:
-            _warm_up(Problem(case.name, problem, {}, ()), method)
+            warm_up(Problem(case.name, problem, {}, ()), method)
         rows: dict[str, list[dict[str, float]]] = {method: [] for method in methods}
         for repeat in range(repeats):
             for method in methods:

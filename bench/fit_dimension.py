@@ -50,7 +50,7 @@ from diffbrain.fit.search import population_size
 
 from .fit import DATA
 from .records import Record, format_params, make_record
-from .timing import _compile_seconds
+from .timing import compile_seconds
 
 SUITE = "fit_dimension"
 DIMENSIONS = (2, 4, 8, 16, 32, 64, 128)
@@ -139,7 +139,7 @@ def warm_up(objective: KernelGIFObjective, method: str) -> tuple[float, float]:
     begin = time.perf_counter()
     size = population_size(objective.free.size)
     budget = {"lbfgs": 40, "adam": 4}.get(method, 3 * size)
-    with _compile_seconds() as durations:
+    with compile_seconds() as durations:
         for seed in range(2):
             key = jax.random.key(seed)
             run_method(objective, method, _starts(objective, method, key), Account(budget), key)

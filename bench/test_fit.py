@@ -23,7 +23,7 @@ def problem():
 @pytest.mark.parametrize("method", fit.METHODS)
 def test_fit(benchmark, problem, method: str):
     with jax.enable_x64(True):
-        fit._warm_up(problem, method)
+        fit.warm_up(problem, method)
         losses = []
 
         def once():

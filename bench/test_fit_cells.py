@@ -29,7 +29,7 @@ def case():
 def test_fit_cells(benchmark, case, method: str):
     case, objective = case
     with jax.enable_x64(True):
-        fit._warm_up(fit.Problem(case.name, objective, {}, ()), method)
+        fit.warm_up(fit.Problem(case.name, objective, {}, ()), method)
         outcomes = []
 
         def once():

@@ -48,7 +48,7 @@ def _call(fn: Callable[[], object]) -> float:
 
 
 @contextlib.contextmanager
-def _compile_seconds() -> Iterator[list[float]]:
+def compile_seconds() -> Iterator[list[float]]:
     """Collect the durations of JAX's compile events while the context is open."""
     durations: list[float] = []
 
@@ -92,7 +92,7 @@ def measure_side_by_side(
         raise ValueError(f"`repeats` and `warmup` must be >= 1, got repeats={repeats}, warmup={warmup}.")
     compile_time = {}
     for name, fn in fns.items():
-        with _compile_seconds() as durations:
+        with compile_seconds() as durations:
             for _ in range(warmup):
                 _call(fn)
         compile_time[name] = sum(durations)

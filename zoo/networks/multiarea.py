@@ -70,8 +70,9 @@ responses in 7A, 46d, 7m and 7B). (2) The pulse lasts 100 ms (the authors': 150 
 machine, compile excluded): 4.4 s per biological second with the 10 % delay jitter (128k delay rows), 0.8 s
 with one delay per pair of areas (``delay_jitter=0``, 20k rows).
 
-Data: ``/work/shared/data/conn-macaque-markov2014-29areas`` — ``fln_29x29.csv`` (FLN[target, source]),
-``distance_mm_29x29.csv`` (wiring distances, mm), ``hierarchy_29.csv`` (hierarchy values), ``areas.txt``.
+Data: ``../shared/data/conn-macaque-markov2014-29areas`` (any folder with these files) — ``fln_29x29.csv``
+(FLN[target, source]), ``distance_mm_29x29.csv`` (wiring distances, mm), ``hierarchy_29.csv`` (hierarchy
+values), ``areas.txt``.
 
 ??? cite "Reference"
     Joglekar, M. R., Mejias, J. F., Yang, G. R. & Wang, X.-J. (2018). Inter-areal balanced amplification
