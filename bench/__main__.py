@@ -37,6 +37,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         type=int,
         help=f"population sizes (default {throughput.SIZES}; ops: {ops.SIZES})",
     )
+    parser.add_argument(
+        "--methods", nargs="+", help=f"fit: the methods to run side by side (default {' '.join(fit.METHODS)})"
+    )
+    parser.add_argument("--problems", nargs="+", help=f"fit: the problems (default {' '.join(fit.PROBLEMS)})")
     parser.add_argument("--steps", type=int, help=f"time steps per run (default {throughput.STEPS})")
     parser.add_argument("--repeats", type=int, help="timed runs per method (default 5; fit: 10, quick 2)")
     parser.add_argument(
@@ -86,7 +90,13 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     if args.suite == "fit":
         repeats = args.repeats or (fit.QUICK["repeats"] if args.quick else fit.REPEATS)
-        records = fit.run(repeats=repeats, progress=lambda line: print(line, flush=True))
+        chosen = {"methods": args.methods, "problems": args.problems}
+        for option, names in chosen.items():
+            known = getattr(fit, option.upper())
+            if names is not None and not set(names) <= set(known):
+                parser.error(f"--{option} must be among {', '.join(known)}, got {' '.join(names)}")
+        chosen = {option: names for option, names in chosen.items() if names is not None}
+        records = fit.run(repeats=repeats, progress=lambda line: print(line, flush=True), **chosen)
         summary = fit.summary
     elif args.suite in ("fit_cells", "fit_dimension"):
         suite = fit_cells if args.suite == "fit_cells" else fit_dimension

@@ -37,3 +37,12 @@ def test_missing_hh_data_is_skipped(monkeypatch, tmp_path):
 def test_unknown_problem():
     with pytest.raises(ValueError, match="choose from"):
         fit.build("nope")
+
+
+@pytest.mark.parametrize("option", ["--methods", "--problems"])
+def test_cli_rejects_unknown_method_or_problem(option, capsys):
+    from diffbrain.bench import __main__ as cli
+
+    with pytest.raises(SystemExit):
+        cli.main(["fit", option, "nonsense"])
+    assert f"{option} must be among" in capsys.readouterr().err
