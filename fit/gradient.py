@@ -192,78 +192,282 @@ def _on_cell(objective: Objective, data: tuple | None, cell: Array) -> Objective
     return on
 
 
-def _with_gradient(objective: Objective, mode: str):
-    """``loss(u, cell, data)``: ``objective``'s loss of ``u`` (on cell ``cell`` of the stacked ``data``, or
-    its own sweeps if ``data`` is None) as a function whose reverse-mode gradient is computed in ``mode``
-    (so optax's line search, which calls `jax.value_and_grad`, gets the cheap gradient)."""
-
-    @jax.custom_vjp
-    def loss(u, cell, data):
-        return _on_cell(objective, data, cell)._value_and_grad(u, mode=mode)[0]
-
-    def forward(u, cell, data):
-        value, grad = _on_cell(objective, data, cell)._value_and_grad(u, mode=mode)
-        return value, grad
-
-    def backward(grad, cotangent):
-        return cotangent * grad, None, None  # the recording is data, not differentiated
-
-    loss.defvjp(forward, backward)
-    return loss
-
-
 def _select(mask: Array, new, old):
     """``new`` where ``mask`` (one flag per start, the leading axis) else ``old``, for every leaf."""
     return jax.tree.map(lambda a, b: jnp.where(mask.reshape(-1, *[1] * (a.ndim - 1)), a, b), new, old)
 
 
+TICKS_PER_CALL = 16
+"""Ticks (one batched value-and-gradient each) of `lbfgs` per jitted call, at most."""
+SUFFICIENT_DECREASE = 1e-4
+"""c₁ of the line search: a step t is short enough when φ(t) ≤ φ(0) + c₁ t φ′(0)."""
+CURVATURE = 0.9
+"""c₂ of the line search: a short-enough step is accepted when φ′(t) ≥ c₂ φ′(0) (weak Wolfe)."""
+PAIR_EPSILON = 1e-10
+"""A pair (s, y) enters the memory only if s·y > ε ‖s‖ ‖y‖ (the inverse Hessian stays positive definite)."""
+
+RUNNING, GRADIENT, DECREASE, NO_DECREASE, NON_FINITE, MAX_ITERATIONS, IDLE = range(7)
+"""Status of an `lbfgs` lane; IDLE is a padded lane (never alive)."""
+MESSAGES = {
+    RUNNING: "budget exhausted",
+    GRADIENT: "converged: gradient norm below tolerance",
+    DECREASE: "converged: relative loss decrease below tolerance",
+    NO_DECREASE: "converged: the line search found no lower loss",
+    NON_FINITE: "stopped at a non-finite loss or gradient",
+    MAX_ITERATIONS: "max_iterations reached",
+}
+"""`StartResult.message` of an `lbfgs` run by the status of its lane when it ended."""
+
+
+class _Lanes(NamedTuple):
+    """Every lane of `lbfgs`: one L-BFGS run each, leading axis the ``m`` lanes (``M`` the memory size).
+
+    A lane evaluates `_trial` once per tick: its start until that is evaluated, then ``x + step ·
+    direction``. The line search along ``direction`` keeps ``lo``, the longest step tried that decreased
+    the loss enough (0 at first), and ``hi``, the shortest step known to be too long (inf: none yet), each
+    as (step, loss, slope along the direction).
+    """
+
+    x: Array  # [m, d] the current iterate (the start until it is evaluated)
+    value: Array  # [m] loss at x
+    grad: Array  # [m, d] gradient at x
+    direction: Array  # [m, d] search direction p
+    slope: Array  # [m] grad · p (< 0)
+    step: Array  # [m] the step the lane tries next
+    lo: Array  # [m, 3]
+    lo_grad: Array  # [m, d] gradient at x + lo[0] p
+    hi: Array  # [m, 3]
+    trials: Array  # [m] evaluations of the current line search
+    s: Array  # [m, M, d] memory: steps x_{k+1} − x_k
+    y: Array  # [m, M, d] memory: gradient changes
+    rho: Array  # [m, M] 1 / (s · y); 0 marks an empty slot
+    newest: Array  # [m] slot of the newest pair
+    gamma: Array  # [m] s·y / y·y of the newest pair (initial inverse Hessian scale); 0: memory empty
+    iterations: Array  # [m] accepted steps
+    status: Array  # [m] RUNNING, … (see MESSAGES)
+    started: Array  # [m] whether x has been evaluated
+    best_u: Array  # [m, d] the point of the lowest finite loss evaluated
+    best_loss: Array  # [m] that loss (inf: none yet)
+
+
+def _fresh_lane(u: Float[Array, " d"], memory_size: int) -> _Lanes:
+    """A running lane about to evaluate its start ``u``."""
+    d, nan = u.shape[0], jnp.asarray(jnp.nan, u.dtype)
+    no_step = jnp.stack([jnp.asarray(jnp.inf, u.dtype), nan, nan])
+    return _Lanes(
+        x=u,
+        value=nan,
+        grad=jnp.zeros_like(u),
+        direction=jnp.zeros_like(u),
+        slope=nan,
+        step=jnp.zeros_like(nan),
+        lo=no_step,
+        lo_grad=jnp.zeros_like(u),
+        hi=no_step,
+        trials=jnp.asarray(0),
+        s=jnp.zeros((memory_size, d), u.dtype),
+        y=jnp.zeros((memory_size, d), u.dtype),
+        rho=jnp.zeros(memory_size, u.dtype),
+        newest=jnp.asarray(0),
+        gamma=jnp.zeros_like(nan),
+        iterations=jnp.asarray(0),
+        status=jnp.asarray(RUNNING),
+        started=jnp.asarray(False),
+        best_u=u,
+        best_loss=jnp.asarray(jnp.inf, u.dtype),
+    )
+
+
+def _trial(lane: _Lanes) -> Float[Array, " d"]:
+    """The point a lane evaluates this tick (an ended lane re-evaluates its iterate; its result is unused)."""
+    searching = lane.started & (lane.status == RUNNING)
+    return jnp.where(searching, lane.x + lane.step * lane.direction, lane.x)
+
+
+def _two_loop(grad, s, y, rho, newest, gamma):
+    """The L-BFGS direction −H g: the two-loop recursion over the memory, newest pair first, with initial
+    inverse Hessian ``gamma`` I (Nocedal & Wright, Algorithm 7.4); empty slots (ρ = 0) change nothing."""
+    order = (newest - jnp.arange(rho.shape[0])) % rho.shape[0]
+
+    def newest_first(q, j):
+        alpha = rho[j] * (s[j] @ q)
+        return q - alpha * y[j], alpha
+
+    q, alphas = jax.lax.scan(newest_first, grad, order)
+
+    def oldest_first(r, j_alpha):
+        j, alpha = j_alpha
+        return r + s[j] * (alpha - rho[j] * (y[j] @ r)), None
+
+    r, _ = jax.lax.scan(oldest_first, gamma * q, (order[::-1], alphas[::-1]))
+    return -r
+
+
+def _cubic_minimum(a: Array, b: Array) -> Array:
+    """The minimiser of the cubic through (step, loss, slope) ``a`` and ``b`` (Nocedal & Wright eq. 3.59);
+    NaN when it has none."""
+    d1 = a[2] + b[2] - 3 * (a[1] - b[1]) / (a[0] - b[0])
+    d2 = jnp.sign(b[0] - a[0]) * jnp.sqrt(d1**2 - a[2] * b[2])
+    return b[0] - (b[0] - a[0]) * (b[2] + d2 - d1) / (b[2] - a[2] + 2 * d2)
+
+
+def _advance(lane: _Lanes, value, grad, max_trials, tolerance, max_iterations) -> _Lanes:
+    """One lane after the loss ``value`` and gradient ``grad`` at its `_trial` point: the start taken, a
+    line-search step accepted (memory updated, next direction) or the search narrowed; ended lanes are
+    returned unchanged."""
+    running = lane.status == RUNNING
+    finite = jnp.isfinite(value) & jnp.all(jnp.isfinite(grad))
+    point = _trial(lane)
+    better = running & finite & (value < lane.best_loss)
+    best_u, best_loss = jnp.where(better, point, lane.best_u), jnp.where(better, value, lane.best_loss)
+
+    # the line search on φ(t) = loss(x + t p): weak Wolfe, bracketing by safeguarded cubic interpolation
+    t, tried = lane.step, jnp.stack([lane.step, value, grad @ lane.direction])
+    too_long = (value > lane.value + SUFFICIENT_DECREASE * t * lane.slope) | (value >= lane.lo[1])
+    wolfe = ~too_long & (tried[2] >= CURVATURE * lane.slope)
+    short = ~too_long & ~wolfe
+    lo = jnp.where(short, tried, lane.lo)
+    lo_grad = jnp.where(short, grad, lane.lo_grad)
+    hi = jnp.where(too_long, tried, lane.hi)
+    width = hi[0] - lo[0]
+    inside = jnp.clip(_cubic_minimum(lo, hi), lo[0] + 0.1 * width, hi[0] - 0.1 * width)
+    outside = jnp.clip(_cubic_minimum(lane.lo, lo), 2 * t, 10 * t)
+    next_step = jnp.where(
+        jnp.isfinite(hi[0]),
+        jnp.where(jnp.isfinite(inside), inside, lo[0] + 0.5 * width),
+        jnp.where(jnp.isfinite(outside), outside, 4 * t),
+    )
+    trials = lane.trials + 1
+    exhausted = lane.started & ~wolfe & (trials >= max_trials)
+
+    # the new iterate: the start (its first evaluation), the accepted trial, or an exhausted search's lo
+    take_trial = ~lane.started | wolfe
+    moved = lane.started & (wolfe | (exhausted & (lo[0] > 0)))
+    x = jnp.where(take_trial, point, lane.x + lo[0] * lane.direction)
+    new_value = jnp.where(take_trial, value, lo[1])
+    new_grad = jnp.where(take_trial, grad, lo_grad)
+    s, y = x - lane.x, new_grad - lane.grad
+    sy = s @ y
+    keep = moved & (sy > PAIR_EPSILON * jnp.sqrt((s @ s) * (y @ y)))
+    slot = (lane.newest + 1) % lane.rho.shape[0]
+    memory_s = jnp.where(keep, lane.s.at[slot].set(s), lane.s)
+    memory_y = jnp.where(keep, lane.y.at[slot].set(y), lane.y)
+    rho = jnp.where(keep, lane.rho.at[slot].set(1 / sy), lane.rho)
+    newest = jnp.where(keep, slot, lane.newest)
+    gamma = jnp.where(keep, sy / (y @ y), lane.gamma)
+    direction = _two_loop(new_grad, memory_s, memory_y, rho, newest, gamma)
+    # an empty memory, or one whose direction is not downhill, restarts from steepest descent with a first
+    # step of length at most 1 in u
+    descent = (gamma > 0) & (new_grad @ direction < 0) & jnp.all(jnp.isfinite(direction))
+    direction = jnp.where(descent, direction, -new_grad)
+    rho, gamma = jnp.where(descent, rho, 0.0), jnp.where(descent, gamma, 0.0)
+    slope = new_grad @ direction
+    norm = jnp.linalg.norm(new_grad)
+    iterations = lane.iterations + moved
+    decrease = lane.value - new_value
+    scale = jnp.maximum(jnp.maximum(jnp.abs(lane.value), jnp.abs(new_value)), 1.0)
+    status = jnp.select(
+        [
+            ~running,
+            ~finite,
+            exhausted & ~moved,
+            (take_trial | moved) & (norm < tolerance),
+            moved & (decrease <= tolerance * scale),
+            moved & (iterations >= max_iterations),
+        ],
+        [lane.status, NON_FINITE, NO_DECREASE, GRADIENT, DECREASE, MAX_ITERATIONS],
+        RUNNING,
+    )
+    iterate = _Lanes(
+        x=x,
+        value=new_value,
+        grad=new_grad,
+        direction=direction,
+        slope=slope,
+        step=jnp.where(descent, 1.0, jnp.minimum(1.0, 1 / norm)),
+        lo=jnp.stack([jnp.zeros_like(slope), new_value, slope]),
+        lo_grad=new_grad,
+        hi=jnp.stack([jnp.full_like(slope, jnp.inf), jnp.nan, jnp.nan]),
+        trials=jnp.zeros_like(trials),
+        s=memory_s,
+        y=memory_y,
+        rho=rho,
+        newest=newest,
+        gamma=gamma,
+        iterations=iterations,
+        status=status,
+        started=jnp.asarray(True),
+        best_u=best_u,
+        best_loss=best_loss,
+    )
+    searching = lane._replace(
+        step=next_step,
+        lo=lo,
+        lo_grad=lo_grad,
+        hi=hi,
+        trials=trials,
+        status=status,
+        best_u=best_u,
+        best_loss=best_loss,
+    )
+    advanced = jax.tree.map(lambda a, b: jnp.where(take_trial | moved, a, b), iterate, searching)
+    frozen = lane._replace(status=status)  # ended, or its loss or gradient turned non-finite
+    return jax.tree.map(lambda a, b: jnp.where(running & finite, a, b), advanced, frozen)
+
+
 def _lbfgs_functions(objective: Objective, n: int, memory_size: int, batch: BatchSharding):
-    """Jitted batched ``init(u, fresh, states, cell, data)``, ``step(u, states, alive, max_linesearch_steps,
-    cell, data)`` and ``redraw`` of optax L-BFGS with a zoom line search for ``n`` starts (start i fits
-    cell ``cell[i]`` of the stacked ``data``, or the objective's own sweeps if ``data`` is None), padded
-    and split over the devices of ``batch`` (the padded slots are never alive; see
-    `diffbrain.fit.sharding`), cached on ``objective``."""
+    """Jitted ``init(u, fresh, lanes)``, ``step(lanes, ticks, settings, cell, data)`` and ``redraw(key, u,
+    ended)`` of `lbfgs` for ``n`` starts (start i fits cell ``cell[i]`` of the stacked ``data``, or the
+    objective's own sweeps if ``data`` is None), the lanes padded and split over the devices of ``batch``
+    (the padded lanes are IDLE; see `diffbrain.fit.sharding`), cached on ``objective``.
+
+    ``step`` runs up to ``ticks`` ticks (≤ `TICKS_PER_CALL`) and stops early after a tick in which a lane
+    ended, so that the host can restart it; it returns the lanes' iterates ``[m, d]``, the lanes, the loss
+    each lane evaluated at each tick ``[m, TICKS_PER_CALL]`` (NaN after the last) and the ticks run.
+    """
     cache = objective.__dict__.setdefault("_lbfgs_cache", {})
-    if (n, memory_size, batch.devices) not in cache:
-        loss = _with_gradient(objective, objective.gradient_mode(n))
+    if (n, memory_size, batch.devices) in cache:
+        return cache[(n, memory_size, batch.devices)]
+    mode = objective.gradient_mode(n)  # that of the n real starts, so padding never changes what is computed
 
-        def optimiser(max_linesearch_steps):
-            linesearch = optax.scale_by_zoom_linesearch(max_linesearch_steps, initial_guess_strategy="one")
-            return optax.lbfgs(memory_size=memory_size, linesearch=linesearch)
+    def value_and_grad(u, cell, data):
+        return _on_cell(objective, data, cell)._value_and_grad(u, mode=mode)
 
-        @jax.jit
-        def init(u, fresh, states, cell, data):
-            """Fresh optimiser states (value and gradient evaluated) where ``fresh``, else ``states``."""
-            u, cell = batch.constrain((u, cell))
-            values, grads = jax.vmap(jax.value_and_grad(loss), (0, 0, None))(u, cell, data)
-            new = optax.tree.set(jax.vmap(optimiser(1).init)(u), value=values, grad=grads)
-            return batch.constrain(new if states is None else _select(fresh, new, states))
+    @jax.jit
+    def init(u, fresh, lanes):
+        """Fresh running lanes from ``u`` where ``fresh``, else ``lanes`` (None: IDLE lanes)."""
+        u, fresh = batch.constrain((u, fresh))
+        new = jax.vmap(_fresh_lane, (0, None))(u, memory_size)
+        if lanes is None:
+            lanes = new._replace(status=jnp.full_like(new.status, IDLE))
+        return batch.constrain(_select(fresh, new, lanes))
 
-        @jax.jit
-        def redraw(key, u, ended):
-            """Uniform new starts (drawn for the ``n`` real slots) where ``ended``, else ``u``."""
-            return batch.constrain(jnp.where(ended[:, None], batch.pad(objective.free.sample(key, n)), u))
+    @jax.jit
+    def redraw(key, u, ended):
+        """Uniform new starts (drawn for the ``n`` real slots) where ``ended``, else ``u``."""
+        return batch.constrain(jnp.where(ended[:, None], batch.pad(objective.free.sample(key, n)), u))
 
-        @jax.jit
-        def step(u, states, alive, max_linesearch_steps, cell, data):
-            def one(u, state, cell):
-                value, grad = optax.tree.get(state, "value"), optax.tree.get(state, "grad")
-                updates, state = optimiser(max_linesearch_steps).update(
-                    grad, state, u, value=value, grad=grad, value_fn=lambda v: loss(v, cell, data)
-                )
-                return optax.apply_updates(u, updates), state
+    @jax.jit
+    def step(lanes, ticks, settings, cell, data):
+        lanes, cell = batch.constrain((lanes, cell))
+        running = jnp.sum(lanes.status == RUNNING)
 
-            u, states, alive, cell = batch.constrain((u, states, alive, cell))
-            new_u, new_states = jax.vmap(one)(u, states, cell)
-            # what the real slots cost (the padded ones copy real ones, but from stale states)
-            evaluations = jnp.max(optax.tree.get(new_states, "info").num_linesearch_steps[:n])
-            new_u, new_states = batch.constrain(
-                (_select(alive, new_u, u), _select(alive, new_states, states))
-            )
-            return new_u, new_states, evaluations
+        def tick(carry):
+            done, lanes, values = carry
+            value, grad = jax.vmap(value_and_grad, (0, 0, None))(jax.vmap(_trial)(lanes), cell, data)
+            lanes = jax.vmap(_advance, (0, 0, 0, None, None, None))(lanes, value, grad, *settings)
+            return done + 1, batch.constrain(lanes), values.at[:, done].set(value)
 
-        cache[(n, memory_size, batch.devices)] = init, step, redraw
-    return cache[(n, memory_size, batch.devices)]
+        def go_on(carry):
+            done, lanes, _ = carry
+            return (done < ticks) & (jnp.sum(lanes.status == RUNNING) == running)
+
+        values = jnp.full((lanes.value.shape[0], TICKS_PER_CALL), jnp.nan, lanes.value.dtype)
+        done, lanes, values = jax.lax.while_loop(go_on, tick, (jnp.asarray(0), lanes, values))
+        return (*batch.constrain((lanes.x, lanes, values)), done)
+
+    cache[(n, memory_size, batch.devices)] = init, step, redraw
+    return init, step, redraw
 
 
 def lbfgs(
@@ -280,19 +484,24 @@ def lbfgs(
     devices: Devices | BatchSharding = None,
     cells: Cells | None = None,
 ) -> list[StartResult]:
-    """Batched multi-start L-BFGS (optax, zoom line search): all starts advance together, one jitted
-    `vmap`-ped computation per iteration, their gradients in the mode `Objective.gradient_mode` picks for
-    that many starts. Bounds are kept by the transforms of `FreeParams` (``u`` is unconstrained). The
-    starts are split over ``devices`` (`diffbrain.fit.sharding`; default: all there are), with the same
-    result as on one device.
+    """Batched multi-start L-BFGS whose starts run as independent lanes: every tick evaluates exactly one
+    value-and-gradient per start (one `vmap`-ped call, in the mode `Objective.gradient_mode` picks for
+    that many starts), and each lane advances its own L-BFGS (two-loop recursion over its last
+    ``memory_size`` pairs, pairs with s·y ≤ ε‖s‖‖y‖ skipped) and its own line search (weak Wolfe,
+    c₁ = 1e-4, c₂ = 0.9, bracketing by safeguarded cubic interpolation; trial step 1, or a step of
+    length ≤ 1 in ``u`` along −g while the memory is empty). No lane waits for another's line search.
+    Up to `TICKS_PER_CALL` ticks run per jitted call. Bounds are kept by the transforms of `FreeParams`
+    (``u`` is unconstrained). The starts are split over ``devices`` (`diffbrain.fit.sharding`; default:
+    all there are), with the same result as on one device.
 
-    Accounting: under `vmap` every start is evaluated as often as the slowest line search needs, so an
-    iteration charges each of the ``n`` slots that many value-and-gradients (ended runs included); the line
-    search is capped so that an iteration never overspends the budget. A start's run ends when its
-    gradient norm falls below ``tolerance``, its loss stops decreasing, or it turns non-finite (kept at its
-    best finite point; its message says so). With ``restart`` (a ``key`` and a budget), an ended run's slot
-    restarts from a fresh uniform point while the budget lasts (re-initialising costs ``n`` evaluations);
-    every run is reported.
+    Accounting: each tick charges ``n`` value-and-gradients (ended lanes included: they are evaluated
+    with the others), one `Account.charge` per tick, and a call never runs more ticks than the budget
+    pays for. A run ends when its gradient norm falls below ``tolerance``, its loss decreases by at most
+    ``tolerance`` relative in an iteration, ``max_linesearch_steps`` trials find no lower loss, it has
+    taken ``max_iterations`` steps, or its loss or gradient turns non-finite (kept at its best finite
+    point; its message says so). With ``restart`` (a ``key`` and a budget), ended runs' lanes restart from
+    fresh uniform points while the budget lasts for two more ticks; every run is reported, its
+    ``simulations`` the ticks it ran.
 
     With ``cells`` (`Cells`), start i fits cell ``cells.index[i]`` instead of the objective's own sweeps
     (its ``model``, ``free`` and ``loss`` are shared), so many cells are fitted in one batched call; a slot
@@ -313,57 +522,41 @@ def lbfgs(
         return [report(*unspent, slot) for slot in range(n)]
     batch = batch_devices(devices).at_most(n)
     init, step, redraw = _lbfgs_functions(objective, n, memory_size, batch)
-    u = batch.put(starts)  # [m, d], m ≥ n; host-side bookkeeping below sees the n real slots only
+    lanes = init(batch.put(starts), batch.mask(np.ones(n, bool)), None)
     cell = batch.put(index)
+    settings = (max_linesearch_steps, tolerance, max_iterations)
     can_restart = restart and key is not None and account.budget is not None
     results: list[StartResult] = []
-    fresh = np.ones(n, bool)
-    states = None
-    for _ in range(max_iterations + 1):
-        if fresh.any():
-            states = init(u, batch.mask(fresh), states, cell, data)
-            values = np.asarray(optax.tree.get(states, "value"), float)[:n]
-            account.charge(np.where(fresh, values, np.nan), gradient=True)
-            if fresh.all():
-                best_loss, best_u, spent = np.full(n, np.inf), np.asarray(u, float)[:n].copy(), np.zeros(n)
-                messages, alive = [""] * n, np.zeros(n, bool)
-            spent = np.where(fresh, 0.0, spent) + account.grad_cost  # init evaluates every slot
-            best_loss[fresh] = np.where(np.isfinite(values), values, np.inf)[fresh]
-            best_u[fresh] = np.asarray(u, float)[:n][fresh]
-            for slot in np.flatnonzero(fresh & ~np.isfinite(values)):
-                messages[slot] = "non-finite loss at the start"
-            alive |= fresh & np.isfinite(values)
-            fresh[:] = False
-        cap = min(max_linesearch_steps, account.affordable(n * max_linesearch_steps, gradient=True) // n)
-        if not alive.any() or cap < 1:
+    spent, running = np.zeros(n), np.ones(n, bool)
+
+    def ended_runs(slots):
+        best_u, best_loss, status = (np.asarray(a)[:n] for a in (lanes.best_u, lanes.best_loss, lanes.status))
+        messages = [_message(status[slot], best_loss[slot]) for slot in range(n)]
+        return [report(best_u.astype(float), best_loss.astype(float), messages, spent, s) for s in slots]
+
+    while running.any():
+        ticks = min(TICKS_PER_CALL, account.affordable(n * TICKS_PER_CALL, gradient=True) // n)
+        if ticks < 1:
             break
-        previous = values
-        u, states, evaluations = step(u, states, batch.mask(alive), cap, cell, data)
-        evaluations = int(evaluations)
-        values = np.asarray(optax.tree.get(states, "value"), float)[:n]
-        grads = np.asarray(optax.tree.get(states, "grad"), float)[:n]
-        account.charge(np.concatenate([values, np.full(n * (evaluations - 1), np.nan)]), gradient=True)
-        spent += evaluations * account.grad_cost
-        finite = np.isfinite(values) & np.all(np.isfinite(grads), axis=1)
-        improved = alive & finite & (values < best_loss)
-        best_loss[improved], best_u[improved] = values[improved], np.asarray(u, float)[:n][improved]
-        converged = alive & finite & ((np.linalg.norm(grads, axis=1) < tolerance) | ~(values < previous))
-        for slot in np.flatnonzero(alive & ~finite):
-            messages[slot] = "stopped at a non-finite loss or gradient"
-        for slot in np.flatnonzero(converged):
-            messages[slot] = "converged"
-        ended = alive & ~(finite & ~converged)
-        alive &= ~ended
-        if can_restart and ended.any() and account.affordable(2 * n, gradient=True) >= 2 * n:
-            for slot in np.flatnonzero(ended):
-                results.append(report(best_u, best_loss, messages, spent, slot))
+        u, lanes, values, done = step(lanes, ticks, settings, cell, data)
+        done = int(done)
+        for tick_values in np.asarray(values, float)[:n, :done].T:
+            account.charge(tick_values, gradient=True)
+        spent += done * account.grad_cost
+        running = np.asarray(lanes.status)[:n] == RUNNING
+        if can_restart and not running.all() and account.affordable(2 * n, gradient=True) >= 2 * n:
+            results += ended_runs(np.flatnonzero(~running))
             key, sample_key = jax.random.split(key)
-            u = redraw(sample_key, u, batch.mask(ended))
-            fresh = ended
-    for slot in range(n):
-        messages[slot] = messages[slot] or "budget or max_iterations exhausted"
-        results.append(report(best_u, best_loss, messages, spent, slot))
-    return results
+            fresh = batch.mask(~running)
+            lanes = init(redraw(sample_key, u, fresh), fresh, lanes)
+            spent[~running], running[:] = 0.0, True
+    return results + ended_runs(range(n))
+
+
+def _message(status: int, best_loss: float) -> str:
+    if status == NON_FINITE and not np.isfinite(best_loss):
+        return "non-finite loss or gradient at the start"
+    return MESSAGES[int(status)]
 
 
 def _start_result(best_u, best_loss, messages, spent, slot, cell=None) -> StartResult:
