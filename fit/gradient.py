@@ -1,6 +1,7 @@
-"""Gradient-based fitting: L-BFGS-B (SciPy driven by a jitted value-and-gradient) and Adam (optax, batched).
+"""Gradient-based fitting: L-BFGS-B (SciPy driven by a jitted value-and-gradient), batched lane-wise L-BFGS
+(every start its own run, one batched value-and-gradient per tick) and Adam (optax, batched).
 
-Both work on the unconstrained vector ``u`` of `FreeParams` (the bounds are in the transform), spend the
+All three work on the unconstrained vector ``u`` of `FreeParams` (the bounds are in the transform), spend the
 `Account` of an `Objective`, and return one `StartResult` per start. A start whose loss or gradient turns
 non-finite stops there, keeping its best finite point (its message says so); a start that never had a
 finite loss is reported as ``"failed"``. Either way the other starts go on.
