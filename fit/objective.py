@@ -40,6 +40,8 @@ ADJOINT_MAX_WIDTH = 4
 (sweeps × starts evaluated together), checkpointed reverse mode above; see `auto_gradient_mode`."""
 MEASURE_MAX_PARAMS = 8
 """``gradient="measure"`` times forward mode only up to this many parameters."""
+MEASURE_REPEATS = 3
+"""``gradient="measure"`` keeps the fastest of this many timed calls per mode (after one untimed call)."""
 CENTRAL_STEP = 1e-5
 """Step of ``gradient="central"`` in the unconstrained ``u`` (≈ ε^{1/3} of float64)."""
 
@@ -99,9 +101,14 @@ class Objective:
             * ``"auto"`` (default): `auto_gradient_mode` of how many simulations run side by side
               (sweeps for `value_and_grad`, sweeps × starts for `values_and_grads`, decided when it is
               traced).
-            * ``"measure"``: time each exact mode on `value_and_grad` (forward only up to
-              `MEASURE_MAX_PARAMS` parameters; never ``"central"``, which is approximate: ask for it by
-              name) and keep the fastest for both functions; the times are in ``gradient_timings``.
+            * ``"measure"``: time each exact mode (forward only up to `MEASURE_MAX_PARAMS` parameters;
+              never ``"central"``, which is approximate: ask for it by name) and use the fastest, for one
+              start on `value_and_grad` when the objective is built and for n starts (a `vmap` over n
+              vectors, what `values_and_grads` and batched L-BFGS evaluate) the first time
+              ``gradient_mode(n)`` is asked; the times are in ``gradient_timings`` (one start) and
+              ``gradient_timings_by_starts[n]``. The fastest mode depends on the model and the batch:
+              ``python -m diffbrain.bench.gradient_modes`` measured 8 starts of the ``fit`` suite's problems
+              (see `auto_gradient_mode`).
         unroll: scan steps unrolled per iteration (fewer dispatches on CPU).
 
     The simulated voltage is aligned with the recording: sample k of the target (time k·dt) is compared
@@ -135,26 +142,44 @@ class Objective:
                 f"gradient='adjoint' needs every parameter of {type(model).__name__} to be a scalar (one "
                 "neuron per sweep); use gradient='reverse' or 'forward' for this model."
             )
-        self.gradient_timings: dict[str, float] = {}
-        self._mode = self._fastest_gradient() if gradient == "measure" else gradient
+        self.gradient_timings_by_starts: dict[int, dict[str, float]] = {}
+        self._measure = gradient == "measure"
+        self._mode = self._fastest_gradient() if self._measure else gradient
         self.n_steps = inputs.shape[0]
         self._cost: float | None = None
 
         self.value = jax.jit(self._loss)
         self.values = jax.jit(jax.vmap(self._loss))
         self.value_and_grad = jax.jit(self._value_and_grad)
-        self.values_and_grads = jax.jit(self._values_and_grads)
+        self._batched_value_and_grad = jax.jit(
+            lambda us, mode: jax.vmap(functools.partial(self._value_and_grad, mode=mode))(us),
+            static_argnames="mode",
+        )
 
     @property
     def gradient(self) -> str:
         """The mode `value_and_grad` uses (see `gradient_mode` for batches)."""
         return self.gradient_mode(1)
 
+    @property
+    def gradient_timings(self) -> dict[str, float]:
+        """``gradient="measure"``: seconds of one value-and-gradient (one start) per mode; else empty."""
+        return self.gradient_timings_by_starts.get(1, {})
+
     def gradient_mode(self, n_starts: int) -> str:
-        """The mode used for ``n_starts`` parameter vectors evaluated together."""
+        """The mode used for ``n_starts`` parameter vectors evaluated together (``gradient="measure"``:
+        measured at that batch size the first time it is asked, outside any trace)."""
+        if self._measure and n_starts > 1:
+            timings = self.gradient_timings_by_starts.get(n_starts) or self._time_modes(n_starts)
+            return min(timings, key=timings.get)
         if self._mode != "auto":
             return self._mode
         return auto_gradient_mode(n_starts * self.inputs.shape[1], self.adjoint_supported)
+
+    def values_and_grads(self, us: Float[Array, " n d"]) -> tuple[Float[Array, " n"], Float[Array, " n d"]]:
+        """Values and gradients of n parameter vectors evaluated together (`vmap`), in the mode
+        ``gradient_mode(n)``; jitted once per mode."""
+        return self._batched_value_and_grad(us, self.gradient_mode(us.shape[0]))
 
     def simulate(self, u: Float[Array, " d"], *, checkpoint: bool = False) -> tuple[Array, Array]:
         """The model's voltage (mV) and spikes on the recording's grid, ``[T, S]`` each.
@@ -185,24 +210,34 @@ class Objective:
         V, spikes = self.simulate(u, checkpoint=checkpoint)
         return self.loss(V, spikes, self.target)
 
-    def _fastest_gradient(self, repeats: int = 3) -> str:
+    def _fastest_gradient(self) -> str:
+        """The exact mode fastest for one start (timed when a ``gradient="measure"`` objective is built)."""
+        timings = self._time_modes(1)
+        return min(timings, key=timings.get)
+
+    def _time_modes(self, n_starts: int) -> dict[str, float]:
+        """Seconds of one value-and-gradient of ``n_starts`` vectors (one: `value_and_grad`, more: a `vmap`)
+        per exact mode, the fastest of `MEASURE_REPEATS` calls after one untimed call (compilation);
+        stored in ``gradient_timings_by_starts``."""
         u = jnp.zeros(self.free.size, self.free.lower.dtype)
+        us = jnp.broadcast_to(u, (n_starts, u.size))
         modes = ["reverse"] + (["forward"] if self.free.size <= MEASURE_MAX_PARAMS else [])
         modes += ["adjoint"] if self.adjoint_supported else []
+        timings = {}
         for mode in modes:
-            value_and_grad = jax.jit(functools.partial(self._value_and_grad, mode=mode))
-            jax.block_until_ready(value_and_grad(u))
+            if n_starts == 1:
+                call = functools.partial(jax.jit(functools.partial(self._value_and_grad, mode=mode)), u)
+            else:
+                call = functools.partial(self._batched_value_and_grad, us, mode)
+            jax.block_until_ready(call())
             seconds = []
-            for _ in range(repeats):
+            for _ in range(MEASURE_REPEATS):
                 start = time.perf_counter()
-                jax.block_until_ready(value_and_grad(u))
+                jax.block_until_ready(call())
                 seconds.append(time.perf_counter() - start)
-            self.gradient_timings[mode] = min(seconds)
-        return min(self.gradient_timings, key=self.gradient_timings.get)
-
-    def _values_and_grads(self, us: Float[Array, " n d"]) -> tuple[Float[Array, " n"], Float[Array, " n d"]]:
-        mode = self.gradient_mode(us.shape[0])
-        return jax.vmap(functools.partial(self._value_and_grad, mode=mode))(us)
+            timings[mode] = min(seconds)
+        self.gradient_timings_by_starts[n_starts] = timings
+        return timings
 
     def _value_and_grad(
         self, u: Float[Array, " d"], mode: str | None = None
