@@ -26,29 +26,35 @@ input statistics; shorter biological times there, against `SCALING_PEERS`. Metri
 ``firing_rate_i`` (Hz, over the timed run).
 
 The microcircuit (`run_microcircuit`): diffbrain's `networks.Microcircuit` (Potjans & Diesmann 2014, Poisson
-background) at ``scale`` (`MICROCIRCUIT`: 0.1; quick 0.04 with ``k_scale`` 0.25; ``full`` adds 1.0, skipped
-when `available_memory` is short) against NEST's ``iaf_psc_exp`` in one thread, built from the exported
-network (`export_microcircuit`): the same synapses with their weights and delays, the same DC and
-initial potentials, and NEST ``poisson_generator`` s at each neuron's background rate (NEST's delays one
-step shorter than diffbrain's spike-ring lags, `LATENCY_SHIFT_STEPS`: the same spike-to-PSC latency).
-Metrics as above plus ``build_time`` (s: diffbrain's `Microcircuit.build`; NEST's Create, Connect, Prepare),
-``firing_rate_<population>`` (Hz, eight populations, over the timed run from the common initial state)
-and, for NEST, ``rate_deviation`` (`rate_deviation`; `rates_agree` in its note).
+background) at ``scale`` (`MICROCIRCUIT`: 0.1; quick 0.04 with ``k_scale`` 0.25; ``full`` adds 1.0, each
+simulator skipped when its measured peak memory does not fit, `microcircuit_memory`) against NEST's
+``iaf_psc_exp`` in one thread, built from the exported network (`export_microcircuit`): the same synapses
+with their weights and delays, the same DC and initial potentials, and NEST ``poisson_generator`` s at each
+neuron's background rate (NEST's delays one step shorter than diffbrain's spike-ring lags,
+`LATENCY_SHIFT_STEPS`: the same spike-to-PSC latency). Both simulate the one network with each of the
+init/background `SEEDS` (initial potentials and Poisson input): the first seed is timed, and the rates
+are compared over all (`compare_rates`: one seed's rates at scale 0.1 differ between seeds by more than
+the two simulators differ). Metrics as above plus ``build_time`` (s: diffbrain's `Microcircuit.build`;
+NEST's Create, Connect, Prepare), ``firing_rate_<population>`` (Hz, eight populations, from
+`RATES_FROM_MS` on, the mean over the seeds, their range as min/max) and, for NEST, ``rate_deviation``
+(`rate_deviation` of the seed means; the verdict of `compare_rates` in its note) and ``peak_memory`` (GiB).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
+import gc
 import os
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+import zipfile
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import jax
 import numpy as np
 import pandas as pd
+import scipy.stats
 from jaxtyping import ArrayLike, Float, PRNGKeyArray
 
 from diffbrain.zoo import networks
@@ -89,11 +95,15 @@ MICROCIRCUIT = ((0.1, 1.0, 1_000.0),)
 """Microcircuit cases: (scale, k_scale, biological time in ms); 0.1 is 7,717 neurons, 3.0·10⁷ synapses."""
 FULL_MICROCIRCUIT = ((0.1, 1.0, 1_000.0), (1.0, 1.0, 500.0))
 MICROCIRCUIT_PEERS = ("nest",)
-BYTES_PER_SYNAPSE = 140
-"""Peak memory per synapse of a microcircuit case, both simulators together (diffbrain's network, its edges
-drawn again for the export, NEST's connections and the arrays it reads); measured at scale 0.1 (3.0·10⁷
-synapses): 1.7 GiB in diffbrain's process and 2.4 GiB in NEST's, ~140 bytes per synapse. A case that needs
-more than `available_memory` is skipped (full scale, 3.0·10⁸ synapses, needs ~39 GiB)."""
+DIFFBRAIN_BYTES_PER_SYNAPSE = 60
+"""Peak resident memory of diffbrain's process per synapse of a microcircuit case (`microcircuit_memory`):
+building the network (`Microcircuit.build`); PLACEHOLDER."""
+PEER_BYTES_PER_SYNAPSE = {"nest": 90}
+"""Peak resident memory of a peer's process per synapse of a microcircuit case; PLACEHOLDER."""
+SEEDS = (1, 2, 3)
+"""The microcircuit's init/background seeds (`run_microcircuit`): the first is timed, all give rates."""
+RATE_CONFIDENCE = 0.95
+"""`compare_rates` allows ``t × SE`` for seed noise, ``t`` the quantile of Student's t for this confidence."""
 RATES_FROM_MS = 200.0
 """The microcircuit's rates are counted from this time on: the start transient (initial potentials uniform
 between reset and threshold) is left out, as in Potjans & Diesmann (2014)."""
@@ -176,7 +186,9 @@ def export(net: networks.EINetwork, V0: np.ndarray, path: str | os.PathLike) -> 
 @dataclasses.dataclass(frozen=True)
 class Measurement:
     """One method's timings of one (n, duration) case: run times (s), compile time (s), rates per population
-    (Hz; excitatory, inhibitory for COBA), the network's build time (s) where it is measured."""
+    (Hz; excitatory, inhibitory for COBA), the network's build time (s) where it is measured; for the
+    microcircuit also the rates of every init/background seed (``seed_rates_hz[i]`` for ``seeds[i]``; the
+    first is the timed run's) and the peak resident memory of a peer's process (bytes)."""
 
     method: str
     n: int
@@ -186,6 +198,9 @@ class Measurement:
     rates_hz: tuple[float, ...]
     versions: str = ""
     build_s: float | None = None
+    seeds: tuple[int, ...] = ()
+    seed_rates_hz: tuple[tuple[float, ...], ...] = ()
+    peak_memory_bytes: float | None = None
 
 
 def measure_diffbrain(
@@ -244,7 +259,7 @@ def measure_peer(
 ) -> list[Measurement] | str:
     """Run ``simulator`` on the exported network (``model`` ``"coba"``, `export`, or ``"microcircuit"``,
     `export_microcircuit`) in a subprocess of ``python``; measurements or why not."""
-    n = int(np.load(network_file)["V0"].size)
+    n = int(np.load(network_file)["V0"].shape[-1])
     spec = dict(
         simulator=simulator,
         model=model,
@@ -268,6 +283,9 @@ def measure_peer(
             tuple(run["rates_hz"]),
             versions,
             run.get("build_s"),
+            tuple(params.get("seeds", ())) if "seed_rates_hz" in run else (),
+            tuple(tuple(rates) for rates in run.get("seed_rates_hz", ())),
+            run.get("peak_rss_bytes"),
         )
         for run in out["runs"]
     ]
@@ -281,9 +299,10 @@ def records_of(
     rates_from_ms: float = 0.0,
 ) -> list[Record]:
     """The metric records of a measurement (see the module docstring): ``firing_rate_<population>`` per
-    entry of ``populations`` (in the order of ``measurement.rates_hz``), and ``build_time`` when it was
-    measured (rates counted from ``rates_from_ms`` on). ``case`` and ``params`` default to the COBA
-    network's."""
+    entry of ``populations`` (in the order of ``measurement.rates_hz``), ``build_time`` and ``peak_memory``
+    (GiB) when they were measured (rates counted from ``rates_from_ms`` on). With several seeds
+    (``measurement.seed_rates_hz``) a rate is the mean over the seeds, its ``min``/``max`` the seeds' range
+    and its note lists every seed's. ``case`` and ``params`` default to the COBA network's."""
     bio_s = measurement.duration_ms / 1000.0
     per_bio = np.asarray(measurement.runs) / bio_s
     q1, median, q3 = np.percentile(per_bio, [25, 50, 75])
@@ -297,6 +316,12 @@ def records_of(
         raise ValueError(
             f"`populations` names {len(populations)} rates, the measurement has {len(measurement.rates_hz)}."
         )
+    per_seed = np.asarray(measurement.seed_rates_hz, np.float64).reshape(-1, len(populations))
+    if len(per_seed) > 1:
+        seeds = ", ".join(str(seed) for seed in measurement.seeds)
+        rate_note = f"mean over the init/background seeds {seeds}; {rate_note}"
+    else:
+        per_seed = np.asarray([measurement.rates_hz], np.float64)
     names = {"e": "excitatory", "i": "inhibitory"}
     values = {
         "wall_time_per_bio_s": dict(
@@ -310,8 +335,18 @@ def records_of(
     }
     if measurement.build_s is not None:
         values["build_time"] = dict(value=measurement.build_s, note=_BUILD_NOTES.get(measurement.method, ""))
-    for name, rate in zip(populations, measurement.rates_hz, strict=True):
-        values[f"firing_rate_{name}"] = dict(value=rate, note=f"{names.get(name, name)}; {rate_note}")
+    if measurement.peak_memory_bytes is not None:
+        values["peak_memory"] = dict(
+            value=measurement.peak_memory_bytes / 2**30,
+            note=f"peak resident memory of {measurement.method}'s process (ru_maxrss), its network built",
+        )
+    for name, rates in zip(populations, per_seed.T, strict=True):
+        note = f"{names.get(name, name)}; {rate_note}"
+        extra = {}
+        if rates.size > 1:
+            note += "; per seed " + ", ".join(f"{rate:.4g}" for rate in rates) + " Hz"
+            extra = dict(min=rates.min(), max=rates.max())
+        values[f"firing_rate_{name}"] = dict(value=rates.mean(), note=note, **extra)
     case = case or case_name(measurement.n, measurement.duration_ms)
     records = []
     for metric, fields_of_metric in values.items():
@@ -320,7 +355,7 @@ def records_of(
             case,
             measurement.method,
             metric,
-            unit="s" if "time" in metric else "Hz",
+            unit=_UNITS.get(metric.split("_")[0], "Hz"),
             **fields,
             **fields_of_metric,
         )
@@ -329,6 +364,9 @@ def records_of(
         records.append(record)
     return records
 
+
+_UNITS = {"wall": "s", "compile": "s", "build": "s", "peak": "GiB"}
+"""The unit of a metric by its first word (rates: Hz)."""
 
 _COMPILE_NOTES = {
     METHOD: "JAX tracing, lowering and XLA compilation (jax.monitoring)",
@@ -405,9 +443,9 @@ def microcircuit_case(scale: float, k_scale: float, duration_ms: float) -> str:
     return f"microcircuit/scale={scale:g}{k}/T={duration_ms / 1000:g}s"
 
 
-def microcircuit_parameters(mc: networks.Microcircuit) -> dict[str, float]:
+def microcircuit_parameters(mc: networks.Microcircuit, seeds: Sequence[int] = SEEDS) -> dict[str, float]:
     """The neuron and synapse parameters of ``mc`` for NEST's ``iaf_psc_exp`` (mV, ms, pF), with ``dt`` and
-    the background's seed."""
+    the init/background ``seeds`` (NEST's ``rng_seed`` of each run)."""
     neuron = mc.neuron
 
     def number(value) -> float:
@@ -422,14 +460,14 @@ def microcircuit_parameters(mc: networks.Microcircuit) -> dict[str, float]:
         "V_reset": number(neuron.V_reset),
         "t_ref": number(neuron.t_ref),
         "dt": DT_MS,
-        "seed": 1,
+        "seeds": [int(seed) for seed in seeds],
         "rates_from_ms": RATES_FROM_MS,
         "latency_shift_steps": LATENCY_SHIFT_STEPS,
     }
 
 
 def export_microcircuit(
-    mc: networks.Microcircuit, key: PRNGKeyArray, V0: Float[ArrayLike, " n"], path: str | os.PathLike
+    mc: networks.Microcircuit, key: PRNGKeyArray, V0: Float[ArrayLike, "*seeds n"], path: str | os.PathLike
 ) -> Path:
     """Write the synapses that ``mc.build(key, DT_MS)`` simulates, for an exactly integrating peer, to an
     ``.npz`` file that ``sim_peers.py`` reads.
@@ -438,27 +476,39 @@ def export_microcircuit(
     (global indices), ``weight_r`` (pA: the PSC amplitude, i.e. diffbrain's step-averaged weight divided by
     `Microcircuit.step_factor`; negative for ``inh``), ``delay_r`` (spike-ring lags in steps: the latency
     ``round(D/dt)`` + 1, as `Network.build` makes them). Per population: ``offsets`` ``[9]``, ``I_e``
-    (pA), ``bg_rate`` (Hz of Poisson input per neuron,
-    0 with ``background="dc"``); ``bg_weight`` (pA per background spike); ``V0`` (mV per neuron)."""
-    factor = mc.step_factor(DT_MS)
-    arrays = {}
-    for receptor, edges in mc.edges(key, DT_MS).items():
-        arrays[f"pre_{receptor}"] = edges.pre
-        arrays[f"post_{receptor}"] = edges.post
-        arrays[f"weight_{receptor}"] = (edges.weight / np.float32(factor)).astype(np.float32)
-        steps = np.rint(edges.delay.astype(np.float64) / DT_MS) + 1.0  # spike-ring lag, as Network.build
-        arrays[f"delay_{receptor}"] = steps.astype(np.int32)
+    (pA), ``bg_rate`` (Hz of Poisson input per neuron, 0 with ``background="dc"``); ``bg_weight`` (pA per
+    background spike); ``V0`` (mV per neuron, ``[n]``, or ``[seeds, n]`` for several init seeds).
+
+    The receptors are drawn, converted and written one at a time (`Microcircuit.draw_edges`), so the
+    memory peaks at one receptor's edges (16 bytes per synapse) and no copy of them."""
+    factor = np.float32(mc.step_factor(DT_MS))
     bg_rate = mc.k_ext * mc.bg_rate if mc.background == "poisson" else np.zeros(8)
+
+    def arrays():
+        for receptor, edges in mc.draw_edges(key, DT_MS):
+            np.divide(edges.weight, factor, out=edges.weight)  # in place: no copy
+            lag = np.empty(edges.delay.size, np.int32)  # spike-ring lags, as Network.build: float64 rint
+            for start in range(0, lag.size, 1 << 22):
+                part = slice(start, start + (1 << 22))
+                lag[part] = np.rint(edges.delay[part].astype(np.float64) / DT_MS) + 1.0
+            yield from ((f"pre_{receptor}", edges.pre), (f"post_{receptor}", edges.post))
+            yield from ((f"weight_{receptor}", edges.weight), (f"delay_{receptor}", lag))
+            del edges, lag
+        yield from (("V0", np.asarray(V0, np.float64)), ("offsets", mc.offsets))
+        yield from (("I_e", np.asarray(mc.I_dc, np.float64)), ("bg_rate", np.asarray(bg_rate, np.float64)))
+        yield "bg_weight", np.asarray(mc.weight_ext)
+
+    return _write_npz(path, arrays())
+
+
+def _write_npz(path: str | os.PathLike, arrays: Iterable[tuple[str, np.ndarray]]) -> Path:
+    """``numpy.savez`` from ``(name, array)`` pairs written as they come (no pair kept after it is written);
+    `numpy.load` reads the file."""
     path = Path(path)
-    np.savez(
-        path,
-        **arrays,
-        V0=np.asarray(V0, np.float64),
-        offsets=mc.offsets,
-        I_e=np.asarray(mc.I_dc, np.float64),
-        bg_rate=np.asarray(bg_rate, np.float64),
-        bg_weight=mc.weight_ext,
-    )
+    with zipfile.ZipFile(path, "w", allowZip64=True) as archive:
+        for name, array in arrays:
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as file:
+                np.lib.format.write_array(file, np.asanyarray(array), allow_pickle=False)
     return path
 
 
@@ -475,18 +525,134 @@ def available_memory() -> int:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def rate_deviation(ours: Sequence[float], theirs: Sequence[float]) -> float:
-    """``max_p |theirs_p / ours_p − 1|`` over the populations (inf when one of ours is 0 and theirs not)."""
+def microcircuit_memory(synapses: int, peers: Sequence[str]) -> dict[str, int]:
+    """Bytes that a microcircuit case of ``synapses`` synapses needs at its peak, per method: diffbrain's
+    process (`DIFFBRAIN_BYTES_PER_SYNAPSE`) and each peer's (`PEER_BYTES_PER_SYNAPSE`; an unmeasured peer
+    is counted as NEST)."""
+    per_synapse = {METHOD: DIFFBRAIN_BYTES_PER_SYNAPSE}
+    per_synapse |= {peer: PEER_BYTES_PER_SYNAPSE.get(peer, PEER_BYTES_PER_SYNAPSE["nest"]) for peer in peers}
+    return {method: int(synapses * size) for method, size in per_synapse.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class RateComparison:
+    """Per population, two simulators' rates over the same init/background seeds (`compare_rates`).
+
+    Attributes:
+        ours, theirs: the seed means, Hz ``[P]``.
+        standard_error: of ``theirs − ours``, Hz ``[P]`` (0 with one seed).
+        allowed: the largest ``|theirs − ours|`` that agrees, Hz ``[P]``.
+        seeds: how many seeds.
+    """
+
+    ours: np.ndarray
+    theirs: np.ndarray
+    standard_error: np.ndarray
+    allowed: np.ndarray
+    seeds: int
+
+    @property
+    def agree(self) -> np.ndarray:
+        """``[P]`` bool: ``|theirs − ours| ≤ allowed``."""
+        return np.abs(self.theirs - self.ours) <= self.allowed
+
+    @property
+    def deviation(self) -> float:
+        """`rate_deviation` of the seed means."""
+        return rate_deviation(self.ours, self.theirs)
+
+    def describe(self, names: Sequence[str]) -> str:
+        """``"L23e 2.11±0.40/1.81±0.20 Hz"`` per population (seed mean ± its standard error), the ones that
+        disagree marked."""
+        parts = []
+        for name, a, b, se, ok in zip(
+            names, self.ours, self.theirs, self.standard_error, self.agree, strict=True
+        ):
+            spread = f"±{se:.2f}" if self.seeds > 1 else ""
+            parts.append(f"{name} {b:.2f}/{a:.2f}{spread} Hz" + ("" if ok else " (DISAGREE)"))
+        return ", ".join(parts)
+
+
+def compare_rates(ours: Float[ArrayLike, "*seeds P"], theirs: Float[ArrayLike, "*seeds P"]) -> RateComparison:
+    """Compare population rates (Hz) of two simulators run with the same seeds: ``[P]`` (one seed) or
+    ``[seeds, P]``.
+
+    A population agrees when the seed means differ by at most ``RATE_TOLERANCE × ours + RATE_FLOOR_HZ``
+    (the integration schemes differ) plus ``t × SE``: ``SE = √((s²_ours + s²_theirs)/S)`` is the standard
+    error of the difference of the means of ``S`` seeds (``s²`` the across-seed variances) and ``t`` the
+    `RATE_CONFIDENCE` two-sided quantile of Student's t with ``2(S − 1)`` degrees of freedom, so that seed
+    noise alone is not called a disagreement (at scale 0.1 one seed's rates vary by up to ±40 % with its
+    initial potentials and Poisson draws). With one seed it is the tolerance alone."""
+    ours, theirs = np.atleast_2d(np.asarray(ours, np.float64)), np.atleast_2d(np.asarray(theirs, np.float64))
+    if ours.shape != theirs.shape or ours.ndim != 2:
+        raise ValueError(
+            f"`ours` and `theirs` must both be [P] or [seeds, P] rates, got shapes {ours.shape} and "
+            f"{theirs.shape}."
+        )
+    seeds = ours.shape[0]
+    standard_error, quantile = np.zeros(ours.shape[1]), 0.0
+    if seeds > 1:
+        variance = ours.var(axis=0, ddof=1) + theirs.var(axis=0, ddof=1)
+        standard_error = np.sqrt(variance / seeds)
+        quantile = float(scipy.stats.t.ppf(0.5 + RATE_CONFIDENCE / 2, 2 * (seeds - 1)))
+    mean_ours, mean_theirs = ours.mean(axis=0), theirs.mean(axis=0)
+    allowed = RATE_TOLERANCE * mean_ours + RATE_FLOOR_HZ + quantile * standard_error
+    return RateComparison(mean_ours, mean_theirs, standard_error, allowed, seeds)
+
+
+def rate_deviation(ours: Float[ArrayLike, "*seeds P"], theirs: Float[ArrayLike, "*seeds P"]) -> float:
+    """``max_p |theirs_p / ours_p − 1|`` over the populations, of the seed means when given ``[seeds, P]``
+    (inf when one of ours is 0 and theirs not)."""
     ours, theirs = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
+    if ours.ndim == 2:
+        ours, theirs = ours.mean(axis=0), theirs.mean(axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(ours == theirs, 1.0, theirs / ours)
     return float(np.max(np.abs(ratio - 1.0)))
 
 
-def rates_agree(ours: Sequence[float], theirs: Sequence[float]) -> bool:
-    """``|theirs − ours| ≤ RATE_TOLERANCE · ours + RATE_FLOOR_HZ`` for every population (Hz)."""
-    ours, theirs = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
-    return bool(np.all(np.abs(theirs - ours) <= RATE_TOLERANCE * ours + RATE_FLOOR_HZ))
+def rates_agree(ours: Float[ArrayLike, "*seeds P"], theirs: Float[ArrayLike, "*seeds P"]) -> bool:
+    """Every population agrees (`compare_rates`); with one seed ``|theirs − ours| ≤ RATE_TOLERANCE · ours +
+    RATE_FLOOR_HZ`` (Hz)."""
+    return bool(np.all(compare_rates(ours, theirs).agree))
+
+
+def _check_seeds(seeds: Sequence[int]) -> tuple[int, ...]:
+    values = tuple(seeds) if isinstance(seeds, Sequence) else ()
+    if not values or any(
+        isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0 for seed in values
+    ):
+        raise ValueError(f"`seeds` must be a non-empty sequence of non-negative integers, got {seeds!r}.")
+    if len(set(values)) != len(values):
+        raise ValueError(f"`seeds` must be distinct, got {seeds!r}.")
+    return tuple(int(seed) for seed in values)
+
+
+def _measure_microcircuit(
+    net: networks.Network, seeds: tuple[int, ...], duration_ms: float, repeats: int
+) -> Measurement:
+    """diffbrain's timed runs with the first seed's key, then one run per other seed; rates of each."""
+    simulate = networks.simulate_network
+    (timed,) = measure_diffbrain(
+        net, jax.random.key(seeds[0]), (duration_ms,), repeats, simulate, RATES_FROM_MS
+    )
+    rates = [timed.rates_hz]
+    for seed in seeds[1:]:
+        result = simulate(net, duration_ms, jax.random.key(seed), dt=DT_MS)
+        rates.append(_rates(result.counts, result.sizes, duration_ms, RATES_FROM_MS))
+    return dataclasses.replace(timed, seeds=seeds, seed_rates_hz=tuple(rates))
+
+
+def _rss() -> int:
+    """This process's resident memory, bytes (0 where /proc is absent)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def run_microcircuit(
@@ -498,89 +664,116 @@ def run_microcircuit(
     peer_python: str | None = None,
     data: str | os.PathLike | None = None,
     progress: Callable[[str], None] = lambda line: None,
+    seeds: Sequence[int] = SEEDS,
 ) -> list[Record]:
     """diffbrain's `Microcircuit` at ``scale``/``k_scale`` for ``duration_ms`` against ``peers`` (NEST),
     from the same synapses, initial potentials, DC and Poisson background rates; returns their records.
 
+    One network (drawn with ``network_key`` 0) is simulated with each of the init/background ``seeds`` by
+    every method (initial potentials and Poisson input; NEST's ``rng_seed``): the first seed is timed, the
+    others run once, and the rates are the seed means (`records_of`). The network is shared because the
+    comparison is of the simulators on the very same synapses, and rebuilding it per seed would multiply
+    the build (and NEST's connection) time; the spread across seeds is measured on it.
+
     ``data`` is the ``conn-potjans-diesmann2014`` folder (default ``$DIFFBRAIN_DATA/<that folder>``). Every
-    method gets ``skipped`` records when the data are missing or the case needs more memory than is
-    available (`BYTES_PER_SYNAPSE`). diffbrain is timed before and after the peers, as in `run_size`; each
-    peer also gets a ``rate_deviation`` record (`rate_deviation` against diffbrain's rates; its note says
-    whether they agree, `rates_agree`)."""
+    method gets ``skipped`` records when the data are missing or diffbrain's peak does not fit in
+    `available_memory` (`microcircuit_memory`). When diffbrain's and the peers' peaks fit together, diffbrain
+    is timed before and after the peers, as in `run_size`; otherwise diffbrain's network is freed before
+    the peers start (never both in memory), and a peer whose own peak does not fit is skipped with the
+    reason. Each peer also gets a ``rate_deviation`` record (of the seed means, `rate_deviation`; its note
+    gives the verdict of `compare_rates`) and ``peak_memory`` (GiB)."""
     _check_microcircuit_duration(duration_ms)
+    seeds = _check_seeds(seeds)
     case = microcircuit_case(scale, k_scale, duration_ms)
     settings = dict(scale=scale, k_scale=k_scale, duration_ms=duration_ms, dt_ms=DT_MS, background="poisson")
-    params = format_params(settings | dict(network_key=0, init_key=1))
+    params = format_params(settings | dict(network_key=0, seeds=",".join(map(str, seeds))))
 
-    def skip_all(reason: str) -> list[Record]:
-        return [
-            skipped(SUITE, case, method, "wall_time_per_bio_s", "s", reason, params=params)
-            for method in (METHOD, *peers)
-        ]
+    def skip(method: str, reason: str) -> Record:
+        return skipped(SUITE, case, method, "wall_time_per_bio_s", "s", reason, params=params)
 
     if data is None and "DIFFBRAIN_DATA" in os.environ:
         data = Path(os.environ["DIFFBRAIN_DATA"]) / MICROCIRCUIT_DATA
     if data is None or not Path(data).exists():
-        return skip_all(
-            f"the {MICROCIRCUIT_DATA} data folder is missing (pass `data` or set $DIFFBRAIN_DATA)"
-        )
+        reason = f"the {MICROCIRCUIT_DATA} data folder is missing (pass `data` or set $DIFFBRAIN_DATA)"
+        return [skip(method, reason) for method in (METHOD, *peers)]
     mc = networks.Microcircuit.from_data(data, scale=scale, k_scale=k_scale)
-    needed, available = int(mc.synapses.sum()) * BYTES_PER_SYNAPSE, available_memory()
-    if needed > available:
-        return skip_all(
-            f"needs ~{needed / 2**30:.0f} GiB ({mc.synapses.sum():.3g} synapses × {BYTES_PER_SYNAPSE} bytes),"
-            f" {available / 2**30:.0f} GiB available"
+    synapses = int(mc.synapses.sum())
+    needed, available = microcircuit_memory(synapses, peers), available_memory()
+
+    def short(method: str, available: int) -> str:
+        return (
+            f"needs ~{needed[method] / 2**30:.1f} GiB ({synapses:.3g} synapses × "
+            f"{needed[method] / synapses:.0f} bytes, the measured peak of {method}'s process), "
+            f"{available / 2**30:.1f} GiB available"
         )
+
+    if needed[METHOD] > available:
+        return [skip(method, short(method, available)) for method in (METHOD, *peers)]
+    together = sum(needed.values()) <= available
     progress(f"{case}: diffbrain")
-    key, init_key = jax.random.key(0), jax.random.key(1)
+    key = jax.random.key(0)
     start = time.perf_counter()
     net = jax.block_until_ready(mc.build(key, DT_MS))
     build_s = time.perf_counter() - start
-    measure = functools.partial(
-        measure_diffbrain, net, init_key, (duration_ms,), repeats, networks.simulate_network, RATES_FROM_MS
-    )
-    (ours,) = measure()
+    ours = _measure_microcircuit(net, seeds, duration_ms, repeats)
+    # `Network.simulate(T, key)` draws its initial potentials with split(key)[0]
+    V0 = np.stack([net.init_state(jax.random.split(jax.random.key(s))[0]).neurons.V for s in seeds])
+    freed = ""
+    if peers and not together:
+        del net
+        gc.collect()
+        freed = (
+            f"; diffbrain's network freed before it started (its process then at {_rss() / 2**30:.1f} GiB)"
+        )
     records = []
     with tempfile.TemporaryDirectory(prefix="diffbrain-sim-mc-") as folder:
-        network_file = export_microcircuit(
-            # `Network.simulate(T, init_key)` draws its initial potentials with split(init_key)[0]
-            mc,
-            key,
-            net.init_state(jax.random.split(init_key)[0]).neurons.V,
-            Path(folder) / "microcircuit.npz",
-        )
+        network_file = Path(folder) / "microcircuit.npz"
+        if peers:
+            export_microcircuit(mc, key, V0, network_file)
         for simulator in peers:
+            if not together and needed[simulator] > available_memory():
+                records.append(skip(simulator, short(simulator, available_memory())))
+                continue
             progress(f"{case}: {simulator}")
             found = measure_peer(
                 simulator,
                 network_file,
-                microcircuit_parameters(mc),
+                microcircuit_parameters(mc, seeds),
                 (duration_ms,),
                 repeats,
                 peer_python or default_peer_python(),
                 model="microcircuit",
             )
             if isinstance(found, str):
-                records.append(
-                    skipped(SUITE, case, simulator, "wall_time_per_bio_s", "s", found, params=params)
-                )
+                records.append(skip(simulator, found))
                 continue
             (theirs,) = found
             records += records_of(theirs, case, params, mc.names, RATES_FROM_MS)
-            deviation = rate_deviation(ours.rates_hz, theirs.rates_hz)
-            pairs = zip(mc.names, ours.rates_hz, theirs.rates_hz, strict=True)
-            ratios = ", ".join(f"{name} {b:.2f}/{a:.2f} Hz" for name, a, b in pairs)
-            verdict = "agree" if rates_agree(ours.rates_hz, theirs.rates_hz) else "DO NOT agree"
+            comparison = compare_rates(ours.seed_rates_hz, theirs.seed_rates_hz)
+            verdict = "agree" if np.all(comparison.agree) else "DO NOT agree"
+            allowance = f" + t({RATE_CONFIDENCE:g}) × the standard error of the difference" * (len(seeds) > 1)
             note = (
-                f"max |rate/diffbrain's − 1|; the rates {verdict} within {RATE_TOLERANCE:g} × diffbrain's + "
-                f"{RATE_FLOOR_HZ:g} Hz; {simulator}/diffbrain per population: {ratios}"
+                f"max |seed-mean rate/diffbrain's − 1| over {len(seeds)} seed(s); the rates {verdict} within "
+                f"{RATE_TOLERANCE:g} × diffbrain's + {RATE_FLOOR_HZ:g} Hz{allowance} (`compare_rates`); "
+                f"{simulator}/diffbrain per population: {comparison.describe(mc.names)}{freed}"
             )
             records.append(
-                make_record(SUITE, case, simulator, "rate_deviation", deviation, "", params=params, note=note)
+                make_record(
+                    SUITE,
+                    case,
+                    simulator,
+                    "rate_deviation",
+                    comparison.deviation,
+                    "",
+                    params=params,
+                    note=note,
+                )
             )
-    if peers:
+    if peers and together:
         progress(f"{case}: diffbrain again")
-        (after,) = measure()
+        (after,) = measure_diffbrain(
+            net, jax.random.key(seeds[0]), (duration_ms,), repeats, networks.simulate_network, RATES_FROM_MS
+        )
         ours = dataclasses.replace(ours, runs=ours.runs + after.runs)
     ours = dataclasses.replace(ours, build_s=build_s)
     return records_of(ours, case, params, mc.names, RATES_FROM_MS) + records

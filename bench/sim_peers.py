@@ -12,8 +12,9 @@ synapse. ``OUT.json`` receives::
     {"status": "ok", "versions": {...}, "runs": [
         {"duration_ms": 1000.0, "compile_s": 12.3, "run_s": [0.91, 0.93, 0.92], "rates_hz": [16.1, 16.4]}]}
 
-(``"build_s"`` too for the microcircuit: a spec with ``"model": "microcircuit"`` names a network file
-written by `sim.export_microcircuit` and gets one rate per population, see `nest_microcircuit`),
+(a spec with ``"model": "microcircuit"`` names a network file written by `sim.export_microcircuit` and
+gets one rate per population, plus ``"build_s"``, ``"seed_rates_hz"`` and ``"peak_rss_bytes"``, see
+`nest_microcircuit`),
 or ``{"status": "skipped", "reason": "..."}`` when the peer is not installed here (never a made-up
 number). Per duration: one warm-up run that also compiles (its cost minus a timed run's is ``compile_s``;
 Brian2 cpp_standalone reports its C++ build instead; NEST, which compiles nothing, has none), then up to
@@ -29,6 +30,7 @@ import contextlib
 import importlib.metadata
 import json
 import os
+import resource
 import sys
 import time
 import traceback
@@ -430,30 +432,28 @@ def nest_run(spec, net):
     return results
 
 
-def nest_microcircuit(spec, net):
-    """The Potjans–Diesmann microcircuit in NEST (one thread): `iaf_psc_exp` (exact integration), the
-    synapses one to one (``pre_exc``/``post_exc``/``weight_exc`` pA/``delay_exc`` steps, the same for
-    ``inh``; multapses kept; the delays ``latency_shift_steps`` shorter, at least one step, for diffbrain's
-    latency: see `sim.LATENCY_SHIFT_STEPS`), one `poisson_generator` per population (an independent train
-    for every target, ``bg_rate`` Hz × ``bg_weight`` pA, delay dt), ``I_e`` and ``V0`` per neuron.
-    ``build_s`` is the creation, the connection and NEST's `Prepare` (which sorts the connections); the
-    timed runs are `nest.Run` calls continuing the network, and the rates are those of the first one, which
-    starts from the initial state that diffbrain's runs start from, counted from ``rates_from_ms`` on."""
-    with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
-        nest = _import("nest")
-    p = spec["params"]
-    (duration,) = spec["durations_ms"]  # one per spec: every run after the first continues the network
+CONNECT_CHUNK = 1 << 22
+"""Synapses per `nest.Connect` call of the microcircuit: NEST gets them as int64/float64 arrays, 32 bytes per
+synapse, so the chunks bound that copy to 128 MiB whatever the network's size."""
+
+
+def _nest_microcircuit_network(nest, p, net, seed: int, V0):
+    """Create and connect the microcircuit in a reset NEST kernel (see `nest_microcircuit`); returns the
+    neurons and the spike recorder."""
     dt, offsets = p["dt"], np.asarray(net["offsets"], np.int64)
-    n = int(offsets[-1])
-    nest.verbosity = nest.VerbosityLevel.ERROR
     nest.ResetKernel()
     nest.SetKernelStatus(
-        {"resolution": dt, "local_num_threads": 1, "print_time": False, "rng_seed": int(p["seed"])}
+        {
+            "resolution": dt,
+            "local_num_threads": 1,
+            "print_time": False,
+            "rng_seed": int(seed),
+            "keep_source_table": False,  # nothing reads the connections back: free NEST's copy of sources
+        }
     )
-    start = time.perf_counter()
     neurons = nest.Create(
         "iaf_psc_exp",
-        n,
+        int(offsets[-1]),
         params={
             "C_m": p["C_m"],
             "tau_m": p["tau_m"],
@@ -465,22 +465,27 @@ def nest_microcircuit(spec, net):
             "t_ref": p["t_ref"],
         },
     )
-    neurons.V_m = net["V0"].astype(float)
-    neurons.I_e = np.repeat(net["I_e"].astype(float), np.diff(offsets))
+    neurons.V_m = np.asarray(V0, float)
+    neurons.I_e = np.repeat(np.asarray(net["I_e"], float), np.diff(offsets))
     first = neurons[0].global_id
-    for receptor in ("exc", "inh"):
-        nest.Connect(
-            net[f"pre_{receptor}"].astype(np.int64) + first,
-            net[f"post_{receptor}"].astype(np.int64) + first,
-            "one_to_one",
-            {
-                "synapse_model": "static_synapse",
-                "weight": net[f"weight_{receptor}"].astype(float),
-                "delay": np.maximum(1, net[f"delay_{receptor}"] - p["latency_shift_steps"]) * dt,
-            },
-        )
-        del net[f"pre_{receptor}"], net[f"post_{receptor}"], net[f"weight_{receptor}"]
-    for index, rate in enumerate(net["bg_rate"]):
+    for receptor in ("exc", "inh"):  # one receptor's arrays at a time, read from the file (16 B/synapse)
+        pre, post = net[f"pre_{receptor}"], net[f"post_{receptor}"]
+        weight, delay = net[f"weight_{receptor}"], net[f"delay_{receptor}"]
+        for start in range(0, pre.size, CONNECT_CHUNK):
+            part = slice(start, start + CONNECT_CHUNK)
+            nest.Connect(
+                pre[part].astype(np.int64) + first,
+                post[part].astype(np.int64) + first,
+                "one_to_one",
+                {
+                    "synapse_model": "static_synapse",
+                    "weight": weight[part].astype(float),
+                    "delay": np.maximum(1, delay[part] - p["latency_shift_steps"]) * dt,
+                },
+            )
+        del pre, post, weight, delay
+    bg_rate = np.asarray(net["bg_rate"], float)
+    for index, rate in enumerate(bg_rate):
         if rate > 0:
             generator = nest.Create("poisson_generator", params={"rate": float(rate)})
             nest.Connect(
@@ -492,25 +497,61 @@ def nest_microcircuit(spec, net):
     recorder = nest.Create("spike_recorder")
     nest.Connect(neurons, recorder)
     nest.Prepare()
-    build_s = time.perf_counter() - start
-    first_counts = []  # the first run's spikes per population
+    return neurons, recorder
 
-    def simulate(duration_ms):
+
+def nest_microcircuit(spec, net):
+    """The Potjans–Diesmann microcircuit in NEST (one thread): `iaf_psc_exp` (exact integration), the
+    synapses one to one (``pre_exc``/``post_exc``/``weight_exc`` pA/``delay_exc`` steps, the same for
+    ``inh``; multapses kept; the delays ``latency_shift_steps`` shorter, at least one step, for diffbrain's
+    latency: see `sim.LATENCY_SHIFT_STEPS`), connected in chunks of `CONNECT_CHUNK`, one
+    `poisson_generator` per population (an independent train for every target, ``bg_rate`` Hz ×
+    ``bg_weight`` pA, delay dt), ``I_e`` per neuron.
+
+    Once per entry of ``params["seeds"]`` (NEST's ``rng_seed``, with the initial potentials of that seed,
+    row ``i`` of ``V0`` ``[seeds, n]`` mV) the network is built anew. The first seed is timed: ``build_s``
+    is its creation, connection and NEST's `Prepare` (which sorts the connections), its timed runs are
+    `nest.Run` calls continuing the network, and ``rates_hz`` are those of its first run, from the initial
+    state, counted from ``rates_from_ms`` on. Every other seed runs once; ``seed_rates_hz`` holds every
+    seed's rates, and ``peak_rss_bytes`` the process's peak resident memory."""
+    with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+        nest = _import("nest")
+    p = spec["params"]
+    (duration,) = spec["durations_ms"]  # one per spec: every run after the first continues the network
+    offsets = np.asarray(net["offsets"], np.int64)
+    V0 = np.asarray(net["V0"], float).reshape(-1, offsets[-1])
+    seeds = p["seeds"]
+    if len(seeds) != V0.shape[0]:
+        raise ValueError(f"{len(seeds)} seeds but {V0.shape[0]} rows of initial potentials in the file.")
+    nest.verbosity = nest.VerbosityLevel.ERROR
+    record, seed_rates = None, []
+    for index, seed in enumerate(seeds):
         start = time.perf_counter()
-        nest.Run(duration_ms)
-        seconds = time.perf_counter() - start
-        if not first_counts:
-            events = recorder.events
-            counted = np.asarray(events["times"]) > p["rates_from_ms"]
-            senders = np.asarray(events["senders"], np.int64)[counted] - first
-            population = np.searchsorted(offsets, senders, side="right") - 1
-            first_counts.extend(np.bincount(population, minlength=offsets.size - 1).tolist())
-        return seconds, *first_counts
+        neurons, recorder = _nest_microcircuit_network(nest, p, net, seed, V0[index])
+        build_s = time.perf_counter() - start
+        first, counts = neurons[0].global_id, []  # the first run's spikes per population
 
-    _, runs, counts = _timed_runs(simulate, duration, spec["repeats"], spec["budget_s"], warmup=False)
-    nest.Cleanup()
-    record = _record(duration - p["rates_from_ms"], 0.0, runs, counts, np.diff(offsets))
-    return [record | {"duration_ms": duration, "build_s": build_s}]
+        def simulate(duration_ms, recorder=recorder, first=first, counts=counts):
+            start = time.perf_counter()
+            nest.Run(duration_ms)
+            seconds = time.perf_counter() - start
+            if not counts:
+                events = recorder.events
+                counted = np.asarray(events["times"]) > p["rates_from_ms"]
+                senders = np.asarray(events["senders"], np.int64)[counted] - first
+                population = np.searchsorted(offsets, senders, side="right") - 1
+                counts.extend(np.bincount(population, minlength=offsets.size - 1).tolist())
+            return seconds, *counts
+
+        repeats = spec["repeats"] if index == 0 else 1
+        _, runs, found = _timed_runs(simulate, duration, repeats, spec["budget_s"], warmup=False)
+        nest.Cleanup()
+        rates = _record(duration - p["rates_from_ms"], 0.0, runs, found, np.diff(offsets))
+        seed_rates.append(rates["rates_hz"])
+        if record is None:
+            record = rates | {"duration_ms": duration, "build_s": build_s}
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    return [record | {"seed_rates_hz": seed_rates, "peak_rss_bytes": peak}]
 
 
 RUNNERS = {
@@ -532,9 +573,9 @@ def main(spec_path: str, out_path: str) -> None:
     try:
         if simulator not in runners:
             raise Skip(f"{simulator} has no {spec.get('model', 'coba')} runner in sim_peers.py")
-        with np.load(spec["network"]) as data:
-            net = {key: data[key] for key in data.files}
-        out = {"status": "ok", "versions": versions(simulator), "runs": runners[simulator](spec, net)}
+        with np.load(spec["network"]) as data:  # the microcircuit reads its arrays when it needs them
+            net = data if runners is MICROCIRCUIT_RUNNERS else {key: data[key] for key in data.files}
+            out = {"status": "ok", "versions": versions(simulator), "runs": runners[simulator](spec, net)}
     except Skip as reason:
         out = {"status": "skipped", "reason": str(reason), "versions": versions(simulator)}
     except Exception as error:  # a peer that fails is reported with its error, not fatal to the suite
