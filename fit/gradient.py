@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import time
 from typing import NamedTuple
 
 import jax
@@ -200,6 +201,9 @@ def _select(mask: Array, new, old):
 
 TICKS_PER_CALL = 16
 """Ticks (one batched value-and-gradient each) of `lbfgs` per jitted call, at most."""
+CALL_SECONDS = 0.02
+"""`lbfgs` runs as many ticks per call as take about this long (s, at least one): fast ticks share a host
+round trip, and the account, which stamps a tick's time when the host charges it, is never much late."""
 SUFFICIENT_DECREASE = 1e-4
 """c₁ of the line search: a step t is short enough when φ(t) ≤ φ(0) + c₁ t φ′(0)."""
 CURVATURE = 0.9
@@ -366,7 +370,7 @@ def _advance(lane: _Lanes, value, grad, max_trials, tolerance, max_iterations) -
     norm = jnp.linalg.norm(new_grad)
     iterations = lane.iterations + moved
     decrease = lane.value - new_value
-    scale = jnp.maximum(jnp.maximum(jnp.abs(lane.value), jnp.abs(new_value)), 1.0)
+    scale = jnp.maximum(jnp.abs(lane.value), jnp.abs(new_value))  # relative: a noise-free fit polishes to ~0
     status = jnp.select(
         [
             ~running,
@@ -491,9 +495,10 @@ def lbfgs(
     ``memory_size`` pairs, pairs with s·y ≤ ε‖s‖‖y‖ skipped) and its own line search (weak Wolfe,
     c₁ = 1e-4, c₂ = 0.9, bracketing by safeguarded cubic interpolation; trial step 1, or a step of
     length ≤ 1 in ``u`` along −g while the memory is empty). No lane waits for another's line search.
-    Up to `TICKS_PER_CALL` ticks run per jitted call. Bounds are kept by the transforms of `FreeParams`
-    (``u`` is unconstrained). The starts are split over ``devices`` (`diffbrain.fit.sharding`; default:
-    all there are), with the same result as on one device.
+    Each jitted call runs the ticks that take about `CALL_SECONDS` (at most `TICKS_PER_CALL`, and it
+    stops after a tick in which a run ended), which changes no result. Bounds are kept by the transforms
+    of `FreeParams` (``u`` is unconstrained). The starts are split over ``devices``
+    (`diffbrain.fit.sharding`; default: all there are), with the same result as on one device.
 
     Accounting: each tick charges ``n`` value-and-gradients (ended lanes included: they are evaluated
     with the others), one `Account.charge` per tick, and a call never runs more ticks than the budget
@@ -502,7 +507,7 @@ def lbfgs(
     taken ``max_iterations`` steps, or its loss or gradient turns non-finite (kept at its best finite
     point; its message says so). With ``restart`` (a ``key`` and a budget), ended runs' lanes restart from
     fresh uniform points while the budget lasts for two more ticks; every run is reported, its
-    ``simulations`` the ticks it ran.
+    ``simulations`` what the ticks it ran were charged.
 
     With ``cells`` (`Cells`), start i fits cell ``cells.index[i]`` instead of the objective's own sweeps
     (its ``model``, ``free`` and ``loss`` are shared), so many cells are fitted in one batched call; a slot
@@ -529,6 +534,7 @@ def lbfgs(
     can_restart = restart and key is not None and account.budget is not None
     results: list[StartResult] = []
     spent, running = np.zeros(n), np.ones(n, bool)
+    per_call = 1  # ticks; the first call measures how long one takes
 
     def ended_runs(slots):
         best_u, best_loss, status = (np.asarray(a)[:n] for a in (lanes.best_u, lanes.best_loss, lanes.status))
@@ -536,11 +542,14 @@ def lbfgs(
         return [report(best_u.astype(float), best_loss.astype(float), messages, spent, s) for s in slots]
 
     while running.any():
-        ticks = min(TICKS_PER_CALL, account.affordable(n * TICKS_PER_CALL, gradient=True) // n)
+        ticks = min(per_call, account.affordable(n * per_call, gradient=True) // n)
         if ticks < 1:
             break
+        called = time.perf_counter()
         u, lanes, values, done = step(lanes, ticks, settings, cell, data)
         done = int(done)
+        tick_seconds = (time.perf_counter() - called) / done
+        per_call = int(np.clip(CALL_SECONDS // tick_seconds, 1, TICKS_PER_CALL))
         for tick_values in np.asarray(values, float)[:n, :done].T:
             account.charge(tick_values, gradient=True)
         spent += done * account.grad_cost
