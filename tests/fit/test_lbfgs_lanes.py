@@ -144,3 +144,20 @@ def test_a_sharded_run_equals_the_one_device_run():
         np.testing.assert_allclose(a.u, b.u, rtol=1e-12, atol=1e-12)
         assert (a.status, a.message, a.simulations) == (b.status, b.message, b.simulations)
     np.testing.assert_allclose(np.asarray(four.history)[:, [0, 2]], np.asarray(one.history)[:, [0, 2]])
+
+
+def test_no_result_depends_on_the_ticks_per_call(monkeypatch):
+    """One tick per call or sixteen: the same runs, restarts and account (calls stop when a run ends)."""
+    starts = ROSENBROCK.free.sample(jax.random.key(6), 3)
+    runs = []
+    for seconds in (0.0, 1e9):  # a call of ≈ 0 s runs one tick; of ≈ 1e9 s, TICKS_PER_CALL
+        monkeypatch.setattr(gradient, "CALL_SECONDS", seconds)
+        runs.append(_fit(ROSENBROCK, starts, budget=240, key=jax.random.key(7), tolerance=1e-8))
+    (one, one_account), (many, many_account) = runs
+    assert len(one) == len(many) > 3
+    for a, b in zip(one, many, strict=True):
+        assert (a.loss, a.message, a.simulations) == (b.loss, b.message, b.simulations)
+        np.testing.assert_array_equal(a.u, b.u)
+    np.testing.assert_array_equal(
+        np.asarray(one_account.history)[:, [0, 2]], np.asarray(many_account.history)[:, [0, 2]]
+    )
