@@ -1,6 +1,7 @@
 """GIF's threshold parameters a and b under a voltage loss: with grid-snapped resets the voltage is
-piecewise constant in them, so every exact gradient is zero; with `InterpolatedGIF` the
-resets move continuously and the gradient of the voltage MSE matches finite differences."""
+piecewise constant in them, so every exact gradient is zero; with `InterpolatedGIF` the resets move
+continuously, the gradient of the voltage MSE matches finite differences, and with the reset samples
+left out of the loss (`SubthresholdMSE`) L-BFGS-B recovers a and b from a start 10 % off."""
 
 import functools
 
@@ -10,16 +11,19 @@ import numpy as np
 import pytest
 
 from diffbrain import fit, zoo
+from diffbrain.fit.fitter import run_method
+from diffbrain.fit.objective import Account
 from diffbrain.zoo.neurons.gif import InterpolatedGIF
 
 TRUTH = np.array([0.005, 0.01])  # a, b (1/ms), the paper's ground truth
 DT = 0.1  # ms
+VOLTAGE_MSE = fit.VoltageMSE()
 MODELS = {"grid": zoo.GIF, "interpolated": InterpolatedGIF}
 SCALES = np.array([[1.02, 0.98], [1.05, 0.95], [0.8, 1.3], [2.0, 0.5]])  # of (a, b)
 
 
 @functools.cache
-def _objective(spike_timing: str) -> fit.Objective:
+def _objective(spike_timing: str, loss: fit.AbstractLoss = VOLTAGE_MSE) -> fit.Objective:
     """Two 300 ms sweeps (13 spikes in all), targets from the truth, free a and b (the paper's bounds)."""
     currents = (
         np.stack(
@@ -35,7 +39,7 @@ def _objective(spike_timing: str) -> fit.Objective:
     model = zoo.astype(model_class(), jnp.float64)
     inputs, target = fit.prepare(model, sweeps)
     free = fit.free_params(model, {"a": (0.0, 0.1), "b": (0.0, 0.1)})
-    return fit.Objective(model, free, inputs, target, fit.VoltageMSE())
+    return fit.Objective(model, free, inputs, target, loss)
 
 
 def _central_differences(objective: fit.Objective, u, h: float = 1e-6) -> np.ndarray:
@@ -97,3 +101,14 @@ def test_interpolated_spike_times_are_closer_to_the_fine_step_reference():
     error_grid = np.max(np.abs(grid - reference))
     error_interpolated = np.max(np.abs(interpolated - reference))
     assert error_interpolated < 0.1 < error_grid
+
+
+def test_noise_free_fit_from_a_nearby_start_recovers_a_and_b():
+    """With the voltage MSE the one-sample jumps at the resets stall L-BFGS-B (measured from this start:
+    a, b still 6 % and 5 % off); without the samples near recorded spikes the loss is smooth near the
+    truth and the fit converges (measured: relative errors ~1e-10)."""
+    objective = _objective("interpolated", fit.SubthresholdMSE())
+    start = objective.free.to_unconstrained(jnp.asarray(TRUTH * [1.1, 0.9]))
+    results = run_method(objective, "lbfgsb", start[None], Account(100), jax.random.key(0))
+    fitted = np.array(list(objective.free.as_dict(results[0].u).values()))  # the run from `start`
+    np.testing.assert_allclose(fitted, TRUTH, rtol=0.01)
