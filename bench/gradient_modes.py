@@ -9,8 +9,9 @@ warm-up, the median of ``--repeats`` calls run in turns (`measure_side_by_side`)
   forward mode measured here and not adopted: it was never the fastest),
 
 and prints, per mode, the milliseconds of one batched call and the cost per lane over the batched forward's
-cost per lane (8 vectors): ``(t_grad / 8) / (t_forward8 / 8)``. The last column is the mode
-``Objective.gradient_mode(8)`` picks. Not a suite: nothing is recorded.
+cost per lane (8 vectors): ``(t_grad / 8) / (t_forward8 / 8)``. The last column marks the mode
+``gradient="auto"`` picks for 8 starts (``auto``) and the fastest gradient computation (``fastest``, the
+one ``gradient="measure"`` should pick). Not a suite: nothing is recorded.
 
 Run: ``python -m diffbrain.bench.gradient_modes [--problems hh-noise ...] [--repeats 5]``.
 """
@@ -69,7 +70,7 @@ def batched_calls(objective: Objective, n_starts: int = N_STARTS) -> dict[str, C
 
 def table(names: tuple[str, ...], repeats: int) -> list[str]:
     """One row per (problem, computation): ms per batched call and the cost per lane over the forward's."""
-    lines = [f"| problem | computation | ms per call | per lane / forward x{N_STARTS} per lane | auto |"]
+    lines = [f"| problem | computation | ms per call | per lane / forward x{N_STARTS} per lane | pick |"]
     lines.append("|---|---|---|---|---|")
     for name in names:
         try:
@@ -81,13 +82,13 @@ def table(names: tuple[str, ...], repeats: int) -> list[str]:
         timings = measure_side_by_side(batched_calls(objective), repeats=repeats)
         base = timings[f"forward x{N_STARTS}"].median
         auto = objective.gradient_mode(N_STARTS)
+        gradients = {key: t.median for key, t in timings.items() if not key.startswith("forward x")}
+        fastest = min(gradients, key=gradients.get)
         for computation, timing in timings.items():
             lanes = 2 * N_STARTS if computation == f"forward x{2 * N_STARTS}" else N_STARTS
             ratio = (timing.median / lanes) / (base / N_STARTS)
-            lines.append(
-                f"| {name} | {computation} | {1e3 * timing.median:.1f} | {ratio:.2f} | "
-                f"{'<-' if computation == auto else ''} |"
-            )
+            picks = ", ".join(p for p, mode in (("auto", auto), ("fastest", fastest)) if mode == computation)
+            lines.append(f"| {name} | {computation} | {1e3 * timing.median:.1f} | {ratio:.2f} | {picks} |")
     return lines
 
 

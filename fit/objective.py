@@ -71,6 +71,23 @@ def auto_gradient_mode(width: int, adjoint: bool = True) -> str:
     elementwise kernels and does the rest vectorised over time; once many neurons run side by side, the
     per-step overhead is amortised and the adjoint's time-by-state Jacobians (memory-bound) cost more
     than recomputing each step in reverse mode.
+
+    Above `ADJOINT_MAX_WIDTH` the faster of reverse and forward mode depends on the model, not on the
+    width, so no width rule can pick it: ``gradient="measure"`` times them at the batch size used. 8
+    starts of the ``fit`` suite's problems (``python -m diffbrain.bench.gradient_modes``: one `vmap`-ped
+    value-and-gradient over one `vmap`-ped forward of the same 8 vectors, wall time, median of 7, loaded
+    2-core CPU):
+
+    | problem (sweeps) | reverse | forward mode | forward, directions folded into the batch | adjoint |
+    |---|---|---|---|---|
+    | hh-noise (2) | 3.5× | 5.2× | 4.0× | 9.3× |
+    | traubhh-paper (5) | 3.6× | 1.7× | 2.2× | 4.9× |
+    | gif-paper (5) | 2.4× | 3.0× | 3.8× | 17× |
+    | gif-adapting (5) | 4.6× | 4.3× | 5.6× | 27× |
+
+    (HH at 20 starts, width 40: reverse 3.8×, forward mode 4.8×; TraubHH at 2 starts, width 10: reverse
+    5.1×, forward mode 2.8×.) Folding the d tangent directions into the batch (a `vmap` of `jax.jvp` over
+    n·d lanes, each recomputing the primal) was never the fastest, so it is not a mode.
     """
     return "adjoint" if adjoint and width <= ADJOINT_MAX_WIDTH else "reverse"
 
@@ -99,10 +116,10 @@ class Objective:
             * ``"central"``: central differences, step `CENTRAL_STEP` in ``u``, the 2d + 1 simulations as
               one `vmap` batch; ~1e-9 relative in float64 for smooth losses.
             * ``"auto"`` (default): `auto_gradient_mode` of how many simulations run side by side
-              (sweeps for `value_and_grad`, sweeps × starts for `values_and_grads`, decided when it is
-              traced).
-            * ``"measure"``: time each exact mode (forward only up to `MEASURE_MAX_PARAMS` parameters;
-              never ``"central"``, which is approximate: ask for it by name) and use the fastest, for one
+              (sweeps for `value_and_grad`, sweeps × starts for `values_and_grads`).
+            * ``"measure"``: time each exact mode (forward only up to `MEASURE_MAX_PARAMS` parameters,
+              the adjoint only up to `ADJOINT_MAX_WIDTH` simulations side by side; never ``"central"``,
+              which is approximate: ask for it by name) and use the fastest, for one
               start on `value_and_grad` when the objective is built and for n starts (a `vmap` over n
               vectors, what `values_and_grads` and batched L-BFGS evaluate) the first time
               ``gradient_mode(n)`` is asked; the times are in ``gradient_timings`` (one start) and
@@ -218,11 +235,14 @@ class Objective:
     def _time_modes(self, n_starts: int) -> dict[str, float]:
         """Seconds of one value-and-gradient of ``n_starts`` vectors (one: `value_and_grad`, more: a `vmap`)
         per exact mode, the fastest of `MEASURE_REPEATS` calls after one untimed call (compilation);
-        stored in ``gradient_timings_by_starts``."""
+        stored in ``gradient_timings_by_starts``. The adjoint is timed only up to `ADJOINT_MAX_WIDTH`
+        simulations side by side: above, it measured 5–27× a batched forward on every problem of the ``fit``
+        suite (its time-by-state Jacobians are memory-bound), never the fastest."""
         u = jnp.zeros(self.free.size, self.free.lower.dtype)
         us = jnp.broadcast_to(u, (n_starts, u.size))
         modes = ["reverse"] + (["forward"] if self.free.size <= MEASURE_MAX_PARAMS else [])
-        modes += ["adjoint"] if self.adjoint_supported else []
+        width = n_starts * self.inputs.shape[1]
+        modes += ["adjoint"] if self.adjoint_supported and width <= ADJOINT_MAX_WIDTH else []
         timings = {}
         for mode in modes:
             if n_starts == 1:

@@ -87,6 +87,7 @@ def test_measure_times_the_modes_at_the_batch_size_asked_for(monkeypatch):
     assert set(objective.gradient_timings_by_starts) == {1}  # one start, timed when built
     mode = objective.gradient_mode(3)
     timings = objective.gradient_timings_by_starts[3]
-    assert set(timings) == {"adjoint", "forward", "reverse"} and mode == min(timings, key=timings.get)
+    # 3 starts × 2 sweeps > ADJOINT_MAX_WIDTH: the adjoint is not timed
+    assert set(timings) == {"forward", "reverse"} and mode == min(timings, key=timings.get)
     monkeypatch.setattr(objective, "_time_modes", lambda n: pytest.fail("measured twice"))
     assert objective.gradient_mode(3) == mode
