@@ -215,7 +215,9 @@ def data_grad(
     Only the spiking rows are computed, but the result is nnz-sized and must be zeroed elsewhere: in a large
     (≥ 16 MiB) output, the pages not resident in memory (fresh from XLA's allocator) are released and mapped
     again by the kernel (`madvise` `MADV_DONTNEED`, which reads back as zeros in a private anonymous mapping,
-    then `MADV_POPULATE_WRITE`), which is cheaper than faulting each page in to write zeros; the resident
+    then `MADV_POPULATE_WRITE`, after `MADV_HUGEPAGE` so that the kernel maps 2 MiB pages where transparent
+    huge pages are allowed), which is cheaper than faulting each page in to write zeros (measured at nnz =
+    4·10⁷ float32: 13 ms instead of 52 ms, and 0.4 ms instead of 11 ms to free the result); the resident
     ones are written. A buffer more than 7/8 resident (reused inside a loop) or not verifiably private
     anonymous memory is filled with zeros, split across threads. Either way the zeroing of nnz values, not
     the events, dominates at low firing rates when nnz is large.

@@ -471,6 +471,12 @@ ffi::Error row_dot_impl(ffi::AnyBuffer indptr, ffi::AnyBuffer indices, ffi::AnyB
 // end to end, so the pages are mapped here.) Used when the output is large, at least 1/8 of its pages are not
 // resident (a buffer reused inside a loop is warm: the threaded fill is then as good) and /proc/self/maps shows
 // one private anonymous mapping covering it; anything else falls back to writing the zeros.
+//
+// The range is first marked MADV_HUGEPAGE (transparent huge pages; effective in the "madvise" and "always"
+// modes, a no-op with "never"): each aligned 2 MiB of the non-resident runs is then mapped and zeroed at once
+// rather than as 512 pages. Measured on the 2-core Zen 4 VM for a fresh 160 MB mapping: populating 52 ms with
+// 4 KiB pages, 13 ms with huge pages, and the munmap that frees the buffer after use 11 ms, 0.4 ms. (Two
+// threads populating halves gain nothing: the kernel's page allocation and zeroing serialize.)
 
 constexpr size_t kKernelZeroBytes = size_t{16} << 20;
 
@@ -516,6 +522,9 @@ bool zero_output(void* out, size_t bytes) {
   if (!private_anonymous(lo, hi)) return false;
   std::memset(out, 0, lo - begin);
   std::memset(reinterpret_cast<void*>(hi), 0, end - hi);
+#ifdef MADV_HUGEPAGE
+  madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);  // advice only: a failure changes nothing
+#endif
   for (size_t first = 0; first < pages;) {  // runs of pages alike: memset the resident, release the rest
     size_t last = first + 1;
     while (last < pages && (resident[last] & 1) == (resident[first] & 1)) ++last;

@@ -163,6 +163,39 @@ def test_fresh_private_memory_is_zeroed_by_the_os():
     del view
 
 
+def _transparent_huge_pages() -> bool:
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            return "[never]" not in f.read()
+    except OSError:
+        return False
+
+
+def _huge_kib(address: int) -> int:
+    """``AnonHugePages`` (KiB) of the mapping of this process that contains ``address``."""
+    with open("/proc/self/smaps") as f:
+        inside = False
+        for line in f:
+            head = line.split()[0]
+            if "-" in head and not head.endswith(":"):
+                start, end = (int(x, 16) for x in head.split("-"))
+                inside = start <= address < end
+            elif inside and head == "AnonHugePages:":
+                return int(line.split()[1])
+    return 0
+
+
+@pytest.mark.skipif(not _transparent_huge_pages(), reason="transparent huge pages are off here")
+def test_fresh_memory_is_zeroed_with_huge_pages():
+    buffer = mmap.mmap(-1, ZERO_BYTES, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    address = ctypes.addressof(ctypes.c_char.from_buffer(buffer))
+    assert _huge_kib(address) == 0
+    assert zero_output(buffer, 0, ZERO_BYTES)
+    # the 32 MiB mapping holds at least 15 aligned 2 MiB pages; the kernel may refuse a few (fragmentation)
+    assert _huge_kib(address) >= 8 * 2048
+    assert not np.frombuffer(buffer, np.uint8).any()
+
+
 def test_memory_that_is_resident_shared_or_small_is_left_to_the_fill(tmp_path):
     warm = mmap.mmap(-1, ZERO_BYTES, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     warm[:] = b"\x03" * ZERO_BYTES  # every page resident: a fill is cheaper than faulting them again
