@@ -6,6 +6,8 @@ wall-time budget (what does not fit is recorded as skipped, with the reason):
 1. `check`: the compiled Pallas kernels against the ``reference`` backend on the same device — forward
    `ops.event_matvec` with bool and float spikes, `ops.event_matmat`, `ops.csr_matvec`, the VJPs w.r.t.
    the weights and the float spikes, under ``jit`` and ``vmap``, homogeneous and heterogeneous weights —
+   and the arrival ring `ops.arrival_scatter` (its rows paired into neurons, random lags; the ring and the
+   popped slot, the gradients w.r.t. the weights and float spikes through its transposes) —
    on random CSRs with empty rows and rows longer than a chunk, in the default float dtype (run it with
    ``JAX_ENABLE_X64=1`` for float64). Relative errors; a failure stops the run (timings of a wrong kernel
    mean nothing).
@@ -18,8 +20,7 @@ wall-time budget (what does not fit is recorded as skipped, with the reason):
 4. The sim suite's networks (`diffbrain.bench.sim.run`, diffbrain alone): COBA at 4,000 neurons (1 s),
    40,000 (0.5 s) and 400,000 (0.1 s), and the Potjans–Diesmann microcircuit at scale 0.1 (1 s) when
    ``--data`` names its folder. Records of suite ``sim-gpu``. COBA's synapses go through the Pallas
-   `ops.event_matvec`; the microcircuit's delayed synapses through `ops.arrival_scatter`, which on a GPU
-   still runs its ``reference`` form (every synapse, every step) — its time is not an event-driven one.
+   `ops.event_matvec`; the microcircuit's delayed synapses through the Pallas `ops.arrival_scatter`.
 
 Each stage writes its records as soon as it has them (``OUT/ops-gpu.csv`` after every case,
 ``OUT/sim-gpu.csv``, ``OUT/gpu_tuning.csv``), so a run stopped at its limit keeps what it finished. The last
@@ -123,6 +124,30 @@ def _operations(W: ops.CSR, inputs: dict, backend: str) -> dict[str, jax.Array]:
     }
 
 
+RING_LENGTH = 4
+"""Slots of the arrival ring in `check` (lags 1 … 4)."""
+
+
+def _arrival_operations(W: ops.CSR, inputs: dict, backend: str) -> dict[str, jax.Array]:
+    """The arrival-ring operations `check` compares: ``W``'s rows taken two by two as one neuron's rows
+    (``inputs["row_ptr"]``), each with its lag, scattered at step 5 and the next slot popped."""
+
+    def arrive(data, spikes):
+        args = (W.with_data(data), inputs["row_ptr"], inputs["lag"], inputs["ring"], 5)
+        return ops.arrival_scatter(spikes, *args, pop=True, backend=backend)
+
+    def loss(data, spikes):
+        ring, arriving = arrive(data, spikes)
+        return jnp.vdot(ring, inputs["ring cotangent"]) + jnp.vdot(arriving, inputs["cotangent"])
+
+    def operations(data, events, spikes):  # one compiled computation: interpreted kernels compile slowly
+        return (*arrive(data, events), *jax.grad(loss, argnums=(0, 1))(data, spikes))
+
+    names = ("arrival_scatter ring", "arrival_scatter pop", "arrival weight grad", "arrival spike grad")
+    values = jax.jit(operations)(W.data, inputs["neuron bool"], inputs["neuron float"])
+    return dict(zip(names, values, strict=True))
+
+
 def check(
     shapes: Sequence[tuple[int, int]] = ((700, 900), (1, 5), (64, 3_000)), seed: int = 0
 ) -> pd.DataFrame:
@@ -144,7 +169,21 @@ def check(
                 "dense": jnp.asarray(rng.normal(size=n_pre), dtype),
                 "cotangent": jnp.asarray(rng.normal(size=n_post), dtype),
             }
-            ours, reference = _operations(W, inputs, "pallas"), _operations(W, inputs, "reference")
+            neurons = (n_pre + 1) // 2
+            inputs |= {
+                "row_ptr": jnp.asarray(np.minimum(np.arange(neurons + 1) * 2, n_pre), W.indices.dtype),
+                "lag": jnp.asarray(rng.integers(1, RING_LENGTH + 1, n_pre), jnp.int32),
+                "ring": jnp.asarray(rng.normal(size=(RING_LENGTH, n_post)), dtype),
+                "ring cotangent": jnp.asarray(rng.normal(size=(RING_LENGTH, n_post)), dtype),
+                "neuron bool": jnp.asarray(rng.random(neurons) < 0.3),
+                "neuron float": jnp.asarray(
+                    np.where(rng.random(neurons) < 0.4, rng.random(neurons), 0), dtype
+                ),
+            }
+            ours, reference = (
+                _operations(W, inputs, backend) | _arrival_operations(W, inputs, backend)
+                for backend in ("pallas", "reference")
+            )
             for name in ours:
                 rows.append(
                     dict(
@@ -258,8 +297,10 @@ def sim_grid(data: str | None, repeats: int = 3, progress: Callable[[str], None]
 
 
 def summary(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per ops case: call and step times (µs) of every method and diffbrain's ratios to its peers."""
-    ok = frame[(frame.status == "ok") & frame.metric.isin(["step_time", "call_time", "weight_grad_time"])]
+    """Per ops case: call and step times (µs) of every method, diffbrain's weight gradient and the zeros
+    floor of that ``[nnz]`` result (``zeros_time``, see `diffbrain.bench.ops`)."""
+    metrics = ["step_time", "call_time", "weight_grad_time", "zeros_time"]
+    ok = frame[(frame.status == "ok") & frame.metric.isin(metrics)]
     table = ok.assign(value=ok.value * 1e6, column=ok.metric.str.removesuffix("_time") + " µs " + ok.method)
     return table.pivot_table(index="case", columns="column", values="value", aggfunc="last", sort=False)
 

@@ -293,7 +293,7 @@ arrival_p.multiple_results = True
 
 
 def _arrival_impl(row_ptr, lag, indptr, indices, step, data, spikes, ring, *, pop: bool, backend: str):
-    kernels = _backend.kernels("cpu") if backend == "cpu" else reference
+    kernels = _backend.kernels(backend)
     return list(kernels.arrival_scatter(row_ptr, lag, indptr, indices, step, data, spikes, ring, pop))
 
 
@@ -327,7 +327,7 @@ def _arrival_jvp(primals, tangents, *, pop: bool, backend: str):
 
 def _arrival_transpose(cts, row_ptr, lag, indptr, indices, step, data, spikes, ring, *, pop, backend):
     """The cotangent ``ȳ`` of the ring goes to ``ring`` unchanged, to the weights as
-    ``g[k] = s[src(k)]·ȳ[slot(r(k)), idx(k)]`` (event-driven on ``cpu``; for one shared weight
+    ``g[k] = s[src(k)]·ȳ[slot(r(k)), idx(k)]`` (event-driven on ``cpu`` and ``pallas``; for one shared weight
     ``Σ ȳ ⊙ S(1, s)``, the scatter itself) and to the spikes as a per-neuron row dot."""
     structure = (row_ptr, lag, indptr, indices, step)
     if pop or any(ad.is_undefined_primal(x) for x in structure):
@@ -364,8 +364,8 @@ ad.primitive_jvps[arrival_p] = _arrival_jvp
 ad.primitive_transposes[arrival_p] = _arrival_transpose
 batching.primitive_batchers[arrival_p] = _arrival_batching
 
-# The transposes of the ring w.r.t. the weights (``[nnz]``) and the spikes (``[n_pre]``), through the cpu
-# kernels or the reference. Each is bilinear in its last two operands, and each transposes into the ring
+# The transposes of the ring w.r.t. the weights (``[nnz]``) and the spikes (``[n_pre]``), through the
+# backend's kernels. Each is bilinear in its last two operands, and each transposes into the ring
 # or the other, so derivatives of any order stay within these three primitives.
 arrival_data_grad_p = Primitive("arrival_data_grad")  # (structure…, spikes, ring cotangent) → [nnz]
 arrival_row_dot_p = Primitive("arrival_row_dot")  # (structure…, data, ring cotangent) → [n_pre]
@@ -373,7 +373,7 @@ arrival_row_dot_p = Primitive("arrival_row_dot")  # (structure…, data, ring co
 
 def _weight_cotangent(structure, spikes, ct, data_shape: tuple[int, ...], backend: str):
     """The cotangent of ``W.data`` from the ring's ``ct``; for one shared weight ``Σ ct ⊙ S(1, s)``, the
-    scatter itself (event-driven on cpu, no ``[nnz]`` array)."""
+    scatter itself (event-driven on cpu and pallas, no ``[nnz]`` array)."""
     if data_shape:
         return arrival_data_grad_p.bind(*structure, spikes, ct, backend=backend)
     one, zeros = jnp.ones((), ct.dtype), jnp.zeros_like(ct)
@@ -417,8 +417,7 @@ for _primitive, _name, _shape, _transpose in (
 ):
 
     def _transpose_impl(*args, backend: str, name: str = _name):
-        kernels = _backend.kernels("cpu") if backend == "cpu" else reference
-        return getattr(kernels, name)(*args)
+        return getattr(_backend.kernels(backend), name)(*args)
 
     def _transpose_abstract(*args, backend, shape=_shape):
         return jax.core.ShapedArray(shape(args[3], args[0]), args[6].dtype)
@@ -484,11 +483,11 @@ def arrival_scatter(
     is ``ring`` with ``s[i]·W[r, j]`` added at ``[(step + lag[r]) mod L, j]`` for every row of every
     neuron with ``s[i] ≠ 0``. With ``pop``, slot ``(step + 1) mod L`` of the result — the input arriving in
     the next step — is also returned and cleared in the ring, in the same call: a network scatters the
-    spikes of step ``t − 1`` and pops the input of step ``t``. On the ``cpu`` backend the work per step is
-    the synaptic events and one slot, not the rows (a gather of the delayed spikes and a pass over all
-    ``R`` rows, as with `event_matvec` over a ring of past spikes). The ``reference`` backend, and
-    ``pallas``, which routes to it, compute every stored synapse whatever the spikes: O(nnz) per call,
-    i.e. per step of a network.
+    spikes of step ``t − 1`` and pops the input of step ``t``. On the ``cpu`` and ``pallas`` backends the
+    work per step is a test of each spike, the synaptic events and one slot, not the rows (a gather of the
+    delayed spikes and a pass over all ``R`` rows, as with `event_matvec` over a ring of past spikes). The
+    ``reference`` backend computes every stored synapse whatever the spikes: O(nnz) per call, i.e. per step
+    of a network.
 
     Args:
         spikes: ``[n_pre]``, bool, integer (counts) or floating (surrogate spikes, ``W.data``'s dtype).
@@ -499,9 +498,9 @@ def arrival_scatter(
         ring: ``[L, n_post]`` future inputs, ``W.data``'s dtype and unit.
         step: the step in which ``spikes`` were emitted (integer scalar).
         pop: also return slot ``(step + 1) mod L`` of the result, cleared in the returned ring.
-        backend: ``"reference"`` or ``"cpu"`` (the compiled kernel, which updates ``ring`` in place when
-            XLA can reuse its buffer, e.g. in a `lax.scan` carry); ``"pallas"`` computes this operator
-            with the reference implementation. None: the automatic choice.
+        backend: ``"reference"``, ``"cpu"`` (the compiled kernel) or ``"pallas"`` (atomic adds into the
+            ring on a GPU); both kernels update ``ring`` in place when XLA can reuse its buffer, e.g. in a
+            `lax.scan` carry. None: the automatic choice.
 
     Returns:
         The updated ring ``[L, n_post]``; with ``pop``, ``(ring, arriving [n_post])``.
@@ -511,10 +510,10 @@ def arrival_scatter(
     Differentiable w.r.t. ``W.data``, floating ``spikes`` and ``ring``, to any order, in forward and
     reverse mode. The tangent is this operator again, linear in the tangents. Its transpose gives the
     weights ``g[k] = s[src(k)]·ȳ[slot(r(k)), j(k)]``, computed on the synapses of the neurons that fired on
-    ``cpu`` (plus a zero fill of the ``[nnz]`` result; for one shared weight, a scatter of ``s``, without
-    any ``[nnz]`` array). The spikes get a per-neuron row dot over all synapses (O(nnz)). The ``reference``
-    backend computes both over every synapse. Reverse mode through a `lax.scan` stores only ``spikes`` and
-    ``step`` per step (O(n_pre)), not per-synapse arrays.
+    ``cpu`` and ``pallas`` (plus a zero fill of the ``[nnz]`` result; for one shared weight, a scatter of
+    ``s``, without any ``[nnz]`` array). The spikes get a per-neuron row dot over all synapses (O(nnz)).
+    The ``reference`` backend computes both over every synapse. Reverse mode through a `lax.scan` stores
+    only ``spikes`` and ``step`` per step (O(n_pre)), not per-synapse arrays.
     Under `jax.vmap` the kernel runs once per batch element.
 
     Example:

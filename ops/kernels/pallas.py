@@ -14,6 +14,12 @@ shared weight, never broadcast to ``[nnz]``; ``indptr``/``indices`` int32 or int
 * `data_grad` / `data_grad_batch`: ``g[k] = Σ_b s_b[row k]·ȳ_b[col k]``; the output is a zero ``[nnz]``
   array aliased into the kernel and one program per row block writes only rows where some ``s_b`` is
   nonzero (silent rows keep their zeros; no gather touches them). Deterministic: no atomics.
+* `arrival_scatter` (delayed synapses into a ring ``[L, n_post]``): one program per block of ``ROWS``
+  presynaptic neurons; a spiking neuron walks its rows (``row_ptr``) and their synapses in ``CHUNK``-wide
+  steps, atomically adding into the flattened ring (aliased) at ``((step + lag) mod L)·n_post + column``;
+  ``pop`` slices the next slot out after the kernel. Its transposes `arrival_data_grad` (writes the synapses
+  of spiking neurons into an aliased zero ``[nnz]``) and `arrival_row_dot` (a gather-dot per neuron over
+  its rows' slots) loop the same way, without atomics.
 
 Every function is a Pallas kernel; none falls back to the reference. Only the empty matrix (``nnz = 0``)
 and empty grids are answered with zeros without a kernel.
@@ -37,6 +43,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, Float, Int, Shaped
+
+from . import reference
 
 try:
     from jax.experimental import pallas as pl
@@ -401,3 +409,329 @@ def data_grad(
 ) -> Float[Array, " nnz"]:
     """``g[k] = s[row(k)]·ȳ[indices[k]]``, written only on rows with ``s != 0`` (zeros elsewhere)."""
     return _data_grad_batch(indptr, indices, spikes[None], cotangent[None], nnz, interpret, _tuning())
+
+
+# --- the arrival ring: delayed rows scattered at slot (step + lag) mod L ------------------------------------
+#
+# The structure of `reference.arrival_scatter`: presynaptic neuron i owns the CSR rows row_ptr[i] …
+# row_ptr[i + 1] − 1, row r arriving lag[r] ∈ [1, L] steps after the spike. One program per block of ``ROWS``
+# neurons; a neuron whose spike is 0 is skipped (one scalar load), a spiking one walks its rows and, for each,
+# its synapses in ``CHUNK``-wide masked loads, adding into the flattened ring ``[L·n_post]`` at
+# ``slot·n_post + column``. ``now = step mod L`` is computed outside the kernel: a slot is one remainder.
+# The transposes have the same loops: the weight cotangent gathers ``ȳ[slot, column]`` on the synapses of
+# spiking neurons only (into an aliased zero ``[nnz]``), the spike cotangent is a gather-dot per neuron.
+
+
+def _for_each_ring_row(row_ptr_ref, lag_ref, now_ref, neuron, length: int, n_post: int, body, init):
+    """``body(row, base, carry)`` over the rows of ``neuron``; ``base = slot·n_post`` is the flat offset of
+    the row's slot ``(now + lag[row]) mod L``. Returns the final carry."""
+
+    def row_body(row, carry):
+        slot = lax.rem(now_ref[0] + lag_ref[row], jnp.int32(length))
+        return body(row, slot.astype(row_ptr_ref.dtype) * n_post, carry)
+
+    return lax.fori_loop(row_ptr_ref[neuron], row_ptr_ref[neuron + 1], row_body, init)
+
+
+def _for_each_chunk(start, end, chunk: int, body, init):
+    """``body(window, mask, carry)`` over the ``chunk``-wide steps of ``[start, end)``: ``window`` is the
+    `pl.ds` of the step, ``mask`` its lanes below ``end``."""
+
+    def chunk_body(c, carry):
+        return body(pl.ds(start + c * chunk, chunk), _lanes(start, c, chunk) < end, carry)
+
+    return lax.fori_loop(0, _chunks(start, end, chunk), chunk_body, init)
+
+
+def _arrival_kernel(
+    row_ptr_ref,
+    lag_ref,
+    indptr_ref,
+    indices_ref,
+    now_ref,
+    data_ref,
+    s_ref,
+    ring_in_ref,
+    ring_ref,
+    *,
+    n_pre,
+    n_post,
+    length,
+    homogeneous,
+    interpret,
+    chunk,
+    rows,
+):
+    del ring_in_ref  # aliased to ring_ref: the ring we add into
+    spare = length * n_post if interpret else 0  # interpret mode: the masked lanes add 0 into a spare slot
+    block = pl.program_id(0)
+
+    def neuron_body(r, carry):
+        neuron = block * rows + r
+        safe = jnp.minimum(neuron, n_pre - 1)
+        s = s_ref[safe]
+
+        @pl.when(jnp.logical_and(neuron < n_pre, s != 0))
+        def _():
+            def row(row, base, carry):
+                def synapses(window, mask, carry):
+                    cols = plt.load(indices_ref.at[window], mask=mask, other=0)
+                    if homogeneous:
+                        w = jnp.full((chunk,), data_ref[0], ring_ref.dtype)
+                    else:
+                        w = plt.load(data_ref.at[window], mask=mask, other=0)
+                    values = jnp.where(mask, w * s, 0).astype(ring_ref.dtype)
+                    targets = jnp.where(mask, base + cols, spare)
+                    plt.atomic_add(ring_ref, (targets,), values, mask=None if interpret else mask)
+                    return carry
+
+                return _for_each_chunk(indptr_ref[row], indptr_ref[row + 1], chunk, synapses, carry)
+
+            _for_each_ring_row(row_ptr_ref, lag_ref, now_ref, safe, length, n_post, row, 0)
+
+        return carry
+
+    lax.fori_loop(0, rows, neuron_body, 0)
+
+
+def _ring_operands(row_ptr, lag, indices, step, length: int, n_post: int, interpret: bool):
+    """``(lag as int32, now = step mod L as int32 [1])``; checks that flat ring offsets fit the indices'
+    dtype."""
+    flat = length * n_post + (1 if interpret else 0)
+    if jnp.iinfo(indices.dtype).max < flat:
+        raise ValueError(
+            f"the ring [L = {length}, n_post = {n_post}] has more entries than {indices.dtype} indices "
+            "address; use int64 indices (`jax.config.update('jax_enable_x64', True)`) or a shorter ring."
+        )
+    if row_ptr.dtype != indices.dtype:
+        raise ValueError(f"`row_ptr` ({row_ptr.dtype}) must have the indices' dtype ({indices.dtype}).")
+    now = jnp.remainder(jnp.asarray(step, jnp.int32), length).reshape(1)
+    return lag.astype(jnp.int32), now
+
+
+@functools.partial(jax.jit, static_argnames=("pop", "interpret", "tuning"))
+def _arrival_scatter(row_ptr, lag, indptr, indices, step, data, spikes, ring, pop, interpret, tuning):
+    length, n_post = ring.shape
+    n_pre = row_ptr.shape[0] - 1
+    if indices.shape[0] > 0 and n_pre > 0 and n_post > 0:
+        interpret = _interpret(interpret)
+        lag, now = _ring_operands(row_ptr, lag, indices, step, length, n_post, interpret)
+        flat = ring.reshape(-1)
+        if interpret:
+            flat = jnp.concatenate([flat, jnp.zeros((1,), ring.dtype)])
+        kernel = functools.partial(
+            _arrival_kernel,
+            n_pre=n_pre,
+            n_post=n_post,
+            length=length,
+            homogeneous=data.ndim == 0,
+            interpret=interpret,
+            chunk=tuning[0],
+            rows=tuning[1],
+        )
+        call = _call(
+            kernel,
+            jax.ShapeDtypeStruct(flat.shape, ring.dtype),
+            (pl.cdiv(n_pre, tuning[1]),),
+            interpret,
+            {7: 0},
+            tuning[2],
+        )
+        args = (row_ptr, lag, indptr, indices, now, data.reshape(-1), spikes.astype(ring.dtype), flat)
+        flat = call(*args)
+        ring = (flat[:-1] if interpret else flat).reshape(length, n_post)
+    return reference.pop_slot(ring, step, pop)
+
+
+def arrival_scatter(
+    row_ptr: Int[Array, " n_pre+1"],
+    lag: Int[Array, " R"],
+    indptr: Int[Array, " R+1"],
+    indices: Int[Array, " nnz"],
+    step: Int[Array, ""],
+    data: Float[Array, "*nnz"],
+    spikes: Shaped[Array, " n_pre"],
+    ring: Float[Array, "L n_post"],
+    pop: bool = False,
+    *,
+    interpret: bool | None = None,
+) -> tuple[Float[Array, "L n_post"], Float[Array, " n_pop"]]:
+    """`reference.arrival_scatter` as an event-driven kernel: only the rows of neurons with ``s != 0`` are
+    read, their synapses added atomically into the ring (aliased: updated in place when XLA can reuse its
+    buffer, e.g. in a `lax.scan` carry); with ``pop`` the slot is then sliced out and cleared."""
+    return _arrival_scatter(
+        row_ptr, lag, indptr, indices, step, data, spikes, ring, pop, interpret, _tuning()
+    )
+
+
+def _arrival_data_grad_kernel(
+    row_ptr_ref,
+    lag_ref,
+    indptr_ref,
+    indices_ref,
+    now_ref,
+    s_ref,
+    ct_ref,
+    g_in_ref,
+    g_ref,
+    *,
+    n_pre,
+    n_post,
+    length,
+    chunk,
+    rows,
+):
+    del g_in_ref  # aliased to g_ref: zeros, kept on the synapses of silent neurons
+    block = pl.program_id(0)
+
+    def neuron_body(r, carry):
+        neuron = block * rows + r
+        safe = jnp.minimum(neuron, n_pre - 1)
+        s = s_ref[safe]
+
+        @pl.when(jnp.logical_and(neuron < n_pre, s != 0))
+        def _():
+            def row(row, base, carry):
+                def synapses(window, mask, carry):
+                    cols = jnp.where(mask, plt.load(indices_ref.at[window], mask=mask, other=0), 0)
+                    ct = plt.load(ct_ref.at[base + cols], mask=mask, other=0)
+                    plt.store(g_ref.at[window], (s * ct).astype(g_ref.dtype), mask=mask)
+                    return carry
+
+                return _for_each_chunk(indptr_ref[row], indptr_ref[row + 1], chunk, synapses, carry)
+
+            _for_each_ring_row(row_ptr_ref, lag_ref, now_ref, safe, length, n_post, row, 0)
+
+        return carry
+
+    lax.fori_loop(0, rows, neuron_body, 0)
+
+
+@functools.partial(jax.jit, static_argnames=("interpret", "tuning"))
+def _arrival_data_grad(row_ptr, lag, indptr, indices, step, spikes, cotangent, interpret, tuning):
+    length, n_post = cotangent.shape
+    n_pre, nnz = row_ptr.shape[0] - 1, indices.shape[0]
+    zeros = jnp.zeros((nnz,), cotangent.dtype)
+    if nnz == 0 or n_pre == 0 or n_post == 0:
+        return zeros
+    interpret = _interpret(interpret)
+    lag, now = _ring_operands(row_ptr, lag, indices, step, length, n_post, False)
+    kernel = functools.partial(
+        _arrival_data_grad_kernel, n_pre=n_pre, n_post=n_post, length=length, chunk=tuning[0], rows=tuning[1]
+    )
+    call = _call(
+        kernel,
+        jax.ShapeDtypeStruct((nnz,), cotangent.dtype),
+        (pl.cdiv(n_pre, tuning[1]),),
+        interpret,
+        {7: 0},
+        tuning[2],
+    )
+    spikes = spikes.astype(cotangent.dtype)
+    return call(row_ptr, lag, indptr, indices, now, spikes, cotangent.reshape(-1), zeros)
+
+
+def arrival_data_grad(
+    row_ptr: Int[Array, " n_pre+1"],
+    lag: Int[Array, " R"],
+    indptr: Int[Array, " R+1"],
+    indices: Int[Array, " nnz"],
+    step: Int[Array, ""],
+    spikes: Shaped[Array, " n_pre"],
+    cotangent: Float[Array, "L n_post"],
+    *,
+    interpret: bool | None = None,
+) -> Float[Array, " nnz"]:
+    """`reference.arrival_data_grad` as a kernel: a zero ``[nnz]`` array aliased into it, written only on the
+    synapses of neurons with ``s != 0`` (a gather from the cotangent's slot of each row; no atomics)."""
+    return _arrival_data_grad(row_ptr, lag, indptr, indices, step, spikes, cotangent, interpret, _tuning())
+
+
+def _arrival_row_dot_kernel(
+    row_ptr_ref,
+    lag_ref,
+    indptr_ref,
+    indices_ref,
+    now_ref,
+    data_ref,
+    ct_ref,
+    out_ref,
+    *,
+    n_pre,
+    n_post,
+    length,
+    homogeneous,
+    chunk,
+    rows,
+):
+    block = pl.program_id(0)
+
+    def neuron_body(r, carry):
+        neuron = block * rows + r
+
+        @pl.when(neuron < n_pre)
+        def _():
+            def row(row, base, total):
+                def synapses(window, mask, total):
+                    cols = jnp.where(mask, plt.load(indices_ref.at[window], mask=mask, other=0), 0)
+                    ct = plt.load(ct_ref.at[base + cols], mask=mask, other=0)
+                    if homogeneous:
+                        return total + jnp.sum(jnp.where(mask, ct, 0))
+                    w = plt.load(data_ref.at[window], mask=mask, other=0)
+                    return total + jnp.sum(jnp.where(mask, w * ct, 0))
+
+                return _for_each_chunk(indptr_ref[row], indptr_ref[row + 1], chunk, synapses, total)
+
+            zero = jnp.zeros((), out_ref.dtype)
+            total = _for_each_ring_row(row_ptr_ref, lag_ref, now_ref, neuron, length, n_post, row, zero)
+            out_ref[neuron] = (total * data_ref[0] if homogeneous else total).astype(out_ref.dtype)
+
+        return carry
+
+    lax.fori_loop(0, rows, neuron_body, 0)
+
+
+@functools.partial(jax.jit, static_argnames=("interpret", "tuning"))
+def _arrival_row_dot(row_ptr, lag, indptr, indices, step, data, cotangent, interpret, tuning):
+    length, n_post = cotangent.shape
+    n_pre = row_ptr.shape[0] - 1
+    if indices.shape[0] == 0 or n_pre == 0 or n_post == 0:
+        return jnp.zeros((n_pre,), data.dtype)
+    interpret = _interpret(interpret)
+    lag, now = _ring_operands(row_ptr, lag, indices, step, length, n_post, False)
+    kernel = functools.partial(
+        _arrival_row_dot_kernel,
+        n_pre=n_pre,
+        n_post=n_post,
+        length=length,
+        homogeneous=data.ndim == 0,
+        chunk=tuning[0],
+        rows=tuning[1],
+    )
+    call = _call(
+        kernel,
+        jax.ShapeDtypeStruct((n_pre,), data.dtype),
+        (pl.cdiv(n_pre, tuning[1]),),
+        interpret,
+        {},
+        tuning[2],
+    )
+    return call(
+        row_ptr, lag, indptr, indices, now, data.reshape(-1), cotangent.astype(data.dtype).reshape(-1)
+    )
+
+
+def arrival_row_dot(
+    row_ptr: Int[Array, " n_pre+1"],
+    lag: Int[Array, " R"],
+    indptr: Int[Array, " R+1"],
+    indices: Int[Array, " nnz"],
+    step: Int[Array, ""],
+    data: Float[Array, "*nnz"],
+    cotangent: Float[Array, "L n_post"],
+    *,
+    interpret: bool | None = None,
+) -> Float[Array, " n_pre"]:
+    """`reference.arrival_row_dot` as a kernel: per neuron, a masked gather-dot over the synapses of its rows
+    from each row's slot of the cotangent, written once (no atomics; every neuron is visited)."""
+    return _arrival_row_dot(row_ptr, lag, indptr, indices, step, data, cotangent, interpret, _tuning())

@@ -1,5 +1,6 @@
 """`ops.arrival_scatter`: delayed synapses scattered into a ring of future inputs, against a dense NumPy
-construction, inside `lax.scan`, under `vmap`, and differentiated (`check_grads` and the dense gradient)."""
+construction, inside `lax.scan`, under `vmap`, and differentiated (`check_grads` and the dense gradient).
+The ``pallas`` kernels, which `ops.backends` leaves out on CPU, are tested in `test_pallas_arrival`."""
 
 import jax
 import jax.numpy as jnp
@@ -59,15 +60,6 @@ def test_matches_dense(backend, kind, homogeneous, dtype):
         slot = (step + 1) % length
         np.testing.assert_allclose(arriving, expected[slot], rtol=tol, atol=tol)
         np.testing.assert_allclose(popped, expected.at[slot].set(0), rtol=tol, atol=tol)
-
-
-def test_pallas_routes_to_the_reference():
-    W, row_ptr, lag, _ = delayed(4, 12, 9, 4)
-    spikes = random_spikes(5, (12,), "float")
-    ring = jnp.zeros((4, 9))
-    expected = ops.arrival_scatter(spikes, W, row_ptr, lag, ring, 2, backend="reference")
-    got = ops.arrival_scatter(spikes, W, row_ptr, lag, ring, 2, backend="pallas")
-    np.testing.assert_array_equal(got, expected)
 
 
 def test_network_loop_in_scan_equals_numpy(backend):

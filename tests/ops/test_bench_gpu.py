@@ -21,6 +21,7 @@ def test_device_csr_rows_are_distinct_sorted_and_in_range():
 def test_check_compares_pallas_with_the_reference():
     table = gpu.check(shapes=((40, 300), (1, 5)))
     assert set(table.operation) >= {"event_matvec bool", "weight grad", "spike grad", "event_matmat"}
+    assert set(table.operation) >= {"arrival_scatter pop", "arrival weight grad", "arrival spike grad"}
     assert (table.relative_error < 1e-5).all()
 
 
