@@ -34,6 +34,7 @@ import resource
 import sys
 import time
 import traceback
+import zipfile
 
 import numpy as np
 
@@ -433,11 +434,43 @@ def nest_run(spec, net):
 
 
 CONNECT_CHUNK = 1 << 22
-"""Synapses per `nest.Connect` call of the microcircuit: NEST gets them as int64/float64 arrays, 32 bytes per
-synapse, so the chunks bound that copy to 128 MiB whatever the network's size."""
+"""Synapses per `nest.Connect` call of the microcircuit, read from the file as they are connected: NEST gets
+them as int64/float64 arrays, 32 bytes per synapse, so the chunks bound that copy to 128 MiB and no array of
+the file is ever in memory whole, whatever the network's size."""
 
 
-def _nest_microcircuit_network(nest, p, net, seed: int, V0):
+def _npz_chunks(path: str, names, chunk: int):
+    """Yield ``chunk`` entries at a time of the 1-D arrays ``names`` of an ``.npz`` file (one tuple of
+    arrays per step, the same entries of each), reading them from the file as they are asked for."""
+    with zipfile.ZipFile(path) as archive:
+        files = [archive.open(f"{name}.npy") for name in names]
+        try:
+            dtypes, sizes = [], set()
+            for file in files:
+                version = np.lib.format.read_magic(file)
+                read = (
+                    np.lib.format.read_array_header_1_0
+                    if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0
+                )
+                shape, _, dtype = read(file)
+                dtypes.append(dtype)
+                sizes.add(int(np.prod(shape)))
+            if len(sizes) != 1:
+                raise ValueError(f"the arrays {names} of {path} differ in length: {sorted(sizes)}.")
+            total = sizes.pop()
+            for start in range(0, total, chunk):
+                count = min(chunk, total - start)
+                yield tuple(
+                    np.frombuffer(file.read(count * dtype.itemsize), dtype)
+                    for file, dtype in zip(files, dtypes, strict=True)
+                )
+        finally:
+            for file in files:
+                file.close()
+
+
+def _nest_microcircuit_network(nest, p, net, path: str, seed: int, V0):
     """Create and connect the microcircuit in a reset NEST kernel (see `nest_microcircuit`); returns the
     neurons and the spike recorder."""
     dt, offsets = p["dt"], np.asarray(net["offsets"], np.int64)
@@ -468,22 +501,19 @@ def _nest_microcircuit_network(nest, p, net, seed: int, V0):
     neurons.V_m = np.asarray(V0, float)
     neurons.I_e = np.repeat(np.asarray(net["I_e"], float), np.diff(offsets))
     first = neurons[0].global_id
-    for receptor in ("exc", "inh"):  # one receptor's arrays at a time, read from the file (16 B/synapse)
-        pre, post = net[f"pre_{receptor}"], net[f"post_{receptor}"]
-        weight, delay = net[f"weight_{receptor}"], net[f"delay_{receptor}"]
-        for start in range(0, pre.size, CONNECT_CHUNK):
-            part = slice(start, start + CONNECT_CHUNK)
+    for receptor in ("exc", "inh"):
+        fields = [f"{field}_{receptor}" for field in ("pre", "post", "weight", "delay")]
+        for pre, post, weight, delay in _npz_chunks(path, fields, CONNECT_CHUNK):
             nest.Connect(
-                pre[part].astype(np.int64) + first,
-                post[part].astype(np.int64) + first,
+                pre.astype(np.int64) + first,
+                post.astype(np.int64) + first,
                 "one_to_one",
                 {
                     "synapse_model": "static_synapse",
-                    "weight": weight[part].astype(float),
-                    "delay": np.maximum(1, delay[part] - p["latency_shift_steps"]) * dt,
+                    "weight": weight.astype(float),
+                    "delay": np.maximum(1, delay - p["latency_shift_steps"]) * dt,
                 },
             )
-        del pre, post, weight, delay
     bg_rate = np.asarray(net["bg_rate"], float)
     for index, rate in enumerate(bg_rate):
         if rate > 0:
@@ -527,7 +557,7 @@ def nest_microcircuit(spec, net):
     record, seed_rates = None, []
     for index, seed in enumerate(seeds):
         start = time.perf_counter()
-        neurons, recorder = _nest_microcircuit_network(nest, p, net, seed, V0[index])
+        neurons, recorder = _nest_microcircuit_network(nest, p, net, spec["network"], seed, V0[index])
         build_s = time.perf_counter() - start
         first, counts = neurons[0].global_id, []  # the first run's spikes per population
 

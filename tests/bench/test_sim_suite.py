@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from diffbrain.bench import records, sim
+from diffbrain.bench import records, sim, sim_peers
 
 TINY = 200  # neurons: the smallest sizes that hold fixed in-degree 80 are 80 excitatory + 20 inhibitory
 
@@ -291,6 +291,22 @@ def test_records_of_several_seeds_and_a_peak():
     assert "seeds 1, 2, 3" in rate.note and "per seed 2, 4, 9 Hz" in rate.note
     assert (by_metric["peak_memory"].value, by_metric["peak_memory"].unit) == (3.0, "GiB")
     assert by_metric["build_time"].unit == "s" and rate.unit == "Hz"
+
+
+def test_npz_written_and_read_in_parts(tmp_path):
+    """`sim._write_npz` writes what `numpy.load` reads; the NEST runner reads its arrays back in chunks."""
+    pre, weight = np.arange(10, dtype=np.int32), np.linspace(-1.0, 1.0, 10, dtype=np.float32)
+    path = sim._write_npz(tmp_path / "a.npz", iter([("pre", pre), ("weight", weight), ("n", np.asarray(3))]))
+    data = np.load(path)
+    np.testing.assert_array_equal(data["pre"], pre)
+    np.testing.assert_array_equal(data["weight"], weight)
+    assert int(data["n"]) == 3
+    chunks = list(sim_peers._npz_chunks(str(path), ["pre", "weight"], 4))
+    assert [len(a) for a, _ in chunks] == [4, 4, 2]
+    np.testing.assert_array_equal(np.concatenate([a for a, _ in chunks]), pre)
+    np.testing.assert_array_equal(np.concatenate([w for _, w in chunks]), weight)
+    with pytest.raises(ValueError, match="differ in length"):
+        list(sim_peers._npz_chunks(str(path), ["pre", "n"], 4))
 
 
 def test_rates_leave_out_the_start():

@@ -153,11 +153,13 @@ class Microcircuit:
     mean input, ``τ_syn (1 − √k_scale) Σ_j K_ij w_ij ν_j`` with the full-scale rates ``ν_j`` of the data
     file (van Albada, Helias & Diesmann 2015).
 
-    Measured here (rates over 0.4–0.8 s after a 100–200 ms start, relative to the full-scale reference):
-    ``scale=0.1`` 0.96–1.21 (one seed); ``scale=0.04, k_scale=0.25`` (3·10⁶ synapses, the test circuit)
-    0.84–1.08 (three seeds); ``scale=0.02`` alone is bursty (L2/3e 5 Hz): its tiny populations receive
-    hundreds of synapses from a few dozen neurons. Below ``k_scale`` 1 the DC of ``background="dc"`` no
-    longer reaches threshold on its own and the silent state is stable (no activity at ``k_scale=0.1``);
+    Measured here (rates after a 100–200 ms start, relative to the full-scale reference): ``scale=0.1``
+    (0.2–1 s, the means of three init/background seeds) 0.96–1.80, L2/3e the highest (1.69 against
+    0.94 Hz; NEST on the same synapses 1.85 Hz); ``scale=0.04, k_scale=0.25`` (3·10⁶ synapses, the test
+    circuit; 0.1–0.6 s) 0.77–1.31 (three network and init keys); ``scale=0.02`` alone is bursty (L2/3e
+    5 Hz): its tiny populations receive hundreds of synapses from a few dozen neurons. Below ``k_scale`` 1
+    the DC of ``background="dc"`` no longer reaches threshold on its own and the silent state is stable
+    (no activity at ``k_scale=0.1``);
     use the Poisson background there.
 
     Exponential-Euler time steps hold a current constant over each step, so a PSC of amplitude ``w`` would
@@ -367,10 +369,11 @@ class Microcircuit:
         The network is `Network.build` of `edges`, built one source population at a time: its synapses are
         drawn, grouped by delay (`DelayedCSR.from_edges`) and copied into the receptor's arrays before the
         next population is drawn (a population's rows are contiguous and in order, so the parts concatenate
-        into the same `DelayedCSR`). Memory at the peak, measured (RSS above the runtime, per synapse):
-        ~14 bytes kept (column, weight, edge slot), plus the drawing and grouping of the largest population
-        (L2/3e, 31 % of the synapses, ~40 bytes each): ~25 bytes per synapse, where handing all edges to
-        `Network.build` at once peaked at ~45 (scale 0.5: PLACEHOLDER)."""
+        into the same `DelayedCSR`). The network keeps ~13 bytes per synapse (column, weight, edge slot);
+        the peak adds the drawing (16 bytes per synapse) and grouping of one population's synapses (L2/3e's
+        at most, 31 % of them). Peak resident memory of the process, measured with `Network.build` of all
+        `edges` at once → with this build: scale 0.25 (7.5·10⁷ synapses) 3.2 → 1.7 GiB, scale 0.5
+        (1.5·10⁸) 5.6 → 2.9 GiB, i.e. ~40 → ~20 bytes per synapse above the runtime's ~0.3 GiB."""
         dt = self._check_dt(dt)
         population = np.repeat(np.arange(8), self.sizes)
         background = None
