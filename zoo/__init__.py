@@ -16,6 +16,7 @@ from .neurons import AbstractContinuousNeuron as AbstractContinuousNeuron
 from .neurons import AbstractNeuron as AbstractNeuron
 from .neurons import AbstractSpikingNeuron as AbstractSpikingNeuron
 from .neurons import AdEx as AdEx
+from .neurons import InterpolatedGIF as InterpolatedGIF
 from .neurons import Izhikevich as Izhikevich
 from .neurons import TraubHH as TraubHH
 from .simulate import Trace as Trace

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-from .neurons import ALIF, GIF, HH, LIF, AbstractNeuron, AdEx, Izhikevich, TraubHH
+from .neurons import ALIF, GIF, HH, LIF, AbstractNeuron, AdEx, InterpolatedGIF, Izhikevich, TraubHH
 from .synapses import SYNAPSES as SYNAPSES
 
 
@@ -40,6 +40,14 @@ NEURONS: dict[str, NeuronEntry] = {
         NeuronEntry("lif", LIF, 500.0, 200.0, 0.1, "leaky integrate-and-fire with refractory period"),
         NeuronEntry("alif", ALIF, 30.0, 500.0, 0.1, "adaptive LIF with soft reset (the paper's task neuron)"),
         NeuronEntry("gif", GIF, 1.5, 1000.0, 0.1, "Mihalas-Niebur generalized integrate-and-fire"),
+        NeuronEntry(
+            "gif-interpolated",
+            InterpolatedGIF,
+            1.5,
+            1000.0,
+            0.1,
+            "GIF with threshold crossings interpolated within the step (exact gradients w.r.t. a, b)",
+        ),
         NeuronEntry("adex", AdEx, 1000.0, 500.0, 0.1, "adaptive exponential integrate-and-fire"),
         NeuronEntry("izhikevich", Izhikevich, 10.0, 500.0, 0.1, "Izhikevich simple model (regular spiking)"),
         NeuronEntry("hh", HH, 10.0, 100.0, 0.01, "Hodgkin-Huxley squid axon"),

@@ -21,6 +21,7 @@ INVALID = {
     "lif": [("C", 0.0), ("g_L", -1.0), ("t_ref", -1.0), ("V_reset", -40.0), ("C", float("nan"))],
     "alif": [("tau", 0.0), ("tau_a", -5.0), ("V_reset", -40.0)],
     "gif": [("tau", 0.0), ("R", -1.0), ("k1", -0.1), ("b", -0.01), ("V_reset", -40.0)],
+    "gif-interpolated": [("tau", 0.0), ("k2", -0.1), ("a", float("nan")), ("V_reset", -40.0)],
     "adex": [("C", 0.0), ("g_L", -1.0), ("delta_T", 0.0), ("tau_w", -1.0), ("V_peak", -80.0)],
     "izhikevich": [("a", float("nan"))],
     "hh": [("C", 0.0), ("g_Na", -1.0), ("g_K", float("inf"))],

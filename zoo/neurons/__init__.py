@@ -12,6 +12,7 @@ from .alif import ALIF as ALIF
 from .alif import ALIFState as ALIFState
 from .gif import GIF as GIF
 from .gif import GIFState as GIFState
+from .gif import InterpolatedGIF as InterpolatedGIF
 from .hh import HH as HH
 from .izhikevich import Izhikevich as Izhikevich
 from .izhikevich import IzhikevichState as IzhikevichState
