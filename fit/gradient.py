@@ -548,7 +548,7 @@ def lbfgs(
         called = time.perf_counter()
         u, lanes, values, done = step(lanes, ticks, settings, cell, data)
         done = int(done)
-        tick_seconds = (time.perf_counter() - called) / done
+        tick_seconds = max((time.perf_counter() - called) / done, 1e-9)
         per_call = int(np.clip(CALL_SECONDS // tick_seconds, 1, TICKS_PER_CALL))
         for tick_values in np.asarray(values, float)[:n, :done].T:
             account.charge(tick_values, gradient=True)
