@@ -211,9 +211,10 @@ def fit(
         recordings: a Recording, a sequence of them (equal dt and length) or a Cell (see `prepare`).
         free: ``{name: (lower, upper)}`` in the parameters' units (see `free_params`).
         loss: an `AbstractLoss` (default `VoltageMSE`).
-        method: ``"lbfgsb"`` (SciPy, one start after another), ``"lbfgs"`` (optax, all starts batched
-            with `vmap`), ``"adam"``, ``"cmaes"``, ``"de"``, ``"pso"``, ``"random"`` or, with nevergrad
-            installed, ``"ng_de"``, ``"ng_pso"``, ``"ng_twopointsde"``, ``"ng_ngopt"``.
+        method: ``"lbfgsb"`` (SciPy, one start after another), ``"lbfgs"`` (lane-wise L-BFGS: all starts
+            batched with `vmap`, each advancing its own line search), ``"adam"``, ``"cmaes"``, ``"de"``,
+            ``"pso"``, ``"random"`` or, with nevergrad installed, ``"ng_de"``, ``"ng_pso"``,
+            ``"ng_twopointsde"``, ``"ng_ngopt"``.
         n_starts: independent starts (L-BFGS and Adam run them batched with `vmap`; the others share the
             budget; both L-BFGS methods start fresh random runs when theirs end before the budget is spent).
         budget: simulations allowed in total (see `diffbrain.fit.objective` for what one costs).
@@ -330,7 +331,7 @@ def fit_cells(
     devices: Devices = None,
 ) -> list[FitResult]:
     """Fit the ``free`` parameters of ``model`` to each of several cells in one batched call: the batched
-    L-BFGS of ``fit(method="lbfgs")`` over cells × starts, one jitted computation per iteration, split over
+    L-BFGS of ``fit(method="lbfgs")`` over cells × starts, one batched value-and-gradient per tick, split over
     ``devices`` like `fit`'s starts (float64 enabled for the call).
 
     Args:
@@ -339,8 +340,8 @@ def fit_cells(
             list of them); all cells need the same dt, number of samples and number of sweeps.
         free, loss, input_scale, spike_threshold, gradient_mode, grad_cost, transforms, devices: as `fit`.
         n_starts: starts per cell.
-        budget: simulations allowed per cell (the call spends up to ``budget × len(cells)``; every start is
-            charged what the slowest line search of an iteration costs, as in `lbfgs`).
+        budget: simulations allowed per cell (the call spends up to ``budget × len(cells)``; every tick
+            charges one value-and-gradient per start, as in `lbfgs`).
         key: PRNG key of the starts and restarts (default ``jax.random.key(0)``).
         options: keyword arguments of `diffbrain.fit.gradient.lbfgs`.
 
