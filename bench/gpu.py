@@ -297,9 +297,9 @@ def sim_grid(data: str | None, repeats: int = 3, progress: Callable[[str], None]
 
 
 def summary(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per ops case: call and step times (µs) of every method, diffbrain's weight gradient and the zeros
-    floor of that ``[nnz]`` result (``zeros_time``, see `diffbrain.bench.ops`)."""
-    metrics = ["step_time", "call_time", "weight_grad_time", "zeros_time"]
+    """Per ops case: call and step times (µs) of every method, diffbrain's weight gradient and the floors
+    of that ``[nnz]`` result (``zeros_time``, ``silent_grad_time``, see `diffbrain.bench.ops`)."""
+    metrics = ["step_time", "call_time", "weight_grad_time", "zeros_time", "silent_grad_time"]
     ok = frame[(frame.status == "ok") & frame.metric.isin(metrics)]
     table = ok.assign(value=ok.value * 1e6, column=ok.metric.str.removesuffix("_time") + " µs " + ok.method)
     return table.pivot_table(index="case", columns="column", values="value", aggfunc="last", sort=False)

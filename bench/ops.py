@@ -20,9 +20,12 @@ different spike vectors, as a simulation uses it (``STEPS`` steps; ``DENSE_STEPS
 touch every synapse); ``call_time`` — one forward call; ``weight_grad_time`` — the VJP w.r.t. the weights;
 ``spike_vjp_time`` — the VJP w.r.t. float spikes; ``csr_matvec_time`` (diffbrain) — the plain product the
 spike VJP is compared with; ``zeros_time`` (diffbrain) — a jitted ``jnp.zeros(nnz)``, what XLA pays to
-produce an nnz-sized output, the floor of a weight gradient in CSR layout. Ratios (×, a time over
-another): ``ratio_vs_<peer>`` of each diffbrain method's step and call times (< 1: diffbrain faster),
-``grad_over_forward`` (weight gradient / forward call), ``grad_over_zeros`` (weight gradient / zeros) and
+produce an nnz-sized output, the floor of a weight gradient in CSR layout; ``silent_grad_time``
+(diffbrain) — the weight gradient when no neuron spiked: its zeroed ``[nnz]`` output alone, the method's
+own floor (on ``cpu`` below ``zeros_time`` for fresh memory, see `diffbrain.ops.kernels.cpu.data_grad`).
+Ratios (×, a time over another): ``ratio_vs_<peer>`` of each diffbrain method's step and call times (< 1:
+diffbrain faster), ``grad_over_forward`` (weight gradient / forward call), ``grad_over_zeros`` (weight
+gradient / zeros), ``grad_over_silent`` (weight gradient / silent gradient: what the events add) and
 ``spike_vjp_over_csr_matvec``.
 
 ``python -m diffbrain.bench.ops`` prints only diffbrain's forward and backward times side by side (see
@@ -72,6 +75,7 @@ SUMMARY_RATIOS = (
     "step_time_ratio_vs_dense",
     "grad_over_forward",
     "grad_over_zeros",
+    "grad_over_silent",
     "spike_vjp_over_csr_matvec",
 )
 """The ratios of the automatic ``diffbrain`` method that `summary` shows."""
@@ -204,15 +208,22 @@ def jax_runs(method: Method, spikes: jax.Array, x: jax.Array, cotangent: jax.Arr
     }
 
 
-BASELINES = ("csr_matvec_time", "zeros_time")
+BASELINES = ("csr_matvec_time", "zeros_time", "silent_grad_time")
 """The diffbrain-only metrics that the gradients are compared with (see the module docstring)."""
 
 
-def baseline_runs(W: ops.CSR, x: jax.Array, backend: str | None) -> dict[str, Callable]:
-    """Zero-argument timed calls of `BASELINES`: ``csr_matvec(x, W)`` and ``jnp.zeros(nnz)``."""
+def baseline_runs(W: ops.CSR, x: jax.Array, cotangent: jax.Array, backend: str | None) -> dict[str, Callable]:
+    """Zero-argument timed calls of `BASELINES`: ``csr_matvec(x, W)``, ``jnp.zeros(nnz)`` and the weight
+    gradient of `event_matvec` without any spike."""
     matvec = jax.jit(lambda W, x: ops.csr_matvec(x, W, backend=backend))
     zeros = jax.jit(lambda data: jnp.zeros(W.indices.shape, data.dtype))
-    return {"csr_matvec_time": lambda: matvec(W, x), "zeros_time": lambda: zeros(W.data)}
+    silent = jnp.zeros((1, W.shape[0]), bool)
+    silent_grad = jax_runs(diffbrain_method(W, backend), silent, x, cotangent)["weight_grad_time"]
+    return {
+        "csr_matvec_time": lambda: matvec(W, x),
+        "zeros_time": lambda: zeros(W.data),
+        "silent_grad_time": silent_grad,
+    }
 
 
 @functools.cache
@@ -331,7 +342,7 @@ def run_case(case: Case, W: ops.CSR, repeats: int = 5, quick: bool = False) -> l
     for name in runs:
         if name.startswith("diffbrain"):
             backend = None if name == "diffbrain" else name.split(".", 1)[1]
-            runs[name] |= baseline_runs(W, x, backend)
+            runs[name] |= baseline_runs(W, x, cotangent, backend)
 
     fields = dict(
         params=format_params(dict(n=case.n, per_row=case.per_row, firing=case.firing, weights=case.weights)),
@@ -399,6 +410,9 @@ def ratio_records(case: Case, values: dict[str, dict[str, float]], fields: dict)
         if "weight_grad_time" in own and "zeros_time" in own:
             note = "weight VJP / jnp.zeros(nnz) (< 1: its output is zeroed faster than by XLA)"
             ratio(method, "grad_over_zeros", own["weight_grad_time"] / own["zeros_time"], note)
+        if "weight_grad_time" in own and "silent_grad_time" in own:
+            note = "weight VJP / weight VJP without any spike (its zeroed [nnz] output alone)"
+            ratio(method, "grad_over_silent", own["weight_grad_time"] / own["silent_grad_time"], note)
         if "csr_matvec_time" in own and "spike_vjp_time" in own:
             note = "spike VJP / plain CSR matvec"
             ratio(method, "spike_vjp_over_csr_matvec", own["spike_vjp_time"] / own["csr_matvec_time"], note)
@@ -424,7 +438,14 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
     return table.pivot_table(index="case", columns="column", values="value", aggfunc="last", sort=False)
 
 
-GRADIENT_METRICS = ("call_time", "weight_grad_time", "zeros_time", "spike_vjp_time", "csr_matvec_time")
+GRADIENT_METRICS = (
+    "call_time",
+    "weight_grad_time",
+    "zeros_time",
+    "silent_grad_time",
+    "spike_vjp_time",
+    "csr_matvec_time",
+)
 
 
 def gradient_table(
@@ -437,9 +458,10 @@ def gradient_table(
     """diffbrain's forward and backward single calls side by side (automatic backend), ms, and their ratios.
 
     Per case, in turns (`measure_side_by_side`): the forward `event_matvec`, the weight gradient (VJP w.r.t.
-    ``W.data``), ``jnp.zeros(nnz)``, the VJP w.r.t. float spikes and `csr_matvec`; then ``grad/fwd``,
-    ``grad/zeros`` and ``spike vjp/matvec`` (×). ``statistic``: ``"median"`` of the timed runs, or ``"min"``
-    (the least disturbed run, for a machine shared with other work).
+    ``W.data``), ``jnp.zeros(nnz)``, the weight gradient without any spike, the VJP w.r.t. float spikes and
+    `csr_matvec`; then ``grad/fwd``, ``grad/zeros``, ``grad/silent`` and ``spike vjp/matvec`` (×).
+    ``statistic``: ``"median"`` of the timed runs, or ``"min"`` (the least disturbed run, for a machine
+    shared with other work).
     """
     if statistic not in ("median", "min"):
         raise ValueError(f"`statistic` must be 'median' or 'min', got {statistic!r}.")
@@ -451,7 +473,8 @@ def gradient_table(
                 key = jax.random.key(n)
                 spikes, x = spike_vectors(key, n, fraction)
                 cotangent = jax.random.normal(jax.random.fold_in(key, 2), (n,), DTYPE)
-                runs = jax_runs(diffbrain_method(W, None), spikes, x, cotangent) | baseline_runs(W, x, None)
+                runs = jax_runs(diffbrain_method(W, None), spikes, x, cotangent)
+                runs |= baseline_runs(W, x, cotangent, None)
                 timings = measure_side_by_side({m: runs[m] for m in GRADIENT_METRICS}, repeats)
                 ms = {m: getattr(timings[m], statistic) * 1e3 for m in GRADIENT_METRICS}
                 rows.append(
@@ -460,6 +483,7 @@ def gradient_table(
                     | {
                         "grad/fwd": ms["weight_grad_time"] / ms["call_time"],
                         "grad/zeros": ms["weight_grad_time"] / ms["zeros_time"],
+                        "grad/silent": ms["weight_grad_time"] / ms["silent_grad_time"],
                         "spike vjp/matvec": ms["spike_vjp_time"] / ms["csr_matvec_time"],
                     }
                 )

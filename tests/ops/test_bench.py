@@ -69,6 +69,7 @@ def test_run_case_records(tiny_case):
         "step_time_ratio_vs_segment_sum",
         "grad_over_forward",
         "grad_over_zeros",
+        "grad_over_silent",
         "spike_vjp_over_csr_matvec",
     }
     assert ratios <= set(ok[ok.method == "diffbrain"].metric)
@@ -81,7 +82,8 @@ def test_gradient_table():
         [(300, 10)], firing=[0.05], weights=["homogeneous"], repeats=1, statistic="min"
     )
     assert list(table.index) == ["n=300/k=10/firing=5.0%/homogeneous"]
-    assert {"call ms", "weight_grad ms", "zeros ms", "grad/fwd", "spike vjp/matvec"} <= set(table.columns)
+    columns = {"call ms", "weight_grad ms", "zeros ms", "silent_grad ms", "grad/fwd", "grad/silent"}
+    assert columns | {"spike vjp/matvec"} <= set(table.columns)
     assert np.isfinite(table.to_numpy()).all() and (table.to_numpy() > 0).all()
     with pytest.raises(ValueError, match="statistic"):
         suite.gradient_table([(300, 10)], statistic="mean")
