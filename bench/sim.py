@@ -654,6 +654,23 @@ def _measure_microcircuit(
     return dataclasses.replace(timed, seeds=seeds, seed_rates_hz=tuple(rates))
 
 
+def reference_record(
+    case: str, method: str, params: str, mc: networks.Microcircuit, seed_rates: Sequence[Sequence[float]]
+) -> Record:
+    """``reference_deviation``: `rate_deviation` of ``method``'s seed-mean rates from the full-scale rates
+    of Potjans & Diesmann (2014) (``mc.reference_rates``: the data file's ``full_mean_rates_Hz_reference``,
+    from NEST's PD14 example, which agree with PD14 Fig. 6), each population's rate/reference in its note."""
+    rates = np.mean(np.asarray(seed_rates, np.float64).reshape(-1, len(mc.names)), axis=0)
+    pairs = zip(mc.names, rates, mc.reference_rates, strict=True)
+    ratios = ", ".join(f"{name} {rate:.2f}/{ref:.2f} Hz" for name, rate, ref in pairs)
+    note = (
+        f"max |rate/PD14's full-scale rate − 1| (reference: the data file's full_mean_rates_Hz_reference, "
+        f"NEST's PD14 example, as PD14 Fig. 6); per population rate/reference: {ratios}"
+    )
+    value = rate_deviation(mc.reference_rates, rates)
+    return make_record(SUITE, case, method, "reference_deviation", value, "", params=params, note=note)
+
+
 def _rss() -> int:
     """This process's resident memory, bytes (0 where /proc is absent)."""
     try:
@@ -692,7 +709,8 @@ def run_microcircuit(
     is timed before and after the peers, as in `run_size`; otherwise diffbrain's network is freed before
     the peers start (never both in memory), and a peer whose own peak does not fit is skipped with the
     reason. Each peer also gets a ``rate_deviation`` record (of the seed means, `rate_deviation`; its note
-    gives the verdict of `compare_rates`) and ``peak_memory`` (GiB)."""
+    gives the verdict of `compare_rates`) and ``peak_memory`` (GiB); every method a ``reference_deviation``
+    (`reference_record`: from PD14's full-scale rates)."""
     _check_microcircuit_duration(duration_ms)
     seeds = _check_seeds(seeds)
     case = microcircuit_case(scale, k_scale, duration_ms)
@@ -760,6 +778,7 @@ def run_microcircuit(
                 continue
             (theirs,) = found
             records += records_of(theirs, case, params, mc.names, RATES_FROM_MS)
+            records.append(reference_record(case, simulator, params, mc, theirs.seed_rates_hz))
             comparison = compare_rates(ours.seed_rates_hz, theirs.seed_rates_hz)
             verdict = "agree" if np.all(comparison.agree) else "DO NOT agree"
             allowance = f" + t({RATE_CONFIDENCE:g}) × the standard error of the difference" * (len(seeds) > 1)
@@ -787,7 +806,8 @@ def run_microcircuit(
         )
         ours = dataclasses.replace(ours, runs=ours.runs + after.runs)
     ours = dataclasses.replace(ours, build_s=build_s)
-    return records_of(ours, case, params, mc.names, RATES_FROM_MS) + records
+    reference = reference_record(case, METHOD, params, mc, ours.seed_rates_hz)
+    return [*records_of(ours, case, params, mc.names, RATES_FROM_MS), reference, *records]
 
 
 def _check_microcircuit_duration(duration_ms: float) -> None:
@@ -866,8 +886,8 @@ def run(
 
 def summary(frame: pd.DataFrame) -> pd.DataFrame:
     """Per case and method: wall s per biological second, compile s, COBA's rates (Hz), the microcircuit's
-    build s and rate deviation from diffbrain's (when the frame has them), and the time over diffbrain's
-    (×; > 1: diffbrain faster)."""
+    build s, rate deviation from diffbrain's and from PD14's rates and peak GiB (when the frame has them),
+    and the time over diffbrain's (×; > 1: diffbrain faster)."""
     ok = frame[frame.status == "ok"]
     table = ok.pivot_table(index=["case", "method"], columns="metric", values="value", aggfunc="last")
     extra = [(metric, label) for metric, label in _SUMMARY_EXTRA if metric in table.columns]
@@ -880,4 +900,9 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-_SUMMARY_EXTRA = (("build_time", "build s"), ("rate_deviation", "rate deviation"))
+_SUMMARY_EXTRA = (
+    ("build_time", "build s"),
+    ("rate_deviation", "rate deviation"),
+    ("reference_deviation", "vs PD14"),
+    ("peak_memory", "peak GiB"),
+)

@@ -439,6 +439,11 @@ them as int64/float64 arrays, 32 bytes per synapse, so the chunks bound that cop
 the file is ever in memory whole, whatever the network's size."""
 
 
+MAX_CONNECTIONS_PER_MODEL = 2**27 - 2
+"""NEST 3 holds at most this many connections per synapse model and thread ("Too many connections"; the
+full-scale microcircuit has 3·10⁸ in one thread): further ones go to copies of ``static_synapse``."""
+
+
 def _npz_chunks(path: str, names, chunk: int):
     """Yield ``chunk`` entries at a time of the 1-D arrays ``names`` of an ``.npz`` file (one tuple of
     arrays per step, the same entries of each), reading them from the file as they are asked for."""
@@ -501,15 +506,21 @@ def _nest_microcircuit_network(nest, p, net, path: str, seed: int, V0):
     neurons.V_m = np.asarray(V0, float)
     neurons.I_e = np.repeat(np.asarray(net["I_e"], float), np.diff(offsets))
     first = neurons[0].global_id
+    model, in_model, copies = "static_synapse", 0, 0
     for receptor in ("exc", "inh"):
         fields = [f"{field}_{receptor}" for field in ("pre", "post", "weight", "delay")]
         for pre, post, weight, delay in _npz_chunks(path, fields, CONNECT_CHUNK):
+            if in_model + pre.size > MAX_CONNECTIONS_PER_MODEL:  # the same static synapse, a new model
+                copies += 1
+                model, in_model = f"static_synapse_{copies}", 0
+                nest.CopyModel("static_synapse", model)
+            in_model += pre.size
             nest.Connect(
                 pre.astype(np.int64) + first,
                 post.astype(np.int64) + first,
                 "one_to_one",
                 {
-                    "synapse_model": "static_synapse",
+                    "synapse_model": model,
                     "weight": weight.astype(float),
                     "delay": np.maximum(1, delay - p["latency_shift_steps"]) * dt,
                 },

@@ -4,7 +4,8 @@ Each test times diffbrain's COBA network (`networks.simulate`) for one (N, biolo
 ``benchmark`` fixture, then runs the case side by side with the peer simulators (`sim.run_size`; peers in
 ``$DIFFBRAIN_PEER_PYTHON``, skipped when absent) and puts each simulator's wall time per biological second,
 compile time and firing rates into ``benchmark.extra_info``. ``test_microcircuit`` does the same for the
-Potjans–Diesmann microcircuit (`sim.MICROCIRCUIT`) against NEST (`sim.run_microcircuit`; the data from
+Potjans–Diesmann microcircuit (`sim.MICROCIRCUIT`) against NEST (`sim.run_microcircuit`: the rates are the
+means over the init/background seeds `sim.SEEDS`, compared by `sim.compare_rates`; the data from
 ``$DIFFBRAIN_DATA``, skipped when unset).
 """
 

@@ -184,6 +184,16 @@ def test_microcircuit_without_nest_is_a_skipped_record(mc_folder):
     assert "seeds 1, 2, 3" in rate.note and "per seed" in rate.note
     assert rate["min"] <= rate.value <= rate["max"] and rate["min"] < rate["max"]
     assert "seeds=1,2,3" in rate.params
+    reference = ours.loc["reference_deviation"]
+    expected = sim.rate_deviation(
+        sim.networks.Microcircuit.from_data(mc_folder).reference_rates,
+        [ours.loc[f"firing_rate_{name}", "value"] for name in sim.networks.microcircuit.POPULATIONS],
+    )
+    assert (
+        reference.value == pytest.approx(expected)
+        and "L23e" in reference.note
+        and "0.94 Hz" in reference.note
+    )
     peer = frame[frame.method == "nest"]
     assert list(peer.status) == ["skipped"] and "nest is not installed" in peer.note.iloc[0]
 
