@@ -70,6 +70,11 @@ N_STARTS = {"lbfgs": 1, "adam": 1}
 """Starts of the gradient methods (the problem is convex in the amplitudes; the others: one run)."""
 DT, DURATION, KERNEL_LENGTH, SIGMA = 0.5, 10_000.0, 500.0, 1.0
 """Step (ms), length of the data (ms), support of each kernel (ms), voltage noise (mV)."""
+MEMBRANE = {"C": (50.0, 500.0), "g_L": (2.0, 50.0), "E_L": (-85.0, -55.0), "V_T": (-65.0, -40.0)}
+"""The non-convex variant's free membrane parameters and bounds (pF, nS, mV, mV; C and g_L log-scaled, so
+τ_m = C/g_L spans 1-250 ms); the truth is `KernelGIF`'s defaults (150 pF, 10 nS, −70 mV, −53 mV)."""
+MEMBRANE_DIMENSIONS = (6, 8, 16, 32, 64, 128)
+"""d of the non-convex variant: ``len(MEMBRANE)`` membrane parameters plus d − 4 kernel bins (≥ 2)."""
 
 
 def true_kernels(lags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -98,6 +103,7 @@ class DimensionProblem:
     """One member of the family: its objective, ground truth (``u`` and values), floor and threshold."""
 
     d: int
+    family: str
     objective: KernelGIFObjective
     truth: np.ndarray
     truth_u: jax.Array
@@ -107,25 +113,38 @@ class DimensionProblem:
 
 
 @float64
-def problem(d: int, *, current: np.ndarray | None = None, seed: int = 0, tolerance: float = TOLERANCE):
-    """The family's member with ``d`` free parameters (d even, ≥ 2): d/2 η and d/2 γ bins."""
-    if d < 2 or d % 2:
-        raise ValueError(f"`d` must be an even number >= 2 (d/2 bins per kernel), got {d}.")
+def problem(
+    d: int,
+    *,
+    current: np.ndarray | None = None,
+    seed: int = 0,
+    tolerance: float = TOLERANCE,
+    membrane: bool = False,
+):
+    """The family's member with ``d`` free parameters: d/2 η and d/2 γ bins (d even, ≥ 2); with
+    ``membrane``, the `MEMBRANE` parameters too and (d − 4)/2 bins per kernel (d even, ≥ 6)."""
+    m = len(MEMBRANE) if membrane else 0
+    if d < m + 2 or (d - m) % 2:
+        what = f"{m} membrane parameters + " if m else ""
+        raise ValueError(f"`d` must be {what}an even number >= 2 of kernel bins (half each), got {d}.")
     source = "given"
     if current is None:
         current, source = frozen_noise_current()
-    edges = log_bins(d // 2, round(KERNEL_LENGTH / DT))
+    edges = log_bins((d - m) // 2, round(KERNEL_LENGTH / DT))
     lags = (edges[:-1] + edges[1:]) / 2 * DT
     eta, gamma = true_kernels(lags)
     truth = KernelGIF(eta=jnp.asarray(eta), gamma=jnp.asarray(gamma), edges=tuple(map(int, edges)), dt=DT)
     key_spikes, key_noise = jax.random.split(jax.random.key(seed))
     voltage, spikes = truth.generate(current, key_spikes)
     voltage = voltage + SIGMA * np.asarray(jax.random.normal(key_noise, voltage.shape, jnp.float64))
-    objective = KernelGIFObjective(truth, current, voltage, spikes, sigma=SIGMA)
-    values = np.concatenate([eta, gamma])
+    objective = KernelGIFObjective(
+        truth, current, voltage, spikes, sigma=SIGMA, membrane=MEMBRANE if membrane else None
+    )
+    values = np.concatenate([eta, gamma, [float(getattr(truth, name)) for name in objective.membrane]])
     truth_u = objective.free.to_unconstrained(jnp.asarray(values))
     floor = float(objective.value(truth_u))
-    return DimensionProblem(d, objective, values, truth_u, floor, floor + tolerance, source)
+    family = "kernel-gif-membrane" if membrane else "kernel-gif"
+    return DimensionProblem(d, family, objective, values, truth_u, floor, floor + tolerance, source)
 
 
 def _starts(objective, method: str, key) -> jax.Array:
@@ -197,7 +216,7 @@ def _repeats(repeats: int | Mapping[int, int], d: int) -> int:
 
 @float64
 def run(
-    dimensions: Sequence[int] = DIMENSIONS,
+    dimensions: Sequence[int] | None = None,
     methods: Sequence[str] = METHODS,
     budget: float = BUDGET,
     cap: float = CAP,
@@ -205,18 +224,23 @@ def run(
     repeats: int | Mapping[int, int] = REPEATS,
     progress: Callable[[str], object] = lambda line: None,
     duration: float = DURATION,
+    membrane: bool = False,
 ) -> list[Record]:
     """The suite's records for every d in ``dimensions`` and method, methods interleaved per seed.
 
     Per seed and method two fits: one stopped at the threshold (at most ``cap`` simulations and
     ``time_limit`` s), and one that spends ``budget`` simulations (the final loss at a fixed budget).
-    ``repeats``: seeds per d, or ``{d: seeds}`` (3 for a d not named); ``duration``: ms of data.
+    ``repeats``: seeds per d, or ``{d: seeds}`` (3 for a d not named); ``duration``: ms of data;
+    ``membrane``: the non-convex variant (cases ``kernel-gif-membrane/d=…``, `MEMBRANE` free too;
+    ``dimensions`` default `MEMBRANE_DIMENSIONS`, else `DIMENSIONS`).
     """
+    if dimensions is None:
+        dimensions = MEMBRANE_DIMENSIONS if membrane else DIMENSIONS
     records: list[Record] = []
     current, source = frozen_noise_current(duration=duration)
     for d in dimensions:
         load_start = _load()
-        member = problem(d, current=current)
+        member = problem(d, current=current, membrane=membrane)
         objective = member.objective
         warm_ups = {method: warm_up(objective, method) for method in methods}
         grad_cost = objective.gradient_cost(member.truth_u)
@@ -247,6 +271,7 @@ def run(
             "floor": round(member.floor, 4),
             "threshold": round(member.threshold, 4),
             "spikes": int(objective.n_spikes),
+            **({"membrane": "+".join(objective.membrane)} if membrane else {}),
             "load_avg_1min": f"{load_start:.1f}-{_load():.1f}",
         }
         records += _records(member, outcomes, warm_ups, format_params(params), n)
@@ -278,7 +303,7 @@ COMPILE = "tracing, lowering and XLA compilation JAX reported during the warm-up
 
 
 def _records(member, outcomes, warm_ups, params, repeats) -> list[Record]:
-    case = f"kernel-gif/d={member.d}"
+    case = f"{member.family}/d={member.d}"
     fields = dict(params=params, dtype="float64")
     records, medians = [], {}
     for method, rows in outcomes.items():
@@ -337,14 +362,16 @@ def _records(member, outcomes, warm_ups, params, repeats) -> list[Record]:
 
 
 def crossover_records(records: Sequence[Record]) -> list[Record]:
-    """Per gradient method, the d from which it is faster to the threshold than every gradient-free method
+    """Per family (``kernel-gif``, ``kernel-gif-membrane``) and gradient method, the d from which it is
+    faster to the threshold than every gradient-free method
     (log-log interpolation of the speedup between the last d where it was < 1 and the next; that next d
     itself when the method did not reach the threshold at the last slower d, a speedup of 0). The note says
     which speedups used are lower bounds (no gradient-free method reached the threshold there)."""
     frame = pd.DataFrame([dataclasses.asdict(r) for r in records])
     frame = frame[frame.metric == "speedup_vs_gradient_free"]
+    frame = frame.assign(family=frame.case.str.split("/").str[0])
     out = []
-    for method, rows in frame.groupby("method"):
+    for (family, method), rows in frame.groupby(["family", "method"]):
         d = np.asarray([int(case.split("d=")[1]) for case in rows.case])
         order = np.argsort(d)
         d, speedup = d[order], rows.value.to_numpy()[order]
@@ -371,7 +398,7 @@ def crossover_records(records: Sequence[Record]) -> list[Record]:
         out.append(
             make_record(
                 SUITE,
-                "kernel-gif/crossover",
+                f"{family}/crossover",
                 method,
                 "crossover_d",
                 crossover,
@@ -383,16 +410,16 @@ def crossover_records(records: Sequence[Record]) -> list[Record]:
     return out
 
 
-def plot_crossover(frame: pd.DataFrame, path: str | Path) -> Path:
+def plot_crossover(frame: pd.DataFrame, path: str | Path, family: str = "kernel-gif") -> Path:
     """Time to threshold against d per method (open triangles: not reached, drawn at the time searched, a
-    lower bound), and the gradient methods' speedup over the best gradient-free one (open: a lower bound);
-    saved to ``path``."""
+    lower bound), and the gradient methods' speedup over the best gradient-free one (open: a lower bound),
+    for the cases of ``family`` (``"kernel-gif"`` or ``"kernel-gif-membrane"``); saved to ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    frame = frame[(frame.suite == SUITE) & (frame.status == "ok") & frame.case.str.contains("d=")]
+    frame = frame[(frame.suite == SUITE) & (frame.status == "ok") & frame.case.str.startswith(f"{family}/d=")]
     frame = frame.assign(d=frame.case.str.extract(r"d=(\d+)")[0].astype(int))
     dimensions = sorted(frame.d.unique())
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -424,7 +451,10 @@ def plot_crossover(frame: pd.DataFrame, path: str | Path) -> Path:
         axis.set_xticks(dimensions, labels=[str(d) for d in dimensions])
         axis.minorticks_off()
         axis.grid(alpha=0.3)
-    figure.suptitle("Kernel GIF (Pozzorini-style, spikes imposed): time to reach the noise floor + 0.01")
+    free = f" with {', '.join(MEMBRANE)} free" if family.endswith("membrane") else ""
+    figure.suptitle(
+        f"Kernel GIF{free} (Pozzorini-style, spikes imposed): time to reach the noise floor + 0.01"
+    )
     figure.tight_layout()
     path = Path(path)
     figure.savefig(path, dpi=120)
@@ -434,22 +464,28 @@ def plot_crossover(frame: pd.DataFrame, path: str | Path) -> Path:
 
 def summary(frame: pd.DataFrame) -> pd.DataFrame:
     """``time to threshold s | final excess`` per d (rows) and method (columns)."""
-    frame = frame[(frame.status == "ok") & (frame.case != "kernel-gif/crossover")]
+    frame = frame[(frame.status == "ok") & ~frame.case.str.endswith("/crossover")]
     values = frame.pivot_table(index=["case", "method"], columns="metric", values="value", aggfunc="last")
     cells = values.apply(lambda r: f"{r.time_to_threshold:.3g} s | {r.final_excess:.2g}", axis=1)
     table = cells.unstack("method")
-    return table.reindex(sorted(table.index, key=lambda case: int(case.split("=")[1])))
+    return table.reindex(sorted(table.index, key=lambda case: (case.split("/")[0], int(case.split("=")[1]))))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m diffbrain.bench.fit_dimension [--dimensions ...] [--repeats N] [--out DIR]``: run the
-    sweep, merge its records into ``DIR/fit_dimension.csv``, draw ``DIR/fit_dimension_crossover.png``."""
+    """``python -m diffbrain.bench.fit_dimension [--membrane] [--dimensions ...] [--repeats N] [--out DIR]``:
+    run the sweep, merge its records into ``DIR/fit_dimension.csv``, draw ``DIR/fit_dimension_crossover.png``
+    (``fit_dimension_membrane_crossover.png`` with ``--membrane``)."""
     import argparse
 
     from .records import save, to_frame
 
     parser = argparse.ArgumentParser(prog="python -m diffbrain.bench.fit_dimension", description=__doc__)
-    parser.add_argument("--dimensions", nargs="+", type=int, default=list(DIMENSIONS))
+    parser.add_argument(
+        "--membrane",
+        action="store_true",
+        help=f"the non-convex variant: {', '.join(MEMBRANE)} free too (default d {MEMBRANE_DIMENSIONS})",
+    )
+    parser.add_argument("--dimensions", nargs="+", type=int, help=f"d to run (default {DIMENSIONS})")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--repeats", type=int, help=f"seeds per d (default {REPEATS})")
     parser.add_argument("--budget", type=float, default=BUDGET, help="fixed-budget simulations")
@@ -468,6 +504,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.time_limit,
         repeats,
         progress=lambda line: print(line, flush=True),
+        membrane=args.membrane,
     )
     path = save(records, args.out)
     frame = to_frame(records)
@@ -476,7 +513,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(
             frame[frame.metric.isin(["speedup_vs_gradient_free", "crossover_d"])][["case", "method", "value"]]
         )
-    plot = plot_crossover(frame, Path(args.out) / "fit_dimension_crossover.png")
+    family = "kernel-gif-membrane" if args.membrane else "kernel-gif"
+    name = "fit_dimension_membrane_crossover.png" if args.membrane else "fit_dimension_crossover.png"
+    plot = plot_crossover(frame, Path(args.out) / name, family)
     print(f"{len(records)} records merged into {path}; plot {plot}")
 
 

@@ -22,6 +22,10 @@ non-refractory steps). V is linear in η, the NLL convex in γ given V: the prob
 (one scan over the steps; the kernels are one ``[T, n]`` product). `KernelGIFObjective` offers the interface
 the fitting methods use (`diffbrain.fit.fitter.run_method`), so every method of `fit` runs on it.
 
+With ``membrane`` free parameters too (e.g. ``C``, ``g_L``, ``E_L``, ``V_T``), ``d = 2n + m`` and the problem
+is no longer convex: V depends on C and g_L through the recursion (powers of ``1 − dt·g_L/C``), and the
+threshold baseline V_T* trades off against the slow γ bins.
+
 ??? cite "Reference"
     Pozzorini, C., Mensi, S., Hagens, O., Naud, R., Koch, C. & Gerstner, W. (2015). Automated
     high-throughput characterization of single neurons by means of simplified spiking models. PLoS Comput.
@@ -31,6 +35,7 @@ the fitting methods use (`diffbrain.fit.fitter.run_method`), so every method of 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 
 import equinox as eqx
 import jax
@@ -38,8 +43,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray, Scalar
 
+from ..zoo._param import param
 from .objective import gradient_cost
-from .params import FreeParams
+from .params import FreeParams, free_params
 
 
 def log_bins(n: int, length: int, min_width: int = 2) -> Int[np.ndarray, " n+1"]:
@@ -86,20 +92,23 @@ class KernelGIF(eqx.Module):
     """The GIF of the module docstring with kernel amplitudes ``eta`` (pA) and ``gamma`` (mV) per bin.
 
     ``edges`` (steps) are the bins' lags counted from the end of the refractory period (lag ``n_ref``).
+    The membrane and threshold parameters are documented fields (`diffbrain.fit.free_params` can free
+    them); in `imposed_voltage` and `KernelGIFObjective.losses` each may be ``[P]``, one value per
+    parameter set.
     """
 
     eta: Float[Array, " n"]
     gamma: Float[Array, " n"]
     edges: tuple[int, ...] = eqx.field(static=True, converter=lambda e: tuple(int(x) for x in e))
     dt: float = eqx.field(static=True, default=0.5)
-    C: float = 150.0  # pF
-    g_L: float = 10.0  # nS
-    E_L: float = -70.0  # mV
-    V_reset: float = -55.0  # mV
-    t_ref: float = 4.0  # ms
-    V_T: float = -53.0  # mV, V_T*
-    Delta_V: float = 1.5  # mV
-    lambda_0: float = 0.1  # 1/ms
+    t_ref: float = eqx.field(static=True, default=4.0)  # ms: whole steps, so not a free parameter
+    C: Float[Array, "*P"] = param(150.0, "pF", "membrane capacitance")
+    g_L: Float[Array, "*P"] = param(10.0, "nS", "leak conductance")
+    E_L: Float[Array, "*P"] = param(-70.0, "mV", "leak reversal (resting) potential")
+    V_reset: Float[Array, "*P"] = param(-55.0, "mV", "voltage held during the refractory period")
+    V_T: Float[Array, "*P"] = param(-53.0, "mV", "threshold baseline V_T*")
+    Delta_V: Float[Array, "*P"] = param(1.5, "mV", "threshold sharpness")
+    lambda_0: Float[Array, "*P"] = param(0.1, "1/ms", "escape rate at the threshold")
 
     @property
     def n_ref(self) -> int:
@@ -127,24 +136,28 @@ class KernelGIF(eqx.Module):
         """
         current = np.asarray(current, float)
         T = current.shape[0]
+        C, g_L, E_L, V_reset, V_T, Delta_V, lambda_0 = (
+            float(getattr(self, name))
+            for name in ("C", "g_L", "E_L", "V_reset", "V_T", "Delta_V", "lambda_0")
+        )
         eta, gamma = self.kernels()
         uniform = np.asarray(jax.random.uniform(key, (T,), jnp.float64))
         V, spikes = np.empty(T), np.zeros(T)
-        V[0], last = self.E_L, -(10**9)
+        V[0], last = E_L, -(10**9)
         for t in range(T):
             lags = min(t, eta.size - 1)
             past = spikes[t - lags : t][::-1]  # past[i]: the spike at step t − 1 − i (lag i + 1)
             if t - last > self.n_ref:  # not refractory: V_t is free and may cross
-                rate = self.lambda_0 * np.exp((V[t] - self.V_T - past @ gamma[1 : lags + 1]) / self.Delta_V)
+                rate = lambda_0 * np.exp((V[t] - V_T - past @ gamma[1 : lags + 1]) / Delta_V)
                 if uniform[t] < -np.expm1(-rate * self.dt):
                     spikes[t], last = 1.0, t
             if t + 1 == T:
                 break
             if t + 1 - last <= self.n_ref:
-                V[t + 1] = self.V_reset
+                V[t + 1] = V_reset
             else:
                 drive = current[t] - past @ eta[1 : lags + 1]
-                V[t + 1] = V[t] + self.dt / self.C * (-self.g_L * (V[t] - self.E_L) + drive)
+                V[t + 1] = V[t] + self.dt / C * (-g_L * (V[t] - E_L) + drive)
         return V, spikes
 
     def held(self, spikes: Float[ArrayLike, " T"]) -> np.ndarray:
@@ -179,7 +192,8 @@ def _log_spike(z: Array, scale: float) -> Array:
 
 
 class KernelGIFObjective:
-    """The imposed-spike loss of a `KernelGIF` (module docstring) as a function of ``u ∈ ℝ²ⁿ``.
+    """The imposed-spike loss of a `KernelGIF` (module docstring) as a function of ``u ∈ ℝ²ⁿ⁺ᵐ``
+    (the ``2n`` amplitudes, then the ``m`` free membrane parameters, if any).
 
     Offers what `diffbrain.fit.fitter.run_method` uses — ``free``, ``value``, ``values``,
     ``value_and_grad``, ``values_and_grads``, ``gradient_mode`` — so every method of `fit` runs on it.
@@ -194,6 +208,11 @@ class KernelGIFObjective:
         sigma: voltage noise (mV) that scales the voltage term.
         eta_bounds: (lower, upper) of every η amplitude, pA.
         gamma_bounds: (lower, upper) of every γ amplitude, mV.
+        membrane: ``{name: (lower, upper)}`` of `KernelGIF` parameters fitted too (``C`` pF, ``g_L`` nS,
+            ``E_L``, ``V_reset``, ``V_T``, ``Delta_V`` mV, ``lambda_0`` 1/ms), after the amplitudes in
+            ``u``, with the transforms of `diffbrain.fit.free_params` (``"log"`` for C, g_L, Delta_V,
+            lambda_0); the loss is then no longer convex (V depends on C and g_L through the scan's
+            recursion). None: the amplitudes alone.
     """
 
     def __init__(
@@ -206,6 +225,7 @@ class KernelGIFObjective:
         sigma: float,
         eta_bounds: tuple[float, float] = (0.0, 400.0),
         gamma_bounds: tuple[float, float] = (0.0, 40.0),
+        membrane: Mapping[str, tuple[float, float]] | None = None,
     ):
         spikes = np.asarray(spikes, float)
         if not (np.shape(current) == np.shape(voltage) == spikes.shape) or spikes.ndim != 1:
@@ -219,11 +239,21 @@ class KernelGIFObjective:
             raise ValueError(f"`sigma` must be > 0 mV, got {sigma}.")
         n = len(model.edges) - 1
         self.model, self.sigma, self.n = model, float(sigma), n
+        names = tuple(f"eta_{j:02d}" for j in range(n)) + tuple(f"gamma_{j:02d}" for j in range(n))
+        transforms = ("logit",) * 2 * n
+        lower = [eta_bounds[0]] * n + [gamma_bounds[0]] * n
+        upper = [eta_bounds[1]] * n + [gamma_bounds[1]] * n
+        if membrane:
+            extra = free_params(model, membrane)
+            names, transforms = names + extra.names, transforms + extra.transforms
+            lower, upper = lower + extra.lower.tolist(), upper + extra.upper.tolist()
+        self.membrane = names[2 * n :]
+        """Names of the free `KernelGIF` parameters after the amplitudes (empty: the amplitudes alone)."""
         self.free = FreeParams(
-            names=tuple(f"eta_{j:02d}" for j in range(n)) + tuple(f"gamma_{j:02d}" for j in range(n)),
-            transforms=("logit",) * 2 * n,
-            lower=jnp.asarray([eta_bounds[0]] * n + [gamma_bounds[0]] * n, jnp.float64),
-            upper=jnp.asarray([eta_bounds[1]] * n + [gamma_bounds[1]] * n, jnp.float64),
+            names=names,
+            transforms=transforms,
+            lower=jnp.asarray(lower, jnp.float64),
+            upper=jnp.asarray(upper, jnp.float64),
         )
         held = model.held(spikes)
         self.current = jnp.asarray(current, jnp.float64)
@@ -253,16 +283,23 @@ class KernelGIFObjective:
         theta = self.free.to_values(u.T).T
         return theta[: self.n], theta[self.n :]
 
+    def models(self, us: Float[Array, "P d"]) -> KernelGIF:
+        """The `KernelGIF` of the rows of ``us``: ``eta``/``gamma`` ``[n, P]``, each free membrane
+        parameter ``[P]`` (the others as given)."""
+        theta = self.free.to_values(us).T  # [d, P]
+        names = ("eta", "gamma", *self.membrane)
+        values = [theta[: self.n], theta[self.n : 2 * self.n], *theta[2 * self.n :]]
+        return eqx.tree_at(lambda m: [getattr(m, name) for name in names], self.model, values)
+
     def loss(self, u: Float[Array, " d"]) -> Scalar:
         """``mean (V − V̂)²/σ² + NLL/N_spikes`` at ``u`` (see the module docstring)."""
         return self.losses(u[None])[0]
 
     def losses(self, us: Float[Array, "P d"]) -> Float[Array, " P"]:
         """`loss` of each row of ``us``, all simulated in one scan."""
-        model = self.model
-        eta, gamma = self.amplitudes(us.T)  # [n, P] each
-        V = model.imposed_voltage(self.current[:, None] - self.regressors @ eta, self.held)
-        z = (V - model.V_T - self.regressors @ gamma) / model.Delta_V
+        model = self.models(us)  # eta, gamma [n, P]; free membrane parameters [P]
+        V = model.imposed_voltage(self.current[:, None] - self.regressors @ model.eta, self.held)
+        z = (V - model.V_T - self.regressors @ model.gamma) / model.Delta_V
         # the log-probability of a spike only where there is one (a handful of steps), exp(z) everywhere
         log_p = _log_spike(z[self.spike_steps], model.lambda_0 * model.dt)
         no_spike = jnp.where(self.quiet[:, None], model.lambda_0 * model.dt * jnp.exp(z), 0.0)

@@ -102,6 +102,59 @@ def test_lbfgs_recovers_the_ground_truth_at_d4(current):
     assert best.loss <= truth_loss
 
 
+def test_membrane_variant_frees_the_membrane_parameters_in_their_bounds(current):
+    with jax.enable_x64(True):
+        member = fit_dimension.problem(8, current=current, membrane=True)
+    free = member.objective.free
+    assert member.family == "kernel-gif-membrane" and free.size == 8
+    assert free.names == ("eta_00", "eta_01", "gamma_00", "gamma_01", "C", "g_L", "E_L", "V_T")
+    assert free.transforms[4:] == ("log", "log", "logit", "logit")
+    np.testing.assert_array_equal(free.lower[4:], [50.0, 2.0, -85.0, -65.0])
+    np.testing.assert_array_equal(free.upper[4:], [500.0, 50.0, -55.0, -40.0])
+    truth = free.as_dict(member.truth_u)
+    np.testing.assert_allclose([truth[k] for k in ("C", "g_L", "E_L", "V_T")], [150, 10, -70, -53], rtol=1e-9)
+    with pytest.raises(ValueError, match="4 membrane parameters"):
+        fit_dimension.problem(4, current=current, membrane=True)
+    with pytest.raises(ValueError, match="t_ref"):  # discrete (whole steps): not a free parameter
+        KernelGIFObjective(
+            member.objective.model,
+            current,
+            current,
+            np.ones_like(current),
+            sigma=1.0,
+            membrane={"t_ref": (1, 5)},
+        )
+
+
+def test_membrane_variant_vanishes_at_the_truth_and_its_gradient_matches_central_differences(current):
+    """Noise-free data: at the truth the voltage term is 0 (the loss is the same for σ = 1 and 10⁻³ mV, the
+    spike term alone), 1 % off in C it is not; the gradient w.r.t. every membrane parameter (through the
+    scan's recursion and the threshold) matches central differences near the truth."""
+    with jax.enable_x64(True):
+        member = fit_dimension.problem(6, current=current, membrane=True)
+        model, truth = member.objective.model, member.truth_u
+        V, spikes = model.generate(current, jax.random.key(0))
+        objectives = [
+            KernelGIFObjective(model, current, V, spikes, sigma=sigma, membrane=fit_dimension.MEMBRANE)
+            for sigma in (1.0, 1e-3)
+        ]
+        free = objectives[0].free
+        at_truth = [float(o.value(truth)) for o in objectives]
+        off = free.to_unconstrained(free.to_values(truth).at[2].multiply(1.01))
+        u = truth + 0.3 * jax.random.normal(jax.random.key(2), truth.shape)
+        _, grad = objectives[0].value_and_grad(u)
+        step = 1e-6
+        central = [
+            (objectives[0].value(u.at[i].add(step)) - objectives[0].value(u.at[i].add(-step))) / (2 * step)
+            for i in range(2, 6)
+        ]
+        off_loss = float(objectives[1].value(off))
+    np.testing.assert_allclose(at_truth[1], at_truth[0], rtol=1e-9)
+    assert off_loss > at_truth[1] + 1.0
+    np.testing.assert_allclose(grad[2:], central, rtol=1e-5)
+    assert np.all(np.abs(grad[2:]) > 1e-6)
+
+
 def test_objective_rejects_bad_data(current):
     model = KernelGIF(eta=jnp.ones(2), gamma=jnp.ones(2), edges=tuple(log_bins(2, 1000)))
     with pytest.raises(ValueError, match="no spike"):
@@ -178,3 +231,16 @@ def test_crossover_from_the_speedups(speedups, crossover, note):
         )
     (record,) = fit_dimension.crossover_records(records)
     assert record.value == pytest.approx(crossover) and note in record.note
+
+
+def test_crossover_is_found_per_family():
+    """The convex sweep and the membrane variant may share a results file: each gets its own crossover."""
+    records = [
+        make_record(fit_dimension.SUITE, f"{family}/d={d}", "lbfgs", "speedup_vs_gradient_free", value, "x")
+        for family, speedups in {"kernel-gif": (2.0, 4.0), "kernel-gif-membrane": (0.5, 2.0)}.items()
+        for d, value in zip((8, 16), speedups, strict=True)
+    ]
+    crossovers = {r.case: r.value for r in fit_dimension.crossover_records(records)}
+    assert crossovers == pytest.approx(
+        {"kernel-gif/crossover": 8.0, "kernel-gif-membrane/crossover": 128**0.5}
+    )
