@@ -42,6 +42,7 @@ NEST's Create, Connect, Prepare), ``firing_rate_<population>`` (Hz, eight popula
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import gc
 import os
@@ -671,6 +672,17 @@ def reference_record(
     return make_record(SUITE, case, method, "reference_deviation", value, "", params=params, note=note)
 
 
+def _release_memory() -> None:
+    """Collect garbage and hand the heap's free pages back to the system (glibc's ``malloc_trim``; nothing
+    more elsewhere). Measured after freeing the microcircuit at scale 0.1: 0.68 GiB resident before the
+    trim, 0.41 after (0.28 at start); at full scale ~4 GiB stayed resident without it."""
+    gc.collect()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError, TypeError):  # not glibc
+        pass
+
+
 def _rss() -> int:
     """This process's resident memory, bytes (0 where /proc is absent)."""
     try:
@@ -750,7 +762,7 @@ def run_microcircuit(
     freed = ""
     if peers and not together:
         del net
-        gc.collect()
+        _release_memory()
         freed = (
             f"; diffbrain's network freed before it started (its process then at {_rss() / 2**30:.1f} GiB)"
         )

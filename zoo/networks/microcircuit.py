@@ -153,8 +153,9 @@ class Microcircuit:
     mean input, ``τ_syn (1 − √k_scale) Σ_j K_ij w_ij ν_j`` with the full-scale rates ``ν_j`` of the data
     file (van Albada, Helias & Diesmann 2015).
 
-    Measured here (rates after a 100–200 ms start, relative to the full-scale reference): ``scale=0.1``
-    (0.2–1 s, the means of three init/background seeds) 0.96–1.80, L2/3e the highest (1.69 against
+    Measured here (rates after a 100–200 ms start, relative to the full-scale reference): full scale
+    (0.2–0.6 s, one seed; 3.0·10⁸ synapses) 0.98–1.04; ``scale=0.1`` (0.2–1 s, the means of three
+    init/background seeds) 0.96–1.80, L2/3e the highest (1.69 against
     0.94 Hz; NEST on the same synapses 1.85 Hz); ``scale=0.04, k_scale=0.25`` (3·10⁶ synapses, the test
     circuit; 0.1–0.6 s) 0.77–1.31 (three network and init keys); ``scale=0.02`` alone is bursty (L2/3e
     5 Hz): its tiny populations receive hundreds of synapses from a few dozen neurons. Below ``k_scale`` 1
