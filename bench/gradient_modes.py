@@ -29,7 +29,7 @@ from jaxtyping import Array, Float, Scalar
 jax.config.update("jax_enable_x64", True)
 
 from diffbrain.bench import fit as bf  # noqa: E402
-from diffbrain.fit.objective import MODES, Objective  # noqa: E402
+from diffbrain.fit.objective import MODES, Objective, auto_gradient_mode  # noqa: E402
 
 from .timing import measure_side_by_side  # noqa: E402
 
@@ -81,7 +81,8 @@ def table(names: tuple[str, ...], repeats: int) -> list[str]:
         objective = problem.objective
         timings = measure_side_by_side(batched_calls(objective), repeats=repeats)
         base = timings[f"forward x{N_STARTS}"].median
-        auto = objective.gradient_mode(N_STARTS)
+        # the rule's pick (the suite's objectives measure instead: gradient="measure")
+        auto = auto_gradient_mode(N_STARTS * objective.inputs.shape[1], objective.adjoint_supported)
         gradients = {key: t.median for key, t in timings.items() if not key.startswith("forward x")}
         fastest = min(gradients, key=gradients.get)
         for computation, timing in timings.items():

@@ -46,7 +46,7 @@ NEURONS: dict[str, NeuronEntry] = {
             1.5,
             1000.0,
             0.1,
-            "GIF with threshold crossings interpolated within the step (exact gradients w.r.t. a, b)",
+            "GIF with threshold crossings interpolated within the step (a, b get nonzero gradients)",
         ),
         NeuronEntry("adex", AdEx, 1000.0, 500.0, 0.1, "adaptive exponential integrate-and-fire"),
         NeuronEntry("izhikevich", Izhikevich, 10.0, 500.0, 0.1, "Izhikevich simple model (regular spiking)"),
