@@ -277,8 +277,10 @@ def run_problem(
     for method in methods:
         warm_up(problem, method)
     records = []
-    grad_cost = problem.objective.gradient_cost(problem.objective.free.sample(jax.random.key(0), 1)[0])
-    params = format_params({"free": ",".join(problem.truth), "gradient": problem.objective.gradient})
+    objective = problem.objective
+    grad_cost = objective.gradient_cost(objective.free.sample(jax.random.key(0), 1)[0])
+    modes = {f"{m}_mode": objective.gradient_mode(N_STARTS[m]) for m in methods if m in N_STARTS}
+    params = format_params({"free": ",".join(problem.truth), "gradient": objective.gradient, **modes})
     records.append(
         make_record(
             SUITE,
