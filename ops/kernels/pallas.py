@@ -433,6 +433,26 @@ def _for_each_ring_row(row_ptr_ref, lag_ref, now_ref, neuron, length: int, n_pos
     return lax.fori_loop(row_ptr_ref[neuron], row_ptr_ref[neuron + 1], row_body, init)
 
 
+def _for_each_neuron(rows: int, n_pre: int, body, s_ref=None):
+    """``body(neuron, s)`` for each neuron of this program's block of ``rows`` (block ``pl.program_id(0)``)
+    that exists (``neuron < n_pre``) and, given ``s_ref``, spiked (``s = s_ref[neuron] != 0``; without
+    ``s_ref``, ``s`` is None and every neuron is visited)."""
+    block = pl.program_id(0)
+
+    def neuron_body(r, carry):
+        neuron = block * rows + r
+        safe = jnp.minimum(neuron, n_pre - 1)  # in range even where `body` is skipped
+        if s_ref is None:
+            s, active = None, neuron < n_pre
+        else:
+            s = s_ref[safe]
+            active = jnp.logical_and(neuron < n_pre, s != 0)
+        pl.when(active)(lambda: body(safe, s))
+        return carry
+
+    lax.fori_loop(0, rows, neuron_body, 0)
+
+
 def _for_each_chunk(start, end, chunk: int, body, init):
     """``body(window, mask, carry)`` over the ``chunk``-wide steps of ``[start, end)``: ``window`` is the
     `pl.ds` of the step, ``mask`` its lanes below ``end``."""
@@ -464,34 +484,25 @@ def _arrival_kernel(
 ):
     del ring_in_ref  # aliased to ring_ref: the ring we add into
     spare = length * n_post if interpret else 0  # interpret mode: the masked lanes add 0 into a spare slot
-    block = pl.program_id(0)
 
-    def neuron_body(r, carry):
-        neuron = block * rows + r
-        safe = jnp.minimum(neuron, n_pre - 1)
-        s = s_ref[safe]
+    def neuron_body(neuron, s):
+        def row(row, base, carry):
+            def synapses(window, mask, carry):
+                cols = plt.load(indices_ref.at[window], mask=mask, other=0)
+                if homogeneous:
+                    w = jnp.full((chunk,), data_ref[0], ring_ref.dtype)
+                else:
+                    w = plt.load(data_ref.at[window], mask=mask, other=0)
+                values = jnp.where(mask, w * s, 0).astype(ring_ref.dtype)
+                targets = jnp.where(mask, base + cols, spare)
+                plt.atomic_add(ring_ref, (targets,), values, mask=None if interpret else mask)
+                return carry
 
-        @pl.when(jnp.logical_and(neuron < n_pre, s != 0))
-        def _():
-            def row(row, base, carry):
-                def synapses(window, mask, carry):
-                    cols = plt.load(indices_ref.at[window], mask=mask, other=0)
-                    if homogeneous:
-                        w = jnp.full((chunk,), data_ref[0], ring_ref.dtype)
-                    else:
-                        w = plt.load(data_ref.at[window], mask=mask, other=0)
-                    values = jnp.where(mask, w * s, 0).astype(ring_ref.dtype)
-                    targets = jnp.where(mask, base + cols, spare)
-                    plt.atomic_add(ring_ref, (targets,), values, mask=None if interpret else mask)
-                    return carry
+            return _for_each_chunk(indptr_ref[row], indptr_ref[row + 1], chunk, synapses, carry)
 
-                return _for_each_chunk(indptr_ref[row], indptr_ref[row + 1], chunk, synapses, carry)
+        _for_each_ring_row(row_ptr_ref, lag_ref, now_ref, neuron, length, n_post, row, 0)
 
-            _for_each_ring_row(row_ptr_ref, lag_ref, now_ref, safe, length, n_post, row, 0)
-
-        return carry
-
-    lax.fori_loop(0, rows, neuron_body, 0)
+    _for_each_neuron(rows, n_pre, neuron_body, s_ref)
 
 
 def _ring_operands(row_ptr, lag, indices, step, length: int, n_post: int, interpret: bool):
@@ -558,7 +569,9 @@ def arrival_scatter(
 ) -> tuple[Float[Array, "L n_post"], Float[Array, " n_pop"]]:
     """`reference.arrival_scatter` as an event-driven kernel: only the rows of neurons with ``s != 0`` are
     read, their synapses added atomically into the ring (aliased: updated in place when XLA can reuse its
-    buffer, e.g. in a `lax.scan` carry); with ``pop`` the slot is then sliced out and cleared."""
+    buffer, e.g. in a `lax.scan` carry); with ``pop`` the slot is then sliced out and cleared. On GPU the
+    float atomics sum in a nondeterministic order: results, and all that follows from them, may differ in the
+    last bits between runs."""
     return _arrival_scatter(
         row_ptr, lag, indptr, indices, step, data, spikes, ring, pop, interpret, _tuning()
     )
@@ -582,29 +595,20 @@ def _arrival_data_grad_kernel(
     rows,
 ):
     del g_in_ref  # aliased to g_ref: zeros, kept on the synapses of silent neurons
-    block = pl.program_id(0)
 
-    def neuron_body(r, carry):
-        neuron = block * rows + r
-        safe = jnp.minimum(neuron, n_pre - 1)
-        s = s_ref[safe]
+    def neuron_body(neuron, s):
+        def row(row, base, carry):
+            def synapses(window, mask, carry):
+                cols = jnp.where(mask, plt.load(indices_ref.at[window], mask=mask, other=0), 0)
+                ct = plt.load(ct_ref.at[base + cols], mask=mask, other=0)
+                plt.store(g_ref.at[window], (s * ct).astype(g_ref.dtype), mask=mask)
+                return carry
 
-        @pl.when(jnp.logical_and(neuron < n_pre, s != 0))
-        def _():
-            def row(row, base, carry):
-                def synapses(window, mask, carry):
-                    cols = jnp.where(mask, plt.load(indices_ref.at[window], mask=mask, other=0), 0)
-                    ct = plt.load(ct_ref.at[base + cols], mask=mask, other=0)
-                    plt.store(g_ref.at[window], (s * ct).astype(g_ref.dtype), mask=mask)
-                    return carry
+            return _for_each_chunk(indptr_ref[row], indptr_ref[row + 1], chunk, synapses, carry)
 
-                return _for_each_chunk(indptr_ref[row], indptr_ref[row + 1], chunk, synapses, carry)
+        _for_each_ring_row(row_ptr_ref, lag_ref, now_ref, neuron, length, n_post, row, 0)
 
-            _for_each_ring_row(row_ptr_ref, lag_ref, now_ref, safe, length, n_post, row, 0)
-
-        return carry
-
-    lax.fori_loop(0, rows, neuron_body, 0)
+    _for_each_neuron(rows, n_pre, neuron_body, s_ref)
 
 
 @functools.partial(jax.jit, static_argnames=("interpret", "tuning"))
@@ -664,31 +668,24 @@ def _arrival_row_dot_kernel(
     chunk,
     rows,
 ):
-    block = pl.program_id(0)
 
-    def neuron_body(r, carry):
-        neuron = block * rows + r
+    def neuron_body(neuron, _):
+        def row(row, base, total):
+            def synapses(window, mask, total):
+                cols = jnp.where(mask, plt.load(indices_ref.at[window], mask=mask, other=0), 0)
+                ct = plt.load(ct_ref.at[base + cols], mask=mask, other=0)
+                if homogeneous:
+                    return total + jnp.sum(jnp.where(mask, ct, 0))
+                w = plt.load(data_ref.at[window], mask=mask, other=0)
+                return total + jnp.sum(jnp.where(mask, w * ct, 0))
 
-        @pl.when(neuron < n_pre)
-        def _():
-            def row(row, base, total):
-                def synapses(window, mask, total):
-                    cols = jnp.where(mask, plt.load(indices_ref.at[window], mask=mask, other=0), 0)
-                    ct = plt.load(ct_ref.at[base + cols], mask=mask, other=0)
-                    if homogeneous:
-                        return total + jnp.sum(jnp.where(mask, ct, 0))
-                    w = plt.load(data_ref.at[window], mask=mask, other=0)
-                    return total + jnp.sum(jnp.where(mask, w * ct, 0))
+            return _for_each_chunk(indptr_ref[row], indptr_ref[row + 1], chunk, synapses, total)
 
-                return _for_each_chunk(indptr_ref[row], indptr_ref[row + 1], chunk, synapses, total)
+        zero = jnp.zeros((), out_ref.dtype)
+        total = _for_each_ring_row(row_ptr_ref, lag_ref, now_ref, neuron, length, n_post, row, zero)
+        out_ref[neuron] = (total * data_ref[0] if homogeneous else total).astype(out_ref.dtype)
 
-            zero = jnp.zeros((), out_ref.dtype)
-            total = _for_each_ring_row(row_ptr_ref, lag_ref, now_ref, neuron, length, n_post, row, zero)
-            out_ref[neuron] = (total * data_ref[0] if homogeneous else total).astype(out_ref.dtype)
-
-        return carry
-
-    lax.fori_loop(0, rows, neuron_body, 0)
+    _for_each_neuron(rows, n_pre, neuron_body)
 
 
 @functools.partial(jax.jit, static_argnames=("interpret", "tuning"))
