@@ -219,9 +219,11 @@ def data_grad(
     huge pages are allowed), which is cheaper than faulting each page in to write zeros (measured at nnz =
     4·10⁷ float32: 13 ms instead of 52 ms, and 0.4 ms instead of 11 ms to free the result); the resident
     ones are written. A buffer more than 7/8 resident (reused inside a loop) or not verifiably private
-    anonymous memory is filled with zeros, split across threads. Either way the zeroing of nnz values, not
-    the events, dominates at low firing rates when nnz is large. glibc gives XLA fresh pages for every
-    result above its adaptive mmap threshold (at most 32 MiB); a process started with
+    anonymous memory (one mapping, or adjacent ones: marking huge pages splits a mapping) is filled with
+    zeros, split across threads; so is every buffer on Linux before 5.14 (no ``MADV_POPULATE_WRITE``) and
+    on other systems, and a run of pages is written wherever a `madvise` fails. Either way the zeroing of
+    nnz values, not the events, dominates at low firing rates when nnz is large. glibc gives XLA fresh
+    pages for every result above its adaptive mmap threshold (at most 32 MiB); a process started with
     ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_`` above the result's size (e.g.
     ``4000000000``) reuses warm heap memory instead, at the price of keeping it: at nnz = 4·10⁷ that
     measured 7.5–14 ms per weight gradient and 5–8 ms per ``jnp.zeros(nnz)``, against 17–42 ms and

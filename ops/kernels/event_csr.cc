@@ -470,45 +470,64 @@ ffi::Error row_dot_impl(ffi::AnyBuffer indptr, ffi::AnyBuffer indices, ffi::AnyB
 // — an optimizer update in the same jit — would then fault every page in twice, reading and writing: slower
 // end to end, so the pages are mapped here.) Used when the output is large, at least 1/8 of its pages are not
 // resident (a buffer reused inside a loop is warm: the threaded fill is then as good) and /proc/self/maps shows
-// one private anonymous mapping covering it; anything else falls back to writing the zeros.
+// private anonymous mappings covering it (one, or adjacent ones: see below); anything else falls back to writing
+// the zeros. So does a kernel without MADV_POPULATE_WRITE (before 5.14: EINVAL, probed once; releasing pages
+// that are then faulted in one by one gains nothing), a build whose headers lack it or any system but Linux
+// (the whole path is compiled out), and a failure of MADV_DONTNEED or MADV_POPULATE_WRITE on a run of pages
+// (that run is written).
 //
 // The range is first marked MADV_HUGEPAGE (transparent huge pages; effective in the "madvise" and "always"
-// modes, a no-op with "never"): each aligned 2 MiB of the non-resident runs is then mapped and zeroed at once
-// rather than as 512 pages. Measured on the 2-core Zen 4 VM for a fresh 160 MB mapping: populating 52 ms with
-// 4 KiB pages, 13 ms with huge pages, and the munmap that frees the buffer after use 11 ms, 0.4 ms. (Two
-// threads populating halves gain nothing: the kernel's page allocation and zeroing serialize.)
+// modes, a no-op with "never"; a failure only loses the speed-up): each aligned 2 MiB of the non-resident runs
+// is then mapped and zeroed at once rather than as 512 pages. Measured on the 2-core Zen 4 VM for a fresh
+// 160 MB mapping: populating 52 ms with 4 KiB pages, 13 ms with huge pages, and the munmap that frees the
+// buffer after use 11 ms, 0.4 ms. (Two threads populating halves gain nothing: the kernel's page allocation
+// and zeroing serialize.) Marking splits the mapping at the edges of the range (the flag belongs to the
+// mapping, and stays after the buffer is freed), so a later buffer carved from the same mapping — a heap or
+// arena under the mmap threshold — may straddle the split: adjacent private anonymous mappings are accepted.
 
 constexpr size_t kKernelZeroBytes = size_t{16} << 20;
 
-#if defined(__linux__)
-// Whether [lo, hi) lies inside one private, anonymous, read-write mapping of this process.
+#if defined(__linux__) && defined(MADV_POPULATE_WRITE)
+// Whether [lo, hi) is covered by private, anonymous, read-write mappings of this process, without a gap.
 bool private_anonymous(uintptr_t lo, uintptr_t hi) {
   FILE* maps = std::fopen("/proc/self/maps", "re");
   if (!maps) return false;
   char* line = nullptr;
   size_t capacity = 0;
-  bool ok = false;
-  while (getline(&line, &capacity, maps) > 0) {
+  uintptr_t covered = lo;  // [lo, covered) is verified; the lines come in increasing address order
+  while (covered < hi && getline(&line, &capacity, maps) > 0) {
     unsigned long start = 0, end = 0, offset = 0, inode = 0;
     char perms[8] = {0}, dev[16] = {0};
     int name_at = 0;
     if (std::sscanf(line, "%lx-%lx %7s %lx %15s %lu %n", &start, &end, perms, &offset, dev, &inode, &name_at) < 6)
       continue;
-    if (end <= lo) continue;
-    if (start <= lo && hi <= end) {
-      const char* name = line + name_at;
-      const bool unnamed = name_at == 0 || *name == '\n' || *name == '\0' || std::strncmp(name, "[heap]", 6) == 0;
-      ok = std::strcmp(perms, "rw-p") == 0 && inode == 0 && unnamed;
-    }
-    break;
+    if (end <= covered) continue;
+    if (start > covered) break;  // a gap: not mapped
+    const char* name = line + name_at;
+    const bool unnamed = name_at == 0 || *name == '\n' || *name == '\0' || std::strncmp(name, "[heap]", 6) == 0;
+    if (std::strcmp(perms, "rw-p") != 0 || inode != 0 || !unnamed) break;
+    covered = end;
   }
   std::free(line);
   std::fclose(maps);
-  return ok;
+  return covered >= hi;
+}
+
+// Whether this kernel implements MADV_POPULATE_WRITE (Linux 5.14; EINVAL before), tried once on a scratch page.
+bool populate_write_works() {
+  static const bool works = [] {
+    const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+    void* scratch = mmap(nullptr, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (scratch == MAP_FAILED) return false;
+    const bool ok = madvise(scratch, page, MADV_POPULATE_WRITE) == 0;
+    munmap(scratch, page);
+    return ok;
+  }();
+  return works;
 }
 
 bool zero_output(void* out, size_t bytes) {
-  if (bytes < kKernelZeroBytes) return false;
+  if (bytes < kKernelZeroBytes || !populate_write_works()) return false;
   const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
   const uintptr_t begin = reinterpret_cast<uintptr_t>(out), end = begin + bytes;
   const uintptr_t lo = (begin + page - 1) / page * page, hi = end / page * page;
@@ -530,10 +549,10 @@ bool zero_output(void* out, size_t bytes) {
     while (last < pages && (resident[last] & 1) == (resident[first] & 1)) ++last;
     char* at = reinterpret_cast<char*>(lo + first * page);
     const size_t length = (last - first) * page;
-    if ((resident[first] & 1) || madvise(at, length, MADV_DONTNEED) != 0) std::memset(at, 0, length);
-#ifdef MADV_POPULATE_WRITE
-    else madvise(at, length, MADV_POPULATE_WRITE);  // may fail (older kernel): the pages then fault on use
-#endif
+    // Released pages read back as zeros: a failed populate leaves them correct, and the memset maps them.
+    if ((resident[first] & 1) || madvise(at, length, MADV_DONTNEED) != 0 ||
+        madvise(at, length, MADV_POPULATE_WRITE) != 0)
+      std::memset(at, 0, length);
     first = last;
   }
   return true;

@@ -163,12 +163,36 @@ def test_fresh_private_memory_is_zeroed_by_the_os():
     del view
 
 
-def _transparent_huge_pages() -> bool:
-    try:
-        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
-            return "[never]" not in f.read()
-    except OSError:
+def _huge_pages_unavailable() -> str | None:
+    """Why the kernel's zeroing cannot be expected to map huge pages here (None: it can)."""
+    for setting in ("enabled", "defrag"):  # "defrag never": a fragmented machine may have no free 2 MiB page
+        try:
+            with open(f"/sys/kernel/mm/transparent_hugepage/{setting}") as f:
+                if "[never]" in f.read():
+                    return f"transparent huge pages: {setting} is 'never' here"
+        except OSError:
+            return "no transparent huge pages here"
+    if not _populate_write_works():
+        return "madvise(MADV_POPULATE_WRITE) is unsupported here (Linux < 5.14): the kernel writes the zeros"
+    return None
+
+
+def _populate_write_works() -> bool:
+    """Whether madvise(MADV_POPULATE_WRITE) works here (Linux ≥ 5.14), tried on a scratch page."""
+    if not sys.platform.startswith("linux"):
         return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    scratch = mmap.mmap(-1, mmap.PAGESIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    address = ctypes.addressof(ctypes.c_char.from_buffer(scratch))
+    return libc.madvise(address, mmap.PAGESIZE, getattr(mmap, "MADV_POPULATE_WRITE", 23)) == 0
+
+
+def _mappings(address: int, size: int) -> int:
+    """How many lines of /proc/self/maps overlap ``[address, address + size)``."""
+    with open("/proc/self/maps") as f:
+        spans = [[int(x, 16) for x in line.split()[0].split("-")] for line in f]
+    return sum(start < address + size and address < end for start, end in spans)
 
 
 def _huge_kib(address: int) -> int:
@@ -185,7 +209,7 @@ def _huge_kib(address: int) -> int:
     return 0
 
 
-@pytest.mark.skipif(not _transparent_huge_pages(), reason="transparent huge pages are off here")
+@pytest.mark.skipif(_huge_pages_unavailable() is not None, reason=str(_huge_pages_unavailable()))
 def test_fresh_memory_is_zeroed_with_huge_pages():
     buffer = mmap.mmap(-1, ZERO_BYTES, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     address = ctypes.addressof(ctypes.c_char.from_buffer(buffer))
@@ -194,6 +218,44 @@ def test_fresh_memory_is_zeroed_with_huge_pages():
     # the 32 MiB mapping holds at least 15 aligned 2 MiB pages; the kernel may refuse a few (fragmentation)
     assert _huge_kib(address) >= 8 * 2048
     assert not np.frombuffer(buffer, np.uint8).any()
+
+
+@pytest.mark.skipif(not _populate_write_works(), reason="no MADV_POPULATE_WRITE: the kernel writes the zeros")
+def test_buffers_straddling_an_earlier_huge_page_range_are_zeroed_by_the_os():
+    """MADV_HUGEPAGE splits the mapping at the edges of the range it marks: later buffers carved from the same
+    mapping (a heap reused) straddle the split and must still be zeroed by the OS, not refused."""
+    buffer = mmap.mmap(-1, 3 * ZERO_BYTES, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    address = ctypes.addressof(ctypes.c_char.from_buffer(buffer))
+    view = np.frombuffer(buffer, np.uint8)
+    assert zero_output(buffer, ZERO_BYTES, ZERO_BYTES)
+    if os.path.exists("/sys/kernel/mm/transparent_hugepage"):  # MADV_HUGEPAGE is supported: it split
+        assert _mappings(address, len(buffer)) == 3
+    for offset, size in ((ZERO_BYTES // 2, ZERO_BYTES), (0, 3 * ZERO_BYTES)):  # across one split, then both
+        buffer.madvise(mmap.MADV_DONTNEED)  # freed, and handed out again: not resident
+        garbage = (offset + 3, offset + size // 2 - 1, offset + size - 1)
+        view[list(garbage)] = 7
+        assert zero_output(buffer, offset, size)
+        assert not view[offset : offset + size].any()
+    del view
+
+
+@pytest.mark.parametrize(
+    "without",
+    ["linux", "madvise-flags"],
+    ids=["another-system", "headers-before-linux-5.14"],
+)
+def test_the_source_compiles_without_the_linux_only_parts(tmp_path, without):
+    """The OS zeroing is compiled out, leaving the plain fill, on other systems (no ``__linux__``: no
+    <sys/mman.h>, /proc or mincore) and where <sys/mman.h> lacks MADV_POPULATE_WRITE and MADV_HUGEPAGE."""
+    if without == "linux":
+        flags = ["-U__linux__"]
+    else:  # the header comes first and its include guard keeps it from defining the flags again
+        shim = tmp_path / "old_mman.h"
+        shim.write_text("#include <sys/mman.h>\n#undef MADV_POPULATE_WRITE\n#undef MADV_HUGEPAGE\n")
+        flags = ["-include", str(shim)]
+    command = [*cpu._compiler(), "-std=c++17", "-pthread", "-fsyntax-only", "-I", jax.ffi.include_dir()]
+    result = subprocess.run([*command, *flags, str(cpu._SOURCE)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
 
 
 def test_memory_that_is_resident_shared_or_small_is_left_to_the_fill(tmp_path):
