@@ -100,15 +100,15 @@ DIFFBRAIN_BYTES_PER_SYNAPSE = 32
 """Peak resident memory of diffbrain's process per synapse of a microcircuit case (`microcircuit_memory`):
 the runtime, `Microcircuit.build` (one source population at a time) and the export of the synapses while
 the network is alive. Measured (peak RSS): scale 0.25 (7.5·10⁷ synapses) 1.7 GiB building, 2.6 GiB
-exporting; scale 0.5 (1.5·10⁸) 2.9 and 4.4 GiB (32 bytes per synapse); full scale (3.0·10⁸): see the
-leaderboard's notes. Handing all edges to `Network.build` at once had peaked at 5.6 GiB building and
-6.7 GiB exporting at scale 0.5."""
+exporting; scale 0.5 (1.5·10⁸) 2.9 and 4.4 GiB (32 bytes per synapse); full scale (3.0·10⁸) 5.3 and
+8.1 GiB (29 bytes; 3.9 GiB for the built network). Handing all edges to `Network.build` at once had
+peaked at 5.6 GiB building and 6.7 GiB exporting at scale 0.5 (~11 and ~13.5 GiB at full scale)."""
 PEER_BYTES_PER_SYNAPSE = {"nest": 52}
 """Peak resident memory of a peer's process per synapse of a microcircuit case: NEST 3.10 (one thread,
 ``static_synapse``, source table dropped after `Prepare`), reading the exported file in chunks (its peak
 is NEST's own: reading the file whole measured the same). Measured (ru_maxrss): scale 0.1 (3.0·10⁷
-synapses) 1.56 GiB, scale 0.25 (7.5·10⁷) 3.67 GiB: 0.14 GiB + 51 bytes per synapse, so full scale (3.0·10⁸)
-needs ~14.3 GiB."""
+synapses) 1.56 GiB, scale 0.25 (7.5·10⁷) 3.67 GiB, full scale (3.0·10⁸) 14.15 GiB: 0.14 GiB + 51 bytes per
+synapse."""
 SEEDS = (1, 2, 3)
 """The microcircuit's init/background seeds (`run_microcircuit`): the first is timed, all give rates."""
 RATE_CONFIDENCE = 0.95

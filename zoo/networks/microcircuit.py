@@ -374,7 +374,8 @@ class Microcircuit:
         the peak adds the drawing (16 bytes per synapse) and grouping of one population's synapses (L2/3e's
         at most, 31 % of them). Peak resident memory of the process, measured with `Network.build` of all
         `edges` at once → with this build: scale 0.25 (7.5·10⁷ synapses) 3.2 → 1.7 GiB, scale 0.5
-        (1.5·10⁸) 5.6 → 2.9 GiB, i.e. ~40 → ~20 bytes per synapse above the runtime's ~0.3 GiB."""
+        (1.5·10⁸) 5.6 → 2.9 GiB, i.e. ~40 → ~20 bytes per synapse above the runtime's ~0.3 GiB; full scale
+        (3.0·10⁸) 5.3 GiB (3.9 GiB built), where all edges at once would need ~11 GiB."""
         dt = self._check_dt(dt)
         population = np.repeat(np.arange(8), self.sizes)
         background = None
