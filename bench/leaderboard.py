@@ -225,6 +225,7 @@ def sim_sections(records: pd.DataFrame, out: Path) -> list[str]:
         if line := _ours_vs_best_peer(table):
             sections += ["", line]
     wall = records[(records["metric"] == SIM_WALL) & (records["status"] == "ok")]
+    wall = wall[wall["n"].notna()]  # cases without a size (the microcircuit) are not on the N axis
     if not wall.empty:
         plot = out / "sim_scaling.png"
         _plot_scaling(wall, plot)

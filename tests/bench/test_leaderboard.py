@@ -148,6 +148,22 @@ def test_sim_scaling_plot_uses_the_longest_run_at_each_n(sim_results, tmp_path, 
     }
 
 
+def test_sim_cases_without_a_size_get_a_table_but_no_scaling_plot(tmp_path):
+    params = "scale=0.1;k_scale=1.0;duration_ms=1000.0;dt_ms=0.1"
+    rows = [
+        dataclasses.replace(
+            _record("microcircuit/scale=0.1/T=1s", method, "wall_time_per_bio_s", wall, "s", params=params),
+            suite="sim",
+        )
+        for method, wall in {"diffbrain": 1.0, "nest": 13.0}.items()
+    ]
+    folder = tmp_path / "results"
+    records.write_csv(rows, folder / "sim.csv")
+    readme = leaderboard.render(folder, tmp_path / "leaderboard").read_text()
+    assert "### microcircuit/scale=0.1/T=1s" in readme and "13.00×" in readme
+    assert "sim_scaling.png" not in readme
+
+
 def test_fit_gets_a_loss_vs_wall_time_plot(tmp_path, monkeypatch):
     def fit_record(case, method, metric, value, unit, **fields):
         return dataclasses.replace(_record(case, method, metric, value, unit, **fields), suite="fit")
