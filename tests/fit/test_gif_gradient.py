@@ -1,7 +1,7 @@
 """GIF's threshold parameters a and b under a voltage loss: with grid-snapped resets the voltage is
 piecewise constant in them, so every exact gradient is zero; with `InterpolatedGIF` the resets move
 continuously, the gradient of the voltage MSE matches finite differences, and with the reset samples
-left out of the loss (`SubthresholdMSE`) L-BFGS-B recovers a and b from a start 10 % off."""
+left out of the loss (`SubthresholdMSE`) L-BFGS-B recovers a and b to 1e-6 from a start 10 % off."""
 
 import functools
 
@@ -13,12 +13,11 @@ import pytest
 from diffbrain import fit, zoo
 from diffbrain.fit.fitter import run_method
 from diffbrain.fit.objective import Account
-from diffbrain.zoo.neurons.gif import InterpolatedGIF
 
 TRUTH = np.array([0.005, 0.01])  # a, b (1/ms), the paper's ground truth
 DT = 0.1  # ms
 VOLTAGE_MSE = fit.VoltageMSE()
-MODELS = {"grid": zoo.GIF, "interpolated": InterpolatedGIF}
+MODELS = {"grid": zoo.GIF, "interpolated": zoo.InterpolatedGIF}
 SCALES = np.array([[1.02, 0.98], [1.05, 0.95], [0.8, 1.3], [2.0, 0.5]])  # of (a, b)
 
 
@@ -87,7 +86,9 @@ def test_interpolated_gradient_matches_finite_differences(mode):
 
 def test_interpolated_spike_times_are_closer_to_the_fine_step_reference():
     """Spike times at dt 0.1 ms against the same model at dt 0.001 ms (300 ms, 1.6 nA for 200 ms, with
-    spike-triggered currents): measured max errors 0.27 ms (grid) and 0.05 ms (interpolated)."""
+    spike-triggered currents): measured max errors 0.27 ms (grid) and 0.05 ms (interpolated). Both models
+    report spikes at the end of the step, so these are grid-snapped times: the bound measures how far the
+    grid resets let the spike train drift, not the accuracy of the interpolated crossing times."""
 
     def spike_times(spike_timing, dt):
         model = zoo.astype(MODELS[spike_timing](a=0.005, A1=0.1, A2=-0.1), jnp.float64)
@@ -106,9 +107,11 @@ def test_interpolated_spike_times_are_closer_to_the_fine_step_reference():
 def test_noise_free_fit_from_a_nearby_start_recovers_a_and_b():
     """With the voltage MSE the one-sample jumps at the resets stall L-BFGS-B (measured from this start:
     a, b still 6 % and 5 % off); without the samples near recorded spikes the loss is smooth near the
-    truth and the fit converges (measured: relative errors ~1e-10)."""
+    truth and the fit converges (measured: relative errors 6e-11 and 4e-11 after 66 simulations; from
+    (1.1, 1.1) and (0.9, 0.9) times the truth ~1e-10 after 15; from (0.9, 1.1), where a sixth spike appears
+    in the second sweep, L-BFGS-B stops at the start)."""
     objective = _objective("interpolated", fit.SubthresholdMSE())
     start = objective.free.to_unconstrained(jnp.asarray(TRUTH * [1.1, 0.9]))
     results = run_method(objective, "lbfgsb", start[None], Account(100), jax.random.key(0))
     fitted = np.array(list(objective.free.as_dict(results[0].u).values()))  # the run from `start`
-    np.testing.assert_allclose(fitted, TRUTH, rtol=0.01)
+    np.testing.assert_allclose(fitted, TRUTH, rtol=1e-6)

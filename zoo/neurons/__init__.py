@@ -11,6 +11,7 @@ from .adex import AdExState as AdExState
 from .alif import ALIF as ALIF
 from .alif import ALIFState as ALIFState
 from .gif import GIF as GIF
+from .gif import AbstractGIF as AbstractGIF
 from .gif import GIFState as GIFState
 from .gif import InterpolatedGIF as InterpolatedGIF
 from .hh import HH as HH
