@@ -2,9 +2,10 @@
 (every start its own run, one batched value-and-gradient per tick) and Adam (optax, batched).
 
 All three work on the unconstrained vector ``u`` of `FreeParams` (the bounds are in the transform), spend the
-`Account` of an `Objective`, and return one `StartResult` per start. A start whose loss or gradient turns
-non-finite stops there, keeping its best finite point (its message says so); a start that never had a
-finite loss is reported as ``"failed"``. Either way the other starts go on.
+`Account` of an `Objective`, and return one `StartResult` per start. In L-BFGS-B and Adam, a start whose
+loss or gradient turns non-finite stops there, keeping its best finite point (its message says so); `lbfgs`
+treats a non-finite trial point as a step too long and shortens it. A start that never had a finite loss is
+reported as ``"failed"``. Either way the other starts go on.
 """
 
 from __future__ import annotations
@@ -218,7 +219,7 @@ MESSAGES = {
     GRADIENT: "converged: gradient norm below tolerance",
     DECREASE: "converged: relative loss decrease below tolerance",
     NO_DECREASE: "converged: the line search found no lower loss",
-    NON_FINITE: "stopped at a non-finite loss or gradient",
+    NON_FINITE: "stopped next to a non-finite loss or gradient: the line search found no lower finite loss",
     MAX_ITERATIONS: "max_iterations reached",
 }
 """`StartResult.message` of an `lbfgs` run by the status of its lane when it ended."""
@@ -325,6 +326,8 @@ def _advance(lane: _Lanes, value, grad, max_trials, tolerance, max_iterations) -
     point = _trial(lane)
     better = running & finite & (value < lane.best_loss)
     best_u, best_loss = jnp.where(better, point, lane.best_u), jnp.where(better, value, lane.best_loss)
+    # a non-finite trial is a step too long (loss inf, no slope): the search bisects back towards lo
+    value, grad = jnp.where(finite, value, jnp.inf), jnp.where(finite, grad, 0.0)
 
     # the line search on φ(t) = loss(x + t p): weak Wolfe, bracketing by safeguarded cubic interpolation
     t, tried = lane.step, jnp.stack([lane.step, value, grad @ lane.direction])
@@ -337,9 +340,10 @@ def _advance(lane: _Lanes, value, grad, max_trials, tolerance, max_iterations) -
     width = hi[0] - lo[0]
     inside = jnp.clip(_cubic_minimum(lo, hi), lo[0] + 0.1 * width, hi[0] - 0.1 * width)
     outside = jnp.clip(_cubic_minimum(lane.lo, lo), 2 * t, 10 * t)
+    interpolate = jnp.isfinite(inside) & jnp.isfinite(hi[1])  # no cubic through a non-finite hi
     next_step = jnp.where(
         jnp.isfinite(hi[0]),
-        jnp.where(jnp.isfinite(inside), inside, lo[0] + 0.5 * width),
+        jnp.where(interpolate, inside, lo[0] + 0.5 * width),
         jnp.where(jnp.isfinite(outside), outside, 4 * t),
     )
     trials = lane.trials + 1
@@ -374,13 +378,14 @@ def _advance(lane: _Lanes, value, grad, max_trials, tolerance, max_iterations) -
     status = jnp.select(
         [
             ~running,
-            ~finite,
+            ~finite & ~lane.started,  # the start itself
+            exhausted & ~moved & ~jnp.isfinite(hi[1]),  # the shortest step too long is non-finite
             exhausted & ~moved,
             (take_trial | moved) & (norm < tolerance),
             moved & (decrease <= tolerance * scale),
-            moved & (iterations >= max_iterations),
+            (take_trial | moved) & (iterations >= max_iterations),
         ],
-        [lane.status, NON_FINITE, NO_DECREASE, GRADIENT, DECREASE, MAX_ITERATIONS],
+        [lane.status, NON_FINITE, NON_FINITE, NO_DECREASE, GRADIENT, DECREASE, MAX_ITERATIONS],
         RUNNING,
     )
     iterate = _Lanes(
@@ -416,15 +421,15 @@ def _advance(lane: _Lanes, value, grad, max_trials, tolerance, max_iterations) -
         best_loss=best_loss,
     )
     advanced = jax.tree.map(lambda a, b: jnp.where(take_trial | moved, a, b), iterate, searching)
-    frozen = lane._replace(status=status)  # ended, or its loss or gradient turned non-finite
-    return jax.tree.map(lambda a, b: jnp.where(running & finite, a, b), advanced, frozen)
+    frozen = lane._replace(status=status)  # ended, or its start is non-finite
+    return jax.tree.map(lambda a, b: jnp.where(running & (finite | lane.started), a, b), advanced, frozen)
 
 
 def _lbfgs_functions(objective: Objective, n: int, memory_size: int, batch: BatchSharding):
     """Jitted ``init(u, fresh, lanes)``, ``step(lanes, ticks, settings, cell, data)`` and ``redraw(key, u,
-    ended)`` of `lbfgs` for ``n`` starts (start i fits cell ``cell[i]`` of the stacked ``data``, or the
-    objective's own sweeps if ``data`` is None), the lanes padded and split over the devices of ``batch``
-    (the padded lanes are IDLE; see `diffbrain.fit.sharding`), cached on ``objective``.
+    ended, restarts)`` of `lbfgs` for ``n`` starts (start i fits cell ``cell[i]`` of the stacked ``data``,
+    or the objective's own sweeps if ``data`` is None), the lanes padded and split over the devices of
+    ``batch`` (the padded lanes are IDLE; see `diffbrain.fit.sharding`), cached on ``objective``.
 
     ``step`` runs up to ``ticks`` ticks (≤ `TICKS_PER_CALL`) and stops early after a tick in which a lane
     ended, so that the host can restart it; it returns the lanes' iterates ``[m, d]``, the lanes, the loss
@@ -447,10 +452,16 @@ def _lbfgs_functions(objective: Objective, n: int, memory_size: int, batch: Batc
             lanes = new._replace(status=jnp.full_like(new.status, IDLE))
         return batch.constrain(_select(fresh, new, lanes))
 
+    def draw(key, slot, restarts):
+        return objective.free.sample(jax.random.fold_in(jax.random.fold_in(key, slot), restarts), 1)[0]
+
     @jax.jit
-    def redraw(key, u, ended):
-        """Uniform new starts (drawn for the ``n`` real slots) where ``ended``, else ``u``."""
-        return batch.constrain(jnp.where(ended[:, None], batch.pad(objective.free.sample(key, n)), u))
+    def redraw(key, u, ended, restarts):
+        """A uniform new start where ``ended``, else ``u``. Slot i draws its r-th restart (``restarts[i]`` =
+        r) from ``fold_in(fold_in(key, i), r)``, so a slot's runs depend neither on the other slots nor on
+        how many there are."""
+        fresh = jax.vmap(draw, (None, 0, 0))(key, jnp.arange(u.shape[0]), restarts)
+        return batch.constrain(jnp.where(ended[:, None], fresh, u))
 
     @jax.jit
     def step(lanes, ticks, settings, cell, data):
@@ -500,19 +511,32 @@ def lbfgs(
     of `FreeParams` (``u`` is unconstrained). The starts are split over ``devices``
     (`diffbrain.fit.sharding`; default: all there are), with the same result as on one device.
 
-    Accounting: each tick charges ``n`` value-and-gradients (ended lanes included: they are evaluated
-    with the others), one `Account.charge` per tick, and a call never runs more ticks than the budget
-    pays for. A run ends when its gradient norm falls below ``tolerance``, its loss decreases by at most
-    ``tolerance`` relative in an iteration, ``max_linesearch_steps`` trials find no lower loss, it has
-    taken ``max_iterations`` steps, or its loss or gradient turns non-finite (kept at its best finite
-    point; its message says so). With ``restart`` (a ``key`` and a budget), ended runs' lanes restart from
-    fresh uniform points while the budget lasts for two more ticks; every run is reported, its
-    ``simulations`` what the ticks it ran were charged.
+    A trial point whose loss or gradient is non-finite counts as a step too long: the line search
+    bisects back towards its longest acceptable step, so a run next to a region where the model blows up
+    keeps going. Accounting: each tick charges ``n`` value-and-gradients (ended lanes included: they are
+    evaluated with the others), one `Account.charge` per tick, and a call never runs more ticks than the
+    budget pays for. A run ends when its gradient norm falls below ``tolerance`` (absolute: loss units per
+    unit of ``u``), its loss decreases by at most ``tolerance`` relative in an iteration,
+    ``max_linesearch_steps`` trials find no lower loss (with its message saying whether the shortest step
+    too long was non-finite), it has taken ``max_iterations`` steps (0: the start is only evaluated), or
+    its start's loss or gradient is non-finite (status ``"failed"``). Every run keeps its best finite point.
+    With ``restart`` (a ``key`` and a budget), ended runs' lanes restart from fresh uniform points while
+    the budget lasts for two more ticks; slot i's r-th restart is drawn from ``fold_in(fold_in(key, i),
+    r)``, so the runs of one slot are the same whatever the other slots do and however many there are.
+    Every run is reported, its ``simulations`` what the ticks it ran were charged.
 
     With ``cells`` (`Cells`), start i fits cell ``cells.index[i]`` instead of the objective's own sweeps
     (its ``model``, ``free`` and ``loss`` are shared), so many cells are fitted in one batched call; a slot
     restarts within its cell, and each result's ``cell`` says which.
     """
+    for name, value, least in [
+        ("memory_size", memory_size, 1),
+        ("max_linesearch_steps", max_linesearch_steps, 1),
+        ("max_iterations", max_iterations, 0),
+        ("tolerance", tolerance, 0),
+    ]:
+        if not value >= least:  # NaN fails too
+            raise ValueError(f"`{name}` must be at least {least}, got {value}; pass a value >= {least}.")
     n = starts.shape[0]
     index = np.zeros(n, int) if cells is None else np.asarray(cells.index, int)
     if cells is not None and (index.shape != (n,) or index.min() < 0 or index.max() >= len(cells.inputs)):
@@ -533,7 +557,7 @@ def lbfgs(
     settings = (max_linesearch_steps, tolerance, max_iterations)
     can_restart = restart and key is not None and account.budget is not None
     results: list[StartResult] = []
-    spent, running = np.zeros(n), np.ones(n, bool)
+    spent, running, restarts = np.zeros(n), np.ones(n, bool), np.zeros(n, int)
     per_call = 1  # ticks; the first call measures how long one takes
 
     def ended_runs(slots):
@@ -556,9 +580,9 @@ def lbfgs(
         running = np.asarray(lanes.status)[:n] == RUNNING
         if can_restart and not running.all() and account.affordable(2 * n, gradient=True) >= 2 * n:
             results += ended_runs(np.flatnonzero(~running))
-            key, sample_key = jax.random.split(key)
+            restarts[~running] += 1
             fresh = batch.mask(~running)
-            lanes = init(redraw(sample_key, u, fresh), fresh, lanes)
+            lanes = init(redraw(key, u, fresh, batch.put(restarts, fill=0)), fresh, lanes)
             spent[~running], running[:] = 0.0, True
     return results + ended_runs(range(n))
 
