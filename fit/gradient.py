@@ -511,19 +511,19 @@ def lbfgs(
     of `FreeParams` (``u`` is unconstrained). The starts are split over ``devices``
     (`diffbrain.fit.sharding`; default: all there are), with the same result as on one device.
 
-    A trial point whose loss or gradient is non-finite counts as a step too long: the line search
-    bisects back towards its longest acceptable step, so a run next to a region where the model blows up
+    A trial point whose loss or gradient is non-finite counts as a step too long: the line search bisects back
+    towards the longest step that lowered the loss enough, so a run next to a region where the model blows up
     keeps going. Accounting: each tick charges ``n`` value-and-gradients (ended lanes included: they are
     evaluated with the others), one `Account.charge` per tick, and a call never runs more ticks than the
     budget pays for. A run ends when its gradient norm falls below ``tolerance`` (absolute: loss units per
     unit of ``u``), its loss decreases by at most ``tolerance`` relative in an iteration,
-    ``max_linesearch_steps`` trials find no lower loss (with its message saying whether the shortest step
-    too long was non-finite), it has taken ``max_iterations`` steps (0: the start is only evaluated), or
-    its start's loss or gradient is non-finite (status ``"failed"``). Every run keeps its best finite point.
-    With ``restart`` (a ``key`` and a budget), ended runs' lanes restart from fresh uniform points while
-    the budget lasts for two more ticks; slot i's r-th restart is drawn from ``fold_in(fold_in(key, i),
-    r)``, so the runs of one slot are the same whatever the other slots do and however many there are.
-    Every run is reported, its ``simulations`` what the ticks it ran were charged.
+    ``max_linesearch_steps`` trials find no lower loss (with its message saying whether the shortest step too
+    long was non-finite), it has taken ``max_iterations`` steps (0: the start is only evaluated), or its
+    start's loss or gradient is non-finite (status ``"failed"``). Every run keeps its best finite point. With
+    ``restart`` (a ``key`` and a budget), ended runs' lanes restart from fresh uniform points while the budget
+    lasts for two more ticks; slot i's r-th restart is drawn from ``fold_in(fold_in(key, i), r)``, so the runs
+    of one slot are the same whatever the other slots do and however many there are. Every run is reported,
+    its ``simulations`` what the ticks it ran were charged.
 
     With ``cells`` (`Cells`), start i fits cell ``cells.index[i]`` instead of the objective's own sweeps
     (its ``model``, ``free`` and ``loss`` are shared), so many cells are fitted in one batched call; a slot
