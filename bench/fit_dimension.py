@@ -424,19 +424,33 @@ def crossover_records(records: Sequence[Record]) -> list[Record]:
     return out
 
 
-def plot_crossover(frame: pd.DataFrame, path: str | Path, family: str = "kernel-gif") -> Path:
+def plot_crossover(frame: pd.DataFrame, path: str | Path, family: str | None = None) -> Path:
     """Time to threshold against d per method (open triangles: not reached, drawn at the time searched, a
     lower bound), and the gradient methods' speedup over the best gradient-free one (open: a lower bound),
-    for the cases of ``family`` (``"kernel-gif"`` or ``"kernel-gif-membrane"``); saved to ``path``."""
+    one row per family (``"kernel-gif"``, ``"kernel-gif-membrane"``; only ``family`` if given); saved to
+    ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    frame = frame[(frame.suite == SUITE) & (frame.status == "ok") & frame.case.str.startswith(f"{family}/d=")]
-    frame = frame.assign(d=frame.case.str.extract(r"d=(\d+)")[0].astype(int))
+    frame = frame[(frame.suite == SUITE) & (frame.status == "ok") & frame.case.str.contains("/d=")]
+    frame = frame.assign(
+        d=frame.case.str.extract(r"d=(\d+)")[0].astype(int), family=frame.case.str.split("/").str[0]
+    )
+    families = [family] if family is not None else sorted(frame.family.unique()) or ["kernel-gif"]
+    figure, axes = plt.subplots(len(families), 2, figsize=(11, 4.2 * len(families)), squeeze=False)
+    for (left, right), name in zip(axes, families, strict=True):
+        _plot_family(frame[frame.family == name], name, left, right)
+    figure.tight_layout()
+    path = Path(path)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def _plot_family(frame: pd.DataFrame, family: str, left, right) -> None:
     dimensions = sorted(frame.d.unique())
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     for method, rows in frame[frame.metric == "time_to_threshold"].groupby("method"):
         rows = rows.sort_values("d")
         searched = frame[(frame.metric == "search_time") & (frame.method == method)].set_index("d").value
@@ -466,14 +480,9 @@ def plot_crossover(frame: pd.DataFrame, path: str | Path, family: str = "kernel-
         axis.minorticks_off()
         axis.grid(alpha=0.3)
     free = f" with {', '.join(MEMBRANE)} free" if family.endswith("membrane") else ""
-    figure.suptitle(
-        f"Kernel GIF{free} (Pozzorini-style, spikes imposed): time to reach the noise floor + 0.01"
+    left.set_title(
+        f"Kernel GIF{free} (spikes imposed): time to the noise floor + 0.01", loc="left", fontsize=10
     )
-    figure.tight_layout()
-    path = Path(path)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
 
 
 def summary(frame: pd.DataFrame) -> pd.DataFrame:
