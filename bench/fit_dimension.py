@@ -31,17 +31,18 @@ The problem is convex in the amplitudes (the box transforms aside), the case gra
 
 Non-convex variant (``--membrane``, cases ``kernel-gif-membrane/d=…``): the `MEMBRANE` parameters C, g_L,
 E_L, V_T* are free too (log boxes for C and g_L), so d = 4 + the kernel bins (d = 6 is the smallest: one bin
-per kernel); same data, threshold rule, methods, budgets and caps. Measured (same machine, load average
-7-10, ``python -m diffbrain.bench.fit_dimension --membrane --dimensions 6 8 16 32 64 128 --repeats 2``):
-L-BFGS reached the threshold in every seed, median 0.05, 0.08, 0.10, 0.91, 2.9, 6.9 s at d = 6, 8, 16, 32,
-64, 128 — slower with d than in the convex sweep (restarts from local minima; at d = 128 its 2 000-simulation
-fit ends above the threshold). The best gradient-free method: at d = 6 CMA-ES reached it in one seed of two
-(1.35 s; 0.05 s for L-BFGS), DE in 1.5, 2.8, 12 s at d = 8, 16, 32 (every seed), DE in one seed of two at
-d = 64 (17 s), none at d = 128 (CMA-ES and PSO never from d = 8; they stall far above the floor). Speedup of
-L-BFGS 19, 29, 13× at d = 8, 16, 32 and ≥ 6.3, ≥ 4.2× (lower bounds: the gradient-free methods searched
-until the 30 s limit without reaching it) at d = 64, 128: L-BFGS is faster from the smallest d (crossover
-≤ 6), but ≥ 10× is measured only for d = 8-32. Adam is slower than the best gradient-free method at d = 6, 8
-(one seed diverged) and 1.2-3× faster from d = 16 (its crossover).
+per kernel); same data, threshold rule, methods, budgets and caps. Measured (same machine, load average 4-9,
+``python -m diffbrain.bench.fit_dimension --membrane --dimensions 6 8 16 32 64 128 --repeats 4``, run as
+d = 6-32 and d = 64, 128; a 2-seed run agrees): L-BFGS reached the threshold in every seed, median 0.09,
+0.04, 0.08, 0.48, 1.2, 5.5 s at d = 6, 8, 16, 32, 64, 128 — growing with d far more than in the convex
+sweep (0.48 s at d = 128 there; here its 2 000-simulation fit at d = 128 ends above the threshold). The
+gradient-free methods often stall far above the floor (PSO never reaches it, CMA-ES in 2/4, 3/4, 1/4 seeds
+at d = 6, 8, 16 and never from 32, DE in 0/4, 4/4, 4/4, 3/4, 1/4, 0/4 seeds): the best one's median is
+1.1 s (CMA-ES), 1.5 s (DE), 7.9 s (DE) at d = 8, 16, 32 and not reached (within 30 000 simulations or
+30 s) at d = 6, 64, 128. Speedup of L-BFGS: ≥ 125 (lower bound; 6-30× on the seeds CMA-ES reached it),
+28, 20, 17, ≥ 7.3, ≥ 2.7× at d = 6 … 128: faster from the smallest d (crossover ≤ 6), ≥ 10× measured for
+d = 6-32; from 64 on only lower bounds, as no gradient-free method gets there. Adam is slower than the best
+gradient-free method up to d = 16 (crossover d ≈ 20) and beats L-BFGS at d = 128 (4.6 s against 5.5 s).
 """
 
 from __future__ import annotations
