@@ -41,6 +41,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--methods", nargs="+", help=f"fit: the methods to run side by side (default {' '.join(fit.METHODS)})"
     )
     parser.add_argument("--problems", nargs="+", help=f"fit: the problems (default {' '.join(fit.PROBLEMS)})")
+    parser.add_argument(
+        "--membrane",
+        action="store_true",
+        help="fit_dimension: the non-convex variant (C, g_L, E_L, V_T free beside the kernel amplitudes)",
+    )
     parser.add_argument("--steps", type=int, help=f"time steps per run (default {throughput.STEPS})")
     parser.add_argument("--repeats", type=int, help="timed runs per method (default 5; fit: 10, quick 2)")
     parser.add_argument(
@@ -103,6 +108,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         grid = dict(suite.QUICK) if args.quick else {}
         if args.repeats is not None:
             grid["repeats"] = args.repeats
+        if args.membrane:
+            if args.suite != "fit_dimension":
+                parser.error("--membrane applies to the fit_dimension suite only")
+            grid["membrane"] = True
+            if args.quick:
+                grid["dimensions"] = (6, 8, 32)  # the quick d = 2, 4 are below the variant's smallest d = 6
         records = suite.run(**grid, progress=lambda line: print(line, flush=True))
         summary = suite.summary
     elif args.suite == "learn":

@@ -46,3 +46,11 @@ def test_cli_rejects_unknown_method_or_problem(option, capsys):
     with pytest.raises(SystemExit):
         cli.main(["fit", option, "nonsense"])
     assert f"{option} must be among" in capsys.readouterr().err
+
+
+def test_cli_membrane_is_for_fit_dimension_only(capsys):
+    from diffbrain.bench import __main__ as cli
+
+    with pytest.raises(SystemExit):
+        cli.main(["fit_cells", "--membrane"])
+    assert "--membrane applies to the fit_dimension suite only" in capsys.readouterr().err
