@@ -44,6 +44,12 @@ SIM_COLUMNS = (
     ("firing_rate_i", "I rate (Hz)"),
 )
 """The sim suite's table: simulators as rows, these metrics as columns."""
+SIM_RATES = ("firing_rate_e", "firing_rate_i")
+SIM_DEVIATIONS = (
+    ("reference_deviation", "max rel. dev. from published rates"),
+    ("rate_deviation", "max rel. dev. from diffbrain's rates"),
+)
+"""Largest relative deviation of a simulator's population rates from the published ones / diffbrain's."""
 
 
 LOWER_IS_BETTER_WORDS = ("loss", "error", "time", "memory", "cost")
@@ -177,23 +183,35 @@ def _case_size(records: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def sim_columns(records: pd.DataFrame) -> list[tuple[str, str]]:
+    """The columns of one sim case's table: `SIM_COLUMNS`, where a case reports per-population rates
+    (``firing_rate_<population>``, the microcircuit) those instead of the E/I rates, then the deviations
+    of its rates from the published ones and from diffbrain's where recorded."""
+    metrics = list(dict.fromkeys(records.loc[records["status"] == "ok", "metric"]))
+    populations = [m for m in metrics if m.startswith("firing_rate_") and m not in SIM_RATES]
+    columns = [c for c in SIM_COLUMNS if not (populations and c[0] in SIM_RATES)]
+    columns += [(m, f"{m.removeprefix('firing_rate_')} (Hz)") for m in populations]
+    return columns + [(m, label) for m, label in SIM_DEVIATIONS if m in metrics]
+
+
 def sim_table(records: pd.DataFrame) -> pd.DataFrame:
-    """One sim case: simulators as rows (fastest first), `SIM_COLUMNS` as columns, and ``time / fastest``
+    """One sim case: simulators as rows (fastest first), `sim_columns` as columns, and ``time / fastest``
     (wall time per biological second over the fastest simulator's); skipped simulators keep a row of NaN."""
     ok = records[records["status"] == "ok"]
     table = ok.pivot_table(index="method", columns="metric", values="value", aggfunc="last")
-    table = table.reindex(index=list(dict.fromkeys(records["method"])), columns=[m for m, _ in SIM_COLUMNS])
+    columns = [m for m, _ in sim_columns(records)]
+    table = table.reindex(index=list(dict.fromkeys(records["method"])), columns=columns)
     table = table.sort_values(SIM_WALL, na_position="last", kind="stable")
     table["time / fastest"] = table[SIM_WALL] / table[SIM_WALL].min()
     return table
 
 
-def _sim_markdown(table: pd.DataFrame) -> str:
-    header = ["simulator", *(label for _, label in SIM_COLUMNS), "time / fastest"]
+def _sim_markdown(table: pd.DataFrame, columns: list[tuple[str, str]]) -> str:
+    header = ["simulator", *(label for _, label in columns), "time / fastest"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     fastest = table[SIM_WALL].idxmin() if table[SIM_WALL].notna().any() else None
     for method, row in table.iterrows():
-        cells = [_format(row[metric]) for metric, _ in SIM_COLUMNS]
+        cells = [_format(row[metric]) for metric, _ in columns]
         ratio = row["time / fastest"]
         cells.append(f"{ratio:.2f}×" if np.isfinite(ratio) else "—")
         name = str(method)
@@ -220,8 +238,9 @@ def sim_sections(records: pd.DataFrame, out: Path) -> list[str]:
     sections = []
     cases = records.drop_duplicates("case").sort_values(["n", "duration_ms"], kind="stable")["case"]
     for case in cases:
-        table = sim_table(records[records["case"] == case])
-        sections += ["", f"### {case}", "", _sim_markdown(table)]
+        case_records = records[records["case"] == case]
+        table = sim_table(case_records)
+        sections += ["", f"### {case}", "", _sim_markdown(table, sim_columns(case_records))]
         if line := _ours_vs_best_peer(table):
             sections += ["", line]
     wall = records[(records["metric"] == SIM_WALL) & (records["status"] == "ok")]

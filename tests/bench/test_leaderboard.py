@@ -150,17 +150,27 @@ def test_sim_scaling_plot_uses_the_longest_run_at_each_n(sim_results, tmp_path, 
 
 def test_sim_cases_without_a_size_get_a_table_but_no_scaling_plot(tmp_path):
     params = "scale=0.1;k_scale=1.0;duration_ms=1000.0;dt_ms=0.1"
+    measured = {
+        "diffbrain": {"wall_time_per_bio_s": 1.0, "firing_rate_L23e": 0.9, "reference_deviation": 0.05},
+        "nest": {"wall_time_per_bio_s": 13.0, "firing_rate_L23e": 1.1, "rate_deviation": 0.2},
+    }
     rows = [
         dataclasses.replace(
-            _record("microcircuit/scale=0.1/T=1s", method, "wall_time_per_bio_s", wall, "s", params=params),
-            suite="sim",
+            _record("microcircuit/scale=0.1/T=1s", method, metric, value, "", params=params), suite="sim"
         )
-        for method, wall in {"diffbrain": 1.0, "nest": 13.0}.items()
+        for method, values in measured.items()
+        for metric, value in values.items()
     ]
     folder = tmp_path / "results"
     records.write_csv(rows, folder / "sim.csv")
     readme = leaderboard.render(folder, tmp_path / "leaderboard").read_text()
     assert "### microcircuit/scale=0.1/T=1s" in readme and "13.00×" in readme
+    # per-population rates replace the E/I columns; the deviations follow them
+    assert (
+        "| L23e (Hz) | max rel. dev. from published rates | max rel. dev. from diffbrain's rates |" in readme
+    )
+    assert "E rate" not in readme.split("## sim", 1)[1]
+    assert "| nest | 13 | — | 1.1 | — | 0.2 | 13.00× |" in readme
     assert "sim_scaling.png" not in readme
 
 
