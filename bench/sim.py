@@ -524,17 +524,24 @@ def _write_npz(path: str | os.PathLike, arrays: Iterable[tuple[str, np.ndarray]]
     return path
 
 
-def available_memory() -> int:
-    """Bytes of memory available to a new process (``MemAvailable`` of /proc/meminfo; elsewhere the free
-    physical pages)."""
+def _proc_kib(path: str, field: str) -> int | None:
+    """The value of ``field`` (e.g. ``"MemAvailable:"``) in the /proc file ``path``, bytes; None where
+    /proc is absent."""
     try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
+        with open(path) as lines:
+            for line in lines:
+                if line.startswith(field):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return None
+
+
+def available_memory() -> int:
+    """Bytes of memory available to a new process (``MemAvailable`` of /proc/meminfo; elsewhere the free
+    physical pages)."""
+    found = _proc_kib("/proc/meminfo", "MemAvailable:")
+    return found if found is not None else os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def microcircuit_memory(synapses: int, peers: Sequence[str]) -> dict[str, int]:
@@ -685,14 +692,7 @@ def _release_memory() -> None:
 
 def _rss() -> int:
     """This process's resident memory, bytes (0 where /proc is absent)."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+    return _proc_kib("/proc/self/status", "VmRSS:") or 0
 
 
 def run_microcircuit(
