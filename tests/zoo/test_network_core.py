@@ -3,6 +3,7 @@ simulation, Poisson background, pulses, gradients against finite differences, an
 
 import doctest
 import importlib
+import weakref
 
 import jax
 import jax.numpy as jnp
@@ -207,6 +208,121 @@ def test_sorting_order_packs_or_splits_the_key():
         else:
             assert bits is None
         np.testing.assert_array_equal(order, expected)
+
+
+def _parts(rng, n):
+    """Edges of one receptor in four parts over ascending presynaptic ranges (the second empty), with
+    repeated (pre, post, delay) synapses, one part with a shared weight and one with a shared delay."""
+    parts = []
+    for k, (low, high) in enumerate(((0, 7), (7, 7), (7, 19), (19, n))):
+        size = 300 if high > low else 0
+        pre = rng.integers(low, max(high, low + 1), size).astype(np.int32)
+        post = rng.integers(0, n, size).astype(np.int32)
+        weight = 2.5 if k == 2 else rng.normal(0.0, 1.0, size).astype(np.float32)
+        delay = 1.0 if k == 3 else rng.choice(np.float32([0.1, 0.5, 2.0]), size)
+        parts.append(Edges(pre, post, weight, delay))
+    return parts
+
+
+def test_streamed_edges_build_the_network_of_the_concatenated_edges():
+    """An iterable of parts (grouped one at a time and joined, `DelayedCSR.concatenate`) builds the network
+    of the same parts as a list (concatenated, grouped at once), array by array: rows, merged repeats and
+    their summed weights, edge slots, ring; a one-part stream that of its `Edges`; a receptor whose stream
+    has no synapses is dropped, as one given an empty list is."""
+    n = 30
+    parts = _parts(np.random.default_rng(5), n)
+    expon = zoo.Expon(mode="cuba")
+
+    def build(edges):
+        return Network.build(
+            sizes={"E": 20, "I": 10}, neuron=zoo.LIF(), receptors={"exc": expon, "inh": expon}, edges=edges
+        )
+
+    empty = Edges(np.zeros(0, np.int32), np.zeros(0, np.int32), 1.0, 1.0)
+    cases = [
+        (
+            build({"exc": (part for part in parts), "inh": iter([empty, empty])}),
+            build({"exc": parts, "inh": []}),
+        ),
+        (build({"exc": iter(parts[2:3]), "inh": iter([])}), build({"exc": parts[2], "inh": [empty]})),
+    ]
+    for streamed, listed in cases:
+        assert set(streamed.projections) == set(streamed.edge_slots) == set(listed.projections) == {"exc"}
+        assert streamed.ring_length == listed.ring_length > 1
+        ours, theirs = streamed.projections["exc"], listed.projections["exc"]
+        assert ours.W.shape == theirs.W.shape and ours.W.nnz < streamed.edge_slots["exc"].size  # merged
+        pairs = [
+            (ours.W, theirs.W, ("indptr", "indices", "data")),
+            (ours, theirs, ("source", "lag", "row_ptr")),
+        ]
+        for a, b, fields in pairs:
+            for field in fields:
+                x, y = getattr(a, field), getattr(b, field)
+                assert x.dtype == y.dtype and x.shape == y.shape, field
+                np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=field)
+        np.testing.assert_array_equal(streamed.edge_slots["exc"], listed.edge_slots["exc"])
+
+
+def test_streamed_parts_are_released_before_the_next_is_drawn():
+    """Only one part's edges exist at once: when the next part is drawn, no array of the earlier parts is
+    alive (the point of streaming the microcircuit's 3·10⁸ synapses)."""
+    refs, alive = [], []
+
+    def parts():
+        for low in (0, 10, 20):
+            alive.append(sum(ref() is not None for ref in refs))
+            part = Edges(
+                np.arange(low, low + 10, dtype=np.int32),
+                np.arange(10, dtype=np.int32),
+                np.ones(10, np.float32),
+                np.ones(10, np.float32),
+            )
+            refs.extend(weakref.ref(array) for array in part)
+            yield part
+            del part
+
+    net = Network.build(
+        sizes={"E": 30}, neuron=zoo.LIF(), receptors={"exc": zoo.Expon()}, edges={"exc": parts()}
+    )
+    assert alive == [0, 0, 0] and net.projections["exc"].W.nnz == 30
+
+
+def test_streamed_parts_are_validated_like_listed_ones():
+    """A bad streamed part raises the ValueError (or TypeError) of the same part in a list, naming it; parts
+    out of presynaptic order and delays too long for the ring are refused too."""
+    good = Edges([0], [1], 1.0, 1.0)
+    ok = dict(sizes={"E": 3}, neuron=zoo.LIF(), receptors={"exc": zoo.Expon(), "inh": zoo.Expon(mode="cuba")})
+    cases = [
+        (Edges([1], [3], 1.0, 1.0), r"`edges\['exc'\]\[1\]\.post` must hold neuron indices"),
+        (Edges([1, 2], [1], 1.0, 1.0), r"`edges\['exc'\]\[1\]\.pre` and `\.post` must have equal lengths"),
+        (Edges([1], [2], np.nan, 1.0), r"`edges\['exc'\]\[1\]\.weight` must be finite"),
+        (Edges([1], [2], -1.0, 1.0), r"`edges\['exc'\]\[1\]\.weight` must be ≥ 0 nS .* receptor 'exc'"),
+        (Edges([1], [2], 1.0, -0.5), r"`edges\['exc'\]\[1\]\.delay` must be ≥ 0 ms"),
+        ("not edges", r"`edges\['exc'\]\[1\]` must be networks.Edges"),
+    ]
+    for bad, message in cases:
+        errors = []
+        for given in ([good, bad], iter([good, bad])):
+            with pytest.raises((ValueError, TypeError), match=message) as error:
+                Network.build(**ok, edges={"exc": given})
+            errors.append(error)
+        assert errors[0].type is errors[1].type and str(errors[0].value) == str(errors[1].value)
+    with pytest.raises(ValueError, match=r"`edges\['inh'\]\[1\]`: the longest delay, 10000000000001 steps"):
+        Network.build(**ok, edges={"inh": iter([good, Edges([1], [2], 1.0, 1e12)])})
+    backwards = [Edges([1, 2], [0, 0], 1.0, 1.0), Edges([0, 1], [2, 2], 1.0, 1.0)]
+    with pytest.raises(ValueError, match=r"`edges\['inh'\]\[1\]`: a streamed part's presynaptic neurons"):
+        Network.build(**ok, edges={"inh": iter(backwards)})
+    assert Network.build(**ok, edges={"inh": backwards}).projections["inh"].W.nnz == 4  # as a list: fine
+    with pytest.raises(TypeError, match=r"`edges\['exc'\]` must be networks.Edges, a sequence"):
+        Network.build(**ok, edges={"exc": 3})
+    # `DelayedCSR.concatenate` itself refuses parts whose sources do not ascend
+    grouped = [
+        delays.DelayedCSR.from_edges(np.asarray(e.pre), e.post, 1.0, 2, 3, jnp.float32) for e in backwards
+    ]
+    with pytest.raises(ValueError, match=r"`parts\[1\]` starts at presynaptic neuron 0"):
+        delays.DelayedCSR.concatenate(grouped)
+    with pytest.raises(ValueError, match="`parts` must hold"):
+        delays.DelayedCSR.concatenate([])
 
 
 def test_continuation_and_key_reproducibility_with_background():

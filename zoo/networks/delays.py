@@ -153,6 +153,62 @@ class DelayedCSR(eqx.Module):
         sources, lags = jnp.asarray(sources.astype(index_dtype)), jnp.asarray(lags.astype(np.int32))
         return cls(W, sources, lags, jnp.asarray(row_ptr)), slot
 
+    @classmethod
+    def concatenate(
+        cls, parts: list[tuple[DelayedCSR, Int[np.ndarray, " e"]]]
+    ) -> tuple[DelayedCSR, np.ndarray]:
+        """Join `from_edges` results whose presynaptic neurons ascend from part to part (every source of a
+        part above those of the parts before it) into `from_edges` of all their edges, concatenated in order:
+        the same rows, synapses, weights and index dtype, each part's edge slots shifted past the synapses of
+        the parts before it. A part's rows are its neurons', so none merges with another part's.
+
+        ``parts`` (``(DelayedCSR, edge slots)`` pairs) is emptied as it is copied: the joined arrays are
+        assembled one at a time, each part's piece freed once copied (unless the caller keeps the parts), so
+        the peak is the parts' ~12 bytes per synapse plus one joined array and its device copy.
+
+        Raises:
+            ValueError: no parts, parts over different numbers of neurons, or sources that do not ascend.
+        """
+        if not parts:
+            raise ValueError("`parts` must hold at least one (DelayedCSR, slots) pair.")
+        n, last = parts[0][0].W.shape[1], -1
+        for i, (part, _) in enumerate(parts):
+            if part.W.shape[1] != n:
+                raise ValueError(f"`parts[{i}]` has {part.W.shape[1]} neurons, `parts[0]` {n}.")
+            source = np.asarray(part.source)
+            if source.size and source[0] <= last:
+                raise ValueError(
+                    f"`parts[{i}]` starts at presynaptic neuron {source[0]}, not above the last one of the "
+                    f"parts before it ({last}); group edges whose presynaptic neurons interleave together."
+                )
+            last = source[-1] if source.size else last
+        nnz = [part.W.nnz for part, _ in parts]
+        n_edges = sum(slot.size for _, slot in parts)
+        lag_max = max(part.max_lag for part, _ in parts)
+        index_dtype = _index_dtype(n_edges, n * lag_max)
+        starts = np.cumsum([0, *nnz])  # each part's first synapse
+        rows = np.cumsum([0, *(part.W.shape[0] for part, _ in parts)])
+        indptr = np.empty(rows[-1] + 1, index_dtype)
+        for (part, _), start, stop, offset in zip(parts, rows[:-1], rows[1:], starts[:-1], strict=True):
+            indptr[start:stop] = np.asarray(part.W.indptr)[:-1] + offset
+        indptr[-1] = starts[-1]
+        sources = np.concatenate([np.asarray(part.source) for part, _ in parts]).astype(index_dtype)
+        lags = np.concatenate([np.asarray(part.lag) for part, _ in parts]).astype(np.int32)
+        row_ptr = sum(np.asarray(part.row_ptr, index_dtype) for part, _ in parts)  # each counts its own rows
+        columns = [np.asarray(part.W.indices) for part, _ in parts]
+        data = [
+            np.broadcast_to(np.asarray(part.W.data), (size,))
+            for (part, _), size in zip(parts, nnz, strict=True)
+        ]
+        slots = [slot for _, slot in parts]
+        dtype = data[0].dtype
+        parts.clear()
+        columns = jnp.asarray(_joined(columns, index_dtype))
+        data = jnp.asarray(_joined(data, dtype))
+        W = CSR(indptr, columns, data, (int(rows[-1]), n))
+        delayed = cls(W, jnp.asarray(sources), jnp.asarray(lags), jnp.asarray(row_ptr))
+        return delayed, _joined(slots, index_dtype, starts)
+
     @property
     def max_lag(self) -> int:
         """The longest delay, steps (0 without synapses)."""
@@ -180,6 +236,22 @@ _CHUNK = 1 << 20
 
 def _chunks(size: int):
     return (slice(start, min(start + _CHUNK, size)) for start in range(0, size, _CHUNK))
+
+
+def _joined(pieces: list[np.ndarray], dtype, shifts=None) -> np.ndarray:
+    """The concatenation of ``pieces`` (plus ``shifts[k]`` to piece ``k``), as ``dtype``; ``pieces`` is
+    emptied as it is copied, so each piece is freed once copied unless held elsewhere."""
+    out = np.empty(sum(piece.size for piece in pieces), dtype)
+    stop = 0
+    for k in range(len(pieces)):
+        piece = pieces.pop(0)
+        part = out[stop : stop + piece.size]
+        part[...] = piece
+        if shifts is not None:
+            part += int(shifts[k])
+        stop += piece.size
+        del piece
+    return out
 
 
 def _index_dtype(*sizes: int) -> np.dtype:

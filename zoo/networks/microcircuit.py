@@ -9,17 +9,14 @@ import os
 from collections.abc import Iterator, Mapping
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, Int, PRNGKeyArray
+from jaxtyping import Float, Int, PRNGKeyArray
 
-from ...ops import CSR
 from ...ops.csr import numpy_generator
 from ..neurons.lif import LIF
 from ..synapses.expon import Expon
 from ._random import truncated_normal
-from .delays import DelayedCSR
-from .network import Background, Edges, Network, _steps
+from .network import Background, Edges, Network
 
 POPULATIONS = ("L23e", "L23i", "L4e", "L4i", "L5e", "L5i", "L6e", "L6i")
 """Population names in the model's order (excitatory, inhibitory per layer)."""
@@ -81,6 +78,11 @@ def psc_amplitude(psp_mV: float, C_m: float, tau_m: float, tau_syn: float) -> fl
         tau_m * tau_syn / (C_m * (tau_m - tau_syn)) * (np.exp(-t_peak / tau_m) - np.exp(-t_peak / tau_syn))
     )
     return float(psp_mV / unit_peak)
+
+
+def _empty_edges(count: int) -> Edges:
+    """``count`` uninitialised edges: int32 neuron indices, float32 weights and delays."""
+    return Edges(*(np.empty(count, dtype) for dtype in (np.int32, np.int32, np.float32, np.float32)))
 
 
 def _fraction(name: str, value) -> float:
@@ -334,8 +336,7 @@ class Microcircuit:
         edges at a time)."""
         dt = self._check_dt(dt)
         for receptor, sources in _RECEPTORS:
-            total = int(self.synapses[:, sources].sum())
-            edges = Edges(*(np.empty(total, dtype) for dtype in (np.int32, np.int32, np.float32, np.float32)))
+            edges = _empty_edges(int(self.synapses[:, sources].sum()))
             stop = 0
             for source in sources:
                 part = slice(stop, stop + int(self.synapses[:, source].sum()))
@@ -367,15 +368,17 @@ class Microcircuit:
         current-based exponential receptors (``"exc"``, ``"inh"``, τ_syn), the background (Poisson into
         ``"exc"``, or folded into ``I_ext``) and ``I_dc`` as ``I_ext`` (pA).
 
-        The network is `Network.build` of `edges`, built one source population at a time: its synapses are
-        drawn, grouped by delay (`DelayedCSR.from_edges`) and copied into the receptor's arrays before the
-        next population is drawn (a population's rows are contiguous and in order, so the parts concatenate
-        into the same `DelayedCSR`). The network keeps ~13 bytes per synapse (column, weight, edge slot);
-        the peak adds the drawing (16 bytes per synapse) and grouping of one population's synapses (L2/3e's
-        at most, 31 % of them). Peak resident memory of the process, measured with `Network.build` of all
-        `edges` at once → with this build: scale 0.25 (7.5·10⁷ synapses) 3.2 → 1.7 GiB, scale 0.5
-        (1.5·10⁸) 5.6 → 2.9 GiB, i.e. ~40 → ~20 bytes per synapse above the runtime's ~0.3 GiB; full scale
-        (3.0·10⁸) 5.3 GiB (3.9 GiB built), where all edges at once would need ~11 GiB."""
+        The network is `Network.build` of `edges`, streamed one source population at a time: `Network.build`
+        takes each receptor's edges as a generator of source populations, and groups each population's
+        synapses by delay before the next one is drawn (its rows are contiguous and in order, so the parts
+        join into the same network as all `edges` at once). The network keeps ~13 bytes per synapse (column,
+        weight, edge slot); the peak adds the drawing (16 bytes per synapse) and grouping of one population's
+        synapses (L2/3e's at most, 31 % of them). Peak resident memory of the process, measured with
+        `Network.build` of all `edges` at once → with this build: scale 0.25 (7.5·10⁷ synapses) 3.2 → 1.7
+        GiB, scale 0.5 (1.5·10⁸) 5.6 → 2.9 GiB, i.e. ~40 → ~20 bytes per synapse above the runtime's ~0.3 GiB;
+        full scale (3.0·10⁸) 5.3 GiB (3.9 GiB built), where all edges at once would need ~11 GiB. (These were
+        measured with an earlier copy of the streaming loop here; `Network.build`'s, which builds the same
+        arrays, measured lower side by side: 0.97 → 0.89 GiB at scale 0.1 and 1.67 → 1.54 GiB at 0.25.)"""
         dt = self._check_dt(dt)
         population = np.repeat(np.arange(8), self.sizes)
         background = None
@@ -383,55 +386,21 @@ class Microcircuit:
             rate = (self.k_ext * self.bg_rate)[population].astype(np.float32)
             background = Background(rate, self.weight_ext * self.step_factor(dt), "exc")
         synapse = Expon(tau=self.tau_syn, g_max=1.0, mode="cuba")
-        net = Network.build(
+        return Network.build(
             sizes=dict(zip(self.names, self.sizes.tolist(), strict=True)),
             neuron=self.neuron,
             receptors={"exc": synapse, "inh": synapse},
-            edges={},
+            edges={receptor: self._source_edges(key, sources, dt) for receptor, sources in _RECEPTORS},
             dt=dt,
             background=background,
             I_ext=self.I_dc[population].astype(np.float32),
         )
-        projections, edge_slots = {}, {}
-        for receptor, sources in _RECEPTORS:
-            projections[receptor], edge_slots[receptor] = self._grouped(key, sources, dt, net.I_ext.dtype)
-        ring_length = max(1, *(int(np.max(np.asarray(p.lag))) for p in projections.values()))
-        return dataclasses.replace(
-            net, projections=projections, edge_slots=edge_slots, ring_length=ring_length
-        )
 
-    def _grouped(self, key: PRNGKeyArray, sources, dt: float, dtype) -> tuple[DelayedCSR, Array]:
-        """One receptor's `DelayedCSR` and edge slots (as `Network.build` makes them from its `edges`),
-        assembled from the populations ``sources`` drawn and grouped one at a time."""
-        total, n = int(self.synapses[:, sources].sum()), self.n
-        columns, data, slots = (
-            np.empty(total, np.int32),
-            np.empty(total, np.dtype(dtype)),
-            np.empty(total, np.int32),
-        )
-        indptr, rows, lags, row_ptr = [], [], [], np.zeros(n + 1, np.int32)
-        n_synapses = n_edges = 0
+    def _source_edges(self, key: PRNGKeyArray, sources, dt: float) -> Iterator[Edges]:
+        """The synapses of each population in ``sources``, one `Edges` each, drawn when asked for (and
+        released before the next is drawn, once the consumer drops it)."""
         for source in sources:
-            count = int(self.synapses[:, source].sum())
-            edges = Edges(*(np.empty(count, t) for t in (np.int32, np.int32, np.float32, np.float32)))
+            edges = _empty_edges(int(self.synapses[:, source].sum()))
             self._draw_source(key, source, dt, edges)
-            lag = _steps(edges.delay, dt)
-            part, slot = DelayedCSR.from_edges(edges.pre, edges.post, edges.weight, lag, n, dtype)
-            del edges, lag
-            nnz = int(part.W.nnz)
-            columns[n_synapses : n_synapses + nnz] = np.asarray(part.W.indices)
-            data[n_synapses : n_synapses + nnz] = np.asarray(part.W.data)
-            slots[n_edges : n_edges + count] = slot
-            slots[n_edges : n_edges + count] += n_synapses
-            indptr.append(np.asarray(part.W.indptr)[:-1] + n_synapses)
-            rows.append(np.asarray(part.source))
-            lags.append(np.asarray(part.lag))
-            row_ptr += np.asarray(part.row_ptr)  # each part counts its own rows below every neuron
-            n_synapses, n_edges = n_synapses + nnz, n_edges + count
-            del part, slot
-        indptr = np.concatenate([*indptr, [n_synapses]]).astype(np.int32)
-        W = CSR(
-            indptr, jnp.asarray(columns[:n_synapses]), jnp.asarray(data[:n_synapses]), (indptr.size - 1, n)
-        )
-        rows, lags = np.concatenate(rows), np.concatenate(lags)
-        return DelayedCSR(W, jnp.asarray(rows), jnp.asarray(lags), jnp.asarray(row_ptr)), jnp.asarray(slots)
+            yield edges
+            del edges

@@ -15,7 +15,7 @@ an `EINetwork`'s matrices reproduces it exactly.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import NamedTuple
 
 import equinox as eqx
@@ -342,7 +342,7 @@ class Network(eqx.Module):
         sizes: Mapping[str, int],
         neuron: AbstractSpikingNeuron,
         receptors: Mapping[str, AbstractSynapse],
-        edges: Mapping[str, Edges | Sequence[Edges]],
+        edges: Mapping[str, Edges | Iterable[Edges]],
         dt: float = 0.1,
         background: Background | Sequence[Background] | None = None,
         I_ext: Float[ArrayLike, "*n"] | float = 0.0,
@@ -355,8 +355,13 @@ class Network(eqx.Module):
             neuron: any zoo spiking neuron; its parameters scalar or ``[n]``; its floating dtype is the
                 network's (cast it with `zoo.astype` for float64).
             receptors: receptor name → synapse model linear in its input, ``g_max`` 1 (see the class doc).
-            edges: receptor name → its synapses (`Edges`, or several, concatenated). Synapses that repeat
-                (pre, post, delay step) are merged into one with the summed weight.
+            edges: receptor name → its synapses: `Edges`, a sequence of them (concatenated), or any other
+                iterable of them (e.g. a generator), streamed: each part is validated and grouped before the
+                next one is drawn, so that only one part's edges exist at once (`Microcircuit.build` streams
+                3·10⁸ synapses so); a streamed part's presynaptic neurons must all be above those of the
+                parts before it. Synapses that repeat (pre, post, delay step) are merged into one with the
+                summed weight; either way the network is that of the concatenated edges, and its edge slots
+                follow their order.
             dt: the time step, ms; a delay ``D`` becomes a lag of ``round(D/dt) + 1`` steps.
             background: Poisson input (`Background`, or several).
             I_ext: constant current per neuron, scalar or ``[n]``, in the neuron's input unit (pA for
@@ -366,7 +371,7 @@ class Network(eqx.Module):
         Raises:
             ValueError: naming the argument — bad sizes, unknown receptor names, indices out of range,
                 non-finite weights or delays, negative delays, negative conductances, delays too long to
-                keep, bad background rates.
+                keep, bad background rates, streamed parts out of presynaptic order.
             TypeError: the neuron or a receptor is not a zoo spiking neuron / synapse.
         """
         dt = float(check_dt(dt))
@@ -399,21 +404,14 @@ class Network(eqx.Module):
                 )
         if not receptors:
             raise ValueError("`receptors` must name at least one receptor, e.g. {'exc': Expon(...)}.")
-        projections, edge_slots, ring_length = {}, {}, 1
+        projections, edge_slots = {}, {}
         for name, given in dict(edges).items():
             _known_receptor("edges", name, receptors)
-            pre, post, weight, lag = _edge_arrays(name, given, n, dt, receptors[name].mode)
-            if not pre.size:
-                continue
-            ring_length = max(ring_length, int(lag.max()))
-            if ring_length * n >= 2**31:
-                raise ValueError(
-                    f"`edges[{name!r}]`: the longest delay, {ring_length} steps of dt = {dt} ms, needs a "
-                    f"ring of {ring_length} × {n} entries; shorten the delays or raise `dt`."
-                )
-            projections[name], slots = DelayedCSR.from_edges(pre, post, weight, lag, n, dtype)
-            edge_slots[name] = jnp.asarray(slots)
-            del pre, post, weight, lag, slots
+            built = _projection(name, given, n, dt, receptors[name].mode, dtype)
+            if built is not None:  # receptors without synapses have no projection
+                projections[name], edge_slots[name] = built
+            del built
+        ring_length = max([1, *(projection.max_lag for projection in projections.values())])
         drives = tuple(_drive(b, i, n, dt, dtype, receptors) for i, b in enumerate(_as_list(background)))
         I_ext = _per_neuron("I_ext", I_ext, n, dtype)
         gap = None if gap_junctions is None else _gap_csr(gap_junctions, n, dtype)
@@ -741,28 +739,35 @@ def _per_edge(name: str, value, size: int) -> np.ndarray:
     return array
 
 
-def _edge_arrays(receptor: str, given, n: int, dt: float, mode: str):
+def _edge_part(receptor: str, index: int | None, e, n: int, dt: float, mode: str):
+    """Part ``index`` (None: the only one) of ``receptor``'s `Edges`, validated: (pre, post, weight, lag
+    steps), the given arrays themselves when they have the right types (no copy of a large input)."""
+    where = f"edges[{receptor!r}]" + ("" if index is None else f"[{index}]")
+    if not isinstance(e, Edges):
+        raise TypeError(f"`{where}` must be networks.Edges, got {type(e).__name__}.")
+    pre, post = _indices(f"{where}.pre", e.pre, n), _indices(f"{where}.post", e.post, n)
+    if pre.shape != post.shape:
+        raise ValueError(
+            f"`{where}.pre` and `.post` must have equal lengths, got {pre.size} and {post.size}."
+        )
+    weight = _per_edge(f"{where}.weight", e.weight, pre.size)
+    if mode == "coba" and np.any(weight < 0):
+        raise ValueError(
+            f"`{where}.weight` must be ≥ 0 nS for the conductance-based receptor {receptor!r} (the reversal "
+            "potential gives the sign); use a receptor with an inhibitory E instead."
+        )
+    delay = _per_edge(f"{where}.delay", e.delay, pre.size)
+    if np.any(delay < 0):
+        raise ValueError(f"`{where}.delay` must be ≥ 0 ms, got minimum {delay.min()}.")
+    return pre, post, weight, np.broadcast_to(_steps(delay, dt), pre.shape)
+
+
+def _edge_arrays(receptor: str, given: Edges | Sequence[Edges], n: int, dt: float, mode: str):
     """Concatenated, validated (pre, post, weight, lag steps) of one receptor's `Edges`."""
-    parts = []
-    for i, e in enumerate(_as_list(given)):
-        where = f"edges[{receptor!r}]" + (f"[{i}]" if not isinstance(given, Edges) else "")
-        if not isinstance(e, Edges):
-            raise TypeError(f"`{where}` must be networks.Edges, got {type(e).__name__}.")
-        pre, post = _indices(f"{where}.pre", e.pre, n), _indices(f"{where}.post", e.post, n)
-        if pre.shape != post.shape:
-            raise ValueError(
-                f"`{where}.pre` and `.post` must have equal lengths, got {pre.size} and {post.size}."
-            )
-        weight = _per_edge(f"{where}.weight", e.weight, pre.size)
-        if mode == "coba" and np.any(weight < 0):
-            raise ValueError(
-                f"`{where}.weight` must be ≥ 0 nS for the conductance-based receptor {receptor!r} (the "
-                "reversal potential gives the sign); use a receptor with an inhibitory E instead."
-            )
-        delay = _per_edge(f"{where}.delay", e.delay, pre.size)
-        if np.any(delay < 0):
-            raise ValueError(f"`{where}.delay` must be ≥ 0 ms, got minimum {delay.min()}.")
-        parts.append((pre, post, weight, np.broadcast_to(_steps(delay, dt), pre.shape)))
+    single = isinstance(given, Edges)
+    parts = [
+        _edge_part(receptor, None if single else i, e, n, dt, mode) for i, e in enumerate(_as_list(given))
+    ]
     if not parts:
         return (np.zeros(0, np.int64),) * 2 + (np.zeros(0), np.zeros(0, np.int64))
     if len(parts) == 1:
@@ -770,6 +775,53 @@ def _edge_arrays(receptor: str, given, n: int, dt: float, mode: str):
     pre, post, weight, lag = zip(*parts, strict=True)
     weight = [np.broadcast_to(w, p.shape) for w, p in zip(weight, pre, strict=True)]
     return tuple(np.concatenate(x) for x in (pre, post, weight, lag))
+
+
+def _edge_parts(receptor: str, given, n: int, dt: float, mode: str) -> Iterator[tuple]:
+    """One receptor's validated (pre, post, weight, lag steps) with the name of their argument: all at once
+    for `Edges` or a sequence of them (concatenated), else one part at a time, each drawn from the iterable
+    when the previous one is done."""
+    if isinstance(given, Edges | Sequence):  # `Edges` is a tuple, hence a sequence
+        yield f"edges[{receptor!r}]", *_edge_arrays(receptor, given, n, dt, mode)
+        return
+    if not isinstance(given, Iterable):
+        raise TypeError(
+            f"`edges[{receptor!r}]` must be networks.Edges, a sequence of them or an iterable (e.g. a "
+            f"generator) yielding them, got {type(given).__name__}."
+        )
+    i = 0
+    for e in given:  # `enumerate` would keep the last part alive while the next one is drawn
+        yield f"edges[{receptor!r}][{i}]", *_edge_part(receptor, i, e, n, dt, mode)
+        del e
+        i += 1
+
+
+def _projection(receptor: str, given, n: int, dt: float, mode: str, dtype) -> tuple[DelayedCSR, Array] | None:
+    """One receptor's synapses (`DelayedCSR`) and edge slots from its ``edges`` entry, or None without
+    synapses. Streamed parts are grouped one at a time and joined (`DelayedCSR.concatenate`): only one part's
+    edges exist at once."""
+    grouped, last = [], -1  # last: the largest presynaptic neuron so far
+    for where, pre, post, weight, lag in _edge_parts(receptor, given, n, dt, mode):
+        if pre.size:
+            if pre.min() <= last:
+                raise ValueError(
+                    f"`{where}`: a streamed part's presynaptic neurons must all be above those of the "
+                    f"parts before it (up to {last}), got {pre.min()}; give the parts as a list to "
+                    "concatenate them."
+                )
+            last = int(pre.max())
+            ring_length = int(lag.max())
+            if ring_length * n >= 2**31:
+                raise ValueError(
+                    f"`{where}`: the longest delay, {ring_length} steps of dt = {dt} ms, needs a ring of "
+                    f"{ring_length} × {n} entries; shorten the delays or raise `dt`."
+                )
+            grouped.append(DelayedCSR.from_edges(pre, post, weight, lag, n, dtype))
+        del pre, post, weight, lag  # before the next part is drawn
+    if not grouped:
+        return None
+    projection, slots = grouped[0] if len(grouped) == 1 else DelayedCSR.concatenate(grouped)
+    return projection, jnp.asarray(slots)
 
 
 def _steps(delay: np.ndarray, dt: float) -> np.ndarray:
