@@ -22,11 +22,16 @@ touch every synapse); ``call_time`` — one forward call; ``weight_grad_time`` �
 spike VJP is compared with; ``zeros_time`` (diffbrain) — a jitted ``jnp.zeros(nnz)``, what XLA pays to
 produce an nnz-sized output, the floor of a weight gradient in CSR layout; ``silent_grad_time``
 (diffbrain) — the weight gradient when no neuron spiked: its zeroed ``[nnz]`` output alone, the method's
-own floor (on ``cpu`` below ``zeros_time`` for fresh memory, see `diffbrain.ops.kernels.cpu.data_grad`).
+own floor (on ``cpu`` below ``zeros_time`` for fresh memory, see `diffbrain.ops.kernels.cpu.data_grad`);
+``scan_grad_time`` and ``lax_scan_grad_time`` (diffbrain) — per step, the gradient w.r.t. the weights of a
+loss through the ``step_time`` scan (``Σ_t ȳ·v_t``, the same spikes), through `diffbrain.ops.event_scan`
+(accumulated in place on the spiking rows) and through `lax.scan`'s own reverse pass (an ``[nnz]``
+cotangent per step, added to a running sum), both including their forward pass.
 Ratios (×, a time over another): ``ratio_vs_<peer>`` of each diffbrain method's step and call times (< 1:
 diffbrain faster), ``grad_over_forward`` (weight gradient / forward call), ``grad_over_zeros`` (weight
-gradient / zeros), ``grad_over_silent`` (weight gradient / silent gradient: what the events add) and
-``spike_vjp_over_csr_matvec``.
+gradient / zeros), ``grad_over_silent`` (weight gradient / silent gradient: what the events add),
+``spike_vjp_over_csr_matvec``, and ``scan_grad_over_step`` / ``lax_scan_grad_over_step`` (a training step's
+weight gradient through a scan / the forward step).
 
 ``python -m diffbrain.bench.ops`` prints only diffbrain's forward and backward times side by side (see
 `gradient_table`).
@@ -77,6 +82,8 @@ SUMMARY_RATIOS = (
     "grad_over_zeros",
     "grad_over_silent",
     "spike_vjp_over_csr_matvec",
+    "scan_grad_over_step",
+    "lax_scan_grad_over_step",
 )
 """The ratios of the automatic ``diffbrain`` method that `summary` shows."""
 
@@ -226,6 +233,33 @@ def baseline_runs(W: ops.CSR, x: jax.Array, cotangent: jax.Array, backend: str |
     }
 
 
+SCAN_GRADIENTS = ("scan_grad_time", "lax_scan_grad_time")
+"""The weight gradient through a scan of `STEPS` steps, per step (diffbrain only; see the module doc)."""
+
+
+def scan_gradient_runs(W: ops.CSR, spikes: jax.Array, cotangent: jax.Array, backend: str | None):
+    """Zero-argument timed calls of `SCAN_GRADIENTS`: the gradient w.r.t. ``W.data`` of ``Σ_t ȳ·v_t`` with
+    ``v_t = 0.9·v_{t−1} + sₜᵀW``, through `ops.event_scan` and through `lax.scan`."""
+
+    def step(W, v, s):
+        v = 0.9 * v + ops.event_matvec(s, W, backend=backend)
+        return v, jnp.dot(cotangent, v)
+
+    def loss(data, spikes, scan):
+        return jnp.sum(scan(step, W.with_data(data), jnp.zeros(cotangent.shape, DTYPE), spikes)[1])
+
+    def lax_scan(step, W, v, spikes):
+        return jax.lax.scan(lambda v, s: step(W, v, s), v, spikes)
+
+    grads = {
+        scan: jax.jit(jax.grad(functools.partial(loss, scan=scan))) for scan in (ops.event_scan, lax_scan)
+    }
+    return {
+        "scan_grad_time": lambda: grads[ops.event_scan](W.data, spikes),
+        "lax_scan_grad_time": lambda: grads[lax_scan](W.data, spikes),
+    }
+
+
 @functools.cache
 def _numba_kernels() -> SimpleNamespace:
     """The numba loops, compiled once per process."""
@@ -342,14 +376,16 @@ def run_case(case: Case, W: ops.CSR, repeats: int = 5, quick: bool = False) -> l
     for name in runs:
         if name.startswith("diffbrain"):
             backend = None if name == "diffbrain" else name.split(".", 1)[1]
-            runs[name] |= baseline_runs(W, x, cotangent, backend)
+            runs[name] |= baseline_runs(W, x, cotangent, backend) | scan_gradient_runs(
+                W, spikes, cotangent, backend
+            )
 
     fields = dict(
         params=format_params(dict(n=case.n, per_row=case.per_row, firing=case.firing, weights=case.weights)),
         dtype=jnp.dtype(DTYPE).name,
     )
     timings: dict[str, dict[str, Timing]] = {}
-    for metric in (*METRICS, *BASELINES):
+    for metric in (*METRICS, *BASELINES, *SCAN_GRADIENTS):
         fns = {name: metric_runs[metric] for name, metric_runs in runs.items() if metric in metric_runs}
         for name, timing in measure_side_by_side(fns, repeats).items():
             timings.setdefault(name, {})[metric] = timing
@@ -357,7 +393,7 @@ def run_case(case: Case, W: ops.CSR, repeats: int = 5, quick: bool = False) -> l
     for name, by_metric in timings.items():
         peers = ("numba",) if name == "numba" else ("brainevent",) if name == "brainevent" else ()
         for metric, timing in by_metric.items():
-            per_step = STEPS if metric == "step_time" else 1
+            per_step = STEPS if metric in ("step_time", *SCAN_GRADIENTS) else 1
             if metric == "step_time" and name in methods and methods[name].dense_cost:
                 per_step = DENSE_STEPS
             records.append(
@@ -416,6 +452,10 @@ def ratio_records(case: Case, values: dict[str, dict[str, float]], fields: dict)
         if "csr_matvec_time" in own and "spike_vjp_time" in own:
             note = "spike VJP / plain CSR matvec"
             ratio(method, "spike_vjp_over_csr_matvec", own["spike_vjp_time"] / own["csr_matvec_time"], note)
+        for metric in SCAN_GRADIENTS:
+            if metric in own and "step_time" in own:
+                note = f"{metric} / step_time (a weight gradient through the scan / its forward step)"
+                ratio(method, metric.replace("_time", "_over_step"), own[metric] / own["step_time"], note)
         if not method.startswith("diffbrain"):
             continue
         for peer in PEERS:

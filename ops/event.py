@@ -35,7 +35,7 @@ from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 from jaxtyping import Array, Bool, Float, Int, Shaped
 
-from . import _backend
+from . import _accumulation, _backend
 from .csr import CSR
 from .kernels import reference
 
@@ -54,7 +54,7 @@ def _flat_batch(vector: Array) -> Array:
 # --- forward computations: the backend's kernels, batch axes flattened -------------------------------------
 
 
-def _spmv(indptr, indices, data, x, *, n_post: int, event: bool, backend: str):
+def _spmv(indptr, indices, data, x, *, n_post: int, event: bool, backend: str, accumulate=None):
     kernels = _backend.kernels(backend)
     if x.ndim == 1:
         return (kernels.event_matvec if event else kernels.csr_matvec)(indptr, indices, data, x, n_post)
@@ -84,7 +84,7 @@ def _data_grad(indptr, indices, spikes, cotangent, *, data_shape: tuple[int, ...
     return kernels.data_grad_batch(indptr, indices, _flat_batch(spikes), _flat_batch(cotangent), nnz)
 
 
-def _spmv_abstract(indptr, indices, data, x, *, n_post, event, backend):
+def _spmv_abstract(indptr, indices, data, x, *, n_post, event, backend, accumulate):
     return jax.core.ShapedArray((*x.shape[:-1], n_post), data.dtype)
 
 
@@ -129,12 +129,17 @@ def _check_structure_defined(indptr, indices) -> None:
         raise TypeError("`W.indptr` and `W.indices` are the CSR structure and cannot be transposed against.")
 
 
-def _spmv_transpose(ct, indptr, indices, data, x, *, n_post, event, backend):
+def _spmv_transpose(ct, indptr, indices, data, x, *, n_post, event, backend, accumulate):
     _check_structure_defined(indptr, indices)
     if ad.is_undefined_primal(x):
         ct_x = None if type(ct) is ad.Zero else row_dot_p.bind(indptr, indices, data, ct, backend=backend)
         return None, None, None, ct_x
     data_shape = data.aval.shape
+    if accumulate is not None and data_shape and type(ct) is not ad.Zero:  # event_scan's running total
+        _accumulation.add(
+            accumulate, lambda total: data_grad_add_p.bind(total, indptr, indices, x, ct, backend=backend)
+        )
+        return None, None, None, None
     ct_data = None if type(ct) is ad.Zero else _bind_data_grad(indptr, indices, x, ct, data_shape, backend)
     return None, None, ct_data, None
 
@@ -191,7 +196,7 @@ def _vector_batching(primitive: Primitive, summed: bool) -> Callable:
 
 
 for _primitive, _impl, _abstract, _transpose, _summed, _params in (
-    (spmv_p, _spmv, _spmv_abstract, _spmv_transpose, False, ("n_post", "event", "backend")),
+    (spmv_p, _spmv, _spmv_abstract, _spmv_transpose, False, ("n_post", "event", "backend", "accumulate")),
     (row_dot_p, _row_dot, _row_dot_abstract, _row_dot_transpose, False, ("backend",)),
     (data_grad_p, _data_grad, _data_grad_abstract, _data_grad_transpose, True, ("data_shape", "backend")),
 ):
@@ -204,8 +209,11 @@ for _primitive, _impl, _abstract, _transpose, _summed, _params in (
     batching.primitive_batchers[_primitive] = _vector_batching(_primitive, _summed)
 
 
-def _bind_spmv(indptr, indices, data, x, n_post: int, event: bool, backend: str):
-    return spmv_p.bind(indptr, indices, data, x, n_post=n_post, event=event, backend=backend)
+def _bind_spmv(indptr, indices, data, x, n_post: int, event: bool, backend: str, accumulate=None):
+    """``accumulate``: the `_accumulation.token` of ``data`` inside `event_scan`'s reverse step, else None."""
+    return spmv_p.bind(
+        indptr, indices, data, x, n_post=n_post, event=event, backend=backend, accumulate=accumulate
+    )
 
 
 def _bind_data_grad(indptr, indices, spikes, cotangent, data_shape, backend: str):
@@ -267,7 +275,10 @@ def event_matvec(
         True
     """
     spikes = _checked_vector(spikes, W, "spikes", ndim=1, events=True)
-    return _bind_spmv(W.indptr, W.indices, W.data, spikes, W.shape[1], True, _backend.resolve(backend))
+    backend = _backend.resolve(backend)
+    return _bind_spmv(
+        W.indptr, W.indices, W.data, spikes, W.shape[1], True, backend, _accumulation.token(W.data)
+    )
 
 
 def event_matmat(
@@ -275,14 +286,18 @@ def event_matmat(
 ) -> Float[Array, "batch n_post"]:
     """`event_matvec` of each row of ``spikes`` (``[batch, n_pre]``) in one call → ``[batch, n_post]``."""
     spikes = _checked_vector(spikes, W, "spikes", ndim=2, events=True)
-    return _bind_spmv(W.indptr, W.indices, W.data, spikes, W.shape[1], True, _backend.resolve(backend))
+    backend = _backend.resolve(backend)
+    return _bind_spmv(
+        W.indptr, W.indices, W.data, spikes, W.shape[1], True, backend, _accumulation.token(W.data)
+    )
 
 
 def csr_matvec(x: Float[Array, " n_pre"], W: CSR, *, backend: str | None = None) -> Float[Array, " n_post"]:
     """The plain product ``y = xᵀW`` of a dense float vector ``x`` (``[n_pre]``, ``W.data``'s dtype) over
     all rows, without testing ``x[i] != 0``; differentiable like `event_matvec`."""
     x = _checked_vector(x, W, "x", ndim=1, events=False)
-    return _bind_spmv(W.indptr, W.indices, W.data, x, W.shape[1], False, _backend.resolve(backend))
+    backend = _backend.resolve(backend)
+    return _bind_spmv(W.indptr, W.indices, W.data, x, W.shape[1], False, backend, _accumulation.token(W.data))
 
 
 # --- the arrival ring: delayed synapses scattered into a ring of future inputs --------------------------
@@ -292,17 +307,19 @@ arrival_p = Primitive("arrival_scatter")
 arrival_p.multiple_results = True
 
 
-def _arrival_impl(row_ptr, lag, indptr, indices, step, data, spikes, ring, *, pop: bool, backend: str):
+def _arrival_impl(
+    row_ptr, lag, indptr, indices, step, data, spikes, ring, *, pop: bool, backend: str, accumulate=None
+):
     kernels = _backend.kernels(backend)
     return list(kernels.arrival_scatter(row_ptr, lag, indptr, indices, step, data, spikes, ring, pop))
 
 
-def _arrival_abstract(row_ptr, lag, indptr, indices, step, data, spikes, ring, *, pop, backend):
+def _arrival_abstract(row_ptr, lag, indptr, indices, step, data, spikes, ring, *, pop, backend, accumulate):
     arriving = jax.core.ShapedArray((ring.shape[1] if pop else 0,), ring.dtype)
     return [jax.core.ShapedArray(ring.shape, ring.dtype), arriving]
 
 
-def _arrival_jvp(primals, tangents, *, pop: bool, backend: str):
+def _arrival_jvp(primals, tangents, *, pop: bool, backend: str, accumulate):
     """``ring + S(data, s)`` is affine in ``ring`` and bilinear in ``(data, s)``: the tangent is
     ``S(ddata, s) + S(data, ds) + dring``, popped like the primal. It is written as two chained calls of the
     primitive itself (``pop=False``), linear in the tangents, so reverse mode saves only the operands
@@ -313,19 +330,21 @@ def _arrival_jvp(primals, tangents, *, pop: bool, backend: str):
             raise TypeError(f"`{name}` is an integer index array and not differentiable.")
     row_ptr, lag, indptr, indices, step, data, spikes, ring = primals
     d_data, d_spikes, d_ring = tangents[5:]
-    out = arrival_p.bind(*primals, pop=pop, backend=backend)
+    out = arrival_p.bind(*primals, pop=pop, backend=backend, accumulate=accumulate)
     if _is_zero(d_data) and _is_zero(d_spikes) and _is_zero(d_ring):
         return out, [ad.Zero(jax.typeof(x).to_tangent_aval()) for x in out]
     structure = (row_ptr, lag, indptr, indices, step)
     tangent = jnp.zeros_like(ring) if _is_zero(d_ring) else d_ring
     if not _is_zero(d_spikes):
-        tangent = arrival_p.bind(*structure, data, d_spikes, tangent, pop=False, backend=backend)[0]
-    if not _is_zero(d_data):
-        tangent = arrival_p.bind(*structure, d_data, spikes, tangent, pop=False, backend=backend)[0]
+        tangent = _scatter(structure, data, d_spikes, tangent, backend)
+    if not _is_zero(d_data):  # the weights' tangent: tagged for event_scan's running total
+        tangent = _scatter(structure, d_data, spikes, tangent, backend, accumulate)
     return out, list(reference.pop_slot(tangent, step, pop))
 
 
-def _arrival_transpose(cts, row_ptr, lag, indptr, indices, step, data, spikes, ring, *, pop, backend):
+def _arrival_transpose(
+    cts, row_ptr, lag, indptr, indices, step, data, spikes, ring, *, pop, backend, accumulate
+):
     """The cotangent ``ȳ`` of the ring goes to ``ring`` unchanged, to the weights as
     ``g[k] = s[src(k)]·ȳ[slot(r(k)), idx(k)]`` (event-driven on ``cpu`` and ``pallas``; for one shared weight
     ``Σ ȳ ⊙ S(1, s)``, the scatter itself) and to the spikes as a per-neuron row dot."""
@@ -338,26 +357,29 @@ def _arrival_transpose(cts, row_ptr, lag, indptr, indices, step, data, spikes, r
     if type(ct) is ad.Zero:
         return [None] * 8
     ct_data = ct_spikes = None
-    if ad.is_undefined_primal(data):
+    if ad.is_undefined_primal(data) and accumulate is not None and data.aval.shape:  # event_scan's total
+        add = functools.partial(arrival_data_grad_add_p.bind, backend=backend)
+        _accumulation.add(accumulate, lambda total: add(total, *structure, spikes, ct))
+    elif ad.is_undefined_primal(data):
         ct_data = _weight_cotangent(structure, spikes, ct, data.aval.shape, backend)
     if ad.is_undefined_primal(spikes):
         ct_spikes = arrival_row_dot_p.bind(*structure, data, ct, backend=backend).astype(spikes.aval.dtype)
     return [None] * 5 + [ct_data, ct_spikes, ct if ad.is_undefined_primal(ring) else None]
 
 
-def _arrival_batching(args, dims, *, pop, backend):
+def _arrival_batching(args, dims, *, pop, backend, accumulate):
     """Any batching: one call per batch element, in sequence (`lax.map`), as the kernel takes one ring."""
     batched = [jnp.moveaxis(arg, dim, 0) for arg, dim in zip(args, dims, strict=True) if dim is not None]
 
     def one(slices):
         slices = iter(slices)
         operands = (next(slices) if dim is not None else a for a, dim in zip(args, dims, strict=True))
-        return tuple(arrival_p.bind(*operands, pop=pop, backend=backend))
+        return tuple(arrival_p.bind(*operands, pop=pop, backend=backend, accumulate=accumulate))
 
     return list(lax.map(one, batched)), [0, 0]
 
 
-arrival_p.def_impl(jax.jit(_arrival_impl, static_argnames=("pop", "backend")))
+arrival_p.def_impl(jax.jit(_arrival_impl, static_argnames=("pop", "backend", "accumulate")))
 arrival_p.def_abstract_eval(_arrival_abstract)
 mlir.register_lowering(arrival_p, mlir.lower_fun(_arrival_impl, multiple_results=True))
 ad.primitive_jvps[arrival_p] = _arrival_jvp
@@ -371,20 +393,25 @@ arrival_data_grad_p = Primitive("arrival_data_grad")  # (structure…, spikes, r
 arrival_row_dot_p = Primitive("arrival_row_dot")  # (structure…, data, ring cotangent) → [n_pre]
 
 
+def _scatter(structure, data, spikes, ring, backend: str, accumulate=None):
+    """The ring plus ``S(data, spikes)``, without pop (the tangent form)."""
+    return arrival_p.bind(*structure, data, spikes, ring, pop=False, backend=backend, accumulate=accumulate)[
+        0
+    ]
+
+
 def _weight_cotangent(structure, spikes, ct, data_shape: tuple[int, ...], backend: str):
     """The cotangent of ``W.data`` from the ring's ``ct``; for one shared weight ``Σ ct ⊙ S(1, s)``, the
     scatter itself (event-driven on cpu and pallas, no ``[nnz]`` array)."""
     if data_shape:
         return arrival_data_grad_p.bind(*structure, spikes, ct, backend=backend)
-    one, zeros = jnp.ones((), ct.dtype), jnp.zeros_like(ct)
-    return jnp.sum(ct * arrival_p.bind(*structure, one, spikes, zeros, pop=False, backend=backend)[0])
+    return jnp.sum(ct * _scatter(structure, jnp.ones((), ct.dtype), spikes, jnp.zeros_like(ct), backend))
 
 
 def _scatter_linear(structure, data, spikes, ring_aval, backend: str):
     """``S(data, s)`` into an empty ring: the transpose of both row dot and weight cotangent w.r.t. the
     ring's cotangent."""
-    zeros = jnp.zeros(ring_aval.shape, ring_aval.dtype)
-    return arrival_p.bind(*structure, data, spikes, zeros, pop=False, backend=backend)[0]
+    return _scatter(structure, data, spikes, jnp.zeros(ring_aval.shape, ring_aval.dtype), backend)
 
 
 def _data_grad_transpose(ct, *operands, backend):
@@ -438,6 +465,61 @@ for _primitive, _name, _shape, _transpose in (
     ad.primitive_jvps[_primitive] = _transpose_jvp
     ad.primitive_transposes[_primitive] = _transpose
     batching.primitive_batchers[_primitive] = functools.partial(_batch_by_map, _primitive)
+
+
+# --- weight gradients added to a running total (event_scan's reverse pass) ------------------------------
+
+data_grad_add_p = Primitive("csr_data_grad_add")  # (total, indptr, indices, spikes, cotangent) → [nnz]
+arrival_data_grad_add_p = Primitive("arrival_data_grad_add")  # (total, ring structure…, spikes, ring ct)
+
+
+def _define_running_total(primitive: Primitive, kernel: str, gradient: Callable, bind_gradient: Callable):
+    """``total + gradient(spikes, cotangent)``, by the backend's in-place ``kernel`` (the result aliases
+    ``total``) where it has one. Affine in ``total`` and bilinear in (spikes, cotangent), its tangent is
+    written with ``bind_gradient`` (the weight-gradient primitive), so it needs no transpose of its own."""
+
+    def impl(total, *operands, backend: str):
+        kernels = _backend.kernels(backend)
+        if hasattr(kernels, kernel):
+            return getattr(kernels, kernel)(total, *operands)
+        return total + gradient(kernels, *operands)
+
+    def jvp(primals, tangents, *, backend):
+        total, structure, (spikes, cotangent) = primals[0], primals[1:-2], primals[-2:]
+        d_total, (d_spikes, d_cotangent) = tangents[0], tangents[-2:]
+        out = primitive.bind(*primals, backend=backend)
+        terms = [] if _is_zero(d_total) else [d_total]
+        if not _is_zero(d_spikes):
+            terms.append(bind_gradient(structure, d_spikes, cotangent, total.shape, backend))
+        if not _is_zero(d_cotangent):
+            terms.append(bind_gradient(structure, spikes, d_cotangent, total.shape, backend))
+        if not terms:
+            return out, ad.Zero(jax.typeof(out).to_tangent_aval())
+        return out, sum(terms[1:], terms[0])
+
+    primitive.def_impl(jax.jit(impl, static_argnames=("backend",)))
+    primitive.def_abstract_eval(lambda total, *_, backend: jax.core.ShapedArray(total.shape, total.dtype))
+    mlir.register_lowering(primitive, mlir.lower_fun(impl, multiple_results=False))
+    ad.primitive_jvps[primitive] = jvp
+    batching.primitive_batchers[primitive] = functools.partial(_batch_by_map, primitive)
+
+
+_define_running_total(
+    data_grad_add_p,
+    "data_grad_add",
+    lambda kernels, indptr, indices, spikes, ct: kernels.data_grad_batch(
+        indptr, indices, _flat_batch(spikes), _flat_batch(ct), indices.shape[0]
+    ),
+    lambda structure, spikes, ct, shape, backend: _bind_data_grad(*structure, spikes, ct, shape, backend),
+)
+_define_running_total(
+    arrival_data_grad_add_p,
+    "arrival_data_grad_add",
+    lambda kernels, *operands: kernels.arrival_data_grad(*operands),
+    lambda structure, spikes, ct, shape, backend: arrival_data_grad_p.bind(
+        *structure, spikes, ct, backend=backend
+    ),
+)
 
 
 def _checked_delays(row_ptr: Array, lag: Array, n_rows: int, length: int) -> tuple[Array, Array]:
@@ -562,5 +644,7 @@ def arrival_scatter(
     row_ptr, lag = _checked_delays(row_ptr, lag, W.shape[0], ring.shape[0])
     backend = _backend.resolve(backend)
     args = (row_ptr, lag, W.indptr, W.indices, step.astype(jnp.int32), W.data, spikes, ring)
-    ring, arriving = arrival_p.bind(*args, pop=bool(pop), backend=backend)
+    ring, arriving = arrival_p.bind(
+        *args, pop=bool(pop), backend=backend, accumulate=_accumulation.token(W.data)
+    )
     return (ring, arriving) if pop else ring

@@ -44,6 +44,7 @@ _TARGETS = {
     "diffbrain_arrival_scatter": "DiffbrainArrivalScatter",
     "diffbrain_arrival_data_grad": "DiffbrainArrivalDataGrad",
     "diffbrain_arrival_row_dot": "DiffbrainArrivalRowDot",
+    "diffbrain_arrival_data_grad_add": "DiffbrainArrivalDataGradAdd",
 }
 
 _lock = threading.Lock()
@@ -304,6 +305,36 @@ def arrival_data_grad(
     cotangent = _float("cotangent", cotangent)
     args = (row_ptr, lag.astype(jnp.int32), indptr, indices, jnp.asarray(step, jnp.int32), spikes, cotangent)
     return _call("diffbrain_arrival_data_grad", indices.shape, cotangent.dtype, *args)
+
+
+def arrival_data_grad_add(
+    total: Float[Array, " nnz"],
+    row_ptr: Integer[Array, " n_pre+1"],
+    lag: Integer[Array, " R"],
+    indptr: Integer[Array, " R+1"],
+    indices: Integer[Array, " nnz"],
+    step: Integer[Array, ""],
+    spikes: Bool[Array, " n_pre"] | Float[Array, " n_pre"],
+    cotangent: Float[Array, "L n_post"],
+) -> Float[Array, " nnz"]:
+    """``total + arrival_data_grad(...)``, written into ``total``'s buffer when XLA can reuse it (a scan
+    carry): the events only, no ``[nnz]`` fill or add (see `data_grad_add`)."""
+    cotangent = _float("cotangent", cotangent)
+    if total.dtype != cotangent.dtype:
+        raise TypeError(f"total ({total.dtype}) and cotangent ({cotangent.dtype}) must have the same dtype")
+    args = (
+        total,
+        row_ptr,
+        lag.astype(jnp.int32),
+        indptr,
+        indices,
+        jnp.asarray(step, jnp.int32),
+        spikes,
+        cotangent,
+    )
+    return _call(
+        "diffbrain_arrival_data_grad_add", total.shape, total.dtype, *args, input_output_aliases={0: 0}
+    )
 
 
 def arrival_row_dot(

@@ -736,14 +736,19 @@ ffi::Error arrival_impl(ffi::AnyBuffer row_ptr, ffi::Buffer<ffi::S32> lag, ffi::
 template <class F, class I, class S>
 void arrival_data_grad(const I* row_ptr, const int32_t* lag, const I* indptr, const I* indices, int64_t step,
                        const S* spikes, const F* ct, int64_t n_pre, int64_t length, int64_t n_post, int64_t nnz,
-                       F* g) {
-  if (!zero_output(g, sizeof(F) * nnz)) std::fill(g, g + nnz, F(0));
+                       const F* g_in, F* g) {
+  // g_in == g: add into g in place (aliased by XLA); another g_in: a copy to add to; none: g starts at zero.
+  if (g_in == nullptr) {
+    if (!zero_output(g, sizeof(F) * nnz)) std::fill(g, g + nnz, F(0));
+  } else if (g_in != g) {
+    std::copy(g_in, g_in + nnz, g);
+  }
   const int64_t now = ((step % length) + length) % length;
   for_each_fired(spikes, n_pre, [&](int64_t i) {
     const F scale = static_cast<F>(spikes[i]);
     for (int64_t r = row_ptr[i]; r < row_ptr[i + 1]; ++r) {
       const F* c = ct + ((now + lag[r]) % length + length) % length * n_post;
-      for (int64_t k = indptr[r]; k < indptr[r + 1]; ++k) g[k] = scale * c[indices[k]];
+      for (int64_t k = indptr[r]; k < indptr[r + 1]; ++k) g[k] += scale * c[indices[k]];
     }
   });
 }
@@ -782,10 +787,13 @@ const char* arrival_transpose_shapes(ffi::AnyBuffer& row_ptr, ffi::AnyBuffer& in
   return nullptr;
 }
 
-ffi::Error arrival_data_grad_impl(ffi::AnyBuffer row_ptr, ffi::Buffer<ffi::S32> lag, ffi::AnyBuffer indptr,
-                                  ffi::AnyBuffer indices, ffi::Buffer<ffi::S32> step, ffi::AnyBuffer spikes,
-                                  ffi::AnyBuffer ct, ffi::Result<ffi::AnyBuffer> g) {
+// g = g_in + the ring's weight cotangent (g_in == nullptr: the cotangent alone).
+ffi::Error arrival_data_grad_into(const ffi::AnyBuffer* g_in, ffi::AnyBuffer row_ptr, ffi::Buffer<ffi::S32> lag,
+                                  ffi::AnyBuffer indptr, ffi::AnyBuffer indices, ffi::Buffer<ffi::S32> step,
+                                  ffi::AnyBuffer spikes, ffi::AnyBuffer ct, ffi::Result<ffi::AnyBuffer>& g) {
   if (ct.element_type() != g->element_type()) return unsupported("cotangent (must match the result)", ct.element_type());
+  if (g_in && (g_in->element_type() != g->element_type() || g_in->element_count() != g->element_count()))
+    return ffi::Error::InvalidArgument("diffbrain arrival ring transpose: the accumulator must match the result");
   int64_t length = 0, n_post = 0;
   if (const char* error = arrival_transpose_shapes(row_ptr, indptr, indices, ct, length, n_post))
     return ffi::Error::InvalidArgument(error);
@@ -800,17 +808,31 @@ ffi::Error arrival_data_grad_impl(ffi::AnyBuffer row_ptr, ffi::Buffer<ffi::S32> 
         using F = typename decltype(f)::type;
         using I = typename decltype(i)::type;
         using S = typename decltype(s)::type;
+        const F* in = g_in ? g_in->typed_data<F>() : nullptr;
         if (n_pre <= 0 || n_post == 0) {
-          zero(g);
+          if (!in) zero(g);
+          else if (in != g->typed_data<F>()) std::copy(in, in + nnz, g->typed_data<F>());
           return ffi::Error::Success();
         }
         arrival_data_grad<F, I, S>(row_ptr.typed_data<I>(), lag.typed_data(), indptr.typed_data<I>(),
                                    indices.typed_data<I>(), t, spikes.typed_data<S>(), ct.typed_data<F>(), n_pre,
-                                   length, n_post, nnz, g->typed_data<F>());
+                                   length, n_post, nnz, in, g->typed_data<F>());
         return ffi::Error::Success();
       });
     });
   });
+}
+
+ffi::Error arrival_data_grad_impl(ffi::AnyBuffer row_ptr, ffi::Buffer<ffi::S32> lag, ffi::AnyBuffer indptr,
+                                  ffi::AnyBuffer indices, ffi::Buffer<ffi::S32> step, ffi::AnyBuffer spikes,
+                                  ffi::AnyBuffer ct, ffi::Result<ffi::AnyBuffer> g) {
+  return arrival_data_grad_into(nullptr, row_ptr, lag, indptr, indices, step, spikes, ct, g);
+}
+
+ffi::Error arrival_data_grad_add_impl(ffi::AnyBuffer g_in, ffi::AnyBuffer row_ptr, ffi::Buffer<ffi::S32> lag,
+                                      ffi::AnyBuffer indptr, ffi::AnyBuffer indices, ffi::Buffer<ffi::S32> step,
+                                      ffi::AnyBuffer spikes, ffi::AnyBuffer ct, ffi::Result<ffi::AnyBuffer> g) {
+  return arrival_data_grad_into(&g_in, row_ptr, lag, indptr, indices, step, spikes, ct, g);
 }
 
 ffi::Error arrival_row_dot_impl(ffi::AnyBuffer row_ptr, ffi::Buffer<ffi::S32> lag, ffi::AnyBuffer indptr,
@@ -890,3 +912,14 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(DiffbrainArrivalScatter, arrival_impl,
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(DiffbrainArrivalDataGrad, arrival_data_grad_impl, DIFFBRAIN_ARRIVAL_TRANSPOSE());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(DiffbrainArrivalRowDot, arrival_row_dot_impl, DIFFBRAIN_ARRIVAL_TRANSPOSE());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(DiffbrainArrivalDataGradAdd, arrival_data_grad_add_impl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>());

@@ -57,6 +57,17 @@ def test_methods_agree(tiny_case, with_numba):
             np.testing.assert_allclose(weight_grad, outputs["segment_sum"]["weight_grad_time"](), rtol=1e-5)
 
 
+def test_scan_gradients_agree(tiny_case):
+    """event_scan's and lax.scan's weight gradients through the timed scan are the same numbers."""
+    _, W = tiny_case
+    spikes, _ = suite.spike_vectors(jax.random.key(1), W.shape[0], 0.05)
+    cotangent = jax.random.normal(jax.random.key(2), (W.shape[1],), suite.DTYPE)
+    runs = suite.scan_gradient_runs(W, spikes, cotangent, None)
+    fast, plain = np.asarray(runs["scan_grad_time"]()), np.asarray(runs["lax_scan_grad_time"]())
+    assert fast.shape == (W.nnz,) and np.any(fast != 0)
+    np.testing.assert_allclose(fast, plain, rtol=1e-5, atol=1e-6)
+
+
 def test_run_case_records(tiny_case):
     case, W = tiny_case
     records = suite.run_case(case, W, repeats=1)
@@ -71,6 +82,8 @@ def test_run_case_records(tiny_case):
         "grad_over_zeros",
         "grad_over_silent",
         "spike_vjp_over_csr_matvec",
+        "scan_grad_over_step",
+        "lax_scan_grad_over_step",
     }
     assert ratios <= set(ok[ok.method == "diffbrain"].metric)
     table = suite.summary(frame)

@@ -1,0 +1,254 @@
+"""`ops.event_scan` against `lax.scan`: equal values and gradients, weight gradients accumulated in place."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+from diffbrain import ops
+from diffbrain.ops.event import arrival_data_grad_add_p, data_grad_add_p
+
+from .conftest import random_csr, random_spikes
+from .test_arrival_ring import delayed
+
+
+@jax.custom_jvp
+def _spike(v):
+    """Heaviside spike with a fast-sigmoid surrogate derivative."""
+    return (v > 0).astype(v.dtype)
+
+
+_spike.defjvp(
+    lambda primals, tangents: (_spike(primals[0]), tangents[0] / (1 + 4 * jnp.abs(primals[0])) ** 2)
+)
+
+
+class Recurrent(eqx.Module):
+    """A small LIF network: excitatory and inhibitory CSR projections, a shared-weight one, a decay."""
+
+    W_exc: ops.CSR
+    W_inh: ops.CSR
+    W_shared: ops.CSR
+    decay: jax.Array
+    backend: str = eqx.field(static=True)
+
+    def __call__(self, carry, x):
+        v, s, count = carry
+        exc = ops.event_matvec(s, self.W_exc, backend=self.backend)
+        inh = ops.event_matvec(s, self.W_inh, backend=self.backend)
+        shared = ops.csr_matvec(s, self.W_shared, backend=self.backend)
+        v = self.decay * v + exc - inh + 0.1 * shared + x
+        spikes = _spike(v - 1.0)
+        v = v * (1 - spikes)
+        # a use of the weights beside the operators: its gradient must be kept too
+        penalty = 1e-3 * jnp.sum(self.W_exc.data**2)
+        return (v, spikes, count + spikes.sum().astype(count.dtype)), (
+            jnp.sum(v * spikes) + penalty,
+            spikes > 0,
+        )
+
+
+def _network(backend: str, n: int = 24, seed: int = 0) -> Recurrent:
+    exc = random_csr(seed, n, n, 0.3)
+    inh = random_csr(seed + 1, n, n, 0.2)
+    return Recurrent(
+        exc.with_data(jnp.abs(exc.data)),
+        inh.with_data(0.5 * jnp.abs(inh.data)),
+        random_csr(seed + 2, n, n, 0.1, homogeneous=True),
+        jnp.asarray(0.8),
+        backend,
+    )
+
+
+def _plain_scan(step, params, init, xs):
+    return jax.lax.scan(lambda c, x: step(params, c, x), init, xs)
+
+
+def _loss(scan, net, v0, drive):
+    init = (v0, jnp.zeros_like(v0), jnp.asarray(0))
+    (v, _, count), (out, _raster) = scan(lambda p, c, x: p(c, x), net, init, drive)
+    return jnp.sum(out) + jnp.sum(v**2) + 0.0 * count
+
+
+def _inputs(n: int = 24, steps: int = 30, seed: int = 3):
+    rng = np.random.default_rng(seed)
+    return jnp.asarray(rng.uniform(0.5, 1.2, n)), jnp.asarray(rng.uniform(0, 0.6, (steps, n)))
+
+
+def test_values_and_gradients_match_lax_scan(backend):
+    net, (v0, drive) = _network(backend), _inputs()
+    init = (v0, jnp.zeros_like(v0), jnp.asarray(0))
+    step = lambda p, c, x: p(c, x)
+    fast, plain = ops.event_scan(step, net, init, drive), _plain_scan(step, net, init, drive)
+    for a, b in zip(jax.tree.leaves(fast), jax.tree.leaves(plain), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert int(fast[0][2]) > 0, "the network must spike for the test to mean anything"
+
+    grad = eqx.filter_grad(lambda args, scan: _loss(scan, *args))
+    fast_grad, plain_grad = grad((net, v0, drive), ops.event_scan), grad((net, v0, drive), _plain_scan)
+    for a, b in zip(jax.tree.leaves(fast_grad), jax.tree.leaves(plain_grad), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    assert np.any(fast_grad[0].W_exc.data != 0) and np.any(fast_grad[0].W_inh.data != 0)
+
+
+def test_the_weight_gradient_is_accumulated_not_returned_per_step():
+    """Through event_scan the reverse step adds into the running total (csr_data_grad_add) and binds no
+    ``[nnz]`` csr_data_grad (the shared weight's scalar one stays); through lax.scan the other way round."""
+    net, (v0, drive) = _network("reference"), _inputs()
+
+    def primitives(scan):
+        jaxpr = jax.make_jaxpr(eqx.filter_grad(lambda args: _loss(scan, *args)))((net, v0, drive))
+        names = set()
+
+        def visit(jaxpr):
+            for eqn in jaxpr.eqns:
+                names.add((eqn.primitive.name, eqn.outvars[0].aval.shape))
+                for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+                    visit(sub)
+
+        visit(jaxpr.jaxpr)
+        return names
+
+    fast, plain = primitives(ops.event_scan), primitives(_plain_scan)
+    per_synapse = {
+        (name, (W.nnz,)) for W in (net.W_exc, net.W_inh) for name in ("csr_data_grad", "csr_data_grad_add")
+    }
+    assert fast & per_synapse == {
+        ("csr_data_grad_add", (net.W_exc.nnz,)),
+        ("csr_data_grad_add", (net.W_inh.nnz,)),
+    }
+    assert plain & per_synapse == {("csr_data_grad", (net.W_exc.nnz,)), ("csr_data_grad", (net.W_inh.nnz,))}
+    assert ("csr_data_grad", ()) in fast  # the shared weight: the ordinary scalar gradient
+
+
+def test_batched_spikes_cond_branches_and_jit():
+    """event_matmat (a batch of spike vectors) accumulates one gradient; a W used inside a `lax.cond`
+    branch takes the ordinary path; everything under jit."""
+    W = random_csr(5, 16, 12, 0.4)
+    spikes = random_spikes(6, (10, 3, 16), "float")
+
+    def step(W, g, s):
+        g = 0.9 * g + ops.event_matmat(s, W)
+        late = jax.lax.cond(g.sum() > 0, lambda: ops.event_matvec(s[0], W), lambda: jnp.zeros(12))
+        return g, jnp.sum(g**2) + jnp.sum(late)
+
+    def loss(data, s, scan):
+        return jnp.sum(scan(step, W.with_data(data), jnp.zeros((3, 12)), s)[1])
+
+    for argnums in (0, 1):
+        fast = jax.jit(jax.grad(loss, argnums), static_argnums=2)(W.data, spikes, ops.event_scan)
+        plain = jax.jit(jax.grad(loss, argnums), static_argnums=2)(W.data, spikes, _plain_scan)
+        np.testing.assert_allclose(fast, plain, rtol=1e-10, atol=1e-12)
+
+
+def test_vmap_over_event_scan():
+    W, spikes = random_csr(7, 10, 8, 0.5), random_spikes(8, (4, 6, 10), "bool")
+
+    def step(W, g, s):
+        g = 0.5 * g + ops.event_matvec(s, W)
+        return g, g.sum()
+
+    def loss(data, scan):
+        out = jax.vmap(lambda s: scan(step, W.with_data(data), jnp.zeros(8), s)[1])(spikes)
+        return jnp.sum(out**2)
+
+    np.testing.assert_allclose(jax.grad(loss)(W.data, ops.event_scan), jax.grad(loss)(W.data, _plain_scan))
+
+
+def test_second_order_through_the_reverse_pass():
+    """Reverse over reverse differentiates csr_data_grad_add (its JVP) inside event_scan's backward."""
+    W, spikes = random_csr(9, 8, 6, 0.5), random_spikes(10, (5, 8), "float")
+
+    def step(W, g, s):
+        g = 0.7 * g + ops.event_matvec(s, W)
+        return g, jnp.sum(jnp.sin(g))
+
+    def loss(data, s, scan):
+        return jnp.sum(scan(step, W.with_data(data), jnp.zeros(6), s)[1])
+
+    def curvature(scan):
+        return jax.grad(lambda s: jnp.sum(jax.grad(loss)(W.data, s, scan) ** 2))(spikes)
+
+    np.testing.assert_allclose(curvature(ops.event_scan), curvature(_plain_scan), rtol=1e-10, atol=1e-12)
+
+
+def test_data_grad_add_primitive(backend):
+    W = random_csr(11, 9, 7, 0.4)
+    spikes, cotangent = (
+        random_spikes(12, (2, 9), "float"),
+        jnp.asarray(np.random.default_rng(13).normal(size=(2, 7))),
+    )
+    total = jnp.asarray(np.random.default_rng(14).normal(size=W.nnz))
+    add = lambda t, s, c: data_grad_add_p.bind(t, W.indptr, W.indices, s, c, backend=backend)
+    rows = np.repeat(np.arange(9), np.diff(np.asarray(W.indptr)))
+    expected = total + (spikes[:, rows] * cotangent[:, W.indices]).sum(0)
+    np.testing.assert_allclose(add(total, spikes, cotangent), expected, rtol=1e-12)
+    check_grads(add, (total, spikes, cotangent), order=1, modes=["fwd", "rev"])
+
+
+def test_bad_arguments():
+    W = random_csr(15, 6, 6, 0.5)
+    step = lambda W, g, s: (g + ops.event_matvec(s, W), None)
+    with pytest.raises(ValueError, match="pass `length`"):
+        ops.event_scan(step, W, jnp.zeros(6))
+    with pytest.raises(ValueError, match="disagree"):
+        ops.event_scan(step, W, jnp.zeros(6), jnp.zeros((4, 6), bool), length=5)
+    with pytest.raises(TypeError, match="callable"):
+        ops.event_scan(None, W, jnp.zeros(6), length=3)
+
+    def closing_over(scale):
+        closure = lambda W, g, s: (g + scale * ops.event_matvec(s, W), None)
+        return ops.event_scan(closure, W, jnp.zeros(6), jnp.ones((4, 6), bool))[0].sum()
+
+    with pytest.raises(ValueError, match="closes over 1 value"):
+        jax.grad(closing_over)(2.0)
+    assert closing_over(2.0) == 2 * ops.event_scan(step, W, jnp.zeros(6), jnp.ones((4, 6), bool))[0].sum()
+    assert ops.event_scan(step, W, jnp.ones(6), jnp.zeros((0, 6), bool))[0].tolist() == [1.0] * 6
+
+
+def test_delayed_synapses_accumulate_too(backend):
+    """A network with an arrival ring (delays): the same gradients as lax.scan w.r.t. the weights, the
+    spikes' surrogate path and the initial ring, and no ``[nnz]`` arrival_data_grad per step."""
+    n, length = 20, 4
+    W, row_ptr, lag, _ = delayed(16, n, n, length)
+    W = W.with_data(0.6 * jnp.abs(W.data))
+    drive = jnp.asarray(np.random.default_rng(17).uniform(0, 0.7, (25, n)))
+
+    def step(W, carry, x):
+        v, spikes, ring, t = carry
+        ring, arriving = ops.arrival_scatter(spikes, W, row_ptr, lag, ring, t, pop=True, backend=backend)
+        v = 0.8 * v + arriving + x
+        spikes = _spike(v - 1.0)
+        return (v * (1 - spikes), spikes, ring, t + 1), jnp.sum(v**2)
+
+    def loss(args, scan):
+        W, ring = args
+        init = (jnp.zeros(n), jnp.zeros(n), ring, jnp.asarray(0, jnp.int32))
+        return jnp.sum(scan(step, W, init, drive)[1])
+
+    args = (W, jnp.asarray(np.random.default_rng(18).uniform(0, 0.5, (length, n))))
+    fast, plain = eqx.filter_grad(loss)(args, ops.event_scan), eqx.filter_grad(loss)(args, _plain_scan)
+    assert np.any(fast[0].data != 0)
+    for a, b in zip(jax.tree.leaves(fast), jax.tree.leaves(plain), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    jaxpr = str(jax.make_jaxpr(lambda a: eqx.filter_grad(loss)(a, ops.event_scan))(args))
+    assert "arrival_data_grad_add" in jaxpr and f"f64[{W.nnz}] = arrival_data_grad[" not in jaxpr
+
+
+def test_arrival_data_grad_add_primitive(backend):
+    W, row_ptr, lag, _ = delayed(19, 12, 9, 3)
+    rng = np.random.default_rng(20)
+    spikes, ring_ct = random_spikes(21, (12,), "float"), jnp.asarray(rng.normal(size=(3, 9)))
+    total, step = jnp.asarray(rng.normal(size=W.nnz)), jnp.asarray(5, jnp.int32)
+    structure = (row_ptr, lag, W.indptr, W.indices, step)
+
+    def add(t, s, c):
+        return arrival_data_grad_add_p.bind(t, *structure, s, c, backend=backend)
+
+    _, pullback = jax.vjp(
+        lambda d: ops.arrival_scatter(spikes, W.with_data(d), row_ptr, lag, 0 * ring_ct, step), W.data
+    )
+    np.testing.assert_allclose(add(total, spikes, ring_ct), total + pullback(ring_ct)[0], rtol=1e-12)
+    check_grads(add, (total, spikes, ring_ct), order=1, modes=["fwd", "rev"])
