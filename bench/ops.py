@@ -34,7 +34,8 @@ gradient / zeros), ``grad_over_silent`` (weight gradient / silent gradient: what
 weight gradient through a scan / the forward step).
 
 ``python -m diffbrain.bench.ops`` prints only diffbrain's forward and backward times side by side (see
-`gradient_table`).
+`gradient_table`); with ``--scan-steps`` the weight gradient through scans of those lengths
+(`scan_gradient_table`).
 """
 
 from __future__ import annotations
@@ -241,22 +242,24 @@ def scan_gradient_runs(W: ops.CSR, spikes: jax.Array, cotangent: jax.Array, back
     """Zero-argument timed calls of `SCAN_GRADIENTS`: the gradient w.r.t. ``W.data`` of ``Σ_t ȳ·v_t`` with
     ``v_t = 0.9·v_{t−1} + sₜᵀW``, through `ops.event_scan` and through `lax.scan`."""
 
-    def step(W, v, s):
+    def step(params, v, s):
+        W, cotangent = params
         v = 0.9 * v + ops.event_matvec(s, W, backend=backend)
         return v, jnp.dot(cotangent, v)
 
-    def loss(data, spikes, scan):
-        return jnp.sum(scan(step, W.with_data(data), jnp.zeros(cotangent.shape, DTYPE), spikes)[1])
+    def loss(data, W, cotangent, spikes, scan):
+        params = (W.with_data(data), cotangent)
+        return jnp.sum(scan(step, params, jnp.zeros(cotangent.shape, DTYPE), spikes)[1])
 
-    def lax_scan(step, W, v, spikes):
-        return jax.lax.scan(lambda v, s: step(W, v, s), v, spikes)
+    def lax_scan(step, params, v, spikes):
+        return jax.lax.scan(lambda v, s: step(params, v, s), v, spikes)
 
     grads = {
         scan: jax.jit(jax.grad(functools.partial(loss, scan=scan))) for scan in (ops.event_scan, lax_scan)
     }
-    return {
-        "scan_grad_time": lambda: grads[ops.event_scan](W.data, spikes),
-        "lax_scan_grad_time": lambda: grads[lax_scan](W.data, spikes),
+    return {  # arrays as jit arguments, not constants
+        "scan_grad_time": lambda: grads[ops.event_scan](W.data, W, cotangent, spikes),
+        "lax_scan_grad_time": lambda: grads[lax_scan](W.data, W, cotangent, spikes),
     }
 
 
@@ -530,6 +533,36 @@ def gradient_table(
     return pd.DataFrame(rows).set_index("case")
 
 
+def scan_gradient_table(
+    sizes: Sequence[tuple[int, int]] = SIZES,
+    firing: Sequence[float] = FIRING,
+    weights: Sequence[str] = ("heterogeneous",),
+    steps: Sequence[int] = (STEPS, 10 * STEPS),
+    repeats: int = 3,
+) -> pd.DataFrame:
+    """Per step of a scan of ``steps`` steps (ms, medians, in turns): the forward step, the weight gradient
+    through `ops.event_scan` and through `lax.scan` (`scan_gradient_runs`), and their ratios to the forward
+    step (×). The gradient pays one ``[nnz]`` allocation per scan, which longer scans amortize."""
+    rows = []
+    for n, per_row in sizes:
+        for kind in weights:
+            W = build(n, per_row, kind, jax.random.key(0))
+            for fraction in firing:
+                for length in steps:
+                    key = jax.random.key(n)
+                    spikes = jax.random.uniform(key, (length, n)) < fraction
+                    cotangent = jax.random.normal(jax.random.fold_in(key, 2), (n,), DTYPE)
+                    runs = jax_runs(diffbrain_method(W, None), spikes, spikes[0], cotangent)
+                    runs = {"step_time": runs["step_time"]} | scan_gradient_runs(W, spikes, cotangent, None)
+                    ms = {m: t.median * 1e3 / length for m, t in measure_side_by_side(runs, repeats).items()}
+                    rows.append(
+                        {"case": f"{Case(n, per_row, fraction, kind).name}/steps={length}"}
+                        | {f"{m.removesuffix('_time')} ms": v for m, v in ms.items()}
+                        | {m.replace("_time", "/step"): ms[m] / ms["step_time"] for m in SCAN_GRADIENTS}
+                    )
+    return pd.DataFrame(rows).set_index("case")
+
+
 def run(
     sizes: Sequence[tuple[int, int]] = SIZES,
     firing: Sequence[float] = FIRING,
@@ -560,11 +593,17 @@ if __name__ == "__main__":
     parser.add_argument("--weights", nargs="+", choices=WEIGHTS, default=WEIGHTS)
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--min", action="store_true", help="the fastest run instead of the median")
+    parser.add_argument(
+        "--scan-steps", nargs="+", type=int, help="instead: `scan_gradient_table` for these scan lengths"
+    )
     args = parser.parse_args()
     grid = [
         size for size in (FULL_SIZES if args.full else SIZES) if args.sizes is None or size[0] in args.sizes
     ]
-    table = gradient_table(grid, args.firing, args.weights, args.repeats, "min" if args.min else "median")
+    if args.scan_steps:
+        table = scan_gradient_table(grid, args.firing, args.weights, args.scan_steps, args.repeats)
+    else:
+        table = gradient_table(grid, args.firing, args.weights, args.repeats, "min" if args.min else "median")
     with pd.option_context(
         "display.width", 250, "display.max_columns", None, "display.float_format", "{:.3g}".format
     ):

@@ -11,10 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from jax._src import core as jax_core  # the current trace: a tagged call must stay in the registering one
+from jax._src import core as jax_core
 from jaxtyping import Array
 
 _ACTIVE: list[Accumulation] = []
+
+
+def _current_trace():
+    """JAX's current trace (an internal API): a tagged call must stay in the trace that registered its
+    weights. Without it (another JAX version) nothing is tagged: the ordinary, slower path, same values."""
+    context = getattr(jax_core, "trace_ctx", None)
+    return getattr(context, "trace", None)
 
 
 class Accumulation:
@@ -27,7 +34,7 @@ class Accumulation:
 
     def register(self, weights: Sequence[Array]) -> None:
         """The ``[nnz]`` weight arrays (tracers of the step's vjp), in the order of ``totals``."""
-        self._weights, self._trace = list(weights), jax_core.trace_ctx.trace
+        self._weights, self._trace = list(weights), _current_trace()
 
     def __enter__(self) -> Accumulation:
         _ACTIVE.append(self)
@@ -39,9 +46,12 @@ class Accumulation:
 
 def token(data: Array) -> tuple[int, int] | None:
     """``(context depth, slot)`` of ``data`` if an active context registered it in the current trace."""
+    if not _ACTIVE:
+        return None
+    trace = _current_trace()
     for depth, context in enumerate(_ACTIVE):
         for slot, weights in enumerate(context._weights):
-            if weights is data and jax_core.trace_ctx.trace is context._trace:
+            if weights is data and trace is not None and trace is context._trace:
                 return depth, slot
     return None
 

@@ -73,21 +73,21 @@ def _nonzero_cotangents(tree):
     return eqx.filter(tree, lambda ct: eqx.is_array(ct) and ct.dtype != jax.dtypes.float0)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _scan(step: Callable, length: int, params, init, xs):
-    return lax.scan(lambda carry, x: step(params, carry, x), init, xs, length=length)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _scan(step: Callable, length: int, unroll: int, params, init, xs):
+    return lax.scan(lambda carry, x: step(params, carry, x), init, xs, length=length, unroll=unroll)
 
 
-def _scan_fwd(step: Callable, length: int, params, init, xs):
+def _scan_fwd(step: Callable, length: int, unroll: int, params, init, xs):
     def body(carry, x):
         new, y = step(params, carry, x)
         return new, (y, carry)
 
-    final, (ys, carries) = lax.scan(body, init, xs, length=length)
+    final, (ys, carries) = lax.scan(body, init, xs, length=length, unroll=unroll)
     return (final, ys), (params, carries, xs)
 
 
-def _scan_bwd(step: Callable, length: int, residuals, cotangents):
+def _scan_bwd(step: Callable, length: int, unroll: int, residuals, cotangents):
     params, carries, xs = residuals
     ct_final, ct_ys = cotangents
     float_params, static_params = eqx.partition(params, eqx.is_inexact_array)
@@ -118,7 +118,7 @@ def _scan_bwd(step: Callable, length: int, residuals, cotangents):
         list(map(jnp.zeros_like, weights)),
     )
     (ct_init, ct_params, totals), ct_xs = lax.scan(
-        reverse_step, start, (carries, xs, ct_ys), length=length, reverse=True
+        reverse_step, start, (carries, xs, ct_ys), length=length, reverse=True, unroll=unroll
     )
     return _join_weights(ct_params, totals), ct_init, ct_xs
 
@@ -161,6 +161,7 @@ def event_scan(
     xs: Any = None,
     *,
     length: int | None = None,
+    unroll: int = 1,
 ) -> tuple[Carry, Any]:
     """`lax.scan` of ``step(params, carry, x) → (carry, y)`` whose gradient w.r.t. the CSR weights in
     ``params`` accumulates in place, on the synapses of the neurons that fired.
@@ -184,12 +185,17 @@ def event_scan(
         init: the initial carry.
         xs: per-step inputs with a leading time axis, or None.
         length: the number of steps, needed when ``xs`` is None.
+        unroll: steps per loop iteration, as in `lax.scan` (forward and reverse).
 
     Returns:
         ``(final carry, stacked y)``, as `lax.scan`.
 
-    Reverse mode stores the carry of every step (like `lax.scan` stores its residuals) and recomputes each
-    step once on the way back. It is a `jax.custom_vjp`: first-order reverse mode (`jax.grad`, `jax.vjp`);
+    Reverse mode stores the carry of every step and recomputes each step once on the way back (as
+    `jax.checkpoint` of the step would): memory T × the carry's size. `lax.scan`'s own reverse mode stores
+    the step's residuals instead, which can be smaller: an arrival ring ``[L, n_post]`` in the carry is
+    stored whole every step here, where `lax.scan` keeps only the spikes. For long runs, scan over
+    `jax.checkpoint`-ed segments of event_scans. It is a `jax.custom_vjp`: first-order reverse mode
+    (`jax.grad`, `jax.vjp`) and reverse over reverse;
     forward mode (`jax.jvp`) is not defined for it — use `lax.scan` for that. Under `jax.vmap` each batch
     element accumulates its own ``[nnz]`` gradient: batch the spikes inside ``step`` (`event_matmat`)
     instead, which accumulates one.
@@ -215,6 +221,8 @@ def event_scan(
         raise TypeError(
             f"`step` must be callable (params, carry, x) → (carry, y), got {type(step).__name__}."
         )
+    if not isinstance(unroll, int) or isinstance(unroll, bool) or unroll < 1:
+        raise ValueError(f"`unroll` must be a positive integer (steps per loop iteration), got {unroll!r}.")
     length = _length(xs, length)
     _check_no_differentiated_closure(step, params, init, xs, length)
-    return _scan(step, length, params, init, xs)
+    return _scan(step, length, unroll, params, init, xs)

@@ -102,6 +102,15 @@ def test_gradient_table():
         suite.gradient_table([(300, 10)], statistic="mean")
 
 
+def test_scan_gradient_table():
+    table = suite.scan_gradient_table([(300, 10)], firing=[0.05], steps=[3, 6], repeats=1)
+    assert list(table.index) == [f"n=300/k=10/firing=5.0%/heterogeneous/steps={t}" for t in (3, 6)]
+    assert {"step ms", "scan_grad ms", "lax_scan_grad ms", "scan_grad/step", "lax_scan_grad/step"} == set(
+        table.columns
+    )
+    assert np.isfinite(table.to_numpy()).all() and (table.to_numpy() > 0).all()
+
+
 def test_quick_methods_when_the_automatic_backend_is_the_reference(monkeypatch):
     # e.g. no C++ compiler: the reference backend is then measured as "diffbrain" itself
     monkeypatch.setattr(suite, "automatic_backend", lambda: "reference")

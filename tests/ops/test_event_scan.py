@@ -1,5 +1,7 @@
 """`ops.event_scan` against `lax.scan`: equal values and gradients, weight gradients accumulated in place."""
 
+import functools
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -154,7 +156,9 @@ def test_vmap_over_event_scan():
         out = jax.vmap(lambda s: scan(step, W.with_data(data), jnp.zeros(8), s)[1])(spikes)
         return jnp.sum(out**2)
 
-    np.testing.assert_allclose(jax.grad(loss)(W.data, ops.event_scan), jax.grad(loss)(W.data, _plain_scan))
+    unrolled = functools.partial(ops.event_scan, unroll=4)  # 6 steps: one full iteration and a remainder
+    for scan in (ops.event_scan, unrolled):
+        np.testing.assert_allclose(jax.grad(loss)(W.data, scan), jax.grad(loss)(W.data, _plain_scan))
 
 
 def test_second_order_through_the_reverse_pass():
@@ -195,6 +199,8 @@ def test_bad_arguments():
         ops.event_scan(step, W, jnp.zeros(6))
     with pytest.raises(ValueError, match="disagree"):
         ops.event_scan(step, W, jnp.zeros(6), jnp.zeros((4, 6), bool), length=5)
+    with pytest.raises(ValueError, match="unroll"):
+        ops.event_scan(step, W, jnp.zeros(6), length=3, unroll=0)
     with pytest.raises(TypeError, match="callable"):
         ops.event_scan(None, W, jnp.zeros(6), length=3)
 
@@ -252,3 +258,22 @@ def test_arrival_data_grad_add_primitive(backend):
     )
     np.testing.assert_allclose(add(total, spikes, ring_ct), total + pullback(ring_ct)[0], rtol=1e-12)
     check_grads(add, (total, spikes, ring_ct), order=1, modes=["fwd", "rev"])
+
+
+def test_without_jax_trace_internals_the_ordinary_path_gives_the_same_gradient(monkeypatch):
+    """`_accumulation` reads JAX's current trace (an internal API); where it is missing nothing is tagged."""
+    from diffbrain.ops import _accumulation
+
+    W, spikes = random_csr(22, 10, 8, 0.5), random_spikes(23, (6, 10), "float")
+
+    def step(W, g, s):
+        return 0.5 * g + ops.event_matvec(s, W), jnp.sum(g**2)
+
+    def loss(data, scan):
+        return jnp.sum(scan(step, W.with_data(data), jnp.ones(8), spikes)[1])
+
+    tagged = jax.grad(loss)(W.data, ops.event_scan)
+    monkeypatch.setattr(_accumulation, "_current_trace", lambda: None)
+    jaxpr = str(jax.make_jaxpr(lambda d: jax.grad(loss)(d, ops.event_scan))(W.data))
+    assert "csr_data_grad_add" not in jaxpr and "csr_data_grad[" in jaxpr
+    np.testing.assert_allclose(jax.grad(loss)(W.data, ops.event_scan), tagged, rtol=1e-12)
