@@ -18,6 +18,7 @@ float32/float64.
 """
 
 import ctypes
+import functools
 import hashlib
 import os
 import platform
@@ -302,39 +303,24 @@ def arrival_data_grad(
 ) -> Float[Array, " nnz"]:
     """`reference.arrival_data_grad`, computed on the synapses of the neurons that fired only (the rest of
     the nnz-sized result is zeroed as in `data_grad`)."""
-    cotangent = _float("cotangent", cotangent)
-    args = (row_ptr, lag.astype(jnp.int32), indptr, indices, jnp.asarray(step, jnp.int32), spikes, cotangent)
+    args = _arrival_gradient_args(row_ptr, lag, indptr, indices, step, spikes, cotangent)
     return _call("diffbrain_arrival_data_grad", indices.shape, cotangent.dtype, *args)
 
 
-def arrival_data_grad_add(
-    total: Float[Array, " nnz"],
-    row_ptr: Integer[Array, " n_pre+1"],
-    lag: Integer[Array, " R"],
-    indptr: Integer[Array, " R+1"],
-    indices: Integer[Array, " nnz"],
-    step: Integer[Array, ""],
-    spikes: Bool[Array, " n_pre"] | Float[Array, " n_pre"],
-    cotangent: Float[Array, "L n_post"],
-) -> Float[Array, " nnz"]:
-    """``total + arrival_data_grad(...)``, written into ``total``'s buffer when XLA can reuse it (a scan
-    carry): the events only, no ``[nnz]`` fill or add (see `data_grad_add`)."""
+def arrival_data_grad_add(total: Float[Array, " nnz"], *operands: Array) -> Float[Array, " nnz"]:
+    """``total + arrival_data_grad(*operands)``, written into ``total``'s buffer when XLA can reuse it (a
+    scan carry): the events only, no ``[nnz]`` fill or add (see `data_grad_add`)."""
+    args = _arrival_gradient_args(*operands)
+    if total.dtype != args[-1].dtype:
+        raise TypeError(f"total ({total.dtype}) and cotangent ({args[-1].dtype}) must have the same dtype")
+    call = functools.partial(_call, "diffbrain_arrival_data_grad_add", total.shape, total.dtype)
+    return call(total, *args, input_output_aliases={0: 0})
+
+
+def _arrival_gradient_args(row_ptr, lag, indptr, indices, step, spikes, cotangent) -> tuple[Array, ...]:
+    """The operands of the ring's weight-gradient kernels, in their dtypes."""
     cotangent = _float("cotangent", cotangent)
-    if total.dtype != cotangent.dtype:
-        raise TypeError(f"total ({total.dtype}) and cotangent ({cotangent.dtype}) must have the same dtype")
-    args = (
-        total,
-        row_ptr,
-        lag.astype(jnp.int32),
-        indptr,
-        indices,
-        jnp.asarray(step, jnp.int32),
-        spikes,
-        cotangent,
-    )
-    return _call(
-        "diffbrain_arrival_data_grad_add", total.shape, total.dtype, *args, input_output_aliases={0: 0}
-    )
+    return (row_ptr, lag.astype(jnp.int32), indptr, indices, jnp.asarray(step, jnp.int32), spikes, cotangent)
 
 
 def arrival_row_dot(

@@ -19,6 +19,7 @@
 #include <mutex>
 #include <thread>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #if defined(__linux__)
@@ -886,40 +887,28 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(DiffbrainDataGradAdd, data_grad_add_impl,
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>());
+// The operands shared by the ring's kernels: row_ptr, lag, indptr, indices, step, and two arrays (the
+// weights or spikes, then the spikes, ring or cotangent).
+template <class Binding>
+auto ring_operands(Binding binding) {
+  return std::move(binding)
+      .template Arg<ffi::AnyBuffer>()
+      .template Arg<ffi::Buffer<ffi::S32>>()
+      .template Arg<ffi::AnyBuffer>()
+      .template Arg<ffi::AnyBuffer>()
+      .template Arg<ffi::Buffer<ffi::S32>>()
+      .template Arg<ffi::AnyBuffer>()
+      .template Arg<ffi::AnyBuffer>();
+}
+
 XLA_FFI_DEFINE_HANDLER_SYMBOL(DiffbrainArrivalScatter, arrival_impl,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
+                              ring_operands(ffi::Ffi::Bind())
                                   .Arg<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>());
-
-#define DIFFBRAIN_ARRIVAL_TRANSPOSE()                                                                      \
-  ffi::Ffi::Bind()                                                                                        \
-      .Arg<ffi::AnyBuffer>()                                                                              \
-      .Arg<ffi::Buffer<ffi::S32>>()                                                                       \
-      .Arg<ffi::AnyBuffer>()                                                                              \
-      .Arg<ffi::AnyBuffer>()                                                                              \
-      .Arg<ffi::Buffer<ffi::S32>>()                                                                       \
-      .Arg<ffi::AnyBuffer>()                                                                              \
-      .Arg<ffi::AnyBuffer>()                                                                              \
-      .Ret<ffi::AnyBuffer>()
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(DiffbrainArrivalDataGrad, arrival_data_grad_impl, DIFFBRAIN_ARRIVAL_TRANSPOSE());
-XLA_FFI_DEFINE_HANDLER_SYMBOL(DiffbrainArrivalRowDot, arrival_row_dot_impl, DIFFBRAIN_ARRIVAL_TRANSPOSE());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(DiffbrainArrivalDataGrad, arrival_data_grad_impl,
+                              ring_operands(ffi::Ffi::Bind()).Ret<ffi::AnyBuffer>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(DiffbrainArrivalRowDot, arrival_row_dot_impl,
+                              ring_operands(ffi::Ffi::Bind()).Ret<ffi::AnyBuffer>());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(DiffbrainArrivalDataGradAdd, arrival_data_grad_add_impl,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Ret<ffi::AnyBuffer>());
+                              ring_operands(ffi::Ffi::Bind().Arg<ffi::AnyBuffer>()).Ret<ffi::AnyBuffer>());
