@@ -23,15 +23,16 @@ spike VJP is compared with; ``zeros_time`` (diffbrain) — a jitted ``jnp.zeros(
 produce an nnz-sized output, the floor of a weight gradient in CSR layout; ``silent_grad_time``
 (diffbrain) — the weight gradient when no neuron spiked: its zeroed ``[nnz]`` output alone, the method's
 own floor (on ``cpu`` below ``zeros_time`` for fresh memory, see `diffbrain.ops.kernels.cpu.data_grad`);
-``scan_grad_time`` and ``lax_scan_grad_time`` (diffbrain) — per step, the gradient w.r.t. the weights of a
-loss through the ``step_time`` scan (``Σ_t ȳ·v_t``, the same spikes), through `diffbrain.ops.event_scan`
-(accumulated in place on the spiking rows) and through `lax.scan`'s own reverse pass (an ``[nnz]``
-cotangent per step, added to a running sum), both including their forward pass.
+``scan_grad_time`` — per step, the gradient w.r.t. the weights of a loss through the ``step_time`` scan
+(``Σ_t ȳ·v_t``, the same spikes), forward pass included: diffbrain's through `diffbrain.ops.event_scan`
+(accumulated in place on the spiking rows), and as the peer ``lax.scan`` the same loss through
+`lax.scan`'s own reverse pass (with diffbrain's automatic backend: an ``[nnz]`` cotangent per step, added
+to a running sum).
 Ratios (×, a time over another): ``ratio_vs_<peer>`` of each diffbrain method's step and call times (< 1:
 diffbrain faster), ``grad_over_forward`` (weight gradient / forward call), ``grad_over_zeros`` (weight
 gradient / zeros), ``grad_over_silent`` (weight gradient / silent gradient: what the events add),
-``spike_vjp_over_csr_matvec``, and ``scan_grad_over_step`` / ``lax_scan_grad_over_step`` (a training step's
-weight gradient through a scan / the forward step).
+``spike_vjp_over_csr_matvec``, and ``scan_grad_over_step`` (diffbrain's and lax.scan's weight gradient
+through the scan / diffbrain's forward step).
 
 ``python -m diffbrain.bench.ops`` prints only diffbrain's forward and backward times side by side (see
 `gradient_table`); with ``--scan-steps`` the weight gradient through scans of those lengths
@@ -84,7 +85,6 @@ SUMMARY_RATIOS = (
     "grad_over_silent",
     "spike_vjp_over_csr_matvec",
     "scan_grad_over_step",
-    "lax_scan_grad_over_step",
 )
 """The ratios of the automatic ``diffbrain`` method that `summary` shows."""
 
@@ -234,13 +234,9 @@ def baseline_runs(W: ops.CSR, x: jax.Array, cotangent: jax.Array, backend: str |
     }
 
 
-SCAN_GRADIENTS = ("scan_grad_time", "lax_scan_grad_time")
-"""The weight gradient through a scan of `STEPS` steps, per step (diffbrain only; see the module doc)."""
-
-
 def scan_gradient_runs(W: ops.CSR, spikes: jax.Array, cotangent: jax.Array, backend: str | None):
-    """Zero-argument timed calls of `SCAN_GRADIENTS`: the gradient w.r.t. ``W.data`` of ``Σ_t ȳ·v_t`` with
-    ``v_t = 0.9·v_{t−1} + sₜᵀW``, through `ops.event_scan` and through `lax.scan`."""
+    """Zero-argument timed calls of the gradient w.r.t. ``W.data`` of ``Σ_t ȳ·v_t`` with ``v_t = 0.9·v_{t−1}
+    + sₜᵀW`` over the scan of ``spikes``, by name: through ``"event_scan"`` and through ``"lax.scan"``."""
 
     def step(params, v, s):
         W, cotangent = params
@@ -258,8 +254,8 @@ def scan_gradient_runs(W: ops.CSR, spikes: jax.Array, cotangent: jax.Array, back
         scan: jax.jit(jax.grad(functools.partial(loss, scan=scan))) for scan in (ops.event_scan, lax_scan)
     }
     return {  # arrays as jit arguments, not constants
-        "scan_grad_time": lambda: grads[ops.event_scan](W.data, W, cotangent, spikes),
-        "lax_scan_grad_time": lambda: grads[lax_scan](W.data, W, cotangent, spikes),
+        "event_scan": lambda: grads[ops.event_scan](W.data, W, cotangent, spikes),
+        "lax.scan": lambda: grads[lax_scan](W.data, W, cotangent, spikes),
     }
 
 
@@ -376,19 +372,19 @@ def run_case(case: Case, W: ops.CSR, repeats: int = 5, quick: bool = False) -> l
         runs["numba"] = numba_runs(W, np.asarray(spikes), np.asarray(cotangent))
     else:
         skips["numba"] = reason
-    for name in runs:
-        if name.startswith("diffbrain"):
-            backend = None if name == "diffbrain" else name.split(".", 1)[1]
-            runs[name] |= baseline_runs(W, x, cotangent, backend) | scan_gradient_runs(
-                W, spikes, cotangent, backend
-            )
+    for name in [name for name in runs if name.startswith("diffbrain")]:
+        backend = None if name == "diffbrain" else name.split(".", 1)[1]
+        scans = scan_gradient_runs(W, spikes, cotangent, backend)
+        runs[name] |= baseline_runs(W, x, cotangent, backend) | {"scan_grad_time": scans["event_scan"]}
+        if name == "diffbrain":  # the peer: JAX's own reverse pass through lax.scan, same kernels
+            runs["lax.scan"] = {"scan_grad_time": scans["lax.scan"]}
 
     fields = dict(
         params=format_params(dict(n=case.n, per_row=case.per_row, firing=case.firing, weights=case.weights)),
         dtype=jnp.dtype(DTYPE).name,
     )
     timings: dict[str, dict[str, Timing]] = {}
-    for metric in (*METRICS, *BASELINES, *SCAN_GRADIENTS):
+    for metric in (*METRICS, *BASELINES, "scan_grad_time"):
         fns = {name: metric_runs[metric] for name, metric_runs in runs.items() if metric in metric_runs}
         for name, timing in measure_side_by_side(fns, repeats).items():
             timings.setdefault(name, {})[metric] = timing
@@ -396,7 +392,7 @@ def run_case(case: Case, W: ops.CSR, repeats: int = 5, quick: bool = False) -> l
     for name, by_metric in timings.items():
         peers = ("numba",) if name == "numba" else ("brainevent",) if name == "brainevent" else ()
         for metric, timing in by_metric.items():
-            per_step = STEPS if metric in ("step_time", *SCAN_GRADIENTS) else 1
+            per_step = STEPS if metric in ("step_time", "scan_grad_time") else 1
             if metric == "step_time" and name in methods and methods[name].dense_cost:
                 per_step = DENSE_STEPS
             records.append(
@@ -455,10 +451,10 @@ def ratio_records(case: Case, values: dict[str, dict[str, float]], fields: dict)
         if "csr_matvec_time" in own and "spike_vjp_time" in own:
             note = "spike VJP / plain CSR matvec"
             ratio(method, "spike_vjp_over_csr_matvec", own["spike_vjp_time"] / own["csr_matvec_time"], note)
-        for metric in SCAN_GRADIENTS:
-            if metric in own and "step_time" in own:
-                note = f"{metric} / step_time (a weight gradient through the scan / its forward step)"
-                ratio(method, metric.replace("_time", "_over_step"), own[metric] / own["step_time"], note)
+        step = own.get("step_time", values.get("diffbrain", {}).get("step_time"))
+        if "scan_grad_time" in own and step:
+            note = "scan_grad_time / step_time (a weight gradient through the scan / the forward step)"
+            ratio(method, "scan_grad_over_step", own["scan_grad_time"] / step, note)
         if not method.startswith("diffbrain"):
             continue
         for peer in PEERS:
@@ -541,8 +537,9 @@ def scan_gradient_table(
     repeats: int = 3,
 ) -> pd.DataFrame:
     """Per step of a scan of ``steps`` steps (ms, medians, in turns): the forward step, the weight gradient
-    through `ops.event_scan` and through `lax.scan` (`scan_gradient_runs`), and their ratios to the forward
-    step (×). The gradient pays one ``[nnz]`` allocation per scan, which longer scans amortize."""
+    through `ops.event_scan` and through `lax.scan` (`scan_gradient_runs`, forward included), and their
+    ratios to the forward step (×). The gradient pays one ``[nnz]`` allocation per scan, which longer scans
+    amortize."""
     rows = []
     for n, per_row in sizes:
         for kind in weights:
@@ -553,12 +550,12 @@ def scan_gradient_table(
                     spikes = jax.random.uniform(key, (length, n)) < fraction
                     cotangent = jax.random.normal(jax.random.fold_in(key, 2), (n,), DTYPE)
                     runs = jax_runs(diffbrain_method(W, None), spikes, spikes[0], cotangent)
-                    runs = {"step_time": runs["step_time"]} | scan_gradient_runs(W, spikes, cotangent, None)
+                    runs = {"step": runs["step_time"]} | scan_gradient_runs(W, spikes, cotangent, None)
                     ms = {m: t.median * 1e3 / length for m, t in measure_side_by_side(runs, repeats).items()}
                     rows.append(
                         {"case": f"{Case(n, per_row, fraction, kind).name}/steps={length}"}
-                        | {f"{m.removesuffix('_time')} ms": v for m, v in ms.items()}
-                        | {m.replace("_time", "/step"): ms[m] / ms["step_time"] for m in SCAN_GRADIENTS}
+                        | {f"{m} ms": v for m, v in ms.items()}
+                        | {f"{m} grad/step": ms[m] / ms["step"] for m in ("event_scan", "lax.scan")}
                     )
     return pd.DataFrame(rows).set_index("case")
 
