@@ -22,6 +22,8 @@ from diffbrain import zoo
 from diffbrain.zoo.networks import Microcircuit, Network, psc_amplitude, synapse_counts
 from diffbrain.zoo.networks.microcircuit import POPULATIONS
 
+from .conftest import assert_same_projection
+
 FOLDER = "conn-potjans-diesmann2014"
 
 
@@ -210,15 +212,7 @@ def test_build_streamed_by_population_is_network_build_of_the_edges(folder):
     for receptor in ("exc", "inh"):
         ours, theirs = net.projections[receptor], reference.projections[receptor]
         assert ours.W.shape == theirs.W.shape and ours.W.nnz < edges[receptor].pre.size  # merged repeats
-        pairs = [
-            (ours.W, theirs.W, ("indptr", "indices", "data")),
-            (ours, theirs, ("source", "lag", "row_ptr")),
-        ]
-        for a, b, fields in pairs:
-            for field in fields:
-                x, y = getattr(a, field), getattr(b, field)
-                assert x.dtype == y.dtype, field
-                np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=field)
+        assert_same_projection(ours, theirs)
         np.testing.assert_array_equal(
             np.asarray(net.edge_slots[receptor]), np.asarray(reference.edge_slots[receptor])
         )

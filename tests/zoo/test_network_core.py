@@ -15,6 +15,8 @@ from diffbrain.zoo import networks, surrogate
 from diffbrain.zoo.networks import Background, Edges, Network, Pulse, delays
 from diffbrain.zoo.networks.network import _lowbias32, _PoissonDrive, _seed, _uniforms
 
+from .conftest import assert_same_projection
+
 DT = 0.1
 
 
@@ -251,15 +253,7 @@ def test_streamed_edges_build_the_network_of_the_concatenated_edges():
         assert streamed.ring_length == listed.ring_length > 1
         ours, theirs = streamed.projections["exc"], listed.projections["exc"]
         assert ours.W.shape == theirs.W.shape and ours.W.nnz < streamed.edge_slots["exc"].size  # merged
-        pairs = [
-            (ours.W, theirs.W, ("indptr", "indices", "data")),
-            (ours, theirs, ("source", "lag", "row_ptr")),
-        ]
-        for a, b, fields in pairs:
-            for field in fields:
-                x, y = getattr(a, field), getattr(b, field)
-                assert x.dtype == y.dtype and x.shape == y.shape, field
-                np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=field)
+        assert_same_projection(ours, theirs)
         np.testing.assert_array_equal(streamed.edge_slots["exc"], listed.edge_slots["exc"])
 
 
