@@ -114,9 +114,11 @@ def _bilinear_jvp(primitive: Primitive) -> Callable:
                     "Differentiate w.r.t. `W.data` (the weights) or the spikes instead."
                 )
         structure, (a, b), (da, db) = primals[:2], primals[2:], tangents[2:]
-        out = primitive.bind(*primals, **params)
+        # event_scan's tag (`accumulate`, csr_spmv only) belongs to the weights' tangent term alone
+        untagged = params | {"accumulate": None} if "accumulate" in params else params
+        out = primitive.bind(*primals, **untagged)
         terms = [primitive.bind(*structure, da, b, **params)] if not _is_zero(da) else []
-        terms += [primitive.bind(*structure, a, db, **params)] if not _is_zero(db) else []
+        terms += [primitive.bind(*structure, a, db, **untagged)] if not _is_zero(db) else []
         if not terms:
             return out, ad.Zero(jax.typeof(out).to_tangent_aval())
         return out, sum(terms[1:], terms[0])
@@ -330,7 +332,7 @@ def _arrival_jvp(primals, tangents, *, pop: bool, backend: str, accumulate):
             raise TypeError(f"`{name}` is an integer index array and not differentiable.")
     row_ptr, lag, indptr, indices, step, data, spikes, ring = primals
     d_data, d_spikes, d_ring = tangents[5:]
-    out = arrival_p.bind(*primals, pop=pop, backend=backend, accumulate=accumulate)
+    out = arrival_p.bind(*primals, pop=pop, backend=backend, accumulate=None)  # the tag: d_data's term only
     if _is_zero(d_data) and _is_zero(d_spikes) and _is_zero(d_ring):
         return out, [ad.Zero(jax.typeof(x).to_tangent_aval()) for x in out]
     structure = (row_ptr, lag, indptr, indices, step)

@@ -2,7 +2,7 @@
 
 Through an ordinary `lax.scan`, JAX's reverse pass gives every step its own ``[nnz]`` weight cotangent and
 adds it to a running sum: two passes over every synapse per step, although only the synapses of the neurons
-that fired carry a nonzero gradient (measured at n = 100,000 × 400, 2 % firing: 18× the forward step).
+that fired carry a nonzero gradient (at n = 100,000 × 400, 2 % firing, 100 steps: 19.6× the forward step).
 `event_scan` computes the same gradient one step at a time in reverse (a `jax.custom_vjp`); the operators
 (`event_matvec`, `event_matmat`, `csr_matvec`, `arrival_scatter`) find their ``W`` among the step's
 registered weights (`diffbrain.ops._accumulation`) and add the spiking rows' gradient into the running
@@ -12,6 +12,7 @@ total in place (``csr_data_grad_add``, ``arrival_data_grad_add``): the work per 
 from __future__ import annotations
 
 import functools
+import numbers
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -19,6 +20,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.interpreters.partial_eval import DynamicJaxprTracer
 
 from ._accumulation import Accumulation
 from .csr import CSR
@@ -146,6 +148,9 @@ def _check_no_differentiated_closure(step: Callable, params, init, xs, length: i
         return
     x = jax.tree.map(lambda leaf: leaf[0], xs)
     _, hoisted = jax.closure_convert(lambda p, c, x: step(p, c, x), params, init, x)
+    # Under jit every closed-over float is hoisted ("may be differentiated later"); JAX itself names that
+    # case clearly if it happens (CustomVJPException), so only values being differentiated now count.
+    hoisted = [h for h in hoisted if not isinstance(h, DynamicJaxprTracer)]
     if hoisted:
         shapes = ", ".join(f"{jnp.result_type(h)}{list(jnp.shape(h))}" for h in hoisted[:4])
         raise ValueError(
@@ -161,23 +166,28 @@ def event_scan(
     xs: Any = None,
     *,
     length: int | None = None,
-    unroll: int = 1,
+    unroll: int | bool = 1,
 ) -> tuple[Carry, Any]:
     """`lax.scan` of ``step(params, carry, x) → (carry, y)`` whose gradient w.r.t. the CSR weights in
     ``params`` accumulates in place, on the synapses of the neurons that fired.
 
     Equivalent to ``lax.scan(lambda c, x: step(params, c, x), init, xs, length=length)``, with the same
-    values and gradients. Reverse mode is faster: for every `ops.CSR` in ``params`` with one weight per
-    synapse (``[nnz]`` data), each `event_matvec`, `event_matmat`, `csr_matvec` or `arrival_scatter` of it
-    inside ``step`` adds its weight gradient to a running ``[nnz]`` total in place (on the ``cpu`` backend;
-    elsewhere an add per step), so a step of the reverse pass touches the synapses of the rows that fired,
-    not all ``nnz`` twice. Measured at n = 100,000 × 400 synapses per row, 2 % firing, 50 steps (2 cores): the
-    weight gradient through `lax.scan` cost 18× the forward scan, through `event_scan` ~2.5× (see
-    `diffbrain.bench.ops`, metric ``scan_grad_time``).
+    values and gradients. Reverse mode is event-driven on the ``cpu`` backend: for every `ops.CSR` in
+    ``params`` with one weight per synapse (``[nnz]`` data), each `event_matvec`, `event_matmat`,
+    `csr_matvec` or `arrival_scatter` of it inside ``step`` adds its weight gradient to one running
+    ``[nnz]`` total in place, so a step of the reverse pass touches the synapses of the rows that fired,
+    not all ``nnz`` twice. (The other backends have no in-place add: they add a fresh ``[nnz]`` gradient
+    per step, like `lax.scan`, and recompute the step, so they can be slower than `lax.scan`.) Measured on
+    2 cores at n = 100,000 × 400 synapses per row, 2 % firing, 100 steps: the weight gradient (forward
+    included) cost 19.6× the forward step through `lax.scan`, 2.5× through `event_scan` (the leaderboard's
+    ``scan_grad_time``, `diffbrain.bench.ops`).
 
     Args:
         step: ``(params, carry, x) → (new carry, y)``, pure. Everything to be differentiated must come in
-            through its arguments: closing over a value being differentiated raises a ValueError. Use the
+            through its arguments: closing over a value being differentiated raises a ValueError. Closing
+            over other traced values is fine (e.g. under `jax.jit`), unless the gradient is taken outside
+            the jit that traced them: JAX then fails to lower the reverse pass ("No constant handler");
+            pass such values in ``params`` or ``xs``. Use the
             CSR matrices of ``params`` directly (``event_matvec(s, params.W)``): a matrix rebuilt inside
             ``step`` (e.g. ``W.with_data(jnp.abs(W.data))``) is differentiated the ordinary way — apply
             such a parametrization before the scan instead.
@@ -185,7 +195,8 @@ def event_scan(
         init: the initial carry.
         xs: per-step inputs with a leading time axis, or None.
         length: the number of steps, needed when ``xs`` is None.
-        unroll: steps per loop iteration, as in `lax.scan` (forward and reverse).
+        unroll: steps per loop iteration (True: all), as in `lax.scan`, forward and reverse. There is no
+            ``reverse=``: scan over reversed ``xs`` instead.
 
     Returns:
         ``(final carry, stacked y)``, as `lax.scan`.
@@ -197,8 +208,8 @@ def event_scan(
     `jax.checkpoint`-ed segments of event_scans. It is a `jax.custom_vjp`: first-order reverse mode
     (`jax.grad`, `jax.vjp`) and reverse over reverse;
     forward mode (`jax.jvp`) is not defined for it — use `lax.scan` for that. Under `jax.vmap` each batch
-    element accumulates its own ``[nnz]`` gradient: batch the spikes inside ``step`` (`event_matmat`)
-    instead, which accumulates one.
+    element accumulates its own ``[nnz]`` gradient, and not in place (one kernel call per element): batch
+    the spikes inside ``step`` (`event_matmat`) instead, which accumulates one.
 
     Example:
         >>> import equinox as eqx, jax, jax.numpy as jnp
@@ -221,8 +232,13 @@ def event_scan(
         raise TypeError(
             f"`step` must be callable (params, carry, x) → (carry, y), got {type(step).__name__}."
         )
-    if not isinstance(unroll, int) or isinstance(unroll, bool) or unroll < 1:
-        raise ValueError(f"`unroll` must be a positive integer (steps per loop iteration), got {unroll!r}.")
+    if not isinstance(unroll, numbers.Integral) or (not isinstance(unroll, bool) and unroll < 1):
+        raise ValueError(f"`unroll` must be a positive integer or a bool, as for lax.scan, got {unroll!r}.")
     length = _length(xs, length)
-    _check_no_differentiated_closure(step, params, init, xs, length)
-    return _scan(step, length, unroll, params, init, xs)
+    arrays, others = eqx.partition(params, eqx.is_array)  # e.g. an activation function in a Module
+
+    def array_step(arrays, carry, x):
+        return step(eqx.combine(arrays, others), carry, x)
+
+    _check_no_differentiated_closure(array_step, arrays, init, xs, length)
+    return _scan(array_step, length, unroll if isinstance(unroll, bool) else int(unroll), arrays, init, xs)

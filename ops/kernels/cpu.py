@@ -260,8 +260,7 @@ def data_grad_add(
     values per step.
     """
     cotangent = _float("cotangent", cotangent)
-    if total.dtype != cotangent.dtype:
-        raise TypeError(f"total ({total.dtype}) and cotangent ({cotangent.dtype}) must have the same dtype")
+    _check_total(total, indices, cotangent)
     args = (total, indptr, indices, spikes, cotangent)
     return _call("diffbrain_data_grad_add", total.shape, total.dtype, *args, input_output_aliases={0: 0})
 
@@ -311,10 +310,18 @@ def arrival_data_grad_add(total: Float[Array, " nnz"], *operands: Array) -> Floa
     """``total + arrival_data_grad(*operands)``, written into ``total``'s buffer when XLA can reuse it (a
     scan carry): the events only, no ``[nnz]`` fill or add (see `data_grad_add`)."""
     args = _arrival_gradient_args(*operands)
-    if total.dtype != args[-1].dtype:
-        raise TypeError(f"total ({total.dtype}) and cotangent ({args[-1].dtype}) must have the same dtype")
+    _check_total(total, args[3], args[-1])
     call = functools.partial(_call, "diffbrain_arrival_data_grad_add", total.shape, total.dtype)
     return call(total, *args, input_output_aliases={0: 0})
+
+
+def _check_total(total: Array, indices: Array, cotangent: Array) -> None:
+    """The running total of an in-place weight gradient: ``[nnz]`` in the cotangent's dtype."""
+    if total.dtype != cotangent.dtype or total.shape != indices.shape:
+        raise ValueError(
+            f"`total` must be {cotangent.dtype}{list(indices.shape)} (the cotangent's dtype, one value per "
+            f"synapse), got {total.dtype}{list(total.shape)}."
+        )
 
 
 def _arrival_gradient_args(row_ptr, lag, indptr, indices, step, spikes, cotangent) -> tuple[Array, ...]:

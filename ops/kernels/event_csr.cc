@@ -620,6 +620,8 @@ ffi::Error data_grad_into(const ffi::AnyBuffer* g_in, ffi::AnyBuffer indptr, ffi
                           ffi::AnyBuffer spikes, ffi::AnyBuffer ct, ffi::Result<ffi::AnyBuffer>& g) {
   if (ct.element_type() != g->element_type()) return unsupported("cotangent (must match the result)", ct.element_type());
   if (g_in && g_in->element_type() != g->element_type()) return unsupported("accumulator", g_in->element_type());
+  if (g->element_count() != indices.element_count() || (g_in && g_in->element_count() != g->element_count()))
+    return ffi::Error::InvalidArgument("diffbrain weight gradient: the result and accumulator must be [nnz]");
   const int64_t n_pre = static_cast<int64_t>(indptr.element_count()) - 1;
   const int64_t batch = n_pre > 0 ? static_cast<int64_t>(spikes.element_count()) / n_pre : 0;
   if (n_pre <= 0 || batch == 0 || g->element_count() == 0) {
@@ -793,8 +795,9 @@ ffi::Error arrival_data_grad_into(const ffi::AnyBuffer* g_in, ffi::AnyBuffer row
                                   ffi::AnyBuffer indptr, ffi::AnyBuffer indices, ffi::Buffer<ffi::S32> step,
                                   ffi::AnyBuffer spikes, ffi::AnyBuffer ct, ffi::Result<ffi::AnyBuffer>& g) {
   if (ct.element_type() != g->element_type()) return unsupported("cotangent (must match the result)", ct.element_type());
-  if (g_in && (g_in->element_type() != g->element_type() || g_in->element_count() != g->element_count()))
-    return ffi::Error::InvalidArgument("diffbrain arrival ring transpose: the accumulator must match the result");
+  if (g_in && g_in->element_type() != g->element_type()) return unsupported("accumulator", g_in->element_type());
+  if (g->element_count() != indices.element_count() || (g_in && g_in->element_count() != g->element_count()))
+    return ffi::Error::InvalidArgument("diffbrain arrival ring transpose: the result and accumulator must be [nnz]");
   int64_t length = 0, n_post = 0;
   if (const char* error = arrival_transpose_shapes(row_ptr, indptr, indices, ct, length, n_post))
     return ffi::Error::InvalidArgument(error);

@@ -292,8 +292,10 @@ def test_data_grad_add_accumulates_in_a_scan():
     np.testing.assert_allclose(total, expected, rtol=1e-5, atol=1e-5)
     one_step = start + cpu.data_grad_batch(ip, ix, spikes[0], cotangent[0], len(indices))
     np.testing.assert_allclose(cpu.data_grad_add(start, ip, ix, spikes[0], cotangent[0]), one_step, rtol=1e-6)
-    with pytest.raises(TypeError, match="same dtype"):
+    with pytest.raises(ValueError, match="`total` must be float32"):
         cpu.data_grad_add(start.astype(jnp.float64), ip, ix, spikes[0], cotangent[0])
+    with pytest.raises(ValueError, match="one value per synapse"):
+        cpu.data_grad_add(start[:-1], ip, ix, spikes[0], cotangent[0])
 
 
 def test_vmap_of_the_unbatched_functions():

@@ -277,3 +277,52 @@ def test_without_jax_trace_internals_the_ordinary_path_gives_the_same_gradient(m
     jaxpr = str(jax.make_jaxpr(lambda d: jax.grad(loss)(d, ops.event_scan))(W.data))
     assert "csr_data_grad_add" not in jaxpr and "csr_data_grad[" in jaxpr
     np.testing.assert_allclose(jax.grad(loss)(W.data, ops.event_scan), tagged, rtol=1e-12)
+
+
+@pytest.mark.parametrize("ring", [False, True])
+def test_second_derivative_w_r_t_the_weights(ring):
+    """A Hessian-vector product in the weights differentiates the reverse pass again (the tag stays on the
+    weights' tangent term only: the primal and the spikes' terms are untagged)."""
+    n, length = 10, 3
+    W, row_ptr, lag, _ = delayed(24, n, n, length) if ring else (random_csr(24, n, n, 0.5), None, None, None)
+    spikes = random_spikes(25, (6, n), "float")
+
+    def step(W, carry, s):
+        g, r = carry
+        if ring:
+            r, arriving = ops.arrival_scatter(s, W, row_ptr, lag, r, 0, pop=True)
+        else:
+            arriving = ops.event_matvec(s, W)
+        g = 0.6 * g + arriving
+        return (g, r), jnp.sum(jnp.sin(g))
+
+    def loss(data, scan):
+        return jnp.sum(scan(step, W.with_data(data), (jnp.zeros(n), jnp.zeros((length, n))), spikes)[1])
+
+    def hvp(scan):
+        return jax.grad(lambda d: jnp.sum(jax.grad(loss)(d, scan) ** 2))(W.data)
+
+    np.testing.assert_allclose(hvp(ops.event_scan), hvp(_plain_scan), rtol=1e-10, atol=1e-12)
+
+
+def test_jit_closures_callable_params_and_float32():
+    """A closed-over traced value that is not differentiated (jit) is fine; a params PyTree may hold
+    non-array leaves (an activation); float32 gradients match lax.scan's."""
+    W = random_csr(26, 12, 9, 0.4, dtype=jnp.float32)
+    spikes = random_spikes(27, (7, 12), "float", dtype=jnp.float32)
+
+    @functools.partial(jax.jit, static_argnums=2)
+    def run(data, gain, scan):
+        def step(params, g, s):
+            W, activation = params
+            g = 0.8 * g + gain * activation(ops.event_matvec(s, W))
+            return g, jnp.sum(g**2)
+
+        return jnp.sum(scan(step, (W.with_data(data), jnp.tanh), jnp.zeros(9, jnp.float32), spikes)[1])
+
+    gain = jnp.float32(1.5)
+    np.testing.assert_allclose(run(W.data, gain, ops.event_scan), run(W.data, gain, _plain_scan), rtol=1e-6)
+    grad = jax.jit(jax.grad(run.__wrapped__), static_argnums=2)  # the gradient inside the jit
+    grads = [grad(W.data, gain, scan) for scan in (ops.event_scan, _plain_scan)]
+    assert grads[0].dtype == jnp.float32 and np.any(grads[0] != 0)
+    np.testing.assert_allclose(*grads, rtol=1e-5, atol=1e-6)
