@@ -250,6 +250,15 @@ def _checked_vector(x, W: CSR, name: str, ndim: int, events: bool) -> Array:
     return x.astype(W.data.dtype) if jnp.issubdtype(x.dtype, jnp.integer) else x
 
 
+def _product(x: Array, W: CSR, event: bool, backend: str | None) -> Array:
+    """``xᵀW`` for the public products (``x`` already checked), tagged for `event_scan` when ``W.data`` is
+    one of its registered weights."""
+    resolved = _backend.resolve(backend)
+    return _bind_spmv(
+        W.indptr, W.indices, W.data, x, W.shape[1], event, resolved, _accumulation.token(W.data)
+    )
+
+
 def event_matvec(
     spikes: Bool[Array, " n_pre"] | Shaped[Array, " n_pre"], W: CSR, *, backend: str | None = None
 ) -> Float[Array, " n_post"]:
@@ -276,30 +285,20 @@ def event_matvec(
         >>> bool(jnp.allclose(ops.event_matvec(spikes, W), W.to_dense()[3]))
         True
     """
-    spikes = _checked_vector(spikes, W, "spikes", ndim=1, events=True)
-    backend = _backend.resolve(backend)
-    return _bind_spmv(
-        W.indptr, W.indices, W.data, spikes, W.shape[1], True, backend, _accumulation.token(W.data)
-    )
+    return _product(_checked_vector(spikes, W, "spikes", ndim=1, events=True), W, True, backend)
 
 
 def event_matmat(
     spikes: Shaped[Array, "batch n_pre"], W: CSR, *, backend: str | None = None
 ) -> Float[Array, "batch n_post"]:
     """`event_matvec` of each row of ``spikes`` (``[batch, n_pre]``) in one call → ``[batch, n_post]``."""
-    spikes = _checked_vector(spikes, W, "spikes", ndim=2, events=True)
-    backend = _backend.resolve(backend)
-    return _bind_spmv(
-        W.indptr, W.indices, W.data, spikes, W.shape[1], True, backend, _accumulation.token(W.data)
-    )
+    return _product(_checked_vector(spikes, W, "spikes", ndim=2, events=True), W, True, backend)
 
 
 def csr_matvec(x: Float[Array, " n_pre"], W: CSR, *, backend: str | None = None) -> Float[Array, " n_post"]:
     """The plain product ``y = xᵀW`` of a dense float vector ``x`` (``[n_pre]``, ``W.data``'s dtype) over
     all rows, without testing ``x[i] != 0``; differentiable like `event_matvec`."""
-    x = _checked_vector(x, W, "x", ndim=1, events=False)
-    backend = _backend.resolve(backend)
-    return _bind_spmv(W.indptr, W.indices, W.data, x, W.shape[1], False, backend, _accumulation.token(W.data))
+    return _product(_checked_vector(x, W, "x", ndim=1, events=False), W, False, backend)
 
 
 # --- the arrival ring: delayed synapses scattered into a ring of future inputs --------------------------
