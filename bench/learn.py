@@ -19,7 +19,13 @@ Metrics per method and case:
 * ``cosine_<group>`` (1): the cosine between the online and the BPTT gradient for the input, E→all,
   I→all and readout weights, at T = 100 (case ``.../cosine``).
 
-Run: ``python -m diffbrain.bench.learn [--full] [--repeats N] [--out records.csv]``.
+Sparse networks (`SPARSE_CASES`): one network whose recurrent connections are drawn with probability
+``p``, its weights held as a dense masked matrix (case ``.../dense``) and, the same synapses, in an
+`ops.CSR` (``.../csr``, `EINetwork.to_sparse`): ``step_time`` of ``bptt`` and ``es-d-rtrl`` each way, timed
+side by side, and ``csr_over_dense`` (×), the CSR step time over the dense one. The gradients are the same
+(tests/learn); the params give the recurrent firing rate (Hz) the operators see.
+
+Run: ``python -m diffbrain.bench.learn [--full] [--repeats N] [--sparse N_REC P T BATCH] [--out FILE.csv]``.
 """
 
 from __future__ import annotations
@@ -53,6 +59,9 @@ TIME_WORK = 1_000 * 16 * 200
 DRTRL_COST = 3
 TIME_MEMORY = 2**30
 """Compiled temporaries (bytes) above which a step is not timed."""
+SPARSE_CASES = ((4_000, 0.025, 200, 16),)
+"""``(n_rec, p, T, batch)`` of the sparse-network cases: 100 synapses per neuron at 4,000 neurons."""
+SPARSE_METHODS = ("bptt", "es-d-rtrl")
 COSINE_STEPS = 100
 REPEATS = 3
 QUICK = {"repeats": 1}
@@ -78,9 +87,9 @@ def poisson_batch(key, n_steps: int, batch_size: int = BATCH, n_in: int = N_IN) 
     return learn.SimpleBatch(inputs, jnp.broadcast_to(labels, mask.shape), mask, labels)
 
 
-def network(n_rec: int) -> learn.EINetwork:
-    """The benchmark network in float32."""
-    net = learn.EINetwork(N_IN, n_rec, N_OUT, key=jax.random.key(0))
+def network(n_rec: int, connectivity: float = 1.0) -> learn.EINetwork:
+    """The benchmark network in float32 (recurrent connection probability ``connectivity``)."""
+    net = learn.EINetwork(N_IN, n_rec, N_OUT, key=jax.random.key(0), connectivity=connectivity)
     return jax.tree.map(lambda x: x.astype(DTYPE) if eqx.is_inexact_array(x) else x, net)
 
 
@@ -130,6 +139,47 @@ def run_case(n_rec: int, n_steps: int, repeats: int, batch_size: int = BATCH) ->
     return records
 
 
+def sparse_network_records(
+    n_rec: int, p: float, n_steps: int, batch_size: int, repeats: int = REPEATS
+) -> list[Record]:
+    """`SPARSE_METHODS` on one network with its recurrent weights dense (masked) and in an `ops.CSR`, timed
+    side by side (see the module docstring)."""
+    dense = network(n_rec, connectivity=p)
+    nets = {"dense": dense, "csr": dense.to_sparse()}
+    batch = poisson_batch(jax.random.key(1), n_steps, batch_size)
+    spikes = jax.jit(
+        lambda net: jax.lax.scan(lambda s, x: net.step(s, x), net.init_state(batch_size), batch.inputs)[1][0]
+    )(dense)
+    rate_hz = float(jnp.mean(spikes)) * 1000.0 / dense.dt
+    params = {"n_rec": n_rec, "p": p, "nnz": nets["csr"].w_rec.nnz, "T": n_steps, "batch": batch_size}
+    common = {
+        "params": format_params({**params, "n_in": N_IN, "rate_hz": round(rate_hz, 2)}),
+        "dtype": "float32",
+    }
+    case = f"n_rec={n_rec}/p={p}/T={n_steps}/batch={batch_size}"
+    records, timed = [], {}
+    for method in SPARSE_METHODS:
+        for layout, net in nets.items():
+            compiled = jax.jit(gradient_step(method)).lower(net, batch).compile()
+            memory = compiled.memory_analysis().temp_size_in_bytes / MIB
+            records.append(
+                make_record(SUITE, f"{case}/{layout}", method, "temp_memory", memory, "MiB", **common)
+            )
+            timed[method, layout] = lambda compiled=compiled, net=net: compiled(net, batch)
+    timings = measure_side_by_side(timed, repeats=repeats, warmup=1)
+    for (method, layout), timing in timings.items():
+        records.append(
+            make_record(
+                SUITE, f"{case}/{layout}", method, "step_time", timing.median, "s", repeats=timing.repeats,
+                min=timing.min, max=timing.max, iqr=timing.iqr, **common,
+            )
+        )  # fmt: skip
+        if layout == "csr":
+            ratio = timing.median / timings[method, "dense"].median
+            records.append(make_record(SUITE, f"{case}/csr", method, "csr_over_dense", ratio, "x", **common))
+    return records
+
+
 def cosine_records(n_rec: int, n_steps: int = COSINE_STEPS) -> list[Record]:
     """Per weight group, the cosine between each online gradient and the BPTT gradient."""
     net, batch = network(n_rec), poisson_batch(jax.random.key(2), n_steps)
@@ -159,8 +209,10 @@ def run(
     repeats: int = REPEATS,
     batches: Sequence[int] | None = None,
     progress: Callable[[str], None] | None = None,
+    sparse_cases: Sequence[tuple[int, float, int, int]] = SPARSE_CASES,
 ) -> list[Record]:
-    """The whole grid: every (size, T, batch) case, then the cosines per size.
+    """The whole grid: every (size, T, batch) case, then the cosines per size, then the ``sparse_cases``
+    (`sparse_network_records`).
 
     ``batches`` defaults to `FULL_BATCHES` when ``steps`` is `FULL_STEPS` (the full grid) and to
     `BATCHES` otherwise.
@@ -183,6 +235,13 @@ def run(
                     )
                 records += case
         records += cosine_records(n_rec)
+    for sparse_case in sparse_cases:
+        records += sparse_network_records(*sparse_case, repeats=repeats)
+        if progress is not None:
+            progress(
+                f"sparse {sparse_case}: "
+                + ", ".join(f"{r.case} {r.method} {r.metric} {r.value:.4g}" for r in records[-6:])
+            )
     return records
 
 
@@ -200,10 +259,22 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--full", action="store_true", help=f"T {FULL_STEPS}, n_rec {FULL_SIZES}, batch {FULL_BATCHES}"
     )
     parser.add_argument("--repeats", type=int, default=REPEATS, help="timed runs per step (median)")
+    parser.add_argument(
+        "--sparse",
+        nargs=4,
+        action="append",
+        metavar=("N_REC", "P", "T", "BATCH"),
+        help=f"a sparse-network case instead of {SPARSE_CASES} (repeatable)",
+    )
     parser.add_argument("--out", help="write the records to this CSV file")
     args = parser.parse_args(argv)
     sizes, steps = (FULL_SIZES, FULL_STEPS) if args.full else (SIZES, STEPS)
-    records = run(sizes, steps, args.repeats, progress=lambda line: print(line, flush=True))
+    sparse_cases = SPARSE_CASES
+    if args.sparse:
+        sparse_cases = [(int(n), float(p), int(t), int(b)) for n, p, t, b in args.sparse]
+    records = run(
+        sizes, steps, args.repeats, progress=lambda line: print(line, flush=True), sparse_cases=sparse_cases
+    )
     if args.out:
         write_csv(records, args.out)
     frame = to_frame(records)

@@ -20,11 +20,14 @@ def bptt_with_evidence(
 
     def run(params):
         net = eqx.combine(params, static)
+        # the magnitudes once per batch, not per step (their gradient is then summed over steps first)
+        w_in, w_rec = net.weights()
+        weights = (w_in, net.recurrent_operator(w_rec) if net.sparse else w_rec)
 
         def body(carry, inputs):
             state, loss, evidence = carry
             x, target, mask = inputs
-            state, (_, readout) = net.step(state, x)
+            state, (_, readout) = net.step(state, x, weights)
             loss = loss + scale * loss_fn(readout, target, mask)
             evidence = evidence + jnp.where(mask[:, None], readout, 0.0)
             return (state, loss, evidence), None

@@ -292,12 +292,41 @@ class EINetwork(eqx.Module):
         zeros = jnp.zeros(shape, self.w_in.dtype)
         return NetState(hidden=(*neuron_state, zeros, zeros, zeros), spikes=zeros)
 
+    def recurrent_operator(self, magnitudes: Float[Array, " nnz"] | None = None) -> CSR:
+        """The sparse recurrent weights as one `ops.CSR` of shape ``(n_rec, 2·n_rec)``: the synapses of
+        excitatory neurons in columns ``[0, n_rec)``, those of inhibitory ones shifted by ``n_rec``.
+
+        One `ops.event_matmat` of the spikes through it gives both conductance increments, ``[u_e, u_i]``,
+        so the spikes' gradient (the CSR row-dot) touches each synapse once, not once per conductance. The
+        synapses keep their CSR order: its ``data`` is ``magnitudes`` (default ``weights()[1]``), and its
+        weight gradient is the ``[nnz]`` gradient of ``magnitudes``. Building it costs O(nnz): build it once
+        per trial (as `bptt` does) and pass it to `step` or `synaptic_input` in ``weights``.
+        """
+        if not self.sparse:
+            raise ValueError(
+                "`recurrent_operator` is for sparse networks (`sparse=True`); this one is dense."
+            )
+        magnitudes = self.weights()[1] if magnitudes is None else magnitudes
+        W, n = self.w_rec, self.n_rec
+        shift = jnp.where(presynaptic_rows(W) < self.n_exc, 0, n).astype(W.indices.dtype)
+        return CSR(W.indptr, W.indices + shift, magnitudes, (n, 2 * n))
+
     def synaptic_input(
-        self, x: Float[Array, "B n_in"], spikes: Float[Array, "B n_rec"], weights: tuple[Array, Array]
+        self, x: Float[Array, "B n_in"], spikes: Float[Array, "B n_rec"], weights: tuple[Array, Array | CSR]
     ) -> tuple[Array, Array]:
         """The conductance increments ``(u_e, u_i)`` [B, n_rec] from input and recurrent spikes, given the
-        magnitudes ``weights`` (as `weights` returns them)."""
+        magnitudes ``weights`` (as `weights` returns them or, sparse, with ``|W_rec|`` as the
+        `recurrent_operator`)."""
         w_in, w_rec = weights
+        n = self.n_rec
+        if isinstance(w_rec, CSR):
+            if not self.sparse or w_rec.shape != (n, 2 * n):
+                raise ValueError(
+                    "`weights[1]` as an ops.CSR must be the network's `recurrent_operator` (a sparse "
+                    f"network's, shape ({n}, {2 * n})), got shape {w_rec.shape}; or pass `weights()[1]`."
+                )
+            u = event_matmat(spikes, w_rec)
+            return x @ w_in + u[:, :n], u[:, n:]
         exc = self.is_excitatory.astype(spikes.dtype)
         if self.sparse:
             W = self.w_rec.with_data(w_rec)
@@ -358,9 +387,17 @@ class EINetwork(eqx.Module):
         """The leaky readout ``y = z̄ W_out + b_out`` of the hidden state."""
         return hidden[-1] @ self.w_out + self.b_out
 
-    def step(self, state: NetState, x: Float[Array, "B n_in"]) -> tuple[NetState, tuple[Array, Array]]:
-        """Advance one ``dt`` under input spikes ``x``; return ``(state, (spikes, readout))``."""
-        u_e, u_i = self.synaptic_input(x, state.spikes, self.weights())
+    def step(
+        self, state: NetState, x: Float[Array, "B n_in"], weights: tuple[Array, Array | CSR] | None = None
+    ) -> tuple[NetState, tuple[Array, Array]]:
+        """Advance one ``dt`` under input spikes ``x``; return ``(state, (spikes, readout))``.
+
+        ``weights`` are the magnitudes as `synaptic_input` takes them; by default `weights` computes them
+        from the parameters at every step. A loop over steps computes them once instead (and, sparse, the
+        `recurrent_operator`), as `bptt` does.
+        """
+        weights = self.weights() if weights is None else weights
+        u_e, u_i = self.synaptic_input(x, state.spikes, weights)
         hidden, spikes = self.cell(state.hidden, u_e, u_i)
         return NetState(hidden, spikes), (spikes, self.readout(hidden))
 

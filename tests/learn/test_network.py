@@ -99,6 +99,54 @@ def test_sparse_network_with_the_dense_pattern_equals_the_dense_network(cue_task
             assert jnp.allclose(getattr(grads, field), getattr(reference, field), rtol=1e-9, atol=1e-15), name
 
 
+def test_recurrent_operator_gives_both_conductances_in_one_product():
+    """The ``(n, 2n)`` operator: E synapses in the first n columns, I ones in the last n, same CSR order;
+    its conductances and their gradients (spikes and magnitudes) equal the two products of the magnitudes,
+    with one spike row-dot instead of two."""
+    net = _float64(learn.EINetwork(5, 40, 2, key=jax.random.key(0), sparse=True, connectivity=0.2))
+    k_x, k_s, k_ct = jax.random.split(jax.random.key(1), 3)
+    x = jax.random.uniform(k_x, (3, 5))
+    spikes = (jax.random.uniform(k_s, (3, 40)) < 0.3).astype(jnp.float64)
+    w_in, magnitudes = net.weights()
+    operator = net.recurrent_operator()
+    assert operator.shape == (40, 80) and jnp.array_equal(operator.data, magnitudes)
+    dense, square = np.asarray(operator.to_dense()), np.asarray(net.w_rec.with_data(magnitudes).to_dense())
+    assert np.array_equal(
+        dense,
+        np.concatenate([square * (np.arange(40) < 32)[:, None], square * (np.arange(40) >= 32)[:, None]], 1),
+    )
+
+    def two_products(s, m):
+        return net.synaptic_input(x, s, (w_in, m))
+
+    def one_product(s, m):
+        return net.synaptic_input(x, s, (w_in, net.recurrent_operator(m)))
+
+    (u_e, u_i), two_vjp = jax.vjp(two_products, spikes, magnitudes)
+    (v_e, v_i), one_vjp = jax.vjp(one_product, spikes, magnitudes)
+    assert jnp.allclose(u_e, v_e, rtol=1e-13) and jnp.allclose(u_i, v_i, rtol=1e-13) and jnp.any(u_i > 0)
+    cotangent = tuple(jax.random.normal(k, u_e.shape, jnp.float64) for k in jax.random.split(k_ct))
+    for a, b in zip(two_vjp(cotangent), one_vjp(cotangent), strict=True):
+        assert jnp.allclose(a, b, rtol=1e-12, atol=1e-14)
+    products = [
+        e for e in jax.make_jaxpr(one_product)(spikes, magnitudes).eqns if e.primitive.name == "csr_spmv"
+    ]
+    assert len(products) == 1
+    state = net.init_state(3)._replace(spikes=spikes)
+    by_default, given = net.step(state, x), net.step(state, x, (w_in, operator))
+    assert all(
+        jnp.allclose(a, b, rtol=1e-13)
+        for a, b in zip(jax.tree.leaves(by_default), jax.tree.leaves(given), strict=True)
+    )
+
+    with pytest.raises(
+        ValueError, match=r"`weights\[1\]` as an ops.CSR must be the network's `recurrent_operator`"
+    ):
+        net.synaptic_input(x, spikes, (w_in, net.w_rec))
+    with pytest.raises(ValueError, match="`recurrent_operator` is for sparse networks"):
+        learn.EINetwork(5, 40, 2, key=jax.random.key(0)).recurrent_operator()
+
+
 def test_sparse_patterns_keep_dale_signs_and_the_requested_connectivity():
     net = learn.EINetwork(10, 100, 2, key=jax.random.key(0), sparse=True, connectivity=0.1)
     W = net.w_rec
