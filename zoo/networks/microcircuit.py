@@ -371,14 +371,14 @@ class Microcircuit:
         The network is `Network.build` of `edges`, streamed one source population at a time: `Network.build`
         takes each receptor's edges as a generator of source populations, and groups each population's
         synapses by delay before the next one is drawn (its rows are contiguous and in order, so the parts
-        join into the same network as all `edges` at once). The network keeps ~13 bytes per synapse (column,
-        weight, edge slot); the peak adds the drawing (16 bytes per synapse) and grouping of one population's
-        synapses (L2/3e's at most, 31 % of them). Peak resident memory of the process, measured with
-        `Network.build` of all `edges` at once → with this build: scale 0.25 (7.5·10⁷ synapses) 3.2 → 1.7
-        GiB, scale 0.5 (1.5·10⁸) 5.6 → 2.9 GiB, i.e. ~40 → ~20 bytes per synapse above the runtime's ~0.3 GiB;
-        full scale (3.0·10⁸) 5.3 GiB (3.9 GiB built), where all edges at once would need ~11 GiB. (These were
-        measured with an earlier copy of the streaming loop here; `Network.build`'s, which builds the same
-        arrays, measured lower side by side: 0.97 → 0.89 GiB at scale 0.1 and 1.67 → 1.54 GiB at 0.25.)"""
+        join into the same network as all `edges` at once). The network keeps ~12 bytes per synapse (column,
+        weight, edge slot; 3.4 GiB at full scale); the peak adds the drawing (16 bytes per synapse) and
+        grouping of one population's synapses (L2/3e's at most, 31 % of them). Peak resident memory of a
+        fresh process (float32; this build in three runs), with `Network.build` of all `edges` at once → with
+        this build: scale 0.1 (3.0·10⁷ synapses) 1.5 → 0.88–0.97 GiB, 0.25 (7.5·10⁷) 3.2 → 1.5–1.7 GiB, 0.5
+        (1.5·10⁸) 5.6 → 2.7–2.9 GiB, i.e. ~40 → 17–27 bytes per synapse above the runtime's 0.21 GiB; full
+        scale (3.0·10⁸) 4.8 GiB (4.5 GiB resident once built; 2 min on a shared 2-core CPU), where all edges
+        at once would need ~11 GiB (39 bytes per synapse, extrapolated from scale 0.5)."""
         dt = self._check_dt(dt)
         population = np.repeat(np.arange(8), self.sizes)
         background = None
