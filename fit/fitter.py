@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -9,12 +10,14 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import ArrayLike, Float, PRNGKeyArray
 
 from diffbrain import zoo
+from diffbrain.zoo._param import parameters
 
 from . import gradient, search
 from .losses import AbstractLoss, Target, VoltageMSE
@@ -291,6 +294,8 @@ def fit(
         "devices": batch.size,
     }
     fingerprint = _fingerprint(model, method, budget, key, u0, inputs, target, info, size, options, requested)
+    if checkpoint is not None:
+        model_to_json(model)  # a model the checkpoint cannot hold fails now, not after the first group
     result = _resume(checkpoint, fingerprint)
     first = result.info["checkpoint"]["groups_done"] if result is not None else 0
     results = result.starts if result is not None else []
@@ -309,6 +314,8 @@ def fit(
         result = _result(model, free_set, method, results, totals, info | {"checkpoint": progress})
         if checkpoint is not None:
             result.save(checkpoint)
+    if first == len(groups):  # every group was done: the model comes from the caller, not from the file
+        result = _result(model, free_set, method, results, totals, result.info)
     return result
 
 
@@ -453,7 +460,7 @@ def _fingerprint(model, method, budget, key, u0, inputs, target, info, size, opt
     (which does not change the result)."""
     digest = hashlib.sha256()
     settings = {
-        "model": model_to_json(model),
+        "model": _model_identity(model),
         "method": method,
         "budget": budget,
         "options": repr(sorted((options or {}).items())),
@@ -462,22 +469,43 @@ def _fingerprint(model, method, budget, key, u0, inputs, target, info, size, opt
         "requested": requested,
     }
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
-    for array in (jax.random.key_data(key), u0, inputs, target.voltage, target.spikes):
+    leaves = jax.tree.leaves(eqx.filter(model, eqx.is_array))  # every value at full precision
+    for array in (jax.random.key_data(key), u0, inputs, target.voltage, target.spikes, *leaves):
         digest.update(np.ascontiguousarray(np.asarray(array)).tobytes())
     return digest.hexdigest()[:16]
+
+
+def _model_identity(model) -> dict:
+    """The model's class, parameters and every other field (the surrogate, ``detach_reset``, …): the
+    fields as printed with their values, so any model `fit` accepts has one, savable or not."""
+    fields = {
+        f.name: eqx.tree_pformat(getattr(model, f.name), short_arrays=False)
+        for f in dataclasses.fields(model)
+        if f.name not in parameters(model)
+    }
+    values = {name: np.asarray(value).tolist() for name, value in parameters(model).items()}
+    return {"class": type(model).__name__, "parameters": values, "fields": fields}
 
 
 def _resume(checkpoint, fingerprint: str) -> FitResult | None:
     """The partial result in ``checkpoint`` if it exists (its fingerprint must match), else None."""
     if checkpoint is None or not Path(checkpoint).exists():
         return None
-    done = FitResult.load(checkpoint)
+    with open(checkpoint) as file:
+        data = json.load(file)
+    if "fields" not in data.get("model", {}):
+        raise ValueError(
+            f"checkpoint {str(checkpoint)!r} was written by an older diffbrain that did not record the "
+            "model's non-parameter fields (spike_fn, detach_reset, …), so it cannot be checked against this "
+            "fit; pass another path (or delete it) to start afresh. FitResult.load still reads it."
+        )
+    done = FitResult.from_json(data)
     found = done.info.get("checkpoint", {}).get("fingerprint")
     if found != fingerprint:
         raise ValueError(
             f"checkpoint {str(checkpoint)!r} belongs to a different fit (fingerprint {found}, this fit "
-            f"{fingerprint}): pass the same model, data, free parameters, method, budget, key and starts "
-            "to resume it, or another path to start afresh."
+            f"{fingerprint}): pass the same model (its surrogate and other fields too), data, free "
+            "parameters, method, budget, key and starts to resume it, or another path to start afresh."
         )
     return done
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import math
 import os
+import sys
 import tempfile
 from pathlib import Path
 
+import equinox as eqx
+import jax
 import numpy as np
 
 from diffbrain import zoo
@@ -38,18 +42,81 @@ class StartResult:
     cell: int | None = None
 
 
+def _field_to_json(value, where: str):
+    """A non-parameter field as JSON: a bool, number, string or None as itself; a `diffbrain` module (a
+    surrogate) as its class and fields; an array as ``{"array": nested list}``."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, eqx.Module):
+        cls = type(value)
+        if (
+            not cls.__module__.startswith("diffbrain.")
+            or getattr(sys.modules[cls.__module__], cls.__name__, None) is not cls
+        ):
+            raise ValueError(
+                f"{where} is a {cls.__module__}.{cls.__name__}, which a saved result cannot rebuild (only "
+                "modules defined in diffbrain can be saved); set it to a diffbrain module before fitting."
+            )
+        fields = {
+            f.name: _field_to_json(getattr(value, f.name), f"{where}.{f.name}")
+            for f in dataclasses.fields(value)
+        }
+        return {"module": cls.__module__, "class": cls.__name__, "fields": fields}
+    if isinstance(value, (np.ndarray, jax.Array, np.generic)):
+        return {"array": np.asarray(value).tolist()}
+    raise ValueError(
+        f"{where} = {value!r} ({type(value).__name__}) cannot be saved as JSON; a saved result holds bools, "
+        "numbers, strings, arrays and diffbrain modules (such as surrogates)."
+    )
+
+
+def _field_from_json(data, where: str):
+    """Inverse of `_field_to_json`."""
+    if not isinstance(data, dict):
+        return data
+    if "array" in data:
+        return np.asarray(data["array"], float)
+    module = data["module"]
+    cls = (
+        getattr(sys.modules.get(module) or importlib.import_module(module), data["class"], None)
+        if module.startswith("diffbrain.")
+        else None
+    )
+    if not (isinstance(cls, type) and issubclass(cls, eqx.Module)):
+        raise ValueError(
+            f"{where}: {module}.{data['class']} is not a diffbrain module; the file cannot be read."
+        )
+    return cls(**{name: _field_from_json(value, f"{where}.{name}") for name, value in data["fields"].items()})
+
+
 def model_to_json(model: zoo.AbstractNeuron) -> dict:
-    """``{"class": name, "parameters": {name: number or nested list}}`` of a zoo neuron."""
+    """``{"class": name, "parameters": {name: number or nested list}, "fields": {name: value}}`` of a zoo
+    neuron: its parameters and every other field (the surrogate ``spike_fn``, ``detach_reset``, …).
+
+    Raises:
+        ValueError: a field holds something JSON cannot rebuild (a module not defined in diffbrain, a
+            function); the message names the field.
+    """
     values = {name: np.asarray(value).tolist() for name, value in parameters(model).items()}
-    return {"class": type(model).__name__, "parameters": values}
+    fields = {
+        f.name: _field_to_json(getattr(model, f.name), f"{type(model).__name__}.{f.name}")
+        for f in dataclasses.fields(model)
+        if f.name not in values
+    }
+    return {"class": type(model).__name__, "parameters": values, "fields": fields}
 
 
 def model_from_json(data: dict) -> zoo.AbstractNeuron:
-    """Rebuild a zoo neuron from `model_to_json`'s output (other fields take their defaults)."""
+    """Rebuild a zoo neuron from `model_to_json`'s output. Files written before the non-parameter fields
+    were saved (no ``"fields"`` key) give those fields their defaults."""
     cls = getattr(zoo, data["class"], None)
     if not (isinstance(cls, type) and issubclass(cls, zoo.AbstractNeuron)):
         raise ValueError(f"{data['class']!r} is not a zoo neuron class.")
-    return cls(**{name: np.asarray(value, float) for name, value in data["parameters"].items()})
+    fields = {
+        name: _field_from_json(value, f"{data['class']}.{name}")
+        for name, value in data.get("fields", {}).items()
+    }
+    return cls(**{name: np.asarray(value, float) for name, value in data["parameters"].items()}, **fields)
 
 
 def _finite_or_none(value: float):
@@ -172,6 +239,7 @@ class FitResult:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> FitResult:
-        """Read a result written by `save`."""
+        """Read a result written by `save`; its model gets back every field (surrogate, ``detach_reset``,
+        …), except from files written before these were saved, where they take their defaults."""
         with open(path) as file:
             return cls.from_json(json.load(file))

@@ -1,3 +1,5 @@
+import json
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -240,3 +242,41 @@ def _drawn_starts(key, n):
     with jax.enable_x64(True):
         free = fit.free_params(zoo.astype(_model(), jnp.float64), FREE)
         return np.asarray(free.sample(jax.random.split(key)[0], n))
+
+
+def test_the_model_fields_round_trip_and_decide_a_checkpoint(sweeps, tmp_path):
+    """The surrogate and ``detach_reset`` are saved, restored and part of a checkpoint's identity."""
+    other = zoo.LIF(V_th=100.0, spike_fn=zoo.surrogate.Arctan(alpha=3.0), detach_reset=False)
+    path = tmp_path / "fit.json"
+    kwargs = dict(free=FREE, method="random", budget=10)
+    first = fit.fit(other, sweeps, **kwargs, checkpoint=path)
+    for result in (first, fit.FitResult.load(path), fit.fit(other, sweeps, **kwargs, checkpoint=path)):
+        assert type(result.model.spike_fn) is zoo.surrogate.Arctan and not result.model.detach_reset
+        assert float(result.model.spike_fn.alpha) == 3.0
+    with pytest.raises(ValueError, match="different fit"):
+        fit.fit(_model(), sweeps, **kwargs, checkpoint=path)
+    with pytest.raises(ValueError, match="different fit"):
+        fit.fit(eqx.tree_at(lambda m: m.spike_fn.alpha, other, 3.5), sweeps, **kwargs, checkpoint=path)
+
+
+def test_a_checkpoint_without_model_fields_is_read_but_not_resumed(sweeps, tmp_path):
+    """Files written before the fields were saved load with default fields; resuming one raises clearly."""
+    path = tmp_path / "old.json"
+    kwargs = dict(free=FREE, method="random", budget=10)
+    data = fit.fit(_model(), sweeps, **kwargs, checkpoint=path).to_json()
+    del data["model"]["fields"]
+    path.write_text(json.dumps(data))
+    assert type(fit.FitResult.load(path).model.spike_fn) is zoo.surrogate.Sigmoid
+    with pytest.raises(ValueError, match="older diffbrain"):
+        fit.fit(_model(), sweeps, **kwargs, checkpoint=path)
+
+
+def test_a_model_field_json_cannot_hold_fails_before_fitting(sweeps, tmp_path):
+    class Local(zoo.surrogate.Sigmoid):
+        pass
+
+    with pytest.raises(ValueError, match=r"LIF\.spike_fn .*cannot rebuild"):
+        fit.fit(
+            zoo.LIF(V_th=100.0, spike_fn=Local()), sweeps, free=FREE, budget=10, checkpoint=tmp_path / "x"
+        )
+    assert not (tmp_path / "x").exists()
