@@ -49,6 +49,11 @@ def float64(fn):
 
 def _input_scale(model: zoo.AbstractNeuron, input_scale: float | None) -> float:
     if input_scale is not None:
+        if not (np.isfinite(float(input_scale)) and float(input_scale) > 0):
+            raise ValueError(
+                f"`input_scale` must be a positive finite factor from pA to {model.input_unit!r}, got "
+                f"{input_scale!r}; pass e.g. 1e-3 for nA, or None for pA and nA models."
+            )
         return float(input_scale)
     if model.input_unit not in CURRENT_SCALE:
         raise ValueError(
@@ -57,6 +62,52 @@ def _input_scale(model: zoo.AbstractNeuron, input_scale: float | None) -> float:
             f"{model.input_unit!r}, e.g. 1e-6/area_cm2 for µA/cm²)."
         )
     return CURRENT_SCALE[model.input_unit]
+
+
+def _check_budget(budget: float | None, method: str) -> None:
+    """``budget`` must be None or > 0, and only methods that stop by themselves may run without one."""
+    if budget is None:
+        if method not in ("lbfgsb", "lbfgs", "adam"):
+            raise ValueError(
+                f"budget=None needs a method that stops by itself ('lbfgsb', 'lbfgs', 'adam'); {method!r} "
+                "searches until its budget is spent, so give it a `budget` (simulations, e.g. 1000)."
+            )
+    elif not (np.isfinite(float(budget)) and float(budget) > 0):
+        raise ValueError(
+            f"`budget` must be > 0 simulations (or None for lbfgsb, lbfgs, adam), got {budget!r}."
+        )
+
+
+def _starts(free_set, starts: Sequence[Mapping[str, float]], n_starts: int | None) -> jax.Array:
+    """Explicit ``starts`` as unconstrained ``[n, d]``; each names exactly the free parameters, with finite
+    values strictly inside their bounds."""
+    starts = list(starts)
+    if not starts:
+        raise ValueError(
+            "`starts` is empty; pass at least one {name: value} or leave it None for random starts."
+        )
+    if n_starts is not None and n_starts != len(starts):
+        raise ValueError(
+            f"`n_starts`={n_starts} but {len(starts)} explicit `starts` were given; leave `n_starts` out "
+            "(it is len(starts)) or make them agree."
+        )
+    names = set(free_set.names)
+    for index, start in enumerate(starts):
+        if not isinstance(start, Mapping) or set(start) != names:
+            given = sorted(start) if isinstance(start, Mapping) else repr(start)
+            raise ValueError(
+                f"`starts[{index}]` must be a mapping of exactly the free parameters {sorted(names)}, "
+                f"got {given}."
+            )
+        for name, lo, hi in zip(free_set.names, free_set.lower, free_set.upper, strict=True):
+            value = float(start[name])
+            if not (np.isfinite(value) and float(lo) < value < float(hi)):
+                raise ValueError(
+                    f"`starts[{index}][{name!r}]` = {value} must be finite and strictly inside its bounds "
+                    f"({float(lo)}, {float(hi)}); move it inside or widen `free[{name!r}]`."
+                )
+    values = jnp.asarray([[s[name] for name in free_set.names] for s in starts], jnp.float64)
+    return free_set.to_unconstrained(values)
 
 
 def _sweeps(recordings) -> list:
@@ -193,7 +244,7 @@ def fit(
     free: Mapping[str, tuple[float, float]],
     loss: AbstractLoss | None = None,
     method: str = "lbfgsb",
-    n_starts: int = 1,
+    n_starts: int | None = None,
     budget: float | None = 1_000,
     key: PRNGKeyArray | None = None,
     input_scale: float | None = None,
@@ -218,9 +269,12 @@ def fit(
             batched with `vmap`, each advancing its own line search), ``"adam"``, ``"cmaes"``, ``"de"``,
             ``"pso"``, ``"random"`` or, with nevergrad installed, ``"ng_de"``, ``"ng_pso"``,
             ``"ng_twopointsde"``, ``"ng_ngopt"``.
-        n_starts: independent starts (L-BFGS and Adam run them batched with `vmap`; the others share the
-            budget; both L-BFGS methods start fresh random runs when theirs end before the budget is spent).
-        budget: simulations allowed in total (see `diffbrain.fit.objective` for what one costs).
+        n_starts: independent starts (default 1, or ``len(starts)``; L-BFGS and Adam run them batched with
+            `vmap`; the others share the budget; both L-BFGS methods start fresh random runs when theirs end
+            before the budget is spent).
+        budget: simulations allowed in total, > 0 (see `diffbrain.fit.objective` for what one costs);
+            None (no limit) only for ``"lbfgsb"``, ``"lbfgs"`` and ``"adam"``, which stop by themselves
+            (their ``max_iterations`` option); the search methods raise a ValueError without one.
         key: PRNG key of the starts and of the search (default ``jax.random.key(0)``).
         input_scale: factor from pA to ``model.input_unit`` when it is not pA or nA.
         spike_threshold: mV, for recordings without spike times.
@@ -228,7 +282,8 @@ def fit(
             (`Objective`).
         grad_cost: simulations charged per value-and-gradient, or ``"measured"``.
         transforms: ``{name: "log" | "logit"}`` overrides.
-        starts: explicit starting points ``[{name: value}, ...]`` instead of random ones.
+        starts: explicit starting points ``[{name: value}, ...]`` instead of random ones: each names every
+            free parameter, with a finite value strictly inside its bounds (a ValueError otherwise).
         options: keyword arguments of the method (e.g. ``{"learning_rate": 0.1}`` for Adam).
         checkpoint: a JSON path. The starts then run in groups of ``group_size``, each with its share of
             the budget, and after every group the result so far is written there (a `FitResult`, loadable
@@ -259,8 +314,9 @@ def fit(
     """
     if method not in METHODS:
         raise ValueError(f"`method` must be one of {METHODS}, got {method!r}.")
-    if n_starts < 1:
+    if n_starts is not None and n_starts < 1:
         raise ValueError(f"`n_starts` must be >= 1, got {n_starts}.")
+    _check_budget(budget, method)
     key = jax.random.key(0) if key is None else key
     batch = batch_devices(devices)
     model = zoo.astype(model, jnp.float64)
@@ -270,10 +326,9 @@ def fit(
     objective = Objective(model, free_set, inputs, target, loss, gradient=gradient_mode)
     start_key, run_key = jax.random.split(key)
     if starts is None:
-        u0 = free_set.sample(start_key, n_starts)
+        u0 = free_set.sample(start_key, 1 if n_starts is None else n_starts)
     else:
-        values = jnp.asarray([[s[name] for name in free_set.names] for s in starts], jnp.float64)
-        u0 = free_set.to_unconstrained(values)
+        u0 = _starts(free_set, starts, n_starts)
     # what the caller asked for decides a fit's identity (for resuming), not what was measured this time
     requested = {"gradient_mode": gradient_mode, "grad_cost": grad_cost, "dt": target.dt}
     if grad_cost == "measured":
@@ -368,6 +423,7 @@ def fit_cells(
     """
     if n_starts < 1:
         raise ValueError(f"`n_starts` must be >= 1, got {n_starts}.")
+    _check_budget(budget, "lbfgs")
     cells = list(cells)
     if not cells:
         raise ValueError("`cells` is empty; pass one recording (or list of sweeps, or Cell) per cell.")

@@ -1,0 +1,71 @@
+"""Bad arguments raise a ValueError that names the argument (review s7: budget, starts, input_scale, …)."""
+
+import numpy as np
+import pytest
+
+from diffbrain import fit, zoo
+
+FREE = {"g_L": (5.0, 50.0), "C": (50.0, 500.0)}
+
+
+@pytest.fixture(scope="module")
+def sweeps():
+    """A passive LIF under a 200 pA step, 20 ms at dt 0.2 ms."""
+    return fit.synthetic_sweeps(zoo.LIF(V_th=100.0, g_L=20.0), np.full((1, 100), 200.0), dt=0.2)
+
+
+def _model():
+    return zoo.LIF(V_th=100.0)
+
+
+@pytest.mark.parametrize("method", ["random", "cmaes", "de", "pso"])
+def test_a_search_without_a_budget_raises_instead_of_running_forever(sweeps, method):
+    with pytest.raises(ValueError, match=r"budget=None.*give it a `budget`"):
+        fit.fit(_model(), sweeps, free=FREE, method=method, budget=None)
+
+
+def test_a_gradient_method_without_a_budget_stops_by_itself(sweeps):
+    result = fit.fit(_model(), sweeps, free=FREE, method="lbfgs", budget=None, options={"max_iterations": 5})
+    assert result.simulations > 0 and np.isfinite(result.loss)
+
+
+@pytest.mark.parametrize("budget", [0, -5, float("nan")])
+def test_a_budget_must_be_positive(sweeps, budget):
+    with pytest.raises(ValueError, match="`budget` must be > 0"):
+        fit.fit(_model(), sweeps, free=FREE, method="cmaes", budget=budget)
+    with pytest.raises(ValueError, match="`budget` must be > 0"):
+        fit.fit_cells(_model(), [sweeps], free=FREE, budget=budget)
+
+
+@pytest.mark.parametrize("scale", [float("nan"), 0.0, -1.0, float("inf")])
+def test_input_scale_must_be_positive_and_finite(sweeps, scale):
+    with pytest.raises(ValueError, match="`input_scale` must be a positive finite"):
+        fit.fit(_model(), sweeps, free=FREE, input_scale=scale, budget=10)
+
+
+@pytest.mark.parametrize(
+    ("start", "match"),
+    [
+        (
+            {"g_L": 500.0, "C": 100.0},
+            r"starts\[0\]\['g_L'\]` = 500.0 must be finite and strictly inside .*5.0, 50.0",
+        ),
+        ({"g_L": 5.0, "C": 100.0}, r"starts\[0\]\['g_L'\]` = 5.0 must be .* strictly inside"),
+        ({"g_L": float("nan"), "C": 100.0}, r"starts\[0\]\['g_L'\]` = nan must be finite"),
+        ({"g_L": 20.0}, r"starts\[0\]` must be a mapping of exactly the free parameters \['C', 'g_L'\]"),
+        ({"g_L": 20.0, "C": 100.0, "V_th": 0.0}, r"exactly the free parameters"),
+    ],
+)
+def test_explicit_starts_are_checked(sweeps, start, match):
+    with pytest.raises(ValueError, match=match):
+        fit.fit(_model(), sweeps, free=FREE, starts=[start], budget=10)
+
+
+def test_n_starts_must_agree_with_explicit_starts(sweeps):
+    starts = [{"g_L": 20.0, "C": 100.0}]
+    with pytest.raises(ValueError, match=r"`n_starts`=3 but 1 explicit `starts`"):
+        fit.fit(_model(), sweeps, free=FREE, starts=starts, n_starts=3, budget=10)
+    options = {"max_iterations": 0}  # evaluate the start only
+    result = fit.fit(_model(), sweeps, free=FREE, starts=starts, method="lbfgs", budget=10, options=options)
+    assert result.info["n_starts"] == 1
+    assert result.starts[0].params == pytest.approx(starts[0])
