@@ -181,7 +181,10 @@ def gamma_factor(
     matched one-to-one by a model spike within ``Δ = window`` ms, and ``ν = N_model/duration`` is the
     model's rate in spikes/ms (so ``2νΔ`` is dimensionless: ``2νΔ·N_data`` is the number of coincidences a
     Poisson train of the model's rate would get by chance). Γ ≈ 0 for independent trains; negative values
-    mean fewer coincidences than chance.
+    mean fewer coincidences than chance. The normalisation ``𝒩 = 1 − 2νΔ`` (Jolivet et al. 2008) makes the
+    largest possible Γ 1; the chance model needs ``2νΔ < 1`` (a coincidence probability per data spike), so
+    a model firing at ``ν ≥ 1/(2Δ)`` (250 Hz at Δ = 2 ms) has no Γ: NaN, as `numpy.nanmean` and
+    `diffbrain.fit.datasets.repeat_reliability` skip, rather than a value whose sign is flipped.
 
     Args:
         model_times, data_times: spike times, ms (any order).
@@ -189,7 +192,7 @@ def gamma_factor(
         window: coincidence window Δ, ms (default ±2 ms).
 
     Returns:
-        Γ (dimensionless); NaN when both trains are empty.
+        Γ (dimensionless); NaN when both trains are empty or the model fires at ``ν ≥ 1/(2·window)``.
 
     Example:
         >>> gamma_factor([10.0, 50.0], [10.0, 50.0], duration=100.0)
@@ -203,6 +206,8 @@ def gamma_factor(
         return float("nan")
     rate = len(model) / duration  # spikes per ms
     chance = 2 * rate * window
+    if chance >= 1:  # the chance correction is undefined: 𝒩 = 1 − 2νΔ would be ≤ 0
+        return float("nan")
     expected = chance * len(data)
     normalisation = 0.5 * (len(data) + len(model)) * (1 - chance)
     return float((count_coincidences(model, data, window) - expected) / normalisation)

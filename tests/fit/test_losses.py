@@ -89,3 +89,14 @@ def test_gamma_independent_poisson_trains_is_near_zero():
         for _ in range(5)
     ]
     assert abs(np.mean(gammas)) < 0.03
+
+
+@pytest.mark.parametrize(("rate_hz", "window"), [(500.0, 2.0), (250.0, 2.0), (100.0, 5.0), (300.0, 2.0)])
+def test_gamma_is_nan_when_the_model_fires_at_or_above_one_over_two_windows(rate_hz, window):
+    """2νΔ ≥ 1: no chance correction exists (𝒩 = 1 − 2νΔ ≤ 0); NaN, never a flipped sign or a ZeroDivision."""
+    duration = 1000.0  # ms
+    model = np.arange(int(rate_hz * duration / 1000.0)) * 1000.0 / rate_hz
+    data = model[::50]  # every data spike matched
+    assert np.isnan(fit.gamma_factor(model, data, duration, window))
+    below = model[: int(0.9 * duration / (2 * window))]  # 2νΔ = 0.9: defined again
+    assert np.isfinite(fit.gamma_factor(below, data, duration, window))
