@@ -192,25 +192,38 @@ def _persistence(net, task, key, trials: int = 64) -> dict | None:
 
 
 def _plot_weights(path: Path, before, after) -> dict:
+    """Histograms of each weight group before and after training, with their log-normal fits; a group with
+    fewer than two synapses (``--n-rec 2`` has no inhibitory neuron, ``--p-connect 0`` no recurrent
+    synapse) has no fit: None, ``null`` in weights.json."""
     import numpy as np
 
     from diffbrain.learn import analysis
 
     stages = {"before": before, "after": after}
     groups = {stage: analysis.weight_groups(net) for stage, net in stages.items()}
-    fits = {stage: analysis.weight_distributions(net) for stage, net in stages.items()}
+    positive = {stage: {g: v[v > 0] for g, v in values.items()} for stage, values in groups.items()}
+    fits = {
+        stage: {g: analysis.fit_lognormal(v) if v.size >= 2 else None for g, v in values.items()}
+        for stage, values in positive.items()
+    }
     figure = _figure(figsize=(11, 3.6))
     for axis, group in zip(figure.subplots(1, 3), ("input", "E", "I"), strict=True):
-        logs = [np.log10(groups[stage][group][groups[stage][group] > 0]) for stage in groups]
-        bins = np.linspace(min(v.min() for v in logs), max(v.max() for v in logs), 50)
-        for stage, values, color in zip(groups, logs, ("tab:gray", "tab:orange"), strict=True):
-            fit = fits[stage][group]
-            label = f"{stage}: μ={fit.mu:.2f}, σ={fit.sigma:.2f}"
-            axis.hist(values, bins=bins, histtype="step", color=color, label=label)
         axis.set(xlabel=f"log10 |W| ({group}, units of g_L)", ylabel="synapses")
+        logs = [np.log10(positive[stage][group]) for stage in stages]
+        if not any(v.size for v in logs):
+            axis.text(0.5, 0.5, "no synapses", ha="center", va="center", transform=axis.transAxes)
+            continue
+        bins = np.linspace(min(v.min() for v in logs if v.size), max(v.max() for v in logs if v.size), 50)
+        for stage, values, color in zip(stages, logs, ("tab:gray", "tab:orange"), strict=True):
+            fit = fits[stage][group]
+            fitted = f"μ={fit.mu:.2f}, σ={fit.sigma:.2f}" if fit else f"{values.size} synapse(s), no fit"
+            axis.hist(values, bins=bins, histtype="step", color=color, label=f"{stage}: {fitted}")
         axis.legend(fontsize=7, title="log-normal fit of ln|W|", title_fontsize=7)
     _save_figure(figure, path)
-    return {stage: {g: fit._asdict() for g, fit in values.items()} for stage, values in fits.items()}
+    return {
+        stage: {g: None if fit is None else fit._asdict() for g, fit in values.items()}
+        for stage, values in fits.items()
+    }
 
 
 def train(
@@ -239,7 +252,8 @@ def train(
     """Train the spiking E/I network on a task; write metrics.csv, a checkpoint (rerun to resume) and plots.
 
     Plots: accuracy.png (accuracy per step), raster.png (one trial after training), weights.png (input,
-    E and I weight histograms before vs after, with log-normal fits, also in weights.json). With a delay
+    E and I weight histograms before vs after, with log-normal fits, also in weights.json; null for a group
+    with fewer than two synapses). With a delay
     period, persistence.json holds the delay-period rates of the class-selective neurons.
     """
     _check_positive("--lr", lr)
@@ -294,6 +308,9 @@ def train(
     )
     for group, fit in fits["after"].items():
         before = fits["before"][group]
+        if before is None or fit is None:
+            _out.print(f"  {group:>5} weights: fewer than 2 synapses, no log-normal fit")
+            continue
         _out.print(
             f"  {group:>5} weights ln|W| ~ N({before['mu']:.2f}, {before['sigma']:.2f}²) → "
             f"N({fit['mu']:.2f}, {fit['sigma']:.2f}²)"

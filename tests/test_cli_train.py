@@ -107,3 +107,16 @@ def test_train_with_sparse_recurrent_connectivity(tmp_path):
     # 10 neurons, 8 E and 2 I, p = 0.3 without autapses: about 22 E and 5 I synapses
     assert 8 <= fits["before"]["E"]["count"] <= 40 and fits["before"]["I"]["count"] >= 2
     assert fits["after"]["E"]["count"] == fits["before"]["E"]["count"]
+
+
+def test_train_writes_its_outputs_when_a_weight_group_has_no_synapses(tmp_path):
+    # --p-connect 0: no recurrent synapse, so the E and I groups cannot be fitted; the run still finishes
+    out = tmp_path / "unconnected"
+    result, text = _invoke(*TINY, "--p-connect", "0", "--steps", "1", "--out", str(out))
+    assert result.exit_code == 0, text
+    assert "E weights: fewer than 2 synapses" in text and "I weights: fewer than 2 synapses" in text
+    fits = json.loads((out / "weights.json").read_text())
+    assert fits["after"]["E"] is None and fits["after"]["I"] is None
+    assert fits["after"]["input"]["count"] == 100 * 10  # 100 input channels onto 10 neurons
+    for name in ("metrics.csv", "persistence.json", *_cli_train.PLOTS):
+        assert (out / name).stat().st_size > 0, name
