@@ -153,8 +153,10 @@ def prepare(
         dtype: floating dtype of the stimulus and target.
 
     Returns:
-        ``(inputs [T, S], target)``.
+        ``(inputs [T, S], target)``; the target of a stack padded to one length (`Cell.stack(pad=True)`)
+        carries a `Target` ``mask`` from ``meta["lengths"]``, so the losses leave the padding out.
     """
+    lengths = _padded_lengths(recordings)
     sweeps = _sweeps(recordings)
     input_scale = _input_scale(model, input_scale)
     dt = float(sweeps[0].dt)
@@ -170,8 +172,26 @@ def prepare(
     inputs = np.stack([np.asarray(s.current, float) for s in sweeps], axis=1) * input_scale
     voltage = np.stack([np.asarray(s.voltage, float) for s in sweeps], axis=1)
     spikes = np.stack([_spike_grid(s, n, dt, spike_threshold) for s in sweeps], axis=1)
-    target = Target(voltage=jnp.asarray(voltage, dtype), spikes=jnp.asarray(spikes, dtype), dt=dt)
-    return jnp.asarray(inputs, dtype), target
+    mask = None
+    if lengths is not None:
+        if len(lengths) != len(sweeps) or not all(1 <= length <= n for length in lengths):
+            raise ValueError(
+                f"the stack's meta['lengths'] = {lengths} must give 1..{n} recorded samples for each of its "
+                f"{len(sweeps)} sweeps; restack the sweeps with Cell.stack(pad=True)."
+            )
+        mask = jnp.asarray(np.arange(n)[:, None] < np.asarray(lengths)[None, :], dtype)
+    voltage, spikes = jnp.asarray(voltage, dtype), jnp.asarray(spikes, dtype)
+    return jnp.asarray(inputs, dtype), Target(voltage=voltage, spikes=spikes, dt=dt, mask=mask)
+
+
+def _padded_lengths(recordings) -> list[int] | None:
+    """The samples recorded per sweep of a stack padded to one length, or None if nothing is padded."""
+    if not (isinstance(recordings, Recording) and recordings.batch_shape):
+        return None
+    lengths = recordings.meta.get("lengths")
+    if lengths is None or all(length == recordings.n_samples for length in lengths):
+        return None
+    return [int(length) for length in lengths]
 
 
 @float64
@@ -451,6 +471,9 @@ def fit_cells(
             voltage=jnp.stack([t.voltage for _, t in prepared]),
             spikes=jnp.stack([t.spikes for _, t in prepared]),
             dt=target.dt,
+            mask=None
+            if all(t.mask is None for _, t in prepared)
+            else jnp.stack([t.weights for _, t in prepared]),
         ),
         index=np.repeat(np.arange(len(cells)), n_starts),
     )
@@ -526,6 +549,7 @@ def _fingerprint(model, method, budget, key, u0, inputs, target, info, size, opt
     }
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
     leaves = jax.tree.leaves(eqx.filter(model, eqx.is_array))  # every value at full precision
+    leaves += [] if target.mask is None else [target.mask]
     for array in (jax.random.key_data(key), u0, inputs, target.voltage, target.spikes, *leaves):
         digest.update(np.ascontiguousarray(np.asarray(array)).tobytes())
     return digest.hexdigest()[:16]

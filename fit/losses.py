@@ -26,11 +26,20 @@ class Target(eqx.Module):
         voltage: membrane potential, mV, ``[T, S]`` (sample k at time k·dt).
         spikes: 1 at the sample of each recorded spike, else 0, ``[T, S]``.
         dt: sampling interval, ms.
+        mask: 1 on recorded samples, 0 on padding, ``[T, S]`` (sweeps of different lengths padded to one,
+            `Cell.stack(pad=True)`); every loss leaves the padding out, as if each sweep ended at its own
+            length. None (default): every sample is recorded.
     """
 
     voltage: Float[Array, " T S"]
     spikes: Float[Array, " T S"]
     dt: float = eqx.field(static=True)
+    mask: Float[Array, " T S"] | None = None
+
+    @property
+    def weights(self) -> Float[Array, " T S"]:
+        """`mask`, or ones where there is none."""
+        return jnp.ones_like(self.voltage) if self.mask is None else self.mask
 
     @property
     def duration(self) -> float:
@@ -71,16 +80,30 @@ class VoltageMSE(AbstractLoss):
     r"""Mean squared voltage error, mV²: ``(1/(S·N)) Σ_s Σ_k (V_s(t_k) − V̂_s(t_k))²``.
 
     With ``n_points = None`` every sample counts (N = T); otherwise N = ``n_points`` evenly spaced samples
-    ``k = round(j·(T − 1)/(N − 1))``, as in the paper's GIF fit.
+    ``k = round(j·(T − 1)/(N − 1))``, as in the paper's GIF fit. With a `Target` ``mask``, T is each sweep's
+    own length (padding left out).
     """
 
     n_points: int | None = eqx.field(default=None, static=True)
 
+    def __check_init__(self):
+        if self.n_points is not None and not self.n_points >= 1:
+            raise ValueError(
+                f"VoltageMSE: `n_points` must be None (every sample) or >= 1, got {self.n_points!r}."
+            )
+
     def __call__(self, V, spikes, target):
         error = (V - target.voltage) ** 2
-        if self.n_points is not None:
-            error = error[np.round(np.linspace(0, V.shape[0] - 1, self.n_points)).astype(int)]
-        return jnp.mean(error)
+        if target.mask is None:
+            if self.n_points is not None:
+                error = error[np.round(np.linspace(0, V.shape[0] - 1, self.n_points)).astype(int)]
+            return jnp.mean(error)
+        if self.n_points is None:
+            return jnp.sum(target.mask * error) / jnp.sum(target.mask)
+        last = jnp.sum(target.mask, axis=0) - 1  # [S]: each sweep's last recorded sample
+        step = last / max(self.n_points - 1, 1)  # as np.linspace(0, last, n_points) computes it
+        index = jnp.round(jnp.arange(self.n_points)[:, None] * step[None, :]).astype(int)
+        return jnp.mean(jnp.take_along_axis(error, index, axis=0))
 
 
 def near_spikes(spikes: Float[Array, " T S"], before: int, after: int) -> Float[Array, " T S"]:
@@ -99,9 +122,18 @@ class SubthresholdMSE(AbstractLoss):
     before: float = eqx.field(default=2.0, static=True)
     after: float = eqx.field(default=5.0, static=True)
 
+    def __check_init__(self):
+        if not (
+            np.isfinite(self.before) and np.isfinite(self.after) and self.before >= 0 and self.after >= 0
+        ):
+            raise ValueError(
+                f"SubthresholdMSE: `before` ({self.before} ms) and `after` ({self.after} ms) must be finite "
+                "and >= 0."
+            )
+
     def __call__(self, V, spikes, target):
         steps = round(self.before / target.dt), round(self.after / target.dt)
-        mask = 1.0 - near_spikes(target.spikes, *steps)
+        mask = (1.0 - near_spikes(target.spikes, *steps)) * target.weights
         return jnp.sum(mask * (V - target.voltage) ** 2) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
@@ -127,36 +159,49 @@ class VanRossum(AbstractLoss):
 
     tau: float = eqx.field(default=10.0, static=True)
 
+    def __check_init__(self):
+        if not (np.isfinite(self.tau) and self.tau > 0):
+            raise ValueError(
+                f"VanRossum: `tau` must be a positive finite time constant in ms, got {self.tau!r}."
+            )
+
     def __call__(self, V, spikes, target):
-        difference = exponential_filter(spikes - target.spikes, self.tau, target.dt)
-        return jnp.sum(difference**2) * target.dt / self.tau / spikes.shape[1]
+        weights = target.weights
+        difference = exponential_filter((spikes - target.spikes) * weights, self.tau, target.dt)
+        return jnp.sum(weights * difference**2) * target.dt / self.tau / spikes.shape[1]
 
 
 class SpikeCount(AbstractLoss):
     """Squared spike-count error, averaged over sweeps: ``(1/S) Σ_s (n_s − n̂_s)²`` (spikes²)."""
 
     def __call__(self, V, spikes, target):
-        return jnp.mean((spikes.sum(0) - target.spikes.sum(0)) ** 2)
+        weights = target.weights
+        return jnp.mean(((spikes * weights).sum(0) - (target.spikes * weights).sum(0)) ** 2)
 
 
-def first_spike_latency(spikes: Float[Array, " T S"], dt: float) -> Float[Array, " S"]:
+def first_spike_latency(
+    spikes: Float[Array, " T S"], dt: float, duration: Float[ArrayLike, " S"] | None = None
+) -> Float[Array, " S"]:
     r"""Time of the first spike per sweep, ms; the sweep's duration when there is none.
 
-    ``Σ_k t_k·s_k·Π_{j<k}(1 − s_j) + T·dt·Π_k(1 − s_k)`` with ``t_k = k·dt``: exact for 0/1 spikes and
-    differentiable through surrogate spikes.
+    ``Σ_k t_k·s_k·Π_{j<k}(1 − s_j) + D·Π_k(1 − s_k)`` with ``t_k = k·dt`` and ``D = duration`` (ms, per
+    sweep; default T·dt): exact for 0/1 spikes and differentiable through surrogate spikes.
     """
     none_before = jnp.cumprod(jnp.concatenate([jnp.ones_like(spikes[:1]), 1 - spikes[:-1]]), axis=0)
     first = spikes * none_before
     times = jnp.arange(spikes.shape[0], dtype=spikes.dtype)[:, None] * dt
-    return jnp.sum(first * times, 0) + spikes.shape[0] * dt * (1 - jnp.sum(first, 0))
+    duration = spikes.shape[0] * dt if duration is None else duration
+    return jnp.sum(first * times, 0) + duration * (1 - jnp.sum(first, 0))
 
 
 class FirstSpikeLatency(AbstractLoss):
     """Squared error of the first-spike latency, averaged over sweeps (ms²); see `first_spike_latency`."""
 
     def __call__(self, V, spikes, target):
-        model = first_spike_latency(spikes, target.dt)
-        return jnp.mean((model - first_spike_latency(target.spikes, target.dt)) ** 2)
+        weights = target.weights
+        duration = jnp.sum(weights, 0) * target.dt
+        model = first_spike_latency(spikes * weights, target.dt, duration)
+        return jnp.mean((model - first_spike_latency(target.spikes * weights, target.dt, duration)) ** 2)
 
 
 def count_coincidences(model: np.ndarray, data: np.ndarray, window: float) -> int:

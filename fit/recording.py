@@ -584,7 +584,8 @@ class Cell:
             With neither, all sweeps must have the same number of samples.
 
         The batched ``meta`` holds ``cell``, ``sweeps`` (each sweep's meta) and ``lengths`` (samples
-        before padding, so losses can mask the padding).
+        before padding), which `diffbrain.fit.prepare` (so `diffbrain.fit.fit`) turns into a `Target`
+        ``mask``: every loss leaves the padding out.
         """
         if not self.recordings:
             raise ValueError(f"Cell {self.name!r} has no sweeps to stack.")

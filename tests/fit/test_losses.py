@@ -100,3 +100,64 @@ def test_gamma_is_nan_when_the_model_fires_at_or_above_one_over_two_windows(rate
     assert np.isnan(fit.gamma_factor(model, data, duration, window))
     below = model[: int(0.9 * duration / (2 * window))]  # 2νΔ = 0.9: defined again
     assert np.isfinite(fit.gamma_factor(below, data, duration, window))
+
+
+_LOSSES = [
+    fit.VoltageMSE(),
+    fit.VoltageMSE(n_points=7),
+    fit.SubthresholdMSE(before=2.0, after=3.0),
+    fit.VanRossum(tau=4.0),
+    fit.SpikeCount(),
+    fit.FirstSpikeLatency(),
+]
+
+
+@pytest.mark.parametrize("loss", _LOSSES, ids=repr)
+def test_a_masked_padding_counts_as_if_each_sweep_ended_at_its_length(loss):
+    """Sweeps of 40 and 25 samples padded to 40 (the padding holds junk: spikes, large errors) give the
+    pooled value of the unpadded sweeps: per-sample losses pool their samples, per-sweep ones average."""
+    rng = np.random.default_rng(1)
+    lengths, n, dt = (40, 25), 40, 0.5
+    V, data_V = rng.normal(size=(n, 2)), rng.normal(size=(n, 2))
+    spikes, data = np.zeros((n, 2)), np.zeros((n, 2))
+    spikes[[5, 30], 0], data[[8, 20], 0] = 1, 1
+    spikes[[28, 33], 1], data[[15, 30], 1] = 1, 1  # sweep 1: samples 25+ are padding
+    V[25:, 1], data_V[25:, 1] = 100.0, -100.0
+    mask = (np.arange(n)[:, None] < np.asarray(lengths)).astype(float)
+    padded = fit.Target(jnp.asarray(data_V), jnp.asarray(data), dt, mask=jnp.asarray(mask))
+    value = float(loss(jnp.asarray(V), jnp.asarray(spikes), padded))
+    parts = [
+        (V[:k, [s]], spikes[:k, [s]], _target(data_V[:k, [s]], data[:k, [s]], dt))
+        for s, k in enumerate(lengths)
+    ]
+    if isinstance(loss, (fit.SubthresholdMSE, fit.VoltageMSE)) and loss != fit.VoltageMSE(n_points=7):
+        # pooled over samples: Σ (kept error) / Σ (kept samples)
+        kept = [
+            1.0 - np.asarray(near_spikes(t.spikes, 4, 6))
+            if isinstance(loss, fit.SubthresholdMSE)
+            else np.ones(v.shape)
+            for v, _, t in parts
+        ]
+        errors = [
+            np.sum(m * (v - np.asarray(t.voltage)) ** 2) for m, (v, _, t) in zip(kept, parts, strict=True)
+        ]
+        expected = sum(errors) / sum(m.sum() for m in kept)
+    else:  # a mean over sweeps of each sweep's own loss
+        expected = np.mean([float(loss(jnp.asarray(v), jnp.asarray(s), t)) for v, s, t in parts])
+    assert value == pytest.approx(expected, rel=1e-12)
+    unmasked = float(loss(jnp.asarray(V), jnp.asarray(spikes), _target(data_V, data, dt)))
+    assert unmasked != pytest.approx(expected, rel=1e-3)  # the padding would change it
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda: fit.VoltageMSE(n_points=0), "`n_points` must be None"),
+        (lambda: fit.VanRossum(tau=0.0), "`tau` must be a positive finite"),
+        (lambda: fit.VanRossum(tau=float("nan")), "`tau` must be a positive finite"),
+        (lambda: fit.SubthresholdMSE(before=-1.0), r"`before` \(-1.0 ms\) and `after` \(5.0 ms\)"),
+    ],
+)
+def test_loss_settings_are_checked(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
