@@ -161,6 +161,10 @@ def prepare(
     input_scale = _input_scale(model, input_scale)
     dt = float(sweeps[0].dt)
     n = len(np.asarray(sweeps[0].voltage))
+    if n < 2:
+        raise ValueError(
+            f"the sweeps hold {n} sample(s); a fit needs at least 2 (sample 0 is the model's initial state)."
+        )
     for index, sweep in enumerate(sweeps):
         if not np.isclose(float(sweep.dt), dt) or len(np.asarray(sweep.voltage)) != n:
             raise ValueError(

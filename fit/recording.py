@@ -30,6 +30,8 @@ _VOLTS_BELOW_MV = 1.0
 _MAX_PLAUSIBLE_MV = 1000.0
 _AMPERES_BELOW_PA = 1e-6
 _MAX_PLAUSIBLE_PA = 1e6
+_MIN_PLAUSIBLE_DT_MS = 1e-3
+"""A sampling interval below this many ms (above 1 MHz) is taken for one written in seconds."""
 
 
 class _FrozenDict(tuple):
@@ -127,11 +129,12 @@ class Recording(eqx.Module):
             None; `with_detected_spikes` fills them from the voltage.
         meta: metadata — ``file``, ``sweep``, ``cell``, ``protocol``, ``amplitude`` (step level, pA),
             the units as read, ... Values must be numbers, strings, lists, dicts or arrays.
-        check_units: reject traces whose magnitudes say they are in V or A rather than mV or pA.
+        check_units: reject traces whose magnitudes say they are in V or A rather than mV or pA, and a
+            ``dt`` below 1e-3 ms (above 1 MHz), which says it is in seconds.
 
     Raises:
-        ValueError: lengths differ, a sample is NaN or infinite, ``dt`` is not > 0, or the units look
-            wrong; the message names the file and sweep from ``meta``.
+        ValueError: lengths differ or are 0, a sample is NaN or infinite, ``dt`` is not > 0, or the units
+            look wrong; the message names the file and sweep from ``meta``.
 
     Example:
         >>> import numpy as np
@@ -164,6 +167,10 @@ class Recording(eqx.Module):
                 f"{where}: `current` has shape {current.shape} but `voltage` has shape {voltage.shape}. "
                 "Both must be traces of the same length [T] (or [B, T]); trim or resample one of them."
             )
+        if current.shape[-1] == 0:
+            raise ValueError(
+                f"{where}: `current` and `voltage` hold no samples; a sweep needs at least one (a fit, two)."
+            )
         batch = current.shape[:-1]
         dt_arr = _concrete(dt)
         if dt_arr is not None:
@@ -171,6 +178,11 @@ class Recording(eqx.Module):
                 raise ValueError(
                     f"{where}: `dt` must be a positive finite sampling interval in ms "
                     f"(a scalar, or shape {batch} for a batch), got {dt!r}. Pass e.g. dt=0.1."
+                )
+            if check_units and np.any(dt_arr < _MIN_PLAUSIBLE_DT_MS):
+                raise ValueError(
+                    f"{where}: `dt` = {dt!r} ms is a sampling rate above 1 MHz; dt is in ms, and this one "
+                    "looks like seconds. Multiply it by 1e3 (or pass check_units=False if it is in ms)."
                 )
             dt = float(dt_arr) if dt_arr.ndim == 0 else dt_arr.astype(np.float64)
         for name, trace in (("current", current), ("voltage", voltage)):

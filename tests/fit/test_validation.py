@@ -69,3 +69,20 @@ def test_n_starts_must_agree_with_explicit_starts(sweeps):
     result = fit.fit(_model(), sweeps, free=FREE, starts=starts, method="lbfgs", budget=10, options=options)
     assert result.info["n_starts"] == 1
     assert result.starts[0].params == pytest.approx(starts[0])
+
+
+def test_an_empty_sweep_is_rejected():
+    with pytest.raises(ValueError, match="hold no samples"):
+        fit.Recording(0.1, [], [])
+    with pytest.raises(ValueError, match="hold no samples"):
+        fit.Recording(0.1, np.zeros((2, 0)), np.zeros((2, 0)))
+    one = fit.Recording(0.1, [0.0], [-65.0])
+    with pytest.raises(ValueError, match="a fit needs at least 2"):
+        fit.fit(_model(), one, free=FREE, budget=10)
+
+
+def test_a_dt_in_seconds_is_rejected_naming_dt_and_ms():
+    with pytest.raises(ValueError, match=r"`dt` = 0.0001 ms .* looks like seconds\. Multiply it by 1e3"):
+        fit.Recording(1e-4, np.zeros(10), np.full(10, -65.0))
+    assert fit.Recording(1e-4, np.zeros(10), np.full(10, -65.0), check_units=False).dt == 1e-4
+    assert fit.Recording(0.001, np.zeros(10), np.full(10, -65.0)).dt == 0.001  # 1 MHz is still plausible
