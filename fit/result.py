@@ -223,13 +223,16 @@ class FitResult:
         )
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the result as JSON atomically (a temporary file in the same folder, then `os.replace`)."""
+        """Write the result as JSON atomically and durably (a temporary file in the same folder, synced to
+        disk, then `os.replace`)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
             with os.fdopen(handle, "w") as file:
                 json.dump(self.to_json(), file, indent=1)
+                file.flush()
+                os.fsync(file.fileno())  # on disk before it replaces the old file (a power loss keeps one)
             os.chmod(temporary, 0o644)
             os.replace(temporary, path)
         except BaseException:

@@ -297,3 +297,13 @@ def test_a_padded_stack_is_fitted_without_its_padding():
     ):
         for name, value in truth.items():
             assert result.params[name] == pytest.approx(value, rel=1e-4), name
+
+
+def test_save_syncs_the_file_before_replacing_the_old_one(sweeps, tmp_path, monkeypatch):
+    result = fit.fit(_model(), sweeps, free=FREE, method="random", budget=10)
+    events, fsync, replace = [], fit.result.os.fsync, fit.result.os.replace
+    monkeypatch.setattr(fit.result.os, "fsync", lambda fd: events.append("fsync") or fsync(fd))
+    monkeypatch.setattr(fit.result.os, "replace", lambda *a: events.append("replace") or replace(*a))
+    result.save(tmp_path / "fit.json")
+    assert events == ["fsync", "replace"]
+    assert fit.FitResult.load(tmp_path / "fit.json").loss == result.loss
