@@ -404,26 +404,62 @@ ffi::Error scatter_impl(ffi::AnyBuffer indptr, ffi::AnyBuffer indices, ffi::AnyB
 
 template <class F, class I, bool kHomogeneous>
 DIFFBRAIN_SCALAR_LOOPS void row_dot(const I* indptr, const I* indices, const F* data, const F* ct, int64_t n_pre, int64_t n_post,
-             int64_t batch, F* out) {
+             F* out) {
   auto rows = [&](int64_t first, int64_t last) {
-    for (int64_t b = 0; b < batch; ++b) {
-      const F* c = ct + b * n_post;
-      F* o = out + b * n_pre;
+    for (int64_t i = first; i < last; ++i) {
+      // Four partial sums: one sum would wait on the add latency at every synapse.
+      const int64_t lo = indptr[i], hi = indptr[i + 1];
+      auto term = [&](int64_t k) { return kHomogeneous ? ct[indices[k]] : data[k] * ct[indices[k]]; };
+      F acc[4] = {F(0), F(0), F(0), F(0)};
+      int64_t k = lo;
+      for (; k + 4 <= hi; k += 4) {
+        acc[0] += term(k);
+        acc[1] += term(k + 1);
+        acc[2] += term(k + 2);
+        acc[3] += term(k + 3);
+      }
+      for (; k < hi; ++k) acc[0] += term(k);
+      const F sum = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+      out[i] = kHomogeneous ? sum * data[0] : sum;
+    }
+  };
+  const int64_t n_chunks = std::min(chunks_for(static_cast<int64_t>(indptr[n_pre]), kSynapsesPerChunk), n_pre);
+  auto at = [&](int64_t i) { return static_cast<int64_t>(indptr[i]); };
+  Pool::Session session(Pool::get());
+  for_each_chunk(session, n_chunks, [&](int, int64_t c) {
+    rows(split_point(n_pre, c, n_chunks, at), split_point(n_pre, c + 1, n_chunks, at));
+  });
+}
+
+// Batched row-dot, out[b, i] = sum_k w[k] * ct[b, indices[k]]. The cotangent is first copied into blocks
+// of kLanes batch columns, each block a [n_post, kLanes] slab (zero lanes beyond the batch), so a synapse
+// reads its index and weight and then one contiguous vector per block, summed in a vector register (GCC/Clang
+// vector extensions; no gathers). Row by row over the batch, every synapse was read `batch` times and each
+// read of ct touched its own cache line. The blocks are the outer loop within a chunk of rows, so each
+// pass over the chunk's synapses reads one slab (n_post * 64 bytes for a full block).
+template <class F, class I, bool kHomogeneous, int kLanes>
+void row_dot_lanes(const I* indptr, const I* indices, const F* data, const F* ct, int64_t n_pre, int64_t n_post,
+                   int64_t batch, F* out) {
+  typedef F Vector __attribute__((vector_size(kLanes * sizeof(F))));
+  const int64_t n_blocks = (batch + kLanes - 1) / kLanes;
+  std::vector<F> slabs(static_cast<size_t>(n_blocks * n_post * kLanes), F(0));  // [block, n_post, lane]
+  for (int64_t b = 0; b < batch; ++b) {
+    F* slab = slabs.data() + (b / kLanes) * n_post * kLanes + b % kLanes;
+    for (int64_t j = 0; j < n_post; ++j) slab[j * kLanes] = ct[b * n_post + j];
+  }
+  auto rows = [&](int64_t first, int64_t last) {
+    for (int64_t block = 0; block < n_blocks; ++block) {
+      const F* slab = slabs.data() + block * n_post * kLanes;
+      const int64_t width = std::min<int64_t>(kLanes, batch - block * kLanes);
       for (int64_t i = first; i < last; ++i) {
-        // Four partial sums: one sum would wait on the add latency at every synapse.
-        const int64_t lo = indptr[i], hi = indptr[i + 1];
-        auto term = [&](int64_t k) { return kHomogeneous ? c[indices[k]] : data[k] * c[indices[k]]; };
-        F acc[4] = {F(0), F(0), F(0), F(0)};
-        int64_t k = lo;
-        for (; k + 4 <= hi; k += 4) {
-          acc[0] += term(k);
-          acc[1] += term(k + 1);
-          acc[2] += term(k + 2);
-          acc[3] += term(k + 3);
+        Vector acc = {};
+        for (int64_t k = indptr[i], hi = indptr[i + 1]; k < hi; ++k) {
+          Vector x;
+          std::memcpy(&x, slab + static_cast<int64_t>(indices[k]) * kLanes, sizeof(Vector));
+          acc += kHomogeneous ? x : x * data[k];
         }
-        for (; k < hi; ++k) acc[0] += term(k);
-        const F sum = (acc[0] + acc[1]) + (acc[2] + acc[3]);
-        o[i] = kHomogeneous ? sum * data[0] : sum;
+        F* o = out + block * kLanes * n_pre + i;
+        for (int64_t j = 0; j < width; ++j) o[j * n_pre] = kHomogeneous ? acc[j] * data[0] : acc[j];
       }
     }
   };
@@ -433,6 +469,22 @@ DIFFBRAIN_SCALAR_LOOPS void row_dot(const I* indptr, const I* indices, const F* 
   for_each_chunk(session, n_chunks, [&](int, int64_t c) {
     rows(split_point(n_pre, c, n_chunks, at), split_point(n_pre, c + 1, n_chunks, at));
   });
+}
+
+// A full block is one 64-byte cache line (16 float or 8 double lanes); a smaller batch takes the narrowest
+// vector that holds it.
+template <class F, class I, bool kHomogeneous>
+void row_dot_batch(const I* indptr, const I* indices, const F* data, const F* ct, int64_t n_pre, int64_t n_post,
+                   int64_t batch, F* out) {
+  constexpr int kLine = 64 / sizeof(F);
+  if (batch <= 2)
+    row_dot_lanes<F, I, kHomogeneous, 2>(indptr, indices, data, ct, n_pre, n_post, batch, out);
+  else if (batch <= 4)
+    row_dot_lanes<F, I, kHomogeneous, 4>(indptr, indices, data, ct, n_pre, n_post, batch, out);
+  else if (kLine > 8 && batch <= 8)
+    row_dot_lanes<F, I, kHomogeneous, 8>(indptr, indices, data, ct, n_pre, n_post, batch, out);
+  else
+    row_dot_lanes<F, I, kHomogeneous, kLine>(indptr, indices, data, ct, n_pre, n_post, batch, out);
 }
 
 ffi::Error row_dot_impl(ffi::AnyBuffer indptr, ffi::AnyBuffer indices, ffi::AnyBuffer data, ffi::AnyBuffer ct,
@@ -449,9 +501,13 @@ ffi::Error row_dot_impl(ffi::AnyBuffer indptr, ffi::AnyBuffer indices, ffi::AnyB
         using F = typename decltype(f)::type;
         using I = typename decltype(i)::type;
         if (indptr.element_type() != indices.element_type()) return unsupported("indptr", indptr.element_type());
-        row_dot<F, I, decltype(homogeneous)::value>(indptr.typed_data<I>(), indices.typed_data<I>(),
-                                                    data.typed_data<F>(), ct.typed_data<F>(), n_pre, n_post, batch,
-                                                    out->typed_data<F>());
+        constexpr bool kHomogeneous = decltype(homogeneous)::value;
+        if (batch == 1)
+          row_dot<F, I, kHomogeneous>(indptr.typed_data<I>(), indices.typed_data<I>(), data.typed_data<F>(),
+                                      ct.typed_data<F>(), n_pre, n_post, out->typed_data<F>());
+        else
+          row_dot_batch<F, I, kHomogeneous>(indptr.typed_data<I>(), indices.typed_data<I>(), data.typed_data<F>(),
+                                            ct.typed_data<F>(), n_pre, n_post, batch, out->typed_data<F>());
         return ffi::Error::Success();
       });
     });

@@ -84,6 +84,27 @@ def test_all_operators_match_numpy(n_pre, n_post, density, float_dtype, index_dt
     np.testing.assert_allclose(cpu.csr_matvec(ip, ix, data, x, n_post), ref["matmat"][0], **tol)
 
 
+@pytest.mark.parametrize("batch", [2, 3, 5, 8, 9, 16, 17, 40])
+@pytest.mark.parametrize("float_dtype", [jnp.float32, jnp.float64])
+@pytest.mark.parametrize("homogeneous", [False, True])
+def test_batched_row_dot_in_vector_blocks(batch, float_dtype, homogeneous):
+    """The batched row-dot copies the cotangent into blocks of 2, 4, 8 or one cache line of lanes (zero
+    beyond the batch): every batch size, full and partial blocks, several blocks, int64 indices."""
+    rng = np.random.default_rng(batch)
+    indptr, indices, weights = random_csr(rng, 37, 29, 0.3)
+    if homogeneous:
+        weights = np.full(len(indices), -1.3)
+    cotangent = rng.normal(size=(batch, 29))
+    expected = reference(indptr, indices, weights, np.zeros((1, 37)), cotangent, 29)["row_dot"]
+    tol = dict(rtol=1e-5, atol=1e-5) if float_dtype == jnp.float32 else dict(rtol=1e-12, atol=1e-12)
+    data = jnp.asarray(-1.3 if homogeneous else weights, float_dtype)
+    for index_dtype in (jnp.int32, jnp.int64):
+        ip, ix = jnp.asarray(indptr, index_dtype), jnp.asarray(indices, index_dtype)
+        r = cpu.row_dot_batch(ip, ix, data, jnp.asarray(cotangent, float_dtype))
+        assert r.shape == (batch, 37) and r.dtype == float_dtype
+        np.testing.assert_allclose(r, expected, **tol)
+
+
 def test_silent_rows_are_skipped_but_csr_matvec_is_dense():
     """Event ops never read a silent row (0·inf stays out); the plain matvec keeps dense semantics."""
     indptr, indices = jnp.array([0, 1, 2], jnp.int32), jnp.array([0, 1], jnp.int32)
