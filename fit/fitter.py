@@ -23,7 +23,7 @@ from . import gradient, search
 from .losses import AbstractLoss, Target, VoltageMSE
 from .objective import Account, GradientMode, Objective
 from .params import free_params
-from .recording import Cell, Recording
+from .recording import Cell, Recording, spike_samples
 from .result import FitResult, model_to_json
 from .sharding import BatchSharding, Devices, batch_devices
 
@@ -128,7 +128,7 @@ def _spike_grid(recording, n: int, dt: float, threshold: float) -> np.ndarray:
         voltage = np.asarray(recording.voltage, float)
         grid[1:] = (voltage[1:] >= threshold) & (voltage[:-1] < threshold)
     else:
-        index = np.round(np.asarray(times, float) / dt).astype(int)
+        index = spike_samples(np.asarray(times, float), dt)
         grid[index[(index >= 0) & (index < n)]] = 1.0
     return grid
 
@@ -149,7 +149,9 @@ def prepare(
             one sweep or a stack), a sequence of them, or a `Cell`.
         input_scale: factor from pA to ``model.input_unit``; required when that unit is not pA or nA
             (µA/cm² needs the membrane area, dimensionless models their own scale).
-        spike_threshold: mV; spikes of recordings without ``spike_times`` are its upward crossings.
+        spike_threshold: mV; spikes of recordings without ``spike_times`` are its upward crossings, at the
+            first sample at or above it; given spike times go to the first sample at or after them
+            (`spike_samples`), the same sample.
         dtype: floating dtype of the stimulus and target.
 
     Returns:

@@ -130,6 +130,8 @@ class Objective:
 
     The simulated voltage is aligned with the recording: sample k of the target (time k·dt) is compared
     with the model's state at time k·dt, i.e. the initial state at k = 0 and the state after step k − 1.
+    A spike the model emits in the step from (k − 1)·dt to k·dt sits at sample k, the first at or after it,
+    which is where `prepare` puts a recorded spike (`diffbrain.fit.recording.spike_samples`).
     """
 
     def __init__(

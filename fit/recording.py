@@ -113,6 +113,17 @@ def detect_spikes(
     return np.asarray(accepted, dtype=np.float64)
 
 
+def spike_samples(times, dt):
+    """The sample of each spike time (ms): the first sample at or after it, ``ceil(t/dt − tol)`` with
+    ``tol = 1e-9 + 2⁻²³·t/dt`` samples, so a time on the grid (``k·dt``, even rounded to float32, as
+    Recordings store times without x64) stays at sample k. A model's spike emitted by the step from ``k·dt``
+    to ``(k+1)·dt`` lands at sample k + 1, the first at or after any crossing in that step, so recorded and
+    simulated spikes share one rule. NumPy in, NumPy out; else `jax.numpy`."""
+    xp = np if isinstance(times, np.ndarray) else jnp
+    samples = times / dt
+    return xp.ceil(samples - 1e-9 - 2.0**-23 * xp.abs(samples)).astype(xp.int32)
+
+
 class Recording(eqx.Module):
     """One current-clamp sweep (or a stack of equal-length sweeps): current in, voltage out.
 
@@ -293,7 +304,8 @@ class Recording(eqx.Module):
     def spike_train(self) -> Float[Array, "*batch T"]:
         """Spike counts per sample (0/1 mostly), same shape as ``voltage``; works inside ``jit``/``vmap``.
 
-        A spike at time ``s`` counts in sample ``floor(s / dt)``.
+        A spike at time ``s`` counts in sample `spike_samples` ``= ceil(s/dt − 1e-9)`` (the first at or
+        after it, where a fitted model puts it), the last sample if that is past the end.
 
         Raises:
             ValueError: the Recording has no spike times (call `with_detected_spikes` first).
@@ -307,7 +319,7 @@ class Recording(eqx.Module):
 
         def one(times, dt):
             valid = jnp.isfinite(times)
-            index = jnp.floor(jnp.where(valid, times, 0.0) / dt).astype(jnp.int32)
+            index = spike_samples(jnp.where(valid, times, 0.0), dt)
             index = jnp.where(valid, jnp.minimum(index, n - 1), n)  # n is out of range: dropped
             return jnp.zeros(n, dtype).at[index].add(valid.astype(dtype), mode="drop")
 

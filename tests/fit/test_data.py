@@ -403,3 +403,38 @@ def test_stack_then_unstack_recovers_the_sweeps(lengths, pad):
 def test_docstring_examples(name):
     result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_one_rule_maps_spike_times_to_samples():
+    """Detected (interpolated) times, threshold crossings of the voltage and `spike_train` all put a spike
+    at the first sample at or after it, where a fitted model's spike lands."""
+    from diffbrain import fit, zoo
+
+    v = np.full(50, -70.0)
+    v[[10, 11, 12]] = [-20.0, 20.0, -60.0]  # crosses 0 mV at 1.05 ms: sample 11
+    v[[30, 31, 32]] = [-40.0, 40.0, -60.0]  # 3.05 ms: sample 31
+    v[[45, 46]] = [-1.0, 99.0]  # 4.501 ms: sample 46
+    rec = Recording(0.1, np.full(50, 100.0), v)
+    detected = rec.with_detected_spikes()
+    grids = [np.flatnonzero(np.asarray(fit.prepare(zoo.LIF(), r)[1].spikes[:, 0])) for r in (rec, detected)]
+    assert grids[0].tolist() == grids[1].tolist() == [11, 31, 46]
+    assert np.flatnonzero(np.asarray(detected.spike_train())).tolist() == [11, 31, 46]
+    # times on the grid stay at their sample, also when stored in float32 (no x64) far into a sweep
+    k = np.arange(3, 200_000, 9_973)
+    with jax.enable_x64(False):
+        on_grid = Recording(0.1, np.zeros(200_000), np.full(200_000, -65.0), spike_times=k * 0.1)
+    assert on_grid.padded_spike_times.dtype == np.float32
+    assert np.flatnonzero(np.asarray(on_grid.spike_train())).tolist() == k.tolist()
+    target = fit.prepare(zoo.LIF(), on_grid)[1]
+    assert np.flatnonzero(np.asarray(target.spikes[:, 0])).tolist() == k.tolist()
+
+
+def test_a_simulated_sweeps_spikes_land_where_the_model_puts_them():
+    from diffbrain import fit, zoo
+
+    model = zoo.LIF(V_th=-55.0)
+    (sweep,) = fit.synthetic_sweeps(model, np.full((1, 400), 400.0), dt=0.1)
+    shifted = sweep.with_spike_times(sweep.spike_times - 0.05)  # mid-step crossings
+    model_spikes = np.asarray(fit.prepare(model, sweep)[1].spikes[:, 0])
+    assert model_spikes.sum() >= 3
+    np.testing.assert_array_equal(np.asarray(fit.prepare(model, shifted)[1].spikes[:, 0]), model_spikes)
