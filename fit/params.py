@@ -8,8 +8,17 @@ inside its bounds ``(lo, hi)`` for any ``u``:
 * ``"log"`` (a box in log space, for positive scale parameters such as conductances and time constants):
   ``θ = lo·(hi/lo)^{σ(u)}``, so equal steps in ``u`` are equal ratios of ``θ``.
 
-The default is ``"log"`` when ``lo > 0`` and the parameter's unit is a scale (conductance, time, resistance,
-capacitance, rate), else ``"logit"``. Both are PyTrees of arrays, so they `vmap` over starts.
+The default is ``"log"`` when ``lo > 0`` and the parameter's unit is a scale, i.e. ends in ``S``, ``ms``,
+``Ω``, ``F``, ``1/ms`` or ``Hz`` (conductance, time, resistance, capacitance, rate), else ``"logit"``. Units
+per membrane area (`zoo.HH`'s ``mS/cm²`` and ``µF/cm²``) do not end so and get ``"logit"``; over bounds that
+span decades pass ``transforms={"g_L": "log"}``. Both are PyTrees of arrays, so they `vmap` over starts.
+
+Example:
+    >>> from diffbrain import fit, zoo
+    >>> fit.free_params(zoo.TraubHH(), {"g_L": (0.001, 1.0)}).transforms  # µS
+    ('log',)
+    >>> fit.free_params(zoo.HH(), {"g_L": (1e-4, 0.1)}).transforms  # mS/cm²
+    ('logit',)
 """
 
 from __future__ import annotations
