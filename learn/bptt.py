@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .loss import Batch, StepLoss, cross_entropy, loss_scale
+from .loss import Batch, StepLoss, check_batch, cross_entropy, loss_scale
 from .network import EINetwork, trainable
 
 
@@ -15,6 +15,7 @@ def bptt_with_evidence(
     net: EINetwork, batch: Batch, loss_fn: StepLoss = cross_entropy, checkpoint: bool = False
 ) -> tuple[Array, Float[Array, "B n_out"], EINetwork]:
     """`bptt` that also returns the readout summed over each trial's masked steps (for the accuracy)."""
+    batch = check_batch(batch, net.w_in.shape[0], net.w_out.shape[1], net.w_in.dtype)
     params, static = eqx.partition(net, trainable(net))
     scale = loss_scale(batch.mask)
 
@@ -55,7 +56,9 @@ def bptt(
 
     Args:
         net: the network.
-        batch: inputs [T, B, n_in], targets [T, B], mask [T, B] (see `Batch`).
+        batch: inputs [T, B, n_in], targets [T, B] (class indices in [0, n_out) at the masked steps),
+            mask [T, B], labels [B] (see `Batch`; checked by `diffbrain.learn.loss.check_batch`, inputs
+            cast to the network's float dtype).
         loss_fn: the per-step loss (`StepLoss`); the total is normalised by the masked count.
         checkpoint: rematerialise each step in the backward pass.
 

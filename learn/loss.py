@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple, Protocol
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
 StepLoss = Callable[[Array, Array, Array], Array]
@@ -22,6 +24,51 @@ class Batch(Protocol):
     targets: Int[Array, "T B"]
     mask: Bool[Array, "T B"]
     labels: Int[Array, " B"]
+
+
+def check_batch(batch: Batch, n_in: int, n_out: int, dtype: jnp.dtype) -> SimpleBatch:
+    """``batch`` checked against a network with ``n_in`` inputs and ``n_out`` readout units, its inputs cast
+    to the network's float ``dtype`` (spikes: the cast is exact), as a `SimpleBatch`.
+
+    Shapes are checked in Python (free, also under ``jit``): inputs ``[T, B, n_in]`` (time-major),
+    targets and mask ``[T, B]``, labels ``[B]``. The targets must be class indices in ``[0, n_out)`` at
+    the masked steps: checked in Python when the arrays are concrete, with `eqx.error_if` (one comparison
+    per (step, trial)) when traced.
+
+    Raises:
+        ValueError: naming the field of ``batch`` that does not fit.
+    """
+    inputs, targets, mask, labels = (
+        jnp.asarray(a) for a in (batch.inputs, batch.targets, batch.mask, batch.labels)
+    )
+    if inputs.ndim != 3 or inputs.shape[2] != n_in:
+        raise ValueError(
+            f"`batch.inputs` must be [T, B, n_in] (time-major) with n_in = {n_in}, the network's input "
+            f"channels; got shape {inputs.shape}."
+        )
+    time_and_batch = inputs.shape[:2]
+    for name, array in (("targets", targets), ("mask", mask)):
+        if array.shape != time_and_batch:
+            raise ValueError(
+                f"`batch.{name}` must be [T, B] = {time_and_batch}, like `batch.inputs`' first two axes; got "
+                f"shape {array.shape} (broadcast it to [T, B] yourself)."
+            )
+    if labels.shape != time_and_batch[1:]:
+        raise ValueError(
+            f"`batch.labels` must be [B] = {time_and_batch[1:]} (B = `batch.inputs.shape[1]`); got shape "
+            f"{labels.shape}. A batch-major batch ([B, T, ...]) must be made time-major: "
+            "jnp.swapaxes(array, 0, 1)."
+        )
+    outside = mask.astype(bool) & ((targets < 0) | (targets >= n_out))
+    message = (
+        f"`batch.targets` must be class indices in [0, n_out) = [0, {n_out}) at the masked steps (1-based "
+        "labels? subtract 1; no target at a step? set the mask False there)."
+    )
+    if isinstance(outside, jax.core.Tracer):
+        targets = eqx.error_if(targets, jnp.any(outside), message)
+    elif np.any(outside):
+        raise ValueError(f"{message} Got {np.asarray(targets)[np.asarray(outside)][:5].tolist()}.")
+    return SimpleBatch(inputs.astype(dtype), targets, mask, labels)
 
 
 def cross_entropy(

@@ -9,6 +9,7 @@ from typing import NamedTuple
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from diffbrain import zoo
@@ -127,8 +128,9 @@ class EINetwork(eqx.Module):
       ``g_i ← g_i e^{−dt/τ_syn} + z_{t−1}^I |W_rec^{I·}|``;
     * the drive ``g_e (E_exc − V) + g_i (E_inh − V)`` enters the neuron model, which spikes ``z_t``;
     * the readout-filtered spike train ``z̄_t = κ z̄_{t−1} + z_t`` (κ = e^{−dt/τ_out}; about the number of
-      spikes in the last τ_out, 0.4 at 20 Hz and τ_out = 20 ms, whatever dt) gives the
-      leaky readout ``y_t = z̄_t W_out + b_out``.
+      spikes in the last τ_out: at rate r its mean is r·dt/(1 − κ) ≈ r·τ_out for dt ≪ τ_out, 0.41 at
+      20 Hz, τ_out = 20 ms and dt = 1 ms, 0.51 at dt = 10 ms) gives the leaky readout
+      ``y_t = z̄_t W_out + b_out``.
 
     Units: conductances are dimensionless, in units of the neuron's leak conductance, so the drive is in mV
     (the ALIF's input scale; GIF divides by R, LIF multiplies by g_L). The reversal potentials are those
@@ -202,8 +204,8 @@ class EINetwork(eqx.Module):
             n_in, n_rec, n_out: input channels, recurrent neurons, readout units.
             key: the random key for weights and connectivity.
             neuron: the neuron model (default ``default_neuron(n_rec)``; GIF and LIF work too).
-            exc_fraction: the excitatory share of the recurrent neurons.
-            dt: time step, ms. tau_syn, tau_out: synaptic and readout time constants, ms.
+            exc_fraction: the excitatory share of the recurrent neurons, in [0, 1].
+            dt: time step, ms. tau_syn, tau_out: synaptic and readout time constants, ms (all > 0).
             E_exc, E_inh: reversal potentials, mV.
             in_scale, rec_scale: median input and E→all magnitudes (units of the leak conductance);
                 I→all synapses are ``inh_ratio`` times stronger.
@@ -216,6 +218,19 @@ class EINetwork(eqx.Module):
             sparse: hold the recurrent weights in an `ops.CSR` (drawn with `ops.CSR.fixed_prob`) instead
                 of a dense masked matrix.
         """
+        for name, value in (("n_in", n_in), ("n_rec", n_rec), ("n_out", n_out)):
+            if not (isinstance(value, int | np.integer) and value >= 1):
+                raise ValueError(f"`{name}` must be an integer ≥ 1, got {value!r}.")
+        for name, value in (("dt", dt), ("tau_syn", tau_syn), ("tau_out", tau_out)):
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"`{name}` must be a finite time > 0 ms, got {value}.")
+        if not 0.0 <= exc_fraction <= 1.0:
+            raise ValueError(f"`exc_fraction` must be a fraction in [0, 1], got {exc_fraction}.")
+        if not (isinstance(connectivity, CSR) or 0.0 <= connectivity <= 1.0):
+            raise ValueError(
+                f"`connectivity` must be a connection probability in [0, 1] or an ops.CSR pattern, got "
+                f"{connectivity!r}."
+            )
         neuron = default_neuron(n_rec) if neuron is None else neuron
         n_exc = round(exc_fraction * n_rec)
         self.neuron = neuron

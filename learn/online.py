@@ -22,13 +22,14 @@ dropped, which is what makes the traces local.
 
 * D-RTRL (diagonal RTRL) keeps one S-vector per weight: ``ε_t = D_t ε_{t−1} + D_f,t x_t``, and
   ``∇W += L_t · ε_t``. Memory O(#weights · S · B). Exact when there is no recurrence.
-* ES-D-RTRL factorises ``ε`` into presynaptic and postsynaptic traces, memory O(S·(n_in + n_rec)) per
-  trial. By default (``timescales="per-state"``, `per_state_update`) with one presynaptic trace per state
-  variable, decaying as that state does (``ε_x^(k) = a_k ε_x^(k) + x``, ``a_k`` the largest diagonal entry
-  of ``D`` at rest, `state_decays`), each with its postsynaptic S-vector; what flows from a fast into a
-  slow state (a cue's drive into the adaptation current) is handed to the slow state's trace, so the
-  eligibility remembers *which* inputs fed the slow state when it later acts through the membrane on
-  the readout. Exact for linear, diagonal state dynamics without recurrence, whatever the time constants.
+* ES-D-RTRL factorises ``ε`` into presynaptic and postsynaptic traces, memory O(S·n_in + S²·n_rec) per trial
+  (``timescales="single"``: O(n_in + S·n_rec)). By default (``timescales="per-state"``, `per_state_update`)
+  with one presynaptic trace per state variable, decaying as that state does (``ε_x^(k) = a_k ε_x^(k) + x``,
+  ``a_k`` the largest diagonal entry of ``D`` at rest, `state_decays`), each with its postsynaptic S-vector;
+  what flows from a fast into a slow state (a cue's drive into the adaptation current) is handed to the slow
+  state's trace, so the eligibility remembers *which* inputs fed the slow state when it later acts through the
+  membrane on the readout. Exact for linear, diagonal state dynamics without recurrence, whatever the time
+  constants.
 * ``timescales="single"`` is the original rank-one form: ``ε_x = α ε_x + x`` (per input) and
   ``ε_f = α D_t ε_f + (1 − α) D_f,t`` (per neuron), ``∇W += ε_x ⊗ (L_t · ε_f) / (1 − α^{t+1})``.
   ``ε_f`` is an exponential moving average started at zero, so the correction is Adam's ``1 − α^{t+1}``
@@ -66,7 +67,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .loss import Batch, StepLoss, cross_entropy, loss_scale
+from .loss import Batch, StepLoss, check_batch, cross_entropy, loss_scale
 from .network import EINetwork, presynaptic_rows, trainable
 
 ALGORITHMS = ("d-rtrl", "es-d-rtrl")
@@ -254,6 +255,12 @@ def online_with_evidence(
         raise ValueError(f"`timescales` must be one of {TIMESCALES}, got {timescales!r}.")
     if decay is not None and (algorithm != "es-d-rtrl" or timescales != "single"):
         raise ValueError("`decay` is the trace decay of ES-D-RTRL with timescales='single'; leave it None.")
+    if decay is not None and not 0.0 <= decay < 1.0:
+        raise ValueError(
+            f"`decay` must be in [0, 1) (the traces' factor per step; 1 never forgets and divides by zero), "
+            f"got {decay}."
+        )
+    batch = check_batch(batch, net.w_in.shape[0], net.w_out.shape[1], net.w_in.dtype)
     per_state = algorithm == "es-d-rtrl" and timescales == "per-state"
     params, static = eqx.partition(net, trainable(net))
 
@@ -426,9 +433,13 @@ def online(
 
     Args:
         net: the network.
-        batch: inputs [T, B, n_in], targets [T, B], mask [T, B] (see `diffbrain.learn.loss.Batch`).
+        batch: inputs [T, B, n_in], targets [T, B] (class indices in [0, n_out) at the masked steps),
+            mask [T, B], labels [B] (see `diffbrain.learn.loss.Batch`; checked by
+            `diffbrain.learn.loss.check_batch`, inputs cast to the network's float dtype).
         loss_fn: the per-step loss (`StepLoss`); the total is normalised by the masked count.
-        algorithm: ``"d-rtrl"`` (a trace per weight) or ``"es-d-rtrl"`` (rank-one traces).
+        algorithm: ``"d-rtrl"`` (a trace per weight) or ``"es-d-rtrl"`` (factored traces: S presynaptic
+            traces per input with the default ``timescales="per-state"``, a rank-S product; one, a rank-one
+            product, with ``"single"``).
         decay: the trace decay α per step of ES-D-RTRL with ``timescales="single"`` (default
             `default_decay`: ``e^{−dt/100 ms}``).
         timescales: ES-D-RTRL's presynaptic traces: ``"per-state"`` (one per state variable, decaying as

@@ -1,0 +1,106 @@
+"""Argument checks of the learning path: batches, online settings, the network and the trainer."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from diffbrain import learn
+
+T, B, N_IN, N_OUT = 4, 3, 5, 2
+
+
+def _net(**kwargs):
+    return learn.EINetwork(N_IN, 6, N_OUT, key=jax.random.key(0), **kwargs)
+
+
+def _batch(**changes):
+    inputs = (jax.random.uniform(jax.random.key(1), (T, B, N_IN)) < 0.3).astype(jnp.float64)
+    targets = jnp.ones((T, B), jnp.int32)
+    batch = learn.SimpleBatch(inputs, targets, jnp.ones((T, B), bool), targets[-1])
+    return batch._replace(**changes)
+
+
+GRADIENTS = {
+    "bptt": learn.bptt,
+    "d-rtrl": lambda net, batch: learn.online(net, batch, algorithm="d-rtrl"),
+    "es-d-rtrl": learn.online,
+}
+
+
+@pytest.mark.parametrize("method", GRADIENTS)
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"inputs": jnp.zeros((T, B, N_IN + 1))}, r"`batch.inputs` must be \[T, B, n_in\].*n_in = 5"),
+        ({"inputs": jnp.zeros((T, N_IN))}, r"`batch.inputs`"),
+        ({"mask": jnp.ones((T, 1), bool)}, r"`batch.mask` must be \[T, B\] = \(4, 3\)"),
+        ({"targets": jnp.ones((T,), jnp.int32)}, r"`batch.targets` must be \[T, B\]"),
+        ({"labels": jnp.ones((T,), jnp.int32)}, r"`batch.labels` must be \[B\].*swapaxes"),
+        ({"targets": jnp.full((T, B), N_OUT)}, r"`batch.targets` must be class indices in \[0, n_out\)"),
+        ({"targets": jnp.full((T, B), -1)}, r"`batch.targets` must be class indices.*Got \[-1"),
+    ],
+)
+def test_bad_batches_are_refused_naming_the_field(method, change, message):
+    with pytest.raises(ValueError, match=message):
+        GRADIENTS[method](_net(), _batch(**change))
+
+
+def test_a_batch_major_batch_is_refused():
+    batch = _batch()
+    swapped = learn.SimpleBatch(*(jnp.swapaxes(a, 0, 1) for a in batch[:3]), batch.labels)
+    with pytest.raises(ValueError, match="batch-major"):
+        learn.bptt(_net(), swapped)
+
+
+def test_out_of_range_targets_are_accepted_outside_the_mask_and_refused_under_jit():
+    net = _net()
+    # a target outside [0, n_out) at a step without loss is allowed and changes nothing
+    mask = jnp.zeros((T, B), bool).at[-1].set(True)
+    targets = jnp.full((T, B), 7).at[-1].set(1)
+    reference = learn.bptt(net, _batch(mask=mask, targets=targets.at[:-1].set(0)))[0]
+    assert learn.bptt(net, _batch(mask=mask, targets=targets))[0] == reference
+    loss = eqx.filter_jit(lambda net, batch: learn.bptt(net, batch)[0])
+    assert jnp.isfinite(loss(net, _batch()))
+    with pytest.raises(Exception, match=r"`batch.targets` must be class indices"):
+        loss(net, _batch(targets=jnp.full((T, B), N_OUT))).block_until_ready()
+
+
+@pytest.mark.parametrize("method", ["bptt", "es-d-rtrl"])
+def test_float64_inputs_for_a_float32_network_are_cast(method):
+    float32 = jax.tree.map(lambda a: a.astype(jnp.float32) if eqx.is_inexact_array(a) else a, _net())
+    batch = _batch()
+    loss, grads = GRADIENTS[method](float32, batch)
+    cast = batch._replace(inputs=batch.inputs.astype(jnp.float32))
+    assert loss.dtype == jnp.float32 and grads.w_in.dtype == jnp.float32
+    np.testing.assert_array_equal(loss, GRADIENTS[method](float32, cast)[0])
+
+
+@pytest.mark.parametrize("decay", [1.0, 1.5, -0.1])
+def test_es_d_rtrl_decay_outside_zero_one_is_refused(decay):
+    with pytest.raises(ValueError, match=r"`decay` must be in \[0, 1\)"):
+        learn.online(_net(), _batch(), timescales="single", decay=decay)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"exc_fraction": 1.5}, "`exc_fraction` must be a fraction in"),
+        ({"exc_fraction": -0.5}, "`exc_fraction`"),
+        ({"connectivity": 1.5}, "`connectivity` must be a connection probability"),
+        ({"connectivity": -0.2}, "`connectivity`"),
+        ({"connectivity": 1.5, "sparse": True}, "`connectivity`"),
+        ({"tau_out": 0.0}, "`tau_out` must be a finite time > 0 ms"),
+        ({"tau_syn": -1.0}, "`tau_syn`"),
+        ({"dt": float("nan")}, "`dt`"),
+    ],
+)
+def test_network_arguments_out_of_range_are_refused_naming_them(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        _net(**kwargs)
+
+
+def test_a_network_without_neurons_is_refused():
+    with pytest.raises(ValueError, match="`n_rec` must be an integer ≥ 1, got 0"):
+        learn.EINetwork(N_IN, 0, N_OUT, key=jax.random.key(0))
