@@ -284,10 +284,16 @@ def train(
         the_task.n_inputs, n_rec, the_task.n_outputs, key=weights_key, dt=dt, connectivity=p_connect,
         sparse=connectivity == Connectivity.sparse,
     )  # fmt: skip
-    result = learn.train(
-        initial, the_task, str(method), _optimizer(lr), steps=steps, batch_size=batch_size, key=batches_key,
-        checkpoint_dir=out, checkpoint_every=checkpoint_every,
-    )  # fmt: skip
+    try:
+        result = learn.train(
+            initial, the_task, str(method), _optimizer(lr), steps=steps, batch_size=batch_size,
+            key=batches_key, checkpoint_dir=out, checkpoint_every=checkpoint_every,
+        )  # fmt: skip
+    except learn.trainer.CheckpointMismatch as error:  # e.g. fewer --steps than the checkpoint holds
+        raise typer.BadParameter(str(error), param_hint="'--steps' / '--out'") from None
+    except FloatingPointError as error:  # diverged: the last finite checkpoint is kept
+        _out.print(str(error), style="red", markup=False)
+        raise typer.Exit(1) from None
 
     metrics = result.metrics
     _write_metrics_csv(out / METRICS_CSV, metrics)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import os
 import sys
@@ -25,7 +26,11 @@ from .network import EINetwork, trainable
 from .online import online_with_evidence
 
 METHODS = ("bptt", "d-rtrl", "es-d-rtrl")
-CHECKPOINT, METRICS = "checkpoint.eqx", "metrics.json"
+CHECKPOINT, METRICS, RUN = "checkpoint.eqx", "metrics.json", "run.json"
+
+
+class CheckpointMismatch(ValueError):
+    """``checkpoint_dir`` holds a run that the arguments of `train` cannot continue."""
 
 
 class TrainResult(NamedTuple):
@@ -52,7 +57,12 @@ def _update(net, opt_state, task, key, gradients, optimizer, batch_size):
     batch = task.sample(key, batch_size)
     loss, evidence, grads = gradients(net, batch)
     updates, opt_state = optimizer.update(grads, opt_state, eqx.filter(net, trainable(net)))
-    return eqx.apply_updates(net, updates), opt_state, loss, accuracy(evidence, batch.labels)
+    net = eqx.apply_updates(net, updates)
+    # one reduction per parameter: whether the loss and the updated parameters are all finite
+    finite = jnp.isfinite(loss)
+    for leaf in jax.tree.leaves(eqx.filter(net, trainable(net))):
+        finite = finite & jnp.all(jnp.isfinite(leaf))
+    return net, opt_state, loss, accuracy(evidence, batch.labels), finite
 
 
 def write_atomically(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "w") -> None:
@@ -63,6 +73,8 @@ def write_atomically(path: str | os.PathLike, write: Callable[[Any], None], mode
     try:
         with os.fdopen(handle, mode) as file:
             write(file)
+            file.flush()
+            os.fsync(file.fileno())  # on disk before the rename, or a crash could leave an empty file
         os.chmod(temporary, 0o644)  # mkstemp's 0600 would hide results from the group
         os.replace(temporary, path)
     except BaseException:
@@ -85,15 +97,72 @@ def save_checkpoint(folder: str | os.PathLike, net, opt_state, step: int, metric
 
 
 def load_checkpoint(folder: str | os.PathLike, net, opt_state) -> tuple[Any, Any, int, dict] | None:
-    """``(net, opt_state, step, metrics)`` from ``folder``, shaped like the given ones; None if absent."""
+    """``(net, opt_state, step, metrics)`` from ``folder``, shaped like the given ones; None if absent.
+
+    Raises:
+        CheckpointMismatch: the checkpoint does not fit ``net`` and ``opt_state``, or ``metrics.json`` is
+            missing.
+    """
     folder = Path(folder)
     if not (folder / CHECKPOINT).exists():
         return None
+    if not (folder / METRICS).exists():
+        raise CheckpointMismatch(
+            f"{folder} holds {CHECKPOINT} but not {METRICS}; restore {METRICS} or delete {CHECKPOINT} to "
+            "start over."
+        )
     like = (net, opt_state, jnp.asarray(0))
-    net, opt_state, step = eqx.tree_deserialise_leaves(folder / CHECKPOINT, like)
+    try:
+        net, opt_state, step = eqx.tree_deserialise_leaves(folder / CHECKPOINT, like)
+    except Exception as error:  # Equinox raises RuntimeError or a tree-path error for other structures
+        raise CheckpointMismatch(
+            f"{folder / CHECKPOINT} holds another network or optimiser state ({error}); pass the network "
+            "and optimizer of that run, or choose another checkpoint_dir."
+        ) from error
     step = int(step)
     metrics = json.loads((folder / METRICS).read_text())
     return net, opt_state, step, {name: values[:step] for name, values in metrics.items()}
+
+
+def run_identity(net: EINetwork, method: str, batch_size: int, key: PRNGKeyArray, loss_fn: StepLoss) -> dict:
+    """What identifies a run of `train` (saved as ``run.json`` next to its checkpoint): the method, batch
+    size, key and loss, the network's static settings and a SHA-256 of its initial arrays (its weights,
+    neuron parameters and connectivity). The optimizer is not in it (its state's shapes are checked)."""
+    digest = hashlib.sha256()
+    for leaf in jax.tree.leaves(eqx.filter(net, eqx.is_array)):
+        leaf = np.asarray(leaf)
+        digest.update(f"{leaf.dtype}{leaf.shape}".encode())
+        digest.update(leaf.tobytes())
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.key_data(key)
+    return {
+        "method": method,
+        "batch_size": batch_size,
+        "key": np.asarray(key).tolist(),
+        "loss_fn": getattr(loss_fn, "__qualname__", repr(loss_fn)),
+        "n_in": net.w_in.shape[0],
+        "n_rec": net.n_rec,
+        "n_out": net.w_out.shape[1],
+        "sparse": net.sparse,
+        "neuron": type(net.neuron).__name__,
+        **{name: getattr(net, name) for name in ("n_exc", "dt", "tau_syn", "tau_out", "E_exc", "E_inh")},
+        "initial_arrays_sha256": digest.hexdigest(),
+    }
+
+
+def _check_run(folder: Path, identity: dict) -> None:
+    """Refuse to resume a checkpoint in ``folder`` that was written by a run with another identity."""
+    path = folder / RUN
+    if not path.exists():
+        return  # written before run.json existed: only the shapes are checked
+    saved = json.loads(path.read_text())
+    changed = {name: (saved.get(name), value) for name, value in identity.items() if saved.get(name) != value}
+    if changed:
+        listing = "; ".join(f"{name}: {old!r} there, {new!r} now" for name, (old, new) in changed.items())
+        raise CheckpointMismatch(
+            f"checkpoint_dir {folder} holds a run with other settings ({listing}); pass that run's network "
+            "and arguments to resume it, or choose another checkpoint_dir."
+        )
 
 
 @contextlib.contextmanager
@@ -132,25 +201,43 @@ def train(
 
     Step ``k`` trains on ``task.sample(fold_in(key, k), batch_size)``, so a run is reproducible from its
     key, and a resumed run sees the same batches as an uninterrupted one: with ``checkpoint_dir``, the
-    network, optimiser state, step and metrics are saved every ``checkpoint_every`` steps and at the end,
-    and a later call with the same arguments continues from the last checkpoint (up to ``steps``).
+    network, optimiser state, step and metrics are saved every ``checkpoint_every`` steps and at the end.
+    A later call continues from the last checkpoint (up to ``steps``) when it passes the same initial
+    network, method, batch size, key and loss (`run_identity`, saved in ``run.json``; the optimizer is
+    not checked beyond its state's shapes); otherwise it raises `CheckpointMismatch` naming the fields that
+    differ. A checkpoint already at ``steps`` is returned as it is.
+
+    Training stops with a ``FloatingPointError`` at the first step whose loss or updated parameters are not
+    finite, before that step is checkpointed: ``checkpoint_dir`` keeps the last finite state.
 
     Args:
         net: the network to train.
         task: a task with ``sample(key, batch_size)`` returning a `diffbrain.learn.loss.Batch`.
         method: ``"bptt"``, ``"d-rtrl"`` or ``"es-d-rtrl"``.
         optimizer: an optax transformation (default ``optax.adam(1e-3)``).
-        steps: total optimiser steps (including those of a resumed checkpoint).
-        batch_size: trials per step.
+        steps: total optimiser steps (including those of a resumed checkpoint), ≥ 0.
+        batch_size: trials per step, ≥ 1.
         key: the random key of the run (default ``jax.random.key(0)``).
         checkpoint_dir: where to save and resume; None to keep nothing.
-        checkpoint_every: steps between checkpoints.
+        checkpoint_every: steps between checkpoints, ≥ 1.
         loss_fn: the per-step loss.
         progress: show a rich progress bar; default when standard output is a terminal.
 
     Returns:
         A `TrainResult`: the trained network, the optimiser state and the metrics of every step.
+
+    Raises:
+        ValueError: ``steps``, ``batch_size`` or ``checkpoint_every`` out of range, or an unknown ``method``.
+        CheckpointMismatch: ``checkpoint_dir`` holds another run, or more than ``steps`` steps.
+        FloatingPointError: training diverged (see above).
     """
+    for name, value, least in (
+        ("steps", steps, 0),
+        ("batch_size", batch_size, 1),
+        ("checkpoint_every", checkpoint_every, 1),
+    ):
+        if not (isinstance(value, int | np.integer) and value >= least):
+            raise ValueError(f"`{name}` must be an integer ≥ {least}, got {value!r}.")
     optimizer = optax.adam(1e-3) if optimizer is None else optimizer
     key = jax.random.key(0) if key is None else key
     gradients = gradient_function(method, loss_fn)
@@ -158,17 +245,37 @@ def train(
     metrics: dict[str, list[float]] = {"loss": [], "accuracy": []}
     start = 0
     if checkpoint_dir is not None:
-        loaded = load_checkpoint(checkpoint_dir, net, opt_state)
+        folder = Path(checkpoint_dir)
+        identity = run_identity(net, method, batch_size, key, loss_fn)
+        if (folder / CHECKPOINT).exists():
+            _check_run(folder, identity)
+        else:  # a new run: its identity goes first, so every checkpoint has one
+            folder.mkdir(parents=True, exist_ok=True)
+            write_atomically(folder / RUN, lambda file: json.dump(identity, file, indent=1), "w")
+        loaded = load_checkpoint(folder, net, opt_state)
         if loaded is not None:
             net, opt_state, start, metrics = loaded
+            if start > steps:
+                raise CheckpointMismatch(
+                    f"checkpoint_dir {folder} holds {start} steps, more than steps={steps}; pass steps ≥ "
+                    f"{start} (at steps = {start} the checkpoint is returned as it is) or choose another "
+                    "checkpoint_dir."
+                )
 
     show = sys.stdout.isatty() if progress is None else progress
     with _progress(steps, start, show) as advance:
         for step in range(start, steps):
             step_key = jax.random.fold_in(key, step)
-            net, opt_state, loss, acc = _update(
+            net, opt_state, loss, acc, finite = _update(
                 net, opt_state, task, step_key, gradients, optimizer, batch_size
             )
+            if not bool(finite):
+                kept = "" if checkpoint_dir is None else f"; {checkpoint_dir} keeps the last checkpoint"
+                raise FloatingPointError(
+                    f"training diverged at step {step + 1}: the loss ({float(loss)}) or the updated "
+                    f"parameters are not finite{kept}. Lower the learning rate or clip the gradients "
+                    "(optax.clip_by_global_norm)."
+                )
             metrics["loss"].append(float(loss))
             metrics["accuracy"].append(float(acc))
             advance(step + 1, metrics["loss"][-1], metrics["accuracy"][-1])

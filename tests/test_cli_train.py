@@ -61,6 +61,11 @@ def test_train_writes_metrics_checkpoint_and_plots_and_resumes(tmp_path):
     resumed = _rows(out / "metrics.csv")
     assert [row["step"] for row in resumed] == ["1", "2", "3"] and resumed[:2] == first
 
+    # fewer steps than the checkpoint holds are refused, and nothing is overwritten
+    result, text = _invoke(*TINY, "--method", "es-d-rtrl", "--steps", "2", "--out", str(out))
+    assert result.exit_code == 2 and "holds 3 steps, more than steps=2" in text and "--steps" in text, text
+    assert _rows(out / "metrics.csv") == resumed
+
     # and it equals a run that was never interrupted
     straight = tmp_path / "straight"
     result, text = _invoke(*TINY, "--method", "es-d-rtrl", "--steps", "3", "--out", str(straight))

@@ -62,7 +62,7 @@ class CueCounting(eqx.Module):
         return SyntheticBatch(inputs, jnp.broadcast_to(labels, mask.shape), mask, labels)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def cue_task():
     """The factory of the synthetic task (keyword arguments as `CueCounting`'s fields)."""
     return CueCounting

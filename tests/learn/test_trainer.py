@@ -1,3 +1,5 @@
+import os
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -47,3 +49,101 @@ def test_unknown_method_is_refused(cue_task):
     net = learn.EINetwork(task.n_inputs, 10, 2, key=jax.random.key(0))
     with pytest.raises(ValueError, match="bptt"):
         learn.train(net, task, method="adjoint", steps=1)
+
+
+ADAM = optax.adam(1e-3)  # one object: the runs below share their compilation
+
+
+def _tiny_run(cue_task, **changes):
+    task = cue_task(n_cues=1, delay=5, recall=5)
+    net = learn.EINetwork(task.n_inputs, 8, 2, key=jax.random.key(0))
+    run = dict(net=net, task=task, method="bptt", optimizer=ADAM, steps=2, batch_size=2)
+    return run | dict(key=jax.random.key(1), progress=False) | changes
+
+
+@pytest.fixture(scope="module")
+def trained_folder(tmp_path_factory, cue_task):
+    folder = tmp_path_factory.mktemp("trained")
+    learn.train(**_tiny_run(cue_task), checkpoint_dir=folder, checkpoint_every=1)
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("change", "fields"),
+    [
+        ({"net": "seed"}, ["initial_arrays_sha256"]),
+        ({"net": "dt"}, ["dt"]),
+        ({"net": "sparse"}, ["sparse", "initial_arrays_sha256"]),
+        ({"method": "d-rtrl"}, ["method"]),
+        ({"batch_size": 3}, ["batch_size"]),
+        ({"key": jax.random.key(2)}, ["key"]),
+    ],
+)
+def test_resuming_with_other_arguments_is_refused_naming_them(cue_task, trained_folder, change, fields):
+    run = _tiny_run(cue_task, steps=3)
+    net = run["net"]
+    other_net = {
+        "seed": learn.EINetwork(net.w_in.shape[0], 8, 2, key=jax.random.key(5)),
+        "dt": learn.EINetwork(net.w_in.shape[0], 8, 2, key=jax.random.key(0), dt=2.0),
+        "sparse": net.to_sparse(),
+    }
+    change = {"net": other_net[change["net"]]} if "net" in change else change
+    with pytest.raises(learn.trainer.CheckpointMismatch) as error:
+        learn.train(**(run | change), checkpoint_dir=trained_folder)
+    message = str(error.value)
+    assert str(trained_folder) in message
+    names = learn.trainer.run_identity(net, "bptt", 2, jax.random.key(1), learn.cross_entropy)
+    assert [name for name in names if f"{name}:" in message] == fields
+
+
+def test_resuming_more_steps_than_asked_is_refused_and_as_many_returns_the_checkpoint(
+    cue_task, trained_folder
+):
+    with pytest.raises(ValueError, match=r"holds 2 steps, more than steps=1; pass steps ≥ 2"):
+        learn.train(**_tiny_run(cue_task, steps=1), checkpoint_dir=trained_folder)
+    result = learn.train(**_tiny_run(cue_task), checkpoint_dir=trained_folder)
+    assert result.metrics["loss"].shape == (2,)
+
+
+def test_a_checkpoint_without_metrics_is_refused_naming_the_folder(cue_task, trained_folder, tmp_path):
+    folder = tmp_path / "copy"
+    folder.mkdir()
+    for name in ("checkpoint.eqx", "run.json"):
+        (folder / name).write_bytes((trained_folder / name).read_bytes())
+    with pytest.raises(ValueError, match=r"holds checkpoint.eqx but not metrics.json"):
+        learn.train(**_tiny_run(cue_task), checkpoint_dir=folder)
+
+
+@pytest.mark.parametrize(
+    ("change", "name"),
+    [
+        ({"steps": -1}, "steps"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"checkpoint_every": 0}, "checkpoint_every"),
+    ],
+)
+def test_out_of_range_settings_are_refused(cue_task, change, name, tmp_path):
+    with pytest.raises(ValueError, match=f"`{name}` must be an integer ≥"):
+        learn.train(**_tiny_run(cue_task, **change), checkpoint_dir=tmp_path)
+
+
+def test_divergence_stops_training_and_keeps_the_last_finite_checkpoint(cue_task, tmp_path):
+    # the third update (optimizer count 2) is NaN: its loss is finite, the parameters it makes are not
+    poison = optax.scale_by_schedule(lambda count: jnp.where(count >= 2, jnp.nan, 1.0))
+    optimizer = optax.chain(optax.adam(1e-3), poison)
+    run = _tiny_run(cue_task, optimizer=optimizer, steps=4)
+    with pytest.raises(FloatingPointError, match=r"diverged at step 3.*keeps the last checkpoint"):
+        learn.train(**run, checkpoint_dir=tmp_path, checkpoint_every=1)
+    like = (run["net"], optimizer.init(eqx.filter(run["net"], learn.trainable(run["net"]))))
+    net, _, step, metrics = learn.trainer.load_checkpoint(tmp_path, *like)
+    assert step == 2 and len(metrics["loss"]) == 2
+    assert all(jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(eqx.filter(net, eqx.is_array)))
+
+
+def test_files_are_synced_to_disk_before_they_replace_the_old_ones(tmp_path, monkeypatch):
+    calls = []
+    fsync, replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append("fsync"), fsync(fd))[1])
+    monkeypatch.setattr(os, "replace", lambda *paths: (calls.append("replace"), replace(*paths))[1])
+    learn.trainer.write_atomically(tmp_path / "a.txt", lambda file: file.write("data"))
+    assert calls == ["fsync", "replace"] and (tmp_path / "a.txt").read_text() == "data"
