@@ -124,6 +124,14 @@ def load_checkpoint(folder: str | os.PathLike, net, opt_state) -> tuple[Any, Any
     return net, opt_state, step, {name: values[:step] for name, values in metrics.items()}
 
 
+def _name(function: Callable) -> str:
+    """A name of ``function`` that is the same in every process (a repr may hold a memory address)."""
+    if isinstance(function, functools.partial):
+        return f"partial({_name(function.func)})"
+    qualname = getattr(function, "__qualname__", type(function).__qualname__)
+    return f"{getattr(function, '__module__', type(function).__module__)}.{qualname}"
+
+
 def run_identity(net: EINetwork, method: str, batch_size: int, key: PRNGKeyArray, loss_fn: StepLoss) -> dict:
     """What identifies a run of `train` (saved as ``run.json`` next to its checkpoint): the method, batch
     size, key and loss, the network's static settings and a SHA-256 of its initial arrays (its weights,
@@ -139,7 +147,7 @@ def run_identity(net: EINetwork, method: str, batch_size: int, key: PRNGKeyArray
         "method": method,
         "batch_size": batch_size,
         "key": np.asarray(key).tolist(),
-        "loss_fn": getattr(loss_fn, "__qualname__", repr(loss_fn)),
+        "loss_fn": _name(loss_fn),
         "n_in": net.w_in.shape[0],
         "n_rec": net.n_rec,
         "n_out": net.w_out.shape[1],

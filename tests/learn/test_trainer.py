@@ -1,3 +1,4 @@
+import functools
 import os
 
 import equinox as eqx
@@ -147,3 +148,13 @@ def test_files_are_synced_to_disk_before_they_replace_the_old_ones(tmp_path, mon
     monkeypatch.setattr(os, "replace", lambda *paths: (calls.append("replace"), replace(*paths))[1])
     learn.trainer.write_atomically(tmp_path / "a.txt", lambda file: file.write("data"))
     assert calls == ["fsync", "replace"] and (tmp_path / "a.txt").read_text() == "data"
+
+
+def test_the_identity_of_a_run_is_the_same_in_another_process(cue_task):
+    # no memory addresses: two equal partials (as another process would build) give the same identity
+    run = _tiny_run(cue_task)
+    a, b = (
+        learn.trainer.run_identity(run["net"], "bptt", 2, run["key"], functools.partial(learn.cross_entropy))
+        for _ in range(2)
+    )
+    assert a == b and a["loss_fn"] == "partial(diffbrain.learn.loss.cross_entropy)"
