@@ -203,8 +203,10 @@ def _plot_weights(path: Path, before, after) -> dict:
     groups = {stage: analysis.weight_groups(net) for stage, net in stages.items()}
     positive = {stage: {g: v[v > 0] for g, v in values.items()} for stage, values in groups.items()}
     fits = {
-        stage: {g: analysis.fit_lognormal(v) if v.size >= 2 else None for g, v in values.items()}
-        for stage, values in positive.items()
+        stage: {
+            g: analysis.fit_lognormal(v) if np.count_nonzero(v > 0) >= 2 else None for g, v in values.items()
+        }
+        for stage, values in groups.items()
     }
     figure = _figure(figsize=(11, 3.6))
     for axis, group in zip(figure.subplots(1, 3), ("input", "E", "I"), strict=True):

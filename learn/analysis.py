@@ -21,9 +21,15 @@ class LogNormal(NamedTuple):
 def fit_lognormal(magnitudes: Float[ArrayLike, "..."]) -> LogNormal:
     """The maximum-likelihood log-normal of the positive entries of ``magnitudes`` (zeros: absent synapses).
 
-    Raises ``ValueError`` when fewer than two entries are positive (no spread to fit).
+    Raises ``ValueError`` when fewer than two entries are positive (no spread to fit), or when an entry is
+    not finite (the weights of a diverged network).
     """
     values = np.asarray(magnitudes, dtype=np.float64).ravel()
+    if not np.all(np.isfinite(values)):
+        raise ValueError(
+            f"fit_lognormal: {np.count_nonzero(~np.isfinite(values))} of {values.size} magnitudes are not "
+            "finite (a diverged network?); pass finite weights."
+        )
     logs = np.log(values[values > 0])
     if logs.size < 2:
         raise ValueError(
@@ -92,14 +98,26 @@ def persistent_activity(
     spikes = np.asarray(spikes, dtype=np.float64)
     labels = np.asarray(labels)
     stimulus, delay = np.asarray(stimulus, bool), np.asarray(delay, bool)
+    if spikes.ndim != 3:
+        raise ValueError(f"persistent_activity: `spikes` must be [T, B, n], got shape {spikes.shape}.")
     if not (stimulus.shape == delay.shape == spikes.shape[:1]):
         raise ValueError(
             f"persistent_activity: `stimulus` and `delay` must be [T] windows with T = {spikes.shape[0]} "
             f"(the spikes' first axis), got {stimulus.shape} and {delay.shape}."
         )
+    if labels.shape != spikes.shape[1:2]:
+        raise ValueError(
+            f"persistent_activity: `labels` must be [B] with B = {spikes.shape[1]} (the spikes' second "
+            f"axis), got {labels.shape}."
+        )
     if baseline is None:
         baseline = np.arange(spikes.shape[0]) < np.argmax(stimulus)
     baseline = np.asarray(baseline, bool)
+    if baseline.shape != spikes.shape[:1]:
+        raise ValueError(
+            f"persistent_activity: `baseline` must be a [T] window with T = {spikes.shape[0]}, got "
+            f"{baseline.shape}."
+        )
     classes = np.unique(labels)
     hz = 1000.0 / dt
 

@@ -72,3 +72,25 @@ def test_persistent_activity_reports_nan_without_selective_neurons_and_checks_wi
     assert not result.selective.any() and np.isnan(result.preferred).all()
     with pytest.raises(ValueError, match="stimulus"):
         analysis.persistent_activity(spikes, labels, stimulus[:-1], delay)
+
+
+def test_lognormal_fit_refuses_non_finite_magnitudes():
+    with pytest.raises(ValueError, match="3 of 6 magnitudes are not finite"):
+        analysis.fit_lognormal(np.array([0.1, np.nan, 0.2, np.inf, np.nan, 0.3]))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda s, lab, base: (s[:, :, 0], lab, base), r"`spikes` must be \[T, B, n\]"),
+        (lambda s, lab, base: (s, lab[:4], base), r"`labels` must be \[B\] with B = 6"),
+        (lambda s, lab, base: (s, lab, base[:7]), r"`baseline` must be a \[T\] window with T = 20"),
+    ],
+)
+def test_persistent_activity_checks_the_shapes_of_its_arrays(change, message):
+    T, B = 20, 6
+    spikes, labels, baseline = np.zeros((T, B, 3)), np.arange(B) % 2, np.arange(T) < 5
+    windows = (np.arange(T) >= 5) & (np.arange(T) < 10), np.arange(T) >= 10
+    spikes, labels, baseline = change(spikes, labels, baseline)
+    with pytest.raises(ValueError, match=message):
+        analysis.persistent_activity(spikes, labels, *windows, baseline=baseline)
