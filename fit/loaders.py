@@ -837,8 +837,10 @@ def paper_hh_steps(root: PathLike) -> Cell:
     """The paper's five HH step-current sweeps (``paper-hh-steps``), dt = 0.01 ms, current in pA.
 
     The CSV stores the current in amperes; it is converted to pA here (×1e12). The paper (and
-    `zoo.neurons.TraubHH`, whose input unit is nA) uses nA: pass ``recording.current * 1e-3`` to that
-    model. Step amplitudes: 10, 2, 2, 50 and 0.2 nA = 10 000, 2 000, 2 000, 50 000, 200 pA.
+    `zoo.neurons.TraubHH`, whose input unit is nA) uses nA: `diffbrain.fit.fit` and `diffbrain.fit.prepare`
+    convert pA to nA themselves, so pass the Cell as it is; only to simulate the model directly (e.g.
+    `zoo.simulate`) pass ``recording.current * 1e-3``. Step amplitudes: 10, 2, 2, 50 and 0.2 nA =
+    10 000, 2 000, 2 000, 50 000, 200 pA.
     """
     folder = _dataset_folder(root, "paper-hh-steps")
     return load_csv(

@@ -330,8 +330,9 @@ class Recording(eqx.Module):
     def slice(self, t0: float, t1: float) -> Recording:
         """The samples with ``t0 <= k * dt < t1`` (ms), as a Recording that starts at 0 ms.
 
-        Spike times are shifted by ``-t0`` and those outside the window dropped; ``meta["t_start"]``
-        accumulates the offset, so the slice's sample times in the original sweep are ``t + t_start``.
+        Spike times are shifted by the time of the first kept sample, ``i0·dt`` with ``i0 = ceil(t0/dt)``
+        (``t0`` itself when it is on the grid), and those outside the window dropped; ``meta["t_start"]``
+        accumulates that offset, so the slice's sample times in the original sweep are ``t + t_start``.
         """
         where = _describe_source(self.meta)
         dt = self._scalar_dt("slice")

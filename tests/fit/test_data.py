@@ -438,3 +438,10 @@ def test_a_simulated_sweeps_spikes_land_where_the_model_puts_them():
     model_spikes = np.asarray(fit.prepare(model, sweep)[1].spikes[:, 0])
     assert model_spikes.sum() >= 3
     np.testing.assert_array_equal(np.asarray(fit.prepare(model, shifted)[1].spikes[:, 0]), model_spikes)
+
+
+def test_slice_shifts_spikes_by_the_first_kept_sample():
+    rec = Recording(0.1, np.zeros(100), np.full(100, -65.0), spike_times=[5.0])
+    piece = rec.slice(1.05, 8.0)  # first kept sample: 11 at 1.1 ms
+    assert piece.meta["t_start"] == pytest.approx(1.1)
+    np.testing.assert_allclose(piece.spike_times, [5.0 - 1.1], rtol=1e-6)
