@@ -161,3 +161,13 @@ def test_a_masked_padding_counts_as_if_each_sweep_ended_at_its_length(loss):
 def test_loss_settings_are_checked(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+def test_repeat_reliability_leaves_out_pairs_without_a_gamma():
+    """A repeat firing at 500 Hz has no Γ as the 'model' of a pair (2νΔ ≥ 1); only the defined pairs count."""
+    slow, fast = [10.0, 50.0], list(np.arange(0.0, 100.0, 2.0))
+    defined = [fit.gamma_factor(slow, fast, 100.0), fit.gamma_factor(slow, slow, 100.0)]
+    assert np.isnan(fit.gamma_factor(fast, slow, 100.0))
+    r = fit.repeat_reliability([slow, fast, slow], duration=100.0)
+    # ordered pairs: (s,f) (s,s) (f,s) (f,s) (s,s) (s,f); the two (f,s) are NaN
+    assert r == pytest.approx(np.mean([defined[0], defined[1], defined[1], defined[0]]))
