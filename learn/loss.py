@@ -74,7 +74,10 @@ def check_batch(batch: Batch, n_in: int, n_out: int, dtype: jnp.dtype) -> Simple
 def cross_entropy(
     readout: Float[Array, "B n_out"], target: Int[Array, " B"], mask: Bool[Array, " B"]
 ) -> Array:
-    """Softmax cross-entropy of the readout as logits, summed over the masked trials of one step."""
+    """Softmax cross-entropy of the readout as logits, summed over the masked trials of one step.
+
+    ``target`` holds class indices in ``[0, n_out)`` (`check_batch` checks a batch's); one outside gives NaN.
+    """
     log_p = jax.nn.log_softmax(readout, axis=-1)
     nll = -jnp.take_along_axis(log_p, target[:, None].astype(jnp.int32), axis=-1)[:, 0]
     return jnp.sum(jnp.where(mask, nll, 0.0))

@@ -166,7 +166,12 @@ def _check_run(folder: Path, identity: dict) -> None:
     saved = json.loads(path.read_text())
     changed = {name: (saved.get(name), value) for name, value in identity.items() if saved.get(name) != value}
     if changed:
-        listing = "; ".join(f"{name}: {old!r} there, {new!r} now" for name, (old, new) in changed.items())
+        listing = "; ".join(
+            f"{name}: differ (other initial weights, e.g. another seed)"
+            if name == "initial_arrays_sha256"
+            else f"{name}: {old!r} there, {new!r} now"
+            for name, (old, new) in changed.items()
+        )
         raise CheckpointMismatch(
             f"checkpoint_dir {folder} holds a run with other settings ({listing}); pass that run's network "
             "and arguments to resume it, or choose another checkpoint_dir."

@@ -95,6 +95,7 @@ def test_resuming_with_other_arguments_is_refused_naming_them(cue_task, trained_
     assert str(trained_folder) in message
     names = learn.trainer.run_identity(net, "bptt", 2, jax.random.key(1), learn.cross_entropy)
     assert [name for name in names if f"{name}:" in message] == fields
+    assert "sha256: differ (other initial weights" in message or "initial_arrays_sha256" not in fields
 
 
 def test_resuming_more_steps_than_asked_is_refused_and_as_many_returns_the_checkpoint(
