@@ -114,6 +114,13 @@ def test_silent_rows_are_skipped_but_csr_matvec_is_dense():
     assert np.isnan(cpu.csr_matvec(indptr, indices, data, spikes, 2)[0])
     g = cpu.data_grad(indptr, indices, spikes, jnp.array([jnp.nan, 1.0]), 2)
     np.testing.assert_array_equal(g, [0.0, 1.5])
+    # batched (a block of lanes per row): the row of the infinite weight fired in item 1 only
+    for batch in (2, 3, 9, 17):
+        lanes = jnp.zeros((batch, 2)).at[:, 1].set(1.5).at[1, 0].set(1.0)
+        first = np.where(np.arange(batch) == 1, np.inf, 0.0)
+        for s, second in ((lanes, 3.0), (lanes > 0, 2.0)):
+            y = np.asarray(cpu.event_matmat(indptr, indices, data, s, 2))
+            np.testing.assert_array_equal(y, np.stack([first, np.full(batch, second)], axis=1))
 
 
 def large_problem(rng, n, per_row, firing):
