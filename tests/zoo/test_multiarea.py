@@ -19,6 +19,7 @@ import pytest
 from scipy.stats import spearmanr
 
 from diffbrain.zoo.networks import MultiArea, Pulse
+from diffbrain.zoo.networks._random import MAX_ROUNDS, truncated_normal
 from diffbrain.zoo.networks.multiarea import G_L, JOGLEKAR_2018, REFERENCE_RATES, PulseResponse
 
 FOLDER = "conn-macaque-markov2014-29areas"
@@ -289,6 +290,39 @@ def test_bad_connectome_input_names_the_argument(folder):
     model = MultiArea.build(fln, distance, hierarchy, areas, key=key, n_per_area=4)
     with pytest.raises(ValueError, match="`area`"):
         model.pulse("V9")
+
+
+def test_mean_delay_not_above_dt_is_refused_not_a_hang():
+    """Two areas 0.2 mm apart (mean delay 0.057 ms at 3.5 m/s) used to make the delay redraw loop forever
+    at dt = 0.1 ms; now the build names the arguments, and without jitter it builds."""
+    fln, hierarchy = np.array([[0.0, 0.5], [0.5, 0.0]]), np.array([0.0, 1.0])
+    for distance in (0.2, 0.0):
+        dist = np.array([[0.0, distance], [distance, 0.0]])
+        with pytest.raises(ValueError, match=r"`distance_mm`/`speed` from B to A .* `dt` = 0.1 ms"):
+            MultiArea.build(fln, dist, hierarchy, ["A", "B"], n_per_area=10, key=jax.random.key(0))
+        model = MultiArea.build(
+            fln, dist, hierarchy, ["A", "B"], n_per_area=10, key=jax.random.key(0), delay_jitter=0.0
+        )
+        assert model.network.n == 20
+    dist = np.array([[0.0, 0.2], [0.2, 0.0]])
+    with pytest.raises(ValueError, match="`dt`"):
+        MultiArea.build(fln, dist, hierarchy, ["A", "B"], key=jax.random.key(0), dt=-0.1)
+    # dt just below the mean delay builds; a slower speed makes room for a larger dt
+    MultiArea.build(fln, dist, hierarchy, ["A", "B"], n_per_area=4, key=jax.random.key(0), dt=0.05)
+    MultiArea.build(fln, dist, hierarchy, ["A", "B"], n_per_area=4, key=jax.random.key(0), speed=1.0)
+
+
+def test_truncated_normal_never_loops_forever():
+    rng = np.random.default_rng(0)
+    out = np.empty(1000, np.float32)
+    truncated_normal(rng, 1.0, 0.5, 0.1, out)
+    assert out.min() > 0.1 and abs(out.mean() - 1.04) < 0.05  # E[X | X > 0.1] = 1.0 + 0.5·φ(1.8)/Φ(1.8)
+    with pytest.raises(ValueError, match="6 standard deviations"):
+        truncated_normal(rng, 0.0, 0.0, 0.1, out)  # std 0: no draw can ever pass
+    with pytest.raises(ValueError, match="6 standard deviations"):
+        truncated_normal(rng, 0.05, 0.005, 0.1, out)
+    with pytest.raises(ValueError, match=f"after {MAX_ROUNDS} rounds"):
+        truncated_normal(rng, 0.0, 1.0, 5.0, out[:20])  # P(X > 5) = 3e-7 per draw
 
 
 def test_pulse_response_of_synthetic_rates():

@@ -189,28 +189,9 @@ class MultiArea(eqx.Module):
         cls, path: str | Path, *, n_per_area: int = 50, key: PRNGKeyArray, **kwargs
     ) -> MultiArea:
         """Load ``fln_29x29.csv``, ``distance_mm_29x29.csv``, ``hierarchy_29.csv`` and ``areas.txt`` from
-        the folder ``path`` and build the model (`MultiArea.build`; ``kwargs`` go to it)."""
-        folder = Path(path)
-        files = {
-            "fln": "fln_29x29.csv",
-            "distance_mm": "distance_mm_29x29.csv",
-            "hierarchy": "hierarchy_29.csv",
-            "areas": "areas.txt",
-        }
-        missing = [name for name in files.values() if not (folder / name).is_file()]
-        if missing:
-            raise ValueError(f"`path` {str(folder)!r} lacks {missing}; pass the connectome's folder.")
-        tables = {k: np.loadtxt(folder / f, delimiter=",", ndmin=1) for k, f in files.items() if k != "areas"}
-        areas = [line.strip() for line in (folder / files["areas"]).read_text().splitlines() if line.strip()]
-        return cls.build(
-            tables["fln"],
-            tables["distance_mm"],
-            tables["hierarchy"],
-            areas,
-            n_per_area=n_per_area,
-            key=key,
-            **kwargs,
-        )
+        the folder ``path`` (`read_connectome`) and build the model (`MultiArea.build`; ``kwargs`` go to
+        it)."""
+        return cls.build(**read_connectome(path), n_per_area=n_per_area, key=key, **kwargs)
 
     @classmethod
     def build(
@@ -241,7 +222,8 @@ class MultiArea(eqx.Module):
             key: seeds the wiring and the delays.
             gba: ``"strong"`` or ``"weak"`` global balanced amplification (Joglekar's two regimes).
             exc_fraction: fraction of excitatory neurons.
-            dt: time step, ms.
+            dt: time step, ms. With ``delay_jitter`` > 0 it must lie below every wired pair's mean delay
+                ``distance_mm/speed`` (1.43 ms for the Markov connectome at 3.5 m/s).
             speed: conduction speed, m/s (= mm/ms).
             delay_jitter: standard deviation of each long-range delay relative to its mean (0: one delay
                 per pair of areas); normal, a draw below one step redrawn.
@@ -254,7 +236,8 @@ class MultiArea(eqx.Module):
 
         Raises:
             ValueError: naming the argument — non-square or mismatched matrices, NaN or negative entries,
-                labels that do not match, bad sizes or options.
+                labels that do not match, bad sizes or options, a mean long-range delay not above ``dt``
+                with ``delay_jitter`` > 0.
         """
         fln, distance_mm, hierarchy, areas = _check_connectome(fln, distance_mm, hierarchy, areas)
         if gba not in ("weak", "strong"):
@@ -273,6 +256,23 @@ class MultiArea(eqx.Module):
             raise ValueError(f"`speed` must be > 0 m/s, got {speed!r}.")
         if not (np.isfinite(delay_jitter) and 0 <= delay_jitter < 0.5):
             raise ValueError(f"`delay_jitter` must lie in [0, 0.5), got {delay_jitter!r}.")
+        if (
+            isinstance(dt, bool)
+            or not isinstance(dt, int | float | np.number)
+            or not (np.isfinite(dt) and dt > 0)
+        ):
+            raise ValueError(f"`dt` must be a time step > 0 ms, got {dt!r}.")
+        if delay_jitter > 0:  # delays are redrawn until above one step, so every mean must exceed it
+            wired = (fln > 0) & ~np.eye(len(areas), dtype=bool)
+            mean_delay = np.where(wired, distance_mm / speed, np.inf)
+            t, s = np.unravel_index(np.argmin(mean_delay), mean_delay.shape)
+            if mean_delay[t, s] <= dt:
+                raise ValueError(
+                    f"the mean long-range delay `distance_mm`/`speed` from {areas[s]} to {areas[t]} is "
+                    f"{mean_delay[t, s]:.3g} ms, not above `dt` = {dt} ms; with `delay_jitter` > 0 every "
+                    "wired pair's mean delay must exceed one step (delays are redrawn until they do): pass "
+                    "a smaller `dt`, a lower `speed` or `delay_jitter=0`."
+                )
         if not (np.isfinite(weight_exponent) and 0.5 <= weight_exponent <= 1.0):
             raise ValueError(f"`weight_exponent` must lie in [0.5, 1], got {weight_exponent!r}.")
         p = {**JOGLEKAR_2018, **(params or {})}
@@ -440,6 +440,40 @@ class MultiArea(eqx.Module):
         settled = times >= pulse.stop_ms + settle_ms
         after = rates[settled].mean(axis=0) if settled.any() else np.full(rates.shape[1], np.nan)
         return PulseResponse(baseline, peak, latency, after)
+
+
+def read_connectome(path: str | Path) -> dict:
+    """``fln``, ``distance_mm``, ``hierarchy`` and ``areas`` read from the folder ``path`` (the files of
+    `MultiArea.from_connectome`) and checked as `MultiArea.build` checks them.
+
+    Raises:
+        ValueError: naming the folder and the file that is missing or unreadable, or the table that is
+            malformed.
+    """
+    folder = Path(path)
+    files = {
+        "fln": "fln_29x29.csv",
+        "distance_mm": "distance_mm_29x29.csv",
+        "hierarchy": "hierarchy_29.csv",
+        "areas": "areas.txt",
+    }
+    missing = [name for name in files.values() if not (folder / name).is_file()]
+    if missing:
+        raise ValueError(f"`path` {str(folder)!r} lacks {missing}; pass the connectome's folder.")
+    tables = {}
+    for name, file in files.items():
+        if name == "areas":
+            continue
+        try:
+            tables[name] = np.loadtxt(folder / file, delimiter=",", ndmin=1)
+        except ValueError as error:
+            raise ValueError(f"`path`: {str(folder / file)!r} is not a table of numbers ({error}).") from None
+    lines = (folder / files["areas"]).read_text().splitlines()
+    areas = [line.strip() for line in lines if line.strip()]
+    fln, distance_mm, hierarchy, areas = _check_connectome(
+        tables["fln"], tables["distance_mm"], tables["hierarchy"], areas
+    )
+    return {"fln": fln, "distance_mm": distance_mm, "hierarchy": hierarchy, "areas": areas}
 
 
 def _block(rng, pre_pop, post_pop, prob, weight, delay) -> Edges:
