@@ -82,24 +82,36 @@ def _simulate(name: str, duration_ms: float, scale: float, dt: float, seed: int,
         return networks.simulate(net, duration_ms, run_key, dt=dt, record=record), None
     folder = _data_folder(name, data)
     if name == "multiarea":
-        from diffbrain.zoo.networks.multiarea import N_REFERENCE
+        from diffbrain.zoo.networks.multiarea import N_REFERENCE, read_connectome
 
+        connectome = _read(read_connectome, folder)
         n_per_area = round(N_REFERENCE * scale)
         try:
-            model = networks.MultiArea.from_connectome(folder, n_per_area=n_per_area, key=build_key, dt=dt)
+            model = networks.MultiArea.build(**connectome, n_per_area=n_per_area, key=build_key, dt=dt)
         except ValueError as error:
+            if "`dt`" in str(error):
+                raise _fail(str(error), "--dt") from None
             raise _fail(f"--scale {scale:g} ({n_per_area} neurons per area): {error}", "--scale") from None
         record = _recorded(model.network.sizes) if raster else 0
         return model.simulate(duration_ms, run_key, record=record), None
-    from diffbrain.zoo.networks.microcircuit import Microcircuit
+    from diffbrain.zoo.networks.microcircuit import Microcircuit, read_data
 
+    params = _read(read_data, folder)
     try:
-        circuit = Microcircuit.from_data(folder, scale=scale)
+        circuit = Microcircuit.from_data(params, scale=scale)
     except ValueError as error:
         raise _fail(str(error), "--scale") from None
     net = circuit.build(build_key, dt=dt)
     record = _recorded(net.sizes) if raster else 0
     return net.simulate(duration_ms, run_key, record=record), circuit.reference_rates
+
+
+def _read(reader, folder: Path):
+    """``reader(folder)``, its errors (missing, unreadable or malformed files) reported against --data."""
+    try:
+        return reader(folder)
+    except (ValueError, OSError) as error:
+        raise _fail(str(error), "--data") from None
 
 
 def _rates_table(result, reference, title: str) -> Table:

@@ -66,6 +66,29 @@ def test_connectome_models_need_their_data(monkeypatch, tmp_path):
     assert result.exit_code == 2 and "does not exist" in " ".join(result.output.split())
 
 
+def test_bad_data_folder_is_blamed_on_data(tmp_path):
+    for name in ("microcircuit", "multiarea"):
+        result = _run(name, "--data", str(tmp_path), "--duration", "1")
+        assert result.exit_code == 2
+        assert "'--data'" in result.output and "'--scale'" not in result.output
+    for file in ("fln_29x29.csv", "distance_mm_29x29.csv", "hierarchy_29.csv", "areas.txt"):
+        (tmp_path / file).write_text("x,y\n")
+    result = _run("multiarea", "--data", str(tmp_path), "--duration", "1")
+    assert result.exit_code == 2 and "'--data'" in result.output
+    assert "not a table of numbers" in " ".join(result.output.split())
+
+
+def test_multiarea_dt_above_the_shortest_delay_is_an_error_not_a_hang(shared_data):
+    """The shortest wired mean delay of the Markov connectome is 1.43 ms; --dt 2.5 used to hang the build."""
+    folder = shared_data / DATA_FOLDERS["multiarea"]
+    if not folder.is_dir():
+        pytest.skip(f"{folder} not found")
+    result = _run("multiarea", "--data", str(folder), "--duration", "5", "--dt", "2.5")
+    assert result.exit_code == 2
+    output = " ".join(result.output.split())
+    assert "'--dt'" in output and "1.43 ms" in output and "`dt` = 2.5 ms" in output
+
+
 def test_unwritable_raster_is_an_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")

@@ -93,7 +93,10 @@ def _fraction(name: str, value) -> float:
     return float(value)
 
 
-def _load(source: str | os.PathLike | Mapping) -> Mapping:
+def read_data(source: str | os.PathLike | Mapping) -> Mapping:
+    """The parameters of the ``conn-potjans-diesmann2014`` data (the folder, its JSON file, or that file
+    loaded as a dict), checked as `Microcircuit.from_data` reads them. Raises ``ValueError`` for a missing or
+    unreadable file and for a missing or malformed parameter."""
     if isinstance(source, Mapping):
         params = source
     else:
@@ -233,7 +236,7 @@ class Microcircuit:
         """The microcircuit from the ``conn-potjans-diesmann2014`` data (the folder, its JSON file, or that
         file loaded as a dict) at ``scale`` × the neuron numbers and ``k_scale`` × the in-degrees (see the
         class docstring). Raises ``ValueError`` naming a bad argument or a missing parameter."""
-        params = _load(source)
+        params = read_data(source)
         scale, k_scale = _fraction("scale", scale), _fraction("k_scale", k_scale)
         if background not in ("poisson", "dc"):
             raise ValueError(f"`background` must be 'poisson' or 'dc', got {background!r}.")
