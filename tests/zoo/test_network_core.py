@@ -397,6 +397,24 @@ def test_record_count_as_numpy_integer():
         net.simulate(1.0, None, state=state, record=np.int64(4))
 
 
+@pytest.mark.parametrize("record", [2.0, np.float32(2), np.array([0.0, 1.0]), -2, np.int64(-1), "2"])
+def test_record_float_or_negative_is_refused(record):
+    """``record=2.0`` used to record neuron 2 alone (not neurons 0 and 1) and ``record=-2`` nothing."""
+    net = _relay([1.0, 2.0])
+    state = net.init_state(V=np.full(net.n, -65.0))
+    with pytest.raises(ValueError, match="`record` must be a neuron count"):
+        net.simulate(1.0, None, state=state, record=record)
+    ei = networks.EINetwork.coba(jax.random.key(0), n=400, in_degree=40)
+    with pytest.raises(ValueError, match="`record` must be a neuron count"):
+        networks.simulate(ei, 1.0, jax.random.key(1), record=record)
+
+
+def test_record_empty_list_records_nothing():
+    net = _relay([1.0, 2.0])
+    result = net.simulate(1.0, None, state=net.init_state(V=np.full(net.n, -65.0)), record=[])
+    assert result.raster.shape == (10, 0) and result.record.shape == (0,)
+
+
 def test_poisson_background_statistics():
     # counts of many (step, neuron) draws against the Poisson pmf, and no correlation between neighbouring
     # neurons or consecutive steps; tolerances: 5 standard errors

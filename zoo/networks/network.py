@@ -895,12 +895,24 @@ def _check_run(net, duration_ms, dt, record) -> tuple[int, np.ndarray]:
 
 
 def record_indices(record, n: int) -> Int[np.ndarray, " r"]:
-    """The neurons to record as int32 indices: a count ``k`` (a Python or NumPy integer, or a 0-d integer
-    array) means neurons ``0 … k − 1``; anything else is a sequence of indices in ``[0, n)``."""
+    """The neurons to record as int32 indices: a count ``k`` ≥ 0 (a Python or NumPy integer, or a 0-d integer
+    array) means neurons ``0 … k − 1``; a sequence or array of integers lists neurons in ``[0, n)``.
+
+    Raises:
+        ValueError: ``record`` is a float, bool or other non-integer (``5.0`` would be ambiguous: neuron 5
+            or five neurons), a negative count, or holds indices outside ``[0, n)``.
+    """
     array = np.asarray(record)
-    if array.dtype == np.bool_:
-        raise ValueError(f"`record` must be a neuron count or neuron indices, got booleans {record!r}.")
-    if array.ndim == 0 and np.issubdtype(array.dtype, np.integer):
+    if array.size == 0 and array.ndim > 0:
+        return np.zeros(0, np.int32)  # an empty list: record nothing
+    if not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(
+            f"`record` must be a neuron count (int) or integer neuron indices, got {record!r} of dtype "
+            f"{array.dtype}; pass int(count) or integer indices."
+        )
+    if array.ndim == 0:
+        if array < 0:
+            raise ValueError(f"`record` must be a neuron count ≥ 0, got {record!r}.")
         array = np.arange(int(array))
     array = array.astype(np.int64).ravel()
     if array.size and (array.min() < 0 or array.max() >= n):
