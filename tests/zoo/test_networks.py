@@ -26,6 +26,30 @@ def coba_nets():
     return [EINetwork.coba(jax.random.key(seed)) for seed in (0, 1)]
 
 
+@pytest.mark.parametrize(
+    ("builder", "overrides", "message"),
+    [
+        ("coba", {"w_i": -67.0}, "≥ 0 nS for mode='coba'"),  # a negative conductance: inhibition excites
+        ("coba", {"w_e": -6.0}, "≥ 0 nS for mode='coba'"),
+        ("cuba", {"w_i": 90.0}, "`w_i` ≤ 0 pA"),
+        ("cuba", {"w_e": -16.2}, "`w_e` must be ≥ 0 pA"),
+        ("coba", {"w_e": float("nan")}, "`w_e` must be a finite number"),
+        ("cuba", {"w_i": -np.inf}, "`w_i` must be a finite number"),
+        ("coba", {"I_ext": float("nan")}, "`I_ext` must be a finite number"),
+        ("coba", {"w_e": np.array([6.0, 6.0])}, "`w_e` must be a finite number"),
+    ],
+)
+def test_weight_sign_and_finiteness_are_checked(builder, overrides, message):
+    """Consistent with `Network.build`, which refuses negative conductances and non-finite weights."""
+    with pytest.raises(ValueError, match=message):
+        getattr(EINetwork, builder)(jax.random.key(0), n=400, in_degree=40, **overrides)
+
+
+def test_zero_weights_are_allowed():
+    net = EINetwork.cuba(jax.random.key(0), n=400, in_degree=40, w_e=0.0, w_i=0.0)
+    assert float(net.W_E.data) == 0.0 and float(net.W_I.data) == 0.0
+
+
 def test_construction_errors_name_the_argument():
     key = jax.random.key(0)
     with pytest.raises(ValueError, match="`n`"):

@@ -59,6 +59,24 @@ def _check_fraction(name: str, value: float) -> float:
     return float(value)
 
 
+def _check_weights(mode: str, w_e, w_i, I_ext) -> None:
+    for name, value in (("w_e", w_e), ("w_i", w_i), ("I_ext", I_ext)):
+        array = np.asarray(value)
+        scalar = array.ndim == 0 or name == "I_ext"
+        if not (scalar and np.issubdtype(array.dtype, np.number) and np.all(np.isfinite(array))):
+            raise ValueError(f"`{name}` must be a finite number, got {value!r}.")
+    if mode == "coba" and (w_e < 0 or w_i < 0):
+        raise ValueError(
+            f"`w_e` and `w_i` must be conductances ≥ 0 nS for mode='coba' (the reversal potentials `E_e`, "
+            f"`E_i` give the sign), got w_e={w_e!r}, w_i={w_i!r}."
+        )
+    if mode == "cuba" and (w_e < 0 or w_i > 0):
+        raise ValueError(
+            f"for mode='cuba' `w_e` must be ≥ 0 pA and `w_i` ≤ 0 pA (currents carry their sign), got "
+            f"w_e={w_e!r}, w_i={w_i!r}."
+        )
+
+
 class EINetwork(eqx.Module):
     r"""A recurrent network of excitatory (first ``n_e``) and inhibitory LIF neurons, the Brette et al.
     (2007) benchmark (after Vogels & Abbott 2005).
@@ -134,9 +152,13 @@ class EINetwork(eqx.Module):
         ``round(exc_fraction·in_degree)`` excitatory and the rest inhibitory synapses, weights ``w_e`` and
         ``w_i`` (nS for coba, pA for cuba). With ``fixed_in_degree=False`` each synapse exists independently
         with probability ``k_e/n_e`` (``k_i/n_i``), as in the original benchmark: the in-degree is then
-        binomial with the same mean. Raises ``ValueError`` naming the bad argument."""
+        binomial with the same mean. Weights and ``I_ext`` must be finite; for ``"coba"`` ``w_e`` and
+        ``w_i`` are conductances ≥ 0 (the reversal potentials ``E_e``, ``E_i`` give the sign), for
+        ``"cuba"`` currents with their sign, ``w_e`` ≥ 0 and ``w_i`` ≤ 0 (as `Network.build` checks
+        conductances). Raises ``ValueError`` naming the bad argument."""
         if mode not in ("coba", "cuba"):
             raise ValueError(f"`mode` must be 'coba' or 'cuba', got {mode!r}.")
+        _check_weights(mode, w_e, w_i, I_ext)
         exc_fraction = _check_fraction("exc_fraction", exc_fraction)
         if isinstance(in_degree, bool) or not isinstance(in_degree, int | np.integer) or in_degree < 2:
             raise ValueError(f"`in_degree` must be an integer ≥ 2, got {in_degree!r}.")
