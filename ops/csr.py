@@ -26,6 +26,33 @@ def _concrete(value) -> np.ndarray | None:
     return None if isinstance(value, jax.core.Tracer) else np.asarray(value)
 
 
+def _check_not_nan(name: str, weight) -> None:
+    """Refuse NaN weights where that is cheap: NumPy or Python weights and a shared scalar. A JAX array of
+    per-synapse weights is not read back (a device sync), nor a traced value inside ``jit``. Infinite
+    weights are kept (the kernels' tests use them to show that silent rows are never read)."""
+    if isinstance(weight, jax.core.Tracer) or (isinstance(weight, jax.Array) and weight.size > 1):
+        return
+    array = np.asarray(weight)
+    if not np.issubdtype(array.dtype, np.floating):
+        return
+    bad = np.count_nonzero(np.isnan(array))
+    if bad:
+        raise ValueError(
+            f"`{name}` must not be NaN, got {bad} NaN weight(s); one NaN weight makes every current it "
+            "reaches NaN."
+        )
+
+
+def _check_weight(weight, nnz: int) -> None:
+    """The weight of the random builders: one shared scalar or ``[nnz]`` per-synapse weights, not NaN."""
+    if np.shape(weight) not in ((), (nnz,)):
+        raise ValueError(
+            f"`weight` must be one shared scalar (or {nnz} per-synapse weights), got shape "
+            f"{np.shape(weight)}; set per-synapse weights afterwards with `with_data`."
+        )
+    _check_not_nan("weight", weight)
+
+
 def _index_dtype(*sizes: int) -> np.dtype:
     """int32 when every index and count fits, else int64 (which JAX keeps only with x64 enabled)."""
     if max(sizes, default=0) <= INT32_LIMIT:
@@ -177,6 +204,7 @@ class CSR(eqx.Module):
             common = jnp.promote_types(indptr.dtype, indices.dtype)
             indptr, indices = indptr.astype(common), indices.astype(common)
         self.indptr, self.indices = indptr, indices
+        _check_not_nan("data", data)
         self.data = _weight_array(data)
 
     def __check_init__(self):
@@ -250,14 +278,26 @@ class CSR(eqx.Module):
 
     @classmethod
     def from_dense(cls, matrix: Float[ArrayLike, "n_pre n_post"]) -> CSR:
-        """The nonzero entries of a concrete 2-D ``matrix`` (outside ``jit``), one synapse each."""
+        """The nonzero entries of a concrete 2-D floating ``matrix`` (outside ``jit``), one synapse each.
+
+        Raises:
+            ValueError: ``matrix`` is traced (inside ``jit``), not 2-D, not floating, or has NaN entries.
+        """
         dense = _concrete(matrix)
-        if dense is None or dense.ndim != 2 or not np.issubdtype(dense.dtype, np.floating):
-            raise ValueError("`matrix` must be a concrete 2-D floating array (build the CSR outside jit).")
+        if dense is None:
+            raise ValueError("`matrix` must be concrete: build the CSR outside jit.")
+        if dense.ndim != 2:
+            raise ValueError(f"`matrix` must be 2-D [n_pre, n_post], got shape {dense.shape}.")
+        if not np.issubdtype(dense.dtype, np.floating):
+            raise ValueError(
+                f"`matrix` must be floating, got {dense.dtype}; pass e.g. matrix.astype(np.float32)."
+            )
         rows, columns = np.nonzero(dense)
+        data = dense[rows, columns]
+        _check_not_nan("matrix", data)
         dtype = _index_dtype(rows.size, *dense.shape)
         indptr = _indptr(np.bincount(rows, minlength=dense.shape[0]), dtype)
-        return cls(indptr, columns.astype(dtype), dense[rows, columns], dense.shape)
+        return cls(indptr, columns.astype(dtype), data, dense.shape)
 
     @classmethod
     def from_edges(
@@ -270,8 +310,9 @@ class CSR(eqx.Module):
         """Synapses ``pre[k] → post[k]`` in any order, with per-edge weights ``[nnz]`` or one shared scalar.
 
         Raises:
-            ValueError: lengths differ, an index is out of range, or an edge is repeated (repeats are
-                rejected, not summed: sum their weights first).
+            ValueError: lengths differ, an index is out of range, an edge is repeated (repeats are
+                rejected, not summed: sum their weights first), or ``weight`` is not floating (a Python
+                number is cast to float32) or NaN.
         """
         n_pre, n_post = _check_size("shape[0] (n_pre)", shape[0]), _check_size("shape[1] (n_post)", shape[1])
         edges = {"pre": np.asarray(pre), "post": np.asarray(post)}
@@ -293,6 +334,12 @@ class CSR(eqx.Module):
             raise ValueError(
                 f"`weight` must be a scalar or have shape {edges['pre'].shape}, got {weights.shape}."
             )
+        python_number = isinstance(weight, int | float) and not isinstance(weight, bool)
+        if not (python_number or np.issubdtype(weights.dtype, np.floating)):
+            raise ValueError(
+                f"`weight` must be floating, got {weights.dtype}; pass e.g. weight.astype(np.float32)."
+            )
+        _check_not_nan("weight", weights)
         indptr, indices, data = _from_coo(
             edges["pre"], edges["post"], weights if weights.ndim else None, shape
         )
@@ -318,8 +365,9 @@ class CSR(eqx.Module):
             allow_self: if False, no synapse ``i → i`` (needs ``n_pre == n_post``).
         """
         n_pre, n_post = _check_size("n_pre", n_pre), _check_size("n_post", n_post)
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"`p` must be a probability in [0, 1], got {p!r}.")
+        real = not isinstance(p, bool) and np.ndim(p) == 0 and np.issubdtype(np.asarray(p).dtype, np.number)
+        if not (real and 0.0 <= float(p) <= 1.0):
+            raise ValueError(f"`p` must be one probability in [0, 1] (a scalar), got {p!r}.")
         rng = numpy_generator(key)
         n_choices = _choices(n_pre, n_post, allow_self)
         return cls._from_counts(rng, rng.binomial(n_choices, p, n_pre), n_post, weight, allow_self)
@@ -358,6 +406,7 @@ class CSR(eqx.Module):
         """
         n_pre, n_post, k = _check_size("n_pre", n_pre), _check_size("n_post", n_post), _check_size("k", k)
         _check_degree(k, _choices(n_post, n_pre, allow_self), "n_pre")
+        _check_weight(weight, n_post * k)
         pre = _sample_columns(numpy_generator(key), np.full(n_post, k), n_pre, allow_self)
         post = np.repeat(np.arange(n_post, dtype=pre.dtype), k)
         indptr, indices, _ = _from_coo(pre, post, None, (n_pre, n_post))
@@ -367,6 +416,7 @@ class CSR(eqx.Module):
     def _from_counts(cls, rng, counts: np.ndarray, n_post: int, weight, allow_self: bool) -> CSR:
         """``counts[i]`` random distinct columns in row i."""
         indices = _sample_columns(rng, counts, n_post, allow_self)
+        _check_weight(weight, indices.size)
         indptr = _indptr(counts, _index_dtype(indices.size, counts.size, n_post))
         return cls(indptr, indices.astype(indptr.dtype, copy=False), weight, (counts.size, n_post))
 
