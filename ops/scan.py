@@ -134,6 +134,8 @@ def _length(xs, length: int | None) -> int:
     if None in lengths:
         raise ValueError("every leaf of `xs` must have a leading time axis; scalars cannot be scanned over.")
     if length is not None:
+        if isinstance(length, bool) or not isinstance(length, numbers.Integral) or length < 0:
+            raise ValueError(f"`length` must be a non-negative integer number of steps, got {length!r}.")
         lengths.add(int(length))
     if not lengths:
         raise ValueError("pass `length` (the number of steps) when `xs` is None or has no arrays.")
@@ -194,7 +196,7 @@ def event_scan(
         params: a PyTree (e.g. an `equinox.Module`) holding the weights and other parameters.
         init: the initial carry.
         xs: per-step inputs with a leading time axis, or None.
-        length: the number of steps, needed when ``xs`` is None.
+        length: the number of steps (a non-negative integer), needed when ``xs`` is None.
         unroll: steps per loop iteration (True: all), as in `lax.scan`, forward and reverse. There is no
             ``reverse=``: scan over reversed ``xs`` instead.
 

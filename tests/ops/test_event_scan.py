@@ -203,6 +203,14 @@ def test_bad_arguments():
         ops.event_scan(step, W, jnp.zeros(6), length=3, unroll=0)
     with pytest.raises(TypeError, match="callable"):
         ops.event_scan(None, W, jnp.zeros(6), length=3)
+    # a negative length reached MLIR; 2.7 and "3" were truncated or parsed (review s7 net #6)
+    for length in (-2, 2.7, "3", True, jnp.asarray(3)):
+        with pytest.raises(ValueError, match="`length` must be a non-negative integer"):
+            ops.event_scan(step, W, jnp.zeros(6), length=length)
+    assert (
+        ops.event_scan(step, W, jnp.ones(6), jnp.zeros((0, 6), bool), length=np.int64(0))[0].tolist()
+        == [1.0] * 6
+    )
 
     def closing_over(scale):
         closure = lambda W, g, s: (g + scale * ops.event_matvec(s, W), None)
