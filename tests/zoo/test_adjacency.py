@@ -86,6 +86,24 @@ def test_tiny_connectome_matches_numpy_reference():
         np.testing.assert_array_equal(again.raster, result.raster)
 
 
+@pytest.mark.parametrize(("orientation", "affected"), [("pre_post", 1), ("post_pre", 0)])
+def test_one_way_gap_junction_acts_on_its_target(orientation, affected):
+    """``gap_junctions[0, 1] = 1``: with ``"pre_post"`` (0 → 1) neuron 1 alone receives
+    ``g·(V_0 − V_1)`` (the module doc's ``I_gap,j = Σ_i g_ij (V_i − V_j)``); with ``"post_pre"`` (1 → 0)
+    neuron 0 alone receives ``g·(V_1 − V_0)``."""
+    neuron = zoo.LIF(V_th=1e3, V_rest=-60.0, V_reset=-70.0)
+    V0 = np.array([-50.0, -70.0])
+    kwargs = dict(orientation=orientation, neuron=neuron, dt=DT)
+    net = from_adjacency(np.zeros((2, 2)), gap_junctions=np.array([[0, 1], [0, 0]]), **kwargs)
+    alone = from_adjacency(np.zeros((2, 2)), **kwargs)
+    step, _ = net.step(net.init_state(V=V0), jnp.zeros(2, jnp.uint32))
+    free, _ = alone.step(alone.init_state(V=V0), jnp.zeros(2, jnp.uint32))
+    effect = np.asarray(step.neurons.V - free.neurons.V)
+    assert effect[1 - affected] == 0.0
+    # the current g (V_other − V_self) over one step pushes the target towards the other neuron
+    assert np.sign(effect[affected]) == np.sign(V0[1 - affected] - V0[affected])
+
+
 def test_drosophila_mushroom_body(shared_data):
     folder = shared_data / "conn-drosophila-larva-mb-graspologic"
     if not folder.is_dir():

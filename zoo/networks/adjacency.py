@@ -2,8 +2,9 @@
 
 Chemical synapses become conductance-based (by default) exponential synapses whose weight is the synapse
 count times ``weight_per_synapse``; presynaptic neurons marked ``inhibitory`` act through the inhibitory
-receptor. Gap junctions become conductances, ``I_gap,i = Σ_j g_ij (V_j − V_i)`` with ``g`` the junction count
-times ``conductance_per_junction`` (`GapJunctions`, two `ops.csr_matvec` per step). Works on dense arrays,
+receptor. Gap junctions become conductances, ``I_gap,j = Σ_i g_ij (V_i − V_j)`` with ``g_ij`` the count of
+junctions i → j (``orientation="pre_post"``) times ``conductance_per_junction`` (`GapJunctions`, two
+`ops.csr_matvec` per step; a symmetric matrix conducts both ways). Works on dense arrays,
 SciPy sparse matrices (never densified) and labelled tables (pandas ``DataFrame``: rows and columns must
 carry the same labels).
 
