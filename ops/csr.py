@@ -27,19 +27,18 @@ def _concrete(value) -> np.ndarray | None:
 
 
 def _check_not_nan(name: str, weight) -> None:
-    """Refuse NaN weights where that is cheap: NumPy or Python weights and a shared scalar. A JAX array of
-    per-synapse weights is not read back (a device sync), nor a traced value inside ``jit``. Infinite
-    weights are kept (the kernels' tests use them to show that silent rows are never read)."""
+    """Refuse NaN and infinite weights where that is cheap: NumPy or Python weights and a shared scalar. A
+    JAX array of per-synapse weights is not read back (a device sync), nor a traced value inside ``jit``."""
     if isinstance(weight, jax.core.Tracer) or (isinstance(weight, jax.Array) and weight.size > 1):
         return
     array = np.asarray(weight)
     if not np.issubdtype(array.dtype, np.floating):
         return
-    bad = np.count_nonzero(np.isnan(array))
+    bad = np.count_nonzero(~np.isfinite(array))
     if bad:
         raise ValueError(
-            f"`{name}` must not be NaN, got {bad} NaN weight(s); one NaN weight makes every current it "
-            "reaches NaN."
+            f"`{name}` must be finite, got {bad} NaN or infinite weight(s); one such weight makes every "
+            "current it reaches NaN or infinite."
         )
 
 

@@ -1,5 +1,5 @@
-"""`ops.CSR` builders refuse NaN weights where that is cheap (host weights, shared scalars), and their dtype
-and shape errors name the argument the caller passed (review s7 net #4, #7)."""
+"""`ops.CSR` builders refuse NaN and infinite weights where that is cheap (host weights, shared scalars),
+and their dtype and shape errors name the argument the caller passed (review s7 net #4, #7)."""
 
 import jax
 import jax.numpy as jnp
@@ -12,25 +12,27 @@ KEY = jax.random.key(0)
 CSR = ops.CSR
 
 
-def test_nan_weights_are_refused_naming_the_argument():
-    with pytest.raises(ValueError, match="`matrix` must not be NaN, got 1 NaN"):
+def test_nan_and_infinite_weights_are_refused_naming_the_argument():
+    with pytest.raises(ValueError, match="`matrix` must be finite, got 1 NaN or infinite"):
         CSR.from_dense(np.array([[np.nan, 1.0], [0.0, 2.0]], np.float32))
-    with pytest.raises(ValueError, match="`weight` must not be NaN, got 2 NaN"):
+    with pytest.raises(ValueError, match="`weight` must be finite, got 2 NaN or infinite"):
         CSR.from_edges([0, 1, 1], [1, 0, 1], np.array([1.0, np.nan, np.nan]), (2, 2))
-    with pytest.raises(ValueError, match="`weight` must not be NaN"):
+    with pytest.raises(ValueError, match="`weight` must be finite"):
         CSR.from_edges([0, 1], [1, 0], np.nan, (2, 2))
     for builder, size in ((CSR.fixed_prob, 0.5), (CSR.fixed_in_degree, 2), (CSR.fixed_out_degree, 2)):
-        with pytest.raises(ValueError, match="`weight` must not be NaN"):
+        with pytest.raises(ValueError, match="`weight` must be finite"):
             builder(KEY, 5, 5, size, weight=np.nan)
     W = CSR.from_edges([0, 1], [1, 0], np.array([1.0, 2.0], np.float32), (2, 2))
-    with pytest.raises(ValueError, match="`data` must not be NaN"):
+    with pytest.raises(ValueError, match="`data` must be finite"):
         W.with_data(np.array([np.nan, 1.0], np.float32))
-    with pytest.raises(ValueError, match="`data` must not be NaN"):
+    with pytest.raises(ValueError, match="`data` must be finite"):
         W.with_data(jnp.float32(np.nan))  # a shared scalar, even a JAX one, is read back
-    with pytest.raises(ValueError, match="`data` must not be NaN"):
+    with pytest.raises(ValueError, match="`data` must be finite"):
         CSR(W.indptr, W.indices, [1.0, np.nan], W.shape)
-    # infinite weights are kept: the kernel tests use them to show that silent rows are never read
-    assert np.isinf(float(CSR.from_edges([0], [1], np.array([np.inf]), (2, 2)).data[0]))
+    with pytest.raises(ValueError, match="`weight` must be finite, got 1 NaN or infinite"):
+        CSR.from_edges([0], [1], np.array([np.inf]), (2, 2))
+    with pytest.raises(ValueError, match="`data` must be finite"):
+        W.with_data(-np.inf)
 
 
 def test_nan_weights_inside_jit_are_not_read_back():
