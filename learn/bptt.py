@@ -14,7 +14,12 @@ from .network import EINetwork, trainable
 def bptt_with_evidence(
     net: EINetwork, batch: Batch, loss_fn: StepLoss = cross_entropy, checkpoint: bool = False
 ) -> tuple[Array, Float[Array, "B n_out"], EINetwork]:
-    """`bptt` that also returns the readout summed over each trial's masked steps (for the accuracy)."""
+    """`bptt` that also returns the readout summed over each trial's response steps (for the accuracy).
+
+    The response steps are the masked steps whose target is the trial's label; masked steps with another
+    target (the fixation steps a task's ``supervise_fixation`` adds, target 0) enter the loss, not the
+    evidence, so the argmax of the evidence is the trial's answer.
+    """
     batch = check_batch(batch, net.w_in.shape[0], net.w_out.shape[1], net.w_in.dtype)
     params, static = eqx.partition(net, trainable(net))
     scale = loss_scale(batch.mask)
@@ -30,7 +35,8 @@ def bptt_with_evidence(
             x, target, mask = inputs
             state, (_, readout) = net.step(state, x, weights)
             loss = loss + scale * loss_fn(readout, target, mask)
-            evidence = evidence + jnp.where(mask[:, None], readout, 0.0)
+            respond = mask & (target == batch.labels)
+            evidence = evidence + jnp.where(respond[:, None], readout, 0.0)
             return (state, loss, evidence), None
 
         if checkpoint:

@@ -248,7 +248,10 @@ def online_with_evidence(
     decay: float | None = None,
     timescales: str = "per-state",
 ) -> tuple[Array, Float[Array, "B n_out"], EINetwork]:
-    """`online` that also returns the readout summed over each trial's masked steps (for the accuracy)."""
+    """`online` that also returns the readout summed over each trial's response steps (for the accuracy).
+
+    As in `diffbrain.learn.bptt.bptt_with_evidence`: the masked steps whose target is the trial's label.
+    """
     if algorithm not in ALGORITHMS:
         raise ValueError(f"`algorithm` must be one of {ALGORITHMS}, got {algorithm!r}.")
     if timescales not in TIMESCALES:
@@ -407,7 +410,8 @@ def online_with_evidence(
             g_rec = g_rec + net.recurrent_outer(x_rec, m_e, m_i)
             traces = (x_in, x_rec, f_e, f_i)
         grads = (g_in, g_rec, g_w_out + g_out, g_b_out + g_b)
-        evidence = evidence + jnp.where(mask[:, None], readout, 0.0)
+        respond = mask & (target == batch.labels)
+        evidence = evidence + jnp.where(respond[:, None], readout, 0.0)
         return (h, new_spikes, traces, grads, loss + step, evidence), None
 
     grads = jax.tree.map(jnp.zeros_like, (w_in, w_rec, w_out, b_out))
