@@ -23,8 +23,9 @@ class ContextDecisionMaking(AbstractTask):
     motion left, motion right, color left, color right. The fixation group fires at ``fixation_rate`` until
     the decision period (its offset is the go signal); the cue of the trial's context fires at
     ``context_rate`` throughout the trial (as in NeuroGym). During the stimulus both modalities are shown at
-    once, each as `noisy_evidence` (``stimulus_rate`` times ``0.5 ± coherence/2 + noise``) with its own side
-    and its own coherence, drawn independently from ``coherences`` (fractions).
+    once, each as `noisy_evidence` (``stimulus_rate`` times ``0.5 ± coherence/2 + noise``, clipped to
+    [0, 1]: at the default sigma and dt the mean left–right difference is 0.68 × coherence, less at smaller
+    dt) with its own side and its own coherence, drawn independently from ``coherences`` (fractions).
 
     Classes: 0 fixate, 1 left, 2 right. ``labels`` is the side of the modality the context selects (1 or 2);
     ``targets`` are 0 outside the decision period and the label inside it. ``mask`` is the decision period;

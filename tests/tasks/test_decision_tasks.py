@@ -5,6 +5,7 @@ import math
 import jax
 import numpy as np
 import pytest
+from scipy.stats import norm
 
 from diffbrain import tasks
 
@@ -83,6 +84,31 @@ def test_stimulus_noise_scales_as_sigma_over_sqrt_dt(dt):
     strength = groups(task, batch)[task.window("stimulus"), :, 1:] / (40.0 * dt / 1000)
     assert abs(strength.mean() - 0.5) < 0.01
     assert abs(strength.std() / (sigma / math.sqrt(dt)) - 1) < 0.03
+
+
+def clipped_normal_mean(mean, sd):
+    """``E[clip(X, 0, 1)]`` for ``X ~ N(mean, sd²)``."""
+    a, b = -mean / sd, (1 - mean) / sd
+    body = mean * (norm.cdf(b) - norm.cdf(a)) + sd * (norm.pdf(a) - norm.pdf(b))
+    return body + norm.sf(b)
+
+
+@pytest.mark.parametrize(("dt", "coherence"), [(1.0, 0.128), (1.0, 0.512), (0.25, 0.512), (10.0, 0.128)])
+def test_clipped_stimulus_mean_difference_at_the_default_sigma(dt, coherence):
+    # The clip to [0, 1] shrinks the mean right − left difference to that of two clipped normals:
+    # 0.68·coherence at dt 1 ms, 0.38· at 0.25 ms, ≈ coherence only at dt 10 ms (the docstring's numbers).
+    task = tasks.PerceptualDecisionMaking(
+        dt=dt, coherences=(coherence,), encoding="rate", channels_per_group=1
+    )
+    assert task.sigma == 0.5
+    batch = task.sample(jax.random.key(5), 64)
+    strength = groups(task, batch)[task.window("stimulus"), :, 1:] / (40.0 * dt / 1000)
+    difference = (strength[..., 1] - strength[..., 0]) * (2 * np.asarray(batch.labels) - 3)  # correct − other
+    sd = task.sigma / math.sqrt(dt)
+    expected = clipped_normal_mean(0.5 + coherence / 2, sd) - clipped_normal_mean(0.5 - coherence / 2, sd)
+    assert abs(difference.mean() - expected) < 5 * difference.std() / math.sqrt(difference.size)
+    factor = {1.0: 0.68, 0.25: 0.38, 10.0: 1.0}[dt]
+    assert abs(expected / coherence - factor) < 0.025
 
 
 def test_delayed_match_to_sample():
