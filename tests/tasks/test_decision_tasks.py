@@ -111,10 +111,12 @@ def test_clipped_stimulus_mean_difference_at_the_default_sigma(dt, coherence):
     assert abs(expected / coherence - factor) < 0.025
 
 
-def test_delayed_match_to_sample():
+@pytest.mark.parametrize("supervise_fixation", [True, False])
+def test_delayed_match_to_sample(supervise_fixation):
     task = tasks.DelayedMatchToSample(
         dt=10.0, fixation_duration=100.0, sample_duration=200.0, delay_duration=300.0, test_duration=200.0,
         decision_duration=200.0, n_stimuli=4, encoding="rate", channels_per_group=1,
+        supervise_fixation=supervise_fixation,
     )  # fmt: skip
     batch = task.sample(jax.random.key(3), N)
     g, labels = groups(task, batch), np.asarray(batch.labels) - 1  # the answer without the fixation class
@@ -139,11 +141,15 @@ def test_delayed_match_to_sample():
         assert_fraction(shift == s, 1 / 3, shift.size)
     targets = np.asarray(batch.targets)
     np.testing.assert_array_equal(targets, np.where(decision[:, None], labels + 1, 0))
-    np.testing.assert_array_equal(np.asarray(batch.mask), np.broadcast_to(decision[:, None], targets.shape))
+    mask = np.asarray(batch.mask)
+    np.testing.assert_array_equal(mask, np.broadcast_to((decision | supervise_fixation)[:, None], mask.shape))
 
 
-def test_context_decision_making():
-    task = tasks.ContextDecisionMaking(dt=10.0, sigma=0.0, encoding="rate", channels_per_group=1)
+@pytest.mark.parametrize("supervise_fixation", [True, False])
+def test_context_decision_making(supervise_fixation):
+    task = tasks.ContextDecisionMaking(
+        dt=10.0, sigma=0.0, encoding="rate", channels_per_group=1, supervise_fixation=supervise_fixation
+    )
     batch = task.sample(jax.random.key(4), N)
     g, labels = groups(task, batch), np.asarray(batch.labels) - 1  # the answer without the fixation class
     decision, stimulus = task.window("decision"), task.window("stimulus")
@@ -164,9 +170,19 @@ def test_context_decision_making():
     np.testing.assert_array_equal(labels, np.where(color_context, color_right, motion_right))
     irrelevant = np.where(color_context, motion_right, color_right)
     assert_fraction(labels == irrelevant, 0.5, N)
+    which = []  # [modality][B]: the index of each trial's coherence in `coherences`
     for modality in (slice(0, 2), slice(2, 4)):
         strength = evidence[stimulus][0][:, modality] / 0.4
         coherence = np.abs(strength[:, 1] - strength[:, 0])
-        assert np.all(np.isclose(coherence[:, None], task.coherences, atol=1e-6).any(axis=1))
+        hits = np.isclose(coherence[:, None], task.coherences, atol=1e-6)
+        assert np.all(hits.sum(axis=1) == 1)
+        which.append(hits.argmax(axis=1))
+    # Drawn independently and uniformly: each of the 3 × 3 (motion, colour) coherence pairs 1/9 of the time.
+    n = len(task.coherences)
+    for i in range(n):
+        for j in range(n):
+            assert_fraction((which[0] == i) & (which[1] == j), 1 / n**2, N)
     targets = np.asarray(batch.targets)
     np.testing.assert_array_equal(targets, np.where(decision[:, None], labels + 1, 0))
+    mask = np.asarray(batch.mask)
+    np.testing.assert_array_equal(mask, np.broadcast_to((decision | supervise_fixation)[:, None], mask.shape))
