@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import math
+import numbers
 import operator
 from typing import NamedTuple
 
@@ -64,13 +65,27 @@ def check_count(owner: str, name: str, value, minimum: int = 1) -> int:
     return count
 
 
-def check_probability(owner: str, name: str, value, low: float = 0.0, high: float = 1.0) -> None:
-    """Raise ``ValueError`` unless every element of ``value`` lies in ``[low, high]``."""
+def check_dt(owner: str, dt) -> None:
+    """Raise ``ValueError`` unless ``dt`` is a finite real number > 0 (ms)."""
+    if isinstance(dt, bool) or not isinstance(dt, numbers.Real) or not math.isfinite(dt) or not dt > 0:
+        raise ValueError(f"{owner}: `dt` must be a finite positive number of ms, got {dt!r}.")
+
+
+def check_interval(owner: str, name: str, value, low: float = 0.0, high: float = 1.0) -> None:
+    """Raise ``ValueError`` unless every element of ``value`` is finite and lies in ``[low, high]``."""
     if isinstance(value, jax.core.Tracer):
         return
     arr = np.asarray(value, dtype=float)
-    if not np.all((arr >= low) & (arr <= high)):
-        raise ValueError(f"{owner}: `{name}` must lie in [{low}, {high}], got {arr.ravel()[:6]}.")
+    if not np.all(np.isfinite(arr) & (arr >= low) & (arr <= high)):
+        raise ValueError(
+            f"{owner}: `{name}` must be finite and lie in [{low}, {high}], got {arr.ravel()[:6]}."
+        )
+
+
+def check_positive(owner: str, name: str, value, why: str) -> None:
+    """Raise ``ValueError`` unless ``value`` > 0 (a concrete value; the other checks bound it above)."""
+    if not isinstance(value, jax.core.Tracer) and not np.all(np.asarray(value, dtype=float) > 0):
+        raise ValueError(f"{owner}: `{name}` must be > 0 ({why}), got {value!r}.")
 
 
 def check_rate(owner: str, name: str, rate, dt: float) -> None:
@@ -87,8 +102,36 @@ def check_rate(owner: str, name: str, rate, dt: float) -> None:
         )
 
 
+def as_float(value):
+    """A converter: a real number (numpy scalars too, not bools) as a Python float; anything else is kept for
+    the checks to refuse by name."""
+    return float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else value
+
+
+def as_tuple(value) -> tuple:
+    """A converter: a sequence as a tuple, a scalar as a 1-tuple; a string is kept for the check to refuse."""
+    if isinstance(value, str | bytes):
+        return value
+    return (value,) if np.ndim(value) == 0 else tuple(value)
+
+
+def check_fractions(owner: str, name: str, values) -> None:
+    """Raise ``ValueError`` unless ``values`` is a non-empty tuple of real numbers in [0, 1]."""
+    if (
+        not isinstance(values, tuple)
+        or not values
+        or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values)
+    ):
+        raise ValueError(
+            f"{owner}: `{name}` must be a non-empty sequence of fractions in [0, 1], got {values!r}."
+        )
+    check_interval(owner, name, values)
+
+
 def duration_steps(owner: str, name: str, duration: float, dt: float) -> int:
     """Number of steps in ``duration`` ms, or ``ValueError`` unless it is a non-negative multiple of dt."""
+    if isinstance(duration, bool) or not isinstance(duration, numbers.Real):
+        raise ValueError(f"{owner}: `{name}` must be a number of ms, got {duration!r}.")
     steps = duration / dt
     if not math.isfinite(steps) or duration < 0 or abs(steps - round(steps)) > 1e-6 * max(1.0, steps):
         raise ValueError(
@@ -103,7 +146,7 @@ class AbstractTask(eqx.Module):
 
     Concrete tasks hold ``dt`` (ms), ``encoding`` and ``channels_per_group`` and implement `period_fields`
     (the ordered periods of a trial and the field giving each duration), `rate_fields`, `n_groups`,
-    `n_outputs` and `_trial`.
+    `n_outputs` and `_trial`; `interval_fields` and `_check` add their own validation.
     """
 
     dt: eqx.AbstractVar[float]
@@ -112,17 +155,34 @@ class AbstractTask(eqx.Module):
 
     def __check_init__(self):
         owner = type(self).__name__
-        if isinstance(self.dt, bool) or not isinstance(self.dt, int | float) or not self.dt > 0:
-            raise ValueError(f"{owner}: `dt` must be a positive number of ms, got {self.dt!r}.")
-        if not math.isfinite(self.dt):
-            raise ValueError(f"{owner}: `dt` must be finite, got {self.dt!r}.")
+        check_dt(owner, self.dt)
         if self.encoding not in ENCODINGS:
             raise ValueError(f"{owner}: `encoding` must be one of {ENCODINGS}, got {self.encoding!r}.")
-        check_count(owner, "channels_per_group", self.channels_per_group)
+        for name, minimum in ({"channels_per_group": 1} | self.count_fields).items():
+            check_count(owner, name, getattr(self, name), minimum)
         for name in self.rate_fields:
             check_rate(owner, name, getattr(self, name), self.dt)
+        for name, (low, high) in self.interval_fields.items():
+            check_interval(owner, name, getattr(self, name), low, high)
+        for _, field in self.period_fields:
+            duration_steps(owner, field, getattr(self, field), self.dt)
+        self._check(owner)
         if self.n_steps == 0:
             raise ValueError(f"{owner}: the trial has no steps; give its periods positive durations.")
+
+    def _check(self, owner: str) -> None:
+        """Raise ``ValueError`` naming the field for the task's own constraints; runs after the shared checks
+        (dt, encoding, counts, rates, `interval_fields`, every duration a non-negative multiple of dt)."""
+
+    @property
+    def count_fields(self) -> dict[str, int]:
+        """Whole-number fields and their minima (checked before `period_fields`, which may depend on them)."""
+        return {}
+
+    @property
+    def interval_fields(self) -> dict[str, tuple[float, float]]:
+        """Fields (probabilities, noise levels) that must be finite and lie in ``[low, high]``."""
+        return {}
 
     @property
     @abc.abstractmethod

@@ -7,7 +7,16 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
-from ._base import AbstractTask, check_probability, choice, decision_targets, uniforms
+from ._base import (
+    AbstractTask,
+    as_float,
+    as_tuple,
+    check_fractions,
+    check_positive,
+    choice,
+    decision_targets,
+    uniforms,
+)
 from .decision_making import noisy_evidence
 
 
@@ -46,12 +55,12 @@ class ContextDecisionMaking(AbstractTask):
         recurrent dynamics in prefrontal cortex. Nature 503, 78–84.
     """
 
-    dt: float = eqx.field(default=1.0, static=True)
-    fixation_duration: float = eqx.field(default=300.0, static=True)
-    stimulus_duration: float = eqx.field(default=750.0, static=True)
-    delay_duration: float = eqx.field(default=300.0, static=True)
-    decision_duration: float = eqx.field(default=100.0, static=True)
-    coherences: tuple[float, ...] = eqx.field(default=(0.05, 0.15, 0.5), static=True, converter=tuple)
+    dt: float = eqx.field(default=1.0, static=True, converter=as_float)
+    fixation_duration: float = eqx.field(default=300.0, static=True, converter=as_float)
+    stimulus_duration: float = eqx.field(default=750.0, static=True, converter=as_float)
+    delay_duration: float = eqx.field(default=300.0, static=True, converter=as_float)
+    decision_duration: float = eqx.field(default=100.0, static=True, converter=as_float)
+    coherences: tuple[float, ...] = eqx.field(default=(0.05, 0.15, 0.5), static=True, converter=as_tuple)
     sigma: float = 0.5
     stimulus_rate: float = 40.0
     context_rate: float = 40.0
@@ -60,15 +69,17 @@ class ContextDecisionMaking(AbstractTask):
     channels_per_group: int = eqx.field(default=25, static=True)
     encoding: str = eqx.field(default="poisson", static=True)
 
-    def __check_init__(self):
-        owner = "ContextDecisionMaking"
-        if not self.coherences:
-            raise ValueError(f"{owner}: `coherences` must name at least one coherence.")
-        check_probability(owner, "coherences", self.coherences)
-        check_probability(owner, "sigma", self.sigma, 0.0, float("inf"))
+    def _check(self, owner: str) -> None:
+        check_fractions(owner, "coherences", self.coherences)
+        check_positive(owner, "stimulus_rate", self.stimulus_rate, "the stimuli carry the answer")
+        check_positive(owner, "context_rate", self.context_rate, "the context cue selects the answer")
         for name in ("stimulus_duration", "decision_duration"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{owner}: `{name}` must be > 0 ms, got {getattr(self, name)}.")
+
+    @property
+    def interval_fields(self) -> dict[str, tuple[float, float]]:
+        return {"sigma": (0.0, float("inf"))}
 
     @property
     def period_fields(self) -> tuple[tuple[str, str], ...]:

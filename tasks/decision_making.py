@@ -8,7 +8,10 @@ from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from ._base import (
     AbstractTask,
-    check_probability,
+    as_float,
+    as_tuple,
+    check_fractions,
+    check_positive,
     choice,
     decision_targets,
     duration_steps,
@@ -84,29 +87,26 @@ class PerceptualDecisionMaking(AbstractTask):
         tasks. PsyArXiv aqc9n.
     """
 
-    dt: float = eqx.field(default=1.0, static=True)
-    fixation_duration: float = eqx.field(default=100.0, static=True)
-    stimulus_duration: float = eqx.field(default=1000.0, static=True)
-    delay_duration: float = eqx.field(default=0.0, static=True)
-    decision_duration: float = eqx.field(default=100.0, static=True)
+    dt: float = eqx.field(default=1.0, static=True, converter=as_float)
+    fixation_duration: float = eqx.field(default=100.0, static=True, converter=as_float)
+    stimulus_duration: float = eqx.field(default=1000.0, static=True, converter=as_float)
+    delay_duration: float = eqx.field(default=0.0, static=True, converter=as_float)
+    decision_duration: float = eqx.field(default=100.0, static=True, converter=as_float)
     coherences: tuple[float, ...] = eqx.field(
-        default=(0.0, 0.064, 0.128, 0.256, 0.512), static=True, converter=tuple
+        default=(0.0, 0.064, 0.128, 0.256, 0.512), static=True, converter=as_tuple
     )
     sigma: float = 0.5
     stimulus_rate: float = 40.0
     fixation_rate: float = 40.0
     reaction_time: bool = eqx.field(default=False, static=True)
-    min_reaction_time: float = eqx.field(default=0.0, static=True)
+    min_reaction_time: float = eqx.field(default=0.0, static=True, converter=as_float)
     supervise_fixation: bool = eqx.field(default=False, static=True)
     channels_per_group: int = eqx.field(default=25, static=True)
     encoding: str = eqx.field(default="poisson", static=True)
 
-    def __check_init__(self):
-        owner = "PerceptualDecisionMaking"
-        if not self.coherences:
-            raise ValueError(f"{owner}: `coherences` must name at least one coherence.")
-        check_probability(owner, "coherences", self.coherences)
-        check_probability(owner, "sigma", self.sigma, 0.0, float("inf"))
+    def _check(self, owner: str) -> None:
+        check_fractions(owner, "coherences", self.coherences)
+        check_positive(owner, "stimulus_rate", self.stimulus_rate, "the stimulus carries the answer")
         if self.stimulus_duration <= 0:
             raise ValueError(f"{owner}: `stimulus_duration` must be > 0 ms, got {self.stimulus_duration}.")
         if self.reaction_time:
@@ -117,8 +117,18 @@ class PerceptualDecisionMaking(AbstractTask):
                     f"{owner}: `min_reaction_time`={self.min_reaction_time} ms leaves no decision period; "
                     "make it shorter than the stimulus, delay and decision periods together."
                 )
-        elif self.decision_duration <= 0:
+            return
+        if self.min_reaction_time != 0:
+            raise ValueError(
+                f"{owner}: `min_reaction_time` only applies with reaction_time=True; set reaction_time=True "
+                f"or leave min_reaction_time at 0 (got {self.min_reaction_time!r})."
+            )
+        if self.decision_duration <= 0:
             raise ValueError(f"{owner}: `decision_duration` must be > 0 ms, got {self.decision_duration}.")
+
+    @property
+    def interval_fields(self) -> dict[str, tuple[float, float]]:
+        return {"sigma": (0.0, float("inf"))}
 
     @property
     def period_fields(self) -> tuple[tuple[str, str], ...]:

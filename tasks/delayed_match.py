@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
-from ._base import AbstractTask, check_count, check_probability, choice, decision_targets, uniforms
+from ._base import AbstractTask, as_float, check_positive, choice, decision_targets, uniforms
 
 
 class DelayedMatchToSample(AbstractTask):
@@ -42,12 +42,12 @@ class DelayedMatchToSample(AbstractTask):
         prefrontal cortex of the macaque. J. Neurosci. 16, 5154–5167.
     """
 
-    dt: float = eqx.field(default=1.0, static=True)
-    fixation_duration: float = eqx.field(default=300.0, static=True)
-    sample_duration: float = eqx.field(default=500.0, static=True)
-    delay_duration: float = eqx.field(default=1000.0, static=True)
-    test_duration: float = eqx.field(default=500.0, static=True)
-    decision_duration: float = eqx.field(default=900.0, static=True)
+    dt: float = eqx.field(default=1.0, static=True, converter=as_float)
+    fixation_duration: float = eqx.field(default=300.0, static=True, converter=as_float)
+    sample_duration: float = eqx.field(default=500.0, static=True, converter=as_float)
+    delay_duration: float = eqx.field(default=1000.0, static=True, converter=as_float)
+    test_duration: float = eqx.field(default=500.0, static=True, converter=as_float)
+    decision_duration: float = eqx.field(default=900.0, static=True, converter=as_float)
     n_stimuli: int = eqx.field(default=2, static=True)
     match_prob: float = 0.5
     stimulus_rate: float = 40.0
@@ -56,13 +56,19 @@ class DelayedMatchToSample(AbstractTask):
     channels_per_group: int = eqx.field(default=25, static=True)
     encoding: str = eqx.field(default="poisson", static=True)
 
-    def __check_init__(self):
-        owner = "DelayedMatchToSample"
-        check_count(owner, "n_stimuli", self.n_stimuli, minimum=2)
-        check_probability(owner, "match_prob", self.match_prob)
+    def _check(self, owner: str) -> None:
+        check_positive(owner, "stimulus_rate", self.stimulus_rate, "the stimuli carry the answer")
         for name in ("sample_duration", "test_duration", "decision_duration"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{owner}: `{name}` must be > 0 ms, got {getattr(self, name)}.")
+
+    @property
+    def count_fields(self) -> dict[str, int]:
+        return {"n_stimuli": 2}
+
+    @property
+    def interval_fields(self) -> dict[str, tuple[float, float]]:
+        return {"match_prob": (0.0, 1.0)}
 
     @property
     def period_fields(self) -> tuple[tuple[str, str], ...]:

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
-from ._base import AbstractTask, check_count, check_probability, uniforms
+from ._base import AbstractTask, as_float, check_positive, uniforms
 
 
 class EvidenceAccumulation(AbstractTask):
@@ -48,12 +48,12 @@ class EvidenceAccumulation(AbstractTask):
         neurons. Nat. Commun. 11, 3625.
     """
 
-    dt: float = eqx.field(default=1.0, static=True)
+    dt: float = eqx.field(default=1.0, static=True, converter=as_float)
     n_cues: int = eqx.field(default=7, static=True)
-    cue_duration: float = eqx.field(default=100.0, static=True)
-    gap_duration: float = eqx.field(default=50.0, static=True)
-    delay_duration: float = eqx.field(default=1000.0, static=True)
-    recall_duration: float = eqx.field(default=150.0, static=True)
+    cue_duration: float = eqx.field(default=100.0, static=True, converter=as_float)
+    gap_duration: float = eqx.field(default=50.0, static=True, converter=as_float)
+    delay_duration: float = eqx.field(default=1000.0, static=True, converter=as_float)
+    recall_duration: float = eqx.field(default=150.0, static=True, converter=as_float)
     cue_rate: float = 40.0
     recall_rate: float = 40.0
     noise_rate: float = 10.0
@@ -61,15 +61,20 @@ class EvidenceAccumulation(AbstractTask):
     channels_per_group: int = eqx.field(default=25, static=True)
     encoding: str = eqx.field(default="poisson", static=True)
 
-    def __check_init__(self):
-        if check_count("EvidenceAccumulation", "n_cues", self.n_cues) % 2 == 0:
-            raise ValueError(f"EvidenceAccumulation: `n_cues` must be odd (no ties), got {self.n_cues}.")
-        check_probability("EvidenceAccumulation", "majority_prob", self.majority_prob, 0.5, 1.0)
-        if self.recall_duration <= 0:
-            raise ValueError(
-                f"EvidenceAccumulation: `recall_duration` must be > 0 ms (the loss lives there), "
-                f"got {self.recall_duration}."
-            )
+    def _check(self, owner: str) -> None:
+        if self.n_cues % 2 == 0:
+            raise ValueError(f"{owner}: `n_cues` must be odd (no ties), got {self.n_cues}.")
+        check_positive(owner, "cue_duration", self.cue_duration, "ms; the cues carry the answer")
+        check_positive(owner, "cue_rate", self.cue_rate, "Hz; the cues carry the answer")
+        check_positive(owner, "recall_duration", self.recall_duration, "ms; the loss lives there")
+
+    @property
+    def count_fields(self) -> dict[str, int]:
+        return {"n_cues": 1}
+
+    @property
+    def interval_fields(self) -> dict[str, tuple[float, float]]:
+        return {"majority_prob": (0.5, 1.0)}
 
     @classmethod
     def shortened(cls, **overrides) -> EvidenceAccumulation:

@@ -2,6 +2,7 @@
 
 import doctest
 import importlib
+import warnings
 
 import equinox as eqx
 import jax
@@ -148,6 +149,24 @@ BAD_CONFIGS = [
     (tasks.DelayedMatchToSample, {"channels_per_group": -2}, "channels_per_group"),
     (tasks.ContextDecisionMaking, {"delay_duration": 12.3}, "delay_duration"),
     (tasks.ContextDecisionMaking, {"context_rate": 5000.0}, "context_rate"),
+    # Values that made the task unlearnable or were silently ignored.
+    (tasks.EvidenceAccumulation, {"cue_duration": 0.0}, "cue_duration"),
+    (tasks.EvidenceAccumulation, {"cue_rate": 0.0}, "cue_rate"),
+    (tasks.PerceptualDecisionMaking, {"stimulus_rate": 0.0}, "stimulus_rate"),
+    (tasks.DelayedMatchToSample, {"stimulus_rate": 0.0}, "stimulus_rate"),
+    (tasks.ContextDecisionMaking, {"context_rate": 0.0}, "context_rate"),
+    (tasks.PerceptualDecisionMaking, {"sigma": float("inf")}, "sigma"),
+    (tasks.ContextDecisionMaking, {"sigma": float("nan")}, "sigma"),
+    (tasks.PerceptualDecisionMaking, {"min_reaction_time": 100.0}, "min_reaction_time"),
+    # Wrong types, and the dt of the reaction-time variant (checked before it is divided by).
+    (tasks.PerceptualDecisionMaking, {**RT, "dt": 0.0}, "dt"),
+    (tasks.PerceptualDecisionMaking, {**RT, "dt": -1.0}, "dt"),
+    (tasks.EvidenceAccumulation, {"delay_duration": True}, "delay_duration"),
+    (tasks.EvidenceAccumulation, {"n_cues": 3.0}, "n_cues"),
+    (tasks.DelayedMatchToSample, {"fixation_duration": "300"}, "fixation_duration"),
+    (tasks.PerceptualDecisionMaking, {"coherences": "0.5"}, "coherences"),
+    (tasks.PerceptualDecisionMaking, {"coherences": ()}, "coherences"),
+    (tasks.ContextDecisionMaking, {"coherences": (True,)}, "coherences"),
 ]
 
 
@@ -155,6 +174,16 @@ BAD_CONFIGS = [
 def test_bad_configs_raise_naming_the_argument(cls, kwargs, name):
     with pytest.raises(ValueError, match=f"`{name}`"):
         cls(**kwargs)
+
+
+def test_numpy_scalars_and_a_scalar_coherence_are_accepted():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "JAX array set as static" warning: stored as Python floats
+        task = tasks.PerceptualDecisionMaking(
+            dt=np.float32(10.0), stimulus_duration=np.int64(300), coherences=0.5
+        )
+    assert (task.dt, task.stimulus_duration, task.coherences) == (10.0, 300.0, (0.5,))
+    assert type(task.dt) is float and task.n_steps == 50
 
 
 @pytest.mark.parametrize("batch_size", [0, -4, 2.5])
