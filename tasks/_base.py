@@ -72,7 +72,10 @@ def check_dt(owner: str, dt) -> None:
 
 
 def check_interval(owner: str, name: str, value, low: float = 0.0, high: float = 1.0) -> None:
-    """Raise ``ValueError`` unless every element of ``value`` is finite and lies in ``[low, high]``."""
+    """Raise ``ValueError`` unless every element of ``value`` is finite and lies in ``[low, high]``.
+
+    A traced ``value`` is left to `_sample`, which checks it with `eqx.error_if`.
+    """
     if isinstance(value, jax.core.Tracer):
         return
     arr = np.asarray(value, dtype=float)
@@ -89,7 +92,10 @@ def check_positive(owner: str, name: str, value, why: str) -> None:
 
 
 def check_rate(owner: str, name: str, rate, dt: float) -> None:
-    """Raise ``ValueError`` unless ``rate`` (Hz) is finite, ≥ 0 and gives at most one spike per step."""
+    """Raise ``ValueError`` unless ``rate`` (Hz) is finite, ≥ 0 and gives at most one spike per step.
+
+    A traced ``rate`` is left to `_sample`, which checks it with `eqx.error_if`.
+    """
     if isinstance(rate, jax.core.Tracer):
         return
     arr = np.asarray(rate, dtype=float)
@@ -242,6 +248,8 @@ class AbstractTask(eqx.Module):
 
         Compiled on first use for each task and ``batch_size`` (static: it sets the shapes), so repeated
         eager calls are fast; it also runs under `jax.jit` (``static_argnums=1``) and `jax.vmap` over keys.
+        A jitted function may take the task as an argument: its rates and probabilities are then traced,
+        and checked with `eqx.error_if` instead of at construction (no measurable run time).
         """
         return _sample(self, key, check_count(type(self).__name__, "batch_size", batch_size))
 
@@ -251,11 +259,33 @@ def _sample(task: AbstractTask, key: PRNGKeyArray, batch_size: int) -> Batch:
     trial_key, spike_key = jax.random.split(key)
     rates, targets, mask, labels = task._trial(trial_key, batch_size)
     p = jnp.repeat(jnp.asarray(rates, jnp.float32) * (task.dt / 1000.0), task.channels_per_group, axis=-1)
+    p = _check_traced(task, p)
     if task.encoding == "poisson":
         (u,) = uniforms(spike_key, p.shape)
         p = (u < p).astype(jnp.float32)
     targets, labels = jnp.asarray(targets, jnp.int32), jnp.asarray(labels, jnp.int32)
     return Batch(p, targets, jnp.asarray(mask, bool), labels)
+
+
+def _check_traced(task: AbstractTask, p: Float[Array, "T B n_in"]) -> Float[Array, "T B n_in"]:
+    """``p`` behind `eqx.error_if` checks of the rate and interval fields that are traced (an outer jit took
+    the task as an argument), which `__check_init__` cannot see; scalar tests, none for Python floats."""
+    owner = type(task).__name__
+    for name in task.rate_fields:
+        rate = getattr(task, name)
+        if isinstance(rate, jax.core.Tracer):
+            bad = jnp.any(~jnp.isfinite(rate) | (rate < 0) | (rate * (task.dt / 1000.0) > 1.0))
+            message = (
+                f"{owner}: `{name}` (traced) must be a finite rate in [0, {1000.0 / task.dt:g}] Hz at "
+                f"dt={task.dt} ms (at most one spike per step); lower `{name}` or `dt`."
+            )
+            p = eqx.error_if(p, bad, message)
+    for name, (low, high) in task.interval_fields.items():
+        value = getattr(task, name)
+        if isinstance(value, jax.core.Tracer):
+            bad = jnp.any(~jnp.isfinite(value) | (value < low) | (value > high))
+            p = eqx.error_if(p, bad, f"{owner}: `{name}` (traced) must be finite and lie in [{low}, {high}].")
+    return p
 
 
 def decision_targets(

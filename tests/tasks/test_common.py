@@ -186,6 +186,22 @@ def test_numpy_scalars_and_a_scalar_coherence_are_accepted():
     assert type(task.dt) is float and task.n_steps == 50
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "name"),
+    [
+        ("match_prob", 1.5, "match_prob"),
+        ("stimulus_rate", 5000.0, "stimulus_rate"),
+        ("fixation_rate", -1.0, "fixation_rate"),
+    ],
+)
+def test_traced_fields_are_checked_inside_jit(field, value, name):
+    # An outer jit that takes the task as an argument hides its leaves from __check_init__.
+    task = tasks.DelayedMatchToSample(**SHORT_DMS, dt=10.0, encoding="rate")
+    bad = eqx.tree_at(lambda t: getattr(t, field), task, jnp.float32(value))
+    with pytest.raises(eqx.EquinoxRuntimeError, match=f"`{name}`"):
+        eqx.filter_jit(lambda t, k: t.sample(k, 4))(bad, jax.random.key(0))
+
+
 @pytest.mark.parametrize("batch_size", [0, -4, 2.5])
 def test_bad_batch_size_raises(batch_size):
     with pytest.raises(ValueError, match="`batch_size`"):
