@@ -233,6 +233,11 @@ class AbstractTask(eqx.Module):
             inside[self.periods[name]] = True
         return inside
 
+    def response_window(self) -> np.ndarray:
+        """Boolean ``[T]`` array, True at the response steps: where every trial's targets are its label and
+        the mask applies (the accuracy's steps). The ``decision`` period unless the task says otherwise."""
+        return self.window("decision")
+
     @property
     def n_steps(self) -> int:
         """Steps per trial."""

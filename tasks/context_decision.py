@@ -120,7 +120,7 @@ class ContextDecisionMaking(AbstractTask):
         evidence = jnp.zeros((self.n_steps, batch_size, 4), jnp.float32)
         evidence = evidence.at[stimulus].set(jnp.concatenate([motion, color], axis=-1))
 
-        decision = self.window("decision")
+        decision = self.response_window()
         cue = jnp.broadcast_to(jax.nn.one_hot(context.astype(jnp.int32), 2), (self.n_steps, batch_size, 2))
         fixation = jnp.broadcast_to(jnp.asarray(~decision)[:, None, None], (self.n_steps, batch_size, 1))
         rates = jnp.concatenate(

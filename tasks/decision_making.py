@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import equinox as eqx
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from ._base import (
@@ -67,6 +68,8 @@ class PerceptualDecisionMaking(AbstractTask):
     input off there, as NeuroGym's ``ReactionTime`` wrapper); the decision period, where targets are the
     label and the mask applies, runs from ``min_reaction_time`` after stimulus onset to the end of
     the trial, so the network is free to decide during the first ``min_reaction_time`` ms.
+    `response_window` returns it; ``periods["decision"]`` and ``window("decision")`` stay the trailing
+    ``decision_duration`` of the trial's time line.
 
     Rates in Hz, durations and ``dt`` in ms (multiples of dt).
 
@@ -130,6 +133,14 @@ class PerceptualDecisionMaking(AbstractTask):
     def interval_fields(self) -> dict[str, tuple[float, float]]:
         return {"sigma": (0.0, float("inf"))}
 
+    def response_window(self) -> np.ndarray:
+        """The ``decision`` period, or with ``reaction_time`` every step from ``min_reaction_time`` after
+        stimulus onset to the end of the trial."""
+        if not self.reaction_time:
+            return self.window("decision")
+        offset = duration_steps(type(self).__name__, "min_reaction_time", self.min_reaction_time, self.dt)
+        return np.arange(self.n_steps) >= self.periods["stimulus"].start + offset
+
     @property
     def period_fields(self) -> tuple[tuple[str, str], ...]:
         return (
@@ -163,13 +174,8 @@ class PerceptualDecisionMaking(AbstractTask):
         strength = noisy_evidence(noise_u, side, coherence, self.sigma, self.dt)
         evidence = jnp.zeros((self.n_steps, batch_size, 2), jnp.float32).at[stimulus].set(strength)
 
-        if self.reaction_time:
-            fixation = self.window("fixation")
-            decision = ~fixation
-            decision[: stimulus.start + round(self.min_reaction_time / self.dt)] = False
-        else:
-            fixation = ~self.window("decision")
-            decision = ~fixation
+        decision = self.response_window()
+        fixation = self.window("fixation") if self.reaction_time else ~decision
         fixation_rates = jnp.where(jnp.asarray(fixation)[:, None], self.fixation_rate, 0.0)
         fixation_rates = jnp.broadcast_to(fixation_rates, (self.n_steps, batch_size))[..., None]
         rates = jnp.concatenate([fixation_rates, self.stimulus_rate * evidence], axis=-1)

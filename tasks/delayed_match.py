@@ -107,7 +107,7 @@ class DelayedMatchToSample(AbstractTask):
         test_on = jnp.asarray(self.window("test"))[:, None, None]
         shown = jax.nn.one_hot(sample, self.n_stimuli, dtype=jnp.float32) * sample_on
         shown = shown + jax.nn.one_hot(test, self.n_stimuli, dtype=jnp.float32) * test_on
-        decision = self.window("decision")
+        decision = self.response_window()
         fixation = jnp.broadcast_to(jnp.asarray(~decision)[:, None, None], (self.n_steps, batch_size, 1))
         rates = jnp.concatenate([self.fixation_rate * fixation, self.stimulus_rate * shown], axis=-1)
         targets, mask = decision_targets(decision, labels, ~decision if self.supervise_fixation else None)

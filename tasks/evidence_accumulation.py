@@ -81,6 +81,10 @@ class EvidenceAccumulation(AbstractTask):
         """The default task with a 200 ms delay (1,400 steps at dt 1 ms), for tests and CI."""
         return cls(**({"delay_duration": 200.0} | overrides))
 
+    def response_window(self) -> np.ndarray:
+        """The ``recall`` period."""
+        return self.window("recall")
+
     @property
     def period_fields(self) -> tuple[tuple[str, str], ...]:
         cues = [((f"gap{i}", "gap_duration"), (f"cue{i}", "cue_duration")) for i in range(self.n_cues)]
@@ -116,7 +120,7 @@ class EvidenceAccumulation(AbstractTask):
         cue_rate = jnp.asarray(self.cue_rate, jnp.float32)
         left_rates = jnp.where(showing & ~right_now, cue_rate, 0.0)
         right_rates = jnp.where(showing & right_now, cue_rate, 0.0)
-        recall = jnp.asarray(self.window("recall"))[:, None]
+        recall = jnp.asarray(self.response_window())[:, None]
         recall_rates = jnp.broadcast_to(jnp.where(recall, self.recall_rate, 0.0), left_rates.shape)
         noise_rates = jnp.full(left_rates.shape, self.noise_rate)
         rates = jnp.stack([left_rates, right_rates, recall_rates, noise_rates], axis=-1)

@@ -61,6 +61,15 @@ def test_shapes_and_dtypes(task):
     assert bool(batch.mask.any())
 
 
+def test_response_window_is_where_the_targets_are_the_label(task):
+    # The steps the accuracy sums over (masked, target = label) are the task's public response window.
+    batch = task.sample(jax.random.key(0), 4)
+    respond = np.asarray(batch.mask) & (np.asarray(batch.targets) == np.asarray(batch.labels))
+    window = task.response_window()
+    assert window.dtype == bool and window.shape == (task.n_steps,)
+    np.testing.assert_array_equal(respond, np.broadcast_to(window[:, None], respond.shape))
+
+
 def test_same_key_same_batch_other_key_other_batch(task):
     a, b = task.sample(jax.random.key(5), 4), task.sample(jax.random.key(5), 4)
     assert_batches_equal(a, b)

@@ -72,6 +72,8 @@ def test_reaction_time_variant():
     np.testing.assert_array_equal(targets, np.where(decision[:, None], labels + 1, 0))
     np.testing.assert_array_equal(mask, np.broadcast_to((decision | fixation)[:, None], mask.shape))
     assert not mask[onset : onset + 10].any(), "free to decide during the first min_reaction_time"
+    np.testing.assert_array_equal(task.response_window(), decision)
+    assert task.periods["decision"] == slice(task.n_steps - 10, task.n_steps), "the trailing 100 ms"
 
 
 @pytest.mark.parametrize("dt", [1.0, 4.0])
