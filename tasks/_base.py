@@ -251,6 +251,9 @@ class AbstractTask(eqx.Module):
     def sample(self, key: PRNGKeyArray, batch_size: int) -> Batch:
         """Draw ``batch_size`` trials; the same key gives the same batch.
 
+        Trial ``i`` depends on ``batch_size`` too (the draws are split by shape): for a fixed evaluation set,
+        keep both the key and ``batch_size``; ``sample(key, 8)[:4]`` is not ``sample(key, 4)``.
+
         Compiled on first use for each task and ``batch_size`` (static: it sets the shapes), so repeated
         eager calls are fast; it also runs under `jax.jit` (``static_argnums=1``) and `jax.vmap` over keys.
         A jitted function may take the task as an argument: its rates and probabilities are then traced,

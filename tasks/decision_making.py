@@ -60,6 +60,10 @@ class PerceptualDecisionMaking(AbstractTask):
     difference is 0.68 × coherence, less at smaller dt (see `noisy_evidence`). Poisson encoding adds
     spike-count noise on top.
 
+    At coherence 0 (one trial in five with the default ``coherences``, as in NeuroGym) both sides get the
+    same strength and the label is a coin flip the stimulus does not tell, so the best possible accuracy
+    with the defaults is 0.9.
+
     Classes: 0 fixate, 1 left, 2 right. ``labels`` is the trial's answer (1 or 2); ``targets`` are 0 outside
     the decision period and the label inside it. ``mask`` is the decision period; ``supervise_fixation``
     adds the steps before it (target 0), so the network also learns to withhold its answer.

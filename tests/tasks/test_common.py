@@ -77,6 +77,12 @@ def test_same_key_same_batch_other_key_other_batch(task):
     assert not np.array_equal(np.asarray(a.inputs), np.asarray(c.inputs))
 
 
+def test_trials_depend_on_the_batch_size_as_documented():
+    # `sample` says so: a fixed evaluation set needs both the key and the batch size.
+    task, key = TASKS["delayed_match"](), jax.random.key(0)
+    assert not np.array_equal(task.sample(key, 8).inputs[:, :4], task.sample(key, 4).inputs)
+
+
 def test_vmap_over_keys_under_jit_matches_eager(task):
     keys = jax.random.split(jax.random.key(1), 3)
     stacked = jax.jit(jax.vmap(lambda k: task.sample(k, 4)))(keys)

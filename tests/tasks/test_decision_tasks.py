@@ -50,6 +50,15 @@ def test_decision_making_fixed_duration(supervise_fixation):
     np.testing.assert_array_equal(mask, np.broadcast_to((decision | supervise_fixation)[:, None], mask.shape))
 
 
+def test_coherence_zero_does_not_tell_the_label():
+    # The docstring's bound: at coherence 0 every trial gets the same input, whichever its label.
+    task = tasks.PerceptualDecisionMaking(dt=10.0, sigma=0.0, coherences=(0.0,), encoding="rate")
+    batch = task.sample(jax.random.key(6), 64)
+    x = np.asarray(batch.inputs)
+    assert np.all(x == x[:, :1])
+    assert set(np.asarray(batch.labels).tolist()) == {1, 2}
+
+
 def test_reaction_time_variant():
     task = tasks.PerceptualDecisionMaking(
         dt=10.0,
