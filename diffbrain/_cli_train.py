@@ -165,10 +165,14 @@ def _plot_raster(path: Path, net, task, key) -> None:
 
 def _persistence(net, task, key, trials: int = 64) -> dict | None:
     """`learn.analysis.persistent_activity` over ``trials`` trials: selectivity in the stimulus periods
-    (those before the delay, fixation and gaps left out), rates in the delay; None without a delay."""
+    (those before the delay, fixation and gaps left out) to each trial's label, rates in the delay; None
+    without a delay. Delayed match-to-sample's label (match or not) is drawn independently of the sample and
+    decided only by the test after the delay, so there selectivity is to the sample stimulus instead (the
+    sample group that fired in the sample period), which is what the delay has to hold."""
     import jax
     import numpy as np
 
+    from diffbrain import tasks
     from diffbrain.learn import analysis
 
     delay = task.window("delay") if "delay" in task.periods else np.zeros(task.n_steps, bool)
@@ -177,13 +181,18 @@ def _persistence(net, task, key, trials: int = 64) -> dict | None:
     before = list(task.periods)[: list(task.periods).index("delay")]
     stimulus = task.window(*(name for name in before if not name.startswith(("gap", "fixation"))))
     batch = task.sample(key, trials)
+    labels, selective_to = batch.labels, "label"
+    if isinstance(task, tasks.DelayedMatchToSample):
+        groups = np.asarray(batch.inputs).reshape(task.n_steps, trials, task.n_groups, -1).sum(-1)
+        labels, selective_to = groups[task.window("sample"), :, 1:].sum(0).argmax(-1), "sample"
     _, (spikes, _) = jax.lax.scan(lambda s, x: net.step(s, x), net.init_state(trials), batch.inputs)
-    result = analysis.persistent_activity(spikes, batch.labels, stimulus, delay, dt=task.dt)
+    result = analysis.persistent_activity(spikes, labels, stimulus, delay, dt=task.dt)
 
     def plain(values):
         return [None if np.isnan(v) else round(float(v), 3) for v in values]
 
     return {
+        "selective_to": selective_to,
         "selective_neurons": result.selective.sum(axis=1).tolist(),
         "delay_rate_preferred_hz": plain(result.preferred),
         "delay_rate_nonpreferred_hz": plain(result.nonpreferred),

@@ -125,3 +125,40 @@ def test_train_writes_its_outputs_when_a_weight_group_has_no_synapses(tmp_path):
     assert fits["after"]["input"]["count"] == 100 * 10  # 100 input channels onto 10 neurons
     for name in ("metrics.csv", "persistence.json", *_cli_train.PLOTS):
         assert (out / name).stat().st_size > 0, name
+
+
+@pytest.mark.parametrize("name", ["delayed_match_to_sample", "evidence_accumulation"])
+def test_persistence_selectivity_is_to_what_the_delay_holds(name, monkeypatch):
+    # Delayed match-to-sample: the match label is independent of the sample and decided after the delay, so
+    # selectivity is to the sample stimulus, read off the sample period; other tasks use the trial's label.
+    import jax
+
+    from diffbrain import learn
+    from diffbrain.learn import analysis
+
+    task = _cli_train._make_task(_cli_train.Task[name], 10.0, 200.0)
+    seen = {}
+    real = analysis.persistent_activity
+
+    def spy(spikes, labels, stimulus, delay, **kwargs):
+        seen.update(labels=np.asarray(labels), stimulus=np.asarray(stimulus))
+        return real(spikes, labels, stimulus, delay, **kwargs)
+
+    monkeypatch.setattr(analysis, "persistent_activity", spy)
+    net = learn.EINetwork(task.n_inputs, 6, task.n_outputs, key=jax.random.key(0), dt=task.dt)
+    key = jax.random.key(1)
+    result = _cli_train._persistence(net, task, key, trials=16)
+    rates = type(task)(**{f: getattr(task, f) for f in ("dt", "delay_duration")}, encoding="rate").sample(
+        key, 16
+    )
+    if name == "delayed_match_to_sample":
+        sample_rates = np.asarray(rates.inputs)[task.window("sample")]
+        sample_rates = sample_rates.reshape(-1, 16, task.n_groups, task.channels_per_group)
+        expected = sample_rates[0, :, 1:, 0].argmax(-1)  # the sample group firing, same trials as Poisson
+        assert not np.array_equal(expected, np.asarray(rates.labels) - 1), "the test tells the two apart"
+        np.testing.assert_array_equal(seen["labels"], expected)
+        np.testing.assert_array_equal(seen["stimulus"], task.window("sample"))
+        assert result["selective_to"] == "sample"
+    else:
+        np.testing.assert_array_equal(seen["labels"], np.asarray(rates.labels))
+        assert result["selective_to"] == "label"
