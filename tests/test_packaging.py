@@ -6,9 +6,11 @@ listed ones, so a subpackage missing from the list works in development and brea
 catch that, and any generic top-level name (`zoo`, `ops`, …) leaking into site-packages.
 """
 
+import importlib.metadata
 import importlib.util
 import json
 import os
+import shlex
 import shutil
 import site
 import subprocess
@@ -57,7 +59,7 @@ def _run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
     result = subprocess.run(
         command, capture_output=True, text=True, timeout=300, env=env | {"PYTHONNOUSERSITE": "1"}, **kwargs
     )
-    assert result.returncode == 0, f"{' '.join(command)}\n{result.stdout}\n{result.stderr}"
+    assert result.returncode == 0, f"{shlex.join(map(str, command))}\n{result.stdout}\n{result.stderr}"
     return result
 
 
@@ -67,11 +69,13 @@ def _probe(python: str, packages: list[str], cwd: Path) -> dict:
 
 
 def _has_build_backend() -> bool:
-    # pyproject's backend is setuptools; before 70.1 its bdist_wheel came from the `wheel` package.
-    return importlib.util.find_spec("setuptools") is not None and (
-        importlib.util.find_spec("wheel") is not None
-        or importlib.util.find_spec("setuptools.command.bdist_wheel") is not None
-    )
+    """pyproject's backend at the version its [build-system] requires (its PEP 639 licence needs >= 77)."""
+    if importlib.util.find_spec("setuptools") is None or importlib.util.find_spec("wheel") is None:
+        return False
+    required = tomllib.loads((REPO / "pyproject.toml").read_text())["build-system"]["requires"]
+    minimum = next(r.split(">=")[1] for r in required if r.startswith("setuptools>="))
+    installed = importlib.metadata.version("setuptools")
+    return tuple(map(int, installed.split(".")[:2])) >= tuple(map(int, minimum.split(".")[:2]))
 
 
 def _source_modules(root: Path) -> set[str]:
@@ -91,7 +95,7 @@ def _source_modules(root: Path) -> set[str]:
 def installed(tmp_path_factory) -> dict:
     """Build a wheel from a copy of the working tree and install it into a fresh venv (nothing downloads)."""
     if not _has_build_backend():
-        pytest.skip("building a wheel needs setuptools>=70.1 or the `wheel` package: pip install wheel")
+        pytest.skip("building a wheel needs pyproject's build backend: pip install 'setuptools>=77' wheel")
     root = tmp_path_factory.mktemp("packaging")
     source, wheels, venv = root / "source", root / "wheels", root / "venv"
     shutil.copytree(REPO, source, ignore=_JUNK)
