@@ -118,7 +118,7 @@ def as_tuple(value) -> tuple:
     """A converter: a sequence as a tuple, a scalar as a 1-tuple; a string is kept for the check to refuse."""
     if isinstance(value, str | bytes):
         return value
-    return (value,) if np.ndim(value) == 0 else tuple(value)
+    return tuple(as_float(v) for v in ((value,) if np.ndim(value) == 0 else value))
 
 
 def check_fractions(owner: str, name: str, values) -> None:
@@ -152,7 +152,8 @@ class AbstractTask(eqx.Module):
 
     Concrete tasks hold ``dt`` (ms), ``encoding`` and ``channels_per_group`` and implement `period_fields`
     (the ordered periods of a trial and the field giving each duration), `rate_fields`, `n_groups`,
-    `n_outputs` and `_trial`; `interval_fields` and `_check` add their own validation.
+    `n_outputs` and `_trial`; `count_fields`, `interval_fields` and `_check` add their own validation, and
+    `response_window` says where the targets are the label.
     """
 
     dt: eqx.AbstractVar[float]

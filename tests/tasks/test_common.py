@@ -199,6 +199,8 @@ def test_numpy_scalars_and_a_scalar_coherence_are_accepted():
         )
     assert (task.dt, task.stimulus_duration, task.coherences) == (10.0, 300.0, (0.5,))
     assert type(task.dt) is float and task.n_steps == 50
+    coherences = tasks.ContextDecisionMaking(coherences=np.array([0.1, 0.2])).coherences
+    assert coherences == (0.1, 0.2) and all(type(c) is float for c in coherences)
 
 
 @pytest.mark.parametrize(
