@@ -816,21 +816,21 @@ def learn_section(config: LearnConfig, folder: Path, work: Path, log=print) -> d
 
 
 def held_out_accuracy(net, batch) -> float:
-    """The accuracy of ``net`` on ``batch`` (readout summed over the masked steps), forward only."""
+    """The accuracy of ``net`` on ``batch`` (readout summed over the response steps), forward only."""
     import jax
     import jax.numpy as jnp
 
-    from .learn import accuracy
+    from .learn import accuracy, add_evidence
 
     def body(carry, inputs):
         state, evidence = carry
-        x, mask = inputs
+        x, target, mask = inputs
         state, (_, readout) = net.step(state, x)
-        return (state, evidence + jnp.where(mask[:, None], readout, 0.0)), None
+        return (state, add_evidence(evidence, readout, target, mask, batch.labels)), None
 
     batch_size = batch.inputs.shape[1]
     init = (net.init_state(batch_size), jnp.zeros((batch_size, net.w_out.shape[1]), net.w_out.dtype))
-    (_, evidence), _ = jax.lax.scan(body, init, (batch.inputs, batch.mask))
+    (_, evidence), _ = jax.lax.scan(body, init, (batch.inputs, batch.targets, batch.mask))
     return accuracy(evidence, batch.labels)
 
 

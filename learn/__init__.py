@@ -6,6 +6,7 @@ from .bptt import bptt as bptt
 from .loss import Batch as Batch
 from .loss import SimpleBatch as SimpleBatch
 from .loss import accuracy as accuracy
+from .loss import add_evidence as add_evidence
 from .loss import cross_entropy as cross_entropy
 from .network import EINetwork as EINetwork
 from .network import NetState as NetState

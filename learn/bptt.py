@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .loss import Batch, StepLoss, check_batch, cross_entropy, loss_scale
+from .loss import Batch, StepLoss, add_evidence, check_batch, cross_entropy, loss_scale
 from .network import EINetwork, trainable
 
 
@@ -16,9 +16,7 @@ def bptt_with_evidence(
 ) -> tuple[Array, Float[Array, "B n_out"], EINetwork]:
     """`bptt` that also returns the readout summed over each trial's response steps (for the accuracy).
 
-    The response steps are the masked steps whose target is the trial's label; masked steps with another
-    target (the fixation steps a task's ``supervise_fixation`` adds, target 0) enter the loss, not the
-    evidence, so the argmax of the evidence is the trial's answer.
+    The response steps are the masked steps whose target is the trial's label (`add_evidence`).
     """
     batch = check_batch(batch, net.w_in.shape[0], net.w_out.shape[1], net.w_in.dtype)
     params, static = eqx.partition(net, trainable(net))
@@ -35,8 +33,7 @@ def bptt_with_evidence(
             x, target, mask = inputs
             state, (_, readout) = net.step(state, x, weights)
             loss = loss + scale * loss_fn(readout, target, mask)
-            respond = mask & (target == batch.labels)
-            evidence = evidence + jnp.where(respond[:, None], readout, 0.0)
+            evidence = add_evidence(evidence, readout, target, mask, batch.labels)
             return (state, loss, evidence), None
 
         if checkpoint:

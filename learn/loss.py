@@ -88,8 +88,25 @@ def loss_scale(mask: Bool[Array, "T B"]) -> Array:
     return 1.0 / jnp.maximum(jnp.sum(mask), 1)
 
 
+def add_evidence(
+    evidence: Float[Array, "B n_out"],
+    readout: Float[Array, "B n_out"],
+    target: Int[Array, " B"],
+    mask: Bool[Array, " B"],
+    labels: Int[Array, " B"],
+) -> Float[Array, "B n_out"]:
+    """``evidence`` plus one step's ``readout`` on the trials where the step is a response step.
+
+    The response steps are the masked steps whose target is the trial's label; masked steps with another
+    target (the fixation steps a task's ``supervise_fixation`` adds, target 0) enter the loss, not the
+    evidence, so the argmax of the summed evidence is the trial's answer.
+    """
+    respond = mask & (target == labels)
+    return evidence + jnp.where(respond[:, None], readout, 0.0)
+
+
 def accuracy(evidence: Float[Array, "B n_out"], labels: Int[Array, " B"]) -> Array:
-    """The fraction of trials whose readout summed over the masked steps is largest for the label."""
+    """The fraction of trials whose summed response-step readout (`add_evidence`) is largest for the label."""
     return jnp.mean(jnp.argmax(evidence, axis=-1) == labels)
 
 

@@ -67,7 +67,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .loss import Batch, StepLoss, check_batch, cross_entropy, loss_scale
+from .loss import Batch, StepLoss, add_evidence, check_batch, cross_entropy, loss_scale
 from .network import EINetwork, presynaptic_rows, trainable
 
 ALGORITHMS = ("d-rtrl", "es-d-rtrl")
@@ -410,8 +410,7 @@ def online_with_evidence(
             g_rec = g_rec + net.recurrent_outer(x_rec, m_e, m_i)
             traces = (x_in, x_rec, f_e, f_i)
         grads = (g_in, g_rec, g_w_out + g_out, g_b_out + g_b)
-        respond = mask & (target == batch.labels)
-        evidence = evidence + jnp.where(respond[:, None], readout, 0.0)
+        evidence = add_evidence(evidence, readout, target, mask, batch.labels)
         return (h, new_spikes, traces, grads, loss + step, evidence), None
 
     grads = jax.tree.map(jnp.zeros_like, (w_in, w_rec, w_out, b_out))

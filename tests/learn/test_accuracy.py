@@ -14,6 +14,7 @@ from diffbrain import learn, tasks
 from diffbrain.learn.bptt import bptt_with_evidence
 from diffbrain.learn.loss import SimpleBatch, accuracy
 from diffbrain.learn.online import online_with_evidence
+from diffbrain.reproduce import held_out_accuracy
 
 SHORT = dict(dt=10.0, channels_per_group=1, encoding="rate")
 SHORT_DMS = dict(fixation_duration=100.0, sample_duration=200.0, delay_duration=300.0)
@@ -51,6 +52,7 @@ def test_a_perfect_readout_scores_accuracy_one(name):
     net = Oracle(n, 4, n, key=jax.random.key(1), dt=task.dt)
     _, evidence, _ = bptt_with_evidence(net, perfect)
     assert float(accuracy(evidence, batch.labels)) == 1.0
+    assert float(held_out_accuracy(net, perfect)) == 1.0  # `diffbrain reproduce`'s forward-only score
 
 
 def test_evidence_is_the_readout_summed_over_the_response_steps():
