@@ -1,7 +1,7 @@
 """``diffbrain simulate coba|cuba|multiarea|microcircuit``: simulate a spiking network, print its rates.
 
-`simulate_network` is a Typer command function; `diffbrain.cli` registers it. JAX and Matplotlib are
-imported when it runs, so ``diffbrain --help`` stays fast.
+`diffbrain.cli.simulate` checks the options common to neurons and networks, then calls `simulate_network`.
+JAX and Matplotlib are imported when it runs, so ``diffbrain --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -137,64 +136,54 @@ def _rates_table(result, reference, title: str) -> Table:
 def _write_rates_csv(path: Path, result, bin_ms: float) -> None:
     import numpy as np
 
-    from .cli import _atomic_path
+    from .cli import save_csv
 
     trace = np.asarray(result.rate_trace(bin_ms))
     width = max(1, round(bin_ms / result.dt)) * result.dt
     table = np.column_stack([(np.arange(trace.shape[0]) + 0.5) * width, trace])
-    header = ",".join(["t_ms", *result.names])
-    with _atomic_path(path) as temporary:
-        np.savetxt(temporary, table, delimiter=",", header=header, comments="", fmt="%.6g")
+    save_csv(path, table, ",".join(["t_ms", *result.names]), "%.6g")
 
 
 def _write_figure(path: Path, result, bin_ms: float, title: str) -> None:
     from diffbrain.zoo.networks import plot
 
-    from .cli import _atomic_path
+    from .cli import save_png
 
-    figure = plot.overview(result, bin_ms, title=title)
-    with _atomic_path(path) as temporary:
-        figure.savefig(temporary, format="png", dpi=110)
+    save_png(plot.overview(result, bin_ms, title=title), path, dpi=110)
 
 
 def simulate_network(
-    name: Annotated[str, typer.Argument(help="coba | cuba | multiarea | microcircuit")],
-    duration_ms: Annotated[float, typer.Option("--duration", help="Simulated time, ms.")] = 1000.0,
-    scale: Annotated[
-        float | None,
-        typer.Option(
-            help="Size relative to the published model (default: coba/cuba 1, multiarea 0.025, "
-            "microcircuit 0.1)."
-        ),
-    ] = None,
-    dt: Annotated[float, typer.Option(help="Time step, ms.")] = 0.1,
-    seed: Annotated[int, typer.Option(help="Seed of the wiring, initial state and background input.")] = 0,
-    raster: Annotated[
-        Path | None, typer.Option(help="Write a PNG: raster of ~400 neurons above the population rates.")
-    ] = None,
-    out: Annotated[
-        Path | None, typer.Option(help="Write the population rates over time as CSV: t_ms, one column each.")
-    ] = None,
-    bin_ms: Annotated[
-        float, typer.Option("--bin", help="Bin width of the rates in --raster/--out, ms.")
-    ] = 5.0,
-    data: Annotated[
-        Path | None,
-        typer.Option(
-            help="multiarea/microcircuit: the connectome folder (default $DIFFBRAIN_DATA/<folder>)."
-        ),
-    ] = None,
+    name: str,
+    *,
+    duration_ms: float,
+    scale: float | None,
+    dt: float,
+    seed: int,
+    raster: Path | None,
+    out: Path | None,
+    bin_ms: float,
+    data: Path | None,
 ) -> None:
-    """Simulate a spiking network (COBA, CUBA, multi-area macaque, cortical microcircuit); print the rate of
-    each population."""
-    if name not in NETWORKS:
-        raise _fail(f"unknown network {name!r}; choose one of {', '.join(NETWORKS)}.", "NAME")
+    """Simulate network ``name`` (a key of `NETWORKS`) for ``duration_ms`` ms at time step ``dt`` ms; print
+    the rate of each population and write ``raster`` (PNG) and ``out`` (CSV of the rates in ``bin_ms`` ms
+    bins). ``scale`` None: `DEFAULT_SCALE`. Bad values raise `typer.BadParameter` naming the option."""
     scale = DEFAULT_SCALE[name] if scale is None else scale
     for option, value in (("--duration", duration_ms), ("--dt", dt), ("--scale", scale), ("--bin", bin_ms)):
         if not (math.isfinite(value) and value > 0):
             raise _fail(f"must be a finite number > 0, got {value:g}.", option)
+    if bin_ms > duration_ms and (raster is not None or out is not None):
+        raise _fail(
+            f"{bin_ms:g} ms is longer than --duration {duration_ms:g} ms, so --raster/--out would hold no "
+            "rate; pass a shorter --bin.",
+            "--bin",
+        )
     if name == "microcircuit" and scale > 1:
         raise _fail(f"the microcircuit is at most full scale (1), got {scale:g}.", "--scale")
+    from .cli import check_output, write_outputs
+
+    for option, path in (("--raster", raster), ("--out", out)):
+        if path is not None:
+            check_output(option, path)
     import jax
 
     _out.print(f"[bold cyan]{name}[/]: {escape(NETWORKS[name])}")
@@ -209,13 +198,9 @@ def simulate_network(
     title = f"{name}, scale {scale:g}: {sum(result.sizes):,} neurons, {result.duration:g} ms"
     _out.print(_rates_table(result, reference, title))
     _out.print(f"wall time: {wall:.3g} s (building, compiling and simulating)")
-    from .cli import _reporting_write_errors
-
+    outputs = []
     if raster is not None:
-        with _reporting_write_errors("--raster", raster):
-            _write_figure(raster, result, bin_ms, title)
-        _out.print(f"wrote {escape(str(raster))}")
+        outputs.append(("--raster", raster, lambda: _write_figure(raster, result, bin_ms, title), ""))
     if out is not None:
-        with _reporting_write_errors("--out", out):
-            _write_rates_csv(out, result, bin_ms)
-        _out.print(f"wrote {escape(str(out))}")
+        outputs.append(("--out", out, lambda: _write_rates_csv(out, result, bin_ms), ""))
+    write_outputs(outputs)

@@ -5,12 +5,10 @@ JAX and Matplotlib are imported inside the commands that need them, so ``diffbra
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import math
 import os
 import re
-import secrets
 import textwrap
 import time
 from pathlib import Path
@@ -110,21 +108,19 @@ def models() -> None:
         )
     _out.print(table)
 
-    synapses = getattr(registry, "SYNAPSES", {})
-    if synapses:
-        table = Table(title="Synapse models", title_justify="left")
-        for column in ("synapse", "parameter", "default", "unit", "meaning"):
-            table.add_column(column, overflow="fold")
-        for name, cls in synapses.items():
-            try:
-                rows = describe(cls())
-            except (TypeError, ValueError):
-                rows = []
-            table.add_row(f"[bold cyan]{escape(name)}[/]", "", "", "", escape(_first_line(cls.__doc__)))
-            for info in rows:
-                table.add_row("", info.name, _format_value(info.value), escape(info.unit), escape(info.doc))
-            table.add_section()
-        _out.print(table)
+    table = Table(title="Synapse models", title_justify="left")
+    for column in ("synapse", "parameter", "default", "unit", "meaning"):
+        table.add_column(column, overflow="fold")
+    for name, cls in registry.SYNAPSES.items():
+        try:
+            rows = describe(cls())
+        except (TypeError, ValueError):
+            rows = []
+        table.add_row(f"[bold cyan]{escape(name)}[/]", "", "", "", escape(_first_line(cls.__doc__)))
+        for info in rows:
+            table.add_row("", info.name, _format_value(info.value), escape(info.unit), escape(info.doc))
+        table.add_section()
+    _out.print(table)
 
 
 def _first_line(doc: str | None) -> str:
@@ -145,6 +141,11 @@ def _number_of_steps(duration: float, dt: float) -> int:
             param_hint="'--duration'",
         )
     n_steps = round(duration / dt)
+    if abs(n_steps * dt - duration) > 1e-6 * max(1.0, duration):  # the same rule as the networks'
+        raise typer.BadParameter(
+            f"{duration:g} ms is not a multiple of dt = {dt:g} ms; pass e.g. {n_steps * dt:g}.",
+            param_hint="'--duration'",
+        )
     if n_steps > _MAX_STEPS:
         raise typer.BadParameter(
             f"{duration:g} ms at --dt {dt:g} ms is {n_steps:,} steps (limit {_MAX_STEPS:,}); "
@@ -154,28 +155,64 @@ def _number_of_steps(duration: float, dt: float) -> int:
     return n_steps
 
 
-@contextlib.contextmanager
-def _atomic_path(path: Path):
-    """Yield a temporary path next to ``path``; move it onto ``path`` only if the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A fresh name rather than mkstemp, so the file gets the usual permissions (umask) and not 0600.
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    try:
-        yield temporary
-        os.replace(temporary, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(temporary)
-
-
-@contextlib.contextmanager
-def _reporting_write_errors(option: str, path: Path):
-    try:
-        yield
-    except OSError as error:
+def check_output(option: str, path: Path) -> None:
+    """Before any work: make ``path``'s folder and check a file can be written there, or raise a
+    `typer.BadParameter` naming ``option`` (so a long run never ends with nowhere to write)."""
+    if path.is_dir():
+        raise typer.BadParameter(f"{path} is a folder; give a file name.", param_hint=f"'{option}'")
+    folder = next(folder for folder in (path.parent, *path.parent.parents) if folder.exists())
+    if not folder.is_dir():
         raise typer.BadParameter(
-            f"cannot write {path}: {error.strerror or error}.", param_hint=f"'{option}'"
+            f"cannot write {path}: {folder} is a file, not a folder.", param_hint=f"'{option}'"
+        )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        reason = error.strerror or error
+        raise typer.BadParameter(
+            f"cannot create {path.parent}: {reason}.", param_hint=f"'{option}'"
         ) from None
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise typer.BadParameter(
+            f"cannot write {path}: {path.parent} is not writable.", param_hint=f"'{option}'"
+        )
+
+
+def write_outputs(outputs) -> None:
+    """After the work: call each ``(option, path, write, note)``'s ``write()``; a failure is reported naming
+    its option and the other outputs are still written. Exit status 1 if any failed."""
+    failed = False
+    for option, path, write, note in outputs:
+        try:
+            write()
+        except OSError as error:
+            _err.print(
+                f"[bold red]Error:[/] {option}: cannot write {escape(str(path))}: "
+                f"{escape(str(error.strerror or error))}."
+            )
+            failed = True
+        else:
+            _out.print(f"wrote {escape(str(path))}{escape(note)}")
+    if failed:
+        raise typer.Exit(code=1)
+
+
+def save_png(figure, path: Path, dpi: int) -> None:
+    """``figure`` as a PNG, written atomically."""
+    from diffbrain.learn.trainer import write_atomically
+
+    write_atomically(path, lambda file: figure.savefig(file, format="png", dpi=dpi), "wb")
+
+
+def save_csv(path: Path, table, header: str, fmt: str) -> None:
+    """A numeric table as CSV under a one-line header, written atomically."""
+    import numpy as np
+
+    from diffbrain.learn.trainer import write_atomically
+
+    write_atomically(
+        path, lambda file: np.savetxt(file, table, delimiter=",", header=header, comments="", fmt=fmt), "w"
+    )
 
 
 def _runtime_message(error: RuntimeError) -> str:
@@ -188,9 +225,7 @@ def _runtime_message(error: RuntimeError) -> str:
 def _write_csv(path: Path, t, voltage, spikes) -> None:
     import numpy as np
 
-    table = np.column_stack([t, voltage, spikes])
-    with _atomic_path(path) as temporary:
-        np.savetxt(temporary, table, delimiter=",", header="t_ms,V_mV,spike", comments="", fmt="%.9g")
+    save_csv(path, np.column_stack([t, voltage, spikes]), "t_ms,V_mV,spike", "%.9g")
 
 
 def _write_plot(path: Path, title: str, t, voltage, spikes, current: float, input_unit: str) -> None:
@@ -212,8 +247,7 @@ def _write_plot(path: Path, title: str, t, voltage, spikes, current: float, inpu
     i_axis.set_ylabel(f"current ({input_unit})")
     i_axis.set_xlabel("time (ms)")
     figure.suptitle(title, fontsize=9)
-    with _atomic_path(path) as temporary:
-        figure.savefig(temporary, format="png", dpi=120)
+    save_png(figure, path, dpi=120)
 
 
 def _padded_range(a: float, b: float) -> tuple[float, float]:
@@ -256,7 +290,13 @@ def simulate(
         typer.Option(help="exp-euler: fixed-step `zoo.simulate`; tsit5/kvaerno5: Diffrax `zoo.solve`."),
     ] = Solver.exp_euler,
     plot: Annotated[Path | None, typer.Option(help="Write a PNG of voltage, spikes and current.")] = None,
-    out: Annotated[Path | None, typer.Option(help="Write the trace as CSV: t_ms, V_mV, spike.")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write a CSV. Neuron: the trace (t_ms, V_mV, spike); network: the population rates per "
+            "--bin (t_ms, then one column per population, Hz)."
+        ),
+    ] = None,
     float64: Annotated[bool, typer.Option("--float64", help="Simulate in double precision.")] = False,
     scale: Annotated[
         float | None,
@@ -330,6 +370,9 @@ def simulate(
     _check_number("--duration", duration, "ms", positive=True)
     _check_number("--dt", dt, "ms", positive=True)
     n_steps = _number_of_steps(duration, dt)
+    for option, path in (("--out", out), ("--plot", plot)):
+        if path is not None:
+            check_output(option, path)
 
     import jax
     import jax.numpy as jnp
@@ -351,15 +394,12 @@ def simulate(
         f"{solver.value}; {jnp.dtype(dtype).name}"
     )
     inputs = jnp.full(n_steps, current, dtype=dtype)
-    solve = getattr(zoo, "solve", None)
-    if solver is not Solver.exp_euler and solve is None:
-        raise _fail(f"--solver {solver.value} needs diffbrain.zoo.solve, which this version lacks.")
     start = time.perf_counter()
     try:
         if solver is Solver.exp_euler:
             trace = zoo.simulate(neuron, inputs, dt)
         else:
-            trace = solve(neuron, inputs, dt, solver=solver.value)
+            trace = zoo.solve(neuron, inputs, dt, solver=solver.value)
         trace = jax.block_until_ready(trace)
     except (TypeError, ValueError) as error:
         raise _fail(f"{entry.name} with --solver {solver.value}: {error}") from None
@@ -376,29 +416,86 @@ def simulate(
         f"spikes: [bold]{n_spikes}[/]   rate: [bold]{rate:.4g} Hz[/]   "
         f"wall time: {wall:.3g} s (including compilation)"
     )
+    outputs = []
     if out is not None:
-        with _reporting_write_errors("--out", out):
-            _write_csv(out, t, voltage, spikes)
-        _out.print(f"wrote {escape(str(out))} ({t.size} rows: t_ms, V_mV, spike)")
+        outputs.append(
+            (
+                "--out",
+                out,
+                lambda: _write_csv(out, t, voltage, spikes),
+                f" ({t.size} rows: t_ms, V_mV, spike)",
+            )
+        )
     if plot is not None:
         title = _plot_title(entry.name, entry.summary, neuron, n_spikes, rate)
-        with _reporting_write_errors("--plot", plot):
-            _write_plot(plot, title, t, voltage, spikes, current, unit)
-        _out.print(f"wrote {escape(str(plot))}")
+        outputs.append(
+            ("--plot", plot, lambda: _write_plot(plot, title, t, voltage, spikes, current, unit), "")
+        )
+    write_outputs(outputs)
 
 
-_LOSSES = {"voltage": "VoltageMSE", "subthreshold": "SubthresholdMSE", "van-rossum": "VanRossum"}
-"""`diffbrain fit --loss` names → `diffbrain.fit` loss classes."""
+class Loss(enum.StrEnum):
+    """`diffbrain fit --loss`; `_LOSSES` maps each to its `diffbrain.fit` loss class."""
+
+    voltage = "voltage"
+    subthreshold = "subthreshold"
+    van_rossum = "van-rossum"
+
+
+_LOSSES = {Loss.voltage: "VoltageMSE", Loss.subthreshold: "SubthresholdMSE", Loss.van_rossum: "VanRossum"}
+
+
+class FitMethod(enum.StrEnum):
+    """`diffbrain fit --method`: every name of `diffbrain.fit.METHODS` (ng_*: with nevergrad installed)."""
+
+    lbfgsb = "lbfgsb"
+    lbfgs = "lbfgs"
+    adam = "adam"
+    cmaes = "cmaes"
+    de = "de"
+    pso = "pso"
+    random = "random"
+    ng_de = "ng_de"
+    ng_pso = "ng_pso"
+    ng_twopointsde = "ng_twopointsde"
+    ng_ngopt = "ng_ngopt"
+
+
+class DataFormat(enum.StrEnum):
+    """`diffbrain fit --format`: the loaders of `diffbrain.fit`."""
+
+    nwb = "nwb"
+    abf = "abf"
+    ibw = "ibw"
+    npz = "npz"
+    csv = "csv"
+
+
+class CurrentUnit(enum.StrEnum):
+    """`diffbrain fit --current-unit` of a CSV current table."""
+
+    A = "A"
+    mA = "mA"
+    uA = "uA"
+    nA = "nA"
+    pA = "pA"
+    fA = "fA"
 
 
 def _parse_free(spec: str, model) -> dict[str, tuple[float, float]]:
     """``"a=0:0.1,k1=0.1:1,g_L"`` → bounds; a bare name gets [v/10, 10·v] around its value v ≠ 0."""
     from diffbrain.zoo._param import parameters
 
+    known = parameters(model)
     free = {}
     for item in filter(None, (part.strip() for part in spec.split(","))):
         name, _, bounds = item.partition("=")
         name = name.strip()
+        if name not in known:
+            raise typer.BadParameter(
+                f"{type(model).__name__} has no parameter {name!r}; its parameters are {sorted(known)}.",
+                param_hint="'--free'",
+            )
         if bounds:
             try:
                 low, high = (float(x) for x in bounds.split(":"))
@@ -407,10 +504,10 @@ def _parse_free(spec: str, model) -> dict[str, tuple[float, float]]:
                     f"{item!r}: write NAME=LOW:HIGH (e.g. g_L=1:50).", param_hint="'--free'"
                 ) from None
         else:
-            value = parameters(model).get(name)
-            if value is None or float(value) == 0:
+            value = known[name]
+            if float(value) == 0:
                 raise typer.BadParameter(
-                    f"{name!r} needs bounds (NAME=LOW:HIGH): its default is zero or it is not a parameter.",
+                    f"{name!r} needs bounds (NAME=LOW:HIGH): its default is zero.",
                     param_hint="'--free'",
                 )
             low, high = sorted((float(value) / 10, float(value) * 10))
@@ -420,13 +517,19 @@ def _parse_free(spec: str, model) -> dict[str, tuple[float, float]]:
     return free
 
 
-def _write_fit_plot(path: Path, objective, result, free) -> None:
+def _write_fit_plot(path: Path, neuron, cell, bounds, result, input_scale) -> None:
     import jax
     import numpy as np
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from diffbrain import fit, zoo
+
     with jax.enable_x64(True):
+        model64 = zoo.astype(neuron, jax.numpy.float64)
+        inputs, target = fit.prepare(model64, cell, input_scale=input_scale)
+        free = fit.free_params(model64, bounds)
+        objective = fit.Objective(model64, free, inputs, target, fit.VoltageMSE())
         V, _ = objective.simulate(free.from_model(result.model))
     target = np.asarray(objective.target.voltage)
     V = np.asarray(V)
@@ -446,8 +549,7 @@ def _write_fit_plot(path: Path, objective, result, free) -> None:
         + ", ".join(f"{k}={v:.4g}" for k, v in result.params.items()),
         fontsize=9,
     )
-    with _atomic_path(path) as temporary:
-        figure.savefig(temporary, format="png", dpi=110)
+    save_png(figure, path, dpi=110)
 
 
 @app.command("bench", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -505,31 +607,43 @@ def leaderboard(
 @app.command("fit")
 def fit_command(
     model: Annotated[str, typer.Argument(help="Model name, as listed by `diffbrain models`.")],
-    data: Annotated[Path, typer.Option(help="Recording file (NWB, ABF, IBW, NPZ; CSV: the current table).")],
+    data: Annotated[
+        Path,
+        typer.Option(
+            help="Recording file (NWB, ABF, IBW, NPZ), or for CSV the current table: one row per sweep, the "
+            "first column the sweep index, then the samples."
+        ),
+    ],
     free: Annotated[
-        str, typer.Option(help="Free parameters: NAME=LOW:HIGH or NAME (then [v/10, 10·v]), comma-separated.")
+        str,
+        typer.Option(help="Free parameters: NAME=LOW:HIGH or NAME (then v/10 to 10·v), comma-separated."),
     ],
     data_format: Annotated[
-        str | None, typer.Option("--format", help="nwb | abf | ibw | npz | csv (default: the extension)")
+        DataFormat | None,
+        typer.Option("--format", case_sensitive=False, help="The file format (default: the extension)."),
     ] = None,
-    voltage: Annotated[Path | None, typer.Option(help="CSV only: the voltage table (mV).")] = None,
+    voltage: Annotated[
+        Path | None, typer.Option(help="CSV only: the voltage table (mV), laid out as the current table.")
+    ] = None,
     dt: Annotated[float | None, typer.Option(help="CSV only: sampling interval, ms.")] = None,
     current_unit: Annotated[
-        str, typer.Option(help="CSV only: unit of the current table (A, nA, pA).")
-    ] = "pA",
-    method: Annotated[str, typer.Option(help="lbfgsb | lbfgs | adam | cmaes | de | pso | random")] = "lbfgsb",
-    starts: Annotated[int, typer.Option(help="Independent starts.")] = 4,
+        CurrentUnit, typer.Option(help="CSV only: unit of the current table.")
+    ] = CurrentUnit.pA,
+    method: Annotated[
+        FitMethod, typer.Option(help="The optimiser (ng_*: needs nevergrad).")
+    ] = FitMethod.lbfgsb,
+    starts: Annotated[int, typer.Option(min=1, help="Independent starts.")] = 4,
     budget: Annotated[
-        int, typer.Option(help="Simulations allowed (a value-and-gradient counts as one).")
+        int, typer.Option(min=1, help="Simulations allowed (a value-and-gradient counts as one).")
     ] = 1000,
-    loss: Annotated[str, typer.Option(help="voltage | subthreshold | van-rossum")] = "voltage",
+    loss: Annotated[Loss, typer.Option(help="What is compared with the recording.")] = Loss.voltage,
     input_scale: Annotated[
         float | None, typer.Option(help="Factor from pA to the model's input unit (needed unless pA or nA).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the starts and the search.")] = 0,
     devices: Annotated[
         int | None,
-        typer.Option(help="Devices to split batched starts/populations over (default: all; 1: off)."),
+        typer.Option(min=1, help="Devices to split batched starts/populations over (default: all; 1: off)."),
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Write the FitResult as JSON.")] = None,
     plot: Annotated[
@@ -543,26 +657,35 @@ def fit_command(
         entry = registry.get_neuron(model)
     except ValueError as error:
         raise _fail(str(error)) from None
-    if loss not in _LOSSES:
-        raise typer.BadParameter(f"choose one of {', '.join(_LOSSES)}.", param_hint="'--loss'")
+    if input_scale is not None:
+        _check_number("--input-scale", input_scale, "from pA to the model's input unit", positive=True)
+    suffix = data.suffix.lstrip(".").lower()
+    kind = data_format or (DataFormat(suffix) if suffix in {f.value for f in DataFormat} else None)
+    if kind is DataFormat.csv:
+        if voltage is None or dt is None:
+            raise typer.BadParameter("CSV data needs --voltage and --dt.", param_hint="'--data'")
+        _check_number("--dt", dt, "ms", positive=True)
+    elif kind is None:
+        raise typer.BadParameter(
+            f"cannot tell the format of {data} from its extension; pass --format ({' | '.join(DataFormat)}).",
+            param_hint="'--data'",
+        )
+    neuron = entry.make()
+    bounds = _parse_free(free, neuron)
+    for option, path in (("--out", out), ("--plot", plot)):
+        if path is not None:
+            check_output(option, path)
     import jax
 
     from diffbrain import fit
 
-    if method not in fit.METHODS:
-        raise typer.BadParameter(f"choose one of {', '.join(fit.METHODS)}.", param_hint="'--method'")
-    neuron = entry.make()
-    bounds = _parse_free(free, neuron)
-    kind = (data_format or data.suffix.lstrip(".")).lower()
     try:
-        if kind == "csv":
-            if voltage is None or dt is None:
-                raise typer.BadParameter("CSV data needs --voltage and --dt.", param_hint="'--data'")
-            cell = fit.load_csv(data, voltage, dt, current_unit=current_unit)
+        if kind is DataFormat.csv:
+            cell = fit.load_csv(data, voltage, dt, current_unit=current_unit.value)
         else:
-            cell = fit.load(data, data_format)
+            cell = fit.load(data, kind.value)
     except (ValueError, FileNotFoundError) as error:
-        raise _fail(str(error)) from None
+        raise typer.BadParameter(str(error), param_hint="'--data'") from None
     _out.print(
         f"[bold cyan]{entry.name}[/]: {len(cell)} sweeps from {escape(str(data))}; {method}, "
         f"{starts} starts, budget {budget} simulations"
@@ -574,7 +697,7 @@ def fit_command(
                 cell,
                 free=bounds,
                 loss=getattr(fit, _LOSSES[loss])(),
-                method=method,
+                method=method.value,
                 n_starts=starts,
                 budget=budget,
                 key=jax.random.key(seed),
@@ -582,7 +705,12 @@ def fit_command(
                 devices=devices,
             )
     except ValueError as error:
-        raise _fail(str(error)) from None
+        # fit names its Python arguments; blame the option that sets one where the message names it
+        options = {"`devices": "--devices", "`input_scale`": "--input-scale", "`budget`": "--budget"}
+        hint = next((option for name, option in options.items() if name in str(error)), None)
+        if hint is None:
+            raise _fail(str(error)) from None
+        raise typer.BadParameter(str(error), param_hint=f"'{hint}'") from None
     table = Table(title=f"best of {len(result.starts)} starts: loss {result.loss:.6g}", title_justify="left")
     for column in ("parameter", "value", "bounds"):
         table.add_column(column)
@@ -592,21 +720,14 @@ def fit_command(
     _out.print(
         f"{result.simulations:g} simulations, {result.wall_time:.3g} s; {result.n_failed} failed starts"
     )
+    outputs = []
     if out is not None:
-        with _reporting_write_errors("--out", out):
-            result.save(out)
-        _out.print(f"wrote {escape(str(out))}")
+        outputs.append(("--out", out, lambda: result.save(out), ""))
     if plot is not None:
-        from diffbrain import zoo
-
-        with jax.enable_x64(True):
-            model64 = zoo.astype(neuron, jax.numpy.float64)
-            inputs, target = fit.prepare(model64, cell, input_scale=input_scale)
-            free_set = fit.free_params(model64, bounds)
-            objective = fit.Objective(model64, free_set, inputs, target, fit.VoltageMSE())
-        with _reporting_write_errors("--plot", plot):
-            _write_fit_plot(plot, objective, result, free_set)
-        _out.print(f"wrote {escape(str(plot))}")
+        outputs.append(
+            ("--plot", plot, lambda: _write_fit_plot(plot, neuron, cell, bounds, result, input_scale), "")
+        )
+    write_outputs(outputs)
 
 
 @app.command("reproduce")
@@ -622,6 +743,8 @@ def reproduce_command(
     """
     from diffbrain import reproduce
 
+    if out.exists() and not out.is_dir():
+        raise typer.BadParameter(f"{out} is a file; pass a folder.", param_hint="'--out'")
     budget = reproduce.QUICK if quick else reproduce.FULL
     expected = reproduce.expected_seconds(budget, out)
     _out.print(
@@ -633,6 +756,10 @@ def reproduce_command(
         report = reproduce.run(out, budget, log=lambda line: _out.print(escape(line)))
     except (FileNotFoundError, ValueError) as error:
         raise _fail(str(error), code=1) from None
+    except OSError as error:
+        raise _fail(
+            f"cannot write under {out}: {error.strerror or error} ({error.filename}).", code=1
+        ) from None
     table = Table(
         title=f"diffbrain reproduce ({budget.name}): {escape(str(report.path))}", title_justify="left"
     )

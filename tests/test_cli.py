@@ -52,7 +52,8 @@ def test_version():
 
 
 def test_no_arguments_shows_help():
-    _, text = _invoke()
+    result, text = _invoke()
+    assert result.exit_code == 2  # click's no_args_is_help: the help, as a usage error
     assert "Usage:" in text and "simulate" in text
 
 
@@ -67,14 +68,11 @@ def test_models_lists_every_neuron_with_parameters_and_units():
         assert entry.make().input_unit in text
 
 
-def test_models_lists_every_synapse_when_the_zoo_has_them():
-    synapses = getattr(registry, "SYNAPSES", {})
-    if not synapses:
-        pytest.skip("no synapse registry yet")
+def test_models_lists_every_synapse():
     result, text = _invoke("models")
     assert result.exit_code == 0, text
-    assert "Synapse models" in text
-    for name in synapses:
+    assert "Synapse models" in text and registry.SYNAPSES
+    for name in registry.SYNAPSES:
         assert f" {name} " in text
     assert re.search(r"tau_decay \d+ ms", text)
 
@@ -154,15 +152,36 @@ def test_precision_is_float32_by_default_and_float64_on_request(tmp_path):
         (["--dt", "inf"], "--dt"),
         (["--dt", "fast"], "--dt"),
         (["--solver", "rk4"], "--solver"),
+        (["--duration", "1.45", "--dt", "1"], "--duration"),  # not a whole number of steps, as for networks
+        (["--plot", "blocker/trace.png"], "--plot"),  # blocker is a file, so the folder cannot be made
     ],
 )
-def test_bad_options_fail_naming_the_option(tmp_path, args, named):
+def test_bad_options_fail_naming_the_option(tmp_path, monkeypatch, args, named):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "blocker").write_text("")
     out = tmp_path / "trace.csv"
     result, text = _invoke("simulate", "lif", "--out", str(out), *args)
     assert result.exit_code == 2, text
     assert f"'{named}'" in text
-    assert "Traceback" not in text
+    assert "Traceback" not in text and "spikes:" not in text  # refused before simulating
     assert not out.exists()
+
+
+def test_an_output_that_fails_after_the_simulation_does_not_lose_the_others(tmp_path, monkeypatch):
+    from diffbrain import cli
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cli, "save_csv", full_disk)
+    png = tmp_path / "trace.png"
+    result, text = _invoke(
+        "simulate", "lif", "--duration", "5", "--out", str(tmp_path / "t.csv"), "--plot", str(png)
+    )
+    assert result.exit_code == 1, text  # the simulation ran; writing failed: not a usage error
+    assert "--out: cannot write" in text and "No space left on device" in text
+    assert png.read_bytes().startswith(_PNG_SIGNATURE)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["trace.png"]
 
 
 def test_unknown_model_lists_the_choices():
@@ -174,8 +193,6 @@ def test_unknown_model_lists_the_choices():
 
 
 def test_diffrax_solver_on_a_model_with_resets_is_a_clear_error():
-    if not hasattr(zoo, "solve"):
-        pytest.skip("zoo.solve is not available")
     result, text = _invoke("simulate", "lif", "--solver", "tsit5")
     assert result.exit_code == 2, text
     assert "Error:" in text and "tsit5" in text
@@ -183,8 +200,6 @@ def test_diffrax_solver_on_a_model_with_resets_is_a_clear_error():
 
 
 def test_tsit5_solves_hh_like_exponential_euler():
-    if "hh" not in registry.NEURONS or not hasattr(zoo, "solve"):
-        pytest.skip("hh or zoo.solve is not available")
     result, text = _invoke("simulate", "hh", "--solver", "tsit5", "--duration", "50")
     assert result.exit_code == 0, text
     adaptive = _spike_count(text)
@@ -198,7 +213,7 @@ def test_unwritable_output_is_an_error_naming_the_option(tmp_path):
     (tmp_path / "taken").mkdir()
     result, text = _invoke("simulate", "lif", "--duration", "5", "--out", str(tmp_path / "taken"))
     assert result.exit_code == 2, text
-    assert "'--out'" in text and "taken" in text
+    assert "'--out'" in text and "taken is a folder" in text and "spikes:" not in text
     assert "Traceback" not in text
     assert [p.name for p in tmp_path.iterdir()] == ["taken"]  # no temporary file left behind
 
@@ -234,3 +249,114 @@ def test_leaderboard_without_results_names_the_problem(tmp_path):
     result = _runner.invoke(app, ["leaderboard", str(tmp_path)])
     assert result.exit_code == 2
     assert "no benchmark records" in result.output
+
+
+@pytest.fixture
+def cell_npz(tmp_path):
+    """A tiny LIF recording: 2 sweeps of 20 ms at 0.1 ms (300 and 500 pA)."""
+    import jax.numpy as jnp
+
+    from diffbrain import fit
+
+    model = zoo.astype(registry.get_neuron("lif").make(), jnp.float32)
+    current = np.stack([np.full(200, 300.0), np.full(200, 500.0)])
+    voltage = np.stack([np.asarray(zoo.simulate(model, jnp.asarray(i, jnp.float32), 0.1).V) for i in current])
+    path = tmp_path / "cell.npz"
+    fit.Recording(0.1, current, voltage).save_npz(path)
+    return path
+
+
+_FIT_QUICK = ("--free", "g_L", "--budget", "2", "--starts", "1")
+
+
+def test_fit_refuses_an_unwritable_output_before_fitting(cell_npz, tmp_path):
+    (tmp_path / "blocker").write_text("")
+    out, plot = tmp_path / "blocker" / "r.json", tmp_path / "fit.png"
+    result, text = _invoke(
+        "fit", "lif", "--data", str(cell_npz), *_FIT_QUICK, "--out", str(out), "--plot", str(plot)
+    )
+    assert result.exit_code == 2, text
+    assert "'--out'" in text and "blocker is a file, not a folder" in text
+    assert "sweeps from" not in text  # before loading, let alone fitting
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker", "cell.npz"]
+
+
+def test_fit_writes_the_plot_when_the_json_fails_after_fitting(cell_npz, tmp_path, monkeypatch):
+    from diffbrain import fit
+
+    def read_only(self, path):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(fit.FitResult, "save", read_only)
+    plot = tmp_path / "fit.png"
+    result, text = _invoke(
+        "fit",
+        "lif",
+        "--data",
+        str(cell_npz),
+        *_FIT_QUICK,
+        "--out",
+        str(tmp_path / "r.json"),
+        "--plot",
+        str(plot),
+    )
+    assert result.exit_code == 1, text
+    assert "--out: cannot write" in text and "Permission denied" in text
+    assert plot.read_bytes().startswith(_PNG_SIGNATURE)
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--starts", "0"], "--starts"),
+        (["--budget", "0"], "--budget"),
+        (["--devices", "0"], "--devices"),
+        (["--input-scale", "0"], "--input-scale"),
+        (["--free", "foo=0:1"], "--free"),
+        (["--format", "xyz"], "--format"),
+        (["--method", "newton"], "--method"),
+        (["--loss", "l2"], "--loss"),
+        (["--current-unit", "mV"], "--current-unit"),
+        (["--format", "csv", "--voltage", "V.csv", "--dt", "0"], "--dt"),
+    ],
+)
+def test_fit_bad_options_name_the_option_before_loading(cell_npz, args, named):
+    result, text = _invoke("fit", "lif", "--data", str(cell_npz), *_FIT_QUICK, *args)
+    assert result.exit_code == 2, text
+    assert f"'{named}'" in text, text
+    assert "sweeps from" not in text and "Traceback" not in text
+
+
+def test_fit_choices_are_the_librarys():
+    from diffbrain import cli, fit
+
+    assert [m.value for m in cli.FitMethod] == list(fit.METHODS)
+    assert all(hasattr(fit, name) for name in cli._LOSSES.values()) and set(cli._LOSSES) == set(cli.Loss)
+
+
+def test_fit_help_shows_the_default_bounds_and_every_method():
+    result, text = _invoke("fit", "--help")
+    assert result.exit_code == 0, text
+    assert "v/10 to 10·v" in text  # Rich once ate "[v/10, 10·v]" as a markup tag
+    assert "ng_ngopt" in text and "one row per sweep" in text
+
+
+def test_reproduce_refuses_a_file_as_out_folder(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    result, text = _invoke("reproduce", "--quick", "--out", str(afile))
+    assert result.exit_code == 2, text
+    assert "'--out'" in text and "is a file; pass a folder" in text
+    assert "expected duration" not in text and afile.read_text() == "x"
+
+
+def test_reproduce_reports_a_write_error_without_a_traceback(tmp_path, monkeypatch):
+    from diffbrain import reproduce
+
+    def unwritable(out, budget, log):
+        raise PermissionError(13, "Permission denied", str(out / "fit"))
+
+    monkeypatch.setattr(reproduce, "run", unwritable)
+    result, text = _invoke("reproduce", "--quick", "--out", str(tmp_path / "rep"))
+    assert result.exit_code == 1, text
+    assert "cannot write under" in text and "Permission denied" in text and "Traceback" not in text

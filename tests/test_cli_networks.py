@@ -1,6 +1,8 @@
 """`diffbrain simulate coba|cuba|multiarea|microcircuit` (`diffbrain._cli_networks.simulate_network`):
 rates table, PNG and CSV written atomically, errors that name the option."""
 
+import re
+
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -13,6 +15,11 @@ runner = CliRunner()
 
 def _run(*args: str):
     return runner.invoke(app, ["simulate", *args], env={"COLUMNS": "200"})
+
+
+def _text(result) -> str:
+    """The output as one line of words, without the error panel's borders (long messages wrap in it)."""
+    return " ".join(re.sub("[│╭╮╰╯─]", " ", result.output).split())
 
 
 def test_coba_prints_rates_and_writes_raster_and_csv(tmp_path):
@@ -89,12 +96,42 @@ def test_multiarea_dt_above_the_shortest_delay_is_an_error_not_a_hang(shared_dat
     assert "'--dt'" in output and "1.43 ms" in output and "`dt` = 2.5 ms" in output
 
 
-def test_unwritable_raster_is_an_error(tmp_path):
+def test_unwritable_raster_is_refused_before_simulating(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    result = _run("coba", "--scale", "0.1", "--duration", "10", "--raster", str(blocker / "x.png"))
+    out = tmp_path / "rates.csv"
+    result = _run(
+        "coba", "--scale", "0.1", "--duration", "10", "--raster", str(blocker / "x.png"), "--out", str(out)
+    )
     assert result.exit_code == 2
-    assert "--raster" in result.output
+    assert "'--raster'" in result.output and "is a file, not a folder" in _text(result)
+    assert "wall time" not in result.output and not out.exists()
+
+
+def test_a_raster_that_fails_after_simulating_still_writes_the_rates(tmp_path, monkeypatch):
+    from diffbrain import _cli_networks
+
+    def full_disk(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(_cli_networks, "_write_figure", full_disk)
+    out = tmp_path / "rates.csv"
+    result = _run(
+        "coba", "--scale", "0.05", "--duration", "10", "--raster", str(tmp_path / "x.png"), "--out", str(out)
+    )
+    assert result.exit_code == 1, result.output
+    assert "--raster: cannot write" in _text(result)
+    assert open(out).readline().strip() == "t_ms,E,I" and np.loadtxt(
+        out, delimiter=",", skiprows=1
+    ).shape == (2, 3)
+
+
+def test_a_bin_longer_than_the_run_is_refused(tmp_path):
+    out = tmp_path / "rates.csv"
+    result = _run("coba", "--scale", "0.05", "--duration", "5", "--bin", "1e9", "--out", str(out))
+    assert result.exit_code == 2
+    assert "'--bin'" in result.output and "longer than --duration" in _text(result)
+    assert not out.exists()
 
 
 def test_multiarea_from_the_shared_connectome(shared_data, tmp_path, monkeypatch):
