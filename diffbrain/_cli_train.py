@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 
 _out = Console()
+_err = Console(stderr=True)
 
 CONFIG, METRICS_CSV = "config.json", "metrics.csv"
 _ADDED_SETTINGS = {"connectivity": "dense", "p_connect": 1.0}
@@ -78,13 +79,25 @@ def _check_positive(option: str, value: float) -> None:
         raise typer.BadParameter(f"must be a finite number > 0, got {value}.", param_hint=f"'{option}'")
 
 
-def _check_config(out: Path, config: dict) -> None:
-    """Refuse to resume a run in ``out`` that was started with other settings."""
+def _check_config(out: Path, config: dict) -> bool:
+    """Refuse to resume a run in ``out`` that was started with other settings; True if ``out`` holds a
+    config.json (with the same settings)."""
     path = out / CONFIG
     if not path.exists():
-        return
-    saved = _ADDED_SETTINGS | json.loads(path.read_text())
-    changed = {key: (saved.get(key), value) for key, value in config.items() if key != "steps"}
+        return False
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        saved = error
+    if not isinstance(saved, dict):
+        reason = saved.strerror if isinstance(saved, OSError) else "not a JSON object"
+        raise typer.BadParameter(
+            f"{path} is not a diffbrain train config ({reason}); choose another --out or remove it.",
+            param_hint="'--out'",
+        )
+    saved = _ADDED_SETTINGS | saved
+    # only the settings are compared: config.json files written before "steps" was left out hold one too
+    changed = {key: (saved.get(key), value) for key, value in config.items()}
     changed = {key: pair for key, pair in changed.items() if pair[0] != pair[1]}
     if changed:
         listing = ", ".join(f"{key}: {old!r} there, {new!r} now" for key, (old, new) in changed.items())
@@ -237,6 +250,27 @@ def _plot_weights(path: Path, before, after) -> dict:
     }
 
 
+def _diverged(out: Path, message: str, title: str) -> typer.Exit:
+    """Report a diverged run on stderr with advice that fits the command, write metrics.csv and accuracy.png
+    of the steps in the last finite checkpoint; returns the exit (status 1) to raise."""
+    from diffbrain.learn import trainer
+
+    what = message.split(". ")[0]  # learn's advice (lower the rate, clip) does not fit: the CLI clips already
+    _err.print(
+        f"{what}. The gradients are already clipped to norm 1: rerun with a smaller --lr and a new --out.",
+        style="red",
+        markup=False,
+    )
+    metrics_json = out / trainer.METRICS
+    metrics = json.loads(metrics_json.read_text()) if metrics_json.exists() else {"loss": []}
+    if metrics["loss"]:  # none if it diverged before the first checkpoint
+        _write_metrics_csv(out / METRICS_CSV, metrics)
+        _plot_accuracy(out / PLOTS[0], metrics, f"{title} · diverged")
+        kept = len(metrics["loss"])
+        _err.print(f"wrote {out}/: {METRICS_CSV}, {PLOTS[0]} (the {kept} step(s) kept)", markup=False)
+    return typer.Exit(1)
+
+
 def train(
     task: Annotated[Task, typer.Option(help="The task (a default protocol of `diffbrain.tasks`).")] = (
         Task.evidence_accumulation
@@ -273,9 +307,8 @@ def train(
     config = {
         "task": str(task), "method": str(method), "n_rec": n_rec, "connectivity": str(connectivity),
         "p_connect": p_connect, "batch_size": batch_size, "lr": lr, "dt": dt, "delay": delay, "seed": seed,
-        "steps": steps,
     }  # fmt: skip
-    _check_config(out, config)
+    resuming = _check_config(out, config)
 
     import jax
     import numpy as np
@@ -285,11 +318,14 @@ def train(
 
     try:
         out.mkdir(parents=True, exist_ok=True)
-        write_atomically(out / CONFIG, lambda file: json.dump(config, file, indent=1), "w")
+        if not resuming:  # the settings only: the steps done are in metrics.csv, and may grow on a resume
+            write_atomically(out / CONFIG, lambda file: json.dump(config, file, indent=1), "w")
     except OSError as error:
         reason = error.strerror or error
         raise typer.BadParameter(f"cannot write {out}: {reason}.", param_hint="'--out'") from None
 
+    wiring = f"{connectivity}, p = {p_connect:g}"
+    title = f"{task} · {method} · {n_rec} neurons ({wiring}) · batch {batch_size} · lr {lr:g}"
     weights_key, batches_key, raster_key = jax.random.split(jax.random.key(seed), 3)
     initial = learn.EINetwork(
         the_task.n_inputs, n_rec, the_task.n_outputs, key=weights_key, dt=dt, connectivity=p_connect,
@@ -303,13 +339,10 @@ def train(
     except learn.trainer.CheckpointMismatch as error:  # e.g. fewer --steps than the checkpoint holds
         raise typer.BadParameter(str(error), param_hint="'--steps' / '--out'") from None
     except FloatingPointError as error:  # diverged: the last finite checkpoint is kept
-        _out.print(str(error), style="red", markup=False)
-        raise typer.Exit(1) from None
+        raise _diverged(out, str(error), title) from None
 
     metrics = result.metrics
     _write_metrics_csv(out / METRICS_CSV, metrics)
-    wiring = f"{connectivity}, p = {p_connect:g}"
-    title = f"{task} · {method} · {n_rec} neurons ({wiring}) · batch {batch_size} · lr {lr:g}"
     _plot_accuracy(out / PLOTS[0], metrics, title)
     _plot_raster(out / PLOTS[1], result.net, the_task, raster_key)
     fits = _plot_weights(out / PLOTS[2], initial, result.net)

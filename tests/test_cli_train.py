@@ -60,11 +60,14 @@ def test_train_writes_metrics_checkpoint_and_plots_and_resumes(tmp_path):
     assert result.exit_code == 0, text
     resumed = _rows(out / "metrics.csv")
     assert [row["step"] for row in resumed] == ["1", "2", "3"] and resumed[:2] == first
+    config = (out / "config.json").read_text()
+    assert json.loads(config)["method"] == "es-d-rtrl" and "steps" not in json.loads(config)
 
     # fewer steps than the checkpoint holds are refused, and nothing is overwritten
     result, text = _invoke(*TINY, "--method", "es-d-rtrl", "--steps", "2", "--out", str(out))
     assert result.exit_code == 2 and "holds 3 steps, more than steps=2" in text and "--steps" in text, text
     assert _rows(out / "metrics.csv") == resumed
+    assert (out / "config.json").read_text() == config
 
     # and it equals a run that was never interrupted
     straight = tmp_path / "straight"
@@ -95,10 +98,36 @@ def test_train_refuses_to_resume_with_other_settings(tmp_path):
     ],
 )
 def test_train_rejects_bad_options_before_training(args, message, tmp_path):
-    result, text = _invoke("--out", str(tmp_path / "run"), *args)
+    # TINY after args: a bad option accepted would train for seconds and fail, not for minutes
+    result, text = _invoke("--out", str(tmp_path / "run"), *args, *TINY[:4], "--steps", "1")
     assert result.exit_code == 2, text
     assert message in text
     assert not (tmp_path / "run" / "checkpoint.eqx").exists()
+
+
+@pytest.mark.parametrize("content", ["{", "[1, 2]", "5", "\udcff"])
+def test_train_refuses_an_out_folder_whose_config_is_not_one(content, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_bytes(b"\xff" if content == "\udcff" else content.encode())
+    result, text = _invoke(*TINY, "--steps", "1", "--out", str(out))
+    assert result.exit_code == 2, text
+    assert "'--out'" in text and "is not a diffbrain train config" in text
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert sorted(p.name for p in out.iterdir()) == ["config.json"]
+
+
+def test_a_diverged_run_says_so_on_stderr_and_keeps_the_metrics_of_its_finite_steps(tmp_path):
+    # Adam at lr 1e30 sends the weights to inf at step 2 (step 1's loss is finite)
+    out = tmp_path / "run"
+    args = (*TINY, "--lr", "1e30", "--steps", "3", "--checkpoint-every", "1", "--out", str(out))
+    result = _runner.invoke(app, ["train", *args], env={"COLUMNS": "200"})
+    assert result.exit_code == 1, result.output
+    stderr = " ".join(result.stderr.split())
+    assert "training diverged at step 2" in stderr and "rerun with a smaller --lr and a new --out" in stderr
+    assert "Lower the learning rate" not in stderr and "diverged" not in result.stdout
+    assert [row["step"] for row in _rows(out / "metrics.csv")] == ["1"]
+    assert (out / "accuracy.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
 
 def test_train_with_sparse_recurrent_connectivity(tmp_path):
