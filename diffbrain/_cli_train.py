@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import enum
 import functools
-import io
 import json
 import math
 from pathlib import Path
@@ -121,11 +120,9 @@ def _write_metrics_csv(path: Path, metrics: dict) -> None:
 
 
 def _save_figure(figure, path: Path) -> None:
-    from diffbrain.learn.trainer import write_atomically
+    from .cli import save_png  # here: diffbrain.cli imports this module
 
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
-    write_atomically(path, lambda file: file.write(buffer.getvalue()), "wb")
+    save_png(figure, path, dpi=110)
 
 
 def _figure(**kwargs):
