@@ -659,6 +659,8 @@ def fit_command(
         raise _fail(str(error)) from None
     if input_scale is not None:
         _check_number("--input-scale", input_scale, "from pA to the model's input unit", positive=True)
+    if data.is_dir():
+        raise typer.BadParameter(f"{data} is a folder; pass a recording file.", param_hint="'--data'")
     suffix = data.suffix.lstrip(".").lower()
     kind = data_format or (DataFormat(suffix) if suffix in {f.value for f in DataFormat} else None)
     if kind is DataFormat.csv:
@@ -686,6 +688,13 @@ def fit_command(
             cell = fit.load(data, kind.value)
     except (ValueError, FileNotFoundError) as error:
         raise typer.BadParameter(str(error), param_hint="'--data'") from None
+    shortest = min(recording.n_samples for recording in cell)
+    if kind is DataFormat.csv and shortest < 2:
+        raise typer.BadParameter(
+            f"{data} reads as {len(cell)} sweeps of {shortest} sample(s): a CSV table holds one row per "
+            "sweep, the first column the sweep index; transpose a table with one column per sweep.",
+            param_hint="'--data'",
+        )
     _out.print(
         f"[bold cyan]{entry.name}[/]: {len(cell)} sweeps from {escape(str(data))}; {method}, "
         f"{starts} starts, budget {budget} simulations"

@@ -327,6 +327,23 @@ def test_fit_bad_options_name_the_option_before_loading(cell_npz, args, named):
     assert "sweeps from" not in text and "Traceback" not in text
 
 
+def test_fit_csv_with_one_column_per_sweep_is_blamed_on_the_layout(tmp_path):
+    # two sweeps of 50 samples written one column per sweep: read as 50 sweeps, each an index and one sample
+    for name in ("I", "V"):
+        np.savetxt(tmp_path / f"{name}.csv", np.full((50, 2), -65.0), delimiter=",")
+    csv_args = ("--voltage", str(tmp_path / "V.csv"), "--dt", "0.1")
+    result, text = _invoke("fit", "lif", "--data", str(tmp_path / "I.csv"), *csv_args, *_FIT_QUICK)
+    assert result.exit_code == 2, text
+    assert "'--data'" in text and "one row per sweep" in text and "transpose" in text
+    assert "sweeps from" not in text
+
+
+def test_fit_data_that_is_a_folder_is_named_so(tmp_path):
+    result, text = _invoke("fit", "lif", "--data", str(tmp_path), "--format", "nwb", *_FIT_QUICK)
+    assert result.exit_code == 2, text
+    assert "'--data'" in text and "is a folder" in text
+
+
 def test_fit_choices_are_the_librarys():
     from diffbrain import cli, fit
 
