@@ -503,6 +503,10 @@ def _parse_free(spec: str, model) -> dict[str, tuple[float, float]]:
                 raise typer.BadParameter(
                     f"{item!r}: write NAME=LOW:HIGH (e.g. g_L=1:50).", param_hint="'--free'"
                 ) from None
+            if not (math.isfinite(low) and math.isfinite(high) and low < high):
+                raise typer.BadParameter(
+                    f"{item!r}: the bounds must be finite with LOW < HIGH.", param_hint="'--free'"
+                )
         else:
             value = known[name]
             if float(value) == 0:

@@ -313,6 +313,8 @@ def test_fit_writes_the_plot_when_the_json_fails_after_fitting(cell_npz, tmp_pat
         (["--devices", "0"], "--devices"),
         (["--input-scale", "0"], "--input-scale"),
         (["--free", "foo=0:1"], "--free"),
+        (["--free", "g_L=50:1"], "--free"),
+        (["--free", "g_L=nan:1"], "--free"),
         (["--format", "xyz"], "--format"),
         (["--method", "newton"], "--method"),
         (["--loss", "l2"], "--loss"),
