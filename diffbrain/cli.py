@@ -692,7 +692,9 @@ def fit_command(
             cell = fit.load(data, kind.value)
     except (ValueError, FileNotFoundError) as error:
         raise typer.BadParameter(str(error), param_hint="'--data'") from None
-    shortest = min((recording.n_samples for recording in cell), default=0)
+    if len(cell) == 0:
+        raise typer.BadParameter(f"{data} holds no sweeps.", param_hint="'--data'")
+    shortest = min(recording.n_samples for recording in cell)
     if kind is DataFormat.csv and shortest < 2:
         raise typer.BadParameter(
             f"{data} reads as {len(cell)} sweeps of {shortest} sample(s): a CSV table holds one row per "
