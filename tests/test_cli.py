@@ -340,6 +340,7 @@ def test_fit_csv_with_one_column_per_sweep_is_blamed_on_the_layout(tmp_path):
     assert "sweeps from" not in text
 
 
+@pytest.mark.filterwarnings("ignore:loadtxt. input contained no data")
 def test_fit_csv_without_sweeps_is_blamed_on_data(tmp_path):
     (tmp_path / "I.csv").write_text("")
     csv_args = ("--voltage", str(tmp_path / "I.csv"), "--dt", "0.1")
