@@ -81,6 +81,8 @@ def _check_positive(option: str, value: float) -> None:
 def _check_config(out: Path, config: dict) -> bool:
     """Refuse to resume a run in ``out`` that was started with other settings; True if ``out`` holds a
     config.json (with the same settings)."""
+    if out.exists() and not out.is_dir():
+        raise typer.BadParameter(f"{out} is a file; pass a folder.", param_hint="'--out'")
     path = out / CONFIG
     if not path.exists():
         return False

@@ -117,6 +117,14 @@ def test_train_refuses_an_out_folder_whose_config_is_not_one(content, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["config.json"]
 
 
+def test_train_refuses_a_file_as_out(tmp_path):
+    out = tmp_path / "afile"
+    out.write_text("x")
+    result, text = _invoke(*TINY, "--steps", "1", "--out", str(out))
+    assert result.exit_code == 2, text
+    assert "'--out'" in text and "is a file; pass a folder" in text and out.read_text() == "x"
+
+
 def test_a_diverged_run_says_so_on_stderr_and_keeps_the_metrics_of_its_finite_steps(tmp_path):
     # Adam at lr 1e30 sends the weights to inf at step 2 (step 1's loss is finite)
     out = tmp_path / "run"
