@@ -18,9 +18,20 @@ def throughput_summary(frame: pd.DataFrame) -> pd.DataFrame:
     return table.pivot_table(index="case", columns="column", values="value", aggfunc="last", sort=False)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1 (a step, repeat or size count)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "python -m diffbrain.bench") -> None:
     """Parse the command line, run the suite, write ``OUT/<suite>.csv`` and print a summary."""
-    parser = argparse.ArgumentParser(prog="python -m diffbrain.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     parser.add_argument(
         "suite",
         choices=["throughput", "ops", "fit", "fit_cells", "fit_dimension", "learn", "sim"],
@@ -34,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--sizes",
         nargs="+",
-        type=int,
+        type=positive_int,
         help=f"population sizes (default {throughput.SIZES}; ops: {ops.SIZES})",
     )
     parser.add_argument(
@@ -46,8 +57,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         action="store_true",
         help="fit_dimension: the non-convex variant (C, g_L, E_L, V_T free beside the kernel amplitudes)",
     )
-    parser.add_argument("--steps", type=int, help=f"time steps per run (default {throughput.STEPS})")
-    parser.add_argument("--repeats", type=int, help="timed runs per method (default 5; fit: 10, quick 2)")
+    parser.add_argument("--steps", type=positive_int, help=f"time steps per run (default {throughput.STEPS})")
+    parser.add_argument(
+        "--repeats", type=positive_int, help="timed runs per method (default 5; fit: 10, quick 2)"
+    )
     parser.add_argument(
         "--full",
         action="store_true",
@@ -80,6 +93,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         "else this one)",
     )
     args = parser.parse_args(argv)
+    unknown = [name for name in args.models if name not in throughput.MODELS]
+    if unknown:
+        parser.error(f"--models: {unknown} are not among {list(throughput.MODELS)}")
     baseline = None
     for option in ("threshold", "reference_threshold"):
         if not getattr(args, option) > 0:

@@ -587,7 +587,7 @@ def bench_command(
         str(out),
         *(["--compare", str(compare)] if compare else []),
     ]
-    run_suite([suite, *options, *context.args])
+    run_suite([suite, *options, *context.args], prog="diffbrain bench")
 
 
 @app.command()

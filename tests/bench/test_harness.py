@@ -165,3 +165,21 @@ def test_command_line_writes_csv(tmp_path, no_brainpy, capsys):
     frame = records.read_results(tmp_path)
     assert set(frame.case) == {"lif/n=10"} and (frame.suite == "throughput").all()
     assert "records merged into" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        (["--models", "nosuch"], "--models"),
+        (["--steps", "0"], "--steps"),
+        (["--repeats", "-1"], "--repeats"),
+        (["--sizes", "10", "x"], "--sizes"),
+    ],
+)
+def test_command_line_refuses_bad_counts_and_models_naming_the_option(tmp_path, capsys, options, named):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["throughput", "--out", str(tmp_path), *options], prog="diffbrain bench")
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert named in error and error.startswith("usage: diffbrain bench")
+    assert not list(tmp_path.iterdir())
