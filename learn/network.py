@@ -29,16 +29,59 @@ class NetState(NamedTuple):
     spikes: Array  # [B, n_rec]
 
 
-def _drive_to_current(neuron: zoo.AbstractSpikingNeuron, drive: Array) -> Array:
-    """A synaptic drive in mV (conductance in units of the leak conductance × driving force) in the
-    neuron's input unit."""
-    if neuron.input_unit == "mV":  # dimensionless models (ALIF): the input is R·I already
-        return drive
-    if neuron.input_unit == "nA":  # GIF: R in MΩ, R·I in mV
-        return drive / neuron.R
-    if neuron.input_unit == "pA":  # LIF: g_L in nS
-        return drive * neuron.g_L
-    raise ValueError(f"EINetwork: neurons with input in {neuron.input_unit!r} are not supported.")
+def _own_drive(neuron: zoo.AbstractSpikingNeuron, state: tuple[Array, ...]) -> tuple[Array, Array | float]:
+    """``(own, to_input)``: the neuron's ``τ dV/dt`` without input, ``V_rest − V`` plus its own currents
+    as ``R·I`` (mV), and the factor that turns an ``R·I`` in mV into its input unit."""
+    if isinstance(neuron, zoo.ALIF):  # dimensionless: the input is R·I already
+        return neuron.V_rest - state.V + state.I_adp, 1.0
+    if isinstance(neuron, zoo.neurons.AbstractGIF):  # R in MΩ, input in nA
+        return neuron.V_rest - state.V + neuron.R * (state.I1 + state.I2), 1 / neuron.R
+    if isinstance(neuron, zoo.LIF):  # input in pA, g_L in nS
+        return neuron.V_rest - state.V, neuron.g_L
+    raise ValueError(
+        f"EINetwork: `neuron` must be a zoo.ALIF, zoo.GIF, zoo.InterpolatedGIF or zoo.LIF (whose membrane "
+        f"the conductances enter exactly), got {type(neuron).__name__}."
+    )
+
+
+def _conductance_input(
+    neuron: zoo.AbstractSpikingNeuron,
+    state: tuple[Array, ...],
+    g_e: Float[Array, "*n"],
+    g_i: Float[Array, "*n"],
+    E_exc: float,
+    E_inh: float,
+    dt: float,
+) -> Float[Array, "*n"]:
+    r"""The constant input (in ``neuron.input_unit``) under which the neuron's exponential-Euler step lands
+    on the exact solution for conductances ``g_e``, ``g_i`` (units of the leak conductance) held over the
+    step.
+
+    With ``own = V_rest − V + (the model's own currents as R·I)`` (mV), the membrane obeys
+    ``τ dV/dt = own + g_e (E_exc − V) + g_i (E_inh − V)``, linear in V with rate ``g_tot/τ``,
+    ``g_tot = 1 + g_e + g_i``, so ``V ← V∞ + (V − V∞) e^{−dt·g_tot/τ}`` with
+    ``V∞ = V + (own + drive)/g_tot``, ``drive = g_e (E_exc − V) + g_i (E_inh − V)``. The neuron's own step
+    ``V ← V + (1 − e^{−dt/τ})(own + R·I)`` lands there for
+
+    ``R·I = ρ (own + drive) − own``, ``ρ = (1 − e^{−dt·g_tot/τ}) / (g_tot (1 − e^{−dt/τ}))`` ∈ (0, 1].
+
+    The neuron then applies its spike, reset, refractoriness and adaptation as for any input. Feeding the
+    drive itself (ρ = 1, the explicit step) multiplies ``V − V∞`` by ``1 − (1 − e^{−dt/τ}) g_tot`` per step,
+    which is unstable once that is below −1 (``g_tot > 5.1`` at dt = 10 ms, 21 at dt = 2 ms, τ = 20 ms:
+    V ran to −3.5e37 in training); here the factor is ``e^{−dt·g_tot/τ}`` for any conductance, and the
+    two agree to O(dt·g_tot/τ) when that is small. The input now depends nonlinearly on the conductances:
+    `bptt`'s step on `diffbrain.bench.learn`'s network (200 neurons, batch 16, dt 1 ms) took 1.1× (T = 100)
+    and 1.5× (T = 300) the explicit step's time.
+
+    Elementwise: neuron ``j``'s input depends on its own state and conductances only.
+    """
+    own, to_input = _own_drive(neuron, state)
+    V = state.V
+    drive = g_e * (E_exc - V) + g_i * (E_inh - V)
+    g_tot = 1 + g_e + g_i
+    rate = dt / neuron.tau
+    ratio = jnp.expm1(-rate * g_tot) / (g_tot * jnp.expm1(-rate))
+    return (ratio * (own + drive) - own) * to_input
 
 
 SLOW_ADAPTATION = (2000.0, 0.5)
@@ -126,7 +169,9 @@ class EINetwork(eqx.Module):
     * conductances (zoo `Expon` synapses, τ_syn, kept on the postsynaptic side because they are linear):
       ``g_e ← g_e e^{−dt/τ_syn} + x_t |W_in| + z_{t−1}^E |W_rec^{E·}|`` and
       ``g_i ← g_i e^{−dt/τ_syn} + z_{t−1}^I |W_rec^{I·}|``;
-    * the drive ``g_e (E_exc − V) + g_i (E_inh − V)`` enters the neuron model, which spikes ``z_t``;
+    * the membrane integrates ``τ dV/dt = (the neuron's own terms) + g_e (E_exc − V) + g_i (E_inh − V)``
+      exactly for conductances held over the step (``V − V∞`` decays by ``e^{−dt(1 + g_e + g_i)/τ}``, stable
+      for any conductance; see `_conductance_input`), then the neuron model spikes ``z_t`` and resets;
     * the readout-filtered spike train ``z̄_t = κ z̄_{t−1} + z_t`` (κ = e^{−dt/τ_out}; about the number of
       spikes in the last τ_out: at rate r its mean is r·dt/(1 − κ) ≈ r·τ_out for dt ≪ τ_out, 0.41 at
       20 Hz, τ_out = 20 ms and dt = 1 ms, 0.51 at dt = 10 ms) gives the leaky readout
@@ -203,7 +248,8 @@ class EINetwork(eqx.Module):
         Args:
             n_in, n_rec, n_out: input channels, recurrent neurons, readout units.
             key: the random key for weights and connectivity.
-            neuron: the neuron model (default ``default_neuron(n_rec)``; GIF and LIF work too).
+            neuron: the neuron model (default ``default_neuron(n_rec)``): a `zoo.ALIF`, `zoo.GIF`,
+                `zoo.InterpolatedGIF` or `zoo.LIF`.
             exc_fraction: the excitatory share of the recurrent neurons, in [0, 1].
             dt: time step, ms. tau_syn, tau_out: synaptic and readout time constants, ms (all > 0).
             E_exc, E_inh: reversal potentials, mV.
@@ -232,6 +278,7 @@ class EINetwork(eqx.Module):
                 f"{connectivity!r}."
             )
         neuron = default_neuron(n_rec) if neuron is None else neuron
+        _own_drive(neuron, neuron.init_state())  # refuses a model whose membrane the cell cannot integrate
         n_exc = round(exc_fraction * n_rec)
         self.neuron = neuron
         pattern = connectivity if isinstance(connectivity, CSR) else None
@@ -383,10 +430,9 @@ class EINetwork(eqx.Module):
         syn_i = zoo.Expon(tau=self.tau_syn, E=self.E_inh)
         _, g_e = syn_e.step(syn_e.State(g_e), u_e, self.dt)
         _, g_i = syn_i.step(syn_i.State(g_i), u_i, self.dt)
-        V = neuron_state[0]
-        drive = syn_e.current(g_e, V) + syn_i.current(g_i, V)
         state = type(self.neuron.init_state())(*neuron_state)
-        state, spikes = self.neuron.step(state, _drive_to_current(self.neuron, drive), self.dt)
+        current = _conductance_input(self.neuron, state, g_e, g_i, self.E_exc, self.E_inh, self.dt)
+        state, spikes = self.neuron.step(state, current, self.dt)
         kappa = math.exp(-self.dt / self.tau_out)
         filtered = kappa * filtered + spikes
         return (*state, g_e, g_i, filtered), spikes

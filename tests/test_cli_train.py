@@ -126,9 +126,9 @@ def test_train_refuses_a_file_as_out(tmp_path):
 
 
 def test_a_diverged_run_says_so_on_stderr_and_keeps_the_metrics_of_its_finite_steps(tmp_path):
-    # Adam at lr 1e30 sends the weights to inf at step 2 (step 1's loss is finite)
+    # Adam at lr 1e300 sends the weights to ~1e300: the conductances overflow, step 2's loss is not finite
     out = tmp_path / "run"
-    args = (*TINY, "--lr", "1e30", "--steps", "3", "--checkpoint-every", "1", "--out", str(out))
+    args = (*TINY, "--lr", "1e300", "--steps", "3", "--checkpoint-every", "1", "--out", str(out))
     result = _runner.invoke(app, ["train", *args], env={"COLUMNS": "200"})
     assert result.exit_code == 1, result.output
     stderr = " ".join(result.stderr.split())

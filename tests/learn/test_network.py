@@ -168,3 +168,93 @@ def test_sparse_patterns_keep_dale_signs_and_the_requested_connectivity():
     assert net.sparse and np.all(np.bincount(np.asarray(net.w_rec.indices), minlength=100) == 7)
     with pytest.raises(ValueError, match=r"`connectivity`.*\(n_rec, n_rec\) = \(50, 50\)"):
         learn.EINetwork(10, 50, 2, key=jax.random.key(0), connectivity=pattern)
+
+
+_SUBTHRESHOLD = {  # thresholds far above E_exc = 0 mV, so a strong conductance cannot make them spike
+    "alif": zoo.ALIF(V_th=100.0),
+    "gif": zoo.GIF(V_th_inf=100.0),
+    "interpolated_gif": zoo.InterpolatedGIF(V_th_inf=100.0),
+    "lif": zoo.LIF(V_th=100.0),
+}
+
+
+def _held_conductances(net, g_e, g_i, n_steps):
+    """Membrane potentials [n_steps] of neuron 0 under conductances held at ``g_e``, ``g_i`` (units of
+    g_L): the increment ``g·(1 − e^{−dt/τ_syn})`` keeps them constant, and each step sees them from its
+    start."""
+    keep = 1 - net.conductance_decay()
+    hidden = net.init_state(1).hidden
+    hidden = (*hidden[:-3], jnp.full((1, net.n_rec), g_e), jnp.full((1, net.n_rec), g_i), hidden[-1])
+    u_e, u_i = (jnp.full((1, net.n_rec), g * keep) for g in (g_e, g_i))
+
+    def step(hidden, _):
+        hidden, spikes = net.cell(hidden, u_e, u_i)
+        return hidden, (hidden[0][0, 0], spikes)
+
+    _, (V, spikes) = jax.lax.scan(step, hidden, None, length=n_steps)
+    assert not jnp.any(spikes)
+    return V
+
+
+@pytest.mark.parametrize("neuron", _SUBTHRESHOLD.values(), ids=_SUBTHRESHOLD.keys())
+@pytest.mark.parametrize(("g_e", "g_i"), [(50.0, 0.0), (0.0, 50.0), (30.0, 20.0), (0.3, 0.1)])
+def test_a_held_conductance_relaxes_the_membrane_exactly_at_any_strength(neuron, g_e, g_i):
+    """Subthreshold, at dt = 10 ms (τ = 20 ms), V follows ``V∞ + (V_rest − V∞) e^{−k·dt·g_tot/τ}`` with
+    ``g_tot = 1 + g_e + g_i`` and ``V∞ = (V_rest + g_e E_exc + g_i E_inh)/g_tot`` to rounding, and stays
+    bounded. The explicit drive used before (``g (E − V)`` at the step's start, as a constant current)
+    multiplied ``V − V∞`` by ``1 − (1 − e^{−1/2})·51 = −19`` per step at g_tot = 51: V ran to ±1e37."""
+    net = learn.EINetwork(1, 2, 1, key=jax.random.key(0), dt=10.0, neuron=neuron, exc_fraction=0.5)
+    V = _held_conductances(net, g_e, g_i, n_steps=40)
+    V_rest, tau = (float(jnp.ravel(x)[0]) for x in (neuron.V_rest, neuron.tau))
+    g_tot = 1 + g_e + g_i
+    V_inf = (V_rest + g_e * net.E_exc + g_i * net.E_inh) / g_tot
+    k = np.arange(1, 41)
+    exact = V_inf + (V_rest - V_inf) * np.exp(-k * net.dt * g_tot / tau)
+    np.testing.assert_allclose(V, exact, rtol=1e-12, atol=1e-11)
+    assert jnp.all((V >= net.E_inh) & (V <= net.E_exc))
+
+
+def test_at_small_steps_the_exact_membrane_step_is_the_explicit_one_to_first_order():
+    """For g·dt/τ ≪ 1 the exact step and the explicit one (drive ``g_e (E_exc − V)`` held as a current)
+    differ by a fraction ``dt (g_tot − 1)/(2τ)`` of the step's change in V: ten times less per tenfold
+    smaller dt."""
+    g_e, g_i = 2.0, 1.0
+    neuron = _SUBTHRESHOLD["alif"]
+    differences = []
+    for dt in (0.1, 0.01):
+        net = learn.EINetwork(1, 2, 1, key=jax.random.key(0), dt=dt, neuron=neuron, exc_fraction=0.5)
+        V0 = float(neuron.V_rest)
+        change = float(_held_conductances(net, g_e, g_i, n_steps=1)[0]) - V0
+        explicit = -np.expm1(-dt / 20.0) * (g_e * (net.E_exc - V0) + g_i * (net.E_inh - V0))
+        differences.append(abs(change / explicit - 1))
+        np.testing.assert_allclose(differences[-1], dt * (g_e + g_i) / 40.0, rtol=0.02)
+    np.testing.assert_allclose(differences[0] / differences[1], 10.0, rtol=0.02)
+
+
+def test_strong_input_at_a_coarse_step_keeps_training_finite():
+    """The failure the exact membrane step fixes, directly: at dt = 10 ms, input weights ~10 g_L and
+    every input channel firing every step hold g_e ≈ 80 g_L. The membrane stays within 100 mV of 0 and
+    BPTT's and ES-D-RTRL's gradients are finite (with the explicit drive, V reached
+    ±1e37 and the gradients were NaN, as `diffbrain train --dt 10` met after 800 steps of training)."""
+    net = learn.EINetwork(5, 10, 2, key=jax.random.key(0), dt=10.0, in_scale=10.0)
+    steps, batch_size = 30, 2
+    inputs = jnp.ones((steps, batch_size, 5))
+    mask = jnp.ones((steps, batch_size), bool)
+    labels = jnp.zeros((steps, batch_size), jnp.int32)
+    batch = learn.SimpleBatch(inputs, labels, mask, labels[0])
+
+    def step(state, x):
+        state, _ = net.step(state, x)
+        return state, state.hidden[0]
+
+    _, V = jax.lax.scan(step, net.init_state(batch_size), inputs)
+    assert float(jnp.max(jnp.abs(V))) < 100.0, float(jnp.max(jnp.abs(V)))  # mV
+    for gradient in (learn.bptt, lambda n, b: learn.online(n, b, algorithm="es-d-rtrl")):
+        loss, grads = gradient(net, batch)
+        leaves = jax.tree.leaves(eqx.filter(grads, eqx.is_inexact_array))
+        assert jnp.isfinite(loss) and all(bool(jnp.all(jnp.isfinite(g))) for g in leaves)
+
+
+def test_a_neuron_whose_membrane_the_cell_cannot_integrate_is_refused():
+    with pytest.raises(ValueError, match=r"`neuron` must be a zoo\.ALIF, zoo\.GIF, .* got AdEx"):
+        learn.EINetwork(2, 4, 2, key=jax.random.key(0), neuron=zoo.AdEx())
