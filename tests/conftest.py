@@ -39,3 +39,31 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data folder {SHARED_DATA} not found")
     return SHARED_DATA
+
+
+MAP_LIMIT_MARGIN = 20_000
+"""Memory mappings a test module may leave behind before the session's compiled programs are dropped."""
+
+
+def _memory_mappings() -> int | None:
+    try:
+        with open("/proc/self/maps") as maps:
+            return sum(1 for _ in maps)
+    except OSError:  # not Linux
+        return None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def drop_compiled_programs_when_mappings_pile_up():
+    """After a test module, drop JAX's compiled programs if the process holds many memory mappings.
+
+    Every XLA CPU executable keeps ~1.5-3 anonymous mappings (code, constants, data) until its cache
+    entry goes. The whole suite in one process compiled enough programs to pass Linux's
+    ``vm.max_map_count`` (65,530): mmap then failed inside XLA, which segfaulted while compiling a
+    `zoo.solve` (or Python crashed elsewhere). ``jax.clear_caches()`` gives the mappings back
+    (800 small programs: +1,199 mappings, all returned).
+    """
+    yield
+    mappings = _memory_mappings()
+    if mappings is not None and mappings > MAP_LIMIT_MARGIN:
+        jax.clear_caches()
