@@ -76,13 +76,20 @@ def _check_divides(name: str, block: int, total: int) -> None:
         )
 
 
-def _fail_on_nonfinite(state: NamedTuple) -> NamedTuple:
+def _fail_on_nonfinite(state: NamedTuple, *outputs):
+    """Raise (also inside jit) when ``state`` holds NaN or inf; return ``(state, *outputs)`` checked.
+
+    The check is attached to every returned array, so jit cannot drop it when a caller keeps only part of
+    the result (``trace.V``, ``trace.rate()``). Compiled, it is one reduction over the final state and a
+    conditional that aliases the outputs (no copy). Its tangent is the identity, so a jitted ``jax.grad``
+    that discards the forward outputs drops it (use ``jax.value_and_grad`` to keep it).
+    """
     bad = jnp.zeros((), bool)
     for leaf in jax.tree.leaves(state):
         if jnp.issubdtype(leaf.dtype, jnp.inexact):
             bad = bad | ~jnp.all(jnp.isfinite(leaf))
     return eqx.error_if(
-        state,
+        (state, *outputs),
         bad,
         "The simulation produced NaN or inf in the model state. Reduce `dt`, check the parameters, "
         "or pass check_finite=False to get the raw values.",
@@ -118,7 +125,8 @@ def simulate(
             the steps in between (memory ∝ T/checkpoint_every + checkpoint_every instead of T). Must be a
             multiple of ``record_every`` and divide T.
         unroll: steps unrolled per scan iteration (fewer dispatches on CPU).
-        check_finite: raise (also inside jit) if the final state contains NaN or inf.
+        check_finite: raise (also inside jit, whichever outputs are used) if the final state contains NaN
+            or inf.
 
     Returns:
         A `Trace` with times (ms), spike counts and recorded states.
@@ -174,7 +182,7 @@ def simulate(
         state, (spikes, recorded) = jax.lax.scan(segment, state, segments)
         spikes, recorded = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), (spikes, recorded))
     if check_finite:
-        state = _fail_on_nonfinite(state)
+        state, spikes, recorded = _fail_on_nonfinite(state, spikes, recorded)
     n_samples = n_steps // record_every
     t = (jnp.arange(1, n_samples + 1) * record_every * dt).astype(spikes.dtype)
     return Trace(t=t, spikes=spikes, states=recorded, final_state=state)

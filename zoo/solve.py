@@ -142,7 +142,7 @@ def solve(
     ys = solution.ys
     final_state = jax.tree.map(lambda x: x[-1], ys)
     if check_finite:
-        final_state = _fail_on_nonfinite(final_state)
+        final_state, ys = _fail_on_nonfinite(final_state, ys)
     spikes = upward_crossings(ys.V, model.spike_threshold, state.V)
     return Trace(
         t=ts, spikes=spikes, states={name: getattr(ys, name) for name in record}, final_state=final_state

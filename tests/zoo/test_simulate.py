@@ -87,6 +87,20 @@ def test_nonfinite_state_is_reported_not_returned():
     assert not bool(jnp.all(jnp.isfinite(raw.V)))
 
 
+@pytest.mark.parametrize(
+    "output",
+    [lambda trace: trace.V[-1], lambda trace: trace.rate(), lambda trace: trace.spikes[:3]],
+    ids=["V", "rate", "spikes"],
+)
+def test_nonfinite_check_survives_jit_when_only_the_trace_is_used(output):
+    nan_input = jnp.full(10, jnp.nan)  # traced inside jit, so only the runtime check can catch it
+    run = jax.jit(lambda current: output(zoo.simulate(zoo.LIF(), current, 0.1)))
+    with pytest.raises(Exception, match="NaN or inf"):
+        jax.block_until_ready(run(nan_input))
+    finite = run(jnp.full(10, 600.0))
+    assert bool(jnp.all(jnp.isfinite(finite)))
+
+
 def test_simulate_under_vmap_over_inputs():
     inputs = jnp.stack([jnp.full(500, c) for c in (300.0, 600.0, 900.0)])
     counts = jax.vmap(lambda x: zoo.simulate(zoo.LIF(), x, 0.1).spike_count)(inputs)
