@@ -1,11 +1,15 @@
 """`zoo.simulate` and `zoo.solve`: recording, decimation, checkpointing, continuation and bad input."""
 
+import importlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from diffbrain import zoo
+
+solve_module = importlib.import_module("diffbrain.zoo.solve")
 
 jax.config.update("jax_enable_x64", True)
 
@@ -97,6 +101,8 @@ def test_nonfinite_check_survives_jit_when_only_the_trace_is_used(output):
     run = jax.jit(lambda current: output(zoo.simulate(zoo.LIF(), current, 0.1)))
     with pytest.raises(Exception, match="NaN or inf"):
         jax.block_until_ready(run(nan_input))
+    with pytest.raises(Exception, match="NaN or inf"):
+        jax.block_until_ready(jax.jit(lambda current: zoo.solve(zoo.HH(), current, 0.1).V[-1])(nan_input))
     finite = run(jnp.full(10, 600.0))
     assert bool(jnp.all(jnp.isfinite(finite)))
 
@@ -114,6 +120,50 @@ def test_solve_rejects_models_with_resets_and_bad_solvers():
         zoo.solve(zoo.HH(), jnp.zeros(10), 0.1, solver="rk99")
     with pytest.raises(ValueError, match="adaptive=True"):
         zoo.solve(zoo.HH(), jnp.zeros(10), 0.1, solver="kvaerno5", adaptive=False)
+    with pytest.raises(ValueError, match="adaptive=False"):
+        zoo.solve(zoo.HH(), jnp.zeros(10), 0.1, solver="euler")
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+@pytest.mark.parametrize("dt", [0.025, 0.05, 0.1, 0.3])
+def test_solve_reads_the_sample_before_a_jump_just_before_it(dtype, dt):
+    """Diffrax ends a step at the float just below each jump time and restarts just above it."""
+    n = 20_000
+    jumps = solve_module._jump_times(jnp.arange(n), dt, dtype)
+    index = jax.jit(lambda t: solve_module._sample_index(t, dt, n))
+    k = np.arange(1, n)
+    np.testing.assert_array_equal(index(jnp.nextafter(jumps, -jnp.inf)), k - 1)
+    np.testing.assert_array_equal(index(jumps), k)
+    np.testing.assert_array_equal(index(jnp.nextafter(jumps, jnp.inf)), k)
+
+
+def test_solve_step_input_matches_a_fine_fixed_step_reference():
+    """HH with a new input level every 0.5 ms (float64): the adaptive solve against fixed-step Tsit5 with
+    100 steps per sample (itself converged to 5e-9 mV). Reading the next sample just before each jump
+    gave 9.4e-4 mV and needed more than the default `max_steps`."""
+    hh = zoo.astype(zoo.HH(), jnp.float64)
+    current = jnp.asarray(np.random.default_rng(0).uniform(0.0, 20.0, 60))
+    reference = zoo.solve(hh, jnp.repeat(current, 100), 0.005, adaptive=False).V[99::100]
+    adaptive = zoo.solve(hh, current, 0.5)
+    assert float(jnp.max(jnp.abs(adaptive.V - reference))) < 2e-4
+
+
+@pytest.mark.parametrize("dt", [2.0, 3.0])
+def test_solve_on_a_coarse_output_grid(dt):
+    """The output interval does not set the first trial step (a 2 ms first step sent HH to inf)."""
+    n = int(198 / dt)
+    fine = zoo.solve(zoo.HH(), jnp.full(1980, 10.0), 0.1)
+    coarse = zoo.solve(zoo.HH(), jnp.full(n, 10.0), dt)
+    np.testing.assert_allclose(coarse.V, fine.V[round(dt / 0.1) - 1 :: round(dt / 0.1)], atol=0.05)
+
+
+def test_solve_names_max_steps_when_it_is_reached():
+    with pytest.raises(Exception, match=r"Raise `max_steps`"):
+        jax.block_until_ready(zoo.solve(zoo.HH(), jnp.full(100, 10.0), 0.1, max_steps=5).V)
+    assert solve_module._default_max_steps(6, 0.5) == 4096
+    assert solve_module._default_max_steps(60, 0.5) == 19_200  # 30 ms: 640 per ms
+    assert solve_module._default_max_steps(2000, 0.5) == 640_000  # 1 s: 640 per ms
+    assert solve_module._default_max_steps(100_000, 0.01) == 6_400_000  # 64 per sample
 
 
 def test_solve_population_and_gradient_against_fixed_step():
