@@ -3,7 +3,12 @@
 Every surrogate is an `eqx.Module` whose call is *exactly* the Heaviside step ``x >= 0`` (1 at
 threshold) in the forward pass, and whose derivative is the named pseudo-derivative ``pseudo_derivative(x)``.
 Here ``x`` is the distance to threshold, usually ``V - V_th`` in mV, so sharpness parameters are per mV.
-Because the surrogate is a field of a neuron model, it can be swapped (``eqx.tree_at``) or even fitted.
+Because the surrogate is a field of a neuron model, it can be swapped (``eqx.tree_at``). It cannot be
+fitted by gradient descent: it shapes only the backward pass, so the gradient of any loss with respect to
+its parameters (``alpha``, ``sigma``, …) is exactly 0. Tune them as hyperparameters instead.
+
+Every sharpness and width must be finite and > 0 (a negative ``alpha`` flips the sign of every gradient,
+``sigma = 0`` makes them NaN); `MultiGaussian`'s side-lobe weight ``h`` must lie in [0, 1).
 
 All pseudo-derivatives are evaluated in forms that stay finite for |x| up to 1e4 in float32 and return
 the dtype of ``x``.
@@ -21,13 +26,16 @@ Example:
 from __future__ import annotations
 
 import abc
+import dataclasses
 import math
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
+from ._checks import check_positive
 from ._param import as_param
 
 
@@ -49,6 +57,12 @@ class AbstractSurrogate(eqx.Module):
     @abc.abstractmethod
     def pseudo_derivative(self, x: Float[Array, "..."]) -> Float[Array, "..."]:
         """The derivative used in place of Dirac's delta, as a function of the distance to threshold."""
+
+    def __check_init__(self):
+        for field in dataclasses.fields(self):
+            if field.metadata.get("positive", True):
+                value = getattr(self, field.name)
+                check_positive(type(self).__name__, field.name, value, field.metadata.get("unit", ""))
 
     def __call__(self, x: Float[ArrayLike, "..."]) -> Float[Array, "..."]:
         x = jnp.asarray(x)
@@ -108,11 +122,19 @@ class MultiGaussian(AbstractSurrogate):
         default=0.5, converter=as_param, metadata={"unit": "mV", "doc": "width"}
     )
     h: Float[Array, ""] = eqx.field(
-        default=0.15, converter=as_param, metadata={"unit": "1", "doc": "side lobes"}
+        default=0.15, converter=as_param, metadata={"unit": "1", "doc": "side lobes", "positive": False}
     )
     s: Float[Array, ""] = eqx.field(
         default=6.0, converter=as_param, metadata={"unit": "1", "doc": "lobe width"}
     )
+
+    def __check_init__(self):
+        h = np.asarray(self.h) if not isinstance(self.h, jax.core.Tracer) else None
+        if h is not None and not np.all((h >= 0) & (h < 1)):
+            raise ValueError(
+                f"MultiGaussian: `h` (the side lobes' weight) must lie in [0, 1), got {h}; at h >= 1 the "
+                "pseudo-derivative's area 1 - h is no longer positive."
+            )
 
     def pseudo_derivative(self, x):
         sigma, h, s = (_cast(v, x) for v in (self.sigma, self.h, self.s))

@@ -123,3 +123,28 @@ def test_property_shapes_and_finiteness(x, which):
     assert out.shape == x.shape and grads.shape == x.shape
     np.testing.assert_array_equal(out, (x >= 0).astype(np.float32))
     assert bool(jnp.all(jnp.isfinite(grads)))
+
+
+@pytest.mark.parametrize("bad", [0.0, -4.0, math.nan, math.inf])
+def test_sharpness_and_width_must_be_positive(name, bad):
+    cls = SURROGATES[name]
+    for field in (f.name for f in cls.__dataclass_fields__.values() if f.name != "h"):
+        with pytest.raises(ValueError, match=f"`{field}` must be > 0"):
+            cls(**{field: bad})
+
+
+@pytest.mark.parametrize("h", [-0.1, 1.0, math.nan])
+def test_multi_gaussian_side_lobe_weight_in_unit_interval(h):
+    with pytest.raises(ValueError, match=r"`h`.*\[0, 1\)"):
+        surrogate.MultiGaussian(h=h)
+    surrogate.MultiGaussian(h=0.0)
+
+
+def test_surrogate_parameters_get_no_gradient(name):
+    """The surrogate shapes only the backward pass: the documented zero gradient of its own parameters."""
+    spike = SURROGATES[name]()
+    x = jnp.linspace(-2.0, 2.0, 9)
+    grads = jax.grad(lambda s: jnp.sum(s(x)))(spike)
+    assert all(float(jnp.abs(leaf).max()) == 0.0 for leaf in jax.tree.leaves(grads))
+    input_grad = jax.grad(lambda v: jnp.sum(spike(v)))(x)
+    assert float(jnp.abs(input_grad).max()) > 0.0
