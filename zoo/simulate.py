@@ -69,6 +69,38 @@ def _validate(model, inputs, record: Sequence[str]):
     return inputs
 
 
+def _initial_state(model: AbstractNeuron, inputs: Array, shape, state: NamedTuple | None) -> NamedTuple:
+    """The starting state, each leaf broadcast to the population shape of inputs, parameters and state."""
+    owner = type(model).__name__
+    population = inputs.shape[1:]
+    try:
+        population = np.broadcast_shapes(population, model.shape, () if shape is None else tuple(shape))
+    except ValueError:
+        raise ValueError(
+            f"`inputs` has population shape {population} (its axes after time), which does not broadcast "
+            f"with {owner}'s parameter shape {model.shape}"
+            + ("" if shape is None else f" and `shape`={tuple(shape)}")
+            + ". Pass inputs as [T, *population] with time first."
+        ) from None
+    if state is None:
+        return model.init_state(population)
+    if not isinstance(state, model.State):
+        raise TypeError(
+            f"`state` must be a {owner}.State ({model.State.__name__}), got {type(state).__name__}; "
+            "pass model.init_state(shape) or a previous trace's final_state."
+        )
+    for name, leaf in zip(state._fields, state, strict=True):
+        try:
+            population = np.broadcast_shapes(population, jnp.shape(leaf))
+        except ValueError:
+            raise ValueError(
+                f"`state.{name}` has shape {jnp.shape(leaf)}, which does not broadcast with the population "
+                f"shape {population} of `inputs` and the parameters. Pass a state of that population "
+                "(model.init_state(shape) or a previous trace's final_state)."
+            ) from None
+    return model.State(*(jnp.broadcast_to(leaf, population) for leaf in state))
+
+
 def _check_divides(name: str, block: int, total: int) -> None:
     if not isinstance(block, int | np.integer) or block < 1 or total % block:
         raise ValueError(
@@ -142,10 +174,7 @@ def simulate(
     dt = check_dt(dt)
     n_steps = inputs.shape[0]
     _check_divides("record_every", record_every, n_steps)
-    if shape is None:
-        shape = jnp.broadcast_shapes(inputs.shape[1:], model.shape)
-    if state is None:
-        state = model.init_state(tuple(shape))
+    state = _initial_state(model, inputs, shape, state)
 
     def counting_step(carry, current):
         state, count = carry

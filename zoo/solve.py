@@ -15,7 +15,7 @@ from jaxtyping import Array, ArrayLike, Float
 from ._checks import check_dt
 from .neurons._base import AbstractContinuousNeuron
 from .neurons._hh_base import upward_crossings
-from .simulate import Trace, _fail_on_nonfinite, _validate
+from .simulate import Trace, _fail_on_nonfinite, _initial_state, _validate
 
 SOLVERS: dict[str, type[diffrax.AbstractSolver]] = {
     "euler": diffrax.Euler,
@@ -200,10 +200,7 @@ def solve(
             "(one step per sample) or an adaptive solver such as 'tsit5'."
         )
     n_steps = inputs.shape[0]
-    if shape is None:
-        shape = jnp.broadcast_shapes(inputs.shape[1:], model.shape)
-    if state is None:
-        state = model.init_state(tuple(shape))
+    state = _initial_state(model, inputs, shape, state)
     ts = _edges(jnp.arange(1, n_steps + 1), dt, jnp.result_type(state.V.dtype, float))
 
     if adaptive:

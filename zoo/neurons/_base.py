@@ -31,8 +31,9 @@ class AbstractNeuron(eqx.Module):
     input_unit: ClassVar[str]
 
     @abc.abstractmethod
-    def init_state(self, shape: tuple[int, ...] = ()) -> NamedTuple:
-        """The resting state for a population of ``shape`` (broadcast with the parameters' shape)."""
+    def init_state(self, shape: int | tuple[int, ...] = ()) -> NamedTuple:
+        """The resting state for a population of ``shape`` (an int or a tuple, broadcast with the
+        parameters' shape)."""
 
     @abc.abstractmethod
     def step(
@@ -51,8 +52,8 @@ class AbstractNeuron(eqx.Module):
         """The population shape implied by heterogeneous (array) parameters; ``()`` if all are scalars."""
         return check_broadcastable(type(self).__name__, parameters(self))
 
-    def _full(self, shape: tuple[int, ...], value) -> Array:
-        shape = jnp.broadcast_shapes(tuple(shape), self.shape)
+    def _full(self, shape: int | tuple[int, ...], value) -> Array:
+        shape = jnp.broadcast_shapes((shape,) if isinstance(shape, int) else tuple(shape), self.shape)
         return jnp.broadcast_to(jnp.asarray(value), shape)
 
 

@@ -65,7 +65,7 @@ class AdEx(AbstractSpikingNeuron):
         check_less("AdEx", "V_reset", self.V_reset, "V_peak", self.V_peak)
         check_less("AdEx", "V_T", self.V_T, "V_peak", self.V_peak)
 
-    def init_state(self, shape: tuple[int, ...] = ()) -> AdExState:
+    def init_state(self, shape: int | tuple[int, ...] = ()) -> AdExState:
         V = self._full(shape, self.E_L)
         return AdExState(V=V, w=0.0 * V)
 

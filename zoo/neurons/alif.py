@@ -58,7 +58,7 @@ class ALIF(AbstractSpikingNeuron):
         check_positive("ALIF", "tau_a", self.tau_a, "ms")
         check_less("ALIF", "V_reset", self.V_reset, "V_th", self.V_th)
 
-    def init_state(self, shape: tuple[int, ...] = ()) -> ALIFState:
+    def init_state(self, shape: int | tuple[int, ...] = ()) -> ALIFState:
         V = self._full(shape, self.V_rest)
         return ALIFState(V=V, I_adp=0.0 * V)
 

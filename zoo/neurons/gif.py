@@ -67,7 +67,7 @@ class AbstractGIF(AbstractSpikingNeuron):
             check_nonnegative(owner, name, getattr(self, name), "1/ms")
         check_less(owner, "V_reset", self.V_reset, "V_th_inf", self.V_th_inf)
 
-    def init_state(self, shape: tuple[int, ...] = ()) -> GIFState:
+    def init_state(self, shape: int | tuple[int, ...] = ()) -> GIFState:
         V = self._full(shape, self.V_rest)
         zeros = 0.0 * V
         return GIFState(V=V, V_th=self._full(shape, self.V_th_inf) + zeros, I1=zeros, I2=zeros)

@@ -58,7 +58,7 @@ class HH(AbstractHH):
             beta_n=0.125 * jnp.exp(-(V + 65.0) / 80.0),
         )
 
-    def init_state(self, shape: tuple[int, ...] = ()) -> HHState:
+    def init_state(self, shape: int | tuple[int, ...] = ()) -> HHState:
         V = self._full(shape, self.V_init)
         m, h, n = self._steady_gates(V)
         return HHState(V=V, m=m, h=h, n=n)

@@ -69,7 +69,7 @@ class Izhikevich(AbstractSpikingNeuron):
         """FS interneuron: high-frequency tonic spiking without adaptation (a .1, b .2, c −65, d 2)."""
         return cls(**(dict(a=0.1, b=0.2, c=-65.0, d=2.0) | overrides))
 
-    def init_state(self, shape: tuple[int, ...] = ()) -> IzhikevichState:
+    def init_state(self, shape: int | tuple[int, ...] = ()) -> IzhikevichState:
         V = self._full(shape, self.c)
         return IzhikevichState(V=V, u=self.b * V)
 

@@ -78,7 +78,7 @@ class LIF(AbstractSpikingNeuron):
         """Membrane time constant C/g_L, ms."""
         return self.C / self.g_L
 
-    def init_state(self, shape: tuple[int, ...] = ()) -> LIFState:
+    def init_state(self, shape: int | tuple[int, ...] = ()) -> LIFState:
         V = self._full(shape, self.V_rest)
         return LIFState(V=V, refractory=jnp.zeros_like(V))
 

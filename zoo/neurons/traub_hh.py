@@ -61,7 +61,7 @@ class TraubHH(AbstractHH):
             beta_n=0.5 * jnp.exp((10.0 - u) / 40.0),
         )
 
-    def init_state(self, shape: tuple[int, ...] = ()) -> HHState:
+    def init_state(self, shape: int | tuple[int, ...] = ()) -> HHState:
         V = self._full(shape, self.V_init)
         closed = 0.0 * V
         return HHState(V=V, m=closed, h=closed, n=closed)
