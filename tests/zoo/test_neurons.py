@@ -1,6 +1,7 @@
 """Conformance suite: every registered neuron passes the same checks (PyTree, jit, vmap, grad, errors)."""
 
 import dataclasses
+import warnings
 
 import equinox as eqx
 import jax
@@ -188,3 +189,12 @@ def test_abstract_bases_declare_no_fields(base):
 
 def test_positional_fields_start_with_the_models_own_parameters():
     assert [field.name for field in dataclasses.fields(zoo.neurons.LIF)][:2] == ["V_rest", "V_reset"]
+
+
+def test_lif_warns_when_dt_rounds_the_refractory_period_to_zero():
+    with pytest.warns(UserWarning, match=r"t_ref.*rounds to 0 steps"):
+        zoo.simulate(zoo.LIF(t_ref=2.0), jnp.full(20, 800.0), 5.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        zoo.simulate(zoo.LIF(t_ref=2.0), jnp.full(20, 800.0), 1.0)  # held for 2 steps
+        zoo.simulate(zoo.LIF(t_ref=0.0), jnp.full(20, 800.0), 5.0)  # no refractory period asked for

@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import ClassVar, NamedTuple
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from .._checks import check_dt, check_less, check_nonnegative, check_positive
 from .._param import param
 from ..surrogate import AbstractSurrogate, Sigmoid
 from ._base import AbstractSpikingNeuron, jump
+
+
+def _warn_if_refractory_lost(t_ref, dt) -> None:
+    if isinstance(t_ref, jax.core.Tracer) or isinstance(dt, jax.core.Tracer):
+        return
+    t_ref = np.asarray(t_ref)
+    if np.any((t_ref > 0) & (t_ref <= 0.5 * float(dt))):
+        warnings.warn(
+            f"LIF: dt = {float(dt)} ms is at least twice t_ref (min {float(t_ref[t_ref > 0].min())} ms), so "
+            "the refractory period rounds to 0 steps and is ignored. Use dt < t_ref/2 or t_ref=0.",
+            stacklevel=2,
+        )
 
 
 class LIFState(NamedTuple):
@@ -25,7 +40,9 @@ class LIF(AbstractSpikingNeuron):
     Between spikes the membrane relaxes to ``V_rest + I/g_L`` with ``τ = C/g_L``; ``step`` integrates this
     exactly for input held constant over the step (exponential Euler), so the subthreshold trace equals the
     closed form at every sample. When ``V ≥ V_th`` the neuron spikes, ``V`` is reset to ``V_reset`` and held
-    there for ``t_ref`` ms.
+    there for ``t_ref`` ms, rounded to a whole number of steps: ``round(t_ref/dt)`` steps, which is 0 (no
+    refractory period at all) once ``dt ≥ 2·t_ref``. `step` warns then (when ``dt`` and ``t_ref`` are
+    concrete, at trace time, so a jitted scan pays nothing).
 
     Units: V mV, C pF, g_L nS, I pA, times ms (pA/pF = mV/ms).
 
@@ -84,6 +101,7 @@ class LIF(AbstractSpikingNeuron):
 
     def step(self, state: LIFState, current: Float[ArrayLike, "*n"], dt: float) -> tuple[LIFState, Array]:
         dt = check_dt(dt)
+        _warn_if_refractory_lost(self.t_ref, dt)
         V_inf = self.V_rest + current / self.g_L
         V_free = V_inf + (state.V - V_inf) * jnp.exp(-dt / self.tau)
         refractory = state.refractory > 0.5 * dt

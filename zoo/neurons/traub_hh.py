@@ -24,6 +24,10 @@ class TraubHH(AbstractHH):
 
     Units: C nF, conductances µS, I nA (nA/nF = mV/ms), V mV.
 
+    Time step: as for `HH`, `step` is first order and nothing warns when ``dt`` is too coarse. At 1 nA the
+    first inter-spike interval is 8.86 ms (`zoo.solve`), 9.0 ms at dt = 0.01 and 10.0 ms at 0.1; at dt = 1,
+    3 spikes are left of 6 in 50 ms. Use dt ≤ 0.025 ms when spike times matter.
+
     Example:
         >>> import jax.numpy as jnp
         >>> from diffbrain import zoo
