@@ -22,7 +22,7 @@ NAMES = list(synapses.SYNAPSES)
 KINETIC = ("ampa", "gabaa", "nmda")  # bounded open fraction g ∈ [0, 1]
 V_REST = -65.0
 
-# Parameters that must be > 0 (STP's U must also be < 1; NMDA's Mg and STP's tau_f may be 0).
+# Parameters that must be > 0 (STP's U must also be <= 1; NMDA's Mg and STP's tau_f may be 0).
 POSITIVE = {
     "expon": ["tau"],
     "dual-expon": ["tau_rise", "tau_decay"],
@@ -241,7 +241,7 @@ def test_parameters_that_do_not_broadcast_raise(name):
 def test_other_invalid_parameters_raise():
     with pytest.raises(ValueError, match=r"`tau_rise`.*`tau_decay`"):
         synapses.DualExpon(tau_rise=10.0, tau_decay=10.0)
-    with pytest.raises(ValueError, match="`U`"):
+    with pytest.raises(ValueError, match=r"`U`.*\(0, 1\]"):
         synapses.STP(U=1.5)
     with pytest.raises(ValueError, match="`tau_f`"):
         synapses.STP(tau_f=-1.0)
@@ -291,7 +291,7 @@ def test_gradient_matches_finite_differences(name):
 def test_property_shapes_finite_bounded(name, shape, scale, dt, seed):
     model = synapses.SYNAPSES[name]()
     factors = scale ** np.random.default_rng(seed).uniform(-1.0, 1.0, size=shape)
-    if name == "stp":  # U must stay below 1
+    if name == "stp":  # U must stay at most 1
         factors = np.minimum(factors, 5.0)
     model = scaled(model, jnp.asarray(factors))
     spikes = np.random.default_rng(seed + 1).random((12, *shape)) < 0.4
@@ -510,3 +510,25 @@ def test_current_sign_conventions(name):
     np.testing.assert_allclose(cuba.current(g, V_REST), 20.0 * g * block)
     inhibitory = cls(mode="cuba", g_max=-20.0)
     assert inhibitory.current(g, V_REST) < 0
+
+
+def test_stp_full_release_is_allowed():
+    """U = 1: every spike releases all available resources, which then recover with tau_d."""
+    stp = synapses.STP(U=1.0, tau_d=100.0)
+    state, first = stp.step(stp.init_state(), True, 1.0)
+    state, second = stp.step(state, True, 1.0)
+    np.testing.assert_allclose([first, second], [1.0, 1.0 - math.exp(-1.0 / 100.0)], rtol=1e-6)
+
+
+@pytest.mark.parametrize("tau_rise", [2.9, 2.999, 2.9999])
+def test_dual_expon_keeps_a_unit_peak_in_float32_as_tau_rise_nears_tau_decay(tau_rise):
+    """The direct formulas cancelled: peak 0.983 and t_peak 2.996 ms at tau_rise = 2.9999 ms."""
+    syn = zoo.astype(synapses.DualExpon(tau_rise=tau_rise, tau_decay=3.0), jnp.float32)
+    exact_peak = tau_rise * 3.0 / (3.0 - tau_rise) * math.log(3.0 / tau_rise)
+    assert float(syn.t_peak) == pytest.approx(exact_peak, rel=1e-6)
+    state, peak = syn.init_state(), 0.0
+    for k in range(200):
+        state, g = syn.step(state, k == 0, 0.05)
+        assert g.dtype == jnp.float32
+        peak = max(peak, float(g))
+    assert peak == pytest.approx(1.0, abs=1e-4)

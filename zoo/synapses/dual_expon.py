@@ -60,21 +60,24 @@ class DualExpon(AbstractSynapse):
         check_positive("DualExpon", "tau_decay", self.tau_decay, "ms")
         check_less("DualExpon", "tau_rise", self.tau_rise, "tau_decay", self.tau_decay)
 
+    # Every difference of nearly equal quantities is written through τ_d − τ_r (exact when the two are
+    # within a factor 2) with log1p/expm1, so the unit peak holds in float32 as tau_rise → tau_decay
+    # (the direct forms lost 2 % at tau_rise = 2.9999, tau_decay = 3).
+
+    @property
+    def _rate_gap(self) -> Float[Array, "*n"]:
+        """``1/τ_r − 1/τ_d``, 1/ms."""
+        return (self.tau_decay - self.tau_rise) / (self.tau_rise * self.tau_decay)
+
     @property
     def t_peak(self) -> Float[Array, "*n"]:
-        """Time from a spike to the peak of the response, ms."""
-        return (
-            self.tau_rise
-            * self.tau_decay
-            / (self.tau_decay - self.tau_rise)
-            * jnp.log(self.tau_decay / self.tau_rise)
-        )
+        """Time from a spike to the peak of the response, ms: ``ln(τ_d/τ_r)/(1/τ_r − 1/τ_d)``."""
+        return jnp.log1p((self.tau_decay - self.tau_rise) / self.tau_rise) / self._rate_gap
 
     @property
     def normalisation(self) -> Float[Array, "*n"]:
-        """``A``: the factor that makes the kernel's peak 1."""
-        t = self.t_peak
-        return 1.0 / (jnp.exp(-t / self.tau_decay) - jnp.exp(-t / self.tau_rise))
+        """``A``: the factor that makes the kernel's peak 1, ``τ_d / ((τ_d − τ_r)·e^{−t_peak/τ_d})``."""
+        return self.tau_decay / ((self.tau_decay - self.tau_rise) * jnp.exp(-self.t_peak / self.tau_decay))
 
     def init_state(self, shape: int | tuple[int, ...] = ()) -> DualExponState:
         zeros = self._zeros(shape)
@@ -86,6 +89,7 @@ class DualExpon(AbstractSynapse):
         dt = check_dt(dt)
         decay = jnp.exp(-dt / self.tau_decay)
         rise = jnp.exp(-dt / self.tau_rise)
-        g = state.g * decay + self.normalisation * state.h * (decay - rise)
+        decay_minus_rise = -decay * jnp.expm1(-dt * self._rate_gap)  # e^{−dt/τ_d} − e^{−dt/τ_r}
+        g = state.g * decay + self.normalisation * state.h * decay_minus_rise
         h = state.h * rise + as_spikes(spikes, state.h)
         return DualExponState(g=g, h=h), g

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import ClassVar, NamedTuple
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from .._checks import check_dt, check_less, check_nonnegative, check_positive
+from .._checks import check_dt, check_nonnegative, check_positive
 from .._param import param
 from ._base import AbstractSynapticDynamics, as_spikes
 
@@ -66,7 +68,12 @@ class STP(AbstractSynapticDynamics):
 
     def __check_init__(self):
         check_positive("STP", "U", self.U)
-        check_less("STP", "U", self.U, "1", 1.0)
+        U = None if isinstance(self.U, jax.core.Tracer) else np.asarray(self.U)
+        if U is not None and np.any(U > 1):
+            raise ValueError(
+                "STP: `U` is the fraction of the resources a rested synapse releases, so it must lie in "
+                f"(0, 1] (1: full release), got U={U.ravel()[:4]}."
+            )
         check_nonnegative("STP", "tau_f", self.tau_f, "ms")
         check_positive("STP", "tau_d", self.tau_d, "ms")
         self.shape  # noqa: B018 - raises if the parameters' shapes do not broadcast
