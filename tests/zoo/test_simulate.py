@@ -93,18 +93,27 @@ def test_nonfinite_state_is_reported_not_returned():
 
 @pytest.mark.parametrize(
     "output",
-    [lambda trace: trace.V[-1], lambda trace: trace.rate(), lambda trace: trace.spikes[:3]],
-    ids=["V", "rate", "spikes"],
+    [
+        lambda current: zoo.simulate(zoo.LIF(), current, 0.1).V[-1],
+        lambda current: zoo.simulate(zoo.LIF(), current, 0.1).rate(),
+        lambda current: zoo.simulate(zoo.LIF(), current, 0.1).spikes[:3],
+        lambda current: jax.value_and_grad(lambda g_L: zoo.simulate(zoo.LIF(g_L=g_L), current, 0.1).V.mean())(
+            25.0
+        ),
+        lambda current: jax.vmap(lambda c: zoo.simulate(zoo.LIF(), c, 0.1).V)(
+            jnp.stack([jnp.zeros_like(current), current])  # one bad batch item is enough
+        ),
+        lambda current: zoo.solve(zoo.HH(), current, 0.1).V[-1],
+    ],
+    ids=["V", "rate", "spikes", "value_and_grad", "vmap", "solve"],
 )
-def test_nonfinite_check_survives_jit_when_only_the_trace_is_used(output):
-    nan_input = jnp.full(10, jnp.nan)  # traced inside jit, so only the runtime check can catch it
-    run = jax.jit(lambda current: output(zoo.simulate(zoo.LIF(), current, 0.1)))
+def test_nonfinite_check_survives_jit_whichever_outputs_are_used(output):
+    """Inside jit the input is traced, so only the runtime check can catch it; it used to be attached to
+    `final_state` only, which jit dropped when the caller kept only the trace."""
+    run = jax.jit(output)
     with pytest.raises(Exception, match="NaN or inf"):
-        jax.block_until_ready(run(nan_input))
-    with pytest.raises(Exception, match="NaN or inf"):
-        jax.block_until_ready(jax.jit(lambda current: zoo.solve(zoo.HH(), current, 0.1).V[-1])(nan_input))
-    finite = run(jnp.full(10, 600.0))
-    assert bool(jnp.all(jnp.isfinite(finite)))
+        jax.block_until_ready(run(jnp.full(10, jnp.nan)))
+    assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(run(jnp.full(10, 8.0))))
 
 
 def test_simulate_under_vmap_over_inputs():
