@@ -7,13 +7,10 @@ Checks run on concrete values (Python numbers, NumPy or JAX arrays outside a tra
 
 from __future__ import annotations
 
-import functools
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from equinox.internal import unvmap_any
 
 
 def _concrete(value) -> np.ndarray | None:
@@ -87,23 +84,3 @@ def check_dt(dt):
             raise ValueError(f"`dt` must be a positive finite scalar in ms, got {dt!r}. Pass e.g. dt=0.1.")
         return dt
     return eqx.error_if(dt, ~(jnp.isfinite(dt) & (dt > 0)), "`dt` must be a positive finite time step in ms.")
-
-
-def _raise(message: str) -> None:
-    raise RuntimeError(message)
-
-
-def raise_if(pred, message: str) -> None:
-    """Raise ``message`` at run time where ``pred`` is true, also inside ``jit``, ``grad`` and ``vmap``.
-
-    Unlike ``eqx.error_if`` this returns nothing for the caller to thread through: the check is an effect,
-    so neither JAX nor XLA removes it when no output depends on it, and it adds no data dependency to
-    large outputs. It compiles to one scalar conditional, but on CPU an executable holding a callback was
-    measured to slow a LIF `zoo.simulate` gradient by 5 % and to copy large returned arrays, so it guards
-    only rare failures off the hot path (`zoo.solve`'s step limit).
-    """
-    jax.lax.cond(
-        unvmap_any(jnp.asarray(pred)),
-        lambda: jax.debug.callback(functools.partial(_raise, message)),
-        lambda: None,
-    )

@@ -6,12 +6,13 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import diffrax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from ._checks import check_dt, raise_if
+from ._checks import check_dt
 from .neurons._base import AbstractContinuousNeuron
 from .neurons._hh_base import upward_crossings
 from .simulate import Trace, _fail_on_nonfinite, _initial_state, _validate
@@ -120,19 +121,21 @@ def _solve_adaptive(model, inputs: Array, dt, ts: Array, state: NamedTuple, solv
         adjoint=diffrax.RecursiveCheckpointAdjoint(),
         throw=False,
     )
-    raise_if(
+    ys = eqx.error_if(
+        solution.ys,
         solution.result == diffrax.RESULTS.max_steps_reached,
         f"zoo.solve: the adaptive solver took `max_steps` ({max_steps}) steps before the end of `inputs`. "
         "Raise `max_steps`, loosen `rtol`/`atol`, or check `inputs` and the parameters for values that "
         "make the model blow up (NaN or inf shrink every step).",
     )
-    raise_if(
+    ys = eqx.error_if(
+        ys,
         (solution.result != diffrax.RESULTS.successful)
         & (solution.result != diffrax.RESULTS.max_steps_reached),
         "zoo.solve: Diffrax could not finish the integration (the step size collapsed or an implicit "
         "solve diverged). Check `inputs` and the parameters, or try another `solver` or `rtol`/`atol`.",
     )
-    return solution.ys
+    return ys
 
 
 def solve(
