@@ -181,9 +181,8 @@ def simulate_network(
         raise _fail(f"the microcircuit is at most full scale (1), got {scale:g}.", "--scale")
     from .cli import check_output, write_outputs
 
-    for option, path in (("--raster", raster), ("--out", out)):
-        if path is not None:
-            check_output(option, path)
+    check_output("--raster", raster)
+    check_output("--out", out)
     import jax
 
     _out.print(f"[bold cyan]{name}[/]: {escape(NETWORKS[name])}")

@@ -155,9 +155,12 @@ def _number_of_steps(duration: float, dt: float) -> int:
     return n_steps
 
 
-def check_output(option: str, path: Path) -> None:
+def check_output(option: str, path: Path | None) -> None:
     """Before any work: make ``path``'s folder and check a file can be written there, or raise a
-    `typer.BadParameter` naming ``option`` (so a long run never ends with nowhere to write)."""
+    `typer.BadParameter` naming ``option`` (so a long run never ends with nowhere to write). ``None``
+    (the option not given) passes."""
+    if path is None:
+        return
     if path.is_dir():
         raise typer.BadParameter(f"{path} is a folder; give a file name.", param_hint=f"'{option}'")
     folder = next(folder for folder in (path.parent, *path.parent.parents) if folder.exists())
@@ -370,9 +373,8 @@ def simulate(
     _check_number("--duration", duration, "ms", positive=True)
     _check_number("--dt", dt, "ms", positive=True)
     n_steps = _number_of_steps(duration, dt)
-    for option, path in (("--out", out), ("--plot", plot)):
-        if path is not None:
-            check_output(option, path)
+    check_output("--out", out)
+    check_output("--plot", plot)
 
     import jax
     import jax.numpy as jnp
@@ -678,9 +680,8 @@ def fit_command(
         )
     neuron = entry.make()
     bounds = _parse_free(free, neuron)
-    for option, path in (("--out", out), ("--plot", plot)):
-        if path is not None:
-            check_output(option, path)
+    check_output("--out", out)
+    check_output("--plot", plot)
     import jax
 
     from diffbrain import fit
