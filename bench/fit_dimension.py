@@ -63,6 +63,7 @@ from diffbrain.fit.kernels import KernelGIF, KernelGIFObjective, log_bins
 from diffbrain.fit.objective import Account
 from diffbrain.fit.search import population_size
 
+from .._atomic import write_atomically
 from .fit import DATA
 from .records import Record, format_params, make_record
 from .timing import compile_seconds
@@ -444,10 +445,10 @@ def plot_crossover(frame: pd.DataFrame, path: str | Path, family: str | None = N
     for (left, right), name in zip(axes, families, strict=True):
         _plot_family(frame[frame.family == name], name, left, right)
     figure.tight_layout()
-    path = Path(path)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    try:
+        return write_atomically(path, lambda file: figure.savefig(file, format="png", dpi=120), "wb")
+    finally:
+        plt.close(figure)
 
 
 def _plot_family(frame: pd.DataFrame, family: str, left, right) -> None:

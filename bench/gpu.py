@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import os
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -45,6 +44,7 @@ import pandas as pd
 from jaxtyping import PRNGKeyArray
 
 from diffbrain import ops
+from diffbrain._atomic import write_atomically
 from diffbrain.ops.kernels import pallas
 
 from . import ops as ops_suite
@@ -238,10 +238,8 @@ def tune(
 
 
 def _write_table(table: pd.DataFrame, path: Path) -> None:
-    """Write ``table`` as CSV atomically (a temporary file in the same folder, then `os.replace`)."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    table.to_csv(temporary, index=False)
-    os.replace(temporary, path)
+    """Write ``table`` as CSV atomically (`write_atomically`)."""
+    write_atomically(path, lambda file: table.to_csv(file, index=False), newline="")
 
 
 def _as_suite(records: Sequence[Record], suite: str) -> list[Record]:

@@ -15,13 +15,13 @@ with their reason, never filled in.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from .._atomic import write_atomically
 from . import fit_dimension
 from .records import Record, read_results, write_csv
 
@@ -158,15 +158,10 @@ def _save_figure(figure, path: Path) -> None:
     """Write ``figure`` to ``path`` as PNG atomically, then close it."""
     import matplotlib.pyplot as plt
 
-    handle, temporary = tempfile.mkstemp(suffix=".png", dir=path.parent)
-    os.close(handle)
     try:
-        figure.savefig(temporary, dpi=110)
-        os.replace(temporary, path)
+        write_atomically(path, lambda file: figure.savefig(file, format="png", dpi=110), "wb")
     finally:
         plt.close(figure)
-        if os.path.exists(temporary):
-            os.unlink(temporary)
 
 
 def _parse_params(params: str) -> dict[str, str]:
@@ -407,8 +402,4 @@ def render(
             reasons = skipped.groupby(["method", "note"]).size().reset_index()
             sections += ["", "Skipped:"] + [f"- {row.method}: {row.note}" for row in reasons.itertuples()]
     readme = out / "README.md"
-    handle, temporary = tempfile.mkstemp(suffix=".md", dir=out)
-    with os.fdopen(handle, "w") as file:
-        file.write("\n".join(sections) + "\n")
-    os.replace(temporary, readme)
-    return readme
+    return write_atomically(readme, lambda file: file.write("\n".join(sections) + "\n"))

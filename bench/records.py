@@ -16,12 +16,13 @@ import math
 import os
 import platform
 import subprocess
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import jax
 import pandas as pd
+
+from .._atomic import write_atomically
 
 CORE_LIBRARIES = ("jax", "jaxlib", "equinox", "diffrax", "diffbrain")
 """Libraries whose versions every record names."""
@@ -181,26 +182,18 @@ def git_commit() -> str:
 
 
 def write_csv(records: Iterable[Record], path: str | os.PathLike) -> Path:
-    """Write ``records`` to ``path`` atomically: a reader sees the old file or the complete new one.
-
-    The rows go to a temporary file in the same folder, which then replaces ``path`` (`os.replace`);
-    if writing fails, the temporary file is removed and ``path`` is left as it was.
-    """
+    """Write ``records`` to ``path`` as CSV, atomically (`write_atomically`: a reader sees the old file or
+    the complete new one; if writing fails, ``path`` is left as it was). Creates the folder if needed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=COLUMNS)
-            writer.writeheader()
-            for record in records:
-                writer.writerow(dataclasses.asdict(record))
-        os.chmod(temporary, 0o644)  # mkstemp makes the file private; results are meant to be shared
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
-    return path
+
+    def write(file) -> None:
+        writer = csv.DictWriter(file, fieldnames=COLUMNS)
+        writer.writeheader()
+        for record in records:
+            writer.writerow(dataclasses.asdict(record))
+
+    return write_atomically(path, write, newline="")
 
 
 def to_frame(records: Iterable[Record]) -> pd.DataFrame:

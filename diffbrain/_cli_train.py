@@ -16,6 +16,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from ._atomic import write_atomically
+
 _out = Console()
 _err = Console(stderr=True)
 
@@ -110,15 +112,13 @@ def _check_config(out: Path, config: dict) -> bool:
 
 
 def _write_metrics_csv(path: Path, metrics: dict) -> None:
-    from diffbrain.learn.trainer import write_atomically
-
     def write(file):
         writer = csv.writer(file)
         writer.writerow(["step", "loss", "accuracy"])
         for step, (loss, accuracy) in enumerate(zip(metrics["loss"], metrics["accuracy"], strict=True)):
             writer.writerow([step + 1, f"{loss:.6g}", f"{accuracy:.6g}"])
 
-    write_atomically(path, write, "w")
+    write_atomically(path, write, newline="")
 
 
 def _save_figure(figure, path: Path) -> None:
@@ -313,7 +313,6 @@ def train(
     import numpy as np
 
     from diffbrain import learn
-    from diffbrain.learn.trainer import write_atomically
 
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import _cli_train
+from ._atomic import write_atomically
 from ._version import __version__
 
 app = typer.Typer(
@@ -202,16 +203,12 @@ def write_outputs(outputs) -> None:
 
 def save_png(figure, path: Path, dpi: int) -> None:
     """``figure`` as a PNG, written atomically."""
-    from diffbrain.learn.trainer import write_atomically
-
     write_atomically(path, lambda file: figure.savefig(file, format="png", dpi=dpi), "wb")
 
 
 def save_csv(path: Path, table, header: str, fmt: str) -> None:
     """A numeric table as CSV under a one-line header, written atomically."""
     import numpy as np
-
-    from diffbrain.learn.trainer import write_atomically
 
     write_atomically(
         path, lambda file: np.savetxt(file, table, delimiter=",", header=header, comments="", fmt=fmt), "w"

@@ -44,6 +44,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
+from ._atomic import write_atomically
 from ._data import shared_data
 from ._version import __version__
 
@@ -1102,8 +1103,4 @@ def write_report(out: Path, budget: Budget, sections: dict, load: float, seconds
             "",
             *markdown[name](section["results"]),
         ]
-    path = out / REPORT
-    temporary = out / f".{REPORT}.{secrets.token_hex(4)}.tmp"
-    temporary.write_text("\n".join(lines) + "\n")
-    os.replace(temporary, path)
-    return path
+    return write_atomically(out / REPORT, lambda file: file.write("\n".join(lines) + "\n"))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
+
+from .._atomic import write_atomically
 
 NPZ_FORMAT = "diffbrain.recording/1"
 """Value of the ``format`` key in files written by `Recording.save_npz`."""
@@ -398,17 +399,7 @@ class Recording(eqx.Module):
             per_sweep = list(spikes) if self.batch_shape else [spikes]
             arrays["spike_times"] = np.concatenate([np.zeros(0), *per_sweep])
             arrays["spike_counts"] = np.asarray([len(s) for s in per_sweep], dtype=np.int64)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.savez_compressed(handle, **arrays)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return write_atomically(path, lambda file: np.savez_compressed(file, **arrays), "wb")
 
     def _scalar_dt(self, method: str) -> float:
         dt = np.asarray(self.dt)

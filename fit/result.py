@@ -8,7 +8,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import equinox as eqx
@@ -16,6 +15,7 @@ import jax
 import numpy as np
 
 from diffbrain import zoo
+from diffbrain._atomic import write_atomically
 from diffbrain.zoo._param import parameters
 
 
@@ -227,17 +227,7 @@ class FitResult:
         disk, then `os.replace`)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "w") as file:
-                json.dump(self.to_json(), file, indent=1)
-                file.flush()
-                os.fsync(file.fileno())  # on disk before it replaces the old file (a power loss keeps one)
-            os.chmod(temporary, 0o644)
-            os.replace(temporary, path)
-        except BaseException:
-            os.unlink(temporary)
-            raise
+        write_atomically(path, lambda file: json.dump(self.to_json(), file, indent=1))
         return path
 
     @classmethod

@@ -8,7 +8,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -20,6 +19,7 @@ import numpy as np
 import optax
 from jaxtyping import PRNGKeyArray
 
+from .._atomic import write_atomically
 from .bptt import bptt_with_evidence
 from .loss import StepLoss, accuracy, cross_entropy
 from .network import EINetwork, trainable
@@ -63,23 +63,6 @@ def _update(net, opt_state, task, key, gradients, optimizer, batch_size):
     for leaf in jax.tree.leaves(eqx.filter(net, trainable(net))):
         finite = finite & jnp.all(jnp.isfinite(leaf))
     return net, opt_state, loss, accuracy(evidence, batch.labels), finite
-
-
-def write_atomically(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "w") -> None:
-    """Call ``write(file)`` on a temporary file next to ``path`` (opened with ``mode``), then move it onto
-    ``path``: readers see the old file or the complete new one, never a partial write."""
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, mode) as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())  # on disk before the rename, or a crash could leave an empty file
-        os.chmod(temporary, 0o644)  # mkstemp's 0600 would hide results from the group
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
 
 
 def save_checkpoint(folder: str | os.PathLike, net, opt_state, step: int, metrics: dict) -> None:

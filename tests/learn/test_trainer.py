@@ -1,5 +1,4 @@
 import functools
-import os
 
 import equinox as eqx
 import jax
@@ -140,15 +139,6 @@ def test_divergence_stops_training_and_keeps_the_last_finite_checkpoint(cue_task
     net, _, step, metrics = learn.trainer.load_checkpoint(tmp_path, *like)
     assert step == 2 and len(metrics["loss"]) == 2
     assert all(jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(eqx.filter(net, eqx.is_array)))
-
-
-def test_files_are_synced_to_disk_before_they_replace_the_old_ones(tmp_path, monkeypatch):
-    calls = []
-    fsync, replace = os.fsync, os.replace
-    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append("fsync"), fsync(fd))[1])
-    monkeypatch.setattr(os, "replace", lambda *paths: (calls.append("replace"), replace(*paths))[1])
-    learn.trainer.write_atomically(tmp_path / "a.txt", lambda file: file.write("data"))
-    assert calls == ["fsync", "replace"] and (tmp_path / "a.txt").read_text() == "data"
 
 
 def test_the_identity_of_a_run_is_the_same_in_another_process(cue_task):

@@ -1,0 +1,51 @@
+"""Atomic, durable file writes: a reader sees the old file or the complete new one, never a partial one.
+
+Every result diffbrain writes (fits, recordings, checkpoints, benchmark records, plots, reports) goes
+through `write_atomically`, so a crash, a full disk or Ctrl-C while writing never costs the previous file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+PERMISSIONS = 0o644
+"""The mode of a written file: `tempfile.mkstemp` makes it 0600, which would hide results from the group."""
+
+
+def write_atomically(
+    path: str | os.PathLike, write: Callable[[IO[Any]], object], mode: str = "w", newline: str | None = None
+) -> Path:
+    """Call ``write(file)`` on a temporary file next to ``path``, then move it onto ``path``.
+
+    The temporary file is flushed and synced to disk before `os.replace` renames it, so even a power loss
+    leaves either the old file or the new one. If ``write`` raises, the temporary file is removed, ``path``
+    is left as it was, and the exception propagates.
+
+    Args:
+        path: the file to write; its folder must exist.
+        write: writes the whole content to the open file it is given.
+        mode: ``"w"`` (text) or ``"wb"`` (bytes).
+        newline: passed to `open` in text mode (``""`` for the `csv` module).
+
+    Returns:
+        ``path`` as a `Path`.
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"mode must be 'w' or 'wb', got {mode!r}")
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, mode, newline=newline) as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temporary, PERMISSIONS)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
