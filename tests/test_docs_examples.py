@@ -1,0 +1,185 @@
+"""The python examples of the user-facing docs run, in order, and print what they claim.
+
+Each file's ```python blocks run one after another in one namespace, as a reader pasting them would, in a
+fresh Python process: float32 by default, one CPU device (none of the test session's float64 or fake
+devices), a temporary working directory (examples write checkpoints and reports), and ``$DIFFBRAIN_DATA``
+set to the shared data folder. HTML comments, which readers do not see, steer the run:
+
+* ``<!-- docs-test: skip (reason) -->`` on the line just before a fence leaves out an expensive block; it
+  runs with ``--run-slow``. The reason is required.
+* ``<!-- docs-test: check`` on the line just after a block's closing fence, up to a line ``-->``, holds
+  python code run right after the block in its namespace: the assertions behind the numbers the block's
+  comments and prose claim.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+"""Where the docs' examples find the data sets when ``$DIFFBRAIN_DATA`` is unset (as the tests do)."""
+
+DOC_FILES = sorted(
+    path.relative_to(ROOT).as_posix()
+    for path in [ROOT / "README.md", *ROOT.glob("docs/**/*.md")]
+    if "```python" in path.read_text(encoding="utf-8")
+)
+"""Every user-facing markdown file with a python example; a new guide is tested without listing it."""
+
+MARKER = "<!-- docs-test"
+SKIP = re.compile(r"<!-- docs-test: skip \((?P<reason>.*\S.*)\) -->")
+CHECK = "<!-- docs-test: check"
+FAILED = "docs-test: failed at line "
+
+RUNNER = r"""
+import json, sys, time, traceback
+
+namespace = {"__name__": "__main__"}
+for path, line, source in json.load(sys.stdin):
+    start = time.perf_counter()
+    try:
+        # Padded so that a traceback gives the line number in the markdown file.
+        exec(compile("\n" * (line - 1) + source, path, "exec"), namespace)
+    except BaseException:
+        traceback.print_exc()
+        print(f"docs-test: failed at line {line}", file=sys.stderr)
+        sys.exit(1)
+    print(f"{path}:{line}: {time.perf_counter() - start:.1f} s", file=sys.stderr)
+"""
+"""Runs ``[(path, first line, source), ...]`` read as JSON from stdin in one namespace; on the first
+exception prints its traceback and the failing block's first line, and exits with status 1."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+    """One python block: its first code line (1-based), code, the check run after it, why it is skipped."""
+
+    line: int
+    source: str
+    check: str = ""
+    check_line: int = 0
+    skip: str | None = None
+
+
+def examples(text: str, path: str) -> list[Example]:
+    """The python blocks of a markdown text, with their markers; a malformed marker raises ValueError."""
+    lines = text.splitlines()
+    found, attached, i = [], set(), 0
+    while i < len(lines):
+        if lines[i].strip() != "```python":
+            i += 1
+            continue
+        skip = None
+        if i > 0 and lines[i - 1].startswith(MARKER):
+            match = SKIP.fullmatch(lines[i - 1].strip())
+            if match is None:
+                raise ValueError(
+                    f"{path}:{i}: write a skip marker as `<!-- docs-test: skip (reason) -->`, with a reason."
+                )
+            skip = match["reason"]
+            attached.add(i - 1)
+        end = next((j for j in range(i + 1, len(lines)) if lines[j].strip() == "```"), None)
+        if end is None:
+            raise ValueError(f"{path}:{i + 1}: the python block is not closed.")
+        check, check_line = "", 0
+        if end + 1 < len(lines) and lines[end + 1].startswith(CHECK):
+            close = next((j for j in range(end + 2, len(lines)) if lines[j].strip() == "-->"), None)
+            if close is None or lines[end + 1].strip() != CHECK:
+                raise ValueError(f"{path}:{end + 2}: a check is `{CHECK}` on its own line, code, then `-->`.")
+            check, check_line = "\n".join(lines[end + 2 : close]), end + 3
+            attached.add(end + 1)
+        found.append(Example(i + 2, "\n".join(lines[i + 1 : end]), check, check_line, skip))
+        i = end + 1
+    stray = [n + 1 for n, line in enumerate(lines) if line.startswith(MARKER) and n not in attached]
+    if stray:
+        raise ValueError(f"{path}: docs-test markers on lines {stray} are attached to no python block.")
+    return found
+
+
+def run_examples(path: str, blocks: list[Example], cwd: Path) -> subprocess.CompletedProcess:
+    """Run ``blocks`` and their checks in order in one fresh Python process (see the module docstring)."""
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = re.sub(r"--xla_force_host_platform_device_count=\d+", "", env.get("XLA_FLAGS", ""))
+    env.pop("JAX_ENABLE_X64", None)
+    if SHARED_DATA.is_dir():
+        env.setdefault("DIFFBRAIN_DATA", str(SHARED_DATA))
+    code = []
+    for block in blocks:
+        code.append((path, block.line, block.source))
+        if block.check:
+            code.append((path, block.check_line, block.check))
+    return subprocess.run(
+        [sys.executable, "-c", RUNNER],
+        input=json.dumps(code),
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=900,
+    )
+
+
+def failure(path: str, result: subprocess.CompletedProcess) -> str:
+    """The message of a failed run: which block, and its traceback."""
+    line = re.search(rf"{FAILED}(\d+)", result.stderr)
+    where = f"the block at line {line[1]}" if line else f"the run (status {result.returncode})"
+    return f"{path}: {where} failed:\n{result.stderr[-6000:]}"
+
+
+@pytest.mark.parametrize("path", DOC_FILES)
+def test_examples_run_and_print_what_they_claim(path, tmp_path, request):
+    text = (ROOT / path).read_text(encoding="utf-8")
+    blocks = examples(text, path)
+    if "DIFFBRAIN_DATA" in "".join(block.source for block in blocks):
+        request.getfixturevalue("shared_data")  # skips when the data sets are absent
+    if not request.config.getoption("--run-slow"):
+        blocks = [block for block in blocks if block.skip is None]
+    result = run_examples(path, blocks, tmp_path)
+    assert result.returncode == 0, failure(path, result)
+
+
+def test_the_user_facing_docs_are_all_found():
+    expected = {"README.md", "docs/getting-started.md"} | {
+        f"docs/guides/{name}.md" for name in ("fit", "learn", "networks", "ops", "reproduce", "zoo")
+    }
+    assert expected <= set(DOC_FILES)
+
+
+def test_a_raising_example_fails_and_names_its_block(tmp_path):
+    text = "Text.\n\n```python\nx = 1\n```\n\n```python\ny = x + 1\nraise ValueError(y)\n```\n"
+    result = run_examples("example.md", examples(text, "example.md"), tmp_path)
+    assert result.returncode == 1
+    assert "the block at line 8 failed" in failure("example.md", result)
+    assert 'File "example.md", line 9' in result.stderr  # the traceback points into the markdown file
+    assert "ValueError: 2" in result.stderr
+
+
+def test_a_failing_check_fails_the_run(tmp_path):
+    text = "```python\nx = 1\n```\n<!-- docs-test: check\nassert x == 2, x\n-->\n"
+    blocks = examples(text, "example.md")
+    assert blocks == [Example(2, "x = 1", "assert x == 2, x", 5)]
+    result = run_examples("example.md", blocks, tmp_path)
+    assert result.returncode == 1
+    assert "the block at line 5 failed" in failure("example.md", result)
+
+
+def test_a_skipped_block_needs_a_reason_and_markers_need_a_block():
+    skipped = "<!-- docs-test: skip (runs for minutes) -->\n```python\nx = 1\n```\n"
+    assert examples(skipped, "a.md")[0].skip == "runs for minutes"
+    with pytest.raises(ValueError, match="with a reason"):
+        examples("<!-- docs-test: skip () -->\n```python\nx = 1\n```\n", "a.md")
+    with pytest.raises(ValueError, match="with a reason"):
+        examples("<!-- docs-test: skip -->\n```python\nx = 1\n```\n", "a.md")
+    with pytest.raises(ValueError, match="attached to no python block"):
+        examples("<!-- docs-test: skip (why) -->\n\n```python\nx = 1\n```\n", "a.md")
+    with pytest.raises(ValueError, match="not closed"):
+        examples("```python\nx = 1\n", "a.md")
