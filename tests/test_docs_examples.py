@@ -1,9 +1,10 @@
 """The python examples of the user-facing docs run, in order, and print what they claim.
 
 Each file's ```python blocks run one after another in one namespace, as a reader pasting them would, in a
-fresh Python process: float32 by default, one CPU device (none of the test session's float64 or fake
-devices), a temporary working directory (examples write checkpoints and reports), and ``$DIFFBRAIN_DATA``
-set to the shared data folder. HTML comments, which readers do not see, steer the run:
+Python process apart from the tests' (`Worker`): float32 by default, one CPU device (none of the test
+session's float64 or fake devices), a temporary working directory (examples write checkpoints and
+reports), and ``$DIFFBRAIN_DATA`` set to the shared data folder. HTML comments, which readers do not see,
+steer the run:
 
 * ``<!-- docs-test: skip (reason) -->`` on the line just before a fence leaves out an expensive block; it
   runs with ``--run-slow``. The reason is required.
@@ -18,6 +19,7 @@ import dataclasses
 import json
 import os
 import re
+import select
 import subprocess
 import sys
 from pathlib import Path
@@ -38,25 +40,6 @@ DOC_FILES = sorted(
 MARKER = "<!-- docs-test"
 SKIP = re.compile(r"<!-- docs-test: skip \((?P<reason>.*\S.*)\) -->")
 CHECK = "<!-- docs-test: check"
-FAILED = "docs-test: failed at line "
-
-RUNNER = r"""
-import json, sys, time, traceback
-
-namespace = {"__name__": "__main__"}
-for path, line, source in json.load(sys.stdin):
-    start = time.perf_counter()
-    try:
-        # Padded so that a traceback gives the line number in the markdown file.
-        exec(compile("\n" * (line - 1) + source, path, "exec"), namespace)
-    except BaseException:
-        traceback.print_exc()
-        print(f"docs-test: failed at line {line}", file=sys.stderr)
-        sys.exit(1)
-    print(f"{path}:{line}: {time.perf_counter() - start:.1f} s", file=sys.stderr)
-"""
-"""Runs ``[(path, first line, source), ...]`` read as JSON from stdin in one namespace; on the first
-exception prints its traceback and the failing block's first line, and exits with status 1."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,46 +88,116 @@ def examples(text: str, path: str) -> list[Example]:
     return found
 
 
-def run_examples(path: str, blocks: list[Example], cwd: Path) -> subprocess.CompletedProcess:
-    """Run ``blocks`` and their checks in order in one fresh Python process (see the module docstring)."""
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = re.sub(r"--xla_force_host_platform_device_count=\d+", "", env.get("XLA_FLAGS", ""))
-    env.pop("JAX_ENABLE_X64", None)
-    if SHARED_DATA.is_dir():
-        env.setdefault("DIFFBRAIN_DATA", str(SHARED_DATA))
-    code = []
-    for block in blocks:
-        code.append((path, block.line, block.source))
-        if block.check:
-            code.append((path, block.check_line, block.check))
-    return subprocess.run(
-        [sys.executable, "-c", RUNNER],
-        input=json.dumps(code),
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=900,
-    )
+WORKER = r"""
+import json, os, sys, time, traceback
+
+replies = os.fdopen(int(sys.argv[1]), "w")
+for request in sys.stdin:
+    cwd, code = json.loads(request)
+    os.chdir(cwd)
+    if "jax" in sys.modules:  # each file starts as a fresh session would: float32
+        sys.modules["jax"].config.update("jax_enable_x64", False)
+    namespace, failed = {"__name__": "__main__"}, None
+    for path, line, source in code:
+        start = time.perf_counter()
+        try:
+            # Padded so that a traceback gives the line number in the markdown file.
+            exec(compile("\n" * (line - 1) + source, path, "exec"), namespace)
+        except BaseException:
+            traceback.print_exc()
+            failed = line
+            break
+        finally:
+            sys.stdout.flush()
+        print(f"{path}:{line}: {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
+    replies.write(json.dumps(failed) + "\n")
+    replies.flush()
+"""
+"""Reads one request per line, ``[cwd, [(path, first line, source), ...]]``: runs the sources in order in a
+fresh namespace and replies (on the file descriptor ``argv[1]``) with the first line of the block that
+raised, or null; the traceback and each block's time go to stderr."""
 
 
-def failure(path: str, result: subprocess.CompletedProcess) -> str:
-    """The message of a failed run: which block, and its traceback."""
-    line = re.search(rf"{FAILED}(\d+)", result.stderr)
-    where = f"the block at line {line[1]}" if line else f"the run (status {result.returncode})"
-    return f"{path}: {where} failed:\n{result.stderr[-6000:]}"
+class Worker:
+    """One Python process that runs the docs' files one after another, each in its own namespace and
+    working directory: a file starts as a fresh session would (float32, one CPU device), while the files
+    share imports and compiled programs, which halves the run time."""
+
+    def __init__(self, log: Path):
+        self.log, self.process = log, None
+
+    def start(self) -> None:
+        env = dict(os.environ)
+        flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "", env.get("XLA_FLAGS", ""))
+        env["XLA_FLAGS"] = flags
+        env.pop("JAX_ENABLE_X64", None)
+        if SHARED_DATA.is_dir():
+            env.setdefault("DIFFBRAIN_DATA", str(SHARED_DATA))
+        read, write = os.pipe()
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", WORKER, str(write)],
+                stdin=subprocess.PIPE,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                pass_fds=(write,),
+                text=True,
+            )
+        os.close(write)
+        self.replies = os.fdopen(read)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.replies.close()
+            self.process = None
+
+    def run(self, path: str, blocks: list[Example], cwd: Path, timeout: float = 900.0) -> tuple[bool, str]:
+        """Run ``blocks`` and their checks in order; ``(passed, message)``, the message naming the block
+        that raised, with its traceback (a worker that died or hung is started again for the next file)."""
+        if self.process is None or self.process.poll() is not None:
+            self.start()
+        code = []
+        for block in blocks:
+            code.append((path, block.line, block.source))
+            if block.check:
+                code.append((path, block.check_line, block.check))
+        offset = self.log.stat().st_size
+        self.process.stdin.write(json.dumps([str(cwd), code]) + "\n")
+        self.process.stdin.flush()
+        ready, _, _ = select.select([self.replies], [], [], timeout)
+        reply = self.replies.readline() if ready else ""
+        with open(self.log, encoding="utf-8", errors="replace") as log:
+            log.seek(offset)
+            output = log.read()
+        if not reply:  # hung or died
+            self.stop()
+            return False, f"{path}: the run died or passed {timeout} s:\n{output[-6000:]}"
+        failed = json.loads(reply)
+        if failed is None:
+            return True, output
+        return False, f"{path}: the block at line {failed} failed:\n{output[-6000:]}"
+
+
+@pytest.fixture(scope="module")
+def worker(tmp_path_factory):
+    process = Worker(tmp_path_factory.mktemp("docs-worker") / "output.log")
+    yield process
+    process.stop()
 
 
 @pytest.mark.parametrize("path", DOC_FILES)
-def test_examples_run_and_print_what_they_claim(path, tmp_path, request):
+def test_examples_run_and_print_what_they_claim(path, tmp_path, request, worker):
     text = (ROOT / path).read_text(encoding="utf-8")
     blocks = examples(text, path)
     if "DIFFBRAIN_DATA" in "".join(block.source for block in blocks):
         request.getfixturevalue("shared_data")  # skips when the data sets are absent
     if not request.config.getoption("--run-slow"):
         blocks = [block for block in blocks if block.skip is None]
-    result = run_examples(path, blocks, tmp_path)
-    assert result.returncode == 0, failure(path, result)
+    passed, message = worker.run(path, blocks, tmp_path)
+    assert passed, message
 
 
 def test_the_user_facing_docs_are_all_found():
@@ -154,22 +207,31 @@ def test_the_user_facing_docs_are_all_found():
     assert expected <= set(DOC_FILES)
 
 
-def test_a_raising_example_fails_and_names_its_block(tmp_path):
+def test_a_raising_example_fails_and_names_its_block(worker, tmp_path):
     text = "Text.\n\n```python\nx = 1\n```\n\n```python\ny = x + 1\nraise ValueError(y)\n```\n"
-    result = run_examples("example.md", examples(text, "example.md"), tmp_path)
-    assert result.returncode == 1
-    assert "the block at line 8 failed" in failure("example.md", result)
-    assert 'File "example.md", line 9' in result.stderr  # the traceback points into the markdown file
-    assert "ValueError: 2" in result.stderr
+    passed, message = worker.run("example.md", examples(text, "example.md"), tmp_path)
+    assert not passed
+    assert "example.md: the block at line 8 failed" in message
+    assert 'File "example.md", line 9' in message  # the traceback points into the markdown file
+    assert "ValueError: 2" in message
 
 
-def test_a_failing_check_fails_the_run(tmp_path):
+def test_a_failing_check_fails_the_run_and_files_do_not_share_names(worker, tmp_path):
     text = "```python\nx = 1\n```\n<!-- docs-test: check\nassert x == 2, x\n-->\n"
     blocks = examples(text, "example.md")
     assert blocks == [Example(2, "x = 1", "assert x == 2, x", 5)]
-    result = run_examples("example.md", blocks, tmp_path)
-    assert result.returncode == 1
-    assert "the block at line 5 failed" in failure("example.md", result)
+    passed, message = worker.run("example.md", blocks, tmp_path)
+    assert not passed and "the block at line 5 failed" in message
+    passed, message = worker.run("other.md", examples("```python\nprint(x)\n```\n", "other.md"), tmp_path)
+    assert not passed and "NameError: name 'x' is not defined" in message
+
+
+def test_a_dead_worker_fails_its_file_and_is_started_again(worker, tmp_path):
+    crash = examples("```python\nimport os\n\nos._exit(3)\n```\n", "crash.md")
+    passed, message = worker.run("crash.md", crash, tmp_path)
+    assert not passed and "crash.md: the run died" in message
+    passed, message = worker.run("fine.md", examples("```python\nprint(6 * 7)\n```\n", "fine.md"), tmp_path)
+    assert passed and "42" in message
 
 
 def test_a_skipped_block_needs_a_reason_and_markers_need_a_block():
