@@ -159,11 +159,16 @@ class Worker:
         that raised, with its traceback (a worker that died or hung is started again for the next file)."""
         if self.process is None or self.process.poll() is not None:
             self.start()
-        code = []
+        filename = str(ROOT / path)  # a traceback then shows the lines of the markdown file
+        code, what = [], {}
         for block in blocks:
-            code.append((path, block.line, block.source))
+            code.append((filename, block.line, block.source))
+            what[block.line] = f"the block at line {block.line}"
             if block.check:
-                code.append((path, block.check_line, block.check))
+                code.append((filename, block.check_line, block.check))
+                what[block.check_line] = (
+                    f"the check at line {block.check_line} (of the block at line {block.line})"
+                )
         offset = self.log.stat().st_size
         self.process.stdin.write(json.dumps([str(cwd), code]) + "\n")
         self.process.stdin.flush()
@@ -178,7 +183,7 @@ class Worker:
         failed = json.loads(reply)
         if failed is None:
             return True, output
-        return False, f"{path}: the block at line {failed} failed:\n{output[-6000:]}"
+        return False, f"{path}: {what[failed]} failed:\n{output[-6000:]}"
 
 
 @pytest.fixture(scope="module")
@@ -212,7 +217,7 @@ def test_a_raising_example_fails_and_names_its_block(worker, tmp_path):
     passed, message = worker.run("example.md", examples(text, "example.md"), tmp_path)
     assert not passed
     assert "example.md: the block at line 8 failed" in message
-    assert 'File "example.md", line 9' in message  # the traceback points into the markdown file
+    assert 'example.md", line 9' in message  # the traceback points into the markdown file
     assert "ValueError: 2" in message
 
 
@@ -221,7 +226,7 @@ def test_a_failing_check_fails_the_run_and_files_do_not_share_names(worker, tmp_
     blocks = examples(text, "example.md")
     assert blocks == [Example(2, "x = 1", "assert x == 2, x", 5)]
     passed, message = worker.run("example.md", blocks, tmp_path)
-    assert not passed and "the block at line 5 failed" in message
+    assert not passed and "the check at line 5 (of the block at line 2) failed" in message
     passed, message = worker.run("other.md", examples("```python\nprint(x)\n```\n", "other.md"), tmp_path)
     assert not passed and "NameError: name 'x' is not defined" in message
 
