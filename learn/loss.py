@@ -33,7 +33,7 @@ def check_batch(batch: Batch, n_in: int, n_out: int, dtype: jnp.dtype) -> Simple
     Shapes are checked in Python (free, also under ``jit``): inputs ``[T, B, n_in]`` (time-major),
     targets and mask ``[T, B]``, labels ``[B]``. The targets must be class indices in ``[0, n_out)`` at
     the masked steps: checked in Python when the arrays are concrete, with `eqx.error_if` (one comparison
-    per (step, trial)) when traced.
+    per (step, trial)) when traced. The inputs must be ≥ 0 (they are conductances), checked the same way.
 
     Raises:
         ValueError: naming the field of ``batch`` that does not fit.
@@ -68,6 +68,15 @@ def check_batch(batch: Batch, n_in: int, n_out: int, dtype: jnp.dtype) -> Simple
         targets = eqx.error_if(targets, jnp.any(outside), message)
     elif np.any(outside):
         raise ValueError(f"{message} Got {np.asarray(targets)[np.asarray(outside)][:5].tolist()}.")
+    negative = inputs < 0
+    message = (
+        "`batch.inputs` must be >= 0: they are presynaptic spikes (or spike probabilities) that open "
+        "excitatory conductances, and a negative conductance has no steady state."
+    )
+    if isinstance(negative, jax.core.Tracer):
+        inputs = eqx.error_if(inputs, jnp.any(negative), message)
+    elif np.any(negative):
+        raise ValueError(f"{message} Got {np.asarray(inputs)[np.asarray(negative)][:5].tolist()}.")
     return SimpleBatch(inputs.astype(dtype), targets, mask, labels)
 
 
@@ -106,7 +115,11 @@ def add_evidence(
 
 
 def accuracy(evidence: Float[Array, "B n_out"], labels: Int[Array, " B"]) -> Array:
-    """The fraction of trials whose summed response-step readout (`add_evidence`) is largest for the label."""
+    """The fraction of trials whose summed response-step readout (`add_evidence`) is largest for the label.
+
+    Ties go to the lowest class (`jnp.argmax`): a trial without response steps has evidence 0 and scores as
+    class 0. Every `diffbrain.tasks` trial has a response window.
+    """
     return jnp.mean(jnp.argmax(evidence, axis=-1) == labels)
 
 

@@ -1,3 +1,5 @@
+import operator
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -258,3 +260,58 @@ def test_strong_input_at_a_coarse_step_keeps_training_finite():
 def test_a_neuron_whose_membrane_the_cell_cannot_integrate_is_refused():
     with pytest.raises(ValueError, match=r"`neuron` must be a zoo\.ALIF, zoo\.GIF, .* got AdEx"):
         learn.EINetwork(2, 4, 2, key=jax.random.key(0), neuron=zoo.AdEx())
+
+
+@pytest.mark.parametrize("neuron", _SUBTHRESHOLD.values(), ids=_SUBTHRESHOLD.keys())
+def test_one_step_is_exact_with_the_neurons_own_currents(neuron):
+    """The model's own currents (ALIF I_adp, GIF R·(I1 + I2)), held over the step as its own step holds
+    them, relax with the conductances at rate g_tot/τ: V_∞ = (V_rest + own + g_e E_exc + g_i E_inh)/g_tot."""
+    g_e, g_i, dt = 7.0, 3.0, 2.0
+    net = learn.EINetwork(1, 2, 1, key=jax.random.key(0), dt=dt, neuron=neuron, exc_fraction=0.5)
+    *state, zeros, _, filtered = net.init_state(1).hidden
+    state = type(neuron.init_state())(*state)
+    added = {"I_adp": -6.0, "I1": 0.3, "I2": -0.2}
+    shifted = {name: getattr(state, name) + value for name, value in added.items() if name in state._fields}
+    state = state._replace(V=state.V - 5.0, **shifted)
+    if isinstance(neuron, zoo.ALIF):
+        own = -6.0  # I_adp, mV
+    elif isinstance(neuron, zoo.LIF):
+        own = 0.0
+    else:
+        own = float(neuron.R) * 0.1  # R·(I1 + I2), mV
+    hidden, _ = net.cell((*state, zeros, zeros, filtered), jnp.full((1, 2), g_e), jnp.full((1, 2), g_i))
+    V0, V_rest, tau, g_tot = float(state.V[0, 0]), float(neuron.V_rest), float(neuron.tau), 1 + g_e + g_i
+    V_inf = (V_rest + own + g_e * net.E_exc + g_i * net.E_inh) / g_tot
+    np.testing.assert_allclose(hidden[0][0, 0], V_inf + (V0 - V_inf) * np.exp(-dt * g_tot / tau), rtol=1e-12)
+
+
+def test_the_cells_gradient_matches_finite_differences_with_the_spikes_held():
+    """A surrogate of slope ~0 makes the gradient the derivative at a fixed spike pattern, which central
+    differences see while no spike flips: checks the exact input's backward pass (through jax.checkpoint)
+    with strong conductances, resets and adaptation."""
+    surrogate = zoo.surrogate.ReLU(alpha=1e-30, width=20.0)
+    neuron = zoo.ALIF(spike_fn=surrogate, detach_reset=False, tau_a=50.0, beta=3.0)
+    net = learn.EINetwork(4, 8, 2, key=jax.random.key(3), neuron=neuron, dt=2.0, in_scale=3.0, rec_scale=1.0)
+    x = (jax.random.uniform(jax.random.key(5), (40, 2, 4)) < 0.3).astype(jnp.float64)
+    params, static = eqx.partition(net, learn.trainable(net))
+
+    def loss(params):
+        net = eqx.combine(params, static)
+
+        def body(state, x):
+            state, (spikes, _) = net.step(state, x)
+            return state, (state.hidden[0], spikes)
+
+        _, (V, spikes) = jax.lax.scan(body, net.init_state(2), x)
+        return jnp.sum(V**2) / 1e4, spikes
+
+    (_, spikes), grads = eqx.filter_value_and_grad(loss, has_aux=True)(params)
+    assert net.w_in.dtype == jnp.float64 and jnp.sum(spikes) > 100
+    h = 1e-7
+    for name in ("w_in", "w_rec"):
+        d = jax.random.normal(jax.random.key(9), getattr(params, name).shape)
+        field = operator.attrgetter(name)
+        shifted = [loss(eqx.tree_at(field, params, field(params) + s * h * d)) for s in (1, -1)]
+        assert all(jnp.array_equal(z, spikes) for _, z in shifted)  # no spike flipped
+        fd = (shifted[0][0] - shifted[1][0]) / (2 * h)
+        np.testing.assert_allclose(jnp.vdot(getattr(grads, name), d), fd, rtol=1e-5)

@@ -40,6 +40,7 @@ GRADIENTS = {
         ({"labels": jnp.ones((T,), jnp.int32)}, r"`batch.labels` must be \[B\].*swapaxes"),
         ({"targets": jnp.full((T, B), N_OUT)}, r"`batch.targets` must be class indices in \[0, n_out\)"),
         ({"targets": jnp.full((T, B), -1)}, r"`batch.targets` must be class indices.*Got \[-1"),
+        ({"inputs": -jnp.ones((T, B, N_IN))}, r"`batch.inputs` must be >= 0.*Got \[-1.0"),
     ],
 )
 def test_bad_batches_are_refused_naming_the_field(method, change, message):
@@ -54,7 +55,7 @@ def test_a_batch_major_batch_is_refused():
         learn.bptt(_net(), swapped)
 
 
-def test_out_of_range_targets_are_accepted_outside_the_mask_and_refused_under_jit():
+def test_out_of_range_targets_are_accepted_outside_the_mask_and_bad_batches_refused_under_jit():
     net = _net()
     # a target outside [0, n_out) at a step without loss is allowed and changes nothing
     mask = jnp.zeros((T, B), bool).at[-1].set(True)
@@ -65,6 +66,8 @@ def test_out_of_range_targets_are_accepted_outside_the_mask_and_refused_under_ji
     assert jnp.isfinite(loss(net, _batch()))
     with pytest.raises(Exception, match=r"`batch.targets` must be class indices"):
         loss(net, _batch(targets=jnp.full((T, B), N_OUT))).block_until_ready()
+    with pytest.raises(Exception, match=r"`batch.inputs` must be >= 0"):
+        loss(net, _batch(inputs=-_batch().inputs)).block_until_ready()
 
 
 @pytest.mark.parametrize("method", ["bptt", "es-d-rtrl"])
