@@ -7,7 +7,6 @@ JAX and Matplotlib are imported when it runs, so ``diffbrain --help`` stays fast
 from __future__ import annotations
 
 import math
-import os
 import time
 from pathlib import Path
 
@@ -15,6 +14,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+from ._data import shared_data
 
 NETWORKS = {
     "coba": "Brette et al. (2007) COBA benchmark: 4,000 LIF neurons, conductance synapses (scale 1 = 4,000)",
@@ -39,14 +40,14 @@ def _fail(message: str, option: str) -> typer.BadParameter:
 
 def _data_folder(name: str, data: Path | None) -> Path:
     if data is None:
-        root = os.environ.get("DIFFBRAIN_DATA")
-        if root is None:
+        data = shared_data() / DATA_FOLDERS[name]
+        if not data.is_dir():
             raise _fail(
-                f"{name} needs its data: pass --data FOLDER (the {DATA_FOLDERS[name]} folder) or set "
+                f"{name} needs its data, the {DATA_FOLDERS[name]} folder, which is not at {data} "
+                "($DIFFBRAIN_DATA, else ../shared/data beside the checkout): pass --data FOLDER or set "
                 "$DIFFBRAIN_DATA to the folder that holds it.",
                 "--data",
             )
-        data = Path(root) / DATA_FOLDERS[name]
     if not data.exists():
         raise _fail(f"{data} does not exist; pass the {DATA_FOLDERS[name]} folder.", "--data")
     return data

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from diffbrain._cli_networks import DATA_FOLDERS
+from diffbrain._cli_networks import DATA_FOLDERS, _data_folder
 from diffbrain.cli import app
 
 runner = CliRunner()
@@ -65,12 +65,20 @@ def test_bad_input_names_the_option(args, message):
 
 
 def test_connectome_models_need_their_data(monkeypatch, tmp_path):
-    monkeypatch.delenv("DIFFBRAIN_DATA", raising=False)
+    monkeypatch.setenv("DIFFBRAIN_DATA", str(tmp_path))
     result = _run("multiarea", "--duration", "1")
-    assert result.exit_code == 2
-    assert DATA_FOLDERS["multiarea"] in " ".join(result.output.split())
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2 and "'--data'" in text
+    assert f"the {DATA_FOLDERS['multiarea']} folder, which is not at" in text and "$DIFFBRAIN_DATA" in text
     result = _run("microcircuit", "--data", str(tmp_path / "missing"))
     assert result.exit_code == 2 and "does not exist" in " ".join(result.output.split())
+
+
+def test_without_data_or_environment_the_shared_data_beside_the_checkout_is_used(shared_data, monkeypatch):
+    monkeypatch.delenv("DIFFBRAIN_DATA", raising=False)
+    for name, folder in DATA_FOLDERS.items():
+        found = _data_folder(name, None)
+        assert found.is_dir() and found.resolve() == (shared_data / folder).resolve()
 
 
 def test_bad_data_folder_is_blamed_on_data(tmp_path):

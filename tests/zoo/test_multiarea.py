@@ -336,3 +336,10 @@ def test_pulse_response_of_synthetic_rates():
     np.testing.assert_allclose(response.peak, [45.0, -1.0, 0.0])
     np.testing.assert_allclose(response.latency, [52.5, np.nan, np.nan])
     np.testing.assert_allclose(response.after, 5.0)  # bins from 400 ms (150 ms after the pulse) on
+
+
+def test_a_connectome_folder_that_is_missing_or_incomplete_is_named(tmp_path):
+    with pytest.raises(ValueError, match=r"`path` '.*nowhere' is not a folder \(a relative path starts at"):
+        MultiArea.from_connectome(tmp_path / "nowhere", key=jax.random.key(0))
+    with pytest.raises(ValueError, match=r"`path` '.*' lacks \['fln_29x29.csv'"):
+        MultiArea.from_connectome(tmp_path, key=jax.random.key(0))

@@ -451,6 +451,11 @@ def read_connectome(path: str | Path) -> dict:
             malformed.
     """
     folder = Path(path)
+    if not folder.is_dir():
+        raise ValueError(
+            f"`path` {str(folder)!r} is not a folder (a relative path starts at {str(Path.cwd())!r}); pass "
+            "the connectome's folder, e.g. $DIFFBRAIN_DATA/conn-macaque-markov2014-29areas."
+        )
     files = {
         "fln": "fln_29x29.csv",
         "distance_mm": "distance_mm_29x29.csv",
