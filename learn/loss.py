@@ -60,23 +60,22 @@ def check_batch(batch: Batch, n_in: int, n_out: int, dtype: jnp.dtype) -> Simple
             "jnp.swapaxes(array, 0, 1)."
         )
     outside = mask.astype(bool) & ((targets < 0) | (targets >= n_out))
-    message = (
+    messages = (
         f"`batch.targets` must be class indices in [0, n_out) = [0, {n_out}) at the masked steps (1-based "
-        "labels? subtract 1; no target at a step? set the mask False there)."
-    )
-    if isinstance(outside, jax.core.Tracer):
-        targets = eqx.error_if(targets, jnp.any(outside), message)
-    elif np.any(outside):
-        raise ValueError(f"{message} Got {np.asarray(targets)[np.asarray(outside)][:5].tolist()}.")
-    negative = inputs < 0
-    message = (
+        "labels? subtract 1; no target at a step? set the mask False there).",
         "`batch.inputs` must be >= 0: they are presynaptic spikes (or spike probabilities) that open "
-        "excitatory conductances, and a negative conductance has no steady state."
+        "excitatory conductances, and a negative conductance has no steady state.",
     )
-    if isinstance(negative, jax.core.Tracer):
-        inputs = eqx.error_if(inputs, jnp.any(negative), message)
-    elif np.any(negative):
-        raise ValueError(f"{message} Got {np.asarray(inputs)[np.asarray(negative)][:5].tolist()}.")
+    if isinstance(outside, jax.core.Tracer) or isinstance(inputs, jax.core.Tracer):
+        # One check, on the targets, which every loss reads, and a min-reduction of the inputs: a second
+        # checked array, or a [T, B, n_in] comparison, made online learning's compiled memory grow with T.
+        bad_targets, bad_inputs = jnp.any(outside), jnp.min(inputs, initial=0.0) < 0
+        which = jnp.where(bad_targets, 0, 1)
+        targets = eqx.branched_error_if(targets, bad_targets | bad_inputs, which, messages)
+    elif np.any(outside):
+        raise ValueError(f"{messages[0]} Got {np.asarray(targets)[np.asarray(outside)][:5].tolist()}.")
+    elif np.any(negative := np.asarray(inputs) < 0):
+        raise ValueError(f"{messages[1]} Got {np.asarray(inputs)[negative][:5].tolist()}.")
     return SimpleBatch(inputs.astype(dtype), targets, mask, labels)
 
 
