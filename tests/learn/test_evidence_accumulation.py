@@ -12,7 +12,7 @@ def shortened_task():
     return tasks.EvidenceAccumulation(dt=10.0, n_cues=3, delay_duration=100.0)
 
 
-@pytest.mark.parametrize("method", ["bptt", pytest.param("d-rtrl", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("method", ["bptt", "d-rtrl"])
 def test_shortened_evidence_accumulation_is_learned_well_above_chance(method):
     task = shortened_task()
     net = learn.EINetwork(task.n_inputs, 50, task.n_outputs, key=jax.random.key(0), dt=task.dt)

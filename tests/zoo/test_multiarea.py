@@ -244,7 +244,6 @@ def test_strong_gba_carries_a_weaker_pulse_further(folder, strong):
     assert reach(strong) > 2.0 * reach(weak), (reach(strong), reach(weak))
 
 
-@pytest.mark.slow
 def test_returns_to_baseline_with_delay_jitter_over_many_seeds(folder):
     # The model's default 10 % delay jitter, 12 more seeds: the criteria of the fast tests above, per seed.
     for seed in range(4, 16):
