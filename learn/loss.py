@@ -67,11 +67,12 @@ def check_batch(batch: Batch, n_in: int, n_out: int, dtype: jnp.dtype) -> Simple
         "excitatory conductances, and a negative conductance has no steady state.",
     )
     if isinstance(outside, jax.core.Tracer) or isinstance(inputs, jax.core.Tracer):
-        # One check, on the targets, which every loss reads, and a min-reduction of the inputs: a second
-        # checked array, or a [T, B, n_in] comparison, made online learning's compiled memory grow with T.
+        # One check on the mask, which every loss reads, and a min-reduction of the inputs: the checked array
+        # is copied, and a copy of the targets (4 bytes per step and trial, not the mask's 1), of the inputs
+        # or a [T, B, n_in] comparison made online learning's compiled memory grow with T.
         bad_targets, bad_inputs = jnp.any(outside), jnp.min(inputs, initial=0.0) < 0
         which = jnp.where(bad_targets, 0, 1)
-        targets = eqx.branched_error_if(targets, bad_targets | bad_inputs, which, messages)
+        mask = eqx.branched_error_if(mask, bad_targets | bad_inputs, which, messages)
     elif np.any(outside):
         raise ValueError(f"{messages[0]} Got {np.asarray(targets)[np.asarray(outside)][:5].tolist()}.")
     elif np.any(negative := np.asarray(inputs) < 0):
