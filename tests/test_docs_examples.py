@@ -26,9 +26,9 @@ from pathlib import Path
 
 import pytest
 
+from diffbrain import _data
+
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
-"""Where the docs' examples find the data sets when ``$DIFFBRAIN_DATA`` is unset (as the tests do)."""
 
 DOC_FILES = sorted(
     path.relative_to(ROOT).as_posix()
@@ -131,8 +131,8 @@ class Worker:
         flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "", env.get("XLA_FLAGS", ""))
         env["XLA_FLAGS"] = flags
         env.pop("JAX_ENABLE_X64", None)
-        if SHARED_DATA.is_dir():
-            env.setdefault("DIFFBRAIN_DATA", str(SHARED_DATA))
+        if _data.shared_data().is_dir():  # $DIFFBRAIN_DATA, else ../shared/data beside the checkout
+            env.setdefault("DIFFBRAIN_DATA", str(_data.shared_data()))
         read, write = os.pipe()
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
