@@ -24,6 +24,7 @@ from jax.interpreters.partial_eval import DynamicJaxprTracer
 
 from ._accumulation import Accumulation
 from .csr import CSR
+from .event import running_total_zeros
 
 __all__ = ["event_scan"]
 
@@ -117,7 +118,7 @@ def _scan_bwd(step: Callable, length: int, unroll: int, residuals, cotangents):
     start = (
         _nonzero_cotangents(ct_final),
         jax.tree.map(jnp.zeros_like, float_params),
-        list(map(jnp.zeros_like, weights)),
+        list(map(running_total_zeros, weights)),
     )
     (ct_init, ct_params, totals), ct_xs = lax.scan(
         reverse_step, start, (carries, xs, ct_ys), length=length, reverse=True, unroll=unroll

@@ -42,6 +42,7 @@ _TARGETS = {
     "diffbrain_row_dot": "DiffbrainRowDot",
     "diffbrain_data_grad": "DiffbrainDataGrad",
     "diffbrain_data_grad_add": "DiffbrainDataGradAdd",
+    "diffbrain_zeros": "DiffbrainZeros",
     "diffbrain_arrival_scatter": "DiffbrainArrivalScatter",
     "diffbrain_arrival_data_grad": "DiffbrainArrivalDataGrad",
     "diffbrain_arrival_row_dot": "DiffbrainArrivalRowDot",
@@ -244,6 +245,17 @@ def data_grad_batch(
     """`data_grad` summed over a batch of spike vectors and cotangents."""
     cotangent = _float("cotangent", cotangent)
     return _call("diffbrain_data_grad", (nnz,), cotangent.dtype, indptr, indices, spikes, cotangent)
+
+
+KERNEL_ZEROS_BYTES = 16 << 20
+"""The size (bytes) from which the kernel has the OS zero an output's non-resident pages (`data_grad`)."""
+
+
+def zeros(shape: tuple[int, ...], dtype) -> Array:
+    """A zero-filled array; from `KERNEL_ZEROS_BYTES` on, its fresh pages are mapped zeroed by the OS as in
+    `data_grad`, cheaper than XLA's fill (measured at 4·10⁷ float32: 16 ms against 35 ms for
+    ``jnp.zeros``). The start of `event_scan`'s running weight gradients."""
+    return _call("diffbrain_zeros", tuple(shape), dtype)
 
 
 def data_grad_add(

@@ -326,6 +326,41 @@ def test_data_grad_add_accumulates_in_a_scan():
         cpu.data_grad_add(start[:-1], ip, ix, spikes[0], cotangent[0])
 
 
+def test_weight_gradient_of_many_events_by_threads_and_batch_items():
+    """Enough events for several chunks (threads), batch items firing on different rows, float spikes:
+    the fill path (a fresh result) and the in-place path (a running total in a jitted scan) against NumPy."""
+    rng = np.random.default_rng(11)
+    n_pre, n_post, batch = 3000, 500, 3
+    indptr, indices, _ = random_csr(rng, n_pre, n_post, 0.1)
+    spikes = rng.random((2, batch, n_pre)) * (rng.random((2, batch, n_pre)) < 0.4)
+    spikes[:, 1, :1500] = 0  # item 1 fires only on the second half of the rows
+    cotangent = rng.normal(size=(2, batch, n_post))
+    rows = coo_rows(indptr)
+    per_step = [(s[:, rows] * ct[:, indices]).sum(0) for s, ct in zip(spikes, cotangent, strict=True)]
+    assert (spikes[0][:, rows] != 0).sum() > 4 * 16384, "too few events for more than one chunk"
+    ip, ix = jnp.asarray(indptr), jnp.asarray(indices)
+    s, ct = jnp.asarray(spikes), jnp.asarray(cotangent)
+    np.testing.assert_allclose(
+        cpu.data_grad_batch(ip, ix, s[0], ct[0], len(indices)), per_step[0], rtol=1e-12, atol=1e-12
+    )
+
+    def step(total, inputs):
+        return cpu.data_grad_add(total, ip, ix, *inputs), None
+
+    start = jnp.asarray(rng.normal(size=len(indices)))
+    total = jax.jit(lambda start, xs: jax.lax.scan(step, start, xs)[0])(start, (s, ct))
+    np.testing.assert_allclose(total, start + per_step[0] + per_step[1], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+@pytest.mark.parametrize("size", [0, 5, cpu.KERNEL_ZEROS_BYTES // 4 + 1])
+def test_zeros(size, dtype):
+    """Small results are filled, large ones (fresh from XLA) mostly zeroed by the OS: all zeros either way."""
+    zeros = jax.jit(cpu.zeros, static_argnums=(0, 1))((size,), dtype)
+    assert zeros.shape == (size,) and zeros.dtype == dtype
+    assert not np.any(np.asarray(zeros))
+
+
 def test_vmap_of_the_unbatched_functions():
     rng = np.random.default_rng(1)
     indptr, indices, weights = random_csr(rng, 30, 20, 0.3)

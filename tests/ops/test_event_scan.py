@@ -125,6 +125,32 @@ def test_the_weight_gradient_is_accumulated_not_returned_per_step():
     assert ("csr_data_grad", ()) in fast  # the shared weight: the ordinary scalar gradient
 
 
+def test_large_running_totals_start_from_the_kernels_zeros():
+    """A weight array of ≥ 16 MiB starts its running gradient from `cpu.zeros` (the OS maps zeroed pages),
+    a small one from XLA's zeros; the gradient is lax.scan's either way."""
+    if "cpu" not in ops.backends():
+        pytest.skip("the cpu kernel is not available here")
+    from diffbrain.ops.kernels import cpu
+
+    def step(W, g, s):
+        g = 0.9 * g + ops.event_matvec(s, W, backend="cpu")
+        return g, jnp.sum(g * jnp.arange(g.size, dtype=g.dtype))
+
+    def loss(data, W, spikes, scan):
+        return jnp.sum(scan(step, W.with_data(data), jnp.zeros(W.shape[1], data.dtype), spikes)[1])
+
+    n, k = 2 * cpu.KERNEL_ZEROS_BYTES // (4 * 400) + 1, 400
+    for n_pre, per_row in ((n, k), (50, 10)):
+        W = ops.CSR.fixed_out_degree(jax.random.key(0), n_pre, 2000, k=per_row, weight=1.0)
+        W = W.with_data(jax.random.uniform(jax.random.key(1), (W.nnz,), jnp.float32))
+        spikes = jax.random.bernoulli(jax.random.key(2), 0.01, (5, n_pre))
+        fast = jax.jit(jax.grad(functools.partial(loss, scan=ops.event_scan)))
+        plain = jax.jit(jax.grad(functools.partial(loss, scan=_plain_scan)))
+        hlo = fast.lower(W.data, W, spikes).compile().as_text()
+        assert ("diffbrain_zeros" in hlo) == (W.nnz * 4 >= cpu.KERNEL_ZEROS_BYTES)
+        np.testing.assert_allclose(fast(W.data, W, spikes), plain(W.data, W, spikes), rtol=1e-6, atol=1e-6)
+
+
 def test_batched_spikes_cond_branches_and_jit():
     """event_matmat (a batch of spike vectors) accumulates one gradient; a W used inside a `lax.cond`
     branch takes the ordinary path; everything under jit."""
