@@ -17,8 +17,9 @@ Then ``OUT/report.md`` (with PNG figures in each section's folder) collects the 
 Each section writes into a fresh hidden folder and renames it to ``OUT/<section>/`` when it is done, so a
 section folder is always complete. Its ``result.json`` holds the key of its configuration (with the
 diffbrain version and, for the network, the builder's qualified name) and the git commit that computed
-it: a rerun with the same key reuses the finished section, and an interrupted training resumes from its
-last checkpoint (kept in ``OUT/.work/``).
+it: a rerun with the same key reuses the finished section (saying so, and naming that commit when the
+checkout has changed since: the key does not cover code changes within a version), and an interrupted
+training resumes from its last checkpoint (kept in ``OUT/.work/``).
 
     diffbrain reproduce --quick --out reproduce-quick   # < 10 min on 2 CPU cores
     diffbrain reproduce --out reproduce                 # the full budgets; states its expected duration
@@ -325,7 +326,11 @@ def run_section(
     done = load_section(out, name, key)
     if done is not None:
         _clear_work(out, name)
-        log(f"{name}: finished before (key {key}), reused")
+        message = f"{name}: finished before (key {key}), reused"
+        then, now = done.get("git_commit", "unknown"), git_commit()
+        if then != now:
+            message += f"; computed at commit {then}, this checkout is {now}: delete {out / name} to rerun it"
+        log(message)
         return done
     work = out / ".work" / f"{name}-{key}"
     work.mkdir(parents=True, exist_ok=True)

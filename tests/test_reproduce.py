@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from diffbrain import reproduce
+from diffbrain.bench import records
 from diffbrain.bench.records import git_commit
 from diffbrain.cli import app
 from diffbrain.zoo import networks
@@ -156,6 +157,21 @@ def test_each_section_records_and_reports_the_commit_that_computed_it(tiny_run):
         section = reproduce.load_section(out, name)
         assert section["git_commit"] == git_commit() != ""
     assert report.count(f"at git commit `{git_commit()}`") == len(reproduce.SECTIONS)
+
+
+def test_a_section_reused_from_another_commit_says_so(tmp_path, monkeypatch):
+    """The key covers the configuration and the version, not the code: reusing a section computed at another
+    commit names both commits and how to rerun it."""
+    config, lines = reproduce.BenchConfig(steps=(1,)), []
+    monkeypatch.setattr(records, "git_commit", lambda: "aaaa")
+    reproduce.run_section(tmp_path, "bench", config, lambda *_: {"value": 1}, log=lines.append)
+    reproduce.run_section(tmp_path, "bench", config, lambda *_: {"value": 2}, log=lines.append)
+    assert lines[-1].endswith("reused")  # same commit: nothing to add
+    monkeypatch.setattr(records, "git_commit", lambda: "bbbb-dirty")
+    reused = reproduce.run_section(tmp_path, "bench", config, lambda *_: {"value": 3}, log=lines.append)
+    assert reused["results"] == {"value": 1} and reused["git_commit"] == "aaaa"
+    assert "computed at commit aaaa, this checkout is bbbb-dirty: delete" in lines[-1]
+    assert lines[-1].endswith(f"{tmp_path / 'bench'} to rerun it")
 
 
 def test_another_network_builder_changes_the_network_key_and_reruns_it(tmp_path):
