@@ -2,7 +2,7 @@
 
 Through an ordinary `lax.scan`, JAX's reverse pass gives every step its own ``[nnz]`` weight cotangent and
 adds it to a running sum: two passes over every synapse per step, although only the synapses of the neurons
-that fired carry a nonzero gradient (at n = 100,000 × 400, 2 % firing, 100 steps: 19.6× the forward step).
+that fired carry a nonzero gradient (at n = 100,000 × 400, 2 % firing, 100 steps: 17–22× the forward step).
 `event_scan` computes the same gradient one step at a time in reverse (a `jax.custom_vjp`); the operators
 (`event_matvec`, `event_matmat`, `csr_matvec`, `arrival_scatter`) find their ``W`` among the step's
 registered weights (`diffbrain.ops._accumulation`) and add the spiking rows' gradient into the running
@@ -182,8 +182,10 @@ def event_scan(
     not all ``nnz`` twice. (The other backends have no in-place add: they add a fresh ``[nnz]`` gradient
     per step, like `lax.scan`, and recompute the step, so they can be slower than `lax.scan`.) Measured on
     2 cores at n = 100,000 × 400 synapses per row, 2 % firing, 100 steps: the weight gradient (forward
-    included) cost 19.6× the forward step through `lax.scan`, 2.5× through `event_scan` (the leaderboard's
-    ``scan_grad_time``, `diffbrain.bench.ops`).
+    included) cost 17–22× the forward step through `lax.scan`, 1.3–1.8× through `event_scan` timed alone
+    and 3.5× amid the leaderboard's other methods (``scan_grad_time``, `diffbrain.bench.ops`), whose churn
+    makes the fresh ``[nnz]`` result and stored carries costlier to map; over 1,000 steps, which amortize
+    them, 1.5×.
 
     Args:
         step: ``(params, carry, x) → (new carry, y)``, pure. Everything to be differentiated must come in
