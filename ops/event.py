@@ -540,7 +540,7 @@ def _xla_zeros(*, shape, dtype):
 def _cpu_zeros(*, shape, dtype):
     kernels, _ = _backend.probe("cpu")
     if kernels is None or math.prod(shape) * dtype.itemsize < kernels.KERNEL_ZEROS_BYTES:
-        return jnp.zeros(shape, dtype)
+        return _xla_zeros(shape=shape, dtype=dtype)
     return kernels.zeros(shape, dtype)
 
 

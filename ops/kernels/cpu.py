@@ -248,7 +248,8 @@ def data_grad_batch(
 
 
 KERNEL_ZEROS_BYTES = 16 << 20
-"""The size (bytes) from which the kernel has the OS zero an output's non-resident pages (`data_grad`)."""
+"""The size (bytes) from which the kernel has the OS zero an output's non-resident pages (`data_grad`):
+``kKernelZeroBytes`` in event_csr.cc."""
 
 
 def zeros(shape: tuple[int, ...], dtype) -> Array:

@@ -623,7 +623,7 @@ bool zero_output(void*, size_t) { return false; }
 // already holds the values to add to (g_in == g, aliased by XLA) or was zeroed mostly by the kernel
 // (zero_output), the zero fill of g (nnz-sized) is split across threads with the rows, so each thread owns
 // a contiguous range of g. Otherwise only the events are touched, as in the scatter: the rows that fired
-// (in any batch item) are collected first (for_each_fired), the chunks split that list by synapse count,
+// (in any batch item) are collected first (for_each_fired), the chunks split that list by event count,
 // and the next row's indices and gradient are prefetched. (Testing every row in every chunk, with an
 // [n_pre + 1] running count allocated per call, cost ~0.3 ms per call at 100,000 rows: 2.5x the forward
 // step at 0.5 % firing, where the events alone are ~1x.)
@@ -714,13 +714,13 @@ struct DataGrad {
 };
 
 // A zero-filled result (the start of a running weight gradient): a large one mostly by the OS (zero_output),
-// else filled by the threads, a contiguous part each.
+// else filled by the threads, a contiguous part of kSynapsesPerChunk float32 values each.
 ffi::Error zeros_impl(ffi::Result<ffi::AnyBuffer> out) {
   char* bytes = static_cast<char*>(out->untyped_data());
   const int64_t size = static_cast<int64_t>(out->size_bytes());
   if (size == 0 || zero_output(bytes, size)) return ffi::Error::Success();
   Pool::Session session(Pool::get());
-  const int64_t n_chunks = chunks_for(size, kSynapsesPerChunk * 4);
+  const int64_t n_chunks = chunks_for(size, kSynapsesPerChunk * sizeof(float));
   for_each_chunk(session, n_chunks, [&](int, int64_t c) {
     std::memset(bytes + size * c / n_chunks, 0, size * (c + 1) / n_chunks - size * c / n_chunks);
   });

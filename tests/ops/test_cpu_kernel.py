@@ -165,7 +165,7 @@ def test_large_problem_in_jitted_scan():
     np.testing.assert_allclose(summed, grad, rtol=1e-10, atol=1e-10)
 
 
-ZERO_BYTES = 32 << 20  # above the 16 MiB from which the kernel zeroes the non-resident pages of outputs
+ZERO_BYTES = 2 * cpu.KERNEL_ZEROS_BYTES  # above the size from which the kernel zeroes non-resident pages
 
 
 def zero_output(buffer: mmap.mmap, offset: int, size: int) -> bool:
