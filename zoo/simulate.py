@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import equinox as eqx
@@ -33,6 +33,10 @@ class Trace(eqx.Module):
     @property
     def V(self) -> Float[Array, " S *n"]:
         """Membrane potential, mV (when recorded)."""
+        if "V" not in self.states:
+            raise AttributeError(
+                f"This trace recorded {list(self.states)}, not V; pass record=('V', ...) to simulate/solve."
+            )
         return self.states["V"]
 
     @property
@@ -45,7 +49,8 @@ class Trace(eqx.Module):
         return self.spike_count / self.t[-1] * 1000.0
 
 
-def _validate(model, inputs, record: Sequence[str]):
+def _validate(model, inputs, record: str | Sequence[str]) -> tuple[Array, tuple[str, ...]]:
+    """``inputs`` as an array and ``record`` as a tuple of names, or a clear error about either."""
     if not isinstance(model, AbstractNeuron):
         raise TypeError(
             f"`model` must be a zoo neuron (an AbstractNeuron such as zoo.LIF()), got {type(model).__name__}."
@@ -60,13 +65,14 @@ def _validate(model, inputs, record: Sequence[str]):
         raise ValueError("`inputs` has no time steps (shape[0] == 0); pass at least one step.")
     if not isinstance(inputs, jax.core.Tracer) and not bool(np.all(np.isfinite(np.asarray(inputs)))):
         raise ValueError("`inputs` contains NaN or inf; the injected current must be finite.")
+    record = (record,) if isinstance(record, str) else tuple(record)
     unknown = [name for name in record if name not in model.State._fields]
     if unknown:
         raise ValueError(
             f"`record` names {unknown}, which {type(model).__name__} does not have; "
             f"its state variables are {list(model.State._fields)}."
         )
-    return inputs
+    return inputs, record
 
 
 def _initial_state(model: AbstractNeuron, inputs: Array, shape, state: NamedTuple | None) -> NamedTuple:
@@ -74,12 +80,13 @@ def _initial_state(model: AbstractNeuron, inputs: Array, shape, state: NamedTupl
     owner = type(model).__name__
     population = inputs.shape[1:]
     try:
-        population = np.broadcast_shapes(population, model.shape, () if shape is None else tuple(shape))
+        shape = () if shape is None else (shape,) if isinstance(shape, int) else tuple(shape)
+        population = np.broadcast_shapes(population, model.shape, shape)
     except ValueError:
         raise ValueError(
             f"`inputs` has population shape {population} (its axes after time), which does not broadcast "
             f"with {owner}'s parameter shape {model.shape}"
-            + ("" if shape is None else f" and `shape`={tuple(shape)}")
+            + (f" and `shape`={shape}" if shape else "")
             + ". Pass inputs as [T, *population] with time first."
         ) from None
     if state is None:
@@ -99,6 +106,24 @@ def _initial_state(model: AbstractNeuron, inputs: Array, shape, state: NamedTupl
                 "(model.init_state(shape) or a previous trace's final_state)."
             ) from None
     return model.State(*(jnp.broadcast_to(leaf, population) for leaf in state))
+
+
+def _carry_dtypes(state: NamedTuple, advance: Callable[[NamedTuple], NamedTuple]) -> NamedTuple:
+    """``state`` cast to the dtypes that ``advance(state)`` produces, so it can be a scan's carry.
+
+    Parameters, inputs and state may mix float32 and float64 under ``jax_enable_x64`` (a float32 model fed
+    NumPy's float64 current, or a float64 model fed float32 data); the state then follows what JAX's
+    promotion makes of one step, as the rest of the simulation does. Casting one variable can widen
+    another's next value, so this repeats until the dtypes hold (each round widens one at least).
+    """
+    for _ in range(len(state) + 1):
+        advanced = jax.eval_shape(advance, state)
+        if all(jnp.result_type(leaf) == out.dtype for leaf, out in zip(state, advanced, strict=True)):
+            break
+        state = type(state)(
+            *(jnp.asarray(leaf, out.dtype) for leaf, out in zip(state, advanced, strict=True))
+        )
+    return state
 
 
 def _check_divides(name: str, block: int, total: int) -> None:
@@ -139,7 +164,7 @@ def simulate(
     *,
     shape: tuple[int, ...] | None = None,
     state: NamedTuple | None = None,
-    record: Sequence[str] = ("V",),
+    record: str | Sequence[str] = ("V",),
     record_every: int = 1,
     checkpoint_every: int | None = None,
     unroll: int = 1,
@@ -154,7 +179,7 @@ def simulate(
         dt: time step, ms (> 0).
         shape: population shape; defaults to ``inputs.shape[1:]`` broadcast with the parameters' shape.
         state: initial state (default: ``model.init_state(shape)``).
-        record: names of state variables to record (``model.State._fields``).
+        record: names of state variables to record (``model.State._fields``); one name may be a string.
         record_every: keep one sample every this many steps (decimation); spikes are summed per block,
             so counts are exact. Must divide T.
         checkpoint_every: if set, gradients store the state only every this many steps and recompute
@@ -175,11 +200,12 @@ def simulate(
         >>> trace.V.shape
         (2000,)
     """
-    inputs = _validate(model, inputs, record)
+    inputs, record = _validate(model, inputs, record)
     dt = check_dt(dt)
     n_steps = inputs.shape[0]
     _check_divides("record_every", record_every, n_steps)
     state = _initial_state(model, inputs, shape, state)
+    state = _carry_dtypes(state, lambda s: model.step(s, inputs[0], dt)[0])
 
     def counting_step(carry, current):
         state, count = carry

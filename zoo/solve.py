@@ -15,7 +15,7 @@ from jaxtyping import Array, ArrayLike, Float
 from ._checks import check_dt
 from .neurons._base import AbstractContinuousNeuron
 from .neurons._hh_base import upward_crossings
-from .simulate import Trace, _fail_on_nonfinite, _initial_state, _validate
+from .simulate import Trace, _carry_dtypes, _fail_on_nonfinite, _initial_state, _validate
 
 SOLVERS: dict[str, type[diffrax.AbstractSolver]] = {
     "euler": diffrax.Euler,
@@ -150,7 +150,7 @@ def solve(
     max_steps: int | None = None,
     shape: tuple[int, ...] | None = None,
     state: NamedTuple | None = None,
-    record: Sequence[str] = ("V",),
+    record: str | Sequence[str] = ("V",),
     check_finite: bool = True,
 ) -> Trace:
     """Integrate a continuous neuron with Diffrax, sampled on the same grid as `simulate`.
@@ -191,7 +191,7 @@ def solve(
             f"{type(model).__name__} has spike resets, so it is not a continuous ODE; `solve` integrates "
             "continuous models (HH, TraubHH). Use zoo.simulate (exponential Euler) for it."
         )
-    inputs = _validate(model, inputs, record)
+    inputs, record = _validate(model, inputs, record)
     dt = check_dt(dt)
     diffrax_solver = _solver(solver)
     if not adaptive and isinstance(solver, str) and solver.lower() in _IMPLICIT:
@@ -203,6 +203,7 @@ def solve(
         )
     n_steps = inputs.shape[0]
     state = _initial_state(model, inputs, shape, state)
+    state = _carry_dtypes(state, lambda s: model.vector_field(0.0, s, inputs[0]))
     ts = _edges(jnp.arange(1, n_steps + 1), dt, jnp.result_type(state.V.dtype, float))
 
     if adaptive:

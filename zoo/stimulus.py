@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,6 +25,11 @@ def _n_steps(duration: float, dt: float, name: str) -> int:
             "choose durations that are multiples of dt."
         )
     return round(steps)
+
+
+def _check_n_steps(n_steps) -> None:
+    if isinstance(n_steps, bool) or not isinstance(n_steps, int | np.integer) or n_steps < 0:
+        raise ValueError(f"`n_steps` must be a non-negative integer (samples of dt), got {n_steps!r}.")
 
 
 def steps(levels: Sequence[float], durations: Sequence[float], dt: float) -> Float[Array, " T"]:
@@ -58,11 +64,12 @@ def ou_current(
     Sampled exactly: ``x ← mean + (x − mean)·e^{−dt/τ} + std·sqrt(1 − e^{−2dt/τ})·ξ``, starting from the
     stationary distribution. Units are those of ``mean`` and ``std`` (pA, nA, …).
     """
-    check_dt(dt)
+    dt = check_dt(dt)
+    _check_n_steps(n_steps)
     check_positive("ou_current", "tau", tau, "ms")
     check_nonnegative("ou_current", "std", std)
-    decay = np.exp(-dt / tau)
-    kick = std * np.sqrt(1 - decay**2)
+    decay = jnp.exp(-dt / tau)
+    kick = std * jnp.sqrt(1 - decay**2)
     first_key, noise_key = jax.random.split(key)
     x0 = mean + std * jax.random.normal(first_key, shape)
     noise = jax.random.normal(noise_key, (n_steps, *shape))
@@ -79,10 +86,13 @@ def poisson(
     key: PRNGKeyArray, rate: float | Float[Array, "*n"], n_steps: int, dt: float, shape: tuple[int, ...] = ()
 ) -> Bool[Array, " T *n"]:
     """Poisson spike trains at ``rate`` Hz: each step spikes with probability ``rate·dt/1000``."""
-    check_dt(dt)
+    dt = check_dt(dt)
+    _check_n_steps(n_steps)
     check_nonnegative("poisson", "rate", rate, "Hz")
     p = jnp.asarray(rate) * dt / 1000.0
-    if np.any(np.asarray(p) > 1):
+    if isinstance(p, jax.core.Tracer):
+        p = eqx.error_if(p, jnp.any(p > 1), "`rate`·dt exceeds one spike per step; lower dt or rate (Hz).")
+    elif np.any(np.asarray(p) > 1):
         raise ValueError(f"`rate`·dt exceeds one spike per step (rate={rate} Hz, dt={dt} ms); lower dt.")
     shape = jnp.broadcast_shapes(tuple(shape), jnp.shape(p))
     return jax.random.uniform(key, (n_steps, *shape)) < p

@@ -198,3 +198,42 @@ def test_lif_warns_when_dt_rounds_the_refractory_period_to_zero():
         warnings.simplefilter("error")
         zoo.simulate(zoo.LIF(t_ref=2.0), jnp.full(20, 800.0), 1.0)  # held for 2 steps
         zoo.simulate(zoo.LIF(t_ref=0.0), jnp.full(20, 800.0), 5.0)  # no refractory period asked for
+
+
+@pytest.mark.parametrize("delta_T", [0.5, 0.1, 0.02])
+def test_adex_steep_slope_stays_finite_in_float32(delta_T):
+    """(V_peak − V_T)/Δ_T beyond float32's exp range: the capped exponent still spikes and resets."""
+    model = zoo.astype(zoo.AdEx(delta_T=delta_T), jnp.float32)
+    current = jnp.full(3000, 1000.0, jnp.float32)
+
+    def mean_voltage(m):
+        return zoo.simulate(m, current, 0.1).V.mean()
+
+    trace = zoo.simulate(model, current, 0.1)
+    assert bool(jnp.all(jnp.isfinite(trace.V))) and 5 <= int(trace.spike_count) <= 30
+    assert float(trace.V.max()) < float(model.V_peak)
+    grads = eqx.filter_grad(mean_voltage)(model)
+    for name in ("C", "g_L", "delta_T", "V_T", "a", "b", "tau_w"):
+        assert bool(jnp.isfinite(getattr(grads, name))), name
+
+
+def test_izhikevich_starts_at_rest():
+    for preset in (zoo.Izhikevich.regular_spiking, zoo.Izhikevich.chattering):
+        model = preset()
+        state = model.init_state()
+        assert float(state.V) == pytest.approx(-70.0) and float(state.u) == pytest.approx(-14.0)
+        trace = zoo.simulate(model, jnp.zeros(5000), 0.1)
+        assert float(trace.spike_count) == 0
+        np.testing.assert_allclose(trace.V, -70.0, atol=1e-4)
+    tonic = zoo.Izhikevich(b=0.3)  # no resting point: starts at the reset
+    assert float(tonic.init_state().V) == float(tonic.c)
+    assert zoo.Izhikevich(b=jnp.array([0.2, 0.3])).init_state().V.tolist() == pytest.approx([-70.0, -65.0])
+    with pytest.raises(ValueError, match="`c` must be below `V_peak`"):
+        zoo.Izhikevich(c=35.0)
+
+
+def test_spike_fn_must_be_a_surrogate():
+    with pytest.raises(TypeError, match="`spike_fn` of LIF must be a surrogate"):
+        zoo.LIF(spike_fn="sigmoid")
+    with pytest.raises(TypeError, match="`spike_fn` of HH must be a surrogate"):
+        zoo.HH(spike_fn=lambda x: x > 0)

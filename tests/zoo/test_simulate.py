@@ -83,6 +83,29 @@ def test_bad_inputs_are_named():
         zoo.simulate(zoo.LIF(), jnp.zeros(0), 0.1)
 
 
+def test_integer_shape_and_one_recorded_name():
+    trace = zoo.simulate(zoo.LIF(), jnp.full((100, 1), 600.0), 0.1, shape=10, record="refractory")
+    assert trace.states["refractory"].shape == (100, 10) and trace.spikes.shape == (100, 10)
+    with pytest.raises(AttributeError, match=r"recorded \['refractory'\], not V"):
+        _ = trace.V
+    solved = zoo.solve(zoo.HH(), jnp.full(20, 10.0), 0.1, shape=3, record="m", adaptive=False)
+    assert solved.states["m"].shape == (20, 3)
+
+
+@pytest.mark.parametrize("run", [zoo.simulate, zoo.solve])
+@pytest.mark.parametrize(("model_dtype", "input_dtype"), [(jnp.float32, np.float64), (None, np.float32)])
+def test_mixed_float32_and_float64_promote_like_one_step(run, model_dtype, input_dtype):
+    """A float32 model fed NumPy's float64 current, or the (float64) default fed float32 data, runs in the
+    wider dtype and agrees with the all-float64 run."""
+    model = zoo.HH() if model_dtype is None else zoo.astype(zoo.HH(), model_dtype)
+    current = np.full(400, 10.0, input_dtype)
+    trace = run(model, current, 0.05)
+    assert trace.V.dtype == jnp.float64 and trace.final_state.m.dtype == jnp.float64
+    reference = run(zoo.HH(), current.astype(np.float64), 0.05)
+    assert float(trace.spike_count) == float(reference.spike_count) > 0
+    np.testing.assert_allclose(trace.V, reference.V, atol=0.05)
+
+
 def test_nonfinite_state_is_reported_not_returned():
     blow_up = jnp.full(50, -1e30)
     with pytest.raises(Exception, match="NaN or inf"):

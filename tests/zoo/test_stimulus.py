@@ -47,3 +47,33 @@ def test_poisson_rate_and_errors():
         stimulus.poisson(jax.random.key(1), 2000.0, 10, 1.0)
     with pytest.raises(ValueError, match="`rate`"):
         stimulus.poisson(jax.random.key(1), -1.0, 10, 1.0)
+
+
+def test_stimuli_trace_through_jit_vmap_and_grad():
+    key = jax.random.key(2)
+
+    def ou(tau, std):
+        return stimulus.ou_current(key, 200, 0.5, mean=1.0, std=std, tau=tau)
+
+    np.testing.assert_allclose(jax.jit(ou)(5.0, 2.0), ou(5.0, 2.0), rtol=1e-12)
+    eps = 1e-6
+    for argnum, point in ((0, (5.0, 2.0)), (1, (5.0, 2.0))):
+        shifted = list(point)
+        shifted[argnum] += eps
+        numeric = (ou(*shifted).sum() - ou(*point).sum()) / eps
+        assert float(jax.grad(lambda *a: ou(*a).sum(), argnums=argnum)(*point)) == pytest.approx(
+            float(numeric), rel=1e-4
+        )
+    rates = jnp.array([10.0, 200.0])
+    batched = jax.vmap(lambda rate: stimulus.poisson(key, rate, 500, 1.0))(rates)
+    np.testing.assert_array_equal(batched[1], stimulus.poisson(key, 200.0, 500, 1.0))
+    with pytest.raises(Exception, match="exceeds one spike per step"):
+        jax.block_until_ready(jax.jit(lambda rate: stimulus.poisson(key, rate, 10, 1.0))(2000.0))
+
+
+@pytest.mark.parametrize("n_steps", [-5, 2.5, True])
+def test_bad_step_counts_are_named(n_steps):
+    with pytest.raises(ValueError, match="`n_steps`"):
+        stimulus.ou_current(jax.random.key(0), n_steps, 0.1, mean=0.0, std=1.0, tau=5.0)
+    with pytest.raises(ValueError, match="`n_steps`"):
+        stimulus.poisson(jax.random.key(0), 10.0, n_steps, 0.1)

@@ -43,6 +43,12 @@ class AbstractNeuron(eqx.Module):
 
     def __check_init__(self):
         owner = type(self).__name__
+        spike_fn = getattr(self, "spike_fn", None)
+        if spike_fn is not None and not isinstance(spike_fn, AbstractSurrogate):
+            raise TypeError(
+                f"`spike_fn` of {owner} must be a surrogate Heaviside from zoo.surrogate (e.g. "
+                f"zoo.surrogate.Sigmoid()), got {spike_fn!r}."
+            )
         for name, value in parameters(self).items():
             check_finite(owner, name, value)
         check_broadcastable(owner, parameters(self))

@@ -6,6 +6,7 @@ from typing import ClassVar, NamedTuple
 
 import equinox as eqx
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from .._checks import check_dt, check_less, check_positive
@@ -13,6 +14,11 @@ from .._integrate import exp_euler
 from .._param import param
 from ..surrogate import AbstractSurrogate, Sigmoid
 from ._base import AbstractSpikingNeuron, jump
+
+
+def _max_exponent(dtype) -> float:
+    """The largest exponent whose ``exp`` leaves the step ~10¹⁰ of headroom below ``dtype``'s overflow."""
+    return float(np.log(jnp.finfo(dtype).max)) - 23.0
 
 
 class AdExState(NamedTuple):
@@ -26,8 +32,11 @@ class AdEx(AbstractSpikingNeuron):
     ``C dV/dt = −g_L(V − E_L) + g_L·Δ_T·exp((V − V_T)/Δ_T) − w + I`` and
     ``τ_w dw/dt = a(V − E_L) − w``. When ``V ≥ V_peak``: ``V ← V_reset``, ``w ← w + b``. The exponential
     is evaluated at ``min(V, V_peak)``: past the peak the spike is already detected and reset, so the cut
-    changes no trajectory while keeping the step finite. Defaults are Brette & Gerstner's (2005) fit to a
-    cortical pyramidal cell (tonic firing with adaptation).
+    changes no trajectory while keeping the step finite. With a steep slope (small ``Δ_T``, e.g. < 0.6 mV in
+    float32 with the default ``V_T`` and ``V_peak``) even ``(V_peak − V_T)/Δ_T`` overflows ``exp``, so the
+    exponent is also capped ~10¹⁰ below the dtype's overflow: V then jumps far past ``V_peak`` in that step
+    and is reset, as the uncapped model would be, and the values and gradients stay finite. Defaults are
+    Brette & Gerstner's (2005) fit to a cortical pyramidal cell (tonic firing with adaptation).
 
     Units: V mV, C pF, g_L and a nS, w, b and I pA, times ms.
 
@@ -72,9 +81,8 @@ class AdEx(AbstractSpikingNeuron):
     def step(self, state: AdExState, current: Float[ArrayLike, "*n"], dt: float) -> tuple[AdExState, Array]:
         dt = check_dt(dt)
         V, w = state
-        spike_drive = (
-            self.g_L * self.delta_T * jnp.exp((jnp.minimum(V, self.V_peak) - self.V_T) / self.delta_T)
-        )
+        exponent = (jnp.minimum(V, self.V_peak) - self.V_T) / self.delta_T
+        spike_drive = self.g_L * self.delta_T * jnp.exp(jnp.minimum(exponent, _max_exponent(exponent.dtype)))
         dV = (-self.g_L * (V - self.E_L) + spike_drive - w + current) / self.C
         dw = (self.a * (V - self.E_L) - w) / self.tau_w
         V = exp_euler(V, dV, self.g_L / self.C, dt)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import ClassVar, NamedTuple
 
 import equinox as eqx
+import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
-from .._checks import check_dt
+from .._checks import check_dt, check_less
 from .._param import param
 from ..surrogate import AbstractSurrogate, Sigmoid
 from ._base import AbstractSpikingNeuron, jump
@@ -49,6 +50,9 @@ class Izhikevich(AbstractSpikingNeuron):
     spike_fn: AbstractSurrogate = Sigmoid()
     detach_reset: bool = eqx.field(default=True, static=True)
 
+    def __check_init__(self):
+        check_less("Izhikevich", "c", self.c, "V_peak", self.V_peak)
+
     @classmethod
     def regular_spiking(cls, **overrides) -> Izhikevich:
         """RS cortical pyramidal cell: tonic spiking with adaptation (a .02, b .2, c −65, d 8)."""
@@ -70,7 +74,13 @@ class Izhikevich(AbstractSpikingNeuron):
         return cls(**(dict(a=0.1, b=0.2, c=-65.0, d=2.0) | overrides))
 
     def init_state(self, shape: int | tuple[int, ...] = ()) -> IzhikevichState:
-        V = self._full(shape, self.c)
+        """The resting state: the stable fixed point at zero input, ``V = (b − 5 − √((5 − b)² − 22.4))/0.08``
+        (−70 mV for b = 0.2), ``u = bV``; where no rest exists (b > 5 − √22.4 ≈ 0.267: the cell fires
+        tonically at zero input), V = c."""
+        discriminant = (5 - self.b) ** 2 - 4 * 0.04 * 140
+        exists = discriminant >= 0
+        rest = (self.b - 5 - jnp.sqrt(jnp.where(exists, discriminant, 1.0))) / 0.08
+        V = self._full(shape, jnp.where(exists, rest, self.c))
         return IzhikevichState(V=V, u=self.b * V)
 
     def step(
