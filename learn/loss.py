@@ -32,8 +32,9 @@ def check_batch(batch: Batch, n_in: int, n_out: int, dtype: jnp.dtype) -> Simple
 
     Shapes are checked in Python (free, also under ``jit``): inputs ``[T, B, n_in]`` (time-major),
     targets and mask ``[T, B]``, labels ``[B]``. The targets must be class indices in ``[0, n_out)`` at
-    the masked steps: checked in Python when the arrays are concrete, with `eqx.error_if` (one comparison
-    per (step, trial)) when traced. The inputs must be ≥ 0 (they are conductances), checked the same way.
+    the masked steps, and so must the labels: checked in Python when the arrays are concrete, with
+    `eqx.error_if` (one comparison per (step, trial)) when traced. The inputs must be ≥ 0 (they are
+    conductances), checked the same way.
 
     Raises:
         ValueError: naming the field of ``batch`` that does not fit.
@@ -63,20 +64,24 @@ def check_batch(batch: Batch, n_in: int, n_out: int, dtype: jnp.dtype) -> Simple
     messages = (
         f"`batch.targets` must be class indices in [0, n_out) = [0, {n_out}) at the masked steps (1-based "
         "labels? subtract 1; no target at a step? set the mask False there).",
-        "`batch.inputs` must be >= 0: they are presynaptic spikes (or spike probabilities) that open "
-        "excitatory conductances, and a negative conductance has no steady state.",
+        "`batch.inputs` must be >= 0 (and not NaN): they are presynaptic spikes (or spike probabilities) "
+        "that open excitatory conductances, and a negative conductance has no steady state.",
+        f"`batch.labels` must be class indices in [0, n_out) = [0, {n_out}), one per trial (the class the "
+        "accuracy is scored against; 1-based labels? subtract 1).",
     )
-    if isinstance(outside, jax.core.Tracer) or isinstance(inputs, jax.core.Tracer):
+    wrong_labels = (labels < 0) | (labels >= n_out)
+    if any(isinstance(a, jax.core.Tracer) for a in (outside, inputs, wrong_labels)):
         # One check on the mask, which every loss reads, and a min-reduction of the inputs: the checked array
         # is copied, and a copy of the targets (4 bytes per step and trial, not the mask's 1), of the inputs
         # or a [T, B, n_in] comparison made online learning's compiled memory grow with T.
-        bad_targets, bad_inputs = jnp.any(outside), jnp.min(inputs, initial=0.0) < 0
-        which = jnp.where(bad_targets, 0, 1)
-        mask = eqx.branched_error_if(mask, bad_targets | bad_inputs, which, messages)
+        bad = jnp.stack([jnp.any(outside), ~(jnp.min(inputs, initial=0.0) >= 0), jnp.any(wrong_labels)])
+        mask = eqx.branched_error_if(mask, jnp.any(bad), jnp.argmax(bad), messages)
     elif np.any(outside):
         raise ValueError(f"{messages[0]} Got {np.asarray(targets)[np.asarray(outside)][:5].tolist()}.")
-    elif np.any(negative := np.asarray(inputs) < 0):
+    elif np.any(negative := ~(np.asarray(inputs) >= 0)):
         raise ValueError(f"{messages[1]} Got {np.asarray(inputs)[negative][:5].tolist()}.")
+    elif np.any(wrong_labels):
+        raise ValueError(f"{messages[2]} Got {np.asarray(labels)[np.asarray(wrong_labels)][:5].tolist()}.")
     return SimpleBatch(inputs.astype(dtype), targets, mask, labels)
 
 

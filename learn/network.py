@@ -277,6 +277,21 @@ class EINetwork(eqx.Module):
         for name, value in (("dt", dt), ("tau_syn", tau_syn), ("tau_out", tau_out)):
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"`{name}` must be a finite time > 0 ms, got {value}.")
+        for name, value in (
+            ("in_scale", in_scale),
+            ("rec_scale", rec_scale),
+            ("inh_ratio", inh_ratio),
+            ("out_scale", out_scale),
+        ):
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(
+                    f"`{name}` must be a finite magnitude > 0, got {value}; the signs come from Dale's law "
+                    "(E→ positive, I→ negative), not from the scales."
+                )
+        if not (math.isfinite(E_exc) and math.isfinite(E_inh) and E_inh < E_exc):
+            raise ValueError(
+                f"`E_inh` ({E_inh} mV) must be finite and below `E_exc` ({E_exc} mV), e.g. -80 and 0."
+            )
         if not 0.0 <= exc_fraction <= 1.0:
             raise ValueError(f"`exc_fraction` must be a fraction in [0, 1], got {exc_fraction}.")
         if not (isinstance(connectivity, CSR) or 0.0 <= connectivity <= 1.0):

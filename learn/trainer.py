@@ -6,6 +6,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -223,7 +224,8 @@ def train(
         A `TrainResult`: the trained network, the optimiser state and the metrics of every step.
 
     Raises:
-        ValueError: ``steps``, ``batch_size`` or ``checkpoint_every`` out of range, or an unknown ``method``.
+        ValueError: ``steps``, ``batch_size`` or ``checkpoint_every`` out of range, an unknown ``method``, or
+            a task whose ``dt`` differs from the network's.
         CheckpointMismatch: ``checkpoint_dir`` holds another run, or more than ``steps`` steps.
         FloatingPointError: training diverged (see above).
     """
@@ -234,6 +236,12 @@ def train(
     ):
         if not (isinstance(value, int | np.integer) and value >= least):
             raise ValueError(f"`{name}` must be an integer ≥ {least}, got {value!r}.")
+    task_dt = getattr(task, "dt", None)
+    if task_dt is not None and not math.isclose(float(task_dt), net.dt, rel_tol=1e-9):
+        raise ValueError(
+            f"`task` is sampled every {task_dt} ms but `net` steps {net.dt} ms: the network would run the "
+            f"trials at the wrong speed. Build the network with the task's step, EINetwork(..., dt=task.dt)."
+        )
     optimizer = optax.adam(1e-3) if optimizer is None else optimizer
     key = jax.random.key(0) if key is None else key
     gradients = gradient_function(method, loss_fn)

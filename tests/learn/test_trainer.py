@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from diffbrain import learn
+from diffbrain import learn, tasks
 
 
 @pytest.mark.parametrize("method", ["bptt", "es-d-rtrl"])
@@ -126,6 +126,15 @@ def test_a_checkpoint_without_metrics_is_refused_naming_the_folder(cue_task, tra
 def test_out_of_range_settings_are_refused(cue_task, change, name, tmp_path):
     with pytest.raises(ValueError, match=f"`{name}` must be an integer ≥"):
         learn.train(**_tiny_run(cue_task, **change), checkpoint_dir=tmp_path)
+
+
+def test_a_task_sampled_at_another_step_than_the_network_is_refused():
+    task = tasks.EvidenceAccumulation(dt=10.0)
+    net = learn.EINetwork(task.n_inputs, 8, task.n_outputs, key=jax.random.key(0))  # dt = 1 ms
+    with pytest.raises(
+        ValueError, match=r"`task` is sampled every 10.0 ms but `net` steps 1.0 ms.*dt=task.dt"
+    ):
+        learn.train(net, task, steps=1, batch_size=1, progress=False)
 
 
 def test_divergence_stops_training_and_keeps_the_last_finite_checkpoint(cue_task, tmp_path):

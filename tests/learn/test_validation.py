@@ -41,6 +41,11 @@ GRADIENTS = {
         ({"targets": jnp.full((T, B), N_OUT)}, r"`batch.targets` must be class indices in \[0, n_out\)"),
         ({"targets": jnp.full((T, B), -1)}, r"`batch.targets` must be class indices.*Got \[-1"),
         ({"inputs": -jnp.ones((T, B, N_IN))}, r"`batch.inputs` must be >= 0.*Got \[-1.0"),
+        (
+            {"inputs": jnp.full((T, B, N_IN), jnp.nan)},
+            r"`batch.inputs` must be >= 0 \(and not NaN\).*Got \[nan",
+        ),
+        ({"labels": jnp.full((B,), N_OUT)}, r"`batch.labels` must be class indices in \[0, n_out\).*Got \[2"),
     ],
 )
 def test_bad_batches_are_refused_naming_the_field(method, change, message):
@@ -68,6 +73,10 @@ def test_out_of_range_targets_are_accepted_outside_the_mask_and_bad_batches_refu
         loss(net, _batch(targets=jnp.full((T, B), N_OUT))).block_until_ready()
     with pytest.raises(Exception, match=r"`batch.inputs` must be >= 0"):
         loss(net, _batch(inputs=-_batch().inputs)).block_until_ready()
+    with pytest.raises(Exception, match=r"`batch.inputs` must be >= 0"):
+        loss(net, _batch(inputs=_batch().inputs.at[0, 0, 0].set(jnp.nan))).block_until_ready()
+    with pytest.raises(Exception, match=r"`batch.labels` must be class indices"):
+        loss(net, _batch(labels=jnp.full((B,), -1))).block_until_ready()
 
 
 @pytest.mark.parametrize("method", ["bptt", "es-d-rtrl"])
@@ -97,6 +106,15 @@ def test_es_d_rtrl_decay_outside_zero_one_is_refused(decay):
         ({"tau_out": 0.0}, "`tau_out` must be a finite time > 0 ms"),
         ({"tau_syn": -1.0}, "`tau_syn`"),
         ({"dt": float("nan")}, "`dt`"),
+        (
+            {"inh_ratio": -4.0},
+            "`inh_ratio` must be a finite magnitude > 0, got -4.0; the signs come from Dale",
+        ),
+        ({"rec_scale": -0.005}, "`rec_scale`"),
+        ({"in_scale": 0.0}, "`in_scale`"),
+        ({"out_scale": float("nan")}, "`out_scale`"),
+        ({"E_inh": float("nan")}, "`E_inh`"),
+        ({"E_inh": 10.0}, r"`E_inh` \(10.0 mV\) must be finite and below `E_exc` \(0.0 mV\)"),
     ],
 )
 def test_network_arguments_out_of_range_are_refused_naming_them(kwargs, message):
