@@ -730,8 +730,10 @@ def fit_command(
     for name, value in result.params.items():
         table.add_row(name, f"{value:.6g}", f"[{bounds[name][0]:g}, {bounds[name][1]:g}]")
     _out.print(table)
+    not_run = sum(start.status == "not run" for start in result.starts)
     _out.print(
         f"{result.simulations:g} simulations, {result.wall_time:.3g} s; {result.n_failed} failed starts"
+        + (f", {not_run} not run (raise --budget)" if not_run else "")
     )
     outputs = []
     if out is not None:

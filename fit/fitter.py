@@ -6,7 +6,10 @@ import dataclasses
 import functools
 import hashlib
 import json
+import math
+import numbers
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -76,6 +79,43 @@ def _check_budget(budget: float | None, method: str) -> None:
         raise ValueError(
             f"`budget` must be > 0 simulations (or None for lbfgsb, lbfgs, adam), got {budget!r}."
         )
+
+
+def _check_arguments(recordings, free, loss, n_starts, budget, grad_cost, key) -> None:
+    """Errors naming the argument for what `fit` and `fit_cells` would otherwise fail on cryptically."""
+    if not isinstance(recordings, Recording | Cell | Sequence) or isinstance(recordings, str):
+        raise TypeError(
+            "`recordings` must be a fit.Recording, a list of them or a fit.Cell, got "
+            f"{type(recordings).__name__}; wrap arrays with fit.Recording(dt, current, voltage)."
+        )
+    if not isinstance(free, Mapping):
+        raise TypeError(
+            f"`free` must map each free parameter to its bounds, {{name: (lower, upper)}}, got {free!r}."
+        )
+    if isinstance(loss, type) and issubclass(loss, AbstractLoss):
+        raise TypeError(f"`loss` must be a loss object, not its class: pass loss=fit.{loss.__name__}().")
+    if loss is not None and not isinstance(loss, AbstractLoss):
+        raise TypeError(f"`loss` must be a fit loss object such as fit.VoltageMSE(), got {loss!r}.")
+    if n_starts is not None and (
+        isinstance(n_starts, bool) or not isinstance(n_starts, int | np.integer) or n_starts < 1
+    ):
+        raise ValueError(f"`n_starts` must be an integer >= 1, got {n_starts!r}.")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, numbers.Real)):
+        raise TypeError(f"`budget` must be a number of simulations (or None), got {budget!r}.")
+    if grad_cost != "measured" and not (
+        isinstance(grad_cost, numbers.Real) and not isinstance(grad_cost, bool) and 0 < grad_cost < math.inf
+    ):
+        raise ValueError(
+            f"`grad_cost` must be the simulations one value-and-gradient costs, a finite number > 0, or "
+            f'"measured"; got {grad_cost!r}.'
+        )
+    if key is not None and not (
+        isinstance(key, jax.Array) and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+    ):
+        if not (
+            isinstance(key, jax.Array) and key.shape == (2,) and key.dtype == jnp.uint32
+        ):  # a legacy raw key
+            raise TypeError(f"`key` must be a JAX random key such as jax.random.key(0), got {key!r}.")
 
 
 def _starts(free_set, starts: Sequence[Mapping[str, float]], n_starts: int | None) -> jax.Array:
@@ -340,8 +380,7 @@ def fit(
     """
     if method not in METHODS:
         raise ValueError(f"`method` must be one of {METHODS}, got {method!r}.")
-    if n_starts is not None and n_starts < 1:
-        raise ValueError(f"`n_starts` must be >= 1, got {n_starts}.")
+    _check_arguments(recordings, free, loss, n_starts, budget, grad_cost, key)
     _check_budget(budget, method)
     key = jax.random.key(0) if key is None else key
     batch = batch_devices(devices)
@@ -397,6 +436,7 @@ def fit(
             result.save(checkpoint)
     if first == len(groups):  # every group was done: the model comes from the caller, not from the file
         result = _result(model, free_set, method, results, totals, result.info)
+    _warn_without_a_finite_loss(result, "the fit")
     return result
 
 
@@ -447,10 +487,10 @@ def fit_cells(
         >>> [round(r.params["g_L"], 4) for r in results]
         [15.0, 30.0]
     """
-    if n_starts < 1:
-        raise ValueError(f"`n_starts` must be >= 1, got {n_starts}.")
-    _check_budget(budget, "lbfgs")
     cells = list(cells)
+    for cell in cells:
+        _check_arguments(cell, free, loss, n_starts, budget, grad_cost, key)
+    _check_budget(budget, "lbfgs")
     if not cells:
         raise ValueError("`cells` is empty; pass one recording (or list of sweeps, or Cell) per cell.")
     key = jax.random.key(0) if key is None else key
@@ -505,6 +545,7 @@ def fit_cells(
         totals.gradient = round(totals.simulations / account.grad_cost)
         totals.seconds = account.seconds
         results.append(_result(model, free_set, "lbfgs", starts, totals, info | {"cell": cell}))
+        _warn_without_a_finite_loss(results[-1], f"cell {cell}")
     return results
 
 
@@ -594,6 +635,19 @@ def _resume(checkpoint, fingerprint: str) -> FitResult | None:
             "parameters, method, budget, key and starts to resume it, or another path to start afresh."
         )
     return done
+
+
+def _warn_without_a_finite_loss(result: FitResult, what: str) -> None:
+    """Say so when no start reached a finite loss: the result's model is then only its first start."""
+    if not np.isfinite(result.loss):
+        statuses = sorted({start.status for start in result.starts})
+        warnings.warn(
+            f"{what}: no start reached a finite loss (starts {statuses}); the returned model is not a fit. "
+            "Check the parameter bounds and the data for values that make the model blow up, or raise "
+            "`budget`.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 def _result(model, free_set, method, results, totals: _Totals, info) -> FitResult:

@@ -24,7 +24,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from .losses import Target
 from .objective import Account, BudgetExhausted, Objective
-from .result import StartResult
+from .result import StartResult, start_status
 from .sharding import BatchSharding, Devices, batch_devices
 
 
@@ -86,15 +86,9 @@ def lbfgsb(
             best["message"] = str(outcome.message)
         except BudgetExhausted:
             best["message"] = best["message"] or "budget exhausted"
-        status = "ok" if np.isfinite(best["loss"]) else "failed"
+        spent = account.simulations - spent_before
         results.append(
-            StartResult(
-                u=best["u"],
-                loss=best["loss"],
-                status=status,
-                message=best["message"],
-                simulations=account.simulations - spent_before,
-            )
+            StartResult(best["u"], best["loss"], start_status(best["loss"], spent), best["message"], spent)
         )
     return results
 
@@ -150,8 +144,8 @@ def adam(
         before = u
         u, state, values, finite = update(u, state, batch.mask(alive))
         values, finite = np.asarray(values, float)[:n], np.asarray(finite)[:n]
-        account.charge(values[alive], gradient=True)
-        simulations[alive] += account.grad_cost
+        account.charge(values, gradient=True)  # ended starts are simulated too: the batch is n vectors
+        simulations += account.grad_cost
         improved = alive & finite & (values < best_loss)
         best_loss[improved] = values[improved]
         best_u[improved] = np.asarray(before, float)[:n][improved]
@@ -164,7 +158,7 @@ def adam(
         StartResult(
             u=best_u[i],
             loss=best_loss[i],
-            status="ok" if np.isfinite(best_loss[i]) else "failed",
+            status=start_status(best_loss[i], simulations[i]),
             message=messages[i],
             simulations=simulations[i],
         )
@@ -594,11 +588,10 @@ def _message(status: int, best_loss: float) -> str:
 
 
 def _start_result(best_u, best_loss, messages, spent, slot, cell=None) -> StartResult:
-    status = "ok" if np.isfinite(best_loss[slot]) else "failed"
     return StartResult(
         best_u[slot].copy(),
         float(best_loss[slot]),
-        status,
+        start_status(best_loss[slot], spent[slot]),
         messages[slot],
         float(spent[slot]),
         cell=None if cell is None else int(cell[slot]),

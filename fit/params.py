@@ -43,6 +43,10 @@ _SCALE_UNITS = ("S", "ms", "Ω", "F", "1/ms", "Hz")
 _EDGE = 1e-6
 """Sampled starts keep this fraction of the box away from its edges, where σ saturates."""
 
+_INSIDE = 1e-12
+"""`FreeParams.to_values` keeps this fraction of the box away from its edges: σ(u) rounds to exactly 0 or 1
+for |u| ≳ 37 in float64 (a search can go that far), which would put a value on its bound."""
+
 
 def _units(model: eqx.Module) -> dict[str, str]:
     return {f.name: f.metadata["unit"] for f in dataclasses.fields(model) if "unit" in f.metadata}
@@ -87,8 +91,9 @@ class FreeParams(eqx.Module):
         return jnp.where(self._is_log(), logarithmic, (theta - lo) / (hi - lo))
 
     def to_values(self, u: Float[Array, "*b d"]) -> Float[Array, "*b d"]:
-        """Unconstrained ``u`` → parameter values strictly inside the bounds."""
-        return self.from_unit(jax.nn.sigmoid(u))
+        """Unconstrained ``u`` → parameter values strictly inside the bounds (at least 10⁻¹² of the box away
+        from them, so a fitted value can be a start again)."""
+        return self.from_unit(jnp.clip(jax.nn.sigmoid(u), _INSIDE, 1 - _INSIDE))
 
     def to_unconstrained(self, theta: Float[Array, "*b d"]) -> Float[Array, "*b d"]:
         """Parameter values (strictly inside the bounds) → unconstrained ``u``; inverse of `to_values`."""

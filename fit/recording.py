@@ -347,6 +347,14 @@ class Recording(eqx.Module):
             raise ValueError(f"{where}: slice [{t0}, {t1}) ms holds no sample at dt = {dt} ms; widen it.")
         meta = self.meta
         meta["t_start"] = meta.get("t_start", 0.0) + i0 * dt
+        if "lengths" in meta:  # a padded stack: each sweep's recorded samples within the window
+            meta["lengths"] = [min(length, i1) - i0 for length in meta["lengths"]]
+            if min(meta["lengths"]) < 1:
+                empty = [k for k, length in enumerate(meta["lengths"]) if length < 1]
+                raise ValueError(
+                    f"{where}: slice [{t0}, {t1}) ms holds only padding of the stacked sweeps {empty} (they "
+                    "were shorter); slice the sweeps before stacking them, or choose a window they all cover."
+                )
         return self._replace(
             current=np.asarray(self.current)[..., i0:i1],
             voltage=np.asarray(self.voltage)[..., i0:i1],
@@ -371,11 +379,15 @@ class Recording(eqx.Module):
             [np.interp(t_new, t_old, row) for row in np.asarray(x).reshape(-1, t_old.size)]
         )
         shape = (*self.batch_shape, n)
+        meta = self.meta
+        if "lengths" in meta:  # a padded stack: its sweeps' recorded durations on the new grid
+            meta["lengths"] = [min(n, max(1, round(length * old_dt / dt))) for length in meta["lengths"]]
         return self._replace(
             dt=np.full(self.batch_shape, dt) if self.batch_shape else float(dt),
             current=interp(self.current).reshape(shape),
             voltage=interp(self.voltage).reshape(shape),
             spike_times=self._map_spikes(lambda s: s[s < n * dt]),
+            meta=meta,
         )
 
     def save_npz(self, path: str | os.PathLike) -> Path:
@@ -626,11 +638,12 @@ class Cell:
         spikes = [r.spike_times for r in self.recordings]
         have_spikes = all(s is not None for s in spikes)
         dt = np.asarray([r.dt for r in self.recordings], dtype=np.float64)
+        recorded = [min(length, n) for length in lengths]
         return Recording(
             dt,
             jnp.asarray(np.stack([fit_length(r.current) for r in self.recordings])),
             jnp.asarray(np.stack([fit_length(r.voltage) for r in self.recordings])),
             [s[s < n * d] for s, d in zip(spikes, dt, strict=True)] if have_spikes else None,
-            {"cell": self.name, "sweeps": [r.meta for r in self.recordings], "lengths": lengths},
+            {"cell": self.name, "sweeps": [r.meta for r in self.recordings], "lengths": recorded},
             check_units=False,
         )

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from diffbrain import zoo
@@ -26,7 +27,8 @@ class StartResult:
     Attributes:
         u: the best unconstrained vector it reached, ``[d]``.
         loss: its loss (inf if it never evaluated to a finite number).
-        status: ``"ok"`` or ``"failed"`` (a NaN/inf loss or gradient stopped it).
+        status: ``"ok"``, ``"failed"`` (a NaN/inf loss or gradient stopped it) or ``"not run"`` (its share of
+            the budget did not pay for one evaluation).
         message: why it stopped.
         simulations: simulations it spent (see `diffbrain.fit.objective`).
         params: ``{name: value}`` of ``u`` in the parameters' units (filled in by `fit`).
@@ -40,6 +42,13 @@ class StartResult:
     simulations: float
     params: dict[str, float] = dataclasses.field(default_factory=dict)
     cell: int | None = None
+
+
+def start_status(loss: float, simulations: float) -> str:
+    """A start's `StartResult.status` from its best loss and the simulations it spent."""
+    if np.isfinite(loss):
+        return "ok"
+    return "failed" if simulations > 0 else "not run"
 
 
 def _field_to_json(value, where: str):
@@ -107,8 +116,9 @@ def model_to_json(model: zoo.AbstractNeuron) -> dict:
 
 
 def model_from_json(data: dict) -> zoo.AbstractNeuron:
-    """Rebuild a zoo neuron from `model_to_json`'s output. Files written before the non-parameter fields
-    were saved (no ``"fields"`` key) give those fields their defaults."""
+    """Rebuild a zoo neuron from `model_to_json`'s output, its parameters float64 (as fits compute them: the
+    JSON holds them to full precision), whether or not ``jax_enable_x64`` is on. Files written before the
+    non-parameter fields were saved (no ``"fields"`` key) give those fields their defaults."""
     cls = getattr(zoo, data["class"], None)
     if not (isinstance(cls, type) and issubclass(cls, zoo.AbstractNeuron)):
         raise ValueError(f"{data['class']!r} is not a zoo neuron class.")
@@ -116,7 +126,9 @@ def model_from_json(data: dict) -> zoo.AbstractNeuron:
         name: _field_from_json(value, f"{data['class']}.{name}")
         for name, value in data.get("fields", {}).items()
     }
-    return cls(**{name: np.asarray(value, float) for name, value in data["parameters"].items()}, **fields)
+    with jax.enable_x64(True):
+        values = {name: jnp.asarray(value, jnp.float64) for name, value in data["parameters"].items()}
+        return cls(**values, **fields)
 
 
 def _finite_or_none(value: float):

@@ -19,7 +19,7 @@ from evosax.algorithms import CMA_ES, PSO, DifferentialEvolution
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .objective import Account, Objective, nan_to_worst
-from .result import StartResult
+from .result import StartResult, start_status
 from .sharding import BatchSharding, Devices, batch_devices
 
 EVOSAX = {"cmaes": CMA_ES, "de": DifferentialEvolution, "pso": PSO}
@@ -48,8 +48,8 @@ class _Tracker:
             self.loss, self.u = float(finite[best]), np.asarray(population[best], float)
 
     def result(self, message: str) -> StartResult:
-        status = "ok" if np.isfinite(self.loss) else "failed"
         spent = self.account.simulations - self.spent_before
+        status = start_status(self.loss, spent)
         return StartResult(u=self.u, loss=self.loss, status=status, message=message, simulations=spent)
 
 

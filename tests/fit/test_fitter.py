@@ -65,6 +65,26 @@ def test_budget_accounting_charges_grad_cost(sweeps):
     assert all(start.simulations == 12.0 for start in result.starts)
 
 
+def test_adam_charges_the_whole_batch_after_a_start_ends(sweeps):
+    """Ended starts stay in the batched update (n vectors are simulated), so each iteration bills n."""
+    starts = [{"g_L": 5.5, "C": 300.0, "V_rest": -55.0}, {"g_L": 25.0, "C": 250.0, "V_rest": -70.0}]
+    result = fit.fit(
+        _model(), sweeps, free=FREE, loss=_FailsAboveMinus62(), method="adam", starts=starts, budget=40
+    )
+    assert [s.status for s in result.starts] == ["failed", "ok"]
+    failed, ok = result.starts
+    assert failed.simulations == ok.simulations > 1  # billed on after it failed at the first iteration
+    assert result.gradient_evaluations == 2 * ok.simulations == result.simulations
+
+
+def test_a_start_the_budget_cannot_pay_for_is_not_run_rather_than_failed(sweeps):
+    result = fit.fit(_model(), sweeps, free=FREE, method="de", n_starts=3, budget=20, options={"size": 8})
+    assert [s.status for s in result.starts] == ["not run", "ok", "ok"] and result.n_failed == 0
+    assert (
+        result.starts[0].simulations == 0 and result.starts[0].message == "budget smaller than one population"
+    )
+
+
 def test_budget_counts_populations_for_search(sweeps):
     result = fit.fit(_model(), sweeps, free=FREE, method="random", budget=50, options={"size": 8})
     assert result.forward_evaluations == 50  # 1 start, then batches of 8, the last one cut to the budget
@@ -90,6 +110,22 @@ def test_a_nan_start_is_reported_and_does_not_sink_the_fit(sweeps, method):
         assert result.starts[0].status == "failed" and result.n_failed == 1
 
 
+class _AlwaysNaN(fit.AbstractLoss):
+    def __call__(self, V, spikes, target):
+        return jnp.nan * V.sum()
+
+
+@pytest.mark.parametrize("method", ["lbfgs", "cmaes"])
+def test_a_fit_without_any_finite_loss_warns(sweeps, method):
+    with pytest.warns(
+        RuntimeWarning, match=r"the fit: no start reached a finite loss \(starts \['failed'\]\)"
+    ):
+        result = fit.fit(_model(), sweeps, free=FREE, loss=_AlwaysNaN(), method=method, n_starts=2, budget=20)
+    assert result.loss == np.inf and result.n_failed == len(result.starts)
+    with pytest.warns(RuntimeWarning, match="cell 0: no start reached a finite loss"):
+        fit.fit_cells(_model(), [sweeps], free=FREE, loss=_AlwaysNaN(), budget=10)
+
+
 def test_a_cell_and_a_stacked_recording_are_accepted(sweeps):
     inputs, target = fit.prepare(_model(), fit.Cell(sweeps))
     stacked_inputs, stacked = fit.prepare(_model(), fit.Cell(sweeps).stack())
@@ -108,6 +144,10 @@ def test_json_round_trip(sweeps, tmp_path):
     assert loaded.bounds == result.bounds and loaded.history == [tuple(h) for h in result.history]
     np.testing.assert_allclose(loaded.starts[0].u, result.starts[0].u)
     assert not list(tmp_path.joinpath("out").glob(".*tmp"))
+    # the parameters come back as fitted (float64, exactly), also without jax_enable_x64
+    with jax.enable_x64(False):
+        reloaded = fit.FitResult.load(path)
+    assert reloaded.model.g_L.dtype == jnp.float64 and float(reloaded.model.g_L) == float(result.model.g_L)
 
 
 def test_bad_free_names_list_the_valid_ones(sweeps):
@@ -297,6 +337,21 @@ def test_a_padded_stack_is_fitted_without_its_padding():
     ):
         for name, value in truth.items():
             assert result.params[name] == pytest.approx(value, rel=1e-4), name
+
+
+def test_a_resampled_truncated_or_sliced_stack_keeps_its_recorded_lengths():
+    """The mask of a padded stack follows `slice` and `resample`, and `stack(truncate=True)` pads nothing."""
+    (long,) = fit.synthetic_sweeps(zoo.LIF(V_th=100.0), np.full((1, 500), 200.0), dt=0.2)
+    short = long.slice(0.0, 20.0)
+    padded = fit.Cell([long, short]).stack(pad=True)
+    assert padded.meta["lengths"] == [500, 100]
+    assert padded.resample(0.1).meta["lengths"] == [1000, 200]
+    assert padded.slice(10.0, 60.0).meta["lengths"] == [250, 50]
+    _, target = fit.prepare(_model(), padded.resample(0.1))
+    np.testing.assert_array_equal(np.asarray(target.mask).sum(0), [1000, 200])
+    assert fit.Cell([long, short]).stack(truncate=True).meta["lengths"] == [100, 100]
+    with pytest.raises(ValueError, match=r"holds only padding of the stacked sweeps \[1\]"):
+        padded.slice(30.0, 60.0)
 
 
 def test_save_syncs_the_file_before_replacing_the_old_one(sweeps, tmp_path, monkeypatch):

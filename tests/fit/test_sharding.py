@@ -182,14 +182,15 @@ def test_many_cells_fit_in_one_sharded_call(sweeps, devices, monkeypatch):
         fit.fit_cells(zoo.LIF(V_th=100.0), [cells[0], short], free=FREE)
 
 
-def test_fit_cells_below_one_batch_of_starts_reports_failed_starts_per_cell(sweeps):
+def test_fit_cells_below_one_batch_of_starts_reports_unrun_starts_per_cell(sweeps):
     """A budget below one batch (2 cells × 2 starts, 1 simulation per cell) spends nothing: each cell still
-    gets its own result, its two starts failed, its loss inf."""
+    gets its own result, its two starts not run, its loss inf."""
     currents = np.stack([np.asarray(sweep.current) for sweep in sweeps])
     cells = [fit.synthetic_sweeps(zoo.LIF(V_th=100.0, **t), currents, dt=0.2) for t in CELL_TRUTHS[:2]]
-    results = fit.fit_cells(zoo.LIF(V_th=100.0), cells, free=FREE, n_starts=2, budget=1)
+    with pytest.warns(RuntimeWarning, match=r"no start reached a finite loss \(starts \['not run'\]\)"):
+        results = fit.fit_cells(zoo.LIF(V_th=100.0), cells, free=FREE, n_starts=2, budget=1)
     assert len(results) == 2
     for cell, result in enumerate(results):
-        assert result.loss == np.inf and result.simulations == 0
-        assert [(s.cell, s.status) for s in result.starts] == [(cell, "failed")] * 2
+        assert result.loss == np.inf and result.simulations == 0 and result.n_failed == 0
+        assert [(s.cell, s.status) for s in result.starts] == [(cell, "not run")] * 2
         assert all(s.message == "budget smaller than one batch of starts" for s in result.starts)

@@ -1,5 +1,6 @@
 """Bad arguments raise a ValueError that names the argument (review s7: budget, starts, input_scale, …)."""
 
+import jax
 import numpy as np
 import pytest
 
@@ -86,3 +87,41 @@ def test_a_dt_in_seconds_is_rejected_naming_dt_and_ms():
         fit.Recording(1e-4, np.zeros(10), np.full(10, -65.0))
     assert fit.Recording(1e-4, np.zeros(10), np.full(10, -65.0), check_units=False).dt == 1e-4
     assert fit.Recording(0.001, np.zeros(10), np.full(10, -65.0)).dt == 0.001  # 1 MHz is still plausible
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "match"),
+    [
+        ({"loss": "mse"}, TypeError, r"`loss` must be a fit loss object such as fit.VoltageMSE\(\)"),
+        ({"loss": fit.VoltageMSE}, TypeError, r"not its class: pass loss=fit.VoltageMSE\(\)"),
+        ({"free": ["g_L"]}, TypeError, r"`free` must map each free parameter to its bounds"),
+        ({"n_starts": 2.5}, ValueError, r"`n_starts` must be an integer >= 1, got 2.5"),
+        ({"n_starts": 0}, ValueError, r"`n_starts`"),
+        ({"budget": "100"}, TypeError, r"`budget` must be a number of simulations"),
+        ({"key": 1}, TypeError, r"`key` must be a JAX random key such as jax.random.key\(0\)"),
+        (
+            {"grad_cost": 0.0},
+            ValueError,
+            r"`grad_cost` must be .* a finite number > 0, or \"measured\"; got 0.0",
+        ),
+        ({"grad_cost": float("nan")}, ValueError, r"`grad_cost`"),
+        ({"grad_cost": "bogus"}, ValueError, r"`grad_cost`"),
+    ],
+)
+@pytest.mark.parametrize("entry", ["fit", "fit_cells"])
+def test_bad_arguments_are_named(sweeps, change, error, match, entry):
+    arguments = {"free": {"g_L": (5.0, 50.0)}, "budget": 10} | change
+    with pytest.raises(error, match=match):
+        if entry == "fit":
+            fit.fit(zoo.LIF(V_th=100.0), sweeps, **arguments)
+        else:
+            fit.fit_cells(zoo.LIF(V_th=100.0), [sweeps], **({"n_starts": 1} | arguments))
+
+
+def test_recordings_must_be_recordings(sweeps):
+    with pytest.raises(TypeError, match=r"`recordings` must be a fit.Recording.*got ndarray"):
+        fit.fit(zoo.LIF(V_th=100.0), np.zeros((2, 100)), free={"g_L": (5.0, 50.0)}, budget=10)
+    legacy = fit.fit(
+        zoo.LIF(V_th=100.0), sweeps, free={"g_L": (5.0, 50.0)}, budget=4, key=jax.random.PRNGKey(0)
+    )
+    assert np.isfinite(legacy.loss)
