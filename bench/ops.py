@@ -55,6 +55,7 @@ from jax.experimental import sparse
 
 from diffbrain import ops
 from diffbrain.ops._backend import default as automatic_backend
+from diffbrain.ops.csr import derived
 from diffbrain.ops.kernels.reference import row_ids
 
 from .records import Record, format_params, make_record, skipped
@@ -129,7 +130,8 @@ def diffbrain_method(W: ops.CSR, backend: str | None) -> Method:
     """`diffbrain.ops.event_matvec` on ``W``'s structure with ``backend`` (None: the automatic one)."""
 
     def forward(data, structure, spikes):
-        return ops.event_matvec(spikes, ops.CSR(*structure, data, W.shape), backend=backend)
+        with derived():  # W's checked structure, passed as arguments so that XLA cannot fold it
+            return ops.event_matvec(spikes, ops.CSR(*structure, data, W.shape), backend=backend)
 
     return Method(forward, W.data, (W.indptr, W.indices), False)
 

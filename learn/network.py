@@ -15,6 +15,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from diffbrain import zoo
 
 from ..ops import CSR, event_matmat
+from ..ops.csr import derived
 
 
 class NetState(NamedTuple):
@@ -393,7 +394,8 @@ class EINetwork(eqx.Module):
         magnitudes = self.weights()[1] if magnitudes is None else magnitudes
         W, n = self.w_rec, self.n_rec
         shift = jnp.where(presynaptic_rows(W) < self.n_exc, 0, n).astype(W.indices.dtype)
-        return CSR(W.indptr, W.indices + shift, magnitudes, (n, 2 * n))
+        with derived():  # columns shifted by 0 or n_rec stay in [0, 2·n_rec)
+            return CSR(W.indptr, W.indices + shift, magnitudes, (n, 2 * n))
 
     def synaptic_input(
         self, x: Float[Array, "B n_in"], spikes: Float[Array, "B n_rec"], weights: tuple[Array, Array | CSR]

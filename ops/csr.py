@@ -11,6 +11,9 @@ than the CSR itself).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -20,6 +23,38 @@ from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 from .kernels.reference import row_ids
 
 INT32_LIMIT = 2**31 - 1
+
+_DERIVED = contextvars.ContextVar("diffbrain_csr_derived", default=False)
+"""True while `derived` builds a CSR whose structure comes from a checked one (no traced check then)."""
+
+
+@contextlib.contextmanager
+def derived():
+    """Build CSRs whose ``indptr``/``indices`` come from a checked CSR (the same arrays, a transpose, a
+    shift into a wider matrix) without `CSR`'s traced check of them: O(nnz) saved per construction."""
+    token = _DERIVED.set(True)
+    try:
+        yield
+    finally:
+        _DERIVED.reset(token)
+
+
+def _traced_structure_check(indptr: Array, indices: Array, n_pre: int, n_post: int) -> tuple[Array, Array]:
+    """``(indptr, indices)`` with `eqx.error_if` on their invariants, for arrays traced inside ``jit``.
+
+    The compiled kernels index the output with ``indices`` unchecked, so an out-of-range index built inside
+    ``jit`` would write outside it; this check runs once where the CSR is built, not per operation.
+    """
+    shapes_fit = indptr.ndim == indices.ndim == 1 and indptr.shape[0] == n_pre + 1
+    integer = jnp.issubdtype(indptr.dtype, jnp.integer) and jnp.issubdtype(indices.dtype, jnp.integer)
+    if not (shapes_fit and integer):
+        return indptr, indices  # __check_init__ names what is wrong
+    nnz = indices.shape[0]
+    bad_indptr = (indptr[0] != 0) | (indptr[-1] != nnz) | jnp.any(indptr[1:] < indptr[:-1])
+    indptr = eqx.error_if(indptr, bad_indptr, f"`indptr` must be non-decreasing from 0 to nnz = {nnz}.")
+    bad_indices = jnp.any((indices < 0) | (indices >= n_post))
+    indices = eqx.error_if(indices, bad_indices, f"`indices` must lie in [0, n_post = {n_post}).")
+    return indptr, indices
 
 
 def _concrete(value) -> np.ndarray | None:
@@ -171,8 +206,10 @@ class CSR(eqx.Module):
         data: ``[nnz]`` floating weights, or ``[]`` for one weight shared by all synapses.
         shape: ``(n_pre, n_post)``, static.
 
-    Construction checks the arrays when they are concrete (not inside ``jit``) and raises ``ValueError``
-    naming the bad argument. Index arrays are int32, or int64 once ``nnz`` or a size reaches 2³¹.
+    Construction checks the arrays and raises ``ValueError`` naming the bad argument; inside ``jit``, where
+    their values are traced, the shapes and dtypes are checked the same way and the values with
+    `eqx.error_if` (an O(nnz) check where the CSR is built: build it once, outside loops). Index arrays are
+    int32, or int64 once ``nnz`` or a size reaches 2³¹.
 
     Example:
         >>> import jax
@@ -202,6 +239,9 @@ class CSR(eqx.Module):
             # the kernels take both index arrays in one dtype
             common = jnp.promote_types(indptr.dtype, indices.dtype)
             indptr, indices = indptr.astype(common), indices.astype(common)
+        if isinstance(indptr, jax.core.Tracer) or isinstance(indices, jax.core.Tracer):
+            if not _DERIVED.get():
+                indptr, indices = _traced_structure_check(indptr, indices, *self.shape)
         self.indptr, self.indices = indptr, indices
         _check_not_nan("data", data)
         self.data = _weight_array(data)
@@ -252,7 +292,8 @@ class CSR(eqx.Module):
 
     def with_data(self, data: Float[ArrayLike, "*nnz"]) -> CSR:
         """The same synapses with new weights, ``[nnz]`` or a shared scalar."""
-        return CSR(self.indptr, self.indices, data, self.shape)
+        with derived():
+            return CSR(self.indptr, self.indices, data, self.shape)
 
     @eqx.filter_jit  # one compilation instead of one per eager operation
     def to_dense(self) -> Float[Array, "n_pre n_post"]:
@@ -273,7 +314,8 @@ class CSR(eqx.Module):
         counts = jnp.bincount(self.indices, length=self.shape[1]).astype(self.indptr.dtype)
         indptr = jnp.concatenate([jnp.zeros(1, self.indptr.dtype), jnp.cumsum(counts)])
         data = self.data if self.homogeneous else self.data[order]
-        return CSR(indptr, rows[order].astype(self.indices.dtype), data, self.shape[::-1])
+        with derived():
+            return CSR(indptr, rows[order].astype(self.indices.dtype), data, self.shape[::-1])
 
     @classmethod
     def from_dense(cls, matrix: Float[ArrayLike, "n_pre n_post"]) -> CSR:

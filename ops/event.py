@@ -58,7 +58,7 @@ def _spmv(indptr, indices, data, x, *, n_post: int, event: bool, backend: str, a
     kernels = _backend.kernels(backend)
     if x.ndim == 1:
         return (kernels.event_matvec if event else kernels.csr_matvec)(indptr, indices, data, x, n_post)
-    y = kernels.event_matmat(indptr, indices, data, _flat_batch(x), n_post)
+    y = (kernels.event_matmat if event else kernels.csr_matmat)(indptr, indices, data, _flat_batch(x), n_post)
     return y.reshape(*x.shape[:-1], n_post)
 
 

@@ -180,8 +180,19 @@ def csr_matvec(
     n_post: int,
 ) -> Float[Array, " n_post"]:
     """`y = xᵀW` over all rows (no event skipping: `0·inf` gives NaN as in a dense product)."""
+    return csr_matmat(indptr, indices, data, x[None], n_post)[0]
+
+
+def csr_matmat(
+    indptr: Integer[Array, " n_pre+1"],
+    indices: Integer[Array, " nnz"],
+    data: Float[Array, " nnz"] | Float[Array, ""],
+    x: Float[Array, "b n_pre"],
+    n_post: int,
+) -> Float[Array, "b n_post"]:
+    """`csr_matvec` of each row of ``x``."""
     data = _float("data", data)
-    return _call("diffbrain_csr_matmat", (1, n_post), data.dtype, indptr, indices, data, x[None])[0]
+    return _call("diffbrain_csr_matmat", (x.shape[0], n_post), data.dtype, indptr, indices, data, x)
 
 
 def row_dot(

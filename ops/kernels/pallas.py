@@ -4,7 +4,8 @@ Same contract as `diffbrain.ops.kernels.reference` (rows presynaptic; ``data`` `
 shared weight, never broadcast to ``[nnz]``; ``indptr``/``indices`` int32 or int64). Design:
 
 * `event_matvec` / `event_matmat` / `csr_matvec`: a grid of ``(row blocks, batch)`` programs. A program
-  takes ``ROWS`` presynaptic rows; a row whose spike is 0 is skipped (one scalar load), a spiking row walks
+  takes ``ROWS`` presynaptic rows; a row whose spike is 0 is skipped (one scalar load; `csr_matvec` walks
+  every row, so ``0·inf`` gives NaN as in a dense product), a spiking row walks
   its synapses in fixed ``CHUNK``-wide masked loads (``pl.ds``) of columns and weights and scatters
   ``s·w`` into the output with a masked atomic add. The output is a zero array aliased into the kernel
   (in interpret mode, whose atomics cannot be masked, with one spare slot per batch row where the masked
@@ -127,6 +128,7 @@ def _scatter_kernel(
     n_pre,
     n_post,
     homogeneous,
+    event,
     interpret,
     chunk,
     rows,
@@ -143,7 +145,7 @@ def _scatter_kernel(
         safe_row = jnp.minimum(row, n_pre - 1)
         s = s_ref[b * n_pre + safe_row]
 
-        @pl.when(jnp.logical_and(row < n_pre, s != 0))
+        @pl.when(jnp.logical_and(row < n_pre, s != 0) if event else row < n_pre)
         def _():
             start, end = indptr_ref[safe_row], indptr_ref[safe_row + 1]
 
@@ -169,8 +171,18 @@ def _scatter_kernel(
     lax.fori_loop(0, rows, row_body, 0)
 
 
-@functools.partial(jax.jit, static_argnames=("n_post", "interpret", "tuning"))
-def _event_matmat(indptr, indices, data, spikes, n_post: int, interpret: bool | None = None, tuning=_TUNING):
+@functools.partial(jax.jit, static_argnames=("n_post", "interpret", "tuning", "event"))
+def _event_matmat(
+    indptr,
+    indices,
+    data,
+    spikes,
+    n_post: int,
+    interpret: bool | None = None,
+    tuning=_TUNING,
+    event: bool = True,
+):
+    """The scatter of every row of ``spikes``: only rows with ``s != 0`` (``event``), or all of them."""
     batch, n_pre = spikes.shape
     dtype = data.dtype
     if indices.shape[0] == 0 or n_pre == 0 or batch == 0 or n_post == 0:
@@ -182,6 +194,7 @@ def _event_matmat(indptr, indices, data, spikes, n_post: int, interpret: bool | 
         n_pre=n_pre,
         n_post=n_post,
         homogeneous=homogeneous,
+        event=event,
         interpret=interpret,
         chunk=tuning[0],
         rows=tuning[1],
@@ -226,8 +239,30 @@ def event_matvec(
     return _event_matmat(indptr, indices, data, spikes[None], n_post, interpret, _tuning())[0]
 
 
-# Over a dense vector the event sum is the plain product; zero entries are simply skipped.
-csr_matvec = event_matvec
+def csr_matmat(
+    indptr: Int[Array, " n_pre+1"],
+    indices: Int[Array, " nnz"],
+    data: Float[Array, "*nnz"],
+    x: Float[Array, "b n_pre"],
+    n_post: int,
+    *,
+    interpret: bool | None = None,
+) -> Float[Array, "b n_post"]:
+    """The plain product ``y = x W`` of each row of ``x`` over all rows (``0·inf`` gives NaN, as dense)."""
+    return _event_matmat(indptr, indices, data, x, n_post, interpret, _tuning(), event=False)
+
+
+def csr_matvec(
+    indptr: Int[Array, " n_pre+1"],
+    indices: Int[Array, " nnz"],
+    data: Float[Array, "*nnz"],
+    x: Float[Array, " n_pre"],
+    n_post: int,
+    *,
+    interpret: bool | None = None,
+) -> Float[Array, " n_post"]:
+    """`csr_matmat` of one vector."""
+    return csr_matmat(indptr, indices, data, x[None], n_post, interpret=interpret)[0]
 
 
 # --- gradient w.r.t. spikes: row gather-dot -----------------------------------------------------------------

@@ -42,8 +42,34 @@ def event_matvec(
     return jax.ops.segment_sum(contributions, indices, num_segments=n_post)
 
 
-# Over a dense vector the event sum is the plain product: the reference has one implementation of both.
-csr_matvec = event_matvec
+def csr_matmat(
+    indptr: Int[Array, " n_pre+1"],
+    indices: Int[Array, " nnz"],
+    data: Float[Array, "*nnz"],
+    x: Float[Array, "b n_pre"],
+    n_post: int,
+) -> Float[Array, "b n_post"]:
+    """The plain product ``y = x W`` of each row of ``x`` over all rows of ``W``, without skipping
+    ``x[i] == 0`` (``0·inf`` gives NaN, as in a dense product)."""
+
+    def one(x):
+        weights = jnp.broadcast_to(data, indices.shape) * x[row_ids(indptr, indices.shape[0])].astype(
+            data.dtype
+        )
+        return jax.ops.segment_sum(weights, indices, num_segments=n_post)
+
+    return jax.vmap(one)(x)
+
+
+def csr_matvec(
+    indptr: Int[Array, " n_pre+1"],
+    indices: Int[Array, " nnz"],
+    data: Float[Array, "*nnz"],
+    x: Float[Array, " n_pre"],
+    n_post: int,
+) -> Float[Array, " n_post"]:
+    """`csr_matmat` of one vector."""
+    return csr_matmat(indptr, indices, data, x[None], n_post)[0]
 
 
 def event_matmat(

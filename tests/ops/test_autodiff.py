@@ -12,6 +12,7 @@ from jax.test_util import check_grads
 
 from diffbrain import ops
 from diffbrain.ops import event
+from diffbrain.ops.csr import derived
 from diffbrain.ops.kernels.reference import row_ids
 
 from .conftest import random_csr, random_spikes
@@ -107,13 +108,16 @@ def test_weight_gradient_is_zero_on_silent_rows_and_never_dense(backend):
 
     # The compiled gradients: nothing of size n_pre × n_post; with an event kernel, nothing of size nnz
     # either except the inputs and the kernel's own output (no zero fill, scatter or add over all synapses).
+    # The structure comes in as arguments (W's, already checked: `derived` skips the check of traced ones).
     def weight_vjp(indptr, indices, data, s, cotangent):
-        product = lambda d: ops.event_matvec(s, ops.CSR(indptr, indices, d, W.shape), backend=backend)
-        return jax.vjp(product, data)[1](cotangent)
+        with derived():
+            product = lambda d: ops.event_matvec(s, ops.CSR(indptr, indices, d, W.shape), backend=backend)
+            return jax.vjp(product, data)[1](cotangent)
 
     def spike_vjp(indptr, indices, data, s, cotangent):
-        product = lambda s: ops.event_matvec(s, ops.CSR(indptr, indices, data, W.shape), backend=backend)
-        return jax.vjp(product, s.astype(data.dtype))[1](cotangent)
+        with derived():
+            product = lambda s: ops.event_matvec(s, ops.CSR(indptr, indices, data, W.shape), backend=backend)
+            return jax.vjp(product, s.astype(data.dtype))[1](cotangent)
 
     for vjp in (weight_vjp, spike_vjp):
         for opcode, size in compiled_ops(jax.jit(vjp), W.indptr, W.indices, W.data, spikes, jnp.ones(n)):

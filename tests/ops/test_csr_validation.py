@@ -65,3 +65,46 @@ def test_dtype_and_shape_errors_name_the_argument():
             CSR.fixed_prob(KEY, 5, 5, p)
     assert CSR.fixed_prob(KEY, 5, 5, jnp.float32(1.0)).nnz == 25
     assert CSR.fixed_prob(KEY, 5, 5, np.float64(0.0)).nnz == 0
+
+
+@pytest.mark.parametrize(
+    ("indptr", "indices", "message"),
+    [
+        ([0, 1, 2], [0, -1], r"`indices` must lie in \[0, n_post = 3\)"),
+        ([0, 1, 2], [0, 3], r"`indices` must lie in \[0, n_post = 3\)"),
+        ([0, 2, 1], [0, 1], r"`indptr` must be non-decreasing from 0 to nnz = 2"),
+        ([0, 1, 3], [0, 1], r"`indptr` must be non-decreasing from 0 to nnz = 2"),
+    ],
+)
+def test_a_csr_built_inside_jit_checks_its_structure_before_a_kernel_uses_it(
+    backend, indptr, indices, message
+):
+    """The compiled kernels index their output with `indices` unchecked: a bad index built inside jit must
+    raise, not write outside the output (it corrupted memory or landed in another row's output)."""
+
+    @jax.jit
+    def product(indptr, indices, spikes):
+        W = CSR(indptr, indices, jnp.ones(2, jnp.float32), (2, 3))
+        return ops.event_matvec(spikes, W, backend=backend)
+
+    spikes = jnp.array([True, True])
+    with pytest.raises(Exception, match=message):
+        jax.block_until_ready(product(jnp.asarray(indptr), jnp.asarray(indices), spikes))
+    good = product(jnp.asarray([0, 1, 2]), jnp.asarray([0, 2]), spikes)
+    np.testing.assert_array_equal(good, [1.0, 0.0, 1.0])
+
+
+def test_operations_on_a_checked_csr_inside_jit_add_no_check():
+    """`with_data` and `.T` keep a checked structure: no O(nnz) check per call inside jit."""
+    W = CSR.fixed_prob(KEY, 20, 30, 0.2, weight=0.5)
+
+    def reweighted(W, data):
+        return ops.event_matvec(jnp.ones(20, bool), W.with_data(data), backend="reference").sum() + W.T.nnz
+
+    text = jax.jit(reweighted).lower(W, jnp.ones(W.nnz, jnp.float32)).as_text()
+    built = (
+        jax.jit(lambda i, j, d: reweighted(CSR(i, j, d, W.shape), d))
+        .lower(W.indptr, W.indices, W.data)
+        .as_text()
+    )
+    assert "callback" not in text and "callback" in built

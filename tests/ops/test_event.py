@@ -44,6 +44,17 @@ def test_silent_rows_are_skipped(backend):
     np.testing.assert_array_equal(ops.event_matvec(jnp.array([False, True]), W, backend=backend), [2.0])
 
 
+def test_csr_matvec_is_the_dense_product_over_every_row(backend):
+    """No event skipping in csr_matvec, batched or not, on every backend: 0·inf gives NaN as densely."""
+    W = ops.CSR.from_edges(np.array([0, 1, 1]), np.array([0, 0, 1]), np.array([1.0, 2.0, 4.0]), (2, 2))
+    W = W.with_data(jnp.array([2.0, jnp.inf, 4.0]))
+    x = jnp.array([1.0, 0.0])
+    np.testing.assert_array_equal(ops.csr_matvec(x, W, backend=backend), [np.nan, 0.0])
+    batched = jax.vmap(lambda v: ops.csr_matvec(v, W, backend=backend))(jnp.stack([x, jnp.array([0.5, 0.0])]))
+    np.testing.assert_array_equal(batched, [[np.nan, 0.0], [np.nan, 0.0]])
+    np.testing.assert_array_equal(ops.event_matvec(x, W, backend=backend), [2.0, 0.0])
+
+
 def test_jit_vmap_and_scan(backend):
     W = random_csr(3, 40, 25, 0.12)
     steps = random_spikes(4, (6, 40), "bool")
