@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Sequence
 
 import pandas as pd
@@ -27,6 +28,20 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text}")
     return value
+
+
+SUITE_OPTIONS = {
+    "models": ("throughput",),
+    "sizes": ("throughput", "ops", "learn"),
+    "steps": ("throughput",),
+    "methods": ("fit",),
+    "problems": ("fit",),
+    "membrane": ("fit_dimension",),
+    "full": ("ops", "learn", "sim"),
+    "firing": ("ops",),
+    "peer_python": ("learn", "sim"),
+}
+"""The options that only some suites read, and which (the rest apply to every suite)."""
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m diffbrain.bench") -> None:
@@ -93,15 +108,21 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m diffbrain.ben
         "else this one)",
     )
     args = parser.parse_args(argv)
+    for option, suites in SUITE_OPTIONS.items():
+        if args.suite not in suites and getattr(args, option) != parser.get_default(option):
+            flag = "--" + option.replace("_", "-")
+            owners = " and ".join([", ".join(suites[:-1]), suites[-1]] if len(suites) > 1 else suites)
+            plural = "s" if len(suites) > 1 else ""
+            parser.error(f"{flag} applies to the {owners} suite{plural} only, not to {args.suite}")
     unknown = [name for name in args.models if name not in throughput.MODELS]
     if unknown:
         parser.error(f"--models: {unknown} are not among {list(throughput.MODELS)}")
     baseline = None
     for option in ("threshold", "reference_threshold"):
-        if not getattr(args, option) > 0:
+        if not 0 < getattr(args, option) < math.inf:
             flag = "--" + option.replace("_", "-")
             parser.error(
-                f"{flag} must be a positive fraction (0.2 = 20% slower), got {getattr(args, option)}"
+                f"{flag} must be a positive finite fraction (0.2 = 20% slower), got {getattr(args, option)}"
             )
     if args.compare is not None:
         try:
@@ -125,8 +146,6 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m diffbrain.ben
         if args.repeats is not None:
             grid["repeats"] = args.repeats
         if args.membrane:
-            if args.suite != "fit_dimension":
-                parser.error("--membrane applies to the fit_dimension suite only")
             grid["membrane"] = True
             if args.quick:
                 grid["dimensions"] = (6, 8, 32)  # the quick d = 2, 4 are below the variant's smallest d = 6
@@ -158,6 +177,11 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m diffbrain.ben
         grid = dict(ops.QUICK) if args.quick else {}
         sizes = ops.FULL_SIZES if args.full else ops.SIZES
         grid["sizes"] = [size for size in sizes if args.sizes is None or size[0] in args.sizes]
+        if not grid["sizes"]:
+            known = sorted({size[0] for size in sizes})
+            parser.error(
+                f"--sizes: the ops grid{' (--full)' if args.full else ''} has n = {known}, got {args.sizes}"
+            )
         given = {"firing": args.firing, "repeats": args.repeats}
         grid |= {key: value for key, value in given.items() if value is not None}
         records = ops.run(**grid, progress=lambda case: print(case, flush=True))

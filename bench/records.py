@@ -202,13 +202,29 @@ def to_frame(records: Iterable[Record]) -> pd.DataFrame:
 
 
 def read_csv(path: str | os.PathLike) -> pd.DataFrame:
-    """Read one records CSV into a DataFrame with `Record`'s columns (text columns stay text)."""
-    frame = pd.read_csv(
-        path,
-        dtype={name: str for name in _STRING_COLUMNS} | {name: float for name in _FLOAT_COLUMNS},
-        keep_default_na=False,
-        na_values={name: ["nan", ""] for name in _FLOAT_COLUMNS},
-    )
+    """Read one records CSV into a DataFrame with `Record`'s columns (text columns stay text).
+
+    Raises:
+        ValueError: the file is not a records CSV (columns missing, a number that is not one); the message
+            names the file.
+    """
+    try:
+        frame = pd.read_csv(
+            path,
+            dtype={name: str for name in _STRING_COLUMNS} | {name: float for name in _FLOAT_COLUMNS},
+            keep_default_na=False,
+            na_values={name: ["nan", ""] for name in _FLOAT_COLUMNS},
+        )
+    except (ValueError, pd.errors.ParserError) as error:
+        raise ValueError(
+            f"{os.fspath(path)} is not a readable records CSV of `diffbrain bench`: {error}"
+        ) from None
+    missing = [name for name in COLUMNS if name not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"{os.fspath(path)} is not a records CSV of `diffbrain bench` (no columns {missing}); move "
+            "other CSV files out of the results folder."
+        )
     return frame[list(COLUMNS)]
 
 

@@ -109,6 +109,7 @@ def _check_config(out: Path, config: dict) -> bool:
             "another --out.",
             param_hint="'--out'",
         )
+    return True
 
 
 def _write_metrics_csv(path: Path, metrics: dict) -> None:

@@ -602,7 +602,7 @@ def leaderboard(
 
     try:
         readme = board.render(results, out, note)
-    except ValueError as error:
+    except (ValueError, OSError) as error:
         raise _fail(str(error)) from None
     _out.print(f"wrote {escape(str(readme))} and its tables and plots")
 
@@ -628,7 +628,9 @@ def fit_command(
     voltage: Annotated[
         Path | None, typer.Option(help="CSV only: the voltage table (mV), laid out as the current table.")
     ] = None,
-    dt: Annotated[float | None, typer.Option(help="CSV only: sampling interval, ms.")] = None,
+    dt: Annotated[
+        float | None, typer.Option(help="CSV, or NPZ without a stored dt: sampling interval, ms.")
+    ] = None,
     current_unit: Annotated[
         CurrentUnit, typer.Option(help="CSV only: unit of the current table.")
     ] = CurrentUnit.pA,
@@ -675,6 +677,16 @@ def fit_command(
             f"cannot tell the format of {data} from its extension; pass --format ({' | '.join(DataFormat)}).",
             param_hint="'--data'",
         )
+    else:
+        given = {"--voltage": voltage is not None, "--current-unit": current_unit is not CurrentUnit.pA}
+        given["--dt"] = dt is not None and kind is not DataFormat.npz
+        wrong = [option for option, set_ in given.items() if set_]
+        if wrong:
+            raise typer.BadParameter(
+                f"{wrong[0]} is for CSV data (and --dt for NPZ files without a stored dt); "
+                f"{kind.value.upper()} files carry their own units and sampling interval.",
+                param_hint=f"'{wrong[0]}'",
+            )
     neuron = entry.make()
     bounds = _parse_free(free, neuron)
     check_output("--out", out)
@@ -687,7 +699,7 @@ def fit_command(
         if kind is DataFormat.csv:
             cell = fit.load_csv(data, voltage, dt, current_unit=current_unit.value)
         else:
-            cell = fit.load(data, kind.value)
+            cell = fit.load(data, kind.value, **({} if dt is None else {"dt": dt}))
     except (ValueError, FileNotFoundError) as error:
         raise typer.BadParameter(str(error), param_hint="'--data'") from None
     if len(cell) == 0:

@@ -38,6 +38,7 @@ import os
 import secrets
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -242,8 +243,14 @@ def load_section(out: Path, name: str, key: str | None = None) -> dict | None:
     path = Path(out) / name / RESULT
     if not path.is_file():
         return None
-    result = json.loads(path.read_text())
-    if key is not None and result.get("key") != key:
+    try:
+        result = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        warnings.warn(
+            f"{path} is unreadable (damaged?); its section counts as not run and runs again.", stacklevel=2
+        )
+        return None
+    if not isinstance(result, dict) or (key is not None and result.get("key") != key):
         return None
     return result
 
@@ -349,7 +356,8 @@ def run_section(
             "cpu_time_s": time.process_time() - cpu,
             "finished": _now(),
         }
-        (folder / RESULT).write_text(json.dumps(result, indent=1, default=_json_default))
+        text = json.dumps(result, indent=1, default=_json_default)
+        write_atomically(folder / RESULT, lambda file: file.write(text))
     _clear_work(out, name)
     log(f"{name}: done in {result['wall_time_s']:.0f} s")
     return load_section(out, name)
@@ -369,7 +377,7 @@ def _figure(*shape, **kwargs):
 
 
 def _save(figure, path: Path) -> None:
-    figure.savefig(path, format="png", dpi=100)
+    write_atomically(path, lambda file: figure.savefig(file, format="png", dpi=100), "wb")
 
 
 # ---------------------------------------------------------------------------------------------------------

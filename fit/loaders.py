@@ -573,11 +573,19 @@ def load_npz(path: PathLike, *, dt: float | None = None) -> Cell:
             arrays = {key: archive[key] for key in archive.files}
     except Exception as error:  # not a zip archive, a truncated one, or pickled objects
         raise _unreadable(path, "NPZ", error) from error
-    if {"dt", "current", "voltage"} <= arrays.keys():
-        return _npz_diffbrain(path, arrays)
     if {"current_pA", "voltage_mV", "stimulus_ids"} <= arrays.keys():
         return _npz_qsnmc_a(path, arrays, 1.0 if dt is None else dt)
-    if arrays and all(a.ndim == 2 and a.shape[1] == 3 for a in arrays.values()):
+    stored = {"dt", "current", "voltage"} <= arrays.keys()
+    columns = arrays and all(a.ndim == 2 and a.shape[1] == 3 for a in arrays.values())
+    if (stored or columns) and dt is not None:
+        raise ValueError(
+            f"NPZ file {str(path)!r} stores its own sampling interval "
+            f"({'dt' if stored else 'a time column'}); `dt` is only for layouts without one (QSNMC challenge "
+            "A): leave it out."
+        )
+    if stored:
+        return _npz_diffbrain(path, arrays)
+    if columns:
         return _npz_columns(path, arrays)
     raise ValueError(
         f"NPZ file {str(path)!r} has keys {sorted(arrays)[:8]}, which match no known layout: expected "

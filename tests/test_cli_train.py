@@ -55,9 +55,12 @@ def test_train_writes_metrics_checkpoint_and_plots_and_resumes(tmp_path):
     persistence = json.loads((out / "persistence.json").read_text())
     assert len(persistence["selective_neurons"]) == 2 and "delay activity" in text
 
-    # a longer run in the same folder continues from the checkpoint: the first steps are kept as they were
+    # a longer run in the same folder continues from the checkpoint: the first steps are kept as they were,
+    # and the settings file, the same, is not written again
+    written = (out / "config.json").stat().st_mtime_ns
     result, text = _invoke(*TINY, "--method", "es-d-rtrl", "--steps", "3", "--out", str(out))
     assert result.exit_code == 0, text
+    assert (out / "config.json").stat().st_mtime_ns == written
     resumed = _rows(out / "metrics.csv")
     assert [row["step"] for row in resumed] == ["1", "2", "3"] and resumed[:2] == first
     config = (out / "config.json").read_text()

@@ -289,6 +289,18 @@ def test_a_finished_section_survives_a_failure_while_it_is_replaced(tmp_path):
     assert not list(tmp_path.glob(".bench*")) and calls == []
 
 
+def test_a_damaged_result_counts_as_not_run_and_is_computed_again(tmp_path):
+    _publish(tmp_path, 1)
+    (tmp_path / "bench" / reproduce.RESULT).write_text('{"section": "bench", "key"')  # cut off mid-write
+    with pytest.warns(
+        UserWarning, match=r"result.json is unreadable \(damaged\?\); its section counts as not run"
+    ):
+        assert reproduce.load_section(tmp_path, "bench") is None
+    calls = []
+    with pytest.warns(UserWarning, match="unreadable"):
+        assert _publish(tmp_path, 1, calls)["results"] == {"value": 1} and calls
+
+
 def test_stale_scratch_folders_of_a_section_are_removed_when_it_is_published(tmp_path):
     stale = tmp_path / ".work" / "bench-0123456789abcdef"
     (stale / "bptt").mkdir(parents=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import math
+import re
 import subprocess
 import time
 
@@ -165,6 +166,30 @@ def test_command_line_writes_csv(tmp_path, no_brainpy, capsys):
     frame = records.read_results(tmp_path)
     assert set(frame.case) == {"lif/n=10"} and (frame.suite == "throughput").all()
     assert "records merged into" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("suite", "options", "message"),
+    [
+        ("learn", ["--steps", "7"], "--steps applies to the throughput suite only, not to learn"),
+        (
+            "sim",
+            ["--sizes", "123"],
+            "--sizes applies to the throughput, ops and learn suites only, not to sim",
+        ),
+        ("fit", ["--full"], "--full applies to the ops, learn and sim suites only, not to fit"),
+        ("throughput", ["--firing", "0.5"], "--firing applies to the ops suite only"),
+        ("ops", ["--sizes", "1000"], r"--sizes: the ops grid has n = \[4000, 20000, 100000\], got \[1000\]"),
+        ("ops", ["--threshold", "inf"], "--threshold must be a positive finite fraction"),
+        ("ops", ["--reference-threshold", "nan"], "--reference-threshold must be a positive finite fraction"),
+    ],
+)
+def test_command_line_refuses_options_the_suite_would_ignore(tmp_path, capsys, suite, options, message):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([suite, "--out", str(tmp_path), *options], prog="diffbrain bench")
+    assert exit_info.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize(

@@ -17,12 +17,8 @@ def _record(case, method, metric, value, unit, date="2026-01-01T00:00:00+00:00",
         value=value,
         unit=unit,
         repeats=5,
-        device="test CPU",
-        backend="cpu:cpu×1",
-        versions="jax=0",
-        git_commit="abc",
         date=date,
-        **fields,
+        **({"device": "test CPU", "backend": "cpu:cpu×1", "versions": "jax=0", "git_commit": "abc"} | fields),
     )
 
 
@@ -59,6 +55,46 @@ def test_render_writes_tables_plots_and_csv(results, tmp_path):
     assert (out / "demo_run_time.png").stat().st_size > 1000
     assert (out / "demo.csv").exists()
     assert not list(out.glob("*.tmp")) and not list(out.glob("tmp*"))
+
+
+def test_rows_from_more_than_one_run_are_marked_and_infinite_values_shown(tmp_path):
+    rows = [
+        _record("laptop", "diffbrain", "run_time", 0.5, "s", git_commit="abc"),
+        _record("laptop", "peer", "run_time", 1.0, "s", git_commit="abc"),
+        _record("mixed", "diffbrain", "run_time", 0.2, "s", git_commit="def", device="server"),
+        _record("mixed", "peer", "run_time", math.inf, "s", git_commit="abc"),
+    ]
+    folder = tmp_path / "results"
+    folder.mkdir()
+    records.write_csv(rows, folder / "demo.csv")
+    readme = leaderboard.render(folder, tmp_path / "out").read_text()
+    assert "| laptop | **0.5** | 1 | 2.00× |" in readme
+    assert "| mixed † | **0.2** | ∞ | ∞× |" in readme
+    assert leaderboard.MIXED_RUNS_NOTE in readme
+
+
+def test_render_refuses_to_overwrite_what_it_did_not_write(results, tmp_path):
+    with pytest.raises(ValueError, match="is one of the results folders"):
+        leaderboard.render(results, results)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "README.md").write_text("# my project\n")
+    with pytest.raises(
+        ValueError, match=r"holds \['README.md'\], which `diffbrain leaderboard` did not write"
+    ):
+        leaderboard.render(results, mine)
+    assert (mine / "README.md").read_text() == "# my project\n"
+    with pytest.raises(ValueError, match="is a file"):
+        leaderboard.render(results, mine / "README.md")
+    board = tmp_path / "board"
+    leaderboard.render(results, board)
+    leaderboard.render(results, board)  # its own folder: rendered again
+
+
+def test_a_csv_that_is_not_records_is_named(results):
+    (results / "notes.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match=r"notes.csv is not a records CSV of `diffbrain bench` \(no columns"):
+        records.read_results(results)
 
 
 def test_newest_record_wins(results):

@@ -54,6 +54,9 @@ def test_fit_writes_json_and_plot(recording_file, tmp_path):
         (["--free", "gNa=1:2"], "its parameters are"),
         (["--free", "g_L=5"], "NAME=LOW:HIGH"),
         (["--free", "g_L", "--method", "newton"], "lbfgsb"),
+        (["--free", "g_L", "--voltage", "v.csv"], "--voltage is for CSV data"),
+        (["--free", "g_L", "--current-unit", "nA"], "--current-unit is for CSV data"),
+        (["--free", "g_L", "--dt", "0.1"], "stores its own sampling interval (dt); `dt` is only for layouts"),
     ],
 )
 def test_bad_options_are_explained(recording_file, args, message):
