@@ -180,7 +180,15 @@ def simulate_network(
         )
     if name == "microcircuit" and scale > 1:
         raise _fail(f"the microcircuit is at most full scale (1), got {scale:g}.", "--scale")
-    from .cli import check_output, write_outputs
+    if data is not None and name in ("coba", "cuba"):
+        raise _fail(
+            f"the {name} network is built from no data; --data is for multiarea and microcircuit.", "--data"
+        )
+    if not -(2**63) <= seed < 2**63:
+        raise _fail(f"must fit in 64 bits (|seed| < 2⁶³), got {seed}.", "--seed")
+    from .cli import _number_of_steps, check_output, write_outputs
+
+    _number_of_steps(duration_ms, dt)  # at least one step, a multiple of dt, at most the step limit
 
     check_output("--raster", raster)
     check_output("--out", out)

@@ -56,6 +56,9 @@ def test_cuba_runs():
         (("coba", "--dt", "nan"), "--dt"),
         (("coba", "--scale", "0.1", "--duration", "0.25"), "multiple of dt"),
         (("microcircuit", "--scale", "2"), "at most full scale"),
+        (("coba", "--data", "/nonexistent"), "--data is for multiarea and microcircuit"),
+        (("coba", "--duration", "1e9"), "limit 100,000,000"),
+        (("coba", "--seed", str(2**70)), "must fit in 64 bits"),
     ],
 )
 def test_bad_input_names_the_option(args, message):

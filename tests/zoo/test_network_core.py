@@ -622,16 +622,18 @@ def test_bad_input_names_the_argument():
             Network.build(**(ok | {"edges": {}} | override))
     with pytest.raises(TypeError, match="`neuron`"):
         Network.build(**(ok | {"edges": {}, "neuron": expon}))
-    with pytest.raises(ValueError, match="transmitter-pulse"):
-        Network.build(**(ok | {"edges": {}, "receptors": {"exc": zoo.AMPA()}}))
+    for saturating in (zoo.AMPA(), zoo.NMDA()):  # weights would not add up to nS
+        with pytest.raises(ValueError, match=f"is a saturating synapse \\({type(saturating).__name__}\\)"):
+            Network.build(**(ok | {"edges": {}, "receptors": {"exc": saturating}}))
     with pytest.raises(TypeError, match=r"`receptors\['exc'\]`"):
         Network.build(**(ok | {"edges": {}, "receptors": {"exc": lif}}))
     net = Network.build(**ok, edges={"exc": edge})
     key = jax.random.key(0)
     with pytest.raises(ValueError, match="`dt`"):
         net.simulate(10.0, key, dt=0.05)
-    with pytest.raises(ValueError, match="`duration_ms`"):
-        net.simulate(0.05, key)
+    for duration in (0.05, np.inf, np.nan):
+        with pytest.raises(ValueError, match="`duration_ms`"):
+            net.simulate(duration, key)
     with pytest.raises(ValueError, match="`record`"):
         net.simulate(1.0, key, record=[3])
     with pytest.raises(ValueError, match="`key`"):
@@ -646,6 +648,19 @@ def test_bad_input_names_the_argument():
         net.weights("inh")
     with pytest.raises(TypeError, match="`net`"):
         networks.simulate_network(lif, 1.0, key)
+
+
+def test_a_state_that_blows_up_is_reported_not_returned():
+    """Gap junctions of 10⁶ nS between AdEx cells overflow to NaN: `simulate` raises (as `zoo.simulate`)."""
+    ring = networks.GapJunctions([0, 1, 1, 2, 2, 3, 0, 3], [1, 0, 2, 1, 3, 2, 3, 0], 1e6)
+    net = Network.build(
+        sizes={"E": 4}, neuron=zoo.AdEx(), receptors={"e": zoo.Expon()}, edges={}, dt=0.1,
+        I_ext=[400.0, 0.0, 0.0, -300.0], gap_junctions=ring,
+    )  # fmt: skip
+    with pytest.raises(Exception, match="NaN or inf in the model state"):
+        jax.block_until_ready(net.simulate(50.0, jax.random.key(0), record=4).counts)
+    raw = net.simulate(50.0, jax.random.key(0), record=4, check_finite=False)
+    assert not np.all(np.isfinite(raw.final_state.neurons.V))
 
 
 def test_docstring_examples():

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from diffbrain import zoo
 from diffbrain.zoo import networks
 from diffbrain.zoo.networks import EINetwork
 
@@ -35,7 +36,12 @@ def coba_nets():
         ("cuba", {"w_e": -16.2}, "`w_e` must be ≥ 0 pA"),
         ("coba", {"w_e": float("nan")}, "`w_e` must be a finite number"),
         ("cuba", {"w_i": -np.inf}, "`w_i` must be a finite number"),
-        ("coba", {"I_ext": float("nan")}, "`I_ext` must be a finite number"),
+        ("coba", {"I_ext": float("nan")}, "`I_ext` must be finite"),
+        (
+            "coba",
+            {"I_ext": [200.0, 300.0, 100.0]},
+            r"`I_ext` must be finite, one value or one per neuron \(400\)",
+        ),
         ("coba", {"w_e": np.array([6.0, 6.0])}, "`w_e` must be a finite number"),
     ],
 )
@@ -66,8 +72,9 @@ def test_construction_errors_name_the_argument():
     with pytest.raises(ValueError, match="`mode`"):
         EINetwork.coba(key, n=400, mode="hh")
     net = EINetwork.coba(key, n=400, in_degree=40)
-    with pytest.raises(ValueError, match="`duration_ms`"):
-        networks.simulate(net, 0.05, key)
+    for duration in (0.05, np.inf):
+        with pytest.raises(ValueError, match="`duration_ms`"):
+            networks.simulate(net, duration, key)
     with pytest.raises(ValueError, match="`record`"):
         networks.simulate(net, 1.0, key, record=[400])
     with pytest.raises(TypeError, match="`net`"):
@@ -157,6 +164,16 @@ def test_surrogate_path_matches_events_and_gradient_is_finite():
     rate, grad = jax.value_and_grad(mean_e_rate)(jnp.float32(6.0))
     assert float(rate) > 0
     assert np.isfinite(float(grad)) and float(grad) > 0.0  # more excitation, more excitatory spikes
+
+
+def test_a_float64_neuron_makes_a_float64_network():
+    net = EINetwork.coba(
+        jax.random.key(0), n=400, in_degree=40, neuron=zoo.astype(zoo.LIF.coba(), jnp.float64)
+    )
+    result = networks.simulate(net, 20.0, jax.random.key(1))
+    assert result.final_state.neurons.V.dtype == jnp.float64 and net.I_ext.dtype == jnp.float64
+    as32 = networks.simulate(EINetwork.coba(jax.random.key(0), n=400, in_degree=40), 20.0, jax.random.key(1))
+    assert as32.final_state.neurons.V.dtype == jnp.float32
 
 
 def test_docstring_examples():

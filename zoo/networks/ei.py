@@ -15,6 +15,7 @@ from jaxtyping import Array, Bool, Float, PRNGKeyArray
 from ...ops import CSR, event_matvec
 from .._checks import check_dt
 from ..neurons.lif import LIF, LIFState
+from ..simulate import _fail_on_nonfinite
 from ..synapses.expon import Expon, ExponState
 from .network import AbstractPopulationResult, Network, NetworkResult, record_indices
 
@@ -59,12 +60,18 @@ def _check_fraction(name: str, value: float) -> float:
     return float(value)
 
 
-def _check_weights(mode: str, w_e, w_i, I_ext) -> None:
-    for name, value in (("w_e", w_e), ("w_i", w_i), ("I_ext", I_ext)):
+def _check_weights(mode: str, w_e, w_i, I_ext, n: int) -> None:
+    for name, value in (("w_e", w_e), ("w_i", w_i)):
         array = np.asarray(value)
-        scalar = array.ndim == 0 or name == "I_ext"
-        if not (scalar and np.issubdtype(array.dtype, np.number) and np.all(np.isfinite(array))):
+        if not (array.ndim == 0 and np.issubdtype(array.dtype, np.number) and np.isfinite(array)):
             raise ValueError(f"`{name}` must be a finite number, got {value!r}.")
+    array = np.asarray(I_ext)
+    if not (
+        array.shape in ((), (n,)) and np.issubdtype(array.dtype, np.number) and np.all(np.isfinite(array))
+    ):
+        raise ValueError(
+            f"`I_ext` must be finite, one value or one per neuron ({n}), got shape {array.shape}."
+        )
     if mode == "coba" and (w_e < 0 or w_i < 0):
         raise ValueError(
             f"`w_e` and `w_i` must be conductances ≥ 0 nS for mode='coba' (the reversal potentials `E_e`, "
@@ -158,7 +165,6 @@ class EINetwork(eqx.Module):
         conductances). Raises ``ValueError`` naming the bad argument."""
         if mode not in ("coba", "cuba"):
             raise ValueError(f"`mode` must be 'coba' or 'cuba', got {mode!r}.")
-        _check_weights(mode, w_e, w_i, I_ext)
         exc_fraction = _check_fraction("exc_fraction", exc_fraction)
         if isinstance(in_degree, bool) or not isinstance(in_degree, int | np.integer) or in_degree < 2:
             raise ValueError(f"`in_degree` must be an integer ≥ 2, got {in_degree!r}.")
@@ -171,6 +177,7 @@ class EINetwork(eqx.Module):
             )
         if isinstance(n, bool) or not isinstance(n, int | np.integer):
             raise ValueError(f"`n` must be an integer number of neurons, got {n!r}.")
+        _check_weights(mode, w_e, w_i, I_ext, n)
         n = int(n)
         n_e = round(exc_fraction * n)
         n_i = n - n_e
@@ -189,7 +196,11 @@ class EINetwork(eqx.Module):
             W_I = CSR.fixed_prob(key_i, n_i, n, k_i / n_i, weight=w_i)
         exc = Expon(tau=tau_e, g_max=1.0, E=E_e, mode=mode)
         inh = Expon(tau=tau_i, g_max=1.0, E=E_i, mode=mode)
-        return cls(neuron, W_E, W_I, exc, inh, jnp.asarray(I_ext, jnp.float32), mode)
+        # float32 (the library's default), or the dtype the neuron was cast to (e.g. with zoo.astype)
+        V = neuron.init_state((n,)).V
+        dtype = jnp.float32 if V.weak_type else jax.dtypes.canonicalize_dtype(V.dtype)
+        W_E, W_I = (W.with_data(W.data.astype(dtype)) for W in (W_E, W_I))
+        return cls(neuron, W_E, W_I, exc, inh, jnp.asarray(I_ext, dtype), mode)
 
     @classmethod
     def coba(cls, key: PRNGKeyArray, n: int = 4000, **overrides) -> EINetwork:
@@ -213,8 +224,8 @@ class EINetwork(eqx.Module):
     def init_state(self, key: PRNGKeyArray) -> EIState:
         """Membrane potentials uniform in ``[V_reset, V_th)``, synapses closed, no spikes."""
         low, high = self.neuron.V_reset, self.neuron.V_th
-        V = jax.random.uniform(key, (self.n,), jnp.float32, low, high)
-        zeros = jnp.zeros(self.n, jnp.float32)
+        V = jax.random.uniform(key, (self.n,), self.I_ext.dtype, low, high)
+        zeros = jnp.zeros(self.n, self.I_ext.dtype)
         return EIState(LIFState(V, zeros), ExponState(zeros), ExponState(zeros), jnp.zeros(self.n, bool))
 
     def step(
@@ -240,7 +251,7 @@ class EINetwork(eqx.Module):
 def _validate(net, duration_ms, dt, record) -> tuple[int, np.ndarray]:
     if not isinstance(net, EINetwork):
         raise TypeError(f"`net` must be an EINetwork or a Network, got {type(net).__name__}.")
-    n_steps = round(float(duration_ms) / dt)
+    n_steps = round(float(duration_ms) / dt) if np.isfinite(duration_ms) else 0
     if n_steps < 1 or abs(n_steps * dt - duration_ms) > 1e-6 * max(1.0, duration_ms):
         raise ValueError(f"`duration_ms` must be a positive multiple of dt = {dt} ms, got {duration_ms!r}.")
     return n_steps, record_indices(record, net.n)
@@ -257,6 +268,7 @@ def simulate(
     surrogate: bool = False,
     detach_recurrent: bool = True,
     unroll: int = 1,
+    check_finite: bool = True,
 ) -> EIResult | NetworkResult:
     """Simulate ``net`` for ``duration_ms`` ms with a jitted `lax.scan`.
 
@@ -274,6 +286,7 @@ def simulate(
             the E rate w.r.t. the excitatory weight reached 4·10¹⁰ after 20 ms and NaN after 100 ms
             (float32, any surrogate width); detached it stays finite.
         unroll: steps unrolled per scan iteration.
+        check_finite: raise (also inside ``jit``) if the final state holds NaN or inf, as `zoo.simulate`.
 
     Returns:
         An `EIResult` with spike counts per step and population; ``result.rates()`` in Hz.
@@ -288,7 +301,7 @@ def simulate(
     """
     if isinstance(net, Network):
         options = dict(record=record, state=state, surrogate=surrogate, detach_recurrent=detach_recurrent)
-        return net.simulate(duration_ms, key, dt=dt, unroll=unroll, **options)
+        return net.simulate(duration_ms, key, dt=dt, unroll=unroll, check_finite=check_finite, **options)
     dt = float(check_dt(0.1 if dt is None else dt))
     n_steps, record = _validate(net, duration_ms, dt, record)
     if state is None:
@@ -298,6 +311,8 @@ def simulate(
     counts, raster, state = _run(
         net, state, jnp.asarray(record), n_steps, dt, surrogate, detach_recurrent, unroll
     )
+    if check_finite:
+        state, counts = _fail_on_nonfinite(state, counts)
     return EIResult(dt, counts, raster, jnp.asarray(record), net.sizes, state)
 
 

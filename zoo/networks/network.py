@@ -27,7 +27,9 @@ from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray
 from ...ops import CSR, csr_matvec
 from .._checks import check_dt
 from ..neurons._base import AbstractSpikingNeuron
+from ..simulate import _fail_on_nonfinite
 from ..synapses._base import AbstractKineticSynapse, AbstractSynapse
+from ..synapses.nmda import NMDA
 from .delays import DelayedCSR
 
 MAX_INPUTS_PER_STEP = 50.0
@@ -42,7 +44,8 @@ class Edges(NamedTuple):
         post: ``[nnz]`` postsynaptic neurons.
         weight: ``[nnz]`` or one shared weight, in the receptor's unit: nS for a conductance-based
             (``mode="coba"``) receptor, where it must be ≥ 0 and the sign comes from the reversal potential
-            ``E``; pA for a current-based one (negative for inhibition).
+            ``E``; for a current-based one, the neuron's input unit (pA for `LIF` and `AdEx`; negative for
+            inhibition).
         delay: ``[nnz]`` or one shared delay, ms ≥ 0: the latency from the spike to the start of the
             synaptic current, rounded to whole steps of ``dt`` at build time (0: the next step).
     """
@@ -59,7 +62,8 @@ class Background(NamedTuple):
     Attributes:
         rate: ``[n]`` or one total input rate per neuron, Hz (e.g. ``K_ext · 8 Hz`` for ``K_ext`` inputs
             at 8 Hz); each step a neuron receives a Poisson number of inputs with mean ``rate·dt``.
-        weight: ``[n]`` or one weight per input spike, in the receptor's unit (nS or pA).
+        weight: ``[n]`` or one weight per input spike, in the receptor's unit (nS for a conductance-based
+            receptor; for a current-based one, the neuron's input unit: pA for `LIF` and `AdEx`).
         receptor: the receptor it enters.
     """
 
@@ -84,7 +88,8 @@ class GapJunctions(NamedTuple):
 
 
 class Pulse(NamedTuple):
-    """A current step into some neurons: ``current`` pA while ``start_ms ≤ t < stop_ms``.
+    """A current step into some neurons: ``current`` (in the neuron's input unit: pA for `LIF` and `AdEx`)
+    while ``start_ms ≤ t < stop_ms``.
 
     Times are measured from the network state's time zero (`Network.init_state`); a continued simulation
     keeps counting, so a pulse is placed in absolute time.
@@ -92,7 +97,7 @@ class Pulse(NamedTuple):
     Attributes:
         neurons: indices of the neurons that receive it (global, 0 … n − 1).
         start_ms, stop_ms: the window, ms (rounded to steps).
-        current: pA, one value or one per listed neuron.
+        current: in the neuron's input unit (pA for `LIF` and `AdEx`), one value or one per listed neuron.
     """
 
     neurons: Int[ArrayLike, " k"]
@@ -389,11 +394,11 @@ class Network(eqx.Module):
                     f"`receptors[{name!r}]` must be a zoo AbstractSynapse (e.g. synapses.Expon), got "
                     f"{type(receptor).__name__}."
                 )
-            if isinstance(receptor, AbstractKineticSynapse):
+            if isinstance(receptor, AbstractKineticSynapse | NMDA):
                 raise ValueError(
-                    f"`receptors[{name!r}]` is a transmitter-pulse synapse ({type(receptor).__name__}): its "
-                    "response to a summed weighted input is not the sum of its responses. Use a linear one "
-                    "(synapses.Expon, Alpha or DualExpon)."
+                    f"`receptors[{name!r}]` is a saturating synapse ({type(receptor).__name__}): its "
+                    "response to a summed weighted input is not the sum of its responses, so weights would "
+                    "not be nS. Use a linear one (synapses.Expon, Alpha or DualExpon)."
                 )
             _check_population_shape(f"receptors[{name!r}]", receptor.shape, n)
             if receptor.mode == "coba" and neuron.input_unit != "pA":
@@ -520,6 +525,7 @@ class Network(eqx.Module):
         unroll: int = 1,
         checkpoint: int | None = None,
         max_spikes_per_step: int | None = None,
+        check_finite: bool = True,
     ) -> NetworkResult:
         """Simulate for ``duration_ms`` ms with a jitted `lax.scan`.
 
@@ -543,6 +549,7 @@ class Network(eqx.Module):
             max_spikes_per_step: keep the recorded spikes as indices (``result.spikes``, ``[T, K]`` int32)
                 instead of a dense raster, at most this many per step; a step with more raises an error
                 (`equinox.error_if`) that names this argument. None: the raster ``[T, len(record)]``.
+            check_finite: raise (also inside ``jit``) if the final state holds NaN or inf, as `zoo.simulate`.
 
         Returns:
             A `NetworkResult`; ``result.rates()`` in Hz per population.
@@ -590,6 +597,8 @@ class Network(eqx.Module):
             None if checkpoint is None else int(checkpoint),
             None if max_spikes_per_step is None else min(int(max_spikes_per_step), record.size),
         )
+        if check_finite:
+            state, counts = _fail_on_nonfinite(state, counts)
         spikes = None
         if max_spikes_per_step is not None:
             raster, spikes = None, raster
@@ -886,7 +895,7 @@ def _check_run(net, duration_ms, dt, record) -> tuple[int, np.ndarray]:
             f"`dt` = {dt} ms differs from the network's dt = {net.dt} ms, to which its delays were rounded; "
             "omit `dt` or rebuild the network with it."
         )
-    n_steps = round(float(duration_ms) / net.dt)
+    n_steps = round(float(duration_ms) / net.dt) if np.isfinite(duration_ms) else 0
     if n_steps < 1 or abs(n_steps * net.dt - duration_ms) > 1e-6 * max(1.0, duration_ms):
         raise ValueError(
             f"`duration_ms` must be a positive multiple of dt = {net.dt} ms, got {duration_ms!r}."
