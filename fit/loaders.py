@@ -313,23 +313,23 @@ def load_abf(
 
 
 def _abf_step_amplitudes(abf, sweeps: list[int], channel: int) -> list[float | None]:
-    """Per sweep, the command level (pA) of the first epoch whose level changes from sweep to sweep."""
-    levels, bounds = [], []
-    for sweep in sweeps:
-        if sweep not in abf.sweepList:
-            return [None] * len(sweeps)
+    """Per sweep, the command level (pA) of the first epoch whose level changes from sweep to sweep over the
+    whole protocol (all of the file's sweeps, not only those asked for: one sweep alone varies nothing), or
+    of the longest epoch if none changes."""
+    if any(sweep not in abf.sweepList for sweep in sweeps):
+        return [None] * len(sweeps)
+    levels, bounds = {}, []
+    for sweep in abf.sweepList:
         abf.setSweep(sweep, channel=channel)
         epochs = abf.sweepEpochs
-        levels.append(list(epochs.levels))
+        levels[sweep] = list(epochs.levels)
         bounds.append(list(zip(epochs.p1s, epochs.p2s, strict=True)))
-    if not levels or len({len(lv) for lv in levels}) != 1 or not levels[0]:
+    if not levels or len({len(lv) for lv in levels.values()}) != 1 or not bounds[0]:
         return [None] * len(sweeps)
-    table = np.asarray(levels, dtype=np.float64)
+    table = np.asarray([levels[sweep] for sweep in abf.sweepList], dtype=np.float64)
     varying = np.flatnonzero(np.ptp(table, axis=0) > 0)
-    if varying.size:
-        return [float(v) for v in table[:, varying[0]]]
-    longest = int(np.argmax([p2 - p1 for p1, p2 in bounds[0]]))
-    return [float(v) for v in table[:, longest]]
+    column = varying[0] if varying.size else int(np.argmax([p2 - p1 for p1, p2 in bounds[0]]))
+    return [float(levels[sweep][column]) for sweep in sweeps]
 
 
 # --- Igor binary waves ------------------------------------------------------------------------------------
@@ -480,18 +480,22 @@ def _ibw_recording(v_path: Path, i_path: Path, voltage_unit, current_unit, extra
 
 
 def _read_rows(path: Path) -> np.ndarray:
-    with path.open() as handle:
-        first = handle.readline()
-    fields = [f.strip() for f in first.strip().split(",")]
     try:
-        [float(f) for f in fields]
-        skip = 0
-    except ValueError:
-        skip = 1  # a header row (e.g. pandas' ",0,1,2,...")
-    try:
-        rows = np.loadtxt(path, delimiter=",", skiprows=skip, ndmin=2)
-    except ValueError as error:
-        raise ValueError(f"CSV file {str(path)!r} is not a table of numbers: {error}") from error
+        with path.open() as handle:
+            first = handle.readline()
+        fields = [f.strip() for f in first.strip().split(",")]
+        try:
+            [float(f) for f in fields]
+            skip = 0
+        except ValueError:
+            skip = 1  # a header row (e.g. pandas' ",0,1,2,...")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # NumPy's "input contained no data": raised below
+            rows = np.loadtxt(path, delimiter=",", skiprows=skip, ndmin=2)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"CSV file {str(path)!r} is not a text table of numbers: {error}") from error
+    if rows.size == 0:
+        raise ValueError(f"CSV file {str(path)!r} holds no rows of samples (empty, or a header only).")
     return rows
 
 
@@ -557,7 +561,9 @@ def load_npz(path: PathLike, *, dt: float | None = None) -> Cell:
 
     - **diffbrain** (written by `Recording.save_npz`): ``dt`` (ms; scalar or [B]), ``current`` [T] or
       [B, T], ``voltage`` likewise, optional ``current_unit``/``voltage_unit`` (default pA/mV), optional
-      ``spike_times`` (ms, all sweeps concatenated) with ``spike_counts`` [B], optional ``meta`` (JSON).
+      ``spike_times`` (ms, all sweeps concatenated) with ``spike_counts`` [B], optional ``meta`` (JSON). A
+      padded stack's sweeps come back without their padding (``meta["lengths"]``): ``stack(pad=True)``
+      pads and masks them again.
     - **QSNMC 2007 challenge A**: ``current_pA``, ``voltage_mV`` of shape [stimuli, repeats, T],
       ``stimulus_ids``, ``spikes_<id>_<repeat>`` (sample indices); dt = 1 ms unless given.
     - **time/current/voltage columns** (QSNMC 2007 challenge B): every array is [T, 3] = (time s,
@@ -626,14 +632,18 @@ def _npz_diffbrain(path: Path, arrays: dict[str, np.ndarray]) -> Cell:
             )
         spikes = np.split(arrays["spike_times"], np.cumsum(counts)[:-1])
     sweep_metas = meta.get("sweeps", [{}] * n) if batched else [meta]
+    # a padded stack (Cell.stack(pad=True)) comes back as its sweeps without the padding
+    lengths = meta.get("lengths", [current.shape[-1]] * n) if batched else [current.shape[-1]]
+    current, voltage = current.reshape(n, -1), voltage.reshape(n, -1)
     recordings = []
     for k in range(n):
         # The file read now is `file`; where the sweep first came from is kept as `source_file`.
         sweep_meta = {"sweep": k, **sweep_metas[k], "file": str(path)}
         if sweep_metas[k].get("file") not in (None, str(path)):
             sweep_meta["source_file"] = sweep_metas[k]["file"]
+        recorded = int(lengths[k])
         recordings.append(
-            Recording(dts[k], current.reshape(n, -1)[k], voltage.reshape(n, -1)[k], spikes[k], sweep_meta)
+            Recording(dts[k], current[k, :recorded], voltage[k, :recorded], spikes[k], sweep_meta)
         )
     return Cell(recordings, meta.get("cell", path.stem))
 

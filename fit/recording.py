@@ -125,6 +125,25 @@ def spike_samples(times, dt):
     return xp.ceil(samples - 1e-9 - 2.0**-23 * xp.abs(samples)).astype(xp.int32)
 
 
+def _shift_spikes(times: np.ndarray, dt: float, i0: int, i1: int) -> np.ndarray:
+    """The spike times in samples ``[i0, i1)`` (by `spike_samples`), moved to start at sample ``i0``.
+
+    Each keeps its sample: a time on the grid, rounded to float32 far from 0 (``k·dt`` ± an ulp of
+    ``k·dt``), would otherwise land a sample late after the shift, where the ulp is no longer small.
+    """
+    times = np.asarray(times)
+    samples = spike_samples(times, dt)
+    keep = (samples >= i0) & (samples < i1)
+    samples = samples[keep] - i0
+    shifted = np.maximum(times[keep].astype(np.float64) - i0 * dt, 0)  # just below the first sample: on it
+    # the sample must hold as computed and as stored (float32 without x64), read in float32 or float64
+    stored = shifted.astype(np.float32)
+    holds = np.ones(samples.shape, bool)
+    for value in (shifted, stored, stored.astype(np.float64)):
+        holds &= spike_samples(value, dt) == samples
+    return np.where(holds, shifted, samples * dt).astype(times.dtype)
+
+
 class Recording(eqx.Module):
     """One current-clamp sweep (or a stack of equal-length sweeps): current in, voltage out.
 
@@ -347,6 +366,10 @@ class Recording(eqx.Module):
             raise ValueError(f"{where}: slice [{t0}, {t1}) ms holds no sample at dt = {dt} ms; widen it.")
         meta = self.meta
         meta["t_start"] = meta.get("t_start", 0.0) + i0 * dt
+        if "sweeps" in meta:  # a stack: each sweep's own metadata, which unstacking and saving keep
+            meta["sweeps"] = [
+                {**sweep, "t_start": sweep.get("t_start", 0.0) + i0 * dt} for sweep in meta["sweeps"]
+            ]
         if "lengths" in meta:  # a padded stack: each sweep's recorded samples within the window
             meta["lengths"] = [min(length, i1) - i0 for length in meta["lengths"]]
             if min(meta["lengths"]) < 1:
@@ -358,7 +381,7 @@ class Recording(eqx.Module):
         return self._replace(
             current=np.asarray(self.current)[..., i0:i1],
             voltage=np.asarray(self.voltage)[..., i0:i1],
-            spike_times=self._map_spikes(lambda s: s[(s >= i0 * dt) & (s < i1 * dt)] - i0 * dt),
+            spike_times=self._map_spikes(lambda s: _shift_spikes(s, dt, i0, i1)),
             meta=meta,
         )
 
@@ -574,16 +597,18 @@ class Cell:
             protocol: keep only sweeps whose ``meta["protocol"]`` equals this.
 
         Raises:
-            ValueError: an amplitude criterion is given but some sweeps have no ``meta["amplitude"]``, or
-                nothing matches (the message lists the amplitudes available).
+            ValueError: an amplitude criterion is given but some sweeps (of ``protocol``, if given) have no
+                ``meta["amplitude"]``, or nothing matches (the message lists the amplitudes available).
         """
         keep = np.ones(len(self), dtype=bool)
         if protocol is not None:
             keep &= np.asarray([r.meta.get("protocol") == protocol for r in self.recordings], dtype=bool)
         if amplitude is not None or low is not None or high is not None:
             amps = self.amplitudes
-            if np.isnan(amps).any():
-                missing = [self.recordings[k].meta.get("sweep", k) for k in np.flatnonzero(np.isnan(amps))]
+            if np.isnan(amps[keep]).any():  # only the sweeps of the protocol asked for need one
+                missing = [
+                    self.recordings[k].meta.get("sweep", k) for k in np.flatnonzero(np.isnan(amps) & keep)
+                ]
                 raise ValueError(
                     f"Cell {self.name!r}: sweeps {missing[:5]} have no `meta['amplitude']`; select them with "
                     "`where(...)` or give the amplitude when building the Recording."

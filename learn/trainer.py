@@ -236,6 +236,8 @@ def train(
     ):
         if not (isinstance(value, int | np.integer) and value >= least):
             raise ValueError(f"`{name}` must be an integer ≥ {least}, got {value!r}.")
+    # NumPy integers as Python ones: a static batch size for jit, and JSON for the checkpoint's run.json
+    steps, batch_size, checkpoint_every = int(steps), int(batch_size), int(checkpoint_every)
     task_dt = getattr(task, "dt", None)
     if task_dt is not None and not math.isclose(float(task_dt), net.dt, rel_tol=1e-9):
         raise ValueError(

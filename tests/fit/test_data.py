@@ -128,6 +128,9 @@ def test_abf_steps_and_command(shared_data):
     np.testing.assert_allclose(abf1.amplitudes, np.arange(-120, 421, 60))
     fsi = load_abf(folder / "2019_07_24_0055_fsi.abf", sweeps=[16])
     assert spike_counts(fsi)[0] == pytest.approx(117, abs=3)
+    # a sweep read alone keeps its step amplitude (the step is found over the whole protocol)
+    assert load_abf(folder / "171116sh_0018.abf", sweeps=[8, 8]).amplitudes.tolist() == [100.0, 100.0]
+    assert load_abf(folder / "190619B_0003.abf", sweeps=[8]).amplitudes.tolist() == [360.0]
 
 
 def test_abf_waveform_protocol_needs_its_command(shared_data):
@@ -200,6 +203,31 @@ def test_npz_round_trip_single_and_batch(tmp_path):
     np.testing.assert_allclose(again.voltage, stacked.voltage)
     assert [len(s) for s in again.spike_times] == [2, 0] and again.meta["cell"] == "demo"
     assert [m["sweep"] for m in again.meta["sweeps"]] == [3, 4]
+
+
+def test_a_padded_and_sliced_stack_round_trips_through_npz(tmp_path):
+    """Its sweeps come back without the padding (stack(pad=True) masks it again), each with its t_start."""
+    cell = Cell([synthetic(300, sweep=0), synthetic(200, sweep=1)], "demo")
+    padded = cell.stack(pad=True).slice(2.0, 30.0)
+    assert padded.meta["lengths"] == [280, 180]
+    assert [m["t_start"] for m in padded.meta["sweeps"]] == pytest.approx([2.0, 2.0])
+    back = load(padded.save_npz(tmp_path / "padded.npz"))
+    assert [r.n_samples for r in back] == [280, 180]
+    assert [r.meta["t_start"] for r in back] == pytest.approx([2.0, 2.0])
+    assert back.stack(pad=True).meta["lengths"] == [280, 180]
+    np.testing.assert_allclose(back[1].voltage, np.asarray(cell[1].voltage)[20:200])
+
+
+def test_slicing_keeps_every_spike_in_its_sample():
+    """On-grid spike times far from 0 (float32-rounded, as fit.synthetic_sweeps makes them) stay in their
+    sample after the shift; before, most landed one sample late."""
+    n, dt = 200_000, 0.1
+    rec = Recording(dt, np.zeros(n), np.full(n, -70.0), spike_times=np.arange(5, n, 37) * dt)
+    train = np.asarray(rec.spike_train())
+    for t0, t1 in ((0.5, 200.0), (1.3, 51.3), (15000.0, 20000.0)):
+        part = rec.slice(t0, t1)
+        i0 = round(t0 / dt)
+        np.testing.assert_array_equal(part.spike_train(), train[i0 : i0 + part.n_samples])
 
 
 def test_csv_round_trip_with_units(tmp_path):
@@ -445,3 +473,21 @@ def test_slice_shifts_spikes_by_the_first_kept_sample():
     piece = rec.slice(1.05, 8.0)  # first kept sample: 11 at 1.1 ms
     assert piece.meta["t_start"] == pytest.approx(1.1)
     np.testing.assert_allclose(piece.spike_times, [5.0 - 1.1], rtol=1e-6)
+
+
+def test_unreadable_or_empty_csv_names_the_file(tmp_path):
+    (tmp_path / "binary.csv").write_bytes(b"\x00\xc9\xff\xfe" * 10)
+    (tmp_path / "header.csv").write_text(",0,1,2\n")
+    (tmp_path / "v.csv").write_text("0,1,2,3\n")
+    with pytest.raises(ValueError, match=r"binary.csv' is not a text table of numbers"):
+        load_csv(tmp_path / "binary.csv", tmp_path / "v.csv", dt=0.1)
+    with pytest.raises(ValueError, match=r"header.csv' holds no rows of samples"):
+        load_csv(tmp_path / "header.csv", tmp_path / "v.csv", dt=0.1)
+
+
+def test_select_by_protocol_needs_amplitudes_only_of_that_protocol():
+    steps = [synthetic(sweep=k, protocol="IDrest", amplitude=100.0 * k) for k in range(3)]
+    cell = Cell([*steps, synthetic(sweep=9, protocol="noise")], "demo")
+    assert [r.meta["sweep"] for r in cell.select(protocol="IDrest", low=100)] == [1, 2]
+    with pytest.raises(ValueError, match=r"sweeps \[9\] have no `meta\['amplitude'\]`"):
+        cell.select(low=100)

@@ -128,6 +128,13 @@ def test_out_of_range_settings_are_refused(cue_task, change, name, tmp_path):
         learn.train(**_tiny_run(cue_task, **change), checkpoint_dir=tmp_path)
 
 
+def test_numpy_integer_counts_are_accepted(cue_task, tmp_path):
+    run = _tiny_run(cue_task, batch_size=np.int64(2), steps=np.int64(2))
+    result = learn.train(**run, checkpoint_dir=tmp_path, checkpoint_every=np.int32(1))
+    assert len(result.metrics["loss"]) == 2
+    np.testing.assert_array_equal(result.metrics["loss"], learn.train(**_tiny_run(cue_task)).metrics["loss"])
+
+
 def test_a_task_sampled_at_another_step_than_the_network_is_refused():
     task = tasks.EvidenceAccumulation(dt=10.0)
     net = learn.EINetwork(task.n_inputs, 8, task.n_outputs, key=jax.random.key(0))  # dt = 1 ms
