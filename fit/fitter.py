@@ -81,13 +81,16 @@ def _check_budget(budget: float | None, method: str) -> None:
         )
 
 
-def _check_arguments(recordings, free, loss, n_starts, budget, grad_cost, key) -> None:
-    """Errors naming the argument for what `fit` and `fit_cells` would otherwise fail on cryptically."""
+def _check_recordings(recordings) -> None:
     if not isinstance(recordings, Recording | Cell | Sequence) or isinstance(recordings, str):
         raise TypeError(
             "`recordings` must be a fit.Recording, a list of them or a fit.Cell, got "
             f"{type(recordings).__name__}; wrap arrays with fit.Recording(dt, current, voltage)."
         )
+
+
+def _check_arguments(free, loss, n_starts, budget, grad_cost, key) -> None:
+    """Errors naming the argument for what `fit` and `fit_cells` would otherwise fail on cryptically."""
     if not isinstance(free, Mapping):
         raise TypeError(
             f"`free` must map each free parameter to its bounds, {{name: (lower, upper)}}, got {free!r}."
@@ -109,13 +112,11 @@ def _check_arguments(recordings, free, loss, n_starts, budget, grad_cost, key) -
             f"`grad_cost` must be the simulations one value-and-gradient costs, a finite number > 0, or "
             f'"measured"; got {grad_cost!r}.'
         )
-    if key is not None and not (
-        isinstance(key, jax.Array) and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
-    ):
-        if not (
-            isinstance(key, jax.Array) and key.shape == (2,) and key.dtype == jnp.uint32
-        ):  # a legacy raw key
-            raise TypeError(f"`key` must be a JAX random key such as jax.random.key(0), got {key!r}.")
+    array = isinstance(key, jax.Array)
+    typed_key = array and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+    raw_key = array and key.shape == (2,) and key.dtype == jnp.uint32  # jax.random.PRNGKey's
+    if key is not None and not (typed_key or raw_key):
+        raise TypeError(f"`key` must be a JAX random key such as jax.random.key(0), got {key!r}.")
 
 
 def _starts(free_set, starts: Sequence[Mapping[str, float]], n_starts: int | None) -> jax.Array:
@@ -380,7 +381,8 @@ def fit(
     """
     if method not in METHODS:
         raise ValueError(f"`method` must be one of {METHODS}, got {method!r}.")
-    _check_arguments(recordings, free, loss, n_starts, budget, grad_cost, key)
+    _check_recordings(recordings)
+    _check_arguments(free, loss, n_starts, budget, grad_cost, key)
     _check_budget(budget, method)
     key = jax.random.key(0) if key is None else key
     batch = batch_devices(devices)
@@ -489,7 +491,8 @@ def fit_cells(
     """
     cells = list(cells)
     for cell in cells:
-        _check_arguments(cell, free, loss, n_starts, budget, grad_cost, key)
+        _check_recordings(cell)
+    _check_arguments(free, loss, n_starts, budget, grad_cost, key)
     _check_budget(budget, "lbfgs")
     if not cells:
         raise ValueError("`cells` is empty; pass one recording (or list of sweeps, or Cell) per cell.")
