@@ -368,6 +368,7 @@ def records_of(
             measurement.method,
             metric,
             unit=_UNITS.get(metric.split("_")[0], "Hz"),
+            dtype=_DTYPES.get(measurement.method, "float32"),
             **fields,
             **fields_of_metric,
         )
@@ -378,6 +379,8 @@ def records_of(
 
 
 _UNITS = {"wall": "s", "compile": "s", "build": "s", "peak": "GiB"}
+_DTYPES = {"nest": "float64"}
+"""Simulators that compute in another floating dtype than float32 (NEST has double precision only)."""
 """The unit of a metric by its first word (rates: Hz)."""
 
 _COMPILE_NOTES = {

@@ -147,6 +147,7 @@ def _counts(monitor, n_e):
 def brian2_runtime(spec, net):
     b = _import("brian2.runtime")
     b.prefs.codegen.target = "cython"
+    b.prefs.core.default_float_dtype = np.float32  # diffbrain's precision (Brian2's default is float64)
     b.defaultclock.dt = spec["params"]["dt"] * b.ms
     network, monitor = _brian2_network(b, net, spec["params"])
     network.store()
@@ -179,6 +180,7 @@ def brian2_cpp_standalone(spec, net):
             b.device.activate(directory=directory, build_on_run=False)
         else:
             b.set_device("cpp_standalone", directory=directory, build_on_run=False)
+        b.prefs.core.default_float_dtype = np.float32  # diffbrain's precision (Brian2's default is float64)
         b.defaultclock.dt = spec["params"]["dt"] * b.ms
         network, monitor = _brian2_network(b, net, spec["params"])
         network.run(duration * b.ms)

@@ -1,6 +1,7 @@
 """The sim suite: the network handed to the peers is diffbrain's, records carry the right numbers, and a
 peer that is absent gives skipped records with the reason (never a number)."""
 
+import inspect
 import math
 import os
 import sys
@@ -88,6 +89,14 @@ def test_summary_ratios_are_times_over_diffbrains():
     table = sim.summary(records.to_frame([r for m in made for r in sim.records_of(m)]))
     assert table.loc[("n=4000/T=1s", "nest"), "time over diffbrain's"] == pytest.approx(40.0)
     assert table.loc[("n=4000/T=1s", "diffbrain"), "E Hz"] == 16.0
+    dtypes = {m.method: {r.dtype for r in sim.records_of(m)} for m in made}
+    assert dtypes == {"diffbrain": {"float32"}, "nest": {"float64"}}  # NEST computes in double only
+
+
+def test_brian2_runs_in_float32_like_diffbrain():
+    """Brian2's default float64 would compare its double-precision run with diffbrain's float32."""
+    source = inspect.getsource(sim_peers)
+    assert source.count("b.prefs.core.default_float_dtype = np.float32") == 2  # runtime and cpp_standalone
 
 
 def test_unknown_grid_settings_are_an_error():
