@@ -340,13 +340,12 @@ def test_fit_csv_with_one_column_per_sweep_is_blamed_on_the_layout(tmp_path):
     assert "sweeps from" not in text
 
 
-@pytest.mark.filterwarnings("ignore:loadtxt. input contained no data")
 def test_fit_csv_without_sweeps_is_blamed_on_data(tmp_path):
     (tmp_path / "I.csv").write_text("")
     csv_args = ("--voltage", str(tmp_path / "I.csv"), "--dt", "0.1")
     result, text = _invoke("fit", "lif", "--data", str(tmp_path / "I.csv"), *csv_args, *_FIT_QUICK)
     assert result.exit_code == 2, text
-    assert "'--data'" in text and "holds no sweeps" in text
+    assert "'--data'" in text and "holds no rows of samples" in text
 
 
 def test_fit_data_that_is_a_folder_is_named_so(tmp_path):
