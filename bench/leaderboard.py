@@ -122,12 +122,39 @@ MIXED_RUNS_NOTE = (
 )
 
 
+SIM_OTHER_RUN_NOTE = (
+    f"{MIXED_RUNS} this simulator was measured in another run than diffbrain's row (other commits or "
+    "machines; see the note at the top), not side by side with it: compare with care."
+)
+
+
+def _runs(records: pd.DataFrame) -> pd.Series:
+    """Each record's run: its git commit, device and backend."""
+    return (
+        records["git_commit"].astype(str)
+        + "|"
+        + records["device"].astype(str)
+        + "|"
+        + records["backend"].astype(str)
+    )
+
+
 def mixed_runs(records: pd.DataFrame) -> set[str]:
     """The cases whose measured records come from more than one run (git commit, device and backend)."""
     ok = records[records["status"] == "ok"]
-    runs = ok["git_commit"].astype(str) + "|" + ok["device"].astype(str) + "|" + ok["backend"].astype(str)
-    counts = runs.groupby(ok["case"]).nunique()
+    counts = _runs(ok).groupby(ok["case"]).nunique()
     return set(counts.index[counts > 1])
+
+
+def other_runs_than_ours(records: pd.DataFrame) -> set[str]:
+    """The methods of one case measured in another run (`_runs`) than diffbrain's records of that case
+    (none when diffbrain has no measured record there)."""
+    ok = records[records["status"] == "ok"]
+    runs = _runs(ok)
+    ours = set(runs[ok["method"] == _OURS])
+    if not ours:
+        return set()
+    return set(ok.loc[~runs.isin(ours), "method"])
 
 
 def _markdown(table: pd.DataFrame, direction: int, unit: str, mixed: set[str] = frozenset()) -> str:
@@ -226,7 +253,10 @@ def sim_table(records: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def _sim_markdown(table: pd.DataFrame, columns: list[tuple[str, str]]) -> str:
+def _sim_markdown(
+    table: pd.DataFrame, columns: list[tuple[str, str]], other_runs: set[str] = frozenset()
+) -> str:
+    """One sim case as markdown: the fastest simulator bold, those in ``other_runs`` marked `MIXED_RUNS`."""
     header = ["simulator", *(label for _, label in columns), "time / fastest"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     fastest = table[SIM_WALL].idxmin() if table[SIM_WALL].notna().any() else None
@@ -237,7 +267,11 @@ def _sim_markdown(table: pd.DataFrame, columns: list[tuple[str, str]]) -> str:
         name = str(method)
         if method == fastest:
             name, cells[0] = f"**{name}** (winner)", f"**{cells[0]}**"
+        if method in other_runs:
+            name = f"{name} {MIXED_RUNS}"
         lines.append("| " + " | ".join([name, *cells]) + " |")
+    if other_runs & set(table.index):
+        lines += ["", SIM_OTHER_RUN_NOTE]
     return "\n".join(lines)
 
 
@@ -260,7 +294,8 @@ def sim_sections(records: pd.DataFrame, out: Path) -> list[str]:
     for case in cases:
         case_records = records[records["case"] == case]
         table = sim_table(case_records)
-        sections += ["", f"### {case}", "", _sim_markdown(table, sim_columns(case_records))]
+        markdown = _sim_markdown(table, sim_columns(case_records), other_runs_than_ours(case_records))
+        sections += ["", f"### {case}", "", markdown]
         if line := _ours_vs_best_peer(table):
             sections += ["", line]
     wall = records[(records["metric"] == SIM_WALL) & (records["status"] == "ok")]

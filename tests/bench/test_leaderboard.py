@@ -166,6 +166,23 @@ def test_sim_tables_have_simulators_as_rows_and_the_winner_marked(sim_results, t
     assert "![wall time per biological second vs N](sim_scaling.png)" in section
 
 
+def test_sim_rows_measured_in_another_run_than_diffbrains_are_marked(tmp_path):
+    rows = [
+        _sim_record(4000, 1000.0, "diffbrain", "wall_time_per_bio_s", 0.1, "s", git_commit="new"),
+        _sim_record(4000, 1000.0, "brian2.runtime", "wall_time_per_bio_s", 0.5, "s", git_commit="new"),
+        _sim_record(4000, 1000.0, "nest", "wall_time_per_bio_s", 7.0, "s", git_commit="old"),
+        _sim_record(40000, 200.0, "diffbrain", "wall_time_per_bio_s", 1.0, "s", git_commit="old"),
+        _sim_record(40000, 200.0, "nest", "wall_time_per_bio_s", 70.0, "s", git_commit="old"),
+    ]
+    folder = tmp_path / "results"
+    records.write_csv(rows, folder / "sim.csv")
+    section = leaderboard.render(folder, tmp_path / "out").read_text().split("## sim", 1)[1]
+    small, large = section.split("### n=4000/T=1s", 1)[1].split("### n=40000/T=0.2s", 1)
+    assert "| nest † | 7 |" in small and "| brian2.runtime | 0.5 |" in small
+    assert leaderboard.SIM_OTHER_RUN_NOTE in small
+    assert "| nest | 70 |" in large and leaderboard.SIM_OTHER_RUN_NOTE not in large
+
+
 def test_sim_scaling_plot_uses_the_longest_run_at_each_n(sim_results, tmp_path, monkeypatch):
     drawn = {}
 
