@@ -224,12 +224,7 @@ def _plot_weights(path: Path, before, after) -> dict:
     stages = {"before": before, "after": after}
     groups = {stage: analysis.weight_groups(net) for stage, net in stages.items()}
     positive = {stage: {g: v[v > 0] for g, v in values.items()} for stage, values in groups.items()}
-    fits = {
-        stage: {
-            g: analysis.fit_lognormal(v) if np.count_nonzero(v > 0) >= 2 else None for g, v in values.items()
-        }
-        for stage, values in groups.items()
-    }
+    fits = {stage: analysis.weight_distributions(net) for stage, net in stages.items()}
     figure = _figure(figsize=(11, 3.6))
     for axis, group in zip(figure.subplots(1, 3), ("input", "E", "I"), strict=True):
         axis.set(xlabel=f"log10 |W| ({group}, units of g_L)", ylabel="synapses")

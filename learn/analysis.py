@@ -51,9 +51,25 @@ def weight_groups(net: EINetwork) -> dict[str, np.ndarray]:
     return {"input": w_in.ravel(), "E": w_rec[exc & present], "I": w_rec[~exc & present]}
 
 
-def weight_distributions(net: EINetwork) -> dict[str, LogNormal]:
-    """`fit_lognormal` of every group of `weight_groups`."""
-    return {group: fit_lognormal(values) for group, values in weight_groups(net).items()}
+def weight_distributions(net: EINetwork) -> dict[str, LogNormal | None]:
+    """`fit_lognormal` of every group of `weight_groups`; None for a group with fewer than two synapses of
+    nonzero weight, which has no spread to fit (the ``"I"`` group of a network without inhibitory neurons,
+    the recurrent groups of one without recurrent synapses).
+
+    Raises ``ValueError`` naming the group when its weights are not finite (a diverged network).
+    """
+    fits = {}
+    for group, values in weight_groups(net).items():
+        finite = np.all(np.isfinite(values))
+        if finite and np.count_nonzero(values > 0) < 2:
+            fits[group] = None
+            continue
+        try:
+            fits[group] = fit_lognormal(values)
+        except ValueError as error:
+            reason = str(error).removeprefix("fit_lognormal: ")
+            raise ValueError(f"weight_distributions: the {group!r} weights: {reason}") from None
+    return fits
 
 
 class PersistentActivity(NamedTuple):

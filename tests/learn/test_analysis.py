@@ -1,3 +1,4 @@
+import equinox as eqx
 import jax
 import numpy as np
 import pytest
@@ -33,6 +34,15 @@ def test_weight_groups_of_a_fresh_network_match_its_lognormal_initialisation():
     assert fits["I"].mu == pytest.approx(np.log(0.02), abs=0.05)
     for fit in fits.values():
         assert fit.sigma == pytest.approx(0.5, abs=0.03)
+
+
+def test_weight_distributions_leave_groups_without_synapses_unfitted_and_name_a_diverged_one():
+    all_excitatory = learn.EINetwork(10, 20, 2, key=jax.random.key(0), exc_fraction=1.0, connectivity=0.5)
+    fits = analysis.weight_distributions(all_excitatory)
+    assert fits["I"] is None and fits["E"].count > 2 and fits["input"].count == 10 * 20
+    diverged = eqx.tree_at(lambda net: net.w_in, all_excitatory, all_excitatory.w_in.at[0, 0].set(np.nan))
+    with pytest.raises(ValueError, match="the 'input' weights: 1 of 200 magnitudes are not finite"):
+        analysis.weight_distributions(diverged)
 
 
 def synthetic_spikes(persistent: bool):
