@@ -36,9 +36,9 @@ all ordered pairs (i, j), i ≠ j, of Γ(repeat_i, repeat_j) with the same ±2 m
 reliability R of Jolivet et al. (2008).
 
 Measured (``python -m diffbrain.bench.fit_cells``: budget 400, 3 seeds, medians; 2-core CPU shared with
-other jobs, load average 10–16): on the frozen noise GIF reaches held-out Γ 0.34–0.37 with every method
+other jobs, load average 10–16): on the frozen noise GIF reaches held-out Γ 0.33–0.37 with every method
 (ceiling 0.775, so ≈ 0.45 of it; spike-count error 0.07–0.34 against a repeat-to-repeat 0.03), but
-L-BFGS and Adam take 46–63 s against 7 s for CMA-ES and DE; AdEx: DE 0.26, L-BFGS 0.10, Adam 0.07,
+L-BFGS and Adam take 46–63 s against 7 s for CMA-ES and DE; AdEx: DE 0.26, L-BFGS 0.10, Adam 0.06,
 CMA-ES 0 (silent fits). On the steps the Γ ceiling itself is 0.03–0.06 — repeats of a 2 s DC step lose
 spike alignment after the first spikes — so Γ says nothing there and the spike-count error (best medians
 0.28–0.5, ceiling 0.12) carries the comparison; no method wins consistently, and every method returns a

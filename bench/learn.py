@@ -55,7 +55,7 @@ BATCHES = (16,)
 FULL_BATCHES = (16, 64)
 BATCH, N_IN, N_OUT = 16, 100, 2
 TIME_WORK = 1_000 * 16 * 200
-"""The largest ``T × batch × n_rec`` whose step is timed (BPTT ~0.3 s, ES-D-RTRL ~0.5 s on 2 CPU cores)."""
+"""The largest ``T × batch × n_rec`` whose step is timed (BPTT and ES-D-RTRL ~0.2 s each on 2 CPU cores)."""
 DRTRL_COST = 3
 TIME_MEMORY = 2**30
 """Compiled temporaries (bytes) above which a step is not timed."""

@@ -210,9 +210,7 @@ def jax_runs(method: Method, spikes: jax.Array, x: jax.Array, cotangent: jax.Arr
     call = jax.jit(forward)
     weight_vjp = jax.jit(lambda w, st, s, ct: jax.vjp(lambda w: forward(w, st, s), w)[1](ct)[0])
     spike_vjp = jax.jit(lambda w, st, x, ct: jax.vjp(lambda x: forward(w, st, x), x)[1](ct)[0])
-    first = spikes[
-        0
-    ]  # sliced once here: an eager slice in the timed call cost ~60 µs, 7× the call at n = 4,000
+    first = spikes[0]  # sliced once here: an eager slice inside the timed call added ~60 µs to it
     return {
         "step_time": lambda: scan(weights, structure, steps),
         "call_time": lambda: call(weights, structure, first),

@@ -131,7 +131,7 @@ diffbrain's rate + this many Hz (`rates_agree`; the integration schemes differ, 
 and the slowest populations, L2/3e and L6e at ~1 Hz, fire a few hundred spikes a second in all).
 Measured over 0.2–1 s: scale 0.1 with one init/background seed, NEST within 12–35 % depending on the seed
 (NEST's own L2/3e 1.35–3.11 Hz over three seeds), so `compare_rates` compares seed means and allows for
-their noise; with the three `SEEDS` all within 10 % (L2/3i 4.70 against 4.27 ± 0.44 Hz, L2/3e 1.85
+their noise; with the three `SEEDS` all within 10.2 % (L2/3i 4.70 against 4.27 ± 0.44 Hz, L2/3e 1.85
 against 1.69 ± 0.31 Hz); scale 0.04 with ``k_scale`` 0.25, one seed, all within 5 % but L2/3e, 0.65
 against 0.80 Hz (−19 %)."""
 PEER_SCRIPT = Path(__file__).with_name("sim_peers.py")

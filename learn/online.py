@@ -54,8 +54,8 @@ non-zero (`per_state_support`), and S JVPs per step for the Jacobians, not S + 2
 ``D`` are ``e^{−dt/τ_syn} D_f``). CPU time per step over BPTT's, evidence accumulation at dt 2 ms (T = 1,100,
 batch 16), side by side on the 2-core CPU at load 7–10: 1.02× at 200 neurons and 1.80× at 50 (the dense
 factor with all S + 2 JVPs before: 1.73× and 2.76×; same gradient to 2·10⁻⁷ in float32, 2·10⁻¹⁶ in
-float64). Memory stays flat (3.5 MiB of compiled temporaries at T = 100 and at 10,000, 200 neurons, batch 16;
-BPTT 11 → 980 MiB).
+float64). Memory stays flat (2.2 MiB of compiled temporaries at T = 100, 3.2 MiB at 10,000, 200 neurons,
+batch 16; BPTT 11 → 980 MiB).
 """
 
 from __future__ import annotations

@@ -33,7 +33,10 @@ Deviations, and why:
   beyond V1 the responses are about ½ of the full-size ones at 50 and ⅔ or more at 100 neurons per area.
 * Synapses: the original's instantaneous voltage jumps are current-based `synapses.Expon` receptors with
   τ = dt/10 — all of a spike's charge arrives within its step — with weights ``J·g_L/(1 − e^{−dt/τ_m})`` pA
-  for a jump of J mV, which the exact LIF step turns into a jump of J mV.
+  for a jump of J mV, which the exact LIF step turns into a jump of J mV. A `Network` delay D starts a
+  current D after the spike, so the jump is complete one step later: every local and long-range latency is
+  D + dt (2.1 ms locally at dt = 0.1 ms), one step more than in the authors' Brian code, where
+  ``on_pre='V += w'`` lands at D.
 * Noise: the white noise (σ = 3 mV, i.e. a membrane SD of σ/√2) becomes balanced Poisson input of ±0.5 mV
   jumps at ``ν = σ²/(2·0.5²·τ_m)`` each (900 Hz for E, 1,800 Hz for I): zero mean, the same variance.
 * Pulse: 100 ms of 6.3 mV extra drive (× g_L in pA) by default; the authors' asynchronous-regime code used
