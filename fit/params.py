@@ -96,7 +96,9 @@ class FreeParams(eqx.Module):
         return self.from_unit(jnp.clip(jax.nn.sigmoid(u), _INSIDE, 1 - _INSIDE))
 
     def to_unconstrained(self, theta: Float[Array, "*b d"]) -> Float[Array, "*b d"]:
-        """Parameter values (strictly inside the bounds) → unconstrained ``u``; inverse of `to_values`."""
+        """Parameter values → unconstrained ``u``: the inverse of `to_values` for values at least 10⁻⁶ of the
+        box inside the bounds; closer ones (or on a bound) map to that distance (|u| ≤ 13.8), where σ still
+        has a gradient for a fit to follow."""
         x = jnp.clip(self.to_unit(theta), _EDGE, 1 - _EDGE)
         return jnp.log(x) - jnp.log1p(-x)
 

@@ -141,19 +141,21 @@ def random_search(
 ) -> list[StartResult]:
     """Uniform (log-uniform for ``"log"`` parameters) samples of the box, evaluated in batches of ``size``.
 
-    The first batch holds the starts. Every batch has ``size`` members, so one compiled function serves
-    them all; of the last one only what the budget pays for is charged and looked at.
+    The starts come first (as many batches as they fill, the last one topped up with samples), then
+    samples. Every batch has ``size`` members, so one compiled function serves them all; of the last one
+    only what the budget pays for is charged and looked at.
     """
     size = size or population_size(objective.free.size)
     batch = batch_devices(devices).at_most(size)
     tracker = _Tracker(account, np.asarray(starts)[0])
-    key, sample_key = jax.random.split(key)
-    population = jnp.concatenate([jnp.asarray(starts), objective.free.sample(sample_key, size)])[:size]
+    pending = jnp.asarray(starts)
     while (affordable := account.affordable(size)) >= 1:
+        key, sample_key = jax.random.split(key)
+        given, pending = pending[:size], pending[size:]
+        samples = objective.free.sample(sample_key, size - given.shape[0])
+        population = jnp.concatenate([given, samples.astype(given.dtype)])
         values = batch.evaluate(objective.values, population)
         tracker.see(np.asarray(population)[:affordable], np.asarray(values)[:affordable])
-        key, sample_key = jax.random.split(key)
-        population = objective.free.sample(sample_key, size)
     return [tracker.result("budget exhausted")]
 
 

@@ -90,6 +90,16 @@ def test_budget_counts_populations_for_search(sweeps):
     assert result.forward_evaluations == 50  # 1 start, then batches of 8, the last one cut to the budget
 
 
+def test_random_search_runs_every_explicit_start_before_sampling(sweeps):
+    # More starts than one batch of 8: the truth, given last, must be run (it was cut off with the batch).
+    starts = [{"g_L": g, "C": 100.0, "V_rest": -60.0} for g in range(6, 15)] + [TRUTH]
+    result = fit.fit(
+        _model(), sweeps, free=FREE, method="random", starts=starts, budget=16, options={"size": 8}
+    )
+    assert result.forward_evaluations == 16
+    assert result.loss < 1e-6 and result.params["g_L"] == pytest.approx(TRUTH["g_L"], rel=1e-6)
+
+
 class _FailsAboveMinus62(fit.AbstractLoss):
     """Voltage MSE, but NaN when the trace ever reaches −62 mV (a stand-in for a blown-up simulation)."""
 
