@@ -183,9 +183,9 @@ def event_scan(
     per step, like `lax.scan`, and recompute the step, so they can be slower than `lax.scan`.) Measured on
     2 cores at n = 100,000 × 400 synapses per row, 2 % firing, 100 steps: the weight gradient (forward
     included) cost 17–22× the forward step through `lax.scan`, 1.3–2.1× through `event_scan` timed alone
-    and 2.1× amid the leaderboard's other methods (2.3× at 0.5 % firing) (``scan_grad_time``, `diffbrain.bench.ops`), whose churn
-    makes the fresh ``[nnz]`` result and stored carries costlier to map; over 1,000 steps, which amortize
-    them, 1.5×.
+    and 2.1× amid the leaderboard's other methods (2.3× at 0.5 % firing; ``scan_grad_time``,
+    `diffbrain.bench.ops`), whose churn makes the fresh ``[nnz]`` result and stored carries costlier to map;
+    over 1,000 steps, which amortize them, 1.5×.
 
     Args:
         step: ``(params, carry, x) → (new carry, y)``, pure. Everything to be differentiated must come in
