@@ -6,7 +6,8 @@
 * `Microcircuit`: the Potjans & Diesmann (2014) cortical microcircuit at a chosen scale (`synapse_counts`,
   `psc_amplitude` are its conversions).
 * `MultiArea`: the Joglekar et al. (2018) macaque multi-area model from the Markov et al. (2014) connectome.
-* `EINetwork`: the Brette et al. (2007) COBA/CUBA benchmark, simulated with `simulate`.
+* `EINetwork`: the Brette et al. (2007) COBA/CUBA benchmark, simulated with `simulate`, or with its
+  neurons split over several devices with `simulate_sharded`.
 
 Both results share `AbstractPopulationResult` (``rates``, ``rate_trace``, ``spike_trains``).
 """
@@ -32,6 +33,7 @@ from .network import NetworkResult as NetworkResult
 from .network import NetworkState as NetworkState
 from .network import Pulse as Pulse
 from .network import simulate_network as simulate_network
+from .sharded import simulate_sharded as simulate_sharded
 
 __all__ = [
     "AbstractPopulationResult",
@@ -54,5 +56,6 @@ __all__ = [
     "rates",
     "simulate",
     "simulate_network",
+    "simulate_sharded",
     "synapse_counts",
 ]

@@ -239,8 +239,16 @@ class EINetwork(eqx.Module):
         """
         n_e = self.sizes[0]
         spikes = jax.lax.stop_gradient(state.spikes) if detach_recurrent else state.spikes
-        exc, g_e = self.exc.step(state.exc, event_matvec(spikes[:n_e], self.W_E), dt)
-        inh, g_i = self.inh.step(state.inh, event_matvec(spikes[n_e:], self.W_I), dt)
+        arriving = event_matvec(spikes[:n_e], self.W_E), event_matvec(spikes[n_e:], self.W_I)
+        return self._integrate(state, *arriving, dt, surrogate)
+
+    def _integrate(
+        self, state: EIState, arriving_e: Array, arriving_i: Array, dt: float, surrogate: bool = False
+    ) -> EIState:
+        """`step` given the weighted spikes arriving at each neuron's synapses (``[n]`` each, or those of a
+        block of neurons)."""
+        exc, g_e = self.exc.step(state.exc, arriving_e, dt)
+        inh, g_i = self.inh.step(state.inh, arriving_i, dt)
         V = state.neurons.V
         current = self.exc.current(g_e, V) + self.inh.current(g_i, V) + self.I_ext
         neurons, spike = self.neuron.step(state.neurons, current, dt)

@@ -1,0 +1,101 @@
+"""`networks.simulate_sharded`: the EINetwork split over devices (4 fake CPU devices, tests/conftest.py)
+gives the very simulation `networks.simulate` gives on one."""
+
+import doctest
+import importlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from diffbrain.ops import CSR
+from diffbrain.zoo import networks
+from diffbrain.zoo.networks import EINetwork
+from diffbrain.zoo.networks.sharded import _column_blocks
+
+N = 403  # not a multiple of 2, 3 or 4: the last block is padded
+
+
+@pytest.fixture(scope="module")
+def nets():
+    homogeneous = EINetwork.coba(jax.random.key(0), n=N, in_degree=40)
+    weights = [
+        jax.random.uniform(jax.random.key(k), (W.nnz,), jnp.float32, low, high)
+        for k, W, low, high in ((5, homogeneous.W_E, 3.0, 9.0), (6, homogeneous.W_I, 50.0, 80.0))
+    ]
+    heterogeneous = EINetwork(
+        homogeneous.neuron,
+        homogeneous.W_E.with_data(weights[0]),
+        homogeneous.W_I.with_data(weights[1]),
+        homogeneous.exc,
+        homogeneous.inh,
+        homogeneous.I_ext,
+        homogeneous.mode,
+    )
+    return {"homogeneous": homogeneous, "heterogeneous": heterogeneous}
+
+
+def _same(a, b):
+    assert np.array_equal(a.counts, b.counts) and np.array_equal(a.raster, b.raster)
+    for x, y in zip(jax.tree.leaves(a.final_state), jax.tree.leaves(b.final_state), strict=True):
+        assert x.shape == y.shape and x.dtype == y.dtype and np.array_equal(x, y)
+
+
+@pytest.mark.parametrize("weights", ["homogeneous", "heterogeneous"])
+@pytest.mark.parametrize("n_devices", [1, 3, 4])
+def test_sharded_simulation_equals_the_one_device_simulation(nets, weights, n_devices):
+    net = nets[weights]
+    one = networks.simulate(net, 40.0, jax.random.key(1), record=N)
+    split = networks.simulate_sharded(
+        net, 40.0, jax.random.key(1), record=N, devices=jax.devices()[:n_devices]
+    )
+    assert int(one.counts.sum()) > 100  # the network is active
+    _same(one, split)
+
+
+def test_a_sharded_run_continues_from_its_final_state(nets):
+    net, devices = nets["homogeneous"], jax.devices()[:4]
+    first = networks.simulate_sharded(net, 20.0, jax.random.key(1), devices=devices, record=7)
+    second = networks.simulate_sharded(
+        net, 20.0, jax.random.key(2), devices=devices, record=7, state=first.final_state
+    )
+    whole = networks.simulate(net, 40.0, jax.random.key(1), record=7)
+    assert np.array_equal(np.concatenate([first.counts, second.counts]), whole.counts)
+    assert np.array_equal(np.concatenate([first.raster, second.raster]), whole.raster)
+
+
+def test_column_blocks_hold_each_synapse_once_in_its_block():
+    W = networks.EINetwork.coba(jax.random.key(3), n=50, in_degree=10).W_E
+    W = W.with_data(jnp.arange(W.nnz, dtype=jnp.float32) + 1.0)
+    indptr, indices, data = _column_blocks(W, 3, 17)
+    dense = np.asarray(W.to_dense())
+    for d in range(3):
+        block = CSR(indptr[d], indices[d], data[d], (W.shape[0] + 1, 17)).to_dense()
+        assert np.all(np.asarray(block)[-1] == 0)  # the padding row adds nothing
+        expected = np.zeros((W.shape[0], 17), np.float32)
+        columns = dense[:, d * 17 : (d + 1) * 17]
+        expected[:, : columns.shape[1]] = columns
+        np.testing.assert_array_equal(np.asarray(block)[:-1], expected)
+
+
+def test_bad_inputs_are_named(nets):
+    net = nets["homogeneous"]
+    with pytest.raises(ValueError, match="`devices` is empty"):
+        networks.simulate_sharded(net, 10.0, jax.random.key(1), devices=[])
+    with pytest.raises(ValueError, match="duration_ms"):
+        networks.simulate_sharded(net, 10.05, jax.random.key(1))
+    with pytest.raises(TypeError, match="must be an EINetwork"):
+        networks.simulate_sharded(object(), 10.0, jax.random.key(1))
+    varied = EINetwork(net.neuron, net.W_E, net.W_I, net.exc, net.inh, jnp.full(N, 200.0), net.mode)
+    with pytest.raises(ValueError, match=r"`net\.I_ext` has per-neuron parameters"):
+        networks.simulate_sharded(varied, 10.0, jax.random.key(1))
+    with pytest.raises(ValueError, match="must be concrete"):
+        jax.jit(lambda net: networks.simulate_sharded(net, 10.0, jax.random.key(1)).counts)(net)
+
+
+def test_docstring_example():
+    module = importlib.import_module("diffbrain.zoo.networks.sharded")
+    with jax.enable_x64(False):
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
