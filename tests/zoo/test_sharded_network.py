@@ -4,6 +4,7 @@ gives the very simulation `networks.simulate` gives on one."""
 import doctest
 import importlib
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 from diffbrain.ops import CSR
 from diffbrain.zoo import networks
 from diffbrain.zoo.networks import EINetwork
-from diffbrain.zoo.networks.sharded import _column_blocks
+from diffbrain.zoo.networks.sharded import _block_weights, _column_blocks
 
 N = 403  # not a multiple of 2, 3 or 4: the last block is padded
 
@@ -68,15 +69,34 @@ def test_a_sharded_run_continues_from_its_final_state(nets):
 def test_column_blocks_hold_each_synapse_once_in_its_block():
     W = networks.EINetwork.coba(jax.random.key(3), n=50, in_degree=10).W_E
     W = W.with_data(jnp.arange(W.nnz, dtype=jnp.float32) + 1.0)
-    indptr, indices, data = _column_blocks(W, 3, 17)
+    indptr, indices, order = _column_blocks(W, 3, 17)
+    data = _block_weights(W.data, jnp.asarray(order))
     dense = np.asarray(W.to_dense())
     for d in range(3):
-        block = CSR(indptr[d], indices[d], data[d], (W.shape[0] + 1, 17)).to_dense()
-        assert np.all(np.asarray(block)[-1] == 0)  # the padding row adds nothing
+        block = np.asarray(CSR(indptr[d], indices[d], data[d], (W.shape[0] + 1, 17)).to_dense())
+        assert np.all(block[-1] == 0)  # the padding row adds nothing
         expected = np.zeros((W.shape[0], 17), np.float32)
         columns = dense[:, d * 17 : (d + 1) * 17]
         expected[:, : columns.shape[1]] = columns
-        np.testing.assert_array_equal(np.asarray(block)[:-1], expected)
+        np.testing.assert_array_equal(block[:-1], expected)
+    assert sorted(order[order >= 0].tolist()) == list(range(W.nnz))  # each synapse once
+
+
+@pytest.mark.parametrize("detach_recurrent", [True, False])
+def test_surrogate_gradients_equal_the_one_device_gradients(nets, detach_recurrent):
+    net = nets["heterogeneous"]
+    options = dict(surrogate=True, detach_recurrent=detach_recurrent, record=5)
+
+    def loss(net, simulate, **extra):
+        counts = simulate(net, 5.0, jax.random.key(1), **options, **extra).counts
+        return jnp.sum(counts[:, 0] * jnp.arange(counts.shape[0])) + jnp.sum(counts[:, 1])
+
+    one = eqx.filter_grad(loss)(net, networks.simulate)
+    split = eqx.filter_grad(loss)(net, networks.simulate_sharded, devices=jax.devices()[:3])
+    assert float(jnp.abs(one.W_E.data).max()) > 0 and float(jnp.abs(one.I_ext)) > 0
+    for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(split), strict=True):
+        if jnp.issubdtype(a.dtype, jnp.inexact):
+            np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=2e-5, atol=1e-6)
 
 
 def test_bad_inputs_are_named(nets):

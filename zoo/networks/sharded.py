@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 from jaxtyping import PRNGKeyArray
 
@@ -37,27 +37,33 @@ AXIS = "neurons"
 
 
 def _column_blocks(W: CSR, n_blocks: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``W``'s synapses onto columns ``[d·width, (d+1)·width)`` for each block ``d``, as stacked CSRs
-    ``(indptr [D, n_pre + 2], indices [D, k], data [D, k] or [])`` of shape ``(n_pre + 1, width)``; the
-    extra row ``n_pre`` holds the zero-weight padding up to the longest block's ``k``."""
+    """The structure of ``W``'s synapses onto columns ``[d·width, (d+1)·width)`` for each block ``d``:
+    stacked CSRs of shape ``(n_pre + 1, width)``, ``indptr [D, n_pre + 2]`` and ``indices [D, k]``, and
+    ``order [D, k]``, the index of each block synapse in ``W`` (−1 for padding). The extra row ``n_pre``
+    holds the padding up to the longest block's ``k``; within a block the synapses keep ``W``'s order."""
     indptr, indices = np.asarray(W.indptr), np.asarray(W.indices)
-    data = np.asarray(W.data)
     n_pre = W.shape[0]
     rows = np.repeat(np.arange(n_pre), np.diff(indptr))
     block = indices // width
-    members = [np.flatnonzero(block == d) for d in range(n_blocks)]  # CSR order kept within a block
+    members = [np.flatnonzero(block == d) for d in range(n_blocks)]
     longest = max(len(k) for k in members)
     stacked_indptr = np.zeros((n_blocks, n_pre + 2), indptr.dtype)
     stacked_indices = np.zeros((n_blocks, longest), indices.dtype)
-    stacked_data = np.zeros((n_blocks, longest), data.dtype)
+    order = np.full((n_blocks, longest), -1, np.int64 if W.nnz >= 2**31 else np.int32)
     for d, k in enumerate(members):
-        counts = np.bincount(rows[k], minlength=n_pre)
-        counts = np.append(counts, longest - len(k))  # the padding row
+        counts = np.append(np.bincount(rows[k], minlength=n_pre), longest - len(k))  # then the padding row
         stacked_indptr[d, 1:] = np.cumsum(counts)
         stacked_indices[d, : len(k)] = indices[k] - d * width
-        if not W.homogeneous:
-            stacked_data[d, : len(k)] = data[k]
-    return stacked_indptr, stacked_indices, data if W.homogeneous else stacked_data
+        order[d, : len(k)] = k
+    return stacked_indptr, stacked_indices, order
+
+
+def _block_weights(data: jax.Array, order: jax.Array) -> jax.Array:
+    """A shared weight as it is; per-synapse weights gathered into the blocks (0 in the padding), so that
+    gradients flow back to ``data``."""
+    if data.ndim == 0:
+        return data
+    return jnp.where(order >= 0, data[jnp.maximum(order, 0)], 0).astype(data.dtype)
 
 
 def _check_shared_parameters(net: EINetwork) -> None:
@@ -72,8 +78,12 @@ def _check_shared_parameters(net: EINetwork) -> None:
 
 def _concrete_structure(net: EINetwork) -> None:
     for name in ("W_E", "W_I"):
-        if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(getattr(net, name))):
-            raise ValueError(f"`net.{name}` must be concrete: call simulate_sharded outside jit.")
+        W = getattr(net, name)
+        if isinstance(W.indptr, jax.core.Tracer) or isinstance(W.indices, jax.core.Tracer):
+            raise ValueError(
+                f"`net.{name}`'s indptr and indices must be concrete: call simulate_sharded outside jit "
+                "(its weights may be traced: differentiate with eqx.filter_grad)."
+            )
 
 
 def simulate_sharded(
@@ -85,14 +95,17 @@ def simulate_sharded(
     dt: float = 0.1,
     record: int | np.ndarray = 0,
     state: EIState | None = None,
+    surrogate: bool = False,
+    detach_recurrent: bool = True,
     check_finite: bool = True,
 ) -> EIResult:
     """Simulate ``net`` for ``duration_ms`` ms with its postsynaptic neurons split over ``devices``.
 
-    The same simulation as `simulate` (bool spikes, ``surrogate=False``): the same counts, raster and final
-    state, computed by ``len(devices)`` devices that each integrate ``⌈n/D⌉`` neurons and their incoming
-    synapses and exchange the spikes every step. Build the network outside ``jit`` (its connectivity is
-    split on the host, O(nnz)).
+    The same simulation as `simulate` — the same counts, raster and final state — computed by
+    ``len(devices)`` devices that each integrate ``⌈n/D⌉`` neurons and their incoming synapses and exchange
+    the spikes every step. The connectivity is split on the host (O(nnz)), so its ``indptr`` and
+    ``indices`` must be concrete; weights and parameters may be traced: with ``surrogate=True`` the result
+    is differentiable (`eqx.filter_grad`), with the gradients of `simulate`.
 
     Args:
         net: the network; its neuron, synapse and ``I_ext`` parameters scalars (shared by all neurons).
@@ -102,13 +115,15 @@ def simulate_sharded(
         dt: time step, ms.
         record: neuron indices whose spikes to keep (or an int k: neurons 0 … k − 1).
         state: initial state of all ``n`` neurons (to continue a run); default ``net.init_state(key)``.
+        surrogate, detach_recurrent: as in `simulate` (float surrogate spikes; no gradient through the
+            spikes fed back).
         check_finite: raise if the final state holds NaN or inf.
 
     Returns:
         An `EIResult`, as from `simulate`.
 
     Raises:
-        ValueError: naming the argument — per-neuron parameters, no devices, a traced network, a bad
+        ValueError: naming the argument — per-neuron parameters, no devices, a traced structure, a bad
             ``duration_ms`` or ``record``.
 
     Example:
@@ -128,75 +143,74 @@ def simulate_sharded(
     devices = list(jax.devices() if devices is None else devices)
     if not devices:
         raise ValueError("`devices` is empty: pass at least one device.")
-    n_blocks, n = len(devices), net.n
-    width = -(-n // n_blocks)
-    padded = n_blocks * width
+    width = -(-net.n // len(devices))
     mesh = Mesh(np.array(devices), (AXIS,))
-    split, whole = NamedSharding(mesh, P(AXIS)), NamedSharding(mesh, P())
-
     if state is None:
         state = net.init_state(key)
-
-    def pad(x, fill):
-        return jax.device_put(jnp.concatenate([x, jnp.full(padded - n, fill, x.dtype)]), split)
-
-    local = jax.tree.map(lambda x: pad(x, 0), state._replace(spikes=state.spikes.astype(bool)))
-    local = local._replace(neurons=local.neurons._replace(V=pad(state.neurons.V, net.neuron.V_reset)))
-    valid = pad(jnp.ones(n, bool), False)
-    spikes = jax.device_put(jnp.concatenate([state.spikes.astype(bool), jnp.zeros(padded - n, bool)]), whole)
-    projections = []
-    for W in (net.W_E, net.W_I):
-        indptr, indices, data = _column_blocks(W, n_blocks, width)
-        stacked = (jax.device_put(indptr, split), jax.device_put(indices, split))
-        projections.append((*stacked, jnp.asarray(data) if W.homogeneous else jax.device_put(data, split)))
-    counts, raster, local, spikes = _run(
-        net, mesh, tuple(projections), local, valid, spikes, jnp.asarray(record), n_steps, dt, width
-    )
-    final = jax.tree.map(lambda x: x[:n], local)._replace(spikes=spikes[:n])
+    spike_dtype = state.neurons.V.dtype if surrogate else bool
+    state = state._replace(spikes=state.spikes.astype(spike_dtype))
+    structure = tuple(_column_blocks(W, len(devices), width) for W in (net.W_E, net.W_I))
+    options = (n_steps, dt, width, surrogate, detach_recurrent)
+    counts, raster, final = _run(net, mesh, structure, state, jnp.asarray(record), *options)
     if check_finite:
         final, counts = _fail_on_nonfinite(final, counts)
     return EIResult(dt, counts, raster, jnp.asarray(record), net.sizes, final)
 
 
-@functools.partial(jax.jit, static_argnums=(1, 7, 8, 9))
-def _run(net, mesh, projections, local, valid, spikes, record, n_steps: int, dt: float, width: int):
+@functools.partial(jax.jit, static_argnums=(1, 5, 6, 7, 8, 9))
+def _run(net, mesh, structure, state, record, n_steps, dt, width, surrogate, detach_recurrent):
     n_e, n = net.sizes[0], net.n
-    homogeneous = tuple(W.homogeneous for W in (net.W_E, net.W_I))
-    data_specs = tuple(P() if shared else P(AXIS) for shared in homogeneous)
-    in_specs = (
-        tuple((P(AXIS), P(AXIS), spec) for spec in data_specs),
-        P(AXIS),
-        P(AXIS),
-        P(),
-        P(),
+    padded = mesh.size * width
+    weights = tuple(
+        _block_weights(W.data, order) for W, (_, _, order) in zip((net.W_E, net.W_I), structure, strict=True)
     )
+    structure = tuple((indptr, indices) for indptr, indices, _ in structure)
 
-    def device(projections, local, valid, spikes, record):
+    def pad(x, fill=0):
+        return jnp.concatenate([x, jnp.full(padded - n, fill, x.dtype)])
+
+    local = jax.tree.map(pad, state)
+    local = local._replace(neurons=local.neurons._replace(V=pad(state.neurons.V, net.neuron.V_reset)))
+    valid = pad(jnp.ones(n, state.spikes.dtype))
+    spikes = local.spikes  # all of them, on every device
+
+    def device(structure, weights, local, valid, spikes, record):
         blocks = []
-        for (indptr, indices, data), shared, n_pre in zip(projections, homogeneous, net.sizes, strict=True):
+        for (indptr, indices), data, n_pre in zip(structure, weights, net.sizes, strict=True):
             with derived():  # split from a checked CSR
-                blocks.append(CSR(indptr[0], indices[0], data if shared else data[0], (n_pre + 1, width)))
+                blocks.append(
+                    CSR(indptr[0], indices[0], data if data.ndim == 0 else data[0], (n_pre + 1, width))
+                )
         W_E, W_I = blocks
-        silent = jnp.zeros(1, bool)  # the padding row's spike
+        silent = jnp.zeros(1, spikes.dtype)  # the padding row's spike
 
         def body(carry, _):
             local, spikes = carry
-            arriving_e = event_matvec(jnp.concatenate([spikes[:n_e], silent]), W_E)
-            arriving_i = event_matvec(jnp.concatenate([spikes[n_e:n], silent]), W_I)
-            local = net._integrate(local, arriving_e, arriving_i, dt)
-            local = local._replace(spikes=local.spikes & valid)
+            fed_back = jax.lax.stop_gradient(spikes) if detach_recurrent else spikes
+            arriving_e = event_matvec(jnp.concatenate([fed_back[:n_e], silent]), W_E)
+            arriving_i = event_matvec(jnp.concatenate([fed_back[n_e:n], silent]), W_I)
+            local = net._integrate(local, arriving_e, arriving_i, dt, surrogate)
+            local = local._replace(spikes=local.spikes * valid if surrogate else local.spikes & valid)
             spikes = jax.lax.all_gather(local.spikes, AXIS, tiled=True)
-            counts = jnp.stack([spikes[:n_e].sum(dtype=jnp.int32), spikes[n_e:n].sum(dtype=jnp.int32)])
-            return (local, spikes), (counts, spikes[record])
+            dtype = spikes.dtype if surrogate else jnp.int32
+            counts = jnp.stack([spikes[:n_e].sum(dtype=dtype), spikes[n_e:n].sum(dtype=dtype)])
+            raster = spikes[record] > 0 if surrogate else spikes[record]
+            return (local, spikes), (counts, raster)
 
         (local, spikes), (counts, raster) = jax.lax.scan(body, (local, spikes), None, length=n_steps)
         return counts, raster, local, spikes
 
-    run = jax.shard_map(
-        device,
-        mesh=mesh,
-        in_specs=in_specs,
-        out_specs=(P(), P(), P(AXIS), P()),
-        check_vma=False,
+    split = P(AXIS)
+    in_specs = (
+        tuple((split, split) for _ in structure),
+        tuple(P() if data.ndim == 0 else split for data in weights),
+        split,
+        split,
+        P(),
+        P(),
     )
-    return run(projections, local, valid, spikes, record)
+    run = jax.shard_map(
+        device, mesh=mesh, in_specs=in_specs, out_specs=(P(), P(), split, P()), check_vma=False
+    )
+    counts, raster, local, spikes = run(structure, weights, local, valid, spikes, record)
+    return counts, raster, jax.tree.map(lambda x: x[:n], local)._replace(spikes=spikes[:n])
