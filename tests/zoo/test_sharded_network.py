@@ -92,7 +92,8 @@ def test_surrogate_gradients_equal_the_one_device_gradients(nets, detach_recurre
         return jnp.sum(counts[:, 0] * jnp.arange(counts.shape[0])) + jnp.sum(counts[:, 1])
 
     one = eqx.filter_grad(loss)(net, networks.simulate)
-    split = eqx.filter_grad(loss)(net, networks.simulate_sharded, devices=jax.devices()[:3])
+    devices = jax.devices()[:3]
+    split = eqx.filter_grad(loss)(net, networks.simulate_sharded, devices=devices, check_finite=False)
     assert float(jnp.abs(one.W_E.data).max()) > 0 and float(jnp.abs(one.I_ext)) > 0
     for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(split), strict=True):
         if jnp.issubdtype(a.dtype, jnp.inexact):
@@ -110,8 +111,42 @@ def test_bad_inputs_are_named(nets):
     varied = EINetwork(net.neuron, net.W_E, net.W_I, net.exc, net.inh, jnp.full(N, 200.0), net.mode)
     with pytest.raises(ValueError, match=r"`net\.I_ext` has per-neuron parameters"):
         networks.simulate_sharded(varied, 10.0, jax.random.key(1))
+    with pytest.raises(ValueError, match=r"`state` must hold \[n\] = \[403\] arrays"):
+        networks.simulate_sharded(
+            net,
+            10.0,
+            jax.random.key(1),
+            state=EINetwork.coba(jax.random.key(0), n=100).init_state(jax.random.key(1)),
+        )
     with pytest.raises(ValueError, match="must be concrete"):
         jax.jit(lambda net: networks.simulate_sharded(net, 10.0, jax.random.key(1)).counts)(net)
+
+
+def test_a_nan_producing_network_raises_rather_than_aborting(nets):
+    # The check on outputs spread over devices made XLA abort the process (one device raised, the others
+    # waited at a collective); they are checked on one device now.
+    net = nets["homogeneous"]
+    blown_up = eqx.tree_at(lambda net: net.W_E, net, net.W_E.with_data(jnp.full((), 3e38, jnp.float32)))
+    with pytest.raises(eqx.EquinoxRuntimeError, match="NaN or inf"):
+        networks.simulate_sharded(blown_up, 20.0, jax.random.key(1), devices=jax.devices()[:3])
+    unchecked = networks.simulate_sharded(
+        blown_up, 20.0, jax.random.key(1), devices=jax.devices()[:3], check_finite=False
+    )
+    assert not np.all(np.isfinite(unchecked.final_state.neurons.V))
+
+
+def test_inside_jit_on_several_devices_the_finite_check_warns_that_it_is_skipped(nets):
+    net, devices = nets["homogeneous"], jax.devices()[:2]
+
+    @jax.jit
+    def counts(key):
+        return networks.simulate_sharded(net, 5.0, key, devices=devices).counts
+
+    with pytest.warns(
+        UserWarning, match="check_finite is skipped under jit, vmap or grad on several devices"
+    ):
+        inside = counts(jax.random.key(1))
+    assert np.array_equal(inside, networks.simulate(net, 5.0, jax.random.key(1)).counts)
 
 
 def test_docstring_example():

@@ -6,7 +6,10 @@ masked out) and, of each projection, only the synapses onto its own neurons: a C
 row and ``m`` columns, so one step costs a device ``1/D`` of the synaptic work and one all-gather of the
 ``n`` spikes (`jax.lax.all_gather`). The blocks' synapses are padded to one length with zero-weight
 synapses in an extra presynaptic row that never spikes, so the per-device arrays stack into one sharded
-array. Each postsynaptic neuron sums the same synapses in the same order as `simulate` does on one device.
+array. Each postsynaptic neuron sums the same synapses in the same order as `simulate` does on one device,
+so the results are identical wherever `simulate`'s own kernel sums in a fixed order (the CPU kernel below
+65,536 synaptic events per step; above, its threads' partial sums vary in the last bits from run to run,
+and so do `simulate`'s); gradients are equal up to rounding (each device adds its part of a sum).
 
 What it is for: several GPUs (or hosts, with `jax.distributed`), whose memory and bandwidth add up. Fake CPU
 devices of one host share its cores, so there it is slower: COBA at n = 40,000, 100 ms on the 2-core CPU
@@ -17,12 +20,13 @@ timed on GPUs.
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from jaxtyping import PRNGKeyArray
 
@@ -92,7 +96,7 @@ def simulate_sharded(
     key: PRNGKeyArray,
     *,
     devices: Sequence[jax.Device] | None = None,
-    dt: float = 0.1,
+    dt: float | None = None,
     record: int | np.ndarray = 0,
     state: EIState | None = None,
     surrogate: bool = False,
@@ -101,23 +105,25 @@ def simulate_sharded(
 ) -> EIResult:
     """Simulate ``net`` for ``duration_ms`` ms with its postsynaptic neurons split over ``devices``.
 
-    The same simulation as `simulate` — the same counts, raster and final state — computed by
-    ``len(devices)`` devices that each integrate ``⌈n/D⌉`` neurons and their incoming synapses and exchange
-    the spikes every step. The connectivity is split on the host (O(nnz)), so its ``indptr`` and
-    ``indices`` must be concrete; weights and parameters may be traced: with ``surrogate=True`` the result
-    is differentiable (`eqx.filter_grad`), with the gradients of `simulate`.
+    The same simulation as `simulate` — the same counts, raster and final state (see the module doc on
+    summation order) — computed by ``len(devices)`` devices that each integrate ``⌈n/D⌉`` neurons and their
+    incoming synapses and exchange the spikes every step. The connectivity is split on the host (O(nnz)),
+    so its ``indptr`` and ``indices`` must be concrete; weights and parameters may be traced: with
+    ``surrogate=True`` the result is differentiable (`eqx.filter_grad`), with the gradients of `simulate`.
 
     Args:
         net: the network; its neuron, synapse and ``I_ext`` parameters scalars (shared by all neurons).
         duration_ms: simulated time, ms (a multiple of ``dt``).
         key: seeds the initial membrane potentials (`EINetwork.init_state`); ignored when ``state`` is given.
         devices: the devices (default all of `jax.devices`); one device runs the same code unsplit.
-        dt: time step, ms.
+        dt: time step, ms (default 0.1).
         record: neuron indices whose spikes to keep (or an int k: neurons 0 … k − 1).
         state: initial state of all ``n`` neurons (to continue a run); default ``net.init_state(key)``.
         surrogate, detach_recurrent: as in `simulate` (float surrogate spikes; no gradient through the
             spikes fed back).
-        check_finite: raise if the final state holds NaN or inf.
+        check_finite: raise if the final state holds NaN or inf. Under a transformation (``jit``, ``vmap``,
+            ``grad``, …) with several devices the check is skipped with a warning: XLA cannot raise from one
+            device of a sharded computation (it aborts the process); check ``result.final_state`` there.
 
     Returns:
         An `EIResult`, as from `simulate`.
@@ -136,7 +142,7 @@ def simulate_sharded(
     """
     if not isinstance(net, EINetwork):
         raise TypeError(f"`net` must be an EINetwork, got {type(net).__name__}.")
-    dt = float(check_dt(dt))
+    dt = float(check_dt(0.1 if dt is None else dt))
     n_steps, record = _validate(net, duration_ms, dt, record)
     _check_shared_parameters(net)
     _concrete_structure(net)
@@ -147,13 +153,34 @@ def simulate_sharded(
     mesh = Mesh(np.array(devices), (AXIS,))
     if state is None:
         state = net.init_state(key)
+    wrong = [leaf.shape for leaf in jax.tree.leaves(state) if leaf.shape != (net.n,)]
+    if wrong:
+        raise ValueError(
+            f"`state` must hold [n] = [{net.n}] arrays (an EIState of this network), got {wrong}."
+        )
     spike_dtype = state.neurons.V.dtype if surrogate else bool
     state = state._replace(spikes=state.spikes.astype(spike_dtype))
+    # a state left on other devices (a run on another mesh) is copied to these
+    everywhere = NamedSharding(mesh, P())
+    state = jax.tree.map(
+        lambda x: x if isinstance(x, jax.core.Tracer) else jax.device_put(x, everywhere), state
+    )
     structure = tuple(_column_blocks(W, len(devices), width) for W in (net.W_E, net.W_I))
     options = (n_steps, dt, width, surrogate, detach_recurrent)
     counts, raster, final = _run(net, mesh, structure, state, jnp.asarray(record), *options)
     if check_finite:
-        final, counts = _fail_on_nonfinite(final, counts)
+        outputs = (final, counts)
+        if not any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(outputs)):
+            _fail_on_nonfinite(*jax.device_put(outputs, devices[0]))  # eager: raises from one device, now
+        elif len(devices) == 1:
+            final, counts = _fail_on_nonfinite(final, counts)
+        else:
+            warnings.warn(
+                "simulate_sharded: check_finite is skipped under jit, vmap or grad on several devices (XLA "
+                "cannot raise from one device of a sharded computation); check result.final_state yourself, "
+                "or pass check_finite=False to silence this.",
+                stacklevel=2,
+            )
     return EIResult(dt, counts, raster, jnp.asarray(record), net.sizes, final)
 
 
