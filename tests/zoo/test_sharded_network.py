@@ -55,6 +55,36 @@ def test_sharded_simulation_equals_the_one_device_simulation(nets, weights, n_de
     _same(one, split)
 
 
+def test_per_neuron_parameters_are_split_with_their_neurons(nets):
+    net = nets["heterogeneous"]
+    thresholds = jnp.linspace(-52.0, -48.0, N, dtype=jnp.float32)
+    varied = eqx.tree_at(
+        lambda net: (net.neuron.V_th, net.I_ext),
+        net,
+        (thresholds, jnp.linspace(150.0, 250.0, N, dtype=jnp.float32)),
+    )
+    one = networks.simulate(varied, 40.0, jax.random.key(1), record=N)
+    assert int(one.counts.sum()) > 100
+    for n_devices in (2, 4):
+        _same(
+            one,
+            networks.simulate_sharded(
+                varied, 40.0, jax.random.key(1), record=N, devices=jax.devices()[:n_devices]
+            ),
+        )
+
+    def loss(net, simulate, **extra):
+        return jnp.sum(simulate(net, 5.0, jax.random.key(1), surrogate=True, **extra).counts)
+
+    grad_one = eqx.filter_grad(loss)(varied, networks.simulate)
+    grad_split = eqx.filter_grad(loss)(
+        varied, networks.simulate_sharded, devices=jax.devices()[:4], check_finite=False
+    )
+    assert float(jnp.abs(grad_one.neuron.V_th).max()) > 0
+    np.testing.assert_allclose(grad_split.neuron.V_th, grad_one.neuron.V_th, rtol=2e-5, atol=1e-6)
+    np.testing.assert_allclose(grad_split.I_ext, grad_one.I_ext, rtol=2e-5, atol=1e-6)
+
+
 def test_a_sharded_run_continues_from_its_final_state(nets):
     net, devices = nets["homogeneous"], jax.devices()[:4]
     first = networks.simulate_sharded(net, 20.0, jax.random.key(1), devices=devices, record=7)
@@ -108,9 +138,9 @@ def test_bad_inputs_are_named(nets):
         networks.simulate_sharded(net, 10.05, jax.random.key(1))
     with pytest.raises(TypeError, match="must be an EINetwork"):
         networks.simulate_sharded(object(), 10.0, jax.random.key(1))
-    varied = EINetwork(net.neuron, net.W_E, net.W_I, net.exc, net.inh, jnp.full(N, 200.0), net.mode)
-    with pytest.raises(ValueError, match=r"`net\.I_ext` has per-neuron parameters"):
-        networks.simulate_sharded(varied, 10.0, jax.random.key(1))
+    odd = EINetwork(net.neuron, net.W_E, net.W_I, net.exc, net.inh, jnp.full(2, 200.0), net.mode)
+    with pytest.raises(ValueError, match=r"`net.I_ext` has parameters of shapes \[\(2,\)\]"):
+        networks.simulate_sharded(odd, 10.0, jax.random.key(1))
     with pytest.raises(ValueError, match=r"`state` must hold \[n\] = \[403\] arrays"):
         networks.simulate_sharded(
             net,

@@ -1,15 +1,16 @@
 """An `EINetwork` simulated across several devices: each device integrates one block of postsynaptic
 neurons, and the spikes are all-gathered every step.
 
-Each device keeps the state of ``m = ⌈n/D⌉`` neurons (the last block padded with neurons whose spikes are
-masked out) and, of each projection, only the synapses onto its own neurons: a CSR with every presynaptic
-row and ``m`` columns, so one step costs a device ``1/D`` of the synaptic work and one all-gather of the
-``n`` spikes (`jax.lax.all_gather`). The blocks' synapses are padded to one length with zero-weight
-synapses in an extra presynaptic row that never spikes, so the per-device arrays stack into one sharded
-array. Each postsynaptic neuron sums the same synapses in the same order as `simulate` does on one device,
-so the results are identical wherever `simulate`'s own kernel sums in a fixed order (the CPU kernel below
-65,536 synaptic events per step; above, its threads' partial sums vary in the last bits from run to run,
-and so do `simulate`'s); gradients are equal up to rounding (each device adds its part of a sum).
+Each device keeps the state and the per-neuron parameters of ``m = ⌈n/D⌉`` neurons (the last block padded with
+copies of the last neuron whose spikes are masked out) and, of each projection, only the synapses onto its own
+neurons: a CSR with every presynaptic row and ``m`` columns, so one step costs a device ``1/D`` of the
+synaptic work and one all-gather of the ``n`` spikes (`jax.lax.all_gather`). The blocks' synapses are padded
+to one length with zero-weight synapses in an extra presynaptic row that never spikes, so the per-device
+arrays stack into one sharded array. Each postsynaptic neuron sums the same synapses in the same order as
+`simulate` does on one device, so the results are identical wherever `simulate`'s own kernel sums in a fixed
+order (the CPU kernel below 65,536 synaptic events per step; above, its threads' partial sums vary in the last
+bits from run to run, and so do `simulate`'s); gradients are equal up to rounding (each device adds its part
+of a sum).
 
 What it is for: several GPUs (or hosts, with `jax.distributed`), whose memory and bandwidth add up. Fake CPU
 devices of one host share its cores, so there it is slower: COBA at n = 40,000, 100 ms on the 2-core CPU
@@ -23,6 +24,7 @@ import functools
 import warnings
 from collections.abc import Sequence
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -70,13 +72,18 @@ def _block_weights(data: jax.Array, order: jax.Array) -> jax.Array:
     return jnp.where(order >= 0, data[jnp.maximum(order, 0)], 0).astype(data.dtype)
 
 
-def _check_shared_parameters(net: EINetwork) -> None:
-    for name in ("neuron", "exc", "inh", "I_ext"):
-        shapes = {leaf.shape for leaf in jax.tree.leaves(getattr(net, name)) if hasattr(leaf, "shape")}
-        if shapes - {()}:
+def _parameters(net: EINetwork) -> tuple:
+    """The parameters one step reads besides the weights: neuron, synapses, ``I_ext``."""
+    return net.neuron, net.exc, net.inh, net.I_ext
+
+
+def _check_parameters(net: EINetwork) -> None:
+    for name, part in zip(("neuron", "exc", "inh", "I_ext"), _parameters(net), strict=True):
+        shapes = {leaf.shape for leaf in jax.tree.leaves(part) if hasattr(leaf, "shape")}
+        if shapes - {(), (net.n,)}:
             raise ValueError(
-                f"`net.{name}` has per-neuron parameters (shapes {sorted(shapes - {()})}); "
-                "simulate_sharded takes one value per parameter: run it with `simulate`."
+                f"`net.{name}` has parameters of shapes {sorted(shapes - {(), (net.n,)})}; "
+                f"simulate_sharded takes one value per parameter or one per neuron ([{net.n}])."
             )
 
 
@@ -112,7 +119,7 @@ def simulate_sharded(
     ``surrogate=True`` the result is differentiable (`eqx.filter_grad`), with the gradients of `simulate`.
 
     Args:
-        net: the network; its neuron, synapse and ``I_ext`` parameters scalars (shared by all neurons).
+        net: the network; its neuron, synapse and ``I_ext`` parameters scalars or one per neuron (``[n]``).
         duration_ms: simulated time, ms (a multiple of ``dt``).
         key: seeds the initial membrane potentials (`EINetwork.init_state`); ignored when ``state`` is given.
         devices: the devices (default all of `jax.devices`); one device runs the same code unsplit.
@@ -144,7 +151,7 @@ def simulate_sharded(
         raise TypeError(f"`net` must be an EINetwork, got {type(net).__name__}.")
     dt = float(check_dt(0.1 if dt is None else dt))
     n_steps, record = _validate(net, duration_ms, dt, record)
-    _check_shared_parameters(net)
+    _check_parameters(net)
     _concrete_structure(net)
     devices = list(jax.devices() if devices is None else devices)
     if not devices:
@@ -193,15 +200,23 @@ def _run(net, mesh, structure, state, record, n_steps, dt, width, surrogate, det
     )
     structure = tuple((indptr, indices) for indptr, indices, _ in structure)
 
-    def pad(x, fill=0):
-        return jnp.concatenate([x, jnp.full(padded - n, fill, x.dtype)])
+    def pad(x):  # padding neurons copy the last neuron (finite), their spikes are masked out
+        return jnp.pad(x, (0, padded - n), mode="edge")
 
+    def per_neuron(x):
+        return eqx.is_array(x) and x.shape == (n,)
+
+    varying, shared = eqx.partition(_parameters(net), per_neuron)
+    varying = jax.tree.map(pad, varying)
     local = jax.tree.map(pad, state)
-    local = local._replace(neurons=local.neurons._replace(V=pad(state.neurons.V, net.neuron.V_reset)))
-    valid = pad(jnp.ones(n, state.spikes.dtype))
-    spikes = local.spikes  # all of them, on every device
+    valid = jnp.pad(jnp.ones(n, state.spikes.dtype), (0, padded - n))
+    spikes = local.spikes * valid if surrogate else local.spikes & valid  # all of them, on every device
 
-    def device(structure, weights, local, valid, spikes, record):
+    def device(structure, weights, varying, local, valid, spikes, record):
+        neuron, exc, inh, I_ext = eqx.combine(varying, shared)
+        block_net = eqx.tree_at(
+            lambda net: (net.neuron, net.exc, net.inh, net.I_ext), net, (neuron, exc, inh, I_ext)
+        )
         blocks = []
         for (indptr, indices), data, n_pre in zip(structure, weights, net.sizes, strict=True):
             with derived():  # split from a checked CSR
@@ -216,7 +231,7 @@ def _run(net, mesh, structure, state, record, n_steps, dt, width, surrogate, det
             fed_back = jax.lax.stop_gradient(spikes) if detach_recurrent else spikes
             arriving_e = event_matvec(jnp.concatenate([fed_back[:n_e], silent]), W_E)
             arriving_i = event_matvec(jnp.concatenate([fed_back[n_e:n], silent]), W_I)
-            local = net._integrate(local, arriving_e, arriving_i, dt, surrogate)
+            local = block_net._integrate(local, arriving_e, arriving_i, dt, surrogate)
             local = local._replace(spikes=local.spikes * valid if surrogate else local.spikes & valid)
             spikes = jax.lax.all_gather(local.spikes, AXIS, tiled=True)
             dtype = spikes.dtype if surrogate else jnp.int32
@@ -231,6 +246,7 @@ def _run(net, mesh, structure, state, record, n_steps, dt, width, surrogate, det
     in_specs = (
         tuple((split, split) for _ in structure),
         tuple(P() if data.ndim == 0 else split for data in weights),
+        jax.tree.map(lambda _: split, varying),
         split,
         split,
         P(),
@@ -239,5 +255,5 @@ def _run(net, mesh, structure, state, record, n_steps, dt, width, surrogate, det
     run = jax.shard_map(
         device, mesh=mesh, in_specs=in_specs, out_specs=(P(), P(), split, P()), check_vma=False
     )
-    counts, raster, local, spikes = run(structure, weights, local, valid, spikes, record)
+    counts, raster, local, spikes = run(structure, weights, varying, local, valid, spikes, record)
     return counts, raster, jax.tree.map(lambda x: x[:n], local)._replace(spikes=spikes[:n])
