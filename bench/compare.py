@@ -269,8 +269,8 @@ def report(
         f"to their reference; {count.get('reference slower', 0)} of {references} references got more than "
         f"{reference_threshold:.0%} slower in absolute time (judged on the same or an unknown machine only; "
         f"{elsewhere} on another machine); {count.get('missing', 0)} baseline timings are missing now; "
-        f"{count.get('unreferenced', 0)} without a reference in both runs and {count.get('not run', 0)} of "
-        "cases not run now were not judged."
+        f"not judged: {count.get('unreferenced', 0)} without a reference in both runs and "
+        f"{count.get('not run', 0)} of cases not run now."
     )
     if failed(table) and not table["status"].isin(FLAGGED).any():
         suites = sorted(set(table["suite"]))
