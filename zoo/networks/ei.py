@@ -330,14 +330,18 @@ def _run(net, state, record, n_steps: int, dt: float, surrogate: bool, detach_re
 
     def body(state, _):
         state = net.step(state, dt, surrogate, detach_recurrent)
-        s = state.spikes
-        dtype = s.dtype if surrogate else jnp.int32
-        counts = jnp.stack([s[:n_e].sum(dtype=dtype), s[n_e:].sum(dtype=dtype)])
-        raster = (s[record] > 0) if surrogate else s[record]
-        return state, (counts, raster)
+        return state, _counts_and_raster(state.spikes, n_e, net.n, record, surrogate)
 
     state, (counts, raster) = jax.lax.scan(body, state, None, length=n_steps, unroll=unroll)
     return counts, raster, state
+
+
+def _counts_and_raster(spikes, n_e: int, n: int, record, surrogate: bool) -> tuple[Array, Array]:
+    """One step's outputs from the spikes of neurons ``0 … n − 1`` (of ``spikes``, which may be longer):
+    spike counts ``[E, I]`` (int32, or float surrogate counts) and the recorded neurons' spikes (bool)."""
+    dtype = spikes.dtype if surrogate else jnp.int32
+    counts = jnp.stack([spikes[:n_e].sum(dtype=dtype), spikes[n_e:n].sum(dtype=dtype)])
+    return counts, (spikes[record] > 0) if surrogate else spikes[record]
 
 
 def rates(net: EINetwork | Network, duration_ms: float, key: PRNGKeyArray, **kwargs) -> Float[Array, " P"]:

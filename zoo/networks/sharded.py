@@ -36,7 +36,7 @@ from ...ops import CSR, event_matvec
 from ...ops.csr import derived
 from .._checks import check_dt
 from ..simulate import _fail_on_nonfinite
-from .ei import EINetwork, EIResult, EIState, _validate
+from .ei import EINetwork, EIResult, EIState, _counts_and_raster, _validate
 
 AXIS = "neurons"
 """The mesh axis over which the postsynaptic neurons are split."""
@@ -136,8 +136,8 @@ def simulate_sharded(
         An `EIResult`, as from `simulate`.
 
     Raises:
-        ValueError: naming the argument — per-neuron parameters, no devices, a traced structure, a bad
-            ``duration_ms`` or ``record``.
+        ValueError: naming the argument — parameters neither scalar nor ``[n]``, no devices, a traced
+            structure, a ``state`` of another size, a bad ``duration_ms`` or ``record``.
 
     Example:
         >>> import jax
@@ -210,7 +210,11 @@ def _run(net, mesh, structure, state, record, n_steps, dt, width, surrogate, det
     varying = jax.tree.map(pad, varying)
     local = jax.tree.map(pad, state)
     valid = jnp.pad(jnp.ones(n, state.spikes.dtype), (0, padded - n))
-    spikes = local.spikes * valid if surrogate else local.spikes & valid  # all of them, on every device
+
+    def mask(spikes, valid):  # the padding neurons never spike
+        return spikes * valid if surrogate else spikes & valid
+
+    spikes = mask(local.spikes, valid)  # all of them, on every device
 
     def device(structure, weights, varying, local, valid, spikes, record):
         neuron, exc, inh, I_ext = eqx.combine(varying, shared)
@@ -232,12 +236,9 @@ def _run(net, mesh, structure, state, record, n_steps, dt, width, surrogate, det
             arriving_e = event_matvec(jnp.concatenate([fed_back[:n_e], silent]), W_E)
             arriving_i = event_matvec(jnp.concatenate([fed_back[n_e:n], silent]), W_I)
             local = block_net._integrate(local, arriving_e, arriving_i, dt, surrogate)
-            local = local._replace(spikes=local.spikes * valid if surrogate else local.spikes & valid)
+            local = local._replace(spikes=mask(local.spikes, valid))
             spikes = jax.lax.all_gather(local.spikes, AXIS, tiled=True)
-            dtype = spikes.dtype if surrogate else jnp.int32
-            counts = jnp.stack([spikes[:n_e].sum(dtype=dtype), spikes[n_e:n].sum(dtype=dtype)])
-            raster = spikes[record] > 0 if surrogate else spikes[record]
-            return (local, spikes), (counts, raster)
+            return (local, spikes), _counts_and_raster(spikes, n_e, n, record, surrogate)
 
         (local, spikes), (counts, raster) = jax.lax.scan(body, (local, spikes), None, length=n_steps)
         return counts, raster, local, spikes
