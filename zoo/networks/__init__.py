@@ -1,7 +1,8 @@
 """Spiking networks built on the event-driven operators of `diffbrain.ops`.
 
 * `Network`: populations of any zoo spiking neuron, receptors wired by sparse `Edges` with per-synapse
-  delays, Poisson `Background` input and current `Pulse` s; `Network.simulate` returns a `NetworkResult`.
+  delays, Poisson `Background` input and current `Pulse` s; `Network.simulate` returns a `NetworkResult`,
+  and `simulate_network_sharded` the same with the neurons split over several devices.
 * `from_adjacency`: any connectome (synapse counts, gap junctions) as a `Network`.
 * `Microcircuit`: the Potjans & Diesmann (2014) cortical microcircuit at a chosen scale (`synapse_counts`,
   `psc_amplitude` are its conversions).
@@ -33,6 +34,7 @@ from .network import NetworkResult as NetworkResult
 from .network import NetworkState as NetworkState
 from .network import Pulse as Pulse
 from .network import simulate_network as simulate_network
+from .network_sharded import simulate_network_sharded as simulate_network_sharded
 from .sharded import simulate_sharded as simulate_sharded
 
 __all__ = [
@@ -56,6 +58,7 @@ __all__ = [
     "rates",
     "simulate",
     "simulate_network",
+    "simulate_network_sharded",
     "simulate_sharded",
     "synapse_counts",
 ]

@@ -208,11 +208,12 @@ class _PoissonDrive(eqx.Module):
         cdf = np.stack(rows) if mean.max(initial=0.0) > 0 else np.zeros((0, mean.size))
         return cls(jnp.asarray(mean, dtype), weight, jnp.asarray(cdf, dtype), receptor)
 
-    def counts(self, seed: Array, step: Array, stream: int) -> Float[Array, " n"]:
+    def counts(self, seed: Array, step: Array, stream: int, first: Array | int = 0) -> Float[Array, " n"]:
         """Poisson counts for ``step``, by inverse CDF of one counter-based uniform per neuron: the number of
         CDF rows at or below it. (The CDF was computed each step until the table replaced it: its ``exp`` and
-        multiply chain cost ~half of the Potjans–Diesmann microcircuit's step at scale 0.1.)"""
-        u = _uniforms(seed, step, stream, self.mean.shape[0]).astype(self.cdf.dtype)
+        multiply chain cost ~half of the Potjans–Diesmann microcircuit's step at scale 0.1.) ``first``: the
+        global index of this drive's first neuron (a device's block in `simulate_network_sharded`)."""
+        u = _uniforms(seed, step, stream, self.mean.shape[0], first).astype(self.cdf.dtype)
         count = jnp.zeros_like(u)
         for k in range(self.cdf.shape[0]):
             count = count + (u >= self.cdf[k])
@@ -228,15 +229,17 @@ def _lowbias32(x: Array) -> Array:
     return x ^ (x >> 16)
 
 
-def _uniforms(seed: Array, step: Array, stream: int, n: int) -> Float[Array, " n"]:
-    """``n`` uniforms in [0, 1) (24 bits) for one step, a hash of (seed, stream, step, neuron).
+def _uniforms(seed: Array, step: Array, stream: int, n: int, first: Array | int = 0) -> Float[Array, " n"]:
+    """``n`` uniforms in [0, 1) (24 bits) for one step, a hash of (seed, stream, step, neuron), for neurons
+    ``first … first + n − 1``.
 
     A counter-based generator that costs a few integer operations per number and fuses with the step:
     inside the scan (5,800 neurons) it measured ~1 ns per number against ~12 ns for `jax.random` (threefry),
     which was 10–20× the whole neuron update; `jax.random.poisson` cost ~0.4 µs per number.
     """
     h = _lowbias32(_lowbias32(step.astype(jnp.uint32) ^ seed[0]) + seed[1] + jnp.uint32(stream))
-    x = _lowbias32(jnp.arange(n, dtype=jnp.uint32) * jnp.uint32(0x9E3779B9) + h)
+    neuron = jnp.arange(n, dtype=jnp.uint32) + jnp.asarray(first).astype(jnp.uint32)
+    x = _lowbias32(neuron * jnp.uint32(0x9E3779B9) + h)
     # A second, independent word of (seed, stream, step) mixed in non-linearly: with ``x`` alone, two steps
     # whose ``h`` differ by k·0x9E3779B9 (|k| < n; thousands of pairs in 10⁴ steps of 77k neurons) would
     # draw the same numbers, shifted by k neurons.
@@ -484,27 +487,45 @@ class Network(eqx.Module):
         gradient through the spikes fed back into the network (it still reaches the weights, synapses and
         membranes). Returns the new state and the step's spikes ``[n]`` (bool, or float with
         ``surrogate``)."""
+        fed = jax.lax.stop_gradient(state.spikes) if detach_recurrent else state.spikes
+        return self._advance(state, fed, seed, pulses, surrogate, state.neurons.V, 0)
+
+    def _advance(
+        self,
+        state: NetworkState,
+        fed: Array,
+        seed: Array,
+        pulses: tuple[tuple[Array, Array, Array], ...],
+        surrogate: bool,
+        V_felt: Array,
+        first: Array | int,
+    ) -> tuple[NetworkState, Array]:
+        """`step` given the spikes ``fed`` to the arrival rings (one per row of ``row_ptr``), the potentials
+        ``V_felt`` that the gap junctions' rows read, and ``first``, the global index of this network's first
+        neuron: on one device ``state.spikes``, ``V`` and 0; a device's block of neurons in
+        `simulate_network_sharded` (whose synapses and gap junctions are that block's columns) feeds every
+        neuron's spikes and potentials."""
         t = state.step
         V = state.neurons.V
-        fed = jax.lax.stop_gradient(state.spikes) if detach_recurrent else state.spikes
         ring, inputs = {}, {}  # last step's spikes into the rings, and what arrives now out of them
         for name, projection in self.projections.items():
             ring[name], inputs[name] = projection.scatter(fed, state.ring[name], t - 1)
         for stream, drive in enumerate(self.drives):
-            arriving = drive.counts(seed, t, stream) * drive.weight
+            arriving = drive.counts(seed, t, stream, first) * drive.weight
             inputs[drive.receptor] = (
                 inputs[drive.receptor] + arriving if drive.receptor in inputs else arriving
             )
         receptor_states, current = {}, None
         for name in self.receptor_names:
             receptor = self.receptors[name]
-            x = inputs.get(name, jnp.zeros((self.n,), V.dtype))
+            x = inputs.get(name, jnp.zeros_like(V))
             receptor_states[name], g = receptor.step(state.receptors[name], x, self.dt)
             term = receptor.current(g, V)
             current = term if current is None else current + term
         current = current + self.I_ext
         if self.gap is not None:  # Σ_j g_ji (V_j − V_i): the neighbours' potentials minus the total leak
-            current = current + csr_matvec(V, self.gap) - V * csr_matvec(jnp.ones_like(V), self.gap)
+            leak = csr_matvec(jnp.ones_like(V_felt), self.gap)
+            current = current + csr_matvec(V_felt, self.gap) - V * leak
         for amplitude, start, stop in pulses:
             current = current + jnp.where((t >= start) & (t < stop), amplitude, 0.0)
         neurons, spike = self.neuron.step(state.neurons, current, self.dt)
@@ -555,41 +576,17 @@ class Network(eqx.Module):
             A `NetworkResult`; ``result.rates()`` in Hz per population.
         """
         n_steps, record = _check_run(self, duration_ms, dt, record)
-        if checkpoint is not None and (
-            isinstance(checkpoint, bool) or not isinstance(checkpoint, int | np.integer) or checkpoint < 1
-        ):
-            raise ValueError(f"`checkpoint` must be None or a positive number of steps, got {checkpoint!r}.")
-        if max_spikes_per_step is not None and (
-            isinstance(max_spikes_per_step, bool)
-            or not isinstance(max_spikes_per_step, int | np.integer)
-            or max_spikes_per_step < 1
-        ):
-            raise ValueError(
-                f"`max_spikes_per_step` must be None or a positive integer, got {max_spikes_per_step!r}."
-            )
-        if key is None and (state is None or self.drives):
-            raise ValueError(
-                "`key` may be None only when continuing from `state` in a network without background input."
-            )
-        if key is not None:  # the initial potentials and the background from independent keys
-            init_key, key = jax.random.split(key)
-        if state is None:
-            state = self.init_state(init_key)
-        if surrogate and not jnp.issubdtype(state.spikes.dtype, jnp.inexact):
-            state = state._replace(spikes=state.spikes.astype(state.neurons.V.dtype))
-        elif not surrogate and jnp.issubdtype(state.spikes.dtype, jnp.inexact):
-            state = state._replace(spikes=state.spikes > 0)
-        seed = _seed(key) if key is not None else jnp.zeros(2, jnp.uint32)
+        _check_count("checkpoint", checkpoint, "a positive number of steps")
+        _check_count("max_spikes_per_step", max_spikes_per_step, "a positive integer")
+        state, seed = self._start(key, state, surrogate)
         pulses = tuple(self._pulse(p) for p in _as_list(pulse))
-        offsets = np.asarray(self.offsets)
-        population = jnp.asarray(np.repeat(np.arange(len(self.sizes)), np.diff(offsets)), jnp.int32)
         counts, raster, state = _run(
             self,
             state,
             seed,
             pulses,
             jnp.asarray(record),
-            population,
+            self._population(),
             n_steps,
             surrogate,
             detach_recurrent,
@@ -605,6 +602,29 @@ class Network(eqx.Module):
         return NetworkResult(
             self.dt, self.names, self.sizes, counts, raster, jnp.asarray(record), state, spikes
         )
+
+    def _start(
+        self, key: PRNGKeyArray | None, state: NetworkState | None, surrogate: bool
+    ) -> tuple[NetworkState, Array]:
+        """`simulate`'s initial state (given, or drawn with the first half of ``key``), its spikes as
+        ``surrogate`` asks, and the background's seed (from the second half)."""
+        if key is None and (state is None or self.drives):
+            raise ValueError(
+                "`key` may be None only when continuing from `state` in a network without background input."
+            )
+        if key is not None:  # the initial potentials and the background from independent keys
+            init_key, key = jax.random.split(key)
+        if state is None:
+            state = self.init_state(init_key)
+        if surrogate and not jnp.issubdtype(state.spikes.dtype, jnp.inexact):
+            state = state._replace(spikes=state.spikes.astype(state.neurons.V.dtype))
+        elif not surrogate and jnp.issubdtype(state.spikes.dtype, jnp.inexact):
+            state = state._replace(spikes=state.spikes > 0)
+        return state, _seed(key) if key is not None else jnp.zeros(2, jnp.uint32)
+
+    def _population(self) -> Int[Array, " n"]:
+        """Each neuron's population index."""
+        return jnp.asarray(np.repeat(np.arange(len(self.sizes)), self.sizes), jnp.int32)
 
     def _pulse(self, pulse: Pulse) -> tuple[Array, Array, Array]:
         if not isinstance(pulse, Pulse):
@@ -647,40 +667,53 @@ def _run(
     checkpoint,
     capacity,
 ):
-    n_pops = len(net.sizes)
-
     def body(state, _):
         state, s = net.step(state, seed, pulses, surrogate, detach_recurrent)
-        counts = jax.ops.segment_sum(
-            s if surrogate else s.astype(jnp.int32), population, n_pops, indices_are_sorted=True
-        )
-        raster = (s[record] > 0) if surrogate else s[record]
-        if capacity is not None:  # the positions of the recorded neurons that fired, −1 padded
-            fired = raster
-            raster = jnp.nonzero(fired, size=capacity, fill_value=-1)[0].astype(jnp.int32)
-            raster = eqx.error_if(
-                raster,
-                jnp.sum(fired) > capacity,
-                "more recorded neurons fired in one step than `max_spikes_per_step`; raise it (or record "
-                "fewer neurons).",
-            )
-        return state, (counts, raster)
+        return state, _record_step(s, population, len(net.sizes), record, surrogate, capacity)
 
-    def steps(state, length):
-        return jax.lax.scan(body, state, None, length=length, unroll=min(unroll, max(length, 1)))
+    state, (counts, raster) = _scan_steps(body, state, n_steps, unroll, checkpoint)
+    return counts, raster, state
+
+
+def _record_step(
+    spikes: Array, population: Array, n_pops: int, record: Array, surrogate: bool, capacity: int | None
+) -> tuple[Array, Array]:
+    """What a simulation keeps of one step's spikes ``[n]``: the counts per population and the recorded
+    neurons' raster row, or with ``capacity`` the positions in ``record`` of those that fired (−1 padded;
+    an `equinox.error_if` when more fired)."""
+    counts = jax.ops.segment_sum(
+        spikes if surrogate else spikes.astype(jnp.int32), population, n_pops, indices_are_sorted=True
+    )
+    raster = (spikes[record] > 0) if surrogate else spikes[record]
+    if capacity is not None:  # the positions of the recorded neurons that fired, −1 padded
+        fired = raster
+        raster = jnp.nonzero(fired, size=capacity, fill_value=-1)[0].astype(jnp.int32)
+        raster = eqx.error_if(
+            raster,
+            jnp.sum(fired) > capacity,
+            "more recorded neurons fired in one step than `max_spikes_per_step`; raise it (or record "
+            "fewer neurons).",
+        )
+    return counts, raster
+
+
+def _scan_steps(body, carry, n_steps: int, unroll: int, checkpoint: int | None):
+    """``lax.scan(body, carry, None, n_steps)`` with ``unroll``, and with ``checkpoint``, in segments of that
+    many steps whose insides the backward pass recomputes (`jax.checkpoint`)."""
+
+    def steps(carry, length):
+        return jax.lax.scan(body, carry, None, length=length, unroll=min(unroll, max(length, 1)))
 
     if checkpoint is None or checkpoint >= n_steps:
-        state, (counts, raster) = steps(state, n_steps)
-        return counts, raster, state
+        return steps(carry, n_steps)
     segments, rest = divmod(n_steps, checkpoint)
-    segment = jax.checkpoint(lambda state, _: steps(state, checkpoint))
-    state, outputs = jax.lax.scan(segment, state, None, length=segments)
+    segment = jax.checkpoint(lambda carry, _: steps(carry, checkpoint))
+    carry, outputs = jax.lax.scan(segment, carry, None, length=segments)
     outputs = jax.tree.map(lambda x: x.reshape(segments * checkpoint, *x.shape[2:]), outputs)
     if rest:
-        state, tail = steps(state, rest)
+        carry, tail = steps(carry, rest)
         outputs = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), outputs, tail)
-    counts, raster = outputs
-    return counts, raster, state
+    return carry, outputs
 
 
 def simulate_network(net: Network, duration_ms: float, key: PRNGKeyArray | None, **kwargs) -> NetworkResult:
@@ -887,6 +920,13 @@ def _gap_csr(gap: GapJunctions, n: int, dtype) -> CSR:
     keys, slot = np.unique(pre[keep].astype(np.int64) * n + post[keep], return_inverse=True)
     summed = np.bincount(slot, np.broadcast_to(conductance, pre.shape)[keep], keys.size)
     return CSR.from_edges(keys // n, keys % n, jnp.asarray(summed, dtype), (n, n))
+
+
+def _check_count(name: str, value, what: str) -> None:
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1
+    ):
+        raise ValueError(f"`{name}` must be None or {what}, got {value!r}.")
 
 
 def _check_run(net, duration_ms, dt, record) -> tuple[int, np.ndarray]:

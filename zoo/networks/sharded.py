@@ -72,28 +72,67 @@ def _block_weights(data: jax.Array, order: jax.Array) -> jax.Array:
     return jnp.where(order >= 0, data[jnp.maximum(order, 0)], 0).astype(data.dtype)
 
 
+def _mesh(devices: Sequence[jax.Device] | None, n: int) -> tuple[list[jax.Device], Mesh, int]:
+    """The devices (default all), their one-axis mesh and the neurons per device, ``⌈n/D⌉``."""
+    devices = list(jax.devices() if devices is None else devices)
+    if not devices:
+        raise ValueError("`devices` is empty: pass at least one device.")
+    return devices, Mesh(np.array(devices), (AXIS,)), -(-n // len(devices))
+
+
+def _onto(mesh: Mesh, tree):
+    """``tree``'s concrete arrays replicated on ``mesh`` (a state left on other devices, e.g. by a run on
+    another mesh, is copied to these)."""
+    everywhere = NamedSharding(mesh, P())
+    return jax.tree.map(
+        lambda x: x if isinstance(x, jax.core.Tracer) else jax.device_put(x, everywhere), tree
+    )
+
+
+def _checked(final, counts, devices: list[jax.Device], check_finite: bool):
+    """``(final, counts)``, checked for NaN and inf (`check_finite`): eagerly on a copy on one device (raised
+    from one device of a sharded computation, the error would abort the process); under a transformation on
+    one device with `equinox.error_if`; on several, skipped with a warning."""
+    if not check_finite:
+        return final, counts
+    outputs = (final, counts)
+    if not any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(outputs)):
+        _fail_on_nonfinite(*jax.device_put(outputs, devices[0]))  # eager: raises from one device, now
+    elif len(devices) == 1:
+        final, counts = _fail_on_nonfinite(final, counts)
+    else:
+        warnings.warn(
+            "check_finite is skipped under jit, vmap or grad on several devices (XLA cannot raise from one "
+            "device of a sharded computation); check result.final_state yourself, or pass "
+            "check_finite=False to silence this.",
+            stacklevel=3,
+        )
+    return final, counts
+
+
 def _parameters(net: EINetwork) -> tuple:
     """The parameters one step reads besides the weights: neuron, synapses, ``I_ext``."""
     return net.neuron, net.exc, net.inh, net.I_ext
 
 
-def _check_parameters(net: EINetwork) -> None:
-    for name, part in zip(("neuron", "exc", "inh", "I_ext"), _parameters(net), strict=True):
+def _check_per_neuron(parts: dict, n: int, function: str) -> None:
+    """Every parameter of each ``net.<name>`` in ``parts`` is a scalar or ``[n]`` (one per neuron)."""
+    for name, part in parts.items():
         shapes = {leaf.shape for leaf in jax.tree.leaves(part) if hasattr(leaf, "shape")}
-        if shapes - {(), (net.n,)}:
+        if shapes - {(), (n,)}:
             raise ValueError(
-                f"`net.{name}` has parameters of shapes {sorted(shapes - {(), (net.n,)})}; "
-                f"simulate_sharded takes one value per parameter or one per neuron ([{net.n}])."
+                f"`net.{name}` has parameters of shapes {sorted(shapes - {(), (n,)})}; "
+                f"{function} takes one value per parameter or one per neuron ([{n}])."
             )
 
 
-def _concrete_structure(net: EINetwork) -> None:
-    for name in ("W_E", "W_I"):
-        W = getattr(net, name)
+def _check_concrete(matrices: dict[str, CSR], function: str) -> None:
+    """Each ``net.<name>`` CSR in ``matrices`` has a concrete structure (split on the host)."""
+    for name, W in matrices.items():
         if isinstance(W.indptr, jax.core.Tracer) or isinstance(W.indices, jax.core.Tracer):
             raise ValueError(
-                f"`net.{name}`'s indptr and indices must be concrete: call simulate_sharded outside jit "
-                "(its weights may be traced: differentiate with eqx.filter_grad)."
+                f"`net.{name}`'s indptr and indices must be concrete: call {function} outside jit (its "
+                "weights may be traced: differentiate with eqx.filter_grad)."
             )
 
 
@@ -151,13 +190,11 @@ def simulate_sharded(
         raise TypeError(f"`net` must be an EINetwork, got {type(net).__name__}.")
     dt = float(check_dt(0.1 if dt is None else dt))
     n_steps, record = _validate(net, duration_ms, dt, record)
-    _check_parameters(net)
-    _concrete_structure(net)
-    devices = list(jax.devices() if devices is None else devices)
-    if not devices:
-        raise ValueError("`devices` is empty: pass at least one device.")
-    width = -(-net.n // len(devices))
-    mesh = Mesh(np.array(devices), (AXIS,))
+    _check_per_neuron(
+        dict(zip(("neuron", "exc", "inh", "I_ext"), _parameters(net), strict=True)), net.n, "simulate_sharded"
+    )
+    _check_concrete({"W_E": net.W_E, "W_I": net.W_I}, "simulate_sharded")
+    devices, mesh, width = _mesh(devices, net.n)
     if state is None:
         state = net.init_state(key)
     wrong = [leaf.shape for leaf in jax.tree.leaves(state) if leaf.shape != (net.n,)]
@@ -167,27 +204,11 @@ def simulate_sharded(
         )
     spike_dtype = state.neurons.V.dtype if surrogate else bool
     state = state._replace(spikes=state.spikes.astype(spike_dtype))
-    # a state left on other devices (a run on another mesh) is copied to these
-    everywhere = NamedSharding(mesh, P())
-    state = jax.tree.map(
-        lambda x: x if isinstance(x, jax.core.Tracer) else jax.device_put(x, everywhere), state
-    )
+    state = _onto(mesh, state)
     structure = tuple(_column_blocks(W, len(devices), width) for W in (net.W_E, net.W_I))
     options = (n_steps, dt, width, surrogate, detach_recurrent)
     counts, raster, final = _run(net, mesh, structure, state, jnp.asarray(record), *options)
-    if check_finite:
-        outputs = (final, counts)
-        if not any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(outputs)):
-            _fail_on_nonfinite(*jax.device_put(outputs, devices[0]))  # eager: raises from one device, now
-        elif len(devices) == 1:
-            final, counts = _fail_on_nonfinite(final, counts)
-        else:
-            warnings.warn(
-                "simulate_sharded: check_finite is skipped under jit, vmap or grad on several devices (XLA "
-                "cannot raise from one device of a sharded computation); check result.final_state yourself, "
-                "or pass check_finite=False to silence this.",
-                stacklevel=2,
-            )
+    final, counts = _checked(final, counts, devices, check_finite)
     return EIResult(dt, counts, raster, jnp.asarray(record), net.sizes, final)
 
 

@@ -1,0 +1,166 @@
+"""`networks.simulate_network_sharded`: a `Network` split over devices (4 fake CPU devices, tests/conftest.py)
+gives the very simulation `Network.simulate` gives on one — delays, Poisson background, gap junctions,
+pulses and per-neuron parameters included."""
+
+import doctest
+import importlib
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from diffbrain import zoo
+from diffbrain.zoo import networks
+from diffbrain.zoo.networks import Background, Edges, GapJunctions, Microcircuit, Network, Pulse
+
+N_E, N_I = 160, 43  # n = 203: not a multiple of 2, 3 or 4, so the last block is padded
+N = N_E + N_I
+PULSE = Pulse([3, 150, 202], 10.0, 25.0, 300.0)
+
+
+def _network(shared_weights: bool = False) -> Network:
+    """E/I LIF network with heterogeneous delays, two Poisson drives, gap junctions and per-neuron
+    thresholds; a current-based and a conductance-based receptor."""
+    rng = np.random.default_rng(0)
+    pre, post = rng.integers(0, N, 4000), rng.integers(0, N, 4000)
+    exc = pre < N_E
+    n_exc = int(exc.sum())
+    weight = 40.0 if shared_weights else rng.uniform(20.0, 60.0, n_exc)
+    return Network.build(
+        sizes={"E": N_E, "I": N_I},
+        neuron=zoo.LIF(V_th=jnp.asarray(rng.uniform(-52.0, -48.0, N), jnp.float32)),
+        receptors={"exc": zoo.Expon(tau=5.0, mode="cuba"), "inh": zoo.Expon(tau=10.0, E=-80.0, mode="coba")},
+        edges={
+            "exc": Edges(pre[exc], post[exc], weight, rng.uniform(0.1, 3.0, n_exc)),
+            "inh": Edges(pre[~exc], post[~exc], 1.5, 0.8),
+        },
+        background=[Background(800.0, 30.0, "exc"), Background(rng.uniform(100, 400, N), 0.5, "inh")],
+        gap_junctions=GapJunctions(np.arange(0, 20), np.arange(100, 120), 2.0),
+        I_ext=300.0,
+    )
+
+
+@pytest.fixture(scope="module")
+def net():
+    return _network()
+
+
+def _same(a, b):
+    assert np.array_equal(a.counts, b.counts) and np.array_equal(a.raster, b.raster)
+    for x, y in zip(jax.tree.leaves(a.final_state), jax.tree.leaves(b.final_state), strict=True):
+        assert x.shape == y.shape and x.dtype == y.dtype and np.array_equal(x, y)
+
+
+@pytest.mark.parametrize("shared_weights", [False, True])
+@pytest.mark.parametrize("n_devices", [1, 3, 4])
+def test_sharded_simulation_equals_the_one_device_simulation(net, shared_weights, n_devices):
+    net = _network(shared_weights) if shared_weights else net
+    one = net.simulate(60.0, jax.random.key(1), record=N, pulse=PULSE)
+    split = networks.simulate_network_sharded(
+        net, 60.0, jax.random.key(1), record=N, pulse=PULSE, devices=jax.devices()[:n_devices]
+    )
+    assert np.all(np.asarray(one.rates()) > 10.0)  # both populations are active
+    _same(one, split)
+
+
+def test_a_continued_run_and_unroll_and_checkpoint_give_the_same_simulation(net):
+    record = [0, 7, 170]
+    one = net.simulate(30.0, jax.random.key(1), record=record)
+    split = networks.simulate_network_sharded(
+        net, 30.0, jax.random.key(1), record=record, devices=jax.devices()[:2]
+    )
+    _same(one, split)
+    # both continued from the sharded run's final state (the background goes on with the absolute step)
+    one = net.simulate(20.0, jax.random.key(1), record=record, state=split.final_state)
+    split = networks.simulate_network_sharded(
+        net, 20.0, jax.random.key(1), record=record, state=split.final_state, unroll=3, checkpoint=7
+    )
+    _same(one, split)
+    # a state left on the first two devices, continued on the other two
+    one = net.simulate(20.0, jax.random.key(1), record=record, state=one.final_state)
+    split = networks.simulate_network_sharded(
+        net, 20.0, jax.random.key(1), record=record, state=split.final_state, devices=jax.devices()[2:]
+    )
+    _same(one, split)
+
+
+def test_the_background_draws_each_neurons_numbers_of_the_one_device_run(net):
+    """A device's block hashes its neurons' global indices: the counts of neurons 100 … 149 drawn as a block
+    starting at 100 are those of the whole network's draw."""
+    drive = net.drives[0]
+    seed, step = jnp.asarray([7, 9], jnp.uint32), jnp.asarray(12)
+    whole = drive.counts(seed, step, 0)
+    block = eqx.tree_at(
+        lambda d: (d.mean, d.weight, d.cdf),
+        drive,
+        (drive.mean[100:150], drive.weight[100:150], drive.cdf[:, 100:150]),
+    )
+    np.testing.assert_array_equal(block.counts(seed, step, 0, 100), whole[100:150])
+    assert not np.array_equal(block.counts(seed, step, 0, 0), whole[100:150])
+
+
+@pytest.mark.parametrize("detach_recurrent", [True, False])
+def test_gradients_equal_the_one_device_gradients(net, detach_recurrent):
+    def loss(net, devices):
+        options = dict(surrogate=True, detach_recurrent=detach_recurrent, pulse=PULSE)
+        if devices is None:
+            result = net.simulate(20.0, jax.random.key(1), **options)
+        else:
+            result = networks.simulate_network_sharded(
+                net, 20.0, jax.random.key(1), devices=devices, check_finite=False, **options
+            )
+        return (result.counts * jnp.asarray([1.0, 2.0])).sum() + result.final_state.neurons.V.mean()
+
+    expected = eqx.filter_grad(loss)(net, None)
+    got = eqx.filter_grad(loss)(net, jax.devices()[:4])
+    # the weights of both receptors, the background weights, the gap conductances, the thresholds
+    for part in (
+        lambda g: g.projections["exc"].W.data,
+        lambda g: g.projections["inh"].W.data,
+        lambda g: g.drives[1].weight,
+        lambda g: g.gap.data,
+        lambda g: g.neuron.V_th,
+        lambda g: g.I_ext,
+    ):
+        e, s = np.asarray(part(expected)), np.asarray(part(got))
+        assert np.abs(e).max() > 0
+        np.testing.assert_allclose(s, e, rtol=2e-5, atol=2e-5 * np.abs(e).max())
+
+
+def test_the_microcircuit_splits_over_devices(shared_data):
+    mc = Microcircuit.from_data(shared_data / "conn-potjans-diesmann2014", scale=0.02, k_scale=0.25)
+    net = mc.build(jax.random.key(0))
+    one = net.simulate(20.0, jax.random.key(1), record=net.n)
+    split = networks.simulate_network_sharded(net, 20.0, jax.random.key(1), record=net.n)
+    assert int(one.counts.sum()) > 50
+    _same(one, split)
+
+
+def test_bad_input_names_the_argument(net):
+    with pytest.raises(TypeError, match=r"`net` must be a networks\.Network"):
+        networks.simulate_network_sharded(
+            networks.EINetwork.coba(jax.random.key(0), n=400, in_degree=40), 10.0, None
+        )
+    with pytest.raises(ValueError, match="`devices` is empty"):
+        networks.simulate_network_sharded(net, 10.0, jax.random.key(0), devices=[])
+    with pytest.raises(ValueError, match="`state` must be a NetworkState of this network"):
+        networks.simulate_network_sharded(
+            net, 10.0, jax.random.key(0), state=_network().init_state()._replace(step=jnp.zeros(3, int))
+        )
+    with pytest.raises(ValueError, match="`checkpoint` must be None"):
+        networks.simulate_network_sharded(net, 10.0, jax.random.key(0), checkpoint=0)
+    with pytest.raises(ValueError, match="`duration_ms` must be a positive multiple"):
+        networks.simulate_network_sharded(net, 0.05, jax.random.key(0))
+    with pytest.raises(ValueError, match=r"`net.neuron` has parameters of shapes \[\(2,\)\]"):
+        wrong = eqx.tree_at(lambda n: n.neuron.V_th, net, jnp.asarray([-50.0, -50.0]))
+        networks.simulate_network_sharded(wrong, 10.0, jax.random.key(0))
+    with pytest.raises(ValueError, match="indptr and indices must be concrete"):
+        jax.jit(lambda net: networks.simulate_network_sharded(net, 10.0, jax.random.key(0)))(net)
+
+
+def test_module_doctests():
+    module = importlib.import_module("diffbrain.zoo.networks.network_sharded")
+    failed, attempted = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert attempted > 0 and failed == 0

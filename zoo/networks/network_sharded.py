@@ -1,0 +1,283 @@
+"""A `Network` simulated across several devices: each device integrates one block of postsynaptic neurons,
+and the spikes are all-gathered every step (the `EINetwork` counterpart is `simulate_sharded`).
+
+Each device keeps the state of ``m = ⌈n/D⌉`` neurons — their neuron and receptor state, their columns of
+every arrival ring (``[L, m]``) — with their parameters, Poisson drives, pulses and ``I_ext``, and of each
+receptor's `DelayedCSR` only the synapses onto its own neurons: every (presynaptic neuron, delay) row, its
+own columns.
+The last block is padded with copies of the last neuron whose spikes are masked out; the blocks' synapses are
+padded to one length with zero-weight synapses in an extra row of an extra presynaptic neuron that never
+spikes. One step costs a device ``1/D`` of the synaptic and neuron work, one all-gather of the ``n`` spikes
+and, with gap junctions, one of the ``n`` potentials (a junction reads its neighbour's ``V``).
+
+The Poisson background hashes each neuron's global index, so every device draws its neurons' numbers of the
+one-device run. Each postsynaptic neuron sums the same synapses in the same order as `Network.simulate`, so
+the results are identical wherever the arrival kernel sums in a fixed order (see `simulate_sharded`'s module
+doc); gradients are equal up to rounding.
+
+What it is for: several GPUs (or hosts, with `jax.distributed`) for networks such as the full-scale
+`Microcircuit` or `MultiArea`: each device's step touches only its block. The network's arrays enter whole
+(each device's block is gathered from them inside ``jit``, which keeps the weights differentiable), so the
+devices do not yet split the network's memory, only the state's and the work. Fake CPU devices of one host
+share its cores, so there it is slower. Not yet timed on GPUs.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import PartitionSpec as P
+from jaxtyping import Array, PRNGKeyArray
+
+from ...ops import CSR
+from ...ops.csr import derived
+from .delays import DelayedCSR
+from .network import (
+    Network,
+    NetworkResult,
+    NetworkState,
+    Pulse,
+    _as_list,
+    _check_count,
+    _check_run,
+    _record_step,
+    _scan_steps,
+)
+from .sharded import (
+    AXIS,
+    _block_weights,
+    _check_concrete,
+    _check_per_neuron,
+    _checked,
+    _column_blocks,
+    _mesh,
+    _onto,
+)
+
+
+def simulate_network_sharded(
+    net: Network,
+    duration_ms: float,
+    key: PRNGKeyArray | None,
+    *,
+    devices: Sequence[jax.Device] | None = None,
+    dt: float | None = None,
+    record: int | np.ndarray = 0,
+    state: NetworkState | None = None,
+    surrogate: bool = False,
+    detach_recurrent: bool = True,
+    pulse: Pulse | Sequence[Pulse] | None = None,
+    unroll: int = 1,
+    checkpoint: int | None = None,
+    check_finite: bool = True,
+) -> NetworkResult:
+    """`Network.simulate` with the postsynaptic neurons split over ``devices``.
+
+    The same simulation — the same counts, raster and final state (see the module doc on summation order) —
+    computed by ``len(devices)`` devices that each integrate ``⌈n/D⌉`` neurons with their incoming synapses,
+    rings, background and pulses, and exchange the spikes every step. The connectivity is split on the host
+    (O(nnz)), so the projections' and gap junctions' ``indptr`` and ``indices`` must be concrete; weights and
+    parameters may be traced: with ``surrogate=True`` the result is differentiable (`eqx.filter_grad`), with
+    `Network.simulate`'s gradients.
+
+    Args:
+        net: the network; its neuron and receptor parameters scalars or one per neuron (``[n]``).
+        duration_ms, key, dt, record, state, surrogate, detach_recurrent, pulse, unroll, checkpoint: as in
+            `Network.simulate` (``state`` holds all ``n`` neurons; the result's ``final_state`` too).
+        devices: the devices (default all of `jax.devices`); one device runs the same code unsplit.
+        check_finite: raise if the final state holds NaN or inf. Under a transformation (``jit``, ``vmap``,
+            ``grad``, …) with several devices the check is skipped with a warning: XLA cannot raise from one
+            device of a sharded computation (it aborts the process); check ``result.final_state`` there.
+
+    Returns:
+        A `NetworkResult`, as from `Network.simulate` (with the raster; ``max_spikes_per_step`` is not
+        offered here).
+
+    Raises:
+        ValueError: naming the argument — parameters neither scalar nor ``[n]``, no devices, traced
+            connectivity, a ``state`` of another network, and `Network.simulate`'s own checks.
+
+    Example:
+        >>> import jax
+        >>> from diffbrain import zoo
+        >>> from diffbrain.zoo import networks
+        >>> net = networks.Network.build(  # 8 neurons driven by Poisson input only
+        ...     sizes={"E": 8},
+        ...     neuron=zoo.LIF(),
+        ...     receptors={"exc": zoo.Expon(tau=5.0, mode="cuba")},
+        ...     edges={},
+        ...     background=networks.Background(rate=3000.0, weight=50.0, receptor="exc"),
+        ... )
+        >>> result = networks.simulate_network_sharded(
+        ...     net, 100.0, jax.random.key(0), devices=jax.devices()[:1]
+        ... )
+        >>> result.counts.shape
+        (1000, 1)
+    """
+    if not isinstance(net, Network):
+        raise TypeError(f"`net` must be a networks.Network, got {type(net).__name__}.")
+    n_steps, record = _check_run(net, duration_ms, dt, record)
+    _check_count("checkpoint", checkpoint, "a positive number of steps")
+    receptors = {f"receptors[{name!r}]": receptor for name, receptor in net.receptors.items()}
+    _check_per_neuron({"neuron": net.neuron, **receptors}, net.n, "simulate_network_sharded")
+    matrices = {f"projections[{name!r}].W": projection.W for name, projection in net.projections.items()}
+    _check_concrete(
+        {**matrices, "gap": net.gap} if net.gap is not None else matrices, "simulate_network_sharded"
+    )
+    devices, mesh, width = _mesh(devices, net.n)
+    state, seed = net._start(key, state, surrogate)
+    _check_state(net, state)
+    pulses = tuple(net._pulse(p) for p in _as_list(pulse))
+    structure = {name: _column_blocks(p.W, len(devices), width) for name, p in net.projections.items()}
+    gap = None if net.gap is None else _column_blocks(net.gap, len(devices), width)
+    options = (n_steps, width, surrogate, detach_recurrent, unroll, checkpoint)
+    counts, raster, final = _run(
+        net, mesh, structure, gap, _onto(mesh, state), seed, pulses, jnp.asarray(record), *options
+    )
+    final, counts = _checked(final, counts, devices, check_finite)
+    return NetworkResult(net.dt, net.names, net.sizes, counts, raster, jnp.asarray(record), final)
+
+
+def _check_state(net: Network, state: NetworkState) -> None:
+    expected = jax.eval_shape(net.init_state)
+    shapes = jax.tree.map(lambda x: x.shape, (expected, state))
+    if jax.tree.structure(expected) != jax.tree.structure(state) or shapes[0] != shapes[1]:
+        raise ValueError(
+            f"`state` must be a NetworkState of this network ({net.n} neurons, receptors "
+            f"{list(net.receptor_names)}, rings of {net.ring_length} steps), as from `net.init_state` or a "
+            "result's final_state."
+        )
+
+
+def _neuron_axis_last(x: Array) -> P:
+    """The partition of a per-neuron array (neurons on its last axis) or a replicated scalar."""
+    return P() if x.ndim == 0 else P(*(None,) * (x.ndim - 1), AXIS)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 8, 9, 10, 11, 12, 13))
+def _run(
+    net,
+    mesh,
+    structure,
+    gap,
+    state,
+    seed,
+    pulses,
+    record,
+    n_steps,
+    width,
+    surrogate,
+    detach,
+    unroll,
+    checkpoint,
+):
+    n, padded = net.n, mesh.size * width
+    population = net._population()
+
+    def pad(x):  # along the neuron axis (the last): copies of the last neuron, whose spikes are masked out
+        return jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, padded - n)], mode="edge")
+
+    def per_neuron(x):
+        return eqx.is_array(x) and x.ndim >= 1 and x.shape[-1] == n
+
+    # the projections' and gap junctions' blocks: stacked structure, weights gathered (differentiable)
+    weights = {
+        name: _block_weights(net.projections[name].W.data, order) for name, (*_, order) in structure.items()
+    }
+    structure = {name: (indptr, indices) for name, (indptr, indices, _) in structure.items()}
+    rows = {}  # per projection: its (neuron, delay) rows plus the padding row, of the extra neuron n
+    for name, projection in net.projections.items():
+        R = projection.W.shape[0]
+        row_ptr = jnp.append(projection.row_ptr, R + 1).astype(projection.W.indices.dtype)
+        source = jnp.append(projection.source, n).astype(projection.source.dtype)
+        rows[name] = (source, jnp.append(projection.lag, 1).astype(projection.lag.dtype), row_ptr)
+    gap_weights = None if gap is None else _block_weights(net.gap.data, gap[2])
+    gap = None if gap is None else gap[:2]
+
+    parameters = (net.neuron, net.receptors, net.I_ext, net.drives)
+    varying, shared = eqx.partition(parameters, per_neuron)
+    varying = jax.tree.map(pad, varying)
+    spikes = jnp.pad(state.spikes, (0, padded - n))  # all of them, on every device (padding: silent)
+    local = jax.tree.map(lambda x: x if x.ndim == 0 else pad(x), state)._replace(spikes=spikes)
+    valid = jnp.pad(jnp.ones(n, state.spikes.dtype), (0, padded - n))
+    amplitudes = tuple(pad(amplitude) for amplitude, _, _ in pulses)
+    windows = tuple((start, stop) for _, start, stop in pulses)
+
+    def mask(spikes, valid):  # the padding neurons never spike
+        return spikes * valid if surrogate else spikes & valid
+
+    def device(structure, weights, gap, gap_weights, varying, local, valid, spikes, amplitudes):
+        neuron, receptors, I_ext, drives = eqx.combine(varying, shared)
+        projections = {}
+        for name, (indptr, indices) in structure.items():
+            source, lag, row_ptr = rows[name]
+            W = _block(indptr, indices, weights[name], width)
+            projections[name] = DelayedCSR(W, source, lag, row_ptr)
+        gap_block = None if gap is None else _block(*gap, gap_weights, width)
+        block = Network(
+            neuron,
+            receptors,
+            projections,
+            {},
+            drives,
+            gap_block,
+            I_ext,
+            net.dt,
+            ("block",),
+            (width,),
+            net.receptor_names,
+            net.ring_length,
+        )
+        block_pulses = tuple((a, *window) for a, window in zip(amplitudes, windows, strict=True))
+        first = jax.lax.axis_index(AXIS) * width  # this block's first neuron (its background's hash)
+        silent = jnp.zeros(1, spikes.dtype)  # the padding row's presynaptic neuron
+
+        def body(carry, _):
+            local, spikes = carry
+            fed = jax.lax.stop_gradient(spikes) if detach else spikes
+            V_felt = None
+            if gap_block is not None:  # the junctions read every neuron's potential
+                V_all = jax.lax.all_gather(local.neurons.V, AXIS, tiled=True)
+                V_felt = jnp.concatenate([V_all[:n], jnp.zeros(1, V_all.dtype)])
+            fed = jnp.concatenate([fed[:n], silent])
+            local, s = block._advance(local, fed, seed, block_pulses, surrogate, V_felt, first)
+            s = mask(s, valid)
+            spikes = jax.lax.all_gather(s, AXIS, tiled=True)
+            kept = _record_step(spikes[:n], population, len(net.sizes), record, surrogate, None)
+            return (local._replace(spikes=s), spikes), kept
+
+        (local, spikes), (counts, raster) = _scan_steps(body, (local, spikes), n_steps, unroll, checkpoint)
+        return counts, raster, local, spikes
+
+    split = P(AXIS)
+    local_specs = jax.tree.map(_neuron_axis_last, local)
+    in_specs = (
+        jax.tree.map(lambda _: split, structure),
+        jax.tree.map(lambda w: P() if w.ndim == 0 else split, weights),
+        P() if gap is None else (split, split),
+        P() if gap_weights is None or gap_weights.ndim == 0 else split,
+        jax.tree.map(_neuron_axis_last, varying),
+        local_specs,
+        split,
+        P(),
+        tuple(split for _ in amplitudes),
+    )
+    run = jax.shard_map(
+        device, mesh=mesh, in_specs=in_specs, out_specs=(P(), P(), local_specs, P()), check_vma=False
+    )
+    counts, raster, local, spikes = run(
+        structure, weights, gap, gap_weights, varying, local, valid, spikes, amplitudes
+    )
+    final = jax.tree.map(lambda x: x if x.ndim == 0 else x[..., :n], local)
+    return counts, raster, final._replace(spikes=spikes[:n])
+
+
+def _block(indptr: Array, indices: Array, data: Array, width: int) -> CSR:
+    """This device's block of a matrix split by `_column_blocks` (its leading axis of one)."""
+    with derived():  # split from a checked CSR
+        return CSR(indptr[0], indices[0], data if data.ndim == 0 else data[0], (indptr.shape[1] - 1, width))
