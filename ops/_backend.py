@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import importlib
+import os
+import sys
 import warnings
 from types import ModuleType
 
@@ -55,24 +57,50 @@ def default() -> str:
         f"diffbrain.ops: the {preferred!r} backend is unavailable ({reason}); using the portable but slower "
         "'reference' backend (O(nnz) per call). Pass backend='reference' to silence this warning.",
         RuntimeWarning,
-        stacklevel=4,
+        stacklevel=_outside_ops(),
     )
     return "reference"
 
 
-def resolve(backend: str | None) -> str:
-    """The backend name to use: ``backend`` if given and usable, else the automatic choice.
+def _outside_ops() -> int:
+    """The ``stacklevel`` of the first caller outside this package's ``ops`` (the user's line), for a
+    warning issued by the function that calls this one."""
+    frame, level = sys._getframe(2), 2
+    while frame is not None and frame.f_code.co_filename.startswith(_OPS):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+_OPS = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+CPU_WEIGHT_DTYPES = ("float32", "float64")
+"""The weight dtypes of the ``cpu`` kernel (the others run on ``reference`` when the choice is automatic)."""
+
+
+def resolve(backend: str | None, dtype=None) -> str:
+    """The backend name to use for weights of ``dtype``: ``backend`` if given and usable, else the automatic
+    choice — ``reference`` for weights the automatic ``cpu`` kernel does not take (float16, bfloat16).
 
     Raises:
-        ValueError: ``backend`` is not one of `NAMES`, or that backend is unavailable here.
+        ValueError: ``backend`` is not one of `NAMES`, that backend is unavailable here, or it is ``cpu``
+            and ``dtype`` is not one of `CPU_WEIGHT_DTYPES`.
     """
     if backend is None:
-        return default()
+        chosen = default()
+        if chosen == "cpu" and dtype is not None and str(dtype) not in CPU_WEIGHT_DTYPES:
+            return "reference"
+        return chosen
     if backend not in NAMES:
         raise ValueError(f"`backend` must be one of {NAMES} or None (automatic), got {backend!r}.")
     module, reason = probe(backend)
     if module is None:
         raise ValueError(f"`backend`={backend!r} is unavailable: {reason}. Use backend=None or 'reference'.")
+    if backend == "cpu" and dtype is not None and str(dtype) not in CPU_WEIGHT_DTYPES:
+        raise ValueError(
+            f"`backend`='cpu' takes float32 or float64 weights, got W.data of dtype {dtype}; cast W.data, "
+            "or use backend=None (which runs other dtypes on 'reference') or 'reference'."
+        )
     return backend
 
 

@@ -111,6 +111,12 @@ def numpy_generator(key: PRNGKeyArray) -> np.random.Generator:
     return np.random.default_rng(np.asarray(key).ravel())
 
 
+def _edge_indices(value) -> np.ndarray:
+    """``value`` as a NumPy array; an empty one (e.g. ``[]``, float64 to NumPy) as integers."""
+    array = np.asarray(value)
+    return array.astype(np.int32) if array.size == 0 else array
+
+
 def _check_size(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
         raise ValueError(f"`{name}` must be a non-negative integer, got {value!r}.")
@@ -236,8 +242,11 @@ class CSR(eqx.Module):
         self.shape = (_check_size("shape[0] (n_pre)", shape[0]), _check_size("shape[1] (n_post)", shape[1]))
         indptr, indices = jnp.asarray(indptr), jnp.asarray(indices)
         if jnp.issubdtype(indptr.dtype, jnp.integer) and jnp.issubdtype(indices.dtype, jnp.integer):
-            # the kernels take both index arrays in one dtype
+            # the kernels take both index arrays in one dtype, int32 or int64
             common = jnp.promote_types(indptr.dtype, indices.dtype)
+            if common not in (jnp.int32, jnp.int64):
+                fits = common.itemsize <= 4 and max(indices.shape[0], *self.shape) < 2**31
+                common = jnp.dtype(jnp.int32 if fits else jnp.int64)
             indptr, indices = indptr.astype(common), indices.astype(common)
         if isinstance(indptr, jax.core.Tracer) or isinstance(indices, jax.core.Tracer):
             if not _DERIVED.get():
@@ -356,7 +365,7 @@ class CSR(eqx.Module):
                 number is cast to float32) or NaN.
         """
         n_pre, n_post = _check_size("shape[0] (n_pre)", shape[0]), _check_size("shape[1] (n_post)", shape[1])
-        edges = {"pre": np.asarray(pre), "post": np.asarray(post)}
+        edges = {"pre": _edge_indices(pre), "post": _edge_indices(post)}
         for (name, array), size in zip(edges.items(), (n_pre, n_post), strict=True):
             if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer):
                 raise ValueError(

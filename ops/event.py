@@ -253,7 +253,7 @@ def _checked_vector(x, W: CSR, name: str, ndim: int, events: bool) -> Array:
 def _product(x: Array, W: CSR, event: bool, backend: str | None) -> Array:
     """``xᵀW`` for the public products (``x`` already checked), tagged for `event_scan` when ``W.data`` is
     one of its registered weights."""
-    resolved = _backend.resolve(backend)
+    resolved = _backend.resolve(backend, W.data.dtype)
     return _bind_spmv(
         W.indptr, W.indices, W.data, x, W.shape[1], event, resolved, _accumulation.token(W.data)
     )
@@ -677,7 +677,7 @@ def arrival_scatter(
     elif not floating and spikes.dtype != jnp.bool_:
         raise ValueError(f"`spikes` must be bool, integer or floating, got dtype {spikes.dtype}.")
     row_ptr, lag = _checked_delays(row_ptr, lag, W.shape[0], ring.shape[0])
-    backend = _backend.resolve(backend)
+    backend = _backend.resolve(backend, W.data.dtype)
     args = (row_ptr, lag, W.indptr, W.indices, step.astype(jnp.int32), W.data, spikes, ring)
     ring, arriving = arrival_p.bind(
         *args, pop=bool(pop), backend=backend, accumulate=_accumulation.token(W.data)

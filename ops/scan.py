@@ -162,6 +162,34 @@ def _check_no_differentiated_closure(step: Callable, params, init, xs, length: i
         )
 
 
+def _hoist_batched_closure(step: Callable, arrays, init, xs, length: int) -> tuple[Callable, Any]:
+    """``(step, arrays)``, or when ``step`` closes over values batched by an enclosing `jax.vmap`: a step that
+    replays ``step``'s jaxpr with those values passed in, and ``(values, arrays)``.
+
+    A `jax.custom_vjp` cannot keep a batched value in its non-differentiable ``step``: under ``grad(vmap(…))``
+    the reverse pass runs after the batching ended ("UnexpectedTracerError"). Passed as an argument, the value
+    is batched with the others. The replayed jaxpr's operators no longer find their weights registered, so
+    their gradients are added as fresh ``[nnz]`` arrays — as under `jax.vmap` anyway (`event_scan`'s doc).
+    """
+    if length == 0:
+        return step, arrays
+    x = jax.tree.map(lambda leaf: leaf[0], xs)
+    closed, shape = jax.make_jaxpr(step, return_shape=True)(arrays, init, x)
+    outer = [
+        c for c in closed.consts if isinstance(c, jax.core.Tracer) and not isinstance(c, DynamicJaxprTracer)
+    ]
+    if not outer:
+        return step, arrays
+    out_tree = jax.tree.structure(shape)
+
+    def replay(packed, carry, x):
+        consts, arrays = packed
+        outputs = jax.core.eval_jaxpr(closed.jaxpr, consts, *jax.tree.leaves((arrays, carry, x)))
+        return jax.tree.unflatten(out_tree, outputs)
+
+    return replay, (closed.consts, arrays)
+
+
 def event_scan(
     step: Callable[[Params, Carry, Any], tuple[Carry, Any]],
     params: Params,
@@ -192,7 +220,9 @@ def event_scan(
             through its arguments: closing over a value being differentiated raises a ValueError. Closing
             over other traced values is fine (e.g. under `jax.jit`), unless the gradient is taken outside
             the jit that traced them: JAX then fails to lower the reverse pass ("No constant handler");
-            pass such values in ``params`` or ``xs``. Use the
+            pass such values in ``params`` or ``xs``. Values batched by an enclosing `jax.vmap` may be
+            closed over (they are passed in for you; the gradient then adds fresh ``[nnz]`` arrays, as
+            under `jax.vmap` anyway). Use the
             CSR matrices of ``params`` directly (``event_matvec(s, params.W)``): a matrix rebuilt inside
             ``step`` (e.g. ``W.with_data(jnp.abs(W.data))``) is differentiated the ordinary way — apply
             such a parametrization before the scan instead.
@@ -246,4 +276,5 @@ def event_scan(
         return step(eqx.combine(arrays, others), carry, x)
 
     _check_no_differentiated_closure(array_step, arrays, init, xs, length)
+    array_step, arrays = _hoist_batched_closure(array_step, arrays, init, xs, length)
     return _scan(array_step, length, unroll if isinstance(unroll, bool) else int(unroll), arrays, init, xs)

@@ -72,3 +72,36 @@ def test_usable_cpu_is_the_automatic_choice(fresh_selection):
 def test_unknown_backend_name():
     with pytest.raises(ValueError, match="`backend` must be one of"):
         _backend.resolve("tpu")
+
+
+@pytest.mark.parametrize("product", ["event_matvec", "arrival_scatter"])
+def test_the_fallback_warning_points_at_the_callers_line(fresh_selection, product):
+    fake_backend(fresh_selection, "cpu", usable=False, message="no compiler")
+    W = ops.CSR.fixed_prob(jnp.zeros(2, jnp.uint32), 4, 3, 0.5)
+    with pytest.warns(RuntimeWarning, match="no compiler") as caught:
+        if product == "event_matvec":
+            ops.event_matvec(jnp.ones(4, bool), W)
+        else:
+            row_ptr, lag = jnp.arange(5, dtype=W.indices.dtype), jnp.ones(4, jnp.int32)
+            ops.arrival_scatter(jnp.ones(4, bool), W, row_ptr, lag, jnp.zeros((2, 3), W.data.dtype), 0)
+    assert caught[0].filename == __file__
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+def test_weights_the_cpu_kernel_does_not_take_run_on_reference(dtype):
+    W = ops.CSR(
+        jnp.asarray([0, 1, 2], jnp.int32),
+        jnp.asarray([0, 1], jnp.int32),
+        jnp.asarray([1.5, 2.0], dtype),
+        (2, 2),
+    )
+    spikes = jnp.asarray([True, True])
+    expected = ops.event_matvec(spikes, W, backend="reference")
+    assert expected.dtype == dtype and expected.tolist() == [1.5, 2.0]
+    assert ops.event_matvec(spikes, W).tolist() == [1.5, 2.0]  # automatic choice
+    row_ptr, lag = jnp.arange(3, dtype=jnp.int32), jnp.ones(2, jnp.int32)
+    ring = ops.arrival_scatter(spikes, W, row_ptr, lag, jnp.zeros((2, 2), dtype), 0)
+    assert ring[1].tolist() == [1.5, 2.0]
+    if "cpu" in ops.backends():
+        with pytest.raises(ValueError, match="`backend`='cpu' takes float32 or float64 weights"):
+            ops.event_matvec(spikes, W, backend="cpu")

@@ -76,7 +76,13 @@ def test_index_dtype_widens_at_two_to_the_31():
     assert _index_dtype(2**31 - 1) == np.int32
     assert _index_dtype(2**31) == np.int64  # tests run with x64 enabled
     with pytest.raises(ValueError, match="int64"):
-        ops.CSR(np.array([0, 1], np.int8), np.zeros(1, np.int8), 1.0, (1, 300))
+        ops.CSR(np.array([0, 1], np.int32), np.zeros(1, np.int32), 1.0, (1, 2**31))
+    # narrower integer types are widened to the kernels' int32 (or int64 when the sizes need it)
+    assert ops.CSR(np.array([0, 1], np.int8), np.zeros(1, np.int8), 1.0, (1, 300)).indices.dtype == np.int32
+    assert (
+        ops.CSR(np.array([0, 1], np.uint16), np.zeros(1, np.uint16), 1.0, (1, 2**31)).indices.dtype
+        == np.int64
+    )
 
 
 def test_builder_arguments_are_checked():

@@ -108,3 +108,17 @@ def test_operations_on_a_checked_csr_inside_jit_add_no_check():
         .as_text()
     )
     assert "callback" not in text and "callback" in built
+
+
+@pytest.mark.parametrize("dtype", [np.uint32, np.int16, np.int8, np.uint8])
+def test_other_integer_index_dtypes_become_the_kernels_int32(dtype):
+    W = ops.CSR(np.array([0, 1, 1], dtype), np.array([2], dtype), np.ones(1, np.float32), (2, 3))
+    assert W.indptr.dtype == W.indices.dtype == jnp.int32
+    for backend in ops.backends():
+        assert ops.event_matvec(jnp.array([True, True]), W, backend=backend).tolist() == [0.0, 0.0, 1.0]
+
+
+def test_from_edges_takes_empty_python_lists():
+    W = ops.CSR.from_edges([], [], 1.0, (2, 2))
+    assert W.nnz == 0 and jnp.issubdtype(W.indices.dtype, jnp.integer)
+    assert ops.event_matvec(jnp.array([True, True]), W).tolist() == [0.0, 0.0]

@@ -187,6 +187,31 @@ def test_vmap_over_event_scan():
         np.testing.assert_allclose(jax.grad(loss)(W.data, scan), jax.grad(loss)(W.data, _plain_scan))
 
 
+def test_a_step_may_close_over_values_batched_by_an_enclosing_vmap():
+    """grad(vmap(…)) and vmap(grad(…)) of a step that closes over a batched gain, as with `lax.scan`
+    (a custom_vjp keeping it in its non-differentiable step leaked it: UnexpectedTracerError)."""
+    W, spikes = random_csr(11, 10, 8, 0.5), random_spikes(12, (6, 10), "bool")
+    gains = jnp.asarray([0.5, 1.0, 2.0])
+
+    def loss(data, gain, scan):
+        def step(W, g, s):
+            g = 0.5 * g + gain * ops.event_matvec(s, W)
+            return g, jnp.sum(g**2)
+
+        return jnp.sum(scan(step, W.with_data(data), jnp.zeros(8), spikes)[1])
+
+    def grad_of_vmap(scan):
+        return jax.grad(lambda d: jnp.sum(jax.vmap(lambda a: loss(d, a, scan))(gains)))(W.data)
+
+    def vmap_of_grad(scan):
+        return jax.vmap(lambda a: jax.grad(loss)(W.data, a, scan))(gains)
+
+    for transformed in (grad_of_vmap, vmap_of_grad):
+        np.testing.assert_allclose(transformed(ops.event_scan), transformed(_plain_scan), rtol=1e-12)
+    forward = jax.vmap(lambda a: loss(W.data, a, ops.event_scan))(gains)
+    np.testing.assert_allclose(forward, jax.vmap(lambda a: loss(W.data, a, _plain_scan))(gains))
+
+
 def test_second_order_through_the_reverse_pass():
     """Reverse over reverse differentiates csr_data_grad_add (its JVP) inside event_scan's backward."""
     W, spikes = random_csr(9, 8, 6, 0.5), random_spikes(10, (5, 8), "float")
