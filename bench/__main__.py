@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from . import compare, fit, fit_cells, fit_dimension, learn, learn_braintrace, ops, sim, throughput
-from .records import save, to_frame
+from .records import ResultsFile, to_frame
 
 
 def throughput_summary(frame: pd.DataFrame) -> pd.DataFrame:
@@ -27,6 +27,19 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text}")
+    return value
+
+
+def firing_fraction(text: str) -> float:
+    """An argparse type: a firing fraction in (0, 1], the share of neurons that spike in a step."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1], got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(
+            f"must be a fraction in (0, 1] (0.02 = 2 % of the neurons spike per step), got {text}"
+        )
     return value
 
 
@@ -82,7 +95,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m diffbrain.ben
         help=f"ops: all sizes {ops.FULL_SIZES}; learn: T {learn.FULL_STEPS}, n_rec {learn.FULL_SIZES}",
     )
     parser.add_argument(
-        "--firing", nargs="+", type=float, help=f"ops: firing fractions (default {ops.FIRING})"
+        "--firing",
+        nargs="+",
+        type=firing_fraction,
+        help=f"ops: firing fractions in (0, 1], 0.02 = 2 %% (default {ops.FIRING})",
     )
     parser.add_argument(
         "--compare",
@@ -90,7 +106,14 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m diffbrain.ben
         help="a results CSV of the same suite: flag cases whose time relative to the suite's reference "
         "method grew by more than --threshold, references whose absolute time grew by more than "
         "--reference-threshold on the same machine, and methods measured then but missing now (exit "
-        "status 1 if any, or if nothing could be compared)",
+        "status 1 if any, or if nothing could be compared). Judged: times in s, not compile or warm-up "
+        "times nor spreads (*_sd); references: "
+        + "; ".join(
+            f"{suite} {' or '.join(refs)}"
+            for suite, refs in compare.REFERENCES.items()
+            if not suite.startswith("test_")  # pytest-benchmark suites: not a `diffbrain bench` baseline
+        )
+        + " (which metrics that leaves per suite: docs/benchmarks.md)",
     )
     parser.add_argument(
         "--threshold", type=float, default=compare.THRESHOLD, help="--compare: slowdown flagged (%(default)s)"
@@ -129,6 +152,17 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m diffbrain.ben
             baseline = compare.load(args.compare)
         except ValueError as error:
             parser.error(f"--compare: {error}")
+        if args.suite not in set(baseline["suite"]):
+            parser.error(
+                f"--compare: {args.compare!r} holds no timings of the {args.suite} suite (its suites: "
+                f"{sorted(set(baseline['suite']))}); pass a results CSV that `diffbrain bench "
+                f"{args.suite}` wrote."
+            )
+    try:
+        results = ResultsFile(args.out, args.suite)
+    except ValueError as error:
+        parser.error(f"--out: {error}")
+    save_case = results.add  # each case's records are saved as soon as it is measured
 
     if args.suite == "fit":
         repeats = args.repeats or (fit.QUICK["repeats"] if args.quick else fit.REPEATS)
@@ -138,7 +172,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m diffbrain.ben
             if names is not None and not set(names) <= set(known):
                 parser.error(f"--{option} must be among {', '.join(known)}, got {' '.join(names)}")
         chosen = {option: names for option, names in chosen.items() if names is not None}
-        records = fit.run(repeats=repeats, progress=lambda line: print(line, flush=True), **chosen)
+        records = fit.run(
+            repeats=repeats, progress=lambda line: print(line, flush=True), on_case=save_case, **chosen
+        )
         summary = fit.summary
     elif args.suite in ("fit_cells", "fit_dimension"):
         suite = fit_cells if args.suite == "fit_cells" else fit_dimension
@@ -149,20 +185,22 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m diffbrain.ben
             grid["membrane"] = True
             if args.quick:
                 grid["dimensions"] = (6, 8, 32)  # the quick d = 2, 4 are below the variant's smallest d = 6
-        records = suite.run(**grid, progress=lambda line: print(line, flush=True))
+        records = suite.run(**grid, progress=lambda line: print(line, flush=True), on_case=save_case)
         summary = suite.summary
     elif args.suite == "learn":
         sizes = args.sizes or (learn.FULL_SIZES if args.full else learn.SIZES)
         steps = learn.FULL_STEPS if args.full else learn.STEPS
         repeats = args.repeats or (learn.QUICK["repeats"] if args.quick else learn.REPEATS)
         batches = learn.FULL_BATCHES if args.full else learn.BATCHES
-        records = learn.run(sizes, steps, repeats, batches=batches)
-        records += learn_braintrace.run(
+        records = learn.run(sizes, steps, repeats, batches=batches, on_case=save_case)
+        braintrace = learn_braintrace.run(
             learn_braintrace.STEPS,
             repeats=repeats,
             python=args.peer_python,
             progress=lambda line: print(line, flush=True),
         )
+        save_case(braintrace)
+        records += braintrace
         summary = learn.summary
     elif args.suite == "sim":
         records = sim.run(
@@ -171,6 +209,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m diffbrain.ben
             repeats=args.repeats,
             peer_python=args.peer_python,
             progress=lambda line: print(line, flush=True),
+            on_case=save_case,
         )
         summary = sim.summary
     elif args.suite == "ops":
@@ -184,15 +223,15 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m diffbrain.ben
             )
         given = {"firing": args.firing, "repeats": args.repeats}
         grid |= {key: value for key, value in given.items() if value is not None}
-        records = ops.run(**grid, progress=lambda case: print(case, flush=True))
+        records = ops.run(**grid, progress=lambda case: print(case, flush=True), on_case=save_case)
         summary = ops.summary
     else:
         grid = dict(throughput.QUICK) if args.quick else {}
         given = {"sizes": args.sizes, "steps": args.steps, "repeats": args.repeats}
         grid |= {key: value for key, value in given.items() if value is not None}
-        records = throughput.run(args.models, **grid)
+        records = throughput.run(args.models, **grid, on_case=save_case)
         summary = throughput_summary
-    path = save(records, args.out)
+    path = results.add(records)  # the records derived from several cases (fit_dimension's crossovers) too
     display = {"display.width": 250, "display.max_columns": None, "display.float_format": "{:.3g}".format}
     with pd.option_context(*(item for pair in display.items() for item in pair)):
         print(summary(to_frame(records)))

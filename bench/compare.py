@@ -3,20 +3,29 @@
 A raw time from another day or another machine says little: a loaded or slower machine makes everything
 slower. So every time is first divided by the time of a **reference implementation measured in the same
 run, on the same case** (`REFERENCES`: ops → ``segment_sum``, learn → ``bptt``, throughput →
-``brainpy.state`` or else diffbrain's step loop, fit → the plain forward simulation, sim → Brian2
-cpp_standalone). A case is flagged when that ratio grew by more than ``threshold`` (20 %) from the
-baseline to the current run:
+``brainpy.state`` or else diffbrain's step loop, fit → the plain forward simulation (the gradient-cost case)
+or random search (the problems: a gradient-free method whose time is its simulations), fit_cells → DE,
+fit_dimension → DE, sim → Brian2 cpp_standalone). A case is flagged when that ratio grew by more than
+``threshold`` (20 %) from the baseline to the current run:
 
     slowdown = (t_method / t_reference)_current / (t_method / t_reference)_baseline − 1 > threshold
 
-Three references are diffbrain's own code (BPTT, the step loop, the forward simulation), so a slowdown of
-shared code hits a method and its reference alike and cancels in the ratio. The reference's **absolute**
-time is therefore judged too, with the looser ``reference_threshold`` (50 %), unless the two runs were
-measured on different machines (then an absolute time says nothing). A method measured in the baseline
-that failed or was skipped in a case the current run measured is flagged as *missing*.
+Most references are diffbrain's own code (BPTT, the step loop, the forward simulation, random search, DE),
+so a slowdown of shared code hits a method and its reference alike and cancels in the ratio. The
+reference's **absolute** time is therefore judged too, with the looser ``reference_threshold`` (50 %),
+unless the two runs were measured on different machines (then an absolute time says nothing). A method
+measured in the baseline that failed or was skipped in a case the current run measured is flagged as
+*missing*.
 
-A case is a (suite, case, dtype, params, metric) cell; only times are judged (records in seconds; compile
-times are left out, they are single, noisy measurements). A method and its reference are only ever paired
+A case is a (suite, case, dtype, params, metric) cell, its params without the entries that describe the run
+(`diffbrain.bench.records.RUN_PARAMS`: the load average, a measured cost); only times are judged (records in
+seconds; compile and warm-up times are left out, they are single, noisy measurements, and so are spreads,
+``*_sd``); a time that is not finite (a threshold never reached) counts as not measured. What that leaves
+per suite: ops every ``*_time``; learn ``step_time``; throughput ``run_time``; fit ``wall_time`` per problem
+and ``run_time`` of the gradient-cost case (``time_to_free_best`` has no reference: only gradient methods
+have it); fit_cells ``wall_time``; fit_dimension ``wall_time``, ``search_time`` and ``time_to_threshold``
+(unreferenced where DE did not reach the threshold in both runs); sim ``wall_time_per_bio_s`` and
+``build_time``. A method and its reference are only ever paired
 within one run: in a file that holds several runs, each case is read from the newest run that measured its
 reference. A case whose reference was not measured in both runs is listed as *unreferenced* and not judged;
 a baseline case the current run did not measure (another grid) is listed as *not run*.
@@ -48,9 +57,10 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from .records import CORE_LIBRARIES, read_csv
+from .records import case_params, core_versions, read_csv
 
 THRESHOLD = 0.2
 """A ratio to the reference that grew by more than this fraction is a regression."""
@@ -60,7 +70,9 @@ REFERENCES: Mapping[str, Sequence[str]] = {
     "ops": ("segment_sum",),
     "learn": ("bptt",),
     "throughput": ("brainpy.state", "diffbrain.step"),
-    "fit": ("forward simulation",),
+    "fit": ("forward simulation", "random"),
+    "fit_cells": ("de",),
+    "fit_dimension": ("de",),
     "sim": ("brian2.cpp_standalone",),
     "test_ops": ("segment_sum",),
     "test_learn": ("bptt",),
@@ -78,25 +90,26 @@ FLAGGED = ("slower", "missing", "reference slower")
 
 
 def _is_time(metric: str, unit: str = "s") -> bool:
-    return unit == "s" and "compile" not in metric
-
-
-def _core_versions(versions: str) -> str:
-    """The core libraries' entries of a ``versions`` field (a peer's version differs between records of
-    one run: it is only named on the peer's records)."""
-    return ";".join(item for item in versions.split(";") if item.partition("=")[0] in CORE_LIBRARIES)
+    """Whether a metric is a judged time: in seconds, not a compile or warm-up time, not a spread."""
+    return unit == "s" and "compile" not in metric and "warmup" not in metric and not metric.endswith("_sd")
 
 
 def from_records(records: pd.DataFrame) -> pd.DataFrame:
-    """The timings of a records table: unit s, no compile time; failed or skipped records as NaN.
+    """The timings of a records table (`_is_time`); failed or skipped records and infinite times as NaN.
 
     Raises:
         ValueError: two records of one cell within one run (same commit, machine and core versions).
     """
-    times = records[(records["unit"] == "s") & ~records["metric"].str.contains("compile")]
+    times = records[[_is_time(m, u) for m, u in zip(records["metric"], records["unit"], strict=True)]]
     machine = (times["device"] + "|" + times["backend"]).where(times["device"] + times["backend"] != "", "")
-    run = times["git_commit"] + "|" + machine + "|" + times["versions"].map(_core_versions)
-    table = times.assign(value=times["value"].where(times["status"] == "ok"), run=run, machine=machine)
+    run = times["git_commit"] + "|" + machine + "|" + times["versions"].map(core_versions)
+    measured = (times["status"] == "ok") & np.isfinite(times["value"])
+    table = times.assign(
+        value=times["value"].where(measured),
+        params=times["params"].map(case_params),
+        run=run,
+        machine=machine,
+    )
     twins = table[table.duplicated(subset=[*CELL, "run"], keep=False)]
     if len(twins):
         first = twins.iloc[0]
@@ -109,17 +122,43 @@ def from_records(records: pd.DataFrame) -> pd.DataFrame:
     return table[list(TIMINGS)].reset_index(drop=True)
 
 
+def _median(bench: object, index: int) -> tuple[str, float]:
+    """A pytest-benchmark entry's test name and median time, s.
+
+    Raises:
+        ValueError: the entry has no ``name`` or no numeric ``stats.median``; the message names it.
+    """
+    name = bench.get("name") if isinstance(bench, Mapping) else None
+    stats = bench.get("stats") if isinstance(bench, Mapping) else None
+    median = stats.get("median") if isinstance(stats, Mapping) else None
+    if not isinstance(name, str):
+        raise ValueError(
+            f"benchmark {index} has no name; write the file with `pytest --benchmark-json FILE`."
+        )
+    if isinstance(median, bool) or not isinstance(median, int | float):
+        raise ValueError(
+            f"benchmark {index} ({name}) has no numeric stats.median (got {median!r}); write the file with "
+            "`pytest --benchmark-json FILE`."
+        )
+    return name, float(median)
+
+
 def from_pytest_benchmark(data: Mapping) -> pd.DataFrame:
-    """The timings of a pytest-benchmark JSON document, one run (see the module docstring for the mapping)."""
+    """The timings of a pytest-benchmark JSON document, one run (see the module docstring for the mapping).
+
+    Raises:
+        ValueError: an entry without a name or a numeric median (`_median`).
+    """
     date = str(data.get("datetime", ""))
     run = f"pytest-benchmark {date}"
     rows = []
-    for bench in data.get("benchmarks", []):
+    for index, bench in enumerate(data.get("benchmarks", [])):
+        name, median = _median(bench, index)
         params = dict(bench.get("params") or {})
         method = str(params.pop("method", "benchmark"))
-        suite = bench["name"].split("[", 1)[0]
+        suite = name.split("[", 1)[0]
         case = ";".join(f"{key}={params[key]}" for key in sorted(params)) or "all"
-        rows.append((suite, case, "", "", method, "time", float(bench["stats"]["median"]), run, "", date))
+        rows.append((suite, case, "", "", method, "time", median, run, "", date))
         for key, value in (bench.get("extra_info") or {}).items():
             metric, _, other = key.partition(" ")
             if other and isinstance(value, int | float) and _is_time(metric) and metric.endswith("time"):
@@ -128,27 +167,42 @@ def from_pytest_benchmark(data: Mapping) -> pd.DataFrame:
 
 
 def load(path: str | os.PathLike) -> pd.DataFrame:
-    """The timings of a baseline or results file: ``*.json`` (pytest-benchmark) or ``*.csv`` (records)."""
+    """The timings of a baseline or results file: ``*.json`` (pytest-benchmark) or ``*.csv`` (records).
+
+    Raises:
+        ValueError: the file is missing, of another kind, or not readable as its kind; the message names it.
+    """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"baseline {os.fspath(path)!r} is not a file; pass a results CSV or a JSON file.")
-    if path.suffix == ".json":
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{os.fspath(path)!r} is not valid JSON: {error}.") from None
-        if not isinstance(data, dict) or "benchmarks" not in data:
-            raise ValueError(
-                f"{os.fspath(path)!r} has no 'benchmarks' list; write one with "
-                "`pytest bench --benchmark-enable --benchmark-json FILE`."
-            )
-        return from_pytest_benchmark(data)
     if path.suffix == ".csv":
-        try:
-            return from_records(read_csv(path))
-        except ValueError as error:
-            raise ValueError(f"{os.fspath(path)!r}: {error}") from None
-    raise ValueError(f"baseline {os.fspath(path)!r}: use a pytest-benchmark .json or a results .csv file.")
+        return from_records_file(path)
+    if path.suffix != ".json":
+        raise ValueError(
+            f"baseline {os.fspath(path)!r}: use a pytest-benchmark .json or a results .csv file."
+        )
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{os.fspath(path)!r} is not valid JSON: {error}.") from None
+    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
+        raise ValueError(
+            f"{os.fspath(path)!r} has no 'benchmarks' list; write one with "
+            "`pytest bench --benchmark-enable --benchmark-json FILE`."
+        )
+    try:
+        return from_pytest_benchmark(data)
+    except ValueError as error:
+        raise ValueError(f"{os.fspath(path)!r}: {error}") from None
+
+
+def from_records_file(path: Path) -> pd.DataFrame:
+    """The timings of a results CSV (`from_records`); errors name the file."""
+    frame = read_csv(path)  # its errors name the file
+    try:
+        return from_records(frame)
+    except ValueError as error:
+        raise ValueError(f"{os.fspath(path)!r}: {error}") from None
 
 
 def _candidates(suite: str, override: str | None) -> Sequence[str]:

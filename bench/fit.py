@@ -396,9 +396,12 @@ def run(
     repeats: int = REPEATS,
     gradient_cost: bool = True,
     progress: Callable[[str], object] = lambda line: None,
+    on_case: Callable[[list[Record]], object] = lambda records: None,
 ) -> list[Record]:
-    """The suite's records: the gradient-cost case, then every problem (missing data → skipped records)."""
+    """The suite's records: the gradient-cost case, then every problem (missing data → skipped records);
+    ``on_case`` gets each problem's records as soon as they are measured (the command line saves them)."""
     records = gradient_cost_records() if gradient_cost else []
+    on_case(records)
     if records:
         costs = {(r.method, r.metric): round(r.value, 2) for r in records if "cost_vs" in r.metric}
         progress(f"HH 10^4 steps, cost over a forward: {costs}")
@@ -414,7 +417,9 @@ def run(
                 for m in methods
             ]
             continue
-        records += run_problem(problem, methods, budgets, repeats, progress)
+        measured = run_problem(problem, methods, budgets, repeats, progress)
+        on_case(measured)
+        records += measured
     if not nevergrad_available():
         records += [
             skipped(SUITE, "all", name, "final_loss", "mV^2", "nevergrad is not installed (optional extra)")

@@ -67,7 +67,7 @@ from diffbrain.fit.fitter import float64, prepare, run_method
 from diffbrain.fit.objective import Account, Objective
 
 from .fit import DATA, N_STARTS, Problem, warm_up
-from .records import Record, format_params, make_record, save, skipped, to_frame
+from .records import Record, ResultsFile, format_params, make_record, skipped, to_frame
 
 SUITE = "fit_cells"
 CASES = ("bbp-C060109A1", "bbp-C080501B2", "pozzorini-frozen-noise")
@@ -342,8 +342,10 @@ def run(
     repeats: int = REPEATS,
     root: Path = DATA,
     progress: Callable[[str], object] = lambda line: None,
+    on_case: Callable[[list[Record]], object] = lambda records: None,
 ) -> list[Record]:
-    """The suite's records; a case whose data folder is missing gives skipped records."""
+    """The suite's records; a case whose data folder is missing gives skipped records. ``on_case`` gets
+    each case's records as soon as they are measured (the command line saves them)."""
     records = []
     for name in cases:
         try:
@@ -356,7 +358,9 @@ def run(
             ]
             continue
         progress(f"{case.name}: ceiling Γ {case.ceiling:.3f}; {case.note}")
-        records += run_case(case, models, methods, budget, repeats, progress)
+        measured = run_case(case, models, methods, budget, repeats, progress)
+        on_case(measured)
+        records += measured
     return records
 
 
@@ -392,10 +396,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     grid = dict(QUICK) if args.quick else {}
     given = {"cases": args.cases, "budget": args.budget, "repeats": args.repeats}
     grid |= {key: value for key, value in given.items() if value is not None}
+    try:
+        results = ResultsFile(args.out, SUITE)
+    except ValueError as error:
+        parser.error(f"--out: {error}")
     records = run(
-        models=args.models, methods=args.methods, progress=lambda line: print(line, flush=True), **grid
+        models=args.models,
+        methods=args.methods,
+        progress=lambda line: print(line, flush=True),
+        on_case=results.add,
+        **grid,
     )
-    save(records, args.out)
+    results.add(records)  # the skipped cases too
     ceilings = {r.case: round(r.value, 3) for r in records if r.metric == "ceiling"}
     print("ceilings:", ceilings)
     with pd.option_context("display.width", 250, "display.max_columns", None, "display.max_colwidth", 80):

@@ -241,6 +241,7 @@ def run(
     progress: Callable[[str], object] = lambda line: None,
     duration: float = DURATION,
     membrane: bool = False,
+    on_case: Callable[[list[Record]], object] = lambda records: None,
 ) -> list[Record]:
     """The suite's records for every d in ``dimensions`` and method, methods interleaved per seed.
 
@@ -248,7 +249,9 @@ def run(
     ``time_limit`` s), and one that spends ``budget`` simulations (the final loss at a fixed budget).
     ``repeats``: seeds per d, or ``{d: seeds}`` (3 for a d not named); ``duration``: ms of data;
     ``membrane``: the non-convex variant (cases ``kernel-gif-membrane/d=…``, `MEMBRANE` free too;
-    ``dimensions`` default `MEMBRANE_DIMENSIONS`, else `DIMENSIONS`).
+    ``dimensions`` default `MEMBRANE_DIMENSIONS`, else `DIMENSIONS`). ``on_case`` gets each d's records as
+    soon as they are measured (the command line saves them); the crossovers, derived from every d, are
+    only returned.
     """
     if dimensions is None:
         dimensions = MEMBRANE_DIMENSIONS if membrane else DIMENSIONS
@@ -290,7 +293,9 @@ def run(
             **({"membrane": "+".join(objective.membrane)} if membrane else {}),
             "load_avg_1min": f"{load_start:.1f}-{_load():.1f}",
         }
-        records += _records(member, outcomes, warm_ups, format_params(params), n)
+        measured = _records(member, outcomes, warm_ups, format_params(params), n)
+        on_case(measured)
+        records += measured
     return records + crossover_records(records)
 
 
@@ -502,7 +507,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     (``fit_dimension_membrane_crossover.png`` with ``--membrane``)."""
     import argparse
 
-    from .records import save, to_frame
+    from .records import ResultsFile, to_frame
 
     parser = argparse.ArgumentParser(prog="python -m diffbrain.bench.fit_dimension", description=__doc__)
     parser.add_argument(
@@ -521,6 +526,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", default="bench-results", help="results folder (default: %(default)s)")
     args = parser.parse_args(argv)
     repeats = args.repeats or REPEATS
+    try:
+        results = ResultsFile(args.out, SUITE)
+    except ValueError as error:
+        parser.error(f"--out: {error}")
     records = run(
         args.dimensions,
         args.methods,
@@ -530,8 +539,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         repeats,
         progress=lambda line: print(line, flush=True),
         membrane=args.membrane,
+        on_case=results.add,
     )
-    path = save(records, args.out)
+    path = results.add(records)  # the crossovers too
     frame = to_frame(records)
     with pd.option_context("display.width", 250, "display.max_columns", None):
         print(summary(frame))

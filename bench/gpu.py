@@ -23,8 +23,9 @@ wall-time budget (what does not fit is recorded as skipped, with the reason):
    `ops.event_matvec`; the microcircuit's delayed synapses through the Pallas `ops.arrival_scatter`.
 
 Each stage writes its records as soon as it has them (``OUT/ops-gpu.csv`` after every case,
-``OUT/sim-gpu.csv``, ``OUT/gpu_tuning.csv``), so a run stopped at its limit keeps what it finished. The last
-lines printed are summary tables.
+``OUT/sim-gpu.csv``, and the tuning table ``OUT/gpu_tuning.tsv``, tab-separated and not named ``*.csv`` so
+that ``diffbrain leaderboard OUT`` reads the records only), so a run stopped at its limit keeps what it
+finished. The last lines printed are summary tables.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from diffbrain.ops.kernels import pallas
 
 from . import ops as ops_suite
 from . import sim as sim_suite
-from .records import Record, format_params, save, skipped, to_frame
+from .records import Record, ResultsFile, format_params, save, skipped, to_frame
 from .timing import measure_side_by_side
 
 SIZES = ((100_000, 400), (1_000_000, 400))
@@ -238,8 +239,8 @@ def tune(
 
 
 def _write_table(table: pd.DataFrame, path: Path) -> None:
-    """Write ``table`` as CSV atomically (`write_atomically`)."""
-    write_atomically(path, lambda file: table.to_csv(file, index=False), newline="")
+    """Write ``table`` tab-separated, atomically (`write_atomically`)."""
+    write_atomically(path, lambda file: table.to_csv(file, sep="\t", index=False), newline="")
 
 
 def _as_suite(records: Sequence[Record], suite: str) -> list[Record]:
@@ -262,26 +263,27 @@ def ops_grid(
         for weights, fractions in (("heterogeneous", firing), ("homogeneous", firing[:1]))
         for fraction in fractions
     ]
+    results = ResultsFile(out, "ops-gpu")
     records, built = [], {}
     for case in cases:
         fields = dict(params=format_params(case._asdict()), dtype=jnp.dtype(ops_suite.DTYPE).name)
         if time.monotonic() > deadline:
-            records.append(
-                skipped("ops-gpu", case.name, "diffbrain", "step_time", "s", "out of time", **fields)
-            )
-            continue
-        progress(f"ops-gpu {case.name}")
-        key = (case.n, case.per_row, case.weights)
-        if key not in built:
-            built.clear()  # one network on the device at a time
-            built[key] = device_csr(jax.random.key(0), case.n, case.per_row, case.weights == "heterogeneous")
-        try:
-            records += _as_suite(ops_suite.run_case(case, built[key], repeats), "ops-gpu")
-        except Exception as error:  # one case that fails (e.g. out of memory) must not lose the others
-            traceback.print_exc()
-            reason = f"failed: {type(error).__name__}: {str(error)[:300]}"
-            records.append(skipped("ops-gpu", case.name, "diffbrain", "step_time", "s", reason, **fields))
-        save(records, out)
+            measured = [skipped("ops-gpu", case.name, "diffbrain", "step_time", "s", "out of time", **fields)]
+        else:
+            progress(f"ops-gpu {case.name}")
+            key = (case.n, case.per_row, case.weights)
+            if key not in built:
+                built.clear()  # one network on the device at a time
+                heterogeneous = case.weights == "heterogeneous"
+                built[key] = device_csr(jax.random.key(0), case.n, case.per_row, heterogeneous)
+            try:
+                measured = _as_suite(ops_suite.run_case(case, built[key], repeats), "ops-gpu")
+            except Exception as error:  # one case that fails (e.g. out of memory) must not lose the others
+                traceback.print_exc()
+                reason = f"failed: {type(error).__name__}: {str(error)[:300]}"
+                measured = [skipped("ops-gpu", case.name, "diffbrain", "step_time", "s", reason, **fields)]
+        results.add(measured)
+        records += measured
     return records
 
 
@@ -328,7 +330,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(f"check passed: {len(table)} comparisons, largest relative error {worst:.2e}")
         if "tune" not in args.skip:
             best, table = tune()
-            _write_table(table, out / "gpu_tuning.csv")
+            _write_table(table, out / "gpu_tuning.tsv")
             elapsed = time.monotonic() - start
             print(f"tuning (CHUNK, ROWS, NUM_WARPS) = {best} after {elapsed:.0f} s:\n{table.head(5)}")
         sim_reserve = 0.0 if "sim" in args.skip else 120.0

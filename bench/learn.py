@@ -210,12 +210,14 @@ def run(
     batches: Sequence[int] | None = None,
     progress: Callable[[str], None] | None = None,
     sparse_cases: Sequence[tuple[int, float, int, int]] = SPARSE_CASES,
+    on_case: Callable[[list[Record]], object] = lambda records: None,
 ) -> list[Record]:
     """The whole grid: every (size, T, batch) case, then the cosines per size, then the ``sparse_cases``
     (`sparse_network_records`).
 
     ``batches`` defaults to `FULL_BATCHES` when ``steps`` is `FULL_STEPS` (the full grid) and to
-    `BATCHES` otherwise.
+    `BATCHES` otherwise. ``on_case`` gets each case's records (and each size's cosines) as soon as they are
+    measured (the command line saves them).
     """
     if batches is None:
         batches = FULL_BATCHES if tuple(steps) == FULL_STEPS else BATCHES
@@ -233,10 +235,15 @@ def run(
                             if r.metric != "compile_time"
                         )
                     )
+                on_case(case)
                 records += case
-        records += cosine_records(n_rec)
+        cosines = cosine_records(n_rec)
+        on_case(cosines)
+        records += cosines
     for sparse_case in sparse_cases:
-        records += sparse_network_records(*sparse_case, repeats=repeats)
+        sparse = sparse_network_records(*sparse_case, repeats=repeats)
+        on_case(sparse)
+        records += sparse
         if progress is not None:
             progress(
                 f"sparse {sparse_case}: "

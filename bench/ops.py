@@ -585,8 +585,10 @@ def run(
     repeats: int = 5,
     quick: bool = False,
     progress: Callable[[str], None] = lambda line: None,
+    on_case: Callable[[list[Record]], object] = lambda records: None,
 ) -> list[Record]:
-    """The ops suite over ``sizes`` × ``weights`` × ``firing`` (see the module docstring)."""
+    """The ops suite over ``sizes`` × ``weights`` × ``firing`` (see the module docstring); ``on_case`` gets
+    each case's records as soon as they are measured (the command line saves them)."""
     records = []
     for n, per_row in sizes:
         for kind in weights:
@@ -594,7 +596,9 @@ def run(
             for fraction in firing:
                 case = Case(n, per_row, fraction, kind)
                 progress(case.name)
-                records += run_case(case, W, repeats, quick)
+                measured = run_case(case, W, repeats, quick)
+                on_case(measured)
+                records += measured
     return records
 
 

@@ -27,8 +27,12 @@ from .._atomic import write_atomically
 CORE_LIBRARIES = ("jax", "jaxlib", "equinox", "diffrax", "diffbrain")
 """Libraries whose versions every record names."""
 
-KEY = ("suite", "case", "method", "metric", "dtype", "device", "backend", "versions", "git_commit")
-"""Columns that identify a measurement: a newer record with the same key replaces the older one."""
+KEY = ("suite", "case", "method", "metric", "dtype", "params", "device", "backend", "versions", "git_commit")
+"""Columns that identify a measurement: a newer record with the same key replaces the older one. Of
+``versions`` only the core libraries' count (`core_versions`) and of ``params`` only the case's settings
+(`case_params`), so the key is the cell and run that `diffbrain.bench.compare` reads a file by."""
+RUN_PARAMS = ("load_avg_1min", "grad_cost")
+"""``params`` entries that describe the run (the machine's load, a measured cost), not the case."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,6 +130,17 @@ def skipped(suite: str, case: str, method: str, metric: str, unit: str, reason: 
 def format_params(params: Mapping[str, object]) -> str:
     """``{"n": 1000, "dt_ms": 0.1}`` → ``"n=1000;dt_ms=0.1"``."""
     return ";".join(f"{key}={value}" for key, value in params.items())
+
+
+def core_versions(versions: str) -> str:
+    """The core libraries' entries of a ``versions`` field: a peer's version is named only on the peer's
+    records (and only when it ran), so it differs between the records of one run."""
+    return ";".join(item for item in versions.split(";") if item.partition("=")[0] in CORE_LIBRARIES)
+
+
+def case_params(params: str) -> str:
+    """A ``params`` field without its `RUN_PARAMS` entries: the settings that identify a case."""
+    return ";".join(item for item in params.split(";") if item.partition("=")[0] not in RUN_PARAMS)
 
 
 @functools.cache
@@ -229,25 +244,74 @@ def read_csv(path: str | os.PathLike) -> pd.DataFrame:
 
 
 def read_results(folder: str | os.PathLike) -> pd.DataFrame:
-    """All records of every ``*.csv`` file in ``folder``, as one DataFrame."""
+    """All records of every ``*.csv`` file in ``folder``, as one DataFrame.
+
+    Raises:
+        ValueError: ``folder`` is not an existing folder, or one of its CSV files is not a records CSV.
+    """
+    if not Path(folder).is_dir():
+        what = "a file" if Path(folder).exists() else "missing"
+        raise ValueError(
+            f"{os.fspath(folder)!r} is {what}, not a results folder written by `diffbrain bench`."
+        )
     frames = [read_csv(path) for path in sorted(Path(folder).glob("*.csv"))]
     if not frames:
         return pd.DataFrame(columns=list(COLUMNS))
     return pd.concat(frames, ignore_index=True)
 
 
-def save(records: Iterable[Record], folder: str | os.PathLike) -> Path:
-    """Merge ``records`` into ``folder/<suite>.csv`` (atomically); return the file's path.
+def identity(records: pd.DataFrame) -> pd.DataFrame:
+    """The `KEY` columns of ``records``, ``versions`` as `core_versions` and ``params`` as `case_params`."""
+    return records[list(KEY)].assign(
+        versions=records["versions"].map(core_versions), params=records["params"].map(case_params)
+    )
 
-    A new record replaces an old one with the same `KEY` (same case, method, metric, machine, versions and
-    commit); records from other commits or machines are kept, so the file accumulates history.
+
+class ResultsFile:
+    """One suite's records CSV in a results folder, checked before a run and rewritten after every case.
+
+    Creating it reads the records already in ``folder/<suite>.csv``, so an ``--out`` that cannot hold the
+    results is refused before hours of benchmarking, not after them. Each `add` merges the records added so
+    far into those (a record replaces an older one with the same `KEY`, so the newest wins) and writes the
+    file atomically: a run stopped midway keeps every case it saved.
+
+    Raises:
+        ValueError: ``folder`` is a file (or lies under one), or ``folder/<suite>.csv`` is not a records CSV.
+    """
+
+    def __init__(self, folder: str | os.PathLike, suite: str):
+        folder = Path(folder)
+        existing = next(path for path in (folder, *folder.absolute().parents) if path.exists())
+        if not existing.is_dir():
+            raise ValueError(f"{os.fspath(existing)!r} is a file; give a folder for the results.")
+        self.suite = suite
+        self.path = folder / f"{suite}.csv"
+        if self.path.exists() and not self.path.is_file():
+            raise ValueError(f"{os.fspath(self.path)!r} is not a file; move it out of the results folder.")
+        self._earlier = read_csv(self.path) if self.path.exists() else None
+        self._records: list[Record] = []
+
+    def add(self, records: Iterable[Record]) -> Path:
+        """Merge ``records`` (of this suite) into the file, with those added before; return its path."""
+        records = list(records)
+        others = sorted({record.suite for record in records} - {self.suite})
+        if others:
+            raise ValueError(f"{os.fspath(self.path)} holds suite {self.suite!r} only; got suites {others}.")
+        self._records += records
+        new = to_frame(self._records)
+        merged = new if self._earlier is None else pd.concat([self._earlier, new], ignore_index=True)
+        merged = merged[~identity(merged).duplicated(keep="last")]
+        return write_csv([Record(**row) for row in merged.to_dict("records")], self.path)
+
+
+def save(records: Iterable[Record], folder: str | os.PathLike) -> Path:
+    """Merge ``records`` into ``folder/<suite>.csv`` (atomically, see `ResultsFile`); return the file's path.
+
+    A new record replaces an old one with the same `KEY` (same case, settings, method, metric, machine, core
+    versions and commit); records from other commits or machines are kept, so the file accumulates history.
     """
     records = list(records)
     suites = {record.suite for record in records}
     if len(suites) != 1:
         raise ValueError(f"`save` writes one suite's records to one file; got suites {sorted(suites)}.")
-    path = Path(folder) / f"{suites.pop()}.csv"
-    new = to_frame(records)
-    merged = pd.concat([read_csv(path), new], ignore_index=True) if path.exists() else new
-    merged = merged.drop_duplicates(subset=list(KEY), keep="last")
-    return write_csv([Record(**row) for row in merged.to_dict("records")], path)
+    return ResultsFile(folder, suites.pop()).add(records)

@@ -839,6 +839,7 @@ def run(
     repeats: int | None = None,
     progress: Callable[[str], None] = lambda line: None,
     peer_python: str | None = None,
+    on_case: Callable[[list[Record]], object] = lambda records: None,
     **grid,
 ) -> list[Record]:
     """The sim suite: COBA at `N` for each duration against every peer, then the scaling sizes, then the
@@ -852,6 +853,8 @@ def run(
         repeats: timed runs per case (default `REPEATS`, quick 2).
         progress: called with a line before each simulator runs.
         peer_python: the interpreter that has the peers (default ``$DIFFBRAIN_PEER_PYTHON``, else this one).
+        on_case: gets each case's records as soon as they are measured (the command line saves them, so a
+            run stopped midway keeps its finished cases).
         grid: overrides of ``durations_ms``, ``scaling``, ``peers``, ``scaling_peers``, ``microcircuit``
             ((scale, k_scale, duration ms) cases), ``microcircuit_peers``, ``data`` (the
             ``conn-potjans-diesmann2014`` folder).
@@ -889,12 +892,20 @@ def run(
     for _, _, duration in settings["microcircuit"]:  # before hours of other cases
         _check_microcircuit_duration(duration)
     common = dict(repeats=settings["repeats"], peer_python=peer_python, progress=progress)
-    records = run_size(N, settings["durations_ms"], settings["peers"], **common)
+    records = []
+
+    def keep(measured: list[Record]) -> None:
+        on_case(measured)
+        records.extend(measured)
+
+    keep(run_size(N, settings["durations_ms"], settings["peers"], **common))
     for n, duration in settings["scaling"].items():
-        records += run_size(n, (duration,), settings["scaling_peers"], **common)
+        keep(run_size(n, (duration,), settings["scaling_peers"], **common))
     for scale, k_scale, duration in settings["microcircuit"]:
-        records += run_microcircuit(
-            scale, k_scale, duration, settings["microcircuit_peers"], data=settings["data"], **common
+        keep(
+            run_microcircuit(
+                scale, k_scale, duration, settings["microcircuit_peers"], data=settings["data"], **common
+            )
         )
     return records
 

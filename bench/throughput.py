@@ -222,7 +222,21 @@ def run_case(name: str, n: int, steps: int = STEPS, repeats: int = 5) -> list[Re
 
 
 def run(
-    models: Sequence[str] = MODELS, sizes: Sequence[int] = SIZES, steps: int = STEPS, repeats: int = 5
+    models: Sequence[str] = MODELS,
+    sizes: Sequence[int] = SIZES,
+    steps: int = STEPS,
+    repeats: int = 5,
+    on_case: Callable[[list[Record]], object] = lambda records: None,
 ) -> list[Record]:
-    """The throughput suite over ``models`` × ``sizes`` (see `run_case`); returns all records."""
-    return [record for name in models for n in sizes for record in run_case(name, n, steps, repeats)]
+    """The throughput suite over ``models`` × ``sizes`` (see `run_case`); returns all records.
+
+    ``on_case`` gets each case's records as soon as they are measured (the command line saves them, so a
+    run stopped midway keeps its finished cases).
+    """
+    records = []
+    for name in models:
+        for n in sizes:
+            case = run_case(name, n, steps, repeats)
+            on_case(case)
+            records += case
+    return records

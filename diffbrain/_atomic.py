@@ -7,13 +7,15 @@ through `write_atomically`, so a crash, a full disk or Ctrl-C while writing neve
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 PERMISSIONS = 0o644
-"""The mode of a written file: `tempfile.mkstemp` makes it 0600, which would hide results from the group."""
+"""The mode of a new file: `tempfile.mkstemp` makes it 0600, which would hide results from the group. A file
+that is replaced keeps its own permission bits."""
 
 
 def write_atomically(
@@ -23,10 +25,12 @@ def write_atomically(
 
     The temporary file is flushed and synced to disk before `os.replace` renames it, so even a power loss
     leaves either the old file or the new one. If ``write`` raises, the temporary file is removed, ``path``
-    is left as it was, and the exception propagates.
+    is left as it was, and the exception propagates. A symbolic link is followed: the file it points to is
+    replaced (the link stays), and an existing file keeps its permission bits (new files get
+    `PERMISSIONS`).
 
     Args:
-        path: the file to write; its folder must exist.
+        path: the file to write (or a link to it); its folder must exist.
         write: writes the whole content to the open file it is given.
         mode: ``"w"`` (text) or ``"wb"`` (bytes).
         newline: passed to `open` in text mode (``""`` for the `csv` module).
@@ -37,14 +41,19 @@ def write_atomically(
     if mode not in ("w", "wb"):
         raise ValueError(f"mode must be 'w' or 'wb', got {mode!r}")
     path = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    target = path.resolve()  # the rename happens next to the file itself, so a link to it stays a link
+    try:
+        permissions = stat.S_IMODE(target.stat().st_mode)
+    except FileNotFoundError:
+        permissions = PERMISSIONS
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, mode, newline=newline) as file:
             write(file)
             file.flush()
             os.fsync(file.fileno())
-        os.chmod(temporary, PERMISSIONS)
-        os.replace(temporary, path)
+        os.chmod(temporary, permissions)
+        os.replace(temporary, target)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise

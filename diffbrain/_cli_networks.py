@@ -140,8 +140,7 @@ def _write_rates_csv(path: Path, result, bin_ms: float) -> None:
     from .cli import save_csv
 
     trace = np.asarray(result.rate_trace(bin_ms))
-    width = max(1, round(bin_ms / result.dt)) * result.dt
-    table = np.column_stack([(np.arange(trace.shape[0]) + 0.5) * width, trace])
+    table = np.column_stack([(np.arange(trace.shape[0]) + 0.5) * bin_ms, trace])
     save_csv(path, table, ",".join(["t_ms", *result.names]), "%.6g")
 
 
@@ -186,9 +185,11 @@ def simulate_network(
         )
     if not -(2**63) <= seed < 2**63:
         raise _fail(f"must fit in 64 bits (|seed| < 2⁶³), got {seed}.", "--seed")
-    from .cli import _number_of_steps, check_output, write_outputs
+    from .cli import _number_of_steps, check_output, whole_steps, write_outputs
 
     _number_of_steps(duration_ms, dt)  # at least one step, a multiple of dt, at most the step limit
+    if raster is not None or out is not None:
+        whole_steps("--bin", bin_ms, dt)  # a bin of whole steps, or the CSV's t_ms would not be --bin's
 
     check_output("--raster", raster)
     check_output("--out", out)

@@ -135,18 +135,25 @@ def _check_number(option: str, value: float, unit: str, positive: bool) -> None:
         raise typer.BadParameter(f"must be > 0 {unit}, got {value:g}.", param_hint=f"'{option}'")
 
 
+def whole_steps(option: str, span: float, dt: float) -> int:
+    """The number of ``dt`` steps in ``span`` (both ms), or a `typer.BadParameter` naming ``option`` when
+    ``span`` is shorter than one step or not a multiple of ``dt``."""
+    if span < dt:
+        raise typer.BadParameter(
+            f"{span:g} ms is shorter than one time step (--dt {dt:g} ms); pass at least {dt:g}.",
+            param_hint=f"'{option}'",
+        )
+    n_steps = round(span / dt)
+    if abs(n_steps * dt - span) > 1e-6 * max(1.0, span):  # the same rule as the networks'
+        raise typer.BadParameter(
+            f"{span:g} ms is not a multiple of dt = {dt:g} ms; pass e.g. {n_steps * dt:g}.",
+            param_hint=f"'{option}'",
+        )
+    return n_steps
+
+
 def _number_of_steps(duration: float, dt: float) -> int:
-    if duration < dt:
-        raise typer.BadParameter(
-            f"{duration:g} ms is shorter than one time step (--dt {dt:g} ms); simulate at least one step.",
-            param_hint="'--duration'",
-        )
-    n_steps = round(duration / dt)
-    if abs(n_steps * dt - duration) > 1e-6 * max(1.0, duration):  # the same rule as the networks'
-        raise typer.BadParameter(
-            f"{duration:g} ms is not a multiple of dt = {dt:g} ms; pass e.g. {n_steps * dt:g}.",
-            param_hint="'--duration'",
-        )
+    n_steps = whole_steps("--duration", duration, dt)
     if n_steps > _MAX_STEPS:
         raise typer.BadParameter(
             f"{duration:g} ms at --dt {dt:g} ms is {n_steps:,} steps (limit {_MAX_STEPS:,}); "

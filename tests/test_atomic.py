@@ -47,3 +47,19 @@ def test_a_mode_that_is_not_a_write_mode_is_refused(tmp_path):
     with pytest.raises(ValueError, match="mode must be 'w' or 'wb', got 'a'"):
         write_atomically(tmp_path / "a.txt", lambda file: file.write("x"), "a")
     assert not os.listdir(tmp_path)
+
+
+def test_a_link_stays_a_link_and_a_file_keeps_its_mode(tmp_path):
+    """Review: writing through a symbolic link replaced the link with a regular file (its target kept the
+    old content), and rewriting a group-writable file reset its mode to 0644."""
+    target, link = tmp_path / "target.csv", tmp_path / "link.csv"
+    target.write_text("old\n")
+    link.symlink_to(target)
+    write_atomically(link, lambda file: file.write("new\n"))
+    assert link.is_symlink() and target.read_text() == "new\n"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["link.csv", "target.csv"]
+    shared = tmp_path / "shared.csv"
+    shared.write_text("x")
+    os.chmod(shared, 0o664)
+    write_atomically(shared, lambda file: file.write("y"))
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o664 and shared.read_text() == "y"

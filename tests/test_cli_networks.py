@@ -160,3 +160,13 @@ def test_microcircuit_prints_the_reference_rates(shared_data):
     result = _run("microcircuit", "--scale", "0.01", "--duration", "10", "--data", str(folder))
     assert result.exit_code == 0, result.output
     assert "reference (Hz)" in result.output and "L23e" in result.output and "771 neurons" in result.output
+
+
+def test_a_bin_that_is_not_a_multiple_of_dt_is_refused(tmp_path):
+    """Review: --bin 0.25 at --dt 0.1 was silently rounded to 0.2 ms bins."""
+    out = tmp_path / "rates.csv"
+    for bin_ms in ("0.25", "0.05"):
+        result = _run("coba", "--scale", "0.05", "--duration", "2", "--bin", bin_ms, "--out", str(out))
+        assert result.exit_code == 2 and "'--bin'" in result.output, result.output
+        assert re.search(r"multiple of dt|shorter than one time step", _text(result))
+    assert not out.exists()

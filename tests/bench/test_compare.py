@@ -1,5 +1,6 @@
 """`bench --compare`: times judged by their ratio to a reference measured in the same run."""
 
+import dataclasses
 import json
 import math
 import re
@@ -263,3 +264,93 @@ def test_bench_command_flags_a_regression_and_exits_1(tmp_path, capsys):
         )
     output = capsys.readouterr().out
     assert missing.value.code == 1 and f"MISSING throughput {extra.case} gone run_time" in output, output
+
+
+def _suite_run(suite, case, times, metric="wall_time", scale=1.0, **fields):
+    return _timings(
+        [(suite, case, method, metric, value * scale) for method, value in times.items()], **fields
+    )
+
+
+@pytest.mark.parametrize(
+    ("suite", "case", "times"),
+    [
+        ("fit", "hh-noise/budget=100", {"random": 2.0, "lbfgs": 1.0, "cmaes": 3.0}),
+        ("fit_cells", "bbp-C060109A1/gif", {"de": 2.0, "lbfgs": 1.0, "adam": 3.0}),
+        ("fit_dimension", "kernel-gif/d=8", {"de": 2.0, "lbfgs": 1.0, "pso": 3.0}),
+    ],
+)
+def test_fitting_suites_have_a_reference(suite, case, times):
+    """Review: fit's wall times were all unreferenced (a 10× slowdown passed), and fit_cells and
+    fit_dimension compared with themselves failed with "Nothing was judged"."""
+    base = _suite_run(suite, case, times)
+    assert not compare.failed(compare.compare(base, base))
+    slower = compare.compare(_suite_run(suite, case, {**times, "lbfgs": 10.0}), base)
+    assert _status(slower)["lbfgs"] == "slower" and compare.failed(slower)
+    machine = compare.compare(_suite_run(suite, case, times, scale=10.0), base)  # all 10× slower
+    assert set(_status(machine).values()) == {"ok", "reference slower"} and compare.failed(machine)
+
+
+def test_spreads_warmups_and_infinite_times_are_not_judged(tmp_path):
+    rows = [
+        _record("segment_sum", "step_time", 1.0),
+        _record("diffbrain", "step_time", math.inf),  # a threshold never reached
+        _record("diffbrain", "step_time_sd", 0.1),
+        _record("diffbrain", "warmup_time", 3.0),
+    ]
+    timings = compare.load(records.write_csv(rows, tmp_path / "ops.csv"))
+    assert timings[["method", "metric"]].values.tolist() == [
+        ["segment_sum", "step_time"],
+        ["diffbrain", "step_time"],
+    ]
+    assert math.isnan(timings["value"].iloc[1])
+
+
+def test_params_that_describe_the_run_do_not_separate_cases(tmp_path):
+    """fit_dimension records the machine's load average in params: a rerun is still the same case."""
+
+    def run(load, value):
+        params = f"d=8;grad_cost=1.5;load_avg_1min={load}"
+        rows = [
+            _record("de", "wall_time", 1.0, params=params),
+            _record("lbfgs", "wall_time", value, params=params),
+        ]
+        rows = [dataclasses.replace(row, suite="fit_dimension") for row in rows]
+        return compare.load(records.write_csv(rows, tmp_path / f"{load}.csv"))
+
+    table = compare.compare(run("9.0-9.1", 3.0), run("1.0-2.0", 1.0))
+    assert _status(table) == {"de": "reference ok", "lbfgs": "slower"}
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"name": "test_ops[x]", "params": {"method": "a"}}, r"benchmark 0 \(test_ops\[x\]\) has no numeric"),
+        ({"name": "test_ops", "stats": {"median": "n/a"}}, r"has no numeric stats.median \(got 'n/a'\)"),
+        ({"stats": {"median": 1.0}}, "benchmark 0 has no name"),
+    ],
+)
+def test_a_malformed_pytest_benchmark_entry_is_named_with_its_file(tmp_path, entry, message):
+    """Review: an entry without stats raised a KeyError traceback; a non-numeric median's error did not
+    name the file."""
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"benchmarks": [entry]}))
+    with pytest.raises(ValueError, match=rf"bad\.json.*{message}"):
+        compare.load(path)
+
+
+def test_bench_command_refuses_a_baseline_of_another_suite_before_running(tmp_path, capsys, monkeypatch):
+    """Review: a baseline of another suite (or a pytest-benchmark JSON) was accepted, the suite ran, and
+    the check failed only then."""
+    from diffbrain.bench import throughput
+
+    monkeypatch.setattr(throughput, "run_case", lambda *args: pytest.fail("the suite ran"))
+    ops_csv = records.write_csv([_record("segment_sum", "step_time", 1.0)], tmp_path / "ops.csv")
+    bad_json = tmp_path / "bad.json"
+    bad_json.write_text(json.dumps({"benchmarks": [{"name": "test_ops"}]}))
+    for baseline, message in ((ops_csv, "holds no timings of the throughput suite"), (bad_json, "bad.json")):
+        with pytest.raises(SystemExit) as exit_info:
+            bench_cli.main(["throughput", "--out", str(tmp_path / "out"), "--compare", str(baseline)])
+        error = capsys.readouterr().err
+        assert exit_info.value.code == 2 and "--compare" in error and message in error, error
+    assert not (tmp_path / "out").exists()

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from diffbrain.bench import __main__ as cli
-from diffbrain.bench import brainpy_peer, records, throughput
+from diffbrain.bench import brainpy_peer, compare, leaderboard, ops, records, throughput
 from diffbrain.bench.timing import measure, measure_side_by_side
 
 
@@ -208,3 +208,108 @@ def test_command_line_refuses_bad_counts_and_models_naming_the_option(tmp_path, 
     error = capsys.readouterr().err
     assert named in error and error.startswith("usage: diffbrain bench")
     assert not list(tmp_path.iterdir())
+
+
+def _fake_case(name: str, n: int, steps: int = 20, repeats: int = 1) -> list[records.Record]:
+    """A throughput case's records without running anything (the command line's saving is under test)."""
+    params = records.format_params({"n": n, "steps": steps})
+    return [_record(suite="throughput", case=f"{name}/n={n}", value=float(steps), params=params)]
+
+
+def test_command_line_checks_out_before_running(tmp_path, capsys, monkeypatch):
+    """Review: a bad --out was found only after the whole suite had run."""
+    monkeypatch.setattr(throughput, "run_case", lambda *args: pytest.fail("the suite ran"))
+    afile = tmp_path / "afile"
+    afile.write_text("hi\n")
+    not_records = tmp_path / "out" / "throughput.csv"
+    not_records.parent.mkdir()
+    not_records.write_text("a,b\n1,2\n")
+    for out, named in (
+        (afile, "is a file"),
+        (afile / "sub", "is a file"),
+        (not_records.parent, "not a records"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(["throughput", "--models", "lif", "--out", str(out)], prog="diffbrain bench")
+        error = capsys.readouterr().err
+        assert exit_info.value.code == 2 and "--out" in error and named in error, error
+    assert not_records.read_text() == "a,b\n1,2\n" and afile.read_text() == "hi\n"
+
+
+def test_an_interrupted_run_keeps_the_cases_it_finished(tmp_path, monkeypatch):
+    """Review: Ctrl-C in the last case lost every finished case (the records were saved at the end only)."""
+    records.save([_record(suite="throughput", case="old/n=1", params="n=1;steps=20")], tmp_path)
+    calls = []
+
+    def run_case(name, n, steps, repeats):
+        calls.append(name)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return _fake_case(name, n, steps)
+
+    monkeypatch.setattr(throughput, "run_case", run_case)
+    with pytest.raises(KeyboardInterrupt):
+        cli.main(["throughput", "--models", "lif", "gif", "hh", "--sizes", "10", "--out", str(tmp_path)])
+    saved = records.read_csv(tmp_path / "throughput.csv")
+    assert sorted(saved.case) == ["gif/n=10", "lif/n=10", "old/n=1"]
+
+
+def test_save_keeps_the_newest_record_of_a_cell_whatever_the_peer_versions(tmp_path):
+    """Review: a skipped peer (core versions) and the peer measured later at the same commit (its version
+    named) both survived `save`, and `--compare` then refused the file `save` wrote."""
+    fields = dict(suite="ops", case="n=1000", metric="step_time", params="n=1000")
+    records.save(
+        [
+            _record(method="segment_sum", value=1.0, **fields),
+            records.skipped(unit="s", reason="brainevent not installed", method="brainevent", **fields),
+        ],
+        tmp_path,
+    )
+    later = dataclasses.replace(
+        _record(method="brainevent", value=2.0, peers=("brainevent",), **fields), date="2099-01-01T00:00:00"
+    )
+    records.save([_record(method="segment_sum", value=1.5, **fields), later], tmp_path)
+    saved = records.read_csv(tmp_path / "ops.csv")
+    assert sorted(zip(saved.method, saved.value, strict=True)) == [("brainevent", 2.0), ("segment_sum", 1.5)]
+    timings = compare.load(tmp_path / "ops.csv")  # no "cannot be told apart"
+    board = leaderboard.latest(records.read_results(tmp_path))
+    for frame in (timings, board):
+        assert sorted(zip(frame.method, frame.value, strict=True)) == [
+            ("brainevent", 2.0),
+            ("segment_sum", 1.5),
+        ]
+
+
+def test_save_keeps_runs_of_other_settings_and_replaces_what_only_the_load_changed(tmp_path):
+    """Review: a throughput run with other --steps replaced the earlier run's records (same case name)."""
+    records.save(_fake_case("lif", 10, steps=1000), tmp_path)
+    records.save(_fake_case("lif", 10, steps=10), tmp_path)
+    assert sorted(records.read_csv(tmp_path / "throughput.csv").value) == [10.0, 1000.0]
+    for load, value in (("0.5-1.0", 1.0), ("7.0-9.5", 2.0)):  # RUN_PARAMS do not make another case
+        params = f"d=2;load_avg_1min={load};grad_cost=1.{value:g}"
+        records.save([_record(suite="fd", params=params, value=value)], tmp_path)
+    assert list(records.read_csv(tmp_path / "fd.csv").value) == [2.0]
+
+
+@pytest.mark.parametrize("firing", ["5", "0", "-0.1", "nan", "x"])
+def test_command_line_takes_firing_as_a_fraction(tmp_path, capsys, monkeypatch, firing):
+    """Review: --firing 5 (meaning 5 %) was benchmarked as 500 % firing."""
+    monkeypatch.setattr(ops, "run_case", lambda *args: pytest.fail("the suite ran"))
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["ops", "--firing", "0.02", firing, "--out", str(tmp_path)], prog="diffbrain bench")
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "--firing" in error and "fraction in (0, 1]" in error
+    assert cli.firing_fraction("1") == 1.0 and cli.firing_fraction("0.02") == 0.02
+
+
+def test_gpu_tuning_table_does_not_stop_the_leaderboard_reading_the_folder(tmp_path, monkeypatch):
+    """Review: gpu.main wrote gpu_tuning.csv beside ops-gpu.csv; `diffbrain leaderboard DIR` then failed."""
+    from diffbrain.bench import gpu
+
+    table = pd.DataFrame([dict(chunk=256, rows=4, num_warps=4, call_s=1e-4)])
+    monkeypatch.setattr(gpu, "tune", lambda: ((256, 4, 4), table))
+    gpu.main(["--out", str(tmp_path), "--skip", "check", "ops", "sim"])
+    assert pd.read_csv(tmp_path / "gpu_tuning.tsv", sep="\t").equals(table)
+    records.save([_record(suite="ops-gpu", case="n=10", params="n=10")], tmp_path)
+    readme = leaderboard.render(tmp_path, tmp_path / "board").read_text()
+    assert "## ops-gpu" in readme

@@ -2,6 +2,7 @@
 
 import dataclasses
 import math
+import re
 
 import pytest
 
@@ -255,3 +256,57 @@ def test_fit_gets_a_loss_vs_wall_time_plot(tmp_path, monkeypatch):
     ]
     plot(frame, tmp_path / "real.png")
     assert (tmp_path / "real.png").stat().st_size > 5000
+
+
+def test_a_results_folder_that_is_missing_a_file_or_empty_is_named(results, tmp_path):
+    """Review: a misspelled second folder was silently ignored; a CSV file gave a misleading message."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cases = [
+        (tmp_path / "does-not-exist", "is missing, not a results folder"),
+        (results / "demo.csv", "is a file, not a results folder"),
+        (empty, "holds no benchmark records"),
+    ]
+    for folder, message in cases:
+        with pytest.raises(ValueError, match=rf"^RESULTS:? '{re.escape(str(folder))}'.* {message}"):
+            leaderboard.render([results, folder], tmp_path / "board")
+    assert not (tmp_path / "board").exists()
+
+
+def test_log_axis_only_when_it_shows_every_value(results, tmp_path, monkeypatch):
+    """Review: a log axis was used when any value was > 0, so zeros and negative values vanished."""
+    assert leaderboard.log_scale_shows_all([1.0, 2.0, math.nan, math.inf])
+    assert not leaderboard.log_scale_shows_all([0.0, 2.0])
+    assert not leaderboard.log_scale_shows_all([-1.0, 2.0])
+    assert not leaderboard.log_scale_shows_all([math.nan])
+    scales = {}
+    monkeypatch.setattr(
+        leaderboard,
+        "_save_figure",
+        lambda figure, path: scales.setdefault(path.name, figure.axes[0].get_yscale()),
+    )
+    rows = [
+        _record("n=10", "diffbrain", "spikes_lost", 0.0, "1"),
+        _record("n=10", "peer", "spikes_lost", 3.0, "1"),
+    ]
+    records.write_csv(rows, results / "other.csv")
+    leaderboard.render(results, tmp_path / "board")
+    assert scales["demo_spikes_lost.png"] == "linear" and scales["demo_run_time.png"] == "log"
+
+
+def test_render_again_removes_its_own_stale_files_only(results, tmp_path):
+    """Review: re-rendering from fewer suites left the old suites' CSV files and plots behind."""
+    gone = [dataclasses.replace(_record("n=1", "diffbrain", "run_time", 1.0, "s"), suite="gone")]
+    records.write_csv(gone, results / "gone.csv")
+    board = tmp_path / "board"
+    leaderboard.render(results, board)
+    assert (board / "gone.csv").exists() and (board / "gone_run_time.png").exists()
+    (board / "reproduce").mkdir()
+    kept = [board / "reproduce" / "gone.csv", board / "gone_notes.png", board / "notes.csv"]
+    for path in kept:
+        path.write_text("mine")
+    (results / "gone.csv").unlink()
+    leaderboard.render(results, board)
+    assert not (board / "gone.csv").exists() and not (board / "gone_run_time.png").exists()
+    assert all(path.read_text() == "mine" for path in kept)
+    assert (board / "demo.csv").exists() and (board / "demo_run_time.png").exists()
