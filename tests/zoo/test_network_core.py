@@ -593,6 +593,24 @@ def test_any_spiking_neuron_and_linear_receptor():
     Network.build(sizes={"E": 2}, neuron=zoo.GIF(), receptors={"exc": zoo.Expon(mode="cuba")}, edges={})
 
 
+@pytest.mark.parametrize("receptor_dtype", [jnp.float32, jnp.float64])
+def test_receptors_take_the_networks_dtype(receptor_dtype):
+    """A receptor whose per-neuron parameters are of another floating dtype than the neuron's (here under
+    x64: a float64 network) runs in the network's dtype (its state was carried in its own, and the scan
+    refused the carry)."""
+    tau = jnp.full(4, 5.0, receptor_dtype)
+    net = Network.build(
+        sizes={"E": 4},
+        neuron=zoo.astype(zoo.LIF(), jnp.float64),
+        receptors={"exc": zoo.Expon(tau=tau, mode="cuba")},
+        edges={"exc": Edges([0], [1], 100.0, 0.0)},
+        I_ext=[600.0, 0.0, 0.0, 0.0],
+    )
+    assert net.receptors["exc"].tau.dtype == jnp.float64
+    result = net.simulate(20.0, jax.random.key(0))
+    assert result.final_state.receptors["exc"].g.dtype == jnp.float64 and int(result.counts.sum()) > 0
+
+
 def test_bad_input_names_the_argument():
     lif, expon = zoo.LIF(), zoo.Expon(mode="cuba")
     ok = dict(sizes={"E": 3}, neuron=lif, receptors={"exc": expon})

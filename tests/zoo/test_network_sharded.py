@@ -65,6 +65,18 @@ def test_sharded_simulation_equals_the_one_device_simulation(net, shared_weights
     _same(one, split)
 
 
+@pytest.mark.parametrize("n_devices", [2, 4])
+def test_a_shared_gap_conductance_is_split_too(net, n_devices):
+    """One conductance for every junction (`CSR.with_data` of a scalar): the blocks' padding junctions must
+    not conduct it (the leak term sums every junction of a column)."""
+    net = eqx.tree_at(lambda n: n.gap, net, net.gap.with_data(jnp.asarray(5.0, net.gap.data.dtype)))
+    one = net.simulate(30.0, jax.random.key(1), record=N)
+    split = networks.simulate_network_sharded(
+        net, 30.0, jax.random.key(1), record=N, devices=jax.devices()[:n_devices]
+    )
+    _same(one, split)
+
+
 def test_a_continued_run_and_unroll_and_checkpoint_give_the_same_simulation(net):
     record = [0, 7, 170]
     one = net.simulate(30.0, jax.random.key(1), record=record)
@@ -145,6 +157,8 @@ def test_bad_input_names_the_argument(net):
         )
     with pytest.raises(ValueError, match="`devices` is empty"):
         networks.simulate_network_sharded(net, 10.0, jax.random.key(0), devices=[])
+    with pytest.raises(ValueError, match="`devices` names a device more than once"):
+        networks.simulate_network_sharded(net, 10.0, jax.random.key(0), devices=jax.devices()[:1] * 2)
     with pytest.raises(ValueError, match="`state` must be a NetworkState of this network"):
         networks.simulate_network_sharded(
             net, 10.0, jax.random.key(0), state=_network().init_state()._replace(step=jnp.zeros(3, int))

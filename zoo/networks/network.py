@@ -26,6 +26,7 @@ from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray
 
 from ...ops import CSR, csr_matvec
 from .._checks import check_dt
+from .._param import astype
 from ..neurons._base import AbstractSpikingNeuron
 from ..simulate import _fail_on_nonfinite
 from ..synapses._base import AbstractKineticSynapse, AbstractSynapse
@@ -362,7 +363,8 @@ class Network(eqx.Module):
             sizes: population name → number of neurons, in order.
             neuron: any zoo spiking neuron; its parameters scalar or ``[n]``; its floating dtype is the
                 network's (cast it with `zoo.astype` for float64).
-            receptors: receptor name → synapse model linear in its input, ``g_max`` 1 (see the class doc).
+            receptors: receptor name → synapse model linear in its input, ``g_max`` 1 (see the class doc);
+                its floating parameters are cast to the network's dtype.
             edges: receptor name → its synapses: `Edges`, a sequence of them (concatenated), or any other
                 iterable of them (e.g. a generator), streamed: each part is validated and grouped before the
                 next one is drawn, so that only one part's edges exist at once (`Microcircuit.build` streams
@@ -412,6 +414,8 @@ class Network(eqx.Module):
                 )
         if not receptors:
             raise ValueError("`receptors` must name at least one receptor, e.g. {'exc': Expon(...)}.")
+        # the receptors' states are carried with the neurons': one floating dtype, the network's
+        receptors = {name: astype(receptor, dtype) for name, receptor in receptors.items()}
         projections, edge_slots = {}, {}
         for name, given in dict(edges).items():
             _known_receptor("edges", name, receptors)

@@ -4,11 +4,11 @@ and the spikes are all-gathered every step (the `EINetwork` counterpart is `simu
 Each device keeps the state of ``m = ⌈n/D⌉`` neurons — their neuron and receptor state, their columns of
 every arrival ring (``[L, m]``) — with their parameters, Poisson drives, pulses and ``I_ext``, and of each
 receptor's `DelayedCSR` only the synapses onto its own neurons: every (presynaptic neuron, delay) row, its
-own columns.
-The last block is padded with copies of the last neuron whose spikes are masked out; the blocks' synapses are
-padded to one length with zero-weight synapses in an extra row of an extra presynaptic neuron that never
-spikes. One step costs a device ``1/D`` of the synaptic and neuron work, one all-gather of the ``n`` spikes
-and, with gap junctions, one of the ``n`` potentials (a junction reads its neighbour's ``V``).
+own columns. The last block is padded with copies of the last neuron whose spikes are masked out; the blocks'
+synapses are padded to one length with synapses in an extra row of an extra presynaptic neuron that never
+spikes (the gap junctions' with zero conductance). One step costs a device ``1/D`` of the synaptic and
+neuron work, one all-gather of the ``n`` spikes and, with gap junctions, one of the ``n`` potentials (a
+junction reads its neighbour's ``V``).
 
 The Poisson background hashes each neuron's global index, so every device draws its neurons' numbers of the
 one-device run. Each postsynaptic neuron sums the same synapses in the same order as `Network.simulate`, so
@@ -196,7 +196,11 @@ def _run(
         row_ptr = jnp.append(projection.row_ptr, R + 1).astype(projection.W.indices.dtype)
         source = jnp.append(projection.source, n).astype(projection.source.dtype)
         rows[name] = (source, jnp.append(projection.lag, 1).astype(projection.lag.dtype), row_ptr)
-    gap_weights = None if gap is None else _block_weights(net.gap.data, gap[2])
+    # per synapse, even when shared: the padding row's junctions must conduct nothing, since the leak term
+    # sums every row's conductance, the padding neuron's too
+    gap_weights = (
+        None if gap is None else _block_weights(jnp.broadcast_to(net.gap.data, (net.gap.nnz,)), gap[2])
+    )
     gap = None if gap is None else gap[:2]
 
     parameters = (net.neuron, net.receptors, net.I_ext, net.drives)

@@ -5,7 +5,7 @@ Each device keeps the state and the per-neuron parameters of ``m = ⌈n/D⌉`` n
 copies of the last neuron whose spikes are masked out) and, of each projection, only the synapses onto its own
 neurons: a CSR with every presynaptic row and ``m`` columns, so one step costs a device ``1/D`` of the
 synaptic work and one all-gather of the ``n`` spikes (`jax.lax.all_gather`). The blocks' synapses are padded
-to one length with zero-weight synapses in an extra presynaptic row that never spikes, so the per-device
+to one length with synapses in an extra presynaptic row that never spikes, so the per-device
 arrays stack into one sharded array. Each postsynaptic neuron sums the same synapses in the same order as
 `simulate` does on one device, so the results are identical wherever `simulate`'s own kernel sums in a fixed
 order (the CPU kernel below 65,536 synaptic events per step; above, its threads' partial sums vary in the last
@@ -77,6 +77,8 @@ def _mesh(devices: Sequence[jax.Device] | None, n: int) -> tuple[list[jax.Device
     devices = list(jax.devices() if devices is None else devices)
     if not devices:
         raise ValueError("`devices` is empty: pass at least one device.")
+    if len(set(devices)) != len(devices):
+        raise ValueError(f"`devices` names a device more than once ({devices}); pass each device once.")
     return devices, Mesh(np.array(devices), (AXIS,)), -(-n // len(devices))
 
 
