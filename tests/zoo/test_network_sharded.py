@@ -178,3 +178,23 @@ def test_module_doctests():
     module = importlib.import_module("diffbrain.zoo.networks.network_sharded")
     failed, attempted = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert attempted > 0 and failed == 0
+
+
+def test_each_device_holds_only_its_block_of_the_synapses(net):
+    """The blocks are cut on the host and placed one per device; the run gets the network without its
+    synapses (no nnz-sized array goes to every device)."""
+    from jax.sharding import Mesh
+
+    from diffbrain.zoo.networks.sharded import _placed_blocks, _without_synapses
+
+    W = net.projections["exc"].W
+    mesh = Mesh(np.array(jax.devices()), ("neurons",))
+    indptr, indices, weights = _placed_blocks(W, mesh, width=-(-N // 4))
+    for array in (indptr, indices, weights):
+        shards = array.addressable_shards
+        assert len(shards) == 4 and {shard.device for shard in shards} == set(jax.devices())
+        assert all(shard.data.shape == (1, *array.shape[1:]) for shard in shards)
+    assert weights.shape[1] < W.nnz  # a block, padded to the longest one
+    assert np.isclose(float(weights.sum()), float(W.data.sum()), rtol=1e-6)  # each synapse in one block
+    empty = _without_synapses(W)
+    assert empty.shape == W.shape and empty.nnz == 0 and empty.indices.dtype == W.indices.dtype

@@ -16,14 +16,16 @@ the results are identical wherever the arrival kernel sums in a fixed order (see
 doc); gradients are equal up to rounding.
 
 What it is for: several GPUs (or hosts, with `jax.distributed`) for networks such as the full-scale
-`Microcircuit` or `MultiArea`: each device's step touches only its block. The network's arrays enter whole
-(each device's block is gathered from them inside ``jit``, which keeps the weights differentiable), so the
-devices do not yet split the network's memory, only the state's and the work. Fake CPU devices of one host
-share its cores, so there it is slower. Not yet timed on GPUs.
+`Microcircuit` or `MultiArea`. The blocks are cut on the host and each is placed on its device, so no device
+holds the whole connectivity, and each step touches only its block (under ``grad`` the weights are traced and
+gathered into the blocks in the trace). The state, the per-neuron parameters and the (neuron, delay) rows'
+index arrays are replicated. Fake CPU devices of one host share its cores, so there it is slower. Not yet
+timed on GPUs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Sequence
 
@@ -34,8 +36,6 @@ import numpy as np
 from jax.sharding import PartitionSpec as P
 from jaxtyping import Array, PRNGKeyArray
 
-from ...ops import CSR
-from ...ops.csr import derived
 from .delays import DelayedCSR
 from .network import (
     Network,
@@ -50,13 +50,14 @@ from .network import (
 )
 from .sharded import (
     AXIS,
-    _block_weights,
+    _block,
     _check_concrete,
     _check_per_neuron,
     _checked,
-    _column_blocks,
     _mesh,
     _onto,
+    _placed_blocks,
+    _without_synapses,
 )
 
 
@@ -133,11 +134,21 @@ def simulate_network_sharded(
     state, seed = net._start(key, state, surrogate)
     _check_state(net, state)
     pulses = tuple(net._pulse(p) for p in _as_list(pulse))
-    structure = {name: _column_blocks(p.W, len(devices), width) for name, p in net.projections.items()}
-    gap = None if net.gap is None else _column_blocks(net.gap, len(devices), width)
+    blocks = {name: _placed_blocks(p.W, mesh, width) for name, p in net.projections.items()}
+    # per synapse, even when shared: the padding row's junctions must conduct nothing, since the leak term
+    # sums every row's conductance, the padding neuron's too
+    gap = None if net.gap is None else _placed_blocks(net.gap, mesh, width, shared=False)
+    skeleton = dataclasses.replace(  # what the run needs besides the blocks: no nnz-sized arrays
+        net,
+        projections={
+            name: dataclasses.replace(p, W=_without_synapses(p.W)) for name, p in net.projections.items()
+        },
+        edge_slots={},
+        gap=None,
+    )
     options = (n_steps, width, surrogate, detach_recurrent, unroll, checkpoint)
     counts, raster, final = _run(
-        net, mesh, structure, gap, _onto(mesh, state), seed, pulses, jnp.asarray(record), *options
+        skeleton, mesh, blocks, gap, _onto(mesh, state), seed, pulses, jnp.asarray(record), *options
     )
     final, counts = _checked(final, counts, devices, check_finite)
     return NetworkResult(net.dt, net.names, net.sizes, counts, raster, jnp.asarray(record), final)
@@ -163,7 +174,7 @@ def _neuron_axis_last(x: Array) -> P:
 def _run(
     net,
     mesh,
-    structure,
+    blocks,
     gap,
     state,
     seed,
@@ -185,24 +196,12 @@ def _run(
     def per_neuron(x):
         return eqx.is_array(x) and x.ndim >= 1 and x.shape[-1] == n
 
-    # the projections' and gap junctions' blocks: stacked structure, weights gathered (differentiable)
-    weights = {
-        name: _block_weights(net.projections[name].W.data, order) for name, (*_, order) in structure.items()
-    }
-    structure = {name: (indptr, indices) for name, (indptr, indices, _) in structure.items()}
     rows = {}  # per projection: its (neuron, delay) rows plus the padding row, of the extra neuron n
     for name, projection in net.projections.items():
         R = projection.W.shape[0]
         row_ptr = jnp.append(projection.row_ptr, R + 1).astype(projection.W.indices.dtype)
         source = jnp.append(projection.source, n).astype(projection.source.dtype)
         rows[name] = (source, jnp.append(projection.lag, 1).astype(projection.lag.dtype), row_ptr)
-    # per synapse, even when shared: the padding row's junctions must conduct nothing, since the leak term
-    # sums every row's conductance, the padding neuron's too
-    gap_weights = (
-        None if gap is None else _block_weights(jnp.broadcast_to(net.gap.data, (net.gap.nnz,)), gap[2])
-    )
-    gap = None if gap is None else gap[:2]
-
     parameters = (net.neuron, net.receptors, net.I_ext, net.drives)
     varying, shared = eqx.partition(parameters, per_neuron)
     varying = jax.tree.map(pad, varying)
@@ -215,14 +214,10 @@ def _run(
     def mask(spikes, valid):  # the padding neurons never spike
         return spikes * valid if surrogate else spikes & valid
 
-    def device(structure, weights, gap, gap_weights, varying, local, valid, spikes, amplitudes):
+    def device(blocks, gap, varying, local, valid, spikes, amplitudes):
         neuron, receptors, I_ext, drives = eqx.combine(varying, shared)
-        projections = {}
-        for name, (indptr, indices) in structure.items():
-            source, lag, row_ptr = rows[name]
-            W = _block(indptr, indices, weights[name], width)
-            projections[name] = DelayedCSR(W, source, lag, row_ptr)
-        gap_block = None if gap is None else _block(*gap, gap_weights, width)
+        projections = {name: DelayedCSR(_block(*block, width), *rows[name]) for name, block in blocks.items()}
+        gap_block = None if gap is None else _block(*gap, width)
         block = Network(
             neuron,
             receptors,
@@ -261,10 +256,8 @@ def _run(
     split = P(AXIS)
     local_specs = jax.tree.map(_neuron_axis_last, local)
     in_specs = (
-        jax.tree.map(lambda _: split, structure),
-        jax.tree.map(lambda w: P() if w.ndim == 0 else split, weights),
-        P() if gap is None else (split, split),
-        P() if gap_weights is None or gap_weights.ndim == 0 else split,
+        jax.tree.map(lambda x: P() if x.ndim == 0 else split, blocks),
+        jax.tree.map(lambda x: P() if x.ndim == 0 else split, gap),
         jax.tree.map(_neuron_axis_last, varying),
         local_specs,
         split,
@@ -274,14 +267,6 @@ def _run(
     run = jax.shard_map(
         device, mesh=mesh, in_specs=in_specs, out_specs=(P(), P(), local_specs, P()), check_vma=False
     )
-    counts, raster, local, spikes = run(
-        structure, weights, gap, gap_weights, varying, local, valid, spikes, amplitudes
-    )
+    counts, raster, local, spikes = run(blocks, gap, varying, local, valid, spikes, amplitudes)
     final = jax.tree.map(lambda x: x if x.ndim == 0 else x[..., :n], local)
     return counts, raster, final._replace(spikes=spikes[:n])
-
-
-def _block(indptr: Array, indices: Array, data: Array, width: int) -> CSR:
-    """This device's block of a matrix split by `_column_blocks` (its leading axis of one)."""
-    with derived():  # split from a checked CSR
-        return CSR(indptr[0], indices[0], data if data.ndim == 0 else data[0], (indptr.shape[1] - 1, width))

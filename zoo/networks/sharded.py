@@ -12,6 +12,9 @@ order (the CPU kernel below 65,536 synaptic events per step; above, its threads'
 bits from run to run, and so do `simulate`'s); gradients are equal up to rounding (each device adds its part
 of a sum).
 
+The blocks are cut on the host and each is placed on its device (`_placed_blocks`), so no device holds the
+whole connectivity; under ``grad`` the weights are traced and gathered into the blocks in the trace instead.
+
 What it is for: several GPUs (or hosts, with `jax.distributed`), whose memory and bandwidth add up. Fake CPU
 devices of one host share its cores, so there it is slower: COBA at n = 40,000, 100 ms on the 2-core CPU
 (busy) took 0.26 s on two CPU devices against 0.17 s for `simulate` and 0.18 s for one device. Not yet
@@ -20,6 +23,7 @@ timed on GPUs.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import warnings
 from collections.abc import Sequence
@@ -70,6 +74,48 @@ def _block_weights(data: jax.Array, order: jax.Array) -> jax.Array:
     if data.ndim == 0:
         return data
     return jnp.where(order >= 0, data[jnp.maximum(order, 0)], 0).astype(data.dtype)
+
+
+def _placed_blocks(W: CSR, mesh: Mesh, width: int, shared: bool = True) -> tuple:
+    """``W`` split into column blocks (`_column_blocks`), each device's block placed on that device:
+    ``indptr [D, n_pre + 2]``, ``indices [D, k]`` and the weights ``[D, k]`` (0 in the padding), or the
+    shared scalar weight when ``shared`` allows it (else it is given to every synapse, not to the padding).
+
+    Concrete weights are gathered on the host, so no device holds more than its block of the matrix; traced
+    ones (under ``grad``) are gathered in the trace, so that gradients reach ``W.data``."""
+    indptr, indices, order = _column_blocks(W, mesh.size, width)
+    data = W.data
+    traced = isinstance(data, jax.core.Tracer)
+    if data.ndim == 0 and not shared:
+        data = jnp.broadcast_to(data, (W.nnz,)) if traced else np.broadcast_to(np.asarray(data), (W.nnz,))
+    if data.ndim == 0:
+        weights = data
+    elif traced:
+        weights = _block_weights(data, order)
+    else:
+        host = np.asarray(data)
+        weights = np.where(order >= 0, host[np.maximum(order, 0)], 0).astype(host.dtype)
+    split = NamedSharding(mesh, P(AXIS))
+
+    def place(x):
+        return x if isinstance(x, jax.core.Tracer) or np.ndim(x) == 0 else jax.device_put(x, split)
+
+    return place(indptr), place(indices), place(weights)
+
+
+def _without_synapses(W: CSR) -> CSR:
+    """A CSR of ``W``'s shape and dtypes without synapses: what a sharded run passes on of a matrix whose
+    blocks it placed (`_placed_blocks`), so that no device receives the whole matrix."""
+    with derived():
+        index = W.indices.dtype
+        return CSR(np.zeros(W.shape[0] + 1, index), np.zeros(0, index), jnp.zeros((), W.data.dtype), W.shape)
+
+
+def _block(indptr: jax.Array, indices: jax.Array, data: jax.Array, width: int) -> CSR:
+    """This device's block of a matrix placed by `_placed_blocks` (inside `jax.shard_map`: a leading axis
+    of one)."""
+    with derived():  # split from a checked CSR
+        return CSR(indptr[0], indices[0], data if data.ndim == 0 else data[0], (indptr.shape[1] - 1, width))
 
 
 def _mesh(devices: Sequence[jax.Device] | None, n: int) -> tuple[list[jax.Device], Mesh, int]:
@@ -207,21 +253,18 @@ def simulate_sharded(
     spike_dtype = state.neurons.V.dtype if surrogate else bool
     state = state._replace(spikes=state.spikes.astype(spike_dtype))
     state = _onto(mesh, state)
-    structure = tuple(_column_blocks(W, len(devices), width) for W in (net.W_E, net.W_I))
+    blocks = tuple(_placed_blocks(W, mesh, width) for W in (net.W_E, net.W_I))
+    skeleton = dataclasses.replace(net, W_E=_without_synapses(net.W_E), W_I=_without_synapses(net.W_I))
     options = (n_steps, dt, width, surrogate, detach_recurrent)
-    counts, raster, final = _run(net, mesh, structure, state, jnp.asarray(record), *options)
+    counts, raster, final = _run(skeleton, mesh, blocks, state, jnp.asarray(record), *options)
     final, counts = _checked(final, counts, devices, check_finite)
     return EIResult(dt, counts, raster, jnp.asarray(record), net.sizes, final)
 
 
 @functools.partial(jax.jit, static_argnums=(1, 5, 6, 7, 8, 9))
-def _run(net, mesh, structure, state, record, n_steps, dt, width, surrogate, detach_recurrent):
+def _run(net, mesh, blocks, state, record, n_steps, dt, width, surrogate, detach_recurrent):
     n_e, n = net.sizes[0], net.n
     padded = mesh.size * width
-    weights = tuple(
-        _block_weights(W.data, order) for W, (_, _, order) in zip((net.W_E, net.W_I), structure, strict=True)
-    )
-    structure = tuple((indptr, indices) for indptr, indices, _ in structure)
 
     def pad(x):  # padding neurons copy the last neuron (finite), their spikes are masked out
         return jnp.pad(x, (0, padded - n), mode="edge")
@@ -239,18 +282,12 @@ def _run(net, mesh, structure, state, record, n_steps, dt, width, surrogate, det
 
     spikes = mask(local.spikes, valid)  # all of them, on every device
 
-    def device(structure, weights, varying, local, valid, spikes, record):
+    def device(blocks, varying, local, valid, spikes, record):
         neuron, exc, inh, I_ext = eqx.combine(varying, shared)
         block_net = eqx.tree_at(
             lambda net: (net.neuron, net.exc, net.inh, net.I_ext), net, (neuron, exc, inh, I_ext)
         )
-        blocks = []
-        for (indptr, indices), data, n_pre in zip(structure, weights, net.sizes, strict=True):
-            with derived():  # split from a checked CSR
-                blocks.append(
-                    CSR(indptr[0], indices[0], data if data.ndim == 0 else data[0], (n_pre + 1, width))
-                )
-        W_E, W_I = blocks
+        W_E, W_I = (_block(*block, width) for block in blocks)
         silent = jnp.zeros(1, spikes.dtype)  # the padding row's spike
 
         def body(carry, _):
@@ -268,8 +305,7 @@ def _run(net, mesh, structure, state, record, n_steps, dt, width, surrogate, det
 
     split = P(AXIS)
     in_specs = (
-        tuple((split, split) for _ in structure),
-        tuple(P() if data.ndim == 0 else split for data in weights),
+        tuple((split, split, P() if weights.ndim == 0 else split) for _, _, weights in blocks),
         jax.tree.map(lambda _: split, varying),
         split,
         split,
@@ -279,5 +315,5 @@ def _run(net, mesh, structure, state, record, n_steps, dt, width, surrogate, det
     run = jax.shard_map(
         device, mesh=mesh, in_specs=in_specs, out_specs=(P(), P(), split, P()), check_vma=False
     )
-    counts, raster, local, spikes = run(structure, weights, varying, local, valid, spikes, record)
+    counts, raster, local, spikes = run(blocks, varying, local, valid, spikes, record)
     return counts, raster, jax.tree.map(lambda x: x[:n], local)._replace(spikes=spikes[:n])
