@@ -13,6 +13,9 @@ Suites:
   `lax.scan` and as single calls, weight gradient and spike VJP, vs dense, BCOO, segment_sum, a numba
   loop and brainevent (``python -m diffbrain.bench ops [--quick] [--full]``).
 
+Outside the leaderboard, ``python -m diffbrain.bench.sharded`` times the sharded network simulation against
+the one-device one (`sharded`).
+
 Run a suite and merge its records into ``DIR/throughput.csv``::
 
     python -m diffbrain.bench throughput [--quick] [--out DIR]

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from diffbrain import zoo
+from diffbrain.ops import CSR
 from diffbrain.zoo import networks
 from diffbrain.zoo.networks import Background, Edges, GapJunctions, Microcircuit, Network, Pulse
 
@@ -118,10 +119,10 @@ def test_gradients_equal_the_one_device_gradients(net, detach_recurrent):
     def loss(net, devices):
         options = dict(surrogate=True, detach_recurrent=detach_recurrent, pulse=PULSE)
         if devices is None:
-            result = net.simulate(20.0, jax.random.key(1), **options)
+            result = net.simulate(10.0, jax.random.key(1), **options)
         else:
             result = networks.simulate_network_sharded(
-                net, 20.0, jax.random.key(1), devices=devices, check_finite=False, **options
+                net, 10.0, jax.random.key(1), devices=devices, check_finite=False, **options
             )
         return (result.counts * jnp.asarray([1.0, 2.0])).sum() + result.final_state.neurons.V.mean()
 
@@ -198,3 +199,27 @@ def test_each_device_holds_only_its_block_of_the_synapses(net):
     assert np.isclose(float(weights.sum()), float(W.data.sum()), rtol=1e-6)  # each synapse in one block
     empty = _without_synapses(W)
     assert empty.shape == W.shape and empty.nnz == 0 and empty.indices.dtype == W.indices.dtype
+
+
+def test_a_network_is_split_once_while_it_lives(monkeypatch):
+    import gc
+
+    from diffbrain.zoo.networks import sharded
+
+    calls = []
+    split = sharded._column_blocks
+    monkeypatch.setattr(sharded, "_column_blocks", lambda *args: calls.append(args[1:]) or split(*args))
+    net = _network()
+    first = networks.simulate_network_sharded(net, 5.0, jax.random.key(1), devices=jax.devices()[:2])
+    again = networks.simulate_network_sharded(net, 5.0, jax.random.key(1), devices=jax.devices()[:2])
+    _same(first, again)
+    assert len(calls) == 3  # two projections and the gap junctions, split once
+    networks.simulate_network_sharded(net, 5.0, jax.random.key(1), devices=jax.devices()[:4])
+    assert len(calls) == 6  # another split
+    W = CSR.from_edges([0, 1, 2], [2, 0, 1], 1.0, (3, 3))  # a matrix alone: its entry goes with it
+    sharded._split(W, 2, 2)
+    key = (id(W.indptr), id(W.indices), 2, 2)
+    assert key in sharded._SPLITS
+    del W
+    gc.collect()
+    assert key not in sharded._SPLITS
