@@ -86,17 +86,16 @@ def resolve(backend: str | None, dtype=None) -> str:
         ValueError: ``backend`` is not one of `NAMES`, that backend is unavailable here, or it is ``cpu``
             and ``dtype`` is not one of `CPU_WEIGHT_DTYPES`.
     """
+    not_for_cpu = dtype is not None and str(dtype) not in CPU_WEIGHT_DTYPES
     if backend is None:
         chosen = default()
-        if chosen == "cpu" and dtype is not None and str(dtype) not in CPU_WEIGHT_DTYPES:
-            return "reference"
-        return chosen
+        return "reference" if chosen == "cpu" and not_for_cpu else chosen
     if backend not in NAMES:
         raise ValueError(f"`backend` must be one of {NAMES} or None (automatic), got {backend!r}.")
     module, reason = probe(backend)
     if module is None:
         raise ValueError(f"`backend`={backend!r} is unavailable: {reason}. Use backend=None or 'reference'.")
-    if backend == "cpu" and dtype is not None and str(dtype) not in CPU_WEIGHT_DTYPES:
+    if backend == "cpu" and not_for_cpu:
         raise ValueError(
             f"`backend`='cpu' takes float32 or float64 weights, got W.data of dtype {dtype}; cast W.data, "
             "or use backend=None (which runs other dtypes on 'reference') or 'reference'."

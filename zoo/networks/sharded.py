@@ -86,12 +86,13 @@ def _split(W: CSR, n_blocks: int, width: int) -> tuple[np.ndarray, np.ndarray, n
     return _SPLITS[key]
 
 
-def _block_weights(data: jax.Array, order: jax.Array) -> jax.Array:
-    """A shared weight as it is; per-synapse weights gathered into the blocks (0 in the padding), so that
-    gradients flow back to ``data``."""
+def _block_weights(data: jax.Array | np.ndarray, order: jax.Array | np.ndarray) -> jax.Array | np.ndarray:
+    """A shared weight as it is; per-synapse weights gathered into the blocks (0 in the padding): with NumPy
+    for a NumPy ``data`` (on the host), else with JAX, so that gradients flow back to ``data``."""
     if data.ndim == 0:
         return data
-    return jnp.where(order >= 0, data[jnp.maximum(order, 0)], 0).astype(data.dtype)
+    xp = np if isinstance(data, np.ndarray) else jnp
+    return xp.where(order >= 0, data[xp.maximum(order, 0)], 0).astype(data.dtype)
 
 
 def _placed_blocks(W: CSR, mesh: Mesh, width: int, shared: bool = True) -> tuple:
@@ -102,17 +103,11 @@ def _placed_blocks(W: CSR, mesh: Mesh, width: int, shared: bool = True) -> tuple
     Concrete weights are gathered on the host, so no device holds more than its block of the matrix; traced
     ones (under ``grad``) are gathered in the trace, so that gradients reach ``W.data``."""
     indptr, indices, order = _split(W, mesh.size, width)
-    data = W.data
-    traced = isinstance(data, jax.core.Tracer)
+    traced = isinstance(W.data, jax.core.Tracer)
+    data = W.data if traced else np.asarray(W.data)
     if data.ndim == 0 and not shared:
-        data = jnp.broadcast_to(data, (W.nnz,)) if traced else np.broadcast_to(np.asarray(data), (W.nnz,))
-    if data.ndim == 0:
-        weights = data
-    elif traced:
-        weights = _block_weights(data, order)
-    else:
-        host = np.asarray(data)
-        weights = np.where(order >= 0, host[np.maximum(order, 0)], 0).astype(host.dtype)
+        data = (jnp if traced else np).broadcast_to(data, (W.nnz,))
+    weights = _block_weights(data, order)
     split = NamedSharding(mesh, P(AXIS))
 
     def place(x):
