@@ -76,23 +76,52 @@ def _nonzero_cotangents(tree):
     return eqx.filter(tree, lambda ct: eqx.is_array(ct) and ct.dtype != jax.dtypes.float0)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
-def _scan(step: Callable, length: int, unroll: int, params, init, xs):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
+def _scan(step: Callable, length: int, unroll: int, checkpoint: int, params, init, xs):
     return lax.scan(lambda carry, x: step(params, carry, x), init, xs, length=length, unroll=unroll)
 
 
-def _scan_fwd(step: Callable, length: int, unroll: int, params, init, xs):
+def _carries(step: Callable, params, init, xs, length: int, unroll: int):
+    """``(final carry, (stacked y, the carry before each step))``: a scan keeping every step's carry."""
+
     def body(carry, x):
         new, y = step(params, carry, x)
         return new, (y, carry)
 
-    final, (ys, carries) = lax.scan(body, init, xs, length=length, unroll=unroll)
-    return (final, ys), (params, carries, xs)
+    return lax.scan(body, init, xs, length=length, unroll=min(unroll, max(length, 1)))
 
 
-def _scan_bwd(step: Callable, length: int, unroll: int, residuals, cotangents):
-    params, carries, xs = residuals
-    ct_final, ct_ys = cotangents
+def _segments(tree, count: int, size: int):
+    """The first ``count · size`` steps of ``tree``'s leaves as ``[count, size, …]``."""
+    return jax.tree.map(lambda x: x[: count * size].reshape(count, size, *x.shape[1:]), tree)
+
+
+def _rest(tree, start: int):
+    return jax.tree.map(lambda x: x[start:], tree)
+
+
+def _scan_fwd(step: Callable, length: int, unroll: int, checkpoint: int, params, init, xs):
+    if checkpoint >= length:  # every step's carry
+        final, (ys, carries) = _carries(step, params, init, xs, length, unroll)
+        return (final, ys), (params, carries, None, xs)
+
+    def segment(carry, x):  # keeps the carry at the segment's start only
+        final, ys = lax.scan(
+            lambda c, x: step(params, c, x), carry, x, length=checkpoint, unroll=min(unroll, checkpoint)
+        )
+        return final, (ys, carry)
+
+    count, rest = divmod(length, checkpoint)
+    final, (ys, starts) = lax.scan(segment, init, _segments(xs, count, checkpoint), length=count)
+    ys = jax.tree.map(lambda y: y.reshape(count * checkpoint, *y.shape[2:]), ys)
+    final, (tail, carries) = _carries(step, params, final, _rest(xs, count * checkpoint), rest, unroll)
+    ys = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), ys, tail)
+    return (final, ys), (params, carries, starts, xs)
+
+
+def _scan_bwd(step: Callable, length: int, unroll: int, checkpoint: int, residuals, cotangents):
+    params, carries, starts, xs = residuals
+    ct_final, ct_ys = _nonzero_cotangents(cotangents)
     float_params, static_params = eqx.partition(params, eqx.is_inexact_array)
     float_params, weights = _split_weights(float_params)
 
@@ -110,18 +139,45 @@ def _scan_bwd(step: Callable, length: int, unroll: int, residuals, cotangents):
                 return _floating(new), _floating(y)
 
             _, pullback = jax.vjp(differentiable_step, float_params, weights, float_carry, float_x)
-            ct_p, ct_weights, ct_c, ct_x = pullback((ct_carry, _nonzero_cotangents(ct_y)))
+            ct_p, ct_weights, ct_c, ct_x = pullback((ct_carry, ct_y))
         # ct_weights holds any use of the weights other than the operators' (usually zeros, folded by XLA)
         totals = [total + ct for total, ct in zip(accumulation.totals, ct_weights, strict=True)]
         return (ct_c, jax.tree.map(jnp.add, ct_params, ct_p), totals), ct_x
 
-    start = (
-        _nonzero_cotangents(ct_final),
-        jax.tree.map(jnp.zeros_like, float_params),
-        list(map(running_total_zeros, weights)),
+    def reverse(state, carries, xs, ct_ys, steps):
+        return lax.scan(
+            reverse_step,
+            state,
+            (carries, xs, ct_ys),
+            length=steps,
+            reverse=True,
+            unroll=min(unroll, max(steps, 1)),
+        )
+
+    state = (ct_final, jax.tree.map(jnp.zeros_like, float_params), list(map(running_total_zeros, weights)))
+    if starts is None:
+        (ct_init, ct_params, totals), ct_xs = reverse(state, carries, xs, ct_ys, length)
+        return _join_weights(ct_params, totals), ct_init, ct_xs
+    count = length // checkpoint
+    state, ct_tail = reverse(
+        state,
+        carries,
+        _rest(xs, count * checkpoint),
+        _rest(ct_ys, count * checkpoint),
+        length - count * checkpoint,
     )
+
+    def reverse_segment(state, inputs):  # recomputes the segment's carries, then runs back through them
+        start, x, ct_y = inputs
+        _, (_, carries) = _carries(step, params, start, x, checkpoint, unroll)
+        return reverse(state, carries, x, ct_y, checkpoint)
+
+    segments = (starts, _segments(xs, count, checkpoint), _segments(ct_ys, count, checkpoint))
     (ct_init, ct_params, totals), ct_xs = lax.scan(
-        reverse_step, start, (carries, xs, ct_ys), length=length, reverse=True, unroll=unroll
+        reverse_segment, state, segments, length=count, reverse=True
+    )
+    ct_xs = jax.tree.map(
+        lambda a, b: jnp.concatenate([a.reshape(count * checkpoint, *a.shape[2:]), b]), ct_xs, ct_tail
     )
     return _join_weights(ct_params, totals), ct_init, ct_xs
 
@@ -198,6 +254,7 @@ def event_scan(
     *,
     length: int | None = None,
     unroll: int | bool = 1,
+    checkpoint: int | None = None,
 ) -> tuple[Carry, Any]:
     """`lax.scan` of ``step(params, carry, x) → (carry, y)`` whose gradient w.r.t. the CSR weights in
     ``params`` accumulates in place, on the synapses of the neurons that fired.
@@ -232,6 +289,10 @@ def event_scan(
         length: the number of steps (a non-negative integer), needed when ``xs`` is None.
         unroll: steps per loop iteration (True: all), as in `lax.scan`, forward and reverse. There is no
             ``reverse=``: scan over reversed ``xs`` instead.
+        checkpoint: for long runs: keep the carry only every ``checkpoint`` steps, and on the way back
+            recompute each segment's carries from its start, so reverse mode stores ``T/checkpoint +
+            checkpoint`` carries instead of ``T`` (at the price of one more forward step per step); the
+            weight gradients still accumulate in one running total. None: keep every step's carry.
 
     Returns:
         ``(final carry, stacked y)``, as `lax.scan`.
@@ -239,8 +300,8 @@ def event_scan(
     Reverse mode stores the carry of every step and recomputes each step once on the way back (as
     `jax.checkpoint` of the step would): memory T × the carry's size. `lax.scan`'s own reverse mode stores
     the step's residuals instead, which can be smaller: an arrival ring ``[L, n_post]`` in the carry is
-    stored whole every step here, where `lax.scan` keeps only the spikes. For long runs, scan over
-    `jax.checkpoint`-ed segments of event_scans. It is a `jax.custom_vjp`: first-order reverse mode
+    stored whole every step here, where `lax.scan` keeps only the spikes. For long runs, or large carries,
+    pass ``checkpoint``. It is a `jax.custom_vjp`: first-order reverse mode
     (`jax.grad`, `jax.vjp`) and reverse over reverse;
     forward mode (`jax.jvp`) is not defined for it — use `lax.scan` for that. Under `jax.vmap` each batch
     element accumulates its own ``[nnz]`` gradient, and not in place (one kernel call per element): batch
@@ -270,6 +331,12 @@ def event_scan(
     if not isinstance(unroll, numbers.Integral) or (not isinstance(unroll, bool) and unroll < 1):
         raise ValueError(f"`unroll` must be a positive integer or a bool, as for lax.scan, got {unroll!r}.")
     length = _length(xs, length)
+    if checkpoint is not None and (
+        isinstance(checkpoint, bool) or not isinstance(checkpoint, numbers.Integral) or checkpoint < 1
+    ):
+        raise ValueError(
+            f"`checkpoint` must be a positive integer number of steps or None, got {checkpoint!r}."
+        )
     arrays, others = eqx.partition(params, eqx.is_array)  # e.g. an activation function in a Module
 
     def array_step(arrays, carry, x):
@@ -277,4 +344,6 @@ def event_scan(
 
     _check_no_differentiated_closure(array_step, arrays, init, xs, length)
     array_step, arrays = _hoist_batched_closure(array_step, arrays, init, xs, length)
-    return _scan(array_step, length, unroll if isinstance(unroll, bool) else int(unroll), arrays, init, xs)
+    unroll = unroll if isinstance(unroll, bool) else int(unroll)
+    kept = max(length, 1) if checkpoint is None else int(checkpoint)
+    return _scan(array_step, length, unroll, kept, arrays, init, xs)

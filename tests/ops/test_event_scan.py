@@ -294,12 +294,14 @@ def test_delayed_synapses_accumulate_too(backend):
         return jnp.sum(scan(step, W, init, drive)[1])
 
     args = (W, jnp.asarray(np.random.default_rng(18).uniform(0, 0.5, (length, n))))
-    fast, plain = eqx.filter_grad(loss)(args, ops.event_scan), eqx.filter_grad(loss)(args, _plain_scan)
-    assert np.any(fast[0].data != 0)
-    for a, b in zip(jax.tree.leaves(fast), jax.tree.leaves(plain), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
-    jaxpr = str(jax.make_jaxpr(lambda a: eqx.filter_grad(loss)(a, ops.event_scan))(args))
-    assert "arrival_data_grad_add" in jaxpr and f"f64[{W.nnz}] = arrival_data_grad[" not in jaxpr
+    plain = eqx.filter_grad(loss)(args, _plain_scan)
+    for scan in (ops.event_scan, functools.partial(ops.event_scan, checkpoint=6)):  # 4 segments and 1 step
+        fast = eqx.filter_grad(loss)(args, scan)
+        assert np.any(fast[0].data != 0)
+        for a, b in zip(jax.tree.leaves(fast), jax.tree.leaves(plain), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+        jaxpr = str(jax.make_jaxpr(lambda a: eqx.filter_grad(loss)(a, scan))(args))  # noqa: B023
+        assert "arrival_data_grad_add" in jaxpr and f"f64[{W.nnz}] = arrival_data_grad[" not in jaxpr
 
 
 def test_arrival_data_grad_add_primitive(backend):
@@ -385,3 +387,56 @@ def test_jit_closures_callable_params_and_float32():
     grads = [grad(W.data, gain, scan) for scan in (ops.event_scan, _plain_scan)]
     assert grads[0].dtype == jnp.float32 and np.any(grads[0] != 0)
     np.testing.assert_allclose(*grads, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("checkpoint", [1, 4, 7, 29, 30, 100])
+def test_checkpointed_values_and_gradients_match_lax_scan(checkpoint):
+    """With ``checkpoint`` (segments of 30 steps: one step each, 7 with 2 left over, 4 with 2 left over,
+    one with 1 left over, and none) the values and every gradient (weights, the initial carry, the
+    per-step inputs) are lax.scan's, and the weights still accumulate in place."""
+    net, (v0, drive) = _network("reference"), _inputs()
+    scan = functools.partial(ops.event_scan, checkpoint=checkpoint)
+    init = (v0, jnp.zeros_like(v0), jnp.asarray(0))
+    step = lambda p, c, x: p(c, x)
+    for a, b in zip(
+        jax.tree.leaves(scan(step, net, init, drive)),
+        jax.tree.leaves(_plain_scan(step, net, init, drive)),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(a, b)
+    grad = eqx.filter_grad(lambda args, scan: _loss(scan, *args))
+    fast, plain = grad((net, v0, drive), scan), grad((net, v0, drive), _plain_scan)
+    for a, b in zip(jax.tree.leaves(fast), jax.tree.leaves(plain), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    assert np.any(fast[1] != 0) and np.any(fast[2] != 0)
+    jaxpr = str(jax.make_jaxpr(lambda args: grad(args, scan))((net, v0, drive)))
+    assert "csr_data_grad_add" in jaxpr and f"f64[{net.W_exc.nnz}] = csr_data_grad[" not in jaxpr
+
+
+def test_checkpoint_keeps_fewer_carries():
+    """A carry of 64 × 500 float64 (an arrival ring's size) over 100 steps: every step's carry (25.6 MB)
+    without ``checkpoint``; with ``checkpoint=10`` the segments' starts and one segment's carries (1/5)."""
+    W = random_csr(28, 30, 500, 0.05)
+    spikes = random_spikes(29, (100, 30), "bool")
+
+    def step(W, carry, s):
+        ring = jnp.roll(carry, 1, axis=0).at[0].set(0.5 * carry[0] + ops.event_matvec(s, W))
+        return jnp.tanh(ring), jnp.sum(ring[-1] ** 2)
+
+    def temporary_bytes(**options):
+        def loss(data):
+            return jnp.sum(ops.event_scan(step, W.with_data(data), jnp.ones((64, 500)), spikes, **options)[1])
+
+        compiled = jax.jit(jax.grad(loss)).lower(W.data).compile()
+        return compiled.memory_analysis().temp_size_in_bytes
+
+    every, some = temporary_bytes(), temporary_bytes(checkpoint=10)
+    assert every > 100 * 64 * 500 * 8 and some < 0.35 * every, (every, some)
+
+
+def test_checkpoint_must_be_a_positive_integer():
+    W = random_csr(30, 6, 6, 0.5)
+    step = lambda W, g, s: (g + ops.event_matvec(s, W), None)
+    for checkpoint in (0, -3, 2.5, True, "4"):
+        with pytest.raises(ValueError, match="`checkpoint` must be a positive integer"):
+            ops.event_scan(step, W, jnp.zeros(6), jnp.ones((4, 6), bool), checkpoint=checkpoint)

@@ -239,7 +239,7 @@ def _run(
         first = jax.lax.axis_index(AXIS) * width  # this block's first neuron (its background's hash)
         silent = jnp.zeros(1, spikes.dtype)  # the padding row's presynaptic neuron
 
-        def body(carry, _):
+        def body(_, carry, __):
             local, spikes = carry
             fed = jax.lax.stop_gradient(spikes) if detach else spikes
             V_felt = None
@@ -253,7 +253,9 @@ def _run(
             kept = _record_step(spikes[:n], population, len(net.sizes), record, surrogate, None)
             return (local._replace(spikes=s), spikes), kept
 
-        (local, spikes), (counts, raster) = _scan_steps(body, (local, spikes), n_steps, unroll, checkpoint)
+        (local, spikes), (counts, raster) = _scan_steps(
+            body, None, (local, spikes), n_steps, unroll, checkpoint
+        )
         return counts, raster, local, spikes
 
     split = P(AXIS)
