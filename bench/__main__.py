@@ -8,7 +8,18 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from . import compare, fit, fit_cells, fit_dimension, learn, learn_braintrace, ops, sim, throughput
+from . import (
+    compare,
+    fit,
+    fit_cells,
+    fit_dimension,
+    learn,
+    learn_braintrace,
+    network_gradient,
+    ops,
+    sim,
+    throughput,
+)
 from .records import ResultsFile, to_frame
 
 
@@ -62,7 +73,16 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m diffbrain.ben
     parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     parser.add_argument(
         "suite",
-        choices=["throughput", "ops", "fit", "fit_cells", "fit_dimension", "learn", "sim"],
+        choices=[
+            "throughput",
+            "ops",
+            "fit",
+            "fit_cells",
+            "fit_dimension",
+            "learn",
+            "sim",
+            "network_gradient",
+        ],
         help="the suite to run",
     )
     parser.add_argument(
@@ -212,6 +232,14 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m diffbrain.ben
             on_case=save_case,
         )
         summary = sim.summary
+    elif args.suite == "network_gradient":
+        records = network_gradient.run(
+            quick=args.quick,
+            repeats=args.repeats,
+            progress=lambda line: print(line, flush=True),
+            on_case=save_case,
+        )
+        summary = network_gradient.summary
     elif args.suite == "ops":
         grid = dict(ops.QUICK) if args.quick else {}
         sizes = ops.FULL_SIZES if args.full else ops.SIZES

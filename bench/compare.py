@@ -5,8 +5,8 @@ slower. So every time is first divided by the time of a **reference implementati
 run, on the same case** (`REFERENCES`: ops → ``segment_sum``, learn → ``bptt``, throughput →
 ``brainpy.state`` or else diffbrain's step loop, fit → the plain forward simulation (the gradient-cost case)
 or random search (the problems: a gradient-free method whose time is its simulations), fit_cells → DE,
-fit_dimension → DE, sim → Brian2 cpp_standalone). A case is flagged when that ratio grew by more than
-``threshold`` (20 %) from the baseline to the current run:
+fit_dimension → DE, sim → Brian2 cpp_standalone, network_gradient → lax.scan). A case is flagged when
+that ratio grew by more than ``threshold`` (20 %) from the baseline to the current run:
 
     slowdown = (t_method / t_reference)_current / (t_method / t_reference)_baseline − 1 > threshold
 
@@ -25,10 +25,11 @@ per suite: ops every ``*_time``; learn ``step_time``; throughput ``run_time``; f
 and ``run_time`` of the gradient-cost case (``time_to_free_best`` has no reference: only gradient methods
 have it); fit_cells ``wall_time``; fit_dimension ``wall_time``, ``search_time`` and ``time_to_threshold``
 (unreferenced where DE did not reach the threshold in both runs); sim ``wall_time_per_bio_s`` and
-``build_time``. A method and its reference are only ever paired
-within one run: in a file that holds several runs, each case is read from the newest run that measured its
-reference. A case whose reference was not measured in both runs is listed as *unreferenced* and not judged;
-a baseline case the current run did not measure (another grid) is listed as *not run*.
+``build_time``; network_gradient ``gradient_time`` (``forward_time`` is unreferenced). A method and its
+reference are only ever paired within one run: in a file that holds several runs, each case is read from
+the newest run that measured its reference. A case whose reference was not measured in both runs is listed
+as *unreferenced* and not judged; a baseline case the current run did not measure (another grid) is listed
+as *not run*.
 
 Baselines come in two formats:
 
@@ -74,6 +75,7 @@ REFERENCES: Mapping[str, Sequence[str]] = {
     "fit_cells": ("de",),
     "fit_dimension": ("de",),
     "sim": ("brian2.cpp_standalone",),
+    "network_gradient": ("lax.scan",),
     "test_ops": ("segment_sum",),
     "test_learn": ("bptt",),
 }

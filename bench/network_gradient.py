@@ -1,18 +1,29 @@
-"""Gradients of a network simulation w.r.t. its per-synapse weights: `lax.scan` against `ops.event_scan`.
+"""Suite "network_gradient": a network's gradient w.r.t. its per-synapse weights, through `lax.scan` and
+through `ops.event_scan`.
 
-``python -m diffbrain.bench.network_gradient [--scale 0.1] [--duration 100]`` builds the Potjans–Diesmann
-microcircuit (`networks.Microcircuit`, from ``../shared/data/conn-potjans-diesmann2014`` or ``--data``) and
-prints, side by side in one process (medians after a warm-up call), the wall time of a simulation with
-surrogate spikes and of the gradient of a loss of its spike counts and potentials w.r.t. the whole network
-(every projection's ``W.data``, one weight per synapse, included): `Network.simulate` through `lax.scan`,
-through `ops.event_scan` (``event_scan=True``) and through it with ``checkpoint`` steps, with XLA's
-temporary memory for each (its compiled buffers) and the largest difference of event_scan's gradients from
-lax.scan's (relative to the largest gradient).
+The network is the Potjans–Diesmann microcircuit (`networks.Microcircuit`, Poisson background, from the
+``conn-potjans-diesmann2014`` data folder) at ``scale`` (`CASES`: 0.1, 7,717 neurons, 2.9·10⁷ synapses, 100
+ms). The loss is a weighted sum of the eight populations' surrogate spike counts plus the mean final
+potential (`Network.simulate` with ``surrogate=True``), and the gradient is w.r.t. every floating leaf of the
+network, each projection's ``W.data`` (one weight per synapse) included. Methods, side by side in one
+process (in turns, medians after a warm-up call): ``lax.scan`` (`Network.simulate`'s default), ``diffbrain``
+(``event_scan=True, checkpoint=CHECKPOINT``: the per-synapse weight gradients accumulate in place, the state
+is kept every `CHECKPOINT` steps) and ``diffbrain.event_scan`` (``event_scan=True``: every step's state
+kept).
+
+Metrics per method: ``gradient_time`` (s, median), ``compile_time`` (s: lowering and XLA compilation),
+``temporary_memory`` (MiB: XLA's temporary buffers of the compiled gradient, where the stored states live),
+``gradient_over_forward`` (× the forward run, ``forward_time``, recorded with ``diffbrain``) and, for the
+event_scan methods, ``gradient_deviation`` (the largest difference from lax.scan's gradient over the
+largest lax.scan gradient).
+
+    diffbrain bench network_gradient --out bench-results   # or: python -m diffbrain.bench.network_gradient
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,60 +31,60 @@ from pathlib import Path
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
+import pandas as pd
 
 from ..zoo import networks
+from .records import Record, format_params, make_record, skipped, to_frame
+from .sim import MICROCIRCUIT_DATA, microcircuit_case
+from .timing import measure_side_by_side
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "conn-potjans-diesmann2014"
-"""The microcircuit's data next to the repository (any copy can be given with ``--data``)."""
+SUITE = "network_gradient"
+CASES = ((0.1, 1.0, 100.0),)
+"""(scale, k_scale, duration ms) of each microcircuit case."""
+CHECKPOINT = 100
+"""Steps per stored state of the ``diffbrain`` method."""
+REPEATS = 3
+QUICK = {"cases": ((0.02, 1.0, 20.0),), "repeats": 1}
+"""A grid for smoke tests: 1,544 neurons, 5·10⁶ synapses, 200 steps (two checkpointed segments)."""
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / MICROCIRCUIT_DATA
+"""The microcircuit's data next to the repository (else ``$DIFFBRAIN_DATA/<folder>``, or ``data``)."""
+REFERENCE = "lax.scan"
 
 
-def gradient_runs(
-    net: networks.Network, duration_ms: float, checkpoint: int
-) -> dict[str, tuple[Callable[[], object], int]]:
-    """Jitted zero-argument calls by name, with XLA's temporary bytes of each: the surrogate simulation's
-    loss (``forward``) and its gradient through `lax.scan`, `ops.event_scan`, and `ops.event_scan` with
-    ``checkpoint``."""
-    params, static = eqx.partition(net, eqx.is_array)
-    key = jax.random.key(1)
-
-    def loss(net, **options):
-        result = net.simulate(duration_ms, key, surrogate=True, check_finite=False, **options)
-        weights = jnp.arange(1, result.counts.shape[1] + 1, dtype=result.counts.dtype)
-        return jnp.sum(result.counts * weights) + jnp.mean(result.final_state.neurons.V)
-
-    def jitted(function: Callable) -> Callable:  # the arrays (indices too) as arguments, not constants
-        return jax.jit(lambda params: function(eqx.combine(params, static)))
-
-    calls = {
-        "forward": jitted(loss),
-        "grad, lax.scan": jitted(eqx.filter_grad(loss)),
-        "grad, event_scan": jitted(eqx.filter_grad(lambda net: loss(net, event_scan=True))),
-        f"grad, event_scan, checkpoint={checkpoint}": jitted(
-            eqx.filter_grad(lambda net: loss(net, event_scan=True, checkpoint=checkpoint))
-        ),
+def methods(checkpoint: int) -> dict[str, dict]:
+    """`Network.simulate`'s options of each method, by name."""
+    return {
+        REFERENCE: {},
+        "diffbrain": {"event_scan": True, "checkpoint": checkpoint},
+        "diffbrain.event_scan": {"event_scan": True},
     }
-    runs = {}
-    for name, call in calls.items():
-        compiled = call.lower(params).compile()
-        runs[name] = (
-            (lambda compiled=compiled: compiled(params)),
-            compiled.memory_analysis().temp_size_in_bytes,
-        )
-    return runs
 
 
-def median_times(runs: dict[str, Callable[[], object]], repeats: int) -> tuple[dict[str, float], dict]:
-    """Median wall time (s) of each call over ``repeats`` turns (one call of each per turn, after one
-    warm-up call of each), and each call's result."""
-    results = {name: jax.block_until_ready(run()) for name, run in runs.items()}
-    times = {name: [] for name in runs}
-    for _ in range(repeats):
-        for name, run in runs.items():
-            start = time.perf_counter()
-            jax.block_until_ready(run())
-            times[name].append(time.perf_counter() - start)
-    return {name: float(np.median(t)) for name, t in times.items()}, results
+def loss(net: networks.Network, duration_ms: float, **options) -> jax.Array:
+    """The weighted surrogate spike counts of the populations plus the mean final potential (mV)."""
+    result = net.simulate(duration_ms, jax.random.key(1), surrogate=True, check_finite=False, **options)
+    weights = jnp.arange(1, result.counts.shape[1] + 1, dtype=result.counts.dtype)
+    return jnp.sum(result.counts * weights) + jnp.mean(result.final_state.neurons.V)
+
+
+def compiled_calls(
+    net: networks.Network, duration_ms: float, checkpoint: int
+) -> dict[str, tuple[Callable[[], object], float, int]]:
+    """Per name (``"forward"`` and each of `methods`): a zero-argument call of the compiled loss or gradient,
+    its compile time (s) and XLA's temporary bytes. The network's arrays (indices too) are arguments of the
+    compiled functions, not constants."""
+    params, static = eqx.partition(net, eqx.is_array)
+
+    def compile(function: Callable) -> tuple[Callable[[], object], float, int]:
+        start = time.perf_counter()
+        compiled = jax.jit(lambda params: function(eqx.combine(params, static))).lower(params).compile()
+        seconds = time.perf_counter() - start
+        return (lambda: compiled(params)), seconds, compiled.memory_analysis().temp_size_in_bytes
+
+    calls = {"forward": compile(lambda net: loss(net, duration_ms))}
+    for name, options in methods(checkpoint).items():
+        calls[name] = compile(eqx.filter_grad(lambda net, o=options: loss(net, duration_ms, **o)))
+    return calls
 
 
 def largest_difference(gradient, reference) -> float:
@@ -83,29 +94,129 @@ def largest_difference(gradient, reference) -> float:
     return max(float(jnp.max(jnp.abs(g - r))) for g, r in pairs) / scale
 
 
+def _data_folder(data: str | os.PathLike | None) -> Path:
+    if data is not None:
+        return Path(data)
+    if "DIFFBRAIN_DATA" in os.environ:
+        return Path(os.environ["DIFFBRAIN_DATA"]) / MICROCIRCUIT_DATA
+    return DATA
+
+
+def run_case(
+    scale: float,
+    k_scale: float,
+    duration_ms: float,
+    checkpoint: int = CHECKPOINT,
+    repeats: int = REPEATS,
+    data: str | os.PathLike | None = None,
+) -> list[Record]:
+    """The records of one microcircuit case (see the module docstring); skipped ones when the data folder
+    (``data``, default ``$DIFFBRAIN_DATA/conn-potjans-diesmann2014`` or the one next to the repository) is
+    missing."""
+    case = f"{microcircuit_case(scale, k_scale, duration_ms)}/checkpoint={checkpoint}"
+    params = format_params(dict(scale=scale, k_scale=k_scale, duration_ms=duration_ms, checkpoint=checkpoint))
+    folder = _data_folder(data)
+    if not folder.exists():
+        reason = (
+            f"the {MICROCIRCUIT_DATA} data folder is missing ({folder}; pass `data` or set $DIFFBRAIN_DATA)"
+        )
+        return [
+            skipped(SUITE, case, method, "gradient_time", "s", reason, params=params)
+            for method in methods(checkpoint)
+        ]
+    net = networks.Microcircuit.from_data(folder, scale=scale, k_scale=k_scale).build(jax.random.key(0))
+    synapses = sum(projection.W.nnz for projection in net.projections.values())
+    calls = compiled_calls(net, duration_ms, checkpoint)
+    timings = measure_side_by_side({name: call for name, (call, _, _) in calls.items()}, repeats, warmup=1)
+    gradients = {name: calls[name][0]() for name in methods(checkpoint)}
+    forward = timings["forward"].median
+    about = f"{net.n} neurons, {synapses:.3g} synapses, surrogate spikes, {round(duration_ms / net.dt)} steps"
+    fields = dict(params=params, dtype=str(net.I_ext.dtype))
+    records = [
+        make_record(
+            SUITE,
+            case,
+            "diffbrain",
+            "forward_time",
+            forward,
+            "s",
+            repeats=repeats,
+            note=f"the loss alone (Network.simulate); {about}",
+            **fields,
+        )
+    ]
+    for name, options in methods(checkpoint).items():
+        timing, (_, compile_s, temporary) = timings[name], calls[name]
+        described = ", ".join(f"{k}={v}" for k, v in options.items()) or "lax.scan"
+        spread = dict(min=timing.min, max=timing.max, iqr=timing.iqr)
+        metrics = [
+            (
+                "gradient_time",
+                timing.median,
+                "s",
+                spread,
+                f"every parameter's gradient ({described}); {about}",
+            ),
+            ("compile_time", compile_s, "s", {}, "lowering and XLA compilation of the gradient"),
+            ("temporary_memory", temporary / 2**20, "MiB", {}, "XLA's temporary buffers of the gradient"),
+            ("gradient_over_forward", timing.median / forward, "x", {}, "gradient_time / forward_time"),
+        ]
+        if name != REFERENCE:
+            deviation = largest_difference(gradients[name], gradients[REFERENCE])
+            note = "max |gradient − lax.scan's| / max |lax.scan's gradient| over every leaf"
+            metrics.append(("gradient_deviation", deviation, "", {}, note))
+        records += [
+            make_record(SUITE, case, name, metric, value, unit, repeats=repeats, note=note, **extra, **fields)
+            for metric, value, unit, extra, note in metrics
+        ]
+    return records
+
+
+def run(
+    quick: bool = False,
+    repeats: int | None = None,
+    cases: Sequence[tuple[float, float, float]] | None = None,
+    checkpoint: int = CHECKPOINT,
+    data: str | os.PathLike | None = None,
+    progress: Callable[[str], None] = lambda line: None,
+    on_case: Callable[[list[Record]], object] = lambda records: None,
+) -> list[Record]:
+    """The suite over ``cases`` (default `CASES`, `QUICK` with ``quick``); ``on_case`` gets each case's
+    records as soon as they are measured (the command line saves them)."""
+    grid = dict(QUICK) if quick else {"cases": CASES, "repeats": REPEATS}
+    cases = grid["cases"] if cases is None else cases
+    repeats = grid["repeats"] if repeats is None else repeats
+    records = []
+    for scale, k_scale, duration_ms in cases:
+        progress(microcircuit_case(scale, k_scale, duration_ms))
+        measured = run_case(scale, k_scale, duration_ms, checkpoint, repeats, data)
+        on_case(measured)
+        records += measured
+    return records
+
+
+def summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per case and method: the gradient's time, its ratio to the forward run, memory and deviation."""
+    shown = ["gradient_time", "gradient_over_forward", "temporary_memory", "gradient_deviation"]
+    table = frame[frame.metric.isin(shown)]
+    table = table.pivot_table(index=["case", "method"], columns="metric", values="value", aggfunc="last")
+    return table.reindex(columns=[m for m in shown if m in table.columns])
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m diffbrain.bench.network_gradient", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--data", type=Path, default=DATA, help="the conn-potjans-diesmann2014 folder")
-    parser.add_argument("--scale", type=float, default=0.1, help="fraction of the full-scale neurons")
-    parser.add_argument("--duration", type=float, default=100.0, help="simulated time per call, ms")
-    parser.add_argument("--checkpoint", type=int, default=100, help="steps per checkpointed segment")
-    parser.add_argument("--repeats", type=int, default=3, help="timed turns after the warm-up call")
+    parser.add_argument("--data", type=Path, help="the conn-potjans-diesmann2014 folder")
+    parser.add_argument("--scale", type=float, default=CASES[0][0], help="fraction of the full-scale neurons")
+    parser.add_argument("--duration", type=float, default=CASES[0][2], help="simulated time, ms")
+    parser.add_argument("--checkpoint", type=int, default=CHECKPOINT, help="steps per stored state")
+    parser.add_argument("--repeats", type=int, default=REPEATS, help="timed turns after the warm-up call")
     args = parser.parse_args(argv)
-    net = networks.Microcircuit.from_data(args.data, scale=args.scale).build(jax.random.key(0))
-    synapses = sum(projection.W.nnz for projection in net.projections.values())
-    print(f"microcircuit: {net.n} neurons, {synapses:.3g} synapses, {args.duration:g} ms, surrogate spikes")
-    runs = gradient_runs(net, args.duration, args.checkpoint)
-    times, results = median_times({name: run for name, (run, _) in runs.items()}, args.repeats)
-    forward = times["forward"]
-    for name, seconds in times.items():
-        memory = runs[name][1] / 2**20
-        line = f"{name}: {seconds:.3f} s ({seconds / forward:.1f}× forward), XLA temporaries {memory:.0f} MiB"
-        if name.startswith("grad, event_scan"):
-            difference = largest_difference(results[name], results["grad, lax.scan"])
-            line += f", largest difference from lax.scan's {difference:.1e}"
-        print(line)
+    cases = ((args.scale, 1.0, args.duration),)
+    records = run(repeats=args.repeats, cases=cases, checkpoint=args.checkpoint, data=args.data)
+    with pd.option_context("display.width", 250, "display.max_columns", None, "display.precision", 3):
+        print(summary(to_frame(records)))
 
 
 if __name__ == "__main__":

@@ -566,7 +566,10 @@ def _write_fit_plot(path: Path, neuron, cell, bounds, result, input_scale) -> No
 def bench_command(
     context: typer.Context,
     suite: Annotated[
-        str, typer.Argument(help="throughput | ops | fit | fit_cells | fit_dimension | learn | sim")
+        str,
+        typer.Argument(
+            help="throughput | ops | fit | fit_cells | fit_dimension | learn | sim | network_gradient"
+        ),
     ],
     quick: Annotated[bool, typer.Option(help="The suite's small grid (minutes, not hours).")] = False,
     out: Annotated[Path, typer.Option(help="Results folder; records merge into OUT/SUITE.csv.")] = Path(

@@ -291,8 +291,9 @@ def event_scan(
             ``reverse=``: scan over reversed ``xs`` instead.
         checkpoint: for long runs: keep the carry only every ``checkpoint`` steps, and on the way back
             recompute each segment's carries from its start, so reverse mode stores ``T/checkpoint +
-            checkpoint`` carries instead of ``T`` (at the price of one more forward step per step); the
-            weight gradients still accumulate in one running total. None: keep every step's carry.
+            checkpoint`` carries instead of ``T`` (fewest near ``checkpoint ≈ √T``), at the price of one
+            more forward step per step; the weight gradients still accumulate in one running total. None:
+            keep every step's carry.
 
     Returns:
         ``(final carry, stacked y)``, as `lax.scan`.

@@ -1,23 +1,42 @@
-"""`python -m diffbrain.bench.network_gradient`: weight gradients through lax.scan and event_scan."""
+"""Suite "network_gradient": a network's gradient through lax.scan and event_scan, side by side."""
 
-import re
+import math
 
-from diffbrain.bench import network_gradient
+import pytest
+
+from diffbrain.bench import network_gradient, records
+from diffbrain.bench.__main__ import main as bench_main
 
 
-def test_prints_each_calls_time_memory_and_that_the_gradients_agree(shared_data, capsys):
-    folder = str(shared_data / "conn-potjans-diesmann2014")
-    options = ["--scale", "0.01", "--duration", "3", "--checkpoint", "7", "--repeats", "1"]
-    network_gradient.main(["--data", folder, *options])
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("microcircuit: ")
-    pattern = r"(.+): ([\d.]+) s \(([\d.]+)× forward\), XLA temporaries (\d+) MiB(?:, .* lax.scan's (\S+))?"
-    timed = [re.fullmatch(pattern, line) for line in lines[1:]]
-    assert [m.group(1) for m in timed] == [
-        "forward",
-        "grad, lax.scan",
-        "grad, event_scan",
-        "grad, event_scan, checkpoint=7",
-    ]
-    assert all(float(m.group(5)) < 1e-4 for m in timed[2:])  # the same gradient (float32)
-    assert int(timed[3].group(4)) <= int(timed[2].group(4))  # checkpointed: fewer stored states
+@pytest.fixture(scope="module")
+def measured(shared_data):
+    folder = shared_data / "conn-potjans-diesmann2014"
+    return network_gradient.run(cases=((0.01, 1.0, 3.0),), checkpoint=7, repeats=1, data=folder)
+
+
+def test_records_each_methods_time_memory_and_that_the_gradients_agree(measured):
+    frame = records.to_frame(measured).set_index(["method", "metric"])["value"]
+    methods = ("lax.scan", "diffbrain", "diffbrain.event_scan")
+    for method in methods:
+        assert frame[method, "gradient_time"] > 0 and frame[method, "compile_time"] > 0
+        assert frame[method, "temporary_memory"] > 0
+        ratio = frame[method, "gradient_time"] / frame["diffbrain", "forward_time"]
+        assert math.isclose(frame[method, "gradient_over_forward"], ratio)
+    for method in methods[1:]:
+        assert frame[method, "gradient_deviation"] < 1e-4  # the same gradient (float32)
+    # checkpointed: fewer stored states than every step's
+    assert frame["diffbrain", "temporary_memory"] < frame["diffbrain.event_scan", "temporary_memory"]
+    assert {r.case for r in measured} == {"microcircuit/scale=0.01/T=0.003s/checkpoint=7"}
+
+
+def test_a_missing_data_folder_gives_skipped_records(tmp_path):
+    found = network_gradient.run(cases=((0.01, 1.0, 3.0),), repeats=1, data=tmp_path / "nowhere")
+    assert {r.status for r in found} == {"skipped"} and all("data folder is missing" in r.note for r in found)
+    assert {r.method for r in found} == {"lax.scan", "diffbrain", "diffbrain.event_scan"}
+
+
+def test_the_command_line_runs_the_suite(monkeypatch, tmp_path, measured, capsys):
+    monkeypatch.setattr(network_gradient, "run_case", lambda *args, **kwargs: measured)
+    bench_main(["network_gradient", "--quick", "--out", str(tmp_path)])
+    assert len(records.read_results(tmp_path)) == len(measured)
+    assert "gradient_over_forward" in capsys.readouterr().out

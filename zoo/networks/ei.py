@@ -17,7 +17,7 @@ from .._checks import check_dt
 from ..neurons.lif import LIF, LIFState
 from ..simulate import _fail_on_nonfinite
 from ..synapses.expon import Expon, ExponState
-from .network import AbstractPopulationResult, Network, NetworkResult, record_indices
+from .network import AbstractPopulationResult, Network, NetworkResult, _scan_steps, record_indices
 
 
 class EIState(NamedTuple):
@@ -277,6 +277,7 @@ def simulate(
     detach_recurrent: bool = True,
     unroll: int = 1,
     check_finite: bool = True,
+    event_scan: bool = False,
 ) -> EIResult | NetworkResult:
     """Simulate ``net`` for ``duration_ms`` ms with a jitted `lax.scan`.
 
@@ -295,6 +296,9 @@ def simulate(
             (float32, any surrogate width); detached it stays finite.
         unroll: steps unrolled per scan iteration.
         check_finite: raise (also inside ``jit``) if the final state holds NaN or inf, as `zoo.simulate`.
+        event_scan: run the steps with `ops.event_scan`, for gradients w.r.t. the per-synapse weights
+            (``W_E.data``, ``W_I.data``): the same values and gradients, with each step's weight gradient
+            added in place on the synapses of the neurons that fired (`Network.simulate`'s option).
 
     Returns:
         An `EIResult` with spike counts per step and population; ``result.rates()`` in Hz.
@@ -309,7 +313,8 @@ def simulate(
     """
     if isinstance(net, Network):
         options = dict(record=record, state=state, surrogate=surrogate, detach_recurrent=detach_recurrent)
-        return net.simulate(duration_ms, key, dt=dt, unroll=unroll, check_finite=check_finite, **options)
+        options |= dict(unroll=unroll, check_finite=check_finite, event_scan=event_scan)
+        return net.simulate(duration_ms, key, dt=dt, **options)
     dt = float(check_dt(0.1 if dt is None else dt))
     n_steps, record = _validate(net, duration_ms, dt, record)
     if state is None:
@@ -317,22 +322,31 @@ def simulate(
     if surrogate and not jnp.issubdtype(state.spikes.dtype, jnp.inexact):
         state = state._replace(spikes=state.spikes.astype(state.neurons.V.dtype))
     counts, raster, state = _run(
-        net, state, jnp.asarray(record), n_steps, dt, surrogate, detach_recurrent, unroll
+        net, state, jnp.asarray(record), n_steps, dt, surrogate, detach_recurrent, unroll, bool(event_scan)
     )
     if check_finite:
         state, counts = _fail_on_nonfinite(state, counts)
     return EIResult(dt, counts, raster, jnp.asarray(record), net.sizes, state)
 
 
-@functools.partial(jax.jit, static_argnums=(3, 4, 5, 6, 7))
-def _run(net, state, record, n_steps: int, dt: float, surrogate: bool, detach_recurrent: bool, unroll: int):
-    n_e = net.sizes[0]
-
-    def body(state, _):
+@functools.partial(jax.jit, static_argnums=(3, 4, 5, 6, 7, 8))
+def _run(
+    net,
+    state,
+    record,
+    n_steps: int,
+    dt: float,
+    surrogate: bool,
+    detach_recurrent: bool,
+    unroll: int,
+    event: bool,
+):
+    def body(params, state, _):
+        net, record = params
         state = net.step(state, dt, surrogate, detach_recurrent)
-        return state, _counts_and_raster(state.spikes, n_e, net.n, record, surrogate)
+        return state, _counts_and_raster(state.spikes, net.sizes[0], net.n, record, surrogate)
 
-    state, (counts, raster) = jax.lax.scan(body, state, None, length=n_steps, unroll=unroll)
+    state, (counts, raster) = _scan_steps(body, (net, record), state, n_steps, unroll, None, event)
     return counts, raster, state
 
 

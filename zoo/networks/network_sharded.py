@@ -79,6 +79,7 @@ def simulate_network_sharded(
     unroll: int = 1,
     checkpoint: int | None = None,
     check_finite: bool = True,
+    event_scan: bool = False,
 ) -> NetworkResult:
     """`Network.simulate` with the postsynaptic neurons split over ``devices``.
 
@@ -91,8 +92,10 @@ def simulate_network_sharded(
 
     Args:
         net: the network; its neuron and receptor parameters scalars or one per neuron (``[n]``).
-        duration_ms, key, dt, record, state, surrogate, detach_recurrent, pulse, unroll, checkpoint: as in
-            `Network.simulate` (``state`` holds all ``n`` neurons; the result's ``final_state`` too).
+        duration_ms, key, dt, record, state, surrogate, detach_recurrent, pulse, unroll, checkpoint,
+            event_scan: as in `Network.simulate` (``state`` holds all ``n`` neurons; the result's
+            ``final_state`` too; with ``event_scan`` each device adds the weight gradients of its block of
+            synapses in place).
         devices: the devices (default all of `jax.devices`); one device runs the same code unsplit.
         check_finite: raise if the final state holds NaN or inf. Under a transformation (``jit``, ``vmap``,
             ``grad``, …) with several devices the check is skipped with a warning: XLA cannot raise from one
@@ -149,7 +152,7 @@ def simulate_network_sharded(
         edge_slots={},
         gap=None,
     )
-    options = (n_steps, width, surrogate, detach_recurrent, unroll, checkpoint)
+    options = (n_steps, width, surrogate, detach_recurrent, unroll, checkpoint, bool(event_scan))
     counts, raster, final = _run(
         skeleton, mesh, blocks, gap, _onto(mesh, state), seed, pulses, jnp.asarray(record), *options
     )
@@ -173,7 +176,7 @@ def _neuron_axis_last(x: Array) -> P:
     return P() if x.ndim == 0 else P(*(None,) * (x.ndim - 1), AXIS)
 
 
-@functools.partial(jax.jit, static_argnums=(1, 8, 9, 10, 11, 12, 13))
+@functools.partial(jax.jit, static_argnums=(1, 8, 9, 10, 11, 12, 13, 14))
 def _run(
     net,
     mesh,
@@ -189,6 +192,7 @@ def _run(
     detach,
     unroll,
     checkpoint,
+    event,
 ):
     n, padded = net.n, mesh.size * width
     population = net._population()
@@ -237,13 +241,16 @@ def _run(
         )
         block_pulses = tuple((a, *window) for a, window in zip(amplitudes, windows, strict=True))
         first = jax.lax.axis_index(AXIS) * width  # this block's first neuron (its background's hash)
-        silent = jnp.zeros(1, spikes.dtype)  # the padding row's presynaptic neuron
+        # everything traced that a step uses comes in through its arguments (as `ops.event_scan` needs)
+        params = (block, seed, block_pulses, first, valid, population, record)
 
-        def body(_, carry, __):
+        def body(params, carry, _):
+            block, seed, block_pulses, first, valid, population, record = params
             local, spikes = carry
+            silent = jnp.zeros(1, spikes.dtype)  # the padding row's presynaptic neuron
             fed = jax.lax.stop_gradient(spikes) if detach else spikes
             V_felt = None
-            if gap_block is not None:  # the junctions read every neuron's potential
+            if block.gap is not None:  # the junctions read every neuron's potential
                 V_all = jax.lax.all_gather(local.neurons.V, AXIS, tiled=True)
                 V_felt = jnp.concatenate([V_all[:n], jnp.zeros(1, V_all.dtype)])
             fed = jnp.concatenate([fed[:n], silent])
@@ -254,7 +261,7 @@ def _run(
             return (local._replace(spikes=s), spikes), kept
 
         (local, spikes), (counts, raster) = _scan_steps(
-            body, None, (local, spikes), n_steps, unroll, checkpoint
+            body, params, (local, spikes), n_steps, unroll, checkpoint, event
         )
         return counts, raster, local, spikes
 
