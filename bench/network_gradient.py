@@ -2,10 +2,11 @@
 through `ops.event_scan`.
 
 The network is the Potjans–Diesmann microcircuit (`networks.Microcircuit`, Poisson background, from the
-``conn-potjans-diesmann2014`` data folder) at ``scale`` (`CASES`: 0.1, 7,717 neurons, 2.9·10⁷ synapses, 100
-ms). The loss is a weighted sum of the eight populations' surrogate spike counts plus the mean final
-potential (`Network.simulate` with ``surrogate=True``), and the gradient is w.r.t. every floating leaf of the
-network, each projection's ``W.data`` (one weight per synapse) included. Methods, side by side in one
+``conn-potjans-diesmann2014`` data folder) at each ``scale`` of `CASES` (0.02, 0.05 and 0.1 — 7,717
+neurons, 2.9·10⁷ synapses —, 100 ms each). The loss is a weighted sum of the eight populations' surrogate
+spike counts plus the mean final potential (`Network.simulate` with ``surrogate=True``), and the gradient
+is w.r.t. every floating leaf of the network, each projection's ``W.data`` (one weight per synapse)
+included. Methods, side by side in one
 process (in turns, medians after a warm-up call): ``lax.scan`` (`Network.simulate`'s default), ``diffbrain``
 (``event_scan=True, checkpoint=CHECKPOINT``: the per-synapse weight gradients accumulate in place, the state
 is kept every `CHECKPOINT` steps) and ``diffbrain.event_scan`` (``event_scan=True``: every step's state
@@ -39,11 +40,11 @@ from .sim import MICROCIRCUIT_DATA, microcircuit_case
 from .timing import measure_side_by_side
 
 SUITE = "network_gradient"
-CASES = ((0.1, 1.0, 100.0),)
-"""(scale, k_scale, duration ms) of each microcircuit case."""
+CASES = ((0.02, 1.0, 100.0), (0.05, 1.0, 100.0), (0.1, 1.0, 100.0))
+"""(scale, k_scale, duration ms) of each microcircuit case: 5.3·10⁶, 1.4·10⁷ and 2.9·10⁷ synapses."""
 CHECKPOINT = 100
 """Steps per stored state of the ``diffbrain`` method."""
-REPEATS = 3
+REPEATS = 5
 QUICK = {"cases": ((0.02, 1.0, 20.0),), "repeats": 1}
 """A grid for smoke tests: 1,544 neurons, 5·10⁶ synapses, 200 steps (two checkpointed segments)."""
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / MICROCIRCUIT_DATA
@@ -208,8 +209,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         prog="python -m diffbrain.bench.network_gradient", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--data", type=Path, help="the conn-potjans-diesmann2014 folder")
-    parser.add_argument("--scale", type=float, default=CASES[0][0], help="fraction of the full-scale neurons")
-    parser.add_argument("--duration", type=float, default=CASES[0][2], help="simulated time, ms")
+    parser.add_argument("--scale", type=float, default=CASES[-1][0], help="share of the full-scale neurons")
+    parser.add_argument("--duration", type=float, default=CASES[-1][2], help="simulated time, ms")
     parser.add_argument("--checkpoint", type=int, default=CHECKPOINT, help="steps per stored state")
     parser.add_argument("--repeats", type=int, default=REPEATS, help="timed turns after the warm-up call")
     args = parser.parse_args(argv)
