@@ -24,7 +24,8 @@ produce an nnz-sized output, the floor of a weight gradient in CSR layout; ``sil
 (diffbrain) — the weight gradient when no neuron spiked: its zeroed ``[nnz]`` output alone, the method's
 own floor (on ``cpu`` below ``zeros_time`` for fresh memory, see `diffbrain.ops.kernels.cpu.data_grad`);
 ``scan_grad_time`` — per step, the gradient w.r.t. the weights of a loss through the ``step_time`` scan
-(``Σ_t ȳ·v_t``, the same spikes), forward pass included: diffbrain's through `diffbrain.ops.event_scan`
+(``Σ_t ȳ·v_t``, the same spikes; the loss is linear in ``v``, so the gradient needs no forward value and
+XLA drops the forward products: it times the reverse pass): diffbrain's through `diffbrain.ops.event_scan`
 (accumulated in place on the spiking rows), and as the peer ``lax.scan`` the same loss through
 `lax.scan`'s own reverse pass (with diffbrain's automatic backend: an ``[nnz]`` cotangent per step, added
 to a running sum).
@@ -555,7 +556,7 @@ def scan_gradient_table(
     repeats: int = 3,
 ) -> pd.DataFrame:
     """Per step of a scan of ``steps`` steps (ms, medians, in turns): the forward step, the weight gradient
-    through `ops.event_scan` and through `lax.scan` (`scan_gradient_runs`, forward included), and their
+    through `ops.event_scan` and through `lax.scan` (`scan_gradient_runs`: the reverse pass), and their
     ratios to the forward step (×). The gradient pays one ``[nnz]`` allocation per scan, which longer scans
     amortize."""
     rows = []

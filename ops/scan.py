@@ -266,11 +266,14 @@ def event_scan(
     ``[nnz]`` total in place, so a step of the reverse pass touches the synapses of the rows that fired,
     not all ``nnz`` twice. (The other backends have no in-place add: they add a fresh ``[nnz]`` gradient
     per step, like `lax.scan`, and recompute the step, so they can be slower than `lax.scan`.) Measured on
-    2 cores at n = 100,000 × 400 synapses per row, 2 % firing, 100 steps: the weight gradient (forward
-    included) cost 17–22× the forward step through `lax.scan`, 1.3–2.1× through `event_scan` timed alone
-    and 2.1× amid the leaderboard's other methods (2.3× at 0.5 % firing; ``scan_grad_time``,
-    `diffbrain.bench.ops`), whose churn makes the fresh ``[nnz]`` result and stored carries costlier to map;
-    over 1,000 steps, which amortize them, 1.5×.
+    2 cores at n = 100,000 × 400 synapses per row, 2 % firing, 100 steps of a synapse driven by given
+    spikes (a loss linear in its conductance, so the gradient needs no forward value and XLA drops the
+    forward products: the reverse pass alone), the weight gradient cost 17–22× the forward step through
+    `lax.scan`, 1.3–2.1× through `event_scan` timed alone and 2.1× amid the leaderboard's other methods
+    (2.3× at 0.5 % firing; ``scan_grad_time``, `diffbrain.bench.ops`), whose churn makes the fresh ``[nnz]``
+    result costlier to map; over 1,000 steps, which amortize it, 1.5×. Each reverse step reads and writes
+    the fired rows' slice of the ``[nnz]`` total where the forward only reads their weights: ~1.5× its
+    memory traffic.
 
     Args:
         step: ``(params, carry, x) → (new carry, y)``, pure. Everything to be differentiated must come in
