@@ -101,6 +101,9 @@ def _rest(tree, start: int):
 
 
 def _scan_fwd(step: Callable, length: int, unroll: int, checkpoint: int, params, init, xs):
+    # as arrays: a Python float differentiated eagerly arrives here as one, which the backward's
+    # `eqx.is_inexact_array` would otherwise leave out (its gradient silently 0)
+    params = jax.tree.map(jnp.asarray, params)
     if checkpoint >= length:  # every step's carry
         final, (ys, carries) = _carries(step, params, init, xs, length, unroll)
         return (final, ys), (params, carries, None, xs)

@@ -2,6 +2,7 @@
 
 import math
 
+import jax.numpy as jnp
 import pytest
 
 from diffbrain.bench import network_gradient, records
@@ -40,3 +41,12 @@ def test_the_command_line_runs_the_suite(monkeypatch, tmp_path, measured, capsys
     bench_main(["network_gradient", "--quick", "--out", str(tmp_path)])
     assert len(records.read_results(tmp_path)) == len(measured)
     assert "gradient_over_forward" in capsys.readouterr().out
+
+
+def test_the_deviation_is_relative_to_each_leaf():
+    """A wrong small leaf (per-synapse weight gradients beside a large neuron gradient) counts in full."""
+    reference = {"V_th": jnp.asarray([4.5e4]), "data": jnp.asarray([0.1, -0.2]), "zero": jnp.zeros(2)}
+    assert network_gradient.largest_difference(reference, reference) == 0
+    wrong = reference | {"data": jnp.zeros(2)}
+    assert network_gradient.largest_difference(wrong, reference) == pytest.approx(1.0)
+    assert network_gradient.largest_difference(reference | {"zero": jnp.ones(2)}, reference) == math.inf

@@ -440,3 +440,22 @@ def test_checkpoint_must_be_a_positive_integer():
     for checkpoint in (0, -3, 2.5, True, "4"):
         with pytest.raises(ValueError, match="`checkpoint` must be a positive integer"):
             ops.event_scan(step, W, jnp.zeros(6), jnp.ones((4, 6), bool), checkpoint=checkpoint)
+
+
+def test_eager_gradients_w_r_t_python_floats():
+    """Eager `jax.grad` w.r.t. a Python float in ``params`` (stored by the custom_vjp as a non-array
+    scalar) is lax.scan's, as under jit (it was silently 0)."""
+
+    def loss(a, scan, **options):
+        g, _ = scan(lambda a, g, _: (a * g + 1.0, None), a, jnp.ones(3), None, length=4, **options)
+        return g.sum()
+
+    def plain(step, a, init, xs, length):
+        return jax.lax.scan(lambda c, x: step(a, c, x), init, xs, length=length)
+
+    expected = jax.grad(loss)(0.9, plain)
+    assert expected > 1
+    for options in ({}, {"checkpoint": 3}):
+        assert float(jax.grad(loss)(0.9, ops.event_scan, **options)) == pytest.approx(
+            float(expected), rel=1e-12
+        )

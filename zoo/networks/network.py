@@ -581,7 +581,8 @@ class Network(eqx.Module):
                 per-synapse weights (``W.data``) of large networks: reverse mode then adds each step's
                 weight gradient in place on the synapses of the neurons that fired, where `lax.scan` makes
                 and sums an ``[nnz]`` array per step. The same values and gradients. Memory: the whole
-                state (arrival rings included) per step, or with ``checkpoint`` per ``checkpoint`` steps;
+                state (arrival rings included) of every step, or with ``checkpoint`` of ``T/checkpoint +
+                checkpoint`` steps;
                 no forward mode (`jax.jvp`); for gradients w.r.t. other parameters only, `lax.scan` is
                 faster. Measured on 2 cores (``diffbrain bench network_gradient``, the leaderboard): the
                 Potjans–Diesmann microcircuit at scale 0.1 (7,717 neurons, 2.9·10⁷ synapses), 100 ms with
