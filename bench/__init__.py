@@ -12,6 +12,9 @@ Suites:
 * `ops`: the event-driven synaptic product ``sᵀW`` (n = 4,000…100,000, firing 0.5–10%), forward inside
   `lax.scan` and as single calls, weight gradient and spike VJP, vs dense, BCOO, segment_sum, a numba
   loop and brainevent (``python -m diffbrain.bench ops [--quick] [--full]``).
+* `network_gradient`: the gradient of the Potjans–Diesmann microcircuit's surrogate spikes w.r.t. every
+  parameter, per-synapse weights included, through `lax.scan` and through `diffbrain.ops.event_scan`
+  (``Network.simulate(event_scan=True)``, with and without ``checkpoint``).
 
 Outside the leaderboard, ``python -m diffbrain.bench.sharded`` times the sharded network simulation against
 the one-device one (`sharded`).

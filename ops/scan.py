@@ -7,6 +7,9 @@ that fired carry a nonzero gradient (at n = 100,000 × 400, 2 % firing, 100 step
 (`event_matvec`, `event_matmat`, `csr_matvec`, `arrival_scatter`) find their ``W`` among the step's
 registered weights (`diffbrain.ops._accumulation`) and add the spiking rows' gradient into the running
 total in place (``csr_data_grad_add``, ``arrival_data_grad_add``): the work per step is the events again.
+With ``checkpoint`` the forward keeps a carry per segment of steps and the reverse pass recomputes each
+segment's carries before running back through it, into the same running totals. The networks use it
+through ``simulate(..., event_scan=True)``.
 """
 
 from __future__ import annotations
