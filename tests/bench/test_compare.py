@@ -291,6 +291,16 @@ def test_fitting_suites_have_a_reference(suite, case, times):
     assert set(_status(machine).values()) == {"ok", "reference slower"} and compare.failed(machine)
 
 
+def test_network_gradient_is_judged_against_lax_scan():
+    times = {"lax.scan": 9.0, "diffbrain": 1.0, "diffbrain.event_scan": 2.0}
+    case = "microcircuit/scale=0.1/T=0.1s/checkpoint=100"
+    base = _suite_run("network_gradient", case, times, metric="gradient_time")
+    assert not compare.failed(compare.compare(base, base))
+    slower = _suite_run("network_gradient", case, {**times, "diffbrain": 3.0}, metric="gradient_time")
+    judged = compare.compare(slower, base)
+    assert _status(judged)["diffbrain"] == "slower" and compare.failed(judged)
+
+
 def test_spreads_warmups_and_infinite_times_are_not_judged(tmp_path):
     rows = [
         _record("segment_sum", "step_time", 1.0),
