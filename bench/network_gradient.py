@@ -36,6 +36,7 @@ import pandas as pd
 
 from ..zoo import networks
 from .records import Record, format_params, make_record, skipped, to_frame
+from .sharded import DATA
 from .sim import MICROCIRCUIT_DATA, microcircuit_case
 from .timing import measure_side_by_side
 
@@ -47,8 +48,6 @@ CHECKPOINT = 100
 REPEATS = 5
 QUICK = {"cases": ((0.02, 1.0, 20.0),), "repeats": 1}
 """A grid for smoke tests: 1,544 neurons, 5·10⁶ synapses, 200 steps (two checkpointed segments)."""
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / MICROCIRCUIT_DATA
-"""The microcircuit's data next to the repository (else ``$DIFFBRAIN_DATA/<folder>``, or ``data``)."""
 REFERENCE = "lax.scan"
 
 
@@ -76,15 +75,15 @@ def compiled_calls(
     compiled functions, not constants."""
     params, static = eqx.partition(net, eqx.is_array)
 
-    def compile(function: Callable) -> tuple[Callable[[], object], float, int]:
+    def compiled_call(function: Callable) -> tuple[Callable[[], object], float, int]:
         start = time.perf_counter()
         compiled = jax.jit(lambda params: function(eqx.combine(params, static))).lower(params).compile()
         seconds = time.perf_counter() - start
         return (lambda: compiled(params)), seconds, compiled.memory_analysis().temp_size_in_bytes
 
-    calls = {"forward": compile(lambda net: loss(net, duration_ms))}
+    calls = {"forward": compiled_call(lambda net: loss(net, duration_ms))}
     for name, options in methods(checkpoint).items():
-        calls[name] = compile(eqx.filter_grad(lambda net, o=options: loss(net, duration_ms, **o)))
+        calls[name] = compiled_call(eqx.filter_grad(lambda net, o=options: loss(net, duration_ms, **o)))
     return calls
 
 

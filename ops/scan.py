@@ -79,9 +79,14 @@ def _nonzero_cotangents(tree):
     return eqx.filter(tree, lambda ct: eqx.is_array(ct) and ct.dtype != jax.dtypes.float0)
 
 
+def _steps(step: Callable, params, init, xs, length: int, unroll: int):
+    """``lax.scan`` of ``step(params, ·, ·)``: ``(final carry, stacked y)``."""
+    return lax.scan(lambda carry, x: step(params, carry, x), init, xs, length=length, unroll=unroll)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
 def _scan(step: Callable, length: int, unroll: int, checkpoint: int, params, init, xs):
-    return lax.scan(lambda carry, x: step(params, carry, x), init, xs, length=length, unroll=unroll)
+    return _steps(step, params, init, xs, length, unroll)
 
 
 def _carries(step: Callable, params, init, xs, length: int, unroll: int):
@@ -112,9 +117,7 @@ def _scan_fwd(step: Callable, length: int, unroll: int, checkpoint: int, params,
         return (final, ys), (params, carries, None, xs)
 
     def segment(carry, x):  # keeps the carry at the segment's start only
-        final, ys = lax.scan(
-            lambda c, x: step(params, c, x), carry, x, length=checkpoint, unroll=min(unroll, checkpoint)
-        )
+        final, ys = _steps(step, params, carry, x, checkpoint, min(unroll, checkpoint))
         return final, (ys, carry)
 
     count, rest = divmod(length, checkpoint)
