@@ -8,13 +8,15 @@ that fired carry a nonzero gradient (at n = 100,000 × 400, 2 % firing, 100 step
 registered weights (`diffbrain.ops._accumulation`) and add the spiking rows' gradient into the running
 total in place (``csr_data_grad_add``, ``arrival_data_grad_add``): the work per step is the events again.
 With ``checkpoint`` the forward keeps a carry per segment of steps and the reverse pass recomputes each
-segment's carries before running back through it, into the same running totals. The networks use it
-through ``simulate(..., event_scan=True)``.
+segment's carries before running back through it, into the same running totals. Only what carries a
+tangent is differentiated (symbolic zeros): a weight held fixed costs nothing on the way back. The
+networks use it through ``simulate(..., event_scan=True)``.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import numbers
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -23,6 +25,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.custom_derivatives import CustomVJPPrimal, SymbolicZero
 from jax.interpreters.partial_eval import DynamicJaxprTracer
 
 from ._accumulation import Accumulation
@@ -44,25 +47,30 @@ def _has_weights(W) -> bool:
     return _is_csr(W) and eqx.is_inexact_array(W.data) and W.data.ndim == 1
 
 
-def _split_weights(tree) -> tuple[Any, list]:
-    """``tree`` with the ``[nnz]`` data of its CSR matrices set to None, and those data in tree order."""
-    weights = []
+def _split_weights(tree) -> tuple[Any, list, frozenset[int]]:
+    """``tree`` with the ``[nnz]`` data of its CSR matrices set to None, those data in tree order, and the
+    positions of those matrices among ``tree``'s CSR matrices (in tree order)."""
+    weights, positions, counter = [], [], itertools.count()
 
     def strip(W):
+        if not _is_csr(W):
+            return W
+        position = next(counter)
         if not _has_weights(W):
             return W
         weights.append(W.data)
+        positions.append(position)
         return eqx.tree_at(lambda c: c.data, W, None)
 
-    return jax.tree.map(strip, tree, is_leaf=_is_csr), weights
+    return jax.tree.map(strip, tree, is_leaf=_is_csr), weights, frozenset(positions)
 
 
-def _join_weights(tree, weights: list) -> Any:
-    """The inverse of `_split_weights`: the data of ``tree``'s stripped CSR matrices set to ``weights``."""
-    remaining = iter(weights)
+def _join_weights(tree, weights: list, positions: frozenset[int]) -> Any:
+    """The inverse of `_split_weights`: the data of the CSR matrices at ``positions`` set to ``weights``."""
+    remaining, counter = iter(weights), itertools.count()
 
     def join(W):
-        if not (_is_csr(W) and W.data is None):
+        if not _is_csr(W) or next(counter) not in positions:
             return W
         return eqx.tree_at(lambda c: c.data, W, next(remaining), is_leaf=lambda x: x is None)
 
@@ -74,9 +82,72 @@ def _floating(tree):
     return eqx.filter(tree, eqx.is_inexact_array)
 
 
+def _is_symbolic_zero(x) -> bool:
+    return isinstance(x, SymbolicZero)
+
+
+def _is_primal(x) -> bool:
+    return isinstance(x, CustomVJPPrimal)
+
+
+class _Perturbed(eqx.Module):
+    """Which leaves of ``params`` and of ``xs`` carry a tangent (static: the reverse pass differentiates only
+    those, so weights held fixed accumulate no gradient and fixed inputs get no ``[T, …]`` cotangent)."""
+
+    params: tuple[bool, ...] = eqx.field(static=True)
+    xs: tuple[bool, ...] = eqx.field(static=True)
+
+    def mask(self, which: str, tree) -> Any:
+        """``tree`` (shaped as ``params``, or as ``xs`` or one step of it) with each leaf replaced by whether
+        it is a floating array with a tangent."""
+        leaves, structure = jax.tree.flatten(tree)
+        flags = getattr(self, which)
+        return jax.tree.unflatten(
+            structure, [bool(f) and eqx.is_inexact_array(x) for x, f in zip(leaves, flags, strict=True)]
+        )
+
+
+def _unwrap(tree) -> tuple[Any, tuple[bool, ...]]:
+    """The values of a tree of `jax.custom_vjp` primals, and whether each leaf is perturbed."""
+    leaves, structure = jax.tree.flatten(tree, is_leaf=_is_primal)
+    return jax.tree.unflatten(structure, [p.value for p in leaves]), tuple(p.perturbed for p in leaves)
+
+
 def _nonzero_cotangents(tree):
-    """Cotangents without the ``float0`` ones of integer and boolean outputs."""
-    return eqx.filter(tree, lambda ct: eqx.is_array(ct) and ct.dtype != jax.dtypes.float0)
+    """Cotangents without the ``float0`` ones of integer and boolean outputs (None there)."""
+
+    def keep(ct):
+        return ct if (eqx.is_array(ct) or _is_symbolic_zero(ct)) and ct.dtype != jax.dtypes.float0 else None
+
+    return jax.tree.map(keep, tree, is_leaf=_is_symbolic_zero)
+
+
+def _instantiate(tree):
+    """``tree`` with its symbolic zero cotangents as zero arrays."""
+
+    def zeros(ct):
+        return jnp.zeros(ct.shape, ct.dtype) if _is_symbolic_zero(ct) else ct
+
+    return jax.tree.map(zeros, tree, is_leaf=_is_symbolic_zero)
+
+
+def _per_step_cotangents(ct_ys) -> tuple[list, Callable[[list], Any]]:
+    """``(scanned, rebuild)``: the stacked ``[T, …]`` cotangents of the outputs as a list to scan over (None
+    for a symbolic zero, so no ``[T, …]`` zeros are made) and ``rebuild(one step of scanned)``, the step's
+    cotangents with zeros of one step's shape in place of the symbolic ones."""
+    leaves, structure = jax.tree.flatten(ct_ys, is_leaf=_is_symbolic_zero)
+    scanned = [None if _is_symbolic_zero(ct) else ct for ct in leaves]
+
+    def rebuild(step_leaves: list) -> Any:
+        return jax.tree.unflatten(
+            structure,
+            [
+                jnp.zeros(ct.shape[1:], ct.dtype) if _is_symbolic_zero(ct) else leaf
+                for ct, leaf in zip(leaves, step_leaves, strict=True)
+            ],
+        )
+
+    return scanned, rebuild
 
 
 def _steps(step: Callable, params, init, xs, length: int, unroll: int):
@@ -109,12 +180,14 @@ def _rest(tree, start: int):
 
 
 def _scan_fwd(step: Callable, length: int, unroll: int, checkpoint: int, params, init, xs):
+    (params, perturbed_params), (init, _), (xs, perturbed_xs) = map(_unwrap, (params, init, xs))
+    perturbed = _Perturbed(perturbed_params, perturbed_xs)
     # as arrays: a Python float differentiated eagerly arrives here as one, which the backward's
     # `eqx.is_inexact_array` would otherwise leave out (its gradient silently 0)
     params = jax.tree.map(jnp.asarray, params)
     if checkpoint >= length:  # every step's carry
         final, (ys, carries) = _carries(step, params, init, xs, length, unroll)
-        return (final, ys), (params, carries, None, xs)
+        return (final, ys), (params, carries, None, xs, perturbed)
 
     def segment(carry, x):  # keeps the carry at the segment's start only
         final, ys = _steps(step, params, carry, x, checkpoint, min(unroll, checkpoint))
@@ -125,25 +198,29 @@ def _scan_fwd(step: Callable, length: int, unroll: int, checkpoint: int, params,
     ys = jax.tree.map(lambda y: y.reshape(count * checkpoint, *y.shape[2:]), ys)
     final, (tail, carries) = _carries(step, params, final, _rest(xs, count * checkpoint), rest, unroll)
     ys = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), ys, tail)
-    return (final, ys), (params, carries, starts, xs)
+    return (final, ys), (params, carries, starts, xs, perturbed)
 
 
 def _scan_bwd(step: Callable, length: int, unroll: int, checkpoint: int, residuals, cotangents):
-    params, carries, starts, xs = residuals
+    params, carries, starts, xs, perturbed = residuals
     ct_final, ct_ys = _nonzero_cotangents(cotangents)
-    float_params, static_params = eqx.partition(params, eqx.is_inexact_array)
-    float_params, weights = _split_weights(float_params)
+    ct_final = _instantiate(ct_final)
+    ct_ys, step_cotangents = _per_step_cotangents(ct_ys)
+    # only what carries a tangent is differentiated: fixed weights accumulate nothing
+    float_params, static_params = eqx.partition(params, perturbed.mask("params", params))
+    float_params, weights, positions = _split_weights(float_params)
 
     def reverse_step(state, inputs):
         ct_carry, ct_params, totals = state
         carry, x, ct_y = inputs
+        ct_y = step_cotangents(ct_y)
         float_carry, static_carry = eqx.partition(carry, eqx.is_inexact_array)
-        float_x, static_x = eqx.partition(x, eqx.is_inexact_array)
+        float_x, static_x = eqx.partition(x, perturbed.mask("xs", x))
         with Accumulation(totals) as accumulation:
 
             def differentiable_step(p, weights, c, x):
                 accumulation.register(weights)
-                p = eqx.combine(_join_weights(p, weights), static_params)
+                p = eqx.combine(_join_weights(p, weights, positions), static_params)
                 new, y = step(p, eqx.combine(c, static_carry), eqx.combine(x, static_x))
                 return _floating(new), _floating(y)
 
@@ -166,7 +243,7 @@ def _scan_bwd(step: Callable, length: int, unroll: int, checkpoint: int, residua
     state = (ct_final, jax.tree.map(jnp.zeros_like, float_params), list(map(running_total_zeros, weights)))
     if starts is None:
         (ct_init, ct_params, totals), ct_xs = reverse(state, carries, xs, ct_ys, length)
-        return _join_weights(ct_params, totals), ct_init, ct_xs
+        return _join_weights(ct_params, totals, positions), ct_init, ct_xs
     count = length // checkpoint
     state, ct_tail = reverse(
         state,
@@ -188,10 +265,10 @@ def _scan_bwd(step: Callable, length: int, unroll: int, checkpoint: int, residua
     ct_xs = jax.tree.map(
         lambda a, b: jnp.concatenate([a.reshape(count * checkpoint, *a.shape[2:]), b]), ct_xs, ct_tail
     )
-    return _join_weights(ct_params, totals), ct_init, ct_xs
+    return _join_weights(ct_params, totals, positions), ct_init, ct_xs
 
 
-_scan.defvjp(_scan_fwd, _scan_bwd)
+_scan.defvjp(_scan_fwd, _scan_bwd, symbolic_zeros=True)
 
 
 def _length(xs, length: int | None) -> int:
@@ -314,8 +391,10 @@ def event_scan(
     `jax.checkpoint` of the step would): memory T × the carry's size. `lax.scan`'s own reverse mode stores
     the step's residuals instead, which can be smaller: an arrival ring ``[L, n_post]`` in the carry is
     stored whole every step here, where `lax.scan` keeps only the spikes. For long runs, or large carries,
-    pass ``checkpoint``. It is a `jax.custom_vjp`: first-order reverse mode
-    (`jax.grad`, `jax.vjp`) and reverse over reverse;
+    pass ``checkpoint``. The reverse pass differentiates only the leaves of ``params`` and ``xs`` that are
+    being differentiated: weights held fixed accumulate no gradient, and inputs held fixed get no per-step
+    cotangent. It is a `jax.custom_vjp`: first-order reverse mode (`jax.grad`, `jax.vjp`) and reverse over
+    reverse;
     forward mode (`jax.jvp`) is not defined for it — use `lax.scan` for that. Under `jax.vmap` each batch
     element accumulates its own ``[nnz]`` gradient, and not in place (one kernel call per element): batch
     the spikes inside ``step`` (`event_matmat`) instead, which accumulates one.

@@ -95,23 +95,28 @@ def test_values_and_gradients_match_lax_scan(backend):
     assert np.any(fast_grad[0].W_exc.data != 0) and np.any(fast_grad[0].W_inh.data != 0)
 
 
+def _primitives(function, *args) -> set[tuple[str, tuple[int, ...]]]:
+    """``(name, first output's shape)`` of every equation in the jaxpr of ``function(*args)``, nested ones
+    included."""
+    names = set()
+
+    def visit(jaxpr):
+        for eqn in jaxpr.eqns:
+            names.add((eqn.primitive.name, eqn.outvars[0].aval.shape))
+            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+                visit(sub)
+
+    visit(jax.make_jaxpr(function)(*args).jaxpr)
+    return names
+
+
 def test_the_weight_gradient_is_accumulated_not_returned_per_step():
     """Through event_scan the reverse step adds into the running total (csr_data_grad_add) and binds no
     ``[nnz]`` csr_data_grad (the shared weight's scalar one stays); through lax.scan the other way round."""
     net, (v0, drive) = _network("reference"), _inputs()
 
     def primitives(scan):
-        jaxpr = jax.make_jaxpr(eqx.filter_grad(lambda args: _loss(scan, *args)))((net, v0, drive))
-        names = set()
-
-        def visit(jaxpr):
-            for eqn in jaxpr.eqns:
-                names.add((eqn.primitive.name, eqn.outvars[0].aval.shape))
-                for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-                    visit(sub)
-
-        visit(jaxpr.jaxpr)
-        return names
+        return _primitives(eqx.filter_grad(lambda args: _loss(scan, *args)), (net, v0, drive))
 
     fast, plain = primitives(ops.event_scan), primitives(_plain_scan)
     per_synapse = {
@@ -123,6 +128,45 @@ def test_the_weight_gradient_is_accumulated_not_returned_per_step():
     }
     assert plain & per_synapse == {("csr_data_grad", (net.W_exc.nnz,)), ("csr_data_grad", (net.W_inh.nnz,))}
     assert ("csr_data_grad", ()) in fast  # the shared weight: the ordinary scalar gradient
+
+
+@pytest.mark.parametrize(
+    "differentiated",
+    [
+        lambda args: args[0].decay,
+        lambda args: args[0].W_inh.data,
+        lambda args: (args[0].W_shared.data, args[1]),
+        lambda args: args[2],
+    ],
+    ids=["decay", "W_inh", "shared-weight-and-init", "inputs"],
+)
+def test_only_what_carries_a_tangent_is_differentiated(differentiated):
+    """Fixed weights accumulate no gradient (no csr_data_grad_add for them), and the gradients of what is
+    differentiated equal lax.scan's; also when the loss ignores the outputs (symbolic zero cotangents)."""
+    net, (v0, drive) = _network("reference"), _inputs()
+    args = (net, v0, drive)
+    spec = eqx.tree_at(differentiated, jax.tree.map(lambda _: False, args), replace_fn=lambda _: True)
+    free, fixed = eqx.partition(args, spec)
+
+    def loss(free, scan, outputs=True):
+        net, v0, drive = eqx.combine(free, fixed)
+        init = (v0, jnp.zeros_like(v0), jnp.asarray(0))
+        (v, _, _), (out, _) = scan(lambda p, c, x: p(c, x), net, init, drive)
+        return jnp.sum(v**2) + (jnp.sum(out) if outputs else 0.0)
+
+    for outputs in (True, False):
+        fast = jax.grad(loss)(free, ops.event_scan, outputs)
+        plain = jax.grad(loss)(free, _plain_scan, outputs)
+        for a, b in zip(jax.tree.leaves(fast), jax.tree.leaves(plain), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+        assert any(np.any(leaf != 0) for leaf in jax.tree.leaves(fast))
+    accumulated = {
+        shape
+        for name, shape in _primitives(jax.grad(lambda free: loss(free, ops.event_scan)), free)
+        if name == "csr_data_grad_add"
+    }
+    assert net.W_exc.nnz != net.W_inh.nnz
+    assert accumulated == ({(net.W_inh.nnz,)} if spec[0].W_inh.data is True else set())
 
 
 def test_large_running_totals_start_from_the_kernels_zeros():
