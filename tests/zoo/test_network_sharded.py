@@ -151,6 +151,49 @@ def test_the_microcircuit_splits_over_devices(shared_data):
     _same(one, split)
 
 
+def test_spikes_kept_as_indices_as_on_one_device(net):
+    """``max_spikes_per_step``: the one-device run's ``spikes``; too small a capacity raises eagerly and
+    under jit on one device, and under jit on several warns that the check was skipped."""
+    record = np.arange(N)[::-2]
+    dense = net.simulate(30.0, jax.random.key(1), record=record, pulse=PULSE)
+    most = int(np.asarray(dense.raster).sum(axis=1).max())
+    assert most >= 2
+    one = net.simulate(30.0, jax.random.key(1), record=record, pulse=PULSE, max_spikes_per_step=most)
+    for n_devices in (1, 3):
+        split = networks.simulate_network_sharded(
+            net,
+            30.0,
+            jax.random.key(1),
+            record=record,
+            pulse=PULSE,
+            max_spikes_per_step=most,
+            devices=jax.devices()[:n_devices],
+        )
+        assert split.raster is None and split.spikes.shape == (300, most)
+        np.testing.assert_array_equal(split.spikes, one.spikes)
+        np.testing.assert_array_equal(split.counts, one.counts)
+
+    def run(net, capacity, devices):
+        return networks.simulate_network_sharded(
+            net, 30.0, jax.random.key(1), record=record, pulse=PULSE, max_spikes_per_step=capacity,
+            devices=devices, check_finite=False,
+        ).spikes  # fmt: skip
+
+    for devices in (jax.devices()[:1], jax.devices()[:3]):
+        with pytest.raises(Exception, match="max_spikes_per_step"):
+            run(net, most - 1, devices).block_until_ready()
+    params, static = eqx.partition(net, eqx.is_inexact_array)
+    jitted = jax.jit(lambda params, capacity, devices: run(eqx.combine(params, static), capacity, devices),
+                     static_argnums=(1, 2))  # fmt: skip
+    with pytest.raises(Exception, match="max_spikes_per_step"):
+        jitted(params, most - 1, tuple(jax.devices()[:1])).block_until_ready()
+    with pytest.warns(UserWarning, match="max_spikes_per_step's check is skipped"):
+        cut = jitted(params, most - 1, tuple(jax.devices()[:3]))
+    np.testing.assert_array_equal(cut, np.asarray(one.spikes)[:, : most - 1])
+    with pytest.raises(ValueError, match="`max_spikes_per_step`"):
+        networks.simulate_network_sharded(net, 10.0, jax.random.key(0), max_spikes_per_step=0)
+
+
 def test_bad_input_names_the_argument(net):
     with pytest.raises(TypeError, match=r"`net` must be a networks\.Network"):
         networks.simulate_network_sharded(

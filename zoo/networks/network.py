@@ -165,7 +165,7 @@ class NetworkResult(AbstractPopulationResult):
             kept as ``spikes``.
         record: the recorded neurons' global indices.
         final_state: the state after the last step (pass it as ``state`` to continue).
-        spikes: with ``simulate(max_spikes_per_step=K)``, the recorded spikes as indices: ``[T, K]``
+        spikes: with ``max_spikes_per_step=K``, the recorded spikes as indices: ``[T, K]``
             positions in ``record`` of the neurons that fired in each step, ascending, −1 where unused
             (4·K bytes per step instead of one byte per recorded neuron); else None.
     """
@@ -708,16 +708,21 @@ def _record_step(
         spikes if surrogate else spikes.astype(jnp.int32), population, n_pops, indices_are_sorted=True
     )
     raster = (spikes[record] > 0) if surrogate else spikes[record]
-    if capacity is not None:  # the positions of the recorded neurons that fired, −1 padded
+    if capacity is not None:
         fired = raster
-        raster = jnp.nonzero(fired, size=capacity, fill_value=-1)[0].astype(jnp.int32)
-        raster = eqx.error_if(
-            raster,
-            jnp.sum(fired) > capacity,
-            "more recorded neurons fired in one step than `max_spikes_per_step`; raise it (or record "
-            "fewer neurons).",
-        )
+        raster = eqx.error_if(_fired_positions(fired, capacity), jnp.sum(fired) > capacity, _TOO_MANY_SPIKES)
     return counts, raster
+
+
+_TOO_MANY_SPIKES = (
+    "more recorded neurons fired in one step than `max_spikes_per_step`; raise it (or record fewer neurons)."
+)
+
+
+def _fired_positions(fired: Bool[Array, " r"], size: int) -> Int[Array, " size"]:
+    """The positions of the neurons that fired (``fired``, one step's raster), ascending, −1 padded to
+    ``size`` (those past ``size`` left out)."""
+    return jnp.nonzero(fired, size=size, fill_value=-1)[0].astype(jnp.int32)
 
 
 def _scan_steps(body, params, carry, n_steps: int, unroll: int, checkpoint: int | None, event: bool = False):

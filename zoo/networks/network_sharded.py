@@ -41,6 +41,7 @@ from jaxtyping import Array, PRNGKeyArray
 
 from .delays import DelayedCSR
 from .network import (
+    _TOO_MANY_SPIKES,
     Network,
     NetworkResult,
     NetworkState,
@@ -48,6 +49,7 @@ from .network import (
     _as_list,
     _check_count,
     _check_run,
+    _fired_positions,
     _record_step,
     _scan_steps,
 )
@@ -57,6 +59,7 @@ from .sharded import (
     _check_concrete,
     _check_per_neuron,
     _checked,
+    _checked_on_one_device,
     _mesh,
     _onto,
     _placed_blocks,
@@ -78,6 +81,7 @@ def simulate_network_sharded(
     pulse: Pulse | Sequence[Pulse] | None = None,
     unroll: int = 1,
     checkpoint: int | None = None,
+    max_spikes_per_step: int | None = None,
     check_finite: bool = True,
     event_scan: bool = False,
 ) -> NetworkResult:
@@ -93,17 +97,18 @@ def simulate_network_sharded(
     Args:
         net: the network; its neuron and receptor parameters scalars or one per neuron (``[n]``).
         duration_ms, key, dt, record, state, surrogate, detach_recurrent, pulse, unroll, checkpoint,
-            event_scan: as in `Network.simulate` (``state`` holds all ``n`` neurons; the result's
-            ``final_state`` too; with ``event_scan`` each device adds the weight gradients of its block of
-            synapses in place).
+            max_spikes_per_step, event_scan: as in `Network.simulate` (``state`` holds all ``n`` neurons;
+            the result's ``final_state`` too; with ``event_scan`` each device adds the weight gradients of
+            its block of synapses in place). A step with more than ``max_spikes_per_step`` recorded spikes
+            raises as ``check_finite`` does: eagerly, or under a transformation on one device; under one
+            on several devices the check is skipped with a warning.
         devices: the devices (default all of `jax.devices`); one device runs the same code unsplit.
         check_finite: raise if the final state holds NaN or inf. Under a transformation (``jit``, ``vmap``,
             ``grad``, …) with several devices the check is skipped with a warning: XLA cannot raise from one
             device of a sharded computation (it aborts the process); check ``result.final_state`` there.
 
     Returns:
-        A `NetworkResult`, as from `Network.simulate` (with the raster; ``max_spikes_per_step`` is not
-        offered here).
+        A `NetworkResult`, as from `Network.simulate`.
 
     Raises:
         ValueError: naming the argument — parameters neither scalar nor ``[n]``, no devices, traced
@@ -130,6 +135,8 @@ def simulate_network_sharded(
         raise TypeError(f"`net` must be a networks.Network, got {type(net).__name__}.")
     n_steps, record = _check_run(net, duration_ms, dt, record)
     _check_count("checkpoint", checkpoint, "a positive number of steps")
+    _check_count("max_spikes_per_step", max_spikes_per_step, "a positive integer")
+    capacity = None if max_spikes_per_step is None else min(int(max_spikes_per_step), record.size)
     receptors = {f"receptors[{name!r}]": receptor for name, receptor in net.receptors.items()}
     _check_per_neuron({"neuron": net.neuron, **receptors}, net.n, "simulate_network_sharded")
     matrices = {f"projections[{name!r}].W": projection.W for name, projection in net.projections.items()}
@@ -152,12 +159,31 @@ def simulate_network_sharded(
         edge_slots={},
         gap=None,
     )
-    options = (n_steps, width, surrogate, detach_recurrent, unroll, checkpoint, bool(event_scan))
+    options = (n_steps, width, surrogate, detach_recurrent, unroll, checkpoint, capacity, bool(event_scan))
     counts, raster, final = _run(
         skeleton, mesh, blocks, gap, _onto(mesh, state), seed, pulses, jnp.asarray(record), *options
     )
     final, counts = _checked(final, counts, devices, check_finite)
-    return NetworkResult(net.dt, net.names, net.sizes, counts, raster, jnp.asarray(record), final)
+    if capacity is None:
+        return NetworkResult(net.dt, net.names, net.sizes, counts, raster, jnp.asarray(record), final)
+    spikes = _within_capacity(raster, capacity, devices)
+    return NetworkResult(net.dt, net.names, net.sizes, counts, None, jnp.asarray(record), final, spikes)
+
+
+def _within_capacity(positions: Array, capacity: int, devices: list[jax.Device]) -> Array:
+    """The first ``capacity`` of ``positions`` (``[T, capacity + 1]``, per step the recorded neurons that
+    fired), checked that none fired beyond them (their last column unused; see `_checked_on_one_device`)."""
+
+    def check(positions):
+        return (eqx.error_if(positions, jnp.any(positions[:, capacity] >= 0), _TOO_MANY_SPIKES),)
+
+    skipped = (
+        "max_spikes_per_step's check is skipped under jit, vmap or grad on several devices (XLA cannot "
+        "raise from one device of a sharded computation): steps with more recorded spikes keep the first "
+        "max_spikes_per_step of them."
+    )
+    (positions,) = _checked_on_one_device(check, (positions,), devices, skipped)
+    return positions[:, :capacity]
 
 
 def _check_state(net: Network, state: NetworkState) -> None:
@@ -176,7 +202,7 @@ def _neuron_axis_last(x: Array) -> P:
     return P() if x.ndim == 0 else P(*(None,) * (x.ndim - 1), AXIS)
 
 
-@functools.partial(jax.jit, static_argnums=(1, 8, 9, 10, 11, 12, 13, 14))
+@functools.partial(jax.jit, static_argnums=(1, 8, 9, 10, 11, 12, 13, 14, 15))
 def _run(
     net,
     mesh,
@@ -192,6 +218,7 @@ def _run(
     detach,
     unroll,
     checkpoint,
+    capacity,
     event,
 ):
     n, padded = net.n, mesh.size * width
@@ -257,8 +284,10 @@ def _run(
             local, s = block._advance(local, fed, seed, block_pulses, surrogate, V_felt, first)
             s = mask(s, valid)
             spikes = jax.lax.all_gather(s, AXIS, tiled=True)
-            kept = _record_step(spikes[:n], population, len(net.sizes), record, surrogate, None)
-            return (local._replace(spikes=s), spikes), kept
+            counts, raster = _record_step(spikes[:n], population, len(net.sizes), record, surrogate, None)
+            if capacity is not None:  # one position more, which only a step with too many spikes fills
+                raster = _fired_positions(raster, capacity + 1)
+            return (local._replace(spikes=s), spikes), (counts, raster)
 
         (local, spikes), (counts, raster) = _scan_steps(
             body, params, (local, spikes), n_steps, unroll, checkpoint, event

@@ -150,25 +150,29 @@ def _onto(mesh: Mesh, tree):
     )
 
 
+def _checked_on_one_device(check, outputs: tuple, devices: list[jax.Device], skipped: str) -> tuple:
+    """``check(*outputs)`` (`equinox.error_if` checks that return the outputs): eagerly on a copy on one
+    device (raised from one device of a sharded computation, the error would abort the process); under a
+    transformation on one device as it is; on several, skipped with a warning, ``skipped`` its message."""
+    if not any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(outputs)):
+        check(*jax.device_put(outputs, devices[0]))  # eager: raises from one device, now
+        return outputs
+    if len(devices) == 1:
+        return check(*outputs)
+    warnings.warn(skipped, stacklevel=4)
+    return outputs
+
+
 def _checked(final, counts, devices: list[jax.Device], check_finite: bool):
-    """``(final, counts)``, checked for NaN and inf (`check_finite`): eagerly on a copy on one device (raised
-    from one device of a sharded computation, the error would abort the process); under a transformation on
-    one device with `equinox.error_if`; on several, skipped with a warning."""
+    """``(final, counts)``, checked for NaN and inf (`check_finite`; see `_checked_on_one_device`)."""
     if not check_finite:
         return final, counts
-    outputs = (final, counts)
-    if not any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(outputs)):
-        _fail_on_nonfinite(*jax.device_put(outputs, devices[0]))  # eager: raises from one device, now
-    elif len(devices) == 1:
-        final, counts = _fail_on_nonfinite(final, counts)
-    else:
-        warnings.warn(
-            "check_finite is skipped under jit, vmap or grad on several devices (XLA cannot raise from one "
-            "device of a sharded computation); check result.final_state yourself, or pass "
-            "check_finite=False to silence this.",
-            stacklevel=3,
-        )
-    return final, counts
+    skipped = (
+        "check_finite is skipped under jit, vmap or grad on several devices (XLA cannot raise from one "
+        "device of a sharded computation); check result.final_state yourself, or pass check_finite=False "
+        "to silence this."
+    )
+    return _checked_on_one_device(_fail_on_nonfinite, (final, counts), devices, skipped)
 
 
 def _parameters(net: EINetwork) -> tuple:
