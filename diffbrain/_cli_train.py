@@ -206,6 +206,7 @@ def _persistence(net, task, key, trials: int = 64) -> dict | None:
 
     return {
         "selective_to": selective_to,
+        "classes": result.classes.tolist(),  # the class of each entry of the lists below
         "selective_neurons": result.selective.sum(axis=1).tolist(),
         "delay_rate_preferred_hz": plain(result.preferred),
         "delay_rate_nonpreferred_hz": plain(result.nonpreferred),

@@ -75,9 +75,12 @@ def weight_distributions(net: EINetwork) -> dict[str, LogNormal | None]:
 class PersistentActivity(NamedTuple):
     """Delay-period activity of the neurons selective to each class (see `persistent_activity`).
 
-    Arrays are indexed ``[class]``; rates in Hz, averaged over the selective neurons of a class.
+    One row per class present in the labels, in ascending order: row ``k`` is class ``classes[k]`` (with
+    labels 1 and 2, ``preferred[0]`` is class 1's). Rates in Hz, averaged over the selective neurons of a
+    class.
     """
 
+    classes: Int[np.ndarray, " n_classes"]  # the class of each row: the labels present, ascending
     selective: Bool[np.ndarray, "n_classes n_rec"]  # which neurons prefer each class
     preferred: Float[np.ndarray, " n_classes"]  # delay rate of class-c-selective neurons on class-c trials
     nonpreferred: Float[np.ndarray, " n_classes"]  # … on trials of the other classes
@@ -109,7 +112,8 @@ def persistent_activity(
         threshold: minimum rate difference, Hz, for a neuron to count as selective.
 
     Returns:
-        A `PersistentActivity`; classes without selective neurons get NaN rates.
+        A `PersistentActivity` with one row per class present in ``labels`` (``result.classes``); classes
+        without selective neurons get NaN rates.
     """
     spikes = np.asarray(spikes, dtype=np.float64)
     labels = np.asarray(labels)
@@ -156,5 +160,5 @@ def persistent_activity(
         nonpreferred.append(population(delay, other))
         spontaneous.append(population(baseline, everyone))
     return PersistentActivity(
-        np.array(selective), np.array(preferred), np.array(nonpreferred), np.array(spontaneous)
+        classes, np.array(selective), np.array(preferred), np.array(nonpreferred), np.array(spontaneous)
     )

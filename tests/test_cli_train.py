@@ -54,6 +54,7 @@ def test_train_writes_metrics_checkpoint_and_plots_and_resumes(tmp_path):
     assert fits["before"]["input"]["mu"] == pytest.approx(np.log(0.03), abs=0.1)
     persistence = json.loads((out / "persistence.json").read_text())
     assert len(persistence["selective_neurons"]) == 2 and "delay activity" in text
+    assert persistence["classes"] == [0, 1]  # evidence accumulation (the default task): left, right
 
     # a longer run in the same folder continues from the checkpoint: the first steps are kept as they were,
     # and the settings file, the same, is not written again

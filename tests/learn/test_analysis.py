@@ -76,6 +76,17 @@ def test_persistent_activity_finds_the_selective_populations_and_their_delay_rat
     np.testing.assert_allclose(result.baseline, 5.0, rtol=0.2)
 
 
+def test_persistent_activity_names_the_class_of_each_row():
+    """With the decision tasks' labels 1 and 2 (and a class absent), row k is ``classes[k]``'s."""
+    spikes, labels, stimulus, delay = synthetic_spikes(True)
+    zero_based = analysis.persistent_activity(spikes, labels, stimulus, delay, threshold=10.0)
+    np.testing.assert_array_equal(zero_based.classes, [0, 1])
+    one_based = analysis.persistent_activity(spikes, labels + 1, stimulus, delay, threshold=10.0)
+    np.testing.assert_array_equal(one_based.classes, [1, 2])
+    for got, expected in zip(one_based[1:], zero_based[1:], strict=True):
+        np.testing.assert_array_equal(got, expected)
+
+
 def test_persistent_activity_reports_nan_without_selective_neurons_and_checks_windows():
     spikes, labels, stimulus, delay = synthetic_spikes(False)
     result = analysis.persistent_activity(spikes, labels, stimulus, delay, threshold=100.0)

@@ -210,3 +210,14 @@ def test_bad_input_names_the_argument():
     assert from_adjacency(table).names == ("a", "b")
     with pytest.raises(ValueError, match="same labels"):
         from_adjacency(pd.DataFrame(good, index=["a", "b", "c"], columns=["a", "c", "b"]))
+
+    # a labelled gap-junction table must list the neurons in the matrix's order, whether the matrix is
+    # labelled itself or its neurons are named by `labels`
+    names = ["a", "b", "c"]
+    reordered = pd.DataFrame(good, index=names[::-1], columns=names[::-1])
+    with pytest.raises(ValueError, match="`gap_junctions` is labelled differently from `matrix`"):
+        from_adjacency(pd.DataFrame(good, index=names, columns=names), gap_junctions=reordered)
+    with pytest.raises(ValueError, match="`gap_junctions` is labelled differently from `labels`"):
+        from_adjacency(good, labels=names, gap_junctions=reordered)
+    in_order = pd.DataFrame(good, index=names, columns=names)
+    assert from_adjacency(good, labels=names, gap_junctions=in_order).gap.nnz == 6  # no self-junctions

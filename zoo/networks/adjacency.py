@@ -103,9 +103,11 @@ def from_adjacency(
     gap = None
     if gap_junctions is not None:
         gap_matrix, gap_labels = _labelled(gap_junctions, "gap_junctions")
-        if gap_labels is not None and table_labels is not None and list(gap_labels) != list(table_labels):
+        # the neurons' labels: the matrix's own, else those given (an unlabelled matrix is in their order)
+        known, source = (table_labels, "`matrix`") if table_labels is not None else (labels, "`labels`")
+        if gap_labels is not None and known is not None and gap_labels != [str(x) for x in known]:
             raise ValueError(
-                "`gap_junctions` is labelled differently from `matrix`; reorder one to match the other."
+                f"`gap_junctions` is labelled differently from {source}; reorder one to match the other."
             )
         g_pre, g_post, g_count, g_n = _entries("gap_junctions", gap_matrix, orientation)
         if g_n != n:
