@@ -33,8 +33,9 @@ def check_batch(batch: Batch, n_in: int, n_out: int, dtype: jnp.dtype) -> Simple
     Shapes are checked in Python (free, also under ``jit``): inputs ``[T, B, n_in]`` (time-major),
     targets and mask ``[T, B]``, labels ``[B]``. The targets must be class indices in ``[0, n_out)`` at
     the masked steps, and so must the labels: checked in Python when the arrays are concrete, with
-    `eqx.error_if` (one comparison per (step, trial)) when traced. The inputs must be ≥ 0 (they are
-    conductances), checked the same way.
+    `eqx.error_if` (one comparison per (step, trial)) when traced. The inputs must be finite and ≥ 0 (they
+    are conductances), checked the same way. The mask must be bool (an integer one is read as
+    ``mask != 0``): it selects the steps, it does not weight them.
 
     Raises:
         ValueError: naming the field of ``batch`` that does not fit.
@@ -54,6 +55,12 @@ def check_batch(batch: Batch, n_in: int, n_out: int, dtype: jnp.dtype) -> Simple
                 f"`batch.{name}` must be [T, B] = {time_and_batch}, like `batch.inputs`' first two axes; got "
                 f"shape {array.shape} (broadcast it to [T, B] yourself)."
             )
+    if not (mask.dtype == bool or jnp.issubdtype(mask.dtype, jnp.integer)):
+        raise ValueError(
+            f"`batch.mask` must be bool, True at the steps the loss is taken at; got {mask.dtype} (a mask "
+            "selects steps, it does not weight them: pass `mask > 0`)."
+        )
+    mask = mask.astype(bool)
     if labels.shape != time_and_batch[1:]:
         raise ValueError(
             f"`batch.labels` must be [B] = {time_and_batch[1:]} (B = `batch.inputs.shape[1]`); got shape "
@@ -64,8 +71,8 @@ def check_batch(batch: Batch, n_in: int, n_out: int, dtype: jnp.dtype) -> Simple
     messages = (
         f"`batch.targets` must be class indices in [0, n_out) = [0, {n_out}) at the masked steps (1-based "
         "labels? subtract 1; no target at a step? set the mask False there).",
-        "`batch.inputs` must be >= 0 (and not NaN): they are presynaptic spikes (or spike probabilities) "
-        "that open excitatory conductances, and a negative conductance has no steady state.",
+        "`batch.inputs` must be finite and >= 0: they are presynaptic spikes (or spike probabilities) that "
+        "open excitatory conductances, and a negative or infinite conductance has no steady state.",
         f"`batch.labels` must be class indices in [0, n_out) = [0, {n_out}), one per trial (the class the "
         "accuracy is scored against; 1-based labels? subtract 1).",
     )
@@ -74,12 +81,13 @@ def check_batch(batch: Batch, n_in: int, n_out: int, dtype: jnp.dtype) -> Simple
         # One check on the mask, which every loss reads, and a min-reduction of the inputs: the checked array
         # is copied, and a copy of the targets (4 bytes per step and trial, not the mask's 1), of the inputs
         # or a [T, B, n_in] comparison made online learning's compiled memory grow with T.
-        bad = jnp.stack([jnp.any(outside), ~(jnp.min(inputs, initial=0.0) >= 0), jnp.any(wrong_labels)])
+        valid_inputs = (jnp.min(inputs, initial=0.0) >= 0) & (jnp.max(inputs, initial=0.0) < jnp.inf)
+        bad = jnp.stack([jnp.any(outside), ~valid_inputs, jnp.any(wrong_labels)])
         mask = eqx.branched_error_if(mask, jnp.any(bad), jnp.argmax(bad), messages)
     elif np.any(outside):
         raise ValueError(f"{messages[0]} Got {np.asarray(targets)[np.asarray(outside)][:5].tolist()}.")
-    elif np.any(negative := ~(np.asarray(inputs) >= 0)):
-        raise ValueError(f"{messages[1]} Got {np.asarray(inputs)[negative][:5].tolist()}.")
+    elif np.any(invalid := ~((np.asarray(inputs) >= 0) & np.isfinite(np.asarray(inputs)))):
+        raise ValueError(f"{messages[1]} Got {np.asarray(inputs)[invalid][:5].tolist()}.")
     elif np.any(wrong_labels):
         raise ValueError(f"{messages[2]} Got {np.asarray(labels)[np.asarray(wrong_labels)][:5].tolist()}.")
     return SimpleBatch(inputs.astype(dtype), targets, mask, labels)
@@ -90,16 +98,28 @@ def cross_entropy(
 ) -> Array:
     """Softmax cross-entropy of the readout as logits, summed over the masked trials of one step.
 
-    ``target`` holds class indices in ``[0, n_out)`` (`check_batch` checks a batch's); one outside gives NaN.
+    ``target`` holds class indices in ``[0, n_out)`` (`check_batch` checks a batch's); one outside (negative
+    included) gives NaN at a masked trial.
     """
     log_p = jax.nn.log_softmax(readout, axis=-1)
-    nll = -jnp.take_along_axis(log_p, target[:, None].astype(jnp.int32), axis=-1)[:, 0]
+    target = target.astype(jnp.int32)
+    nll = -jnp.take_along_axis(log_p, target[:, None], axis=-1)[:, 0]
+    nll = jnp.where((target >= 0) & (target < readout.shape[-1]), nll, jnp.nan)
     return jnp.sum(jnp.where(mask, nll, 0.0))
 
 
 def loss_scale(mask: Bool[Array, "T B"]) -> Array:
-    """``1 / (number of masked (step, trial) pairs)``, at least one pair."""
-    return 1.0 / jnp.maximum(jnp.sum(mask), 1)
+    """``1 / (number of masked (step, trial) pairs)``, at least one pair.
+
+    Counted step by step: XLA sums a whole ``[T, B]`` bool array through an int32 copy of it, which made
+    online learning's memory grow with T (4 bytes per step and trial).
+    """
+
+    def add_step(count, row):
+        return count + jnp.sum(row, dtype=jnp.int32), None
+
+    count, _ = jax.lax.scan(add_step, jnp.zeros((), jnp.int32), mask, unroll=8)
+    return 1.0 / jnp.maximum(count, 1)
 
 
 def add_evidence(

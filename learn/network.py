@@ -302,6 +302,11 @@ class EINetwork(eqx.Module):
             )
         neuron = default_neuron(n_rec) if neuron is None else neuron
         _own_drive(neuron, neuron.init_state())  # refuses a model whose membrane the cell cannot integrate
+        if neuron.shape not in ((), (1,), (n_rec,)):
+            raise ValueError(
+                f"`neuron` has parameters of shape {neuron.shape}; give scalars or one value per recurrent "
+                f"neuron, shape ({n_rec},) (e.g. default_neuron(n_rec))."
+            )
         n_exc = round(exc_fraction * n_rec)
         self.neuron = neuron
         pattern = connectivity if isinstance(connectivity, CSR) else None

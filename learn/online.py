@@ -1,7 +1,8 @@
 r"""Online gradients with eligibility traces: D-RTRL and ES-D-RTRL, memory independent of the sequence length.
 
 Both algorithms run forward only, in one `lax.scan` whose carry holds the network state, the traces and
-the gradient accumulators — nothing is stored per step, so memory does not grow with T.
+the gradient accumulators — nothing is stored per step, so memory does not grow with T (beyond the
+batch itself and the copy of its mask, 1 byte per step and trial, that `check_batch`'s traced check makes).
 
 Notation, per step ``t``: ``h_t`` is a neuron's hidden state (S variables: the neuron model's own, its two
 conductances and the readout-filtered spikes), ``u_t`` its conductance increments, ``x_t`` the presynaptic
@@ -332,8 +333,8 @@ def online_with_evidence(
         )
 
     def body(carry, inputs):
-        h, spikes, traces, grads, loss, evidence = carry
-        t, x, target, mask = inputs
+        t, h, spikes, traces, grads, loss, evidence = carry
+        x, target, mask = inputs
         u_e, u_i = net.synaptic_input(x, spikes, weights)
         h, new_spikes, D, D_fe, D_fi = _jacobians(net, h, u_e, u_i)
         (step, readout), (signal, g_out, g_b) = jax.value_and_grad(
@@ -414,14 +415,14 @@ def online_with_evidence(
             traces = (x_in, x_rec, f_e, f_i)
         grads = (g_in, g_rec, g_w_out + g_out, g_b_out + g_b)
         evidence = add_evidence(evidence, readout, target, mask, batch.labels)
-        return (h, new_spikes, traces, grads, loss + step, evidence), None
+        return (t + 1, h, new_spikes, traces, grads, loss + step, evidence), None
 
     grads = jax.tree.map(jnp.zeros_like, (w_in, w_rec, w_out, b_out))
     evidence = jnp.zeros((batch_size, w_out.shape[1]), dtype)
-    init = (h0, state.spikes, traces, grads, jnp.zeros((), dtype), evidence)
-    steps = jnp.arange(batch.inputs.shape[0], dtype=dtype)
-    (_, _, _, grads, loss, evidence), _ = jax.lax.scan(
-        body, init, (steps, batch.inputs, batch.targets, batch.mask)
+    # the step index in the carry: a [T] array of them would make memory grow with T
+    init = (jnp.zeros((), dtype), h0, state.spikes, traces, grads, jnp.zeros((), dtype), evidence)
+    (_, _, _, _, grads, loss, evidence), _ = jax.lax.scan(
+        body, init, (batch.inputs, batch.targets, batch.mask)
     )
     (grads,) = pullback(grads)
     return loss, evidence, grads

@@ -40,11 +40,10 @@ GRADIENTS = {
         ({"labels": jnp.ones((T,), jnp.int32)}, r"`batch.labels` must be \[B\].*swapaxes"),
         ({"targets": jnp.full((T, B), N_OUT)}, r"`batch.targets` must be class indices in \[0, n_out\)"),
         ({"targets": jnp.full((T, B), -1)}, r"`batch.targets` must be class indices.*Got \[-1"),
-        ({"inputs": -jnp.ones((T, B, N_IN))}, r"`batch.inputs` must be >= 0.*Got \[-1.0"),
-        (
-            {"inputs": jnp.full((T, B, N_IN), jnp.nan)},
-            r"`batch.inputs` must be >= 0 \(and not NaN\).*Got \[nan",
-        ),
+        ({"inputs": -jnp.ones((T, B, N_IN))}, r"`batch.inputs` must be finite and >= 0.*Got \[-1.0"),
+        ({"inputs": jnp.full((T, B, N_IN), jnp.nan)}, r"`batch.inputs` must be finite and >= 0.*Got \[nan"),
+        ({"inputs": jnp.full((T, B, N_IN), jnp.inf)}, r"`batch.inputs` must be finite and >= 0.*Got \[inf"),
+        ({"mask": jnp.ones((T, B))}, r"`batch.mask` must be bool.*got float"),
         ({"labels": jnp.full((B,), N_OUT)}, r"`batch.labels` must be class indices in \[0, n_out\).*Got \[2"),
     ],
 )
@@ -71,10 +70,9 @@ def test_out_of_range_targets_are_accepted_outside_the_mask_and_bad_batches_refu
     assert jnp.isfinite(loss(net, _batch()))
     with pytest.raises(Exception, match=r"`batch.targets` must be class indices"):
         loss(net, _batch(targets=jnp.full((T, B), N_OUT))).block_until_ready()
-    with pytest.raises(Exception, match=r"`batch.inputs` must be >= 0"):
-        loss(net, _batch(inputs=-_batch().inputs)).block_until_ready()
-    with pytest.raises(Exception, match=r"`batch.inputs` must be >= 0"):
-        loss(net, _batch(inputs=_batch().inputs.at[0, 0, 0].set(jnp.nan))).block_until_ready()
+    for bad in (-1.0, jnp.nan, jnp.inf):
+        with pytest.raises(Exception, match=r"`batch.inputs` must be finite and >= 0"):
+            loss(net, _batch(inputs=_batch().inputs.at[0, 0, 0].set(bad))).block_until_ready()
     with pytest.raises(Exception, match=r"`batch.labels` must be class indices"):
         loss(net, _batch(labels=jnp.full((B,), -1))).block_until_ready()
 
@@ -120,6 +118,31 @@ def test_es_d_rtrl_decay_outside_zero_one_is_refused(decay):
 def test_network_arguments_out_of_range_are_refused_naming_them(kwargs, message):
     with pytest.raises(ValueError, match=message):
         _net(**kwargs)
+
+
+@pytest.mark.parametrize("method", GRADIENTS)
+def test_an_integer_mask_selects_its_nonzero_steps(method):
+    """A mask of 2s selects the steps a bool mask does: the same loss (it selects, it does not weight)."""
+    net, mask = _net(), jnp.zeros((T, B), bool).at[-2:].set(True)
+    as_bool = GRADIENTS[method](net, _batch(mask=mask))
+    as_twos = GRADIENTS[method](net, _batch(mask=2 * mask.astype(jnp.int32)))
+    for a, b in zip(jax.tree.leaves(as_bool), jax.tree.leaves(as_twos), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_cross_entropy_of_a_target_outside_the_classes_is_nan():
+    readout, mask = jnp.zeros((4, 3)), jnp.ones(4, bool)
+    assert jnp.isfinite(learn.cross_entropy(readout, jnp.array([0, 1, 2, 2]), mask))
+    for wrong in (-1, -3, 3):
+        assert jnp.isnan(learn.cross_entropy(readout, jnp.array([0, 1, wrong, 2]), mask))
+    # a wrong target where the mask is False is ignored
+    assert jnp.isfinite(learn.cross_entropy(readout, jnp.array([0, 1, -1, 2]), mask.at[2].set(False)))
+
+
+def test_a_neuron_sized_for_another_network_is_refused():
+    with pytest.raises(ValueError, match=r"`neuron` has parameters of shape \(40,\).*\(6,\)"):
+        _net(neuron=learn.default_neuron(40))
+    assert _net(neuron=learn.default_neuron(6)).n_rec == 6
 
 
 def test_a_network_without_neurons_is_refused():
