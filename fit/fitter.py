@@ -159,6 +159,12 @@ def _sweeps(recordings) -> list:
     recordings = list(recordings)
     if not recordings:
         raise ValueError("`recordings` is empty; pass a Recording, a list of them or a Cell.")
+    for index, recording in enumerate(recordings):
+        if isinstance(recording, Recording) and recording.batch_shape:
+            raise ValueError(
+                f"`recordings[{index}]` is a stack of {recording.batch_shape[0]} sweeps; a list holds single "
+                "sweeps: pass the stack itself (its padding is then masked out) or a Cell."
+            )
     return recordings
 
 
@@ -403,9 +409,12 @@ def fit(
     if starts is not None and method in ("lbfgsb", "lbfgs"):
         options = {"restart": False, **(options or {})}
     n = u0.shape[0]
-    size = n if checkpoint is None else group_size or (n if method in BATCHED_METHODS else 1)
-    if size < 1:
-        raise ValueError(f"`group_size` must be >= 1, got {size}.")
+    if group_size is not None and (
+        isinstance(group_size, bool) or not isinstance(group_size, int | np.integer) or group_size < 1
+    ):
+        raise ValueError(f"`group_size` must be an integer >= 1 or None, got {group_size!r}.")
+    default_size = n if method in BATCHED_METHODS else 1
+    size = n if checkpoint is None else int(group_size) if group_size is not None else default_size
     groups = [np.arange(i, min(i + size, n)) for i in range(0, n, size)]
     info = {
         "loss": repr(loss),
@@ -533,7 +542,7 @@ def fit_cells(
         "loss": repr(loss),
         "gradient_mode": objective.gradient_mode(len(u0)),
         "grad_cost": float(grad_cost),
-        "n_starts": n_starts,
+        "n_starts": int(n_starts),
         "transforms": dict(zip(free_set.names, free_set.transforms, strict=True)),
         "devices": batch.size,
         "cells": len(cells),

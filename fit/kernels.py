@@ -51,7 +51,8 @@ from .params import FreeParams, free_params
 def log_bins(n: int, length: int, min_width: int = 2) -> Int[np.ndarray, " n+1"]:
     """Edges (in steps, from 0) of ``n`` rectangular bins covering ``length`` steps, log-spaced.
 
-    Each bin is at most twice as wide as the one before and at least ``min_width`` steps wide (the first
+    Each bin is about twice as wide as the one before (rounding to whole steps makes it up to 2.5×) and
+    at least ``min_width`` steps wide (the first
     one ``max(min_width, length/(2ⁿ − 1))``), as Pozzorini's ``Filter_Rect_LogSpaced``.
     """
     if n < 1 or length < n * min_width:
@@ -184,8 +185,9 @@ class KernelGIF(eqx.Module):
 
 def _log_spike(z: Array, scale: float) -> Array:
     """``log p`` of a spike in one step, ``p = 1 − exp(−λdt)``, ``λdt = scale·exp(z)``; finite with finite
-    gradients for any ``z`` (``log p → log scale + z`` as ``λdt → 0``)."""
-    rate = scale * jnp.exp(z)
+    gradients for any ``z`` (``log p → log scale + z`` as ``λdt → 0``; ``λdt`` is capped at 50, where
+    ``log p = −e⁻⁵⁰`` is 0 in floating point, so an overflowing ``exp(z)`` gives no NaN gradient)."""
+    rate = scale * jnp.exp(jnp.minimum(z, jnp.log(50.0 / scale)))
     small = rate < 1e-6
     safe = jnp.where(small, 1.0, rate)
     return jnp.where(small, jnp.log(scale) + z - rate / 2, jnp.log(-jnp.expm1(-safe)))
@@ -210,9 +212,9 @@ class KernelGIFObjective:
         gamma_bounds: (lower, upper) of every γ amplitude, mV.
         membrane: ``{name: (lower, upper)}`` of `KernelGIF` parameters fitted too (``C`` pF, ``g_L`` nS,
             ``E_L``, ``V_reset``, ``V_T``, ``Delta_V`` mV, ``lambda_0`` 1/ms), after the amplitudes in
-            ``u``, with the transforms of `diffbrain.fit.free_params` (``"log"`` for C, g_L, Delta_V,
-            lambda_0); the loss is then no longer convex (V depends on C and g_L through the scan's
-            recursion). None: the amplitudes alone.
+            ``u``, with the transforms of `diffbrain.fit.free_params` (``"log"`` for C, g_L and lambda_0,
+            ``"logit"`` for the potentials and Delta_V); the loss is then no longer convex (V depends on C
+            and g_L through the scan's recursion). None: the amplitudes alone.
     """
 
     def __init__(
@@ -302,7 +304,8 @@ class KernelGIFObjective:
         z = (V - model.V_T - self.regressors @ model.gamma) / model.Delta_V
         # the log-probability of a spike only where there is one (a handful of steps), exp(z) everywhere
         log_p = _log_spike(z[self.spike_steps], model.lambda_0 * model.dt)
-        no_spike = jnp.where(self.quiet[:, None], model.lambda_0 * model.dt * jnp.exp(z), 0.0)
+        # −inf before the exp (not 0 after it) off the quiet steps: an overflowing exp(z) would give NaN there
+        no_spike = model.lambda_0 * model.dt * jnp.exp(jnp.where(self.quiet[:, None], z, -jnp.inf))
         nll = jnp.sum(no_spike, axis=0) - jnp.sum(log_p, axis=0)
         mse = jnp.mean((V - self.voltage[:, None]) ** 2, axis=0)
         return mse / self.sigma**2 + nll / self.n_spikes

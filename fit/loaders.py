@@ -50,7 +50,16 @@ _VOLTAGE_SCALE = {
     "µv": 1e-3,
     "μv": 1e-3,
 }
-_TIME_SCALE = {"s": 1e3, "sec": 1e3, "second": 1e3, "seconds": 1e3, "ms": 1.0, "us": 1e-3, "µs": 1e-3}
+_TIME_SCALE = {
+    "s": 1e3,
+    "sec": 1e3,
+    "second": 1e3,
+    "seconds": 1e3,
+    "ms": 1.0,
+    "us": 1e-3,
+    "µs": 1e-3,  # micro sign
+    "μs": 1e-3,  # Greek mu
+}
 _SCALES = {"current": (_CURRENT_SCALE, "pA"), "voltage": (_VOLTAGE_SCALE, "mV"), "time": (_TIME_SCALE, "ms")}
 
 
@@ -607,6 +616,9 @@ def _npz_diffbrain(path: Path, arrays: dict[str, np.ndarray]) -> Cell:
             f"{where} is in format {str(arrays['format'])!r}; this version reads {NPZ_FORMAT!r}. "
             "Upgrade diffbrain or re-save the recording."
         )
+    # a file of Recording.save_npz holds a Recording already made (and checked, unless its maker chose
+    # check_units=False): its units are the library's, so the magnitude checks are for other files only
+    check_units = "format" not in arrays
     unit = lambda key, default: str(arrays[key]) if key in arrays else default
     current = np.asarray(arrays["current"], np.float64) * _to_unit(
         "current", unit("current_unit", "pA"), where
@@ -643,7 +655,14 @@ def _npz_diffbrain(path: Path, arrays: dict[str, np.ndarray]) -> Cell:
             sweep_meta["source_file"] = sweep_metas[k]["file"]
         recorded = int(lengths[k])
         recordings.append(
-            Recording(dts[k], current[k, :recorded], voltage[k, :recorded], spikes[k], sweep_meta)
+            Recording(
+                dts[k],
+                current[k, :recorded],
+                voltage[k, :recorded],
+                spikes[k],
+                sweep_meta,
+                check_units=check_units,
+            )
         )
     return Cell(recordings, meta.get("cell", path.stem))
 

@@ -82,8 +82,9 @@ class FreeParams(eqx.Module):
         return jnp.clip(jnp.where(self._is_log(), logarithmic, lo + (hi - lo) * x), lo, hi)
 
     def to_unit(self, theta: Float[Array, "*b d"]) -> Float[Array, "*b d"]:
-        """Inverse of `from_unit`: parameter values → ``[0, 1]ᵈ``."""
+        """Inverse of `from_unit`: parameter values → ``[0, 1]ᵈ`` (values outside the box clipped into it)."""
         lo, hi = self.lower, self.upper
+        theta = jnp.clip(theta, lo, hi)  # a log of a value below a positive box would be NaN
         safe = jnp.where(self._is_log(), theta, 1.0)
         log_lo = jnp.log(jnp.where(self._is_log(), lo, 1.0))
         log_hi = jnp.log(jnp.where(self._is_log(), hi, 2.0))

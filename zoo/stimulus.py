@@ -41,7 +41,7 @@ def steps(levels: Sequence[float], durations: Sequence[float], dt: float) -> Flo
         [0.0, 0.0, 1.5, 1.5, 1.5, 1.5, 0.0, 0.0]
     """
     check_dt(dt)
-    if len(levels) != len(durations) or not levels:
+    if len(levels) != len(durations) or len(levels) == 0:
         raise ValueError(
             f"`levels` ({len(levels)}) and `durations` ({len(durations)}) must be non-empty and equally long."
         )

@@ -491,3 +491,17 @@ def test_select_by_protocol_needs_amplitudes_only_of_that_protocol():
     assert [r.meta["sweep"] for r in cell.select(protocol="IDrest", low=100)] == [1, 2]
     with pytest.raises(ValueError, match=r"sweeps \[9\] have no `meta\['amplitude'\]`"):
         cell.select(low=100)
+
+
+def test_a_recording_made_without_unit_checks_loads_back(tmp_path):
+    """``check_units=False`` (here a 2 MHz sampling) is the maker's choice: its NPZ loads as it was saved."""
+    rec = Recording(0.0005, np.full(100, 100.0), np.full(100, -65.0), check_units=False)
+    (back,) = load_npz(rec.save_npz(tmp_path / "fast.npz"))
+    assert back.dt == 0.0005
+    np.testing.assert_array_equal(back.voltage, rec.voltage)
+
+
+def test_microseconds_with_the_micro_sign_or_the_greek_mu():
+    from diffbrain.fit.loaders import _to_unit
+
+    assert _to_unit("time", "\u00b5s", "here") == _to_unit("time", "\u03bcs", "here") == 1e-3

@@ -244,3 +244,15 @@ def test_crossover_is_found_per_family():
     assert crossovers == pytest.approx(
         {"kernel-gif/crossover": 8.0, "kernel-gif-membrane/crossover": 128**0.5}
     )
+
+
+def test_log_spike_has_finite_gradients_where_exp_overflows():
+    from diffbrain.fit.kernels import _log_spike
+
+    for dtype, zs in ((jnp.float32, [0.0, 80.0, 89.0, 100.0]), (jnp.float64, [0.0, 700.0, 710.0, 800.0])):
+        with jax.enable_x64(dtype == jnp.float64):
+            z = jnp.asarray(zs, dtype)
+            values = _log_spike(z, 0.01)
+            grads = jax.vmap(jax.grad(lambda z: _log_spike(z, 0.01)))(z)
+            assert jnp.all(jnp.isfinite(values)) and jnp.all(jnp.isfinite(grads)), (values, grads)
+            assert float(values[-1]) == 0.0 and float(grads[-1]) == 0.0  # p = 1: log p = 0, flat

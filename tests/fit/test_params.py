@@ -69,3 +69,13 @@ def test_bad_bounds(free, match):
 def test_log_transform_needs_positive_lower_bound():
     with pytest.raises(ValueError, match="'log' transform"):
         fit.free_params(zoo.LIF(), {"V_rest": (-80.0, -50.0)}, transforms={"V_rest": "log"})
+
+
+def test_a_model_value_outside_the_box_is_clipped_into_it():
+    """``from_model`` of a value below a log-transformed box is its lower edge, not NaN (GIF's ``a`` may be
+    negative)."""
+    free = fit.free_params(zoo.GIF(), {"a": (0.001, 0.02)})
+    assert free.transforms == ("log",)
+    for a, edge in ((-0.005, 0.001), (0.0, 0.001), (0.5, 0.02)):
+        u = free.from_model(zoo.GIF(a=a))
+        assert np.isfinite(u).all() and float(free.to_values(u)[0]) == pytest.approx(edge, rel=1e-5)

@@ -125,3 +125,25 @@ def test_recordings_must_be_recordings(sweeps):
         zoo.LIF(V_th=100.0), sweeps, free={"g_L": (5.0, 50.0)}, budget=4, key=jax.random.PRNGKey(0)
     )
     assert np.isfinite(legacy.loss)
+
+
+@pytest.mark.parametrize("group_size", [0, -1, 1.5, True])
+def test_a_group_size_must_be_a_positive_integer(sweeps, tmp_path, group_size):
+    with pytest.raises(ValueError, match="`group_size` must be an integer >= 1 or None"):
+        fit.fit(
+            _model(), sweeps, free=FREE, method="cmaes", budget=20, n_starts=3,
+            checkpoint=tmp_path / "fit.json", group_size=group_size,
+        )  # fmt: skip
+
+
+def test_fit_cells_results_with_numpy_integer_starts_are_saved(sweeps, tmp_path):
+    (result,) = fit.fit_cells(_model(), [sweeps], free={"g_L": (5.0, 50.0)}, budget=12, n_starts=np.int64(2))
+    assert result.info["n_starts"] == 2 and type(result.info["n_starts"]) is int
+    assert fit.FitResult.load(result.save(tmp_path / "fit.json")).info["n_starts"] == 2
+
+
+def test_a_list_holding_a_stack_is_refused_naming_it(sweeps):
+    stack = fit.Cell(sweeps).stack()
+    with pytest.raises(ValueError, match=r"`recordings\[1\]` is a stack of 1 sweeps"):
+        fit.prepare(_model(), [sweeps[0], stack])
+    assert fit.prepare(_model(), stack)[0].shape == fit.prepare(_model(), sweeps)[0].shape

@@ -15,6 +15,10 @@ def test_steps_builds_the_protocol():
     assert current.shape == (2200,)
     assert float(current[:200].min()) == 1.5 and float(current[200:2000].max()) == 0.0
     assert float(current[-1]) == -1.5
+    # NumPy and JAX arrays of levels, and a single level of 0 (once read as "empty")
+    for levels in (np.array([1.5, 0.0, -1.5]), jnp.array([1.5, 0.0, -1.5])):
+        np.testing.assert_array_equal(stimulus.steps(levels, np.array([20.0, 180.0, 20.0]), 0.1), current)
+    np.testing.assert_array_equal(stimulus.steps(np.array([0.0]), [1.0], 0.5), [0.0, 0.0])
 
 
 def test_steps_rejects_bad_protocols():
