@@ -1,3 +1,5 @@
+import functools
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -126,3 +128,14 @@ def test_online_memory_does_not_grow_with_sequence_length():
     for name in ("d-rtrl", "es-d-rtrl"):
         assert memory[name][1] <= 1.2 * memory[name][0], memory
     assert memory["bptt"][1] > 5 * memory["bptt"][0], memory
+
+
+@pytest.mark.parametrize("algorithm", ["d-rtrl", "es-d-rtrl"])
+def test_online_temporaries_grow_only_by_the_checked_masks_copy(algorithm):
+    """From T = 1,000 to 10,000 (batch 16) the temporaries grow by the copy of the mask the batch check
+    makes (1 byte per step and trial), not by an int32 copy of it or a [T] array (4 bytes each)."""
+    net = learn.EINetwork(20, 40, 2, key=jax.random.key(0))
+    net = jax.tree.map(lambda x: x.astype(jnp.float32) if eqx.is_inexact_array(x) else x, net)
+    fn = functools.partial(learn.online, algorithm=algorithm)
+    short, long = (temp_bytes(fn, net, n_steps, batch_size=16) for n_steps in (1_000, 10_000))
+    assert (long - short) / 9_000 <= 1.5 * 16, (short, long)
