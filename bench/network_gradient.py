@@ -8,12 +8,12 @@ spike counts plus the mean final potential (`Network.simulate` with ``surrogate=
 is w.r.t. every floating leaf of the network, each projection's ``W.data`` (one weight per synapse)
 included. Methods, side by side in one
 process (in turns, medians after a warm-up call): ``lax.scan`` (`Network.simulate`'s default), ``diffbrain``
-(``event_scan=True, checkpoint=CHECKPOINT``: the per-synapse weight gradients accumulate in place, the state
-is kept every `CHECKPOINT` steps) and ``diffbrain.event_scan`` (``event_scan=True``: every step's state
-kept).
+(``event_scan=True``: the per-synapse weight gradients accumulate in place, the residuals are lax.scan's)
+and ``diffbrain.checkpoint`` (``event_scan=True, checkpoint=CHECKPOINT``: the steps run in segments of
+`CHECKPOINT` under `jax.checkpoint`, recomputed in the reverse pass).
 
 Metrics per method: ``gradient_time`` (s, median), ``compile_time`` (s: lowering and XLA compilation),
-``temporary_memory`` (MiB: XLA's temporary buffers of the compiled gradient, where the stored states live),
+``temporary_memory`` (MiB: XLA's temporary buffers of the compiled gradient, where the residuals live),
 ``gradient_over_forward`` (× the forward run, ``forward_time``, recorded with ``diffbrain``) and, for the
 event_scan methods, ``gradient_deviation`` (`largest_difference` from lax.scan's gradient, leaf by leaf).
 
@@ -55,8 +55,8 @@ def methods(checkpoint: int) -> dict[str, dict]:
     """`Network.simulate`'s options of each method, by name."""
     return {
         REFERENCE: {},
-        "diffbrain": {"event_scan": True, "checkpoint": checkpoint},
-        "diffbrain.event_scan": {"event_scan": True},
+        "diffbrain": {"event_scan": True},
+        "diffbrain.checkpoint": {"event_scan": True, "checkpoint": checkpoint},
     }
 
 
@@ -214,7 +214,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, help="the conn-potjans-diesmann2014 folder")
     parser.add_argument("--scale", type=float, default=CASES[-1][0], help="share of the full-scale neurons")
     parser.add_argument("--duration", type=float, default=CASES[-1][2], help="simulated time, ms")
-    parser.add_argument("--checkpoint", type=int, default=CHECKPOINT, help="steps per stored state")
+    parser.add_argument(
+        "--checkpoint", type=int, default=CHECKPOINT, help="steps per segment (diffbrain.checkpoint)"
+    )
     parser.add_argument("--repeats", type=int, default=REPEATS, help="timed turns after the warm-up call")
     args = parser.parse_args(argv)
     cases = ((args.scale, 1.0, args.duration),)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import equinox as eqx
 import jax
@@ -35,7 +35,7 @@ from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 from jaxtyping import Array, Bool, Float, Int, Shaped
 
-from . import _accumulation, _backend
+from . import _backend, _carried
 from .csr import CSR
 from .kernels import reference
 
@@ -54,7 +54,7 @@ def _flat_batch(vector: Array) -> Array:
 # --- forward computations: the backend's kernels, batch axes flattened -------------------------------------
 
 
-def _spmv(indptr, indices, data, x, *, n_post: int, event: bool, backend: str, accumulate=None):
+def _spmv(indptr, indices, data, x, *, n_post: int, event: bool, backend: str):
     kernels = _backend.kernels(backend)
     if x.ndim == 1:
         return (kernels.event_matvec if event else kernels.csr_matvec)(indptr, indices, data, x, n_post)
@@ -84,7 +84,7 @@ def _data_grad(indptr, indices, spikes, cotangent, *, data_shape: tuple[int, ...
     return kernels.data_grad_batch(indptr, indices, _flat_batch(spikes), _flat_batch(cotangent), nnz)
 
 
-def _spmv_abstract(indptr, indices, data, x, *, n_post, event, backend, accumulate):
+def _spmv_abstract(indptr, indices, data, x, *, n_post, event, backend):
     return jax.core.ShapedArray((*x.shape[:-1], n_post), data.dtype)
 
 
@@ -103,25 +103,32 @@ def _is_zero(tangent) -> bool:
     return type(tangent) is ad.Zero or tangent.dtype == jax.dtypes.float0
 
 
+def _bilinear_tangent(primitive: Primitive, primals, tangents, **params) -> Array | None:
+    """The product rule's tangent ``f(da, b) + f(a, db)`` of ``f(structure, a, b)``, None when both are zero;
+    the structure operands must have no tangent."""
+    for name, tangent in zip(("indptr", "indices"), tangents[:2], strict=True):
+        if not _is_zero(tangent):
+            raise TypeError(
+                f"`W.{name}` is not differentiable: it is the CSR structure (integer indices). "
+                "Differentiate w.r.t. `W.data` (the weights) or the spikes instead."
+            )
+    structure, (a, b), (da, db) = primals[:2], primals[2:], tangents[2:]
+    terms = [primitive.bind(*structure, da, b, **params)] if not _is_zero(da) else []
+    terms += [primitive.bind(*structure, a, db, **params)] if not _is_zero(db) else []
+    return sum(terms[1:], terms[0]) if terms else None
+
+
+def _zero_like(x) -> ad.Zero:
+    return ad.Zero(jax.typeof(x).to_tangent_aval())
+
+
 def _bilinear_jvp(primitive: Primitive) -> Callable:
-    """The product rule: d f(a, b) = f(da, b) + f(a, db); the structure operands must have no tangent."""
+    """The product rule: d f(a, b) = f(da, b) + f(a, db)."""
 
     def jvp(primals, tangents, **params):
-        for name, tangent in zip(("indptr", "indices"), tangents[:2], strict=True):
-            if not _is_zero(tangent):
-                raise TypeError(
-                    f"`W.{name}` is not differentiable: it is the CSR structure (integer indices). "
-                    "Differentiate w.r.t. `W.data` (the weights) or the spikes instead."
-                )
-        structure, (a, b), (da, db) = primals[:2], primals[2:], tangents[2:]
-        # event_scan's tag (`accumulate`, csr_spmv only) belongs to the weights' tangent term alone
-        untagged = params | {"accumulate": None} if "accumulate" in params else params
-        out = primitive.bind(*primals, **untagged)
-        terms = [primitive.bind(*structure, da, b, **params)] if not _is_zero(da) else []
-        terms += [primitive.bind(*structure, a, db, **untagged)] if not _is_zero(db) else []
-        if not terms:
-            return out, ad.Zero(jax.typeof(out).to_tangent_aval())
-        return out, sum(terms[1:], terms[0])
+        tangent = _bilinear_tangent(primitive, primals, tangents, **params)  # checks the structure first
+        out = primitive.bind(*primals, **params)
+        return out, _zero_like(out) if tangent is None else tangent
 
     return jvp
 
@@ -131,17 +138,12 @@ def _check_structure_defined(indptr, indices) -> None:
         raise TypeError("`W.indptr` and `W.indices` are the CSR structure and cannot be transposed against.")
 
 
-def _spmv_transpose(ct, indptr, indices, data, x, *, n_post, event, backend, accumulate):
+def _spmv_transpose(ct, indptr, indices, data, x, *, n_post, event, backend):
     _check_structure_defined(indptr, indices)
     if ad.is_undefined_primal(x):
         ct_x = None if type(ct) is ad.Zero else row_dot_p.bind(indptr, indices, data, ct, backend=backend)
         return None, None, None, ct_x
     data_shape = data.aval.shape
-    if accumulate is not None and data_shape and type(ct) is not ad.Zero:  # event_scan's running total
-        _accumulation.add(
-            accumulate, lambda total: data_grad_add_p.bind(total, indptr, indices, x, ct, backend=backend)
-        )
-        return None, None, None, None
     ct_data = None if type(ct) is ad.Zero else _bind_data_grad(indptr, indices, x, ct, data_shape, backend)
     return None, None, ct_data, None
 
@@ -175,11 +177,13 @@ def _batch_by_map(primitive: Primitive, args, dims, **params):
 
     def one(slices):
         slices = iter(slices)
-        return primitive.bind(
+        out = primitive.bind(
             *(next(slices) if dim is not None else a for a, dim in zip(args, dims, strict=True)), **params
         )
+        return tuple(out) if primitive.multiple_results else out
 
-    return lax.map(one, batched), 0
+    out = lax.map(one, batched)
+    return (list(out), [0] * len(out)) if primitive.multiple_results else (out, 0)
 
 
 def _vector_batching(primitive: Primitive, summed: bool) -> Callable:
@@ -197,8 +201,24 @@ def _vector_batching(primitive: Primitive, summed: bool) -> Callable:
     return rule
 
 
+def _spmv_carried_abstract(acc, *operands, **params):
+    return [_spmv_abstract(*operands, **params), acc]
+
+
+def _spmv_link_abstract(d_acc, indptr, indices, x, *, n_post, event, backend):
+    return [jax.core.ShapedArray((*x.shape[:-1], n_post), d_acc.dtype), d_acc]
+
+
+def _arrival_carried_abstract(acc, *operands, **params):
+    return [*_arrival_abstract(*operands, **params), acc]
+
+
+def _arrival_link_abstract(d_acc, *operands, backend):
+    return [operands[-1], d_acc]
+
+
 for _primitive, _impl, _abstract, _transpose, _summed, _params in (
-    (spmv_p, _spmv, _spmv_abstract, _spmv_transpose, False, ("n_post", "event", "backend", "accumulate")),
+    (spmv_p, _spmv, _spmv_abstract, _spmv_transpose, False, ("n_post", "event", "backend")),
     (row_dot_p, _row_dot, _row_dot_abstract, _row_dot_transpose, False, ("backend",)),
     (data_grad_p, _data_grad, _data_grad_abstract, _data_grad_transpose, True, ("data_shape", "backend")),
 ):
@@ -211,11 +231,8 @@ for _primitive, _impl, _abstract, _transpose, _summed, _params in (
     batching.primitive_batchers[_primitive] = _vector_batching(_primitive, _summed)
 
 
-def _bind_spmv(indptr, indices, data, x, n_post: int, event: bool, backend: str, accumulate=None):
-    """``accumulate``: the `_accumulation.token` of ``data`` inside `event_scan`'s reverse step, else None."""
-    return spmv_p.bind(
-        indptr, indices, data, x, n_post=n_post, event=event, backend=backend, accumulate=accumulate
-    )
+def _bind_spmv(indptr, indices, data, x, n_post: int, event: bool, backend: str):
+    return spmv_p.bind(indptr, indices, data, x, n_post=n_post, event=event, backend=backend)
 
 
 def _bind_data_grad(indptr, indices, spikes, cotangent, data_shape, backend: str):
@@ -251,12 +268,18 @@ def _checked_vector(x, W: CSR, name: str, ndim: int, events: bool) -> Array:
 
 
 def _product(x: Array, W: CSR, event: bool, backend: str | None) -> Array:
-    """``xᵀW`` for the public products (``x`` already checked), tagged for `event_scan` when ``W.data`` is
-    one of its registered weights."""
+    """``xᵀW`` for the public products (``x`` already checked); in its carried form when ``W.data`` is one of
+    the weights `event_scan` carries."""
     resolved = _backend.resolve(backend, W.data.dtype)
-    return _bind_spmv(
-        W.indptr, W.indices, W.data, x, W.shape[1], event, resolved, _accumulation.token(W.data)
-    )
+    carried = _carried.find(W.data)
+    if carried is None:
+        return _bind_spmv(W.indptr, W.indices, W.data, x, W.shape[1], event, resolved)
+    context, slot = carried
+    y, context.latest[slot] = spmv_carried_p.bind(
+        context.latest[slot], W.indptr, W.indices, context.values[slot], x,
+        n_post=W.shape[1], event=event, backend=resolved,
+    )  # fmt: skip
+    return y
 
 
 def event_matvec(
@@ -308,44 +331,49 @@ arrival_p = Primitive("arrival_scatter")
 arrival_p.multiple_results = True
 
 
-def _arrival_impl(
-    row_ptr, lag, indptr, indices, step, data, spikes, ring, *, pop: bool, backend: str, accumulate=None
-):
+def _arrival_impl(row_ptr, lag, indptr, indices, step, data, spikes, ring, *, pop: bool, backend: str):
     kernels = _backend.kernels(backend)
     return list(kernels.arrival_scatter(row_ptr, lag, indptr, indices, step, data, spikes, ring, pop))
 
 
-def _arrival_abstract(row_ptr, lag, indptr, indices, step, data, spikes, ring, *, pop, backend, accumulate):
+def _arrival_abstract(row_ptr, lag, indptr, indices, step, data, spikes, ring, *, pop, backend):
     arriving = jax.core.ShapedArray((ring.shape[1] if pop else 0,), ring.dtype)
     return [jax.core.ShapedArray(ring.shape, ring.dtype), arriving]
 
 
-def _arrival_jvp(primals, tangents, *, pop: bool, backend: str, accumulate):
-    """``ring + S(data, s)`` is affine in ``ring`` and bilinear in ``(data, s)``: the tangent is
-    ``S(ddata, s) + S(data, ds) + dring``, popped like the primal. It is written as two chained calls of the
-    primitive itself (``pop=False``), linear in the tangents, so reverse mode saves only the operands
-    ``spikes [n_pre]``, ``step`` and the loop-invariant ``data`` and structure (O(n) per step of a scan,
-    not the per-synapse arrays), and its transpose (`_arrival_transpose`) recomputes the rest."""
+def _ring_tangent(primals, tangents, backend: str) -> Array | None:
+    """The ring's tangent before the pop, ``S(ddata, s) + S(data, ds) + dring``, None when it is zero.
+
+    It is written as chained calls of the primitive itself (``pop=False``), linear in the tangents, so
+    reverse mode saves only the operands ``spikes [n_pre]``, ``step`` and the loop-invariant ``data`` and
+    structure (O(n) per step of a scan, not the per-synapse arrays), and its transpose
+    (`_arrival_transpose`) recomputes the rest."""
     for name, tangent in zip(("row_ptr", "lag", "W.indptr", "W.indices", "step"), tangents[:5], strict=True):
         if not _is_zero(tangent):
             raise TypeError(f"`{name}` is an integer index array and not differentiable.")
-    row_ptr, lag, indptr, indices, step, data, spikes, ring = primals
+    structure, (data, spikes, ring) = primals[:5], primals[5:]
     d_data, d_spikes, d_ring = tangents[5:]
-    out = arrival_p.bind(*primals, pop=pop, backend=backend, accumulate=None)  # the tag: d_data's term only
     if _is_zero(d_data) and _is_zero(d_spikes) and _is_zero(d_ring):
-        return out, [ad.Zero(jax.typeof(x).to_tangent_aval()) for x in out]
-    structure = (row_ptr, lag, indptr, indices, step)
+        return None
     tangent = jnp.zeros_like(ring) if _is_zero(d_ring) else d_ring
     if not _is_zero(d_spikes):
         tangent = _scatter(structure, data, d_spikes, tangent, backend)
-    if not _is_zero(d_data):  # the weights' tangent: tagged for event_scan's running total
-        tangent = _scatter(structure, d_data, spikes, tangent, backend, accumulate)
-    return out, list(reference.pop_slot(tangent, step, pop))
+    if not _is_zero(d_data):
+        tangent = _scatter(structure, d_data, spikes, tangent, backend)
+    return tangent
 
 
-def _arrival_transpose(
-    cts, row_ptr, lag, indptr, indices, step, data, spikes, ring, *, pop, backend, accumulate
-):
+def _arrival_jvp(primals, tangents, *, pop: bool, backend: str):
+    """``ring + S(data, s)`` is affine in ``ring`` and bilinear in ``(data, s)``: the tangent is
+    ``S(ddata, s) + S(data, ds) + dring`` (`_ring_tangent`), popped like the primal."""
+    out = arrival_p.bind(*primals, pop=pop, backend=backend)
+    tangent = _ring_tangent(primals, tangents, backend)
+    if tangent is None:
+        return out, [_zero_like(x) for x in out]
+    return out, list(reference.pop_slot(tangent, primals[4], pop))
+
+
+def _arrival_transpose(cts, row_ptr, lag, indptr, indices, step, data, spikes, ring, *, pop, backend):
     """The cotangent ``ȳ`` of the ring goes to ``ring`` unchanged, to the weights as
     ``g[k] = s[src(k)]·ȳ[slot(r(k)), idx(k)]`` (event-driven on ``cpu`` and ``pallas``; for one shared weight
     ``Σ ȳ ⊙ S(1, s)``, the scatter itself) and to the spikes as a per-neuron row dot."""
@@ -358,34 +386,20 @@ def _arrival_transpose(
     if type(ct) is ad.Zero:
         return [None] * 8
     ct_data = ct_spikes = None
-    if ad.is_undefined_primal(data) and accumulate is not None and data.aval.shape:  # event_scan's total
-        add = functools.partial(arrival_data_grad_add_p.bind, backend=backend)
-        _accumulation.add(accumulate, lambda total: add(total, *structure, spikes, ct))
-    elif ad.is_undefined_primal(data):
+    if ad.is_undefined_primal(data):
         ct_data = _weight_cotangent(structure, spikes, ct, data.aval.shape, backend)
     if ad.is_undefined_primal(spikes):
         ct_spikes = arrival_row_dot_p.bind(*structure, data, ct, backend=backend).astype(spikes.aval.dtype)
     return [None] * 5 + [ct_data, ct_spikes, ct if ad.is_undefined_primal(ring) else None]
 
 
-def _arrival_batching(args, dims, *, pop, backend, accumulate):
-    """Any batching: one call per batch element, in sequence (`lax.map`), as the kernel takes one ring."""
-    batched = [jnp.moveaxis(arg, dim, 0) for arg, dim in zip(args, dims, strict=True) if dim is not None]
-
-    def one(slices):
-        slices = iter(slices)
-        operands = (next(slices) if dim is not None else a for a, dim in zip(args, dims, strict=True))
-        return tuple(arrival_p.bind(*operands, pop=pop, backend=backend, accumulate=accumulate))
-
-    return list(lax.map(one, batched)), [0, 0]
-
-
-arrival_p.def_impl(jax.jit(_arrival_impl, static_argnames=("pop", "backend", "accumulate")))
+arrival_p.def_impl(jax.jit(_arrival_impl, static_argnames=("pop", "backend")))
 arrival_p.def_abstract_eval(_arrival_abstract)
 mlir.register_lowering(arrival_p, mlir.lower_fun(_arrival_impl, multiple_results=True))
 ad.primitive_jvps[arrival_p] = _arrival_jvp
 ad.primitive_transposes[arrival_p] = _arrival_transpose
-batching.primitive_batchers[arrival_p] = _arrival_batching
+# any batching: one call per batch element, in sequence, as the kernel takes one ring
+batching.primitive_batchers[arrival_p] = functools.partial(_batch_by_map, arrival_p)
 
 # The transposes of the ring w.r.t. the weights (``[nnz]``) and the spikes (``[n_pre]``), through the
 # backend's kernels. Each is bilinear in its last two operands, and each transposes into the ring
@@ -394,11 +408,9 @@ arrival_data_grad_p = Primitive("arrival_data_grad")  # (structure…, spikes, r
 arrival_row_dot_p = Primitive("arrival_row_dot")  # (structure…, data, ring cotangent) → [n_pre]
 
 
-def _scatter(structure, data, spikes, ring, backend: str, accumulate=None):
+def _scatter(structure, data, spikes, ring, backend: str):
     """The ring plus ``S(data, spikes)``, without pop (the tangent form)."""
-    return arrival_p.bind(*structure, data, spikes, ring, pop=False, backend=backend, accumulate=accumulate)[
-        0
-    ]
+    return arrival_p.bind(*structure, data, spikes, ring, pop=False, backend=backend)[0]
 
 
 def _weight_cotangent(structure, spikes, ct, data_shape: tuple[int, ...], backend: str):
@@ -557,6 +569,247 @@ mlir.register_lowering(
 )
 
 
+# --- event_scan's carried weights --------------------------------------------------------------------------
+# Inside `event_scan` each ``[nnz]`` weight array also rides along the loop's carry (``acc``, equal to the
+# weights; `diffbrain.ops._carried`). An operator of a carried weight multiplies by the loop-invariant
+# weights (``data``, which has no tangent there) and passes ``acc`` through. Its tangent w.r.t. ``acc`` is a
+# link, linear, that passes ``acc``'s tangent through as well; transposed, the link receives the weights'
+# cotangent from the later steps — the running total — and adds its own step's gradient to it in place
+# (`data_grad_add_p`, `arrival_data_grad_add_p`). So the reverse pass of an ordinary `lax.scan` touches
+# only the synapses of the neurons that fired, and forward mode and `jax.vmap` work as for any scan.
+
+spmv_carried_p = Primitive("csr_spmv_carried")  # (acc, indptr, indices, data, x) → (xᵀW, acc)
+spmv_link_p = Primitive("csr_spmv_link")  # (d_acc, indptr, indices, x) → (xᵀ·d_acc, d_acc)
+arrival_carried_p = Primitive("arrival_scatter_carried")  # (acc, arrival operands…) → (ring, arriving, acc)
+arrival_link_p = Primitive("arrival_scatter_link")  # (d_acc, structure…, spikes, ring) → (ring + S, d_acc)
+for _primitive in (spmv_carried_p, spmv_link_p, arrival_carried_p, arrival_link_p):
+    _primitive.multiple_results = True
+
+
+def _running_total(ct_acc, acc) -> Array:
+    """The cotangent arriving for the carried weights: the running total (zeros where none arrives)."""
+    return running_total_zeros(acc.aval) if type(ct_acc) is ad.Zero else ct_acc
+
+
+def _spmv_carried(acc, indptr, indices, data, x, **params):
+    return [_spmv(indptr, indices, data, x, **params), acc]
+
+
+def _spmv_carried_jvp(primals, tangents, **params):
+    acc, indptr, indices, _, x = primals
+    d_acc, *d_operands = tangents
+    out = spmv_carried_p.bind(*primals, **params)
+    t_y = _bilinear_tangent(spmv_p, primals[1:], d_operands, **params)
+    if _is_zero(d_acc):
+        return out, [_zero_like(out[0]) if t_y is None else t_y, _zero_like(acc)]
+    t_link, d_acc_out = spmv_link_p.bind(d_acc, indptr, indices, x, **params)
+    return out, [t_link if t_y is None else t_y + t_link, d_acc_out]
+
+
+def _spmv_link(d_acc, indptr, indices, x, **params):
+    return [_spmv(indptr, indices, d_acc, x, **params), d_acc]
+
+
+def _spmv_link_jvp(primals, tangents, **params):
+    """Linear in ``d_acc`` and bilinear in (``d_acc``, ``x``) for its product."""
+    d_acc, indptr, indices, _ = primals
+    t_acc, _, _, t_x = tangents
+    out = spmv_link_p.bind(*primals, **params)
+    t_y, t_acc_out = (
+        (None, _zero_like(d_acc)) if _is_zero(t_acc) else spmv_link_p.bind(t_acc, *primals[1:], **params)
+    )
+    if not _is_zero(t_x):
+        term = spmv_p.bind(indptr, indices, d_acc, t_x, **params)
+        t_y = term if t_y is None else t_y + term
+    return out, [_zero_like(out[0]) if t_y is None else t_y, t_acc_out]
+
+
+def _spmv_link_transpose(cts, d_acc, indptr, indices, x, *, n_post, event, backend):
+    _check_structure_defined(indptr, indices)
+    ct_y, ct_acc = cts
+    if ad.is_undefined_primal(x):  # the spikes' side of the product (higher orders)
+        ct_x = (
+            None if type(ct_y) is ad.Zero else row_dot_p.bind(indptr, indices, d_acc, ct_y, backend=backend)
+        )
+        return [None, None, None, ct_x]
+    total = _running_total(ct_acc, d_acc)
+    if type(ct_y) is not ad.Zero:
+        total = data_grad_add_p.bind(total, indptr, indices, x, ct_y, backend=backend)
+    return [total, None, None, None]
+
+
+def _spikes_batched(primitive: Primitive, x_index: int) -> Callable:
+    """Batch the spikes natively (a leading axis; the carry passes through unbatched), else by map."""
+
+    def rule(args, dims, **params):
+        if any(dim is not None for i, dim in enumerate(dims) if i != x_index):
+            return _batch_by_map(primitive, args, dims, **params)
+        x = jnp.moveaxis(args[x_index], dims[x_index], 0)
+        return primitive.bind(*args[:x_index], x, *args[x_index + 1 :], **params), [0, None]
+
+    return rule
+
+
+def _arrival_carried(acc, *operands, pop, backend):
+    return [*_arrival_impl(*operands, pop=pop, backend=backend), acc]
+
+
+def _arrival_carried_jvp(primals, tangents, *, pop, backend):
+    acc, *operands = primals
+    d_acc, *d_operands = tangents
+    out = arrival_carried_p.bind(*primals, pop=pop, backend=backend)
+    tangent = _ring_tangent(operands, d_operands, backend)
+    d_acc_out = _zero_like(acc)
+    if not _is_zero(d_acc):
+        ring = jnp.zeros_like(operands[7]) if tangent is None else tangent
+        tangent, d_acc_out = arrival_link_p.bind(d_acc, *operands[:5], operands[6], ring, backend=backend)
+    if tangent is None:
+        return out, [_zero_like(out[0]), _zero_like(out[1]), d_acc_out]
+    return out, [*reference.pop_slot(tangent, operands[4], pop), d_acc_out]
+
+
+def _arrival_link(d_acc, *operands, backend):
+    structure, spikes, ring = operands[:5], operands[5], operands[6]
+    return [_scatter(structure, d_acc, spikes, ring, backend), d_acc]
+
+
+def _arrival_link_jvp(primals, tangents, *, backend):
+    """Linear in (``d_acc``, ``ring``) and bilinear in (``d_acc``, ``spikes``) for its scatter."""
+    d_acc, *structure, spikes, ring = primals
+    t_acc, t_spikes, t_ring = tangents[0], tangents[6], tangents[7]
+    out = arrival_link_p.bind(*primals, backend=backend)
+    if _is_zero(t_acc) and _is_zero(t_spikes) and _is_zero(t_ring):
+        return out, [_zero_like(x) for x in out]
+    tangent = jnp.zeros_like(ring) if _is_zero(t_ring) else t_ring
+    if not _is_zero(t_spikes):
+        tangent = _scatter(structure, d_acc, t_spikes, tangent, backend)
+    t_acc_out = _zero_like(d_acc)
+    if not _is_zero(t_acc):
+        tangent, t_acc_out = arrival_link_p.bind(t_acc, *structure, spikes, tangent, backend=backend)
+    return out, [tangent, t_acc_out]
+
+
+def _arrival_link_transpose(cts, d_acc, *operands, backend):
+    structure, spikes, ring = operands[:5], operands[5], operands[6]
+    ct_ring, ct_acc = cts
+    ct_ring_in = None if type(ct_ring) is ad.Zero or not ad.is_undefined_primal(ring) else ct_ring
+    if ad.is_undefined_primal(spikes):  # the spikes' side of the scatter (higher orders)
+        ct_spikes = None
+        if type(ct_ring) is not ad.Zero:
+            ct_spikes = arrival_row_dot_p.bind(*structure, d_acc, ct_ring, backend=backend)
+            ct_spikes = ct_spikes.astype(spikes.aval.dtype)
+        return [None] * 6 + [ct_spikes, ct_ring_in]
+    total = _running_total(ct_acc, d_acc)
+    if type(ct_ring) is not ad.Zero:
+        total = arrival_data_grad_add_p.bind(total, *structure, spikes, ct_ring, backend=backend)
+    return [total] + [None] * 6 + [ct_ring_in]
+
+
+for _primitive, _impl, _abstract, _jvp, _transpose, _batching, _params in (
+    (
+        spmv_carried_p,
+        _spmv_carried,
+        _spmv_carried_abstract,
+        _spmv_carried_jvp,
+        None,
+        _spikes_batched(spmv_carried_p, 4),
+        ("n_post", "event", "backend"),
+    ),
+    (
+        spmv_link_p,
+        _spmv_link,
+        _spmv_link_abstract,
+        _spmv_link_jvp,
+        _spmv_link_transpose,
+        _spikes_batched(spmv_link_p, 3),
+        ("n_post", "event", "backend"),
+    ),
+    (
+        arrival_carried_p,
+        _arrival_carried,
+        _arrival_carried_abstract,
+        _arrival_carried_jvp,
+        None,
+        functools.partial(_batch_by_map, arrival_carried_p),
+        ("pop", "backend"),
+    ),
+    (
+        arrival_link_p,
+        _arrival_link,
+        _arrival_link_abstract,
+        _arrival_link_jvp,
+        _arrival_link_transpose,
+        functools.partial(_batch_by_map, arrival_link_p),
+        ("backend",),
+    ),
+):
+    _primitive.def_impl(jax.jit(_impl, static_argnames=_params))
+    _primitive.def_abstract_eval(_abstract)
+    mlir.register_lowering(_primitive, mlir.lower_fun(_impl, multiple_results=True))
+    ad.primitive_jvps[_primitive] = _jvp
+    if _transpose is not None:
+        ad.primitive_transposes[_primitive] = _transpose
+    batching.primitive_batchers[_primitive] = _batching
+
+
+# The running total's start: JAX's reverse pass of a scan fills the cotangent of a carry nothing downstream
+# uses with zeros before the loop (an XLA fill of ``[nnz]``). `event_scan` ties the final carried weights
+# to its outputs instead (`release`), whose tangent's transpose starts the total from `running_total_zeros`
+# (on CPU the kernel's zeroed pages, half the time of XLA's fill at 4·10⁷ float32).
+release_p = Primitive("event_scan_release")  # (carried weights, *outputs) → outputs
+tie_p = Primitive("event_scan_tie")  # (carried weights' tangent, *output tangents) → output tangents
+for _primitive in (release_p, tie_p):
+    _primitive.multiple_results = True
+    _primitive.def_impl(lambda _, *outputs: list(outputs))
+    _primitive.def_abstract_eval(lambda _, *outputs: list(outputs))
+    mlir.register_lowering(
+        _primitive, mlir.lower_fun(lambda _, *outputs: list(outputs), multiple_results=True)
+    )
+
+
+def release(carried: Array, outputs: Sequence[Array]) -> list[Array]:
+    """``outputs``, unchanged, with the final ``carried`` weights tied to them (see above)."""
+    return release_p.bind(carried, *outputs)
+
+
+def _tied(d_carried, d_outputs) -> list:
+    """The outputs' tangents, tied to the carried weights' tangent where both are nonzero."""
+    moving = [i for i, d in enumerate(d_outputs) if not _is_zero(d)]
+    d_outputs = list(d_outputs)
+    if _is_zero(d_carried) or not moving:
+        return d_outputs
+    for i, d in zip(moving, tie_p.bind(d_carried, *(d_outputs[i] for i in moving)), strict=True):
+        d_outputs[i] = d
+    return d_outputs
+
+
+def _tie_transpose(cts, d_carried, *d_outputs):
+    # an output the loss does not use gets zeros, not a symbolic zero: JAX 0.10's scan transpose fails
+    # on a symbolic zero for a scanned output that the tangent program keeps (here, for the tie)
+    return [running_total_zeros(d_carried.aval), *map(ad.instantiate_zeros, cts)]
+
+
+def _untied_batching(primitive: Primitive) -> Callable:
+    """Batched carried weights (a `jax.vmap` around the gradient) are not tied: JAX's own zeros then."""
+
+    def rule(args, dims):
+        if dims[0] is not None:
+            return list(args[1:]), list(dims[1:])
+        return primitive.bind(*args), list(dims[1:])
+
+    return rule
+
+
+for _primitive in (release_p, tie_p):
+    ad.primitive_jvps[_primitive] = lambda primals, tangents, _primitive=_primitive: (
+        _primitive.bind(*primals),
+        _tied(tangents[0], tangents[1:]),
+    )
+ad.primitive_transposes[tie_p] = _tie_transpose
+batching.primitive_batchers[release_p] = _untied_batching(release_p)
+batching.primitive_batchers[tie_p] = _untied_batching(tie_p)
+
+
 def _checked_delays(row_ptr: Array, lag: Array, n_rows: int, length: int) -> tuple[Array, Array]:
     """``row_ptr`` and ``lag`` after checking their values: a ValueError when they are concrete, else
     `eqx.error_if` (raised when the computation runs)."""
@@ -679,7 +932,11 @@ def arrival_scatter(
     row_ptr, lag = _checked_delays(row_ptr, lag, W.shape[0], ring.shape[0])
     backend = _backend.resolve(backend, W.data.dtype)
     args = (row_ptr, lag, W.indptr, W.indices, step.astype(jnp.int32), W.data, spikes, ring)
-    ring, arriving = arrival_p.bind(
-        *args, pop=bool(pop), backend=backend, accumulate=_accumulation.token(W.data)
-    )
+    carried = _carried.find(W.data)
+    if carried is None:
+        ring, arriving = arrival_p.bind(*args, pop=bool(pop), backend=backend)
+    else:  # one of the weights event_scan carries
+        context, slot = carried
+        args = (context.latest[slot], *args[:5], context.values[slot], *args[6:])
+        ring, arriving, context.latest[slot] = arrival_carried_p.bind(*args, pop=bool(pop), backend=backend)
     return (ring, arriving) if pop else ring

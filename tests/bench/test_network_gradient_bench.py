@@ -17,7 +17,7 @@ def measured(shared_data):
 
 def test_records_each_methods_time_memory_and_that_the_gradients_agree(measured):
     frame = records.to_frame(measured).set_index(["method", "metric"])["value"]
-    methods = ("lax.scan", "diffbrain", "diffbrain.event_scan")
+    methods = ("lax.scan", "diffbrain", "diffbrain.checkpoint")
     for method in methods:
         assert frame[method, "gradient_time"] > 0 and frame[method, "compile_time"] > 0
         assert frame[method, "temporary_memory"] > 0
@@ -25,15 +25,13 @@ def test_records_each_methods_time_memory_and_that_the_gradients_agree(measured)
         assert math.isclose(frame[method, "gradient_over_forward"], ratio)
     for method in methods[1:]:
         assert frame[method, "gradient_deviation"] < 1e-4  # the same gradient (float32)
-    # checkpointed: fewer stored states than every step's
-    assert frame["diffbrain", "temporary_memory"] < frame["diffbrain.event_scan", "temporary_memory"]
     assert {r.case for r in measured} == {"microcircuit/scale=0.01/T=0.003s/checkpoint=7"}
 
 
 def test_a_missing_data_folder_gives_skipped_records(tmp_path):
     found = network_gradient.run(cases=((0.01, 1.0, 3.0),), repeats=1, data=tmp_path / "nowhere")
     assert {r.status for r in found} == {"skipped"} and all("data folder is missing" in r.note for r in found)
-    assert {r.method for r in found} == {"lax.scan", "diffbrain", "diffbrain.event_scan"}
+    assert {r.method for r in found} == {"lax.scan", "diffbrain", "diffbrain.checkpoint"}
 
 
 def test_the_command_line_runs_the_suite(monkeypatch, tmp_path, measured, capsys):
