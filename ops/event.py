@@ -556,12 +556,8 @@ def _cpu_zeros(*, shape, dtype):
     return kernels.zeros(shape, dtype)
 
 
-running_total_zeros_p.def_impl(
-    jax.jit(
-        lambda *, shape, dtype: running_total_zeros_p.bind(shape=shape, dtype=dtype),
-        static_argnames=("shape", "dtype"),
-    )
-)
+# eagerly XLA's zeros (binding the primitive again from its own impl recursed under `jax.disable_jit`)
+running_total_zeros_p.def_impl(_xla_zeros)
 running_total_zeros_p.def_abstract_eval(lambda *, shape, dtype: jax.core.ShapedArray(shape, dtype))
 mlir.register_lowering(running_total_zeros_p, mlir.lower_fun(_xla_zeros, multiple_results=False))
 mlir.register_lowering(
@@ -572,7 +568,9 @@ mlir.register_lowering(
 # --- event_scan's carried weights --------------------------------------------------------------------------
 # Inside `event_scan` each ``[nnz]`` weight array also rides along the loop's carry (``acc``, equal to the
 # weights; `diffbrain.ops._carried`). An operator of a carried weight multiplies by the loop-invariant
-# weights (``data``, which has no tangent there) and passes ``acc`` through. Its tangent w.r.t. ``acc`` is a
+# weights (``data``) and passes ``acc`` through. The weights' tangent comes through ``acc`` alone (the one
+# of ``data`` is left out, or it would count twice; ``data`` keeps its own for the spikes' terms, which a
+# second derivative differentiates w.r.t. the weights). Its tangent w.r.t. ``acc`` is a
 # link, linear, that passes ``acc``'s tangent through as well; transposed, the link receives the weights'
 # cotangent from the later steps — the running total — and adds its own step's gradient to it in place
 # (`data_grad_add_p`, `arrival_data_grad_add_p`). So the reverse pass of an ordinary `lax.scan` touches
@@ -599,6 +597,7 @@ def _spmv_carried_jvp(primals, tangents, **params):
     acc, indptr, indices, _, x = primals
     d_acc, *d_operands = tangents
     out = spmv_carried_p.bind(*primals, **params)
+    d_operands[2] = _zero_like(primals[3])  # the weights' tangent comes through acc
     t_y = _bilinear_tangent(spmv_p, primals[1:], d_operands, **params)
     if _is_zero(d_acc):
         return out, [_zero_like(out[0]) if t_y is None else t_y, _zero_like(acc)]
@@ -658,6 +657,7 @@ def _arrival_carried_jvp(primals, tangents, *, pop, backend):
     acc, *operands = primals
     d_acc, *d_operands = tangents
     out = arrival_carried_p.bind(*primals, pop=pop, backend=backend)
+    d_operands[5] = _zero_like(operands[5])  # the weights' tangent comes through acc
     tangent = _ring_tangent(operands, d_operands, backend)
     d_acc_out = _zero_like(acc)
     if not _is_zero(d_acc):

@@ -189,7 +189,7 @@ def event_scan(
     unroll = unroll if isinstance(unroll, bool) else int(unroll)
     arrays, others = eqx.partition(params, eqx.is_array)  # e.g. an activation function in a Module
     stripped, weights, positions = _split_weights(arrays)
-    values = [lax.stop_gradient(w) for w in weights]  # what the products use: their gradient is the carry's
+    values = list(weights)  # what the products multiply by (first-order tangents come through the carry)
 
     def body(carry, x):
         carried_weights, carry = carry

@@ -383,6 +383,66 @@ def test_forward_mode_and_residuals_are_lax_scans():
     assert event <= 1.1 * lax_scan and event < steps * length * n * 8 / 4, (event, lax_scan)
 
 
+def test_second_derivatives_in_the_weights_are_lax_scans(backend):
+    """Where a state's or the spikes' tangent meets the weights (a recurrent state; a penalty on the
+    spikes' gradient), Hessian-vector products, grad of grad and forward over forward equal lax.scan's:
+    the products keep the weights' own tangent for those terms (review s15)."""
+    W = random_csr(40, 6, 6, 0.5)
+    drive = jnp.asarray(np.random.default_rng(41).uniform(0, 1, (4, 6)))
+    v = jnp.asarray(np.random.default_rng(42).normal(size=W.nnz))
+
+    def step(W, g, x):
+        g = jnp.tanh(ops.csr_matvec(g, W, backend=backend) + x)
+        return g, jnp.sum(g**2)
+
+    def loss(data, scan):
+        return jnp.sum(scan(step, W.with_data(data), jnp.full(6, 0.5), drive)[1])
+
+    orders = {
+        "hvp": lambda scan: jax.jvp(lambda d: jax.grad(loss)(d, scan), (W.data,), (v,))[1],
+        "grad of grad": lambda scan: jax.grad(lambda d: jnp.sum(jax.grad(loss)(d, scan) ** 2))(W.data),
+        "fwd over fwd": lambda scan: jax.jvp(
+            lambda d: jax.jvp(lambda e: loss(e, scan), (d,), (v,))[1], (W.data,), (v,)
+        )[1],
+    }
+    for name, order in orders.items():
+        np.testing.assert_allclose(order(ops.event_scan), order(_plain_scan), rtol=1e-9, err_msg=name)
+
+    n, length = 7, 3
+    W, row_ptr, lag, _ = delayed(43, n, n, length)
+    spikes = jnp.asarray(np.random.default_rng(44).random((5, n)))
+
+    def ring_step(W, carry, s):
+        g, ring, t = carry
+        ring, arriving = ops.arrival_scatter(s, W, row_ptr, lag, ring, t, pop=True, backend=backend)
+        g = 0.7 * g + arriving
+        return (g, ring, t + 1), jnp.sum(jnp.sin(g))
+
+    def ring_loss(data, s, scan):
+        init = (jnp.zeros(n), jnp.zeros((length, n)), jnp.asarray(0))
+        return jnp.sum(scan(ring_step, W.with_data(data), init, s)[1])
+
+    def penalty(scan):  # d/dW of |dL/ds|²
+        return jax.grad(lambda d: jnp.sum(jax.grad(ring_loss, argnums=1)(d, spikes, scan) ** 2))(W.data)
+
+    np.testing.assert_allclose(penalty(ops.event_scan), penalty(_plain_scan), rtol=1e-9, atol=1e-12)
+
+
+def test_gradients_without_jit():
+    """Under `jax.disable_jit` the gradient runs op by op (the running total's zeros recursed, review s15)."""
+    W, spikes = random_csr(45, 8, 6, 0.5), random_spikes(46, (5, 8), "bool")
+
+    def step(W, g, s):
+        return 0.5 * g + ops.event_matvec(s, W), jnp.sum(g**2)
+
+    def loss(data, scan):
+        return jnp.sum(scan(step, W.with_data(data), jnp.ones(6), spikes)[1])
+
+    expected = jax.grad(loss)(W.data, _plain_scan)
+    with jax.disable_jit():
+        np.testing.assert_allclose(jax.grad(loss)(W.data, ops.event_scan), expected, rtol=1e-12)
+
+
 def test_arrival_data_grad_add_primitive(backend):
     W, row_ptr, lag, _ = delayed(19, 12, 9, 3)
     rng = np.random.default_rng(20)
