@@ -154,7 +154,9 @@ def event_scan(
 
     Only what is differentiated is: weights held fixed accumulate no gradient. Under `jax.vmap` with the
     weights shared, a batch of spikes (``step``'s `event_matvec` batched into `event_matmat`) accumulates
-    one total; batched weights get one total per batch element, not in place (one kernel call each).
+    one total; batched weights get one total per batch element, not in place (one kernel call each). An
+    operator called inside a nested trace of ``step`` (a `lax.cond` branch, an inner `jax.jit`, `jax.vmap`
+    or `jax.checkpoint`) takes the ordinary path: the same gradient, as a fresh ``[nnz]`` array per step.
 
     Example:
         >>> import equinox as eqx, jax, jax.numpy as jnp
