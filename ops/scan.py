@@ -210,11 +210,12 @@ def event_scan(
 
     if checkpoint is None or checkpoint >= length:
         return steps(init, xs, length)
-    count, rest = divmod(length, int(checkpoint))
-    segment = jax.checkpoint(lambda carry, xs: steps(carry, xs, int(checkpoint)))
-    final, ys = lax.scan(segment, init, _segments(xs, count, int(checkpoint)), length=count)
-    ys = jax.tree.map(lambda y: y.reshape(count * int(checkpoint), *y.shape[2:]), ys)
+    size = int(checkpoint)
+    count, rest = divmod(length, size)
+    segment = jax.checkpoint(lambda carry, xs: steps(carry, xs, size))
+    final, ys = lax.scan(segment, init, _segments(xs, count, size), length=count)
+    ys = jax.tree.map(lambda y: y.reshape(count * size, *y.shape[2:]), ys)
     if rest == 0:
         return final, ys
-    final, tail = steps(final, _rest(xs, count * int(checkpoint)), rest)
+    final, tail = steps(final, _rest(xs, count * size), rest)
     return final, jax.tree.map(lambda a, b: jnp.concatenate([a, b]), ys, tail)
