@@ -3,7 +3,8 @@
 The network is `diffbrain.learn.EINetwork` (ALIF, 80 % E / 20 % I, conductance synapses, leaky 2-unit
 readout) with 100 Poisson inputs, float32, dt 1 ms, the loss on the last 10 % of the steps.
 Grid: T = 100, 300, 1,000 steps at 200 neurons, batch 16 (``full``: T up to 10,000, 200 and 800 neurons,
-batch 16 and 64 — the grid of the issue). Methods: ``bptt``, ``d-rtrl``, ``es-d-rtrl``
+batch 16 and 64 — the grid of the issue). Methods: ``bptt``, ``bptt-checkpoint`` (``checkpoint=True``:
+segments of ⌈√T⌉ steps recomputed in the backward pass), ``d-rtrl``, ``es-d-rtrl``
 (`diffbrain.learn.bptt` / `diffbrain.learn.online`).
 
 Metrics per method and case:
@@ -15,7 +16,7 @@ Metrics per method and case:
   and ``compile_time`` (s). Timed only where a step is affordable on a small CPU: ``T × batch × n_rec ≤
   TIME_WORK`` (D-RTRL, ~150× BPTT's time: ``≤ TIME_WORK / DRTRL_COST``, T ≤ 300 at 200 neurons and batch
   16) and compiled temporaries ≤ ``TIME_MEMORY``; the others get a ``"skipped"`` record saying so;
-* ``time_over_bptt`` (×): an online method's step time over BPTT's on the same case;
+* ``time_over_bptt`` (×): another method's step time over BPTT's on the same case;
 * ``cosine_<group>`` (1): the cosine between the online and the BPTT gradient for the input, E→all,
   I→all and readout weights, at T = 100 (case ``.../cosine``).
 
@@ -31,6 +32,7 @@ Run: ``python -m diffbrain.bench.learn [--full] [--repeats N] [--sparse N_REC P 
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -46,7 +48,8 @@ from .records import Record, format_params, make_record, to_frame, write_csv
 from .timing import measure_side_by_side
 
 SUITE = "learn"
-METHODS = ("bptt", "d-rtrl", "es-d-rtrl")
+METHODS = ("bptt", "bptt-checkpoint", "d-rtrl", "es-d-rtrl")
+ONLINE_METHODS = ("d-rtrl", "es-d-rtrl")
 STEPS = (100, 300, 1_000)
 FULL_STEPS = (*STEPS, 3_000, 10_000)
 SIZES = (200,)
@@ -61,7 +64,7 @@ TIME_MEMORY = 2**30
 """Compiled temporaries (bytes) above which a step is not timed."""
 SPARSE_CASES = ((4_000, 0.025, 200, 16),)
 """``(n_rec, p, T, batch)`` of the sparse-network cases: 100 synapses per neuron at 4,000 neurons."""
-SPARSE_METHODS = ("bptt", "es-d-rtrl")
+SPARSE_METHODS = ("bptt", "bptt-checkpoint", "es-d-rtrl")
 COSINE_STEPS = 100
 REPEATS = 3
 QUICK = {"repeats": 1}
@@ -73,6 +76,8 @@ def gradient_step(method: str) -> Callable:
     """``(net, batch) -> (loss, grads)`` of a method of `METHODS`."""
     if method == "bptt":
         return learn.bptt
+    if method == "bptt-checkpoint":
+        return functools.partial(learn.bptt, checkpoint=True)
     return lambda net, batch: learn.online(net, batch, algorithm=method)
 
 
@@ -193,7 +198,7 @@ def cosine_records(n_rec: int, n_steps: int = COSINE_STEPS) -> list[Record]:
     }
     params = format_params({"n_rec": n_rec, "T": n_steps, "batch": BATCH})
     records = []
-    for method in METHODS[1:]:
+    for method in ONLINE_METHODS:
         _, approximation = jax.jit(gradient_step(method))(net, batch)
         for group, select in groups.items():
             a, b = select(exact).ravel(), select(approximation).ravel()
@@ -247,7 +252,7 @@ def run(
         if progress is not None:
             progress(
                 f"sparse {sparse_case}: "
-                + ", ".join(f"{r.case} {r.method} {r.metric} {r.value:.4g}" for r in records[-6:])
+                + ", ".join(f"{r.case} {r.method} {r.metric} {r.value:.4g}" for r in sparse)
             )
     return records
 

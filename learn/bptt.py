@@ -1,24 +1,43 @@
-"""Backpropagation through time, optionally rematerialising each step (`jax.checkpoint`)."""
+"""Backpropagation through time, optionally rematerialising segments of steps in the backward pass."""
 
 from __future__ import annotations
+
+import math
+import numbers
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from .. import ops
 from .loss import Batch, StepLoss, add_evidence, check_batch, cross_entropy, loss_scale
 from .network import EINetwork, trainable
 
 
+def _segment_size(checkpoint: bool | int | None, n_steps: int) -> int | None:
+    """The steps per rematerialised segment that ``checkpoint`` asks for (None: keep every step)."""
+    if checkpoint is None or checkpoint is False:
+        return None
+    if checkpoint is True:
+        return max(1, math.isqrt(max(n_steps - 1, 0)) + 1)  # ⌈√T⌉: the fewest steps held at once
+    if not isinstance(checkpoint, numbers.Integral) or checkpoint < 1:
+        raise ValueError(
+            "`checkpoint` must be False (keep every step), True (segments of ⌈√T⌉ steps) or a positive "
+            f"integer number of steps per segment, got {checkpoint!r}."
+        )
+    return int(checkpoint)
+
+
 def bptt_with_evidence(
-    net: EINetwork, batch: Batch, loss_fn: StepLoss = cross_entropy, checkpoint: bool = False
+    net: EINetwork, batch: Batch, loss_fn: StepLoss = cross_entropy, checkpoint: bool | int = False
 ) -> tuple[Array, Float[Array, "B n_out"], EINetwork]:
     """`bptt` that also returns the readout summed over each trial's response steps (for the accuracy).
 
     The response steps are the masked steps whose target is the trial's label (`add_evidence`).
     """
     batch = check_batch(batch, net.w_in.shape[0], net.w_out.shape[1], net.w_in.dtype)
+    segment = _segment_size(checkpoint, batch.inputs.shape[0])
     params, static = eqx.partition(net, trainable(net))
     scale = loss_scale(batch.mask)
 
@@ -28,7 +47,7 @@ def bptt_with_evidence(
         w_in, w_rec = net.weights()
         weights = (w_in, net.recurrent_operator(w_rec) if net.sparse else w_rec)
 
-        def body(carry, inputs):
+        def body(weights, carry, inputs):
             state, loss, evidence = carry
             x, target, mask = inputs
             state, (_, readout) = net.step(state, x, weights)
@@ -36,12 +55,13 @@ def bptt_with_evidence(
             evidence = add_evidence(evidence, readout, target, mask, batch.labels)
             return (state, loss, evidence), None
 
-        if checkpoint:
-            body = jax.checkpoint(body)
         batch_size = batch.inputs.shape[1]
         evidence = jnp.zeros((batch_size, net.w_out.shape[1]), net.w_out.dtype)
         init = (net.init_state(batch_size), jnp.zeros((), net.w_out.dtype), evidence)
-        (_, loss, evidence), _ = jax.lax.scan(body, init, (batch.inputs, batch.targets, batch.mask))
+        # a sparse network's synapses accumulate their gradient in place, on the rows that fired
+        (_, loss, evidence), _ = ops.event_scan(
+            body, weights, init, (batch.inputs, batch.targets, batch.mask), checkpoint=segment
+        )
         return loss, evidence
 
     (loss, evidence), grads = jax.value_and_grad(run, has_aux=True)(params)
@@ -49,13 +69,18 @@ def bptt_with_evidence(
 
 
 def bptt(
-    net: EINetwork, batch: Batch, loss_fn: StepLoss = cross_entropy, checkpoint: bool = False
+    net: EINetwork, batch: Batch, loss_fn: StepLoss = cross_entropy, checkpoint: bool | int = False
 ) -> tuple[Array, EINetwork]:
     """The loss of ``batch`` and its exact gradient by backpropagation through time.
 
-    Memory grows linearly with the number of steps T: the backward pass needs every step's residuals.
-    ``checkpoint=True`` stores only each step's carry (the network state) and recomputes the step in the
-    backward pass — less memory for about one more forward pass, still O(T).
+    The steps run in `diffbrain.ops.event_scan`, a `lax.scan` through which a sparse network's recurrent
+    weight gradient accumulates in place on the synapses of the neurons that fired. Memory grows linearly
+    with the number of steps T: the backward pass needs every step's residuals. ``checkpoint`` trades time
+    for memory: the steps run in segments, and the backward pass stores only each segment's starting state
+    and recomputes the segment's steps as it reaches them — ``T/k + k`` steps' worth of memory for
+    segments of ``k`` steps, for about one more forward pass. On the learn bench's sparse case (4,000
+    neurons, p = 2.5 %, T = 200, batch 16; 2 CPU cores) temporaries drop from 352 to 62 MiB with
+    ``checkpoint=15`` (0.61 → 0.71 s a step).
 
     Args:
         net: the network.
@@ -63,7 +88,8 @@ def bptt(
             mask [T, B], labels [B] (see `Batch`; checked by `diffbrain.learn.loss.check_batch`, inputs
             cast to the network's float dtype).
         loss_fn: the per-step loss (`StepLoss`); the total is normalised by the masked count.
-        checkpoint: rematerialise each step in the backward pass.
+        checkpoint: False to keep every step's residuals; a positive integer ``k`` for segments of ``k``
+            steps; True for segments of ⌈√T⌉ steps (the fewest steps held at once).
 
     Returns:
         ``(loss, grads)``: grads has the network's structure, with the trainable leaves (`trainable`) set

@@ -85,15 +85,31 @@ def test_online_gradients_align_with_bptt_on_a_sparse_recurrent_network():
     assert report["es-d-rtrl"]["readout"] == pytest.approx(1.0)
 
 
-def test_checkpointed_bptt_gives_the_same_gradient(cue_task):
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
+@pytest.mark.parametrize("checkpoint", [True, 1, 7, 25, 60])
+def test_checkpointed_bptt_gives_the_same_gradient(cue_task, sparse, checkpoint):
+    """Segments of 1, 7 (T = 25 leaves 4 over), all 25 and more steps, and ⌈√T⌉ (True): the plain
+    gradient."""
     task = cue_task(n_cues=1, delay=5, recall=5)
-    net = learn.EINetwork(task.n_inputs, 20, 2, key=jax.random.key(0))
+    net = learn.EINetwork(
+        task.n_inputs, 20, 2, key=jax.random.key(0), sparse=sparse, connectivity=0.5, in_scale=0.15
+    )
     batch = task.sample(jax.random.key(1), 2)
+    assert batch.inputs.shape[0] == 25
     loss, plain = learn.bptt(net, batch)
-    loss_checkpointed, checkpointed = learn.bptt(net, batch, checkpoint=True)
+    loss_checkpointed, checkpointed = learn.bptt(net, batch, checkpoint=checkpoint)
     assert loss_checkpointed == pytest.approx(float(loss))
     for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(checkpointed), strict=True):
+        assert jnp.max(jnp.abs(a)) > 0
         assert jnp.allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("checkpoint", [0, -3, 2.5, "15"])
+def test_bad_checkpoint_is_refused(cue_task, checkpoint):
+    task = cue_task(n_cues=1, delay=5, recall=5)
+    net = learn.EINetwork(task.n_inputs, 10, 2, key=jax.random.key(0))
+    with pytest.raises(ValueError, match="`checkpoint` must be"):
+        learn.bptt(net, task.sample(jax.random.key(1), 2), checkpoint=checkpoint)
 
 
 def test_unknown_algorithm_is_refused(cue_task):
@@ -128,6 +144,20 @@ def test_online_memory_does_not_grow_with_sequence_length():
     for name in ("d-rtrl", "es-d-rtrl"):
         assert memory[name][1] <= 1.2 * memory[name][0], memory
     assert memory["bptt"][1] > 5 * memory["bptt"][0], memory
+
+
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
+def test_checkpointed_bptt_memory_grows_as_the_square_root_of_the_sequence_length(sparse):
+    """Segments of ⌈√T⌉ steps hold ~2√T steps at once: from T = 400 to 6,400 the temporaries grow ~4×
+    (16× keeping every step), and at T = 6,400 they are a fraction of the plain BPTT's."""
+    net = learn.EINetwork(20, 200, 2, key=jax.random.key(0), sparse=sparse, connectivity=0.1)
+    net = jax.tree.map(lambda x: x.astype(jnp.float32) if eqx.is_inexact_array(x) else x, net)
+    checkpointed = functools.partial(learn.bptt, checkpoint=True)
+    short, long = (temp_bytes(checkpointed, net, n_steps, batch_size=16) for n_steps in (400, 6_400))
+    plain = temp_bytes(learn.bptt, net, 6_400, batch_size=16)
+    print(f"checkpointed {short} -> {long} bytes, plain {plain} bytes at T = 6,400")
+    assert long < 6 * short, (short, long)
+    assert long < plain / 5, (long, plain)
 
 
 @pytest.mark.parametrize("algorithm", ["d-rtrl", "es-d-rtrl"])
