@@ -77,8 +77,23 @@ def _check_not_nan(name: str, weight) -> None:
         )
 
 
+def _check_weight_dtype(weight) -> None:
+    """A builder's ``weight`` is a Python number (cast to float32) or a floating array, never a bool,
+    string or integer array (which `CSR` would refuse as ``data``)."""
+    python_number = isinstance(weight, int | float) and not isinstance(weight, bool)
+    dtype = getattr(weight, "dtype", None)
+    if python_number or (dtype is not None and jnp.issubdtype(dtype, jnp.floating)):
+        return
+    got = dtype if dtype is not None else type(weight).__name__
+    raise ValueError(
+        f"`weight` must be a number or a floating array, got {got}; pass e.g. a float or "
+        "weight.astype(np.float32)."
+    )
+
+
 def _check_weight(weight, nnz: int) -> None:
     """The weight of the random builders: one shared scalar or ``[nnz]`` per-synapse weights, not NaN."""
+    _check_weight_dtype(weight)
     if np.shape(weight) not in ((), (nnz,)):
         raise ValueError(
             f"`weight` must be one shared scalar (or {nnz} per-synapse weights), got shape "
@@ -105,8 +120,28 @@ def _weight_array(weight) -> Array:
 
 
 def numpy_generator(key: PRNGKeyArray) -> np.random.Generator:
-    """A NumPy generator seeded by a JAX key: the same key gives the same matrix."""
-    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+    """A NumPy generator seeded by a JAX key: the same key gives the same matrix.
+
+    Raises:
+        ValueError: ``key`` is not one concrete JAX key (``jax.random.key(seed)`` or a legacy
+            ``jax.random.PRNGKey(seed)``): an integer, a batch of keys, or a key traced inside ``jit`` or
+            ``vmap`` (the structure is drawn in NumPy: build the matrix outside them).
+    """
+    dtype = getattr(key, "dtype", None)
+    typed = dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key)
+    legacy = dtype == jnp.uint32 and jnp.ndim(key) == 1 and jnp.shape(key)[0] in (2, 4)
+    if not (typed and jnp.ndim(key) == 0) and not legacy:
+        got = f"{dtype}{list(jnp.shape(key))}" if dtype is not None else type(key).__name__
+        raise ValueError(
+            f"`key` must be one JAX key, e.g. jax.random.key(0), got {got}; for several matrices call the "
+            "builder once per key."
+        )
+    if isinstance(key, jax.core.Tracer):
+        raise ValueError(
+            "`key` must be concrete: the synapses are drawn in NumPy, so build the matrix outside "
+            "jit/vmap (its weights may then be traced, e.g. with `with_data`)."
+        )
+    if typed:
         key = jax.random.key_data(key)
     return np.random.default_rng(np.asarray(key).ravel())
 
@@ -115,6 +150,15 @@ def _edge_indices(value) -> np.ndarray:
     """``value`` as a NumPy array; an empty one (e.g. ``[]``, float64 to NumPy) as integers."""
     array = np.asarray(value)
     return array.astype(np.int32) if array.size == 0 else array
+
+
+def _check_shape(shape) -> tuple[int, int]:
+    """``shape`` as ``(n_pre, n_post)``, two non-negative integers."""
+    try:
+        n_pre, n_post = shape
+    except (TypeError, ValueError):
+        raise ValueError(f"`shape` must be (n_pre, n_post), got {shape!r}.") from None
+    return _check_size("shape[0] (n_pre)", n_pre), _check_size("shape[1] (n_post)", n_post)
 
 
 def _check_size(name: str, value) -> int:
@@ -237,9 +281,7 @@ class CSR(eqx.Module):
         data: Float[ArrayLike, "*nnz"],
         shape: tuple[int, int],
     ):
-        if len(shape) != 2:
-            raise ValueError(f"`shape` must be (n_pre, n_post), got {shape!r}.")
-        self.shape = (_check_size("shape[0] (n_pre)", shape[0]), _check_size("shape[1] (n_post)", shape[1]))
+        self.shape = _check_shape(shape)
         indptr, indices = jnp.asarray(indptr), jnp.asarray(indices)
         if jnp.issubdtype(indptr.dtype, jnp.integer) and jnp.issubdtype(indices.dtype, jnp.integer):
             # the kernels take both index arrays in one dtype, int32 or int64
@@ -359,12 +401,21 @@ class CSR(eqx.Module):
     ) -> CSR:
         """Synapses ``pre[k] → post[k]`` in any order, with per-edge weights ``[nnz]`` or one shared scalar.
 
+        ``pre`` and ``post`` (the structure) must be concrete; ``weight`` may be traced (inside ``jit``,
+        ``grad`` or ``vmap``), so a loss can be differentiated through per-edge weights.
+
         Raises:
-            ValueError: lengths differ, an index is out of range, an edge is repeated (repeats are
-                rejected, not summed: sum their weights first), or ``weight`` is not floating (a Python
-                number is cast to float32) or NaN.
+            ValueError: ``pre`` or ``post`` traced, lengths differ, an index is out of range, an edge is
+                repeated (repeats are rejected, not summed: sum their weights first), ``shape`` is not
+                two sizes, or ``weight`` is not floating (a Python number is cast to float32) or NaN.
         """
-        n_pre, n_post = _check_size("shape[0] (n_pre)", shape[0]), _check_size("shape[1] (n_post)", shape[1])
+        n_pre, n_post = _check_shape(shape)
+        for name, value in (("pre", pre), ("post", post)):
+            if isinstance(value, jax.core.Tracer):
+                raise ValueError(
+                    f"`{name}` must be concrete: the synapses' structure is fixed, so build the CSR from "
+                    "concrete edges outside jit/grad/vmap (only `weight` may be traced)."
+                )
         edges = {"pre": _edge_indices(pre), "post": _edge_indices(post)}
         for (name, array), size in zip(edges.items(), (n_pre, n_post), strict=True):
             if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer):
@@ -379,19 +430,15 @@ class CSR(eqx.Module):
             raise ValueError(
                 f"`pre` and `post` must have equal lengths, got {edges['pre'].size} and {edges['post'].size}."
             )
-        weights = np.asarray(weight)
+        weights = weight if isinstance(weight, jax.core.Tracer) else np.asarray(weight)
         if weights.shape not in ((), edges["pre"].shape):
             raise ValueError(
                 f"`weight` must be a scalar or have shape {edges['pre'].shape}, got {weights.shape}."
             )
-        python_number = isinstance(weight, int | float) and not isinstance(weight, bool)
-        if not (python_number or np.issubdtype(weights.dtype, np.floating)):
-            raise ValueError(
-                f"`weight` must be floating, got {weights.dtype}; pass e.g. weight.astype(np.float32)."
-            )
+        _check_weight_dtype(weight if isinstance(weight, int | float) else weights)
         _check_not_nan("weight", weights)
         indptr, indices, data = _from_coo(
-            edges["pre"], edges["post"], weights if weights.ndim else None, shape
+            edges["pre"], edges["post"], weights if weights.ndim else None, (n_pre, n_post)
         )
         return cls(indptr, indices, weight if data is None else data, (n_pre, n_post))
 

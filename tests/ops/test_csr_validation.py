@@ -50,9 +50,9 @@ def test_dtype_and_shape_errors_name_the_argument():
         CSR.from_dense(np.ones(3, np.float32))
     with pytest.raises(ValueError, match="`matrix` must be concrete"):
         jax.jit(lambda m: CSR.from_dense(m).data)(jnp.ones((2, 2)))
-    with pytest.raises(ValueError, match="`weight` must be floating, got int64"):
+    with pytest.raises(ValueError, match="`weight` must be a number or a floating array, got int64"):
         CSR.from_edges([0, 1], [1, 0], np.array([1, 2], np.int64), (2, 2))
-    with pytest.raises(ValueError, match="`weight` must be floating"):
+    with pytest.raises(ValueError, match="`weight` must be a number or a floating array"):
         CSR.from_edges([0], [1], np.int64(2), (2, 2))
     assert CSR.from_edges([0], [1], 2, (2, 2)).data.dtype == jnp.float32  # a Python int is cast
     with pytest.raises(ValueError, match="`weight` must be one shared scalar"):
@@ -122,3 +122,72 @@ def test_from_edges_takes_empty_python_lists():
     W = ops.CSR.from_edges([], [], 1.0, (2, 2))
     assert W.nnz == 0 and jnp.issubdtype(W.indices.dtype, jnp.integer)
     assert ops.event_matvec(jnp.array([True, True]), W).tolist() == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("weight", [np.int64(2), jnp.array(2), True, "0.5", np.ones(10, np.int32)])
+@pytest.mark.parametrize("builder", ["fixed_prob", "fixed_in_degree", "fixed_out_degree", "from_edges"])
+def test_every_builder_refuses_a_weight_that_is_not_a_number_or_floating_naming_weight(builder, weight):
+    """An integer array's error named `data` (the constructor's argument), and a bool or a string became
+    a float silently (review s16 #5)."""
+    with pytest.raises(ValueError, match="`weight` must be a number or a floating array"):
+        if builder == "from_edges":
+            CSR.from_edges(np.arange(10) // 5, np.arange(10) % 5, weight, (2, 5))
+        else:
+            getattr(CSR, builder)(KEY, 5, 5, 0.4 if builder == "fixed_prob" else 2, weight=weight)
+    assert CSR.fixed_prob(KEY, 5, 5, 0.4, weight=2).data.dtype == jnp.float32  # a Python int is cast
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        (0, "got int"),
+        (None, "got NoneType"),
+        (jax.random.split(KEY), r"got key<fry>\[2\]"),
+        (np.zeros(3, np.uint32), r"got uint32\[3\]"),
+    ],
+)
+def test_random_builders_refuse_what_is_not_one_key_naming_key(key, message):
+    """An int or None gave an AttributeError; a batch of keys was silently hashed into one (review s16 #4)."""
+    for builder, size in ((CSR.fixed_prob, 0.5), (CSR.fixed_in_degree, 2), (CSR.fixed_out_degree, 2)):
+        with pytest.raises(
+            ValueError, match=f"`key` must be one JAX key, e.g. jax.random.key\\(0\\), {message}"
+        ):
+            builder(key, 5, 5, size)
+    legacy = CSR.fixed_prob(jax.random.PRNGKey(3), 20, 20, 0.3)
+    assert legacy.nnz == CSR.fixed_prob(jax.random.PRNGKey(3), 20, 20, 0.3).nnz > 0
+
+
+def test_random_builders_under_jit_or_vmap_say_the_key_must_be_concrete():
+    with pytest.raises(ValueError, match="`key` must be concrete"):
+        jax.jit(lambda k: CSR.fixed_prob(k, 5, 5, 0.5).indices)(KEY)
+    with pytest.raises(ValueError, match="`key` must be concrete"):
+        jax.vmap(lambda k: CSR.fixed_in_degree(k, 5, 5, 2).indices)(jax.random.split(KEY, 3))
+
+
+@pytest.mark.parametrize("shape", [(2, 2, 2), (2,), 4, None])
+def test_from_edges_and_csr_name_a_shape_that_is_not_two_sizes(shape):
+    """A 3-tuple gave 'too many values to unpack', a 1-tuple an IndexError (review s16 #6)."""
+    with pytest.raises(ValueError, match=r"`shape` must be \(n_pre, n_post\)"):
+        CSR.from_edges([0, 1], [1, 0], 1.0, shape)
+    with pytest.raises(ValueError, match=r"`shape` must be \(n_pre, n_post\)"):
+        CSR(np.array([0, 1, 2]), np.array([1, 0]), 1.0, shape)
+
+
+def test_from_edges_takes_traced_weights_and_refuses_traced_edges():
+    """Differentiating through per-edge weights raised TracerArrayConversionError (review s16 #7)."""
+    pre, post = np.array([1, 0, 1]), np.array([0, 1, 1])  # unsorted: the weights are permuted into CSR order
+
+    def loss(weight):
+        return jnp.sum(
+            CSR.from_edges(pre, post, weight, (2, 2)).to_dense() * jnp.array([[1.0, 2.0], [3.0, 4.0]])
+        )
+
+    weight = jnp.array([0.5, 1.5, 2.5])
+    dense = np.zeros((2, 2))
+    dense[pre, post] = weight
+    assert jax.jit(lambda w: CSR.from_edges(pre, post, w, (2, 2)).to_dense())(weight) == pytest.approx(dense)
+    assert jax.grad(loss)(weight) == pytest.approx(np.array([3.0, 2.0, 4.0]))
+    batched = jax.vmap(lambda w: CSR.from_edges(pre, post, w, (2, 2)).data)(jnp.stack([weight, 2 * weight]))
+    assert batched.shape == (2, 3)
+    with pytest.raises(ValueError, match="`pre` must be concrete"):
+        jax.jit(lambda p: CSR.from_edges(p, post, 1.0, (2, 2)).indices)(jnp.asarray(pre))
