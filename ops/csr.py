@@ -458,7 +458,9 @@ class CSR(eqx.Module):
             key: JAX PRNG key; the same key gives the same matrix.
             n_pre, n_post: numbers of presynaptic and postsynaptic neurons.
             p: connection probability in [0, 1].
-            weight: the shared weight (set per-synapse weights afterwards with `with_data`).
+            weight: the shared weight, or one weight per synapse ``[nnz]`` in the CSR's order (row by
+                row, i.e. grouped by presynaptic neuron, columns ascending); usually per-synapse weights
+                are set afterwards with `with_data`.
             allow_self: if False, no synapse ``i → i`` (needs ``n_pre == n_post``).
         """
         n_pre, n_post = _check_size("n_pre", n_pre), _check_size("n_post", n_post)
