@@ -221,3 +221,38 @@ def test_bad_input_names_the_argument():
         from_adjacency(good, labels=names, gap_junctions=reordered)
     in_order = pd.DataFrame(good, index=names, columns=names)
     assert from_adjacency(good, labels=names, gap_junctions=in_order).gap.nnz == 6  # no self-junctions
+
+
+def test_inhibitory_synapses_of_current_based_receptors_are_negative():
+    """Review: with current-based receptors the inhibitory neurons' weights were positive, so they excited
+    their targets; a conductance-based ``"inh"`` keeps them ≥ 0 (its reversal potential gives the sign)."""
+    counts = np.array([[0, 0, 5], [0, 0, 5], [0, 0, 0]])  # 0 → 2 and 1 → 2, five synapses each
+    inhibitory = np.array([False, True, False])
+    cuba = {"exc": zoo.Expon(tau=5.0, mode="cuba"), "inh": zoo.Expon(tau=10.0, mode="cuba")}
+    net = from_adjacency(
+        counts, inhibitory=inhibitory, receptors=cuba, weight_per_synapse=0.05, neuron=zoo.GIF()
+    )
+    np.testing.assert_allclose(net.weights("exc"), [0.25])
+    np.testing.assert_allclose(net.weights("inh"), [-0.25])
+    state = net.init_state()
+    rest = float(state.neurons.V[2])
+    state = state._replace(spikes=jnp.array([False, True, False]))  # the inhibitory neuron fires
+    for _ in range(30):
+        state, _ = net.step(state, jnp.zeros(2, jnp.uint32))
+    assert float(state.neurons.V[2]) < rest - 0.1
+    coba = from_adjacency(counts, inhibitory=inhibitory, weight_per_synapse=0.05)
+    np.testing.assert_allclose(coba.weights("inh"), [0.25])
+
+
+@pytest.mark.parametrize("weight_per_synapse", [-1.0, np.nan])
+def test_weight_per_synapse_must_be_a_finite_magnitude(weight_per_synapse):
+    """Review: a negative ``weight_per_synapse`` silently flipped excitation and inhibition alike."""
+    with pytest.raises(ValueError, match="`weight_per_synapse` must be finite and ≥ 0"):
+        from_adjacency(np.ones((2, 2)), weight_per_synapse=weight_per_synapse)
+
+
+def test_gap_junctions_need_a_neuron_that_takes_pA():
+    """Review: a GIF neuron (input in nA) took the junctions' nS·mV as nA, 1000× too strong."""
+    receptors = {"exc": zoo.Expon(mode="cuba"), "inh": zoo.Expon(mode="cuba")}
+    with pytest.raises(ValueError, match="`gap_junctions` carry currents in pA"):
+        from_adjacency(np.zeros((2, 2)), gap_junctions=np.ones((2, 2)), neuron=zoo.GIF(), receptors=receptors)

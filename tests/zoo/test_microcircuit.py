@@ -284,6 +284,40 @@ def test_bad_arguments_name_the_argument(folder, params, small, tmp_path):
             small.edges(jax.random.key(0), dt=bad)
 
 
+def _without(params, key, nested=None):
+    edited = json.loads(json.dumps(params))
+    (edited[nested] if nested else edited).pop(key)
+    return edited
+
+
+def test_malformed_parameters_are_named(params):
+    """Review: a missing or malformed nested parameter raised KeyError or TypeError, and a negative PSP
+    silently made the excitatory weights negative."""
+    neuron = params["neuron_params"]
+    cases = [
+        (_without(params, "C_m", "neuron_params"), r"`neuron_params` lacks.*'C_m'"),
+        (_without(params, "t_ref", "neuron_params"), r"`neuron_params` lacks.*'t_ref'"),
+        (params | {"neuron_params": [1, 2]}, "`neuron_params` must be a mapping"),
+        (
+            params | {"neuron_params": neuron | {"tau_m": "10"}},
+            r"`neuron_params\['tau_m'\]` must be a finite",
+        ),
+        (params | {"neuron_params": neuron | {"V_th": None}}, r"`neuron_params\['V_th'\]` must be a finite"),
+        (params | {"g": "four"}, "`g` must be a finite number ≤ 0"),
+        (params | {"g": 4.0}, "`g` must be a finite number ≤ 0"),
+        (params | {"PSP_exc_mean_mV": -0.15}, "`PSP_exc_mean_mV` must be a finite number > 0"),
+        (params | {"PSP_exc_mean_mV": 0.0}, "`PSP_exc_mean_mV` must be a finite number > 0"),
+        (params | {"PSP_L4E_to_L23E_factor": -2.0}, "`PSP_L4E_to_L23E_factor` must be a finite number > 0"),
+        (params | {"bg_rate_Hz": float("nan")}, "`bg_rate_Hz` must be a finite number ≥ 0"),
+        (params | {"weight_rel_std": -0.1}, "`weight_rel_std` must be a finite number ≥ 0"),
+        (params | {"delay_exc_mean_ms": -1.0}, "`delay_exc_mean_ms` must be a finite number > 0"),
+        (params | {"delay_rel_std": True}, "`delay_rel_std` must be a finite number ≥ 0"),
+    ]
+    for edited, message in cases:
+        with pytest.raises(ValueError, match=message):
+            Microcircuit.from_data(edited, scale=0.01)
+
+
 def test_docstring_example(folder):
     module = importlib.import_module("diffbrain.zoo.networks.microcircuit")
     with jax.enable_x64(False):

@@ -3,6 +3,7 @@ simulation, Poisson background, pulses, gradients against finite differences, an
 
 import doctest
 import importlib
+import re
 import weakref
 
 import jax
@@ -687,3 +688,86 @@ def test_docstring_examples():
         with jax.enable_x64(False):
             result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert result.failed == 0
+
+
+@pytest.mark.parametrize("neuron", [zoo.GIF(), zoo.ALIF(), zoo.Izhikevich()])
+def test_gap_junctions_are_refused_for_a_neuron_whose_input_is_not_pA(neuron):
+    """Review: a 1 nS junction across 15 mV carries 15 pA, but a GIF neuron (input in nA) received it as
+    15 nA; like conductance-based receptors, gap junctions need a neuron that takes pA."""
+    common = dict(sizes={"E": 2}, receptors={"exc": zoo.Expon(mode="cuba")}, edges={})
+    gap = networks.GapJunctions([0], [1], 1.0)
+    unit = re.escape(type(neuron).input_unit)
+    with pytest.raises(ValueError, match=f"`gap_junctions` carry currents in pA.*takes its input in {unit}"):
+        Network.build(**common, neuron=neuron, gap_junctions=gap)
+    assert Network.build(**common, neuron=neuron).gap is None
+    assert Network.build(**common, neuron=zoo.LIF(), gap_junctions=gap).gap.nnz == 1
+
+
+def test_a_state_of_another_network_is_refused():
+    """Review: a state of another neuron count failed inside ops naming `ring`, one with a shorter ring at
+    run time (a JaxRuntimeError)."""
+
+    def relay(n, delay_ms):
+        edges = {"exc": Edges([0], [1], 300.0, delay_ms)}
+        receptors = {"exc": zoo.Expon(mode="cuba")}
+        return Network.build(sizes={"E": n}, neuron=zoo.LIF(), receptors=receptors, edges=edges)
+
+    net = relay(4, 1.5)
+    for other in (relay(5, 1.5), relay(4, 0.5)):
+        with pytest.raises(ValueError, match="`state` must be a NetworkState of this network"):
+            net.simulate(5.0, None, state=other.init_state(V=np.full(other.n, -65.0)))
+    state = net.init_state(V=np.full(4, -65.0))
+    assert net.simulate(5.0, None, state=state).counts.shape == (50, 1)
+    # a surrogate run's final state (float spikes) continues an event run and vice versa
+    surrogate = net.simulate(5.0, None, state=state, surrogate=True).final_state
+    assert net.simulate(5.0, None, state=surrogate).counts.shape == (50, 1)
+
+
+@pytest.mark.parametrize("unroll", [0, -1, 2.5, "2", None])
+def test_unroll_must_be_a_positive_integer_or_a_bool(unroll):
+    """Review: 2.5 failed deep in XLA, '2' with a bare TypeError."""
+    net = Network.build(
+        sizes={"E": 2}, neuron=zoo.LIF(), receptors={"exc": zoo.Expon(mode="cuba")}, edges={}, I_ext=600.0
+    )
+    ei = networks.EINetwork.coba(jax.random.key(0), n=100, in_degree=10)
+    key = jax.random.key(0)
+    for simulate in (net.simulate, lambda *args, **kw: networks.simulate(ei, *args, **kw)):
+        with pytest.raises(ValueError, match="`unroll` must be a positive integer or a bool"):
+            simulate(1.0, key, unroll=unroll)
+    reference = np.asarray(net.simulate(1.0, key).counts)
+    for good in (2, np.int64(3), True, False):
+        np.testing.assert_array_equal(net.simulate(1.0, key, unroll=good).counts, reference)
+
+
+def test_rate_trace_refuses_a_bin_that_is_not_a_whole_number_of_steps():
+    """Review: ``bin_ms`` 0.25 at dt = 0.1 gave 0.2 ms bins, 0 and −5 gave 0.1 ms bins."""
+    net = Network.build(
+        sizes={"E": 10}, neuron=zoo.LIF(), receptors={"exc": zoo.Expon(mode="cuba")}, edges={}, I_ext=600.0
+    )
+    result = net.simulate(100.0, None, state=net.init_state(V=np.full(10, -65.0)))
+    for bad in (0.25, 0.35, 0.04, 0.0, -5.0, np.nan, np.inf):
+        with pytest.raises(ValueError, match=r"`bin_ms` must be a positive multiple of dt = 0\.1 ms"):
+            result.rate_trace(bad)
+    assert result.rate_trace(5.0).shape == (20, 1) and result.rate_trace(0.3).shape == (333, 1)
+    np.testing.assert_allclose(result.rate_trace(0.1).mean(), result.rates()[0], rtol=1e-5)
+
+
+def test_with_weights_refuses_negative_conductances():
+    """Review: `build` refused a negative conductance for a conductance-based receptor, `with_weights` did
+    not."""
+    net = Network.build(
+        sizes={"E": 2},
+        neuron=zoo.LIF(),
+        receptors={"exc": zoo.Expon(tau=5.0, E=0.0), "cur": zoo.Expon(mode="cuba")},
+        edges={"exc": Edges([0], [1], 5.0, 0.0), "cur": Edges([0], [1], 5.0, 0.0)},
+    )
+    for weight in (-5.0, np.array([-5.0]), jnp.array([-5.0])):
+        with pytest.raises(ValueError, match=r"`weight` must be ≥ 0 nS for the conductance-based receptor"):
+            net.with_weights("exc", weight)
+    assert float(net.with_weights("exc", 2.0).weights("exc")[0]) == 2.0
+    assert float(net.with_weights("cur", -5.0).weights("cur")[0]) == -5.0  # a current carries its sign
+
+    def total(weight):  # traced weights are not checked (as the finiteness of `with_data`)
+        return jnp.sum(net.with_weights("exc", weight).weights("exc"))
+
+    assert float(jax.grad(total)(jnp.array([-1.0]))[0]) == 1.0

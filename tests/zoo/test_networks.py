@@ -148,6 +148,14 @@ def test_recording_and_continuation():
     np.testing.assert_array_equal(np.concatenate([first.counts, second.counts]), whole.counts)
 
 
+def test_a_state_of_another_size_is_refused():
+    """Review: a state of another network failed inside ops, naming ``spikes``."""
+    net = EINetwork.coba(jax.random.key(0), n=100, in_degree=10)
+    other = EINetwork.coba(jax.random.key(0), n=120, in_degree=10).init_state(jax.random.key(1))
+    with pytest.raises(ValueError, match=r"`state` must hold \[n\] = \[100\] arrays"):
+        networks.simulate(net, 5.0, None, state=other)
+
+
 def test_surrogate_path_matches_events_and_gradient_is_finite():
     net = EINetwork.coba(jax.random.key(0), n=200, in_degree=20)
     key = jax.random.key(1)

@@ -2,11 +2,11 @@
 
 Chemical synapses become conductance-based (by default) exponential synapses whose weight is the synapse
 count times ``weight_per_synapse``; presynaptic neurons marked ``inhibitory`` act through the inhibitory
-receptor. Gap junctions become conductances, ``I_gap,j = Σ_i g_ij (V_i − V_j)`` with ``g_ij`` the count of
-junctions i → j (``orientation="pre_post"``) times ``conductance_per_junction`` (`GapJunctions`, two
-`ops.csr_matvec` per step; a symmetric matrix conducts both ways). Works on dense arrays,
-SciPy sparse matrices (never densified) and labelled tables (pandas ``DataFrame``: rows and columns must
-carry the same labels).
+receptor (with negative weights when it is current-based). Gap junctions become conductances,
+``I_gap,j = Σ_i g_ij (V_i − V_j)`` with ``g_ij`` the count of junctions i → j (``orientation="pre_post"``)
+times ``conductance_per_junction`` (`GapJunctions`, two `ops.csr_matvec` per step; a symmetric matrix
+conducts both ways). Works on dense arrays, SciPy sparse matrices (never densified) and labelled tables
+(pandas ``DataFrame``: rows and columns must carry the same labels).
 
 Example:
     >>> import numpy as np
@@ -59,12 +59,15 @@ def from_adjacency(
             counts j → i. The same for ``gap_junctions``.
         labels: one label per neuron (cell type or name); neurons with equal labels must be consecutive
             and form one population named by the label. None: one population ``"neurons"``.
-        weight_per_synapse: weight of one synapse, in the receptors' unit (nS for the default
-            conductance-based ones); a connection's weight is its count times this.
+        weight_per_synapse: the size of one synapse's weight, ≥ 0, in the receptors' unit (nS for the
+            default conductance-based ones; for current-based ones the neuron's input unit); a
+            connection's weight is its count times this, negated for inhibitory synapses onto a
+            current-based ``"inh"`` receptor (a conductance-based one takes it as it is: its reversal
+            potential makes it inhibitory).
         inhibitory: ``[n]`` bool, True for neurons whose synapses are inhibitory (receptor ``"inh"``);
             None: all excitatory (receptor ``"exc"``).
         gap_junctions: ``[n, n]`` gap-junction counts, or None. Give a symmetric matrix for junctions that
-            conduct both ways.
+            conduct both ways. Their currents are in pA: the neuron must take pA (`LIF`, `AdEx`).
         conductance_per_junction: nS per gap junction.
         neuron: the neuron model (default `LIF` with its defaults).
         receptors: ``{"exc": …, "inh": …}`` (default: the COBA benchmark's conductance-based `Expon`,
@@ -74,7 +77,8 @@ def from_adjacency(
 
     Raises:
         ValueError: naming the argument — a non-square matrix, NaN or negative counts, labels that do not
-            match the matrix (count, row/column labels, non-consecutive), a bad ``orientation``.
+            match the matrix (count, row/column labels, non-consecutive), a bad ``orientation``, a negative
+            ``weight_per_synapse``, gap junctions for a neuron whose input is not in pA (`Network.build`).
     """
     if orientation not in ORIENTATIONS:
         raise ValueError(f"`orientation` must be one of {ORIENTATIONS}, got {orientation!r}.")
@@ -89,15 +93,22 @@ def from_adjacency(
             f"`inhibitory` must be a bool array of shape ({n},), got "
             f"{inhibitory.dtype}{list(inhibitory.shape)}."
         )
-    if not np.isfinite(weight_per_synapse) or not np.isfinite(conductance_per_junction):
-        raise ValueError("`weight_per_synapse` and `conductance_per_junction` must be finite.")
+    if not (np.isfinite(weight_per_synapse) and weight_per_synapse >= 0):
+        raise ValueError(
+            f"`weight_per_synapse` must be finite and ≥ 0 (inhibitory synapses take their sign from the "
+            f'receptor "inh"), got {weight_per_synapse!r}.'
+        )
+    if not np.isfinite(conductance_per_junction):
+        raise ValueError(f"`conductance_per_junction` must be finite, got {conductance_per_junction!r}.")
     if receptors is None:
         receptors = {"exc": Expon(tau=5.0, E=0.0), "inh": Expon(tau=10.0, E=-80.0)}
     delay = 0.0 if delay is None else delay
     from_inh = inhibitory[pre]
+    # a current carries its sign; a conductance is ≥ 0 and its reversal potential makes it inhibitory
+    inh_sign = -1.0 if getattr(receptors.get("inh"), "mode", None) == "cuba" else 1.0
     edges = {
-        name: Edges(pre[mask], post[mask], count[mask] * weight_per_synapse, delay)
-        for name, mask in (("exc", ~from_inh), ("inh", from_inh))
+        name: Edges(pre[mask], post[mask], count[mask] * (sign * weight_per_synapse), delay)
+        for name, mask, sign in (("exc", ~from_inh, 1.0), ("inh", from_inh, inh_sign))
         if mask.any()
     }
     gap = None

@@ -17,7 +17,14 @@ from .._checks import check_dt
 from ..neurons.lif import LIF, LIFState
 from ..simulate import _fail_on_nonfinite
 from ..synapses.expon import Expon, ExponState
-from .network import AbstractPopulationResult, Network, NetworkResult, _scan_steps, record_indices
+from .network import (
+    AbstractPopulationResult,
+    Network,
+    NetworkResult,
+    _checked_unroll,
+    _scan_steps,
+    record_indices,
+)
 
 
 class EIState(NamedTuple):
@@ -265,6 +272,15 @@ def _validate(net, duration_ms, dt, record) -> tuple[int, np.ndarray]:
     return n_steps, record_indices(record, net.n)
 
 
+def _check_state(net: EINetwork, state: EIState) -> None:
+    """Every array of ``state`` holds one value per neuron of ``net``."""
+    wrong = [leaf.shape for leaf in jax.tree.leaves(state) if leaf.shape != (net.n,)]
+    if wrong:
+        raise ValueError(
+            f"`state` must hold [n] = [{net.n}] arrays (an EIState of this network), got {wrong}."
+        )
+
+
 def simulate(
     net: EINetwork | Network,
     duration_ms: float,
@@ -288,13 +304,14 @@ def simulate(
         dt: time step, ms (default 0.1 for an `EINetwork`; a `Network` has its own and checks a given one).
         record: neuron indices whose spikes to keep (or an int k: neurons 0 … k − 1); their raster is
             ``result.raster`` and `EIResult.spike_trains` gives (times, indices).
-        state: initial state (to continue a run); default ``net.init_state(key)``.
+        state: initial state (to continue a run: a result's ``final_state`` of this network); default
+            ``net.init_state(key)``.
         surrogate: float surrogate spikes (differentiable counts) instead of bool events.
         detach_recurrent: with ``surrogate``, stop the gradient through the recurrent spikes (see
             `EINetwork.step`). The full path explodes in these chaotic networks: at N = 200 the gradient of
             the E rate w.r.t. the excitatory weight reached 4·10¹⁰ after 20 ms and NaN after 100 ms
             (float32, any surrogate width); detached it stays finite.
-        unroll: steps unrolled per scan iteration.
+        unroll: steps unrolled per scan iteration, a positive integer or a bool (True: all).
         check_finite: raise (also inside ``jit``) if the final state holds NaN or inf, as `zoo.simulate`.
         event_scan: run the steps with `ops.event_scan`, for gradients w.r.t. the per-synapse weights
             (``W_E.data``, ``W_I.data``): the same values and gradients, with each step's weight gradient
@@ -317,8 +334,11 @@ def simulate(
         return net.simulate(duration_ms, key, dt=dt, **options)
     dt = float(check_dt(0.1 if dt is None else dt))
     n_steps, record = _validate(net, duration_ms, dt, record)
+    unroll = _checked_unroll(unroll)
     if state is None:
         state = net.init_state(key)
+    else:
+        _check_state(net, state)
     if surrogate and not jnp.issubdtype(state.spikes.dtype, jnp.inexact):
         state = state._replace(spikes=state.spikes.astype(state.neurons.V.dtype))
     counts, raster, state = _run(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 import os
 from collections.abc import Iterator, Mapping
 
@@ -41,6 +42,26 @@ _KEYS = (
     "delay_rel_std",
     "neuron_params",
     "full_mean_rates_Hz_reference",
+)
+_SIGNS = {"> 0": np.greater, "≥ 0": np.greater_equal, "≤ 0": np.less_equal}
+_NUMBERS = (  # each scalar parameter and what it must be
+    ("bg_rate_Hz", "≥ 0"),
+    ("PSP_exc_mean_mV", "> 0"),  # negative, it would make the excitatory weights inhibitory
+    ("PSP_L4E_to_L23E_factor", "> 0"),
+    ("g", "≤ 0"),  # the inhibitory weights are g times the excitatory ones
+    ("weight_rel_std", "≥ 0"),
+    ("delay_exc_mean_ms", "> 0"),
+    ("delay_inh_mean_ms", "> 0"),
+    ("delay_rel_std", "≥ 0"),
+)
+_NEURON_NUMBERS = (
+    ("E_L", None),
+    ("V_th", None),
+    ("V_reset", None),
+    ("C_m", "> 0"),
+    ("tau_m", "> 0"),
+    ("tau_syn", "> 0"),
+    ("t_ref", "≥ 0"),
 )
 
 
@@ -127,7 +148,30 @@ def read_data(source: str | os.PathLike | Mapping) -> Mapping:
             raise ValueError(
                 f"`{key}` must be 8 finite non-negative numbers, one per population, got {values!r}."
             )
+    for key, condition in _NUMBERS:
+        _check_number(key, params[key], condition)
+    neuron = params["neuron_params"]
+    if not isinstance(neuron, Mapping):
+        raise ValueError(
+            f"`neuron_params` must be a mapping of the neuron's parameters (E_L, V_th, …), got "
+            f"{type(neuron).__name__}."
+        )
+    missing = [key for key, _ in _NEURON_NUMBERS if key not in neuron]
+    if missing:
+        raise ValueError(
+            f"`neuron_params` lacks the parameter(s) {missing}; pass the {DATA_FILE} of the data folder."
+        )
+    for key, condition in _NEURON_NUMBERS:
+        _check_number(f"neuron_params[{key!r}]", neuron[key], condition)
     return params
+
+
+def _check_number(name: str, value, condition: str | None) -> None:
+    """``value`` is a finite real number, and ``condition`` (a key of `_SIGNS`) holds for it."""
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value)
+    if not real or (condition is not None and not _SIGNS[condition](value, 0)):
+        must = "a finite number" if condition is None else f"a finite number {condition}"
+        raise ValueError(f"`{name}` must be {must}, got {value!r}.")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -235,7 +279,8 @@ class Microcircuit:
     ) -> Microcircuit:
         """The microcircuit from the ``conn-potjans-diesmann2014`` data (the folder, its JSON file, or that
         file loaded as a dict) at ``scale`` × the neuron numbers and ``k_scale`` × the in-degrees (see the
-        class docstring). Raises ``ValueError`` naming a bad argument or a missing parameter."""
+        class docstring). Raises ``ValueError`` naming a bad argument or a missing or malformed parameter
+        (`read_data`)."""
         params = read_data(source)
         scale, k_scale = _fraction("scale", scale), _fraction("k_scale", k_scale)
         if background not in ("poisson", "dc"):

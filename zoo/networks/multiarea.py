@@ -159,7 +159,8 @@ class PulseResponse(NamedTuple):
 class MultiArea(eqx.Module):
     """The multi-area model as a `Network` with its areas' metadata.
 
-    Populations are ``"<area>/E"`` and ``"<area>/I"``, area by area in hierarchy order (V1 first).
+    Populations are ``"<area>/E"`` and ``"<area>/I"``, area by area in the order of ``areas`` as given to
+    `build` (not sorted; the shipped Markov connectome lists them in hierarchy order, V1 first).
 
     Attributes:
         network: the `Network` (LIF neurons, receptors ``"exc"`` and ``"inh"``, Poisson noise).
@@ -220,7 +221,8 @@ class MultiArea(eqx.Module):
             fln: ``[A, A]`` FLN[target, source], ≥ 0, zero diagonal not required (it is ignored).
             distance_mm: ``[A, A]`` wiring distances, mm, ≥ 0.
             hierarchy: ``[A]`` hierarchy values ≥ 0 (normalised here by their maximum).
-            areas: ``A`` distinct area names.
+            areas: ``A`` distinct area names, in the order of the matrices' rows; the populations follow
+                it (it is not sorted by ``hierarchy``).
             n_per_area: neurons per area (``round(exc_fraction·n)`` excitatory).
             key: seeds the wiring and the delays.
             gba: ``"strong"`` or ``"weak"`` global balanced amplification (Joglekar's two regimes).

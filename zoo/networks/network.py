@@ -15,6 +15,7 @@ an `EINetwork`'s matrices reproduces it exactly.
 from __future__ import annotations
 
 import functools
+import numbers
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import NamedTuple
 
@@ -77,7 +78,8 @@ class Background(NamedTuple):
 class GapJunctions(NamedTuple):
     """Electrical synapses: neuron ``post[k]`` receives ``conductance[k]·(V[pre[k]] − V[post[k]])`` pA.
 
-    A physical gap junction conducts both ways: list it in both directions (a symmetric matrix).
+    A physical gap junction conducts both ways: list it in both directions (a symmetric matrix). The current
+    is in pA, so `Network.build` takes gap junctions only for a neuron whose input is in pA (`LIF`, `AdEx`).
 
     Attributes:
         pre, post: ``[k]`` neuron indices (global).
@@ -142,8 +144,13 @@ class AbstractPopulationResult(eqx.Module):
         return self.counts.sum(axis=0) / np.asarray(self.sizes) / self.duration * 1000.0
 
     def rate_trace(self, bin_ms: float = 5.0) -> Float[Array, "B P"]:
-        """Population rates in consecutive bins of ``bin_ms`` ms (a trailing partial bin is dropped), Hz."""
-        per_bin = max(1, round(bin_ms / self.dt))
+        """Population rates in consecutive bins of ``bin_ms`` ms, a positive multiple of ``dt`` (a trailing
+        partial bin is dropped), Hz. Raises ``ValueError`` for any other ``bin_ms``."""
+        per_bin = round(bin_ms / self.dt) if np.isfinite(bin_ms) else 0
+        if per_bin < 1 or abs(per_bin * self.dt - bin_ms) > 1e-6 * max(1.0, bin_ms):  # as `duration_ms`'s
+            raise ValueError(
+                f"`bin_ms` must be a positive multiple of dt = {self.dt} ms (whole steps), got {bin_ms!r}."
+            )
         n_bins, n_pops = self.counts.shape[0] // per_bin, self.counts.shape[1]
         binned = self.counts[: n_bins * per_bin].reshape(n_bins, per_bin, n_pops).sum(axis=1)
         return binned / np.asarray(self.sizes) / (per_bin * self.dt) * 1000.0
@@ -377,12 +384,14 @@ class Network(eqx.Module):
             background: Poisson input (`Background`, or several).
             I_ext: constant current per neuron, scalar or ``[n]``, in the neuron's input unit (pA for
                 `LIF` and `AdEx`; current-based weights, pulses and background weights use it too).
-            gap_junctions: electrical synapses (`GapJunctions`); repeated pairs are summed.
+            gap_junctions: electrical synapses (`GapJunctions`); repeated pairs are summed. Their currents
+                are in pA, so the neuron must take its input in pA (``neuron.input_unit``).
 
         Raises:
             ValueError: naming the argument — bad sizes, unknown receptor names, indices out of range,
                 non-finite weights or delays, negative delays, negative conductances, delays too long to
-                keep, bad background rates, streamed parts out of presynaptic order.
+                keep, bad background rates, streamed parts out of presynaptic order, conductance-based
+                receptors or gap junctions with a neuron whose input is not in pA.
             TypeError: the neuron or a receptor is not a zoo spiking neuron / synapse.
         """
         dt = float(check_dt(dt))
@@ -415,6 +424,11 @@ class Network(eqx.Module):
                 )
         if not receptors:
             raise ValueError("`receptors` must name at least one receptor, e.g. {'exc': Expon(...)}.")
+        if gap_junctions is not None and neuron.input_unit != "pA":
+            raise ValueError(
+                f"`gap_junctions` carry currents in pA (nS × mV) but {type(neuron).__name__} takes its input "
+                f"in {neuron.input_unit}; use a neuron that takes pA (e.g. LIF, AdEx) or leave them out."
+            )
         # the receptors' states are carried with the neurons': one floating dtype, the network's
         receptors = {name: astype(receptor, dtype) for name, receptor in receptors.items()}
         projections, edge_slots = {}, {}
@@ -451,8 +465,11 @@ class Network(eqx.Module):
 
     def with_weights(self, receptor: str, weight: Float[ArrayLike, "*nnz"]) -> Network:
         """The same network with new weights for ``receptor``: ``[nnz]`` (one per edge given to `build`,
-        summed into merged repeats; differentiable) or one shared scalar."""
+        summed into merged repeats; differentiable) or one shared scalar, in the receptor's unit: ≥ 0 nS
+        for a conductance-based receptor, as `build` checks (traced weights, inside ``jit`` or ``grad``,
+        are not checked)."""
         projection = self.projections[_known_receptor("receptor", receptor, self.projections)]
+        _check_conductances("weight", receptor, self.receptors[receptor].mode, weight)
         weight = jnp.asarray(weight, projection.W.data.dtype)
         slots = self.edge_slots[receptor]
         if weight.shape not in ((), slots.shape):
@@ -565,11 +582,13 @@ class Network(eqx.Module):
                 for a network without background that continues from ``state``.
             dt: if given, must equal the network's ``dt`` (delays were rounded to it at build time).
             record: neuron indices whose spikes to keep (or k: neurons 0 … k − 1).
-            state: the state to continue from; default `init_state` with ``key``.
+            state: the state to continue from (of this network: `init_state` or a result's
+                ``final_state``); default `init_state` with ``key``.
             surrogate: float surrogate spikes (differentiable counts) instead of bool events.
             detach_recurrent: with ``surrogate``, stop the gradient through recurrent spikes (see `step`).
             pulse: current pulses (`Pulse`), placed in the state's absolute time.
-            unroll: steps unrolled per scan iteration.
+            unroll: steps unrolled per scan iteration, a positive integer or a bool (True: all), as for
+                `lax.scan`.
             checkpoint: for gradients of long runs: keep the state every ``checkpoint`` steps and recompute
                 the steps in between during the backward pass (`jax.checkpoint`), so memory grows with
                 ``T/checkpoint + checkpoint`` steps instead of ``T``. None: keep every step.
@@ -595,6 +614,7 @@ class Network(eqx.Module):
         n_steps, record = _check_run(self, duration_ms, dt, record)
         _check_count("checkpoint", checkpoint, "a positive number of steps")
         _check_count("max_spikes_per_step", max_spikes_per_step, "a positive integer")
+        unroll = _checked_unroll(unroll)
         state, seed = self._start(key, state, surrogate)
         pulses = tuple(self._pulse(p) for p in _as_list(pulse))
         counts, raster, state = _run(
@@ -634,6 +654,8 @@ class Network(eqx.Module):
             init_key, key = jax.random.split(key)
         if state is None:
             state = self.init_state(init_key)
+        else:
+            _check_state(self, state)
         if surrogate and not jnp.issubdtype(state.spikes.dtype, jnp.inexact):
             state = state._replace(spikes=state.spikes.astype(state.neurons.V.dtype))
         elif not surrogate and jnp.issubdtype(state.spikes.dtype, jnp.inexact):
@@ -829,15 +851,21 @@ def _edge_part(receptor: str, index: int | None, e, n: int, dt: float, mode: str
             f"`{where}.pre` and `.post` must have equal lengths, got {pre.size} and {post.size}."
         )
     weight = _per_edge(f"{where}.weight", e.weight, pre.size)
-    if mode == "coba" and np.any(weight < 0):
-        raise ValueError(
-            f"`{where}.weight` must be ≥ 0 nS for the conductance-based receptor {receptor!r} (the reversal "
-            "potential gives the sign); use a receptor with an inhibitory E instead."
-        )
+    _check_conductances(f"{where}.weight", receptor, mode, weight)
     delay = _per_edge(f"{where}.delay", e.delay, pre.size)
     if np.any(delay < 0):
         raise ValueError(f"`{where}.delay` must be ≥ 0 ms, got minimum {delay.min()}.")
     return pre, post, weight, np.broadcast_to(_steps(delay, dt), pre.shape)
+
+
+def _check_conductances(name: str, receptor: str, mode: str, weight) -> None:
+    """A conductance-based (``mode="coba"``) receptor's weights are ≥ 0 nS: its reversal potential gives
+    the sign. Traced weights (inside ``jit`` or ``grad``) are not checked."""
+    if mode == "coba" and not isinstance(weight, jax.core.Tracer) and np.any(np.asarray(weight) < 0):
+        raise ValueError(
+            f"`{name}` must be ≥ 0 nS for the conductance-based receptor {receptor!r} (the reversal "
+            "potential gives the sign); use a receptor with an inhibitory E instead."
+        )
 
 
 def _edge_arrays(receptor: str, given: Edges | Sequence[Edges], n: int, dt: float, mode: str):
@@ -936,8 +964,7 @@ def _drive(background, index: int, n: int, dt: float, dtype, receptors) -> _Pois
             f"{MAX_INPUTS_PER_STEP:g} drive the neurons with its mean as a current (`I_ext`) instead."
         )
     weight = _per_neuron(f"{where}.weight", background.weight, n, dtype)
-    if receptors[receptor].mode == "coba" and np.any(np.asarray(weight) < 0):
-        raise ValueError(f"`{where}.weight` must be ≥ 0 nS for the conductance-based receptor {receptor!r}.")
+    _check_conductances(f"{where}.weight", receptor, receptors[receptor].mode, weight)
     return _PoissonDrive.build(mean, weight, receptor)
 
 
@@ -963,6 +990,28 @@ def _check_count(name: str, value, what: str) -> None:
         isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1
     ):
         raise ValueError(f"`{name}` must be None or {what}, got {value!r}.")
+
+
+def _checked_unroll(unroll) -> int | bool:
+    """``unroll`` for `lax.scan` (steps per iteration, True: all), checked as `ops.event_scan` checks it."""
+    if not isinstance(unroll, numbers.Integral) or (not isinstance(unroll, bool) and unroll < 1):
+        raise ValueError(
+            f"`unroll` must be a positive integer or a bool (steps per scan iteration; True: all), as for "
+            f"lax.scan, got {unroll!r}."
+        )
+    return unroll if isinstance(unroll, bool) else int(unroll)
+
+
+def _check_state(net: Network, state: NetworkState) -> None:
+    """``state`` has the structure and shapes of ``net``'s (its neurons, receptors and ring length)."""
+    expected = jax.eval_shape(net.init_state)
+    shapes = jax.tree.map(lambda x: x.shape, (expected, state))
+    if jax.tree.structure(expected) != jax.tree.structure(state) or shapes[0] != shapes[1]:
+        raise ValueError(
+            f"`state` must be a NetworkState of this network ({net.n} neurons, receptors "
+            f"{list(net.receptor_names)}, rings of {net.ring_length} steps), as from `net.init_state` or a "
+            "result's final_state."
+        )
 
 
 def _check_run(net, duration_ms, dt, record) -> tuple[int, np.ndarray]:

@@ -49,6 +49,7 @@ from .network import (
     _as_list,
     _check_count,
     _check_run,
+    _checked_unroll,
     _fired_positions,
     _record_step,
     _scan_steps,
@@ -144,8 +145,8 @@ def simulate_network_sharded(
         {**matrices, "gap": net.gap} if net.gap is not None else matrices, "simulate_network_sharded"
     )
     devices, mesh, width = _mesh(devices, net.n)
+    unroll = _checked_unroll(unroll)
     state, seed = net._start(key, state, surrogate)
-    _check_state(net, state)
     pulses = tuple(net._pulse(p) for p in _as_list(pulse))
     blocks = {name: _placed_blocks(p.W, mesh, width) for name, p in net.projections.items()}
     # per synapse, even when shared: the padding row's junctions must conduct nothing, since the leak term
@@ -184,17 +185,6 @@ def _within_capacity(positions: Array, capacity: int, devices: list[jax.Device])
     )
     (positions,) = _checked_on_one_device(check, (positions,), devices, skipped)
     return positions[:, :capacity]
-
-
-def _check_state(net: Network, state: NetworkState) -> None:
-    expected = jax.eval_shape(net.init_state)
-    shapes = jax.tree.map(lambda x: x.shape, (expected, state))
-    if jax.tree.structure(expected) != jax.tree.structure(state) or shapes[0] != shapes[1]:
-        raise ValueError(
-            f"`state` must be a NetworkState of this network ({net.n} neurons, receptors "
-            f"{list(net.receptor_names)}, rings of {net.ring_length} steps), as from `net.init_state` or a "
-            "result's final_state."
-        )
 
 
 def _neuron_axis_last(x: Array) -> P:

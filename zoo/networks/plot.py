@@ -87,7 +87,7 @@ def rates(result, bin_ms: float = 5.0, ax=None, *, populations=None, title: str 
 
     Args:
         result: a population result (`EIResult`, `NetworkResult`).
-        bin_ms: bin width, ms (rounded to whole steps).
+        bin_ms: bin width, ms, a multiple of the result's ``dt``.
         ax: the Matplotlib axes to draw on; default a new figure's.
         populations: names of the populations to draw (default: all).
         title: the axes title (default: none).
@@ -96,7 +96,8 @@ def rates(result, bin_ms: float = 5.0, ax=None, *, populations=None, title: str 
         The axes.
 
     Raises:
-        ValueError: ``bin_ms`` is not positive, or ``populations`` names one that ``result`` lacks.
+        ValueError: ``bin_ms`` is not a positive multiple of ``dt``, or ``populations`` names one that
+            ``result`` lacks.
     """
     if not bin_ms > 0:
         raise ValueError(f"`bin_ms` must be > 0 ms, got {bin_ms!r}.")

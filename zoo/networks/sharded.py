@@ -41,7 +41,7 @@ from ...ops import CSR, event_matvec
 from ...ops.csr import derived
 from .._checks import check_dt
 from ..simulate import _fail_on_nonfinite
-from .ei import EINetwork, EIResult, EIState, _counts_and_raster, _validate
+from .ei import EINetwork, EIResult, EIState, _check_state, _counts_and_raster, _validate
 
 AXIS = "neurons"
 """The mesh axis over which the postsynaptic neurons are split."""
@@ -262,11 +262,8 @@ def simulate_sharded(
     devices, mesh, width = _mesh(devices, net.n)
     if state is None:
         state = net.init_state(key)
-    wrong = [leaf.shape for leaf in jax.tree.leaves(state) if leaf.shape != (net.n,)]
-    if wrong:
-        raise ValueError(
-            f"`state` must hold [n] = [{net.n}] arrays (an EIState of this network), got {wrong}."
-        )
+    else:
+        _check_state(net, state)
     spike_dtype = state.neurons.V.dtype if surrogate else bool
     state = state._replace(spikes=state.spikes.astype(spike_dtype))
     state = _onto(mesh, state)
