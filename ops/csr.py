@@ -258,8 +258,11 @@ class CSR(eqx.Module):
 
     Construction checks the arrays and raises ``ValueError`` naming the bad argument; inside ``jit``, where
     their values are traced, the shapes and dtypes are checked the same way and the values with
-    `eqx.error_if` (an O(nnz) check where the CSR is built: build it once, outside loops). Index arrays are
-    int32, or int64 once ``nnz`` or a size reaches 2³¹.
+    `eqx.error_if` (an O(nnz) check where the CSR is built: build it once, outside loops). That check raises
+    only under equinox's default ``EQX_ON_ERROR=raise``: with ``nan`` it fills the bad index arrays with
+    their largest value, which the compiled kernels would use to index out of bounds — there, build CSRs
+    from concrete arrays (outside ``jit``). A structure set with `eqx.tree_at` is not checked either. Index
+    arrays are int32, or int64 once ``nnz`` or a size reaches 2³¹.
 
     Example:
         >>> import jax

@@ -550,10 +550,12 @@ def _xla_zeros(*, shape, dtype):
 
 
 def _cpu_zeros(*, shape, dtype):
-    kernels, _ = _backend.probe("cpu")
-    if kernels is None or math.prod(shape) * dtype.itemsize < kernels.KERNEL_ZEROS_BYTES:
+    from .kernels import cpu  # importing it builds nothing: `probe` does, so only for a large total
+
+    if math.prod(shape) * dtype.itemsize < cpu.KERNEL_ZEROS_BYTES:
         return _xla_zeros(shape=shape, dtype=dtype)
-    return kernels.zeros(shape, dtype)
+    kernels, _ = _backend.probe("cpu")
+    return _xla_zeros(shape=shape, dtype=dtype) if kernels is None else kernels.zeros(shape, dtype)
 
 
 # eagerly XLA's zeros (binding the primitive again from its own impl recursed under `jax.disable_jit`)
@@ -931,7 +933,8 @@ def arrival_scatter(
         raise ValueError(f"`spikes` must be bool, integer or floating, got dtype {spikes.dtype}.")
     row_ptr, lag = _checked_delays(row_ptr, lag, W.shape[0], ring.shape[0])
     backend = _backend.resolve(backend, W.data.dtype)
-    args = (row_ptr, lag, W.indptr, W.indices, step.astype(jnp.int32), W.data, spikes, ring)
+    # the slot only matters mod L: reduced in the step's own dtype first, so no step wraps in int32
+    args = (row_ptr, lag, W.indptr, W.indices, (step % ring.shape[0]).astype(jnp.int32), W.data, spikes, ring)
     carried = _carried.find(W.data)
     if carried is None:
         ring, arriving = arrival_p.bind(*args, pop=bool(pop), backend=backend)

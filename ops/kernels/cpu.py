@@ -14,7 +14,7 @@ kernel's threads (default: the cores this process may run on).
 All functions take raw arrays (CSR rows are presynaptic; `data` of shape `(nnz,)` or `()` for one shared
 weight; int32 or int64 `indptr`/`indices` of the same dtype), are jittable and work inside `lax.scan`.
 The result's float dtype is the weights' (the cotangent's for the weight gradient); spikes may be bool or
-float32/float64.
+float32/float64 (the dense products' ``x``, `csr_matvec` and `csr_matmat`, float only).
 """
 
 import ctypes
@@ -95,6 +95,9 @@ def _build(target: Path) -> None:
             raise RuntimeError(
                 f"`{shlex.join(cmd)}` failed ({proc.returncode}): {proc.stderr.strip()[:2000]}"
             )
+        umask = os.umask(0o022)  # read and restored under `_load`'s lock
+        os.umask(umask)
+        os.chmod(tmp, 0o755 & ~umask)  # mkstemp's 0600 would keep other users of a shared cache out
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
@@ -130,7 +133,7 @@ def available() -> bool:
     """Whether the kernel is compiled and registered (compiles it on the first call; never raises)."""
     try:
         _load()
-    except RuntimeError:
+    except (RuntimeError, RuntimeWarning):  # the warning raises where warnings are errors
         return False
     return True
 
@@ -191,7 +194,7 @@ def csr_matmat(
     n_post: int,
 ) -> Float[Array, "b n_post"]:
     """`csr_matvec` of each row of ``x``."""
-    data = _float("data", data)
+    data, x = _float("data", data), _float("x", x)
     return _call("diffbrain_csr_matmat", (x.shape[0], n_post), data.dtype, indptr, indices, data, x)
 
 

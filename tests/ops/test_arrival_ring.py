@@ -236,3 +236,16 @@ def test_second_order_and_vmapped_gradients(backend):
     for b in range(3):
         for v, one in zip(vmapped, jax.grad(ours, argnums=(0, 1))(W.data, batch[b], ring), strict=True):
             np.testing.assert_allclose(v[b], one, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("step", [2**31 - 1, 2**31 + 5, -(2**31) - 3])
+def test_steps_beyond_int32_land_in_their_slot(backend, step):
+    """The reference backend added step + lag in int32 (wrapping at 2³¹ − 1) and an int64 step was cast to
+    int32 first, so both backends put such a step's synapses into the wrong slot (review s16 #6)."""
+    W, row_ptr, lag, source = delayed(3, 4, 5, length=3)
+    spikes = jnp.ones(4, bool)
+    ring = jnp.zeros((3, 5), W.data.dtype)
+    dtype = jnp.int32 if -(2**31) <= step < 2**31 else jnp.int64
+    out = ops.arrival_scatter(spikes, W, row_ptr, lag, ring, jnp.asarray(step, dtype), backend=backend)
+    expected = dense_scatter(spikes, W, np.asarray(lag), source, ring, step % 3)
+    assert np.allclose(out, expected)

@@ -449,3 +449,45 @@ def test_failing_compiler_warns_once_and_reports_unavailable(tmp_path):
     assert len(out["warnings"]) == 1 and "cpu kernel is unavailable" in out["warnings"][0]
     assert out["raised"] == "RuntimeError"
     assert list((tmp_path / "cache").iterdir()) == []  # no half-written library left behind
+
+
+def test_a_built_library_is_readable_by_the_other_users_of_a_shared_cache(tmp_path, monkeypatch):
+    """mkstemp's 0600 (0711 after linking) kept other users out of a shared cache for good: they could not
+    load the file, and its existence stopped a rebuild (review s16 #3). The mode follows the umask."""
+    compiler = tmp_path / "fake-cxx"
+    compiler.write_text('#!/bin/sh\nwhile [ "$1" != "-o" ]; do shift; done\necho built > "$2"\n')
+    compiler.chmod(0o755)
+    monkeypatch.setenv("DIFFBRAIN_CXX", str(compiler))
+    for umask, mode in ((0o022, 0o755), (0o077, 0o700)):
+        previous = os.umask(umask)
+        try:
+            target = tmp_path / f"umask-{umask:o}" / "event_csr-test.so"
+            cpu._build(target)
+        finally:
+            os.umask(previous)
+        assert target.stat().st_mode & 0o777 == mode
+        assert not list(target.parent.glob("*.tmp"))
+
+
+def test_available_does_not_raise_where_warnings_are_errors(tmp_path):
+    """The unavailability warning raised out of `available()` under `-W error` (review s16 #4)."""
+    out = run_python(
+        """
+        import json, warnings
+        warnings.simplefilter("error")
+        from diffbrain.ops.kernels import cpu
+        print(json.dumps({"answers": [cpu.available(), cpu.available()]}))
+        """,
+        DIFFBRAIN_CACHE=str(tmp_path / "cache"),
+        DIFFBRAIN_CXX="false",
+    )
+    assert out["answers"] == [False, False]
+
+
+def test_the_dense_product_refuses_bool_x():
+    """The kernel's dense product adds a row's weights without its value for bool input, so a False row
+    was added (review s16 #7): the binding takes float ``x`` only."""
+    indptr, indices, data = jnp.array([0, 1, 2]), jnp.array([0, 1]), jnp.array([5.0, 7.0])
+    with pytest.raises(TypeError, match="x must be float32 or float64, got bool"):
+        cpu.csr_matvec(indptr, indices, data, jnp.array([False, True]), 2)
+    assert cpu.csr_matvec(indptr, indices, data, jnp.array([0.0, 1.0]), 2).tolist() == [0.0, 7.0]

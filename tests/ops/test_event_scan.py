@@ -598,3 +598,25 @@ def test_eager_gradients_w_r_t_python_floats():
         assert float(jax.grad(loss)(0.9, ops.event_scan, **options)) == pytest.approx(
             float(expected), rel=1e-12
         )
+
+
+def test_a_small_running_total_does_not_ask_for_the_cpu_kernel(monkeypatch):
+    """Lowering `event_scan`'s gradient probed (and on a fresh cache compiled) the cpu kernel even for a
+    total too small for its zeroing and with every operator on `reference` (review s16 #5)."""
+    from diffbrain.ops import _backend
+
+    asked, probe = [], _backend.probe
+    monkeypatch.setattr(_backend, "probe", lambda name: asked.append(name) or probe(name))
+    W = ops.CSR.from_edges([0, 1, 2], [1, 2, 0], jnp.array([0.5, 1.5, 2.5]), (3, 3))
+    spikes = jnp.eye(3, dtype=bool)[jnp.array([0, 1, 2, 0, 1, 2, 1])]  # 7 steps: a shape of its own
+
+    def step(W, g, s):
+        g = 0.9 * g + ops.event_matvec(s, W, backend="reference")
+        return g, g
+
+    def loss(W):
+        return jnp.sum(ops.event_scan(step, W, jnp.zeros(3), spikes)[1])
+
+    gradient = eqx.filter_jit(eqx.filter_grad(loss))(W).data
+    assert "cpu" not in asked
+    assert gradient.shape == (3,) and bool(jnp.all(gradient > 0))
