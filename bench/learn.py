@@ -22,7 +22,7 @@ Metrics per method and case:
 
 Sparse networks (`SPARSE_CASES`): one network whose recurrent connections are drawn with probability
 ``p``, its weights held as a dense masked matrix (case ``.../dense``) and, the same synapses, in an
-`ops.CSR` (``.../csr``, `EINetwork.to_sparse`): ``step_time`` of ``bptt`` and ``es-d-rtrl`` each way, timed
+`ops.CSR` (``.../csr``, `EINetwork.to_sparse`): ``step_time`` of each of `SPARSE_METHODS` each way, timed
 side by side, and ``csr_over_dense`` (×), the CSR step time over the dense one. The gradients are the same
 (tests/learn); the params give the recurrent firing rate (Hz) the operators see.
 

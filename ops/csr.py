@@ -81,7 +81,7 @@ def _check_weight_dtype(weight) -> None:
     """A builder's ``weight`` is a Python number (cast to float32) or a floating array, never a bool,
     string or integer array (which `CSR` would refuse as ``data``)."""
     python_number = isinstance(weight, int | float) and not isinstance(weight, bool)
-    dtype = getattr(weight, "dtype", None)
+    dtype = np.asarray(weight).dtype if isinstance(weight, list | tuple) else getattr(weight, "dtype", None)
     if python_number or (dtype is not None and jnp.issubdtype(dtype, jnp.floating)):
         return
     got = dtype if dtype is not None else type(weight).__name__

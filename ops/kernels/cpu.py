@@ -22,9 +22,9 @@ import functools
 import hashlib
 import os
 import platform
+import secrets
 import shlex
 import subprocess
-import tempfile
 import threading
 import warnings
 from pathlib import Path
@@ -86,8 +86,9 @@ def library_path() -> Path:
 def _build(target: Path) -> None:
     """Compiles the kernel to a temporary name next to `target`, then renames it (atomic: no races)."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.stem + ".", suffix=".tmp")
-    os.close(fd)
+    # a fresh name the compiler creates, so the library gets its usual mode under the user's umask (a
+    # mkstemp file stays 0600 and keeps the other users of a shared cache out)
+    tmp = str(target.parent / f"{target.stem}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
     cmd = [*_compiler(), *_FLAGS, "-I", jax.ffi.include_dir(), str(_SOURCE), "-o", tmp]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
@@ -95,9 +96,6 @@ def _build(target: Path) -> None:
             raise RuntimeError(
                 f"`{shlex.join(cmd)}` failed ({proc.returncode}): {proc.stderr.strip()[:2000]}"
             )
-        umask = os.umask(0o022)  # read and restored under `_load`'s lock
-        os.umask(umask)
-        os.chmod(tmp, 0o755 & ~umask)  # mkstemp's 0600 would keep other users of a shared cache out
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):

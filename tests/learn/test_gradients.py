@@ -3,6 +3,7 @@ import functools
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from diffbrain import learn, zoo
@@ -86,7 +87,7 @@ def test_online_gradients_align_with_bptt_on_a_sparse_recurrent_network():
 
 
 @pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
-@pytest.mark.parametrize("checkpoint", [True, 1, 7, 25, 60])
+@pytest.mark.parametrize("checkpoint", [True, np.True_, 1, 7, 25, 60])
 def test_checkpointed_bptt_gives_the_same_gradient(cue_task, sparse, checkpoint):
     """Segments of 1, 7 (T = 25 leaves 4 over), all 25 and more steps, and ⌈√T⌉ (True): the plain
     gradient."""

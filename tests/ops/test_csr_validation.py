@@ -137,6 +137,15 @@ def test_every_builder_refuses_a_weight_that_is_not_a_number_or_floating_naming_
     assert CSR.fixed_prob(KEY, 5, 5, 0.4, weight=2).data.dtype == jnp.float32  # a Python int is cast
 
 
+def test_random_builders_take_a_list_of_per_synapse_weights():
+    """The weight check of s16 refused a Python list (it looked for a dtype), which the builders took
+    before and `from_edges` still takes."""
+    W = CSR.fixed_in_degree(KEY, 5, 5, 2, weight=[0.25] * 10)
+    assert W.data.shape == (10,) and W.data.dtype == jnp.float32
+    with pytest.raises(ValueError, match="`weight` must be a number or a floating array, got int64"):
+        CSR.fixed_in_degree(KEY, 5, 5, 2, weight=[1] * 10)
+
+
 @pytest.mark.parametrize(
     ("key", "message"),
     [

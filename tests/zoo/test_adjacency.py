@@ -223,17 +223,20 @@ def test_bad_input_names_the_argument():
     assert from_adjacency(good, labels=names, gap_junctions=in_order).gap.nnz == 6  # no self-junctions
 
 
-def test_inhibitory_synapses_of_current_based_receptors_are_negative():
+@pytest.mark.parametrize("g_max", [1.0, -1.0])
+def test_inhibitory_synapses_of_current_based_receptors_are_negative(g_max):
     """Review: with current-based receptors the inhibitory neurons' weights were positive, so they excited
-    their targets; a conductance-based ``"inh"`` keeps them ≥ 0 (its reversal potential gives the sign)."""
+    their targets; a conductance-based ``"inh"`` keeps them ≥ 0 (its reversal potential gives the sign).
+    A current-based ``"inh"`` written with ``g_max = −1`` (the zoo's inhibitory convention) is negative
+    already: its weights stay positive (negating them too made it excite, review s16 of the fix)."""
     counts = np.array([[0, 0, 5], [0, 0, 5], [0, 0, 0]])  # 0 → 2 and 1 → 2, five synapses each
     inhibitory = np.array([False, True, False])
-    cuba = {"exc": zoo.Expon(tau=5.0, mode="cuba"), "inh": zoo.Expon(tau=10.0, mode="cuba")}
+    cuba = {"exc": zoo.Expon(tau=5.0, mode="cuba"), "inh": zoo.Expon(tau=10.0, mode="cuba", g_max=g_max)}
     net = from_adjacency(
         counts, inhibitory=inhibitory, receptors=cuba, weight_per_synapse=0.05, neuron=zoo.GIF()
     )
     np.testing.assert_allclose(net.weights("exc"), [0.25])
-    np.testing.assert_allclose(net.weights("inh"), [-0.25])
+    np.testing.assert_allclose(net.weights("inh"), [-0.25 * g_max])
     state = net.init_state()
     rest = float(state.neurons.V[2])
     state = state._replace(spikes=jnp.array([False, True, False]))  # the inhibitory neuron fires

@@ -62,8 +62,9 @@ def from_adjacency(
         weight_per_synapse: the size of one synapse's weight, ≥ 0, in the receptors' unit (nS for the
             default conductance-based ones; for current-based ones the neuron's input unit); a
             connection's weight is its count times this, negated for inhibitory synapses onto a
-            current-based ``"inh"`` receptor (a conductance-based one takes it as it is: its reversal
-            potential makes it inhibitory).
+            current-based ``"inh"`` receptor with ``g_max > 0`` (one with ``g_max < 0`` is inhibitory
+            already; a conductance-based one takes it as it is: its reversal potential makes it
+            inhibitory).
         inhibitory: ``[n]`` bool, True for neurons whose synapses are inhibitory (receptor ``"inh"``);
             None: all excitatory (receptor ``"exc"``).
         gap_junctions: ``[n, n]`` gap-junction counts, or None. Give a symmetric matrix for junctions that
@@ -104,8 +105,11 @@ def from_adjacency(
         receptors = {"exc": Expon(tau=5.0, E=0.0), "inh": Expon(tau=10.0, E=-80.0)}
     delay = 0.0 if delay is None else delay
     from_inh = inhibitory[pre]
-    # a current carries its sign; a conductance is ≥ 0 and its reversal potential makes it inhibitory
-    inh_sign = -1.0 if getattr(receptors.get("inh"), "mode", None) == "cuba" else 1.0
+    # a current carries its sign; a conductance is ≥ 0 and its reversal potential makes it inhibitory. A
+    # current-based receptor with a negative g_max (the zoo's inhibitory convention) is negative already.
+    inh = receptors.get("inh")
+    positive_current = getattr(inh, "mode", None) == "cuba" and np.all(np.asarray(inh.g_max) > 0)
+    inh_sign = -1.0 if positive_current else 1.0
     edges = {
         name: Edges(pre[mask], post[mask], count[mask] * (sign * weight_per_synapse), delay)
         for name, mask, sign in (("exc", ~from_inh, 1.0), ("inh", from_inh, inh_sign))
