@@ -84,6 +84,17 @@ def _rest(tree, start: int):
     return jax.tree.map(lambda x: x[start:], tree)
 
 
+def checked_unroll(unroll) -> int | bool:
+    """``unroll`` for `lax.scan` (steps per loop iteration, True: all), checked: a positive integer or a
+    bool (also for the networks' ``simulate``)."""
+    if not isinstance(unroll, numbers.Integral) or (not isinstance(unroll, bool) and unroll < 1):
+        raise ValueError(
+            f"`unroll` must be a positive integer or a bool (steps per scan iteration; True: all), as for "
+            f"lax.scan, got {unroll!r}."
+        )
+    return unroll if isinstance(unroll, bool) else int(unroll)
+
+
 def _length(xs, length: int | None) -> int:
     leaves = jax.tree.leaves(xs)
     lengths = {jnp.shape(leaf)[0] if jnp.ndim(leaf) else None for leaf in leaves}
@@ -179,8 +190,7 @@ def event_scan(
         raise TypeError(
             f"`step` must be callable (params, carry, x) → (carry, y), got {type(step).__name__}."
         )
-    if not isinstance(unroll, numbers.Integral) or (not isinstance(unroll, bool) and unroll < 1):
-        raise ValueError(f"`unroll` must be a positive integer or a bool, as for lax.scan, got {unroll!r}.")
+    unroll = checked_unroll(unroll)
     length = _length(xs, length)
     if checkpoint is not None and (
         isinstance(checkpoint, bool) or not isinstance(checkpoint, numbers.Integral) or checkpoint < 1
@@ -188,7 +198,6 @@ def event_scan(
         raise ValueError(
             f"`checkpoint` must be a positive integer number of steps or None, got {checkpoint!r}."
         )
-    unroll = unroll if isinstance(unroll, bool) else int(unroll)
     arrays, others = eqx.partition(params, eqx.is_array)  # e.g. an activation function in a Module
     stripped, weights, positions = _split_weights(arrays)
     values = list(weights)  # what the products multiply by (first-order tangents come through the carry)

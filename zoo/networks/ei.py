@@ -13,6 +13,7 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
 from ...ops import CSR, event_matvec
+from ...ops.scan import checked_unroll
 from .._checks import check_dt
 from ..neurons.lif import LIF, LIFState
 from ..simulate import _fail_on_nonfinite
@@ -21,7 +22,6 @@ from .network import (
     AbstractPopulationResult,
     Network,
     NetworkResult,
-    _checked_unroll,
     _scan_steps,
     record_indices,
 )
@@ -334,7 +334,7 @@ def simulate(
         return net.simulate(duration_ms, key, dt=dt, **options)
     dt = float(check_dt(0.1 if dt is None else dt))
     n_steps, record = _validate(net, duration_ms, dt, record)
-    unroll = _checked_unroll(unroll)
+    unroll = checked_unroll(unroll)
     if state is None:
         state = net.init_state(key)
     else:

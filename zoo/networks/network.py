@@ -15,7 +15,6 @@ an `EINetwork`'s matrices reproduces it exactly.
 from __future__ import annotations
 
 import functools
-import numbers
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import NamedTuple
 
@@ -27,6 +26,7 @@ from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray
 
 from ... import ops
 from ...ops import CSR, csr_matvec
+from ...ops.scan import checked_unroll
 from .._checks import check_dt
 from .._param import astype
 from ..neurons._base import AbstractSpikingNeuron
@@ -614,7 +614,7 @@ class Network(eqx.Module):
         n_steps, record = _check_run(self, duration_ms, dt, record)
         _check_count("checkpoint", checkpoint, "a positive number of steps")
         _check_count("max_spikes_per_step", max_spikes_per_step, "a positive integer")
-        unroll = _checked_unroll(unroll)
+        unroll = checked_unroll(unroll)
         state, seed = self._start(key, state, surrogate)
         pulses = tuple(self._pulse(p) for p in _as_list(pulse))
         counts, raster, state = _run(
@@ -990,16 +990,6 @@ def _check_count(name: str, value, what: str) -> None:
         isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1
     ):
         raise ValueError(f"`{name}` must be None or {what}, got {value!r}.")
-
-
-def _checked_unroll(unroll) -> int | bool:
-    """``unroll`` for `lax.scan` (steps per iteration, True: all), checked as `ops.event_scan` checks it."""
-    if not isinstance(unroll, numbers.Integral) or (not isinstance(unroll, bool) and unroll < 1):
-        raise ValueError(
-            f"`unroll` must be a positive integer or a bool (steps per scan iteration; True: all), as for "
-            f"lax.scan, got {unroll!r}."
-        )
-    return unroll if isinstance(unroll, bool) else int(unroll)
 
 
 def _check_state(net: Network, state: NetworkState) -> None:

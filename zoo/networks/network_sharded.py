@@ -39,6 +39,7 @@ import numpy as np
 from jax.sharding import PartitionSpec as P
 from jaxtyping import Array, PRNGKeyArray
 
+from ...ops.scan import checked_unroll
 from .delays import DelayedCSR
 from .network import (
     _TOO_MANY_SPIKES,
@@ -49,7 +50,6 @@ from .network import (
     _as_list,
     _check_count,
     _check_run,
-    _checked_unroll,
     _fired_positions,
     _record_step,
     _scan_steps,
@@ -145,7 +145,7 @@ def simulate_network_sharded(
         {**matrices, "gap": net.gap} if net.gap is not None else matrices, "simulate_network_sharded"
     )
     devices, mesh, width = _mesh(devices, net.n)
-    unroll = _checked_unroll(unroll)
+    unroll = checked_unroll(unroll)
     state, seed = net._start(key, state, surrogate)
     pulses = tuple(net._pulse(p) for p in _as_list(pulse))
     blocks = {name: _placed_blocks(p.W, mesh, width) for name, p in net.projections.items()}
