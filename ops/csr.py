@@ -119,6 +119,21 @@ def _weight_array(weight) -> Array:
     return jnp.asarray(weight, dtype=None if hasattr(weight, "dtype") else jnp.float32)
 
 
+def check_key(key: PRNGKeyArray, hint: str = "") -> bool:
+    """Raise ``ValueError`` naming ``key`` unless it is one JAX key: a typed ``jax.random.key(seed)`` (then
+    return True) or a legacy uint32[2] / uint32[4] ``jax.random.PRNGKey(seed)`` (then False). ``hint`` ends
+    the message."""
+    dtype = getattr(key, "dtype", None)
+    typed = dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key)
+    legacy = dtype == jnp.uint32 and jnp.ndim(key) == 1 and jnp.shape(key)[0] in (2, 4)
+    if not (typed and jnp.ndim(key) == 0) and not legacy:
+        got = f"{dtype}{list(jnp.shape(key))}" if dtype is not None else type(key).__name__
+        raise ValueError(
+            f"`key` must be one JAX key, e.g. jax.random.key(0), got {got}{'; ' + hint if hint else ''}."
+        )
+    return typed
+
+
 def numpy_generator(key: PRNGKeyArray) -> np.random.Generator:
     """A NumPy generator seeded by a JAX key: the same key gives the same matrix.
 
@@ -127,15 +142,7 @@ def numpy_generator(key: PRNGKeyArray) -> np.random.Generator:
             ``jax.random.PRNGKey(seed)``): an integer, a batch of keys, or a key traced inside ``jit`` or
             ``vmap`` (the structure is drawn in NumPy: build the matrix outside them).
     """
-    dtype = getattr(key, "dtype", None)
-    typed = dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key)
-    legacy = dtype == jnp.uint32 and jnp.ndim(key) == 1 and jnp.shape(key)[0] in (2, 4)
-    if not (typed and jnp.ndim(key) == 0) and not legacy:
-        got = f"{dtype}{list(jnp.shape(key))}" if dtype is not None else type(key).__name__
-        raise ValueError(
-            f"`key` must be one JAX key, e.g. jax.random.key(0), got {got}; for several matrices call the "
-            "builder once per key."
-        )
+    typed = check_key(key, "for several matrices call the builder once per key")
     if isinstance(key, jax.core.Tracer):
         raise ValueError(
             "`key` must be concrete: the synapses are drawn in NumPy, so build the matrix outside "

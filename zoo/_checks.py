@@ -84,3 +84,23 @@ def check_dt(dt):
             raise ValueError(f"`dt` must be a positive finite scalar in ms, got {dt!r}. Pass e.g. dt=0.1.")
         return dt
     return eqx.error_if(dt, ~(jnp.isfinite(dt) & (dt > 0)), "`dt` must be a positive finite time step in ms.")
+
+
+def n_steps_of(duration_ms, dt: float) -> int:
+    """The number of ``dt`` steps in ``duration_ms`` (both in ms).
+
+    Raises:
+        ValueError: ``duration_ms`` is not a real number (a string, a bool, None, an array of more than one
+            value) or not a positive whole multiple of ``dt``.
+    """
+    value = np.asarray(duration_ms) if not isinstance(duration_ms, jax.core.Tracer) else None
+    if value is None or value.ndim != 0 or value.dtype.kind not in "iuf":
+        raise ValueError(
+            f"`duration_ms` must be a concrete number of ms (the step count fixes the scan's length), got "
+            f"{type(duration_ms).__name__} {duration_ms!r}."
+        )
+    duration = float(value)
+    n_steps = round(duration / dt) if np.isfinite(duration) else 0
+    if n_steps < 1 or abs(n_steps * dt - duration) > 1e-6 * max(1.0, duration):
+        raise ValueError(f"`duration_ms` must be a positive multiple of dt = {dt} ms, got {duration_ms!r}.")
+    return n_steps

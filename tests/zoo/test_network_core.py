@@ -650,7 +650,7 @@ def test_bad_input_names_the_argument():
     key = jax.random.key(0)
     with pytest.raises(ValueError, match="`dt`"):
         net.simulate(10.0, key, dt=0.05)
-    for duration in (0.05, np.inf, np.nan):
+    for duration in (0.05, np.inf, np.nan, "10", True, None, [10.0]):
         with pytest.raises(ValueError, match="`duration_ms`"):
             net.simulate(duration, key)
     with pytest.raises(ValueError, match="`record`"):

@@ -72,9 +72,14 @@ def test_construction_errors_name_the_argument():
     with pytest.raises(ValueError, match="`mode`"):
         EINetwork.coba(key, n=400, mode="hh")
     net = EINetwork.coba(key, n=400, in_degree=40)
-    for duration in (0.05, np.inf):
+    for duration in (0.05, np.inf, "10", True, None, [10.0], np.array([10.0])):
         with pytest.raises(ValueError, match="`duration_ms`"):
             networks.simulate(net, duration, key)
+    for bad_key in (None, 0, jax.random.split(key)):
+        with pytest.raises(ValueError, match="`key` must be one JAX key"):
+            EINetwork.coba(bad_key, n=400, in_degree=40)
+        with pytest.raises(ValueError, match="`key` must be one JAX key"):
+            networks.simulate(net, 1.0, bad_key)
     with pytest.raises(ValueError, match="`record`"):
         networks.simulate(net, 1.0, key, record=[400])
     with pytest.raises(TypeError, match="`net`"):

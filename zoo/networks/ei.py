@@ -13,8 +13,9 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
 from ...ops import CSR, event_matvec
+from ...ops.csr import check_key
 from ...ops.scan import checked_unroll
-from .._checks import check_dt
+from .._checks import check_dt, n_steps_of
 from ..neurons.lif import LIF, LIFState
 from ..simulate import _fail_on_nonfinite
 from ..synapses.expon import Expon, ExponState
@@ -194,6 +195,7 @@ class EINetwork(eqx.Module):
                 f"{k_e} and {k_i} distinct inputs per neuron (in_degree {in_degree}); pass n ≥ "
                 f"{int(np.ceil(max(k_e / exc_fraction, k_i / (1 - exc_fraction))))} or a smaller `in_degree`."
             )
+        check_key(key)
         key_e, key_i = jax.random.split(key)
         if fixed_in_degree:
             W_E = CSR.fixed_in_degree(key_e, n_e, n, k_e, weight=w_e)
@@ -266,10 +268,7 @@ class EINetwork(eqx.Module):
 def _validate(net, duration_ms, dt, record) -> tuple[int, np.ndarray]:
     if not isinstance(net, EINetwork):
         raise TypeError(f"`net` must be an EINetwork or a Network, got {type(net).__name__}.")
-    n_steps = round(float(duration_ms) / dt) if np.isfinite(duration_ms) else 0
-    if n_steps < 1 or abs(n_steps * dt - duration_ms) > 1e-6 * max(1.0, duration_ms):
-        raise ValueError(f"`duration_ms` must be a positive multiple of dt = {dt} ms, got {duration_ms!r}.")
-    return n_steps, record_indices(record, net.n)
+    return n_steps_of(duration_ms, dt), record_indices(record, net.n)
 
 
 def _check_state(net: EINetwork, state: EIState) -> None:
@@ -336,6 +335,7 @@ def simulate(
     n_steps, record = _validate(net, duration_ms, dt, record)
     unroll = checked_unroll(unroll)
     if state is None:
+        check_key(key, "it draws the initial potentials (it may be None when `state` is given)")
         state = net.init_state(key)
     else:
         _check_state(net, state)

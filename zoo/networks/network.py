@@ -27,7 +27,7 @@ from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray
 from ... import ops
 from ...ops import CSR, csr_matvec
 from ...ops.scan import checked_unroll
-from .._checks import check_dt
+from .._checks import check_dt, n_steps_of
 from .._param import astype
 from ..neurons._base import AbstractSpikingNeuron
 from ..simulate import _fail_on_nonfinite
@@ -1010,12 +1010,7 @@ def _check_run(net, duration_ms, dt, record) -> tuple[int, np.ndarray]:
             f"`dt` = {dt} ms differs from the network's dt = {net.dt} ms, to which its delays were rounded; "
             "omit `dt` or rebuild the network with it."
         )
-    n_steps = round(float(duration_ms) / net.dt) if np.isfinite(duration_ms) else 0
-    if n_steps < 1 or abs(n_steps * net.dt - duration_ms) > 1e-6 * max(1.0, duration_ms):
-        raise ValueError(
-            f"`duration_ms` must be a positive multiple of dt = {net.dt} ms, got {duration_ms!r}."
-        )
-    return n_steps, record_indices(record, net.n)
+    return n_steps_of(duration_ms, net.dt), record_indices(record, net.n)
 
 
 def record_indices(record, n: int) -> Int[np.ndarray, " r"]:
