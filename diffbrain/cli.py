@@ -91,7 +91,8 @@ def models() -> None:
     from diffbrain.zoo import describe, registry
 
     table = Table(title="Neuron models  (run one: diffbrain simulate MODEL)", title_justify="left")
-    for column in ("model", "parameter", "default", "unit", "meaning"):
+    table.add_column("model", no_wrap=True)  # whole, to copy into `diffbrain simulate MODEL`
+    for column in ("parameter", "default", "unit", "meaning"):
         table.add_column(column, overflow="fold")
     for entry in registry.NEURONS.values():
         model = entry.make()
@@ -110,7 +111,8 @@ def models() -> None:
     _out.print(table)
 
     table = Table(title="Synapse models", title_justify="left")
-    for column in ("synapse", "parameter", "default", "unit", "meaning"):
+    table.add_column("synapse", no_wrap=True)
+    for column in ("parameter", "default", "unit", "meaning"):
         table.add_column(column, overflow="fold")
     for name, cls in registry.SYNAPSES.items():
         try:

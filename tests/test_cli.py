@@ -8,9 +8,10 @@ import sys
 
 import numpy as np
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
-from diffbrain import __version__, zoo
+from diffbrain import __version__, cli, zoo
 from diffbrain.cli import app
 from diffbrain.zoo import registry
 
@@ -57,7 +58,8 @@ def test_no_arguments_shows_help():
     assert "Usage:" in text and "simulate" in text
 
 
-def test_models_lists_every_neuron_with_parameters_and_units():
+def test_models_lists_every_neuron_with_parameters_and_units(monkeypatch):
+    monkeypatch.setattr(cli, "_out", Console(width=200))  # the width of the terminal pytest runs in
     result, text = _invoke("models")
     assert result.exit_code == 0, text
     assert re.search(r"lif .*V_th -50 mV spike threshold", text)
@@ -66,6 +68,14 @@ def test_models_lists_every_neuron_with_parameters_and_units():
     for entry in registry.NEURONS.values():
         assert f" {entry.name} " in text
         assert entry.make().input_unit in text
+
+
+def test_a_narrow_terminal_folds_the_other_columns_never_a_models_name(monkeypatch):
+    monkeypatch.setattr(cli, "_out", Console(width=60))
+    result, text = _invoke("models")
+    assert result.exit_code == 0, text
+    for name in (*registry.NEURONS, *registry.SYNAPSES):
+        assert f" {name} " in text
 
 
 def test_models_lists_every_synapse():

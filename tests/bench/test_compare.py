@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -197,6 +198,8 @@ def pytest_benchmark_json(tmp_path_factory):
             "test_demo.py",
         ],
         cwd=folder,
+        # Without this pytest's xdist worker: pytest-benchmark leaves the JSON to an xdist controller.
+        env={name: value for name, value in os.environ.items() if not name.startswith("PYTEST_XDIST")},
         capture_output=True,
         text=True,
         timeout=120,
