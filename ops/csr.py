@@ -39,22 +39,36 @@ def derived():
         _DERIVED.reset(token)
 
 
-def _traced_structure_check(indptr: Array, indices: Array, n_pre: int, n_post: int) -> tuple[Array, Array]:
-    """``(indptr, indices)`` with `eqx.error_if` on their invariants, for arrays traced inside ``jit``.
+def _traced_structure_check(
+    indptr: Array, indices: Array, data: Array, n_pre: int, n_post: int
+) -> tuple[Array, Array, Array]:
+    """``(indptr, indices, data)`` with `eqx.error_if` on the structure's invariants, for index arrays traced
+    inside ``jit``; this check runs once where the CSR is built, not per operation.
 
-    The compiled kernels index the output with ``indices`` unchecked, so an out-of-range index built inside
-    ``jit`` would write outside it; this check runs once where the CSR is built, not per operation.
+    Under ``EQX_ON_ERROR=nan`` or ``off`` equinox returns instead of raising (``nan`` fills the index
+    arrays with their largest value), and the compiled kernels index their arrays unchecked. So a bad
+    structure is replaced by its indices clipped into ``[0, n_post)`` and its ``indptr`` made non-decreasing
+    in ``[0, nnz]``: no kernel then reads or writes outside its arrays; and its weights are NaN, so every
+    current it reaches is NaN rather than silently wrong.
     """
     shapes_fit = indptr.ndim == indices.ndim == 1 and indptr.shape[0] == n_pre + 1
     integer = jnp.issubdtype(indptr.dtype, jnp.integer) and jnp.issubdtype(indices.dtype, jnp.integer)
-    if not (shapes_fit and integer):
-        return indptr, indices  # __check_init__ names what is wrong
+    if not (shapes_fit and integer and jnp.issubdtype(data.dtype, jnp.floating)):
+        return indptr, indices, data  # __check_init__ names what is wrong
     nnz = indices.shape[0]
     bad_indptr = (indptr[0] != 0) | (indptr[-1] != nnz) | jnp.any(indptr[1:] < indptr[:-1])
-    indptr = eqx.error_if(indptr, bad_indptr, f"`indptr` must be non-decreasing from 0 to nnz = {nnz}.")
+    message = f"`indptr` must be non-decreasing from 0 to nnz = {nnz}."
+    checked_indptr = eqx.error_if(indptr, bad_indptr, message)
     bad_indices = jnp.any((indices < 0) | (indices >= n_post))
-    indices = eqx.error_if(indices, bad_indices, f"`indices` must lie in [0, n_post = {n_post}).")
-    return indptr, indices
+    checked_indices = eqx.error_if(indices, bad_indices, f"`indices` must lie in [0, n_post = {n_post}).")
+    # Where equinox returned a bad structure: each row keeps the synapses it can (with no column to clip
+    # into, none), all of them NaN.
+    bad = bad_indptr | bad_indices
+    safe_indptr = jnp.clip(jax.lax.cummax(indptr), 0, nnz) if n_post > 0 else jnp.zeros_like(indptr)
+    indptr = jnp.where(bad, safe_indptr, checked_indptr)
+    indices = jnp.where(bad, jnp.clip(indices, 0, max(n_post - 1, 0)), checked_indices)
+    data = jnp.where(bad, jnp.asarray(jnp.nan, data.dtype), data)
+    return indptr, indices, data
 
 
 def _concrete(value) -> np.ndarray | None:
@@ -266,10 +280,10 @@ class CSR(eqx.Module):
     Construction checks the arrays and raises ``ValueError`` naming the bad argument; inside ``jit``, where
     their values are traced, the shapes and dtypes are checked the same way and the values with
     `eqx.error_if` (an O(nnz) check where the CSR is built: build it once, outside loops). That check raises
-    only under equinox's default ``EQX_ON_ERROR=raise``: with ``nan`` it fills the bad index arrays with
-    their largest value, which the compiled kernels would use to index out of bounds — there, build CSRs
-    from concrete arrays (outside ``jit``). A structure set with `eqx.tree_at` is not checked either. Index
-    arrays are int32, or int64 once ``nnz`` or a size reaches 2³¹.
+    under equinox's default ``EQX_ON_ERROR=raise``; under ``nan`` or ``off``, a bad structure's indices are
+    clipped into range and its weights made NaN, so its products are NaN. A structure set with
+    `eqx.tree_at` is not checked: the kernels would index out of bounds with it. Index arrays are int32, or
+    int64 once ``nnz`` or a size reaches 2³¹.
 
     Example:
         >>> import jax
@@ -300,12 +314,12 @@ class CSR(eqx.Module):
                 fits = common.itemsize <= 4 and max(indices.shape[0], *self.shape) < 2**31
                 common = jnp.dtype(jnp.int32 if fits else jnp.int64)
             indptr, indices = indptr.astype(common), indices.astype(common)
+        _check_not_nan("data", data)
+        data = _weight_array(data)
         if isinstance(indptr, jax.core.Tracer) or isinstance(indices, jax.core.Tracer):
             if not _DERIVED.get():
-                indptr, indices = _traced_structure_check(indptr, indices, *self.shape)
-        self.indptr, self.indices = indptr, indices
-        _check_not_nan("data", data)
-        self.data = _weight_array(data)
+                indptr, indices, data = _traced_structure_check(indptr, indices, data, *self.shape)
+        self.indptr, self.indices, self.data = indptr, indices, data
 
     def __check_init__(self):
         n_pre, n_post = self.shape

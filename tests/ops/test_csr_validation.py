@@ -1,6 +1,11 @@
 """`ops.CSR` builders refuse NaN and infinite weights where that is cheap (host weights, shared scalars),
 and their dtype and shape errors name the argument the caller passed (review s7 net #4, #7)."""
 
+import json
+import os
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -92,6 +97,58 @@ def test_a_csr_built_inside_jit_checks_its_structure_before_a_kernel_uses_it(
         jax.block_until_ready(product(jnp.asarray(indptr), jnp.asarray(indices), spikes))
     good = product(jnp.asarray([0, 1, 2]), jnp.asarray([0, 2]), spikes)
     np.testing.assert_array_equal(good, [1.0, 0.0, 1.0])
+
+
+_UNCHECKED_PROBE = """
+import json, sys
+import jax, jax.numpy as jnp
+from diffbrain import ops
+
+@jax.jit
+def product(indptr, indices, spikes, backend):
+    W = ops.CSR(indptr, indices, jnp.array([1.0, 2.0, 3.0]), (3, 4))
+    return ops.event_matvec(spikes, W, backend=backend)
+
+product = jax.jit(product.__wrapped__, static_argnums=3)
+spikes = jnp.array([True, True, False])
+structures = {
+    "index -1": ([0, 2, 3, 3], [0, -1, 1]),
+    "index n_post": ([0, 2, 3, 3], [0, 5, 1]),
+    "indptr decreasing": ([0, 2, 1, 3], [0, 3, 1]),
+    "indptr past nnz": ([0, 2**31 - 1, 3, 3], [0, 3, 1]),
+    "valid": ([0, 2, 3, 3], [0, 3, 1]),
+}
+print(json.dumps({
+    backend: {
+        name: [repr(v) for v in product(jnp.array(i), jnp.array(j), spikes, backend).tolist()]
+        for name, (i, j) in structures.items()
+    }
+    for backend in sys.argv[1:]
+}))
+"""
+
+
+@pytest.mark.parametrize("mode", ["nan", "off"])
+def test_without_equinox_raising_a_bad_traced_structure_gives_nan_not_a_crash(mode):
+    """Under EQX_ON_ERROR=nan (index arrays filled with their largest value) or off (unchanged), the kernels
+    got the bad structure and wrote outside their output (a segfault); now each spiking row's currents are
+    NaN wherever the bad structure reaches, and a valid structure is untouched."""
+    backends = ops.backends()
+    done = subprocess.run(
+        [sys.executable, "-c", _UNCHECKED_PROBE, *backends],
+        env=os.environ | {"EQX_ON_ERROR": mode},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    for backend in backends:
+        got = {name: [float(v) for v in values] for name, values in results[backend].items()}
+        assert got.pop("valid") == [1.0, 3.0, 0.0, 2.0], backend
+        for name, currents in got.items():
+            assert np.isnan(currents[0]), (backend, name, currents)  # row 0's first synapse, at column 0
+            assert currents[2] == 0.0, (backend, name, currents)  # no synapse reaches it
 
 
 def test_operations_on_a_checked_csr_inside_jit_add_no_check():
