@@ -814,7 +814,9 @@ batching.primitive_batchers[tie_p] = _untied_batching(tie_p)
 
 def _checked_delays(row_ptr: Array, lag: Array, n_rows: int, length: int) -> tuple[Array, Array]:
     """``row_ptr`` and ``lag`` after checking their values: a ValueError when they are concrete, else
-    `eqx.error_if` (raised when the computation runs)."""
+    `eqx.error_if` (raised when the computation runs), and then clipped into range (no-ops on valid values):
+    under ``EQX_ON_ERROR=nan`` or ``off`` equinox returns bad values instead of raising, and the kernels
+    read ``W``'s rows at ``row_ptr`` unchecked."""
     row_ptr_message = (
         f"`row_ptr` must start at 0, be non-decreasing and end at R = {n_rows} (the rows of W); build it "
         "from each row's presynaptic neuron, e.g. `np.searchsorted(source, np.arange(n_pre + 1))`."
@@ -824,13 +826,18 @@ def _checked_delays(row_ptr: Array, lag: Array, n_rows: int, length: int) -> tup
         "and delays of at least one step."
     )
     checks = (
-        (row_ptr, row_ptr_message, lambda xp, r: (r[0] != 0) | (r[-1] != n_rows) | xp.any(r[1:] < r[:-1])),
-        (lag, lag_message, lambda xp, x: xp.any((x < 1) | (x > length))),
+        (
+            row_ptr,
+            row_ptr_message,
+            lambda xp, r: (r[0] != 0) | (r[-1] != n_rows) | xp.any(r[1:] < r[:-1]),
+            n_rows,
+        ),
+        (lag, lag_message, lambda xp, x: xp.any((x < 1) | (x > length)), length),
     )
     checked = []
-    for value, message, bad in checks:
+    for value, message, bad, largest in checks:
         if isinstance(value, jax.core.Tracer):
-            value = eqx.error_if(value, bad(jnp, value), message)
+            value = jnp.clip(eqx.error_if(value, bad(jnp, value), message), 0, largest)
         elif bad(np, np.asarray(value)):
             raise ValueError(message)
         checked.append(value)

@@ -118,13 +118,31 @@ structures = {
     "indptr past nnz": ([0, 2**31 - 1, 3, 3], [0, 3, 1]),
     "valid": ([0, 2, 3, 3], [0, 3, 1]),
 }
-print(json.dumps({
+results = {
     backend: {
         name: [repr(v) for v in product(jnp.array(i), jnp.array(j), spikes, backend).tolist()]
         for name, (i, j) in structures.items()
     }
     for backend in sys.argv[1:]
-}))
+}
+
+@jax.jit
+def arrivals(row_ptr, lag, backend):
+    W = ops.CSR(jnp.array([0, 2, 3]), jnp.array([0, 3, 1]), jnp.array([1.0, 2.0, 3.0]), (2, 4))
+    return ops.arrival_scatter(spikes[:2], W, row_ptr, lag, jnp.zeros((3, 4)), 0, backend=backend)
+
+arrivals = jax.jit(arrivals.__wrapped__, static_argnums=2)
+delays = {
+    "row_ptr past R": ([0, 2**31 - 1, 2], [1, 2]),
+    "row_ptr negative": ([0, -7, 2], [1, 2]),
+    "lag past L": ([0, 1, 2], [1, 2**31 - 1]),
+    "valid": ([0, 1, 2], [1, 2]),
+}
+for backend in sys.argv[1:]:
+    for name, (r, lag) in delays.items():
+        ring = arrivals(jnp.array(r), jnp.array(lag), backend).tolist()
+        results[backend]["arrivals " + name] = [repr(v) for v in ring[1] + ring[2]]
+print(json.dumps(results))
 """
 
 
@@ -132,7 +150,8 @@ print(json.dumps({
 def test_without_equinox_raising_a_bad_traced_structure_gives_nan_not_a_crash(mode):
     """Under EQX_ON_ERROR=nan (index arrays filled with their largest value) or off (unchanged), the kernels
     got the bad structure and wrote outside their output (a segfault); now each spiking row's currents are
-    NaN wherever the bad structure reaches, and a valid structure is untouched."""
+    NaN wherever the bad structure reaches, and a valid structure is untouched. arrival_scatter's row
+    offsets and lags are clipped into range likewise."""
     backends = ops.backends()
     done = subprocess.run(
         [sys.executable, "-c", _UNCHECKED_PROBE, *backends],
@@ -146,6 +165,10 @@ def test_without_equinox_raising_a_bad_traced_structure_gives_nan_not_a_crash(mo
     for backend in backends:
         got = {name: [float(v) for v in values] for name, values in results[backend].items()}
         assert got.pop("valid") == [1.0, 3.0, 0.0, 2.0], backend
+        # Delays: bad row offsets or lags are clipped into range, so the ring is written only inside.
+        assert got.pop("arrivals valid") == [1.0, 0.0, 0.0, 2.0, 0.0, 3.0, 0.0, 0.0], backend
+        for name in ("row_ptr past R", "row_ptr negative", "lag past L"):
+            assert len(got.pop("arrivals " + name)) == 8, (backend, name)
         for name, currents in got.items():
             assert np.isnan(currents[0]), (backend, name, currents)  # row 0's first synapse, at column 0
             assert currents[2] == 0.0, (backend, name, currents)  # no synapse reaches it
