@@ -4,7 +4,7 @@ The network is `diffbrain.learn.EINetwork` (ALIF, 80 % E / 20 % I, conductance s
 readout) with 100 Poisson inputs, float32, dt 1 ms, the loss on the last 10 % of the steps.
 Grid: T = 100, 300, 1,000 steps at 200 neurons, batch 16 (``full``: T up to 10,000, 200 and 800 neurons,
 batch 16 and 64 — the grid of the issue). Methods: ``bptt``, ``bptt-checkpoint`` (``checkpoint=True``:
-segments of ⌈√T⌉ steps recomputed in the backward pass), ``d-rtrl``, ``es-d-rtrl``
+segments of about √T steps recomputed in the backward pass), ``d-rtrl``, ``es-d-rtrl``
 (`diffbrain.learn.bptt` / `diffbrain.learn.online`).
 
 Metrics per method and case:

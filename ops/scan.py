@@ -157,8 +157,10 @@ def event_scan(
             `jax.checkpoint`, so reverse mode stores each segment's starting carry and, while it runs back
             through a segment, that segment's residuals: ``T/checkpoint + checkpoint`` steps' worth instead
             of ``T`` (fewest near ``checkpoint ≈ √T``), at the price of one more forward step per step and
-            of a second ``[nnz]`` total per weight array (each segment's, added to the run's). None: keep
-            every step's residuals.
+            of a second ``[nnz]`` total per weight array (each segment's, added to the run's). When
+            ``checkpoint`` does not divide T, the last ``T mod checkpoint`` steps run unsegmented and the
+            other steps of ``xs`` are copied into segments (a slice): pick a divisor to avoid the copy. None:
+            keep every step's residuals.
 
     Returns:
         ``(final carry, stacked y)``, as `lax.scan`.

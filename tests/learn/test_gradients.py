@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from diffbrain import learn, zoo
+from diffbrain.learn.bptt import square_root_segment
 
 
 def cosine(a, b):
@@ -89,7 +90,7 @@ def test_online_gradients_align_with_bptt_on_a_sparse_recurrent_network():
 @pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
 @pytest.mark.parametrize("checkpoint", [True, np.True_, 1, 7, 25, 60])
 def test_checkpointed_bptt_gives_the_same_gradient(cue_task, sparse, checkpoint):
-    """Segments of 1, 7 (T = 25 leaves 4 over), all 25 and more steps, and ⌈√T⌉ (True): the plain
+    """Segments of 1, 7 (T = 25 leaves 4 over), all 25 and more steps, and about √T (True): the plain
     gradient."""
     task = cue_task(n_cues=1, delay=5, recall=5)
     net = learn.EINetwork(
@@ -149,7 +150,7 @@ def test_online_memory_does_not_grow_with_sequence_length():
 
 @pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
 def test_checkpointed_bptt_memory_grows_as_the_square_root_of_the_sequence_length(sparse):
-    """Segments of ⌈√T⌉ steps hold ~2√T steps at once: from T = 400 to 6,400 the temporaries grow ~4×
+    """Segments of √T steps hold ~2√T steps at once: from T = 400 to 6,400 the temporaries grow ~4×
     (16× keeping every step), and at T = 6,400 they are a fraction of the plain BPTT's."""
     net = learn.EINetwork(20, 200, 2, key=jax.random.key(0), sparse=sparse, connectivity=0.1)
     net = jax.tree.map(lambda x: x.astype(jnp.float32) if eqx.is_inexact_array(x) else x, net)
@@ -159,6 +160,30 @@ def test_checkpointed_bptt_memory_grows_as_the_square_root_of_the_sequence_lengt
     print(f"checkpointed {short} -> {long} bytes, plain {plain} bytes at T = 6,400")
     assert long < 6 * short, (short, long)
     assert long < plain / 5, (long, plain)
+
+
+@pytest.mark.parametrize(
+    ("n_steps", "segment"),
+    [(1, 1), (7, 3), (25, 5), (97, 10), (200, 10), (1_000, 25), (3_000, 50), (9_973, 100)],
+)
+def test_checkpoint_true_picks_a_divisor_near_the_square_root(n_steps, segment):
+    """True runs segments of a divisor of T holding at most 1.25× ⌈√T⌉'s steps (3,000: 50, not 55), else
+    ⌈√T⌉ (a prime such as 97 or 9,973)."""
+    assert square_root_segment(n_steps) == segment
+
+
+def test_checkpoint_true_does_not_copy_the_inputs_when_a_divisor_is_near_the_square_root():
+    """At T = 3,000, segments of ⌈√T⌉ = 55 steps copy the inputs' first 2,970 steps into segments (a
+    slice); True's 50 steps divide T and copy nothing."""
+    net = learn.EINetwork(20, 40, 2, key=jax.random.key(0))
+    net = jax.tree.map(lambda x: x.astype(jnp.float32) if eqx.is_inexact_array(x) else x, net)
+    n_steps, batch_size = 3_000, 16
+    inputs = n_steps * batch_size * 20 * 4
+    memory = {
+        k: temp_bytes(functools.partial(learn.bptt, checkpoint=k), net, n_steps, batch_size)
+        for k in (True, 55)
+    }
+    assert memory[True] < memory[55] - 0.9 * inputs, memory
 
 
 @pytest.mark.parametrize("algorithm", ["d-rtrl", "es-d-rtrl"])
