@@ -8,12 +8,18 @@ programs (1-3 GB at the heaviest tests)."""
 
 
 def pytest_xdist_auto_num_workers(config):
-    """``-n auto``: one process per core available to this one, at most `MAX_WORKERS`; none (the tests run in
-    this process) when pytest-benchmark times, which it does in one process only. The environment variable
-    ``PYTEST_XDIST_AUTO_NUM_WORKERS`` still sets the count."""
-    if config.getoption("benchmark_enable", default=False):
+    """``-n auto``: one process per core available to this one, at most `MAX_WORKERS` and at most one per
+    test file named on the command line (files run whole in one process: ``--dist loadfile``). None — the
+    tests run in this process — for one file, under ``--trace`` (a debugger needs this process) and when
+    pytest-benchmark times, which it does in one process only. ``PYTEST_XDIST_AUTO_NUM_WORKERS`` still sets
+    the count."""
+    if config.getoption("benchmark_enable", default=False) or config.getoption("trace", default=False):
         return 0
     if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
         return None  # pytest-xdist's own hook reads it
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(MAX_WORKERS, cores or 1))
+    workers = max(1, min(MAX_WORKERS, cores or 1))
+    paths = {arg.split("::")[0] for arg in config.args}
+    if paths and all(path.endswith(".py") for path in paths):
+        workers = min(workers, len(paths))
+    return workers if workers > 1 else 0

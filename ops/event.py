@@ -36,7 +36,7 @@ from jax.interpreters import ad, batching, mlir
 from jaxtyping import Array, Bool, Float, Int, Shaped
 
 from . import _backend, _carried
-from .csr import CSR
+from .csr import CSR, equinox_on_error
 from .kernels import reference
 
 __all__ = ["arrival_scatter", "csr_matvec", "event_matmat", "event_matvec"]
@@ -812,11 +812,13 @@ batching.primitive_batchers[release_p] = _untied_batching(release_p)
 batching.primitive_batchers[tie_p] = _untied_batching(tie_p)
 
 
-def _checked_delays(row_ptr: Array, lag: Array, n_rows: int, length: int) -> tuple[Array, Array]:
+def _checked_delays(
+    row_ptr: Array, lag: Array, n_rows: int, length: int
+) -> tuple[Array, Array, Array | None]:
     """``row_ptr`` and ``lag`` after checking their values: a ValueError when they are concrete, else
-    `eqx.error_if` (raised when the computation runs), and then clipped into range (no-ops on valid values):
-    under ``EQX_ON_ERROR=nan`` or ``off`` equinox returns bad values instead of raising, and the kernels
-    read ``W``'s rows at ``row_ptr`` unchecked."""
+    `eqx.error_if` (raised when the computation runs); and, when they are traced and equinox does not raise
+    (``EQX_ON_ERROR=nan`` or ``off``), whether they are bad (else None), having clipped them into range:
+    the kernels read ``W``'s rows at ``row_ptr`` unchecked."""
     row_ptr_message = (
         f"`row_ptr` must start at 0, be non-decreasing and end at R = {n_rows} (the rows of W); build it "
         "from each row's presynaptic neuron, e.g. `np.searchsorted(source, np.arange(n_pre + 1))`."
@@ -830,18 +832,21 @@ def _checked_delays(row_ptr: Array, lag: Array, n_rows: int, length: int) -> tup
             row_ptr,
             row_ptr_message,
             lambda xp, r: (r[0] != 0) | (r[-1] != n_rows) | xp.any(r[1:] < r[:-1]),
-            n_rows,
+            (0, n_rows),
         ),
-        (lag, lag_message, lambda xp, x: xp.any((x < 1) | (x > length)), length),
+        (lag, lag_message, lambda xp, x: xp.any((x < 1) | (x > length)), (1, length)),
     )
-    checked = []
-    for value, message, bad, largest in checks:
+    checked, failed = [], []
+    raises = equinox_on_error() == "raise"
+    for value, message, bad, bounds in checks:
         if isinstance(value, jax.core.Tracer):
-            value = jnp.clip(eqx.error_if(value, bad(jnp, value), message), 0, largest)
+            failed.append(bad(jnp, value))
+            value = eqx.error_if(value, failed[-1], message)
+            value = value if raises else jnp.clip(value, *bounds)
         elif bad(np, np.asarray(value)):
             raise ValueError(message)
         checked.append(value)
-    return checked[0], checked[1]
+    return checked[0], checked[1], None if raises or not failed else functools.reduce(jnp.logical_or, failed)
 
 
 def arrival_scatter(
@@ -885,6 +890,8 @@ def arrival_scatter(
         The updated ring ``[L, n_post]``; with ``pop``, ``(ring, arriving [n_post])``.
 
     ``row_ptr`` and ``lag`` are checked: a ValueError when they are concrete, else `equinox.error_if`.
+    Under ``EQX_ON_ERROR=nan`` or ``off`` (no error raised) bad traced values are clipped into range and
+    the result (with ``pop``, ``arriving``) is NaN.
 
     Differentiable w.r.t. ``W.data``, floating ``spikes`` and ``ring``, to any order, in forward and
     reverse mode. The tangent is this operator again, linear in the tangents. Its transpose gives the
@@ -938,7 +945,7 @@ def arrival_scatter(
         spikes = spikes.astype(W.data.dtype)
     elif not floating and spikes.dtype != jnp.bool_:
         raise ValueError(f"`spikes` must be bool, integer or floating, got dtype {spikes.dtype}.")
-    row_ptr, lag = _checked_delays(row_ptr, lag, W.shape[0], ring.shape[0])
+    row_ptr, lag, failed = _checked_delays(row_ptr, lag, W.shape[0], ring.shape[0])
     backend = _backend.resolve(backend, W.data.dtype)
     # the slot only matters mod L: reduced in the step's own dtype first, so no step wraps in int32
     args = (row_ptr, lag, W.indptr, W.indices, (step % ring.shape[0]).astype(jnp.int32), W.data, spikes, ring)
@@ -949,4 +956,9 @@ def arrival_scatter(
         context, slot = carried
         args = (context.latest[slot], *args[:5], context.values[slot], *args[6:])
         ring, arriving, context.latest[slot] = arrival_carried_p.bind(*args, pop=bool(pop), backend=backend)
+    if failed is not None:  # bad delays that equinox did not raise on: NaN, not a silently wrong input
+        if pop:  # O(n_post) a step: what a network reads next
+            arriving = jnp.where(failed, jnp.asarray(jnp.nan, arriving.dtype), arriving)
+        else:
+            ring = jnp.where(failed, jnp.asarray(jnp.nan, ring.dtype), ring)
     return (ring, arriving) if pop else ring

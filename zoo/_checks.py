@@ -90,14 +90,15 @@ def n_steps_of(duration_ms, dt: float) -> int:
     """The number of ``dt`` steps in ``duration_ms`` (both in ms).
 
     Raises:
-        ValueError: ``duration_ms`` is not a real number (a string, a bool, None, an array of more than one
-            value) or not a positive whole multiple of ``dt``.
+        ValueError: ``duration_ms`` is not one concrete real number (a string, a bool, None, a list or
+            array even of one value, a traced value) or not a positive whole multiple of ``dt``.
     """
     value = np.asarray(duration_ms) if not isinstance(duration_ms, jax.core.Tracer) else None
-    if value is None or value.ndim != 0 or value.dtype.kind not in "iuf":
+    real = value is not None and value.dtype != bool and jnp.issubdtype(value.dtype, jnp.number)
+    if not real or value.ndim != 0 or jnp.issubdtype(value.dtype, jnp.complexfloating):
         raise ValueError(
-            f"`duration_ms` must be a concrete number of ms (the step count fixes the scan's length), got "
-            f"{type(duration_ms).__name__} {duration_ms!r}."
+            "`duration_ms` must be one concrete real number of ms (the step count fixes the scan's length), "
+            f"got {type(duration_ms).__name__} {duration_ms!r}."
         )
     duration = float(value)
     n_steps = round(duration / dt) if np.isfinite(duration) else 0

@@ -657,6 +657,10 @@ def test_bad_input_names_the_argument():
         net.simulate(1.0, key, record=[3])
     with pytest.raises(ValueError, match="`key`"):
         net.simulate(1.0, None)
+    for bad_key in (0, jax.random.split(key)):
+        with pytest.raises(ValueError, match="`key` must be one JAX key"):
+            net.simulate(1.0, bad_key)
+    assert net.simulate(jnp.bfloat16(1.0), key).counts.shape[0] == 10  # any real dtype, as `dt`
     with pytest.raises(ValueError, match="`checkpoint`"):
         net.simulate(1.0, key, checkpoint=0)
     with pytest.raises(ValueError, match=r"`pulse\.neurons`"):

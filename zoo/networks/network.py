@@ -26,6 +26,7 @@ from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray
 
 from ... import ops
 from ...ops import CSR, csr_matvec
+from ...ops.csr import check_key
 from ...ops.scan import checked_unroll
 from .._checks import check_dt, n_steps_of
 from .._param import astype
@@ -651,6 +652,7 @@ class Network(eqx.Module):
                 "`key` may be None only when continuing from `state` in a network without background input."
             )
         if key is not None:  # the initial potentials and the background from independent keys
+            check_key(key, "it draws the initial potentials and the background (see `simulate`)")
             init_key, key = jax.random.split(key)
         if state is None:
             state = self.init_state(init_key)
