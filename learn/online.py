@@ -58,7 +58,7 @@ non-zero (`per_state_support`), and S JVPs per step for the Jacobians, not S + 2
 ``D`` are ``e^{−dt/τ_syn} D_f``). CPU time per step over BPTT's, evidence accumulation at dt 2 ms (T = 1,100,
 batch 16), side by side on the 2-core CPU at load 7–10: 1.02× at 200 neurons and 1.80× at 50 (the dense
 factor with all S + 2 JVPs before: 1.73× and 2.76×; same gradient to 2·10⁻⁷ in float32, 2·10⁻¹⁶ in
-float64). Memory stays flat (2.2 MiB of compiled temporaries at T = 100, 3.2 MiB at 10,000, 200 neurons,
+float64). Memory stays flat (2.1 MiB of compiled temporaries at T = 100, 2.3 MiB at 10,000, 200 neurons,
 batch 16; BPTT 11 → 980 MiB).
 """
 
