@@ -47,6 +47,7 @@ class Method(enum.StrEnum):
     """How the gradient is computed (`diffbrain.learn.METHODS`)."""
 
     bptt = "bptt"
+    bptt_checkpoint = "bptt-checkpoint"
     d_rtrl = "d-rtrl"
     es_d_rtrl = "es-d-rtrl"
 
@@ -271,7 +272,13 @@ def train(
     task: Annotated[Task, typer.Option(help="The task (a default protocol of `diffbrain.tasks`).")] = (
         Task.evidence_accumulation
     ),
-    method: Annotated[Method, typer.Option(help="bptt | d-rtrl | es-d-rtrl")] = Method.bptt,
+    method: Annotated[
+        Method,
+        typer.Option(
+            help="bptt | bptt-checkpoint (BPTT recomputing segments of ~√T steps: same gradient, less "
+            "memory) | d-rtrl | es-d-rtrl"
+        ),
+    ] = Method.bptt,
     n_rec: Annotated[int, typer.Option(min=2, help="Recurrent neurons (80 % excitatory).")] = 200,
     connectivity: Annotated[
         Connectivity, typer.Option(help="Recurrent weights as a dense masked matrix or a sparse ops.CSR.")

@@ -26,7 +26,10 @@ from .loss import StepLoss, accuracy, cross_entropy
 from .network import EINetwork, trainable
 from .online import online_with_evidence
 
-METHODS = ("bptt", "d-rtrl", "es-d-rtrl")
+METHODS = ("bptt", "bptt-checkpoint", "d-rtrl", "es-d-rtrl")
+"""How `train` computes gradients: BPTT (`bptt`; ``"bptt-checkpoint"``: ``checkpoint=True``, segments of
+about √T steps recomputed in the backward pass — the same gradient in far less memory for long trials) or
+online (`online`'s algorithms)."""
 CHECKPOINT, METRICS, RUN = "checkpoint.eqx", "metrics.json", "run.json"
 
 
@@ -45,8 +48,8 @@ class TrainResult(NamedTuple):
 @functools.cache
 def gradient_function(method: str, loss_fn: StepLoss = cross_entropy) -> Callable:
     """``(net, batch) -> (loss, evidence, grads)`` for a method of `METHODS` (one object per arguments)."""
-    if method == "bptt":
-        return functools.partial(bptt_with_evidence, loss_fn=loss_fn)
+    if method in ("bptt", "bptt-checkpoint"):
+        return functools.partial(bptt_with_evidence, loss_fn=loss_fn, checkpoint=method == "bptt-checkpoint")
     if method in METHODS:
         return functools.partial(online_with_evidence, loss_fn=loss_fn, algorithm=method)
     raise ValueError(f"`method` must be one of {METHODS}, got {method!r}.")
@@ -210,7 +213,7 @@ def train(
     Args:
         net: the network to train.
         task: a task with ``sample(key, batch_size)`` returning a `diffbrain.learn.loss.Batch`.
-        method: ``"bptt"``, ``"d-rtrl"`` or ``"es-d-rtrl"``.
+        method: ``"bptt"``, ``"bptt-checkpoint"``, ``"d-rtrl"`` or ``"es-d-rtrl"`` (`METHODS`).
         optimizer: an optax transformation (default ``optax.adam(1e-3)``).
         steps: total optimiser steps (including those of a resumed checkpoint), ≥ 0.
         batch_size: trials per step, ≥ 1.

@@ -155,6 +155,14 @@ def test_train_with_sparse_recurrent_connectivity(tmp_path):
     assert fits["after"]["E"]["count"] == fits["before"]["E"]["count"]
 
 
+def test_train_with_checkpointed_bptt(tmp_path):
+    out = tmp_path / "checkpointed"
+    result, text = _invoke(*TINY, "--method", "bptt-checkpoint", "--steps", "1", "--out", str(out))
+    assert result.exit_code == 0, text
+    assert json.loads((out / "config.json").read_text())["method"] == "bptt-checkpoint"
+    assert [row["step"] for row in _rows(out / "metrics.csv")] == ["1"]
+
+
 def test_train_writes_its_outputs_when_a_weight_group_has_no_synapses(tmp_path):
     # --p-connect 0: no recurrent synapse, so the E and I groups cannot be fitted; the run still finishes
     out = tmp_path / "unconnected"

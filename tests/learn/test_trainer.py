@@ -44,6 +44,19 @@ def test_resuming_from_a_checkpoint_reproduces_an_uninterrupted_run(cue_task, tm
         np.testing.assert_array_equal(a, b)
 
 
+def test_bptt_checkpoint_trains_as_bptt_does(cue_task):
+    """The same gradients, so the same run (to float32 rounding), from segments recomputed in the backward
+    pass."""
+    task = cue_task(n_cues=1, delay=5, recall=5)
+    net = learn.EINetwork(task.n_inputs, 20, 2, key=jax.random.key(0))
+    run = dict(task=task, optimizer=optax.adam(1e-2), steps=3, batch_size=4, key=jax.random.key(1))
+    results = {method: learn.train(net, method=method, **run, progress=False) for method in learn.METHODS[:2]}
+    plain, checkpointed = results.values()
+    np.testing.assert_allclose(checkpointed.metrics["loss"], plain.metrics["loss"], rtol=1e-5)
+    assert not jnp.allclose(plain.net.w_rec, net.w_rec)
+    np.testing.assert_allclose(checkpointed.net.w_rec, plain.net.w_rec, rtol=1e-4, atol=1e-6)
+
+
 def test_unknown_method_is_refused(cue_task):
     task = cue_task()
     net = learn.EINetwork(task.n_inputs, 10, 2, key=jax.random.key(0))
