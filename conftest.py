@@ -19,7 +19,7 @@ def pytest_xdist_auto_num_workers(config):
         return None  # pytest-xdist's own hook reads it
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     workers = max(1, min(MAX_WORKERS, cores or 1))
-    paths = {arg.split("::")[0] for arg in config.args}
+    paths = {os.path.realpath(arg.split("::")[0]) for arg in config.args}
     if paths and all(path.endswith(".py") for path in paths):
         workers = min(workers, len(paths))
     return workers if workers > 1 else 0

@@ -24,7 +24,9 @@ def square_root_segment(n_steps: int) -> int:
     copies the first ``⌊T/k⌋·k`` steps (a slice), e.g. 19 MB of temporaries on top of 10 MB at T = 3,000,
     batch 16, 100 inputs.
     """
-    ceiling = max(1, math.isqrt(max(n_steps - 1, 0)) + 1)
+    if n_steps < 1:
+        return 1
+    ceiling = max(1, math.isqrt(n_steps - 1) + 1)
     held = ceiling + -(-n_steps // ceiling)
     divisors = [k for k in range(1, ceiling + 1) if n_steps % k == 0]
     divisors += [n_steps // k for k in divisors]

@@ -81,7 +81,7 @@ def _traced_structure_check(
     safe_indptr = jnp.clip(jax.lax.cummax(indptr), 0, nnz) if n_post > 0 else jnp.zeros_like(indptr)
     indptr = jnp.where(bad, safe_indptr, checked_indptr)
     indices = jnp.where(bad, jnp.clip(indices, 0, max(n_post - 1, 0)), checked_indices)
-    data = jnp.where(bad, jnp.asarray(jnp.nan, data.dtype), data)
+    data = data * jnp.where(bad, jnp.asarray(jnp.nan, data.dtype), 1)  # NaN values and gradients
     return indptr, indices, data
 
 

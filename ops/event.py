@@ -956,9 +956,9 @@ def arrival_scatter(
         context, slot = carried
         args = (context.latest[slot], *args[:5], context.values[slot], *args[6:])
         ring, arriving, context.latest[slot] = arrival_carried_p.bind(*args, pop=bool(pop), backend=backend)
-    if failed is not None:  # bad delays that equinox did not raise on: NaN, not a silently wrong input
+    if failed is not None:  # bad delays that equinox did not raise on: NaN values and gradients
         if pop:  # O(n_post) a step: what a network reads next
-            arriving = jnp.where(failed, jnp.asarray(jnp.nan, arriving.dtype), arriving)
+            arriving = arriving * jnp.where(failed, jnp.asarray(jnp.nan, arriving.dtype), 1)
         else:
-            ring = jnp.where(failed, jnp.asarray(jnp.nan, ring.dtype), ring)
+            ring = ring * jnp.where(failed, jnp.asarray(jnp.nan, ring.dtype), 1)
     return (ring, arriving) if pop else ring

@@ -155,6 +155,12 @@ def test_train_with_sparse_recurrent_connectivity(tmp_path):
     assert fits["after"]["E"]["count"] == fits["before"]["E"]["count"]
 
 
+def test_train_method_choices_are_the_librarys():
+    from diffbrain import learn
+
+    assert [method.value for method in _cli_train.Method] == list(learn.METHODS)
+
+
 def test_train_with_checkpointed_bptt(tmp_path):
     out = tmp_path / "checkpointed"
     result, text = _invoke(*TINY, "--method", "bptt-checkpoint", "--steps", "1", "--out", str(out))

@@ -164,7 +164,7 @@ def test_checkpointed_bptt_memory_grows_as_the_square_root_of_the_sequence_lengt
 
 @pytest.mark.parametrize(
     ("n_steps", "segment"),
-    [(1, 1), (7, 3), (25, 5), (97, 10), (200, 10), (1_000, 25), (3_000, 50), (9_973, 100)],
+    [(0, 1), (1, 1), (7, 3), (25, 5), (97, 10), (200, 10), (1_000, 25), (3_000, 50), (9_973, 100)],
 )
 def test_checkpoint_true_picks_a_divisor_near_the_square_root(n_steps, segment):
     """True runs segments of a divisor of T holding at most 1.25× ⌈√T⌉'s steps (3,000: 50, not 55), else

@@ -55,6 +55,8 @@ def test_bptt_checkpoint_trains_as_bptt_does(cue_task):
     np.testing.assert_allclose(checkpointed.metrics["loss"], plain.metrics["loss"], rtol=1e-5)
     assert not jnp.allclose(plain.net.w_rec, net.w_rec)
     np.testing.assert_allclose(checkpointed.net.w_rec, plain.net.w_rec, rtol=1e-4, atol=1e-6)
+    assert learn.trainer.gradient_function("bptt-checkpoint").keywords["checkpoint"] is True
+    assert learn.trainer.gradient_function("bptt").keywords["checkpoint"] is False
 
 
 def test_unknown_method_is_refused(cue_task):

@@ -142,6 +142,23 @@ for backend in sys.argv[1:]:
     for name, (r, lag) in delays.items():
         ring = arrivals(jnp.array(r), jnp.array(lag), backend).tolist()
         results[backend]["arrivals " + name] = [repr(v) for v in ring[1] + ring[2]]
+
+
+def total(data, indptr, indices, row_ptr, lag, backend):
+    W = ops.CSR(indptr, indices, data, (2, 4))
+    return ops.arrival_scatter(spikes[:2], W, row_ptr, lag, jnp.zeros((3, 4)), 0, backend=backend).sum()
+
+
+weight_gradient = jax.jit(jax.grad(total), static_argnums=5)
+gradients = {
+    "bad index": ([0, 2, 3], [0, 9, 1], [0, 1, 2], [1, 2]),
+    "bad lag": ([0, 2, 3], [0, 3, 1], [0, 1, 2], [1, 2**31 - 1]),
+    "valid": ([0, 2, 3], [0, 3, 1], [0, 1, 2], [1, 2]),
+}
+for backend in sys.argv[1:]:
+    for name, arrays in gradients.items():
+        g = weight_gradient(jnp.array([1.0, 2.0, 3.0]), *map(jnp.array, arrays), backend)
+        results[backend]["gradient " + name] = [repr(v) for v in g.tolist()]
 print(json.dumps(results))
 """
 
@@ -170,6 +187,10 @@ def test_without_equinox_raising_a_bad_traced_structure_gives_nan_not_a_crash(mo
         assert got.pop("arrivals valid") == [1.0, 0.0, 0.0, 2.0, 0.0, 3.0, 0.0, 0.0], backend
         for name in ("row_ptr past R", "row_ptr negative", "lag past L"):
             assert np.isnan(got.pop("arrivals " + name)).all(), (backend, name)
+        # The weights' gradient is NaN too (a zero cotangent would pass for a valid one).
+        assert got.pop("gradient valid") == [1.0, 1.0, 1.0], backend
+        for name in ("bad index", "bad lag"):
+            assert np.isnan(got.pop("gradient " + name)).all(), (backend, name)
         for name, currents in got.items():
             assert np.isnan(currents[0]), (backend, name, currents)  # row 0's first synapse, at column 0
             assert currents[2] == 0.0, (backend, name, currents)  # no synapse reaches it
