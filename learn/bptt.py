@@ -26,11 +26,11 @@ def square_root_segment(n_steps: int) -> int:
     """
     if n_steps < 1:
         return 1
-    ceiling = max(1, math.isqrt(n_steps - 1) + 1)
+    ceiling = math.isqrt(n_steps - 1) + 1
     held = ceiling + -(-n_steps // ceiling)
     divisors = [k for k in range(1, ceiling + 1) if n_steps % k == 0]
     divisors += [n_steps // k for k in divisors]
-    best = min(divisors, key=lambda k: (k + n_steps // k, k), default=ceiling)
+    best = min(divisors, key=lambda k: (k + n_steps // k, k))
     return best if best + n_steps // best <= 1.25 * held else ceiling
 
 

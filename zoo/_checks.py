@@ -93,9 +93,11 @@ def n_steps_of(duration_ms, dt: float) -> int:
         ValueError: ``duration_ms`` is not one concrete real number (a string, a bool, None, a list or
             array even of one value, a traced value) or not a positive whole multiple of ``dt``.
     """
-    value = np.asarray(duration_ms) if not isinstance(duration_ms, jax.core.Tracer) else None
-    real = value is not None and value.dtype != bool and jnp.issubdtype(value.dtype, jnp.number)
-    if not real or value.ndim != 0 or jnp.issubdtype(value.dtype, jnp.complexfloating):
+    value = None if isinstance(duration_ms, jax.core.Tracer) else np.asarray(duration_ms)
+    real = value is not None and (
+        jnp.issubdtype(value.dtype, jnp.integer) or jnp.issubdtype(value.dtype, jnp.floating)
+    )
+    if not real or value.ndim != 0:
         raise ValueError(
             "`duration_ms` must be one concrete real number of ms (the step count fixes the scan's length), "
             f"got {type(duration_ms).__name__} {duration_ms!r}."

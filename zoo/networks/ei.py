@@ -232,6 +232,7 @@ class EINetwork(eqx.Module):
 
     def init_state(self, key: PRNGKeyArray) -> EIState:
         """Membrane potentials uniform in ``[V_reset, V_th)``, synapses closed, no spikes."""
+        check_key(key, "it draws the initial potentials (`simulate` takes None when given a `state`)")
         low, high = self.neuron.V_reset, self.neuron.V_th
         V = jax.random.uniform(key, (self.n,), self.I_ext.dtype, low, high)
         zeros = jnp.zeros(self.n, self.I_ext.dtype)
@@ -335,7 +336,6 @@ def simulate(
     n_steps, record = _validate(net, duration_ms, dt, record)
     unroll = checked_unroll(unroll)
     if state is None:
-        check_key(key, "it draws the initial potentials (it may be None when `state` is given)")
         state = net.init_state(key)
     else:
         _check_state(net, state)
