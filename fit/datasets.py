@@ -31,9 +31,11 @@ def idealised_steps(cell: Cell) -> Cell:
     """The sweeps with their measured current replaced by the step it commands, pA.
 
     Each sweep's ``meta`` must hold ``holding`` and ``amplitude`` (pA: the current before and inside the
-    stimulus window, as `bbp_l5pc_cell` records them) and the cell's (or sweep's) ``onoff`` window (ms).
-    The idealised current is ``holding`` outside ``[on, off)`` and ``amplitude`` inside: the measured
-    current's amplifier noise and spike-coupled artefacts are not what the cell was driven with.
+    stimulus window, as `bbp_l5pc_cell` records them) and an ``onoff`` window (ms): the sweep's own, which
+    `Recording.slice` keeps on the slice's clock, else the cell's, on the clock of sweeps as loaded (so
+    slice sweeps without their own window after idealising them). The idealised current is ``holding``
+    outside ``[on, off)`` and ``amplitude`` inside: the measured current's amplifier noise and
+    spike-coupled artefacts are not what the cell was driven with.
 
     Raises:
         ValueError: a sweep lacks ``holding``, ``amplitude`` or an ``onoff`` window.
@@ -41,7 +43,7 @@ def idealised_steps(cell: Cell) -> Cell:
     recordings = []
     for index, recording in enumerate(cell):
         meta = recording.meta
-        onoff = meta.get("onoff") or cell.meta.get("onoff")
+        onoff = meta["onoff"] if meta.get("onoff") is not None else cell.meta.get("onoff")
         if onoff is None or "holding" not in meta or "amplitude" not in meta:
             raise ValueError(
                 f"idealised_steps: sweep {meta.get('sweep', index)} of {cell.name!r} needs meta 'holding', "

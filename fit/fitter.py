@@ -424,6 +424,7 @@ def fit(
         "transforms": dict(zip(free_set.names, free_set.transforms, strict=True)),
         "devices": batch.size,
     }
+    requested["bounds"] = free_set.bounds()  # starts are drawn in [0, 1]: the same for any bounds
     fingerprint = _fingerprint(model, method, budget, key, u0, inputs, target, info, size, options, requested)
     if checkpoint is not None:
         model_to_json(model)  # a model the checkpoint cannot hold fails now, not after the first group
@@ -630,8 +631,17 @@ def _resume(checkpoint, fingerprint: str) -> FitResult | None:
     """The partial result in ``checkpoint`` if it exists (its fingerprint must match), else None."""
     if checkpoint is None or not Path(checkpoint).exists():
         return None
-    with open(checkpoint) as file:
-        data = json.load(file)
+    try:
+        with open(checkpoint) as file:
+            data = json.load(file)
+        problem = None if isinstance(data, dict) else f"it holds a JSON {type(data).__name__}"
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        problem = str(error)
+    if problem is not None:
+        raise ValueError(
+            f"checkpoint {str(checkpoint)!r} is not a fit's JSON ({problem}); diffbrain writes checkpoints "
+            "atomically, so the file came from elsewhere: pass another path (or delete it) to start afresh."
+        )
     if "fields" not in data.get("model", {}):
         raise ValueError(
             f"checkpoint {str(checkpoint)!r} was written by an older diffbrain that did not record the "
@@ -675,9 +685,6 @@ def _result(model, free_set, method, results, totals: _Totals, info) -> FitResul
         gradient_evaluations=totals.gradient,
         wall_time=totals.seconds,
         method=method,
-        bounds={
-            name: (float(lo), float(hi))
-            for name, lo, hi in zip(free_set.names, free_set.lower, free_set.upper, strict=True)
-        },
+        bounds=free_set.bounds(),
         info=info,
     )

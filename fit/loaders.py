@@ -120,9 +120,10 @@ def step_levels(current: ArrayLike, dt: float, on: float, off: float) -> tuple[f
 def load_nwb(path: PathLike, *, name: str | None = None) -> Cell:
     """Current-clamp sweeps of an NWB file (pynwb icephys): each response with its stimulus.
 
-    Responses are the ``CurrentClampSeries`` (incl. ``IZeroClampSeries``) in ``acquisition``; each is
-    paired with its ``CurrentClampStimulusSeries`` through the intracellular-recordings table when the
-    file has one, else by ``sweep_number``, else by order. Data are scaled by ``conversion`` and
+    Responses are the ``CurrentClampSeries`` in ``acquisition``; each is paired with its
+    ``CurrentClampStimulusSeries`` through the intracellular-recordings table when the file has one, else
+    by ``sweep_number``, else by order, and must start when its stimulus starts. An ``IZeroClampSeries``
+    (no current injected) has no stimulus: its current is zero. Data are scaled by ``conversion`` and
     ``offset`` to SI and then to mV and pA; ``dt`` comes from ``rate`` (or uniform ``timestamps``).
 
     Args:
@@ -150,7 +151,7 @@ def load_nwb(path: PathLike, *, name: str | None = None) -> Cell:
 
 
 def _nwb_pairs(nwb, path: Path) -> list[tuple[Any, Any]]:
-    from pynwb.icephys import CurrentClampSeries, CurrentClampStimulusSeries
+    from pynwb.icephys import CurrentClampSeries, CurrentClampStimulusSeries, IZeroClampSeries
 
     table = nwb.intracellular_recordings
     if table is not None and len(table) > 0:
@@ -161,25 +162,27 @@ def _nwb_pairs(nwb, path: Path) -> list[tuple[Any, Any]]:
             response, stimulus = responses[row], stimuli[row]
             if not isinstance(response.timeseries, CurrentClampSeries):
                 continue
-            if stimulus.idx_start < 0:
-                raise ValueError(
-                    f"NWB file {str(path)!r}: response {response.timeseries.name!r} has no stimulus in the "
-                    "intracellular-recordings table; the injected current is unknown."
-                )
+            if stimulus.idx_start is None or stimulus.idx_start < 0:  # no stimulus (pynwb: None or -1)
+                if not isinstance(response.timeseries, IZeroClampSeries):
+                    raise ValueError(
+                        f"NWB file {str(path)!r}: response {response.timeseries.name!r} has no stimulus in "
+                        "the intracellular-recordings table; the injected current is unknown."
+                    )
+                stimulus = None
             pairs.append((response, stimulus))
     else:
-        responses = sorted(
-            (s for s in nwb.acquisition.values() if isinstance(s, CurrentClampSeries)), key=lambda s: s.name
-        )
+        currents = [s for s in nwb.acquisition.values() if isinstance(s, CurrentClampSeries)]
+        pairs = [(s, None) for s in sorted(currents, key=lambda s: s.name) if isinstance(s, IZeroClampSeries)]
+        responses = sorted((s for s in currents if not isinstance(s, IZeroClampSeries)), key=lambda s: s.name)
         stimuli = sorted(
             (s for s in nwb.stimulus.values() if isinstance(s, CurrentClampStimulusSeries)),
             key=lambda s: s.name,
         )
         by_sweep = {s.sweep_number: s for s in stimuli if s.sweep_number is not None}
         if responses and all(r.sweep_number in by_sweep for r in responses):
-            pairs = [(r, by_sweep[r.sweep_number]) for r in responses]
+            pairs += [(r, by_sweep[r.sweep_number]) for r in responses]
         elif len(responses) == len(stimuli):
-            pairs = list(zip(responses, stimuli, strict=True))
+            pairs += list(zip(responses, stimuli, strict=True))
         else:
             raise ValueError(
                 f"NWB file {str(path)!r}: {len(responses)} current-clamp responses but {len(stimuli)} "
@@ -212,14 +215,25 @@ def _nwb_series(ref_or_series, kind: str, where: str) -> tuple[np.ndarray, float
 
 
 def _nwb_recording(path: Path, response, stimulus) -> Recording:
+    """One sweep: a response with its stimulus, or with no current (``stimulus`` None: I = 0 clamp)."""
     name = getattr(response, "timeseries", response).name
     where = f"NWB file {str(path)!r}, sweep {name!r}"
     voltage, dt, t0 = _nwb_series(response, "voltage", where)
-    current, dt_i, _ = _nwb_series(stimulus, "current", where)
+    if stimulus is None:
+        current, dt_i, t0_i = np.zeros_like(voltage), dt, t0
+    else:
+        current, dt_i, t0_i = _nwb_series(stimulus, "current", where)
+    stimulus_name = getattr(stimulus, "timeseries", stimulus).name if stimulus is not None else None
     if voltage.shape != current.shape or not np.isclose(dt, dt_i):
         raise ValueError(
             f"{where}: response has {voltage.size} samples at dt {dt:g} ms but its stimulus "
-            f"{getattr(stimulus, 'timeseries', stimulus).name!r} has {current.size} at dt {dt_i:g} ms."
+            f"{stimulus_name!r} has {current.size} at dt {dt_i:g} ms."
+        )
+    if abs(t0_i - t0) > dt / 2:
+        raise ValueError(
+            f"{where}: response starts at {t0:g} ms but its stimulus {stimulus_name!r} at {t0_i:g} ms; "
+            "their samples are not simultaneous, so the current would be applied at the wrong time. Align "
+            "the two series (cut or pad one) and load them as a Recording."
         )
     series = getattr(response, "timeseries", response)
     meta = {
@@ -228,7 +242,7 @@ def _nwb_recording(path: Path, response, stimulus) -> Recording:
         "amplitude": _largest_level(current),
         "t_start": t0,
         "voltage_unit": series.unit,
-        "current_unit": getattr(stimulus, "timeseries", stimulus).unit,
+        "current_unit": None if stimulus is None else getattr(stimulus, "timeseries", stimulus).unit,
         "protocol": getattr(series, "stimulus_description", None),
     }
     return Recording(dt, current, voltage, meta=meta)
@@ -494,8 +508,9 @@ def _read_rows(path: Path) -> np.ndarray:
             first = handle.readline()
         fields = [f.strip() for f in first.strip().split(",")]
         try:
-            [float(f) for f in fields]
-            skip = 0
+            values = np.asarray([float(f) for f in fields])
+            # column labels 0, 1, 2, … (pandas' to_csv(index=False)) or 1, 2, 3, …: a header, not a sweep
+            skip = int(any(np.array_equal(values, np.arange(len(values)) + k) for k in (0, 1)))
         except ValueError:
             skip = 1  # a header row (e.g. pandas' ",0,1,2,...")
         with warnings.catch_warnings():
@@ -521,7 +536,9 @@ def load_csv(
     """Sweeps from two CSV tables (current and voltage) with one row per sweep.
 
     This is the layout of the paper's HH traces: an optional header row, then one row per sweep whose
-    first column is the sweep's index (``index_column=True``) followed by the samples.
+    first column is the sweep's index (``index_column=True``) followed by the samples. A first row that is
+    not all numbers, or that counts the columns (0, 1, 2, … or 1, 2, 3, …, as pandas writes them), is the
+    header.
 
     Args:
         current_path, voltage_path: the two tables, of equal shape.
@@ -854,8 +871,12 @@ def qsnmc2007(root: PathLike, challenge: str = "A", cell: str | None = None) -> 
     Args:
         root: the shared data folder or the ``ephys-qsnmc2007`` folder.
         challenge: ``"A"`` — 8 noise stimuli × 4 repeats of 34 s at dt = 1 ms, with the spike times
-            supplied with the data (``meta``: ``stimulus``, ``repeat``, ``amplitude`` = mean current);
-            ``"B"`` — step protocols of two cells at their native dt.
+            supplied with the data (``meta``: ``stimulus``, ``repeat``, ``amplitude`` = mean current).
+            Those sit 1–2 samples (ms) before the first sample at or above 0 mV, where
+            `detect_spikes` and a simulated model put a spike: Γ between the two is 1.00 at the
+            competition's Δ = 2 ms but 0.90 at Δ = 1 ms, so score at Δ ≥ 2 ms or detect the spikes
+            again (`Recording.with_detected_spikes`); ``"B"`` — step protocols of two cells at their
+            native dt.
         cell: for challenge B, ``"C010302A1"`` or ``"C140201C"``.
     """
     folder = _dataset_folder(root, "ephys-qsnmc2007")

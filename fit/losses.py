@@ -153,7 +153,9 @@ class VanRossum(AbstractLoss):
     r"""Van Rossum distance between spike trains, squared and averaged over sweeps (dimensionless).
 
     ``D² = (1/τ) ∫ (f(t) − f̂(t))² dt`` with ``f = Σ_i e^{−(t − t_i)/τ} Θ(t − t_i)``, computed on the grid
-    (``Σ_k (f_k − f̂_k)²·dt/τ``). One unmatched spike adds ½; the model's spikes are surrogate spikes, so
+    (``Σ_k (f_k − f̂_k)²·dt/τ``) and, as in van Rossum (2001), over all time: the traces' difference at
+    a sweep's last sample decays on after it, and that tail is added in closed form. So one unmatched
+    spike adds ½ wherever it falls, at the sweep's end too; the model's spikes are surrogate spikes, so
     the distance has a gradient.
     """
 
@@ -168,7 +170,11 @@ class VanRossum(AbstractLoss):
     def __call__(self, V, spikes, target):
         weights = target.weights
         difference = exponential_filter((spikes - target.spikes) * weights, self.tau, target.dt)
-        return jnp.sum(weights * difference**2) * target.dt / self.tau / spikes.shape[1]
+        # after a sweep's last sample k the difference is d_k·r^j (r = e^{−dt/τ}) for j = 1, 2, …
+        decay = np.exp(-2 * target.dt / self.tau)
+        last = weights * (1 - jnp.concatenate([weights[1:], jnp.zeros_like(weights[:1])]))
+        total = weights + last * decay / (1 - decay)
+        return jnp.sum(total * difference**2) * target.dt / self.tau / spikes.shape[1]
 
 
 class SpikeCount(AbstractLoss):
@@ -245,8 +251,8 @@ def gamma_factor(
     """
     model = np.sort(np.asarray(model_times, float).ravel())
     data = np.sort(np.asarray(data_times, float).ravel())
-    if duration <= 0 or window <= 0:
-        raise ValueError(f"`duration` ({duration} ms) and `window` ({window} ms) must be > 0.")
+    if not (0 < duration < np.inf and 0 < window < np.inf):
+        raise ValueError(f"`duration` ({duration} ms) and `window` ({window} ms) must be finite and > 0.")
     if len(model) + len(data) == 0:
         return float("nan")
     rate = len(model) / duration  # spikes per ms

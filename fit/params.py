@@ -69,6 +69,13 @@ class FreeParams(eqx.Module):
         """Number of free parameters ``d``."""
         return len(self.names)
 
+    def bounds(self) -> dict[str, tuple[float, float]]:
+        """``{name: (lower, upper)}`` as Python floats, in the parameters' units."""
+        return {
+            name: (float(lo), float(hi))
+            for name, lo, hi in zip(self.names, self.lower, self.upper, strict=True)
+        }
+
     def _is_log(self) -> Array:
         return jnp.asarray([t == "log" for t in self.transforms])
 

@@ -80,6 +80,15 @@ def _describe_source(meta: Mapping[str, Any]) -> str:
     return f"Recording ({', '.join(parts)})" if parts else "Recording"
 
 
+def _real_number(value: Any) -> float | None:
+    """``value`` as a float if it is one real number (a Python, NumPy or 0-d array int or float, not a
+    bool), else None."""
+    dtype = np.asarray(value).dtype if np.ndim(value) == 0 else None
+    if isinstance(value, bool) or dtype is None or dtype.kind not in "iuf":
+        return None
+    return float(value)
+
+
 def detect_spikes(
     voltage: ArrayLike, dt: float, threshold: float = 0.0, refractory: float = 1.0
 ) -> np.ndarray:
@@ -101,6 +110,17 @@ def detect_spikes(
         >>> detect_spikes([-70.0, -20.0, 20.0, -60.0, 30.0], dt=0.1, refractory=0.1).round(3)
         array([0.15 , 0.367])
     """
+    limits = {
+        "dt": (dt, "ms", 0.0, " > 0"),
+        "threshold": (threshold, "mV", -np.inf, ""),
+        "refractory": (refractory, "ms", 0.0, " >= 0"),
+    }
+    for name, (value, unit, low, bound) in limits.items():
+        number = _real_number(value)
+        if number is None or not (low <= number < np.inf) or (name == "dt" and number == 0):
+            raise ValueError(
+                f"detect_spikes: `{name}` must be a finite number{bound} in {unit}, got {value!r}."
+            )
     v = np.asarray(voltage, dtype=np.float64)
     if v.ndim != 1:
         raise ValueError(f"detect_spikes: `voltage` must be one trace [T], got shape {v.shape}.")
@@ -123,6 +143,14 @@ def spike_samples(times, dt):
     xp = np if isinstance(times, np.ndarray) else jnp
     samples = times / dt
     return xp.ceil(samples - 1e-9 - 2.0**-23 * xp.abs(samples)).astype(xp.int32)
+
+
+def _shifted(meta: dict[str, Any], offset: float) -> dict[str, Any]:
+    """A sweep's metadata after cutting its first ``offset`` ms: ``t_start`` later, ``onoff`` earlier."""
+    meta = {**meta, "t_start": meta.get("t_start", 0.0) + offset}
+    if meta.get("onoff") is not None:
+        meta["onoff"] = [float(edge) - offset for edge in meta["onoff"]]
+    return meta
 
 
 def _shift_spikes(times: np.ndarray, dt: float, i0: int, i1: int) -> np.ndarray:
@@ -352,7 +380,9 @@ class Recording(eqx.Module):
 
         Spike times are shifted by the time of the first kept sample, ``i0·dt`` with ``i0 = ceil(t0/dt)``
         (``t0`` itself when it is on the grid), and those outside the window dropped; ``meta["t_start"]``
-        accumulates that offset, so the slice's sample times in the original sweep are ``t + t_start``.
+        accumulates that offset, so the slice's sample times in the original sweep are ``t + t_start``. A
+        stimulus window in ``meta["onoff"]`` (ms from the sweep's start, as `bbp_l5pc_cell` records it) is
+        shifted by the same offset, so it stays on the slice's clock.
         """
         where = _describe_source(self.meta)
         dt = self._scalar_dt("slice")
@@ -364,12 +394,9 @@ class Recording(eqx.Module):
         i0, i1 = math.ceil(t0 / dt - 1e-9), min(math.ceil(t1 / dt - 1e-9), self.n_samples)
         if i1 <= i0:
             raise ValueError(f"{where}: slice [{t0}, {t1}) ms holds no sample at dt = {dt} ms; widen it.")
-        meta = self.meta
-        meta["t_start"] = meta.get("t_start", 0.0) + i0 * dt
+        meta = _shifted(self.meta, i0 * dt)
         if "sweeps" in meta:  # a stack: each sweep's own metadata, which unstacking and saving keep
-            meta["sweeps"] = [
-                {**sweep, "t_start": sweep.get("t_start", 0.0) + i0 * dt} for sweep in meta["sweeps"]
-            ]
+            meta["sweeps"] = [_shifted(sweep, i0 * dt) for sweep in meta["sweeps"]]
         if "lengths" in meta:  # a padded stack: each sweep's recorded samples within the window
             meta["lengths"] = [min(length, i1) - i0 for length in meta["lengths"]]
             if min(meta["lengths"]) < 1:
@@ -394,8 +421,10 @@ class Recording(eqx.Module):
         """
         where = _describe_source(self.meta)
         old_dt = self._scalar_dt("resample")
-        if not (isinstance(dt, int | float) and math.isfinite(dt) and dt > 0):
+        number = _real_number(dt)
+        if number is None or not (math.isfinite(number) and number > 0):
             raise ValueError(f"{where}: resample needs a positive sampling interval `dt` in ms, got {dt!r}.")
+        dt = number
         n = max(1, round(self.n_samples * old_dt / dt))
         t_old, t_new = np.arange(self.n_samples) * old_dt, np.arange(n) * dt
         interp = lambda x: np.stack(

@@ -116,6 +116,62 @@ def test_nwb_current_clamp(shared_data):
     assert np.all(np.abs(cell.stack().voltage) < 200)  # mV, not V or µV
 
 
+def write_nwb(path, stimulus_start_s=0.0, *, table=True, izero=True, stimulus_of_second=False):
+    """A two-sweep NWB file: a 100 pA step (50–150 ms of 200 ms, 10 kHz), then a sweep with no stimulus
+    (an `IZeroClampSeries` if ``izero``, else a `CurrentClampSeries`), paired through the
+    intracellular-recordings table (``table``) or by sweep number."""
+    from datetime import UTC, datetime
+
+    pynwb = pytest.importorskip("pynwb")
+    from pynwb.icephys import CurrentClampSeries, CurrentClampStimulusSeries, IZeroClampSeries
+
+    nwb = pynwb.NWBFile("test", "id", datetime(2020, 1, 1, tzinfo=UTC))
+    electrode = nwb.create_icephys_electrode(name="e", description="", device=nwb.create_device("amp"))
+    common = dict(rate=1e4, electrode=electrode, gain=1.0)
+    step = np.r_[np.zeros(500), np.full(1000, 100e-12), np.zeros(500)]
+    stimulus = CurrentClampStimulusSeries(
+        name="stim0", data=step, starting_time=stimulus_start_s, sweep_number=np.uint32(0), **common
+    )
+    response = CurrentClampSeries(
+        name="resp0", data=np.full(2000, -0.065), sweep_number=np.uint32(0), **common
+    )
+    resting = (IZeroClampSeries if izero else CurrentClampSeries)(
+        name="resp1", data=np.full(2000, -0.07), sweep_number=np.uint32(1), **common
+    )
+    if table:
+        nwb.add_intracellular_recording(electrode=electrode, stimulus=stimulus, response=response)
+        nwb.add_intracellular_recording(electrode=electrode, response=resting)
+    else:
+        nwb.add_stimulus(stimulus)
+        nwb.add_acquisition(response)
+        nwb.add_acquisition(resting)
+    with pynwb.NWBHDF5IO(str(path), "w") as io:
+        io.write(nwb)
+    return path
+
+
+@pytest.mark.parametrize("table", [True, False])
+def test_nwb_zero_current_sweeps_read_with_no_stimulus(tmp_path, table):
+    cell = load_nwb(write_nwb(tmp_path / "izero.nwb", table=table))
+    step, resting = sorted(cell, key=lambda r: r.meta["sweep"])
+    np.testing.assert_allclose(np.asarray(step.current)[[499, 500, 1499, 1500]], [0, 100, 100, 0])
+    np.testing.assert_array_equal(np.asarray(resting.current), 0.0)
+    np.testing.assert_allclose(np.asarray(resting.voltage), -70.0)
+    assert resting.meta["current_unit"] is None and resting.meta["amplitude"] == 0.0
+
+
+def test_nwb_refuses_a_current_clamp_sweep_without_stimulus(tmp_path):
+    with pytest.raises(ValueError, match=r"'resp1' has no stimulus .* the injected current is unknown"):
+        load_nwb(write_nwb(tmp_path / "nostim.nwb", izero=False))
+
+
+@pytest.mark.parametrize("table", [True, False])
+def test_nwb_refuses_a_stimulus_that_starts_after_its_response(tmp_path, table):
+    with pytest.raises(ValueError, match="response starts at 0 ms but its stimulus 'stim0' at 50 ms"):
+        load_nwb(write_nwb(tmp_path / "late.nwb", 0.05, table=table))
+    assert len(load_nwb(write_nwb(tmp_path / "close.nwb", 0.00004, table=table))) == 2  # < dt/2: same samples
+
+
 def test_abf_steps_and_command(shared_data):
     folder = shared_data / "ephys-pyabf-samples"
     cell = load(folder / "171116sh_0018.abf")
@@ -247,6 +303,11 @@ def test_csv_round_trip_with_units(tmp_path):
         tmp_path / "plain.csv", tmp_path / "plain.csv", 0.05, voltage_unit="mV", index_column=False
     )
     assert len(plain) == 3 and plain[0].n_samples == 100
+    for first in (0, 1):  # a header of column numbers (pandas' to_csv(index=False) writes 0, 1, 2, …)
+        header = ",".join(map(str, range(first, first + 100)))
+        np.savetxt(tmp_path / "labelled.csv", current * 1e12, delimiter=",", header=header, comments="")
+        labelled = load_csv(tmp_path / "labelled.csv", tmp_path / "plain.csv", 0.05, index_column=False)
+        np.testing.assert_allclose(labelled.amplitudes, [100, 200, -50])
 
 
 # --- Recording and Cell behaviour ------------------------------------------------------------------------
@@ -281,6 +342,34 @@ def test_detect_spikes_interpolates_and_respects_refractory():
     )
     assert len(detect_spikes(v, dt=0.1, refractory=2.5)) == 2
     assert len(detect_spikes(v, dt=0.1, threshold=30.0)) == 2
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"dt": 0.0},
+        {"dt": True},
+        {"dt": "0.1"},
+        {"threshold": np.inf},
+        {"refractory": np.nan},
+        {"refractory": -1.0},
+    ],
+)
+def test_detect_spikes_refuses_a_bad_setting_naming_it(bad):
+    [name] = bad
+    with pytest.raises(ValueError, match=f"`{name}` must be a finite number"):
+        detect_spikes(np.full(10, -70.0), **({"dt": 0.1} | bad))
+
+
+def test_numpy_and_jax_scalars_are_sampling_intervals():
+    v = np.full(100, -70.0)
+    v[[10, 30]] = 20.0
+    for dt in (np.float32(0.5), np.int64(1), jnp.asarray(0.5)):
+        assert len(detect_spikes(v, dt, np.float64(0.0), jnp.asarray(1.0))) == 2
+        assert synthetic(n=100).resample(dt).dt == float(dt)
+    for bad in (True, "0.5", np.nan, jnp.ones(2)):
+        with pytest.raises(ValueError, match="resample needs a positive sampling interval `dt`"):
+            synthetic(n=100).resample(bad)
 
 
 def test_slice_and_resample_keep_spikes_and_meta():

@@ -273,6 +273,10 @@ def test_an_interrupted_fit_resumes_from_its_checkpoint(sweeps, tmp_path, monkey
     assert fit.FitResult.load(path).loss == resumed.loss == uninterrupted.loss
     with pytest.raises(ValueError, match="different fit"):
         fit.fit(_model(), sweeps, **(kwargs | {"budget": 60}), checkpoint=path)
+    # the starts are drawn in the unit box, the same for any bounds: other bounds are another fit
+    wider = {name: (lo - 1.0, hi + 1.0) for name, (lo, hi) in FREE.items()}
+    with pytest.raises(ValueError, match="different fit"):
+        fit.fit(_model(), sweeps, **(kwargs | {"free": wider}), checkpoint=path)
 
 
 def test_a_measured_gradient_mode_resumes_whichever_mode_wins(sweeps, tmp_path, monkeypatch):
@@ -319,6 +323,14 @@ def test_a_checkpoint_without_model_fields_is_read_but_not_resumed(sweeps, tmp_p
     assert type(fit.FitResult.load(path).model.spike_fn) is zoo.surrogate.Sigmoid
     with pytest.raises(ValueError, match="older diffbrain"):
         fit.fit(_model(), sweeps, **kwargs, checkpoint=path)
+
+
+@pytest.mark.parametrize("content", ['{"model": {"fie', "[1, 2]", "\udcff"])
+def test_a_checkpoint_that_is_not_a_fit_is_refused_naming_it(sweeps, tmp_path, content):
+    path = tmp_path / "broken.json"
+    path.write_bytes(content.encode("utf-8", "surrogateescape"))
+    with pytest.raises(ValueError, match=r"checkpoint '.*broken\.json' is not a fit's JSON"):
+        fit.fit(_model(), sweeps, free=FREE, method="random", budget=10, checkpoint=path)
 
 
 def test_a_model_field_json_cannot_hold_fails_before_fitting(sweeps, tmp_path):

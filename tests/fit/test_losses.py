@@ -38,6 +38,22 @@ def test_van_rossum_one_extra_spike_is_a_half():
     # (1/τ)∫ e^{−2t/τ} dt = 1/2; the grid sum is (dt/τ)/(1 − e^{−2dt/τ})
     assert float(value) == pytest.approx(dt / tau / (1 - np.exp(-2 * dt / tau)), rel=1e-6)
     assert float(value) == pytest.approx(0.5, rel=1e-2)
+    for last in (n - 50, n - 1):  # near the end and on the last sample: the tail is counted
+        model[:], model[last] = 0, 1
+        at_end = fit.VanRossum(tau=tau)(None, jnp.asarray(model), _target(np.zeros((n, 1)), data, dt))
+        assert float(at_end) == pytest.approx(float(value), rel=1e-6)
+
+
+def test_van_rossum_counts_the_tail_at_each_padded_sweeps_end():
+    """A padded sweep ends at its last unmasked sample: the tail starts there, not at the padding's end."""
+    n, dt, tau = 400, 0.1, 2.0
+    data, model = np.zeros((n, 2)), np.zeros((n, 2))
+    model[149, 0] = model[399, 1] = 1  # each on its sweep's last recorded sample
+    mask = np.ones((n, 2))
+    mask[150:, 0] = 0  # sweep 0 recorded for 150 samples
+    target = fit.Target(voltage=jnp.zeros((n, 2)), spikes=jnp.asarray(data), dt=dt, mask=jnp.asarray(mask))
+    one = dt / tau / (1 - np.exp(-2 * dt / tau))  # one unmatched spike, on the grid
+    assert float(fit.VanRossum(tau=tau)(None, jnp.asarray(model), target)) == pytest.approx(one, rel=1e-6)
 
 
 def test_spike_count_and_first_spike_latency():
@@ -63,6 +79,14 @@ def test_losses_add_and_scale():
 def test_gamma_identical_trains_is_one():
     times = np.sort(np.random.default_rng(0).uniform(0, 1000, 20))
     assert fit.gamma_factor(times, times, duration=1000.0) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    "bad", [{"duration": np.nan}, {"window": np.nan}, {"duration": np.inf}, {"window": 0.0}]
+)
+def test_gamma_refuses_a_duration_or_window_that_is_not_finite_and_positive(bad):
+    with pytest.raises(ValueError, match="must be finite and > 0"):
+        fit.gamma_factor([10.0], [10.0], **({"duration": 100.0} | bad))
 
 
 def test_gamma_small_known_case():

@@ -77,6 +77,19 @@ def test_idealised_steps_replace_the_measured_current():
         np.testing.assert_array_equal(np.asarray(recording.voltage), np.asarray(measured.voltage))
 
 
+def test_a_sliced_sweep_keeps_its_step_window():
+    """Slicing before or after idealising gives the same current: the sweep's window moves with the slice."""
+    sweeps = [
+        Recording(r.dt, r.current, r.voltage, meta=r.meta | {"onoff": [100.0, 300.0]}) for r in step_cell()
+    ]
+    cell = Cell(sweeps, "own windows")
+    sliced_first = datasets.idealised_steps(Cell([r.slice(50.0, 250.0) for r in cell], "sliced"))
+    idealised_first = [r.slice(50.0, 250.0) for r in datasets.idealised_steps(cell)]
+    for a, b in zip(sliced_first, idealised_first, strict=True):
+        assert a.meta["onoff"] == b.meta["onoff"] == [50.0, 250.0]
+        np.testing.assert_array_equal(np.asarray(a.current), np.asarray(b.current))
+
+
 def test_idealised_steps_name_the_sweep_without_levels():
     bare = Cell([Recording(0.1, np.zeros(10), np.full(10, -70.0), meta={"sweep": 7})], "bare")
     with pytest.raises(ValueError, match=r"sweep 7 .* needs meta 'holding'"):
