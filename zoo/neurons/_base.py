@@ -78,6 +78,21 @@ class AbstractSpikingNeuron(AbstractNeuron):
         return jax.lax.stop_gradient(spike) if self.detach_reset else spike
 
 
+def compressed_overshoot(V_start: Array, V_end: Array, V_peak: Array, scale: float = 1.0) -> Array:
+    """``V_end − V_peak`` (mV) for a surrogate spike of a model whose voltage runs away at a spike
+    (AdEx, Izhikevich), divided by the step's rise in units of ``scale`` mV where it rose by more.
+
+    In the step that crosses ``V_peak`` such a V overshoots it by tens of mV to ~10⁶ mV, where every
+    surrogate's pseudo-derivative is ~0, so no gradient would flow through the spike. Divided by the rise,
+    the overshoot is ``scale`` times the fraction of the step spent above ``V_peak`` (at most ``scale``):
+    the same sign, so the same spikes, and a pseudo-derivative like a slowly rising model's. Its gradient
+    is the crossing time's sensitivity, bounded where V's own (``∝`` the rise) is not. Steps that rise by
+    less than ``scale`` mV are unchanged.
+    """
+    rise = V_end - V_start
+    return (V_end - V_peak) / jnp.maximum(rise / scale, 1.0)
+
+
 def jump(value: Array, target: Array, gate: Array) -> Array:
     """``value`` where ``gate`` is 0 and ``target`` where it is 1, differentiable in all three.
 

@@ -13,12 +13,14 @@ from .._checks import check_dt, check_less, check_positive
 from .._integrate import exp_euler
 from .._param import param
 from ..surrogate import AbstractSurrogate, Sigmoid
-from ._base import AbstractSpikingNeuron, jump
+from ._base import AbstractSpikingNeuron, compressed_overshoot, jump
 
 
 def _max_exponent(dtype) -> float:
-    """The largest exponent whose ``exp`` leaves the step ~10¹⁰ of headroom below ``dtype``'s overflow."""
-    return float(np.log(jnp.finfo(dtype).max)) - 23.0
+    """The largest exponent whose ``exp`` leaves the step ~10¹⁰ of headroom below ``dtype``'s overflow,
+    or, for a dtype too narrow for that (float16: overflow at 6.6·10⁴), the square root of the overflow."""
+    log_max = float(np.log(jnp.finfo(dtype).max))
+    return max(log_max - 23.0, log_max / 2)
 
 
 class AdExState(NamedTuple):
@@ -34,9 +36,12 @@ class AdEx(AbstractSpikingNeuron):
     is evaluated at ``min(V, V_peak)``: past the peak the spike is already detected and reset, so the cut
     changes no trajectory while keeping the step finite. With a steep slope (small ``Δ_T``, e.g. < 0.6 mV in
     float32 with the default ``V_T`` and ``V_peak``) even ``(V_peak − V_T)/Δ_T`` overflows ``exp``, so the
-    exponent is also capped ~10¹⁰ below the dtype's overflow: V then jumps far past ``V_peak`` in that step
-    and is reset, as the uncapped model would be, and the values and gradients stay finite. Defaults are
-    Brette & Gerstner's (2005) fit to a cortical pyramidal cell (tonic firing with adaptation).
+    exponent is also capped ~10¹⁰ below the dtype's overflow (float16: at its square root): V then jumps far
+    past ``V_peak`` in that step and is reset, as the uncapped model would be, and the values and gradients
+    stay finite. That overshoot (up to ~10⁶ mV) would put the surrogate spike where its pseudo-derivative
+    is ~0, so the spike is taken of the overshoot divided by the step's rise (``compressed_overshoot`` in
+    ``zoo.neurons._base``): the same spikes, with a gradient. Defaults are Brette & Gerstner's (2005) fit
+    to a cortical pyramidal cell (tonic firing with adaptation).
 
     Units: V mV, C pF, g_L and a nS, w, b and I pA, times ms.
 
@@ -85,9 +90,9 @@ class AdEx(AbstractSpikingNeuron):
         spike_drive = self.g_L * self.delta_T * jnp.exp(jnp.minimum(exponent, _max_exponent(exponent.dtype)))
         dV = (-self.g_L * (V - self.E_L) + spike_drive - w + current) / self.C
         dw = (self.a * (V - self.E_L) - w) / self.tau_w
-        V = exp_euler(V, dV, self.g_L / self.C, dt)
+        V_start, V = V, exp_euler(V, dV, self.g_L / self.C, dt)
         w = exp_euler(w, dw, 1 / self.tau_w, dt)
-        spike = self.spike_fn(V - self.V_peak)
+        spike = self.spike_fn(compressed_overshoot(V_start, V, self.V_peak))
         gate = self._reset_gate(spike)
         V = jump(V, self.V_reset, gate)
         w = w + self.b * gate

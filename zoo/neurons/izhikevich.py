@@ -11,7 +11,7 @@ from jaxtyping import Array, ArrayLike, Float
 from .._checks import check_dt, check_less
 from .._param import param
 from ..surrogate import AbstractSurrogate, Sigmoid
-from ._base import AbstractSpikingNeuron, jump
+from ._base import AbstractSpikingNeuron, compressed_overshoot, jump
 
 
 class IzhikevichState(NamedTuple):
@@ -24,7 +24,10 @@ class Izhikevich(AbstractSpikingNeuron):
 
     When ``V ≥ V_peak`` (30 mV): ``V ← c``, ``u ← u + d``. The model is written dimensionless: V in mV,
     t in ms, and I in the model's own units (the paper uses I ≈ 10 for tonic firing). Integrated with
-    forward Euler (the polynomial has no useful linear part); use dt ≤ 0.1 ms.
+    forward Euler (the polynomial has no useful linear part); use dt ≤ 0.1 ms. In the step that crosses
+    ``V_peak`` V overshoots it by up to ~30 mV (at dt = 0.1 ms), where the surrogate's pseudo-derivative is
+    ~0, so the spike is taken of the overshoot divided by the step's rise
+    (``compressed_overshoot`` in ``zoo.neurons._base``): the same spikes, with a gradient.
 
     Presets: `regular_spiking` (the default), `intrinsically_bursting`, `chattering`, `fast_spiking`.
 
@@ -90,7 +93,7 @@ class Izhikevich(AbstractSpikingNeuron):
         V, u = state
         V_new = V + dt * (0.04 * V * V + 5 * V + 140 - u + current)
         u = u + dt * self.a * (self.b * V - u)
-        spike = self.spike_fn(V_new - self.V_peak)
+        spike = self.spike_fn(compressed_overshoot(V, V_new, self.V_peak))
         gate = self._reset_gate(spike)
         V_new = jump(V_new, self.c, gate)
         u = u + self.d * gate
