@@ -30,12 +30,13 @@ def check_batch(batch: Batch, n_in: int, n_out: int, dtype: jnp.dtype) -> Simple
     """``batch`` checked against a network with ``n_in`` inputs and ``n_out`` readout units, its inputs cast
     to the network's float ``dtype`` (spikes: the cast is exact), as a `SimpleBatch`.
 
-    Shapes are checked in Python (free, also under ``jit``): inputs ``[T, B, n_in]`` (time-major),
-    targets and mask ``[T, B]``, labels ``[B]``. The targets must be class indices in ``[0, n_out)`` at
-    the masked steps, and so must the labels: checked in Python when the arrays are concrete, with
-    `eqx.error_if` (one comparison per (step, trial)) when traced. The inputs must be finite and ≥ 0 (they
-    are conductances), checked the same way. The mask must be bool (an integer one is read as
-    ``mask != 0``): it selects the steps, it does not weight them.
+    Shapes and dtypes are checked in Python (free, also under ``jit``): inputs ``[T, B, n_in]``
+    (time-major) with T ≥ 1 steps and B ≥ 1 trials, targets and mask ``[T, B]``, labels ``[B]``; targets
+    and labels of an integer dtype (a float class such as 1.7 is refused, not truncated). The targets must
+    be class indices in ``[0, n_out)`` at the masked steps, and so must the labels: checked in Python when
+    the arrays are concrete, with `eqx.error_if` (one comparison per (step, trial)) when traced. The inputs
+    must be finite and ≥ 0 (they are conductances), checked the same way. The mask must be bool (an integer
+    one is read as ``mask != 0``): it selects the steps, it does not weight them.
 
     Raises:
         ValueError: naming the field of ``batch`` that does not fit.
@@ -49,6 +50,12 @@ def check_batch(batch: Batch, n_in: int, n_out: int, dtype: jnp.dtype) -> Simple
             f"channels; got shape {inputs.shape}."
         )
     time_and_batch = inputs.shape[:2]
+    if 0 in time_and_batch:
+        raise ValueError(
+            f"`batch` must hold at least one step and one trial; got T = {time_and_batch[0]} steps and "
+            f"B = {time_and_batch[1]} trials (`batch.inputs` is [T, B, n_in] = {inputs.shape}), which have "
+            "no loss to learn from. Sample a batch size ≥ 1 of trials at least one step long."
+        )
     for name, array in (("targets", targets), ("mask", mask)):
         if array.shape != time_and_batch:
             raise ValueError(
@@ -61,6 +68,13 @@ def check_batch(batch: Batch, n_in: int, n_out: int, dtype: jnp.dtype) -> Simple
             "selects steps, it does not weight them: pass `mask > 0`)."
         )
     mask = mask.astype(bool)
+    for name, array in (("targets", targets), ("labels", labels)):
+        # the dtype is known under jit too; a float index would be truncated (1.7 read as class 1)
+        if not jnp.issubdtype(array.dtype, jnp.integer):
+            raise ValueError(
+                f"`batch.{name}` must be integer class indices; got dtype {array.dtype}. Whole numbers "
+                f"stored as floats: pass `batch.{name}.astype(jnp.int32)`."
+            )
     if labels.shape != time_and_batch[1:]:
         raise ValueError(
             f"`batch.labels` must be [B] = {time_and_batch[1:]} (B = `batch.inputs.shape[1]`); got shape "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import json
@@ -45,14 +46,23 @@ class TrainResult(NamedTuple):
     metrics: dict[str, np.ndarray]  # "loss" and "accuracy", one value per step [steps]
 
 
-@functools.cache
 def gradient_function(method: str, loss_fn: StepLoss = cross_entropy) -> Callable:
-    """``(net, batch) -> (loss, evidence, grads)`` for a method of `METHODS` (one object per arguments)."""
+    """``(net, batch) -> (loss, evidence, grads)`` for a method of `METHODS` (one object per arguments).
+
+    Raises:
+        ValueError: ``method`` is not one of `METHODS`.
+    """
+    # checked before the cache, which would meet an unhashable method (a list) with a TypeError
+    if not (isinstance(method, str) and method in METHODS):
+        raise ValueError(f"`method` must be one of {METHODS}, got {method!r}.")
+    return _cached_gradient_function(method, loss_fn)
+
+
+@functools.cache
+def _cached_gradient_function(method: str, loss_fn: StepLoss) -> Callable:
     if method in ("bptt", "bptt-checkpoint"):
         return functools.partial(bptt_with_evidence, loss_fn=loss_fn, checkpoint=method == "bptt-checkpoint")
-    if method in METHODS:
-        return functools.partial(online_with_evidence, loss_fn=loss_fn, algorithm=method)
-    raise ValueError(f"`method` must be one of {METHODS}, got {method!r}.")
+    return functools.partial(online_with_evidence, loss_fn=loss_fn, algorithm=method)
 
 
 @eqx.filter_jit
@@ -119,18 +129,51 @@ def _name(function: Callable) -> str:
     return f"{getattr(function, '__module__', type(function).__module__)}.{qualname}"
 
 
-def run_identity(net: EINetwork, method: str, batch_size: int, key: PRNGKeyArray, loss_fn: StepLoss) -> dict:
-    """What identifies a run of `train` (saved as ``run.json`` next to its checkpoint): the method, batch
-    size, key and loss, the network's static settings and a SHA-256 of its initial arrays (its weights,
-    neuron parameters and connectivity). The optimizer is not in it (its state's shapes are checked)."""
+def _sha256(arrays) -> str:
+    """The SHA-256 of ``arrays``' dtypes, shapes and bytes, in order."""
     digest = hashlib.sha256()
-    for leaf in jax.tree.leaves(eqx.filter(net, eqx.is_array)):
-        leaf = np.asarray(leaf)
-        digest.update(f"{leaf.dtype}{leaf.shape}".encode())
-        digest.update(leaf.tobytes())
+    for array in arrays:
+        array = np.asarray(array)
+        digest.update(f"{array.dtype}{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def _settings(value) -> Any:
+    """``value`` as JSON that is the same in every process (no memory addresses): numbers and strings as
+    they are, a sequence as a list, a scalar array as its number and a larger one (a random key: its data)
+    as its dtype, shape and SHA-256, a function by `_name`, and a dataclass (an Equinox module, a task) or
+    another object as its class and its fields."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if eqx.is_array(value) and jnp.issubdtype(value.dtype, jax.dtypes.prng_key):
+        value = jax.random.key_data(value)
+    if isinstance(value, np.generic) or (eqx.is_array(value) and value.ndim == 0):
+        return np.asarray(value).item()
+    if eqx.is_array(value):
+        return f"{value.dtype}{list(value.shape)} sha256 {_sha256([value])}"
+    if isinstance(value, list | tuple):
+        return [_settings(item) for item in value]
+    if dataclasses.is_dataclass(value):
+        fields = {field.name: getattr(value, field.name) for field in dataclasses.fields(value)}
+    elif callable(value):
+        return _name(value)
+    else:
+        fields = vars(value) if hasattr(value, "__dict__") else {}
+    return {"class": _name(type(value)), **{name: _settings(item) for name, item in fields.items()}}
+
+
+def run_identity(
+    net: EINetwork, task, method: str, batch_size: int, key: PRNGKeyArray, loss_fn: StepLoss
+) -> dict:
+    """What identifies a run of `train` (saved as ``run.json`` next to its checkpoint): the task (its class
+    and fields, e.g. its durations and rates), the method, batch size, key and loss, the network's static
+    settings and a SHA-256 of its initial arrays (its weights, neuron parameters and connectivity). The
+    optimizer is not in it (its state's shapes are checked)."""
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         key = jax.random.key_data(key)
     return {
+        "task": _settings(task),
         "method": method,
         "batch_size": batch_size,
         "key": np.asarray(key).tolist(),
@@ -141,8 +184,30 @@ def run_identity(net: EINetwork, method: str, batch_size: int, key: PRNGKeyArray
         "sparse": net.sparse,
         "neuron": type(net.neuron).__name__,
         **{name: getattr(net, name) for name in ("n_exc", "dt", "tau_syn", "tau_out", "E_exc", "E_inh")},
-        "initial_arrays_sha256": digest.hexdigest(),
+        "initial_arrays_sha256": _sha256(jax.tree.leaves(eqx.filter(net, eqx.is_array))),
     }
+
+
+_UNRECORDED = object()  # a setting that run.json does not hold
+
+
+def _differences(name: str, saved, current) -> list[str]:
+    """One line for each setting under ``name`` whose value in ``run.json`` (``saved``) is not ``current``;
+    a task of the same class is compared field by field (``task.delay_duration``)."""
+    if saved == current:
+        return []
+    if saved is _UNRECORDED:
+        return [f"{name}: not recorded there (its run.json was written before diffbrain recorded it)"]
+    if name == "initial_arrays_sha256":
+        return [f"{name}: differ (other initial weights, e.g. another seed)"]
+    if isinstance(saved, dict) and isinstance(current, dict):
+        names = {**saved, **current} if saved.get("class") == current.get("class") else ["class"]
+        return [
+            line
+            for field in names
+            for line in _differences(f"{name}.{field}", saved.get(field, _UNRECORDED), current.get(field))
+        ]
+    return [f"{name}: {saved!r} there, {current!r} now"]
 
 
 def _check_run(folder: Path, identity: dict) -> None:
@@ -151,17 +216,22 @@ def _check_run(folder: Path, identity: dict) -> None:
     if not path.exists():
         return  # written before run.json existed: only the shapes are checked
     saved = json.loads(path.read_text())
-    changed = {name: (saved.get(name), value) for name, value in identity.items() if saved.get(name) != value}
-    if changed:
-        listing = "; ".join(
-            f"{name}: differ (other initial weights, e.g. another seed)"
-            if name == "initial_arrays_sha256"
-            else f"{name}: {old!r} there, {new!r} now"
-            for name, (old, new) in changed.items()
+    listing = [
+        line
+        for name, value in identity.items()
+        for line in _differences(name, saved.get(name, _UNRECORDED), value)
+    ]
+    if listing:
+        unrecorded = {name: value for name, value in identity.items() if name not in saved}
+        advice = (
+            f" If that run had the same {', '.join(unrecorded)}, add {json.dumps(unrecorded)} to {path} to "
+            "resume it."
+            if unrecorded
+            else ""
         )
         raise CheckpointMismatch(
-            f"checkpoint_dir {folder} holds a run with other settings ({listing}); pass that run's network "
-            "and arguments to resume it, or choose another checkpoint_dir."
+            f"checkpoint_dir {folder} holds a run with other settings ({'; '.join(listing)}); pass that "
+            f"run's network, task and arguments to resume it, or choose another checkpoint_dir.{advice}"
         )
 
 
@@ -203,16 +273,18 @@ def train(
     key, and a resumed run sees the same batches as an uninterrupted one: with ``checkpoint_dir``, the
     network, optimiser state, step and metrics are saved every ``checkpoint_every`` steps and at the end.
     A later call continues from the last checkpoint (up to ``steps``) when it passes the same initial
-    network, method, batch size, key and loss (`run_identity`, saved in ``run.json``; the optimizer is
-    not checked beyond its state's shapes); otherwise it raises `CheckpointMismatch` naming the fields that
-    differ. A checkpoint already at ``steps`` is returned as it is.
+    network, task (its class and fields), method, batch size, key and loss (`run_identity`, saved in
+    ``run.json``; the optimizer is not checked beyond its state's shapes); otherwise it raises
+    `CheckpointMismatch` naming the fields that differ. A checkpoint already at ``steps`` is returned as
+    it is.
 
     Training stops with a ``FloatingPointError`` at the first step whose loss or updated parameters are not
     finite, before that step is checkpointed: ``checkpoint_dir`` keeps the last finite state.
 
     Args:
         net: the network to train.
-        task: a task with ``sample(key, batch_size)`` returning a `diffbrain.learn.loss.Batch`.
+        task: a task with ``sample(key, batch_size)`` returning a `diffbrain.learn.loss.Batch`; its class
+            and fields (an Equinox module's or dataclass's fields, another object's attributes) identify it.
         method: ``"bptt"``, ``"bptt-checkpoint"``, ``"d-rtrl"`` or ``"es-d-rtrl"`` (`METHODS`).
         optimizer: an optax transformation (default ``optax.adam(1e-3)``).
         steps: total optimiser steps (including those of a resumed checkpoint), ≥ 0.
@@ -255,7 +327,7 @@ def train(
     start = 0
     if checkpoint_dir is not None:
         folder = Path(checkpoint_dir)
-        identity = run_identity(net, method, batch_size, key, loss_fn)
+        identity = run_identity(net, task, method, batch_size, key, loss_fn)
         if (folder / CHECKPOINT).exists():
             _check_run(folder, identity)
         else:  # a new run: its identity goes first, so every checkpoint has one

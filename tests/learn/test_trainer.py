@@ -1,4 +1,5 @@
 import functools
+import json
 
 import equinox as eqx
 import jax
@@ -59,11 +60,13 @@ def test_bptt_checkpoint_trains_as_bptt_does(cue_task):
     assert learn.trainer.gradient_function("bptt").keywords["checkpoint"] is False
 
 
-def test_unknown_method_is_refused(cue_task):
+@pytest.mark.parametrize("method", ["adjoint", ["bptt"]])
+def test_unknown_method_is_refused(cue_task, method):
+    # a list once reached the cache of gradient_function and failed with "unhashable type"
     task = cue_task()
     net = learn.EINetwork(task.n_inputs, 10, 2, key=jax.random.key(0))
-    with pytest.raises(ValueError, match="bptt"):
-        learn.train(net, task, method="adjoint", steps=1)
+    with pytest.raises(ValueError, match=r"`method` must be one of \('bptt', 'bptt-checkpoint'"):
+        learn.train(net, task, method=method, steps=1)
 
 
 ADAM = optax.adam(1e-3)  # one object: the runs below share their compilation
@@ -107,9 +110,80 @@ def test_resuming_with_other_arguments_is_refused_naming_them(cue_task, trained_
         learn.train(**(run | change), checkpoint_dir=trained_folder)
     message = str(error.value)
     assert str(trained_folder) in message
-    names = learn.trainer.run_identity(net, "bptt", 2, jax.random.key(1), learn.cross_entropy)
+    names = learn.trainer.run_identity(net, run["task"], "bptt", 2, jax.random.key(1), learn.cross_entropy)
     assert [name for name in names if f"{name}:" in message] == fields
     assert "sha256: differ (other initial weights" in message or "initial_arrays_sha256" not in fields
+
+
+@pytest.mark.parametrize(
+    ("task", "differences"),
+    [
+        ({"delay": 9}, "(task.delay: 5 there, 9 now)"),
+        ({"rate": 0.3, "noise": 0.0}, "(task.rate: 0.2 there, 0.3 now; task.noise: 0.02 there, 0.0 now)"),
+    ],
+)
+def test_resuming_on_another_protocol_of_the_task_is_refused_naming_its_fields(
+    cue_task, trained_folder, task, differences
+):
+    other = cue_task(**({"n_cues": 1, "delay": 5, "recall": 5} | task))
+    with pytest.raises(learn.trainer.CheckpointMismatch) as error:
+        learn.train(**_tiny_run(cue_task, task=other, steps=3), checkpoint_dir=trained_folder)
+    assert differences in str(error.value)
+    assert str(error.value).endswith(
+        "pass that run's network, task and arguments to resume it, or choose another checkpoint_dir."
+    )
+
+
+def test_resuming_on_another_task_is_refused_naming_its_class(cue_task, trained_folder):
+    other = tasks.EvidenceAccumulation(channels_per_group=10)  # as many inputs and classes as the cue task
+    with pytest.raises(
+        learn.trainer.CheckpointMismatch,
+        match=r"\(task.class: '[\w.]*CueCounting' there, 'diffbrain.tasks.evidence_accumulation."
+        r"EvidenceAccumulation' now\)",
+    ):
+        learn.train(**_tiny_run(cue_task, task=other, steps=3), checkpoint_dir=trained_folder)
+
+
+def test_a_checkpoint_whose_run_json_predates_the_task_says_how_to_resume_it(
+    cue_task, trained_folder, tmp_path
+):
+    folder = tmp_path / "old"
+    folder.mkdir()
+    for name in ("checkpoint.eqx", "metrics.json", "run.json"):
+        (folder / name).write_bytes((trained_folder / name).read_bytes())
+    identity = json.loads((folder / "run.json").read_text())
+    task = identity.pop("task")
+    (folder / "run.json").write_text(json.dumps(identity))
+    with pytest.raises(learn.trainer.CheckpointMismatch) as error:
+        learn.train(**_tiny_run(cue_task), checkpoint_dir=folder)
+    message = str(error.value)
+    assert "(task: not recorded there (its run.json was written before diffbrain recorded it))" in message
+    assert message.endswith(
+        f"If that run had the same task, add {json.dumps({'task': task})} to "
+        f"{folder / 'run.json'} to resume it."
+    )
+    (folder / "run.json").write_text(json.dumps(identity | {"task": task}))  # as the message says
+    assert learn.train(**_tiny_run(cue_task), checkpoint_dir=folder).metrics["loss"].shape == (2,)
+
+
+class _TaskWithArrays(eqx.Module):
+    rate: jax.Array
+    pattern: jax.Array
+    seed: jax.Array
+
+
+def test_a_task_holding_arrays_and_keys_is_identified_by_their_values():
+    def identity(pattern):
+        task = _TaskWithArrays(jnp.asarray(0.5), pattern, jax.random.key(3))
+        net = learn.EINetwork(4, 6, 2, key=jax.random.key(0))
+        return learn.trainer.run_identity(net, task, "bptt", 2, jax.random.key(1), learn.cross_entropy)[
+            "task"
+        ]
+
+    same = identity(jnp.arange(6.0))
+    assert identity(jnp.arange(6.0)) == same and json.loads(json.dumps(same)) == same
+    assert same["rate"] == 0.5 and same["pattern"].startswith("float") and same["seed"] != same["pattern"]
+    assert identity(jnp.arange(6.0).at[0].set(1.0))["pattern"] != same["pattern"]
 
 
 def test_resuming_more_steps_than_asked_is_refused_and_as_many_returns_the_checkpoint(
@@ -176,7 +250,10 @@ def test_the_identity_of_a_run_is_the_same_in_another_process(cue_task):
     # no memory addresses: two equal partials (as another process would build) give the same identity
     run = _tiny_run(cue_task)
     a, b = (
-        learn.trainer.run_identity(run["net"], "bptt", 2, run["key"], functools.partial(learn.cross_entropy))
+        learn.trainer.run_identity(
+            run["net"], run["task"], "bptt", 2, run["key"], functools.partial(learn.cross_entropy)
+        )
         for _ in range(2)
     )
     assert a == b and a["loss_fn"] == "partial(diffbrain.learn.loss.cross_entropy)"
+    assert a["task"]["class"].endswith("CueCounting") and a["task"]["delay"] == 5

@@ -45,11 +45,36 @@ GRADIENTS = {
         ({"inputs": jnp.full((T, B, N_IN), jnp.inf)}, r"`batch.inputs` must be finite and >= 0.*Got \[inf"),
         ({"mask": jnp.ones((T, B))}, r"`batch.mask` must be bool.*got float"),
         ({"labels": jnp.full((B,), N_OUT)}, r"`batch.labels` must be class indices in \[0, n_out\).*Got \[2"),
+        (
+            {"targets": jnp.full((T, B), 1.7)},
+            r"`batch.targets` must be integer class indices; got dtype float",
+        ),
+        (
+            {"labels": jnp.array([1.7, 0.2, 1.0])},
+            r"`batch.labels` must be integer.*labels.astype\(jnp.int32\)",
+        ),
     ],
 )
 def test_bad_batches_are_refused_naming_the_field(method, change, message):
     with pytest.raises(ValueError, match=message):
         GRADIENTS[method](_net(), _batch(**change))
+
+
+@pytest.mark.parametrize("method", GRADIENTS)
+@pytest.mark.parametrize(("steps", "trials"), [(T, 0), (0, B)])
+def test_an_empty_batch_is_refused(method, steps, trials):
+    # it gave a loss and gradient of 0 (ES-D-RTRL with no trials: NumPy's zero-size reduction error)
+    empty = learn.SimpleBatch(
+        jnp.zeros((steps, trials, N_IN)),
+        jnp.zeros((steps, trials), jnp.int32),
+        jnp.ones((steps, trials), bool),
+        jnp.zeros(trials, jnp.int32),
+    )
+    message = (
+        rf"`batch` must hold at least one step and one trial; got T = {steps} steps and B = {trials} trials"
+    )
+    with pytest.raises(ValueError, match=message):
+        GRADIENTS[method](_net(), empty)
 
 
 def test_a_batch_major_batch_is_refused():
@@ -75,6 +100,8 @@ def test_out_of_range_targets_are_accepted_outside_the_mask_and_bad_batches_refu
             loss(net, _batch(inputs=_batch().inputs.at[0, 0, 0].set(bad))).block_until_ready()
     with pytest.raises(Exception, match=r"`batch.labels` must be class indices"):
         loss(net, _batch(labels=jnp.full((B,), -1))).block_until_ready()
+    with pytest.raises(ValueError, match=r"`batch.targets` must be integer class indices"):
+        loss(net, _batch(targets=jnp.ones((T, B))))  # the dtype is known when tracing
 
 
 @pytest.mark.parametrize("method", ["bptt", "es-d-rtrl"])
