@@ -76,9 +76,23 @@ def check_broadcastable(owner: str, fields: dict[str, object]) -> tuple[int, ...
     return shape
 
 
+def as_shape(shape: int | tuple[int, ...]) -> tuple[int, ...]:
+    """A population shape as a tuple: an integer ``n`` means ``(n,)``."""
+    return (int(shape),) if isinstance(shape, int | np.integer) else tuple(shape)
+
+
+def _is_real(dtype) -> bool:
+    return jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.floating)
+
+
 def check_dt(dt):
     """Validate a time step in ms: ``ValueError`` when concrete, ``eqx.error_if`` when traced."""
     arr = _concrete(dt)
+    if not _is_real(jnp.result_type(dt) if arr is None else arr.dtype):
+        raise ValueError(
+            f"`dt` must be a real number of ms (not a bool, a string or a complex number), got {dt!r}. "
+            "Pass e.g. dt=0.1."
+        )
     if arr is not None:
         if arr.ndim != 0 or not np.isfinite(arr) or arr <= 0:
             raise ValueError(f"`dt` must be a positive finite scalar in ms, got {dt!r}. Pass e.g. dt=0.1.")
@@ -86,24 +100,58 @@ def check_dt(dt):
     return eqx.error_if(dt, ~(jnp.isfinite(dt) & (dt > 0)), "`dt` must be a positive finite time step in ms.")
 
 
+# Durations may miss a whole number of steps by this fraction of a step, on top of their float rounding.
+_STEP_TOLERANCE = 1e-3
+
+
+def _rounding(value: np.ndarray) -> float:
+    """The relative rounding error ``value`` may carry: its float type's epsilon, float32's if it is one.
+
+    A float64 value that is exactly a float32 (``float(np.float32(0.1))``) may be a rounded float32, so it
+    gets float32's epsilon; integers are exact.
+    """
+    if jnp.issubdtype(value.dtype, jnp.integer):
+        return 0.0
+    eps = float(jnp.finfo(value.dtype).eps)
+    with np.errstate(over="ignore"):
+        if value.astype(np.float32) == value:
+            eps = max(eps, float(np.finfo(np.float32).eps))
+    return eps
+
+
+def whole_steps(duration: float, dt: float) -> int | None:
+    """The number of ``dt`` steps in ``duration`` (both in ms), or None unless it is a whole number of them.
+
+    A duration may miss a whole number of steps by a thousandth of a step plus the float rounding of
+    ``duration`` and ``dt`` (their float type's epsilon times the step count), so ``1000.0`` at
+    ``dt = 0.1`` and float32 values count as multiples while half a step is refused at any duration.
+    ``dt`` must already be checked (`check_dt`).
+    """
+    duration, dt = np.asarray(duration), np.asarray(dt)
+    steps = float(duration) / float(dt)
+    if not np.isfinite(steps):
+        return None
+    n_steps = round(steps)
+    tolerance = _STEP_TOLERANCE + abs(steps) * (_rounding(duration) + _rounding(dt))
+    return n_steps if abs(steps - n_steps) <= tolerance else None
+
+
 def n_steps_of(duration_ms, dt: float) -> int:
     """The number of ``dt`` steps in ``duration_ms`` (both in ms).
 
     Raises:
-        ValueError: ``duration_ms`` is not one concrete real number (a string, a bool, None, a list or
-            array even of one value, a traced value) or not a positive whole multiple of ``dt``.
+        ValueError: ``dt`` is not a positive finite number of ms; ``duration_ms`` is not one concrete real
+            number (a string, a bool, None, a list or array even of one value, a traced value) or not a
+            positive whole multiple of ``dt`` (see `whole_steps` for the tolerance).
     """
+    check_dt(dt)
     value = None if isinstance(duration_ms, jax.core.Tracer) else np.asarray(duration_ms)
-    real = value is not None and (
-        jnp.issubdtype(value.dtype, jnp.integer) or jnp.issubdtype(value.dtype, jnp.floating)
-    )
-    if not real or value.ndim != 0:
+    if value is None or not _is_real(value.dtype) or value.ndim != 0:
         raise ValueError(
             "`duration_ms` must be one concrete real number of ms (the step count fixes the scan's length), "
             f"got {type(duration_ms).__name__} {duration_ms!r}."
         )
-    duration = float(value)
-    n_steps = round(duration / dt) if np.isfinite(duration) else 0
-    if n_steps < 1 or abs(n_steps * dt - duration) > 1e-6 * max(1.0, duration):
+    n_steps = whole_steps(value, dt)
+    if n_steps is None or n_steps < 1:
         raise ValueError(f"`duration_ms` must be a positive multiple of dt = {dt} ms, got {duration_ms!r}.")
     return n_steps

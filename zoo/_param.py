@@ -15,13 +15,17 @@ import jax
 import jax.numpy as jnp
 
 
-def as_param(value) -> jax.Array:
-    """Convert a Python number or array to a floating JAX array, keeping Python floats weakly typed."""
-    if isinstance(value, bool):
-        raise TypeError(f"a model parameter must be a number or an array, got the bool {value!r}")
-    if isinstance(value, int):
+def as_param(value, name: str = "a model parameter") -> jax.Array:
+    """Convert a real Python number or array to a floating JAX array, keeping Python floats weakly typed.
+
+    Raises:
+        TypeError: ``value`` (the parameter ``name``) is a bool or complex.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     array = jnp.asarray(value)
+    if array.dtype == jnp.bool_ or jnp.issubdtype(array.dtype, jnp.complexfloating):
+        raise TypeError(f"{name} must be a real number or array, got {value!r}; pass a real value.")
     if not jnp.issubdtype(array.dtype, jnp.inexact):
         array = array.astype(jnp.result_type(float))
     return array
@@ -29,7 +33,13 @@ def as_param(value) -> jax.Array:
 
 def param(default: float, unit: str, doc: str):
     """A float parameter field with a unit (``"ms"``, ``"mV"``, ``"nS"``, ``"1"`` …) and a docstring."""
-    return eqx.field(default=default, converter=as_param, metadata={"unit": unit, "doc": doc})
+    # The dataclass names the field once the class is built; the converter reads that name for its errors.
+    field = eqx.field(
+        default=default,
+        converter=lambda value: as_param(value, f"`{field.name}`"),
+        metadata={"unit": unit, "doc": doc},
+    )
+    return field
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from ._checks import check_dt
+from ._checks import as_shape, check_dt
 from .neurons._base import AbstractNeuron
 
 
@@ -56,6 +56,11 @@ def _validate(model, inputs, record: str | Sequence[str]) -> tuple[Array, tuple[
             f"`model` must be a zoo neuron (an AbstractNeuron such as zoo.LIF()), got {type(model).__name__}."
         )
     inputs = jnp.asarray(inputs)
+    if jnp.issubdtype(inputs.dtype, jnp.complexfloating):
+        raise TypeError(
+            f"`inputs` must be a real current in {model.input_unit}, got {inputs.dtype} values; "
+            "pass a real array (its real part, if that is the current)."
+        )
     if inputs.ndim == 0:
         raise ValueError(
             "`inputs` must have a leading time axis [T, *population], got a scalar. "
@@ -80,7 +85,7 @@ def _initial_state(model: AbstractNeuron, inputs: Array, shape, state: NamedTupl
     owner = type(model).__name__
     population = inputs.shape[1:]
     try:
-        shape = () if shape is None else (shape,) if isinstance(shape, int) else tuple(shape)
+        shape = () if shape is None else as_shape(shape)
         population = np.broadcast_shapes(population, model.shape, shape)
     except ValueError:
         raise ValueError(

@@ -12,24 +12,37 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Bool, Float, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Bool, Float, PRNGKeyArray
 
-from ._checks import check_dt, check_nonnegative, check_positive
+from ._checks import as_shape, check_broadcastable, check_dt, check_nonnegative, check_positive, whole_steps
 
 
-def _n_steps(duration: float, dt: float, name: str) -> int:
-    steps = duration / dt
-    if duration < 0 or abs(steps - round(steps)) > 1e-6 * max(1.0, steps):
+def _n_steps(duration: float, dt: float) -> int:
+    """The steps of one ``durations`` entry of `steps`, or a ``ValueError`` that names ``durations``."""
+    n_steps = whole_steps(duration, dt)
+    if n_steps is None or n_steps < 0:
         raise ValueError(
-            f"`{name}` entry {duration} ms is not a non-negative whole number of steps of dt={dt} ms; "
-            "choose durations that are multiples of dt."
+            f"`durations` entry {duration!r} ms is not a finite, non-negative whole number of steps of "
+            f"dt={dt} ms; choose durations that are multiples of dt."
         )
-    return round(steps)
+    return n_steps
 
 
 def _check_n_steps(n_steps) -> None:
     if isinstance(n_steps, bool) or not isinstance(n_steps, int | np.integer) or n_steps < 0:
         raise ValueError(f"`n_steps` must be a non-negative integer (samples of dt), got {n_steps!r}.")
+
+
+def _population(owner: str, shape: int | tuple[int, ...], parameters: dict[str, Array]) -> tuple[int, ...]:
+    """``shape`` broadcast with the shapes of array ``parameters``, or a ``ValueError`` that names them."""
+    parameters_shape = check_broadcastable(owner, parameters)
+    try:
+        return np.broadcast_shapes(as_shape(shape), parameters_shape)
+    except ValueError:
+        raise ValueError(
+            f"{owner}: `shape` {shape!r} does not broadcast with the shape {parameters_shape} of "
+            f"{', '.join(f'`{name}`' for name in parameters)}; pass a `shape` that does, or leave it out."
+        ) from None
 
 
 def steps(levels: Sequence[float], durations: Sequence[float], dt: float) -> Float[Array, " T"]:
@@ -45,7 +58,7 @@ def steps(levels: Sequence[float], durations: Sequence[float], dt: float) -> Flo
         raise ValueError(
             f"`levels` ({len(levels)}) and `durations` ({len(durations)}) must be non-empty and equally long."
         )
-    counts = [_n_steps(d, dt, "durations") for d in durations]
+    counts = [_n_steps(d, dt) for d in durations]
     return jnp.asarray(np.repeat(np.asarray(levels, dtype=float), counts))
 
 
@@ -54,20 +67,31 @@ def ou_current(
     n_steps: int,
     dt: float,
     *,
-    mean: float,
-    std: float,
-    tau: float,
-    shape: tuple[int, ...] = (),
+    mean: float | Float[ArrayLike, "*n"],
+    std: float | Float[ArrayLike, "*n"],
+    tau: float | Float[ArrayLike, "*n"],
+    shape: int | tuple[int, ...] = (),
 ) -> Float[Array, " T *n"]:
     """Ornstein–Uhlenbeck noise current (stationary ``mean``, ``std``, correlation time ``tau`` ms).
 
     Sampled exactly: ``x ← mean + (x − mean)·e^{−dt/τ} + std·sqrt(1 − e^{−2dt/τ})·ξ``, starting from the
-    stationary distribution. Units are those of ``mean`` and ``std`` (pA, nA, …).
+    stationary distribution. Units are those of ``mean`` and ``std`` (pA, nA, …). ``mean``, ``std`` and
+    ``tau`` may be arrays (one value per neuron); the population shape ``*n`` is ``shape`` (an int ``n``
+    means ``(n,)``) broadcast with theirs, and every neuron gets its own independent noise.
+
+    Example:
+        >>> import jax
+        >>> from diffbrain.zoo import stimulus
+        >>> key = jax.random.key(0)
+        >>> stimulus.ou_current(key, 100, 0.1, mean=[100.0, 200.0], std=20.0, tau=5.0, shape=(3, 1)).shape
+        (100, 3, 2)
     """
     dt = check_dt(dt)
     _check_n_steps(n_steps)
     check_positive("ou_current", "tau", tau, "ms")
     check_nonnegative("ou_current", "std", std)
+    mean, std, tau = jnp.asarray(mean), jnp.asarray(std), jnp.asarray(tau)
+    shape = _population("ou_current", shape, {"mean": mean, "std": std, "tau": tau})
     decay = jnp.exp(-dt / tau)
     kick = std * jnp.sqrt(1 - decay**2)
     first_key, noise_key = jax.random.split(key)
@@ -83,9 +107,17 @@ def ou_current(
 
 
 def poisson(
-    key: PRNGKeyArray, rate: float | Float[Array, "*n"], n_steps: int, dt: float, shape: tuple[int, ...] = ()
+    key: PRNGKeyArray,
+    rate: float | Float[ArrayLike, "*n"],
+    n_steps: int,
+    dt: float,
+    shape: int | tuple[int, ...] = (),
 ) -> Bool[Array, " T *n"]:
-    """Poisson spike trains at ``rate`` Hz: each step spikes with probability ``rate·dt/1000``."""
+    """Poisson spike trains at ``rate`` Hz: each step spikes with probability ``rate·dt/1000``.
+
+    The population shape ``*n`` is ``shape`` (an int ``n`` means ``(n,)``) broadcast with ``rate``'s; the
+    trains are independent.
+    """
     dt = check_dt(dt)
     _check_n_steps(n_steps)
     check_nonnegative("poisson", "rate", rate, "Hz")
@@ -94,5 +126,5 @@ def poisson(
         p = eqx.error_if(p, jnp.any(p > 1), "`rate`·dt exceeds one spike per step; lower dt or rate (Hz).")
     elif np.any(np.asarray(p) > 1):
         raise ValueError(f"`rate`·dt exceeds one spike per step (rate={rate} Hz, dt={dt} ms); lower dt.")
-    shape = jnp.broadcast_shapes(tuple(shape), jnp.shape(p))
+    shape = _population("poisson", shape, {"rate": p})
     return jax.random.uniform(key, (n_steps, *shape)) < p

@@ -200,6 +200,9 @@ def test_bad_input_names_the_argument():
         (dict(inhibitory=[True, False]), "`inhibitory`"),
         (dict(gap_junctions=np.ones((2, 2))), "`gap_junctions` must be"),
         (dict(gap_junctions=-good), "`gap_junctions` holds synapse counts"),
+        (dict(delay=np.nan), "`delay` must be a finite latency"),
+        (dict(delay=-1.0), "`delay` must be a finite latency"),
+        (dict(gap_junctions=good, conductance_per_junction=-1.0), "`conductance_per_junction` must be"),
     ]
     for override, message in cases:
         with pytest.raises(ValueError, match=message):

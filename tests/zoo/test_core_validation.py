@@ -1,6 +1,8 @@
-"""Shape errors of `zoo.simulate`/`zoo.solve` name `inputs` or `state`; `init_state` takes an int or tuple."""
+"""Shape errors of `zoo.simulate`/`zoo.solve` name `inputs` or `state`; `init_state` takes an int or tuple;
+parameters and inputs must be real."""
 
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from diffbrain import zoo
@@ -19,6 +21,18 @@ def test_every_neuron_init_state_takes_an_int(name):
 def test_every_synapse_init_state_takes_an_int(name):
     model = synapses.SYNAPSES[name]()
     assert all(leaf.shape == (5,) for leaf in model.init_state(5))
+
+
+MAKERS = {name: entry.make for name, entry in NEURONS.items()} | dict(synapses.SYNAPSES)
+
+
+@pytest.mark.parametrize("model_name", sorted(MAKERS))
+@pytest.mark.parametrize("value", [25.0 + 1.0j, jnp.array([1.0, 2.0], jnp.complex64), True, np.bool_(True)])
+def test_complex_or_bool_parameters_are_refused_by_name(model_name, value):
+    model = MAKERS[model_name]()
+    name = zoo.describe(model)[0].name
+    with pytest.raises(TypeError, match=f"`{name}` must be a real number or array"):
+        type(model)(**{name: value})
 
 
 @pytest.mark.parametrize("run", [zoo.simulate, zoo.solve], ids=["simulate", "solve"])

@@ -282,6 +282,12 @@ def test_bad_arguments_name_the_argument(folder, params, small, tmp_path):
     for bad in (0.0, -0.1, 1.0, True):
         with pytest.raises(ValueError, match="`dt`"):
             small.edges(jax.random.key(0), dt=bad)
+    csv = next(folder.glob("*.csv"))  # another file of the data folder
+    with pytest.raises(ValueError, match=r"`source` .* is not the .* \(not JSON"):
+        Microcircuit.from_data(csv)
+    for draw in (small.edges, small.build):
+        with pytest.raises(ValueError, match="`key` must be one JAX key"):
+            draw(0)
 
 
 def _without(params, key, nested=None):

@@ -14,7 +14,7 @@ import pytest
 from diffbrain import zoo
 from diffbrain.zoo import networks, surrogate
 from diffbrain.zoo.networks import Background, Edges, Network, Pulse, delays
-from diffbrain.zoo.networks.network import _lowbias32, _PoissonDrive, _seed, _uniforms
+from diffbrain.zoo.networks.network import _lowbias32, _PoissonDrive, _seed, _uniforms, steps_of
 
 from .conftest import assert_same_projection
 
@@ -47,6 +47,35 @@ def test_spike_arrives_exactly_the_rounded_delay_later():
     t_driver = times[ids == 0][0]
     for i, latency_steps in enumerate([0, 1, 1, 3, 15, 30], start=1):
         assert times[ids == i][0] == pytest.approx(t_driver + (latency_steps + 1) * DT)
+
+
+def test_half_step_delays_and_pulse_edges_round_up_as_in_nest():
+    """NEST: ``ld_round(D·steps_per_ms)``; ``0.25/0.1`` is 2.4999… in floats, which rounded to 2 steps."""
+    delays = np.array([0.05, 0.15, 0.25, 0.35, 0.45, 0.55, 0.65, 0.75, 1.25, 0.2499, 0.04999])
+    net = _relay(delays)
+    result = net.simulate(20.0, None, state=net.init_state(V=np.full(net.n, -65.0)), record=net.n)
+    first = np.array([np.flatnonzero(result.raster[:, i])[0] for i in range(net.n)])
+    np.testing.assert_array_equal(first[1:] - first[0] - 1, [1, 2, 3, 4, 5, 6, 7, 8, 13, 2, 0])
+    np.testing.assert_array_equal(steps_of(np.float32([0.25, 0.75]), 0.1), [3, 8])
+    _, start, stop = net._pulse(Pulse(neurons=[0], start_ms=0.25, stop_ms=1.25, current=1.0))
+    assert (int(start), int(stop)) == (3, 13)
+    np.testing.assert_array_equal(steps_of(delays, 0.1), np.floor(delays * 10 + 0.5))
+
+
+def test_a_pulse_amplitude_has_the_finite_difference_gradient():
+    """The amplitude was read with NumPy: ``jax.grad`` through it raised a TracerArrayConversionError."""
+    net = Network.build(
+        sizes={"A": 3}, neuron=zoo.LIF(), receptors={"e": zoo.Expon(mode="cuba")}, edges={}, I_ext=100.0
+    )
+
+    def final_potential(amplitude):  # subthreshold: smooth in the amplitude
+        pulse = Pulse(neurons=[0, 2, 2], start_ms=5.0, stop_ms=15.0, current=amplitude)
+        return jnp.sum(net.simulate(15.0, jax.random.key(0), pulse=pulse).final_state.neurons.V)
+
+    h = 1.0
+    secant = (final_potential(50.0 + h) - final_potential(50.0 - h)) / (2 * h)
+    gradient = jax.grad(final_potential)(50.0)
+    assert float(gradient) > 0 and float(gradient) == pytest.approx(float(secant), rel=1e-3)
 
 
 def test_one_step_delays_reproduce_einetwork_exactly():

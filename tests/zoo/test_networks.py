@@ -151,6 +151,15 @@ def test_recording_and_continuation():
     first = networks.simulate(net, 50.0, jax.random.key(1))
     second = networks.simulate(net, 50.0, None, state=first.final_state)
     np.testing.assert_array_equal(np.concatenate([first.counts, second.counts]), whole.counts)
+    # a surrogate run's float spikes continue as events, and events as floats (a TypeError in lax.scan)
+    for surrogate in (True, False):
+        first = networks.simulate(net, 50.0, jax.random.key(1), surrogate=surrogate)
+        for event_scan in (False, True):
+            options = dict(state=first.final_state, surrogate=not surrogate, event_scan=event_scan)
+            second = networks.simulate(net, 50.0, None, **options)
+            np.testing.assert_array_equal(
+                np.concatenate([first.counts, second.counts]), np.asarray(whole.counts, first.counts.dtype)
+            )
 
 
 def test_a_state_of_another_size_is_refused():

@@ -81,6 +81,8 @@ def test_bad_inputs_are_named():
         zoo.simulate(zoo.LIF(), jnp.array([0.0, jnp.nan]), 0.1)
     with pytest.raises(ValueError, match="no time steps"):
         zoo.simulate(zoo.LIF(), jnp.zeros(0), 0.1)
+    with pytest.raises(TypeError, match="`inputs` must be a real current in pA"):
+        zoo.simulate(zoo.LIF(), jnp.full(10, 500.0 + 100.0j), 0.1)
 
 
 def test_integer_shape_and_one_recorded_name():

@@ -81,3 +81,50 @@ def test_bad_step_counts_are_named(n_steps):
         stimulus.ou_current(jax.random.key(0), n_steps, 0.1, mean=0.0, std=1.0, tau=5.0)
     with pytest.raises(ValueError, match="`n_steps`"):
         stimulus.poisson(jax.random.key(0), 10.0, n_steps, 0.1)
+
+
+def test_ou_current_gives_each_neuron_its_own_noise():
+    """Array `mean`, `std` and `tau` define a population whose columns are independent OU processes."""
+    mean, std, tau = np.array([100.0, 200.0, 300.0]), np.array([10.0, 20.0, 40.0]), np.array([2.0, 5.0, 5.0])
+    x = np.asarray(stimulus.ou_current(jax.random.key(3), 20_000, 0.5, mean=mean, std=std, tau=tau))
+    assert x.shape == (20_000, 3)
+    np.testing.assert_allclose(x.mean(axis=0), mean, atol=0.15 * std.max())
+    np.testing.assert_allclose(x.std(axis=0), std, rtol=0.1)
+    correlation = np.corrcoef(x.T)
+    assert np.all(np.abs(correlation[np.triu_indices(3, 1)]) < 0.15)
+    lag = 4  # 2 ms: e^{-1} for the first column, e^{-0.4} for the others
+    centred = x - x.mean(axis=0)
+    autocorrelation = (centred[:-lag] * centred[lag:]).mean(axis=0) / centred.var(axis=0)
+    np.testing.assert_allclose(autocorrelation, np.exp(-2.0 / tau), atol=0.06)
+    scalar_mean = np.asarray(stimulus.ou_current(jax.random.key(3), 20_000, 0.5, mean=0.0, std=std, tau=5.0))
+    assert np.all(np.abs(np.corrcoef(scalar_mean.T)[np.triu_indices(3, 1)]) < 0.15)
+
+
+def test_stimuli_take_an_int_shape_broadcast_with_their_parameters():
+    key = jax.random.key(4)
+    assert stimulus.ou_current(key, 10, 0.1, mean=0.0, std=1.0, tau=5.0, shape=3).shape == (10, 3)
+    assert stimulus.poisson(key, 10.0, 10, 0.1, shape=3).shape == (10, 3)
+    broadcast = stimulus.ou_current(key, 10, 0.1, mean=jnp.zeros(3), std=1.0, tau=5.0, shape=(2, 1))
+    assert broadcast.shape == (10, 2, 3)
+    with pytest.raises(ValueError, match=r"`shape` 4 does not broadcast.*`mean`"):
+        stimulus.ou_current(key, 10, 0.1, mean=jnp.zeros(3), std=1.0, tau=5.0, shape=4)
+    with pytest.raises(ValueError, match=r"`shape` \(2,\) does not broadcast.*`rate`"):
+        stimulus.poisson(key, jnp.full(3, 10.0), 10, 0.1, shape=(2,))
+
+
+def test_durations_are_whole_steps_to_a_fraction_of_a_step():
+    """Half a step is refused at any length; float rounding of whole multiples is accepted."""
+    with pytest.raises(ValueError, match="multiples of dt"):
+        stimulus.steps([1.0, 2.0], [100_000.04, 1.0], 0.1)  # 1,000,000.4 steps
+    with pytest.raises(ValueError, match="multiples of dt"):
+        stimulus.steps([1.0], [100_000.05], 0.1)
+    assert stimulus.steps([1.0], [1000.0], 0.1).shape == (10_000,)
+    assert stimulus.steps([1.0], [0.1 * 3], 0.1).shape == (3,)
+    float32 = stimulus.steps([1.0, 2.0], [np.float32(100_000.0), np.float32(0.3)], np.float32(0.1))
+    assert float32.shape == (1_000_003,)
+
+
+@pytest.mark.parametrize("duration", [np.nan, np.inf, -1.0])
+def test_bad_durations_are_named(duration):
+    with pytest.raises(ValueError, match="`durations`"):
+        stimulus.steps([1.0], [duration], 0.1)

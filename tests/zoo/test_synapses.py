@@ -520,6 +520,45 @@ def test_stp_full_release_is_allowed():
     np.testing.assert_allclose([first, second], [1.0, 1.0 - math.exp(-1.0 / 100.0)], rtol=1e-6)
 
 
+@pytest.mark.parametrize("spikes", [2, 1.5, -0.5, [0.0, 2.0]], ids=["count 2", "1.5", "-0.5", "array"])
+def test_stp_takes_at_most_one_spike_per_step(spikes):
+    """A count of 2 drove u above 1 and x below 0, so the next spike released a negative amount."""
+    stp = synapses.STP(U=0.8, tau_f=0.0, tau_d=800.0)
+    spikes = jnp.asarray(spikes)
+    with pytest.raises(ValueError, match=r"`spikes` must lie in \[0, 1\].*Reduce dt"):
+        stp.step(stp.init_state(spikes.shape), spikes, 1.0)
+    with pytest.raises(eqx.EquinoxRuntimeError, match=r"`spikes` must lie in \[0, 1\]"):
+        jax.block_until_ready(run(stp, jnp.stack([jnp.zeros_like(spikes), spikes]), 1.0))
+
+
+def test_stp_takes_integer_events_of_zero_and_one():
+    stp = synapses.STP.depressing()
+    events = (np.arange(30) % 7 == 0).astype(np.int32)
+    by_int, _ = run(stp, events, 1.0)
+    by_bool, _ = run(stp, events.astype(bool), 1.0)
+    np.testing.assert_allclose(by_int, by_bool, rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["ampa", "gabaa"])
+def test_kinetic_spike_gradient_is_zero_only_during_a_pulse(name):
+    """As documented: a small spike during a running pulse changes nothing, so d/ds is exactly 0 there (a
+    full spike would restart the pulse); with no pulse running it is the response to a short pulse."""
+    model = synapses.SYNAPSES[name]()  # T_dur 0.5 ms (AMPA) or 1 ms (GABAa)
+    spikes = impulse(40)
+
+    def loss(spikes):
+        return jnp.sum(response(model, spikes, 0.1))
+
+    gradient = jax.grad(loss)(spikes)
+    during, after = 2, 20  # 0.2 ms and 2 ms after the first spike's end-of-step arrival
+    assert gradient[during] == 0
+    assert loss(spikes.at[during].set(1.0)) != loss(spikes)
+    eps = 1e-7
+    small_spike = (loss(spikes.at[after].set(eps)) - loss(spikes)) / eps
+    assert gradient[after] != 0
+    np.testing.assert_allclose(gradient[after], small_spike, rtol=1e-5)
+
+
 @pytest.mark.parametrize("tau_rise", [2.9, 2.999, 2.9999])
 def test_dual_expon_keeps_a_unit_peak_in_float32_as_tau_rise_nears_tau_decay(tau_rise):
     """The direct formulas cancelled: peak 0.983 and t_peak 2.996 ms at tau_rise = 2.9999 ms."""

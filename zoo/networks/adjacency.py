@@ -99,11 +99,15 @@ def from_adjacency(
             f"`weight_per_synapse` must be finite and ≥ 0 (inhibitory synapses take their sign from the "
             f'receptor "inh"), got {weight_per_synapse!r}.'
         )
-    if not np.isfinite(conductance_per_junction):
-        raise ValueError(f"`conductance_per_junction` must be finite, got {conductance_per_junction!r}.")
+    if not (np.isfinite(conductance_per_junction) and conductance_per_junction >= 0):
+        raise ValueError(
+            f"`conductance_per_junction` must be finite and ≥ 0 nS, got {conductance_per_junction!r}."
+        )
+    delay = 0.0 if delay is None else delay
+    if not (np.isfinite(delay) and delay >= 0):
+        raise ValueError(f"`delay` must be a finite latency ≥ 0 ms, got {delay!r}.")
     if receptors is None:
         receptors = {"exc": Expon(tau=5.0, E=0.0), "inh": Expon(tau=10.0, E=-80.0)}
-    delay = 0.0 if delay is None else delay
     from_inh = inhibitory[pre]
     # a current carries its sign; a conductance is ≥ 0 and its reversal potential makes it inhibitory. A
     # current-based receptor with a negative g_max (the zoo's inhibitory convention) is negative already.

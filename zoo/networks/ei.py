@@ -25,6 +25,7 @@ from .network import (
     NetworkResult,
     _scan_steps,
     record_indices,
+    with_spike_dtype,
 )
 
 
@@ -339,8 +340,7 @@ def simulate(
         state = net.init_state(key)
     else:
         _check_state(net, state)
-    if surrogate and not jnp.issubdtype(state.spikes.dtype, jnp.inexact):
-        state = state._replace(spikes=state.spikes.astype(state.neurons.V.dtype))
+    state = with_spike_dtype(state, surrogate)
     counts, raster, state = _run(
         net, state, jnp.asarray(record), n_steps, dt, surrogate, detach_recurrent, unroll, bool(event_scan)
     )

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 from jaxtyping import Float, Int, PRNGKeyArray
 
-from ...ops.csr import numpy_generator
+from ...ops.csr import check_key, numpy_generator
 from ..neurons.lif import LIF
 from ..synapses.expon import Expon
 from ._random import truncated_normal
@@ -129,8 +129,13 @@ def read_data(source: str | os.PathLike | Mapping) -> Mapping:
                 f"`source` must be the conn-potjans-diesmann2014 data folder, its {DATA_FILE} or the loaded "
                 f"dict; {path!r} does not exist."
             )
-        with open(path) as file:
-            params = json.load(file)
+        try:
+            with open(path) as file:
+                params = json.load(file)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(
+                f"`source` {path!r} is not the {DATA_FILE} of conn-potjans-diesmann2014 (not JSON: {error})."
+            ) from error
     missing = [key for key in _KEYS if key not in params]
     if missing:
         raise ValueError(
@@ -288,8 +293,9 @@ class Microcircuit:
         full_sizes = np.asarray(params["full_num_neurons"], np.int64)
         sizes = np.round(full_sizes * scale).astype(np.int64)
         if np.any(sizes < 1):
+            empty = [name for name, size in zip(POPULATIONS, sizes, strict=True) if size < 1]
             raise ValueError(
-                f"`scale` = {scale} leaves population(s) {list(np.asarray(POPULATIONS)[sizes < 1])} empty; "
+                f"`scale` = {scale} leaves population(s) {empty} empty; "
                 f"pass scale ≥ {0.5 / full_sizes.min():.2g}."
             )
         full_k = synapse_counts(params["conn_probs_target_by_source"], full_sizes, full_sizes)
@@ -383,6 +389,7 @@ class Microcircuit:
         when it is asked for (a consumer that drops one before asking for the next holds one receptor's
         edges at a time)."""
         dt = self._check_dt(dt)
+        check_key(key, "it draws the synapses")
         for receptor, sources in _RECEPTORS:
             edges = _empty_edges(int(self.synapses[:, sources].sum()))
             stop = 0
@@ -428,6 +435,7 @@ class Microcircuit:
         scale (3.0·10⁸) 4.8 GiB (4.5 GiB resident once built; 2 min on a shared 2-core CPU), where all edges
         at once would need ~11 GiB (39 bytes per synapse, extrapolated from scale 0.5)."""
         dt = self._check_dt(dt)
+        check_key(key, "it draws the synapses")
         population = np.repeat(np.arange(8), self.sizes)
         background = None
         if self.background == "poisson":

@@ -7,7 +7,8 @@ neurons integrate the summed receptor currents, ``I_ext``, gap-junction currents
 spikes' synapses are added to the arrival rings at the steps they reach (one `ops.arrival_scatter` per
 receptor). A delay is a latency, as in NEST and Brian2: a spike
 emitted in step ``t`` (at time ``(t + 1)·dt``) with a delay of ``D`` ms enters its receptor in step
-``t + 1 + round(D/dt)``, so its current starts ``round(D/dt)·dt`` after the spike. A delay of 0 is
+``t + 1 + round(D/dt)``, so its current starts ``round(D/dt)·dt`` after the spike (``steps_of``: halves
+round up, as NEST's ``ld_round(D·steps_per_ms)`` does, so 0.25 ms is 3 steps of 0.1 ms). A delay of 0 is
 `EINetwork`'s convention (last step's spikes reach the synapses), and a network built with zero delays from
 an `EINetwork`'s matrices reproduces it exactly.
 """
@@ -102,7 +103,8 @@ class Pulse(NamedTuple):
     Attributes:
         neurons: indices of the neurons that receive it (global, 0 … n − 1).
         start_ms, stop_ms: the window, ms (rounded to steps).
-        current: in the neuron's input unit (pA for `LIF` and `AdEx`), one value or one per listed neuron.
+        current: in the neuron's input unit (pA for `LIF` and `AdEx`), one value or one per listed neuron;
+            it may be traced, so a loss has a gradient w.r.t. a pulse's amplitude.
     """
 
     neurons: Int[ArrayLike, " k"]
@@ -658,11 +660,7 @@ class Network(eqx.Module):
             state = self.init_state(init_key)
         else:
             _check_state(self, state)
-        if surrogate and not jnp.issubdtype(state.spikes.dtype, jnp.inexact):
-            state = state._replace(spikes=state.spikes.astype(state.neurons.V.dtype))
-        elif not surrogate and jnp.issubdtype(state.spikes.dtype, jnp.inexact):
-            state = state._replace(spikes=state.spikes > 0)
-        return state, _seed(key) if key is not None else jnp.zeros(2, jnp.uint32)
+        return with_spike_dtype(state, surrogate), _seed(key) if key is not None else jnp.zeros(2, jnp.uint32)
 
     def _population(self) -> Int[Array, " n"]:
         """Each neuron's population index."""
@@ -674,11 +672,14 @@ class Network(eqx.Module):
                 f"`pulse` must be a networks.Pulse or a sequence of them, got {type(pulse).__name__}."
             )
         neurons = _indices("pulse.neurons", pulse.neurons, self.n)
-        current = np.asarray(pulse.current, float)
-        if current.shape not in ((), neurons.shape) or not np.all(np.isfinite(current)):
+        current = pulse.current  # traced under jax.grad of its amplitude: checked where concrete
+        concrete = not isinstance(current, jax.core.Tracer)
+        if np.shape(current) not in ((), neurons.shape) or (
+            concrete and not np.all(np.isfinite(np.asarray(current, float)))
+        ):
             raise ValueError(
                 f"`pulse.current` must be finite, one value or one per neuron ({neurons.size}), got "
-                f"shape {current.shape}."
+                f"shape {np.shape(current)}."
             )
         if not (
             np.isfinite(pulse.start_ms)
@@ -688,10 +689,12 @@ class Network(eqx.Module):
             raise ValueError(
                 f"`pulse` needs 0 ≤ start_ms ≤ stop_ms, got {pulse.start_ms} and {pulse.stop_ms}."
             )
-        amplitude = np.zeros(self.n)
-        np.add.at(amplitude, neurons, np.broadcast_to(current, neurons.shape))
-        start, stop = (jnp.asarray(round(ms / self.dt), jnp.int32) for ms in (pulse.start_ms, pulse.stop_ms))
-        return jnp.asarray(amplitude, self.I_ext.dtype), start, stop
+        current = jnp.broadcast_to(jnp.asarray(current, self.I_ext.dtype), neurons.shape)
+        amplitude = jnp.zeros(self.n, self.I_ext.dtype).at[neurons].add(current)  # a neuron listed twice: 2×
+        start, stop = (
+            jnp.asarray(steps_of(ms, self.dt), jnp.int32) for ms in (pulse.start_ms, pulse.stop_ms)
+        )
+        return amplitude, start, stop
 
 
 @functools.partial(jax.jit, static_argnums=(6, 7, 8, 9, 10, 11, 12))
@@ -745,6 +748,12 @@ def _fired_positions(fired: Bool[Array, " r"], size: int) -> Int[Array, " size"]
     """The positions of the neurons that fired (``fired``, one step's raster), ascending, −1 padded to
     ``size`` (those past ``size`` left out)."""
     return jnp.nonzero(fired, size=size, fill_value=-1)[0].astype(jnp.int32)
+
+
+def with_spike_dtype(state, surrogate: bool):
+    """``state`` (a NamedTuple with ``spikes`` and ``neurons.V``) with its spikes as a run takes them:
+    floats of V's dtype for a surrogate run, bools otherwise, so a run continues another's final state."""
+    return state._replace(spikes=state.spikes.astype(state.neurons.V.dtype if surrogate else bool))
 
 
 def _scan_steps(body, params, carry, n_steps: int, unroll: int, checkpoint: int | None, event: bool = False):
@@ -932,15 +941,21 @@ def _projection(receptor: str, given, n: int, dt: float, mode: str, dtype) -> tu
     return projection, jnp.asarray(slots)
 
 
+def steps_of(ms: float | np.ndarray, dt: float) -> np.ndarray:
+    """``ms`` in whole steps of ``dt``, to the nearest and halves up as NEST rounds delays, in float64
+    (whatever the input's dtype); ``ms/dt`` within 10⁻⁹ below a half (``0.25/0.1 = 2.4999…``) is a half."""
+    return np.floor(np.asarray(ms, np.float64) / dt + (0.5 + 1e-9))
+
+
 def _steps(delay: np.ndarray, dt: float) -> np.ndarray:
-    """``round(delay/dt) + 1`` in float64 (whatever the delays' dtype), as the smallest signed integer
-    type that holds the longest delay, computed in chunks (2 bytes per edge for delays under 3.2 s)."""
-    longest = int(np.rint(float(delay.max(initial=0.0)) / dt)) + 1  # rint is monotonic
+    """``steps_of(delay, dt) + 1`` as the smallest signed integer type that holds the longest delay,
+    computed in chunks (2 bytes per edge for delays under 3.2 s)."""
+    longest = int(steps_of(delay.max(initial=0.0), dt)) + 1  # steps_of is monotonic
     steps = np.empty(delay.shape, np.int16 if longest < 2**15 else np.int32 if longest < 2**31 else np.int64)
     flat, out = delay.reshape(-1), steps.reshape(-1)
     for start in range(0, flat.size, 1 << 22):
         part = slice(start, start + (1 << 22))
-        out[part] = np.rint(flat[part].astype(np.float64) / dt) + 1.0
+        out[part] = steps_of(flat[part], dt) + 1.0
     return steps
 
 

@@ -42,6 +42,7 @@ from ...ops.csr import derived
 from .._checks import check_dt
 from ..simulate import _fail_on_nonfinite
 from .ei import EINetwork, EIResult, EIState, _check_state, _counts_and_raster, _validate
+from .network import with_spike_dtype
 
 AXIS = "neurons"
 """The mesh axis over which the postsynaptic neurons are split."""
@@ -264,8 +265,7 @@ def simulate_sharded(
         state = net.init_state(key)
     else:
         _check_state(net, state)
-    spike_dtype = state.neurons.V.dtype if surrogate else bool
-    state = state._replace(spikes=state.spikes.astype(spike_dtype))
+    state = with_spike_dtype(state, surrogate)
     state = _onto(mesh, state)
     blocks = tuple(_placed_blocks(W, mesh, width) for W in (net.W_E, net.W_I))
     skeleton = dataclasses.replace(net, W_E=_without_synapses(net.W_E), W_I=_without_synapses(net.W_I))

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from equinox import AbstractVar
 from jaxtyping import Array, ArrayLike, Float
 
-from .._checks import check_broadcastable, check_dt, check_finite, check_nonnegative, check_positive
+from .._checks import as_shape, check_broadcastable, check_dt, check_finite, check_nonnegative, check_positive
 
 MODES = ("coba", "cuba")
 
@@ -19,8 +19,13 @@ class AbstractSynapticDynamics(eqx.Module):
 
     Subclasses are final and declare ``State`` (a ``NamedTuple`` class), ``init_state(shape)`` and
     ``step(state, spikes, dt) -> (state, output)``. ``spikes`` are the presynaptic events that arrive at the
-    end of the step: bool events, or floats (surrogate spikes) through which gradients flow. Every model is
-    linear in the size of a spike to first order, so a float spike of 0 still carries a gradient.
+    end of the step: bool events, or floats (surrogate spikes) through which gradients flow. `Expon`,
+    `DualExpon`, `Alpha` and `NMDA` add a float spike ``s`` to their state and `STP` (which takes ``s`` in
+    [0, 1]) scales its jump by it, so at every step, silent ones too, ``d(output)/ds`` is the response to a
+    small spike and not zero. `AMPA` and `GABAa` are like them only while no transmitter pulse is running:
+    during a pulse, a spike opens a pulse of ``s·T_dur`` only where that outlasts the time left, so a small
+    spike changes nothing and ``d/ds`` is exactly 0 (the true derivative, although a full spike would
+    restart the pulse).
 
     `AbstractSynapse` adds the postsynaptic current; `STP` is the one model that only rescales spikes.
     """
@@ -48,13 +53,12 @@ class AbstractSynapticDynamics(eqx.Module):
 
     def _zeros(self, shape: int | tuple[int, ...]) -> Array:
         """Zeros of the population shape in the parameters' dtype (weakly typed when they all are)."""
-        shape = (shape,) if isinstance(shape, int) else tuple(shape)
         zero = sum(jnp.zeros_like(value) for value in self._parameters().values())
-        return jnp.broadcast_to(zero, jnp.broadcast_shapes(shape, self.shape))
+        return jnp.broadcast_to(zero, jnp.broadcast_shapes(as_shape(shape), self.shape))
 
 
 def as_spikes(spikes: ArrayLike, like: Array) -> Array:
-    """Bool or integer events as floats of ``like``'s dtype; float (surrogate) spikes pass unchanged."""
+    """Bool or integer events (counts) as floats of ``like``'s dtype; float (surrogate) spikes unchanged."""
     spikes = jnp.asarray(spikes)
     if jnp.issubdtype(spikes.dtype, jnp.inexact):
         return spikes
@@ -109,7 +113,9 @@ class AbstractKineticSynapse(AbstractSynapse):
     with transmitter, where ``g`` relaxes exactly to ``αT_max/(αT_max + β)`` at rate ``αT_max + β``, and the
     part without, where it decays exactly at rate ``β`` — so any ``dt`` (dividing ``T_dur`` or not) reproduces
     the closed form at every step. A float spike ``s`` opens a pulse of ``s·T_dur`` (``s = 1``: the standard
-    pulse), which keeps the response differentiable in ``s``, at ``s = 0`` too.
+    pulse) unless the running pulse has more time left. With no pulse running, ``d/ds`` at ``s = 0`` is the
+    response to a short pulse, so a silent step carries a gradient; during a pulse a small spike changes
+    nothing and ``d/ds`` is exactly 0.
     """
 
     alpha: AbstractVar[Float[Array, "*n"]]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar, NamedTuple
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,6 +20,25 @@ class STPState(NamedTuple):
     x: Array  # fraction of synaptic resources available; 1
 
 
+def _at_most_one_per_step(spikes: ArrayLike) -> Array:
+    """``spikes`` as an array if they lie in [0, 1]; else ``ValueError``, or ``eqx.error_if`` when traced."""
+    spikes = jnp.asarray(spikes)
+    if spikes.dtype == jnp.bool_:
+        return spikes
+    message = (
+        "STP: `spikes` must lie in [0, 1] (one spike per step at most: bool events, or surrogate spikes); "
+        "a count above 1 means several spikes in one step, whose release depends on the time between "
+        "them. Reduce dt until each step holds one spike at most."
+    )
+    if isinstance(spikes, jax.core.Tracer):
+        return eqx.error_if(spikes, jnp.any((spikes < 0) | (spikes > 1)), message)
+    values = np.asarray(spikes)
+    outside = values[(values < 0) | (values > 1)]
+    if outside.size:
+        raise ValueError(f"{message} Got {outside[:4]}.")
+    return spikes
+
+
 class STP(AbstractSynapticDynamics):
     r"""Tsodyks–Markram short-term plasticity: the release of each spike depends on the recent spikes.
 
@@ -31,9 +51,14 @@ class STP(AbstractSynapticDynamics):
     STP is not a synapse on its own: ``step(state, spikes, dt)`` returns the released efficacy ``r·s``,
     which multiplies the spikes fed to a downstream synapse (``syn.step(syn_state, stp_out, dt)``). It has
     no ``current`` or ``mode``. The relaxation is exact for any ``dt``; spikes arrive at the end of the step.
-    A float spike ``s`` scales the jump, the depletion and the output (``u ← u + s·U(1 − u)``,
+    A float spike ``s`` in [0, 1] scales the jump, the depletion and the output (``u ← u + s·U(1 − u)``,
     ``x ← x − s·u⁺x``, output ``s·u⁺x`` with ``u⁺`` that of a full spike), so the output is linear in ``s``
     and its gradient flows at ``s = 0`` too. ``tau_f = 0`` turns facilitation off (``u⁺ = U`` at each spike).
+
+    One synapse takes at most one spike per step: spikes outside [0, 1] (an integer count of 2, a weighted
+    sum) raise a ``ValueError``, or an error inside ``jit``. Several spikes in one step mean that ``dt`` is
+    longer than the interval between them, and the recovery of ``x`` and the decay of ``u`` in that interval
+    set the release of each; reduce ``dt`` until every step holds one spike at most.
 
     Units: ``U`` 1, ``tau_f`` ms, ``tau_d`` ms. Defaults are BrainPy's (facilitation-dominated);
     `STP.depressing` and `STP.facilitating` give the Tsodyks, Uziel & Markram (2000) synapses.
@@ -96,7 +121,7 @@ class STP(AbstractSynapticDynamics):
         self, state: STPState, spikes: Float[ArrayLike, "*n"], dt: float
     ) -> tuple[STPState, Float[Array, "*n"]]:
         dt = check_dt(dt)
-        spikes = as_spikes(spikes, state.u)
+        spikes = as_spikes(_at_most_one_per_step(spikes), state.u)
         facilitates = self.tau_f > 0
         # The double `where` keeps the gradient finite at tau_f = 0 (no facilitation: u forgets at once).
         u_decay = jnp.where(facilitates, jnp.exp(-dt / jnp.where(facilitates, self.tau_f, 1.0)), 0.0)
