@@ -86,7 +86,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m diffbrain.ben
         help="the suite to run",
     )
     parser.add_argument(
-        "--quick", action="store_true", help=f"throughput: a tiny grid {throughput.QUICK}; ops: {ops.QUICK}"
+        "--quick",
+        action="store_true",
+        help=f"a small, fast run of any suite (throughput: the grid {throughput.QUICK}; ops: {ops.QUICK})",
     )
     parser.add_argument("--out", default="bench-results", help="results folder (default: %(default)s)")
     parser.add_argument("--models", nargs="+", default=list(throughput.MODELS), help="registry names")
@@ -107,7 +109,11 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m diffbrain.ben
     )
     parser.add_argument("--steps", type=positive_int, help=f"time steps per run (default {throughput.STEPS})")
     parser.add_argument(
-        "--repeats", type=positive_int, help="timed runs per method (default 5; fit: 10, quick 2)"
+        "--repeats",
+        type=positive_int,
+        help="timed runs per method (default: the suite's own, fewer with --quick; e.g. fit "
+        f"{fit.REPEATS}, quick {fit.QUICK['repeats']}; learn {learn.REPEATS}, "
+        f"quick {learn.QUICK['repeats']})",
     )
     parser.add_argument(
         "--full",

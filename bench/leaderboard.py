@@ -28,6 +28,11 @@ from .records import Record, read_results, write_csv
 
 LOWER_IS_BETTER_UNITS = {"s", "ms", "µs", "us", "ns", "B", "MiB", "GiB"}
 """Units of costs: time and memory."""
+UNIT_SIZES = {
+    "s": ("s", 1.0), "ms": ("s", 1e-3), "µs": ("s", 1e-6), "us": ("s", 1e-6), "ns": ("s", 1e-9),
+    "B": ("B", 1.0), "MiB": ("B", 2.0**20), "GiB": ("B", 2.0**30),
+}  # fmt: skip
+"""Each convertible unit's quantity and size in that quantity's base unit."""
 HIGHER_IS_BETTER_UNITS = {"updates/s", "events/s", "steps/s", "accuracy", "%"}
 """Units of throughputs and scores."""
 RATIO_UNIT = "x"
@@ -338,11 +343,31 @@ def _plot_scaling(wall: pd.DataFrame, path: Path) -> None:
     _save_figure(figure, path)
 
 
+def in_one_unit(metric: str, records: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """``records`` of one metric with their values in one unit (its first record's), and that unit; times
+    (s, ms, µs, ns) and sizes (B, MiB, GiB) are converted.
+
+    Raises:
+        ValueError: the metric's units are not one quantity (e.g. s and MiB), which cannot be compared.
+    """
+    units = list(dict.fromkeys(records["unit"]))
+    if len(units) == 1:
+        return records, units[0]
+    quantities = {UNIT_SIZES.get(unit, (unit, 1.0))[0] for unit in units}
+    if len(quantities) > 1:
+        raise ValueError(
+            f"metric {metric!r} is recorded in units {units}, which do not convert into each other; record "
+            "it in one unit (or name the metrics apart)."
+        )
+    size = records["unit"].map(lambda unit: UNIT_SIZES[unit][1])
+    return records.assign(value=records["value"] * size / UNIT_SIZES[units[0]][1], unit=units[0]), units[0]
+
+
 def metric_sections(suite: str, records: pd.DataFrame, out: Path) -> list[str]:
     """A suite's tables, one per metric (cases as rows, methods as columns), each with its plot."""
     sections = []
     for metric, metric_records in records.groupby("metric", sort=False):
-        unit = metric_records["unit"].iloc[0]
+        metric_records, unit = in_one_unit(metric, metric_records)
         if unit == RATIO_UNIT:
             continue
         direction = _direction(unit, metric)

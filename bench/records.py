@@ -16,6 +16,7 @@ import math
 import os
 import platform
 import subprocess
+import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -276,7 +277,8 @@ class ResultsFile:
     file atomically: a run stopped midway keeps every case it saved.
 
     Raises:
-        ValueError: ``folder`` is a file (or lies under one), or ``folder/<suite>.csv`` is not a records CSV.
+        ValueError: ``folder`` is a file (or lies under one), cannot be created or written, or
+            ``folder/<suite>.csv`` is not a records CSV.
     """
 
     def __init__(self, folder: str | os.PathLike, suite: str):
@@ -284,6 +286,15 @@ class ResultsFile:
         existing = next(path for path in (folder, *folder.absolute().parents) if path.exists())
         if not existing.is_dir():
             raise ValueError(f"{os.fspath(existing)!r} is a file; give a folder for the results.")
+        try:  # a file can be made there (the folder created if need be), or nothing is measured
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as error:
+            raise ValueError(
+                f"cannot write the results into {os.fspath(folder)!r}: {error.strerror or error}; give a "
+                "writable folder."
+            ) from None
         self.suite = suite
         self.path = folder / f"{suite}.csv"
         if self.path.exists() and not self.path.is_file():

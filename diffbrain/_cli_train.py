@@ -81,9 +81,10 @@ def _check_positive(option: str, value: float) -> None:
         raise typer.BadParameter(f"must be a finite number > 0, got {value}.", param_hint=f"'{option}'")
 
 
-def _check_config(out: Path, config: dict) -> bool:
+def _check_config(out: Path, config: dict, defaults: dict) -> bool:
     """Refuse to resume a run in ``out`` that was started with other settings; True if ``out`` holds a
-    config.json (with the same settings)."""
+    config.json (with the same settings). A setting saved as None there was the task's default, given in
+    ``defaults``."""
     if out.exists() and not out.is_dir():
         raise typer.BadParameter(f"{out} is a file; pass a folder.", param_hint="'--out'")
     path = out / CONFIG
@@ -100,6 +101,8 @@ def _check_config(out: Path, config: dict) -> bool:
             param_hint="'--out'",
         )
     saved = _ADDED_SETTINGS | saved
+    # config.json files written before the task's own values were recorded hold None for them
+    saved |= {key: value for key, value in defaults.items() if saved.get(key) is None}
     # only the settings are compared: config.json files written before "steps" was left out hold one too
     changed = {key: (saved.get(key), value) for key, value in config.items()}
     changed = {key: pair for key, pair in changed.items() if pair[0] != pair[1]}
@@ -307,11 +310,13 @@ def train(
     _check_positive("--lr", lr)
     _check_positive("--dt", dt)
     the_task = _make_task(task, dt, delay)
+    delay = getattr(the_task, "delay_duration", None)  # the task's own when not given: the same run
     config = {
         "task": str(task), "method": str(method), "n_rec": n_rec, "connectivity": str(connectivity),
         "p_connect": p_connect, "batch_size": batch_size, "lr": lr, "dt": dt, "delay": delay, "seed": seed,
     }  # fmt: skip
-    resuming = _check_config(out, config)
+    default_delay = getattr(_make_task(task, dt, None), "delay_duration", None)
+    resuming = _check_config(out, config, {"delay": default_delay})
 
     import jax
     import numpy as np

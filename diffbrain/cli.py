@@ -145,11 +145,14 @@ def whole_steps(option: str, span: float, dt: float) -> int:
             f"{span:g} ms is shorter than one time step (--dt {dt:g} ms); pass at least {dt:g}.",
             param_hint=f"'{option}'",
         )
-    n_steps = round(span / dt)
-    if abs(n_steps * dt - span) > 1e-6 * max(1.0, span):  # the same rule as the networks'
+    from .zoo._checks import whole_steps as steps_in  # the networks' rule
+
+    n_steps = steps_in(span, dt)
+    if n_steps is None:
+        ratio = span / dt
+        fix = f"pass e.g. {round(ratio) * dt:g}" if math.isfinite(ratio) else "raise --dt"
         raise typer.BadParameter(
-            f"{span:g} ms is not a multiple of dt = {dt:g} ms; pass e.g. {n_steps * dt:g}.",
-            param_hint=f"'{option}'",
+            f"{span:g} ms is not a multiple of dt = {dt:g} ms; {fix}.", param_hint=f"'{option}'"
         )
     return n_steps
 

@@ -230,12 +230,13 @@ def qualified_name(function: Callable) -> str:
 
 
 def section_keys(budget: Budget, network_builder: NetworkBuilder | None = None) -> dict[str, str]:
-    """The key of every section of ``budget`` (`section_key`), the network's with its builder's name."""
+    """The key of every section of ``budget`` (`section_key`), the network's with its builder's name, the
+    fit's with whether it falls back to ``hh-noise`` (the shared data missing)."""
     builder = connectome_network if network_builder is None else network_builder
-    return {
-        name: section_key(name, getattr(budget, name), qualified_name(builder) if name == "network" else "")
-        for name in SECTIONS
-    }
+    # a fit run without the paper's data fitted hh-noise in place of traubhh-paper: not the same section
+    fallback = "traubhh-paper" in budget.fit.problems and not (DATA / "paper-hh-steps").is_dir()
+    code = {"network": qualified_name(builder), "fit": "hh-noise for traubhh-paper" if fallback else ""}
+    return {name: section_key(name, getattr(budget, name), code.get(name, "")) for name in SECTIONS}
 
 
 def load_section(out: Path, name: str, key: str | None = None) -> dict | None:
@@ -801,12 +802,11 @@ def learn_section(config: LearnConfig, folder: Path, work: Path, log=print) -> d
     optimizer = optax.adam(optax.cosine_decay_schedule(config.learning_rate, config.steps))
     methods, trained = {}, {}
     for method in config.methods:
-        start = time.perf_counter()
         result = learn.train(
             initial, task, method, optimizer=optimizer, steps=config.steps, batch_size=config.batch_size,
             key=jax.random.key(1), checkpoint_dir=work / method, progress=False,
         )  # fmt: skip
-        seconds = time.perf_counter() - start
+        seconds = float(np.sum(result.metrics["seconds"]))  # a resumed run's earlier steps included
         trained[method] = result.net
         methods[method] = {
             "loss": result.metrics["loss"].tolist(),

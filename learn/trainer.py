@@ -10,6 +10,7 @@ import json
 import math
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -43,7 +44,7 @@ class TrainResult(NamedTuple):
 
     net: EINetwork
     opt_state: Any
-    metrics: dict[str, np.ndarray]  # "loss" and "accuracy", one value per step [steps]
+    metrics: dict[str, np.ndarray]  # "loss", "accuracy" and "seconds" (wall time), one per step [steps]
 
 
 def gradient_function(method: str, loss_fn: StepLoss = cross_entropy) -> Callable:
@@ -296,7 +297,9 @@ def train(
         progress: show a rich progress bar; default when standard output is a terminal.
 
     Returns:
-        A `TrainResult`: the trained network, the optimiser state and the metrics of every step.
+        A `TrainResult`: the trained network, the optimiser state and the metrics of every step: its loss,
+        accuracy and wall time in seconds (the first step's includes compiling; a resumed run keeps the
+        earlier steps' times, NaN where their checkpoint did not record them).
 
     Raises:
         ValueError: ``steps``, ``batch_size`` or ``checkpoint_every`` out of range, an unknown ``method``, or
@@ -323,7 +326,7 @@ def train(
     key = jax.random.key(0) if key is None else key
     gradients = gradient_function(method, loss_fn)
     opt_state = optimizer.init(eqx.filter(net, trainable(net)))
-    metrics: dict[str, list[float]] = {"loss": [], "accuracy": []}
+    metrics: dict[str, list[float]] = {"loss": [], "accuracy": [], "seconds": []}
     start = 0
     if checkpoint_dir is not None:
         folder = Path(checkpoint_dir)
@@ -336,6 +339,7 @@ def train(
         loaded = load_checkpoint(folder, net, opt_state)
         if loaded is not None:
             net, opt_state, start, metrics = loaded
+            metrics.setdefault("seconds", [float("nan")] * start)  # a checkpoint that did not record them
             if start > steps:
                 raise CheckpointMismatch(
                     f"checkpoint_dir {folder} holds {start} steps, more than steps={steps}; pass steps ≥ "
@@ -346,11 +350,14 @@ def train(
     show = sys.stdout.isatty() if progress is None else progress
     with _progress(steps, start, show) as advance:
         for step in range(start, steps):
+            began = time.perf_counter()
             step_key = jax.random.fold_in(key, step)
             net, opt_state, loss, acc, finite = _update(
                 net, opt_state, task, step_key, gradients, optimizer, batch_size
             )
-            if not bool(finite):
+            finite = bool(finite)  # waits for the step
+            seconds = time.perf_counter() - began
+            if not finite:
                 kept = "" if checkpoint_dir is None else f"; {checkpoint_dir} keeps the last checkpoint"
                 raise FloatingPointError(
                     f"training diverged at step {step + 1}: the loss ({float(loss)}) or the updated "
@@ -359,6 +366,7 @@ def train(
                 )
             metrics["loss"].append(float(loss))
             metrics["accuracy"].append(float(acc))
+            metrics["seconds"].append(seconds)
             advance(step + 1, metrics["loss"][-1], metrics["accuracy"][-1])
             done = step + 1
             if checkpoint_dir is not None and (done % checkpoint_every == 0 or done == steps):

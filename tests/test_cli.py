@@ -163,6 +163,7 @@ def test_precision_is_float32_by_default_and_float64_on_request(tmp_path):
         (["--dt", "fast"], "--dt"),
         (["--solver", "rk4"], "--solver"),
         (["--duration", "1.45", "--dt", "1"], "--duration"),  # not a whole number of steps, as for networks
+        (["--duration", "1000", "--dt", "1e-306"], "--duration"),  # 1e309 steps: an OverflowError
         (["--plot", "blocker/trace.png"], "--plot"),  # blocker is a file, so the folder cannot be made
     ],
 )

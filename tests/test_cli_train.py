@@ -93,6 +93,23 @@ def test_train_refuses_to_resume_with_other_settings(tmp_path):
     assert not (out / "checkpoint.eqx").exists()
 
 
+def test_the_tasks_own_delay_given_or_not_is_the_same_run(tmp_path):
+    """Review: config.json held the option as given (None), so `--delay 1000` (the default) was refused."""
+    out = tmp_path / "run"
+    result, text = _invoke(*TINY, "--task", "evidence-accumulation", "--steps", "1", "--out", str(out))
+    assert result.exit_code == 0, text
+    assert json.loads((out / "config.json").read_text())["delay"] == 1000.0
+    for delay in ("1000", "1000.0"):
+        result, text = _invoke(*TINY, "--delay", delay, "--steps", "1", "--out", str(out))
+        assert result.exit_code == 0, text
+    config = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps(config | {"delay": None}))  # as written before the fix
+    result, text = _invoke(*TINY, "--delay", "1000", "--steps", "1", "--out", str(out))
+    assert result.exit_code == 0, text
+    result, text = _invoke(*TINY, "--delay", "500", "--steps", "1", "--out", str(out))
+    assert result.exit_code == 2 and "delay: 1000.0 there, 500.0 now" in text, text
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

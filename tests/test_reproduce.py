@@ -1,5 +1,6 @@
 """`diffbrain reproduce`: a tiny budget runs every section end to end; sections are atomic and resume."""
 
+import dataclasses
 import functools
 import json
 import math
@@ -193,6 +194,24 @@ def test_another_network_builder_changes_the_network_key_and_reruns_it(tmp_path)
         key = reproduce.section_keys(reproduce.TINY, builder)["network"]
         reproduce.run_section(tmp_path, "network", config, compute, log=lambda line: None, key=key)
     assert len(calls) == 2  # the second run reused the first, the third builder reran it
+
+
+def test_a_fit_without_the_papers_data_is_another_section(tmp_path, monkeypatch):
+    """It fits hh-noise in place of traubhh-paper: once the data are there, it runs again, not reused."""
+    no_paper = dataclasses.replace(
+        reproduce.TINY, fit=dataclasses.replace(reproduce.TINY.fit, problems=("hh-noise",))
+    )
+    assert "traubhh-paper" in reproduce.TINY.fit.problems
+    keys = {}
+    (tmp_path / "with" / "paper-hh-steps").mkdir(parents=True)
+    for data in (tmp_path / "with", tmp_path / "without"):
+        monkeypatch.setattr(reproduce, "DATA", data)
+        keys[data] = [reproduce.section_keys(budget) for budget in (reproduce.TINY, no_paper)]
+    (paper, other), (paper_missing, other_missing) = keys.values()
+    assert paper_missing["fit"] != paper["fit"] and other_missing == other  # hh-noise needs no data
+    assert {n: k for n, k in paper_missing.items() if n != "fit"} == {
+        n: k for n, k in paper.items() if n != "fit"
+    }
 
 
 def _trace(seed=0, n_populations=40):

@@ -235,6 +235,16 @@ def test_command_line_checks_out_before_running(tmp_path, capsys, monkeypatch):
         assert exit_info.value.code == 2 and "--out" in error and named in error, error
     assert not_records.read_text() == "a,b\n1,2\n" and afile.read_text() == "hi\n"
 
+    def refused(**kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(records.tempfile, "TemporaryFile", refused)  # a folder this user cannot write in
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["throughput", "--models", "lif", "--out", str(tmp_path / "new")], prog="diffbrain bench")
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "--out: cannot write the results into" in error
+    assert "Permission denied; give a writable folder" in error
+
 
 def test_an_interrupted_run_keeps_the_cases_it_finished(tmp_path, monkeypatch):
     """Review: Ctrl-C in the last case lost every finished case (the records were saved at the end only)."""

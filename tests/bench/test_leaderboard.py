@@ -74,6 +74,25 @@ def test_rows_from_more_than_one_run_are_marked_and_infinite_values_shown(tmp_pa
     assert leaderboard.MIXED_RUNS_NOTE in readme
 
 
+def test_a_metric_in_several_units_is_shown_in_one(tmp_path):
+    """Review: values in ms sat under an (s) header, and the best was chosen on the raw numbers."""
+    rows = [
+        _record("n=10", "diffbrain", "run_time", 0.0348, "s"),
+        _record("n=10", "peer", "run_time", 31.1, "ms"),
+        _record("n=10", "diffbrain", "memory", 2.0, "MiB"),
+        _record("n=10", "peer", "memory", 1024.0, "B"),
+    ]
+    folder = tmp_path / "results"
+    folder.mkdir()
+    records.write_csv(rows, folder / "demo.csv")
+    readme = leaderboard.render(folder, tmp_path / "out").read_text()
+    assert "| n=10 | 0.0348 | **0.0311** | 0.89× |" in readme
+    assert "| n=10 | 2 | **0.000977** | 0.00× |" in readme
+    records.write_csv([*rows, _record("n=100", "peer", "run_time", 1.0, "MiB")], folder / "demo.csv")
+    with pytest.raises(ValueError, match=r"metric 'run_time' is recorded in units \['s', 'ms', 'MiB'\]"):
+        leaderboard.render(folder, tmp_path / "again")
+
+
 def test_render_refuses_to_overwrite_what_it_did_not_write(results, tmp_path):
     with pytest.raises(ValueError, match="is one of the results folders"):
         leaderboard.render(results, results)

@@ -36,10 +36,18 @@ def test_resuming_from_a_checkpoint_reproduces_an_uninterrupted_run(cue_task, tm
     run |= dict(key=jax.random.key(1), progress=False)  # one optimizer object: the runs share a compilation
     straight = learn.train(net, **run)
     folder = tmp_path / "run"
-    learn.train(net, **(run | {"steps": 2}), checkpoint_dir=folder, checkpoint_every=1)
+    first = learn.train(net, **(run | {"steps": 2}), checkpoint_dir=folder, checkpoint_every=1)
     assert (folder / "checkpoint.eqx").exists() and not list(folder.glob("*.tmp"))
     resumed = learn.train(net, **(run | {"progress": True}), checkpoint_dir=folder, checkpoint_every=1)
     np.testing.assert_array_equal(resumed.metrics["loss"], straight.metrics["loss"])
+    # each step's wall time, the first part's kept: a resumed run's total time is their sum
+    assert resumed.metrics["seconds"].shape == (4,) and np.all(resumed.metrics["seconds"] > 0)
+    np.testing.assert_allclose(resumed.metrics["seconds"][:2], first.metrics["seconds"], rtol=1e-6)
+    recorded = json.loads((folder / "metrics.json").read_text())
+    del recorded["seconds"]  # as a checkpoint that did not record them: NaN, not made up
+    (folder / "metrics.json").write_text(json.dumps(recorded))
+    more = learn.train(net, **(run | {"steps": 5}), checkpoint_dir=folder)
+    assert np.isnan(more.metrics["seconds"][:4]).all() and more.metrics["seconds"][4] > 0
     leaves = [jax.tree.leaves(eqx.filter(result.net, eqx.is_array)) for result in (resumed, straight)]
     for a, b in zip(*leaves, strict=True):
         np.testing.assert_array_equal(a, b)
