@@ -58,6 +58,45 @@ SIM_DEVIATIONS = (
 """Largest relative deviation of a simulator's population rates from the published ones / diffbrain's."""
 
 
+SUITE_NOTES = {
+    "ops": "Threads: diffbrain's `cpu` kernel runs on every core the process may use (2 here; "
+    "`DIFFBRAIN_CPU_THREADS` sets it) for the spike VJP (from 131,072 synapses), the weight gradient and "
+    "scatters of many events; the numba loop and brainevent's CPU kernels run on one core (the issue's "
+    "targets ask for both cores). In scan_grad_time, `lax.scan` is diffbrain's own operator in a plain "
+    "`lax.scan`, not another library: that ratio is `ops.event_scan`'s gain.",
+    "network_gradient": "Both methods are diffbrain's: `lax.scan` is `Network.simulate`'s default "
+    "(`event_scan=False`) and `diffbrain` is `event_scan=True`, so *diffbrain vs best peer* is that option's "
+    "gain, not a comparison with another library.",
+    "fit": "final_loss and wall_time are means over the repeats (seeds; their s.d. in final_loss_sd and "
+    "wall_time_sd), param_error and time_to_free_best medians. The budget counts one value-and-gradient "
+    "as one simulation (the paper's convention), whatever a gradient costs: {grad_cost}.",
+    "fit_cells": "The budget counts one value-and-gradient as one simulation (the paper's convention), as "
+    "in the fit suite; fit_dimension charges a gradient its measured cost.",
+    "learn": "The braintrace rows compare two different networks on the same inputs and weights "
+    "(braintrace's: threshold adaptation instead of an adaptation current, |W| instead of softplus, a "
+    "bias-free rate readout; see `diffbrain.bench.learn_braintrace`), so their firing rates part after ~20 "
+    "steps; both steps are dense, so their cost does not depend on the rate.",
+}
+"""How to read a suite's tables where the header's rules do not say it all (``{grad_cost}``: the fit
+suite's measured gradient costs)."""
+
+
+def suite_note(suite: str, records: pd.DataFrame) -> str | None:
+    """`SUITE_NOTES`' text for ``suite``, its measured numbers filled in from ``records``; None if none."""
+    note = SUITE_NOTES.get(suite)
+    if note is None or "{grad_cost}" not in note:
+        return note
+    costs = records[(records["metric"] == "grad_cost") & (records["status"] == "ok")]
+    measured = (
+        "measured, one costs "
+        + ", ".join(f"{row.value:.1f} ({row.case})" for row in costs.itertuples())
+        + " forward simulations"
+        if not costs.empty
+        else "its cost was not measured in these records"
+    )
+    return note.format(grad_cost=measured)
+
+
 LOWER_IS_BETTER_WORDS = ("loss", "error", "time", "memory", "cost")
 HIGHER_IS_BETTER_WORDS = ("cosine", "accuracy", "throughput", "speed")
 
@@ -532,8 +571,9 @@ def render(
         "# diffbrain leaderboard",
         "",
         f"{_GENERATED} from the records of `diffbrain bench`; do not edit by hand.",
-        "Every number is a median over timed repeats after warm-up; the methods of a row were measured side "
-        f"by side in one run unless the row is marked {MIXED_RUNS}.",
+        "Every time is a median over timed repeats after warm-up (a suite's *Reading* note says where a "
+        f"table holds means); the methods of a row were measured side by side in one run unless the row is "
+        f"marked {MIXED_RUNS}.",
         "**Bold** is the best of a row; *diffbrain vs best peer* compares the default `diffbrain` method "
         "with the best other method, > 1 meaning diffbrain is better.",
         *(["", note] if note else []),
@@ -541,6 +581,9 @@ def render(
     for suite, suite_records in records.groupby("suite", sort=True):
         write_csv([Record(**row) for row in suite_records.to_dict("records")], out / f"{suite}.csv")
         sections += ["", f"## {suite}", "", _provenance(suite_records)]
+        reading = suite_note(suite, suite_records)
+        if reading is not None:
+            sections += ["", f"*Reading:* {reading}"]
         if suite == SIM_SUITE:
             sections += sim_sections(suite_records, out)
         else:

@@ -93,6 +93,31 @@ def test_a_metric_in_several_units_is_shown_in_one(tmp_path):
         leaderboard.render(folder, tmp_path / "again")
 
 
+def test_a_suite_with_reading_notes_gets_them_with_its_measured_numbers(tmp_path):
+    """Review: the fit tables hold means and count a gradient as one simulation; neither was said."""
+    rows = [
+        dataclasses.replace(_record("hh/budget=10", "lbfgs", "final_loss", 1.0, "mV^2"), suite="fit"),
+        dataclasses.replace(_record("hh", "value_and_grad", "grad_cost", 5.94, "x"), suite="fit"),
+        dataclasses.replace(_record("n=10", "diffbrain", "call_time", 1.0, "s"), suite="ops"),
+    ]
+    folder = tmp_path / "results"
+    folder.mkdir()
+    records.write_csv(rows, folder / "fit.csv")
+    readme = leaderboard.render(folder, tmp_path / "out").read_text()
+    fit = readme[readme.index("## fit") : readme.index("## ops")]
+    assert "*Reading:* final_loss and wall_time are means" in fit
+    assert "measured, one costs 5.9 (hh) forward simulations." in fit
+    assert "*Reading:* Threads: diffbrain's `cpu` kernel" in readme[readme.index("## ops") :]
+    assert "*Reading:*" not in leaderboard.render(_demo_only(tmp_path), tmp_path / "demo").read_text()
+
+
+def _demo_only(tmp_path):
+    folder = tmp_path / "demo-results"
+    folder.mkdir()
+    records.write_csv([_record("n=10", "diffbrain", "run_time", 1.0, "s")], folder / "demo.csv")
+    return folder
+
+
 def test_render_refuses_to_overwrite_what_it_did_not_write(results, tmp_path):
     with pytest.raises(ValueError, match="is one of the results folders"):
         leaderboard.render(results, results)
