@@ -234,7 +234,7 @@ def section_keys(budget: Budget, network_builder: NetworkBuilder | None = None) 
     fit's with whether it falls back to ``hh-noise`` (the shared data missing)."""
     builder = connectome_network if network_builder is None else network_builder
     # a fit run without the paper's data fitted hh-noise in place of traubhh-paper: not the same section
-    fallback = "traubhh-paper" in budget.fit.problems and not (DATA / "paper-hh-steps").is_dir()
+    fallback = "traubhh-paper" in budget.fit.problems and not _papers_data_found()
     code = {"network": qualified_name(builder), "fit": "hh-noise for traubhh-paper" if fallback else ""}
     return {name: section_key(name, getattr(budget, name), code.get(name, "")) for name in SECTIONS}
 
@@ -383,6 +383,17 @@ def _save(figure, path: Path) -> None:
 
 # ---------------------------------------------------------------------------------------------------------
 # Section 1: fitting GIF and HH, gradient vs gradient-free.
+
+
+def _papers_data_found() -> bool:
+    """Whether the paper's HH sweeps load from `DATA`, i.e. whether `_fit_problem` fits traubhh-paper."""
+    from .fit.loaders import paper_hh_steps
+
+    try:
+        paper_hh_steps(DATA)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _fit_problem(name: str):

@@ -634,7 +634,10 @@ def _resume(checkpoint, fingerprint: str) -> FitResult | None:
     try:
         with open(checkpoint) as file:
             data = json.load(file)
-        problem = None if isinstance(data, dict) else f"it holds a JSON {type(data).__name__}"
+        if not isinstance(data, dict):
+            problem = f"it holds a JSON {type(data).__name__}"
+        else:
+            problem = None if isinstance(data.get("model"), dict) else "it holds no model"
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         problem = str(error)
     if problem is not None:

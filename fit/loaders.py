@@ -188,6 +188,7 @@ def _nwb_pairs(nwb, path: Path) -> list[tuple[Any, Any]]:
                 f"NWB file {str(path)!r}: {len(responses)} current-clamp responses but {len(stimuli)} "
                 "stimuli and no sweep numbers or intracellular-recordings table to pair them."
             )
+        pairs.sort(key=lambda pair: pair[0].name)  # the zero-current sweeps in their place by name
     if not pairs:
         raise ValueError(f"NWB file {str(path)!r} has no CurrentClampSeries (is it voltage clamp?).")
     return pairs

@@ -117,7 +117,7 @@ def detect_spikes(
     }
     for name, (value, unit, low, bound) in limits.items():
         number = _real_number(value)
-        if number is None or not (low <= number < np.inf) or (name == "dt" and number == 0):
+        if number is None or not math.isfinite(number) or number < low or (name == "dt" and number == 0):
             raise ValueError(
                 f"detect_spikes: `{name}` must be a finite number{bound} in {unit}, got {value!r}."
             )

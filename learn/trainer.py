@@ -11,7 +11,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -140,28 +140,44 @@ def _sha256(arrays) -> str:
     return digest.hexdigest()
 
 
-def _settings(value) -> Any:
+def _settings(value, _open: frozenset[int] = frozenset()) -> Any:
     """``value`` as JSON that is the same in every process (no memory addresses): numbers and strings as
-    they are, a sequence as a list, a scalar array as its number and a larger one (a random key: its data)
-    as its dtype, shape and SHA-256, a function by `_name`, and a dataclass (an Equinox module, a task) or
-    another object as its class and its fields."""
+    they are, a sequence as a list, a set as a sorted list, a mapping as a dict, a path as its text, a scalar
+    array as its number and a larger one (a random key: its data) as its dtype, shape and SHA-256, a
+    function by `_name` (a `functools.partial` with its arguments), and a dataclass (an Equinox module, a
+    task) or another object as its class and its fields (its ``repr`` if it has none); an object met again
+    inside itself as ``"<cycle>"``."""
     if value is None or isinstance(value, bool | int | float | str):
         return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
     if eqx.is_array(value) and jnp.issubdtype(value.dtype, jax.dtypes.prng_key):
         value = jax.random.key_data(value)
     if isinstance(value, np.generic) or (eqx.is_array(value) and value.ndim == 0):
         return np.asarray(value).item()
     if eqx.is_array(value):
         return f"{value.dtype}{list(value.shape)} sha256 {_sha256([value])}"
+    if id(value) in _open:
+        return "<cycle>"
+    inner = _open | {id(value)}
     if isinstance(value, list | tuple):
-        return [_settings(item) for item in value]
-    if dataclasses.is_dataclass(value):
+        return [_settings(item, inner) for item in value]
+    if isinstance(value, set | frozenset):
+        return sorted((_settings(item, inner) for item in value), key=repr)
+    if isinstance(value, Mapping):
+        return {"class": _name(type(value)), **{str(k): _settings(v, inner) for k, v in value.items()}}
+    if isinstance(value, functools.partial):
+        fields = {"func": value.func, "args": value.args, "keywords": value.keywords}
+    elif dataclasses.is_dataclass(value):
         fields = {field.name: getattr(value, field.name) for field in dataclasses.fields(value)}
     elif callable(value):
         return _name(value)
-    else:
-        fields = vars(value) if hasattr(value, "__dict__") else {}
-    return {"class": _name(type(value)), **{name: _settings(item) for name, item in fields.items()}}
+    elif hasattr(value, "__dict__"):
+        fields = vars(value)
+    else:  # a value without fields (a Fraction, a range, bytes): its repr, where that has no address
+        text = repr(value)
+        fields = {} if " at 0x" in text else {"repr": text}
+    return {"class": _name(type(value)), **{name: _settings(item, inner) for name, item in fields.items()}}
 
 
 def run_identity(
@@ -192,10 +208,17 @@ def run_identity(
 _UNRECORDED = object()  # a setting that run.json does not hold
 
 
+def _same_json(a, b) -> bool:
+    try:
+        return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+    except TypeError:  # _UNRECORDED
+        return False
+
+
 def _differences(name: str, saved, current) -> list[str]:
     """One line for each setting under ``name`` whose value in ``run.json`` (``saved``) is not ``current``;
     a task of the same class is compared field by field (``task.delay_duration``)."""
-    if saved == current:
+    if saved == current or _same_json(saved, current):  # as JSON, NaN equals NaN
         return []
     if saved is _UNRECORDED:
         return [f"{name}: not recorded there (its run.json was written before diffbrain recorded it)"]

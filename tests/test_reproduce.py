@@ -196,15 +196,15 @@ def test_another_network_builder_changes_the_network_key_and_reruns_it(tmp_path)
     assert len(calls) == 2  # the second run reused the first, the third builder reran it
 
 
-def test_a_fit_without_the_papers_data_is_another_section(tmp_path, monkeypatch):
+def test_a_fit_without_the_papers_data_is_another_section(tmp_path, monkeypatch, shared_data):
     """It fits hh-noise in place of traubhh-paper: once the data are there, it runs again, not reused."""
     no_paper = dataclasses.replace(
         reproduce.TINY, fit=dataclasses.replace(reproduce.TINY.fit, problems=("hh-noise",))
     )
     assert "traubhh-paper" in reproduce.TINY.fit.problems
     keys = {}
-    (tmp_path / "with" / "paper-hh-steps").mkdir(parents=True)
-    for data in (tmp_path / "with", tmp_path / "without"):
+    (tmp_path / "paper-hh-steps").mkdir()  # a folder without the data's files: the fit falls back too
+    for data in (shared_data, tmp_path):
         monkeypatch.setattr(reproduce, "DATA", data)
         keys[data] = [reproduce.section_keys(budget) for budget in (reproduce.TINY, no_paper)]
     (paper, other), (paper_missing, other_missing) = keys.values()

@@ -108,9 +108,9 @@ def _rounding(value: np.ndarray) -> float:
     """The relative rounding error ``value`` may carry: its float type's epsilon, float32's if it is one.
 
     A float64 value that is exactly a float32 (``float(np.float32(0.1))``) may be a rounded float32, so it
-    gets float32's epsilon; integers are exact.
+    gets float32's epsilon; whole numbers (``1e6``, of any dtype) are exact.
     """
-    if jnp.issubdtype(value.dtype, jnp.integer):
+    if jnp.issubdtype(value.dtype, jnp.integer) or (np.isfinite(value) and value == np.round(value)):
         return 0.0
     eps = float(jnp.finfo(value.dtype).eps)
     with np.errstate(over="ignore"):

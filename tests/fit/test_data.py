@@ -153,7 +153,8 @@ def write_nwb(path, stimulus_start_s=0.0, *, table=True, izero=True, stimulus_of
 @pytest.mark.parametrize("table", [True, False])
 def test_nwb_zero_current_sweeps_read_with_no_stimulus(tmp_path, table):
     cell = load_nwb(write_nwb(tmp_path / "izero.nwb", table=table))
-    step, resting = sorted(cell, key=lambda r: r.meta["sweep"])
+    step, resting = cell  # in the file's order (the table's, or by name)
+    assert [step.meta["sweep"], resting.meta["sweep"]] == ["resp0", "resp1"]
     np.testing.assert_allclose(np.asarray(step.current)[[499, 500, 1499, 1500]], [0, 100, 100, 0])
     np.testing.assert_array_equal(np.asarray(resting.current), 0.0)
     np.testing.assert_allclose(np.asarray(resting.voltage), -70.0)
@@ -351,6 +352,7 @@ def test_detect_spikes_interpolates_and_respects_refractory():
         {"dt": True},
         {"dt": "0.1"},
         {"threshold": np.inf},
+        {"threshold": -np.inf},
         {"refractory": np.nan},
         {"refractory": -1.0},
     ],

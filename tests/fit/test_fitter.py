@@ -325,7 +325,7 @@ def test_a_checkpoint_without_model_fields_is_read_but_not_resumed(sweeps, tmp_p
         fit.fit(_model(), sweeps, **kwargs, checkpoint=path)
 
 
-@pytest.mark.parametrize("content", ['{"model": {"fie', "[1, 2]", "\udcff"])
+@pytest.mark.parametrize("content", ['{"model": {"fie', "[1, 2]", "\udcff", "{}", '{"model": null}'])
 def test_a_checkpoint_that_is_not_a_fit_is_refused_naming_it(sweeps, tmp_path, content):
     path = tmp_path / "broken.json"
     path.write_bytes(content.encode("utf-8", "surrogateescape"))

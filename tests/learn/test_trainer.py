@@ -194,6 +194,31 @@ def test_a_task_holding_arrays_and_keys_is_identified_by_their_values():
     assert identity(jnp.arange(6.0).at[0].set(1.0))["pattern"] != same["pattern"]
 
 
+def test_a_task_with_mappings_paths_partials_and_cycles_is_identified_by_their_contents():
+    """Review: a dict, set or path field was recorded as its class only, and a cycle recursed forever."""
+    import functools
+    import pathlib
+
+    from diffbrain.learn.trainer import _differences, _settings
+
+    class Task:
+        def __init__(self, rates, path, scale):
+            self.rates, self.path, self.scale, self.groups, self.me = rates, path, scale, {2, 1}, self
+
+    def settings(**changes):
+        fields = dict(rates={"stim": 40.0}, path=pathlib.Path("a"), scale=functools.partial(np.clip, a_min=0))
+        return _settings(Task(**(fields | changes)))
+
+    same = settings()
+    assert same == settings() and json.loads(json.dumps(same)) == same
+    assert same["me"] == "<cycle>" and same["groups"] == [1, 2] and same["path"] == "a"
+    for change in ({"rates": {"stim": 80.0}}, {"path": pathlib.Path("b")}):
+        assert settings(**change) != same
+    assert settings(scale=functools.partial(np.clip, a_min=5)) != same
+    nan = settings(rates={"stim": float("nan")})
+    assert _differences("task", json.loads(json.dumps(nan)), nan) == []  # NaN resumes
+
+
 def test_resuming_more_steps_than_asked_is_refused_and_as_many_returns_the_checkpoint(
     cue_task, trained_folder
 ):

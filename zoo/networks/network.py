@@ -942,9 +942,15 @@ def _projection(receptor: str, given, n: int, dt: float, mode: str, dtype) -> tu
 
 
 def steps_of(ms: float | np.ndarray, dt: float) -> np.ndarray:
-    """``ms`` in whole steps of ``dt``, to the nearest and halves up as NEST rounds delays, in float64
-    (whatever the input's dtype); ``ms/dt`` within 10⁻⁹ below a half (``0.25/0.1 = 2.4999…``) is a half."""
-    return np.floor(np.asarray(ms, np.float64) / dt + (0.5 + 1e-9))
+    """``ms`` in whole steps of ``dt``, to the nearest and halves up as NEST rounds delays, in float64.
+
+    ``ms/dt`` just below a half counts as the half: by 10⁻⁹ (``0.25/0.1 = 2.4999…``) plus the rounding of
+    ``ms``'s own dtype (float32 ``0.35`` is ``0.34999999…``), so a delay rounds alike in every dtype.
+    """
+    ms = np.asarray(ms)
+    eps = np.finfo(ms.dtype).eps if np.issubdtype(ms.dtype, np.floating) else 0.0
+    ratio = ms.astype(np.float64) / dt
+    return np.floor(ratio + (0.5 + 1e-9) + np.abs(ratio) * eps)
 
 
 def _steps(delay: np.ndarray, dt: float) -> np.ndarray:
