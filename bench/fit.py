@@ -43,7 +43,7 @@ import pandas as pd
 
 from diffbrain import fit, zoo
 from diffbrain._data import shared_data
-from diffbrain.fit.fitter import float64, prepare, run_method
+from diffbrain.fit.fitter import BATCHED_METHODS, float64, prepare, run_method
 from diffbrain.fit.objective import Account, Objective
 from diffbrain.fit.search import NEVERGRAD, nevergrad_available, population_size
 
@@ -279,7 +279,8 @@ def run_problem(
     records = []
     objective = problem.objective
     grad_cost = objective.gradient_cost(objective.free.sample(jax.random.key(0), 1)[0])
-    modes = {f"{m}_mode": objective.gradient_mode(N_STARTS[m]) for m in methods if m in N_STARTS}
+    batched = {m: N_STARTS[m] if m in BATCHED_METHODS else 1 for m in methods if m in N_STARTS}  # lbfgsb: 1
+    modes = {f"{m}_mode": objective.gradient_mode(width) for m, width in batched.items()}
     params = format_params({"free": ",".join(problem.truth), "gradient": objective.gradient, **modes})
     records.append(
         make_record(

@@ -356,7 +356,9 @@ def fit(
         grad_cost: simulations charged per value-and-gradient, or ``"measured"``.
         transforms: ``{name: "log" | "logit"}`` overrides.
         starts: explicit starting points ``[{name: value}, ...]`` instead of random ones: each names every
-            free parameter, with a finite value strictly inside its bounds (a ValueError otherwise).
+            free parameter, with a finite value strictly inside its bounds (a ValueError otherwise). The
+            L-BFGS methods then run from those points only (no fresh random restarts: ``options=
+            {"restart": True}`` turns them back on), so they may end before the budget is spent.
         options: keyword arguments of the method (e.g. ``{"learning_rate": 0.1}`` for Adam).
         checkpoint: a JSON path. The starts then run in groups of ``group_size``, each with its share of
             the budget, and after every group the result so far is written there (a `FitResult`, loadable
@@ -418,7 +420,8 @@ def fit(
     groups = [np.arange(i, min(i + size, n)) for i in range(0, n, size)]
     info = {
         "loss": repr(loss),
-        "gradient_mode": objective.gradient_mode(len(groups[0])),
+        # the mode of one batch: a group's starts side by side, or one start at a time (lbfgsb)
+        "gradient_mode": objective.gradient_mode(len(groups[0]) if method in BATCHED_METHODS else 1),
         "grad_cost": float(grad_cost),
         "n_starts": n,
         "transforms": dict(zip(free_set.names, free_set.transforms, strict=True)),

@@ -107,9 +107,15 @@ def _adam_update(objective: Objective, learning_rate: float, n: int, batch: Batc
             u, state, alive = batch.constrain((u, state, alive))
             values, grads = jax.vmap(value_and_grad)(u)
             finite = jnp.isfinite(values) & jnp.all(jnp.isfinite(grads), axis=1)
-            grads = jnp.where((finite & alive)[:, None], grads, 0.0)
-            steps, state = jax.vmap(optimiser.update)(grads, state)
-            return batch.constrain((u + steps, state, values, finite))
+            moving = finite & alive
+            steps, moved = jax.vmap(optimiser.update)(jnp.where(moving[:, None], grads, 0.0), state)
+            # a stopped start stays where it stopped (its momentum would carry it on), state and all
+            u, state = jax.tree.map(
+                lambda new, old: jnp.where(moving.reshape((-1,) + (1,) * (new.ndim - 1)), new, old),
+                (u + steps, moved),
+                (u, state),
+            )
+            return batch.constrain((u, state, values, finite))
 
         cache[(learning_rate, n, batch.devices)] = optimiser, update
     return cache[(learning_rate, n, batch.devices)]

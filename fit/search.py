@@ -10,6 +10,7 @@ share of the remaining budget; a NaN loss ranks as the worst member, so it never
 from __future__ import annotations
 
 import importlib.util
+import numbers
 from collections.abc import Callable
 
 import jax
@@ -51,6 +52,24 @@ class _Tracker:
         spent = self.account.simulations - self.spent_before
         status = start_status(self.loss, spent)
         return StartResult(u=self.u, loss=self.loss, status=status, message=message, simulations=spent)
+
+
+_SMALLEST_POPULATION = {"de": 4, "cmaes": 2}
+"""The fewest members a population of each method can have (others: 1)."""
+
+
+def _population(size, d: int, method: str) -> int:
+    """The ``size`` option checked (an integer population, at least what ``method`` needs), or the default
+    `population_size` for ``d`` free parameters when it is None."""
+    if size is None:
+        return population_size(d)
+    least = _SMALLEST_POPULATION.get(method, 1)
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < least:
+        raise ValueError(
+            f"option `size` (the population of {method!r}) must be an integer ≥ {least}, got {size!r}; "
+            "leave it out for the default."
+        )
+    return int(size)
 
 
 def _generation(
@@ -95,7 +114,7 @@ def evosax_search(
     CMA-ES starts its mean at each start with step size ``std_init`` (in ``u``; σ(±1.5) spans 18–82 % of
     the box); DE and PSO start from a population of that start and uniform samples of the box.
     """
-    size = size or population_size(objective.free.size)
+    size = _population(size, objective.free.size, method)
     batch = batch_devices(devices).at_most(size)
     strategy, params, generation = _generation(objective, method, size, std_init, batch)
     results = []
@@ -145,7 +164,7 @@ def random_search(
     samples. Every batch has ``size`` members, so one compiled function serves them all; of the last one
     only what the budget pays for is charged and looked at.
     """
-    size = size or population_size(objective.free.size)
+    size = _population(size, objective.free.size, "random")
     batch = batch_devices(devices).at_most(size)
     tracker = _Tracker(account, np.asarray(starts)[0])
     pending = jnp.asarray(starts)
@@ -179,7 +198,7 @@ def nevergrad_search(
         raise ImportError(f"method {method!r} needs the optional package nevergrad: pip install nevergrad")
     import nevergrad as ng
 
-    size = size or population_size(objective.free.size)
+    size = _population(size, objective.free.size, method)
     batch = batch_devices(devices).at_most(size)
     free, results = objective.free, []
     for index, start in enumerate(np.asarray(starts)):

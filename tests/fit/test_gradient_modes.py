@@ -91,3 +91,22 @@ def test_measure_times_the_modes_at_the_batch_size_asked_for(monkeypatch):
     assert set(timings) == {"forward", "reverse"} and mode == min(timings, key=timings.get)
     monkeypatch.setattr(objective, "_time_modes", lambda n: pytest.fail("measured twice"))
     assert objective.gradient_mode(3) == mode
+
+
+def test_a_fit_records_the_gradient_mode_it_ran(monkeypatch):
+    """Review: lbfgsb, one start at a time, was recorded with the mode of all its starts side by side."""
+    traced = set()
+    value_and_grad = fit.Objective._value_and_grad
+
+    def spy(self, u, mode=None):
+        traced.add(self.gradient if mode is None else mode)
+        return value_and_grad(self, u, mode)
+
+    monkeypatch.setattr(fit.Objective, "_value_and_grad", spy)
+    sweeps = fit.synthetic_sweeps(zoo.LIF(g_L=15.0, V_th=0.0), jnp.stack([jnp.full(200, 200.0)] * 2), dt=0.1)
+    for method in ("lbfgsb", "lbfgs"):
+        traced.clear()
+        result = fit.fit(
+            zoo.LIF(V_th=0.0), sweeps, free={"g_L": (5.0, 50.0)}, method=method, n_starts=3, budget=30
+        )
+        assert traced == {result.info["gradient_mode"]}, method

@@ -290,3 +290,17 @@ def test_no_result_depends_on_the_ticks_per_call(monkeypatch):
     np.testing.assert_array_equal(
         np.asarray(one_account.history)[:, [0, 2]], np.asarray(many_account.history)[:, [0, 2]]
     )
+
+
+def test_an_adam_start_stopped_at_a_nan_stays_there_and_out_of_the_history():
+    """Review: its gradient was zeroed but Adam's momentum moved it on, and the losses it met there (none of
+    any reported start) entered the run's best-so-far history."""
+    banded = Analytic(
+        lambda u: jnp.sum((u - 3.0) ** 2) + jnp.where((u[0] > 0.9) & (u[0] < 1.3), jnp.nan, 0.0), 1
+    )
+    account = Account(60)
+    results = gradient.adam(banded, jnp.asarray([[0.0], [-20.0]]), account, learning_rate=0.5, devices=1)
+    stopped, far = results
+    assert stopped.message == "stopped at a non-finite loss or gradient" and far.message == "budget exhausted"
+    assert account.best == min(result.loss for result in results) == stopped.loss
+    assert account.history[-1][2] == stopped.loss

@@ -147,3 +147,15 @@ def test_a_list_holding_a_stack_is_refused_naming_it(sweeps):
     with pytest.raises(ValueError, match=r"`recordings\[1\]` is a stack of 1 sweeps"):
         fit.prepare(_model(), [sweeps[0], stack])
     assert fit.prepare(_model(), stack)[0].shape == fit.prepare(_model(), sweeps)[0].shape
+
+
+@pytest.mark.parametrize(
+    ("method", "size", "least"),
+    [("de", 3, 4), ("cmaes", 1, 2), ("cmaes", 2.5, 2), ("random", -1, 1), ("pso", 0, 1), ("de", True, 4)],
+)
+def test_a_population_size_a_method_cannot_take_is_named(sweeps, method, size, least):
+    """Review: DE's own assertion, a TypeError from evosax, or a message about `devices` came instead."""
+    with pytest.raises(
+        ValueError, match=rf"option `size` \(the population of '{method}'\) must be an integer ≥ {least}"
+    ):
+        fit.fit(_model(), sweeps, free=FREE, method=method, budget=20, options={"size": size})
