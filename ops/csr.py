@@ -95,9 +95,9 @@ def _check_not_nan(name: str, weight) -> None:
     if isinstance(weight, jax.core.Tracer) or (isinstance(weight, jax.Array) and weight.size > 1):
         return
     array = np.asarray(weight)
-    if not np.issubdtype(array.dtype, np.floating):
+    if not jnp.issubdtype(array.dtype, jnp.floating):  # NumPy's own test misses bfloat16
         return
-    bad = np.count_nonzero(~np.isfinite(array))
+    bad = np.count_nonzero(~np.isfinite(array.astype(np.float32)))
     if bad:
         raise ValueError(
             f"`{name}` must be finite, got {bad} NaN or infinite weight(s); one such weight makes every "
@@ -259,7 +259,7 @@ def _indptr(counts: np.ndarray, dtype: np.dtype) -> np.ndarray:
 def _from_coo(pre: np.ndarray, post: np.ndarray, data: np.ndarray | None, shape: tuple[int, int]):
     """CSR arrays ``(indptr, indices, data)`` from edges in any order; repeated edges raise ``ValueError``."""
     n_pre, n_post = shape
-    keys = pre.astype(np.int64) * n_post + post
+    keys = pre.astype(np.int64) * n_post + post.astype(np.int64)  # uint64 with int64 would be float64
     if data is None:
         keys.sort()
     else:
@@ -299,7 +299,7 @@ class CSR(eqx.Module):
     `eqx.tree_at` is not checked: the kernels would index out of bounds with it. Index arrays are int32, or
     int64 once ``nnz`` or a size reaches 2³¹.
 
-    Example:
+    Examples:
         >>> import jax
         >>> from diffbrain import ops
         >>> W = ops.CSR.fixed_in_degree(jax.random.key(0), 1000, 800, k=40, weight=0.6)
@@ -418,7 +418,7 @@ class CSR(eqx.Module):
             raise ValueError("`matrix` must be concrete: build the CSR outside jit.")
         if dense.ndim != 2:
             raise ValueError(f"`matrix` must be 2-D [n_pre, n_post], got shape {dense.shape}.")
-        if not np.issubdtype(dense.dtype, np.floating):
+        if not jnp.issubdtype(dense.dtype, jnp.floating):  # bfloat16 too
             raise ValueError(
                 f"`matrix` must be floating, got {dense.dtype}; pass e.g. matrix.astype(np.float32)."
             )

@@ -36,7 +36,7 @@ from jax.interpreters import ad, batching, mlir
 from jaxtyping import Array, Bool, Float, Int, Shaped
 
 from . import _backend, _carried
-from .csr import CSR, equinox_on_error
+from .csr import CSR, _concrete, equinox_on_error
 from .kernels import reference
 
 __all__ = ["arrival_scatter", "csr_matvec", "event_matmat", "event_matvec"]
@@ -298,9 +298,11 @@ def event_matvec(
 
     The gradient w.r.t. ``W.data`` is computed on spiking rows only and has ``W.data``'s shape; the
     gradient w.r.t. float ``spikes`` is the row-dot ``W @ ȳ``. Under `jax.vmap` over ``spikes`` it calls
-    the backend's batched kernel (`event_matmat`).
+    the backend's batched kernel (`event_matmat`). A non-finite cotangent ``ȳ`` on a column no spike
+    reaches stays out of a per-synapse gradient (its synapses are not read), but makes a shared weight's
+    gradient ``Σ_j ȳ_j·(sᵀ·structure)_j`` NaN (``inf·0``), as in dense math.
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp
         >>> from diffbrain import ops
         >>> W = ops.CSR.fixed_prob(jax.random.key(0), 100, 50, p=0.1, weight=0.5)
@@ -902,7 +904,7 @@ def arrival_scatter(
     only ``spikes`` and ``step`` per step (O(n_pre)), not per-synapse arrays.
     Under `jax.vmap` the kernel runs once per batch element.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from diffbrain import ops
         >>> W = ops.CSR.from_edges([0, 1], [2, 0], jnp.asarray([1.0, 2.0]), (2, 3))  # rows: neurons 0, 1
@@ -913,6 +915,11 @@ def arrival_scatter(
     """
     if not isinstance(W, CSR):
         raise TypeError(f"`W` must be a diffbrain.ops.CSR, got {type(W).__name__}.")
+    known = _concrete(row_ptr)
+    if known is not None and np.issubdtype(known.dtype, np.integer) and known.dtype != W.indices.dtype:
+        limits = np.iinfo(W.indices.dtype)
+        if known.size and limits.min <= known.min() and known.max() <= limits.max:
+            row_ptr = known.astype(W.indices.dtype)  # e.g. int64 from jnp.array under x64: exact
     row_ptr, lag, ring, step = (jnp.asarray(x) for x in (row_ptr, lag, ring, step))
     if row_ptr.ndim != 1 or row_ptr.shape[0] < 1 or row_ptr.dtype != W.indices.dtype:
         raise ValueError(

@@ -171,7 +171,7 @@ def event_scan(
     operator called inside a nested trace of ``step`` (a `lax.cond` branch, an inner `jax.jit`, `jax.vmap`
     or `jax.checkpoint`) takes the ordinary path: the same gradient, as a fresh ``[nnz]`` array per step.
 
-    Example:
+    Examples:
         >>> import equinox as eqx, jax, jax.numpy as jnp
         >>> from diffbrain import ops
         >>> W = ops.CSR.fixed_in_degree(jax.random.key(0), 50, 50, k=10, weight=jnp.full(500, 0.1))

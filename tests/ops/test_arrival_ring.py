@@ -211,6 +211,20 @@ def test_row_ptr_and_lag_values_are_checked():
     jax.jit(lambda r, g: ops.arrival_scatter(spikes, W, r, g, ring, 0))(row_ptr, lag)  # valid: no error
 
 
+def test_a_concrete_row_ptr_of_another_integer_dtype_is_cast():
+    """Review: under x64 ``jnp.array([0, 1, 2])`` is int64 and the docstring's own example was refused."""
+    W, row_ptr, lag, _ = delayed(17, 6, 5, 3, jnp.float32)
+    ring, spikes = jnp.zeros((3, 5), jnp.float32), jnp.ones(6, bool)
+    expected = ops.arrival_scatter(spikes, W, row_ptr, lag, ring, 0)
+    for dtype in (np.int64, np.uint16, np.int8):
+        cast = ops.arrival_scatter(spikes, W, np.asarray(row_ptr).astype(dtype), lag, ring, 0)
+        np.testing.assert_array_equal(cast, expected)
+    with pytest.raises(ValueError, match=r"`row_ptr` must be \[n_pre \+ 1\] of W.indices' dtype"):
+        jax.jit(lambda r: ops.arrival_scatter(spikes, W, r, lag, ring, 0))(
+            np.asarray(row_ptr).astype(np.int16)
+        )
+
+
 def test_second_order_and_vmapped_gradients(backend):
     """The transposes (weight cotangent, spike row dot) are differentiable again: second-order
     `check_grads` and the Hessian of the dense construction; `vmap` of the gradient equals a loop."""

@@ -40,6 +40,27 @@ def test_nan_and_infinite_weights_are_refused_naming_the_argument():
         W.with_data(-np.inf)
 
 
+def test_bfloat16_weights_are_floating_weights():
+    """Review: NumPy's issubdtype does not count ml_dtypes' bfloat16 as floating, so NaN bfloat16 weights
+    passed the check and a bfloat16 matrix was refused as "not floating"."""
+    bfloat16 = jnp.bfloat16
+    with pytest.raises(ValueError, match="`weight` must be finite"):
+        CSR.from_edges([0, 1], [1, 0], np.array([np.nan, 1.0], bfloat16), (2, 2))
+    with pytest.raises(ValueError, match="`weight` must be finite"):
+        CSR.fixed_prob(KEY, 5, 5, 0.5, weight=bfloat16(np.nan))
+    W = CSR.from_dense(np.array([[0.0, 1.5], [2.0, 0.0]], bfloat16))
+    assert W.data.dtype == bfloat16 and W.to_dense().tolist() == [[0.0, 1.5], [2.0, 0.0]]
+    with pytest.raises(ValueError, match="`data` must be finite"):
+        W.with_data(jnp.asarray(np.inf, bfloat16))
+
+
+def test_unsigned_64_bit_edges_build():
+    """Review: uint64 ``post`` times int64 promoted to float64 and np.bincount raised a TypeError."""
+    for dtype in (np.uint64, np.uint32, np.int64):
+        W = CSR.from_edges(np.array([0, 1], dtype), np.array([1, 0], dtype), 1.0, (2, 2))
+        assert W.to_dense().tolist() == [[0.0, 1.0], [1.0, 0.0]]
+
+
 def test_nan_weights_inside_jit_are_not_read_back():
     """Inside jit the weights are traced: no check, no error (a per-synapse JAX array is not read either)."""
     W = CSR.from_edges([0, 1], [1, 0], np.array([1.0, 2.0], np.float32), (2, 2))
