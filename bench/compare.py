@@ -176,7 +176,10 @@ def load(path: str | os.PathLike) -> pd.DataFrame:
     """
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"baseline {os.fspath(path)!r} is not a file; pass a results CSV or a JSON file.")
+        raise ValueError(
+            f"baseline {os.fspath(path)!r} is not a file; pass a results CSV of `diffbrain bench` (or, from "
+            "Python, a pytest-benchmark JSON file)."
+        )
     if path.suffix == ".csv":
         return from_records_file(path)
     if path.suffix != ".json":

@@ -81,7 +81,7 @@ def measure_side_by_side(
     Returns:
         A `Timing` per name.
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp
         >>> x, sin = jnp.ones(1000), jax.jit(jnp.sin)
         >>> timings = measure_side_by_side({"sin": lambda: sin(x)}, repeats=3)

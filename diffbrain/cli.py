@@ -374,7 +374,7 @@ def simulate(
     try:
         entry = registry.get_neuron(model)
     except ValueError as error:
-        raise _fail(str(error)) from None
+        raise _fail(f"{error} Networks: {', '.join(_cli_networks.NETWORKS)}.") from None
     current = entry.current if current is None else current
     duration = entry.duration if duration is None else duration
     dt = entry.dt if dt is None else dt

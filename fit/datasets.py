@@ -213,7 +213,7 @@ def repeat_reliability(spike_trains: Sequence[ArrayLike], duration: float, windo
         R (dimensionless); pairs whose Γ is NaN (both trains empty, or the first firing at or above
         1/(2·window), see `gamma_factor`) are left out.
 
-    Example:
+    Examples:
         >>> round(repeat_reliability([[10.0, 50.0], [10.5, 50.0], [10.0, 80.0]], duration=100.0), 4)
         0.6377
     """

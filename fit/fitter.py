@@ -378,7 +378,7 @@ def fit(
     Returns:
         A `FitResult`.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from diffbrain import fit, zoo
         >>> truth = zoo.LIF(g_L=20.0, V_th=0.0)  # no spikes: a passive membrane
@@ -493,7 +493,7 @@ def fit_cells(
         the simulations its starts spent. Its ``wall_time`` is the whole call's (the cells ran together)
         and its ``history`` is empty (the call records one account for all cells).
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from diffbrain import fit, zoo
         >>> step = jnp.full((1, 500), 200.0)  # 200 pA for 50 ms

@@ -104,7 +104,7 @@ def step_levels(current: ArrayLike, dt: float, on: float, off: float) -> tuple[f
     Medians ignore the amplifier noise and spike-coupled artefacts of a *measured* current, so the result
     is the idealised step a model should be driven with.
 
-    Example:
+    Examples:
         >>> step_levels(np.r_[np.full(10, -20.0), np.full(20, 100.0)], dt=0.5, on=5.0, off=15.0)
         (-20.0, 100.0)
     """
@@ -742,7 +742,7 @@ def load(path: PathLike, format: str | None = None, **kwargs) -> Cell:
     found by name), ``.npz`` → `load_npz`. CSV needs two files and ``dt``: call `load_csv`.
     Keyword arguments go to the loader.
 
-    Example:
+    Examples:
         >>> cell = load("../shared/data/ephys-pyabf-samples/171116sh_0018.abf")  # doctest: +SKIP
         >>> cell.select(low=100).stack().current.shape  # 9 sweeps of 3 s at 20 kHz  # doctest: +SKIP
         (9, 60000)

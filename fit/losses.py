@@ -245,7 +245,7 @@ def gamma_factor(
     Returns:
         Γ (dimensionless); NaN when both trains are empty or the model fires at ``ν ≥ 1/(2·window)``.
 
-    Example:
+    Examples:
         >>> gamma_factor([10.0, 50.0], [10.0, 50.0], duration=100.0)
         1.0
     """

@@ -13,7 +13,7 @@ The default is ``"log"`` when ``lo > 0`` and the parameter's unit is a scale, i.
 per membrane area (`zoo.HH`'s ``mS/cm²`` and ``µF/cm²``) do not end so and get ``"logit"``; over bounds that
 span decades pass ``transforms={"g_L": "log"}``. Both are PyTrees of arrays, so they `vmap` over starts.
 
-Example:
+Examples:
     >>> from diffbrain import fit, zoo
     >>> fit.free_params(zoo.TraubHH(), {"g_L": (0.001, 1.0)}).transforms  # µS
     ('log',)
@@ -156,7 +156,7 @@ def free_params(
     Returns:
         A `FreeParams`.
 
-    Example:
+    Examples:
         >>> from diffbrain import zoo, fit
         >>> free = fit.free_params(zoo.LIF(), {"g_L": (5.0, 50.0), "V_rest": (-80.0, -50.0)})
         >>> free.transforms

@@ -106,7 +106,7 @@ def detect_spikes(
     Returns:
         a float64 array of spike times in ms, increasing.
 
-    Example:
+    Examples:
         >>> detect_spikes([-70.0, -20.0, 20.0, -60.0, 30.0], dt=0.1, refractory=0.1).round(3)
         array([0.15 , 0.367])
     """
@@ -195,7 +195,7 @@ class Recording(eqx.Module):
         ValueError: lengths differ or are 0, a sample is NaN or infinite, ``dt`` is not > 0, or the units
             look wrong; the message names the file and sweep from ``meta``.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> rec = Recording(0.1, current=np.full(1000, 100.0), voltage=np.full(1000, -65.0))
         >>> rec.duration, rec.slice(10.0, 20.0).n_samples
@@ -568,7 +568,7 @@ class Cell:
         name: the cell's name (e.g. ``"C060109A1-SR-C1"``).
         meta: metadata of the cell (source, species, liquid junction potential, ...).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> sweeps = [Recording(0.1, np.full(50, a), np.full(50, -70.0), meta={"amplitude": a})
         ...           for a in (50.0, 100.0)]

@@ -11,7 +11,7 @@ else (the recording, the search state) is replicated.
 
 With one device (or ``devices=1``) nothing is padded or placed: the batch runs as plain `vmap`.
 
-Example:
+Examples:
     >>> from diffbrain.fit.sharding import batch_devices
     >>> batch = batch_devices(1)
     >>> batch.size, batch.padded(5)

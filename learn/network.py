@@ -207,7 +207,7 @@ class EINetwork(eqx.Module):
     ``t`` depends on the hidden state at ``t`` alone: the instantaneous learning signal of the online
     algorithms needs no look-ahead.
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp
         >>> from diffbrain import learn
         >>> net = learn.EINetwork(n_in=20, n_rec=50, n_out=2, key=jax.random.key(0))

@@ -42,7 +42,7 @@ class ContextDecisionMaking(AbstractTask):
 
     Rates in Hz, durations and ``dt`` in ms (multiples of dt), ``sigma`` per √ms.
 
-    Example:
+    Examples:
         >>> import jax
         >>> from diffbrain import tasks
         >>> task = tasks.ContextDecisionMaking(encoding="rate")

@@ -77,7 +77,7 @@ class PerceptualDecisionMaking(AbstractTask):
 
     Rates in Hz, durations and ``dt`` in ms (multiples of dt).
 
-    Example:
+    Examples:
         >>> import jax
         >>> from diffbrain import tasks
         >>> task = tasks.PerceptualDecisionMaking(encoding="rate")

@@ -29,7 +29,7 @@ class DelayedMatchToSample(AbstractTask):
 
     Rates in Hz, durations and ``dt`` in ms (multiples of dt).
 
-    Example:
+    Examples:
         >>> import jax
         >>> from diffbrain import tasks
         >>> task = tasks.DelayedMatchToSample(delay_duration=200.0, encoding="rate")

@@ -31,7 +31,7 @@ class EvidenceAccumulation(AbstractTask):
     Rates in Hz, durations and ``dt`` in ms; every duration must be a multiple of ``dt``.
     `EvidenceAccumulation.shortened()` gives a 200 ms delay (1,400 steps) for quick runs.
 
-    Example:
+    Examples:
         >>> import jax
         >>> from diffbrain import tasks
         >>> task = tasks.EvidenceAccumulation()

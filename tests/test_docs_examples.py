@@ -250,3 +250,17 @@ def test_a_skipped_block_needs_a_reason_and_markers_need_a_block():
         examples("<!-- docs-test: skip (why) -->\n\n```python\nx = 1\n```\n", "a.md")
     with pytest.raises(ValueError, match="not closed"):
         examples("```python\nx = 1\n", "a.md")
+
+
+def test_docstring_examples_are_headed_examples():
+    """Google style's section is ``Examples:``; griffe reads ``Example:`` as an admonition, whose ``>>>``
+    lines the API reference then shows as nested blockquotes (and a doctest output such as ``[15.0, 30.0]``
+    as a broken cross-reference, failing ``mkdocs build --strict``)."""
+    singular = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for folder in ("diffbrain", "zoo", "ops", "fit", "tasks", "learn", "bench")
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if line.strip() == "Example:"
+    ]
+    assert not singular, f"use `Examples:` at {singular}"

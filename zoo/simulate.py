@@ -198,7 +198,7 @@ def simulate(
     Returns:
         A `Trace` with times (ms), spike counts and recorded states.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from diffbrain import zoo
         >>> trace = zoo.simulate(zoo.HH(), jnp.full(2000, 10.0), dt=0.05)  # 100 ms at 10 µA/cm²

@@ -179,7 +179,7 @@ def solve(
         so a spike that rises and falls between two samples is missed: use ``dt`` ≲ 0.5 ms to catch every
         HH spike (200 ms at 10 µA/cm²: 14 spikes at dt ≤ 0.5, 13 at dt = 1).
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from diffbrain import zoo
         >>> trace = zoo.solve(zoo.HH(), jnp.full(2000, 10.0), dt=0.05)

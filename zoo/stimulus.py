@@ -48,7 +48,7 @@ def _population(owner: str, shape: int | tuple[int, ...], parameters: dict[str, 
 def steps(levels: Sequence[float], durations: Sequence[float], dt: float) -> Float[Array, " T"]:
     """A step protocol: ``levels[i]`` held for ``durations[i]`` ms each, sampled every ``dt`` ms.
 
-    Example:
+    Examples:
         >>> from diffbrain.zoo import stimulus
         >>> stimulus.steps([0.0, 1.5, 0.0], [1.0, 2.0, 1.0], dt=0.5).tolist()
         [0.0, 0.0, 1.5, 1.5, 1.5, 1.5, 0.0, 0.0]
@@ -79,7 +79,7 @@ def ou_current(
     ``tau`` may be arrays (one value per neuron); the population shape ``*n`` is ``shape`` (an int ``n``
     means ``(n,)``) broadcast with theirs, and every neuron gets its own independent noise.
 
-    Example:
+    Examples:
         >>> import jax
         >>> from diffbrain.zoo import stimulus
         >>> key = jax.random.key(0)

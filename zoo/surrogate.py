@@ -13,7 +13,7 @@ Every sharpness and width must be finite and > 0 (a negative ``alpha`` flips the
 All pseudo-derivatives are evaluated in forms that stay finite for |x| up to 1e4 in float32 and return
 the dtype of ``x``.
 
-Example:
+Examples:
     >>> import jax, jax.numpy as jnp
     >>> from diffbrain.zoo import surrogate
     >>> spike = surrogate.Sigmoid(alpha=4.0)

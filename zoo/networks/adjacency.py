@@ -8,7 +8,7 @@ times ``conductance_per_junction`` (`GapJunctions`, two `ops.csr_matvec` per ste
 conducts both ways). Works on dense arrays, SciPy sparse matrices (never densified) and labelled tables
 (pandas ``DataFrame``: rows and columns must carry the same labels).
 
-Example:
+Examples:
     >>> import numpy as np
     >>> from diffbrain.zoo import networks
     >>> counts = np.array([[0, 3, 0], [0, 0, 5], [1, 0, 0]])  # counts[pre, post]

@@ -114,7 +114,7 @@ class EINetwork(eqx.Module):
         I_ext: constant injected current, pA.
         mode: ``"coba"`` or ``"cuba"``, static.
 
-    Example:
+    Examples:
         >>> import jax
         >>> from diffbrain.zoo import networks
         >>> net = networks.EINetwork.coba(jax.random.key(0), n=4000)
@@ -321,7 +321,7 @@ def simulate(
     Returns:
         An `EIResult` with spike counts per step and population; ``result.rates()`` in Hz.
 
-    Example:
+    Examples:
         >>> import jax
         >>> from diffbrain.zoo import networks
         >>> net = networks.EINetwork.coba(jax.random.key(0), n=400, in_degree=40)

@@ -238,7 +238,7 @@ class Microcircuit:
         neuron: the `LIF` neuron (E_L, θ, reset mV; C pF; g_L = C/τ_m nS; t_ref ms).
         reference_rates: the full-scale population rates of the data file ``[8]``, Hz.
 
-    Example:
+    Examples:
         >>> import jax
         >>> mc = Microcircuit.from_data(folder, scale=0.01)
         >>> mc.names[:2], mc.sizes.tolist(), mc.n

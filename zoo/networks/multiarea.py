@@ -170,7 +170,7 @@ class MultiArea(eqx.Module):
         distance_mm: ``[A, A]`` wiring distances, mm.
         speed: conduction speed, m/s (= mm/ms); mean long-range delay = distance/speed.
 
-    Example:
+    Examples:
         >>> import jax
         >>> from diffbrain.zoo import networks
         >>> model = networks.MultiArea.from_connectome(  # doctest: +SKIP

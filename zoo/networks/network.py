@@ -307,7 +307,7 @@ class Network(eqx.Module):
         receptor_names: the receptors in the order their currents are summed.
         ring_length: slots of each arrival ring: the longest delay in steps (``round(D/dt) + 1``).
 
-    Example:
+    Examples:
         >>> import jax
         >>> from diffbrain import zoo
         >>> from diffbrain.zoo import networks

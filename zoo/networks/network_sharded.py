@@ -115,7 +115,7 @@ def simulate_network_sharded(
         ValueError: naming the argument — parameters neither scalar nor ``[n]``, no devices, traced
             connectivity, a ``state`` of another network, and `Network.simulate`'s own checks.
 
-    Example:
+    Examples:
         >>> import jax
         >>> from diffbrain import zoo
         >>> from diffbrain.zoo import networks

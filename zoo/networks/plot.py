@@ -4,7 +4,7 @@ Every function takes any result with the population-result interface (`EIResult`
 ``dt``, ``names``, ``sizes``, ``record``, ``spike_trains()``, ``rate_trace(bin_ms)``). Matplotlib is imported
 only when a function is called, so ``diffbrain.zoo.networks`` does not need it.
 
-Example:
+Examples:
     >>> import jax
     >>> from diffbrain.zoo import networks
     >>> from diffbrain.zoo.networks import plot

@@ -244,7 +244,7 @@ def simulate_sharded(
         ValueError: naming the argument — parameters neither scalar nor ``[n]``, no devices, a traced
             structure, a ``state`` of another size, a bad ``duration_ms`` or ``record``.
 
-    Example:
+    Examples:
         >>> import jax
         >>> from diffbrain.zoo import networks
         >>> net = networks.EINetwork.coba(jax.random.key(0), n=400, in_degree=40)

@@ -45,7 +45,7 @@ class AdEx(AbstractSpikingNeuron):
 
     Units: V mV, C pF, g_L and a nS, w, b and I pA, times ms.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from diffbrain import zoo
         >>> trace = zoo.simulate(zoo.AdEx(), jnp.full(5000, 1000.0), dt=0.1)  # 500 ms at 1 nA

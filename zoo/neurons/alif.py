@@ -28,7 +28,7 @@ class ALIF(AbstractSpikingNeuron):
 
     Units: V mV; the input I enters as ``R·I`` and is therefore in mV; τ, τ_a ms; beta mV.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from diffbrain import zoo
         >>> trace = zoo.simulate(zoo.ALIF(), jnp.full(2000, 30.0), dt=0.1)  # 200 ms, R·I = 30 mV

@@ -112,7 +112,7 @@ class GIF(AbstractGIF):
     `InterpolatedGIF`, the same model with resets at the crossing time interpolated inside the step,
     makes the voltage piecewise smooth in ``a`` and ``b``; its docstring says what stays discontinuous.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from diffbrain import zoo
         >>> trace = zoo.simulate(zoo.GIF(), jnp.full(10_000, 1.5), dt=0.1)  # 1 s at 1.5 nA
@@ -156,7 +156,7 @@ class InterpolatedGIF(AbstractGIF):
     say) stay discontinuities under any timing scheme: from the fourth start, (0.9·a, 1.1·b), an extra
     spike appears and L-BFGS-B stops where it started.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from diffbrain import zoo
         >>> trace = zoo.simulate(zoo.InterpolatedGIF(), jnp.full(10_000, 1.5), dt=0.1)  # 1 s at 1.5 nA

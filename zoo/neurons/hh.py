@@ -28,7 +28,7 @@ class HH(AbstractHH):
     15.3 ms at 0.05 and 15.7 ms at 0.1; at dt = 0.5 one spike in 100 ms is lost and at dt = 1 only 1 of 7
     is left. Use dt ≤ 0.025 ms when spike times matter, and `zoo.solve` for a reference.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from diffbrain import zoo
         >>> trace = zoo.simulate(zoo.HH(), jnp.full(10_000, 10.0), dt=0.01)  # 100 ms at 10 µA/cm²

@@ -31,7 +31,7 @@ class Izhikevich(AbstractSpikingNeuron):
 
     Presets: `regular_spiking` (the default), `intrinsically_bursting`, `chattering`, `fast_spiking`.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from diffbrain import zoo
         >>> trace = zoo.simulate(zoo.Izhikevich.fast_spiking(), jnp.full(5000, 10.0), dt=0.1)

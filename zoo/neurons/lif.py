@@ -48,7 +48,7 @@ class LIF(AbstractSpikingNeuron):
 
     Presets: `LIF.coba` and `LIF.cuba` give the Brette et al. (2007) benchmark neurons.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from diffbrain import zoo
         >>> trace = zoo.simulate(zoo.LIF(), jnp.full(1000, 500.0), dt=0.1)  # 100 ms at 500 pA

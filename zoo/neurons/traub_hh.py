@@ -28,7 +28,7 @@ class TraubHH(AbstractHH):
     first inter-spike interval is 8.86 ms (`zoo.solve`), 9.0 ms at dt = 0.01 and 10.0 ms at 0.1; at dt = 1,
     3 spikes are left of 6 in 50 ms. Use dt ≤ 0.025 ms when spike times matter.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from diffbrain import zoo
         >>> trace = zoo.simulate(zoo.TraubHH(), jnp.full(2000, 1.0), dt=0.01)  # 20 ms at 1 nA

@@ -29,7 +29,7 @@ class Alpha(AbstractSynapse):
 
     Units: ``tau`` ms; ``g_max`` nS (coba) or pA (cuba); ``E`` mV.
 
-    Example:
+    Examples:
         >>> from diffbrain.zoo import synapses
         >>> syn = synapses.Alpha(tau=5.0)
         >>> state, g = syn.step(syn.init_state(), True, dt=0.5)  # a spike at t = 0: g(0) = 0

@@ -21,7 +21,7 @@ class AMPA(AbstractKineticSynapse):
     Units: ``alpha`` 1/(ms·mM), ``beta`` 1/ms, ``T_max`` mM, ``T_dur`` ms; ``g_max`` nS (coba) or pA (cuba);
     ``E`` mV.
 
-    Example:
+    Examples:
         >>> from diffbrain.zoo import synapses
         >>> syn = synapses.AMPA()
         >>> state, g = syn.step(syn.init_state(), True, dt=0.1)  # a spike at t = 0

@@ -29,7 +29,7 @@ class DualExpon(AbstractSynapse):
 
     Units: ``tau_rise``, ``tau_decay`` ms; ``g_max`` nS (coba) or pA (cuba); ``E`` mV.
 
-    Example:
+    Examples:
         >>> from diffbrain.zoo import synapses
         >>> syn = synapses.DualExpon(tau_rise=1.0, tau_decay=10.0)
         >>> round(float(syn.t_peak), 3)  # ms after the spike

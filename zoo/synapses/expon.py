@@ -28,7 +28,7 @@ class Expon(AbstractSynapse):
 
     Units: ``tau`` ms; ``g_max`` nS (coba) or pA (cuba); ``E`` mV.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from diffbrain.zoo import synapses
         >>> syn = synapses.Expon(tau=5.0)

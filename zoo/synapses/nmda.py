@@ -34,7 +34,7 @@ class NMDA(AbstractSynapse):
     Units: ``tau_decay``, ``tau_rise`` ms; ``a`` 1/ms; ``Mg`` mM; ``mg_slope`` 1/mV; ``mg_half`` mM; ``g_max``
     nS (coba) or pA (cuba); ``E`` mV. Defaults are BrainPy's (Wang 2002 with [Mg²⁺] = 1.2 mM).
 
-    Example:
+    Examples:
         >>> from diffbrain.zoo import synapses
         >>> syn = synapses.NMDA()
         >>> state, g = syn.step(syn.init_state(), True, dt=0.1)  # a spike at t = 0

@@ -63,7 +63,7 @@ class STP(AbstractSynapticDynamics):
     Units: ``U`` 1, ``tau_f`` ms, ``tau_d`` ms. Defaults are BrainPy's (facilitation-dominated);
     `STP.depressing` and `STP.facilitating` give the Tsodyks, Uziel & Markram (2000) synapses.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from diffbrain.zoo import synapses
         >>> stp = synapses.STP.depressing()
