@@ -59,12 +59,12 @@ SIM_DEVIATIONS = (
 
 
 SUITE_NOTES = {
-    "ops": "Threads: diffbrain's `cpu` kernel runs on every core the process may use (2 here; "
-    "`DIFFBRAIN_CPU_THREADS` sets it) for the spike VJP (from 131,072 synapses), the weight gradient and "
-    "scatters of many events; the numba loop and brainevent's CPU kernels run on one core (the issue's "
-    "targets ask for both cores). In scan_grad_time, `lax.scan` is diffbrain's own operator in a plain "
-    "`lax.scan`, not another library: that ratio is `ops.event_scan`'s gain.",
-    "network_gradient": "Both methods are diffbrain's: `lax.scan` is `Network.simulate`'s default "
+    "ops": "Threads: diffbrain's `cpu` kernel runs on every core the process may use (the device line says "
+    "how many; `DIFFBRAIN_CPU_THREADS` sets it) for the spike VJP (from 131,072 synapses), the weight "
+    "gradient and scatters of many events; the numba loop and brainevent's CPU kernels run on one core "
+    "(the issue's targets ask for both cores). In scan_grad_time, `lax.scan` is diffbrain's own operator "
+    "in a plain `lax.scan`, not another library: that ratio is `ops.event_scan`'s gain.",
+    "network_gradient": "Every method is diffbrain's: `lax.scan` is `Network.simulate`'s default "
     "(`event_scan=False`) and `diffbrain` is `event_scan=True`, so *diffbrain vs best peer* is that option's "
     "gain, not a comparison with another library.",
     "fit": "final_loss and wall_time are means over the repeats (seeds; their s.d. in final_loss_sd and "

@@ -391,7 +391,7 @@ def _papers_data_found() -> bool:
 
     try:
         paper_hh_steps(DATA)
-    except FileNotFoundError:
+    except (FileNotFoundError, ValueError):  # missing, or not readable: the fit falls back alike
         return False
     return True
 
@@ -401,7 +401,7 @@ def _fit_problem(name: str):
 
     try:
         return fit_suite.build(name), ""
-    except FileNotFoundError as error:
+    except (FileNotFoundError, ValueError) as error:  # as the fit suite treats them
         if name != "traubhh-paper":
             raise
         return fit_suite.build("hh-noise"), f"traubhh-paper needs the shared data ({error}); fitted hh-noise"

@@ -152,7 +152,9 @@ def adam(
         values, finite = np.asarray(values, float)[:n], np.asarray(finite)[:n]
         account.charge(values, gradient=True)  # ended starts are simulated too: the batch is n vectors
         simulations += account.grad_cost
-        improved = alive & finite & (values < best_loss)
+        improved = (
+            alive & np.isfinite(values) & (values < best_loss)
+        )  # a finite loss counts, NaN gradient or not
         best_loss[improved] = values[improved]
         best_u[improved] = np.asarray(before, float)[:n][improved]
         for index in np.flatnonzero(alive & ~finite):

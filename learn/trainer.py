@@ -142,11 +142,11 @@ def _sha256(arrays) -> str:
 
 def _settings(value, _open: frozenset[int] = frozenset()) -> Any:
     """``value`` as JSON that is the same in every process (no memory addresses): numbers and strings as
-    they are, a sequence as a list, a set as a sorted list, a mapping as a dict, a path as its text, a scalar
-    array as its number and a larger one (a random key: its data) as its dtype, shape and SHA-256, a
-    function by `_name` (a `functools.partial` with its arguments), and a dataclass (an Equinox module, a
-    task) or another object as its class and its fields (its ``repr`` if it has none); an object met again
-    inside itself as ``"<cycle>"``."""
+    they are, a sequence as a list, a set as a sorted list, a mapping as its (key, value) items, a path as
+    its text, a scalar array as its number and a larger one (a random key: its data) as its dtype, shape
+    and SHA-256, a function by `_name` (a `functools.partial` with its arguments), and a dataclass (an
+    Equinox module, a task) or another object as its class and its fields (its ``repr`` if it has none);
+    an object met again inside itself as ``"<cycle>"``."""
     if value is None or isinstance(value, bool | int | float | str):
         return value
     if isinstance(value, os.PathLike):
@@ -164,8 +164,9 @@ def _settings(value, _open: frozenset[int] = frozenset()) -> Any:
         return [_settings(item, inner) for item in value]
     if isinstance(value, set | frozenset):
         return sorted((_settings(item, inner) for item in value), key=repr)
-    if isinstance(value, Mapping):
-        return {"class": _name(type(value)), **{str(k): _settings(v, inner) for k, v in value.items()}}
+    if isinstance(value, Mapping):  # items as pairs: keys of any type, none mistaken for "class"
+        items = [[_settings(k, inner), _settings(v, inner)] for k, v in value.items()]
+        return {"class": _name(type(value)), "items": sorted(items, key=lambda item: json.dumps(item[0]))}
     if isinstance(value, functools.partial):
         fields = {"func": value.func, "args": value.args, "keywords": value.keywords}
     elif dataclasses.is_dataclass(value):

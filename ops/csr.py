@@ -97,7 +97,7 @@ def _check_not_nan(name: str, weight) -> None:
     array = np.asarray(weight)
     if not jnp.issubdtype(array.dtype, jnp.floating):  # NumPy's own test misses bfloat16
         return
-    bad = np.count_nonzero(~np.isfinite(array.astype(np.float32)))
+    bad = np.count_nonzero(~np.isfinite(array))
     if bad:
         raise ValueError(
             f"`{name}` must be finite, got {bad} NaN or infinite weight(s); one such weight makes every "

@@ -204,6 +204,7 @@ def test_a_fit_without_the_papers_data_is_another_section(tmp_path, monkeypatch,
     assert "traubhh-paper" in reproduce.TINY.fit.problems
     keys = {}
     (tmp_path / "paper-hh-steps").mkdir()  # a folder without the data's files: the fit falls back too
+    (tmp_path / "paper-hh-steps" / "input_traces_hh.csv").write_text("not, a table\n")  # nor a bad one
     for data in (shared_data, tmp_path):
         monkeypatch.setattr(reproduce, "DATA", data)
         keys[data] = [reproduce.section_keys(budget) for budget in (reproduce.TINY, no_paper)]

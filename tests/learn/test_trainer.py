@@ -215,6 +215,9 @@ def test_a_task_with_mappings_paths_partials_and_cycles_is_identified_by_their_c
     for change in ({"rates": {"stim": 80.0}}, {"path": pathlib.Path("b")}):
         assert settings(**change) != same
     assert settings(scale=functools.partial(np.clip, a_min=5)) != same
+    keys = settings(rates={1: 1.0, "1": 2.0, "class": 3.0, np.clip: 4.0})["rates"]  # no key lost or made up
+    assert keys["class"] == "builtins.dict" and len(keys["items"]) == 4
+    assert ["numpy.clip", 4.0] in keys["items"]  # a function key by its name, not its address
     nan = settings(rates={"stim": float("nan")})
     assert _differences("task", json.loads(json.dumps(nan)), nan) == []  # NaN resumes
 

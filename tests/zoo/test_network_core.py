@@ -58,8 +58,10 @@ def test_half_step_delays_and_pulse_edges_round_up_as_in_nest():
     np.testing.assert_array_equal(first[1:] - first[0] - 1, [1, 2, 3, 4, 5, 6, 7, 8, 13, 2, 0])
     np.testing.assert_array_equal(steps_of(np.float32([0.25, 0.75]), 0.1), [3, 8])
     halves = np.arange(0.05, 10.0, 0.1)  # review: float32 0.35 is 0.3499999…, which rounded to 3 steps
-    for dtype in (np.float16, np.float32, np.float64):
+    for dtype in (np.float16, jnp.bfloat16, np.float32, np.float64):
         np.testing.assert_array_equal(steps_of(halves.astype(dtype), 0.1), np.arange(1, 101), err_msg=dtype)
+        # and an exact value keeps its step where the dtype's spacing passes a step (float16 200.0: 0.125)
+        np.testing.assert_array_equal(steps_of(np.array([60, 100, 200], dtype), 0.1), [600, 1000, 2000])
     _, start, stop = net._pulse(Pulse(neurons=[0], start_ms=0.25, stop_ms=1.25, current=1.0))
     assert (int(start), int(stop)) == (3, 13)
     np.testing.assert_array_equal(steps_of(delays, 0.1), np.floor(delays * 10 + 0.5))

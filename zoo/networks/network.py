@@ -841,7 +841,7 @@ def _indices(name: str, value, n: int) -> np.ndarray:
 def _per_edge(name: str, value, size: int) -> np.ndarray:
     """A validated scalar or ``[size]`` float array (float32 stays float32: no copy of a large input)."""
     array = np.asarray(value)
-    if not np.issubdtype(array.dtype, np.floating):
+    if not jnp.issubdtype(array.dtype, jnp.floating):  # (bfloat16 is floating too)
         array = array.astype(float)
     if array.shape not in ((), (size,)):
         raise ValueError(f"`{name}` must be a scalar or have shape ({size},), got {array.shape}.")
@@ -944,13 +944,17 @@ def _projection(receptor: str, given, n: int, dt: float, mode: str, dtype) -> tu
 def steps_of(ms: float | np.ndarray, dt: float) -> np.ndarray:
     """``ms`` in whole steps of ``dt``, to the nearest and halves up as NEST rounds delays, in float64.
 
-    ``ms/dt`` just below a half counts as the half: by 10⁻⁹ (``0.25/0.1 = 2.4999…``) plus the rounding of
-    ``ms``'s own dtype (float32 ``0.35`` is ``0.34999999…``), so a delay rounds alike in every dtype.
+    ``ms/dt`` just below a half counts as the half: by 10⁻⁹ (``0.25/0.1 = 2.4999…``) plus half the spacing
+    of ``ms``'s own dtype there (float32 ``0.35`` is ``0.34999999…``; a value that close to a half may be
+    one), at most a quarter step, so an exact value (float16 ``200.0``) keeps its step.
     """
     ms = np.asarray(ms)
-    eps = np.finfo(ms.dtype).eps if np.issubdtype(ms.dtype, np.floating) else 0.0
     ratio = ms.astype(np.float64) / dt
-    return np.floor(ratio + (0.5 + 1e-9) + np.abs(ratio) * eps)
+    if jnp.issubdtype(ms.dtype, jnp.floating) and ms.dtype != np.float64:
+        near = np.minimum(np.abs(np.spacing(ms)).astype(np.float64) / (2 * dt), 0.25)
+    else:
+        near = 0.0
+    return np.floor(ratio + (0.5 + 1e-9) + near)
 
 
 def _steps(delay: np.ndarray, dt: float) -> np.ndarray:
