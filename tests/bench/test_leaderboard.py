@@ -23,6 +23,13 @@ def _record(case, method, metric, value, unit, date="2026-01-01T00:00:00+00:00",
     )
 
 
+def _results(folder, rows, file="demo.csv"):
+    """``folder`` made and holding ``rows`` as the records CSV ``file``."""
+    folder.mkdir()
+    records.write_csv(rows, folder / file)
+    return folder
+
+
 @pytest.fixture
 def results(tmp_path):
     rows = [
@@ -82,9 +89,7 @@ def test_a_metric_in_several_units_is_shown_in_one(tmp_path):
         _record("n=10", "diffbrain", "memory", 2.0, "MiB"),
         _record("n=10", "peer", "memory", 1024.0, "B"),
     ]
-    folder = tmp_path / "results"
-    folder.mkdir()
-    records.write_csv(rows, folder / "demo.csv")
+    folder = _results(tmp_path / "results", rows)
     readme = leaderboard.render(folder, tmp_path / "out").read_text()
     assert "| n=10 | 0.0348 | **0.0311** | 0.89× |" in readme
     assert "| n=10 | 2 | **0.000977** | 0.00× |" in readme
@@ -100,22 +105,13 @@ def test_a_suite_with_reading_notes_gets_them_with_its_measured_numbers(tmp_path
         dataclasses.replace(_record("hh", "value_and_grad", "grad_cost", 5.94, "x"), suite="fit"),
         dataclasses.replace(_record("n=10", "diffbrain", "call_time", 1.0, "s"), suite="ops"),
     ]
-    folder = tmp_path / "results"
-    folder.mkdir()
-    records.write_csv(rows, folder / "fit.csv")
-    readme = leaderboard.render(folder, tmp_path / "out").read_text()
+    readme = leaderboard.render(_results(tmp_path / "results", rows, "fit.csv"), tmp_path / "out").read_text()
     fit = readme[readme.index("## fit") : readme.index("## ops")]
     assert "*Reading:* final_loss and wall_time are means" in fit
     assert "measured, one costs 5.9 (hh) forward simulations." in fit
     assert "*Reading:* Threads: diffbrain's `cpu` kernel" in readme[readme.index("## ops") :]
-    assert "*Reading:*" not in leaderboard.render(_demo_only(tmp_path), tmp_path / "demo").read_text()
-
-
-def _demo_only(tmp_path):
-    folder = tmp_path / "demo-results"
-    folder.mkdir()
-    records.write_csv([_record("n=10", "diffbrain", "run_time", 1.0, "s")], folder / "demo.csv")
-    return folder
+    demo = _results(tmp_path / "demo-results", [_record("n=10", "diffbrain", "run_time", 1.0, "s")])
+    assert "*Reading:*" not in leaderboard.render(demo, tmp_path / "demo").read_text()
 
 
 def test_render_refuses_to_overwrite_what_it_did_not_write(results, tmp_path):
