@@ -68,11 +68,11 @@ def lbfgsb(
             value, grad = objective.value_and_grad(jnp.asarray(u))
             value, grad = float(value), np.asarray(grad, float)
             account.charge(value, gradient=True)
+            if np.isfinite(value) and value < best["loss"]:  # a finite loss counts, NaN gradient or not
+                best["loss"], best["u"] = value, np.array(u)
             if not (np.isfinite(value) and np.all(np.isfinite(grad))):
                 best["message"] = f"stopped at a non-finite loss or gradient at {objective.free.as_dict(u)}"
                 raise BudgetExhausted
-            if value < best["loss"]:
-                best["loss"], best["u"] = value, np.array(u)
             return value, grad
 
         try:

@@ -304,3 +304,31 @@ def test_an_adam_start_stopped_at_a_nan_stays_there_and_out_of_the_history():
     assert stopped.message == "stopped at a non-finite loss or gradient" and far.message == "budget exhausted"
     assert account.best == min(result.loss for result in results) == stopped.loss
     assert account.history[-1][2] == stopped.loss
+
+
+class NanGradient(Analytic):
+    """``(u − 3)²``, whose gradient is NaN (its value finite) for 0.9 < u < 1.3; with the interface
+    `lbfgsb` reads too (``value_and_grad``, ``free.as_dict``)."""
+
+    def __init__(self):
+        band = lambda u: (u[0] > 0.9) & (u[0] < 1.3)
+        nan_slope = lambda u: jnp.where(band(u), jnp.sqrt(jnp.where(band(u), 0.0 * u[0], 1.0)), 0.0)
+        super().__init__(lambda u: jnp.sum((u - 3.0) ** 2) + nan_slope(u), 1)
+        self.free.as_dict = lambda u: {"u": float(u[0])}
+
+    def value_and_grad(self, u):
+        return self._value_and_grad(u)
+
+
+@pytest.mark.parametrize("method", ["adam", "lbfgsb"])
+def test_a_finite_loss_where_the_gradient_is_nan_counts_for_its_start(method):
+    """Review: the point was charged (so it entered the run's history) but no start reported it."""
+    account = Account(60)
+    if method == "adam":
+        results = gradient.adam(
+            NanGradient(), jnp.asarray([[0.0], [-20.0]]), account, learning_rate=0.5, devices=1
+        )
+    else:
+        results = gradient.lbfgsb(NanGradient(), jnp.asarray([[0.0]]), account, restart=False)
+    assert any("non-finite" in result.message for result in results)
+    assert account.best == min(result.loss for result in results)
