@@ -44,10 +44,7 @@ def results(tmp_path):
         # An older measurement of the same cell is superseded by the newer one above.
         _record("n=10", "diffbrain", "run_time", 100.0, "s", date="2025-01-01T00:00:00+00:00"),
     ]
-    folder = tmp_path / "results"
-    folder.mkdir()
-    records.write_csv(rows, folder / "demo.csv")
-    return folder
+    return _results(tmp_path / "results", rows)
 
 
 def test_render_writes_tables_plots_and_csv(results, tmp_path):
@@ -72,9 +69,7 @@ def test_rows_from_more_than_one_run_are_marked_and_infinite_values_shown(tmp_pa
         _record("mixed", "diffbrain", "run_time", 0.2, "s", git_commit="def", device="server"),
         _record("mixed", "peer", "run_time", math.inf, "s", git_commit="abc"),
     ]
-    folder = tmp_path / "results"
-    folder.mkdir()
-    records.write_csv(rows, folder / "demo.csv")
+    folder = _results(tmp_path / "results", rows)
     readme = leaderboard.render(folder, tmp_path / "out").read_text()
     assert "| laptop | **0.5** | 1 | 2.00× |" in readme
     assert "| mixed † | **0.2** | ∞ | ∞× |" in readme
@@ -280,9 +275,7 @@ def test_fit_gets_a_loss_vs_wall_time_plot(tmp_path, monkeypatch):
         # A point needs both metrics: a method without a wall time is not plotted.
         fit_record("hh/budget=100", "de", "final_loss", 3.0, "mV^2"),
     ]
-    folder = tmp_path / "results"
-    folder.mkdir()
-    records.write_csv(rows, folder / "fit.csv")
+    folder = _results(tmp_path / "results", rows, "fit.csv")
     points = []
     plot = leaderboard._plot_tradeoff
     record_points = lambda frame, path: points.append(frame) or path.touch()
