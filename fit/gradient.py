@@ -214,7 +214,7 @@ CURVATURE = 0.9
 PAIR_EPSILON = 1e-10
 """A pair (s, y) enters the memory only if s·y > ε ‖s‖ ‖y‖ (the inverse Hessian stays positive definite)."""
 
-RUNNING, GRADIENT, DECREASE, NO_DECREASE, NON_FINITE, MAX_ITERATIONS, IDLE = range(7)
+RUNNING, GRADIENT, DECREASE, NO_DECREASE, NON_FINITE, MAX_ITERATIONS, IDLE, NON_FINITE_START = range(8)
 """Status of an `lbfgs` lane; IDLE is a padded lane (never alive)."""
 MESSAGES = {
     RUNNING: "budget exhausted",
@@ -223,6 +223,7 @@ MESSAGES = {
     NO_DECREASE: "converged: the line search found no lower loss",
     NON_FINITE: "stopped next to a non-finite loss or gradient: the line search found no lower finite loss",
     MAX_ITERATIONS: "max_iterations reached",
+    NON_FINITE_START: "non-finite loss or gradient at the start",
 }
 """`StartResult.message` of an `lbfgs` run by the status of its lane when it ended."""
 
@@ -326,7 +327,8 @@ def _advance(lane: _Lanes, value, grad, max_trials, tolerance, max_iterations) -
     running = lane.status == RUNNING
     finite = jnp.isfinite(value) & jnp.all(jnp.isfinite(grad))
     point = _trial(lane)
-    better = running & finite & (value < lane.best_loss)
+    # a finite loss counts, NaN gradient or not
+    better = running & jnp.isfinite(value) & (value < lane.best_loss)
     best_u, best_loss = jnp.where(better, point, lane.best_u), jnp.where(better, value, lane.best_loss)
     # a non-finite trial is a step too long (loss inf, no slope): the search bisects back towards lo
     value, grad = jnp.where(finite, value, jnp.inf), jnp.where(finite, grad, 0.0)
@@ -387,7 +389,7 @@ def _advance(lane: _Lanes, value, grad, max_trials, tolerance, max_iterations) -
             moved & (decrease <= tolerance * scale),
             (take_trial | moved) & (iterations >= max_iterations),
         ],
-        [lane.status, NON_FINITE, NON_FINITE, NO_DECREASE, GRADIENT, DECREASE, MAX_ITERATIONS],
+        [lane.status, NON_FINITE_START, NON_FINITE, NO_DECREASE, GRADIENT, DECREASE, MAX_ITERATIONS],
         RUNNING,
     )
     iterate = _Lanes(
@@ -423,7 +425,7 @@ def _advance(lane: _Lanes, value, grad, max_trials, tolerance, max_iterations) -
         best_loss=best_loss,
     )
     advanced = jax.tree.map(lambda a, b: jnp.where(take_trial | moved, a, b), iterate, searching)
-    frozen = lane._replace(status=status)  # ended, or its start is non-finite
+    frozen = lane._replace(status=status, best_u=best_u, best_loss=best_loss)  # ended, or a non-finite start
     return jax.tree.map(lambda a, b: jnp.where(running & (finite | lane.started), a, b), advanced, frozen)
 
 
@@ -521,11 +523,12 @@ def lbfgs(
     unit of ``u``), its loss decreases by at most ``tolerance`` relative in an iteration,
     ``max_linesearch_steps`` trials find no lower loss (with its message saying whether the shortest step too
     long was non-finite), it has taken ``max_iterations`` steps (0: the start is only evaluated), or its
-    start's loss or gradient is non-finite (status ``"failed"``). Every run keeps its best finite point. With
-    ``restart`` (a ``key`` and a budget), ended runs' lanes restart from fresh uniform points while the budget
-    lasts for two more ticks; slot i's r-th restart is drawn from ``fold_in(fold_in(key, i), r)``, so the runs
-    of one slot are the same whatever the other slots do and however many there are. Every run is reported,
-    its ``simulations`` what the ticks it ran were charged.
+    start's loss or gradient is non-finite (status ``"failed"`` where the loss is, ``"ok"`` with that loss
+    where only the gradient is). Every run keeps its lowest finite loss (NaN gradient or not) and its point.
+    With ``restart`` (a ``key`` and a budget), ended runs' lanes restart from fresh uniform points while the
+    budget lasts for two more ticks; slot i's r-th restart is drawn from ``fold_in(fold_in(key, i), r)``, so
+    the runs of one slot are the same whatever the other slots do and however many there are. Every run is
+    reported, its ``simulations`` what the ticks it ran were charged.
 
     With ``cells`` (`Cells`), start i fits cell ``cells.index[i]`` instead of the objective's own sweeps
     (its ``model``, ``free`` and ``loss`` are shared), so many cells are fitted in one batched call; a slot
@@ -564,7 +567,7 @@ def lbfgs(
 
     def ended_runs(slots):
         best_u, best_loss, status = (np.asarray(a)[:n] for a in (lanes.best_u, lanes.best_loss, lanes.status))
-        messages = [_message(status[slot], best_loss[slot]) for slot in range(n)]
+        messages = [MESSAGES[int(status[slot])] for slot in range(n)]
         return [report(best_u.astype(float), best_loss.astype(float), messages, spent, s) for s in slots]
 
     while running.any():
@@ -587,12 +590,6 @@ def lbfgs(
             lanes = init(redraw(key, u, fresh, batch.put(restarts, fill=0)), fresh, lanes)
             spent[~running], running[:] = 0.0, True
     return results + ended_runs(range(n))
-
-
-def _message(status: int, best_loss: float) -> str:
-    if status == NON_FINITE and not np.isfinite(best_loss):
-        return "non-finite loss or gradient at the start"
-    return MESSAGES[int(status)]
 
 
 def _start_result(best_u, best_loss, messages, spent, slot, cell=None) -> StartResult:

@@ -320,7 +320,7 @@ class NanGradient(Analytic):
         return self._value_and_grad(u)
 
 
-@pytest.mark.parametrize("method", ["adam", "lbfgsb"])
+@pytest.mark.parametrize("method", ["adam", "lbfgsb", "lbfgs"])
 def test_a_finite_loss_where_the_gradient_is_nan_counts_for_its_start(method):
     """Review: the point was charged (so it entered the run's history) but no start reported it."""
     account = Account(60)
@@ -328,7 +328,11 @@ def test_a_finite_loss_where_the_gradient_is_nan_counts_for_its_start(method):
         results = gradient.adam(
             NanGradient(), jnp.asarray([[0.0], [-20.0]]), account, learning_rate=0.5, devices=1
         )
-    else:
+    elif method == "lbfgsb":
         results = gradient.lbfgsb(NanGradient(), jnp.asarray([[0.0]]), account, restart=False)
+    else:  # a start inside the band: its loss (4) is finite, its gradient NaN
+        results = gradient.lbfgs(NanGradient(), jnp.asarray([[1.0]]), account, devices=1)
+        assert results[0].message == "non-finite loss or gradient at the start"
+        assert (results[0].status, results[0].loss) == ("ok", 4.0)
     assert any("non-finite" in result.message for result in results)
     assert account.best == min(result.loss for result in results)
