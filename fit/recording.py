@@ -111,13 +111,13 @@ def detect_spikes(
         array([0.15 , 0.367])
     """
     limits = {
-        "dt": (dt, "ms", 0.0, " > 0"),
-        "threshold": (threshold, "mV", -np.inf, ""),
-        "refractory": (refractory, "ms", 0.0, " >= 0"),
+        "dt": (dt, "ms", lambda x: x > 0, " > 0"),
+        "threshold": (threshold, "mV", lambda x: True, ""),
+        "refractory": (refractory, "ms", lambda x: x >= 0, " >= 0"),
     }
-    for name, (value, unit, low, bound) in limits.items():
+    for name, (value, unit, allowed, bound) in limits.items():
         number = _real_number(value)
-        if number is None or not math.isfinite(number) or number < low or (name == "dt" and number == 0):
+        if number is None or not math.isfinite(number) or not allowed(number):
             raise ValueError(
                 f"detect_spikes: `{name}` must be a finite number{bound} in {unit}, got {value!r}."
             )
