@@ -12,15 +12,23 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
-_SERIES_BELOW = 1e-3
-
 
 def exprel(x: Float[ArrayLike, "..."]) -> Float[Array, "..."]:
-    """``(exp(x) − 1)/x`` with the limit 1 at x = 0; finite value and gradient for every finite x."""
+    """``(exp(x) − 1)/x`` with the limit 1 at x = 0; finite value and gradient for every finite x.
+
+    Near 0 the direct form's derivative ``eˣ/x − (eˣ − 1)/x²`` cancels two terms of order 1/x² (in float16
+    they overflow), so below |x| = 4 ε^⅕ (ε: the dtype's machine epsilon; 0.003 in float64, 0.16 in float32,
+    1.0 in float16, 1.5 in bfloat16) the Taylor series through x⁵/720 is used instead. The value is then
+    within 3 ε of exact and the gradient within 6 ε (float16, bfloat16), 30 ε (float32) and 2·10³ ε
+    (float64).
+    """
     x = jnp.asarray(x)
-    small = jnp.abs(x) < _SERIES_BELOW
+    if not jnp.issubdtype(x.dtype, jnp.inexact):
+        x = x.astype(jnp.result_type(float))
+    small = jnp.abs(x) < 4 * jnp.finfo(x.dtype).eps ** 0.2
     safe_x = jnp.where(small, jnp.ones_like(x), x)
-    return jnp.where(small, 1 + x / 2 + x * x / 6, jnp.expm1(safe_x) / safe_x)
+    series = 1 + x * (1 / 2 + x * (1 / 6 + x * (1 / 24 + x * (1 / 120 + x / 720))))
+    return jnp.where(small, series, jnp.expm1(safe_x) / safe_x)
 
 
 def exp_euler(y: Array, dydt: Array, rate: Array, dt) -> Array:

@@ -393,6 +393,17 @@ def test_kinetic_float_spike_opens_a_proportional_pulse():
     np.testing.assert_allclose(g, kinetic_closed_form(model, 0.1 * np.arange(50), pulse=0.2), rtol=1e-10)
 
 
+@pytest.mark.parametrize("name", ["AMPA", "GABAa"])
+@pytest.mark.parametrize("count", [2, 5])
+def test_kinetic_spike_counts_open_one_pulse(name, count):
+    """Review: a count of k spikes in one step opened a pulse k·T_dur long; each spike restarts the pulse, so
+    k spikes in one step open one."""
+    model = getattr(synapses, name)()
+    one, _ = run(model, impulse(40), 0.1)
+    many, _ = run(model, impulse(40).astype(jnp.int32) * count, 0.1)
+    np.testing.assert_array_equal(many, one)
+
+
 @eqx.filter_jit
 def nmda_reference(model, y0, ts):
     """g and x of a fine adaptive solution of the NMDA ODE from ``y0 = (g, x)`` at times ``ts``."""
@@ -445,6 +456,16 @@ def test_nmda_mg_block():
     np.testing.assert_allclose(model.current(g, V), model.g_max * g * model.mg_block(V) * (model.E - V))
     cuba = synapses.NMDA(mode="cuba", g_max=2.0)
     np.testing.assert_allclose(cuba.current(g, V), 2.0 * g * model.mg_block(V))
+
+
+@pytest.mark.parametrize("dtype, V", [(jnp.float16, -200.0), (jnp.float32, -1500.0), (jnp.float64, -1.2e4)])
+def test_nmda_block_has_a_finite_gradient_where_its_exponential_overflows(dtype, V):
+    """Review: e^{−kV} overflowed, so the block was 0 but its gradient 0·inf = NaN."""
+    model = zoo.astype(synapses.NMDA(), dtype)
+    V = jnp.asarray(V, dtype)
+    current = lambda V: model.current(jnp.asarray(0.5, dtype), V)
+    assert 0.0 <= float(model.mg_block(V)) < 2e-4 and abs(float(current(V))) < 0.03  # ≈ 0: true value < 10⁻⁵
+    assert jnp.isfinite(jax.grad(current)(V))
 
 
 @pytest.mark.parametrize("preset", ["default", "depressing", "facilitating"])
@@ -571,3 +592,19 @@ def test_dual_expon_keeps_a_unit_peak_in_float32_as_tau_rise_nears_tau_decay(tau
         assert g.dtype == jnp.float32
         peak = max(peak, float(g))
     assert peak == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.parametrize("tau_rise", [2.99, 2.9999, 2.999999])
+def test_dual_expon_float32_gradients_match_float64_as_tau_rise_nears_tau_decay(tau_rise):
+    """Review: A ∝ 1/(τ_d − τ_r) and e^{−dt/τ_d} − e^{−dt/τ_r} ∝ τ_d − τ_r, differentiated apart, gave
+    float32 gradients [4.1, 43.3] for the true [23.3, 23.3] at tau_rise = 2.999999 ms."""
+    spikes = np.zeros(200)
+    spikes[[3, 50]] = 1.0
+
+    def total(taus, dtype):
+        syn = synapses.DualExpon(tau_rise=taus[0], tau_decay=taus[1])
+        return jnp.sum(run(syn, jnp.asarray(spikes, dtype), 0.1)[0])
+
+    exact = jax.grad(total)(jnp.asarray([tau_rise, 3.0]), jnp.float64)
+    ours = jax.grad(total)(jnp.asarray([tau_rise, 3.0], jnp.float32), jnp.float32)
+    np.testing.assert_allclose(ours, exact, rtol=1e-4)

@@ -113,7 +113,8 @@ class AbstractKineticSynapse(AbstractSynapse):
     with transmitter, where ``g`` relaxes exactly to ``αT_max/(αT_max + β)`` at rate ``αT_max + β``, and the
     part without, where it decays exactly at rate ``β`` — so any ``dt`` (dividing ``T_dur`` or not) reproduces
     the closed form at every step. A float spike ``s`` opens a pulse of ``s·T_dur`` (``s = 1``: the standard
-    pulse) unless the running pulse has more time left. With no pulse running, ``d/ds`` at ``s = 0`` is the
+    pulse) unless the running pulse has more time left; a count of several spikes in one step opens one
+    standard pulse (each restarts it). With no pulse running, ``d/ds`` at ``s = 0`` is the
     response to a short pulse, so a silent step carries a gradient; during a pulse a small spike changes
     nothing and ``d/ds`` is exactly 0.
     """
@@ -148,6 +149,6 @@ class AbstractKineticSynapse(AbstractSynapse):
         g = g_inf + (state.g - g_inf) * jnp.exp(-rate_on * with_transmitter)
         g = g * jnp.exp(-self.beta * (dt - with_transmitter))
         left = jnp.maximum(state.pulse - dt, 0.0)
-        opened = spikes * self.T_dur
+        opened = jnp.where(spikes > 1, 1, spikes) * self.T_dur  # k spikes in one step: one pulse, restarted
         pulse = jnp.where(opened >= left, opened, left)  # ties pick the spike, so d/ds flows at s = 0
         return KineticState(g=g, pulse=pulse), g

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
 from .._checks import check_dt, check_less, check_positive
+from .._integrate import exprel
 from .._param import param
 from ._base import AbstractSynapse, as_spikes
 
@@ -60,9 +61,10 @@ class DualExpon(AbstractSynapse):
         check_positive("DualExpon", "tau_decay", self.tau_decay, "ms")
         check_less("DualExpon", "tau_rise", self.tau_rise, "tau_decay", self.tau_decay)
 
-    # Every difference of nearly equal quantities is written through τ_d − τ_r (exact when the two are
-    # within a factor 2) with log1p/expm1, so the unit peak holds in float32 as tau_rise → tau_decay
-    # (the direct forms lost 2 % at tau_rise = 2.9999, tau_decay = 3).
+    # Every difference of nearly equal quantities is written through u = (τ_d − τ_r)/τ_r with series-safe
+    # log1p(u)/u and (eˣ − 1)/x, so the unit peak and its gradients hold in float32 as tau_rise → tau_decay
+    # (the direct forms lost 2 % of the peak at tau_rise = 2.9999, tau_decay = 3, and A·(e^{−dt/τ_d} −
+    # e^{−dt/τ_r}) differentiated factor by factor gave gradients off by 80 % at tau_rise = 2.999999).
 
     @property
     def _rate_gap(self) -> Float[Array, "*n"]:
@@ -70,14 +72,19 @@ class DualExpon(AbstractSynapse):
         return (self.tau_decay - self.tau_rise) / (self.tau_rise * self.tau_decay)
 
     @property
+    def _peak_exponent(self) -> Float[Array, "*n"]:
+        """``t_peak/τ_d = ln(1 + u)/u`` with ``u = (τ_d − τ_r)/τ_r``."""
+        return _log1p_over(jnp.asarray((self.tau_decay - self.tau_rise) / self.tau_rise))
+
+    @property
     def t_peak(self) -> Float[Array, "*n"]:
         """Time from a spike to the peak of the response, ms: ``ln(τ_d/τ_r)/(1/τ_r − 1/τ_d)``."""
-        return jnp.log1p((self.tau_decay - self.tau_rise) / self.tau_rise) / self._rate_gap
+        return self.tau_decay * self._peak_exponent
 
     @property
     def normalisation(self) -> Float[Array, "*n"]:
         """``A``: the factor that makes the kernel's peak 1, ``τ_d / ((τ_d − τ_r)·e^{−t_peak/τ_d})``."""
-        return self.tau_decay / ((self.tau_decay - self.tau_rise) * jnp.exp(-self.t_peak / self.tau_decay))
+        return self.tau_decay / ((self.tau_decay - self.tau_rise) * jnp.exp(-self._peak_exponent))
 
     def init_state(self, shape: int | tuple[int, ...] = ()) -> DualExponState:
         zeros = self._zeros(shape)
@@ -89,7 +96,20 @@ class DualExpon(AbstractSynapse):
         dt = check_dt(dt)
         decay = jnp.exp(-dt / self.tau_decay)
         rise = jnp.exp(-dt / self.tau_rise)
-        decay_minus_rise = -decay * jnp.expm1(-dt * self._rate_gap)  # e^{−dt/τ_d} − e^{−dt/τ_r}
-        g = state.g * decay + self.normalisation * state.h * decay_minus_rise
+        # A·(e^{−dt/τ_d} − e^{−dt/τ_r}), with A's 1/(τ_d − τ_r) cancelled against the difference's factor
+        gain = decay * jnp.exp(self._peak_exponent) * dt / self.tau_rise * exprel(-dt * self._rate_gap)
+        g = state.g * decay + gain * state.h
         h = state.h * rise + as_spikes(spikes, state.h)
         return DualExponState(g=g, h=h), g
+
+
+def _log1p_over(u: Float[Array, "*n"]) -> Float[Array, "*n"]:
+    """``ln(1 + u)/u`` (u > −1) with the limit 1 at u = 0. Its direct form's gradient cancels two terms of
+    order 1/u², so below |u| = ε^(1/12) (0.27 in float32, 0.05 in float64) the series through u¹¹ is used:
+    value and gradient within ~10 ε (float32) and ~400 ε (float64) of exact."""
+    small = jnp.abs(u) < jnp.finfo(u.dtype).eps ** (1 / 12)
+    safe_u = jnp.where(small, jnp.ones_like(u), u)
+    series = jnp.zeros_like(u)
+    for k in reversed(range(12)):
+        series = (-1) ** k / (k + 1) + u * series
+    return jnp.where(small, series, jnp.log1p(safe_u) / safe_u)

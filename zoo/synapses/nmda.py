@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar, NamedTuple
 
 import equinox as eqx
@@ -60,7 +61,9 @@ class NMDA(AbstractSynapse):
     a: Float[Array, "*n"] = param(0.5, "1/ms", "opening rate per unit of x")
     Mg: Float[Array, "*n"] = param(1.2, "mM", "extracellular Mg²⁺ concentration")
     mg_slope: Float[Array, "*n"] = param(0.062, "1/mV", "voltage sensitivity of the Mg²⁺ block")
-    mg_half: Float[Array, "*n"] = param(3.57, "mM", "Mg²⁺ concentration that halves the block at 0 mV")
+    mg_half: Float[Array, "*n"] = param(
+        3.57, "mM", "Mg²⁺ concentration that blocks half the channels at 0 mV"
+    )
     g_max: Float[Array, "*n"] = param(1.0, "nS or pA", "maximal conductance (coba, nS) or current (cuba, pA)")
     E: Float[Array, "*n"] = param(0.0, "mV", "reversal potential (coba only)")
     mode: str = eqx.field(default="coba", static=True)
@@ -93,7 +96,11 @@ class NMDA(AbstractSynapse):
 
     def mg_block(self, V: Float[ArrayLike, "*n"]) -> Float[Array, "*n"]:
         """The fraction of NMDA channels not blocked by Mg²⁺ at membrane potential ``V`` (mV)."""
-        return 1.0 / (1.0 + jnp.exp(-self.mg_slope * V) * self.Mg / self.mg_half)
+        # capped 1 below the exponent where e^x overflows: the value is then < 1/(e^cap·Mg/mg_half) (10⁻³⁴ in
+        # float32, 10⁻⁴ in float16, below −160 mV) instead of 0, and the gradient 0 instead of NaN (0·inf)
+        exponent = -self.mg_slope * jnp.asarray(V)
+        cap = math.log(float(jnp.finfo(jnp.result_type(exponent, float)).max)) - 1.0
+        return 1.0 / (1.0 + jnp.exp(jnp.minimum(exponent, cap)) * self.Mg / self.mg_half)
 
     def current(self, g: Float[ArrayLike, "*n"], V: Float[ArrayLike, "*n"]) -> Float[Array, "*n"]:
         """The postsynaptic current in pA, through the channels that Mg²⁺ leaves unblocked at ``V``."""
