@@ -294,6 +294,8 @@ def test_bad_arguments():
         ops.event_scan(step, W, jnp.zeros(6))
     with pytest.raises(ValueError, match="disagree"):
         ops.event_scan(step, W, jnp.zeros(6), jnp.zeros((4, 6), bool), length=5)
+    with pytest.raises(ValueError, match=r"the leaves of `xs` have different leading lengths: \[3, 4\]"):
+        ops.event_scan(step, W, jnp.zeros(6), (jnp.zeros((3, 6), bool), jnp.zeros((4, 6), bool)))
     with pytest.raises(ValueError, match="unroll"):
         ops.event_scan(step, W, jnp.zeros(6), length=3, unroll=0)
     with pytest.raises(TypeError, match="callable"):

@@ -134,6 +134,10 @@ def test_bad_inputs_are_named(nets):
     net = nets["homogeneous"]
     with pytest.raises(ValueError, match="`devices` is empty"):
         networks.simulate_sharded(net, 10.0, jax.random.key(1), devices=[])
+    # review: these gave "'int' object is not iterable", "no attribute 'platform'", "'Device' … not iterable"
+    for bad in [2, [0, 1], jax.devices()[0]]:
+        with pytest.raises(TypeError, match="`devices` must"):
+            networks.simulate_sharded(net, 10.0, jax.random.key(1), devices=bad)
     with pytest.raises(ValueError, match="duration_ms"):
         networks.simulate_sharded(net, 10.05, jax.random.key(1))
     with pytest.raises(TypeError, match="must be an EINetwork"):

@@ -593,8 +593,11 @@ class Network(eqx.Module):
             unroll: steps unrolled per scan iteration, a positive integer or a bool (True: all), as for
                 `lax.scan`.
             checkpoint: for gradients of long runs: keep the state every ``checkpoint`` steps and recompute
-                the steps in between during the backward pass (`jax.checkpoint`), so memory grows with
-                ``T/checkpoint + checkpoint`` steps instead of ``T``. None: keep every step.
+                the steps in between during the backward pass (`jax.checkpoint`), so memory holds
+                ``T/checkpoint`` states (delay rings included) and ``checkpoint`` steps' residuals instead
+                of ``T`` steps' residuals; with long delays the state is large and the best ``checkpoint``
+                is above √T (see `diffbrain.ops.event_scan`; a small one can cost more than None). None:
+                keep every step.
             max_spikes_per_step: keep the recorded spikes as indices (``result.spikes``, ``[T, K]`` int32)
                 instead of a dense raster, at most this many per step; a step with more raises an error
                 (`equinox.error_if`) that names this argument. None: the raster ``[T, len(record)]``.

@@ -27,7 +27,7 @@ import dataclasses
 import functools
 import warnings
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import equinox as eqx
 import jax
@@ -134,7 +134,18 @@ def _block(indptr: jax.Array, indices: jax.Array, data: jax.Array, width: int) -
 
 def _mesh(devices: Sequence[jax.Device] | None, n: int) -> tuple[list[jax.Device], Mesh, int]:
     """The devices (default all), their one-axis mesh and the neurons per device, ``⌈n/D⌉``."""
-    devices = list(jax.devices() if devices is None else devices)
+    if devices is None:
+        devices = jax.devices()
+    if isinstance(devices, jax.Device) or not isinstance(devices, Iterable):
+        raise TypeError(
+            f"`devices` must be a sequence of jax.Device (e.g. jax.devices()[:2]), got {devices!r}."
+        )
+    devices = list(devices)
+    if not all(isinstance(device, jax.Device) for device in devices):
+        raise TypeError(
+            f"`devices` must hold jax.Device objects (e.g. jax.devices()[:2]), not {devices!r}; pass "
+            "the devices themselves, not their indices."
+        )
     if not devices:
         raise ValueError("`devices` is empty: pass at least one device.")
     if len(set(devices)) != len(devices):
