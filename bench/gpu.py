@@ -9,23 +9,27 @@ wall-time budget (what does not fit is recorded as skipped, with the reason):
    and the arrival ring `ops.arrival_scatter` (its rows paired into neurons, random lags; the ring and the
    popped slot, the gradients w.r.t. the weights and float spikes through its transposes) —
    on random CSRs with empty rows and rows longer than a chunk, in the default float dtype (run it with
-   ``JAX_ENABLE_X64=1`` for float64). Relative errors; a failure stops the run (timings of a wrong kernel
-   mean nothing).
+   ``JAX_ENABLE_X64=1`` for float64). Relative errors, each operation tried on its own, the arrival ring
+   last, into ``OUT/gpu_check.tsv``. A wrong or failing forward or VJP kernel stops the run (timings of a
+   wrong kernel mean nothing); a failing arrival ring, which only the microcircuit uses, is reported and
+   the run goes on.
 2. `tune`: the Pallas forward kernel's ``(CHUNK, ROWS, NUM_WARPS)`` (`TUNING_GRID`) at n = 1,000,000 ×
    400, 2% firing, heterogeneous: the time of one call each; the fastest setting is kept for the rest.
 3. The ops grid (`diffbrain.bench.ops.run_case`: the methods and metrics of the CPU suite, dense up to
    `diffbrain.bench.ops.dense_limit`, brainevent's GPU kernel when it imports): `SIZES` × firing
-   `FIRING`, heterogeneous weights; homogeneous at 2%. The structure is drawn on the device
-   (`device_csr`). Records of suite ``ops-gpu``.
+   `FIRING`, heterogeneous weights; homogeneous at 2%; n = 1,000,000 first, so the headline case (2%,
+   heterogeneous) opens the grid. The structure is drawn on the device (`device_csr`). A case that fails
+   (e.g. out of memory) is recorded as failed and the grid goes on. Records of suite ``ops-gpu``.
 4. The sim suite's networks (`diffbrain.bench.sim.run`, diffbrain alone): COBA at 4,000 neurons (1 s),
    40,000 (0.5 s) and 400,000 (0.1 s), and the Potjans–Diesmann microcircuit at scale 0.1 (1 s) when
    ``--data`` names its folder. Records of suite ``sim-gpu``. COBA's synapses go through the Pallas
    `ops.event_matvec`; the microcircuit's delayed synapses through the Pallas `ops.arrival_scatter`.
 
-Each stage writes its records as soon as it has them (``OUT/ops-gpu.csv`` after every case,
-``OUT/sim-gpu.csv``, and the tuning table ``OUT/gpu_tuning.tsv``, tab-separated and not named ``*.csv`` so
-that ``diffbrain leaderboard OUT`` reads the records only), so a run stopped at its limit keeps what it
-finished. The last lines printed are summary tables.
+Each stage writes its results as soon as it has them (``OUT/ops-gpu.csv`` and ``OUT/sim-gpu.csv`` after
+every case; the tables ``OUT/gpu_check.tsv`` and ``OUT/gpu_tuning.tsv``, tab-separated and not named
+``*.csv`` so that ``diffbrain leaderboard OUT`` reads the records only), so a run stopped at its limit keeps
+what it finished. Printed lines are flushed at once (a piped log shows the progress). The last lines
+printed are summary tables.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import math
+import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -50,11 +56,12 @@ from diffbrain.ops.kernels import pallas
 
 from . import ops as ops_suite
 from . import sim as sim_suite
-from .records import Record, ResultsFile, format_params, save, skipped, to_frame
+from .records import Record, ResultsFile, format_params, skipped, to_frame
 from .timing import measure_side_by_side
 
-SIZES = ((100_000, 400), (1_000_000, 400))
-"""(n, synapses per row) of the ops grid."""
+SIZES = ((1_000_000, 400), (100_000, 400))
+"""(n, synapses per row) of the ops grid, in the order run: the headline size first (n = 100,000 has
+numbers from earlier runs)."""
 FIRING = (0.02, 0.005, 0.10)
 """Firing fractions, the 2% of the issue's headline first."""
 TUNING_GRID = tuple((chunk, rows, warps) for chunk in (128, 256) for rows in (1, 4, 16) for warps in (4, 8))
@@ -105,8 +112,9 @@ def _relative_error(value, reference) -> float:
     return float(np.linalg.norm(value - reference) / max(np.linalg.norm(reference), 1e-30))
 
 
-def _operations(W: ops.CSR, inputs: dict, backend: str) -> dict[str, jax.Array]:
-    """Every operation `check` compares, computed with ``backend``."""
+def _operations(W: ops.CSR, inputs: dict, backend: str) -> dict[str, Callable[[], jax.Array]]:
+    """The forward and VJP operations `check` compares (those the ops grid and COBA use), each computed with
+    ``backend`` when called."""
 
     def forward(data, spikes):
         return ops.event_matvec(spikes, W.with_data(data), backend=backend)
@@ -114,23 +122,36 @@ def _operations(W: ops.CSR, inputs: dict, backend: str) -> dict[str, jax.Array]:
     def loss(data, spikes):
         return jnp.vdot(forward(data, spikes), inputs["cotangent"])
 
+    def matmat(spikes):
+        return ops.event_matmat(spikes, W, backend=backend)
+
+    def matvec(x):
+        return ops.csr_matvec(x, W, backend=backend)
+
     return {
-        "event_matvec bool": jax.jit(forward)(W.data, inputs["bool"]),
-        "event_matvec float": jax.jit(forward)(W.data, inputs["float"]),
-        "event_matmat": jax.jit(lambda s: ops.event_matmat(s, W, backend=backend))(inputs["batch"]),
-        "vmap event_matvec": jax.jit(jax.vmap(lambda s: forward(W.data, s)))(inputs["batch"]),
-        "csr_matvec": jax.jit(lambda x: ops.csr_matvec(x, W, backend=backend))(inputs["dense"]),
-        "weight grad": jax.jit(jax.grad(loss))(W.data, inputs["float"]),
-        "spike grad": jax.jit(jax.grad(loss, argnums=1))(W.data, inputs["float"]),
+        "event_matvec bool": lambda: jax.jit(forward)(W.data, inputs["bool"]),
+        "event_matvec float": lambda: jax.jit(forward)(W.data, inputs["float"]),
+        "event_matmat": lambda: jax.jit(matmat)(inputs["batch"]),
+        "vmap event_matvec": lambda: jax.jit(jax.vmap(lambda s: forward(W.data, s)))(inputs["batch"]),
+        "csr_matvec": lambda: jax.jit(matvec)(inputs["dense"]),
+        "weight grad": lambda: jax.jit(jax.grad(loss))(W.data, inputs["float"]),
+        "spike grad": lambda: jax.jit(jax.grad(loss, argnums=1))(W.data, inputs["float"]),
     }
 
 
 RING_LENGTH = 4
 """Slots of the arrival ring in `check` (lags 1 … 4)."""
+ARRIVAL_OPERATIONS = (
+    "arrival_scatter ring",
+    "arrival_scatter pop",
+    "arrival weight grad",
+    "arrival spike grad",
+)
+"""The arrival-ring operations `check` compares (only the microcircuit uses the ring)."""
 
 
-def _arrival_operations(W: ops.CSR, inputs: dict, backend: str) -> dict[str, jax.Array]:
-    """The arrival-ring operations `check` compares: ``W``'s rows taken two by two as one neuron's rows
+def _arrival_operations(W: ops.CSR, inputs: dict, backend: str) -> tuple[jax.Array, ...]:
+    """`ARRIVAL_OPERATIONS` computed with ``backend``: ``W``'s rows taken two by two as one neuron's rows
     (``inputs["row_ptr"]``), each with its lag, scattered at step 5 and the next slot popped."""
 
     def arrive(data, spikes):
@@ -144,22 +165,50 @@ def _arrival_operations(W: ops.CSR, inputs: dict, backend: str) -> dict[str, jax
     def operations(data, events, spikes):  # one compiled computation: interpreted kernels compile slowly
         return (*arrive(data, events), *jax.grad(loss, argnums=(0, 1))(data, spikes))
 
-    names = ("arrival_scatter ring", "arrival_scatter pop", "arrival weight grad", "arrival spike grad")
-    values = jax.jit(operations)(W.data, inputs["neuron bool"], inputs["neuron float"])
-    return dict(zip(names, values, strict=True))
+    return jax.jit(operations)(W.data, inputs["neuron bool"], inputs["neuron float"])
+
+
+def _compare(
+    ours: Callable[[], object], reference: Callable[[], object], count: int
+) -> list[tuple[float, str]]:
+    """Per output of ``ours()`` (``count`` arrays, or one): its relative error to ``reference()``'s and "" —
+    or, for all ``count`` when either raises, NaN and the exception, reported rather than raised."""
+    try:
+        pairs = list(zip(jax.tree.leaves(ours()), jax.tree.leaves(reference()), strict=True))
+    except Exception as error:
+        return [(math.nan, f"{type(error).__name__}: {str(error)[:300]}")] * count
+    return [(_relative_error(value, expected), "") for value, expected in pairs]
 
 
 def check(
-    shapes: Sequence[tuple[int, int]] = ((700, 900), (1, 5), (64, 3_000)), seed: int = 0
+    shapes: Sequence[tuple[int, int]] = ((700, 900), (1, 5), (64, 3_000)),
+    seed: int = 0,
+    path: Path | None = None,
 ) -> pd.DataFrame:
     """The Pallas kernels against the ``reference`` backend on JAX's default device.
 
-    Returns a table of relative errors per (shape, weights, operation), and raises ``AssertionError``
-    listing every one above `CHECK_TOLERANCE` for the float dtype in use.
+    Each operation is tried on its own (the four of the arrival ring in one computation), the arrival ring
+    after all the others: an operation that raises is reported in the table, not raised.
+
+    Args:
+        shapes: ``(n_pre, n_post)`` of the random CSRs (`_random_csr`), each with heterogeneous and
+            homogeneous weights.
+        seed: of the CSRs and inputs.
+        path: where the table is written (tab-separated, atomically) once complete, before any failure is
+            raised.
+
+    Returns:
+        One row per (shape, weights, operation): ``relative_error`` ‖pallas − reference‖ / ‖reference‖ (NaN
+        where it raised), ``error`` (the exception, or ""), ``passed`` (ran and within `CHECK_TOLERANCE`
+        for the float dtype in use).
+
+    Raises:
+        AssertionError: listing every forward or VJP operation that did not pass; an arrival-ring one that
+            did not pass is left in the table for the caller to report.
     """
     dtype = jnp.zeros(()).dtype
     rng = np.random.default_rng(seed)
-    rows = []
+    cases = []
     for n_pre, n_post in shapes:
         for heterogeneous in (True, False):
             W = _random_csr(rng, n_pre, n_post, dtype, heterogeneous)
@@ -181,24 +230,28 @@ def check(
                     np.where(rng.random(neurons) < 0.4, rng.random(neurons), 0), dtype
                 ),
             }
-            ours, reference = (
-                _operations(W, inputs, backend) | _arrival_operations(W, inputs, backend)
-                for backend in ("pallas", "reference")
-            )
-            for name in ours:
-                rows.append(
-                    dict(
-                        shape=f"{n_pre}x{n_post}",
-                        weights="heterogeneous" if heterogeneous else "homogeneous",
-                        operation=name,
-                        dtype=jnp.dtype(dtype).name,
-                        relative_error=_relative_error(ours[name], reference[name]),
-                    )
-                )
+            weights = "heterogeneous" if heterogeneous else "homogeneous"
+            cases.append((dict(shape=f"{n_pre}x{n_post}", weights=weights, dtype=dtype.name), W, inputs))
+    rows = []
+    for case, W, inputs in cases:
+        ours, reference = (_operations(W, inputs, backend) for backend in ("pallas", "reference"))
+        for name in ours:
+            ((error, failure),) = _compare(ours[name], reference[name], 1)
+            rows.append(case | dict(operation=name, relative_error=error, error=failure))
+    for case, W, inputs in cases:
+        ours, reference = (
+            functools.partial(_arrival_operations, W, inputs, backend) for backend in ("pallas", "reference")
+        )
+        outcomes = _compare(ours, reference, len(ARRIVAL_OPERATIONS))
+        for name, (error, failure) in zip(ARRIVAL_OPERATIONS, outcomes, strict=True):
+            rows.append(case | dict(operation=name, relative_error=error, error=failure))
     table = pd.DataFrame(rows)
-    bad = table[~(table.relative_error <= CHECK_TOLERANCE[jnp.dtype(dtype)])]
+    table["passed"] = table.relative_error <= CHECK_TOLERANCE[jnp.dtype(dtype)]  # NaN: False
+    if path is not None:
+        _write_table(table, path)
+    bad = table[~table.passed & ~table.operation.isin(ARRIVAL_OPERATIONS)]
     if not bad.empty:
-        raise AssertionError(f"Pallas kernels differ from the reference:\n{bad.to_string()}")
+        raise AssertionError(f"Pallas kernels differ from the reference or fail:\n{bad.to_string()}")
     return table
 
 
@@ -256,7 +309,9 @@ def ops_grid(
     progress: Callable[[str], None] = print,
 ) -> list[Record]:
     """`diffbrain.bench.ops.run_case` on device-built networks until ``deadline`` (`time.monotonic`); the
-    records are merged into ``out/ops-gpu.csv`` after every case."""
+    records are merged into ``out/ops-gpu.csv`` after every case. A case whose network cannot be built or
+    whose measurement fails (e.g. out of memory) gets a skipped record with the reason, and the grid goes
+    on."""
     cases = [
         ops_suite.Case(n, per_row, fraction, weights)
         for n, per_row in sizes
@@ -272,11 +327,11 @@ def ops_grid(
         else:
             progress(f"ops-gpu {case.name}")
             key = (case.n, case.per_row, case.weights)
-            if key not in built:
-                built.clear()  # one network on the device at a time
-                heterogeneous = case.weights == "heterogeneous"
-                built[key] = device_csr(jax.random.key(0), case.n, case.per_row, heterogeneous)
             try:
+                if key not in built:
+                    built.clear()  # one network on the device at a time
+                    heterogeneous = case.weights == "heterogeneous"
+                    built[key] = device_csr(jax.random.key(0), case.n, case.per_row, heterogeneous)
                 measured = _as_suite(ops_suite.run_case(case, built[key], repeats), "ops-gpu")
             except Exception as error:  # one case that fails (e.g. out of memory) must not lose the others
                 traceback.print_exc()
@@ -287,13 +342,52 @@ def ops_grid(
     return records
 
 
-def sim_grid(data: str | None, repeats: int = 3, progress: Callable[[str], None] = print) -> list[Record]:
-    """The sim suite's COBA sizes and (with ``data``) the microcircuit at scale 0.1, diffbrain alone."""
+def sim_grid(
+    data: str | None,
+    deadline: float,
+    out: Path,
+    repeats: int = 3,
+    progress: Callable[[str], None] = print,
+) -> list[Record]:
+    """The sim suite's COBA sizes and (with ``data``) the microcircuit at scale 0.1, diffbrain alone, begun
+    only before ``deadline`` (`time.monotonic`); each case's records are merged into ``out/sim-gpu.csv`` as
+    soon as it is measured. The cases not measured — all of them when out of time, those from a failure on
+    (its traceback printed) — get a skipped record with the reason."""
     microcircuit = ((0.1, 1.0, 1_000.0),) if data else ()
-    records = sim_suite.run(
-        repeats=repeats, progress=progress, microcircuit=microcircuit, data=data, **SIM_GRID
-    )
-    return _as_suite(records, "sim-gpu")
+    names = [
+        *(sim_suite.case_name(sim_suite.N, duration) for duration in SIM_GRID["durations_ms"]),
+        *(sim_suite.case_name(n, duration) for n, duration in SIM_GRID["scaling"].items()),
+        *(sim_suite.microcircuit_case(*case) for case in microcircuit),
+    ]
+    results = ResultsFile(out, "sim-gpu")
+    records = []
+
+    def keep(measured: Sequence[Record]) -> None:
+        measured = _as_suite(measured, "sim-gpu")
+        results.add(measured)
+        records.extend(measured)
+
+    if time.monotonic() > deadline:
+        reason = "out of time"
+    else:
+        try:
+            sim_suite.run(
+                repeats=repeats,
+                progress=progress,
+                microcircuit=microcircuit,
+                data=data,
+                on_case=keep,
+                **SIM_GRID,
+            )
+            return records
+        except Exception as error:  # the cases measured are saved; the others say why they are missing
+            traceback.print_exc()
+            message = f"{type(error).__name__}: {str(error)[:300]}"
+            reason = f"the sim stage failed in this case or an earlier one: {message}"
+    measured = {record.case for record in records}
+    method, metric = sim_suite.METHOD, "wall_time_per_bio_s"
+    keep([skipped("sim-gpu", name, method, metric, "s", reason) for name in names if name not in measured])
+    return records
 
 
 def summary(frame: pd.DataFrame) -> pd.DataFrame:
@@ -317,6 +411,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--data", help="the conn-potjans-diesmann2014 folder (the microcircuit case)")
     parser.add_argument("--skip", nargs="*", default=(), choices=("check", "tune", "ops", "sim"))
     args = parser.parse_args(argv)
+    if hasattr(sys.stdout, "reconfigure"):  # a piped stdout is block-buffered: show the progress as it comes
+        sys.stdout.reconfigure(line_buffering=True)
     start = time.monotonic()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -325,9 +421,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         "display.width", 250, "display.max_columns", None, "display.float_format", "{:.4g}".format
     ):
         if "check" not in args.skip:
-            table = check()
-            worst = table.relative_error.max()
-            print(f"check passed: {len(table)} comparisons, largest relative error {worst:.2e}")
+            table = check(path=out / "gpu_check.tsv")  # raises if a forward or VJP kernel is wrong
+            passed = table[table.passed]
+            worst = passed.relative_error.max()
+            print(
+                f"check: {len(passed)} of {len(table)} comparisons passed, largest relative error {worst:.2e}"
+            )
+            if not table.passed.all():
+                print(
+                    f"check: the arrival ring failed (only the microcircuit uses it):\n{table[~table.passed]}"
+                )
         if "tune" not in args.skip:
             best, table = tune()
             _write_table(table, out / "gpu_tuning.tsv")
@@ -338,12 +441,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             records = ops_grid(start + args.budget - sim_reserve, out)
             print(summary(to_frame(records)).round(1).T)
         if "sim" not in args.skip:
-            if time.monotonic() < start + args.budget:
-                records = sim_grid(args.data)
-                save(records, out)
-                print(sim_suite.summary(to_frame(records)))
-            else:
-                print("sim: out of time")
+            frame = to_frame(sim_grid(args.data, start + args.budget, out))
+            print(sim_suite.summary(frame) if (frame.status == "ok").any() else frame[["case", "note"]])
     print(f"done in {time.monotonic() - start:.0f} s")
 
 

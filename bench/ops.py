@@ -15,6 +15,9 @@ too with ``full``), firing fractions 0.5%, 2% and 10%, one shared (homogeneous) 
   near-the-metal reference on CPU (skipped when numba is not importable, and on an accelerator);
 * ``brainevent``: its binary-event CSR product (skipped when brainevent is not importable).
 
+A method other than the automatic ``diffbrain`` that fails in any metric (out of memory, a VJP it lacks) is
+left out of its case with a skipped record giving the reason; the case keeps the other methods' numbers.
+
 Metrics (s, medians after warm-up, timed in turns): ``step_time`` — per step of a jitted `lax.scan` over
 different spike vectors, as a simulation uses it (``STEPS`` steps; ``DENSE_STEPS`` for the methods that
 touch every synapse); ``call_time`` — one forward call; ``weight_grad_time`` — the VJP w.r.t. the weights;
@@ -26,9 +29,10 @@ own floor (on ``cpu`` below ``zeros_time`` for fresh memory, see `diffbrain.ops.
 ``scan_grad_time`` — per step, the gradient w.r.t. the weights of a loss through the ``step_time`` scan
 (``Σ_t ȳ·v_t``, the same spikes; the loss is linear in ``v``, so the gradient needs no forward value and
 XLA drops the forward products: it times the reverse pass): diffbrain's through `diffbrain.ops.event_scan`
-(accumulated in place on the spiking rows), and as the peer ``lax.scan`` the same loss through
-`lax.scan`'s own reverse pass (with diffbrain's automatic backend: an ``[nnz]`` cotangent per step, added
-to a running sum).
+(on ``cpu``, each step's gradient added in place on the spiking rows; a backend without an in-place
+``data_grad_add`` — ``pallas``, ``reference`` — adds a fresh ``[nnz]`` gradient array per reverse step to
+the running total), and as the peer ``lax.scan`` the same loss through `lax.scan`'s own reverse pass (with
+diffbrain's automatic backend: an ``[nnz]`` cotangent per step, added to a running sum).
 Ratios (×, a time over another): ``ratio_vs_<peer>`` of each diffbrain method's step and call times (< 1:
 diffbrain faster), ``grad_over_forward`` (weight gradient / forward call), ``grad_over_zeros`` (weight
 gradient / zeros), ``grad_over_silent`` (weight gradient / silent gradient: what the events add),
@@ -42,6 +46,7 @@ through the scan / diffbrain's forward step).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.util
 from collections.abc import Callable, Sequence
@@ -60,7 +65,7 @@ from diffbrain.ops.csr import derived
 from diffbrain.ops.kernels.reference import row_ids
 
 from .records import Record, format_params, make_record, skipped
-from .timing import Timing, measure_side_by_side
+from .timing import Timing, compile_seconds, measure_side_by_side
 
 SUITE = "ops"
 SIZES = ((4_000, 80), (20_000, 400), (100_000, 400))
@@ -340,15 +345,21 @@ def numba_runs(W: ops.CSR, spikes: np.ndarray, cotangent: np.ndarray) -> dict[st
 
 
 def brainevent_method(W: ops.CSR) -> Method:
-    """brainevent's event CSR: ``BinaryArray(s) @ CSR`` (its structure is static, as brainevent keeps it)."""
+    """brainevent's event CSR: ``BinaryArray(s) @ CSR``.
+
+    The weights and the ``[nnz]`` column indices are jit arguments, as diffbrain's are: closed over, they
+    were embedded as constants in every compiled program (at nnz = 4·10⁸, ~30 s of compile per jit). Only
+    ``indptr`` (``[n + 1]``) stays concrete: brainevent reads it on the host.
+    """
     import brainevent
 
     def forward(data, structure, spikes):
-        matrix = brainevent.CSR((data, W.indices, W.indptr), shape=W.shape)
+        (indices,) = structure
+        matrix = brainevent.CSR((data, indices, W.indptr), shape=W.shape)
         events = brainevent.BinaryArray(spikes) if spikes.dtype == jnp.bool_ else spikes
         return events @ matrix
 
-    return Method(forward, W.data, (), False)
+    return Method(forward, W.data, (W.indices,), False)
 
 
 def unavailable(module: str) -> str | None:
@@ -374,10 +385,8 @@ def run_case(case: Case, W: ops.CSR, repeats: int = 5, quick: bool = False) -> l
     if (reason := unavailable("brainevent")) is None:
         try:
             runs["brainevent"] = jax_runs(brainevent_method(W), spikes, x, cotangent)
-            jax.block_until_ready(runs["brainevent"]["call_time"]())
-        except Exception as error:  # an optional peer that fails here is reported, not fatal
-            runs.pop("brainevent")
-            reason = f"brainevent failed: {type(error).__name__}: {str(error)[:200]}"
+        except Exception as error:  # an optional peer that fails to set up is reported, not fatal
+            reason = _failure("brainevent", "its setup", error)
     if reason is not None:
         skips["brainevent"] = reason
     if jax.default_backend() != "cpu":
@@ -392,6 +401,7 @@ def run_case(case: Case, W: ops.CSR, repeats: int = 5, quick: bool = False) -> l
         runs[name] |= baseline_runs(W, x, cotangent, backend) | {"scan_grad_time": scans["event_scan"]}
         if name == "diffbrain":  # the peer: JAX's own reverse pass through lax.scan, same kernels
             runs["lax.scan"] = {"scan_grad_time": scans["lax.scan"]}
+    warmup_compile = _warm_up_others(runs, skips)
 
     fields = dict(
         params=format_params(dict(n=case.n, per_row=case.per_row, firing=case.firing, weights=case.weights)),
@@ -401,7 +411,8 @@ def run_case(case: Case, W: ops.CSR, repeats: int = 5, quick: bool = False) -> l
     for metric in (*METRICS, *BASELINES, "scan_grad_time"):
         fns = {name: metric_runs[metric] for name, metric_runs in runs.items() if metric in metric_runs}
         for name, timing in measure_side_by_side(fns, repeats).items():
-            timings.setdefault(name, {})[metric] = timing
+            compile_s = timing.compile + warmup_compile.get(name, {}).get(metric, 0.0)
+            timings.setdefault(name, {})[metric] = dataclasses.replace(timing, compile=compile_s)
     records = []
     for name, by_metric in timings.items():
         peers = ("numba",) if name == "numba" else ("brainevent",) if name == "brainevent" else ()
@@ -437,6 +448,35 @@ def run_case(case: Case, W: ops.CSR, repeats: int = 5, quick: bool = False) -> l
         skipped(SUITE, case.name, name, "step_time", "s", reason, **fields) for name, reason in skips.items()
     ]
     return records
+
+
+def _failure(name: str, where: str, error: Exception) -> str:
+    """The reason recorded for method ``name`` left out after ``error`` in ``where``."""
+    return f"{name} failed in {where}: {type(error).__name__}: {str(error)[:200]}"
+
+
+def _warm_up_others(
+    runs: dict[str, dict[str, Callable]], skips: dict[str, str]
+) -> dict[str, dict[str, float]]:
+    """Call every metric of each method but the automatic ``diffbrain`` once, each method in its own try.
+
+    A method that fails in any metric (out of memory, a VJP it lacks, …) is removed from ``runs`` and its
+    reason put in ``skips``, so the case keeps the other methods' numbers. Returns the compile time of these
+    calls (tracing, lowering and XLA compilation, `compile_seconds`), s, by method and metric, to add to the
+    compile time `measure_side_by_side` reports: its warm-up finds them compiled.
+    """
+    compile_s: dict[str, dict[str, float]] = {}
+    for name in [name for name in runs if name != "diffbrain"]:
+        try:
+            for metric, run in runs[name].items():
+                with compile_seconds() as durations:
+                    jax.block_until_ready(run())
+                compile_s.setdefault(name, {})[metric] = sum(durations)
+        except Exception as error:  # the others' numbers must not be lost with this method's
+            del runs[name]
+            compile_s.pop(name, None)
+            skips[name] = _failure(name, metric, error)
+    return compile_s
 
 
 def _values(records: Sequence[Record]) -> dict[str, dict[str, float]]:

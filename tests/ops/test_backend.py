@@ -69,6 +69,20 @@ def test_usable_cpu_is_the_automatic_choice(fresh_selection):
     assert _backend.resolve("reference") == "reference"
 
 
+def test_an_accelerator_never_probes_the_cpu_backend(monkeypatch):
+    """Review: on a GPU, `backends()` probed — so built, ~1 min of g++ — the cpu kernel it then left out."""
+    probed = []
+
+    def probe(name):
+        probed.append(name)
+        return types.ModuleType(name), ""
+
+    monkeypatch.setattr(_backend, "probe", probe)
+    monkeypatch.setattr(_backend, "jax", types.SimpleNamespace(default_backend=lambda: "gpu"))
+    assert _backend.available() == ("reference", "pallas")
+    assert "cpu" not in probed
+
+
 def test_unknown_backend_name():
     with pytest.raises(ValueError, match="`backend` must be one of"):
         _backend.resolve("tpu")

@@ -1,15 +1,22 @@
 """The ops benchmark suite on a tiny network: every method runs, agrees, and gives ratio and skip records."""
 
+import functools
 import importlib.util
 import math
+import re
+import sys
+import time
+import types
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from diffbrain.bench import ops as suite
 from diffbrain.bench.records import to_frame
 from diffbrain.ops._backend import default as automatic_backend
+from diffbrain.ops.kernels.reference import row_ids
 
 
 @pytest.fixture(params=["heterogeneous", "homogeneous"])
@@ -118,3 +125,97 @@ def test_quick_methods_when_the_automatic_backend_is_the_reference(monkeypatch):
     methods, skips = suite.jax_methods(W, quick=True)
     assert "diffbrain" in methods and "diffbrain.reference" not in methods
     assert "diffbrain.reference" not in skips  # not left out: it is the automatic method
+
+
+@pytest.fixture
+def fake_brainevent(monkeypatch):
+    """A stand-in ``brainevent`` module (``CSR``, ``BinaryArray``; ``sᵀW`` by `jax.ops.segment_sum`) that
+    records the arrays its CSR is built from; ``trace_s`` sleeps that long per trace (a slow compile) and
+    ``failing_vjp`` makes every VJP raise (a peer that works forward only)."""
+    module = types.ModuleType("brainevent")
+    module.built, module.trace_s, module.failing_vjp = [], 0.0, False
+
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+    def product(data, indices, rows, spikes, n_post):
+        return jax.ops.segment_sum(data * spikes[rows], indices, num_segments=n_post)
+
+    def product_fwd(*args):
+        return product(*args), None
+
+    def product_bwd(n_post, residuals, cotangent):
+        raise RuntimeError("stand-in peer: no VJP at this size")
+
+    product.defvjp(product_fwd, product_bwd)
+
+    class BinaryArray:
+        def __init__(self, value):
+            self.value = value
+
+    class CSR:
+        def __init__(self, arrays, shape):
+            self.data, self.indices, self.indptr = arrays
+            self.shape = shape
+            module.built.append(arrays)
+
+        def __rmatmul__(self, events):
+            time.sleep(module.trace_s)
+            spikes = (events.value if isinstance(events, BinaryArray) else events).astype(suite.DTYPE)
+            data = jnp.broadcast_to(self.data, self.indices.shape)
+            rows = row_ids(self.indptr, self.indices.shape[0])
+            if module.failing_vjp:
+                return product(data, self.indices, rows, spikes, self.shape[1])
+            return jax.ops.segment_sum(data * spikes[rows], self.indices, num_segments=self.shape[1])
+
+    module.CSR, module.BinaryArray = CSR, BinaryArray
+    monkeypatch.setitem(sys.modules, "brainevent", module)
+    monkeypatch.setattr(suite, "unavailable", lambda name: None if name == "brainevent" else "left out")
+    monkeypatch.setattr(suite, "STEPS", 4)
+    return module
+
+
+def test_brainevent_gets_the_indices_as_jit_arguments(fake_brainevent):
+    """Review: brainevent's method closed over W.indices, an [nnz] constant compiled into every program."""
+    W = suite.build(300, 10, "heterogeneous", jax.random.key(0))
+    spikes, _ = suite.spike_vectors(jax.random.key(1), 300, 0.05)
+    method = suite.brainevent_method(W)
+    value = jax.jit(method.forward)(method.weights, method.structure, spikes[0])
+    data, indices, _ = fake_brainevent.built[-1]
+    assert isinstance(indices, jax.core.Tracer) and isinstance(data, jax.core.Tracer)
+    expected = suite.diffbrain_method(W, "reference")
+    np.testing.assert_allclose(value, expected.forward(expected.weights, expected.structure, spikes[0]), 1e-6)
+
+
+def _compile_seconds(frame, method, metric) -> float:
+    (note,) = frame[(frame.method == method) & (frame.metric == metric)].note
+    return float(re.match(r"compile (\S+) s", note).group(1))
+
+
+def test_a_peers_compile_time_is_reported(fake_brainevent):
+    """Review: brainevent's call was compiled in an untimed warm-up, so its record said "compile 0.00 s"."""
+    fake_brainevent.trace_s = 0.2
+    case = suite.Case(300, 10, 0.05, "heterogeneous")
+    frame = to_frame(suite.run_case(case, suite.build(300, 10, case.weights, jax.random.key(0)), repeats=1))
+    assert _compile_seconds(frame, "brainevent", "call_time") >= 0.2
+
+
+def test_a_peer_failing_after_its_forward_leaves_the_case_its_numbers(fake_brainevent):
+    """Review: a peer whose forward works but whose VJP fails lost the whole case, diffbrain's numbers too."""
+    fake_brainevent.failing_vjp = True
+    case = suite.Case(300, 10, 0.05, "heterogeneous")
+    frame = to_frame(suite.run_case(case, suite.build(300, 10, case.weights, jax.random.key(0)), repeats=1))
+    ok = frame[frame.status == "ok"]
+    assert {"step_time", "call_time", "weight_grad_time"} <= set(ok[ok.method == "diffbrain"].metric)
+    assert {"segment_sum", "bcoo", "lax.scan"} <= set(ok.method) and "brainevent" not in set(ok.method)
+    (note,) = frame[(frame.method == "brainevent") & (frame.status == "skipped")].note
+    assert "weight_grad_time" in note and "no VJP at this size" in note
+
+
+@pytest.mark.skipif(importlib.util.find_spec("brainevent") is None, reason="brainevent is not installed")
+def test_brainevent_agrees_with_diffbrain():
+    W = suite.build(300, 10, "heterogeneous", jax.random.key(0))
+    spikes, x = suite.spike_vectors(jax.random.key(1), 300, 0.05)
+    cotangent = jax.random.normal(jax.random.key(2), (300,), suite.DTYPE)
+    theirs = suite.jax_runs(suite.brainevent_method(W), spikes, x, cotangent)
+    ours = suite.jax_runs(suite.diffbrain_method(W, "reference"), spikes, x, cotangent)
+    for metric in suite.METRICS:
+        np.testing.assert_allclose(theirs[metric](), ours[metric](), rtol=1e-5, atol=1e-5)
