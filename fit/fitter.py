@@ -9,6 +9,7 @@ import json
 import math
 import numbers
 import os
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -89,8 +90,15 @@ def _check_recordings(recordings) -> None:
         )
 
 
-def _check_arguments(free, loss, n_starts, budget, grad_cost, key) -> None:
+def _check_arguments(model, free, loss, n_starts, budget, grad_cost, key, options) -> None:
     """Errors naming the argument for what `fit` and `fit_cells` would otherwise fail on cryptically."""
+    if isinstance(model, type) and issubclass(model, zoo.AbstractNeuron):
+        raise TypeError(
+            f"`model` must be a neuron, not its class: pass model=zoo.{model.__name__}() (with the values of "
+            "its fixed parameters)."
+        )
+    if not isinstance(model, zoo.AbstractNeuron):
+        raise TypeError(f"`model` must be a zoo neuron such as zoo.LIF(), got {model!r}.")
     if not isinstance(free, Mapping):
         raise TypeError(
             f"`free` must map each free parameter to its bounds, {{name: (lower, upper)}}, got {free!r}."
@@ -117,6 +125,11 @@ def _check_arguments(free, loss, n_starts, budget, grad_cost, key) -> None:
     raw_key = array and key.shape == (2,) and key.dtype == jnp.uint32  # jax.random.PRNGKey's
     if key is not None and not (typed_key or raw_key):
         raise TypeError(f"`key` must be a JAX random key such as jax.random.key(0), got {key!r}.")
+    if options is not None and not isinstance(options, Mapping):
+        raise TypeError(
+            "`options` must map the method's keyword arguments to values, e.g. {'max_iterations': 100}, "
+            f"got {options!r}."
+        )
 
 
 def _starts(free_set, starts: Sequence[Mapping[str, float]], n_starts: int | None) -> jax.Array:
@@ -141,13 +154,19 @@ def _starts(free_set, starts: Sequence[Mapping[str, float]], n_starts: int | Non
                 f"got {given}."
             )
         for name, lo, hi in zip(free_set.names, free_set.lower, free_set.upper, strict=True):
-            value = float(start[name])
+            try:
+                value = float(start[name])
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"`starts[{index}][{name!r}]` must be a number (in the parameter's unit), got "
+                    f"{start[name]!r}."
+                ) from None
             if not (np.isfinite(value) and float(lo) < value < float(hi)):
                 raise ValueError(
                     f"`starts[{index}][{name!r}]` = {value} must be finite and strictly inside its bounds "
                     f"({float(lo)}, {float(hi)}); move it inside or widen `free[{name!r}]`."
                 )
-    values = jnp.asarray([[s[name] for name in free_set.names] for s in starts], jnp.float64)
+    values = jnp.asarray([[float(s[name]) for name in free_set.names] for s in starts], jnp.float64)
     return free_set.to_unconstrained(values)
 
 
@@ -261,6 +280,11 @@ def synthetic_sweeps(
 
     Voltage sample k is the state at time k·dt (the initial state at k = 0), the grid `fit` compares on;
     ``noise`` adds Gaussian measurement noise of that standard deviation (mV), drawn with ``key``.
+
+    ``model`` is simulated in float64, but a model built with JAX's x64 off (the default) holds float32
+    parameters, and the cast keeps their rounding: ``zoo.LIF(g_L=20.1)`` simulates g_L = 20.100000381…,
+    about 10⁻⁸ relative off, and that is the truth a fit recovers. Build it inside ``with
+    jax.enable_x64(True):`` for a ground truth exact to float64.
     """
     model = zoo.astype(model, jnp.float64)
     currents = np.atleast_2d(np.asarray(currents, float))
@@ -334,7 +358,10 @@ def fit(
     """Fit the ``free`` parameters of ``model`` to ``recordings``, in float64 (enabled for the call).
 
     Args:
-        model: any zoo neuron; parameters not in ``free`` stay as given.
+        model: any zoo neuron; parameters not in ``free`` stay as given. Built with JAX's x64 off (the
+            default) it holds float32 values, whose rounding the cast to float64 keeps (a fixed V_rest =
+            −65.3 stays −65.30000305…, about 10⁻⁸ relative off); build it (and a `synthetic_sweeps` ground
+            truth) inside ``with jax.enable_x64(True):`` to fit beyond float32's ~7 digits.
         recordings: a Recording, a sequence of them (equal dt and length) or a Cell (see `prepare`).
         free: ``{name: (lower, upper)}`` in the parameters' units (see `free_params`).
         loss: an `AbstractLoss` (default `VoltageMSE`).
@@ -387,10 +414,11 @@ def fit(
         >>> round(result.params["g_L"], 4)
         20.0
     """
+    began = time.perf_counter()  # the wall time counts the setup: compiling and measuring the gradient
     if method not in METHODS:
         raise ValueError(f"`method` must be one of {METHODS}, got {method!r}.")
     _check_recordings(recordings)
-    _check_arguments(free, loss, n_starts, budget, grad_cost, key)
+    _check_arguments(model, free, loss, n_starts, budget, grad_cost, key, options)
     _check_budget(budget, method)
     key = jax.random.key(0) if key is None else key
     batch = batch_devices(devices)
@@ -434,7 +462,7 @@ def fit(
     result = _resume(checkpoint, fingerprint)
     first = result.info["checkpoint"]["groups_done"] if result is not None else 0
     results = result.starts if result is not None else []
-    totals = _Totals.of(result)
+    totals = _Totals.of(result, began)
     for index in range(first, len(groups)):
         group = groups[index]
         group_budget = None if budget is None else budget * len(group) / n
@@ -451,6 +479,7 @@ def fit(
             result.save(checkpoint)
     if first == len(groups):  # every group was done: the model comes from the caller, not from the file
         result = _result(model, free_set, method, results, totals, result.info)
+    result.wall_time = totals.earlier + time.perf_counter() - began  # to the end: the result is built
     _warn_without_a_finite_loss(result, "the fit")
     return result
 
@@ -478,7 +507,8 @@ def fit_cells(
     ``devices`` like `fit`'s starts (float64 enabled for the call).
 
     Args:
-        model: any zoo neuron, the same for every cell; parameters not in ``free`` stay as given.
+        model: any zoo neuron, the same for every cell; parameters not in ``free`` stay as given (in float32
+            rounding unless it is built with x64 enabled: see `fit`).
         cells: one entry per cell, each what `fit` takes as ``recordings`` (a `Cell`, a Recording or a
             list of them); all cells need the same dt, number of samples and number of sweeps.
         free, loss, input_scale, spike_threshold, gradient_mode, grad_cost, transforms, devices: as `fit`.
@@ -502,10 +532,21 @@ def fit_cells(
         >>> [round(r.params["g_L"], 4) for r in results]
         [15.0, 30.0]
     """
+    began = time.perf_counter()  # the wall time counts the setup: compiling and measuring the gradient
+    if isinstance(cells, Recording | Cell) or not isinstance(cells, Sequence) or isinstance(cells, str):
+        one = (
+            " (one cell): pass [cell] to fit it alone, or use fit.fit"
+            if isinstance(cells, Recording | Cell)
+            else ""
+        )
+        raise TypeError(
+            "`cells` must be a list with one entry per cell (each a Cell, a Recording or a list of sweeps), "
+            f"got a {type(cells).__name__}{one}."
+        )
     cells = list(cells)
     for cell in cells:
         _check_recordings(cell)
-    _check_arguments(free, loss, n_starts, budget, grad_cost, key)
+    _check_arguments(model, free, loss, n_starts, budget, grad_cost, key, options)
     _check_budget(budget, "lbfgs")
     if not cells:
         raise ValueError("`cells` is empty; pass one recording (or list of sweeps, or Cell) per cell.")
@@ -554,14 +595,16 @@ def fit_cells(
     results = []
     for cell in range(len(cells)):
         starts = [start for start in found if start.cell == cell]
-        totals = _Totals()
+        totals = _Totals(began)
         for start in starts:
             start.params = free_set.as_dict(start.u)
             totals.simulations += start.simulations
         totals.gradient = round(totals.simulations / account.grad_cost)
-        totals.seconds = account.seconds
         results.append(_result(model, free_set, "lbfgs", starts, totals, info | {"cell": cell}))
         _warn_without_a_finite_loss(results[-1], f"cell {cell}")
+    seconds = time.perf_counter() - began  # the whole call's, its results built
+    for result in results:
+        result.wall_time = seconds
     return results
 
 
@@ -570,30 +613,37 @@ BATCHED_METHODS = ("lbfgs", "adam")
 
 
 class _Totals:
-    """Simulations, evaluations, wall time and history summed over the groups of a fit."""
+    """Simulations, evaluations, wall time and history summed over the groups of a fit.
 
-    def __init__(self):
+    The clock runs from ``began`` (`time.perf_counter` when the call started, so the setup before the
+    first group counts: compiling, measuring the gradient mode or cost), after the ``earlier`` seconds of
+    the calls a resumed fit continues; the history's times are on that clock.
+    """
+
+    def __init__(self, began: float):
         self.simulations, self.forward, self.gradient, self.seconds = 0.0, 0, 0, 0.0
+        self.began, self.earlier = began, 0.0
         self.history: list[tuple[float, float, float]] = []
 
     @classmethod
-    def of(cls, result: FitResult | None) -> _Totals:
-        totals = cls()
+    def of(cls, result: FitResult | None, began: float) -> _Totals:
+        totals = cls(began)
         if result is not None:
-            totals.simulations, totals.seconds = result.simulations, result.wall_time
+            totals.simulations, totals.earlier = result.simulations, result.wall_time
             totals.forward, totals.gradient = result.forward_evaluations, result.gradient_evaluations
             totals.history = list(result.history)
         return totals
 
     def add(self, account: Account) -> None:
         best = self.history[-1][2] if self.history else np.inf
+        opened = self.earlier + account.start - self.began  # the account's time 0 on the fit's clock
         for simulations, seconds, loss in account.history:
             best = min(best, loss)
-            self.history.append((self.simulations + simulations, self.seconds + seconds, best))
+            self.history.append((self.simulations + simulations, opened + seconds, best))
         self.simulations += account.simulations
         self.forward += account.forward_evaluations
         self.gradient += account.gradient_evaluations
-        self.seconds += account.seconds
+        self.seconds = self.earlier + time.perf_counter() - self.began
 
 
 def _fingerprint(model, method, budget, key, u0, inputs, target, info, size, options, requested) -> str:

@@ -28,6 +28,13 @@ from .result import StartResult, start_status
 from .sharding import BatchSharding, Devices, batch_devices
 
 
+def _check_at_least(**limits: tuple[float, float]) -> None:
+    """Raise a ValueError naming the first option whose value is below its least, ``name=(value, least)``."""
+    for name, (value, least) in limits.items():
+        if not value >= least:  # NaN fails too
+            raise ValueError(f"`{name}` must be at least {least}, got {value}; pass a value >= {least}.")
+
+
 def lbfgsb(
     objective: Objective,
     starts: Float[Array, " n d"],
@@ -44,8 +51,11 @@ def lbfgsb(
     Every call of SciPy's objective is one value-and-gradient, charged to ``account``. The best point
     evaluated (not SciPy's last) is each start's result. With ``restart`` (and a ``key`` and a budget),
     when every start has converged, fresh uniform starts use what is left of the budget (while
-    ``min_restart`` evaluations remain), so the method spends its budget as the others do.
+    ``min_restart`` (≥ 1) evaluations remain), so the method spends its budget as the others do.
     """
+    _check_at_least(
+        max_iterations=(max_iterations, 0), tolerance=(tolerance, 0), min_restart=(min_restart, 1)
+    )
     results = []
     starts = list(np.asarray(starts, float))
     index = 0
@@ -63,7 +73,8 @@ def lbfgsb(
         best = {"loss": np.inf, "u": start.copy(), "message": ""}
 
         def value_and_grad(u, spent_before=spent_before, share=share, best=best):
-            if account.simulations - spent_before + account.grad_cost > share + 1e-9:
+            # the rounding slack of `Account.affordable`, so a restart it allows always evaluates its start
+            if share - (account.simulations - spent_before) < account.grad_cost * (1 - 1e-9):
                 raise BudgetExhausted
             value, grad = objective.value_and_grad(jnp.asarray(u))
             value, grad = float(value), np.asarray(grad, float)
@@ -135,6 +146,9 @@ def adam(
 
     A start whose loss or gradient becomes non-finite is frozen at its best point.
     """
+    if not 0 < learning_rate < np.inf:  # NaN fails too
+        raise ValueError(f"`learning_rate` must be a finite number > 0, got {learning_rate}; pass e.g. 0.05.")
+    _check_at_least(max_iterations=(max_iterations, 0))
     n = starts.shape[0]
     batch = batch_devices(devices).at_most(n)
     optimiser, update = _adam_update(objective, learning_rate, n, batch)
@@ -534,14 +548,12 @@ def lbfgs(
     (its ``model``, ``free`` and ``loss`` are shared), so many cells are fitted in one batched call; a slot
     restarts within its cell, and each result's ``cell`` says which.
     """
-    for name, value, least in [
-        ("memory_size", memory_size, 1),
-        ("max_linesearch_steps", max_linesearch_steps, 1),
-        ("max_iterations", max_iterations, 0),
-        ("tolerance", tolerance, 0),
-    ]:
-        if not value >= least:  # NaN fails too
-            raise ValueError(f"`{name}` must be at least {least}, got {value}; pass a value >= {least}.")
+    _check_at_least(
+        memory_size=(memory_size, 1),
+        max_linesearch_steps=(max_linesearch_steps, 1),
+        max_iterations=(max_iterations, 0),
+        tolerance=(tolerance, 0),
+    )
     n = starts.shape[0]
     index = np.zeros(n, int) if cells is None else np.asarray(cells.index, int)
     if cells is not None and (index.shape != (n,) or index.min() < 0 or index.max() >= len(cells.inputs)):

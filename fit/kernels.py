@@ -92,7 +92,9 @@ def spike_regressors(
 class KernelGIF(eqx.Module):
     """The GIF of the module docstring with kernel amplitudes ``eta`` (pA) and ``gamma`` (mV) per bin.
 
-    ``edges`` (steps) are the bins' lags counted from the end of the refractory period (lag ``n_ref``).
+    ``edges`` (steps) are the bins' lags counted from the first lag at which a spike's kernels act, the end
+    of the refractory period (lag ``n_ref``), or lag 1 when ``t_ref < dt/2`` (``n_ref = 0``: nothing is
+    held, and a spike never acts on the step it is emitted in, whose threshold decided it).
     The membrane and threshold parameters are documented fields (`diffbrain.fit.free_params` can free
     them); in `imposed_voltage` and `KernelGIFObjective.losses` each may be ``[P]``, one value per
     parameter set.
@@ -117,11 +119,12 @@ class KernelGIF(eqx.Module):
         return round(self.t_ref / self.dt)
 
     def lag_edges(self) -> np.ndarray:
-        """Bin edges as lags from the spike (steps): ``n_ref + edges``."""
-        return self.n_ref + np.asarray(self.edges)
+        """Bin edges as lags from the spike (steps): ``max(n_ref, 1) + edges`` (see the class docstring)."""
+        return max(self.n_ref, 1) + np.asarray(self.edges)
 
     def kernels(self) -> tuple[np.ndarray, np.ndarray]:
-        """``η`` (pA) and ``γ`` (mV) per lag 0 … ``n_ref + edges[-1]`` − 1 steps (zero while refractory)."""
+        """``η`` (pA) and ``γ`` (mV) per lag 0 … ``lag_edges()[-1]`` − 1 steps (zero before the first bin:
+        while refractory, and at lag 0)."""
         lags = self.lag_edges()
         widths = np.diff(lags)
         pad = np.zeros(lags[0])
@@ -281,9 +284,10 @@ class KernelGIFObjective:
         return jax.value_and_grad(self.loss)(u)
 
     def amplitudes(self, u: Float[Array, " d *P"]) -> tuple[Float[Array, " n *P"], Float[Array, " n *P"]]:
-        """``(η pA, γ mV)`` of the unconstrained vector ``u`` (or of its columns)."""
+        """``(η pA, γ mV)`` of the unconstrained vector ``u`` (or of its columns), ``[n]`` each; the free
+        membrane parameters after them in ``u`` are not amplitudes (see `models`)."""
         theta = self.free.to_values(u.T).T
-        return theta[: self.n], theta[self.n :]
+        return theta[: self.n], theta[self.n : 2 * self.n]
 
     def models(self, us: Float[Array, "P d"]) -> KernelGIF:
         """The `KernelGIF` of the rows of ``us``: ``eta``/``gamma`` ``[n, P]``, each free membrane

@@ -44,8 +44,8 @@ _EDGE = 1e-6
 """Sampled starts keep this fraction of the box away from its edges, where σ saturates."""
 
 _INSIDE = 1e-12
-"""`FreeParams.to_values` keeps this fraction of the box away from its edges: σ(u) rounds to exactly 0 or 1
-for |u| ≳ 37 in float64 (a search can go that far), which would put a value on its bound."""
+"""`FreeParams.to_values` keeps σ(u) this far from 0 and 1: σ(u) rounds to exactly 0 or 1 for |u| ≳ 37 in
+float64 (a search can go that far), which would put a value on its bound."""
 
 
 def _units(model: eqx.Module) -> dict[str, str]:
@@ -99,9 +99,17 @@ class FreeParams(eqx.Module):
         return jnp.where(self._is_log(), logarithmic, (theta - lo) / (hi - lo))
 
     def to_values(self, u: Float[Array, "*b d"]) -> Float[Array, "*b d"]:
-        """Unconstrained ``u`` → parameter values strictly inside the bounds (at least 10⁻¹² of the box away
-        from them, so a fitted value can be a start again)."""
-        return self.from_unit(jnp.clip(jax.nn.sigmoid(u), _INSIDE, 1 - _INSIDE))
+        """Unconstrained ``u`` → parameter values strictly inside the bounds, ``lower < θ < upper`` for any
+        ``u`` (so a fitted value can be a start again).
+
+        σ(u) is kept 10⁻¹² from 0 and 1, so a value is about 10⁻¹² of the box (of its log range for
+        ``"log"``) from a bound where the dtype resolves that; where it does not (float32, where 1 − 10⁻¹²
+        rounds to 1, or a box narrow next to its values), the value is the representable number next to
+        the bound, inside.
+        """
+        values = self.from_unit(jnp.clip(jax.nn.sigmoid(u), _INSIDE, 1 - _INSIDE))
+        lo, hi = self.lower.astype(values.dtype), self.upper.astype(values.dtype)
+        return jnp.clip(values, jnp.nextafter(lo, hi), jnp.nextafter(hi, lo))
 
     def to_unconstrained(self, theta: Float[Array, "*b d"]) -> Float[Array, "*b d"]:
         """Parameter values → unconstrained ``u``: the inverse of `to_values` for values at least 10⁻⁶ of the
@@ -173,6 +181,11 @@ def free_params(
             f"`free` names {unknown}, which {type(model).__name__} does not have; "
             f"its parameters are {sorted(known)}."
         )
+    if transforms is not None and not isinstance(transforms, Mapping):
+        raise TypeError(
+            f"`transforms` must map free parameters to {' or '.join(map(repr, TRANSFORMS))}, e.g. "
+            f"{{'g_L': 'log'}}, got {transforms!r}."
+        )
     transforms = dict(transforms or {})
     bad = {name: t for name, t in transforms.items() if name not in free or t not in TRANSFORMS}
     if bad:
@@ -180,10 +193,12 @@ def free_params(
     units = _units(model)
     names, lower, upper, chosen = [], [], [], []
     for name, bounds in free.items():
+        message = f"`free[{name!r}]` must be a (lower, upper) pair of numbers, got {bounds!r}."
+        if isinstance(bounds, str):  # "15" would read as the pair (1, 5)
+            raise ValueError(message)
         try:
             lo, hi = (float(b) for b in bounds)
         except (TypeError, ValueError):
-            message = f"`free[{name!r}]` must be a (lower, upper) pair of numbers, got {bounds!r}."
             raise ValueError(message) from None
         if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
             raise ValueError(f"`free[{name!r}]` = ({lo}, {hi}) must be finite with lower < upper.")
@@ -197,9 +212,18 @@ def free_params(
         lower.append(lo)
         upper.append(hi)
         chosen.append(transform)
-    return FreeParams(
+    free_set = FreeParams(
         names=tuple(names),
         transforms=tuple(chosen),
         lower=jnp.asarray(lower, dtype),
         upper=jnp.asarray(upper, dtype),
     )
+    stored = np.asarray(free_set.lower), np.asarray(free_set.upper)  # float32 without x64, whatever ``dtype``
+    for name, lo, hi, inside in zip(names, lower, upper, np.nextafter(*stored) < stored[1], strict=True):
+        if not inside:
+            raise ValueError(
+                f"`free[{name!r}]` = ({lo}, {hi}) holds no {stored[0].dtype.name} value strictly between its "
+                "bounds, where a fit could move; widen the box, or store it in float64 (dtype=jnp.float64 "
+                "with JAX's x64 enabled, as `fit` does)."
+            )
+    return free_set

@@ -144,10 +144,13 @@ class FitResult:
         loss: its loss.
         params: its free parameters ``{name: value}``, in their units.
         starts: every start (`StartResult`), including failed ones.
-        history: ``(simulations, seconds, best loss so far)`` after every batch of evaluations.
+        history: ``(simulations, seconds, best loss so far)`` after every batch of evaluations, the
+            seconds on the clock of ``wall_time``.
         simulations: simulations charged (the budget's unit; see `diffbrain.fit.objective`).
         forward_evaluations, gradient_evaluations: loss evaluations without / with a gradient.
-        wall_time: seconds from the start of the fit to its end, compilation included.
+        wall_time: seconds from the start of the fit to its end, compilation and the setup before the
+            first evaluation (measuring the gradient mode or cost) included; a resumed fit adds its
+            calls' times.
         method: the method's name.
         bounds: ``{name: (lower, upper)}`` of the free parameters.
         info: other settings (gradient mode, grad_cost, loss, n_starts, …).

@@ -50,12 +50,14 @@ def test_spike_regressors_count_the_spikes_in_each_lag_window():
             assert X[t, j] == expected
 
 
-def test_imposed_spikes_reproduce_the_stochastic_simulation(current):
-    """The fitting simulation (scan, spikes imposed) and the generator (NumPy loop) are written apart."""
+@pytest.mark.parametrize("t_ref", [4.0, 0.5, 0.0])
+def test_imposed_spikes_reproduce_the_stochastic_simulation(current, t_ref):
+    """The fitting simulation (scan, spikes imposed) and the generator (NumPy loop) are written apart; with
+    t_ref < dt/2 (nothing held) the kernels still start at lag 1 (review: the regressors had lag 0)."""
     with jax.enable_x64(True):
         edges = log_bins(8, 1000)
         model = KernelGIF(
-            eta=jnp.linspace(80.0, 5.0, 8), gamma=jnp.linspace(12.0, 1.0, 8), edges=tuple(edges)
+            eta=jnp.linspace(80.0, 5.0, 8), gamma=jnp.linspace(12.0, 1.0, 8), edges=tuple(edges), t_ref=t_ref
         )
         V, spikes = model.generate(current, jax.random.key(1))
         assert 5 < spikes.sum() < 200
@@ -64,6 +66,21 @@ def test_imposed_spikes_reproduce_the_stochastic_simulation(current):
         imposed = model.imposed_voltage(jnp.asarray(current) - eta_drive, jnp.asarray(model.held(spikes)))
     np.testing.assert_allclose(imposed, V, atol=1e-10)
     assert not np.any(spikes[model.held(spikes)])  # no spike while refractory
+
+
+def test_amplitudes_are_the_kernels_alone_with_free_membrane_parameters(current):
+    """Review: the free membrane parameters after the amplitudes in ``u`` came back as extra γ values."""
+    with jax.enable_x64(True):
+        member = fit_dimension.problem(6, current=current, membrane=True)
+        objective = member.objective
+        us = objective.free.sample(jax.random.key(4), 3)
+        eta, gamma = objective.amplitudes(us[0])
+        columns = objective.amplitudes(us.T)
+        models = objective.models(us)
+    assert eta.shape == gamma.shape == (objective.n,) and len(objective.membrane) == 4
+    np.testing.assert_array_equal(eta, models.eta[:, 0])
+    np.testing.assert_array_equal(gamma, models.gamma[:, 0])
+    np.testing.assert_array_equal(columns[1], models.gamma)
 
 
 def test_gradient_matches_central_differences(member):

@@ -1,4 +1,5 @@
 import json
+import time
 
 import equinox as eqx
 import jax
@@ -83,6 +84,37 @@ def test_a_start_the_budget_cannot_pay_for_is_not_run_rather_than_failed(sweeps)
     assert (
         result.starts[0].simulations == 0 and result.starts[0].message == "budget smaller than one population"
     )
+
+
+PAUSE = 0.5
+"""Seconds the patched gradient-mode measurement and gradient-cost measurement each take."""
+
+
+@pytest.mark.parametrize("entry", ["fit", "fit_cells"])
+def test_the_wall_time_counts_measuring_the_gradient(sweeps, monkeypatch, entry):
+    """Review: the clock started when the first group's account opened, after the objective had measured its
+    gradient mode and cost; now it runs from the call's start to its end, and so do the history's times."""
+
+    def slow_mode(self):
+        time.sleep(PAUSE)
+        return "reverse"
+
+    def slow_cost(self, u=None, repeats=3):
+        time.sleep(PAUSE)
+        return 1.0
+
+    monkeypatch.setattr(fit.Objective, "_fastest_gradient", slow_mode)
+    monkeypatch.setattr(fit.Objective, "gradient_cost", slow_cost)
+    arguments = dict(free={"g_L": (5.0, 50.0)}, budget=4, gradient_mode="measure", grad_cost="measured")
+    began = time.perf_counter()
+    if entry == "fit":
+        result = fit.fit(_model(), sweeps, method="lbfgs", **arguments)
+    else:
+        (result,) = fit.fit_cells(_model(), [sweeps], **arguments)
+    call = time.perf_counter() - began
+    assert call - 0.05 < result.wall_time <= call
+    if entry == "fit":
+        assert 2 * PAUSE < result.history[0][1] <= result.history[-1][1] <= result.wall_time
 
 
 def test_budget_counts_populations_for_search(sweeps):

@@ -336,3 +336,36 @@ def test_a_finite_loss_where_the_gradient_is_nan_counts_for_its_start(method):
         assert (results[0].status, results[0].loss) == ("ok", 4.0)
     assert any("non-finite" in result.message for result in results)
     assert account.best == min(result.loss for result in results)
+
+
+@pytest.mark.parametrize(
+    ("method", "option", "value", "match"),
+    [
+        ("lbfgsb", "min_restart", 0, "`min_restart` must be at least 1"),
+        ("lbfgsb", "min_restart", -2, "`min_restart` must be at least 1"),
+        ("lbfgsb", "max_iterations", -1, "`max_iterations` must be at least 0"),
+        ("lbfgsb", "tolerance", float("nan"), "`tolerance` must be at least 0"),
+        ("adam", "max_iterations", -1, "`max_iterations` must be at least 0"),
+        ("adam", "learning_rate", 0.0, "`learning_rate` must be a finite number > 0"),
+        ("adam", "learning_rate", float("nan"), "`learning_rate` must be a finite number > 0"),
+        ("adam", "learning_rate", float("inf"), "`learning_rate` must be a finite number > 0"),
+    ],
+)
+def test_lbfgsb_and_adam_refuse_invalid_settings_by_name(method, option, value, match):
+    """Review: lbfgsb with ``min_restart=0`` never returned (once the budget was spent, every fresh start
+    stopped before its first evaluation, and another was drawn)."""
+    with pytest.raises(ValueError, match=match):
+        if method == "lbfgsb":
+            gradient.lbfgsb(
+                NanGradient(), jnp.asarray([[3.0]]), Account(20), jax.random.key(0), **{option: value}
+            )
+        else:
+            gradient.adam(NanGradient(), jnp.asarray([[3.0]]), Account(20), devices=1, **{option: value})
+
+
+def test_lbfgsb_restarts_only_while_a_restart_can_evaluate_its_start():
+    """Review: ``Account.affordable`` let a restart begin with the budget a hair (10⁻⁹ of ``grad_cost``) short
+    of one value-and-gradient, which the start's own check refused, so restarts never ended."""
+    account = Account(100.0 - 5e-8, grad_cost=100.0)
+    results = gradient.lbfgsb(NanGradient(), jnp.asarray([[3.0]]), account, jax.random.key(0), min_restart=1)
+    assert [result.simulations for result in results] == [100.0] and account.gradient_evaluations == 1

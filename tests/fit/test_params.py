@@ -79,3 +79,36 @@ def test_a_model_value_outside_the_box_is_clipped_into_it():
     for a, edge in ((-0.005, 0.001), (0.0, 0.001), (0.5, 0.02)):
         u = free.from_model(zoo.GIF(a=a))
         assert np.isfinite(u).all() and float(free.to_values(u)[0]) == pytest.approx(edge, rel=1e-5)
+
+
+@pytest.mark.parametrize("u", [20.0, 30.0, -30.0, 1e3, -1e3])
+def test_values_stay_strictly_inside_a_narrow_float64_box_and_a_float32_box(u):
+    """Review: σ(u) kept 10⁻¹² from 0 and 1 still rounded onto a bound where 10⁻¹² of the box is below the
+    values' resolution (a box 0.002 mV wide at −65 mV in float64; any box in float32)."""
+    narrow = fit.free_params(zoo.LIF(), {"V_rest": (-65.001, -64.999)})
+    value = float(narrow.to_values(jnp.asarray([u]))[0])
+    assert -65.001 < value < -64.999
+    single = fit.free_params(zoo.LIF(), FREE, dtype=jnp.float32)
+    values = single.to_values(jnp.full(3, u, jnp.float32))
+    assert values.dtype == jnp.float32
+    assert np.all((values > single.lower) & (values < single.upper)), values
+
+
+def test_a_box_without_a_value_inside_is_refused():
+    """Bounds that round to neighbours (or to one value) in the dtype leave a fit nowhere to move."""
+    with pytest.raises(ValueError, match=r"`free\['C'\]` = \(100.0, 100.0000001\) holds no float32 value"):
+        fit.free_params(zoo.LIF(), {"C": (100.0, 100.0000001)}, dtype=jnp.float32)
+    assert fit.free_params(zoo.LIF(), {"C": (100.0, 100.0000001)}).size == 1  # float64 has room
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error", "match"),
+    [
+        (dict(free={"g_L": "15"}), ValueError, r"`free\['g_L'\]` must be a \(lower, upper\) pair"),
+        (dict(free=FREE, transforms="log"), TypeError, r"`transforms` must map free parameters to 'log'"),
+    ],
+)
+def test_a_string_for_bounds_or_transforms_is_refused_naming_it(arguments, error, match):
+    """Review: ``"15"`` was read as the bounds (1, 5); ``transforms="log"`` failed inside ``dict``."""
+    with pytest.raises(error, match=match):
+        fit.free_params(zoo.LIF(), **arguments)

@@ -55,6 +55,8 @@ def test_input_scale_must_be_positive_and_finite(sweeps, scale):
         ({"g_L": float("nan"), "C": 100.0}, r"starts\[0\]\['g_L'\]` = nan must be finite"),
         ({"g_L": 20.0}, r"starts\[0\]` must be a mapping of exactly the free parameters \['C', 'g_L'\]"),
         ({"g_L": 20.0, "C": 100.0, "V_th": 0.0}, r"exactly the free parameters"),
+        ({"g_L": "abc", "C": 100.0}, r"starts\[0\]\['g_L'\]` must be a number .*got 'abc'"),
+        ({"g_L": 20.0, "C": None}, r"starts\[0\]\['C'\]` must be a number .*got None"),
     ],
 )
 def test_explicit_starts_are_checked(sweeps, start, match):
@@ -106,6 +108,8 @@ def test_a_dt_in_seconds_is_rejected_naming_dt_and_ms():
         ),
         ({"grad_cost": float("nan")}, ValueError, r"`grad_cost`"),
         ({"grad_cost": "bogus"}, ValueError, r"`grad_cost`"),
+        ({"transforms": "log"}, TypeError, r"`transforms` must map free parameters to 'log' or 'logit'"),
+        ({"options": ["x"]}, TypeError, r"`options` must map the method's keyword arguments to values"),
     ],
 )
 @pytest.mark.parametrize("entry", ["fit", "fit_cells"])
@@ -116,6 +120,30 @@ def test_bad_arguments_are_named(sweeps, change, error, match, entry):
             fit.fit(zoo.LIF(V_th=100.0), sweeps, **arguments)
         else:
             fit.fit_cells(zoo.LIF(V_th=100.0), [sweeps], **({"n_starts": 1} | arguments))
+
+
+@pytest.mark.parametrize(
+    ("model", "match"),
+    [
+        (zoo.LIF, r"`model` must be a neuron, not its class: pass model=zoo.LIF\(\)"),
+        ("LIF", r"`model` must be a zoo neuron such as zoo.LIF\(\), got 'LIF'"),
+    ],
+)
+@pytest.mark.parametrize("entry", ["fit", "fit_cells"])
+def test_a_model_that_is_not_a_neuron_is_named(sweeps, model, match, entry):
+    """Review: the class failed deep in equinox (``'_LeafWrapper' object has no attribute 'g_L'``)."""
+    with pytest.raises(TypeError, match=match):
+        getattr(fit, entry)(
+            model, sweeps if entry == "fit" else [sweeps], free={"g_L": (5.0, 50.0)}, budget=5
+        )
+
+
+@pytest.mark.parametrize("one", ["recording", "cell"])
+def test_fit_cells_refuses_one_cell_passed_alone(sweeps, one):
+    """Review: a single Recording failed in its indexing, naming neither `cells` nor the fix."""
+    cell = sweeps[0] if one == "recording" else fit.Cell(sweeps)
+    with pytest.raises(TypeError, match=r"`cells` must be a list with one entry per cell .*pass \[cell\]"):
+        fit.fit_cells(_model(), cell, free={"g_L": (5.0, 50.0)}, budget=5)
 
 
 def test_recordings_must_be_recordings(sweeps):
