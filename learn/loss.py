@@ -38,9 +38,19 @@ def check_batch(batch: Batch, n_in: int, n_out: int, dtype: jnp.dtype) -> Simple
     must be finite and ≥ 0 (they are conductances), checked the same way. The mask must be bool (an integer
     one is read as ``mask != 0``): it selects the steps, it does not weight them.
 
+    The network must be float32 or float64: in half precision the loss and gradient sums over T steps drop
+    their small terms (bfloat16, T = 2,000: the loss 3× and the readout gradient 2× too small) and the
+    online traces' decays round to 1 (NaN gradients), so ``dtype`` float16 or bfloat16 is refused.
+
     Raises:
-        ValueError: naming the field of ``batch`` that does not fit.
+        ValueError: naming the field of ``batch`` that does not fit, or a half-precision ``dtype``.
     """
+    if jnp.finfo(dtype).bits < 32:
+        raise ValueError(
+            f"learn needs a float32 or float64 network, got {jnp.dtype(dtype).name}: its sums over the steps "
+            "and its online traces lose their small terms in half precision. Cast it with "
+            "zoo.astype(net, jnp.float32)."
+        )
     inputs, targets, mask, labels = (
         jnp.asarray(a) for a in (batch.inputs, batch.targets, batch.mask, batch.labels)
     )

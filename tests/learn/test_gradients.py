@@ -121,6 +121,17 @@ def test_unknown_algorithm_is_refused(cue_task):
         learn.online(net, task.sample(jax.random.key(0), 1), algorithm="e-prop")
 
 
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+@pytest.mark.parametrize("method", ["bptt", "online"])
+def test_a_half_precision_network_is_refused(cue_task, dtype, method):
+    """Review: in bfloat16 ES-D-RTRL's gradients were NaN (a decay of 1 − 10⁻⁶ rounds to 1) and at T = 2,000
+    the loss was 3× too small (its running sum drops small terms)."""
+    task = cue_task(n_cues=1, delay=5, recall=5)
+    net = zoo.astype(learn.EINetwork(task.n_inputs, 10, 2, key=jax.random.key(0)), dtype)
+    with pytest.raises(ValueError, match="float32 or float64 network"):
+        getattr(learn, method)(net, task.sample(jax.random.key(1), 2))
+
+
 def temp_bytes(fn, net, n_steps, batch_size=4):
     n_in = net.w_in.shape[0]
     batch = learn.loss.SimpleBatch(
