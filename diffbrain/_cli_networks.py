@@ -183,9 +183,9 @@ def simulate_network(
         raise _fail(
             f"the {name} network is built from no data; --data is for multiarea and microcircuit.", "--data"
         )
-    if not -(2**63) <= seed < 2**63:
-        raise _fail(f"must fit in 64 bits (|seed| < 2⁶³), got {seed}.", "--seed")
-    from .cli import _number_of_steps, check_output, whole_steps, write_outputs
+    from .cli import _number_of_steps, check_output, check_seed, whole_steps, write_outputs
+
+    check_seed(seed)
 
     _number_of_steps(duration_ms, dt)  # at least one step, a multiple of dt, at most the step limit
     if raster is not None or out is not None:

@@ -10,6 +10,7 @@ import enum
 import functools
 import json
 import math
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -73,7 +74,21 @@ def _make_task(task: Task, dt: float, delay: float | None):
     try:
         return cls(**overrides)
     except ValueError as error:
-        raise typer.BadParameter(str(error), param_hint="'--dt' / '--delay'") from None
+        # the task names its fields: of its periods, --delay sets one and --dt must divide them all
+        period = re.search(r"`(\w+)_duration`=(\S+) ms is not a non-negative whole number", str(error))
+        if period is None:
+            raise typer.BadParameter(str(error), param_hint="'--dt' / '--delay'") from None
+        name, duration = period[1], float(period[2])
+        if name == "delay" and delay is not None:
+            raise typer.BadParameter(
+                f"must be a multiple of --dt ({dt:g} ms), ≥ 0; got {duration:g} ms.",
+                param_hint="'--delay'",
+            ) from None
+        raise typer.BadParameter(
+            f"{dt:g} ms does not divide the {duration:g} ms {name} period of {cls.__name__}; pass a --dt "
+            "that divides every period (the default 1 ms does).",
+            param_hint="'--dt'",
+        ) from None
 
 
 def _check_positive(option: str, value: float) -> None:
@@ -82,9 +97,12 @@ def _check_positive(option: str, value: float) -> None:
 
 
 def _check_config(out: Path, config: dict, defaults: dict) -> bool:
-    """Refuse to resume a run in ``out`` that was started with other settings; True if ``out`` holds a
-    config.json (with the same settings). A setting saved as None there was the task's default, given in
-    ``defaults``."""
+    """Refuse to resume a run in ``out`` that was started with other settings; True if ``out`` holds a run
+    to resume with the same settings. A run is its checkpoint: a config.json without one (a run stopped
+    before its first checkpoint) is of a new run, which rewrites it. A setting saved as None there was the
+    task's default, given in ``defaults``."""
+    from diffbrain.learn.trainer import CHECKPOINT
+
     if out.exists() and not out.is_dir():
         raise typer.BadParameter(f"{out} is a file; pass a folder.", param_hint="'--out'")
     path = out / CONFIG
@@ -100,6 +118,8 @@ def _check_config(out: Path, config: dict, defaults: dict) -> bool:
             f"{path} is not a diffbrain train config ({reason}); choose another --out or remove it.",
             param_hint="'--out'",
         )
+    if not (out / CHECKPOINT).exists():
+        return False
     saved = _ADDED_SETTINGS | saved
     # config.json files written before the task's own values were recorded hold None for them
     saved |= {key: value for key, value in defaults.items() if saved.get(key) is None}
@@ -114,6 +134,12 @@ def _check_config(out: Path, config: dict, defaults: dict) -> bool:
             param_hint="'--out'",
         )
     return True
+
+
+def _in_option_terms(message: str) -> str:
+    """A `learn.train` error in the options' terms: ``checkpoint_dir`` is --out, ``steps=3`` --steps 3."""
+    message = message.replace("checkpoint_dir", "--out")
+    return re.sub(r"\bsteps ?(=|≥) ?(\d+)", lambda m: f"--steps {'≥ ' if m[1] == '≥' else ''}{m[2]}", message)
 
 
 def _write_metrics_csv(path: Path, metrics: dict) -> None:
@@ -307,6 +333,9 @@ def train(
     with fewer than two synapses). With a delay
     period, persistence.json holds the delay-period rates of the class-selective neurons.
     """
+    from .cli import check_seed  # here: diffbrain.cli imports this module
+
+    check_seed(seed)
     _check_positive("--lr", lr)
     _check_positive("--dt", dt)
     the_task = _make_task(task, dt, delay)
@@ -344,7 +373,7 @@ def train(
             key=batches_key, checkpoint_dir=out, checkpoint_every=checkpoint_every,
         )  # fmt: skip
     except learn.trainer.CheckpointMismatch as error:  # e.g. fewer --steps than the checkpoint holds
-        raise typer.BadParameter(str(error), param_hint="'--steps' / '--out'") from None
+        raise typer.BadParameter(_in_option_terms(str(error)), param_hint="'--steps' / '--out'") from None
     except FloatingPointError as error:  # diverged: the last finite checkpoint is kept
         raise _diverged(out, str(error), title) from None
 

@@ -5,12 +5,14 @@ JAX and Matplotlib are imported inside the commands that need them, so ``diffbra
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import math
 import os
 import re
 import textwrap
 import time
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -168,6 +170,33 @@ def _number_of_steps(duration: float, dt: float) -> int:
     return n_steps
 
 
+def _steps_of_default_duration(model: str, duration: float, dt: float) -> int:
+    """`_number_of_steps` of ``model``'s default duration: when it fails, the --dt given is to blame."""
+    from .zoo._checks import whole_steps as steps_in
+
+    n_steps = steps_in(duration, dt) if dt <= duration else None
+    if n_steps is not None and n_steps <= _MAX_STEPS:
+        return n_steps
+    problem = (
+        "is longer than that"
+        if dt > duration
+        else "does not divide it"
+        if n_steps is None
+        else f"makes it {n_steps:,} steps (limit {_MAX_STEPS:,})"
+    )
+    raise typer.BadParameter(
+        f"{model} runs for {duration:g} ms unless --duration says otherwise, and {dt:g} ms {problem}; "
+        "pass another --dt, or a --duration that is a multiple of it.",
+        param_hint="'--dt'",
+    )
+
+
+def check_seed(seed: int) -> None:
+    """Refuse a ``--seed`` outside int64 (what `jax.random.key` takes) with a `typer.BadParameter`."""
+    if not -(2**63) <= seed < 2**63:
+        raise typer.BadParameter(f"must fit in 64 bits (|seed| < 2⁶³), got {seed}.", param_hint="'--seed'")
+
+
 def check_output(option: str, path: Path | None) -> None:
     """Before any work: make ``path``'s folder and check a file can be written there, or raise a
     `typer.BadParameter` naming ``option`` (so a long run never ends with nowhere to write). ``None``
@@ -237,7 +266,8 @@ def _runtime_message(error: RuntimeError) -> str:
 def _write_csv(path: Path, t, voltage, spikes) -> None:
     import numpy as np
 
-    save_csv(path, np.column_stack([t, voltage, spikes]), "t_ms,V_mV,spike", "%.9g")
+    # 12 digits for t: k·dt exactly as dt was given (0.3, not 0.30000000000000004) up to the step limit
+    save_csv(path, np.column_stack([t, voltage, spikes]), "t_ms,V_mV,spike", "%.12g,%.9g,%.9g")
 
 
 def _write_plot(path: Path, title: str, t, voltage, spikes, current: float, input_unit: str) -> None:
@@ -295,7 +325,11 @@ def simulate(
         float | None, typer.Option(help="Simulated time, ms (default: the model's; see `diffbrain models`)")
     ] = None,
     dt: Annotated[
-        float | None, typer.Option(help="Time step, ms (default: the model's; see `diffbrain models`)")
+        float | None,
+        typer.Option(
+            help="Time step, ms (default: the model's; see `diffbrain models`). With --solver tsit5/kvaerno5 "
+            "the interval the trace is sampled at: the adaptive solver chooses its own steps."
+        ),
     ] = None,
     solver: Annotated[
         Solver,
@@ -376,12 +410,15 @@ def simulate(
     except ValueError as error:
         raise _fail(f"{error} Networks: {', '.join(_cli_networks.NETWORKS)}.") from None
     current = entry.current if current is None else current
-    duration = entry.duration if duration is None else duration
     dt = entry.dt if dt is None else dt
     _check_number("--current", current, "in the model's input unit", positive=False)
-    _check_number("--duration", duration, "ms", positive=True)
     _check_number("--dt", dt, "ms", positive=True)
-    n_steps = _number_of_steps(duration, dt)
+    if duration is None:
+        duration = entry.duration
+        n_steps = _steps_of_default_duration(entry.name, duration, dt)
+    else:
+        _check_number("--duration", duration, "ms", positive=True)
+        n_steps = _number_of_steps(duration, dt)
     check_output("--out", out)
     check_output("--plot", plot)
 
@@ -418,8 +455,10 @@ def simulate(
         raise _fail(f"the simulation failed: {_runtime_message(error)}", code=1) from None
     wall = time.perf_counter() - start
 
-    t = np.asarray(trace.t)
     voltage = np.asarray(trace.V)
+    # on the host in float64: trace.t has the simulation's float type, and float32 repeats sample times
+    # past 2²⁴ steps (2·10⁷ steps of 1 ms held 1.6 million repeated times)
+    t = np.arange(1, voltage.shape[0] + 1) * dt
     spikes = np.asarray(trace.spikes)
     n_spikes = int(spikes.sum())
     rate = n_spikes / (n_steps * dt) * 1000.0
@@ -652,7 +691,13 @@ def fit_command(
     method: Annotated[
         FitMethod, typer.Option(help="The optimiser (ng_*: needs nevergrad).")
     ] = FitMethod.lbfgsb,
-    starts: Annotated[int, typer.Option(min=1, help="Independent starts.")] = 4,
+    starts: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Independent starts; lbfgs and lbfgsb add fresh random restarts while --budget is left.",
+        ),
+    ] = 4,
     budget: Annotated[
         int, typer.Option(min=1, help="Simulations allowed (a value-and-gradient counts as one).")
     ] = 1000,
@@ -677,6 +722,16 @@ def fit_command(
         entry = registry.get_neuron(model)
     except ValueError as error:
         raise _fail(str(error)) from None
+    check_seed(seed)
+    if method.value.startswith("ng_"):
+        from diffbrain.fit.search import nevergrad_available
+
+        if not nevergrad_available():
+            raise typer.BadParameter(
+                f"{method.value} needs the optional package nevergrad: pip install nevergrad, or choose "
+                "another --method.",
+                param_hint="'--method'",
+            )
     if input_scale is not None:
         _check_number("--input-scale", input_scale, "from pA to the model's input unit", positive=True)
     if data.is_dir():
@@ -716,7 +771,7 @@ def fit_command(
         else:
             cell = fit.load(data, kind.value, **({} if dt is None else {"dt": dt}))
     except (ValueError, FileNotFoundError) as error:
-        raise typer.BadParameter(str(error), param_hint="'--data'") from None
+        raise _loading_error(str(error), data, voltage) from None
     if len(cell) == 0:
         raise typer.BadParameter(f"{data} holds no sweeps.", param_hint="'--data'")
     shortest = min(recording.n_samples for recording in cell)
@@ -731,7 +786,9 @@ def fit_command(
         f"{starts} starts, budget {budget} simulations"
     )
     try:
-        with _out.status("fitting…"):
+        with _out.status("fitting…"), warnings.catch_warnings():
+            # a fit without a finite loss is reported below, in the options' terms
+            warnings.filterwarnings("ignore", "the fit: no start reached a finite loss", RuntimeWarning)
             result = fit.fit(
                 neuron,
                 cell,
@@ -746,11 +803,17 @@ def fit_command(
             )
     except ValueError as error:
         # fit names its Python arguments; blame the option that sets one where the message names it
-        options = {"`devices": "--devices", "`input_scale`": "--input-scale", "`budget`": "--budget"}
-        hint = next((option for name, option in options.items() if name in str(error)), None)
+        options = {"devices": "--devices", "input_scale": "--input-scale", "budget": "--budget"}
+        message = str(error)
+        for name, option in options.items():  # `devices=99` → --devices 99
+            with_value = re.compile(rf"`{name}(?:=([^`]*))?`")
+            message = with_value.sub(lambda m, o=option: f"{o} {m[1]}" if m[1] else o, message)
+        hint = next((option for option in options.values() if option in message), None)
         if hint is None:
-            raise _fail(str(error)) from None
-        raise typer.BadParameter(str(error), param_hint=f"'{hint}'") from None
+            raise _fail(message) from None
+        raise typer.BadParameter(message, param_hint=f"'{hint}'") from None
+    if not math.isfinite(result.loss):
+        raise _no_fit(result, budget, method, out, plot)
     table = Table(title=f"best of {len(result.starts)} starts: loss {result.loss:.6g}", title_justify="left")
     for column in ("parameter", "value", "bounds"):
         table.add_column(column)
@@ -772,6 +835,40 @@ def fit_command(
     write_outputs(outputs)
 
 
+def _loading_error(message: str, data: Path, voltage: Path | None) -> typer.BadParameter:
+    """A loader's error against the option it concerns: --voltage (its file), --dt or --data."""
+    options = ["--data"] if f"{str(data)!r}" in message else []
+    if voltage is not None and f"{str(voltage)!r}" in message:
+        options.append("--voltage")
+    if "`dt`" in message:
+        message, options = message.replace("`dt`", "--dt"), ["--dt"]
+    return typer.BadParameter(message, param_hint=" / ".join(f"'{o}'" for o in options or ["--data"]))
+
+
+def _no_fit(result, budget: int, method: FitMethod, out: Path | None, plot: Path | None) -> typer.Exit:
+    """Report a fit in which no start reached a finite loss (none ran, or every one failed) and write
+    ``--out`` (the starts and why each stopped; not --plot: there is no fit to draw); the exit to raise."""
+    failed = [start.message for start in result.starts if start.status == "failed"]
+    if failed:
+        _err.print(
+            f"[bold red]Error:[/] no start reached a finite loss ({len(failed)} of {len(result.starts)} "
+            f"failed; the first: {escape(failed[0])}). Check the --free bounds and the data for values that "
+            "make the model blow up."
+        )
+    else:
+        _err.print(
+            f"[bold red]Error:[/] no start ran: --budget {budget} simulations did not pay for the first "
+            f"evaluation of {method.value} (the search methods evaluate a whole population at once); raise "
+            "--budget."
+        )
+    if out is not None:
+        with contextlib.suppress(typer.Exit):  # a failed write is reported; the exit status is 1 anyway
+            write_outputs([("--out", out, lambda: result.save(out), " (no fit: why each start stopped)")])
+    if plot is not None:
+        _err.print(f"--plot: {escape(str(plot))} not written: there is no fit to draw.")
+    return typer.Exit(code=1)
+
+
 @app.command("reproduce")
 def reproduce_command(
     quick: Annotated[bool, typer.Option(help="Small budgets: under 10 minutes on 2 CPU cores.")] = False,
@@ -787,6 +884,7 @@ def reproduce_command(
 
     if out.exists() and not out.is_dir():
         raise typer.BadParameter(f"{out} is a file; pass a folder.", param_hint="'--out'")
+    check_output("--out", out / reproduce.REPORT)  # the folder made and writable before any section runs
     budget = reproduce.QUICK if quick else reproduce.FULL
     expected = reproduce.expected_seconds(budget, out)
     _out.print(

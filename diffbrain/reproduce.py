@@ -12,7 +12,9 @@ Wang et al. (2024) make one claim per scale; each is a section here, run in orde
 4. ``bench``: the cost of learning — compiled memory and time of one gradient step against the trial
    length T, BPTT vs ES-D-RTRL — next to the fit and simulation timings of sections 1 and 2.
 
-Then ``OUT/report.md`` (with PNG figures in each section's folder) collects the sections.
+Then ``OUT/report.md`` (with PNG figures in each section's folder) collects the sections. A run that will
+recompute a section first renames the previous report to ``report.md.stale`` (deleted once the new report
+is written), so a ``report.md`` present always matches the sections beside it.
 
 Each section writes into a fresh hidden folder and renames it to ``OUT/<section>/`` when it is done, so a
 section folder is always complete. Its ``result.json`` holds the key of its configuration (with the
@@ -53,6 +55,8 @@ from ._version import __version__
 SECTIONS = ("fit", "network", "learn", "bench")
 RESULT = "result.json"
 REPORT = "report.md"
+STALE_REPORT = "report.md.stale"
+"""The previous report, set aside while a run recomputes sections it describes (removed when it ends)."""
 DATA = shared_data()
 """The shared data folder: ``$DIFFBRAIN_DATA``, else ../shared/data beside the checkout."""
 CONNECTOME = "conn-macaque-markov2014-29areas"
@@ -1083,6 +1087,7 @@ def run(
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
     sections = {}
     keys = section_keys(budget, network_builder)
+    _set_report_aside(out, [name for name in SECTIONS if load_section(out, name, keys[name]) is None], log)
     for name in SECTIONS:
         options = {"builder": network_builder} if name == "network" else {}
         compute = functools.partial(COMPUTE[name], log=log, **options)
@@ -1091,7 +1096,19 @@ def run(
         (out / ".work").rmdir()
     summary = [(name, *row) for name in SECTIONS for row in ROWS[name](sections[name]["results"])]
     path = write_report(out, budget, sections, load, time.perf_counter() - start)
+    with contextlib.suppress(FileNotFoundError):
+        (out / STALE_REPORT).unlink()
     return Report(path, sections, summary)
+
+
+def _set_report_aside(out: Path, recomputed: list[str], log: Callable[[str], object]) -> None:
+    """Rename ``out/report.md`` to ``report.md.stale`` (atomically) before ``recomputed`` sections replace
+    the ones it describes: a run that fails after publishing one would otherwise leave a report whose
+    numbers and figure links no longer match. So a report.md present always matches its sections."""
+    report = out / REPORT
+    if recomputed and report.is_file():
+        os.replace(report, out / STALE_REPORT)
+        log(f"{REPORT} set aside as {STALE_REPORT} while it is out of date (to run: {', '.join(recomputed)})")
 
 
 def write_report(out: Path, budget: Budget, sections: dict, load: float, seconds: float) -> Path:

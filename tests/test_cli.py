@@ -5,6 +5,7 @@ import re
 import struct
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -139,14 +140,27 @@ def test_every_registered_model_spikes_with_its_defaults(name):
 
 def test_precision_is_float32_by_default_and_float64_on_request(tmp_path):
     # conftest enables float64 in JAX, so float32 here means the command casts explicitly.
-    first_times = {}
+    voltages = {}
     for flag in ([], ["--float64"]):
         out = tmp_path / f"trace{len(flag)}.csv"
         result, text = _invoke("simulate", "lif", "--duration", "20", "--out", str(out), *flag)
         assert result.exit_code == 0, text
-        first_times[text.split("exp-euler; ")[1].split()[0]] = out.read_text().splitlines()[1].split(",")[0]
-    # 0.1 ms is not exact in binary; the CSV keeps 9 significant digits, enough to tell the precisions apart.
-    assert first_times == {"float32": "0.100000001", "float64": "0.1"}
+        rows = [line.split(",") for line in out.read_text().splitlines()[1:]]
+        voltages[text.split("exp-euler; ")[1].split()[0]] = np.array([row[1] for row in rows], float)
+    # the CSV keeps 9 significant digits of V, enough to tell the precisions apart
+    assert set(voltages) == {"float32", "float64"}
+    np.testing.assert_allclose(voltages["float32"], voltages["float64"], rtol=1e-5)
+    assert np.any(voltages["float32"] != voltages["float64"])
+
+
+def test_the_csv_time_is_k_dt_in_float64_whatever_the_precision(tmp_path):
+    """Review: t_ms came from the float32 trace (0.300000012, and from 2²⁴ steps on repeated times)."""
+    out = tmp_path / "trace.csv"
+    result, text = _invoke("simulate", "lif", "--duration", "20", "--dt", "0.1", "--out", str(out))
+    assert result.exit_code == 0 and "float32" in text, text
+    times = [line.split(",")[0] for line in out.read_text().splitlines()[1:]]
+    assert times == [f"{k * 0.1:.12g}" for k in range(1, 201)]
+    assert times[:3] == ["0.1", "0.2", "0.3"] and times[-1] == "20"
 
 
 @pytest.mark.parametrize(
@@ -165,6 +179,9 @@ def test_precision_is_float32_by_default_and_float64_on_request(tmp_path):
         (["--duration", "1.45", "--dt", "1"], "--duration"),  # not a whole number of steps, as for networks
         (["--duration", "1000", "--dt", "1e-306"], "--duration"),  # 1e309 steps: an OverflowError
         (["--plot", "blocker/trace.png"], "--plot"),  # blocker is a file, so the folder cannot be made
+        # lif's default --duration (200 ms) is not a multiple of the --dt given: --dt is to blame
+        (["--dt", "0.03"], "--dt"),
+        (["--dt", "300"], "--dt"),
     ],
 )
 def test_bad_options_fail_naming_the_option(tmp_path, monkeypatch, args, named):
@@ -176,6 +193,18 @@ def test_bad_options_fail_naming_the_option(tmp_path, monkeypatch, args, named):
     assert f"'{named}'" in text
     assert "Traceback" not in text and "spikes:" not in text  # refused before simulating
     assert not out.exists()
+
+
+def test_a_dt_that_misses_the_default_duration_names_it():
+    result, text = _invoke("simulate", "hh", "--dt", "0.03")
+    assert result.exit_code == 2, text
+    assert "'--dt'" in text and "'--duration'" not in text and "hh runs for 100 ms unless --duration" in text
+
+
+def test_the_dt_help_says_what_it_means_for_the_adaptive_solvers():
+    result, text = _invoke("simulate", "--help")
+    assert result.exit_code == 0, text
+    assert "the interval the trace is sampled at: the adaptive solver chooses its own steps" in text
 
 
 def test_an_output_that_fails_after_the_simulation_does_not_lose_the_others(tmp_path, monkeypatch):
@@ -331,6 +360,8 @@ def test_fit_writes_the_plot_when_the_json_fails_after_fitting(cell_npz, tmp_pat
         (["--loss", "l2"], "--loss"),
         (["--current-unit", "mV"], "--current-unit"),
         (["--format", "csv", "--voltage", "V.csv", "--dt", "0"], "--dt"),
+        (["--seed", str(2**63)], "--seed"),  # an OverflowError after loading the data
+        (["--seed", str(-(2**63) - 1)], "--seed"),
     ],
 )
 def test_fit_bad_options_name_the_option_before_loading(cell_npz, args, named):
@@ -338,6 +369,36 @@ def test_fit_bad_options_name_the_option_before_loading(cell_npz, args, named):
     assert result.exit_code == 2, text
     assert f"'{named}'" in text, text
     assert "sweeps from" not in text and "Traceback" not in text
+
+
+def test_fit_without_nevergrad_refuses_its_methods_before_loading(cell_npz, monkeypatch):
+    from diffbrain.fit import search
+
+    monkeypatch.setattr(search, "nevergrad_available", lambda: False)
+    result, text = _invoke("fit", "lif", "--data", str(cell_npz), *_FIT_QUICK, "--method", "ng_de")
+    assert result.exit_code == 2, text
+    assert "'--method'" in text and "pip install nevergrad" in text
+    assert "sweeps from" not in text
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_fit_blames_a_voltage_table_and_dt_on_their_own_options(cell_npz, tmp_path):
+    np.savetxt(tmp_path / "I.csv", np.full((2, 11), 100.0), delimiter=",")
+    np.savetxt(tmp_path / "V.csv", np.full((3, 11), -65.0), delimiter=",")
+    csv = ("--data", str(tmp_path / "I.csv"), "--dt", "0.1", *_FIT_QUICK)
+    result, text = _invoke("fit", "lif", *csv, "--voltage", str(tmp_path / "missing.csv"))
+    assert result.exit_code == 2 and "Invalid value for '--voltage'" in text and "not found" in text, text
+    result, text = _invoke("fit", "lif", *csv, "--voltage", str(tmp_path / "V.csv"))
+    assert result.exit_code == 2 and "'--data' / '--voltage'" in text and "same sweeps" in text, text
+    result, text = _invoke("fit", "lif", "--data", str(cell_npz), *_FIT_QUICK, "--dt", "0.1")
+    assert result.exit_code == 2 and "Invalid value for '--dt'" in text, text
+    assert "--dt is only for layouts without one" in text and "`dt`" not in text
+
+
+def test_fit_errors_name_the_option_not_the_argument(cell_npz):
+    result, text = _invoke("fit", "hh", "--data", str(cell_npz), *_FIT_QUICK)
+    assert result.exit_code == 2 and "'--input-scale'" in text, text
+    assert "pass --input-scale (the factor" in text and "`input_scale`" not in text
 
 
 def test_fit_csv_with_one_column_per_sweep_is_blamed_on_the_layout(tmp_path):
@@ -377,6 +438,8 @@ def test_fit_help_shows_the_default_bounds_and_every_method():
     assert result.exit_code == 0, text
     assert "v/10 to 10·v" in text  # Rich once ate "[v/10, 10·v]" as a markup tag
     assert "ng_ngopt" in text and "one row per sweep" in text
+    # "best of 11 starts" after "4 starts" surprised: lbfgsb's restarts are independent starts too
+    assert "lbfgs and lbfgsb add fresh random restarts while --budget is left" in text
 
 
 def test_reproduce_refuses_a_file_as_out_folder(tmp_path):
@@ -386,6 +449,21 @@ def test_reproduce_refuses_a_file_as_out_folder(tmp_path):
     assert result.exit_code == 2, text
     assert "'--out'" in text and "is a file; pass a folder" in text
     assert "expected duration" not in text and afile.read_text() == "x"
+
+
+@pytest.mark.parametrize("where", ["blocker/reproduce", "/proc/nowhere"])
+def test_reproduce_names_out_when_it_cannot_be_made(where, tmp_path, monkeypatch):
+    """Review: /proc/nowhere gave a bare "Error: [Errno 2] …" (a FileNotFoundError) naming no option."""
+    from diffbrain import reproduce
+
+    if where.startswith("/proc") and not Path("/proc").is_dir():
+        pytest.skip("no /proc here")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "blocker").write_text("")
+    monkeypatch.setattr(reproduce, "run", lambda *args, **kwargs: pytest.fail("ran without a folder"))
+    result, text = _invoke("reproduce", "--quick", "--out", where)
+    assert result.exit_code == 2, text
+    assert "Invalid value for '--out'" in text and "expected duration" not in text
 
 
 def test_reproduce_reports_a_write_error_without_a_traceback(tmp_path, monkeypatch):

@@ -351,3 +351,49 @@ def test_connectome_network_setup_reads_propagation_along_the_hierarchy(shared_d
     v1 = results["names"].index("V1/E")
     # The pulse (15 mV of drive for 30 ms) drives V1/E well above its baseline.
     assert results["peak_response_hz"][v1] > 20 and 0 <= results["latency_ms"][v1] < config.pulse_ms + 10
+
+
+def _stub_sections(monkeypatch, fail: str | None = None):
+    """Sections that finish at once (or, ``fail``, raise) and a report.md that lists them."""
+
+    def compute(name):
+        def section(config, folder, work, **kwargs):
+            if name == fail:
+                raise FileNotFoundError("connectome missing")
+            return {}
+
+        return section
+
+    for name in reproduce.SECTIONS:
+        monkeypatch.setitem(reproduce.COMPUTE, name, compute(name))
+        monkeypatch.setitem(reproduce.ROWS, name, lambda results: [])
+    monkeypatch.setattr(
+        reproduce,
+        "write_report",
+        lambda out, budget, sections, *_: reproduce.write_atomically(
+            out / reproduce.REPORT, lambda file: file.write(f"new: {sorted(sections)}\n")
+        ),
+    )
+
+
+def test_a_run_that_recomputes_a_section_sets_the_old_report_aside_first(tmp_path, monkeypatch):
+    """Review: a run that failed after republishing a section left report.md with the old numbers and links
+    to figures the new section no longer has."""
+    _stub_sections(monkeypatch, fail="network")
+    (tmp_path / reproduce.REPORT).write_text("old numbers\n")
+    lines = []
+    with pytest.raises(FileNotFoundError, match="connectome missing"):
+        reproduce.run(tmp_path, reproduce.TINY, log=lines.append)
+    assert reproduce.load_section(tmp_path, "fit") is not None  # republished before the failure
+    assert not (tmp_path / reproduce.REPORT).exists()
+    assert (tmp_path / reproduce.STALE_REPORT).read_text() == "old numbers\n"
+    assert any("report.md set aside as report.md.stale" in line for line in lines)
+
+    _stub_sections(monkeypatch)
+    report = reproduce.run(tmp_path, reproduce.TINY, log=lines.append)
+    assert report.path.read_text().startswith("new:") and not (tmp_path / reproduce.STALE_REPORT).exists()
+
+    # every section reused: the report stays where it is until it is rewritten
+    lines.clear()
+    reproduce.run(tmp_path, reproduce.TINY, log=lines.append)
+    assert not any("set aside" in line for line in lines) and (tmp_path / reproduce.REPORT).exists()

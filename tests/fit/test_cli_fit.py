@@ -1,6 +1,8 @@
 """`diffbrain fit`: fits a recording file, writes the result JSON and the plot, rejects bad options."""
 
 import re
+import warnings
+from types import SimpleNamespace
 
 import jax.numpy as jnp
 import pytest
@@ -56,7 +58,7 @@ def test_fit_writes_json_and_plot(recording_file, tmp_path):
         (["--free", "g_L", "--method", "newton"], "lbfgsb"),
         (["--free", "g_L", "--voltage", "v.csv"], "--voltage is for CSV data"),
         (["--free", "g_L", "--current-unit", "nA"], "--current-unit is for CSV data"),
-        (["--free", "g_L", "--dt", "0.1"], "stores its own sampling interval (dt); `dt` is only for layouts"),
+        (["--free", "g_L", "--dt", "0.1"], "'--dt': NPZ file"),
     ],
 )
 def test_bad_options_are_explained(recording_file, args, message):
@@ -72,3 +74,29 @@ def test_fit_splits_the_batch_over_the_devices_asked_for(recording_file, tmp_pat
     assert fit.FitResult.load(out).info["devices"] == 2
     result, text = _invoke(*args, "--devices", "99")
     assert result.exit_code != 0 and "more devices" in text, text
+
+
+def test_a_fit_in_which_no_start_ran_fails_and_says_to_raise_the_budget(recording_file, tmp_path):
+    """Review: it exited 0 with a table of an untried start (loss inf) and a raw RuntimeWarning."""
+    out, plot = tmp_path / "fit.json", tmp_path / "fit.png"
+    args = ("lif", "--data", recording_file, "--free", "g_L=5:50", "--method", "cmaes", "--budget", "3")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result, text = _invoke(*args, "--out", out, "--plot", plot)
+    assert result.exit_code == 1, text
+    assert "Error: no start ran: --budget 3 simulations" in text and "raise --budget" in text
+    assert "best of" not in text and "loss inf" not in text
+    assert not [w for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert {start.status for start in fit.FitResult.load(out).starts} == {"not run"}  # the record of why
+    assert not plot.exists() and "not written: there is no fit to draw" in text
+
+
+def test_a_fit_whose_every_start_failed_fails_naming_the_first_failure(recording_file, monkeypatch):
+    failed = fit.result.StartResult(jnp.zeros(1), float("inf"), "failed", "the loss was NaN at step 1", 5.0)
+    monkeypatch.setattr(
+        fit, "fit", lambda *args, **kwargs: SimpleNamespace(loss=float("inf"), starts=[failed] * 2)
+    )
+    result, text = _invoke("lif", "--data", recording_file, "--free", "g_L=5:50", "--budget", "10")
+    assert result.exit_code == 1, text
+    assert "no start reached a finite loss (2 of 2 failed; the first: the loss was NaN at step 1)" in text
+    assert "--free bounds" in text and "best of" not in text
