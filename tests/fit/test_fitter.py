@@ -54,7 +54,9 @@ def test_every_method_lowers_the_loss_within_budget(sweeps, method):
     assert result.simulations <= budget
     assert result.forward_evaluations + result.gradient_evaluations == pytest.approx(result.simulations)
     first = result.history[0][2]
-    assert result.loss <= first and np.isfinite(result.loss)
+    # at least a five-fold drop: at this commit the worst method (random search) ends at 0.07·first, and a
+    # search that never improves on its initial populations ends at 0.51·first (its second start's)
+    assert np.isfinite(result.loss) and result.loss < 0.2 * first
     sims = [h[0] for h in result.history]
     assert sims == sorted(sims)
 

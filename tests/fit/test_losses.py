@@ -44,6 +44,21 @@ def test_van_rossum_one_extra_spike_is_a_half():
         assert float(at_end) == pytest.approx(float(value), rel=1e-6)
 
 
+def test_van_rossum_is_zero_on_itself_symmetric_and_the_closed_form_for_two_spikes():
+    """Trains with one spike each, Δ = 1 ms apart: D² = 1 − e^{−Δ/τ} in the continuum, 2·one·(1 − e^{−Δ/τ})
+    on the grid (one ≈ ½: a lone spike's grid value); the cross term carries the sign."""
+    n, dt, tau, shift = 4000, 0.1, 2.0, 10
+    a, b = np.zeros((n, 1)), np.zeros((n, 1))
+    a[1000], b[1000 + shift] = 1, 1
+    loss = fit.VanRossum(tau=tau)
+    assert float(loss(None, jnp.asarray(a), _target(np.zeros((n, 1)), a, dt))) == 0.0
+    ab = float(loss(None, jnp.asarray(a), _target(np.zeros((n, 1)), b, dt)))
+    ba = float(loss(None, jnp.asarray(b), _target(np.zeros((n, 1)), a, dt)))
+    assert ab == pytest.approx(ba, rel=1e-12)
+    one = dt / tau / (1 - np.exp(-2 * dt / tau))  # one lone spike, on the grid
+    assert ab == pytest.approx(2 * one * (1 - np.exp(-shift * dt / tau)), rel=1e-9)
+
+
 def test_van_rossum_counts_the_tail_at_each_padded_sweeps_end():
     """A padded sweep ends at its last unmasked sample: the tail starts there, not at the padding's end."""
     n, dt, tau = 400, 0.1, 2.0

@@ -12,7 +12,7 @@ from diffbrain import learn, tasks
 
 
 @pytest.mark.parametrize("method", ["bptt", "es-d-rtrl"])
-def test_learns_cue_counting_above_chance_and_keeps_dale_signs(method, cue_task):
+def test_learns_cue_counting_above_chance_and_keeps_the_connectivity_pattern(method, cue_task):
     task = cue_task()  # 3 cues, a 20 ms delay, a 20 ms recall window: 85 steps
     net = learn.EINetwork(task.n_inputs, 50, 2, key=jax.random.key(0))
     result = learn.train(
@@ -24,9 +24,10 @@ def test_learns_cue_counting_above_chance_and_keeps_dale_signs(method, cue_task)
     assert loss[-10:].mean() < loss[:5].mean()
     trained = result.net
     assert not jnp.allclose(trained.w_rec, net.w_rec)
-    before, after = net.signed_weights(), trained.signed_weights()
-    assert jnp.all(jnp.sign(after) == jnp.sign(before))  # Dale's law: no synapse changed sign
-    assert jnp.all(trained.weights()[0] > 0)
+    # Dale's signs hold by construction (|W| = softplus(w), the sign is the presynaptic type's), checked in
+    # tests/learn/test_network.py::test_dale_signs_fixed_by_presynaptic_type; what training could still
+    # break is the fixed connectivity pattern (no autapses), were it updated as a weight
+    np.testing.assert_array_equal(trained.rec_mask, net.rec_mask)
 
 
 def test_resuming_from_a_checkpoint_reproduces_an_uninterrupted_run(cue_task, tmp_path):

@@ -158,6 +158,53 @@ def test_hh_rates_are_finite_with_finite_gradients_everywhere():
     assert float(f64(zoo.HH()).rates(jnp.array(-40.0)).alpha_m) == pytest.approx(1.0)
 
 
+def _hodgkin_huxley_1952(V):
+    """The rate constants (1/ms) as printed in Hodgkin & Huxley (1952), eqs. 7, 12, 13, 20, 21, 23, in their
+    convention: v is the displacement from rest, depolarization negative; here rest is −65 mV."""
+    v = -(V + 65.0)
+    return dict(
+        alpha_m=0.1 * (v + 25) / np.expm1((v + 25) / 10),
+        beta_m=4 * np.exp(v / 18),
+        alpha_h=0.07 * np.exp(v / 20),
+        beta_h=1 / (np.exp((v + 30) / 10) + 1),
+        alpha_n=0.01 * (v + 10) / np.expm1((v + 10) / 10),
+        beta_n=0.125 * np.exp(v / 80),
+    )
+
+
+def _traub_miles(V, V_T):
+    """Traub & Miles (1991) as written in Brette et al. (2007)'s COBAHH benchmark, u = V − V_T."""
+    u = V - V_T
+    return dict(
+        alpha_m=0.32 * (13 - u) / np.expm1((13 - u) / 4),
+        beta_m=0.28 * (u - 40) / np.expm1((u - 40) / 5),
+        alpha_h=0.128 * np.exp((17 - u) / 18),
+        beta_h=4 / (1 + np.exp((40 - u) / 5)),
+        alpha_n=0.032 * (15 - u) / np.expm1((15 - u) / 5),
+        beta_n=0.5 * np.exp((10 - u) / 40),
+    )
+
+
+@pytest.mark.parametrize("name", ["HH", "TraubHH"])
+def test_rate_constants_are_the_published_ones(name):
+    model = f64(getattr(zoo, name)())
+    V = np.linspace(-100.0, 50.0, 301) + 0.0123  # off the removable singularities, checked below
+    if name == "HH":
+        expected = _hodgkin_huxley_1952(V)
+        # the limits (x/(e^x − 1) → 1): α_m(−40) = 0.1·10, α_n(−55) = 0.01·10
+        at_singularities = [(-40.0, "alpha_m", 1.0), (-55.0, "alpha_n", 0.1)]
+    else:
+        V_T = float(model.V_T)
+        expected = _traub_miles(V, V_T)
+        at_singularities = [(V_T + 13, "alpha_m", 0.32 * 4), (V_T + 40, "beta_m", 0.28 * 5)]
+        at_singularities += [(V_T + 15, "alpha_n", 0.032 * 5)]
+    rates = model.rates(jnp.asarray(V))
+    for gate, value in expected.items():
+        np.testing.assert_allclose(getattr(rates, gate), value, rtol=1e-10, err_msg=gate)
+    for at, gate, limit in at_singularities:
+        assert float(getattr(model.rates(jnp.array(at)), gate)) == pytest.approx(limit, rel=1e-10), gate
+
+
 # --- gradients against finite differences (float64) ---------------------------------------------------
 
 
@@ -189,6 +236,30 @@ def test_gradients_match_finite_differences(model, name, current, dt):
     check_grads(loss, (value,), order=1, modes=("fwd", "rev"), atol=1e-5, rtol=1e-5, eps=1e-6)
 
 
+@pytest.mark.parametrize("name", ["V_th", "V_reset"])
+@pytest.mark.parametrize(
+    ("model", "current"), [(zoo.ALIF(), 30.0), (zoo.LIF(t_ref=0.0), 600.0)], ids=["ALIF", "LIF"]
+)
+def test_gradients_through_resets_match_finite_differences(model, current, name):
+    """With spikes present, and a step small enough to keep the spike pattern: the detached reset gate
+    carries no gradient, so the derivative at the fixed pattern, through the reset's jump, is exact."""
+    model = f64(model)
+    assert model.detach_reset
+    inputs = jnp.full(1000, current)
+
+    def run(value):
+        trace = zoo.simulate(eqx.tree_at(lambda m: getattr(m, name), model, value), inputs, 0.1)
+        return jnp.mean(trace.V), trace.spikes
+
+    value, h = getattr(model, name), 1e-6
+    (low, spikes_low), (high, spikes_high), (_, spikes) = run(value - h), run(value + h), run(value)
+    assert int(spikes.sum()) >= 3
+    np.testing.assert_array_equal(spikes_low, spikes)
+    np.testing.assert_array_equal(spikes_high, spikes)
+    gradient = jax.grad(lambda v: run(v)[0])(value)
+    np.testing.assert_allclose(gradient, (high - low) / (2 * h), rtol=1e-5, atol=1e-9)
+
+
 def test_checkpointed_gradient_equals_plain_gradient():
     model = f64(zoo.HH())
     inputs = jnp.full(1000, 10.0)
@@ -208,6 +279,30 @@ def test_checkpointed_gradient_equals_plain_gradient():
 def _isis(model, current, dt=0.1, duration=1000.0):
     trace = zoo.simulate(f64(model), jnp.full(round(duration / dt), current), dt, record=())
     return np.diff(spike_times(trace, dt))
+
+
+@pytest.mark.parametrize(
+    ("preset", "abcd"),
+    [  # Izhikevich (2003), Fig. 2: (a, b, c, d) of each cortical cell class
+        ("regular_spiking", (0.02, 0.2, -65.0, 8.0)),
+        ("intrinsically_bursting", (0.02, 0.2, -55.0, 4.0)),
+        ("chattering", (0.02, 0.2, -50.0, 2.0)),
+        ("fast_spiking", (0.1, 0.2, -65.0, 2.0)),
+    ],
+)
+def test_izhikevich_presets_are_the_papers(preset, abcd):
+    model = getattr(zoo.Izhikevich, preset)()
+    assert tuple(float(getattr(model, name)) for name in "abcd") == abcd
+    assert float(getattr(zoo.Izhikevich, preset)(d=1.5).d) == 1.5
+
+
+def test_izhikevich_spike_resets_v_to_c_and_adds_d_to_u():
+    model = f64(zoo.Izhikevich(c=-60.0, d=7.0))
+    state = model.init_state()._replace(V=jnp.array(29.0), u=jnp.array(-10.0))  # crosses V_peak this step
+    new, spike = model.step(state, 0.0, 0.1)
+    assert float(spike) == 1.0 and float(new.V) == -60.0
+    expected_u = -10.0 + 0.1 * 0.02 * (0.2 * 29.0 + 10.0) + 7.0  # forward Euler, then the jump
+    assert float(new.u) == pytest.approx(expected_u, rel=1e-12)
 
 
 def test_izhikevich_regular_spiking_adapts():
@@ -255,6 +350,18 @@ def test_alif_soft_reset_keeps_the_overshoot():
     assert float(new.V) == pytest.approx(-49.0 + drift - 20.0, abs=1e-9)
 
 
+def test_alif_adaptation_after_one_spike_is_the_exponential_kernel():
+    """After a spike at step 0, ``I_adp = −beta·e^{−k·dt/τ_a}``: exponential Euler is exact on a linear
+    decay."""
+    model = f64(zoo.ALIF(beta=3.0, tau_a=50.0))
+    dt = 0.1
+    state = model.init_state()._replace(V=jnp.array(-49.0))  # above threshold: spikes in the first step
+    trace = zoo.simulate(model, jnp.zeros(1000), dt, state=state, record=("I_adp",))
+    assert np.flatnonzero(np.asarray(trace.spikes)).tolist() == [0]
+    k = np.arange(1000)
+    np.testing.assert_allclose(trace.states["I_adp"], -3.0 * np.exp(-k * dt / 50.0), rtol=1e-12)
+
+
 def test_gif_subthreshold_is_the_lif_closed_form():
     dt = 0.1
     trace = zoo.simulate(f64(zoo.GIF(b=0.0)), jnp.full(1000, 0.5), dt)  # R·I = 10 mV < 20 mV
@@ -271,6 +378,18 @@ def test_gif_reset_rule_of_the_paper():
     assert float(new.I1) == pytest.approx(0.5 * 0.2 + 1.0, rel=1e-5)
     assert float(new.I2) == pytest.approx(0.1 - 0.5, rel=1e-5)
     assert float(new.V_th) >= -60.0
+
+
+@pytest.mark.parametrize("cls", [zoo.GIF, zoo.InterpolatedGIF])
+def test_gif_spike_lifts_a_low_threshold_to_v_th_reset(cls):
+    """``V_th ← max(V_th_reset, V_th)`` at a spike: a threshold below V_th_reset is raised to it."""
+    model = f64(cls())
+    state = model.init_state()._replace(V=jnp.array(-60.0), V_th=jnp.array(-65.0))
+    new, spike = model.step(state, 0.0, 1e-6)
+    assert float(spike) == 1.0
+    assert float(new.V_th) == float(model.V_th_reset)
+    high = state._replace(V=jnp.array(-40.0), V_th=jnp.array(-45.0))  # above V_th_reset: kept
+    assert float(model.step(high, 0.0, 1e-6)[0].V_th) == pytest.approx(-45.0, abs=1e-6)
 
 
 def test_gif_without_spike_currents_ignores_k1_k2():
