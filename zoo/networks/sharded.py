@@ -136,7 +136,7 @@ def _mesh(devices: Sequence[jax.Device] | None, n: int) -> tuple[list[jax.Device
     """The devices (default all), their one-axis mesh and the neurons per device, ``⌈n/D⌉``."""
     if devices is None:
         devices = jax.devices()
-    if isinstance(devices, jax.Device) or not isinstance(devices, Iterable):
+    if not isinstance(devices, Iterable):  # a single jax.Device is not
         raise TypeError(
             f"`devices` must be a sequence of jax.Device (e.g. jax.devices()[:2]), got {devices!r}."
         )
