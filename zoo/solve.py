@@ -14,7 +14,6 @@ from jaxtyping import Array, ArrayLike, Float
 
 from ._checks import check_dt
 from .neurons._base import AbstractContinuousNeuron
-from .neurons._hh_base import upward_crossings
 from .simulate import Trace, _carry_dtypes, _fail_on_nonfinite, _initial_state, _validate
 
 SOLVERS: dict[str, type[diffrax.AbstractSolver]] = {
@@ -29,113 +28,155 @@ SOLVERS: dict[str, type[diffrax.AbstractSolver]] = {
 }
 """Diffrax solvers by name (any `diffrax.AbstractSolver` instance is accepted too)."""
 
-_IMPLICIT = ("kvaerno3", "kvaerno5")
-
 
 def _solver(solver) -> diffrax.AbstractSolver:
+    """The named solver, its Runge–Kutta stages in a plain loop so that forward-mode autodiff works."""
     if isinstance(solver, diffrax.AbstractSolver):
         return solver
     if isinstance(solver, str) and solver.lower() in SOLVERS:
-        return SOLVERS[solver.lower()]()
+        solver_type = SOLVERS[solver.lower()]
+        if issubclass(solver_type, diffrax.AbstractRungeKutta):
+            return solver_type(scan_kind="bounded")
+        return solver_type()
     raise ValueError(f"unknown `solver` {solver!r}; choose one of {list(SOLVERS)} or pass a diffrax solver.")
 
 
-def _edges(k: Array, dt, dtype) -> Array:
-    """The time (ms) of sample edge ``k`` (``k·dt``), computed the same way wherever it is needed."""
-    return k.astype(dtype) * jnp.asarray(dt, dtype)
+def _check_adaptive_options(solver, diffrax_solver, adaptive: bool, rtol, atol, max_steps) -> None:
+    """Refuse solver/option combinations that would fail deep inside Diffrax or be silently ignored."""
+    if not adaptive:
+        if isinstance(diffrax_solver, diffrax.AbstractImplicitSolver):
+            raise ValueError(
+                f"solver {solver!r} is implicit and needs adaptive=True (its step controller uses error "
+                "estimates); pass adaptive=True or an explicit solver such as 'tsit5'."
+            )
+        given = [
+            name
+            for name, value in (("rtol", rtol), ("atol", atol), ("max_steps", max_steps))
+            if value is not None
+        ]
+        if given:
+            raise ValueError(
+                f"{', '.join(f'`{name}`' for name in given)} only apply to adaptive solves; pass "
+                "adaptive=True or drop them (with adaptive=False each sample is one solver step)."
+            )
+        return
+    if not isinstance(diffrax_solver, diffrax.AbstractAdaptiveSolver):
+        raise ValueError(
+            f"solver {solver!r} gives no error estimate, so it cannot adapt its step; pass adaptive=False "
+            "(one step per sample) or an adaptive solver such as 'tsit5'."
+        )
+    for name, value in (("rtol", rtol), ("atol", atol)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+            raise ValueError(f"`{name}` must be a positive number, got {value!r}. Pass e.g. {name}=1e-6.")
+        if not (np.isfinite(value) and value > 0):
+            raise ValueError(f"`{name}` must be positive and finite, got {value!r}. Pass e.g. {name}=1e-6.")
+    if max_steps is not None and (
+        isinstance(max_steps, bool) or not isinstance(max_steps, int | np.integer) or max_steps < 1
+    ):
+        raise ValueError(f"`max_steps` must be a positive integer (steps per sample), got {max_steps!r}.")
 
 
-def _jump_times(inputs: Array, dt, dtype) -> Array | None:
-    """Times (ms) where the piecewise-constant input changes (every sample edge if it is traced)."""
-    n_steps = inputs.shape[0]
-    if isinstance(inputs, jax.core.Tracer) or isinstance(dt, jax.core.Tracer):
-        edges = np.arange(1, n_steps)
-    else:
-        flat = np.asarray(inputs).reshape(n_steps, -1)
-        edges = 1 + np.flatnonzero(np.any(flat[1:] != flat[:-1], axis=1))
-    return _edges(jnp.asarray(edges, jnp.int32), dt, dtype) if edges.size else None
+def _grid_dtype(state: NamedTuple) -> jnp.dtype:
+    """The dtype of the output times: the state's, at least float32 (float16 cannot count past 2,048
+    samples). Each sample's solve runs on its own clock from 0 to ``dt`` in the state's dtype."""
+    return jnp.promote_types(jnp.result_type(state.V.dtype, float), jnp.float32)
 
 
-def _sample_index(t: Array, dt, n_steps: int) -> Array:
-    """The input sample acting at time ``t``: the number of edges ``k·dt`` (k ≥ 1) at or before ``t``.
+def _check_time_grid(dt, n_steps: int, grid_dtype, clock_dtype) -> None:
+    """Refuse a concrete ``dt`` that the solver's clock or the output times ``k·dt`` cannot represent."""
+    if isinstance(dt, jax.core.Tracer):
+        return
+    for dtype, count, what in ((clock_dtype, 1, "each sample's solve"), (grid_dtype, n_steps, "the output")):
+        info = jnp.finfo(dtype)
+        step = np.asarray(dt, dtype)
+        with np.errstate(over="ignore"):
+            end = step * np.asarray(count, dtype)
+        if not (step >= info.tiny and np.isfinite(end)):
+            raise ValueError(
+                f"`dt`={dt!r} ms: {what} needs times up to {count} · dt, which {jnp.dtype(dtype).name} "
+                f"cannot represent (normal numbers between {float(info.tiny):.1e} and "
+                f"{float(info.max):.1e}). Pass dt in ms, e.g. dt=0.05."
+            )
 
-    The edges are the same floats as `_jump_times`, so a stage that Diffrax evaluates just before a jump
-    (at the float below ``k·dt``) reads sample ``k − 1`` and one just after it reads sample ``k``.
-    ``floor(t/dt)`` alone can be off by one at the edges (rounding); one comparison on each side fixes it.
+
+def _default_max_steps(dt, solver: diffrax.AbstractSolver) -> int:
+    """`solve`'s default cap on adaptive steps per sample: 640 per ms, at least 64 (× 100 below order 4).
+
+    HH at 10 µA/cm² and rtol = atol = 1e-8 (float64) took on average 8 (Dopri8), 20 (Tsit5) and 175
+    (Kvaerno5) steps/ms, more during spikes; the second-order Heun and Midpoint took 3,840 (128 at 1e-5).
     """
-    k = jnp.floor(t / jnp.asarray(dt, t.dtype)).astype(jnp.int32)
-    k = k - (t < _edges(k, dt, t.dtype)) + (t >= _edges(k + 1, dt, t.dtype))
-    return jnp.clip(k, 0, n_steps - 1)
+    per_sample = 64 if isinstance(dt, jax.core.Tracer) else min(max(64, int(np.ceil(640 * float(dt)))), 10**6)
+    order = solver.order(diffrax.ODETerm(lambda t, y, args: y))
+    return per_sample * (100 if order < 4 else 1)
 
 
-def _solve_fixed(model, inputs: Array, ts: Array, state: NamedTuple, solver) -> NamedTuple:
+def _solve_fixed(model, inputs: Array, dt: Array, state: NamedTuple, solver) -> NamedTuple:
     """One solver step per sample, the sample's input held as the step's argument (every stage reads it)."""
     term = diffrax.ODETerm(lambda t, y, current: model.vector_field(t, y, current))
+    t0 = jnp.zeros((), dt.dtype)
 
-    def one_step(y, sample):
-        t0, t1, current = sample
-        solver_state = solver.init(term, t0, t1, y, current)
-        y, _, _, _, _ = solver.step(term, t0, t1, y, current, solver_state, made_jump=True)
+    def one_step(y, current):
+        solver_state = solver.init(term, t0, dt, y, current)
+        y, _, _, _, _ = solver.step(term, t0, dt, y, current, solver_state, made_jump=True)
         return y, y
 
-    t0s = jnp.concatenate([jnp.zeros(1, ts.dtype), ts[:-1]])
-    return jax.lax.scan(one_step, state, (t0s, ts, inputs))[1]
+    return jax.lax.scan(one_step, state, inputs)[1]
 
 
-def _default_max_steps(n_steps: int, dt) -> int:
-    """`solve`'s default cap on adaptive steps: 640 per simulated ms or 64 per sample, whichever is more.
+@eqx.filter_jit  # turns an error inside the scan into one naming the cause (not a failed callback)
+def _solve_adaptive(
+    model, inputs: Array, dt: Array, state: NamedTuple, solver, rtol, atol, max_steps
+) -> NamedTuple:
+    """One error-controlled Diffrax solve per sample over ``[0, dt]`` with that sample's input.
 
-    The steps a solve needs grow with the simulated time and the tolerance, not with how densely it is
-    sampled: HH at rtol = atol = 1e-8 (float64) took ~30 steps/ms with Tsit5 and ~320/ms with Kvaerno5.
-    Memory does not grow with the cap (the adjoint keeps ~log(max_steps) checkpoints).
+    The model is autonomous, so each sample runs on its own clock from 0: no step crosses an input jump, the
+    times stay exact however long the simulation, and ``dt`` enters only as each solve's end, so the
+    gradient with respect to it is right (jump times passed to the controller gave gradients off by 10²⁰).
+    Each solve is rematerialised on the backward pass, so memory is the trace, not the solver's internals.
     """
-    per_sample = 64 * n_steps
-    span = None if isinstance(dt, jax.core.Tracer) else float(dt) * n_steps
-    return max(4096, per_sample, int(640 * span) if span is not None else 0)
-
-
-def _solve_adaptive(model, inputs: Array, dt, ts: Array, state: NamedTuple, solver, rtol, atol, max_steps):
-    """PID-controlled steps that stop at every input jump; the input is looked up by `_sample_index`."""
-    n_steps = inputs.shape[0]
-
-    def vector_field(t, y, args):
-        return model.vector_field(t, y, inputs[_sample_index(t, dt, n_steps)])
-
-    default_tolerance = 1e-8 if ts.dtype == jnp.float64 else 1e-5
-    rtol = default_tolerance if rtol is None else rtol
-    atol = default_tolerance if atol is None else atol
-    if max_steps is None:
-        max_steps = _default_max_steps(n_steps, dt)
-    solution = diffrax.diffeqsolve(
-        diffrax.ODETerm(vector_field),
-        solver,
-        t0=0.0,
-        t1=ts[-1],
-        dt0=None,  # Diffrax picks the first step; a first trial step of `dt` ≥ 2 ms blows HH up to inf
-        y0=state,
-        stepsize_controller=diffrax.PIDController(
-            rtol=rtol, atol=atol, jump_ts=_jump_times(inputs, dt, ts.dtype)
-        ),
-        saveat=diffrax.SaveAt(ts=ts),
-        max_steps=max_steps,
-        adjoint=diffrax.RecursiveCheckpointAdjoint(),
-        throw=False,
+    dtype = state.V.dtype
+    default_tolerance = 1e-8 if dtype == jnp.float64 else 1e-5
+    controller = diffrax.PIDController(
+        rtol=default_tolerance if rtol is None else rtol, atol=default_tolerance if atol is None else atol
     )
-    ys = eqx.error_if(
-        solution.ys,
-        solution.result == diffrax.RESULTS.max_steps_reached,
-        f"zoo.solve: the adaptive solver took `max_steps` ({max_steps}) steps before the end of `inputs`. "
-        "Raise `max_steps`, loosen `rtol`/`atol`, or check `inputs` and the parameters for values that "
-        "make the model blow up (NaN or inf shrink every step).",
-    )
-    ys = eqx.error_if(
-        ys,
-        (solution.result != diffrax.RESULTS.successful)
-        & (solution.result != diffrax.RESULTS.max_steps_reached),
-        "zoo.solve: Diffrax could not finish the integration (the step size collapsed or an implicit "
-        "solve diverged). Check `inputs` and the parameters, or try another `solver` or `rtol`/`atol`.",
-    )
-    return ys
+    term = diffrax.ODETerm(lambda t, y, current: model.vector_field(t, y, current))
+    t0 = jnp.zeros((), dt.dtype)
+
+    @jax.checkpoint
+    def one_sample(y, current):
+        solution = diffrax.diffeqsolve(
+            term,
+            solver,
+            t0=t0,
+            t1=dt,
+            dt0=None,  # Diffrax picks the first step; a first trial step of `dt` ≥ 2 ms blows HH up to inf
+            y0=y,
+            args=current,
+            stepsize_controller=controller,
+            saveat=diffrax.SaveAt(t1=True),
+            max_steps=max_steps,
+            throw=False,
+        )
+        y = jax.tree.map(lambda x: x[0], solution.ys)
+        y = eqx.error_if(
+            y,
+            solution.result == diffrax.RESULTS.max_steps_reached,
+            f"zoo.solve: the adaptive solver took `max_steps` ({max_steps}) steps within one sample. Raise "
+            "`max_steps`, loosen `rtol`/`atol`, or check `inputs` and the parameters for values that make "
+            "the model blow up (NaN or inf shrink every step).",
+        )
+        y = eqx.error_if(
+            y,
+            (solution.result != diffrax.RESULTS.successful)
+            & (solution.result != diffrax.RESULTS.max_steps_reached),
+            "zoo.solve: Diffrax could not finish the integration (the step size collapsed or an implicit "
+            "solve diverged). Check `inputs` and the parameters, or try another `solver` or `rtol`/`atol`.",
+        )
+        return y, y
+
+    return jax.lax.scan(one_sample, state, inputs)[1]
 
 
 def solve(
@@ -155,9 +196,13 @@ def solve(
 ) -> Trace:
     """Integrate a continuous neuron with Diffrax, sampled on the same grid as `simulate`.
 
-    The input is piecewise constant (sample k acts during ``[k·dt, (k+1)·dt)``); adaptive solvers are told
-    where it jumps so they never step across a discontinuity. The result is saved at ``t = (k+1)·dt``, so
+    The input is piecewise constant (sample k acts during ``[k·dt, (k+1)·dt)``), and each sample is its own
+    solve over ``dt``, so no solver step crosses an input jump. The result is saved at ``t = (k+1)·dt``, so
     `simulate` (exponential Euler) and `solve` traces compare sample by sample.
+
+    Differentiable with `jax.grad` in both modes and with respect to ``dt``; forward mode (`jax.jvp`,
+    `jax.jacfwd`) needs ``adaptive=False`` and a named solver (Diffrax's adaptive solves and its default
+    solver objects support reverse mode only).
 
     Args:
         model: a continuous neuron (`zoo.HH`, `zoo.TraubHH`); models with resets raise ``ValueError``.
@@ -166,18 +211,18 @@ def solve(
         solver: a name from `SOLVERS` or a diffrax solver.
         adaptive: PID step-size control with ``rtol``/``atol`` (required by implicit solvers; ``"euler"``
             has no error estimate and needs ``adaptive=False``); otherwise one solver step per sample, every
-            stage reading that sample's input. Diffrax chooses the first adaptive step itself, so ``dt``
-            only sets the input and output grid.
-        rtol, atol: tolerances of the adaptive controller; default 1e-5 in float32, 1e-8 in float64
-            (tighter float32 tolerances are below its precision and stall the step-size controller).
-        max_steps: cap on adaptive steps (default: 640 per simulated ms or 64 per
-            sample, whichever is more, at least 4096). Reaching it raises an error naming ``max_steps``.
+            stage reading that sample's input. Diffrax chooses the first adaptive step of each sample
+            itself, so ``dt`` only sets the input and output grid.
+        rtol, atol: tolerances of the adaptive controller; default 1e-5 in float32, 1e-8 in float64.
+        max_steps: cap on adaptive steps within one sample (default: 640 per ms of ``dt``, at least 64;
+            a hundred times that for second-order solvers). Reaching it raises an error naming ``max_steps``.
         shape, state, record, check_finite: as in `simulate`.
 
     Returns:
-        A `Trace`; spikes are upward crossings of ``model.spike_threshold`` by ``V`` at the output samples,
-        so a spike that rises and falls between two samples is missed: use ``dt`` ≲ 0.5 ms to catch every
-        HH spike (200 ms at 10 µA/cm²: 14 spikes at dt ≤ 0.5, 13 at dt = 1).
+        A `Trace`; spikes are upward crossings of ``model.spike_threshold`` by ``V`` at the output samples
+        (through ``model.spike_fn``, so spike counts have surrogate gradients), so a spike that rises and
+        falls between two samples is missed: use ``dt`` ≲ 0.5 ms to catch every HH spike (200 ms at
+        10 µA/cm²: 14 spikes at dt ≤ 0.5, 13 at dt = 1).
 
     Examples:
         >>> import jax.numpy as jnp
@@ -194,26 +239,30 @@ def solve(
     inputs, record = _validate(model, inputs, record)
     dt = check_dt(dt)
     diffrax_solver = _solver(solver)
-    if not adaptive and isinstance(solver, str) and solver.lower() in _IMPLICIT:
-        raise ValueError(f"solver {solver!r} needs adaptive=True (its step controller uses error estimates).")
-    if adaptive and not isinstance(diffrax_solver, diffrax.AbstractAdaptiveSolver):
-        raise ValueError(
-            f"solver {solver!r} gives no error estimate, so it cannot adapt its step; pass adaptive=False "
-            "(one step per sample) or an adaptive solver such as 'tsit5'."
-        )
     n_steps = inputs.shape[0]
     state = _initial_state(model, inputs, shape, state)
     state = _carry_dtypes(state, lambda s: model.vector_field(0.0, s, inputs[0]))
-    ts = _edges(jnp.arange(1, n_steps + 1), dt, jnp.result_type(state.V.dtype, float))
+    grid_dtype = _grid_dtype(state)
+    _check_adaptive_options(solver, diffrax_solver, adaptive, rtol, atol, max_steps)
+    clock_dtype = jnp.result_type(state.V.dtype, float)
+    _check_time_grid(dt, n_steps, grid_dtype, clock_dtype)
+    step = jnp.asarray(dt, clock_dtype)
 
     if adaptive:
-        ys = _solve_adaptive(model, inputs, dt, ts, state, diffrax_solver, rtol, atol, max_steps)
+        if max_steps is None:
+            max_steps = _default_max_steps(dt, diffrax_solver)
+        ys = _solve_adaptive(model, inputs, step, state, diffrax_solver, rtol, atol, max_steps)
     else:
-        ys = _solve_fixed(model, inputs, ts, state, diffrax_solver)
+        ys = _solve_fixed(model, inputs, step, state, diffrax_solver)
     final_state = jax.tree.map(lambda x: x[-1], ys)
     if check_finite:
         final_state, ys = _fail_on_nonfinite(final_state, ys)
-    spikes = upward_crossings(ys.V, model.spike_threshold, state.V)
+    previous = jnp.concatenate([jnp.broadcast_to(state.V, ys.V.shape[1:])[None], ys.V[:-1]], axis=0)
+    was_below = jax.lax.stop_gradient(previous < model.spike_threshold).astype(ys.V.dtype)
+    spikes = model.spike_fn(ys.V - model.spike_threshold) * was_below
     return Trace(
-        t=ts, spikes=spikes, states={name: getattr(ys, name) for name in record}, final_state=final_state
+        t=jnp.arange(1, n_steps + 1, dtype=grid_dtype) * jnp.asarray(dt, grid_dtype),
+        spikes=spikes,
+        states={name: getattr(ys, name) for name in record},
+        final_state=final_state,
     )

@@ -107,6 +107,8 @@ class AbstractContinuousNeuron(AbstractNeuron):
 
     ``vector_field(t, y, current)`` returns dy/dt (per ms) for a state ``y`` of type ``State`` and the
     injected current at time ``t``. ``spike_threshold`` (mV) is where an upward crossing counts as a spike.
+    The dynamics must not depend on ``t`` itself (all time dependence comes through ``current``):
+    `zoo.solve` integrates each input sample on its own clock starting at 0.
     """
 
     spike_threshold: AbstractVar[Float[Array, ""]]

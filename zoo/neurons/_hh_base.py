@@ -7,7 +7,6 @@ from typing import NamedTuple
 
 import equinox as eqx
 import jax
-import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
 from .._checks import check_dt, check_nonnegative, check_positive
@@ -98,11 +97,3 @@ class AbstractHH(AbstractContinuousNeuron):
         was_below = jax.lax.stop_gradient(state.V < self.spike_threshold).astype(V.dtype)
         spike = self.spike_fn(V - self.spike_threshold) * was_below
         return HHState(V=V, m=m, h=h, n=n), spike
-
-
-def upward_crossings(
-    V: Float[Array, " T *n"], threshold: Float[ArrayLike, "*n"], V0: Float[ArrayLike, "*n"]
-) -> Float[Array, " T *n"]:
-    """1 where the trace ``V`` (mV) first reaches ``threshold`` from below, given the start value ``V0``."""
-    previous = jnp.concatenate([jnp.broadcast_to(V0, V.shape[1:])[None], V[:-1]], axis=0)
-    return ((V >= threshold) & (previous < threshold)).astype(V.dtype)

@@ -1,0 +1,121 @@
+"""`zoo.solve`: gradients (reverse, forward, with respect to ``dt``), surrogate spikes, the time grid, and
+the options it refuses."""
+
+import importlib
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from diffbrain import zoo
+
+solve_module = importlib.import_module("diffbrain.zoo.solve")
+
+# 2 ms at rest, then 6 ms of 10 µA/cm² (one spike), sampled every 0.05 ms.
+STEP_INPUT = jnp.concatenate([jnp.zeros(40), jnp.full(120, 10.0)])
+
+
+def _voltage_sum(dt, adaptive):
+    solver = "tsit5" if adaptive else "heun"
+    return jnp.sum(zoo.solve(zoo.HH(), STEP_INPUT, dt, solver=solver, adaptive=adaptive).V)
+
+
+@pytest.mark.parametrize("adaptive", [True, False], ids=["adaptive", "fixed"])
+def test_gradient_with_respect_to_dt_matches_finite_differences(adaptive):
+    """Passing the input's jump times to the step controller gave an adaptive dt-gradient of 1.5e25
+    against a finite difference of -8.5e4."""
+    grad = jax.grad(_voltage_sum)(0.05, adaptive)
+    h = 1e-6
+    finite_difference = (_voltage_sum(0.05 + h, adaptive) - _voltage_sum(0.05 - h, adaptive)) / (2 * h)
+    assert float(grad) == pytest.approx(float(finite_difference), rel=1e-4)
+
+
+def test_forward_mode_matches_reverse_mode_on_the_fixed_step_path():
+    """The named solvers loop over their stages without a custom VJP, so `jax.jacfwd` works."""
+
+    def voltages(scale):
+        return zoo.solve(zoo.HH(), scale * STEP_INPUT, 0.05, solver="tsit5", adaptive=False).V[::20]
+
+    np.testing.assert_allclose(jax.jacfwd(voltages)(1.0), jax.jacrev(voltages)(1.0), rtol=1e-9, atol=1e-9)
+
+
+def test_spike_counts_have_surrogate_gradients_and_exact_forward_values():
+    def count(scale):
+        return zoo.solve(zoo.HH(), scale * STEP_INPUT, 0.05).spike_count
+
+    trace = zoo.solve(zoo.HH(), STEP_INPUT, 0.05)
+    assert set(np.unique(np.asarray(trace.spikes))) == {0.0, 1.0}
+    assert float(trace.spike_count) == 1.0
+    assert float(jax.grad(count)(1.0)) > 0.0
+
+
+def test_each_sample_is_solved_from_its_own_clock():
+    """A long float32 run keeps its output times and matches the same run in float64 (the per-sample
+    clock keeps step sizes far above float32's resolution of k·dt)."""
+    current = jnp.tile(jnp.repeat(jnp.array([0.0, 10.0], jnp.float32), 200), 5)  # 100 ms of 10 ms pulses
+    single = zoo.solve(zoo.astype(zoo.HH(), jnp.float32), current, 0.05)
+    double = zoo.solve(zoo.astype(zoo.HH(), jnp.float64), current.astype(jnp.float64), 0.05)
+    assert single.V.dtype == jnp.float32
+    np.testing.assert_allclose(single.t, 0.05 * np.arange(1, 2001), rtol=1e-6)
+    np.testing.assert_array_equal(single.spikes, double.spikes)
+    assert float(jnp.max(jnp.abs(single.V - double.V))) < 0.5
+
+
+def test_half_precision_models_get_a_float32_time_grid():
+    trace = zoo.solve(
+        zoo.astype(zoo.HH(), jnp.float16),
+        jnp.zeros(3000, jnp.float16),
+        0.05,
+        adaptive=False,
+        check_finite=False,
+    )
+    assert trace.t.dtype == jnp.float32
+    assert float(trace.t[-1]) == pytest.approx(150.0)
+    assert np.all(np.diff(np.asarray(trace.t)) > 0)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "dt"),
+    [(jnp.float32, 1e-46), (jnp.float32, 1e37), (jnp.float16, 1e-8)],
+    ids=["below-float32", "overflows-float32", "below-float16-clock"],
+)
+def test_refuses_a_dt_whose_sample_times_the_dtype_cannot_hold(dtype, dt):
+    model = zoo.astype(zoo.HH(), dtype)
+    with pytest.raises(ValueError, match="`dt`"):
+        zoo.solve(model, jnp.zeros(100, dtype), dt)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"max_steps": 0}, "`max_steps` must be a positive integer"),
+        ({"max_steps": 2.5}, "`max_steps` must be a positive integer"),
+        ({"max_steps": True}, "`max_steps` must be a positive integer"),
+        ({"rtol": -1.0}, "`rtol` must be positive"),
+        ({"atol": float("nan")}, "`atol` must be positive"),
+        ({"rtol": "1e-6"}, "`rtol` must be a positive number"),
+        ({"adaptive": False, "solver": "tsit5", "rtol": 1e-6}, "`rtol` only apply to adaptive"),
+        ({"adaptive": False, "solver": "tsit5", "max_steps": 10}, "`max_steps` only apply to adaptive"),
+        ({"adaptive": False, "solver": diffrax.Kvaerno5()}, "implicit and needs adaptive=True"),
+        ({"solver": diffrax.Euler()}, "pass adaptive=False"),
+    ],
+    ids=lambda value: str(value)[:40],
+)
+def test_refuses_bad_options_naming_them(options, message):
+    with pytest.raises(ValueError, match=message):
+        zoo.solve(zoo.HH(), jnp.zeros(10), 0.05, **options)
+
+
+def test_max_steps_is_checked_when_a_jitted_gradient_discards_the_trace():
+    """The check sits on each sample's state, which the backward pass needs, so jit cannot drop it."""
+    loss = jax.jit(jax.grad(lambda scale: zoo.solve(zoo.HH(), scale * STEP_INPUT, 0.05, max_steps=1).V.sum()))
+    with pytest.raises(Exception, match=r"Raise `max_steps`"):
+        jax.block_until_ready(loss(1.0))
+
+
+def test_second_order_solvers_finish_within_the_default_max_steps():
+    heun = zoo.solve(zoo.HH(), STEP_INPUT, 0.05, solver="heun")
+    tsit5 = zoo.solve(zoo.HH(), STEP_INPUT, 0.05, solver="tsit5")
+    assert float(jnp.max(jnp.abs(heun.V - tsit5.V))) < 1e-3
