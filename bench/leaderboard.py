@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,7 +25,7 @@ import pandas as pd
 
 from .._atomic import write_atomically
 from . import fit_dimension
-from .records import Record, read_results, write_csv
+from .records import Record, case_params, read_result_files, write_csv
 
 LOWER_IS_BETTER_UNITS = {"s", "ms", "µs", "us", "ns", "B", "MiB", "GiB"}
 """Units of costs: time and memory."""
@@ -165,45 +166,74 @@ MIXED_RUNS_NOTE = (
     f"{MIXED_RUNS} this row's numbers come from more than one run (other commits or machines; see the note "
     "at the top), not from one side-by-side run: compare them with care."
 )
-
-
-SIM_OTHER_RUN_NOTE = (
-    f"{MIXED_RUNS} this simulator was measured in another run than diffbrain's row (other commits or "
-    "machines; see the note at the top), not side by side with it: compare with care."
+MIXED_SETTINGS_NOTE = (
+    f"{MIXED_RUNS} this row's numbers were measured with different settings of its case (the `params` "
+    "column of the CSV, e.g. another number of steps), not side by side in one run: compare them with care."
 )
 
 
-def _runs(records: pd.DataFrame) -> pd.Series:
-    """Each record's run: its git commit, device and backend."""
-    return (
+SIM_OTHER_RUN_NOTE = (
+    f"{MIXED_RUNS} this simulator was measured in another run than diffbrain's row (other commits, machines "
+    "or case settings; see the note at the top), not side by side with it: compare with care."
+)
+
+
+def _runs(records: pd.DataFrame, settings: bool = True) -> pd.Series:
+    """Each record's run: its git commit, device and backend, and with ``settings`` its case's settings
+    (`records.case_params` of ``params``: e.g. steps, not the machine's load).
+
+    The dtype is not part of it: it belongs to a method (NEST computes in float64 beside diffbrain's
+    float32 in one run), and no suite takes it as a setting."""
+    runs = (
         records["git_commit"].astype(str)
         + "|"
         + records["device"].astype(str)
         + "|"
         + records["backend"].astype(str)
     )
+    return runs + "|" + records["params"].astype(str).map(case_params) if settings else runs
 
 
 def mixed_runs(records: pd.DataFrame) -> set[str]:
     """The cases whose measured records come from more than one run (git commit, device and backend)."""
     ok = records[records["status"] == "ok"]
-    counts = _runs(ok).groupby(ok["case"]).nunique()
+    counts = _runs(ok, settings=False).groupby(ok["case"]).nunique()
+    return set(counts.index[counts > 1])
+
+
+def mixed_settings(records: pd.DataFrame) -> set[str]:
+    """The cases whose measured records were made with different case settings (`records.case_params`),
+    e.g. one method's newest run at 100 steps and another's at 1,000."""
+    ok = records[records["status"] == "ok"]
+    counts = ok["params"].astype(str).map(case_params).groupby(ok["case"]).nunique()
     return set(counts.index[counts > 1])
 
 
 def other_runs_than_ours(records: pd.DataFrame) -> set[str]:
-    """The methods of one case measured in another run (`_runs`) than diffbrain's records of that case
-    (none when diffbrain has no measured record there)."""
+    """The methods of one case with a metric measured in another run (`_runs`, settings included) than
+    diffbrain's record of the same metric; a metric that diffbrain has no measured record of is not
+    compared."""
     ok = records[records["status"] == "ok"]
-    runs = _runs(ok)
-    ours = set(runs[ok["method"] == _OURS])
-    if not ours:
-        return set()
-    return set(ok.loc[~runs.isin(ours), "method"])
+    ok = ok.assign(run=_runs(ok))
+    ours: dict[str, set[str]] = {}
+    for row in ok[ok["method"] == _OURS].itertuples():
+        ours.setdefault(row.metric, set()).add(row.run)
+    return {
+        row.method
+        for row in ok[ok["method"] != _OURS].itertuples()
+        if row.metric in ours and row.run not in ours[row.metric]
+    }
 
 
-def _markdown(table: pd.DataFrame, direction: int, unit: str, mixed: set[str] = frozenset()) -> str:
-    """``table`` as markdown: the best of a row bold, and the rows in ``mixed`` marked `MIXED_RUNS`."""
+def _markdown(
+    table: pd.DataFrame,
+    direction: int,
+    unit: str,
+    mixed: set[str] = frozenset(),
+    settings: set[str] = frozenset(),
+) -> str:
+    """``table`` as markdown: the best of a row bold, and the rows in ``mixed`` (from more than one run) or
+    in ``settings`` (measured with different case settings) marked `MIXED_RUNS`."""
     methods = [c for c in table.columns if c != "vs best peer"]
     header = ["case", *(f"{m} ({unit})" for m in methods)]
     if "vs best peer" in table.columns:
@@ -221,10 +251,12 @@ def _markdown(table: pd.DataFrame, direction: int, unit: str, mixed: set[str] = 
             cells.append(
                 f"{ratio:.2f}×" if np.isfinite(ratio) else f"{_format(ratio)}×" if np.isinf(ratio) else "—"
             )
-        label = f"{case} {MIXED_RUNS}" if case in mixed else str(case)
+        label = f"{case} {MIXED_RUNS}" if case in mixed | settings else str(case)
         lines.append("| " + " | ".join([label, *cells]) + " |")
     if mixed & set(table.index):
         lines += ["", MIXED_RUNS_NOTE]
+    if (settings - mixed) & set(table.index):  # a row from more than one run is explained by the note above
+        lines += ["", MIXED_SETTINGS_NOTE]
     return "\n".join(lines)
 
 
@@ -419,7 +451,7 @@ def metric_sections(suite: str, records: pd.DataFrame, out: Path) -> list[str]:
             "",
             f"### {metric}",
             "",
-            _markdown(table, direction, unit, mixed_runs(metric_records)),
+            _markdown(table, direction, unit, mixed_runs(metric_records), mixed_settings(metric_records)),
             "",
             f"![{metric}]({plot.name})",
         ]
@@ -505,9 +537,12 @@ def _files_of_readme(out: Path) -> set[str]:
 
 
 def _check_output(out: Path, results: list, suites: list[str]) -> None:
-    """Refuse an ``out`` whose files the leaderboard would overwrite without having written them."""
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {os.fspath(out)} is a file; give a folder for the leaderboard.")
+    """Refuse an ``out`` that cannot be a folder, or whose files the leaderboard would overwrite without
+    having written them."""
+    existing = next(path for path in (out, *out.absolute().parents) if path.exists())
+    if not existing.is_dir():
+        where = "is a file" if existing == out else f"lies under the file {os.fspath(existing)}"
+        raise ValueError(f"--out {os.fspath(out)} {where}; give a folder for the leaderboard.")
     if any(Path(folder).resolve() == out.resolve() for folder in results):
         raise ValueError(
             f"--out {os.fspath(out)} is one of the results folders: the leaderboard would replace its "
@@ -522,6 +557,44 @@ def _check_output(out: Path, results: list, suites: list[str]) -> None:
         )
 
 
+def _read(folders: list) -> tuple[pd.DataFrame, pd.Series]:
+    """The records of every results folder in ``folders``, merged, and the CSV file each record came from
+    (a Series on the same index).
+
+    Raises:
+        ValueError: a folder is missing, not a folder, holds no records or a CSV file that is not one (the
+            message names it as RESULTS).
+    """
+    frames, sources = [], []
+    for folder in folders:
+        try:
+            files = read_result_files(folder)
+        except ValueError as error:
+            raise ValueError(f"RESULTS: {error}") from None
+        if not any(len(frame) for frame in files.values()):
+            raise ValueError(
+                f"RESULTS {os.fspath(folder)!r} holds no benchmark records (*.csv); run `diffbrain bench` "
+                "first, or leave it out."
+            )
+        for path, frame in files.items():
+            frames.append(frame)
+            sources.append(pd.Series(os.fspath(path), index=frame.index, dtype=object))
+    if not frames:
+        raise ValueError("no RESULTS folder given; name at least one folder written by `diffbrain bench`.")
+    return pd.concat(frames, ignore_index=True), pd.concat(sources, ignore_index=True)
+
+
+def _check_units(records: pd.DataFrame, sources: pd.Series) -> None:
+    """Refuse, before anything is written, a metric whose records are in units that do not convert into
+    each other (`in_one_unit`), naming its suite and the CSV files that hold it."""
+    for (suite, metric), metric_records in records.groupby(["suite", "metric"], sort=True):
+        try:
+            in_one_unit(metric, metric_records)
+        except ValueError as error:
+            files = ", ".join(sorted(set(sources.loc[metric_records.index])))
+            raise ValueError(f"RESULTS: suite {suite!r} ({files}): {error}") from None
+
+
 def render(
     results: str | os.PathLike | Sequence[str | os.PathLike],
     out: str | os.PathLike = "leaderboard",
@@ -529,9 +602,10 @@ def render(
 ) -> Path:
     """Write ``out/README.md``, ``out/<suite>.csv`` and ``out/<suite>_<metric>.png`` from ``results``.
 
-    When ``out`` already holds a leaderboard, the CSV files and plots its README names that this rendering
-    does not write again (a suite or metric no longer in the results) are removed; nothing else in ``out``
-    is touched.
+    Every table and plot is made first (in a temporary folder), so an error leaves ``out`` as it was; then
+    the files are moved in (each atomically, `write_atomically`), the README last. When ``out`` already
+    holds a leaderboard, the CSV files and plots its README names that this rendering does not write again
+    (a suite or metric no longer in the results) are removed; nothing else in ``out`` is touched.
 
     Args:
         results: one results folder or several (their ``*.csv`` records are merged; the newest record of
@@ -543,30 +617,17 @@ def render(
         The path of the README.
 
     Raises:
-        ValueError: a results folder is missing, not a folder, holds no records or a CSV file that is not
-            one (the message names it as RESULTS), or ``out`` cannot take the leaderboard.
+        ValueError: a results folder is missing, not a folder, holds no records, a CSV file that is not
+            one, or a metric in units that do not convert into each other (the message names it as
+            RESULTS, with the suite and file), or ``out`` cannot take the leaderboard (named as --out).
     """
     folders = [results] if isinstance(results, str | os.PathLike) else list(results)
-    frames = []
-    for folder in folders:
-        try:
-            frame = read_results(folder)
-        except ValueError as error:
-            raise ValueError(f"RESULTS: {error}") from None
-        if frame.empty:
-            raise ValueError(
-                f"RESULTS {os.fspath(folder)!r} holds no benchmark records (*.csv); run `diffbrain bench` "
-                "first, or leave it out."
-            )
-        frames.append(frame)
-    if not frames:
-        raise ValueError("no RESULTS folder given; name at least one folder written by `diffbrain bench`.")
-    records = pd.concat(frames, ignore_index=True)
+    records, sources = _read(folders)
     out = Path(out)
     _check_output(out, folders, list(records["suite"].unique()))
     earlier = _files_of_readme(out)
-    out.mkdir(parents=True, exist_ok=True)
     records = latest(records)
+    _check_units(records, sources)
     sections = [
         "# diffbrain leaderboard",
         "",
@@ -578,25 +639,37 @@ def render(
         "with the best other method, > 1 meaning diffbrain is better.",
         *(["", note] if note else []),
     ]
-    for suite, suite_records in records.groupby("suite", sort=True):
-        write_csv([Record(**row) for row in suite_records.to_dict("records")], out / f"{suite}.csv")
-        sections += ["", f"## {suite}", "", _provenance(suite_records)]
-        reading = suite_note(suite, suite_records)
-        if reading is not None:
-            sections += ["", f"*Reading:* {reading}"]
-        if suite == SIM_SUITE:
-            sections += sim_sections(suite_records, out)
-        else:
-            sections += metric_sections(suite, suite_records, out)
-        if suite == FIT_SUITE:
-            sections += fit_tradeoff_section(suite_records, out)
-        if suite == fit_dimension.SUITE:
-            plot = fit_dimension.plot_crossover(suite_records, out / "fit_dimension_crossover.png")
-            sections += ["", "### time to threshold vs d (crossover)", "", f"![crossover]({plot.name})"]
-        skipped = suite_records[suite_records["status"] == "skipped"]
-        if not skipped.empty:
-            reasons = skipped.groupby(["method", "note"]).size().reset_index()
-            sections += ["", "Skipped:"] + [f"- {row.method}: {row.note}" for row in reasons.itertuples()]
+    with tempfile.TemporaryDirectory(prefix="diffbrain-leaderboard-") as staging:
+        staged = Path(staging)
+        for suite, suite_records in records.groupby("suite", sort=True):
+            write_csv([Record(**row) for row in suite_records.to_dict("records")], staged / f"{suite}.csv")
+            sections += ["", f"## {suite}", "", _provenance(suite_records)]
+            reading = suite_note(suite, suite_records)
+            if reading is not None:
+                sections += ["", f"*Reading:* {reading}"]
+            if suite == SIM_SUITE:
+                sections += sim_sections(suite_records, staged)
+            else:
+                sections += metric_sections(suite, suite_records, staged)
+            if suite == FIT_SUITE:
+                sections += fit_tradeoff_section(suite_records, staged)
+            if suite == fit_dimension.SUITE:
+                plot = fit_dimension.plot_crossover(suite_records, staged / "fit_dimension_crossover.png")
+                sections += ["", "### time to threshold vs d (crossover)", "", f"![crossover]({plot.name})"]
+            skipped = suite_records[suite_records["status"] == "skipped"]
+            if not skipped.empty:
+                reasons = skipped.groupby(["method", "note"]).size().reset_index()
+                sections += ["", "Skipped:"] + [f"- {row.method}: {row.note}" for row in reasons.itertuples()]
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            reason = error.strerror or error
+            raise ValueError(
+                f"--out {os.fspath(out)} cannot be created: {reason}; give a writable folder."
+            ) from None
+        for made in sorted(staged.iterdir()):
+            content = made.read_bytes()
+            write_atomically(out / made.name, lambda file, content=content: file.write(content), "wb")
     readme = write_atomically(out / "README.md", lambda file: file.write("\n".join(sections) + "\n"))
     for name in earlier - _files_of_readme(out):
         (out / name).unlink(missing_ok=True)

@@ -53,7 +53,8 @@ class Record:
         note: why a record was skipped, or how to read it.
         params: the case's settings, ``"key=value;…"`` (``"n=1000;steps=1000;dt_ms=0.1"``).
         dtype: floating dtype of the computation (``"float32"``).
-        device: CPU model (from /proc/cpuinfo, else `platform`).
+        device: CPU model (from /proc/cpuinfo, else `platform`) and the cores the process may use
+            (`cpu_model`).
         backend: JAX backend, its device kind and count (``"cpu:cpu×1"``).
         versions: ``"jax=0.4.30;equinox=…;…"`` — the core libraries plus any peer that was used.
         git_commit: the diffbrain checkout's commit (``"…-dirty"`` if it has uncommitted changes), else
@@ -82,6 +83,8 @@ class Record:
     date: str = ""
 
 
+STATUSES = ("ok", "skipped")
+"""The values of `Record.status`: measured, or not measured (and why, in ``note``)."""
 COLUMNS = tuple(field.name for field in dataclasses.fields(Record))
 _FLOAT_COLUMNS = ("value", "min", "max", "iqr")
 _STRING_COLUMNS = [name for name in COLUMNS if name not in (*_FLOAT_COLUMNS, "repeats")]
@@ -144,17 +147,38 @@ def case_params(params: str) -> str:
     return ";".join(item for item in params.split(";") if item.partition("=")[0] not in RUN_PARAMS)
 
 
+CPU_THREADS_VARIABLE = "DIFFBRAIN_CPU_THREADS"
+"""The environment variable that sets how many threads diffbrain's CPU kernels use (ops/kernels)."""
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity (``taskset``, a container's cpuset) where the
+    system reports one, else every core of the machine. The CPU kernels size their thread pool from the
+    same number (unless `CPU_THREADS_VARIABLE` sets it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 @functools.cache
 def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (Linux), else what `platform` knows."""
+    """The CPU's model name (from /proc/cpuinfo on Linux, else what `platform` knows) and the cores the
+    process may use (`usable_cores`, ``"1 of 2 cores"`` when its affinity leaves out some of the machine's),
+    plus ``DIFFBRAIN_CPU_THREADS=…`` when that variable sets the CPU kernels' thread count:
+    ``"AMD EPYC (2 cores)"``, ``"AMD EPYC (1 of 2 cores; DIFFBRAIN_CPU_THREADS=1)"``."""
+    name = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as cpuinfo:
             for line in cpuinfo:
                 if line.startswith("model name"):
-                    return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
+                    name = line.split(":", 1)[1].strip()
+                    break
     except OSError:
         pass
-    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+    usable, machine = usable_cores(), os.cpu_count()
+    cores = f"{usable} cores" if machine is None or usable >= machine else f"{usable} of {machine} cores"
+    threads = os.environ.get(CPU_THREADS_VARIABLE, "").strip()
+    return f"{name} ({cores}; {CPU_THREADS_VARIABLE}={threads})" if threads else f"{name} ({cores})"
 
 
 @functools.cache
@@ -221,8 +245,8 @@ def read_csv(path: str | os.PathLike) -> pd.DataFrame:
     """Read one records CSV into a DataFrame with `Record`'s columns (text columns stay text).
 
     Raises:
-        ValueError: the file is not a records CSV (columns missing, a number that is not one); the message
-            names the file.
+        ValueError: the file is not a records CSV (columns missing, a number that is not one, a status
+            other than `STATUSES`); the message names the file (and the records at fault).
     """
     try:
         frame = pd.read_csv(
@@ -241,11 +265,23 @@ def read_csv(path: str | os.PathLike) -> pd.DataFrame:
             f"{os.fspath(path)} is not a records CSV of `diffbrain bench` (no columns {missing}); move "
             "other CSV files out of the results folder."
         )
+    unknown = frame[~frame["status"].isin(STATUSES)]
+    if not unknown.empty:
+        rows = "; ".join(
+            f"row {row.Index + 1} after the header ({row.case}, {row.method}, {row.metric}): status "
+            f"{row.status!r}"
+            for row in unknown.head(3).itertuples()
+        )
+        more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
+        raise ValueError(
+            f"{os.fspath(path)}: {rows}{more}; a record's status must be one of {list(STATUSES)} (a "
+            "measurement that did not run is 'skipped' with its reason in note). Fix or remove those rows."
+        )
     return frame[list(COLUMNS)]
 
 
-def read_results(folder: str | os.PathLike) -> pd.DataFrame:
-    """All records of every ``*.csv`` file in ``folder``, as one DataFrame.
+def read_result_files(folder: str | os.PathLike) -> dict[Path, pd.DataFrame]:
+    """The records of each ``*.csv`` file in ``folder`` (`read_csv`), by file, in name order.
 
     Raises:
         ValueError: ``folder`` is not an existing folder, or one of its CSV files is not a records CSV.
@@ -255,7 +291,16 @@ def read_results(folder: str | os.PathLike) -> pd.DataFrame:
         raise ValueError(
             f"{os.fspath(folder)!r} is {what}, not a results folder written by `diffbrain bench`."
         )
-    frames = [read_csv(path) for path in sorted(Path(folder).glob("*.csv"))]
+    return {path: read_csv(path) for path in sorted(Path(folder).glob("*.csv"))}
+
+
+def read_results(folder: str | os.PathLike) -> pd.DataFrame:
+    """All records of every ``*.csv`` file in ``folder``, as one DataFrame.
+
+    Raises:
+        ValueError: ``folder`` is not an existing folder, or one of its CSV files is not a records CSV.
+    """
+    frames = list(read_result_files(folder).values())
     if not frames:
         return pd.DataFrame(columns=list(COLUMNS))
     return pd.concat(frames, ignore_index=True)

@@ -7,15 +7,37 @@ through `write_atomically`, so a crash, a full disk or Ctrl-C while writing neve
 from __future__ import annotations
 
 import os
+import secrets
 import stat
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-PERMISSIONS = 0o644
-"""The mode of a new file: `tempfile.mkstemp` makes it 0600, which would hide results from the group. A file
-that is replaced keeps its own permission bits."""
+NEW_FILE_MODE = 0o666
+"""The mode a new file is created with before the process's umask applies, as `open` does (0644 under the
+usual umask 022, 0600 under 077). `tempfile.mkstemp` would make it 0600 whatever the umask, hiding results
+from the group. A file that is replaced keeps its own permission bits."""
+
+_TEMPORARY_FLAGS = (
+    os.O_RDWR
+    | os.O_CREAT
+    | os.O_EXCL
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_BINARY", 0)
+)
+
+
+def _temporary_file(target: Path) -> tuple[int, Path]:
+    """A new, empty hidden file next to ``target`` (``.<name>.<random>.tmp``), created with `NEW_FILE_MODE`
+    under the umask (the kernel applies it, so no other thread's umask can interfere); its descriptor and
+    path."""
+    while True:
+        temporary = target.parent / f".{target.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            return os.open(temporary, _TEMPORARY_FLAGS, NEW_FILE_MODE), temporary
+        except FileExistsError:  # another writer's temporary file: draw another name
+            continue
 
 
 def write_atomically(
@@ -26,8 +48,8 @@ def write_atomically(
     The temporary file is flushed and synced to disk before `os.replace` renames it, so even a power loss
     leaves either the old file or the new one. If ``write`` raises, the temporary file is removed, ``path``
     is left as it was, and the exception propagates. A symbolic link is followed: the file it points to is
-    replaced (the link stays), and an existing file keeps its permission bits (new files get
-    `PERMISSIONS`).
+    replaced (the link stays), and an existing file keeps its permission bits; a new file gets
+    `NEW_FILE_MODE` less the umask, as `open` would give it.
 
     Args:
         path: the file to write (or a link to it); its folder must exist.
@@ -45,16 +67,17 @@ def write_atomically(
     try:
         permissions = stat.S_IMODE(target.stat().st_mode)
     except FileNotFoundError:
-        permissions = PERMISSIONS
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        permissions = None  # a new file: the mode it was created with (umask applied) stands
+    handle, temporary = _temporary_file(target)
     try:
         with os.fdopen(handle, mode, newline=newline) as file:
             write(file)
             file.flush()
             os.fsync(file.fileno())
-        os.chmod(temporary, permissions)
+        if permissions is not None:
+            os.chmod(temporary, permissions)
         os.replace(temporary, target)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
     return path

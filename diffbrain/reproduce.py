@@ -21,7 +21,9 @@ section folder is always complete. Its ``result.json`` holds the key of its conf
 diffbrain version and, for the network, the builder's qualified name) and the git commit that computed
 it: a rerun with the same key reuses the finished section (saying so, and naming that commit when the
 checkout has changed since: the key does not cover code changes within a version), and an interrupted
-training resumes from its last checkpoint (kept in ``OUT/.work/``).
+training resumes from its last checkpoint (kept in ``OUT/.work/``). A reused section missing a figure its
+result.json lists gets it drawn again from result.json where that holds what it shows (fit, learn's
+accuracy, bench), and otherwise (network's raster and rates, learn's weights) runs again.
 
     diffbrain reproduce --quick --out reproduce-quick   # < 10 min on 2 CPU cores
     diffbrain reproduce --out reproduce                 # the full budgets; states its expected duration
@@ -244,7 +246,9 @@ def section_keys(budget: Budget, network_builder: NetworkBuilder | None = None) 
 
 
 def load_section(out: Path, name: str, key: str | None = None) -> dict | None:
-    """The finished section ``name`` under ``out`` (its result.json), or None if absent or of another key."""
+    """The finished section ``name`` under ``out`` (its result.json), or None if absent, of another key, or
+    missing a figure its result.json lists that cannot be drawn again from it (`redrawable_figures`; a
+    missing figure that can be is drawn again when `run_section` reuses the section)."""
     path = Path(out) / name / RESULT
     if not path.is_file():
         return None
@@ -257,7 +261,74 @@ def load_section(out: Path, name: str, key: str | None = None) -> dict | None:
         return None
     if not isinstance(result, dict) or (key is not None and result.get("key") != key):
         return None
+    lost = sorted(set(missing_figures(out, name, result)) - set(redrawable_figures(name, result)))
+    if lost:
+        warnings.warn(
+            f"{path.parent}: the figures {lost} that {RESULT} lists are missing and cannot be drawn again "
+            "from it; the section counts as not run and runs again.",
+            stacklevel=2,
+        )
+        return None
     return result
+
+
+def missing_figures(out: Path, name: str, result: dict) -> list[str]:
+    """The figures (file names) that section ``name``'s ``result`` lists and ``out/name`` lacks."""
+    figures = result.get("figures", [])
+    if not isinstance(figures, list):
+        return []
+    return [figure for figure in figures if not (Path(out) / name / str(figure)).is_file()]
+
+
+def redrawable_figures(name: str, result: dict) -> dict[str, Callable[[Path], None]]:
+    """The figures of section ``name`` that its ``result`` (result.json) holds the data of: file name →
+    ``draw(path)``.
+
+    fit's (the loss histories and best parameters; the target and the best fits' voltages are simulated
+    again, one simulation per fit shown), learn's accuracy curves and bench's learning cost can be drawn
+    again; network's raster and rate propagation (the spike trains and the binned rates) and learn's
+    weight distributions (the trained networks) cannot: their section runs again."""
+    try:
+        results, config = result["results"], result["config"]
+        if name == "fit":
+            return {
+                f"fit_{problem}.png": functools.partial(_redraw_fit, problem, summary["methods"])
+                for problem, summary in results["problems"].items()
+            }
+        if name == "learn":
+            steps_only = LearnConfig(steps=int(config["steps"]))  # all `_plot_learning` reads
+            return {"accuracy.png": functools.partial(_plot_learning, steps_only, results["methods"])}
+        if name == "bench":
+            return {
+                "learning_cost.png": functools.partial(
+                    _plot_learning_cost, config["methods"], results["rows"]
+                )
+            }
+    except (KeyError, TypeError, ValueError, AttributeError):  # another layout: nothing to draw from
+        return {}
+    return {}
+
+
+def _redraw_missing(out: Path, name: str, result: dict) -> list[str]:
+    """Draw again the figures of ``out/name`` that ``result`` lists, the folder lacks and
+    `redrawable_figures` can draw (each written atomically); the names of those drawn."""
+    draw = redrawable_figures(name, result)
+    missing = [figure for figure in missing_figures(out, name, result) if figure in draw]
+    for figure in missing:
+        draw[figure](Path(out) / name / figure)
+    return missing
+
+
+def redraw_figures(out: str | os.PathLike) -> dict[str, list[str]]:
+    """Draw again, from each section's result.json under ``out`` (whatever its key), the missing figures
+    that `redrawable_figures` can draw, without computing any section again; per section, the figures
+    drawn. Those it cannot draw stay missing (`run` computes their section again)."""
+    drawn = {}
+    for name in SECTIONS:
+        path = Path(out) / name / RESULT
+        if path.is_file():
+            drawn[name] = _redraw_missing(Path(out), name, json.loads(path.read_text()))
+    return drawn
 
 
 def _json_default(value):
@@ -336,6 +407,16 @@ def run_section(
     if out.is_dir():
         _tidy(out, name)
     done = load_section(out, name, key)
+    if done is not None:
+        try:
+            redrawn = _redraw_missing(out, name, done)
+        except Exception as error:  # a figure that cannot be drawn again: the section runs again
+            reason = f"{type(error).__name__}: {error}"
+            log(f"{name}: its missing figures could not be drawn again ({reason}); running it again")
+            done = None
+        else:
+            if redrawn:
+                log(f"{name}: drew {', '.join(redrawn)} again from {out / name / RESULT} (they were missing)")
     if done is not None:
         _clear_work(out, name)
         message = f"{name}: finished before (key {key}), reused"
@@ -470,6 +551,17 @@ def _plot_fit(problem, methods: dict[str, dict], path: Path) -> None:
     axes[0, 1].set(xlabel="time (ms)", ylabel="V (mV)", title=f"sweep {sweep}: target and best fits")
     axes[0, 1].legend(fontsize=8, loc="upper right")
     _save(figure, path)
+
+
+def _redraw_fit(name: str, methods: dict[str, dict], path: Path) -> None:
+    """`_plot_fit` of problem ``name`` (`diffbrain.bench.fit.build`) from the methods' summaries that
+    `fit_section` stored (histories and best parameters), without fitting again."""
+    import jax
+
+    from .bench import fit as fit_suite
+
+    with jax.enable_x64(True):
+        _plot_fit(fit_suite.build(name), methods, path)
 
 
 def fit_section(config: FitConfig, folder: Path, work: Path, log: Callable[[str], object] = print) -> dict:
@@ -958,8 +1050,15 @@ def bench_section(config: BenchConfig, folder: Path, work: Path, log=print) -> d
                 {"method": method, "T": n_steps, "temp_memory_mib": memory, "step_time_s": timing.median}
             )
             log(f"bench {method} T={n_steps}: {memory:.3g} MiB, {timing.median:.3g} s")
+    _plot_learning_cost(config.methods, rows, folder / "learning_cost.png")
+    return {"n_rec": config.n_rec, "batch": learn_suite.BATCH, "rows": rows}
+
+
+def _plot_learning_cost(methods, rows: list[dict], path: Path) -> None:
+    """Compiled temporary memory (MiB) and gradient step time (s) against the trial length T, per method
+    (``rows`` as `bench_section` returns them)."""
     figure, axes = _figure(1, 2, figsize=(10, 3.6))
-    for method in config.methods:
+    for method in methods:
         mine = [row for row in rows if row["method"] == method]
         T = [row["T"] for row in mine]
         axes[0, 0].plot(T, [row["temp_memory_mib"] for row in mine], "o-", label=method)
@@ -969,8 +1068,7 @@ def bench_section(config: BenchConfig, folder: Path, work: Path, log=print) -> d
     )
     axes[0, 1].set(xscale="log", yscale="log", xlabel="trial length T (steps)", ylabel="gradient step (s)")
     axes[0, 0].legend()
-    _save(figure, folder / "learning_cost.png")
-    return {"n_rec": config.n_rec, "batch": learn_suite.BATCH, "rows": rows}
+    _save(figure, path)
 
 
 def _memory_growth(results: dict, method: str) -> float:

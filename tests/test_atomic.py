@@ -38,9 +38,20 @@ def test_binary_files_and_csv_newlines(tmp_path):
     assert table.read_bytes() == b"a\r\nb\r\n"
 
 
-def test_written_files_are_readable_by_the_group_and_others(tmp_path):
-    mode = stat.S_IMODE(write_atomically(tmp_path / "a.txt", lambda file: file.write("x")).stat().st_mode)
-    assert mode == 0o644
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_a_new_file_gets_the_mode_open_would_give_it_under_the_umask(tmp_path, umask):
+    """Review: new files were forced to 0644, so a umask of 077 (private results) or 002 (a group-writable
+    project folder) was ignored; `open` gives 0666 less the umask."""
+    previous = os.umask(umask)
+    try:
+        written = write_atomically(tmp_path / "a.txt", lambda file: file.write("x"))
+        with open(tmp_path / "plain.txt", "w") as file:
+            file.write("x")
+    finally:
+        os.umask(previous)
+    mode = stat.S_IMODE(written.stat().st_mode)
+    assert mode == 0o666 & ~umask == stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode)
+    assert sorted(os.listdir(tmp_path)) == ["a.txt", "plain.txt"]  # no temporary file left
 
 
 def test_a_mode_that_is_not_a_write_mode_is_refused(tmp_path):

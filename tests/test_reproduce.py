@@ -397,3 +397,88 @@ def test_a_run_that_recomputes_a_section_sets_the_old_report_aside_first(tmp_pat
     lines.clear()
     reproduce.run(tmp_path, reproduce.TINY, log=lines.append)
     assert not any("set aside" in line for line in lines) and (tmp_path / reproduce.REPORT).exists()
+
+
+def _section_with_figures(tmp_path, name, config, results, figures, calls):
+    """Run section ``name`` with a compute that writes placeholder ``figures`` and returns ``results``."""
+
+    def compute(config, folder, work):
+        calls.append(config)
+        for figure in figures:
+            (folder / figure).write_bytes(b"placeholder")
+        return results
+
+    return lambda log=lambda line: None: reproduce.run_section(tmp_path, name, config, compute, log=log)
+
+
+def test_a_reused_section_draws_its_missing_figures_again_or_runs_again(tmp_path):
+    """Review: a reused section whose figures (listed in result.json) were gone was reused anyway, and the
+    report linked the missing files. What result.json holds is drawn again; otherwise the section reruns."""
+    calls, lines = [], []
+    rows = [
+        {"method": "bptt", "T": T, "temp_memory_mib": 2.0 * T, "step_time_s": 0.01 * T} for T in (10, 100)
+    ]
+    bench = _section_with_figures(
+        tmp_path,
+        "bench",
+        reproduce.BenchConfig(methods=("bptt",), steps=(10, 100)),
+        {"n_rec": 5, "batch": 2, "rows": rows},
+        ["learning_cost.png"],
+        calls,
+    )
+    learning = {"bptt": {"loss": [1.0, 0.8, 0.7, 0.6], "accuracy": [0.5, 0.6, 0.6, 0.7]}}
+    learn = _section_with_figures(
+        tmp_path,
+        "learn",
+        reproduce.LearnConfig(steps=4),
+        {"methods": learning},
+        ["accuracy.png", "weights.png"],
+        calls,
+    )
+    network = _section_with_figures(
+        tmp_path, "network", reproduce.TINY.network, {}, ["raster.png", "rate_propagation.png"], calls
+    )
+    for section in (bench, learn, network):
+        section()
+    assert len(calls) == 3
+    for figure in ("bench/learning_cost.png", "learn/accuracy.png"):
+        (tmp_path / figure).unlink()
+    bench(lines.append)
+    learn(lines.append)
+    assert len(calls) == 3  # reused, the figures drawn from result.json
+    for figure in ("bench/learning_cost.png", "learn/accuracy.png"):
+        assert (tmp_path / figure).read_bytes().startswith(_PNG), figure
+    assert f"learn: drew accuracy.png again from {tmp_path / 'learn' / reproduce.RESULT}" in lines[-2]
+    assert (tmp_path / "learn" / "weights.png").read_bytes() == b"placeholder"  # kept as it was
+
+    # the weights (trained networks) and the network's spikes are not in result.json: those sections rerun
+    for figure in ("learn/weights.png", "network/raster.png"):
+        (tmp_path / figure).unlink()
+        with pytest.warns(
+            UserWarning, match=r"figures \['.*'\] that result.json lists are missing and cannot"
+        ):
+            assert reproduce.load_section(tmp_path, figure.split("/")[0]) is None
+    with pytest.warns(UserWarning, match="cannot be drawn again"):
+        learn()
+    with pytest.warns(UserWarning, match="cannot be drawn again"):
+        network()
+    assert len(calls) == 5 and (tmp_path / "network" / "raster.png").exists()
+
+
+def test_a_reused_run_draws_the_figures_its_report_links_again(tiny_run):
+    """The committed leaderboard/reproduce keeps result.json only (*.png is ignored by git): a run reusing
+    such sections draws fit's, learn's accuracy and bench's figures again; the report links no dead file."""
+    out = tiny_run[0]
+    gone = [
+        *sorted((out / "fit").glob("*.png")),
+        out / "learn" / "accuracy.png",
+        out / "bench" / "learning_cost.png",
+    ]
+    assert len(gone) == 4
+    for path in gone:
+        path.unlink()
+    lines = []
+    report = reproduce.run(out, reproduce.TINY, network_builder=_coba_builder, log=lines.append)
+    assert sum("finished before" in line for line in lines) == len(reproduce.SECTIONS)  # nothing recomputed
+    for figure in re.findall(r"!\[[^]]*\]\(([^)]+)\)", report.path.read_text()):
+        assert (out / figure).read_bytes().startswith(_PNG), figure

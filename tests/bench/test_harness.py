@@ -323,3 +323,52 @@ def test_gpu_tuning_table_does_not_stop_the_leaderboard_reading_the_folder(tmp_p
     records.save([_record(suite="ops-gpu", case="n=10", params="n=10")], tmp_path)
     readme = leaderboard.render(tmp_path, tmp_path / "board").read_text()
     assert "## ops-gpu" in readme
+
+
+def test_cpu_model_names_the_usable_cores_and_the_kernel_thread_setting(monkeypatch):
+    """Review: the device line said os.cpu_count() cores while the CPU kernels size their pool from the
+    process's affinity or DIFFBRAIN_CPU_THREADS, so a `taskset -c 0` run claimed both cores."""
+    monkeypatch.setattr(records.os, "cpu_count", lambda: 2)
+    monkeypatch.delenv("DIFFBRAIN_CPU_THREADS", raising=False)
+    try:
+        for affinity, threads, expected in [
+            ({0, 1}, None, "(2 cores)"),
+            ({0}, None, "(1 of 2 cores)"),
+            ({0, 1}, "1", "(2 cores; DIFFBRAIN_CPU_THREADS=1)"),
+        ]:
+            monkeypatch.setattr(
+                records.os, "sched_getaffinity", lambda pid, cores=affinity: cores, raising=False
+            )
+            if threads is not None:
+                monkeypatch.setenv("DIFFBRAIN_CPU_THREADS", threads)
+            records.cpu_model.cache_clear()
+            assert records.cpu_model().endswith(f" {expected}"), (affinity, threads, records.cpu_model())
+    finally:
+        records.cpu_model.cache_clear()
+
+
+def test_a_record_with_an_unknown_status_is_refused_naming_file_row_and_allowed_values(tmp_path):
+    """Review: a record with status "failed" vanished from every table and from the skipped list."""
+    rows = [_record(), dataclasses.replace(_record(method="peer"), status="failed", note="peer crashed")]
+    path = records.write_csv(rows, tmp_path / "demo.csv")
+    with pytest.raises(ValueError) as error:
+        records.read_csv(path)
+    message = str(error.value)
+    assert message.startswith(f"{path}: row 2 after the header (lif/n=10, peer, run_time): status 'failed'")
+    assert "must be one of ['ok', 'skipped']" in message
+    with pytest.raises(ValueError, match=r"RESULTS: .*demo.csv: row 2 .* status 'failed'"):
+        leaderboard.render(tmp_path, tmp_path / "out")
+
+
+def test_throughput_is_updates_over_the_median_run_time_for_an_even_number_of_runs():
+    """Review: the module docstring says N·steps / median run time, the code took the median of the per-run
+    throughputs, which differ for an even number of runs (the throughput and run_time tables disagreed)."""
+    from diffbrain.bench.timing import Timing
+
+    runs = (0.010, 0.011, 0.013, 0.016)  # s
+    timing = Timing(compile=0.1, median=0.012, min=0.010, max=0.016, iqr=0.0025, runs=runs)
+    made = throughput._method_records("lif/n=1000", "diffbrain", timing, jnp.zeros(1), 1000, 1000, 0.1)
+    values = {record.metric: record for record in made}
+    assert values["run_time"].value == 0.012
+    assert values["throughput"].value == pytest.approx(1000 * 1000 / 0.012, rel=1e-12)
+    assert values["throughput"].min == pytest.approx(1e6 / 0.016) and values["throughput"].max == 1e8

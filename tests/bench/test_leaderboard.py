@@ -343,3 +343,99 @@ def test_render_again_removes_its_own_stale_files_only(results, tmp_path):
     assert not (board / "gone.csv").exists() and not (board / "gone_run_time.png").exists()
     assert all(path.read_text() == "mine" for path in kept)
     assert (board / "demo.csv").exists() and (board / "demo_run_time.png").exists()
+
+
+def test_a_sim_peer_from_another_run_stays_marked_when_diffbrain_has_another_metric_from_that_run(tmp_path):
+    """Review: NEST, timed in a later run than diffbrain's wall time, lost its † as soon as any diffbrain
+    record of the case (here the deviation from the published rates) came from that later run."""
+    rows = [
+        _sim_record(4000, 1000.0, "diffbrain", "wall_time_per_bio_s", 0.1, "s", git_commit="first"),
+        _sim_record(4000, 1000.0, "nest", "wall_time_per_bio_s", 7.0, "s", git_commit="later"),
+        _sim_record(4000, 1000.0, "diffbrain", "reference_deviation", 0.05, "", git_commit="later"),
+        _sim_record(4000, 1000.0, "brian2.runtime", "wall_time_per_bio_s", 0.5, "s", git_commit="first"),
+    ]
+    folder = tmp_path / "results"
+    records.write_csv(rows, folder / "sim.csv")
+    section = leaderboard.render(folder, tmp_path / "out").read_text().split("## sim", 1)[1]
+    assert "| nest † | 7 |" in section and "| brian2.runtime | 0.5 |" in section
+    assert leaderboard.SIM_OTHER_RUN_NOTE in section
+
+
+def test_a_row_whose_cells_have_other_case_settings_is_marked(tmp_path):
+    """Review: a rerun at --steps 100 replaced diffbrain's cell while the peer's stayed at 1,000 steps, and
+    the row compared them unmarked: the run identity ignored the case's settings (params)."""
+    thousand, hundred = "n=1000;steps=1000;dt_ms=0.1", "n=1000;steps=100;dt_ms=0.1"
+    rows = [
+        _record("lif/n=1000", "diffbrain", "run_time", 0.0006, "s", params=thousand),
+        _record("lif/n=1000", "peer", "run_time", 0.0004, "s", params=thousand),
+        _record("lif/n=1000", "diffbrain", "run_time", 0.00006, "s", params=hundred, date="2026-02-01"),
+        # the machine's load is no setting of the case: this row was measured side by side
+        _record("lif/n=10", "diffbrain", "run_time", 1.0, "s", params="n=10;steps=1000;load_avg_1min=0.1"),
+        _record("lif/n=10", "peer", "run_time", 2.0, "s", params="n=10;steps=1000;load_avg_1min=1.7"),
+    ]
+    sim = [
+        _sim_record(4000, 1000.0, "diffbrain", "wall_time_per_bio_s", 0.1, "s"),
+        dataclasses.replace(
+            _sim_record(4000, 1000.0, "nest", "wall_time_per_bio_s", 7.0, "s"),
+            params="n=4000;duration_ms=1000.0;dt_ms=0.05;in_degree=80;connectivity=fixed_in_degree",
+        ),
+    ]
+    folder = _results(tmp_path / "results", rows)
+    records.write_csv(sim, folder / "sim.csv")
+    readme = leaderboard.render(folder, tmp_path / "out").read_text()
+    assert "| lif/n=1000 † | **6e-05** | 0.0004 | 6.67× |" in readme
+    assert "| lif/n=10 | **1** | 2 | 2.00× |" in readme
+    assert leaderboard.MIXED_SETTINGS_NOTE in readme and leaderboard.MIXED_RUNS_NOTE not in readme
+    assert "| nest † | 7 |" in readme
+
+
+def _snapshot(folder):
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
+
+
+def test_an_error_in_a_later_suite_leaves_the_leaderboard_as_it_was(results, tmp_path, monkeypatch):
+    """Review: an ops metric in s and MiB failed the render after the earlier suites' CSV files and plots
+    had been replaced, leaving the README describing the old ones; the error named no suite or file."""
+    board = tmp_path / "board"
+    leaderboard.render(results, board)
+    before = _snapshot(board)
+    changed = [_record("n=10", "diffbrain", "run_time", 1.0, "s", date="2027-01-01T00:00:00+00:00")]
+    records.write_csv(changed, results / "newer.csv")  # would change the demo table and plot
+    units = [
+        _record("n=10", "diffbrain", "call_time", 1.0, "s"),
+        _record("n=10", "peer", "call_time", 2.0, "MiB"),
+    ]
+    records.write_csv([dataclasses.replace(r, suite="zzz") for r in units], results / "zzz.csv")
+    with pytest.raises(
+        ValueError,
+        match=rf"^RESULTS: suite 'zzz' \({re.escape(str(results / 'zzz.csv'))}\): metric 'call_time'",
+    ):
+        leaderboard.render(results, board)
+    assert _snapshot(board) == before
+    with pytest.raises(ValueError, match="suite 'zzz'"):
+        leaderboard.render(results, tmp_path / "new")
+    assert not (tmp_path / "new").exists()
+
+    # any other failure while the tables and plots are made leaves it alike
+    (results / "zzz.csv").unlink()
+    sections = leaderboard.metric_sections
+
+    def failing(suite, suite_records, out):
+        sections(suite, suite_records, out)  # the plots are made, then the suite fails
+        raise RuntimeError("plotting failed")
+
+    monkeypatch.setattr(leaderboard, "metric_sections", failing)
+    with pytest.raises(RuntimeError, match="plotting failed"):
+        leaderboard.render(results, board)
+    assert _snapshot(board) == before
+
+
+def test_an_out_under_a_file_is_named_as_out(results, tmp_path):
+    """Review: `--out afile/sub` with afile a file failed with a bare `[Errno 20] Not a directory`."""
+    (tmp_path / "afile").write_text("")
+    out = tmp_path / "afile" / "sub"
+    with pytest.raises(
+        ValueError,
+        match=rf"^--out {re.escape(str(out))} lies under the file {re.escape(str(tmp_path / 'afile'))}; give",
+    ):
+        leaderboard.render(results, out)
