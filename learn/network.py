@@ -273,7 +273,7 @@ class EINetwork(eqx.Module):
                 of a dense masked matrix.
         """
         for name, value in (("n_in", n_in), ("n_rec", n_rec), ("n_out", n_out)):
-            if not (isinstance(value, int | np.integer) and value >= 1):
+            if not (isinstance(value, int | np.integer) and not isinstance(value, bool) and value >= 1):
                 raise ValueError(f"`{name}` must be an integer ≥ 1, got {value!r}.")
         for name, value in (("dt", dt), ("tau_syn", tau_syn), ("tau_out", tau_out)):
             if not (math.isfinite(value) and value > 0):

@@ -260,6 +260,11 @@ def online_with_evidence(
         raise ValueError(f"`algorithm` must be one of {ALGORITHMS}, got {algorithm!r}.")
     if timescales not in TIMESCALES:
         raise ValueError(f"`timescales` must be one of {TIMESCALES}, got {timescales!r}.")
+    if timescales != TIMESCALES[0] and algorithm != "es-d-rtrl":
+        raise ValueError(
+            f"`timescales` chooses ES-D-RTRL's presynaptic traces; {algorithm!r} has none (a trace per "
+            f"weight): leave timescales at {TIMESCALES[0]!r} or use algorithm='es-d-rtrl'."
+        )
     if decay is not None and (algorithm != "es-d-rtrl" or timescales != "single"):
         raise ValueError("`decay` is the trace decay of ES-D-RTRL with timescales='single'; leave it None.")
     if decay is not None and not 0.0 <= decay < 1.0:
@@ -450,7 +455,8 @@ def online(
         decay: the trace decay α per step of ES-D-RTRL with ``timescales="single"`` (default
             `default_decay`: ``e^{−dt/100 ms}``).
         timescales: ES-D-RTRL's presynaptic traces: ``"per-state"`` (one per state variable, decaying as
-            it does; `per_state_update`) or ``"single"`` (one trace with decay ``decay``).
+            it does; `per_state_update`) or ``"single"`` (one trace with decay ``decay``); ES-D-RTRL
+            only (``"d-rtrl"`` refuses ``"single"``, as it refuses ``decay``).
 
     Returns:
         ``(loss, grads)`` with the same structure as `bptt`'s: the weight parameters' gradients through

@@ -6,11 +6,13 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
+import inspect
 import json
 import math
 import os
 import sys
 import time
+import types
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -48,7 +50,9 @@ class TrainResult(NamedTuple):
 
 
 def gradient_function(method: str, loss_fn: StepLoss = cross_entropy) -> Callable:
-    """``(net, batch) -> (loss, evidence, grads)`` for a method of `METHODS` (one object per arguments).
+    """``(net, batch) -> (loss, evidence, grads)`` for a method of `METHODS` (one object per arguments; an
+    unhashable ``loss_fn``, e.g. an Equinox module holding arrays, gets a new `jax.tree_util.Partial`, a
+    pytree whose arrays `train`'s jit traces).
 
     Raises:
         ValueError: ``method`` is not one of `METHODS`.
@@ -56,14 +60,22 @@ def gradient_function(method: str, loss_fn: StepLoss = cross_entropy) -> Callabl
     # checked before the cache, which would meet an unhashable method (a list) with a TypeError
     if not (isinstance(method, str) and method in METHODS):
         raise ValueError(f"`method` must be one of {METHODS}, got {method!r}.")
+    try:
+        hash(loss_fn)
+    except TypeError:  # e.g. an Equinox module holding arrays: built anew, as a pytree for `_update`'s jit
+        return _build_gradient_function(method, loss_fn, jax.tree_util.Partial)
     return _cached_gradient_function(method, loss_fn)
+
+
+def _build_gradient_function(method: str, loss_fn: StepLoss, partial: type = functools.partial) -> Callable:
+    if method in ("bptt", "bptt-checkpoint"):
+        return partial(bptt_with_evidence, loss_fn=loss_fn, checkpoint=method == "bptt-checkpoint")
+    return partial(online_with_evidence, loss_fn=loss_fn, algorithm=method)
 
 
 @functools.cache
 def _cached_gradient_function(method: str, loss_fn: StepLoss) -> Callable:
-    if method in ("bptt", "bptt-checkpoint"):
-        return functools.partial(bptt_with_evidence, loss_fn=loss_fn, checkpoint=method == "bptt-checkpoint")
-    return functools.partial(online_with_evidence, loss_fn=loss_fn, algorithm=method)
+    return _build_gradient_function(method, loss_fn)
 
 
 @eqx.filter_jit
@@ -146,11 +158,17 @@ def _settings(value, _open: frozenset[int] = frozenset()) -> Any:
     its text, a scalar array as its number and a larger one (a random key: its data) as its dtype, shape
     and SHA-256, a function by `_name` (a `functools.partial` with its arguments), and a dataclass (an
     Equinox module, a task) or another object as its class and its fields (its ``repr`` if it has none);
-    an object met again inside itself as ``"<cycle>"``."""
+    an object met again inside itself as ``"<cycle>"``, a module as its name.
+
+    A lambda or local function (closure), which its name does not tell apart, adds the SHA-256 of its
+    bytecode (the same in every process of one Python version) and its default and captured values (not
+    the globals it reads); a bound method adds its object, and a callable object its fields."""
     if value is None or isinstance(value, bool | int | float | str):
         return value
     if isinstance(value, os.PathLike):
         return os.fspath(value)
+    if isinstance(value, types.ModuleType):
+        return value.__name__
     if eqx.is_array(value) and jnp.issubdtype(value.dtype, jax.dtypes.prng_key):
         value = jax.random.key_data(value)
     if isinstance(value, np.generic) or (eqx.is_array(value) and value.ndim == 0):
@@ -171,7 +189,19 @@ def _settings(value, _open: frozenset[int] = frozenset()) -> Any:
         fields = {"func": value.func, "args": value.args, "keywords": value.keywords}
     elif dataclasses.is_dataclass(value):
         fields = {field.name: getattr(value, field.name) for field in dataclasses.fields(value)}
-    elif callable(value):
+    elif isinstance(value, types.FunctionType) and any(
+        part in value.__qualname__ for part in ("<lambda>", "<locals>")
+    ):
+        closure = [_cell_contents(cell) for cell in value.__closure__ or ()]
+        code = json.dumps(_code_settings(value.__code__), sort_keys=True).encode()
+        fields = {"function": _name(value), "bytecode_sha256": hashlib.sha256(code).hexdigest()}
+        fields |= {"defaults": value.__defaults__, "kwdefaults": value.__kwdefaults__, "closure": closure}
+    elif isinstance(value, types.MethodType):
+        fields = {"function": value.__func__, "self": value.__self__}
+    elif callable(value) and not (
+        hasattr(value, "__dict__")
+        and isinstance(inspect.getattr_static(type(value), "__call__", None), types.FunctionType)
+    ):  # a function, a class, a builtin: its name (an object whose class defines __call__: its fields)
         return _name(value)
     elif hasattr(value, "__dict__"):
         fields = vars(value)
@@ -181,13 +211,33 @@ def _settings(value, _open: frozenset[int] = frozenset()) -> Any:
     return {"class": _name(type(value)), **{name: _settings(item, inner) for name, item in fields.items()}}
 
 
+def _cell_contents(cell) -> Any:
+    try:
+        return cell.cell_contents
+    except ValueError:  # a captured name not yet assigned
+        return "<empty>"
+
+
+def _code_settings(code: types.CodeType) -> list:
+    """A function's bytecode, names and constants (nested functions' code likewise) as JSON."""
+    constants = [_code_settings(c) if isinstance(c, types.CodeType) else _settings(c) for c in code.co_consts]
+    return [code.co_code.hex(), list(code.co_names), list(code.co_varnames), constants]
+
+
 def run_identity(
     net: EINetwork, task, method: str, batch_size: int, key: PRNGKeyArray, loss_fn: StepLoss
 ) -> dict:
     """What identifies a run of `train` (saved as ``run.json`` next to its checkpoint): the task (its class
-    and fields, e.g. its durations and rates), the method, batch size, key and loss, the network's static
-    settings and a SHA-256 of its initial arrays (its weights, neuron parameters and connectivity). The
-    optimizer is not in it (its state's shapes are checked)."""
+    and fields, e.g. its durations and rates), the method, batch size, key and loss (a function by name, a
+    partial or callable object with its arguments or fields, a lambda or closure with its code and captured
+    values), the network's static settings, its neuron (its class and fields: ``detach_reset``, the
+    surrogate ``spike_fn`` and its settings) and a SHA-256 of its initial arrays (its weights, neuron
+    parameters and connectivity). The optimizer is not in it (its state's shapes are checked).
+
+    Raises:
+        ValueError: ``key`` is not a JAX random key.
+    """
+    _check_key(key)
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         key = jax.random.key_data(key)
     return {
@@ -195,15 +245,35 @@ def run_identity(
         "method": method,
         "batch_size": batch_size,
         "key": np.asarray(key).tolist(),
-        "loss_fn": _name(loss_fn),
+        "loss_fn": _settings(loss_fn),
         "n_in": net.w_in.shape[0],
         "n_rec": net.n_rec,
         "n_out": net.w_out.shape[1],
         "sparse": net.sparse,
-        "neuron": type(net.neuron).__name__,
+        "neuron": _settings(net.neuron),
         **{name: getattr(net, name) for name in ("n_exc", "dt", "tau_syn", "tau_out", "E_exc", "E_inh")},
         "initial_arrays_sha256": _sha256(jax.tree.leaves(eqx.filter(net, eqx.is_array))),
     }
+
+
+def _check_key(key) -> None:
+    """Raise ``ValueError`` unless ``key`` is one JAX random key: a typed key (`jax.random.key`) or the raw
+    ``uint32`` data of one (`jax.random.PRNGKey`)."""
+    if eqx.is_array(key) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ():
+        return
+    if eqx.is_array(key) and key.dtype == np.uint32:
+        with contextlib.suppress(Exception):  # a shape the default random implementation cannot take
+            if jax.random.wrap_key_data(key).shape == ():
+                return
+    raise ValueError(
+        f"`key` must be one JAX random key, e.g. jax.random.key(0) (not a seed: pass jax.random.key(seed)), "
+        f"got {key!r}."
+    )
+
+
+def _legacy_identity(net: EINetwork, loss_fn: StepLoss) -> dict:
+    """How a ``run.json`` written before diffbrain recorded their settings names the loss and the neuron."""
+    return {"loss_fn": _name(loss_fn), "neuron": type(net.neuron).__name__}
 
 
 _UNRECORDED = object()  # a setting that run.json does not hold
@@ -232,22 +302,40 @@ def _differences(name: str, saved, current) -> list[str]:
             for field in names
             for line in _differences(f"{name}.{field}", saved.get(field, _UNRECORDED), current.get(field))
         ]
-    return [f"{name}: {saved!r} there, {current!r} now"]
+    return [f"{name}: {_brief(saved)} there, {_brief(current)} now"]
 
 
-def _check_run(folder: Path, identity: dict) -> None:
-    """Refuse to resume a checkpoint in ``folder`` that was written by a run with another identity."""
+def _brief(value) -> str:
+    """``value``'s repr, or for settings of an object (a dict with its class) the class."""
+    return f"a {value['class']}" if isinstance(value, dict) and "class" in value else repr(value)
+
+
+def _check_run(folder: Path, identity: dict, legacy: Mapping | None = None) -> None:
+    """Refuse to resume a checkpoint in ``folder`` that was written by a run with another identity.
+
+    ``legacy`` (`_legacy_identity`): settings that an older ``run.json`` held by name only; such a name is
+    not taken for the settings, but reported as recorded by name, with the advice to add the settings."""
     path = folder / RUN
     if not path.exists():
         return  # written before run.json existed: only the shapes are checked
     saved = json.loads(path.read_text())
-    listing = [
-        line
-        for name, value in identity.items()
-        for line in _differences(name, saved.get(name, _UNRECORDED), value)
-    ]
+    by_name = {
+        name
+        for name, old in (legacy or {}).items()
+        if name in saved and _same_json(saved[name], old) and not _same_json(old, identity[name])
+    }
+
+    def lines(name: str, value) -> list[str]:
+        if name in by_name:
+            return [
+                f"{name}: recorded there by name only ({saved[name]!r}; its run.json was written before "
+                "diffbrain recorded its settings)"
+            ]
+        return _differences(name, saved.get(name, _UNRECORDED), value)
+
+    listing = [line for name, value in identity.items() for line in lines(name, value)]
     if listing:
-        unrecorded = {name: value for name, value in identity.items() if name not in saved}
+        unrecorded = {name: value for name, value in identity.items() if name not in saved or name in by_name}
         advice = (
             f" If that run had the same {', '.join(unrecorded)}, add {json.dumps(unrecorded)} to {path} to "
             "resume it."
@@ -298,10 +386,13 @@ def train(
     key, and a resumed run sees the same batches as an uninterrupted one: with ``checkpoint_dir``, the
     network, optimiser state, step and metrics are saved every ``checkpoint_every`` steps and at the end.
     A later call continues from the last checkpoint (up to ``steps``) when it passes the same initial
-    network, task (its class and fields), method, batch size, key and loss (`run_identity`, saved in
-    ``run.json``; the optimizer is not checked beyond its state's shapes); otherwise it raises
-    `CheckpointMismatch` naming the fields that differ. A checkpoint already at ``steps`` is returned as
-    it is.
+    network (its neuron's settings too), task (its class and fields), method, batch size, key and loss
+    (`run_identity`, saved in ``run.json``; the optimizer is not checked beyond its state's shapes);
+    otherwise it raises `CheckpointMismatch` naming the fields that differ. A checkpoint already at
+    ``steps`` is returned as it is. A loss is identified by its name, a `functools.partial` or callable
+    object with its arguments or fields too; a lambda or local function by its bytecode and captured values
+    as well (so a resume under another Python version may refuse it: give such a loss a module-level name),
+    not by the globals it reads.
 
     Training stops with a ``FloatingPointError`` at the first step whose loss or updated parameters are not
     finite, before that step is checkpointed: ``checkpoint_dir`` keeps the last finite state.
@@ -314,7 +405,7 @@ def train(
         optimizer: an optax transformation (default ``optax.adam(1e-3)``).
         steps: total optimiser steps (including those of a resumed checkpoint), ≥ 0.
         batch_size: trials per step, ≥ 1.
-        key: the random key of the run (default ``jax.random.key(0)``).
+        key: the random key of the run (default ``jax.random.key(0)``; a typed key or the raw data of one).
         checkpoint_dir: where to save and resume; None to keep nothing.
         checkpoint_every: steps between checkpoints, ≥ 1.
         loss_fn: the per-step loss.
@@ -326,8 +417,9 @@ def train(
         earlier steps' times, NaN where their checkpoint did not record them).
 
     Raises:
-        ValueError: ``steps``, ``batch_size`` or ``checkpoint_every`` out of range, an unknown ``method``, or
-            a task whose ``dt`` differs from the network's.
+        ValueError: ``steps``, ``batch_size`` or ``checkpoint_every`` out of range (or a bool), an unknown
+            ``method``, a ``key`` that is not a JAX random key, or a task whose ``dt`` differs from the
+            network's.
         CheckpointMismatch: ``checkpoint_dir`` holds another run, or more than ``steps`` steps.
         FloatingPointError: training diverged (see above).
     """
@@ -336,7 +428,7 @@ def train(
         ("batch_size", batch_size, 1),
         ("checkpoint_every", checkpoint_every, 1),
     ):
-        if not (isinstance(value, int | np.integer) and value >= least):
+        if not (isinstance(value, int | np.integer) and not isinstance(value, bool) and value >= least):
             raise ValueError(f"`{name}` must be an integer ≥ {least}, got {value!r}.")
     # NumPy integers as Python ones: a static batch size for jit, and JSON for the checkpoint's run.json
     steps, batch_size, checkpoint_every = int(steps), int(batch_size), int(checkpoint_every)
@@ -348,6 +440,7 @@ def train(
         )
     optimizer = optax.adam(1e-3) if optimizer is None else optimizer
     key = jax.random.key(0) if key is None else key
+    _check_key(key)
     gradients = gradient_function(method, loss_fn)
     opt_state = optimizer.init(eqx.filter(net, trainable(net)))
     metrics: dict[str, list[float]] = {"loss": [], "accuracy": [], "seconds": []}
@@ -356,7 +449,7 @@ def train(
         folder = Path(checkpoint_dir)
         identity = run_identity(net, task, method, batch_size, key, loss_fn)
         if (folder / CHECKPOINT).exists():
-            _check_run(folder, identity)
+            _check_run(folder, identity, _legacy_identity(net, loss_fn))
         else:  # a new run: its identity goes first, so every checkpoint has one
             folder.mkdir(parents=True, exist_ok=True)
             write_atomically(folder / RUN, lambda file: json.dump(identity, file, indent=1), "w")

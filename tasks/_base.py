@@ -71,14 +71,32 @@ def check_dt(owner: str, dt) -> None:
         raise ValueError(f"{owner}: `dt` must be a finite positive number of ms, got {dt!r}.")
 
 
+def check_flag(owner: str, name: str, value) -> None:
+    """Raise ``ValueError`` unless ``value`` is a bool (Python's or NumPy's): a string such as ``"no"``
+    or a number would otherwise be taken for its truth value."""
+    if not isinstance(value, bool | np.bool_):
+        raise ValueError(f"{owner}: `{name}` must be True or False, got {value!r}.")
+
+
+def real_array(owner: str, name: str, value, what: str) -> np.ndarray:
+    """``value`` (a real number, or an array or sequence of them) as a float array, or ``ValueError`` naming
+    ``name``: a string (``"40"``), bytes, a bool or another object is refused, not converted."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return np.asarray(float(value))
+    arr = np.asarray(value)  # a string's dtype is str, not its number's
+    if not (jnp.issubdtype(arr.dtype, jnp.integer) or jnp.issubdtype(arr.dtype, jnp.floating)):
+        raise ValueError(f"{owner}: `{name}` must be {what} (a real number), got {value!r}.")
+    return arr.astype(float)
+
+
 def check_interval(owner: str, name: str, value, low: float = 0.0, high: float = 1.0) -> None:
-    """Raise ``ValueError`` unless every element of ``value`` is finite and lies in ``[low, high]``.
+    """Raise ``ValueError`` unless ``value`` is real and every element is finite and lies in ``[low, high]``.
 
     A traced ``value`` is left to `_sample`, which checks it with `eqx.error_if`.
     """
     if isinstance(value, jax.core.Tracer):
         return
-    arr = np.asarray(value, dtype=float)
+    arr = real_array(owner, name, value, f"a value in [{low}, {high}]")
     if not np.all(np.isfinite(arr) & (arr >= low) & (arr <= high)):
         raise ValueError(
             f"{owner}: `{name}` must be finite and lie in [{low}, {high}], got {arr.ravel()[:6]}."
@@ -87,18 +105,18 @@ def check_interval(owner: str, name: str, value, low: float = 0.0, high: float =
 
 def check_positive(owner: str, name: str, value, why: str) -> None:
     """Raise ``ValueError`` unless ``value`` > 0 (a concrete value; the other checks bound it above)."""
-    if not isinstance(value, jax.core.Tracer) and not np.all(np.asarray(value, dtype=float) > 0):
+    if not isinstance(value, jax.core.Tracer) and not np.all(real_array(owner, name, value, "> 0") > 0):
         raise ValueError(f"{owner}: `{name}` must be > 0 ({why}), got {value!r}.")
 
 
 def check_rate(owner: str, name: str, rate, dt: float) -> None:
-    """Raise ``ValueError`` unless ``rate`` (Hz) is finite, ≥ 0 and gives at most one spike per step.
+    """Raise ``ValueError`` unless ``rate`` (Hz) is real, finite, ≥ 0 and gives at most one spike per step.
 
     A traced ``rate`` is left to `_sample`, which checks it with `eqx.error_if`.
     """
     if isinstance(rate, jax.core.Tracer):
         return
-    arr = np.asarray(rate, dtype=float)
+    arr = real_array(owner, name, rate, "a firing rate in Hz")
     if not np.all(np.isfinite(arr)) or np.any(arr < 0):
         raise ValueError(f"{owner}: `{name}` must be a finite rate >= 0 Hz, got {arr.ravel()[:4]}.")
     if np.any(arr * dt / 1000.0 > 1.0):
@@ -114,10 +132,19 @@ def as_float(value):
     return float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else value
 
 
+def as_bool(value):
+    """A converter: a NumPy bool as a Python bool (a static field, not an array); anything else is kept for
+    `check_flag` to refuse by name."""
+    return bool(value) if isinstance(value, np.bool_) else value
+
+
 def as_tuple(value) -> tuple:
-    """A converter: a sequence as a tuple, a scalar as a 1-tuple; a string is kept for the check to refuse."""
+    """A converter: a sequence (a NumPy or JAX array too) as a tuple, a scalar as a 1-tuple; a string is kept
+    for the check to refuse."""
     if isinstance(value, str | bytes):
         return value
+    if eqx.is_array(value) and not isinstance(value, jax.core.Tracer):
+        value = np.atleast_1d(np.asarray(value))  # its elements as NumPy scalars, which `as_float` takes
     return tuple(as_float(v) for v in ((value,) if np.ndim(value) == 0 else value))
 
 
@@ -167,6 +194,8 @@ class AbstractTask(eqx.Module):
             raise ValueError(f"{owner}: `encoding` must be one of {ENCODINGS}, got {self.encoding!r}.")
         for name, minimum in ({"channels_per_group": 1} | self.count_fields).items():
             check_count(owner, name, getattr(self, name), minimum)
+        for name in self.flag_fields:
+            check_flag(owner, name, getattr(self, name))
         for name in self.rate_fields:
             check_rate(owner, name, getattr(self, name), self.dt)
         for name, (low, high) in self.interval_fields.items():
@@ -179,7 +208,8 @@ class AbstractTask(eqx.Module):
 
     def _check(self, owner: str) -> None:
         """Raise ``ValueError`` naming the field for the task's own constraints; runs after the shared checks
-        (dt, encoding, counts, rates, `interval_fields`, every duration a non-negative multiple of dt)."""
+        (dt, encoding, counts, `flag_fields`, rates, `interval_fields`, every duration a non-negative
+        multiple of dt)."""
 
     @property
     def count_fields(self) -> dict[str, int]:
@@ -190,6 +220,11 @@ class AbstractTask(eqx.Module):
     def interval_fields(self) -> dict[str, tuple[float, float]]:
         """Fields (probabilities, noise levels) that must be finite and lie in ``[low, high]``."""
         return {}
+
+    @property
+    def flag_fields(self) -> tuple[str, ...]:
+        """Fields that must be bools (``supervise_fixation``, …): a truthy string would switch them on."""
+        return ()
 
     @property
     @abc.abstractmethod

@@ -9,6 +9,7 @@ from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from ._base import (
     AbstractTask,
+    as_bool,
     as_float,
     as_tuple,
     check_fractions,
@@ -65,7 +66,7 @@ class ContextDecisionMaking(AbstractTask):
     stimulus_rate: float = 40.0
     context_rate: float = 40.0
     fixation_rate: float = 40.0
-    supervise_fixation: bool = eqx.field(default=False, static=True)
+    supervise_fixation: bool = eqx.field(default=False, static=True, converter=as_bool)
     channels_per_group: int = eqx.field(default=25, static=True)
     encoding: str = eqx.field(default="poisson", static=True)
 
@@ -89,6 +90,10 @@ class ContextDecisionMaking(AbstractTask):
             ("delay", "delay_duration"),
             ("decision", "decision_duration"),
         )
+
+    @property
+    def flag_fields(self) -> tuple[str, ...]:
+        return ("supervise_fixation",)
 
     @property
     def rate_fields(self) -> tuple[str, ...]:

@@ -9,6 +9,7 @@ from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from ._base import (
     AbstractTask,
+    as_bool,
     as_float,
     as_tuple,
     check_fractions,
@@ -105,9 +106,9 @@ class PerceptualDecisionMaking(AbstractTask):
     sigma: float = 0.5
     stimulus_rate: float = 40.0
     fixation_rate: float = 40.0
-    reaction_time: bool = eqx.field(default=False, static=True)
+    reaction_time: bool = eqx.field(default=False, static=True, converter=as_bool)
     min_reaction_time: float = eqx.field(default=0.0, static=True, converter=as_float)
-    supervise_fixation: bool = eqx.field(default=False, static=True)
+    supervise_fixation: bool = eqx.field(default=False, static=True, converter=as_bool)
     channels_per_group: int = eqx.field(default=25, static=True)
     encoding: str = eqx.field(default="poisson", static=True)
 
@@ -153,6 +154,10 @@ class PerceptualDecisionMaking(AbstractTask):
             ("delay", "delay_duration"),
             ("decision", "decision_duration"),
         )
+
+    @property
+    def flag_fields(self) -> tuple[str, ...]:
+        return ("reaction_time", "supervise_fixation")
 
     @property
     def rate_fields(self) -> tuple[str, ...]:

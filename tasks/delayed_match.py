@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
-from ._base import AbstractTask, as_float, check_positive, choice, decision_targets, uniforms
+from ._base import AbstractTask, as_bool, as_float, check_positive, choice, decision_targets, uniforms
 
 
 class DelayedMatchToSample(AbstractTask):
@@ -52,7 +52,7 @@ class DelayedMatchToSample(AbstractTask):
     match_prob: float = 0.5
     stimulus_rate: float = 40.0
     fixation_rate: float = 40.0
-    supervise_fixation: bool = eqx.field(default=False, static=True)
+    supervise_fixation: bool = eqx.field(default=False, static=True, converter=as_bool)
     channels_per_group: int = eqx.field(default=25, static=True)
     encoding: str = eqx.field(default="poisson", static=True)
 
@@ -79,6 +79,10 @@ class DelayedMatchToSample(AbstractTask):
             ("test", "test_duration"),
             ("decision", "decision_duration"),
         )
+
+    @property
+    def flag_fields(self) -> tuple[str, ...]:
+        return ("supervise_fixation",)
 
     @property
     def rate_fields(self) -> tuple[str, ...]:

@@ -292,5 +292,6 @@ def test_the_identity_of_a_run_is_the_same_in_another_process(cue_task):
         )
         for _ in range(2)
     )
-    assert a == b and a["loss_fn"] == "partial(diffbrain.learn.loss.cross_entropy)"
+    assert a == b and a["loss_fn"]["class"] == "functools.partial"
+    assert a["loss_fn"]["func"] == "diffbrain.learn.loss.cross_entropy" and a["loss_fn"]["args"] == []
     assert a["task"]["class"].endswith("CueCounting") and a["task"]["delay"] == 5

@@ -120,6 +120,21 @@ def test_es_d_rtrl_decay_outside_zero_one_is_refused(decay):
         learn.online(_net(), _batch(), timescales="single", decay=decay)
 
 
+def test_d_rtrl_refuses_es_d_rtrls_timescales():
+    """Review l13: d-rtrl with timescales="single" ran as the default, as if asked for nothing."""
+    with pytest.raises(ValueError, match=r"`timescales` chooses ES-D-RTRL's.*'d-rtrl' has none"):
+        learn.online(_net(), _batch(), algorithm="d-rtrl", timescales="single")
+    learn.online(_net(), _batch(), algorithm="d-rtrl", timescales="per-state")  # the default, as before
+
+
+@pytest.mark.parametrize("name", ["n_in", "n_rec", "n_out"])
+def test_a_bool_size_of_the_network_is_refused(name):
+    """Review l15: True was taken for 1."""
+    sizes = {"n_in": N_IN, "n_rec": 6, "n_out": N_OUT} | {name: True}
+    with pytest.raises(ValueError, match=f"`{name}` must be an integer ≥ 1, got True"):
+        learn.EINetwork(**sizes, key=jax.random.key(0))
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

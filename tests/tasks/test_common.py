@@ -182,6 +182,19 @@ BAD_CONFIGS = [
     (tasks.PerceptualDecisionMaking, {"coherences": "0.5"}, "coherences"),
     (tasks.PerceptualDecisionMaking, {"coherences": ()}, "coherences"),
     (tasks.ContextDecisionMaking, {"coherences": (True,)}, "coherences"),
+    # Review s20: flags took any truthy value ("no" switched them on), numbers as strings passed the checks
+    (tasks.PerceptualDecisionMaking, {"supervise_fixation": "no"}, "supervise_fixation"),
+    (tasks.PerceptualDecisionMaking, {"reaction_time": "False"}, "reaction_time"),
+    (tasks.PerceptualDecisionMaking, {"reaction_time": 1}, "reaction_time"),
+    (tasks.DelayedMatchToSample, {"supervise_fixation": "yes"}, "supervise_fixation"),
+    (tasks.ContextDecisionMaking, {"supervise_fixation": 0}, "supervise_fixation"),
+    (tasks.PerceptualDecisionMaking, {"stimulus_rate": "40"}, "stimulus_rate"),
+    (tasks.PerceptualDecisionMaking, {"fixation_rate": True}, "fixation_rate"),
+    (tasks.PerceptualDecisionMaking, {"sigma": "0.5"}, "sigma"),
+    (tasks.DelayedMatchToSample, {"match_prob": "0.5"}, "match_prob"),
+    (tasks.ContextDecisionMaking, {"context_rate": b"40"}, "context_rate"),
+    (tasks.EvidenceAccumulation, {"noise_rate": ["10"]}, "noise_rate"),
+    (tasks.EvidenceAccumulation, {"majority_prob": np.array(True)}, "majority_prob"),
 ]
 
 
@@ -201,6 +214,25 @@ def test_numpy_scalars_and_a_scalar_coherence_are_accepted():
     assert type(task.dt) is float and task.n_steps == 50
     coherences = tasks.ContextDecisionMaking(coherences=np.array([0.1, 0.2])).coherences
     assert coherences == (0.1, 0.2) and all(type(c) is float for c in coherences)
+
+
+@pytest.mark.parametrize("coherences", [[0.1, 0.2], 0.5])
+def test_jax_array_coherences_are_taken_as_numpy_ones(coherences):
+    """Review s20: a JAX array was refused as "not a sequence of fractions", a NumPy one accepted."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # stored as Python floats, not arrays in a static field
+        from_jax = tasks.PerceptualDecisionMaking(coherences=jnp.asarray(coherences)).coherences
+    as_numpy = np.asarray(jnp.asarray(coherences))
+    from_numpy = tasks.PerceptualDecisionMaking(coherences=as_numpy).coherences
+    assert from_jax == from_numpy == tuple(np.atleast_1d(as_numpy).tolist())
+    assert all(type(c) is float for c in from_jax)
+
+
+def test_numpy_bool_flags_are_accepted_as_bools():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "JAX array set as static" warning: stored as Python bools
+        task = tasks.PerceptualDecisionMaking(supervise_fixation=np.bool_(True), reaction_time=np.False_)
+    assert task.supervise_fixation is True and task.reaction_time is False
 
 
 @pytest.mark.parametrize(
