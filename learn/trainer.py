@@ -256,6 +256,23 @@ def run_identity(
     }
 
 
+def _check_sizes(net: EINetwork, task, loss_fn: StepLoss) -> None:
+    """Refuse a network whose input size differs from the task's channels, or, under the default
+    `cross_entropy` (whose outputs are the task's classes), whose output size differs from its classes."""
+    n_in, n_out = net.w_in.shape[0], net.w_out.shape[1]
+    task_inputs, task_outputs = getattr(task, "n_inputs", None), getattr(task, "n_outputs", None)
+    if task_inputs is not None and n_in != task_inputs:
+        raise ValueError(
+            f"`net` takes {n_in} inputs but `task` gives {task_inputs} channels; build the network with "
+            "EINetwork(task.n_inputs, n_rec, task.n_outputs, ...)."
+        )
+    if loss_fn is cross_entropy and task_outputs is not None and n_out != task_outputs:
+        raise ValueError(
+            f"`net` has {n_out} outputs but `task` has {task_outputs} classes, and cross_entropy reads one "
+            "output per class; build the network with EINetwork(task.n_inputs, n_rec, task.n_outputs, ...)."
+        )
+
+
 def _check_key(key) -> None:
     """Raise ``ValueError`` unless ``key`` is one JAX random key: a typed key (`jax.random.key`) or the raw
     ``uint32`` data of one (`jax.random.PRNGKey`)."""
@@ -418,8 +435,8 @@ def train(
 
     Raises:
         ValueError: ``steps``, ``batch_size`` or ``checkpoint_every`` out of range (or a bool), an unknown
-            ``method``, a ``key`` that is not a JAX random key, or a task whose ``dt`` differs from the
-            network's.
+            ``method``, a ``key`` that is not a JAX random key, or a task whose ``dt`` or input channels
+            differ from the network's (or, with the default loss, whose classes differ from its outputs).
         CheckpointMismatch: ``checkpoint_dir`` holds another run, or more than ``steps`` steps.
         FloatingPointError: training diverged (see above).
     """
@@ -438,6 +455,7 @@ def train(
             f"`task` is sampled every {task_dt} ms but `net` steps {net.dt} ms: the network would run the "
             f"trials at the wrong speed. Build the network with the task's step, EINetwork(..., dt=task.dt)."
         )
+    _check_sizes(net, task, loss_fn)
     optimizer = optax.adam(1e-3) if optimizer is None else optimizer
     key = jax.random.key(0) if key is None else key
     _check_key(key)

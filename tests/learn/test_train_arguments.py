@@ -1,4 +1,4 @@
-"""Review s20: what identifies a run's loss and neuron, a loss holding arrays, and train's argument types."""
+"""What identifies a run of `train` (its loss and neuron), a loss holding arrays, and train's arguments."""
 
 import functools
 import json
@@ -239,3 +239,20 @@ def test_a_raw_key_trains_as_its_typed_key(cue_task):
     typed = learn.train(**_tiny_run(cue_task, key=jax.random.key(1)))
     raw = learn.train(**_tiny_run(cue_task, key=jax.random.PRNGKey(1)))
     np.testing.assert_array_equal(raw.metrics["loss"], typed.metrics["loss"])
+
+
+@pytest.mark.parametrize(("n_in_change", "n_out", "message"), [(1, 2, "inputs"), (0, 3, "classes")])
+def test_a_network_sized_for_another_task_is_refused(cue_task, n_in_change, n_out, message):
+    """A 3-output network trained silently on a 2-class task under cross_entropy."""
+    run = _tiny_run(cue_task)
+    task = run["task"]
+    net = learn.EINetwork(task.n_inputs + n_in_change, 8, n_out, key=jax.random.key(0))
+    with pytest.raises(ValueError, match=message):
+        learn.train(**(run | {"net": net}))
+
+
+def test_a_custom_loss_may_read_more_outputs_than_the_task_has_classes(cue_task):
+    run = _tiny_run(cue_task)
+    net = learn.EINetwork(run["task"].n_inputs, 8, 3, key=jax.random.key(0))
+    result = learn.train(**(run | {"net": net, "loss_fn": functools.partial(weighted_ce, weight=1.0)}))
+    assert np.isfinite(result.metrics["loss"]).all()
