@@ -30,6 +30,8 @@ DATA_FOLDERS = {"multiarea": "conn-macaque-markov2014-29areas", "microcircuit": 
 """The data each connectome model reads: ``--data`` or ``$DIFFBRAIN_DATA/<folder>``."""
 RECORDED = 400
 """About this many neurons are recorded for the raster, spread evenly over the populations."""
+DEFAULT_DURATION = 1000.0
+"""ms simulated unless --duration says otherwise."""
 
 _out = Console()
 
@@ -74,6 +76,7 @@ def _simulate(name: str, duration_ms: float, scale: float, dt: float, seed: int,
     build_key, run_key = jax.random.split(jax.random.key(seed))
     if name in ("coba", "cuba"):
         n = round(4000 * scale)
+        _check_ei_size(name, scale, n)
         try:
             net = getattr(networks.EINetwork, name)(build_key, n=n)
         except ValueError as error:
@@ -86,6 +89,13 @@ def _simulate(name: str, duration_ms: float, scale: float, dt: float, seed: int,
 
         connectome = _read(read_connectome, folder)
         n_per_area = round(N_REFERENCE * scale)
+        smallest = _smallest_size(networks.MultiArea.build, "exc_fraction", 1, 1)
+        if n_per_area < smallest:
+            raise _fail(
+                f"{scale:g} gives {n_per_area} neurons per area; an area needs at least {smallest} "
+                f"(excitatory and inhibitory ones): pass --scale ≥ {smallest / N_REFERENCE:g}.",
+                "--scale",
+            )
         try:
             model = networks.MultiArea.build(**connectome, n_per_area=n_per_area, key=build_key, dt=dt)
         except ValueError as error:
@@ -104,6 +114,38 @@ def _simulate(name: str, duration_ms: float, scale: float, dt: float, seed: int,
     net = circuit.build(build_key, dt=dt)
     record = _recorded(net.sizes) if raster else 0
     return net.simulate(duration_ms, run_key, record=record), circuit.reference_rates
+
+
+def _smallest_size(build, fraction: str, k_e: int, k_i: int) -> int:
+    """The fewest neurons from which ``build`` (its default excitatory ``fraction``, rounded as it rounds)
+    has ``k_e`` excitatory and ``k_i`` inhibitory ones."""
+    import inspect
+
+    exc_fraction = inspect.signature(build).parameters[fraction].default
+    n = 2
+    while round(exc_fraction * n) < k_e or n - round(exc_fraction * n) < k_i:
+        n += 1
+    return n
+
+
+def _check_ei_size(name: str, scale: float, n: int) -> None:
+    """``--scale`` must give the coba/cuba network enough neurons for each one's distinct inputs (its
+    default ``in_degree``), or a `typer.BadParameter` states the smallest --scale."""
+    import inspect
+
+    from diffbrain.zoo import networks
+
+    defaults = inspect.signature(networks.EINetwork.build).parameters
+    in_degree, exc_fraction = defaults["in_degree"].default, defaults["exc_fraction"].default
+    k_e = round(exc_fraction * in_degree)
+    smallest = _smallest_size(networks.EINetwork.build, "exc_fraction", k_e, in_degree - k_e)
+    if n < smallest:
+        raise _fail(
+            f"{scale:g} gives {n} neurons, too few for the {name} network's {in_degree} distinct inputs per "
+            f"neuron ({k_e} excitatory, {in_degree - k_e} inhibitory): pass --scale ≥ {smallest / 4000:g} "
+            f"({smallest} neurons).",
+            "--scale",
+        )
 
 
 def _read(reader, folder: Path):
@@ -155,7 +197,7 @@ def _write_figure(path: Path, result, bin_ms: float, title: str) -> None:
 def simulate_network(
     name: str,
     *,
-    duration_ms: float,
+    duration_ms: float | None,
     scale: float | None,
     dt: float,
     seed: int,
@@ -166,8 +208,11 @@ def simulate_network(
 ) -> None:
     """Simulate network ``name`` (a key of `NETWORKS`) for ``duration_ms`` ms at time step ``dt`` ms; print
     the rate of each population and write ``raster`` (PNG) and ``out`` (CSV of the rates in ``bin_ms`` ms
-    bins). ``scale`` None: `DEFAULT_SCALE`. Bad values raise `typer.BadParameter` naming the option."""
+    bins). ``scale`` None: `DEFAULT_SCALE`; ``duration_ms`` None: `DEFAULT_DURATION` (then a --dt that does
+    not divide it is to blame). Bad values raise `typer.BadParameter` naming the option."""
     scale = DEFAULT_SCALE[name] if scale is None else scale
+    default_duration = duration_ms is None
+    duration_ms = DEFAULT_DURATION if default_duration else duration_ms
     for option, value in (("--duration", duration_ms), ("--dt", dt), ("--scale", scale), ("--bin", bin_ms)):
         if not (math.isfinite(value) and value > 0):
             raise _fail(f"must be a finite number > 0, got {value:g}.", option)
@@ -183,11 +228,22 @@ def simulate_network(
         raise _fail(
             f"the {name} network is built from no data; --data is for multiarea and microcircuit.", "--data"
         )
-    from .cli import _number_of_steps, check_output, check_seed, whole_steps, write_outputs
+    from .cli import (
+        _number_of_steps,
+        _steps_of_default_duration,
+        check_output,
+        check_seed,
+        whole_steps,
+        write_outputs,
+    )
 
     check_seed(seed)
 
-    _number_of_steps(duration_ms, dt)  # at least one step, a multiple of dt, at most the step limit
+    # at least one step, a multiple of dt, at most the step limit
+    if default_duration:
+        _steps_of_default_duration(name, duration_ms, dt)
+    else:
+        _number_of_steps(duration_ms, dt)
     if raster is not None or out is not None:
         whole_steps("--bin", bin_ms, dt)  # a bin of whole steps, or the CSV's t_ms would not be --bin's
 

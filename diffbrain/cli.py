@@ -192,9 +192,15 @@ def _steps_of_default_duration(model: str, duration: float, dt: float) -> int:
 
 
 def check_seed(seed: int) -> None:
-    """Refuse a ``--seed`` outside int64 (what `jax.random.key` takes) with a `typer.BadParameter`."""
-    if not -(2**63) <= seed < 2**63:
-        raise typer.BadParameter(f"must fit in 64 bits (|seed| < 2⁶³), got {seed}.", param_hint="'--seed'")
+    """Refuse a ``--seed`` outside ``0 … 2³² − 1`` with a `typer.BadParameter`: `jax.random.key` keeps only
+    a seed's low 32 bits (without x64), so any other seed would repeat one of these (2³² runs as 0, −1 as
+    2³² − 1)."""
+    if not 0 <= seed < 2**32:
+        raise typer.BadParameter(
+            f"must lie in 0 … 2³² − 1 = {2**32 - 1} (only a seed's low 32 bits reach jax.random.key, so any "
+            f"other would repeat one of these), got {seed}.",
+            param_hint="'--seed'",
+        )
 
 
 def check_output(option: str, path: Path | None) -> None:
@@ -394,7 +400,7 @@ def simulate(
     if is_network:
         _cli_networks.simulate_network(
             model,
-            duration_ms=1000.0 if duration is None else duration,
+            duration_ms=duration,
             scale=scale,
             dt=0.1 if dt is None else dt,
             seed=0 if seed is None else seed,

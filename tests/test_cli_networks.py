@@ -58,7 +58,7 @@ def test_cuba_runs():
         (("microcircuit", "--scale", "2"), "at most full scale"),
         (("coba", "--data", "/nonexistent"), "--data is for multiarea and microcircuit"),
         (("coba", "--duration", "1e9"), "limit 100,000,000"),
-        (("coba", "--seed", str(2**70)), "must fit in 64 bits"),
+        (("coba", "--seed", str(2**70)), "must lie in 0 … 2³² − 1"),
     ],
 )
 def test_bad_input_names_the_option(args, message):

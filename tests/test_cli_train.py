@@ -136,8 +136,8 @@ def test_the_tasks_own_delay_given_or_not_is_the_same_run(tmp_path):
         (("--dt", "3"), "'--dt': 3 ms does not divide the 50 ms gap period of EvidenceAccumulation"),
         (("--dt", "10", "--delay", "55"), "'--delay': must be a multiple of --dt (10 ms), ≥ 0; got 55 ms"),
         (("--method", "adjoint"), "--method"),
-        (("--seed", str(2**63)), "'--seed': must fit in 64 bits"),  # an OverflowError after config.json
-        (("--seed", str(-(2**63) - 1)), "'--seed': must fit in 64 bits"),
+        (("--seed", str(2**32)), "'--seed': must lie in 0 … 2³² − 1"),  # only 32 bits reach the key
+        (("--seed", "-1"), "'--seed': must lie in 0 … 2³² − 1"),
     ],
 )
 def test_train_rejects_bad_options_before_training(args, message, tmp_path):

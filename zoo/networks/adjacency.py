@@ -94,18 +94,14 @@ def from_adjacency(
             f"`inhibitory` must be a bool array of shape ({n},), got "
             f"{inhibitory.dtype}{list(inhibitory.shape)}."
         )
-    if not (np.isfinite(weight_per_synapse) and weight_per_synapse >= 0):
-        raise ValueError(
-            f"`weight_per_synapse` must be finite and ≥ 0 (inhibitory synapses take their sign from the "
-            f'receptor "inh"), got {weight_per_synapse!r}.'
-        )
-    if not (np.isfinite(conductance_per_junction) and conductance_per_junction >= 0):
-        raise ValueError(
-            f"`conductance_per_junction` must be finite and ≥ 0 nS, got {conductance_per_junction!r}."
-        )
+    _real_number(
+        "weight_per_synapse",
+        weight_per_synapse,
+        'finite and ≥ 0 (inhibitory synapses take their sign from the receptor "inh")',
+    )
+    _real_number("conductance_per_junction", conductance_per_junction, "finite and ≥ 0 nS")
     delay = 0.0 if delay is None else delay
-    if not (np.isfinite(delay) and delay >= 0):
-        raise ValueError(f"`delay` must be a finite latency ≥ 0 ms, got {delay!r}.")
+    _real_number("delay", delay, "a finite latency ≥ 0 ms")
     if receptors is None:
         receptors = {"exc": Expon(tau=5.0, E=0.0), "inh": Expon(tau=10.0, E=-80.0)}
     from_inh = inhibitory[pre]
@@ -168,6 +164,7 @@ def _entries(name: str, matrix, orientation: str):
             np.asarray(coo.col),
             np.asarray(coo.data),
         )
+        _check_real_counts(name, values.dtype)
     else:
         dense = np.asarray(matrix)
         if dense.ndim != 2:
@@ -175,8 +172,7 @@ def _entries(name: str, matrix, orientation: str):
         shape = dense.shape
         if dense.dtype == bool:  # a binary connectome: each True is one synapse
             dense = dense.astype(np.int8)
-        if not np.issubdtype(dense.dtype, np.number) or np.issubdtype(dense.dtype, np.complexfloating):
-            raise ValueError(f"`{name}` must hold real synapse counts, got dtype {dense.dtype}.")
+        _check_real_counts(name, dense.dtype)
         rows, columns = np.nonzero(dense)
         values = dense[rows, columns]
         if not np.all(np.isfinite(dense)):
@@ -200,6 +196,29 @@ def _entries(name: str, matrix, orientation: str):
     rows, columns, values = rows[keep], columns[keep], values[keep]
     pre, post = (rows, columns) if orientation == "pre_post" else (columns, rows)
     return pre.astype(np.int64), post.astype(np.int64), values, shape[0]
+
+
+def _check_real_counts(name: str, dtype) -> None:
+    """A dense or sparse matrix's entries must be real numbers (bool: one synapse each): a complex count
+    would lose its imaginary part, a string or object is no count."""
+    real = np.issubdtype(dtype, np.number) and not np.issubdtype(dtype, np.complexfloating)
+    if not (real or np.issubdtype(dtype, np.bool_)):
+        raise ValueError(
+            f"`{name}` must hold real synapse counts, got dtype {dtype}; pass a real (or bool) matrix, "
+            "e.g. its real part (np.real) or magnitude (abs) if that is what it counts."
+        )
+
+
+def _real_number(name: str, value, what: str) -> None:
+    """``value`` is one real number (a bool counts as 0 or 1) that is ``what``, else a ``ValueError``
+    naming ``name``."""
+    array = np.asarray(value)
+    real = array.ndim == 0 and (
+        np.issubdtype(array.dtype, np.bool_)
+        or (np.issubdtype(array.dtype, np.number) and not np.issubdtype(array.dtype, np.complexfloating))
+    )
+    if not (real and np.isfinite(array) and array >= 0):
+        raise ValueError(f"`{name}` must be {what} (one real number), got {value!r}.")
 
 
 def _populations(labels, n: int) -> tuple[list[str], list[int]]:

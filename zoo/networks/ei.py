@@ -191,10 +191,13 @@ class EINetwork(eqx.Module):
         n_e = round(exc_fraction * n)
         n_i = n - n_e
         if n_e < k_e or n_i < k_i:
+            smallest = n + 1  # the fewest neurons that split (rounded as above) into enough of both
+            while round(exc_fraction * smallest) < k_e or smallest - round(exc_fraction * smallest) < k_i:
+                smallest += 1
             raise ValueError(
                 f"`n` = {n} is too small: {n_e} excitatory and {n_i} inhibitory neurons cannot provide "
-                f"{k_e} and {k_i} distinct inputs per neuron (in_degree {in_degree}); pass n ≥ "
-                f"{int(np.ceil(max(k_e / exc_fraction, k_i / (1 - exc_fraction))))} or a smaller `in_degree`."
+                f"{k_e} and {k_i} distinct inputs per neuron (in_degree {in_degree}); pass n ≥ {smallest} "
+                "or a smaller `in_degree`."
             )
         check_key(key)
         key_e, key_i = jax.random.split(key)

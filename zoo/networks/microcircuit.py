@@ -17,7 +17,7 @@ from ...ops.csr import check_key, numpy_generator
 from ..neurons.lif import LIF
 from ..synapses.expon import Expon
 from ._random import truncated_normal
-from .network import Background, Edges, Network
+from .network import Background, Edges, Network, step_ms
 
 POPULATIONS = ("L23e", "L23i", "L4e", "L4i", "L5e", "L5i", "L6e", "L6i")
 """Population names in the model's order (excitatory, inhibitory per layer)."""
@@ -195,7 +195,7 @@ class Microcircuit:
     * connectivity: ``K = synapse_counts(C, N, N)`` synapses per projection between uniformly random pairs,
       multapses allowed ("fixed total number"; `Network.build` merges those of one pair and delay step);
     * delays normal, 1.5 ± 0.75 ms from excitatory and 0.75 ± 0.375 ms from inhibitory neurons, redrawn
-      below ``dt`` and rounded to steps;
+      below ``dt`` (to ≥ ``dt``, as NEST's ``redraw``) and rounded to steps;
     * background: Poisson input at ``K_ext`` × 8 Hz per neuron with weight ``w`` (``background="poisson"``),
       or its mean as a constant current ``K_ext·8 Hz·w·τ_syn`` (``background="dc"``).
 
@@ -366,7 +366,23 @@ class Microcircuit:
     def _check_dt(self, dt) -> float:
         if isinstance(dt, bool) or not isinstance(dt, int | float | np.floating) or not 0 < dt <= 0.5:
             raise ValueError(f"`dt` must be a time step in (0, 0.5] ms (the model's is 0.1), got {dt!r}.")
-        return float(dt)
+        return step_ms(dt)  # a float32 0.1 is 0.1 ms, as `Network.build` takes it
+
+    def _check_delays(self, dt: float) -> None:
+        """Every drawn delay is redrawn until ≥ ``dt``: refuse a mean delay too far below ``dt`` for that
+        (`truncated_normal`'s bound), naming its parameter."""
+        for source in range(8):
+            if not self.synapses[:, source].any():
+                continue
+            name = "delay_exc_mean_ms" if _EXCITATORY[source] else "delay_inh_mean_ms"
+            for mean in np.unique(self.delay[:, source]):
+                if dt > mean + 6.0 * (mean * self.delay_rel_std):  # as `truncated_normal` tests it
+                    raise ValueError(
+                        f"`{name}` = {mean:g} ms is too far below `dt` = {dt:g} ms: each delay is drawn from "
+                        f"Normal({mean:g}, {mean * self.delay_rel_std:g}) ms (`delay_rel_std` = "
+                        f"{self.delay_rel_std:g}) and redrawn until ≥ dt, which hardly any draw reaches; "
+                        f"pass `{name}` ≥ {dt:g} ms or a smaller `dt`."
+                    )
 
     def step_factor(self, dt: float) -> float:
         """``τ_syn (1 − e^{−dt/τ_syn}) / dt``, the factor `build` applies to every weight (class doc)."""
@@ -376,7 +392,7 @@ class Microcircuit:
     def edges(self, key: PRNGKeyArray, dt: float = 0.1) -> dict[str, Edges]:
         """Draw the recurrent synapses: ``{"exc": Edges, "inh": Edges}`` with global int32 neuron indices,
         float32 weights (pA, the step-averaged amplitudes of `step_factor`; inhibitory ones negative) and
-        float32 delays (ms, > ``dt``; `Network.build` rounds them to steps). One edge per synapse
+        float32 delays (ms, ≥ ``dt``; `Network.build` rounds them to steps). One edge per synapse
         (multapses repeat a pair), ordered by source population, then target population; each source
         population's synapses are drawn with ``jax.random.fold_in(key, source)``, so the same key gives the
         same connectivity whichever part is drawn first (`draw_edges`, `build`).
@@ -389,6 +405,7 @@ class Microcircuit:
         when it is asked for (a consumer that drops one before asking for the next holds one receptor's
         edges at a time)."""
         dt = self._check_dt(dt)
+        self._check_delays(dt)
         check_key(key, "it draws the synapses")
         for receptor, sources in _RECEPTORS:
             edges = _empty_edges(int(self.synapses[:, sources].sum()))
@@ -414,9 +431,18 @@ class Microcircuit:
             out.pre[part] = rng.integers(offsets[source], offsets[source + 1], count, np.int32)
             out.post[part] = rng.integers(offsets[target], offsets[target + 1], count, np.int32)
             w, d = self.weight[target, source] * factor, self.delay[target, source]
-            truncated_normal(rng, abs(w), abs(w) * self.weight_rel_std, 0.0, out.weight[part])
-            np.copysign(out.weight[part], w, out=out.weight[part])
-            truncated_normal(rng, d, d * self.delay_rel_std, dt, out.delay[part])
+            where = f"{POPULATIONS[source]} → {POPULATIONS[target]}"
+            if w == 0:  # g = 0: no inhibition, exactly (a normal of mean and s.d. 0 has no draw above 0)
+                out.weight[part] = 0.0
+            else:
+                label = f"the weights {where} (`PSP_exc_mean_mV`, `g`, `weight_rel_std`)"
+                truncated_normal(
+                    rng, abs(w), abs(w) * self.weight_rel_std, 0.0, out.weight[part], label=label
+                )
+                np.copysign(out.weight[part], w, out=out.weight[part])
+            name = "delay_exc_mean_ms" if _EXCITATORY[source] else "delay_inh_mean_ms"
+            label = f"the delays {where} (`{name}`, `delay_rel_std`, redrawn until ≥ `dt`)"
+            truncated_normal(rng, d, d * self.delay_rel_std, dt, out.delay[part], label=label, inclusive=True)
 
     def build(self, key: PRNGKeyArray, dt: float = 0.1) -> Network:
         """The microcircuit as a `Network` simulated at ``dt`` ms: the `edges` drawn with ``key``, two
@@ -435,6 +461,7 @@ class Microcircuit:
         scale (3.0·10⁸) 4.8 GiB (4.5 GiB resident once built; 2 min on a shared 2-core CPU), where all edges
         at once would need ~11 GiB (39 bytes per synapse, extrapolated from scale 0.5)."""
         dt = self._check_dt(dt)
+        self._check_delays(dt)
         check_key(key, "it draws the synapses")
         population = np.repeat(np.arange(8), self.sizes)
         background = None

@@ -103,7 +103,7 @@ from ...ops.csr import numpy_generator
 from ..neurons.lif import LIF
 from ..synapses.expon import Expon
 from ._random import truncated_normal
-from .network import Background, Edges, Network, NetworkResult, NetworkState, Pulse
+from .network import Background, Edges, Network, NetworkResult, NetworkState, Pulse, step_ms
 
 G_L = 10.0  # nS, sets the current scale: a drive of x mV is x·G_L pA
 N_REFERENCE = 2000  # neurons per area in the original
@@ -267,6 +267,8 @@ class MultiArea(eqx.Module):
             or not (np.isfinite(dt) and dt > 0)
         ):
             raise ValueError(f"`dt` must be a time step > 0 ms, got {dt!r}.")
+        if isinstance(dt, np.floating) and np.finfo(dt).bits < 64:  # np.float32(0.1) is 0.1 ms (`step_ms`)
+            dt = step_ms(dt)
         if delay_jitter > 0:  # delays are redrawn until above one step, so every mean must exceed it
             wired = (fln > 0) & ~np.eye(len(areas), dtype=bool)
             mean_delay = np.where(wired, distance_mm / speed, np.inf)
@@ -335,7 +337,8 @@ class MultiArea(eqx.Module):
                     block = _block(rng, exc_of[s], targets, prob, gain[t] * mu_lr * fln[t, s] * scale_e, mean)
                     if delay_jitter > 0:  # normal, each delay below one step redrawn (as NEST does)
                         delay = np.empty(block.pre.size, np.float32)
-                        truncated_normal(rng, mean, delay_jitter * mean, dt, delay)
+                        label = f"the delays {areas[s]} → {areas[t]} (`distance_mm`/`speed`, `delay_jitter`)"
+                        truncated_normal(rng, mean, delay_jitter * mean, dt, delay, label=label)
                         block = block._replace(delay=delay)
                     exc.append(block)
         exc_edges = _concatenate(exc, per_mV)

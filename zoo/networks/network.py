@@ -23,13 +23,13 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray, UInt32
 
 from ... import ops
 from ...ops import CSR, csr_matvec
 from ...ops.csr import check_key
 from ...ops.scan import checked_unroll
-from .._checks import check_dt, n_steps_of
+from .._checks import _rounding, check_dt, n_steps_of
 from .._param import astype
 from ..neurons._base import AbstractSpikingNeuron
 from ..simulate import _fail_on_nonfinite
@@ -280,6 +280,21 @@ def _seed(key: PRNGKeyArray) -> Array:
     return jnp.stack([words[0], _lowbias32(words[-1] + jnp.uint32(0x632BE5AB))])
 
 
+def _step_seed(seed) -> UInt32[Array, "2"]:
+    """`Network.step`'s ``seed`` as the background's two uint32 words: a typed key derived as `simulate`
+    derives its background's (`_seed` of the second half of ``jax.random.split``), the words as they are."""
+    dtype = getattr(seed, "dtype", None)
+    if dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key) and jnp.ndim(seed) == 0:
+        return _seed(jax.random.split(seed)[1])
+    if dtype == jnp.uint32 and jnp.shape(seed) == (2,):
+        return seed
+    got = f"{dtype}{list(jnp.shape(seed))}" if dtype is not None else type(seed).__name__
+    raise ValueError(
+        "`seed` must be the simulation key, one jax.random.key(...) as passed to `simulate`, or the "
+        f"uint32[2] words `simulate` derives from it, got {got}."
+    )
+
+
 class Network(eqx.Module):
     r"""A spiking network: named populations of one neuron model (parameters scalar or per neuron), named
     receptors on every neuron, sparse delayed synapses per receptor, constant and Poisson input.
@@ -383,7 +398,8 @@ class Network(eqx.Module):
                 parts before it. Synapses that repeat (pre, post, delay step) are merged into one with the
                 summed weight; either way the network is that of the concatenated edges, and its edge slots
                 follow their order.
-            dt: the time step, ms; a delay ``D`` becomes a lag of ``round(D/dt) + 1`` steps.
+            dt: the time step, ms; a delay ``D`` becomes a lag of ``round(D/dt) + 1`` steps. A float32 (or
+                narrower) ``dt`` stands for its shortest decimal (`step_ms`: ``np.float32(0.1)`` is 0.1 ms).
             background: Poisson input (`Background`, or several).
             I_ext: constant current per neuron, scalar or ``[n]``, in the neuron's input unit (pA for
                 `LIF` and `AdEx`; current-based weights, pulses and background weights use it too).
@@ -397,7 +413,7 @@ class Network(eqx.Module):
                 receptors or gap junctions with a neuron whose input is not in pA.
             TypeError: the neuron or a receptor is not a zoo spiking neuron / synapse.
         """
-        dt = float(check_dt(dt))
+        dt = step_ms(check_dt(dt))
         names, size_list = _check_sizes(sizes)
         n = sum(size_list)
         if not isinstance(neuron, AbstractSpikingNeuron):
@@ -472,6 +488,9 @@ class Network(eqx.Module):
         for a conductance-based receptor, as `build` checks (traced weights, inside ``jit`` or ``grad``,
         are not checked)."""
         projection = self.projections[_known_receptor("receptor", receptor, self.projections)]
+        if not isinstance(weight, jax.core.Tracer):  # a complex weight would lose its imaginary part
+            dtype = getattr(weight, "dtype", None)  # an array's dtype alone: no copy from the device
+            _real_array("weight", weight if dtype is None else np.empty(0, dtype))
         _check_conductances("weight", receptor, self.receptors[receptor].mode, weight)
         weight = jnp.asarray(weight, projection.W.data.dtype)
         slots = self.edge_slots[receptor]
@@ -501,17 +520,25 @@ class Network(eqx.Module):
     def step(
         self,
         state: NetworkState,
-        seed: Array,
+        seed: PRNGKeyArray | UInt32[Array, "2"],
         pulses: tuple[tuple[Array, Array, Array], ...] = (),
         surrogate: bool = False,
         detach_recurrent: bool = True,
     ) -> tuple[NetworkState, Array]:
-        """One step of ``dt`` ms (see the class doc); ``seed`` (from the simulation key) drives the
-        background, ``pulses`` are ``(current [n] pA, start step, stop step)``. With ``surrogate`` spikes are
-        floats from the neuron's surrogate Heaviside (differentiable); ``detach_recurrent`` stops the
-        gradient through the spikes fed back into the network (it still reaches the weights, synapses and
-        membranes). Returns the new state and the step's spikes ``[n]`` (bool, or float with
-        ``surrogate``)."""
+        """One step of ``dt`` ms (see the class doc). ``seed`` drives the background: the simulation key
+        itself, a typed ``jax.random.key`` as `simulate` takes it (the step then draws the background that
+        ``simulate(..., key)`` draws at ``state.step``), or the uint32[2] words `simulate` derives from that
+        key's second half, which is also how a raw uint32[2] ``jax.random.PRNGKey`` is taken (wrap it with
+        ``jax.random.wrap_key_data`` to draw what `simulate` draws with it). ``pulses`` are
+        ``(current [n] pA, start step, stop step)``. With ``surrogate`` spikes are floats from the neuron's
+        surrogate Heaviside (differentiable); ``detach_recurrent`` stops the gradient through the spikes fed
+        back into the network (it still reaches the weights, synapses and membranes). Returns the new state
+        and the step's spikes ``[n]`` (bool, or float with ``surrogate``).
+
+        Raises:
+            ValueError: ``seed`` is neither one typed key nor a uint32[2] array.
+        """
+        seed = _step_seed(seed)
         fed = jax.lax.stop_gradient(state.spikes) if detach_recurrent else state.spikes
         return self._advance(state, fed, seed, pulses, surrogate, state.neurons.V, 0)
 
@@ -583,7 +610,8 @@ class Network(eqx.Module):
                 ``k1`` the Poisson background, whose numbers depend on the absolute step, so a run continued
                 from its ``final_state`` with the same key continues the same background. May be None only
                 for a network without background that continues from ``state``.
-            dt: if given, must equal the network's ``dt`` (delays were rounded to it at build time).
+            dt: if given, must equal the network's ``dt`` (delays were rounded to it at build time), up to
+                float rounding: ``np.float32(0.1)`` equals 0.1.
             record: neuron indices whose spikes to keep (or k: neurons 0 … k − 1).
             state: the state to continue from (of this network: `init_state` or a result's
                 ``final_state``); default `init_state` with ``key``.
@@ -838,12 +866,15 @@ def _indices(name: str, value, n: int) -> np.ndarray:
         raise ValueError(
             f"`{name}` must hold neuron indices in [0, {n}), got values in [{array.min()}, {array.max()}]."
         )
-    return array if np.issubdtype(array.dtype, np.integer) else array.astype(np.int64)  # an empty list
+    if not np.issubdtype(array.dtype, np.integer) or (array.dtype.kind == "u" and array.itemsize == 8):
+        # an empty list; uint64 (< n here), which NumPy mixes with int64 into float64 (narrower ints: no copy)
+        array = array.astype(np.int64)
+    return array
 
 
 def _per_edge(name: str, value, size: int) -> np.ndarray:
     """A validated scalar or ``[size]`` float array (float32 stays float32: no copy of a large input)."""
-    array = np.asarray(value)
+    array = _real_array(name, value)
     if not jnp.issubdtype(array.dtype, jnp.floating):  # (bfloat16 is floating too)
         array = array.astype(float)
     if array.shape not in ((), (size,)):
@@ -851,6 +882,26 @@ def _per_edge(name: str, value, size: int) -> np.ndarray:
     if not np.all(np.isfinite(array)):
         raise ValueError(f"`{name}` must be finite, got NaN or infinite values.")
     return array
+
+
+def _real_array(name: str, value) -> np.ndarray:
+    """``value`` as a NumPy array of real numbers (any real dtype, bool included), or a ``ValueError`` naming
+    ``name``: a complex value would lose its imaginary part, a string is no number."""
+    array = np.asarray(value)
+    if jnp.issubdtype(array.dtype, jnp.floating):  # (bfloat16 is floating, though NumPy's kind is "V")
+        return array
+    if array.dtype == object:  # e.g. Python Fractions: real if they convert (complex numbers raise)
+        try:
+            return array.astype(float)
+        except (TypeError, ValueError):
+            pass
+    elif array.dtype == bool or np.issubdtype(array.dtype, np.integer):
+        return array
+    if np.issubdtype(array.dtype, np.complexfloating):
+        fix = "pass its real part (np.real) or magnitude (np.abs) explicitly"
+    else:
+        fix = "pass numbers (a float or an array of floats)"
+    raise ValueError(f"`{name}` must hold real numbers, got dtype {array.dtype}; {fix}.")
 
 
 def _edge_part(receptor: str, index: int | None, e, n: int, dt: float, mode: str):
@@ -949,15 +1000,34 @@ def steps_of(ms: float | np.ndarray, dt: float) -> np.ndarray:
 
     ``ms/dt`` just below a half counts as the half: by 10⁻⁹ (``0.25/0.1 = 2.4999…``) plus half the spacing
     of ``ms``'s own dtype there (float32 ``0.35`` is ``0.34999999…``; a value that close to a half may be
-    one), at most a quarter step, so an exact value (float16 ``200.0``) keeps its step.
+    one), at most a quarter step, so an exact value (float16 ``200.0``) keeps its step. A float32 (or
+    narrower) ``dt`` counts as its shortest decimal (`step_ms`), so ``np.float32(0.1)`` rounds as 0.1.
     """
     ms = np.asarray(ms)
+    dt = step_ms(dt) if np.ndim(dt) == 0 else dt
     ratio = ms.astype(np.float64) / dt
     if jnp.issubdtype(ms.dtype, jnp.floating) and ms.dtype != np.float64:
         near = np.minimum(np.abs(np.spacing(ms)).astype(np.float64) / (2 * dt), 0.25)
     else:
         near = 0.0
     return np.floor(ratio + (0.5 + 1e-9) + near)
+
+
+def step_ms(dt) -> float:
+    """A (checked) time step ``dt`` as the Python float of ms that delays and pulse edges are rounded
+    against: a float32 or narrower one at its shortest decimal (``np.float32(0.1)``, 0.10000000149… ms, is
+    0.1 ms: that is what it was written as, and at 0.10000000149 ms a 0.25 ms delay would round down), any
+    other (a float64, a Python float or int) unchanged."""
+    array = np.asarray(dt)
+    value = float(array)
+    if jnp.issubdtype(array.dtype, jnp.floating) and array.dtype.itemsize < 8 and array.ndim == 0:
+        try:
+            shortest = float(str(array[()]))
+        except ValueError:  # a float type whose str is not a decimal: keep its value
+            return value
+        if np.asarray(shortest).astype(array.dtype) == array:
+            return shortest
+    return value
 
 
 def _steps(delay: np.ndarray, dt: float) -> np.ndarray:
@@ -1035,11 +1105,16 @@ def _check_state(net: Network, state: NetworkState) -> None:
 
 
 def _check_run(net, duration_ms, dt, record) -> tuple[int, np.ndarray]:
-    if dt is not None and not np.isclose(float(dt), net.dt, rtol=1e-9, atol=0.0):
-        raise ValueError(
-            f"`dt` = {dt} ms differs from the network's dt = {net.dt} ms, to which its delays were rounded; "
-            "omit `dt` or rebuild the network with it."
-        )
+    """The step count and recorded neurons of a run; a ``dt`` given must be the network's, up to the float
+    rounding that `whole_steps` allows for (a float32 ``dt`` is its shortest decimal, `step_ms`)."""
+    if dt is not None:
+        check_dt(dt)
+        rtol = 1e-9 + _rounding(np.asarray(dt)) + _rounding(np.asarray(net.dt))
+        if not abs(step_ms(dt) - net.dt) <= rtol * net.dt:
+            raise ValueError(
+                f"`dt` = {dt} ms differs from the network's dt = {net.dt} ms, to which its delays were "
+                "rounded; omit `dt` or rebuild the network with it."
+            )
     return n_steps_of(duration_ms, net.dt), record_indices(record, net.n)
 
 
