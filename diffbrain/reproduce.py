@@ -245,24 +245,29 @@ def section_keys(budget: Budget, network_builder: NetworkBuilder | None = None) 
     return {name: section_key(name, getattr(budget, name), code.get(name, "")) for name in SECTIONS}
 
 
-def load_section(out: Path, name: str, key: str | None = None) -> dict | None:
+def load_section(out: Path, name: str, key: str | None = None, *, quiet: bool = False) -> dict | None:
     """The finished section ``name`` under ``out`` (its result.json), or None if absent, of another key, or
     missing a figure its result.json lists that cannot be drawn again from it (`redrawable_figures`; a
-    missing figure that can be is drawn again when `run_section` reuses the section)."""
+    missing figure that can be is drawn again when `run_section` reuses the section). A damaged
+    result.json or a lost figure is warned about unless ``quiet`` (a look ahead at what will run)."""
     path = Path(out) / name / RESULT
     if not path.is_file():
         return None
     try:
         result = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
-        warnings.warn(
-            f"{path} is unreadable (damaged?); its section counts as not run and runs again.", stacklevel=2
-        )
+        if not quiet:
+            warnings.warn(
+                f"{path} is unreadable (damaged?); its section counts as not run and runs again.",
+                stacklevel=2,
+            )
         return None
     if not isinstance(result, dict) or (key is not None and result.get("key") != key):
         return None
     lost = sorted(set(missing_figures(out, name, result)) - set(redrawable_figures(name, result)))
     if lost:
+        if quiet:
+            return None
         warnings.warn(
             f"{path.parent}: the figures {lost} that {RESULT} lists are missing and cannot be drawn again "
             "from it; the section counts as not run and runs again.",
@@ -1157,7 +1162,9 @@ def expected_seconds(
     """The expected duration of the sections of ``budget`` not finished under ``out`` yet, s."""
     keys = section_keys(budget, network_builder)
     return sum(
-        budget.expected[name] for name in SECTIONS if load_section(Path(out), name, keys[name]) is None
+        budget.expected[name]
+        for name in SECTIONS
+        if load_section(Path(out), name, keys[name], quiet=True) is None
     )
 
 
@@ -1185,7 +1192,8 @@ def run(
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
     sections = {}
     keys = section_keys(budget, network_builder)
-    _set_report_aside(out, [name for name in SECTIONS if load_section(out, name, keys[name]) is None], log)
+    to_run = [name for name in SECTIONS if load_section(out, name, keys[name], quiet=True) is None]
+    _set_report_aside(out, to_run, log)
     for name in SECTIONS:
         options = {"builder": network_builder} if name == "network" else {}
         compute = functools.partial(COMPUTE[name], log=log, **options)

@@ -5,6 +5,7 @@ import functools
 import json
 import math
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -482,3 +483,15 @@ def test_a_reused_run_draws_the_figures_its_report_links_again(tiny_run):
     assert sum("finished before" in line for line in lines) == len(reproduce.SECTIONS)  # nothing recomputed
     for figure in re.findall(r"!\[[^]]*\]\(([^)]+)\)", report.path.read_text()):
         assert (out / figure).read_bytes().startswith(_PNG), figure
+
+
+def test_a_lost_figure_is_warned_about_once_not_at_every_look_ahead(tmp_path):
+    """`run` looks at each section three times (expected duration, setting the report aside, running it);
+    the lost-figure warning came three times."""
+    (tmp_path / "network").mkdir()
+    (tmp_path / "network" / reproduce.RESULT).write_text(json.dumps({"key": "k", "figures": ["raster.png"]}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert reproduce.load_section(tmp_path, "network", "k", quiet=True) is None
+    with pytest.warns(UserWarning, match="raster.png"):
+        assert reproduce.load_section(tmp_path, "network", "k") is None
