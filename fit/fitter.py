@@ -25,8 +25,8 @@ from diffbrain.zoo._param import parameters
 
 from . import gradient, search
 from .losses import AbstractLoss, Target, VoltageMSE
-from .objective import Account, GradientMode, Objective
-from .params import free_params
+from .objective import MODES, Account, GradientMode, Objective
+from .params import free_params, model_check_error
 from .recording import Cell, Recording, spike_samples
 from .result import FitResult, model_to_json
 from .sharding import BatchSharding, Devices, batch_devices
@@ -90,7 +90,7 @@ def _check_recordings(recordings) -> None:
         )
 
 
-def _check_arguments(model, free, loss, n_starts, budget, grad_cost, key, options) -> None:
+def _check_arguments(model, free, loss, n_starts, budget, grad_cost, key, options, gradient_mode) -> None:
     """Errors naming the argument for what `fit` and `fit_cells` would otherwise fail on cryptically."""
     if isinstance(model, type) and issubclass(model, zoo.AbstractNeuron):
         raise TypeError(
@@ -129,6 +129,44 @@ def _check_arguments(model, free, loss, n_starts, budget, grad_cost, key, option
         raise TypeError(
             "`options` must map the method's keyword arguments to values, e.g. {'max_iterations': 100}, "
             f"got {options!r}."
+        )
+    reserved = sorted(set(options or {}) & set(RESERVED_OPTIONS))
+    if reserved:
+        raise ValueError(
+            f"`options` sets {reserved}, which the fit itself passes to the method; pass `key`, `devices` "
+            "(and, for `fit_cells`, `cells`) as arguments of the call, and leave them out of `options`."
+        )
+    if not (isinstance(gradient_mode, str) and gradient_mode in ("auto", "measure", *MODES)):
+        raise ValueError(
+            f"`gradient_mode` must be 'auto', 'measure' or one of {MODES}, got {gradient_mode!r}; leave it "
+            "out for 'auto'."
+        )
+
+
+RESERVED_OPTIONS = ("objective", "starts", "account", "key", "devices", "cells")
+"""Keyword arguments of the methods that `fit` and `fit_cells` pass themselves (refused in ``options``)."""
+
+
+def _check_spike_threshold(spike_threshold) -> None:
+    if (
+        isinstance(spike_threshold, bool)
+        or not isinstance(spike_threshold, numbers.Real)
+        or not np.isfinite(spike_threshold)
+    ):
+        raise ValueError(
+            f"`spike_threshold` must be a finite voltage in mV, got {spike_threshold!r}; pass e.g. 0.0."
+        )
+
+
+def _check_checkpoint(checkpoint) -> None:
+    if checkpoint is None:
+        return
+    if not isinstance(checkpoint, str | os.PathLike):
+        raise TypeError(f"`checkpoint` must be a path to a JSON file (or None), got {checkpoint!r}.")
+    if Path(checkpoint).is_dir():
+        raise ValueError(
+            f"`checkpoint` {str(checkpoint)!r} is a folder; pass the path of a JSON file to write the fit "
+            "to, e.g. folder/fit.json."
         )
 
 
@@ -215,15 +253,16 @@ def prepare(
             one sweep or a stack), a sequence of them, or a `Cell`.
         input_scale: factor from pA to ``model.input_unit``; required when that unit is not pA or nA
             (µA/cm² needs the membrane area, dimensionless models their own scale).
-        spike_threshold: mV; spikes of recordings without ``spike_times`` are its upward crossings, at the
-            first sample at or above it; given spike times go to the first sample at or after them
-            (`spike_samples`), the same sample.
+        spike_threshold: mV, finite; spikes of recordings without ``spike_times`` are its upward
+            crossings, at the first sample at or above it; given spike times go to the first sample at or
+            after them (`spike_samples`), the same sample.
         dtype: floating dtype of the stimulus and target.
 
     Returns:
         ``(inputs [T, S], target)``; the target of a stack padded to one length (`Cell.stack(pad=True)`)
         carries a `Target` ``mask`` from ``meta["lengths"]``, so the losses leave the padding out.
     """
+    _check_spike_threshold(spike_threshold)
     lengths = _padded_lengths(recordings)
     sweeps = _sweeps(recordings)
     input_scale = _input_scale(model, input_scale)
@@ -377,7 +416,7 @@ def fit(
             (their ``max_iterations`` option); the search methods raise a ValueError without one.
         key: PRNG key of the starts and of the search (default ``jax.random.key(0)``).
         input_scale: factor from pA to ``model.input_unit`` when it is not pA or nA.
-        spike_threshold: mV, for recordings without spike times.
+        spike_threshold: mV (finite), for recordings without spike times.
         gradient_mode: ``"auto"``, ``"measure"``, ``"adjoint"``, ``"forward"``, ``"reverse"``, ``"central"``
             (`Objective`).
         grad_cost: simulations charged per value-and-gradient, or ``"measured"``.
@@ -386,13 +425,16 @@ def fit(
             free parameter, with a finite value strictly inside its bounds (a ValueError otherwise). The
             L-BFGS methods then run from those points only (no fresh random restarts: ``options=
             {"restart": True}`` turns them back on), so they may end before the budget is spent.
-        options: keyword arguments of the method (e.g. ``{"learning_rate": 0.1}`` for Adam).
-        checkpoint: a JSON path. The starts then run in groups of ``group_size``, each with its share of
-            the budget, and after every group the result so far is written there (a `FitResult`, loadable
-            with `FitResult.load`, atomically replaced). Called again with the same arguments and path, the
-            fit resumes after the last finished group; other arguments raise a ValueError.
+        options: keyword arguments of the method (e.g. ``{"learning_rate": 0.1}`` for Adam), not those
+            `fit` passes itself (`RESERVED_OPTIONS`: ``key``, ``devices``, …; a ValueError names them).
+        checkpoint: a JSON file's path (a folder raises a ValueError). The starts then run in groups of
+            ``group_size``, each with its share of the budget, and after every group the result so far is
+            written there (a `FitResult`, loadable with `FitResult.load`, atomically replaced). Called
+            again with the same arguments and path, the fit resumes after the last finished group; other
+            arguments raise a ValueError.
         group_size: starts per group with a ``checkpoint`` (default: all starts for the batched methods
-            ``"lbfgs"`` and ``"adam"``, else one).
+            ``"lbfgs"`` and ``"adam"``, else one); without a ``checkpoint`` a ValueError (it would do
+            nothing).
         devices: where batches run: the starts of ``"lbfgs"`` and ``"adam"`` and the populations of the
             search methods are split over them (`diffbrain.fit.sharding`: a 1-D mesh, batches padded to a
             multiple of the device count, the padding masked out; the result equals the one-device fit
@@ -418,8 +460,14 @@ def fit(
     if method not in METHODS:
         raise ValueError(f"`method` must be one of {METHODS}, got {method!r}.")
     _check_recordings(recordings)
-    _check_arguments(model, free, loss, n_starts, budget, grad_cost, key, options)
+    _check_arguments(model, free, loss, n_starts, budget, grad_cost, key, options, gradient_mode)
     _check_budget(budget, method)
+    _check_checkpoint(checkpoint)
+    if group_size is not None and checkpoint is None:
+        raise ValueError(
+            f"`group_size`={group_size!r} only applies with a `checkpoint` (the starts then run in groups, "
+            "the result written after each); pass checkpoint=path, or leave `group_size` out."
+        )
     key = jax.random.key(0) if key is None else key
     batch = batch_devices(devices)
     model = zoo.astype(model, jnp.float64)
@@ -480,7 +528,8 @@ def fit(
     if first == len(groups):  # every group was done: the model comes from the caller, not from the file
         result = _result(model, free_set, method, results, totals, result.info)
     result.wall_time = totals.earlier + time.perf_counter() - began  # to the end: the result is built
-    _warn_without_a_finite_loss(result, "the fit")
+    _warn_without_a_finite_loss(result, "the fit", budget)
+    _warn_if_refused(result, "the fit")
     return result
 
 
@@ -491,7 +540,7 @@ def fit_cells(
     *,
     free: Mapping[str, tuple[float, float]],
     loss: AbstractLoss | None = None,
-    n_starts: int = 1,
+    n_starts: int | None = 1,
     budget: float | None = 1_000,
     key: PRNGKeyArray | None = None,
     input_scale: float | None = None,
@@ -512,11 +561,12 @@ def fit_cells(
         cells: one entry per cell, each what `fit` takes as ``recordings`` (a `Cell`, a Recording or a
             list of them); all cells need the same dt, number of samples and number of sweeps.
         free, loss, input_scale, spike_threshold, gradient_mode, grad_cost, transforms, devices: as `fit`.
-        n_starts: starts per cell.
+        n_starts: starts per cell (None: 1, as in `fit`).
         budget: simulations allowed per cell (the call spends up to ``budget × len(cells)``; every tick
             charges one value-and-gradient per start, as in `lbfgs`).
         key: PRNG key of the starts and restarts (default ``jax.random.key(0)``).
-        options: keyword arguments of `diffbrain.fit.gradient.lbfgs`.
+        options: keyword arguments of `diffbrain.fit.gradient.lbfgs` (not those the call passes itself,
+            `RESERVED_OPTIONS`: ``key``, ``devices``, ``cells``, …; a ValueError names them).
 
     Returns:
         One `FitResult` per cell, in order: its starts (restarts included), best loss and parameters and
@@ -546,8 +596,9 @@ def fit_cells(
     cells = list(cells)
     for cell in cells:
         _check_recordings(cell)
-    _check_arguments(model, free, loss, n_starts, budget, grad_cost, key, options)
+    _check_arguments(model, free, loss, n_starts, budget, grad_cost, key, options, gradient_mode)
     _check_budget(budget, "lbfgs")
+    n_starts = 1 if n_starts is None else int(n_starts)  # None: one start per cell, as `fit`'s default
     if not cells:
         raise ValueError("`cells` is empty; pass one recording (or list of sweeps, or Cell) per cell.")
     key = jax.random.key(0) if key is None else key
@@ -601,7 +652,8 @@ def fit_cells(
             totals.simulations += start.simulations
         totals.gradient = round(totals.simulations / account.grad_cost)
         results.append(_result(model, free_set, "lbfgs", starts, totals, info | {"cell": cell}))
-        _warn_without_a_finite_loss(results[-1], f"cell {cell}")
+        _warn_without_a_finite_loss(results[-1], f"cell {cell}", budget)
+        _warn_if_refused(results[-1], f"cell {cell}")
     seconds = time.perf_counter() - began  # the whole call's, its results built
     for result in results:
         result.wall_time = seconds
@@ -715,14 +767,31 @@ def _resume(checkpoint, fingerprint: str) -> FitResult | None:
     return done
 
 
-def _warn_without_a_finite_loss(result: FitResult, what: str) -> None:
+def _warn_without_a_finite_loss(result: FitResult, what: str, budget: float | None) -> None:
     """Say so when no start reached a finite loss: the result's model is then only its first start."""
     if not np.isfinite(result.loss):
         statuses = sorted({start.status for start in result.starts})
+        fixes = "Check the parameter bounds and the data for values that make the model blow up"
+        if budget is not None and "not run" in statuses:
+            fixes += ", or raise `budget` (it did not pay for every start's first evaluation)"
         warnings.warn(
             f"{what}: no start reached a finite loss (starts {statuses}); the returned model is not a fit. "
-            "Check the parameter bounds and the data for values that make the model blow up, or raise "
-            "`budget`.",
+            f"{fixes}.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+def _warn_if_refused(result: FitResult, what: str) -> None:
+    """Say so when the best model breaks a rule of its class between free parameters (``V_reset < V_th``
+    with both free), which `free_params` cannot refuse and the fit cannot enforce inside its box."""
+    error = model_check_error(result.model)
+    if error is not None:
+        warnings.warn(
+            f"{what}: the best model found, {result.params}, breaks a rule of {type(result.model).__name__} "
+            f"({error}); the result holds it as found, but building it again raises (`FitResult.load` warns "
+            "and loads it unchecked). Narrow the bounds of the parameters the rule names so that no point "
+            "of the box breaks it (e.g. the upper bound of `V_reset` below the lower bound of `V_th`).",
             RuntimeWarning,
             stacklevel=3,
         )

@@ -4,8 +4,10 @@
 All three work on the unconstrained vector ``u`` of `FreeParams` (the bounds are in the transform), spend the
 `Account` of an `Objective`, and return one `StartResult` per start. In L-BFGS-B and Adam, a start whose
 loss or gradient turns non-finite stops there, keeping its best finite point (its message says so); `lbfgs`
-treats a non-finite trial point as a step too long and shortens it. A start that never had a finite loss is
-reported as ``"failed"``. Either way the other starts go on.
+treats a non-finite trial point as a step too long and shortens it. Every method reports a start whose own
+loss or gradient is non-finite (it cannot move from it) as ``"failed"``, its loss kept where that is
+finite, and a run stopped by a non-finite value after it moved as ``"ok"`` with its best finite point. Either
+way the other starts go on.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ from .losses import Target
 from .objective import Account, BudgetExhausted, Objective
 from .result import StartResult, start_status
 from .sharding import BatchSharding, Devices, batch_devices
+
+STOPPED = "stopped at a non-finite loss or gradient"
+"""How the message of an `lbfgsb` or `adam` start that a non-finite loss or gradient stopped begins."""
 
 
 def _check_at_least(**limits: tuple[float, float]) -> None:
@@ -52,6 +57,7 @@ def lbfgsb(
     evaluated (not SciPy's last) is each start's result. With ``restart`` (and a ``key`` and a budget),
     when every start has converged, fresh uniform starts use what is left of the budget (while
     ``min_restart`` (≥ 1) evaluations remain), so the method spends its budget as the others do.
+    ``max_iterations=0`` evaluates each start only (one value-and-gradient), as `lbfgs` does.
     """
     _check_at_least(
         max_iterations=(max_iterations, 0), tolerance=(tolerance, 0), min_restart=(min_restart, 1)
@@ -70,7 +76,7 @@ def lbfgsb(
         share = account.remaining / (len(starts) - index)
         index += 1
         spent_before = account.simulations
-        best = {"loss": np.inf, "u": start.copy(), "message": ""}
+        best = {"loss": np.inf, "u": start.copy(), "message": "", "evaluations": 0, "failed": False}
 
         def value_and_grad(u, spent_before=spent_before, share=share, best=best):
             # the rounding slack of `Account.affordable`, so a restart it allows always evaluates its start
@@ -79,27 +85,39 @@ def lbfgsb(
             value, grad = objective.value_and_grad(jnp.asarray(u))
             value, grad = float(value), np.asarray(grad, float)
             account.charge(value, gradient=True)
+            best["evaluations"] += 1
             if np.isfinite(value) and value < best["loss"]:  # a finite loss counts, NaN gradient or not
                 best["loss"], best["u"] = value, np.array(u)
             if not (np.isfinite(value) and np.all(np.isfinite(grad))):
-                best["message"] = f"stopped at a non-finite loss or gradient at {objective.free.as_dict(u)}"
+                best["message"] = f"{STOPPED} at {objective.free.as_dict(u)}"
+                best["failed"] = best["evaluations"] == 1  # at the start: it never moved
                 raise BudgetExhausted
             return value, grad
 
         try:
-            outcome = scipy.optimize.minimize(
-                value_and_grad,
-                start,
-                jac=True,
-                method="L-BFGS-B",
-                options={"maxiter": max_iterations, "ftol": tolerance, "gtol": tolerance},
-            )
-            best["message"] = str(outcome.message)
+            if max_iterations == 0:  # SciPy would still take a step: evaluate the start only, as `lbfgs`
+                value_and_grad(start)
+                best["message"] = "max_iterations = 0: the start is only evaluated"
+            else:
+                outcome = scipy.optimize.minimize(
+                    value_and_grad,
+                    start,
+                    jac=True,
+                    method="L-BFGS-B",
+                    options={"maxiter": max_iterations, "ftol": tolerance, "gtol": tolerance},
+                )
+                best["message"] = str(outcome.message)
         except BudgetExhausted:
             best["message"] = best["message"] or "budget exhausted"
         spent = account.simulations - spent_before
         results.append(
-            StartResult(best["u"], best["loss"], start_status(best["loss"], spent), best["message"], spent)
+            StartResult(
+                best["u"],
+                best["loss"],
+                start_status(best["loss"], spent, non_finite=best["failed"]),
+                best["message"],
+                spent,
+            )
         )
     return results
 
@@ -144,7 +162,10 @@ def adam(
     """Adam (optax) on all starts at once: each iteration is one batched (`vmap`) value-and-gradient, the
     starts split over ``devices`` (`diffbrain.fit.sharding`; default: all there are).
 
-    A start whose loss or gradient becomes non-finite is frozen at its best point.
+    A start whose loss or gradient becomes non-finite is frozen at its best point (``"failed"`` if that
+    happens at its start, see `StartResult`). Each of the
+    ``max_iterations`` iterations evaluates the starts' points, then steps; ``max_iterations=0`` evaluates
+    the starts only (as `lbfgs`), like 1 (whose step is not evaluated).
     """
     if not 0 < learning_rate < np.inf:  # NaN fails too
         raise ValueError(f"`learning_rate` must be a finite number > 0, got {learning_rate}; pass e.g. 0.05.")
@@ -158,7 +179,8 @@ def adam(
     best_loss, best_u = np.full(n, np.inf), np.asarray(starts, float).copy()
     simulations = np.zeros(n)
     messages = ["budget exhausted"] * n
-    for _ in range(max_iterations):
+    failed = np.zeros(n, bool)  # stopped by a non-finite loss or gradient at its start
+    for iteration in range(max(max_iterations, 1)):
         if account.affordable(n, gradient=True) < n or not alive.any():
             break
         before = u
@@ -172,7 +194,8 @@ def adam(
         best_loss[improved] = values[improved]
         best_u[improved] = np.asarray(before, float)[:n][improved]
         for index in np.flatnonzero(alive & ~finite):
-            messages[index] = "stopped at a non-finite loss or gradient"
+            messages[index] = STOPPED
+            failed[index] = iteration == 0
         alive &= finite
     else:
         messages = [m if m != "budget exhausted" else "max_iterations reached" for m in messages]
@@ -180,7 +203,7 @@ def adam(
         StartResult(
             u=best_u[i],
             loss=best_loss[i],
-            status=start_status(best_loss[i], simulations[i]),
+            status=start_status(best_loss[i], simulations[i], non_finite=failed[i]),
             message=messages[i],
             simulations=simulations[i],
         )
@@ -537,8 +560,8 @@ def lbfgs(
     unit of ``u``), its loss decreases by at most ``tolerance`` relative in an iteration,
     ``max_linesearch_steps`` trials find no lower loss (with its message saying whether the shortest step too
     long was non-finite), it has taken ``max_iterations`` steps (0: the start is only evaluated), or its
-    start's loss or gradient is non-finite (status ``"failed"`` where the loss is, ``"ok"`` with that loss
-    where only the gradient is). Every run keeps its lowest finite loss (NaN gradient or not) and its point.
+    start's loss or gradient is non-finite (status ``"failed"``, keeping the loss where only the gradient
+    is non-finite). Every run keeps its lowest finite loss (NaN gradient or not) and its point.
     With ``restart`` (a ``key`` and a budget), ended runs' lanes restart from fresh uniform points while the
     budget lasts for two more ticks; slot i's r-th restart is drawn from ``fold_in(fold_in(key, i), r)``, so
     the runs of one slot are the same whatever the other slots do and however many there are. Every run is
@@ -608,7 +631,7 @@ def _start_result(best_u, best_loss, messages, spent, slot, cell=None) -> StartR
     return StartResult(
         best_u[slot].copy(),
         float(best_loss[slot]),
-        start_status(best_loss[slot], spent[slot]),
+        start_status(best_loss[slot], spent[slot], non_finite=messages[slot] == MESSAGES[NON_FINITE_START]),
         messages[slot],
         float(spent[slot]),
         cell=None if cell is None else int(cell[slot]),

@@ -196,6 +196,18 @@ def _log_spike(z: Array, scale: float) -> Array:
     return jnp.where(small, jnp.log(scale) + z - rate / 2, jnp.log(-jnp.expm1(-safe)))
 
 
+def _amplitude_bounds(name: str, bounds, unit: str, default: tuple[float, float]) -> tuple[float, float]:
+    """``bounds`` as a (lower, upper) pair of finite floats with lower < upper, or a ValueError naming it."""
+    message = f"`{name}` must be a (lower, upper) pair of finite numbers ({unit}) with lower < upper"
+    try:
+        lo, hi = (float(b) for b in bounds)
+    except (TypeError, ValueError):
+        raise ValueError(f"{message}, got {bounds!r}.") from None
+    if isinstance(bounds, str) or not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+        raise ValueError(f"{message}, got {bounds!r}; pass e.g. the default {name}={default}.")
+    return lo, hi
+
+
 class KernelGIFObjective:
     """The imposed-spike loss of a `KernelGIF` (module docstring) as a function of ``u ∈ ℝ²ⁿ⁺ᵐ``
     (the ``2n`` amplitudes, then the ``m`` free membrane parameters, if any).
@@ -210,9 +222,9 @@ class KernelGIFObjective:
         current: injected current, pA, ``[T]``.
         voltage: recorded voltage, mV, ``[T]``.
         spikes: recorded spikes (0/1 per step), ``[T]``.
-        sigma: voltage noise (mV) that scales the voltage term.
-        eta_bounds: (lower, upper) of every η amplitude, pA.
-        gamma_bounds: (lower, upper) of every γ amplitude, mV.
+        sigma: voltage noise (mV) that scales the voltage term, finite and > 0.
+        eta_bounds: (lower, upper) of every η amplitude, pA (finite, lower < upper; a ValueError otherwise).
+        gamma_bounds: (lower, upper) of every γ amplitude, mV (likewise).
         membrane: ``{name: (lower, upper)}`` of `KernelGIF` parameters fitted too (``C`` pF, ``g_L`` nS,
             ``E_L``, ``V_reset``, ``V_T``, ``Delta_V`` mV, ``lambda_0`` 1/ms), after the amplitudes in
             ``u``, with the transforms of `diffbrain.fit.free_params` (``"log"`` for C, g_L and lambda_0,
@@ -240,8 +252,16 @@ class KernelGIFObjective:
             )
         if not spikes.any():
             raise ValueError("`spikes` has no spike: the threshold kernel cannot be fitted.")
-        if sigma <= 0:
-            raise ValueError(f"`sigma` must be > 0 mV, got {sigma}.")
+        try:
+            positive = float(sigma) > 0 and np.isfinite(float(sigma))
+        except (TypeError, ValueError):
+            positive = False
+        if isinstance(sigma, bool) or not positive:
+            raise ValueError(
+                f"`sigma` must be a finite voltage noise > 0 mV, got {sigma!r}; pass e.g. sigma=1.0."
+            )
+        eta_bounds = _amplitude_bounds("eta_bounds", eta_bounds, "pA", (0.0, 400.0))
+        gamma_bounds = _amplitude_bounds("gamma_bounds", gamma_bounds, "mV", (0.0, 40.0))
         n = len(model.edges) - 1
         self.model, self.sigma, self.n = model, float(sigma), n
         names = tuple(f"eta_{j:02d}" for j in range(n)) + tuple(f"gamma_{j:02d}" for j in range(n))

@@ -80,8 +80,16 @@ class VoltageMSE(AbstractLoss):
     r"""Mean squared voltage error, mV²: ``(1/(S·N)) Σ_s Σ_k (V_s(t_k) − V̂_s(t_k))²``.
 
     With ``n_points = None`` every sample counts (N = T); otherwise N = ``n_points`` evenly spaced samples
-    ``k = round(j·(T − 1)/(N − 1))``, as in the paper's GIF fit. With a `Target` ``mask``, T is each sweep's
-    own length (padding left out).
+    ``k = round(j·(T − 1)/(N − 1))``, as in the paper's GIF fit.
+
+    With a `Target` ``mask`` (sweeps padded to one length), the padding is left out, and the two forms
+    weigh sweeps differently:
+
+    * ``n_points = None``: the recorded samples of all sweeps are pooled, ``Σ_s Σ_k m_sk·e_sk / Σ_s Σ_k m_sk``
+      (``e`` the squared error): each sample weighs equally, so a longer sweep weighs more than a short one
+      (not the mean of the per-sweep MSEs; without padding, both are the formula above);
+    * ``n_points = N``: N samples of each sweep, spaced over its own length ``T_s`` (``k = round(j·(T_s −
+      1)/(N − 1))``), then the formula above: each sweep weighs equally, the mean of the per-sweep values.
     """
 
     n_points: int | None = eqx.field(default=None, static=True)

@@ -24,6 +24,7 @@ Examples:
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 
 import equinox as eqx
@@ -46,6 +47,54 @@ _EDGE = 1e-6
 _INSIDE = 1e-12
 """`FreeParams.to_values` keeps σ(u) this far from 0 and 1: σ(u) rounds to exactly 0 or 1 for |u| ≳ 37 in
 float64 (a search can go that far), which would put a value on its bound."""
+
+
+def model_check_error(model: eqx.Module) -> ValueError | None:
+    """The ``ValueError`` the checks of ``model``'s class (every ``__check_init__`` of its class and bases, as
+    its constructor runs them) raise on its current values, or None if they pass.
+
+    `FreeParams.with_values` sets values with `eqx.tree_at`, which skips these checks, so a fit uses this to
+    check the domain of the bounds (`free_params`) and its result (`diffbrain.fit.fit`)."""
+    for cls in reversed(type(model).__mro__):
+        check = cls.__dict__.get("__check_init__")
+        if check is None:
+            continue
+        try:
+            check(model)
+        except ValueError as error:
+            return error
+    return None
+
+
+def _named(error: ValueError) -> set[str]:
+    """The argument names a zoo check's message quotes in backticks."""
+    return set(re.findall(r"`(\w+)`", str(error)))
+
+
+def _check_domain(model: eqx.Module, bounds: Mapping[str, tuple[float, float]]) -> None:
+    """Refuse a box that reaches values ``model``'s class refuses, one free parameter at a time.
+
+    Each free parameter is set (the others keep ``model``'s values) to the values next to its bounds, inside
+    (a fit's values are strictly inside: ``(0, 50)`` is fine for a positive ``g_L``), and to the middle of
+    its box, and the class's checks are run. A failing check that quotes only this parameter and fixed ones
+    is a domain rule the box breaks (``g_L > 0``, ``V_reset < V_th`` with ``V_th`` fixed): a ValueError. A
+    check that quotes another free parameter (``V_reset < V_th`` with both free) depends on where the fit
+    goes; `diffbrain.fit.fit` checks its result against it instead.
+    """
+    if model_check_error(model) is not None:  # a model built past its checks: nothing to compare against
+        return
+    owner = type(model).__name__
+    for name, (lo, hi) in bounds.items():
+        for value in (np.nextafter(lo, hi), 0.5 * (lo + hi), np.nextafter(hi, lo)):
+            value = np.asarray(value, np.float64)  # a fit's float64, whatever the model's dtype
+            trial = eqx.tree_at(lambda m, name=name: getattr(m, name), model, value)
+            error = model_check_error(trial)
+            if error is None or (_named(error) - {name}) & set(bounds):
+                continue
+            raise ValueError(
+                f"`free[{name!r}]` = ({lo}, {hi}) reaches {name} = {float(value):g}, which {owner} refuses: "
+                f"{error} Narrow the bounds of `{name}` to values {owner} accepts."
+            )
 
 
 def _units(model: eqx.Module) -> dict[str, str]:
@@ -157,7 +206,11 @@ def free_params(
 
     Args:
         model: a zoo model; the names must be among its documented (unit-carrying) parameters.
-        free: ``{name: (lower, upper)}`` in the parameter's unit, ``lower < upper``, both finite.
+        free: ``{name: (lower, upper)}`` in the parameter's unit, ``lower < upper``, both finite, and the
+            values strictly between them ones the model's class accepts with its other parameters as given
+            (a ValueError otherwise, e.g. for ``g_L`` in ``(-50, 50)``, or ``V_reset`` reaching a fixed
+            ``V_th``). A rule between two free parameters (``V_reset < V_th`` with both free) is not
+            enforced here: `diffbrain.fit.fit` warns when its result breaks one.
         transforms: optional ``{name: "log" | "logit"}`` overrides of the default transform.
         dtype: dtype of the bounds (float64 for fitting).
 
@@ -212,6 +265,7 @@ def free_params(
         lower.append(lo)
         upper.append(hi)
         chosen.append(transform)
+    _check_domain(model, dict(zip(names, zip(lower, upper, strict=True), strict=True)))
     free_set = FreeParams(
         names=tuple(names),
         transforms=tuple(chosen),

@@ -8,6 +8,7 @@ import json
 import math
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import equinox as eqx
@@ -27,8 +28,12 @@ class StartResult:
     Attributes:
         u: the best unconstrained vector it reached, ``[d]``.
         loss: its loss (inf if it never evaluated to a finite number).
-        status: ``"ok"``, ``"failed"`` (a NaN/inf loss or gradient stopped it) or ``"not run"`` (its share of
-            the budget did not pay for one evaluation).
+        status: ``"ok"``, ``"failed"`` (a NaN/inf loss or gradient at its start stopped it, so it never
+            moved: its ``loss`` is that start's if finite, else inf; or it never reached a finite loss) or
+            ``"not run"`` (its share of the budget did not pay for one evaluation). A run that moved and
+            then stopped at a non-finite loss or gradient (L-BFGS-B, Adam), or whose line search ended next
+            to non-finite trial points (`diffbrain.fit.gradient.lbfgs`), is ``"ok"`` with its best finite
+            point; its message says so.
         message: why it stopped.
         simulations: simulations it spent (see `diffbrain.fit.objective`).
         params: ``{name: value}`` of ``u`` in the parameters' units (filled in by `fit`).
@@ -44,11 +49,12 @@ class StartResult:
     cell: int | None = None
 
 
-def start_status(loss: float, simulations: float) -> str:
-    """A start's `StartResult.status` from its best loss and the simulations it spent."""
-    if np.isfinite(loss):
-        return "ok"
-    return "failed" if simulations > 0 else "not run"
+def start_status(loss: float, simulations: float, non_finite: bool = False) -> str:
+    """A start's `StartResult.status` from its best loss, the simulations it spent and whether a non-finite
+    loss or gradient at its start stopped it (``non_finite``): ``"failed"`` then, a finite loss kept."""
+    if simulations > 0 and (non_finite or not np.isfinite(loss)):
+        return "failed"
+    return "ok" if np.isfinite(loss) else "not run"
 
 
 def _field_to_json(value, where: str):
@@ -118,7 +124,10 @@ def model_to_json(model: zoo.AbstractNeuron) -> dict:
 def model_from_json(data: dict) -> zoo.AbstractNeuron:
     """Rebuild a zoo neuron from `model_to_json`'s output, its parameters float64 (as fits compute them: the
     JSON holds them to full precision), whether or not ``jax_enable_x64`` is on. Files written before the
-    non-parameter fields were saved (no ``"fields"`` key) give those fields their defaults."""
+    non-parameter fields were saved (no ``"fields"`` key) give those fields their defaults.
+
+    Values the class's checks refuse together (a fit's best ``V_reset`` above its ``V_th``, both free: see
+    `diffbrain.fit.fit`) are loaded as saved, past the checks, with a RuntimeWarning quoting the rule."""
     cls = getattr(zoo, data["class"], None)
     if not (isinstance(cls, type) and issubclass(cls, zoo.AbstractNeuron)):
         raise ValueError(f"{data['class']!r} is not a zoo neuron class.")
@@ -128,7 +137,19 @@ def model_from_json(data: dict) -> zoo.AbstractNeuron:
     }
     with jax.enable_x64(True):
         values = {name: jnp.asarray(value, jnp.float64) for name, value in data["parameters"].items()}
-        return cls(**values, **fields)
+        try:
+            return cls(**values, **fields)
+        except ValueError as error:
+            model = cls(**fields)  # the defaults pass the checks; the saved values replace them unchecked
+            model = eqx.tree_at(lambda m: [getattr(m, name) for name in values], model, list(values.values()))
+            warnings.warn(
+                f"the saved {data['class']} breaks a rule of its class ({error}); loaded as saved, unchecked "
+                "(a fit's best point can break a rule between two free parameters). Building it again with "
+                f"zoo.{data['class']}(...) raises.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return model
 
 
 def _finite_or_none(value: float):

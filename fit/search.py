@@ -105,15 +105,36 @@ def evosax_search(
     key: PRNGKeyArray,
     *,
     size: int | None = None,
-    std_init: float = 1.5,
+    std_init: float | None = None,
     max_generations: int = 100_000,
     devices: Devices | BatchSharding = None,
 ) -> list[StartResult]:
     """CMA-ES (``"cmaes"``), differential evolution (``"de"``) or PSO (``"pso"``) from evosax.
 
-    CMA-ES starts its mean at each start with step size ``std_init`` (in ``u``; σ(±1.5) spans 18–82 % of
-    the box); DE and PSO start from a population of that start and uniform samples of the box.
+    CMA-ES starts its mean at each start with step size ``std_init`` (in ``u``, finite and > 0; default
+    1.5: σ(±1.5) spans 18–82 % of the box); DE and PSO start from a population of that start and uniform
+    samples of the box, and refuse ``std_init`` (they have no step size). ``max_generations`` (an integer
+    ≥ 1) caps the generations of each start.
     """
+    if std_init is not None and method != "cmaes":
+        raise ValueError(
+            f"`std_init` is CMA-ES's initial step size; {method!r} has none and would ignore it: leave "
+            "`std_init` out of `options`, or use method='cmaes'."
+        )
+    std_init = 1.5 if std_init is None else std_init
+    if isinstance(std_init, bool) or not isinstance(std_init, numbers.Real) or not 0 < std_init < np.inf:
+        raise ValueError(
+            f"`std_init` must be a finite step size > 0 (in u), got {std_init!r}; leave it out for 1.5."
+        )
+    if (
+        isinstance(max_generations, bool)
+        or not isinstance(max_generations, numbers.Integral)
+        or max_generations < 1
+    ):
+        raise ValueError(
+            f"`max_generations` must be an integer >= 1, got {max_generations!r}; leave it out for no cap "
+            "but the budget."
+        )
     size = _population(size, objective.free.size, method)
     batch = batch_devices(devices).at_most(size)
     strategy, params, generation = _generation(objective, method, size, std_init, batch)

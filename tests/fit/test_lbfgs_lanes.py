@@ -333,7 +333,7 @@ def test_a_finite_loss_where_the_gradient_is_nan_counts_for_its_start(method):
     else:  # a start inside the band: its loss (4) is finite, its gradient NaN
         results = gradient.lbfgs(NanGradient(), jnp.asarray([[1.0]]), account, devices=1)
         assert results[0].message == "non-finite loss or gradient at the start"
-        assert (results[0].status, results[0].loss) == ("ok", 4.0)
+        assert (results[0].status, results[0].loss) == ("failed", 4.0)  # stopped at its start
     assert any("non-finite" in result.message for result in results)
     assert account.best == min(result.loss for result in results)
 

@@ -210,3 +210,19 @@ def test_repeat_reliability_leaves_out_pairs_without_a_gamma():
     r = fit.repeat_reliability([slow, fast, slow], duration=100.0)
     # ordered pairs: (s,f) (s,s) (f,s) (f,s) (s,s) (s,f); the two (f,s) are NaN
     assert r == pytest.approx(np.mean([defined[0], defined[1], defined[1], defined[0]]))
+
+
+def test_masked_voltage_mse_pools_samples_and_its_n_points_form_weighs_sweeps_equally():
+    """The two masked forms as the docstring states them: pooled samples, and per-sweep N points."""
+    rng = np.random.default_rng(0)
+    lengths = [40, 10]
+    V, Vh = rng.normal(size=(40, 2)), rng.normal(size=(40, 2))
+    mask = (np.arange(40)[:, None] < np.array(lengths)[None]).astype(float)
+    target = fit.Target(voltage=jnp.asarray(Vh), spikes=jnp.zeros((40, 2)), dt=0.1, mask=jnp.asarray(mask))
+    squared = [(V[:n, s] - Vh[:n, s]) ** 2 for s, n in enumerate(lengths)]
+    pooled = sum(e.sum() for e in squared) / sum(lengths)
+    assert float(fit.VoltageMSE()(V, None, target)) == pytest.approx(pooled, rel=1e-12)
+    assert pooled != pytest.approx(np.mean([e.mean() for e in squared]), rel=1e-3)
+    index = [np.round(np.linspace(0, n - 1, 5)).astype(int) for n in lengths]
+    per_sweep = np.mean([e[i].mean() for e, i in zip(squared, index, strict=True)])
+    assert float(fit.VoltageMSE(n_points=5)(V, None, target)) == pytest.approx(per_sweep, rel=1e-12)

@@ -1,0 +1,42 @@
+"""A start stopped by a NaN gradient at a finite loss is reported "failed", its finite loss kept."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from diffbrain import fit, zoo
+
+
+@jax.custom_jvp
+def _nan_slope(x):
+    return x
+
+
+@_nan_slope.defjvp
+def _nan_slope_jvp(primals, tangents):
+    (x,), (t,) = primals, tangents
+    return x, jnp.nan * t
+
+
+class NanGradient(fit.AbstractLoss):
+    """Voltage MSE with a NaN gradient everywhere."""
+
+    def __call__(self, V, spikes, target):
+        return _nan_slope(jnp.mean((V - target.voltage) ** 2))
+
+
+@pytest.fixture(scope="module")
+def sweeps():
+    return fit.synthetic_sweeps(zoo.LIF(V_th=100.0, g_L=20.0), np.full((1, 60), 200.0), dt=0.2)
+
+
+@pytest.mark.parametrize("method", ["lbfgs", "lbfgsb", "adam"])
+def test_a_nan_gradient_at_a_finite_loss_fails_the_start(sweeps, method):
+    result = fit.fit(
+        zoo.LIF(V_th=100.0), sweeps, free={"g_L": (5.0, 50.0)}, loss=NanGradient(), method=method,
+        starts=[{"g_L": 6.0}], budget=20, gradient_mode="reverse",
+    )  # fmt: skip
+    (start,) = result.starts
+    assert np.isfinite(start.loss) and "non-finite" in start.message
+    assert start.status == "failed" and result.n_failed == 1
