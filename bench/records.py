@@ -24,6 +24,7 @@ import jax
 import pandas as pd
 
 from .._atomic import write_atomically
+from ..ops.kernels import cpu as cpu_kernel
 
 CORE_LIBRARIES = ("jax", "jaxlib", "equinox", "diffrax", "diffbrain")
 """Libraries whose versions every record names."""
@@ -154,18 +155,17 @@ CPU_THREADS_VARIABLE = "DIFFBRAIN_CPU_THREADS"
 def usable_cores() -> int:
     """The cores this process may run on: its CPU affinity (``taskset``, a container's cpuset) where the
     system reports one, else every core of the machine. The CPU kernels size their thread pool from the
-    same number (unless `CPU_THREADS_VARIABLE` sets it)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+    same number (`CPU_THREADS_VARIABLE` may lower it: see `diffbrain.ops.kernels.cpu.threads`)."""
+    return cpu_kernel.usable_cores()
 
 
 @functools.cache
 def cpu_model() -> str:
     """The CPU's model name (from /proc/cpuinfo on Linux, else what `platform` knows) and the cores the
     process may use (`usable_cores`, ``"1 of 2 cores"`` when its affinity leaves out some of the machine's),
-    plus ``DIFFBRAIN_CPU_THREADS=…`` when that variable sets the CPU kernels' thread count:
-    ``"AMD EPYC (2 cores)"``, ``"AMD EPYC (1 of 2 cores; DIFFBRAIN_CPU_THREADS=1)"``."""
+    plus ``DIFFBRAIN_CPU_THREADS=n`` when that variable gives the CPU kernels fewer threads than usable
+    cores, n being the count they use (the variable clamped to the usable cores; an invalid value means
+    every core): ``"AMD EPYC (2 cores)"``, ``"AMD EPYC (1 of 2 cores; DIFFBRAIN_CPU_THREADS=1)"``."""
     name = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as cpuinfo:
@@ -177,8 +177,8 @@ def cpu_model() -> str:
         pass
     usable, machine = usable_cores(), os.cpu_count()
     cores = f"{usable} cores" if machine is None or usable >= machine else f"{usable} of {machine} cores"
-    threads = os.environ.get(CPU_THREADS_VARIABLE, "").strip()
-    return f"{name} ({cores}; {CPU_THREADS_VARIABLE}={threads})" if threads else f"{name} ({cores})"
+    threads = cpu_kernel.threads()
+    return f"{name} ({cores}; {CPU_THREADS_VARIABLE}={threads})" if threads < usable else f"{name} ({cores})"
 
 
 @functools.cache

@@ -89,6 +89,14 @@ def _concrete(value) -> np.ndarray | None:
     return None if isinstance(value, jax.core.Tracer) else np.asarray(value)
 
 
+def _check_indices(indices: np.ndarray | None, n_post: int) -> None:
+    """Concrete column indices must lie in [0, n_post) (traced ones are checked at run time)."""
+    if indices is not None and indices.size and (indices.min() < 0 or indices.max() >= n_post):
+        raise ValueError(
+            f"`indices` must lie in [0, n_post = {n_post}), got values in [{indices.min()}, {indices.max()}]."
+        )
+
+
 def _check_not_nan(name: str, weight) -> None:
     """Refuse NaN and infinite weights where that is cheap: NumPy or Python weights and a shared scalar. A
     JAX array of per-synapse weights is not read back (a device sync), nor a traced value inside ``jit``."""
@@ -327,6 +335,8 @@ class CSR(eqx.Module):
             if common not in (jnp.int32, jnp.int64):
                 fits = common.itemsize <= 4 and max(indices.shape[0], *self.shape) < 2**31
                 common = jnp.dtype(jnp.int32 if fits else jnp.int64)
+            if common != indices.dtype:  # the cast may wrap (uint32 ≥ 2³¹): check the values given first
+                _check_indices(_concrete(indices), self.shape[1])
             indptr, indices = indptr.astype(common), indices.astype(common)
         _check_not_nan("data", data)
         data = _weight_array(data)
@@ -357,17 +367,19 @@ class CSR(eqx.Module):
                     f"`{name}` of dtype {array.dtype} cannot hold nnz = {self.nnz} and shape {self.shape}; "
                     "use int32, or int64 from 2³¹ on."
                 )
-        indptr, indices = _concrete(self.indptr), _concrete(self.indices)
-        if indptr is not None and (indptr[0] != 0 or indptr[-1] != self.nnz or np.any(np.diff(indptr) < 0)):
-            raise ValueError(
-                f"`indptr` must be non-decreasing from 0 to nnz = {self.nnz} (the length of `indices`), got "
-                f"first {indptr[0]}, last {indptr[-1]}."
-            )
-        if indices is not None and indices.size and (indices.min() < 0 or indices.max() >= n_post):
-            raise ValueError(
-                f"`indices` must lie in [0, n_post = {n_post}), got values in "
-                f"[{indices.min()}, {indices.max()}]."
-            )
+        indptr = _concrete(self.indptr)
+        if indptr is not None:
+            rule = f"`indptr` must be non-decreasing from 0 to nnz = {self.nnz} (the length of `indices`)"
+            if indptr[0] != 0 or indptr[-1] != self.nnz:
+                raise ValueError(f"{rule}, got first {indptr[0]}, last {indptr[-1]}.")
+            steps = np.diff(indptr)
+            if np.any(steps < 0):
+                i = int(np.argmax(steps < 0))  # the first decrease
+                raise ValueError(
+                    f"{rule}, but it decreases at position {i + 1}: indptr[{i}] = {indptr[i]}, "
+                    f"indptr[{i + 1}] = {indptr[i + 1]}."
+                )
+        _check_indices(_concrete(self.indices), n_post)
 
     @property
     def nnz(self) -> int:

@@ -8,8 +8,11 @@ ctypes and its handlers registered with `jax.ffi.register_ffi_target`. Nothing i
 and jaxlib is not needed to build the package. When the kernel cannot be built, `available()` is False
 (with one warning giving the reason) and callers fall back to the `reference` backend.
 
-Environment: `DIFFBRAIN_CXX` (else `CXX`, else `g++`) is the compiler; `DIFFBRAIN_CPU_THREADS` caps the
-kernel's threads (default: the cores this process may run on).
+Environment: `DIFFBRAIN_CXX` (else `CXX`, else `g++`) is the compiler; `DIFFBRAIN_CPU_THREADS` sets the
+kernel's threads (default: the cores this process may run on, `usable_cores`). It must be a whole positive
+number (decimal digits), and is clamped to [1, usable cores]: more threads than cores only contend (300
+threads on 2 cores ran 40x slower). Any other value (``0``, ``-3``, ``2.5``, ``7x``, ``abc``) gives one
+warning naming it at the kernel's first call, and the default; see `threads`.
 
 All functions take raw arrays (CSR rows are presynaptic; `data` of shape `(nnz,)` or `()` for one shared
 weight; int32 or int64 `indptr`/`indices` of the same dtype), are jittable and work inside `lax.scan`.
@@ -22,9 +25,11 @@ import functools
 import hashlib
 import os
 import platform
+import re
 import secrets
 import shlex
 import subprocess
+import sys
 import threading
 import warnings
 from pathlib import Path
@@ -102,6 +107,55 @@ def _build(target: Path) -> None:
             os.remove(tmp)
 
 
+THREADS_VARIABLE = "DIFFBRAIN_CPU_THREADS"
+"""The environment variable that sets the kernel's thread count (see `threads`)."""
+
+_WHOLE_NUMBER = re.compile(r"[0-9]+")
+_SPACE = " \t\n\v\f\r"  # C's isspace, as the kernel strips it
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity (``taskset``, a container's cpuset) where the
+    system reports one, else every core of the machine: the kernel's default thread count."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def threads_for(setting: str | None, cores: int) -> int | None:
+    """The kernel's thread count for a `THREADS_VARIABLE` value on ``cores`` usable cores — the rule
+    ``threads_for`` in event_csr.cc follows too: ``cores`` when unset or blank; a whole positive number in
+    decimal digits (surrounding whitespace allowed) clamped to [1, cores]; None for any other value (the
+    kernel then uses ``cores``)."""
+    cores = max(1, cores)
+    if setting is None or not setting.strip(_SPACE):
+        return cores
+    setting = setting.strip(_SPACE)
+    if not _WHOLE_NUMBER.fullmatch(setting) or int(setting) < 1:
+        return None
+    return min(int(setting), cores)
+
+
+def threads(warn: bool = True, stacklevel: int = 2) -> int:
+    """The threads the kernel uses in this process: `THREADS_VARIABLE` clamped to [1, `usable_cores`],
+    else `usable_cores`. An invalid value gives one RuntimeWarning per process (``warn``) naming the
+    variable and the value, and the default."""
+    setting, cores = os.environ.get(THREADS_VARIABLE), usable_cores()
+    count = threads_for(setting, cores)
+    if count is not None:
+        return count
+    if warn and not _state.get("threads warned"):
+        _state["threads warned"] = True
+        warnings.warn(
+            f"{THREADS_VARIABLE}={setting!r} is not a whole positive number of threads: the cpu kernel "
+            f"uses the default, every usable core ({cores}). Set it to an integer from 1 to {cores}, or "
+            "unset it.",
+            RuntimeWarning,
+            stacklevel=stacklevel,
+        )
+    return cores
+
+
 def _load() -> ctypes.CDLL:
     with _lock:
         if "library" in _state:
@@ -136,8 +190,27 @@ def available() -> bool:
     return True
 
 
-def _call(target: str, shape: tuple[int, ...], dtype, *args: Array, **options) -> Array:
+def _ready() -> None:
+    """Loads the kernel and, the first time, validates `THREADS_VARIABLE` (its one warning, pointing at the
+    first caller outside diffbrain.ops and JAX) before the kernel runs: here, not in `_load`, whose warnings
+    `available()` reports only when the kernel is unavailable."""
     _load()
+    if "threads checked" not in _state:
+        _state["threads checked"] = True
+        frame, level = sys._getframe(), 2  # level 2: the caller of `threads`, here
+        while frame is not None and (
+            frame.f_code.co_filename.startswith(_OPS)
+            or frame.f_globals.get("__name__", "").startswith(("jax", "equinox"))
+        ):
+            frame, level = frame.f_back, level + 1
+        threads(stacklevel=level)
+
+
+_OPS = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep  # diffbrain/ops/
+
+
+def _call(target: str, shape: tuple[int, ...], dtype, *args: Array, **options) -> Array:
+    _ready()
     result = jax.ShapeDtypeStruct(shape, dtype)
     return jax.ffi.ffi_call(target, result, vmap_method="sequential", **options)(*args)
 
@@ -309,7 +382,7 @@ def arrival_scatter(
         jax.ShapeDtypeStruct(ring.shape, ring.dtype),
         jax.ShapeDtypeStruct((ring.shape[1] if pop else 0,), ring.dtype),
     )
-    _load()
+    _ready()
     call = jax.ffi.ffi_call(
         "diffbrain_arrival_scatter", results, vmap_method="sequential", input_output_aliases={7: 0}
     )

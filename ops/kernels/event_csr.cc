@@ -11,12 +11,15 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <type_traits>
 #include <utility>
@@ -53,17 +56,40 @@ inline void cpu_relax() {
 #endif
 }
 
+// The cores this process may run on: its CPU affinity where the system reports one, else every core.
 int usable_cores() {
-  if (const char* env = std::getenv("DIFFBRAIN_CPU_THREADS")) {
-    int n = std::atoi(env);
-    if (n > 0) return n;
-  }
 #if defined(__linux__)
   cpu_set_t set;
   if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
 #endif
   return std::max(1u, std::thread::hardware_concurrency());
 }
+
+// The pool's thread count for a DIFFBRAIN_CPU_THREADS `setting` (null when unset) on `cores` usable cores,
+// by the rule of cpu.py's `threads_for`: a whole positive number in decimal digits (surrounding whitespace
+// allowed) clamped to [1, cores]; unset, empty or anything else (0, -3, 2.5, 7x, abc) gives `cores` (the
+// Python side warns about such values before the kernel is first used).
+int threads_for(const char* setting, int cores) {
+  cores = std::max(1, cores);
+  if (setting == nullptr) return cores;
+  const auto space = [](char c) { return c == ' ' || (c >= '\t' && c <= '\r'); };
+  const char* begin = setting;
+  const char* end = setting + std::strlen(setting);
+  while (begin < end && space(*begin)) ++begin;
+  while (end > begin && space(end[-1])) --end;
+  if (begin == end) return cores;
+  for (const char* c = begin; c < end; ++c)
+    if (*c < '0' || *c > '9') return cores;
+  errno = 0;
+  char* stop = nullptr;
+  const long long n = std::strtoll(begin, &stop, 10);
+  if (stop != end) return cores;
+  if (errno == ERANGE) return cores;  // digits only: too large, so clamped to every core
+  if (n < 1) return cores;
+  return static_cast<int>(std::min<long long>(n, cores));
+}
+
+int pool_threads() { return threads_for(std::getenv("DIFFBRAIN_CPU_THREADS"), usable_cores()); }
 
 // A pool of helpers for the calling thread. `run(n, job)` calls job(0) on the caller and job(slot) for
 // slots 1..n-1 on workers that arrive before the caller has finished its own job(0); a worker arriving
@@ -73,7 +99,7 @@ int usable_cores() {
 class Pool {
  public:
   static Pool& get() {
-    static Pool* pool = new Pool(usable_cores());  // leaked on purpose: no join at process exit
+    static Pool* pool = new Pool(pool_threads());  // leaked on purpose: no join at process exit
     return *pool;
   }
   int size() const { return static_cast<int>(scratch_.size()); }
@@ -99,8 +125,16 @@ class Pool {
  private:
   static constexpr int64_t kClosed = int64_t{1} << 40;
 
-  explicit Pool(int threads) : scratch_(threads) {
-    for (int id = 1; id < threads; ++id) std::thread([this] { loop(); }).detach();
+  // Starts threads - 1 helpers. Where the system refuses a thread (std::thread throws), the pool keeps the
+  // helpers already started and is that much smaller: helpers take slots from entry_ and check them against
+  // size(), which is final before the first job is published (run's release of generation_).
+  explicit Pool(int threads) : scratch_(1) {
+    int started = 1;
+    try {
+      for (; started < threads; ++started) std::thread([this] { loop(); }).detach();
+    } catch (...) {
+    }
+    scratch_.resize(started);
   }
 
   template <class Job>
@@ -976,6 +1010,24 @@ ffi::Error arrival_row_dot_impl(ffi::AnyBuffer row_ptr, ffi::Buffer<ffi::S32> la
   });
 }
 
+// `Fn` with every C++ exception (a failed allocation, a thread the system refuses) turned into an error
+// status: an exception must not cross the FFI boundary into XLA.
+template <auto Fn>
+struct Guarded;
+
+template <class... Args, ffi::Error (*Fn)(Args...)>
+struct Guarded<Fn> {
+  static ffi::Error call(Args... args) {
+    try {
+      return Fn(std::move(args)...);
+    } catch (const std::exception& error) {
+      return ffi::Error::Internal(std::string("diffbrain cpu kernel: ") + error.what());
+    } catch (...) {
+      return ffi::Error::Internal("diffbrain cpu kernel: unknown C++ exception");
+    }
+  }
+};
+
 }  // namespace
 
 #define DIFFBRAIN_FOUR_ARGS_ONE_RESULT()                                                                   \
@@ -990,12 +1042,25 @@ ffi::Error arrival_row_dot_impl(ffi::AnyBuffer row_ptr, ffi::Buffer<ffi::S32> la
 // non-resident pages by the kernel), 0 when the caller must write the zeros (nothing was changed).
 extern "C" int DiffbrainZeroOutput(void* out, size_t bytes) { return zero_output(out, bytes) ? 1 : 0; }
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(DiffbrainEventMatmat, scatter_impl<true>, DIFFBRAIN_FOUR_ARGS_ONE_RESULT());
-XLA_FFI_DEFINE_HANDLER_SYMBOL(DiffbrainCsrMatmat, scatter_impl<false>, DIFFBRAIN_FOUR_ARGS_ONE_RESULT());
-XLA_FFI_DEFINE_HANDLER_SYMBOL(DiffbrainRowDot, row_dot_impl, DIFFBRAIN_FOUR_ARGS_ONE_RESULT());
-XLA_FFI_DEFINE_HANDLER_SYMBOL(DiffbrainDataGrad, data_grad_impl, DIFFBRAIN_FOUR_ARGS_ONE_RESULT());
-XLA_FFI_DEFINE_HANDLER_SYMBOL(DiffbrainZeros, zeros_impl, ffi::Ffi::Bind().Ret<ffi::AnyBuffer>());
-XLA_FFI_DEFINE_HANDLER_SYMBOL(DiffbrainDataGradAdd, data_grad_add_impl,
+// The thread count for a DIFFBRAIN_CPU_THREADS value (null: unset) on `cores` cores, for tests comparing
+// the rule with cpu.py's `threads_for`; and the size of this process's pool (starting it if need be).
+extern "C" int DiffbrainThreadsFor(const char* setting, int cores) { return threads_for(setting, cores); }
+extern "C" int DiffbrainPoolSize() noexcept {
+  try {
+    return Pool::get().size();
+  } catch (...) {
+    return -1;
+  }
+}
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(DiffbrainEventMatmat, Guarded<scatter_impl<true>>::call,
+                              DIFFBRAIN_FOUR_ARGS_ONE_RESULT());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(DiffbrainCsrMatmat, Guarded<scatter_impl<false>>::call,
+                              DIFFBRAIN_FOUR_ARGS_ONE_RESULT());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(DiffbrainRowDot, Guarded<row_dot_impl>::call, DIFFBRAIN_FOUR_ARGS_ONE_RESULT());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(DiffbrainDataGrad, Guarded<data_grad_impl>::call, DIFFBRAIN_FOUR_ARGS_ONE_RESULT());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(DiffbrainZeros, Guarded<zeros_impl>::call, ffi::Ffi::Bind().Ret<ffi::AnyBuffer>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(DiffbrainDataGradAdd, Guarded<data_grad_add_impl>::call,
                               ffi::Ffi::Bind()
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::AnyBuffer>()
@@ -1017,14 +1082,14 @@ auto ring_operands(Binding binding) {
       .template Arg<ffi::AnyBuffer>();
 }
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(DiffbrainArrivalScatter, arrival_impl,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(DiffbrainArrivalScatter, Guarded<arrival_impl>::call,
                               ring_operands(ffi::Ffi::Bind())
                                   .Arg<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>());
-XLA_FFI_DEFINE_HANDLER_SYMBOL(DiffbrainArrivalDataGrad, arrival_data_grad_impl,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(DiffbrainArrivalDataGrad, Guarded<arrival_data_grad_impl>::call,
                               ring_operands(ffi::Ffi::Bind()).Ret<ffi::AnyBuffer>());
-XLA_FFI_DEFINE_HANDLER_SYMBOL(DiffbrainArrivalRowDot, arrival_row_dot_impl,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(DiffbrainArrivalRowDot, Guarded<arrival_row_dot_impl>::call,
                               ring_operands(ffi::Ffi::Bind()).Ret<ffi::AnyBuffer>());
-XLA_FFI_DEFINE_HANDLER_SYMBOL(DiffbrainArrivalDataGradAdd, arrival_data_grad_add_impl,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(DiffbrainArrivalDataGradAdd, Guarded<arrival_data_grad_add_impl>::call,
                               ring_operands(ffi::Ffi::Bind().Arg<ffi::AnyBuffer>()).Ret<ffi::AnyBuffer>());

@@ -31,9 +31,11 @@ On CPU the automatic backend choice never picks ``pallas`` (it prefers ``cpu``, 
 runs there only when asked for with ``backend="pallas"`` (`diffbrain.ops.backends` does not list it: see
 `INTERPRETED`).
 
-Limitations: in interpret mode the atomic scatter is emulated by a gather-add-scatter, so a row with
-duplicate column indices would lose all but one of them (the `diffbrain.ops.CSR` builders reject them; the
-GPU atomics are exact either way). Float64 needs a GPU with native 64-bit atomics (sm_60 and later).
+Repeated synapses (a row naming one column twice, which `diffbrain.ops.CSR(...)` accepts though its
+builders never make one) are summed, as by the other backends: on GPU by the atomics; in interpret mode,
+where the atomic add is emulated by a gather-add-scatter that would keep only one of the lanes sharing a
+target, each chunk first sums its lanes' values per target into the first of them (`_sum_repeats`).
+Limitations: float64 needs a GPU with native 64-bit atomics (sm_60 and later).
 """
 
 from __future__ import annotations
@@ -114,6 +116,17 @@ def _lanes(start, c, chunk: int):
     return start + c * chunk + lax.iota(start.dtype, chunk)
 
 
+def _sum_repeats(targets, values, spare):
+    """Interpret mode's atomic add is a gather-add-scatter: of lanes sharing a target only one add lands
+    (a repeated synapse, or a row's chunk of the ring hitting one slot twice). Sums each target's values
+    into its first lane and sends the others to ``spare`` (a slot sliced off after) with 0. O(chunk²) per
+    chunk, in interpret mode only: the GPU atomics add every lane."""
+    same = targets[:, None] == targets[None, :]
+    total = jnp.sum(jnp.where(same, values[None, :], 0), axis=1).astype(values.dtype)
+    first = jnp.argmax(same, axis=1) == lax.iota(jnp.int32, targets.shape[0])
+    return jnp.where(first, targets, spare), jnp.where(first, total, 0).astype(values.dtype)
+
+
 # --- forward: event scatter ---------------------------------------------------------------------------------
 
 
@@ -161,6 +174,8 @@ def _scatter_kernel(
                 values = jnp.where(mask, w * s, 0).astype(y_ref.dtype)
                 targets = base.astype(cols.dtype) + jnp.where(mask, cols, spare)
                 # interpret mode cannot mask atomics: its masked lanes add 0 into the spare slot instead
+                if interpret:
+                    targets, values = _sum_repeats(targets, values, base.astype(cols.dtype) + spare)
                 plt.atomic_add(y_ref, (targets,), values, mask=None if interpret else mask)
                 return carry
 
@@ -530,6 +545,8 @@ def _arrival_kernel(
                     w = plt.load(data_ref.at[window], mask=mask, other=0)
                 values = jnp.where(mask, w * s, 0).astype(ring_ref.dtype)
                 targets = jnp.where(mask, base + cols, spare)
+                if interpret:
+                    targets, values = _sum_repeats(targets, values, jnp.asarray(spare, targets.dtype))
                 plt.atomic_add(ring_ref, (targets,), values, mask=None if interpret else mask)
                 return carry
 

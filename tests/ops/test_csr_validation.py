@@ -334,3 +334,25 @@ def test_from_edges_takes_traced_weights_and_refuses_traced_edges():
     assert batched.shape == (2, 3)
     with pytest.raises(ValueError, match="`pre` must be concrete"):
         jax.jit(lambda p: CSR.from_edges(p, post, 1.0, (2, 2)).indices)(jnp.asarray(pre))
+
+
+def test_uint32_indices_out_of_range_are_reported_with_the_values_given():
+    """Review: uint32 indices were cast to int32 before the range check, so [0, 2³¹ + 1] was reported as
+    values in [-2147483647, 0]."""
+    indptr, indices = np.array([0, 1, 2], np.uint32), np.array([0, 2**31 + 1], np.uint32)
+    with pytest.raises(
+        ValueError, match=r"`indices` must lie in \[0, n_post = 3\), got values in \[0, 2147483649\]"
+    ):
+        CSR(indptr, indices, [1.0, 1.0], (2, 3))
+    with pytest.raises(ValueError, match=r"got values in \[0, 3\]\.$"):
+        CSR(indptr, np.array([0, 3], np.uint32), [1.0, 1.0], (2, 3))
+
+
+def test_a_decreasing_indptr_is_reported_at_its_first_decrease():
+    """Review: [0, 2, 1, 2] was reported by its first and last entries (0 and 2), which are both right."""
+    with pytest.raises(ValueError, match=r"decreases at position 2: indptr\[1\] = 2, indptr\[2\] = 1\.$"):
+        CSR([0, 2, 1, 2], [0, 1], [1.0, 1.0], (3, 3))
+    with pytest.raises(
+        ValueError, match=r"`indptr` must be non-decreasing from 0 to nnz = 2 .*got first 0, last 3"
+    ):
+        CSR([0, 1, 3], [0, 1], [1.0, 1.0], (2, 3))
