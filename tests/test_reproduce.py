@@ -467,8 +467,9 @@ def test_a_reused_section_draws_its_missing_figures_again_or_runs_again(tmp_path
 
 
 def test_a_reused_run_draws_the_figures_its_report_links_again(tiny_run):
-    """The committed leaderboard/reproduce keeps result.json only (*.png is ignored by git): a run reusing
-    such sections draws fit's, learn's accuracy and bench's figures again; the report links no dead file."""
+    """A folder that kept result.json only (as the committed leaderboard/reproduce did while *.png was
+    git-ignored): a run reusing such sections draws fit's, learn's accuracy and bench's figures again; the
+    report links no dead file."""
     out = tiny_run[0]
     gone = [
         *sorted((out / "fit").glob("*.png")),
