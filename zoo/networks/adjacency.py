@@ -198,11 +198,17 @@ def _entries(name: str, matrix, orientation: str):
     return pre.astype(np.int64), post.astype(np.int64), values, shape[0]
 
 
+def _real_dtype(dtype) -> bool:
+    """A dtype of real numbers: bool, integer or floating, not complex (nor str or object)."""
+    return np.issubdtype(dtype, np.bool_) or (
+        np.issubdtype(dtype, np.number) and not np.issubdtype(dtype, np.complexfloating)
+    )
+
+
 def _check_real_counts(name: str, dtype) -> None:
     """A dense or sparse matrix's entries must be real numbers (bool: one synapse each): a complex count
     would lose its imaginary part, a string or object is no count."""
-    real = np.issubdtype(dtype, np.number) and not np.issubdtype(dtype, np.complexfloating)
-    if not (real or np.issubdtype(dtype, np.bool_)):
+    if not _real_dtype(dtype):
         raise ValueError(
             f"`{name}` must hold real synapse counts, got dtype {dtype}; pass a real (or bool) matrix, "
             "e.g. its real part (np.real) or magnitude (abs) if that is what it counts."
@@ -213,11 +219,7 @@ def _real_number(name: str, value, what: str) -> None:
     """``value`` is one real number (a bool counts as 0 or 1) that is ``what``, else a ``ValueError``
     naming ``name``."""
     array = np.asarray(value)
-    real = array.ndim == 0 and (
-        np.issubdtype(array.dtype, np.bool_)
-        or (np.issubdtype(array.dtype, np.number) and not np.issubdtype(array.dtype, np.complexfloating))
-    )
-    if not (real and np.isfinite(array) and array >= 0):
+    if not (array.ndim == 0 and _real_dtype(array.dtype) and np.isfinite(array) and array >= 0):
         raise ValueError(f"`{name}` must be {what} (one real number), got {value!r}.")
 
 
