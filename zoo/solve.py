@@ -114,7 +114,7 @@ def _default_max_steps(dt, solver: diffrax.AbstractSolver) -> int:
 
 def _solve_fixed(model, inputs: Array, dt: Array, state: NamedTuple, solver) -> NamedTuple:
     """One solver step per sample, the sample's input held as the step's argument (every stage reads it)."""
-    term = diffrax.ODETerm(lambda t, y, current: model.vector_field(t, y, current))
+    term = diffrax.ODETerm(model.vector_field)
     t0 = jnp.zeros((), dt.dtype)
 
     def one_step(y, current):
@@ -141,7 +141,7 @@ def _solve_adaptive(
     controller = diffrax.PIDController(
         rtol=default_tolerance if rtol is None else rtol, atol=default_tolerance if atol is None else atol
     )
-    term = diffrax.ODETerm(lambda t, y, current: model.vector_field(t, y, current))
+    term = diffrax.ODETerm(model.vector_field)
     t0 = jnp.zeros((), dt.dtype)
 
     @jax.checkpoint
