@@ -251,7 +251,16 @@ def solve(
     if adaptive:
         if max_steps is None:
             max_steps = _default_max_steps(dt, diffrax_solver)
-        ys = _solve_adaptive(model, inputs, step, state, diffrax_solver, rtol, atol, max_steps)
+        try:
+            ys = _solve_adaptive(model, inputs, step, state, diffrax_solver, rtol, atol, max_steps)
+        except TypeError as error:
+            if "forward-mode" not in str(error):
+                raise
+            raise TypeError(
+                "zoo.solve: forward-mode autodiff (jax.jvp, jax.jacfwd) cannot go through an adaptive solve "
+                "(Diffrax's adaptive loop is reverse-mode only); pass adaptive=False with a named solver, or "
+                "use reverse mode (jax.grad, jax.jacrev)."
+            ) from error
     else:
         ys = _solve_fixed(model, inputs, step, state, diffrax_solver)
     final_state = jax.tree.map(lambda x: x[-1], ys)

@@ -41,6 +41,16 @@ def test_forward_mode_matches_reverse_mode_on_the_fixed_step_path():
     np.testing.assert_allclose(jax.jacfwd(voltages)(1.0), jax.jacrev(voltages)(1.0), rtol=1e-9, atol=1e-9)
 
 
+def test_forward_mode_through_an_adaptive_solve_names_the_fix():
+    """JAX's own error ("custom_vjp function") did not say that adaptive=False makes forward mode work."""
+
+    def mean_voltage(scale):
+        return zoo.solve(zoo.HH(), scale * STEP_INPUT[:20], 0.05).V.mean()
+
+    with pytest.raises(TypeError, match="adaptive=False"):
+        jax.jacfwd(mean_voltage)(1.0)
+
+
 def test_spike_counts_have_surrogate_gradients_and_exact_forward_values():
     def count(scale):
         return zoo.solve(zoo.HH(), scale * STEP_INPUT, 0.05).spike_count
