@@ -27,37 +27,58 @@ from .losses import gamma_factor
 from .recording import Cell, Recording
 
 
-def idealised_steps(cell: Cell) -> Cell:
+def idealised_steps(cell: Cell, tol: float = 25.0) -> Cell:
     """The sweeps with their measured current replaced by the step it commands, pA.
 
     Each sweep's ``meta`` must hold ``holding`` and ``amplitude`` (pA: the current before and inside the
-    stimulus window, as `bbp_l5pc_cell` records them) and an ``onoff`` window (ms): the sweep's own, which
-    `Recording.slice` keeps on the slice's clock, else the cell's, on the clock of sweeps as loaded (so
-    slice sweeps without their own window after idealising them). The idealised current is ``holding``
-    outside ``[on, off)`` and ``amplitude`` inside: the measured current's amplifier noise and
-    spike-coupled artefacts are not what the cell was driven with.
+    stimulus window, as `bbp_l5pc_cell` records them for single-step protocols) and an ``onoff`` window
+    (ms): the sweep's own, which `Recording.slice` keeps on the slice's clock, else the cell's, on the
+    clock of sweeps as loaded (so slice sweeps without their own window after idealising them). The
+    idealised current is ``holding`` outside ``[on, off)`` and ``amplitude`` inside: the measured current's
+    amplifier noise and spike-coupled artefacts are not what the cell was driven with.
+
+    The measured current must be that step: the median of each quarter of the samples inside the window,
+    and of each quarter of those outside it, must lie within ``max(tol, |amplitude − holding| / 4)`` pA of
+    its level, so a ramp or a current that does not return to ``holding`` is refused, not flattened.
 
     Raises:
-        ValueError: a sweep lacks ``holding``, ``amplitude`` or an ``onoff`` window.
+        ValueError: a sweep lacks ``holding``, ``amplitude`` or an ``onoff`` window, or its measured
+            current is not one step.
     """
     recordings = []
     for index, recording in enumerate(cell):
         meta = recording.meta
+        sweep = meta.get("sweep", index)
         onoff = meta["onoff"] if meta.get("onoff") is not None else cell.meta.get("onoff")
         if onoff is None or "holding" not in meta or "amplitude" not in meta:
             raise ValueError(
-                f"idealised_steps: sweep {meta.get('sweep', index)} of {cell.name!r} needs meta 'holding', "
-                "'amplitude' (pA) and an 'onoff' window (ms); load it with bbp_l5pc_cell or set them."
+                f"idealised_steps: sweep {sweep} of {cell.name!r} needs meta 'holding', 'amplitude' (pA) "
+                "and an 'onoff' window (ms); load a single-step protocol with bbp_l5pc_cell or set them."
             )
         t = recording.t
         inside = (t >= onoff[0]) & (t < onoff[1])
-        current = np.where(inside, meta["amplitude"], meta["holding"])
-        recordings.append(recording._replace(current=current))
+        measured = np.asarray(recording.current, dtype=np.float64)
+        limit = max(tol, abs(meta["amplitude"] - meta["holding"]) / 4)
+        for region, level, label in (
+            (inside, meta["amplitude"], "inside"),
+            (~inside, meta["holding"], "outside"),
+        ):
+            for part in np.array_split(measured[region], 4):
+                if part.size and abs(np.median(part) - level) > limit:
+                    raise ValueError(
+                        f"idealised_steps: sweep {sweep} of {cell.name!r} (protocol "
+                        f"{meta.get('protocol')!r}) is not one step: a quarter of its current {label} the "
+                        f"window {list(onoff)} ms has median {np.median(part):.1f} pA, more than "
+                        f"{limit:.1f} pA from {level:.1f} pA. Fit its measured current instead, or raise "
+                        "`tol` (pA) if the deviation is noise."
+                    )
+        recordings.append(recording._replace(current=np.where(inside, meta["amplitude"], meta["holding"])))
     return Cell(recordings, cell.name, cell.meta)
 
 
 def amplitude_levels(cell: Cell, tol: float = 5.0) -> list[list[int]]:
-    """Indices of the sweeps grouped by step amplitude (within ``tol`` pA of the group's first), ascending."""
+    """Indices of the sweeps grouped by step amplitude (within ``tol`` pA of the group's first), ascending;
+    within a group in recording order (the Cell's), so a group's first index is its first repeat."""
     amplitudes = cell.amplitudes
     if np.isnan(amplitudes).any():
         raise ValueError(f"amplitude_levels: some sweeps of {cell.name!r} have no meta['amplitude'].")
@@ -67,7 +88,7 @@ def amplitude_levels(cell: Cell, tol: float = 5.0) -> list[list[int]]:
             groups[-1].append(int(index))
         else:
             groups.append([int(index)])
-    return groups
+    return [sorted(group) for group in groups]
 
 
 class StepSplit(NamedTuple):
@@ -157,7 +178,8 @@ def frozen_noise_split(
 ) -> FrozenNoiseSplit:
     """The Pozzorini et al. (2015) frozen-noise cell as a held-out problem (``ephys-gif-pozzorini2015``).
 
-    Nine 20 s repeats of one frozen-noise current (identical to within 1 pA); the last is held out. The
+    Nine 20 s repeats of one frozen-noise current (identical to within 1 pA); the last is held out (the
+    120 s training recording of another stimulus, when the folder has it, is not used). The
     training stretch ``[0, split)`` ms is cut into ``n_train`` equal consecutive segments, segment k taken
     from repeat k, so training sees every part of that stretch once, from several trials, as ``n_train``
     sweeps simulated side by side (a 10 s stretch costs 2.5 s of sequential steps with 4 segments). The
@@ -172,9 +194,11 @@ def frozen_noise_split(
         ValueError: ``n_train`` is not in [1, 8] or ``split`` is not inside the repeats.
     """
     data = pozzorini_frozen_noise(root, n_test=1)
-    if not 1 <= n_train <= len(data.train):
-        raise ValueError(f"frozen_noise_split: n_train must be in [1, {len(data.train)}], got {n_train}.")
-    duration = data.test[0].duration
+    # the frozen-noise repeats, whether or not the 120 s training recording (another stimulus) is there
+    frozen = [r for r in [*data.train, *data.test] if r.meta.get("protocol") == "frozen noise"]
+    if not 1 <= n_train < len(frozen):
+        raise ValueError(f"frozen_noise_split: n_train must be in [1, {len(frozen) - 1}], got {n_train}.")
+    duration = frozen[-1].duration
     if not 0 < split < duration:
         raise ValueError(f"frozen_noise_split: split must be inside (0, {duration:g}) ms, got {split}.")
 
@@ -182,7 +206,7 @@ def frozen_noise_split(
         recording = recording.with_detected_spikes(threshold, refractory)
         return recording if dt is None else recording.resample(dt)
 
-    repeats = [prepared(r) for r in [*data.train, *data.test]]
+    repeats = [prepared(r) for r in frozen]
     edges = np.linspace(0.0, split, n_train + 1)
     train = [repeats[k].slice(edges[k], edges[k + 1]) for k in range(n_train)]
     name = data.test.name

@@ -211,8 +211,9 @@ def _starts(free_set, starts: Sequence[Mapping[str, float]], n_starts: int | Non
 def _sweeps(recordings) -> list:
     if isinstance(recordings, Cell):
         recordings = recordings.recordings
-    if isinstance(recordings, Recording):
-        recordings = recordings.unstack()
+    if isinstance(recordings, Recording):  # a stack's rows, padding included: `prepare` masks it out
+        batch = recordings.batch_shape
+        recordings = [recordings._row(k, padded=True) for k in range(batch[0])] if batch else [recordings]
     recordings = list(recordings)
     if not recordings:
         raise ValueError("`recordings` is empty; pass a Recording, a list of them or a Cell.")

@@ -15,8 +15,9 @@ import json
 import os
 import re
 import warnings
-from collections.abc import Sequence
-from pathlib import Path
+import zipfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path, PureWindowsPath
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -288,6 +289,11 @@ def load_abf(
         raise _unreadable(path, "ABF", error) from error
     if channel not in abf.channelList:
         raise ValueError(f"ABF file {str(path)!r}: no channel {channel}; channels are {abf.channelList}.")
+    if sweeps is not None and not isinstance(sweeps, Sequence):
+        raise ValueError(
+            f"ABF file {str(path)!r}: `sweeps` must be a sequence of sweep numbers, got {sweeps!r}; pass "
+            f"sweeps=[{sweeps!r}] for one sweep."
+        )
     sweeps = list(abf.sweepList if sweeps is None else sweeps)
     if command is not None:
         command = np.asarray(command, dtype=np.float64)
@@ -303,8 +309,8 @@ def load_abf(
         where = f"ABF file {str(path)!r}, sweep {sweep}"
         if sweep not in abf.sweepList:
             raise ValueError(f"{where}: no such sweep; the file has sweeps 0…{abf.sweepCount - 1}.")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # pyabf warns about a missing stimulus file; we raise below
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")  # pyabf warns about a missing stimulus file; we raise below
             abf.setSweep(sweep, channel=channel)
             current_raw = abf.sweepC
         if _kind_of_unit(abf.sweepUnitsY) != "voltage":
@@ -315,20 +321,20 @@ def load_abf(
         voltage = np.asarray(abf.sweepY, dtype=np.float64) * _to_unit("voltage", abf.sweepUnitsY, where)
         if command is None:
             if np.isnan(current_raw).any():
-                raise ValueError(
-                    f"{where}: pyabf could not rebuild the command current (the protocol's stimulus waveform "
-                    "file was not found). Pass stimulus_folder=... or command=<waveform in pA>."
-                )
+                raise _missing_stimulus_file(where, caught, stimulus_folder)
             current = np.asarray(current_raw, dtype=np.float64) * _to_unit("current", abf.sweepUnitsC, where)
         else:
             current = command[row]
         if current.shape != voltage.shape:
             raise ValueError(f"{where}: command has {current.size} samples, the voltage {voltage.size}.")
+        # epoch levels are in the command's unit, like sweepC: the same factor takes both to pA
+        dac_scale = _CURRENT_SCALE.get((abf.sweepUnitsC or "").strip().lower())
+        amplitude = None if amplitudes[row] is None or dac_scale is None else amplitudes[row] * dac_scale
         meta = {
             "file": str(path),
             "sweep": sweep,
             "protocol": abf.protocol,
-            "amplitude": amplitudes[row],
+            "amplitude": amplitude,
             "voltage_unit": abf.sweepUnitsY,
             "current_unit": "pA" if command is not None else abf.sweepUnitsC,
         }
@@ -336,10 +342,26 @@ def load_abf(
     return Cell(recordings, path.stem, {"file": str(path), "protocol": abf.protocol})
 
 
+def _missing_stimulus_file(where: str, caught: list, stimulus_folder: PathLike | None) -> ValueError:
+    """The error for a command pyabf could not rebuild, naming the stimulus file its warning names."""
+    header = re.search(r"Path in the ABF header: (.*)", "\n".join(str(w.message) for w in caught))
+    needed = repr(PureWindowsPath(header[1].strip()).name) if header else "(not named by pyabf)"
+    recorded = f" (recorded as {header[1].strip()!r})" if header else ""
+    if stimulus_folder is None:
+        fix = f"Pass stimulus_folder=<the folder holding {needed}>"
+    else:
+        fix = f"stimulus_folder={str(stimulus_folder)!r} does not hold it: put the file there"
+    return ValueError(
+        f"{where}: pyabf could not rebuild the command current: the protocol's stimulus waveform file "
+        f"{needed}{recorded} was not found next to the ABF file or in stimulus_folder. {fix}, or pass "
+        "command=<waveform in pA>."
+    )
+
+
 def _abf_step_amplitudes(abf, sweeps: list[int], channel: int) -> list[float | None]:
-    """Per sweep, the command level (pA) of the first epoch whose level changes from sweep to sweep over the
-    whole protocol (all of the file's sweeps, not only those asked for: one sweep alone varies nothing), or
-    of the longest epoch if none changes."""
+    """Per sweep, the command level (in the command's unit, ``sweepUnitsC``) of the first epoch whose level
+    changes from sweep to sweep over the whole protocol (all of the file's sweeps, not only those asked
+    for: one sweep alone varies nothing), or of the longest epoch if none changes."""
     if any(sweep not in abf.sweepList for sweep in sweeps):
         return [None] * len(sweeps)
     levels, bounds = {}, []
@@ -455,7 +477,20 @@ def load_ibw(
             f"load_ibw: {len(voltage_paths)} voltage files but {len(current_paths)} current files; give one "
             "current file per sweep, in the same order."
         )
-    extra = list(meta) if meta is not None else [{}] * len(voltage_paths)
+    if meta is None:
+        extra = [{}] * len(voltage_paths)
+    elif isinstance(meta, Mapping) or not all(isinstance(more, Mapping) for more in meta):
+        raise ValueError(
+            f"load_ibw: `meta` must be a sequence of dicts, one per sweep ({len(voltage_paths)}), got "
+            f"{meta!r:.80}; pass meta=[{{...}}] * {len(voltage_paths)} for the same metadata on every sweep."
+        )
+    elif len(meta) != len(voltage_paths):
+        raise ValueError(
+            f"load_ibw: `meta` has {len(meta)} entries for {len(voltage_paths)} sweeps; give one dict per "
+            "voltage file, in the same order."
+        )
+    else:
+        extra = list(meta)
     recordings = [
         _ibw_recording(v, i, voltage_unit, current_unit, more)
         for v, i, more in zip(voltage_paths, current_paths, extra, strict=True)
@@ -503,25 +538,44 @@ def _ibw_recording(v_path: Path, i_path: Path, voltage_unit, current_unit, extra
 # --- CSV -----------------------------------------------------------------------------------------------
 
 
-def _read_rows(path: Path) -> np.ndarray:
+def _read_rows(path: Path) -> list[np.ndarray]:
+    """The rows of samples of a CSV table, each without its trailing empty or ``nan`` fields (a shorter
+    sweep in a table padded to the longest, as pandas writes one), and without a header row."""
     try:
-        with path.open() as handle:
-            first = handle.readline()
-        fields = [f.strip() for f in first.strip().split(",")]
-        try:
-            values = np.asarray([float(f) for f in fields])
-            # column labels 0, 1, 2, … (pandas' to_csv(index=False)) or 1, 2, 3, …: a header, not a sweep
-            skip = int(any(np.array_equal(values, np.arange(len(values)) + k) for k in (0, 1)))
-        except ValueError:
-            skip = 1  # a header row (e.g. pandas' ",0,1,2,...")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # NumPy's "input contained no data": raised below
-            rows = np.loadtxt(path, delimiter=",", skiprows=skip, ndmin=2)
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+        rows = []
+        for number, line in enumerate(lines):
+            fields = [f.strip() for f in line.split(",")]
+            try:
+                values = np.asarray([float(f) if f else np.nan for f in fields])
+            except ValueError as error:
+                if number == 0:
+                    continue  # a header row (e.g. column names)
+                raise ValueError(f"line {number + 1}: {error}") from None
+            labels = values[~np.isnan(values)]
+            # column labels 0, 1, 2, … (pandas' to_csv(index=False); ",0,1,…" with its index) or 1, 2, 3, …
+            if number == 0 and any(np.array_equal(labels, np.arange(labels.size) + k) for k in (0, 1)):
+                continue
+            recorded = np.flatnonzero(~np.isnan(values))
+            rows.append(values[: recorded[-1] + 1 if recorded.size else 0])
     except (ValueError, UnicodeDecodeError) as error:
         raise ValueError(f"CSV file {str(path)!r} is not a text table of numbers: {error}") from error
-    if rows.size == 0:
+    if not rows:
         raise ValueError(f"CSV file {str(path)!r} holds no rows of samples (empty, or a header only).")
     return rows
+
+
+def _csv_ids(path: Path, rows: list[np.ndarray]) -> list[int]:
+    """The sweep index in the first column of each row, which must be distinct integers."""
+    first = np.asarray([row[0] if row.size else np.nan for row in rows])
+    ids = np.round(first)
+    if not np.all(first == ids) or len(set(ids.tolist())) != len(ids):
+        raise ValueError(
+            f"CSV file {str(path)!r}: with index_column=True the first column is each row's sweep index, "
+            f"but it holds {first[:6].tolist()}{'…' if first.size > 6 else ''}, not distinct integers. If "
+            "the table has no index column, pass index_column=False."
+        )
+    return ids.astype(int).tolist()
 
 
 def load_csv(
@@ -539,44 +593,72 @@ def load_csv(
     This is the layout of the paper's HH traces: an optional header row, then one row per sweep whose
     first column is the sweep's index (``index_column=True``) followed by the samples. A first row that is
     not all numbers, or that counts the columns (0, 1, 2, … or 1, 2, 3, …, as pandas writes them), is the
-    header.
+    header. Sweeps may differ in length: a row's trailing empty or ``nan`` fields (a table padded to its
+    longest row) are left out, so each `Recording` holds its recorded samples only.
 
     Args:
-        current_path, voltage_path: the two tables, of equal shape.
+        current_path, voltage_path: the two tables: the same sweeps, row by row of equal length.
         dt: sampling interval in ms.
         current_unit: unit of the current table (``"A"``, ``"nA"``, ``"pA"``, ...), converted to pA.
         voltage_unit: unit of the voltage table (``"V"``, ``"mV"``), converted to mV.
-        index_column: the first column is a row index, not a sample.
+        index_column: the first column is a row index (distinct integers, the same in both tables), not
+            a sample.
         name: the cell's name.
 
     Returns:
         a `Cell`; ``meta`` per sweep: ``file`` (voltage table), ``current_file``, ``sweep`` (row index),
         ``amplitude`` (largest current level, pA), units as read.
+
+    Raises:
+        ValueError: a table is unreadable, the tables differ in rows or in a row's length, the index
+            columns are not distinct integers or differ, or a current row has gaps (empty or ``nan``
+            fields before its last sample).
     """
     current_path, voltage_path = _existing(current_path), _existing(voltage_path)
     where = f"CSV files {str(current_path)!r} + {str(voltage_path)!r}"
     i_scale = _to_unit("current", current_unit, where)
     v_scale = _to_unit("voltage", voltage_unit, where)
     current, voltage = _read_rows(current_path), _read_rows(voltage_path)
-    if current.shape != voltage.shape:
+    if len(current) != len(voltage):
+        width = lambda rows: max(row.size for row in rows)
         raise ValueError(
-            f"{where}: the current table is {current.shape[0]} sweeps × {current.shape[1]} columns but the "
-            f"voltage table {voltage.shape[0]} × {voltage.shape[1]}; rows must be the same sweeps."
+            f"{where}: the current table is {len(current)} sweeps × {width(current)} columns but the "
+            f"voltage table {len(voltage)} × {width(voltage)}; rows must be the same sweeps."
         )
-    ids = current[:, 0].astype(int).tolist() if index_column else list(range(len(current)))
     if index_column:
-        current, voltage = current[:, 1:], voltage[:, 1:]
+        ids, voltage_ids = _csv_ids(current_path, current), _csv_ids(voltage_path, voltage)
+        if voltage_ids != ids:
+            raise ValueError(
+                f"{where}: with index_column=True the first column is each row's sweep index, but the "
+                f"current table's {ids[:6]} differ from the voltage table's {voltage_ids[:6]}. Put the rows "
+                "in the same order, or pass index_column=False if the tables have no index column."
+            )
+        current, voltage = [row[1:] for row in current], [row[1:] for row in voltage]
+    else:
+        ids = list(range(len(current)))
     recordings = []
-    for sweep, i_row, v_row in zip(ids, current * i_scale, voltage * v_scale, strict=True):
+    for sweep, i_row, v_row in zip(ids, current, voltage, strict=True):
+        if i_row.size != v_row.size:
+            raise ValueError(
+                f"{where}: sweep {sweep} has {i_row.size} current samples but {v_row.size} voltage "
+                "samples; the two tables must hold the same sweeps, row by row of equal length."
+            )
+        gaps = np.flatnonzero(np.isnan(i_row))
+        if gaps.size:
+            raise ValueError(
+                f"CSV file {str(current_path)!r}, sweep {sweep}: `current` has {gaps.size} empty or NaN "
+                f"samples before its last one (first at index {gaps[0]}); only trailing ones end a shorter "
+                "sweep. Fill or interpolate them."
+            )
         meta = {
             "file": str(voltage_path),
             "current_file": str(current_path),
             "sweep": sweep,
-            "amplitude": _largest_level(np.nan_to_num(i_row)),
+            "amplitude": _largest_level(i_row * i_scale),
             "current_unit": current_unit,
             "voltage_unit": voltage_unit,
         }
-        recordings.append(Recording(dt, i_row, v_row, meta=meta))
+        recordings.append(Recording(dt, i_row * i_scale, v_row * v_scale, meta=meta))
     return Cell(recordings, name or voltage_path.stem)
 
 
@@ -601,6 +683,19 @@ def load_npz(path: PathLike, *, dt: float | None = None) -> Cell:
         dt: sampling interval in ms, only for layouts that do not store it (challenge A).
     """
     path = _existing(path)
+    with path.open("rb") as handle:
+        magic = handle.read(6)
+    if magic == b"\x93NUMPY" or not zipfile.is_zipfile(path):
+        what = (
+            "holds a single .npy array, not an .npz archive of named arrays"
+            if magic == b"\x93NUMPY"
+            else "is not an .npz (zip) archive of named arrays (a text table, or a truncated file?)"
+        )
+        raise ValueError(
+            f"file {str(path)!r} could not be read as NPZ: it {what}. Save the sweeps with "
+            "np.savez(path, dt=..., current=..., voltage=...) or Recording.save_npz; read CSV tables with "
+            "load_csv."
+        )
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
@@ -765,33 +860,52 @@ def load(path: PathLike, format: str | None = None, **kwargs) -> Cell:
 # --- public data sets ------------------------------------------------------------------------------------
 
 
-def _dataset_folder(root: PathLike, folder: str) -> Path:
-    """``root`` if it is the data set's folder, else ``root/folder`` (root = the shared data folder)."""
+def _dataset_folder(root: PathLike, folder: str, marker: str) -> Path:
+    """``root`` if it is the data set's folder (named ``folder``, or holding a file matching the glob
+    ``marker``, under any name), else ``root/folder`` (root = the shared data folder)."""
     root = Path(root)
     for candidate in (root, root / folder):
-        if candidate.name == folder and candidate.is_dir():
+        if candidate.is_dir() and (candidate.name == folder or any(candidate.glob(marker))):
             return candidate
     raise FileNotFoundError(
-        f"data set folder {folder!r} not found at {str(root)!r} or {str(root / folder)!r}."
+        f"data set folder {folder!r} not found: {str(root)!r} holds no {marker!r} and has no subfolder "
+        f"{folder!r}. Pass `root` = the shared data folder or the data set's folder itself."
     )
 
 
+_BBP_STEP_PROTOCOLS = frozenset(
+    {"IDrest", "IDthresh", "IDdepol", "IV", "APWaveform", "Step", "IRhyperpol", "IRdepol"}
+)
+"""BBP protocols whose command is one flat step inside the config's ``onoff`` window on a flat holding
+current (APThreshold is a ramp, SpikeRec two pulses: the window covers only part of their stimulus)."""
+
+
+def _sweep_number(path: Path) -> int | float:
+    """The trailing number of a sweep file's name (recording order), +inf when there is none."""
+    number = re.search(r"(\d+)$", path.stem)
+    return int(number[1]) if number else float("inf")
+
+
 def bbp_l5pc_cell(root: PathLike, cell_id: str, protocol: str = "IDrest") -> Cell:
-    """One Blue Brain L5 pyramidal cell's sweeps of a step protocol (``ephys-bbp-sscx-l5pc``).
+    """One Blue Brain L5 pyramidal cell's sweeps of a protocol (``ephys-bbp-sscx-l5pc``), in recording order.
 
     Files and channels come from the folder's feature-extraction config (the two cells use different
     channel numbers for current and voltage); protocols missing from the config are found by file name.
-    Each sweep's ``meta`` has ``holding`` and ``amplitude`` — medians of the *measured* current before
-    and inside the protocol's stimulus window (``onoff``, ms) — so the noisy current can be replaced by
-    an idealised step; ``ljp`` (14 mV) is recorded, not subtracted.
+    Sweeps are ordered by the number that ends their file names (the config lists them as strings, so
+    ``1000`` would come before ``937``). For a single-step protocol (IDrest, IDthresh, IDdepol, IV,
+    APWaveform, Step, IRhyperpol, IRdepol) each sweep's ``meta`` has ``holding`` and ``amplitude`` (pA) —
+    medians of the *measured* current before and inside the protocol's stimulus window (``onoff``, ms) —
+    so the noisy current can be replaced by an idealised step (`idealised_steps`); other protocols
+    (APThreshold's ramp, SpikeRec's pulses) keep their measured current only. ``ljp`` (14 mV) is
+    recorded, not subtracted.
 
     Args:
-        root: the shared data folder or the ``ephys-bbp-sscx-l5pc`` folder itself.
+        root: the shared data folder or the ``ephys-bbp-sscx-l5pc`` folder itself (under any name).
         cell_id: ``"C060109A1-SR-C1"`` or ``"C080501B2-SR-C1"``.
         protocol: ``IDrest``, ``IDthresh``, ``IV``, ``APWaveform``, ``SpikeRec``, ``Step``, or a
             protocol found only by name (``sAHP``, ``IDhyperpol``, ``APThreshold``).
     """
-    folder = _dataset_folder(root, "ephys-bbp-sscx-l5pc")
+    folder = _dataset_folder(root, "ephys-bbp-sscx-l5pc", "feature_extraction_config_2cells.json")
     config = json.loads((folder / "feature_extraction_config_2cells.json").read_text())
     if cell_id not in config["cells"]:
         raise ValueError(f"bbp_l5pc_cell: unknown cell_id {cell_id!r}; available: {sorted(config['cells'])}.")
@@ -799,10 +913,12 @@ def bbp_l5pc_cell(root: PathLike, cell_id: str, protocol: str = "IDrest") -> Cel
     experiments = cell_config["experiments"]
     if protocol in experiments:
         files = experiments[protocol]["files"]
-        voltage = [folder / f["v_file"] for f in files]
-        current = [folder / f["i_file"] for f in files]
+        pairs = sorted(
+            ((folder / f["v_file"], folder / f["i_file"]) for f in files), key=lambda p: _sweep_number(p[0])
+        )
+        voltage, current = [v for v, _ in pairs], [i for _, i in pairs]
     else:
-        found = sorted((folder / cell_id).glob(f"*_{protocol}_ch*_*.ibw"))
+        found = sorted((folder / cell_id).glob(f"*_{protocol}_ch*_*.ibw"), key=_sweep_number)
         voltage = [p for p in found if _kind_of_unit(_read_ibw(p).unit) == "voltage"]
         if not voltage:
             raise ValueError(
@@ -813,7 +929,7 @@ def bbp_l5pc_cell(root: PathLike, cell_id: str, protocol: str = "IDrest") -> Cel
     onoff = config["options"]["onoff"].get(protocol)
     extra = {"cell": cell_id, "protocol": protocol, "ljp": cell_config.get("ljp"), "onoff": onoff}
     cell = load_ibw(voltage, current, name=cell_id, meta=[extra] * len(voltage))
-    if onoff is None:
+    if onoff is None or protocol not in _BBP_STEP_PROTOCOLS:
         return cell
     recordings = []
     for rec in cell:
@@ -846,7 +962,7 @@ def pozzorini_frozen_noise(root: PathLike, *, n_test: int = 1) -> FrozenNoise:
         `FrozenNoise` (train, test, aec): ``aec`` is the 10 s subthreshold noise sweep for active electrode
         compensation (Badel et al. 2008), or None if absent.
     """
-    folder = _dataset_folder(root, "ephys-gif-pozzorini2015")
+    folder = _dataset_folder(root, "ephys-gif-pozzorini2015", "Cell3_Ger1Test_ch2_*.ibw")
     repeats = sorted(folder.glob("Cell3_Ger1Test_ch2_*.ibw"))
     if not repeats:
         raise FileNotFoundError(f"pozzorini_frozen_noise: no Cell3_Ger1Test_ch2_*.ibw in {str(folder)!r}.")
@@ -880,7 +996,7 @@ def qsnmc2007(root: PathLike, challenge: str = "A", cell: str | None = None) -> 
             native dt.
         cell: for challenge B, ``"C010302A1"`` or ``"C140201C"``.
     """
-    folder = _dataset_folder(root, "ephys-qsnmc2007")
+    folder = _dataset_folder(root, "ephys-qsnmc2007", "challenge?_training.npz")
     if challenge == "A":
         return load_npz(folder / "challengeA_training.npz")
     if challenge != "B":
@@ -901,7 +1017,7 @@ def paper_hh_steps(root: PathLike) -> Cell:
     `zoo.simulate`) pass ``recording.current * 1e-3``. Step amplitudes: 10, 2, 2, 50 and 0.2 nA =
     10 000, 2 000, 2 000, 50 000, 200 pA.
     """
-    folder = _dataset_folder(root, "paper-hh-steps")
+    folder = _dataset_folder(root, "paper-hh-steps", "input_traces_hh.csv")
     return load_csv(
         folder / "input_traces_hh.csv",
         folder / "output_traces_hh.csv",

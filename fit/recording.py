@@ -308,23 +308,35 @@ class Recording(eqx.Module):
         return self.n_samples * self.dt
 
     def __getitem__(self, index: int) -> Recording:
-        """Sweep ``index`` of a batched Recording."""
+        """Sweep ``index`` of a batched Recording, without the padding of a padded stack
+        (``meta["lengths"]``, see `Cell.stack`): its recorded samples only."""
+        return self._row(index, padded=False)
+
+    def unstack(self) -> list[Recording]:
+        """The sweeps of a batched Recording, each its own Recording of its recorded samples (a padded
+        stack's padding is left out)."""
+        return [self[i] for i in range(self.batch_shape[0])] if self.batch_shape else [self]
+
+    def _row(self, index: int, *, padded: bool) -> Recording:
+        """Row ``index`` of a batch; ``padded``: all of the stack's samples, padding included."""
         if not self.batch_shape:
             raise TypeError(f"{_describe_source(self.meta)} is a single sweep; only a batch can be indexed.")
-        sweeps = self.meta.get("sweeps", ())
-        spikes = self.spike_times
+        index = range(self.batch_shape[0])[index]  # an IndexError out of range, a negative index counted back
+        meta = self.meta
+        sweeps, lengths = meta.get("sweeps", ()), meta.get("lengths")
+        end = None if padded or lengths is None else int(lengths[index])
+        dt = np.asarray(self.dt)[index]
+        spikes = None if self.spike_times is None else self.spike_times[index]
+        if spikes is not None and end is not None:
+            spikes = spikes[spikes < end * dt]  # as `resample` keeps them: within the recorded samples
         return Recording(
-            np.asarray(self.dt)[index],
-            np.asarray(self.current)[index],
-            np.asarray(self.voltage)[index],
-            None if spikes is None else spikes[index],
+            dt,
+            np.asarray(self.current)[index, :end],
+            np.asarray(self.voltage)[index, :end],
+            spikes,
             sweeps[index] if index < len(sweeps) else None,
             check_units=False,
         )
-
-    def unstack(self) -> list[Recording]:
-        """The sweeps of a batched Recording, each its own Recording."""
-        return [self[i] for i in range(self.batch_shape[0])] if self.batch_shape else [self]
 
     def _replace(self, **changes) -> Recording:
         fields = dict(
@@ -627,11 +639,18 @@ class Cell:
 
         Raises:
             ValueError: an amplitude criterion is given but some sweeps (of ``protocol``, if given) have no
-                ``meta["amplitude"]``, or nothing matches (the message lists the amplitudes available).
+                ``meta["amplitude"]``, or nothing matches (the message lists the protocols or the
+                amplitudes available).
         """
         keep = np.ones(len(self), dtype=bool)
         if protocol is not None:
             keep &= np.asarray([r.meta.get("protocol") == protocol for r in self.recordings], dtype=bool)
+            if not keep.any():
+                protocols = sorted({str(r.meta.get("protocol")) for r in self.recordings})
+                raise ValueError(
+                    f"Cell {self.name!r}: no sweep has protocol={protocol!r}; protocols available: "
+                    f"{protocols} (names are case-sensitive)."
+                )
         if amplitude is not None or low is not None or high is not None:
             amps = self.amplitudes
             if np.isnan(amps[keep]).any():  # only the sweeps of the protocol asked for need one

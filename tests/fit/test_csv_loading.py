@@ -1,0 +1,66 @@
+"""`load_csv`: index columns are checked, and sweeps of unequal length (padded rows) load as they were."""
+
+import numpy as np
+import pytest
+
+from diffbrain.fit.loaders import load_csv
+
+CURRENT = np.array([[-20.5, -20.5, 100.0, 100.0, -20.5], [-20.5, -20.5, 200.0, 200.0, -20.5]])  # pA
+VOLTAGE = np.array([[-70.3, -70.1, -60.0, -55.0, -68.0], [-70.2, -70.0, -50.0, -45.0, -66.0]])  # mV
+
+
+def write(path, rows, index=None, header=None):
+    """One row per sweep, as text; ``None`` samples are written as empty fields (pandas' NaN)."""
+    lines = [] if header is None else [header]
+    for k, row in enumerate(rows):
+        fields = ["" if x is None else repr(float(x)) for x in row]
+        lines.append(",".join(([str(index[k])] if index is not None else []) + fields))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_table_without_index_column_is_refused(tmp_path):
+    """The first samples (−20.5 pA, −70.3 mV) are no sweep indices: index_column=True (the default) must
+    not take them as such and drop them."""
+    i, v = write(tmp_path / "i.csv", CURRENT), write(tmp_path / "v.csv", VOLTAGE)
+    with pytest.raises(ValueError, match=r"i\.csv'.*\[-20\.5, -20\.5\], not distinct.*index_column=False"):
+        load_csv(i, v, dt=0.1)
+    cell = load_csv(i, v, dt=0.1, index_column=False)
+    assert [r.n_samples for r in cell] == [5, 5]
+    np.testing.assert_allclose(np.asarray(cell[0].voltage), VOLTAGE[0], rtol=1e-6)
+
+
+def test_the_index_columns_must_agree(tmp_path):
+    i = write(tmp_path / "i.csv", CURRENT, index=[0, 1])
+    v = write(tmp_path / "v.csv", VOLTAGE, index=[1, 0])
+    with pytest.raises(ValueError, match=r"current table's \[0, 1\] differ from the voltage table's \[1, 0"):
+        load_csv(i, v, dt=0.1)
+    v = write(tmp_path / "v.csv", VOLTAGE, index=[0, 1])
+    assert [r.meta["sweep"] for r in load_csv(i, v, dt=0.1)] == [0, 1]
+
+
+@pytest.mark.parametrize("pad", [None, float("nan")], ids=["empty", "nan"])
+def test_unequal_sweeps_padded_with_empty_or_nan_fields(tmp_path, pad):
+    """pandas writes sweeps of 15 and 11 samples as rows of 15 with trailing empty (or ``nan``) fields:
+    each sweep comes back with its own samples, as a Cell of unequal lengths."""
+    current = [np.r_[np.zeros(5), np.full(10, 100.0)], np.r_[np.zeros(5), np.full(6, 200.0)]]
+    voltage = [np.linspace(-70, -50, 15), np.linspace(-70, -40, 11)]
+    padded = lambda rows: [list(r) + [pad] * (15 - r.size) for r in rows]
+    header = "," + ",".join(map(str, range(15)))
+    i = write(tmp_path / "i.csv", padded(current), index=[0, 1], header=header)
+    v = write(tmp_path / "v.csv", padded(voltage), index=[0, 1], header=header)
+    cell = load_csv(i, v, dt=0.1)
+    assert [r.n_samples for r in cell] == [15, 11]
+    np.testing.assert_allclose(cell.amplitudes, [100.0, 200.0])
+    for recording, expected in zip(cell, voltage, strict=True):
+        np.testing.assert_allclose(np.asarray(recording.voltage), expected, rtol=1e-6)
+
+
+def test_unequal_rows_name_the_sweep_and_the_right_file(tmp_path):
+    i = write(tmp_path / "i.csv", [[0.0] * 5, [0.0, 1.0, 2.0, None, None]], index=[0, 1])
+    v = write(tmp_path / "v.csv", [[-70.0] * 5, [-70.0] * 5], index=[0, 1])
+    with pytest.raises(ValueError, match=r"sweep 1 has 3 current samples but 5 voltage samples"):
+        load_csv(i, v, dt=0.1)
+    i = write(tmp_path / "i.csv", [[0.0] * 5, [0.0, None, 2.0, 3.0, 4.0]], index=[0, 1])
+    with pytest.raises(ValueError, match=r"CSV file '[^']*i\.csv', sweep 1: `current` has 1 empty or NaN"):
+        load_csv(i, v, dt=0.1)
