@@ -19,16 +19,21 @@ def _concrete(value) -> np.ndarray | None:
     return np.asarray(value)
 
 
+def offending(arr: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """The first four elements of ``arr`` where ``ok`` is False, to quote in an error message."""
+    return arr[~ok][:4]
+
+
 def check_positive(owner: str, name: str, value, unit: str = "") -> None:
     """Raise ``ValueError`` unless every element of ``value`` is finite and > 0."""
     arr = _concrete(value)
     if arr is None:
         return
-    if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
-        bad = arr[~(np.isfinite(arr) & (arr > 0))] if arr.ndim else arr
+    ok = np.isfinite(arr) & (arr > 0)
+    if not np.all(ok):
         raise ValueError(
-            f"{owner}: `{name}` must be > 0{' ' + unit if unit else ''} and finite, got {bad.ravel()[:4]}. "
-            f"Pass a positive value for `{name}`."
+            f"{owner}: `{name}` must be > 0{' ' + unit if unit else ''} and finite, got "
+            f"{offending(arr, ok)}. Pass a positive value for `{name}`."
         )
 
 
@@ -37,10 +42,11 @@ def check_nonnegative(owner: str, name: str, value, unit: str = "") -> None:
     arr = _concrete(value)
     if arr is None:
         return
-    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+    ok = np.isfinite(arr) & (arr >= 0)
+    if not np.all(ok):
         raise ValueError(
             f"{owner}: `{name}` must be >= 0{' ' + unit if unit else ''} and finite, got "
-            f"{arr.ravel()[:4]}. Pass a non-negative value for `{name}`."
+            f"{offending(arr, ok)}. Pass a non-negative value for `{name}`."
         )
 
 
@@ -49,8 +55,9 @@ def check_finite(owner: str, name: str, value) -> None:
     arr = _concrete(value)
     if arr is None:
         return
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{owner}: `{name}` must be finite, got {arr.ravel()[:4]}.")
+    ok = np.isfinite(arr)
+    if not np.all(ok):
+        raise ValueError(f"{owner}: `{name}` must be finite, got {offending(arr, ok)}.")
 
 
 def check_less(owner: str, small: str, small_value, large: str, large_value) -> None:

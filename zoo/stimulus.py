@@ -14,7 +14,15 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float, PRNGKeyArray
 
-from ._checks import as_shape, check_broadcastable, check_dt, check_nonnegative, check_positive, whole_steps
+from ._checks import (
+    as_shape,
+    check_broadcastable,
+    check_dt,
+    check_nonnegative,
+    check_positive,
+    offending,
+    whole_steps,
+)
 
 
 def _n_steps(duration: float, dt: float) -> int:
@@ -48,6 +56,10 @@ def _population(owner: str, shape: int | tuple[int, ...], parameters: dict[str, 
 def steps(levels: Sequence[float], durations: Sequence[float], dt: float) -> Float[Array, " T"]:
     """A step protocol: ``levels[i]`` held for ``durations[i]`` ms each, sampled every ``dt`` ms.
 
+    ``levels`` (in the units of the current, e.g. pA) may be traced, so ``jit``, ``vmap`` and ``grad`` reach
+    them; ``durations`` fix the output's length and must be concrete. The output has ``levels``' float
+    dtype, the default float dtype (float32 unless float64 is enabled) for integer levels.
+
     Examples:
         >>> from diffbrain.zoo import stimulus
         >>> stimulus.steps([0.0, 1.5, 0.0], [1.0, 2.0, 1.0], dt=0.5).tolist()
@@ -58,8 +70,11 @@ def steps(levels: Sequence[float], durations: Sequence[float], dt: float) -> Flo
         raise ValueError(
             f"`levels` ({len(levels)}) and `durations` ({len(durations)}) must be non-empty and equally long."
         )
-    counts = [_n_steps(d, dt) for d in durations]
-    return jnp.asarray(np.repeat(np.asarray(levels, dtype=float), counts))
+    counts = np.array([_n_steps(d, dt) for d in durations], dtype=int)
+    levels = jnp.asarray(levels)
+    if not jnp.issubdtype(levels.dtype, jnp.inexact):
+        levels = levels.astype(jnp.result_type(float))
+    return jnp.repeat(levels, counts, total_repeat_length=int(counts.sum()))
 
 
 def ou_current(
@@ -115,7 +130,9 @@ def poisson(
 ) -> Bool[Array, " T *n"]:
     """Poisson spike trains at ``rate`` Hz: each step spikes with probability ``rate·dt/1000``.
 
-    The population shape ``*n`` is ``shape`` (an int ``n`` means ``(n,)``) broadcast with ``rate``'s; the
+    The probability is rounded to a multiple of 2^-32, so the mean rate is exact to 1.2e-7 Hz·ms/dt
+    (1.2e-6 Hz at dt = 0.1 ms); ``rate = 0`` never spikes and ``rate·dt/1000 = 1`` spikes every step. The
+    population shape ``*n`` is ``shape`` (an int ``n`` means ``(n,)``) broadcast with ``rate``'s; the
     trains are independent.
     """
     dt = check_dt(dt)
@@ -125,6 +142,11 @@ def poisson(
     if isinstance(p, jax.core.Tracer):
         p = eqx.error_if(p, jnp.any(p > 1), "`rate`·dt exceeds one spike per step; lower dt or rate (Hz).")
     elif np.any(np.asarray(p) > 1):
-        raise ValueError(f"`rate`·dt exceeds one spike per step (rate={rate} Hz, dt={dt} ms); lower dt.")
+        too_high = offending(np.asarray(rate), np.asarray(p) <= 1)
+        raise ValueError(f"`rate`·dt exceeds one spike per step (rate={too_high} Hz, dt={dt} ms); lower dt.")
     shape = _population("poisson", shape, {"rate": p})
-    return jax.random.uniform(key, (n_steps, *shape)) < p
+    # Uniform 32-bit integers below round(p·2^32): exact to 2^-32 (a float32 uniform resolves only 2^-23).
+    threshold = jnp.round(p.astype(jnp.promote_types(p.dtype, jnp.float32)) * 2.0**32)  # float16 overflows
+    always = threshold >= 2.0**32  # p rounds to 1, beyond the largest threshold uint32 holds
+    bits = jax.random.bits(key, (n_steps, *shape), jnp.uint32)
+    return always | (bits < jnp.where(always, 0, threshold).astype(jnp.uint32))

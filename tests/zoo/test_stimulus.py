@@ -75,6 +75,19 @@ def test_stimuli_trace_through_jit_vmap_and_grad():
         jax.block_until_ready(jax.jit(lambda rate: stimulus.poisson(key, rate, 10, 1.0))(2000.0))
 
 
+def test_steps_trace_through_jit_vmap_and_grad():
+    """Review: `steps` read `levels` through NumPy, so jit, vmap and grad over a level raised."""
+
+    def protocol(amplitude):
+        return stimulus.steps([0.0, amplitude, 0.0], [1.0, 2.0, 1.0], 0.5)
+
+    np.testing.assert_array_equal(jax.jit(protocol)(1.5), [0.0, 0.0, 1.5, 1.5, 1.5, 1.5, 0.0, 0.0])
+    np.testing.assert_array_equal(jax.vmap(protocol)(jnp.array([1.0, 2.0]))[:, 3], [1.0, 2.0])
+    assert float(jax.grad(lambda a: (protocol(a) * jnp.arange(8.0)).sum())(1.5)) == 2 + 3 + 4 + 5
+    assert stimulus.steps(np.array([1.0], np.float32), [1.0], 0.5).dtype == jnp.float32
+    assert stimulus.steps([1, 2], [1.0, 1.0], 0.5).dtype == jnp.result_type(float)
+
+
 @pytest.mark.parametrize("n_steps", [-5, 2.5, True])
 def test_bad_step_counts_are_named(n_steps):
     with pytest.raises(ValueError, match="`n_steps`"):

@@ -102,6 +102,12 @@ class EINetwork(eqx.Module):
     4,000 = 80 in the benchmark). Synaptic state is kept per postsynaptic neuron: each step
     ``g_e ← g_e·e^{−dt/τ_e} + Σ_i s_i W_E[i, ·]`` with one `ops.event_matvec` per projection.
 
+    The neuron steps with this end-of-step ``g`` (the spikes that just arrived included) held over the step,
+    so a spike of weight ``w`` delivers ``w·dt/(1 − e^{−dt/τ})`` of charge (or conductance·time) instead of
+    the continuous PSC's ``w·τ`` (``τ`` = ``τ_e`` or ``τ_i``, ms): at dt = 0.1 ms +1 % for the benchmark's
+    τ_e = 5 ms, +0.5 % for τ_i = 10 ms, +10 % at τ = 0.5 ms. The weights are used as given; scale them by
+    ``τ(1 − e^{−dt/τ})/dt`` to match the continuous PSC.
+
     * ``mode="coba"``: ``I = g_e (E_e − V) + g_i (E_i − V) + I_ext`` (``W`` in nS, ``I`` in pA).
     * ``mode="cuba"``: ``I = g_e + g_i + I_ext`` (``W`` in pA; inhibitory weights negative).
 

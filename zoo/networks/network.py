@@ -385,6 +385,13 @@ class Network(eqx.Module):
     ) -> Network:
         """A network from concrete NumPy-like arrays (outside ``jit``); never allocates an ``n × n`` matrix.
 
+        The weights are used as given. Each step's receptor output ``g``, the end-of-step value with the
+        spikes that just arrived, is held over the neuron's step, so with a `synapses.Expon` receptor of time
+        constant ``τ`` (ms) a spike of weight ``w`` delivers ``w·dt/(1 − e^{−dt/τ})`` of charge (pA·ms with a
+        current-based receptor) instead of the continuous PSC's ``w·τ``: +1 % at τ = 5 ms, +10 % at
+        τ = 0.5 ms (dt = 0.1 ms), and the PSPs grow alike. To match the continuous PSC, pass weights scaled
+        by ``τ(1 − e^{−dt/τ})/dt``, as `Microcircuit.build` does.
+
         Args:
             sizes: population name → number of neurons, in order.
             neuron: any zoo spiking neuron; its parameters scalar or ``[n]``; its floating dtype is the

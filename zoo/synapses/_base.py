@@ -116,7 +116,10 @@ class AbstractKineticSynapse(AbstractSynapse):
     pulse) unless the running pulse has more time left; a count of several spikes in one step opens one
     standard pulse (each restarts it). With no pulse running, ``d/ds`` at ``s = 0`` is the
     response to a short pulse, so a silent step carries a gradient; during a pulse a small spike changes
-    nothing and ``d/ds`` is exactly 0.
+    nothing and ``d/ds`` is exactly 0. A pulse that ends at a step's end (``dt`` divides ``T_dur``) ends
+    there although counting it down by ``dt`` leaves a rounding residue, so a spike at that step has the
+    silent steps' ``d/ds``; ``g`` has a kink in ``T_dur`` there, and ``d/dT_dur`` is the derivative from
+    below (a shorter pulse).
     """
 
     alpha: AbstractVar[Float[Array, "*n"]]
@@ -144,11 +147,15 @@ class AbstractKineticSynapse(AbstractSynapse):
         spikes = as_spikes(spikes, state.g)
         bound = self.alpha * self.T_max
         rate_on = bound + self.beta
-        with_transmitter = jnp.minimum(state.pulse, dt)
+        # Counting the pulse down by dt rounds by up to half an ulp of T_dur a step, so a pulse that ends at
+        # this step's end may show up to (T_dur/dt)/2 ulps more than dt: it ends here (left 0, so d/ds flows).
+        residue = jnp.finfo(state.pulse.dtype).eps * jnp.maximum(self.T_dur, dt) * (self.T_dur / dt / 2 + 2)
+        ends = state.pulse <= dt + residue
+        with_transmitter = jnp.where(ends, state.pulse, dt)
         g_inf = bound / rate_on
         g = g_inf + (state.g - g_inf) * jnp.exp(-rate_on * with_transmitter)
         g = g * jnp.exp(-self.beta * (dt - with_transmitter))
-        left = jnp.maximum(state.pulse - dt, 0.0)
+        left = jnp.where(ends, 0.0, state.pulse - dt)
         opened = jnp.where(spikes > 1, 1, spikes) * self.T_dur  # k spikes in one step: one pulse, restarted
         pulse = jnp.where(opened >= left, opened, left)  # ties pick the spike, so d/ds flows at s = 0
         return KineticState(g=g, pulse=pulse), g

@@ -26,6 +26,13 @@ class Expon(AbstractSynapse):
     update is linear in ``s``, the state may also live on the postsynaptic side and take summed weighted
     spikes.
 
+    Charge per spike: a neuron stepped with each step's ``g`` held over that step (`networks.Network`,
+    `networks.EINetwork`) gets the end-of-step value, the spike that just arrived included, so a unit spike
+    integrates to ``dt/(1 − e^{−dt/τ})`` ms of ``g`` instead of the kernel's ``τ``: a PSC of amplitude ``w``
+    carries ``w·dt/(1 − e^{−dt/τ})`` of charge, not ``w·τ`` (+1 % at τ = 5 ms, +10 % at τ = 0.5 ms, for
+    dt = 0.1 ms). Multiply the weights (or ``g_max``) by ``τ(1 − e^{−dt/τ})/dt`` to deliver the continuous
+    PSC's charge (`networks.Microcircuit` does).
+
     Units: ``tau`` ms; ``g_max`` nS (coba) or pA (cuba); ``E`` mV.
 
     Examples:

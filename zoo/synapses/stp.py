@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from .._checks import check_dt, check_nonnegative, check_positive
+from .._checks import check_dt, check_nonnegative, check_positive, offending
 from .._param import param
 from ._base import AbstractSynapticDynamics, as_spikes
 
@@ -97,7 +97,7 @@ class STP(AbstractSynapticDynamics):
         if U is not None and np.any(U > 1):
             raise ValueError(
                 "STP: `U` is the fraction of the resources a rested synapse releases, so it must lie in "
-                f"(0, 1] (1: full release), got U={U.ravel()[:4]}."
+                f"(0, 1] (1: full release), got U={offending(U, U <= 1)}."
             )
         check_nonnegative("STP", "tau_f", self.tau_f, "ms")
         check_positive("STP", "tau_d", self.tau_d, "ms")
