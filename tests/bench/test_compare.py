@@ -83,6 +83,23 @@ def test_a_slower_in_house_reference_is_flagged_by_its_absolute_time():
         compare.compare(_timings(slower), _timings(rows), reference_threshold=math.nan)
 
 
+@pytest.mark.parametrize(("baseline_machine", "current_machine"), [("", "box|cpu"), ("box|cpu", "")])
+def test_a_reference_is_judged_by_its_absolute_time_when_a_run_has_no_machine(
+    baseline_machine, current_machine
+):
+    """An unknown machine (an older results file) may be the same one: the reference's time is judged."""
+    rows = [("learn", "n=100", "bptt", "step_time", 1.0), ("learn", "n=100", "es_d_rtrl", "step_time", 2.0)]
+    slower = [(s, c, m, metric, 2 * v) for s, c, m, metric, v in rows]
+    table = compare.compare(
+        _timings(slower, machine=current_machine), _timings(rows, machine=baseline_machine)
+    )
+    assert _status(table) == {"bptt": "reference slower", "es_d_rtrl": "ok"} and compare.failed(table)
+    assert table.set_index("method").loc["bptt", "slowdown"] == pytest.approx(1.0)
+    # Both known and different: not judged.
+    other = compare.compare(_timings(slower, machine="box|cpu"), _timings(rows, machine="other|cpu"))
+    assert _status(other)["bptt"] == "reference, other machine"
+
+
 def test_a_method_missing_now_is_flagged_and_a_case_not_run_is_not():
     """Review evidence (b): a method measured in the baseline fails or is skipped now."""
     base = _timings([("ops", "n=1000", "segment_sum", "time", 1.0), ("ops", "n=1000", "cpu", "time", 0.1)])
@@ -127,12 +144,13 @@ def test_results_csv_keeps_the_times_of_each_run(tmp_path):
 
 def _two_runs(tmp_path, newest_reference):
     """A results CSV of two commits: the older measured everything, the newer ``cpu`` and maybe the
-    reference, on a 3× slower (loaded) machine."""
+    reference, on a 3× slower (loaded) machine, where ``cpu`` got twice as fast relative to it (ratio 0.05,
+    the older run's 0.1)."""
     old, new = "2026-01-01T00:00:00+00:00", "2026-02-01T00:00:00+00:00"
     rows = [
         _record("segment_sum", "time", 1.0, git_commit="a", date=old),
         _record("cpu", "time", 0.1, git_commit="a", date=old),
-        _record("cpu", "time", 0.3, git_commit="b", date=new),
+        _record("cpu", "time", 0.15, git_commit="b", date=new),
     ]
     if newest_reference:
         rows.append(_record("segment_sum", "time", 3.0, git_commit="b", date=new))
@@ -146,9 +164,12 @@ def test_records_of_different_runs_are_never_paired(tmp_path):
     # Without the reference in the newest run, the case is read from the older run, which measured both.
     table = compare.compare(now, _two_runs(tmp_path, newest_reference=False)).set_index("method")
     assert table.loc["cpu", "time_baseline"] == 0.1 and table.loc["cpu", "status"] == "ok"
-    # With it, from the newest run: 0.3 / 3.0, the same ratio as now.
+    # With it, from the newest run (not the older one, whose ratio is the current run's): 0.15 / 3.0, so the
+    # current 0.1 / 1.0 is twice as slow.
     table = compare.compare(now, _two_runs(tmp_path, newest_reference=True)).set_index("method")
-    assert table.loc["cpu", "ratio_baseline"] == pytest.approx(0.1) and table.loc["cpu", "status"] == "ok"
+    assert (table.loc["cpu", "time_baseline"], table.loc["segment_sum", "time_baseline"]) == (0.15, 3.0)
+    assert table.loc["cpu", "ratio_baseline"] == pytest.approx(0.05)
+    assert table.loc["cpu", "slowdown"] == pytest.approx(1.0) and table.loc["cpu", "status"] == "slower"
     # Two records of one cell from the same commit and machine cannot be assigned to runs: rejected.
     rows = [
         _record("segment_sum", "time", 1.0),

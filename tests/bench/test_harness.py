@@ -155,9 +155,44 @@ def test_brainpy_counterpart_spikes_like_diffbrain():
     pytest.importorskip("brainpy")
     got = throughput.run_case("lif", 10, steps=300, repeats=1)
     by_key = {(r.method, r.metric): r for r in got}
-    assert by_key[("diffbrain", "speedup_vs_brainpy")].value > 0
+    peer_time = by_key[(brainpy_peer.METHOD, "run_time")].value
+    for method in throughput.DIFFBRAIN_METHODS:  # brainpy.state's run time over ours: >1, diffbrain faster
+        speedup = by_key[(method, "speedup_vs_brainpy")].value
+        assert speedup > 0 and speedup == pytest.approx(peer_time / by_key[(method, "run_time")].value)
     rates = [by_key[(method, "firing_rate")].value for method in ("diffbrain", brainpy_peer.METHOD)]
     assert rates[0] > 0 and rates[0] == pytest.approx(rates[1], rel=0.2)
+
+
+def test_speedup_vs_brainpy_is_the_peers_run_time_over_ours(monkeypatch):
+    """Without brainpy: a stand-in peer and set timings (diffbrain 2 ms, its step loop 4 ms, the peer
+    8 ms) give speedups of 4 and 2, the throughputs' ratio (>1: diffbrain faster)."""
+    from diffbrain.bench.timing import Timing
+
+    monkeypatch.setattr(brainpy_peer, "unavailable", lambda: None)
+    monkeypatch.setattr(brainpy_peer, "counterpart_missing", lambda name: None)
+    monkeypatch.setattr(
+        brainpy_peer, "population_run", lambda name, model, current, n, *_: lambda: jnp.ones(n)
+    )
+    medians = {"diffbrain": 0.002, "diffbrain.step": 0.004, brainpy_peer.METHOD: 0.008}
+
+    def timed(fns, repeats):
+        assert set(fns) == set(medians)
+        timings = {}
+        for name, fn in fns.items():
+            fn()  # run_case keeps each method's spike counts for its firing rate
+            median = medians[name]
+            timings[name] = Timing(
+                compile=0.0, median=median, min=median, max=median, iqr=0.0, runs=(median,)
+            )
+        return timings
+
+    monkeypatch.setattr(throughput, "measure_side_by_side", timed)
+    got = {(r.method, r.metric): r for r in throughput.run_case("lif", 10, steps=20, repeats=1)}
+    speedups = [got[(method, "speedup_vs_brainpy")] for method in throughput.DIFFBRAIN_METHODS]
+    assert [(r.status, r.unit) for r in speedups] == [("ok", "x")] * 2
+    assert [r.value for r in speedups] == pytest.approx([4.0, 2.0], rel=1e-12)
+    throughputs = {method: got[(method, "throughput")].value for method in medians}
+    assert throughputs["diffbrain"] / throughputs[brainpy_peer.METHOD] == pytest.approx(4.0, rel=1e-12)
 
 
 def test_command_line_writes_csv(tmp_path, no_brainpy, capsys):

@@ -83,6 +83,21 @@ def test_spike_count_and_first_spike_latency():
     assert float(loss) == pytest.approx(((5 - 3) ** 2 + (10 - 2) ** 2) / 2)
 
 
+def test_first_spike_latency_is_in_ms_at_a_time_step_other_than_one_ms():
+    """The data of `test_spike_count_and_first_spike_latency` stepped every 0.5 ms: every latency halves."""
+    data, model = np.zeros((10, 2)), np.zeros((10, 2))
+    data[[3, 6], 0] = 1
+    model[5, 0] = 1
+    data[2, 1] = 1  # sweep 1: the model never fires, latency counts as the duration (10 steps: 5 ms)
+    np.testing.assert_allclose(first_spike_latency(jnp.asarray(model), 0.5), [2.5, 5.0])
+    np.testing.assert_allclose(first_spike_latency(jnp.asarray(data), 0.5), [1.5, 1.0])
+    np.testing.assert_allclose(
+        first_spike_latency(jnp.asarray(model), 0.5, jnp.array([4.0, 7.0])), [2.5, 7.0]
+    )
+    loss = fit.FirstSpikeLatency()(None, jnp.asarray(model), _target(np.zeros((10, 2)), data, dt=0.5))
+    assert float(loss) == pytest.approx(((2.5 - 1.5) ** 2 + (5.0 - 1.0) ** 2) / 2)
+
+
 def test_losses_add_and_scale():
     target = _target(np.zeros((4, 1)), np.zeros((4, 1)))
     V = jnp.ones((4, 1))

@@ -76,6 +76,20 @@ def test_persistent_activity_finds_the_selective_populations_and_their_delay_rat
     np.testing.assert_allclose(result.baseline, 5.0, rtol=0.2)
 
 
+def test_persistent_activity_converts_spike_counts_to_hz_with_the_time_step():
+    """The same spike trains stepped every 0.5 ms span half the time: every rate doubles (in Hz), so the
+    selectivity threshold doubles with them and picks the same neurons."""
+    spikes, labels, stimulus, delay = synthetic_spikes(True)
+    per_ms = analysis.persistent_activity(spikes, labels, stimulus, delay, threshold=10.0)
+    half_ms = analysis.persistent_activity(spikes, labels, stimulus, delay, dt=0.5, threshold=20.0)
+    np.testing.assert_array_equal(half_ms.selective, per_ms.selective)
+    for got, expected in zip(half_ms[2:], per_ms[2:], strict=True):
+        np.testing.assert_allclose(got, 2 * expected, rtol=1e-12)
+    np.testing.assert_allclose(half_ms.preferred, 60.0, rtol=0.1)
+    np.testing.assert_allclose(half_ms.nonpreferred, 10.0, rtol=0.15)
+    np.testing.assert_allclose(half_ms.baseline, 10.0, rtol=0.2)
+
+
 def test_persistent_activity_names_the_class_of_each_row():
     """With the decision tasks' labels 1 and 2 (and a class absent), row k is ``classes[k]``'s."""
     spikes, labels, stimulus, delay = synthetic_spikes(True)

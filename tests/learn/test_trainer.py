@@ -88,6 +88,25 @@ def _tiny_run(cue_task, **changes):
     return run | dict(key=jax.random.key(1), progress=False) | changes
 
 
+def test_each_step_trains_on_its_own_batch_drawn_from_the_key_folded_with_the_step(cue_task, monkeypatch):
+    """Step k samples ``task.sample(fold_in(key, k), batch_size)``: consecutive steps see other trials (with
+    one key for every step, the accuracy of the training batches would measure memorising one batch)."""
+    drawn = []
+
+    def spy(net, opt_state, task, key, gradients, optimizer, batch_size):  # records; trains nothing
+        drawn.append((jax.random.key_data(key), task.sample(key, batch_size)))
+        return net, opt_state, jnp.float32(0.7), jnp.float32(0.5), jnp.bool_(True)
+
+    monkeypatch.setattr(learn.trainer, "_update", spy)
+    run = _tiny_run(cue_task, steps=3)
+    learn.train(**run)
+    assert len(drawn) == 3
+    for step, (key, _) in enumerate(drawn):
+        np.testing.assert_array_equal(key, jax.random.key_data(jax.random.fold_in(run["key"], step)))
+    (_, first), (_, second), _ = drawn
+    assert not np.array_equal(first.inputs, second.inputs)
+
+
 @pytest.fixture(scope="module")
 def trained_folder(tmp_path_factory, cue_task):
     folder = tmp_path_factory.mktemp("trained")
