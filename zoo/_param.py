@@ -19,13 +19,17 @@ def as_param(value, name: str = "a model parameter") -> jax.Array:
     """Convert a real Python number or array to a floating JAX array, keeping Python floats weakly typed.
 
     Raises:
-        TypeError: ``value`` (the parameter ``name``) is a bool or complex.
+        TypeError: ``value`` (the parameter ``name``) is a bool, complex, or not a number (a string, None).
     """
     if isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
-    array = jnp.asarray(value)
+    message = f"{name} must be a real number or array, got {value!r}; pass a real value."
+    try:
+        array = jnp.asarray(value)
+    except (TypeError, ValueError):  # a string, None, a ragged list, ...
+        raise TypeError(message) from None
     if array.dtype == jnp.bool_ or jnp.issubdtype(array.dtype, jnp.complexfloating):
-        raise TypeError(f"{name} must be a real number or array, got {value!r}; pass a real value.")
+        raise TypeError(message)
     if not jnp.issubdtype(array.dtype, jnp.inexact):
         array = array.astype(jnp.result_type(float))
     return array

@@ -131,6 +131,40 @@ def _carry_dtypes(state: NamedTuple, advance: Callable[[NamedTuple], NamedTuple]
     return state
 
 
+def _refuse_half_precision(
+    caller: str, model: AbstractNeuron, inputs: Array, dt, given: NamedTuple | None, state: NamedTuple
+) -> None:
+    """Raise ``ValueError`` when ``dt`` or the carried ``state`` is float16 or bfloat16, naming the arguments
+    that brought the half precision.
+
+    In half precision the results are wrong, not just coarse: over 200 ms at 500 pA a bfloat16 LIF never
+    reached threshold (12 spikes in float32), a float16 HH fired 1 of 7 spikes; a float16 ``dt`` (0.1 is
+    0.09998 ms there) alone turns a float32 model's state float16, its parameters being weakly typed.
+    """
+
+    def half(dtype) -> bool:
+        return jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).bits < 32
+
+    def first_half(leaves) -> str | None:
+        return next((jnp.dtype(d).name for d in map(jnp.result_type, leaves) if half(d)), None)
+
+    sources = {
+        "the model's parameters": first_half(jax.tree.leaves(eqx.filter(model, eqx.is_inexact_array))),
+        "`inputs`": first_half([inputs]),
+        "`dt`": first_half([dt]),
+        "`state`": None if given is None else first_half(jax.tree.leaves(given)),
+    }
+    if sources["`dt`"] is None and first_half(jax.tree.leaves(state)) is None:
+        return
+    brought = " and ".join(f"{name} ({dtype})" for name, dtype in sources.items() if dtype is not None)
+    raise ValueError(
+        f"zoo.{caller} needs float32 or float64, but {brought} would run it in half precision, whose "
+        "results are wrong (a bfloat16 LIF never reaches threshold, a float16 HH loses most spikes). Cast "
+        "to float32: zoo.astype(model, jnp.float32) (likewise a `state`), inputs.astype(jnp.float32), and "
+        "pass dt as a Python float."
+    )
+
+
 def _check_divides(name: str, block: int, total: int) -> None:
     if not isinstance(block, int | np.integer) or block < 1 or total % block:
         raise ValueError(
@@ -190,13 +224,18 @@ def simulate(
         checkpoint_every: if set, gradients store the state only every this many steps and recompute
             the steps in between (memory ∝ T/checkpoint_every + checkpoint_every instead of T). Must be a
             multiple of ``record_every`` and divide T.
-        unroll: steps unrolled per scan iteration (fewer dispatches on CPU).
+        unroll: steps unrolled per scan iteration (fewer dispatches on CPU), a positive integer.
         check_finite: raise (also inside jit and vmap, whichever outputs are used; inside a jitted
             ``jax.grad`` only if the forward outputs are kept, e.g. ``jax.value_and_grad``) if the final
             state contains NaN or inf.
 
     Returns:
         A `Trace` with times (ms), spike counts and recorded states.
+
+    Raises:
+        ValueError: among others, when ``dt`` or the state would be float16 or bfloat16 (half precision
+            gives wrong spike counts; cast the model and inputs to float32), or ``unroll`` is not a
+            positive integer.
 
     Examples:
         >>> import jax.numpy as jnp
@@ -209,8 +248,16 @@ def simulate(
     dt = check_dt(dt)
     n_steps = inputs.shape[0]
     _check_divides("record_every", record_every, n_steps)
+    if isinstance(unroll, bool) or not isinstance(unroll, int | np.integer) or unroll < 1:
+        raise ValueError(
+            f"`unroll` must be a positive integer (steps per scan iteration), got {unroll!r}; lax.scan reads "
+            "0 or True as unrolling every step, which takes minutes to compile. Pass e.g. unroll=1."
+        )
+    unroll = int(unroll)
+    given = state
     state = _initial_state(model, inputs, shape, state)
     state = _carry_dtypes(state, lambda s: model.step(s, inputs[0], dt)[0])
+    _refuse_half_precision("simulate", model, inputs, dt, given, state)
 
     def counting_step(carry, current):
         state, count = carry

@@ -14,7 +14,14 @@ from jaxtyping import Array, ArrayLike, Float
 
 from ._checks import check_dt
 from .neurons._base import AbstractContinuousNeuron
-from .simulate import Trace, _carry_dtypes, _fail_on_nonfinite, _initial_state, _validate
+from .simulate import (
+    Trace,
+    _carry_dtypes,
+    _fail_on_nonfinite,
+    _initial_state,
+    _refuse_half_precision,
+    _validate,
+)
 
 SOLVERS: dict[str, type[diffrax.AbstractSolver]] = {
     "euler": diffrax.Euler,
@@ -78,27 +85,21 @@ def _check_adaptive_options(solver, diffrax_solver, adaptive: bool, rtol, atol, 
         raise ValueError(f"`max_steps` must be a positive integer (steps per sample), got {max_steps!r}.")
 
 
-def _grid_dtype(state: NamedTuple) -> jnp.dtype:
-    """The dtype of the output times: the state's, at least float32 (float16 cannot count past 2,048
-    samples). Each sample's solve runs on its own clock from 0 to ``dt`` in the state's dtype."""
-    return jnp.promote_types(jnp.result_type(state.V.dtype, float), jnp.float32)
-
-
-def _check_time_grid(dt, n_steps: int, grid_dtype, clock_dtype) -> None:
-    """Refuse a concrete ``dt`` that the solver's clock or the output times ``k·dt`` cannot represent."""
+def _check_time_grid(dt, n_steps: int, dtype) -> None:
+    """Refuse a concrete ``dt`` that the output times ``k·dt`` in ``dtype`` (the state's) cannot represent.
+    Each sample's solve runs on its own clock from 0 to ``dt`` in the same dtype."""
     if isinstance(dt, jax.core.Tracer):
         return
-    for dtype, count, what in ((clock_dtype, 1, "each sample's solve"), (grid_dtype, n_steps, "the output")):
-        info = jnp.finfo(dtype)
-        step = np.asarray(dt, dtype)
-        with np.errstate(over="ignore"):
-            end = step * np.asarray(count, dtype)
-        if not (step >= info.tiny and np.isfinite(end)):
-            raise ValueError(
-                f"`dt`={dt!r} ms: {what} needs times up to {count} · dt, which {jnp.dtype(dtype).name} "
-                f"cannot represent (normal numbers between {float(info.tiny):.1e} and "
-                f"{float(info.max):.1e}). Pass dt in ms, e.g. dt=0.05."
-            )
+    info = jnp.finfo(dtype)
+    step = np.asarray(dt, dtype)
+    with np.errstate(over="ignore"):
+        end = step * np.asarray(n_steps, dtype)
+    if not (step >= info.tiny and np.isfinite(end)):
+        raise ValueError(
+            f"`dt`={dt!r} ms: the output needs times up to {n_steps} · dt, which {jnp.dtype(dtype).name} "
+            f"cannot represent (normal numbers between {float(info.tiny):.1e} and "
+            f"{float(info.max):.1e}). Pass dt in ms, e.g. dt=0.05."
+        )
 
 
 def _default_max_steps(dt, solver: diffrax.AbstractSolver) -> int:
@@ -216,7 +217,8 @@ def solve(
         rtol, atol: tolerances of the adaptive controller; default 1e-5 in float32, 1e-8 in float64.
         max_steps: cap on adaptive steps within one sample (default: 640 per ms of ``dt``, at least 64;
             a hundred times that for second-order solvers). Reaching it raises an error naming ``max_steps``.
-        shape, state, record, check_finite: as in `simulate`.
+        shape, state, record, check_finite: as in `simulate` (which also refuses half precision:
+            ``dt`` or a state in float16 or bfloat16 raises ``ValueError``).
 
     Returns:
         A `Trace`; spikes are upward crossings of ``model.spike_threshold`` by ``V`` at the output samples
@@ -240,13 +242,14 @@ def solve(
     dt = check_dt(dt)
     diffrax_solver = _solver(solver)
     n_steps = inputs.shape[0]
+    given = state
     state = _initial_state(model, inputs, shape, state)
     state = _carry_dtypes(state, lambda s: model.vector_field(0.0, s, inputs[0]))
-    grid_dtype = _grid_dtype(state)
+    _refuse_half_precision("solve", model, inputs, dt, given, state)
     _check_adaptive_options(solver, diffrax_solver, adaptive, rtol, atol, max_steps)
-    clock_dtype = jnp.result_type(state.V.dtype, float)
-    _check_time_grid(dt, n_steps, grid_dtype, clock_dtype)
-    step = jnp.asarray(dt, clock_dtype)
+    dtype = state.V.dtype
+    _check_time_grid(dt, n_steps, dtype)
+    step = jnp.asarray(dt, dtype)
 
     if adaptive:
         if max_steps is None:
@@ -270,7 +273,7 @@ def solve(
     was_below = jax.lax.stop_gradient(previous < model.spike_threshold).astype(ys.V.dtype)
     spikes = model.spike_fn(ys.V - model.spike_threshold) * was_below
     return Trace(
-        t=jnp.arange(1, n_steps + 1, dtype=grid_dtype) * jnp.asarray(dt, grid_dtype),
+        t=jnp.arange(1, n_steps + 1, dtype=dtype) * step,
         spikes=spikes,
         states={name: getattr(ys, name) for name in record},
         final_state=final_state,

@@ -7,8 +7,9 @@ Because the surrogate is a field of a neuron model, it can be swapped (``eqx.tre
 fitted by gradient descent: it shapes only the backward pass, so the gradient of any loss with respect to
 its parameters (``alpha``, ``sigma``, …) is exactly 0. Tune them as hyperparameters instead.
 
-Every sharpness and width must be finite and > 0 (a negative ``alpha`` flips the sign of every gradient,
-``sigma = 0`` makes them NaN); `MultiGaussian`'s side-lobe weight ``h`` must lie in [0, 1).
+Every parameter is a scalar (one surrogate serves a whole population); every sharpness and width must be
+finite and > 0 (a negative ``alpha`` flips the sign of every gradient, ``sigma = 0`` makes them NaN);
+`MultiGaussian`'s side-lobe weight ``h`` must lie in [0, 1).
 
 All pseudo-derivatives are evaluated in forms that stay finite for |x| up to 1e4 in float32 and return
 the dtype of ``x``.
@@ -60,8 +61,13 @@ class AbstractSurrogate(eqx.Module):
 
     def __check_init__(self):
         for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if jnp.ndim(value) != 0:
+                raise ValueError(
+                    f"{type(self).__name__}: `{field.name}` must be a scalar, got an array of shape "
+                    f"{jnp.shape(value)}; one surrogate serves the whole population. Pass one number."
+                )
             if field.metadata.get("positive", True):
-                value = getattr(self, field.name)
                 check_positive(type(self).__name__, field.name, value, field.metadata.get("unit", ""))
 
     def __call__(self, x: Float[ArrayLike, "..."]) -> Float[Array, "..."]:

@@ -8,7 +8,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from diffbrain import zoo
 from diffbrain.zoo._integrate import exprel
 
 X = np.concatenate([-np.logspace(-6, 1, 700), [0.0], np.logspace(-6, 1, 700)])
@@ -38,14 +37,3 @@ def test_value_and_gradient_are_within_a_few_eps_in_every_dtype(dtype, value_eps
     assert exprel(x).dtype == dtype
     assert np.max(np.abs(ours / value - 1)) < value_eps * eps
     assert np.max(np.abs(our_slope / slope - 1)) < slope_eps * eps
-
-
-def test_gif_in_float16_has_finite_gradients_at_its_defaults():
-    model = zoo.astype(zoo.GIF(), jnp.float16)
-
-    def mean_voltage(model):
-        trace = zoo.simulate(model, jnp.full(2000, 1.5, jnp.float16), dt=0.1)
-        return trace.V.astype(jnp.float32).mean()
-
-    grads = jax.grad(mean_voltage)(model)
-    assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(grads))

@@ -227,6 +227,11 @@ def test_izhikevich_starts_at_rest():
         np.testing.assert_allclose(trace.V, -70.0, atol=1e-4)
     tonic = zoo.Izhikevich(b=0.3)  # no resting point: starts at the reset
     assert float(tonic.init_state().V) == float(tonic.c)
+    # Review: b = 0.265 gave the unstable fixed point (−61 mV: 16 spikes at zero input after a 0.01 mV
+    # kick) and b = 10 one above V_peak (+42 mV).
+    for b in (0.265, 10.0):
+        assert float(zoo.Izhikevich(b=b).init_state().V) == -65.0, b
+    assert zoo.Izhikevich(b=jnp.array([0.2, 0.265])).init_state().V.tolist() == pytest.approx([-70.0, -65.0])
     assert zoo.Izhikevich(b=jnp.array([0.2, 0.3])).init_state().V.tolist() == pytest.approx([-70.0, -65.0])
     with pytest.raises(ValueError, match="`c` must be below `V_peak`"):
         zoo.Izhikevich(c=35.0)
@@ -237,3 +242,30 @@ def test_spike_fn_must_be_a_surrogate():
         zoo.LIF(spike_fn="sigmoid")
     with pytest.raises(TypeError, match="`spike_fn` of HH must be a surrogate"):
         zoo.HH(spike_fn=lambda x: x > 0)
+
+
+SPIKING = [zoo.LIF, zoo.ALIF, zoo.GIF, zoo.AdEx, zoo.Izhikevich]
+
+
+@pytest.mark.parametrize("model", SPIKING, ids=lambda m: m.__name__)
+@pytest.mark.parametrize("flag", ["False", "no", None, 0])
+def test_detach_reset_must_be_a_bool(model, flag):
+    """Review: any object was read by its truth value, so 'False' left the reset detached."""
+    with pytest.raises(ValueError, match=rf"{model.__name__}: `detach_reset` must be True or False"):
+        model(detach_reset=flag)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "A JAX array is being set as static")  # Equinox, of a NumPy bool
+        assert model(detach_reset=np.bool_(False)).detach_reset == False  # noqa: E712 (NumPy's bool)
+
+
+def test_init_state_takes_a_numpy_integer_shape(entry):
+    """Review: ``init_state(np.int64(3))`` raised "'numpy.int64' object is not iterable"."""
+    state = entry.make().init_state(np.int64(3))
+    assert all(jnp.shape(leaf) == (3,) for leaf in state)
+
+
+@pytest.mark.parametrize("value", ["250", None])
+def test_a_non_numeric_parameter_is_named(value):
+    """Review: ``LIF(C="250")`` raised JAX's TypeError, which does not say which parameter."""
+    with pytest.raises(TypeError, match="`C` must be a real number or array"):
+        zoo.LIF(C=value)

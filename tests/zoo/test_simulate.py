@@ -201,3 +201,11 @@ def test_solve_population_and_gradient_against_fixed_step():
     assert float(adaptive) == pytest.approx(float(fixed), rel=1e-3)
     population = zoo.solve(zoo.HH(g_K=jnp.array([30.0, 36.0, 42.0])), inputs, 0.025)
     assert population.V.shape == (400, 3)
+
+
+@pytest.mark.parametrize("unroll", [0, -1, True, False, 2.0, "4"])
+def test_unroll_must_be_a_positive_integer(unroll):
+    """Review: lax.scan reads ``unroll=0`` or ``True`` as unrolling every step (77 s to compile 100 steps)."""
+    with pytest.raises(ValueError, match="`unroll` must be a positive integer"):
+        zoo.simulate(zoo.LIF(), jnp.zeros(4), 0.1, unroll=unroll)
+    assert zoo.simulate(zoo.LIF(), jnp.zeros(4), 0.1, unroll=np.int64(2)).V.shape == (4,)

@@ -148,3 +148,10 @@ def test_surrogate_parameters_get_no_gradient(name):
     assert all(float(jnp.abs(leaf).max()) == 0.0 for leaf in jax.tree.leaves(grads))
     input_grad = jax.grad(lambda v: jnp.sum(spike(v)))(x)
     assert float(jnp.abs(input_grad).max()) > 0.0
+
+
+@pytest.mark.parametrize(("make", "field"), [(surrogate.Sigmoid, "alpha"), (surrogate.MultiGaussian, "h")])
+def test_surrogate_parameters_must_be_scalars(make, field):
+    """Review: ``Sigmoid(alpha=[4., 8.])`` ran forward, then its gradient failed to broadcast."""
+    with pytest.raises(ValueError, match=rf"{make.__name__}: `{field}` must be a scalar"):
+        make(**{field: [0.1, 0.2]})

@@ -6,10 +6,11 @@ from typing import ClassVar, NamedTuple
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from equinox import AbstractVar
 from jaxtyping import Array, ArrayLike, Float
 
-from .._checks import check_broadcastable, check_finite
+from .._checks import as_shape, check_broadcastable, check_finite
 from .._param import parameters
 from ..surrogate import AbstractSurrogate
 
@@ -59,7 +60,7 @@ class AbstractNeuron(eqx.Module):
         return check_broadcastable(type(self).__name__, parameters(self))
 
     def _full(self, shape: int | tuple[int, ...], value) -> Array:
-        shape = jnp.broadcast_shapes((shape,) if isinstance(shape, int) else tuple(shape), self.shape)
+        shape = jnp.broadcast_shapes(as_shape(shape), self.shape)
         return jnp.broadcast_to(jnp.asarray(value), shape)
 
 
@@ -73,6 +74,13 @@ class AbstractSpikingNeuron(AbstractNeuron):
 
     spike_fn: AbstractVar[AbstractSurrogate]
     detach_reset: AbstractVar[bool]
+
+    def __check_init__(self):
+        if not isinstance(self.detach_reset, bool | np.bool_):
+            raise ValueError(
+                f"{type(self).__name__}: `detach_reset` must be True or False, got {self.detach_reset!r} "
+                "(any other object, even 'False', would be read by its truth value). Pass a bool."
+            )
 
     def _reset_gate(self, spike: Array) -> Array:
         return jax.lax.stop_gradient(spike) if self.detach_reset else spike

@@ -77,13 +77,18 @@ class Izhikevich(AbstractSpikingNeuron):
         return cls(**(dict(a=0.1, b=0.2, c=-65.0, d=2.0) | overrides))
 
     def init_state(self, shape: int | tuple[int, ...] = ()) -> IzhikevichState:
-        """The resting state: the stable fixed point at zero input, ``V = (b − 5 − √((5 − b)² − 22.4))/0.08``
-        (−70 mV for b = 0.2), ``u = bV``; where no rest exists (b > 5 − √22.4 ≈ 0.267: the cell fires
-        tonically at zero input), V = c."""
+        """The resting state: the lower fixed point at zero input, ``V = (b − 5 − √D)/0.08`` with
+        ``D = (5 − b)² − 22.4`` (−70 mV for b = 0.2), ``u = bV``, where it is stable and below ``V_peak``;
+        otherwise V = c (and u = bV). Its Jacobian ``[[0.08V + 5, −1], [ab, −a]]`` has trace
+        ``b − √D − a`` and determinant ``a·√D`` there, so it is stable when ``D > 0``, ``a > 0`` and
+        ``b − √D < a``. There is no rest for b > 5 − √22.4 ≈ 0.267 (the cell fires tonically at zero
+        input), nor where the fixed point is unstable (b = 0.265 at a = 0.02) or above ``V_peak``
+        (b = 10)."""
         discriminant = (5 - self.b) ** 2 - 4 * 0.04 * 140
-        exists = discriminant >= 0
-        rest = (self.b - 5 - jnp.sqrt(jnp.where(exists, discriminant, 1.0))) / 0.08
-        V = self._full(shape, jnp.where(exists, rest, self.c))
+        root = jnp.sqrt(jnp.where(discriminant > 0, discriminant, 1.0))
+        rest = (self.b - 5 - root) / 0.08
+        stable = (discriminant > 0) & (self.a > 0) & (self.b - root < self.a) & (rest < self.V_peak)
+        V = self._full(shape, jnp.where(stable, rest, self.c))
         return IzhikevichState(V=V, u=self.b * V)
 
     def step(

@@ -17,21 +17,30 @@ from ..surrogate import AbstractSurrogate, Sigmoid
 from ._base import AbstractSpikingNeuron, jump
 
 
+def _refractory_steps(t_ref, dt, xp=jnp) -> Array:
+    """``t_ref/dt`` to the nearest whole number of steps, halves up (``floor(t_ref/dt + 1/2)``, as delays
+    round): ``t_ref/dt`` may fall short of a half by 8 ε of its float type (``0.35/0.1`` is 3.4999… in
+    float64 and float32 alike), so both dtypes hold the same number of steps. ``xp``: jax.numpy, or NumPy
+    for concrete values at trace time."""
+    ratio = xp.asarray(t_ref / dt)
+    return xp.floor(ratio * (1 + 8 * xp.finfo(ratio.dtype).eps) + 0.5)
+
+
 def _warn_if_refractory_lost(t_ref, dt) -> None:
     if isinstance(t_ref, jax.core.Tracer) or isinstance(dt, jax.core.Tracer):
         return
     t_ref = np.asarray(t_ref)
-    if np.any((t_ref > 0) & (t_ref <= 0.5 * float(dt))):
+    if np.any((t_ref > 0) & (_refractory_steps(t_ref, float(dt), np) == 0)):
         warnings.warn(
-            f"LIF: dt = {float(dt)} ms is at least twice t_ref (min {float(t_ref[t_ref > 0].min())} ms), so "
-            "the refractory period rounds to 0 steps and is ignored. Use dt < t_ref/2 or t_ref=0.",
+            f"LIF: dt = {float(dt)} ms is more than twice t_ref (min {float(t_ref[t_ref > 0].min())} ms), so "
+            "the refractory period rounds to 0 steps and is ignored. Use dt <= 2·t_ref or t_ref=0.",
             stacklevel=2,
         )
 
 
 class LIFState(NamedTuple):
     V: Array  # membrane potential, mV
-    refractory: Array  # refractory time left, ms
+    refractory: Array  # refractory time left, ms (a whole number of steps)
 
 
 class LIF(AbstractSpikingNeuron):
@@ -40,9 +49,11 @@ class LIF(AbstractSpikingNeuron):
     Between spikes the membrane relaxes to ``V_rest + I/g_L`` with ``τ = C/g_L``; ``step`` integrates this
     exactly for input held constant over the step (exponential Euler), so the subthreshold trace equals the
     closed form at every sample. When ``V ≥ V_th`` the neuron spikes, ``V`` is reset to ``V_reset`` and held
-    there for ``t_ref`` ms, rounded to a whole number of steps: ``round(t_ref/dt)`` steps, which is 0 (no
-    refractory period at all) once ``dt ≥ 2·t_ref``. `step` warns then (when ``dt`` and ``t_ref`` are
-    concrete, at trace time, so a jitted scan pays nothing).
+    there for ``t_ref`` ms, rounded to the nearest whole number of steps with halves up, as delays round:
+    ``floor(t_ref/dt + 1/2)`` steps in float32 and float64 alike (``t_ref`` 0.25 ms at ``dt`` 0.1 holds 3),
+    which is 0 (no refractory period at all) once ``dt > 2·t_ref``. `step` warns then (when ``dt`` and
+    ``t_ref`` are concrete, at trace time, so a jitted scan pays nothing). The state's ``refractory`` is the
+    time left, ms, a whole number of steps.
 
     Units: V mV, C pF, g_L nS, I pA, times ms (pA/pF = mV/ms).
 
@@ -104,9 +115,9 @@ class LIF(AbstractSpikingNeuron):
         _warn_if_refractory_lost(self.t_ref, dt)
         V_inf = self.V_rest + current / self.g_L
         V_free = V_inf + (state.V - V_inf) * jnp.exp(-dt / self.tau)
-        refractory = state.refractory > 0.5 * dt
-        V = jnp.where(refractory, self.V_reset, V_free)
+        steps_left = jnp.floor(state.refractory / dt + 0.5)  # re-rounded each step, so no drift builds up
+        V = jnp.where(steps_left > 0, self.V_reset, V_free)
         spike = self.spike_fn(V - self.V_th)
         V = jump(V, self.V_reset, self._reset_gate(spike))
-        time_left = jnp.where(spike > 0, self.t_ref, jnp.maximum(state.refractory - dt, 0.0))
-        return LIFState(V=V, refractory=time_left.astype(V.dtype)), spike
+        steps_left = jnp.where(spike > 0, _refractory_steps(self.t_ref, dt), jnp.maximum(steps_left - 1, 0))
+        return LIFState(V=V, refractory=(steps_left * dt).astype(V.dtype)), spike
