@@ -147,12 +147,17 @@ class Objective:
     ):
         if gradient not in ("auto", "measure", *MODES):
             raise ValueError(f"`gradient` must be 'auto', 'measure' or one of {MODES}, got {gradient!r}.")
+        if isinstance(unroll, bool) or not isinstance(unroll, int | np.integer) or unroll < 1:
+            raise ValueError(
+                f"`unroll` must be a positive integer (scan steps per iteration), got {unroll!r}; lax.scan "
+                "reads 0 or True as unrolling every step, which takes minutes to compile. Pass e.g. unroll=1."
+            )
         if inputs.shape != target.voltage.shape:
             raise ValueError(
                 f"inputs {inputs.shape} and recorded voltage {target.voltage.shape} must both be [T, S]."
             )
         self.model, self.free, self.inputs, self.target, self.loss = model, free, inputs, target, loss
-        self.unroll = unroll
+        self.unroll = int(unroll)
         self.adjoint_supported = all(
             jnp.ndim(leaf) == 0 for leaf in jax.tree.leaves(eqx.filter(model, eqx.is_array))
         )

@@ -73,3 +73,12 @@ def test_a_spike_threshold_must_be_a_finite_voltage(sweeps, threshold):
         fit.fit(_model(), sweeps, free=FREE, budget=10, spike_threshold=threshold)
     with pytest.raises(ValueError, match="`spike_threshold` must be"):
         fit.fit_cells(_model(), [sweeps], free=FREE, budget=10, spike_threshold=threshold)
+
+
+@pytest.mark.parametrize("unroll", [0, True, -1, 1.5])
+def test_objective_unroll_must_be_a_positive_integer(sweeps, unroll):
+    """lax.scan reads unroll=0 or True as unrolling every step (minutes of compilation); it was accepted."""
+    model = _model()
+    inputs, target = fit.prepare(model, sweeps)
+    with pytest.raises(ValueError, match="`unroll` must be a positive integer"):
+        fit.Objective(model, fit.free_params(model, FREE), inputs, target, fit.VoltageMSE(), unroll=unroll)
