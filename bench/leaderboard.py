@@ -599,19 +599,24 @@ def render(
     results: str | os.PathLike | Sequence[str | os.PathLike],
     out: str | os.PathLike = "leaderboard",
     note: str = "",
+    replace: bool = False,
 ) -> Path:
     """Write ``out/README.md``, ``out/<suite>.csv`` and ``out/<suite>_<metric>.png`` from ``results``.
 
     Every table and plot is made first (in a temporary folder), so an error leaves ``out`` as it was; then
     the files are moved in (each atomically, `write_atomically`), the README last. When ``out`` already
     holds a leaderboard, the CSV files and plots its README names that this rendering does not write again
-    (a suite or metric no longer in the results) are removed; nothing else in ``out`` is touched.
+    (a metric no longer in the results; with ``replace``, a suite too) are removed; nothing else in ``out``
+    is touched.
 
     Args:
         results: one results folder or several (their ``*.csv`` records are merged; the newest record of
             each cell wins).
         out: the leaderboard folder.
         note: a paragraph printed under the title (e.g. how loaded the machine was).
+        replace: drop the suites of the leaderboard in ``out`` that ``results`` holds no records of
+            (without it, such a rendering is refused: rendering the results of one suite into the
+            committed leaderboard would delete every other suite's tables and plots).
 
     Returns:
         The path of the README.
@@ -619,13 +624,22 @@ def render(
     Raises:
         ValueError: a results folder is missing, not a folder, holds no records, a CSV file that is not
             one, or a metric in units that do not convert into each other (the message names it as
-            RESULTS, with the suite and file), or ``out`` cannot take the leaderboard (named as --out).
+            RESULTS, with the suite and file), or ``out`` cannot take the leaderboard (named as --out),
+            or holds suites that ``results`` lacks and ``replace`` is not set.
     """
     folders = [results] if isinstance(results, str | os.PathLike) else list(results)
     records, sources = _read(folders)
     out = Path(out)
     _check_output(out, folders, list(records["suite"].unique()))
     earlier = _files_of_readme(out)
+    dropped = {name.removesuffix(".csv") for name in earlier if name.endswith(".csv")} - set(records["suite"])
+    if dropped and not replace:
+        raise ValueError(
+            f"--out {os.fspath(out)} holds the suites {sorted(dropped)}, of which RESULTS has no records: "
+            "this rendering would delete their tables and plots. Render into another --out, add a results "
+            "folder that holds their records (e.g. a copy of the leaderboard's CSV files), or pass --replace "
+            "to drop them."
+        )
     records = latest(records)
     _check_units(records, sources)
     sections = [

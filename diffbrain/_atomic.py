@@ -2,6 +2,8 @@
 
 Every result diffbrain writes (fits, recordings, checkpoints, benchmark records, plots, reports) goes
 through `write_atomically`, so a crash, a full disk or Ctrl-C while writing never costs the previous file.
+A character device or FIFO (``/dev/null``, ``/dev/stdout`` into a pipe) has no file to replace: it is
+written into, and stays what it is.
 """
 
 from __future__ import annotations
@@ -40,6 +42,16 @@ def _temporary_file(target: Path) -> tuple[int, Path]:
             continue
 
 
+def is_stream(path: str | os.PathLike) -> bool:
+    """Whether ``path`` (links followed) is a character device or a FIFO, which `write_atomically` writes
+    into instead of replacing: ``/dev/null``, a named pipe, ``/dev/stdout`` when it is a terminal or pipe."""
+    try:
+        mode = os.stat(path).st_mode  # follows /proc's links too (/dev/stdout → a pipe with no path)
+    except OSError:
+        return False
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
+
+
 def write_atomically(
     path: str | os.PathLike, write: Callable[[IO[Any]], object], mode: str = "w", newline: str | None = None
 ) -> Path:
@@ -49,7 +61,8 @@ def write_atomically(
     leaves either the old file or the new one. If ``write`` raises, the temporary file is removed, ``path``
     is left as it was, and the exception propagates. A symbolic link is followed: the file it points to is
     replaced (the link stays), and an existing file keeps its permission bits; a new file gets
-    `NEW_FILE_MODE` less the umask, as `open` would give it.
+    `NEW_FILE_MODE` less the umask, as `open` would give it. A character device or FIFO (`is_stream`) is
+    opened and written into, never replaced (as root, replacing ``/dev/null`` would break the system).
 
     Args:
         path: the file to write (or a link to it); its folder must exist.
@@ -63,6 +76,10 @@ def write_atomically(
     if mode not in ("w", "wb"):
         raise ValueError(f"mode must be 'w' or 'wb', got {mode!r}")
     path = Path(path)
+    if is_stream(path):
+        with open(path, mode, newline=newline) as file:
+            write(file)
+        return path
     target = path.resolve()  # the rename happens next to the file itself, so a link to it stays a link
     try:
         permissions = stat.S_IMODE(target.stat().st_mode)

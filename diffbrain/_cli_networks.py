@@ -109,8 +109,9 @@ def _simulate(name: str, duration_ms: float, scale: float, dt: float, seed: int,
     params = _read(read_data, folder)
     try:
         circuit = Microcircuit.from_data(params, scale=scale)
-    except ValueError as error:
-        raise _fail(str(error), "--scale") from None
+    except ValueError as error:  # it names its argument: `scale` = 0.0001 …; pass scale ≥ …
+        message = str(error).replace("`scale` = ", "--scale ").replace("pass scale ", "pass --scale ")
+        raise _fail(message, "--scale") from None
     net = circuit.build(build_key, dt=dt)
     record = _recorded(net.sizes) if raster else 0
     return net.simulate(duration_ms, run_key, record=record), circuit.reference_rates
@@ -231,6 +232,7 @@ def simulate_network(
     from .cli import (
         _number_of_steps,
         _steps_of_default_duration,
+        check_distinct,
         check_output,
         check_seed,
         whole_steps,
@@ -247,6 +249,7 @@ def simulate_network(
     if raster is not None or out is not None:
         whole_steps("--bin", bin_ms, dt)  # a bin of whole steps, or the CSV's t_ms would not be --bin's
 
+    check_distinct({"--raster": raster, "--out": out})
     check_output("--raster", raster)
     check_output("--out", out)
     import jax

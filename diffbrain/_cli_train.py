@@ -26,6 +26,8 @@ CONFIG, METRICS_CSV = "config.json", "metrics.csv"
 _ADDED_SETTINGS = {"connectivity": "dense", "p_connect": 1.0}
 """Settings added after runs were first written: a config.json without them ran with these values."""
 PLOTS = ("accuracy.png", "raster.png", "weights.png")
+_MARKS = ("task", "method", "n_rec")
+"""Settings every config.json `diffbrain train` wrote holds: a JSON object without them is someone else's."""
 
 
 class Task(enum.StrEnum):
@@ -112,8 +114,12 @@ def _check_config(out: Path, config: dict, defaults: dict) -> bool:
         saved = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         saved = error
-    if not isinstance(saved, dict):
+    if isinstance(saved, dict):
+        missing = [key for key in _MARKS if key not in saved]
+        reason = f"no {', '.join(missing)} setting" if missing else None
+    else:
         reason = saved.strerror if isinstance(saved, OSError) else "not a JSON object"
+    if reason is not None:
         raise typer.BadParameter(
             f"{path} is not a diffbrain train config ({reason}); choose another --out or remove it.",
             param_hint="'--out'",
@@ -244,10 +250,19 @@ def _persistence(net, task, key, trials: int = 64) -> dict | None:
     }
 
 
-def _plot_weights(path: Path, before, after) -> dict:
-    """Histograms of each weight group before and after training, with their log-normal fits; a group with
-    fewer than two synapses (``--n-rec 2`` has no inhibitory neuron, ``--p-connect 0`` no recurrent
-    synapse) has no fit: None, ``null`` in weights.json."""
+def _weight_fits(before, after) -> dict:
+    """The log-normal fits of each weight group before and after training; a group with fewer than two
+    synapses (``--n-rec 2`` has no inhibitory neuron, ``--p-connect 0`` no recurrent synapse) has no fit:
+    None, ``null`` in weights.json."""
+    from diffbrain.learn import analysis
+
+    return {
+        stage: analysis.weight_distributions(net) for stage, net in (("before", before), ("after", after))
+    }
+
+
+def _plot_weights(path: Path, before, after, fits: dict) -> None:
+    """Histograms of each weight group before and after training, with their log-normal ``fits``."""
     import numpy as np
 
     from diffbrain.learn import analysis
@@ -255,7 +270,6 @@ def _plot_weights(path: Path, before, after) -> dict:
     stages = {"before": before, "after": after}
     groups = {stage: analysis.weight_groups(net) for stage, net in stages.items()}
     positive = {stage: {g: v[v > 0] for g, v in values.items()} for stage, values in groups.items()}
-    fits = {stage: analysis.weight_distributions(net) for stage, net in stages.items()}
     figure = _figure(figsize=(11, 3.6))
     for axis, group in zip(figure.subplots(1, 3), ("input", "E", "I"), strict=True):
         axis.set(xlabel=f"log10 |W| ({group}, units of g_L)", ylabel="synapses")
@@ -270,10 +284,6 @@ def _plot_weights(path: Path, before, after) -> dict:
             axis.hist(values, bins=bins, histtype="step", color=color, label=f"{stage}: {fitted}")
         axis.legend(fontsize=7, title="log-normal fit of ln|W|", title_fontsize=7)
     _save_figure(figure, path)
-    return {
-        stage: {g: None if fit is None else fit._asdict() for g, fit in values.items()}
-        for stage, values in fits.items()
-    }
 
 
 def _diverged(out: Path, message: str, title: str) -> typer.Exit:
@@ -333,7 +343,7 @@ def train(
     with fewer than two synapses). With a delay
     period, persistence.json holds the delay-period rates of the class-selective neurons.
     """
-    from .cli import check_seed  # here: diffbrain.cli imports this module
+    from .cli import check_seed, write_outputs  # here: diffbrain.cli imports this module
 
     check_seed(seed)
     _check_positive("--lr", lr)
@@ -373,19 +383,19 @@ def train(
             key=batches_key, checkpoint_dir=out, checkpoint_every=checkpoint_every,
         )  # fmt: skip
     except learn.trainer.CheckpointMismatch as error:  # e.g. fewer --steps than the checkpoint holds
+        if not resuming:  # a checkpoint without config.json (learn.train's own) is of another run
+            (out / CONFIG).unlink(missing_ok=True)
         raise typer.BadParameter(_in_option_terms(str(error)), param_hint="'--steps' / '--out'") from None
     except FloatingPointError as error:  # diverged: the last finite checkpoint is kept
         raise _diverged(out, str(error), title) from None
 
     metrics = result.metrics
-    _write_metrics_csv(out / METRICS_CSV, metrics)
-    _plot_accuracy(out / PLOTS[0], metrics, title)
-    _plot_raster(out / PLOTS[1], result.net, the_task, raster_key)
-    fits = _plot_weights(out / PLOTS[2], initial, result.net)
-    write_atomically(out / "weights.json", lambda file: json.dump(fits, file, indent=1), "w")
+    distributions = _weight_fits(initial, result.net)
+    fits = {
+        stage: {g: None if fit is None else fit._asdict() for g, fit in values.items()}
+        for stage, values in distributions.items()
+    }
     persistence = _persistence(result.net, the_task, raster_key)
-    if persistence is not None:
-        write_atomically(out / "persistence.json", lambda file: json.dump(persistence, file, indent=1), "w")
 
     last = metrics["accuracy"][-min(10, steps) :]
     _out.print(
@@ -408,4 +418,17 @@ def train(
             f"{persistence['delay_rate_nonpreferred_hz']} Hz on the others "
             f"(baseline {persistence['baseline_rate_hz']} Hz) — persistence.json"
         )
-    _out.print(f"wrote {out}/: {METRICS_CSV}, checkpoint, {', '.join(PLOTS)}, weights.json")
+    writes = {
+        METRICS_CSV: lambda path: _write_metrics_csv(path, metrics),
+        PLOTS[0]: lambda path: _plot_accuracy(path, metrics, title),
+        PLOTS[1]: lambda path: _plot_raster(path, result.net, the_task, raster_key),
+        PLOTS[2]: lambda path: _plot_weights(path, initial, result.net, distributions),
+        "weights.json": lambda path: write_atomically(path, lambda file: json.dump(fits, file, indent=1)),
+    }
+    if persistence is not None:
+        writes["persistence.json"] = lambda path: write_atomically(
+            path, lambda file: json.dump(persistence, file, indent=1)
+        )
+    write_outputs(
+        ("--out", out / name, functools.partial(write, out / name), "") for name, write in writes.items()
+    )

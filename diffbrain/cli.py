@@ -22,7 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import _cli_train
-from ._atomic import write_atomically
+from ._atomic import is_stream, write_atomically
 from ._version import __version__
 
 app = typer.Typer(
@@ -204,10 +204,15 @@ def check_seed(seed: int) -> None:
 
 
 def check_output(option: str, path: Path | None) -> None:
-    """Before any work: make ``path``'s folder and check a file can be written there, or raise a
-    `typer.BadParameter` naming ``option`` (so a long run never ends with nowhere to write). ``None``
-    (the option not given) passes."""
+    """Before any work: check a file can be written at ``path`` (its missing folders are made and removed
+    again, so a run refused later leaves none; `write_outputs` makes them), or raise a `typer.BadParameter`
+    naming ``option`` (so a long run never ends with nowhere to write). ``None`` (the option not given)
+    passes."""
     if path is None:
+        return
+    if is_stream(path):  # /dev/null, a FIFO, /dev/stdout: written into, not replaced
+        if not os.access(path, os.W_OK):
+            raise typer.BadParameter(f"cannot write {path}: permission denied.", param_hint=f"'{option}'")
         return
     if path.is_dir():
         raise typer.BadParameter(f"{path} is a folder; give a file name.", param_hint=f"'{option}'")
@@ -216,6 +221,7 @@ def check_output(option: str, path: Path | None) -> None:
         raise typer.BadParameter(
             f"cannot write {path}: {folder} is a file, not a folder.", param_hint=f"'{option}'"
         )
+    missing = [parent for parent in (path.parent, *path.parent.parents) if not parent.exists()]
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -223,18 +229,47 @@ def check_output(option: str, path: Path | None) -> None:
         raise typer.BadParameter(
             f"cannot create {path.parent}: {reason}.", param_hint=f"'{option}'"
         ) from None
-    if not os.access(path.parent, os.W_OK | os.X_OK):
-        raise typer.BadParameter(
-            f"cannot write {path}: {path.parent} is not writable.", param_hint=f"'{option}'"
-        )
+    finally:
+        for made in missing:  # the deepest first
+            with contextlib.suppress(OSError):
+                made.rmdir()
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise typer.BadParameter(f"cannot write {path}: {folder} is not writable.", param_hint=f"'{option}'")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist yet
+        return a.resolve() == b.resolve()
+
+
+def check_distinct(outputs: dict[str, Path | None], inputs: dict[str, Path | None] | None = None) -> None:
+    """Before any work: refuse two of ``outputs`` (option → path) that name one file, or an output that names
+    one of the ``inputs`` files, with a `typer.BadParameter` naming both options (the later write would
+    replace the other file without a word). Devices and FIFOs (``/dev/null``) may be named twice."""
+    given = {option: path for option, path in (inputs or {}).items() if path is not None}
+    for option, path in outputs.items():
+        if path is None or is_stream(path):
+            continue
+        for other, seen in given.items():
+            if not _same_file(path, seen):
+                continue
+            if other in (inputs or {}):
+                message = f"{path} is the {other} file, which it would replace; give {option} another file."
+            else:
+                message = f"{other} and {option} both name {path}; give each a file of its own."
+            raise typer.BadParameter(message, param_hint=f"'{option}'")
+        given[option] = path
 
 
 def write_outputs(outputs) -> None:
-    """After the work: call each ``(option, path, write, note)``'s ``write()``; a failure is reported naming
-    its option and the other outputs are still written. Exit status 1 if any failed."""
+    """After the work: make each ``(option, path, write, note)``'s folder and call its ``write()``; a failure
+    is reported naming its option and the other outputs are still written. Exit status 1 if any failed."""
     failed = False
     for option, path, write, note in outputs:
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             write()
         except OSError as error:
             _err.print(
@@ -425,6 +460,7 @@ def simulate(
     else:
         _check_number("--duration", duration, "ms", positive=True)
         n_steps = _number_of_steps(duration, dt)
+    check_distinct({"--out": out, "--plot": plot})
     check_output("--out", out)
     check_output("--plot", plot)
 
@@ -458,7 +494,10 @@ def simulate(
     except (TypeError, ValueError) as error:
         raise _fail(f"{entry.name} with --solver {solver.value}: {error}") from None
     except RuntimeError as error:
-        raise _fail(f"the simulation failed: {_runtime_message(error)}", code=1) from None
+        message = _runtime_message(error)
+        if "check_finite" in message:  # zoo.simulate's NaN check advises its arguments: the options instead
+            message = f"{message.split('. ')[0]}. Reduce --dt or --current."
+        raise _fail(f"the simulation failed: {message}", code=1) from None
     wall = time.perf_counter() - start
 
     voltage = np.asarray(trace.V)
@@ -551,6 +590,10 @@ def _parse_free(spec: str, model) -> dict[str, tuple[float, float]]:
             raise typer.BadParameter(
                 f"{type(model).__name__} has no parameter {name!r}; its parameters are {sorted(known)}.",
                 param_hint="'--free'",
+            )
+        if name in free:
+            raise typer.BadParameter(
+                f"{name!r} is named twice; give each parameter once.", param_hint="'--free'"
             )
         if bounds:
             try:
@@ -656,12 +699,20 @@ def leaderboard(
         "leaderboard"
     ),
     note: Annotated[str, typer.Option(help="A paragraph under the title, e.g. the machine's load.")] = "",
+    replace: Annotated[
+        bool,
+        typer.Option(
+            "--replace",
+            help="Drop the suites of the leaderboard in --out that RESULTS has no records of (refused "
+            "without it).",
+        ),
+    ] = False,
 ) -> None:
     """Render the leaderboard (markdown tables, CSV, plots) from benchmark results."""
     from diffbrain.bench import leaderboard as board
 
     try:
-        readme = board.render(results, out, note)
+        readme = board.render(results, out, note, replace=replace)
     except (ValueError, OSError) as error:
         raise _fail(str(error)) from None
     _out.print(f"wrote {escape(str(readme))} and its tables and plots")
@@ -674,7 +725,7 @@ def fit_command(
         Path,
         typer.Option(
             help="Recording file (NWB, ABF, IBW, NPZ), or for CSV the current table: one row per sweep, the "
-            "first column the sweep index, then the samples."
+            "first column the sweep index (unless --no-index-column), then the samples."
         ),
     ],
     free: Annotated[
@@ -694,6 +745,13 @@ def fit_command(
     current_unit: Annotated[
         CurrentUnit, typer.Option(help="CSV only: unit of the current table.")
     ] = CurrentUnit.pA,
+    index_column: Annotated[
+        bool,
+        typer.Option(
+            help="CSV only: the first column of both tables is each row's sweep index (--no-index-column: "
+            "every column is a sample)."
+        ),
+    ] = True,
     method: Annotated[
         FitMethod, typer.Option(help="The optimiser (ng_*: needs nevergrad).")
     ] = FitMethod.lbfgsb,
@@ -755,6 +813,7 @@ def fit_command(
         )
     else:
         given = {"--voltage": voltage is not None, "--current-unit": current_unit is not CurrentUnit.pA}
+        given["--no-index-column"] = not index_column
         given["--dt"] = dt is not None and kind is not DataFormat.npz
         wrong = [option for option, set_ in given.items() if set_]
         if wrong:
@@ -765,6 +824,7 @@ def fit_command(
             )
     neuron = entry.make()
     bounds = _parse_free(free, neuron)
+    check_distinct({"--out": out, "--plot": plot}, inputs={"--data": data, "--voltage": voltage})
     check_output("--out", out)
     check_output("--plot", plot)
     import jax
@@ -773,7 +833,7 @@ def fit_command(
 
     try:
         if kind is DataFormat.csv:
-            cell = fit.load_csv(data, voltage, dt, current_unit=current_unit.value)
+            cell = fit.load_csv(data, voltage, dt, current_unit=current_unit.value, index_column=index_column)
         else:
             cell = fit.load(data, kind.value, **({} if dt is None else {"dt": dt}))
     except (ValueError, FileNotFoundError) as error:
@@ -810,7 +870,8 @@ def fit_command(
     except ValueError as error:
         # fit names its Python arguments; blame the option that sets one where the message names it
         options = {"devices": "--devices", "input_scale": "--input-scale", "budget": "--budget"}
-        message = str(error)
+        # a count is all --devices takes: not the list of devices or None fit also accepts
+        message = str(error).replace(", a list of devices, or None for all", " (leave --devices out for all)")
         for name, option in options.items():  # `devices=99` → --devices 99
             with_value = re.compile(rf"`{name}(?:=([^`]*))?`")
             message = with_value.sub(lambda m, o=option: f"{o} {m[1]}" if m[1] else o, message)
@@ -842,10 +903,17 @@ def fit_command(
 
 
 def _loading_error(message: str, data: Path, voltage: Path | None) -> typer.BadParameter:
-    """A loader's error against the option it concerns: --voltage (its file), --dt or --data."""
+    """A loader's error in the options' terms, against the option it concerns: --voltage (its file), --dt
+    or --data."""
+    if "index_column=" in message:  # load_csv's index column: the option, and the layout it expects
+        message = message.replace("index_column=True", "--index-column (the default)")
+        message = message.replace("index_column=False", "--no-index-column")
+        message += " A table holds one row per sweep: transpose one with a column per sweep."
     options = ["--data"] if f"{str(data)!r}" in message else []
     if voltage is not None and f"{str(voltage)!r}" in message:
         options.append("--voltage")
+    if voltage is not None and message.startswith("Recording (file "):  # a CSV sweep's samples
+        options = ["--voltage"] if "`voltage`" in message else ["--data"]
     if "`dt`" in message:
         message, options = message.replace("`dt`", "--dt"), ["--dt"]
     return typer.BadParameter(message, param_hint=" / ".join(f"'{o}'" for o in options or ["--data"]))
@@ -890,7 +958,12 @@ def reproduce_command(
 
     if out.exists() and not out.is_dir():
         raise typer.BadParameter(f"{out} is a file; pass a folder.", param_hint="'--out'")
-    check_output("--out", out / reproduce.REPORT)  # the folder made and writable before any section runs
+    report = out / reproduce.REPORT
+    if report.is_dir():
+        raise typer.BadParameter(
+            f"{report} is a folder, where the report is written; remove or rename it.", param_hint="'--out'"
+        )
+    check_output("--out", report)  # writable before any section runs
     budget = reproduce.QUICK if quick else reproduce.FULL
     expected = reproduce.expected_seconds(budget, out)
     _out.print(

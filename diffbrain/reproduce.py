@@ -648,15 +648,27 @@ def _fit_rows(results: dict) -> list[tuple[str, str, str]]:
 # Section 2: the connectome-constrained multi-area network.
 
 
+def connectome_folder() -> Path:
+    """The connectome `connectome_network` reads, ``DATA/CONNECTOME``; a FileNotFoundError that says how
+    to point ``$DIFFBRAIN_DATA`` at it when it is missing."""
+    folder = DATA / CONNECTOME
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"the network section needs the connectome data folder {CONNECTOME}, which is not at {folder} "
+            "($DIFFBRAIN_DATA, else ../shared/data beside the checkout): set $DIFFBRAIN_DATA to the folder "
+            "that holds it (see its PROVENANCE.md)."
+        )
+    return folder
+
+
 def connectome_network(config: NetworkConfig, key) -> NetworkSetup:
     """The Joglekar et al. (2018) model on the Markov et al. (2014) 29-area macaque connectome
     (`zoo.networks.MultiArea.from_connectome`), with a pulse into V1's excitatory neurons."""
     from .zoo import networks
 
-    folder = DATA / CONNECTOME
-    if not folder.is_dir():
-        raise FileNotFoundError(f"the connectome data folder {folder} is missing (see its PROVENANCE.md)")
-    model = networks.MultiArea.from_connectome(folder, n_per_area=config.n_per_area, key=key, dt=config.dt_ms)
+    model = networks.MultiArea.from_connectome(
+        connectome_folder(), n_per_area=config.n_per_area, key=key, dt=config.dt_ms
+    )
     net = model.network
     pulse = model.pulse("V1", config.pulse_start_ms, config.pulse_ms, config.pulse_mV)
     record = _recorded(net.sizes, config.record)
@@ -1186,6 +1198,10 @@ def run(
 
     Returns:
         A `Report`.
+
+    Raises:
+        FileNotFoundError: the network section is to run with `connectome_network` and its data folder is
+            missing (`connectome_folder`); raised before any section runs.
     """
     out = Path(out)
     start = time.perf_counter()
@@ -1193,6 +1209,8 @@ def run(
     sections = {}
     keys = section_keys(budget, network_builder)
     to_run = [name for name in SECTIONS if load_section(out, name, keys[name], quiet=True) is None]
+    if "network" in to_run and network_builder is None:
+        connectome_folder()  # missing data stops the run now, not after the sections before the network's
     _set_report_aside(out, to_run, log)
     for name in SECTIONS:
         options = {"builder": network_builder} if name == "network" else {}

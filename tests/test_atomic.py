@@ -74,3 +74,19 @@ def test_a_link_stays_a_link_and_a_file_keeps_its_mode(tmp_path):
     os.chmod(shared, 0o664)
     write_atomically(shared, lambda file: file.write("y"))
     assert stat.S_IMODE(shared.stat().st_mode) == 0o664 and shared.read_text() == "y"
+
+
+def test_a_fifo_is_written_into_not_replaced(tmp_path):
+    """Review: a character device or FIFO (`--out /dev/null`, `--out /dev/stdout` into a pipe) was replaced
+    by a regular file; as root that destroyed /dev/null."""
+    import threading
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_text()), daemon=True)
+    reader.start()
+    assert write_atomically(fifo, lambda file: file.write("t_ms,V_mV\n")) == fifo
+    reader.join(timeout=5)
+    assert received == ["t_ms,V_mV\n"]
+    assert stat.S_ISFIFO(fifo.stat().st_mode) and os.listdir(tmp_path) == ["fifo"]

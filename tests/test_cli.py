@@ -291,6 +291,26 @@ def test_leaderboard_without_results_names_the_problem(tmp_path):
     assert "no benchmark records" in result.output
 
 
+def test_leaderboard_drops_a_suite_missing_from_the_results_only_with_replace(tmp_path):
+    """Review: the default `--out leaderboard` deleted every suite the results did not hold, exit 0."""
+    from diffbrain.bench import records
+
+    def record(suite):
+        return records.Record(suite, "n=1", "diffbrain", "run_time", 1.0, "s", repeats=1, date="2026-01-01")
+
+    results, board = tmp_path / "results", tmp_path / "board"
+    for suite in ("kept", "rendered"):
+        records.write_csv([record(suite)], results / f"{suite}.csv")
+    assert _runner.invoke(app, ["leaderboard", str(results), "--out", str(board)]).exit_code == 0
+    (results / "kept.csv").unlink()
+    result, text = _invoke("leaderboard", str(results), "--out", str(board))
+    assert result.exit_code == 2 and "holds the suites ['kept']" in text and "--replace" in text, text
+    assert (board / "kept.csv").exists()
+    result, text = _invoke("leaderboard", str(results), "--out", str(board), "--replace")
+    assert result.exit_code == 0, text
+    assert not (board / "kept.csv").exists() and (board / "rendered.csv").exists()
+
+
 @pytest.fixture
 def cell_npz(tmp_path):
     """A tiny LIF recording: 2 sweeps of 20 ms at 0.1 ms (300 and 500 pA)."""
@@ -371,6 +391,36 @@ def test_fit_bad_options_name_the_option_before_loading(cell_npz, args, named):
     assert "sweeps from" not in text and "Traceback" not in text
 
 
+def test_fit_refuses_a_parameter_named_twice_in_free(cell_npz):
+    """Review: `--free g_L=10:50,g_L=1:2` kept the last bounds without a word."""
+    result, text = _invoke("fit", "lif", "--data", str(cell_npz), *_FIT_QUICK, "--free", "g_L=10:50,g_L=1:2")
+    assert result.exit_code == 2, text
+    assert "Invalid value for '--free': 'g_L' is named twice; give each parameter once." in text
+    assert "sweeps from" not in text
+
+
+def test_fit_devices_beyond_those_there_are_are_refused_in_the_options_terms(cell_npz):
+    """Review: the advice offered "a list of devices, or None", which --devices cannot take."""
+    result, text = _invoke("fit", "lif", "--data", str(cell_npz), *_FIT_QUICK, "--devices", "9999")
+    assert result.exit_code == 2 and "Invalid value for '--devices': --devices 9999 asks for more" in text, (
+        text
+    )
+    assert (
+        "pass a count from 1 to" in text and "(leave --devices out for all)." in text and "None" not in text
+    )
+
+
+@pytest.mark.filterwarnings(
+    "ignore:overflow encountered:RuntimeWarning", "ignore:LIF. dt = 1e.39:UserWarning"
+)
+def test_a_simulation_that_blows_up_gives_the_options_advice():
+    """Review: the NaN check advised `check_finite=False`, a Python argument with no option."""
+    result, text = _invoke("simulate", "lif", "--dt", "1e39", "--duration", "1e39")
+    assert result.exit_code == 1, text
+    assert "the simulation failed: The simulation produced NaN or inf in the model state." in text
+    assert text.endswith("Reduce --dt or --current.") and "check_finite" not in text
+
+
 def test_fit_without_nevergrad_refuses_its_methods_before_loading(cell_npz, monkeypatch):
     from diffbrain.fit import search
 
@@ -393,6 +443,24 @@ def test_fit_blames_a_voltage_table_and_dt_on_their_own_options(cell_npz, tmp_pa
     result, text = _invoke("fit", "lif", "--data", str(cell_npz), *_FIT_QUICK, "--dt", "0.1")
     assert result.exit_code == 2 and "Invalid value for '--dt'" in text, text
     assert "--dt is only for layouts without one" in text and "`dt`" not in text
+
+
+def test_fit_csv_errors_speak_of_options_and_blame_the_table_at_fault(tmp_path):
+    """Review: a table without an index column was told to pass `index_column=False` (a Python argument),
+    and a NaN in the voltage table was blamed on --data."""
+    current, voltage = np.full((2, 30), 100.0), np.full((2, 30), -65.0)
+    np.savetxt(tmp_path / "I.csv", current, delimiter=",")  # no index column
+    np.savetxt(tmp_path / "V.csv", voltage, delimiter=",")
+    tables = ("--data", str(tmp_path / "I.csv"), "--voltage", str(tmp_path / "V.csv"), "--dt", "0.1")
+    result, text = _invoke("fit", "lif", *tables, *_FIT_QUICK)
+    assert result.exit_code == 2 and "Invalid value for '--data'" in text, text
+    assert "pass --no-index-column" in text and "index_column" not in text
+    result, text = _invoke("fit", "lif", *tables, *_FIT_QUICK, "--no-index-column")
+    assert result.exit_code == 0 and "2 sweeps from" in text, text
+    voltage[1, 5] = np.nan
+    np.savetxt(tmp_path / "V.csv", voltage, delimiter=",")
+    result, text = _invoke("fit", "lif", *tables, *_FIT_QUICK, "--no-index-column")
+    assert result.exit_code == 2 and "Invalid value for '--voltage'" in text and "`voltage` has 1 NaN" in text
 
 
 def test_fit_errors_name_the_option_not_the_argument(cell_npz):

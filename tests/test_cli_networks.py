@@ -162,6 +162,16 @@ def test_microcircuit_prints_the_reference_rates(shared_data):
     assert "reference (Hz)" in result.output and "L23e" in result.output and "771 neurons" in result.output
 
 
+def test_a_microcircuit_scale_leaving_a_population_empty_names_the_option(shared_data):
+    """Review: the message said "`scale` = 0.0001 …; pass scale ≥ …", the Python argument."""
+    folder = shared_data / DATA_FOLDERS["microcircuit"]
+    result = _run("microcircuit", "--scale", "0.0001", "--duration", "1", "--data", str(folder))
+    assert result.exit_code == 2, result.output
+    text = _text(result)
+    assert "Invalid value for '--scale': --scale 0.0001 leaves population(s)" in text
+    assert "empty; pass --scale ≥ 0.00047." in text and "`" not in text
+
+
 def test_a_bin_that_is_not_a_multiple_of_dt_is_refused(tmp_path):
     """Review: --bin 0.25 at --dt 0.1 was silently rounded to 0.2 ms bins."""
     out = tmp_path / "rates.csv"

@@ -160,6 +160,47 @@ def test_train_refuses_an_out_folder_whose_config_is_not_one(content, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["config.json"]
 
 
+def test_train_refuses_an_out_folder_holding_another_programs_config(tmp_path):
+    """Review: any JSON object as config.json was taken for a run's and replaced without a word."""
+    out = tmp_path / "project"
+    out.mkdir()
+    (out / "config.json").write_text('{"project": "my-analysis", "learning_rate": 0.5}')
+    result, text = _invoke(*TINY, "--steps", "1", "--out", str(out))
+    assert result.exit_code == 2, text
+    assert "'--out'" in text and "is not a diffbrain train config (no task, method, n_rec setting)" in text
+    assert (out / "config.json").read_text() == '{"project": "my-analysis", "learning_rate": 0.5}'
+    assert sorted(p.name for p in out.iterdir()) == ["config.json"]
+
+
+def test_a_refused_checkpoint_leaves_no_config_of_the_refused_settings(tmp_path):
+    """Review: a checkpoint folder without config.json (learn.train's own) refused other settings, but
+    config.json was written with them first, so the checkpoint's own settings were refused next."""
+    out = tmp_path / "run"
+    result, text = _invoke(*TINY, "--steps", "1", "--out", str(out))
+    assert result.exit_code == 0, text
+    (out / "config.json").unlink()
+    result, text = _invoke(*TINY[2:], "--n-rec", "20", "--steps", "1", "--out", str(out))
+    assert result.exit_code == 2 and "n_exc: 8 there, 16 now" in text, text
+    assert not (out / "config.json").exists()
+    result, text = _invoke(*TINY, "--steps", "1", "--out", str(out))
+    assert result.exit_code == 0, text
+    assert json.loads((out / "config.json").read_text())["n_rec"] == 10
+
+
+def test_an_output_that_cannot_be_written_is_one_error_naming_out_and_the_rest_is_written(tmp_path):
+    """Review: an OSError while writing metrics.csv, the plots or the JSON files ended the run with a raw
+    traceback (here weights.png is a folder; equally a full disk)."""
+    out = tmp_path / "run"
+    (out / "weights.png").mkdir(parents=True)
+    result = _runner.invoke(app, ["train", *TINY, "--steps", "1", "--out", str(out)], env={"COLUMNS": "200"})
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    stderr = " ".join(result.stderr.split())
+    assert stderr == f"Error: --out: cannot write {out / 'weights.png'}: Is a directory."
+    assert json.loads((out / "weights.json").read_text())["after"]
+    assert [row["step"] for row in _rows(out / "metrics.csv")] == ["1"]
+
+
 def test_train_refuses_a_file_as_out(tmp_path):
     out = tmp_path / "afile"
     out.write_text("x")

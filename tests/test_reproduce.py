@@ -36,6 +36,7 @@ def tiny_run(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(reproduce, "QUICK", reproduce.TINY)
         patch.setattr(reproduce, "connectome_network", _coba_builder)
+        patch.setattr(reproduce, "connectome_folder", lambda: None)  # _coba_builder reads no data
         result = CliRunner().invoke(app, ["reproduce", "--quick", "--out", str(out)], env={"COLUMNS": "200"})
         again = CliRunner().invoke(app, ["reproduce", "--quick", "--out", str(out)], env={"COLUMNS": "200"})
     return out, result, again
@@ -222,6 +223,34 @@ def _trace(seed=0, n_populations=40):
     times = (np.arange(int(config.duration_ms / config.bin_ms)) + 0.5) * config.bin_ms
     trace = 10.0 + 2.0 * np.random.default_rng(seed).standard_normal((times.size, n_populations))
     return trace, times, config
+
+
+def test_missing_connectome_data_stops_the_run_before_any_section(tmp_path, monkeypatch):
+    """Review: with $DIFFBRAIN_DATA wrong, `reproduce --quick` fitted for 109 s, then stopped at the network
+    section with a message that did not name $DIFFBRAIN_DATA."""
+    monkeypatch.setattr(reproduce, "DATA", tmp_path / "nonexistent")
+    ran = []
+    for name in reproduce.SECTIONS:
+        monkeypatch.setitem(reproduce.COMPUTE, name, lambda *args, name=name, **kwargs: ran.append(name))
+    args = ["reproduce", "--quick", "--out", str(tmp_path / "out")]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "300"})
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.output.split())
+    assert f"{reproduce.CONNECTOME}, which is not at {tmp_path / 'nonexistent'}" in text
+    assert "set $DIFFBRAIN_DATA to the folder that holds it" in text
+    assert ran == []
+
+
+def test_a_folder_in_place_of_the_report_is_named_as_such(tmp_path):
+    """Review: the error told to give --out (a folder option) a file name."""
+    (tmp_path / "out" / reproduce.REPORT).mkdir(parents=True)
+    args = ["reproduce", "--quick", "--out", str(tmp_path / "out")]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "300"})
+    assert result.exit_code == 2, result.output
+    text = " ".join(re.sub(r"[│╭╮╰╯─]", " ", result.output).split())
+    report = tmp_path / "out" / reproduce.REPORT
+    assert f"{report} is a folder, where the report is written; remove or rename it." in text
+    assert "give a file name" not in text
 
 
 def test_pure_noise_does_not_respond_to_the_pulse():

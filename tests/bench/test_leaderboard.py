@@ -339,10 +339,37 @@ def test_render_again_removes_its_own_stale_files_only(results, tmp_path):
     for path in kept:
         path.write_text("mine")
     (results / "gone.csv").unlink()
-    leaderboard.render(results, board)
+    leaderboard.render(results, board, replace=True)
     assert not (board / "gone.csv").exists() and not (board / "gone_run_time.png").exists()
     assert all(path.read_text() == "mine" for path in kept)
     assert (board / "demo.csv").exists() and (board / "demo_run_time.png").exists()
+
+
+def test_render_refuses_to_drop_a_suite_the_results_lack_unless_told_to_replace(results, tmp_path):
+    """Review: `diffbrain leaderboard RESULTS` with the default --out, RESULTS holding one suite's records,
+    deleted every other suite's CSV files and plots from the committed leaderboard, exit 0."""
+    kept = [dataclasses.replace(_record("n=1", "diffbrain", "run_time", 1.0, "s"), suite="kept")]
+    records.write_csv(kept, results / "kept.csv")
+    board = tmp_path / "board"
+    leaderboard.render(results, board)
+    before = {path.name: path.read_bytes() for path in board.iterdir()}
+    (results / "kept.csv").unlink()
+    with pytest.raises(
+        ValueError, match=r"holds the suites \['kept'\], of which RESULTS has no records.*--replace"
+    ):
+        leaderboard.render(results, board)
+    assert {path.name: path.read_bytes() for path in board.iterdir()} == before
+
+
+def test_render_again_removes_a_metric_gone_from_a_suite_it_renders(results, tmp_path):
+    board = tmp_path / "board"
+    leaderboard.render(results, board)
+    assert (board / "demo_throughput.png").exists()
+    frame = records.read_csv(results / "demo.csv")
+    rows = frame[frame["metric"] != "throughput"].to_dict("records")
+    records.write_csv([records.Record(**row) for row in rows], results / "demo.csv")
+    leaderboard.render(results, board)
+    assert not (board / "demo_throughput.png").exists() and (board / "demo_run_time.png").exists()
 
 
 def test_a_sim_peer_from_another_run_stays_marked_when_diffbrain_has_another_metric_from_that_run(tmp_path):
