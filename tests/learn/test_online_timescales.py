@@ -1,12 +1,15 @@
 """ES-D-RTRL with one presynaptic timescale per state variable, against the exact gradient."""
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import pytest
 
 from diffbrain import learn
+from diffbrain.learn.loss import cross_entropy, loss_scale
 from diffbrain.learn.online import (
     _jacobians,
+    default_decay,
     injection_pattern,
     jacobian_pattern,
     per_state_entries,
@@ -58,18 +61,22 @@ def per_state_gradient(decays, D, D_f, x, signal):
 
 
 def single_timescale_gradient(alpha, D, D_f, x, signal):
-    """The rank-one ES-D-RTRL with one trace decay α (``timescales="single"``)."""
+    """The rank-one ES-D-RTRL with one trace decay α (``timescales="single"``); ``D`` [S, S] and ``D_f``
+    [S] fixed, or per step ([T, S, S], [T, S])."""
+    n_steps, n_state = signal.shape
+    D = jnp.broadcast_to(D, (n_steps, n_state, n_state))
+    D_f = jnp.broadcast_to(D_f, (n_steps, n_state))
 
     def body(carry, inputs):
         pre, post, grad = carry
-        t, x, L = inputs
+        t, D, D_f, x, L = inputs
         pre = alpha * pre + x
         post = alpha * D @ post + (1 - alpha) * D_f
         return (pre, post, grad + pre * (L @ post) / (1 - alpha ** (t + 1))), None
 
-    init = (jnp.zeros(x.shape[1]), jnp.zeros(2), jnp.zeros(x.shape[1]))
-    steps = jnp.arange(x.shape[0], dtype=jnp.float64)
-    return jax.lax.scan(body, init, (steps, x, signal))[0][2]
+    init = (jnp.zeros(x.shape[1]), jnp.zeros(n_state), jnp.zeros(x.shape[1]))
+    steps = jnp.arange(n_steps, dtype=jnp.float64)
+    return jax.lax.scan(body, init, (steps, D, D_f, x, signal))[0][2]
 
 
 @pytest.fixture
@@ -161,3 +168,82 @@ def test_jacobians_patterns_and_live_entries_of_the_network():
                 for m in range(n_state):
                     value = entries.get((s, m), jnp.zeros(()))
                     assert jnp.allclose(dense[s, m, factor], value, rtol=1e-6, atol=1e-7), (factor, s, m)
+
+
+def tiny_network(n_in=4, n_rec=8, n_steps=30, batch_size=2, seed=0):
+    """A float64 dense recurrent network small enough to trace step by step, and a batch whose loss covers
+    every step."""
+    net = learn.EINetwork(n_in, n_rec, 2, key=jax.random.key(seed), in_scale=0.3)
+    net = jax.tree.map(lambda x: x.astype(jnp.float64) if eqx.is_inexact_array(x) else x, net)
+    k_x, k_label = jax.random.split(jax.random.key(seed + 1))
+    inputs = jax.random.bernoulli(k_x, 0.2, (n_steps, batch_size, n_in)).astype(jnp.float64)
+    labels = jax.random.bernoulli(k_label, 0.5, (batch_size,)).astype(jnp.int32)
+    mask = jnp.ones((n_steps, batch_size), bool)
+    return net, learn.SimpleBatch(inputs, jnp.broadcast_to(labels, mask.shape), mask, labels)
+
+
+def trajectory(net, batch):
+    """Per step of the network on ``batch``: the spikes fed back into it ([T, B, n]), the own-state
+    Jacobians ``D`` [T, B, n, S, S] and ``D_fe`` [T, B, n, S], and the loss's signal ∂L_t/∂h_t [T, B, n, S]
+    (non-zero on the filtered spikes alone, which the readout reads)."""
+    weights = net.weights()
+    scale = loss_scale(batch.mask)
+    state = net.init_state(batch.inputs.shape[1])
+
+    def body(carry, inputs):
+        h, spikes = carry
+        x, target, mask = inputs
+        h, new_spikes, D, D_fe, _ = _jacobians(net, h, *net.synaptic_input(x, spikes, weights))
+        filtered = jax.grad(lambda f: scale * cross_entropy(f @ net.w_out + net.b_out, target, mask))(
+            h[..., -1]
+        )
+        signal = jnp.zeros_like(h).at[..., -1].set(filtered)
+        return (h, new_spikes), (spikes, D, D_fe, signal)
+
+    init = (jnp.stack(state.hidden, axis=-1), state.spikes)
+    return jax.lax.scan(body, init, (batch.inputs, batch.targets, batch.mask))[1]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """`tiny_network` and its `trajectory`, built once for the tests below."""
+    with jax.enable_x64(True):
+        net, batch = tiny_network()
+        return net, batch, jax.jit(trajectory)(net, batch)
+
+
+@pytest.mark.parametrize("decay", [None, 0.5], ids=["default-decay", "decay-0.5"])
+def test_single_timescale_online_equals_the_reference_on_a_network(float64, tiny, decay):
+    """``timescales="single"`` on a recurrent network is `single_timescale_gradient` of each neuron's own
+    Jacobians, with the decay given (or `default_decay`): the (1 − α) scale of the factor and the bias
+    correction 1 − α^{t+1} included (the decay 0.5 is not the default: a ``decay`` ignored fails)."""
+    net, batch, (_, D, D_fe, signal) = tiny
+    alpha = default_decay(net) if decay is None else decay
+    per_neuron = jax.vmap(single_timescale_gradient, in_axes=(None, 1, 1, None, 1))  # over neurons: [n, n_in]
+    per_trial = jax.jit(jax.vmap(per_neuron, in_axes=(None, 1, 1, 1, 1)))  # over trials: [B, n, n_in]
+    reference = jnp.sum(per_trial(alpha, D, D_fe, batch.inputs, signal), axis=0).T * jax.nn.sigmoid(net.w_in)
+    assert jnp.min(jnp.abs(reference)) > 0
+    online = jax.jit(learn.online, static_argnames=("timescales", "decay"))
+    _, grads = online(net, batch, timescales="single", decay=decay)
+    error = float(jnp.max(jnp.abs(grads.w_in - reference)) / jnp.max(jnp.abs(reference)))
+    assert jnp.allclose(grads.w_in, reference, rtol=1e-9, atol=1e-12 * jnp.max(jnp.abs(reference))), error
+
+
+def test_per_state_recurrent_traces_equal_the_input_traces_of_the_same_spikes(float64, tiny):
+    """An input channel that carries a neuron's own spike train (weight ~0, so the network is unchanged)
+    gets, per postsynaptic neuron, the gradient of that neuron's excitatory recurrent synapse: the
+    presynaptic traces of input and recurrent spikes decay alike, state variable by state variable."""
+    net, batch, (spikes, *_) = tiny  # spikes [T, B, n]: what each step feeds back
+    assert jnp.sum(spikes) > 10
+    copied = int(jnp.argmax(jnp.sum(spikes, axis=(0, 1)) * net.is_excitatory))  # the busiest E neuron
+    n_in = batch.inputs.shape[-1]
+    w_in = jnp.concatenate([net.w_in, jnp.full((1, net.n_rec), -60.0)])  # softplus(−60) ≈ 1e−26
+    wider = eqx.tree_at(lambda n: n.w_in, net, w_in)
+    inputs = jnp.concatenate([batch.inputs, spikes[..., copied : copied + 1]], axis=-1)
+    _, grads = jax.jit(learn.online)(wider, batch._replace(inputs=inputs))
+    via_input = grads.w_in[n_in] / jax.nn.sigmoid(w_in[n_in])  # gradients of the effective weights
+    via_recurrent = grads.w_rec[copied] / jax.nn.sigmoid(net.w_rec[copied])
+    synapses = net.rec_mask[copied] > 0
+    assert jnp.sum(synapses) > 0 and jnp.max(jnp.abs(via_recurrent[synapses])) > 0
+    error = float(jnp.max(jnp.abs(via_input - via_recurrent)[synapses] / jnp.abs(via_recurrent[synapses])))
+    assert jnp.allclose(via_input[synapses], via_recurrent[synapses], rtol=1e-8, atol=0), error

@@ -49,6 +49,17 @@ def test_spike_arrives_exactly_the_rounded_delay_later():
         assert times[ids == i][0] == pytest.approx(t_driver + (latency_steps + 1) * DT)
 
 
+def test_the_ring_holds_step_ts_input_in_slot_t_mod_L():
+    """`NetworkState.ring`'s layout: a spike in flight sits in the slot of the step it arrives in, mod L."""
+    net = _relay(np.array([1.5]))  # 15 steps of latency, a ring of 16 slots
+    start = net.init_state(V=np.full(net.n, -65.0))
+    raster = net.simulate(20.0, None, state=start, record=net.n).raster
+    fired, arrives = (int(np.flatnonzero(raster[:, i])[0]) for i in (0, 1))  # the relay fires as it arrives
+    in_flight = net.simulate((fired + 3) * DT, None, state=start).final_state  # 3 steps after the spike
+    assert int(in_flight.step) == fired + 3 < arrives
+    np.testing.assert_array_equal(np.flatnonzero(in_flight.ring["exc"][:, 1]), [arrives % net.ring_length])
+
+
 def test_half_step_delays_and_pulse_edges_round_up_as_in_nest():
     """NEST: ``ld_round(D·steps_per_ms)``; ``0.25/0.1`` is 2.4999… in floats, which rounded to 2 steps."""
     delays = np.array([0.05, 0.15, 0.25, 0.35, 0.45, 0.55, 0.65, 0.75, 1.25, 0.2499, 0.04999])

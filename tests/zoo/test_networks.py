@@ -188,6 +188,22 @@ def test_surrogate_path_matches_events_and_gradient_is_finite():
     assert np.isfinite(float(grad)) and float(grad) > 0.0  # more excitation, more excitatory spikes
 
 
+def test_detach_recurrent_false_lets_the_gradient_through_the_recurrent_spikes():
+    """Over 5 ms, before the full path explodes: d(E rate)/d(w_E) measured 91 detached and 568 in full."""
+    net = EINetwork.coba(jax.random.key(0), n=100, in_degree=10)
+    key = jax.random.key(1)
+
+    def mean_e_rate(w_e, detach_recurrent):
+        model = eqx.tree_at(lambda n: n.W_E.data, net, w_e)
+        options = dict(surrogate=True, detach_recurrent=detach_recurrent)
+        return networks.simulate(model, 5.0, key, **options).rates()[0]
+
+    grad = jax.jit(jax.grad(mean_e_rate), static_argnums=1)
+    detached, full = float(grad(jnp.float32(6.0), True)), float(grad(jnp.float32(6.0), False))
+    assert np.isfinite(detached) and np.isfinite(full) and detached != 0
+    assert abs(full - detached) > 0.5 * abs(detached), (detached, full)
+
+
 def test_a_float64_neuron_makes_a_float64_network():
     net = EINetwork.coba(
         jax.random.key(0), n=400, in_degree=40, neuron=zoo.astype(zoo.LIF.coba(), jnp.float64)
