@@ -291,6 +291,8 @@ def _diverged(out: Path, message: str, title: str) -> typer.Exit:
     of the steps in the last finite checkpoint; returns the exit (status 1) to raise."""
     from diffbrain.learn import trainer
 
+    from .cli import write_outputs  # here: diffbrain.cli imports this module
+
     what = message.split(". ")[0]  # learn's advice (lower the rate, clip) does not fit: the CLI clips already
     _err.print(
         f"{what}. The gradients are already clipped to norm 1: rerun with a smaller --lr and a new --out.",
@@ -300,10 +302,18 @@ def _diverged(out: Path, message: str, title: str) -> typer.Exit:
     metrics_json = out / trainer.METRICS
     metrics = json.loads(metrics_json.read_text()) if metrics_json.exists() else {"loss": []}
     if metrics["loss"]:  # none if it diverged before the first checkpoint
-        _write_metrics_csv(out / METRICS_CSV, metrics)
-        _plot_accuracy(out / PLOTS[0], metrics, f"{title} · diverged")
-        kept = len(metrics["loss"])
-        _err.print(f"wrote {out}/: {METRICS_CSV}, {PLOTS[0]} (the {kept} step(s) kept)", markup=False)
+        writes = {
+            METRICS_CSV: lambda path: _write_metrics_csv(path, metrics),
+            PLOTS[0]: lambda path: _plot_accuracy(path, metrics, f"{title} · diverged"),
+        }
+        note = f" (the {len(metrics['loss'])} step(s) kept)"
+        try:
+            write_outputs(
+                ("--out", out / name, functools.partial(write, out / name), note)
+                for name, write in writes.items()
+            )
+        except typer.Exit:  # a file that could not be written is reported; the run's status is 1 either way
+            pass
     return typer.Exit(1)
 
 

@@ -473,6 +473,12 @@ def simulate(
     if float64:
         jax.config.update("jax_enable_x64", True)
     dtype = jnp.float64 if float64 else jnp.float32
+    if abs(current) > float(jnp.finfo(dtype).max):
+        raise typer.BadParameter(
+            f"{current:g} is beyond {jnp.dtype(dtype).name}'s range; pass a smaller current"
+            + ("." if float64 else " or --float64."),
+            param_hint="'--current'",
+        )
     try:
         neuron = zoo.astype(entry.make(), dtype)
     except (TypeError, ValueError) as error:

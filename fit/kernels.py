@@ -115,8 +115,10 @@ class KernelGIF(eqx.Module):
 
     @property
     def n_ref(self) -> int:
-        """Refractory steps after a spike."""
-        return round(self.t_ref / self.dt)
+        """Refractory steps after a spike: ``t_ref/dt`` to the nearest whole step, halves up as in `zoo.LIF`
+        (``t_ref/dt`` may fall short of a half by its float rounding: ``0.35/0.1`` is 3.4999…)."""
+        ratio = self.t_ref / self.dt
+        return int(np.floor(ratio * (1 + 8 * np.finfo(float).eps) + 0.5))
 
     def lag_edges(self) -> np.ndarray:
         """Bin edges as lags from the spike (steps): ``max(n_ref, 1) + edges`` (see the class docstring)."""

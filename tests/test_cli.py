@@ -421,6 +421,13 @@ def test_a_simulation_that_blows_up_gives_the_options_advice():
     assert text.endswith("Reduce --dt or --current.") and "check_finite" not in text
 
 
+def test_a_current_beyond_float32_is_refused_naming_the_option():
+    """It overflowed to inf and the model's check blamed `inputs`, a Python argument."""
+    result, text = _invoke("simulate", "lif", "--current", "1e39")
+    assert result.exit_code == 2, text
+    assert "'--current'" in text and "float32's range" in text and "--float64" in text
+
+
 def test_fit_without_nevergrad_refuses_its_methods_before_loading(cell_npz, monkeypatch):
     from diffbrain.fit import search
 

@@ -217,9 +217,22 @@ def test_a_diverged_run_says_so_on_stderr_and_keeps_the_metrics_of_its_finite_st
     assert result.exit_code == 1, result.output
     stderr = " ".join(result.stderr.split())
     assert "training diverged at step 2" in stderr and "rerun with a smaller --lr and a new --out" in stderr
-    assert "Lower the learning rate" not in stderr and "diverged" not in result.stdout
+    assert "Lower the learning rate" not in stderr and "training diverged" not in result.stdout
     assert [row["step"] for row in _rows(out / "metrics.csv")] == ["1"]
     assert (out / "accuracy.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_a_diverged_run_whose_outputs_cannot_be_written_says_so_in_one_line(tmp_path):
+    """It ended in a raw traceback."""
+    out = tmp_path / "run"
+    (out / "accuracy.png").mkdir(parents=True)
+    args = (*TINY, "--lr", "1e300", "--steps", "3", "--checkpoint-every", "1", "--out", str(out))
+    result = _runner.invoke(app, ["train", *args], env={"COLUMNS": "200"})
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    stderr = " ".join(result.stderr.split())
+    assert f"Error: --out: cannot write {out / 'accuracy.png'}: Is a directory." in stderr
+    assert [row["step"] for row in _rows(out / "metrics.csv")] == ["1"]
 
 
 def test_train_with_sparse_recurrent_connectivity(tmp_path):

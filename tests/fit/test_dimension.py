@@ -273,3 +273,13 @@ def test_log_spike_has_finite_gradients_where_exp_overflows():
             grads = jax.vmap(jax.grad(lambda z: _log_spike(z, 0.01)))(z)
             assert jnp.all(jnp.isfinite(values)) and jnp.all(jnp.isfinite(grads)), (values, grads)
             assert float(values[-1]) == 0.0 and float(grads[-1]) == 0.0  # p = 1: log p = 0, flat
+
+
+@pytest.mark.parametrize(
+    ("t_ref", "dt", "n_ref"), [(0.05, 0.1, 1), (0.25, 0.1, 3), (0.35, 0.1, 4), (4.0, 0.5, 8)]
+)
+def test_refractory_steps_round_halves_up(t_ref, dt, n_ref):
+    """As zoo.LIF's: Python's round took 2.5 steps to 2 and 0.5 to 0 (the docstring: n_ref = 0 only when
+    t_ref < dt/2)."""
+    model = KernelGIF(eta=jnp.ones(2), gamma=jnp.ones(2), edges=(0, 1, 2), dt=dt, t_ref=t_ref)
+    assert model.n_ref == n_ref
