@@ -15,7 +15,7 @@ from jaxtyping import Array, Bool, Float, PRNGKeyArray
 from ...ops import CSR, event_matvec
 from ...ops.csr import check_key
 from ...ops.scan import checked_unroll
-from .._checks import check_dt, n_steps_of
+from .._checks import check_dt, n_steps_of, refuse_half_precision
 from ..neurons.lif import LIF, LIFState
 from ..simulate import _fail_on_nonfinite
 from ..synapses.expon import Expon, ExponState
@@ -218,6 +218,7 @@ class EINetwork(eqx.Module):
         # float32 (the library's default), or the dtype the neuron was cast to (e.g. with zoo.astype)
         V = neuron.init_state((n,)).V
         dtype = jnp.float32 if V.weak_type else jax.dtypes.canonicalize_dtype(V.dtype)
+        refuse_half_precision("EINetwork.build", dtype)
         W_E, W_I = (W.with_data(W.data.astype(dtype)) for W in (W_E, W_I))
         return cls(neuron, W_E, W_I, exc, inh, jnp.asarray(I_ext, dtype), mode)
 

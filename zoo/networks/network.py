@@ -29,7 +29,7 @@ from ... import ops
 from ...ops import CSR, csr_matvec
 from ...ops.csr import check_key
 from ...ops.scan import checked_unroll
-from .._checks import _rounding, check_dt, n_steps_of
+from .._checks import _rounding, check_dt, n_steps_of, refuse_half_precision
 from .._param import astype
 from ..neurons._base import AbstractSpikingNeuron
 from ..simulate import _fail_on_nonfinite
@@ -395,7 +395,8 @@ class Network(eqx.Module):
         Args:
             sizes: population name → number of neurons, in order.
             neuron: any zoo spiking neuron; its parameters scalar or ``[n]``; its floating dtype is the
-                network's (cast it with `zoo.astype` for float64).
+                network's (cast it with `zoo.astype` for float64; float16 and bfloat16 are refused: their
+                spike counts are wrong).
             receptors: receptor name → synapse model linear in its input, ``g_max`` 1 (see the class doc);
                 its floating parameters are cast to the network's dtype.
             edges: receptor name → its synapses: `Edges`, a sequence of them (concatenated), or any other
@@ -428,6 +429,7 @@ class Network(eqx.Module):
         _check_population_shape("neuron", neuron.shape, n)
         # float32 unless x64 is on (a neuron made while x64 was on may hold float64 arrays after it is off)
         dtype = jax.dtypes.canonicalize_dtype(neuron.init_state((n,)).V.dtype)
+        refuse_half_precision("Network.build", dtype)
         receptors = dict(receptors)
         for name, receptor in receptors.items():
             if not isinstance(receptor, AbstractSynapse):
