@@ -24,10 +24,15 @@ def offending(arr: np.ndarray, ok: np.ndarray) -> np.ndarray:
     return arr[~ok][:4]
 
 
+def is_half_precision(dtype) -> bool:
+    """Whether ``dtype`` is a floating type narrower than float32 (float16, bfloat16)."""
+    return bool(jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).bits < 32)
+
+
 def refuse_half_precision(owner: str, dtype) -> None:
     """Raise ``ValueError`` when a network's floating ``dtype`` (its neuron's) is float16 or bfloat16, whose
     spike counts are wrong, not just coarse (a bfloat16 COBA network of 400 fired at 1.5 Hz, float32 9.5)."""
-    if jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).bits < 32:
+    if is_half_precision(dtype):
         raise ValueError(
             f"{owner}: the neuron's parameters are {jnp.dtype(dtype).name}, and a network runs in its "
             "neuron's dtype, but half precision gives wrong spike counts (bfloat16 rounds a LIF's step to "

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from ._checks import as_shape, check_dt
+from ._checks import as_shape, check_dt, is_half_precision
 from .neurons._base import AbstractNeuron
 
 
@@ -142,11 +142,8 @@ def _refuse_half_precision(
     0.09998 ms there) alone turns a float32 model's state float16, its parameters being weakly typed.
     """
 
-    def half(dtype) -> bool:
-        return jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).bits < 32
-
     def first_half(leaves) -> str | None:
-        return next((jnp.dtype(d).name for d in map(jnp.result_type, leaves) if half(d)), None)
+        return next((jnp.dtype(d).name for d in map(jnp.result_type, leaves) if is_half_precision(d)), None)
 
     sources = {
         "the model's parameters": first_half(jax.tree.leaves(eqx.filter(model, eqx.is_inexact_array))),

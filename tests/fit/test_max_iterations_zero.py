@@ -9,15 +9,10 @@ from diffbrain import fit, zoo
 FREE = {"g_L": (5.0, 50.0)}
 
 
-@pytest.fixture(scope="module")
-def sweeps():
-    return fit.synthetic_sweeps(zoo.LIF(V_th=100.0, g_L=20.0), np.full((1, 60), 200.0), dt=0.2)
-
-
 @pytest.mark.parametrize("method", ["lbfgs", "lbfgsb", "adam"])
-def test_max_iterations_zero_evaluates_the_start_only(sweeps, method):
+def test_max_iterations_zero_evaluates_the_start_only(silent_lif_sweeps, method):
     result = fit.fit(
-        zoo.LIF(V_th=100.0), sweeps, free=FREE, method=method, starts=[{"g_L": 6.0}], budget=None,
+        zoo.LIF(V_th=100.0), silent_lif_sweeps, free=FREE, method=method, starts=[{"g_L": 6.0}], budget=None,
         options={"max_iterations": 0},
     )  # fmt: skip
     (start,) = result.starts
@@ -30,7 +25,9 @@ class NanLoss(fit.AbstractLoss):
         return jnp.nan * jnp.mean(V)
 
 
-def test_the_no_fit_warning_does_not_ask_for_more_budget_when_there_is_no_limit(sweeps):
+def test_the_no_fit_warning_does_not_ask_for_more_budget_when_there_is_no_limit(silent_lif_sweeps):
     with pytest.warns(RuntimeWarning, match="no start reached a finite loss") as record:
-        fit.fit(zoo.LIF(V_th=100.0), sweeps, free=FREE, loss=NanLoss(), method="lbfgs", budget=None)
+        fit.fit(
+            zoo.LIF(V_th=100.0), silent_lif_sweeps, free=FREE, loss=NanLoss(), method="lbfgs", budget=None
+        )
     assert not any("budget" in str(warning.message) for warning in record)

@@ -26,15 +26,10 @@ class NanGradient(fit.AbstractLoss):
         return _nan_slope(jnp.mean((V - target.voltage) ** 2))
 
 
-@pytest.fixture(scope="module")
-def sweeps():
-    return fit.synthetic_sweeps(zoo.LIF(V_th=100.0, g_L=20.0), np.full((1, 60), 200.0), dt=0.2)
-
-
 @pytest.mark.parametrize("method", ["lbfgs", "lbfgsb", "adam"])
-def test_a_nan_gradient_at_a_finite_loss_fails_the_start(sweeps, method):
+def test_a_nan_gradient_at_a_finite_loss_fails_the_start(silent_lif_sweeps, method):
     result = fit.fit(
-        zoo.LIF(V_th=100.0), sweeps, free={"g_L": (5.0, 50.0)}, loss=NanGradient(), method=method,
+        zoo.LIF(V_th=100.0), silent_lif_sweeps, free={"g_L": (5.0, 50.0)}, loss=NanGradient(), method=method,
         starts=[{"g_L": 6.0}], budget=20, gradient_mode="reverse",
     )  # fmt: skip
     (start,) = result.starts
