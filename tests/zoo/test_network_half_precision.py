@@ -35,3 +35,23 @@ def test_a_float32_network_still_builds():
         sizes={"E": 10}, neuron=zoo.LIF(), receptors={"exc": zoo.Expon(tau=5.0, mode="cuba")}, edges={}
     )
     assert net.names == ("E",)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+def test_a_network_cast_to_half_precision_after_build_is_refused_at_simulate(dtype):
+    net = networks.EINetwork.coba(jax.random.key(0), n=100, in_degree=10)
+    named = rf"simulate: the network holds {jnp.dtype(dtype).name}.*zoo\.astype"
+    with pytest.raises(ValueError, match=named):
+        networks.simulate(zoo.astype(net, dtype), 1.0, jax.random.key(1))
+    with pytest.raises(ValueError, match=rf"simulate_sharded: the network holds {jnp.dtype(dtype).name}"):
+        networks.simulate_sharded(zoo.astype(net, dtype), 1.0, jax.random.key(1), devices=jax.devices()[:1])
+
+
+def test_a_half_precision_state_is_refused_at_simulate():
+    net = networks.Network.build(
+        sizes={"E": 10}, neuron=zoo.LIF(), receptors={"exc": zoo.Expon(tau=5.0, mode="cuba")}, edges={}
+    )
+    state = zoo.astype(net.init_state(jax.random.key(0)), jnp.bfloat16)
+    with pytest.raises(ValueError, match=r"Network\.simulate: `state` holds bfloat16"):
+        net.simulate(1.0, None, state=state)
+    assert net.simulate(1.0, None, state=net.init_state(jax.random.key(0))).counts.shape == (10, 1)

@@ -15,7 +15,7 @@ from jaxtyping import Array, Bool, Float, PRNGKeyArray
 from ...ops import CSR, event_matvec
 from ...ops.csr import check_key
 from ...ops.scan import checked_unroll
-from .._checks import check_dt, n_steps_of, refuse_half_precision
+from .._checks import check_dt, n_steps_of, refuse_half_precision, refuse_half_precision_run
 from ..neurons.lif import LIF, LIFState
 from ..simulate import _fail_on_nonfinite
 from ..synapses.expon import Expon, ExponState
@@ -350,6 +350,7 @@ def simulate(
         state = net.init_state(key)
     else:
         _check_state(net, state)
+    refuse_half_precision_run("networks.simulate", net, state)
     state = with_spike_dtype(state, surrogate)
     counts, raster, state = _run(
         net, state, jnp.asarray(record), n_steps, dt, surrogate, detach_recurrent, unroll, bool(event_scan)

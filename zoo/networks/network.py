@@ -29,7 +29,7 @@ from ... import ops
 from ...ops import CSR, csr_matvec
 from ...ops.csr import check_key
 from ...ops.scan import checked_unroll
-from .._checks import _rounding, check_dt, n_steps_of, refuse_half_precision
+from .._checks import _rounding, check_dt, n_steps_of, refuse_half_precision, refuse_half_precision_run
 from .._param import astype
 from ..neurons._base import AbstractSpikingNeuron
 from ..simulate import _fail_on_nonfinite
@@ -659,6 +659,7 @@ class Network(eqx.Module):
         _check_count("max_spikes_per_step", max_spikes_per_step, "a positive integer")
         unroll = checked_unroll(unroll)
         state, seed = self._start(key, state, surrogate)
+        refuse_half_precision_run("Network.simulate", self, state)
         pulses = tuple(self._pulse(p) for p in _as_list(pulse))
         counts, raster, state = _run(
             self,

@@ -39,7 +39,7 @@ from jaxtyping import PRNGKeyArray
 
 from ...ops import CSR, event_matvec
 from ...ops.csr import derived
-from .._checks import check_dt
+from .._checks import check_dt, refuse_half_precision_run
 from ..simulate import _fail_on_nonfinite
 from .ei import EINetwork, EIResult, EIState, _check_state, _counts_and_raster, _validate
 from .network import with_spike_dtype
@@ -276,6 +276,7 @@ def simulate_sharded(
         state = net.init_state(key)
     else:
         _check_state(net, state)
+    refuse_half_precision_run("simulate_sharded", net, state)
     state = with_spike_dtype(state, surrogate)
     state = _onto(mesh, state)
     blocks = tuple(_placed_blocks(W, mesh, width) for W in (net.W_E, net.W_I))
