@@ -1,5 +1,5 @@
 """``python -m diffbrain``: the same as the ``diffbrain`` command."""
 
-from .cli import app
+from .cli import main
 
-app(prog_name="diffbrain")
+main()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -40,6 +41,18 @@ def _temporary_file(target: Path) -> tuple[int, Path]:
             return os.open(temporary, _TEMPORARY_FLAGS, NEW_FILE_MODE), temporary
         except FileExistsError:  # another writer's temporary file: draw another name
             continue
+
+
+def exit_on_sigterm() -> None:
+    """Make SIGTERM (``kill``, a batch scheduler's time limit) raise `SystemExit` with status 143 (128 + 15),
+    as Ctrl-C raises `KeyboardInterrupt`, so `write_atomically` removes its temporary file and the previous
+    file stays. Python's default is to die at once, leaving a hidden ``.<name>.<random>.tmp`` behind. For
+    command-line entry points only: it replaces the process's SIGTERM handler."""
+    signal.signal(signal.SIGTERM, _raise_exit)
+
+
+def _raise_exit(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def is_stream(path: str | os.PathLike) -> bool:

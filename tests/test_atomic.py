@@ -2,6 +2,9 @@
 
 import os
 import stat
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -90,3 +93,44 @@ def test_a_fifo_is_written_into_not_replaced(tmp_path):
     reader.join(timeout=5)
     assert received == ["t_ms,V_mV\n"]
     assert stat.S_ISFIFO(fifo.stat().st_mode) and os.listdir(tmp_path) == ["fifo"]
+
+
+def test_a_command_terminated_mid_write_keeps_the_old_file_and_leaves_no_temporary_file(tmp_path):
+    """The ``diffbrain`` command turns SIGTERM into `SystemExit` (status 143), so `write_atomically` cleans
+    up; Python's default handler kills the process on the spot and leaves ``.<name>.<hex>.tmp`` behind."""
+    path = tmp_path / "result.csv"
+    path.write_text("old")
+    script = """
+        import os, signal, sys, typer
+        from diffbrain import cli
+        from diffbrain._atomic import write_atomically
+
+        def terminated_halfway(file):
+            file.write("new, partial")
+            file.flush()
+            os.kill(os.getpid(), signal.SIGTERM)
+            file.write(" never written")
+
+        cli.app = typer.Typer()  # cli.main installs the handler and runs this app: one write, killed halfway
+        cli.app.command()(lambda: write_atomically(os.environ["RESULT"], terminated_halfway))
+        cli.main()
+    """
+    command = [sys.executable, "-c", textwrap.dedent(script)]
+    run = subprocess.run(command, capture_output=True, text=True, env=os.environ | {"RESULT": str(path)})
+    assert run.returncode == 143, run.stderr
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["result.csv"]
+
+
+def test_python_m_diffbrain_bench_turns_sigterm_into_system_exit_too():
+    script = """
+        import runpy, signal, sys
+        sys.argv = ["diffbrain.bench", "--help"]
+        try:
+            runpy.run_module("diffbrain.bench", run_name="__main__")
+        except SystemExit:
+            pass
+        print(signal.getsignal(signal.SIGTERM).__name__)
+    """
+    run = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True)
+    assert run.stdout.splitlines()[-1] == "_raise_exit", run.stderr
