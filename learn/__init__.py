@@ -14,5 +14,6 @@ from .network import default_neuron as default_neuron
 from .network import trainable as trainable
 from .online import online as online
 from .trainer import METHODS as METHODS
+from .trainer import TrainingDiverged as TrainingDiverged
 from .trainer import TrainResult as TrainResult
 from .trainer import train as train

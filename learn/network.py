@@ -192,7 +192,9 @@ class EINetwork(eqx.Module):
 
     Dale's law: the weight parameters are unconstrained; the effective magnitudes are
     ``|W| = softplus(w)``, and the sign is that of the presynaptic type, carried by the reversal potential
-    (input spikes are excitatory). A training step can never flip a synapse's sign.
+    (input spikes are excitatory). A training step can never flip a synapse's sign. Weight decay on the
+    parameters (``optax.adamw``) pulls ``w`` towards 0, so it strengthens the small initial synapses towards
+    softplus(0) = ln 2; penalise ``net.weights()`` in the loss instead.
 
     Recurrent connectivity is dense or sparse. Dense: ``w_rec`` is an ``[n_rec, n_rec]`` matrix and
     ``rec_mask`` the fixed pattern (no autapses by default). Sparse (``sparse=True``, or a given

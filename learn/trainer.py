@@ -15,7 +15,7 @@ import time
 import types
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 import equinox as eqx
 import jax
@@ -47,6 +47,15 @@ class TrainResult(NamedTuple):
     net: EINetwork
     opt_state: Any
     metrics: dict[str, np.ndarray]  # "loss", "accuracy" and "seconds" (wall time), one per step [steps]
+
+
+class TrainingDiverged(FloatingPointError):
+    """`train` met a step whose loss or updated parameters are not finite. ``result`` is the run up to the
+    last finite step (a `TrainResult`), which ``checkpoint_dir``, when given, holds too."""
+
+    def __init__(self, message: str, result: TrainResult):
+        super().__init__(message)
+        self.result = result
 
 
 def gradient_function(method: str, loss_fn: StepLoss = cross_entropy) -> Callable:
@@ -83,7 +92,9 @@ def _update(net, opt_state, task, key, gradients, optimizer, batch_size):
     # Module level, so runs with equal settings (the same optimizer object) share the compiled step.
     batch = task.sample(key, batch_size)
     loss, evidence, grads = gradients(net, batch)
-    updates, opt_state = optimizer.update(grads, opt_state, eqx.filter(net, trainable(net)))
+    # the loss as `value` for the optimizers that read it (optax.contrib.reduce_on_plateau); others ignore it
+    update = optax.with_extra_args_support(optimizer).update
+    updates, opt_state = update(grads, opt_state, eqx.filter(net, trainable(net)), value=loss)
     net = eqx.apply_updates(net, updates)
     # one reduction per parameter: whether the loss and the updated parameters are all finite
     finite = jnp.isfinite(loss)
@@ -411,8 +422,16 @@ def train(
     as well (so a resume under another Python version may refuse it: give such a loss a module-level name),
     not by the globals it reads.
 
-    Training stops with a ``FloatingPointError`` at the first step whose loss or updated parameters are not
-    finite, before that step is checkpointed: ``checkpoint_dir`` keeps the last finite state.
+    Training stops with `TrainingDiverged` (a ``FloatingPointError``) at the first step whose loss or updated
+    parameters are not finite. The error's ``result`` is the run up to the last finite step, and
+    ``checkpoint_dir`` is brought up to that step, so a call with a lower learning rate (the optimizer is
+    not part of the run's identity) resumes from there.
+
+    Weight decay (``optax.adamw``, ``optax.add_decayed_weights``) acts on the unconstrained parameters
+    ``w`` of ``|W| = softplus(w)`` (`EINetwork`), pulling every magnitude towards softplus(0) = ln 2: from
+    the initial ~0.03 (input) and ~0.005 (recurrent) it strengthens the synapses (decay 1.0 made the
+    recurrent ones 10× stronger in 60 steps). To keep weights small, add a penalty on ``net.weights()`` to
+    the loss instead.
 
     Args:
         net: the network to train.
@@ -438,7 +457,7 @@ def train(
             ``method``, a ``key`` that is not a JAX random key, or a task whose ``dt`` or input channels
             differ from the network's (or, with the default loss, whose classes differ from its outputs).
         CheckpointMismatch: ``checkpoint_dir`` holds another run, or more than ``steps`` steps.
-        FloatingPointError: training diverged (see above).
+        TrainingDiverged: training diverged (see above); a ``FloatingPointError``.
     """
     for name, value, least in (
         ("steps", steps, 0),
@@ -487,18 +506,14 @@ def train(
         for step in range(start, steps):
             began = time.perf_counter()
             step_key = jax.random.fold_in(key, step)
-            net, opt_state, loss, acc, finite = _update(
+            updated, updated_state, loss, acc, finite = _update(
                 net, opt_state, task, step_key, gradients, optimizer, batch_size
             )
             finite = bool(finite)  # waits for the step
             seconds = time.perf_counter() - began
             if not finite:
-                kept = "" if checkpoint_dir is None else f"; {checkpoint_dir} keeps the last checkpoint"
-                raise FloatingPointError(
-                    f"training diverged at step {step + 1}: the loss ({float(loss)}) or the updated "
-                    f"parameters are not finite{kept}. Lower the learning rate or clip the gradients "
-                    "(optax.clip_by_global_norm)."
-                )
+                _diverged(step, float(loss), net, opt_state, metrics, checkpoint_dir)
+            net, opt_state = updated, updated_state
             metrics["loss"].append(float(loss))
             metrics["accuracy"].append(float(acc))
             metrics["seconds"].append(seconds)
@@ -506,4 +521,23 @@ def train(
             done = step + 1
             if checkpoint_dir is not None and (done % checkpoint_every == 0 or done == steps):
                 save_checkpoint(checkpoint_dir, net, opt_state, done, metrics)
+    return _train_result(net, opt_state, metrics)
+
+
+def _train_result(net, opt_state, metrics: dict[str, list[float]]) -> TrainResult:
     return TrainResult(net, opt_state, {name: np.asarray(values) for name, values in metrics.items()})
+
+
+def _diverged(step: int, loss: float, net, opt_state, metrics: dict, checkpoint_dir) -> NoReturn:
+    """Raise `TrainingDiverged` for step ``step + 1`` with the run up to ``step`` (the last finite state),
+    first saving it to ``checkpoint_dir`` when given."""
+    kept = ""
+    if checkpoint_dir is not None:
+        save_checkpoint(checkpoint_dir, net, opt_state, step, metrics)
+        kept = f"; {checkpoint_dir} holds the run up to step {step}, the last finite one"
+    raise TrainingDiverged(
+        f"training diverged at step {step + 1}: the loss ({loss}) or the updated parameters are not "
+        f"finite{kept}. Lower the learning rate or clip the gradients (optax.clip_by_global_norm); the "
+        "error's `result` is the run up to the last finite step.",
+        _train_result(net, opt_state, metrics),
+    )

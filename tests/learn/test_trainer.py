@@ -289,17 +289,35 @@ def test_a_task_sampled_at_another_step_than_the_network_is_refused():
         learn.train(net, task, steps=1, batch_size=1, progress=False)
 
 
-def test_divergence_stops_training_and_keeps_the_last_finite_checkpoint(cue_task, tmp_path):
+def test_divergence_stops_training_and_keeps_the_last_finite_state(cue_task, tmp_path):
+    """The run up to the last finite step is in the error's ``result`` and in ``checkpoint_dir``, also
+    between checkpoints: with ``checkpoint_every=3`` the checkpoint was at step 0 and step 2 was lost."""
     # the third update (optimizer count 2) is NaN: its loss is finite, the parameters it makes are not
     poison = optax.scale_by_schedule(lambda count: jnp.where(count >= 2, jnp.nan, 1.0))
     optimizer = optax.chain(optax.adam(1e-3), poison)
     run = _tiny_run(cue_task, optimizer=optimizer, steps=4)
-    with pytest.raises(FloatingPointError, match=r"diverged at step 3.*keeps the last checkpoint"):
-        learn.train(**run, checkpoint_dir=tmp_path, checkpoint_every=1)
+    with pytest.raises(learn.TrainingDiverged, match=r"diverged at step 3: .* holds the run up to step 2,"):
+        learn.train(**run, checkpoint_dir=tmp_path, checkpoint_every=3)
     like = (run["net"], optimizer.init(eqx.filter(run["net"], learn.trainable(run["net"]))))
     net, _, step, metrics = learn.trainer.load_checkpoint(tmp_path, *like)
     assert step == 2 and len(metrics["loss"]) == 2
     assert all(jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(eqx.filter(net, eqx.is_array)))
+    with pytest.raises(FloatingPointError) as raised:  # without a checkpoint_dir: the error carries the run
+        learn.train(**run)
+    result = raised.value.result
+    assert len(result.metrics["loss"]) == 2 and np.isfinite(result.metrics["loss"]).all()
+    assert eqx.tree_equal(eqx.filter(result.net, eqx.is_array), eqx.filter(net, eqx.is_array))
+    # resumed with a finite optimizer of the same state (not part of the run's identity): from step 2 on
+    healthy = optax.chain(optax.adam(1e-3), optax.scale_by_schedule(lambda count: 1.0))
+    resumed = learn.train(**(run | dict(optimizer=healthy)), checkpoint_dir=tmp_path)
+    assert len(resumed.metrics["loss"]) == 4 and np.isfinite(resumed.metrics["loss"]).all()
+
+
+def test_an_optimizer_that_reads_the_loss_value_trains(cue_task):
+    """``optax.contrib.reduce_on_plateau`` needs ``update(..., value=loss)``; without it a TypeError."""
+    optimizer = optax.chain(optax.adam(1e-2), optax.contrib.reduce_on_plateau(patience=1, factor=0.5))
+    result = learn.train(**_tiny_run(cue_task, optimizer=optimizer, steps=4))
+    assert np.isfinite(result.metrics["loss"]).all() and len(result.metrics["loss"]) == 4
 
 
 def test_the_identity_of_a_run_is_the_same_in_another_process(cue_task):
