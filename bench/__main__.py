@@ -21,7 +21,7 @@ from . import (
     sim,
     throughput,
 )
-from .records import ResultsFile, to_frame
+from .records import ResultsFile, positive_int, skip_reasons, to_frame
 
 
 def throughput_summary(frame: pd.DataFrame) -> pd.DataFrame:
@@ -29,17 +29,6 @@ def throughput_summary(frame: pd.DataFrame) -> pd.DataFrame:
     table = frame[frame.metric.isin(["throughput", "speedup_vs_brainpy"])]
     table = table.assign(column=table.metric.str.replace("throughput", "updates/s") + " " + table.method)
     return table.pivot_table(index="case", columns="column", values="value", aggfunc="last", sort=False)
-
-
-def positive_int(text: str) -> int:
-    """An argparse type: a whole number >= 1 (a step, repeat or size count)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text}")
-    return value
 
 
 def firing_fraction(text: str) -> float:
@@ -67,6 +56,10 @@ SUITE_OPTIONS = {
     "peer_python": ("learn", "sim"),
 }
 """The options that only some suites read, and which (the rest apply to every suite)."""
+LIST_OPTIONS = ("models", "sizes", "methods", "problems", "firing")
+"""The options that take several values, each of which is measured once (a repeated value is refused)."""
+COMPARE_OPTIONS = {"threshold": compare.THRESHOLD, "reference_threshold": compare.REFERENCE_THRESHOLD}
+"""The options that tune `--compare`, and their defaults (besides ``--reference``)."""
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m diffbrain.bench") -> None:
@@ -97,7 +90,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m diffbrain.ben
         "--sizes",
         nargs="+",
         type=positive_int,
-        help=f"population sizes (default {throughput.SIZES}; ops: {ops.SIZES})",
+        help=f"population sizes (default {throughput.SIZES}; ops: {ops.SIZES}; learn: n_rec, default "
+        f"{learn.SIZES}, --full {learn.FULL_SIZES}, and the braintrace comparison at each, else at "
+        f"{learn.SIZES[0]})",
     )
     parser.add_argument(
         "--methods", nargs="+", help=f"fit: the methods to run side by side (default {' '.join(fit.METHODS)})"
@@ -143,13 +138,13 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m diffbrain.ben
         + " (which metrics that leaves per suite: docs/benchmarks.md)",
     )
     parser.add_argument(
-        "--threshold", type=float, default=compare.THRESHOLD, help="--compare: slowdown flagged (%(default)s)"
+        "--threshold", type=float, help=f"--compare: slowdown flagged (default {compare.THRESHOLD})"
     )
     parser.add_argument(
         "--reference-threshold",
         type=float,
-        default=compare.REFERENCE_THRESHOLD,
-        help="--compare: slowdown of the reference's absolute time flagged (%(default)s)",
+        help="--compare: slowdown of the reference's absolute time flagged (default "
+        f"{compare.REFERENCE_THRESHOLD})",
     )
     parser.add_argument("--reference", help="--compare: the reference method (default: the suite's)")
     parser.add_argument(
@@ -164,16 +159,32 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m diffbrain.ben
             owners = " and ".join([", ".join(suites[:-1]), suites[-1]] if len(suites) > 1 else suites)
             plural = "s" if len(suites) > 1 else ""
             parser.error(f"{flag} applies to the {owners} suite{plural} only, not to {args.suite}")
+    for option in LIST_OPTIONS:
+        values = getattr(args, option) or []
+        repeated = next((value for i, value in enumerate(values) if value in values[:i]), None)
+        if repeated is not None:
+            parser.error(f"--{option} names {repeated} twice; give each value once (each is measured once)")
     unknown = [name for name in args.models if name not in throughput.MODELS]
     if unknown:
         parser.error(f"--models: {unknown} are not among {list(throughput.MODELS)}")
+    if args.suite == "sim" and args.quick and args.full:
+        parser.error(
+            "--quick and --full contradict each other for sim (--quick runs the small grid, --full the "
+            "largest); give one"
+        )
     baseline = None
-    for option in ("threshold", "reference_threshold"):
-        if not 0 < getattr(args, option) < math.inf:
-            flag = "--" + option.replace("_", "-")
+    for option, default in COMPARE_OPTIONS.items():
+        flag = "--" + option.replace("_", "-")
+        if getattr(args, option) is None:
+            setattr(args, option, default)
+        elif not 0 < getattr(args, option) < math.inf:
             parser.error(
                 f"{flag} must be a positive finite fraction (0.2 = 20% slower), got {getattr(args, option)}"
             )
+        elif args.compare is None:
+            parser.error(f"{flag} applies to --compare only; add --compare BASELINE or leave it out")
+    if args.reference is not None and args.compare is None:
+        parser.error("--reference applies to --compare only; add --compare BASELINE or leave it out")
     if args.compare is not None:
         try:
             baseline = compare.load(args.compare)
@@ -220,14 +231,16 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m diffbrain.ben
         repeats = args.repeats or (learn.QUICK["repeats"] if args.quick else learn.REPEATS)
         batches = learn.FULL_BATCHES if args.full else learn.BATCHES
         records = learn.run(sizes, steps, repeats, batches=batches, on_case=save_case)
-        braintrace = learn_braintrace.run(
-            learn_braintrace.STEPS,
-            repeats=repeats,
-            python=args.peer_python,
-            progress=lambda line: print(line, flush=True),
-        )
-        save_case(braintrace)
-        records += braintrace
+        for n_rec in args.sizes or learn.SIZES[:1]:
+            braintrace = learn_braintrace.run(
+                learn_braintrace.STEPS,
+                n_rec=n_rec,
+                repeats=repeats,
+                python=args.peer_python,
+                progress=lambda line: print(line, flush=True),
+            )
+            save_case(braintrace)
+            records += braintrace
         summary = learn.summary
     elif args.suite == "sim":
         records = sim.run(
@@ -267,10 +280,18 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m diffbrain.ben
         records = throughput.run(args.models, **grid, on_case=save_case)
         summary = throughput_summary
     path = results.add(records)  # the records derived from several cases (fit_dimension's crossovers) too
-    display = {"display.width": 250, "display.max_columns": None, "display.float_format": "{:.3g}".format}
-    with pd.option_context(*(item for pair in display.items() for item in pair)):
-        print(summary(to_frame(records)))
+    measured = any(record.status == "ok" for record in records)
+    if measured:
+        display = {"display.width": 250, "display.max_columns": None, "display.float_format": "{:.3g}".format}
+        with pd.option_context(*(item for pair in display.items() for item in pair)):
+            print(summary(to_frame(records)))
+    reasons = skip_reasons(records)
+    if reasons:
+        print(reasons)
     print(f"{len(records)} records merged into {path}")
+    if not measured:
+        why = "every record is skipped (why: above)" if records else "it made no records"
+        raise SystemExit(f"the {args.suite} suite measured nothing: {why}.")
     if baseline is not None:
         current = compare.from_records(to_frame(records))
         table = compare.compare(current, baseline, args.threshold, args.reference, args.reference_threshold)

@@ -26,7 +26,8 @@ Sparse networks (`SPARSE_CASES`): one network whose recurrent connections are dr
 side by side, and ``csr_over_dense`` (×), the CSR step time over the dense one. The gradients are the same
 (tests/learn); the params give the recurrent firing rate (Hz) the operators see.
 
-Run: ``python -m diffbrain.bench.learn [--full] [--repeats N] [--sparse N_REC P T BATCH] [--out FILE.csv]``.
+Run: ``python -m diffbrain.bench.learn [--full] [--repeats N] [--sparse N_REC P T BATCH] [--out FOLDER]``
+(the records merged into ``FOLDER/learn.csv`` as each case is measured, as by ``diffbrain bench learn``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from __future__ import annotations
 import argparse
 import functools
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 
@@ -44,7 +46,7 @@ import pandas as pd
 
 from diffbrain import learn
 
-from .records import Record, format_params, make_record, to_frame, write_csv
+from .records import Record, ResultsFile, format_params, make_record, positive_int, to_frame
 from .timing import measure_side_by_side
 
 SUITE = "learn"
@@ -263,6 +265,22 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
     return table.pivot_table(index="case", columns="column", values="value", aggfunc="last", sort=False)
 
 
+def results_file(parser: argparse.ArgumentParser, out: str | None) -> ResultsFile | None:
+    """The `ResultsFile` of ``--out`` (a results folder, as ``diffbrain bench`` takes), checked before the
+    run; `None` without ``--out``. A bad ``--out`` is a parser error."""
+    if out is None:
+        return None
+    if out.endswith(".csv") and not os.path.exists(out):
+        parser.error(
+            f"--out is a results folder (the records are merged into OUT/{SUITE}.csv, as `diffbrain bench "
+            f"{SUITE}` does), got the file name {out!r}; give a folder"
+        )
+    try:
+        return ResultsFile(out, SUITE)
+    except ValueError as error:
+        parser.error(f"--out: {error}")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m diffbrain.bench.learn", description=__doc__.split("\n")[0]
@@ -270,7 +288,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--full", action="store_true", help=f"T {FULL_STEPS}, n_rec {FULL_SIZES}, batch {FULL_BATCHES}"
     )
-    parser.add_argument("--repeats", type=int, default=REPEATS, help="timed runs per step (median)")
+    parser.add_argument("--repeats", type=positive_int, default=REPEATS, help="timed runs per step (median)")
     parser.add_argument(
         "--sparse",
         nargs=4,
@@ -278,20 +296,28 @@ def main(argv: Sequence[str] | None = None) -> None:
         metavar=("N_REC", "P", "T", "BATCH"),
         help=f"a sparse-network case instead of {SPARSE_CASES} (repeatable)",
     )
-    parser.add_argument("--out", help="write the records to this CSV file")
+    parser.add_argument(
+        "--out", help=f"a results folder: merge the records into OUT/{SUITE}.csv as each case is measured"
+    )
     args = parser.parse_args(argv)
+    results = results_file(parser, args.out)
     sizes, steps = (FULL_SIZES, FULL_STEPS) if args.full else (SIZES, STEPS)
     sparse_cases = SPARSE_CASES
     if args.sparse:
         sparse_cases = [(int(n), float(p), int(t), int(b)) for n, p, t, b in args.sparse]
     records = run(
-        sizes, steps, args.repeats, progress=lambda line: print(line, flush=True), sparse_cases=sparse_cases
+        sizes,
+        steps,
+        args.repeats,
+        progress=lambda line: print(line, flush=True),
+        sparse_cases=sparse_cases,
+        on_case=results.add if results is not None else lambda records: None,
     )
-    if args.out:
-        write_csv(records, args.out)
     frame = to_frame(records)
     with pd.option_context("display.width", 250, "display.max_columns", None):
         print(summary(frame).to_string(float_format=lambda v: f"{v:.4g}"))
+    if results is not None:
+        print(f"{len(records)} records merged into {results.path}")
 
 
 if __name__ == "__main__":

@@ -46,7 +46,8 @@ braintrace numbers (3.0 s at T = 100) match a *second* call, when brainstate's `
 (2.7-2.8 s here), or the vmap learner on a loaded machine — not a steady-state step.
 
 Run: ``DIFFBRAIN_PEER_PYTHON=/path/to/python python -m diffbrain.bench.learn_braintrace [--steps 100 1000]
-[--repeats N] [--python PYTHON] [--out records.csv]``.
+[--repeats N] [--python PYTHON] [--out FOLDER]`` (the records merged into ``FOLDER/learn.csv``, as by
+``diffbrain bench learn``).
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ from diffbrain.learn.online import default_decay
 from . import learn
 from .peers import peer_python as default_peer_python
 from .peers import run_peer_script
-from .records import Record, format_params, make_record, skipped, to_frame, write_csv
+from .records import Record, format_params, make_record, positive_int, skipped, to_frame
 from .timing import measure_side_by_side
 
 SUITE = learn.SUITE
@@ -253,18 +254,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m diffbrain.bench.learn_braintrace", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--steps", type=int, nargs="+", default=list(STEPS), help="sequence lengths T")
     parser.add_argument(
-        "--repeats", type=int, default=REPEATS, help="timed gradient steps per method (median)"
+        "--steps", type=positive_int, nargs="+", default=list(STEPS), help="sequence lengths T"
+    )
+    parser.add_argument(
+        "--repeats", type=positive_int, default=REPEATS, help="timed gradient steps per method (median)"
     )
     parser.add_argument("--python", help="the interpreter with braintrace (default $DIFFBRAIN_PEER_PYTHON)")
-    parser.add_argument("--out", help="write the records to this CSV file")
+    parser.add_argument(
+        "--out", help=f"a results folder: merge the records into OUT/{SUITE}.csv (checked before the run)"
+    )
     args = parser.parse_args(argv)
+    results = learn.results_file(parser, args.out)
     records = run(
         args.steps, repeats=args.repeats, python=args.python, progress=lambda s: print(s, flush=True)
     )
-    if args.out:
-        write_csv(records, args.out)
+    if results is not None:
+        results.add(records)
+        print(f"{len(records)} records merged into {results.path}")
     frame = to_frame(records)
     table = frame.assign(column=frame.metric + " " + frame.method)
     with pd.option_context("display.width", 250, "display.max_columns", None):

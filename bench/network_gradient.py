@@ -35,9 +35,8 @@ import jax.numpy as jnp
 import pandas as pd
 
 from ..zoo import networks
-from .records import Record, format_params, make_record, skipped, to_frame
-from .sharded import DATA
-from .sim import MICROCIRCUIT_DATA, microcircuit_case
+from .records import Record, format_params, make_record, positive_int, skip_reasons, skipped, to_frame
+from .sim import MICROCIRCUIT_DATA, microcircuit_case, microcircuit_folder
 from .timing import measure_side_by_side
 
 SUITE = "network_gradient"
@@ -98,14 +97,6 @@ def largest_difference(gradient, reference) -> float:
     return worst
 
 
-def _data_folder(data: str | os.PathLike | None) -> Path:
-    if data is not None:
-        return Path(data)
-    if "DIFFBRAIN_DATA" in os.environ:
-        return Path(os.environ["DIFFBRAIN_DATA"]) / MICROCIRCUIT_DATA
-    return DATA
-
-
 def run_case(
     scale: float,
     k_scale: float,
@@ -115,11 +106,11 @@ def run_case(
     data: str | os.PathLike | None = None,
 ) -> list[Record]:
     """The records of one microcircuit case (see the module docstring); skipped ones when the data folder
-    (``data``, default ``$DIFFBRAIN_DATA/conn-potjans-diesmann2014`` or the one next to the repository) is
-    missing."""
+    (``data``, default `sim.microcircuit_folder`'s: ``$DIFFBRAIN_DATA/conn-potjans-diesmann2014`` or the one
+    next to the repository) is missing."""
     case = f"{microcircuit_case(scale, k_scale, duration_ms)}/checkpoint={checkpoint}"
     params = format_params(dict(scale=scale, k_scale=k_scale, duration_ms=duration_ms, checkpoint=checkpoint))
-    folder = _data_folder(data)
+    folder = microcircuit_folder(data)
     if not folder.exists():
         reason = (
             f"the {MICROCIRCUIT_DATA} data folder is missing ({folder}; pass `data` or set $DIFFBRAIN_DATA)"
@@ -208,21 +199,39 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """Parse the command line, run one case and print its summary and why any method was skipped; exit
+    status 1 when nothing was measured."""
     parser = argparse.ArgumentParser(
         prog="python -m diffbrain.bench.network_gradient", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--data", type=Path, help="the conn-potjans-diesmann2014 folder")
+    parser.add_argument(
+        "--data", type=Path, help=f"the {MICROCIRCUIT_DATA} folder (default: {microcircuit_folder()})"
+    )
     parser.add_argument("--scale", type=float, default=CASES[-1][0], help="share of the full-scale neurons")
     parser.add_argument("--duration", type=float, default=CASES[-1][2], help="simulated time, ms")
     parser.add_argument(
-        "--checkpoint", type=int, default=CHECKPOINT, help="steps per segment (diffbrain.checkpoint)"
+        "--checkpoint", type=positive_int, default=CHECKPOINT, help="steps per segment (diffbrain.checkpoint)"
     )
-    parser.add_argument("--repeats", type=int, default=REPEATS, help="timed turns after the warm-up call")
+    parser.add_argument(
+        "--repeats", type=positive_int, default=REPEATS, help="timed turns after the warm-up call"
+    )
     args = parser.parse_args(argv)
+    if args.data is not None and not args.data.is_dir():
+        parser.error(
+            f"--data: {os.fspath(args.data)!r} does not exist or is not a folder; give the "
+            f"{MICROCIRCUIT_DATA} folder"
+        )
     cases = ((args.scale, 1.0, args.duration),)
     records = run(repeats=args.repeats, cases=cases, checkpoint=args.checkpoint, data=args.data)
-    with pd.option_context("display.width", 250, "display.max_columns", None, "display.precision", 3):
-        print(summary(to_frame(records)))
+    measured = any(record.status == "ok" for record in records)
+    if measured:
+        with pd.option_context("display.width", 250, "display.max_columns", None, "display.precision", 3):
+            print(summary(to_frame(records)))
+    reasons = skip_reasons(records)
+    if reasons:
+        print(reasons)
+    if not measured:
+        raise SystemExit("network_gradient measured nothing: every method is skipped (why: above).")
 
 
 if __name__ == "__main__":

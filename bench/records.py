@@ -7,6 +7,8 @@ machines and commits can be merged into one leaderboard without losing track of 
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import csv
 import dataclasses
 import datetime
@@ -20,6 +22,11 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+try:
+    import fcntl
+except ImportError:  # Windows: no flock, so two runs writing one results file are not kept apart there
+    fcntl = None
+
 import jax
 import pandas as pd
 
@@ -30,7 +37,8 @@ CORE_LIBRARIES = ("jax", "jaxlib", "equinox", "diffrax", "diffbrain")
 """Libraries whose versions every record names."""
 
 KEY = ("suite", "case", "method", "metric", "dtype", "params", "device", "backend", "versions", "git_commit")
-"""Columns that identify a measurement: a newer record with the same key replaces the older one. Of
+"""Columns that identify a measurement: a newer record with the same key replaces the older one, except that
+a skipped record never replaces a measured one (`keep_newest`). Of
 ``versions`` only the core libraries' count (`core_versions`) and of ``params`` only the case's settings
 (`case_params`), so the key is the cell and run that `diffbrain.bench.compare` reads a file by."""
 RUN_PARAMS = ("load_avg_1min", "grad_cost")
@@ -313,13 +321,52 @@ def identity(records: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def keep_newest(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``frame`` (records, oldest first) that a results file keeps: per `KEY` (`identity`) the
+    last measured record, or the last skipped one where none was measured, so a rerun in which a peer could
+    not run (``status="skipped"``) does not erase the number that peer gave before."""
+    kept: dict[tuple, int] = {}
+    statuses = frame["status"].tolist()
+    for row, key in enumerate(identity(frame).itertuples(index=False, name=None)):
+        if key not in kept or statuses[row] == "ok" or statuses[kept[key]] != "ok":
+            kept[key] = row
+    return frame.iloc[sorted(kept.values())]
+
+
+def skip_reasons(records: Iterable[Record]) -> str:
+    """Why the skipped ``records`` were not measured, for a command line to print: ``"not measured:"`` and a
+    line ``"  <case> <methods>: <reason>"`` per case and reason (the methods skipped for it together), in
+    the order of the records; ``""`` when none was skipped."""
+    methods: dict[tuple[str, str], list[str]] = {}
+    for record in records:
+        if record.status == "skipped":
+            named = methods.setdefault((record.case, record.note), [])
+            if record.method not in named:
+                named.append(record.method)
+    lines = [f"  {case} {', '.join(named)}: {reason}" for (case, reason), named in methods.items()]
+    return "\n".join(["not measured:", *lines]) if lines else ""
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1 (a step, repeat, size or checkpoint count)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text}")
+    return value
+
+
 class ResultsFile:
     """One suite's records CSV in a results folder, checked before a run and rewritten after every case.
 
     Creating it reads the records already in ``folder/<suite>.csv``, so an ``--out`` that cannot hold the
-    results is refused before hours of benchmarking, not after them. Each `add` merges the records added so
-    far into those (a record replaces an older one with the same `KEY`, so the newest wins) and writes the
-    file atomically: a run stopped midway keeps every case it saved.
+    results is refused before hours of benchmarking, not after them. Each `add` takes an exclusive lock
+    (`fcntl.flock` of the hidden sibling file `lock_path`, left in the folder), reads the file as it is
+    now, merges the records into it (`keep_newest`: a newer record replaces an older one with the same
+    `KEY`, but a skipped record never replaces a measured one) and writes it atomically: a run stopped
+    midway keeps every case it saved, and two runs writing one file at once keep each other's cases.
 
     Raises:
         ValueError: ``folder`` is a file (or lies under one), cannot be created or written, or
@@ -342,29 +389,34 @@ class ResultsFile:
             ) from None
         self.suite = suite
         self.path = folder / f"{suite}.csv"
+        self.lock_path = folder / f".{suite}.csv.lock"
         if self.path.exists() and not self.path.is_file():
             raise ValueError(f"{os.fspath(self.path)!r} is not a file; move it out of the results folder.")
-        self._earlier = read_csv(self.path) if self.path.exists() else None
-        self._records: list[Record] = []
+        if self.path.exists():
+            read_csv(self.path)  # a file that is not a records CSV is refused now, before the run
 
     def add(self, records: Iterable[Record]) -> Path:
-        """Merge ``records`` (of this suite) into the file, with those added before; return its path."""
+        """Merge ``records`` (of this suite) into the file as it is now (see the class); return its path."""
         records = list(records)
         others = sorted({record.suite for record in records} - {self.suite})
         if others:
             raise ValueError(f"{os.fspath(self.path)} holds suite {self.suite!r} only; got suites {others}.")
-        self._records += records
-        new = to_frame(self._records)
-        merged = new if self._earlier is None else pd.concat([self._earlier, new], ignore_index=True)
-        merged = merged[~identity(merged).duplicated(keep="last")]
-        return write_csv([Record(**row) for row in merged.to_dict("records")], self.path)
+        with contextlib.ExitStack() as stack:
+            if fcntl is not None:
+                lock = stack.enter_context(open(self.lock_path, "a"))
+                fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+            frames = [read_csv(self.path)] if self.path.exists() else []
+            frames = [frame for frame in (*frames, to_frame(records)) if not frame.empty]
+            merged = keep_newest(pd.concat(frames, ignore_index=True)) if frames else to_frame(())
+            return write_csv([Record(**row) for row in merged.to_dict("records")], self.path)
 
 
 def save(records: Iterable[Record], folder: str | os.PathLike) -> Path:
     """Merge ``records`` into ``folder/<suite>.csv`` (atomically, see `ResultsFile`); return the file's path.
 
     A new record replaces an old one with the same `KEY` (same case, settings, method, metric, machine, core
-    versions and commit); records from other commits or machines are kept, so the file accumulates history.
+    versions and commit), unless the new one is skipped and the old one measured (`keep_newest`); records
+    from other commits or machines are kept, so the file accumulates history.
     """
     records = list(records)
     suites = {record.suite for record in records}

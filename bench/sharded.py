@@ -1,7 +1,8 @@
 """Wall time of the sharded network simulations against the one-device ones, side by side in one process.
 
 ``python -m diffbrain.bench.sharded [--scale 0.1] [--duration 1000]`` builds the Potjans–Diesmann microcircuit
-(`networks.Microcircuit`, from ``../shared/data/conn-potjans-diesmann2014`` or ``--data``) and prints the
+(`networks.Microcircuit`, from ``--data``, else the ``conn-potjans-diesmann2014`` folder of
+``$DIFFBRAIN_DATA`` or ``../shared/data``: `sim.microcircuit_folder`) and prints the
 median wall time of `Network.simulate` and of `networks.simulate_network_sharded` on 1 and on all devices,
 with the rates of each (they agree: it is the same simulation). On a CPU, give it devices first::
 
@@ -22,9 +23,8 @@ import jax
 import numpy as np
 
 from ..zoo import networks
-
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "conn-potjans-diesmann2014"
-"""The microcircuit's data next to the repository (any copy can be given with ``--data``)."""
+from .records import positive_int
+from .sim import MICROCIRCUIT_DATA, microcircuit_folder
 
 
 def median_time(run: Callable[[], networks.NetworkResult], repeats: int) -> tuple[float, np.ndarray]:
@@ -43,12 +43,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m diffbrain.bench.sharded", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--data", type=Path, default=DATA, help="the conn-potjans-diesmann2014 folder")
+    parser.add_argument(
+        "--data", type=Path, help=f"the {MICROCIRCUIT_DATA} folder (default: {microcircuit_folder()})"
+    )
     parser.add_argument("--scale", type=float, default=0.1, help="fraction of the full-scale neurons")
     parser.add_argument("--duration", type=float, default=1000.0, help="simulated time per call, ms")
-    parser.add_argument("--repeats", type=int, default=3, help="timed calls after the warm-up call")
+    parser.add_argument("--repeats", type=positive_int, default=3, help="timed calls after the warm-up call")
     args = parser.parse_args(argv)
-    net = networks.Microcircuit.from_data(args.data, scale=args.scale).build(jax.random.key(0))
+    folder = microcircuit_folder(args.data)
+    net = networks.Microcircuit.from_data(folder, scale=args.scale).build(jax.random.key(0))
     synapses = sum(projection.W.nnz for projection in net.projections.values())
     devices = jax.devices()
     print(f"microcircuit: {net.n} neurons, {synapses:.3g} synapses, {args.duration:g} ms per call, {devices}")

@@ -58,6 +58,7 @@ import pandas as pd
 import scipy.stats
 from jaxtyping import ArrayLike, Float, PRNGKeyArray
 
+from diffbrain._data import shared_data
 from diffbrain.zoo import networks
 
 from . import brainpy_peer
@@ -92,6 +93,7 @@ QUICK = {
 """A grid for smoke tests: 33 s on the loaded 2-core machine with Brian2's Cython cache warm (+~50 s cold),
 plus the microcircuit of the zoo's tests (scale 0.04, k_scale 0.25: 3·10⁶ synapses) against NEST."""
 MICROCIRCUIT_DATA = "conn-potjans-diesmann2014"
+"""The microcircuit's data folder (`microcircuit_folder`)."""
 MICROCIRCUIT = ((0.1, 1.0, 1_000.0),)
 """Microcircuit cases: (scale, k_scale, biological time in ms); 0.1 is 7,717 neurons, 3.0·10⁷ synapses."""
 FULL_MICROCIRCUIT = ((0.1, 1.0, 1_000.0), (1.0, 1.0, 600.0))
@@ -718,7 +720,7 @@ def run_microcircuit(
     comparison is of the simulators on the very same synapses, and rebuilding it per seed would multiply
     the build (and NEST's connection) time; the spread across seeds is measured on it.
 
-    ``data`` is the ``conn-potjans-diesmann2014`` folder (default ``$DIFFBRAIN_DATA/<that folder>``). Every
+    ``data`` is the ``conn-potjans-diesmann2014`` folder (default `microcircuit_folder`'s). Every
     method gets ``skipped`` records when the data are missing or diffbrain's peak does not fit in
     `available_memory` (`microcircuit_memory`). When diffbrain's and the peers' peaks fit together, diffbrain
     is timed before and after the peers, as in `run_size`; otherwise diffbrain's network is freed before
@@ -735,10 +737,11 @@ def run_microcircuit(
     def skip(method: str, reason: str) -> Record:
         return skipped(SUITE, case, method, "wall_time_per_bio_s", "s", reason, params=params)
 
-    if data is None and "DIFFBRAIN_DATA" in os.environ:
-        data = Path(os.environ["DIFFBRAIN_DATA"]) / MICROCIRCUIT_DATA
-    if data is None or not Path(data).exists():
-        reason = f"the {MICROCIRCUIT_DATA} data folder is missing (pass `data` or set $DIFFBRAIN_DATA)"
+    data = microcircuit_folder(data)
+    if not data.exists():
+        reason = (
+            f"the {MICROCIRCUIT_DATA} data folder is missing ({data}; pass `data` or set $DIFFBRAIN_DATA)"
+        )
         return [skip(method, reason) for method in (METHOD, *peers)]
     mc = networks.Microcircuit.from_data(data, scale=scale, k_scale=k_scale)
     synapses = int(mc.synapses.sum())
@@ -825,6 +828,12 @@ def run_microcircuit(
     return [*records_of(ours, case, params, mc.names, RATES_FROM_MS), reference, *records]
 
 
+def microcircuit_folder(data: str | os.PathLike | None = None) -> Path:
+    """``data``, else the `MICROCIRCUIT_DATA` folder of the shared data sets (`diffbrain._data.shared_data`:
+    ``$DIFFBRAIN_DATA`` when set, else ``../shared/data`` beside the checkout), looked up when called."""
+    return Path(data) if data is not None else shared_data() / MICROCIRCUIT_DATA
+
+
 def _check_microcircuit_duration(duration_ms: float) -> None:
     if not duration_ms > RATES_FROM_MS:
         raise ValueError(
@@ -857,11 +866,19 @@ def run(
             run stopped midway keeps its finished cases).
         grid: overrides of ``durations_ms``, ``scaling``, ``peers``, ``scaling_peers``, ``microcircuit``
             ((scale, k_scale, duration ms) cases), ``microcircuit_peers``, ``data`` (the
-            ``conn-potjans-diesmann2014`` folder).
+            ``conn-potjans-diesmann2014`` folder, default `microcircuit_folder`'s).
 
     Returns:
         All records (skipped ones say why).
+
+    Raises:
+        ValueError: ``quick`` and ``full`` both, an unknown ``grid`` setting, or a microcircuit duration not
+            beyond `RATES_FROM_MS`.
     """
+    if quick and full:
+        raise ValueError(
+            "`quick` and `full` contradict each other (the smallest grid, the largest); pass one."
+        )
     settings = dict(
         durations_ms=DURATIONS_MS,
         scaling=FULL_SCALING if full else SCALING,

@@ -5,12 +5,14 @@ import inspect
 import math
 import os
 import sys
+from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
-from diffbrain.bench import records, sim, sim_peers
+from diffbrain._data import shared_data
+from diffbrain.bench import network_gradient, records, sim, sim_peers
 
 TINY = 200  # neurons: the smallest sizes that hold fixed in-degree 80 are 80 excitatory + 20 inhibitory
 
@@ -239,6 +241,24 @@ def test_microcircuit_without_data_or_memory_is_skipped(mc_folder, tmp_path, mon
     monkeypatch.setattr(sim, "available_memory", lambda: 2**30)
     (ours,) = sim.run_microcircuit(1.0, 1.0, 300.0, (), data=mc_folder)
     assert ours.status == "skipped" and "GiB available" in ours.note and "2.99e+08 synapses" in ours.note
+
+
+def test_microcircuit_finds_the_shared_data_without_diffbrain_data(monkeypatch):
+    """Review: `bench sim` skipped the microcircuit ("data folder is missing") unless $DIFFBRAIN_DATA was
+    set, although ../shared/data held it (network_gradient and fit found it there)."""
+    monkeypatch.delenv("DIFFBRAIN_DATA", raising=False)
+    opened = []
+
+    def from_data(folder, **kwargs):
+        opened.append(Path(folder))
+        raise RuntimeError("stop after the lookup")
+
+    monkeypatch.setattr(sim.networks.Microcircuit, "from_data", from_data)
+    with pytest.raises(RuntimeError, match="stop after the lookup"):
+        sim.run_microcircuit(0.04, 0.25, 400.0, peers=())
+    assert opened == [shared_data() / sim.MICROCIRCUIT_DATA]
+    assert network_gradient.microcircuit_folder is sim.microcircuit_folder  # one lookup for both suites
+    assert sim.microcircuit_folder("elsewhere") == Path("elsewhere")
 
 
 def test_a_peer_without_a_microcircuit_runner_is_skipped(tmp_path):

@@ -1,0 +1,87 @@
+"""`records.ResultsFile` and `records.save`: which record of a cell a results file keeps, and runs that
+write into one file at the same time."""
+
+from __future__ import annotations
+
+import fcntl
+import threading
+import time
+
+from diffbrain.bench import records
+
+SIM_CELL = dict(
+    suite="sim", case="n=4000/T=0.2s", method="brian2.runtime", metric="wall_time_per_bio_s", params="n=4000"
+)
+
+
+def _measured(value: float, **fields) -> records.Record:
+    return records.make_record(value=value, unit="s", repeats=2, **(SIM_CELL | fields))
+
+
+def _skipped(reason: str, **fields) -> records.Record:
+    return records.skipped(unit="s", reason=reason, **(SIM_CELL | fields))
+
+
+def _saved(folder, suite: str = "sim") -> list[tuple]:
+    frame = records.read_csv(folder / f"{suite}.csv")
+    return sorted(
+        zip(frame.case, frame.method, frame.status, frame.value.fillna(-1), frame.note, strict=True)
+    )
+
+
+def test_a_skipped_record_never_replaces_a_measured_one(tmp_path):
+    """Review: `bench sim` rerun without the peer's interpreter replaced brian2's measured wall time with a
+    NaN "skipped" record (the measurement lost, its compile time kept beside a NaN)."""
+    records.save([_measured(1.9)], tmp_path)
+    records.save([_skipped("brian2 is not installed")], tmp_path)
+    assert _saved(tmp_path) == [("n=4000/T=0.2s", "brian2.runtime", "ok", 1.9, "")]
+    records.save([_measured(2.5)], tmp_path)  # a newer measurement replaces the older one
+    assert _saved(tmp_path) == [("n=4000/T=0.2s", "brian2.runtime", "ok", 2.5, "")]
+
+
+def test_a_skipped_record_replaces_a_skipped_one(tmp_path):
+    records.save([_skipped("nest is not installed", method="nest")], tmp_path)
+    records.save([_skipped("nest timed out", method="nest")], tmp_path)
+    assert _saved(tmp_path) == [("n=4000/T=0.2s", "nest", "skipped", -1, "nest timed out")]
+    records.save([_measured(3.0, method="nest")], tmp_path)
+    assert _saved(tmp_path) == [("n=4000/T=0.2s", "nest", "ok", 3.0, "")]
+
+
+def test_a_measured_record_survives_a_skipped_one_added_later_in_the_same_run(tmp_path):
+    results = records.ResultsFile(tmp_path, "sim")
+    results.add([_measured(1.9)])
+    results.add([_skipped("timed out")])
+    assert _saved(tmp_path) == [("n=4000/T=0.2s", "brian2.runtime", "ok", 1.9, "")]
+
+
+def _fit(case: str, value: float) -> records.Record:
+    return records.make_record("fit", case, "lbfgs", "wall_time", value, "s")
+
+
+def test_two_runs_into_one_file_keep_each_others_cases(tmp_path):
+    """Review: `bench fit --problems A` and `--problems B` at once into one folder: each run read the file
+    once at its start, so whichever saved last dropped every case of the other."""
+    run_a, run_b = records.ResultsFile(tmp_path, "fit"), records.ResultsFile(tmp_path, "fit")
+    run_a.add([_fit("problem-A", 1.0)])
+    run_b.add([_fit("problem-B", 2.0)])
+    run_a.add([_fit("problem-A2", 3.0)])
+    assert [case for case, *_ in _saved(tmp_path, "fit")] == ["problem-A", "problem-A2", "problem-B"]
+
+
+def test_add_waits_for_the_lock_another_writer_holds(tmp_path):
+    """The file is re-read and rewritten under an exclusive lock of its sibling lock file, so a run that
+    writes meanwhile is not overwritten with what the file held before."""
+    results = records.ResultsFile(tmp_path, "fit")
+    finished = threading.Event()
+    with open(results.lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another run, saving (flock: per open file, so this conflicts)
+        writer = threading.Thread(target=lambda: (results.add([_fit("problem-A", 1.0)]), finished.set()))
+        writer.start()
+        time.sleep(0.5)
+        assert not finished.is_set() and not results.path.exists()
+        records.write_csv([_fit("problem-B", 2.0)], results.path)  # what the other run saves meanwhile
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    writer.join(10)
+    assert finished.is_set()
+    assert [case for case, *_ in _saved(tmp_path, "fit")] == ["problem-A", "problem-B"]
+    assert sorted(path.name for path in tmp_path.glob("*.csv")) == ["fit.csv"]
