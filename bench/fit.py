@@ -59,8 +59,6 @@ QUICK = {"repeats": 2}
 PROBLEMS = ("gif-paper", "gif-adapting", "traubhh-paper", "hh-noise")
 N_STARTS = {"lbfgs": 8, "lbfgsb": 4, "adam": 4}
 """Starts per method (the others: one run)."""
-DATA = shared_data()
-"""The shared data folder: ``$DIFFBRAIN_DATA``, else ../shared/data beside the checkout."""
 
 GIF_PROTOCOLS = (
     [(2.0, 200), (0.0, 800)],
@@ -120,7 +118,7 @@ def gif_problem(adapting: bool) -> Problem:
 
 def traubhh_problem(root: Path | None = None) -> Problem:
     """TraubHH on the paper's HH step currents, targets regenerated from the ground truth (the defaults)."""
-    cell = fit.paper_hh_steps(DATA if root is None else root)
+    cell = fit.paper_hh_steps(shared_data() if root is None else root)
     currents = np.stack([np.asarray(recording.current) for recording in cell])  # pA
     free = {"g_L": (1e-4, 0.1), "g_Na": (0.01, 40.0), "g_K": (0.01, 20.0), "V_T": (-65.0, -50.0)}
     note = "currents of paper-hh-steps; targets regenerated from TraubHH's defaults (the paper's truth)"

@@ -62,11 +62,12 @@ import numpy as np
 import pandas as pd
 
 from diffbrain import fit, zoo
+from diffbrain._data import shared_data
 from diffbrain.fit import datasets
 from diffbrain.fit.fitter import float64, prepare, run_method
 from diffbrain.fit.objective import Account, Objective
 
-from .fit import DATA, N_STARTS, Problem, warm_up
+from .fit import N_STARTS, Problem, warm_up
 from .records import Record, ResultsFile, format_params, make_record, skipped, to_frame
 
 SUITE = "fit_cells"
@@ -145,9 +146,10 @@ class CellCase:
     note: str = ""
 
 
-def bbp_case(cell_id: str, root: Path = DATA) -> CellCase:
-    """A Blue Brain L5PC cell's IDrest sweeps, split by amplitude (see the module docstring)."""
-    cell = fit.bbp_l5pc_cell(root, cell_id, "IDrest")
+def bbp_case(cell_id: str, root: Path | None = None) -> CellCase:
+    """A Blue Brain L5PC cell's IDrest sweeps, split by amplitude (see the module docstring); ``root``
+    default `diffbrain._data.shared_data`."""
+    cell = fit.bbp_l5pc_cell(shared_data() if root is None else root, cell_id, "IDrest")
     split = datasets.split_by_amplitude(cell, BBP_TRAIN_LEVELS, window=BBP_WINDOW)
     duration = BBP_WINDOW[1] - BBP_WINDOW[0]
     groups = [[split.test[k].spike_times for k in level] for level in split.test_levels]
@@ -165,9 +167,10 @@ def bbp_case(cell_id: str, root: Path = DATA) -> CellCase:
     )
 
 
-def pozzorini_case(root: Path = DATA) -> CellCase:
-    """The frozen-noise cell, held out in time and trial (see the module docstring)."""
-    split = datasets.frozen_noise_split(root)
+def pozzorini_case(root: Path | None = None) -> CellCase:
+    """The frozen-noise cell, held out in time and trial (see the module docstring); ``root`` default
+    `diffbrain._data.shared_data`."""
+    split = datasets.frozen_noise_split(shared_data() if root is None else root)
     end = split.repeats[0].duration
     trains = [datasets.window_spikes(r.spike_times, split.test_start, end) for r in split.repeats]
     ceiling = datasets.repeat_reliability(trains, end - split.test_start, WINDOW)
@@ -199,8 +202,8 @@ def count_disagreement(groups: Sequence[Sequence[np.ndarray]]) -> float:
     return float(np.abs(pairs[:, 0] - pairs[:, 1]).sum() / max(pairs[:, 1].sum(), 1.0))
 
 
-def build(name: str, root: Path = DATA) -> CellCase:
-    """The case called ``name`` (one of `CASES`)."""
+def build(name: str, root: Path | None = None) -> CellCase:
+    """The case called ``name`` (one of `CASES`), from ``root`` (default `diffbrain._data.shared_data`)."""
     if name.startswith("bbp-"):
         return bbp_case(
             next(c for c in ("C060109A1-SR-C1", "C080501B2-SR-C1") if c.startswith(name[4:])), root
@@ -340,7 +343,7 @@ def run(
     methods: Sequence[str] = METHODS,
     budget: int = BUDGET,
     repeats: int = REPEATS,
-    root: Path = DATA,
+    root: Path | None = None,
     progress: Callable[[str], object] = lambda line: None,
     on_case: Callable[[list[Record]], object] = lambda records: None,
 ) -> list[Record]:

@@ -58,13 +58,13 @@ import numpy as np
 import pandas as pd
 
 from diffbrain import fit, zoo
+from diffbrain._data import shared_data
 from diffbrain.fit.fitter import float64, run_method
 from diffbrain.fit.kernels import KernelGIF, KernelGIFObjective, log_bins
 from diffbrain.fit.objective import Account
 from diffbrain.fit.search import population_size
 
 from .._atomic import write_atomically
-from .fit import DATA
 from .records import Record, format_params, make_record
 from .timing import compile_seconds
 
@@ -105,7 +105,7 @@ def frozen_noise_current(root: Path | None = None, dt: float = DT, duration: flo
     source; an OU current of the same mean and s.d. (153 pA, 159 pA, τ 3 ms) when the data are absent."""
     n = round(duration / dt)
     try:
-        recording = fit.pozzorini_frozen_noise(DATA if root is None else root).train[0]
+        recording = fit.pozzorini_frozen_noise(shared_data() if root is None else root).train[0]
     except FileNotFoundError:
         current = zoo.stimulus.ou_current(jax.random.key(2015), n, dt, mean=153.0, std=159.0, tau=3.0)
         return np.asarray(current, float), "ou"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import jax
 import pytest
 
+from diffbrain._data import shared_data
 from diffbrain.bench import fit, fit_cells
 
 BUDGET = 100
@@ -18,8 +19,8 @@ METHODS = ("lbfgs", "cmaes")
 
 @pytest.fixture(scope="module")
 def case():
-    if not (fit_cells.DATA / "ephys-bbp-sscx-l5pc").is_dir():
-        pytest.skip(f"shared data folder {fit_cells.DATA / 'ephys-bbp-sscx-l5pc'} not found")
+    if not (shared_data() / "ephys-bbp-sscx-l5pc").is_dir():
+        pytest.skip(f"shared data folder {shared_data() / 'ephys-bbp-sscx-l5pc'} not found")
     with jax.enable_x64(True):
         case = fit_cells.build("bbp-C080501B2")
         yield case, fit_cells.objective(case, "adex")

@@ -956,12 +956,32 @@ def _no_fit(result, budget: int, method: FitMethod, out: Path | None, plot: Path
     return typer.Exit(code=1)
 
 
+def _output_folder(value: str) -> Path:
+    """``--out`` of `reproduce_command`: a folder name, never empty (which would mean the current folder)."""
+    if not value:
+        raise typer.BadParameter("empty; name a folder (default: reproduce, with --quick reproduce-quick).")
+    return Path(value)
+
+
+def _is_under(path: object, folder: Path) -> bool:
+    """Whether ``path`` (an OSError's file name: maybe None, or a descriptor) lies inside ``folder``."""
+    if not isinstance(path, str | os.PathLike):
+        return False
+    return Path(os.path.abspath(path)).is_relative_to(os.path.abspath(folder))
+
+
 @app.command("reproduce")
 def reproduce_command(
     quick: Annotated[bool, typer.Option(help="Small budgets: under 10 minutes on 2 CPU cores.")] = False,
-    out: Annotated[Path, typer.Option(help="Output folder: one folder per section and report.md.")] = Path(
-        "reproduce"
-    ),
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            parser=_output_folder,
+            metavar="<path>",
+            help="Output folder: one folder per section and report.md.",
+            show_default="reproduce; with --quick, reproduce-quick",
+        ),
+    ] = None,
 ) -> None:
     """Re-run the paper's workflow (fits, multi-area network, learning, benchmarks) and write a report.
 
@@ -969,6 +989,8 @@ def reproduce_command(
     """
     from diffbrain import reproduce
 
+    if out is None:  # a quick run never replaces the sections of a full one
+        out = Path("reproduce-quick" if quick else "reproduce")
     if out.exists() and not out.is_dir():
         raise typer.BadParameter(f"{out} is a file; pass a folder.", param_hint="'--out'")
     report = out / reproduce.REPORT
@@ -977,6 +999,13 @@ def reproduce_command(
             f"{report} is a folder, where the report is written; remove or rename it.", param_hint="'--out'"
         )
     check_output("--out", report)  # writable before any section runs
+    try:
+        reproduce.check_output_folder(out)
+    except reproduce.OutputFolderError as error:
+        raise typer.BadParameter(str(error), param_hint="'--out'") from None
+    except OSError as error:  # a section folder that cannot be read
+        reason = f"{error.strerror or error} ({error.filename})"
+        raise typer.BadParameter(f"cannot read under {out}: {reason}.", param_hint="'--out'") from None
     budget = reproduce.QUICK if quick else reproduce.FULL
     expected = reproduce.expected_seconds(budget, out)
     _out.print(
@@ -986,12 +1015,18 @@ def reproduce_command(
     start = time.perf_counter()
     try:
         report = reproduce.run(out, budget, log=lambda line: _out.print(escape(line)))
-    except (FileNotFoundError, ValueError) as error:
-        raise _fail(str(error), code=1) from None
+    except reproduce.OutputFolderError as error:  # another run took the folder since the check
+        raise typer.BadParameter(str(error), param_hint="'--out'") from None
     except OSError as error:
+        if isinstance(error, FileNotFoundError) and not any(
+            _is_under(name, out) for name in (error.filename, error.filename2)
+        ):  # missing data (the connectome): its message says where to put it
+            raise _fail(str(error), code=1) from None
         raise _fail(
             f"cannot write under {out}: {error.strerror or error} ({error.filename}).", code=1
         ) from None
+    except ValueError as error:
+        raise _fail(str(error), code=1) from None
     table = Table(
         title=f"diffbrain reproduce ({budget.name}): {escape(str(report.path))}", title_justify="left"
     )

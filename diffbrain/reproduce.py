@@ -23,7 +23,11 @@ it: a rerun with the same key reuses the finished section (saying so, and naming
 checkout has changed since: the key does not cover code changes within a version), and an interrupted
 training resumes from its last checkpoint (kept in ``OUT/.work/``). A reused section missing a figure its
 result.json lists gets it drawn again from result.json where that holds what it shows (fit, learn's
-accuracy, bench), and otherwise (network's raster and rates, learn's weights) runs again.
+accuracy, bench), and otherwise (network's raster and rates, learn's weights) runs again. A section of
+another key is replaced, saying what changed; a folder ``OUT/<section>`` that reproduce did not write
+(a source checkout holds packages fit/, learn/, bench/) is never replaced: the run is refused before it
+starts (`check_output_folder`), as is a second run while another holds ``OUT/.lock``. Each result.json
+also records the machine that computed it, and the report names it per section.
 
     diffbrain reproduce --quick --out reproduce-quick   # < 10 min on 2 CPU cores
     diffbrain reproduce --out reproduce                 # the full budgets; states its expected duration
@@ -54,21 +58,26 @@ from ._atomic import write_atomically
 from ._data import shared_data
 from ._version import __version__
 
+try:
+    import fcntl
+except ImportError:  # Windows: no flock, so two runs into one folder are not kept apart there
+    fcntl = None
+
 SECTIONS = ("fit", "network", "learn", "bench")
 RESULT = "result.json"
 REPORT = "report.md"
 STALE_REPORT = "report.md.stale"
 """The previous report, set aside while a run recomputes sections it describes (removed when it ends)."""
-DATA = shared_data()
-"""The shared data folder: ``$DIFFBRAIN_DATA``, else ../shared/data beside the checkout."""
+LOCK = ".lock"
+"""The file a run holds an exclusive lock on (`fcntl.flock`) while it writes into its output folder."""
 CONNECTOME = "conn-macaque-markov2014-29areas"
 
 
 @dataclasses.dataclass(frozen=True)
 class FitConfig:
     """Section 1. ``problems``: names of `diffbrain.bench.fit.PROBLEMS` (``traubhh-paper`` falls back to
-    ``hh-noise`` without the shared data); every method gets ``budget`` simulations per fit, ``seeds``
-    fits each."""
+    ``hh-noise`` without the shared data, `shared_data`); every method gets ``budget`` simulations per
+    fit, ``seeds`` fits each."""
 
     problems: tuple[str, ...] = ("gif-adapting", "traubhh-paper")
     gradient_methods: tuple[str, ...] = ("lbfgsb", "adam")
@@ -245,24 +254,31 @@ def section_keys(budget: Budget, network_builder: NetworkBuilder | None = None) 
     return {name: section_key(name, getattr(budget, name), code.get(name, "")) for name in SECTIONS}
 
 
+def _read_result(path: Path, consequence: str = "", *, quiet: bool = False) -> dict | None:
+    """The content of the result.json at ``path``, or None if it is absent or damaged (not JSON, or not a
+    JSON object). A damaged one is warned about, with ``consequence`` (what that means for its section),
+    unless ``quiet`` (then ``consequence`` is not needed)."""
+    if not path.is_file():
+        return None
+    try:
+        result = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        result = None
+    if not isinstance(result, dict):
+        if not quiet:
+            warnings.warn(f"{path} is unreadable (damaged?); {consequence}", stacklevel=3)
+        return None
+    return result
+
+
 def load_section(out: Path, name: str, key: str | None = None, *, quiet: bool = False) -> dict | None:
     """The finished section ``name`` under ``out`` (its result.json), or None if absent, of another key, or
     missing a figure its result.json lists that cannot be drawn again from it (`redrawable_figures`; a
     missing figure that can be is drawn again when `run_section` reuses the section). A damaged
     result.json or a lost figure is warned about unless ``quiet`` (a look ahead at what will run)."""
     path = Path(out) / name / RESULT
-    if not path.is_file():
-        return None
-    try:
-        result = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        if not quiet:
-            warnings.warn(
-                f"{path} is unreadable (damaged?); its section counts as not run and runs again.",
-                stacklevel=2,
-            )
-        return None
-    if not isinstance(result, dict) or (key is not None and result.get("key") != key):
+    result = _read_result(path, "its section counts as not run and runs again.", quiet=quiet)
+    if result is None or (key is not None and result.get("key") != key):
         return None
     lost = sorted(set(missing_figures(out, name, result)) - set(redrawable_figures(name, result)))
     if lost:
@@ -327,12 +343,13 @@ def _redraw_missing(out: Path, name: str, result: dict) -> list[str]:
 def redraw_figures(out: str | os.PathLike) -> dict[str, list[str]]:
     """Draw again, from each section's result.json under ``out`` (whatever its key), the missing figures
     that `redrawable_figures` can draw, without computing any section again; per section, the figures
-    drawn. Those it cannot draw stay missing (`run` computes their section again)."""
+    drawn. Those it cannot draw stay missing (`run` computes their section again); a section whose
+    result.json is damaged is skipped with a warning."""
     drawn = {}
     for name in SECTIONS:
-        path = Path(out) / name / RESULT
-        if path.is_file():
-            drawn[name] = _redraw_missing(Path(out), name, json.loads(path.read_text()))
+        result = _read_result(Path(out) / name / RESULT, "no figure of its section is drawn.")
+        if result is not None:
+            drawn[name] = _redraw_missing(Path(out), name, result)
     return drawn
 
 
@@ -342,6 +359,116 @@ def _json_default(value):
     if isinstance(value, np.ndarray):
         return value.tolist()
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+class OutputFolderError(ValueError):
+    """The output folder cannot take this run: empty name, a section folder (``OUT/fit`` …) that
+    reproduce did not write, or another run writing into it. Raised before any section runs."""
+
+
+def _reproduce_wrote(folder: Path, name: str) -> bool:
+    """Whether ``folder`` (``OUT/name``) may be replaced by section ``name``: it is empty, its result.json
+    is section ``name``'s, or it holds only what a section writes (result.json, damaged or not, PNG
+    figures, hidden temporary files of an interrupted `write_atomically`)."""
+    result = _read_result(folder / RESULT, quiet=True)
+    if result is not None and result.get("section") == name:
+        return True
+    return all(
+        path.is_file() and (path.name == RESULT or path.suffix == ".png" or path.name.endswith(".tmp"))
+        for path in folder.iterdir()
+    )
+
+
+def _foreign_section_folder(out: Path, name: str) -> str | None:
+    """Why ``out/name`` must not be replaced by section ``name`` (a file, or a folder reproduce did not
+    write, `_reproduce_wrote`), or None when it may be (or is absent)."""
+    folder = out / name
+    if folder.is_dir():
+        if _reproduce_wrote(folder, name):
+            return None
+        others = sorted(path.name for path in folder.iterdir())
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        return (
+            f"{folder} holds no {RESULT} of section {name!r} and other files than a section writes "
+            f"({shown}): it is not a folder reproduce wrote"
+        )
+    if folder.exists() or folder.is_symlink():
+        return f"{folder} is a file, where section {name!r} writes its folder"
+    return None
+
+
+def check_output_folder(out: str | os.PathLike) -> None:
+    """Refuse, with an `OutputFolderError`, an output folder that a run must not write into: an empty name,
+    a section folder (``out/fit`` …) that would replace something reproduce did not write (`--out .` in a
+    source checkout holds packages fit/, learn/, bench/), or a folder another run holds the lock of."""
+    if os.fspath(out) == "":
+        raise OutputFolderError("the output folder is empty; name a folder (e.g. reproduce).")
+    out = Path(out)
+    _refuse_foreign_section_folders(out)
+    if (out / LOCK).is_file():
+        with _locked(out):  # held by another run: refused now, before the caller starts anything
+            pass
+
+
+def _refuse_foreign_section_folders(out: Path) -> None:
+    """Raise an `OutputFolderError` naming every section folder under ``out`` that reproduce did not write
+    (`_foreign_section_folder`)."""
+    foreign = [reason for name in SECTIONS if (reason := _foreign_section_folder(out, name))]
+    if foreign:
+        raise OutputFolderError(
+            f"{'; '.join(foreign)}. A run into {out} would replace {'it' if len(foreign) == 1 else 'them'}: "
+            "choose another output folder (a new one, or one reproduce wrote)."
+        )
+
+
+@contextlib.contextmanager
+def _locked(out: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``out/LOCK`` (made with ``out``) for the block, or raise an
+    `OutputFolderError` at once when another run holds it: a second run into one folder would delete the
+    first's unfinished section folders (`_tidy`). The lock goes with the process, however it ends; the
+    file stays (removing it would let a third run lock a new file while the second holds the old)."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / LOCK, "a") as lock:
+        if fcntl is not None:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise OutputFolderError(
+                    f"another diffbrain reproduce is writing into {out} (it holds the lock on "
+                    f"{out / LOCK}); wait for it to end or choose another output folder."
+                ) from None
+        yield
+
+
+def _config_change(before: Any, config: Any) -> str:
+    """The fields of a section's configuration that differ between ``before`` (its result.json's
+    ``config``) and ``config``, as ``"steps [20, 40] → [20, 30]"``; empty when none does."""
+    if not isinstance(before, dict):
+        return ""
+    now = json.loads(json.dumps(dataclasses.asdict(config), default=_json_default))
+    return ", ".join(
+        f"{field} {json.dumps(before.get(field))} → {json.dumps(value)}"
+        for field, value in now.items()
+        if before.get(field) != value
+    )
+
+
+def _log_replacement(out: Path, name: str, config: Any, key: str, log: Callable[[str], object]) -> None:
+    """Say that section ``name``'s finished folder, of another key than ``key``, is about to be replaced,
+    and why (the configuration fields that changed, else what else the key covers)."""
+    before = _read_result(out / name / RESULT, quiet=True)
+    if before is None or before.get("key") == key:
+        return
+    change = _config_change(before.get("config"), config)
+    why = (
+        f"its configuration differs: {change}"
+        if change
+        else "its key differs with the same configuration (diffbrain version, network builder or data)"
+    )
+    log(
+        f"{name}: replacing {out / name} (computed {before.get('finished', 'at an unknown time')}, key "
+        f"{before.get('key')}) with this run's (key {key}): {why}"
+    )
 
 
 def _tidy(out: Path, name: str) -> None:
@@ -403,12 +530,17 @@ def run_section(
     (JSON-serialisable); ``work`` is a scratch folder that survives an interruption (checkpoints) and is
     removed, with the scratch folders of the section's other keys, once the section is published.
     ``key`` defaults to `section_key` of ``name`` and ``config``. The result records the git commit
-    (`diffbrain.bench.records.git_commit`) that computed it.
+    (`diffbrain.bench.records.git_commit`) and the machine (`_machine`) that computed it. Replacing a
+    finished section of another key says so (what changed); a folder ``out/name`` reproduce did not write
+    is refused (`OutputFolderError`).
     """
     from .bench.records import git_commit
 
     out = Path(out)
     key = section_key(name, config) if key is None else key
+    foreign = _foreign_section_folder(out, name)
+    if foreign:
+        raise OutputFolderError(f"{foreign}; choose another output folder.")
     if out.is_dir():
         _tidy(out, name)
     done = load_section(out, name, key)
@@ -430,15 +562,17 @@ def run_section(
             message += f"; computed at commit {then}, this checkout is {now}: delete {out / name} to rerun it"
         log(message)
         return done
+    _log_replacement(out, name, config, key, log)
     work = out / ".work" / f"{name}-{key}"
     work.mkdir(parents=True, exist_ok=True)
-    start, cpu = time.perf_counter(), time.process_time()
+    start, cpu, machine = time.perf_counter(), time.process_time(), _machine()
     with _fresh_folder(out, name) as folder:
         results = compute(config, folder, work)
         result = {
             "section": name,
             "key": key,
             "git_commit": git_commit(),
+            "machine": machine,
             "config": dataclasses.asdict(config),
             "results": results,
             "figures": sorted(path.name for path in folder.glob("*.png")),
@@ -452,6 +586,20 @@ def run_section(
     _clear_work(out, name)
     log(f"{name}: done in {result['wall_time_s']:.0f} s")
     return load_section(out, name)
+
+
+def _load_average() -> float:
+    """The 1-minute load average (NaN where the system has none)."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
+
+
+def _machine() -> dict:
+    """What a section's result.json records of the machine computing it: the CPU model and the cores the
+    process may use (`diffbrain.bench.records.cpu_model`), the JAX backend (`jax_backend`) and the
+    1-minute load average at the section's start."""
+    from .bench import records
+
+    return {"cpu": records.cpu_model(), "jax_backend": records.jax_backend(), "load_average": _load_average()}
 
 
 def _now() -> str:
@@ -476,11 +624,12 @@ def _save(figure, path: Path) -> None:
 
 
 def _papers_data_found() -> bool:
-    """Whether the paper's HH sweeps load from `DATA`, i.e. whether `_fit_problem` fits traubhh-paper."""
+    """Whether the paper's HH sweeps load from `shared_data` (looked up now, as `diffbrain.bench.fit` does
+    when `_fit_problem` builds the problem), i.e. whether `_fit_problem` fits traubhh-paper."""
     from .fit.loaders import paper_hh_steps
 
     try:
-        paper_hh_steps(DATA)
+        paper_hh_steps(shared_data())
     except (FileNotFoundError, ValueError):  # missing, or not readable: the fit falls back alike
         return False
     return True
@@ -649,9 +798,9 @@ def _fit_rows(results: dict) -> list[tuple[str, str, str]]:
 
 
 def connectome_folder() -> Path:
-    """The connectome `connectome_network` reads, ``DATA/CONNECTOME``; a FileNotFoundError that says how
-    to point ``$DIFFBRAIN_DATA`` at it when it is missing."""
-    folder = DATA / CONNECTOME
+    """The connectome `connectome_network` reads, `shared_data` (looked up now) / `CONNECTOME`; a
+    FileNotFoundError that says how to point ``$DIFFBRAIN_DATA`` at it when it is missing."""
+    folder = shared_data() / CONNECTOME
     if not folder.is_dir():
         raise FileNotFoundError(
             f"the network section needs the connectome data folder {CONNECTOME}, which is not at {folder} "
@@ -1202,10 +1351,22 @@ def run(
     Raises:
         FileNotFoundError: the network section is to run with `connectome_network` and its data folder is
             missing (`connectome_folder`); raised before any section runs.
+        OutputFolderError: ``out`` is empty, holds a section folder reproduce did not write, or another
+            run is writing into it (`check_output_folder`); raised before any section runs.
     """
+    check_output_folder(out)
     out = Path(out)
+    with _locked(out):
+        _refuse_foreign_section_folders(out)  # again, now that no other run writes into it
+        return _run_locked(out, budget, network_builder, log)
+
+
+def _run_locked(
+    out: Path, budget: Budget, network_builder: NetworkBuilder | None, log: Callable[[str], object]
+) -> Report:
+    """`run`, its lock on ``out`` held."""
     start = time.perf_counter()
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
+    load = _load_average()
     sections = {}
     keys = section_keys(budget, network_builder)
     to_run = [name for name in SECTIONS if load_section(out, name, keys[name], quiet=True) is None]
@@ -1235,6 +1396,23 @@ def _set_report_aside(out: Path, recomputed: list[str], log: Callable[[str], obj
         log(f"{REPORT} set aside as {STALE_REPORT} while it is out of date (to run: {', '.join(recomputed)})")
 
 
+def _computed_line(section: dict) -> str:
+    """The report's line on where a section (its result.json) comes from: when, how long, on which machine
+    (``machine not recorded`` for a result.json written before it was), at which commit, with which key."""
+    machine = section.get("machine")
+    if isinstance(machine, dict):
+        cpu, backend = machine.get("cpu", "an unknown CPU"), machine.get("jax_backend", "unknown")
+        load = machine.get("load_average", math.nan)
+        where = f"on {cpu}, JAX backend {backend}, load average {load:.2f} at its start"
+    else:
+        where = "on a machine not recorded"
+    return (
+        f"*Computed {section['finished']} in {section['wall_time_s']:.0f} s of wall time "
+        f"({section.get('cpu_time_s', math.nan):.0f} s of CPU time) {where}, at git commit "
+        f"`{section.get('git_commit', 'unknown')}`; configuration key `{section['key']}`.*"
+    )
+
+
 def write_report(out: Path, budget: Budget, sections: dict, load: float, seconds: float) -> Path:
     """Write ``out/report.md`` (atomically) from the sections' results."""
     from .bench.records import cpu_model, git_commit, jax_backend, library_versions
@@ -1253,7 +1431,8 @@ def write_report(out: Path, budget: Budget, sections: dict, load: float, seconds
         "Multi-scale Brain Modeling* (arXiv 2406.19708).",
         "",
         f"- budget: {budget.name}; this invocation took {seconds:.0f} s (reused sections cost nothing)",
-        f"- machine: {cpu_model()}, JAX backend {jax_backend()}, load average {load:.2f} at the start",
+        f"- this invocation's machine: {cpu_model()}, JAX backend {jax_backend()}, load average {load:.2f} "
+        "at the start (each section names the machine that computed it)",
         f"- versions: {library_versions()}",
         f"- git commit of this invocation: {git_commit()} (each section names the commit that computed it)",
     ]
@@ -1263,9 +1442,7 @@ def write_report(out: Path, budget: Budget, sections: dict, load: float, seconds
             "",
             f"## {TITLES[name]}",
             "",
-            f"*Computed {section['finished']} in {section['wall_time_s']:.0f} s of wall time "
-            f"({section.get('cpu_time_s', math.nan):.0f} s of CPU time) at git commit "
-            f"`{section.get('git_commit', 'unknown')}`; configuration key `{section['key']}`.*",
+            _computed_line(section),
             "",
             *markdown[name](section["results"]),
         ]

@@ -57,7 +57,7 @@ def test_report_has_every_section_and_figure(tiny_run):
     assert len(figures) >= 7
     for figure in figures:
         assert (out / figure).read_bytes().startswith(_PNG), figure
-    assert sorted(path.name for path in out.iterdir()) == [*sorted(reproduce.SECTIONS), "report.md"]
+    assert sorted(path.name for path in out.iterdir()) == [".lock", *sorted(reproduce.SECTIONS), "report.md"]
 
 
 def test_fit_section_holds_real_numbers(tiny_run):
@@ -208,7 +208,7 @@ def test_a_fit_without_the_papers_data_is_another_section(tmp_path, monkeypatch,
     (tmp_path / "paper-hh-steps").mkdir()  # a folder without the data's files: the fit falls back too
     (tmp_path / "paper-hh-steps" / "input_traces_hh.csv").write_text("not, a table\n")  # nor a bad one
     for data in (shared_data, tmp_path):
-        monkeypatch.setattr(reproduce, "DATA", data)
+        monkeypatch.setenv("DIFFBRAIN_DATA", str(data))
         keys[data] = [reproduce.section_keys(budget) for budget in (reproduce.TINY, no_paper)]
     (paper, other), (paper_missing, other_missing) = keys.values()
     assert paper_missing["fit"] != paper["fit"] and other_missing == other  # hh-noise needs no data
@@ -228,7 +228,7 @@ def _trace(seed=0, n_populations=40):
 def test_missing_connectome_data_stops_the_run_before_any_section(tmp_path, monkeypatch):
     """Review: with $DIFFBRAIN_DATA wrong, `reproduce --quick` fitted for 109 s, then stopped at the network
     section with a message that did not name $DIFFBRAIN_DATA."""
-    monkeypatch.setattr(reproduce, "DATA", tmp_path / "nonexistent")
+    monkeypatch.setenv("DIFFBRAIN_DATA", str(tmp_path / "nonexistent"))
     ran = []
     for name in reproduce.SECTIONS:
         monkeypatch.setitem(reproduce.COMPUTE, name, lambda *args, name=name, **kwargs: ran.append(name))
@@ -525,3 +525,67 @@ def test_a_lost_figure_is_warned_about_once_not_at_every_look_ahead(tmp_path):
         assert reproduce.load_section(tmp_path, "network", "k", quiet=True) is None
     with pytest.warns(UserWarning, match="raster.png"):
         assert reproduce.load_section(tmp_path, "network", "k") is None
+
+
+def test_the_data_folder_is_looked_up_when_used_not_at_import(tmp_path, monkeypatch, shared_data):
+    """Review: $DIFFBRAIN_DATA was read once, when diffbrain.reproduce and diffbrain.bench.fit were imported;
+    set afterwards (as the missing-data message says), one ignored it and the other did not, so the fit
+    section's key said it fell back to hh-noise while the fit fitted traubhh-paper."""
+    from diffbrain.bench import fit as fit_suite
+
+    missing = tmp_path / "nonexistent"
+    monkeypatch.setenv("DIFFBRAIN_DATA", str(missing))
+    assert not reproduce._papers_data_found()
+    with pytest.raises(FileNotFoundError, match=re.escape(str(missing))):
+        reproduce.connectome_folder()
+    with pytest.raises(FileNotFoundError, match=re.escape(str(missing))):
+        fit_suite.build("traubhh-paper")  # the fit falls back as its key says
+    assert reproduce.section_keys(reproduce.TINY)["fit"] == reproduce.section_key(
+        "fit", reproduce.TINY.fit, "hh-noise for traubhh-paper"
+    )
+    monkeypatch.setenv("DIFFBRAIN_DATA", str(shared_data))
+    assert reproduce._papers_data_found()
+    assert reproduce.connectome_folder() == shared_data / reproduce.CONNECTOME
+    assert reproduce.section_keys(reproduce.TINY)["fit"] == reproduce.section_key("fit", reproduce.TINY.fit)
+
+
+def test_each_section_records_and_reports_the_machine_that_computed_it(tmp_path, monkeypatch):
+    """Review: a reused section was reported under the header's machine (this invocation's); result.json
+    recorded none."""
+    monkeypatch.setattr(records, "cpu_model", lambda: "Old CPU (8 cores)")
+    monkeypatch.setattr(records, "jax_backend", lambda: "gpu:H100×1")
+    section = reproduce.run_section(
+        tmp_path, "bench", reproduce.BenchConfig(steps=(1,)), lambda *_: {}, log=lambda line: None
+    )
+    machine = section["machine"]
+    assert machine["cpu"] == "Old CPU (8 cores)" and machine["jax_backend"] == "gpu:H100×1"
+    assert machine["load_average"] >= 0
+    line = reproduce._computed_line(section)
+    assert f"on Old CPU (8 cores), JAX backend gpu:H100×1, load average {machine['load_average']:.2f}" in line
+    old = {key: value for key, value in section.items() if key != "machine"}  # a result.json of before
+    assert "machine not recorded" in reproduce._computed_line(old)
+
+
+def test_the_report_names_each_sections_machine(tiny_run):
+    report = (tiny_run[0] / "report.md").read_text()
+    assert report.count(f"s of CPU time) on {records.cpu_model()}, JAX backend") == len(reproduce.SECTIONS)
+
+
+def test_redrawing_skips_a_damaged_result_with_a_warning(tmp_path):
+    """Review: `redraw_figures` raised a bare JSONDecodeError on a damaged result.json, which `load_section`
+    and `run` treat as a section not run."""
+    rows = [{"method": "bptt", "T": T, "temp_memory_mib": 1.0, "step_time_s": 0.1} for T in (10, 20)]
+
+    def bench(config, folder, work):
+        (folder / "learning_cost.png").write_bytes(b"placeholder")
+        return {"n_rec": 5, "batch": 2, "rows": rows}
+
+    config = reproduce.BenchConfig(methods=("bptt",), steps=(10, 20))
+    reproduce.run_section(tmp_path, "bench", config, bench, log=lambda line: None)
+    (tmp_path / "bench" / "learning_cost.png").unlink()
+    (tmp_path / "fit").mkdir()
+    (tmp_path / "fit" / reproduce.RESULT).write_text('{"section": "fit", "key"')  # cut off mid-write
+    with pytest.warns(UserWarning, match=r"fit/result.json is unreadable \(damaged\?\)"):
+        drawn = reproduce.redraw_figures(tmp_path)
+    assert drawn == {"bench": ["learning_cost.png"]}
+    assert (tmp_path / "bench" / "learning_cost.png").read_bytes().startswith(_PNG)

@@ -25,7 +25,7 @@ def test_hh_noise_suite_records_and_summary():
 
 
 def test_missing_hh_data_is_skipped(monkeypatch, tmp_path):
-    monkeypatch.setattr(fit, "DATA", tmp_path)
+    monkeypatch.setenv("DIFFBRAIN_DATA", str(tmp_path))
     records = fit.run(
         problems=("traubhh-paper",), methods=("random",), budgets=(8,), repeats=1, gradient_cost=False
     )
