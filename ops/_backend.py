@@ -2,8 +2,10 @@
 
 Each backend is a module ``diffbrain.ops.kernels.<name>`` with the contract of
 `diffbrain.ops.kernels.reference` and an ``available() -> bool``. The automatic choice is ``cpu`` (the
-compiled event-driven kernel) when JAX runs on CPU, ``pallas`` on an accelerator; when that backend cannot
-be imported or reports itself unavailable, ``reference`` is used and one `RuntimeWarning` says why.
+compiled event-driven kernel) when JAX runs on CPU, ``pallas`` on a GPU (the one platform where its kernels
+compile); when that backend cannot be imported or reports itself unavailable, ``reference`` is used and one
+`RuntimeWarning` says why. On any other accelerator (a TPU, say) the choice is ``reference``, without a
+warning: Pallas would only be interpreted there (~150x slower than ``reference``), as `available` says.
 """
 
 from __future__ import annotations
@@ -46,10 +48,16 @@ def probe(name: str) -> tuple[ModuleType | None, str]:
     return None, "; ".join(["it reports itself unavailable", *(str(w.message) for w in caught)])
 
 
+_PREFERRED = {"cpu": "cpu", "gpu": "pallas"}
+"""The automatic backend per JAX platform, where one is faster than ``reference``."""
+
+
 @functools.cache
 def default() -> str:
     """The automatic backend for JAX's default platform; warns once when it falls back to ``reference``."""
-    preferred = "cpu" if jax.default_backend() == "cpu" else "pallas"
+    preferred = _PREFERRED.get(jax.default_backend())
+    if preferred is None:  # an accelerator where pallas is only interpreted
+        return "reference"
     module, reason = probe(preferred)
     if module is not None:
         return preferred

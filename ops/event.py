@@ -242,13 +242,29 @@ def _bind_data_grad(indptr, indices, spikes, cotangent, data_shape, backend: str
 # --- public API --------------------------------------------------------------------------------------------
 
 
-def _checked_vector(x, W: CSR, name: str, ndim: int, events: bool) -> Array:
-    """``x`` as a JAX array after checking its type, rank, length and dtype against ``W``."""
+def _check_csr(W: CSR) -> None:
+    """``W``'s type and the dtypes and shape of its arrays, checked again at every operator: `eqx.tree_at`
+    replaces a CSR's arrays without `CSR`'s validation, and the cpu and pallas kernels read ``W.data``
+    unchecked (a short one past its end)."""
     if not isinstance(W, CSR):
         raise TypeError(f"`W` must be a diffbrain.ops.CSR, got {type(W).__name__}.")
-    for field in ("indptr", "indices"):  # rechecked: `eqx.tree_at` can replace them without validation
+    for field in ("indptr", "indices"):
         if not jnp.issubdtype(getattr(W, field).dtype, jnp.integer):
             raise ValueError(f"`W.{field}` must be integer (the CSR structure is not differentiable).")
+    shape, dtype = getattr(W.data, "shape", None), getattr(W.data, "dtype", None)
+    if dtype is None or not jnp.issubdtype(dtype, jnp.floating) or shape not in ((), (W.nnz,)):
+        got = type(W.data).__name__ if dtype is None else f"{dtype}{list(shape)}"
+        raise ValueError(
+            f"`W.data` must be floating with shape ({W.nnz},) (one weight per synapse, nnz = {W.nnz}) or () "
+            f"(one shared weight), got {got}; set the weights with `W.with_data(data)`, which checks them "
+            "(`eqx.tree_at` does not)."
+        )
+
+
+def _checked_vector(x, W: CSR, name: str, ndim: int, events: bool) -> Array:
+    """``x`` as a JAX array after checking its type, rank, length and dtype against ``W`` (and ``W``,
+    `_check_csr`)."""
+    _check_csr(W)
     x = jnp.asarray(x)
     if x.ndim != ndim or x.shape[-1] != W.shape[0]:
         want = "[n_pre]" if ndim == 1 else "[batch, n_pre]"
@@ -913,8 +929,7 @@ def arrival_scatter(
         >>> ring[3].tolist(), ring[1].tolist()  # slot (2 + 1) mod 4 and (2 + 3) mod 4
         ([0.0, 0.0, 1.0], [2.0, 0.0, 0.0])
     """
-    if not isinstance(W, CSR):
-        raise TypeError(f"`W` must be a diffbrain.ops.CSR, got {type(W).__name__}.")
+    _check_csr(W)
     known = _concrete(row_ptr)
     if known is not None and np.issubdtype(known.dtype, np.integer) and known.dtype != W.indices.dtype:
         limits = np.iinfo(W.indices.dtype)

@@ -172,7 +172,7 @@ def _load() -> ctypes.CDLL:
         except Exception as error:  # any failure means "not available", never an import error
             _state["error"] = f"{type(error).__name__}: {error}"
             warnings.warn(
-                f"diffbrain's cpu kernel is unavailable (the reference backend is used): {_state['error']}",
+                f"diffbrain's cpu kernel is unavailable: {_state['error']}",
                 RuntimeWarning,
                 stacklevel=3,
             )

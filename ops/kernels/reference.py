@@ -157,12 +157,28 @@ def arrival_scatter(
 
 
 def _arrival_synapses(row_ptr, lag, indptr, indices, step, ring_shape: tuple[int, int]):
-    """Per stored synapse: its presynaptic neuron and its flat index ``slot·n_post + j`` in the ring."""
+    """Per stored synapse: its presynaptic neuron and its flat index ``slot·n_post + j`` in the ring, in the
+    indices' dtype or, for a ring of more entries than that addresses, int64 (`_ring_offset_dtype`)."""
     length, n_post = ring_shape
+    offset = _ring_offset_dtype(indices.dtype, length, n_post)
     row = row_ids(indptr, indices.shape[0])
     source = row_ids(row_ptr, indptr.shape[0] - 1)[row]
-    slot = (step + lag.astype(indices.dtype)) % length
-    return source, slot[row] * n_post + indices
+    slot = (jnp.asarray(step).astype(offset) + lag.astype(offset)) % length
+    return source, slot[row] * n_post + indices.astype(offset)
+
+
+def _ring_offset_dtype(index_dtype, length: int, n_post: int) -> jnp.dtype:
+    """The dtype of flat offsets into a ring ``[length, n_post]``: ``index_dtype`` when it holds them all,
+    else int64 (which needs x64: without it a ValueError)."""
+    if length * n_post - 1 <= jnp.iinfo(index_dtype).max:
+        return jnp.dtype(index_dtype)
+    if not jax.config.jax_enable_x64:
+        raise ValueError(
+            f"the ring [L = {length}, n_post = {n_post}] has more entries than {jnp.dtype(index_dtype)} "
+            "offsets address; enable int64 (`jax.config.update('jax_enable_x64', True)`) or use a shorter "
+            "ring."
+        )
+    return jnp.dtype(jnp.int64)
 
 
 def arrival_data_grad(

@@ -1,6 +1,10 @@
 """Backend selection: automatic choice, one warning on fallback, explicit override, never an import error."""
 
+import json
+import os
+import subprocess
 import sys
+import textwrap
 import types
 import warnings
 
@@ -119,3 +123,62 @@ def test_weights_the_cpu_kernel_does_not_take_run_on_reference(dtype):
     if "cpu" in ops.backends():
         with pytest.raises(ValueError, match="`backend`='cpu' takes float32 or float64 weights"):
             ops.event_matvec(spikes, W, backend="cpu")
+
+
+@pytest.mark.parametrize("platform", ["tpu", "METAL"])
+def test_an_accelerator_without_compiled_pallas_chooses_reference(fresh_selection, platform):
+    """Review s22 #2: any non-CPU platform chose 'pallas', which compiles only on a GPU (interpreted on a
+    simulated 'tpu', ~150x slower than reference), though `backends()` leaves it out there."""
+    fresh_selection.setattr(_backend, "jax", types.SimpleNamespace(default_backend=lambda: platform))
+    fake_backend(fresh_selection, "pallas", usable=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the designed choice there, not a fallback
+        assert _backend.resolve(None) == "reference"
+    assert _backend.resolve("pallas") == "pallas"  # still there when asked for
+
+
+def test_a_gpu_chooses_pallas(fresh_selection):
+    fresh_selection.setattr(_backend, "jax", types.SimpleNamespace(default_backend=lambda: "gpu"))
+    fake_backend(fresh_selection, "pallas", usable=True)
+    assert _backend.resolve(None) == "pallas"
+
+
+def test_an_explicit_cpu_backend_that_cannot_be_built_does_not_claim_a_fallback(tmp_path):
+    """Review s22 #4: ``backend='cpu'`` without a compiler raised a ValueError whose reason said "(the
+    reference backend is used)", though nothing falls back there; only the automatic choice's warning says
+    so. A fresh interpreter: the kernel is built, or not, once per process."""
+    code = """
+        import json, warnings
+        import jax.numpy as jnp
+        from diffbrain import ops
+        W = ops.CSR.fixed_prob(jnp.zeros(2, jnp.uint32), 5, 4, 0.5, weight=0.3)
+        try:
+            ops.event_matvec(jnp.ones(5, bool), W, backend="cpu")
+            explicit = ""
+        except ValueError as error:
+            explicit = str(error)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ops.event_matvec(jnp.ones(5, bool), W)
+        print(json.dumps({"explicit": explicit, "automatic": [str(w.message) for w in caught]}))
+    """
+    environment = {
+        **os.environ,
+        "JAX_PLATFORMS": "cpu",
+        "DIFFBRAIN_CXX": "false",
+        "DIFFBRAIN_CACHE": str(tmp_path / "cache"),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=environment,
+    )
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (
+        "`backend`='cpu' is unavailable" in out["explicit"] and "cpu kernel is unavailable" in out["explicit"]
+    )
+    assert "reference" not in out["explicit"].split(". Use backend=")[0]  # the reason, before the advice
+    assert len(out["automatic"]) == 1 and "using the portable but slower 'reference'" in out["automatic"][0]
