@@ -8,7 +8,6 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from .._atomic import exit_on_sigterm
 from . import (
     compare,
     fit,
@@ -301,5 +300,4 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m diffbrain.ben
 
 
 if __name__ == "__main__":
-    exit_on_sigterm()
     main()

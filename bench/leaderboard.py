@@ -118,9 +118,14 @@ def _direction(unit: str, metric: str = "") -> int:
 
 
 def latest(records: pd.DataFrame) -> pd.DataFrame:
-    """The newest record of each (suite, case, method, metric)."""
+    """The newest record of each (suite, case, method, metric) that was measured, else its newest skipped
+    one: a rerun in which a peer could not run does not hide the number it gave before, as in a results
+    file (`diffbrain.bench.records.keep_newest`)."""
+    cell = ["suite", "case", "method", "metric"]
     ordered = records.sort_values("date", kind="stable")
-    return ordered.drop_duplicates(subset=["suite", "case", "method", "metric"], keep="last")
+    measured = ordered["status"] != "skipped"
+    cell_measured = measured.groupby([ordered[column] for column in cell]).transform("any")
+    return ordered[measured | ~cell_measured].drop_duplicates(subset=cell, keep="last")
 
 
 def _format(value: float) -> str:

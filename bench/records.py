@@ -8,7 +8,6 @@ machines and commits can be merged into one leaderboard without losing track of 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import dataclasses
 import datetime
@@ -22,15 +21,10 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-try:
-    import fcntl
-except ImportError:  # Windows: no flock, so two runs writing one results file are not kept apart there
-    fcntl = None
-
 import jax
 import pandas as pd
 
-from .._atomic import write_atomically
+from .._atomic import exclusive_lock, write_atomically
 from ..ops.kernels import cpu as cpu_kernel
 
 CORE_LIBRARIES = ("jax", "jaxlib", "equinox", "diffrax", "diffbrain")
@@ -392,6 +386,14 @@ class ResultsFile:
         self.lock_path = folder / f".{suite}.csv.lock"
         if self.path.exists() and not self.path.is_file():
             raise ValueError(f"{os.fspath(self.path)!r} is not a file; move it out of the results folder.")
+        try:  # a lock file this run cannot make or lock is refused now too
+            with exclusive_lock(self.lock_path):
+                pass
+        except OSError as error:
+            raise ValueError(
+                f"cannot lock {os.fspath(self.lock_path)!r}: {error.strerror or error}; give a folder this "
+                "user can write."
+            ) from None
         if self.path.exists():
             read_csv(self.path)  # a file that is not a records CSV is refused now, before the run
 
@@ -401,10 +403,7 @@ class ResultsFile:
         others = sorted({record.suite for record in records} - {self.suite})
         if others:
             raise ValueError(f"{os.fspath(self.path)} holds suite {self.suite!r} only; got suites {others}.")
-        with contextlib.ExitStack() as stack:
-            if fcntl is not None:
-                lock = stack.enter_context(open(self.lock_path, "a"))
-                fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        with exclusive_lock(self.lock_path):
             frames = [read_csv(self.path)] if self.path.exists() else []
             frames = [frame for frame in (*frames, to_frame(records)) if not frame.empty]
             merged = keep_newest(pd.concat(frames, ignore_index=True)) if frames else to_frame(())

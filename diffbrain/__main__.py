@@ -1,5 +1,5 @@
 """``python -m diffbrain``: the same as the ``diffbrain`` command."""
 
-from .cli import main
+from .cli import app
 
-main()
+app(prog_name="diffbrain")

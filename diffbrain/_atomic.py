@@ -8,13 +8,22 @@ written into, and stays what it is.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import secrets
 import signal
 import stat
-from collections.abc import Callable
+import threading
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; `exclusive_lock` then locks nothing
+    fcntl = None
 
 NEW_FILE_MODE = 0o666
 """The mode a new file is created with before the process's umask applies, as `open` does (0644 under the
@@ -43,16 +52,58 @@ def _temporary_file(target: Path) -> tuple[int, Path]:
             continue
 
 
-def exit_on_sigterm() -> None:
-    """Make SIGTERM (``kill``, a batch scheduler's time limit) raise `SystemExit` with status 143 (128 + 15),
-    as Ctrl-C raises `KeyboardInterrupt`, so `write_atomically` removes its temporary file and the previous
-    file stays. Python's default is to die at once, leaving a hidden ``.<name>.<random>.tmp`` behind. For
-    command-line entry points only: it replaces the process's SIGTERM handler."""
+@contextlib.contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    """While the block runs, SIGTERM (``kill``, a scheduler's time limit) raises `SystemExit` with status
+    143 (128 + 15), as Ctrl-C raises `KeyboardInterrupt`, so `write_atomically` removes its temporary file;
+    Python's default would end the process on the spot and leave it behind. Only around a write: outside
+    one, the default stays (a handler would wait for a running compiled JAX call to return before the
+    process ends). Only in the main thread, and only where SIGTERM has the default handling."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous != signal.SIG_DFL:
+        yield
+        return
     signal.signal(signal.SIGTERM, _raise_exit)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _raise_exit(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
+
+
+_NO_LOCKS = (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP)
+"""`flock` errors of a filesystem that has no locks (Lustre without ``-o flock``, some network mounts)."""
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike, *, wait: bool = True) -> Iterator[None]:
+    """Hold an exclusive `fcntl.flock` on the file ``path`` (created if absent, mode 0666 less the umask, and
+    left in place) for the block. The lock file is opened read-only, so a lock file another user made
+    works as long as it is readable. ``wait=False``: raise `BlockingIOError` at once when another process
+    holds it. A filesystem without locks (or Windows) gets one warning and no lock."""
+    handle = os.open(path, os.O_RDONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), NEW_FILE_MODE)
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except OSError as error:  # BlockingIOError (held, wait=False) too
+                if error.errno not in _NO_LOCKS:
+                    raise
+                warnings.warn(
+                    f"{os.fspath(path)}: this filesystem has no file locks ({error.strerror}); going on "
+                    "without one, so two processes writing here at once may overwrite each other's work.",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+        yield
+    finally:
+        os.close(handle)  # releases the lock
 
 
 def is_stream(path: str | os.PathLike) -> bool:
@@ -72,7 +123,8 @@ def write_atomically(
 
     The temporary file is flushed and synced to disk before `os.replace` renames it, so even a power loss
     leaves either the old file or the new one. If ``write`` raises, the temporary file is removed, ``path``
-    is left as it was, and the exception propagates. A symbolic link is followed: the file it points to is
+    is left as it was, and the exception propagates; a SIGTERM meanwhile raises `SystemExit` (status 143)
+    and is handled the same way (`_sigterm_as_exit`). A symbolic link is followed: the file it points to is
     replaced (the link stays), and an existing file keeps its permission bits; a new file gets
     `NEW_FILE_MODE` less the umask, as `open` would give it. A character device or FIFO (`is_stream`) is
     opened and written into, never replaced (as root, replacing ``/dev/null`` would break the system).
@@ -98,16 +150,17 @@ def write_atomically(
         permissions = stat.S_IMODE(target.stat().st_mode)
     except FileNotFoundError:
         permissions = None  # a new file: the mode it was created with (umask applied) stands
-    handle, temporary = _temporary_file(target)
-    try:
-        with os.fdopen(handle, mode, newline=newline) as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        if permissions is not None:
-            os.chmod(temporary, permissions)
-        os.replace(temporary, target)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    with _sigterm_as_exit():
+        handle, temporary = _temporary_file(target)
+        try:
+            with os.fdopen(handle, mode, newline=newline) as file:
+                write(file)
+                file.flush()
+                os.fsync(file.fileno())
+            if permissions is not None:
+                os.chmod(temporary, permissions)
+            os.replace(temporary, target)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
     return path

@@ -22,7 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import _cli_train
-from ._atomic import exit_on_sigterm, is_stream, write_atomically
+from ._atomic import is_stream, write_atomically
 from ._version import __version__
 
 app = typer.Typer(
@@ -61,13 +61,6 @@ def _main(
     ] = False,
 ) -> None:
     """Differentiable brain models in JAX + Equinox: the model zoo, simulation, fitting, benchmarks."""
-
-
-def main() -> None:
-    """The ``diffbrain`` command: `app`, with SIGTERM raising `SystemExit` so that a terminated run leaves
-    its previous results and no temporary files (`exit_on_sigterm`)."""
-    exit_on_sigterm()
-    app(prog_name="diffbrain")
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:

@@ -54,14 +54,9 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from ._atomic import write_atomically
+from ._atomic import exclusive_lock, write_atomically
 from ._data import shared_data
 from ._version import __version__
-
-try:
-    import fcntl
-except ImportError:  # Windows: no flock, so two runs into one folder are not kept apart there
-    fcntl = None
 
 SECTIONS = ("fit", "network", "learn", "bench")
 RESULT = "result.json"
@@ -428,15 +423,14 @@ def _locked(out: Path) -> Iterator[None]:
     first's unfinished section folders (`_tidy`). The lock goes with the process, however it ends; the
     file stays (removing it would let a third run lock a new file while the second holds the old)."""
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / LOCK, "a") as lock:
-        if fcntl is not None:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise OutputFolderError(
-                    f"another diffbrain reproduce is writing into {out} (it holds the lock on "
-                    f"{out / LOCK}); wait for it to end or choose another output folder."
-                ) from None
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(exclusive_lock(out / LOCK, wait=False))
+        except BlockingIOError:
+            raise OutputFolderError(
+                f"another diffbrain reproduce is writing into {out} (it holds the lock on {out / LOCK}); "
+                "wait for it to end or choose another output folder."
+            ) from None
         yield
 
 

@@ -57,6 +57,9 @@ class TrainingDiverged(FloatingPointError):
         super().__init__(message)
         self.result = result
 
+    def __reduce__(self):  # pickled with its result (a process pool's worker sends it to the parent)
+        return type(self), (self.args[0], self.result)
+
 
 def gradient_function(method: str, loss_fn: StepLoss = cross_entropy) -> Callable:
     """``(net, batch) -> (loss, evidence, grads)`` for a method of `METHODS` (one object per arguments; an
@@ -501,6 +504,7 @@ def train(
                     "checkpoint_dir."
                 )
 
+    saved = start  # the step of the checkpoint in checkpoint_dir (0: none yet)
     show = sys.stdout.isatty() if progress is None else progress
     with _progress(steps, start, show) as advance:
         for step in range(start, steps):
@@ -512,7 +516,7 @@ def train(
             finite = bool(finite)  # waits for the step
             seconds = time.perf_counter() - began
             if not finite:
-                _diverged(step, float(loss), net, opt_state, metrics, checkpoint_dir)
+                _diverged(step, float(loss), net, opt_state, metrics, checkpoint_dir, saved)
             net, opt_state = updated, updated_state
             metrics["loss"].append(float(loss))
             metrics["accuracy"].append(float(acc))
@@ -521,6 +525,7 @@ def train(
             done = step + 1
             if checkpoint_dir is not None and (done % checkpoint_every == 0 or done == steps):
                 save_checkpoint(checkpoint_dir, net, opt_state, done, metrics)
+                saved = done
     return _train_result(net, opt_state, metrics)
 
 
@@ -528,12 +533,14 @@ def _train_result(net, opt_state, metrics: dict[str, list[float]]) -> TrainResul
     return TrainResult(net, opt_state, {name: np.asarray(values) for name, values in metrics.items()})
 
 
-def _diverged(step: int, loss: float, net, opt_state, metrics: dict, checkpoint_dir) -> NoReturn:
+def _diverged(step: int, loss: float, net, opt_state, metrics: dict, checkpoint_dir, saved: int) -> NoReturn:
     """Raise `TrainingDiverged` for step ``step + 1`` with the run up to ``step`` (the last finite state),
-    first saving it to ``checkpoint_dir`` when given."""
+    first saving it to ``checkpoint_dir`` when given and beyond its checkpoint (at step ``saved``; none
+    when 0, and a divergence at the first step leaves none either)."""
     kept = ""
-    if checkpoint_dir is not None:
+    if checkpoint_dir is not None and step > saved:
         save_checkpoint(checkpoint_dir, net, opt_state, step, metrics)
+    if checkpoint_dir is not None and step > 0:
         kept = f"; {checkpoint_dir} holds the run up to step {step}, the last finite one"
     raise TrainingDiverged(
         f"training diverged at step {step + 1}: the loss ({loss}) or the updated parameters are not "

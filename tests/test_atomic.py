@@ -1,5 +1,6 @@
 """`write_atomically`: every result file is replaced whole or not at all."""
 
+import errno
 import os
 import stat
 import subprocess
@@ -9,7 +10,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from diffbrain._atomic import write_atomically
+from diffbrain import _atomic
+from diffbrain._atomic import exclusive_lock, write_atomically
 
 
 def test_the_file_is_synced_to_disk_before_it_replaces_the_old_one(tmp_path, monkeypatch):
@@ -95,14 +97,13 @@ def test_a_fifo_is_written_into_not_replaced(tmp_path):
     assert stat.S_ISFIFO(fifo.stat().st_mode) and os.listdir(tmp_path) == ["fifo"]
 
 
-def test_a_command_terminated_mid_write_keeps_the_old_file_and_leaves_no_temporary_file(tmp_path):
-    """The ``diffbrain`` command turns SIGTERM into `SystemExit` (status 143), so `write_atomically` cleans
-    up; Python's default handler kills the process on the spot and leaves ``.<name>.<hex>.tmp`` behind."""
+def test_a_process_terminated_mid_write_keeps_the_old_file_and_leaves_no_temporary_file(tmp_path):
+    """During a write SIGTERM raises `SystemExit` (status 143), so the temporary file is removed; Python's
+    default handler would end the process on the spot and leave ``.<name>.<hex>.tmp`` behind."""
     path = tmp_path / "result.csv"
     path.write_text("old")
     script = """
-        import os, signal, sys, typer
-        from diffbrain import cli
+        import os, signal, sys
         from diffbrain._atomic import write_atomically
 
         def terminated_halfway(file):
@@ -111,26 +112,54 @@ def test_a_command_terminated_mid_write_keeps_the_old_file_and_leaves_no_tempora
             os.kill(os.getpid(), signal.SIGTERM)
             file.write(" never written")
 
-        cli.app = typer.Typer()  # cli.main installs the handler and runs this app: one write, killed halfway
-        cli.app.command()(lambda: write_atomically(os.environ["RESULT"], terminated_halfway))
-        cli.main()
+        write_atomically(sys.argv[1], terminated_halfway)
     """
-    command = [sys.executable, "-c", textwrap.dedent(script)]
-    run = subprocess.run(command, capture_output=True, text=True, env=os.environ | {"RESULT": str(path)})
+    run = subprocess.run([sys.executable, "-c", textwrap.dedent(script), str(path)], capture_output=True)
     assert run.returncode == 143, run.stderr
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["result.csv"]
 
 
-def test_python_m_diffbrain_bench_turns_sigterm_into_system_exit_too():
+def test_outside_a_write_sigterm_keeps_its_handling():
+    """Only the write turns SIGTERM into `SystemExit`: before and after it the default (end at once, not
+    after a running compiled call returns) or the program's own handler stays."""
     script = """
-        import runpy, signal, sys
-        sys.argv = ["diffbrain.bench", "--help"]
-        try:
-            runpy.run_module("diffbrain.bench", run_name="__main__")
-        except SystemExit:
-            pass
+        import os, signal, tempfile
+        from diffbrain._atomic import write_atomically
+
+        folder = tempfile.mkdtemp()
+        signal.signal(signal.SIGTERM, lambda *_: print("own handler"))
+        write_atomically(os.path.join(folder, "a"), lambda file: file.write("x"))
         print(signal.getsignal(signal.SIGTERM).__name__)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        write_atomically(os.path.join(folder, "b"), lambda file: file.write("x"))
+        print(signal.getsignal(signal.SIGTERM) == signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        print("still running")
     """
     run = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True)
-    assert run.stdout.splitlines()[-1] == "_raise_exit", run.stderr
+    assert run.stdout.split() == ["<lambda>", "True"] and run.returncode == -15, run.stderr
+
+
+def test_a_lock_file_another_user_made_read_only_still_locks(tmp_path):
+    """The lock is taken on a read-only descriptor: a lock file left by another user (0644) works."""
+    lock = tmp_path / ".lock"
+    lock.touch()
+    lock.chmod(0o444)
+    with exclusive_lock(lock):
+        with pytest.raises(BlockingIOError):
+            with exclusive_lock(lock, wait=False):
+                pass
+    with exclusive_lock(lock, wait=False):  # released
+        pass
+
+
+def test_a_filesystem_without_locks_warns_and_goes_on(tmp_path, monkeypatch):
+    def no_locks(handle, operation):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(_atomic.fcntl, "flock", no_locks)
+    with pytest.warns(RuntimeWarning, match="no file locks"):
+        with exclusive_lock(tmp_path / ".lock"):
+            ran = True
+    assert ran

@@ -139,6 +139,23 @@ def test_newest_record_wins(results):
     assert list(cell.value) == [2.0]
 
 
+def test_a_newer_skipped_record_does_not_hide_a_measured_one(tmp_path):
+    """A rerun at a newer commit in which a peer could not run shows the peer's earlier number, not a
+    blank (a results file already keeps it at one commit, `records.keep_newest`)."""
+    later = dict(date="2026-02-01T00:00:00+00:00", git_commit="def")
+    rows = [
+        _record("n=10", "peer", "run_time", 1.9, "s"),
+        _record("n=10", "peer", "run_time", math.nan, "s", status="skipped", note="not installed", **later),
+        _record("n=10", "diffbrain", "run_time", 2.0, "s"),
+        _record("n=10", "diffbrain", "run_time", 1.5, "s", **later),
+        _record("n=20", "peer", "run_time", math.nan, "s", status="skipped", note="not installed"),
+    ]
+    frame = leaderboard.latest(records.read_results(_results(tmp_path / "results", rows)))
+    values = {(row.case, row.method): row.value for row in frame.itertuples()}
+    assert values[("n=10", "peer")] == 1.9 and values[("n=10", "diffbrain")] == 1.5
+    assert math.isnan(values[("n=20", "peer")]) and len(frame) == 3
+
+
 def test_empty_results_are_an_error(tmp_path):
     with pytest.raises(ValueError, match="no benchmark records"):
         leaderboard.render(tmp_path, tmp_path / "out")

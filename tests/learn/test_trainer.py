@@ -1,5 +1,6 @@
 import functools
 import json
+import pickle
 
 import equinox as eqx
 import jax
@@ -311,6 +312,26 @@ def test_divergence_stops_training_and_keeps_the_last_finite_state(cue_task, tmp
     healthy = optax.chain(optax.adam(1e-3), optax.scale_by_schedule(lambda count: 1.0))
     resumed = learn.train(**(run | dict(optimizer=healthy)), checkpoint_dir=tmp_path)
     assert len(resumed.metrics["loss"]) == 4 and np.isfinite(resumed.metrics["loss"]).all()
+
+
+def test_a_divergence_at_the_first_step_leaves_no_checkpoint(cue_task, tmp_path):
+    """Nothing finite was computed: a checkpoint of step 0 would make a rerun into the folder a resume."""
+    optimizer = optax.chain(optax.adam(1e-3), optax.scale_by_schedule(lambda count: jnp.nan))
+    run = _tiny_run(cue_task, optimizer=optimizer, steps=2)
+    with pytest.raises(learn.TrainingDiverged) as raised:
+        learn.train(**run, checkpoint_dir=tmp_path)
+    assert "holds the run" not in str(raised.value) and len(raised.value.result.metrics["loss"]) == 0
+    like = (run["net"], optimizer.init(eqx.filter(run["net"], learn.trainable(run["net"]))))
+    assert learn.trainer.load_checkpoint(tmp_path, *like) is None
+
+
+def test_training_diverged_survives_pickling_with_its_result(cue_task):
+    """A process pool's worker sends the error to its parent pickled (without `__reduce__`: a TypeError)."""
+    net = _tiny_run(cue_task)["net"]
+    error = learn.TrainingDiverged("training diverged at step 3", learn.TrainResult(net, None, {"loss": []}))
+    copy = pickle.loads(pickle.dumps(error))
+    assert isinstance(copy, FloatingPointError) and str(copy) == "training diverged at step 3"
+    assert eqx.tree_equal(copy.result.net, net)
 
 
 def test_an_optimizer_that_reads_the_loss_value_trains(cue_task):

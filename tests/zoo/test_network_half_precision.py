@@ -54,4 +54,8 @@ def test_a_half_precision_state_is_refused_at_simulate():
     state = zoo.astype(net.init_state(jax.random.key(0)), jnp.bfloat16)
     with pytest.raises(ValueError, match=r"Network\.simulate: `state` holds bfloat16"):
         net.simulate(1.0, None, state=state)
+    with pytest.raises(ValueError, match=r"simulate_network_sharded: the network holds bfloat16"):
+        networks.simulate_network_sharded(zoo.astype(net, jnp.bfloat16), 1.0, jax.random.key(0))
+    with pytest.raises(ValueError, match=r"simulate_network_sharded: `state` holds bfloat16"):
+        networks.simulate_network_sharded(net, 1.0, None, state=state)
     assert net.simulate(1.0, None, state=net.init_state(jax.random.key(0))).counts.shape == (10, 1)

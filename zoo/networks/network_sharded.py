@@ -40,6 +40,7 @@ from jax.sharding import PartitionSpec as P
 from jaxtyping import Array, PRNGKeyArray
 
 from ...ops.scan import checked_unroll
+from .._checks import refuse_half_precision_run
 from .delays import DelayedCSR
 from .network import (
     _TOO_MANY_SPIKES,
@@ -147,6 +148,7 @@ def simulate_network_sharded(
     devices, mesh, width = _mesh(devices, net.n)
     unroll = checked_unroll(unroll)
     state, seed = net._start(key, state, surrogate)
+    refuse_half_precision_run("simulate_network_sharded", net, state)
     pulses = tuple(net._pulse(p) for p in _as_list(pulse))
     blocks = {name: _placed_blocks(p.W, mesh, width) for name, p in net.projections.items()}
     # per synapse, even when shared: the padding row's junctions must conduct nothing, since the leak term
