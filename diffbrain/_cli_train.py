@@ -76,7 +76,16 @@ def _make_task(task: Task, dt: float, delay: float | None):
     try:
         return cls(**overrides)
     except ValueError as error:
-        # the task names its fields: of its periods, --delay sets one and --dt must divide them all
+        # the task names its fields: of its periods, --delay sets one and --dt must divide them all; its
+        # rates (no option sets them) give at most one spike per step only up to a dt
+        if "more than one spike per step" in str(error):
+            defaults = cls()
+            fastest = max(getattr(defaults, name) for name in defaults.rate_fields)
+            raise typer.BadParameter(
+                f"{dt:g} ms gives {cls.__name__}'s {fastest:g} Hz inputs more than one spike per step "
+                f"(rate·dt > 1); pass a --dt of at most {1000.0 / fastest:g} ms.",
+                param_hint="'--dt'",
+            ) from None
         period = re.search(r"`(\w+)_duration`=(\S+) ms is not a non-negative whole number", str(error))
         if period is None:
             raise typer.BadParameter(str(error), param_hint="'--dt' / '--delay'") from None

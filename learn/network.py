@@ -16,6 +16,7 @@ from diffbrain import zoo
 
 from ..ops import CSR, event_matmat
 from ..ops.csr import derived
+from ..zoo.networks.network import step_ms
 
 
 class NetState(NamedTuple):
@@ -261,7 +262,8 @@ class EINetwork(eqx.Module):
             neuron: the neuron model (default ``default_neuron(n_rec)``): a `zoo.ALIF`, `zoo.GIF`,
                 `zoo.InterpolatedGIF` or `zoo.LIF`.
             exc_fraction: the excitatory share of the recurrent neurons, in [0, 1].
-            dt: time step, ms. tau_syn, tau_out: synaptic and readout time constants, ms (all > 0).
+            dt: time step, ms; a float32 one at its shortest decimal (``np.float32(0.1)`` is 0.1 ms), as
+                the tasks read it. tau_syn, tau_out: synaptic and readout time constants, ms (all > 0).
             E_exc, E_inh: reversal potentials, mV.
             in_scale, rec_scale: median input and E→all magnitudes (units of the leak conductance);
                 I→all synapses are ``inh_ratio`` times stronger.
@@ -328,7 +330,7 @@ class EINetwork(eqx.Module):
         )
         self.w_rec = w_rec if pattern is None else pattern.with_data(w_rec)
         self.n_exc = n_exc
-        self.dt, self.tau_syn, self.tau_out = float(dt), float(tau_syn), float(tau_out)
+        self.dt, self.tau_syn, self.tau_out = step_ms(dt), float(tau_syn), float(tau_out)
         self.E_exc, self.E_inh = float(E_exc), float(E_inh)
 
     @property

@@ -20,6 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
+from ..zoo.networks.network import step_ms
+
 ENCODINGS = ("poisson", "rate")
 
 
@@ -132,6 +134,21 @@ def as_float(value):
     return float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else value
 
 
+def as_ms(value):
+    """A converter for ``dt`` and durations: a real number (a NumPy scalar or a concrete 0-d JAX array too,
+    not a bool) as a Python float of ms, a float32 or narrower one at its shortest decimal (`step_ms`:
+    ``np.float32(0.1)`` is 0.1 ms, as a network built with ``dt=0.1`` steps); anything else is kept for the
+    checks to refuse by name."""
+    if isinstance(value, bool | jax.core.Tracer):
+        return value
+    real_scalar = isinstance(value, numbers.Real) or (
+        eqx.is_array(value)
+        and np.ndim(value) == 0
+        and (jnp.issubdtype(value.dtype, jnp.integer) or jnp.issubdtype(value.dtype, jnp.floating))
+    )
+    return step_ms(value) if real_scalar else value
+
+
 def as_bool(value):
     """A converter: a NumPy bool as a Python bool (a static field, not an array); anything else is kept for
     `check_flag` to refuse by name."""
@@ -166,7 +183,10 @@ def duration_steps(owner: str, name: str, duration: float, dt: float) -> int:
     if isinstance(duration, bool) or not isinstance(duration, numbers.Real):
         raise ValueError(f"{owner}: `{name}` must be a number of ms, got {duration!r}.")
     steps = duration / dt
-    if not math.isfinite(steps) or duration < 0 or abs(steps - round(steps)) > 1e-6 * max(1.0, steps):
+    # An absolute tolerance, a millionth of a step plus float64 rounding (`as_ms` made a float32 the decimal
+    # it was written as), so that half a step is refused at any length.
+    tolerance = 1e-6 + 4 * math.ulp(steps) if math.isfinite(steps) else 0.0
+    if not math.isfinite(steps) or duration < 0 or abs(steps - round(steps)) > tolerance:
         raise ValueError(
             f"{owner}: `{name}`={duration} ms is not a non-negative whole number of steps of dt={dt} ms; "
             f"choose `{name}` as a multiple of dt."
@@ -179,8 +199,8 @@ class AbstractTask(eqx.Module):
 
     Concrete tasks hold ``dt`` (ms), ``encoding`` and ``channels_per_group`` and implement `period_fields`
     (the ordered periods of a trial and the field giving each duration), `rate_fields`, `n_groups`,
-    `n_outputs` and `_trial`; `count_fields`, `interval_fields` and `_check` add their own validation, and
-    `response_window` says where the targets are the label.
+    `n_outputs` and `_trial`; `count_fields`, `interval_fields`, `positive_fields` and `_check` add their
+    own validation, and `response_window` says where the targets are the label.
     """
 
     dt: eqx.AbstractVar[float]
@@ -196,20 +216,32 @@ class AbstractTask(eqx.Module):
             check_count(owner, name, getattr(self, name), minimum)
         for name in self.flag_fields:
             check_flag(owner, name, getattr(self, name))
-        for name in self.rate_fields:
-            check_rate(owner, name, getattr(self, name), self.dt)
-        for name, (low, high) in self.interval_fields.items():
-            check_interval(owner, name, getattr(self, name), low, high)
+        self._check_leaves(owner)
         for _, field in self.period_fields:
             duration_steps(owner, field, getattr(self, field), self.dt)
         self._check(owner)
         if self.n_steps == 0:
             raise ValueError(f"{owner}: the trial has no steps; give its periods positive durations.")
 
+    def _check_leaves(self, owner: str) -> None:
+        """Raise ``ValueError`` naming the field unless the fields that are leaves of the pytree (rates,
+        probabilities, noise levels) are valid: `rate_fields`, `interval_fields`, `positive_fields`.
+
+        Traced values are left to `_check_traced`. `_sample` runs this again when it is traced: `eqx.tree_at`
+        replaces a leaf without `__check_init__`, and a Python float leaf is static there, so a new value
+        is checked once, when it is compiled, not at every call.
+        """
+        for name in self.rate_fields:
+            check_rate(owner, name, getattr(self, name), self.dt)
+        for name, (low, high) in self.interval_fields.items():
+            check_interval(owner, name, getattr(self, name), low, high)
+        for name, why in self.positive_fields.items():
+            check_positive(owner, name, getattr(self, name), why)
+
     def _check(self, owner: str) -> None:
         """Raise ``ValueError`` naming the field for the task's own constraints; runs after the shared checks
-        (dt, encoding, counts, `flag_fields`, rates, `interval_fields`, every duration a non-negative
-        multiple of dt)."""
+        (dt, encoding, counts, `flag_fields`, rates, `interval_fields`, `positive_fields`, every duration a
+        non-negative multiple of dt)."""
 
     @property
     def count_fields(self) -> dict[str, int]:
@@ -219,6 +251,12 @@ class AbstractTask(eqx.Module):
     @property
     def interval_fields(self) -> dict[str, tuple[float, float]]:
         """Fields (probabilities, noise levels) that must be finite and lie in ``[low, high]``."""
+        return {}
+
+    @property
+    def positive_fields(self) -> dict[str, str]:
+        """Rate fields that must be > 0, each with the reason (the field that carries the answer: at 0 the
+        trials hold no information)."""
         return {}
 
     @property
@@ -288,18 +326,28 @@ class AbstractTask(eqx.Module):
         """Draw ``batch_size`` trials; the same key gives the same batch.
 
         Trial ``i`` depends on ``batch_size`` too (the draws are split by shape): for a fixed evaluation set,
-        keep both the key and ``batch_size``; ``sample(key, 8)[:4]`` is not ``sample(key, 4)``.
+        keep both the key and ``batch_size``; ``sample(key, 8).inputs[:, :4]`` is not
+        ``sample(key, 4).inputs`` (the batch axis is the second of ``inputs``, ``targets`` and ``mask``, the
+        first of ``labels``).
 
         Compiled on first use for each task and ``batch_size`` (static: it sets the shapes), so repeated
         eager calls are fast; it also runs under `jax.jit` (``static_argnums=1``) and `jax.vmap` over keys.
         A jitted function may take the task as an argument: its rates and probabilities are then traced,
-        and checked with `eqx.error_if` instead of at construction (no measurable run time).
+        and checked with `eqx.error_if` instead of at construction (no measurable run time). Values put
+        in with `eqx.tree_at`, which skips the constructor's checks, are checked here too.
         """
-        return _sample(self, key, check_count(type(self).__name__, "batch_size", batch_size))
+        owner = type(self).__name__
+        if isinstance(batch_size, jax.core.Tracer):
+            raise ValueError(
+                f"{owner}: `batch_size` sets the shapes of the batch, so it cannot be traced; mark it "
+                "static: jax.jit(task.sample, static_argnums=1)."
+            )
+        return _sample(self, key, check_count(owner, "batch_size", batch_size))
 
 
 @eqx.filter_jit
 def _sample(task: AbstractTask, key: PRNGKeyArray, batch_size: int) -> Batch:
+    task._check_leaves(type(task).__name__)  # concrete values, at trace time: see `_check_leaves`
     trial_key, spike_key = jax.random.split(key)
     rates, targets, mask, labels = task._trial(trial_key, batch_size)
     p = jnp.repeat(jnp.asarray(rates, jnp.float32) * (task.dt / 1000.0), task.channels_per_group, axis=-1)
@@ -312,8 +360,8 @@ def _sample(task: AbstractTask, key: PRNGKeyArray, batch_size: int) -> Batch:
 
 
 def _check_traced(task: AbstractTask, p: Float[Array, "T B n_in"]) -> Float[Array, "T B n_in"]:
-    """``p`` behind `eqx.error_if` checks of the rate and interval fields that are traced (an outer jit took
-    the task as an argument), which `__check_init__` cannot see; scalar tests, none for Python floats."""
+    """``p`` behind `eqx.error_if` checks of the rate, interval and positive fields that are traced (an outer
+    jit took the task as an argument), which `_check_leaves` cannot see; scalar tests."""
     owner = type(task).__name__
     for name in task.rate_fields:
         rate = getattr(task, name)
@@ -329,6 +377,10 @@ def _check_traced(task: AbstractTask, p: Float[Array, "T B n_in"]) -> Float[Arra
         if isinstance(value, jax.core.Tracer):
             bad = jnp.any(~jnp.isfinite(value) | (value < low) | (value > high))
             p = eqx.error_if(p, bad, f"{owner}: `{name}` (traced) must be finite and lie in [{low}, {high}].")
+    for name, why in task.positive_fields.items():
+        value = getattr(task, name)
+        if isinstance(value, jax.core.Tracer):
+            p = eqx.error_if(p, jnp.any(~(value > 0)), f"{owner}: `{name}` (traced) must be > 0 ({why}).")
     return p
 
 

@@ -10,10 +10,9 @@ from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 from ._base import (
     AbstractTask,
     as_bool,
-    as_float,
+    as_ms,
     as_tuple,
     check_fractions,
-    check_positive,
     choice,
     decision_targets,
     uniforms,
@@ -56,11 +55,11 @@ class ContextDecisionMaking(AbstractTask):
         recurrent dynamics in prefrontal cortex. Nature 503, 78–84.
     """
 
-    dt: float = eqx.field(default=1.0, static=True, converter=as_float)
-    fixation_duration: float = eqx.field(default=300.0, static=True, converter=as_float)
-    stimulus_duration: float = eqx.field(default=750.0, static=True, converter=as_float)
-    delay_duration: float = eqx.field(default=300.0, static=True, converter=as_float)
-    decision_duration: float = eqx.field(default=100.0, static=True, converter=as_float)
+    dt: float = eqx.field(default=1.0, static=True, converter=as_ms)
+    fixation_duration: float = eqx.field(default=300.0, static=True, converter=as_ms)
+    stimulus_duration: float = eqx.field(default=750.0, static=True, converter=as_ms)
+    delay_duration: float = eqx.field(default=300.0, static=True, converter=as_ms)
+    decision_duration: float = eqx.field(default=100.0, static=True, converter=as_ms)
     coherences: tuple[float, ...] = eqx.field(default=(0.05, 0.15, 0.5), static=True, converter=as_tuple)
     sigma: float = 0.5
     stimulus_rate: float = 40.0
@@ -72,8 +71,6 @@ class ContextDecisionMaking(AbstractTask):
 
     def _check(self, owner: str) -> None:
         check_fractions(owner, "coherences", self.coherences)
-        check_positive(owner, "stimulus_rate", self.stimulus_rate, "the stimuli carry the answer")
-        check_positive(owner, "context_rate", self.context_rate, "the context cue selects the answer")
         for name in ("stimulus_duration", "decision_duration"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{owner}: `{name}` must be > 0 ms, got {getattr(self, name)}.")
@@ -81,6 +78,13 @@ class ContextDecisionMaking(AbstractTask):
     @property
     def interval_fields(self) -> dict[str, tuple[float, float]]:
         return {"sigma": (0.0, float("inf"))}
+
+    @property
+    def positive_fields(self) -> dict[str, str]:
+        return {
+            "stimulus_rate": "the stimuli carry the answer",
+            "context_rate": "the context cue selects the answer",
+        }
 
     @property
     def period_fields(self) -> tuple[tuple[str, str], ...]:

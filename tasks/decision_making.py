@@ -10,10 +10,9 @@ from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 from ._base import (
     AbstractTask,
     as_bool,
-    as_float,
+    as_ms,
     as_tuple,
     check_fractions,
-    check_positive,
     choice,
     decision_targets,
     duration_steps,
@@ -95,11 +94,11 @@ class PerceptualDecisionMaking(AbstractTask):
         tasks. PsyArXiv aqc9n.
     """
 
-    dt: float = eqx.field(default=1.0, static=True, converter=as_float)
-    fixation_duration: float = eqx.field(default=100.0, static=True, converter=as_float)
-    stimulus_duration: float = eqx.field(default=1000.0, static=True, converter=as_float)
-    delay_duration: float = eqx.field(default=0.0, static=True, converter=as_float)
-    decision_duration: float = eqx.field(default=100.0, static=True, converter=as_float)
+    dt: float = eqx.field(default=1.0, static=True, converter=as_ms)
+    fixation_duration: float = eqx.field(default=100.0, static=True, converter=as_ms)
+    stimulus_duration: float = eqx.field(default=1000.0, static=True, converter=as_ms)
+    delay_duration: float = eqx.field(default=0.0, static=True, converter=as_ms)
+    decision_duration: float = eqx.field(default=100.0, static=True, converter=as_ms)
     coherences: tuple[float, ...] = eqx.field(
         default=(0.0, 0.064, 0.128, 0.256, 0.512), static=True, converter=as_tuple
     )
@@ -107,14 +106,13 @@ class PerceptualDecisionMaking(AbstractTask):
     stimulus_rate: float = 40.0
     fixation_rate: float = 40.0
     reaction_time: bool = eqx.field(default=False, static=True, converter=as_bool)
-    min_reaction_time: float = eqx.field(default=0.0, static=True, converter=as_float)
+    min_reaction_time: float = eqx.field(default=0.0, static=True, converter=as_ms)
     supervise_fixation: bool = eqx.field(default=False, static=True, converter=as_bool)
     channels_per_group: int = eqx.field(default=25, static=True)
     encoding: str = eqx.field(default="poisson", static=True)
 
     def _check(self, owner: str) -> None:
         check_fractions(owner, "coherences", self.coherences)
-        check_positive(owner, "stimulus_rate", self.stimulus_rate, "the stimulus carries the answer")
         if self.stimulus_duration <= 0:
             raise ValueError(f"{owner}: `stimulus_duration` must be > 0 ms, got {self.stimulus_duration}.")
         if self.reaction_time:
@@ -137,6 +135,10 @@ class PerceptualDecisionMaking(AbstractTask):
     @property
     def interval_fields(self) -> dict[str, tuple[float, float]]:
         return {"sigma": (0.0, float("inf"))}
+
+    @property
+    def positive_fields(self) -> dict[str, str]:
+        return {"stimulus_rate": "the stimulus carries the answer"}
 
     def response_window(self) -> np.ndarray:
         """The ``decision`` period, or with ``reaction_time`` every step from ``min_reaction_time`` after

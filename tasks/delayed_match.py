@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
-from ._base import AbstractTask, as_bool, as_float, check_positive, choice, decision_targets, uniforms
+from ._base import AbstractTask, as_bool, as_ms, choice, decision_targets, uniforms
 
 
 class DelayedMatchToSample(AbstractTask):
@@ -42,12 +42,12 @@ class DelayedMatchToSample(AbstractTask):
         prefrontal cortex of the macaque. J. Neurosci. 16, 5154–5167.
     """
 
-    dt: float = eqx.field(default=1.0, static=True, converter=as_float)
-    fixation_duration: float = eqx.field(default=300.0, static=True, converter=as_float)
-    sample_duration: float = eqx.field(default=500.0, static=True, converter=as_float)
-    delay_duration: float = eqx.field(default=1000.0, static=True, converter=as_float)
-    test_duration: float = eqx.field(default=500.0, static=True, converter=as_float)
-    decision_duration: float = eqx.field(default=900.0, static=True, converter=as_float)
+    dt: float = eqx.field(default=1.0, static=True, converter=as_ms)
+    fixation_duration: float = eqx.field(default=300.0, static=True, converter=as_ms)
+    sample_duration: float = eqx.field(default=500.0, static=True, converter=as_ms)
+    delay_duration: float = eqx.field(default=1000.0, static=True, converter=as_ms)
+    test_duration: float = eqx.field(default=500.0, static=True, converter=as_ms)
+    decision_duration: float = eqx.field(default=900.0, static=True, converter=as_ms)
     n_stimuli: int = eqx.field(default=2, static=True)
     match_prob: float = 0.5
     stimulus_rate: float = 40.0
@@ -57,7 +57,6 @@ class DelayedMatchToSample(AbstractTask):
     encoding: str = eqx.field(default="poisson", static=True)
 
     def _check(self, owner: str) -> None:
-        check_positive(owner, "stimulus_rate", self.stimulus_rate, "the stimuli carry the answer")
         for name in ("sample_duration", "test_duration", "decision_duration"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{owner}: `{name}` must be > 0 ms, got {getattr(self, name)}.")
@@ -69,6 +68,10 @@ class DelayedMatchToSample(AbstractTask):
     @property
     def interval_fields(self) -> dict[str, tuple[float, float]]:
         return {"match_prob": (0.0, 1.0)}
+
+    @property
+    def positive_fields(self) -> dict[str, str]:
+        return {"stimulus_rate": "the stimuli carry the answer"}
 
     @property
     def period_fields(self) -> tuple[tuple[str, str], ...]:

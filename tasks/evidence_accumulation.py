@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
-from ._base import AbstractTask, as_float, check_positive, uniforms
+from ._base import AbstractTask, as_ms, check_positive, uniforms
 
 
 class EvidenceAccumulation(AbstractTask):
@@ -48,12 +48,12 @@ class EvidenceAccumulation(AbstractTask):
         neurons. Nat. Commun. 11, 3625.
     """
 
-    dt: float = eqx.field(default=1.0, static=True, converter=as_float)
+    dt: float = eqx.field(default=1.0, static=True, converter=as_ms)
     n_cues: int = eqx.field(default=7, static=True)
-    cue_duration: float = eqx.field(default=100.0, static=True, converter=as_float)
-    gap_duration: float = eqx.field(default=50.0, static=True, converter=as_float)
-    delay_duration: float = eqx.field(default=1000.0, static=True, converter=as_float)
-    recall_duration: float = eqx.field(default=150.0, static=True, converter=as_float)
+    cue_duration: float = eqx.field(default=100.0, static=True, converter=as_ms)
+    gap_duration: float = eqx.field(default=50.0, static=True, converter=as_ms)
+    delay_duration: float = eqx.field(default=1000.0, static=True, converter=as_ms)
+    recall_duration: float = eqx.field(default=150.0, static=True, converter=as_ms)
     cue_rate: float = 40.0
     recall_rate: float = 40.0
     noise_rate: float = 10.0
@@ -65,7 +65,6 @@ class EvidenceAccumulation(AbstractTask):
         if self.n_cues % 2 == 0:
             raise ValueError(f"{owner}: `n_cues` must be odd (no ties), got {self.n_cues}.")
         check_positive(owner, "cue_duration", self.cue_duration, "ms; the cues carry the answer")
-        check_positive(owner, "cue_rate", self.cue_rate, "Hz; the cues carry the answer")
         check_positive(owner, "recall_duration", self.recall_duration, "ms; the loss lives there")
 
     @property
@@ -75,6 +74,10 @@ class EvidenceAccumulation(AbstractTask):
     @property
     def interval_fields(self) -> dict[str, tuple[float, float]]:
         return {"majority_prob": (0.5, 1.0)}
+
+    @property
+    def positive_fields(self) -> dict[str, str]:
+        return {"cue_rate": "Hz; the cues carry the answer"}
 
     @classmethod
     def shortened(cls, **overrides) -> EvidenceAccumulation:

@@ -142,6 +142,13 @@ def test_the_tasks_own_delay_given_or_not_is_the_same_run(tmp_path):
         # 50 ms gaps are not whole steps of 3 ms: --dt's fault, not a `gap_duration` the CLI does not have
         (("--dt", "3"), "'--dt': 3 ms does not divide the 50 ms gap period of EvidenceAccumulation"),
         (("--dt", "10", "--delay", "55"), "'--delay': must be a multiple of --dt (10 ms), ≥ 0; got 55 ms"),
+        # 40 Hz at 50 ms is 2 spikes per step: --dt's fault, not a `cue_rate` the CLI does not have
+        (
+            ("--dt", "50"),
+            "'--dt': 50 ms gives EvidenceAccumulation's 40 Hz inputs more than one spike per step",
+        ),
+        (("--dt", "50"), "pass a --dt of at most 25 ms"),
+        (("--task", "delayed-match-to-sample", "--dt", "100"), "'--dt': 100 ms gives DelayedMatchToSample's"),
         (("--method", "adjoint"), "--method"),
         (("--seed", str(2**32)), "'--seed': must lie in 0 … 2³² − 1"),  # only 32 bits reach the key
         (("--seed", "-1"), "'--seed': must lie in 0 … 2³² − 1"),

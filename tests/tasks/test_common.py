@@ -2,6 +2,7 @@
 
 import doctest
 import importlib
+import re
 import warnings
 
 import equinox as eqx
@@ -263,3 +264,98 @@ def test_docstring_examples(name):
         result = doctest.testmod(importlib.import_module(f"diffbrain.tasks.{name}"))
     assert result.attempted > 0, f"{name} has no example"
     assert result.failed == 0
+
+
+# Review s22 findings.
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("match_prob", 1.5), ("match_prob", -0.5), ("stimulus_rate", 5000.0), ("fixation_rate", -40.0)],
+)
+def test_fields_replaced_by_tree_at_are_checked_when_sampled(field, value):
+    """`eqx.tree_at` skips `__check_init__`: a Python float put in its place sampled silently (match_prob
+    1.5 gave P(match) = 1, stimulus_rate 5000 Hz a spike probability of 5 per step)."""
+    task = tasks.DelayedMatchToSample(**SHORT_DMS, dt=10.0, encoding="rate")
+    bad = eqx.tree_at(lambda t: getattr(t, field), task, value)
+    with pytest.raises(ValueError, match=f"`{field}`"):
+        bad.sample(jax.random.key(0), 4)
+    with pytest.raises(ValueError, match=f"`{field}`"):  # a jitted function closing over the task
+        jax.jit(lambda k: bad.sample(k, 4))(jax.random.key(0))
+
+
+@pytest.mark.parametrize(
+    ("name", "field"),
+    [
+        ("evidence_accumulation", "cue_rate"),
+        ("decision_making", "stimulus_rate"),
+        ("delayed_match", "stimulus_rate"),
+        ("context_decision", "stimulus_rate"),
+        ("context_decision", "context_rate"),
+    ],
+)
+def test_traced_zero_rates_that_carry_the_answer_are_refused(name, field):
+    """A traced cue_rate = 0 (the task as a jitted function's argument) sampled trials with no information;
+    the constructor refuses it."""
+    task = TASKS[name](dt=10.0, encoding="rate")
+    sample = eqx.filter_jit(lambda t, k: t.sample(k, 2))
+    sample(eqx.tree_at(lambda t: getattr(t, field), task, jnp.float32(40.0)), jax.random.key(0))  # fine
+    bad = eqx.tree_at(lambda t: getattr(t, field), task, jnp.float32(0.0))
+    with pytest.raises(eqx.EquinoxRuntimeError, match=f"`{field}`"):
+        sample(bad, jax.random.key(0))
+    with pytest.raises(ValueError, match=f"`{field}`"):
+        eqx.tree_at(lambda t: getattr(t, field), task, 0.0).sample(jax.random.key(0), 2)
+
+
+def test_float32_dt_and_durations_are_the_decimals_they_were_written_as():
+    """np.float32(0.1) was stored as 0.10000000149011612 ms, which learn.train refused against a network
+    built with dt=0.1 ("wrong speed"); a concrete 0-d JAX array was refused."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "JAX array set as static" warning: stored as Python floats
+        task = tasks.EvidenceAccumulation(
+            dt=np.float32(0.1), n_cues=1, cue_duration=np.float32(0.3), gap_duration=jnp.float32(0.2),
+            delay_duration=jnp.asarray(1.0), recall_duration=np.float16(0.5),
+        )  # fmt: skip
+        one = tasks.PerceptualDecisionMaking(dt=jnp.float32(1.0), stimulus_duration=jnp.int32(300))
+    assert (task.dt, task.cue_duration, task.gap_duration, task.delay_duration) == (0.1, 0.3, 0.2, 1.0)
+    assert task.recall_duration == 0.5 and type(task.dt) is float and task.n_steps == 20
+    assert (one.dt, one.stimulus_duration, one.n_steps) == (1.0, 300.0, 500)
+    assert type(one.dt) is float and type(one.stimulus_duration) is float
+
+
+@pytest.mark.parametrize("duration", [100000.05, 100000.04, 1000.05, 1e7 + 0.05])
+def test_a_duration_off_the_step_grid_is_refused_at_any_length(duration):
+    """The tolerance was relative to the step count: 100000.05 ms at dt 0.1 (1,000,000.5 steps) was rounded
+    to a whole step."""
+    with pytest.raises(ValueError, match="`stimulus_duration`"):
+        tasks.PerceptualDecisionMaking(dt=0.1, stimulus_duration=duration)
+
+
+@pytest.mark.parametrize(
+    ("dt", "duration", "steps"),
+    [
+        (0.1, 100000.0, 1000000),
+        (0.1, 0.3, 3),
+        (0.1, 123456.7, 1234567),
+        (np.float32(0.1), np.float32(300.1), 3001),
+    ],
+)
+def test_durations_on_the_step_grid_are_accepted_despite_float_rounding(dt, duration, steps):
+    task = tasks.PerceptualDecisionMaking(dt=dt, stimulus_duration=duration)
+    assert task.periods["stimulus"].stop - task.periods["stimulus"].start == steps
+
+
+def test_jit_without_a_static_batch_size_says_to_mark_it_static():
+    task = TASKS["evidence_accumulation"](dt=10.0)
+    with pytest.raises(ValueError, match=r"`batch_size` sets the shapes.*static_argnums=1"):
+        jax.jit(task.sample)(jax.random.key(0), 4)
+
+
+def test_the_batch_size_example_in_sample_s_docstring_holds():
+    """The docstring said ``sample(key, 8)[:4]``, which slices the four fields of the Batch NamedTuple."""
+    example = r"``(sample\(key, 8\)[^`]*)``\s+is not\s+``(sample\(key, 4\)[^`]*)``"
+    code = re.search(example, tasks.AbstractTask.sample.__doc__)
+    assert code is not None, tasks.AbstractTask.sample.__doc__
+    task = TASKS["delayed_match"](dt=10.0)
+    scope = {"sample": task.sample, "key": jax.random.key(0)}
+    eight, four = (np.asarray(eval(expression, scope)) for expression in code.groups())
+    assert eight.shape == four.shape == (task.n_steps, 4, task.n_inputs)
+    assert not np.array_equal(eight, four)
