@@ -390,9 +390,11 @@ class ResultsFile:
             with exclusive_lock(self.lock_path):
                 pass
         except OSError as error:
+            advice = "give a folder this user can write"
+            if self.lock_path.is_file():  # another user's lock file, unreadable here
+                advice = "remove it, or make it readable (chmod a+r), or give another folder"
             raise ValueError(
-                f"cannot lock {os.fspath(self.lock_path)!r}: {error.strerror or error}; give a folder this "
-                "user can write."
+                f"cannot lock {os.fspath(self.lock_path)!r}: {error.strerror or error}; {advice}."
             ) from None
         if self.path.exists():
             read_csv(self.path)  # a file that is not a records CSV is refused now, before the run

@@ -84,20 +84,33 @@ _NO_LOCKS = (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP)
 @contextlib.contextmanager
 def exclusive_lock(path: str | os.PathLike, *, wait: bool = True) -> Iterator[None]:
     """Hold an exclusive `fcntl.flock` on the file ``path`` (created if absent, mode 0666 less the umask, and
-    left in place) for the block. The lock file is opened read-only, so a lock file another user made
-    works as long as it is readable. ``wait=False``: raise `BlockingIOError` at once when another process
-    holds it. A filesystem without locks (or Windows) gets one warning and no lock."""
-    handle = os.open(path, os.O_RDONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), NEW_FILE_MODE)
+    left in place) for the block. ``wait=False``: raise `BlockingIOError` at once when another process holds
+    it. The file is opened for writing (NFS locks need that), or read-only where this user may not write it
+    (a lock file another user left). A filesystem without locks gets a `RuntimeWarning` and no lock;
+    Windows (no `fcntl`) gets no lock.
+
+    Raises:
+        PermissionError: this user can neither write nor read the lock file (another user's, made under a
+            umask of 077).
+    """
+    read_only = False
+    try:
+        handle = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), NEW_FILE_MODE)
+    except OSError as error:
+        if error.errno not in (errno.EACCES, errno.EPERM, errno.EROFS) or not os.path.isfile(path):
+            raise
+        handle, read_only = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)), True
     try:
         if fcntl is not None:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
             except OSError as error:  # BlockingIOError (held, wait=False) too
-                if error.errno not in _NO_LOCKS:
+                # NFS locks a read-only descriptor with EBADF
+                if error.errno not in _NO_LOCKS and not (read_only and error.errno == errno.EBADF):
                     raise
                 warnings.warn(
-                    f"{os.fspath(path)}: this filesystem has no file locks ({error.strerror}); going on "
-                    "without one, so two processes writing here at once may overwrite each other's work.",
+                    f"{os.fspath(path)}: no file lock here ({error.strerror}); going on without one, so two "
+                    "processes writing here at once may overwrite each other's work.",
                     RuntimeWarning,
                     stacklevel=3,
                 )

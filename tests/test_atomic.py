@@ -141,11 +141,23 @@ def test_outside_a_write_sigterm_keeps_its_handling():
     assert run.stdout.split() == ["<lambda>", "True"] and run.returncode == -15, run.stderr
 
 
-def test_a_lock_file_another_user_made_read_only_still_locks(tmp_path):
-    """The lock is taken on a read-only descriptor: a lock file left by another user (0644) works."""
+def _unwritable(monkeypatch):
+    """`os.open` refusing to open for writing, as for another user's 0644 lock file (root may write any)."""
+    real_open = os.open
+
+    def open_(path, flags, *mode):
+        if flags & os.O_RDWR:
+            raise PermissionError(errno.EACCES, "Permission denied", path)
+        return real_open(path, flags, *mode)
+
+    monkeypatch.setattr(_atomic.os, "open", open_)
+
+
+def test_a_lock_file_this_user_cannot_write_still_locks(tmp_path, monkeypatch):
+    """Another user's lock file (0644) is opened read-only, which flock locks on a local filesystem."""
     lock = tmp_path / ".lock"
     lock.touch()
-    lock.chmod(0o444)
+    _unwritable(monkeypatch)
     with exclusive_lock(lock):
         with pytest.raises(BlockingIOError):
             with exclusive_lock(lock, wait=False):
@@ -154,12 +166,35 @@ def test_a_lock_file_another_user_made_read_only_still_locks(tmp_path):
         pass
 
 
+def test_a_lock_is_taken_on_a_descriptor_open_for_writing(tmp_path, monkeypatch):
+    """NFS turns flock into a byte-range lock, whose exclusive form needs a file open for writing: a
+    read-only descriptor gets EBADF there."""
+    real_open, flags = os.open, []
+    monkeypatch.setattr(_atomic.os, "open", lambda path, f, *m: (flags.append(f), real_open(path, f, *m))[1])
+    with exclusive_lock(tmp_path / ".lock"):
+        pass
+    assert len(flags) == 1 and flags[0] & os.O_RDWR
+
+
+def test_a_read_only_lock_file_on_nfs_warns_and_goes_on(tmp_path, monkeypatch):
+    (tmp_path / ".lock").touch()
+    _unwritable(monkeypatch)
+
+    def nfs_flock(handle, operation):
+        raise OSError(errno.EBADF, "Bad file descriptor")
+
+    monkeypatch.setattr(_atomic.fcntl, "flock", nfs_flock)
+    with pytest.warns(RuntimeWarning, match="no file lock here"):
+        with exclusive_lock(tmp_path / ".lock"):
+            pass
+
+
 def test_a_filesystem_without_locks_warns_and_goes_on(tmp_path, monkeypatch):
     def no_locks(handle, operation):
         raise OSError(errno.ENOSYS, "Function not implemented")
 
     monkeypatch.setattr(_atomic.fcntl, "flock", no_locks)
-    with pytest.warns(RuntimeWarning, match="no file locks"):
+    with pytest.warns(RuntimeWarning, match="no file lock here"):
         with exclusive_lock(tmp_path / ".lock"):
             ran = True
     assert ran
