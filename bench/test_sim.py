@@ -5,15 +5,13 @@ Each test times diffbrain's COBA network (`networks.simulate`) for one (N, biolo
 ``$DIFFBRAIN_PEER_PYTHON``, skipped when absent) and puts each simulator's wall time per biological second,
 compile time and firing rates into ``benchmark.extra_info``. ``test_microcircuit`` does the same for the
 Potjans–Diesmann microcircuit (`sim.MICROCIRCUIT`) against NEST (`sim.run_microcircuit`: the rates are the
-means over the init/background seeds `sim.SEEDS`, compared by `sim.compare_rates`; the data from
-``$DIFFBRAIN_DATA``, skipped when unset).
+means over the init/background seeds `sim.SEEDS`, compared by `sim.compare_rates`; the data where
+`sim.microcircuit_folder` finds it, skipped when absent).
 """
 
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 
 import jax
 import pytest
@@ -48,10 +46,9 @@ def test_sim(benchmark, n: int, duration_ms: float):
 
 @pytest.mark.parametrize(("scale", "k_scale", "duration_ms"), sim.MICROCIRCUIT)
 def test_microcircuit(benchmark, scale: float, k_scale: float, duration_ms: float):
-    root = os.environ.get("DIFFBRAIN_DATA")
-    if root is None:
-        pytest.skip(f"set $DIFFBRAIN_DATA to the folder that holds {sim.MICROCIRCUIT_DATA}")
-    data = Path(root) / sim.MICROCIRCUIT_DATA
+    data = sim.microcircuit_folder()
+    if not data.is_dir():
+        pytest.skip(f"{data} not found: set $DIFFBRAIN_DATA to the folder that holds {sim.MICROCIRCUIT_DATA}")
     net = networks.Microcircuit.from_data(data, scale=scale, k_scale=k_scale).build(
         jax.random.key(0), sim.DT_MS
     )
