@@ -40,6 +40,8 @@ from .delays import DelayedCSR
 MAX_INPUTS_PER_STEP = 50.0
 """The largest mean number of Poisson background inputs per neuron and step that `Background` accepts."""
 
+_NEVER_STEP = 2**31 - 1  # the int32 step counter's largest value: a pulse edge there is never reached
+
 
 class Edges(NamedTuple):
     """One receptor's synapses, as global neuron indices (0 … n − 1).
@@ -66,7 +68,9 @@ class Background(NamedTuple):
 
     Attributes:
         rate: ``[n]`` or one total input rate per neuron, Hz (e.g. ``K_ext · 8 Hz`` for ``K_ext`` inputs
-            at 8 Hz); each step a neuron receives a Poisson number of inputs with mean ``rate·dt``.
+            at 8 Hz); each step a neuron receives a Poisson number of inputs with mean ``rate·dt``, drawn
+            with 24-bit uniforms: exact for the usual kHz totals, too frequent below about 10⁻⁶ inputs per
+            step (+19 % at 10⁻⁷) and none below 6·10⁻⁸ (use `zoo.stimulus.poisson` for such rates).
         weight: ``[n]`` or one weight per input spike, in the receptor's unit (nS for a conductance-based
             receptor; for a current-based one, the neuron's input unit: pA for `LIF` and `AdEx`).
         receptor: the receptor it enters.
@@ -98,7 +102,9 @@ class Pulse(NamedTuple):
     while ``start_ms ≤ t < stop_ms``.
 
     Times are measured from the network state's time zero (`Network.init_state`); a continued simulation
-    keeps counting, so a pulse is placed in absolute time.
+    keeps counting, so a pulse is placed in absolute time. The step counter is int32: a time of 2³¹ − 1
+    steps or more (2.1·10⁸ ms at dt = 0.1 ms) counts as that step, never reached, so a ``stop_ms`` that far
+    keeps the pulse on for the rest of the run and such a ``start_ms`` never turns it on.
 
     Attributes:
         neurons: indices of the neurons that receive it (global, 0 … n − 1).
@@ -133,8 +139,9 @@ class AbstractPopulationResult(eqx.Module):
     Spikes emitted in step ``k`` (0-based) are stamped at the step's end, ``(k + 1)·dt`` ms.
 
     Subclasses hold ``dt`` (ms), ``counts`` ``[T, P]``, ``raster`` ``[T, r]`` (bool), ``record`` ``[r]``
-    (the recorded neurons' global indices), ``sizes`` and ``names`` (one per population). They are not
-    declared here as `eqx.AbstractVar`: Equinox rejects those under postponed (string) annotations.
+    (the recorded neurons' global indices), ``sizes`` and ``names`` (one per population) and
+    ``final_state`` (whose ``neurons.V`` has the run's floating dtype). They are not declared here as
+    `eqx.AbstractVar`: Equinox rejects those under postponed (string) annotations.
     """
 
     @property
@@ -142,9 +149,16 @@ class AbstractPopulationResult(eqx.Module):
         """Simulated time, ms."""
         return self.counts.shape[0] * self.dt
 
+    def _float_counts(self) -> Float[Array, "T P"]:
+        """``counts`` to be summed, in the run's floating dtype (surrogate counts as they are,
+        differentiable): an int32 sum wraps past 2³¹ spikes (10⁶ neurons at 10 Hz for 215 s)."""
+        if jnp.issubdtype(self.counts.dtype, jnp.floating):
+            return self.counts
+        return self.counts.astype(self.final_state.neurons.V.dtype)
+
     def rates(self) -> Float[Array, " P"]:
         """Mean firing rate per population over the whole run, Hz (order of `names`)."""
-        return self.counts.sum(axis=0) / np.asarray(self.sizes) / self.duration * 1000.0
+        return self._float_counts().sum(axis=0) / np.asarray(self.sizes) / self.duration * 1000.0
 
     def rate_trace(self, bin_ms: float = 5.0) -> Float[Array, "B P"]:
         """Population rates in consecutive bins of ``bin_ms`` ms, a positive multiple of ``dt`` (a trailing
@@ -155,7 +169,7 @@ class AbstractPopulationResult(eqx.Module):
                 f"`bin_ms` must be a positive multiple of dt = {self.dt} ms (whole steps), got {bin_ms!r}."
             )
         n_bins, n_pops = self.counts.shape[0] // per_bin, self.counts.shape[1]
-        binned = self.counts[: n_bins * per_bin].reshape(n_bins, per_bin, n_pops).sum(axis=1)
+        binned = self._float_counts()[: n_bins * per_bin].reshape(n_bins, per_bin, n_pops).sum(axis=1)
         return binned / np.asarray(self.sizes) / (per_bin * self.dt) * 1000.0
 
     def spike_trains(self) -> tuple[np.ndarray, np.ndarray]:
@@ -222,9 +236,12 @@ class _PoissonDrive(eqx.Module):
 
     def counts(self, seed: Array, step: Array, stream: int, first: Array | int = 0) -> Float[Array, " n"]:
         """Poisson counts for ``step``, by inverse CDF of one counter-based uniform per neuron: the number of
-        CDF rows at or below it. (The CDF was computed each step until the table replaced it: its ``exp`` and
-        multiply chain cost ~half of the Potjans–Diesmann microcircuit's step at scale 0.1.) ``first``: the
-        global index of this drive's first neuron (a device's block in `simulate_network_sharded`)."""
+        CDF rows at or below it. The uniforms have 24 bits, so P(count ≥ 1) is resolved to 2⁻²⁴ against a
+        float32 CDF: exact to 0.01 % down to 10⁻³ inputs per step, 1.3 % high at 10⁻⁶ (0.1 Hz at dt 0.01 ms),
+        19 % at 10⁻⁷, and no input below 6·10⁻⁸ (background rates are kHz, 0.1–1 inputs per step). (The CDF
+        was computed each step until the table replaced it: its ``exp`` and multiply chain cost ~half of the
+        Potjans–Diesmann microcircuit's step at scale 0.1.) ``first``: the global index of this drive's first
+        neuron (a device's block in `simulate_network_sharded`)."""
         u = _uniforms(seed, step, stream, self.mean.shape[0], first).astype(self.cdf.dtype)
         count = jnp.zeros_like(u)
         for k in range(self.cdf.shape[0]):
@@ -716,7 +733,7 @@ class Network(eqx.Module):
         current = pulse.current  # traced under jax.grad of its amplitude: checked where concrete
         concrete = not isinstance(current, jax.core.Tracer)
         if np.shape(current) not in ((), neurons.shape) or (
-            concrete and not np.all(np.isfinite(np.asarray(current, float)))
+            concrete and not np.all(np.isfinite(_real_array("pulse.current", current).astype(float)))
         ):
             raise ValueError(
                 f"`pulse.current` must be finite, one value or one per neuron ({neurons.size}), got "
@@ -732,8 +749,10 @@ class Network(eqx.Module):
             )
         current = jnp.broadcast_to(jnp.asarray(current, self.I_ext.dtype), neurons.shape)
         amplitude = jnp.zeros(self.n, self.I_ext.dtype).at[neurons].add(current)  # a neuron listed twice: 2×
+        # the int32 step counter's last step stands for "never": a later time cast to int32 would wrap
         start, stop = (
-            jnp.asarray(steps_of(ms, self.dt), jnp.int32) for ms in (pulse.start_ms, pulse.stop_ms)
+            jnp.asarray(np.minimum(steps_of(ms, self.dt), _NEVER_STEP), jnp.int32)
+            for ms in (pulse.start_ms, pulse.stop_ms)
         )
         return amplitude, start, stop
 
@@ -1053,7 +1072,8 @@ def _steps(delay: np.ndarray, dt: float) -> np.ndarray:
 
 
 def _per_neuron(name: str, value, n: int, dtype) -> Array:
-    array = np.asarray(value, dtype=float)
+    """A validated finite scalar or ``[n]`` real value, as ``[n]`` of ``dtype``."""
+    array = _real_array(name, value).astype(float)
     if array.shape not in ((), (n,)) or not np.all(np.isfinite(array)):
         raise ValueError(f"`{name}` must be finite, a scalar or shape ({n},), got shape {array.shape}.")
     return jnp.asarray(np.broadcast_to(array, (n,)), dtype)
@@ -1064,7 +1084,7 @@ def _drive(background, index: int, n: int, dt: float, dtype, receptors) -> _Pois
     if not isinstance(background, Background):
         raise TypeError(f"`{where}` must be networks.Background, got {type(background).__name__}.")
     receptor = _known_receptor(f"{where}.receptor", background.receptor, receptors)
-    rate = np.asarray(background.rate, dtype=float)
+    rate = _real_array(f"{where}.rate", background.rate).astype(float)
     if rate.shape not in ((), (n,)) or not np.all(np.isfinite(rate)) or np.any(rate < 0):
         raise ValueError(f"`{where}.rate` must be ≥ 0 Hz and finite, a scalar or shape ({n},).")
     mean = np.broadcast_to(rate * dt / 1000.0, (n,))
