@@ -369,7 +369,7 @@ def run_method(
     if method == "random":
         return search.random_search(objective, starts, account, key, **options)
     if method in search.NEVERGRAD:
-        return search.nevergrad_search(objective, method, starts, account, **options)
+        return search.nevergrad_search(objective, method, starts, account, key, **options)
     raise ValueError(f"`method` must be one of {METHODS}, got {method!r}.")
 
 
@@ -420,7 +420,11 @@ def fit(
         spike_threshold: mV (finite), for recordings without spike times.
         gradient_mode: ``"auto"``, ``"measure"``, ``"adjoint"``, ``"forward"``, ``"reverse"``, ``"central"``
             (`Objective`).
-        grad_cost: simulations charged per value-and-gradient, or ``"measured"``.
+        grad_cost: simulations charged per value-and-gradient, or ``"measured"``: the ratio of the wall time
+            of the value-and-gradients the method runs to that of as many forwards
+            (`Objective.gradient_cost`): a group's starts batched for ``"lbfgs"`` and ``"adam"`` (in the
+            mode of that many starts side by side), one start for ``"lbfgsb"``; the search methods take no
+            gradient, so nothing is measured and ``info["grad_cost"]`` is 1.0.
         transforms: ``{name: "log" | "logit"}`` overrides.
         starts: explicit starting points ``[{name: value}, ...]`` instead of random ones: each names every
             free parameter, with a finite value strictly inside its bounds (a ValueError otherwise). The
@@ -483,8 +487,6 @@ def fit(
         u0 = _starts(free_set, starts, n_starts)
     # what the caller asked for decides a fit's identity (for resuming), not what was measured this time
     requested = {"gradient_mode": gradient_mode, "grad_cost": grad_cost, "dt": target.dt}
-    if grad_cost == "measured":
-        grad_cost = objective.gradient_cost(u0[0])
     if starts is not None and method in ("lbfgsb", "lbfgs"):
         options = {"restart": False, **(options or {})}
     n = u0.shape[0]
@@ -495,6 +497,8 @@ def fit(
     default_size = n if method in BATCHED_METHODS else 1
     size = n if checkpoint is None else int(group_size) if group_size is not None else default_size
     groups = [np.arange(i, min(i + size, n)) for i in range(0, n, size)]
+    if grad_cost == "measured":
+        grad_cost = _measured_grad_cost(objective, method, u0[groups[0]])
     info = {
         "loss": repr(loss),
         # the mode of one batch: a group's starts side by side, or one start at a time (lbfgsb)
@@ -619,7 +623,7 @@ def fit_cells(
     start_key, run_key = jax.random.split(key)
     u0 = free_set.sample(start_key, len(cells) * n_starts)
     if grad_cost == "measured":
-        grad_cost = objective.gradient_cost(u0[0])
+        grad_cost = _measured_grad_cost(objective, "lbfgs", u0)
     stacked = gradient.Cells(
         inputs=jnp.stack([i for i, _ in prepared]),
         target=Target(
@@ -663,6 +667,17 @@ def fit_cells(
 
 BATCHED_METHODS = ("lbfgs", "adam")
 """Methods that run all their starts at once with `vmap` (one group per fit by default)."""
+
+
+def _measured_grad_cost(objective: Objective, method: str, starts: jax.Array) -> float:
+    """``grad_cost="measured"``: the cost ratio of the value-and-gradients ``method`` runs, from ``starts``
+    (a group's, ``[n, d]``): all n batched for `BATCHED_METHODS` (in ``gradient_mode(n)``), one start for
+    ``"lbfgsb"``; 1.0 for the search methods, which never take a gradient (nothing is charged at it)."""
+    if method in BATCHED_METHODS:
+        return objective.gradient_cost(starts)
+    if method in GRADIENT_METHODS:
+        return objective.gradient_cost(starts[0])
+    return 1.0
 
 
 class _Totals:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import numbers
 import time
 from typing import NamedTuple
 
@@ -40,6 +41,19 @@ def _check_at_least(**limits: tuple[float, float]) -> None:
             raise ValueError(f"`{name}` must be at least {least}, got {value}; pass a value >= {least}.")
 
 
+def _check_integers(**values) -> None:
+    """Raise a ValueError naming the first option that is not an integer (a count: iterations, pairs, …)."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise ValueError(f"`{name}` must be an integer (a count), got {value!r}; pass e.g. {name}=10.")
+
+
+def _check_flag(name: str, value) -> None:
+    """Raise a ValueError unless option ``name`` is a bool (a string such as "no" would count as true)."""
+    if not isinstance(value, bool | np.bool_):
+        raise ValueError(f"`{name}` must be True or False, got {value!r}.")
+
+
 def lbfgsb(
     objective: Objective,
     starts: Float[Array, " n d"],
@@ -59,6 +73,8 @@ def lbfgsb(
     ``min_restart`` (≥ 1) evaluations remain), so the method spends its budget as the others do.
     ``max_iterations=0`` evaluates each start only (one value-and-gradient), as `lbfgs` does.
     """
+    _check_integers(max_iterations=max_iterations, min_restart=min_restart)
+    _check_flag("restart", restart)
     _check_at_least(
         max_iterations=(max_iterations, 0), tolerance=(tolerance, 0), min_restart=(min_restart, 1)
     )
@@ -167,8 +183,16 @@ def adam(
     ``max_iterations`` iterations evaluates the starts' points, then steps; ``max_iterations=0`` evaluates
     the starts only (as `lbfgs`), like 1 (whose step is not evaluated).
     """
-    if not 0 < learning_rate < np.inf:  # NaN fails too
-        raise ValueError(f"`learning_rate` must be a finite number > 0, got {learning_rate}; pass e.g. 0.05.")
+    try:  # a float (concrete), so that it can key the cache of compiled updates
+        rate = None if isinstance(learning_rate, bool | str) else float(learning_rate)
+    except (TypeError, ValueError):
+        rate = None
+    if rate is None or not 0 < rate < np.inf:  # NaN fails too
+        raise ValueError(
+            f"`learning_rate` must be a finite number > 0, got {learning_rate!r}; pass e.g. 0.05."
+        )
+    learning_rate = rate
+    _check_integers(max_iterations=max_iterations)
     _check_at_least(max_iterations=(max_iterations, 0))
     n = starts.shape[0]
     batch = batch_devices(devices).at_most(n)
@@ -571,6 +595,10 @@ def lbfgs(
     (its ``model``, ``free`` and ``loss`` are shared), so many cells are fitted in one batched call; a slot
     restarts within its cell, and each result's ``cell`` says which.
     """
+    _check_integers(
+        memory_size=memory_size, max_linesearch_steps=max_linesearch_steps, max_iterations=max_iterations
+    )
+    _check_flag("restart", restart)
     _check_at_least(
         memory_size=(memory_size, 1),
         max_linesearch_steps=(max_linesearch_steps, 1),

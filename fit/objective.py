@@ -170,7 +170,8 @@ class Objective:
         self._measure = gradient == "measure"
         self._mode = self._fastest_gradient() if self._measure else gradient
         self.n_steps = inputs.shape[0]
-        self._cost: float | None = None
+        # `gradient_cost` by number of starts (None: one start, unbatched)
+        self._costs: dict[int | None, float] = {}
 
         self.value = jax.jit(self._loss)
         self.values = jax.jit(jax.vmap(self._loss))
@@ -336,12 +337,21 @@ class Objective:
         by_steps = jnp.einsum("tsi,tsid->d", cotangent, by_theta)
         return value, pull_u(by_steps + pull_init(first)[0])[0]
 
-    def gradient_cost(self, u: Float[Array, " d"] | None = None, repeats: int = 3) -> float:
-        """Measured wall time of one value-and-gradient over one forward (median of ``repeats``), ×."""
-        if self._cost is None:
-            u = jnp.zeros(self.free.size, self.free.lower.dtype) if u is None else u
-            self._cost = gradient_cost(self.value, self.value_and_grad, u, repeats)
-        return self._cost
+    def gradient_cost(
+        self, u: Float[Array, " d"] | Float[Array, " n d"] | None = None, repeats: int = 3
+    ) -> float:
+        """Measured wall time of one value-and-gradient over one forward (median of ``repeats``), ×: of one
+        start (`value_and_grad` over `value`, in ``gradient_mode(1)``) for ``u`` of shape ``[d]`` (default
+        zeros), of n starts evaluated together (`values_and_grads` over `values`, in ``gradient_mode(n)``,
+        what the batched methods run) for ``[n, d]``; measured once per number of starts."""
+        u = jnp.zeros(self.free.size, self.free.lower.dtype) if u is None else jnp.asarray(u)
+        starts = None if u.ndim == 1 else u.shape[0]
+        if starts not in self._costs:
+            value, value_and_grad = (
+                (self.value, self.value_and_grad) if starts is None else (self.values, self.values_and_grads)
+            )
+            self._costs[starts] = gradient_cost(value, value_and_grad, u, repeats)
+        return self._costs[starts]
 
 
 def gradient_cost(value: Callable, value_and_grad: Callable, u: Array, repeats: int) -> float:

@@ -54,8 +54,8 @@ class _Tracker:
         return StartResult(u=self.u, loss=self.loss, status=status, message=message, simulations=spent)
 
 
-_SMALLEST_POPULATION = {"de": 4, "cmaes": 2}
-"""The fewest members a population of each method can have (others: 1)."""
+_SMALLEST_POPULATION = {"de": 4, "cmaes": 2, "pso": 2}
+"""The fewest members a population of each method can have (others: 1); a lone PSO particle never moves."""
 
 
 def _population(size, d: int, method: str) -> int:
@@ -181,22 +181,32 @@ def random_search(
 ) -> list[StartResult]:
     """Uniform (log-uniform for ``"log"`` parameters) samples of the box, evaluated in batches of ``size``.
 
-    The starts come first (as many batches as they fill, the last one topped up with samples), then
-    samples. Every batch has ``size`` members, so one compiled function serves them all; of the last one
-    only what the budget pays for is charged and looked at.
+    Each start is an independent run with an equal share of the remaining budget (as in the other search
+    methods): its first batch is the start and ``size − 1`` samples, the next ones samples. Every batch has
+    ``size`` members, so one compiled function serves them all; of a run's last batch only what its share
+    pays for is charged and looked at. One `StartResult` per start, with what its run spent.
     """
     size = _population(size, objective.free.size, "random")
     batch = batch_devices(devices).at_most(size)
-    tracker = _Tracker(account, np.asarray(starts)[0])
-    pending = jnp.asarray(starts)
-    while (affordable := account.affordable(size)) >= 1:
-        key, sample_key = jax.random.split(key)
-        given, pending = pending[:size], pending[size:]
-        samples = objective.free.sample(sample_key, size - given.shape[0])
-        population = jnp.concatenate([given, samples.astype(given.dtype)])
-        values = batch.evaluate(objective.values, population)
-        tracker.see(np.asarray(population)[:affordable], np.asarray(values)[:affordable])
-    return [tracker.result("budget exhausted")]
+    results = []
+    for index, start in enumerate(jnp.asarray(starts)):
+        share = account.remaining / (len(starts) - index)
+        tracker = _Tracker(account, np.asarray(start))
+        given = start[None]
+        while (affordable := min(account.affordable(size), _within(share, tracker, size))) >= 1:
+            key, sample_key = jax.random.split(key)
+            samples = objective.free.sample(sample_key, size - given.shape[0])
+            population = jnp.concatenate([given, samples.astype(given.dtype)])
+            given = given[:0]
+            values = batch.evaluate(objective.values, population)
+            tracker.see(np.asarray(population)[:affordable], np.asarray(values)[:affordable])
+        results.append(tracker.result("budget exhausted"))
+    return results
+
+
+def _within(share: float, tracker: _Tracker, size: int) -> int:
+    """How many of ``size`` evaluations the rest of a run's ``share`` of the budget pays for."""
+    return int(min(size, np.floor(share - (tracker.account.simulations - tracker.spent_before) + 1e-9)))
 
 
 def nevergrad_available() -> bool:
@@ -209,12 +219,16 @@ def nevergrad_search(
     method: str,
     starts: Float[Array, " n d"],
     account: Account,
+    key: PRNGKeyArray,
     *,
     size: int | None = None,
     devices: Devices | BatchSharding = None,
 ) -> list[StartResult]:
     """A Nevergrad optimiser (``"ng_de"``, ``"ng_pso"``, ``"ng_twopointsde"``, ``"ng_ngopt"``), asked for a
-    population at a time so it is evaluated batched, over the box in ``[0, 1]ᵈ`` coordinates."""
+    population at a time so it is evaluated batched, over the box in ``[0, 1]ᵈ`` coordinates.
+
+    Start i's optimiser draws from a NumPy random state seeded from ``fold_in(key, i)`` (the random state
+    of its parametrization), so the same key gives the same run."""
     if not nevergrad_available():
         raise ImportError(f"method {method!r} needs the optional package nevergrad: pip install nevergrad")
     import nevergrad as ng
@@ -227,6 +241,8 @@ def nevergrad_search(
         tracker = _Tracker(account, start)
         unit = np.asarray(free.to_unit(free.to_values(jnp.asarray(start))))
         space = ng.p.Array(init=unit).set_bounds(0.0, 1.0)
+        seed = jax.random.bits(jax.random.fold_in(key, index), dtype=jnp.uint32)
+        space.random_state = np.random.RandomState(int(seed))
         optimiser = ng.optimizers.registry[NEVERGRAD[method]](parametrization=space, budget=int(share))
         while account.simulations - tracker.spent_before + size <= share + 1e-9:
             candidates = [optimiser.ask() for _ in range(size)]

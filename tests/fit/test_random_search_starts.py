@@ -1,0 +1,38 @@
+"""Random search runs each start as its own run with an equal share of the budget, as the other search
+methods do, and reports one `StartResult` per start (review s22: n_starts=3 was reported as one start
+without a checkpoint and as three with one)."""
+
+import jax
+import pytest
+
+from diffbrain import fit, zoo
+
+FREE = {"g_L": (5.0, 50.0), "V_rest": (-80.0, -50.0)}
+
+
+def _fit(sweeps, **kwargs):
+    kwargs = dict(free=FREE, method="random", key=jax.random.key(4), options={"size": 8}) | kwargs
+    return fit.fit(zoo.LIF(V_th=100.0), sweeps, **kwargs)
+
+
+def test_each_start_is_reported_with_its_share(silent_lif_sweeps, tmp_path):
+    result = _fit(silent_lif_sweeps, n_starts=3, budget=48)
+    assert result.info["n_starts"] == 3
+    assert [start.simulations for start in result.starts] == [16.0, 16.0, 16.0]  # was [48.0]
+    assert result.forward_evaluations == 48 and result.loss == min(start.loss for start in result.starts)
+    checkpointed = _fit(silent_lif_sweeps, n_starts=3, budget=48, checkpoint=tmp_path / "fit.json")
+    assert [start.simulations for start in checkpointed.starts] == [16.0, 16.0, 16.0]
+
+
+def test_each_run_begins_at_its_start(silent_lif_sweeps):
+    starts = [{"g_L": 20.0, "V_rest": -65.0}, {"g_L": 30.0, "V_rest": -70.0}]
+    result = _fit(silent_lif_sweeps, starts=starts, budget=2)  # one evaluation each: the start itself
+    for found, given in zip(result.starts, starts, strict=True):
+        assert found.params == pytest.approx(given)
+    assert [start.simulations for start in result.starts] == [1.0, 1.0]
+
+
+def test_an_uneven_budget_is_spent_to_the_last_simulation(silent_lif_sweeps):
+    result = _fit(silent_lif_sweeps, n_starts=3, budget=20)
+    assert [start.simulations for start in result.starts] == [6.0, 7.0, 7.0]
+    assert result.simulations == 20
