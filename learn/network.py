@@ -14,9 +14,9 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from diffbrain import zoo
 
+from .._time_step import step_ms
 from ..ops import CSR, event_matmat
 from ..ops.csr import derived
-from ..zoo.networks.network import step_ms
 
 
 class NetState(NamedTuple):

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
-from ..zoo.networks.network import step_ms
+from .._time_step import step_ms
 
 ENCODINGS = ("poisson", "rate")
 

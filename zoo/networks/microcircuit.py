@@ -13,11 +13,12 @@ import jax
 import numpy as np
 from jaxtyping import Float, Int, PRNGKeyArray
 
+from ..._time_step import step_ms
 from ...ops.csr import check_key, numpy_generator
 from ..neurons.lif import LIF
 from ..synapses.expon import Expon
 from ._random import truncated_normal
-from .network import Background, Edges, Network, step_ms
+from .network import Background, Edges, Network
 
 POPULATIONS = ("L23e", "L23i", "L4e", "L4i", "L5e", "L5i", "L6e", "L6i")
 """Population names in the model's order (excitatory, inhibitory per layer)."""

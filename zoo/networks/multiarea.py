@@ -98,12 +98,13 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
+from ..._time_step import step_ms
 from ...ops import CSR
 from ...ops.csr import numpy_generator
 from ..neurons.lif import LIF
 from ..synapses.expon import Expon
 from ._random import truncated_normal
-from .network import Background, Edges, Network, NetworkResult, NetworkState, Pulse, step_ms
+from .network import Background, Edges, Network, NetworkResult, NetworkState, Pulse
 
 G_L = 10.0  # nS, sets the current scale: a drive of x mV is x·G_L pA
 N_REFERENCE = 2000  # neurons per area in the original

@@ -26,6 +26,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray, UInt32
 
 from ... import ops
+from ..._time_step import step_ms
 from ...ops import CSR, csr_matvec
 from ...ops.csr import check_key
 from ...ops.scan import checked_unroll
@@ -1040,23 +1041,6 @@ def steps_of(ms: float | np.ndarray, dt: float) -> np.ndarray:
     else:
         near = 0.0
     return np.floor(ratio + (0.5 + 1e-9) + near)
-
-
-def step_ms(dt) -> float:
-    """A (checked) time step ``dt`` as the Python float of ms that delays and pulse edges are rounded
-    against: a float32 or narrower one at its shortest decimal (``np.float32(0.1)``, 0.10000000149… ms, is
-    0.1 ms: that is what it was written as, and at 0.10000000149 ms a 0.25 ms delay would round down), any
-    other (a float64, a Python float or int) unchanged."""
-    array = np.asarray(dt)
-    value = float(array)
-    if jnp.issubdtype(array.dtype, jnp.floating) and array.dtype.itemsize < 8 and array.ndim == 0:
-        try:
-            shortest = float(str(array[()]))
-        except ValueError:  # a float type whose str is not a decimal: keep its value
-            return value
-        if np.asarray(shortest).astype(array.dtype) == array:
-            return shortest
-    return value
 
 
 def _steps(delay: np.ndarray, dt: float) -> np.ndarray:
