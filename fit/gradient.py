@@ -41,17 +41,28 @@ def _check_at_least(**limits: tuple[float, float]) -> None:
             raise ValueError(f"`{name}` must be at least {least}, got {value}; pass a value >= {least}.")
 
 
-def _check_integers(**values) -> None:
-    """Raise a ValueError naming the first option that is not an integer (a count: iterations, pairs, …)."""
+def _integers(**values) -> list[int]:
+    """The options ``values`` as Python ints (a count: iterations, pairs, …): an int, a NumPy integer or a
+    0-d integer array; a ValueError names the first that is none of these (a float, a bool, a string)."""
+    counts = []
     for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        dtype = getattr(value, "dtype", None)
+        integral = isinstance(value, numbers.Integral) or (
+            np.ndim(value) == 0 and dtype is not None and np.issubdtype(dtype, np.integer)
+        )
+        if isinstance(value, bool | np.bool_) or not integral:
             raise ValueError(f"`{name}` must be an integer (a count), got {value!r}; pass e.g. {name}=10.")
+        counts.append(int(value))
+    return counts
 
 
-def _check_flag(name: str, value) -> None:
-    """Raise a ValueError unless option ``name`` is a bool (a string such as "no" would count as true)."""
-    if not isinstance(value, bool | np.bool_):
+def _flag(name: str, value) -> bool:
+    """Option ``name`` as a Python bool: a bool, a NumPy bool or a 0-d bool array; a ValueError otherwise
+    (a string such as "no" would count as true)."""
+    dtype = getattr(value, "dtype", None)
+    if not (isinstance(value, bool) or (np.ndim(value) == 0 and dtype is not None and dtype == np.bool_)):
         raise ValueError(f"`{name}` must be True or False, got {value!r}.")
+    return bool(value)
 
 
 def lbfgsb(
@@ -73,8 +84,8 @@ def lbfgsb(
     ``min_restart`` (≥ 1) evaluations remain), so the method spends its budget as the others do.
     ``max_iterations=0`` evaluates each start only (one value-and-gradient), as `lbfgs` does.
     """
-    _check_integers(max_iterations=max_iterations, min_restart=min_restart)
-    _check_flag("restart", restart)
+    max_iterations, min_restart = _integers(max_iterations=max_iterations, min_restart=min_restart)
+    restart = _flag("restart", restart)
     _check_at_least(
         max_iterations=(max_iterations, 0), tolerance=(tolerance, 0), min_restart=(min_restart, 1)
     )
@@ -192,7 +203,7 @@ def adam(
             f"`learning_rate` must be a finite number > 0, got {learning_rate!r}; pass e.g. 0.05."
         )
     learning_rate = rate
-    _check_integers(max_iterations=max_iterations)
+    (max_iterations,) = _integers(max_iterations=max_iterations)
     _check_at_least(max_iterations=(max_iterations, 0))
     n = starts.shape[0]
     batch = batch_devices(devices).at_most(n)
@@ -595,10 +606,10 @@ def lbfgs(
     (its ``model``, ``free`` and ``loss`` are shared), so many cells are fitted in one batched call; a slot
     restarts within its cell, and each result's ``cell`` says which.
     """
-    _check_integers(
+    memory_size, max_linesearch_steps, max_iterations = _integers(
         memory_size=memory_size, max_linesearch_steps=max_linesearch_steps, max_iterations=max_iterations
     )
-    _check_flag("restart", restart)
+    restart = _flag("restart", restart)
     _check_at_least(
         memory_size=(memory_size, 1),
         max_linesearch_steps=(max_linesearch_steps, 1),

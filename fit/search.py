@@ -10,6 +10,7 @@ share of the remaining budget; a NaN loss ranks as the worst member, so it never
 from __future__ import annotations
 
 import importlib.util
+import math
 import numbers
 from collections.abc import Callable
 
@@ -179,23 +180,26 @@ def random_search(
     size: int | None = None,
     devices: Devices | BatchSharding = None,
 ) -> list[StartResult]:
-    """Uniform (log-uniform for ``"log"`` parameters) samples of the box, evaluated in batches of ``size``.
+    """Uniform (log-uniform for ``"log"`` parameters) samples of the box, evaluated in batches.
 
-    Each start is an independent run with an equal share of the remaining budget (as in the other search
-    methods): its first batch is the start and ``size − 1`` samples, the next ones samples. Every batch has
-    ``size`` members, so one compiled function serves them all; of a run's last batch only what its share
-    pays for is charged and looked at. One `StartResult` per start, with what its run spent.
+    Each start is an independent run (as in the other search methods) with its share of the remaining
+    budget, whole simulations, the earlier starts taking the remainder (budget 20 over 3 starts: 7, 7, 6;
+    budget 2: the first two starts, once each). A run's first batch is its start and samples, the next
+    ones samples; its batches hold ``size`` members, or its share where that is smaller (so a run computes
+    at most ``size − 1`` simulations its share does not pay for: of its last batch, only what the share
+    pays for is charged and looked at). One `StartResult` per start, with what its run spent.
     """
     size = _population(size, objective.free.size, "random")
-    batch = batch_devices(devices).at_most(size)
     results = []
     for index, start in enumerate(jnp.asarray(starts)):
-        share = account.remaining / (len(starts) - index)
+        share = math.ceil(account.remaining / (len(starts) - index) - 1e-9)
+        run_size = max(1, min(size, share))
+        batch = batch_devices(devices).at_most(run_size)
         tracker = _Tracker(account, np.asarray(start))
         given = start[None]
-        while (affordable := min(account.affordable(size), _within(share, tracker, size))) >= 1:
+        while (affordable := min(account.affordable(run_size), _within(share, tracker, run_size))) >= 1:
             key, sample_key = jax.random.split(key)
-            samples = objective.free.sample(sample_key, size - given.shape[0])
+            samples = objective.free.sample(sample_key, run_size - given.shape[0])
             population = jnp.concatenate([given, samples.astype(given.dtype)])
             given = given[:0]
             values = batch.evaluate(objective.values, population)

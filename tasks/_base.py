@@ -183,10 +183,12 @@ def duration_steps(owner: str, name: str, duration: float, dt: float) -> int:
     if isinstance(duration, bool) or not isinstance(duration, numbers.Real):
         raise ValueError(f"{owner}: `{name}` must be a number of ms, got {duration!r}.")
     steps = duration / dt
-    # A millionth of a step, float64 rounding, and float32's (2⁻²⁴ of the step count each for a float32 dt
-    # and duration: dt=np.float32(1/30) is 0.033333335 ms, so 100 ms is 2999.99985 steps). Not relative to
-    # the step count alone: half a step is refused up to 4·10⁶ steps (at 10⁶, 1e-6·steps accepted it).
-    tolerance = 1e-6 + 4 * math.ulp(steps) + 2**-23 * steps if math.isfinite(steps) else 0.0
+    # An absolute tolerance, a millionth of a step plus float64 rounding (`as_ms` made a float32 the decimal
+    # it was written as), so that half a step is refused at any length (1e-6·steps accepted 100000.05 ms at
+    # dt 0.1). A float32 dt that is no short decimal (np.float32(1/30) is 0.033333335 ms) divides no round
+    # duration (100 ms is 2999.99985 steps of it), and is refused naming the duration: pass such a dt as a
+    # Python float.
+    tolerance = 1e-6 + 4 * math.ulp(steps) if math.isfinite(steps) else 0.0
     if not math.isfinite(steps) or duration < 0 or abs(steps - round(steps)) > tolerance:
         raise ValueError(
             f"{owner}: `{name}`={duration} ms is not a non-negative whole number of steps of dt={dt} ms; "

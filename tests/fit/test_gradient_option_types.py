@@ -41,8 +41,16 @@ def test_counts_must_be_integers(silent_lif_sweeps, method, name, value):
         _fit(silent_lif_sweeps, method, {name: value})
 
 
-def test_integer_counts_of_numpy_are_taken(silent_lif_sweeps):
-    result = _fit(silent_lif_sweeps, "lbfgs", {"max_iterations": np.int64(2), "restart": np.bool_(False)})
+@pytest.mark.parametrize(
+    ("count", "flag"),
+    [
+        (np.int64(2), np.bool_(False)),
+        (jnp.asarray(2), jnp.asarray(False)),
+        (np.asarray(2), np.asarray(False)),
+    ],
+)
+def test_integer_counts_and_flags_of_numpy_and_jax_are_taken(silent_lif_sweeps, count, flag):
+    result = _fit(silent_lif_sweeps, "lbfgs", {"max_iterations": count, "restart": flag})
     assert result.starts[0].message == "max_iterations reached"
 
 

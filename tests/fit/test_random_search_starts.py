@@ -34,5 +34,32 @@ def test_each_run_begins_at_its_start(silent_lif_sweeps):
 
 def test_an_uneven_budget_is_spent_to_the_last_simulation(silent_lif_sweeps):
     result = _fit(silent_lif_sweeps, n_starts=3, budget=20)
-    assert [start.simulations for start in result.starts] == [6.0, 7.0, 7.0]
+    assert [start.simulations for start in result.starts] == [7.0, 7.0, 6.0]
     assert result.simulations == 20
+
+
+def test_a_checkpointed_fit_spends_an_uneven_budget_too(silent_lif_sweeps, tmp_path):
+    """Review: each group had budget·1/3, rounded down to 6 simulations: 18 of 20 spent."""
+    result = _fit(silent_lif_sweeps, n_starts=3, budget=20, checkpoint=tmp_path / "fit.json")
+    assert [start.simulations for start in result.starts] == [7.0, 7.0, 6.0]
+
+
+def test_a_budget_below_the_starts_runs_the_first_starts(silent_lif_sweeps):
+    """Review: with budget 2 for 3 starts the first (a user's best guess) got 0.67 and never ran."""
+    starts = [{"g_L": 20.0, "V_rest": -65.0}, {"g_L": 30.0, "V_rest": -70.0}, {"g_L": 40.0, "V_rest": -60.0}]
+    result = _fit(silent_lif_sweeps, starts=starts, budget=2)
+    assert [start.simulations for start in result.starts] == [1.0, 1.0, 0.0]
+
+
+def test_a_run_computes_no_more_than_its_share_pays_for(silent_lif_sweeps, monkeypatch):
+    """Review: budget 50 over 10 starts of batches of 16 computed 160 simulations and charged 50."""
+    computed = []
+    evaluate = fit.sharding.BatchSharding.evaluate
+
+    def counting(self, function, points):
+        computed.append(points.shape[0])
+        return evaluate(self, function, points)
+
+    monkeypatch.setattr(fit.sharding.BatchSharding, "evaluate", counting)
+    result = _fit(silent_lif_sweeps, n_starts=10, budget=50, options={"size": 16})
+    assert result.simulations == 50 and sum(computed) == 50

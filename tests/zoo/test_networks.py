@@ -34,15 +34,17 @@ def coba_nets():
         ("coba", {"w_e": -6.0}, "≥ 0 nS for mode='coba'"),
         ("cuba", {"w_i": 90.0}, "`w_i` ≤ 0 pA"),
         ("cuba", {"w_e": -16.2}, "`w_e` must be ≥ 0 pA"),
-        ("coba", {"w_e": float("nan")}, "`w_e` must be a finite number"),
-        ("cuba", {"w_i": -np.inf}, "`w_i` must be a finite number"),
+        ("coba", {"w_e": float("nan")}, "`w_e` must be a finite real number"),
+        ("cuba", {"w_i": -np.inf}, "`w_i` must be a finite real number"),
         ("coba", {"I_ext": float("nan")}, "`I_ext` must be finite"),
         (
             "coba",
             {"I_ext": [200.0, 300.0, 100.0]},
-            r"`I_ext` must be finite, one value or one per neuron \(400\)",
+            r"`I_ext` must be finite and real, one value or one per neuron \(400\)",
         ),
-        ("coba", {"w_e": np.array([6.0, 6.0])}, "`w_e` must be a finite number"),
+        ("coba", {"I_ext": 300 + 500j}, r"`I_ext` must be finite and real.*got complex128"),  # review s22
+        ("coba", {"w_e": 6 + 1j}, "`w_e` must be a finite real number"),
+        ("coba", {"w_e": np.array([6.0, 6.0])}, "`w_e` must be a finite real number"),
     ],
 )
 def test_weight_sign_and_finiteness_are_checked(builder, overrides, message):

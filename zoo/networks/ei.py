@@ -69,17 +69,21 @@ def _check_fraction(name: str, value: float) -> float:
     return float(value)
 
 
+def _is_real(array: np.ndarray) -> bool:
+    """Whether ``array`` holds real numbers (not complex, whose imaginary part a cast would drop)."""
+    return np.issubdtype(array.dtype, np.number) and not np.issubdtype(array.dtype, np.complexfloating)
+
+
 def _check_weights(mode: str, w_e, w_i, I_ext, n: int) -> None:
     for name, value in (("w_e", w_e), ("w_i", w_i)):
         array = np.asarray(value)
-        if not (array.ndim == 0 and np.issubdtype(array.dtype, np.number) and np.isfinite(array)):
-            raise ValueError(f"`{name}` must be a finite number, got {value!r}.")
+        if not (array.ndim == 0 and _is_real(array) and np.isfinite(array)):
+            raise ValueError(f"`{name}` must be a finite real number, got {value!r}.")
     array = np.asarray(I_ext)
-    if not (
-        array.shape in ((), (n,)) and np.issubdtype(array.dtype, np.number) and np.all(np.isfinite(array))
-    ):
+    if not (array.shape in ((), (n,)) and _is_real(array) and np.all(np.isfinite(array))):
         raise ValueError(
-            f"`I_ext` must be finite, one value or one per neuron ({n}), got shape {array.shape}."
+            f"`I_ext` must be finite and real, one value or one per neuron ({n}), got {array.dtype} of shape "
+            f"{array.shape}."
         )
     if mode == "coba" and (w_e < 0 or w_i < 0):
         raise ValueError(
