@@ -137,8 +137,31 @@ def test_outside_a_write_sigterm_keeps_its_handling():
         os.kill(os.getpid(), signal.SIGTERM)
         print("still running")
     """
-    run = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True)
+    command = [sys.executable, "-u", "-c", textwrap.dedent(script)]  # unbuffered: SIGTERM ends it at once
+    run = subprocess.run(command, capture_output=True, text=True)
     assert run.stdout.split() == ["<lambda>", "True"] and run.returncode == -15, run.stderr
+
+
+def test_a_programs_own_sigterm_handler_runs_during_a_write_too():
+    """A program that handles SIGTERM itself keeps its handler while writing: the write completes."""
+    script = """
+        import os, signal, tempfile
+        from diffbrain._atomic import write_atomically
+
+        signal.signal(signal.SIGTERM, lambda *_: print("own handler"))
+        path = os.path.join(tempfile.mkdtemp(), "a")
+
+        def terminated_halfway(file):
+            file.write("x")
+            os.kill(os.getpid(), signal.SIGTERM)
+            file.write("y")
+
+        write_atomically(path, terminated_halfway)
+        print(open(path).read())
+    """
+    command = [sys.executable, "-u", "-c", textwrap.dedent(script)]
+    run = subprocess.run(command, capture_output=True, text=True)
+    assert run.stdout.split() == ["own", "handler", "xy"] and run.returncode == 0, run.stderr
 
 
 def _unwritable(monkeypatch):

@@ -80,7 +80,7 @@ def test_the_command_names_the_foreign_folder_and_tells_to_pick_another_out(tmp_
     assert result.exit_code == 2, result.output
     text = _flat(result.output)
     assert "Invalidvaluefor'--out'" in text and "".join(str(tmp_path / "learn").split()) in text
-    assert "chooseanotheroutputfolder" in text
+    assert "chooseanotheroutputfolder" in text and "expectedduration" not in text  # refused before starting
     assert stub_sections == [] and (tmp_path / "learn" / "fitter.py").read_text() == "x = 1\n"
 
 
@@ -163,6 +163,7 @@ def test_a_second_run_into_the_same_folder_is_refused_while_the_first_holds_it(
     assert result.exit_code == 2, result.output
     text = _flat(result.output)
     assert "Invalidvaluefor'--out'" in text and "anotherdiffbrainreproduceiswritinginto" in text
+    assert "expectedduration" not in text  # refused before the run announces itself
     assert "".join(str(tmp_path).split()) in text
     assert stub_sections == [] and (tmp_path / ".fit.partial-0123abcd").is_dir()
     # once the first run let go, a run goes ahead

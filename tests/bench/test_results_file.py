@@ -3,10 +3,15 @@ write into one file at the same time."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import os
 import threading
 import time
 
+import pytest
+
+from diffbrain import _atomic
 from diffbrain.bench import records
 
 SIM_CELL = dict(
@@ -85,3 +90,19 @@ def test_add_waits_for_the_lock_another_writer_holds(tmp_path):
     assert finished.is_set()
     assert [case for case, *_ in _saved(tmp_path, "fit")] == ["problem-A", "problem-B"]
     assert sorted(path.name for path in tmp_path.glob("*.csv")) == ["fit.csv"]
+
+
+def test_a_lock_file_this_user_cannot_open_is_refused_before_the_run(tmp_path, monkeypatch):
+    """Another user's lock file made under umask 077 (0600): refused when the results file is opened, not
+    after the first case is measured, with what to do about it."""
+    (tmp_path / ".sim.csv.lock").touch()
+    real_open = os.open
+
+    def unreadable(path, flags, *mode):
+        if str(path).endswith(".lock"):
+            raise PermissionError(errno.EACCES, "Permission denied", path)
+        return real_open(path, flags, *mode)
+
+    monkeypatch.setattr(_atomic.os, "open", unreadable)
+    with pytest.raises(ValueError, match=r"cannot lock .*\.sim\.csv\.lock.*Permission denied.*chmod a\+r"):
+        records.ResultsFile(tmp_path, "sim")

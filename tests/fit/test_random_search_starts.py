@@ -3,6 +3,7 @@ methods do, and reports one `StartResult` per start (review s22: n_starts=3 was 
 without a checkpoint and as three with one)."""
 
 import jax
+import numpy as np
 import pytest
 
 from diffbrain import fit, zoo
@@ -63,3 +64,19 @@ def test_a_run_computes_no_more_than_its_share_pays_for(silent_lif_sweeps, monke
     monkeypatch.setattr(fit.sharding.BatchSharding, "evaluate", counting)
     result = _fit(silent_lif_sweeps, n_starts=10, budget=50, options={"size": 16})
     assert result.simulations == 50 and sum(computed) == 50
+
+
+def test_each_start_is_evaluated_once_and_the_rest_are_samples(silent_lif_sweeps, monkeypatch):
+    """A run's first batch holds its start, the next ones only samples: 16 distinct points for 16."""
+    evaluated = []
+    evaluate = fit.sharding.BatchSharding.evaluate
+
+    def recording(self, function, points):
+        evaluated.extend(np.asarray(points).tolist())
+        return evaluate(self, function, points)
+
+    monkeypatch.setattr(fit.sharding.BatchSharding, "evaluate", recording)
+    starts = [{"g_L": 20.0, "V_rest": -65.0}, {"g_L": 30.0, "V_rest": -70.0}]
+    result = _fit(silent_lif_sweeps, starts=starts, budget=16, options={"size": 4})
+    assert len(evaluated) == 16 and len({tuple(point) for point in evaluated}) == 16
+    assert [start.simulations for start in result.starts] == [8.0, 8.0]

@@ -34,3 +34,15 @@ def test_offsets_past_int32_without_x64_are_refused():
 def test_a_ring_int32_addresses_keeps_the_indices_dtype():
     _, target = reference._arrival_synapses(*one_synapse(), jnp.int32(1), (4, 6))
     assert target.dtype == jnp.int32 and target.tolist() == [(1 + 2) * 6 + 5]
+
+
+@pytest.mark.parametrize(("length", "n_post"), [(2, 2**30), (1, 2**31)])
+def test_the_largest_ring_int32_addresses_keeps_int32(length, n_post):
+    """2³¹ entries: offsets 0 … 2³¹ − 1, the largest int32."""
+    assert reference._ring_offset_dtype(jnp.int32, length, n_post) == jnp.int32
+
+
+def test_one_entry_more_needs_int64():
+    assert reference._ring_offset_dtype(jnp.int32, 1, 2**31 + 1) == jnp.int64
+    with jax.enable_x64(False), pytest.raises(ValueError, match="more entries than int32"):
+        reference._ring_offset_dtype(jnp.int32, 1, 2**31 + 1)
