@@ -84,7 +84,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m diffbrain.ben
         help=f"a small, fast run of any suite (throughput: the grid {throughput.QUICK}; ops: {ops.QUICK})",
     )
     parser.add_argument("--out", default="bench-results", help="results folder (default: %(default)s)")
-    parser.add_argument("--models", nargs="+", default=list(throughput.MODELS), help="registry names")
+    parser.add_argument(
+        "--models", nargs="+", default=list(throughput.MODELS), help="throughput: the models (registry names)"
+    )
     parser.add_argument(
         "--sizes",
         nargs="+",
@@ -102,7 +104,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m diffbrain.ben
         action="store_true",
         help="fit_dimension: the non-convex variant (C, g_L, E_L, V_T free beside the kernel amplitudes)",
     )
-    parser.add_argument("--steps", type=positive_int, help=f"time steps per run (default {throughput.STEPS})")
+    parser.add_argument(
+        "--steps", type=positive_int, help=f"throughput: time steps per run (default {throughput.STEPS})"
+    )
     parser.add_argument(
         "--repeats",
         type=positive_int,
@@ -113,7 +117,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m diffbrain.ben
     parser.add_argument(
         "--full",
         action="store_true",
-        help=f"ops: all sizes {ops.FULL_SIZES}; learn: T {learn.FULL_STEPS}, n_rec {learn.FULL_SIZES}",
+        help=f"ops: all sizes {ops.FULL_SIZES}; learn: T {learn.FULL_STEPS}, n_rec {learn.FULL_SIZES}; "
+        "sim: COBA up to 400,000 neurons and the full-scale microcircuit (~14 GiB)",
     )
     parser.add_argument(
         "--firing",

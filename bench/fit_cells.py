@@ -1,7 +1,7 @@
 """Suite "fit_cells": GIF and AdEx fitted to real cells, gradient against gradient-free search, held-out Γ.
 
-Experiment 4 of the fit issue. Cases (data under ``../shared/data``; a case whose folder is absent gives
-skipped records):
+Experiment 4 of the fit issue. Cases (data under ``$DIFFBRAIN_DATA``, else ``../shared/data``; a case whose
+folder is absent gives skipped records):
 
 * ``bbp-C060109A1`` and ``bbp-C080501B2``: Blue Brain L5 pyramidal cells, IDrest protocol (2 s steps
   at 16 amplitudes × 2 repeats; `diffbrain.fit.datasets.split_by_amplitude`): currents idealised to the

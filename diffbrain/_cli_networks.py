@@ -27,7 +27,8 @@ NETWORKS = {
 DEFAULT_SCALE = {"coba": 1.0, "cuba": 1.0, "multiarea": 0.025, "microcircuit": 0.1}
 """Sizes that run in seconds to a minute on a laptop CPU: 4,000, 4,000, 29 × 50 and 7,717 neurons."""
 DATA_FOLDERS = {"multiarea": "conn-macaque-markov2014-29areas", "microcircuit": "conn-potjans-diesmann2014"}
-"""The data each connectome model reads: ``--data`` or ``$DIFFBRAIN_DATA/<folder>``."""
+"""The data each connectome model reads: ``--data``, else ``<folder>`` in `diffbrain._data.shared_data`
+(``$DIFFBRAIN_DATA``, else ../shared/data beside the source checkout)."""
 RECORDED = 400
 """About this many neurons are recorded for the raster, spread evenly over the populations."""
 DEFAULT_DURATION = 1000.0

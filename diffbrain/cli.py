@@ -403,7 +403,10 @@ def simulate(
     ] = None,
     data: Annotated[
         Path | None,
-        typer.Option(help="multiarea/microcircuit: connectome folder (default $DIFFBRAIN_DATA/<folder>)."),
+        typer.Option(
+            help="multiarea/microcircuit: connectome folder (default $DIFFBRAIN_DATA/<folder>, else "
+            "../shared/data/<folder> beside the source checkout)."
+        ),
     ] = None,
 ) -> None:
     """Simulate a neuron under a step current, or a spiking network; print spike counts and rates.

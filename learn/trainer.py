@@ -441,7 +441,8 @@ def train(
         task: a task with ``sample(key, batch_size)`` returning a `diffbrain.learn.loss.Batch`; its class
             and fields (an Equinox module's or dataclass's fields, another object's attributes) identify it.
         method: ``"bptt"``, ``"bptt-checkpoint"``, ``"d-rtrl"`` or ``"es-d-rtrl"`` (`METHODS`).
-        optimizer: an optax transformation (default ``optax.adam(1e-3)``).
+        optimizer: an optax transformation (default ``optax.adam(1e-3)``); one that reads the loss
+            (``optax.contrib.reduce_on_plateau``) gets it as ``value``.
         steps: total optimiser steps (including those of a resumed checkpoint), ≥ 0.
         batch_size: trials per step, ≥ 1.
         key: the random key of the run (default ``jax.random.key(0)``; a typed key or the raw data of one).

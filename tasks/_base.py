@@ -190,9 +190,16 @@ def duration_steps(owner: str, name: str, duration: float, dt: float) -> int:
     # Python float.
     tolerance = 1e-6 + 4 * math.ulp(steps) if math.isfinite(steps) else 0.0
     if not math.isfinite(steps) or duration < 0 or abs(steps - round(steps)) > tolerance:
+        digits = len(repr(float(dt)).replace(".", "").lstrip("0").split("e")[0])
+        hint = (
+            f" (dt={dt} ms is no short decimal: one that came from a float32, such as np.float32(1/30), "
+            "divides no round duration; pass dt as a Python float, e.g. 1/30)"
+            if digits > 7
+            else ""
+        )
         raise ValueError(
             f"{owner}: `{name}`={duration} ms is not a non-negative whole number of steps of dt={dt} ms; "
-            f"choose `{name}` as a multiple of dt."
+            f"choose `{name}` as a multiple of dt{hint}."
         )
     return round(steps)
 
