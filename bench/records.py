@@ -386,16 +386,15 @@ class ResultsFile:
         self.lock_path = folder / f".{suite}.csv.lock"
         if self.path.exists() and not self.path.is_file():
             raise ValueError(f"{os.fspath(self.path)!r} is not a file; move it out of the results folder.")
-        try:  # a lock file this run cannot make or lock is refused now too
-            with exclusive_lock(self.lock_path):
-                pass
-        except OSError as error:
-            advice = "give a folder this user can write"
-            if self.lock_path.is_file():  # another user's lock file, unreadable here
-                advice = "remove it, or make it readable (chmod a+r), or give another folder"
-            raise ValueError(
-                f"cannot lock {os.fspath(self.lock_path)!r}: {error.strerror or error}; {advice}."
-            ) from None
+        if self.lock_path.exists():  # another run's lock file that this one cannot use is refused now too
+            try:  # (none is made here: a run refused later, by its own options, leaves the folder as it was)
+                with exclusive_lock(self.lock_path):
+                    pass
+            except OSError as error:
+                raise ValueError(
+                    f"cannot lock {os.fspath(self.lock_path)!r}: {error.strerror or error}; remove it, or "
+                    "make it readable (chmod a+r), or give another folder."
+                ) from None
         if self.path.exists():
             read_csv(self.path)  # a file that is not a records CSV is refused now, before the run
 
