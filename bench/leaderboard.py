@@ -25,7 +25,7 @@ import pandas as pd
 
 from .._atomic import write_atomically
 from . import fit_dimension
-from .records import Record, case_params, read_result_files, write_csv
+from .records import Record, case_params, keep_newest, read_result_files, write_csv
 
 LOWER_IS_BETTER_UNITS = {"s", "ms", "µs", "us", "ns", "B", "MiB", "GiB"}
 """Units of costs: time and memory."""
@@ -121,11 +121,8 @@ def latest(records: pd.DataFrame) -> pd.DataFrame:
     """The newest record of each (suite, case, method, metric) that was measured, else its newest skipped
     one: a rerun in which a peer could not run does not hide the number it gave before, as in a results
     file (`diffbrain.bench.records.keep_newest`)."""
-    cell = ["suite", "case", "method", "metric"]
     ordered = records.sort_values("date", kind="stable")
-    measured = ordered["status"] != "skipped"
-    cell_measured = measured.groupby([ordered[column] for column in cell]).transform("any")
-    return ordered[measured | ~cell_measured].drop_duplicates(subset=cell, keep="last")
+    return keep_newest(ordered, ordered[["suite", "case", "method", "metric"]])
 
 
 def _format(value: float) -> str:

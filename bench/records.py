@@ -315,13 +315,15 @@ def identity(records: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def keep_newest(frame: pd.DataFrame) -> pd.DataFrame:
+def keep_newest(frame: pd.DataFrame, cells: pd.DataFrame | None = None) -> pd.DataFrame:
     """The rows of ``frame`` (records, oldest first) that a results file keeps: per `KEY` (`identity`) the
     last measured record, or the last skipped one where none was measured, so a rerun in which a peer could
-    not run (``status="skipped"``) does not erase the number that peer gave before."""
+    not run (``status="skipped"``) does not erase the number that peer gave before. ``cells``: other
+    columns of ``frame`` to group by instead of `identity` (the leaderboard's cells, across commits)."""
     kept: dict[tuple, int] = {}
     statuses = frame["status"].tolist()
-    for row, key in enumerate(identity(frame).itertuples(index=False, name=None)):
+    keys = identity(frame) if cells is None else cells
+    for row, key in enumerate(keys.itertuples(index=False, name=None)):
         if key not in kept or statuses[row] == "ok" or statuses[kept[key]] != "ok":
             kept[key] = row
     return frame.iloc[sorted(kept.values())]
