@@ -262,3 +262,54 @@ def test_gap_junctions_need_a_neuron_that_takes_pA():
     receptors = {"exc": zoo.Expon(mode="cuba"), "inh": zoo.Expon(mode="cuba")}
     with pytest.raises(ValueError, match="`gap_junctions` carry currents in pA"):
         from_adjacency(np.zeros((2, 2)), gap_junctions=np.ones((2, 2)), neuron=zoo.GIF(), receptors=receptors)
+
+
+def test_cell_type_labels_with_a_gap_table_that_names_each_neuron():
+    """Review s23: ``labels`` naming cell types (``["AVA", "AVA"]``) with a gap-junction table labelled by
+    neuron names was refused ("reorder one to match the other", which could not help): cell types say
+    nothing of the order of a table naming each neuron, so it is taken in the matrix's order. Labels that
+    name each neuron, or a table labelled by the same cell types, are still checked."""
+    gaps = np.array([[0.0, 1.0], [1.0, 0.0]])
+    by_name = pd.DataFrame(gaps, index=["n0", "n1"], columns=["n0", "n1"])
+    matrix = np.array([[0, 2], [1, 0]])
+    net = from_adjacency(matrix, labels=["AVA", "AVA"], gap_junctions=by_name)
+    assert net.names == ("AVA",) and net.gap.nnz == 2
+    # the same when the matrix itself is labelled by cell type
+    typed = pd.DataFrame(matrix, index=["AVA", "AVA"], columns=["AVA", "AVA"])
+    assert from_adjacency(typed, gap_junctions=by_name).gap.nnz == 2
+    # a table labelled by other cell types than `labels` is refused, naming what differs
+    by_type = pd.DataFrame(np.ones((3, 3)), index=["a", "b", "b"], columns=["a", "b", "b"])
+    with pytest.raises(
+        ValueError, match=r"labelled differently from `labels` \(position 0: 'a', `labels` has 'b'"
+    ):
+        from_adjacency(np.ones((3, 3)), labels=["b", "b", "a"], gap_junctions=by_type)
+    names = pd.DataFrame(np.ones((3, 3)), index=["x", "y", "z"], columns=["x", "y", "z"])
+    with pytest.raises(ValueError, match=r"labelled differently from `labels` .*: it names other neurons"):
+        from_adjacency(np.ones((3, 3)), labels=["a", "b", "c"], gap_junctions=names)
+    with pytest.raises(
+        ValueError, match=r"labelled differently from `labels` .*reorder it, e.g. gap_junctions\.loc"
+    ):
+        from_adjacency(np.ones((3, 3)), labels=["z", "y", "x"], gap_junctions=names)
+
+
+@pytest.mark.parametrize(
+    ("receptors", "inhibitory", "message"),
+    [
+        (
+            {"exc": zoo.Expon(tau=5.0, mode="cuba")},
+            [False, True, False],
+            "neurons marked `inhibitory` .*'inh'",
+        ),
+        ({"inh": zoo.Expon(tau=5.0, mode="cuba")}, None, "neurons not marked `inhibitory` .*'exc'"),
+    ],
+)
+def test_a_missing_receptor_names_inhibitory_and_receptors(receptors, inhibitory, message):
+    """Review s23: inhibitory neurons without an ``"inh"`` receptor were blamed on ``edges``, an argument
+    of `Network.build` the caller of `from_adjacency` never passed."""
+    counts = np.array([[0, 3, 0], [0, 0, 5], [1, 0, 0]])
+    inhibitory = None if inhibitory is None else np.array(inhibitory)
+    with pytest.raises(ValueError, match=message + r".* `receptors` has none \(it has \['"):
+        from_adjacency(counts, inhibitory=inhibitory, receptors=receptors)
+    # inhibitory neurons without synapses need no "inh" receptor
+    net = from_adjacency(counts, inhibitory=np.array([False, False, False]), receptors={"exc": zoo.Expon()})
+    assert net.weights("exc").tolist() == [3.0, 5.0, 1.0]

@@ -342,3 +342,127 @@ def test_a_connectome_folder_that_is_missing_or_incomplete_is_named(tmp_path):
         MultiArea.from_connectome(tmp_path / "nowhere", key=jax.random.key(0))
     with pytest.raises(ValueError, match=r"`path` '.*' lacks \['fln_29x29.csv'"):
         MultiArea.from_connectome(tmp_path, key=jax.random.key(0))
+
+
+def _three_areas():
+    """A synthetic 3-area connectome, every FLN and distance different: (fln, distance, hierarchy, areas)."""
+    fln = np.array([[0.0, 0.6, 0.1], [0.3, 0.0, 0.5], [0.05, 0.4, 0.0]])
+    distance = np.array([[0.0, 10.0, 20.0], [11.0, 0.0, 30.0], [21.0, 31.0, 0.0]])
+    return fln, distance, np.array([0.0, 0.5, 1.0]), ["A", "B", "C"]
+
+
+def test_labelled_tables_must_follow_areas():
+    """Review s23: pandas tables were read by position, their labels ignored, so a table in another order
+    than ``areas`` mis-wired every area (Markov, reversed: FLN V2 → V1 used 0 instead of 0.7322). Tables
+    labelled with ``areas`` in order build the same model as arrays; any other labelling is refused."""
+    pd = pytest.importorskip("pandas")
+    fln, distance, hierarchy, areas = _three_areas()
+    key = jax.random.key(0)
+    kwargs = dict(n_per_area=4, key=key, delay_jitter=0.0)
+    reference = MultiArea.build(fln, distance, hierarchy, areas, **kwargs)
+    labelled = MultiArea.build(
+        pd.DataFrame(fln, index=areas, columns=areas),
+        pd.DataFrame(distance, index=areas, columns=areas),
+        pd.Series(hierarchy, index=areas),
+        areas,
+        **kwargs,
+    )
+    for a, b in zip(jax.tree.leaves(reference), jax.tree.leaves(labelled), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+    order = [2, 1, 0]
+    reordered = [areas[i] for i in order]
+    fln_df = pd.DataFrame(fln[np.ix_(order, order)], index=reordered, columns=reordered)
+    with pytest.raises(ValueError, match=r"`fln` is labelled in another order than `areas` .*fln\.loc\["):
+        MultiArea.build(fln_df, distance, hierarchy, areas, **kwargs)
+    distance_df = pd.DataFrame(distance[np.ix_(order, order)], index=reordered, columns=reordered)
+    with pytest.raises(ValueError, match="`distance_mm` is labelled in another order than `areas`"):
+        MultiArea.build(fln, distance_df, hierarchy, areas, **kwargs)
+    with pytest.raises(ValueError, match=r"`hierarchy` is labelled .*hierarchy\.loc\[areas\]"):
+        MultiArea.build(fln, distance, pd.Series(hierarchy[order], index=reordered), areas, **kwargs)
+    other = pd.DataFrame(fln, index=["A", "B", "X"], columns=["A", "B", "X"])
+    with pytest.raises(
+        ValueError, match=r"`fln` is labelled with other names than `areas` \(position 2: 'X'"
+    ):
+        MultiArea.build(other, distance, hierarchy, areas, **kwargs)
+    # the reordered table, put back in the order of `areas`, builds the reference model
+    fixed = MultiArea.build(fln_df.loc[areas, areas], distance, hierarchy, areas, **kwargs)
+    np.testing.assert_array_equal(fixed.network.weights("exc"), reference.network.weights("exc"))
+
+
+@pytest.mark.parametrize(
+    ("params", "gba", "message"),
+    [
+        ({"w_EE": -0.01}, "strong", r"`params\['w_EE'\]` must be one real number ≥ 0 mV"),
+        ({"mu_IE": -0.0475}, "strong", r"`params\['mu_IE'\]` must be one real number ≥ 0 mV"),
+        ({"sigma": -3.0}, "strong", r"`params\['sigma'\]` must be one real number ≥ 0 mV"),
+        ({"sigma": "3"}, "strong", r"`params\['sigma'\]` must be one real number"),
+        ({"alpha": float("nan")}, "strong", r"`params\['alpha'\]` must be one real number ≥ −1"),
+        ({"alpha": -2.0}, "strong", r"`params\['alpha'\]` must be one real number ≥ −1"),
+        ({"local_delay": -2.0}, "strong", r"`params\['local_delay'\]` must be one real number ≥ 0 ms"),
+        ({"tau_E": -20.0}, "strong", r"`params\['tau_E'\]` must be one real number > 0 ms"),
+        ({"tau_I": 0.0}, "strong", r"`params\['tau_I'\]` must be one real number > 0 ms"),
+        ({"t_ref": None}, "strong", r"`params\['t_ref'\]` must be one real number ≥ 0 ms"),
+        ({"V_rest": np.inf}, "strong", r"`params\['V_rest'\]` must be one real number in mV"),
+        ({"V_th": -80.0}, "strong", r"`params`: 'V_reset' \(-60.0 mV\) must be below 'V_th' \(-80.0 mV\)"),
+        ({"mu_E": [14.2, 14.2]}, "strong", r"`params\['mu_E'\]` must be one real number"),
+        ({"w_EI": {"strong": 0.05}}, "weak", r"`params\['w_EI'\]` is a dict by GBA regime but lacks `gba`"),
+        ({"mu_EE": {"weak": -0.1}}, "weak", r"`params\['mu_EE'\]\['weak'\]` must be one real number ≥ 0"),
+        ({"w_II": True}, "strong", r"`params\['w_II'\]` must be one real number"),
+    ],
+)
+def test_bad_params_entries_are_named(params, gba, message):
+    """Review s23: ``params`` overrides were not checked: negative jumps or noise built silently (a
+    negative ``w_EE`` made E → E inhibitory), others were blamed on internals (``edges['exc'].delay``, the
+    LIF's ``C``) or raised a bare KeyError ('weak') or a NumPy TypeError."""
+    with pytest.raises(ValueError, match=message):
+        MultiArea.build(*_three_areas(), n_per_area=4, key=jax.random.key(0), gba=gba, params=params)
+
+
+def test_params_checks_cover_every_entry_and_keep_valid_overrides():
+    from diffbrain.zoo.networks.multiarea import _PARAM_RULES
+
+    assert set(_PARAM_RULES) == set(JOGLEKAR_2018)
+    key = jax.random.key(0)
+    base = MultiArea.build(*_three_areas(), n_per_area=4, key=key, delay_jitter=0.0)
+    # a number for a GBA-dependent entry, and the defaults' own values spelled out, build the same model
+    same = MultiArea.build(
+        *_three_areas(), n_per_area=4, key=key, delay_jitter=0.0, params={"w_EI": 0.05, "alpha": 4}
+    )
+    np.testing.assert_array_equal(same.network.weights("inh"), base.network.weights("inh"))
+    quiet = MultiArea.build(*_three_areas(), n_per_area=4, key=key, delay_jitter=0.0, params={"sigma": 0.0})
+    assert quiet.network.n == base.network.n
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("speed", "3.5", "`speed` must be one real number > 0 m/s, got '3.5'"),
+        ("exc_fraction", "0.8", "`exc_fraction` must be one real number strictly between 0 and 1"),
+        ("exc_fraction", 1.0, "`exc_fraction` must be one real number strictly between 0 and 1"),
+        ("weight_exponent", "1", r"`weight_exponent` must be one real number in \[0.5, 1\]"),
+        ("delay_jitter", None, r"`delay_jitter` must be one real number in \[0, 0.5\), got None"),
+        ("delay_jitter", 0.5, r"`delay_jitter` must be one real number in \[0, 0.5\)"),
+        ("params", [("w_EE", 0.01)], "`params` must be a dict of overrides"),
+    ],
+)
+def test_bad_scalar_options_are_named(option, value, message):
+    """Review s23: a string ``speed``, ``exc_fraction`` or ``weight_exponent`` or ``delay_jitter=None``
+    raised a raw NumPy TypeError."""
+    with pytest.raises(ValueError, match=message):
+        MultiArea.build(*_three_areas(), n_per_area=4, key=jax.random.key(0), **{option: value})
+
+
+@pytest.mark.parametrize("dt", [np.array(0.1), np.float32(0.1), jax.numpy.float32(0.1), jax.numpy.array(0.1)])
+def test_concrete_zero_d_array_dt_builds_like_a_float(dt):
+    """Review s23: a 0-d array ``dt`` (``jnp.float32(0.1)``, ``np.array(0.1)``) was refused as out of
+    range, though `Network.build` takes it; it now builds the model of ``dt=0.1``."""
+    kwargs = dict(n_per_area=4, key=jax.random.key(0))
+    reference = MultiArea.build(*_three_areas(), dt=0.1, **kwargs)
+    model = MultiArea.build(*_three_areas(), dt=dt, **kwargs)
+    assert model.network.dt == 0.1
+    for a, b in zip(jax.tree.leaves(reference), jax.tree.leaves(model), strict=True):
+        np.testing.assert_array_equal(a, b)
+    for bad in (np.array([0.1]), True, "0.1", np.array(-0.1)):
+        with pytest.raises(ValueError, match="`dt`"):
+            MultiArea.build(*_three_areas(), dt=bad, **kwargs)

@@ -68,7 +68,9 @@ def from_adjacency(
         inhibitory: ``[n]`` bool, True for neurons whose synapses are inhibitory (receptor ``"inh"``);
             None: all excitatory (receptor ``"exc"``).
         gap_junctions: ``[n, n]`` gap-junction counts, or None. Give a symmetric matrix for junctions that
-            conduct both ways. Their currents are in pA: the neuron must take pA (`LIF`, `AdEx`).
+            conduct both ways. A labelled table must follow the neurons' labels (``matrix``'s, else
+            ``labels``) in order; one labelled by neuron names while those are cell types is taken in
+            ``matrix``'s order. Their currents are in pA: the neuron must take pA (`LIF`, `AdEx`).
         conductance_per_junction: nS per gap junction.
         neuron: the neuron model (default `LIF` with its defaults).
         receptors: ``{"exc": …, "inh": …}`` (default: the COBA benchmark's conductance-based `Expon`,
@@ -78,8 +80,10 @@ def from_adjacency(
 
     Raises:
         ValueError: naming the argument — a non-square matrix, NaN or negative counts, labels that do not
-            match the matrix (count, row/column labels, non-consecutive), a bad ``orientation``, a negative
-            ``weight_per_synapse``, gap junctions for a neuron whose input is not in pA (`Network.build`).
+            match the matrix (count, row/column labels, non-consecutive), a labelled ``gap_junctions`` out
+            of the neurons' order, a bad ``orientation``, a negative ``weight_per_synapse``, synapses of
+            (non-)``inhibitory`` neurons without their ``receptors`` entry, gap junctions for a neuron whose
+            input is not in pA (`Network.build`).
     """
     if orientation not in ORIENTATIONS:
         raise ValueError(f"`orientation` must be one of {ORIENTATIONS}, got {orientation!r}.")
@@ -115,18 +119,30 @@ def from_adjacency(
         for name, mask, sign in (("exc", ~from_inh, 1.0), ("inh", from_inh, inh_sign))
         if mask.any()
     }
+    for name, neurons, example in (
+        ("exc", "neurons not marked `inhibitory`", "Expon(tau=5.0, E=0.0)"),
+        ("inh", "neurons marked `inhibitory`", "Expon(tau=10.0, E=-80.0)"),
+    ):
+        if name in edges and name not in receptors:
+            raise ValueError(
+                f"{neurons} have synapses, which act through the receptor {name!r}, but `receptors` has "
+                f"none (it has {sorted(receptors)}); add one, e.g. {name!r}: {example}."
+            )
     gap = None
     if gap_junctions is not None:
         gap_matrix, gap_labels = _labelled(gap_junctions, "gap_junctions")
-        # the neurons' labels: the matrix's own, else those given (an unlabelled matrix is in their order)
-        known, source = (table_labels, "`matrix`") if table_labels is not None else (labels, "`labels`")
-        if gap_labels is not None and known is not None and gap_labels != [str(x) for x in known]:
-            raise ValueError(
-                f"`gap_junctions` is labelled differently from {source}; reorder one to match the other."
-            )
         g_pre, g_post, g_count, g_n = _entries("gap_junctions", gap_matrix, orientation)
         if g_n != n:
             raise ValueError(f"`gap_junctions` must be [{n}, {n}] like `matrix`, got [{g_n}, {g_n}].")
+        # the neurons' labels: the matrix's own, else those given (an unlabelled matrix is in their order).
+        # Labels that several neurons share (cell types) say nothing of the order of a table that names
+        # each neuron: such a table is taken in the matrix's order.
+        known, source = (table_labels, "`matrix`") if table_labels is not None else (labels, "`labels`")
+        if gap_labels is not None and known is not None:
+            known = [str(x) for x in known]
+            comparable = len(set(known)) == n or len(set(gap_labels)) < n
+            if comparable and gap_labels != known:
+                raise ValueError(_gap_label_mismatch(gap_labels, known, source))
         gap = GapJunctions(g_pre, g_post, g_count * conductance_per_junction)
     return Network.build(
         sizes=dict(zip(names, sizes, strict=True)),
@@ -152,6 +168,23 @@ def _labelled(matrix, name: str):
             )
         return matrix.to_numpy(), rows
     return matrix, None
+
+
+def _gap_label_mismatch(gap_labels: list[str], known: list[str], source: str) -> str:
+    """The message for a gap-junction table whose labels are not ``known`` (the neurons' labels, from
+    ``source``, as many) in order: reorder it when it holds the same labels, else it names other neurons."""
+    first = next(i for i, (g, k) in enumerate(zip(gap_labels, known, strict=True)) if g != k)
+    where = f"position {first}: {gap_labels[first]!r}, {source} has {known[first]!r}"
+    if sorted(gap_labels) == sorted(known):
+        return (
+            f"`gap_junctions` is labelled differently from {source} ({where}): its rows and columns must "
+            "follow the neurons' order; reorder it, e.g. gap_junctions.loc[order, order] with order the "
+            f"labels of {source}."
+        )
+    return (
+        f"`gap_junctions` is labelled differently from {source} ({where}): it names other neurons; label "
+        f"it as {source} is."
+    )
 
 
 def _entries(name: str, matrix, orientation: str):

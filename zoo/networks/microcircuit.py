@@ -15,6 +15,7 @@ from jaxtyping import Float, Int, PRNGKeyArray
 
 from ..._time_step import step_ms
 from ...ops.csr import check_key, numpy_generator
+from .._checks import check_dt
 from ..neurons.lif import LIF
 from ..synapses.expon import Expon
 from ._random import truncated_normal
@@ -365,9 +366,12 @@ class Microcircuit:
         return self.synapses / self.sizes[:, None]
 
     def _check_dt(self, dt) -> float:
-        if isinstance(dt, bool) or not isinstance(dt, int | float | np.floating) or not 0 < dt <= 0.5:
+        """``dt`` as `Network.build` takes it (one real number, a 0-d array too; a float32 0.1 is 0.1 ms),
+        refused above 0.5 ms."""
+        dt_ms = step_ms(check_dt(dt))
+        if dt_ms > 0.5:
             raise ValueError(f"`dt` must be a time step in (0, 0.5] ms (the model's is 0.1), got {dt!r}.")
-        return step_ms(dt)  # a float32 0.1 is 0.1 ms, as `Network.build` takes it
+        return dt_ms
 
     def _check_delays(self, dt: float) -> None:
         """Every drawn delay is redrawn until ≥ ``dt``: refuse a mean delay too far below ``dt`` for that

@@ -89,6 +89,7 @@ values), ``areas.txt``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
 
@@ -101,9 +102,11 @@ from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 from ..._time_step import step_ms
 from ...ops import CSR
 from ...ops.csr import numpy_generator
+from .._checks import check_dt
 from ..neurons.lif import LIF
 from ..synapses.expon import Expon
 from ._random import truncated_normal
+from .adjacency import _labelled, _real_dtype
 from .network import Background, Edges, Network, NetworkResult, NetworkState, Pulse
 
 G_L = 10.0  # nS, sets the current scale: a drive of x mV is x·G_L pA
@@ -131,6 +134,22 @@ JOGLEKAR_2018 = {
     "local_delay": 2.0,  # ms
 }
 """The asynchronous-regime parameters of Joglekar et al. (2018), from the authors' code (see module doc)."""
+
+_PARAM_RULES = {  # what each entry of `params` must be, in words and as a test of its value
+    **dict.fromkeys(("V_rest", "V_th", "V_reset", "mu_E", "mu_I"), ("in mV (finite)", np.isfinite)),
+    **dict.fromkeys(("tau_E", "tau_I"), ("> 0 ms (a membrane time constant)", lambda x: x > 0)),
+    "t_ref": ("≥ 0 ms (a refractory period)", lambda x: x >= 0),
+    "sigma": ("≥ 0 mV (the noise amplitude)", lambda x: x >= 0),
+    **dict.fromkeys(
+        ("w_EE", "w_IE", "w_II", "w_EI", "mu_EE", "mu_IE"),
+        ("≥ 0 mV (a jump size; the model makes inhibitory jumps negative)", lambda x: x >= 0),
+    ),
+    "alpha": (
+        "≥ −1 (so that the gain 1 + α·h stays ≥ 0 for hierarchy values h in [0, 1])",
+        lambda x: x >= -1,
+    ),
+    "local_delay": ("≥ 0 ms (a latency)", lambda x: x >= 0),
+}
 
 WEIGHT_EXPONENT = 0.95
 """The default γ of the small-size weight scaling ``(K/K')^γ``, chosen against full-size runs (module doc)."""
@@ -219,7 +238,10 @@ class MultiArea(eqx.Module):
         """The model from its data.
 
         Args:
-            fln: ``[A, A]`` FLN[target, source], ≥ 0, zero diagonal not required (it is ignored).
+            fln: ``[A, A]`` FLN[target, source], ≥ 0, zero diagonal not required (it is ignored). A
+                labelled table (pandas ``DataFrame``) must have ``areas`` as its rows and columns, in that
+                order (e.g. ``fln.loc[areas, areas]``); likewise ``distance_mm`` and a ``hierarchy``
+                ``Series``.
             distance_mm: ``[A, A]`` wiring distances, mm, ≥ 0.
             hierarchy: ``[A]`` hierarchy values ≥ 0 (normalised here by their maximum).
             areas: ``A`` distinct area names, in the order of the matrices' rows; the populations follow
@@ -238,38 +260,34 @@ class MultiArea(eqx.Module):
                 original's (160 E, 40 I), and the mean input lost at the reference baseline rates is added
                 as constant drive (see the module doc). 1 keeps the mean coupling ``J·K``, ½ is van Albada et
                 al.'s (2015) variance-preserving rule; no effect from 200 neurons per area on.
-            params: overrides of `JOGLEKAR_2018`.
+            params: overrides of `JOGLEKAR_2018`, each one real number (``w_EI`` and ``mu_EE`` may also be
+                a dict by ``gba`` regime, as there): potentials and drives finite; time constants > 0;
+                ``t_ref``, ``sigma``, jump sizes ``w_*``/``mu_EE``/``mu_IE`` and ``local_delay`` ≥ 0;
+                ``alpha`` ≥ −1; ``V_reset`` below ``V_th``.
 
         Raises:
             ValueError: naming the argument — non-square or mismatched matrices, NaN or negative entries,
-                labels that do not match, bad sizes or options, a mean long-range delay not above ``dt``
-                with ``delay_jitter`` > 0.
+                table labels (pandas ``fln``, ``distance_mm``, ``hierarchy``) that are not ``areas`` in
+                order, bad sizes or options, an unknown or out-of-range ``params`` entry, a mean
+                long-range delay not above ``dt`` with ``delay_jitter`` > 0.
         """
         fln, distance_mm, hierarchy, areas = _check_connectome(fln, distance_mm, hierarchy, areas)
         if gba not in ("weak", "strong"):
             raise ValueError(f"`gba` must be 'weak' or 'strong', got {gba!r}.")
         if isinstance(n_per_area, bool) or not isinstance(n_per_area, int | np.integer) or n_per_area < 2:
             raise ValueError(f"`n_per_area` must be an integer ≥ 2, got {n_per_area!r}.")
-        if not 0 < exc_fraction < 1:
-            raise ValueError(f"`exc_fraction` must lie strictly between 0 and 1, got {exc_fraction!r}.")
+        exc_fraction = _number(
+            "`exc_fraction`", exc_fraction, "strictly between 0 and 1", lambda x: 0 < x < 1
+        )
         n_e = round(exc_fraction * n_per_area)
         n_i = n_per_area - n_e
         if n_e < 1 or n_i < 1:
             raise ValueError(
                 f"`n_per_area` {n_per_area} leaves {n_e} E and {n_i} I neurons; both must be ≥ 1."
             )
-        if not (np.isfinite(speed) and speed > 0):
-            raise ValueError(f"`speed` must be > 0 m/s, got {speed!r}.")
-        if not (np.isfinite(delay_jitter) and 0 <= delay_jitter < 0.5):
-            raise ValueError(f"`delay_jitter` must lie in [0, 0.5), got {delay_jitter!r}.")
-        if (
-            isinstance(dt, bool)
-            or not isinstance(dt, int | float | np.number)
-            or not (np.isfinite(dt) and dt > 0)
-        ):
-            raise ValueError(f"`dt` must be a time step > 0 ms, got {dt!r}.")
-        if isinstance(dt, np.floating) and np.finfo(dt).bits < 64:  # np.float32(0.1) is 0.1 ms (`step_ms`)
-            dt = step_ms(dt)
+        speed = _number("`speed`", speed, "> 0 m/s", lambda x: x > 0)
+        delay_jitter = _number("`delay_jitter`", delay_jitter, "in [0, 0.5)", lambda x: 0 <= x < 0.5)
+        dt = step_ms(check_dt(dt))  # as `Network.build` takes it: np.float32(0.1) is 0.1 ms
         if delay_jitter > 0:  # delays are redrawn until above one step, so every mean must exceed it
             wired = (fln > 0) & ~np.eye(len(areas), dtype=bool)
             mean_delay = np.where(wired, distance_mm / speed, np.inf)
@@ -281,18 +299,15 @@ class MultiArea(eqx.Module):
                     "wired pair's mean delay must exceed one step (delays are redrawn until they do): pass "
                     "a smaller `dt`, a lower `speed` or `delay_jitter=0`."
                 )
-        if not (np.isfinite(weight_exponent) and 0.5 <= weight_exponent <= 1.0):
-            raise ValueError(f"`weight_exponent` must lie in [0.5, 1], got {weight_exponent!r}.")
-        p = {**JOGLEKAR_2018, **(params or {})}
-        unknown = set(params or {}) - set(JOGLEKAR_2018)
-        if unknown:
-            raise ValueError(f"`params` has unknown names {sorted(unknown)}; see MultiArea.JOGLEKAR_2018.")
+        weight_exponent = _number(
+            "`weight_exponent`", weight_exponent, "in [0.5, 1]", lambda x: 0.5 <= x <= 1
+        )
+        p = _checked_params(params, gba)
         n_areas = len(areas)
         h = hierarchy / hierarchy.max() if hierarchy.max() > 0 else hierarchy
         gain = 1.0 + p["alpha"] * h
 
-        # the GBA-dependent entries are {"weak": …, "strong": …} unless `params` gives one number
-        w_ei, mu_ee = (p[k][gba] if isinstance(p[k], dict) else p[k] for k in ("w_EI", "mu_EE"))
+        w_ei, mu_ee = p["w_EI"], p["mu_EE"]
 
         # in-degree as close to the original as the size allows; weights × (K/K')^γ; lost mean input as drive
         prob = min(1.0, P_REFERENCE * N_REFERENCE / n_per_area)
@@ -507,7 +522,52 @@ def _concatenate(blocks: list[Edges], per_mV: np.ndarray) -> Edges:
     return Edges(pre, post, weight * per_mV[post], delay)
 
 
+def _number(name: str, value, what: str, valid) -> float:
+    """``value`` as a float when it is one finite real number (not a bool) for which ``valid`` holds, else a
+    ``ValueError``: ``name`` must be ``what``."""
+    array = np.asarray(value)
+    real = array.ndim == 0 and array.dtype != bool and _real_dtype(array.dtype) and np.isfinite(array)
+    if not (real and valid(float(array))):
+        raise ValueError(f"{name} must be one real number {what}, got {value!r}.")
+    return float(array)
+
+
+def _checked_params(params: Mapping | None, gba: str) -> dict:
+    """`JOGLEKAR_2018` with the overrides ``params``, each checked (`_PARAM_RULES`) and the GBA-dependent
+    entries (a dict by regime, or one number) resolved to ``gba``'s number."""
+    params = {} if params is None else params
+    if not isinstance(params, Mapping):
+        raise ValueError(
+            f"`params` must be a dict of overrides of JOGLEKAR_2018, got {type(params).__name__}."
+        )
+    unknown = set(params) - set(JOGLEKAR_2018)
+    if unknown:
+        raise ValueError(f"`params` has unknown names {sorted(unknown)}; see MultiArea.JOGLEKAR_2018.")
+    checked = {}
+    for name, value in {**JOGLEKAR_2018, **params}.items():
+        label = f"`params[{name!r}]`"
+        if isinstance(value, Mapping):  # {"weak": …, "strong": …}, as w_EI and mu_EE are by default
+            if gba not in value:
+                raise ValueError(
+                    f"{label} is a dict by GBA regime but lacks `gba` = {gba!r} (it has {sorted(value)}); "
+                    "give it that key or one number for both regimes."
+                )
+            value, label = value[gba], f"`params[{name!r}][{gba!r}]`"
+        what, valid = _PARAM_RULES[name]
+        checked[name] = _number(label, value, what, valid)
+    if checked["V_reset"] >= checked["V_th"]:
+        raise ValueError(
+            f"`params`: 'V_reset' ({checked['V_reset']} mV) must be below 'V_th' ({checked['V_th']} mV)."
+        )
+    return checked
+
+
 def _check_connectome(fln, distance_mm, hierarchy, areas):
+    # labelled tables (pandas): their labels must be `areas` in order, checked once `areas` is
+    fln, fln_labels = _labelled(fln, "fln")
+    distance_mm, distance_labels = _labelled(distance_mm, "distance_mm")
+    is_series = hasattr(hierarchy, "index") and hasattr(hierarchy, "to_numpy")  # a list has .index too
+    hierarchy_labels = [str(x) for x in hierarchy.index] if is_series else None
     fln, distance_mm, hierarchy = (np.asarray(x, dtype=float) for x in (fln, distance_mm, hierarchy))
     for name, matrix in (("fln", fln), ("distance_mm", distance_mm)):
         if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
@@ -530,6 +590,22 @@ def _check_connectome(fln, distance_mm, hierarchy, areas):
         raise ValueError(
             f"`areas` must hold {n_areas} distinct names (one per row of `fln`), got {len(areas)}."
         )
+    for name, labels in (
+        ("fln", fln_labels),
+        ("distance_mm", distance_labels),
+        ("hierarchy", hierarchy_labels),
+    ):
+        if labels is not None and labels != areas:
+            first = next(
+                i for i, (label, area) in enumerate(zip(labels, areas, strict=True)) if label != area
+            )
+            how = "in another order than" if sorted(labels) == sorted(areas) else "with other names than"
+            reorder = f"{name}.loc[areas, areas]" if name != "hierarchy" else "hierarchy.loc[areas]"
+            raise ValueError(
+                f"`{name}` is labelled {how} `areas` (position {first}: {labels[first]!r}, "
+                f"`areas` has {areas[first]!r}); its rows are taken in the order of `areas`: reorder it, "
+                f"e.g. {reorder}."
+            )
     if np.any(fln.sum(axis=1) - np.diag(fln) > 1.0 + 1e-6):
         raise ValueError(
             "`fln` rows (targets) must sum to ≤ 1 (fractions of labelled neurons, FLN[target, source])."
