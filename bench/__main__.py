@@ -200,6 +200,20 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m diffbrain.ben
                 f"{sorted(set(baseline['suite']))}); pass a results CSV that `diffbrain bench "
                 f"{args.suite}` wrote."
             )
+    # the suites' own options are checked before the results file, so that a refused run leaves no folder
+    fit_choice = {"methods": args.methods, "problems": args.problems}
+    for option, names in fit_choice.items():
+        known = getattr(fit, option.upper())
+        if names is not None and not set(names) <= set(known):
+            parser.error(f"--{option} must be among {', '.join(known)}, got {' '.join(names)}")
+    fit_choice = {option: names for option, names in fit_choice.items() if names is not None}
+    ops_grid = ops.FULL_SIZES if args.full else ops.SIZES
+    ops_sizes = [size for size in ops_grid if args.sizes is None or size[0] in args.sizes]
+    if args.suite == "ops" and not ops_sizes:
+        known = sorted({size[0] for size in ops_grid})
+        parser.error(
+            f"--sizes: the ops grid{' (--full)' if args.full else ''} has n = {known}, got {args.sizes}"
+        )
     try:
         results = ResultsFile(args.out, args.suite)
     except ValueError as error:
@@ -208,14 +222,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m diffbrain.ben
 
     if args.suite == "fit":
         repeats = args.repeats or (fit.QUICK["repeats"] if args.quick else fit.REPEATS)
-        chosen = {"methods": args.methods, "problems": args.problems}
-        for option, names in chosen.items():
-            known = getattr(fit, option.upper())
-            if names is not None and not set(names) <= set(known):
-                parser.error(f"--{option} must be among {', '.join(known)}, got {' '.join(names)}")
-        chosen = {option: names for option, names in chosen.items() if names is not None}
         records = fit.run(
-            repeats=repeats, progress=lambda line: print(line, flush=True), on_case=save_case, **chosen
+            repeats=repeats, progress=lambda line: print(line, flush=True), on_case=save_case, **fit_choice
         )
         summary = fit.summary
     elif args.suite in ("fit_cells", "fit_dimension"):
@@ -266,13 +274,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m diffbrain.ben
         summary = network_gradient.summary
     elif args.suite == "ops":
         grid = dict(ops.QUICK) if args.quick else {}
-        sizes = ops.FULL_SIZES if args.full else ops.SIZES
-        grid["sizes"] = [size for size in sizes if args.sizes is None or size[0] in args.sizes]
-        if not grid["sizes"]:
-            known = sorted({size[0] for size in sizes})
-            parser.error(
-                f"--sizes: the ops grid{' (--full)' if args.full else ''} has n = {known}, got {args.sizes}"
-            )
+        grid["sizes"] = ops_sizes
         given = {"firing": args.firing, "repeats": args.repeats}
         grid |= {key: value for key, value in given.items() if value is not None}
         records = ops.run(**grid, progress=lambda case: print(case, flush=True), on_case=save_case)

@@ -7,7 +7,7 @@ rows (wall time per biological second, compile time, firing rates, time over the
 marked), and a log-log plot of wall time vs N per simulator; the fit suite also gets final loss against wall
 time per method. Only the newest record of each (suite, case, method, metric) counts, so a results folder
 may hold the history of many runs. Skipped peers are listed
-with their reason, never filled in.
+with their reason, never filled in (a metric skipped beside measured ones of its method, as that metric).
 
     diffbrain leaderboard RESULTS_DIR... [--out leaderboard]
 """
@@ -597,6 +597,25 @@ def _check_units(records: pd.DataFrame, sources: pd.Series) -> None:
             raise ValueError(f"RESULTS: suite {suite!r} ({files}): {error}") from None
 
 
+def skipped_list(records: pd.DataFrame) -> list[str]:
+    """The "Skipped:" list of a suite's ``records``, sorted by method and reason: ``"- <method>: <reason>"``
+    for a method not measured in a case, ``"- <metrics> of <method>: <reason>"`` for metrics skipped beside
+    measured ones of their method in the same case (``speedup_vs_brainpy of diffbrain``: the peer it divides
+    by did not run); empty when no record is skipped."""
+    ok = records[records["status"] == "ok"]
+    measured = set(zip(ok["case"], ok["method"], strict=True))
+    # the skipped metrics per method, reason, and whether the method was measured beside them
+    metrics: dict[tuple[str, str, bool], list[str]] = {}
+    for row in records[records["status"] == "skipped"].itertuples():
+        named = metrics.setdefault((row.method, row.note, (row.case, row.method) in measured), [])
+        if row.metric not in named:
+            named.append(row.metric)
+    return [
+        f"- {', '.join(named) + ' of ' if beside_measured else ''}{method}: {reason}"
+        for (method, reason, beside_measured), named in sorted(metrics.items())
+    ]
+
+
 def render(
     results: str | os.PathLike | Sequence[str | os.PathLike],
     out: str | os.PathLike = "leaderboard",
@@ -672,10 +691,9 @@ def render(
             if suite == fit_dimension.SUITE:
                 plot = fit_dimension.plot_crossover(suite_records, staged / "fit_dimension_crossover.png")
                 sections += ["", "### time to threshold vs d (crossover)", "", f"![crossover]({plot.name})"]
-            skipped = suite_records[suite_records["status"] == "skipped"]
-            if not skipped.empty:
-                reasons = skipped.groupby(["method", "note"]).size().reset_index()
-                sections += ["", "Skipped:"] + [f"- {row.method}: {row.note}" for row in reasons.itertuples()]
+            skipped = skipped_list(suite_records)
+            if skipped:
+                sections += ["", "Skipped:", *skipped]
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as error:

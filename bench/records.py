@@ -8,6 +8,7 @@ machines and commits can be merged into one leaderboard without losing track of 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import datetime
@@ -331,15 +332,25 @@ def keep_newest(frame: pd.DataFrame, cells: pd.DataFrame | None = None) -> pd.Da
 
 def skip_reasons(records: Iterable[Record]) -> str:
     """Why the skipped ``records`` were not measured, for a command line to print: ``"not measured:"`` and a
-    line ``"  <case> <methods>: <reason>"`` per case and reason (the methods skipped for it together), in
-    the order of the records; ``""`` when none was skipped."""
-    methods: dict[tuple[str, str], list[str]] = {}
+    line per case and reason, in the order of the records: ``"  <case> <methods>: <reason>"`` for methods
+    none of whose metrics in the case was measured, ``"  <case> <metrics> of <methods>: <reason>"`` for
+    metrics skipped beside measured ones of their method (``speedup_vs_brainpy of diffbrain``: the peer it
+    divides by did not run); ``""`` when none was skipped."""
+    records = list(records)
+    measured = {(record.case, record.method) for record in records if record.status == "ok"}
+    metrics: dict[tuple[str, str, str], list[str]] = {}  # the skipped metrics per case, method and reason
     for record in records:
         if record.status == "skipped":
-            named = methods.setdefault((record.case, record.note), [])
-            if record.method not in named:
-                named.append(record.method)
-    lines = [f"  {case} {', '.join(named)}: {reason}" for (case, reason), named in methods.items()]
+            named = metrics.setdefault((record.case, record.method, record.note), [])
+            if record.metric not in named:
+                named.append(record.metric)
+    methods: dict[tuple[str, str, str], list[str]] = {}  # the methods per case, reason and what of them
+    for (case, method, reason), named in metrics.items():
+        what = f"{', '.join(named)} of " if (case, method) in measured else ""
+        methods.setdefault((case, reason, what), []).append(method)
+    lines = [
+        f"  {case} {what}{', '.join(named)}: {reason}" for (case, reason, what), named in methods.items()
+    ]
     return "\n".join(["not measured:", *lines]) if lines else ""
 
 
@@ -358,19 +369,24 @@ class ResultsFile:
     """One suite's records CSV in a results folder, checked before a run and rewritten after every case.
 
     Creating it reads the records already in ``folder/<suite>.csv``, so an ``--out`` that cannot hold the
-    results is refused before hours of benchmarking, not after them. Each `add` takes an exclusive lock
+    results is refused before hours of benchmarking, not after them; it leaves the disk as it was (a new
+    ``folder`` is made to check that it can be, and removed again), so a run refused later, by its own
+    options, leaves no empty folder: the first `add` makes it. Each `add` takes an exclusive lock
     (`fcntl.flock` of the hidden sibling file `lock_path`, left in the folder), reads the file as it is
     now, merges the records into it (`keep_newest`: a newer record replaces an older one with the same
     `KEY`, but a skipped record never replaces a measured one) and writes it atomically: a run stopped
     midway keeps every case it saved, and two runs writing one file at once keep each other's cases.
 
     Raises:
-        ValueError: ``folder`` is a file (or lies under one), cannot be created or written, or
-            ``folder/<suite>.csv`` is not a records CSV.
+        ValueError: ``folder`` is empty (``""``, which would be the current folder), is a file (or lies
+            under one), cannot be created or written, or ``folder/<suite>.csv`` is not a records CSV.
     """
 
     def __init__(self, folder: str | os.PathLike, suite: str):
+        if os.fspath(folder) == "":
+            raise ValueError("the folder name is empty; name a folder for the results (e.g. bench-results).")
         folder = Path(folder)
+        missing = [path for path in (folder, *folder.absolute().parents) if not path.exists()]
         existing = next(path for path in (folder, *folder.absolute().parents) if path.exists())
         if not existing.is_dir():
             raise ValueError(f"{os.fspath(existing)!r} is a file; give a folder for the results.")
@@ -383,6 +399,10 @@ class ResultsFile:
                 f"cannot write the results into {os.fspath(folder)!r}: {error.strerror or error}; give a "
                 "writable folder."
             ) from None
+        finally:
+            for made in missing:  # innermost first; one another run has written into meanwhile stays
+                with contextlib.suppress(OSError):
+                    made.rmdir()
         self.suite = suite
         self.path = folder / f"{suite}.csv"
         self.lock_path = folder / f".{suite}.csv.lock"
@@ -406,6 +426,7 @@ class ResultsFile:
         others = sorted({record.suite for record in records} - {self.suite})
         if others:
             raise ValueError(f"{os.fspath(self.path)} holds suite {self.suite!r} only; got suites {others}.")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         with exclusive_lock(self.lock_path):
             frames = [read_csv(self.path)] if self.path.exists() else []
             frames = [frame for frame in (*frames, to_frame(records)) if not frame.empty]

@@ -1350,9 +1350,19 @@ def run(
     """
     check_output_folder(out)
     out = Path(out)
+    # before the lock, which makes ``out``: a run refused for missing data leaves no folder behind
+    _refuse_missing_data(out, section_keys(budget, network_builder), network_builder)
     with _locked(out):
         _refuse_foreign_section_folders(out)  # again, now that no other run writes into it
         return _run_locked(out, budget, network_builder, log)
+
+
+def _refuse_missing_data(out: Path, keys: dict[str, str], network_builder: NetworkBuilder | None) -> None:
+    """Raise `connectome_folder`'s FileNotFoundError when the network section is to run (not finished under
+    ``out`` with its key in ``keys``) with `connectome_network` and the connectome data are missing: the
+    run stops before any section, not after the sections before the network's."""
+    if network_builder is None and load_section(out, "network", keys["network"], quiet=True) is None:
+        connectome_folder()
 
 
 def _run_locked(
@@ -1364,8 +1374,7 @@ def _run_locked(
     sections = {}
     keys = section_keys(budget, network_builder)
     to_run = [name for name in SECTIONS if load_section(out, name, keys[name], quiet=True) is None]
-    if "network" in to_run and network_builder is None:
-        connectome_folder()  # missing data stops the run now, not after the sections before the network's
+    _refuse_missing_data(out, keys, network_builder)  # again, now that no other run writes into ``out``
     _set_report_aside(out, to_run, log)
     for name in SECTIONS:
         options = {"builder": network_builder} if name == "network" else {}

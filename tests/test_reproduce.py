@@ -239,6 +239,15 @@ def test_missing_connectome_data_stops_the_run_before_any_section(tmp_path, monk
     assert "".join(f"{reproduce.CONNECTOME}, which is not at {tmp_path / 'nonexistent'}".split()) in text
     assert "set$DIFFBRAIN_DATAtothefolderthatholdsit" in text
     assert ran == []
+    assert not (tmp_path / "out").exists()  # review: the refused run left out/ holding its .lock
+
+
+def test_missing_connectome_data_is_refused_before_the_output_folder_is_made(tmp_path, monkeypatch):
+    """Review: `reproduce` refused for missing data left its new output folder behind, holding .lock."""
+    monkeypatch.setenv("DIFFBRAIN_DATA", str(tmp_path / "nonexistent"))
+    with pytest.raises(FileNotFoundError, match=re.escape(reproduce.CONNECTOME)):
+        reproduce.run(tmp_path / "new" / "out", reproduce.TINY)
+    assert not (tmp_path / "new").exists()
 
 
 def test_a_folder_in_place_of_the_report_is_named_as_such(tmp_path):

@@ -193,3 +193,58 @@ def test_learn_saves_each_case_as_it_is_measured(tmp_path, monkeypatch):
         learn.main(["--out", str(tmp_path)])
     saved = records.read_csv(tmp_path / "learn.csv")
     assert sorted(saved.case) == ["n_rec=200/T=100", "n_rec=200/T=300"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["fit", "--methods", "nope"], "--methods must be among"),
+        (["fit", "--problems", "nope"], "--problems must be among"),
+        (["ops", "--sizes", "7"], "--sizes: the ops grid has n = "),
+    ],
+)
+def test_a_run_refused_by_its_options_leaves_no_results_folder(tmp_path, capsys, nothing_runs, argv, message):
+    """Review: `bench fit --methods nope --out r1/a/b` was refused but left r1/a/b behind (the results folder
+    was made before the suite's own options were checked); `bench ops --sizes 7 --out r2` left r2."""
+    error = _refused([*argv, "--out", str(tmp_path / "r1" / "a" / "b")], capsys)
+    assert message in error, error
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("main", "argv"), [(cli.main, ["throughput"]), (learn.main, []), (learn_braintrace.main, [])]
+)
+def test_an_empty_out_is_refused(tmp_path, monkeypatch, capsys, nothing_runs, main, argv):
+    """Review: `bench --out ''` merged the records into ./throughput.csv of the current folder, exit 0
+    (`diffbrain reproduce` refuses an empty --out)."""
+    monkeypatch.chdir(tmp_path)
+    error = _refused([*argv, "--out", ""], capsys, main)
+    assert "--out" in error and "empty" in error, error
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_metric_skipped_beside_measured_ones_is_named_not_its_method(tmp_path, monkeypatch, capsys):
+    """Review: without brainpy, `bench throughput` printed "not measured: lif/n=1000 brainpy.state,
+    diffbrain, diffbrain.step: brainpy is not installed" right under diffbrain's measured throughput (only
+    its speedup_vs_brainpy was skipped)."""
+    reason = "brainpy is not installed"
+    case = dict(suite="throughput", case="lif/n=10")
+    cases = [
+        records.make_record(**case, method=method, metric="throughput", value=1e9, unit="updates/s")
+        for method in ("diffbrain", "diffbrain.step")
+    ]
+    cases += [
+        records.skipped(**case, method="brainpy.state", metric="throughput", unit="updates/s", reason=reason)
+    ]
+    cases += [
+        records.skipped(**case, method=method, metric="speedup_vs_brainpy", unit="x", reason=reason)
+        for method in ("diffbrain", "diffbrain.step")
+    ]
+    monkeypatch.setattr(throughput, "run_case", lambda *args: cases)
+    cli.main(["throughput", "--models", "lif", "--sizes", "10", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    lines = out[out.index("not measured:") :].splitlines()[1:3]
+    assert lines == [
+        f"  lif/n=10 brainpy.state: {reason}",
+        f"  lif/n=10 speedup_vs_brainpy of diffbrain, diffbrain.step: {reason}",
+    ], out

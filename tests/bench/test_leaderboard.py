@@ -483,3 +483,20 @@ def test_an_out_under_a_file_is_named_as_out(results, tmp_path):
         match=rf"^--out {re.escape(str(out))} lies under the file {re.escape(str(tmp_path / 'afile'))}; give",
     ):
         leaderboard.render(results, out)
+
+
+def test_a_metric_skipped_beside_measured_ones_is_listed_as_that_metric(tmp_path):
+    """Review: "Skipped:" listed "- diffbrain: brainpy is not installed" under diffbrain's measured
+    throughput; only its speedup_vs_brainpy was skipped (the peer it divides by did not run)."""
+    reason = "brainpy is not installed"
+    rows = [
+        _record("n=10", "diffbrain", "throughput", 50.0, "updates/s"),
+        _record("n=10", "diffbrain", "run_time", 2.0, "s"),
+        _record("n=10", "brainpy.state", "throughput", math.nan, "updates/s", status="skipped", note=reason),
+        _record("n=10", "diffbrain", "speedup_vs_brainpy", math.nan, "x", status="skipped", note=reason),
+    ]
+    readme = leaderboard.render(_results(tmp_path / "results", rows), tmp_path / "board").read_text()
+    assert readme[readme.index("Skipped:") :].splitlines()[1:] == [
+        f"- brainpy.state: {reason}",
+        f"- speedup_vs_brainpy of diffbrain: {reason}",
+    ]

@@ -106,3 +106,20 @@ def test_a_lock_file_this_user_cannot_open_is_refused_before_the_run(tmp_path, m
     monkeypatch.setattr(_atomic.os, "open", unreadable)
     with pytest.raises(ValueError, match=r"cannot lock .*\.sim\.csv\.lock.*Permission denied.*chmod a\+r"):
         records.ResultsFile(tmp_path, "sim")
+
+
+def test_a_results_folder_is_made_by_the_first_add_not_before(tmp_path):
+    """Review: a run refused after its results file was opened (by its own options) left the empty folder
+    behind; the folder is checked when the file is opened, made when the first records are saved."""
+    results = records.ResultsFile(tmp_path / "new" / "nested", "fit")
+    assert not list(tmp_path.iterdir())
+    results.add([_fit("problem-A", 1.0)])
+    assert [case for case, *_ in _saved(tmp_path / "new" / "nested", "fit")] == ["problem-A"]
+
+
+def test_an_empty_folder_name_is_refused(tmp_path, monkeypatch):
+    """Review: ``--out ''`` wrote ./<suite>.csv into the current folder."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="empty"):
+        records.ResultsFile("", "fit")
+    assert not list(tmp_path.iterdir())
