@@ -16,6 +16,7 @@ whose test data the fit never sees:
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -158,7 +159,7 @@ class FrozenNoiseSplit(NamedTuple):
     """Frozen-noise repeats split in time and in trial (`frozen_noise_split`)."""
 
     train: Cell
-    """Consecutive segments of ``[0, test_start)`` ms, segment k cut from training repeat k."""
+    """Consecutive segments of one length of ``[0, test_start)`` ms, segment k cut from training repeat k."""
     test: Cell
     """The held-out repeat, whole (simulate it all; score the spikes at or after ``test_start``)."""
     repeats: Cell
@@ -178,20 +179,22 @@ def frozen_noise_split(
 ) -> FrozenNoiseSplit:
     """The Pozzorini et al. (2015) frozen-noise cell as a held-out problem (``ephys-gif-pozzorini2015``).
 
-    Nine 20 s repeats of one frozen-noise current (identical to within 1 pA); the last is held out (the
-    120 s training recording of another stimulus, when the folder has it, is not used). The
-    training stretch ``[0, split)`` ms is cut into ``n_train`` equal consecutive segments, segment k taken
-    from repeat k, so training sees every part of that stretch once, from several trials, as ``n_train``
-    sweeps simulated side by side (a 10 s stretch costs 2.5 s of sequential steps with 4 segments). The
-    test is the held-out repeat from ``split`` ms on: a stretch of stimulus, and a trial, the fit never
-    saw. Each training segment starts the model from rest while the cell is mid-stimulus, a transient of
-    a few membrane time constants. Spikes are detected at the native 0.1 ms (``threshold`` mV,
-    ``refractory`` ms) before an optional resampling to ``dt`` ms. The voltage is not electrode-compensated
-    (AEC): on this cell a least-squares kernel of the 10 s calibration sweep is ≈ 95 MΩ in total, almost
-    all of it a slow membrane component.
+    Nine 20 s repeats of one frozen-noise current (identical to within 1 pA); the last is held out (the 120 s
+    training recording of another stimulus, when the folder has it, is not used). The training stretch
+    ``[0, split)`` ms is cut into ``n_train`` consecutive segments of ``floor(split / (dt · n_train))``
+    samples each (the fewer than ``n_train`` samples left over just before ``split`` go unused), segment k
+    taken from repeat k, so training sees the stretch once, from several trials, as ``n_train`` sweeps of one
+    length simulated side by side (a 10 s stretch costs 2.5 s of sequential steps with 4 segments). The test
+    is the held-out repeat from ``split`` ms on: a stretch of stimulus, and a trial, the fit never saw. Each
+    training segment starts the model from rest while the cell is mid-stimulus, a transient of a few membrane
+    time constants. Spikes are detected at the native 0.1 ms (``threshold`` mV, ``refractory`` ms) before an
+    optional resampling to ``dt`` ms. The voltage is not electrode-compensated (AEC): on this cell a
+    least-squares kernel of the 10 s calibration sweep is ≈ 95 MΩ in total, almost all of it a slow membrane
+    component.
 
     Raises:
-        ValueError: ``n_train`` is not in [1, 8] or ``split`` is not inside the repeats.
+        ValueError: ``n_train`` is not in [1, 8], or ``split`` is not inside the repeats or holds fewer
+            than ``n_train`` samples.
     """
     data = pozzorini_frozen_noise(root, n_test=1)
     # the frozen-noise repeats, whether or not the 120 s training recording (another stimulus) is there
@@ -207,8 +210,14 @@ def frozen_noise_split(
         return recording if dt is None else recording.resample(dt)
 
     repeats = [prepared(r) for r in frozen]
-    edges = np.linspace(0.0, split, n_train + 1)
-    train = [repeats[k].slice(edges[k], edges[k + 1]) for k in range(n_train)]
+    step = float(repeats[0].dt)
+    samples = math.floor(split / step + 1e-9) // n_train  # per segment: all segments one length
+    if samples < 1:
+        raise ValueError(
+            f"frozen_noise_split: split={split} ms holds fewer than n_train={n_train} samples at dt = "
+            f"{step:g} ms; lengthen it."
+        )
+    train = [repeats[k].slice(k * samples * step, (k + 1) * samples * step) for k in range(n_train)]
     name = data.test.name
     return FrozenNoiseSplit(Cell(train, name), Cell(repeats[-1:], name), Cell(repeats, name), float(split))
 

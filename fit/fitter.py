@@ -27,7 +27,7 @@ from . import gradient, search
 from .losses import AbstractLoss, Target, VoltageMSE
 from .objective import MODES, Account, GradientMode, Objective
 from .params import free_params, model_check_error
-from .recording import Cell, Recording, spike_samples
+from .recording import Cell, Recording, detect_spikes, spike_grid
 from .result import FitResult, model_to_json
 from .sharding import BatchSharding, Devices, batch_devices
 
@@ -227,15 +227,11 @@ def _sweeps(recordings) -> list:
 
 
 def _spike_grid(recording, n: int, dt: float, threshold: float) -> np.ndarray:
-    grid = np.zeros(n)
+    """The sweep's spike counts per sample: its spike times, or those `detect_spikes` finds."""
     times = getattr(recording, "spike_times", None)
     if times is None:
-        voltage = np.asarray(recording.voltage, float)
-        grid[1:] = (voltage[1:] >= threshold) & (voltage[:-1] < threshold)
-    else:
-        index = spike_samples(np.asarray(times, float), dt)
-        grid[index[(index >= 0) & (index < n)]] = 1.0
-    return grid
+        times = detect_spikes(np.asarray(recording.voltage, float), dt, threshold)
+    return spike_grid(np.asarray(times, float), n, dt)
 
 
 def prepare(
@@ -254,9 +250,11 @@ def prepare(
             one sweep or a stack), a sequence of them, or a `Cell`.
         input_scale: factor from pA to ``model.input_unit``; required when that unit is not pA or nA
             (µA/cm² needs the membrane area, dimensionless models their own scale).
-        spike_threshold: mV, finite; spikes of recordings without ``spike_times`` are its upward
-            crossings, at the first sample at or above it; given spike times go to the first sample at or
-            after them (`spike_samples`), the same sample.
+        spike_threshold: mV, finite; spikes of recordings without ``spike_times`` are those
+            `detect_spikes` finds (upward crossings of it, 1 ms refractory), as
+            `Recording.with_detected_spikes` does. Each spike counts at the first sample at or after it
+            (`spike_grid`: the first sample at or above the threshold for a detected one); one in the
+            sweep's last interval, past its last sample, is not counted.
         dtype: floating dtype of the stimulus and target.
 
     Returns:

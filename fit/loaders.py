@@ -11,6 +11,7 @@ Below the loaders sit helpers that know the layouts of public data sets (the fol
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -20,10 +21,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path, PureWindowsPath
 from typing import Any, NamedTuple
 
+import jax
 import numpy as np
 from jaxtyping import ArrayLike
 
-from .recording import NPZ_FORMAT, Cell, Recording
+from .recording import NPZ_FORMAT, Cell, Recording, check_units_of
 
 PathLike = str | os.PathLike
 
@@ -64,6 +66,37 @@ _TIME_SCALE = {
 _SCALES = {"current": (_CURRENT_SCALE, "pA"), "voltage": (_VOLTAGE_SCALE, "mV"), "time": (_TIME_SCALE, "ms")}
 
 
+_FILE_UNIT_FIXES = {
+    "volts": "The file's voltage unit (meta['voltage_unit']) does not fit its values: convert the trace "
+    "to mV and build the Recording from it.",
+    "amperes": "The file's current unit (meta['current_unit']) does not fit its values: convert the "
+    "trace to pA and build the Recording from it.",
+    "seconds": "The file's sampling rate does not fit: build the Recording from its traces with dt in ms.",
+}
+"""What to do about a sweep whose file declares its units (NWB, ABF, Igor) but whose values look like
+volts, amperes or a dt in seconds (`check_units_of`)."""
+
+_CSV_UNIT_FIXES = {
+    "volts": "Pass voltage_unit='V' to load_csv.",
+    "amperes": "Pass current_unit='A' to load_csv.",
+    "seconds": "Pass load_csv's dt in ms (1e3 × the interval in s).",
+}
+
+_NPZ_UNIT_FIXES = {
+    "volts": "Store the unit in the file (np.savez(..., voltage_unit='V')) or the voltage in mV.",
+    "amperes": "Store the unit in the file (np.savez(..., current_unit='A')) or the current in pA.",
+    "seconds": "Store dt in ms (1e3 × the interval in s), or pass load_npz's dt in ms for a layout "
+    "without one.",
+}
+
+
+def _checked(recording: Recording, fixes: Mapping[str, str]) -> Recording:
+    """``recording`` (built with ``check_units=False``) once its units look right, else an error that
+    says what to change in terms of the loader (``fixes``)."""
+    check_units_of(recording, fixes)
+    return recording
+
+
 def _to_unit(kind: str, unit: str | None, where: str) -> float:
     """The factor that converts values in ``unit`` to the library's unit for ``kind`` (pA, mV, ms)."""
     table, target = _SCALES[kind]
@@ -94,9 +127,51 @@ def _unreadable(path: Path, kind: str, error: Exception) -> ValueError:
     return ValueError(f"file {str(path)!r} could not be read as {kind}: {type(error).__name__}: {error}")
 
 
-def _largest_level(current: np.ndarray) -> float:
-    """The signed sample of largest magnitude: the step level of a clean command current."""
-    return float(current[np.argmax(np.abs(current))]) if current.size else 0.0
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """The ``(start, stop)`` sample ranges of the stretches where ``mask`` is true, in order."""
+    edges = np.flatnonzero(np.diff(np.r_[0, mask.astype(np.int8), 0]))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
+
+
+def step_amplitudes(currents: Sequence[ArrayLike]) -> list[float]:
+    """Each sweep's step level (pA) from its command current: ``meta["amplitude"]`` of `load_csv` and
+    `load_nwb`, the level `load_abf` reads from the protocol's epochs.
+
+    Sweeps of one length are taken for one protocol. Where their currents differ, the first stretch of
+    samples over which they differ by more than half their largest difference is the step, and each
+    sweep's level is its median there, so a prepulse or test pulse that all sweeps share is not the step
+    (like `load_abf`'s first epoch that varies across sweeps). A sweep alone at its length, or sweeps
+    whose currents are all the same, get the level held longest other than the holding level (the
+    current at the sweep's first sample), or the holding level if the current is flat. Meant for
+    noise-free commands; for a measured current with a known stimulus window use `step_levels`.
+
+    Examples:
+        >>> prepulse = np.r_[np.zeros(10), np.full(10, -100.0), np.zeros(10)]
+        >>> step_amplitudes([np.r_[prepulse, np.full(40, a), np.zeros(10)] for a in (0.0, 30.0, 60.0)])
+        [0.0, 30.0, 60.0]
+    """
+    rows_of = [np.asarray(current, dtype=np.float64) for current in currents]
+    levels = [0.0] * len(rows_of)
+    by_length: dict[int, list[int]] = {}
+    for index, row in enumerate(rows_of):
+        by_length.setdefault(row.size, []).append(index)
+    for size, members in by_length.items():
+        if size == 0:
+            continue
+        rows = np.stack([rows_of[index] for index in members])
+        spread = np.ptp(rows, axis=0)
+        if len(members) > 1 and spread.max() > 1e-9 * np.abs(rows).max():
+            start, stop = _runs(spread > spread.max() / 2)[0]
+            for index, row in zip(members, rows, strict=True):
+                levels[index] = float(np.median(row[start:stop]))
+            continue
+        for index, row in zip(members, rows, strict=True):
+            tol = 1e-9 * np.abs(row).max()
+            edges = np.r_[0, np.flatnonzero(np.abs(np.diff(row)) > tol) + 1, row.size]
+            held = [(a, b) for a, b in itertools.pairwise(edges) if abs(row[a] - row[0]) > tol]
+            start, stop = max(held, key=lambda run: run[1] - run[0], default=(0, 1))
+            levels[index] = float(np.median(row[start:stop]))
+    return levels
 
 
 def step_levels(current: ArrayLike, dt: float, on: float, off: float) -> tuple[float, float]:
@@ -122,8 +197,10 @@ def load_nwb(path: PathLike, *, name: str | None = None) -> Cell:
     """Current-clamp sweeps of an NWB file (pynwb icephys): each response with its stimulus.
 
     Responses are the ``CurrentClampSeries`` in ``acquisition``; each is paired with its
-    ``CurrentClampStimulusSeries`` through the intracellular-recordings table when the file has one, else
-    by ``sweep_number``, else by order, and must start when its stimulus starts. An ``IZeroClampSeries``
+    ``CurrentClampStimulusSeries`` through the intracellular-recordings table when the file has one (in
+    the table's order), else by ``sweep_number``, else by recording order, and must start when its
+    stimulus starts. Without a table the sweeps come in recording order: by starting time, then sweep
+    number, then name (``sweep_2`` before ``sweep_10``). An ``IZeroClampSeries``
     (no current injected) has no stimulus: its current is zero. Data are scaled by ``conversion`` and
     ``offset`` to SI and then to mV and pA; ``dt`` comes from ``rate`` (or uniform ``timestamps``).
 
@@ -133,7 +210,8 @@ def load_nwb(path: PathLike, *, name: str | None = None) -> Cell:
 
     Returns:
         a `Cell`, one Recording per sweep, ``meta`` with ``file``, ``sweep`` (series name),
-        ``amplitude`` (largest stimulus level, pA), ``t_start`` (ms), ``voltage_unit``, ``current_unit``.
+        ``amplitude`` (the step level, pA, by `step_amplitudes`), ``t_start`` (ms), ``voltage_unit``,
+        ``current_unit``.
     """
     import pynwb
 
@@ -148,6 +226,11 @@ def load_nwb(path: PathLike, *, name: str | None = None) -> Cell:
         with io:
             pairs = _nwb_pairs(nwb, path)
             recordings = [_nwb_recording(path, response, stimulus) for response, stimulus in pairs]
+    amplitudes = step_amplitudes([r.current for r in recordings])
+    recordings = [
+        r._replace(meta={**r.meta, "amplitude": amplitude})
+        for r, amplitude in zip(recordings, amplitudes, strict=True)
+    ]
     return Cell(recordings, name or path.stem, {"file": str(path)})
 
 
@@ -173,11 +256,13 @@ def _nwb_pairs(nwb, path: Path) -> list[tuple[Any, Any]]:
             pairs.append((response, stimulus))
     else:
         currents = [s for s in nwb.acquisition.values() if isinstance(s, CurrentClampSeries)]
-        pairs = [(s, None) for s in sorted(currents, key=lambda s: s.name) if isinstance(s, IZeroClampSeries)]
-        responses = sorted((s for s in currents if not isinstance(s, IZeroClampSeries)), key=lambda s: s.name)
+        pairs = [(s, None) for s in currents if isinstance(s, IZeroClampSeries)]
+        responses = sorted(
+            (s for s in currents if not isinstance(s, IZeroClampSeries)), key=_nwb_recording_order
+        )
         stimuli = sorted(
             (s for s in nwb.stimulus.values() if isinstance(s, CurrentClampStimulusSeries)),
-            key=lambda s: s.name,
+            key=_nwb_recording_order,
         )
         by_sweep = {s.sweep_number: s for s in stimuli if s.sweep_number is not None}
         if responses and all(r.sweep_number in by_sweep for r in responses):
@@ -189,10 +274,26 @@ def _nwb_pairs(nwb, path: Path) -> list[tuple[Any, Any]]:
                 f"NWB file {str(path)!r}: {len(responses)} current-clamp responses but {len(stimuli)} "
                 "stimuli and no sweep numbers or intracellular-recordings table to pair them."
             )
-        pairs.sort(key=lambda pair: pair[0].name)  # the zero-current sweeps in their place by name
+        pairs.sort(key=lambda pair: _nwb_recording_order(pair[0]))  # the zero-current sweeps in place
     if not pairs:
         raise ValueError(f"NWB file {str(path)!r} has no CurrentClampSeries (is it voltage clamp?).")
     return pairs
+
+
+def _natural_order(name: str) -> list[str | int]:
+    """A name as text and numbers, so that ``sweep_2`` sorts before ``sweep_10``."""
+    return [int(part) if k % 2 else part for k, part in enumerate(re.split(r"(\d+)", name))]
+
+
+def _nwb_recording_order(series) -> tuple[float, float, list[str | int]]:
+    """A response's place in recording order: its start time (s), then its sweep number, then its name
+    with the numbers in it compared as numbers."""
+    if series.rate is not None:
+        start = float(series.starting_time or 0.0)
+    else:
+        start = float(series.timestamps[0]) if len(series.timestamps) else 0.0
+    number = series.sweep_number
+    return start, float("inf") if number is None else float(number), _natural_order(series.name)
 
 
 def _nwb_series(ref_or_series, kind: str, where: str) -> tuple[np.ndarray, float, float]:
@@ -241,13 +342,12 @@ def _nwb_recording(path: Path, response, stimulus) -> Recording:
     meta = {
         "file": str(path),
         "sweep": name,
-        "amplitude": _largest_level(current),
         "t_start": t0,
         "voltage_unit": series.unit,
         "current_unit": None if stimulus is None else getattr(stimulus, "timeseries", stimulus).unit,
         "protocol": getattr(series, "stimulus_description", None),
     }
-    return Recording(dt, current, voltage, meta=meta)
+    return _checked(Recording(dt, current, voltage, meta=meta, check_units=False), _FILE_UNIT_FIXES)
 
 
 # --- ABF -----------------------------------------------------------------------------------------------
@@ -257,7 +357,7 @@ def load_abf(
     path: PathLike,
     *,
     channel: int = 0,
-    sweeps: Sequence[int] | None = None,
+    sweeps: Sequence[int] | ArrayLike | None = None,
     command: ArrayLike | None = None,
     stimulus_folder: PathLike | None = None,
 ) -> Cell:
@@ -270,7 +370,7 @@ def load_abf(
     Args:
         path: the ``.abf`` file.
         channel: the ADC channel holding the membrane voltage.
-        sweeps: sweep numbers to read (default: all).
+        sweeps: sweep numbers to read, a sequence or 1-D integer array (default: all).
         command: the injected current in pA, [T] for every sweep or [n_sweeps, T]; overrides ``sweepC``.
         stimulus_folder: where pyabf looks for the protocol's stimulus waveform file.
 
@@ -289,10 +389,17 @@ def load_abf(
         raise _unreadable(path, "ABF", error) from error
     if channel not in abf.channelList:
         raise ValueError(f"ABF file {str(path)!r}: no channel {channel}; channels are {abf.channelList}.")
+    if isinstance(sweeps, np.ndarray | jax.Array) and np.ndim(sweeps) == 1:
+        if np.asarray(sweeps).dtype.kind not in "iu":
+            raise ValueError(
+                f"ABF file {str(path)!r}: `sweeps` must hold integer sweep numbers, got an array of "
+                f"{np.asarray(sweeps).dtype}; pass e.g. sweeps=np.arange(3)."
+            )
+        sweeps = np.asarray(sweeps).tolist()
     if sweeps is not None and not isinstance(sweeps, Sequence):
         raise ValueError(
-            f"ABF file {str(path)!r}: `sweeps` must be a sequence of sweep numbers, got {sweeps!r}; pass "
-            f"sweeps=[{sweeps!r}] for one sweep."
+            f"ABF file {str(path)!r}: `sweeps` must be a sequence (or 1-D integer array) of sweep numbers, "
+            f"got {sweeps!r}; pass sweeps=[{sweeps!r}] for one sweep."
         )
     sweeps = list(abf.sweepList if sweeps is None else sweeps)
     if command is not None:
@@ -338,7 +445,8 @@ def load_abf(
             "voltage_unit": abf.sweepUnitsY,
             "current_unit": "pA" if command is not None else abf.sweepUnitsC,
         }
-        recordings.append(Recording(1e3 / abf.dataRate, current, voltage, meta=meta))
+        recording = Recording(1e3 / abf.dataRate, current, voltage, meta=meta, check_units=False)
+        recordings.append(_checked(recording, _FILE_UNIT_FIXES))
     return Cell(recordings, path.stem, {"file": str(path), "protocol": abf.protocol})
 
 
@@ -527,12 +635,14 @@ def _ibw_recording(v_path: Path, i_path: Path, voltage_unit, current_unit, extra
         "time_unit": v_wave.time_unit,
         **extra,
     }
-    return Recording(
+    recording = Recording(
         v_wave.dt_ms,
         i_wave.data * _to_unit("current", i_unit, where),
         v_wave.data * _to_unit("voltage", v_unit, where),
         meta=meta,
+        check_units=False,
     )
+    return _checked(recording, _FILE_UNIT_FIXES)
 
 
 # --- CSV -----------------------------------------------------------------------------------------------
@@ -607,7 +717,7 @@ def load_csv(
 
     Returns:
         a `Cell`; ``meta`` per sweep: ``file`` (voltage table), ``current_file``, ``sweep`` (row index),
-        ``amplitude`` (largest current level, pA), units as read.
+        ``amplitude`` (the step level, pA, by `step_amplitudes`), units as read.
 
     Raises:
         ValueError: a table is unreadable, the tables differ in rows or in a row's length, the index
@@ -636,7 +746,6 @@ def load_csv(
         current, voltage = [row[1:] for row in current], [row[1:] for row in voltage]
     else:
         ids = list(range(len(current)))
-    recordings = []
     for sweep, i_row, v_row in zip(ids, current, voltage, strict=True):
         if i_row.size != v_row.size:
             raise ValueError(
@@ -650,15 +759,19 @@ def load_csv(
                 f"samples before its last one (first at index {gaps[0]}); only trailing ones end a shorter "
                 "sweep. Fill or interpolate them."
             )
+    current = [row * i_scale for row in current]
+    recordings = []
+    for sweep, i_row, v_row, amplitude in zip(ids, current, voltage, step_amplitudes(current), strict=True):
         meta = {
             "file": str(voltage_path),
             "current_file": str(current_path),
             "sweep": sweep,
-            "amplitude": _largest_level(i_row * i_scale),
+            "amplitude": amplitude,
             "current_unit": current_unit,
             "voltage_unit": voltage_unit,
         }
-        recordings.append(Recording(dt, i_row * i_scale, v_row * v_scale, meta=meta))
+        recording = Recording(dt, i_row, v_row * v_scale, meta=meta, check_units=False)
+        recordings.append(_checked(recording, _CSV_UNIT_FIXES))
     return Cell(recordings, name or voltage_path.stem)
 
 
@@ -767,16 +880,10 @@ def _npz_diffbrain(path: Path, arrays: dict[str, np.ndarray]) -> Cell:
         if sweep_metas[k].get("file") not in (None, str(path)):
             sweep_meta["source_file"] = sweep_metas[k]["file"]
         recorded = int(lengths[k])
-        recordings.append(
-            Recording(
-                dts[k],
-                current[k, :recorded],
-                voltage[k, :recorded],
-                spikes[k],
-                sweep_meta,
-                check_units=check_units,
-            )
+        recording = Recording(
+            dts[k], current[k, :recorded], voltage[k, :recorded], spikes[k], sweep_meta, check_units=False
         )
+        recordings.append(_checked(recording, _NPZ_UNIT_FIXES) if check_units else recording)
     return Cell(recordings, meta.get("cell", path.stem))
 
 
@@ -796,7 +903,8 @@ def _npz_qsnmc_a(path: Path, arrays: dict[str, np.ndarray], dt: float) -> Cell:
                 "current_unit": "pA",
                 "voltage_unit": "mV",
             }
-            recordings.append(Recording(dt, current[s, rep], voltage[s, rep], spikes, meta))
+            recording = Recording(dt, current[s, rep], voltage[s, rep], spikes, meta, check_units=False)
+            recordings.append(_checked(recording, _NPZ_UNIT_FIXES))
     return Cell(recordings, path.stem)
 
 
@@ -818,11 +926,23 @@ def _npz_columns(path: Path, arrays: dict[str, np.ndarray]) -> Cell:
             "voltage_unit": "mV",
             "time_unit": "s",
         }
-        # A float32 time column jitters by ~1e-3 of a step late in a sweep: take the mean step and
-        # keep 5 significant digits.
-        dt = float(f"{(t[-1] - t[0]) / (t.size - 1) * 1e3:.5g}")
-        recordings.append(Recording(dt, table[:, 1], table[:, 2], meta=meta))
+        recording = Recording(_column_step(t) * 1e3, table[:, 1], table[:, 2], meta=meta, check_units=False)
+        recordings.append(_checked(recording, _NPZ_UNIT_FIXES))
     return Cell(recordings, path.stem)
+
+
+def _column_step(t: np.ndarray) -> float:
+    """The sampling interval of a uniform time column, in its unit: the mean step, as the decimal with
+    fewest digits within the column's own rounding of it (a float32 column of 0.1 ms steps reads
+    0.0999999 from its ends: 0.1; a float64 one of 1/30 ms steps keeps all its digits)."""
+    step = (float(t[-1]) - float(t[0])) / (t.size - 1)
+    eps = np.finfo(t.dtype if t.dtype.kind == "f" else np.float64).eps
+    rounding = 2 * eps * float(np.max(np.abs(t[[0, -1]]))) / (t.size - 1)  # of the ends, per step
+    for digits in range(1, 17):
+        short = float(f"{step:.{digits}g}")
+        if abs(short - step) <= rounding:
+            return short
+    return step
 
 
 # --- dispatch ------------------------------------------------------------------------------------------
@@ -886,24 +1006,30 @@ def _sweep_number(path: Path) -> int | float:
     return int(number[1]) if number else float("inf")
 
 
-def bbp_l5pc_cell(root: PathLike, cell_id: str, protocol: str = "IDrest") -> Cell:
+def bbp_l5pc_cell(
+    root: PathLike, cell_id: str, protocol: str = "IDrest", *, all_sweeps: bool = False
+) -> Cell:
     """One Blue Brain L5 pyramidal cell's sweeps of a protocol (``ephys-bbp-sscx-l5pc``), in recording order.
 
     Files and channels come from the folder's feature-extraction config (the two cells use different
     channel numbers for current and voltage); protocols missing from the config are found by file name.
-    Sweeps are ordered by the number that ends their file names (the config lists them as strings, so
-    ``1000`` would come before ``937``). For a single-step protocol (IDrest, IDthresh, IDdepol, IV,
-    APWaveform, Step, IRhyperpol, IRdepol) each sweep's ``meta`` has ``holding`` and ``amplitude`` (pA) —
-    medians of the *measured* current before and inside the protocol's stimulus window (``onoff``, ms) —
-    so the noisy current can be replaced by an idealised step (`idealised_steps`); other protocols
-    (APThreshold's ramp, SpikeRec's pulses) keep their measured current only. ``ljp`` (14 mV) is
-    recorded, not subtracted.
+    The config lists every sweep in the folder for most protocols but only one of the six SpikeRec sweeps
+    of each cell (sweeps 411 and 1041); ``all_sweeps=True`` loads every file of the protocol in the
+    cell's folder instead. Sweeps are ordered by the number that ends their file names (the config
+    lists them as strings, so ``1000`` would come before ``937``). For a single-step protocol (IDrest,
+    IDthresh, IDdepol, IV, APWaveform, Step, IRhyperpol, IRdepol) each sweep's ``meta`` has ``holding``
+    and ``amplitude`` (pA) — medians of the *measured* current before and inside the protocol's stimulus
+    window (``onoff``, ms) — so the noisy current can be replaced by an idealised step
+    (`idealised_steps`); other protocols (APThreshold's ramp, SpikeRec's pulses) keep their measured
+    current only. ``ljp`` (14 mV) is recorded, not subtracted.
 
     Args:
         root: the shared data folder or the ``ephys-bbp-sscx-l5pc`` folder itself (under any name).
         cell_id: ``"C060109A1-SR-C1"`` or ``"C080501B2-SR-C1"``.
         protocol: ``IDrest``, ``IDthresh``, ``IV``, ``APWaveform``, ``SpikeRec``, ``Step``, or a
             protocol found only by name (``sAHP``, ``IDhyperpol``, ``APThreshold``).
+        all_sweeps: find the protocol's sweeps by file name in the cell's folder, all of them, rather
+            than take the config's list (the same sweeps but for SpikeRec: 6 instead of 1).
     """
     folder = _dataset_folder(root, "ephys-bbp-sscx-l5pc", "feature_extraction_config_2cells.json")
     config = json.loads((folder / "feature_extraction_config_2cells.json").read_text())
@@ -911,7 +1037,7 @@ def bbp_l5pc_cell(root: PathLike, cell_id: str, protocol: str = "IDrest") -> Cel
         raise ValueError(f"bbp_l5pc_cell: unknown cell_id {cell_id!r}; available: {sorted(config['cells'])}.")
     cell_config = config["cells"][cell_id]
     experiments = cell_config["experiments"]
-    if protocol in experiments:
+    if protocol in experiments and not all_sweeps:
         files = experiments[protocol]["files"]
         pairs = sorted(
             ((folder / f["v_file"], folder / f["i_file"]) for f in files), key=lambda p: _sweep_number(p[0])
@@ -921,9 +1047,14 @@ def bbp_l5pc_cell(root: PathLike, cell_id: str, protocol: str = "IDrest") -> Cel
         found = sorted((folder / cell_id).glob(f"*_{protocol}_ch*_*.ibw"), key=_sweep_number)
         voltage = [p for p in found if _kind_of_unit(_read_ibw(p).unit) == "voltage"]
         if not voltage:
+            aliased = (
+                f" The config's {protocol!r} lists files of other protocols: leave all_sweeps False."
+                if protocol in experiments
+                else ""
+            )
             raise ValueError(
                 f"bbp_l5pc_cell: no {protocol!r} sweeps for {cell_id}; protocols in the config: "
-                f"{sorted(experiments)} (others are found by file name)."
+                f"{sorted(experiments)} (others are found by file name).{aliased}"
             )
         current = None
     onoff = config["options"]["onoff"].get(protocol)

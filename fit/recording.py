@@ -31,8 +31,17 @@ _VOLTS_BELOW_MV = 1.0
 _MAX_PLAUSIBLE_MV = 1000.0
 _AMPERES_BELOW_PA = 1e-6
 _MAX_PLAUSIBLE_PA = 1e6
-_MIN_PLAUSIBLE_DT_MS = 1e-3
-"""A sampling interval below this many ms (above 1 MHz) is taken for one written in seconds."""
+_MAX_SECONDS_LIKE_DT_MS = 1e-3
+"""A sampling interval of this many ms or less (1 MHz or more) is taken for one written in seconds (1 kHz
+or less)."""
+
+_UNIT_FIXES = {
+    "volts": "Multiply it by 1e3 (or pass check_units=False if it is in mV).",
+    "amperes": "Multiply it by 1e12 (or pass check_units=False if it is in pA).",
+    "seconds": "Multiply it by 1e3 (or pass check_units=False if it is in ms).",
+}
+"""What to do about a trace in volts or amperes, or a ``dt`` in seconds, in a Recording built directly;
+the loaders name their own arguments (`check_units_of`)."""
 
 
 class _FrozenDict(tuple):
@@ -145,6 +154,23 @@ def spike_samples(times, dt):
     return xp.ceil(samples - 1e-9 - 2.0**-23 * xp.abs(samples)).astype(xp.int32)
 
 
+def spike_grid(times, n: int, dt, dtype=None):
+    """Spike counts on a grid of ``n`` samples: each finite time (ms) adds 1 at its `spike_samples` sample,
+    the first at or after it, where a simulated model's spike lands; ``+inf`` padding adds nothing, and a
+    time in the last interval ``((n − 1)·dt, n·dt]`` falls past the last sample (no step of a simulation
+    of ``n`` samples puts a spike there) and is not counted. `Recording.spike_train` and
+    `diffbrain.fit.prepare` both count spikes this way. NumPy times give a float64 NumPy array, others a
+    JAX array of ``dtype`` (works inside ``jit``/``vmap``)."""
+    if isinstance(times, np.ndarray):
+        times = times[np.isfinite(times)]
+        index = spike_samples(times, dt)
+        return np.bincount(index[(index >= 0) & (index < n)], minlength=n).astype(np.float64)
+    valid = jnp.isfinite(times)
+    index = spike_samples(jnp.where(valid, times, 0.0), dt)
+    index = jnp.where(valid & (index >= 0), index, n)  # n is out of range: dropped
+    return jnp.zeros(n, dtype).at[index].add(valid.astype(dtype), mode="drop")
+
+
 def _shifted(meta: dict[str, Any], offset: float) -> dict[str, Any]:
     """A sweep's metadata after cutting its first ``offset`` ms: ``t_start`` later, ``onoff`` earlier."""
     meta = {**meta, "t_start": meta.get("t_start", 0.0) + offset}
@@ -189,7 +215,7 @@ class Recording(eqx.Module):
         meta: metadata — ``file``, ``sweep``, ``cell``, ``protocol``, ``amplitude`` (step level, pA),
             the units as read, ... Values must be numbers, strings, lists, dicts or arrays.
         check_units: reject traces whose magnitudes say they are in V or A rather than mV or pA, and a
-            ``dt`` below 1e-3 ms (above 1 MHz), which says it is in seconds.
+            ``dt`` of 1e-3 ms or less (1 MHz or more), which says it is in seconds (1 kHz or less).
 
     Raises:
         ValueError: lengths differ or are 0, a sample is NaN or infinite, ``dt`` is not > 0, or the units
@@ -233,21 +259,22 @@ class Recording(eqx.Module):
         batch = current.shape[:-1]
         dt_arr = _concrete(dt)
         if dt_arr is not None:
-            if dt_arr.shape not in ((), batch) or not np.all(np.isfinite(dt_arr)) or np.any(dt_arr <= 0):
+            if (
+                dt_arr.dtype.kind not in "iuf"  # a string, None or a bool is no sampling interval
+                or dt_arr.shape not in ((), batch)
+                or not np.all(np.isfinite(dt_arr))
+                or np.any(dt_arr <= 0)
+            ):
                 raise ValueError(
-                    f"{where}: `dt` must be a positive finite sampling interval in ms "
-                    f"(a scalar, or shape {batch} for a batch), got {dt!r}. Pass e.g. dt=0.1."
+                    f"{where}: `dt` must be a positive finite number, the sampling interval in ms (a "
+                    f"scalar, or shape {batch} for a batch), got {dt!r}. Pass e.g. dt=0.1."
                 )
-            if check_units and np.any(dt_arr < _MIN_PLAUSIBLE_DT_MS):
-                raise ValueError(
-                    f"{where}: `dt` = {dt!r} ms is a sampling rate above 1 MHz; dt is in ms, and this one "
-                    "looks like seconds. Multiply it by 1e3 (or pass check_units=False if it is in ms)."
-                )
-            dt = float(dt_arr) if dt_arr.ndim == 0 else dt_arr.astype(np.float64)
+            dt_arr = dt_arr.astype(np.float64)
+            dt = float(dt_arr) if dt_arr.ndim == 0 else dt_arr
         for name, trace in (("current", current), ("voltage", voltage)):
             _check_finite(where, name, trace, dt_arr)
         if check_units:
-            _check_units(where, current, voltage)
+            _check_units(where, current, voltage, dt_arr, _UNIT_FIXES)
         self.dt, self.current, self.voltage = dt, current, voltage
         duration = None if dt_arr is None else current.shape[-1] * dt_arr
         self._spike_times = _pack_spike_times(where, spike_times, batch, duration)
@@ -364,8 +391,9 @@ class Recording(eqx.Module):
     def spike_train(self) -> Float[Array, "*batch T"]:
         """Spike counts per sample (0/1 mostly), same shape as ``voltage``; works inside ``jit``/``vmap``.
 
-        A spike at time ``s`` counts in sample `spike_samples` ``= ceil(s/dt − 1e-9)`` (the first at or
-        after it, where a fitted model puts it), the last sample if that is past the end.
+        A spike counts in its `spike_samples` sample (the first at or after it, where a fitted model puts
+        it), as `spike_grid` counts them for `diffbrain.fit.prepare`; one in the last interval, past the
+        last sample, is not counted.
 
         Raises:
             ValueError: the Recording has no spike times (call `with_detected_spikes` first).
@@ -376,13 +404,7 @@ class Recording(eqx.Module):
                 "`.with_spike_times(...)` first."
             )
         n, dtype = self.n_samples, self.voltage.dtype
-
-        def one(times, dt):
-            valid = jnp.isfinite(times)
-            index = spike_samples(jnp.where(valid, times, 0.0), dt)
-            index = jnp.where(valid, jnp.minimum(index, n - 1), n)  # n is out of range: dropped
-            return jnp.zeros(n, dtype).at[index].add(valid.astype(dtype), mode="drop")
-
+        one = lambda times, dt: spike_grid(times, n, dt, dtype)
         for _ in self.batch_shape:
             one = jax.vmap(one)
         return one(jnp.asarray(self._spike_times), jnp.asarray(self.dt))
@@ -509,15 +531,30 @@ def _check_finite(where: str, name: str, trace: Array, dt: np.ndarray | None) ->
         )
 
 
-def _check_units(where: str, current: Array, voltage: Array) -> None:
+def check_units_of(recording: Recording, fixes: Mapping[str, str]) -> None:
+    """Refuse a Recording built with ``check_units=False`` whose traces look like volts or amperes, or
+    whose ``dt`` looks like seconds (as ``check_units=True`` does); ``fixes`` says, for ``"volts"``,
+    ``"amperes"`` and ``"seconds"``, how the caller (a loader) gets the unit right."""
+    dt = _concrete(recording.dt)
+    _check_units(_describe_source(recording.meta), recording.current, recording.voltage, dt, fixes)
+
+
+def _check_units(
+    where: str, current: Array, voltage: Array, dt: np.ndarray | None, fixes: Mapping[str, str]
+) -> None:
+    if dt is not None and np.any(dt <= _MAX_SECONDS_LIKE_DT_MS):
+        shown = float(dt) if dt.ndim == 0 else dt.tolist()
+        raise ValueError(
+            f"{where}: `dt` = {shown!r} ms is a sampling rate of 1 MHz or more; dt is in ms, and this one "
+            f"looks like seconds. {fixes['seconds']}"
+        )
     v, i = _concrete(voltage), _concrete(current)
     if v is not None and v.size:
         peak = float(np.max(np.abs(v)))
         if 0 < peak < _VOLTS_BELOW_MV:
             raise ValueError(
                 f"{where}: `voltage` never exceeds {peak:.3g} in magnitude, which in mV is implausible for a "
-                "membrane potential; the trace is likely in volts. Multiply by 1e3 (or tell the loader "
-                "voltage_unit='V')."
+                f"membrane potential; the trace is likely in volts. {fixes['volts']}"
             )
         if peak > _MAX_PLAUSIBLE_MV:
             raise ValueError(
@@ -529,7 +566,7 @@ def _check_units(where: str, current: Array, voltage: Array) -> None:
         if 0 < peak < _AMPERES_BELOW_PA:
             raise ValueError(
                 f"{where}: `current` never exceeds {peak:.3g} in magnitude, which in pA is implausible; the "
-                "trace is likely in amperes. Multiply by 1e12 (or tell the loader current_unit='A')."
+                f"trace is likely in amperes. {fixes['amperes']}"
             )
         if peak > _MAX_PLAUSIBLE_PA:
             raise ValueError(
@@ -687,6 +724,10 @@ class Cell:
         The batched ``meta`` holds ``cell``, ``sweeps`` (each sweep's meta) and ``lengths`` (samples
         before padding), which `diffbrain.fit.prepare` (so `diffbrain.fit.fit`) turns into a `Target`
         ``mask``: every loss leaves the padding out.
+
+        Raises:
+            ValueError: the sweeps differ in length without ``pad`` or ``truncate``, or some have spike
+                times and others none (the message names the latter).
         """
         if not self.recordings:
             raise ValueError(f"Cell {self.name!r} has no sweeps to stack.")
@@ -710,6 +751,14 @@ class Cell:
 
         spikes = [r.spike_times for r in self.recordings]
         have_spikes = all(s is not None for s in spikes)
+        if not have_spikes and any(s is not None for s in spikes):
+            missing = [r.meta.get("sweep", k) for k, r in enumerate(self.recordings) if r.spike_times is None]
+            raise ValueError(
+                f"Cell {self.name!r}: sweeps {missing[:8]}{'…' if len(missing) > 8 else ''} have no spike "
+                "times but the others have; a stack holds spike times for all of its sweeps or none. Give "
+                "them theirs (`with_spike_times`, or `with_detected_spikes` on each), or drop the others' "
+                "with `with_spike_times(None)`."
+            )
         dt = np.asarray([r.dt for r in self.recordings], dtype=np.float64)
         recorded = [min(length, n) for length in lengths]
         return Recording(

@@ -36,3 +36,14 @@ def test_sweeps_must_be_a_sequence(shared_data):
     with pytest.raises(ValueError, match=r"`sweeps` must be a sequence .* got 3; pass sweeps=\[3\]"):
         load_abf(shared_data / SAMPLES / "File_axon_5.abf", sweeps=3)
     assert [r.meta["sweep"] for r in load_abf(shared_data / SAMPLES / "File_axon_5.abf", sweeps=[3])] == [3]
+
+
+def test_sweeps_may_be_a_one_dimensional_integer_array(shared_data):
+    """``sweeps=np.arange(3)`` reads sweeps 0, 1, 2 (it was refused with the advice sweeps=[array([0, 1,
+    2])]); an array of floats is refused naming its dtype."""
+    path = shared_data / SAMPLES / "File_axon_5.abf"
+    assert [r.meta["sweep"] for r in load_abf(path, sweeps=np.arange(3))] == [0, 1, 2]
+    with pytest.raises(
+        ValueError, match=r"`sweeps` must hold integer sweep numbers, got an array of float64"
+    ):
+        load_abf(path, sweeps=np.asarray([0.0, 1.0]))

@@ -64,3 +64,41 @@ def test_unequal_rows_name_the_sweep_and_the_right_file(tmp_path):
     i = write(tmp_path / "i.csv", [[0.0] * 5, [0.0, None, 2.0, 3.0, 4.0]], index=[0, 1])
     with pytest.raises(ValueError, match=r"CSV file '[^']*i\.csv', sweep 1: `current` has 1 empty or NaN"):
         load_csv(i, v, dt=0.1)
+
+
+def test_amplitude_is_the_step_level_not_a_prepulse(tmp_path):
+    """Sweeps with a −100 pA prepulse they all share, then a 0…60 pA step: ``meta["amplitude"]`` is the
+    step level, as `load_abf` reads it from the protocol, not the largest-magnitude sample (the prepulse,
+    which made every sweep below 100 pA look like −100 pA and `select(amplitude=30)` match nothing)."""
+    steps = [0.0, 30.0, 60.0, 120.0]
+    current = [
+        np.r_[np.zeros(10), np.full(10, -100.0), np.zeros(10), np.full(40, a), np.zeros(10)] for a in steps
+    ]
+    voltage = [np.full(80, -70.0)] * len(steps)
+    i, v = (
+        write(tmp_path / "i.csv", current, index=range(4)),
+        write(tmp_path / "v.csv", voltage, index=range(4)),
+    )
+    cell = load_csv(i, v, dt=0.1)
+    np.testing.assert_allclose(cell.amplitudes, steps)
+    assert len(cell.select(amplitude=30.0)) == 1
+    # one sweep alone: its longest stretch away from the holding current (its first sample)
+    i, v = (
+        write(tmp_path / "i1.csv", current[1:2], index=[0]),
+        write(tmp_path / "v1.csv", voltage[:1], index=[0]),
+    )
+    assert load_csv(i, v, dt=0.1)[0].meta["amplitude"] == 30.0
+
+
+def test_csv_and_abf_amplitudes_agree(shared_data, tmp_path):
+    """18711001.abf (a −100 pA prepulse, then a 0…290 pA step) written as CSV tables: both loaders give
+    each sweep the same amplitude."""
+    from diffbrain.fit.loaders import load_abf
+
+    abf = load_abf(shared_data / "ephys-pyabf-samples" / "18711001.abf", sweeps=list(range(0, 30, 3)))
+    rows = range(len(abf))
+    i = write(tmp_path / "i.csv", [np.asarray(r.current)[::20] for r in abf], index=rows)
+    v = write(tmp_path / "v.csv", [np.asarray(r.voltage)[::20] for r in abf], index=rows)
+    csv = load_csv(i, v, dt=1.0)
+    np.testing.assert_allclose(csv.amplitudes, abf.amplitudes)
+    np.testing.assert_allclose(csv.amplitudes, np.arange(0.0, 300.0, 30.0))

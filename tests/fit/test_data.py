@@ -424,7 +424,7 @@ def test_dt_must_be_positive(dt):
 
 
 def test_volts_and_amperes_are_caught():
-    with pytest.raises(ValueError, match=r"sweep 1.*likely in volts.*voltage_unit='V'"):
+    with pytest.raises(ValueError, match=r"sweep 1.*likely in volts\. Multiply it by 1e3"):
         Recording(0.1, np.zeros(5), np.full(5, -0.065), meta={"sweep": 1})
     with pytest.raises(ValueError, match=r"likely in amperes"):
         Recording(0.1, np.full(5, 1e-10), np.full(5, -65.0))
@@ -596,3 +596,94 @@ def test_microseconds_with_the_micro_sign_or_the_greek_mu():
     from diffbrain.fit.loaders import _to_unit
 
     assert _to_unit("time", "\u00b5s", "here") == _to_unit("time", "\u03bcs", "here") == 1e-3
+
+
+def test_nwb_without_a_table_loads_sweeps_in_recording_order(tmp_path):
+    """Twelve sweeps named sweep_1 … sweep_12 without an intracellular-recordings table come back in
+    recording order (starting time), not in the text order of their names (sweep_1, sweep_10, …, sweep_2);
+    without starting times or sweep numbers, the numbers in their names order them."""
+    from datetime import UTC, datetime
+
+    pynwb = pytest.importorskip("pynwb")
+    from pynwb.icephys import CurrentClampSeries, CurrentClampStimulusSeries
+
+    def write(path, timed):
+        nwb = pynwb.NWBFile("test", "id", datetime(2020, 1, 1, tzinfo=UTC))
+        electrode = nwb.create_icephys_electrode(name="e", description="", device=nwb.create_device("amp"))
+        for k in range(1, 13):
+            common = dict(rate=1e4, electrode=electrode, gain=1.0, starting_time=float(k) if timed else 0.0)
+            number = {"sweep_number": np.uint32(k)} if timed else {}
+            nwb.add_acquisition(
+                CurrentClampSeries(name=f"sweep_{k}", data=np.full(100, -0.07), **number, **common)
+            )
+            nwb.add_stimulus(
+                CurrentClampStimulusSeries(name=f"stim_{k}", data=np.full(100, k * 1e-11), **number, **common)
+            )
+        with pynwb.NWBHDF5IO(str(path), "w") as io:
+            io.write(nwb)
+        return path
+
+    for timed in (True, False):
+        cell = load_nwb(write(tmp_path / f"order_{timed}.nwb", timed))
+        assert [r.meta["sweep"] for r in cell] == [f"sweep_{k}" for k in range(1, 13)]
+        np.testing.assert_allclose(cell.amplitudes, np.arange(10.0, 121.0, 10.0))
+
+
+def test_prepare_detects_spikes_as_detect_spikes_does():
+    """Without given spike times, the fit's spike target holds the spikes `detect_spikes` finds (1 ms
+    refractory), not every upward crossing: ringing 0.3 ms after a spike is no second spike (on
+    171116sh_0019.abf sweeps 16–18 the crossings were [45, 377, 225], the detected spikes [26, 93, 59])."""
+    from diffbrain import fit, zoo
+
+    v = np.full(100, -70.0)
+    v[[10, 11, 12, 13, 14, 15]] = [-20.0, 20.0, -5.0, 10.0, -60.0, -70.0]  # a spike that rings at 1.3 ms
+    v[[40, 41]] = [-10.0, 30.0]  # a second spike, 3 ms later
+    rec = Recording(0.1, np.full(100, 100.0), v)
+    target = fit.prepare(zoo.LIF(), rec)[1]
+    assert np.flatnonzero(np.asarray(target.spikes[:, 0])).tolist() == [11, 41]
+    detected = fit.prepare(zoo.LIF(), rec.with_detected_spikes())[1]
+    np.testing.assert_array_equal(np.asarray(target.spikes), np.asarray(detected.spikes))
+
+
+def test_spike_train_and_prepare_count_the_same_spikes():
+    """A spike time in the sweep's last interval ((T − 1)·dt, T·dt], which a Recording accepts, lies past
+    the last sample: `spike_train` and `prepare` (what the fit's losses see) both leave it out (spike_train
+    counted it at the last sample, prepare dropped it); two spikes in one sample count 2 in both."""
+    from diffbrain import fit, zoo
+
+    rec = Recording(0.1, np.full(10, 100.0), np.full(10, -70.0), spike_times=[0.32, 0.35, 0.95])
+    train = np.asarray(rec.spike_train())
+    target = np.asarray(fit.prepare(zoo.LIF(), rec)[1].spikes[:, 0])
+    np.testing.assert_array_equal(train, target)
+    assert train.tolist() == [0, 0, 0, 0, 2, 0, 0, 0, 0, 0]
+
+
+def test_stack_refuses_sweeps_of_which_only_some_have_spike_times():
+    """One sweep with spike times supplied with the data and one without: the stack named the sweep
+    without them, where it used to drop every sweep's spike times silently (the fit's spike target of
+    the stack then held 0 spikes, that of the Cell 2)."""
+    v = np.full(100, -70.0)
+    given = Recording(0.1, np.full(100, 50.0), v, spike_times=[2.0, 5.0], meta={"sweep": "a"})
+    bare = Recording(0.1, np.full(100, 60.0), v, meta={"sweep": "b"})
+    with pytest.raises(ValueError, match=r"sweeps \['b'\] have no spike times but the others have"):
+        Cell([given, bare]).stack()
+    assert Cell([given, bare.with_detected_spikes()]).stack().spike_times[0].tolist() == [2.0, 5.0]
+    assert Cell([given.with_spike_times(None), bare]).stack().spike_times is None
+
+
+def test_npz_time_columns_keep_the_sampling_interval(tmp_path):
+    """A [T, 3] (time s, current pA, voltage mV) table at 30 kHz loads with dt = 1/30 ms to float64
+    precision (rounded to 5 significant digits it was 0.033333: 0.3 ms short after 30 s, 9 samples);
+    a float32 column of 0.05 ms steps (0.049999997 from its ends) still reads 0.05."""
+    n = 900_000
+    t = np.arange(n) / 30_000.0
+    path = tmp_path / "cols.npz"
+    np.savez(path, cellA_noise_1=np.stack([t, np.full(n, 100.0), np.full(n, -65.0)], 1))
+    recording = load_npz(path)[0]
+    assert recording.dt == pytest.approx(1 / 30, rel=1e-12)
+    assert recording.duration == pytest.approx(30_000.0, rel=1e-12)
+    t32 = (np.arange(1520) * 5e-5).astype(np.float32)
+    np.savez(
+        path, cellA_step_2=np.stack([t32, np.zeros(1520, np.float32), np.full(1520, -65.0, np.float32)], 1)
+    )
+    assert load_npz(path)[0].dt == 0.05

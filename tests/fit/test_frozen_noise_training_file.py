@@ -49,3 +49,25 @@ def test_a_folder_with_the_training_file(shared_data, tmp_path):
         r.meta["file"].replace(str(source), str(folder)) for r in plain.repeats
     ]
     assert len(split.repeats) == 9 and "Training" not in split.train[0].meta["file"]
+
+
+@pytest.mark.parametrize(
+    ("n_train", "split", "dt", "samples"), [(3, 1000.0, None, 333), (4, 1000.0, 0.3, 833)]
+)
+def test_training_segments_are_equally_long(monkeypatch, n_train, split, dt, samples):
+    """``split`` ms that is no whole number of samples per segment (1000 ms / 3 at 1 ms; 1000 ms / 4 at
+    0.3 ms) is cut on the sample grid: every segment has floor(split / (dt · n_train)) samples, so the
+    segments stack and fit side by side (cut at linspace edges they differed by one sample)."""
+    repeats = [sweep(0, 1009 + r, cell="Cell3", protocol="frozen noise", repeat=r) for r in range(9)]
+    data = FrozenNoise(Cell(repeats[:8], "Cell3"), Cell(repeats[8:], "Cell3"), None)
+    monkeypatch.setattr(datasets, "pozzorini_frozen_noise", lambda root, n_test: data)
+    split_data = datasets.frozen_noise_split("unused", n_train=n_train, split=split, dt=dt)
+    assert [r.n_samples for r in split_data.train] == [samples] * n_train
+    step = split_data.train[0].dt
+    assert [r.meta["t_start"] for r in split_data.train] == pytest.approx(
+        [k * samples * step for k in range(n_train)]
+    )
+    for k, segment in enumerate(split_data.train):
+        whole = np.asarray(split_data.repeats[k].voltage)
+        np.testing.assert_array_equal(np.asarray(segment.voltage), whole[samples * k : samples * (k + 1)])
+    assert split_data.train.stack().batch_shape == (n_train,)

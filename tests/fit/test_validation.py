@@ -88,7 +88,24 @@ def test_a_dt_in_seconds_is_rejected_naming_dt_and_ms():
     with pytest.raises(ValueError, match=r"`dt` = 0.0001 ms .* looks like seconds\. Multiply it by 1e3"):
         fit.Recording(1e-4, np.zeros(10), np.full(10, -65.0))
     assert fit.Recording(1e-4, np.zeros(10), np.full(10, -65.0), check_units=False).dt == 1e-4
-    assert fit.Recording(0.001, np.zeros(10), np.full(10, -65.0)).dt == 0.001  # 1 MHz is still plausible
+    # 0.001 is 1 kHz written in seconds (QSNMC 2007's rate) far likelier than 1 MHz in ms: refused too
+    with pytest.raises(ValueError, match=r"`dt` = 0.001 ms is a sampling rate of 1 MHz or more"):
+        fit.Recording(0.001, np.zeros(10), np.full(10, -65.0))
+    assert fit.Recording(0.0011, np.zeros(10), np.full(10, -65.0)).dt == 0.0011
+
+
+@pytest.mark.parametrize("dt", ["0.1", None, True])
+def test_a_dt_that_is_no_number_is_refused_naming_dt(dt, tmp_path):
+    """A string, None or a bool as ``dt`` is refused naming `dt` (it failed in a NumPy ufunc), also
+    through `load_csv`."""
+    with pytest.raises(
+        ValueError, match=r"`dt` must be a positive finite number, the sampling interval in ms"
+    ):
+        fit.Recording(dt, np.zeros(10), np.full(10, -65.0))
+    (tmp_path / "i.csv").write_text("0,10.0,20.0\n")
+    (tmp_path / "v.csv").write_text("0,-65.0,-64.0\n")
+    with pytest.raises(ValueError, match=r"v\.csv, sweep 0\): `dt` must be a positive finite number"):
+        fit.load_csv(tmp_path / "i.csv", tmp_path / "v.csv", dt=dt)
 
 
 @pytest.mark.parametrize(
