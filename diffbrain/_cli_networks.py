@@ -33,6 +33,13 @@ RECORDED = 400
 """About this many neurons are recorded for the raster, spread evenly over the populations."""
 DEFAULT_DURATION = 1000.0
 """ms simulated unless --duration says otherwise."""
+DEFAULT_BIN = 5.0
+"""ms, the rate bin of --raster and --out unless --bin says otherwise."""
+MAX_DT = {"coba": 0.5, "microcircuit": 0.5}
+"""The largest --dt, ms, of the networks that have one. coba: with coarser steps its conductance synapses
+make the rates run away (E rate, 4,000 neurons, seed 0, 240 ms: 16.4 Hz at dt 0.1 ms, 15.2 at 0.5, 14.4 at
+0.6, 157 at 0.8, 143 at 1). microcircuit: `Microcircuit.build` refuses a coarser step. cuba has none (5.56 Hz
+at 0.1 ms, 5.55 at 1, 5.78 at 2); multiarea's lies below its shortest long-range delay (`_shortest_delay`)."""
 
 _out = Console()
 
@@ -68,22 +75,27 @@ def _recorded(sizes) -> list[int]:
     return [int(index) for index in chosen]
 
 
-def _simulate(name: str, duration_ms: float, scale: float, dt: float, seed: int, data: Path | None, raster):
-    """Build and simulate network ``name``; returns the result and the reference rates (Hz) or None."""
-    import jax
-
+def _check_model(name: str, scale: float, dt: float, data: Path | None, pulse: str | None, duration: float):
+    """Check what the network ``name`` is built from before anything is printed: read its data, check
+    --scale, --dt (`MAX_DT`; multiarea: below its shortest long-range delay) and --pulse against it. Returns
+    what `_simulate` builds from: None (coba, cuba), the connectome (multiarea) or the `Microcircuit`."""
     from diffbrain.zoo import networks
 
-    build_key, run_key = jax.random.split(jax.random.key(seed))
+    if name in MAX_DT and dt > MAX_DT[name]:
+        reason = (
+            "the coba network takes: with coarser steps its conductance synapses make the rates run away "
+            "(about 150 Hz at 0.8–1 ms against 16 Hz at 0.1 ms)"
+            if name == "coba"
+            else "the microcircuit takes (its own is 0.1 ms)"
+        )
+        raise _fail(
+            f"{dt:g} ms is above {MAX_DT[name]:g} ms, the largest time step {reason}; pass --dt ≤ "
+            f"{MAX_DT[name]:g}.",
+            "--dt",
+        )
     if name in ("coba", "cuba"):
-        n = round(4000 * scale)
-        _check_ei_size(name, scale, n)
-        try:
-            net = getattr(networks.EINetwork, name)(build_key, n=n)
-        except ValueError as error:
-            raise _fail(f"--scale {scale:g} gives {n} neurons: {error}", "--scale") from None
-        record = _recorded(net.sizes) if raster else 0
-        return networks.simulate(net, duration_ms, run_key, dt=dt, record=record), None
+        _check_ei_size(name, scale, round(4000 * scale))
+        return None
     folder = _data_folder(name, data)
     if name == "multiarea":
         from diffbrain.zoo.networks.multiarea import N_REFERENCE, read_connectome
@@ -97,25 +109,138 @@ def _simulate(name: str, duration_ms: float, scale: float, dt: float, seed: int,
                 f"(excitatory and inhibitory ones): pass --scale ≥ {smallest / N_REFERENCE:g}.",
                 "--scale",
             )
+        _check_multiarea_dt(connectome, dt)
+        _check_pulse(pulse, connectome["areas"], duration)
+        return connectome
+    from diffbrain.zoo.networks.microcircuit import Microcircuit, read_data
+
+    params = _read(read_data, folder)
+    try:
+        return Microcircuit.from_data(params, scale=scale)
+    except ValueError as error:  # it names its argument: `scale` = 0.0001 …; pass scale ≥ …
+        message = str(error).replace("`scale` = ", "--scale ").replace("pass scale ", "pass --scale ")
+        raise _fail(message, "--scale") from None
+
+
+def _shortest_delay(connectome: dict) -> tuple[float, str, str, float]:
+    """The shortest mean long-range delay of ``connectome`` (wiring distance / `MultiArea.build`'s default
+    conduction speed), ms, with its source and target areas and the speed (m/s = mm/ms); infinite when no
+    two areas are wired."""
+    import inspect
+
+    import numpy as np
+
+    from diffbrain.zoo import networks
+
+    speed = inspect.signature(networks.MultiArea.build).parameters["speed"].default
+    fln, areas = connectome["fln"], connectome["areas"]
+    wired = (np.asarray(fln) > 0) & ~np.eye(len(areas), dtype=bool)
+    mean_delay = np.where(wired, np.asarray(connectome["distance_mm"]) / speed, np.inf)
+    target, source = np.unravel_index(np.argmin(mean_delay), mean_delay.shape)
+    return float(mean_delay[target, source]), areas[source], areas[target], speed
+
+
+def _check_multiarea_dt(connectome: dict, dt: float) -> None:
+    """--dt must lie below every wired pair's mean delay: each delay is drawn around its mean and redrawn
+    until it exceeds one step (`MultiArea.build`), else a `typer.BadParameter` states the bound."""
+    shortest, source, target, speed = _shortest_delay(connectome)
+    if dt < shortest:
+        return
+    if shortest == 0:
+        raise _fail(
+            f"the connectome wires {source} to {target} at distance 0 mm, so their delay is 0 ms, and every "
+            "long-range delay must exceed one step: no --dt is valid; pass --data whose wired areas lie "
+            "apart.",
+            "--data",
+        )
+    raise _fail(
+        "the multiarea network draws each long-range delay around its pair's mean and redraws it until it "
+        f"exceeds one step, so --dt must lie below the shortest mean delay: {shortest:.3g} ms, from {source} "
+        f"to {target} (wiring distance / {speed:g} m/s conduction speed); got {dt:g} ms. Pass --dt < "
+        f"{shortest:.3g}, e.g. {_round_step_below(shortest):g}.",
+        "--dt",
+    )
+
+
+def _round_step_below(limit: float) -> float:
+    """The largest of 1, 2 or 5 × 10ᵏ ms below ``limit`` ms (> 0)."""
+    exponent = math.floor(math.log10(limit))  # 10^exponent ≤ limit, so 0.5·10^exponent is below it
+    steps = (float(f"{base * 10.0**exponent:.12g}") for base in (5, 2, 1, 0.5))
+    return next(step for step in steps if step < limit)
+
+
+def _pulse_shape() -> tuple[float, float, float]:
+    """`MultiArea.pulse`'s default onset and length (ms) and amplitude (mV), as --pulse applies it."""
+    import inspect
+
+    from diffbrain.zoo import networks
+
+    defaults = inspect.signature(networks.MultiArea.pulse).parameters
+    return tuple(float(defaults[name].default) for name in ("start_ms", "duration_ms", "amplitude_mV"))
+
+
+def _check_pulse(pulse: str | None, areas, duration: float) -> None:
+    """--pulse must name an area of the connectome, and the run must last past the pulse's onset."""
+    if pulse is None:
+        return
+    if pulse not in areas:
+        raise _fail(f"{pulse!r} is not an area of the connectome; its areas: {', '.join(areas)}.", "--pulse")
+    start, _, _ = _pulse_shape()
+    if duration <= start:
+        raise _fail(
+            f"the pulse into {pulse} starts at {start:g} ms, after the {duration:g} ms run ends; pass "
+            f"--duration > {start:g} or leave --pulse out.",
+            "--pulse",
+        )
+
+
+def _pulse_line(pulse: str | None, duration: float) -> str:
+    """The header line of a multiarea run saying whether and when the pulse is on."""
+    start, length, amplitude = _pulse_shape()
+    if pulse is None:
+        return (
+            f"no pulse: spontaneous activity (--pulse AREA adds {amplitude:g} mV of drive into AREA's "
+            f"excitatory neurons, {start:g} ms to {start + length:g} ms)"
+        )
+    stop = (
+        f"{start + length:g} ms" if start + length <= duration else f"the end of the run at {duration:g} ms"
+    )
+    return (
+        f"pulse: {amplitude:g} mV of drive into {escape(pulse)}'s excitatory neurons, {start:g} ms to {stop}"
+    )
+
+
+def _simulate(name: str, source, duration_ms: float, scale: float, dt: float, seed: int, pulse, raster):
+    """Build network ``name`` from ``source`` (`_check_model`'s) and simulate it; returns the result and the
+    reference rates (Hz) or None."""
+    import jax
+
+    from diffbrain.zoo import networks
+
+    build_key, run_key = jax.random.split(jax.random.key(seed))
+    if name in ("coba", "cuba"):
+        n = round(4000 * scale)
         try:
-            model = networks.MultiArea.build(**connectome, n_per_area=n_per_area, key=build_key, dt=dt)
+            net = getattr(networks.EINetwork, name)(build_key, n=n)
+        except ValueError as error:
+            raise _fail(f"--scale {scale:g} gives {n} neurons: {error}", "--scale") from None
+        record = _recorded(net.sizes) if raster else 0
+        return networks.simulate(net, duration_ms, run_key, dt=dt, record=record), None
+    if name == "multiarea":
+        from diffbrain.zoo.networks.multiarea import N_REFERENCE
+
+        n_per_area = round(N_REFERENCE * scale)
+        try:
+            model = networks.MultiArea.build(**source, n_per_area=n_per_area, key=build_key, dt=dt)
         except ValueError as error:
             if "`dt`" in str(error):
                 raise _fail(str(error), "--dt") from None
             raise _fail(f"--scale {scale:g} ({n_per_area} neurons per area): {error}", "--scale") from None
         record = _recorded(model.network.sizes) if raster else 0
-        return model.simulate(duration_ms, run_key, record=record), None
-    from diffbrain.zoo.networks.microcircuit import Microcircuit, read_data
-
-    params = _read(read_data, folder)
-    try:
-        circuit = Microcircuit.from_data(params, scale=scale)
-    except ValueError as error:  # it names its argument: `scale` = 0.0001 …; pass scale ≥ …
-        message = str(error).replace("`scale` = ", "--scale ").replace("pass scale ", "pass --scale ")
-        raise _fail(message, "--scale") from None
-    net = circuit.build(build_key, dt=dt)
+        return model.simulate(duration_ms, run_key, pulse=pulse, record=record), None
+    net = source.build(build_key, dt=dt)
     record = _recorded(net.sizes) if raster else 0
-    return net.simulate(duration_ms, run_key, record=record), circuit.reference_rates
+    return net.simulate(duration_ms, run_key, record=record), source.reference_rates
 
 
 def _smallest_size(build, fraction: str, k_e: int, k_i: int) -> int:
@@ -162,7 +287,7 @@ def _rates_table(result, reference, title: str) -> Table:
     import numpy as np
 
     rates = np.asarray(result.rates())
-    table = Table(title=title, title_justify="left")
+    table = Table(title=escape(title), title_justify="left")
     for column in (
         "population",
         "neurons",
@@ -205,16 +330,24 @@ def simulate_network(
     seed: int,
     raster: Path | None,
     out: Path | None,
-    bin_ms: float,
+    bin_ms: float | None,
     data: Path | None,
+    pulse: str | None,
 ) -> None:
     """Simulate network ``name`` (a key of `NETWORKS`) for ``duration_ms`` ms at time step ``dt`` ms; print
     the rate of each population and write ``raster`` (PNG) and ``out`` (CSV of the rates in ``bin_ms`` ms
     bins). ``scale`` None: `DEFAULT_SCALE`; ``duration_ms`` None: `DEFAULT_DURATION` (then a --dt that does
-    not divide it is to blame). Bad values raise `typer.BadParameter` naming the option."""
+    not divide it is to blame); ``bin_ms`` None: `DEFAULT_BIN`; ``pulse``: the multiarea area that gets
+    `MultiArea.pulse`'s step of drive, or None for none. Bad values raise `typer.BadParameter` naming the
+    option, before anything is printed."""
     scale = DEFAULT_SCALE[name] if scale is None else scale
     default_duration = duration_ms is None
     duration_ms = DEFAULT_DURATION if default_duration else duration_ms
+    if bin_ms is not None and raster is None and out is None:
+        raise _fail(
+            "sets the rate bin of --raster and --out; without either it does nothing: leave it out.", "--bin"
+        )
+    bin_ms = DEFAULT_BIN if bin_ms is None else bin_ms
     for option, value in (("--duration", duration_ms), ("--dt", dt), ("--scale", scale), ("--bin", bin_ms)):
         if not (math.isfinite(value) and value > 0):
             raise _fail(f"must be a finite number > 0, got {value:g}.", option)
@@ -230,6 +363,8 @@ def simulate_network(
         raise _fail(
             f"the {name} network is built from no data; --data is for multiarea and microcircuit.", "--data"
         )
+    if pulse is not None and name != "multiarea":
+        raise _fail(f"is for multiarea; the {name} network takes no pulse: leave it out.", "--pulse")
     from .cli import (
         _number_of_steps,
         _steps_of_default_duration,
@@ -241,6 +376,7 @@ def simulate_network(
     )
 
     check_seed(seed)
+    source = _check_model(name, scale, dt, data, pulse, duration_ms)
 
     # at least one step, a multiple of dt, at most the step limit
     if default_duration:
@@ -257,14 +393,18 @@ def simulate_network(
 
     _out.print(f"[bold cyan]{name}[/]: {escape(NETWORKS[name])}")
     _out.print(f"scale {scale:g}; {duration_ms:g} ms at dt {dt:g} ms; seed {seed}")
+    if name == "multiarea":
+        _out.print(_pulse_line(pulse, duration_ms))
     start = time.perf_counter()
     try:
-        result, reference = _simulate(name, duration_ms, scale, dt, seed, data, raster is not None)
+        result, reference = _simulate(name, source, duration_ms, scale, dt, seed, pulse, raster is not None)
         result = jax.block_until_ready(result)
     except ValueError as error:
         raise _fail(str(error), "--duration/--dt") from None
     wall = time.perf_counter() - start
     title = f"{name}, scale {scale:g}: {sum(result.sizes):,} neurons, {result.duration:g} ms"
+    if pulse is not None:
+        title += f", pulse into {pulse}"
     _out.print(_rates_table(result, reference, title))
     _out.print(f"wall time: {wall:.3g} s (building, compiling and simulating)")
     outputs = []

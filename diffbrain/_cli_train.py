@@ -26,6 +26,8 @@ CONFIG, METRICS_CSV = "config.json", "metrics.csv"
 _ADDED_SETTINGS = {"connectivity": "dense", "p_connect": 1.0}
 """Settings added after runs were first written: a config.json without them ran with these values."""
 PLOTS = ("accuracy.png", "raster.png", "weights.png")
+OUTPUTS = (METRICS_CSV, *PLOTS, "weights.json", "persistence.json")
+"""The files a run writes into --out after training (besides config.json and the checkpoint)."""
 _MARKS = ("task", "method", "n_rec")
 """Settings every config.json `diffbrain train` wrote holds: a JSON object without them is someone else's."""
 
@@ -108,8 +110,9 @@ def _check_positive(option: str, value: float) -> None:
 
 
 def _check_config(out: Path, config: dict, defaults: dict) -> bool:
-    """Refuse to resume a run in ``out`` that was started with other settings; True if ``out`` holds a run
-    to resume with the same settings. A run is its checkpoint: a config.json without one (a run stopped
+    """Refuse to resume a run in ``out`` that was started with other settings, or to replace files named as
+    a run's outputs (`OUTPUTS`) in an ``out`` without a config.json; True if ``out`` holds a run to resume
+    with the same settings. A run is its checkpoint: a config.json without one (a run stopped
     before its first checkpoint) is of a new run, which rewrites it. A setting saved as None there was the
     task's default, given in ``defaults``."""
     from diffbrain.learn.trainer import CHECKPOINT
@@ -118,6 +121,14 @@ def _check_config(out: Path, config: dict, defaults: dict) -> bool:
         raise typer.BadParameter(f"{out} is a file; pass a folder.", param_hint="'--out'")
     path = out / CONFIG
     if not path.exists():
+        foreign = [name for name in OUTPUTS if (out / name).exists()]
+        if foreign:
+            raise typer.BadParameter(
+                f"{out} holds files named as train's outputs ({', '.join(foreign)}) but no {CONFIG} of "
+                "diffbrain train: they are not a train run's, and this run would replace them; choose "
+                "another --out or remove them.",
+                param_hint="'--out'",
+            )
         return False
     try:
         saved = json.loads(path.read_text())

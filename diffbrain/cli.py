@@ -37,6 +37,9 @@ _err = Console(stderr=True)
 
 _MAX_STEPS = 100_000_000
 """More steps than this is a typo in --duration or --dt, not a simulation anyone waits for."""
+_MAX_SAMPLE_DT = 0.5
+"""ms, the largest --dt with --solver tsit5/kvaerno5: spikes are counted at the samples, and coarser ones
+miss spikes (`zoo.solve`; hh, 100 ms at its default current: 7 spikes at dt ≤ 0.5 ms, 6 at 1, 3 at 2)."""
 
 
 class Solver(enum.StrEnum):
@@ -369,7 +372,10 @@ def simulate(
         float | None,
         typer.Option(
             help="Time step, ms (default: the model's; see `diffbrain models`). With --solver tsit5/kvaerno5 "
-            "the interval the trace is sampled at: the adaptive solver chooses its own steps."
+            "the interval the trace is sampled at: the adaptive solver chooses its own steps, but spikes are "
+            "counted at the samples, so at most 0.5 ms. Networks: default 0.1; coba and microcircuit take at "
+            "most 0.5 ms, multiarea less than its shortest long-range delay (1.43 ms for the Markov "
+            "connectome)."
         ),
     ] = None,
     solver: Annotated[
@@ -399,7 +405,8 @@ def simulate(
         Path | None, typer.Option(help="Network: write a PNG, a raster above the population rates.")
     ] = None,
     bin_ms: Annotated[
-        float | None, typer.Option("--bin", help="Network: rate bin in --raster/--out, ms (default 5).")
+        float | None,
+        typer.Option("--bin", help="Network: rate bin of --raster/--out (only with them), ms (default 5)."),
     ] = None,
     data: Annotated[
         Path | None,
@@ -408,11 +415,20 @@ def simulate(
             "../shared/data/<folder> beside the source checkout)."
         ),
     ] = None,
+    pulse: Annotated[
+        str | None,
+        typer.Option(
+            metavar="AREA",
+            help="multiarea: add 6.3 mV of drive into AREA's excitatory neurons from 100 to 200 ms (e.g. V1, "
+            "Joglekar et al.'s stimulus). Default: no pulse, the spontaneous activity.",
+        ),
+    ] = None,
 ) -> None:
     """Simulate a neuron under a step current, or a spiking network; print spike counts and rates.
 
     Networks (`coba`, `cuba`, `multiarea`, `microcircuit`) take `--duration` (default 1000 ms), `--dt`
-    (default 0.1 ms), `--scale`, `--seed`, `--raster`, `--out` (population rates as CSV), `--bin`, `--data`.
+    (default 0.1 ms), `--scale`, `--seed`, `--raster`, `--out` (population rates as CSV), `--bin`, `--data`;
+    multiarea also `--pulse` (none unless given).
     """
     from diffbrain import _cli_networks
     from diffbrain.zoo import registry
@@ -429,6 +445,7 @@ def simulate(
         "--raster": raster is not None,
         "--bin": bin_ms is not None,
         "--data": data is not None,
+        "--pulse": pulse is not None,
     }
     is_network = model in _cli_networks.NETWORKS
     misplaced = [name for name, given in (neuron_options if is_network else network_options).items() if given]
@@ -444,8 +461,9 @@ def simulate(
             seed=0 if seed is None else seed,
             raster=raster,
             out=out,
-            bin_ms=5.0 if bin_ms is None else bin_ms,
+            bin_ms=bin_ms,
             data=data,
+            pulse=pulse,
         )
         return
 
@@ -486,6 +504,18 @@ def simulate(
         neuron = zoo.astype(entry.make(), dtype)
     except (TypeError, ValueError) as error:
         raise _fail(str(error)) from None
+    # a model with resets is refused by zoo.solve itself, whatever --dt
+    if (
+        solver is not Solver.exp_euler
+        and dt > _MAX_SAMPLE_DT
+        and isinstance(neuron, zoo.AbstractContinuousNeuron)
+    ):
+        raise typer.BadParameter(
+            f"{dt:g} ms with --solver {solver.value}: spikes are counted where V crosses the threshold "
+            "between two samples, so a spike that rises and falls between samples this far apart is missed; "
+            f"pass --dt ≤ {_MAX_SAMPLE_DT:g}.",
+            param_hint="'--dt'",
+        )
     unit = neuron.input_unit
     _out.print(f"[bold cyan]{entry.name}[/]: {escape(entry.summary)}")
     _out.print(

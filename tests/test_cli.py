@@ -204,7 +204,26 @@ def test_a_dt_that_misses_the_default_duration_names_it():
 def test_the_dt_help_says_what_it_means_for_the_adaptive_solvers():
     result, text = _invoke("simulate", "--help")
     assert result.exit_code == 0, text
-    assert "the interval the trace is sampled at: the adaptive solver chooses its own steps" in text
+    assert (
+        "the interval the trace is sampled at: the adaptive solver chooses its own steps, but spikes are "
+        f"counted at the samples, so at most {cli._MAX_SAMPLE_DT:g} ms." in text
+    )
+
+
+@pytest.mark.parametrize(("model", "solver"), [("hh", "tsit5"), ("traubhh", "kvaerno5")])
+def test_an_adaptive_solver_refuses_samples_too_far_apart_to_count_spikes(model, solver):
+    """Review: hh --solver tsit5 --dt 2 reported 3 spikes (7 at dt ≤ 0.5): spikes are counted from samples."""
+    result, text = _invoke("simulate", model, "--solver", solver, "--dt", "1")
+    assert result.exit_code == 2, text
+    assert (
+        f"Invalid value for '--dt': 1 ms with --solver {solver}: spikes are counted where V crosses the "
+        "threshold between two samples" in text
+    )
+    assert "pass --dt ≤ 0.5." in text and "spikes:" not in text and "step current" not in text
+    result, text = _invoke("simulate", "hh", "--solver", "tsit5", "--dt", "0.5")
+    assert result.exit_code == 0 and _spike_count(text) == 7, text
+    result, text = _invoke("simulate", "hh", "--dt", "0.05", "--duration", "20")  # exp-euler: its own matter
+    assert result.exit_code == 0, text
 
 
 def test_an_output_that_fails_after_the_simulation_does_not_lose_the_others(tmp_path, monkeypatch):

@@ -38,6 +38,11 @@ def _squeezed(text: str) -> str:
     return "".join(re.sub(r"[│╭╮╰╯─]", "", _ANSI.sub("", text)).split())
 
 
+def _write_config_of_a_run_stopped_before_its_first_checkpoint(out):
+    """A config.json of train's (the settings it marks its runs with), so ``out`` is a train folder."""
+    (out / "config.json").write_text('{"task": "evidence-accumulation", "method": "bptt", "n_rec": 10}')
+
+
 def _rows(path):
     with open(path, newline="") as file:
         return list(csv.DictReader(file))
@@ -192,7 +197,8 @@ def test_a_refused_checkpoint_leaves_no_config_of_the_refused_settings(tmp_path)
     out = tmp_path / "run"
     result, text = _invoke(*TINY, "--steps", "1", "--out", str(out))
     assert result.exit_code == 0, text
-    (out / "config.json").unlink()
+    for name in ("config.json", *_cli_train.OUTPUTS):  # leaves learn.train's checkpoint
+        (out / name).unlink(missing_ok=True)
     result, text = _invoke(*TINY[2:], "--n-rec", "20", "--steps", "1", "--out", str(out))
     assert result.exit_code == 2 and _squeezed("n_exc: 8 there, 16 now") in _squeezed(text), text
     assert not (out / "config.json").exists()
@@ -206,6 +212,7 @@ def test_an_output_that_cannot_be_written_is_one_error_naming_out_and_the_rest_i
     traceback (here weights.png is a folder; equally a full disk)."""
     out = tmp_path / "run"
     (out / "weights.png").mkdir(parents=True)
+    _write_config_of_a_run_stopped_before_its_first_checkpoint(out)
     result = _runner.invoke(app, ["train", *TINY, "--steps", "1", "--out", str(out)], env={"COLUMNS": "200"})
     assert result.exit_code == 1, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
@@ -241,6 +248,7 @@ def test_a_diverged_run_whose_outputs_cannot_be_written_says_so_in_one_line(tmp_
     """It ended in a raw traceback."""
     out = tmp_path / "run"
     (out / "accuracy.png").mkdir(parents=True)
+    _write_config_of_a_run_stopped_before_its_first_checkpoint(out)
     args = (*TINY, "--lr", "1e300", "--steps", "3", "--checkpoint-every", "1", "--out", str(out))
     result = _runner.invoke(app, ["train", *args], env={"COLUMNS": "200"})
     assert result.exit_code == 1, result.output
@@ -326,3 +334,31 @@ def test_persistence_selectivity_is_to_what_the_delay_holds(name, monkeypatch):
     else:
         np.testing.assert_array_equal(seen["labels"], np.asarray(rates.labels))
         assert result["selective_to"] == "label"
+
+
+@pytest.mark.parametrize("names", [("metrics.csv", "weights.json", "accuracy.png"), ("persistence.json",)])
+def test_train_refuses_to_replace_files_of_its_names_in_a_folder_without_its_config(names, tmp_path):
+    """Review: train into a folder of the user's own metrics.csv, weights.json and accuracy.png replaced them
+    without a word (only a foreign config.json was refused)."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    for name in names:
+        (out / name).write_text("my own data")
+    result, text = _invoke(*TINY, "--steps", "1", "--out", str(out))
+    assert result.exit_code == 2, text
+    listed = ", ".join(name for name in _cli_train.OUTPUTS if name in names)
+    assert _squeezed(
+        f"Invalid value for '--out': {out} holds files named as train's outputs ({listed}) but no "
+        "config.json of diffbrain train: they are not a train run's, and this run would replace them; "
+        "choose another --out or remove them."
+    ) in _squeezed(text)
+    assert sorted(p.name for p in out.iterdir()) == sorted(names)
+    assert all((out / name).read_text() == "my own data" for name in names)
+
+
+def test_train_replaces_its_own_outputs_when_run_again_into_its_folder(tmp_path):
+    out = tmp_path / "run"
+    for steps in ("1", "2"):
+        result, text = _invoke(*TINY, "--steps", steps, "--out", str(out))
+        assert result.exit_code == 0, text
+    assert [row["step"] for row in _rows(out / "metrics.csv")] == ["1", "2"]
