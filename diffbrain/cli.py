@@ -704,9 +704,12 @@ def bench_command(
         ),
     ],
     quick: Annotated[bool, typer.Option(help="The suite's small grid (minutes, not hours).")] = False,
-    out: Annotated[Path, typer.Option(help="Results folder; records merge into OUT/SUITE.csv.")] = Path(
-        "bench-results"
-    ),
+    out: Annotated[
+        Path,
+        typer.Option(
+            parser=_output_folder, metavar="PATH", help="Results folder; records merge into OUT/SUITE.csv."
+        ),
+    ] = Path("bench-results"),
     compare: Annotated[
         Path | None,
         typer.Option(
@@ -734,9 +737,10 @@ def bench_command(
 @app.command()
 def leaderboard(
     results: Annotated[list[Path], typer.Argument(help="Results folders written by `diffbrain bench`.")],
-    out: Annotated[Path, typer.Option(help="Leaderboard folder (README.md, CSV, PNG).")] = Path(
-        "leaderboard"
-    ),
+    out: Annotated[
+        Path,
+        typer.Option(parser=_output_folder, metavar="PATH", help="Leaderboard folder (README.md, CSV, PNG)."),
+    ] = Path("leaderboard"),
     note: Annotated[str, typer.Option(help="A paragraph under the title, e.g. the machine's load.")] = "",
     replace: Annotated[
         bool,
@@ -983,9 +987,9 @@ def _no_fit(result, budget: int, method: FitMethod, out: Path | None, plot: Path
 
 
 def _output_folder(value: str) -> Path:
-    """``--out`` of `reproduce_command`: a folder name, never empty (which would mean the current folder)."""
+    """An ``--out`` folder name, never empty: typer would read ``''`` as the current folder."""
     if not value:
-        raise typer.BadParameter("empty; name a folder (default: reproduce, with --quick reproduce-quick).")
+        raise typer.BadParameter("empty, which would mean the current folder; name a folder.")
     return Path(value)
 
 

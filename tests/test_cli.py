@@ -570,3 +570,13 @@ def test_reproduce_reports_a_write_error_without_a_traceback(tmp_path, monkeypat
     result, text = _invoke("reproduce", "--quick", "--out", str(tmp_path / "rep"))
     assert result.exit_code == 1, text
     assert "cannot write under" in text and "Permission denied" in text and "Traceback" not in text
+
+
+@pytest.mark.parametrize("command", [["bench", "throughput"], ["leaderboard", "results"]])
+def test_an_empty_out_is_refused_not_taken_as_the_current_folder(tmp_path, monkeypatch, command):
+    """Review: typer read `--out ''` as Path('') = '.', so `bench` merged its CSV into the current folder."""
+    monkeypatch.chdir(tmp_path)
+    result, text = _invoke(*command, "--out", "")
+    assert result.exit_code == 2, text
+    assert "Invalid value for '--out': empty" in text, text
+    assert list(tmp_path.iterdir()) == []
