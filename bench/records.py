@@ -8,7 +8,6 @@ machines and commits can be merged into one leaderboard without losing track of 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import dataclasses
 import datetime
@@ -370,8 +369,9 @@ class ResultsFile:
 
     Creating it reads the records already in ``folder/<suite>.csv``, so an ``--out`` that cannot hold the
     results is refused before hours of benchmarking, not after them; it leaves the disk as it was (a new
-    ``folder`` is made to check that it can be, and removed again), so a run refused later, by its own
-    options, leaves no empty folder: the first `add` makes it. Each `add` takes an exclusive lock
+    ``folder`` is checked to be makeable, not made: making and removing it could remove the folder of
+    another run starting at the same moment), so a run refused later, by its own options, leaves no empty
+    folder: the first `add` makes it. Each `add` takes an exclusive lock
     (`fcntl.flock` of the hidden sibling file `lock_path`, left in the folder), reads the file as it is
     now, merges the records into it (`keep_newest`: a newer record replaces an older one with the same
     `KEY`, but a skipped record never replaces a measured one) and writes it atomically: a run stopped
@@ -386,23 +386,22 @@ class ResultsFile:
         if os.fspath(folder) == "":
             raise ValueError("the folder name is empty; name a folder for the results (e.g. bench-results).")
         folder = Path(folder)
-        missing = [path for path in (folder, *folder.absolute().parents) if not path.exists()]
         existing = next(path for path in (folder, *folder.absolute().parents) if path.exists())
         if not existing.is_dir():
             raise ValueError(f"{os.fspath(existing)!r} is a file; give a folder for the results.")
-        try:  # a file can be made there (the folder created if need be), or nothing is measured
-            folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryFile(dir=folder):
-                pass
-        except OSError as error:
+        reason = None  # why no file can be made there, or nothing is measured
+        if existing == folder:
+            try:
+                with tempfile.TemporaryFile(dir=folder):
+                    pass
+            except OSError as error:
+                reason = error.strerror or str(error)
+        elif not os.access(existing, os.W_OK | os.X_OK):  # checked, not made: see the class
+            reason = f"{os.fspath(existing)!r} cannot be written into to make it"
+        if reason is not None:
             raise ValueError(
-                f"cannot write the results into {os.fspath(folder)!r}: {error.strerror or error}; give a "
-                "writable folder."
-            ) from None
-        finally:
-            for made in missing:  # innermost first; one another run has written into meanwhile stays
-                with contextlib.suppress(OSError):
-                    made.rmdir()
+                f"cannot write the results into {os.fspath(folder)!r}: {reason}; give a writable folder."
+            )
         self.suite = suite
         self.path = folder / f"{suite}.csv"
         self.lock_path = folder / f".{suite}.csv.lock"

@@ -8,6 +8,7 @@ import fcntl
 import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -122,4 +123,31 @@ def test_an_empty_folder_name_is_refused(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match="empty"):
         records.ResultsFile("", "fit")
+    assert not list(tmp_path.iterdir())
+
+
+def test_opening_a_new_folder_never_removes_one_another_run_has_made(tmp_path, monkeypatch):
+    """Review: opening a new folder made it and removed it again; another run starting at the same moment
+    could have its folder removed between its mkdir and its lock (1–7 of 600 paired starts failed). The
+    check makes nothing, so it removes nothing."""
+    folder = tmp_path / "new"
+    made = []
+    real_mkdir = Path.mkdir
+
+    def other_run_makes_it_first(self, *args, **kwargs):  # the other run's mkdir lands in between
+        made.append(self)
+        real_mkdir(folder, exist_ok=True)
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", other_run_makes_it_first)
+    monkeypatch.setattr(os, "rmdir", lambda path, *a, **k: pytest.fail(f"removed {path}"))
+    records.ResultsFile(folder, "fit")
+    assert not made, "opening the results file made a folder"
+
+
+def test_a_new_folder_under_an_unwritable_one_is_refused(tmp_path, monkeypatch):
+    """The folder is not made when the file is opened, but one that could not be made is still refused."""
+    monkeypatch.setattr(os, "access", lambda path, mode, *a, **k: os.fspath(path) != os.fspath(tmp_path))
+    with pytest.raises(ValueError, match=r"cannot write the results into .*new.*writable folder"):
+        records.ResultsFile(tmp_path / "new" / "nested", "fit")
     assert not list(tmp_path.iterdir())
