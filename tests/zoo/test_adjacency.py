@@ -313,3 +313,31 @@ def test_a_missing_receptor_names_inhibitory_and_receptors(receptors, inhibitory
     # inhibitory neurons without synapses need no "inh" receptor
     net = from_adjacency(counts, inhibitory=np.array([False, False, False]), receptors={"exc": zoo.Expon()})
     assert net.weights("exc").tolist() == [3.0, 5.0, 1.0]
+
+
+def test_numbered_tables_are_unlabelled():
+    """Review s23: a table with pandas' default numbering (``pd.DataFrame(array)``, ``pd.read_csv(...,
+    header=None)``: a RangeIndex 0..n−1) was taken as labelled "0", "1", …: its neurons became one-neuron
+    populations "0", "1", …, and a gap-junction table labelled by the neurons' names was refused against
+    those numbers ("it names other neurons"), as was a numbered gap table against a labelled matrix. Integer
+    labels 0..n−1 in order are no labels: such a table is taken as the array it holds."""
+    matrix = np.array([[0, 2, 0], [1, 0, 3], [0, 1, 0]])
+    gaps = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 2.0], [0.0, 2.0, 0.0]])
+    names = ["a", "b", "c"]
+    net = from_adjacency(pd.DataFrame(matrix))
+    assert net.names == ("neurons",)
+    np.testing.assert_array_equal(net.weights("exc"), from_adjacency(matrix).weights("exc"))
+    numbered = pd.Index([0, 1, 2])  # integers 0..n−1 in order, not a RangeIndex
+    assert from_adjacency(pd.DataFrame(matrix, index=numbered, columns=numbered)).names == ("neurons",)
+    by_name = pd.DataFrame(gaps, index=names, columns=names)
+    net = from_adjacency(pd.DataFrame(matrix), labels=names, gap_junctions=by_name)
+    assert net.names == tuple(names) and net.gap.nnz == 4
+    labelled = pd.DataFrame(matrix, index=names, columns=names)
+    assert from_adjacency(labelled, gap_junctions=pd.DataFrame(gaps)).gap.nnz == 4
+    # integers in another order are labels, checked as any others
+    shuffled, other = pd.Index([2, 0, 1]), pd.Index([1, 2, 0])
+    with pytest.raises(ValueError, match=r"`gap_junctions` is labelled differently from `matrix`"):
+        from_adjacency(
+            pd.DataFrame(matrix, index=shuffled, columns=shuffled),
+            gap_junctions=pd.DataFrame(gaps, index=other, columns=other),
+        )

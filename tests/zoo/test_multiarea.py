@@ -466,3 +466,37 @@ def test_concrete_zero_d_array_dt_builds_like_a_float(dt):
     for bad in (np.array([0.1]), True, "0.1", np.array(-0.1)):
         with pytest.raises(ValueError, match="`dt`"):
             MultiArea.build(*_three_areas(), dt=bad, **kwargs)
+
+
+def test_numbered_tables_are_unlabelled(tmp_path):
+    """Review s23: tables with pandas' default numbering (``pd.read_csv(..., header=None)`` of the Markov
+    files: a RangeIndex 0..A−1) were taken as labelled "0", "1", … and refused, suggesting
+    ``fln.loc[areas, areas]``, which raises KeyError. Integer labels 0..A−1 in order are no labels: such
+    tables build the same model as arrays. Integers in another order still say the rows were reordered."""
+    pd = pytest.importorskip("pandas")
+    fln, distance, hierarchy, areas = _three_areas()
+    kwargs = dict(n_per_area=4, key=jax.random.key(0), delay_jitter=0.0)
+    reference = MultiArea.build(fln, distance, hierarchy, areas, **kwargs)
+    for name, array in (("fln", fln), ("distance", distance)):
+        np.savetxt(tmp_path / f"{name}.csv", array, delimiter=",")
+    np.savetxt(tmp_path / "hierarchy.csv", hierarchy)
+    read = [pd.read_csv(tmp_path / f"{name}.csv", header=None) for name in ("fln", "distance")]
+    hierarchy_series = pd.read_csv(tmp_path / "hierarchy.csv", header=None)[0]
+    numbered = pd.Index([0, 1, 2])  # integers 0..A−1 in order, not a RangeIndex
+    for tables in (
+        (*read, hierarchy_series),
+        (fln, distance, hierarchy_series),
+        (pd.DataFrame(fln, index=numbered, columns=numbered), distance, pd.Series(hierarchy, index=numbered)),
+    ):
+        built = MultiArea.build(*tables, areas, **kwargs)
+        for a, b in zip(jax.tree.leaves(reference), jax.tree.leaves(built), strict=True):
+            np.testing.assert_array_equal(a, b)
+    shuffled = pd.Index([2, 0, 1])
+    with pytest.raises(
+        ValueError, match=r"`fln` is labelled with other names than `areas` .*fln\.to_numpy\(\)"
+    ):
+        MultiArea.build(
+            pd.DataFrame(fln, index=shuffled, columns=shuffled), distance, hierarchy, areas, **kwargs
+        )
+    with pytest.raises(ValueError, match=r"`hierarchy` is labelled .*hierarchy\.to_numpy\(\)"):
+        MultiArea.build(fln, distance, pd.Series(hierarchy, index=shuffled), areas, **kwargs)

@@ -54,7 +54,9 @@ def from_adjacency(
     Args:
         matrix: ``[n, n]`` synapse counts (≥ 0, finite; a bool matrix counts each True as one synapse): a
             NumPy-like array, a SciPy sparse matrix or a labelled table (``.index``/``.columns``/
-            ``.to_numpy()``, whose labels become ``labels``).
+            ``.to_numpy()``, whose labels become ``labels``). A table numbered 0..n−1 in order on both
+            axes (pandas' default, e.g. ``pd.read_csv(path, header=None)``) is unlabelled, as an array;
+            likewise ``gap_junctions``.
         orientation: ``"pre_post"`` when ``matrix[i, j]`` counts synapses i → j, ``"post_pre"`` when it
             counts j → i. The same for ``gap_junctions``.
         labels: one label per neuron (cell type or name); neurons with equal labels must be consecutive
@@ -157,8 +159,11 @@ def from_adjacency(
 
 
 def _labelled(matrix, name: str):
-    """The matrix, and its labels when it is a labelled table (rows and columns labelled alike)."""
+    """The matrix, and its labels when it is a labelled table (rows and columns labelled alike). A table
+    numbered as pandas numbers an unlabelled one on both axes (`_numbered`) has no labels."""
     if hasattr(matrix, "index") and hasattr(matrix, "columns") and hasattr(matrix, "to_numpy"):
+        if _numbered(matrix.index) and _numbered(matrix.columns):
+            return matrix.to_numpy(), None
         rows, columns = [str(x) for x in matrix.index], [str(x) for x in matrix.columns]
         if rows != columns:
             first = next((i for i, (r, c) in enumerate(zip(rows, columns, strict=False)) if r != c), None)
@@ -168,6 +173,14 @@ def _labelled(matrix, name: str):
             )
         return matrix.to_numpy(), rows
     return matrix, None
+
+
+def _numbered(axis) -> bool:
+    """Whether a table's axis (``.index``, ``.columns``) holds pandas' default numbering, no labels: the
+    integers 0..n−1 in order, as the RangeIndex of ``pd.DataFrame(array)`` or ``pd.read_csv(path,
+    header=None)``. Integers in another order (rows reordered) and strings such as "0" are labels."""
+    numbers = np.asarray(axis)
+    return numbers.dtype.kind in "iu" and np.array_equal(numbers, np.arange(len(numbers)))
 
 
 def _gap_label_mismatch(gap_labels: list[str], known: list[str], source: str) -> str:

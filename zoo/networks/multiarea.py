@@ -106,7 +106,7 @@ from .._checks import check_dt
 from ..neurons.lif import LIF
 from ..synapses.expon import Expon
 from ._random import truncated_normal
-from .adjacency import _labelled, _real_dtype
+from .adjacency import _labelled, _numbered, _real_dtype
 from .network import Background, Edges, Network, NetworkResult, NetworkState, Pulse
 
 G_L = 10.0  # nS, sets the current scale: a drive of x mV is x·G_L pA
@@ -241,7 +241,8 @@ class MultiArea(eqx.Module):
             fln: ``[A, A]`` FLN[target, source], ≥ 0, zero diagonal not required (it is ignored). A
                 labelled table (pandas ``DataFrame``) must have ``areas`` as its rows and columns, in that
                 order (e.g. ``fln.loc[areas, areas]``); likewise ``distance_mm`` and a ``hierarchy``
-                ``Series``.
+                ``Series``. A table numbered 0..A−1 in order (pandas' default, e.g. ``pd.read_csv(path,
+                header=None)``) is unlabelled: its rows are taken in the order of ``areas``, as an array's.
             distance_mm: ``[A, A]`` wiring distances, mm, ≥ 0.
             hierarchy: ``[A]`` hierarchy values ≥ 0 (normalised here by their maximum).
             areas: ``A`` distinct area names, in the order of the matrices' rows; the populations follow
@@ -567,7 +568,8 @@ def _check_connectome(fln, distance_mm, hierarchy, areas):
     fln, fln_labels = _labelled(fln, "fln")
     distance_mm, distance_labels = _labelled(distance_mm, "distance_mm")
     is_series = hasattr(hierarchy, "index") and hasattr(hierarchy, "to_numpy")  # a list has .index too
-    hierarchy_labels = [str(x) for x in hierarchy.index] if is_series else None
+    labelled = is_series and not _numbered(hierarchy.index)
+    hierarchy_labels = [str(x) for x in hierarchy.index] if labelled else None
     fln, distance_mm, hierarchy = (np.asarray(x, dtype=float) for x in (fln, distance_mm, hierarchy))
     for name, matrix in (("fln", fln), ("distance_mm", distance_mm)):
         if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
@@ -599,12 +601,15 @@ def _check_connectome(fln, distance_mm, hierarchy, areas):
             first = next(
                 i for i, (label, area) in enumerate(zip(labels, areas, strict=True)) if label != area
             )
-            how = "in another order than" if sorted(labels) == sorted(areas) else "with other names than"
-            reorder = f"{name}.loc[areas, areas]" if name != "hierarchy" else "hierarchy.loc[areas]"
+            selection = "areas, areas" if name != "hierarchy" else "areas"
+            if sorted(labels) == sorted(areas):
+                how, fix = "in another order than", f"reorder it, e.g. {name}.loc[{selection}]"
+            else:  # `.loc[areas]` would not find them: relabel, or drop labels that are no area names
+                how = "with other names than"
+                fix = f"label it with `areas`, or pass {name}.to_numpy() if its rows are in that order"
             raise ValueError(
                 f"`{name}` is labelled {how} `areas` (position {first}: {labels[first]!r}, "
-                f"`areas` has {areas[first]!r}); its rows are taken in the order of `areas`: reorder it, "
-                f"e.g. {reorder}."
+                f"`areas` has {areas[first]!r}); its rows are taken in the order of `areas`: {fix}."
             )
     if np.any(fln.sum(axis=1) - np.diag(fln) > 1.0 + 1e-6):
         raise ValueError(
