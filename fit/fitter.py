@@ -253,8 +253,10 @@ def prepare(
         spike_threshold: mV, finite; spikes of recordings without ``spike_times`` are those
             `detect_spikes` finds (upward crossings of it, 1 ms refractory), as
             `Recording.with_detected_spikes` does. Each spike counts at the first sample at or after it
-            (`spike_grid`: the first sample at or above the threshold for a detected one); one in the
-            sweep's last interval, past its last sample, is not counted.
+            (`spike_grid`: the first sample at or above the threshold for a spike detected here; spike
+            times stored in float32, as Recordings store them without x64, put a crossing within a
+            float32 rounding after a sample at that sample, see `spike_samples`); one in the sweep's
+            last interval, past its last sample, is not counted.
         dtype: floating dtype of the stimulus and target.
 
     Returns:

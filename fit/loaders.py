@@ -76,6 +76,12 @@ _FILE_UNIT_FIXES = {
 """What to do about a sweep whose file declares its units (NWB, ABF, Igor) but whose values look like
 volts, amperes or a dt in seconds (`check_units_of`)."""
 
+_ABF_COMMAND_FIXES = {
+    **_FILE_UNIT_FIXES,
+    "amperes": "load_abf's `command` is in pA: pass command=<the waveform in A> * 1e12.",
+}
+"""As `_FILE_UNIT_FIXES`, for `load_abf` given its ``command``: the current is the argument, not the file."""
+
 _CSV_UNIT_FIXES = {
     "volts": "Pass voltage_unit='V' to load_csv.",
     "amperes": "Pass current_unit='A' to load_csv.",
@@ -85,9 +91,19 @@ _CSV_UNIT_FIXES = {
 _NPZ_UNIT_FIXES = {
     "volts": "Store the unit in the file (np.savez(..., voltage_unit='V')) or the voltage in mV.",
     "amperes": "Store the unit in the file (np.savez(..., current_unit='A')) or the current in pA.",
-    "seconds": "Store dt in ms (1e3 × the interval in s), or pass load_npz's dt in ms for a layout "
-    "without one.",
+    "seconds": "Store dt in ms (1e3 × the interval in s).",
 }
+"""What to do about a sweep of an NPZ file in diffbrain's layout, which may store its units."""
+
+_NPZ_FIXED_UNIT_FIXES = {
+    "volts": "This layout holds the voltage in mV and stores no unit: write the voltage in mV (1e3 × "
+    "volts) into the file.",
+    "amperes": "This layout holds the current in pA and stores no unit: write the current in pA (1e12 × "
+    "amperes) into the file.",
+    "seconds": "Pass load_npz's dt in ms (1e3 × the interval in s).",
+}
+"""What to do about a sweep of an NPZ file in a layout of fixed units (QSNMC challenge A, time/current/
+voltage columns), where a ``voltage_unit`` key would make the file match no layout."""
 
 
 def _checked(recording: Recording, fixes: Mapping[str, str]) -> Recording:
@@ -133,35 +149,77 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
 
 
-def step_amplitudes(currents: Sequence[ArrayLike]) -> list[float]:
-    """Each sweep's step level (pA) from its command current: ``meta["amplitude"]`` of `load_csv` and
-    `load_nwb`, the level `load_abf` reads from the protocol's epochs.
+_STEP_SMOOTHING_MS = 3.0
+"""Width (ms) of the running median that `step_amplitudes` applies to each current and to their spread
+before it looks for the step: spike-coupled artefacts and amplifier noise of a measured current last
+about a millisecond, so a 3 ms median removes them (it gave the BBP L5PC cells' IDrest, IDthresh and
+APWaveform steps within 1.5 pA of their windowed medians, where a single-sample spread had picked a 0.25 ms
+artefact and missed by up to 1.5 nA), while any step of 3 ms or longer keeps its level."""
 
-    Sweeps of one length are taken for one protocol. Where their currents differ, the first stretch of
-    samples over which they differ by more than half their largest difference is the step, and each
-    sweep's level is its median there, so a prepulse or test pulse that all sweeps share is not the step
-    (like `load_abf`'s first epoch that varies across sweeps). A sweep alone at its length, or sweeps
-    whose currents are all the same, get the level held longest other than the holding level (the
-    current at the sweep's first sample), or the holding level if the current is flat. Meant for
-    noise-free commands; for a measured current with a known stimulus window use `step_levels`.
+
+def step_amplitudes(
+    currents: Sequence[ArrayLike],
+    *,
+    dt: float | Sequence[float] | None = None,
+    protocols: Sequence[Any] | None = None,
+) -> list[float]:
+    """Each sweep's step level (pA) from its current (a command, or a measured current with ``dt``):
+    ``meta["amplitude"]`` of `load_csv` and `load_nwb`, the level `load_abf` reads from the protocol's
+    epochs.
+
+    Sweeps of one length, ``dt`` and protocol are taken for one protocol. Where their currents differ,
+    the longest stretch of samples over which they differ by more than half their largest difference is
+    the step, and each sweep's level is its median there, so a prepulse or test pulse that all sweeps
+    share is not the step (like `load_abf`'s first epoch that varies across sweeps). With ``dt`` the
+    currents and their differences are first smoothed by a 3 ms running median, so that in a *measured*
+    current the noise and spike-coupled artefacts do not make the stretch (a step the median removes,
+    one shorter than about 2 ms, is found in the unsmoothed currents). A sweep alone in its group, or
+    sweeps whose currents are all the same, get the level held longest other than the holding level (the
+    current at the sweep's first sample), or the holding level if the current is flat; this reading is
+    meant for noise-free commands. For a measured current with a known stimulus window, `step_levels` is
+    exact.
+
+    Args:
+        currents: each sweep's current [T] in pA (lengths may differ).
+        dt: sampling interval in ms, one for all sweeps or one per sweep; None for noise-free commands
+            (no smoothing).
+        protocols: each sweep's protocol name (e.g. ``meta["protocol"]``), so that protocols of the same
+            length are told apart; None: one protocol per length.
 
     Examples:
         >>> prepulse = np.r_[np.zeros(10), np.full(10, -100.0), np.zeros(10)]
         >>> step_amplitudes([np.r_[prepulse, np.full(40, a), np.zeros(10)] for a in (0.0, 30.0, 60.0)])
         [0.0, 30.0, 60.0]
     """
+    from scipy.ndimage import median_filter
+
     rows_of = [np.asarray(current, dtype=np.float64) for current in currents]
-    levels = [0.0] * len(rows_of)
-    by_length: dict[int, list[int]] = {}
+    count = len(rows_of)
+    for name, given in (("dt", dt), ("protocols", protocols)):
+        if given is not None and np.ndim(given) != 0 and len(given) != count:
+            raise ValueError(
+                f"step_amplitudes: `{name}` has {len(given)} entries for {count} currents; give one per "
+                "current" + (" or one dt for all." if name == "dt" else ".")
+            )
+    dts = [None] * count if dt is None else [float(dt)] * count if np.ndim(dt) == 0 else list(map(float, dt))
+    names = [None] * count if protocols is None else list(protocols)
+    levels = [0.0] * count
+    groups: dict[tuple, list[int]] = {}
     for index, row in enumerate(rows_of):
-        by_length.setdefault(row.size, []).append(index)
-    for size, members in by_length.items():
+        groups.setdefault((row.size, dts[index], str(names[index])), []).append(index)
+    for (size, step_ms, _), members in groups.items():
         if size == 0:
             continue
         rows = np.stack([rows_of[index] for index in members])
         spread = np.ptp(rows, axis=0)
         if len(members) > 1 and spread.max() > 1e-9 * np.abs(rows).max():
-            start, stop = _runs(spread > spread.max() / 2)[0]
+            width = 1 if step_ms is None else 2 * round(_STEP_SMOOTHING_MS / step_ms / 2) + 1
+            if width > 1:
+                smooth = np.ptp(median_filter(rows, size=(1, width), mode="nearest"), axis=0)
+                smooth = median_filter(smooth, size=width, mode="nearest")
+                if smooth.max() > 1e-9 * np.abs(rows).max():  # else only steps shorter than the median
+                    spread = smooth
+            start, stop = max(_runs(spread > spread.max() / 2), key=lambda run: run[1] - run[0])
             for index, row in zip(members, rows, strict=True):
                 levels[index] = float(np.median(row[start:stop]))
             continue
@@ -210,7 +268,8 @@ def load_nwb(path: PathLike, *, name: str | None = None) -> Cell:
 
     Returns:
         a `Cell`, one Recording per sweep, ``meta`` with ``file``, ``sweep`` (series name),
-        ``amplitude`` (the step level, pA, by `step_amplitudes`), ``t_start`` (ms), ``voltage_unit``,
+        ``amplitude`` (the step level, pA, by `step_amplitudes` among the sweeps of its ``protocol``, the
+        response's ``stimulus_description``), ``t_start`` (ms), ``voltage_unit``,
         ``current_unit``.
     """
     import pynwb
@@ -226,7 +285,11 @@ def load_nwb(path: PathLike, *, name: str | None = None) -> Cell:
         with io:
             pairs = _nwb_pairs(nwb, path)
             recordings = [_nwb_recording(path, response, stimulus) for response, stimulus in pairs]
-    amplitudes = step_amplitudes([r.current for r in recordings])
+    amplitudes = step_amplitudes(
+        [r.current for r in recordings],
+        dt=[float(r.dt) for r in recordings],
+        protocols=[r.meta["protocol"] for r in recordings],
+    )
     recordings = [
         r._replace(meta={**r.meta, "amplitude": amplitude})
         for r, amplitude in zip(recordings, amplitudes, strict=True)
@@ -446,7 +509,7 @@ def load_abf(
             "current_unit": "pA" if command is not None else abf.sweepUnitsC,
         }
         recording = Recording(1e3 / abf.dataRate, current, voltage, meta=meta, check_units=False)
-        recordings.append(_checked(recording, _FILE_UNIT_FIXES))
+        recordings.append(_checked(recording, _FILE_UNIT_FIXES if command is None else _ABF_COMMAND_FIXES))
     return Cell(recordings, path.stem, {"file": str(path), "protocol": abf.protocol})
 
 
@@ -642,7 +705,13 @@ def _ibw_recording(v_path: Path, i_path: Path, voltage_unit, current_unit, extra
         meta=meta,
         check_units=False,
     )
-    return _checked(recording, _FILE_UNIT_FIXES)
+    fixes = dict(_FILE_UNIT_FIXES)
+    for wave, kind, unit, meant in ((v_wave, "voltage", "V", "volts"), (i_wave, "current", "A", "amperes")):
+        if not _kind_of_unit(wave.unit):  # the unit came from the argument, not the file
+            fixes[meant] = (
+                f"The header of {wave.path.name!r} has no unit: pass {kind}_unit={unit!r} to load_ibw."
+            )
+    return _checked(recording, fixes)
 
 
 # --- CSV -----------------------------------------------------------------------------------------------
@@ -761,17 +830,21 @@ def load_csv(
             )
     current = [row * i_scale for row in current]
     recordings = []
-    for sweep, i_row, v_row, amplitude in zip(ids, current, voltage, step_amplitudes(current), strict=True):
+    for sweep, i_row, v_row in zip(ids, current, voltage, strict=True):
         meta = {
             "file": str(voltage_path),
             "current_file": str(current_path),
             "sweep": sweep,
-            "amplitude": amplitude,
             "current_unit": current_unit,
             "voltage_unit": voltage_unit,
         }
         recording = Recording(dt, i_row, v_row * v_scale, meta=meta, check_units=False)
         recordings.append(_checked(recording, _CSV_UNIT_FIXES))
+    amplitudes = step_amplitudes(current, dt=dt)  # dt checked by the Recordings
+    recordings = [
+        r._replace(meta={**r.meta, "amplitude": amplitude})
+        for r, amplitude in zip(recordings, amplitudes, strict=True)
+    ]
     return Cell(recordings, name or voltage_path.stem)
 
 
@@ -904,7 +977,7 @@ def _npz_qsnmc_a(path: Path, arrays: dict[str, np.ndarray], dt: float) -> Cell:
                 "voltage_unit": "mV",
             }
             recording = Recording(dt, current[s, rep], voltage[s, rep], spikes, meta, check_units=False)
-            recordings.append(_checked(recording, _NPZ_UNIT_FIXES))
+            recordings.append(_checked(recording, _NPZ_FIXED_UNIT_FIXES))
     return Cell(recordings, path.stem)
 
 
@@ -927,16 +1000,23 @@ def _npz_columns(path: Path, arrays: dict[str, np.ndarray]) -> Cell:
             "time_unit": "s",
         }
         recording = Recording(_column_step(t) * 1e3, table[:, 1], table[:, 2], meta=meta, check_units=False)
-        recordings.append(_checked(recording, _NPZ_UNIT_FIXES))
+        recordings.append(
+            _checked(recording, {**_NPZ_FIXED_UNIT_FIXES, "seconds": "The time column must be in seconds."})
+        )
     return Cell(recordings, path.stem)
 
 
 def _column_step(t: np.ndarray) -> float:
     """The sampling interval of a uniform time column, in its unit: the mean step, as the decimal with
     fewest digits within the column's own rounding of it (a float32 column of 0.1 ms steps reads
-    0.0999999 from its ends: 0.1; a float64 one of 1/30 ms steps keeps all its digits)."""
+    0.0999999 from its ends: 0.1; a float64 one of 1/30 ms steps keeps all its digits). A float64 column
+    whose every value is a float32 (a float32 time column stacked with float64 current and voltage) carries
+    float32's rounding, so it is read as float32."""
     step = (float(t[-1]) - float(t[0])) / (t.size - 1)
     eps = np.finfo(t.dtype if t.dtype.kind == "f" else np.float64).eps
+    with np.errstate(over="ignore"):
+        if np.array_equal(t.astype(np.float32), t):
+            eps = max(eps, np.finfo(np.float32).eps)
     rounding = 2 * eps * float(np.max(np.abs(t[[0, -1]]))) / (t.size - 1)  # of the ends, per step
     for digits in range(1, 17):
         short = float(f"{step:.{digits}g}")

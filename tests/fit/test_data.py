@@ -632,7 +632,9 @@ def test_nwb_without_a_table_loads_sweeps_in_recording_order(tmp_path):
 def test_prepare_detects_spikes_as_detect_spikes_does():
     """Without given spike times, the fit's spike target holds the spikes `detect_spikes` finds (1 ms
     refractory), not every upward crossing: ringing 0.3 ms after a spike is no second spike (on
-    171116sh_0019.abf sweeps 16–18 the crossings were [45, 377, 225], the detected spikes [26, 93, 59])."""
+    171116sh_0019.abf sweeps 16–18 the upward crossings were [45, 377, 225] and `detect_spikes` counts
+    [26, 93, 59], still mostly plateau noise of depolarisation block: 2 per sweep reach +20 mV, a
+    limitation its docstring states)."""
     from diffbrain import fit, zoo
 
     v = np.full(100, -70.0)
