@@ -162,6 +162,13 @@ def _refuse_half_precision(
     )
 
 
+def _check_flag(name: str, value) -> None:
+    """Raise ``ValueError`` unless option ``name`` is a bool (Python's or NumPy's), as a neuron's
+    ``detach_reset``: any other object, even the string ``"False"``, would be read by its truth value."""
+    if not isinstance(value, bool | np.bool_):
+        raise ValueError(f"`{name}` must be True or False, got {value!r}. Pass a bool.")
+
+
 def _check_divides(name: str, block: int, total: int) -> None:
     if not isinstance(block, int | np.integer) or block < 1 or total % block:
         raise ValueError(
@@ -222,9 +229,9 @@ def simulate(
             the steps in between (memory ∝ T/checkpoint_every + checkpoint_every instead of T). Must be a
             multiple of ``record_every`` and divide T.
         unroll: steps unrolled per scan iteration (fewer dispatches on CPU), a positive integer.
-        check_finite: raise (also inside jit and vmap, whichever outputs are used; inside a jitted
-            ``jax.grad`` only if the forward outputs are kept, e.g. ``jax.value_and_grad``) if the final
-            state contains NaN or inf.
+        check_finite: True or False (other values raise ``ValueError``). True: raise (also inside jit and
+            vmap, whichever outputs are used; inside a jitted ``jax.grad`` only if the forward outputs are
+            kept, e.g. ``jax.value_and_grad``) if the final state contains NaN or inf.
 
     Returns:
         A `Trace` with times (ms), spike counts and recorded states.
@@ -243,6 +250,7 @@ def simulate(
     """
     inputs, record = _validate(model, inputs, record)
     dt = check_dt(dt)
+    _check_flag("check_finite", check_finite)
     n_steps = inputs.shape[0]
     _check_divides("record_every", record_every, n_steps)
     if isinstance(unroll, bool) or not isinstance(unroll, int | np.integer) or unroll < 1:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -17,6 +19,7 @@ from .neurons._base import AbstractContinuousNeuron
 from .simulate import (
     Trace,
     _carry_dtypes,
+    _check_flag,
     _fail_on_nonfinite,
     _initial_state,
     _refuse_half_precision,
@@ -37,8 +40,16 @@ SOLVERS: dict[str, type[diffrax.AbstractSolver]] = {
 
 
 def _solver(solver) -> diffrax.AbstractSolver:
-    """The named solver, its Runge–Kutta stages in a plain loop so that forward-mode autodiff works."""
+    """The named solver, its Runge–Kutta stages in a plain loop so that forward-mode autodiff works; a
+    diffrax solver as given, if it integrates the one `diffrax.ODETerm` that `solve` passes."""
     if isinstance(solver, diffrax.AbstractSolver):
+        terms = solver.term_structure
+        if not (isinstance(terms, type) and issubclass(diffrax.ODETerm, terms)):
+            raise ValueError(
+                f"`solver` {type(solver).__name__} integrates terms of the form {terms}, but zoo.solve "
+                "passes one diffrax.ODETerm (the model's vector field). Pass an ODE solver taking a single "
+                f"term: a name from {list(SOLVERS)} or e.g. diffrax.Tsit5(), diffrax.Kvaerno5()."
+            )
         return solver
     if isinstance(solver, str) and solver.lower() in SOLVERS:
         solver_type = SOLVERS[solver.lower()]
@@ -102,15 +113,39 @@ def _check_time_grid(dt, n_steps: int, dtype) -> None:
         )
 
 
+# A traced dt (jit, grad or vmap over dt) has no value to size the step cap by; it gets the cap of this dt.
+_TRACED_DT_CAP_MS = 10.0
+
+
 def _default_max_steps(dt, solver: diffrax.AbstractSolver) -> int:
     """`solve`'s default cap on adaptive steps per sample: 640 per ms, at least 64 (× 100 below order 4).
 
     HH at 10 µA/cm² and rtol = atol = 1e-8 (float64) took on average 8 (Dopri8), 20 (Tsit5) and 175
     (Kvaerno5) steps/ms, more during spikes; the second-order Heun and Midpoint took 3,840 (128 at 1e-5).
+    The cap must be a Python integer, so a traced ``dt`` gets the cap of ``dt`` = 10 ms (6,400 steps), as
+    large as a concrete ``dt``'s up to 10 ms. A cap costs only what the solve uses, except that a gradient
+    keeps about √(2·cap) checkpoints of the state per sample (a jitted gradient of 1,000 HH neurons: 1.3 s
+    at caps of 64 to 6,400, 2.2 s at 64,000).
     """
-    per_sample = 64 if isinstance(dt, jax.core.Tracer) else min(max(64, int(np.ceil(640 * float(dt)))), 10**6)
+    duration = _TRACED_DT_CAP_MS if isinstance(dt, jax.core.Tracer) else float(dt)
+    per_sample = min(max(64, int(np.ceil(640 * duration))), 10**6)
     order = solver.order(diffrax.ODETerm(lambda t, y, args: y))
     return per_sample * (100 if order < 4 else 1)
+
+
+def _per_neuron_rms_max_norm(scaled_error: NamedTuple) -> Array:
+    """The adaptive controller's error norm: each neuron's RMS over its state variables, then the largest.
+
+    Every state variable has the population's shape (`_initial_state` broadcasts them), so the RMS is taken
+    elementwise across variables. Diffrax's default RMS over the whole population let one spiking neuron's
+    error be averaged away by quiet ones (an HH neuron's V error rose from 6.9e-7 mV alone to 1.2e-4 mV with
+    99,999 quiet neighbours). A single neuron gets exactly Diffrax's RMS norm: the squares summed in the
+    same order, the root divided by √(number of variables). Diffrax stops the gradient of every use of
+    the norm (step sizes are not differentiated), so none flows through it here either.
+    """
+    variables = [jax.lax.stop_gradient(leaf) for leaf in jax.tree.leaves(scaled_error)]
+    sum_of_squares = functools.reduce(jnp.add, [variable * variable for variable in variables])
+    return jnp.max(jnp.sqrt(sum_of_squares) / math.sqrt(len(variables)), initial=0.0)  # 0: no neurons
 
 
 def _solve_fixed(model, inputs: Array, dt: Array, state: NamedTuple, solver) -> NamedTuple:
@@ -140,7 +175,9 @@ def _solve_adaptive(
     dtype = state.V.dtype
     default_tolerance = 1e-8 if dtype == jnp.float64 else 1e-5
     controller = diffrax.PIDController(
-        rtol=default_tolerance if rtol is None else rtol, atol=default_tolerance if atol is None else atol
+        rtol=default_tolerance if rtol is None else rtol,
+        atol=default_tolerance if atol is None else atol,
+        norm=_per_neuron_rms_max_norm,
     )
     term = diffrax.ODETerm(model.vector_field)
     t0 = jnp.zeros((), dt.dtype)
@@ -209,14 +246,22 @@ def solve(
         model: a continuous neuron (`zoo.HH`, `zoo.TraubHH`); models with resets raise ``ValueError``.
         inputs: injected current per step in ``model.input_unit``, shape ``[T]`` or ``[T, *population]``.
         dt: input sampling and output interval, ms.
-        solver: a name from `SOLVERS` or a diffrax solver.
-        adaptive: PID step-size control with ``rtol``/``atol`` (required by implicit solvers; ``"euler"``
-            has no error estimate and needs ``adaptive=False``); otherwise one solver step per sample, every
-            stage reading that sample's input. Diffrax chooses the first adaptive step of each sample
-            itself, so ``dt`` only sets the input and output grid.
-        rtol, atol: tolerances of the adaptive controller; default 1e-5 in float32, 1e-8 in float64.
+        solver: a name from `SOLVERS` or a diffrax ODE solver that takes one term (``ValueError`` for
+            solvers of several terms, such as ``diffrax.SemiImplicitEuler()``).
+        adaptive: True or False (other values raise ``ValueError``, as for ``check_finite``). True: PID
+            step-size control with ``rtol``/``atol`` (required by implicit solvers; ``"euler"`` has no error
+            estimate and needs ``adaptive=False``); False: one solver step per sample, every stage reading
+            that sample's input. Diffrax chooses the first adaptive step of each sample itself, so ``dt``
+            only sets the input and output grid.
+        rtol, atol: tolerances of the adaptive controller, per neuron; default 1e-5 in float32, 1e-8 in
+            float64. A population shares each step, and the step must keep every neuron's error (its RMS
+            over its state variables) within them, so a neuron is solved as accurately as alone, however
+            many quiet neighbours it has; neurons that spike at different times take more steps together.
         max_steps: cap on adaptive steps within one sample (default: 640 per ms of ``dt``, at least 64;
-            a hundred times that for second-order solvers). Reaching it raises an error naming ``max_steps``.
+            a hundred times that for second-order solvers). A ``dt`` traced by `jax.jit`, `jax.grad` or
+            `jax.vmap` has no value to size the cap by and gets the default of ``dt`` = 10 ms (6,400;
+            640,000 second-order); pass ``max_steps`` for a larger ``dt``. Reaching it raises an error
+            naming ``max_steps``.
         shape, state, record, check_finite: as in `simulate` (which also refuses half precision:
             ``dt`` or a state in float16 or bfloat16 raises ``ValueError``).
 
@@ -238,6 +283,8 @@ def solve(
             f"{type(model).__name__} has spike resets, so it is not a continuous ODE; `solve` integrates "
             "continuous models (HH, TraubHH). Use zoo.simulate (exponential Euler) for it."
         )
+    _check_flag("adaptive", adaptive)
+    _check_flag("check_finite", check_finite)
     inputs, record = _validate(model, inputs, record)
     dt = check_dt(dt)
     diffrax_solver = _solver(solver)

@@ -106,6 +106,18 @@ def ou_current(
     check_positive("ou_current", "tau", tau, "ms")
     check_nonnegative("ou_current", "std", std)
     mean, std, tau = jnp.asarray(mean), jnp.asarray(std), jnp.asarray(tau)
+    if isinstance(tau, jax.core.Tracer):  # concrete values were checked above
+        tau = eqx.error_if(
+            tau,
+            ~(jnp.isfinite(tau) & (tau > 0)),
+            "ou_current: `tau` must be > 0 ms and finite. Pass a positive `tau`.",
+        )
+    if isinstance(std, jax.core.Tracer):
+        std = eqx.error_if(
+            std,
+            ~(jnp.isfinite(std) & (std >= 0)),
+            "ou_current: `std` must be >= 0 and finite. Pass a non-negative `std`.",
+        )
     shape = _population("ou_current", shape, {"mean": mean, "std": std, "tau": tau})
     decay = jnp.exp(-dt / tau)
     kick = std * jnp.sqrt(1 - decay**2)
@@ -140,7 +152,12 @@ def poisson(
     check_nonnegative("poisson", "rate", rate, "Hz")
     p = jnp.asarray(rate) * dt / 1000.0
     if isinstance(p, jax.core.Tracer):
-        p = eqx.error_if(p, jnp.any(p > 1), "`rate`·dt exceeds one spike per step; lower dt or rate (Hz).")
+        p = eqx.error_if(
+            p,
+            ~(p >= 0),
+            "poisson: `rate` must be >= 0 Hz, got a negative or NaN rate. Pass a non-negative `rate`.",
+        )
+        p = eqx.error_if(p, p > 1, "`rate`·dt exceeds one spike per step; lower dt or rate (Hz).")
     elif np.any(np.asarray(p) > 1):
         too_high = offending(np.asarray(rate), np.asarray(p) <= 1)
         raise ValueError(f"`rate`·dt exceeds one spike per step (rate={too_high} Hz, dt={dt} ms); lower dt.")

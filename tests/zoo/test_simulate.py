@@ -209,3 +209,11 @@ def test_unroll_must_be_a_positive_integer(unroll):
     with pytest.raises(ValueError, match="`unroll` must be a positive integer"):
         zoo.simulate(zoo.LIF(), jnp.zeros(4), 0.1, unroll=unroll)
     assert zoo.simulate(zoo.LIF(), jnp.zeros(4), 0.1, unroll=np.int64(2)).V.shape == (4,)
+
+
+@pytest.mark.parametrize("check_finite", ["False", 0, None, np.array(False)], ids=repr)
+def test_check_finite_must_be_a_bool(check_finite):
+    """Review: ``check_finite="False"`` was read as True and raised on a NaN state it was asked to return."""
+    with pytest.raises(ValueError, match=r"`check_finite` must be True or False"):
+        zoo.simulate(zoo.LIF(), jnp.zeros(4), 0.1, check_finite=check_finite)
+    assert zoo.simulate(zoo.LIF(), jnp.zeros(4), 0.1, check_finite=np.bool_(False)).V.shape == (4,)

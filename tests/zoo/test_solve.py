@@ -132,3 +132,68 @@ def test_second_order_solvers_finish_within_the_default_max_steps():
     heun = zoo.solve(zoo.HH(), STEP_INPUT, 0.05, solver="heun")
     tsit5 = zoo.solve(zoo.HH(), STEP_INPUT, 0.05, solver="tsit5")
     assert float(jnp.max(jnp.abs(heun.V - tsit5.V))) < 1e-3
+
+
+def _cap_for_a_traced_dt(solver: str) -> int:
+    caps = []
+    jax.make_jaxpr(lambda dt: caps.append(solve_module._default_max_steps(dt, solve_module._solver(solver))))(
+        1.0
+    )
+    return caps[0]
+
+
+def test_a_traced_dt_gets_a_step_cap_as_large_as_a_concrete_dt_up_to_10_ms():
+    """Review: the default `max_steps` was 640 per ms for a concrete dt but 64 for a traced one, so HH at
+    dt = 1 ms solved but jax.jit over dt raised "took `max_steps` (64)"."""
+    inputs = jnp.full(8, 10.0)  # 8 ms at dt = 1 ms, through the first spike
+    concrete = zoo.solve(zoo.HH(), inputs, 1.0)
+    traced = jax.jit(lambda dt: zoo.solve(zoo.HH(), inputs, dt))(1.0)
+    assert float(concrete.spike_count) == 1.0
+    np.testing.assert_allclose(traced.V, concrete.V, rtol=1e-9, atol=1e-9)
+    for solver in ("tsit5", "heun"):
+        assert _cap_for_a_traced_dt(solver) == solve_module._default_max_steps(
+            10.0, solve_module._solver(solver)
+        )
+
+
+def test_a_spiking_neurons_accuracy_does_not_depend_on_quiet_neighbours():
+    """Review: the controller's RMS over the whole population averaged one spiking neuron's error away over
+    quiet ones (float64 V error 6.9e-7 mV alone, 5.2e-6 mV with 999 quiet neighbours, 1.2e-4 with 99,999)."""
+    reference = zoo.solve(zoo.HH(), STEP_INPUT, 0.05, solver="dopri8", rtol=1e-12, atol=1e-12).V
+    alone = zoo.solve(zoo.HH(), STEP_INPUT, 0.05).V
+    with_quiet = zoo.solve(zoo.HH(), jnp.zeros((len(STEP_INPUT), 1000)).at[:, 0].set(STEP_INPUT), 0.05).V
+    error_alone = float(jnp.max(jnp.abs(alone - reference)))
+    error_with_quiet = float(jnp.max(jnp.abs(with_quiet[:, 0] - reference)))
+    assert alone.dtype == jnp.float64 and error_alone < 1e-5
+    assert error_with_quiet < 1.5 * error_alone
+
+
+def test_the_error_norm_is_diffrax_rms_norm_for_one_neuron():
+    """A single neuron's solve is unchanged bit for bit by the per-neuron norm; a NaN error still rejects
+    the step, and a population of none solves as before."""
+    norm, state_type = solve_module._per_neuron_rms_max_norm, zoo.HH().State
+    scaled_error = state_type(*(jnp.asarray(value, jnp.float64) for value in (3e-2, -1.7, 0.25, 1e-9)))
+    assert norm(scaled_error) == diffrax.PIDController(rtol=1e-8, atol=1e-8).norm(scaled_error)
+    population = state_type(*(jnp.array([0.0, value, 0.0]) for value in scaled_error))
+    assert norm(population) == norm(scaled_error)
+    assert bool(jnp.isnan(norm(population._replace(m=jnp.array([0.0, 0.0, jnp.nan])))))
+    assert zoo.solve(zoo.HH(), jnp.zeros((4, 0)), 0.05).V.shape == (4, 0)
+
+
+@pytest.mark.parametrize("flag", ["adaptive", "check_finite"])
+@pytest.mark.parametrize("value", ["False", 0, None, np.array(True)], ids=repr)
+def test_flags_must_be_bools(flag, value):
+    """Review: ``adaptive="False"`` ran the adaptive solver (any object was read by its truth value)."""
+    with pytest.raises(ValueError, match=rf"`{flag}` must be True or False"):
+        zoo.solve(zoo.HH(), jnp.zeros(4), 0.05, **{flag: value})
+    assert zoo.solve(zoo.HH(), jnp.zeros(4), 0.05, **{flag: np.bool_(True)}).V.shape == (4,)
+
+
+def test_a_solver_of_several_terms_is_refused_naming_solver():
+    """Review: diffrax.SemiImplicitEuler() failed with "cannot unpack non-iterable ODETerm object"."""
+    with pytest.raises(
+        ValueError, match=r"`solver` SemiImplicitEuler integrates terms .* one diffrax\.ODETerm"
+    ):
+        zoo.solve(zoo.HH(), jnp.zeros(4), 0.05, solver=diffrax.SemiImplicitEuler(), adaptive=False)
+    half = zoo.solve(zoo.HH(), jnp.zeros(4), 0.05, solver=diffrax.HalfSolver(diffrax.Euler()))
+    assert half.V.shape == (4,)

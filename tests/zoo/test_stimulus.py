@@ -141,3 +141,25 @@ def test_durations_are_whole_steps_to_a_fraction_of_a_step():
 def test_bad_durations_are_named(duration):
     with pytest.raises(ValueError, match="`durations`"):
         stimulus.steps([1.0], [duration], 0.1)
+
+
+@pytest.mark.parametrize("rate", [-50.0, np.nan], ids=["negative", "nan"])
+def test_poisson_refuses_a_traced_rate_below_zero_or_nan(rate):
+    """Review: a traced rate was checked only for rate·dt > 1, so -50 Hz or NaN silently gave no spikes."""
+    count = jax.jit(lambda r: stimulus.poisson(jax.random.key(0), r, 100, 0.1).sum())
+    with pytest.raises(Exception, match=r"poisson: `rate` must be >= 0 Hz"):
+        jax.block_until_ready(count(rate))
+    assert int(count(0.0)) == 0
+
+
+@pytest.mark.parametrize(
+    ("tau", "std", "named"),
+    [(-1.0, 1.0, "`tau`"), (0.0, 1.0, "`tau`"), (np.nan, 1.0, "`tau`"), (5.0, -1.0, "`std`")],
+    ids=["negative-tau", "zero-tau", "nan-tau", "negative-std"],
+)
+def test_ou_current_refuses_a_bad_traced_tau_or_std(tau, std, named):
+    """Review: a traced tau skipped the positivity check; tau = -1 ms returned NaN current."""
+    noise = jax.jit(lambda t, s: stimulus.ou_current(jax.random.key(0), 100, 0.1, mean=0.0, std=s, tau=t))
+    with pytest.raises(Exception, match=rf"ou_current: {named} must be"):
+        jax.block_until_ready(noise(tau, std))
+    assert bool(jnp.all(jnp.isfinite(noise(5.0, 1.0))))
