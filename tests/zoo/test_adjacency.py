@@ -341,3 +341,23 @@ def test_numbered_tables_are_unlabelled():
             pd.DataFrame(matrix, index=shuffled, columns=shuffled),
             gap_junctions=pd.DataFrame(gaps, index=other, columns=other),
         )
+
+
+def test_a_numbered_table_read_back_from_csv_is_unlabelled(tmp_path):
+    """Review s23: ``pd.DataFrame(array).to_csv(path)`` read back with ``pd.read_csv(path, index_col=0)``
+    has the integer rows 0..n−1 but the text columns "0".."n−1" (a CSV header is text); it was taken as
+    labelled: one population per neuron, and a gap table labelled by name was refused."""
+    matrix = np.array([[0, 2, 0], [1, 0, 3], [0, 1, 0]])
+    gaps = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 2.0], [0.0, 2.0, 0.0]])
+    pd.DataFrame(matrix).to_csv(tmp_path / "matrix.csv")
+    table = pd.read_csv(tmp_path / "matrix.csv", index_col=0)
+    assert list(table.columns) == ["0", "1", "2"]  # what the CSV round trip gives
+    assert from_adjacency(table).names == ("neurons",)
+    by_name = pd.DataFrame(gaps, index=list("abc"), columns=list("abc"))
+    assert from_adjacency(table, gap_junctions=by_name).gap.nnz == 4
+    # text numbers on both axes, or in another order, are labels
+    text = [str(i) for i in range(3)]
+    assert from_adjacency(pd.DataFrame(matrix, index=text, columns=text)).names == tuple(text)
+    reordered = pd.DataFrame(matrix, index=[0, 1, 2], columns=["0", "2", "1"])
+    with pytest.raises(ValueError, match="rows and columns must carry the same labels"):
+        from_adjacency(reordered)

@@ -55,8 +55,9 @@ def from_adjacency(
         matrix: ``[n, n]`` synapse counts (≥ 0, finite; a bool matrix counts each True as one synapse): a
             NumPy-like array, a SciPy sparse matrix or a labelled table (``.index``/``.columns``/
             ``.to_numpy()``, whose labels become ``labels``). A table numbered 0..n−1 in order on both
-            axes (pandas' default, e.g. ``pd.read_csv(path, header=None)``) is unlabelled, as an array;
-            likewise ``gap_junctions``.
+            axes (pandas' default, e.g. ``pd.read_csv(path, header=None)``), or on its rows with the
+            columns "0".."n−1" as text (such a table written ``to_csv`` and read back with
+            ``index_col=0``), is unlabelled, as an array; likewise ``gap_junctions``.
         orientation: ``"pre_post"`` when ``matrix[i, j]`` counts synapses i → j, ``"post_pre"`` when it
             counts j → i. The same for ``gap_junctions``.
         labels: one label per neuron (cell type or name); neurons with equal labels must be consecutive
@@ -160,9 +161,11 @@ def from_adjacency(
 
 def _labelled(matrix, name: str):
     """The matrix, and its labels when it is a labelled table (rows and columns labelled alike). A table
-    numbered as pandas numbers an unlabelled one on both axes (`_numbered`) has no labels."""
+    numbered as pandas numbers an unlabelled one (`_numbered`) has no labels: on both axes, or on its rows
+    with the columns "0".."n−1" as text, as such a table reads back from a CSV file (its header is text)."""
     if hasattr(matrix, "index") and hasattr(matrix, "columns") and hasattr(matrix, "to_numpy"):
-        if _numbered(matrix.index) and _numbered(matrix.columns):
+        text_numbers = [str(i) for i in range(len(matrix.columns))]
+        if _numbered(matrix.index) and (_numbered(matrix.columns) or list(matrix.columns) == text_numbers):
             return matrix.to_numpy(), None
         rows, columns = [str(x) for x in matrix.index], [str(x) for x in matrix.columns]
         if rows != columns:
