@@ -386,7 +386,12 @@ class ResultsFile:
         if os.fspath(folder) == "":
             raise ValueError("the folder name is empty; name a folder for the results (e.g. bench-results).")
         folder = Path(folder)
-        existing = next(path for path in (folder, *folder.absolute().parents) if path.exists())
+        existing = next(path for path in (folder, *folder.absolute().parents) if os.path.lexists(path))
+        if existing.is_symlink() and not existing.exists():
+            raise ValueError(
+                f"{os.fspath(existing)!r} is a link to {os.readlink(existing)!r}, which does not exist; make "
+                "that folder or give another."
+            )
         if not existing.is_dir():
             raise ValueError(f"{os.fspath(existing)!r} is a file; give a folder for the results.")
         reason = None  # why no file can be made there, or nothing is measured

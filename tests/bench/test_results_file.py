@@ -151,3 +151,12 @@ def test_a_new_folder_under_an_unwritable_one_is_refused(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"cannot write the results into .*new.*writable folder"):
         records.ResultsFile(tmp_path / "new" / "nested", "fit")
     assert not list(tmp_path.iterdir())
+
+
+def test_a_results_folder_that_is_a_dangling_link_is_refused_before_the_run(tmp_path):
+    """Review s23: a new folder is checked, not made, so a dangling symlink (or one on the way to the
+    folder) passed the check and failed at the first add, after the first case was measured."""
+    (tmp_path / "link").symlink_to(tmp_path / "nowhere")
+    for folder in (tmp_path / "link", tmp_path / "link" / "sub"):
+        with pytest.raises(ValueError, match=r"is a link to .*nowhere.*, which does not exist"):
+            records.ResultsFile(folder, "fit")
