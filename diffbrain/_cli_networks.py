@@ -89,7 +89,7 @@ def _check_model(name: str, scale: float, dt: float, data: Path | None, pulse: s
             else "the microcircuit takes (its own is 0.1 ms)"
         )
         raise _fail(
-            f"{dt:g} ms is above {MAX_DT[name]:g} ms, the largest time step {reason}; pass --dt ≤ "
+            f"{_exact(dt)} ms is above {MAX_DT[name]:g} ms, the largest time step {reason}; pass --dt ≤ "
             f"{MAX_DT[name]:g}.",
             "--dt",
         )
@@ -110,7 +110,7 @@ def _check_model(name: str, scale: float, dt: float, data: Path | None, pulse: s
                 "--scale",
             )
         _check_multiarea_dt(connectome, dt)
-        _check_pulse(pulse, connectome["areas"], duration)
+        _check_pulse(pulse, connectome["areas"], duration, dt)
         return connectome
     from diffbrain.zoo.networks.microcircuit import Microcircuit, read_data
 
@@ -155,11 +155,25 @@ def _check_multiarea_dt(connectome: dict, dt: float) -> None:
         )
     raise _fail(
         "the multiarea network draws each long-range delay around its pair's mean and redraws it until it "
-        f"exceeds one step, so --dt must lie below the shortest mean delay: {shortest:.3g} ms, from {source} "
-        f"to {target} (wiring distance / {speed:g} m/s conduction speed); got {dt:g} ms. Pass --dt < "
-        f"{shortest:.3g}, e.g. {_round_step_below(shortest):g}.",
+        f"exceeds one step, so --dt must lie below the shortest mean delay: {shortest:.7g} ms, from {source} "
+        f"to {target} (wiring distance / {speed:g} m/s conduction speed); got {_exact(dt)} ms. Pass --dt ≤ "
+        f"{_digits_below(shortest):g}, e.g. {_round_step_below(shortest):g}.",
         "--dt",
     )
+
+
+def _exact(value: float) -> str:
+    """``value`` in the fewest digits that read back as it (``0.5000001``, not ``0.5`` as ``:g`` rounds)."""
+    text = repr(float(value))
+    return text.removesuffix(".0")
+
+
+def _digits_below(limit: float) -> float:
+    """The largest number of 4 significant digits below ``limit`` (> 0): a bound to print that is not
+    rounded up past ``limit`` (1.428571 → 1.428, not 1.43)."""
+    unit = 10.0 ** (math.floor(math.log10(limit)) - 3)  # of the 4th significant digit
+    below = float(f"{math.floor(limit / unit) * unit:.4g}")
+    return below if below < limit else float(f"{below - unit:.4g}")  # limit itself has ≤ 4 digits
 
 
 def _round_step_below(limit: float) -> float:
@@ -179,34 +193,55 @@ def _pulse_shape() -> tuple[float, float, float]:
     return tuple(float(defaults[name].default) for name in ("start_ms", "duration_ms", "amplitude_mV"))
 
 
-def _check_pulse(pulse: str | None, areas, duration: float) -> None:
-    """--pulse must name an area of the connectome, and the run must last past the pulse's onset."""
+def _pulse_steps(dt: float) -> tuple[int, int]:
+    """The steps at which --pulse's window (`_pulse_shape`) starts and stops at ``dt`` ms, rounded as the
+    network rounds it (`steps_of`): it is on in steps ``start ≤ k < stop``."""
+    from diffbrain.zoo.networks.network import steps_of
+
+    start, length, _ = _pulse_shape()
+    return int(steps_of(start, dt)), int(steps_of(start + length, dt))
+
+
+def _check_pulse(pulse: str | None, areas, duration: float, dt: float) -> None:
+    """--pulse must name an area of the connectome, and the run must last past the pulse's first step."""
     if pulse is None:
         return
     if pulse not in areas:
         raise _fail(f"{pulse!r} is not an area of the connectome; its areas: {', '.join(areas)}.", "--pulse")
+    from diffbrain.zoo._checks import whole_steps
+
+    n_steps = whole_steps(duration, dt) if dt <= duration else None
+    if n_steps is None:  # refused next, by the --duration check
+        return
     start, _, _ = _pulse_shape()
-    if duration <= start:
+    start_step, _ = _pulse_steps(dt)
+    if n_steps <= start_step:
+        rounded = f" ({start:g} ms in whole steps of --dt {dt:g} ms)" if start_step * dt != start else ""
         raise _fail(
-            f"the pulse into {pulse} starts at {start:g} ms, after the {duration:g} ms run ends; pass "
-            f"--duration > {start:g} or leave --pulse out.",
+            f"the pulse into {pulse} starts at {start_step * dt:g} ms{rounded}, when the {duration:g} ms run "
+            f"has ended; pass --duration ≥ {(start_step + 1) * dt:g} or leave --pulse out.",
             "--pulse",
         )
 
 
-def _pulse_line(pulse: str | None, duration: float) -> str:
-    """The header line of a multiarea run saying whether and when the pulse is on."""
-    start, length, amplitude = _pulse_shape()
+def _pulse_line(pulse: str | None, duration: float, dt: float) -> str:
+    """The header line of a multiarea run saying whether and when the pulse is on, its times in whole steps
+    of ``dt`` ms as the network rounds them."""
+    _, _, amplitude = _pulse_shape()
+    start_step, stop_step = _pulse_steps(dt)
+    start, stop = start_step * dt, stop_step * dt
     if pulse is None:
         return (
             f"no pulse: spontaneous activity (--pulse AREA adds {amplitude:g} mV of drive into AREA's "
-            f"excitatory neurons, {start:g} ms to {start + length:g} ms)"
+            f"excitatory neurons, {start:g} ms to {stop:g} ms)"
         )
-    stop = (
-        f"{start + length:g} ms" if start + length <= duration else f"the end of the run at {duration:g} ms"
+    from diffbrain.zoo._checks import whole_steps
+
+    until = (
+        f"{stop:g} ms" if stop_step <= whole_steps(duration, dt) else f"the end of the run at {duration:g} ms"
     )
     return (
-        f"pulse: {amplitude:g} mV of drive into {escape(pulse)}'s excitatory neurons, {start:g} ms to {stop}"
+        f"pulse: {amplitude:g} mV of drive into {escape(pulse)}'s excitatory neurons, {start:g} ms to {until}"
     )
 
 
@@ -241,6 +276,22 @@ def _simulate(name: str, source, duration_ms: float, scale: float, dt: float, se
     net = source.build(build_key, dt=dt)
     record = _recorded(net.sizes) if raster else 0
     return net.simulate(duration_ms, run_key, record=record), source.reference_rates
+
+
+def _check_default_bin(dt: float) -> None:
+    """--dt must divide `DEFAULT_BIN` when --raster/--out bin the rates and --bin is not given, or a
+    `typer.BadParameter` blames --dt and names the default and --bin."""
+    from diffbrain.zoo._checks import whole_steps
+
+    if dt <= DEFAULT_BIN and whole_steps(DEFAULT_BIN, dt) is not None:
+        return
+    multiple = max(1, math.ceil(DEFAULT_BIN / dt - 1e-9)) * dt
+    raise _fail(
+        f"{_exact(dt)} ms does not divide the rate bin of --raster/--out, {DEFAULT_BIN:g} ms unless --bin "
+        f"says otherwise; pass --bin, a multiple of --dt (e.g. {multiple:.12g}), or a --dt that divides "
+        f"{DEFAULT_BIN:g}.",
+        "--dt",
+    )
 
 
 def _smallest_size(build, fraction: str, k_e: int, k_i: int) -> int:
@@ -347,14 +398,15 @@ def simulate_network(
         raise _fail(
             "sets the rate bin of --raster and --out; without either it does nothing: leave it out.", "--bin"
         )
-    bin_ms = DEFAULT_BIN if bin_ms is None else bin_ms
+    default_bin = bin_ms is None
+    bin_ms = DEFAULT_BIN if default_bin else bin_ms
     for option, value in (("--duration", duration_ms), ("--dt", dt), ("--scale", scale), ("--bin", bin_ms)):
         if not (math.isfinite(value) and value > 0):
             raise _fail(f"must be a finite number > 0, got {value:g}.", option)
     if bin_ms > duration_ms and (raster is not None or out is not None):
         raise _fail(
-            f"{bin_ms:g} ms is longer than --duration {duration_ms:g} ms, so --raster/--out would hold no "
-            "rate; pass a shorter --bin.",
+            f"{bin_ms:g} ms{' (its default)' if default_bin else ''} is longer than --duration "
+            f"{duration_ms:g} ms, so --raster/--out would hold no rate; pass a shorter --bin.",
             "--bin",
         )
     if name == "microcircuit" and scale > 1:
@@ -383,8 +435,11 @@ def simulate_network(
         _steps_of_default_duration(name, duration_ms, dt)
     else:
         _number_of_steps(duration_ms, dt)
-    if raster is not None or out is not None:
-        whole_steps("--bin", bin_ms, dt)  # a bin of whole steps, or the CSV's t_ms would not be --bin's
+    if raster is not None or out is not None:  # a bin of whole steps, or the CSV's t_ms would not be --bin's
+        if default_bin:
+            _check_default_bin(dt)
+        else:
+            whole_steps("--bin", bin_ms, dt)
 
     check_distinct({"--raster": raster, "--out": out})
     check_output("--raster", raster)
@@ -394,7 +449,7 @@ def simulate_network(
     _out.print(f"[bold cyan]{name}[/]: {escape(NETWORKS[name])}")
     _out.print(f"scale {scale:g}; {duration_ms:g} ms at dt {dt:g} ms; seed {seed}")
     if name == "multiarea":
-        _out.print(_pulse_line(pulse, duration_ms))
+        _out.print(_pulse_line(pulse, duration_ms, dt))
     start = time.perf_counter()
     try:
         result, reference = _simulate(name, source, duration_ms, scale, dt, seed, pulse, raster is not None)

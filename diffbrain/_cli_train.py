@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 
 from ._atomic import write_atomically
+from ._cli_paths import output_folder
 
 _out = Console()
 _err = Console(stderr=True)
@@ -27,7 +28,8 @@ _ADDED_SETTINGS = {"connectivity": "dense", "p_connect": 1.0}
 """Settings added after runs were first written: a config.json without them ran with these values."""
 PLOTS = ("accuracy.png", "raster.png", "weights.png")
 OUTPUTS = (METRICS_CSV, *PLOTS, "weights.json", "persistence.json")
-"""The files a run writes into --out after training (besides config.json and the checkpoint)."""
+"""The files a run writes into --out after training (besides config.json and `learn.train`'s checkpoint
+files: `learn.trainer.CHECKPOINT`, `~learn.trainer.METRICS`, `~learn.trainer.RUN`)."""
 _MARKS = ("task", "method", "n_rec")
 """Settings every config.json `diffbrain train` wrote holds: a JSON object without them is someone else's."""
 
@@ -111,17 +113,20 @@ def _check_positive(option: str, value: float) -> None:
 
 def _check_config(out: Path, config: dict, defaults: dict) -> bool:
     """Refuse to resume a run in ``out`` that was started with other settings, or to replace files named as
-    a run's outputs (`OUTPUTS`) in an ``out`` without a config.json; True if ``out`` holds a run to resume
+    a run's outputs (`OUTPUTS`, and `learn.train`'s metrics.json and run.json unless beside its
+    checkpoint.eqx, which makes ``out`` a `learn.train` run that it resumes or refuses itself) in an ``out``
+    without a config.json; True if ``out`` holds a run to resume
     with the same settings. A run is its checkpoint: a config.json without one (a run stopped
     before its first checkpoint) is of a new run, which rewrites it. A setting saved as None there was the
     task's default, given in ``defaults``."""
-    from diffbrain.learn.trainer import CHECKPOINT
+    from diffbrain.learn.trainer import CHECKPOINT, METRICS, RUN
 
     if out.exists() and not out.is_dir():
         raise typer.BadParameter(f"{out} is a file; pass a folder.", param_hint="'--out'")
     path = out / CONFIG
     if not path.exists():
-        foreign = [name for name in OUTPUTS if (out / name).exists()]
+        names = OUTPUTS if (out / CHECKPOINT).exists() else (*OUTPUTS, METRICS, RUN)
+        foreign = [name for name in names if (out / name).exists()]
         if foreign:
             raise typer.BadParameter(
                 f"{out} holds files named as train's outputs ({', '.join(foreign)}) but no {CONFIG} of "
@@ -356,9 +361,14 @@ def train(
         float, typer.Option(min=0.0, max=1.0, help="Recurrent connection probability (no autapses).")
     ] = 1.0,
     steps: Annotated[int, typer.Option(min=1, help="Optimiser steps, a resumed run's included.")] = 100,
-    out: Annotated[Path, typer.Option(help="Folder for the checkpoint, metrics.csv and the plots.")] = Path(
-        "train-out"
-    ),
+    out: Annotated[
+        Path,
+        typer.Option(
+            parser=output_folder,
+            metavar="PATH",
+            help="Folder for the checkpoint, metrics.csv and the plots.",
+        ),
+    ] = Path("train-out"),
     batch_size: Annotated[int, typer.Option(min=1, help="Trials per step.")] = 32,
     lr: Annotated[float, typer.Option(help="Adam learning rate (gradients clipped to norm 1).")] = 1e-2,
     dt: Annotated[float, typer.Option(help="Time step, ms.")] = 1.0,

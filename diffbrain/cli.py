@@ -23,6 +23,7 @@ from rich.table import Table
 
 from . import _cli_train
 from ._atomic import is_stream, write_atomically
+from ._cli_paths import output_file, output_folder
 from ._version import __version__
 
 app = typer.Typer(
@@ -37,9 +38,11 @@ _err = Console(stderr=True)
 
 _MAX_STEPS = 100_000_000
 """More steps than this is a typo in --duration or --dt, not a simulation anyone waits for."""
-_MAX_SAMPLE_DT = 0.5
-"""ms, the largest --dt with --solver tsit5/kvaerno5: spikes are counted at the samples, and coarser ones
-miss spikes (`zoo.solve`; hh, 100 ms at its default current: 7 spikes at dt ≤ 0.5 ms, 6 at 1, 3 at 2)."""
+SPIKE_SAMPLE_DT = 0.025
+"""ms, the longest sample interval at which --solver tsit5/kvaerno5 count spikes: `zoo.solve` counts them
+where V crosses the threshold between samples, and a spike that rises and falls between two is missed (hh at
+its default current, 100 ms: 7 spikes at samples ≤ 0.5 ms apart, 3 at 2; traubhh at 8 µA/cm²: 20 at ≤ 0.4,
+16 at 0.5). Each --dt step is sampled k = ⌈dt / SPIKE_SAMPLE_DT⌉ times (`_samples_per_step`)."""
 
 
 class Solver(enum.StrEnum):
@@ -372,9 +375,10 @@ def simulate(
         float | None,
         typer.Option(
             help="Time step, ms (default: the model's; see `diffbrain models`). With --solver tsit5/kvaerno5 "
-            "the interval the trace is sampled at: the adaptive solver chooses its own steps, but spikes are "
-            "counted at the samples, so at most 0.5 ms. Networks: default 0.1; coba and microcircuit take at "
-            "most 0.5 ms, multiarea less than its shortest long-range delay (1.43 ms for the Markov "
+            "the interval of the trace printed and written: the adaptive solver chooses its own steps and is "
+            f"sampled every dt/k ms, k = ⌈dt / {SPIKE_SAMPLE_DT:g}⌉, and spikes are counted where V crosses "
+            "the threshold between those samples. Networks: default 0.1; coba and microcircuit take at most "
+            "0.5 ms, multiarea less than its shortest long-range delay (--dt ≤ 1.428 for the Markov "
             "connectome)."
         ),
     ] = None,
@@ -382,12 +386,17 @@ def simulate(
         Solver,
         typer.Option(help="exp-euler: fixed-step `zoo.simulate`; tsit5/kvaerno5: Diffrax `zoo.solve`."),
     ] = Solver.exp_euler,
-    plot: Annotated[Path | None, typer.Option(help="Write a PNG of voltage, spikes and current.")] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option(parser=output_file, metavar="PATH", help="Write a PNG of voltage, spikes and current."),
+    ] = None,
     out: Annotated[
         Path | None,
         typer.Option(
-            help="Write a CSV. Neuron: the trace (t_ms, V_mV, spike); network: the population rates per "
-            "--bin (t_ms, then one column per population, Hz)."
+            parser=output_file,
+            metavar="PATH",
+            help="Write a CSV. Neuron: the trace (t_ms, V_mV, spike: the spikes within the step); network: "
+            "the population rates per --bin (t_ms, then one column per population, Hz).",
         ),
     ] = None,
     float64: Annotated[bool, typer.Option("--float64", help="Simulate in double precision.")] = False,
@@ -402,7 +411,12 @@ def simulate(
         int | None, typer.Option(help="Network: seed of wiring, initial state, background (default 0).")
     ] = None,
     raster: Annotated[
-        Path | None, typer.Option(help="Network: write a PNG, a raster above the population rates.")
+        Path | None,
+        typer.Option(
+            parser=output_file,
+            metavar="PATH",
+            help="Network: write a PNG, a raster above the population rates.",
+        ),
     ] = None,
     bin_ms: Annotated[
         float | None,
@@ -481,6 +495,14 @@ def simulate(
     else:
         _check_number("--duration", duration, "ms", positive=True)
         n_steps = _number_of_steps(duration, dt)
+    n_samples = n_steps * _samples_per_step(dt)
+    if solver is not Solver.exp_euler and n_samples > _MAX_STEPS:
+        raise typer.BadParameter(
+            f"{n_steps * dt:g} ms with --solver {solver.value} is {n_samples:,} samples "
+            f"(limit {_MAX_STEPS:,}): spikes are counted on samples at most {SPIKE_SAMPLE_DT:g} ms apart; "
+            "shorten --duration.",
+            param_hint="'--duration'",
+        )
     check_distinct({"--out": out, "--plot": plot})
     check_output("--out", out)
     check_output("--plot", plot)
@@ -504,18 +526,6 @@ def simulate(
         neuron = zoo.astype(entry.make(), dtype)
     except (TypeError, ValueError) as error:
         raise _fail(str(error)) from None
-    # a model with resets is refused by zoo.solve itself, whatever --dt
-    if (
-        solver is not Solver.exp_euler
-        and dt > _MAX_SAMPLE_DT
-        and isinstance(neuron, zoo.AbstractContinuousNeuron)
-    ):
-        raise typer.BadParameter(
-            f"{dt:g} ms with --solver {solver.value}: spikes are counted where V crosses the threshold "
-            "between two samples, so a spike that rises and falls between samples this far apart is missed; "
-            f"pass --dt ≤ {_MAX_SAMPLE_DT:g}.",
-            param_hint="'--dt'",
-        )
     unit = neuron.input_unit
     _out.print(f"[bold cyan]{entry.name}[/]: {escape(entry.summary)}")
     _out.print(
@@ -526,10 +536,10 @@ def simulate(
     start = time.perf_counter()
     try:
         if solver is Solver.exp_euler:
-            trace = zoo.simulate(neuron, inputs, dt)
+            trace = jax.block_until_ready(zoo.simulate(neuron, inputs, dt))
+            voltage, spikes = np.asarray(trace.V), np.asarray(trace.spikes)
         else:
-            trace = zoo.solve(neuron, inputs, dt, solver=solver.value)
-        trace = jax.block_until_ready(trace)
+            voltage, spikes = _solve_finely(neuron, inputs, dt, solver.value)
     except (TypeError, ValueError) as error:
         raise _fail(f"{entry.name} with --solver {solver.value}: {error}") from None
     except RuntimeError as error:
@@ -539,11 +549,9 @@ def simulate(
         raise _fail(f"the simulation failed: {message}", code=1) from None
     wall = time.perf_counter() - start
 
-    voltage = np.asarray(trace.V)
     # on the host in float64: trace.t has the simulation's float type, and float32 repeats sample times
     # past 2²⁴ steps (2·10⁷ steps of 1 ms held 1.6 million repeated times)
     t = np.arange(1, voltage.shape[0] + 1) * dt
-    spikes = np.asarray(trace.spikes)
     n_spikes = int(spikes.sum())
     rate = n_spikes / (n_steps * dt) * 1000.0
     _out.print(
@@ -566,6 +574,29 @@ def simulate(
             ("--plot", plot, lambda: _write_plot(plot, title, t, voltage, spikes, current, unit), "")
         )
     write_outputs(outputs)
+
+
+def _samples_per_step(dt: float) -> int:
+    """How many samples `_solve_finely` takes per ``dt`` ms step: k = ⌈dt / `SPIKE_SAMPLE_DT`⌉ (a ``dt`` a
+    hair above a multiple of it, as 0.1 / 0.025 = 4.000000000000001, counts as that multiple)."""
+    return max(1, math.ceil(dt / SPIKE_SAMPLE_DT - 1e-9))
+
+
+def _solve_finely(neuron, inputs, dt: float, solver: str):
+    """`zoo.solve` of ``neuron`` under ``inputs`` (one per ``dt`` ms step), sampled k = `_samples_per_step`
+    times per step so that spikes are counted on samples at most `SPIKE_SAMPLE_DT` apart; returns V at every
+    k-th sample (the ``dt`` grid) and the spikes counted within each step, as NumPy arrays."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from diffbrain import zoo
+
+    k = _samples_per_step(dt)
+    trace = jax.block_until_ready(zoo.solve(neuron, jnp.repeat(inputs, k), dt / k, solver=solver))
+    voltage = np.asarray(trace.V)[k - 1 :: k]
+    spikes = np.asarray(trace.spikes).reshape(-1, k).sum(axis=1)
+    return voltage, spikes
 
 
 class Loss(enum.StrEnum):
@@ -707,7 +738,7 @@ def bench_command(
     out: Annotated[
         Path,
         typer.Option(
-            parser=_output_folder, metavar="PATH", help="Results folder; records merge into OUT/SUITE.csv."
+            parser=output_folder, metavar="PATH", help="Results folder; records merge into OUT/SUITE.csv."
         ),
     ] = Path("bench-results"),
     compare: Annotated[
@@ -739,7 +770,7 @@ def leaderboard(
     results: Annotated[list[Path], typer.Argument(help="Results folders written by `diffbrain bench`.")],
     out: Annotated[
         Path,
-        typer.Option(parser=_output_folder, metavar="PATH", help="Leaderboard folder (README.md, CSV, PNG)."),
+        typer.Option(parser=output_folder, metavar="PATH", help="Leaderboard folder (README.md, CSV, PNG)."),
     ] = Path("leaderboard"),
     note: Annotated[str, typer.Option(help="A paragraph under the title, e.g. the machine's load.")] = "",
     replace: Annotated[
@@ -817,9 +848,14 @@ def fit_command(
         int | None,
         typer.Option(min=1, help="Devices to split batched starts/populations over (default: all; 1: off)."),
     ] = None,
-    out: Annotated[Path | None, typer.Option(help="Write the FitResult as JSON.")] = None,
+    out: Annotated[
+        Path | None, typer.Option(parser=output_file, metavar="PATH", help="Write the FitResult as JSON.")
+    ] = None,
     plot: Annotated[
-        Path | None, typer.Option(help="Write a PNG of recorded vs fitted voltage per sweep.")
+        Path | None,
+        typer.Option(
+            parser=output_file, metavar="PATH", help="Write a PNG of recorded vs fitted voltage per sweep."
+        ),
     ] = None,
 ) -> None:
     """Fit a model's free parameters to recorded sweeps; print the best parameters and loss."""
@@ -986,13 +1022,6 @@ def _no_fit(result, budget: int, method: FitMethod, out: Path | None, plot: Path
     return typer.Exit(code=1)
 
 
-def _output_folder(value: str) -> Path:
-    """An ``--out`` folder name, never empty: typer would read ``''`` as the current folder."""
-    if not value:
-        raise typer.BadParameter("empty, which would mean the current folder; name a folder.")
-    return Path(value)
-
-
 def _is_under(path: object, folder: Path) -> bool:
     """Whether ``path`` (an OSError's file name: maybe None, or a descriptor) lies inside ``folder``."""
     if not isinstance(path, str | os.PathLike):
@@ -1006,7 +1035,7 @@ def reproduce_command(
     out: Annotated[
         Path | None,
         typer.Option(
-            parser=_output_folder,
+            parser=output_folder,
             metavar="<path>",
             help="Output folder: one folder per section and report.md.",
             show_default="reproduce; with --quick, reproduce-quick",

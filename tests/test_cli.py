@@ -201,29 +201,55 @@ def test_a_dt_that_misses_the_default_duration_names_it():
     assert "'--dt'" in text and "'--duration'" not in text and "hh runs for 100 ms unless --duration" in text
 
 
-def test_the_dt_help_says_what_it_means_for_the_adaptive_solvers():
+def test_the_dt_help_says_how_the_adaptive_solvers_count_spikes():
     result, text = _invoke("simulate", "--help")
     assert result.exit_code == 0, text
     assert (
-        "the interval the trace is sampled at: the adaptive solver chooses its own steps, but spikes are "
-        f"counted at the samples, so at most {cli._MAX_SAMPLE_DT:g} ms." in text
+        "With --solver tsit5/kvaerno5 the interval of the trace printed and written: the adaptive solver "
+        "chooses its own steps and is sampled every dt/k ms, k = ⌈dt / 0.025⌉, and spikes are counted where "
+        "V crosses the threshold between those samples." in text
     )
 
 
-@pytest.mark.parametrize(("model", "solver"), [("hh", "tsit5"), ("traubhh", "kvaerno5")])
-def test_an_adaptive_solver_refuses_samples_too_far_apart_to_count_spikes(model, solver):
-    """Review: hh --solver tsit5 --dt 2 reported 3 spikes (7 at dt ≤ 0.5): spikes are counted from samples."""
-    result, text = _invoke("simulate", model, "--solver", solver, "--dt", "1")
+@pytest.mark.parametrize(
+    ("model", "current", "solver", "dt", "expected"),
+    [
+        ("hh", None, "tsit5", "0.1", 7),
+        ("hh", None, "tsit5", "1", 7),
+        ("hh", None, "tsit5", "2", 7),
+        ("traubhh", "8", "tsit5", "0.5", 20),
+        ("traubhh", "8", "tsit5", "1", 20),
+        ("traubhh", "8", "kvaerno5", "0.5", 20),
+    ],
+)
+def test_an_adaptive_solver_counts_every_spike_at_any_dt(model, current, solver, dt, expected):
+    """Review: spikes were counted at the --dt samples: hh --solver tsit5 --dt 2 reported 3 spikes (7 at
+    dt ≤ 0.5), and a 0.5 ms cap still let traubhh --current 8 report 16 of 20 at --dt 0.5."""
+    args = ("--current", current) if current else ()
+    result, text = _invoke("simulate", model, *args, "--solver", solver, "--dt", dt)
+    assert result.exit_code == 0 and _spike_count(text) == expected, text
+
+
+def test_an_adaptive_solvers_trace_is_written_at_dt_with_every_spike(tmp_path):
+    out = tmp_path / "hh.csv"
+    result, text = _invoke("simulate", "hh", "--solver", "tsit5", "--dt", "2", "--out", str(out))
+    assert result.exit_code == 0 and _spike_count(text) == 7, text
+    table = np.loadtxt(out, delimiter=",", skiprows=1)
+    np.testing.assert_allclose(table[:, 0], np.arange(1, 51) * 2.0)
+    assert table[:, 2].sum() == 7
+    fine = zoo.solve(zoo.HH(), np.full(4000, registry.get_neuron("hh").current, np.float32), 0.025)
+    # V at every 80th sample, t = 2, 4, … ms (a neighbouring sample differs by mV within a spike)
+    np.testing.assert_allclose(table[:, 1], np.asarray(fine.V)[79::80], rtol=0, atol=0.05)
+
+
+def test_an_adaptive_solver_refuses_more_samples_than_the_step_limit():
+    result, text = _invoke("simulate", "hh", "--solver", "tsit5", "--dt", "1", "--duration", "3000000")
     assert result.exit_code == 2, text
     assert (
-        f"Invalid value for '--dt': 1 ms with --solver {solver}: spikes are counted where V crosses the "
-        "threshold between two samples" in text
-    )
-    assert "pass --dt ≤ 0.5." in text and "spikes:" not in text and "step current" not in text
-    result, text = _invoke("simulate", "hh", "--solver", "tsit5", "--dt", "0.5")
-    assert result.exit_code == 0 and _spike_count(text) == 7, text
-    result, text = _invoke("simulate", "hh", "--dt", "0.05", "--duration", "20")  # exp-euler: its own matter
-    assert result.exit_code == 0, text
+        "Invalid value for '--duration': 3e+06 ms with --solver tsit5 is 120,000,000 samples (limit "
+        "100,000,000): spikes are counted on samples at most 0.025 ms apart; shorten --duration."
+    ) in text
+    assert "step current" not in text
 
 
 def test_an_output_that_fails_after_the_simulation_does_not_lose_the_others(tmp_path, monkeypatch):

@@ -104,7 +104,7 @@ def test_multiarea_dt_above_the_shortest_delay_is_an_error_not_a_hang(shared_dat
     result = _run("multiarea", "--data", str(folder), "--duration", "5", "--dt", "2.5")
     assert result.exit_code == 2
     output = _text(result)
-    assert "'--dt'" in output and "1.43 ms" in output and "got 2.5 ms" in output
+    assert "'--dt'" in output and "1.428571 ms" in output and "got 2.5 ms" in output
 
 
 def test_unwritable_raster_is_refused_before_simulating(tmp_path):
@@ -260,8 +260,11 @@ def test_a_connectome_without_v1_runs_and_a_pulse_area_it_lacks_is_blamed_on_pul
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("--duration", "50", "--pulse", "A"), "the pulse into A starts at 100 ms, after the 50 ms run ends"),
-        (("--dt", "3"), "--dt must lie below the shortest mean delay: 2.86 ms, from B to A"),
+        (
+            ("--duration", "50", "--pulse", "A"),
+            "the pulse into A starts at 100 ms, when the 50 ms run has ended",
+        ),
+        (("--dt", "3"), "--dt must lie below the shortest mean delay: 2.857143 ms, from B to A"),
     ],
 )
 def test_a_pulse_after_the_run_and_a_dt_above_the_delays_are_refused(tmp_path, args, message):
@@ -313,8 +316,9 @@ def test_network_dt_errors_blame_dt_alone_before_the_header(shared_data):
     text = _text(result)
     assert (
         "Invalid value for '--dt': the multiarea network draws each long-range delay around its pair's mean "
-        "and redraws it until it exceeds one step, so --dt must lie below the shortest mean delay: 1.43 ms, "
-        "from 8B to 9/46d (wiring distance / 3.5 m/s conduction speed); got 2 ms. Pass --dt < 1.43, e.g. 1."
+        "and redraws it until it exceeds one step, so --dt must lie below the shortest mean delay: 1.428571 "
+        "ms, from 8B to 9/46d (wiring distance / 3.5 m/s conduction speed); got 2 ms. Pass --dt ≤ 1.428, "
+        "e.g. 1."
     ) in text
     assert "`" not in text and "delay_jitter" not in text and "scale 0.025" not in text
     folder = shared_data / DATA_FOLDERS["microcircuit"]
@@ -334,7 +338,9 @@ def test_the_dt_help_gives_the_networks_limits():
     text = _text(_run("--help"))
     assert f"coba and microcircuit take at most {MAX_DT['coba']:g} ms" in text
     assert MAX_DT["coba"] == MAX_DT["microcircuit"]
-    assert "multiarea less than its shortest long-range delay (1.43 ms for the Markov connectome)" in text
+    assert (
+        "multiarea less than its shortest long-range delay (--dt ≤ 1.428 for the Markov connectome)" in text
+    )
 
 
 @pytest.mark.parametrize("bin_ms", ["0.25", "500", "5"])
@@ -346,3 +352,75 @@ def test_bin_without_raster_or_out_is_refused(bin_ms):
         "Invalid value for '--bin': sets the rate bin of --raster and --out; without either it does"
         in _text(result)
     )
+
+
+def test_a_pulse_that_starts_after_the_last_step_is_refused(shared_data):
+    """Review: at --dt 0.7 the pulse starts at step round(100/0.7) = 143 (100.1 ms), and a --duration 100.1
+    run has 143 steps: it never turned on, and the header said it was on from 100 ms."""
+    folder = shared_data / DATA_FOLDERS["multiarea"]
+    if not folder.is_dir():
+        pytest.skip(f"{folder} not found")
+    args = ("multiarea", "--scale", "0.01", "--data", str(folder), "--dt", "0.7", "--pulse", "V1")
+    result = _run(*args, "--duration", "100.1")
+    assert result.exit_code == 2, result.output
+    assert (
+        "Invalid value for '--pulse': the pulse into V1 starts at 100.1 ms (100 ms in whole steps of --dt "
+        "0.7 ms), when the 100.1 ms run has ended; pass --duration ≥ 100.8 or leave --pulse out."
+    ) in _text(result)
+
+
+def test_the_pulse_header_gives_its_times_in_whole_steps():
+    """Review: at --dt 0.3 the pulse is on from step 333 to 667, 99.9 to 200.1 ms; the header said 100 to
+    200."""
+    from diffbrain._cli_networks import _pulse_line
+
+    assert _pulse_line("V1", 300.0, 0.3).endswith("99.9 ms to 200.1 ms")
+    assert _pulse_line("V1", 150.0, 0.3).endswith("99.9 ms to the end of the run at 150 ms")
+    assert _pulse_line(None, 300.0, 0.3).endswith("excitatory neurons, 99.9 ms to 200.1 ms)")
+    assert _pulse_line("V1", 300.0, 0.1).endswith("100 ms to 200 ms")
+
+
+def test_a_refused_dt_is_never_shown_inside_the_bound(shared_data):
+    """Review: --dt 1.429 was refused as above "1.43 ms … Pass --dt < 1.43" (the bound is 1.428571), and coba
+    --dt 0.5000001 as "0.5 ms is above 0.5 ms"."""
+    folder = shared_data / DATA_FOLDERS["multiarea"]
+    if not folder.is_dir():
+        pytest.skip(f"{folder} not found")
+    result = _run(
+        "multiarea", "--scale", "0.01", "--data", str(folder), "--dt", "1.429", "--duration", "100.03"
+    )
+    assert result.exit_code == 2, result.output
+    text = _text(result)
+    assert "the shortest mean delay: 1.428571 ms" in text and "got 1.429 ms. Pass --dt ≤ 1.428," in text, text
+    assert "1.43 " not in text and "1.43," not in text
+    result = _run("coba", "--scale", "0.05", "--duration", "100", "--dt", "0.5000001")
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for '--dt': 0.5000001 ms is above 0.5 ms" in _text(result)
+    help_text = _text(_run("--help"))
+    assert "1.43" not in help_text and "--dt ≤ 1.428 for the Markov connectome" in help_text
+
+
+def test_a_dt_that_does_not_divide_the_default_bin_blames_dt_and_names_the_default(tmp_path):
+    """Review: "Invalid value for '--bin': 5 ms is not a multiple of dt = 0.3 ms", though --bin was not
+    given."""
+    out = tmp_path / "rates.csv"
+    result = _run("coba", "--scale", "0.05", "--dt", "0.3", "--duration", "300", "--out", str(out))
+    assert result.exit_code == 2, result.output
+    text = _text(result)
+    assert (
+        "Invalid value for '--dt': 0.3 ms does not divide the rate bin of --raster/--out, 5 ms unless --bin "
+        "says otherwise; pass --bin, a multiple of --dt (e.g. 5.1), or a --dt that divides 5."
+    ) in text, text
+    result = _run(
+        "coba", "--scale", "0.05", "--dt", "0.3", "--duration", "300", "--bin", "5", "--out", str(out)
+    )
+    assert "Invalid value for '--bin': 5 ms is not a multiple of dt = 0.3 ms" in _text(result)
+
+
+def test_a_duration_shorter_than_the_default_bin_says_the_bin_is_the_default(tmp_path):
+    result = _run("coba", "--scale", "0.05", "--duration", "2", "--out", str(tmp_path / "rates.csv"))
+    assert result.exit_code == 2, result.output
+    assert (
+        "Invalid value for '--bin': 5 ms (its default) is longer than --duration 2 ms, so --raster/--out "
+        "would hold no rate; pass a shorter --bin."
+    ) in _text(result)

@@ -117,3 +117,23 @@ def test_a_refused_run_leaves_no_folder_and_a_finished_one_makes_it(tmp_path):
     result, text = _invoke("simulate", "lif", "--duration", "1", "--out", str(out))
     assert result.exit_code == 0, text
     assert out.read_text().startswith("t_ms,V_mV,spike")
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (("simulate", "lif", "--duration", "1", "--out", ""), "--out"),
+        (("simulate", "lif", "--duration", "1", "--plot", ""), "--plot"),
+        (("simulate", "cuba", "--scale", "0.05", "--duration", "10", "--raster", ""), "--raster"),
+        (("simulate", "cuba", "--scale", "0.05", "--duration", "10", "--out", ""), "--out"),
+        (("fit", "lif", "--data", "d.csv", "--out", ""), "--out"),
+        (("fit", "lif", "--data", "d.csv", "--plot", ""), "--plot"),
+    ],
+)
+def test_an_empty_output_file_is_refused_by_name(args, option, tmp_path, monkeypatch):
+    """Review: typer reads '' as Path('.'), the current folder: an empty file name must be refused as such."""
+    monkeypatch.chdir(tmp_path)
+    result, text = _invoke(*args)
+    assert result.exit_code == 2, text
+    assert f"Invalid value for '{option}': empty, which would mean the current folder; name a file." in text
+    assert list(tmp_path.iterdir()) == []

@@ -10,6 +10,7 @@ import typer
 from typer.testing import CliRunner
 
 from diffbrain import _cli_train
+from diffbrain.learn.trainer import METRICS, RUN
 
 app = typer.Typer()
 app.command("train")(_cli_train.train)
@@ -336,17 +337,27 @@ def test_persistence_selectivity_is_to_what_the_delay_holds(name, monkeypatch):
         assert result["selective_to"] == "label"
 
 
-@pytest.mark.parametrize("names", [("metrics.csv", "weights.json", "accuracy.png"), ("persistence.json",)])
+@pytest.mark.parametrize(
+    "names",
+    [
+        ("metrics.csv", "weights.json", "accuracy.png"),
+        ("persistence.json",),
+        ("metrics.json",),
+        ("run.json",),
+        ("metrics.json", "run.json"),
+    ],
+)
 def test_train_refuses_to_replace_files_of_its_names_in_a_folder_without_its_config(names, tmp_path):
     """Review: train into a folder of the user's own metrics.csv, weights.json and accuracy.png replaced them
-    without a word (only a foreign config.json was refused)."""
+    without a word (only a foreign config.json was refused); then learn.train's metrics.json and run.json
+    were still replaced."""
     out = tmp_path / "mine"
     out.mkdir()
     for name in names:
         (out / name).write_text("my own data")
     result, text = _invoke(*TINY, "--steps", "1", "--out", str(out))
     assert result.exit_code == 2, text
-    listed = ", ".join(name for name in _cli_train.OUTPUTS if name in names)
+    listed = ", ".join(name for name in (*_cli_train.OUTPUTS, METRICS, RUN) if name in names)
     assert _squeezed(
         f"Invalid value for '--out': {out} holds files named as train's outputs ({listed}) but no "
         "config.json of diffbrain train: they are not a train run's, and this run would replace them; "
@@ -361,4 +372,26 @@ def test_train_replaces_its_own_outputs_when_run_again_into_its_folder(tmp_path)
     for steps in ("1", "2"):
         result, text = _invoke(*TINY, "--steps", steps, "--out", str(out))
         assert result.exit_code == 0, text
+    assert [row["step"] for row in _rows(out / "metrics.csv")] == ["1", "2"]
+
+
+def test_train_refuses_an_empty_out_instead_of_writing_into_the_current_folder(tmp_path, monkeypatch):
+    """Review: --out '' was read as the current folder, which got config.json, the checkpoint and the
+    plots."""
+    monkeypatch.chdir(tmp_path)
+    result, text = _invoke(*TINY, "--steps", "1", "--out", "")
+    assert result.exit_code == 2, text
+    assert "Invalid value for '--out': empty, which would mean the current folder; name a folder." in text
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_learn_trains_own_checkpoint_folder_without_config_is_still_resumed(tmp_path):
+    """Its metrics.json and run.json beside checkpoint.eqx are learn.train's, which checks them itself."""
+    out = tmp_path / "run"
+    result, text = _invoke(*TINY, "--steps", "1", "--out", str(out))
+    assert result.exit_code == 0, text
+    for name in ("config.json", *_cli_train.OUTPUTS):
+        (out / name).unlink()
+    result, text = _invoke(*TINY, "--steps", "2", "--out", str(out))
+    assert result.exit_code == 0, text
     assert [row["step"] for row in _rows(out / "metrics.csv")] == ["1", "2"]

@@ -252,7 +252,7 @@ class MultiArea(eqx.Module):
             gba: ``"strong"`` or ``"weak"`` global balanced amplification (Joglekar's two regimes).
             exc_fraction: fraction of excitatory neurons.
             dt: time step, ms. With ``delay_jitter`` > 0 it must lie below every wired pair's mean delay
-                ``distance_mm/speed`` (1.43 ms for the Markov connectome at 3.5 m/s).
+                ``distance_mm/speed`` (the shortest is 1.428571 ms for the Markov connectome at 3.5 m/s).
             speed: conduction speed, m/s (= mm/ms).
             delay_jitter: standard deviation of each long-range delay relative to its mean (0: one delay
                 per pair of areas); normal, a draw below one step redrawn.
