@@ -118,10 +118,14 @@ _TRACED_DT_CAP_MS = 10.0
 
 
 def _default_max_steps(dt, solver: diffrax.AbstractSolver) -> int:
-    """`solve`'s default cap on adaptive steps per sample: 640 per ms, at least 64 (× 100 below order 4).
+    """`solve`'s default cap on adaptive steps per sample: 640 per ms, at least 64; × 10 for implicit
+    solvers, × 1,000 below order 4.
 
     HH at 10 µA/cm² and rtol = atol = 1e-8 (float64) took on average 8 (Dopri8), 20 (Tsit5) and 175
     (Kvaerno5) steps/ms, more during spikes; the second-order Heun and Midpoint took 3,840 (128 at 1e-5).
+    The error norm is per neuron, so a population takes the steps of its hardest neuron at each moment:
+    100 HH neurons at 0–20 µA/cm² under Heun took up to 7,001 steps in a 0.05 ms sample (one alone at most
+    4,391), and Kvaerno5 needed more than 64 steps in a 0.05 ms sample of a spiking TraubHH neuron.
     The cap must be a Python integer, so a traced ``dt`` gets the cap of ``dt`` = 10 ms (6,400 steps), as
     large as a concrete ``dt``'s up to 10 ms. A cap costs only what the solve uses, except that a gradient
     keeps about √(2·cap) checkpoints of the state per sample (a jitted gradient of 1,000 HH neurons: 1.3 s
@@ -130,7 +134,8 @@ def _default_max_steps(dt, solver: diffrax.AbstractSolver) -> int:
     duration = _TRACED_DT_CAP_MS if isinstance(dt, jax.core.Tracer) else float(dt)
     per_sample = min(max(64, int(np.ceil(640 * duration))), 10**6)
     order = solver.order(diffrax.ODETerm(lambda t, y, args: y))
-    return per_sample * (100 if order < 4 else 1)
+    implicit = isinstance(solver, diffrax.AbstractImplicitSolver)
+    return per_sample * (1000 if order < 4 else 10 if implicit else 1)
 
 
 def _per_neuron_rms_max_norm(scaled_error: NamedTuple) -> Array:
@@ -258,9 +263,10 @@ def solve(
             over its state variables) within them, so a neuron is solved as accurately as alone, however
             many quiet neighbours it has; neurons that spike at different times take more steps together.
         max_steps: cap on adaptive steps within one sample (default: 640 per ms of ``dt``, at least 64;
-            a hundred times that for second-order solvers). A ``dt`` traced by `jax.jit`, `jax.grad` or
-            `jax.vmap` has no value to size the cap by and gets the default of ``dt`` = 10 ms (6,400;
-            640,000 second-order); pass ``max_steps`` for a larger ``dt``. Reaching it raises an error
+            ten times that for implicit solvers, a thousand times for second-order ones, whose populations
+            take the steps of their hardest neuron). A ``dt`` traced by `jax.jit`, `jax.grad` or `jax.vmap`
+            has no value to size the cap by and gets the default of ``dt`` = 10 ms (6,400; 64,000 implicit;
+            6,400,000 second-order); pass ``max_steps`` for a larger ``dt``. Reaching it raises an error
             naming ``max_steps``.
         shape, state, record, check_finite: as in `simulate` (which also refuses half precision:
             ``dt`` or a state in float16 or bfloat16 raises ``ValueError``).
