@@ -149,86 +149,160 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
 
 
-_STEP_SMOOTHING_MS = 3.0
-"""Width (ms) of the running median that `step_amplitudes` applies to each current and to their spread
-before it looks for the step: spike-coupled artefacts and amplifier noise of a measured current last
-about a millisecond, so a 3 ms median removes them (it gave the BBP L5PC cells' IDrest, IDthresh and
-APWaveform steps within 1.5 pA of their windowed medians, where a single-sample spread had picked a 0.25 ms
-artefact and missed by up to 1.5 nA), while any step of 3 ms or longer keeps its level."""
+_STEP_BLOCK_MS = 1.0
+"""Block length (ms) over which `step_amplitudes` takes medians of a *measured* current before it looks for
+the step: spike-coupled artefacts and amplifier noise last about a millisecond."""
+
+_STEP_MAX_BLOCKS = 500
+"""At most this many blocks per sweep (longer blocks for longer sweeps): the search for the step compares
+every pair of block edges."""
+
+
+_STEP_SIGNIFICANCE = 10.0
+"""A measured current's pulse is its step only if its mean differs from the rest's by more than this many
+standard errors (from the blocks' spread about the pulse); else the sweep is flat and its level is its
+median. Noise alone gives about 5 (the largest of a sweep's ~125,000 candidate pulses)."""
+
+
+def _is_command(current: np.ndarray) -> bool:
+    """A noise-free command: piecewise constant, at most 32 or 1% of its samples differ from the one
+    before."""
+    return np.count_nonzero(np.diff(current)) <= max(32, 0.01 * current.size)
+
+
+def _held_level(current: np.ndarray) -> float:
+    """The level a noise-free command holds longest other than its holding level (its first sample), or
+    the holding level if the command is flat."""
+    tol = 1e-9 * np.abs(current).max()
+    edges = np.r_[0, np.flatnonzero(np.abs(np.diff(current)) > tol) + 1, current.size]
+    held = [(a, b) for a, b in itertools.pairwise(edges) if abs(current[a] - current[0]) > tol]
+    start, stop = max(held, key=lambda run: run[1] - run[0], default=(0, 1))
+    return float(np.median(current[start:stop]))
+
+
+def _measured_step(current: np.ndarray, dt: float) -> float:
+    """The level of a measured (noisy) current's step: the stretch of block medians (1 ms, or 1/500 of the
+    sweep if longer) that differs most from the rest in the least-squares sense (length × the rest's
+    length × the squared difference of their means: the best single square pulse), its level the median
+    of the samples there, one block in from each edge; the sweep's median if no pulse stands out."""
+    block = max(1, round(_STEP_BLOCK_MS / dt), -(-current.size // _STEP_MAX_BLOCKS))
+    count = current.size // block
+    if count < 3:
+        return float(np.median(current))
+    blocks = np.median(current[: count * block].reshape(count, block), axis=1)
+    sums = np.r_[0.0, np.cumsum(blocks - blocks.mean())]
+    starts, stops = np.triu_indices(count + 1, k=1)
+    lengths = stops - starts
+    inside = sums[stops] - sums[starts]
+    score = np.zeros(starts.size)
+    partial = lengths < count  # the whole sweep is no pulse
+    score[partial] = inside[partial] ** 2 / (lengths[partial] * (count - lengths[partial]))
+    best = int(np.argmax(score))
+    first, last = int(starts[best]), int(stops[best])
+    pulse = np.zeros(count, dtype=bool)
+    pulse[first:last] = True
+    inside_mean, outside_mean = blocks[pulse].mean(), blocks[~pulse].mean()
+    residual = blocks - np.where(pulse, inside_mean, outside_mean)
+    noise = 1.4826 * np.median(np.abs(residual - np.median(residual)))
+    standard_error = noise * np.sqrt(1 / (last - first) + 1 / (count - last + first))
+    if abs(inside_mean - outside_mean) <= _STEP_SIGNIFICANCE * standard_error:  # no step: a flat sweep
+        return float(np.median(current))
+    if last - first > 2:
+        first, last = first + 1, last - 1
+    return float(np.median(current[first * block : last * block]))
 
 
 def step_amplitudes(
     currents: Sequence[ArrayLike],
     *,
     dt: float | Sequence[float] | None = None,
-    protocols: Sequence[Any] | None = None,
+    protocols: str | Sequence[Any] | None = None,
 ) -> list[float]:
     """Each sweep's step level (pA) from its current (a command, or a measured current with ``dt``):
     ``meta["amplitude"]`` of `load_csv` and `load_nwb`, the level `load_abf` reads from the protocol's
     epochs.
 
-    Sweeps of one length, ``dt`` and protocol are taken for one protocol. Where their currents differ,
-    the longest stretch of samples over which they differ by more than half their largest difference is
-    the step, and each sweep's level is its median there, so a prepulse or test pulse that all sweeps
-    share is not the step (like `load_abf`'s first epoch that varies across sweeps). With ``dt`` the
-    currents and their differences are first smoothed by a 3 ms running median, so that in a *measured*
-    current the noise and spike-coupled artefacts do not make the stretch (a step the median removes,
-    one shorter than about 2 ms, is found in the unsmoothed currents). A sweep alone in its group, or
-    sweeps whose currents are all the same, get the level held longest other than the holding level (the
-    current at the sweep's first sample), or the holding level if the current is flat; this reading is
-    meant for noise-free commands. For a measured current with a known stimulus window, `step_levels` is
-    exact.
+    A *noise-free command* (piecewise constant: at most 32 or 1% of its samples change) is read exactly.
+    Commands of one length, ``dt`` and protocol are taken for one protocol: where they differ, the longest
+    stretch of samples over which they differ by more than half their largest difference is the step, and
+    each sweep's level is its median there, so a prepulse or test pulse that all sweeps share is not the
+    step (like `load_abf`'s first epoch that varies across sweeps). A command alone in its group, or
+    commands that are all the same (repeats), get the level held longest other than the holding level (the
+    first sample), or the holding level if the command is flat.
+
+    A *measured* current (needs ``dt``) is read on its own, so that repeats and single sweeps are read like
+    any other: the stretch of its block medians (1 ms, or 1/500 of the sweep if longer) that differs most
+    from the rest (the single square pulse of least squares: length × the rest's length × the squared
+    difference of their means) is the step, its level the median of the samples there (one block in from
+    each edge). Medians ignore the amplifier noise and the spike-coupled artefacts. A step of a measured
+    current must be longer than a few blocks and stand out of the noise (else the sweep is flat: its level
+    is its median); of a measured current with a prepulse, the pulse that stands out more (length × size²)
+    is taken. For a measured current with a known stimulus window, `step_levels` is exact.
 
     Args:
         currents: each sweep's current [T] in pA (lengths may differ).
-        dt: sampling interval in ms, one for all sweeps or one per sweep; None for noise-free commands
-            (no smoothing).
+        dt: sampling interval in ms (positive), one for all sweeps or one per sweep; None for noise-free
+            commands only.
         protocols: each sweep's protocol name (e.g. ``meta["protocol"]``), so that protocols of the same
-            length are told apart; None: one protocol per length.
+            length are told apart; one name (a str) for all sweeps; None: one protocol per length.
+
+    Raises:
+        ValueError: ``dt`` not positive numbers, ``dt`` or ``protocols`` of another count than
+            ``currents``, or a measured current without ``dt``.
 
     Examples:
         >>> prepulse = np.r_[np.zeros(10), np.full(10, -100.0), np.zeros(10)]
         >>> step_amplitudes([np.r_[prepulse, np.full(40, a), np.zeros(10)] for a in (0.0, 30.0, 60.0)])
         [0.0, 30.0, 60.0]
     """
-    from scipy.ndimage import median_filter
-
     rows_of = [np.asarray(current, dtype=np.float64) for current in currents]
     count = len(rows_of)
+    if isinstance(protocols, str):
+        protocols = [protocols] * count
     for name, given in (("dt", dt), ("protocols", protocols)):
         if given is not None and np.ndim(given) != 0 and len(given) != count:
             raise ValueError(
                 f"step_amplitudes: `{name}` has {len(given)} entries for {count} currents; give one per "
-                "current" + (" or one dt for all." if name == "dt" else ".")
+                "current" + (" or one dt for all." if name == "dt" else " or one name (a str) for all.")
             )
-    dts = [None] * count if dt is None else [float(dt)] * count if np.ndim(dt) == 0 else list(map(float, dt))
-    names = [None] * count if protocols is None else list(protocols)
+    dts = [None] * count if dt is None else [dt] * count if np.ndim(dt) == 0 else list(dt)
+    for step_ms in dts:
+        if step_ms is not None and (
+            isinstance(step_ms, bool | str)
+            or not isinstance(step_ms, int | float | np.integer | np.floating)
+            or not np.isfinite(step_ms)
+            or step_ms <= 0
+        ):
+            raise ValueError(
+                f"step_amplitudes: `dt` must be the sampling interval in ms, a positive number (one, or one "
+                f"per current), not {step_ms!r}."
+            )
+    names = [None] * count if protocols is None else [str(name) for name in protocols]
     levels = [0.0] * count
     groups: dict[tuple, list[int]] = {}
     for index, row in enumerate(rows_of):
-        groups.setdefault((row.size, dts[index], str(names[index])), []).append(index)
-    for (size, step_ms, _), members in groups.items():
-        if size == 0:
+        if row.size == 0:
             continue
+        if not _is_command(row):
+            if dts[index] is None:
+                raise ValueError(
+                    f"step_amplitudes: current {index} is not a noise-free command (more than 32 and 1% of "
+                    "its samples change), so it is read as a measured current, which needs `dt` (ms)."
+                )
+            levels[index] = _measured_step(row, float(dts[index]))
+            continue
+        step_ms = None if dts[index] is None else float(dts[index])
+        groups.setdefault((row.size, step_ms, names[index]), []).append(index)
+    for members in groups.values():
         rows = np.stack([rows_of[index] for index in members])
         spread = np.ptp(rows, axis=0)
         if len(members) > 1 and spread.max() > 1e-9 * np.abs(rows).max():
-            width = 1 if step_ms is None else 2 * round(_STEP_SMOOTHING_MS / step_ms / 2) + 1
-            if width > 1:
-                smooth = np.ptp(median_filter(rows, size=(1, width), mode="nearest"), axis=0)
-                smooth = median_filter(smooth, size=width, mode="nearest")
-                if smooth.max() > 1e-9 * np.abs(rows).max():  # else only steps shorter than the median
-                    spread = smooth
             start, stop = max(_runs(spread > spread.max() / 2), key=lambda run: run[1] - run[0])
             for index, row in zip(members, rows, strict=True):
                 levels[index] = float(np.median(row[start:stop]))
             continue
         for index, row in zip(members, rows, strict=True):
-            tol = 1e-9 * np.abs(row).max()
-            edges = np.r_[0, np.flatnonzero(np.abs(np.diff(row)) > tol) + 1, row.size]
-            held = [(a, b) for a, b in itertools.pairwise(edges) if abs(row[a] - row[0]) > tol]
-            start, stop = max(held, key=lambda run: run[1] - run[0], default=(0, 1))
-            levels[index] = float(np.median(row[start:stop]))
+            levels[index] = _held_level(row)
     return levels
 
 
