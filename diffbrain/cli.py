@@ -41,7 +41,7 @@ _MAX_STEPS = 100_000_000
 SPIKE_SAMPLE_DT = 0.025
 """ms, the longest sample interval at which --solver tsit5/kvaerno5 count spikes: `zoo.solve` counts them
 where V crosses the threshold between samples, and a spike that rises and falls between two is missed (hh at
-its default current, 100 ms: 7 spikes at samples ≤ 0.5 ms apart, 3 at 2; traubhh at 8 µA/cm²: 20 at ≤ 0.4,
+its default current, 100 ms: 7 spikes at samples ≤ 0.5 ms apart, 3 at 2; traubhh at 8 nA: 20 at ≤ 0.4,
 16 at 0.5). Each --dt step is sampled k = ⌈dt / SPIKE_SAMPLE_DT⌉ times (`_samples_per_step`)."""
 
 
@@ -420,7 +420,11 @@ def simulate(
     ] = None,
     bin_ms: Annotated[
         float | None,
-        typer.Option("--bin", help="Network: rate bin of --raster/--out (only with them), ms (default 5)."),
+        typer.Option(
+            "--bin",
+            help="Network: rate bin of --raster/--out (only with them), ms, a multiple of --dt (default 5); "
+            "a partial bin at the end of the run is left out.",
+        ),
     ] = None,
     data: Annotated[
         Path | None,
@@ -1045,6 +1049,8 @@ def reproduce_command(
     """Re-run the paper's workflow (fits, multi-area network, learning, benchmarks) and write a report.
 
     Finished sections with the same settings are reused, so an interrupted run resumes where it stopped.
+    The data sets are read from $DIFFBRAIN_DATA (else ../shared/data beside the checkout); without the
+    macaque connectome the run is refused before it starts.
     """
     from diffbrain import reproduce
 

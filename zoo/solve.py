@@ -118,8 +118,8 @@ _TRACED_DT_CAP_MS = 10.0
 
 
 def _default_max_steps(dt, solver: diffrax.AbstractSolver) -> int:
-    """`solve`'s default cap on adaptive steps per sample: 640 per ms, at least 64; × 10 for implicit
-    solvers, × 1,000 below order 4.
+    """`solve`'s default cap on adaptive steps per sample: 640 per ms, at least 64; × 1,000 below order 4
+    (implicit or not), else × 10 for implicit solvers.
 
     HH at 10 µA/cm² and rtol = atol = 1e-8 (float64) took on average 8 (Dopri8), 20 (Tsit5) and 175
     (Kvaerno5) steps/ms, more during spikes; the second-order Heun and Midpoint took 3,840 (128 at 1e-5).
@@ -263,10 +263,11 @@ def solve(
             over its state variables) within them, so a neuron is solved as accurately as alone, however
             many quiet neighbours it has; neurons that spike at different times take more steps together.
         max_steps: cap on adaptive steps within one sample (default: 640 per ms of ``dt``, at least 64;
-            ten times that for implicit solvers, a thousand times for second-order ones, whose populations
-            take the steps of their hardest neuron). A ``dt`` traced by `jax.jit`, `jax.grad` or `jax.vmap`
-            has no value to size the cap by and gets the default of ``dt`` = 10 ms (6,400; 64,000 implicit;
-            6,400,000 second-order); pass ``max_steps`` for a larger ``dt``. Reaching it raises an error
+            a thousand times that below order 4 (heun, midpoint, bosh3, kvaerno3), whose populations take
+            the steps of their hardest neuron, and ten times for the other implicit solvers (kvaerno4,
+            kvaerno5)). A ``dt`` traced by `jax.jit`, `jax.grad` or `jax.vmap` has no value to size the cap
+            by and gets the default of ``dt`` = 10 ms (6,400; 6,400,000 below order 4; 64,000 for kvaerno5);
+            pass ``max_steps`` for a larger ``dt``. Reaching it raises an error
             naming ``max_steps``.
         shape, state, record, check_finite: as in `simulate` (which also refuses half precision:
             ``dt`` or a state in float16 or bfloat16 raises ``ValueError``).

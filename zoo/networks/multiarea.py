@@ -242,7 +242,9 @@ class MultiArea(eqx.Module):
                 labelled table (pandas ``DataFrame``) must have ``areas`` as its rows and columns, in that
                 order (e.g. ``fln.loc[areas, areas]``); likewise ``distance_mm`` and a ``hierarchy``
                 ``Series``. A table numbered 0..A−1 in order (pandas' default, e.g. ``pd.read_csv(path,
-                header=None)``) is unlabelled: its rows are taken in the order of ``areas``, as an array's.
+                header=None)``), or numbered so on its rows with the columns "0".."A−1" as text (such a table
+                written ``to_csv`` and read back with ``index_col=0``), is unlabelled: its rows are taken in
+                the order of ``areas``, as an array's.
             distance_mm: ``[A, A]`` wiring distances, mm, ≥ 0.
             hierarchy: ``[A]`` hierarchy values ≥ 0 (normalised here by their maximum).
             areas: ``A`` distinct area names, in the order of the matrices' rows; the populations follow
