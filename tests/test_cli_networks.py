@@ -264,8 +264,17 @@ def test_a_connectome_without_v1_runs_and_a_pulse_area_it_lacks_is_blamed_on_pul
             ("--duration", "50", "--pulse", "A"),
             "the pulse into A starts at 100 ms, when the 50 ms run has ended",
         ),
+        (
+            ("--duration", "100", "--pulse", "A"),
+            "the pulse into A starts at 100 ms, when the 100 ms run has ended",
+        ),
         (("--dt", "3"), "--dt must lie below the shortest mean delay: 2.857143 ms, from B to A"),
+        (  # the delay itself (10 mm / 3.5 m/s, written out in full) is not below it
+            ("--dt", repr(10 / 3.5)),
+            "--dt must lie below the shortest mean delay: 2.857143 ms, from B to A",
+        ),
     ],
+    ids=["pulse-after-the-run", "pulse-at-the-end", "dt-above-the-delay", "dt-at-the-delay"],
 )
 def test_a_pulse_after_the_run_and_a_dt_above_the_delays_are_refused(tmp_path, args, message):
     folder = _three_area_connectome(tmp_path / "conn3")
@@ -424,3 +433,12 @@ def test_a_duration_shorter_than_the_default_bin_says_the_bin_is_the_default(tmp
         "Invalid value for '--bin': 5 ms (its default) is longer than --duration 2 ms, so --raster/--out "
         "would hold no rate; pass a shorter --bin."
     ) in _text(result)
+
+
+@pytest.mark.parametrize("output", ["--raster", "--out"])
+def test_bin_with_raster_or_out_alone_is_taken(tmp_path, output):
+    """--bin needs --raster or --out, not both."""
+    path = tmp_path / ("rates.png" if output == "--raster" else "rates.csv")
+    result = _run("coba", "--scale", "0.05", "--duration", "20", "--bin", "10", output, str(path))
+    assert result.exit_code == 0, result.output
+    assert path.is_file()

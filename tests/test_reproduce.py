@@ -598,3 +598,17 @@ def test_redrawing_skips_a_damaged_result_with_a_warning(tmp_path):
         drawn = reproduce.redraw_figures(tmp_path)
     assert drawn == {"bench": ["learning_cost.png"]}
     assert (tmp_path / "bench" / "learning_cost.png").read_bytes().startswith(_PNG)
+
+
+def test_a_finished_network_section_needs_no_connectome_data(tmp_path, monkeypatch):
+    """The connectome data are needed only to run the network section: with it finished under ``out``, a
+    run without the data reuses it instead of refusing."""
+    _stub_sections(monkeypatch)
+    with monkeypatch.context() as patch:
+        patch.setattr(reproduce, "connectome_folder", lambda: None)
+        reproduce.run(tmp_path, reproduce.TINY)
+    monkeypatch.setenv("DIFFBRAIN_DATA", str(tmp_path / "nonexistent"))
+    with pytest.raises(FileNotFoundError, match=re.escape(reproduce.CONNECTOME)):
+        reproduce.connectome_folder()  # the data are missing indeed
+    report = reproduce.run(tmp_path, reproduce.TINY)
+    assert report.path.read_text().startswith("new:")

@@ -500,3 +500,21 @@ def test_a_metric_skipped_beside_measured_ones_is_listed_as_that_metric(tmp_path
         f"- brainpy.state: {reason}",
         f"- speedup_vs_brainpy of diffbrain: {reason}",
     ]
+
+
+def test_a_metric_skipped_in_several_cases_is_listed_once():
+    """The same metric skipped, for the same reason, beside measured ones in two cases is one entry, not
+    "speedup_vs_brainpy, speedup_vs_brainpy of diffbrain"."""
+    import pandas as pd
+
+    reason = "brainpy is not installed"
+    rows = [
+        row
+        for case in ("n=10", "n=20")
+        for row in (
+            _record(case, "diffbrain", "throughput", 50.0, "updates/s"),
+            _record(case, "diffbrain", "speedup_vs_brainpy", math.nan, "x", status="skipped", note=reason),
+        )
+    ]
+    table = pd.DataFrame([dataclasses.asdict(row) for row in rows])
+    assert leaderboard.skipped_list(table) == [f"- speedup_vs_brainpy of diffbrain: {reason}"]

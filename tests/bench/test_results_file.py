@@ -160,3 +160,17 @@ def test_a_results_folder_that_is_a_dangling_link_is_refused_before_the_run(tmp_
     for folder in (tmp_path / "link", tmp_path / "link" / "sub"):
         with pytest.raises(ValueError, match=r"is a link to .*nowhere.*, which does not exist"):
             records.ResultsFile(folder, "fit")
+
+
+def test_an_existing_folder_where_no_file_can_be_made_is_refused(tmp_path, monkeypatch):
+    """An existing folder is checked by making a file in it; a folder that refuses one (here a
+    PermissionError) is named, with the reason, before any case is measured."""
+
+    def refused(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(records.tempfile, "TemporaryFile", refused)
+    with pytest.raises(
+        ValueError, match=r"cannot write the results into .*: Permission denied; give a writable"
+    ):
+        records.ResultsFile(tmp_path, "fit")

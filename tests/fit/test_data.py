@@ -689,3 +689,24 @@ def test_npz_time_columns_keep_the_sampling_interval(tmp_path):
         path, cellA_step_2=np.stack([t32, np.zeros(1520, np.float32), np.full(1520, -65.0, np.float32)], 1)
     )
     assert load_npz(path)[0].dt == 0.05
+
+
+def test_nwb_sweeps_load_in_starting_time_order_whatever_their_names(tmp_path):
+    """Without a table or sweep numbers, sweeps load by starting time, not by name: sweep_1 … sweep_3
+    recorded last to first come back sweep_3, sweep_2, sweep_1."""
+    from datetime import UTC, datetime
+
+    pynwb = pytest.importorskip("pynwb")
+    from pynwb.icephys import CurrentClampSeries, CurrentClampStimulusSeries
+
+    nwb = pynwb.NWBFile("test", "id", datetime(2020, 1, 1, tzinfo=UTC))
+    electrode = nwb.create_icephys_electrode(name="e", description="", device=nwb.create_device("amp"))
+    for k in range(1, 4):
+        common = dict(rate=1e4, electrode=electrode, gain=1.0, starting_time=float(4 - k))
+        nwb.add_acquisition(CurrentClampSeries(name=f"sweep_{k}", data=np.full(100, -0.07), **common))
+        nwb.add_stimulus(CurrentClampStimulusSeries(name=f"stim_{k}", data=np.full(100, k * 1e-11), **common))
+    with pynwb.NWBHDF5IO(str(tmp_path / "reversed.nwb"), "w") as io:
+        io.write(nwb)
+    cell = load_nwb(tmp_path / "reversed.nwb")
+    assert [r.meta["sweep"] for r in cell] == ["sweep_3", "sweep_2", "sweep_1"]
+    np.testing.assert_allclose(cell.amplitudes, [30.0, 20.0, 10.0])

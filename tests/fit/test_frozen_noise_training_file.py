@@ -71,3 +71,13 @@ def test_training_segments_are_equally_long(monkeypatch, n_train, split, dt, sam
         whole = np.asarray(split_data.repeats[k].voltage)
         np.testing.assert_array_equal(np.asarray(segment.voltage), whole[samples * k : samples * (k + 1)])
     assert split_data.train.stack().batch_shape == (n_train,)
+
+
+def test_a_split_shorter_than_one_sample_per_segment_is_refused(monkeypatch):
+    """``split`` = 3 ms at 1 ms holds 3 samples, fewer than one for each of ``n_train`` = 4 segments."""
+    repeats = [sweep(0, 1009 + r, cell="Cell3", protocol="frozen noise", repeat=r) for r in range(9)]
+    data = FrozenNoise(Cell(repeats[:8], "Cell3"), Cell(repeats[8:], "Cell3"), None)
+    monkeypatch.setattr(datasets, "pozzorini_frozen_noise", lambda root, n_test: data)
+    with pytest.raises(ValueError, match=r"split=3.0 ms holds fewer than n_train=4 samples at dt = 1 ms"):
+        datasets.frozen_noise_split("unused", n_train=4, split=3.0)
+    assert [r.n_samples for r in datasets.frozen_noise_split("unused", n_train=4, split=4.0).train] == [1] * 4

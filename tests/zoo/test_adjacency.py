@@ -361,3 +361,11 @@ def test_a_numbered_table_read_back_from_csv_is_unlabelled(tmp_path):
     reordered = pd.DataFrame(matrix, index=[0, 1, 2], columns=["0", "2", "1"])
     with pytest.raises(ValueError, match="rows and columns must carry the same labels"):
         from_adjacency(reordered)
+
+
+def test_numbered_rows_with_named_columns_are_refused():
+    """Only a table numbered on its rows *and* its columns (or with the columns "0".."n−1" as text) is
+    unlabelled; numbered rows under named columns are labels that disagree, and are refused."""
+    table = pd.DataFrame(np.eye(3), columns=["V2", "V1", "V4"])
+    with pytest.raises(ValueError, match="rows and columns must carry the same labels"):
+        from_adjacency(table)

@@ -343,3 +343,10 @@ def test_concrete_zero_d_array_dt_is_taken_like_a_float(small, dt):
     for bad in (np.array([0.1]), np.array(0.6), "0.1", np.array(True)):
         with pytest.raises(ValueError, match="`dt`"):
             small.step_factor(bad)
+
+
+def test_the_largest_dt_is_taken(small):
+    """``dt`` = 0.5 ms, the bound of (0, 0.5] ms, is taken; just above it is refused."""
+    assert small.step_factor(0.5) == pytest.approx(small.tau_syn * -np.expm1(-0.5 / small.tau_syn) / 0.5)
+    with pytest.raises(ValueError, match=r"`dt` must be a time step in \(0, 0.5\] ms"):
+        small.step_factor(0.5000001)

@@ -500,3 +500,20 @@ def test_numbered_tables_are_unlabelled(tmp_path):
         )
     with pytest.raises(ValueError, match=r"`hierarchy` is labelled .*hierarchy\.to_numpy\(\)"):
         MultiArea.build(fln, distance, pd.Series(hierarchy, index=shuffled), areas, **kwargs)
+
+
+def test_numbered_rows_with_named_columns_are_refused():
+    """A table numbered on its rows but with named columns is not unlabelled: its labels disagree."""
+    pd = pytest.importorskip("pandas")
+    fln, distance, hierarchy, areas = _three_areas()
+    table = pd.DataFrame(fln, columns=["C", "B", "A"])
+    with pytest.raises(ValueError, match="rows and columns must carry the same labels"):
+        MultiArea.build(table, distance, hierarchy, areas, n_per_area=4, key=jax.random.key(0))
+
+
+def test_params_boundaries_of_v_reset_and_alpha():
+    """'V_reset' equal to 'V_th' is refused (it must be below); 'alpha' = −1 (no gradient of gain) builds."""
+    kwargs = dict(n_per_area=4, key=jax.random.key(0), delay_jitter=0.0)
+    with pytest.raises(ValueError, match=r"'V_reset' \(-50.0 mV\) must be below 'V_th' \(-50.0 mV\)"):
+        MultiArea.build(*_three_areas(), params={"V_reset": -50.0, "V_th": -50.0}, **kwargs)
+    assert MultiArea.build(*_three_areas(), params={"alpha": -1.0}, **kwargs).network.n == 12

@@ -154,8 +154,14 @@ def test_poisson_refuses_a_traced_rate_below_zero_or_nan(rate):
 
 @pytest.mark.parametrize(
     ("tau", "std", "named"),
-    [(-1.0, 1.0, "`tau`"), (0.0, 1.0, "`tau`"), (np.nan, 1.0, "`tau`"), (5.0, -1.0, "`std`")],
-    ids=["negative-tau", "zero-tau", "nan-tau", "negative-std"],
+    [
+        (-1.0, 1.0, "`tau`"),
+        (0.0, 1.0, "`tau`"),
+        (np.nan, 1.0, "`tau`"),
+        (np.inf, 1.0, "`tau`"),
+        (5.0, -1.0, "`std`"),
+    ],
+    ids=["negative-tau", "zero-tau", "nan-tau", "infinite-tau", "negative-std"],
 )
 def test_ou_current_refuses_a_bad_traced_tau_or_std(tau, std, named):
     """Review: a traced tau skipped the positivity check; tau = -1 ms returned NaN current."""
@@ -163,3 +169,9 @@ def test_ou_current_refuses_a_bad_traced_tau_or_std(tau, std, named):
     with pytest.raises(Exception, match=rf"ou_current: {named} must be"):
         jax.block_until_ready(noise(tau, std))
     assert bool(jnp.all(jnp.isfinite(noise(5.0, 1.0))))
+
+
+def test_ou_current_takes_a_traced_zero_std():
+    """A traced ``std`` of 0 is allowed (as a concrete one is): the current stays at ``mean``."""
+    noise = jax.jit(lambda s: stimulus.ou_current(jax.random.key(0), 100, 0.1, mean=3.0, std=s, tau=5.0))
+    np.testing.assert_array_equal(np.asarray(jax.block_until_ready(noise(0.0))), np.full(100, 3.0))
