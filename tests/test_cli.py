@@ -206,7 +206,7 @@ def test_the_dt_help_says_how_the_adaptive_solvers_count_spikes():
     assert result.exit_code == 0, text
     assert (
         "With --solver tsit5/kvaerno5 the interval of the trace printed and written: the adaptive solver "
-        "chooses its own steps and is sampled every dt/k ms, k = ⌈dt / 0.025⌉, and spikes are counted where "
+        "chooses its own steps and is sampled every dt/k ms, k = ⌈dt / 0.1⌉, and spikes are counted where "
         "V crosses the threshold between those samples." in text
     )
 
@@ -243,11 +243,11 @@ def test_an_adaptive_solvers_trace_is_written_at_dt_with_every_spike(tmp_path):
 
 
 def test_an_adaptive_solver_refuses_more_samples_than_the_step_limit():
-    result, text = _invoke("simulate", "hh", "--solver", "tsit5", "--dt", "1", "--duration", "3000000")
+    result, text = _invoke("simulate", "hh", "--solver", "tsit5", "--dt", "1", "--duration", "12000000")
     assert result.exit_code == 2, text
     assert (
-        "Invalid value for '--duration': 3e+06 ms with --solver tsit5 is 120,000,000 samples (limit "
-        "100,000,000): spikes are counted on samples at most 0.025 ms apart; shorten --duration."
+        "Invalid value for '--duration': 1.2e+07 ms with --solver tsit5 is 120,000,000 samples (limit "
+        "100,000,000): spikes are counted on samples at most 0.1 ms apart; shorten --duration."
     ) in text
     assert "step current" not in text
 
@@ -277,11 +277,17 @@ def test_unknown_model_lists_the_choices():
     assert "Traceback" not in text
 
 
-def test_diffrax_solver_on_a_model_with_resets_is_a_clear_error():
-    result, text = _invoke("simulate", "lif", "--solver", "tsit5")
+@pytest.mark.parametrize("duration", ["200", "2e7"])
+def test_a_model_with_resets_is_refused_an_adaptive_solver_before_its_duration(duration):
+    """Review s23: lif --solver tsit5 --duration 3e6 was blamed on --duration (too many samples), and once
+    shortened refused for its resets; and the refusal advised the Python API (zoo.simulate)."""
+    result, text = _invoke("simulate", "adex", "--solver", "tsit5", "--dt", "1", "--duration", duration)
     assert result.exit_code == 2, text
-    assert "Error:" in text and "tsit5" in text
-    assert "Traceback" not in text
+    assert (
+        "Invalid value for '--solver': adex resets V at each spike, which the adaptive solvers (tsit5, "
+        "kvaerno5) cannot integrate; leave out --solver (exp-euler)."
+    ) in text
+    assert "zoo.simulate" not in text and "Traceback" not in text
 
 
 def test_tsit5_solves_hh_like_exponential_euler():
