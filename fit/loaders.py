@@ -180,36 +180,99 @@ def _held_level(current: np.ndarray) -> float:
     return float(np.median(current[start:stop]))
 
 
-def _measured_step(current: np.ndarray, dt: float) -> float:
-    """The level of a measured (noisy) current's step: the stretch of block medians (1 ms, or 1/500 of the
-    sweep if longer) that differs most from the rest in the least-squares sense (length × the rest's
-    length × the squared difference of their means: the best single square pulse), its level the median
-    of the samples there, one block in from each edge; the sweep's median if no pulse stands out."""
+def _step_blocks(current: np.ndarray, dt: float) -> tuple[np.ndarray, int]:
+    """A measured current's block medians (blocks of 1 ms, or 1/500 of the sweep if longer) and the block
+    length in samples."""
     block = max(1, round(_STEP_BLOCK_MS / dt), -(-current.size // _STEP_MAX_BLOCKS))
     count = current.size // block
-    if count < 3:
-        return float(np.median(current))
-    blocks = np.median(current[: count * block].reshape(count, block), axis=1)
-    sums = np.r_[0.0, np.cumsum(blocks - blocks.mean())]
-    starts, stops = np.triu_indices(count + 1, k=1)
-    lengths = stops - starts
-    inside = sums[stops] - sums[starts]
-    score = np.zeros(starts.size)
-    partial = lengths < count  # the whole sweep is no pulse
-    score[partial] = inside[partial] ** 2 / (lengths[partial] * (count - lengths[partial]))
-    best = int(np.argmax(score))
-    first, last = int(starts[best]), int(stops[best])
-    pulse = np.zeros(count, dtype=bool)
-    pulse[first:last] = True
-    inside_mean, outside_mean = blocks[pulse].mean(), blocks[~pulse].mean()
-    residual = blocks - np.where(pulse, inside_mean, outside_mean)
-    noise = 1.4826 * np.median(np.abs(residual - np.median(residual)))
-    standard_error = noise * np.sqrt(1 / (last - first) + 1 / (count - last + first))
-    if abs(inside_mean - outside_mean) <= _STEP_SIGNIFICANCE * standard_error:  # no step: a flat sweep
-        return float(np.median(current))
+    return np.median(current[: count * block].reshape(count, block), axis=1), block
+
+
+def _stretch_median(current: np.ndarray, block: int, first: int, last: int) -> float:
+    """The median of ``current`` over blocks ``[first, last)``, one block in from each edge if the stretch
+    is longer than 2 blocks (the edges' blocks mix two levels)."""
     if last - first > 2:
         first, last = first + 1, last - 1
     return float(np.median(current[first * block : last * block]))
+
+
+def _best_pulse(deviations: np.ndarray, smoothed: bool = False) -> tuple[int, int, bool]:
+    """The single square pulse ``[first, last)`` of blocks that fits block medians best in the
+    least-squares sense, jointly over sweeps (``deviations`` [sweeps, blocks], each sweep's deviation from
+    a reference): the stretch maximising the sum over sweeps of length × the rest's length × the squared
+    difference of their means, found on a running median over 5 blocks if ``smoothed`` (spike artefacts
+    are shorter). Also whether it stands out: some sweep's difference of means (of ``deviations``) exceeds
+    `_STEP_SIGNIFICANCE` standard errors (from the blocks' spread about the pulse)."""
+    count = deviations.shape[1]
+    located = deviations
+    if smoothed:
+        padded = np.pad(deviations, ((0, 0), (2, 2)), "edge")
+        located = np.median(np.lib.stride_tricks.sliding_window_view(padded, 5, 1), axis=2)
+    sums = np.concatenate(
+        [np.zeros((len(located), 1)), np.cumsum(located - located.mean(1, keepdims=True), 1)], 1
+    )
+    starts, stops = np.triu_indices(count + 1, k=1)
+    partial = stops - starts < count  # the whole sweep is no pulse
+    starts, stops = starts[partial], stops[partial]
+    score = np.zeros(starts.size)
+    for row in sums:
+        score += (row[stops] - row[starts]) ** 2
+    best = int(np.argmax(score / ((stops - starts) * (count - stops + starts))))
+    first, last = int(starts[best]), int(stops[best])
+    pulse = np.zeros(count, dtype=bool)
+    pulse[first:last] = True
+    inside_mean, outside_mean = deviations[:, pulse].mean(1), deviations[:, ~pulse].mean(1)
+    residual = deviations - np.where(pulse, inside_mean[:, None], outside_mean[:, None])
+    noise = 1.4826 * np.median(np.abs(residual - np.median(residual)))
+    standard_error = noise * np.sqrt(1 / (last - first) + 1 / (count - last + first))
+    stands_out = np.abs(inside_mean - outside_mean).max() > _STEP_SIGNIFICANCE * standard_error
+    if first == 0:  # the first block holds, as for commands: the step is the rest (to the sweep's end)
+        first, last = last, count
+    return first, last, bool(stands_out)
+
+
+def _measured_steps(rows: list[np.ndarray], dt: float) -> list[float]:
+    """The step levels of measured (noisy) currents of one length and ``dt`` (one protocol).
+
+    Each sweep is read on its own first: the square pulse of its block medians (1 ms, or 1/500 of the
+    sweep if longer) that fits best (`_best_pulse`) is its step, or it is flat if none stands out. The
+    first block is holding: a best pulse starting the sweep means the step is the rest. Sweeps that differ
+    are also read together: the pulse over which they deviate from their mean most, jointly (deviations as
+    a running median over 5 blocks, as spike artefacts are shorter; at least 3 blocks), is where the
+    protocol's step is, so a prepulse they share is not; a sweep whose own pulse misses that stretch (a
+    small step after a larger prepulse) or that is flat is read there. A level is the median of the
+    samples over the stretch, one block in from each edge. A step shorter than 3 blocks (a short pulse in
+    a long sweep, whose blocks are sweep/500) is read with a warning: its edges' blocks mix it with
+    holding."""
+    block = max(1, round(_STEP_BLOCK_MS / dt), -(-rows[0].size // _STEP_MAX_BLOCKS))
+    count = rows[0].size // block
+    if count < 3:
+        return [float(np.median(row)) for row in rows]
+    blocks = np.stack([np.median(row[: count * block].reshape(count, block), axis=1) for row in rows])
+    windows = []
+    for sweep in blocks:
+        first, last, stands_out = _best_pulse(sweep[None])
+        windows.append((first, last) if stands_out else (0, 0))
+    if len(rows) > 1 and count >= 5:
+        first, last, stands_out = _best_pulse(blocks - blocks.mean(axis=0), smoothed=True)
+        if stands_out and last - first >= 3:
+            windows = [own if max(own[0], first) < min(own[1], last) else (first, last) for own in windows]
+    levels = []
+    for row, (first, last) in zip(rows, windows, strict=True):
+        if last == first:  # no step: a flat sweep
+            levels.append(float(np.median(row)))
+            continue
+        if last - first < 3:
+            warnings.warn(
+                f"step_amplitudes: the step of a measured current spans {last - first} block(s) of "
+                f"{block * dt:g} ms, so its level mixes with the holding level; read it with `step_levels` "
+                "and the stimulus window.",
+                stacklevel=3,
+            )
+        elif last - first > 2:
+            first, last = first + 1, last - 1
+        levels.append(float(np.median(row[first * block : last * block])))
+    return levels
 
 
 def step_amplitudes(
@@ -230,14 +293,18 @@ def step_amplitudes(
     commands that are all the same (repeats), get the level held longest other than the holding level (the
     first sample), or the holding level if the command is flat.
 
-    A *measured* current (needs ``dt``) is read on its own, so that repeats and single sweeps are read like
-    any other: the stretch of its block medians (1 ms, or 1/500 of the sweep if longer) that differs most
-    from the rest (the single square pulse of least squares: length × the rest's length × the squared
-    difference of their means) is the step, its level the median of the samples there (one block in from
-    each edge). Medians ignore the amplifier noise and the spike-coupled artefacts. A step of a measured
-    current must be longer than a few blocks and stand out of the noise (else the sweep is flat: its level
-    is its median); of a measured current with a prepulse, the pulse that stands out more (length × size²)
-    is taken. For a measured current with a known stimulus window, `step_levels` is exact.
+    A *measured* current (needs ``dt``) is read on its own first, so that repeats and single sweeps are
+    read like any other: the stretch of its block medians (1 ms, or 1/500 of the sweep if longer) that
+    differs most from the rest (the single square pulse of least squares: length × the rest's length × the
+    squared difference of their means) is the step, its level the median of the samples there (one block
+    in from each edge). The first block is holding, so a pulse that starts the sweep means the step is the
+    rest (a step running to the sweep's end). Medians ignore the amplifier noise and the spike-coupled
+    artefacts. A step must stand out of the noise (else the sweep is flat: its level is its median).
+    Measured currents of one length, ``dt`` and protocol that differ are also read together: the pulse
+    over which they deviate from their mean most is the protocol's step, and a sweep whose own pulse
+    misses it (a small step after a larger prepulse) or that is flat is read there. A pulse shorter than 3
+    blocks (3 ms in a 3 s sweep: blocks of 6 ms) mixes with the holding level and gives a warning; for a
+    measured current with a known stimulus window, `step_levels` is exact.
 
     Args:
         currents: each sweep's current [T] in pA (lengths may differ).
@@ -248,7 +315,7 @@ def step_amplitudes(
 
     Raises:
         ValueError: ``dt`` not positive numbers, ``dt`` or ``protocols`` of another count than
-            ``currents``, or a measured current without ``dt``.
+            ``currents``, a current with a non-finite sample, or a measured current without ``dt``.
 
     Examples:
         >>> prepulse = np.r_[np.zeros(10), np.full(10, -100.0), np.zeros(10)]
@@ -280,19 +347,31 @@ def step_amplitudes(
     names = [None] * count if protocols is None else [str(name) for name in protocols]
     levels = [0.0] * count
     groups: dict[tuple, list[int]] = {}
+    measured: dict[tuple, list[int]] = {}
     for index, row in enumerate(rows_of):
         if row.size == 0:
             continue
-        if not _is_command(row):
-            if dts[index] is None:
-                raise ValueError(
-                    f"step_amplitudes: current {index} is not a noise-free command (more than 32 and 1% of "
-                    "its samples change), so it is read as a measured current, which needs `dt` (ms)."
-                )
-            levels[index] = _measured_step(row, float(dts[index]))
-            continue
+        if not np.isfinite(row).all():
+            sample = int(np.flatnonzero(~np.isfinite(row))[0])
+            raise ValueError(
+                f"step_amplitudes: current {index} has a non-finite sample ({row[sample]}) at sample "
+                f"{sample}; fill or cut the missing samples first."
+            )
         step_ms = None if dts[index] is None else float(dts[index])
+        if not _is_command(row):
+            if step_ms is None:
+                raise ValueError(
+                    f"step_amplitudes: current {index} is not piecewise constant (a ramp, sine or noisy "
+                    "current: more than 32 and 1% of its samples change), so it is read as a measured "
+                    "current, which needs `dt` (ms)."
+                )
+            measured.setdefault((row.size, step_ms, names[index]), []).append(index)
+            continue
         groups.setdefault((row.size, step_ms, names[index]), []).append(index)
+    for (_, step_ms, _), members in measured.items():
+        read = _measured_steps([rows_of[index] for index in members], step_ms)
+        for index, level in zip(members, read, strict=True):
+            levels[index] = level
     for members in groups.values():
         rows = np.stack([rows_of[index] for index in members])
         spread = np.ptp(rows, axis=0)

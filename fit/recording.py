@@ -156,28 +156,25 @@ def detect_spikes(
 def spike_samples(times, dt):
     """The sample of each spike time (ms): the first sample at or after it, ``ceil(t/dt − tol)``.
 
-    Float32 times may be times on the grid (``k·dt``) rounded up by float32, so they get
-    ``tol = 1e-9 + 2⁻²³·t/dt`` samples and stay at sample k. So does a float64 copy of float32 times
-    (decided per array: every finite time equals its float32 copy), except near a grid time that is itself
-    a float32 (15000 ms at dt 0.25 ms), which float32 does not move, so that a time past it (15000.0009765625
-    ms, a crossing from dyadic voltages) is past the sample. Other float64 times get
+    A time that is a float32 (stored so, as Recordings store times without x64, or a float64 copy of one,
+    decided per time) may be a time on the grid (``k·dt``) rounded up by float32, so it gets
+    ``tol = 1e-9 + 2⁻²³·t/dt`` samples and stays at sample k; other float64 times get
     ``tol = 1e-9 + 2⁻⁵²·t/dt``, so a detected crossing just after sample k (15000.001 ms at dt 0.1 ms) goes
-    to sample k + 1, the first at or above the threshold, also when it happens to be a float32 among other
-    float64 times. Float32 times cannot tell a crossing within about 2⁻²³·t of a sample from that sample
-    (0.002 ms at 15 s): without x64, `Recording.spike_train` of detected spikes places those a sample
-    early. A model's spike emitted by the step from ``k·dt`` to ``(k+1)·dt`` lands at sample k + 1, the
-    first at or after any crossing in that step, so recorded and simulated spikes share one rule. NumPy
-    in, NumPy out; else `jax.numpy`."""
+    to sample k + 1, the first at or above the threshold. Float32 times cannot tell a crossing within about
+    2⁻²³·t of a sample from that sample (0.002 ms at 15 s): without x64, `Recording.spike_train` of detected
+    spikes places those a sample early. Known limit: a float64 time that happens to be exactly a float32
+    within that tolerance after a grid time is taken for that grid time (a crossing at 15000.0009765625 ms
+    from dyadic voltages, −0.25 → 63.75 mV at dt 0.25 ms, counts at the sample of 15000 ms, below the
+    threshold); measured voltages do not give such times. A model's spike emitted by the step from ``k·dt``
+    to ``(k+1)·dt`` lands at sample k + 1, the first at or after any crossing in that step, so recorded and
+    simulated spikes share one rule. NumPy in, NumPy out; else `jax.numpy`."""
     xp = np if isinstance(times, np.ndarray) else jnp
     samples = times / dt
     rounding = 2.0**-23
     if times.dtype != xp.float32:
         with np.errstate(over="ignore", invalid="ignore"):
             in_float32 = times.astype(xp.float32).astype(times.dtype) == times
-            grid = xp.round(samples) * dt
-            grid_in_float32 = grid.astype(xp.float32).astype(grid.dtype) == grid
-        stored_as_float32 = xp.all(in_float32 | ~xp.isfinite(times))
-        rounding = xp.where(stored_as_float32 & ~grid_in_float32, 2.0**-23, 2.0**-52)
+        rounding = xp.where(in_float32, 2.0**-23, 2.0**-52)
     return xp.ceil(samples - 1e-9 - rounding * xp.abs(samples)).astype(xp.int32)
 
 

@@ -181,7 +181,9 @@ def test_step_amplitudes_refuses_a_dt_that_is_no_positive_number(dt):
 
 def test_a_measured_current_without_dt_is_refused():
     noisy = np.random.default_rng(0).standard_normal(1000)
-    with pytest.raises(ValueError, match=r"current 0 is not a noise-free command .* needs `dt`"):
+    with pytest.raises(
+        ValueError, match=r"current 0 is not piecewise constant \(a ramp, sine or noisy current.* needs `dt`"
+    ):
         step_amplitudes([noisy])
 
 
@@ -198,3 +200,54 @@ def test_long_sweeps_at_a_high_rate_are_read_quickly():
     start = time.perf_counter()
     np.testing.assert_allclose(step_amplitudes(noisy, dt=0.02), levels, atol=0.5)
     assert time.perf_counter() - start < 5.0
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_a_measured_step_running_to_the_sweeps_end_gives_its_level(seed):
+    """A 200 pA step over the last 60 % or 40 % of a sweep (5 pA noise, dt 0.1 ms): 200 pA within 1 pA;
+    the first block is holding, so a step from the start reads the level after it, 0 pA, as a command
+    does (the pulse and its complement had tied: 4 of 10 seeds read 0 pA for the step at the end)."""
+    noise = 5 * np.random.default_rng(seed).standard_normal(10_000)
+    for holding in (4000, 6000):
+        level = step_amplitudes([np.r_[np.zeros(holding), np.full(10_000 - holding, 200.0)] + noise], dt=0.1)
+        np.testing.assert_allclose(level, [200.0], atol=1.0)
+    level = step_amplitudes([np.r_[np.full(6000, 200.0), np.zeros(4000)] + noise], dt=0.1)
+    np.testing.assert_allclose(level, [0.0], atol=1.0)
+
+
+@pytest.mark.parametrize("dt", [None, 0.1])
+def test_a_non_finite_sample_is_refused_naming_its_sweep_and_sample(dt):
+    """A NaN sample (a missing CSV cell) is refused, naming the sweep and the sample (it had given levels
+    silently, a command's and a measured current's alike)."""
+    current = np.r_[np.zeros(1000), np.full(5000, 200.0), np.zeros(4000)]
+    if dt is not None:
+        current = current + 5 * np.random.default_rng(0).standard_normal(current.size)
+    current[7000] = np.nan
+    with pytest.raises(ValueError, match=r"current 1 has a non-finite sample \(nan\) at sample 7000"):
+        step_amplitudes([np.zeros(10_000), current], dt=dt)
+
+
+def test_small_measured_steps_after_a_larger_prepulse_give_their_level():
+    """Measured steps of -50 to 150 pA (500 ms) after a -100 pA prepulse of 300 ms, 5 pA noise: read
+    together, each within 1 pA (each read alone had given the prepulse, -100 pA, for -50, 0, 20 and 50);
+    the small steps alone as a group too."""
+    rng = np.random.default_rng(0)
+    amplitudes = np.array([-50.0, 0.0, 20.0, 50.0, 100.0, 150.0])
+    currents = [
+        np.r_[np.zeros(1000), np.full(3000, -100.0), np.zeros(1000), np.full(5000, a), np.zeros(2000)]
+        + 5 * rng.standard_normal(12_000)
+        for a in amplitudes
+    ]
+    np.testing.assert_allclose(step_amplitudes(currents, dt=0.1), amplitudes, atol=1.0)
+    np.testing.assert_allclose(step_amplitudes(currents[:4], dt=0.1), amplitudes[:4], atol=1.0)
+    np.testing.assert_allclose(step_amplitudes(currents[:2], dt=0.1), amplitudes[:2], atol=1.0)
+
+
+def test_a_short_pulse_in_a_long_measured_sweep_warns():
+    """A 3 ms, 1000 pA pulse in a 3 s sweep at dt 0.005 ms spans one 6 ms block (blocks are sweep/500):
+    its reading mixes with holding (about 3 pA), and step_amplitudes warns, naming step_levels."""
+    current = np.zeros(600_000)
+    current[200_000:200_600] = 1000.0
+    current += 5 * np.random.default_rng(0).standard_normal(current.size)
+    with pytest.warns(UserWarning, match=r"spans 1 block\(s\) of 6 ms.*step_levels"):
+        step_amplitudes([current], dt=0.005)
