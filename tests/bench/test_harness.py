@@ -275,11 +275,21 @@ def test_command_line_checks_out_before_running(tmp_path, capsys, monkeypatch):
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(records.tempfile, "TemporaryFile", refused)  # a folder this user cannot write in
+    (tmp_path / "existing").mkdir()
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(
+            ["throughput", "--models", "lif", "--out", str(tmp_path / "existing")], prog="diffbrain bench"
+        )
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "--out: cannot write the results into" in error
+    assert "Permission denied; give a writable folder" in error
+    # a new folder is not made before the run, only checked (`os.access` of the folder it would go in)
+    monkeypatch.setattr(records.os, "access", lambda path, mode: str(path) != str(tmp_path))
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["throughput", "--models", "lif", "--out", str(tmp_path / "new")], prog="diffbrain bench")
     error = capsys.readouterr().err
     assert exit_info.value.code == 2 and "--out: cannot write the results into" in error
-    assert "Permission denied; give a writable folder" in error
+    assert "cannot be written into to make it; give a writable folder" in error
 
 
 def test_an_interrupted_run_keeps_the_cases_it_finished(tmp_path, monkeypatch):

@@ -181,10 +181,11 @@ def test_solve_on_a_coarse_output_grid(dt):
 def test_solve_names_max_steps_when_it_is_reached():
     with pytest.raises(Exception, match=r"Raise `max_steps`"):
         jax.block_until_ready(zoo.solve(zoo.HH(), jnp.full(100, 10.0), 0.1, max_steps=1, rtol=1e-7).V)
-    tsit5, heun = solve_module._solver("tsit5"), solve_module._solver("heun")
+    tsit5, heun, kvaerno5 = (solve_module._solver(name) for name in ("tsit5", "heun", "kvaerno5"))
     assert solve_module._default_max_steps(0.05, tsit5) == 64
     assert solve_module._default_max_steps(0.5, tsit5) == 320  # 640 per ms
-    assert solve_module._default_max_steps(0.5, heun) == 32_000  # second order: 100 times more
+    assert solve_module._default_max_steps(0.5, heun) == 320_000  # below order 4: 1,000 times more
+    assert solve_module._default_max_steps(0.5, kvaerno5) == 3_200  # implicit: 10 times more
 
 
 def test_solve_population_and_gradient_against_fixed_step():
