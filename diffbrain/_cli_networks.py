@@ -128,16 +128,13 @@ def _shortest_delay(connectome: dict) -> tuple[float, str, str, float]:
     two areas are wired."""
     import inspect
 
-    import numpy as np
-
     from diffbrain.zoo import networks
+    from diffbrain.zoo.networks.multiarea import shortest_mean_delay
 
     speed = inspect.signature(networks.MultiArea.build).parameters["speed"].default
-    fln, areas = connectome["fln"], connectome["areas"]
-    wired = (np.asarray(fln) > 0) & ~np.eye(len(areas), dtype=bool)
-    mean_delay = np.where(wired, np.asarray(connectome["distance_mm"]) / speed, np.inf)
-    target, source = np.unravel_index(np.argmin(mean_delay), mean_delay.shape)
-    return float(mean_delay[target, source]), areas[source], areas[target], speed
+    areas = connectome["areas"]
+    shortest, source, target = shortest_mean_delay(connectome["fln"], connectome["distance_mm"], speed)
+    return shortest, areas[source], areas[target], speed
 
 
 def _check_multiarea_dt(connectome: dict, dt: float) -> None:

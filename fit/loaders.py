@@ -180,12 +180,10 @@ def _held_level(current: np.ndarray) -> float:
     return float(np.median(current[start:stop]))
 
 
-def _step_blocks(current: np.ndarray, dt: float) -> tuple[np.ndarray, int]:
-    """A measured current's block medians (blocks of 1 ms, or 1/500 of the sweep if longer) and the block
-    length in samples."""
-    block = max(1, round(_STEP_BLOCK_MS / dt), -(-current.size // _STEP_MAX_BLOCKS))
-    count = current.size // block
-    return np.median(current[: count * block].reshape(count, block), axis=1), block
+def _block_length(size: int, dt: float) -> int:
+    """The samples per block over which `_measured_steps` takes medians of a sweep of ``size`` samples at
+    ``dt`` ms: 1 ms, or 1/500 of the sweep if longer."""
+    return max(1, round(_STEP_BLOCK_MS / dt), -(-size // _STEP_MAX_BLOCKS))
 
 
 def _stretch_median(current: np.ndarray, block: int, first: int, last: int) -> float:
@@ -244,7 +242,7 @@ def _measured_steps(rows: list[np.ndarray], dt: float) -> list[float]:
     samples over the stretch, one block in from each edge. A step shorter than 3 blocks (a short pulse in
     a long sweep, whose blocks are sweep/500) is read with a warning: its edges' blocks mix it with
     holding."""
-    block = max(1, round(_STEP_BLOCK_MS / dt), -(-rows[0].size // _STEP_MAX_BLOCKS))
+    block = _block_length(rows[0].size, dt)
     count = rows[0].size // block
     if count < 3:
         return [float(np.median(row)) for row in rows]
@@ -269,9 +267,7 @@ def _measured_steps(rows: list[np.ndarray], dt: float) -> list[float]:
                 "and the stimulus window.",
                 stacklevel=3,
             )
-        elif last - first > 2:
-            first, last = first + 1, last - 1
-        levels.append(float(np.median(row[first * block : last * block])))
+        levels.append(_stretch_median(row, block, first, last))
     return levels
 
 

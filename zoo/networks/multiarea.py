@@ -292,13 +292,11 @@ class MultiArea(eqx.Module):
         delay_jitter = _number("`delay_jitter`", delay_jitter, "in [0, 0.5)", lambda x: 0 <= x < 0.5)
         dt = step_ms(check_dt(dt))  # as `Network.build` takes it: np.float32(0.1) is 0.1 ms
         if delay_jitter > 0:  # delays are redrawn until above one step, so every mean must exceed it
-            wired = (fln > 0) & ~np.eye(len(areas), dtype=bool)
-            mean_delay = np.where(wired, distance_mm / speed, np.inf)
-            t, s = np.unravel_index(np.argmin(mean_delay), mean_delay.shape)
-            if mean_delay[t, s] <= dt:
+            shortest, s, t = shortest_mean_delay(fln, distance_mm, speed)
+            if shortest <= dt:
                 raise ValueError(
                     f"the mean long-range delay `distance_mm`/`speed` from {areas[s]} to {areas[t]} is "
-                    f"{mean_delay[t, s]:.3g} ms, not above `dt` = {dt} ms; with `delay_jitter` > 0 every "
+                    f"{shortest:.3g} ms, not above `dt` = {dt} ms; with `delay_jitter` > 0 every "
                     "wired pair's mean delay must exceed one step (delays are redrawn until they do): pass "
                     "a smaller `dt`, a lower `speed` or `delay_jitter=0`."
                 )
@@ -506,6 +504,16 @@ def read_connectome(path: str | Path) -> dict:
         tables["fln"], tables["distance_mm"], tables["hierarchy"], areas
     )
     return {"fln": fln, "distance_mm": distance_mm, "hierarchy": hierarchy, "areas": areas}
+
+
+def shortest_mean_delay(fln: ArrayLike, distance_mm: ArrayLike, speed: float) -> tuple[float, int, int]:
+    """The shortest mean long-range delay (ms) over the wired pairs of areas (FLN[target, source] > 0, no
+    self-pairs) at ``speed`` m/s (= mm/ms), with its source and target index; infinite when none is wired."""
+    fln = np.asarray(fln)
+    wired = (fln > 0) & ~np.eye(len(fln), dtype=bool)
+    mean_delay = np.where(wired, np.asarray(distance_mm, dtype=float) / speed, np.inf)
+    target, source = np.unravel_index(np.argmin(mean_delay), mean_delay.shape)
+    return float(mean_delay[target, source]), int(source), int(target)
 
 
 def _block(rng, pre_pop, post_pop, prob, weight, delay) -> Edges:
