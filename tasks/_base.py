@@ -91,6 +91,17 @@ def real_array(owner: str, name: str, value, what: str) -> np.ndarray:
     return arr.astype(float)
 
 
+def check_scalar(owner: str, name: str, value) -> None:
+    """Raise ``ValueError`` unless ``value`` is a single number (a traced one too): a task's rates,
+    probabilities and noise levels apply to every channel and trial, and an array would be spread over
+    its sides or trials by broadcasting."""
+    if np.ndim(value) != 0:
+        raise ValueError(
+            f"{owner}: `{name}` must be a single number, got shape {np.shape(value)}: {value!r}; a task "
+            "has one value for all its channels and trials (vmap over tasks for several)."
+        )
+
+
 def check_interval(owner: str, name: str, value, low: float = 0.0, high: float = 1.0) -> None:
     """Raise ``ValueError`` unless ``value`` is real and every element is finite and lies in ``[low, high]``.
 
@@ -149,6 +160,18 @@ def as_ms(value):
     return step_ms(value) if real_scalar else value
 
 
+def as_count(value):
+    """A converter for whole-number fields: an integer (a NumPy integer or a concrete 0-d JAX integer array
+    too, not a bool) as a Python int, a static field that `n_inputs` and `learn.EINetwork` take; anything
+    else is kept for `check_count` to refuse by name."""
+    if isinstance(value, bool | jax.core.Tracer):
+        return value
+    try:
+        return operator.index(value)
+    except TypeError:
+        return value
+
+
 def as_bool(value):
     """A converter: a NumPy bool as a Python bool (a static field, not an array); anything else is kept for
     `check_flag` to refuse by name."""
@@ -191,10 +214,11 @@ def duration_steps(owner: str, name: str, duration: float, dt: float) -> int:
     tolerance = 1e-6 + 4 * math.ulp(steps) if math.isfinite(steps) else 0.0
     if not math.isfinite(steps) or duration < 0 or abs(steps - round(steps)) > tolerance:
         digits = len(repr(float(dt)).replace(".", "").lstrip("0").split("e")[0])
+        from_float32 = digits > 7 and str(np.float32(dt)) == repr(float(dt))  # a float32's shortest decimal
         hint = (
             f" (dt={dt} ms is no short decimal: one that came from a float32, such as np.float32(1/30), "
             "divides no round duration; pass dt as a Python float, e.g. 1/30)"
-            if digits > 7
+            if from_float32
             else ""
         )
         raise ValueError(
@@ -241,6 +265,8 @@ class AbstractTask(eqx.Module):
         replaces a leaf without `__check_init__`, and a Python float leaf is static there, so a new value
         is checked once, when it is compiled, not at every call.
         """
+        for name in (*self.rate_fields, *self.interval_fields, *self.positive_fields):
+            check_scalar(owner, name, getattr(self, name))
         for name in self.rate_fields:
             check_rate(owner, name, getattr(self, name), self.dt)
         for name, (low, high) in self.interval_fields.items():

@@ -10,6 +10,7 @@ from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 from ._base import (
     AbstractTask,
     as_bool,
+    as_count,
     as_ms,
     as_tuple,
     check_fractions,
@@ -108,7 +109,7 @@ class PerceptualDecisionMaking(AbstractTask):
     reaction_time: bool = eqx.field(default=False, static=True, converter=as_bool)
     min_reaction_time: float = eqx.field(default=0.0, static=True, converter=as_ms)
     supervise_fixation: bool = eqx.field(default=False, static=True, converter=as_bool)
-    channels_per_group: int = eqx.field(default=25, static=True)
+    channels_per_group: int = eqx.field(default=25, static=True, converter=as_count)
     encoding: str = eqx.field(default="poisson", static=True)
 
     def _check(self, owner: str) -> None:

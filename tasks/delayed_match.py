@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
-from ._base import AbstractTask, as_bool, as_ms, choice, decision_targets, uniforms
+from ._base import AbstractTask, as_bool, as_count, as_ms, choice, decision_targets, uniforms
 
 
 class DelayedMatchToSample(AbstractTask):
@@ -48,12 +48,12 @@ class DelayedMatchToSample(AbstractTask):
     delay_duration: float = eqx.field(default=1000.0, static=True, converter=as_ms)
     test_duration: float = eqx.field(default=500.0, static=True, converter=as_ms)
     decision_duration: float = eqx.field(default=900.0, static=True, converter=as_ms)
-    n_stimuli: int = eqx.field(default=2, static=True)
+    n_stimuli: int = eqx.field(default=2, static=True, converter=as_count)
     match_prob: float = 0.5
     stimulus_rate: float = 40.0
     fixation_rate: float = 40.0
     supervise_fixation: bool = eqx.field(default=False, static=True, converter=as_bool)
-    channels_per_group: int = eqx.field(default=25, static=True)
+    channels_per_group: int = eqx.field(default=25, static=True, converter=as_count)
     encoding: str = eqx.field(default="poisson", static=True)
 
     def _check(self, owner: str) -> None:

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
-from ._base import AbstractTask, as_ms, check_positive, uniforms
+from ._base import AbstractTask, as_count, as_ms, check_positive, uniforms
 
 
 class EvidenceAccumulation(AbstractTask):
@@ -49,7 +49,7 @@ class EvidenceAccumulation(AbstractTask):
     """
 
     dt: float = eqx.field(default=1.0, static=True, converter=as_ms)
-    n_cues: int = eqx.field(default=7, static=True)
+    n_cues: int = eqx.field(default=7, static=True, converter=as_count)
     cue_duration: float = eqx.field(default=100.0, static=True, converter=as_ms)
     gap_duration: float = eqx.field(default=50.0, static=True, converter=as_ms)
     delay_duration: float = eqx.field(default=1000.0, static=True, converter=as_ms)
@@ -58,7 +58,7 @@ class EvidenceAccumulation(AbstractTask):
     recall_rate: float = 40.0
     noise_rate: float = 10.0
     majority_prob: float = 0.7
-    channels_per_group: int = eqx.field(default=25, static=True)
+    channels_per_group: int = eqx.field(default=25, static=True, converter=as_count)
     encoding: str = eqx.field(default="poisson", static=True)
 
     def _check(self, owner: str) -> None:

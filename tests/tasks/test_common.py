@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from diffbrain import tasks
+from diffbrain import learn, tasks
 
 SHORT_DMS = dict(fixation_duration=100.0, sample_duration=200.0, delay_duration=300.0)
 SHORT_DMS |= dict(test_duration=200.0, decision_duration=200.0)
@@ -196,6 +196,14 @@ BAD_CONFIGS = [
     (tasks.ContextDecisionMaking, {"context_rate": b"40"}, "context_rate"),
     (tasks.EvidenceAccumulation, {"noise_rate": ["10"]}, "noise_rate"),
     (tasks.EvidenceAccumulation, {"majority_prob": np.array(True)}, "majority_prob"),
+    # Review s24: arrays were taken and broadcast over the sides or the trials (a side bias, a noiseless
+    # side, a per-trial rate that failed at another batch size); lists failed only when sampled
+    (tasks.PerceptualDecisionMaking, {"stimulus_rate": np.array([40.0, 20.0])}, "stimulus_rate"),
+    (tasks.PerceptualDecisionMaking, {"sigma": np.array([0.5, 0.0])}, "sigma"),
+    (tasks.EvidenceAccumulation, {"cue_rate": [40.0, 20.0]}, "cue_rate"),
+    (tasks.DelayedMatchToSample, {"match_prob": [0.5, 0.9]}, "match_prob"),
+    (tasks.ContextDecisionMaking, {"sigma": [0.5, 0.1]}, "sigma"),
+    (tasks.ContextDecisionMaking, {"fixation_rate": jnp.ones((1,))}, "fixation_rate"),
 ]
 
 
@@ -215,6 +223,19 @@ def test_numpy_scalars_and_a_scalar_coherence_are_accepted():
     assert type(task.dt) is float and task.n_steps == 50
     coherences = tasks.ContextDecisionMaking(coherences=np.array([0.1, 0.2])).coherences
     assert coherences == (0.1, 0.2) and all(type(c) is float for c in coherences)
+
+
+@pytest.mark.parametrize("count", [np.int64(5), jnp.int32(5)])
+def test_numpy_and_jax_integer_counts_are_stored_as_ints(count):
+    """Review s24: they were stored as given: a NumPy integer warned "A JAX array is being set as static",
+    and with a JAX integer `n_inputs` was an array that `learn.EINetwork` refused."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        task = tasks.EvidenceAccumulation(dt=10.0, channels_per_group=count, n_cues=count)
+        match = tasks.DelayedMatchToSample(n_stimuli=count, channels_per_group=count)
+    assert type(task.channels_per_group) is int and type(task.n_cues) is int and task.n_inputs == 20
+    assert type(match.n_stimuli) is int and type(match.n_inputs) is int
+    learn.EINetwork(task.n_inputs, 8, task.n_outputs, key=jax.random.key(0), dt=task.dt)
 
 
 @pytest.mark.parametrize("coherences", [[0.1, 0.2], 0.5])
@@ -319,6 +340,14 @@ def test_float32_dt_and_durations_are_the_decimals_they_were_written_as():
     assert task.recall_duration == 0.5 and type(task.dt) is float and task.n_steps == 20
     assert (one.dt, one.stimulus_duration, one.n_steps) == (1.0, 300.0, 500)
     assert type(one.dt) is float and type(one.stimulus_duration) is float
+
+
+@pytest.mark.parametrize(("dt", "hinted"), [(np.float32(1 / 30), True), (1 / 3, False), (1 / 30, False)])
+def test_the_float32_hint_is_given_only_for_a_float32_dt(dt, hinted):
+    """Review s24: a Python float such as 1/3 was told to "pass dt as a Python float"."""
+    with pytest.raises(ValueError, match="whole number of steps") as refused:
+        tasks.PerceptualDecisionMaking(dt=dt, stimulus_duration=100.01)
+    assert ("came from a float32" in str(refused.value)) is hinted
 
 
 @pytest.mark.parametrize("duration", [100000.05, 100000.04, 1000.05, 1e7 + 0.05, 10000.001])
