@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import NamedTuple
 
 import numpy as np
@@ -115,6 +117,10 @@ def persistent_activity(
         A `PersistentActivity` with one row per class present in ``labels`` (``result.classes``); classes
         without selective neurons get NaN rates.
     """
+    for name, value, bound in (("dt", dt, "> 0 ms"), ("threshold", threshold, ">= 0 Hz")):
+        number = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+        if not (number and (value > 0 if name == "dt" else value >= 0)):
+            raise ValueError(f"persistent_activity: `{name}` must be a finite number {bound}, got {value!r}.")
     spikes = np.asarray(spikes, dtype=np.float64)
     labels = np.asarray(labels)
     stimulus, delay = np.asarray(stimulus, bool), np.asarray(delay, bool)

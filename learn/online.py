@@ -71,7 +71,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .loss import Batch, StepLoss, add_evidence, check_batch, cross_entropy, loss_scale
+from .loss import Batch, StepLoss, add_evidence, check_batch, cross_entropy
 from .network import EINetwork, presynaptic_rows, trainable
 
 ALGORITHMS = ("d-rtrl", "es-d-rtrl")
@@ -272,7 +272,7 @@ def online_with_evidence(
             f"`decay` must be in [0, 1) (the traces' factor per step; 1 never forgets and divides by zero), "
             f"got {decay}."
         )
-    batch = check_batch(batch, net.w_in.shape[0], net.w_out.shape[1], net.w_in.dtype)
+    batch, scale = check_batch(batch, net.w_in.shape[0], net.w_out.shape[1], net.w_in.dtype)
     per_state = algorithm == "es-d-rtrl" and timescales == "per-state"
     params, static = eqx.partition(net, trainable(net))
 
@@ -282,7 +282,6 @@ def online_with_evidence(
 
     (w_in, w_rec, w_out, b_out), pullback = jax.vjp(effective, params)
     weights = (w_in, w_rec)
-    scale = loss_scale(batch.mask)
     alpha = default_decay(net) if decay is None else float(decay)
     batch_size, n_in = batch.inputs.shape[1:]
     state = net.init_state(batch_size)

@@ -25,6 +25,7 @@ import optax
 from jaxtyping import PRNGKeyArray
 
 from .._atomic import write_atomically
+from .._time_step import step_ms
 from .bptt import bptt_with_evidence
 from .loss import StepLoss, accuracy, cross_entropy
 from .network import EINetwork, trainable
@@ -473,12 +474,18 @@ def train(
     # NumPy integers as Python ones: a static batch size for jit, and JSON for the checkpoint's run.json
     steps, batch_size, checkpoint_every = int(steps), int(batch_size), int(checkpoint_every)
     task_dt = getattr(task, "dt", None)
-    if task_dt is not None and not math.isclose(float(task_dt), net.dt, rel_tol=1e-9):
+    # at the decimal it was written as, as EINetwork keeps its dt: np.float32(0.1) is 0.1 ms
+    if task_dt is not None and not math.isclose(step_ms(task_dt), net.dt, rel_tol=1e-9):
         raise ValueError(
             f"`task` is sampled every {task_dt} ms but `net` steps {net.dt} ms: the network would run the "
             f"trials at the wrong speed. Build the network with the task's step, EINetwork(..., dt=task.dt)."
         )
     _check_sizes(net, task, loss_fn)
+    if checkpoint_dir is not None and not os.fspath(checkpoint_dir):
+        raise ValueError(
+            "`checkpoint_dir` is '', which would save and resume in the current folder; pass a folder, "
+            "or None to keep nothing."
+        )
     optimizer = optax.adam(1e-3) if optimizer is None else optimizer
     key = jax.random.key(0) if key is None else key
     _check_key(key)

@@ -129,3 +129,18 @@ def test_persistent_activity_checks_the_shapes_of_its_arrays(change, message):
     spikes, labels, baseline = change(spikes, labels, baseline)
     with pytest.raises(ValueError, match=message):
         analysis.persistent_activity(spikes, labels, *windows, baseline=baseline)
+
+
+@pytest.mark.parametrize(
+    ("change", "name"),
+    [
+        *[({"dt": dt}, "dt") for dt in (-1.0, 0.0, np.nan, True)],
+        *[({"threshold": threshold}, "threshold") for threshold in (-5.0, np.nan, "2")],
+    ],
+)
+def test_persistent_activity_refuses_a_bad_time_step_or_threshold_naming_it(change, name):
+    """Review s24: dt=-1 made every rate negative and selected the wrong neurons, NaN selected none, 0 raised
+    a bare ZeroDivisionError."""
+    spikes, labels, stimulus, delay = synthetic_spikes(True)
+    with pytest.raises(ValueError, match=f"`{name}` must be a finite number"):
+        analysis.persistent_activity(spikes, labels, stimulus, delay, **change)

@@ -290,6 +290,27 @@ def test_a_task_sampled_at_another_step_than_the_network_is_refused():
         learn.train(net, task, steps=1, batch_size=1, progress=False)
 
 
+def test_a_task_with_a_float32_step_trains_a_network_built_with_it(cue_task):
+    """Review s24: EINetwork keeps np.float32(0.1) as 0.1 ms, and train compared it with the task's
+    0.10000000149 ms: "sampled every 0.10000000149011612 ms but `net` steps 0.1 ms"."""
+
+    class Float32Step(cue_task):
+        dt: float = eqx.field(default=0.1, static=True)  # a float32 below, as read from a float32 file
+
+    task = Float32Step(dt=np.float32(0.1))
+    net = learn.EINetwork(task.n_inputs, 8, task.n_outputs, key=jax.random.key(0), dt=task.dt)
+    assert net.dt == 0.1
+    assert len(learn.train(net, task, steps=1, batch_size=1, progress=False).metrics["loss"]) == 1
+
+
+def test_an_empty_checkpoint_dir_is_refused(cue_task, tmp_path, monkeypatch):
+    """Review s24: '' was the current folder, where train saved (and would resume) its checkpoint."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="`checkpoint_dir` is ''"):
+        learn.train(**_tiny_run(cue_task), checkpoint_dir="")
+    assert not list(tmp_path.iterdir())
+
+
 def test_divergence_stops_training_and_keeps_the_last_finite_state(cue_task, tmp_path):
     """The run up to the last finite step is in the error's ``result`` and in ``checkpoint_dir``, also
     between checkpoints: with ``checkpoint_every=3`` the checkpoint was at step 0 and step 2 was lost."""

@@ -1,5 +1,9 @@
 """Argument checks of the learning path: batches, online settings, the network and the trainer."""
 
+import os
+import subprocess
+import sys
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -190,3 +194,47 @@ def test_a_neuron_sized_for_another_network_is_refused():
 def test_a_network_without_neurons_is_refused():
     with pytest.raises(ValueError, match="`n_rec` must be an integer ≥ 1, got 0"):
         learn.EINetwork(N_IN, 0, N_OUT, key=jax.random.key(0))
+
+
+_NAN_MODE_PROBE = """
+import equinox as eqx, jax, jax.numpy as jnp
+from diffbrain import learn
+T, B, N_IN = 4, 3, 5
+net = learn.EINetwork(N_IN, 6, 2, key=jax.random.key(0))
+inputs = (jax.random.uniform(jax.random.key(1), (T, B, N_IN)) < 0.3).astype(jnp.float32)
+targets = jnp.ones((T, B), jnp.int32)
+good = learn.SimpleBatch(inputs, targets, jnp.ones((T, B), bool), targets[-1])
+bad = {
+    "input": good._replace(inputs=inputs.at[0, 0, 0].set(-5.0)),
+    "label": good._replace(labels=jnp.full((B,), 9)),
+    "target": good._replace(targets=targets.at[0, 0].set(2)),
+}
+for method, gradient in {
+    "bptt": learn.bptt,
+    "d-rtrl": lambda n, b: learn.online(n, b, algorithm="d-rtrl"),
+    "es-d-rtrl": learn.online,
+}.items():
+    run = eqx.filter_jit(lambda n, b: (lambda out: (out[0], out[1].w_in))(gradient(n, b)))
+    loss, grad = run(net, good)
+    print(method, "good", bool(jnp.isfinite(loss)), bool(jnp.isfinite(grad).all()))
+    for name, batch in bad.items():
+        loss, grad = run(net, batch)
+        print(method, name, bool(jnp.isnan(loss)), bool(jnp.isnan(grad).all()))
+"""
+
+
+def test_under_eqx_on_error_nan_a_bad_traced_batch_gives_a_nan_loss_and_gradient():
+    """Review s24: the traced check was attached to the bool mask only, which cannot carry a NaN: under
+    EQX_ON_ERROR=nan a negative input or a label outside the classes gave a finite loss (0.693) and finite
+    gradients. Now the loss scale carries it too."""
+    done = subprocess.run(
+        [sys.executable, "-c", _NAN_MODE_PROBE],
+        env=os.environ | {"EQX_ON_ERROR": "nan"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.split("\n")[:-1]
+    assert len(lines) == 12, done.stdout
+    assert all(line.endswith("True True") for line in lines), done.stdout
