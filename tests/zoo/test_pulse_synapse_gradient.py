@@ -55,3 +55,28 @@ def test_pulse_duration_gradient_at_a_multiple_of_dt_is_the_derivative_from_belo
     above = (float(loss(T_dur + h)) - float(loss(T_dur))) / h
     assert abs(above - below) > 1e-2 * abs(below)  # a kink
     np.testing.assert_allclose(float(jax.grad(loss)(T_dur)), below, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("name", "T_dur", "dt"), [("AMPA", 100.0, 0.01), ("GABAa", 10.0, 0.001), ("GABAa", 30.0, 0.005)]
+)
+def test_a_long_float32_pulse_ends_at_its_step_and_keeps_g_below_its_ceiling(name, T_dur, dt):
+    """Review s24: the countdown's rounding bound spans several steps in float32 from T_dur/dt ≈ 10⁴, so the
+    pulse ended up to 6 steps early, and that step applied more transmitter time than it holds, then a
+    negative decay time: g rose to 0.9925 over its ceiling 0.9823 (1.074 for a 1,000 ms pulse at 0.1 ms)."""
+    model = zoo.astype(getattr(synapses, name)(T_dur=T_dur, alpha=10.0, T_max=1.0), jnp.float32)
+    ends = round(T_dur / dt)
+    spikes = jnp.zeros(ends + 20, jnp.float32).at[0].set(1.0)
+
+    def body(state, s):
+        state, g = model.step(state, s, dt)
+        return state, (g, state.pulse)
+
+    _, (g, pulse) = jax.lax.scan(body, model.init_state(), spikes)
+    assert int(np.flatnonzero(np.asarray(pulse) == 0)[0]) == ends
+    ceiling = float(model.alpha * model.T_max / (model.alpha * model.T_max + model.beta))
+    assert float(jnp.max(g)) <= ceiling * (1 + 1e-6)
+    t = dt * np.arange(ends + 20, dtype=np.float64)
+    relaxed = ceiling * (1 - np.exp(-(10.0 + float(model.beta)) * np.minimum(t, T_dur)))
+    exact = relaxed * np.exp(-float(model.beta) * np.maximum(t - T_dur, 0.0))
+    np.testing.assert_allclose(np.asarray(g), exact, atol=1e-3)
