@@ -20,7 +20,7 @@ from . import (
     sim,
     throughput,
 )
-from .records import ResultsFile, positive_int, skip_reasons, to_frame
+from .records import ResultsFile, firing_fraction, positive_int, skip_reasons, to_frame
 
 
 def throughput_summary(frame: pd.DataFrame) -> pd.DataFrame:
@@ -28,19 +28,6 @@ def throughput_summary(frame: pd.DataFrame) -> pd.DataFrame:
     table = frame[frame.metric.isin(["throughput", "speedup_vs_brainpy"])]
     table = table.assign(column=table.metric.str.replace("throughput", "updates/s") + " " + table.method)
     return table.pivot_table(index="case", columns="column", values="value", aggfunc="last", sort=False)
-
-
-def firing_fraction(text: str) -> float:
-    """An argparse type: a firing fraction in (0, 1], the share of neurons that spike in a step."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1], got {text!r}") from None
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(
-            f"must be a fraction in (0, 1] (0.02 = 2 % of the neurons spike per step), got {text}"
-        )
-    return value
 
 
 SUITE_OPTIONS = {
@@ -207,13 +194,11 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m diffbrain.ben
         if names is not None and not set(names) <= set(known):
             parser.error(f"--{option} must be among {', '.join(known)}, got {' '.join(names)}")
     fit_choice = {option: names for option, names in fit_choice.items() if names is not None}
-    ops_grid = ops.FULL_SIZES if args.full else ops.SIZES
-    ops_sizes = [size for size in ops_grid if args.sizes is None or size[0] in args.sizes]
-    if args.suite == "ops" and not ops_sizes:
-        known = sorted({size[0] for size in ops_grid})
-        parser.error(
-            f"--sizes: the ops grid{' (--full)' if args.full else ''} has n = {known}, got {args.sizes}"
-        )
+    if args.suite == "ops":
+        try:
+            ops_sizes = ops.grid_sizes(args.sizes, args.full)
+        except ValueError as error:
+            parser.error(f"--sizes: {error}")
     try:
         results = ResultsFile(args.out, args.suite)
     except ValueError as error:

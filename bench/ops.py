@@ -64,7 +64,7 @@ from diffbrain.ops._backend import default as automatic_backend
 from diffbrain.ops.csr import derived
 from diffbrain.ops.kernels.reference import row_ids
 
-from .records import Record, format_params, make_record, skipped
+from .records import Record, firing_fraction, format_params, make_record, positive_int, skipped
 from .timing import Timing, compile_seconds, measure_side_by_side
 
 SUITE = "ops"
@@ -419,7 +419,7 @@ def run_case(case: Case, W: ops.CSR, repeats: int = 5, quick: bool = False) -> l
         for metric, timing in by_metric.items():
             per_step = STEPS if metric in ("step_time", "scan_grad_time") else 1
             if metric == "step_time" and name in methods and methods[name].dense_cost:
-                per_step = DENSE_STEPS
+                per_step = min(DENSE_STEPS, STEPS)  # the steps `jax_runs` scans (all of them, if fewer)
             records.append(
                 make_record(
                     SUITE,
@@ -619,6 +619,17 @@ def scan_gradient_table(
     return pd.DataFrame(rows).set_index("case")
 
 
+def grid_sizes(sizes: Sequence[int] | None, full: bool = False) -> list[tuple[int, int]]:
+    """The ``(n, synapses per row)`` sizes of the grid (`FULL_SIZES` if ``full``, else `SIZES`) whose n is in
+    ``sizes`` (None: all); ``ValueError`` naming the n that the grid does not have."""
+    grid = FULL_SIZES if full else SIZES
+    known = sorted({n for n, _ in grid})
+    unknown = sorted(set(sizes or ()) - set(known))
+    if unknown:
+        raise ValueError(f"the ops grid{' (--full)' if full else ''} has n = {known}, got {unknown}")
+    return [size for size in grid if sizes is None or size[0] in sizes]
+
+
 def run(
     sizes: Sequence[tuple[int, int]] = SIZES,
     firing: Sequence[float] = FIRING,
@@ -647,19 +658,27 @@ if __name__ == "__main__":
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m diffbrain.bench.ops", description=gradient_table.__doc__)
-    parser.add_argument("--sizes", nargs="+", type=int, help=f"n of {FULL_SIZES} (default: all of {SIZES})")
+    parser.add_argument(
+        "--sizes", nargs="+", type=positive_int, help=f"n of {FULL_SIZES} (default: all of {SIZES})"
+    )
     parser.add_argument("--full", action="store_true", help=f"the sizes {FULL_SIZES}")
-    parser.add_argument("--firing", nargs="+", type=float, default=FIRING, help="firing fractions")
+    parser.add_argument(
+        "--firing", nargs="+", type=firing_fraction, default=FIRING, help="firing fractions in (0, 1]"
+    )
     parser.add_argument("--weights", nargs="+", choices=WEIGHTS, default=WEIGHTS)
-    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--repeats", type=positive_int, default=9)
     parser.add_argument("--min", action="store_true", help="the fastest run instead of the median")
     parser.add_argument(
-        "--scan-steps", nargs="+", type=int, help="instead: `scan_gradient_table` for these scan lengths"
+        "--scan-steps",
+        nargs="+",
+        type=positive_int,
+        help="instead: `scan_gradient_table` for these scan lengths",
     )
     args = parser.parse_args()
-    grid = [
-        size for size in (FULL_SIZES if args.full else SIZES) if args.sizes is None or size[0] in args.sizes
-    ]
+    try:
+        grid = grid_sizes(args.sizes, args.full)
+    except ValueError as error:
+        parser.error(f"--sizes: {error}")
     if args.scan_steps:
         table = scan_gradient_table(grid, args.firing, args.weights, args.scan_steps, args.repeats)
     else:

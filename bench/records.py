@@ -353,6 +353,19 @@ def skip_reasons(records: Iterable[Record]) -> str:
     return "\n".join(["not measured:", *lines]) if lines else ""
 
 
+def firing_fraction(text: str) -> float:
+    """An argparse type: a firing fraction in (0, 1], the share of neurons that spike in a step."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1], got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(
+            f"must be a fraction in (0, 1] (0.02 = 2 % of the neurons spike per step), got {text}"
+        )
+    return value
+
+
 def positive_int(text: str) -> int:
     """An argparse type: a whole number >= 1 (a step, repeat, size or checkpoint count)."""
     try:

@@ -935,7 +935,17 @@ def arrival_scatter(
         limits = np.iinfo(W.indices.dtype)
         if known.size and limits.min <= known.min() and known.max() <= limits.max:
             row_ptr = known.astype(W.indices.dtype)  # e.g. int64 from jnp.array under x64: exact
-    row_ptr, lag, ring, step = (jnp.asarray(x) for x in (row_ptr, lag, ring, step))
+    row_ptr, lag, ring = (jnp.asarray(x) for x in (row_ptr, lag, ring))
+    known_step = _concrete(step)
+    if (
+        known_step is not None
+        and known_step.shape == ()
+        and np.issubdtype(known_step.dtype, np.integer)
+        and ring.ndim == 2
+        and ring.shape[0] >= 1
+    ):  # the slot only matters mod L: a concrete int64 step (or a Python int) past int32 must not wrap first
+        step = int(known_step) % ring.shape[0]
+    step = jnp.asarray(step)
     if row_ptr.ndim != 1 or row_ptr.shape[0] < 1 or row_ptr.dtype != W.indices.dtype:
         raise ValueError(
             f"`row_ptr` must be [n_pre + 1] of W.indices' dtype {W.indices.dtype}, got "

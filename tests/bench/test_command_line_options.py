@@ -4,6 +4,9 @@ measured nothing said so and exits non-zero."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from diffbrain.bench import __main__ as cli
@@ -248,3 +251,23 @@ def test_a_metric_skipped_beside_measured_ones_is_named_not_its_method(tmp_path,
         f"  lif/n=10 brainpy.state: {reason}",
         f"  lif/n=10 speedup_vs_brainpy of diffbrain, diffbrain.step: {reason}",
     ], out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--sizes", "5000"], "--sizes: the ops grid has n = [4000, 20000, 100000], got [5000]"),
+        (["--sizes", "4000", "5000"], "got [5000]"),
+        (["--firing", "2"], "fraction in (0, 1]"),
+        (["--firing", "-0.5"], "fraction in (0, 1]"),
+        (["--repeats", "0"], "--repeats: must be a whole number >= 1"),
+    ],
+)
+def test_the_ops_modules_command_line_checks_its_options(argv, message):
+    """Review s24: `python -m diffbrain.bench.ops --sizes 5000` ended in a KeyError, --firing 2 ran and
+    was labelled 200 %, --repeats 0 raised from deep in the timing code."""
+    done = subprocess.run(
+        [sys.executable, "-m", "diffbrain.bench.ops", *argv], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert message in done.stderr, done.stderr

@@ -216,6 +216,8 @@ def test_command_line_writes_csv(tmp_path, no_brainpy, capsys):
         ("fit", ["--full"], "--full applies to the ops, learn and sim suites only, not to fit"),
         ("throughput", ["--firing", "0.5"], "--firing applies to the ops suite only"),
         ("ops", ["--sizes", "1000"], r"--sizes: the ops grid has n = \[4000, 20000, 100000\], got \[1000\]"),
+        # review s24: a size outside the grid beside one in it was dropped without a word
+        ("ops", ["--sizes", "4000", "5000"], r"--sizes: the ops grid has n = \[4000, .*got \[5000\]"),
         ("ops", ["--threshold", "inf"], "--threshold must be a positive finite fraction"),
         ("ops", ["--reference-threshold", "nan"], "--reference-threshold must be a positive finite fraction"),
     ],

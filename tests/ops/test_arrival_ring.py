@@ -263,3 +263,16 @@ def test_steps_beyond_int32_land_in_their_slot(backend, step):
     out = ops.arrival_scatter(spikes, W, row_ptr, lag, ring, jnp.asarray(step, dtype), backend=backend)
     expected = dense_scatter(spikes, W, np.asarray(lag), source, ring, step % 3)
     assert np.allclose(out, expected)
+
+
+@pytest.mark.parametrize("step", [np.int64(2**32), np.int64(2**32 + 5), 2**32 + 7])
+def test_a_concrete_step_beyond_int32_lands_in_its_slot_without_x64(backend, step):
+    """Review s24: with x64 off, a NumPy int64 step was made an int32 array before `step % L`, so it wrapped:
+    2³² went to slot 1 of 3 instead of 2 (a Python int that large raised OverflowError)."""
+    with jax.enable_x64(False):
+        W, row_ptr, lag, source = delayed(3, 4, 5, length=3)
+        spikes = jnp.ones(4, bool)
+        ring = jnp.zeros((3, 5), W.data.dtype)
+        out = ops.arrival_scatter(spikes, W, row_ptr, lag, ring, step, backend=backend)
+        expected = dense_scatter(spikes, W, np.asarray(lag), source, ring, int(step) % 3)
+    assert np.allclose(out, expected)

@@ -219,3 +219,16 @@ def test_brainevent_agrees_with_diffbrain():
     ours = suite.jax_runs(suite.diffbrain_method(W, "reference"), spikes, x, cotangent)
     for metric in suite.METRICS:
         np.testing.assert_allclose(theirs[metric](), ours[metric](), rtol=1e-5, atol=1e-5)
+
+
+def test_step_times_are_per_scanned_step_when_the_scan_is_shorter_than_dense_steps(tiny_case, monkeypatch):
+    """Review s24: with STEPS (4) below DENSE_STEPS (10), the dense-cost methods scanned 4 steps and their
+    time was divided by 10. Each timed run here takes 1 s: every step_time is 1 s / 4 steps."""
+    case, W = tiny_case
+    assert suite.STEPS < suite.DENSE_STEPS
+    one_second = suite.Timing(compile=0.0, median=1.0, min=1.0, max=1.0, iqr=0.0, runs=(1.0,))
+    monkeypatch.setattr(suite, "measure_side_by_side", lambda fns, repeats: dict.fromkeys(fns, one_second))
+    frame = to_frame(suite.run_case(case, W, repeats=1, quick=True))
+    steps = frame[(frame.metric == "step_time") & (frame.status == "ok")]
+    assert {"dense", "diffbrain"} <= set(steps.method)
+    np.testing.assert_allclose(steps.value, 1.0 / 4)
