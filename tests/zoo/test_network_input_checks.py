@@ -63,6 +63,17 @@ def test_simulate_takes_a_float32_dt_equal_to_the_network_s():
         net.simulate(1.0, key, dt=0.1000001)
 
 
+@pytest.mark.parametrize("simulate", ["simulate", "simulate_sharded"])
+def test_an_einetwork_run_at_a_float32_dt_is_stamped_at_its_decimal(simulate):
+    """Review s24: the EINetwork path kept np.float32(0.1) as 0.10000000149 ms (`Network` keeps 0.1), so a
+    1,000 ms run reported a duration of 1000.0000149 ms and spike times off the 0.1 ms grid."""
+    net = networks.EINetwork.cuba(jax.random.key(0), n=50, in_degree=5)
+    run = getattr(networks, simulate)
+    options = {"devices": jax.devices()[:1]} if simulate == "simulate_sharded" else {}
+    result = run(net, 10.0, jax.random.key(1), dt=np.float32(0.1), **options)
+    assert type(result.dt) is float and result.dt == 0.1 and result.duration == 10.0
+
+
 # --- indices, real numbers ------------------------------------------------------------------------------
 
 

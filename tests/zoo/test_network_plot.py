@@ -23,14 +23,14 @@ def _spike_lines(axis):
     return [line for line in axis.lines if line.get_marker() == "|"]
 
 
-def _three_populations() -> networks.NetworkResult:
+def _three_populations(names=("a", "b", "c")) -> networks.NetworkResult:
     """A hand-made result: 3 populations (sizes 2, 3, 1), 4 steps of 0.5 ms, neurons 0, 3, 5 recorded."""
     raster = np.zeros((4, 3), bool)
     raster[0, 0] = raster[2, 1] = raster[3, 2] = raster[3, 0] = True
     counts = jnp.asarray([[1, 0, 0], [0, 0, 0], [0, 1, 0], [1, 0, 1]], jnp.float32)
     return networks.NetworkResult(
         dt=0.5,
-        names=("a", "b", "c"),
+        names=names,
         sizes=(2, 3, 1),
         counts=counts,
         raster=jnp.asarray(raster),
@@ -81,6 +81,10 @@ def test_any_population_result_works():
         )
         plot.rates(result, bin_ms=1.0, ax=bottom, populations=["c", "a"])
         assert [line.get_label() for line in bottom.lines] == ["c", "a"]
+        # review s24: one name is that population, not its characters ("L23e" was read as L, 2, 3, e)
+        named = _three_populations(names=("L23e", "b", "c"))
+        plot.rates(named, bin_ms=1.0, ax=top, populations="L23e")
+        assert [line.get_label() for line in top.lines[-1:]] == ["L23e"]
         # c: one spike of one neuron in the second 1 ms bin → 1000 Hz; a: 1 of 2 neurons per bin → 500 Hz.
         np.testing.assert_allclose(bottom.lines[0].get_ydata(), [0.0, 1000.0])
         np.testing.assert_allclose(bottom.lines[1].get_ydata(), [500.0, 500.0])

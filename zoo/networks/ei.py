@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
+from ..._time_step import step_ms
 from ...ops import CSR, event_matvec
 from ...ops.csr import check_key
 from ...ops.scan import checked_unroll
@@ -347,7 +348,7 @@ def simulate(
         options = dict(record=record, state=state, surrogate=surrogate, detach_recurrent=detach_recurrent)
         options |= dict(unroll=unroll, check_finite=check_finite, event_scan=event_scan)
         return net.simulate(duration_ms, key, dt=dt, **options)
-    dt = float(check_dt(0.1 if dt is None else dt))
+    dt = step_ms(check_dt(0.1 if dt is None else dt))  # np.float32(0.1) is 0.1 ms, as in `Network`
     n_steps, record = _validate(net, duration_ms, dt, record)
     unroll = checked_unroll(unroll)
     if state is None:

@@ -504,10 +504,16 @@ class Network(eqx.Module):
         )
 
     def weights(self, receptor: str) -> Float[Array, " nnz"]:
-        """The weight of each edge given to `build` for ``receptor``, in the given order (merged repeats
-        report their summed weight)."""
+        """The weight of each edge given to `build` for ``receptor``, in the given order. Edges merged into
+        one synapse share its weight equally (100 and 200 merged report 150 each), so the weights sum to
+        the synapses' and ``with_weights(receptor, weights(receptor))`` is the same network."""
         W = self.projections[_known_receptor("receptor", receptor, self.projections)].W
-        return jnp.broadcast_to(W.data, (W.nnz,))[self.edge_slots[receptor]]
+        slots = self.edge_slots[receptor]
+        per_synapse = jnp.broadcast_to(W.data, (W.nnz,))
+        if slots.size == W.nnz:  # no merged edges
+            return per_synapse[slots]
+        merged = jnp.zeros(W.nnz, jnp.int32).at[slots].add(1)
+        return (per_synapse / jnp.maximum(merged, 1).astype(per_synapse.dtype))[slots]
 
     def with_weights(self, receptor: str, weight: Float[ArrayLike, "*nnz"]) -> Network:
         """The same network with new weights for ``receptor``: ``[nnz]`` (one per edge given to `build`,

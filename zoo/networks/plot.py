@@ -89,7 +89,7 @@ def rates(result, bin_ms: float = 5.0, ax=None, *, populations=None, title: str 
         result: a population result (`EIResult`, `NetworkResult`).
         bin_ms: bin width, ms, a multiple of the result's ``dt``.
         ax: the Matplotlib axes to draw on; default a new figure's.
-        populations: names of the populations to draw (default: all).
+        populations: names of the populations to draw, or one name (default: all).
         title: the axes title (default: none).
 
     Returns:
@@ -102,6 +102,8 @@ def rates(result, bin_ms: float = 5.0, ax=None, *, populations=None, title: str 
     if not bin_ms > 0:
         raise ValueError(f"`bin_ms` must be > 0 ms, got {bin_ms!r}.")
     names = tuple(result.names)
+    if isinstance(populations, str):  # one name, not its characters
+        populations = (populations,)
     chosen = names if populations is None else tuple(populations)
     unknown = [name for name in chosen if name not in names]
     if unknown:

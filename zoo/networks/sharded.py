@@ -37,6 +37,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from jaxtyping import PRNGKeyArray
 
+from ..._time_step import step_ms
 from ...ops import CSR, event_matvec
 from ...ops.csr import derived
 from .._checks import check_dt, refuse_half_precision_run
@@ -265,7 +266,7 @@ def simulate_sharded(
     """
     if not isinstance(net, EINetwork):
         raise TypeError(f"`net` must be an EINetwork, got {type(net).__name__}.")
-    dt = float(check_dt(0.1 if dt is None else dt))
+    dt = step_ms(check_dt(0.1 if dt is None else dt))  # np.float32(0.1) is 0.1 ms, as in `Network`
     n_steps, record = _validate(net, duration_ms, dt, record)
     _check_per_neuron(
         dict(zip(("neuron", "exc", "inh", "I_ext"), _parameters(net), strict=True)), net.n, "simulate_sharded"
