@@ -68,11 +68,15 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m diffbrain.ben
     parser.add_argument(
         "--quick",
         action="store_true",
-        help=f"a small, fast run of any suite (throughput: the grid {throughput.QUICK}; ops: {ops.QUICK})",
+        help=f"a small, fast run: fewer repeats in every suite, and smaller grids for throughput "
+        f"({throughput.QUICK}) and ops ({ops.QUICK}); learn keeps its grid and its sparse case",
     )
     parser.add_argument("--out", default="bench-results", help="results folder (default: %(default)s)")
     parser.add_argument(
-        "--models", nargs="+", default=list(throughput.MODELS), help="throughput: the models (registry names)"
+        "--models",
+        nargs="+",
+        default=list(throughput.MODELS),
+        help=f"throughput: the models, among {' '.join(throughput.MODELS)} (default: all)",
     )
     parser.add_argument(
         "--sizes",
@@ -80,7 +84,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m diffbrain.ben
         type=positive_int,
         help=f"population sizes (default {throughput.SIZES}; ops: {ops.SIZES}; learn: n_rec, default "
         f"{learn.SIZES}, --full {learn.FULL_SIZES}, and the braintrace comparison at each, else at "
-        f"{learn.SIZES[0]})",
+        f"{learn.SIZES[0]}; its sparse case keeps {learn.SPARSE_CASES[0][0]:,} neurons)",
     )
     parser.add_argument(
         "--methods", nargs="+", help=f"fit: the methods to run side by side (default {' '.join(fit.METHODS)})"

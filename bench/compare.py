@@ -18,18 +18,18 @@ measured in the baseline that failed or was skipped in a case the current run me
 *missing*.
 
 A case is a (suite, case, dtype, params, metric) cell, its params without the entries that describe the run
-(`diffbrain.bench.records.RUN_PARAMS`: the load average, a measured cost); only times are judged (records in
-seconds; compile and warm-up times are left out, they are single, noisy measurements, and so are spreads,
-``*_sd``); a time that is not finite (a threshold never reached) counts as not measured. What that leaves
-per suite: ops every ``*_time``; learn ``step_time``; throughput ``run_time``; fit ``wall_time`` per problem
-and ``run_time`` of the gradient-cost case (``time_to_free_best`` has no reference: only gradient methods
-have it); fit_cells ``wall_time``; fit_dimension ``wall_time``, ``search_time`` and ``time_to_threshold``
-(unreferenced where DE did not reach the threshold in both runs); sim ``wall_time_per_bio_s`` and
-``build_time``; network_gradient ``gradient_time`` (``forward_time`` is unreferenced). A method and its
-reference are only ever paired within one run: in a file that holds several runs, each case is read from
-the newest run that measured its reference. A case whose reference was not measured in both runs is listed
-as *unreferenced* and not judged; a baseline case the current run did not measure (another grid) is listed
-as *not run*.
+(`diffbrain.bench.records.RUN_PARAMS`: the load average, a measured cost, a gradient mode chosen by timing);
+only times are judged (records in seconds; compile and warm-up times are left out, they are single, noisy
+measurements, and so are spreads, ``*_sd``); a time that is not finite (a threshold never reached) counts as
+not measured. What that leaves per suite: ops every ``*_time``; learn ``step_time``; throughput ``run_time``;
+fit ``wall_time`` per problem and ``run_time`` of the gradient-cost case (``time_to_free_best`` has no
+reference: only gradient methods have it); fit_cells ``wall_time``; fit_dimension ``wall_time``,
+``search_time`` and ``time_to_threshold`` (unreferenced where DE did not reach the threshold in both runs);
+sim ``wall_time_per_bio_s`` and ``build_time``; network_gradient ``gradient_time`` (``forward_time`` is
+unreferenced). A method and its reference are only ever paired within one run: in a file that holds several
+runs, each case is read from the newest run that measured its reference. A case whose reference was not
+measured in both runs is listed as *unreferenced* and not judged; a baseline case the current run did not
+measure (another grid) is listed as *not run*.
 
 Baselines come in two formats:
 

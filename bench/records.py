@@ -36,7 +36,10 @@ a skipped record never replaces a measured one (`keep_newest`). Of
 ``versions`` only the core libraries' count (`core_versions`) and of ``params`` only the case's settings
 (`case_params`), so the key is the cell and run that `diffbrain.bench.compare` reads a file by."""
 RUN_PARAMS = ("load_avg_1min", "grad_cost")
-"""``params`` entries that describe the run (the machine's load, a measured cost), not the case."""
+"""``params`` entries that describe the run (the machine's load, a measured cost), not the case; so do the
+entries named ``<method>_mode`` (`RUN_PARAM_SUFFIX`): the gradient mode a fit chose by timing both, which
+can differ between two runs of the same code on a loaded machine."""
+RUN_PARAM_SUFFIX = "_mode"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,8 +149,13 @@ def core_versions(versions: str) -> str:
 
 
 def case_params(params: str) -> str:
-    """A ``params`` field without its `RUN_PARAMS` entries: the settings that identify a case."""
-    return ";".join(item for item in params.split(";") if item.partition("=")[0] not in RUN_PARAMS)
+    """A ``params`` field without its `RUN_PARAMS` (and ``*_mode``) entries: the settings that identify a
+    case."""
+
+    def describes_the_run(name: str) -> bool:
+        return name in RUN_PARAMS or name.endswith(RUN_PARAM_SUFFIX)
+
+    return ";".join(item for item in params.split(";") if not describes_the_run(item.partition("=")[0]))
 
 
 CPU_THREADS_VARIABLE = "DIFFBRAIN_CPU_THREADS"
