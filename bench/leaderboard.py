@@ -5,7 +5,10 @@ best value of each row is in bold, and a last column gives diffbrain's ratio to 
 that > 1 always means diffbrain is better. The sim suite gets one table per case instead, simulators as
 rows (wall time per biological second, compile time, firing rates, time over the fastest; the winner
 marked), and a log-log plot of wall time vs N per simulator; the fit suite also gets final loss against wall
-time per method. Only the newest record of each (suite, case, method, metric) counts, so a results folder
+time per method. The ratios a suite records (unit ``x``: a gradient's time over its forward's, ours over a
+peer's) are shown as recorded, cases × methods, neither ranked nor plotted, with what each means (its
+records' note) under its table; the ratios of one number over each peer (``step_time_ratio_vs_<peer>``)
+share a table. Only the newest record of each (suite, case, method, metric) counts, so a results folder
 may hold the history of many runs. Skipped peers are listed
 with their reason, never filled in (a metric skipped beside measured ones of its method, as that metric).
 
@@ -37,7 +40,17 @@ UNIT_SIZES = {
 HIGHER_IS_BETTER_UNITS = {"updates/s", "events/s", "steps/s", "accuracy", "%"}
 """Units of throughputs and scores."""
 RATIO_UNIT = "x"
-"""Ratios are derived numbers: the leaderboard recomputes them from the raw metrics, so they get no table."""
+"""The unit of the ratios a suite records: shown as recorded by `ratio_sections`, not ranked (whether a
+larger ratio is better depends on what it divides) and not plotted."""
+PEER_RATIO = re.compile(r"(?P<family>.+_ratio)_vs_(?P<peer>.+)")
+"""A ratio of one method's number over a peer's, e.g. ``step_time_ratio_vs_numba``: the ratios of one family
+(``step_time_ratio``), one per peer, share a table."""
+RATIO_MEANINGS = {
+    "time_over_bptt": "the method's step time over BPTT's on the same case",
+    "csr_over_dense": "the method's step time with the recurrent weights in an `ops.CSR` over its step time "
+    "with them dense (masked), same synapses",
+}
+"""What a ratio means where its records carry no note (the learn suite records these without one)."""
 
 _OURS = "diffbrain"
 
@@ -460,6 +473,123 @@ def metric_sections(suite: str, records: pd.DataFrame, out: Path) -> list[str]:
     return sections
 
 
+def ratio_families(records: pd.DataFrame) -> dict[str, list[str]]:
+    """The ratio metrics (unit `RATIO_UNIT`) of a suite's ``records``, one entry per table, in the order the
+    records name them: a `PEER_RATIO` family (``"step_time_ratio vs each peer"``) with its metrics, one per
+    peer, and every other ratio alone, under its own name."""
+    ratios = records.loc[records["unit"] == RATIO_UNIT, "metric"]
+    families: dict[str, list[str]] = {}
+    for metric in dict.fromkeys(ratios):
+        peer_ratio = PEER_RATIO.fullmatch(metric)
+        title = f"{peer_ratio['family']} vs each peer" if peer_ratio else metric
+        families.setdefault(title, []).append(metric)
+    return families
+
+
+def _ratio_column(method: str, metric: str, family: list[str]) -> str:
+    """A ratio table's column: the method, and in a `PEER_RATIO` family the peer it is divided by."""
+    peer_ratio = PEER_RATIO.fullmatch(metric)
+    return f"{method} / {peer_ratio['peer']}" if peer_ratio and len(family) > 1 else method
+
+
+def ratio_table(records: pd.DataFrame, family: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Cases × columns of the ratios in ``family``, a column per method (ours first, then by name) and, for
+    several metrics, per metric in the order of ``family`` (`_ratio_column`); and the note of each cell
+    (its record's, ``""`` where it has none). A cell with no measured record is NaN."""
+    records = records[records["metric"].isin(family)]
+    ok = records[records["status"] == "ok"]
+    methods = sorted(dict.fromkeys(records["method"]), key=lambda m: (not _is_ours(m), m))
+    columns = [
+        _ratio_column(method, metric, family)
+        for method in methods
+        for metric in family
+        if ((records["method"] == method) & (records["metric"] == metric)).any()
+    ]
+    column = [_ratio_column(m, metric, family) for m, metric in zip(ok["method"], ok["metric"], strict=True)]
+    cases = list(dict.fromkeys(records["case"]))
+    cells = ok.assign(column=column)
+    values = cells.pivot_table(index="case", columns="column", values="value", aggfunc="last", sort=False)
+    notes = cells.pivot_table(index="case", columns="column", values="note", aggfunc="last", sort=False)
+    notes = notes.reindex(index=cases, columns=columns).astype(object).fillna("")
+    return values.reindex(index=cases, columns=columns), notes
+
+
+def ratio_meanings(records: pd.DataFrame, family: list[str]) -> dict[str, list[str]]:
+    """What each ratio of ``family`` means: the distinct notes of its measured records, in record order
+    (`RATIO_MEANINGS`' entry where they have none)."""
+    ok = records[(records["status"] == "ok") & records["metric"].isin(family)]
+    meanings = {}
+    for metric in family:
+        notes = [note for note in dict.fromkeys(ok.loc[ok["metric"] == metric, "note"]) if note]
+        if not notes and metric in RATIO_MEANINGS:
+            notes = [RATIO_MEANINGS[metric]]
+        meanings[metric] = notes
+    return meanings
+
+
+def _ratio_markdown(
+    values: pd.DataFrame,
+    notes: pd.DataFrame,
+    meanings: dict[str, list[str]],
+    mixed: set[str] = frozenset(),
+    settings: set[str] = frozenset(),
+) -> str:
+    """One ratio table as markdown: each value as ``1.23×``, the rows in ``mixed`` or ``settings`` marked
+    `MIXED_RUNS` (as in `_markdown`), then each ratio's meaning; where a ratio has several (e.g. some of its
+    values are only lower bounds), each is numbered and every value marked ``[k]`` with its own."""
+    numbers = {
+        (metric, note): k
+        for metric, metric_notes in meanings.items()
+        if len(metric_notes) > 1
+        for k, note in enumerate(metric_notes, start=1)
+    }
+    numbered = {note: k for (_, note), k in numbers.items()}
+    header = ["case", *values.columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for case, row in values.iterrows():
+        cells = []
+        for column, value in row.items():
+            cell = "—" if np.isnan(value) else f"{_format(value)}×"
+            note = notes.at[case, column]
+            cells.append(f"{cell} [{numbered[note]}]" if cell != "—" and note in numbered else cell)
+        label = f"{case} {MIXED_RUNS}" if case in mixed | settings else str(case)
+        lines.append("| " + " | ".join([label, *cells]) + " |")
+    described = [
+        f"- `{metric}` [{numbers[metric, note]}]: {note}"
+        if (metric, note) in numbers
+        else f"- `{metric}`: {note}"
+        for metric, metric_notes in meanings.items()
+        for note in metric_notes
+    ]
+    if described:
+        lines += ["", *described]
+    if mixed & set(values.index):
+        lines += ["", MIXED_RUNS_NOTE]
+    if (settings - mixed) & set(values.index):
+        lines += ["", MIXED_SETTINGS_NOTE]
+    return "\n".join(lines)
+
+
+def ratio_sections(records: pd.DataFrame) -> list[str]:
+    """A suite's recorded ratios, one table per `ratio_families` entry (cases as rows), each ratio's meaning
+    under its table; a family with no measured value gets none (its skipped records are listed as such)."""
+    sections = []
+    for title, family in ratio_families(records).items():
+        values, notes = ratio_table(records, family)
+        if values.isna().all().all():
+            continue
+        family_records = records[records["metric"].isin(family)]
+        markdown = _ratio_markdown(
+            values,
+            notes,
+            ratio_meanings(records, family),
+            mixed_runs(family_records),
+            mixed_settings(family_records),
+        )
+        sections += ["", f"### {title}", "", markdown]
+    return sections
+
+
 def fit_tradeoff_section(records: pd.DataFrame, out: Path) -> list[str]:
     """The fit suite's trade-off: final loss against wall time, one point per method, one panel per
     problem and budget (log-log where the values allow); empty when no case has both metrics."""
@@ -671,7 +801,8 @@ def render(
         f"table holds means); the methods of a row were measured side by side in one run unless the row is "
         f"marked {MIXED_RUNS}.",
         "**Bold** is the best of a row; *diffbrain vs best peer* compares the default `diffbrain` method "
-        "with the best other method, > 1 meaning diffbrain is better.",
+        "with the best other method, > 1 meaning diffbrain is better; the ratios a suite records are shown "
+        "as recorded (e.g. 1.23×), not ranked, with their meaning under their table.",
         *(["", note] if note else []),
     ]
     with tempfile.TemporaryDirectory(prefix="diffbrain-leaderboard-") as staging:
@@ -686,6 +817,7 @@ def render(
                 sections += sim_sections(suite_records, staged)
             else:
                 sections += metric_sections(suite, suite_records, staged)
+            sections += ratio_sections(suite_records)
             if suite == FIT_SUITE:
                 sections += fit_tradeoff_section(suite_records, staged)
             if suite == fit_dimension.SUITE:

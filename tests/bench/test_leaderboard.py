@@ -54,7 +54,7 @@ def test_render_writes_tables_plots_and_csv(results, tmp_path):
     assert "| n=10 | **2** | — | 4 | 2.00× |" in readme  # time: lower is better, ratio peer/ours
     assert "| n=100 | 9 | — | **3** | 0.33× |" in readme
     assert "| n=10 | **50** | 25 | 2.00× |" in readme  # throughput: higher is better, ratio ours/peer
-    assert "speedup_vs_peer" not in readme  # ratios are recomputed, not tabulated
+    assert "| n=10 | 2× |" in readme  # a recorded ratio is shown as recorded, not ranked
     assert "- other: other is not installed" in readme
     assert "test CPU" in readme
     assert (out / "demo_run_time.png").stat().st_size > 1000
@@ -518,3 +518,80 @@ def test_a_metric_skipped_in_several_cases_is_listed_once():
     ]
     table = pd.DataFrame([dataclasses.asdict(row) for row in rows])
     assert leaderboard.skipped_list(table) == [f"- speedup_vs_brainpy of diffbrain: {reason}"]
+
+
+def test_recorded_ratios_are_shown_with_their_meaning(tmp_path):
+    """Review: every metric in unit "x" was dropped, e.g. ops' scan_grad_over_step (target <= 2x) and fit's
+    time_to_free_best_ratio; no table, no plot, not under "Skipped"."""
+    meaning = "scan_grad_time / step_time (a weight gradient through the scan / the forward step)"
+    rows = [
+        _record("n=10", "diffbrain", "step_time", 1e-3, "s"),
+        _record("n=10", "diffbrain", "scan_grad_over_step", 1.234, "x", note=meaning),
+        _record("n=10", "lax.scan", "scan_grad_over_step", 3.5, "x", note=meaning),
+        _record("n=100", "diffbrain", "scan_grad_over_step", 0.5, "x", note=meaning),
+        _record("n=10", "es-d-rtrl", "time_over_bptt", 2.0, "x"),  # recorded without a note
+    ]
+    out = tmp_path / "board"
+    readme = leaderboard.render(_results(tmp_path / "results", rows), out).read_text()
+    table = readme[readme.index("### scan_grad_over_step") :]
+    assert table.splitlines()[2:6] == [
+        "| case | diffbrain | lax.scan |",
+        "|---|---|---|",
+        "| n=10 | 1.23× | 3.5× |",  # not ranked: no bold, no "vs best peer"
+        "| n=100 | 0.5× | — |",
+    ]
+    assert readme.count(meaning) == 1  # the meaning once per table, not per cell
+    assert f"- `scan_grad_over_step`: {meaning}" in readme
+    assert f"- `time_over_bptt`: {leaderboard.RATIO_MEANINGS['time_over_bptt']}" in readme
+    assert "| n=10 | 2× |" in readme
+    assert sorted(path.name for path in out.glob("*.png")) == ["demo_step_time.png"]  # ratios: no plot
+
+
+def test_ratios_over_each_peer_share_one_table(tmp_path):
+    """The ops suite records step_time_ratio_vs_<peer> for every peer: one table with a column per method
+    and peer, each ratio's meaning listed once."""
+    rows = [
+        _record(case, method, f"step_time_ratio_vs_{peer}", value, "x", note=f"step_time over {peer}'s")
+        for case, method, peer, value in (
+            ("n=10", "diffbrain", "numba", 0.5),
+            ("n=10", "diffbrain.reference", "numba", 0.75),
+            ("n=10", "diffbrain", "bcoo", 0.25),
+            ("n=100", "diffbrain", "numba", 2.0),
+        )
+    ]
+    readme = leaderboard.render(_results(tmp_path / "results", rows), tmp_path / "board").read_text()
+    table = readme[readme.index("### step_time_ratio vs each peer") :].splitlines()
+    assert table[2:6] == [
+        "| case | diffbrain / numba | diffbrain / bcoo | diffbrain.reference / numba |",
+        "|---|---|---|---|",
+        "| n=10 | 0.5× | 0.25× | 0.75× |",
+        "| n=100 | 2× | — | — |",
+    ]
+    assert table[7:9] == [
+        "- `step_time_ratio_vs_numba`: step_time over numba's",
+        "- `step_time_ratio_vs_bcoo`: step_time over bcoo's",
+    ]
+    assert readme.count("### ") == 1
+
+
+def test_a_ratio_with_several_meanings_marks_each_cell_with_its_own(tmp_path):
+    """fit_dimension's speedup_vs_gradient_free is a lower bound where no gradient-free method reached the
+    threshold: that note belongs to its cells, not to the whole table."""
+    exact = "best gradient-free median time to threshold over this method's"
+    bound = "LOWER BOUND: no gradient-free method reached the threshold; their search time over ours"
+    rows = [
+        _record("d=2", "lbfgs", "speedup_vs_gradient_free", 1.5, "x", note=exact),
+        _record("d=64", "lbfgs", "speedup_vs_gradient_free", 44.4, "x", note=bound),
+        _record("d=64", "adam", "speedup_vs_gradient_free", 2.87, "x", note=bound),
+    ]
+    readme = leaderboard.render(_results(tmp_path / "results", rows), tmp_path / "board").read_text()
+    table = readme[readme.index("### speedup_vs_gradient_free") :].splitlines()
+    assert table[2:9] == [
+        "| case | adam | lbfgs |",
+        "|---|---|---|",
+        "| d=2 | — | 1.5× [1] |",
+        "| d=64 | 2.87× [2] | 44.4× [2] |",
+        "",
+        f"- `speedup_vs_gradient_free` [1]: {exact}",
+        f"- `speedup_vs_gradient_free` [2]: {bound}",
+    ]
