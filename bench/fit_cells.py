@@ -68,7 +68,7 @@ from diffbrain.fit.fitter import float64, prepare, run_method
 from diffbrain.fit.objective import Account, Objective
 
 from .fit import N_STARTS, Problem, warm_up
-from .records import Record, ResultsFile, format_params, make_record, skipped, to_frame
+from .records import Record, ResultsFile, format_params, make_record, positive_int, skipped, to_frame
 
 SUITE = "fit_cells"
 CASES = ("bbp-C060109A1", "bbp-C080501B2", "pozzorini-frozen-noise")
@@ -391,9 +391,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help=f"a small run: {QUICK}")
     parser.add_argument("--cases", nargs="+", choices=CASES)
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
-    parser.add_argument("--methods", nargs="+", default=list(METHODS))
-    parser.add_argument("--budget", type=int, help=f"simulations per fit (default {BUDGET})")
-    parser.add_argument("--repeats", type=int, help=f"seeds per method (default {REPEATS})")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--budget", type=positive_int, help=f"simulations per fit (default {BUDGET})")
+    parser.add_argument("--repeats", type=positive_int, help=f"seeds per method (default {REPEATS})")
     parser.add_argument("--out", default="bench-results", help="results folder (default: %(default)s)")
     args = parser.parse_args(argv)
     grid = dict(QUICK) if args.quick else {}

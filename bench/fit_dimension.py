@@ -47,7 +47,10 @@ gradient-free method up to d = 16 (crossover d ≈ 20) and beats L-BFGS at d = 1
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import math
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -65,7 +68,17 @@ from diffbrain.fit.objective import Account
 from diffbrain.fit.search import population_size
 
 from .._atomic import write_atomically
-from .records import Record, format_params, make_record
+from .records import (
+    Record,
+    ResultsFile,
+    format_params,
+    identity,
+    keep_newest,
+    make_record,
+    positive_int,
+    read_csv,
+    to_frame,
+)
 from .timing import compile_seconds
 
 SUITE = "fit_dimension"
@@ -128,6 +141,20 @@ class DimensionProblem:
     source: str
 
 
+def kernel_edges(d: int, membrane: bool = False) -> np.ndarray:
+    """The edges (steps of `DT`) of the log-spaced bins of each kernel of the member with ``d`` free
+    parameters: (d − m)/2 bins over `KERNEL_LENGTH`, m = ``len(MEMBRANE)`` with ``membrane``, else 0.
+
+    Raises:
+        ValueError: ``d`` is not m plus an even number >= 2, or its bins do not fit (>= 2 steps each).
+    """
+    m = len(MEMBRANE) if membrane else 0
+    if d < m + 2 or (d - m) % 2:
+        what = f"{m} membrane parameters + " if m else ""
+        raise ValueError(f"`d` must be {what}an even number >= 2 of kernel bins (half each), got {d}.")
+    return log_bins((d - m) // 2, round(KERNEL_LENGTH / DT))
+
+
 @float64
 def problem(
     d: int,
@@ -139,14 +166,10 @@ def problem(
 ):
     """The family's member with ``d`` free parameters: d/2 η and d/2 γ bins (d even, ≥ 2); with
     ``membrane``, the `MEMBRANE` parameters too and (d − 4)/2 bins per kernel (d even, ≥ 6)."""
-    m = len(MEMBRANE) if membrane else 0
-    if d < m + 2 or (d - m) % 2:
-        what = f"{m} membrane parameters + " if m else ""
-        raise ValueError(f"`d` must be {what}an even number >= 2 of kernel bins (half each), got {d}.")
+    edges = kernel_edges(d, membrane)
     source = "given"
     if current is None:
         current, source = frozen_noise_current()
-    edges = log_bins((d - m) // 2, round(KERNEL_LENGTH / DT))
     lags = (edges[:-1] + edges[1:]) / 2 * DT
     eta, gamma = true_kernels(lags)
     truth = KernelGIF(eta=jnp.asarray(eta), gamma=jnp.asarray(gamma), edges=tuple(map(int, edges)), dt=DT)
@@ -250,12 +273,15 @@ def run(
     ``repeats``: seeds per d, or ``{d: seeds}`` (3 for a d not named); ``duration``: ms of data;
     ``membrane``: the non-convex variant (cases ``kernel-gif-membrane/d=…``, `MEMBRANE` free too;
     ``dimensions`` default `MEMBRANE_DIMENSIONS`, else `DIMENSIONS`). ``on_case`` gets each d's records as
-    soon as they are measured (the command line saves them); the crossovers, derived from every d, are
-    only returned.
+    soon as they are measured (the command line saves them). The crossovers are only returned: derived
+    from every d of this sweep's setting (`SETTINGS`) and machine in the results file when ``on_case``
+    returns the path it saved into (as `ResultsFile.add` does: a partial rerun over some d then counts the
+    d measured before), else from this run's d.
     """
     if dimensions is None:
         dimensions = MEMBRANE_DIMENSIONS if membrane else DIMENSIONS
     records: list[Record] = []
+    saved = None
     current, source = frozen_noise_current(duration=duration)
     for d in dimensions:
         load_start = _load()
@@ -294,9 +320,10 @@ def run(
             "load_avg_1min": f"{load_start:.1f}-{_load():.1f}",
         }
         measured = _records(member, outcomes, warm_ups, format_params(params), n)
-        on_case(measured)
+        saved = on_case(measured)
         records += measured
-    return records + crossover_records(records)
+    saved = saved if isinstance(saved, (str, os.PathLike)) else None
+    return records + crossover_records(sweep_speedups(records, saved))
 
 
 def _load() -> float:
@@ -382,21 +409,63 @@ def _records(member, outcomes, warm_ups, params, repeats) -> list[Record]:
     return records
 
 
-def crossover_records(records: Sequence[Record]) -> list[Record]:
-    """Per family (``kernel-gif``, ``kernel-gif-membrane``) and gradient method, the d from which it is
-    faster to the threshold than every gradient-free method
+SETTINGS = ("current", "duration_ms", "budget", "cap", "time_limit_s")
+"""The ``params`` entries a sweep's d rows share (the others depend on d or describe the run): a crossover
+is derived from the d rows that agree in them, and its ``params`` are they."""
+PROVENANCE = ("suite", "dtype", "device", "backend", "versions", "git_commit")
+"""The `identity` columns that say where a row was measured (core ``versions``)."""
+
+
+def _settings(params: str) -> str:
+    """The `SETTINGS` entries of a ``params`` field (``"current=ou;…;time_limit_s=30.0"``)."""
+    return ";".join(item for item in params.split(";") if item.partition("=")[0] in SETTINGS)
+
+
+def _sweeps(rows: pd.DataFrame) -> list[tuple]:
+    """Per row of records: its `PROVENANCE`, family and `SETTINGS`, which rows of one sweep share."""
+    keys = identity(rows)[list(PROVENANCE)].assign(
+        family=rows.case.str.split("/").str[0].to_numpy(), settings=rows.params.map(_settings).to_numpy()
+    )
+    return list(keys.itertuples(index=False, name=None))
+
+
+def sweep_speedups(records: Sequence[Record], saved: str | os.PathLike | None = None) -> pd.DataFrame:
+    """The speedup rows a run's crossovers are derived from: those of ``records`` and, with ``saved`` (the
+    results file the run's records were merged into), every speedup row there of one of their sweeps (same
+    family, `SETTINGS` and `PROVENANCE`: machine, core versions, commit, dtype), so that a rerun over some d
+    counts the d measured before; the newest row per record key (`keep_newest`)."""
+    frame = to_frame(records)
+    frame = frame[frame.metric == "speedup_vs_gradient_free"]
+    if saved is None or frame.empty:
+        return frame
+    stored = read_csv(saved)
+    stored = stored[stored.metric == "speedup_vs_gradient_free"]
+    ours = set(_sweeps(frame))
+    stored = stored[[key in ours for key in _sweeps(stored)]]
+    return keep_newest(pd.concat([stored, frame], ignore_index=True))
+
+
+def crossover_records(records: Sequence[Record] | pd.DataFrame) -> list[Record]:
+    """Per family (``kernel-gif``, ``kernel-gif-membrane``), setting (`SETTINGS`, the crossover's
+    ``params``) and gradient method, the d from which it is faster to the threshold than every gradient-free
+    method
     (log-log interpolation of the speedup between the last d where it was < 1 and the next; that next d
     itself when the method did not reach the threshold at the last slower d, a speedup of 0). The note says
-    which speedups used are lower bounds (no gradient-free method reached the threshold there)."""
-    frame = pd.DataFrame([dataclasses.asdict(r) for r in records])
+    which speedups used are lower bounds (no gradient-free method reached the threshold there) and the d it
+    is derived from. ``records``: records or their frame (`sweep_speedups`); of a d given twice in one
+    setting, the last."""
+    frame = records if isinstance(records, pd.DataFrame) else to_frame(records)
     frame = frame[frame.metric == "speedup_vs_gradient_free"]
-    frame = frame.assign(family=frame.case.str.split("/").str[0])
+    frame = frame.assign(
+        family=frame.case.str.split("/").str[0],
+        settings=frame.params.map(_settings),
+        d=[int(case.split("d=")[1]) for case in frame.case],
+    )
     out = []
-    for (family, method), rows in frame.groupby(["family", "method"]):
-        d = np.asarray([int(case.split("d=")[1]) for case in rows.case])
-        order = np.argsort(d)
-        d, speedup = d[order], rows.value.to_numpy()[order]
-        bound = rows.note.str.startswith("LOWER BOUND").to_numpy()[order]
+    for (family, settings, method), rows in frame.groupby(["family", "settings", "method"]):
+        rows = rows.drop_duplicates("d", keep="last").sort_values("d")
+        d, speedup = rows.d.to_numpy(), rows.value.to_numpy()
+        bound = rows.note.str.startswith("LOWER BOUND").to_numpy()
         slower = np.flatnonzero(speedup < 1)
         if slower.size == 0:
             crossover, note = float(d[0]), "faster at every d measured (crossover at or below the smallest d)"
@@ -416,6 +485,7 @@ def crossover_records(records: Sequence[Record]) -> list[Record]:
         bounds = [f"d={d[j]}" for j in used if bound[j]]
         if bounds:
             note += f"; the speedup at {' and '.join(bounds)} is a lower bound"
+        note += f"; from d = {', '.join(map(str, d))}"
         out.append(
             make_record(
                 SUITE,
@@ -425,6 +495,7 @@ def crossover_records(records: Sequence[Record]) -> list[Record]:
                 crossover,
                 "1",
                 note=note,
+                params=settings,
                 dtype="float64",
             )
         )
@@ -501,31 +572,55 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
     return table.reindex(sorted(table.index, key=lambda case: (case.split("/")[0], int(case.split("=")[1]))))
 
 
+def positive_number(text: str) -> float:
+    """An argparse type: a finite number > 0 (a budget or cap in simulations, a time limit in s)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}") from None
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """``python -m diffbrain.bench.fit_dimension [--membrane] [--dimensions ...] [--repeats N] [--out DIR]``:
     run the sweep, merge its records into ``DIR/fit_dimension.csv``, draw ``DIR/fit_dimension_crossover.png``
     (``fit_dimension_membrane_crossover.png`` with ``--membrane``)."""
-    import argparse
-
-    from .records import ResultsFile, to_frame
-
     parser = argparse.ArgumentParser(prog="python -m diffbrain.bench.fit_dimension", description=__doc__)
     parser.add_argument(
         "--membrane",
         action="store_true",
         help=f"the non-convex variant: {', '.join(MEMBRANE)} free too (default d {MEMBRANE_DIMENSIONS})",
     )
-    parser.add_argument("--dimensions", nargs="+", type=int, help=f"d to run (default {DIMENSIONS})")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    parser.add_argument("--repeats", type=int, help=f"seeds per d (default {REPEATS})")
-    parser.add_argument("--budget", type=float, default=BUDGET, help="fixed-budget simulations")
     parser.add_argument(
-        "--cap", type=float, default=CAP, help="simulations before giving up on the threshold"
+        "--dimensions",
+        nargs="+",
+        type=int,
+        help=f"d to run, each once (default {DIMENSIONS}; even, >= 2, with --membrane >= 6)",
     )
-    parser.add_argument("--time-limit", type=float, default=TIME_LIMIT, help="seconds before giving up")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--repeats", type=positive_int, help=f"seeds per d (default {REPEATS})")
+    parser.add_argument("--budget", type=positive_number, default=BUDGET, help="fixed-budget simulations")
+    parser.add_argument(
+        "--cap", type=positive_number, default=CAP, help="simulations before giving up on the threshold"
+    )
+    parser.add_argument(
+        "--time-limit", type=positive_number, default=TIME_LIMIT, help="seconds before giving up"
+    )
     parser.add_argument("--out", default="bench-results", help="results folder (default: %(default)s)")
     args = parser.parse_args(argv)
-    repeats = args.repeats or REPEATS
+    for option in ("dimensions", "methods"):
+        values = getattr(args, option) or []
+        repeated = next((value for i, value in enumerate(values) if value in values[:i]), None)
+        if repeated is not None:
+            parser.error(f"--{option} names {repeated} twice; give each once (each is measured once)")
+    for d in args.dimensions or []:
+        try:
+            kernel_edges(d, args.membrane)
+        except ValueError as error:
+            parser.error(f"--dimensions{' with --membrane' if args.membrane else ''}: {error}")
+    repeats = REPEATS if args.repeats is None else args.repeats
     try:
         results = ResultsFile(args.out, SUITE)
     except ValueError as error:

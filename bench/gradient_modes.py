@@ -31,6 +31,7 @@ jax.config.update("jax_enable_x64", True)
 from diffbrain.bench import fit as bf  # noqa: E402
 from diffbrain.fit.objective import MODES, Objective, auto_gradient_mode  # noqa: E402
 
+from .records import positive_int  # noqa: E402
 from .timing import measure_side_by_side  # noqa: E402
 
 N_STARTS = 8
@@ -96,7 +97,9 @@ def table(names: tuple[str, ...], repeats: int) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--problems", nargs="+", default=list(bf.PROBLEMS), choices=bf.PROBLEMS)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--repeats", type=positive_int, default=5, help="timed calls per computation (median)"
+    )
     args = parser.parse_args(argv)
     print("\n".join(table(tuple(args.problems), args.repeats)))
 

@@ -281,6 +281,25 @@ def results_file(parser: argparse.ArgumentParser, out: str | None) -> ResultsFil
         parser.error(f"--out: {error}")
 
 
+def sparse_case(parser: argparse.ArgumentParser, values: Sequence[str]) -> tuple[int, float, int, int]:
+    """One ``--sparse N_REC P T BATCH`` as numbers, checked before any case runs: a value out of range is a
+    parser error that names it."""
+    n_rec, p, n_steps, batch_size = values
+    given = f"--sparse {' '.join(values)}"
+    for name, text in {"N_REC": n_rec, "T": n_steps, "BATCH": batch_size}.items():
+        try:
+            positive_int(text)
+        except argparse.ArgumentTypeError as error:
+            parser.error(f"{given}: {name} {error}")
+    try:
+        probability = float(p)
+    except ValueError:
+        probability = math.nan
+    if not 0 < probability <= 1:
+        parser.error(f"{given}: P must be a connection probability in (0, 1] (0.1 = 10 %), got {p!r}")
+    return int(n_rec), probability, int(n_steps), int(batch_size)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m diffbrain.bench.learn", description=__doc__.split("\n")[0]
@@ -294,17 +313,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         nargs=4,
         action="append",
         metavar=("N_REC", "P", "T", "BATCH"),
-        help=f"a sparse-network case instead of {SPARSE_CASES} (repeatable)",
+        help=f"a sparse-network case instead of {SPARSE_CASES} (repeatable): N_REC, T, BATCH whole numbers "
+        ">= 1, P a connection probability in (0, 1]",
     )
     parser.add_argument(
         "--out", help=f"a results folder: merge the records into OUT/{SUITE}.csv as each case is measured"
     )
     args = parser.parse_args(argv)
+    sparse_cases = [sparse_case(parser, values) for values in args.sparse] if args.sparse else SPARSE_CASES
     results = results_file(parser, args.out)
     sizes, steps = (FULL_SIZES, FULL_STEPS) if args.full else (SIZES, STEPS)
-    sparse_cases = SPARSE_CASES
-    if args.sparse:
-        sparse_cases = [(int(n), float(p), int(t), int(b)) for n, p, t, b in args.sparse]
     records = run(
         sizes,
         steps,
