@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from .._atomic import write_atomically
-from . import fit_dimension
+from . import fit_dimension, learn
 from .records import Record, case_params, keep_newest, read_result_files, write_csv
 
 LOWER_IS_BETTER_UNITS = {"s", "ms", "µs", "us", "ns", "B", "MiB", "GiB"}
@@ -45,12 +45,8 @@ larger ratio is better depends on what it divides) and not plotted."""
 PEER_RATIO = re.compile(r"(?P<family>.+_ratio)_vs_(?P<peer>.+)")
 """A ratio of one method's number over a peer's, e.g. ``step_time_ratio_vs_numba``: the ratios of one family
 (``step_time_ratio``), one per peer, share a table."""
-RATIO_MEANINGS = {
-    "time_over_bptt": "the method's step time over BPTT's on the same case",
-    "csr_over_dense": "the method's step time with the recurrent weights in an `ops.CSR` over its step time "
-    "with them dense (masked), same synapses",
-}
-"""What a ratio means where its records carry no note (the learn suite records these without one)."""
+RATIO_MEANINGS = learn.RATIO_NOTES
+"""What a ratio means where its records carry no note (the learn suite's records before they had one)."""
 
 _OURS = "diffbrain"
 

@@ -17,6 +17,7 @@ def test_sparse_network_records_time_both_layouts_of_one_network():
         ratio = by_key["csr", method, "csr_over_dense"].value
         expected = by_key["csr", method, "step_time"].value / by_key["dense", method, "step_time"].value
         assert ratio == pytest.approx(expected)
+        assert by_key["csr", method, "csr_over_dense"].note == learn.RATIO_NOTES["csr_over_dense"]
     params = dict(item.split("=") for item in records[0].params.split(";"))
     assert int(params["nnz"]) == pytest.approx(0.1 * 60 * 59, rel=0.3) and float(params["rate_hz"]) >= 0
     assert all(r.case.startswith("n_rec=60/p=0.1/T=10/batch=2/") for r in records)
