@@ -218,7 +218,17 @@ def _sweeps(recordings) -> list:
     if not recordings:
         raise ValueError("`recordings` is empty; pass a Recording, a list of them or a Cell.")
     for index, recording in enumerate(recordings):
-        if isinstance(recording, Recording) and recording.batch_shape:
+        if isinstance(recording, Cell):
+            raise TypeError(
+                f"`recordings[{index}]` is a Cell; pass the Cell itself (not in a list) to fit one cell, or "
+                "use fit_cells for several."
+            )
+        if not isinstance(recording, Recording):
+            raise TypeError(
+                f"`recordings[{index}]` must be a Recording (Recording(current=..., voltage=..., dt=...) or "
+                f"a loader's), got {type(recording).__name__}."
+            )
+        if recording.batch_shape:
             raise ValueError(
                 f"`recordings[{index}]` is a stack of {recording.batch_shape[0]} sweeps; a list holds single "
                 "sweeps: pass the stack itself (its padding is then masked out) or a Cell."
@@ -619,6 +629,11 @@ def fit_cells(
                 "of equal sweeps together (cut or resample them), or each with `fit`."
             )
     loss = VoltageMSE() if loss is None else loss
+    for index, (_, cell_target) in enumerate(prepared):
+        try:
+            loss.check(cell_target)
+        except ValueError as error:
+            raise ValueError(f"cell {index}: {error}") from None
     objective = Objective(model, free_set, inputs, target, loss, gradient=gradient_mode)
     start_key, run_key = jax.random.split(key)
     u0 = free_set.sample(start_key, len(cells) * n_starts)

@@ -56,6 +56,19 @@ def _integers(**values) -> list[int]:
     return counts
 
 
+def _real(name: str, value) -> float:
+    """Option ``name`` as a Python float: a real number (a NumPy scalar or a 0-d real array too; inf is one:
+    a warm-up's tolerance); a ValueError otherwise (a string, an array of several values, or a bool, which
+    would count as 1)."""
+    dtype = getattr(value, "dtype", None)
+    real = isinstance(value, numbers.Real) or (
+        np.ndim(value) == 0 and dtype is not None and np.issubdtype(dtype, np.number)
+    )
+    if isinstance(value, bool | np.bool_) or not real or np.iscomplexobj(value):
+        raise ValueError(f"`{name}` must be a real number, got {value!r}; pass e.g. {name}=1e-9.")
+    return float(value)
+
+
 def _flag(name: str, value) -> bool:
     """Option ``name`` as a Python bool: a bool, a NumPy bool or a 0-d bool array; a ValueError otherwise
     (a string such as "no" would count as true)."""
@@ -85,7 +98,7 @@ def lbfgsb(
     ``max_iterations=0`` evaluates each start only (one value-and-gradient), as `lbfgs` does.
     """
     max_iterations, min_restart = _integers(max_iterations=max_iterations, min_restart=min_restart)
-    restart = _flag("restart", restart)
+    restart, tolerance = _flag("restart", restart), _real("tolerance", tolerance)
     _check_at_least(
         max_iterations=(max_iterations, 0), tolerance=(tolerance, 0), min_restart=(min_restart, 1)
     )
@@ -609,7 +622,7 @@ def lbfgs(
     memory_size, max_linesearch_steps, max_iterations = _integers(
         memory_size=memory_size, max_linesearch_steps=max_linesearch_steps, max_iterations=max_iterations
     )
-    restart = _flag("restart", restart)
+    restart, tolerance = _flag("restart", restart), _real("tolerance", tolerance)
     _check_at_least(
         memory_size=(memory_size, 1),
         max_linesearch_steps=(max_linesearch_steps, 1),

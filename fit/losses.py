@@ -11,6 +11,7 @@ grid, shape ``[T, S]`` (T samples, S sweeps), and the recording as a `Target`. L
 from __future__ import annotations
 
 import abc
+import numbers
 
 import equinox as eqx
 import jax
@@ -47,12 +48,26 @@ class Target(eqx.Module):
         return self.voltage.shape[0] * self.dt
 
 
+def _real_number(value) -> bool:
+    """Whether ``value`` is a real number (a NumPy scalar too), not a bool or a string."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
+
+
+def _concrete_sum(array) -> float | None:
+    """``array``'s sum, or None when it is traced (inside ``jit`` or ``vmap``: nothing to check there)."""
+    return None if isinstance(array, jax.core.Tracer) else float(jnp.sum(array))
+
+
 class AbstractLoss(eqx.Module):
     """A scalar loss of simulated ``(V, spikes)`` against a `Target`; lower is better."""
 
     @abc.abstractmethod
     def __call__(self, V: Float[Array, " T S"], spikes: Float[Array, " T S"], target: Target) -> Scalar:
         """The loss (units in each subclass's docstring)."""
+
+    def check(self, target: Target) -> None:
+        """Raise ``ValueError`` if this loss has nothing to compare in ``target``; the fits call it before
+        they start. Most losses can compare any target."""
 
     def __add__(self, other: AbstractLoss) -> Weighted:
         return Weighted(terms=(*_terms(self), *_terms(other)))
@@ -71,6 +86,10 @@ class Weighted(AbstractLoss):
     """``Σ wᵢ·lossᵢ``; made by adding and scaling losses."""
 
     terms: tuple[tuple[float, AbstractLoss], ...]
+
+    def check(self, target: Target) -> None:
+        for _, loss in self.terms:
+            loss.check(target)
 
     def __call__(self, V, spikes, target):
         return sum(w * loss(V, spikes, target) for w, loss in self.terms)
@@ -95,9 +114,11 @@ class VoltageMSE(AbstractLoss):
     n_points: int | None = eqx.field(default=None, static=True)
 
     def __check_init__(self):
-        if self.n_points is not None and not self.n_points >= 1:
+        whole = isinstance(self.n_points, numbers.Integral) and not isinstance(self.n_points, bool)
+        if self.n_points is not None and not (whole and self.n_points >= 1):
             raise ValueError(
-                f"VoltageMSE: `n_points` must be None (every sample) or >= 1, got {self.n_points!r}."
+                f"VoltageMSE: `n_points` must be None (every sample) or a whole number >= 1, got "
+                f"{self.n_points!r}."
             )
 
     def __call__(self, V, spikes, target):
@@ -132,16 +153,34 @@ class SubthresholdMSE(AbstractLoss):
 
     def __check_init__(self):
         if not (
-            np.isfinite(self.before) and np.isfinite(self.after) and self.before >= 0 and self.after >= 0
+            _real_number(self.before)
+            and _real_number(self.after)
+            and np.isfinite(self.before)
+            and np.isfinite(self.after)
+            and self.before >= 0
+            and self.after >= 0
         ):
             raise ValueError(
-                f"SubthresholdMSE: `before` ({self.before} ms) and `after` ({self.after} ms) must be finite "
-                "and >= 0."
+                f"SubthresholdMSE: `before` ({self.before!r} ms) and `after` ({self.after!r} ms) must be "
+                "finite numbers >= 0."
             )
 
-    def __call__(self, V, spikes, target):
+    def check(self, target: Target) -> None:
+        total = _concrete_sum(self._mask(target))
+        if total is not None and total == 0:
+            raise ValueError(
+                f"SubthresholdMSE: the windows of before={self.before:g} ms and after={self.after:g} ms "
+                "around the recorded spikes cover every sample, so no subthreshold voltage is left to "
+                "compare (the loss would be 0 for any parameters); narrow `before`/`after`, or use "
+                "VoltageMSE or a spike loss."
+            )
+
+    def _mask(self, target: Target) -> Float[Array, " T S"]:
         steps = round(self.before / target.dt), round(self.after / target.dt)
-        mask = (1.0 - near_spikes(target.spikes, *steps)) * target.weights
+        return (1.0 - near_spikes(target.spikes, *steps)) * target.weights
+
+    def __call__(self, V, spikes, target):
+        mask = self._mask(target)
         return jnp.sum(mask * (V - target.voltage) ** 2) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
@@ -170,7 +209,7 @@ class VanRossum(AbstractLoss):
     tau: float = eqx.field(default=10.0, static=True)
 
     def __check_init__(self):
-        if not (np.isfinite(self.tau) and self.tau > 0):
+        if not (_real_number(self.tau) and np.isfinite(self.tau) and self.tau > 0):
             raise ValueError(
                 f"VanRossum: `tau` must be a positive finite time constant in ms, got {self.tau!r}."
             )

@@ -156,6 +156,7 @@ class Objective:
             raise ValueError(
                 f"inputs {inputs.shape} and recorded voltage {target.voltage.shape} must both be [T, S]."
             )
+        loss.check(target)
         self.model, self.free, self.inputs, self.target, self.loss = model, free, inputs, target, loss
         self.unroll = int(unroll)
         self.adjoint_supported = all(

@@ -64,3 +64,17 @@ def test_adam_takes_a_learning_rate_given_as_an_array(silent_lif_sweeps, rate):
 def test_adam_refuses_a_learning_rate_that_is_not_a_number(silent_lif_sweeps, rate):
     with pytest.raises(ValueError, match="`learning_rate` must be a finite number > 0"):
         _fit(silent_lif_sweeps, "adam", {"learning_rate": rate})
+
+
+@pytest.mark.parametrize("method", ["lbfgs", "lbfgsb"])
+@pytest.mark.parametrize("tolerance", ["1e-3", [1e-3, 1.0], True])
+def test_tolerance_must_be_a_real_number(silent_lif_sweeps, method, tolerance):
+    """Review s24: "1e-3" raised a bare TypeError from `>=`, an array "truth value is ambiguous", and True
+    ran as a tolerance of 1."""
+    with pytest.raises(ValueError, match="`tolerance` must be a real number"):
+        _fit(silent_lif_sweeps, method, {"tolerance": tolerance})
+
+
+@pytest.mark.parametrize("tolerance", [np.float32(1e-6), jnp.asarray(1e-6), 1e-6, np.inf])
+def test_a_tolerance_of_numpy_or_jax_is_taken(silent_lif_sweeps, tolerance):
+    assert _fit(silent_lif_sweeps, "lbfgs", {"tolerance": tolerance}).starts

@@ -1,8 +1,9 @@
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from diffbrain import fit
+from diffbrain import fit, zoo
 from diffbrain.fit.losses import first_spike_latency, near_spikes
 
 
@@ -210,6 +211,12 @@ def test_a_masked_padding_counts_as_if_each_sweep_ended_at_its_length(loss):
         (lambda: fit.VanRossum(tau=0.0), "`tau` must be a positive finite"),
         (lambda: fit.VanRossum(tau=float("nan")), "`tau` must be a positive finite"),
         (lambda: fit.SubthresholdMSE(before=-1.0), r"`before` \(-1.0 ms\) and `after` \(5.0 ms\)"),
+        # review s24: a fractional n_points read between samples (NaN past a padded sweep's end), True
+        # compared sample 0 only; strings failed inside NumPy
+        (lambda: fit.VoltageMSE(n_points=2.5), "`n_points` must be None"),
+        (lambda: fit.VoltageMSE(n_points=True), "`n_points` must be None"),
+        (lambda: fit.SubthresholdMSE(before="2"), "must be finite numbers >= 0"),
+        (lambda: fit.VanRossum(tau="10"), "`tau` must be a positive finite"),
     ],
 )
 def test_loss_settings_are_checked(make, match):
@@ -241,3 +248,18 @@ def test_masked_voltage_mse_pools_samples_and_its_n_points_form_weighs_sweeps_eq
     index = [np.round(np.linspace(0, n - 1, 5)).astype(int) for n in lengths]
     per_sweep = np.mean([e[i].mean() for e, i in zip(squared, index, strict=True)])
     assert float(fit.VoltageMSE(n_points=5)(V, None, target)) == pytest.approx(per_sweep, rel=1e-12)
+
+
+def test_subthreshold_mse_refuses_windows_that_cover_every_sample():
+    """Review s24: with windows around the spikes covering every sample the loss was 0 for any parameters,
+    and a fit stopped at its first point reporting a perfect fit."""
+    with jax.enable_x64(True):
+        sweeps = fit.synthetic_sweeps(zoo.LIF(g_L=20.0), np.full((1, 1000), 700.0), dt=0.1)  # ~8 ms ISIs
+        free = {"g_L": (5.0, 50.0)}
+        with pytest.raises(ValueError, match="cover every sample, so no subthreshold voltage is left"):
+            fit.fit(zoo.LIF(), sweeps, free=free, loss=fit.SubthresholdMSE(before=10.0, after=20.0), budget=2)
+        with pytest.raises(ValueError, match="cell 1: SubthresholdMSE: the windows"):
+            narrow = fit.synthetic_sweeps(zoo.LIF(g_L=20.0), np.full((1, 1000), 0.0), dt=0.1)  # no spikes
+            loss = 0.5 * fit.VoltageMSE() + fit.SubthresholdMSE(before=10.0, after=20.0)
+            fit.fit_cells(zoo.LIF(), [narrow, sweeps], free=free, loss=loss, budget=2)
+        assert fit.fit(zoo.LIF(), sweeps, free=free, loss=fit.SubthresholdMSE(), budget=2).loss > 0

@@ -163,6 +163,15 @@ def test_fit_cells_refuses_one_cell_passed_alone(sweeps, one):
         fit.fit_cells(_model(), cell, free={"g_L": (5.0, 50.0)}, budget=5)
 
 
+def test_a_cell_or_an_array_in_a_list_of_recordings_is_refused_naming_the_fix(sweeps):
+    """Review s24: fit([cell]) (the shape fit_cells takes) and prepare([array]) failed with a bare
+    AttributeError ("'Cell' object has no attribute 'dt'")."""
+    with pytest.raises(TypeError, match=r"`recordings\[0\]` is a Cell; pass the Cell itself .*fit_cells"):
+        fit.fit(_model(), [fit.Cell(sweeps)], free={"g_L": (5.0, 50.0)}, budget=5)
+    with pytest.raises(TypeError, match=r"`recordings\[1\]` must be a Recording .*got ndarray"):
+        fit.prepare(_model(), [sweeps[0], np.zeros(100)])
+
+
 def test_recordings_must_be_recordings(sweeps):
     with pytest.raises(TypeError, match=r"`recordings` must be a fit.Recording.*got ndarray"):
         fit.fit(zoo.LIF(V_th=100.0), np.zeros((2, 100)), free={"g_L": (5.0, 50.0)}, budget=10)
