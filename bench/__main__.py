@@ -68,8 +68,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m diffbrain.ben
     parser.add_argument(
         "--quick",
         action="store_true",
-        help=f"a small, fast run: fewer repeats in every suite, and smaller grids for throughput "
-        f"({throughput.QUICK}) and ops ({ops.QUICK}); learn keeps its grid and its sparse case",
+        help="a small, fast run: each suite's QUICK settings (fewer repeats; throughput, sim, fit_cells, "
+        "fit_dimension and network_gradient run smaller grids, ops fewer methods; learn and fit keep "
+        "their grids)",
     )
     parser.add_argument("--out", default="bench-results", help="results folder (default: %(default)s)")
     parser.add_argument(

@@ -533,13 +533,11 @@ def _ratio_markdown(
     """One ratio table as markdown: each value as ``1.23×``, the rows in ``mixed`` or ``settings`` marked
     `MIXED_RUNS` (as in `_markdown`), then each ratio's meaning; where a ratio has several (e.g. some of its
     values are only lower bounds), each is numbered and every value marked ``[k]`` with its own."""
-    numbers = {
-        (metric, note): k
-        for metric, metric_notes in meanings.items()
-        if len(metric_notes) > 1
-        for k, note in enumerate(metric_notes, start=1)
-    }
-    numbered = {note: k for (_, note), k in numbers.items()}
+    numbered: dict[str, int] = {}  # one number per distinct note of the table, when any ratio has several
+    if any(len(metric_notes) > 1 for metric_notes in meanings.values()):
+        for metric_notes in meanings.values():
+            for note in metric_notes:
+                numbered.setdefault(note, len(numbered) + 1)
     header = ["case", *values.columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for case, row in values.iterrows():
@@ -551,9 +549,7 @@ def _ratio_markdown(
         label = f"{case} {MIXED_RUNS}" if case in mixed | settings else str(case)
         lines.append("| " + " | ".join([label, *cells]) + " |")
     described = [
-        f"- `{metric}` [{numbers[metric, note]}]: {note}"
-        if (metric, note) in numbers
-        else f"- `{metric}`: {note}"
+        f"- `{metric}` [{numbered[note]}]: {note}" if note in numbered else f"- `{metric}`: {note}"
         for metric, metric_notes in meanings.items()
         for note in metric_notes
     ]

@@ -223,12 +223,12 @@ def _sweeps(recordings) -> list:
                 f"`recordings[{index}]` is a Cell; pass the Cell itself (not in a list) to fit one cell, or "
                 "use fit_cells for several."
             )
-        if not isinstance(recording, Recording):
+        if not all(hasattr(recording, name) for name in ("current", "voltage", "dt")):
             raise TypeError(
                 f"`recordings[{index}]` must be a Recording (Recording(current=..., voltage=..., dt=...) or "
                 f"a loader's), got {type(recording).__name__}."
             )
-        if recording.batch_shape:
+        if isinstance(recording, Recording) and recording.batch_shape:
             raise ValueError(
                 f"`recordings[{index}]` is a stack of {recording.batch_shape[0]} sweeps; a list holds single "
                 "sweeps: pass the stack itself (its padding is then masked out) or a Cell."

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import abc
 import numbers
+import warnings
 
 import equinox as eqx
 import jax
@@ -46,6 +47,21 @@ class Target(eqx.Module):
     def duration(self) -> float:
         """Length of each sweep, ms."""
         return self.voltage.shape[0] * self.dt
+
+
+def _as_number(value):
+    """A converter: a 0-d real array (NumPy or JAX) as a Python float; anything else is kept for the
+    checks to refuse by name."""
+    if isinstance(value, np.ndarray | jax.Array) and value.ndim == 0:
+        if np.issubdtype(value.dtype, np.integer) or np.issubdtype(value.dtype, np.floating):
+            return float(value)
+    return value
+
+
+def _as_count(value):
+    """A converter: a 0-d integer array (NumPy or JAX) as a Python int; anything else is kept."""
+    whole = isinstance(value, np.ndarray | jax.Array) and np.issubdtype(value.dtype, np.integer)
+    return int(value) if whole and value.ndim == 0 else value
 
 
 def _real_number(value) -> bool:
@@ -88,8 +104,19 @@ class Weighted(AbstractLoss):
     terms: tuple[tuple[float, AbstractLoss], ...]
 
     def check(self, target: Target) -> None:
-        for _, loss in self.terms:
-            loss.check(target)
+        """Raise ``ValueError`` only when no term of nonzero weight can compare ``target``; warn about each
+        term that cannot (it adds a constant to the sum, which the other terms still fit)."""
+        failures = []
+        weighted = [loss for weight, loss in self.terms if weight != 0]
+        for loss in weighted:
+            try:
+                loss.check(target)
+            except ValueError as error:
+                failures.append(error)
+        if weighted and len(failures) == len(weighted):
+            raise failures[0]
+        for error in failures:
+            warnings.warn(f"{error} Its term adds a constant; the other terms still fit.", stacklevel=2)
 
     def __call__(self, V, spikes, target):
         return sum(w * loss(V, spikes, target) for w, loss in self.terms)
@@ -111,7 +138,7 @@ class VoltageMSE(AbstractLoss):
       1)/(N − 1))``), then the formula above: each sweep weighs equally, the mean of the per-sweep values.
     """
 
-    n_points: int | None = eqx.field(default=None, static=True)
+    n_points: int | None = eqx.field(default=None, static=True, converter=_as_count)
 
     def __check_init__(self):
         whole = isinstance(self.n_points, numbers.Integral) and not isinstance(self.n_points, bool)
@@ -148,8 +175,8 @@ class SubthresholdMSE(AbstractLoss):
     after any recorded spike (the spike's own shape is left out), 1 elsewhere.
     """
 
-    before: float = eqx.field(default=2.0, static=True)
-    after: float = eqx.field(default=5.0, static=True)
+    before: float = eqx.field(default=2.0, static=True, converter=_as_number)
+    after: float = eqx.field(default=5.0, static=True, converter=_as_number)
 
     def __check_init__(self):
         if not (
@@ -171,7 +198,7 @@ class SubthresholdMSE(AbstractLoss):
             raise ValueError(
                 f"SubthresholdMSE: the windows of before={self.before:g} ms and after={self.after:g} ms "
                 "around the recorded spikes cover every sample, so no subthreshold voltage is left to "
-                "compare (the loss would be 0 for any parameters); narrow `before`/`after`, or use "
+                "compare (this loss would be 0 for any parameters); narrow `before`/`after`, or use "
                 "VoltageMSE or a spike loss."
             )
 
@@ -206,7 +233,7 @@ class VanRossum(AbstractLoss):
     the distance has a gradient.
     """
 
-    tau: float = eqx.field(default=10.0, static=True)
+    tau: float = eqx.field(default=10.0, static=True, converter=_as_number)
 
     def __check_init__(self):
         if not (_real_number(self.tau) and np.isfinite(self.tau) and self.tau > 0):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import numbers
 from typing import NamedTuple
 
 import numpy as np
@@ -118,9 +117,11 @@ def persistent_activity(
         without selective neurons get NaN rates.
     """
     for name, value, bound in (("dt", dt, "> 0 ms"), ("threshold", threshold, ">= 0 Hz")):
-        number = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-        if not (number and (value > 0 if name == "dt" else value >= 0)):
+        dtype = np.asarray(value).dtype if np.ndim(value) == 0 and not isinstance(value, str) else None
+        real = dtype is not None and (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating))
+        if not (real and math.isfinite(value) and (value > 0 if name == "dt" else value >= 0)):
             raise ValueError(f"persistent_activity: `{name}` must be a finite number {bound}, got {value!r}.")
+    dt, threshold = float(dt), float(threshold)
     spikes = np.asarray(spikes, dtype=np.float64)
     labels = np.asarray(labels)
     stimulus, delay = np.asarray(stimulus, bool), np.asarray(delay, bool)

@@ -12,7 +12,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from .. import ops
-from .loss import Batch, StepLoss, add_evidence, check_batch, cross_entropy
+from .loss import Batch, StepLoss, add_evidence, checked_batch_and_scale, cross_entropy
 from .network import EINetwork, trainable
 
 
@@ -55,7 +55,7 @@ def bptt_with_evidence(
 
     The response steps are the masked steps whose target is the trial's label (`add_evidence`).
     """
-    batch, scale = check_batch(batch, net.w_in.shape[0], net.w_out.shape[1], net.w_in.dtype)
+    batch, scale = checked_batch_and_scale(batch, net.w_in.shape[0], net.w_out.shape[1], net.w_in.dtype)
     segment = _segment_size(checkpoint, batch.inputs.shape[0])
     params, static = eqx.partition(net, trainable(net))
 

@@ -26,9 +26,9 @@ class Batch(Protocol):
     labels: Int[Array, " B"]
 
 
-def check_batch(batch: Batch, n_in: int, n_out: int, dtype: jnp.dtype) -> tuple[SimpleBatch, Array]:
+def check_batch(batch: Batch, n_in: int, n_out: int, dtype: jnp.dtype) -> SimpleBatch:
     """``batch`` checked against a network with ``n_in`` inputs and ``n_out`` readout units, its inputs cast
-    to the network's float ``dtype`` (spikes: the cast is exact), as a `SimpleBatch`, and its `loss_scale`.
+    to the network's float ``dtype`` (spikes: the cast is exact), as a `SimpleBatch`.
 
     Shapes and dtypes are checked in Python (free, also under ``jit``): inputs ``[T, B, n_in]``
     (time-major) with T ≥ 1 steps and B ≥ 1 trials, targets and mask ``[T, B]``, labels ``[B]``; targets
@@ -37,8 +37,8 @@ def check_batch(batch: Batch, n_in: int, n_out: int, dtype: jnp.dtype) -> tuple[
     the arrays are concrete, with `eqx.error_if` (one comparison per (step, trial)) when traced. The inputs
     must be finite and ≥ 0 (they are conductances), checked the same way. The mask must be bool (an integer
     one is read as ``mask != 0``): it selects the steps, it does not weight them. The traced check is
-    attached to the mask and to the loss scale, so with ``EQX_ON_ERROR=nan`` a bad batch's loss and
-    gradients are NaN (a bool mask cannot carry a NaN).
+    attached to the mask (`checked_batch_and_scale` also attaches it to the loss scale, so that with
+    ``EQX_ON_ERROR=nan`` a bad batch's loss and gradients are NaN: a bool mask cannot carry a NaN).
 
     The network must be float32 or float64: in half precision the loss and gradient sums over T steps drop
     their small terms (bfloat16, T = 2,000: the loss 3× and the readout gradient 2× too small) and the
@@ -47,6 +47,15 @@ def check_batch(batch: Batch, n_in: int, n_out: int, dtype: jnp.dtype) -> tuple[
     Raises:
         ValueError: naming the field of ``batch`` that does not fit, or a half-precision ``dtype``.
     """
+    return checked_batch_and_scale(batch, n_in, n_out, dtype)[0]
+
+
+def checked_batch_and_scale(
+    batch: Batch, n_in: int, n_out: int, dtype: jnp.dtype
+) -> tuple[SimpleBatch, Array]:
+    """`check_batch`'s batch and its `loss_scale`, the traced check attached to both (the gradients of
+    `learn.bptt` and `learn.online` read the scale, so under ``EQX_ON_ERROR=nan`` a bad batch's loss and
+    gradients are NaN)."""
     if jnp.finfo(dtype).bits < 32:
         raise ValueError(
             f"learn needs a float32 or float64 network, got {jnp.dtype(dtype).name}: its sums over the steps "
@@ -112,11 +121,11 @@ def check_batch(batch: Batch, n_in: int, n_out: int, dtype: jnp.dtype) -> tuple[
         mask = eqx.branched_error_if(mask, jnp.any(bad), jnp.argmax(bad), messages)
         scale = eqx.branched_error_if(loss_scale(mask), jnp.any(bad), jnp.argmax(bad), messages)
         return SimpleBatch(inputs.astype(dtype), targets, mask, labels), scale
-    elif np.any(outside):
+    if np.any(outside):
         raise ValueError(f"{messages[0]} Got {np.asarray(targets)[np.asarray(outside)][:5].tolist()}.")
-    elif np.any(invalid := ~((np.asarray(inputs) >= 0) & np.isfinite(np.asarray(inputs)))):
+    if np.any(invalid := ~((np.asarray(inputs) >= 0) & np.isfinite(np.asarray(inputs)))):
         raise ValueError(f"{messages[1]} Got {np.asarray(inputs)[invalid][:5].tolist()}.")
-    elif np.any(wrong_labels):
+    if np.any(wrong_labels):
         raise ValueError(f"{messages[2]} Got {np.asarray(labels)[np.asarray(wrong_labels)][:5].tolist()}.")
     return SimpleBatch(inputs.astype(dtype), targets, mask, labels), loss_scale(mask)
 

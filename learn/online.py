@@ -71,7 +71,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .loss import Batch, StepLoss, add_evidence, check_batch, cross_entropy
+from .loss import Batch, StepLoss, add_evidence, checked_batch_and_scale, cross_entropy
 from .network import EINetwork, presynaptic_rows, trainable
 
 ALGORITHMS = ("d-rtrl", "es-d-rtrl")
@@ -272,7 +272,7 @@ def online_with_evidence(
             f"`decay` must be in [0, 1) (the traces' factor per step; 1 never forgets and divides by zero), "
             f"got {decay}."
         )
-    batch, scale = check_batch(batch, net.w_in.shape[0], net.w_out.shape[1], net.w_in.dtype)
+    batch, scale = checked_batch_and_scale(batch, net.w_in.shape[0], net.w_out.shape[1], net.w_in.dtype)
     per_state = algorithm == "es-d-rtrl" and timescales == "per-state"
     params, static = eqx.partition(net, trainable(net))
 

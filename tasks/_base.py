@@ -98,7 +98,8 @@ def check_scalar(owner: str, name: str, value) -> None:
     if np.ndim(value) != 0:
         raise ValueError(
             f"{owner}: `{name}` must be a single number, got shape {np.shape(value)}: {value!r}; a task "
-            "has one value for all its channels and trials (vmap over tasks for several)."
+            "has one value for all its channels and trials. For several, build one task per value inside "
+            f"jax.vmap: jax.vmap(lambda v: {owner}({name}=v).sample(key, batch_size))(values)."
         )
 
 

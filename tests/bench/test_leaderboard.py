@@ -595,3 +595,19 @@ def test_a_ratio_with_several_meanings_marks_each_cell_with_its_own(tmp_path):
         f"- `speedup_vs_gradient_free` [1]: {exact}",
         f"- `speedup_vs_gradient_free` [2]: {bound}",
     ]
+
+
+def test_a_note_shared_by_the_ratios_of_a_peer_family_has_one_number(tmp_path):
+    """Review s24: notes were numbered per metric, so in a peer family whose ratios met two notes in
+    different orders a cell carried the other metric's number for its note."""
+    full, bound = "X: full time over the peer's", "Y: LOWER BOUND: the peer never finished"
+    rows = [
+        _record(case, "diffbrain", metric, value, "x", note=note)
+        for case, notes in (("c1", (full, bound)), ("c2", (bound, full)))
+        for metric, value, note in zip(("t_ratio_vs_a", "t_ratio_vs_b"), (2.0, 3.0), notes, strict=True)
+    ]
+    readme = leaderboard.render(_results(tmp_path / "results", rows), tmp_path / "board").read_text()
+    table = readme[readme.index("### t_ratio vs each peer") :].splitlines()
+    assert table[4:6] == ["| c1 | 2× [1] | 3× [2] |", "| c2 | 2× [2] | 3× [1] |"]
+    assert f"- `t_ratio_vs_a` [1]: {full}" in table and f"- `t_ratio_vs_b` [1]: {full}" in table
+    assert f"- `t_ratio_vs_b` [2]: {bound}" in table

@@ -258,8 +258,25 @@ def test_subthreshold_mse_refuses_windows_that_cover_every_sample():
         free = {"g_L": (5.0, 50.0)}
         with pytest.raises(ValueError, match="cover every sample, so no subthreshold voltage is left"):
             fit.fit(zoo.LIF(), sweeps, free=free, loss=fit.SubthresholdMSE(before=10.0, after=20.0), budget=2)
+        quiet = fit.synthetic_sweeps(zoo.LIF(g_L=20.0), np.full((1, 1000), 0.0), dt=0.1)  # no spikes
         with pytest.raises(ValueError, match="cell 1: SubthresholdMSE: the windows"):
-            narrow = fit.synthetic_sweeps(zoo.LIF(g_L=20.0), np.full((1, 1000), 0.0), dt=0.1)  # no spikes
-            loss = 0.5 * fit.VoltageMSE() + fit.SubthresholdMSE(before=10.0, after=20.0)
-            fit.fit_cells(zoo.LIF(), [narrow, sweeps], free=free, loss=loss, budget=2)
+            loss = fit.SubthresholdMSE(before=10.0, after=20.0)
+            fit.fit_cells(zoo.LIF(), [quiet, sweeps], free=free, loss=loss, budget=2)
         assert fit.fit(zoo.LIF(), sweeps, free=free, loss=fit.SubthresholdMSE(), budget=2).loss > 0
+        # review s24 of f502e67: in a sum, such a term adds a constant that the other terms still fit
+        combined = fit.SubthresholdMSE(before=10.0, after=20.0) + 0.1 * fit.SpikeCount()
+        with pytest.warns(UserWarning, match="Its term adds a constant; the other terms still fit"):
+            assert fit.fit(zoo.LIF(), sweeps, free=free, loss=combined, budget=4).loss > 0
+        with pytest.raises(ValueError, match="cover every sample"):  # no term of nonzero weight can compare
+            nothing = fit.SubthresholdMSE(before=10.0, after=20.0) + 0.0 * fit.VoltageMSE()
+            fit.fit(zoo.LIF(), sweeps, free=free, loss=nothing, budget=2)
+
+
+@pytest.mark.parametrize("array", [np.asarray, jnp.asarray])
+def test_loss_settings_given_as_0d_arrays_are_taken_as_numbers(array):
+    """Review s24 of f502e67: the type checks had refused 0-d arrays that worked before."""
+    assert fit.VoltageMSE(n_points=array(5)).n_points == 5
+    assert fit.SubthresholdMSE(before=array(2.0), after=array(4)).before == 2.0
+    assert fit.VanRossum(tau=array(10.0)).tau == 10.0
+    with pytest.raises(ValueError, match="`n_points` must be None"):
+        fit.VoltageMSE(n_points=array(2.5))

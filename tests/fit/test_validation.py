@@ -1,6 +1,9 @@
 """Bad arguments raise a ValueError that names the argument (review s7: budget, starts, input_scale, …)."""
 
+from types import SimpleNamespace
+
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -170,6 +173,12 @@ def test_a_cell_or_an_array_in_a_list_of_recordings_is_refused_naming_the_fix(sw
         fit.fit(_model(), [fit.Cell(sweeps)], free={"g_L": (5.0, 50.0)}, budget=5)
     with pytest.raises(TypeError, match=r"`recordings\[1\]` must be a Recording .*got ndarray"):
         fit.prepare(_model(), [sweeps[0], np.zeros(100)])
+    # an object with a recording's fields is still read as one (review s24 of f502e67)
+    sweep = sweeps[0]
+    duck = SimpleNamespace(dt=sweep.dt, current=sweep.current, voltage=sweep.voltage, spike_times=None)
+    np.testing.assert_array_equal(
+        fit.prepare(_model(), [duck])[1].voltage, fit.prepare(_model(), sweep)[1].voltage
+    )
 
 
 def test_recordings_must_be_recordings(sweeps):
@@ -221,3 +230,16 @@ def test_a_population_size_a_method_cannot_take_is_named(sweeps, method, size, l
         ValueError, match=rf"option `size` \(the population of '{method}'\) must be an integer ≥ {least}"
     ):
         fit.fit(_model(), sweeps, free=FREE, method=method, budget=20, options={"size": size})
+
+
+def test_an_objective_takes_a_plain_callable_loss(sweeps):
+    """Review s24 of f502e67: `Objective` ran the new loss check on any loss, so a plain function (which
+    worked before) raised AttributeError."""
+    inputs, target = fit.prepare(_model(), sweeps)
+    free = fit.free_params(_model(), {"g_L": (5.0, 50.0)})
+
+    def plain_loss(V, spikes, target):
+        return jnp.mean((V - target.voltage) ** 2)
+
+    objective = fit.Objective(_model(), free, inputs, target, plain_loss)
+    assert np.isfinite(float(objective.value(free.from_model(_model()))))

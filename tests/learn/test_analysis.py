@@ -144,3 +144,13 @@ def test_persistent_activity_refuses_a_bad_time_step_or_threshold_naming_it(chan
     spikes, labels, stimulus, delay = synthetic_spikes(True)
     with pytest.raises(ValueError, match=f"`{name}` must be a finite number"):
         analysis.persistent_activity(spikes, labels, stimulus, delay, **change)
+
+
+def test_persistent_activity_takes_a_0d_array_time_step():
+    """Review s24 of 0fa940b: the new check had refused dt=np.asarray(1.0), which worked before."""
+    spikes, labels, stimulus, delay = synthetic_spikes(True)
+    plain = analysis.persistent_activity(spikes, labels, stimulus, delay, dt=1.0, threshold=10.0)
+    as_array = analysis.persistent_activity(
+        spikes, labels, stimulus, delay, dt=np.asarray(1.0), threshold=jax.numpy.asarray(10.0)
+    )
+    np.testing.assert_array_equal(as_array.preferred, plain.preferred)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from diffbrain import learn
+from diffbrain.learn.loss import check_batch
 
 T, B, N_IN, N_OUT = 4, 3, 5, 2
 
@@ -238,3 +239,9 @@ def test_under_eqx_on_error_nan_a_bad_traced_batch_gives_a_nan_loss_and_gradient
     lines = done.stdout.split("\n")[:-1]
     assert len(lines) == 12, done.stdout
     assert all(line.endswith("True True") for line in lines), done.stdout
+
+
+def test_check_batch_returns_the_checked_batch():
+    """Review s24 of 0fa940b: the public `check_batch` had begun returning (batch, scale)."""
+    checked = check_batch(_batch(), N_IN, N_OUT, jnp.float32)
+    assert isinstance(checked, learn.SimpleBatch) and checked.inputs.dtype == jnp.float32
