@@ -312,6 +312,7 @@ def run(
             "budget": budget,
             "cap": cap,
             "time_limit_s": time_limit,
+            "methods": "+".join(methods),
             "grad_cost": round(grad_cost, 2),
             "floor": round(member.floor, 4),
             "threshold": round(member.threshold, 4),
@@ -323,7 +324,7 @@ def run(
         saved = on_case(measured)
         records += measured
     saved = saved if isinstance(saved, (str, os.PathLike)) else None
-    return records + crossover_records(sweep_speedups(records, saved))
+    return records + crossover_records(sweep_rows(records, saved, "speedup_vs_gradient_free"))
 
 
 def _load() -> float:
@@ -409,7 +410,7 @@ def _records(member, outcomes, warm_ups, params, repeats) -> list[Record]:
     return records
 
 
-SETTINGS = ("current", "duration_ms", "budget", "cap", "time_limit_s")
+SETTINGS = ("current", "duration_ms", "budget", "cap", "time_limit_s", "methods")
 """The ``params`` entries a sweep's d rows share (the others depend on d or describe the run): a crossover
 is derived from the d rows that agree in them, and its ``params`` are they."""
 PROVENANCE = ("suite", "dtype", "device", "backend", "versions", "git_commit")
@@ -429,17 +430,21 @@ def _sweeps(rows: pd.DataFrame) -> list[tuple]:
     return list(keys.itertuples(index=False, name=None))
 
 
-def sweep_speedups(records: Sequence[Record], saved: str | os.PathLike | None = None) -> pd.DataFrame:
-    """The speedup rows a run's crossovers are derived from: those of ``records`` and, with ``saved`` (the
-    results file the run's records were merged into), every speedup row there of one of their sweeps (same
+def sweep_rows(
+    records: Sequence[Record], saved: str | os.PathLike | None = None, metric: str | None = None
+) -> pd.DataFrame:
+    """The rows of a run's sweeps (of ``metric``, or every metric): those of ``records`` and, with ``saved``
+    (the results file the run's records were merged into), every row there of one of their sweeps (same
     family, `SETTINGS` and `PROVENANCE`: machine, core versions, commit, dtype), so that a rerun over some d
     counts the d measured before; the newest row per record key (`keep_newest`)."""
     frame = to_frame(records)
-    frame = frame[frame.metric == "speedup_vs_gradient_free"]
+    if metric is not None:
+        frame = frame[frame.metric == metric]
     if saved is None or frame.empty:
         return frame
     stored = read_csv(saved)
-    stored = stored[stored.metric == "speedup_vs_gradient_free"]
+    if metric is not None:
+        stored = stored[stored.metric == metric]
     ours = set(_sweeps(frame))
     stored = stored[[key in ours for key in _sweeps(stored)]]
     return keep_newest(pd.concat([stored, frame], ignore_index=True))
@@ -452,7 +457,7 @@ def crossover_records(records: Sequence[Record] | pd.DataFrame) -> list[Record]:
     (log-log interpolation of the speedup between the last d where it was < 1 and the next; that next d
     itself when the method did not reach the threshold at the last slower d, a speedup of 0). The note says
     which speedups used are lower bounds (no gradient-free method reached the threshold there) and the d it
-    is derived from. ``records``: records or their frame (`sweep_speedups`); of a d given twice in one
+    is derived from. ``records``: records or their frame (`sweep_rows`); of a d given twice in one
     setting, the last."""
     frame = records if isinstance(records, pd.DataFrame) else to_frame(records)
     frame = frame[frame.metric == "speedup_vs_gradient_free"]
@@ -637,7 +642,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         on_case=results.add,
     )
     path = results.add(records)  # the crossovers too
-    frame = to_frame(records)
+    frame = sweep_rows(records, path)  # with the d of the sweep measured before, as the crossovers
     with pd.option_context("display.width", 250, "display.max_columns", None):
         print(summary(frame))
         print(

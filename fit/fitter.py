@@ -24,7 +24,7 @@ from diffbrain import zoo
 from diffbrain.zoo._param import parameters
 
 from . import gradient, search
-from .losses import AbstractLoss, Target, VoltageMSE
+from .losses import AbstractLoss, Target, VoltageMSE, idle_terms
 from .objective import MODES, Account, GradientMode, Objective
 from .params import free_params, model_check_error
 from .recording import Cell, Recording, detect_spikes, spike_grid
@@ -49,6 +49,19 @@ def float64(fn):
             return fn(*args, **kwargs)
 
     return with_float64
+
+
+def _check_loss(loss: AbstractLoss, target: Target, where: str = "") -> None:
+    """Raise ``ValueError`` if ``loss`` has nothing to compare in ``target`` (`AbstractLoss.check`), and warn
+    for each of its terms that has not (`losses.idle_terms`); ``where`` (e.g. ``"cell 2: "``) starts each
+    message. Called by `fit` and `fit_cells` only, so the warning points at their caller."""
+    try:
+        loss.check(target)
+    except ValueError as error:
+        raise ValueError(f"{where}{error}") from None
+    for reason in idle_terms(loss, target):
+        # frames: here, fit or fit_cells, their float64 wrapper, the caller
+        warnings.warn(f"{where}{reason} Its term adds a constant; the other terms still fit.", stacklevel=4)
 
 
 def _input_scale(model: zoo.AbstractNeuron, input_scale: float | None) -> float:
@@ -227,6 +240,11 @@ def _sweeps(recordings) -> list:
             raise TypeError(
                 f"`recordings[{index}]` must be a Recording (Recording(current=..., voltage=..., dt=...) or "
                 f"a loader's), got {type(recording).__name__}."
+            )
+        if not isinstance(recording, Recording) and np.ndim(recording.voltage) != 1:
+            raise ValueError(
+                f"`recordings[{index}]` must hold one sweep (voltage of shape [T]), got voltage of shape "
+                f"{np.shape(recording.voltage)}; pass one entry per sweep."
             )
         if isinstance(recording, Recording) and recording.batch_shape:
             raise ValueError(
@@ -489,6 +507,7 @@ def fit(
     free_set = free_params(model, free, transforms=transforms)
     inputs, target = prepare(model, recordings, input_scale=input_scale, spike_threshold=spike_threshold)
     loss = VoltageMSE() if loss is None else loss
+    _check_loss(loss, target)
     objective = Objective(model, free_set, inputs, target, loss, gradient=gradient_mode)
     start_key, run_key = jax.random.split(key)
     if starts is None:
@@ -630,10 +649,7 @@ def fit_cells(
             )
     loss = VoltageMSE() if loss is None else loss
     for index, (_, cell_target) in enumerate(prepared):
-        try:
-            loss.check(cell_target)
-        except ValueError as error:
-            raise ValueError(f"cell {index}: {error}") from None
+        _check_loss(loss, cell_target, f"cell {index}: ")
     objective = Objective(model, free_set, inputs, target, loss, gradient=gradient_mode)
     start_key, run_key = jax.random.split(key)
     u0 = free_set.sample(start_key, len(cells) * n_starts)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import abc
 import numbers
-import warnings
 
 import equinox as eqx
 import jax
@@ -52,16 +51,16 @@ class Target(eqx.Module):
 def _as_number(value):
     """A converter: a 0-d real array (NumPy or JAX) as a Python float; anything else is kept for the
     checks to refuse by name."""
-    if isinstance(value, np.ndarray | jax.Array) and value.ndim == 0:
-        if np.issubdtype(value.dtype, np.integer) or np.issubdtype(value.dtype, np.floating):
-            return float(value)
-    return value
+    if not isinstance(value, np.ndarray | jax.Array) or isinstance(value, jax.core.Tracer) or value.ndim:
+        return value
+    real = jnp.issubdtype(value.dtype, jnp.integer) or jnp.issubdtype(value.dtype, jnp.floating)
+    return float(value) if real else value
 
 
 def _as_count(value):
     """A converter: a 0-d integer array (NumPy or JAX) as a Python int; anything else is kept."""
-    whole = isinstance(value, np.ndarray | jax.Array) and np.issubdtype(value.dtype, np.integer)
-    return int(value) if whole and value.ndim == 0 else value
+    concrete = isinstance(value, np.ndarray | jax.Array) and not isinstance(value, jax.core.Tracer)
+    return int(value) if concrete and value.ndim == 0 and jnp.issubdtype(value.dtype, jnp.integer) else value
 
 
 def _real_number(value) -> bool:
@@ -104,22 +103,33 @@ class Weighted(AbstractLoss):
     terms: tuple[tuple[float, AbstractLoss], ...]
 
     def check(self, target: Target) -> None:
-        """Raise ``ValueError`` only when no term of nonzero weight can compare ``target``; warn about each
-        term that cannot (it adds a constant to the sum, which the other terms still fit)."""
-        failures = []
+        """Raise ``ValueError`` when no term of nonzero weight can compare ``target`` (every weight 0
+        included: the sum is 0 for any parameters); `idle_terms` names the terms that cannot."""
         weighted = [loss for weight, loss in self.terms if weight != 0]
-        for loss in weighted:
-            try:
-                loss.check(target)
-            except ValueError as error:
-                failures.append(error)
-        if weighted and len(failures) == len(weighted):
-            raise failures[0]
-        for error in failures:
-            warnings.warn(f"{error} Its term adds a constant; the other terms still fit.", stacklevel=2)
+        if not weighted:
+            raise ValueError(
+                "every term of the loss has weight 0, so it is 0 for any parameters; give a term a weight."
+            )
+        idle = idle_terms(self, target)
+        if len(idle) == len(weighted):
+            raise ValueError(idle[0])
 
     def __call__(self, V, spikes, target):
         return sum(w * loss(V, spikes, target) for w, loss in self.terms)
+
+
+def idle_terms(loss: AbstractLoss, target: Target) -> list[str]:
+    """Why each term of nonzero weight of ``loss`` (a `Weighted` sum, or one loss) cannot compare
+    ``target`` (its `AbstractLoss.check` message): such a term adds a constant, which the others still
+    fit. The fits warn with these."""
+    idle = []
+    for weight, term in _terms(loss):
+        if weight != 0:
+            try:
+                term.check(target)
+            except ValueError as error:
+                idle.append(str(error))
+    return idle
 
 
 class VoltageMSE(AbstractLoss):

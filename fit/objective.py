@@ -156,8 +156,6 @@ class Objective:
             raise ValueError(
                 f"inputs {inputs.shape} and recorded voltage {target.voltage.shape} must both be [T, S]."
             )
-        if isinstance(loss, AbstractLoss):  # a plain callable ``(V, spikes, target) → loss`` has no check
-            loss.check(target)
         self.model, self.free, self.inputs, self.target, self.loss = model, free, inputs, target, loss
         self.unroll = int(unroll)
         self.adjoint_supported = all(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import NamedTuple
 
 import numpy as np
@@ -119,6 +120,7 @@ def persistent_activity(
     for name, value, bound in (("dt", dt, "> 0 ms"), ("threshold", threshold, ">= 0 Hz")):
         dtype = np.asarray(value).dtype if np.ndim(value) == 0 and not isinstance(value, str) else None
         real = dtype is not None and (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating))
+        real = real or (isinstance(value, numbers.Real) and not isinstance(value, bool))  # a Fraction too
         if not (real and math.isfinite(value) and (value > 0 if name == "dt" else value >= 0)):
             raise ValueError(f"persistent_activity: `{name}` must be a finite number {bound}, got {value!r}.")
     dt, threshold = float(dt), float(threshold)

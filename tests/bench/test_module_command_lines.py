@@ -123,14 +123,14 @@ def test_a_partial_rerun_keeps_the_crossover_of_every_d_in_the_file(tmp_path, mo
     assert first["lbfgs"][0] == pytest.approx(8**0.5)
 
     _fake_sweep(monkeypatch, {8: 4.1, 16: 8.0})
-    fd.main(["--dimensions", "8", "16", "--methods", "lbfgs", "cmaes", "--repeats", "1", "--out", str(out)])
+    fd.main(["--dimensions", "8", "16", "--repeats", "1", "--out", str(out)])  # the same methods
     capsys.readouterr()
     second = _crossovers(out / "fit_dimension.csv")
     speedups = records.read_csv(out / "fit_dimension.csv").query("metric == 'speedup_vs_gradient_free'")
     assert sorted(speedups[speedups.method == "lbfgs"].value) == [0.5, 2.0, 4.1, 8.0]
     assert second["lbfgs"][0] == pytest.approx(8**0.5)
     assert "between d=2 and d=4" in second["lbfgs"][1] and "from d = 2, 4, 8, 16" in second["lbfgs"][1]
-    assert second["adam"] == first["adam"]  # not rerun: its crossover stays
+    assert second["adam"][0] == pytest.approx(8**0.5) and "from d = 2, 4, 8, 16" in second["adam"][1]
 
 
 def test_crossovers_of_other_settings_are_kept_apart(tmp_path, monkeypatch):
@@ -146,6 +146,14 @@ def test_crossovers_of_other_settings_are_kept_apart(tmp_path, monkeypatch):
     assert len(crossovers) == 2
     assert crossovers[crossovers.index.str.contains("budget=2000")].item() == pytest.approx(8**0.5)
     assert crossovers[crossovers.index.str.contains("budget=100;")].item() == 8.0
+    # review s24: another set of methods is another "best gradient-free" baseline: kept apart too
+    results.add(fd.run((8,), ("lbfgs", "de"), repeats=1, on_case=results.add))
+    frame = records.read_csv(out / "fit_dimension.csv")
+    crossovers = frame[frame.metric == "crossover_d"].set_index("params").value
+    assert crossovers[crossovers.index.str.contains("methods=lbfgs\\+de")].item() == 8.0
+    assert crossovers[crossovers.index.str.contains("methods=lbfgs\\+cmaes")].tolist() == pytest.approx(
+        [8**0.5, 8.0]
+    )
 
 
 @pytest.mark.parametrize(

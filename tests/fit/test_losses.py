@@ -265,11 +265,17 @@ def test_subthreshold_mse_refuses_windows_that_cover_every_sample():
         assert fit.fit(zoo.LIF(), sweeps, free=free, loss=fit.SubthresholdMSE(), budget=2).loss > 0
         # review s24 of f502e67: in a sum, such a term adds a constant that the other terms still fit
         combined = fit.SubthresholdMSE(before=10.0, after=20.0) + 0.1 * fit.SpikeCount()
-        with pytest.warns(UserWarning, match="Its term adds a constant; the other terms still fit"):
+        with pytest.warns(UserWarning, match="Its term adds a constant; the other terms still fit") as caught:
             assert fit.fit(zoo.LIF(), sweeps, free=free, loss=combined, budget=4).loss > 0
+        assert [warning.filename for warning in caught] == [__file__]  # at the caller, once
+        with pytest.warns(UserWarning, match="^cell 1: SubthresholdMSE") as caught:
+            fit.fit_cells(zoo.LIF(), [quiet, sweeps], free=free, loss=combined, budget=2)
+        assert [warning.filename for warning in caught] == [__file__]
         with pytest.raises(ValueError, match="cover every sample"):  # no term of nonzero weight can compare
             nothing = fit.SubthresholdMSE(before=10.0, after=20.0) + 0.0 * fit.VoltageMSE()
             fit.fit(zoo.LIF(), sweeps, free=free, loss=nothing, budget=2)
+        with pytest.raises(ValueError, match="every term of the loss has weight 0"):
+            fit.fit(zoo.LIF(), sweeps, free=free, loss=0.0 * fit.VoltageMSE(), budget=2)
 
 
 @pytest.mark.parametrize("array", [np.asarray, jnp.asarray])
@@ -280,3 +286,5 @@ def test_loss_settings_given_as_0d_arrays_are_taken_as_numbers(array):
     assert fit.VanRossum(tau=array(10.0)).tau == 10.0
     with pytest.raises(ValueError, match="`n_points` must be None"):
         fit.VoltageMSE(n_points=array(2.5))
+    with pytest.raises(ValueError, match="`tau` must be a positive finite"):  # a traced value is refused
+        jax.jit(lambda tau: fit.VanRossum(tau=tau).tau)(10.0)

@@ -179,6 +179,11 @@ def test_a_cell_or_an_array_in_a_list_of_recordings_is_refused_naming_the_fix(sw
     np.testing.assert_array_equal(
         fit.prepare(_model(), [duck])[1].voltage, fit.prepare(_model(), sweep)[1].voltage
     )
+    stack = SimpleNamespace(
+        dt=sweep.dt, current=np.stack([sweep.current] * 2), voltage=np.stack([sweep.voltage] * 2)
+    )
+    with pytest.raises(ValueError, match=r"`recordings\[0\]` must hold one sweep"):
+        fit.prepare(_model(), [stack])
 
 
 def test_recordings_must_be_recordings(sweeps):

@@ -1,3 +1,5 @@
+from fractions import Fraction
+
 import equinox as eqx
 import jax
 import numpy as np
@@ -154,3 +156,5 @@ def test_persistent_activity_takes_a_0d_array_time_step():
         spikes, labels, stimulus, delay, dt=np.asarray(1.0), threshold=jax.numpy.asarray(10.0)
     )
     np.testing.assert_array_equal(as_array.preferred, plain.preferred)
+    as_fraction = analysis.persistent_activity(spikes, labels, stimulus, delay, dt=Fraction(1), threshold=10)
+    np.testing.assert_array_equal(as_fraction.preferred, plain.preferred)
