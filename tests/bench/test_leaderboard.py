@@ -611,3 +611,16 @@ def test_a_note_shared_by_the_ratios_of_a_peer_family_has_one_number(tmp_path):
     assert table[4:6] == ["| c1 | 2× [1] | 3× [2] |", "| c2 | 2× [2] | 3× [1] |"]
     assert f"- `t_ratio_vs_a` [1]: {full}" in table and f"- `t_ratio_vs_b` [1]: {full}" in table
     assert f"- `t_ratio_vs_b` [2]: {bound}" in table
+
+
+def test_a_lone_peer_ratio_is_headed_by_its_method_and_an_unmeasured_ratio_has_no_table(tmp_path):
+    """A family with one peer needs no "/ peer" in its columns; a ratio with no measured value (only
+    skipped records) gets no table of dashes."""
+    rows = [
+        _record("n=10", "diffbrain", "step_time_ratio_vs_numba", 0.5, "x", note="step_time over numba's"),
+        _record("n=10", "diffbrain", "cost_ratio", float("nan"), "x", status="skipped", note="not run"),
+    ]
+    readme = leaderboard.render(_results(tmp_path / "results", rows), tmp_path / "board").read_text()
+    table = readme[readme.index("### step_time_ratio vs each peer") :].splitlines()
+    assert table[2] == "| case | diffbrain |"
+    assert "### cost_ratio" not in readme

@@ -156,6 +156,38 @@ def test_crossovers_of_other_settings_are_kept_apart(tmp_path, monkeypatch):
     )
 
 
+def test_a_rerun_d_replaces_its_speedup_in_the_crossover(tmp_path, monkeypatch):
+    """A rerun of d = 4 whose speedup fell below 1 moves the crossover to between d = 4 and d = 8 (the rerun's
+    value, not the stored one, counts)."""
+    out = tmp_path / "results"
+    results = records.ResultsFile(out, fd.SUITE)
+    _fake_sweep(monkeypatch, {2: 0.5, 4: 2.0, 8: 4.0})
+    results.add(fd.run((2, 4, 8), ("lbfgs", "cmaes"), repeats=1, on_case=results.add))
+    _fake_sweep(monkeypatch, {4: 0.8})
+    results.add(fd.run((4,), ("lbfgs", "cmaes"), repeats=1, on_case=results.add))
+    value, note = _crossovers(out / "fit_dimension.csv")["lbfgs"]
+    assert 4 < value < 8 and "between d=4 and d=8" in note and "from d = 2, 4, 8" in note
+
+
+def test_a_crossover_leaves_out_rows_of_another_commit_or_time_limit(tmp_path, monkeypatch):
+    """Rows measured at another commit (or machine) are another sweep, and so are rows of another time
+    limit: a run over d = 8 derives its crossover from d = 8 alone."""
+    out = tmp_path / "results"
+    results = records.ResultsFile(out, fd.SUITE)
+    _fake_sweep(monkeypatch, {2: 0.5, 4: 2.0, 8: 4.0})
+    results.add(fd.run((2, 4), ("lbfgs", "cmaes"), repeats=1, on_case=results.add))
+    stored = records.read_csv(out / "fit_dimension.csv").assign(git_commit="0" * 40)
+    records.write_csv([records.Record(**row) for row in stored.to_dict("records")], out / "fit_dimension.csv")
+    results.add(fd.run((8,), ("lbfgs", "cmaes"), repeats=1, on_case=results.add))
+    ours = records.read_csv(out / "fit_dimension.csv").query("git_commit != '0' * 40")
+    (note,) = ours[(ours.metric == "crossover_d") & (ours.method == "lbfgs")].note
+    assert note.endswith("from d = 8")
+    results.add(fd.run((2,), ("lbfgs", "cmaes"), time_limit=5.0, repeats=1, on_case=results.add))
+    ours = records.read_csv(out / "fit_dimension.csv").query("git_commit != '0' * 40")
+    crossovers = ours[(ours.metric == "crossover_d") & (ours.method == "lbfgs")]
+    assert sorted(crossovers.note.str.rsplit("; ", n=1).str[-1]) == ["from d = 2", "from d = 8"]
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

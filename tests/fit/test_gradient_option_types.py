@@ -67,7 +67,7 @@ def test_adam_refuses_a_learning_rate_that_is_not_a_number(silent_lif_sweeps, ra
 
 
 @pytest.mark.parametrize("method", ["lbfgs", "lbfgsb"])
-@pytest.mark.parametrize("tolerance", ["1e-3", [1e-3, 1.0], True])
+@pytest.mark.parametrize("tolerance", ["1e-3", [1e-3, 1.0], True, np.array([1e-3, 1.0]), np.complex128(1e-3)])
 def test_tolerance_must_be_a_real_number(silent_lif_sweeps, method, tolerance):
     """Review s24: "1e-3" raised a bare TypeError from `>=`, an array "truth value is ambiguous", and True
     ran as a tolerance of 1."""

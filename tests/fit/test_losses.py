@@ -217,6 +217,9 @@ def test_a_masked_padding_counts_as_if_each_sweep_ended_at_its_length(loss):
         (lambda: fit.VoltageMSE(n_points=True), "`n_points` must be None"),
         (lambda: fit.SubthresholdMSE(before="2"), "must be finite numbers >= 0"),
         (lambda: fit.VanRossum(tau="10"), "`tau` must be a positive finite"),
+        (lambda: fit.VanRossum(tau=True), "`tau` must be a positive finite"),
+        (lambda: fit.SubthresholdMSE(before=True), "must be finite numbers >= 0"),
+        (lambda: fit.SubthresholdMSE(after="3"), "must be finite numbers >= 0"),
     ],
 )
 def test_loss_settings_are_checked(make, match):

@@ -184,6 +184,9 @@ def test_a_cell_or_an_array_in_a_list_of_recordings_is_refused_naming_the_fix(sw
     )
     with pytest.raises(ValueError, match=r"`recordings\[0\]` must hold one sweep"):
         fit.prepare(_model(), [stack])
+    without_dt = SimpleNamespace(current=sweep.current, voltage=sweep.voltage)
+    with pytest.raises(TypeError, match=r"`recordings\[0\]` must be a Recording"):
+        fit.prepare(_model(), [without_dt])
 
 
 def test_recordings_must_be_recordings(sweeps):

@@ -136,8 +136,8 @@ def test_persistent_activity_checks_the_shapes_of_its_arrays(change, message):
 @pytest.mark.parametrize(
     ("change", "name"),
     [
-        *[({"dt": dt}, "dt") for dt in (-1.0, 0.0, np.nan, True)],
-        *[({"threshold": threshold}, "threshold") for threshold in (-5.0, np.nan, "2")],
+        *[({"dt": dt}, "dt") for dt in (-1.0, 0.0, np.nan, np.inf, True)],
+        *[({"threshold": threshold}, "threshold") for threshold in (-5.0, np.nan, np.inf, "2")],
     ],
 )
 def test_persistent_activity_refuses_a_bad_time_step_or_threshold_naming_it(change, name):
@@ -158,3 +158,7 @@ def test_persistent_activity_takes_a_0d_array_time_step():
     np.testing.assert_array_equal(as_array.preferred, plain.preferred)
     as_fraction = analysis.persistent_activity(spikes, labels, stimulus, delay, dt=Fraction(1), threshold=10)
     np.testing.assert_array_equal(as_fraction.preferred, plain.preferred)
+    assert analysis.persistent_activity(spikes, labels, stimulus, delay, threshold=0.0).classes.tolist() == [
+        0,
+        1,
+    ]

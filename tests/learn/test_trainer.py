@@ -290,6 +290,14 @@ def test_a_task_sampled_at_another_step_than_the_network_is_refused():
         learn.train(net, task, steps=1, batch_size=1, progress=False)
 
 
+def test_a_task_a_hair_off_the_network_s_step_is_refused():
+    """The comparison is to a float's rounding (rel 1e-9), not a percent: 0.1 against 0.101 ms is refused."""
+    task = tasks.EvidenceAccumulation(dt=0.1)
+    net = learn.EINetwork(task.n_inputs, 8, task.n_outputs, key=jax.random.key(0), dt=0.101)
+    with pytest.raises(ValueError, match=r"sampled every 0\.1 ms but `net` steps 0\.101 ms"):
+        learn.train(net, task, steps=1, batch_size=1, progress=False)
+
+
 def test_a_task_with_a_float32_step_trains_a_network_built_with_it(cue_task):
     """Review s24: EINetwork keeps np.float32(0.1) as 0.1 ms, and train compared it with the task's
     0.10000000149 ms: "sampled every 0.10000000149011612 ms but `net` steps 0.1 ms"."""

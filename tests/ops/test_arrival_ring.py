@@ -146,6 +146,7 @@ def test_bad_inputs_name_the_argument():
         (dict(lag=lag.astype(jnp.float32)), "`lag`"),
         (dict(ring=jnp.zeros((3, 4), jnp.float32)), "`ring`"),
         (dict(ring=jnp.zeros((3, 5), jnp.float64)), "`ring`"),
+        (dict(ring=jnp.zeros((0, 5), jnp.float32), step=2), "`ring`"),  # not a modulo by zero
         (dict(step=jnp.zeros(2, jnp.int32)), "`step`"),
         (dict(step=1.5), "`step`"),
     ]

@@ -204,6 +204,8 @@ BAD_CONFIGS = [
     (tasks.DelayedMatchToSample, {"match_prob": [0.5, 0.9]}, "match_prob"),
     (tasks.ContextDecisionMaking, {"sigma": [0.5, 0.1]}, "sigma"),
     (tasks.ContextDecisionMaking, {"fixation_rate": jnp.ones((1,))}, "fixation_rate"),
+    (tasks.EvidenceAccumulation, {"channels_per_group": True}, "channels_per_group"),
+    (tasks.EvidenceAccumulation, {"n_cues": np.True_}, "n_cues"),
 ]
 
 
@@ -342,7 +344,9 @@ def test_float32_dt_and_durations_are_the_decimals_they_were_written_as():
     assert type(one.dt) is float and type(one.stimulus_duration) is float
 
 
-@pytest.mark.parametrize(("dt", "hinted"), [(np.float32(1 / 30), True), (1 / 3, False), (1 / 30, False)])
+@pytest.mark.parametrize(
+    ("dt", "hinted"), [(np.float32(1 / 30), True), (1 / 3, False), (1 / 30, False), (0.3, False)]
+)
 def test_the_float32_hint_is_given_only_for_a_float32_dt(dt, hinted):
     """Review s24: a Python float such as 1/3 was told to "pass dt as a Python float"."""
     with pytest.raises(ValueError, match="whole number of steps") as refused:
