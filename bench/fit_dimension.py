@@ -2,7 +2,7 @@
 
 The problem family (`diffbrain.fit.kernels`): a Pozzorini-style GIF whose spike-triggered current η and
 moving threshold γ are each a sum of d/2 log-spaced rectangular bins over 500 ms, fitted with the recorded
-spikes imposed (voltage MSE / σ² + spike-train NLL per spike), for d = 4 … 128. For each d the ground
+spikes imposed (voltage MSE / σ² + spike-train NLL per spike), for d = 2 … 128. For each d the ground
 truth is the bin average of the same two-exponential kernels (η: 150 pA e^{−t/15 ms} + 25 pA e^{−t/200 ms};
 γ: 15 mV e^{−t/25 ms} + 3 mV e^{−t/250 ms}), the data are simulated from it (stochastic spikes with a fixed
 key, 1 mV Gaussian voltage noise) under the first 10 s of the Pozzorini et al. (2015) frozen-noise current

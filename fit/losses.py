@@ -49,18 +49,21 @@ class Target(eqx.Module):
 
 
 def _as_number(value):
-    """A converter: a 0-d real array (NumPy or JAX) as a Python float; anything else is kept for the
-    checks to refuse by name."""
-    if not isinstance(value, np.ndarray | jax.Array) or isinstance(value, jax.core.Tracer) or value.ndim:
+    """A converter: a 0-d real array (NumPy or JAX) as a Python float; another concrete array as its
+    Python value (a list, a bool, a complex: no array in a static field) and anything else as given, for
+    the checks to refuse by name."""
+    if not isinstance(value, np.ndarray | jax.Array) or isinstance(value, jax.core.Tracer):
         return value
     real = jnp.issubdtype(value.dtype, jnp.integer) or jnp.issubdtype(value.dtype, jnp.floating)
-    return float(value) if real else value
+    return float(value) if real and value.ndim == 0 else value.tolist()
 
 
 def _as_count(value):
-    """A converter: a 0-d integer array (NumPy or JAX) as a Python int; anything else is kept."""
-    concrete = isinstance(value, np.ndarray | jax.Array) and not isinstance(value, jax.core.Tracer)
-    return int(value) if concrete and value.ndim == 0 and jnp.issubdtype(value.dtype, jnp.integer) else value
+    """A converter: a 0-d integer array (NumPy or JAX) as a Python int; another concrete array as its Python
+    value; anything else as given."""
+    if not isinstance(value, np.ndarray | jax.Array) or isinstance(value, jax.core.Tracer):
+        return value
+    return int(value) if value.ndim == 0 and jnp.issubdtype(value.dtype, jnp.integer) else value.tolist()
 
 
 def _real_number(value) -> bool:
@@ -74,7 +77,13 @@ def _concrete_sum(array) -> float | None:
 
 
 class AbstractLoss(eqx.Module):
-    """A scalar loss of simulated ``(V, spikes)`` against a `Target`; lower is better."""
+    """A scalar loss of simulated ``(V, spikes)`` against a `Target`; lower is better.
+
+    To write a loss, subclass it and implement ``__call__(V, spikes, target)``; override ``check(target)``
+    to raise ``ValueError`` when the loss has nothing to compare in ``target``. `fit` and `fit_cells` call it
+    before they start (per cell in `fit_cells`); in a `Weighted` sum they warn about a term that fails it
+    instead of refusing the sum.
+    """
 
     @abc.abstractmethod
     def __call__(self, V: Float[Array, " T S"], spikes: Float[Array, " T S"], target: Target) -> Scalar:
@@ -182,7 +191,9 @@ class SubthresholdMSE(AbstractLoss):
     r"""Voltage MSE outside windows around the recorded spikes, mV².
 
     ``Σ m_k (V_k − V̂_k)² / Σ m_k`` with the mask ``m_k = 0`` within ``before`` ms before and ``after`` ms
-    after any recorded spike (the spike's own shape is left out), 1 elsewhere.
+    after any recorded spike (the spike's own shape is left out), 1 elsewhere. ``before`` and ``after`` are
+    real numbers ≥ 0 (ms); `fit` and `fit_cells` refuse the loss (``check``, a ``ValueError``) when the
+    windows cover every sample, as it would then be 0 for any parameters.
     """
 
     before: float = eqx.field(default=2.0, static=True, converter=_as_number)

@@ -110,12 +110,16 @@ def persistent_activity(
         labels: each trial's class [B].
         stimulus, delay: [T] windows where selectivity is measured and where persistence is read.
         baseline: [T] window of spontaneous activity (default: the steps before the first stimulus step).
-        dt: the time step, ms.
-        threshold: minimum rate difference, Hz, for a neuron to count as selective.
+        dt: the time step, ms, a finite number > 0.
+        threshold: minimum rate difference, Hz, for a neuron to count as selective; finite and ≥ 0.
 
     Returns:
         A `PersistentActivity` with one row per class present in ``labels`` (``result.classes``); classes
         without selective neurons get NaN rates.
+
+    Raises:
+        ValueError: windows or labels of the wrong shape, or ``dt`` or ``threshold`` out of range or not a
+            real number.
     """
     for name, value, bound in (("dt", dt, "> 0 ms"), ("threshold", threshold, ">= 0 Hz")):
         dtype = np.asarray(value).dtype if np.ndim(value) == 0 and not isinstance(value, str) else None

@@ -447,7 +447,8 @@ def train(
         steps: total optimiser steps (including those of a resumed checkpoint), ≥ 0.
         batch_size: trials per step, ≥ 1.
         key: the random key of the run (default ``jax.random.key(0)``; a typed key or the raw data of one).
-        checkpoint_dir: where to save and resume; None to keep nothing.
+        checkpoint_dir: a folder to save and resume in; None to keep nothing (``''`` is refused: it would be
+            the current folder).
         checkpoint_every: steps between checkpoints, ≥ 1.
         loss_fn: the per-step loss.
         progress: show a rich progress bar; default when standard output is a terminal.
@@ -460,7 +461,8 @@ def train(
     Raises:
         ValueError: ``steps``, ``batch_size`` or ``checkpoint_every`` out of range (or a bool), an unknown
             ``method``, a ``key`` that is not a JAX random key, or a task whose ``dt`` or input channels
-            differ from the network's (or, with the default loss, whose classes differ from its outputs).
+            differ from the network's (or, with the default loss, whose classes differ from its outputs),
+            or ``checkpoint_dir=''``.
         CheckpointMismatch: ``checkpoint_dir`` holds another run, or more than ``steps`` steps.
         TrainingDiverged: training diverged (see above); a ``FloatingPointError``.
     """

@@ -1,3 +1,5 @@
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -287,7 +289,11 @@ def test_loss_settings_given_as_0d_arrays_are_taken_as_numbers(array):
     assert fit.VoltageMSE(n_points=array(5)).n_points == 5
     assert fit.SubthresholdMSE(before=array(2.0), after=array(4)).before == 2.0
     assert fit.VanRossum(tau=array(10.0)).tau == 10.0
-    with pytest.raises(ValueError, match="`n_points` must be None"):
-        fit.VoltageMSE(n_points=array(2.5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # refused by name, with no "JAX array set as static" warning first
+        with pytest.raises(ValueError, match="`n_points` must be None"):
+            fit.VoltageMSE(n_points=array(2.5))
+        with pytest.raises(ValueError, match="`tau` must be a positive finite"):
+            fit.VanRossum(tau=array([10.0, 20.0]))
     with pytest.raises(ValueError, match="`tau` must be a positive finite"):  # a traced value is refused
         jax.jit(lambda tau: fit.VanRossum(tau=tau).tau)(10.0)
