@@ -249,7 +249,7 @@ def _markdown(
     header = ["case", *(f"{m} ({unit})" for m in methods)]
     if "vs best peer" in table.columns:
         header.append("diffbrain vs best peer")
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for case, row in table.iterrows():
         values = row[methods].to_numpy(dtype=float)
         finite = np.isfinite(values)
@@ -262,13 +262,31 @@ def _markdown(
             cells.append(
                 f"{ratio:.2f}×" if np.isfinite(ratio) else f"{_format(ratio)}×" if np.isinf(ratio) else "—"
             )
+        rows.append((case, cells))
+    return "\n".join(_table_lines(header, rows, mixed, settings) + _mixed_notes(table.index, mixed, settings))
+
+
+def _table_lines(
+    header: list[str], rows: list[tuple[str, list[str]]], mixed: set[str], settings: set[str]
+) -> list[str]:
+    """A markdown table: ``header``, then per ``(case, cells)`` row the case, marked `MIXED_RUNS` if it is in
+    ``mixed`` or ``settings``, and its cells."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for case, cells in rows:
         label = f"{case} {MIXED_RUNS}" if case in mixed | settings else str(case)
         lines.append("| " + " | ".join([label, *cells]) + " |")
-    if mixed & set(table.index):
-        lines += ["", MIXED_RUNS_NOTE]
-    if (settings - mixed) & set(table.index):  # a row from more than one run is explained by the note above
-        lines += ["", MIXED_SETTINGS_NOTE]
-    return "\n".join(lines)
+    return lines
+
+
+def _mixed_notes(cases, mixed: set[str], settings: set[str]) -> list[str]:
+    """The notes that explain a table's `MIXED_RUNS` marks (a row from more than one run is explained by the
+    first, whatever its settings)."""
+    notes = []
+    if mixed & set(cases):
+        notes += ["", MIXED_RUNS_NOTE]
+    if (settings - mixed) & set(cases):
+        notes += ["", MIXED_SETTINGS_NOTE]
+    return notes
 
 
 def _plot(table: pd.DataFrame, title: str, unit: str, path: Path) -> None:
@@ -538,16 +556,15 @@ def _ratio_markdown(
         for metric_notes in meanings.values():
             for note in metric_notes:
                 numbered.setdefault(note, len(numbered) + 1)
-    header = ["case", *values.columns]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for case, row in values.iterrows():
         cells = []
         for column, value in row.items():
             cell = "—" if np.isnan(value) else f"{_format(value)}×"
             note = notes.at[case, column]
             cells.append(f"{cell} [{numbered[note]}]" if cell != "—" and note in numbered else cell)
-        label = f"{case} {MIXED_RUNS}" if case in mixed | settings else str(case)
-        lines.append("| " + " | ".join([label, *cells]) + " |")
+        rows.append((case, cells))
+    lines = _table_lines(["case", *values.columns], rows, mixed, settings)
     described = [
         f"- `{metric}` [{numbered[note]}]: {note}" if note in numbered else f"- `{metric}`: {note}"
         for metric, metric_notes in meanings.items()
@@ -555,11 +572,7 @@ def _ratio_markdown(
     ]
     if described:
         lines += ["", *described]
-    if mixed & set(values.index):
-        lines += ["", MIXED_RUNS_NOTE]
-    if (settings - mixed) & set(values.index):
-        lines += ["", MIXED_SETTINGS_NOTE]
-    return "\n".join(lines)
+    return "\n".join(lines + _mixed_notes(values.index, mixed, settings))
 
 
 def ratio_sections(records: pd.DataFrame) -> list[str]:
