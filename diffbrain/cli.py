@@ -397,8 +397,9 @@ def simulate(
         typer.Option(
             parser=output_file,
             metavar="PATH",
-            help="Write a CSV. Neuron: the trace (t_ms, V_mV, spike: the spikes within the step); network: "
-            "the population rates per --bin (t_ms, then one column per population, Hz).",
+            help="Write a CSV. Neuron: the trace (t_ms: the end of the step, V_mV: V then, spike: the spikes "
+            "within the step); network: the population rates per --bin (t_ms: the bin's centre, then one "
+            "column per population, Hz).",
         ),
     ] = None,
     float64: Annotated[bool, typer.Option("--float64", help="Simulate in double precision.")] = False,

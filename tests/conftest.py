@@ -12,12 +12,12 @@ from pathlib import Path  # noqa: E402
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
+from diffbrain._data import shared_data as library_shared_data  # noqa: E402
+
 # float64 is available to every test; the library's default dtype stays float32, so tests that check
 # float32 behaviour cast explicitly (zoo.astype(model, jnp.float32), jnp.asarray(x, jnp.float32)).
 jax.config.update("jax_enable_x64", True)
 
-SHARED_DATA = Path(__file__).parents[1].parent / "shared" / "data"
-"""Public data sets, kept next to the repository (../shared/data), never copied into it."""
 
 
 def pytest_addoption(parser):
@@ -35,10 +35,12 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The shared data folder (../shared/data relative to the repository root); skips when it is absent."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared data folder {SHARED_DATA} not found")
-    return SHARED_DATA
+    """The shared data folder, where the library finds it (`diffbrain._data.shared_data`: ``$DIFFBRAIN_DATA``
+    when set, else ../shared/data beside the repository); skips when it is absent."""
+    folder = library_shared_data()
+    if not folder.is_dir():
+        pytest.skip(f"shared data folder {folder} not found (set DIFFBRAIN_DATA to where it is)")
+    return folder
 
 
 MAP_LIMIT_MARGIN = 20_000

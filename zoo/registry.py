@@ -51,7 +51,7 @@ NEURONS: dict[str, NeuronEntry] = {
         NeuronEntry("adex", AdEx, 1000.0, 500.0, 0.1, "adaptive exponential integrate-and-fire"),
         NeuronEntry("izhikevich", Izhikevich, 10.0, 500.0, 0.1, "Izhikevich simple model (regular spiking)"),
         NeuronEntry("hh", HH, 10.0, 100.0, 0.01, "Hodgkin-Huxley squid axon"),
-        NeuronEntry("traubhh", TraubHH, 1.0, 50.0, 0.01, "Traub-Miles HH of the paper's fitting problem"),
+        NeuronEntry("traubhh", TraubHH, 1.0, 50.0, 0.005, "Traub-Miles HH of the paper's fitting problem"),
     ]
 }
 """Every neuron model by command-line name."""
