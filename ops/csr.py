@@ -150,6 +150,13 @@ def _index_dtype(*sizes: int) -> np.dtype:
     return np.dtype(np.int64)
 
 
+def _index_list(index) -> Array:
+    """An index array as a JAX array; an empty Python list or tuple (no synapses) is an int32 one."""
+    if not hasattr(index, "dtype") and np.size(index) == 0:
+        return jnp.asarray(index, jnp.int32)
+    return jnp.asarray(index)
+
+
 def _weight_array(weight) -> Array:
     """A weight as a JAX array; Python numbers become float32 (the library's default precision)."""
     return jnp.asarray(weight, dtype=None if hasattr(weight, "dtype") else jnp.float32)
@@ -328,7 +335,7 @@ class CSR(eqx.Module):
         shape: tuple[int, int],
     ):
         self.shape = _check_shape(shape)
-        indptr, indices = jnp.asarray(indptr), jnp.asarray(indices)
+        indptr, indices = _index_list(indptr), _index_list(indices)
         if jnp.issubdtype(indptr.dtype, jnp.integer) and jnp.issubdtype(indices.dtype, jnp.integer):
             # the kernels take both index arrays in one dtype, int32 or int64
             common = jnp.promote_types(indptr.dtype, indices.dtype)
@@ -487,6 +494,8 @@ class CSR(eqx.Module):
             )
         _check_weight_dtype(weight if isinstance(weight, int | float) else weights)
         _check_not_nan("weight", weights)
+        if not hasattr(weight, "dtype"):  # Python numbers become float32, as everywhere else
+            weights = weights.astype(np.float32)
         indptr, indices, data = _from_coo(
             edges["pre"], edges["post"], weights if weights.ndim else None, (n_pre, n_post)
         )

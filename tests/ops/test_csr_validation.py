@@ -356,3 +356,22 @@ def test_a_decreasing_indptr_is_reported_at_its_first_decrease():
         ValueError, match=r"`indptr` must be non-decreasing from 0 to nnz = 2 .*got first 0, last 3"
     ):
         CSR([0, 1, 3], [0, 1], [1.0, 1.0], (2, 3))
+
+
+def test_a_list_of_weights_is_float32_in_every_builder():
+    """Review: under x64, from_edges kept a Python list's float64 where CSR, with_data and the random
+    builders give float32, so event_matvec of float32 spikes refused the matrix."""
+    edges = CSR.from_edges([0, 1], [1, 0], [0.5, 0.25], (2, 2))
+    assert edges.data.dtype == jnp.float32
+    assert CSR([0, 1, 2], [1, 0], [0.5, 0.25], (2, 2)).data.dtype == jnp.float32
+    np.testing.assert_array_equal(ops.event_matvec(jnp.array([1.0, 0.0], jnp.float32), edges), [0.0, 0.5])
+    assert CSR.from_edges([0, 1], [1, 0], np.array([0.5, 0.25]), (2, 2)).data.dtype == jnp.float64
+
+
+def test_an_empty_list_of_indices_is_no_synapse():
+    """Review: CSR([0, 0, 0], [], [], (2, 3)) was refused as float32[0] indices (jnp.asarray([]))."""
+    W = CSR([0, 0, 0], [], [], (2, 3))
+    assert W.nnz == 0 and W.indices.dtype == W.indptr.dtype  # the list indptr's integer type
+    np.testing.assert_array_equal(W.to_dense(), np.zeros((2, 3)))
+    with pytest.raises(ValueError, match=r"`indices` must be a 1-D integer array, got float(32|64)\[1\]"):
+        CSR([0, 1, 1], [0.0], [1.0], (2, 3))
