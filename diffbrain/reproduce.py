@@ -845,14 +845,18 @@ class Propagation(NamedTuple):
 
     Attributes:
         peak: the peak rate over the mean of the pre-pulse bins, within the response window, Hz.
-        latency: from the pulse onset to that peak, ms.
+        time_to_peak: from the pulse onset to the bin of that peak (its centre), ms; NaN where the
+            population does not respond (``responding`` False), so a flat or noisy trace is given no time.
+            Not `MultiArea.pulse_response`'s ``latency``, the time to the first bin at half the peak (NaN
+            only where the peak is ≤ 0): for a rate that ramps up over the pulse the time to peak is the
+            later one, by about half the rise.
         threshold: 3 SD of the pre-pulse bins, Hz (NaN with fewer than two such bins).
         responding: whether the rate exceeded the baseline mean by ``threshold`` in two consecutive bins of
             the window (never with a NaN threshold).
     """
 
     peak: np.ndarray
-    latency: np.ndarray
+    time_to_peak: np.ndarray
     threshold: np.ndarray
     responding: np.ndarray
 
@@ -879,9 +883,10 @@ def propagation(trace: np.ndarray, times: np.ndarray, config: NetworkConfig) -> 
         return Propagation(nothing, nothing, threshold, np.zeros(n, bool))
     response = trace[window] - baseline
     peak = response.max(axis=0)
-    latency = times[window][np.argmax(response, axis=0)] - config.pulse_start_ms
     above = response > np.nan_to_num(threshold, nan=np.inf)
-    return Propagation(peak, latency, threshold, (above[1:] & above[:-1]).any(axis=0))
+    responding = (above[1:] & above[:-1]).any(axis=0)
+    time_to_peak = times[window][np.argmax(response, axis=0)] - config.pulse_start_ms
+    return Propagation(peak, np.where(responding, time_to_peak, np.nan), threshold, responding)
 
 
 def network_section(
@@ -903,14 +908,17 @@ def network_section(
     wall = time.perf_counter() - start
     trace = np.asarray(result.rate_trace(config.bin_ms), float)
     times = (np.arange(trace.shape[0]) + 0.5) * config.bin_ms
-    peak, latency, threshold, responds = propagation(trace, times, config)
+    peak, time_to_peak, threshold, responds = propagation(trace, times, config)
     readout = np.arange(len(setup.names)) if setup.readout is None else np.asarray(setup.readout)
     if setup.hierarchy is not None:
         readout = readout[np.argsort(np.asarray(setup.hierarchy)[readout], kind="stable")]
     correlation = None
     responding = readout[responds[readout]]
     if setup.hierarchy is not None and responding.size > 2:
-        pairs = pd.DataFrame({"h": np.asarray(setup.hierarchy)[responding], "latency": latency[responding]})
+        # responding populations only, whose time to peak is never NaN
+        pairs = pd.DataFrame(
+            {"h": np.asarray(setup.hierarchy)[responding], "time_to_peak": time_to_peak[responding]}
+        )
         correlation = float(pairs.corr(method="spearman").iloc[0, 1])
     spike_times, spike_ids = (np.asarray(x) for x in result.spike_trains())
     _plot_raster(setup, result, config, spike_times, spike_ids, folder / "raster.png")
@@ -923,7 +931,7 @@ def network_section(
         "sizes": [int(s) for s in result.sizes],
         "rates_hz": np.asarray(result.rates(), float).tolist(),
         "peak_response_hz": peak.tolist(),
-        "latency_ms": latency.tolist(),
+        "latency_ms": time_to_peak.tolist(),  # the key of earlier result.json files, kept
         "response_threshold_hz": threshold.tolist(),
         "responding": responds.tolist(),
         "margin_ms": config.margin_ms,
@@ -995,24 +1003,30 @@ def _network_markdown(results: dict) -> list[str]:
     ]
     if results["latency_hierarchy_spearman"] is not None:
         lines.append(
-            "Spearman correlation between hierarchy value and response latency, over responding populations "
+            "Spearman correlation between hierarchy value and time to peak, over responding populations "
             "(more than 3 SD of the pre-pulse bins above their mean in two consecutive bins, within the "
             f"pulse and {results['margin_ms']:g} ms after it): "
             f"{results['latency_hierarchy_spearman']:.2f}."
         )
+    lines.append(
+        "Time to peak: from the pulse onset to the bin of the peak rate; none (—) for a population that "
+        "does not respond. It is not `MultiArea.pulse_response`'s latency, the time to half the peak."
+    )
     hierarchy = results["hierarchy"]
     lines += [
         "",
         "| population | hierarchy | rate (Hz) | peak response (Hz) | 3 SD of baseline (Hz) | responds "
-        "| latency (ms) |",
+        "| time to peak (ms) |",
         "|---|---|---|---|---|---|---|",
     ]
     for i in results["readout"]:
         h = "—" if hierarchy is None else f"{hierarchy[i]:.2f}"
+        # by ``responding``, not NaN: a result.json written before holds a time for every population
+        time_to_peak = f"{results['latency_ms'][i]:.3g}" if results["responding"][i] else "—"
         lines.append(
             f"| {results['names'][i]} | {h} | {results['rates_hz'][i]:.3g} | "
             f"{results['peak_response_hz'][i]:.3g} | {results['response_threshold_hz'][i]:.3g} | "
-            f"{'yes' if results['responding'][i] else 'no'} | {results['latency_ms'][i]:.3g} |"
+            f"{'yes' if results['responding'][i] else 'no'} | {time_to_peak} |"
         )
     lines += ["", "![raster](network/raster.png)", "", "![rate propagation](network/rate_propagation.png)"]
     return lines
@@ -1028,7 +1042,7 @@ def _network_rows(results: dict) -> list[tuple[str, str, str]]:
         ("populations responding to the pulse", f"{sum(responding)} of {len(responding)}", ""),
     ]
     if results["latency_hierarchy_spearman"] is not None:
-        rows.append(("Spearman(hierarchy, latency)", f"{results['latency_hierarchy_spearman']:.2f}", ""))
+        rows.append(("Spearman(hierarchy, time to peak)", f"{results['latency_hierarchy_spearman']:.2f}", ""))
     return rows
 
 

@@ -79,7 +79,9 @@ def test_network_section_holds_real_numbers(tiny_run):
     results = reproduce.load_section(tiny_run[0], "network")["results"]
     rates = np.asarray(results["rates_hz"])
     assert rates.shape == (2,) and np.all((rates > 1) & (rates < 200))  # the COBA net fires at ~5–30 Hz
-    assert _finite(results["peak_response_hz"]) and _finite(results["latency_ms"])
+    assert _finite(results["peak_response_hz"])
+    time_to_peak, responding = np.asarray(results["latency_ms"], float), np.asarray(results["responding"])
+    assert _finite(time_to_peak[responding]) and np.isnan(time_to_peak[~responding]).all()
     assert results["n_neurons"] == 200 and results["recorded_spikes"] > 0
     assert 0 < results["realtime_factor"] < 100
 
@@ -279,7 +281,7 @@ def test_a_response_within_the_window_is_read_and_a_late_one_is_not():
     trace[(times > end + 20) & (times < end + 40), 1] += 30.0  # population 1 fluctuates after the window
     result = reproduce.propagation(trace, times, config)
     assert result.responding.tolist() == [True, False, False]
-    assert result.peak[0] > 25 and onset - config.pulse_start_ms < result.latency[0] < 35
+    assert result.peak[0] > 25 and onset - config.pulse_start_ms < result.time_to_peak[0] < 35
     assert result.peak[1] < 15
 
 
