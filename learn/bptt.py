@@ -68,7 +68,7 @@ def bptt_with_evidence(
         def body(weights, carry, inputs):
             state, loss, evidence = carry
             x, target, mask = inputs
-            state, (_, readout) = net.step(state, x, weights)
+            state, (_, readout) = net.step(state, x.astype(net.w_in.dtype), weights)
             loss = loss + scale * loss_fn(readout, target, mask)
             evidence = add_evidence(evidence, readout, target, mask, batch.labels)
             return (state, loss, evidence), None

@@ -47,7 +47,8 @@ def check_batch(batch: Batch, n_in: int, n_out: int, dtype: jnp.dtype) -> Simple
     Raises:
         ValueError: naming the field of ``batch`` that does not fit, or a half-precision ``dtype``.
     """
-    return checked_batch_and_scale(batch, n_in, n_out, dtype)[0]
+    checked = checked_batch_and_scale(batch, n_in, n_out, dtype)[0]
+    return checked._replace(inputs=checked.inputs.astype(dtype))
 
 
 def checked_batch_and_scale(
@@ -55,7 +56,12 @@ def checked_batch_and_scale(
 ) -> tuple[SimpleBatch, Array]:
     """`check_batch`'s batch and its `loss_scale`, the traced check attached to both (the gradients of
     `learn.bptt` and `learn.online` read the scale, so under ``EQX_ON_ERROR=nan`` a bad batch's loss and
-    gradients are NaN)."""
+    gradients are NaN).
+
+    The inputs keep their own dtype (spikes as uint8 or bool, a float32 batch for a float64 network): the
+    scans cast one step's inputs at a time, since casting all ``[T, B, n_in]`` of them here made XLA keep a
+    cast copy, and online learning's memory grew with T (81 bytes per step and trial for 20 uint8 inputs).
+    """
     if jnp.finfo(dtype).bits < 32:
         raise ValueError(
             f"learn needs a float32 or float64 network, got {jnp.dtype(dtype).name}: its sums over the steps "
@@ -120,14 +126,14 @@ def checked_batch_and_scale(
         bad = jnp.stack([jnp.any(outside), ~valid_inputs, jnp.any(wrong_labels)])
         mask = eqx.branched_error_if(mask, jnp.any(bad), jnp.argmax(bad), messages)
         scale = eqx.branched_error_if(loss_scale(mask), jnp.any(bad), jnp.argmax(bad), messages)
-        return SimpleBatch(inputs.astype(dtype), targets, mask, labels), scale
+        return SimpleBatch(inputs, targets, mask, labels), scale
     if np.any(outside):
         raise ValueError(f"{messages[0]} Got {np.asarray(targets)[np.asarray(outside)][:5].tolist()}.")
     if np.any(invalid := ~((np.asarray(inputs) >= 0) & np.isfinite(np.asarray(inputs)))):
         raise ValueError(f"{messages[1]} Got {np.asarray(inputs)[invalid][:5].tolist()}.")
     if np.any(wrong_labels):
         raise ValueError(f"{messages[2]} Got {np.asarray(labels)[np.asarray(wrong_labels)][:5].tolist()}.")
-    return SimpleBatch(inputs.astype(dtype), targets, mask, labels), loss_scale(mask)
+    return SimpleBatch(inputs, targets, mask, labels), loss_scale(mask)
 
 
 def cross_entropy(

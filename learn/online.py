@@ -339,6 +339,7 @@ def online_with_evidence(
     def body(carry, inputs):
         t, h, spikes, traces, grads, loss, evidence = carry
         x, target, mask = inputs
+        x = x.astype(net.w_in.dtype)  # one step at a time: a cast of all T steps would be a [T, B, n_in] copy
         u_e, u_i = net.synaptic_input(x, spikes, weights)
         h, new_spikes, D, D_fe, D_fi = _jacobians(net, h, u_e, u_i)
         (step, readout), (signal, g_out, g_b) = jax.value_and_grad(
