@@ -170,9 +170,13 @@ def _check_flag(name: str, value) -> None:
 
 
 def _check_divides(name: str, block: int, total: int) -> None:
-    if not isinstance(block, int | np.integer) or block < 1 or total % block:
+    """Raise ``ValueError`` unless option ``name`` is a positive integer that divides ``total`` steps; a
+    bool is refused too, as `simulate`'s ``unroll``: Python would take True as 1 step."""
+    is_bool = isinstance(block, bool | np.bool_)
+    if is_bool or not isinstance(block, int | np.integer) or block < 1 or total % block:
         raise ValueError(
-            f"`{name}` must be a positive integer that divides the number of steps ({total}), got {block!r}."
+            f"`{name}` must be a positive integer that divides the number of steps ({total}), got {block!r}"
+            + ("; a bool is not a number of steps. Pass e.g. 10." if is_bool else ".")
         )
 
 

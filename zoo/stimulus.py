@@ -56,9 +56,11 @@ def _population(owner: str, shape: int | tuple[int, ...], parameters: dict[str, 
 def steps(levels: Sequence[float], durations: Sequence[float], dt: float) -> Float[Array, " T"]:
     """A step protocol: ``levels[i]`` held for ``durations[i]`` ms each, sampled every ``dt`` ms.
 
-    ``levels`` (in the units of the current, e.g. pA) may be traced, so ``jit``, ``vmap`` and ``grad`` reach
-    them; ``durations`` fix the output's length and must be concrete. The output has ``levels``' float
-    dtype, the default float dtype (float32 unless float64 is enabled) for integer levels.
+    ``levels`` (in the units of the current, e.g. pA) holds one number per segment, the same for every
+    neuron: for steps that differ per neuron, multiply the result by a per-neuron scale or vmap over them.
+    ``levels`` may be traced, so ``jit``, ``vmap`` and ``grad`` reach them; ``durations`` fix the output's
+    length and must be concrete. The output has ``levels``' float dtype, the default float dtype (float32
+    unless float64 is enabled) for integer levels.
 
     Examples:
         >>> from diffbrain.zoo import stimulus
@@ -66,12 +68,19 @@ def steps(levels: Sequence[float], durations: Sequence[float], dt: float) -> Flo
         [0.0, 0.0, 1.5, 1.5, 1.5, 1.5, 0.0, 0.0]
     """
     check_dt(dt)
+    levels = jnp.asarray(levels)
+    if levels.ndim != 1:
+        raise ValueError(
+            f"`levels` must be one number per segment (shape [segments]), got shape {levels.shape}. For "
+            "steps that differ per neuron, multiply one protocol by a per-neuron scale of shape [n], "
+            "steps(levels, durations, dt)[:, None] * scale, or vmap over the neuron axis of [segments, n] "
+            "levels: jax.vmap(lambda l: steps(l, durations, dt), in_axes=1, out_axes=1)(levels)."
+        )
     if len(levels) != len(durations) or len(levels) == 0:
         raise ValueError(
             f"`levels` ({len(levels)}) and `durations` ({len(durations)}) must be non-empty and equally long."
         )
     counts = np.array([_n_steps(d, dt) for d in durations], dtype=int)
-    levels = jnp.asarray(levels)
     if not jnp.issubdtype(levels.dtype, jnp.inexact):
         levels = levels.astype(jnp.result_type(float))
     return jnp.repeat(levels, counts, total_repeat_length=int(counts.sum()))

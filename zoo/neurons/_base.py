@@ -60,8 +60,17 @@ class AbstractNeuron(eqx.Module):
         return check_broadcastable(type(self).__name__, parameters(self))
 
     def _full(self, shape: int | tuple[int, ...], value) -> Array:
-        shape = jnp.broadcast_shapes(as_shape(shape), self.shape)
-        return jnp.broadcast_to(jnp.asarray(value), shape)
+        """``value`` broadcast to ``shape`` and the parameters' shape, or a ``ValueError`` naming both."""
+        try:
+            population = np.broadcast_shapes(as_shape(shape), self.shape)
+        except ValueError:
+            arrays = [f"`{name}`" for name, field in parameters(self).items() if np.ndim(field) > 0]
+            raise ValueError(
+                f"{type(self).__name__}.init_state: `shape` {as_shape(shape)} does not broadcast with the "
+                f"parameters' shape {self.shape} (of {', '.join(arrays)}). Pass a `shape` that does, such as "
+                f"{self.shape}, or leave it out."
+            ) from None
+        return jnp.broadcast_to(jnp.asarray(value), population)
 
 
 class AbstractSpikingNeuron(AbstractNeuron):
@@ -96,9 +105,22 @@ def compressed_overshoot(V_start: Array, V_end: Array, V_peak: Array, scale: flo
     the same sign, so the same spikes, and a pseudo-derivative like a slowly rising model's. Its gradient
     is the crossing time's sensitivity, bounded where V's own (``∝`` the rise) is not. Steps that rise by
     less than ``scale`` mV are unchanged.
+
+    Where the step rose by more, the fraction is taken as ``1 − (V_peak − V_start)/rise``, not
+    ``(V_end − V_peak)/rise``: the same number, but with a rise of ~10²⁶ mV (AdEx at Δ_T ≤ 0.5 mV in
+    float32) the latter's derivative in ``V_end``, ``1/rise − (V_end − V_peak)/rise²``, is two terms that
+    cancel, and float32 underflows the second, which made AdEx count gradients 2–15× too large. Rounding can
+    take that fraction to 0 only, never across it; those steps keep the division, so the sign is
+    ``V_end − V_peak``'s exactly.
     """
+    overshoot = V_end - V_peak
     rise = V_end - V_start
-    return (V_end - V_peak) / jnp.maximum(rise / scale, 1.0)
+    steep = rise > scale
+    fraction_above = 1 - (V_peak - V_start) / jnp.where(steep, rise, 1.0)
+    divided = overshoot / jnp.maximum(rise / scale, 1.0)
+    return jnp.where(
+        steep & (jnp.sign(fraction_above) == jnp.sign(overshoot)), scale * fraction_above, divided
+    )
 
 
 def jump(value: Array, target: Array, gate: Array) -> Array:

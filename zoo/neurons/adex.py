@@ -38,10 +38,11 @@ class AdEx(AbstractSpikingNeuron):
     float32 with the default ``V_T`` and ``V_peak``) even ``(V_peak − V_T)/Δ_T`` overflows ``exp``, so the
     exponent is also capped ~10¹⁰ below the dtype's overflow (float16: at its square root): V then jumps far
     past ``V_peak`` in that step and is reset, as the uncapped model would be, and the values and gradients
-    stay finite. That overshoot (up to ~10⁶ mV) would put the surrogate spike where its pseudo-derivative
-    is ~0, so the spike is taken of the overshoot divided by the step's rise (``compressed_overshoot`` in
-    ``zoo.neurons._base``): the same spikes, with a gradient. Defaults are Brette & Gerstner's (2005) fit
-    to a cortical pyramidal cell (tonic firing with adaptation).
+    stay finite. That overshoot (~10⁶ mV at the default Δ_T of 2 mV and 1 nA, far more at smaller Δ_T:
+    ~10¹⁴ mV at 1 mV, ~10²⁶ mV in float32 and up to 10⁹² mV in float64 at 0.1–0.5 mV) would put the
+    surrogate spike where its pseudo-derivative is ~0, so the spike is taken of the overshoot divided by the
+    step's rise (``compressed_overshoot`` in ``zoo.neurons._base``): the same spikes, with a gradient.
+    Defaults are Brette & Gerstner's (2005) fit to a cortical pyramidal cell (tonic firing with adaptation).
 
     Units: V mV, C pF, g_L and a nS, w, b and I pA, times ms.
 
