@@ -19,7 +19,6 @@ from diffbrain._data import shared_data as library_shared_data  # noqa: E402
 jax.config.update("jax_enable_x64", True)
 
 
-
 def pytest_addoption(parser):
     parser.addoption("--run-slow", action="store_true", default=False, help="also run tests marked slow")
 
