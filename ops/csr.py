@@ -105,11 +105,13 @@ def _check_not_nan(name: str, weight) -> None:
     array = np.asarray(weight)
     if not jnp.issubdtype(array.dtype, jnp.floating):  # NumPy's own test misses bfloat16
         return
-    bad = np.count_nonzero(~np.isfinite(array))
+    python = not hasattr(weight, "dtype")  # Python numbers become float32, where |w| > 3.4e38 is infinite
+    bad = np.count_nonzero(~np.isfinite(array) | (python & (np.abs(array) > np.finfo(np.float32).max)))
     if bad:
         raise ValueError(
-            f"`{name}` must be finite, got {bad} NaN or infinite weight(s); one such weight makes every "
-            "current it reaches NaN or infinite."
+            f"`{name}` must be finite, got {bad} NaN or infinite weight(s)"
+            + (" in float32, which Python numbers become (|w| ≤ 3.4e38)" if python else "")
+            + "; one such weight makes every current it reaches NaN or infinite."
         )
 
 
@@ -493,7 +495,7 @@ class CSR(eqx.Module):
                 f"`weight` must be a scalar or have shape {edges['pre'].shape}, got {weights.shape}."
             )
         _check_weight_dtype(weight if isinstance(weight, int | float) else weights)
-        _check_not_nan("weight", weights)
+        _check_not_nan("weight", weights if hasattr(weight, "dtype") else weight)
         if not hasattr(weight, "dtype"):  # Python numbers become float32, as everywhere else
             weights = weights.astype(np.float32)
         indptr, indices, data = _from_coo(

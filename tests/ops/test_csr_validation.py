@@ -375,3 +375,25 @@ def test_an_empty_list_of_indices_is_no_synapse():
     np.testing.assert_array_equal(W.to_dense(), np.zeros((2, 3)))
     with pytest.raises(ValueError, match=r"`indices` must be a 1-D integer array, got float(32|64)\[1\]"):
         CSR([0, 1, 1], [0.0], [1.0], (2, 3))
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: CSR([0, 1, 2], [1, 0], [1e40, 1.0], (2, 2)),
+        lambda: CSR([0, 1, 2], [1, 0], 1e40, (2, 2)),
+        lambda: CSR.from_edges([0, 1], [1, 0], [1e40, 1.0], (2, 2)),
+        lambda: CSR.from_edges([0, 1], [1, 0], 1e40, (2, 2)),  # named `weight`, as the list below
+        lambda: CSR.fixed_prob(KEY, 3, 3, 0.5, weight=-1e40),
+        lambda: CSR([0, 1, 2], [1, 0], [1.0, 1.0], (2, 2)).with_data([1e40, 1.0]),
+    ],
+)
+def test_a_python_weight_beyond_float32_is_refused_as_infinite(build):
+    """Review s25: 1e40 passed the finite check in float64 and became inf in float32 (csr_matvec then gave
+    [inf, nan]); the message names the argument the caller passed."""
+    with pytest.raises(ValueError, match=r"must be finite, got 1 NaN or infinite weight\(s\) in float32"):
+        build()
+    for weight in ([1e40, 1.0], 1e40):
+        with pytest.raises(ValueError, match=r"^`weight` must be finite"):
+            CSR.from_edges([0, 1], [1, 0], weight, (2, 2))
+    assert CSR.from_edges([0, 1], [1, 0], np.array([1e40, 1.0]), (2, 2)).data.dtype == jnp.float64
