@@ -113,23 +113,25 @@ def checked_batch_and_scale(
         f"`batch.targets` must be class indices in [0, n_out) = [0, {n_out}) at the masked steps (1-based "
         "labels? subtract 1; no target at a step? set the mask False there).",
         "`batch.inputs` must be finite and >= 0: they are presynaptic spikes (or spike probabilities) that "
-        "open excitatory conductances, and a negative or infinite conductance has no steady state.",
+        "open excitatory conductances, and a negative or infinite conductance has no steady state (each "
+        f"step casts them to the network's {jnp.dtype(dtype).name}, where they must be finite too).",
         f"`batch.labels` must be class indices in [0, n_out) = [0, {n_out}), one per trial (the class the "
         "accuracy is scored against; 1-based labels? subtract 1).",
     )
     wrong_labels = (labels < 0) | (labels >= n_out)
+    largest = jnp.finfo(dtype).max  # each step casts the inputs to `dtype`: a larger one would be infinite
     if any(isinstance(a, jax.core.Tracer) for a in (outside, inputs, wrong_labels)):
         # One check on the mask, which every loss reads, and a min-reduction of the inputs: the checked array
         # is copied, and a copy of the targets (4 bytes per step and trial, not the mask's 1), of the inputs
         # or a [T, B, n_in] comparison made online learning's compiled memory grow with T.
-        valid_inputs = (jnp.min(inputs, initial=0.0) >= 0) & (jnp.max(inputs, initial=0.0) < jnp.inf)
+        valid_inputs = (jnp.min(inputs, initial=0.0) >= 0) & (jnp.max(inputs, initial=0.0) <= largest)
         bad = jnp.stack([jnp.any(outside), ~valid_inputs, jnp.any(wrong_labels)])
         mask = eqx.branched_error_if(mask, jnp.any(bad), jnp.argmax(bad), messages)
         scale = eqx.branched_error_if(loss_scale(mask), jnp.any(bad), jnp.argmax(bad), messages)
         return SimpleBatch(inputs, targets, mask, labels), scale
     if np.any(outside):
         raise ValueError(f"{messages[0]} Got {np.asarray(targets)[np.asarray(outside)][:5].tolist()}.")
-    if np.any(invalid := ~((np.asarray(inputs) >= 0) & np.isfinite(np.asarray(inputs)))):
+    if np.any(invalid := ~((np.asarray(inputs) >= 0) & (np.asarray(inputs) <= largest))):
         raise ValueError(f"{messages[1]} Got {np.asarray(inputs)[invalid][:5].tolist()}.")
     if np.any(wrong_labels):
         raise ValueError(f"{messages[2]} Got {np.asarray(labels)[np.asarray(wrong_labels)][:5].tolist()}.")

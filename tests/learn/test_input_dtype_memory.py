@@ -87,3 +87,16 @@ def test_a_negative_integer_input_is_refused_under_jit(method):
 def test_check_batch_still_returns_inputs_of_the_networks_dtype():
     checked = learn.loss.check_batch(spike_batch(jnp.uint8), N_IN, N_OUT, jnp.float32)
     assert checked.inputs.dtype == jnp.float32
+
+
+@pytest.mark.parametrize("method", ["bptt", "es-d-rtrl"])
+def test_an_input_beyond_the_networks_float32_is_refused(method):
+    """Review s25: a float64 input of 1e39 passed the finite check, then each step's cast to the float32
+    network made it inf: a finite loss (0.693) with 204 non-finite gradient entries and no error."""
+    net, batch = network(jnp.float32, n_rec=8), spike_batch(jnp.float64)
+    bad = batch._replace(inputs=batch.inputs.at[0, 0, 0].set(1e39))
+    with pytest.raises(ValueError, match=r"finite too\)\. Got \[1e\+39\]"):
+        GRADIENTS[method](net, bad)
+    with pytest.raises(Exception, match=r"`batch.inputs` must be finite and >= 0"):
+        eqx.filter_jit(lambda net, batch: GRADIENTS[method](net, batch)[0])(net, bad).block_until_ready()
+    assert jnp.isfinite(GRADIENTS[method](network(jnp.float64, n_rec=8), bad)[0])  # finite in float64
