@@ -113,7 +113,7 @@ def test_a_stored_section_shows_no_time_to_peak_for_a_population_that_does_not_r
         "latency_ms": [87.5, 77.5],
         "margin_ms": 100.0,
     }
-    rows = [
-        line for line in reproduce._network_markdown(results) if line.startswith("| A |") or "| B |" in line
-    ]
+    markdown = reproduce._network_markdown(results)
+    rows = [line for line in markdown if line.startswith("| A |") or "| B |" in line]
     assert rows[0].endswith("| yes | 87.5 |") and rows[1].endswith("| no | — |")
+    assert "It is not `MultiArea.pulse_response`'s latency, the time to half the peak." in "\n".join(markdown)

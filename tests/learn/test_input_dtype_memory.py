@@ -100,3 +100,24 @@ def test_an_input_beyond_the_networks_float32_is_refused(method):
     with pytest.raises(Exception, match=r"`batch.inputs` must be finite and >= 0"):
         eqx.filter_jit(lambda net, batch: GRADIENTS[method](net, batch)[0])(net, bad).block_until_ready()
     assert jnp.isfinite(GRADIENTS[method](network(jnp.float64, n_rec=8), bad)[0])  # finite in float64
+
+
+@pytest.mark.parametrize("method", ["bptt", "es-d-rtrl"])
+def test_a_float64_network_keeps_float64_inputs(method):
+    """Each step casts to the network's dtype, not to float32: inputs that float32 would round give other
+    gradients in a float64 network (its loss here is a flat ln 2; the w_in gradients differ)."""
+    net, batch = network(jnp.float64, n_rec=8), spike_batch(jnp.float64)
+    probabilities = batch.inputs * (0.1 + 1e-9)  # not representable in float32
+    _, grads = GRADIENTS[method](net, batch._replace(inputs=probabilities))
+    rounded = probabilities.astype(jnp.float32).astype(jnp.float64)
+    _, rounded_grads = GRADIENTS[method](net, batch._replace(inputs=rounded))
+    assert np.any(grads.w_in != rounded_grads.w_in)
+
+
+def test_the_largest_float32_input_is_taken_and_the_message_names_the_networks_dtype():
+    batch = spike_batch(jnp.float64)
+    largest = batch._replace(inputs=batch.inputs.at[0, 0, 0].set(float(np.finfo(np.float32).max)))
+    assert learn.loss.check_batch(largest, N_IN, N_OUT, jnp.float32).inputs.dtype == jnp.float32
+    beyond = batch._replace(inputs=batch.inputs.at[0, 0, 0].set(1e39))
+    with pytest.raises(ValueError, match=r"casts them to the network's float32"):
+        learn.loss.check_batch(beyond, N_IN, N_OUT, jnp.float32)

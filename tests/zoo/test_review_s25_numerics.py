@@ -79,3 +79,18 @@ def test_steps_refuses_per_neuron_levels_with_the_way_to_get_them():
     with pytest.raises(ValueError, match="one number per segment") as error:
         stimulus.steps([[0.0, 0.0, 0.0], [100.0, 200.0, 300.0]], [0.2, 0.3], 0.1)
     assert "(2, 3)" in str(error.value)
+
+
+def test_scalar_levels_are_refused_as_not_one_per_segment():
+    with pytest.raises(ValueError, match="one number per segment"):
+        stimulus.steps(1.0, [1.0], 0.1)
+
+
+def test_the_shape_message_names_the_array_parameter():
+    with pytest.raises(ValueError, match="of `V_th`"):
+        zoo.LIF(V_th=jnp.array([-50.0, -45.0, -40.0])).init_state(2)
+
+
+def test_numpy_true_is_refused_as_a_bool_step_count():
+    with pytest.raises(ValueError, match="a bool is not a number of steps"):
+        zoo.simulate(zoo.LIF(), jnp.zeros(10), 0.1, record_every=np.True_)
