@@ -319,7 +319,12 @@ def _write_csv(path: Path, t, voltage, spikes) -> None:
     save_csv(path, np.column_stack([t, voltage, spikes]), "t_ms,V_mV,spike", "%.12g,%.9g,%.9g")
 
 
-def _write_plot(path: Path, title: str, t, voltage, spikes, current: float, input_unit: str) -> None:
+def _write_plot(
+    path: Path, title: str, t, voltage, spikes, current: float, input_unit: str, fine=None
+) -> None:
+    """V (mV) over ``t`` (ms) with a tick at each step holding a spike, and the step current below.
+    ``fine``: ``(times, V)`` drawn as the voltage instead, an adaptive solve's samples between the steps
+    (at a coarse ``dt`` the steps' V alone misses the spikes)."""
     import numpy as np
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -327,10 +332,11 @@ def _write_plot(path: Path, title: str, t, voltage, spikes, current: float, inpu
     figure = Figure(figsize=(9, 5), layout="constrained")
     FigureCanvasAgg(figure)
     v_axis, i_axis = figure.subplots(2, 1, sharex=True, height_ratios=[3, 1])
-    v_axis.plot(t, voltage, lw=0.8, color="tab:blue")
+    line_t, line_V = (t, voltage) if fine is None else fine
+    v_axis.plot(line_t, line_V, lw=0.8, color="tab:blue")
     spike_times = t[spikes > 0]
     if spike_times.size:
-        top = np.max(voltage) + 0.05 * (np.ptp(voltage) + 1.0)
+        top = np.max(line_V) + 0.05 * (np.ptp(line_V) + 1.0)
         v_axis.plot(spike_times, np.full_like(spike_times, top), "|", color="tab:red", ms=10)
     v_axis.set_ylabel("membrane potential V (mV)")
     i_axis.step(np.concatenate([[0.0], t]), np.full(t.size + 1, current), where="pre", color="tab:gray")
@@ -379,9 +385,9 @@ def simulate(
             help="Time step, ms (default: the model's; see `diffbrain models`). With --solver tsit5/kvaerno5 "
             "the interval of the trace printed and written: the adaptive solver chooses its own steps and is "
             f"sampled every dt/k ms, k = ⌈dt / {SPIKE_SAMPLE_DT:g}⌉, and spikes are counted where V crosses "
-            "the threshold between those samples. Networks: default 0.1; coba and microcircuit take at most "
-            "0.5 ms, multiarea less than its shortest long-range delay (--dt ≤ 1.428 for the Markov "
-            "connectome)."
+            "the threshold between those samples (--plot draws V at every sample). Networks: default 0.1; "
+            "coba and microcircuit take at most 0.5 ms, multiarea less than its shortest long-range delay "
+            "(--dt ≤ 1.428 for the Markov connectome)."
         ),
     ] = None,
     solver: Annotated[
@@ -536,11 +542,12 @@ def simulate(
     inputs = jnp.full(n_steps, current, dtype=dtype)
     start = time.perf_counter()
     try:
+        fine = None  # an adaptive solve's samples between the steps, for the plot
         if solver is Solver.exp_euler:
             trace = jax.block_until_ready(zoo.simulate(neuron, inputs, dt))
             voltage, spikes = np.asarray(trace.V), np.asarray(trace.spikes)
         else:
-            voltage, spikes = _solve_finely(neuron, inputs, dt, solver.value)
+            voltage, spikes, fine = _solve_finely(neuron, inputs, dt, solver.value)
     except (TypeError, ValueError) as error:
         raise _fail(f"{entry.name} with --solver {solver.value}: {error}") from None
     except RuntimeError as error:
@@ -572,7 +579,7 @@ def simulate(
     if plot is not None:
         title = _plot_title(entry.name, entry.summary, neuron, n_spikes, rate)
         outputs.append(
-            ("--plot", plot, lambda: _write_plot(plot, title, t, voltage, spikes, current, unit), "")
+            ("--plot", plot, lambda: _write_plot(plot, title, t, voltage, spikes, current, unit, fine), "")
         )
     write_outputs(outputs)
 
@@ -607,7 +614,8 @@ def _samples_per_step(dt: float) -> int:
 def _solve_finely(neuron, inputs, dt: float, solver: str):
     """`zoo.solve` of ``neuron`` under ``inputs`` (one per ``dt`` ms step), sampled k = `_samples_per_step`
     times per step so that spikes are counted on samples at most `SPIKE_SAMPLE_DT` apart; returns V at every
-    k-th sample (the ``dt`` grid) and the spikes counted within each step, as NumPy arrays."""
+    k-th sample (the ``dt`` grid), the spikes counted within each step, and ``(times, V)`` of every sample,
+    as NumPy arrays."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -616,9 +624,10 @@ def _solve_finely(neuron, inputs, dt: float, solver: str):
 
     k = _samples_per_step(dt)
     trace = jax.block_until_ready(zoo.solve(neuron, jnp.repeat(inputs, k), dt / k, solver=solver))
-    voltage = np.asarray(trace.V)[k - 1 :: k]
+    every_sample = np.asarray(trace.V)
     spikes = np.asarray(trace.spikes).reshape(-1, k).sum(axis=1)
-    return voltage, spikes
+    times = np.arange(1, every_sample.shape[0] + 1) * (dt / k)
+    return every_sample[k - 1 :: k], spikes, (times, every_sample)
 
 
 class Loss(enum.StrEnum):

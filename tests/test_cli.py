@@ -207,7 +207,7 @@ def test_the_dt_help_says_how_the_adaptive_solvers_count_spikes():
     assert (
         "With --solver tsit5/kvaerno5 the interval of the trace printed and written: the adaptive solver "
         "chooses its own steps and is sampled every dt/k ms, k = ⌈dt / 0.1⌉, and spikes are counted where "
-        "V crosses the threshold between those samples." in text
+        "V crosses the threshold between those samples (--plot draws V at every sample)." in text
     )
 
 
@@ -249,6 +249,25 @@ def test_an_adaptive_solvers_trace_is_written_at_dt_with_every_spike(tmp_path):
     fine = zoo.solve(zoo.HH(), np.full(4000, registry.get_neuron("hh").current, np.float32), 0.025)
     # V at every 80th sample, t = 2, 4, … ms (a neighbouring sample differs by mV within a spike)
     np.testing.assert_allclose(table[:, 1], np.asarray(fine.V)[79::80], rtol=0, atol=0.05)
+
+
+def test_an_adaptive_solvers_plot_draws_v_between_the_steps(tmp_path, monkeypatch):
+    """Review: at --dt 2 the plot drew V only every 2 ms, where HH's spikes (peaks near +40 mV, 1 ms wide)
+    barely show; it draws every sample the spikes are counted on (dt/20 apart) instead."""
+    from diffbrain import cli
+
+    drawn = {}
+    monkeypatch.setattr(cli, "_write_plot", lambda *args: drawn.update(args=args))
+    png = str(tmp_path / "v.png")
+    result, text = _invoke("simulate", "hh", "--solver", "tsit5", "--dt", "2", "--plot", png)
+    assert result.exit_code == 0 and _spike_count(text) == 7, text
+    t, voltage, fine = drawn["args"][2], drawn["args"][3], drawn["args"][-1]
+    times, every_sample = fine
+    assert t.size == 50 and times.size == every_sample.size == 1000
+    np.testing.assert_allclose(times[19::20], t)
+    np.testing.assert_array_equal(every_sample[19::20], voltage)
+    assert np.count_nonzero((every_sample[1:] >= 0) & (every_sample[:-1] < 0)) == 7  # every spike drawn
+    assert every_sample.max() > 35.0 and voltage.max() < 30.0  # peaks 39.8 mV; 28.4 on the dt grid
 
 
 def test_an_adaptive_solver_refuses_more_samples_than_the_step_limit():
