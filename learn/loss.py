@@ -131,8 +131,9 @@ def checked_batch_and_scale(
         return SimpleBatch(inputs, targets, mask, labels), scale
     if np.any(outside):
         raise ValueError(f"{messages[0]} Got {np.asarray(targets)[np.asarray(outside)][:5].tolist()}.")
-    if np.any(invalid := ~((np.asarray(inputs) >= 0) & (np.asarray(inputs) <= largest))):
-        raise ValueError(f"{messages[1]} Got {np.asarray(inputs)[invalid][:5].tolist()}.")
+    host_inputs = np.asarray(inputs)  # one copy to the host, not one per comparison
+    if np.any(invalid := ~((host_inputs >= 0) & (host_inputs <= largest))):
+        raise ValueError(f"{messages[1]} Got {host_inputs[invalid][:5].tolist()}.")
     if np.any(wrong_labels):
         raise ValueError(f"{messages[2]} Got {np.asarray(labels)[np.asarray(wrong_labels)][:5].tolist()}.")
     return SimpleBatch(inputs, targets, mask, labels), loss_scale(mask)
