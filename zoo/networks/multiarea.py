@@ -424,18 +424,27 @@ class MultiArea(eqx.Module):
         return self.network.simulate(duration_ms, run_key, state=state, pulse=pulse, **kwargs)
 
     def area_rates(self, result: NetworkResult, bin_ms: float = 5.0) -> Float[Array, "B A"]:
-        """Excitatory population rate of each area in bins of ``bin_ms`` ms, Hz, ``[bins, areas]``."""
-        return result.rate_trace(bin_ms)[:, 0::2]
+        """Excitatory population rate of each area in bins of ``bin_ms`` ms from the run's start (which is
+        ``result.start_ms`` after time zero for a continued run), Hz, ``[bins, areas]``."""
+        return _excitatory_rates(result, bin_ms, "result")
 
     @staticmethod
     def pulse_response(
-        rates: Float[ArrayLike, "B A"],
+        rates: NetworkResult | Float[ArrayLike, "B A"],
         pulse: Pulse,
         bin_ms: float = 5.0,
         margin_ms: float = 50.0,
         settle_ms: float = 150.0,
+        *,
+        start_ms: float | None = None,
     ) -> PulseResponse:
-        """Each area's response to ``pulse`` from binned rates (`area_rates`, or their mean over runs).
+        """Each area's response to ``pulse`` from a run's result, or from binned rates (`area_rates`, or
+        their mean over runs).
+
+        Times are the pulse's: ms since the state's time zero (`init_state`). A result is binned here in
+        bins of ``bin_ms`` ms from its `NetworkResult.start_ms` (0 unless it continues an earlier run's
+        ``final_state``). Binned rates must come with the ``bin_ms`` they were binned with (`area_rates`'s)
+        and, for a continued run, its ``start_ms``: nothing in the array says either.
 
         Bins are judged by their centres. The baseline is the mean rate from 20 ms (after the start
         transient of the uniform initial potentials) to the pulse onset; the response window runs from the
@@ -443,19 +452,41 @@ class MultiArea(eqx.Module):
         pulse ends to the end of the run (NaN if the run ends before). An area whose rate never rises above
         its baseline in the window (``peak`` ≤ 0) has a NaN latency.
 
+        Args:
+            rates: a `MultiArea` run's `NetworkResult`, or its excitatory rates ``[bins, areas]`` in Hz.
+            pulse: the `Pulse` the run was given (`pulse`).
+            bin_ms: the bin width, ms: the width to bin a result in, or the width the rates were binned in.
+            margin_ms: how long after the pulse ends the response window lasts, ms.
+            settle_ms: from how long after the pulse ends "after" is measured, ms.
+            start_ms: for binned rates, when their first bin starts, ms since time zero (default 0; a run
+                continued from a ``final_state``: its result's ``start_ms``); a result has its own.
+
         Raises:
-            ValueError: ``rates`` is not ``[bins, areas]``, or no bin lies in the baseline or the window.
+            ValueError: ``rates`` is not ``[bins, areas]`` nor a `MultiArea` result, ``bin_ms`` is not
+                positive, ``start_ms`` is given with a result or is negative, or no bin lies in the
+                baseline or the window.
         """
+        if isinstance(rates, NetworkResult):
+            if start_ms is not None:
+                raise ValueError(
+                    "`start_ms` is for binned rates: a result has its own (`rates.start_ms`); omit it."
+                )
+            start_ms = rates.start_ms
+            rates = _excitatory_rates(rates, bin_ms, "rates")
+        bin_ms = _number("`bin_ms`", bin_ms, "> 0 ms (the rates' bin width)", lambda x: x > 0)
+        start_ms = 0.0 if start_ms is None else start_ms
+        start_ms = _number("`start_ms`", start_ms, "≥ 0 ms (the first bin's start)", lambda x: x >= 0)
         rates = np.asarray(rates, dtype=float)
         if rates.ndim != 2:
             raise ValueError(f"`rates` must be [bins, areas], got shape {rates.shape}.")
-        times = (np.arange(rates.shape[0]) + 0.5) * bin_ms
+        times = start_ms + (np.arange(rates.shape[0]) + 0.5) * bin_ms
         before = (times > 20.0) & (times < pulse.start_ms)
         window = (times >= pulse.start_ms) & (times < pulse.stop_ms + margin_ms)
         if not before.any() or not window.any():
             raise ValueError(
-                f"`rates` ({rates.shape[0]} bins of {bin_ms} ms) must cover 20 ms before the pulse onset at "
-                f"{pulse.start_ms} ms and the pulse itself."
+                f"`rates` ({rates.shape[0]} bins of {bin_ms} ms from {start_ms} ms) must cover some time "
+                f"between 20 ms and the pulse onset at {pulse.start_ms} ms, and the pulse itself (times "
+                "since the state's time zero: pass a continued run's result, or its rates with `start_ms`)."
             )
         baseline = rates[before].mean(axis=0)
         response = rates[window] - baseline
@@ -465,6 +496,20 @@ class MultiArea(eqx.Module):
         settled = times >= pulse.stop_ms + settle_ms
         after = rates[settled].mean(axis=0) if settled.any() else np.full(rates.shape[1], np.nan)
         return PulseResponse(baseline, peak, latency, after)
+
+
+def _excitatory_rates(result: NetworkResult, bin_ms: float, argument: str) -> Float[Array, "B A"]:
+    """The rates of a `MultiArea` result's ``"<area>/E"`` populations (every other, from the first) in bins of
+    ``bin_ms`` ms, Hz; a ``ValueError`` naming ``argument`` for a result of another network."""
+    names = result.names
+    if len(names) % 2 or not all(
+        e.endswith("/E") and i == e[:-1] + "I" for e, i in zip(names[0::2], names[1::2], strict=True)
+    ):
+        raise ValueError(
+            f"`{argument}` must be a MultiArea run's result, with populations '<area>/E', '<area>/I' per "
+            f"area; got populations {list(names[:4])}{' …' if len(names) > 4 else ''}."
+        )
+    return result.rate_trace(bin_ms)[:, 0::2]
 
 
 def read_connectome(path: str | Path) -> dict:

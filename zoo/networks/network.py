@@ -137,7 +137,10 @@ class AbstractPopulationResult(eqx.Module):
     """What every network simulation returns: spike counts per step and population, and the raster of
     recorded neurons. `EIResult` and `NetworkResult` share it.
 
-    Spikes emitted in step ``k`` (0-based) are stamped at the step's end, ``(k + 1)·dt`` ms.
+    Times count from the run's start: spikes emitted in the run's step ``k`` (0-based) are stamped at the
+    step's end, ``(k + 1)·dt`` ms, and `rate_trace`'s first bin starts at 0. A run continued from a
+    ``final_state`` started later than the state's time zero, in which `Pulse` windows are placed: add
+    `NetworkResult.start_ms` to compare its times with a pulse's.
 
     Subclasses hold ``dt`` (ms), ``counts`` ``[T, P]``, ``raster`` ``[T, r]`` (bool), ``record`` ``[r]``
     (the recorded neurons' global indices), ``sizes`` and ``names`` (one per population) and
@@ -162,8 +165,8 @@ class AbstractPopulationResult(eqx.Module):
         return self._float_counts().sum(axis=0) / np.asarray(self.sizes) / self.duration * 1000.0
 
     def rate_trace(self, bin_ms: float = 5.0) -> Float[Array, "B P"]:
-        """Population rates in consecutive bins of ``bin_ms`` ms, a positive multiple of ``dt`` (a trailing
-        partial bin is dropped), Hz. Raises ``ValueError`` for any other ``bin_ms``."""
+        """Population rates in consecutive bins of ``bin_ms`` ms from the run's start, a positive multiple of
+        ``dt`` (a trailing partial bin is dropped), Hz. Raises ``ValueError`` for any other ``bin_ms``."""
         per_bin = round(bin_ms / self.dt) if np.isfinite(bin_ms) else 0
         if per_bin < 1 or abs(per_bin * self.dt - bin_ms) > 1e-6 * max(1.0, bin_ms):  # as `duration_ms`'s
             raise ValueError(
@@ -174,7 +177,8 @@ class AbstractPopulationResult(eqx.Module):
         return binned / np.asarray(self.sizes) / (per_bin * self.dt) * 1000.0
 
     def spike_trains(self) -> tuple[np.ndarray, np.ndarray]:
-        """The recorded spikes as ``(times_ms, neuron_indices)`` NumPy arrays, sorted by time."""
+        """The recorded spikes as ``(times_ms, neuron_indices)`` NumPy arrays, sorted by time; times in ms
+        from the run's start."""
         steps, columns = np.nonzero(np.asarray(self.raster))
         return (steps + 1) * self.dt, np.asarray(self.record)[columns]
 
@@ -204,9 +208,24 @@ class NetworkResult(AbstractPopulationResult):
     final_state: NetworkState
     spikes: Int[Array, "T K"] | None = None
 
+    @property
+    def start_ms(self) -> float:
+        """When the run started, ms after its state's time zero (`Network.init_state`), the time in which
+        `Pulse` windows are placed: 0 for a run from `init_state`, the earlier runs' total duration for one
+        continued from a ``final_state``. From the final state's step counter; for one concrete run (not
+        inside ``jit`` or ``vmap``)."""
+        step = self.final_state.step
+        if isinstance(step, jax.core.Tracer) or np.ndim(step) != 0:
+            raise ValueError(
+                "`start_ms` needs one concrete run's final state (its step counter), not a traced or batched "
+                f"one (shape {np.shape(step)}); read it outside `jit` and `vmap`."
+            )
+        return (int(step) - self.counts.shape[0]) * self.dt
+
     def spike_trains(self) -> tuple[np.ndarray, np.ndarray]:
         """The recorded spikes as ``(times_ms, neuron_indices)`` NumPy arrays, sorted by time (then by
-        position in ``record``), from ``raster`` or ``spikes``."""
+        position in ``record``), from ``raster`` or ``spikes``; times in ms from the run's start (add
+        `start_ms` for the state's time, in which pulses are placed)."""
         if self.spikes is None:
             return super().spike_trains()
         spikes = np.asarray(self.spikes)
@@ -507,7 +526,10 @@ class Network(eqx.Module):
         """The weight of each edge given to `build` for ``receptor``, in the given order. Edges merged into
         one synapse share its weight equally (100 and 200 merged report 150 each), so the weights sum to
         the synapses' and ``with_weights(receptor, weights(receptor))`` is the same network."""
-        W = self.projections[_known_receptor("receptor", receptor, self.projections)].W
+        _known_receptor("receptor", receptor, self.receptor_names)
+        if receptor not in self.projections:  # a receptor without synapses
+            return jnp.zeros(0, self.I_ext.dtype)
+        W = self.projections[receptor].W
         slots = self.edge_slots[receptor]
         per_synapse = jnp.broadcast_to(W.data, (W.nnz,))
         if slots.size == W.nnz:  # no merged edges
@@ -519,12 +541,21 @@ class Network(eqx.Module):
         """The same network with new weights for ``receptor``: ``[nnz]`` (one per edge given to `build`,
         summed into merged repeats; differentiable) or one shared scalar, in the receptor's unit: ≥ 0 nS
         for a conductance-based receptor, as `build` checks (traced weights, inside ``jit`` or ``grad``,
-        are not checked)."""
-        projection = self.projections[_known_receptor("receptor", receptor, self.projections)]
+        are not checked). A receptor without synapses takes only an empty ``[0]`` array (its `weights`)
+        and returns the network itself."""
+        _known_receptor("receptor", receptor, self.receptor_names)
         if not isinstance(weight, jax.core.Tracer):  # a complex weight would lose its imaginary part
             dtype = getattr(weight, "dtype", None)  # an array's dtype alone: no copy from the device
             _real_array("weight", weight if dtype is None else np.empty(0, dtype))
         _check_conductances("weight", receptor, self.receptors[receptor].mode, weight)
+        if receptor not in self.projections:
+            if np.shape(weight) != (0,):
+                raise ValueError(
+                    f"`weight`: the receptor {receptor!r} has no synapses, so it takes no weights; pass an "
+                    f"empty array (as `weights({receptor!r})` gives), got shape {np.shape(weight)}."
+                )
+            return self
+        projection = self.projections[receptor]
         weight = jnp.asarray(weight, projection.W.data.dtype)
         slots = self.edge_slots[receptor]
         if weight.shape not in ((), slots.shape):

@@ -3,6 +3,8 @@
 Every function takes any result with the population-result interface (`EIResult`, `NetworkResult`:
 ``dt``, ``names``, ``sizes``, ``record``, ``spike_trains()``, ``rate_trace(bin_ms)``). Matplotlib is imported
 only when a function is called, so ``diffbrain.zoo.networks`` does not need it.
+Times count from the run's start, also for a run continued from a ``final_state`` (`NetworkResult.start_ms`
+says when such a run began).
 
 Examples:
     >>> import jax
