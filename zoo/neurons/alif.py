@@ -28,6 +28,10 @@ class ALIF(AbstractSpikingNeuron):
 
     Units: V mV; the input I enters as ``R·I`` and is therefore in mV; τ, τ_a ms; beta mV.
 
+    Precision: as in `LIF`, float32 loses any step's change of ``V`` below half a float spacing at ``|V|``
+    (3.8e-6 mV near −70 mV): a drift slower than ~0.38 mV/s at ``dt`` 0.01 ms never moves ``V`` (τ = 100 s
+    towards 8 mV above rest: float64 rises 0.0796 mV in 1 s, float32 0). Use float64 or a larger ``dt``.
+
     Examples:
         >>> import jax.numpy as jnp
         >>> from diffbrain import zoo

@@ -101,6 +101,10 @@ class GIF(AbstractGIF):
 
     Units: V mV, I nA, R MΩ (MΩ·nA = mV), τ ms, k_j 1/ms, a 1/ms, b 1/ms, A_j nA, R_j dimensionless.
 
+    Precision: as in `LIF`, float32 loses any step's change of ``V`` below half a float spacing at ``|V|``
+    (3.8e-6 mV near −70 mV): a drift slower than ~0.38 mV/s at ``dt`` 0.01 ms never moves ``V`` (τ = 100 s
+    towards 8 mV above rest: float64 rises 0.0796 mV in 1 s, float32 0). Use float64 or a larger ``dt``.
+
     Note: with ``A1 = A2 = 0`` (the default) and zero initial currents, I1 and I2 stay zero, so ``k1``,
     ``k2``, ``R1``, ``R2`` have no effect on the voltage.
 

@@ -57,6 +57,13 @@ class LIF(AbstractSpikingNeuron):
 
     Units: V mV, C pF, g_L nS, I pA, times ms (pA/pF = mV/ms).
 
+    Precision: ``V`` is held in absolute mV, so in float32 each step's change is rounded to a multiple of the
+    float spacing at ``|V|`` (7.6e-6 mV between 64 and 128 mV). A change below half of that (3.8e-6 mV) is
+    lost: a drift slower than ~0.38 mV/s at ``dt`` 0.01 ms (0.038 mV/s at 0.1 ms) never moves ``V``, and a
+    change of a few spacings a step is off by up to half a spacing (τ = 100 s towards 8 mV above rest, for
+    1 s: float64 rises 0.0796 mV; float32 0 at ``dt`` 0.01 ms and 0.0763 mV at 0.1 ms). Use float64
+    (``zoo.astype(model, jnp.float64)``) or a larger ``dt`` for such slow integrators.
+
     Presets: `LIF.coba` and `LIF.cuba` give the Brette et al. (2007) benchmark neurons.
 
     Examples:

@@ -160,7 +160,12 @@ class AbstractKineticSynapse(AbstractSynapse):
         overrun = jax.lax.stop_gradient(jnp.maximum(state.pulse - dt, 0.0))
         with_transmitter = jnp.where(ends, state.pulse - overrun, dt)
         g_inf = bound / rate_on
-        g = g_inf + (state.g - g_inf) * jnp.exp(-rate_on * with_transmitter)
+        # g + (g_inf − g)(1 − e^{−rate·t}), not g_inf + (g − g_inf)e^{−rate·t}: that rounded g to ulps of
+        # g_inf even with no transmitter (t = 0), so float32 g froze near 1.6e-5. Capped at g_inf, which this
+        # order overshoots by an ulp for some g < g_inf/2 once e^{−rate·t} rounds to 0 (rate·t ≳ 17 in
+        # float32); by a where, not a minimum, so a g that lands on g_inf keeps its whole gradient.
+        g = state.g + (g_inf - state.g) * -jnp.expm1(-rate_on * with_transmitter)
+        g = jnp.where(g > g_inf, g_inf, g)
         g = g * jnp.exp(-self.beta * (dt - with_transmitter))
         left = jnp.where(ends, 0.0, state.pulse - dt)
         opened = jnp.where(spikes > 1, 1, spikes) * self.T_dur  # k spikes in one step: one pulse, restarted

@@ -106,10 +106,13 @@ class DualExpon(AbstractSynapse):
 def _log1p_over(u: Float[Array, "*n"]) -> Float[Array, "*n"]:
     """``ln(1 + u)/u`` (u > −1) with the limit 1 at u = 0. Its direct form's gradient cancels two terms of
     order 1/u², so below |u| = ε^(1/12) (0.27 in float32, 0.05 in float64) the series through u¹¹ is used:
-    value and gradient within ~10 ε (float32) and ~400 ε (float64) of exact."""
+    value and gradient within ~10 ε (float32) and ~400 ε (float64) of exact. Each branch sees only the ``u``
+    it serves: the series evaluated at a large ``u`` overflows, and the unselected inf made the float32
+    gradient NaN from τ_d/τ_r ≈ 9184."""
     small = jnp.abs(u) < jnp.finfo(u.dtype).eps ** (1 / 12)
-    safe_u = jnp.where(small, jnp.ones_like(u), u)
+    series_u = jnp.where(small, u, jnp.zeros_like(u))
+    direct_u = jnp.where(small, jnp.ones_like(u), u)
     series = jnp.zeros_like(u)
     for k in reversed(range(12)):
-        series = (-1) ** k / (k + 1) + u * series
-    return jnp.where(small, series, jnp.log1p(safe_u) / safe_u)
+        series = (-1) ** k / (k + 1) + series_u * series
+    return jnp.where(small, series, jnp.log1p(direct_u) / direct_u)

@@ -90,7 +90,9 @@ class NMDA(AbstractSynapse):
         open_start = -jnp.expm1(-binding * (1.0 - rise))  # 1 − Φ(0)
         open_half = -jnp.expm1(-binding * rise_half * (1.0 - rise_half))  # 1 − Φ(dt/2)
         integral = dt / 6.0 * (open_start * decay + 4.0 * open_half * decay_half)  # Simpson; 1 − Φ(dt) = 0
-        g = decay * (1.0 - (1.0 - open_start) * (1.0 - state.g)) + integral / self.tau_decay
+        # 1 − Φ(0)(1 − g_0) written as g_0 + (1 − Φ(0))(1 − g_0): the first rounds a small g against 1 each
+        # step, so in float32 g froze near 3e-5 (dt 0.1 ms) to 3e-4 (dt 0.01 ms) instead of decaying
+        g = decay * (state.g + open_start * (1.0 - state.g)) + integral / self.tau_decay
         x = state.x * rise + as_spikes(spikes, state.x)
         return NMDAState(g=g, x=x), g
 

@@ -1,0 +1,60 @@
+"""DualExpon's gradients with respect to its time constants stay finite in float32 at large
+``tau_decay/tau_rise``: the series branch of ``ln(1 + u)/u`` was evaluated at every ``u``, overflowed at large
+``u``, and from ``tau_decay/tau_rise ≈ 9184`` the unselected inf made the gradient NaN (review s26)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from diffbrain.zoo import synapses
+from diffbrain.zoo.synapses.dual_expon import _log1p_over
+
+
+def _t_peak(taus):
+    return synapses.DualExpon(tau_rise=taus[0], tau_decay=taus[1]).t_peak
+
+
+def _summed_response(taus, dt=0.1, steps=200):
+    """The sum of ``g`` over ``steps`` steps after a unit spike at t = 0."""
+    model = synapses.DualExpon(tau_rise=taus[0], tau_decay=taus[1])
+    spikes = jnp.zeros(steps, taus.dtype).at[0].set(1.0)
+    _, g = jax.lax.scan(lambda state, s: model.step(state, s, dt), model.init_state(), spikes)
+    return g.sum()
+
+
+def _central_difference(f, taus, relative_step=1e-6):
+    taus = np.asarray(taus, np.float64)
+    gradient = np.zeros_like(taus)
+    for i in range(taus.size):
+        h = relative_step * taus[i]
+        up, down = taus.copy(), taus.copy()
+        up[i] += h
+        down[i] -= h
+        gradient[i] = (float(f(jnp.asarray(up))) - float(f(jnp.asarray(down)))) / (2 * h)
+    return gradient
+
+
+# (0.01, 100): ratio 10⁴, NaN at HEAD; (2.9999, 3): the series branch; (1, 10): the direct branch.
+@pytest.mark.parametrize("taus", [(0.01, 100.0), (0.001, 50.0), (2.9999, 3.0), (1.0, 10.0)])
+def test_float32_t_peak_gradient_is_finite_and_matches_finite_differences(taus):
+    float32 = np.asarray(jax.grad(_t_peak)(jnp.asarray(taus, jnp.float32)))
+    float64 = np.asarray(jax.grad(_t_peak)(jnp.asarray(taus, jnp.float64)))
+    assert np.all(np.isfinite(float32))
+    np.testing.assert_allclose(float64, _central_difference(_t_peak, taus), rtol=1e-6)
+    np.testing.assert_allclose(float32, float64, rtol=1e-5)
+
+
+@pytest.mark.parametrize("taus", [(0.01, 100.0), (2.9999, 3.0)])
+def test_float32_response_gradient_is_finite_and_matches_float64(taus):
+    float32 = np.asarray(jax.grad(_summed_response)(jnp.asarray(taus, jnp.float32)))
+    float64 = np.asarray(jax.grad(_summed_response)(jnp.asarray(taus, jnp.float64)))
+    assert np.all(np.isfinite(float32))
+    np.testing.assert_allclose(float64, _central_difference(_summed_response, taus), rtol=1e-6)
+    np.testing.assert_allclose(float32, float64, rtol=1e-3)
+
+
+def test_log1p_over_gradient_is_finite_up_to_float32_overflow():
+    u = jnp.asarray(np.geomspace(1e-3, 1e30, 400), jnp.float32)
+    gradient = jax.vmap(jax.grad(_log1p_over))(u)
+    assert np.all(np.isfinite(np.asarray(gradient)))
