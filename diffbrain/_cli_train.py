@@ -5,25 +5,30 @@ JAX, optax and Matplotlib are imported inside the command, so ``diffbrain --help
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import enum
 import functools
 import json
 import math
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
-from ._atomic import write_atomically
+from ._atomic import exclusive_lock, write_atomically
 from ._cli_paths import output_folder
 
 _out = Console()
 _err = Console(stderr=True)
 
-CONFIG, METRICS_CSV = "config.json", "metrics.csv"
+CONFIG, METRICS_CSV, LOCK = "config.json", "metrics.csv", ".lock"
+MAX_TRIAL_STEPS = 1_000_000
+"""The most steps a trial may take (its duration over --dt): one of 10⁶ steps already holds a batch's inputs
+in gigabytes, and a smaller --dt fails in sampling, out of memory, after writing into --out."""
 _ADDED_SETTINGS = {"connectivity": "dense", "p_connect": 1.0}
 """Settings added after runs were first written: a config.json without them ran with these values."""
 PLOTS = ("accuracy.png", "raster.png", "weights.png")
@@ -104,6 +109,42 @@ def _make_task(task: Task, dt: float, delay: float | None):
             "that divides every period (the default 1 ms does).",
             param_hint="'--dt'",
         ) from None
+
+
+def _check_trial_length(task, dt: float, delay: float | None) -> None:
+    """Refuse a --dt (or --delay) that makes a trial of ``task`` longer than `MAX_TRIAL_STEPS` steps."""
+    if task.n_steps <= MAX_TRIAL_STEPS:
+        return
+    duration = task.n_steps * dt
+    longer = "" if delay is None else " or a shorter --delay"
+    raise typer.BadParameter(
+        f"{dt:g} ms makes a trial of {type(task).__name__} ({duration:g} ms) {task.n_steps:,} steps, more "
+        f"than {MAX_TRIAL_STEPS:,}; pass a --dt of at least {duration / MAX_TRIAL_STEPS:g} ms{longer}.",
+        param_hint="'--dt'" if delay is None else "'--dt' / '--delay'",
+    )
+
+
+@contextlib.contextmanager
+def _locked(out: Path) -> Iterator[None]:
+    """Make ``out`` and hold the lock on ``out/LOCK`` for the block, or refuse the run at once when another
+    `diffbrain train` holds it: two runs into one folder would overwrite each other's config.json and
+    checkpoint. The lock goes with the process, however it ends; the file stays (removing it would let a
+    third run lock a new file while the second holds the old)."""
+    with contextlib.ExitStack() as stack:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(exclusive_lock(out / LOCK, wait=False))
+        except BlockingIOError:
+            raise typer.BadParameter(
+                f"another diffbrain train is writing into {out} (it holds the lock on {out / LOCK}); wait "
+                "for it to end or choose another --out.",
+                param_hint="'--out'",
+            ) from None
+        except OSError as error:
+            raise typer.BadParameter(
+                f"cannot write {out}: {error.strerror or error}.", param_hint="'--out'"
+            ) from None
+        yield
 
 
 def _check_positive(option: str, value: float) -> None:
@@ -389,86 +430,88 @@ def train(
     _check_positive("--lr", lr)
     _check_positive("--dt", dt)
     the_task = _make_task(task, dt, delay)
+    _check_trial_length(the_task, dt, delay)
     delay = getattr(the_task, "delay_duration", None)  # the task's own when not given: the same run
     config = {
         "task": str(task), "method": str(method), "n_rec": n_rec, "connectivity": str(connectivity),
         "p_connect": p_connect, "batch_size": batch_size, "lr": lr, "dt": dt, "delay": delay, "seed": seed,
     }  # fmt: skip
-    default_delay = getattr(_make_task(task, dt, None), "delay_duration", None)
-    resuming = _check_config(out, config, {"delay": default_delay})
+    defaults = {"delay": getattr(_make_task(task, dt, None), "delay_duration", None)}
+    _check_config(out, config, defaults)  # a folder refused here is left as it was, without a lock file
 
     import jax
     import numpy as np
 
     from diffbrain import learn
 
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        if not resuming:  # the settings only: the steps done are in metrics.csv, and may grow on a resume
-            write_atomically(out / CONFIG, lambda file: json.dump(config, file, indent=1), "w")
-    except OSError as error:
-        reason = error.strerror or error
-        raise typer.BadParameter(f"cannot write {out}: {reason}.", param_hint="'--out'") from None
+    with _locked(out):
+        resuming = _check_config(out, config, defaults)  # again: another run may have written it meanwhile
+        try:
+            if not resuming:  # the settings only: the steps done are in metrics.csv, and may grow on a resume
+                write_atomically(out / CONFIG, lambda file: json.dump(config, file, indent=1), "w")
+        except OSError as error:
+            reason = error.strerror or error
+            raise typer.BadParameter(f"cannot write {out}: {reason}.", param_hint="'--out'") from None
 
-    wiring = f"{connectivity}, p = {p_connect:g}"
-    title = f"{task} · {method} · {n_rec} neurons ({wiring}) · batch {batch_size} · lr {lr:g}"
-    weights_key, batches_key, raster_key = jax.random.split(jax.random.key(seed), 3)
-    initial = learn.EINetwork(
-        the_task.n_inputs, n_rec, the_task.n_outputs, key=weights_key, dt=dt, connectivity=p_connect,
-        sparse=connectivity == Connectivity.sparse,
-    )  # fmt: skip
-    try:
-        result = learn.train(
-            initial, the_task, str(method), _optimizer(lr), steps=steps, batch_size=batch_size,
-            key=batches_key, checkpoint_dir=out, checkpoint_every=checkpoint_every,
+        wiring = f"{connectivity}, p = {p_connect:g}"
+        title = f"{task} · {method} · {n_rec} neurons ({wiring}) · batch {batch_size} · lr {lr:g}"
+        weights_key, batches_key, raster_key = jax.random.split(jax.random.key(seed), 3)
+        initial = learn.EINetwork(
+            the_task.n_inputs, n_rec, the_task.n_outputs, key=weights_key, dt=dt, connectivity=p_connect,
+            sparse=connectivity == Connectivity.sparse,
         )  # fmt: skip
-    except learn.trainer.CheckpointMismatch as error:  # e.g. fewer --steps than the checkpoint holds
-        if not resuming:  # a checkpoint without config.json (learn.train's own) is of another run
-            (out / CONFIG).unlink(missing_ok=True)
-        raise typer.BadParameter(_in_option_terms(str(error)), param_hint="'--steps' / '--out'") from None
-    except FloatingPointError as error:  # diverged: the last finite checkpoint is kept
-        raise _diverged(out, str(error), title) from None
+        try:
+            result = learn.train(
+                initial, the_task, str(method), _optimizer(lr), steps=steps, batch_size=batch_size,
+                key=batches_key, checkpoint_dir=out, checkpoint_every=checkpoint_every,
+            )  # fmt: skip
+        except learn.trainer.CheckpointMismatch as error:  # e.g. fewer --steps than the checkpoint holds
+            if not resuming:  # a checkpoint without config.json (learn.train's own) is of another run
+                (out / CONFIG).unlink(missing_ok=True)
+            raise typer.BadParameter(_in_option_terms(str(error)), param_hint="'--steps' / '--out'") from None
+        except FloatingPointError as error:  # diverged: the last finite checkpoint is kept
+            raise _diverged(out, str(error), title) from None
 
-    metrics = result.metrics
-    distributions = _weight_fits(initial, result.net)
-    fits = {
-        stage: {g: None if fit is None else fit._asdict() for g, fit in values.items()}
-        for stage, values in distributions.items()
-    }
-    persistence = _persistence(result.net, the_task, raster_key)
+        metrics = result.metrics
+        distributions = _weight_fits(initial, result.net)
+        fits = {
+            stage: {g: None if fit is None else fit._asdict() for g, fit in values.items()}
+            for stage, values in distributions.items()
+        }
+        persistence = _persistence(result.net, the_task, raster_key)
 
-    last = metrics["accuracy"][-min(10, steps) :]
-    _out.print(
-        f"{task} with {method}: {steps} steps, accuracy {np.mean(last):.1%} (mean of the last {len(last)}), "
-        f"loss {metrics['loss'][-1]:.4f}"
-    )
-    for group, fit in fits["after"].items():
-        before = fits["before"][group]
-        if before is None or fit is None:
-            _out.print(f"  {group:>5} weights: fewer than 2 synapses, no log-normal fit")
-            continue
+        last = metrics["accuracy"][-min(10, steps) :]
         _out.print(
-            f"  {group:>5} weights ln|W| ~ N({before['mu']:.2f}, {before['sigma']:.2f}²) → "
-            f"N({fit['mu']:.2f}, {fit['sigma']:.2f}²)"
+            f"{task} with {method}: {steps} steps, accuracy {np.mean(last):.1%} (mean of the last "
+            f"{len(last)}), loss {metrics['loss'][-1]:.4f}"
         )
-    if persistence is not None:
-        _out.print(
-            f"  delay activity of class-selective neurons {persistence['selective_neurons']}: "
-            f"{persistence['delay_rate_preferred_hz']} Hz on preferred trials, "
-            f"{persistence['delay_rate_nonpreferred_hz']} Hz on the others "
-            f"(baseline {persistence['baseline_rate_hz']} Hz) — persistence.json"
+        for group, fit in fits["after"].items():
+            before = fits["before"][group]
+            if before is None or fit is None:
+                _out.print(f"  {group:>5} weights: fewer than 2 synapses, no log-normal fit")
+                continue
+            _out.print(
+                f"  {group:>5} weights ln|W| ~ N({before['mu']:.2f}, {before['sigma']:.2f}²) → "
+                f"N({fit['mu']:.2f}, {fit['sigma']:.2f}²)"
+            )
+        if persistence is not None:
+            _out.print(
+                f"  delay activity of class-selective neurons {persistence['selective_neurons']}: "
+                f"{persistence['delay_rate_preferred_hz']} Hz on preferred trials, "
+                f"{persistence['delay_rate_nonpreferred_hz']} Hz on the others "
+                f"(baseline {persistence['baseline_rate_hz']} Hz) — persistence.json"
+            )
+        writes = {
+            METRICS_CSV: lambda path: _write_metrics_csv(path, metrics),
+            PLOTS[0]: lambda path: _plot_accuracy(path, metrics, title),
+            PLOTS[1]: lambda path: _plot_raster(path, result.net, the_task, raster_key),
+            PLOTS[2]: lambda path: _plot_weights(path, initial, result.net, distributions),
+            "weights.json": lambda path: write_atomically(path, lambda file: json.dump(fits, file, indent=1)),
+        }
+        if persistence is not None:
+            writes["persistence.json"] = lambda path: write_atomically(
+                path, lambda file: json.dump(persistence, file, indent=1)
+            )
+        write_outputs(
+            ("--out", out / name, functools.partial(write, out / name), "") for name, write in writes.items()
         )
-    writes = {
-        METRICS_CSV: lambda path: _write_metrics_csv(path, metrics),
-        PLOTS[0]: lambda path: _plot_accuracy(path, metrics, title),
-        PLOTS[1]: lambda path: _plot_raster(path, result.net, the_task, raster_key),
-        PLOTS[2]: lambda path: _plot_weights(path, initial, result.net, distributions),
-        "weights.json": lambda path: write_atomically(path, lambda file: json.dump(fits, file, indent=1)),
-    }
-    if persistence is not None:
-        writes["persistence.json"] = lambda path: write_atomically(
-            path, lambda file: json.dump(persistence, file, indent=1)
-        )
-    write_outputs(
-        ("--out", out / name, functools.partial(write, out / name), "") for name, write in writes.items()
-    )

@@ -101,9 +101,10 @@ def persistent_activity(
     """Which neurons are selective to a class during the stimulus, and do they stay active in the delay?
 
     A neuron is selective to class ``c`` when its stimulus-period rate on class-``c`` trials exceeds its rate
-    on the other trials by at least ``threshold`` Hz. For each class, the selective neurons' mean rate in
-    the delay window is returned on preferred and non-preferred trials: persistent selective activity is
-    ``preferred > nonpreferred`` (and ``preferred > baseline``).
+    on the other trials by more than ``threshold`` Hz (at 0, any higher rate counts; a neuron that fires as
+    much on every trial, a silent one included, is selective to no class). For each class, the selective
+    neurons' mean rate in the delay window is returned on preferred and non-preferred trials: persistent
+    selective activity is ``preferred > nonpreferred`` (and ``preferred > baseline``).
 
     Args:
         spikes: spike trains [T, B, n] (0/1 per step).
@@ -111,7 +112,8 @@ def persistent_activity(
         stimulus, delay: [T] windows where selectivity is measured and where persistence is read.
         baseline: [T] window of spontaneous activity (default: the steps before the first stimulus step).
         dt: the time step, ms, a finite number > 0.
-        threshold: minimum rate difference, Hz, for a neuron to count as selective; finite and ≥ 0.
+        threshold: the rate difference, Hz, that a neuron's must exceed to count as selective; finite and
+            ≥ 0.
 
     Returns:
         A `PersistentActivity` with one row per class present in ``labels`` (``result.classes``); classes
@@ -163,7 +165,7 @@ def persistent_activity(
     everyone = np.ones(labels.shape, bool)
     for c in classes:
         own, other = labels == c, labels != c
-        chosen = rate(stimulus, own) - rate(stimulus, other) >= threshold
+        chosen = rate(stimulus, own) - rate(stimulus, other) > threshold
         selective.append(chosen)
 
         def population(window, trials, chosen=chosen):

@@ -107,6 +107,35 @@ def _update(net, opt_state, task, key, gradients, optimizer, batch_size):
     return net, opt_state, loss, accuracy(evidence, batch.labels), finite
 
 
+class _TaskByValue:
+    """A task that is a pytree leaf hashed by identity (a plain class) or not at all (a plain dataclass), as
+    `_update`'s static argument: hashed and compared by its class and its fields (`_settings`) as they were
+    when wrapped, so that equal tasks share the compiled step and a task changed since is compiled anew."""
+
+    def __init__(self, task):
+        self.task = task
+        self.fields = (type(task), json.dumps(_settings(task), sort_keys=True))
+
+    def __hash__(self) -> int:
+        return hash(self.fields)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, _TaskByValue) and self.fields == other.fields
+
+    def sample(self, key, batch_size: int):
+        return self.task.sample(key, batch_size)
+
+
+def _static_task(task):
+    """``task`` as `_update` takes it: a pytree (an Equinox module: its arrays traced) or a leaf hashed by
+    its value (a frozen dataclass) as it is, another leaf as a `_TaskByValue`."""
+    leaves = jax.tree.leaves(task)
+    is_leaf = len(leaves) == 1 and leaves[0] is task
+    if is_leaf and type(task).__hash__ in (None, object.__hash__):
+        return _TaskByValue(task)
+    return task
+
+
 def save_checkpoint(folder: str | os.PathLike, net, opt_state, step: int, metrics: dict) -> None:
     """Write the network, optimiser state, step and metrics to ``folder``; each file atomically.
 
@@ -424,7 +453,8 @@ def train(
     ``steps`` is returned as it is. A loss is identified by its name, a `functools.partial` or callable
     object with its arguments or fields too; a lambda or local function by its bytecode and captured values
     as well (so a resume under another Python version may refuse it: give such a loss a module-level name),
-    not by the globals it reads.
+    not by the globals it reads. A task that is not a pytree and is hashed by identity or not at all (a
+    plain class or dataclass) is compiled for its fields' values: one changed between calls is compiled anew.
 
     Training stops with `TrainingDiverged` (a ``FloatingPointError``) at the first step whose loss or updated
     parameters are not finite. The error's ``result`` is the run up to the last finite step, and
@@ -439,8 +469,9 @@ def train(
 
     Args:
         net: the network to train.
-        task: a task with ``sample(key, batch_size)`` returning a `diffbrain.learn.loss.Batch`; its class
-            and fields (an Equinox module's or dataclass's fields, another object's attributes) identify it.
+        task: a task (an instance, not its class) with ``sample(key, batch_size)`` returning a
+            `diffbrain.learn.loss.Batch`; its class and fields (an Equinox module's or dataclass's fields,
+            another object's attributes) identify it.
         method: ``"bptt"``, ``"bptt-checkpoint"``, ``"d-rtrl"`` or ``"es-d-rtrl"`` (`METHODS`).
         optimizer: an optax transformation (default ``optax.adam(1e-3)``); one that reads the loss
             (``optax.contrib.reduce_on_plateau``) gets it as ``value``.
@@ -451,7 +482,8 @@ def train(
             the current folder).
         checkpoint_every: steps between checkpoints, ≥ 1.
         loss_fn: the per-step loss.
-        progress: show a rich progress bar; default when standard output is a terminal.
+        progress: True or False: show a rich progress bar or not; None: when standard output is a
+            terminal.
 
     Returns:
         A `TrainResult`: the trained network, the optimiser state and the metrics of every step: its loss,
@@ -460,9 +492,9 @@ def train(
 
     Raises:
         ValueError: ``steps``, ``batch_size`` or ``checkpoint_every`` out of range (or a bool), an unknown
-            ``method``, a ``key`` that is not a JAX random key, or a task whose ``dt`` or input channels
-            differ from the network's (or, with the default loss, whose classes differ from its outputs),
-            or ``checkpoint_dir=''``.
+            ``method``, a ``key`` that is not a JAX random key, a task class instead of a task, a task whose
+            ``dt`` or input channels differ from the network's (or, with the default loss, whose classes
+            differ from its outputs), ``checkpoint_dir=''``, or a ``progress`` that is not a bool or None.
         CheckpointMismatch: ``checkpoint_dir`` holds another run, or more than ``steps`` steps.
         TrainingDiverged: training diverged (see above); a ``FloatingPointError``.
     """
@@ -475,6 +507,15 @@ def train(
             raise ValueError(f"`{name}` must be an integer ≥ {least}, got {value!r}.")
     # NumPy integers as Python ones: a static batch size for jit, and JSON for the checkpoint's run.json
     steps, batch_size, checkpoint_every = int(steps), int(batch_size), int(checkpoint_every)
+    if not (progress is None or isinstance(progress, bool | np.bool_)):
+        raise ValueError(
+            f"`progress` must be True, False or None (a bar when standard output is a terminal), got "
+            f"{progress!r}."
+        )
+    if isinstance(task, type):  # its properties and class-level defaults read as nonsense below
+        raise ValueError(
+            f"`task` is the class {task.__name__}, not a task; pass an instance, e.g. {task.__name__}()."
+        )
     task_dt = getattr(task, "dt", None)
     # at the decimal it was written as, as EINetwork keeps its dt: np.float32(0.1) is 0.1 ms
     if task_dt is not None and not math.isclose(step_ms(task_dt), net.dt, rel_tol=1e-9):
@@ -515,13 +556,14 @@ def train(
                 )
 
     saved = start  # the step of the checkpoint in checkpoint_dir (0: none yet)
-    show = sys.stdout.isatty() if progress is None else progress
+    show = sys.stdout.isatty() if progress is None else bool(progress)
+    sampled = _static_task(task)
     with _progress(steps, start, show) as advance:
         for step in range(start, steps):
             began = time.perf_counter()
             step_key = jax.random.fold_in(key, step)
             updated, updated_state, loss, acc, finite = _update(
-                net, opt_state, task, step_key, gradients, optimizer, batch_size
+                net, opt_state, sampled, step_key, gradients, optimizer, batch_size
             )
             finite = bool(finite)  # waits for the step
             seconds = time.perf_counter() - began
