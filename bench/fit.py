@@ -59,6 +59,8 @@ QUICK = {"repeats": 2}
 PROBLEMS = ("gif-paper", "gif-adapting", "traubhh-paper", "hh-noise")
 N_STARTS = {"lbfgs": 8, "lbfgsb": 4, "adam": 4}
 """Starts per method (the others: one run)."""
+NEVERGRAD_MISSING = "nevergrad is not installed (optional extra: pip install nevergrad)"
+"""The reason recorded for an ``ng_*`` method asked for (`run`) where nevergrad is not importable."""
 
 GIF_PROTOCOLS = (
     [(2.0, 200), (0.0, 800)],
@@ -398,7 +400,11 @@ def run(
     on_case: Callable[[list[Record]], object] = lambda records: None,
 ) -> list[Record]:
     """The suite's records: the gradient-cost case, then every problem (missing data → skipped records);
-    ``on_case`` gets each problem's records as soon as they are measured (the command line saves them)."""
+    ``on_case`` gets each problem's records as soon as they are measured (the command line saves them).
+    ``methods`` may name Nevergrad's (``ng_*``, `diffbrain.fit.search.NEVERGRAD`; not in `METHODS`): where
+    nevergrad is not installed, those get skipped records saying so, per case, and the others run."""
+    not_installed = [] if nevergrad_available() else [m for m in methods if m in NEVERGRAD]
+    methods = [m for m in methods if m not in not_installed]
     records = gradient_cost_records() if gradient_cost else []
     on_case(records)
     if records:
@@ -417,13 +423,13 @@ def run(
             ]
             continue
         measured = run_problem(problem, methods, budgets, repeats, progress)
+        measured += [
+            skipped(SUITE, f"{name}/budget={b}", m, "final_loss", "mV^2", NEVERGRAD_MISSING)
+            for b in budgets
+            for m in not_installed
+        ]
         on_case(measured)
         records += measured
-    if not nevergrad_available():
-        records += [
-            skipped(SUITE, "all", name, "final_loss", "mV^2", "nevergrad is not installed (optional extra)")
-            for name in NEVERGRAD
-        ]
     return records
 
 

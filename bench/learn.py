@@ -24,7 +24,9 @@ Sparse networks (`SPARSE_CASES`): one network whose recurrent connections are dr
 ``p``, its weights held as a dense masked matrix (case ``.../dense``) and, the same synapses, in an
 `ops.CSR` (``.../csr``, `EINetwork.to_sparse`): ``step_time`` of each of `SPARSE_METHODS` each way, timed
 side by side, and ``csr_over_dense`` (×), the CSR step time over the dense one. The gradients are the same
-(tests/learn); the params give the recurrent firing rate (Hz) the operators see.
+(tests/learn); the params give the recurrent firing rate (Hz) the operators see. The CSR layout runs on the
+automatic ops backend: where that is ``reference`` because the compiled kernel is unavailable
+(`diffbrain.bench.ops.automatic_fallback`), the ``.../csr`` records are skipped with the reason.
 
 Run: ``python -m diffbrain.bench.learn [--full] [--repeats N] [--sparse N_REC P T BATCH] [--out FOLDER]``
 (the records merged into ``FOLDER/learn.csv`` as each case is measured, as by ``diffbrain bench learn``).
@@ -46,7 +48,8 @@ import pandas as pd
 
 from diffbrain import learn
 
-from .records import Record, ResultsFile, format_params, make_record, positive_int, to_frame
+from .ops import automatic_fallback
+from .records import Record, ResultsFile, format_params, make_record, positive_int, skipped, to_frame
 from .timing import measure_side_by_side
 
 SUITE = "learn"
@@ -159,8 +162,10 @@ def sparse_network_records(
     n_rec: int, p: float, n_steps: int, batch_size: int, repeats: int = REPEATS
 ) -> list[Record]:
     """`SPARSE_METHODS` on one network with its recurrent weights dense (masked) and in an `ops.CSR`, timed
-    side by side (see the module docstring)."""
+    side by side (see the module docstring); the CSR layout skipped with the reason where the automatic ops
+    backend is not the compiled kernel (`diffbrain.bench.ops.automatic_fallback`)."""
     dense = network(n_rec, connectivity=p)
+    fallback = automatic_fallback()
     nets = {"dense": dense, "csr": dense.to_sparse()}
     batch = poisson_batch(jax.random.key(1), n_steps, batch_size)
     spikes = jax.jit(
@@ -174,6 +179,12 @@ def sparse_network_records(
     }
     case = f"n_rec={n_rec}/p={p}/T={n_steps}/batch={batch_size}"
     records, timed = [], {}
+    if fallback is not None:
+        del nets["csr"]
+        records += [
+            skipped(SUITE, f"{case}/csr", method, "step_time", "s", fallback, **common)
+            for method in SPARSE_METHODS
+        ]
     for method in SPARSE_METHODS:
         for layout, net in nets.items():
             compiled = jax.jit(gradient_step(method)).lower(net, batch).compile()

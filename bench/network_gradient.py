@@ -16,6 +16,8 @@ Metrics per method: ``gradient_time`` (s, median), ``compile_time`` (s: lowering
 ``temporary_memory`` (MiB: XLA's temporary buffers of the compiled gradient, where the residuals live),
 ``gradient_over_forward`` (× the forward run, ``forward_time``, recorded with ``diffbrain``) and, for the
 event_scan methods, ``gradient_deviation`` (`largest_difference` from lax.scan's gradient, leaf by leaf).
+Every method runs on the automatic ops backend: where that is ``reference`` because the compiled kernel is
+unavailable (`diffbrain.bench.ops.automatic_fallback`), every method is skipped with the reason.
 
     diffbrain bench network_gradient --out bench-results   # or: python -m diffbrain.bench.network_gradient
 """
@@ -35,6 +37,7 @@ import jax.numpy as jnp
 import pandas as pd
 
 from ..zoo import networks
+from .ops import automatic_fallback
 from .records import Record, format_params, make_record, positive_int, skip_reasons, skipped, to_frame
 from .sim import MICROCIRCUIT_DATA, microcircuit_case, microcircuit_folder
 from .timing import measure_side_by_side
@@ -105,16 +108,19 @@ def run_case(
     repeats: int = REPEATS,
     data: str | os.PathLike | None = None,
 ) -> list[Record]:
-    """The records of one microcircuit case (see the module docstring); skipped ones when the data folder
+    """The records of one microcircuit case (see the module docstring); skipped ones when the automatic ops
+    backend is not the compiled kernel (`diffbrain.bench.ops.automatic_fallback`) or the data folder
     (``data``, default `sim.microcircuit_folder`'s: ``$DIFFBRAIN_DATA/conn-potjans-diesmann2014`` or the one
     next to the repository) is missing."""
     case = f"{microcircuit_case(scale, k_scale, duration_ms)}/checkpoint={checkpoint}"
     params = format_params(dict(scale=scale, k_scale=k_scale, duration_ms=duration_ms, checkpoint=checkpoint))
     folder = microcircuit_folder(data)
-    if not folder.exists():
+    reason = automatic_fallback()
+    if reason is None and not folder.exists():
         reason = (
             f"the {MICROCIRCUIT_DATA} data folder is missing ({folder}; pass `data` or set $DIFFBRAIN_DATA)"
         )
+    if reason is not None:
         return [
             skipped(SUITE, case, method, "gradient_time", "s", reason, params=params)
             for method in methods(checkpoint)

@@ -5,7 +5,10 @@ too with ``full``), firing fractions 0.5%, 2% and 10%, one shared (homogeneous) 
 (heterogeneous) float32 weights. Methods:
 
 * ``diffbrain``: `diffbrain.ops.event_matvec` with the automatic backend, and ``diffbrain.<backend>``
-  for each other backend usable here;
+  for each other backend usable here. When the automatic backend is not the compiled kernel these records
+  stand for (``cpu`` on a CPU, ``pallas`` on a GPU: a C++ compiler missing, say) but its ``reference``
+  fallback, ``diffbrain`` and the ``lax.scan`` peer (which runs on it) are skipped with the reason
+  (`automatic_fallback`), and ``reference`` is measured under its own name;
 * ``dense``: ``s @ W`` with a dense matrix, up to n = 20,000 on CPU (1.6 GB in float32; at n = 100,000 it
   would need 40 GB: skipped with that reason) and up to `dense_limit` on an accelerator;
 * ``bcoo``: ``s @ W`` with `jax.experimental.sparse.BCOO`; ``bcsr``: ``Wᵀs`` with its BCSR (not in quick
@@ -60,7 +63,9 @@ import pandas as pd
 from jax.experimental import sparse
 
 from diffbrain import ops
+from diffbrain.ops._backend import _PREFERRED as PREFERRED_BACKENDS
 from diffbrain.ops._backend import default as automatic_backend
+from diffbrain.ops._backend import probe
 from diffbrain.ops.csr import derived
 from diffbrain.ops.kernels.reference import row_ids
 
@@ -94,6 +99,43 @@ SUMMARY_RATIOS = (
     "scan_grad_over_step",
 )
 """The ratios of the automatic ``diffbrain`` method that `summary` shows."""
+
+
+KERNEL_FIXES = {
+    "cpu": "install a C++ compiler (g++) or point $DIFFBRAIN_CXX at one (the kernel is built on first use)"
+}
+"""How to make each platform's preferred ops backend usable, by backend name."""
+
+
+def automatic_fallback() -> str | None:
+    """Why diffbrain's automatic ops backend here is the slower ``reference`` instead of the kernel that the
+    ``diffbrain`` records stand for (``cpu``, the compiled kernel, on a CPU; ``pallas`` on a GPU), or None
+    when it is that kernel (or the platform has none: a TPU runs ``reference`` by design).
+
+    A suite gives the records it would time on the automatic backend ``status="skipped"`` with this reason
+    instead of numbers (ops, sim, network_gradient, learn's CSR cases): under the kernel's method names, a
+    fallback's times (~25x slower on CPU) would replace the kernel's when merged into a results folder.
+    """
+    kernel = PREFERRED_BACKENDS.get(jax.default_backend())
+    automatic = automatic_backend()
+    if kernel is None or automatic == kernel:
+        return None
+    why = probe(kernel)[1]
+    fix = KERNEL_FIXES.get(kernel, f"make the {kernel!r} backend usable")
+    return (
+        f"the automatic ops backend is {automatic!r}, not diffbrain's {kernel!r} kernel"
+        + (f", which is unavailable ({why})" if why else "")
+        + f"; {fix}, then rerun"
+    )
+
+
+def as_skipped(records: Sequence[Record], reason: str) -> list[Record]:
+    """``records`` as skipped ones (the same suite, case, method, metric, unit, params and dtype, no value)
+    saying ``reason``."""
+    return [
+        skipped(r.suite, r.case, r.method, r.metric, r.unit, reason, params=r.params, dtype=r.dtype)
+        for r in records
+    ]
 
 
 class Method(NamedTuple):
@@ -163,12 +205,16 @@ def jax_methods(W: ops.CSR, quick: bool) -> tuple[dict[str, Method], dict[str, s
     def dense(matrix, structure, spikes):
         return _as_float(spikes) @ matrix
 
-    methods = {"diffbrain": diffbrain_method(W, None)}
-    automatic = automatic_backend()
+    skips = {}
+    if (fallback := automatic_fallback()) is None:
+        methods = {"diffbrain": diffbrain_method(W, None)}
+        automatic = automatic_backend()
+    else:  # every usable backend by its own name
+        methods, automatic = {}, None
+        skips |= {"diffbrain": fallback, "lax.scan": fallback}
     # each other backend by name; the automatic one is already measured as "diffbrain"
     others = [name for name in ops.backends() if name != automatic]
     methods |= {f"diffbrain.{name}": diffbrain_method(W, name) for name in others}
-    skips = {}
     # in quick mode the reference backend (= segment_sum, which stays) is measured for n = 4,000 only
     if quick and n_pre > SIZES[0][0] and methods.pop("diffbrain.reference", None) is not None:
         skips["diffbrain.reference"] = (

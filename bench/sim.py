@@ -14,9 +14,12 @@ BrainPy, exponential Euler with the total conductance in Brian2, NEST's adaptive
 Methods: ``diffbrain`` (`networks.simulate`, the ``cpu`` ops backend chosen automatically; unrolling the
 scan was measured slower, 2× at unroll 2); ``brian2.runtime`` (Cython), ``brian2.cpp_standalone``
 (single thread), ``brainpy`` (2.8, `EventCSRLinear`), ``brainpy.state`` (brainevent CSR) and ``nest``
-(``iaf_cond_exp``, one thread). The peers run in a subprocess of another Python (``peer_python``, default
-``$DIFFBRAIN_PEER_PYTHON`` else this interpreter) through ``sim_peers.py``; a peer missing there, failing
-or timing out gives ``status="skipped"`` records with the reason, never a number.
+(``iaf_cond_exp``, one thread). Where the compiled kernel is unavailable and the automatic backend falls
+back to ``reference``, diffbrain's records are skipped with the reason
+(`diffbrain.bench.ops.automatic_fallback`; it still runs, for the peers' rate comparison). The peers run
+in a subprocess of another Python (``peer_python``, default ``$DIFFBRAIN_PEER_PYTHON`` else this
+interpreter) through ``sim_peers.py``; a peer missing there, failing or timing out gives
+``status="skipped"`` records with the reason, never a number.
 
 Cases: ``n=4000/T=1s`` and ``n=4000/T=5s`` (`DURATIONS_MS`), then the scaling curve at n = 40,000
 (`SCALING`) and, with ``full``, 400,000 (`FULL_SCALING`) — fixed in-degree 80, so every neuron sees the same
@@ -62,6 +65,7 @@ from diffbrain._data import shared_data
 from diffbrain.zoo import networks
 
 from . import brainpy_peer
+from .ops import as_skipped, automatic_fallback
 from .peers import peer_python as default_peer_python
 from .peers import run_peer_script
 from .records import Record, format_params, make_record, skipped
@@ -448,7 +452,14 @@ def run_size(
         progress(f"n={n}: diffbrain again")
         after = measure_diffbrain(net, init_key, durations_ms, repeats)
         ours = [dataclasses.replace(m, runs=m.runs + a.runs) for m, a in zip(ours, after, strict=True)]
-    return [record for measurement in ours for record in records_of(measurement)] + records
+    return diffbrain_records([record for measurement in ours for record in records_of(measurement)]) + records
+
+
+def diffbrain_records(records: list[Record]) -> list[Record]:
+    """diffbrain's ``records``, or the same records skipped with the reason where the automatic ops backend
+    is not the compiled kernel they stand for (`diffbrain.bench.ops.automatic_fallback`)."""
+    fallback = automatic_fallback()
+    return records if fallback is None else as_skipped(records, fallback)
 
 
 # --- the Potjans–Diesmann microcircuit against NEST -------------------------------------------------------
@@ -825,7 +836,10 @@ def run_microcircuit(
         ours = dataclasses.replace(ours, runs=ours.runs + after.runs)
     ours = dataclasses.replace(ours, build_s=build_s)
     reference = reference_record(case, METHOD, params, mc, ours.seed_rates_hz)
-    return [*records_of(ours, case, params, mc.names, RATES_FROM_MS), reference, *records]
+    return [
+        *diffbrain_records([*records_of(ours, case, params, mc.names, RATES_FROM_MS), reference]),
+        *records,
+    ]
 
 
 def microcircuit_folder(data: str | os.PathLike | None = None) -> Path:
@@ -930,13 +944,14 @@ def run(
 def summary(frame: pd.DataFrame) -> pd.DataFrame:
     """Per case and method: wall s per biological second, compile s, COBA's rates (Hz), the microcircuit's
     build s, rate deviation from diffbrain's and from PD14's rates and peak GiB (when the frame has them),
-    and the time over diffbrain's (×; > 1: diffbrain faster)."""
+    and the time over diffbrain's (×; > 1: diffbrain faster; NaN where diffbrain was skipped)."""
     ok = frame[frame.status == "ok"]
     table = ok.pivot_table(index=["case", "method"], columns="metric", values="value", aggfunc="last")
     extra = [(metric, label) for metric, label in _SUMMARY_EXTRA if metric in table.columns]
     table = table.reindex(columns=[metric for metric, _ in METRICS] + [metric for metric, _ in extra])
     wall = table["wall_time_per_bio_s"]
-    ours = wall.xs(METHOD, level="method").reindex(wall.index.get_level_values("case")).to_numpy()
+    ours = wall[wall.index.get_level_values("method") == METHOD].droplevel("method")
+    ours = ours.reindex(wall.index.get_level_values("case")).to_numpy()
     table["time over diffbrain's"] = wall.to_numpy() / ours
     labels = ["wall s/bio-s", "compile s", "E Hz", "I Hz", *(label for _, label in extra)]
     table.columns = [*labels, "time over diffbrain's"]
