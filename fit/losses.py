@@ -111,6 +111,10 @@ class Weighted(AbstractLoss):
 
     terms: tuple[tuple[float, AbstractLoss], ...]
 
+    def __check_init__(self):
+        for weight, loss in self.terms:
+            _check_weight(weight, loss)
+
     def check(self, target: Target) -> None:
         """Raise ``ValueError`` when no term of nonzero weight can compare ``target`` (every weight 0
         included: the sum is 0 for any parameters); `idle_terms` names the terms that cannot."""
@@ -125,6 +129,25 @@ class Weighted(AbstractLoss):
 
     def __call__(self, V, spikes, target):
         return sum(w * loss(V, spikes, target) for w, loss in self.terms)
+
+
+def _check_weight(weight, loss: AbstractLoss) -> None:
+    """Raise ``ValueError`` unless ``weight`` is one finite number >= 0 (0 leaves the term out; a negative
+    weight would reward the term's error, and a fit maximise it). A traced weight (inside ``jit``) has no
+    value to check."""
+    if isinstance(weight, jax.core.Tracer):
+        return
+    try:
+        value = np.asarray(weight)
+        valid = value.ndim == 0 and _real_number(value.item()) and np.isfinite(value) and value >= 0
+    except (TypeError, ValueError):
+        valid = False
+    if not valid:
+        shown = value.tolist() if isinstance(weight, np.ndarray | jax.Array) else weight
+        raise ValueError(
+            f"the loss weight {shown!r} of {loss!r} must be a finite number >= 0 (0 leaves the term out; a "
+            f"negative weight would reward its error); scale the term by such a number, e.g. 0.5 * {loss!r}."
+        )
 
 
 def idle_terms(loss: AbstractLoss, target: Target) -> list[str]:

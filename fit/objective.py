@@ -28,6 +28,7 @@ import numpy as np
 from jaxtyping import Array, Float, Scalar
 
 from diffbrain import zoo
+from diffbrain.zoo._param import parameters
 
 from .losses import AbstractLoss, Target
 from .params import FreeParams
@@ -158,6 +159,7 @@ class Objective:
             )
         self.model, self.free, self.inputs, self.target, self.loss = model, free, inputs, target, loss
         self.unroll = int(unroll)
+        self._check_population()
         self.adjoint_supported = all(
             jnp.ndim(leaf) == 0 for leaf in jax.tree.leaves(eqx.filter(model, eqx.is_array))
         )
@@ -180,6 +182,34 @@ class Objective:
             lambda us, mode: jax.vmap(functools.partial(self._value_and_grad, mode=mode))(us),
             static_argnames="mode",
         )
+
+    def _check_population(self) -> None:
+        """Raise ``ValueError`` unless the model simulates one neuron per sweep: each array parameter a
+        scalar, one value per sweep (shape ``[S]``) or one value for all (shape ``[1]``). A population of
+        another size would broadcast against the recorded ``[T, S]`` in the loss and fit the wrong thing."""
+        sweeps = self.inputs.shape[1:]
+        owner = type(self.model).__name__
+        for name, value in parameters(self.model).items():
+            shape = np.shape(value)
+            try:
+                fits = np.broadcast_shapes(shape, sweeps) == sweeps
+            except ValueError:
+                fits = False
+            if not fits:
+                n, neurons = sweeps[0], int(np.prod(shape))
+                raise ValueError(
+                    f"{owner}: `{name}` has shape {shape}, a population of {neurons} neurons, but "
+                    f"the recording holds {n} sweep(s) (current [T, S] = {self.inputs.shape}), one neuron "
+                    f"each; an array parameter needs one value per sweep, shape ({n},): pass `{name}` as a "
+                    f"scalar or with {n} value(s), or fit each neuron to its own sweeps."
+                )
+        simulated = jax.eval_shape(lambda: self.simulate_model(self.model))[0].shape
+        if simulated != self.target.voltage.shape:
+            raise ValueError(
+                f"{owner} simulates a voltage of shape {simulated} on this current, but the recording holds "
+                f"{self.target.voltage.shape} ([T, S]): the model must be one neuron per sweep (its array "
+                "fields one value per sweep, or scalars)."
+            )
 
     @property
     def gradient(self) -> str:

@@ -3,8 +3,9 @@
 Every method searches the unconstrained vector ``u`` of `FreeParams`, evaluates a whole population at once
 with the `Objective`'s batched (`vmap`) loss, split over ``devices`` (`diffbrain.fit.sharding`; default: all
 there are, the search state replicated), and charges one simulation per member to the `Account`. A
-generation is only run if the budget pays for all of it. Each start is an independent run with an equal
-share of the remaining budget; a NaN loss ranks as the worst member, so it never sinks a run.
+generation is only run if the budget pays for all of it, except CMA-ES's last, whose members are charged
+as far as the budget pays (see `evosax_search`). Each start is an independent run with an equal share of
+the remaining budget; a NaN loss ranks as the worst member, so it never sinks a run.
 """
 
 from __future__ import annotations
@@ -116,6 +117,15 @@ def evosax_search(
     1.5: σ(±1.5) spans 18–82 % of the box); DE and PSO start from a population of that start and uniform
     samples of the box, and refuse ``std_init`` (they have no step size). ``max_generations`` (an integer
     ≥ 1) caps the generations of each start.
+
+    A run spends its share of the budget in whole generations. CMA-ES's generations are samples around
+    the start, never the start itself, so a run whose share pays for more than one generation first
+    evaluates its start (one simulation, `Objective.value`): it never ends worse than its start, as DE's
+    and PSO's, whose first population holds it. What its whole generations leave of its share (fewer
+    than ``size`` simulations) then pays for part of one more: all of it is computed (one batch), only
+    the members the share pays for are charged and looked at, so the run spends its share exactly
+    (budget 16 at ``size`` 8: the start, 8, then 7). A share of one generation is that generation alone
+    (no start); one of less runs nothing.
     """
     if std_init is not None and method != "cmaes":
         raise ValueError(
@@ -146,7 +156,12 @@ def evosax_search(
         key, init_key, sample_key = jax.random.split(key, 3)
         message = "budget exhausted"
         if method == "cmaes":
+            if share + 1e-9 < size:
+                results.append(tracker.result(message))
+                continue
             state = strategy.init(init_key, jnp.asarray(start), params)
+            if share + 1e-9 >= size + 1:  # its samples never hold the start itself: evaluate it once
+                tracker.see(start[None], np.asarray(objective.value(jnp.asarray(start)))[None])
         else:
             if share < size:
                 results.append(tracker.result("budget smaller than one population"))
@@ -159,12 +174,14 @@ def evosax_search(
         # generation compiles twice (the second generation sees new dtypes).
         shapes = jax.eval_shape(generation, key, state, params)[2]
         state = jax.tree.map(lambda leaf, shape: jnp.array(leaf, dtype=shape.dtype), state, shapes)
+        least = 1 if method == "cmaes" else size  # CMA-ES's last generation may be paid in part
         for _ in range(max_generations):
-            if account.simulations - tracker.spent_before + size > share + 1e-9:
+            paid = _within(share, tracker, size)
+            if paid < least:
                 break
             key, step_key = jax.random.split(key)
             population, fitness, state = generation(step_key, state, params)
-            tracker.see(np.asarray(population), fitness)
+            tracker.see(np.asarray(population)[:paid], np.asarray(fitness)[:paid])
         else:
             message = "max_generations reached"
         results.append(tracker.result(message))
