@@ -10,6 +10,7 @@ import typer
 from typer.testing import CliRunner
 
 from diffbrain import _cli_train
+from diffbrain._atomic import exclusive_lock
 from diffbrain.learn.trainer import METRICS, RUN
 
 app = typer.Typer()
@@ -25,6 +26,8 @@ _runner = CliRunner()
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # The evidence-accumulation protocol at dt = 10 ms (220 steps) on 10 neurons: seconds per run.
 TINY = ("--n-rec", "10", "--batch-size", "2", "--dt", "10", "--seed", "3")
+# One step of 10 neurons, --dt given by each test: for refusals before training.
+ONE_STEP = ("--n-rec", "10", "--batch-size", "2", "--steps", "1")
 
 
 def _invoke(*args: str):
@@ -395,3 +398,52 @@ def test_learn_trains_own_checkpoint_folder_without_config_is_still_resumed(tmp_
     result, text = _invoke(*TINY, "--steps", "2", "--out", str(out))
     assert result.exit_code == 0, text
     assert [row["step"] for row in _rows(out / "metrics.csv")] == ["1", "2"]
+
+
+def test_train_refuses_an_out_folder_another_run_holds_and_leaves_it_as_it_was(tmp_path):
+    """Review s26: two runs into one --out took no lock; both exit 0, one's config.json beside the other's
+    checkpoint. The lock is held here as a run holds it (its file in --out, without waiting)."""
+    out = tmp_path / "run"
+    out.mkdir()
+    config = '{"task": "evidence-accumulation", "method": "bptt", "n_rec": 10, "lr": 0.05}'
+    (out / "config.json").write_text(config)  # of a run started, not yet at its first checkpoint
+    with exclusive_lock(out / _cli_train.LOCK, wait=False):
+        result, output = _invoke(*ONE_STEP, "--dt", "10", "--lr", "0.01", "--out", str(out))
+    assert result.exit_code == 2, output
+    text = _squeezed(output)
+    assert (
+        _squeezed(
+            f"Invalid value for '--out': another diffbrain train is writing into {out} (it holds the lock on "
+            f"{out / _cli_train.LOCK}); wait for it to end or choose another --out."
+        )
+        in text
+    )
+    assert sorted(path.name for path in out.iterdir()) == [_cli_train.LOCK, "config.json"]
+    assert (out / "config.json").read_text() == config
+
+
+def test_train_refuses_a_time_step_that_makes_a_trial_too_long_before_writing(tmp_path):
+    """Review s26: --dt 1e-9 passed and failed in sampling (16 TiB, MemoryError) after writing config.json
+    and run.json into --out."""
+    result, output = _invoke(*ONE_STEP, "--dt", "1e-9", "--out", str(tmp_path / "run"))
+    assert result.exit_code == 2, output
+    text = _squeezed(output)
+    assert (
+        _squeezed(
+            "Invalid value for '--dt': 1e-09 ms makes a trial of EvidenceAccumulation (2200 ms) "
+            "2,200,000,000,000 steps, more than 1,000,000; pass a --dt of at least 0.0022 ms."
+        )
+        in text
+    )
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_names_the_delay_too_when_it_makes_the_trial_too_long(tmp_path):
+    result, output = _invoke(*ONE_STEP, "--dt", "1", "--delay", "2e6", "--out", str(tmp_path / "run"))
+    assert result.exit_code == 2, output
+    text = _squeezed(output)
+    assert (
+        _squeezed("Invalid value for '--dt' / '--delay': 1 ms makes a trial of EvidenceAccumulation") in text
+    )
+    assert _squeezed("pass a --dt of at least 2.0012 ms or a shorter --delay.") in text
+    assert not (tmp_path / "run").exists()
