@@ -107,20 +107,25 @@ def _update(net, opt_state, task, key, gradients, optimizer, batch_size):
     return net, opt_state, loss, accuracy(evidence, batch.labels), finite
 
 
-class _TaskByValue:
-    """A task that is a pytree leaf hashed by identity (a plain class) or not at all (a plain dataclass), as
-    `_update`'s static argument: hashed and compared by its class and its fields (`_settings`) as they were
-    when wrapped, so that equal tasks share the compiled step and a task changed since is compiled anew."""
+class _StaticTask:
+    """A task that is a pytree leaf hashed by identity (a plain class) or not hashable (a plain dataclass, a
+    frozen one with an array field), as `_update`'s static argument: hashed and compared by the object
+    itself and its fields as they were when wrapped (`_settings`, where JSON can hold them), so the same
+    task changed between two calls is compiled anew. Never equal for two objects: fields that `_settings`
+    cannot see (``__slots__``) must not make two tasks share a compiled step."""
 
     def __init__(self, task):
         self.task = task
-        self.fields = (type(task), json.dumps(_settings(task), sort_keys=True))
+        try:
+            self.fields = json.dumps(_settings(task), sort_keys=True)
+        except (TypeError, ValueError):  # a field JSON cannot hold (a complex number): identity alone
+            self.fields = None
 
     def __hash__(self) -> int:
-        return hash(self.fields)
+        return hash((id(self.task), self.fields))
 
     def __eq__(self, other) -> bool:
-        return isinstance(other, _TaskByValue) and self.fields == other.fields
+        return isinstance(other, _StaticTask) and self.task is other.task and self.fields == other.fields
 
     def sample(self, key, batch_size: int):
         return self.task.sample(key, batch_size)
@@ -128,12 +133,15 @@ class _TaskByValue:
 
 def _static_task(task):
     """``task`` as `_update` takes it: a pytree (an Equinox module: its arrays traced) or a leaf hashed by
-    its value (a frozen dataclass) as it is, another leaf as a `_TaskByValue`."""
+    its value (a frozen dataclass of hashable fields) as it is, another leaf as a `_StaticTask`."""
     leaves = jax.tree.leaves(task)
-    is_leaf = len(leaves) == 1 and leaves[0] is task
-    if is_leaf and type(task).__hash__ in (None, object.__hash__):
-        return _TaskByValue(task)
-    return task
+    if not (len(leaves) == 1 and leaves[0] is task):
+        return task
+    try:
+        hash(task)
+    except TypeError:
+        return _StaticTask(task)
+    return _StaticTask(task) if type(task).__hash__ is object.__hash__ else task
 
 
 def save_checkpoint(folder: str | os.PathLike, net, opt_state, step: int, metrics: dict) -> None:
@@ -454,7 +462,8 @@ def train(
     object with its arguments or fields too; a lambda or local function by its bytecode and captured values
     as well (so a resume under another Python version may refuse it: give such a loss a module-level name),
     not by the globals it reads. A task that is not a pytree and is hashed by identity or not at all (a
-    plain class or dataclass) is compiled for its fields' values: one changed between calls is compiled anew.
+    plain class or dataclass) is compiled for that object and its fields' values: one changed between calls
+    is compiled anew.
 
     Training stops with `TrainingDiverged` (a ``FloatingPointError``) at the first step whose loss or updated
     parameters are not finite. The error's ``result`` is the run up to the last finite step, and

@@ -66,8 +66,53 @@ def test_a_plain_task_changed_between_runs_trains_as_a_new_one_with_its_values(m
     after = _loss(task)
     np.testing.assert_array_equal(after, _loss(make(0.9)))
     assert not np.array_equal(after, before)
-    assert trainer._static_task(make(0.9)) == trainer._static_task(make(0.9))
-    assert hash(trainer._static_task(make(0.9))) == hash(trainer._static_task(make(0.9)))
+    assert trainer._static_task(task) == trainer._static_task(task)
+    assert hash(trainer._static_task(task)) == hash(trainer._static_task(task))
+
+
+class SlotsTask:
+    """A plain class whose fields `_settings` cannot see (``__slots__``, no ``__dict__``)."""
+
+    __slots__ = ("dt", "level", "n_inputs", "n_outputs", "n_steps")
+
+    def __init__(self, level):
+        self.level, self.dt, self.n_inputs, self.n_outputs, self.n_steps = level, 10.0, 2, 2, 5
+
+    sample = PlainTask.sample
+
+
+class ComplexFieldTask(PlainClassTask):
+    """A plain class with a field JSON cannot hold."""
+
+    def __init__(self, level):
+        super().__init__(level)
+        self.phase = np.complex64(1 + 2j)
+
+
+@dataclasses.dataclass(frozen=True)
+class FrozenArrayTask:
+    """A frozen dataclass whose generated hash fails on its array field."""
+
+    level: float
+    weights: np.ndarray = dataclasses.field(default_factory=lambda: np.ones(2))
+    dt: float = 10.0
+    n_inputs: int = 2
+    n_outputs: int = 2
+    n_steps: int = 5
+
+    sample = PlainTask.sample
+
+
+@pytest.mark.parametrize("make", [SlotsTask, ComplexFieldTask, FrozenArrayTask])
+def test_two_tasks_never_share_a_compiled_step_unless_hashed_equal(make):
+    """Review of s26's fix: tasks keyed by their `_settings` alone made every `SlotsTask` equal (the second
+    trained on the first's compiled values, loss 0.6931 for level 0.9 instead of 2.4343); a complex field
+    failed in JSON, and a frozen dataclass with an array field failed to hash."""
+    first = _loss(make(0.0))
+    second = _loss(make(0.9))
+    assert not np.array_equal(first, second)
+    np.testing.assert_array_equal(second, _loss(make(0.9)))
+    assert trainer._static_task(make(0.9)) != trainer._static_task(make(0.9))
 
 
 def test_a_hashable_or_pytree_task_is_passed_on_as_it_is():
