@@ -61,3 +61,29 @@ def test_kinetic_float32_step_stays_below_its_steady_state_when_the_pulse_satura
     state = model.State(g=start, pulse=jnp.full_like(start, 20.0))
     _, g = model.step(state, False, 20.0)
     assert np.all(np.asarray(g) <= np.asarray(g_inf))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+@pytest.mark.parametrize("pulse", [0.0, 0.05, 0.1])
+def test_kinetic_step_from_above_its_steady_state_follows_the_closed_form(dtype, pulse):
+    """A state above ``g_inf`` (a custom start, or a warm state continued with other kinetics) relaxes down
+    to it with transmitter and decays at rate β without: the cap against the saturating step's overshoot
+    set AMPA's g0 = 0.9 (g_inf = 0.731) to g_inf after one silent 0.1 ms step, 0.718 instead of 0.884,
+    with dg/dg0 = 0 instead of 0.982. ``pulse`` ms of transmitter are left at the step's start."""
+    model = zoo.astype(synapses.AMPA(), dtype)
+    alpha, beta, T_max = (float(x) for x in (model.alpha, model.beta, model.T_max))
+    rate_on, g_inf, dt = alpha * T_max + beta, alpha * T_max / (alpha * T_max + beta), 0.1
+
+    def closed_form(g0):
+        g = g_inf + (g0 - g_inf) * np.exp(-rate_on * pulse)
+        return g * np.exp(-beta * (dt - pulse))
+
+    def step(g0):
+        state = model.State(g=g0, pulse=jnp.asarray(pulse, dtype))
+        return model.step(state, False, dt)[1]
+
+    g0 = 0.9
+    slope = np.exp(-rate_on * pulse - beta * (dt - pulse))
+    rtol = 1e-6 if dtype == jnp.float32 else 1e-12
+    np.testing.assert_allclose(float(step(jnp.asarray(g0, dtype))), closed_form(g0), rtol=rtol)
+    np.testing.assert_allclose(float(jax.grad(step)(jnp.asarray(g0, dtype))), slope, rtol=rtol)

@@ -122,7 +122,8 @@ class AbstractKineticSynapse(AbstractSynapse):
     silent steps' ``d/ds``; ``g`` has a kink in ``T_dur`` there, and ``d/dT_dur`` is the derivative from
     below (a shorter pulse). In float32 the countdown drifts by up to ``T_dur/dt`` half-ulps of ``T_dur``:
     a pulse of 10⁴ steps or more may end a step late (1,000 ms at ``dt`` 0.1 ms: ``g`` within 0.017 of the
-    closed form; 10 ms at 0.001 ms ends on time, within 8e-5); ``g`` stays in ``[0, αT_max/(αT_max + β)]``.
+    closed form; 10 ms at 0.001 ms ends on time, within 8e-5); ``g`` stays in ``[0, αT_max/(αT_max + β)]``
+    from a state in it (one above it relaxes down to it, as in the closed form).
     """
 
     alpha: AbstractVar[Float[Array, "*n"]]
@@ -163,9 +164,10 @@ class AbstractKineticSynapse(AbstractSynapse):
         # g + (g_inf − g)(1 − e^{−rate·t}), not g_inf + (g − g_inf)e^{−rate·t}: that rounded g to ulps of
         # g_inf even with no transmitter (t = 0), so float32 g froze near 1.6e-5. Capped at g_inf, which this
         # order overshoots by an ulp for some g < g_inf/2 once e^{−rate·t} rounds to 0 (rate·t ≳ 17 in
-        # float32); by a where, not a minimum, so a g that lands on g_inf keeps its whole gradient.
+        # float32); by a where, not a minimum, so a g that lands on g_inf keeps its whole gradient. Only a
+        # step that starts at or below g_inf is capped: one from above relaxes down to g_inf (or decays).
         g = state.g + (g_inf - state.g) * -jnp.expm1(-rate_on * with_transmitter)
-        g = jnp.where(g > g_inf, g_inf, g)
+        g = jnp.where((g > g_inf) & (state.g <= g_inf), g_inf, g)
         g = g * jnp.exp(-self.beta * (dt - with_transmitter))
         left = jnp.where(ends, 0.0, state.pulse - dt)
         opened = jnp.where(spikes > 1, 1, spikes) * self.T_dur  # k spikes in one step: one pulse, restarted
