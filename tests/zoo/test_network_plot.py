@@ -120,3 +120,14 @@ def test_overview_renders_a_png_without_pyplot(ei_result, tmp_path):
     assert [axis.get_ylabel() for axis in figure.axes] == ["neuron", "rate (Hz)"]
     figure.savefig(tmp_path / "overview.png")
     assert (tmp_path / "overview.png").stat().st_size > 5000
+
+
+def test_a_batch_of_runs_is_refused_asking_for_one():
+    """A vmap'd result binned into [runs, bins, P]: `rates` drew its rows against the run index."""
+    one = _three_populations()
+    batch = jax.tree.map(lambda leaf: jnp.stack([leaf, leaf]), one)
+    with pytest.raises(ValueError, match=r"`result` is a batch of runs \(rates of shape \(2, 2, 3\)"):
+        plot.rates(batch, bin_ms=1.0)
+    with pytest.raises(ValueError, match="a batch of 2 runs"):
+        plot.raster(batch)
+    plt.close("all")

@@ -3,6 +3,7 @@ after time zero (`NetworkResult.start_ms`), and its rates must be binned at the 
 `pulse_response` reads them with (review s26: a continued run's bins were read as if from time zero, and
 2 ms bins read as 5 ms ones)."""
 
+import equinox as eqx
 import jax
 import numpy as np
 import pytest
@@ -99,3 +100,73 @@ def test_pulse_response_refuses_a_result_of_another_network():
     run = net.simulate(100.0, None, state=net.init_state())
     with pytest.raises(ValueError, match="populations"):
         MultiArea.pulse_response(run, Pulse([0], 50.0, 60.0, 1.0))
+
+
+def _one(runs, index):
+    """Run ``index`` of a vmap'd batch of results."""
+    return jax.tree.map(lambda x: x[index], runs)
+
+
+@pytest.fixture(scope="module")
+def three_continued_runs():
+    """Three runs vmap'd over keys, continued from one 40 ms warm-up, 100 ms each with a pulse into A at
+    60–90 ms (since time zero)."""
+    model = _three_areas_model()
+    pulse = model.pulse("A", start_ms=60.0, duration_ms=30.0, amplitude_mV=10.0)
+    warm = model.simulate(40.0, jax.random.key(1), pulse=None)
+    keys = jax.random.split(jax.random.key(2), 3)
+    runs = jax.vmap(lambda k: model.simulate(100.0, k, pulse=pulse, state=warm.final_state, record=5))(keys)
+    return model, pulse, runs
+
+
+def test_batched_result_bins_each_run(three_continued_runs):
+    """A result vmap'd over runs (counts [3, T, P]) bins along time: it failed with "Incompatible shapes for
+    broadcasting: shapes=[(0, 2000), (6,)]" (binned along the runs)."""
+    model, _, runs = three_continued_runs
+    assert runs.counts.shape == (3, 1000, 6) and runs.duration == pytest.approx(100.0)
+    for bin_ms in (2.0, 5.0):
+        trace = np.asarray(runs.rate_trace(bin_ms))
+        assert trace.shape == (3, round(100.0 / bin_ms), 6)
+        np.testing.assert_array_equal(trace, np.stack([_one(runs, i).rate_trace(bin_ms) for i in range(3)]))
+        by_run = np.stack([model.area_rates(_one(runs, i), bin_ms) for i in range(3)])
+        np.testing.assert_array_equal(model.area_rates(runs, bin_ms), by_run)
+    np.testing.assert_array_equal(runs.rates(), np.stack([_one(runs, i).rates() for i in range(3)]))
+    nested = jax.tree.map(lambda x: x[None], runs)  # batch axes [1, 3]
+    np.testing.assert_array_equal(nested.rate_trace(), np.asarray(runs.rate_trace())[None])
+
+
+def test_batched_result_start_ms_is_the_runs_common_start(three_continued_runs):
+    _, _, runs = three_continued_runs
+    assert runs.start_ms == pytest.approx(40.0)
+    assert all(_one(runs, i).start_ms == runs.start_ms for i in range(3))
+    apart = eqx.tree_at(lambda r: r.final_state.step, runs, runs.final_state.step.at[1].add(10))
+    with pytest.raises(ValueError, match=r"different times.*\[40\.0, 41\.0, 40\.0\] ms.*x\[i\]"):
+        _ = apart.start_ms
+    with pytest.raises(ValueError, match="outside `jit`"):
+        jax.jit(lambda r: r.start_ms)(runs)
+
+
+def test_pulse_response_of_a_batch_is_that_of_its_mean_rates(three_continued_runs):
+    model, pulse, runs = three_continued_runs
+    response = model.pulse_response(runs, pulse)
+    mean = np.mean([np.asarray(model.area_rates(_one(runs, i)), float) for i in range(3)], axis=0)
+    expected = model.pulse_response(mean, pulse, start_ms=40.0)
+    for got, want in zip(response, expected, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+    assert response.peak[0] > 0.0
+
+
+def test_spike_trains_of_a_batch_asks_for_one_run(three_continued_runs):
+    _, _, runs = three_continued_runs
+    with pytest.raises(ValueError, match=r"batch of 3 runs.*jax\.tree\.map\(lambda x: x\[i\], result\)"):
+        runs.spike_trains()
+    times, neurons = _one(runs, 0).spike_trains()
+    assert times.shape == neurons.shape
+    net = Network.build(
+        sizes={"A": 2}, neuron=zoo.LIF(), receptors={"exc": zoo.Expon(tau=5.0, mode="cuba")}, edges={}
+    )
+    as_indices = jax.vmap(
+        lambda k: net.simulate(5.0, k, state=net.init_state(), record=2, max_spikes_per_step=2)
+    )(jax.random.split(jax.random.key(0), 2))
+    with pytest.raises(ValueError, match=r"batch of 2 runs"):
+        as_indices.spike_trains()

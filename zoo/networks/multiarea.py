@@ -423,9 +423,10 @@ class MultiArea(eqx.Module):
             state = self.init_state(init_key)
         return self.network.simulate(duration_ms, run_key, state=state, pulse=pulse, **kwargs)
 
-    def area_rates(self, result: NetworkResult, bin_ms: float = 5.0) -> Float[Array, "B A"]:
+    def area_rates(self, result: NetworkResult, bin_ms: float = 5.0) -> Float[Array, "*runs B A"]:
         """Excitatory population rate of each area in bins of ``bin_ms`` ms from the run's start (which is
-        ``result.start_ms`` after time zero for a continued run), Hz, ``[bins, areas]``."""
+        ``result.start_ms`` after time zero for a continued run), Hz, ``[bins, areas]``; for a ``vmap``'d
+        batch of runs ``[..., bins, areas]``."""
         return _excitatory_rates(result, bin_ms, "result")
 
     @staticmethod
@@ -453,7 +454,8 @@ class MultiArea(eqx.Module):
         its baseline in the window (``peak`` ≤ 0) has a NaN latency.
 
         Args:
-            rates: a `MultiArea` run's `NetworkResult`, or its excitatory rates ``[bins, areas]`` in Hz.
+            rates: a `MultiArea` run's `NetworkResult` (a ``vmap``'d batch of runs that started together:
+                their mean rates), or its excitatory rates ``[bins, areas]`` in Hz.
             pulse: the `Pulse` the run was given (`pulse`).
             bin_ms: the bin width, ms: the width to bin a result in, or the width the rates were binned in.
             margin_ms: how long after the pulse ends the response window lasts, ms.
@@ -462,9 +464,9 @@ class MultiArea(eqx.Module):
                 continued from a ``final_state``: its result's ``start_ms``); a result has its own.
 
         Raises:
-            ValueError: ``rates`` is not ``[bins, areas]`` nor a `MultiArea` result, ``bin_ms`` is not
-                positive, ``start_ms`` is given with a result or is negative, or no bin lies in the
-                baseline or the window.
+            ValueError: ``rates`` is not ``[bins, areas]`` nor a `MultiArea` result (or a batch of them that
+                started together), ``bin_ms`` is not positive, ``start_ms`` is given with a result or is
+                negative, or no bin lies in the baseline or the window.
         """
         if isinstance(rates, NetworkResult):
             if start_ms is not None:
@@ -472,7 +474,8 @@ class MultiArea(eqx.Module):
                     "`start_ms` is for binned rates: a result has its own (`rates.start_ms`); omit it."
                 )
             start_ms = rates.start_ms
-            rates = _excitatory_rates(rates, bin_ms, "rates")
+            rates = np.asarray(_excitatory_rates(rates, bin_ms, "rates"), dtype=float)
+            rates = rates.reshape(-1, *rates.shape[-2:]).mean(axis=0)  # a batch of runs: their mean
         bin_ms = _number("`bin_ms`", bin_ms, "> 0 ms (the rates' bin width)", lambda x: x > 0)
         start_ms = 0.0 if start_ms is None else start_ms
         start_ms = _number("`start_ms`", start_ms, "≥ 0 ms (the first bin's start)", lambda x: x >= 0)
@@ -500,7 +503,8 @@ class MultiArea(eqx.Module):
 
 def _excitatory_rates(result: NetworkResult, bin_ms: float, argument: str) -> Float[Array, "B A"]:
     """The rates of a `MultiArea` result's ``"<area>/E"`` populations (every other, from the first) in bins of
-    ``bin_ms`` ms, Hz; a ``ValueError`` naming ``argument`` for a result of another network."""
+    ``bin_ms`` ms, Hz (``[..., bins, areas]`` for a batch of runs); a ``ValueError`` naming ``argument`` for a
+    result of another network."""
     names = result.names
     if len(names) % 2 or not all(
         e.endswith("/E") and i == e[:-1] + "I" for e, i in zip(names[0::2], names[1::2], strict=True)
@@ -509,7 +513,7 @@ def _excitatory_rates(result: NetworkResult, bin_ms: float, argument: str) -> Fl
             f"`{argument}` must be a MultiArea run's result, with populations '<area>/E', '<area>/I' per "
             f"area; got populations {list(names[:4])}{' …' if len(names) > 4 else ''}."
         )
-    return result.rate_trace(bin_ms)[:, 0::2]
+    return result.rate_trace(bin_ms)[..., 0::2]
 
 
 def read_connectome(path: str | Path) -> dict:

@@ -146,41 +146,60 @@ class AbstractPopulationResult(eqx.Module):
     (the recorded neurons' global indices), ``sizes`` and ``names`` (one per population) and
     ``final_state`` (whose ``neurons.V`` has the run's floating dtype). They are not declared here as
     `eqx.AbstractVar`: Equinox rejects those under postponed (string) annotations.
+
+    A result ``vmap``'d over runs has leading batch axes (``counts`` ``[..., T, P]``): `duration`, `rates`
+    and `rate_trace` bin each run along time and keep the batch axes in front; `spike_trains` takes one run
+    (``jax.tree.map(lambda x: x[i], result)``).
     """
 
     @property
     def duration(self) -> float:
-        """Simulated time, ms."""
-        return self.counts.shape[0] * self.dt
+        """Simulated time, ms (of each run, for a batch of runs)."""
+        return self.counts.shape[-2] * self.dt
 
-    def _float_counts(self) -> Float[Array, "T P"]:
+    def _float_counts(self) -> Float[Array, "*runs T P"]:
         """``counts`` to be summed, in the run's floating dtype (surrogate counts as they are,
         differentiable): an int32 sum wraps past 2³¹ spikes (10⁶ neurons at 10 Hz for 215 s)."""
         if jnp.issubdtype(self.counts.dtype, jnp.floating):
             return self.counts
         return self.counts.astype(self.final_state.neurons.V.dtype)
 
-    def rates(self) -> Float[Array, " P"]:
-        """Mean firing rate per population over the whole run, Hz (order of `names`)."""
-        return self._float_counts().sum(axis=0) / np.asarray(self.sizes) / self.duration * 1000.0
+    def rates(self) -> Float[Array, "*runs P"]:
+        """Mean firing rate per population over the whole run, Hz (order of `names`); ``[..., P]`` for a
+        batch of runs."""
+        return self._float_counts().sum(axis=-2) / np.asarray(self.sizes) / self.duration * 1000.0
 
-    def rate_trace(self, bin_ms: float = 5.0) -> Float[Array, "B P"]:
+    def rate_trace(self, bin_ms: float = 5.0) -> Float[Array, "*runs B P"]:
         """Population rates in consecutive bins of ``bin_ms`` ms from the run's start, a positive multiple of
-        ``dt`` (a trailing partial bin is dropped), Hz. Raises ``ValueError`` for any other ``bin_ms``."""
+        ``dt`` (a trailing partial bin is dropped), Hz, ``[bins, P]`` (``[..., bins, P]`` for a batch of
+        runs). Raises ``ValueError`` for any other ``bin_ms``."""
         per_bin = round(bin_ms / self.dt) if np.isfinite(bin_ms) else 0
         if per_bin < 1 or abs(per_bin * self.dt - bin_ms) > 1e-6 * max(1.0, bin_ms):  # as `duration_ms`'s
             raise ValueError(
                 f"`bin_ms` must be a positive multiple of dt = {self.dt} ms (whole steps), got {bin_ms!r}."
             )
-        n_bins, n_pops = self.counts.shape[0] // per_bin, self.counts.shape[1]
-        binned = self._float_counts()[: n_bins * per_bin].reshape(n_bins, per_bin, n_pops).sum(axis=1)
+        *runs, n_steps, n_pops = self.counts.shape
+        n_bins = n_steps // per_bin
+        counts = self._float_counts()[..., : n_bins * per_bin, :]
+        binned = counts.reshape(*runs, n_bins, per_bin, n_pops).sum(axis=-2)
         return binned / np.asarray(self.sizes) / (per_bin * self.dt) * 1000.0
 
     def spike_trains(self) -> tuple[np.ndarray, np.ndarray]:
         """The recorded spikes as ``(times_ms, neuron_indices)`` NumPy arrays, sorted by time; times in ms
-        from the run's start."""
+        from the run's start. Of one run: raises ``ValueError`` for a batch of runs."""
+        self._check_one_run("spike_trains")
         steps, columns = np.nonzero(np.asarray(self.raster))
         return (steps + 1) * self.dt, np.asarray(self.record)[columns]
+
+    def _check_one_run(self, method: str) -> None:
+        """A ``ValueError`` naming ``method`` when this result holds a batch of runs (``counts`` with leading
+        axes, from ``vmap``)."""
+        runs = self.counts.shape[:-2]
+        if runs:
+            raise ValueError(
+                f"`{method}` reads one run, and this result is a batch of {int(np.prod(runs))} runs (batch "
+                f"shape {runs}, from `vmap`): take run i with `jax.tree.map(lambda x: x[i], result)`."
+            )
 
 
 class NetworkResult(AbstractPopulationResult):
@@ -189,7 +208,8 @@ class NetworkResult(AbstractPopulationResult):
     Attributes:
         dt: the time step, ms.
         names: the populations' names; ``sizes``: their sizes.
-        counts: spikes per step and population, ``[T, P]`` (float, differentiable, with surrogate spikes).
+        counts: spikes per step and population, ``[T, P]`` (float, differentiable, with surrogate spikes);
+            ``[..., T, P]`` for a batch of runs from ``vmap`` (as every array here gets leading batch axes).
         raster: spikes of the recorded neurons per step, ``[T, len(record)]`` bool; None when they were
             kept as ``spikes``.
         record: the recorded neurons' global indices.
@@ -212,20 +232,34 @@ class NetworkResult(AbstractPopulationResult):
     def start_ms(self) -> float:
         """When the run started, ms after its state's time zero (`Network.init_state`), the time in which
         `Pulse` windows are placed: 0 for a run from `init_state`, the earlier runs' total duration for one
-        continued from a ``final_state``. From the final state's step counter; for one concrete run (not
-        inside ``jit`` or ``vmap``)."""
+        continued from a ``final_state``. From the final state's step counter, so read outside ``jit`` and
+        ``vmap``; for a batch of runs (a ``vmap``'d result), their common start.
+
+        Raises:
+            ValueError: the step counter is traced (inside ``jit`` or ``vmap``), or the batch's runs started
+                at different times.
+        """
         step = self.final_state.step
-        if isinstance(step, jax.core.Tracer) or np.ndim(step) != 0:
+        if isinstance(step, jax.core.Tracer):
             raise ValueError(
-                "`start_ms` needs one concrete run's final state (its step counter), not a traced or batched "
-                f"one (shape {np.shape(step)}); read it outside `jit` and `vmap`."
+                "`start_ms` needs a concrete final state (its step counter), not a traced one; read it "
+                "outside `jit` and `vmap`."
             )
-        return (int(step) - self.counts.shape[0]) * self.dt
+        starts = (np.asarray(step, np.int64) - self.counts.shape[-2]) * self.dt
+        if np.any(starts != starts.flat[0]):
+            raise ValueError(
+                f"`start_ms` is one time, and the runs of this batch started at different times "
+                f"({np.unique(starts).tolist()} ms, by run: {starts.tolist()} ms); take run i with "
+                "`jax.tree.map(lambda x: x[i], result)`."
+            )
+        return float(starts.flat[0])
 
     def spike_trains(self) -> tuple[np.ndarray, np.ndarray]:
         """The recorded spikes as ``(times_ms, neuron_indices)`` NumPy arrays, sorted by time (then by
         position in ``record``), from ``raster`` or ``spikes``; times in ms from the run's start (add
-        `start_ms` for the state's time, in which pulses are placed)."""
+        `start_ms` for the state's time, in which pulses are placed). Of one run: raises ``ValueError`` for a
+        batch of runs."""
+        self._check_one_run("spike_trains")
         if self.spikes is None:
             return super().spike_trains()
         spikes = np.asarray(self.spikes)

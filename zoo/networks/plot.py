@@ -98,8 +98,8 @@ def rates(result, bin_ms: float = 5.0, ax=None, *, populations=None, title: str 
         The axes.
 
     Raises:
-        ValueError: ``bin_ms`` is not a positive multiple of ``dt``, or ``populations`` names one that
-            ``result`` lacks.
+        ValueError: ``bin_ms`` is not a positive multiple of ``dt``, ``populations`` names one that
+            ``result`` lacks, or ``result`` is a batch of runs.
     """
     if not bin_ms > 0:
         raise ValueError(f"`bin_ms` must be > 0 ms, got {bin_ms!r}.")
@@ -110,8 +110,13 @@ def rates(result, bin_ms: float = 5.0, ax=None, *, populations=None, title: str 
     unknown = [name for name in chosen if name not in names]
     if unknown:
         raise ValueError(f"`populations` {unknown} are not in the result's populations {list(names)}.")
-    ax = _new_axes(ax)
     trace = np.asarray(result.rate_trace(bin_ms))
+    if trace.ndim != 2:
+        raise ValueError(
+            f"`result` is a batch of runs (rates of shape {trace.shape}, from `vmap`): plot one, "
+            "`jax.tree.map(lambda x: x[i], result)`."
+        )
+    ax = _new_axes(ax)
     width = max(1, round(bin_ms / result.dt)) * result.dt
     centres = (np.arange(trace.shape[0]) + 0.5) * width
     colors = _colors(len(names))
