@@ -35,11 +35,21 @@ DEFAULT_DURATION = 1000.0
 """ms simulated unless --duration says otherwise."""
 DEFAULT_BIN = 5.0
 """ms, the rate bin of --raster and --out unless --bin says otherwise."""
-MAX_DT = {"coba": 0.5, "microcircuit": 0.5}
+MAX_DT = {"coba": 0.5, "cuba": 1.0, "microcircuit": 0.5}
 """The largest --dt, ms, of the networks that have one. coba: with coarser steps its conductance synapses
 make the rates run away (E rate, 4,000 neurons, seed 0, 240 ms: 16.4 Hz at dt 0.1 ms, 15.2 at 0.5, 14.4 at
-0.6, 157 at 0.8, 143 at 1). microcircuit: `Microcircuit.build` refuses a coarser step. cuba has none (5.56 Hz
-at 0.1 ms, 5.55 at 1, 5.78 at 2); multiarea's lies below its shortest long-range delay (`_shortest_delay`)."""
+0.6, 157 at 0.8, 143 at 1). cuba: coarser steps drift its rates up; 1 ms is a fifth of its 5 ms refractory
+period and excitatory synaptic τ (E rate, 4,000 neurons, seed 0, 1000 ms: 5.03 Hz at dt 0.1 ms,
+5.14 at 1, 5.69 at 2, 6.5 at 10, 8.13 at 20). microcircuit: `Microcircuit.build` refuses a coarser step.
+multiarea's lies below its shortest long-range delay (`_shortest_delay`)."""
+DT_REASONS = {
+    "coba": "the coba network takes: with coarser steps its conductance synapses make the rates run away "
+    "(about 150 Hz at 0.8–1 ms against 16 Hz at 0.1 ms)",
+    "cuba": "the cuba network takes: coarser steps drift its rates up (E 5.7 Hz at 2 ms, 8.1 at 20, against "
+    "5.0 at 0.1 ms)",
+    "microcircuit": "the microcircuit takes (its own is 0.1 ms)",
+}
+"""Why each network of `MAX_DT` refuses a coarser --dt, as the refusal says it."""
 
 _out = Console()
 
@@ -82,15 +92,9 @@ def _check_model(name: str, scale: float, dt: float, data: Path | None, pulse: s
     from diffbrain.zoo import networks
 
     if name in MAX_DT and dt > MAX_DT[name]:
-        reason = (
-            "the coba network takes: with coarser steps its conductance synapses make the rates run away "
-            "(about 150 Hz at 0.8–1 ms against 16 Hz at 0.1 ms)"
-            if name == "coba"
-            else "the microcircuit takes (its own is 0.1 ms)"
-        )
         raise _fail(
-            f"{_exact(dt)} ms is above {MAX_DT[name]:g} ms, the largest time step {reason}; pass --dt ≤ "
-            f"{MAX_DT[name]:g}.",
+            f"{_exact(dt)} ms is above {MAX_DT[name]:g} ms, the largest time step {DT_REASONS[name]}; "
+            f"pass --dt ≤ {MAX_DT[name]:g}.",
             "--dt",
         )
     if name in ("coba", "cuba"):
@@ -358,7 +362,8 @@ def _write_rates_csv(path: Path, result, bin_ms: float) -> None:
 
     trace = np.asarray(result.rate_trace(bin_ms))
     table = np.column_stack([(np.arange(trace.shape[0]) + 0.5) * bin_ms, trace])
-    save_csv(path, table, ",".join(["t_ms", *result.names]), "%.6g")
+    # t_ms as the neuron CSV's: 6 digits would round 100002.5 ms to 100002
+    save_csv(path, table, ",".join(["t_ms", *result.names]), ",".join(["%.12g"] + ["%.6g"] * trace.shape[1]))
 
 
 def _write_figure(path: Path, result, bin_ms: float, title: str) -> None:

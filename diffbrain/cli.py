@@ -386,8 +386,8 @@ def simulate(
             "the interval of the trace printed and written: the adaptive solver chooses its own steps and is "
             f"sampled every dt/k ms, k = ⌈dt / {SPIKE_SAMPLE_DT:g}⌉, and spikes are counted where V crosses "
             "the threshold between those samples (--plot draws V at every sample). Networks: default 0.1; "
-            "coba and microcircuit take at most 0.5 ms, multiarea less than its shortest long-range delay "
-            "(--dt ≤ 1.428 for the Markov connectome)."
+            "coba and microcircuit take at most 0.5 ms, cuba 1 ms, multiarea less than its shortest "
+            "long-range delay (--dt ≤ 1.428 for the Markov connectome)."
         ),
     ] = None,
     solver: Annotated[
@@ -678,6 +678,15 @@ class CurrentUnit(enum.StrEnum):
     fA = "fA"
 
 
+def _as_free_option(message: str) -> str:
+    """`diffbrain.fit.free_params`' message in --free's terms: ``free['C']`` = (-10.0, 10.0) → C=-10:10."""
+    return re.sub(
+        r"`free\['(\w+)'\]` = \(([^,()]+), ([^()]+)\)",
+        lambda match: f"{match[1]}={float(match[2]):g}:{float(match[3]):g}",
+        message,
+    )
+
+
 def _parse_free(spec: str, model) -> dict[str, tuple[float, float]]:
     """``"a=0:0.1,k1=0.1:1,g_L"`` → bounds; a bare name gets [v/10, 10·v] around its value v ≠ 0."""
     from diffbrain.zoo._param import parameters
@@ -941,6 +950,10 @@ def fit_command(
 
     from diffbrain import fit
 
+    try:  # bounds the model refuses (C=-10:10), before the header announces the fit
+        fit.free_params(neuron, bounds)
+    except ValueError as error:
+        raise typer.BadParameter(_as_free_option(str(error)), param_hint="'--free'") from None
     try:
         if kind is DataFormat.csv:
             cell = fit.load_csv(data, voltage, dt, current_unit=current_unit.value, index_column=index_column)
@@ -1099,6 +1112,10 @@ def reproduce_command(
         reason = f"{error.strerror or error} ({error.filename})"
         raise typer.BadParameter(f"cannot read under {out}: {reason}.", param_hint="'--out'") from None
     budget = reproduce.QUICK if quick else reproduce.FULL
+    try:  # missing connectome data, before the run is announced
+        reproduce._refuse_missing_data(out, reproduce.section_keys(budget), None)
+    except FileNotFoundError as error:
+        raise _fail(str(error), code=1) from None
     expected = reproduce.expected_seconds(budget, out)
     _out.print(
         f"[bold]diffbrain reproduce[/] ({budget.name} budget) into {escape(str(out))}: expected duration "

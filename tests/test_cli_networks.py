@@ -302,7 +302,7 @@ def test_coba_refuses_a_dt_at_which_its_rates_run_away():
     assert "pass --dt ≤ 0.5." in text and "coba:" not in text  # refused before the header
     result = _run("coba", "--scale", "0.05", "--duration", "20", "--dt", "0.5")
     assert result.exit_code == 0, result.output
-    result = _run("cuba", "--scale", "0.05", "--duration", "20", "--dt", "1")  # current synapses: no limit
+    result = _run("cuba", "--scale", "0.05", "--duration", "20", "--dt", "1")  # cuba's limit, 1 ms
     assert result.exit_code == 0, result.output
 
 
