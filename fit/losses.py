@@ -94,6 +94,11 @@ class AbstractLoss(eqx.Module):
         they start. Most losses can compare any target."""
 
     def __add__(self, other: AbstractLoss) -> Weighted:
+        if not isinstance(other, AbstractLoss):
+            raise TypeError(
+                f"{self!r} + {other!r}: a loss adds only another loss; scale a term by a number instead, "
+                f"e.g. 0.5 * {self!r}."
+            )
         return Weighted(terms=(*_terms(self), *_terms(other)))
 
     def __mul__(self, weight: float) -> Weighted:

@@ -1,8 +1,10 @@
 """`diffbrain train`: files written, resuming after an interruption, refusing mismatched settings."""
 
+import contextlib
 import csv
 import json
 import re
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -447,3 +449,34 @@ def test_train_names_the_delay_too_when_it_makes_the_trial_too_long(tmp_path):
     )
     assert _squeezed("pass a --dt of at least 2.0012 ms or a shorter --delay.") in text
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_written_into_out_while_this_one_waited_for_the_lock_is_refused(tmp_path, monkeypatch):
+    """The settings are checked again under the lock: another run may have written its config.json and
+    checkpoint between the first check and taking the lock; training on would overwrite that run's files."""
+    out = tmp_path / "run"
+    config = {"task": "evidence-accumulation", "method": "bptt", "n_rec": 10, "batch_size": 2, "lr": 0.01}
+    config |= {"dt": 10.0, "delay": None, "seed": 3, "connectivity": "dense", "p_connect": 1.0}
+    real_locked = _cli_train._locked
+
+    @contextlib.contextmanager
+    def another_run_writes_first(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "config.json").write_text(json.dumps(config))
+        (folder / "checkpoint.eqx").write_bytes(b"the other run's")
+        with real_locked(folder):
+            yield
+
+    monkeypatch.setattr(_cli_train, "_locked", another_run_writes_first)
+    result, text = _invoke(*TINY, "--method", "d-rtrl", "--steps", "1", "--out", str(out))
+    assert result.exit_code == 2, text
+    assert "method: 'bptt' there, 'd-rtrl' now" in text and "--out" in text
+    assert json.loads((out / "config.json").read_text()) == config
+    assert (out / "checkpoint.eqx").read_bytes() == b"the other run's"
+
+
+def test_a_trial_of_at_most_max_trial_steps_steps_is_accepted():
+    """The limit is inclusive: exactly `MAX_TRIAL_STEPS` steps is a trial to train on, one more is refused."""
+    _cli_train._check_trial_length(SimpleNamespace(n_steps=_cli_train.MAX_TRIAL_STEPS), 1.0, None)
+    with pytest.raises(typer.BadParameter, match="more than 1,000,000; pass a --dt of at least"):
+        _cli_train._check_trial_length(SimpleNamespace(n_steps=_cli_train.MAX_TRIAL_STEPS + 1), 1.0, None)

@@ -90,3 +90,10 @@ def test_sim_skips_diffbrains_records_and_its_summary_still_shows_the_peers(monk
     peer = sim.records_of(sim.Measurement("nest", 200, 10.0, (0.5,), 0.0, (16.0, 16.5)))
     table = sim.summary(records.to_frame(found + peer))
     assert table.loc[("n=200/T=0.01s", "nest"), "wall s/bio-s"] == pytest.approx(50.0)  # no KeyError
+
+
+def test_a_tpu_running_reference_is_no_fallback(monkeypatch):
+    """A TPU has no kernel of its own: ``reference`` is its backend by design, and its records are timed."""
+    monkeypatch.setattr(ops_bench.jax, "default_backend", lambda: "tpu")
+    monkeypatch.setattr(ops_bench, "automatic_backend", lambda: "reference")
+    assert ops_bench.automatic_fallback() is None

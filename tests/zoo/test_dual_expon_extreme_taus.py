@@ -35,12 +35,15 @@ def _central_difference(f, taus, relative_step=1e-6):
     return gradient
 
 
-# t_peak at (0.01, 100): ratio 10⁴, NaN at HEAD; (2.9999, 3): the series branch; (1, 10): the direct branch.
+# t_peak at (0.01, 100): ratio 10⁴, NaN at HEAD; (2.9999, 3) and (1, 1.006–1.1): the series branch; (1, 10):
+# the direct branch.
 # The response after a spike, summed over 20 ms, through `step`: float32 within 1e-3 (2.6e-4 at (0.01, 100)).
 @pytest.mark.parametrize(
     "quantity, taus, rtol",
     [
         *((_t_peak, taus, 1e-5) for taus in [(0.01, 100.0), (0.001, 50.0), (2.9999, 3.0), (1.0, 10.0)]),
+        # the series branch up to its threshold ε^(1/12) = 0.27: within 1 ε there; the direct form 10-90 ε off
+        *((_t_peak, (1.0, tau_decay), 5 * np.finfo(np.float32).eps) for tau_decay in [1.006, 1.02, 1.1]),
         *((_summed_response, taus, 1e-3) for taus in [(0.01, 100.0), (2.9999, 3.0)]),
     ],
 )

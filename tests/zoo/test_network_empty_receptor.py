@@ -42,3 +42,12 @@ def test_an_unknown_receptor_lists_every_receptor():
     for call in (lambda: net.weights("gaba"), lambda: net.with_weights("gaba", 1.0)):
         with pytest.raises(ValueError, match=r"the receptor 'gaba', which is not one of \['exc', 'inh'\]"):
             call()
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_a_receptor_without_synapses_has_weights_of_the_networks_dtype(dtype):
+    """Not the default floating dtype: under x64, a float32 network's empty weights are float32."""
+    with jax.enable_x64(True):
+        net = zoo.astype(networks.from_adjacency(np.array([[0, 2], [1, 0]])), dtype)
+        assert net.weights("exc").dtype == dtype
+        assert net.weights("inh").dtype == dtype

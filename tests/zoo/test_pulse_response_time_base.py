@@ -91,6 +91,8 @@ def test_pulse_response_names_what_the_rates_miss():
         MultiArea.pulse_response(rates, Pulse([0], 50.0, 60.0, 1.0), bin_ms=0.0)
     with pytest.raises(ValueError, match="`start_ms` must be one real number ≥ 0"):
         MultiArea.pulse_response(rates, Pulse([0], 50.0, 60.0, 1.0), start_ms=np.nan)
+    with pytest.raises(ValueError, match="`start_ms` must be one real number ≥ 0"):
+        MultiArea.pulse_response(rates, Pulse([0], 50.0, 60.0, 1.0), start_ms=-10.0)
 
 
 def test_pulse_response_refuses_a_result_of_another_network():
