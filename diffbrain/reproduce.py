@@ -47,7 +47,7 @@ import secrets
 import shutil
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -61,6 +61,8 @@ from ._version import __version__
 SECTIONS = ("fit", "network", "learn", "bench")
 RESULT = "result.json"
 REPORT = "report.md"
+REPORT_HEADING = "# diffbrain reproduce"
+"""The first line of every report.md reproduce writes; a report.md without it is not replaced."""
 STALE_REPORT = "report.md.stale"
 """The previous report, set aside while a run recomputes sections it describes (removed when it ends)."""
 LOCK = ".lock"
@@ -86,8 +88,9 @@ class NetworkConfig:
     """Section 2. ``duration_ms`` of simulation at ``dt_ms``; the pulse into V1 (``pulse_mV`` of drive)
     starts at ``pulse_start_ms`` and lasts ``pulse_ms``; ``n_per_area`` neurons per area; ``record``
     neurons per population keep their spikes; rates are binned in ``bin_ms``. A population responds when
-    its rate, within the pulse and ``margin_ms`` after it, stays more than 3 SD of its pre-pulse bins above
-    their mean for two consecutive bins (`propagation`)."""
+    its rate, within the pulse and ``margin_ms`` after it, stays above its pre-pulse mean by more than 3 SD
+    of its pre-pulse bins and more than chance Poisson spike counts allow, for two consecutive bins
+    (`propagation`)."""
 
     duration_ms: float = 1_000.0
     dt_ms: float = 0.1
@@ -361,16 +364,33 @@ class OutputFolderError(ValueError):
     reproduce did not write, or another run writing into it. Raised before any section runs."""
 
 
+def _section_figures(name: str) -> set[str]:
+    """The file names of the figures section ``name`` draws (fit: one per problem of
+    `diffbrain.bench.fit.PROBLEMS`, ``fit_<problem>.png``)."""
+    if name == "fit":
+        from .bench.fit import PROBLEMS
+
+        return {f"fit_{problem}.png" for problem in PROBLEMS}
+    drawn = {
+        "network": ("raster.png", "rate_propagation.png"),
+        "learn": ("accuracy.png", "weights.png"),
+        "bench": ("learning_cost.png",),
+    }
+    return set(drawn[name])
+
+
 def _reproduce_wrote(folder: Path, name: str) -> bool:
     """Whether ``folder`` (``OUT/name``) may be replaced by section ``name``: it is empty, its result.json
-    is section ``name``'s, or it holds only what a section writes (result.json, damaged or not, PNG
-    figures, hidden temporary files of an interrupted `write_atomically`)."""
+    is section ``name``'s, or it holds only what that section writes (result.json, damaged or not, its
+    figures by name, `_section_figures`, hidden temporary files of an interrupted `write_atomically`).
+    Other PNGs are not reproduce's: a folder of the user's own figures is never replaced."""
     result = _read_result(folder / RESULT, quiet=True)
     if result is not None and result.get("section") == name:
         return True
+    paths = list(folder.iterdir())
+    figures = _section_figures(name) if any(path.suffix == ".png" for path in paths) else set()
     return all(
-        path.is_file() and (path.name == RESULT or path.suffix == ".png" or path.name.endswith(".tmp"))
-        for path in folder.iterdir()
+        path.is_file() and (path.name in (RESULT, *figures) or path.name.endswith(".tmp")) for path in paths
     )
 
 
@@ -405,10 +425,30 @@ def check_output_folder(out: str | os.PathLike) -> None:
             pass
 
 
+def _foreign_report(out: Path, name: str) -> str | None:
+    """Why ``out/name`` (`REPORT` or `STALE_REPORT`, which a run sets aside, replaces and deletes) is not
+    reproduce's report, or None when it is (its first line `REPORT_HEADING`) or absent."""
+    path = out / name
+    if not (path.exists() or path.is_symlink()):
+        return None
+    if path.is_dir():
+        return None  # refused when the report is written, as a folder where it goes
+    try:
+        with open(path, "rb") as file:
+            first_line = file.readline(len(REPORT_HEADING) + 2)
+    except OSError as error:
+        return f"{path} cannot be read to check that reproduce wrote it ({error.strerror})"
+    if first_line.rstrip(b"\r\n") == REPORT_HEADING.encode():
+        return None
+    return f"{path} does not begin with {REPORT_HEADING!r}: it is not a report reproduce wrote"
+
+
 def _refuse_foreign_section_folders(out: Path) -> None:
     """Raise an `OutputFolderError` naming every section folder under ``out`` that reproduce did not write
-    (`_foreign_section_folder`)."""
+    (`_foreign_section_folder`) and a report.md or report.md.stale that is not reproduce's
+    (`_foreign_report`): a run replaces or deletes them."""
     foreign = [reason for name in SECTIONS if (reason := _foreign_section_folder(out, name))]
+    foreign += [reason for name in (REPORT, STALE_REPORT) if (reason := _foreign_report(out, name))]
     if foreign:
         raise OutputFolderError(
             f"{'; '.join(foreign)}. A run into {out} would replace {'it' if len(foreign) == 1 else 'them'}: "
@@ -850,7 +890,8 @@ class Propagation(NamedTuple):
             Not `MultiArea.pulse_response`'s ``latency``, the time to the first bin at half the peak (NaN
             only where the peak is ≤ 0): for a rate that ramps up over the pulse the time to peak is the
             later one, by about half the rise.
-        threshold: 3 SD of the pre-pulse bins, Hz (NaN with fewer than two such bins).
+        threshold: the response a bin must exceed, Hz: 3 SD of the pre-pulse bins or, where larger, the
+            Poisson count threshold of `propagation` (NaN with fewer than two pre-pulse bins).
         responding: whether the rate exceeded the baseline mean by ``threshold`` in two consecutive bins of
             the window (never with a NaN threshold).
     """
@@ -861,16 +902,21 @@ class Propagation(NamedTuple):
     responding: np.ndarray
 
 
-def propagation(trace: np.ndarray, times: np.ndarray, config: NetworkConfig) -> Propagation:
+def propagation(
+    trace: np.ndarray, times: np.ndarray, config: NetworkConfig, sizes: Sequence[int] | None = None
+) -> Propagation:
     """The response of every population of a binned rate ``trace`` (``[bins, populations]``, Hz, bin
-    centres ``times`` in ms) to the pulse of ``config``.
+    centres ``times`` in ms) to the pulse of ``config``; ``sizes``: neurons per population.
 
     The baseline is the bins before the pulse onset except the first ``bin_ms`` (the start transient); the
     response window runs from the onset to ``margin_ms`` after the pulse ends, so a late fluctuation is not
-    read as a response. A population responds when its rate exceeds the baseline mean by 3 SD of the
-    baseline bins in two consecutive bins of the window. One bin over 3 SD is no evidence: with independent
-    Gaussian bins, a noise-only population has one somewhere in a 40-bin window in ~5 % of cases (two
-    consecutive ones in < 0.01 %).
+    read as a response. A population responds when its rate exceeds the baseline mean by ``threshold`` in
+    two consecutive bins of the window: 3 SD of the baseline bins and, with ``sizes``, a spike count (rate ×
+    size × ``bin_ms``) a Poisson count of the baseline mean exceeds by chance with probability p per bin,
+    p² × (window bins − 1) = 1e-4 (p ≈ 1.6e-3 for 40 bins). With sparse counts (80 neurons at 2 Hz: < 1
+    spike per 5 ms bin) the SD is no measure of chance: the 3 SD rule alone called 1-6 of 29 populations of
+    the --quick network responding without a pulse; with the count rule none (6 runs), and at the full size
+    neither rule did. Without ``sizes`` (rates alone) only the 3 SD rule applies.
     """
     before = (times < config.pulse_start_ms) & (times > config.bin_ms)
     end = config.pulse_start_ms + config.pulse_ms + config.margin_ms
@@ -881,6 +927,13 @@ def propagation(trace: np.ndarray, times: np.ndarray, config: NetworkConfig) -> 
     if not window.any():
         nothing = np.full(n, np.nan)
         return Propagation(nothing, nothing, threshold, np.zeros(n, bool))
+    if sizes is not None:
+        from scipy.stats import poisson
+
+        spikes_per_hz = np.asarray(sizes, float) * config.bin_ms / 1000.0  # a bin's spike count per Hz
+        chance = np.sqrt(1e-4 / max(window.sum() - 1, 1))
+        count = poisson.isf(chance, baseline * spikes_per_hz)  # exceeded with probability ``chance``
+        threshold = np.maximum(threshold, (count + 0.5) / spikes_per_hz - baseline)  # NaN stays NaN
     response = trace[window] - baseline
     peak = response.max(axis=0)
     above = response > np.nan_to_num(threshold, nan=np.inf)
@@ -908,7 +961,7 @@ def network_section(
     wall = time.perf_counter() - start
     trace = np.asarray(result.rate_trace(config.bin_ms), float)
     times = (np.arange(trace.shape[0]) + 0.5) * config.bin_ms
-    peak, time_to_peak, threshold, responds = propagation(trace, times, config)
+    peak, time_to_peak, threshold, responds = propagation(trace, times, config, result.sizes)
     readout = np.arange(len(setup.names)) if setup.readout is None else np.asarray(setup.readout)
     if setup.hierarchy is not None:
         readout = readout[np.argsort(np.asarray(setup.hierarchy)[readout], kind="stable")]
@@ -1004,7 +1057,8 @@ def _network_markdown(results: dict) -> list[str]:
     if results["latency_hierarchy_spearman"] is not None:
         lines.append(
             "Spearman correlation between hierarchy value and time to peak, over responding populations "
-            "(more than 3 SD of the pre-pulse bins above their mean in two consecutive bins, within the "
+            "(above the pre-pulse mean by more than the threshold, 3 SD of the pre-pulse bins or a Poisson "
+            "spike-count bound where larger, in two consecutive bins, within the "
             f"pulse and {results['margin_ms']:g} ms after it): "
             f"{results['latency_hierarchy_spearman']:.2f}."
         )
@@ -1015,7 +1069,7 @@ def _network_markdown(results: dict) -> list[str]:
     hierarchy = results["hierarchy"]
     lines += [
         "",
-        "| population | hierarchy | rate (Hz) | peak response (Hz) | 3 SD of baseline (Hz) | responds "
+        "| population | hierarchy | rate (Hz) | peak response (Hz) | threshold (Hz) | responds "
         "| time to peak (ms) |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -1441,7 +1495,7 @@ def write_report(out: Path, budget: Budget, sections: dict, load: float, seconds
         "bench": lambda results: _bench_markdown(results, sections),
     }
     lines = [
-        "# diffbrain reproduce",
+        REPORT_HEADING,
         "",
         "Generated by `diffbrain reproduce`; every number below was computed by the run (see each section's "
         "`result.json`). It reproduces the workflow of Wang et al. (2024), *A Differentiable Approach to "

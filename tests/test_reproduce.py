@@ -412,7 +412,8 @@ def _stub_sections(monkeypatch, fail: str | None = None):
         reproduce,
         "write_report",
         lambda out, budget, sections, *_: reproduce.write_atomically(
-            out / reproduce.REPORT, lambda file: file.write(f"new: {sorted(sections)}\n")
+            out / reproduce.REPORT,
+            lambda file: file.write(f"{reproduce.REPORT_HEADING}\nnew: {sorted(sections)}\n"),
         ),
     )
 
@@ -421,18 +422,19 @@ def test_a_run_that_recomputes_a_section_sets_the_old_report_aside_first(tmp_pat
     """Review: a run that failed after republishing a section left report.md with the old numbers and links
     to figures the new section no longer has."""
     _stub_sections(monkeypatch, fail="network")
-    (tmp_path / reproduce.REPORT).write_text("old numbers\n")
+    (tmp_path / reproduce.REPORT).write_text(f"{reproduce.REPORT_HEADING}\nold numbers\n")
     lines = []
     with pytest.raises(FileNotFoundError, match="connectome missing"):
         reproduce.run(tmp_path, reproduce.TINY, log=lines.append)
     assert reproduce.load_section(tmp_path, "fit") is not None  # republished before the failure
     assert not (tmp_path / reproduce.REPORT).exists()
-    assert (tmp_path / reproduce.STALE_REPORT).read_text() == "old numbers\n"
+    assert (tmp_path / reproduce.STALE_REPORT).read_text() == f"{reproduce.REPORT_HEADING}\nold numbers\n"
     assert any("report.md set aside as report.md.stale" in line for line in lines)
 
     _stub_sections(monkeypatch)
     report = reproduce.run(tmp_path, reproduce.TINY, log=lines.append)
-    assert report.path.read_text().startswith("new:") and not (tmp_path / reproduce.STALE_REPORT).exists()
+    assert report.path.read_text().startswith(f"{reproduce.REPORT_HEADING}\nnew:")
+    assert not (tmp_path / reproduce.STALE_REPORT).exists()
 
     # every section reused: the report stays where it is until it is rewritten
     lines.clear()
@@ -613,4 +615,4 @@ def test_a_finished_network_section_needs_no_connectome_data(tmp_path, monkeypat
     with pytest.raises(FileNotFoundError, match=re.escape(reproduce.CONNECTOME)):
         reproduce.connectome_folder()  # the data are missing indeed
     report = reproduce.run(tmp_path, reproduce.TINY)
-    assert report.path.read_text().startswith("new:")
+    assert report.path.read_text().startswith(f"{reproduce.REPORT_HEADING}\nnew:")

@@ -38,7 +38,8 @@ def stub_sections(monkeypatch):
         reproduce,
         "write_report",
         lambda out, budget, sections, *_: reproduce.write_atomically(
-            out / reproduce.REPORT, lambda file: file.write(f"sections: {sorted(sections)}\n")
+            out / reproduce.REPORT,
+            lambda file: file.write(f"{reproduce.REPORT_HEADING}\nsections: {sorted(sections)}\n"),
         ),
     )
     return ran
