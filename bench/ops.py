@@ -178,7 +178,7 @@ def diffbrain_method(W: ops.CSR, backend: str | None) -> Method:
     """`diffbrain.ops.event_matvec` on ``W``'s structure with ``backend`` (None: the automatic one)."""
 
     def forward(data, structure, spikes):
-        with derived():  # W's checked structure, passed as arguments so that XLA cannot fold it
+        with derived(W):  # W's checked structure, passed as arguments so that XLA cannot fold it
             return ops.event_matvec(spikes, ops.CSR(*structure, data, W.shape), backend=backend)
 
     return Method(forward, W.data, (W.indptr, W.indices), False)

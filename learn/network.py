@@ -403,7 +403,7 @@ class EINetwork(eqx.Module):
         magnitudes = self.weights()[1] if magnitudes is None else magnitudes
         W, n = self.w_rec, self.n_rec
         shift = jnp.where(presynaptic_rows(W) < self.n_exc, 0, n).astype(W.indices.dtype)
-        with derived():  # columns shifted by 0 or n_rec stay in [0, 2·n_rec)
+        with derived(W):  # columns shifted by 0 or n_rec stay in [0, 2·n_rec)
             return CSR(W.indptr, W.indices + shift, magnitudes, (n, 2 * n))
 
     def synaptic_input(

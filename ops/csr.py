@@ -19,21 +19,25 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray
 
 from .kernels.reference import row_ids
 
 INT32_LIMIT = 2**31 - 1
 
-_DERIVED = contextvars.ContextVar("diffbrain_csr_derived", default=False)
-"""True while `derived` builds a CSR whose structure comes from a checked one (no traced check then)."""
+_DERIVED = contextvars.ContextVar("diffbrain_csr_derived", default=None)
+"""While `derived` builds CSRs whose structure comes from a checked one (no traced check then): a 1-tuple
+holding the flag of a bad structure that they inherit (see `CSR`), or None in it for none."""
 
 
 @contextlib.contextmanager
-def derived():
+def derived(source: CSR | None = None):
     """Build CSRs whose ``indptr``/``indices`` come from a checked CSR (the same arrays, a transpose, a
-    shift into a wider matrix) without `CSR`'s traced check of them: O(nnz) saved per construction."""
-    token = _DERIVED.set(True)
+    shift into a wider matrix) without `CSR`'s traced check of them: O(nnz) saved per construction.
+
+    Pass that CSR as ``source``: if its structure was found bad inside ``jit`` under ``EQX_ON_ERROR=nan``
+    or ``off``, the weights of the CSRs built here are made NaN as its were (and they keep the flag)."""
+    token = _DERIVED.set((None if source is None else source._bad,))
     try:
         yield
     finally:
@@ -52,37 +56,49 @@ def equinox_on_error() -> str:
 
 def _traced_structure_check(
     indptr: Array, indices: Array, data: Array, n_pre: int, n_post: int
-) -> tuple[Array, Array, Array]:
-    """``(indptr, indices, data)`` with `eqx.error_if` on the structure's invariants, for index arrays traced
-    inside ``jit``; this check runs once where the CSR is built, not per operation.
+) -> tuple[Array, Array, Array, Array | None]:
+    """``(indptr, indices, data, bad)`` with `eqx.error_if` on the structure's invariants, for index arrays
+    traced inside ``jit``; this check runs once where the CSR is built, not per operation.
 
     Unless equinox raises (``EQX_ON_ERROR=nan`` fills the index arrays with their largest value, ``off``
     leaves them), the compiled kernels would index their arrays with a bad structure. So there it is
     replaced by its indices clipped into ``[0, n_post)`` and its ``indptr`` made non-decreasing in
     ``[0, nnz]``: no kernel then reads or writes outside its arrays; and its weights are NaN, so every
-    current it reaches is NaN rather than silently wrong. (Under ``raise`` that would be an O(nnz) pass
-    for nothing: the error comes first.)
+    current it reaches is NaN rather than silently wrong. ``bad`` is then that finding, a scalar bool,
+    which the CSR keeps so that weights set later are NaN too; None under ``raise`` (where clipping would
+    be an O(nnz) pass for nothing: the error comes first).
     """
     shapes_fit = indptr.ndim == indices.ndim == 1 and indptr.shape[0] == n_pre + 1
     integer = jnp.issubdtype(indptr.dtype, jnp.integer) and jnp.issubdtype(indices.dtype, jnp.integer)
     if not (shapes_fit and integer and jnp.issubdtype(data.dtype, jnp.floating)):
-        return indptr, indices, data  # __check_init__ names what is wrong
+        return indptr, indices, data, None  # __check_init__ names what is wrong
     nnz = indices.shape[0]
     bad_indptr = (indptr[0] != 0) | (indptr[-1] != nnz) | jnp.any(indptr[1:] < indptr[:-1])
     message = f"`indptr` must be non-decreasing from 0 to nnz = {nnz}."
     checked_indptr = eqx.error_if(indptr, bad_indptr, message)
     bad_indices = jnp.any((indices < 0) | (indices >= n_post))
     checked_indices = eqx.error_if(indices, bad_indices, f"`indices` must lie in [0, n_post = {n_post}).")
-    if equinox_on_error() == "raise":
-        return checked_indptr, checked_indices, data
-    # Where equinox returned a bad structure: each row keeps the synapses it can (with no column to clip
-    # into, none), all of them NaN.
+    on_error = equinox_on_error()
+    if on_error == "raise":
+        return checked_indptr, checked_indices, data, None
+    # A bad structure: each row keeps the synapses it can (with no column to clip into, none), all of them
+    # NaN. A good one keeps the arrays given: under vmap `nan` fills those of the whole batch when one
+    # structure is bad (their largest value, out of range), and `off` returns them as given anyway.
     bad = bad_indptr | bad_indices
+    if on_error not in ("nan", "off"):  # e.g. a breakpoint: keep equinox's check in the computation
+        indptr, indices = checked_indptr, checked_indices
     safe_indptr = jnp.clip(jax.lax.cummax(indptr), 0, nnz) if n_post > 0 else jnp.zeros_like(indptr)
-    indptr = jnp.where(bad, safe_indptr, checked_indptr)
-    indices = jnp.where(bad, jnp.clip(indices, 0, max(n_post - 1, 0)), checked_indices)
-    data = data * jnp.where(bad, jnp.asarray(jnp.nan, data.dtype), 1)  # NaN values and gradients
-    return indptr, indices, data
+    indptr = jnp.where(bad, safe_indptr, indptr)
+    indices = jnp.where(bad, jnp.clip(indices, 0, max(n_post - 1, 0)), indices)
+    return indptr, indices, _nan_where(bad, data), bad
+
+
+def _nan_where(bad: Array, data: Array) -> Array:
+    """``data``, all NaN where ``bad`` (a bad structure), with NaN gradients too; other dtypes unchanged
+    (`CSR.__check_init__` names them)."""
+    if not jnp.issubdtype(data.dtype, jnp.floating):
+        return data
+    return data * jnp.where(bad, jnp.asarray(jnp.nan, data.dtype), 1)
 
 
 def _concrete(value) -> np.ndarray | None:
@@ -99,18 +115,23 @@ def _check_indices(indices: np.ndarray | None, n_post: int) -> None:
 
 def _check_not_nan(name: str, weight) -> None:
     """Refuse NaN and infinite weights where that is cheap: NumPy or Python weights and a shared scalar. A
-    JAX array of per-synapse weights is not read back (a device sync), nor a traced value inside ``jit``."""
+    JAX array of per-synapse weights is not read back (a device sync), nor a traced value inside ``jit``.
+
+    Python numbers become float32, and so does float64 without ``jax_enable_x64``: a weight beyond
+    float32's range (|w| > 3.4e38) would become infinite, so it is refused too."""
     if isinstance(weight, jax.core.Tracer) or (isinstance(weight, jax.Array) and weight.size > 1):
         return
     array = np.asarray(weight)
     if not jnp.issubdtype(array.dtype, jnp.floating):  # NumPy's own test misses bfloat16
         return
-    python = not hasattr(weight, "dtype")  # Python numbers become float32, where |w| > 3.4e38 is infinite
-    bad = np.count_nonzero(~np.isfinite(array) | (python & (np.abs(array) > np.finfo(np.float32).max)))
+    python = not hasattr(weight, "dtype")
+    narrowed = python or (array.dtype == np.float64 and not jax.config.jax_enable_x64)
+    bad = np.count_nonzero(~np.isfinite(array) | (narrowed & (np.abs(array) > np.finfo(np.float32).max)))
     if bad:
+        became = "Python numbers become" if python else "float64 becomes without jax_enable_x64"
         raise ValueError(
             f"`{name}` must be finite, got {bad} NaN or infinite weight(s)"
-            + (" in float32, which Python numbers become (|w| ≤ 3.4e38)" if python else "")
+            + (f" in float32, which {became} (|w| ≤ 3.4e38)" if narrowed else "")
             + "; one such weight makes every current it reaches NaN or infinite."
         )
 
@@ -150,6 +171,37 @@ def _index_dtype(*sizes: int) -> np.dtype:
             "`jax.config.update('jax_enable_x64', True)` before building it."
         )
     return np.dtype(np.int64)
+
+
+def _narrowed_host_integers(index) -> np.ndarray | None:
+    """``index`` as a NumPy array if it is a host (NumPy or Python) integer array that JAX casts to a
+    narrower dtype (int64 or uint64 without ``jax_enable_x64``), which may wrap its values; else None."""
+    if isinstance(index, jax.Array):  # tracers too
+        return None
+    array = np.asarray(index)
+    narrowed = jax.dtypes.canonicalize_dtype(array.dtype) != array.dtype
+    return array if narrowed and np.issubdtype(array.dtype, np.integer) else None
+
+
+def _check_host_structure(indptr, indices, n_post: int) -> None:
+    """Check host integer ``indptr``/``indices`` that JAX would narrow against their ranges before the cast
+    (which may wrap them: without x64, int64 2³² + 2 becomes int32 2), reporting the values given."""
+    given = {"indptr": _narrowed_host_integers(indptr), "indices": _narrowed_host_integers(indices)}
+    if given["indices"] is not None and given["indices"].ndim == 1:
+        _check_indices(given["indices"], n_post)
+    if given["indptr"] is not None and given["indptr"].size and np.ndim(indices) == 1:
+        nnz, low, high = np.shape(indices)[0], given["indptr"].min(), given["indptr"].max()
+        if low < 0 or high > nnz:
+            raise ValueError(
+                f"`indptr` must be non-decreasing from 0 to nnz = {nnz} (the length of `indices`), got "
+                f"values in [{low}, {high}]."
+            )
+    for name, array in given.items():
+        if array is not None and array.size and array.max() > INT32_LIMIT:
+            raise ValueError(
+                f"`{name}` holds values up to {array.max()}, beyond int32: int64 indices need "
+                "`jax.config.update('jax_enable_x64', True)` before building the CSR."
+            )
 
 
 def _index_list(index) -> Array:
@@ -312,7 +364,8 @@ class CSR(eqx.Module):
     their values are traced, the shapes and dtypes are checked the same way and the values with
     `eqx.error_if` (an O(nnz) check where the CSR is built: build it once, outside loops). That check raises
     under equinox's default ``EQX_ON_ERROR=raise``; under ``nan`` or ``off``, a bad structure's indices are
-    clipped into range and its weights made NaN, so its products are NaN. A structure set with
+    clipped into range and its weights made NaN, so its products are NaN, also with weights set later by
+    `with_data` and on its transpose (weights set with `eqx.tree_at` are not made NaN). A structure set with
     `eqx.tree_at` is not checked: the kernels would index out of bounds with it. Index arrays are int32, or
     int64 once ``nnz`` or a size reaches 2³¹.
 
@@ -328,6 +381,10 @@ class CSR(eqx.Module):
     indices: Int[Array, " nnz"]
     data: Float[Array, "*nnz"]
     shape: tuple[int, int] = eqx.field(static=True)
+    _bad: Bool[Array, ""] | None = eqx.field(default=None, repr=False)
+    """Whether the structure was found bad inside ``jit`` under ``EQX_ON_ERROR=nan``/``off`` (then clipped
+    into range): weights set later with `with_data`, and those of the transpose, are made NaN. None (no
+    leaf, no cost) for a structure checked on the host or under ``raise``."""
 
     def __init__(
         self,
@@ -337,6 +394,7 @@ class CSR(eqx.Module):
         shape: tuple[int, int],
     ):
         self.shape = _check_shape(shape)
+        _check_host_structure(indptr, indices, self.shape[1])
         indptr, indices = _index_list(indptr), _index_list(indices)
         if jnp.issubdtype(indptr.dtype, jnp.integer) and jnp.issubdtype(indices.dtype, jnp.integer):
             # the kernels take both index arrays in one dtype, int32 or int64
@@ -349,10 +407,14 @@ class CSR(eqx.Module):
             indptr, indices = indptr.astype(common), indices.astype(common)
         _check_not_nan("data", data)
         data = _weight_array(data)
-        if isinstance(indptr, jax.core.Tracer) or isinstance(indices, jax.core.Tracer):
-            if not _DERIVED.get():
-                indptr, indices, data = _traced_structure_check(indptr, indices, data, *self.shape)
-        self.indptr, self.indices, self.data = indptr, indices, data
+        derivation, bad = _DERIVED.get(), None
+        if derivation is not None:  # a checked structure, maybe found bad: then so are the new weights
+            (bad,) = derivation
+            if bad is not None:
+                data = _nan_where(bad, data)
+        elif isinstance(indptr, jax.core.Tracer) or isinstance(indices, jax.core.Tracer):
+            indptr, indices, data, bad = _traced_structure_check(indptr, indices, data, *self.shape)
+        self.indptr, self.indices, self.data, self._bad = indptr, indices, data, bad
 
     def __check_init__(self):
         n_pre, n_post = self.shape
@@ -402,7 +464,7 @@ class CSR(eqx.Module):
 
     def with_data(self, data: Float[ArrayLike, "*nnz"]) -> CSR:
         """The same synapses with new weights, ``[nnz]`` or a shared scalar."""
-        with derived():
+        with derived(self):
             return CSR(self.indptr, self.indices, data, self.shape)
 
     @eqx.filter_jit  # one compilation instead of one per eager operation
@@ -424,7 +486,7 @@ class CSR(eqx.Module):
         counts = jnp.bincount(self.indices, length=self.shape[1]).astype(self.indptr.dtype)
         indptr = jnp.concatenate([jnp.zeros(1, self.indptr.dtype), jnp.cumsum(counts)])
         data = self.data if self.homogeneous else self.data[order]
-        with derived():
+        with derived(self):
             return CSR(indptr, rows[order].astype(self.indices.dtype), data, self.shape[::-1])
 
     @classmethod

@@ -180,6 +180,25 @@ for backend in sys.argv[1:]:
     for name, arrays in gradients.items():
         g = weight_gradient(jnp.array([1.0, 2.0, 3.0]), *map(jnp.array, arrays), backend)
         results[backend]["gradient " + name] = [repr(v) for v in g.tolist()]
+
+@jax.jit
+def reweighted(indices, weights, backend):  # a structure with a placeholder weight, then its weights
+    W = ops.CSR(jnp.array([0, 1, 2]), indices, 1.0, (2, 3)).with_data(weights)
+    forward = ops.event_matvec(jnp.array([True, True]), W, backend=backend)
+    transposed = ops.event_matvec(jnp.array([True, True, True]), W.T.with_data(weights), backend=backend)
+    return jnp.concatenate([forward, transposed])
+
+
+reweighted = jax.jit(reweighted.__wrapped__, static_argnums=2)
+reweighted_gradient = jax.jit(jax.grad(lambda *a: reweighted(*a).sum(), argnums=1), static_argnums=2)
+for backend in sys.argv[1:]:
+    for name, indices in (("bad index", [0, 5]), ("valid", [0, 2])):
+        arguments = (jnp.array(indices), jnp.array([1.0, 2.0]), backend)
+        results[backend]["reweighted " + name] = [repr(v) for v in reweighted(*arguments).tolist()]
+        gradient = reweighted_gradient(*arguments).tolist()
+        results[backend]["reweighted gradient " + name] = [repr(v) for v in gradient]
+    batch = jax.vmap(lambda i: reweighted(i, jnp.array([1.0, 2.0]), backend))(jnp.array([[0, 5], [0, 2]]))
+    results[backend]["reweighted batch of bad, valid"] = [repr(v) for v in batch.ravel().tolist()]
 print(json.dumps(results))
 """
 
@@ -212,6 +231,16 @@ def test_without_equinox_raising_a_bad_traced_structure_gives_nan_not_a_crash(mo
         assert got.pop("gradient valid") == [1.0, 1.0, 1.0], backend
         for name in ("bad index", "bad lag"):
             assert np.isnan(got.pop("gradient " + name)).all(), (backend, name)
+        # Weights set with `with_data` (also on the transpose) after a bad structure was built stay NaN.
+        assert got.pop("reweighted valid") == [1.0, 0.0, 2.0, 1.0, 2.0], backend
+        assert got.pop("reweighted gradient valid") == [2.0, 2.0], backend
+        reweighted = np.array(got.pop("reweighted bad index"))  # column 1 of the forward product: no synapse
+        assert np.isnan(reweighted[[0, 2, 3, 4]]).all() and reweighted[1] == 0.0, (backend, reweighted)
+        # Under vmap equinox's `nan` fills the whole batch's index arrays when one is bad: the valid
+        # structure beside a bad one must keep its currents (it gave zeros).
+        batch = np.array(got.pop("reweighted batch of bad, valid")).reshape(2, 5)
+        np.testing.assert_array_equal(batch, [reweighted, [1.0, 0.0, 2.0, 1.0, 2.0]], err_msg=backend)
+        assert np.isnan(got.pop("reweighted gradient bad index")).all(), backend
         for name, currents in got.items():
             assert np.isnan(currents[0]), (backend, name, currents)  # row 0's first synapse, at column 0
             assert currents[2] == 0.0, (backend, name, currents)  # no synapse reaches it
@@ -397,3 +426,45 @@ def test_a_python_weight_beyond_float32_is_refused_as_infinite(build):
         with pytest.raises(ValueError, match=r"^`weight` must be finite"):
             CSR.from_edges([0, 1], [1, 0], weight, (2, 2))
     assert CSR.from_edges([0, 1], [1, 0], np.array([1e40, 1.0]), (2, 2)).data.dtype == jnp.float64
+
+
+def test_int64_indices_beyond_int32_without_x64_are_reported_with_the_values_given():
+    """Review: without x64 (the library's default) JAX casts int64 to int32 before the check, so indices
+    [0, 2³² + 2] were accepted as [0, 2] and [0, 2³¹ + 1] reported as values in [-2147483647, 0]."""
+    indptr, rule = np.array([0, 1, 2]), "`indptr` must be non-decreasing from 0 to nnz = 2 "
+    with jax.enable_x64(False):
+        for wide, given in ((2**32 + 2, "4294967298"), (2**31 + 1, "2147483649")):
+            values = rf"got values in \[0, {given}\]\.$"
+            with pytest.raises(ValueError, match=r"`indices` must lie in \[0, n_post = 3\), " + values):
+                CSR(indptr, np.array([0, wide]), [1.0, 1.0], (2, 3))
+            with pytest.raises(ValueError, match=rule + ".*" + values):
+                CSR(np.array([0, wide, 2]), np.array([0, 1]), [1.0, 1.0], (2, 3))
+        with pytest.raises(ValueError, match=r"got values in \[0, 4294967298\]"):
+            CSR([0, 1, 2], [0, 2**32 + 2], [1.0, 1.0], (2, 3))  # a list, which NumPy makes int64
+        with pytest.raises(ValueError, match=r"got values in \[0, 4294967298\]"):
+            CSR(indptr.astype(np.uint64), np.array([0, 2**32 + 2], np.uint64), [1.0, 1.0], (2, 3))
+        W = CSR(indptr, np.array([0, 2]), [1.0, 1.0], (2, 3))  # int64 values that fit: int32
+        assert W.indices.dtype == jnp.int32 and W.indices.tolist() == [0, 2]
+
+
+def test_int64_values_that_need_x64_say_so():
+    """An index in range of a matrix wider than int32 needs int64 indices, hence jax_enable_x64."""
+    with jax.enable_x64(False), pytest.raises(ValueError, match="jax_enable_x64"):
+        CSR(np.array([0, 1]), np.array([2**31 + 1]), [1.0], (1, 2**32))
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: CSR(np.array([0, 1, 2]), np.array([0, 1]), np.array([1e39, 1.0]), (2, 3)),
+        lambda: CSR.fixed_prob(KEY, 3, 3, 0.5, weight=np.float64(1e39)),
+        lambda: CSR.from_edges([0, 1], [0, 1], np.array([1e39, 1.0]), (2, 2)),
+        lambda: CSR.from_dense(np.array([[1e39, 0.0], [0.0, 1.0]])),
+    ],
+)
+def test_a_float64_weight_beyond_float32_without_x64_is_refused_as_infinite(build):
+    """Review: without x64 float64 weights become float32, where 1e39 is infinite; only Python numbers
+    were checked against float32's range."""
+    with jax.enable_x64(False), pytest.raises(ValueError, match=r"must be finite, got 1 NaN or infinite"):
+        build()
+    assert jnp.isfinite(build().data).all()  # with x64 the float64 weight is kept
