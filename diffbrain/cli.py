@@ -950,8 +950,9 @@ def fit_command(
 
     from diffbrain import fit
 
-    try:  # bounds the model refuses (C=-10:10), before the header announces the fit
-        fit.free_params(neuron, bounds)
+    try:  # bounds the model refuses (C=-10:10), before the header announces the fit, in its float64
+        with jax.enable_x64(True):
+            fit.free_params(neuron, bounds)
     except ValueError as error:
         raise typer.BadParameter(_as_free_option(str(error)), param_hint="'--free'") from None
     try:

@@ -200,7 +200,7 @@ def free_params(
     free: Mapping[str, tuple[float, float]],
     *,
     transforms: Mapping[str, str] | None = None,
-    dtype=jnp.float64,
+    dtype=None,
 ) -> FreeParams:
     """Declare the free parameters of ``model`` and their bounds.
 
@@ -212,7 +212,8 @@ def free_params(
             ``V_th``). A rule between two free parameters (``V_reset < V_th`` with both free) is not
             enforced here: `diffbrain.fit.fit` warns when its result breaks one.
         transforms: optional ``{name: "log" | "logit"}`` overrides of the default transform.
-        dtype: dtype of the bounds (float64 for fitting).
+        dtype: dtype of the bounds; by default float64 where JAX has it (``jax_enable_x64``, which
+            `diffbrain.fit.fit` enables for its duration), else float32 without a warning.
 
     Returns:
         A `FreeParams`.
@@ -266,6 +267,8 @@ def free_params(
         upper.append(hi)
         chosen.append(transform)
     _check_domain(model, dict(zip(names, zip(lower, upper, strict=True), strict=True)))
+    if dtype is None:
+        dtype = jax.dtypes.canonicalize_dtype(jnp.float64)
     free_set = FreeParams(
         names=tuple(names),
         transforms=tuple(chosen),

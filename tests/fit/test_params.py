@@ -1,3 +1,5 @@
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -112,3 +114,14 @@ def test_a_string_for_bounds_or_transforms_is_refused_naming_it(arguments, error
     """Review: ``"15"`` was read as the bounds (1, 5); ``transforms="log"`` failed inside ``dict``."""
     with pytest.raises(error, match=match):
         fit.free_params(zoo.LIF(), **arguments)
+
+
+def test_default_bounds_dtype_follows_jax_precision_without_a_warning():
+    """Outside float64 mode the default bounds are float32, silently: the default asked for nothing."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with jax.enable_x64(False):
+            single = fit.free_params(zoo.LIF(), FREE)
+        with jax.enable_x64(True):
+            double = fit.free_params(zoo.LIF(), FREE)
+    assert single.lower.dtype == np.float32 and double.lower.dtype == np.float64
