@@ -44,7 +44,7 @@ Baselines come in two formats:
   compares with another pytest-benchmark JSON (``compare(load(new), load(old))``), not with a
   ``diffbrain bench`` run.
 
-    diffbrain bench ops --quick --compare bench-results/ops.csv [--threshold 0.2]
+    diffbrain bench ops --compare bench-results/ops.csv [--threshold 0.2]
 
 The command prints the flagged cases and exits with status 1 when there is one, or when nothing at all
 could be compared.
