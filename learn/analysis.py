@@ -110,7 +110,8 @@ def persistent_activity(
         spikes: spike trains [T, B, n] (0/1 per step).
         labels: each trial's class [B].
         stimulus, delay: [T] windows where selectivity is measured and where persistence is read.
-        baseline: [T] window of spontaneous activity (default: the steps before the first stimulus step).
+        baseline: [T] window of spontaneous activity, at least one step; None: the steps before the first
+            stimulus step (none when the stimulus starts at step 0: ``result.baseline`` is then NaN).
         dt: the time step, ms, a finite number > 0.
         threshold: the rate difference, Hz, that a neuron's must exceed to count as selective; finite and
             ≥ 0.
@@ -120,7 +121,8 @@ def persistent_activity(
         without selective neurons get NaN rates.
 
     Raises:
-        ValueError: windows or labels of the wrong shape, or ``dt`` or ``threshold`` out of range or not a
+        ValueError: windows or labels of the wrong shape, an empty ``stimulus``, ``delay`` or given
+            ``baseline`` window (its rates would be NaN), or ``dt`` or ``threshold`` out of range or not a
             real number.
     """
     for name, value, bound in (("dt", dt, "> 0 ms"), ("threshold", threshold, ">= 0 Hz")):
@@ -145,19 +147,35 @@ def persistent_activity(
             f"persistent_activity: `labels` must be [B] with B = {spikes.shape[1]} (the spikes' second "
             f"axis), got {labels.shape}."
         )
-    if baseline is None:
+    no_delay = (
+        " (a task without a delay period, e.g. PerceptualDecisionMaking's default delay_duration=0, has none "
+        "to read: build it with delay_duration > 0)"
+    )
+    for name, window, hint in (("stimulus", stimulus, ""), ("delay", delay, no_delay)):
+        if not window.any():  # its rates would be NaN
+            raise ValueError(
+                f"persistent_activity: the `{name}` window is empty (no step is True); pass a [T] window "
+                f"with at least one step{hint}."
+            )
+    if baseline is None:  # empty when the stimulus starts at step 0: NaN baseline rates, as documented
         baseline = np.arange(spikes.shape[0]) < np.argmax(stimulus)
-    baseline = np.asarray(baseline, bool)
-    if baseline.shape != spikes.shape[:1]:
-        raise ValueError(
-            f"persistent_activity: `baseline` must be a [T] window with T = {spikes.shape[0]}, got "
-            f"{baseline.shape}."
-        )
+    else:
+        baseline = np.asarray(baseline, bool)
+        if baseline.shape != spikes.shape[:1]:
+            raise ValueError(
+                f"persistent_activity: `baseline` must be a [T] window with T = {spikes.shape[0]}, got "
+                f"{baseline.shape}."
+            )
+        if not baseline.any():
+            raise ValueError(
+                "persistent_activity: the `baseline` window is empty (no step is True); pass a [T] window "
+                "of spontaneous activity with at least one step, or None for the steps before the stimulus."
+            )
     classes = np.unique(labels)
     hz = 1000.0 / dt
 
     def rate(window: np.ndarray, trials: np.ndarray) -> np.ndarray:  # [n] Hz
-        if not window.any() or not trials.any():
+        if not (window.any() and trials.any()):  # the default baseline before a stimulus at step 0; one class
             return np.full(spikes.shape[-1], np.nan)
         return spikes[window][:, trials].mean(axis=(0, 1)) * hz
 

@@ -110,21 +110,23 @@ def _update(net, opt_state, task, key, gradients, optimizer, batch_size):
 class _StaticTask:
     """A task that is a pytree leaf hashed by identity (a plain class) or not hashable (a plain dataclass, a
     frozen one with an array field), as `_update`'s static argument: hashed and compared by the object
-    itself and its fields as they were when wrapped (`_settings`, where JSON can hold them), so the same
-    task changed between two calls is compiled anew. Never equal for two objects: fields that `_settings`
-    cannot see (``__slots__``) must not make two tasks share a compiled step."""
+    itself and its fields as they were when wrapped (`_settings`), so the same task changed between two
+    calls is compiled anew, and two objects never share a compiled step. A task holding a value whose state
+    `_settings` cannot read (an object without fields whose repr holds an address, e.g. a memoryview) equals
+    only its wrapper, which `train` makes once per call: such a task is compiled anew on every call."""
 
     def __init__(self, task):
         self.task = task
-        try:
-            self.fields = json.dumps(_settings(task), sort_keys=True)
-        except (TypeError, ValueError):  # a field JSON cannot hold (a complex number): identity alone
-            self.fields = None
+        unread: list = []
+        settings = _settings(task, _unread=unread)
+        self.fields = None if unread else json.dumps(settings, sort_keys=True)
 
     def __hash__(self) -> int:
-        return hash((id(self.task), self.fields))
+        return hash((id(self.task), self.fields)) if self.fields is not None else id(self)
 
     def __eq__(self, other) -> bool:
+        if self.fields is None:
+            return self is other
         return isinstance(other, _StaticTask) and self.task is other.task and self.fields == other.fields
 
     def sample(self, key, batch_size: int):
@@ -204,13 +206,16 @@ def _sha256(arrays) -> str:
     return digest.hexdigest()
 
 
-def _settings(value, _open: frozenset[int] = frozenset()) -> Any:
+def _settings(value, _open: frozenset[int] = frozenset(), _unread: list | None = None) -> Any:
     """``value`` as JSON that is the same in every process (no memory addresses): numbers and strings as
     they are, a sequence as a list, a set as a sorted list, a mapping as its (key, value) items, a path as
-    its text, a scalar array as its number and a larger one (a random key: its data) as its dtype, shape
-    and SHA-256, a function by `_name` (a `functools.partial` with its arguments), and a dataclass (an
-    Equinox module, a task) or another object as its class and its fields (its ``repr`` if it has none);
-    an object met again inside itself as ``"<cycle>"``, a module as its name.
+    its text, a scalar array as its number (one JSON cannot hold, a complex number, bytes or a date, by its
+    repr) and a larger one (a random key: its data) as its dtype, shape and SHA-256, a function by `_name`
+    (a `functools.partial` with its arguments), and a dataclass (an Equinox module, a task) or another
+    object as its class and its fields (`_fields`: its ``__dict__`` and every ``__slots__`` entry that is
+    set; its ``repr`` if it has neither); an object met again inside itself as ``"<cycle>"``, a module as
+    its name. An object without fields whose repr holds an address is its class alone, and is appended to
+    ``_unread`` when given.
 
     A lambda or local function (closure), which its name does not tell apart, adds the SHA-256 of its
     bytecode (the same in every process of one Python version) and its default and captured values (not
@@ -218,25 +223,28 @@ def _settings(value, _open: frozenset[int] = frozenset()) -> Any:
     if value is None or isinstance(value, bool | int | float | str):
         return value
     if isinstance(value, os.PathLike):
-        return os.fspath(value)
+        return os.fsdecode(value)
     if isinstance(value, types.ModuleType):
         return value.__name__
     if eqx.is_array(value) and jnp.issubdtype(value.dtype, jax.dtypes.prng_key):
         value = jax.random.key_data(value)
     if isinstance(value, np.generic) or (eqx.is_array(value) and value.ndim == 0):
-        return np.asarray(value).item()
+        value = np.asarray(value).item()  # a complex number, bytes or a date: by its repr below
+        if value is None or isinstance(value, bool | int | float | str):
+            return value
     if eqx.is_array(value):
         return f"{value.dtype}{list(value.shape)} sha256 {_sha256([value])}"
     if id(value) in _open:
         return "<cycle>"
-    inner = _open | {id(value)}
+    inner = functools.partial(_settings, _open=_open | {id(value)}, _unread=_unread)
     if isinstance(value, list | tuple):
-        return [_settings(item, inner) for item in value]
+        return [inner(item) for item in value]
     if isinstance(value, set | frozenset):
-        return sorted((_settings(item, inner) for item in value), key=repr)
+        return sorted((inner(item) for item in value), key=repr)
     if isinstance(value, Mapping):  # items as pairs: keys of any type, none mistaken for "class"
-        items = [[_settings(k, inner), _settings(v, inner)] for k, v in value.items()]
+        items = [[inner(k), inner(v)] for k, v in value.items()]
         return {"class": _name(type(value)), "items": sorted(items, key=lambda item: json.dumps(item[0]))}
+    attributes = _fields(value)
     if isinstance(value, functools.partial):
         fields = {"func": value.func, "args": value.args, "keywords": value.keywords}
     elif dataclasses.is_dataclass(value):
@@ -251,16 +259,42 @@ def _settings(value, _open: frozenset[int] = frozenset()) -> Any:
     elif isinstance(value, types.MethodType):
         fields = {"function": value.__func__, "self": value.__self__}
     elif callable(value) and not (
-        hasattr(value, "__dict__")
+        attributes is not None
         and isinstance(inspect.getattr_static(type(value), "__call__", None), types.FunctionType)
     ):  # a function, a class, a builtin: its name (an object whose class defines __call__: its fields)
         return _name(value)
-    elif hasattr(value, "__dict__"):
-        fields = vars(value)
-    else:  # a value without fields (a Fraction, a range, bytes): its repr, where that has no address
-        text = repr(value)
-        fields = {} if " at 0x" in text else {"repr": text}
-    return {"class": _name(type(value)), **{name: _settings(item, inner) for name, item in fields.items()}}
+    elif attributes is not None:
+        fields = attributes
+    elif " at 0x" in (text := repr(value)):  # a value without fields whose state its repr does not show
+        fields = {}
+        if _unread is not None:
+            _unread.append(value)
+    else:  # a value without fields (a range, bytes, a complex number, a date): its repr
+        fields = {"repr": text}
+    return {"class": _name(type(value)), **{name: inner(item) for name, item in fields.items()}}
+
+
+def _fields(value) -> dict[str, Any] | None:
+    """``value``'s ``__slots__`` entries that are set (of every class of its MRO, a private name as Python
+    mangles it) and its ``__dict__``; None if it has neither (an object of a builtin or C type)."""
+    names = []
+    for cls in type(value).__mro__:
+        slots = cls.__dict__.get("__slots__", ())
+        for name in [slots] if isinstance(slots, str) else slots:
+            if name in ("__dict__", "__weakref__"):
+                continue
+            if name.startswith("__") and not name.endswith("__"):
+                name = f"_{cls.__name__.lstrip('_')}{name}"
+            names.append((cls, name))
+    if not names and not hasattr(value, "__dict__"):
+        return None
+    fields = {}
+    for cls, name in names:
+        try:  # the slot's own descriptor: not a property of the same name in a subclass
+            fields[name] = cls.__dict__[name].__get__(value, cls)
+        except AttributeError:  # not set
+            pass
+    return fields | (vars(value) if hasattr(value, "__dict__") else {})
 
 
 def _cell_contents(cell) -> Any:
@@ -462,8 +496,10 @@ def train(
     object with its arguments or fields too; a lambda or local function by its bytecode and captured values
     as well (so a resume under another Python version may refuse it: give such a loss a module-level name),
     not by the globals it reads. A task that is not a pytree and is hashed by identity or not at all (a
-    plain class or dataclass) is compiled for that object and its fields' values: one changed between calls
-    is compiled anew.
+    plain class or dataclass) is compiled for that object and its fields' values (``__slots__`` too): one
+    changed between calls is compiled anew; one holding a value whose state cannot be read (an object
+    without fields whose repr holds a memory address, e.g. a memoryview) is compiled anew on every call,
+    and its ``run.json`` records that value by its class alone.
 
     Training stops with `TrainingDiverged` (a ``FloatingPointError``) at the first step whose loss or updated
     parameters are not finite. The error's ``result`` is the run up to the last finite step, and

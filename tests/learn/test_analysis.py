@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from diffbrain import learn
+from diffbrain import learn, tasks
 from diffbrain.learn import analysis
 
 
@@ -109,6 +109,33 @@ def test_persistent_activity_reports_nan_without_selective_neurons_and_checks_wi
     assert not result.selective.any() and np.isnan(result.preferred).all()
     with pytest.raises(ValueError, match="stimulus"):
         analysis.persistent_activity(spikes, labels, stimulus[:-1], delay)
+
+
+def test_persistent_activity_refuses_an_empty_delay_naming_it():
+    """Review s27: PerceptualDecisionMaking's default delay_duration=0 leaves its delay window empty, and
+    every delay rate was a silent NaN."""
+    task = tasks.PerceptualDecisionMaking(dt=10.0)
+    spikes, labels = np.ones((task.n_steps, 4, 3)), np.array([1, 1, 2, 2])
+    with pytest.raises(ValueError, match=r"the `delay` window is empty.*delay_duration > 0"):
+        analysis.persistent_activity(spikes, labels, task.window("stimulus"), task.window("delay"), dt=10.0)
+
+
+@pytest.mark.parametrize(
+    ("windows", "message"),
+    [
+        ({"stimulus": np.zeros(20, bool)}, "the `stimulus` window is empty"),
+        ({"baseline": np.zeros(20, bool)}, "the `baseline` window is empty .*, or None for the steps before"),
+    ],
+)
+def test_persistent_activity_refuses_an_empty_window_naming_it(windows, message):
+    """Review s27: an empty stimulus or baseline window gave NaN rates without a word (the default baseline,
+    the steps before the stimulus, is empty for a stimulus from step 0: NaN as documented)."""
+    spikes, labels = np.ones((20, 6, 3)), np.arange(6) % 2
+    spikes[5:10, labels == 0] = 0.0
+    steps = np.arange(20)
+    windows = {"stimulus": (steps >= 5) & (steps < 10), "delay": steps >= 10} | windows
+    with pytest.raises(ValueError, match=message):
+        analysis.persistent_activity(spikes, labels, **windows)
 
 
 def test_lognormal_fit_refuses_non_finite_magnitudes():
