@@ -59,6 +59,20 @@ def test_coherence_zero_does_not_tell_the_label():
     assert set(np.asarray(batch.labels).tolist()) == {1, 2}
 
 
+def test_a_spike_count_observer_stays_below_the_coin_flip_ceiling():
+    """The docstring's numbers: coherence-0 trials are coin flips (ceiling 0.9); counting each evidence
+    group's Poisson spikes in the stimulus period scores about 0.90 at dt 10 ms."""
+    n = 1200
+    task = tasks.PerceptualDecisionMaking(dt=10.0)
+    batch = task.sample(jax.random.key(7), n)
+    spikes = np.asarray(batch.inputs).reshape(task.n_steps, n, task.n_groups, -1)
+    counts = spikes[task.window("stimulus")].sum((0, 3))  # [B, groups]
+    labels = np.asarray(batch.labels)
+    right = np.where(counts[:, 2] == counts[:, 1], 0.5, np.where(counts[:, 2] > counts[:, 1], 2, 1) == labels)
+    assert abs(right.mean() - 0.90) < 5 * math.sqrt(0.9 * 0.1 / n)
+    assert right.mean() < 0.9 + 2 * math.sqrt(0.9 * 0.1 / n)
+
+
 def test_reaction_time_variant():
     task = tasks.PerceptualDecisionMaking(
         dt=10.0,
