@@ -7,6 +7,18 @@ _DEVICES_FLAG = "--xla_force_host_platform_device_count=4"
 if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_DEVICES_FLAG}".strip()
 
+# Before JAX is imported anywhere: a compilation cache on disk for this run, shared by the xdist workers and
+# the subprocesses that tests start (they inherit the environment). Many tests compile the same programs
+# (the same model or operator, built anew per test): a hit loads the executable instead of compiling it.
+# A cache set by the user is theirs to keep; this one goes at the end of the run (`pytest_unconfigure`).
+_OWN_CACHE = None
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    _OWN_CACHE = tempfile.mkdtemp(prefix="diffbrain-tests-jax-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _OWN_CACHE
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
 from pathlib import Path  # noqa: E402
 
 import jax  # noqa: E402
@@ -21,6 +33,13 @@ jax.config.update("jax_enable_x64", True)
 
 def pytest_addoption(parser):
     parser.addoption("--run-slow", action="store_true", default=False, help="also run tests marked slow")
+
+
+def pytest_unconfigure(config):
+    if _OWN_CACHE is not None:
+        import shutil
+
+        shutil.rmtree(_OWN_CACHE, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):
