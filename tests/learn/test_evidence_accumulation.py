@@ -18,7 +18,7 @@ def test_shortened_evidence_accumulation_is_learned_well_above_chance(method):
     net = learn.EINetwork(task.n_inputs, 50, task.n_outputs, key=jax.random.key(0), dt=task.dt)
     optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-2))
     result = learn.train(
-        net, task, method, optimizer, steps=100, batch_size=32, key=jax.random.key(100), progress=False
+        net, task, method, optimizer, steps=100, batch_size=8, key=jax.random.key(100), progress=False
     )
     accuracy = result.metrics["accuracy"]
     print(method, "accuracy per 20 steps:", accuracy.reshape(-1, 20).mean(axis=1))
