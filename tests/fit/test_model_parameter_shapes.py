@@ -48,3 +48,21 @@ def test_one_value_per_sweep_still_fits_each_sweep_with_its_own_value(two_sweeps
         zoo.LIF(V_th=100.0, C=jnp.asarray([250.0, 100.0])), [sweeps], free=FREE, budget=40
     )
     assert cell.params["g_L"] == pytest.approx(20.0, rel=1e-6)
+
+
+class _ThreeNeuronLIF(zoo.LIF):
+    """A user's neuron whose state holds three neurons whatever its parameters say."""
+
+    def init_state(self, shape: int | tuple[int, ...] = ()) -> zoo.neurons.LIFState:
+        return super().init_state((3,))
+
+
+def test_the_objective_refuses_a_model_that_simulates_another_shape(two_sweeps):
+    """Its parameters pass the per-sweep check; the simulated voltage's shape (abstract evaluation, nothing
+    run) is what gives it away."""
+    model = zoo.astype(_ThreeNeuronLIF(V_th=100.0), jnp.float64)
+    inputs, target = fit.prepare(model, two_sweeps[:1])
+    with pytest.raises(
+        ValueError, match=r"_ThreeNeuronLIF simulates a voltage of shape \(100, 3\).*holds \(100, 1\)"
+    ):
+        fit.Objective(model, fit.free_params(model, FREE), inputs, target, fit.VoltageMSE())
