@@ -1,4 +1,5 @@
-"""Test-wide settings: float64 available, four fake CPU devices, the shared data folder, slow tests opt-in."""
+"""Test-wide settings: float64 available, four fake CPU devices, XLA flags that compile faster, a compilation
+cache for the run, the shared data folder, slow tests opt-in."""
 
 import os
 
