@@ -1,6 +1,6 @@
 """`networks.simulate_network_sharded`: a `Network` split over devices (4 fake CPU devices, tests/conftest.py)
-gives the very simulation `Network.simulate` gives on one — delays, Poisson background, gap junctions,
-pulses and per-neuron parameters included."""
+gives the very simulation `Network.simulate` gives on one — the same spikes, the same state to a few units
+in the last place — delays, Poisson background, gap junctions, pulses and per-neuron parameters included."""
 
 import doctest
 import importlib
