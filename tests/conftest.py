@@ -4,23 +4,25 @@ cache for the run, the shared data folder, slow tests opt-in."""
 import os
 
 
-def _add_xla_flags(flags: dict[str, str]) -> None:
-    """Append each flag to XLA_FLAGS unless XLA_FLAGS already names it (the user's setting wins)."""
-    for name, flag in flags.items():
-        if name not in os.environ.get("XLA_FLAGS", ""):
-            os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
+def _unset_xla_flags(*flags: str) -> list[str]:
+    """Those of ``flags`` (``--name=value``) whose name XLA_FLAGS does not already set (the user's wins)."""
+    given = os.environ.get("XLA_FLAGS", "")
+    return [flag for flag in flags if flag[2:].split("=")[0] not in given]
 
 
-def _xla_knows(flags: dict[str, str]) -> bool:
-    """Whether this jaxlib's XLA accepts these flags (it aborts the process on an unknown one): a ~1 s probe
-    in a subprocess, run only where some are still to be added (the xdist workers inherit them)."""
+def _add_xla_flags(flags: list[str]) -> None:
+    os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), *flags]).strip()
+
+
+def _xla_accepts(flags: list[str]) -> bool:
+    """Whether this jaxlib's XLA accepts ``flags`` (it aborts the process on an unknown one): a ~1 s probe in
+    a subprocess, run only where some are still to be added (the xdist workers inherit them)."""
     import subprocess
     import sys
 
-    missing = [flag for name, flag in flags.items() if name not in os.environ.get("XLA_FLAGS", "")]
-    if not missing:
+    if not flags:
         return True
-    env = {**os.environ, "XLA_FLAGS": " ".join(missing), "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "XLA_FLAGS": " ".join(flags), "JAX_PLATFORMS": "cpu"}
     probe = [sys.executable, "-c", "import jax; jax.devices()"]
     try:
         return subprocess.run(probe, env=env, capture_output=True, timeout=300).returncode == 0
@@ -29,19 +31,19 @@ def _xla_knows(flags: dict[str, str]) -> bool:
 
 
 # Before JAX is imported anywhere: four host devices, so sharding tests run on a CPU-only machine.
-_add_xla_flags({"xla_force_host_platform_device_count": "--xla_force_host_platform_device_count=4"})
+_add_xla_flags(_unset_xla_flags("--xla_force_host_platform_device_count=4"))
 # Most of a test's time is XLA compiling small programs it runs once or a few times (every eager operation
 # is one): LLVM's optimisation passes are skipped, fusions are emitted the older, quicker-to-compile way and
 # in one piece (measured on zoo/test_simulate + learn/test_gradients: 107 s -> 47 s). Tests check results,
 # not speed; the benchmarks (bench/, `diffbrain bench`) run without these flags. A jaxlib whose XLA no
 # longer knows one of them runs the tests without them.
-_COMPILE_SPEED_FLAGS = {
-    "xla_backend_optimization_level": "--xla_backend_optimization_level=0",
-    "xla_llvm_disable_expensive_passes": "--xla_llvm_disable_expensive_passes=true",
-    "xla_cpu_use_fusion_emitters": "--xla_cpu_use_fusion_emitters=false",
-    "xla_cpu_parallel_codegen_split_count": "--xla_cpu_parallel_codegen_split_count=1",
-}
-if _xla_knows(_COMPILE_SPEED_FLAGS):
+_COMPILE_SPEED_FLAGS = _unset_xla_flags(
+    "--xla_backend_optimization_level=0",
+    "--xla_llvm_disable_expensive_passes=true",
+    "--xla_cpu_use_fusion_emitters=false",
+    "--xla_cpu_parallel_codegen_split_count=1",
+)
+if _xla_accepts(_COMPILE_SPEED_FLAGS):
     _add_xla_flags(_COMPILE_SPEED_FLAGS)
 
 # Before JAX is imported anywhere: a compilation cache on disk for this run, shared by the xdist workers and
