@@ -41,8 +41,10 @@ ADJOINT_MAX_WIDTH = 4
 (sweeps × starts evaluated together), checkpointed reverse mode above; see `auto_gradient_mode`."""
 MEASURE_MAX_PARAMS = 8
 """``gradient="measure"`` times forward mode only up to this many parameters."""
-MEASURE_REPEATS = 3
-"""``gradient="measure"`` keeps the fastest of this many timed calls per mode (after one untimed call)."""
+MEASURE_REPEATS = 5
+"""``gradient="measure"`` keeps the median of this many timed calls per mode, the modes timed in turn (after
+one untimed call each). The fastest call misled: reverse mode's time through a long scan is bimodal (GIF,
+50,000 steps, one start: 26 ms at best, 47 ms in a fit), so its minimum beat forward mode's 21 ms."""
 CENTRAL_STEP = 1e-5
 """Step of ``gradient="central"`` in the unconstrained ``u`` (≈ ε^{1/3} of float64)."""
 
@@ -120,7 +122,8 @@ class Objective:
               (sweeps for `value_and_grad`, sweeps × starts for `values_and_grads`).
             * ``"measure"``: time each exact mode (forward only up to `MEASURE_MAX_PARAMS` parameters,
               the adjoint only up to `ADJOINT_MAX_WIDTH` simulations side by side; never ``"central"``,
-              which is approximate: ask for it by name) and use the fastest, for one
+              which is approximate: ask for it by name) and use the fastest (the median of
+              `MEASURE_REPEATS` calls, the modes timed in turn), for one
               start on `value_and_grad` when the objective is built and for n starts (a `vmap` over n
               vectors, what `values_and_grads` and batched L-BFGS evaluate) the first time
               ``gradient_mode(n)`` is asked; the times are in ``gradient_timings`` (one start) and
@@ -272,7 +275,7 @@ class Objective:
 
     def _time_modes(self, n_starts: int) -> dict[str, float]:
         """Seconds of one value-and-gradient of ``n_starts`` vectors (one: `value_and_grad`, more: a `vmap`)
-        per exact mode, the fastest of `MEASURE_REPEATS` calls after one untimed call (compilation);
+        per exact mode, the median of `MEASURE_REPEATS` calls after one untimed call (compilation);
         stored in ``gradient_timings_by_starts``. The adjoint is timed only up to `ADJOINT_MAX_WIDTH`
         simulations side by side: above, it measured 5–27× a batched forward on every problem of the ``fit``
         suite (its time-by-state Jacobians are memory-bound), never the fastest."""
@@ -281,19 +284,21 @@ class Objective:
         modes = ["reverse"] + (["forward"] if self.free.size <= MEASURE_MAX_PARAMS else [])
         width = n_starts * self.inputs.shape[1]
         modes += ["adjoint"] if self.adjoint_supported and width <= ADJOINT_MAX_WIDTH else []
-        timings = {}
+        calls = {}
         for mode in modes:
             if n_starts == 1:
-                call = functools.partial(jax.jit(functools.partial(self._value_and_grad, mode=mode)), u)
+                one_start = jax.jit(functools.partial(self._value_and_grad, mode=mode))
+                calls[mode] = functools.partial(one_start, u)
             else:
-                call = functools.partial(self._batched_value_and_grad, us, mode)
-            jax.block_until_ready(call())
-            seconds = []
-            for _ in range(MEASURE_REPEATS):
+                calls[mode] = functools.partial(self._batched_value_and_grad, us, mode)
+            jax.block_until_ready(calls[mode]())
+        seconds = {mode: [] for mode in modes}
+        for _ in range(MEASURE_REPEATS):  # the modes in turn, so a busy spell slows every mode alike
+            for mode, call in calls.items():
                 start = time.perf_counter()
                 jax.block_until_ready(call())
-                seconds.append(time.perf_counter() - start)
-            timings[mode] = min(seconds)
+                seconds[mode].append(time.perf_counter() - start)
+        timings = {mode: float(np.median(times)) for mode, times in seconds.items()}
         self.gradient_timings_by_starts[n_starts] = timings
         return timings
 

@@ -76,14 +76,19 @@ def test_single_start_and_batched_calls_agree(objective, batched):
     np.testing.assert_allclose(grads, results["reverse"][1], rtol=1e-8)
 
 
-def test_measure_times_the_modes_at_the_batch_size_asked_for(monkeypatch):
-    """``gradient="measure"`` times n starts side by side once per n and picks the fastest of those times."""
+def _lif_objective():
+    """A subthreshold LIF, two sweeps, three free parameters, ``gradient="measure"``."""
     currents = np.stack([zoo.stimulus.steps([0.0, a, 0.0], [10.0, 30.0, 20.0], 0.2) for a in (150.0, -100.0)])
     sweeps = fit.synthetic_sweeps(zoo.LIF(V_th=100.0), currents, 0.2)
     model = zoo.astype(zoo.LIF(V_th=100.0), jnp.float64)
     free = fit.free_params(model, {"g_L": (5.0, 50.0), "C": (50.0, 500.0), "V_rest": (-80.0, -50.0)})
     inputs, target = fit.prepare(model, sweeps)
-    objective = fit.Objective(model, free, inputs, target, fit.VoltageMSE(), gradient="measure")
+    return fit.Objective(model, free, inputs, target, fit.VoltageMSE(), gradient="measure")
+
+
+def test_measure_times_the_modes_at_the_batch_size_asked_for(monkeypatch):
+    """``gradient="measure"`` times n starts side by side once per n and picks the fastest of those times."""
+    objective = _lif_objective()
     assert set(objective.gradient_timings_by_starts) == {1}  # one start, timed when built
     mode = objective.gradient_mode(3)
     timings = objective.gradient_timings_by_starts[3]
@@ -91,6 +96,28 @@ def test_measure_times_the_modes_at_the_batch_size_asked_for(monkeypatch):
     assert set(timings) == {"forward", "reverse"} and mode == min(timings, key=timings.get)
     monkeypatch.setattr(objective, "_time_modes", lambda n: pytest.fail("measured twice"))
     assert objective.gradient_mode(3) == mode
+
+
+def test_measure_keeps_each_modes_median_timed_in_turn(monkeypatch):
+    """Review s30: the fastest of three calls per mode, one mode after the other, picked reverse mode for GIF
+    (a bimodal 26/47 ms against forward's steady 21 ms). A fake clock gives forward mode calls of 5, 5, 5, 5,
+    5 and reverse mode one lucky call of 1 among 9s: the median picks forward, and the calls alternate."""
+    objective = _lif_objective()
+    order = []
+    durations = {"forward": iter([5.0] * 5), "reverse": iter([9.0, 1.0, 9.0, 9.0, 9.0])}
+    now = [0.0]
+
+    def fake_batched(us, mode):
+        order.append(mode)
+        if len(order) > 2:  # after one untimed call per mode
+            now[0] += next(durations[mode])
+        return jnp.zeros(us.shape[0]), jnp.zeros(us.shape)
+
+    monkeypatch.setattr(objective, "_batched_value_and_grad", fake_batched)
+    monkeypatch.setattr("diffbrain.fit.objective.time.perf_counter", lambda: now[0])
+    assert objective.gradient_mode(3) == "forward"
+    assert objective.gradient_timings_by_starts[3] == {"reverse": 9.0, "forward": 5.0}
+    assert order == ["reverse", "forward"] * (1 + fit.objective.MEASURE_REPEATS)
 
 
 def test_a_fit_records_the_gradient_mode_it_ran(monkeypatch):
