@@ -24,6 +24,7 @@ Examples:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Mapping
 
@@ -191,8 +192,15 @@ class FreeParams(eqx.Module):
 
     def sample(self, key: PRNGKeyArray, n: int) -> Float[Array, " n d"]:
         """``n`` unconstrained starts, uniform in the box (log-uniform for ``"log"`` parameters)."""
-        x = jax.random.uniform(key, (n, self.size), self.lower.dtype, _EDGE, 1 - _EDGE)
-        return jnp.log(x) - jnp.log1p(-x)
+        return _uniform_logits(key, (n, self.size), jnp.dtype(self.lower.dtype))
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _uniform_logits(key: PRNGKeyArray, shape: tuple[int, int], dtype) -> Float[Array, " n d"]:
+    """Logits of uniform draws in ``(_EDGE, 1 − _EDGE)``, in one compiled call (eagerly, its four operations
+    took 7 ms, a third of a GIF fit's value-and-gradient, at each of `gradient.lbfgsb`'s restarts)."""
+    x = jax.random.uniform(key, shape, dtype, _EDGE, 1 - _EDGE)
+    return jnp.log(x) - jnp.log1p(-x)
 
 
 def free_params(
