@@ -263,9 +263,10 @@ def test_bench_command_flags_a_regression_and_exits_1(tmp_path, capsys):
     args = ["throughput", "--models", "lif", "--sizes", "100", "--steps", "50", "--repeats", "3"]
     bench_cli.main([*args, "--out", str(tmp_path / "base")])
     baseline = records.read_csv(tmp_path / "base" / "throughput.csv")
-    # A baseline in which diffbrain's simulate was 3× faster relative to the step loop than it is now.
+    # A baseline in which diffbrain's simulate was 30× faster relative to the step loop than it is now (3× was
+    # within the noise of a contended 2-core host: 50 steps of 100 neurons take microseconds).
     ours = (baseline["method"] == "diffbrain") & (baseline["unit"] == "s")
-    baseline.loc[ours, "value"] /= 3.0
+    baseline.loc[ours, "value"] /= 30.0
     records.write_csv(
         [records.Record(**row) for row in baseline.to_dict("records")], tmp_path / "doctored.csv"
     )
